@@ -1,0 +1,1 @@
+"""Kinesis: producer, stream admin, and a KCL-style consumer with DynamoDB leases."""

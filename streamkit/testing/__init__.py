@@ -1,0 +1,1 @@
+"""Public test helpers: table assertions and fixtures that start real servers."""
