@@ -1,0 +1,107 @@
+"""One measurement = one fresh Python process.
+
+Run as a script, this is the measured child: it imports the engine (untimed),
+does the engine's untimed setup, then times read + compute + materialise to Arrow,
+then reads its own peak RSS (``VmHWM``; nothing subtracted) and prints one
+JSON line. With ``--import-only`` it stops after the imports, which gives the
+interpreter + import baseline RSS. The result table is written (after the
+measurement) to ``--out`` for the parent to verify.
+
+``spawn`` is the parent side: it starts the child and parses its line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one child reported; ``error`` set means it failed and the rest is meaningless."""
+
+    wall_s: float
+    peak_rss_bytes: int
+    error: str | None = None
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux ``VmHWM``).
+
+    Not ``getrusage().ru_maxrss``: Linux carries that across fork + exec, so a child
+    reports at least its parent's RSS at spawn time (the parent here holds the
+    reference data), which is not this process's memory.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def spawn(
+    engine: str,
+    *,
+    workload: str | None = None,
+    path: Path | None = None,
+    out: Path | None = None,
+    timeout_s: float = 1800.0,
+) -> Sample:
+    """Measure in a fresh interpreter; without ``workload`` only imports are measured."""
+    cmd = [sys.executable, str(HERE / "_measure.py"), "--engine", engine]
+    if workload is None:
+        cmd.append("--import-only")
+    else:
+        cmd += ["--workload", workload, "--path", str(path), "--out", str(out)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return Sample(float("nan"), 0, f"timed out after {timeout_s:.0f} s")
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        return Sample(float("nan"), 0, f"exit {proc.returncode}: {tail}")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Sample(float(report["wall_s"]), int(report["peak_rss_bytes"]))
+
+
+def _child(args: argparse.Namespace) -> dict[str, float | int]:
+    import _engines
+
+    _engines.import_engine(args.engine)
+    if args.import_only:
+        return {"wall_s": 0.0, "peak_rss_bytes": _peak_rss_bytes()}
+    run = _engines.prepare(args.engine, _engines.WORKLOADS[args.workload], args.path)
+    start = time.perf_counter()
+    table = run()
+    wall = time.perf_counter() - start
+    peak = _peak_rss_bytes()
+
+    import _verify
+
+    _verify.write_ipc(table, args.out)
+    return {"wall_s": wall, "peak_rss_bytes": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one benchmark measurement (child process)")
+    parser.add_argument("--engine", required=True)
+    parser.add_argument("--import-only", action="store_true")
+    parser.add_argument("--workload")
+    parser.add_argument("--path", type=Path)
+    parser.add_argument("--out", type=Path)
+    report = _child(parser.parse_args())
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: not measured, and some engines are slow at it
+
+
+if __name__ == "__main__":
+    main()
