@@ -1,3 +1,65 @@
-"""streamkit: Spark Structured Streaming semantics and a KCL-style consumer, on Arrow."""
+"""streamkit: Spark Structured Streaming semantics and a KCL-style consumer, on Arrow.
+
+import streamkit as sk
+df = sk.read.parquet("events/")
+counts = df.group_by(sk.window("event_time", "1 hour"), "action").agg(sk.count())
+"""
+
+from streamkit.config import AwsEndpoint
+from streamkit.errors import (
+    ColumnNotFoundError,
+    DurationError,
+    PlanError,
+    SchemaError,
+    StreamkitError,
+)
+from streamkit.expr import Expr
+from streamkit.frame import DataFrame, GroupedData
+from streamkit.functions import (
+    approx_count_distinct,
+    avg,
+    col,
+    count,
+    count_distinct,
+    from_epoch,
+    lit,
+    max,
+    mean,
+    min,
+    sum,
+    to_timestamp,
+)
+from streamkit.io import configure, from_arrow, from_pandas, read
+from streamkit.windows import session_window, window
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AwsEndpoint",
+    "ColumnNotFoundError",
+    "DataFrame",
+    "DurationError",
+    "Expr",
+    "GroupedData",
+    "PlanError",
+    "SchemaError",
+    "StreamkitError",
+    "approx_count_distinct",
+    "avg",
+    "col",
+    "configure",
+    "count",
+    "count_distinct",
+    "from_arrow",
+    "from_epoch",
+    "from_pandas",
+    "lit",
+    "max",
+    "mean",
+    "min",
+    "read",
+    "session_window",
+    "sum",
+    "to_timestamp",
+    "window",
+]

@@ -73,7 +73,8 @@ class AwsEndpoint:
         from botocore.config import Config
 
         cfg = Config(**config) if config else None
-        return boto3.session.Session().client(service, config=cfg, **self.client_kwargs())
+        make: Any = boto3.session.Session().client
+        return make(service, config=cfg, **self.client_kwargs())
 
     def s3_filesystem(self) -> pafs.S3FileSystem:
         """A pyarrow S3 filesystem on this endpoint (path-style addressing for emulators)."""

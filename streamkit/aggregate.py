@@ -1,0 +1,150 @@
+"""The aggregation kernel: partial states per bucket, window assignment, merge, finalize.
+
+Batch execution is ``finalize(merge(assign(partial(rows))))``. Streaming runs ``partial`` and
+``assign`` on each micro-batch and ``merge`` against its state, then ``finalize``: the same
+functions, so a stream's result equals the batch result on the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from streamkit import hll
+from streamkit.windows import BUCKET, WEND, WINDOW_COLUMN, WSTART, SessionWindow, TimeWindow
+
+if TYPE_CHECKING:
+    from streamkit.aggs import AggExpr
+
+ROWS = "__n"
+"""Hidden state column: number of input rows merged into a group."""
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """A resolved aggregation: key column names, window, aggregates and their input types."""
+
+    keys: tuple[str, ...]
+    window: TimeWindow | SessionWindow | None
+    aggs: tuple[AggExpr, ...]
+    input_dtypes: tuple[pl.DataType, ...]
+    time_dtype: pl.Datetime | None
+    output_order: tuple[str, ...]
+    """Group columns in the user's order (``window`` stands for the window struct)."""
+
+    def src(self, i: int) -> str:
+        """Internal name of the materialized input column of aggregate ``i``."""
+        return f"__in{i}"
+
+    @property
+    def state_keys(self) -> list[str]:
+        """Columns identifying a group in merged state (window bounds, then keys)."""
+        return ([WSTART, WEND] if self.window is not None else []) + list(self.keys)
+
+    def _plain(self) -> list[tuple[int, AggExpr]]:
+        return [(i, a) for i, a in enumerate(self.aggs) if not a.is_sketch]
+
+    def _sketches(self) -> list[tuple[int, AggExpr]]:
+        return [(i, a) for i, a in enumerate(self.aggs) if a.is_sketch]
+
+
+def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
+    """Partial states per (bucket, keys) of input rows, with windows assigned.
+
+    ``rows`` holds the key columns, ``__bucket`` (when windowed) and ``__in{i}`` inputs.
+    Output rows are keyed by :attr:`AggregateSpec.state_keys` but not yet unique per key when
+    windows overlap; :func:`merge` makes them unique.
+    """
+    group = ([BUCKET] if spec.window is not None else []) + list(spec.keys)
+    exprs = [pl.len().cast(pl.Int64).alias(ROWS)]
+    for i, agg in spec._plain():
+        exprs += agg.partial(i, spec.src(i), spec.input_dtypes[i])
+    sketches = spec._sketches()
+    if not sketches:
+        states = _group(rows, group, exprs).collect()
+    else:
+        data = rows.collect()
+        states = _group(data.lazy(), group, exprs).collect()
+        for i, agg in sketches:
+            built = hll.build(data.select([*group, spec.src(i)]), group, spec.src(i), agg.precision)
+            built = built.rename({spec.src(i): agg.state_columns(i)[0]})
+            states = states.join(built, on=group, how="left", nulls_equal=True)
+    return _assign(states, spec)
+
+
+def _group(frame: pl.LazyFrame, group: list[str], exprs: list[pl.Expr]) -> pl.LazyFrame:
+    if group:
+        return frame.group_by(group).agg(exprs)
+    return frame.select(exprs)
+
+
+def _assign(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
+    window, dtype = spec.window, spec.time_dtype
+    if isinstance(window, TimeWindow):
+        assert dtype is not None
+        return window.expand(states, dtype)
+    if isinstance(window, SessionWindow):
+        assert dtype is not None
+        gap = window.gap_ticks(dtype)
+        return states.rename({BUCKET: WSTART}).with_columns((pl.col(WSTART) + gap).alias(WEND))
+    return states
+
+
+def merge(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
+    """Combine states so there is exactly one row per group (sessions merge when they overlap)."""
+    if isinstance(spec.window, SessionWindow):
+        return _merge_sessions(states, spec)
+    return _merge_by(states, spec.state_keys, spec)
+
+
+def _merge_by(states: pl.DataFrame, group: list[str], spec: AggregateSpec) -> pl.DataFrame:
+    exprs = [pl.col(ROWS).sum()]
+    for i, agg in spec._plain():
+        exprs += agg.merge(i)
+    merged = _group(states.lazy(), group, exprs).collect()
+    for i, agg in spec._sketches():
+        col = agg.state_columns(i)[0]
+        sketch = hll.merge(states.select([*group, col]), group, col)
+        merged = merged.join(sketch, on=group, how="left", nulls_equal=True)
+    return merged
+
+
+def _merge_sessions(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
+    keys = list(spec.keys)
+    ordered = states.sort([*keys, WSTART], nulls_last=True)
+    prev_end = pl.col(WEND).cum_max().shift(1)
+    if keys:
+        prev_end = prev_end.over(keys)
+    starts = prev_end.is_null() | (pl.col(WSTART) >= prev_end)
+    ordered = ordered.with_columns(starts.cum_sum().alias("__sid"))
+    bounds = ordered.group_by("__sid").agg(pl.col(WSTART).min(), pl.col(WEND).max())
+    merged = _merge_by(ordered.drop(WSTART, WEND), [*keys, "__sid"], spec)
+    return merged.join(bounds, on="__sid").drop("__sid")
+
+
+def finalize(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
+    """Result rows: the window struct (if any), keys in the user's order, then aggregates."""
+    cols: list[pl.Expr] = []
+    for name in spec.output_order:
+        if name == WINDOW_COLUMN and spec.window is not None:
+            assert spec.time_dtype is not None
+            bounds = [pl.col(WSTART).alias("start"), pl.col(WEND).alias("end")]
+            typed = [b.cast(spec.time_dtype) for b in bounds]
+            cols.append(pl.struct(typed).alias(WINDOW_COLUMN))
+        else:
+            cols.append(pl.col(name))
+    cols += [agg.final(i) for i, agg in enumerate(spec.aggs)]
+    return states.select(cols)
+
+
+def run_batch(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
+    """The whole aggregation over one table (one partial, one merge, one finalize)."""
+    states = partial(rows, spec)
+    needs_merge = not (isinstance(spec.window, TimeWindow) and spec.window.is_tumbling)
+    if spec.window is not None and needs_merge:
+        states = merge(states, spec)
+    if spec.state_keys:
+        states = states.sort(spec.state_keys, nulls_last=True)
+    return finalize(states, spec)

@@ -1,0 +1,113 @@
+"""The one executor: runs a logical plan over Arrow data (through Polars, zero-copy).
+
+Batch runs a plan over a whole table. Streaming (later) runs the same compiled pieces over
+each micro-batch: :func:`aggregate_rows` and :func:`aggregate_spec` are shared.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from streamkit import aggregate as K
+from streamkit.expr import Col
+from streamkit.plan import Aggregate, Filter, Plan, Project, Scan, Watermark
+from streamkit.windows import BUCKET
+
+
+def execute(plan: Plan) -> pl.DataFrame:
+    """Run ``plan`` over its sources; returns a frame with exactly ``plan.schema``."""
+    dictionary = _dictionary_candidates(plan)
+    frame = _compile(plan, None, dictionary).collect()
+    if dictionary:
+        wanted = plan.schema
+        frame = frame.with_columns(
+            pl.col(n).cast(wanted[n]) for n in frame.columns if frame.schema[n] != wanted[n]
+        )
+    return frame
+
+
+def _compile(plan: Plan, needed: set[str] | None, dictionary: set[str]) -> pl.LazyFrame:
+    if isinstance(plan, Scan):
+        names = plan.schema.names()
+        columns = names if needed is None else [c for c in names if c in needed]
+        loaded = plan.source.load(columns, sorted(dictionary & set(columns)))
+        return loaded.lazy()
+    if isinstance(plan, Filter):
+        need = None if needed is None else needed | plan.predicate.columns()
+        return _compile(plan.input, need, dictionary).filter(plan.predicate.to_polars())
+    if isinstance(plan, Project):
+        exprs = plan.exprs
+        if needed is not None and plan.keep_input:
+            exprs = tuple(e for e in exprs if e.output_name in needed)
+        used = set().union(*(e.columns() for e in exprs)) if exprs else set()
+        if plan.keep_input:
+            produced = {e.output_name for e in exprs}
+            need = None if needed is None else (needed - produced) | used
+            return _compile(plan.input, need, dictionary).with_columns(
+                e.to_polars().alias(e.output_name) for e in exprs
+            )
+        rows = _compile(plan.input, used, dictionary)
+        return rows.select(e.to_polars().alias(e.output_name) for e in plan.exprs)
+    if isinstance(plan, Watermark):
+        return _compile(plan.input, needed, dictionary)
+    if isinstance(plan, Aggregate):
+        spec = aggregate_spec(plan)
+        rows = aggregate_rows(_compile(plan.input, _agg_columns(plan), dictionary), plan, spec)
+        return K.run_batch(rows, spec).lazy()
+    raise TypeError(f"unknown plan node {type(plan).__name__}")
+
+
+def _agg_columns(plan: Aggregate) -> set[str]:
+    cols: set[str] = set()
+    for k in plan.keys:
+        cols |= k.columns()
+    for a in plan.aggs:
+        cols |= a.input.columns() if a.input is not None else set()
+    if plan.window is not None:
+        cols |= plan.window.column.columns()
+    return cols
+
+
+def aggregate_spec(plan: Aggregate) -> K.AggregateSpec:
+    """The resolved aggregation of an ``Aggregate`` node (types taken from its input)."""
+    schema = plan.input.schema
+    dtypes = tuple(a.input.check(schema) if a.input is not None else pl.Int64() for a in plan.aggs)
+    time = plan.window.time_dtype(schema) if plan.window is not None else None
+    keys = tuple(k.output_name for k in plan.keys)
+    return K.AggregateSpec(keys, plan.window, plan.aggs, dtypes, time, plan.order)
+
+
+def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -> pl.LazyFrame:
+    """Input rows reduced to what the kernel reads: keys, ``__bucket`` and ``__in{i}``.
+
+    Rows with a null event time are dropped (they belong to no window).
+    """
+    cols = [k.to_polars().alias(k.output_name) for k in plan.keys]
+    if plan.window is not None:
+        assert spec.time_dtype is not None
+        rows = rows.filter(plan.window.column.to_polars().is_not_null())
+        cols.append(plan.window.bucket_expr(spec.time_dtype).alias(BUCKET))
+    for i, agg in enumerate(plan.aggs):
+        if agg.input is not None:
+            cols.append(agg.input.to_polars().alias(spec.src(i)))
+    return rows.select(cols)
+
+
+def _dictionary_candidates(plan: Plan) -> set[str]:
+    """String group keys that may be read dictionary-encoded: plain column keys of an
+    aggregation whose input chain (filters only) never otherwise references them."""
+    if not isinstance(plan, Aggregate):
+        return set()
+    node, others = plan.input, set()
+    for a in plan.aggs:
+        others |= a.input.columns() if a.input is not None else set()
+    if plan.window is not None:
+        others |= plan.window.column.columns()
+    while isinstance(node, Filter | Watermark):
+        if isinstance(node, Filter):
+            others |= node.predicate.columns()
+        node = node.input
+    if not isinstance(node, Scan):
+        return set()
+    keys = {k.name for k in plan.keys if isinstance(k, Col)}
+    return {k for k in keys - others if isinstance(node.schema[k], pl.String)}

@@ -1,0 +1,425 @@
+"""Column expressions: immutable trees, type-checked against a schema when a plan is built.
+
+An expression is compiled to a Polars expression only by the executor; building one never
+touches data. ``check(schema)`` raises :class:`~streamkit.errors.PlanError` subclasses with
+the column and types involved, so mistakes surface at plan-build time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import polars as pl
+
+from streamkit import dtypes as T
+from streamkit.errors import ColumnNotFoundError, SchemaError
+
+IntoExpr = Any
+"""An ``Expr`` or a plain Python value (taken as a literal)."""
+
+
+def into_expr(value: IntoExpr) -> Expr:
+    """Wrap a plain value as a literal; pass expressions through."""
+    return value if isinstance(value, Expr) else Lit(value)
+
+
+def into_col(value: str | Expr) -> Expr:
+    """A column name (``str``) becomes a column reference; expressions pass through."""
+    return Col(value) if isinstance(value, str) else value
+
+
+class Expr:
+    """Base of all expressions. Operators build new expressions; nothing is evaluated."""
+
+    def to_polars(self) -> pl.Expr:
+        """The equivalent Polars expression (used only by the executor)."""
+        raise NotImplementedError
+
+    def check(self, schema: pl.Schema) -> pl.DataType:
+        """Validate against ``schema`` and return the result type; raises PlanError."""
+        self._check_tree(schema)
+        frame = pl.DataFrame(schema=schema).lazy().select(self.to_polars().alias("_"))
+        return frame.collect_schema()["_"]
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        raise NotImplementedError
+
+    @property
+    def output_name(self) -> str:
+        """The column name this expression produces."""
+        raise NotImplementedError
+
+    def columns(self) -> set[str]:
+        """Names of the input columns referenced."""
+        raise NotImplementedError
+
+    # -- builders ---------------------------------------------------------------------------
+    def alias(self, name: str) -> Expr:
+        """Name the result."""
+        return Alias(self, name)
+
+    def cast(self, dtype: Any) -> Expr:
+        """Convert to ``dtype`` (Arrow type, Polars type, or a name like ``"float64"``)."""
+        return Cast(self, T.to_polars_dtype(dtype))
+
+    def is_null(self) -> Expr:
+        """True where the value is null."""
+        return Unary("is_null", self)
+
+    def is_not_null(self) -> Expr:
+        """True where the value is not null."""
+        return Unary("is_not_null", self)
+
+    def __add__(self, other: IntoExpr) -> Expr:
+        return BinOp("+", self, into_expr(other))
+
+    def __radd__(self, other: IntoExpr) -> Expr:
+        return BinOp("+", into_expr(other), self)
+
+    def __sub__(self, other: IntoExpr) -> Expr:
+        return BinOp("-", self, into_expr(other))
+
+    def __rsub__(self, other: IntoExpr) -> Expr:
+        return BinOp("-", into_expr(other), self)
+
+    def __mul__(self, other: IntoExpr) -> Expr:
+        return BinOp("*", self, into_expr(other))
+
+    def __rmul__(self, other: IntoExpr) -> Expr:
+        return BinOp("*", into_expr(other), self)
+
+    def __truediv__(self, other: IntoExpr) -> Expr:
+        return BinOp("/", self, into_expr(other))
+
+    def __rtruediv__(self, other: IntoExpr) -> Expr:
+        return BinOp("/", into_expr(other), self)
+
+    def __floordiv__(self, other: IntoExpr) -> Expr:
+        return BinOp("//", self, into_expr(other))
+
+    def __mod__(self, other: IntoExpr) -> Expr:
+        return BinOp("%", self, into_expr(other))
+
+    def __neg__(self) -> Expr:
+        return Unary("neg", self)
+
+    def __eq__(self, other: object) -> Expr:  # type: ignore[override]
+        return BinOp("==", self, into_expr(other))
+
+    def __ne__(self, other: object) -> Expr:  # type: ignore[override]
+        return BinOp("!=", self, into_expr(other))
+
+    def __lt__(self, other: IntoExpr) -> Expr:
+        return BinOp("<", self, into_expr(other))
+
+    def __le__(self, other: IntoExpr) -> Expr:
+        return BinOp("<=", self, into_expr(other))
+
+    def __gt__(self, other: IntoExpr) -> Expr:
+        return BinOp(">", self, into_expr(other))
+
+    def __ge__(self, other: IntoExpr) -> Expr:
+        return BinOp(">=", self, into_expr(other))
+
+    def __and__(self, other: IntoExpr) -> Expr:
+        return BinOp("&", self, into_expr(other))
+
+    def __rand__(self, other: IntoExpr) -> Expr:
+        return BinOp("&", into_expr(other), self)
+
+    def __or__(self, other: IntoExpr) -> Expr:
+        return BinOp("|", self, into_expr(other))
+
+    def __ror__(self, other: IntoExpr) -> Expr:
+        return BinOp("|", into_expr(other), self)
+
+    def __invert__(self) -> Expr:
+        return Unary("not", self)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "an expression has no truth value; combine conditions with & | ~ instead of "
+            "and / or / not, and wrap each comparison in parentheses"
+        )
+
+    __hash__ = object.__hash__
+
+
+@dataclass(frozen=True, eq=False)
+class Col(Expr):
+    """A reference to an input column."""
+
+    name: str
+
+    def to_polars(self) -> pl.Expr:
+        return pl.col(self.name)
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        if self.name not in schema:
+            raise ColumnNotFoundError(self.name, schema.names())
+        return schema[self.name]
+
+    @property
+    def output_name(self) -> str:
+        return self.name
+
+    def columns(self) -> set[str]:
+        return {self.name}
+
+    def __repr__(self) -> str:
+        return f"col({self.name!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Lit(Expr):
+    """A constant."""
+
+    value: Any
+
+    def to_polars(self) -> pl.Expr:
+        return pl.lit(self.value)
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        return pl.select(pl.lit(self.value)).dtypes[0]
+
+    @property
+    def output_name(self) -> str:
+        return "literal"
+
+    def columns(self) -> set[str]:
+        return set()
+
+    def __repr__(self) -> str:
+        return f"lit({self.value!r})"
+
+
+_ARITH = {"+", "-", "*", "/", "//", "%"}
+_COMPARE = {"==", "!=", "<", "<=", ">", ">="}
+_LOGIC = {"&", "|"}
+_LITERAL_TIME = (datetime, date, timedelta)
+
+
+def _kind(dtype: pl.DataType) -> str:
+    if T.is_numeric(dtype):
+        return "numeric"
+    if T.is_stringlike(dtype):
+        return "string"
+    if T.is_boolean(dtype):
+        return "boolean"
+    if dtype.is_temporal():
+        return "temporal"
+    if isinstance(dtype, pl.Null):
+        return "null"
+    return str(dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class BinOp(Expr):
+    """Arithmetic, comparison or boolean logic on two operands."""
+
+    op: str
+    left: Expr
+    right: Expr
+
+    _POLARS: ClassVar[dict[str, str]] = {
+        "+": "add", "-": "sub", "*": "mul", "/": "truediv", "//": "floordiv", "%": "mod",
+        "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge",
+        "&": "and_", "|": "or_",
+    }  # fmt: skip
+
+    def to_polars(self) -> pl.Expr:
+        method = getattr(self.left.to_polars(), self._POLARS[self.op])
+        result: pl.Expr = method(self.right.to_polars())
+        return result
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        lt, rt = self.left._check_tree(schema), self.right._check_tree(schema)
+        lk, rk = _kind(lt), _kind(rt)
+        ok = "null" in (lk, rk)
+        if self.op in _ARITH:
+            ok = ok or (lk == rk == "numeric") or (lk == "temporal" and self.op in "+-")
+            ok = ok or (self.op == "+" and lk == rk == "string")
+        elif self.op in _COMPARE:
+            ok = ok or lk == rk
+        else:
+            ok = ok or lk == rk == "boolean"
+        if not ok:
+            raise SchemaError(
+                f"cannot apply {self.op!r} to {self._describe(self.left, lt)} and "
+                f"{self._describe(self.right, rt)}; {self._hint()}"
+            )
+        return lt
+
+    @staticmethod
+    def _describe(e: Expr, t: pl.DataType) -> str:
+        return f"{e!r} of type {T.describe(t)}"
+
+    def _hint(self) -> str:
+        if self.op in _LOGIC:
+            return "& and | need boolean operands (comparisons or boolean columns)"
+        if self.op in _COMPARE:
+            return "compare values of the same kind; use .cast(...) or sk.to_timestamp(...)"
+        return "arithmetic needs numeric operands; use .cast('float64') to convert"
+
+    @property
+    def output_name(self) -> str:
+        return self.left.output_name
+
+    def columns(self) -> set[str]:
+        return self.left.columns() | self.right.columns()
+
+    def __repr__(self) -> str:
+        return f"({self.left!r} {self.op} {self.right!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Unary(Expr):
+    """Negation, boolean not, and null tests."""
+
+    op: str
+    operand: Expr
+
+    def to_polars(self) -> pl.Expr:
+        inner = self.operand.to_polars()
+        if self.op == "neg":
+            return -inner
+        if self.op == "not":
+            return ~inner
+        if self.op == "is_null":
+            return inner.is_null()
+        return inner.is_not_null()
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        t = self.operand._check_tree(schema)
+        if self.op == "neg" and not T.is_numeric(t):
+            raise SchemaError(f"cannot negate {self.operand!r} of type {t}; it is not numeric")
+        if self.op == "not" and not T.is_boolean(t):
+            raise SchemaError(f"~ needs a boolean operand; {self.operand!r} has type {t}")
+        return pl.Boolean() if self.op.startswith("is_") else t
+
+    @property
+    def output_name(self) -> str:
+        return self.operand.output_name
+
+    def columns(self) -> set[str]:
+        return self.operand.columns()
+
+    def __repr__(self) -> str:
+        return f"{self.op}({self.operand!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Cast(Expr):
+    """Type conversion (strict: values that cannot convert raise at execution)."""
+
+    operand: Expr
+    dtype: pl.DataType
+
+    def to_polars(self) -> pl.Expr:
+        return self.operand.to_polars().cast(self.dtype)
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        self.operand._check_tree(schema)
+        return self.dtype
+
+    @property
+    def output_name(self) -> str:
+        return self.operand.output_name
+
+    def columns(self) -> set[str]:
+        return self.operand.columns()
+
+    def __repr__(self) -> str:
+        return f"cast({self.operand!r} as {self.dtype})"
+
+
+@dataclass(frozen=True, eq=False)
+class Alias(Expr):
+    """Renames the result of an expression."""
+
+    operand: Expr
+    name: str
+
+    def to_polars(self) -> pl.Expr:
+        return self.operand.to_polars().alias(self.name)
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        return self.operand._check_tree(schema)
+
+    @property
+    def output_name(self) -> str:
+        return self.name
+
+    def columns(self) -> set[str]:
+        return self.operand.columns()
+
+    def __repr__(self) -> str:
+        return f"{self.operand!r} AS {self.name}"
+
+
+EpochUnit = Literal["s", "ms", "us", "ns"]
+_EPOCH_UNITS = ("s", "ms", "us", "ns")
+
+
+@dataclass(frozen=True, eq=False)
+class ParseTimestamp(Expr):
+    """Parses ISO-8601 strings (or strings in ``format``) into UTC timestamps (microseconds)."""
+
+    operand: Expr
+    format: str | None = None
+
+    def to_polars(self) -> pl.Expr:
+        inner = self.operand.to_polars()
+        return inner.str.to_datetime(self.format, time_zone="UTC", time_unit="us")
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        t = self.operand._check_tree(schema)
+        if not isinstance(t, pl.String):
+            hint = " use sk.from_epoch(...) for numbers" if T.is_numeric(t) else ""
+            raise SchemaError(f"to_timestamp needs strings; {self.operand!r} has type {t};{hint}")
+        return pl.Datetime("us", "UTC")
+
+    @property
+    def output_name(self) -> str:
+        return self.operand.output_name
+
+    def columns(self) -> set[str]:
+        return self.operand.columns()
+
+    def __repr__(self) -> str:
+        return f"to_timestamp({self.operand!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class FromEpoch(Expr):
+    """Epoch numbers (seconds by default; ``unit`` s/ms/us/ns) as UTC timestamps."""
+
+    operand: Expr
+    unit: EpochUnit = "s"
+
+    def to_polars(self) -> pl.Expr:
+        inner = self.operand.to_polars()
+        if self.unit == "s":
+            micros = (inner.cast(pl.Float64) * 1_000_000).round(0).cast(pl.Int64)
+            return pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC")
+        return pl.from_epoch(inner.cast(pl.Int64), time_unit=self.unit).dt.replace_time_zone("UTC")
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        t = self.operand._check_tree(schema)
+        if not T.is_numeric(t):
+            raise SchemaError(f"from_epoch needs numbers; {self.operand!r} has type {t}")
+        if self.unit not in _EPOCH_UNITS:
+            raise SchemaError(f"epoch unit must be one of {_EPOCH_UNITS}, got {self.unit!r}")
+        return pl.Datetime("us" if self.unit == "s" else self.unit, "UTC")
+
+    @property
+    def output_name(self) -> str:
+        return self.operand.output_name
+
+    def columns(self) -> set[str]:
+        return self.operand.columns()
+
+    def __repr__(self) -> str:
+        return f"from_epoch({self.operand!r}, {self.unit!r})"

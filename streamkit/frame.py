@@ -1,0 +1,144 @@
+"""The user-facing DataFrame: a logical plan with PySpark-style builder methods.
+
+Every method returns a new DataFrame and validates immediately (unknown columns and type
+errors raise here, not at execution). ``to_arrow()`` / ``to_pandas()`` / ``to_polars()``
+execute the plan.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from streamkit import dtypes as T
+from streamkit.aggs import AggExpr
+from streamkit.durations import parse_duration_ns
+from streamkit.errors import PlanError
+from streamkit.execute import execute
+from streamkit.expr import Expr, into_col
+from streamkit.plan import Aggregate, Filter, Plan, Project, Watermark
+from streamkit.windows import WINDOW_COLUMN, SessionWindow, TimeWindow
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
+
+class DataFrame:
+    """A query over a table. Immutable; the same object runs as a batch job or a stream."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+
+    @property
+    def plan(self) -> Plan:
+        """The logical plan."""
+        return self._plan
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the result."""
+        return T.arrow_schema(self._plan.schema)
+
+    @property
+    def columns(self) -> list[str]:
+        """Result column names."""
+        return self._plan.schema.names()
+
+    def filter(self, condition: Expr) -> DataFrame:
+        """Rows where ``condition`` is true."""
+        return DataFrame(Filter(self._plan, condition))
+
+    where = filter
+
+    def select(self, *exprs: str | Expr) -> DataFrame:
+        """Only the given columns or expressions."""
+        return DataFrame(Project(self._plan, tuple(into_col(e) for e in exprs), keep_input=False))
+
+    def with_column(self, name: str, expr: Expr) -> DataFrame:
+        """Add (or replace) column ``name``."""
+        return DataFrame(Project(self._plan, (expr.alias(name),), keep_input=True))
+
+    def with_columns(self, *exprs: Expr, **named: Expr) -> DataFrame:
+        """Add several columns; keyword arguments name them."""
+        items = (*exprs, *(e.alias(n) for n, e in named.items()))
+        return DataFrame(Project(self._plan, items, keep_input=True))
+
+    def with_watermark(self, column: str, delay: str | timedelta) -> DataFrame:
+        """Event-time column and how late rows may arrive (streaming); batch ignores it."""
+        return DataFrame(Watermark(self._plan, column, parse_duration_ns(delay)))
+
+    def group_by(self, *keys: str | Expr | TimeWindow | SessionWindow) -> GroupedData:
+        """Group by key columns and at most one window; finish with ``.agg(...)``."""
+        return GroupedData(self._plan, keys)
+
+    groupBy = group_by
+
+    def agg(self, *aggs: AggExpr) -> DataFrame:
+        """Aggregate all rows into one (no grouping)."""
+        return GroupedData(self._plan, ()).agg(*aggs)
+
+    def explain(self) -> str:
+        """The logical plan as text (also printed)."""
+        text = self._plan.explain()
+        print(text)
+        return text
+
+    def to_polars(self) -> pl.DataFrame:
+        """Execute and return a Polars DataFrame."""
+        return execute(self._plan)
+
+    def to_arrow(self) -> pa.Table:
+        """Execute and return an Arrow table."""
+        return self.to_polars().to_arrow()
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Execute and return a pandas DataFrame."""
+        result: pd.DataFrame = self.to_arrow().to_pandas()
+        return result
+
+    collect = to_arrow
+
+    def count(self) -> int:
+        """Number of result rows."""
+        return self.to_polars().height
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{n}: {t}" for n, t in self._plan.schema.items())
+        return f"DataFrame[{cols}]"
+
+
+class GroupedData:
+    """The result of ``group_by``; ``agg`` turns it back into a DataFrame."""
+
+    def __init__(self, plan: Plan, keys: tuple[str | Expr | TimeWindow | SessionWindow, ...]):
+        self._plan = plan
+        self._window: TimeWindow | SessionWindow | None = None
+        self._keys: list[Expr] = []
+        self._order: list[str] = []
+        for key in keys:
+            if isinstance(key, TimeWindow | SessionWindow):
+                if self._window is not None:
+                    raise PlanError("group_by accepts at most one window")
+                self._window = key
+                self._order.append(WINDOW_COLUMN)
+            else:
+                expr = into_col(key)
+                self._keys.append(expr)
+                self._order.append(expr.output_name)
+
+    def agg(self, *aggs: AggExpr) -> DataFrame:
+        """One row per group with each aggregate's result."""
+        for a in aggs:
+            if not isinstance(a, AggExpr):
+                raise PlanError(f"agg() takes aggregates such as sk.sum('x'), got {a!r}")
+        node = Aggregate(self._plan, self._window, tuple(self._keys), aggs, tuple(self._order))
+        return DataFrame(node)
+
+    def count(self) -> DataFrame:
+        """Rows per group, in a column named ``count``."""
+        from streamkit.functions import count
+
+        return self.agg(count())

@@ -1,0 +1,158 @@
+"""Batch sources: Arrow / pandas tables in memory, Parquet and NDJSON files, local or S3.
+
+``s3://bucket/prefix`` paths go through the endpoint set with :func:`configure` (or
+``STREAMKIT_AWS_ENDPOINT``), so the same code reads LocalStack, moto or AWS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+
+from streamkit.config import AwsEndpoint
+from streamkit.errors import ConfigError, StreamkitError
+from streamkit.frame import DataFrame
+from streamkit.plan import Scan
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_configured: dict[str, AwsEndpoint] = {}
+
+
+def configure(endpoint: AwsEndpoint | str | None = None) -> None:
+    """Set the AWS-compatible endpoint used for ``s3://`` paths (a URL or an AwsEndpoint).
+
+    ``None`` goes back to the environment (``STREAMKIT_AWS_ENDPOINT``, AWS defaults).
+    """
+    _configured.clear()
+    if endpoint is not None:
+        ep = AwsEndpoint.from_env(endpoint) if isinstance(endpoint, str) else endpoint
+        _configured["default"] = ep
+
+
+def current_endpoint() -> AwsEndpoint:
+    """The configured endpoint, else one built from the environment."""
+    return _configured.get("default") or AwsEndpoint.from_env()
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if path.startswith("s3://"):
+        return current_endpoint().s3_filesystem(), path[len("s3://") :]
+    if "://" in path:
+        raise ConfigError(f"unsupported path scheme in {path!r}; use a local path or s3://")
+    return pafs.LocalFileSystem(), path
+
+
+def _to_polars(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+@dataclass(frozen=True, eq=False)
+class ArrowSource:
+    """An Arrow table in memory (zero-copy into the executor)."""
+
+    table: pa.Table
+    schema: pl.Schema = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schema", _to_polars(self.table.slice(0, 0)).schema)
+
+    def load(self, columns: list[str], dictionary: list[str]) -> pl.DataFrame:
+        """The selected columns (``dictionary`` is ignored: data is already in memory)."""
+        return _to_polars(self.table.select(columns))
+
+    def describe(self) -> str:
+        return f"arrow table ({self.table.num_rows} rows)"
+
+
+@dataclass(frozen=True, eq=False)
+class FileSource:
+    """Parquet or NDJSON files (one file, or every matching file under a directory)."""
+
+    path: str
+    format: str
+    schema: pl.Schema = field(init=False)
+    _dataset: ds.Dataset = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_dataset", self._open())
+        object.__setattr__(self, "schema", _to_polars(self._dataset.schema.empty_table()).schema)
+
+    def _open(self) -> ds.Dataset:
+        fs, root = _filesystem(self.path)
+        try:
+            info = fs.get_file_info(root)
+        except OSError as exc:
+            raise StreamkitError(f"cannot reach {self.path!r}: {exc}") from exc
+        if info.type == pafs.FileType.NotFound:
+            raise StreamkitError(f"no such file or directory: {self.path!r}")
+        if self.format == "parquet":
+            return ds.dataset(root, filesystem=fs, format="parquet")
+        return self._json_dataset(fs, root, info)
+
+    def _json_dataset(self, fs: pafs.FileSystem, root: str, info: pafs.FileInfo) -> ds.Dataset:
+        if info.type == pafs.FileType.Directory:
+            selector = pafs.FileSelector(root, recursive=True)
+            files = sorted(
+                f.path
+                for f in fs.get_file_info(selector)
+                if f.type == pafs.FileType.File and f.path.endswith((".json", ".ndjson", ".jsonl"))
+            )
+        else:
+            files = [root]
+        if not files:
+            raise StreamkitError(f"no .json/.ndjson/.jsonl files under {self.path!r}")
+        tables = []
+        for f in files:
+            with fs.open_input_stream(f) as stream:
+                tables.append(pajson.read_json(stream))
+        return ds.dataset(pa.concat_tables(tables, promote_options="permissive"))
+
+    def load(self, columns: list[str], dictionary: list[str]) -> pl.DataFrame:
+        """Read ``columns``; Parquet string columns in ``dictionary`` come back categorical."""
+        if self.format == "parquet" and dictionary:
+            fmt = ds.ParquetFileFormat(read_options={"dictionary_columns": dictionary})
+            fs, root = _filesystem(self.path)
+            table = ds.dataset(root, filesystem=fs, format=fmt).to_table(columns=columns)
+        else:
+            table = self._dataset.to_table(columns=columns)
+        return _to_polars(table)
+
+    def describe(self) -> str:
+        return f"{self.format} {self.path}"
+
+
+class DataFrameReader:
+    """``sk.read``: batch readers returning DataFrames."""
+
+    def parquet(self, path: str) -> DataFrame:
+        """Parquet file or directory (local or ``s3://``)."""
+        return DataFrame(Scan(FileSource(path, "parquet")))
+
+    def json(self, path: str) -> DataFrame:
+        """Newline-delimited JSON file or directory of ``.json``/``.ndjson``/``.jsonl`` files."""
+        return DataFrame(Scan(FileSource(path, "json")))
+
+
+read = DataFrameReader()
+
+
+def from_arrow(table: pa.Table | pa.RecordBatch) -> DataFrame:
+    """A DataFrame over an Arrow table (no copy)."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    return DataFrame(Scan(ArrowSource(table)))
+
+
+def from_pandas(frame: pd.DataFrame, **kwargs: Any) -> DataFrame:
+    """A DataFrame over a pandas frame (converted to Arrow once)."""
+    return from_arrow(pa.Table.from_pandas(frame, preserve_index=False, **kwargs))
