@@ -22,16 +22,25 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from mypy_boto3_kinesis.type_defs import (
+        CreateStreamInputTypeDef,
+        DeleteStreamInputTypeDef,
+        DescribeStreamSummaryInputTypeDef,
+        DescribeStreamSummaryOutputTypeDef,
+        EmptyResponseMetadataTypeDef,
         GetRecordsInputTypeDef,
         GetRecordsOutputTypeDef,
         GetShardIteratorInputTypeDef,
         GetShardIteratorOutputTypeDef,
         ListShardsInputTypeDef,
         ListShardsOutputTypeDef,
+        MergeShardsInputTypeDef,
         PutRecordsInputTypeDef,
         PutRecordsOutputTypeDef,
         PutRecordsRequestEntryTypeDef,
         PutRecordsResultEntryTypeDef,
+        SplitShardInputTypeDef,
+        UpdateShardCountInputTypeDef,
+        UpdateShardCountOutputTypeDef,
     )
 
     from .client import KinesisApi
@@ -39,12 +48,10 @@ if TYPE_CHECKING:
 EntryFailer = Callable[[int, int, "PutRecordsRequestEntryTypeDef"], str | None]
 """``(call_number, index, entry) -> error code`` (or None to send the entry for real)."""
 
-OPERATION_NAMES = {
-    "get_records": "GetRecords",
-    "get_shard_iterator": "GetShardIterator",
-    "list_shards": "ListShards",
-    "put_records": "PutRecords",
-}
+
+def operation_name(method: str) -> str:
+    """The API operation of a boto3 method name: ``get_records`` -> ``GetRecords``."""
+    return "".join(part.capitalize() for part in method.split("_"))
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class InjectedError:
     """Raise error ``code`` on the given 1-based call numbers of one client method."""
 
     method: str
-    """boto3 method: ``get_records``, ``get_shard_iterator``, ``list_shards``, ``put_records``."""
+    """boto3 method name, e.g. ``get_records``, ``get_shard_iterator``, ``put_records``."""
     code: str
     """AWS error code, e.g. ``ExpiredIteratorException``."""
     calls: frozenset[int]
@@ -105,7 +112,7 @@ class ExceptionThrowingKinesisClient:
             "Error": {"Code": code, "Message": message},
             "ResponseMetadata": {"HTTPStatusCode": 400},
         }
-        operation = OPERATION_NAMES.get(method, method)
+        operation = operation_name(method)
         factory = getattr(getattr(self._inner, "exceptions", None), "from_code", None)
         cls = factory(code) if callable(factory) else ClientError
         exc: ClientError = cls(response, operation)
@@ -124,6 +131,40 @@ class ExceptionThrowingKinesisClient:
     def list_shards(self, **kwargs: Unpack[ListShardsInputTypeDef]) -> ListShardsOutputTypeDef:
         self._count("list_shards")
         return self._inner.list_shards(**kwargs)
+
+    def describe_stream_summary(
+        self, **kwargs: Unpack[DescribeStreamSummaryInputTypeDef]
+    ) -> DescribeStreamSummaryOutputTypeDef:
+        self._count("describe_stream_summary")
+        return self._inner.describe_stream_summary(**kwargs)
+
+    def create_stream(
+        self, **kwargs: Unpack[CreateStreamInputTypeDef]
+    ) -> EmptyResponseMetadataTypeDef:
+        self._count("create_stream")
+        return self._inner.create_stream(**kwargs)
+
+    def delete_stream(
+        self, **kwargs: Unpack[DeleteStreamInputTypeDef]
+    ) -> EmptyResponseMetadataTypeDef:
+        self._count("delete_stream")
+        return self._inner.delete_stream(**kwargs)
+
+    def split_shard(self, **kwargs: Unpack[SplitShardInputTypeDef]) -> EmptyResponseMetadataTypeDef:
+        self._count("split_shard")
+        return self._inner.split_shard(**kwargs)
+
+    def merge_shards(
+        self, **kwargs: Unpack[MergeShardsInputTypeDef]
+    ) -> EmptyResponseMetadataTypeDef:
+        self._count("merge_shards")
+        return self._inner.merge_shards(**kwargs)
+
+    def update_shard_count(
+        self, **kwargs: Unpack[UpdateShardCountInputTypeDef]
+    ) -> UpdateShardCountOutputTypeDef:
+        self._count("update_shard_count")
+        return self._inner.update_shard_count(**kwargs)
 
     def put_records(self, **kwargs: Unpack[PutRecordsInputTypeDef]) -> PutRecordsOutputTypeDef:
         entries = list(kwargs["Records"])
