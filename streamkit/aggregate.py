@@ -8,7 +8,7 @@ functions, so a stream's result equals the batch result on the same rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -17,6 +17,9 @@ from streamkit.windows import BUCKET, WEND, WINDOW_COLUMN, WSTART, SessionWindow
 
 if TYPE_CHECKING:
     from streamkit.aggs import AggExpr
+
+GLOBAL = "__all"
+"""Constant key column standing in for 'no keys' in a global aggregation."""
 
 ROWS = "__n"
 """Hidden state column: number of input rows merged into a group."""
@@ -136,7 +139,17 @@ def finalize(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
         else:
             cols.append(pl.col(name))
     cols += [agg.final(i) for i, agg in enumerate(spec.aggs)]
+    if spec.keys == (GLOBAL,) and states.height == 0:
+        states = _empty_global_state(states, spec)
     return states.select(cols)
+
+
+def _empty_global_state(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
+    """A global aggregate over no rows is one row: counts 0, everything else null."""
+    row: dict[str, Any] = {ROWS: 0, GLOBAL: 0}
+    for i, agg in enumerate(spec.aggs):
+        row.update(agg.empty_state(i))
+    return pl.DataFrame({n: [row[n]] for n in states.columns}, schema=states.schema)
 
 
 def run_batch(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:

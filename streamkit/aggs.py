@@ -13,7 +13,7 @@ the same final result (up to floating-point rounding of sums).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -95,6 +95,19 @@ class AggExpr:
         """Names of the partial-state columns of aggregate number ``i``."""
         parts = {"sum": ["s", "c"], "avg": ["s", "c"]}.get(self.func, ["v"])
         return [f"__p{i}_{p}" for p in parts]
+
+    def empty_state(self, i: int) -> dict[str, Any]:
+        """The state of a group that saw no rows (used for a global aggregate of nothing)."""
+        names = self.state_columns(i)
+        if self.func == "count":
+            return {names[0]: 0}
+        if self.func in ("sum", "avg"):
+            return {names[0]: None, names[1]: 0}
+        if self.func == "count_distinct":
+            return {names[0]: []}
+        if self.func == "approx_count_distinct":
+            return {names[0]: [0] * (1 << self.precision)}
+        return {names[0]: None}
 
     def partial(self, i: int, src: str, input_dtype: pl.DataType) -> list[pl.Expr]:
         """Group-by expressions computing the state from input column ``src``."""

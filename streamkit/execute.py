@@ -74,6 +74,8 @@ def aggregate_spec(plan: Aggregate) -> K.AggregateSpec:
     dtypes = tuple(a.input.check(schema) if a.input is not None else pl.Int64() for a in plan.aggs)
     time = plan.window.time_dtype(schema) if plan.window is not None else None
     keys = tuple(k.output_name for k in plan.keys)
+    if not keys and plan.window is None:
+        keys = (K.GLOBAL,)
     return K.AggregateSpec(keys, plan.window, plan.aggs, dtypes, time, plan.order)
 
 
@@ -83,6 +85,8 @@ def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -
     Rows with a null event time are dropped (they belong to no window).
     """
     cols = [k.to_polars().alias(k.output_name) for k in plan.keys]
+    if spec.keys == (K.GLOBAL,):
+        cols.append(pl.lit(0).alias(K.GLOBAL))
     if plan.window is not None:
         assert spec.time_dtype is not None
         rows = rows.filter(plan.window.column.to_polars().is_not_null())

@@ -250,7 +250,9 @@ class BinOp(Expr):
                 f"cannot apply {self.op!r} to {self._describe(self.left, lt)} and "
                 f"{self._describe(self.right, rt)}; {self._hint()}"
             )
-        return lt
+        if self.op in _COMPARE or self.op in _LOGIC:
+            return pl.Boolean()
+        return rt if lk == "null" else lt
 
     @staticmethod
     def _describe(e: Expr, t: pl.DataType) -> str:

@@ -44,11 +44,11 @@ def build(frame: pl.DataFrame, keys: list[str], value: str, p: int) -> pl.DataFr
     m = 1 << p
     gid, slots, first = group_ids(frame, keys)
     reg, rho = _reg_rho(pl.col(value), p)
-    rr = frame.select(reg, rho, pl.col(value).is_not_null().alias("__ok"))
-    ok = rr["__ok"].to_numpy()
-    regs_idx = rr["__reg"].to_numpy()[ok]
-    rhos = rr["__rho"].to_numpy()[ok]
-    gid_ok = gid[ok]
+    rr = frame.select(reg, rho)
+    regs_idx, rhos, gid_ok = rr["__reg"].to_numpy(), rr["__rho"].to_numpy(), gid
+    if frame[value].null_count():
+        ok = frame[value].is_not_null().to_numpy()
+        regs_idx, rhos, gid_ok = regs_idx[ok], rhos[ok], gid[ok]
     if slots * m <= MAX_DENSE_BYTES:
         dense = np.zeros(slots * m, dtype=np.uint8)
         np.maximum.at(dense, gid_ok * m + regs_idx, rhos)
@@ -69,10 +69,12 @@ def build(frame: pl.DataFrame, keys: list[str], value: str, p: int) -> pl.DataFr
 def merge(frame: pl.DataFrame, keys: list[str], sketch: str) -> pl.DataFrame:
     """One row per distinct ``keys``, with the register-wise maximum of its sketches."""
     gid, _, _ = group_ids(frame, keys)
-    uniq, inverse, first = np.unique(gid, return_inverse=True, return_index=True)
+    order = np.argsort(gid, kind="stable")
+    sorted_gid = gid[order]
+    starts = np.flatnonzero(np.r_[True, sorted_gid[1:] != sorted_gid[:-1]]) if gid.size else gid
     regs = frame[sketch].to_numpy()
-    out_regs = np.zeros((uniq.size, regs.shape[1]), dtype=np.uint8)
-    np.maximum.at(out_regs, inverse, regs)
+    out_regs = np.maximum.reduceat(regs[order], starts, axis=0) if gid.size else regs
+    first = order[starts]
     out = frame.select(keys)[first]
     dtype = frame.schema[sketch]
     return out.with_columns(pl.Series(sketch, out_regs, dtype=dtype))

@@ -31,7 +31,8 @@ WINDOW_COLUMN = "window"
 """Name of the struct column ``{start, end}`` that a windowed aggregation outputs."""
 
 BUCKET = "__bucket"
-"""Internal column: start of the time bucket (in ticks) a row or partial belongs to."""
+"""Internal column: the time bucket a row or partial belongs to (index for windows, ticks
+for sessions)."""
 WSTART = "__wstart"
 """Internal column: window start in ticks."""
 WEND = "__wend"
@@ -84,18 +85,20 @@ class TimeWindow:
         return size, slide, offset, math.gcd(size, slide)
 
     def bucket_expr(self, dtype: pl.Datetime) -> pl.Expr:
-        """Start (ticks) of the bucket of width gcd(size, slide) holding each row.
+        """Index of the bucket of width gcd(size, slide) holding each row.
 
         All rows of one bucket belong to exactly the same windows, so aggregates can be
-        pre-combined per bucket before windows are assigned.
+        pre-combined per bucket before windows are assigned. Indices (not ticks) keep the
+        range of group codes small.
         """
         _, _, offset, bucket = self.ticks(dtype)
         t = self.column.to_polars().dt.epoch(dtype.time_unit)
-        return ((t - offset) // bucket) * bucket + offset
+        return (t - offset) // bucket
 
     def expand(self, frame: pl.DataFrame, dtype: pl.Datetime) -> pl.DataFrame:
         """Replace ``__bucket`` by ``__wstart``/``__wend``, one row per window of each bucket."""
-        size, slide, offset, _ = self.ticks(dtype)
+        size, slide, offset, bucket = self.ticks(dtype)
+        frame = frame.with_columns(pl.col(BUCKET) * bucket + offset)
         last = ((pl.col(BUCKET) - offset) // slide) * slide + offset
         n = -(-size // slide)
         if n == 1:
