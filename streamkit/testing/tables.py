@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import polars as pl
 import pyarrow as pa
 
-Tabular = pa.Table | pl.DataFrame
+Tabular = Union[pa.Table, pl.DataFrame]  # noqa: UP007 - pyarrow is untyped here
 
 
 def _frame(table: Tabular) -> pl.DataFrame:
-    if isinstance(table, pl.DataFrame):
-        return table
-    frame = pl.from_arrow(table)
+    frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
 

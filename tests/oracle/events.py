@@ -22,7 +22,7 @@ def events(n: int = 3000, seed: int = 7, span_hours: float = 6.0) -> pa.Table:
     dup = rng.random(n) < 0.05
     idx = np.where(dup, np.maximum(np.arange(n) - 1, 0), np.arange(n))
     actions = np.array(["click", "view", "buy", "share", "like"])
-    table = pa.table(
+    return pa.table(
         {
             "event_time": pa.array(
                 t[idx], type=pa.timestamp("us", tz="UTC"), mask=rng.random(n) < 0.02
@@ -32,4 +32,3 @@ def events(n: int = 3000, seed: int = 7, span_hours: float = 6.0) -> pa.Table:
             "value": pa.array(np.round(rng.normal(10, 5, n), 3)[idx], mask=rng.random(n) < 0.05),
         }
     )
-    return table
