@@ -8,11 +8,13 @@ Guarantees of :class:`ShardReader`:
 - Throttling (``ProvisionedThroughputExceededException``, ``LimitExceededException``, ...)
   is retried on the same iterator after a jittered exponential delay.
 - SHARD_END is detected by any of: a null ``NextShardIterator`` (AWS, LocalStack,
-  kinesalite); the last record reaching the shard's ``ending_sequence_number``; an empty,
-  caught-up read (``MillisBehindLatest`` 0 or absent) of a closed shard. The last two make
-  it work on moto, which never returns a null iterator. While a shard believed open reads
-  idle, its description is refreshed at most every ``shard_refresh_interval`` seconds, so
-  a shard closed after the reader started is noticed too.
+  kinesalite); the last record being the closed shard's ``ending_sequence_number``; an
+  empty, caught-up read (``MillisBehindLatest`` 0 or absent) of a closed shard. The last
+  two make it work on moto, which never returns a null iterator. An ending sequence number
+  below the shard's starting one (kinesis-mock's placeholder) is not trusted. While a
+  shard believed open reads idle, its description is refreshed at most every
+  ``shard_refresh_interval`` seconds, so a shard closed after the reader started is
+  noticed too.
 """
 
 from __future__ import annotations
@@ -261,20 +263,33 @@ class ShardReader:
         return RecordBatch(self._shard.shard_id, records, self._behind)
 
     def _reached_end(self, records: tuple[KinesisRecord, ...], caught_up: bool) -> bool:
-        end = self._shard.ending_sequence_number
-        if end is None:
+        """End of a closed shard without a null iterator (moto): the last record IS the
+        ending sequence number, or a read came back empty and caught up."""
+        if not self._shard.is_closed:
             return False
         if records:
-            return int(records[-1].sequence_number) >= int(end)
+            end = self._usable_ending_sequence()
+            return end is not None and int(records[-1].sequence_number) == end
         return caught_up
 
     def _starts_past_end(self) -> bool:
-        end, start = self._shard.ending_sequence_number, self._resume
-        if end is None or start is None or start.sequence_number is None:
+        """True when resuming AFTER the closed shard's ending sequence number."""
+        end, start = self._usable_ending_sequence(), self._resume
+        if end is None or start is None or start.iterator_type != "AFTER_SEQUENCE_NUMBER":
             return False
-        after = start.iterator_type == "AFTER_SEQUENCE_NUMBER"
-        seq = int(start.sequence_number)
-        return seq >= int(end) if after else seq > int(end)
+        return start.sequence_number is not None and int(start.sequence_number) == end
+
+    def _usable_ending_sequence(self) -> int | None:
+        """The ending sequence number, when it is a real one.
+
+        kinesis-mock (LocalStack) reports 2**63 - 1 for every closed shard, below the
+        shard's own starting sequence number: such a value says nothing about where the
+        records end, so it is ignored (those servers return a null iterator instead).
+        """
+        end = self._shard.ending_sequence_number
+        if end is None or int(end) < int(self._shard.starting_sequence_number):
+            return None
+        return int(end)
 
     def _finish(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
         self._ended = True
