@@ -26,9 +26,14 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Sample:
-    """What one child reported; ``error`` set means it failed and the rest is meaningless."""
+    """What one child reported; ``error`` set means it failed and the rest is meaningless.
+
+    ``cpu_s`` is user + system CPU time of all the child's threads in the timed
+    region: less sensitive than wall time to other load on a shared machine.
+    """
 
     wall_s: float
+    cpu_s: float
     peak_rss_bytes: int
     error: str | None = None
 
@@ -64,12 +69,12 @@ def spawn(
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        return Sample(float("nan"), 0, f"timed out after {timeout_s:.0f} s")
+        return Sample(float("nan"), float("nan"), 0, f"timed out after {timeout_s:.0f} s")
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        return Sample(float("nan"), 0, f"exit {proc.returncode}: {tail}")
+        return Sample(float("nan"), float("nan"), 0, f"exit {proc.returncode}: {tail}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Sample(float(report["wall_s"]), int(report["peak_rss_bytes"]))
+    return Sample(float(report["wall_s"]), float(report["cpu_s"]), int(report["peak_rss_bytes"]))
 
 
 def _child(args: argparse.Namespace) -> dict[str, float | int]:
@@ -77,17 +82,17 @@ def _child(args: argparse.Namespace) -> dict[str, float | int]:
 
     _engines.import_engine(args.engine)
     if args.import_only:
-        return {"wall_s": 0.0, "peak_rss_bytes": _peak_rss_bytes()}
+        return {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_bytes": _peak_rss_bytes()}
     run = _engines.prepare(args.engine, _engines.WORKLOADS[args.workload], args.path)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     table = run()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _peak_rss_bytes()
 
     import _verify
 
     _verify.write_ipc(table, args.out)
-    return {"wall_s": wall, "peak_rss_bytes": peak}
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": peak}
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from _engines import ENGINES, WORKLOADS, streamkit_missing, thread_count
 from _measure import Sample, spawn
-from _report import DataInfo, Run, cells, markdown
+from _report import DataInfo, Run, cells, markdown, summary_records
 from _verify import cached_reference, check, read_ipc, self_check
 from gen_events import DATA_DIR, ensure_parquet, generate
 
@@ -79,12 +80,14 @@ def measure_cell(
         for engine in engines[rep % len(engines) :] + engines[: rep % len(engines)]:
             out = scratch / f"{workload}_{info.rows}_{engine}.arrow"
             out.unlink(missing_ok=True)
+            load = os.getloadavg()[0]
             sample = spawn(engine, workload=workload, path=path, out=out)
             verdict = None if sample.error else check(read_ipc(out), ref)
-            runs.append(Run(workload, info.rows, engine, rep, sample, verdict))
+            runs.append(Run(workload, info.rows, engine, rep, sample, verdict, load))
             status = sample.error or ("ok" if verdict and verdict.ok else f"WRONG {verdict}")
             log(
-                f"{workload} rows={info.rows} {engine} rep={rep}: {sample.wall_s:.3f} s, "
+                f"{workload} rows={info.rows} {engine} rep={rep}: {sample.wall_s:.3f} s "
+                f"(cpu {sample.cpu_s:.3f} s, load {load:.1f}), "
                 f"peak {sample.peak_rss_bytes / 1e6:,.0f} MB, {status}"
             )
             if sample.error or not (verdict and verdict.ok):
@@ -107,6 +110,17 @@ def environment() -> dict[str, Any]:
         "versions": versions,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _jsonable(value: object) -> object:
+    """Strict-JSON copy: NaN (failed runs) becomes null, tuples become lists."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -154,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "data": [dataclasses.asdict(d) for d in data.values()],
         "imports": {e: [dataclasses.asdict(s) for s in ss] for e, ss in imports.items()},
+        "summary": summary_records(cells(runs), data),
         "runs": [dataclasses.asdict(r) for r in runs],
     }
-    stem.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+    stem.with_suffix(".json").write_text(json.dumps(_jsonable(raw), indent=1, default=str))
     log(f"wrote {stem}.md and {stem}.json")
     return 1 if any(c.failures for c in cells(runs)) else 0
 
