@@ -32,3 +32,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+
+# Install the test servers (LocalStack, kinesalite, Tansu) into .cache/servers; idempotent.
+.PHONY: servers
+servers: $(STAMP)
+	bash .ci/install-servers.sh

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ def localstack_env(
         OVERRIDE_IN_DOCKER="0",
         FILESYSTEM_ROOT=str(root),
         GATEWAY_LISTEN=f"127.0.0.1:{port}",
+        LOCALSTACK_HOST=f"127.0.0.1:{port}",  # host:port in URLs LocalStack hands out
         SERVICES=SERVICES,
         SKIP_SSL_CERT_DOWNLOAD="1",
         LOCALSTACK_TELEMETRY_DISABLED="1",
@@ -53,20 +55,26 @@ def localstack_env(
     return env
 
 
+_WARM_UP = {"kinesis": "list_streams", "dynamodb": "list_tables", "s3": "list_buckets"}
+"""One cheap call per service: loads the provider and starts kinesis-local / DynamoDB Local."""
+
+
 def _ready(url: str, endpoint: AwsEndpoint) -> Callable[[], bool]:
     clients: dict[str, Any] = {}
+
+    def warm(service: str) -> None:
+        if service not in clients:
+            cfg: dict[str, Any] = {"retries": {"max_attempts": 1}, "read_timeout": 60}
+            clients[service] = endpoint.client(service, connect_timeout=2, **cfg)
+        getattr(clients[service], _WARM_UP[service])()
 
     def check() -> bool:
         with urllib.request.urlopen(f"{url}/_localstack/health", timeout=2) as resp:
             if resp.status != 200:
                 return False
-        if not clients:
-            cfg: dict[str, Any] = {"retries": {"max_attempts": 1}, "read_timeout": 60}
-            for service in ("kinesis", "dynamodb", "s3"):
-                clients[service] = endpoint.client(service, connect_timeout=2, **cfg)
-        clients["kinesis"].list_streams()
-        clients["dynamodb"].list_tables()
-        clients["s3"].list_buckets()
+        with ThreadPoolExecutor(len(_WARM_UP)) as pool:  # the services load concurrently
+            for done in [pool.submit(warm, service) for service in _WARM_UP]:
+                done.result()
         return True
 
     return check

