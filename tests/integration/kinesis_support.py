@@ -65,3 +65,19 @@ def read_stream_blocking(client: KinesisApi, stream: str) -> dict[str, list[Reco
     """Every record of every shard of ``stream``, by shard id (plain boto3)."""
     shards = client.list_shards(StreamName=stream)["Shards"]
     return {s["ShardId"]: read_shard_blocking(client, stream, s["ShardId"]) for s in shards}
+
+
+def put_blocking(
+    client: KinesisApi, stream: str, payloads: list[bytes], key: str = "k"
+) -> list[str]:
+    """Write ``payloads`` with plain PutRecords calls (one key: one shard, in order);
+    returns their sequence numbers."""
+    seqs: list[str] = []
+    for start in range(0, len(payloads), 500):
+        chunk = payloads[start : start + 500]
+        out = client.put_records(
+            StreamName=stream, Records=[{"Data": d, "PartitionKey": key} for d in chunk]
+        )
+        assert out["FailedRecordCount"] == 0
+        seqs.extend(r["SequenceNumber"] for r in out["Records"])
+    return seqs
