@@ -15,8 +15,10 @@ from streamkit.connectors.kinesis.leases import (
     LeaseEvent,
     LeaseEventKind,
     LeaseStoreUnavailableError,
+    parents_done,
 )
 from streamkit.connectors.kinesis.leases.testing import ExceptionThrowingLeaseStore, FakeClock
+from streamkit.connectors.kinesis.types import SHARD_END
 from streamkit.errors import ConfigError
 
 
@@ -69,7 +71,8 @@ async def test_listeners_and_wait_for_change_see_gains() -> None:
     await asyncio.sleep(0)
     await c.take_once()
     assert await waiter is True
-    assert [(e.kind, e.shard_id) for e in events] == [
+    # Takes are attempted in random order (workers starting together contend less).
+    assert sorted((e.kind, e.shard_id) for e in events) == [
         (LeaseEventKind.GAINED, "shard-0"),
         (LeaseEventKind.GAINED, "shard-1"),
     ]
@@ -165,3 +168,23 @@ async def test_release_that_fails_transiently_reports_lost() -> None:
     kinds = sorted(e.kind.value for e in events if e.kind is not LeaseEventKind.GAINED)
     assert kinds == ["lost", "released"]
     assert c.held_shard_ids() == frozenset()
+
+
+async def test_a_finished_lease_released_after_shard_end_is_not_taken_again() -> None:
+    store = await store_with(2)
+    clock = FakeClock()
+    a = LeaseCoordinator(store, "A", clock=clock)
+    b = LeaseCoordinator(store, "B", clock=clock)
+    await a.start(background=False)
+    await b.start(background=False)
+    await a.take_once()
+    await a.checkpointer("shard-0").checkpoint(SHARD_END)
+    assert await a.release("shard-0") is True
+    assert a.held_shard_ids() == {"shard-1"}
+    await b.take_once()
+    await a.take_once()
+    snapshot = a.table_snapshot()
+    assert snapshot["shard-0"].lease_owner is None
+    assert snapshot["shard-0"].checkpoint == SHARD_END
+    assert "shard-0" not in b.held_shard_ids() | a.held_shard_ids()
+    assert parents_done(Lease("child", parent_shard_ids=("shard-0",)), snapshot)

@@ -70,10 +70,11 @@ class LeaseCoordinator:
         self.failover_time = failover_time
         self.renew_interval = failover_time / 3 if renew_interval is None else renew_interval
         self.take_interval = 2 * failover_time if take_interval is None else take_interval
-        if failover_time <= 0 or not 0 < self.renew_interval < failover_time:
+        if self.take_interval <= 0 or not 0 < self.renew_interval < failover_time:
             raise ConfigError(
-                f"need 0 < renew_interval ({self.renew_interval}) < failover_time "
-                f"({failover_time}); otherwise held leases expire between renewals"
+                f"need take_interval ({self.take_interval}) > 0 and 0 < renew_interval "
+                f"({self.renew_interval}) < failover_time ({failover_time}); otherwise held "
+                "leases expire between renewals"
             )
         self.max_steal = max_steal
         self.max_leases = max_leases
@@ -83,6 +84,7 @@ class LeaseCoordinator:
         """The shared view of held leases (renewer, checkpointers and taker all update it)."""
         self._tracker = LeaseTracker(clock)
         self._renewer = LeaseRenewer(store, self.held, failover_time, clock)
+        self._snapshot: dict[str, Lease] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._error: BaseException | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -131,6 +133,17 @@ class LeaseCoordinator:
         await self._cancel_loops()
         await asyncio.gather(*(self._release(k) for k in sorted(self.held.shard_ids())))
 
+    async def release(self, shard_id: str) -> bool:
+        """Release one held lease (e.g. after checkpointing SHARD_END); True if released.
+
+        Same guarantees as :meth:`release_all` for that one lease; the loops keep running.
+        A finished (SHARD_END) lease is never taken again; any other released lease is
+        taken by some worker on its next take cycle.
+        """
+        self._raise_if_failed()
+        await self._release(shard_id)
+        return shard_id not in self.held
+
     async def __aenter__(self) -> LeaseCoordinator:
         await self.start()
         return self
@@ -154,6 +167,14 @@ class LeaseCoordinator:
     def held_lease(self, shard_id: str) -> Lease | None:
         """The latest known lease for a held shard, or None."""
         return self.held.get(shard_id)
+
+    def table_snapshot(self) -> dict[str, Lease]:
+        """Every lease as of the last take cycle, by key (stale by up to ``take_interval``).
+
+        Enough for :func:`~.sync.parents_done`: SHARD_END is final, so a stale view can only
+        delay a child, never start it early. Read the store for a fresher answer.
+        """
+        return dict(self._snapshot)
 
     def checkpointer(self, shard_id: str) -> Checkpointer:
         """A checkpointer for ``shard_id`` sharing this coordinator's view of the lease."""
@@ -202,6 +223,7 @@ class LeaseCoordinator:
         Each take that loses a race is skipped; the decision returned is what was attempted.
         """
         leases = await self.store.list_leases()
+        self._snapshot = {lease.lease_key: lease for lease in leases}
         now = self._tracker.observe(leases)
         decision = decide_takes(
             leases,
