@@ -16,7 +16,7 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -176,8 +176,7 @@ def _polars(workload: Workload, path: Path) -> Runner:
 
 
 def _streamkit(workload: Workload, path: Path) -> Runner:
-    # Typed as Any until streamkit's query API lands (see streamkit_missing).
-    sk: Any = importlib.import_module("streamkit")
+    import streamkit as sk
 
     def run() -> pa.Table:
         window = (
@@ -195,7 +194,6 @@ def _streamkit(workload: Workload, path: Path) -> Runner:
                 sk.approx_count_distinct("user_id"),
             )
         )
-        table: pa.Table = query.to_arrow()
-        return table
+        return query.to_arrow()
 
     return run
