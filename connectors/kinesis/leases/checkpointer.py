@@ -55,6 +55,9 @@ class Checkpointer:
         (LOST event) and LeaseLostError is raised: stop processing the shard. A position
         before the stored checkpoint raises CheckpointOrderError and writes nothing. With no
         position and nothing delivered yet, nothing is written and the held lease is returned.
+        A transient store failure raises LeaseStoreUnavailableError; the lease stays held and
+        the call may be retried (if the write did land, the next renewal reports the lease
+        lost, never a wrong checkpoint).
         """
         target = self._last_delivered if position is None else to_position(position)
         async with self._held.lock(self.shard_id):
