@@ -4,7 +4,10 @@ Guarantees of :class:`ShardReader`:
 
 - Records come in shard order, each once: after an expired iterator the reader re-acquires
   an iterator AFTER the last record it returned (or at its start position when it returned
-  none), so nothing is lost or repeated.
+  none), so nothing is lost or repeated. A LATEST start that expires before any record
+  came is re-acquired AT_TIMESTAMP of the moment the reader first asked for LATEST, so
+  records put since are not lost (a server with whole-second timestamps, like
+  kinesis-mock, may then also return records put up to a second before that moment).
 - Throttling (``ProvisionedThroughputExceededException``, ``LimitExceededException``, ...)
   is retried on the same iterator after a jittered exponential delay.
 - SHARD_END is detected by any of: a null ``NextShardIterator`` (AWS, LocalStack,

@@ -20,7 +20,7 @@ from streamkit.connectors.kinesis.errors import (
 )
 from streamkit.connectors.kinesis.producer import KinesisProducer
 from streamkit.connectors.kinesis.retry import Backoff
-from streamkit.connectors.kinesis.testing import ExceptionThrowingKinesisClient
+from streamkit.connectors.kinesis.testing import ExceptionThrowingKinesisClient, InjectedError
 
 from .kinesis_support import fresh_stream, read_stream_blocking, unique
 
@@ -173,3 +173,27 @@ async def test_unreachable_endpoint_fails_fast_with_bounded_retries() -> None:
     assert info.value.url == "http://127.0.0.1:9"
     assert info.value.attempts == 3
     assert producer.metrics().calls == 1
+
+
+async def test_whole_call_throttling_is_retried_in_key_order(aws_endpoint: AwsEndpoint) -> None:
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        client = ExceptionThrowingKinesisClient(
+            kinesis_client(aws_endpoint),
+            [
+                InjectedError(
+                    "put_records", "ProvisionedThroughputExceededException", frozenset({1, 3})
+                )
+            ],
+        )
+        keys = ["a", "b", "c"]
+        async with KinesisProducer(None, stream, client=client, backoff=FAST) as producer:
+            for n in range(5):
+                for key in keys:
+                    await producer.put(payload(key, n), key)
+        shards = await asyncio.to_thread(read_stream_blocking, kinesis_client(aws_endpoint), stream)
+    assert by_key(shards) == {k: list(range(5)) for k in keys}
+    assert client.calls["put_records"] == 5 + 2  # 5 calls of one record per key, 2 rejected
+    m = producer.metrics()
+    assert m.throttles == 2
+    assert m.retries == 6  # both rejected calls carried 3 records
+    assert m.records_sent == 15

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from botocore.exceptions import ClientError
 
 from streamkit.config import AwsEndpoint
 from streamkit.connectors.kinesis.admin import StreamAdmin
@@ -319,3 +320,37 @@ async def test_unreachable_endpoint_fails_fast() -> None:
         await reader.next_batch()
     assert time.monotonic() - start < 5
     assert info.value.attempts == 3
+
+
+async def test_expiry_before_any_record_from_latest_loses_nothing(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """A LATEST iterator that expires before any record came is replaced by one AT the
+    time the reader started, so records put in between are still read."""
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        real, shard = await one_shard(stream, aws_endpoint)
+        await asyncio.to_thread(put_blocking, real, stream, payloads(5, "old"))
+        await asyncio.sleep(1.1)  # kinesis-mock's AT_TIMESTAMP has whole-second precision
+        client = ExceptionThrowingKinesisClient(
+            real, [InjectedError("get_records", "ExpiredIteratorException", frozenset({2}))]
+        )
+        reader = ShardReader(client, stream, shard, LATEST, sleep=Sleeps())
+        assert (await reader.next_batch()).records == ()
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(put_blocking, real, stream, payloads(5, "new"))
+        assert [r.data for r in await read_n(reader, 5)] == payloads(5, "new")
+    assert reader.metrics().expired_iterator_recoveries == 1
+
+
+async def test_injected_errors_are_the_modeled_botocore_classes(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    real = kinesis_client(aws_endpoint)
+    client = ExceptionThrowingKinesisClient(
+        real, [InjectedError("get_records", "ExpiredIteratorException", frozenset({1}))]
+    )
+    with pytest.raises(ClientError) as info:
+        client.get_records(ShardIterator="x")
+    assert type(info.value).__name__ == "ExpiredIteratorException"
+    assert info.value.response["Error"]["Code"] == "ExpiredIteratorException"
+    assert info.value.operation_name == "GetRecords"
