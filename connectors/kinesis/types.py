@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 
-class Sentinel(str, Enum):
+class Sentinel(StrEnum):
     """Checkpoint values that are not sequence numbers (KCL's sentinel checkpoints)."""
 
     TRIM_HORIZON = "TRIM_HORIZON"
