@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
+import boto3
 import pytest
 
 from streamkit.config import AwsEndpoint
 from streamkit.connectors.kinesis.admin import StreamAdmin
 from streamkit.connectors.kinesis.client import kinesis_client
-from streamkit.connectors.kinesis.errors import EndpointUnreachableError, StreamNotFoundError
+from streamkit.connectors.kinesis.errors import (
+    CredentialsError,
+    EndpointUnreachableError,
+    StreamNotFoundError,
+)
 from streamkit.connectors.kinesis.shards import MAX_HASH_KEY
 from streamkit.connectors.kinesis.testing import ExceptionThrowingKinesisClient, InjectedError
 from streamkit.connectors.kinesis.types import ShardInfo
@@ -153,3 +159,18 @@ async def test_unreachable_endpoint_fails_fast() -> None:
         await admin.describe("s")
     assert time.monotonic() - start < 5
     assert info.value.attempts == 3
+
+
+async def test_missing_credentials_raise_a_typed_error(
+    aws_endpoint: AwsEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    session = boto3.session.Session()
+    client = session.client("kinesis", endpoint_url=aws_endpoint.url, region_name="us-east-1")
+    admin = StreamAdmin(aws_endpoint, client=client)
+    with pytest.raises(CredentialsError, match="AWS_ACCESS_KEY_ID"):
+        await admin.describe("any")
