@@ -2,7 +2,7 @@
 
 Delivery: at least once per record accepted by :meth:`KinesisProducer.put`, unless it is
 reported in a :class:`PutRecordsFailedError` (bounded retries used up, or a non-retryable
-per-record error). Ordering: with ``preserve_key_order=True`` (default) records of one
+per-record error; later records of its key are still sent). Ordering: with ``preserve_key_order=True`` (default) records of one
 partition key are written in the order they were put, across retries: one PutRecords call
 is in flight at a time, it carries at most one record per key, and a failed record is
 re-queued at the front, ahead of its key's later records (see :mod:`.batching`).

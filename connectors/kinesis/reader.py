@@ -222,6 +222,8 @@ class ShardReader:
 
         If the previous call came back empty and caught up, first sleeps ``idle_time``. Once
         the shard has ended this returns an empty ``shard_ended`` batch without calling.
+        Cancellation-safe: the position only moves when a batch is returned, so after a
+        cancelled call the next one reads the same records again (nothing is skipped).
         """
         if self._ended:
             return self._ended_batch(())
