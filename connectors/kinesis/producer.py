@@ -2,10 +2,14 @@
 
 Delivery: at least once per record accepted by :meth:`KinesisProducer.put`, unless it is
 reported in a :class:`PutRecordsFailedError` (bounded retries used up, or a non-retryable
-per-record error; later records of its key are still sent). Ordering: with ``preserve_key_order=True`` (default) records of one
-partition key are written in the order they were put, across retries: one PutRecords call
-is in flight at a time, it carries at most one record per key, and a failed record is
-re-queued at the front, ahead of its key's later records (see :mod:`.batching`).
+per-record error; later records of its key are still sent).
+
+Ordering: with ``preserve_key_order=True`` (default) records of one partition key are
+written in the order they were put, across retries: one PutRecords call is in flight at a
+time, it carries at most one record per key, and a failed record is re-queued at the
+front, ahead of its key's later records (see :mod:`.batching`). With ``False`` a call
+takes records in buffer order (fewer, fuller calls when there are few keys), and a retried
+record may land after a later record of its key.
 """
 
 from __future__ import annotations

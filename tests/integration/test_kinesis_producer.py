@@ -197,3 +197,16 @@ async def test_whole_call_throttling_is_retried_in_key_order(aws_endpoint: AwsEn
     assert m.throttles == 2
     assert m.retries == 6  # both rejected calls carried 3 records
     assert m.records_sent == 15
+
+
+async def test_without_key_order_few_keys_fill_whole_calls(aws_endpoint: AwsEndpoint) -> None:
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        producer = KinesisProducer(aws_endpoint, stream, preserve_key_order=False, linger_ms=5000)
+        for n in range(300):
+            await producer.put(payload("k", n), "k")
+        await producer.close()
+        shards = await asyncio.to_thread(
+            read_stream_blocking, kinesis_client(aws_endpoint), stream
+        )
+    assert producer.metrics().calls == 1
+    assert by_key(shards) == {"k": list(range(300))}  # no failure: buffer order is kept
