@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamkit.connectors.kinesis.consumer import (
@@ -12,7 +17,7 @@ from streamkit.connectors.kinesis.consumer import (
     ConsumerConfig,
     InitialPosition,
 )
-from streamkit.connectors.kinesis.leases import DynamoDBLeaseStore, Lease
+from streamkit.connectors.kinesis.leases import DynamoDBLeaseStore, Lease, LeaseStoreError
 from streamkit.connectors.kinesis.producer import KinesisProducer
 
 from .kinesis_support import unique
@@ -149,3 +154,137 @@ def owners(table: Sequence[Lease]) -> dict[str, int]:
 async def drop_table(endpoint: AwsEndpoint, app_name: str) -> None:
     """Delete the lease table of ``app_name``."""
     await DynamoDBLeaseStore(endpoint, app_name).delete_table()
+
+
+WORKER_SCRIPT = Path(__file__).with_name("consumer_worker_proc.py")
+
+
+class WorkerProcess:
+    """One ``consumer_worker_proc.py`` process and its record and event logs."""
+
+    def __init__(
+        self, endpoint: AwsEndpoint, stream: str, app: str, worker_id: str, tmp: Path, **opts: Any
+    ) -> None:
+        assert endpoint.url is not None
+        self.worker_id = worker_id
+        self.out = tmp / f"{worker_id}.records.jsonl"
+        self.events_path = tmp / f"{worker_id}.events.jsonl"
+        self.stderr = tmp / f"{worker_id}.stderr.log"
+        cmd = [
+            sys.executable, str(WORKER_SCRIPT), "--endpoint", endpoint.url, "--stream", stream,
+            "--app", app, "--worker-id", worker_id, "--out", str(self.out),
+            "--events", str(self.events_path),
+        ]  # fmt: skip
+        for key, value in opts.items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        self._stderr = self.stderr.open("w")
+        self.proc = subprocess.Popen(cmd, stdout=self._stderr, stderr=subprocess.STDOUT)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Processed records so far (a line torn by SIGKILL is ignored)."""
+        return _json_lines(self.out)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Logged events so far, optionally of one kind."""
+        found = _json_lines(self.events_path)
+        return [e for e in found if kind is None or e["event"] == kind]
+
+    def take_cycles(self) -> int:
+        return len(self.events("take_cycle"))
+
+    def signal(self, sig: int) -> float:
+        """Send ``sig``; returns the wall-clock time it was sent."""
+        sent = time.time()
+        self.proc.send_signal(sig)
+        return sent
+
+    async def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to exit; returns its exit code."""
+        await wait_until(lambda: self.proc.poll() is not None, timeout, f"{self.worker_id} exit")
+        code = self.proc.returncode
+        assert code is not None
+        return code
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def close(self) -> None:
+        """Kill the process if it still runs (by its own PID)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._stderr.close()
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out: list[dict[str, Any]] = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the last line of a killed writer
+    return out
+
+
+async def poll_table(
+    endpoint: AwsEndpoint,
+    app_name: str,
+    predicate: Callable[[list[Lease]], bool],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.05,
+) -> tuple[list[Lease], float]:
+    """Read the lease table until ``predicate(table)``; returns it and the wall-clock time of
+    the read that satisfied it (the read started at or before that time)."""
+    store = DynamoDBLeaseStore(endpoint, app_name)
+    deadline = time.monotonic() + timeout
+    last: list[Lease] = []
+    while time.monotonic() < deadline:
+        try:
+            last = await store.list_leases()
+        except LeaseStoreError:
+            last = []  # the table is not created yet
+        if predicate(last):
+            return last, time.time()
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; table: {last}")
+
+
+class BackgroundProducer:
+    """Writes ``per_tick`` records every ``tick`` seconds until stopped (payloads ``p<i>``)."""
+
+    def __init__(
+        self, endpoint: AwsEndpoint, stream: str, per_tick: int = 12, tick: float = 0.2
+    ) -> None:
+        self.sent: list[str] = []
+        self._endpoint = endpoint
+        self._stream = stream
+        self._per_tick = per_tick
+        self._tick = tick
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> list[str]:
+        """Stop, flush, and return every payload written."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        return self.sent
+
+    async def _run(self) -> None:
+        async with KinesisProducer(self._endpoint, self._stream, linger_ms=10) as producer:
+            while not self._stop.is_set():
+                for _ in range(self._per_tick):
+                    n = len(self.sent)
+                    data = f"p{n}"
+                    await producer.put(data.encode(), f"key-{n % 40}")
+                    self.sent.append(data)
+                await producer.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self._tick)
