@@ -38,8 +38,15 @@ class AggregateSpec:
     """Group columns in the user's order (``window`` stands for the window struct)."""
 
     def src(self, i: int) -> str:
-        """Internal name of the materialized input column of aggregate ``i``."""
-        return f"__in{i}"
+        """Internal name of the materialized input column of aggregate ``i`` (aggregates
+        over the same input expression share one column)."""
+        key = repr(self.aggs[i].input)
+        first = next(j for j, a in enumerate(self.aggs) if repr(a.input) == key)
+        return f"__in{first}"
+
+    def sketch_inputs(self, i: int) -> tuple[str, str]:
+        """Internal names of the (register, rank) columns feeding sketch aggregate ``i``."""
+        return f"__reg{i}", f"__rho{i}"
 
     @property
     def state_keys(self) -> list[str]:
@@ -56,7 +63,8 @@ class AggregateSpec:
 def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
     """Partial states per (bucket, keys) of input rows, with windows assigned.
 
-    ``rows`` holds the key columns, ``__bucket`` (when windowed) and ``__in{i}`` inputs.
+    ``rows`` holds the key columns, ``__bucket`` (when windowed), ``__in{i}`` inputs and
+    ``__reg{i}``/``__rho{i}`` for sketches (see :func:`streamkit.execute.aggregate_rows`).
     Output rows are keyed by :attr:`AggregateSpec.state_keys` but not yet unique per key when
     windows overlap; :func:`merge` makes them unique.
     """
@@ -68,12 +76,13 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
     if not sketches:
         states = _group(rows, group, exprs).collect()
     else:
-        data = rows.collect()
+        data = rows.collect().rechunk()
         states = _group(data.lazy(), group, exprs).collect()
         for i, agg in sketches:
-            built = hll.build(data.select([*group, spec.src(i)]), group, spec.src(i), agg.precision)
-            built = built.rename({spec.src(i): agg.state_columns(i)[0]})
-            states = states.join(built, on=group, how="left", nulls_equal=True)
+            reg, rho = spec.sketch_inputs(i)
+            registers = hll.build(data, states, group, reg, rho, agg.precision)
+            dtype = pl.Array(pl.UInt8, 1 << agg.precision)
+            states = states.with_columns(pl.Series(agg.state_columns(i)[0], registers, dtype))
     return _assign(states, spec)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from streamkit import aggregate as K
+from streamkit import hll
 from streamkit.expr import Col
 from streamkit.plan import Aggregate, Filter, Plan, Project, Scan, Watermark
 from streamkit.windows import BUCKET
@@ -91,8 +92,15 @@ def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -
         assert spec.time_dtype is not None
         rows = rows.filter(plan.window.column.to_polars().is_not_null())
         cols.append(plan.window.bucket_expr(spec.time_dtype).alias(BUCKET))
+    names = set()
     for i, agg in enumerate(plan.aggs):
-        if agg.input is not None:
+        if agg.input is None:
+            continue
+        if agg.is_sketch:
+            reg, rho = hll.reg_rho(agg.input.to_polars(), agg.precision)
+            cols += [reg.alias(spec.sketch_inputs(i)[0]), rho.alias(spec.sketch_inputs(i)[1])]
+        elif spec.src(i) not in names:
+            names.add(spec.src(i))
             cols.append(agg.input.to_polars().alias(spec.src(i)))
     return rows.select(cols)
 

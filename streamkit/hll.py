@@ -15,7 +15,7 @@ import math
 import numpy as np
 import polars as pl
 
-from streamkit.groupids import group_ids
+from streamkit.groupids import GroupCoder, group_ids
 
 SEED = 0x5EED
 MAX_DENSE_BYTES = 1 << 28
@@ -29,55 +29,55 @@ def precision_for(rsd: float) -> int:
     return max(4, min(16, math.ceil(2 * math.log2(1.04 / rsd))))
 
 
-def _reg_rho(values: pl.Expr, p: int) -> tuple[pl.Expr, pl.Expr]:
+def reg_rho(values: pl.Expr, p: int) -> tuple[pl.Expr, pl.Expr]:
+    """Per value: register index (top ``p`` hash bits) and rank (leading zeros + 1 of the
+    rest). Null values get rank 0, which leaves every register unchanged."""
     h = values.hash(SEED)
-    reg = (h // (1 << (64 - p))).cast(pl.Int64)
+    reg = (h // (1 << (64 - p))).cast(pl.UInt32)
     rho = ((h * (1 << p)).bitwise_leading_zeros() + 1).clip(upper_bound=64 - p + 1)
-    return reg.alias("__reg"), rho.cast(pl.UInt8).alias("__rho")
+    rho = pl.when(values.is_not_null()).then(rho).otherwise(0).cast(pl.UInt8)
+    return reg, rho
 
 
-def build(frame: pl.DataFrame, keys: list[str], value: str, p: int) -> pl.DataFrame:
-    """One row per distinct ``keys`` combination present, with its sketch of ``value``.
+def build(
+    data: pl.DataFrame, groups: pl.DataFrame, keys: list[str], reg: str, rho: str, p: int
+) -> np.ndarray:
+    """Sketches (one row of ``2**p`` registers per row of ``groups``) of the values in
+    ``data`` whose ``reg``/``rho`` come from :func:`reg_rho`.
 
-    Groups whose values are all null get an all-zero sketch (estimate 0).
+    ``groups`` holds the distinct ``keys`` of ``data`` (e.g. its group-by result). A group
+    whose values are all null gets all-zero registers (estimate 0).
     """
     m = 1 << p
-    gid, slots, first = group_ids(frame, keys)
-    reg, rho = _reg_rho(pl.col(value), p)
-    rr = frame.select(reg, rho)
-    regs_idx, rhos, gid_ok = rr["__reg"].to_numpy(), rr["__rho"].to_numpy(), gid
-    if frame[value].null_count():
-        ok = frame[value].is_not_null().to_numpy()
-        regs_idx, rhos, gid_ok = regs_idx[ok], rhos[ok], gid[ok]
-    if slots * m <= MAX_DENSE_BYTES:
-        dense = np.zeros(slots * m, dtype=np.uint8)
-        np.maximum.at(dense, gid_ok * m + regs_idx, rhos)
-        present = np.flatnonzero(first >= 0)
-        registers = dense.reshape(slots, m)[present]
-    else:
-        present = np.flatnonzero(first >= 0)
-        compact = np.full(slots, -1, dtype=np.int64)
-        compact[present] = np.arange(present.size)
-        long = pl.DataFrame({"g": compact[gid_ok], "r": regs_idx, "v": rhos})
-        long = long.group_by("g", "r").agg(pl.col("v").max())
-        registers = np.zeros((present.size, m), dtype=np.uint8)
-        registers[long["g"].to_numpy(), long["r"].to_numpy()] = long["v"].to_numpy()
-    out = frame.select(keys)[first[present]]
-    return out.with_columns(pl.Series(value, registers, dtype=pl.Array(pl.UInt8, m)))
+    reg_idx, rhos = data[reg].to_numpy(), data[rho].to_numpy()
+    coder = GroupCoder.fit(data, keys)
+    if coder is not None and coder.slots * m <= MAX_DENSE_BYTES:
+        dense = np.zeros(coder.slots * m, dtype=np.uint8)
+        np.maximum.at(dense, coder.ids(data) * m + reg_idx, rhos)
+        registers: np.ndarray = dense.reshape(coder.slots, m)[coder.ids(groups)]
+        return registers
+    both = pl.concat([groups.select(keys), data.select(keys)], how="vertical_relaxed")
+    gid = group_ids(both, keys)
+    group_gid, data_gid = gid[: groups.height], gid[groups.height :]
+    long = pl.DataFrame({"g": data_gid, "r": reg_idx, "v": rhos})
+    long = long.lazy().group_by("g", "r").agg(pl.col("v").max()).collect()
+    slot = np.full(int(gid.max()) + 1 if gid.size else 1, -1, dtype=np.int64)
+    slot[group_gid] = np.arange(groups.height)
+    registers = np.zeros((groups.height, m), dtype=np.uint8)
+    registers[slot[long["g"].to_numpy()], long["r"].to_numpy()] = long["v"].to_numpy()
+    return registers
 
 
 def merge(frame: pl.DataFrame, keys: list[str], sketch: str) -> pl.DataFrame:
     """One row per distinct ``keys``, with the register-wise maximum of its sketches."""
-    gid, _, _ = group_ids(frame, keys)
+    gid = group_ids(frame, keys)
     order = np.argsort(gid, kind="stable")
     sorted_gid = gid[order]
     starts = np.flatnonzero(np.r_[True, sorted_gid[1:] != sorted_gid[:-1]]) if gid.size else gid
     regs = frame[sketch].to_numpy()
     out_regs = np.maximum.reduceat(regs[order], starts, axis=0) if gid.size else regs
-    first = order[starts]
-    out = frame.select(keys)[first]
-    dtype = frame.schema[sketch]
-    return out.with_columns(pl.Series(sketch, out_regs, dtype=dtype))
+    out = frame.select(keys)[order[starts]]
+    return out.with_columns(pl.Series(sketch, out_regs, dtype=frame.schema[sketch]))
 
 
 _POW = np.ldexp(1.0, -np.arange(70)).astype(np.float64)

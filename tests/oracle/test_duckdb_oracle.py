@@ -178,3 +178,20 @@ def test_approx_count_distinct_is_within_error_of_exact(window: str) -> None:
     mean_rel = (diff / got["exact"].clip(lower_bound=1)).mean()
     assert isinstance(mean_rel, float)
     assert mean_rel <= 0.03
+
+
+def test_sparse_sketch_path_equals_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Key spaces too large for dense registers take the sparse path: same sketches."""
+    from streamkit import hll
+
+    data = events(seed=8, n=5000)
+    q = (
+        sk.from_arrow(data)
+        .group_by(sk.window("event_time", "20 minutes", "10 minutes"), "action", "user_id")
+        .agg(sk.approx_count_distinct("value").alias("approx"), sk.count().alias("n"))
+    )
+    dense = q.to_arrow()
+    monkeypatch.setattr(hll, "MAX_DENSE_BYTES", 0)
+    sparse = q.to_arrow()
+    assert dense.num_rows > 1000
+    assert_table_equal(sparse, dense, sort_by=["window", "action", "user_id"])
