@@ -80,7 +80,7 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
         states = _group(data.lazy(), group, exprs).collect()
         for i, agg in sketches:
             reg, rho = spec.sketch_inputs(i)
-            registers = hll.build(data, states, group, reg, rho, agg.precision)
+            registers = hll.build(data, states, keys=group, reg=reg, rho=rho, p=agg.precision)
             dtype = pl.Array(pl.UInt8, 1 << agg.precision)
             states = states.with_columns(pl.Series(agg.state_columns(i)[0], registers, dtype))
     return _assign(states, spec)

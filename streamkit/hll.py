@@ -40,7 +40,7 @@ def reg_rho(values: pl.Expr, p: int) -> tuple[pl.Expr, pl.Expr]:
 
 
 def build(
-    data: pl.DataFrame, groups: pl.DataFrame, keys: list[str], reg: str, rho: str, p: int
+    data: pl.DataFrame, groups: pl.DataFrame, *, keys: list[str], reg: str, rho: str, p: int
 ) -> np.ndarray:
     """Sketches (one row of ``2**p`` registers per row of ``groups``) of the values in
     ``data`` whose ``reg``/``rho`` come from :func:`reg_rho`.
