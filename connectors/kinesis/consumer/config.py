@@ -122,15 +122,16 @@ class ConsumerConfig:
             raise ConfigError("ConsumerConfig needs a non-empty app_name and stream")
         if not 1 <= self.max_records <= 10_000:
             raise ConfigError(f"max_records must be in 1..10000, got {self.max_records}")
+        if self.idle_time < 0:
+            raise ConfigError(f"idle_time must be >= 0, got {self.idle_time}")
         positive = {
             "failover_time": self.failover_time,
-            "idle_time": self.idle_time,
             "shard_sync_interval": self.shard_sync_interval,
             "parent_poll_interval": self.parent_poll_interval,
             "shutdown_grace": self.shutdown_grace,
         }
         for name, value in positive.items():
-            if value <= 0 and not (name == "idle_time" and value == 0):
+            if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         if self.renew_interval is not None and not 0 < self.renew_interval < self.failover_time:
             raise ConfigError(
