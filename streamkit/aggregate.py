@@ -76,7 +76,7 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
     if not sketches:
         states = _group(rows, group, exprs).collect()
     else:
-        data = rows.collect().rechunk()
+        data = rows.collect()
         states = _group(data.lazy(), group, exprs).collect()
         for i, agg in sketches:
             reg, rho = spec.sketch_inputs(i)
