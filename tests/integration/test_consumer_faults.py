@@ -20,7 +20,11 @@ from streamkit.connectors.kinesis.consumer import (
     ConsumerState,
     KinesisConsumer,
 )
-from streamkit.connectors.kinesis.errors import EndpointUnreachableError, StreamNotFoundError
+from streamkit.connectors.kinesis.errors import (
+    CredentialsError,
+    EndpointUnreachableError,
+    StreamNotFoundError,
+)
 from streamkit.connectors.kinesis.leases import DynamoDBLeaseStore, LeaseStoreError
 from streamkit.connectors.kinesis.testing import ExceptionThrowingKinesisClient, InjectedError
 from streamkit.testing.servers import free_port
@@ -108,6 +112,17 @@ async def test_unreachable_endpoint_fails_fast_with_a_clear_error() -> None:
     with pytest.raises(EndpointUnreachableError, match=r"cannot reach Kinesis .* attempt"):
         await consumer.start()
     assert time.monotonic() - started < 10  # bounded retries, not a hang
+
+
+async def test_missing_credentials_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    consumer = KinesisConsumer(fast_config("stream"), AwsEndpoint(url=None))  # real AWS, no keys
+    with pytest.raises(CredentialsError, match="AWS_ACCESS_KEY_ID"):
+        await asyncio.wait_for(consumer.start(), 30)
 
 
 class FailingProcessor(BaseRecordProcessor):

@@ -75,6 +75,10 @@ class ShardHost(Protocol):
         """Sleep up to ``parent_poll_interval``, or less if a shard ends here or ``stop``."""
         ...
 
+    def shard_started(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        """The processor was initialized; reading starts after ``start``."""
+        ...
+
     async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
         """The shard is checkpointed at SHARD_END: sync children, release the lease."""
         ...
@@ -194,6 +198,7 @@ class ShardTask:
         self._processor = processor = self._factory()
         await processor.initialize(self.shard_id, lease)
         self.started_at = lease
+        self._host.shard_started(self.shard_id, lease)
         while (batch := await self._next(self._reader)) is not None:
             if batch.records:
                 self.checkpointer.mark_delivered(batch.records[-1].sequence_number)
