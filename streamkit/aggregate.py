@@ -7,6 +7,7 @@ functions, so a stream's result equals the batch result on the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -161,11 +162,15 @@ def _empty_global_state(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFra
     return pl.DataFrame({n: [row[n]] for n in states.columns}, schema=states.schema)
 
 
-def run_batch(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
-    """The whole aggregation over one table (one partial, one merge, one finalize)."""
-    states = partial(rows, spec)
-    needs_merge = not (isinstance(spec.window, TimeWindow) and spec.window.is_tumbling)
-    if spec.window is not None and needs_merge:
+def run_batch(chunks: Iterable[pl.LazyFrame], spec: AggregateSpec) -> pl.DataFrame:
+    """The whole aggregation over a table given as chunks of rows: partial states per
+    chunk, one merge, one finalize. Needs at least one (possibly empty) chunk."""
+    parts = [partial(rows, spec) for rows in chunks]
+    if not parts:
+        raise ValueError("run_batch needs at least one chunk of rows")
+    states = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+    tumbling_once = isinstance(spec.window, TimeWindow) and spec.window.is_tumbling
+    if len(parts) > 1 or (spec.window is not None and not tumbling_once):
         states = merge(states, spec)
     if spec.state_keys:
         states = states.sort(spec.state_keys, nulls_last=True)

@@ -6,6 +6,8 @@ each micro-batch: :func:`aggregate_rows` and :func:`aggregate_spec` are shared.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 from streamkit import aggregate as K
@@ -14,11 +16,24 @@ from streamkit.expr import Col
 from streamkit.plan import Aggregate, Filter, Plan, Project, Scan, Watermark
 from streamkit.windows import BUCKET
 
+Loader = Callable[[Scan, list[str], list[str]], pl.LazyFrame]
+"""Reads a Scan's ``columns`` (with ``dictionary`` string columns allowed categorical)."""
+
+
+def _load_all(scan: Scan, columns: list[str], dictionary: list[str]) -> pl.LazyFrame:
+    chunks = list(scan.source.batches(columns, dictionary))
+    frame: pl.DataFrame = pl.concat(chunks, how="vertical_relaxed", rechunk=False)
+    return frame.lazy()
+
 
 def execute(plan: Plan) -> pl.DataFrame:
-    """Run ``plan`` over its sources; returns a frame with exactly ``plan.schema``."""
+    """Run ``plan`` over its sources; returns a frame with exactly ``plan.schema``.
+
+    An aggregation reads its input chunk by chunk: each chunk is reduced to partial states
+    and the states are merged, exactly as micro-batches are in a stream.
+    """
     dictionary = _dictionary_candidates(plan)
-    frame = _compile(plan, None, dictionary).collect()
+    frame = _compile(plan, None, dictionary, _load_all).collect()
     if dictionary:
         wanted = plan.schema
         frame = frame.with_columns(
@@ -27,15 +42,16 @@ def execute(plan: Plan) -> pl.DataFrame:
     return frame
 
 
-def _compile(plan: Plan, needed: set[str] | None, dictionary: set[str]) -> pl.LazyFrame:
+def _compile(
+    plan: Plan, needed: set[str] | None, dictionary: set[str], load: Loader
+) -> pl.LazyFrame:
     if isinstance(plan, Scan):
         names = plan.schema.names()
         columns = names if needed is None else [c for c in names if c in needed]
-        loaded = plan.source.load(columns, sorted(dictionary & set(columns)))
-        return loaded.lazy()
+        return load(plan, columns, sorted(dictionary & set(columns)))
     if isinstance(plan, Filter):
         need = None if needed is None else needed | plan.predicate.columns()
-        return _compile(plan.input, need, dictionary).filter(plan.predicate.to_polars())
+        return _compile(plan.input, need, dictionary, load).filter(plan.predicate.to_polars())
     if isinstance(plan, Project):
         exprs = plan.exprs
         if needed is not None and plan.keep_input:
@@ -44,18 +60,48 @@ def _compile(plan: Plan, needed: set[str] | None, dictionary: set[str]) -> pl.La
         if plan.keep_input:
             produced = {e.output_name for e in exprs}
             need = None if needed is None else (needed - produced) | used
-            return _compile(plan.input, need, dictionary).with_columns(
+            return _compile(plan.input, need, dictionary, load).with_columns(
                 e.to_polars().alias(e.output_name) for e in exprs
             )
-        rows = _compile(plan.input, used, dictionary)
+        rows = _compile(plan.input, used, dictionary, load)
         return rows.select(e.to_polars().alias(e.output_name) for e in plan.exprs)
     if isinstance(plan, Watermark):
-        return _compile(plan.input, needed, dictionary)
+        return _compile(plan.input, needed, dictionary, load)
     if isinstance(plan, Aggregate):
-        spec = aggregate_spec(plan)
-        rows = aggregate_rows(_compile(plan.input, _agg_columns(plan), dictionary), plan, spec)
-        return K.run_batch(rows, spec).lazy()
+        return _aggregate_chunked(plan, dictionary, load).lazy()
     raise TypeError(f"unknown plan node {type(plan).__name__}")
+
+
+def _aggregate_chunked(plan: Aggregate, dictionary: set[str], load: Loader) -> pl.DataFrame:
+    """Partial states per input chunk, merged, finalized (the streaming path in one go)."""
+    spec = aggregate_spec(plan)
+    needed = _agg_columns(plan)
+    requests: list[tuple[Scan, list[str], list[str]]] = []
+
+    def record(scan: Scan, columns: list[str], dicts: list[str]) -> pl.LazyFrame:
+        requests.append((scan, columns, dicts))
+        return pl.DataFrame(schema={c: scan.schema[c] for c in columns}).lazy()
+
+    _compile(plan.input, needed, dictionary, record)
+    if len(requests) != 1:
+        rows = aggregate_rows(_compile(plan.input, needed, dictionary, load), plan, spec)
+        return K.run_batch([rows], spec)
+    scan, columns, dicts = requests[0]
+    chunks = scan.source.batches(columns, dicts)
+    rows = (
+        aggregate_rows(_compile(plan.input, needed, dictionary, _given(chunk)), plan, spec)
+        for chunk in chunks
+    )
+    return K.run_batch(rows, spec)
+
+
+def _given(chunk: pl.DataFrame) -> Loader:
+    """A loader that serves one chunk in place of the scan."""
+
+    def load(scan: Scan, columns: list[str], dictionary: list[str]) -> pl.LazyFrame:
+        return chunk.lazy()
+
+    return load
 
 
 def _agg_columns(plan: Aggregate) -> set[str]:

@@ -71,13 +71,20 @@ def build(
 def merge(frame: pl.DataFrame, keys: list[str], sketch: str) -> pl.DataFrame:
     """One row per distinct ``keys``, with the register-wise maximum of its sketches."""
     gid = group_ids(frame, keys)
+    if gid.size == 0:
+        return frame.select([*keys, sketch])
     order = np.argsort(gid, kind="stable")
     sorted_gid = gid[order]
-    starts = np.flatnonzero(np.r_[True, sorted_gid[1:] != sorted_gid[:-1]]) if gid.size else gid
+    starts = np.flatnonzero(np.r_[True, sorted_gid[1:] != sorted_gid[:-1]])
+    lengths = np.diff(np.r_[starts, gid.size])
     regs = frame[sketch].to_numpy()
-    out_regs = np.maximum.reduceat(regs[order], starts, axis=0) if gid.size else regs
-    out = frame.select(keys)[order[starts]]
-    return out.with_columns(pl.Series(sketch, out_regs, dtype=frame.schema[sketch]))
+    out = regs[order[starts]]
+    # Segments are short (chunks x windows per bucket): one vectorised pass per position.
+    for j in range(1, int(lengths.max())):
+        live = np.flatnonzero(lengths > j)
+        out[live] = np.maximum(out[live], regs[order[starts[live] + j]])
+    result = frame.select(keys)[order[starts]]
+    return result.with_columns(pl.Series(sketch, out, dtype=frame.schema[sketch]))
 
 
 _POW = np.ldexp(1.0, -np.arange(70)).astype(np.float64)

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -22,6 +25,9 @@ from streamkit.plan import Scan
 
 if TYPE_CHECKING:
     import pandas as pd
+
+CHUNK_ROWS = 1 << 22
+"""Rows per chunk when an aggregation reads its input (partial states per chunk)."""
 
 _configured: dict[str, AwsEndpoint] = {}
 
@@ -66,9 +72,11 @@ class ArrowSource:
     def __post_init__(self) -> None:
         object.__setattr__(self, "schema", _to_polars(self.table.slice(0, 0)).schema)
 
-    def load(self, columns: list[str], dictionary: list[str]) -> pl.DataFrame:
-        """The selected columns (``dictionary`` is ignored: data is already in memory)."""
-        return _to_polars(self.table.select(columns))
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        """Slices of the selected columns (``dictionary`` is ignored: data is in memory)."""
+        table = self.table.select(columns)
+        for start in range(0, max(table.num_rows, 1), CHUNK_ROWS):
+            yield _to_polars(table.slice(start, CHUNK_ROWS))
 
     def describe(self) -> str:
         return f"arrow table ({self.table.num_rows} rows)"
@@ -117,18 +125,53 @@ class FileSource:
                 tables.append(pajson.read_json(stream))
         return ds.dataset(pa.concat_tables(tables, promote_options="permissive"))
 
-    def load(self, columns: list[str], dictionary: list[str]) -> pl.DataFrame:
-        """Read ``columns``; Parquet string columns in ``dictionary`` come back categorical."""
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        """Chunks of about CHUNK_ROWS rows in file order; the next chunk is read in a
+        background thread while the caller works on the current one. Parquet string
+        columns in ``dictionary`` come back categorical."""
+        dataset = self._dataset
         if self.format == "parquet" and dictionary:
             fmt = ds.ParquetFileFormat(read_options={"dictionary_columns": dictionary})
             fs, root = _filesystem(self.path)
-            table = ds.dataset(root, filesystem=fs, format=fmt).to_table(columns=columns)
-        else:
-            table = self._dataset.to_table(columns=columns)
-        return _to_polars(table)
+            dataset = ds.dataset(root, filesystem=fs, format=fmt)
+        readers = list(_chunk_readers(dataset, columns))
+        if not readers:
+            yield _to_polars(dataset.schema.empty_table().select(columns))
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(readers[0])
+            for nxt in [*readers[1:], None]:
+                table = pending.result()
+                if nxt is not None:
+                    pending = pool.submit(nxt)
+                yield _to_polars(table)
 
     def describe(self) -> str:
         return f"{self.format} {self.path}"
+
+
+def _chunk_readers(dataset: ds.Dataset, columns: list[str]) -> Iterator[Callable[[], pa.Table]]:
+    """One callable per chunk: groups of Parquet row groups of about CHUNK_ROWS rows (each
+    read with pyarrow's threads), or the whole fragment for other formats."""
+    for fragment in dataset.get_fragments():
+        groups = getattr(fragment, "row_groups", None)
+        if not groups:
+            yield partial(fragment.to_table, columns=columns, use_threads=True)
+            continue
+        ids: list[int] = []
+        rows = 0
+        for rg in groups:
+            ids.append(rg.id)
+            rows += rg.num_rows
+            if rows >= CHUNK_ROWS:
+                yield partial(_read_row_groups, fragment, ids, columns)
+                ids, rows = [], 0
+        if ids:
+            yield partial(_read_row_groups, fragment, ids, columns)
+
+
+def _read_row_groups(fragment: Any, ids: list[int], columns: list[str]) -> pa.Table:
+    return fragment.subset(row_group_ids=ids).to_table(columns=columns, use_threads=True)
 
 
 class DataFrameReader:

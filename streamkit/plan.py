@@ -5,6 +5,7 @@ A plan says what to compute, never how; :mod:`streamkit.execute` is its only exe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,8 +27,9 @@ class Source(Protocol):
         """Schema of the rows, known without reading them."""
         ...
 
-    def load(self, columns: list[str], dictionary: list[str]) -> pl.DataFrame:
-        """Read ``columns``; string columns in ``dictionary`` may come back categorical."""
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        """Read ``columns`` in chunks (at least one, possibly empty), in order; string
+        columns in ``dictionary`` may come back categorical."""
         ...
 
     def describe(self) -> str:
