@@ -84,8 +84,8 @@ def _aggregate_chunked(plan: Aggregate, dictionary: set[str], load: Loader) -> p
 
     _compile(plan.input, needed, dictionary, record)
     if len(requests) != 1:
-        rows = aggregate_rows(_compile(plan.input, needed, dictionary, load), plan, spec)
-        return K.run_batch([rows], spec)
+        whole = aggregate_rows(_compile(plan.input, needed, dictionary, load), plan, spec)
+        return K.run_batch([whole], spec)
     scan, columns, dicts = requests[0]
     chunks = scan.source.batches(columns, dicts)
     rows = (
