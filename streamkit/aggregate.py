@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 GLOBAL = "__all"
 """Constant key column standing in for 'no keys' in a global aggregation."""
 
+TOUCHED = "__touched"
+"""Optional state column: True for groups that received rows in the current micro-batch."""
+
 ROWS = "__n"
 """Hidden state column: number of input rows merged into a group."""
 
@@ -114,6 +117,8 @@ def merge(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
 
 def _merge_by(states: pl.DataFrame, group: list[str], spec: AggregateSpec) -> pl.DataFrame:
     exprs = [pl.col(ROWS).sum()]
+    if TOUCHED in states.columns:
+        exprs.append(pl.col(TOUCHED).max())
     for i, agg in spec._plain():
         exprs += agg.merge(i)
     merged = _group(states.lazy(), group, exprs).collect()

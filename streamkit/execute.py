@@ -33,7 +33,7 @@ def execute(plan: Plan) -> pl.DataFrame:
     and the states are merged, exactly as micro-batches are in a stream.
     """
     dictionary = _dictionary_candidates(plan)
-    frame = _compile(plan, None, dictionary, _load_all).collect()
+    frame = compile_plan(plan, None, dictionary, _load_all).collect()
     if dictionary:
         wanted = plan.schema
         frame = frame.with_columns(
@@ -42,7 +42,7 @@ def execute(plan: Plan) -> pl.DataFrame:
     return frame
 
 
-def _compile(
+def compile_plan(
     plan: Plan, needed: set[str] | None, dictionary: set[str], load: Loader
 ) -> pl.LazyFrame:
     if isinstance(plan, Scan):
@@ -51,7 +51,7 @@ def _compile(
         return load(plan, columns, sorted(dictionary & set(columns)))
     if isinstance(plan, Filter):
         need = None if needed is None else needed | plan.predicate.columns()
-        return _compile(plan.input, need, dictionary, load).filter(plan.predicate.to_polars())
+        return compile_plan(plan.input, need, dictionary, load).filter(plan.predicate.to_polars())
     if isinstance(plan, Project):
         exprs = plan.exprs
         if needed is not None and plan.keep_input:
@@ -60,13 +60,13 @@ def _compile(
         if plan.keep_input:
             produced = {e.output_name for e in exprs}
             need = None if needed is None else (needed - produced) | used
-            return _compile(plan.input, need, dictionary, load).with_columns(
+            return compile_plan(plan.input, need, dictionary, load).with_columns(
                 e.to_polars().alias(e.output_name) for e in exprs
             )
-        rows = _compile(plan.input, used, dictionary, load)
+        rows = compile_plan(plan.input, used, dictionary, load)
         return rows.select(e.to_polars().alias(e.output_name) for e in plan.exprs)
     if isinstance(plan, Watermark):
-        return _compile(plan.input, needed, dictionary, load)
+        return compile_plan(plan.input, needed, dictionary, load)
     if isinstance(plan, Aggregate):
         return _aggregate_chunked(plan, dictionary, load).lazy()
     raise TypeError(f"unknown plan node {type(plan).__name__}")
@@ -82,20 +82,20 @@ def _aggregate_chunked(plan: Aggregate, dictionary: set[str], load: Loader) -> p
         requests.append((scan, columns, dicts))
         return pl.DataFrame(schema={c: scan.schema[c] for c in columns}).lazy()
 
-    _compile(plan.input, needed, dictionary, record)
+    compile_plan(plan.input, needed, dictionary, record)
     if len(requests) != 1:
-        whole = aggregate_rows(_compile(plan.input, needed, dictionary, load), plan, spec)
+        whole = aggregate_rows(compile_plan(plan.input, needed, dictionary, load), plan, spec)
         return K.run_batch([whole], spec)
     scan, columns, dicts = requests[0]
     chunks = scan.source.batches(columns, dicts)
     rows = (
-        aggregate_rows(_compile(plan.input, needed, dictionary, _given(chunk)), plan, spec)
+        aggregate_rows(compile_plan(plan.input, needed, dictionary, given(chunk)), plan, spec)
         for chunk in chunks
     )
     return K.run_batch(rows, spec)
 
 
-def _given(chunk: pl.DataFrame) -> Loader:
+def given(chunk: pl.DataFrame) -> Loader:
     """A loader that serves one chunk in place of the scan."""
 
     def load(scan: Scan, columns: list[str], dictionary: list[str]) -> pl.LazyFrame:

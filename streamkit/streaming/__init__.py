@@ -1,0 +1,1 @@
+"""Structured Streaming: micro-batches into an unbounded table, incremental queries."""
