@@ -104,7 +104,8 @@ class IncrementalQuery:
 
     def _aggregate(self, rows: pl.DataFrame) -> pl.DataFrame:
         agg, spec = self._agg, self._spec
-        assert agg is not None and spec is not None
+        assert agg is not None
+        assert spec is not None
         lazy = compile_plan(agg.input, None, set(), given(rows))
         fresh = K.partial(aggregate_rows(lazy, agg, spec), spec)
         fresh = fresh.with_columns(pl.lit(True).alias(K.TOUCHED))

@@ -3,6 +3,7 @@ window kind and aggregate, with random micro-batch boundaries and out-of-order d
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import polars as pl
@@ -58,7 +59,7 @@ def run_stream(
     q = IncrementalQuery(query(EMPTY, window, watermark=mode != "complete").plan, mode)  # type: ignore[arg-type]
     bounds = [0, *sorted(set(cuts)), rows.height]
     outputs = []
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         result = q.run(rows.slice(lo, hi - lo))
         assert result.late_rows.height == 0
         outputs.append(result.output)
