@@ -30,6 +30,8 @@ from streamkit.functions import (
     to_timestamp,
 )
 from streamkit.io import configure, from_arrow, from_pandas, read
+from streamkit.streaming.api import read_stream
+from streamkit.streaming.trigger import Trigger
 from streamkit.windows import session_window, window
 
 __version__ = "0.1.0"
@@ -44,6 +46,7 @@ __all__ = [
     "PlanError",
     "SchemaError",
     "StreamkitError",
+    "Trigger",
     "approx_count_distinct",
     "avg",
     "col",
@@ -58,6 +61,7 @@ __all__ = [
     "mean",
     "min",
     "read",
+    "read_stream",
     "session_window",
     "sum",
     "to_timestamp",

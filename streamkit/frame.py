@@ -7,7 +7,7 @@ execute the plan.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamkit import dtypes as T
 from streamkit.aggs import AggExpr
@@ -46,6 +46,30 @@ class DataFrame:
     def columns(self) -> list[str]:
         """Result column names."""
         return self._plan.schema.names()
+
+    @property
+    def is_streaming(self) -> bool:
+        """True when the DataFrame reads a stream (run it with ``write_stream``)."""
+        from streamkit.streaming.api import stream_source_of
+
+        return stream_source_of(self._plan) is not None
+
+    @property
+    def stream(self) -> Any:
+        """The stream source this DataFrame reads (e.g. a MemoryStream to feed rows)."""
+        from streamkit.streaming.api import stream_source_of
+
+        source = stream_source_of(self._plan)
+        if source is None:
+            raise PlanError("not a streaming DataFrame; create one with sk.read_stream...")
+        return source
+
+    @property
+    def write_stream(self) -> DataStreamWriter:
+        """Start building a streaming query: ``df.write_stream.output_mode(...)...start()``."""
+        from streamkit.streaming.api import DataStreamWriter
+
+        return DataStreamWriter(self)
 
     def filter(self, condition: Expr) -> DataFrame:
         """Rows where ``condition`` is true."""

@@ -153,9 +153,10 @@ class IncrementalQuery:
         if self._mark is None:
             return None
         assert isinstance(self._mark, Watermark)
-        return rows[self._mark.column].dt.epoch(self._time_unit())
+        return rows[self._mark.column].dt.epoch(self.time_unit())
 
-    def _time_unit(self) -> Literal["ns", "us", "ms"]:
+    def time_unit(self) -> Literal["ns", "us", "ms"]:
+        """Unit of the event-time column (ticks of the watermark)."""
         assert isinstance(self._mark, Watermark)
         dtype = self._mark.input.schema[self._mark.column]
         assert isinstance(dtype, pl.Datetime)
@@ -163,7 +164,7 @@ class IncrementalQuery:
 
     def _delay_ticks(self) -> int:
         assert isinstance(self._mark, Watermark)
-        per = {"ns": 1, "us": 1_000, "ms": 1_000_000}[self._time_unit()]
+        per = {"ns": 1, "us": 1_000, "ms": 1_000_000}[self.time_unit()]
         return self._mark.delay_ns // per
 
     def _split_late(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

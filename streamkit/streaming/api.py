@@ -1,0 +1,212 @@
+"""``sk.read_stream`` and ``df.write_stream``: the user-facing streaming vocabulary.
+
+A streaming DataFrame is an ordinary DataFrame whose scan is a stream: the same plan object
+runs as a batch job (over a table) or, through ``write_stream``, incrementally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from streamkit.errors import PlanError, StreamkitError
+from streamkit.frame import DataFrame
+from streamkit.plan import Aggregate, Plan, Scan
+from streamkit.streaming.incremental import OUTPUT_MODES, OutputMode
+from streamkit.streaming.trigger import Trigger, make_trigger
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from streamkit.streaming.contracts import Sink, StreamSource
+    from streamkit.streaming.query import StreamingQuery
+    from streamkit.streaming.table import Retention
+
+
+@dataclass(frozen=True, eq=False)
+class StreamScanSource:
+    """Adapts a StreamSource to a plan's Source: it has a schema but no batch read."""
+
+    stream: StreamSource
+    schema: pl.Schema = field(init=False)
+
+    def __post_init__(self) -> None:
+        frame = pl.from_arrow(self.stream.schema.empty_table())
+        assert isinstance(frame, pl.DataFrame)
+        object.__setattr__(self, "schema", frame.schema)
+
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        """Streams have no batch read; raises with what to do instead."""
+        raise StreamkitError(
+            "this DataFrame reads a stream: run it with df.write_stream...start(), or query "
+            "the rows received so far through query.table.to_frame()"
+        )
+
+    def describe(self) -> str:
+        return f"stream {type(self.stream).__name__}"
+
+
+def stream_source_of(plan: Plan) -> StreamSource | None:
+    """The stream at the leaf of ``plan``, or None for a batch plan."""
+    node = plan
+    while node.children:
+        node = node.children[0]
+    if isinstance(node, Scan) and isinstance(node.source, StreamScanSource):
+        return node.source.stream
+    return None
+
+
+class DataStreamReader:
+    """``sk.read_stream``: streaming DataFrames over sources."""
+
+    def source(self, stream: StreamSource) -> DataFrame:
+        """A streaming DataFrame over any StreamSource."""
+        return DataFrame(Scan(StreamScanSource(stream)))
+
+    def memory(self, schema: pa.Schema | None = None, partitions: int = 1) -> DataFrame:
+        """A stream you feed from Python (``df.stream.add_rows(...)``); for tests/examples."""
+        from streamkit.streaming.sources.memory import MemoryStream
+
+        return self.source(MemoryStream(schema=schema, partitions=partitions))
+
+    def files(
+        self,
+        path: str,
+        format: str = "json",
+        schema: pa.Schema | None = None,
+        max_files_per_trigger: int | None = None,
+    ) -> DataFrame:
+        """New files under a directory or ``s3://`` prefix, picked up in arrival order."""
+        from streamkit.streaming.sources.files import FileStreamSource
+
+        return self.source(
+            FileStreamSource(
+                path, format=format, schema=schema, max_files_per_trigger=max_files_per_trigger
+            )
+        )
+
+
+read_stream = DataStreamReader()
+
+
+class DataStreamWriter:
+    """``df.write_stream``: output mode, trigger, checkpoint, sink; ``start()`` runs it."""
+
+    def __init__(self, df: DataFrame) -> None:
+        self._df = df
+        self._stream = stream_source_of(df.plan)
+        if self._stream is None:
+            raise PlanError("write_stream needs a streaming DataFrame (sk.read_stream...)")
+        self._mode: OutputMode = "append"
+        self._trigger = Trigger.processing_time(0.0)
+        self._checkpoint: str | None = None
+        self._name: str | None = None
+        self._sink_factory: Callable[[], Sink] | None = None
+        self._retention: Retention | None = None
+
+    def output_mode(self, mode: OutputMode) -> DataStreamWriter:
+        """``append`` (default), ``update`` or ``complete``."""
+        if mode not in OUTPUT_MODES:
+            raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
+        self._mode = mode
+        return self
+
+    def trigger(
+        self,
+        processing_time: str | timedelta | float | None = None,
+        *,
+        once: bool = False,
+        available_now: bool = False,
+    ) -> DataStreamWriter:
+        """Exactly one of ``processing_time="1 second"``, ``once=True``, ``available_now=True``."""
+        self._trigger = make_trigger(processing_time, once=once, available_now=available_now)
+        return self
+
+    def checkpoint(self, location: str) -> DataStreamWriter:
+        """Checkpoint directory or ``s3://`` prefix; a restart resumes from it."""
+        self._checkpoint = location
+        return self
+
+    def query_name(self, name: str) -> DataStreamWriter:
+        """Name of the query (and of its memory table)."""
+        self._name = name
+        return self
+
+    def retention(self, policy: Retention) -> DataStreamWriter:
+        """Retention of the unbounded input table (default: unbounded)."""
+        self._retention = policy
+        return self
+
+    def _keys(self) -> list[str]:
+        plan = self._df.plan
+        return list(plan.order) if isinstance(plan, Aggregate) else []
+
+    def memory(self, name: str | None = None) -> DataStreamWriter:
+        """Keep the result in memory, queryable with ``sk.memory_table(name)``."""
+        from streamkit.streaming.sinks import MemorySink
+
+        table = name or self._name or "memory"
+        self._name = self._name or table
+        self._sink_factory = lambda: MemorySink(table, mode=self._mode, keys=self._keys())
+        return self
+
+    def console(self, max_rows: int = 20) -> DataStreamWriter:
+        """Print each batch as a readable table."""
+        from streamkit.streaming.sinks import ConsoleSink
+
+        self._sink_factory = lambda: ConsoleSink(max_rows=max_rows)
+        return self
+
+    def parquet(self, path: str, partition_by: str | None = None) -> DataStreamWriter:
+        """Parquet files per batch (local or ``s3://``), idempotent per batch id."""
+        from streamkit.streaming.sinks import ParquetSink
+
+        self._sink_factory = lambda: ParquetSink(path, partition_by=partition_by)
+        return self
+
+    def foreach_batch(
+        self, fn: Callable[[DataFrame, int], Awaitable[None] | None]
+    ) -> DataStreamWriter:
+        """Call ``fn(df, batch_id)`` per batch (sync or async)."""
+        from streamkit.streaming.sinks import ForeachBatchSink
+
+        self._sink_factory = lambda: ForeachBatchSink(fn)
+        return self
+
+    def to(self, sink: Sink) -> DataStreamWriter:
+        """Any object implementing the Sink contract."""
+        self._sink_factory = lambda: sink
+        return self
+
+    def start(self) -> StreamingQuery:
+        """Start the query in the background and return its handle."""
+        from streamkit.streaming.checkpoint import MemoryCheckpointStore
+        from streamkit.streaming.checkpoint_store import open_checkpoint_store
+        from streamkit.streaming.query import StreamingQuery
+        from streamkit.streaming.table import Retention, UnboundedTable
+
+        if self._sink_factory is None:
+            raise PlanError(
+                "choose a sink first: .memory(name), .console(), .parquet(path), "
+                ".foreach_batch(fn) or .to(sink)"
+            )
+        assert self._stream is not None
+        store: Any = (
+            open_checkpoint_store(self._checkpoint) if self._checkpoint else MemoryCheckpointStore()
+        )
+        table = UnboundedTable(self._stream.schema, self._retention or Retention.unbounded())
+        query = StreamingQuery(
+            plan=self._df.plan,
+            source=self._stream,
+            sink=self._sink_factory(),
+            mode=self._mode,
+            trigger=self._trigger,
+            store=store,
+            table=table,
+            name=self._name,
+        )
+        return query.start()

@@ -1,0 +1,286 @@
+"""A running streaming query: the micro-batch loop and the handle users hold.
+
+The loop runs in its own thread with its own asyncio event loop (sources and sinks are
+asyncio); the handle's methods are thread-safe and blocking, like PySpark's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pyarrow as pa
+
+from streamkit.errors import StreamkitError
+from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.incremental import IncrementalQuery, OutputMode
+from streamkit.streaming.progress import PhaseDurations, QueryProgress
+
+if TYPE_CHECKING:
+    from streamkit.plan import Plan
+    from streamkit.streaming.contracts import (
+        CheckpointStore,
+        Offsets,
+        Sink,
+        SourceBatch,
+        StreamSource,
+    )
+    from streamkit.streaming.table import UnboundedTable
+    from streamkit.streaming.trigger import Trigger
+
+
+class StreamingQueryError(StreamkitError):
+    """The query stopped because of an error; ``__cause__`` holds the original."""
+
+
+class StreamingQuery:
+    """Handle of a started query: ``stop()``, ``await_termination()``,
+    ``process_all_available()``, ``last_progress``, ``recent_progress``.
+
+    Delivery: batch N reaches the sink before ``commits/N`` is written and before the source
+    is committed, so after a crash batch N runs again with the same id (exactly-once with an
+    idempotent sink, at-least-once otherwise).
+    """
+
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        source: StreamSource,
+        sink: Sink,
+        mode: OutputMode,
+        trigger: Trigger,
+        store: CheckpointStore,
+        table: UnboundedTable,
+        name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.name = name or f"query-{self.id[:8]}"
+        self.source, self.sink, self.trigger = source, sink, trigger
+        self.table = table
+        """The unbounded input table: every decoded micro-batch is appended to it."""
+        self._engine = IncrementalQuery(plan, mode)
+        self._log = CheckpointLog(store)
+        self._clock = clock
+        self._progress: deque[QueryProgress] = deque(maxlen=100)
+        self._dead: list[pa.Table] = []
+        self._late: list[pa.Table] = []
+        self._offsets: Offsets = {}
+        self._next_id = 0
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._last_start: float | None = None
+
+    # -- handle --------------------------------------------------------------------------
+    def start(self) -> StreamingQuery:
+        """Start the micro-batch loop in the background; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop after the batch in flight commits; waits up to ``timeout`` seconds."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def await_termination(self, timeout: float | None = None) -> bool:
+        """Wait for the query to end; re-raises its error. False if still running."""
+        finished = self._done.wait(timeout)
+        if finished and self._error is not None:
+            raise StreamingQueryError(f"query {self.name} failed: {self._error}") from self._error
+        return finished
+
+    @property
+    def is_active(self) -> bool:
+        """True while the loop runs."""
+        return self._thread.is_alive()
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The error that stopped the query, if any."""
+        return self._error
+
+    @property
+    def last_progress(self) -> QueryProgress | None:
+        """Progress of the latest batch."""
+        return self._progress[-1] if self._progress else None
+
+    @property
+    def recent_progress(self) -> list[QueryProgress]:
+        """Progress of up to the last 100 batches, oldest first."""
+        return list(self._progress)
+
+    @property
+    def dead_letters(self) -> pa.Table | None:
+        """Records that could not be decoded (raw bytes, partition, position, reason,
+        batch id), or None when there were none."""
+        return pa.concat_tables(self._dead, promote_options="default") if self._dead else None
+
+    @property
+    def late_rows(self) -> pa.Table | None:
+        """Input rows that arrived behind the watermark, or None when there were none."""
+        return pa.concat_tables(self._late, promote_options="default") if self._late else None
+
+    def process_all_available(self, timeout: float = 60.0) -> None:
+        """Block until everything the source holds now is processed and committed."""
+        loop = self._wait_loop(timeout)
+        target = asyncio.run_coroutine_threadsafe(self.source.end_offsets(), loop).result(timeout)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.source.reached(self._offsets, target):
+                self._raise_if_failed()
+                if self._done.is_set():
+                    raise StreamingQueryError(f"query {self.name} stopped before catching up")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"query {self.name} did not catch up in {timeout} s")
+                self._cond.wait(min(left, 0.1))
+
+    def _wait_loop(self, timeout: float) -> asyncio.AbstractEventLoop:
+        deadline = time.monotonic() + timeout
+        while self._loop is None:
+            self._raise_if_failed()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"query {self.name} did not start in {timeout} s")
+            time.sleep(0.01)
+        return self._loop
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise StreamingQueryError(f"query {self.name} failed: {self._error}") from self._error
+
+    # -- loop ----------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # stored and re-raised to the caller
+            self._error = exc
+        finally:
+            self._done.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._recover()
+        await self.source.open(self._offsets or None)
+        try:
+            target = await self.source.end_offsets() if self.trigger.stops_by_itself else None
+            while not self._stop.is_set():
+                started = self._clock()
+                if target is not None and self.source.reached(self._offsets, target):
+                    break
+                wait = 0.05 if self.trigger.kind != "processing_time" else self.trigger.interval
+                batch = await self.source.next_batch(max_wait=max(wait, 0.05))
+                if batch is not None and (batch.rows.num_rows or batch.dead_letters.num_rows):
+                    await self._process(batch, started)
+                elif batch is not None:
+                    self._offsets = {**self._offsets, **batch.end_offsets}
+                if self.trigger.kind == "once":
+                    break
+                await self._pace(started)
+        finally:
+            await self.sink.close()
+            await self.source.close()
+
+    async def _pace(self, started: float) -> None:
+        if self.trigger.kind == "processing_time":
+            left = self.trigger.interval - (self._clock() - started)
+            if left > 0:
+                await asyncio.sleep(left)
+
+    def _recover(self) -> None:
+        last = self._log.latest()
+        if last is None:
+            return
+        self._offsets = dict(last.offsets)
+        self._next_id = last.batch_id + 1
+        self._engine.restore(last.state, last.watermark, last.max_event)
+
+    async def _process(self, batch: SourceBatch, started: float) -> None:
+        bid = self._next_id
+        offsets = {**self._offsets, **batch.end_offsets}
+        t0 = self._clock()
+        self._log.write_offsets(bid, offsets)
+        rows = pl.from_arrow(batch.rows)
+        assert isinstance(rows, pl.DataFrame)
+        self.table.append(batch.rows)
+        result = self._engine.run(rows)
+        t1 = self._clock()
+        output = result.output.to_arrow()
+        await self.sink.add_batch(bid, output)
+        t2 = self._clock()
+        self._log.write_state(bid, self._engine.state_frame())
+        t3 = self._clock()
+        meta = {"watermark": self._engine.watermark, "max_event": self._engine.max_event}
+        self._log.write_commit(bid, offsets, meta)
+        await self.source.commit(offsets)
+        t4 = self._clock()
+        self._keep_side_tables(bid, batch, result.late_rows)
+        phases = PhaseDurations(
+            batch.fetch_seconds, batch.decode_seconds, t1 - t0, t3 - t2, t2 - t1, (t4 - t3)
+        )
+        self._record(bid, batch, result.late_rows.height, output.num_rows, phases, started)
+        with self._cond:
+            self._offsets, self._next_id = offsets, bid + 1
+            self._cond.notify_all()
+
+    def _keep_side_tables(self, bid: int, batch: SourceBatch, late: pl.DataFrame) -> None:
+        if batch.dead_letters.num_rows:
+            ids = pa.array([bid] * batch.dead_letters.num_rows, pa.int64())
+            self._dead.append(batch.dead_letters.append_column("batch_id", ids))
+        if late.height:
+            self._late.append(late.to_arrow())
+
+    def _record(
+        self,
+        bid: int,
+        batch: SourceBatch,
+        late: int,
+        out_rows: int,
+        phases: PhaseDurations,
+        started: float,
+    ) -> None:
+        n = batch.rows.num_rows
+        since = started - self._last_start if self._last_start is not None else None
+        self._last_start = started
+        own = phases.total or 1e-9
+        self._progress.append(
+            QueryProgress(
+                batch_id=bid,
+                timestamp=datetime.now(UTC),
+                num_input_rows=n,
+                input_rows_per_second=n / since if since else 0.0,
+                processed_rows_per_second=n / own,
+                durations=phases,
+                watermark=self._watermark_time(),
+                state_rows=self._engine.state_rows,
+                late_rows=late,
+                dead_letters=batch.dead_letters.num_rows,
+                output_rows=out_rows,
+                partitions=batch.partitions,
+            )
+        )
+
+    def _watermark_time(self) -> datetime | None:
+        wm = self._engine.watermark
+        if wm is None:
+            return None
+        unit = self._engine.time_unit()
+        per_second = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000}[unit]
+        return datetime.fromtimestamp(wm / per_second, tz=UTC)
+
+    def __repr__(self) -> str:
+        state = "active" if self.is_active else "stopped"
+        return f"<StreamingQuery {self.name} {state}, next batch {self._next_id}>"
