@@ -231,7 +231,14 @@ class StreamingQuery:
         phases = PhaseDurations(
             batch.fetch_seconds, batch.decode_seconds, t1 - t0, t3 - t2, t2 - t1, (t4 - t3)
         )
-        self._record(bid, batch, result.late_rows.height, output.num_rows, phases, started)
+        self._record(
+            bid=bid,
+            batch=batch,
+            late=result.late_rows.height,
+            out_rows=output.num_rows,
+            phases=phases,
+            started=started,
+        )
         with self._cond:
             self._offsets, self._next_id = offsets, bid + 1
             self._cond.notify_all()
@@ -245,6 +252,7 @@ class StreamingQuery:
 
     def _record(
         self,
+        *,
         bid: int,
         batch: SourceBatch,
         late: int,
