@@ -157,8 +157,9 @@ class S3CheckpointStore:
     :class:`BucketNotFoundError`.
     """
 
-    def __init__(self, url: str, endpoint: AwsEndpoint) -> None:
+    def __init__(self, url: str, endpoint: AwsEndpoint, *, list_page_size: int = 1000) -> None:
         self.url = url
+        self.list_page_size = list_page_size
         self.endpoint = endpoint
         self.bucket, self.prefix = parse_s3_url(url)
         self._s3: Any = endpoint.client(
@@ -233,7 +234,10 @@ class S3CheckpointStore:
 
         def names() -> list[str]:
             pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+                Bucket=self.bucket,
+                Prefix=prefix,
+                Delimiter="/",
+                PaginationConfig={"PageSize": self.list_page_size},
             )
             found = [o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", [])]
             return sorted(n for n in found if n and not n.startswith(TEMP_PREFIX))

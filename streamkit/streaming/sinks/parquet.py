@@ -73,10 +73,12 @@ class ParquetSink:
     values are URI-escaped directory names, null goes to ``__HIVE_DEFAULT_PARTITION__``.
     Struct columns (windows) are refused: to partition by date, add a column first and
     group by it too, e.g. ``df.with_column("date", sk.col("event_time").cast(pa.date32()))``
-    with windows of at most a day. The column stays inside the files too
-    (``keep_partition_column``), so readers without partition discovery see it; hive
-    readers should use ``partitioning="hive"`` (pyarrow dataset) or ``hive_partitioning``
-    (DuckDB, Polars), not ``pq.read_table(path)``'s dictionary-typed partition inference.
+    with windows of at most a day. By default the column also stays inside the files
+    (``keep_partition_column=True``), typed as written, for readers without partition
+    discovery (``sk.read.parquet``, DuckDB, pyarrow with ``partitioning=None``). With
+    ``keep_partition_column=False`` the directory names alone hold it (Hive / Spark layout,
+    read with ``partitioning="hive"`` or ``hive_partitioning=True``; values come back as
+    inferred from the directory names).
     Empty batches write nothing. Batches larger than ``max_rows_per_file`` are split.
 
     Delivery: exactly-once together with the engine's checkpoint (a batch is committed
