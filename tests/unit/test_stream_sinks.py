@@ -140,7 +140,7 @@ def test_memory_append_accumulates_and_replaces_a_re_added_batch() -> None:
 
 
 def test_memory_complete_replaces_and_refuses_an_older_batch() -> None:
-    sink = MemorySink("complete-test", mode="complete")
+    sink = MemorySink("complete-test", mode="complete", keys=["window", "action"])
     run(sink.add_batch(0, rows(["a"], [1], [0])))
     run(sink.add_batch(1, rows(["a", "b"], [2, 1], [0, 0])))
     assert memory_table("complete-test").column("count").to_pylist() == [2, 1]

@@ -45,7 +45,8 @@ class MemorySink:
       batch repeats a key, its last row wins. The table as it was before the last batch is
       kept, so adding the last batch id again re-applies it to that table (a replacement,
       never a double apply); an older id raises :class:`MemorySinkError`. With no ``keys``
-      (a query without aggregation) update behaves like append.
+      (a query without aggregation) update behaves like append. ``keys`` are ignored in
+      the other modes.
 
     Delivery: exactly-once together with the engine's checkpoint, which re-sends only the
     last, uncommitted batch id after a restart. The sink lives in this process only.
@@ -64,8 +65,6 @@ class MemorySink:
             raise MemorySinkError("a memory sink needs a non-empty name (the query name)")
         if mode not in OUTPUT_MODES:
             raise MemorySinkError(f"unknown output mode {mode!r}; use one of {OUTPUT_MODES}")
-        if mode == "complete" and keys:
-            raise MemorySinkError("keys are only used in update mode; drop them for complete")
         self.name = name
         self.mode: OutputMode = mode
         self.keys: tuple[str, ...] = tuple(keys)
