@@ -31,6 +31,7 @@ from streamkit.functions import (
 )
 from streamkit.io import configure, from_arrow, from_pandas, read
 from streamkit.streaming.api import read_stream
+from streamkit.streaming.sinks import memory_table
 from streamkit.streaming.trigger import Trigger
 from streamkit.windows import session_window, window
 
@@ -59,6 +60,7 @@ __all__ = [
     "lit",
     "max",
     "mean",
+    "memory_table",
     "min",
     "read",
     "read_stream",

@@ -53,6 +53,7 @@ _NAMED = {
     "bool": pa.bool_(),
     "boolean": pa.bool_(),
     "timestamp": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
 }
 
 

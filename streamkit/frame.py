@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
+    from streamkit.streaming.api import DataStreamWriter
+
 
 class DataFrame:
     """A query over a table. Immutable; the same object runs as a batch job or a stream."""

@@ -165,6 +165,11 @@ class DataStreamWriter:
         """Parquet files per batch (local or ``s3://``), idempotent per batch id."""
         from streamkit.streaming.sinks import ParquetSink
 
+        if self._checkpoint is None:
+            raise PlanError(
+                "a Parquet sink needs a checkpoint location (set .checkpoint(path) first) so "
+                "that a restart continues its batch ids instead of rewriting batch 0"
+            )
         self._sink_factory = lambda: ParquetSink(path, partition_by=partition_by)
         return self
 

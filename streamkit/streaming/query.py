@@ -173,7 +173,7 @@ class StreamingQuery:
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._recover()
+        await asyncio.to_thread(self._recover)
         await self.source.open(self._offsets or None)
         try:
             target = await self.source.end_offsets() if self.trigger.stops_by_itself else None
@@ -212,7 +212,7 @@ class StreamingQuery:
         bid = self._next_id
         offsets = {**self._offsets, **batch.end_offsets}
         t0 = self._clock()
-        self._log.write_offsets(bid, offsets)
+        await asyncio.to_thread(self._log.write_offsets, bid, offsets)
         rows = pl.from_arrow(batch.rows)
         assert isinstance(rows, pl.DataFrame)
         self.table.append(batch.rows)
@@ -221,10 +221,10 @@ class StreamingQuery:
         output = result.output.to_arrow()
         await self.sink.add_batch(bid, output)
         t2 = self._clock()
-        self._log.write_state(bid, self._engine.state_frame())
+        await asyncio.to_thread(self._log.write_state, bid, self._engine.state_frame())
         t3 = self._clock()
         meta = {"watermark": self._engine.watermark, "max_event": self._engine.max_event}
-        self._log.write_commit(bid, offsets, meta)
+        await asyncio.to_thread(self._log.write_commit, bid, offsets, meta)
         await self.source.commit(offsets)
         t4 = self._clock()
         self._keep_side_tables(bid, batch, result.late_rows)
