@@ -6,11 +6,13 @@ Usage:
 
 1. Throughput, on kinesalite (started here): ``--records`` records of ~100 bytes are written
    over 4 shards with KinesisProducer, then read from TRIM_HORIZON ``--reps`` times by each
-   reader, interleaved (bare first on odd repetitions, consumer first on even ones):
+   reader, interleaved (the order rotates with each repetition):
    - bare: one thread per shard, plain boto3 ``GetRecords`` (Limit 10,000) until caught up;
    - consumer: KinesisConsumer with default settings (new application each time, in-memory
      lease store since kinesalite has no DynamoDB), a processor that counts and checkpoints
-     every batch; timed from ``run()`` (startup included) to the last record.
+     every batch; timed from ``run()`` (startup included) to the last record;
+   - the same consumer on streamkit's stock client (botocore's timestamp parser, see
+     connectors/kinesis/consumer/client.py), to show what the client choice is worth.
    Reported: median records/s of each and their ratio (target >= 0.9).
 2. DynamoDB calls, on LocalStack (started here, or ``$STREAMKIT_AWS_ENDPOINT``): one worker
    with default settings (failover 10 s) holds the 4 leases of an idle stream; the calls of
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamkit.config import ENDPOINT_ENV, AwsEndpoint
 from streamkit.connectors.kinesis.admin import StreamAdmin
+from streamkit.connectors.kinesis.client import kinesis_client
 from streamkit.connectors.kinesis.consumer import (
     BaseRecordProcessor,
     ConsumerConfig,
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from streamkit.connectors.kinesis.types import RecordBatch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BARE, CONSUMER, STOCK = "bare boto3", "streamkit consumer", "consumer, stock client"
 SHARDS = 4
 FAILOVER = 10.0
 
@@ -112,7 +116,7 @@ def bare_read(endpoint: AwsEndpoint, stream: str, expected: int, rep: int) -> Ru
     client.close()
     if total != expected:
         raise RuntimeError(f"bare loop read {total} records, expected {expected}")
-    return Run("bare boto3", rep, total, elapsed)
+    return Run(BARE, rep, total, elapsed)
 
 
 class CountingProcessor(BaseRecordProcessor):
@@ -130,14 +134,21 @@ class CountingProcessor(BaseRecordProcessor):
             self._done.set()
 
 
-async def consumer_read(endpoint: AwsEndpoint, stream: str, expected: int, rep: int) -> Run:
-    """KinesisConsumer, default settings, fresh application: TRIM_HORIZON to the end."""
+async def consumer_read(
+    endpoint: AwsEndpoint, stream: str, expected: int, rep: int, *, stock_client: bool = False
+) -> Run:
+    """KinesisConsumer, default settings, fresh application: TRIM_HORIZON to the end.
+
+    ``stock_client`` swaps in streamkit's plain Kinesis client (botocore's own timestamp
+    parser) for the consumer's default one.
+    """
     config = ConsumerConfig(
         app_name=f"bench-{uuid.uuid4().hex[:8]}",
         stream=stream,
         initial_position=InitialPosition.trim_horizon(),
     )
-    consumer = KinesisConsumer(config, endpoint, lease_store=InMemoryLeaseStore())
+    client = kinesis_client(endpoint) if stock_client else None
+    consumer = KinesisConsumer(config, endpoint, kinesis=client, lease_store=InMemoryLeaseStore())
     state = {"records": 0}
     done = asyncio.Event()
     started = time.perf_counter()
@@ -150,7 +161,8 @@ async def consumer_read(endpoint: AwsEndpoint, stream: str, expected: int, rep: 
     await running  # re-raises a consumer error, if any
     if state["records"] != expected:
         raise RuntimeError(f"consumer read {state['records']} records, expected {expected}")
-    return Run("streamkit consumer", rep, state["records"], elapsed)
+    name = STOCK if stock_client else CONSUMER
+    return Run(name, rep, state["records"], elapsed)
 
 
 async def throughput(endpoint: AwsEndpoint, records: int, reps: int) -> dict[str, Any]:
@@ -162,18 +174,21 @@ async def throughput(endpoint: AwsEndpoint, records: int, reps: int) -> dict[str
         log(f"  {write_rate:,.0f} records/s written")
         runs: list[Run] = []
         for rep in range(1, reps + 1):
-            order = ["bare", "consumer"] if rep % 2 else ["consumer", "bare"]
-            for reader in order:
-                if reader == "bare":
+            order = [BARE, CONSUMER, STOCK]
+            shift = (rep - 1) % len(order)  # rotate who goes first
+            for reader in order[shift:] + order[:shift]:
+                if reader == BARE:
                     run = await asyncio.to_thread(bare_read, endpoint, stream, records, rep)
                 else:
-                    run = await consumer_read(endpoint, stream, records, rep)
-                log(f"  rep {rep} {run.reader:<20} {run.rate:>10,.0f} records/s")
+                    run = await consumer_read(
+                        endpoint, stream, records, rep, stock_client=reader == STOCK
+                    )
+                log(f"  rep {rep} {run.reader:<24} {run.rate:>10,.0f} records/s")
                 runs.append(run)
         await admin.delete_stream(stream, wait=False)
     medians = {
         name: statistics.median(r.rate for r in runs if r.reader == name)
-        for name in ("bare boto3", "streamkit consumer")
+        for name in (BARE, CONSUMER, STOCK)
     }
     return {
         "records": records,
@@ -181,7 +196,8 @@ async def throughput(endpoint: AwsEndpoint, records: int, reps: int) -> dict[str
         "write_rate": write_rate,
         "runs": [asdict(r) | {"rate": r.rate} for r in runs],
         "median_rate": medians,
-        "ratio": medians["streamkit consumer"] / medians["bare boto3"],
+        "ratio": medians[CONSUMER] / medians[BARE],
+        "ratio_stock_client": medians[STOCK] / medians[BARE],
     }
 
 
@@ -233,13 +249,18 @@ def report(result: dict[str, Any]) -> str:
     if tp := result.get("throughput"):
         lines += [
             f"## Read throughput, kinesalite, {tp['records']:,} records x ~100 B, "
-            f"{tp['shards']} shards (median of {len(tp['runs']) // 2})",
+            f"{tp['shards']} shards (median of {len(tp['runs']) // 3})",
             "",
             "| reader | median records/s |",
             "|---|---:|",
         ]
         lines += [f"| {name} | {rate:,.0f} |" for name, rate in tp["median_rate"].items()]
-        lines += ["", f"consumer / bare = **{tp['ratio']:.2f}x** (target >= 0.9x)", ""]
+        lines += [
+            "",
+            f"consumer / bare = **{tp['ratio']:.2f}x** (target >= 0.9x); with a stock client "
+            f"(botocore's timestamp parser) {tp['ratio_stock_client']:.2f}x",
+            "",
+        ]
     if dd := result.get("dynamodb"):
         lines += [
             f"## DynamoDB calls per lease per minute, idle worker, default settings "

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from streamkit.config import AwsEndpoint
-from streamkit.connectors.kinesis.client import call, endpoint_url, kinesis_client
+from streamkit.connectors.kinesis.client import call, endpoint_url
 from streamkit.connectors.kinesis.errors import StreamNotFoundError, ThrottledError
 from streamkit.connectors.kinesis.leases import (
     DynamoDBLeaseStore,
@@ -30,6 +30,7 @@ from streamkit.connectors.kinesis.retry import is_throttling, is_transient
 from streamkit.connectors.kinesis.shards import list_shards_blocking
 
 from .batches import BatchChannel, ChannelProcessor, ConsumedBatch
+from .client import consumer_kinesis_client
 from .errors import ConsumerError, ConsumerStateError
 from .events import ConsumerEvent, ConsumerEventKind, ConsumerListener
 from .loops import PeriodicStep
@@ -105,7 +106,7 @@ class KinesisConsumer:
         self._owns_client = kinesis is None
         if kinesis is None:
             assert endpoint is not None
-            kinesis = kinesis_client(endpoint)
+            kinesis = consumer_kinesis_client(endpoint)
         self.client: KinesisApi = kinesis
         """The (blocking) Kinesis client every shard reader uses."""
         self._url = (endpoint.url if endpoint else None) or endpoint_url(kinesis)
