@@ -1,0 +1,364 @@
+"""NDJSON mechanics behind :class:`streamkit.streaming.decode.JsonDecoder` (private).
+
+A micro-batch of payloads is framed as ONE newline-delimited buffer and parsed by
+``pyarrow.json`` in one call (multi-threaded for large batches). When that parse fails,
+:func:`bisect` splits the framed records in halves until every failing record stands
+alone: O(n) work when nothing is bad, O(n log n) at worst, and good records are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+Reject: TypeAlias = tuple[int, str]
+"""(record number in the batch, reason)."""
+ParseResult: TypeAlias = "pa.Table | str"
+"""A table with one row per record, or why the records could not be parsed."""
+
+_CHANGED = re.compile(r"Column\((?P<path>[^)]*)\) changed from (?P<old>\w+) to (?P<new>\w+)")
+_CONVERT = re.compile(
+    r"Failed to convert JSON to (?P<type>.+?), couldn't parse:(?P<value>.*)", re.S
+)
+_ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2})?")
+_ROW = re.compile(r" in row (\d+)$")
+_THREADED_BYTES = 1 << 20
+"""Buffers larger than this are parsed with threads (and blocks); smaller ones as one block."""
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """Records as one NDJSON buffer: framed record k is ``data[bounds[k]:bounds[k + 1]]``
+    (newline-terminated) and was record ``index[k]`` of the batch."""
+
+    data: pa.Buffer
+    bounds: npt.NDArray[np.int64]
+    index: npt.NDArray[np.int64]
+    block_size: int
+
+    @property
+    def size(self) -> int:
+        """Number of framed records."""
+        return len(self.index)
+
+    def buffer(self, lo: int, hi: int) -> pa.Buffer:
+        """Zero-copy slice holding framed records ``lo..hi-1``."""
+        start = int(self.bounds[lo])
+        return self.data.slice(start, int(self.bounds[hi]) - start)
+
+
+def frame_payloads(payloads: Sequence[bytes], max_bytes: int) -> tuple[Frame, list[Reject]]:
+    """Frame the payloads, rejecting empty and oversize ones up front (vectorised checks).
+
+    A raw newline can only be whitespace in valid JSON (inside a string it is invalid), so
+    newlines become tabs: whitespace outside strings, still invalid inside them. Lengths do
+    not change, and the NDJSON framing stays one line per record.
+    """
+    n = len(payloads)
+    lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+    bad = (lengths == 0) | (lengths > max_bytes)
+    rejects: list[Reject] = []
+    kept: Sequence[bytes] = payloads
+    keep = np.arange(n, dtype=np.int64)
+    if bad.any():
+        for i in np.flatnonzero(bad).tolist():
+            size = int(lengths[i])
+            why = "empty record" if size == 0 else f"oversize: {size} bytes > {max_bytes}"
+            rejects.append((i, why))
+        keep = np.flatnonzero(~bad).astype(np.int64)
+        kept = [payloads[i] for i in keep.tolist()]
+        lengths = lengths[keep]
+    data = b"\n".join(kept) + b"\n"
+    if data.count(b"\n") != len(kept) + (len(kept) == 0):
+        data = b"\n".join(p.replace(b"\n", b"\t") for p in kept) + b"\n"
+    bounds = np.zeros(len(kept) + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=bounds[1:])
+    longest = int(lengths.max()) if len(lengths) else 0
+    block = max(1 << 20, longest + 2)
+    return Frame(pa.py_buffer(data), bounds, keep, block), rejects
+
+
+def bisect(
+    parse: Callable[[int, int], ParseResult],
+    size: int,
+    whole: ParseResult,
+    split: Callable[[int, int, str], list[int]] | None = None,
+) -> tuple[list[tuple[int, int, pa.Table]], list[Reject]]:
+    """Isolate the records ``parse`` rejects. ``whole`` is the result for all records.
+
+    A failing range ``lo..hi`` is cut at ``split(lo, hi, message)`` (inner cut points;
+    default: the midpoint) and each piece parsed again, down to single records, so good
+    records are kept and a bad cut choice costs time, never correctness. Returns the parsed
+    pieces ``(lo, hi, table)`` in record order and ``(k, reason)`` for each record k that
+    fails on its own.
+    """
+    good: list[tuple[int, int, pa.Table]] = []
+    bad: list[Reject] = []
+    stack: list[tuple[int, int, ParseResult | None]] = [(0, size, whole)]
+    while stack:
+        lo, hi, result = stack.pop()
+        if result is None:
+            result = parse(lo, hi)
+        if isinstance(result, pa.Table):
+            good.append((lo, hi, result))
+        elif hi - lo == 1:
+            bad.append((lo, result))
+        elif hi > lo:
+            cuts = [c for c in (split(lo, hi, result) if split else []) if lo < c < hi]
+            edges = [lo, *(sorted(set(cuts)) or [(lo + hi) // 2]), hi]
+            stack += reversed([(a, b, None) for a, b in pairwise(edges)])
+    return good, bad
+
+
+def splitter(frame: Frame) -> Callable[[int, int, str], list[int]]:
+    """Cut points for a failed range: around the row the parser names (exact when the range
+    was read as one block: about three small parses per bad record), else into pieces
+    that are read as one block, else (no row named) the midpoint."""
+
+    def split(lo: int, hi: int, message: str) -> list[int]:
+        nbytes = int(frame.bounds[hi] - frame.bounds[lo])
+        if nbytes > _THREADED_BYTES:
+            targets = np.arange(1, nbytes // _THREADED_BYTES + 1) * _THREADED_BYTES
+            found = np.searchsorted(frame.bounds, frame.bounds[lo] + targets, side="right") - 1
+            return [int(c) for c in found.tolist()]
+        match = _ROW.search(message)
+        return [lo + int(match[1]), lo + int(match[1]) + 1] if match else []
+
+    return split
+
+
+def read(buf: pa.Buffer, schema: pa.Schema | None, block_size: int) -> pa.Table:
+    """``pyarrow.json.read_json`` over ``buf`` (threads only when the buffer is large)."""
+    threads = buf.size > _THREADED_BYTES
+    block = block_size if threads else max(block_size, buf.size + 1)
+    options = pajson.ReadOptions(use_threads=threads, block_size=block)
+    parse = pajson.ParseOptions(
+        explicit_schema=schema,
+        unexpected_field_behavior="ignore" if schema is not None else "infer",
+    )
+    return pajson.read_json(pa.BufferReader(buf), read_options=options, parse_options=parse)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Why a parse failed: the parser's own message, or a row-count mismatch."""
+
+    message: str
+    from_parser: bool
+
+
+def try_read(buf: pa.Buffer, schema: pa.Schema | None, rows: int, block: int) -> pa.Table | Failed:
+    """The parsed table if it has exactly ``rows`` rows, else why not."""
+    try:
+        table = read(buf, schema, block)
+    except pa.ArrowInvalid as exc:
+        return Failed(str(exc), from_parser=True)
+    except UnicodeDecodeError:
+        return Failed("malformed JSON (invalid UTF-8 near the error)", from_parser=False)
+    if table.num_rows == rows:
+        return table
+    if table.num_rows == 0:
+        return Failed("empty record (no JSON value)", from_parser=False)
+    return Failed(f"{table.num_rows} JSON values in {rows} record(s)", from_parser=False)
+
+
+def explain(
+    failed: Failed, schema: pa.Schema | None, buf: pa.Buffer, block: int, declared: pa.Schema | None
+) -> str:
+    """The reason one record failed (see :func:`describe_failure`)."""
+    if not failed.from_parser:
+        return failed.message
+    return describe_failure(failed.message, schema, buf, block, declared)
+
+
+def clean(message: str) -> str:
+    """A parser message without pyarrow's prefix and row suffix."""
+    message = message.removeprefix("JSON parse error: ")
+    return re.sub(r"\.? in row \d+$", "", message).strip()
+
+
+def nullable(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every top-level field nullable (required fields are checked after)."""
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
+def describe_failure(
+    message: str, schema: pa.Schema | None, buf: pa.Buffer, block: int, declared: pa.Schema | None
+) -> str:
+    """A reason for one record naming the field and the types where the parser says so.
+
+    ``schema`` is the schema the parse used, ``declared`` the one to name types from.
+    """
+    declared = declared if declared is not None else schema
+    if match := _CHANGED.search(message):
+        path = [p for p in match["path"].split("/") if p]
+        if not path:
+            return f"not a JSON object (got {match['new']})"
+        expected = _type_at(declared, path) if declared is not None else None
+        want = f"expected {_show(expected)}" if expected is not None else "unexpected type"
+        return f"field {'.'.join(path)!r}: {want}, got JSON {match['new']}"
+    if (match := _CONVERT.search(message)) and schema is not None:
+        field = _failing_field(schema, match["type"], buf, block)
+        target = match["type"]
+        if field is not None and declared is not None and field in declared.names:
+            target = _show(declared.field(field).type)
+        where = f"field {field!r}: " if field else ""
+        return f"{where}cannot convert {match['value'].strip()!r} to {target}"
+    return f"malformed JSON: {clean(message)}"
+
+
+def _show(dtype: pa.DataType) -> str:
+    if pa.types.is_timestamp(dtype):
+        return f"{dtype} (an ISO-8601 string or an integer epoch in {dtype.unit})"
+    return str(dtype)
+
+
+def _type_at(schema: pa.Schema, path: list[str]) -> pa.DataType | None:
+    fields: pa.Schema | pa.StructType = schema
+    dtype: pa.DataType | None = None
+    for name in path:
+        index = fields.get_field_index(name)
+        if index < 0:
+            return None
+        dtype = fields.field(index).type
+        if not pa.types.is_struct(dtype):
+            return dtype if name == path[-1] else None
+        fields = dtype
+    return dtype
+
+
+def _failing_field(schema: pa.Schema, type_name: str, buf: pa.Buffer, block: int) -> str | None:
+    """The top-level field whose value does not convert (one small parse per candidate)."""
+    for field in schema:
+        if type_name not in str(field.type):
+            continue
+        if isinstance(try_read(buf, pa.schema([field]), 1, block), Failed):
+            return str(field.name)
+    return None
+
+
+def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
+    """One schema from the tables parsed without a schema (the first table wins conflicts).
+
+    Null-only fields become strings; timestamps become ``timestamp[us]`` (naive UTC, offsets
+    applied), including ISO-8601 strings with fractional seconds that pyarrow leaves as
+    strings.
+    """
+    if not tables:
+        return None
+    try:
+        merged = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        merged = _first_wins([t.schema for t in tables])
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else None
+    fields = []
+    for field in merged:
+        dtype = field.type
+        if pa.types.is_null(dtype):
+            dtype = pa.string()
+        elif pa.types.is_timestamp(dtype) or (
+            pa.types.is_string(dtype) and _looks_like_timestamps(table or tables[0], field.name)
+        ):
+            dtype = pa.timestamp("us")
+        fields.append(pa.field(field.name, dtype))
+    return pa.schema(fields)
+
+
+def _first_wins(schemas: Sequence[pa.Schema]) -> pa.Schema:
+    seen: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for field in schema:
+            seen.setdefault(field.name, field)
+    return pa.schema(list(seen.values()))
+
+
+def _looks_like_timestamps(table: pa.Table, name: str) -> bool:
+    try:
+        column = table.column(name)
+        values = pc.drop_null(column)
+    except (KeyError, pa.ArrowInvalid):
+        return False
+    if len(values) == 0 or not _ISO_PREFIX.match(str(values[0].as_py())):
+        return False
+    for unit in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            pc.cast(values, unit)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        return True
+    return False
+
+
+class TypedParser:
+    """Parses NDJSON under a declared schema into that schema with every field nullable.
+
+    A top-level ``timestamp`` field accepts ISO-8601 strings (``2024-01-01``,
+    ``2024-01-01T10:00:00[.ffffff][Z|+01:00]``; offsets are applied) or integer epochs in the
+    field's own unit (seconds for ``timestamp[s]``, ms for ``timestamp[ms]``...). Which of the
+    two a batch uses is learned: the parser tries the last form that worked and switches a
+    field when the parser reports a string/number mismatch on it.
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.relaxed = nullable(schema)
+        self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
+        self._epoch: set[str] = set()
+
+    def parse_schema(self) -> pa.Schema:
+        """The schema handed to pyarrow: epoch-form timestamp fields read as int64."""
+        if not self._epoch:
+            return self.relaxed
+        return pa.schema(
+            [f.with_type(pa.int64()) if f.name in self._epoch else f for f in self.relaxed]
+        )
+
+    def parse(self, buf: pa.Buffer, rows: int, block: int) -> ParseResult:
+        """Parse ``rows`` records; for a single record, the reason names the field."""
+        switched: set[str] = set()
+        while True:
+            schema = self.parse_schema()
+            result = try_read(buf, schema, rows, block)
+            if isinstance(result, pa.Table):
+                return self._to_timestamps(result)
+            field = self._switch_candidate(result.message) if result.from_parser else None
+            if field is None or field in switched:
+                if rows > 1:
+                    return result.message
+                return explain(result, schema, buf, block, self.relaxed)
+            switched.add(field)
+            self._epoch ^= {field}
+
+    def _switch_candidate(self, message: str) -> str | None:
+        match = _CHANGED.search(message)
+        if match is None:
+            return None
+        name = match["path"].strip("/")
+        if name not in self._timestamps:
+            return None
+        to_epoch = name not in self._epoch and match["new"] == "number"
+        to_iso = name in self._epoch and match["new"] == "string"
+        return name if to_epoch or to_iso else None
+
+    def _to_timestamps(self, table: pa.Table) -> pa.Table:
+        for name in self._epoch:
+            i = table.schema.get_field_index(name)
+            target = self.relaxed.field(name).type
+            table = table.set_column(i, self.relaxed.field(name), table.column(i).cast(target))
+        return table
+
+
+def parse_untyped(buf: pa.Buffer, rows: int, block: int) -> ParseResult:
+    """Parse with pyarrow's type inference (used once, to infer a schema)."""
+    result = try_read(buf, None, rows, block)
+    if isinstance(result, pa.Table):
+        return result
+    return result.message if rows > 1 else explain(result, None, buf, block, None)

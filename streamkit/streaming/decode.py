@@ -1,0 +1,425 @@
+"""Decoding a micro-batch of raw records into Arrow rows plus a dead-letter table.
+
+A decoder turns :class:`RawRecords` into :class:`Decoded` ``(rows, dead_letters)``. Rows
+conform to the decoder's schema; every record that cannot be decoded becomes exactly one
+dead letter (raw bytes, partition, position, reason) - nothing is dropped silently. Rows
+and dead letters keep the records' order. With ``on_bad_record="fail"`` the first bad
+record raises :class:`BadRecordError` instead.
+
+The JSON path is vectorised: the whole batch is framed as one NDJSON buffer and parsed by
+``pyarrow.json`` in a single call (measured faster than Polars' NDJSON reader once a
+timestamp column is declared: ~20 ms vs ~600 ms for 100k small records; pyarrow is also
+strict about types). Bad records are isolated by bisection, so good records survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, overload
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamkit.errors import ConfigError, SchemaError, StreamkitError
+from streamkit.streaming import _ndjson as nd
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("raw", pa.binary()),
+        pa.field("partition", pa.string()),
+        pa.field("position", pa.string()),
+        pa.field("reason", pa.string()),
+    ]
+)
+"""Dead letters as decoders return them (the engine appends ``batch_id``)."""
+
+OnBadRecord = Literal["dead_letter", "fail"]
+
+
+class BadRecordError(StreamkitError):
+    """A record could not be decoded and ``on_bad_record="fail"`` was chosen."""
+
+    def __init__(self, partition: str, position: str, reason: str) -> None:
+        self.partition = partition
+        self.position = position
+        self.reason = reason
+        super().__init__(
+            f"bad record in partition {partition!r} at position {position!r}: {reason}. "
+            "To keep the stream running and collect bad records in the dead-letter table, "
+            "use on_bad_record='dead_letter' (the default)."
+        )
+
+
+class Positions(Sequence[str]):
+    """Lazy position strings ``f"{prefix}{number}"`` (built only for dead letters)."""
+
+    def __init__(self, numbers: Sequence[int] | npt.NDArray[np.int64], prefix: str = "") -> None:
+        self._numbers = numbers
+        self._prefix = prefix
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        if isinstance(i, slice):
+            return [f"{self._prefix}{n}" for n in self._numbers[i]]
+        return f"{self._prefix}{self._numbers[i]}"
+
+
+class Repeat(Sequence[str]):
+    """The same string ``n`` times (the partition of a single-partition batch)."""
+
+    def __init__(self, value: str, n: int) -> None:
+        self._value = value
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        if isinstance(i, slice):
+            return [self._value] * len(range(*i.indices(self._n)))
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._value
+
+
+@dataclass(frozen=True)
+class RawRecords:
+    """One micro-batch of raw records; the three sequences are parallel.
+
+    ``partitions`` and ``positions`` are only read for dead letters, so they may be lazy
+    (:class:`Repeat`, :class:`Positions`).
+    """
+
+    payloads: Sequence[bytes]
+    """Raw record bytes (one JSON object per record for :class:`JsonDecoder`)."""
+    partitions: Sequence[str]
+    """Partition of each record (shard id, topic-partition, file)."""
+    positions: Sequence[str]
+    """Position of each record (sequence number, offset, ``file:line``)."""
+
+    def __post_init__(self) -> None:
+        n = len(self.payloads)
+        if len(self.partitions) != n or len(self.positions) != n:
+            raise ValueError(
+                f"RawRecords needs parallel sequences; got {n} payloads, "
+                f"{len(self.partitions)} partitions, {len(self.positions)} positions"
+            )
+
+    @classmethod
+    def from_partition(
+        cls, payloads: Sequence[bytes], partition: str, positions: Sequence[str]
+    ) -> RawRecords:
+        """Records that all come from one partition."""
+        return cls(payloads, Repeat(partition, len(payloads)), positions)
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+
+class Decoded(NamedTuple):
+    """What a decoder returns: rows in the decoder's schema, and the dead letters."""
+
+    rows: pa.Table
+    dead_letters: pa.Table
+
+
+class Decoder(Protocol):
+    """Turns raw records into rows and dead letters (see the module docstring)."""
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """Schema of the rows; None until a schema-inferring decoder has seen data."""
+        ...
+
+    def decode(self, records: RawRecords) -> Decoded:
+        """Decode one micro-batch."""
+        ...
+
+
+def empty_dead_letters() -> pa.Table:
+    """A dead-letter table with no rows."""
+    return DEAD_LETTER_SCHEMA.empty_table()
+
+
+def dead_letters(records: RawRecords, rejects: Sequence[tuple[int, str]]) -> pa.Table:
+    """Dead letters for ``(record number, reason)`` pairs, in record order."""
+    ordered = sorted(rejects)
+    idx = [i for i, _ in ordered]
+    return pa.Table.from_arrays(
+        [
+            pa.array([records.payloads[i] for i in idx], pa.binary()),
+            pa.array([records.partitions[i] for i in idx], pa.string()),
+            pa.array([records.positions[i] for i in idx], pa.string()),
+            pa.array([reason for _, reason in ordered], pa.string()),
+        ],
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
+
+def _check_mode(on_bad_record: str) -> None:
+    if on_bad_record not in ("dead_letter", "fail"):
+        raise ConfigError(f"on_bad_record must be 'dead_letter' or 'fail', got {on_bad_record!r}")
+
+
+def _finish(
+    records: RawRecords, rows: pa.Table, rejects: list[tuple[int, str]], mode: OnBadRecord
+) -> Decoded:
+    if rejects and mode == "fail":
+        i, reason = min(rejects)
+        raise BadRecordError(records.partitions[i], records.positions[i], reason)
+    return Decoded(rows, dead_letters(records, rejects) if rejects else empty_dead_letters())
+
+
+def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema, what: str = "rows") -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order: extra columns dropped, missing
+    nullable ones filled with nulls, types cast (safely). Raises :class:`SchemaError`
+    naming the field otherwise."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    columns: list[pa.ChunkedArray | pa.Array] = []
+    for field in schema:
+        if field.name not in table.column_names:
+            if not field.nullable:
+                raise SchemaError(
+                    f"{what} lack the required column {field.name!r} ({field.type}); "
+                    f"columns present: {table.column_names}"
+                )
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise SchemaError(
+                    f"{what}: column {field.name!r} is {column.type}, expected {field.type} "
+                    f"and the cast failed ({exc}); fix the data or the declared schema"
+                ) from exc
+        if not field.nullable and column.null_count:
+            raise SchemaError(f"{what}: required column {field.name!r} has nulls")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class RawDecoder:
+    """Passes payloads through as one ``data: binary`` column; never rejects a record."""
+
+    schema: pa.Schema = pa.schema([pa.field("data", pa.binary())])
+
+    def decode(self, records: RawRecords) -> Decoded:
+        data = pa.array(list(records.payloads), pa.binary())
+        return Decoded(pa.Table.from_arrays([data], schema=self.schema), empty_dead_letters())
+
+
+class FunctionDecoder:
+    """A user hook ``fn(payloads) -> pa.Table``; its output is conformed to ``schema``.
+
+    If ``fn`` raises, the batch is bisected and ``fn`` re-run on halves, so only records
+    on which it fails on their own become dead letters (reason: the exception). ``fn`` may
+    return any number of rows per record. Output that does not fit ``schema`` raises
+    :class:`SchemaError` (a bug in the hook, not in the data).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[bytes]], pa.Table],
+        schema: pa.Schema,
+        *,
+        on_bad_record: OnBadRecord = "dead_letter",
+    ) -> None:
+        _check_mode(on_bad_record)
+        self._fn = fn
+        self._schema = schema
+        self._mode = on_bad_record
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def decode(self, records: RawRecords) -> Decoded:
+        payloads = list(records.payloads)
+
+        def run(lo: int, hi: int) -> pa.Table | str:
+            try:
+                out = self._fn(payloads[lo:hi])
+            except Exception as exc:
+                return f"decoder raised {type(exc).__name__}: {exc}"
+            return conform(out, self._schema, what="decoder output")
+
+        good, bad = nd.bisect(run, len(payloads), run(0, len(payloads)))
+        tables = [t for _, _, t in good]
+        rows = pa.concat_tables(tables) if tables else self._schema.empty_table()
+        return _finish(records, rows, bad, self._mode)
+
+
+class JsonDecoder:
+    """JSON objects into Arrow columns under a declared or inferred schema.
+
+    Rejected (dead letter, or :class:`BadRecordError` in ``"fail"`` mode): malformed JSON,
+    non-objects, empty records, records over ``max_record_bytes`` (reason ``oversize``),
+    required (``nullable=False``) fields that are absent or null, and values of the wrong
+    type (reasons name the field and both types). Unknown fields are ignored; absent
+    nullable fields are null. Timestamps: see :class:`~streamkit.streaming._ndjson.TypedParser`
+    (ISO-8601 strings, or integer epochs in the field's unit).
+
+    With ``schema=None`` the schema is inferred from the first batch that holds a valid
+    record (see :func:`~streamkit.streaming._ndjson.infer_schema`) and enforced from then on.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema | None = None,
+        *,
+        max_record_bytes: int = 1_048_576,
+        on_bad_record: OnBadRecord = "dead_letter",
+    ) -> None:
+        _check_mode(on_bad_record)
+        if max_record_bytes <= 0:
+            raise ConfigError(f"max_record_bytes must be positive, got {max_record_bytes}")
+        self.max_record_bytes = max_record_bytes
+        self.on_bad_record: OnBadRecord = on_bad_record
+        self._schema: pa.Schema | None = None
+        self._parser: nd.TypedParser | None = None
+        self.inferred = schema is None
+        """True when the schema is (to be) inferred rather than declared."""
+        if schema is not None:
+            self._set_schema(schema)
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The declared schema, the inferred one, or None before inference."""
+        return self._schema
+
+    def _set_schema(self, schema: pa.Schema) -> None:
+        self._schema = schema
+        self._parser = nd.TypedParser(schema)
+
+    def infer_schema(self, payloads: Sequence[bytes]) -> pa.Schema | None:
+        """Fix the schema from a sample of payloads unless known; returns it (or None)."""
+        if self._schema is None and payloads:
+            frame, _ = nd.frame_payloads(payloads, self.max_record_bytes)
+            self._infer(frame)
+        return self._schema
+
+    def empty_rows(self) -> pa.Table:
+        """No rows, in the schema (an empty schema before inference)."""
+        return (self._schema or pa.schema([])).empty_table()
+
+    def decode(self, records: RawRecords) -> Decoded:
+        """Decode one micro-batch (one pyarrow parse when every record is good)."""
+        frame, rejects = nd.frame_payloads(records.payloads, self.max_record_bytes)
+        if self._parser is None:
+            unparsed = self._infer(frame)
+            if self._parser is None:
+                rejects += unparsed
+                return _finish(records, self.empty_rows(), rejects, self.on_bad_record)
+        good, bad = self._parse(frame)
+        index = np.concatenate([frame.index[lo:hi] for lo, hi, _ in good] or [frame.index[:0]])
+        rows, missing = self._check_required([t for _, _, t in good], index)
+        return _finish(records, rows, rejects + bad + missing, self.on_bad_record)
+
+    def decode_lines(self, data: bytes | pa.Buffer, partition: str, source: str) -> Decoded:
+        """Decode an NDJSON document (a whole file) as if each line were a record.
+
+        Empty lines are skipped; positions are ``f"{source}:{line}"`` (1-based). A file
+        with no bad line costs one newline scan and one parse.
+        """
+        starts, lengths = _lines(data)
+        nonempty = lengths > 0
+        count = int(nonempty.sum())
+        parser = self._parser
+        if parser is not None and count and int(lengths.max()) <= self.max_record_bytes:
+            block = max(1 << 20, int(lengths.max()) + 2)
+            buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+            result = parser.parse(buf, count, block)
+            if isinstance(result, pa.Table):
+                rows, missing = self._check_required([result], np.arange(count))
+                if not missing:
+                    return Decoded(rows, empty_dead_letters())
+        lines = np.flatnonzero(nonempty)
+        data = data.to_pybytes() if isinstance(data, pa.Buffer) else data
+        payloads = [
+            data[s : s + n]
+            for s, n in zip(starts[lines].tolist(), lengths[lines].tolist(), strict=True)
+        ]
+        positions = Positions(lines + 1, prefix=f"{source}:")
+        return self.decode(RawRecords.from_partition(payloads, partition, positions))
+
+    def _infer(self, frame: nd.Frame) -> list[tuple[int, str]]:
+        def parse(lo: int, hi: int) -> nd.ParseResult:
+            return nd.parse_untyped(frame.buffer(lo, hi), hi - lo, frame.block_size)
+
+        if frame.size == 0:
+            return []
+        good, bad = nd.bisect(parse, frame.size, parse(0, frame.size), nd.splitter(frame))
+        schema = nd.infer_schema([t for _, _, t in good])
+        if schema is not None:
+            self._set_schema(schema)
+        return [(int(frame.index[k]), reason) for k, reason in bad]
+
+    def _parse(
+        self, frame: nd.Frame
+    ) -> tuple[list[tuple[int, int, pa.Table]], list[tuple[int, str]]]:
+        parser = self._parser
+        assert parser is not None
+        if frame.size == 0:
+            return [], []
+
+        def parse(lo: int, hi: int) -> nd.ParseResult:
+            return parser.parse(frame.buffer(lo, hi), hi - lo, frame.block_size)
+
+        good, bad = nd.bisect(parse, frame.size, parse(0, frame.size), nd.splitter(frame))
+        return good, [(int(frame.index[k]), reason) for k, reason in bad]
+
+    def _check_required(
+        self, tables: list[pa.Table], index: npt.NDArray[np.int64]
+    ) -> tuple[pa.Table, list[tuple[int, str]]]:
+        """Drop rows whose required fields are null; ``index[r]`` is row r's record number."""
+        schema = self._schema
+        assert schema is not None
+        assert self._parser is not None
+        table = pa.concat_tables(tables) if tables else self._parser.relaxed.empty_table()
+        required = [f.name for f in schema if not f.nullable]
+        if not required or table.num_rows == 0:
+            return table.cast(schema), []
+        nulls = {name: table.column(name).is_null() for name in required}
+        missing = reduce(pc.or_, nulls.values())
+        if not pc.any(missing).as_py():
+            return table.cast(schema), []
+        masks = {n: m.to_numpy(zero_copy_only=False) for n, m in nulls.items()}
+        rejects = []
+        for r in np.flatnonzero(missing.to_numpy(zero_copy_only=False)).tolist():
+            names = ", ".join(repr(n) for n in required if masks[n][r])
+            rejects.append((int(index[r]), f"missing required field {names} (absent or null)"))
+        return table.filter(pc.invert(missing)).cast(schema), rejects
+
+
+def _lines(data: bytes | pa.Buffer) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Start and length (without ``\\n`` / ``\\r\\n``) of every line, by a numpy scan."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if len(arr) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    ends = np.flatnonzero(arr == 10).astype(np.int64)
+    if arr[-1] != 10:
+        ends = np.append(ends, len(data))
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    lengths = ends - starts
+    carriage = (lengths > 0) & (arr[np.maximum(ends - 1, 0)] == 13)
+    return starts, lengths - carriage.astype(np.int64)

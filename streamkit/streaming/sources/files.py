@@ -1,0 +1,277 @@
+"""New files under a local directory or an ``s3://`` prefix, read as a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from streamkit.config import AwsEndpoint
+from streamkit.errors import ConfigError, SchemaError
+from streamkit.streaming.contracts import Offsets, PartitionProgress, SourceBatch
+from streamkit.streaming.decode import (
+    DEAD_LETTER_SCHEMA,
+    BadRecordError,
+    Decoded,
+    JsonDecoder,
+    OnBadRecord,
+    conform,
+    empty_dead_letters,
+)
+
+FORMATS = ("json", "parquet", "csv")
+PARTITION = "files"
+"""The one partition of a file stream (its offsets key, and dead letters' partition)."""
+
+
+@dataclass(frozen=True, order=True)
+class _File:
+    mtime_ns: int
+    name: str
+    """Path relative to the source's root, ``/``-separated."""
+
+
+class FileStreamSource:
+    """Files that appear under ``path`` (a directory or ``s3://bucket/prefix``), read in
+    arrival order: modification time, then name; at most ``max_files_per_trigger`` per batch.
+
+    Files must appear whole: write them elsewhere (or under a name starting with ``.`` or
+    ``_``, which is ignored) and rename/put them into place. S3 puts are atomic.
+
+    Offsets: one partition ``"files"`` whose position is a compact JSON list of every file
+    processed so far (relative names, sorted). The full set, not a (mtime, name) high-water
+    mark: a file that shows up late with an older mtime (a slow upload, a copy keeping its
+    mtime) is still read, exactly once. The position grows with the number of files (about
+    the length of their names). Replaying from offsets reads the files not in the set, in
+    arrival order.
+
+    Formats: ``json`` (one object per line, through :class:`JsonDecoder`: a bad line is a
+    dead letter at position ``"name:line"``), ``parquet`` and ``csv`` (pyarrow readers, cast
+    to the schema; a file that cannot be read or cast is one dead letter at position
+    ``"name"`` with empty ``raw``). With ``schema=None`` the schema comes from the first
+    file in arrival order.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        format: str = "json",
+        schema: pa.Schema | None = None,
+        max_files_per_trigger: int | None = None,
+        endpoint: AwsEndpoint | None = None,
+        *,
+        max_record_bytes: int = 1_048_576,
+        on_bad_record: OnBadRecord = "dead_letter",
+        poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if format not in FORMATS:
+            raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
+        if max_files_per_trigger is not None and max_files_per_trigger < 1:
+            raise ConfigError("max_files_per_trigger must be positive (or None for no cap)")
+        self.path = path
+        self.format = format
+        self._fs, self._root = _filesystem(path, endpoint)
+        self._cap = max_files_per_trigger
+        self._decoder = JsonDecoder(
+            schema, max_record_bytes=max_record_bytes, on_bad_record=on_bad_record
+        )
+        self._schema = schema
+        self._mode: OnBadRecord = on_bad_record
+        self._poll = poll_interval
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._processed: set[str] = set()
+        self.commits: list[dict[str, str]] = []
+        """Every offsets mapping passed to :meth:`commit` (for tests)."""
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The declared schema, else the one of the first file (read now if needed)."""
+        if self._schema is None:
+            self._schema = self._decoder.schema or self._infer()
+        return self._schema
+
+    def _infer(self) -> pa.Schema:
+        files = self._list()
+        if not files:
+            raise SchemaError(
+                f"no files under {self.path!r} to infer a schema from yet; pass schema=..."
+            )
+        data = self._read_bytes(files[0])
+        if data is None:
+            raise SchemaError(f"{files[0].name!r} vanished while inferring the schema; retry")
+        if self.format == "parquet":
+            schema: pa.Schema | None = pq.read_schema(pa.BufferReader(data))
+        elif self.format == "csv":
+            schema = pacsv.read_csv(pa.BufferReader(data)).schema
+        else:
+            lines = [line for line in data.to_pybytes().split(b"\n") if line.strip()]
+            schema = self._decoder.infer_schema(lines)
+        if schema is None:
+            raise SchemaError(f"no valid JSON object in {files[0].name!r}; pass schema=...")
+        return schema
+
+    async def open(self, offsets: Offsets | None) -> None:
+        """Read the files not listed in ``offsets`` (None: every file)."""
+        self._processed = _decode(offsets)
+
+    async def next_batch(self, max_wait: float) -> SourceBatch | None:
+        """The next unread files in arrival order (at most ``max_files_per_trigger``),
+        listing again every ``poll_interval`` s for up to ``max_wait`` s; None if none."""
+        deadline = self._clock() + max_wait
+        while True:
+            t0 = time.perf_counter()
+            new = [f for f in await asyncio.to_thread(self._list) if f.name not in self._processed]
+            remaining = deadline - self._clock()
+            if new or remaining <= 0:
+                break
+            await asyncio.sleep(min(self._poll, remaining))
+        if not new:
+            return None
+        take = new[: self._cap] if self._cap else new
+        decoded, decode = await asyncio.to_thread(self._read_files, take)
+        self._processed.update(f.name for f in take)
+        rest = new[len(take) :]
+        lag = int((self._wall_clock() - rest[0].mtime_ns / 1e9) * 1000) if rest else 0
+        rows = [d.rows for d in decoded if d.rows.num_rows]
+        dead = [d.dead_letters for d in decoded if d.dead_letters.num_rows]
+        records = sum(t.num_rows for t in rows + dead)
+        return SourceBatch(
+            rows=pa.concat_tables(rows) if rows else self._empty_rows(),
+            dead_letters=pa.concat_tables(dead) if dead else empty_dead_letters(),
+            end_offsets={PARTITION: _encode(self._processed)},
+            partitions=(PartitionProgress(PARTITION, records=records, lag_ms=lag),),
+            fetch_seconds=time.perf_counter() - t0 - decode,
+            decode_seconds=decode,
+        )
+
+    def _empty_rows(self) -> pa.Table:
+        schema = self._schema or self._decoder.schema
+        return (schema or pa.schema([])).empty_table()
+
+    def _read_files(self, files: list[_File]) -> tuple[list[Decoded], float]:
+        """Each file decoded, and the seconds spent decoding (the rest is fetching)."""
+        decoded: list[Decoded] = []
+        decode = 0.0
+        for f in files:
+            data = self._read_bytes(f)
+            t0 = time.perf_counter()
+            decoded.append(self._decode_file(f, data))
+            decode += time.perf_counter() - t0
+        return decoded, decode
+
+    def _decode_file(self, f: _File, data: pa.Buffer | None) -> Decoded:
+        if data is None:
+            return self._bad_file(f, "the file vanished before it was read")
+        if self.format == "json":
+            decoded = self._decoder.decode_lines(data, PARTITION, f.name)
+            self._schema = self._schema or self._decoder.schema
+            return decoded
+        try:
+            if self.format == "parquet":
+                table = pq.read_table(pa.BufferReader(data))
+            else:
+                table = pacsv.read_csv(pa.BufferReader(data), convert_options=self._csv_options())
+            self._schema = self._schema or table.schema
+            rows = conform(table, self._schema, what=f"{self.format} file {f.name!r}")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, SchemaError) as e:
+            return self._bad_file(f, f"cannot read {self.format} file: {e}")
+        return Decoded(rows, empty_dead_letters())
+
+    def _csv_options(self) -> pacsv.ConvertOptions:
+        if self._schema is None:
+            return pacsv.ConvertOptions()
+        return pacsv.ConvertOptions(
+            column_types={f.name: f.type for f in self._schema},
+            include_columns=self._schema.names,
+            include_missing_columns=True,
+        )
+
+    def _bad_file(self, f: _File, reason: str) -> Decoded:
+        if self._mode == "fail":
+            raise BadRecordError(PARTITION, f.name, reason)
+        dead = pa.Table.from_pylist(
+            [{"raw": b"", "partition": PARTITION, "position": f.name, "reason": reason}],
+            schema=DEAD_LETTER_SCHEMA,
+        )
+        return Decoded(self._empty_rows(), dead)
+
+    def _list(self) -> list[_File]:
+        """Every visible file under the root, in arrival order."""
+        selector = pafs.FileSelector(self._root, recursive=True, allow_not_found=True)
+        files = []
+        for info in self._fs.get_file_info(selector):
+            if info.type != pafs.FileType.File:
+                continue
+            name = info.path[len(self._root) :].lstrip("/")
+            if any(part.startswith((".", "_")) for part in name.split("/")):
+                continue
+            files.append(_File(info.mtime_ns or 0, name))
+        return sorted(files)
+
+    def _read_bytes(self, f: _File) -> pa.Buffer | None:
+        """The whole file, or None if it no longer exists."""
+        full = f"{self._root}/{f.name}"
+        try:
+            with self._fs.open_input_stream(full) as stream:
+                data: pa.Buffer = stream.read_buffer()
+                return data
+        except OSError:
+            if self._fs.get_file_info(full).type == pafs.FileType.NotFound:
+                return None
+            raise
+
+    async def end_offsets(self) -> Offsets:
+        """Every file processed or listed now (for ``available_now``)."""
+        listed = await asyncio.to_thread(self._list)
+        return {PARTITION: _encode(self._processed | {f.name for f in listed})}
+
+    def reached(self, offsets: Offsets, target: Offsets) -> bool:
+        """True when every file of ``target`` is in ``offsets``."""
+        return _decode(target) <= _decode(offsets)
+
+    async def commit(self, offsets: Offsets) -> None:
+        """Record ``offsets`` in :attr:`commits` (files need no acknowledgement)."""
+        self.commits.append(dict(offsets))
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def _filesystem(path: str, endpoint: AwsEndpoint | None) -> tuple[pafs.FileSystem, str]:
+    if path.startswith("s3://"):
+        from streamkit.io import current_endpoint
+
+        root = path[len("s3://") :].rstrip("/")
+        if not root:
+            raise ConfigError(f"{path!r} names no bucket; use s3://bucket/prefix")
+        return (endpoint or current_endpoint()).s3_filesystem(), root
+    if "://" in path:
+        raise ConfigError(f"unsupported path scheme in {path!r}; use a local path or s3://")
+    return pafs.LocalFileSystem(), os.path.abspath(path).replace(os.sep, "/")
+
+
+def _encode(names: set[str]) -> str:
+    return json.dumps(sorted(names), separators=(",", ":"))
+
+
+def _decode(offsets: Offsets | None) -> set[str]:
+    if not offsets or PARTITION not in offsets:
+        return set()
+    try:
+        names = json.loads(offsets[PARTITION])
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"file stream offsets are not a JSON list of names: {exc}") from exc
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError("file stream offsets must be a JSON list of file names")
+    return set(names)
