@@ -1,9 +1,14 @@
 """NDJSON mechanics behind :class:`streamkit.streaming.decode.JsonDecoder` (private).
 
-A micro-batch of payloads is framed as ONE newline-delimited buffer and parsed by
-``pyarrow.json`` in one call (multi-threaded for large batches). When that parse fails,
-:func:`bisect` splits the framed records in halves until every failing record stands
-alone: O(n) work when nothing is bad, O(n log n) at worst, and good records are kept.
+A micro-batch is framed as ONE newline-delimited buffer, each payload ``P`` wrapped as the
+line ``{"v":P}``, and parsed by ``pyarrow.json`` in one call (threaded for large batches).
+The wrapper makes the framing exact: a line can only end at the top level (it ends with
+the wrapper's ``}``), so a truncated payload cannot swallow the next line, an empty one is
+an error rather than a missing row, and ``rows == records`` proves one row per record.
+Non-object payloads fail as a type change of ``v``.
+
+When the parse fails, :func:`bisect` cuts the records into pieces until every failing
+record stands alone: O(n) when nothing is bad, O(n log n) at worst; good records are kept.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ Reject: TypeAlias = tuple[int, str]
 ParseResult: TypeAlias = "pa.Table | str"
 """A table with one row per record, or why the records could not be parsed."""
 
+_OPEN, _CLOSE = b'{"v":', b"}"
 _CHANGED = re.compile(r"Column\((?P<path>[^)]*)\) changed from (?P<old>\w+) to (?P<new>\w+)")
 _CONVERT = re.compile(
     r"Failed to convert JSON to (?P<type>.+?), couldn't parse:(?P<value>.*)", re.S
@@ -32,13 +38,13 @@ _CONVERT = re.compile(
 _ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2})?")
 _ROW = re.compile(r" in row (\d+)$")
 _THREADED_BYTES = 1 << 20
-"""Buffers larger than this are parsed with threads (and blocks); smaller ones as one block."""
+"""Buffers larger than this are parsed with threads (in blocks); smaller ones as one block."""
 
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """Records as one NDJSON buffer: framed record k is ``data[bounds[k]:bounds[k + 1]]``
-    (newline-terminated) and was record ``index[k]`` of the batch."""
+    """Wrapped records as one NDJSON buffer: framed record k is the line
+    ``data[bounds[k]:bounds[k + 1]]`` and was record ``index[k]`` of the batch."""
 
     data: pa.Buffer
     bounds: npt.NDArray[np.int64]
@@ -60,8 +66,8 @@ def frame_payloads(payloads: Sequence[bytes], max_bytes: int) -> tuple[Frame, li
     """Frame the payloads, rejecting empty and oversize ones up front (vectorised checks).
 
     A raw newline can only be whitespace in valid JSON (inside a string it is invalid), so
-    newlines become tabs: whitespace outside strings, still invalid inside them. Lengths do
-    not change, and the NDJSON framing stays one line per record.
+    newlines become tabs: whitespace outside strings, still invalid inside them. Lengths
+    do not change and every record stays one line.
     """
     n = len(payloads)
     lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
@@ -72,19 +78,26 @@ def frame_payloads(payloads: Sequence[bytes], max_bytes: int) -> tuple[Frame, li
     if bad.any():
         for i in np.flatnonzero(bad).tolist():
             size = int(lengths[i])
-            why = "empty record" if size == 0 else f"oversize: {size} bytes > {max_bytes}"
-            rejects.append((i, why))
+            rejects.append(
+                (i, "empty record" if size == 0 else f"oversize: {size} bytes > {max_bytes}")
+            )
         keep = np.flatnonzero(~bad).astype(np.int64)
         kept = [payloads[i] for i in keep.tolist()]
         lengths = lengths[keep]
-    data = b"\n".join(kept) + b"\n"
-    if data.count(b"\n") != len(kept) + (len(kept) == 0):
-        data = b"\n".join(p.replace(b"\n", b"\t") for p in kept) + b"\n"
+    data = _wrap(kept)
+    if data.count(b"\n") != len(kept):
+        data = _wrap([p.replace(b"\n", b"\t") for p in kept])
     bounds = np.zeros(len(kept) + 1, dtype=np.int64)
-    np.cumsum(lengths + 1, out=bounds[1:])
+    np.cumsum(lengths + len(_OPEN) + len(_CLOSE) + 1, out=bounds[1:])
     longest = int(lengths.max()) if len(lengths) else 0
-    block = max(1 << 20, longest + 2)
+    block = max(1 << 20, longest + 16)
     return Frame(pa.py_buffer(data), bounds, keep, block), rejects
+
+
+def _wrap(payloads: Sequence[bytes]) -> bytes:
+    if not payloads:
+        return b""
+    return b"".join((_OPEN, (_CLOSE + b"\n" + _OPEN).join(payloads), _CLOSE, b"\n"))
 
 
 def bisect(
@@ -120,9 +133,9 @@ def bisect(
 
 
 def splitter(frame: Frame) -> Callable[[int, int, str], list[int]]:
-    """Cut points for a failed range: around the row the parser names (exact when the range
-    was read as one block: about three small parses per bad record), else into pieces
-    that are read as one block, else (no row named) the midpoint."""
+    """Cut points for a failed range: into pieces read as one block each; within one
+    block, around the row the parser names (about three small parses per bad record);
+    else (no row named) the midpoint."""
 
     def split(lo: int, hi: int, message: str) -> list[int]:
         nbytes = int(frame.bounds[hi] - frame.bounds[lo])
@@ -136,71 +149,73 @@ def splitter(frame: Frame) -> Callable[[int, int, str], list[int]]:
     return split
 
 
-def read(buf: pa.Buffer, schema: pa.Schema | None, block_size: int) -> pa.Table:
-    """``pyarrow.json.read_json`` over ``buf`` (threads only when the buffer is large)."""
-    threads = buf.size > _THREADED_BYTES
-    block = block_size if threads else max(block_size, buf.size + 1)
-    options = pajson.ReadOptions(use_threads=threads, block_size=block)
-    parse = pajson.ParseOptions(
-        explicit_schema=schema,
-        unexpected_field_behavior="ignore" if schema is not None else "infer",
-    )
-    return pajson.read_json(pa.BufferReader(buf), read_options=options, parse_options=parse)
-
-
 @dataclass(frozen=True)
 class Failed:
-    """Why a parse failed: the parser's own message, or a row-count mismatch."""
+    """Why a parse failed: the parser's own message, or our check of its result."""
 
     message: str
     from_parser: bool
 
 
 def try_read(buf: pa.Buffer, schema: pa.Schema | None, rows: int, block: int) -> pa.Table | Failed:
-    """The parsed table if it has exactly ``rows`` rows, else why not."""
+    """The records of ``buf`` (unwrapped) if they are ``rows`` JSON objects, else why not."""
+    threads = buf.size > _THREADED_BYTES
+    wrapped = None if schema is None else pa.schema([pa.field("v", pa.struct(list(schema)))])
     try:
-        table = read(buf, schema, block)
+        table = pajson.read_json(
+            pa.BufferReader(buf),
+            read_options=pajson.ReadOptions(
+                use_threads=threads, block_size=block if threads else max(block, buf.size + 1)
+            ),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=wrapped,
+                unexpected_field_behavior="ignore" if schema is not None else "infer",
+            ),
+        )
     except pa.ArrowInvalid as exc:
         return Failed(str(exc), from_parser=True)
     except UnicodeDecodeError:
         return Failed("malformed JSON (invalid UTF-8 near the error)", from_parser=False)
-    if table.num_rows == rows:
-        return table
-    if table.num_rows == 0:
-        return Failed("empty record (no JSON value)", from_parser=False)
-    return Failed(f"{table.num_rows} JSON values in {rows} record(s)", from_parser=False)
+    if table.num_rows != rows:
+        return Failed(f"{table.num_rows} JSON values in {rows} records", from_parser=False)
+    column = table.column("v")
+    if not pa.types.is_struct(column.type) or column.null_count:
+        kind = "null" if column.null_count else _json_kind(column.type)
+        return Failed(f"not a JSON object (got {kind})", from_parser=False)
+    return pa.Table.from_batches(
+        [pa.RecordBatch.from_struct_array(chunk) for chunk in column.chunks],
+        schema=pa.schema(list(column.type)),
+    )
+
+
+def _json_kind(dtype: pa.DataType) -> str:
+    if pa.types.is_list(dtype):
+        return "array"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "number"
+    return "string"
 
 
 def explain(
     failed: Failed, schema: pa.Schema | None, buf: pa.Buffer, block: int, declared: pa.Schema | None
 ) -> str:
-    """The reason one record failed (see :func:`describe_failure`)."""
+    """The reason one framed record failed, naming the field and types where possible."""
     if not failed.from_parser:
         return failed.message
-    return describe_failure(failed.message, schema, buf, block, declared)
-
-
-def clean(message: str) -> str:
-    """A parser message without pyarrow's prefix and row suffix."""
-    message = message.removeprefix("JSON parse error: ")
-    return re.sub(r"\.? in row \d+$", "", message).strip()
-
-
-def nullable(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with every top-level field nullable (required fields are checked after)."""
-    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+    payload = buf.to_pybytes()[len(_OPEN) : -len(_CLOSE) - 1]
+    if not payload.strip():
+        return "empty record (only whitespace)"
+    return describe_failure(failed.message, schema, buf, block, declared or schema)
 
 
 def describe_failure(
     message: str, schema: pa.Schema | None, buf: pa.Buffer, block: int, declared: pa.Schema | None
 ) -> str:
-    """A reason for one record naming the field and the types where the parser says so.
-
-    ``schema`` is the schema the parse used, ``declared`` the one to name types from.
-    """
-    declared = declared if declared is not None else schema
+    """A parser message as a reason; ``schema`` is what the parse used, ``declared`` names types."""
     if match := _CHANGED.search(message):
-        path = [p for p in match["path"].split("/") if p]
+        path = [p for p in match["path"].split("/") if p][1:]
         if not path:
             return f"not a JSON object (got {match['new']})"
         expected = _type_at(declared, path) if declared is not None else None
@@ -216,6 +231,12 @@ def describe_failure(
     return f"malformed JSON: {clean(message)}"
 
 
+def clean(message: str) -> str:
+    """A parser message without pyarrow's prefix and row suffix."""
+    message = message.removeprefix("JSON parse error: ")
+    return re.sub(r"\.? in row \d+$", "", message).strip()
+
+
 def _show(dtype: pa.DataType) -> str:
     if pa.types.is_timestamp(dtype):
         return f"{dtype} (an ISO-8601 string or an integer epoch in {dtype.unit})"
@@ -224,26 +245,40 @@ def _show(dtype: pa.DataType) -> str:
 
 def _type_at(schema: pa.Schema, path: list[str]) -> pa.DataType | None:
     fields: pa.Schema | pa.StructType = schema
-    dtype: pa.DataType | None = None
-    for name in path:
+    for depth, name in enumerate(path):
         index = fields.get_field_index(name)
         if index < 0:
             return None
         dtype = fields.field(index).type
+        if depth == len(path) - 1:
+            return dtype
         if not pa.types.is_struct(dtype):
-            return dtype if name == path[-1] else None
+            return None
         fields = dtype
-    return dtype
+    return None
 
 
 def _failing_field(schema: pa.Schema, type_name: str, buf: pa.Buffer, block: int) -> str | None:
     """The top-level field whose value does not convert (one small parse per candidate)."""
     for field in schema:
-        if type_name not in str(field.type):
-            continue
-        if isinstance(try_read(buf, pa.schema([field]), 1, block), Failed):
+        if type_name in str(field.type) and isinstance(
+            try_read(buf, pa.schema([field]), 1, block), Failed
+        ):
             return str(field.name)
     return None
+
+
+def nullable(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every top-level field nullable (required fields are checked after)."""
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
+def parse_untyped(buf: pa.Buffer, rows: int, block: int) -> ParseResult:
+    """Parse with pyarrow's type inference (used once, to infer a schema)."""
+    result = try_read(buf, None, rows, block)
+    if isinstance(result, pa.Table):
+        return result
+    return result.message if rows > 1 else explain(result, None, buf, block, None)
 
 
 def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
@@ -259,14 +294,13 @@ def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
         merged = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         merged = _first_wins([t.schema for t in tables])
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else None
     fields = []
     for field in merged:
         dtype = field.type
         if pa.types.is_null(dtype):
             dtype = pa.string()
         elif pa.types.is_timestamp(dtype) or (
-            pa.types.is_string(dtype) and _looks_like_timestamps(table or tables[0], field.name)
+            pa.types.is_string(dtype) and _looks_like_timestamps(tables, field.name)
         ):
             dtype = pa.timestamp("us")
         fields.append(pa.field(field.name, dtype))
@@ -281,17 +315,19 @@ def _first_wins(schemas: Sequence[pa.Schema]) -> pa.Schema:
     return pa.schema(list(seen.values()))
 
 
-def _looks_like_timestamps(table: pa.Table, name: str) -> bool:
-    try:
-        column = table.column(name)
-        values = pc.drop_null(column)
-    except (KeyError, pa.ArrowInvalid):
+def _looks_like_timestamps(tables: Sequence[pa.Table], name: str) -> bool:
+    """True when every value of the string field ``name`` parses as an ISO-8601 timestamp."""
+    columns = [t.column(name) for t in tables if name in t.column_names]
+    values = [pc.drop_null(c) for c in columns if pa.types.is_string(c.type)]
+    if len(values) != len(columns) or not any(len(v) for v in values):
         return False
-    if len(values) == 0 or not _ISO_PREFIX.match(str(values[0].as_py())):
+    first = next(v for v in values if len(v))
+    if not _ISO_PREFIX.match(str(first[0].as_py())):
         return False
     for unit in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
         try:
-            pc.cast(values, unit)
+            for v in values:
+                pc.cast(v, unit)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
         return True
@@ -322,7 +358,7 @@ class TypedParser:
         )
 
     def parse(self, buf: pa.Buffer, rows: int, block: int) -> ParseResult:
-        """Parse ``rows`` records; for a single record, the reason names the field."""
+        """Parse ``rows`` framed records; for a single record, the reason names the field."""
         switched: set[str] = set()
         while True:
             schema = self.parse_schema()
@@ -341,7 +377,7 @@ class TypedParser:
         match = _CHANGED.search(message)
         if match is None:
             return None
-        name = match["path"].strip("/")
+        name = match["path"].removeprefix("/v/")
         if name not in self._timestamps:
             return None
         to_epoch = name not in self._epoch and match["new"] == "number"
@@ -351,14 +387,6 @@ class TypedParser:
     def _to_timestamps(self, table: pa.Table) -> pa.Table:
         for name in self._epoch:
             i = table.schema.get_field_index(name)
-            target = self.relaxed.field(name).type
-            table = table.set_column(i, self.relaxed.field(name), table.column(i).cast(target))
+            field = self.relaxed.field(name)
+            table = table.set_column(i, field, table.column(i).cast(field.type))
         return table
-
-
-def parse_untyped(buf: pa.Buffer, rows: int, block: int) -> ParseResult:
-    """Parse with pyarrow's type inference (used once, to infer a schema)."""
-    result = try_read(buf, None, rows, block)
-    if isinstance(result, pa.Table):
-        return result
-    return result.message if rows > 1 else explain(result, None, buf, block, None)

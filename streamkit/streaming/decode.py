@@ -335,30 +335,21 @@ class JsonDecoder:
         return _finish(records, rows, rejects + bad + missing, self.on_bad_record)
 
     def decode_lines(self, data: bytes | pa.Buffer, partition: str, source: str) -> Decoded:
-        """Decode an NDJSON document (a whole file) as if each line were a record.
+        """Decode an NDJSON document (a whole file): each non-empty line is a record.
 
-        Empty lines are skipped; positions are ``f"{source}:{line}"`` (1-based). A file
-        with no bad line costs one newline scan and one parse.
+        Empty lines are skipped; ``\\r\\n`` endings are accepted; positions are
+        ``f"{source}:{line}"`` (1-based).
         """
-        starts, lengths = _lines(data)
-        nonempty = lengths > 0
-        count = int(nonempty.sum())
-        parser = self._parser
-        if parser is not None and count and int(lengths.max()) <= self.max_record_bytes:
-            block = max(1 << 20, int(lengths.max()) + 2)
-            buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
-            result = parser.parse(buf, count, block)
-            if isinstance(result, pa.Table):
-                rows, missing = self._check_required([result], np.arange(count))
-                if not missing:
-                    return Decoded(rows, empty_dead_letters())
-        lines = np.flatnonzero(nonempty)
-        data = data.to_pybytes() if isinstance(data, pa.Buffer) else data
-        payloads = [
-            data[s : s + n]
-            for s, n in zip(starts[lines].tolist(), lengths[lines].tolist(), strict=True)
-        ]
-        positions = Positions(lines + 1, prefix=f"{source}:")
+        raw = data.to_pybytes() if isinstance(data, pa.Buffer) else data
+        lines = raw.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        if b"\r" in raw:
+            lines = [line.removesuffix(b"\r") for line in lines]
+        lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        keep = np.flatnonzero(lengths > 0)
+        payloads = lines if len(keep) == len(lines) else [lines[i] for i in keep.tolist()]
+        positions = Positions(keep + 1, prefix=f"{source}:")
         return self.decode(RawRecords.from_partition(payloads, partition, positions))
 
     def _infer(self, frame: nd.Frame) -> list[tuple[int, str]]:
@@ -408,18 +399,3 @@ class JsonDecoder:
             names = ", ".join(repr(n) for n in required if masks[n][r])
             rejects.append((int(index[r]), f"missing required field {names} (absent or null)"))
         return table.filter(pc.invert(missing)).cast(schema), rejects
-
-
-def _lines(data: bytes | pa.Buffer) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Start and length (without ``\\n`` / ``\\r\\n``) of every line, by a numpy scan."""
-    arr = np.frombuffer(data, dtype=np.uint8)
-    if len(arr) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    ends = np.flatnonzero(arr == 10).astype(np.int64)
-    if arr[-1] != 10:
-        ends = np.append(ends, len(data))
-    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
-    lengths = ends - starts
-    carriage = (lengths > 0) & (arr[np.maximum(ends - 1, 0)] == 13)
-    return starts, lengths - carriage.astype(np.int64)

@@ -1,0 +1,279 @@
+"""Decoders: JSON (declared and inferred schemas, bad records isolated), raw, user hook."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from streamkit.errors import ConfigError, SchemaError, StreamkitError
+from streamkit.streaming.decode import (
+    DEAD_LETTER_SCHEMA,
+    BadRecordError,
+    FunctionDecoder,
+    JsonDecoder,
+    Positions,
+    RawDecoder,
+    RawRecords,
+)
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("action", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("event_time", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+def records(payloads: list[bytes], partition: str = "shard-0") -> RawRecords:
+    return RawRecords.from_partition(payloads, partition, Positions(range(len(payloads))))
+
+
+def event(i: int, **extra: object) -> bytes:
+    body = {"id": i, "action": "click", "value": i / 2, "event_time": "2024-01-01T00:00:00Z"}
+    return json.dumps({**body, **extra}).encode()
+
+
+def reasons(dead: pa.Table) -> dict[str, str]:
+    return dict(
+        zip(dead.column("position").to_pylist(), dead.column("reason").to_pylist(), strict=True)
+    )
+
+
+def test_good_batch_decodes_to_the_declared_schema_in_order() -> None:
+    rows, dead = JsonDecoder(SCHEMA).decode(records([event(i) for i in range(1000)]))
+    assert rows.schema == SCHEMA
+    assert rows.column("id").to_pylist() == list(range(1000))
+    assert rows.column("event_time")[0].as_py() == datetime(2024, 1, 1, tzinfo=UTC)
+    assert dead.num_rows == 0
+    assert dead.schema == DEAD_LETTER_SCHEMA
+
+
+def test_unknown_fields_are_ignored_and_absent_nullable_fields_are_null() -> None:
+    rows, dead = JsonDecoder(SCHEMA).decode(records([b'{"id": 1, "extra": [1, 2]}']))
+    assert rows.to_pylist() == [{"id": 1, "action": None, "value": None, "event_time": None}]
+    assert dead.num_rows == 0
+
+
+def test_malformed_json_in_the_middle_keeps_every_good_row() -> None:
+    payloads = [event(i) for i in range(5000)]
+    bad = {17: b'{"id": 17, "action": ', 2500: b"not json", 4999: b'{"id": 4999,,}'}
+    for i, payload in bad.items():
+        payloads[i] = payload
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == [i for i in range(5000) if i not in bad]
+    assert dead.column("raw").to_pylist() == list(bad.values())
+    assert dead.column("position").to_pylist() == [str(i) for i in bad]
+    assert set(dead.column("partition").to_pylist()) == {"shard-0"}
+    assert all(r.startswith("malformed JSON") for r in dead.column("reason").to_pylist())
+
+
+def test_truncated_record_does_not_swallow_the_next_one() -> None:
+    payloads = [b'{"id": 1, "action": {', b'{"id": 2}', b'{"pad":', b'{"id": 3}']
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == [2, 3]
+    assert dead.column("position").to_pylist() == ["0", "2"]
+
+
+def test_missing_and_null_required_fields_name_the_field() -> None:
+    payloads = [event(0), b'{"action": "x"}', b'{"id": null}', event(3)]
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == [0, 3]
+    assert reasons(dead) == {
+        "1": "missing required field 'id' (absent or null)",
+        "2": "missing required field 'id' (absent or null)",
+    }
+
+
+def test_mistyped_fields_name_the_field_and_both_types() -> None:
+    payloads = [event(0), b'{"id": "seven"}', b'{"id": 2, "value": "high"}', b'{"id": 3.5}']
+    payloads += [b'{"id": 4, "action": {"nested": 1}}', b'{"id": 5, "event_time": "yesterday"}']
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == [0]
+    got = reasons(dead)
+    assert got["1"] == "field 'id': expected int64, got JSON string"
+    assert got["2"] == "field 'value': expected double, got JSON string"
+    assert got["3"] == "field 'id': cannot convert '3.5' to int64"
+    assert got["4"] == "field 'action': expected string, got JSON object"
+    assert got["5"].startswith("field 'event_time': cannot convert 'yesterday' to timestamp[ms")
+
+
+def test_non_objects_empty_and_multi_value_records_are_rejected() -> None:
+    payloads = [b"[1, 2]", b"42", b'"text"', b"", b"   ", b'{"id": 1}{"id": 2}', event(6)]
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == [6]
+    assert reasons(dead) == {
+        "0": "not a JSON object (got array)",
+        "1": "not a JSON object (got number)",
+        "2": "not a JSON object (got string)",
+        "3": "empty record",
+        "4": "empty record (only whitespace)",
+        "5": "malformed JSON: Missing a comma or '}' after an object member",
+    }
+
+
+def test_split_and_doubled_records_cannot_balance_each_other_out() -> None:
+    # Record counts alone would match here (2 + 0 rows; 1 + 2 rows); the framing must not.
+    payloads = [b"   ", b'{"id": 1}{"id": 2}', b'{"id":', b"3}", b'{"id": 5}{"id": 6}', event(9)]
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == [9]
+    assert dead.column("position").to_pylist() == ["0", "1", "2", "3", "4"]
+
+
+def test_oversize_records_are_rejected_before_parsing() -> None:
+    big = event(1, pad="x" * 500)
+    rows, dead = JsonDecoder(SCHEMA, max_record_bytes=200).decode(records([event(0), big]))
+    assert rows.column("id").to_pylist() == [0]
+    assert reasons(dead) == {"1": f"oversize: {len(big)} bytes > 200"}
+    assert dead.column("raw").to_pylist() == [big]
+
+
+def test_raw_newlines_are_whitespace_outside_strings_and_invalid_inside() -> None:
+    payloads = [b'{"id": 1,\n "action": "pretty"}', b'{"id": 2, "action": "a\nb"}', event(3)]
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == [1, 3]
+    assert rows.column("action").to_pylist() == ["pretty", "click"]
+    assert dead.column("raw").to_pylist() == [payloads[1]]
+
+
+def test_timestamps_accept_iso_strings_and_integer_epochs_in_the_field_unit() -> None:
+    payloads = [
+        b'{"id": 0, "event_time": "2024-01-01T00:00:00Z"}',
+        b'{"id": 1, "event_time": "2024-01-01T01:00:00+01:00"}',
+        b'{"id": 2, "event_time": "2024-01-01 00:00:00.250"}',
+        b'{"id": 3, "event_time": 1704067200000}',
+        b'{"id": 4, "event_time": "2024-01-01"}',
+        b'{"id": 5, "event_time": true}',
+    ]
+    decoder = JsonDecoder(SCHEMA)
+    rows, dead = decoder.decode(records(payloads))
+    midnight = datetime(2024, 1, 1, tzinfo=UTC)
+    got = rows.column("event_time").to_pylist()
+    assert got == [midnight, midnight, midnight.replace(microsecond=250_000), midnight, midnight]
+    assert "got JSON boolean" in reasons(dead)["5"]
+    epochs = [b'{"id": %d, "event_time": %d}' % (i, 1704067200000 + i) for i in range(100)]
+    rows, dead = decoder.decode(records(epochs))
+    assert dead.num_rows == 0
+    assert rows.column("event_time")[99].as_py() == midnight.replace(microsecond=99_000)
+
+
+def test_fail_mode_raises_a_typed_error_naming_where_and_how_to_continue() -> None:
+    decoder = JsonDecoder(SCHEMA, on_bad_record="fail")
+    assert decoder.decode(records([event(0)])).rows.num_rows == 1
+    with pytest.raises(BadRecordError) as err:
+        decoder.decode(records([event(0), b'{"id": "x"}', b"junk"], partition="shard-7"))
+    assert isinstance(err.value, StreamkitError)
+    assert (err.value.partition, err.value.position) == ("shard-7", "1")
+    message = str(err.value)
+    assert "'shard-7'" in message
+    assert "field 'id'" in message
+    assert "on_bad_record='dead_letter'" in message
+
+
+def test_invalid_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        JsonDecoder(SCHEMA, on_bad_record="skip")  # type: ignore[arg-type]
+
+
+def test_schema_is_inferred_from_the_first_batch_then_enforced() -> None:
+    decoder = JsonDecoder()
+    assert decoder.schema is None
+    first = [
+        b'{"user": "a", "n": 1, "t": "2024-01-01T00:00:00.123Z", "meta": null}',
+        b"{broken",
+        b'{"user": "b", "n": 2, "score": 0.5}',
+    ]
+    rows, dead = decoder.decode(records(first))
+    assert decoder.schema == pa.schema(
+        [
+            ("user", pa.string()),
+            ("n", pa.int64()),
+            ("t", pa.timestamp("us")),
+            ("meta", pa.string()),
+            ("score", pa.float64()),
+        ]
+    )
+    assert rows.column("user").to_pylist() == ["a", "b"]
+    assert dead.column("position").to_pylist() == ["1"]
+    later = [b'{"user": "c", "n": "three"}', b'{"n": 4, "new_field": 1}']
+    rows, dead = decoder.decode(records(later))
+    assert rows.schema == decoder.schema
+    assert rows.to_pylist() == [{"user": None, "n": 4, "t": None, "meta": None, "score": None}]
+    assert reasons(dead) == {"0": "field 'n': expected int64, got JSON string"}
+
+
+def test_a_batch_without_any_valid_record_does_not_fix_the_schema() -> None:
+    decoder = JsonDecoder()
+    rows, dead = decoder.decode(records([b"nope", b"[]"]))
+    assert (rows.num_rows, dead.num_rows, decoder.schema) == (0, 2, None)
+    rows, _ = decoder.decode(records([b'{"a": 1}']))
+    assert decoder.schema == pa.schema([("a", pa.int64())])
+
+
+def test_random_bad_records_are_isolated_exactly() -> None:
+    rng = random.Random(7)
+    payloads = [event(i) for i in range(3000)]
+    bad = set(rng.sample(range(3000), 150))
+    junk = [b"{", b'{"id": "x"}', b"[]", b'{"id": 1.5}', b'{"value": 1}']
+    for i in bad:
+        payloads[i] = rng.choice(junk)
+    rows, dead = JsonDecoder(SCHEMA).decode(records(payloads))
+    assert rows.column("id").to_pylist() == sorted(set(range(3000)) - bad)
+    assert dead.column("position").to_pylist() == [str(i) for i in sorted(bad)]
+
+
+def test_decode_lines_skips_empty_lines_and_reports_file_line_positions() -> None:
+    data = b'{"id": 1}\n\n{"id": 2}\r\n{"id": oops}\n{"id": 4}'
+    rows, dead = JsonDecoder(SCHEMA).decode_lines(data, "files", "day1/a.json")
+    assert rows.column("id").to_pylist() == [1, 2, 4]
+    assert dead.to_pylist() == [
+        {
+            "raw": b'{"id": oops}',
+            "partition": "files",
+            "position": "day1/a.json:4",
+            "reason": "malformed JSON: Invalid value",
+        }
+    ]
+    good = b"".join(event(i) + b"\n" for i in range(10))
+    rows, dead = JsonDecoder(SCHEMA).decode_lines(pa.py_buffer(good), "files", "b.json")
+    assert (rows.num_rows, dead.num_rows) == (10, 0)
+
+
+def test_raw_decoder_passes_bytes_through() -> None:
+    rows, dead = RawDecoder().decode(records([b"\x00\xff", b"", b"{}"]))
+    assert rows.schema == pa.schema([("data", pa.binary())])
+    assert rows.column("data").to_pylist() == [b"\x00\xff", b"", b"{}"]
+    assert dead.num_rows == 0
+
+
+def _csv_pairs(payloads: list[bytes]) -> pa.Table:
+    keys, values = zip(*(p.decode().split(",") for p in payloads), strict=True)
+    return pa.table({"key": list(keys), "n": [int(v) for v in values]})
+
+
+def test_function_decoder_isolates_records_it_fails_on() -> None:
+    schema = pa.schema([("key", pa.string()), ("n", pa.int32())])
+    decoder = FunctionDecoder(_csv_pairs, schema)
+    rows, dead = decoder.decode(records([b"a,1", b"b,2", b"broken", b"c,3"]))
+    assert rows.schema == schema
+    assert rows.column("key").to_pylist() == ["a", "b", "c"]
+    assert dead.column("position").to_pylist() == ["2"]
+    assert dead.column("reason")[0].as_py().startswith("decoder raised ValueError")
+    with pytest.raises(BadRecordError):
+        FunctionDecoder(_csv_pairs, schema, on_bad_record="fail").decode(records([b"x"]))
+
+
+def test_function_decoder_output_that_breaks_the_schema_is_a_schema_error() -> None:
+    decoder = FunctionDecoder(lambda p: pa.table({"other": [1] * len(p)}), SCHEMA)
+    with pytest.raises(SchemaError, match="'id'"):
+        decoder.decode(records([b"x"]))
+
+
+def test_raw_records_need_parallel_sequences() -> None:
+    with pytest.raises(ValueError, match="parallel"):
+        RawRecords([b"a", b"b"], ["p"], ["1", "2"])
