@@ -18,7 +18,7 @@ from streamkit.testing.tables import assert_table_equal
 from tests.oracle.events import events
 
 DATA = events(n=900, seed=31, span_hours=4).filter(
-    pa.compute.is_valid(pa.compute.field("event_time"))  # type: ignore[attr-defined]
+    pa.compute.is_valid(pa.compute.field("event_time"))
 )
 
 
@@ -163,7 +163,7 @@ def test_available_now_reads_what_exists_then_stops_and_foreach_sees_ordered_ids
     assert q.await_termination(timeout=30)
     assert [b for b, _ in seen] == list(range(len(seen)))
     assert len(seen) == -(-DATA.num_rows // 100)
-    positive = DATA.filter(pa.compute.greater(DATA["value"], 0)).num_rows  # type: ignore[attr-defined]
+    positive = DATA.filter(pa.compute.greater(DATA["value"], 0)).num_rows
     assert sum(n for _, n in seen) == positive
 
 
