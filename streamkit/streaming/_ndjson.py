@@ -157,21 +157,25 @@ class Failed:
     from_parser: bool
 
 
+def _read_json(buf: pa.Buffer, schema: pa.Schema | None, block: int) -> pa.Table:
+    threads = buf.size > _THREADED_BYTES
+    return pajson.read_json(
+        pa.BufferReader(buf),
+        read_options=pajson.ReadOptions(
+            use_threads=threads, block_size=block if threads else max(block, buf.size + 1)
+        ),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=schema,
+            unexpected_field_behavior="ignore" if schema is not None else "infer",
+        ),
+    )
+
+
 def try_read(buf: pa.Buffer, schema: pa.Schema | None, rows: int, block: int) -> pa.Table | Failed:
     """The records of ``buf`` (unwrapped) if they are ``rows`` JSON objects, else why not."""
-    threads = buf.size > _THREADED_BYTES
     wrapped = None if schema is None else pa.schema([pa.field("v", pa.struct(list(schema)))])
     try:
-        table = pajson.read_json(
-            pa.BufferReader(buf),
-            read_options=pajson.ReadOptions(
-                use_threads=threads, block_size=block if threads else max(block, buf.size + 1)
-            ),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=wrapped,
-                unexpected_field_behavior="ignore" if schema is not None else "infer",
-            ),
-        )
+        table = _read_json(buf, wrapped, block)
     except pa.ArrowInvalid as exc:
         return Failed(str(exc), from_parser=True)
     except UnicodeDecodeError:
@@ -186,6 +190,41 @@ def try_read(buf: pa.Buffer, schema: pa.Schema | None, rows: int, block: int) ->
         [pa.RecordBatch.from_struct_array(chunk) for chunk in column.chunks],
         schema=pa.schema(list(column.type)),
     )
+
+
+@dataclass(frozen=True)
+class LineScan:
+    """Non-empty lines of an NDJSON document, from one vectorised newline scan."""
+
+    count: int
+    """Non-empty lines (``\\r\\n`` endings stripped)."""
+    longest: int
+    """Bytes in the longest line."""
+    objects: bool
+    """Every non-empty line starts with ``{`` and ends with ``}`` (no surrounding blanks)."""
+
+
+def scan_lines(buf: pa.Buffer) -> LineScan:
+    """Count and shape the lines of ``buf`` without copying it.
+
+    When ``objects`` holds, a parse of the unwrapped document that yields ``count`` rows
+    has exactly one row per line: the next line's ``{`` is only valid at the top level, so
+    no line can continue the previous one's value.
+    """
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    if len(arr) == 0:
+        return LineScan(0, 0, objects=True)
+    ends = np.flatnonzero(arr == 10)
+    if arr[-1] != 10:
+        ends = np.append(ends, len(arr))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    ends = ends - ((ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13))
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    if len(starts) == 0:
+        return LineScan(0, 0, objects=True)
+    objects = bool((arr[starts] == 123).all() and (arr[ends - 1] == 125).all())
+    return LineScan(len(starts), int((ends - starts).max()), objects)
 
 
 def _json_kind(dtype: pa.DataType) -> str:
@@ -372,6 +411,14 @@ class TypedParser:
                 return explain(result, schema, buf, block, self.relaxed)
             switched.add(field)
             self._epoch ^= {field}
+
+    def parse_document(self, buf: pa.Buffer, rows: int, block: int) -> pa.Table | None:
+        """Parse an unwrapped NDJSON document (see :func:`scan_lines`); None on any failure."""
+        try:
+            table = _read_json(buf, self.parse_schema(), block)
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            return None
+        return self._to_timestamps(table) if table.num_rows == rows else None
 
     def _switch_candidate(self, message: str) -> str | None:
         match = _CHANGED.search(message)

@@ -277,3 +277,29 @@ def test_function_decoder_output_that_breaks_the_schema_is_a_schema_error() -> N
 def test_raw_records_need_parallel_sequences() -> None:
     with pytest.raises(ValueError, match="parallel"):
         RawRecords([b"a", b"b"], ["p"], ["1", "2"])
+
+
+def test_decode_lines_cannot_be_fooled_by_lines_that_balance_out() -> None:
+    # Parsed as one document these give 3 rows for 3 lines; each line must stand alone.
+    data = b'{"id":\n1}\n{"id": 5}{"id": 6}\n   \n{"id": 9}\n'
+    rows, dead = JsonDecoder(SCHEMA).decode_lines(data, "files", "f.json")
+    assert rows.column("id").to_pylist() == [9]
+    assert dead.column("position").to_pylist() == ["f.json:1", "f.json:2", "f.json:3", "f.json:4"]
+
+
+def test_decode_lines_matches_decode_record_by_record() -> None:
+    rng = random.Random(3)
+    lines = [event(i) for i in range(2000)]
+    for i in rng.sample(range(2000), 40):
+        lines[i] = rng.choice([b'{"id": "x"}', b"{", b'{"action": "no id"}', b"[]"])
+    document = b"\n".join(lines) + b"\n"
+    by_lines = JsonDecoder(SCHEMA).decode_lines(document, "files", "f")
+    by_records = JsonDecoder(SCHEMA).decode(
+        RawRecords.from_partition(lines, "files", Positions(range(1, 2001), prefix="f:"))
+    )
+    assert by_lines.rows.equals(by_records.rows)
+    assert by_lines.dead_letters.equals(by_records.dead_letters)
+    clean = b"".join(event(i) + b"\r\n" for i in range(500))
+    rows, dead = JsonDecoder(SCHEMA).decode_lines(clean, "files", "g")
+    assert rows.column("id").to_pylist() == list(range(500))
+    assert dead.num_rows == 0
