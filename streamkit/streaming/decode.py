@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamkit.errors import ConfigError, SchemaError, StreamkitError
+from streamkit.streaming import _json_schema as js
 from streamkit.streaming import _ndjson as nd
 
 if TYPE_CHECKING:
@@ -275,11 +276,11 @@ class JsonDecoder:
     non-objects, empty records, records over ``max_record_bytes`` (reason ``oversize``),
     required (``nullable=False``) fields that are absent or null, and values of the wrong
     type (reasons name the field and both types). Unknown fields are ignored; absent
-    nullable fields are null. Timestamps: see :class:`~streamkit.streaming._ndjson.TypedParser`
+    nullable fields are null. Timestamps: see :class:`~streamkit.streaming._json_schema.TypedParser`
     (ISO-8601 strings, or integer epochs in the field's unit).
 
     With ``schema=None`` the schema is inferred from the first batch that holds a valid
-    record (see :func:`~streamkit.streaming._ndjson.infer_schema`) and enforced from then on.
+    record (see :func:`~streamkit.streaming._json_schema.infer_schema`) and enforced from then on.
     """
 
     def __init__(
@@ -295,7 +296,7 @@ class JsonDecoder:
         self.max_record_bytes = max_record_bytes
         self.on_bad_record: OnBadRecord = on_bad_record
         self._schema: pa.Schema | None = None
-        self._parser: nd.TypedParser | None = None
+        self._parser: js.TypedParser | None = None
         self.inferred = schema is None
         """True when the schema is (to be) inferred rather than declared."""
         if schema is not None:
@@ -308,7 +309,7 @@ class JsonDecoder:
 
     def _set_schema(self, schema: pa.Schema) -> None:
         self._schema = schema
-        self._parser = nd.TypedParser(schema)
+        self._parser = js.TypedParser(schema)
 
     def infer_schema(self, payloads: Sequence[bytes]) -> pa.Schema | None:
         """Fix the schema from a sample of payloads unless known; returns it (or None)."""
@@ -367,12 +368,12 @@ class JsonDecoder:
 
     def _infer(self, frame: nd.Frame) -> list[tuple[int, str]]:
         def parse(lo: int, hi: int) -> nd.ParseResult:
-            return nd.parse_untyped(frame.buffer(lo, hi), hi - lo, frame.block_size)
+            return js.parse_untyped(frame.buffer(lo, hi), hi - lo, frame.block_size)
 
         if frame.size == 0:
             return []
         good, bad = nd.bisect(parse, frame.size, parse(0, frame.size), nd.splitter(frame))
-        schema = nd.infer_schema([t for _, _, t in good])
+        schema = js.infer_schema([t for _, _, t in good])
         if schema is not None:
             self._set_schema(schema)
         return [(int(frame.index[k]), reason) for k, reason in bad]

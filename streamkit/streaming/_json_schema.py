@@ -1,0 +1,152 @@
+"""Typed parsing and schema inference for :class:`streamkit.streaming.decode.JsonDecoder`
+(private; the framing and bad-record isolation are in :mod:`streamkit.streaming._ndjson`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamkit.streaming._ndjson import (
+    CHANGED,
+    ParseResult,
+    explain,
+    read_json,
+    try_read,
+)
+
+_ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2})?")
+
+
+def nullable(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every top-level field nullable (required fields are checked after)."""
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
+def parse_untyped(buf: pa.Buffer, rows: int, block: int) -> ParseResult:
+    """Parse with pyarrow's type inference (used once, to infer a schema)."""
+    result = try_read(buf, None, rows, block)
+    if isinstance(result, pa.Table):
+        return result
+    return result.message if rows > 1 else explain(result, None, buf, block, None)
+
+
+def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
+    """One schema from the tables parsed without a schema (the first table wins conflicts).
+
+    Null-only fields become strings; timestamps become ``timestamp[us]`` (naive UTC, offsets
+    applied), including ISO-8601 strings with fractional seconds that pyarrow leaves as
+    strings.
+    """
+    if not tables:
+        return None
+    try:
+        merged = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        merged = _first_wins([t.schema for t in tables])
+    fields = []
+    for field in merged:
+        dtype = field.type
+        if pa.types.is_null(dtype):
+            dtype = pa.string()
+        elif pa.types.is_timestamp(dtype) or (
+            pa.types.is_string(dtype) and _looks_like_timestamps(tables, field.name)
+        ):
+            dtype = pa.timestamp("us")
+        fields.append(pa.field(field.name, dtype))
+    return pa.schema(fields)
+
+
+def _first_wins(schemas: Sequence[pa.Schema]) -> pa.Schema:
+    seen: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for field in schema:
+            seen.setdefault(field.name, field)
+    return pa.schema(list(seen.values()))
+
+
+def _looks_like_timestamps(tables: Sequence[pa.Table], name: str) -> bool:
+    """True when every value of the string field ``name`` parses as an ISO-8601 timestamp."""
+    columns = [t.column(name) for t in tables if name in t.column_names]
+    values = [pc.drop_null(c) for c in columns if pa.types.is_string(c.type)]
+    if len(values) != len(columns) or not any(len(v) for v in values):
+        return False
+    first = next(v for v in values if len(v))
+    if not _ISO_PREFIX.match(str(first[0].as_py())):
+        return False
+    for unit in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            for v in values:
+                pc.cast(v, unit)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        return True
+    return False
+
+
+class TypedParser:
+    """Parses NDJSON under a declared schema into that schema with every field nullable.
+
+    A top-level ``timestamp`` field accepts ISO-8601 strings (``2024-01-01``,
+    ``2024-01-01T10:00:00[.ffffff][Z|+01:00]``; offsets are applied) or integer epochs in the
+    field's own unit (seconds for ``timestamp[s]``, ms for ``timestamp[ms]``...). Which of the
+    two a batch uses is learned: the parser tries the last form that worked and switches a
+    field when the parser reports a string/number mismatch on it.
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.relaxed = nullable(schema)
+        self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
+        self._epoch: set[str] = set()
+
+    def parse_schema(self) -> pa.Schema:
+        """The schema handed to pyarrow: epoch-form timestamp fields read as int64."""
+        if not self._epoch:
+            return self.relaxed
+        return pa.schema(
+            [f.with_type(pa.int64()) if f.name in self._epoch else f for f in self.relaxed]
+        )
+
+    def parse(self, buf: pa.Buffer, rows: int, block: int) -> ParseResult:
+        """Parse ``rows`` framed records; for a single record, the reason names the field."""
+        switched: set[str] = set()
+        while True:
+            schema = self.parse_schema()
+            result = try_read(buf, schema, rows, block)
+            if isinstance(result, pa.Table):
+                return self._to_timestamps(result)
+            field = self._switch_candidate(result.message) if result.from_parser else None
+            if field is None or field in switched:
+                if rows > 1:
+                    return result.message
+                return explain(result, schema, buf, block, self.relaxed)
+            switched.add(field)
+            self._epoch ^= {field}
+
+    def parse_document(self, buf: pa.Buffer, rows: int, block: int) -> pa.Table | None:
+        """Parse an unwrapped NDJSON document (see :func:`scan_lines`); None on any failure."""
+        try:
+            table = read_json(buf, self.parse_schema(), block)
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            return None
+        return self._to_timestamps(table) if table.num_rows == rows else None
+
+    def _switch_candidate(self, message: str) -> str | None:
+        match = CHANGED.search(message)
+        if match is None:
+            return None
+        name = match["path"].removeprefix("/v/")
+        if name not in self._timestamps:
+            return None
+        to_epoch = name not in self._epoch and match["new"] == "number"
+        to_iso = name in self._epoch and match["new"] == "string"
+        return name if to_epoch or to_iso else None
+
+    def _to_timestamps(self, table: pa.Table) -> pa.Table:
+        for name in self._epoch:
+            i = table.schema.get_field_index(name)
+            field = self.relaxed.field(name)
+            table = table.set_column(i, field, table.column(i).cast(field.type))
+        return table
