@@ -20,7 +20,8 @@ from .events import ConsumerEvent, ConsumerEventKind, ConsumerListener
 from .metrics import ConsumerMetrics, ShardMetrics
 from .processor import BaseRecordProcessor, ProcessorFactory, RecordProcessor
 from .shard_task import ShardCheckpointer, ShardOutcome
-from .worker import ConsumerState, KinesisConsumer, install_signal_handlers
+from .signals import install_signal_handlers
+from .worker import ConsumerState, KinesisConsumer
 
 __all__ = [
     "BaseRecordProcessor",

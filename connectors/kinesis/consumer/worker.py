@@ -16,18 +16,13 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from streamkit.config import AwsEndpoint
-from streamkit.connectors.kinesis.client import call, endpoint_url
-from streamkit.connectors.kinesis.errors import StreamNotFoundError, ThrottledError
+from streamkit.connectors.kinesis.client import endpoint_url
 from streamkit.connectors.kinesis.leases import (
     DynamoDBLeaseStore,
     LeaseCoordinator,
     LeaseEventKind,
     LeaseStoreUnavailableError,
-    parents_done,
-    sync_shards,
 )
-from streamkit.connectors.kinesis.retry import is_throttling, is_transient
-from streamkit.connectors.kinesis.shards import list_shards_blocking
 
 from .batches import BatchChannel, ChannelProcessor, ConsumedBatch
 from .client import consumer_kinesis_client
@@ -36,6 +31,7 @@ from .events import ConsumerEvent, ConsumerEventKind, ConsumerListener
 from .loops import PeriodicStep
 from .metrics import ConsumerMetrics, ShardTotals
 from .shard_task import ShardCheckpointer, ShardOutcome, ShardTask
+from .shards import StreamShards, retry_later
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -43,7 +39,6 @@ if TYPE_CHECKING:
 
     from streamkit.connectors.kinesis.client import KinesisApi
     from streamkit.connectors.kinesis.leases import Lease, LeaseEvent, LeaseStore
-    from streamkit.connectors.kinesis.types import ExtendedSequenceNumber, ShardInfo
 
     from .config import ConsumerConfig
     from .processor import ProcessorFactory
@@ -65,13 +60,6 @@ class ConsumerState(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-def _retry_later(error: BaseException) -> bool:
-    """Errors a background loop retries on its next period."""
-    return isinstance(error, LeaseStoreUnavailableError | ThrottledError) or (
-        is_throttling(error) or is_transient(error)
-    )
 
 
 class KinesisConsumer:
@@ -102,22 +90,15 @@ class KinesisConsumer:
         if endpoint is None and (kinesis is None or lease_store is None):
             endpoint = AwsEndpoint.from_env()
         self.config = config
-        self.clock = clock
         self._owns_client = kinesis is None
-        if kinesis is None:
-            assert endpoint is not None
-            kinesis = consumer_kinesis_client(endpoint)
-        self.client: KinesisApi = kinesis
+        self.client: KinesisApi = kinesis or consumer_kinesis_client(_need(endpoint))
         """The (blocking) Kinesis client every shard reader uses."""
-        self._url = (endpoint.url if endpoint else None) or endpoint_url(kinesis)
-        if lease_store is None:
-            assert endpoint is not None
-            lease_store = DynamoDBLeaseStore(
-                endpoint, config.app_name, call_timeout=config.lease_call_timeout
-            )
-        self.store = lease_store
+        self.store: LeaseStore = lease_store or DynamoDBLeaseStore(
+            _need(endpoint), config.app_name, call_timeout=config.lease_call_timeout
+        )
+        """The lease table (DynamoDB table ``app_name`` unless another store was given)."""
         self.coordinator = LeaseCoordinator(
-            lease_store,
+            self.store,
             config.worker_id,
             failover_time=config.failover_time,
             renew_interval=config.renew_interval,
@@ -126,12 +107,14 @@ class KinesisConsumer:
             max_steal=config.max_steal,
             max_leases=config.max_leases,
         )
+        url = (endpoint.url if endpoint else None) or endpoint_url(self.client)
+        self.shards = StreamShards(
+            config, self.client, self.coordinator, url=url, clock=clock, emit=self._emit
+        )
+        """Shard descriptions, shard sync and the parent rule (the host of shard tasks)."""
         self._state = ConsumerState.NEW
-        self._shards: dict[str, ShardInfo] = {}
         self._tasks: dict[str, ShardTask] = {}
         self._totals = ShardTotals()
-        self._finished: set[str] = set()
-        self._shard_end = asyncio.Event()
         self._stopped = asyncio.Event()
         self._listeners: list[ConsumerListener] = []
         self._factory: ProcessorFactory | None = None
@@ -140,7 +123,6 @@ class KinesisConsumer:
         self._shutdown: asyncio.Task[None] | None = None
         self._stop_requested = False
         self._error: BaseException | None = None
-        self._syncs = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -170,9 +152,9 @@ class KinesisConsumer:
             processor_factory = partial(ChannelProcessor, channel)
         self._factory = processor_factory
         try:
-            await self._list_shards()
+            await self.shards.list_shards()
             await self._start_leases()
-            await self._sync()
+            await self.shards.sync()
         except BaseException:
             self._finish_stop()
             raise
@@ -180,14 +162,15 @@ class KinesisConsumer:
         cfg, coordinator = self.config, self.coordinator
         self._loops = [
             PeriodicStep("take", coordinator.take_interval, self._take_cycle,
-                         on_error=self._fail, is_transient=_retry_later),
+                         on_error=self._fail, is_transient=retry_later),
             PeriodicStep("renew", coordinator.renew_interval, coordinator.renew_once,
-                         on_error=self._fail, is_transient=_retry_later, run_first_at_once=False),
-            PeriodicStep("shard-sync", cfg.shard_sync_interval, self._sync,
-                         on_error=self._fail, is_transient=_retry_later, run_first_at_once=False),
+                         on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
+            PeriodicStep("shard-sync", cfg.shard_sync_interval, self.shards.sync,
+                         on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
         ]  # fmt: skip
         for loop in self._loops:
             loop.start()
+        self.shards.wake_sync = self._loops[2].wake
         self._state = ConsumerState.RUNNING
         if self._stop_requested:
             self.request_stop()
@@ -290,7 +273,7 @@ class KinesisConsumer:
             leases=leases,
             dynamodb_calls=leases.store_calls,
             dynamodb_calls_by_operation=leases.store_calls_by_operation,
-            shard_syncs=self._syncs,
+            shard_syncs=self.shards.syncs,
         )
 
     def _emit(self, kind: ConsumerEventKind, shard_id: str | None = None, detail: str = "") -> None:
@@ -326,7 +309,7 @@ class KinesisConsumer:
         previous = self._tasks.get(lease.lease_key)
         after = previous.task if previous is not None and not previous.task.done() else None
         checkpointer = ShardCheckpointer(self.store, self.coordinator.held, lease.lease_key)
-        task = ShardTask(self, lease, checkpointer, self._factory, after)
+        task = ShardTask(self.shards, lease, checkpointer, self._factory, after)
         self._tasks[lease.lease_key] = task
         task.task.add_done_callback(partial(self._task_done, task))
 
@@ -345,80 +328,7 @@ class KinesisConsumer:
             self._error = error
         self.request_stop()
 
-    # -- ShardHost -------------------------------------------------------------------
-
-    async def shard_info(self, shard_id: str) -> ShardInfo:
-        """The shard's description; lists shards again if it is not known yet."""
-        if shard_id not in self._shards:
-            await self._list_shards()
-        if shard_id not in self._shards:
-            raise StreamNotFoundError(self.config.stream, f"shard {shard_id} is not listed")
-        return self._shards[shard_id]
-
-    async def parents_done(self, lease: Lease) -> bool:
-        """True when every parent is at SHARD_END (or gone); transient errors mean False."""
-        snapshot = self.coordinator.table_snapshot()
-        fetched: dict[str, Lease] = {}
-        for parent in lease.parent_shard_ids:
-            known = snapshot.get(parent)
-            if parent in self._finished or (known is not None and known.is_finished):
-                continue
-            try:
-                current = await self.store.get_lease(parent)
-            except LeaseStoreUnavailableError:
-                return False
-            if current is not None:
-                fetched[parent] = current
-        return parents_done(lease, fetched)
-
-    async def wait_for_parent_progress(self, stop: asyncio.Event) -> None:
-        """Sleep ``parent_poll_interval``, less if a shard ends here or ``stop`` is set."""
-        ended = asyncio.ensure_future(self._shard_end.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait(
-                [ended, stopping], timeout=self.config.parent_poll_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
-        finally:
-            ended.cancel()
-            stopping.cancel()
-
-    def shard_started(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
-        """Tell listeners that ``shard_id`` is being read from ``start``."""
-        self._emit(ConsumerEventKind.SHARD_STARTED, shard_id, start.sequence_number)
-
-    async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
-        """Create the children's leases now, wake local children, release the lease."""
-        self._finished.add(shard_id)
-        self._shard_end.set()
-        self._shard_end = asyncio.Event()
-        self._emit(ConsumerEventKind.SHARD_ENDED, shard_id, f"children={list(child_shard_ids)}")
-        try:
-            await self._sync()
-        except Exception as e:
-            if not _retry_later(e):
-                raise
-            for loop in self._loops:
-                if loop.name == "shard-sync":
-                    loop.wake()
-        await self.coordinator.release(shard_id)
-
-    # -- shard sync and shutdown -----------------------------------------------------
-
-    async def _list_shards(self) -> list[ShardInfo]:
-        stream = self.config.stream
-        shards = await call(
-            lambda: list_shards_blocking(self.client, stream), stream=stream, url=self._url
-        )
-        self._shards.update((s.shard_id, s) for s in shards)
-        return shards
-
-    async def _sync(self) -> None:
-        shards = await self._list_shards()
-        result = await sync_shards(self.store, shards, self.config.initial_position.checkpoint)
-        self._syncs += 1
-        self._emit(ConsumerEventKind.SHARD_SYNCED, detail=f"created={list(result.created)}")
+    # -- shutdown --------------------------------------------------------------------
 
     async def _graceful_shutdown(self) -> None:
         try:
@@ -462,22 +372,7 @@ class KinesisConsumer:
         self._emit(ConsumerEventKind.STOPPED)
 
 
-def install_signal_handlers(
-    consumer: KinesisConsumer, signals: tuple[int, ...] | None = None
-) -> Callable[[], None]:
-    """Make SIGTERM and SIGINT (or ``signals``) start a graceful :meth:`~KinesisConsumer.stop`.
-
-    Call from the running event loop (Unix). Returns a function that removes the handlers.
-    """
-    import signal
-
-    chosen = signals if signals is not None else (signal.SIGTERM, signal.SIGINT)
-    loop = asyncio.get_running_loop()
-    for sig in chosen:
-        loop.add_signal_handler(sig, consumer.request_stop)
-
-    def remove() -> None:
-        for sig in chosen:
-            loop.remove_signal_handler(sig)
-
-    return remove
+def _need(endpoint: AwsEndpoint | None) -> AwsEndpoint:
+    if endpoint is None:  # pragma: no cover - __init__ fills it in from the environment
+        raise ConsumerStateError("an AwsEndpoint is needed to build the missing clients")
+    return endpoint
