@@ -97,16 +97,8 @@ class KinesisConsumer:
             _need(endpoint), config.app_name, call_timeout=config.lease_call_timeout
         )
         """The lease table (DynamoDB table ``app_name`` unless another store was given)."""
-        self.coordinator = LeaseCoordinator(
-            self.store,
-            config.worker_id,
-            failover_time=config.failover_time,
-            renew_interval=config.renew_interval,
-            take_interval=config.take_interval,
-            clock=clock,
-            max_steal=config.max_steal,
-            max_leases=config.max_leases,
-        )
+        self.coordinator = _coordinator(config, self.store, clock)
+        """Takes and renews this worker's leases (driven by the worker's own loops)."""
         url = (endpoint.url if endpoint else None) or endpoint_url(self.client)
         self.shards = StreamShards(
             config, self.client, self.coordinator, url=url, clock=clock, emit=self._emit
@@ -376,3 +368,18 @@ def _need(endpoint: AwsEndpoint | None) -> AwsEndpoint:
     if endpoint is None:  # pragma: no cover - __init__ fills it in from the environment
         raise ConsumerStateError("an AwsEndpoint is needed to build the missing clients")
     return endpoint
+
+
+def _coordinator(
+    config: ConsumerConfig, store: LeaseStore, clock: Callable[[], float]
+) -> LeaseCoordinator:
+    return LeaseCoordinator(
+        store,
+        config.worker_id,
+        failover_time=config.failover_time,
+        renew_interval=config.renew_interval,
+        take_interval=config.take_interval,
+        clock=clock,
+        max_steal=config.max_steal,
+        max_leases=config.max_leases,
+    )
