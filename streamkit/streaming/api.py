@@ -67,8 +67,11 @@ class DataStreamReader:
         """A streaming DataFrame over any StreamSource."""
         return DataFrame(Scan(StreamScanSource(stream)))
 
-    def memory(self, schema: pa.Schema | None = None, partitions: int = 1) -> DataFrame:
-        """A stream you feed from Python (``df.stream.add_rows(...)``); for tests/examples."""
+    def memory(self, schema: pa.Schema, partitions: int = 1) -> DataFrame:
+        """A stream you feed from Python (``df.stream.add_rows(...)``); for tests/examples.
+
+        The schema is needed up front because the query is type-checked when it is built.
+        """
         from streamkit.streaming.sources.memory import MemoryStream
 
         return self.source(MemoryStream(schema=schema, partitions=partitions))
