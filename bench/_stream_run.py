@@ -1,0 +1,287 @@
+"""W3's measured children: one fresh process runs one reader over a directory of NDJSON files.
+
+Readers (``--engine``):
+
+- ``loop``: the hand-written pyarrow loop. Per file in arrival order: read the bytes,
+  ``pyarrow.json.read_json`` under the declared schema, set rows behind the watermark
+  aside as late, floor ``event_time`` to the hour, ``group_by`` partial count and sum,
+  merge into a dict keyed by (window start, action), emit the touched groups (update
+  mode, upserted into an output dict), advance the watermark and evict the groups whose
+  window ended at or before it.
+- ``streamkit``: the same query through the user API, ``sk.read_stream.files(...,
+  max_files_per_trigger=1)``, ``with_watermark`` / ``group_by(window, action).agg(...)``,
+  update mode, ``available_now`` trigger, memory or ``foreach_batch`` sink.
+
+Each prints one JSON line: wall and CPU seconds of the timed region (start to the last
+batch done; imports and query construction untimed), peak RSS (``VmHWM``), per-batch
+latency and period in ms, late rows; and writes its final result (``start`` us,
+``action``, ``n``, ``sum``, ``avg``) to ``--out`` as Arrow IPC for the parent to verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import _stream_profile
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+from _measure import _peak_rss_bytes
+from _stream_gen import SCHEMA
+from _verify import write_ipc
+
+HOUR_US = 3_600_000_000
+DELAY_US = 600_000_000  # with_watermark("event_time", "10 minutes")
+Key = tuple[int, str]
+Report = dict[str, Any]
+
+
+def data_files(directory: Path) -> list[Path]:
+    """Visible files in arrival order (mtime, then name), as the file source orders them."""
+    files = [p for p in directory.iterdir() if p.is_file() and not p.name.startswith((".", "_"))]
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def result_table(final: dict[Key, tuple[int, float]]) -> pa.Table:
+    """``start``, ``action``, ``n``, ``sum``, ``avg`` sorted by (start, action)."""
+    keys = sorted(final)
+    n = [final[k][0] for k in keys]
+    s = [final[k][1] for k in keys]
+    return pa.table(
+        {
+            "start": pa.array([k[0] for k in keys], pa.int64()),
+            "action": pa.array([k[1] for k in keys], pa.string()),
+            "n": pa.array(n, pa.int64()),
+            "sum": pa.array(s, pa.float64()),
+            "avg": pa.array([b / a for a, b in zip(n, s, strict=True)], pa.float64()),
+        }
+    )
+
+
+class PyarrowLoop:
+    """The hand-written reference loop; state is a dict of (count, sum) per open group."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, list[float]] = {"read": [], "parse": [], "aggregate": []}
+        self.state: dict[Key, tuple[int, float]] = {}
+        self.output: dict[Key, tuple[int, float]] = {}
+        self.watermark: int | None = None
+        self.max_event: int | None = None
+        self.late_rows = 0
+
+    def batch(self, path: Path) -> None:
+        """One micro-batch: the whole file."""
+        t0 = time.perf_counter()
+        data = path.read_bytes()
+        t1 = time.perf_counter()
+        table = pj.read_json(
+            pa.BufferReader(data), parse_options=pj.ParseOptions(explicit_schema=SCHEMA)
+        )
+        t2 = time.perf_counter()
+        ts = table["event_time"].cast(pa.int64())
+        if self.watermark is not None:
+            keep = pc.greater_equal(ts, self.watermark)
+            self.late_rows += table.num_rows - int(pc.sum(keep).as_py() or 0)
+            table, ts = table.filter(keep), ts.filter(keep)
+        top = pc.max(ts).as_py()
+        if top is not None and (self.max_event is None or top > self.max_event):
+            self.max_event = top
+        window = pc.multiply(pc.divide(ts, HOUR_US), HOUR_US)  # floor: times are > 0
+        partial = (
+            pa.table({"w": window, "action": table["action"], "value": table["value"]})
+            .group_by(["w", "action"])
+            .aggregate([([], "count_all"), ("value", "sum")])
+        )
+        self._merge(partial)
+        self._evict()
+        t3 = time.perf_counter()
+        for name, seconds in (("read", t1 - t0), ("parse", t2 - t1), ("aggregate", t3 - t2)):
+            self.phases[name].append(seconds)
+
+    def _merge(self, partial: pa.Table) -> None:
+        columns = (partial[c].to_pylist() for c in ("w", "action", "count_all", "value_sum"))
+        for w, action, n, s in zip(*columns, strict=True):
+            key = (w, action)
+            old = self.state.get(key)
+            merged = (n, s) if old is None else (old[0] + n, old[1] + s)
+            self.state[key] = merged
+            self.output[key] = merged  # update mode: touched groups, upserted
+
+    def _evict(self) -> None:
+        if self.max_event is None:
+            return
+        candidate = self.max_event - DELAY_US
+        if self.watermark is None or candidate > self.watermark:
+            self.watermark = candidate
+        wm = self.watermark
+        for key in [k for k in self.state if k[0] + HOUR_US <= wm]:
+            del self.state[key]
+
+
+def run_loop(directory: Path) -> tuple[pa.Table, Report]:
+    """Timed: listing, then one batch per file. Returns the result and timing details."""
+    loop = PyarrowLoop()
+    latencies: list[float] = []
+    for path in data_files(directory):
+        t0 = time.perf_counter()
+        loop.batch(path)
+        latencies.append(time.perf_counter() - t0)
+    report = {
+        "batch_s": latencies,
+        "period_s": latencies,
+        "phases_s": loop.phases,
+        "late_rows": loop.late_rows,
+        "batches": len(latencies),
+    }
+    return result_table(loop.output), report
+
+
+def w3_query(directory: Path, retention: str) -> Any:
+    """W3 as a streaming aggregate (a ``DataStreamWriter`` in update mode, no sink yet)."""
+    import streamkit as sk
+    from streamkit.streaming.table import Retention
+
+    df = sk.read_stream.files(str(directory), format="json", schema=SCHEMA, max_files_per_trigger=1)
+    agg = (
+        df.with_watermark("event_time", "10 minutes")
+        .group_by(sk.window("event_time", "1 hour"), "action")
+        .agg(sk.count().alias("n"), sk.sum("value").alias("sum"), sk.avg("value").alias("avg"))
+    )
+    writer = agg.write_stream.output_mode("update")
+    return writer if retention == "unbounded" else writer.retention(Retention.rows(0))
+
+
+def streamkit_query(
+    directory: Path, sink: str, retention: str
+) -> Callable[[], tuple[pa.Table, Report]]:
+    """Build the query (untimed); the returned callable starts it and waits for the end."""
+    import streamkit as sk
+
+    writer = w3_query(directory, retention).trigger(available_now=True)
+    updates: list[pa.Table] = []
+    if sink == "memory":
+        writer = writer.memory("w3")
+    else:
+        writer = writer.foreach_batch(lambda frame, _bid: updates.append(frame.to_arrow()))
+
+    def run() -> tuple[pa.Table, Report]:
+        query = writer.start()
+        query.await_termination()
+        output = sk.memory_table("w3") if sink == "memory" else _last_per_key(updates)
+        return _normalise(output), _progress_report(query.recent_progress)
+
+    return run
+
+
+def soak(directory: Path, seconds: float, retention: str) -> Report:
+    """Run W3 continuously (processing-time trigger, a foreach_batch sink that counts rows)
+    for ``seconds`` over files a feeder keeps adding; report every batch's progress."""
+    counted = [0]
+
+    def count(frame: Any, _bid: int) -> None:
+        counted[0] += frame.to_arrow().num_rows
+
+    query = w3_query(directory, retention).trigger(processing_time=0.0).foreach_batch(count).start()
+    batches: list[list[float]] = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds and query.is_active:
+        time.sleep(1.0)
+        seen = int(batches[-1][0]) if batches else -1
+        for p in query.recent_progress:  # the last 100 batches: enough at one read per second
+            if p.batch_id > seen:
+                t = time.perf_counter() - started
+                batches.append([p.batch_id, t, p.num_input_rows, p.durations.total, p.state_rows])
+    query.stop()
+    query.await_termination()
+    late, dead = query.late_rows, query.dead_letters
+    return {
+        "batches": batches,
+        "late_rows_kept": late.num_rows if late is not None else 0,
+        "dead_letters": dead.num_rows if dead is not None else 0,
+        "output_rows": counted[0],
+        "peak_rss_bytes": _peak_rss_bytes(),
+    }
+
+
+def _last_per_key(updates: list[pa.Table]) -> pa.Table:
+    final: dict[tuple[Any, str], dict[str, Any]] = {}
+    for table in updates:
+        for row in table.to_pylist():
+            final[(row["window"]["start"], row["action"])] = row
+    return pa.Table.from_pylist(list(final.values()))
+
+
+def _normalise(output: pa.Table) -> pa.Table:
+    start = pc.struct_field(output["window"], "start").cast(pa.timestamp("us", tz="UTC"))
+    table = pa.table(
+        {
+            "start": start.cast(pa.int64()),
+            "action": output["action"].cast(pa.string()),
+            "n": output["n"].cast(pa.int64()),
+            "sum": output["sum"].cast(pa.float64()),
+            "avg": output["avg"].cast(pa.float64()),
+        }
+    )
+    return table.sort_by([("start", "ascending"), ("action", "ascending")])
+
+
+def _progress_report(progress: list[Any]) -> Report:
+    phases = ("fetch", "decode", "execute", "state", "sink", "commit")
+    return {
+        "batch_s": [p.durations.total for p in progress],
+        "period_s": [
+            p.num_input_rows / p.input_rows_per_second
+            for p in progress
+            if p.input_rows_per_second > 0
+        ],
+        "phases_s": {k: [getattr(p.durations, k) for p in progress] for k in phases},
+        "late_rows": sum(p.late_rows for p in progress),
+        "batches": len(progress),
+    }
+
+
+def child(args: argparse.Namespace) -> Report:
+    """Measure one reader in this process; write its result to ``args.out``."""
+    profile = _stream_profile.install() if args.profile and args.engine == "streamkit" else None
+    if args.engine == "loop":
+
+        def runner() -> tuple[pa.Table, Report]:
+            return run_loop(args.dir)
+
+    else:
+        runner = streamkit_query(args.dir, args.sink, args.retention)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result, report = runner()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = _peak_rss_bytes()
+    write_ipc(result, args.out)
+    if profile is not None:
+        report["profile_ms_per_batch"] = profile.per_batch_ms(len(report["batch_s"]))
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": peak, **report}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one W3 measurement (child process)")
+    parser.add_argument("--engine", choices=("loop", "streamkit"), required=True)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--retention", choices=("none", "unbounded"), default="none")
+    parser.add_argument("--soak", type=float, help="run continuously this many seconds")
+    parser.add_argument("--sink", choices=("memory", "foreach"), default="memory")
+    parser.add_argument("--profile", action="store_true", help="time engine call sites")
+    args = parser.parse_args()
+    report = soak(args.dir, args.soak, args.retention) if args.soak else child(args)
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
