@@ -1,0 +1,111 @@
+"""A streaming job reading Kinesis into Parquet, run as a subprocess by the crash test.
+
+It also defines what the Kinesis streaming tests share: the event schema, a deterministic
+event generator, and the query (events per action per 1-minute window).
+
+Job: read ``--stream`` with the KinesisStreamSource (lease table ``--app``, worker id
+``--worker-id``), count events per (1-minute window, action) in complete mode and write
+each batch's full result to ``--out`` (Parquet, idempotent per batch id), checkpointing
+to ``--checkpoint``. ``--trigger processing`` runs until killed; ``--trigger available_now``
+reads to the current end of every shard, commits and exits 0. A line per batch goes to
+stdout: ``batch <id> rows <n>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+import streamkit as sk
+from streamkit.config import AwsEndpoint
+
+SCHEMA = pa.schema(
+    [
+        pa.field("event_time", pa.timestamp("us", "UTC"), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("user_id", pa.string()),
+        pa.field("value", pa.int64()),
+    ]
+)
+ACTIONS = ("view", "click", "cart", "buy", "share")
+EPOCH = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def make_events(n: int, seed: int, start: int = 0) -> tuple[pa.Table, list[tuple[bytes, str]]]:
+    """``n`` events over 30 minutes: the Arrow table and ``(JSON payload, partition key)``.
+
+    ``event_time`` is an ISO-8601 string in the payload (microseconds, ``Z``); values are
+    integers, so sums are exact in any order. Event ``i`` is the same for a given seed.
+    """
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    records: list[tuple[bytes, str]] = []
+    for i in range(start + n):
+        t = EPOCH + timedelta(microseconds=rng.randrange(30 * 60 * 1_000_000))
+        row = {
+            "event_time": t,
+            "action": rng.choice(ACTIONS),
+            "user_id": f"u{rng.randrange(50)}",
+            "value": rng.randrange(1, 1000),
+        }
+        if i < start:
+            continue
+        rows.append(row)
+        wire = {**row, "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        records.append((json.dumps(wire).encode(), str(row["user_id"])))
+    return pa.Table.from_pylist(rows, schema=SCHEMA), records
+
+
+def counts(df: sk.DataFrame) -> sk.DataFrame:
+    """Events and value sum per (1-minute window, action)."""
+    return df.group_by(sk.window("event_time", "1 minute"), "action").agg(
+        sk.count().alias("n"), sk.sum("value").alias("total")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    for name in ("endpoint", "stream", "app", "worker-id", "checkpoint", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--trigger", choices=("processing", "available_now"), default="processing")
+    p.add_argument("--interval", type=float, default=0.2)
+    p.add_argument("--max-records", type=int, default=100)
+    p.add_argument("--failover-time", type=float, default=2.0)
+    args = p.parse_args(argv)
+
+    from streamkit.streaming.kinesis_reader import read_kinesis
+
+    df = read_kinesis(
+        args.stream,
+        args.app,
+        schema=SCHEMA,
+        endpoint=AwsEndpoint.local(args.endpoint),
+        worker_id=args.worker_id,
+        failover_time=args.failover_time,
+        max_records_per_batch=args.max_records,
+        consumer_options={"idle_time": 0.1, "take_interval": 0.5},
+    )
+    writer = counts(df).write_stream.output_mode("complete").checkpoint(args.checkpoint)
+    if args.trigger == "available_now":
+        writer = writer.trigger(available_now=True)
+    else:
+        writer = writer.trigger(processing_time=args.interval)
+    query = writer.parquet(args.out).start()
+    seen = -1
+    while not query.await_termination(0.05):
+        last = query.last_progress
+        if last is not None and last.batch_id != seen:
+            seen = last.batch_id
+            print(f"batch {seen} rows {last.num_input_rows}", flush=True)
+    time.sleep(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
