@@ -135,7 +135,7 @@ async def test_lease_lost_mid_batch_cancels_processing_at_once(
             await asyncio.wait_for(processor.arrived.wait(), 30)
             await steal(ep, config.app_name)
             took = await wait_until(lambda: processor.lost == [SHARD], 10, "lease_lost")
-            assert took <= config.effective_renew_interval + 1.0  # the next renewal noticed
+            assert took <= config.effective_renew_interval + 1.5  # the next renewal noticed
             assert processor.cancelled  # the batch in flight was cancelled, not finished
             lease = await DynamoDBLeaseStore(ep, config.app_name).get_lease(SHARD)
             assert lease is not None
