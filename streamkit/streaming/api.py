@@ -22,6 +22,7 @@ from streamkit.streaming.trigger import Trigger, make_trigger
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from streamkit.config import AwsEndpoint
     from streamkit.streaming.contracts import Sink, StreamSource
     from streamkit.streaming.query import StreamingQuery
     from streamkit.streaming.table import Retention
@@ -91,6 +92,20 @@ class DataStreamReader:
                 path, format=format, schema=schema, max_files_per_trigger=max_files_per_trigger
             )
         )
+
+    def kinesis(
+        self,
+        stream: str,
+        app_name: str,
+        schema: pa.Schema | None = None,
+        endpoint: AwsEndpoint | None = None,
+        **options: Any,
+    ) -> DataFrame:
+        """A Kinesis stream read by the KCL-style consumer (leases in DynamoDB table
+        ``app_name``); see :func:`streamkit.streaming.kinesis_reader.read_kinesis`."""
+        from streamkit.streaming.kinesis_reader import read_kinesis
+
+        return read_kinesis(stream, app_name, schema, endpoint, **options)
 
 
 read_stream = DataStreamReader()
