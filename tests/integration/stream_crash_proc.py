@@ -7,18 +7,19 @@ Job: read ``--stream`` with the KinesisStreamSource (lease table ``--app``, work
 ``--worker-id``), count events per (1-minute window, action) in complete mode and write
 each batch's full result to ``--out`` (Parquet, idempotent per batch id), checkpointing
 to ``--checkpoint``. ``--trigger processing`` runs until killed; ``--trigger available_now``
-reads to the current end of every shard, commits and exits 0. A line per batch goes to
-stdout: ``batch <id> rows <n>``.
+reads to the current end of every shard, commits and exits 0. Lines on stdout: ``aligned
+<Alignment>`` once the source opened, then ``batch <id> rows <n>`` per batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import sys
-import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 
@@ -77,33 +78,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=0.2)
     p.add_argument("--max-records", type=int, default=100)
     p.add_argument("--failover-time", type=float, default=2.0)
+    p.add_argument(
+        "--commit-delay", type=float, default=0.0,
+        help="sleep this long between the engine's commit and the lease checkpoint "
+        "(a slow lease table), so that kills land there more often",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
+    from streamkit.connectors.kinesis.stream_source import KinesisStreamSource
+    from streamkit.streaming.api import stream_source_of
+    from streamkit.streaming.contracts import Offsets
     from streamkit.streaming.kinesis_reader import read_kinesis
 
-    df = read_kinesis(
-        args.stream,
-        args.app,
-        schema=SCHEMA,
-        endpoint=AwsEndpoint.local(args.endpoint),
-        worker_id=args.worker_id,
-        failover_time=args.failover_time,
-        max_records_per_batch=args.max_records,
-        consumer_options={"idle_time": 0.1, "take_interval": 0.5},
-    )
+    options: dict[str, Any] = {
+        "worker_id": args.worker_id,
+        "failover_time": args.failover_time,
+        "max_records_per_batch": args.max_records,
+        "consumer_options": {"idle_time": 0.1, "take_interval": 0.5},
+    }
+    endpoint = AwsEndpoint.local(args.endpoint)
+    if args.commit_delay > 0:
+        delay = args.commit_delay
+
+        class SlowCommit(KinesisStreamSource):
+            async def commit(self, offsets: Offsets) -> None:
+                await asyncio.sleep(delay)
+                await super().commit(offsets)
+
+        src = SlowCommit(args.stream, args.app, endpoint, schema=SCHEMA, **options)
+        df = sk.read_stream.source(src)
+    else:
+        df = read_kinesis(args.stream, args.app, SCHEMA, endpoint, **options)
     writer = counts(df).write_stream.output_mode("complete").checkpoint(args.checkpoint)
     if args.trigger == "available_now":
         writer = writer.trigger(available_now=True)
     else:
         writer = writer.trigger(processing_time=args.interval)
+    source = stream_source_of(df.plan)
+    assert isinstance(source, KinesisStreamSource)
     query = writer.parquet(args.out).start()
-    seen = -1
+    seen, aligned = -1, False
     while not query.await_termination(0.05):
+        if source.alignment is not None and not aligned:
+            aligned = True
+            print(f"aligned {source.alignment}", flush=True)
         last = query.last_progress
         if last is not None and last.batch_id != seen:
             seen = last.batch_id
             print(f"batch {seen} rows {last.num_input_rows}", flush=True)
-    time.sleep(0)
     return 0
 
 
