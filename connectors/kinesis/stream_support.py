@@ -140,11 +140,12 @@ class ShardBuffers:
         return self.shards[shard_id]
 
     def resume(self, offsets: Mapping[str, str]) -> None:
-        """Start every shard of ``offsets`` at its offset: accepted, handed and committed."""
+        """Start every shard of ``offsets`` at its offset: accepted, handed, committed and
+        checkpointed (:func:`align_leases` makes the lease table say so)."""
         for shard_id, value in offsets.items():
             position = check_position(shard_id, value)
             s = self.state(shard_id)
-            s.accepted = s.handed = s.committed = position
+            s.accepted = s.handed = s.committed = s.checkpointed = position
             s.ended = position == END
 
     async def accept(self, shard_id: str, records: Iterable[KinesisRecord], lag: int | None) -> int:

@@ -301,3 +301,35 @@ async def test_align_leases_follows_the_offsets_and_reclaims_own_leases(
         "shard-3": ("50", None), "shard-4": ("SHARD_END", None), "shard-5": ("500", None),
     }  # fmt: skip
     assert table["shard-2"].child_shard_ids == ("shard-9",)
+
+
+async def test_schema_inferred_from_the_oldest_records_and_latest_start(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """``schema=None`` samples the stream; ``initial_position="LATEST"`` skips what was put
+    before the query started and reads everything put after."""
+    ep = localstack_endpoint
+    truth, records = make_events(300, seed=6)
+    app, name = unique("app"), unique("kin_latest")
+    async with fresh_stream(ep, 2, "latest") as (stream, _):
+        await produce(ep, stream, records[:100])
+        try:
+            df = read_kinesis(
+                stream, app, endpoint=ep, initial_position="LATEST", consumer_options=FAST
+            )
+            assert df.schema.field("action").type in (pa.string(), pa.large_string())
+            assert pa.types.is_integer(df.schema.field("value").type)
+            by_action = df.group_by("action").agg(sk.count().alias("n"), sk.sum("value"))
+            q = by_action.write_stream.output_mode("complete").trigger(processing_time=0.1)
+            query = q.memory(name).start()
+            try:
+                await asyncio.to_thread(query.process_all_available, 60)  # readers started
+                await produce(ep, stream, records[100:])
+                await asyncio.to_thread(query.process_all_available, 60)
+            finally:
+                await asyncio.to_thread(query.stop)
+        finally:
+            await drop(ep, app)
+    later_rows = sk.from_arrow(truth.slice(100).drop_columns(["event_time"]))
+    want = later_rows.group_by("action").agg(sk.count().alias("n"), sk.sum("value")).to_arrow()
+    assert_table_equal(sk.memory_table(name), want, sort_by=["action"])
