@@ -1,24 +1,21 @@
 """A Kinesis stream as a :class:`~streamkit.streaming.contracts.StreamSource`.
 
-The source runs the KCL-style consumer (:class:`~.consumer.KinesisConsumer`: leases in the
-DynamoDB table ``app_name``, parents before children, expired iterators, throttling) with a
-record processor that queues each shard's records for the engine, and decodes each
-micro-batch with one decoder call.
-
-Exactly-once, step by step:
+The KCL-style consumer (:class:`~.consumer.KinesisConsumer`: DynamoDB leases in the table
+``app_name``, parents before children, expired iterators, throttling) runs with a record
+processor that queues each shard's records for the engine; a micro-batch is decoded with
+one decoder call. Offsets: per shard id, the sequence number of the last record included,
+or ``SHARD_END``. Exactly-once, step by step:
 
 1. ``open(offsets)``: the query's checkpoint is authoritative. Before the consumer starts,
-   every shard in ``offsets`` gets its lease checkpoint set to its offset (forward, or
-   re-created when the lease is ahead, see :func:`~.stream_support.align_leases`), so the
-   consumer resumes right AFTER the offset. Other shards start from their lease
-   checkpoint, or the initial position for a new lease.
-2. ``next_batch``: records are handed out in shard order; a record at or before what was
-   already handed is dropped (a re-read after a lease was re-taken).
-3. ``commit(offsets)`` (after the engine's commit log): only now do the lease checkpoints
-   advance. A closed shard is checkpointed at SHARD_END only once every record of it is
+   each shard in ``offsets`` gets its lease checkpoint set to its offset
+   (:func:`~.stream_leases.align_leases`), so the consumer resumes right AFTER it. Other
+   shards start from their lease checkpoint, or the initial position for a new lease.
+2. ``next_batch``: records in shard order; a re-read (after a lease was re-taken) at or
+   before what was already handed out is dropped.
+3. ``commit(offsets)`` (after the engine's commit log): only now do lease checkpoints
+   advance. A closed shard is checkpointed at SHARD_END only once all its records are
    committed, so its children never start ahead of the query.
 
-Offsets: per shard id, the sequence number of the last record included, or ``SHARD_END``.
 One streaming query per ``app_name``: the lease table mirrors that query's checkpoint.
 """
 
@@ -28,17 +25,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from streamkit.config import AwsEndpoint
 from streamkit.connectors.kinesis.consumer import (
-    ConsumerConfig,
     ConsumerEvent,
     ConsumerEventKind,
-    InitialPosition,
     KinesisConsumer,
 )
 from streamkit.connectors.kinesis.consumer.config import default_worker_id
@@ -55,22 +49,25 @@ from streamkit.streaming.decode import (
     empty_dead_letters,
 )
 
+from .stream_leases import Alignment, align_leases
 from .stream_support import (
     END,
     PENDING,
-    Alignment,
     EndProbes,
     KinesisSourceError,
     ShardBuffers,
-    align_leases,
     at_or_past,
+    consumer_config,
+    first_of,
     later,
     sample_payloads,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from datetime import datetime
 
+    from streamkit.connectors.kinesis.consumer import InitialPosition
     from streamkit.connectors.kinesis.leases import Checkpointer
     from streamkit.connectors.kinesis.types import (
         ExtendedSequenceNumber,
@@ -81,19 +78,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["KinesisSourceError", "KinesisStreamSource"]
-
-
-def _initial_position(value: InitialPosition | str | datetime) -> InitialPosition:
-    if isinstance(value, InitialPosition):
-        return value
-    if isinstance(value, datetime):
-        return InitialPosition.at_timestamp(value)
-    if value not in ("TRIM_HORIZON", "LATEST"):
-        raise ConfigError(
-            f"initial_position must be 'TRIM_HORIZON', 'LATEST', a datetime or an "
-            f"InitialPosition, got {value!r}"
-        )
-    return InitialPosition.trim_horizon() if value == "TRIM_HORIZON" else InitialPosition.latest()
 
 
 class KinesisStreamSource:
@@ -139,21 +123,10 @@ class KinesisStreamSource:
             endpoint = current_endpoint()
         self.stream, self.app_name, self.endpoint = stream, app_name, endpoint
         self.worker_id = worker_id or default_worker_id()
+        """This worker's ``leaseOwner``."""
         self._decoder: Decoder = decoder or JsonDecoder(schema, on_bad_record=on_bad_record)
-        options: dict[str, Any] = {
-            "failover_time": failover_time,
-            "take_interval": failover_time,
-            "idle_time": 0.25,
-            "shutdown_grace": 1.0,
-            "parent_poll_interval": 2.0,
-            **(consumer_options or {}),
-        }
-        self.config = ConsumerConfig(
-            app_name=app_name,
-            stream=stream,
-            worker_id=self.worker_id,
-            initial_position=_initial_position(initial_position),
-            **options,
+        self.config = consumer_config(
+            stream, app_name, self.worker_id, initial_position, failover_time, consumer_options
         )
         self._cap = max_records_per_batch
         self._buffers = ShardBuffers(max_buffered_records or max(2 * self._cap, 10_000))
@@ -227,7 +200,7 @@ class KinesisStreamSource:
             await consumer.start(lambda: _ShardProcessor(self))
             self._watcher = asyncio.create_task(self._watch(consumer), name="kinesis-watch")
             wait = self.config.effective_take_interval + 30.0
-            await asyncio.wait_for(_first(first_cycle.wait(), consumer.join()), wait)
+            await asyncio.wait_for(first_of(first_cycle.wait(), consumer.join()), wait)
         except BaseException:
             await self.close()
             raise
@@ -442,15 +415,3 @@ class _ShardProcessor:
 
     async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Nothing: only committed positions are checkpointed."""
-
-
-async def _first(*aws: Any) -> None:
-    """Wait for the first of ``aws`` to finish; re-raise its error; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()

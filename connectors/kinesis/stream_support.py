@@ -6,8 +6,6 @@
   with the per-shard positions (accepted, handed to the engine, committed);
 - :class:`EndProbes`: the "current end of every shard" for ``available_now`` and
   ``process_all_available``, resolved while the consumer reads (see its docstring);
-- :func:`align_leases`: makes the lease table agree with the query's checkpoint before the
-  consumer starts (the query's checkpoint is authoritative);
 - :func:`sample_payloads`: a few records to infer a schema from.
 """
 
@@ -15,25 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamkit.connectors.kinesis.leases import (
-    Lease,
-    LeaseConflictError,
-    LeaseTracker,
-)
-from streamkit.connectors.kinesis.types import SHARD_END, ExtendedSequenceNumber, Sentinel
+from streamkit.connectors.kinesis.consumer import ConsumerConfig, InitialPosition
+from streamkit.connectors.kinesis.types import Sentinel
 from streamkit.errors import ConfigError, StreamkitError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Iterable, Mapping
 
     from streamkit.connectors.kinesis.client import KinesisApi
     from streamkit.connectors.kinesis.consumer import ConsumerMetrics
-    from streamkit.connectors.kinesis.leases import LeaseStore
     from streamkit.connectors.kinesis.types import KinesisRecord, ShardInfo
 
 END = Sentinel.SHARD_END.value
@@ -79,20 +72,19 @@ def later(a: str | None, b: str | None) -> str | None:
 
 @dataclass
 class ShardState:
-    """What the source knows about one shard (mutable; owned by the event loop)."""
+    """What the source knows about one shard (mutable; owned by the event loop).
+
+    Positions: ``accepted`` is the last sequence number taken from the consumer (or resumed
+    from; a re-read at or before it is dropped), ``handed`` the offset reported to the
+    engine, ``committed`` what the engine committed, ``checkpointed`` the lease checkpoint.
+    """
 
     shard_id: str
     queue: deque[KinesisRecord] = field(default_factory=deque)
-    """Records delivered by the consumer, not yet handed to the engine (shard order)."""
     accepted: str | None = None
-    """Last sequence number accepted from the consumer (or resumed from): later records
-    at or before it are duplicates of a re-read and are dropped."""
     handed: str | None = None
-    """Position handed to the engine (the offset reported for this shard)."""
     committed: str | None = None
-    """Position the engine committed (:meth:`KinesisStreamSource.commit`)."""
     checkpointed: str | None = None
-    """Last lease checkpoint written by the source."""
     ended: bool = False
     """The consumer reached SHARD_END: every record of the shard was accepted."""
     lag_ms: int | None = None
@@ -104,14 +96,12 @@ class ShardState:
         return at_or_past(self.committed, self.accepted)
 
 
-@dataclass(frozen=True)
-class Taken:
-    """Records handed to the engine for one micro-batch."""
+class Taken(NamedTuple):
+    """Records handed to the engine for one micro-batch, per shard in shard order;
+    ``changed`` also when only a shard's position moved (to SHARD_END)."""
 
     records: dict[str, list[KinesisRecord]]
-    """Per shard, the records taken, in shard order."""
     changed: bool
-    """True when records were taken or a shard's position moved (e.g. to SHARD_END)."""
 
 
 class ShardBuffers:
@@ -335,130 +325,6 @@ class EndProbes:
         return any(p.pending for p in self._probes.values())
 
 
-# -- the lease table follows the query's checkpoint ---------------------------------------
-
-
-@dataclass(frozen=True)
-class Alignment:
-    """What :func:`align_leases` changed in the lease table."""
-
-    forwarded: tuple[str, ...] = ()
-    """Leases whose checkpoint was moved forward to the query's offset."""
-    rewound: tuple[str, ...] = ()
-    """Leases re-created at the query's (older) offset."""
-    created: tuple[str, ...] = ()
-    """Leases created at the query's offset."""
-    reclaimed: tuple[str, ...] = ()
-    """Leases released that an earlier process with this worker id still owned."""
-
-
-def _action(current: ExtendedSequenceNumber, target: ExtendedSequenceNumber) -> str:
-    if current in (target, SHARD_END):
-        return "keep"  # a finished shard stays finished (see KinesisStreamSource.open)
-    if target == SHARD_END or current.is_sentinel or current.as_int() < target.as_int():
-        return "forward"
-    return "rewind"
-
-
-async def align_leases(
-    store: LeaseStore,
-    shards: Iterable[ShardInfo],
-    offsets: Mapping[str, str],
-    worker_id: str,
-    *,
-    failover_time: float,
-    clock: Callable[[], float] = time.monotonic,
-    poll: float = 0.5,
-) -> Alignment:
-    """Make every lease of ``offsets`` start right after its offset, then release it.
-
-    A lease behind the offset (the process died between the engine's commit and the lease
-    checkpoint) is checkpointed forward; one ahead of it (the checkpoint is older than the
-    lease table) is deleted and re-created at the offset; a missing one is created there.
-    A lease is only changed after this worker took it: at once when unowned or owned by
-    ``worker_id`` (an earlier process of this job: worker ids are unique among live
-    processes), else once it expired (its counter did not move for ``failover_time`` on
-    this machine's clock). Leases still owned by ``worker_id`` are released, so the new
-    consumer takes them without waiting for them to expire.
-    """
-    by_id = {s.shard_id: s for s in shards}
-    leases = {lease.lease_key: lease for lease in await store.list_leases()}
-    done: dict[str, list[str]] = {"forwarded": [], "rewound": [], "created": [], "reclaimed": []}
-    for shard_id, value in sorted(offsets.items()):
-        target = ExtendedSequenceNumber(check_position(shard_id, value))
-        lease = leases.get(shard_id)
-        info = by_id.get(shard_id)
-        if lease is None:
-            if info is None:
-                continue  # the shard is gone (past retention): nothing left to read
-            try:
-                leases[shard_id] = await store.create_lease_if_not_exists(
-                    Lease.for_shard(info, target)
-                )
-                done["created"].append(shard_id)
-                continue
-            except LeaseConflictError as e:
-                lease = e.current or await store.get_lease(shard_id)
-                assert lease is not None
-        action = _action(lease.checkpoint, target)
-        if action == "keep" or (action == "rewind" and info is None):
-            continue  # finished, or gone from the listing (past retention): nothing to read
-        lease = await _take(
-            store, lease, worker_id, failover_time=failover_time, clock=clock, poll=poll
-        )
-        if action == "forward" or info is None:  # info is None only when forwarding
-            lease = await store.update_checkpoint(lease, target)
-            leases[shard_id] = await store.release_lease(lease)
-            done["forwarded"].append(shard_id)
-        else:
-            await store.delete_lease(shard_id)
-            fresh = replace(Lease.for_shard(info, target), child_shard_ids=lease.child_shard_ids)
-            leases[shard_id] = await store.create_lease_if_not_exists(fresh)
-            done["rewound"].append(shard_id)
-    for lease in list(leases.values()):
-        if lease.lease_owner == worker_id:
-            try:
-                await store.release_lease(lease)
-                done["reclaimed"].append(lease.lease_key)
-            except StreamkitError:
-                continue  # moved meanwhile: the consumer's taker decides
-    return Alignment(*(tuple(v) for v in done.values()))
-
-
-async def _take(
-    store: LeaseStore,
-    lease: Lease,
-    worker_id: str,
-    *,
-    failover_time: float,
-    clock: Callable[[], float],
-    poll: float,
-) -> Lease:
-    """Take ``lease`` for ``worker_id`` (waiting for another owner's lease to expire)."""
-    tracker = LeaseTracker(clock)
-    tracker.observe_one(lease)
-    deadline = clock() + 3 * failover_time + 10 * poll
-    while True:
-        free = lease.lease_owner in (None, worker_id)
-        if free or tracker.is_expired(lease, failover_time):
-            try:
-                return await store.take_lease(lease, worker_id)
-            except LeaseConflictError:
-                pass
-        if clock() > deadline:
-            raise KinesisSourceError(
-                f"shard {lease.lease_key} is held by live worker {lease.lease_owner!r} in the "
-                "lease table of this app_name, and the query's checkpoint disagrees with its "
-                "lease. One streaming query per app_name: give this query its own app_name"
-            )
-        await asyncio.sleep(poll)
-        current = await store.get_lease(lease.lease_key)
-        if current is None:
-            raise KinesisSourceError(f"lease {lease.lease_key} vanished while being aligned")
-        lease = current
-        tracker.observe_one(lease)
-
-
 # -- schema inference --------------------------------------------------------------------
 
 
@@ -482,3 +348,56 @@ def sample_payloads(
         if len(out) >= limit:
             break
     return out
+
+
+def initial_position_of(value: InitialPosition | str | datetime) -> InitialPosition:
+    """``"TRIM_HORIZON"``, ``"LATEST"``, a datetime (AT_TIMESTAMP) or an InitialPosition."""
+    if isinstance(value, InitialPosition):
+        return value
+    if isinstance(value, datetime):
+        return InitialPosition.at_timestamp(value)
+    if value not in ("TRIM_HORIZON", "LATEST"):
+        raise ConfigError(
+            f"initial_position must be 'TRIM_HORIZON', 'LATEST', a datetime or an "
+            f"InitialPosition, got {value!r}"
+        )
+    return InitialPosition.trim_horizon() if value == "TRIM_HORIZON" else InitialPosition.latest()
+
+
+async def first_of(*aws: Any) -> None:
+    """Wait for the first of ``aws`` to finish; re-raise its error; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def consumer_config(  # noqa: PLR0917
+    stream: str,
+    app_name: str,
+    worker_id: str,
+    initial_position: InitialPosition | str | datetime,
+    failover_time: float,
+    overrides: Mapping[str, Any] | None,
+) -> ConsumerConfig:
+    """The consumer settings of a stream source: a take cycle every ``failover_time`` (KCL:
+    twice that), 0.25 s idle between empty reads, 1 s shutdown grace, then ``overrides``."""
+    options: dict[str, Any] = {
+        "failover_time": failover_time,
+        "take_interval": failover_time,
+        "idle_time": 0.25,
+        "shutdown_grace": 1.0,
+        "parent_poll_interval": 2.0,
+        **(overrides or {}),
+    }
+    return ConsumerConfig(
+        app_name=app_name,
+        stream=stream,
+        worker_id=worker_id,
+        initial_position=initial_position_of(initial_position),
+        **options,
+    )

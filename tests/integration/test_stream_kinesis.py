@@ -17,8 +17,8 @@ import streamkit as sk
 from streamkit.connectors.kinesis.client import kinesis_client
 from streamkit.connectors.kinesis.leases import DynamoDBLeaseStore, Lease
 from streamkit.connectors.kinesis.producer import KinesisProducer
+from streamkit.connectors.kinesis.stream_leases import align_leases
 from streamkit.connectors.kinesis.stream_source import KinesisStreamSource
-from streamkit.connectors.kinesis.stream_support import align_leases
 from streamkit.connectors.kinesis.types import ExtendedSequenceNumber, HashKeyRange, ShardInfo
 from streamkit.streaming.kinesis_reader import read_kinesis
 from streamkit.testing.tables import assert_table_equal
