@@ -91,7 +91,8 @@ class KinesisStreamSource:
     which waits ``failover_time`` for them). ``max_records_per_batch`` caps a micro-batch;
     at most ``max_buffered_records`` wait in memory (default ``max(2 * cap, 10_000)``).
     ``consumer_options`` are further :class:`ConsumerConfig` fields (``idle_time``,
-    ``take_interval``, ``max_records`` per GetRecords, ...).
+    ``take_interval``, ``max_records`` per GetRecords, ...). ``lease_endpoint`` serves the
+    lease table when it is not ``endpoint`` (default: ``endpoint``).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class KinesisStreamSource:
         on_bad_record: OnBadRecord = "dead_letter",
         consumer_options: Mapping[str, Any] | None = None,
         end_probe_margin: float = 1.0,
+        lease_endpoint: AwsEndpoint | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -122,6 +124,8 @@ class KinesisStreamSource:
 
             endpoint = current_endpoint()
         self.stream, self.app_name, self.endpoint = stream, app_name, endpoint
+        self.lease_endpoint = lease_endpoint or endpoint
+        """Where the DynamoDB lease table lives (e.g. LocalStack when Kinesis is kinesalite)."""
         self.worker_id = worker_id or default_worker_id()
         """This worker's ``leaseOwner``."""
         self._decoder: Decoder = decoder or JsonDecoder(schema, on_bad_record=on_bad_record)
@@ -178,7 +182,7 @@ class KinesisStreamSource:
         offsets = dict(offsets or {})
         self._buffers.resume(offsets)
         store = DynamoDBLeaseStore(
-            self.endpoint, self.app_name, call_timeout=self.config.lease_call_timeout
+            self.lease_endpoint, self.app_name, call_timeout=self.config.lease_call_timeout
         )
         consumer = self._consumer = KinesisConsumer(
             self.config, self.endpoint, lease_store=store, clock=self._clock

@@ -20,7 +20,9 @@ from streamkit.connectors.kinesis.producer import KinesisProducer
 from streamkit.connectors.kinesis.stream_leases import align_leases
 from streamkit.connectors.kinesis.stream_source import KinesisStreamSource
 from streamkit.connectors.kinesis.types import ExtendedSequenceNumber, HashKeyRange, ShardInfo
+from streamkit.streaming.decode import BadRecordError
 from streamkit.streaming.kinesis_reader import read_kinesis
+from streamkit.streaming.query import StreamingQueryError
 from streamkit.testing.tables import assert_table_equal
 
 from .kinesis_support import fresh_stream, read_stream_blocking, unique
@@ -146,7 +148,7 @@ async def test_bad_records_land_in_dead_letters_with_shard_and_sequence_number(
          .encode(), "u4"),
     ]  # fmt: skip
     mixed = records[:100] + bad[:2] + records[100:200] + bad[2:] + records[200:]
-    app, name = unique("app"), unique("kin_bad")
+    app, app_fail, name = unique("app"), unique("app"), unique("kin_bad")
     async with fresh_stream(ep, 2, "bad") as (stream, _):
         await produce(ep, stream, mixed)
         try:
@@ -157,12 +159,19 @@ async def test_bad_records_land_in_dead_letters_with_shard_and_sequence_number(
             )  # fmt: skip
             await finish(q)
             wire = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
+            strict = read_kinesis(stream, app_fail, SCHEMA, ep, on_bad_record="fail")
+            failing = strict.write_stream.trigger(available_now=True).memory(unique("f")).start()
+            with pytest.raises(StreamingQueryError) as failed:
+                await finish(failing)
         finally:
-            await drop(ep, app)
+            await drop(ep, app, app_fail)
+    where = {r["Data"]: (shard, r["SequenceNumber"]) for shard, rs in wire.items() for r in rs}
+    cause = failed.value.__cause__
+    assert isinstance(cause, BadRecordError)  # on_bad_record="fail" stops at a bad record
+    assert (cause.partition, cause.position) in {where[data] for data, _ in bad}
     assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
     dead = q.dead_letters
     assert dead is not None
-    where = {r["Data"]: (shard, r["SequenceNumber"]) for shard, rs in wire.items() for r in rs}
     got = {row["raw"]: (row["partition"], row["position"]) for row in dead.to_pylist()}
     assert got == {data: where[data] for data, _ in bad}
     reasons = {row["raw"]: row["reason"] for row in dead.to_pylist()}
