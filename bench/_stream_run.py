@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import _stream_profile
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 from _measure import _peak_rss_bytes
 from _stream_gen import SCHEMA
-from _verify import write_ipc
+from _verify import REL_TOL, write_ipc
 
 HOUR_US = 3_600_000_000
 DELAY_US = 600_000_000  # with_watermark("event_time", "10 minutes")
@@ -143,18 +144,24 @@ def run_loop(directory: Path) -> tuple[pa.Table, Report]:
     return result_table(loop.output), report
 
 
-def w3_query(directory: Path, retention: str) -> Any:
-    """W3 as a streaming aggregate (a ``DataStreamWriter`` in update mode, no sink yet)."""
+def w3_aggregate(df: Any) -> Any:
+    """W3 on a streaming DataFrame: watermark, (1-hour window, action), count/sum/avg."""
     import streamkit as sk
-    from streamkit.streaming.table import Retention
 
-    df = sk.read_stream.files(str(directory), format="json", schema=SCHEMA, max_files_per_trigger=1)
-    agg = (
+    return (
         df.with_watermark("event_time", "10 minutes")
         .group_by(sk.window("event_time", "1 hour"), "action")
         .agg(sk.count().alias("n"), sk.sum("value").alias("sum"), sk.avg("value").alias("avg"))
     )
-    writer = agg.write_stream.output_mode("update")
+
+
+def w3_query(directory: Path, retention: str) -> Any:
+    """W3 over the files (a ``DataStreamWriter`` in update mode, no sink yet)."""
+    import streamkit as sk
+    from streamkit.streaming.table import Retention
+
+    df = sk.read_stream.files(str(directory), format="json", schema=SCHEMA, max_files_per_trigger=1)
+    writer = w3_aggregate(df).write_stream.output_mode("update")
     return writer if retention == "unbounded" else writer.retention(Retention.rows(0))
 
 
@@ -175,7 +182,7 @@ def streamkit_query(
         query = writer.start()
         query.await_termination()
         output = sk.memory_table("w3") if sink == "memory" else _last_per_key(updates)
-        return _normalise(output), _progress_report(query.recent_progress)
+        return normalise(output), _progress_report(query.recent_progress)
 
     return run
 
@@ -190,9 +197,11 @@ def soak(directory: Path, seconds: float, retention: str) -> Report:
 
     query = w3_query(directory, retention).trigger(processing_time=0.0).foreach_batch(count).start()
     batches: list[list[float]] = []
+    arrow_pool: list[tuple[float, int]] = []  # Arrow's allocator only (not Polars, not Python)
     started = time.perf_counter()
     while time.perf_counter() - started < seconds and query.is_active:
         time.sleep(1.0)
+        arrow_pool.append((time.perf_counter() - started, pa.total_allocated_bytes()))
         seen = int(batches[-1][0]) if batches else -1
         for p in query.recent_progress:  # the last 100 batches: enough at one read per second
             if p.batch_id > seen:
@@ -201,8 +210,16 @@ def soak(directory: Path, seconds: float, retention: str) -> Report:
     query.stop()
     query.await_termination()
     late, dead = query.late_rows, query.dead_letters
+    commits = getattr(query.source, "commits", [])
     return {
+        "retained": {  # what the engine still holds after the run, by owner
+            "late_rows_table_bytes": late.nbytes if late is not None else 0,
+            "source_commits_entries": len(commits),
+            "source_commits_chars": sum(len(v) for c in commits for v in c.values()),
+            "last_offsets_chars": sum(len(v) for v in commits[-1].values()) if commits else 0,
+        },
         "batches": batches,
+        "arrow_pool_samples": arrow_pool,
         "late_rows_kept": late.num_rows if late is not None else 0,
         "dead_letters": dead.num_rows if dead is not None else 0,
         "output_rows": counted[0],
@@ -218,7 +235,25 @@ def _last_per_key(updates: list[pa.Table]) -> pa.Table:
     return pa.Table.from_pylist(list(final.values()))
 
 
-def _normalise(output: pa.Table) -> pa.Table:
+def problems(result: pa.Table, ref: pa.Table) -> list[str]:
+    """Differences of a final result from the reference (empty: correct). ``start``,
+    ``action``, ``n`` exactly; ``sum`` and ``avg`` within ``REL_TOL``."""
+    if result.num_rows != ref.num_rows:
+        return [f"{result.num_rows} groups, expected {ref.num_rows}"]
+    found = [
+        f"column {name}: {int(pc.sum(pc.invert(pc.equal(result[name], ref[name]))).as_py())} "
+        "groups differ"
+        for name in ("start", "action", "n")
+        if not result[name].equals(ref[name])
+    ]
+    for name in ("sum", "avg"):
+        close = np.isclose(result[name].to_numpy(), ref[name].to_numpy(), rtol=REL_TOL, atol=0)
+        if not close.all():
+            found.append(f"column {name}: {int((~close).sum())} groups beyond rtol {REL_TOL}")
+    return found
+
+
+def normalise(output: pa.Table) -> pa.Table:
     start = pc.struct_field(output["window"], "start").cast(pa.timestamp("us", tz="UTC"))
     table = pa.table(
         {

@@ -136,5 +136,6 @@ def run_soak(
         rss_samples=samples,
         warmup_s=warmup,
         slope_mb_per_min=slope_mb_per_min(samples, warmup),
+        arrow_pool_slope_mb_per_min=slope_mb_per_min(report["arrow_pool_samples"], warmup),
     )
     return report

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from _engines import WORKLOADS
 from _stream_gen import ROWS_PER_FILE, VERY_LATE, file_table, stream_dir
-from _verify import REL_TOL, read_ipc, reference
+from _stream_run import problems
+from _verify import read_ipc, reference
 from query_engine import _jsonable, environment
 
 HERE = Path(__file__).resolve().parent
@@ -62,23 +62,6 @@ def expected(files: int, seed: int, very_late: float) -> tuple[pa.Table, int]:
         kept.append(table)
     ref = reference(pa.concat_tables(kept), WORKLOADS["W1"])
     return ref.select(["start", "action", "n", "sum", "avg"]), late
-
-
-def problems(result: pa.Table, ref: pa.Table) -> list[str]:
-    """Differences of a reader's final result from the reference (empty: correct)."""
-    if result.num_rows != ref.num_rows:
-        return [f"{result.num_rows} groups, expected {ref.num_rows}"]
-    found = [
-        f"column {name}: {int(pc.sum(pc.invert(pc.equal(result[name], ref[name]))).as_py())} "
-        "groups differ"
-        for name in ("start", "action", "n")
-        if not result[name].equals(ref[name])
-    ]
-    for name in ("sum", "avg"):
-        close = np.isclose(result[name].to_numpy(), ref[name].to_numpy(), rtol=REL_TOL, atol=0)
-        if not close.all():
-            found.append(f"column {name}: {int((~close).sum())} groups beyond rtol {REL_TOL}")
-    return found
 
 
 def spawn(reader: str, directory: Path, out: Path, extra: list[str]) -> dict[str, Any]:
@@ -194,8 +177,10 @@ def soak_lines(report: dict[str, Any]) -> list[str]:
         f"{report['feeder_late_writes']}",
         f"RSS after warm-up ({report['warmup_s']:.0f} s): min {min(rss):.0f} MB, max "
         f"{max(rss):.0f} MB, last {rss[-1]:.0f} MB; slope **{report['slope_mb_per_min']:+.2f} "
-        f"MB/min**; peak (VmHWM) {report['peak_rss_bytes'] / 2**20:.0f} MB",
+        f"MB/min**; peak (VmHWM) {report['peak_rss_bytes'] / 2**20:.0f} MB; Arrow pool slope "
+        f"{report['arrow_pool_slope_mb_per_min']:+.2f} MB/min",
         "p50 batch ms per minute: " + ", ".join(f"{v:.1f}" for v in per_minute),
+        f"held at the end: {report['retained']}",
     ]
 
 
@@ -209,7 +194,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--soak-rate", type=float, default=300_000.0, help="rows/s offered")
     parser.add_argument("--soak-retention", choices=("none", "unbounded"), default="none")
-    parser.add_argument("--kinesis-records", type=int, default=0)
+    parser.add_argument("--kinesis-records", type=int, default=0, help="0: skip Kinesis")
+    parser.add_argument("--kinesis-repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.files < 2:
@@ -244,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.kinesis_records > 0:
         from _stream_kinesis import run_kinesis
 
-        raw["kinesis"] = run_kinesis(args.kinesis_records, args.seed, args.very_late)
+        log(f"kinesis: {args.kinesis_records:,} records ...")
+        raw["kinesis"] = run_kinesis(
+            args.kinesis_records, args.seed, args.very_late, args.kinesis_repeat
+        )
         lines += ["", raw["kinesis"]["line"]]
     env["loadavg_end"] = os.getloadavg()
     lines.insert(0, f"Run of {env['started']}, load {env['loadavg_start'][0]:.1f} at start, "
@@ -256,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(_jsonable(raw), indent=1, default=str))
     log(f"wrote {path}")
     failed = any(r.get("error") or r.get("problems") for r in runs)
+    failed |= any(r["problems"] for r in raw.get("kinesis", {}).get("runs", []))
     return 1 if failed else 0
 
 
