@@ -133,19 +133,25 @@ class KinesisStreamSource:
             stream, app_name, self.worker_id, initial_position, failover_time, consumer_options
         )
         self._cap = max_records_per_batch
-        self._buffers = ShardBuffers(max_buffered_records or max(2 * self._cap, 10_000))
-        give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
-        self._probes = EndProbes(end_probe_margin, give_up)
+        self._capacity = max_buffered_records or max(2 * self._cap, 10_000)
+        self._margin = end_probe_margin
         self._clock, self._wall_clock = clock, wall_clock
+        self._new_session()
+        self.alignment: Alignment | None = None
+        """What ``open`` changed in the lease table to follow the query's checkpoint."""
+        self.commits: list[dict[str, str]] = []
+        """Every offsets mapping passed to :meth:`commit`, in order (for tests)."""
+
+    def _new_session(self) -> None:
+        """Fresh state for the next open (each query runs its own event loop)."""
+        self._buffers = ShardBuffers(self._capacity)
+        give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
+        self._probes = EndProbes(self._margin, give_up)
         self._consumer: KinesisConsumer | None = None
         self._opened = asyncio.Event()
         self._committed = asyncio.Event()
         self._error: BaseException | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self.alignment: Alignment | None = None
-        """What ``open`` changed in the lease table to follow the query's checkpoint."""
-        self.commits: list[dict[str, str]] = []
-        """Every offsets mapping passed to :meth:`commit`, in order (for tests)."""
 
     # -- StreamSource ----------------------------------------------------------------------
 
@@ -178,7 +184,9 @@ class KinesisStreamSource:
         after every record of the shard was committed by the query).
         """
         if self._consumer is not None:
-            raise ConfigError("this KinesisStreamSource was opened already; create a new one")
+            raise ConfigError(
+                "this KinesisStreamSource is open already: one query at a time reads a source"
+            )
         offsets = dict(offsets or {})
         self._buffers.resume(offsets)
         store = DynamoDBLeaseStore(
@@ -288,7 +296,8 @@ class KinesisStreamSource:
 
     async def close(self) -> None:
         """Graceful shutdown of the consumer: deliveries in flight are dropped (they were
-        never handed out), nothing more is checkpointed, every lease is released."""
+        never handed out), nothing more is checkpointed, every lease is released. The
+        source may be opened again afterwards (by the next query on it)."""
         self._buffers.close()
         self._opened.set()
         consumer = self._consumer
@@ -301,6 +310,7 @@ class KinesisStreamSource:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        self._new_session()
 
     # -- internals -------------------------------------------------------------------------
 
