@@ -24,7 +24,7 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
 demo: $(STAMP)
-	$(BIN)/python examples/batch_windowed_counts.py
+	$(BIN)/streamkit demo --duration 60
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -1,0 +1,156 @@
+"""Shared CLI plumbing: endpoints, the embedded moto server, errors and exit codes.
+
+Exit codes: 0 success, 1 a streamkit error (the message says what to do), 2 usage error
+(click's), 3 stream or table not found, 4 endpoint unreachable or credentials rejected,
+130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from streamkit.config import ENDPOINT_ENV, AwsEndpoint
+from streamkit.errors import StreamkitError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False)
+
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        envvar=ENDPOINT_ENV,
+        help="AWS-compatible endpoint URL (LocalStack: http://localhost:4566); "
+        "default: $STREAMKIT_AWS_ENDPOINT, else real AWS.",
+        show_default=False,
+    ),
+]
+
+
+@dataclass
+class Settings:
+    """Global options (set by the app callback)."""
+
+    debug: bool = False
+
+
+settings = Settings()
+
+
+def endpoint_of(url: str | None) -> AwsEndpoint:
+    """The endpoint for ``url`` (dummy keys for a local URL), else from the environment."""
+    if url:
+        return AwsEndpoint.local(url) if _is_local(url) else AwsEndpoint.from_env(url)
+    return AwsEndpoint.from_env()
+
+
+def _is_local(url: str) -> bool:
+    return any(host in url for host in ("localhost", "127.0.0.1", "0.0.0.0", "[::1]"))
+
+
+@contextmanager
+def embedded_moto() -> Iterator[AwsEndpoint]:
+    """moto's in-process threaded server on a free loopback port (Kinesis, DynamoDB, S3);
+    stopped on exit. Needs ``moto[server]`` (pip)."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as e:
+        raise CliError(
+            "the embedded endpoint needs moto's server",
+            "pip install 'moto[server]', or pass --endpoint http://localhost:4566 (LocalStack)",
+        ) from e
+    from streamkit.testing.servers import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on the screen
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield AwsEndpoint.local(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+
+
+class CliError(StreamkitError):
+    """An error the CLI reports as one line plus a hint."""
+
+    def __init__(self, message: str, hint: str = "", code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.hint, self.code = hint, code
+
+
+def _exit_code(exc: BaseException) -> int:
+    from streamkit.connectors.kinesis.errors import (
+        CredentialsError,
+        EndpointUnreachableError,
+        StreamNotFoundError,
+    )
+
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, StreamNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, EndpointUnreachableError | CredentialsError):
+        return EXIT_UNREACHABLE
+    return EXIT_ERROR
+
+
+def report(exc: BaseException) -> int:
+    """Print ``exc`` as one readable line (plus a hint) on stderr; return its exit code."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = exc.hint if isinstance(exc, CliError) else ""
+    if not isinstance(exc, StreamkitError):
+        first = f"{type(exc).__name__}: {first}"
+        hint = hint or "this looks like a bug or an endpoint problem; rerun with --debug"
+    err_console.print(f"[bold red]error:[/] {first}", soft_wrap=True)
+    hint = hint or "rerun with --debug for the full trace"
+    err_console.print(f"[dim]hint: {hint}[/]", soft_wrap=True)
+    return _exit_code(exc)
+
+
+def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn exceptions of a command into one line + hint and an exit code (trace with
+    ``--debug``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            if settings.debug or os.environ.get("STREAMKIT_DEBUG"):
+                raise
+            raise typer.Exit(report(exc)) from None
+
+    return wrapper
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine to completion on a fresh event loop."""
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+def is_tty() -> bool:
+    """Whether stdout is an interactive terminal."""
+    return sys.stdout.isatty()
