@@ -1,0 +1,305 @@
+"""Kafka topics as a :class:`~streamkit.streaming.contracts.StreamSource` (aiokafka).
+
+Partitions play the role of shards: offsets are, per ``"topic-partition"`` id, the next
+offset to read (a decimal string). The consumer joins ``group_id`` (subscribe), so several
+sources in one group share the partitions. Exactly-once for one query, step by step:
+
+1. ``open(offsets)``: the query's checkpoint is authoritative. When a partition is
+   assigned, it is sought to the query's position for it (the checkpoint, or what this
+   source has already handed out), or to the group's committed offset if that is further
+   (another member of the group processed those records). Partitions the query never
+   read start at the group's committed offset, else at ``starting``.
+2. ``next_batch``: ``getmany``; records of partitions revoked meanwhile are dropped, and a
+   revoked partition yields nothing after the revocation. One decoder call per batch.
+3. ``commit(offsets)`` (after the engine's commit log): only now are offsets committed to
+   the group, for the partitions still assigned. A failed group commit is logged, not
+   raised: the query's checkpoint stays authoritative, a restart only re-reads less.
+
+Across members of a group, a partition that moves while its batch is in flight is read
+again by its new owner (at-least-once between members).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streamkit.errors import ConfigError, SchemaError
+from streamkit.streaming.contracts import Offsets, PartitionProgress, SourceBatch
+from streamkit.streaming.decode import (
+    Decoder,
+    JsonDecoder,
+    OnBadRecord,
+    RawRecords,
+    empty_dead_letters,
+)
+
+from .errors import KafkaSourceError, TopicNotFoundError
+from .support import partition_id, start_client
+
+log = logging.getLogger(__name__)
+
+Starting = Literal["earliest", "latest"]
+
+__all__ = ["KafkaStreamSource"]
+
+
+class KafkaStreamSource:
+    """Records of Kafka ``topics`` read in consumer group ``group_id`` (module docstring).
+
+    ``decoder`` turns record values into rows (default :class:`JsonDecoder` under
+    ``schema``); bad records become dead letters with partition = ``"topic-partition"``
+    and position = offset. ``max_records_per_batch`` caps a micro-batch. The consumer
+    defaults (``session_timeout_ms=3000``, ``heartbeat_interval_ms=1000``: quick group
+    joins) are overridden by ``consumer_options`` (any :class:`AIOKafkaConsumer` keyword).
+    Start: ``connect_attempts`` tries with doubling ``connect_backoff`` s, then
+    :class:`~.errors.BrokerUnreachableError`; a missing topic raises
+    :class:`~.errors.TopicNotFoundError`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: str | list[str],
+        group_id: str,
+        decoder: Decoder | None = None,
+        *,
+        schema: pa.Schema | None = None,
+        starting: Starting = "earliest",
+        max_records_per_batch: int = 10_000,
+        on_bad_record: OnBadRecord = "dead_letter",
+        consumer_options: Mapping[str, Any] | None = None,
+        connect_attempts: int = 3,
+        connect_backoff: float = 0.5,
+        assignment_timeout: float = 30.0,
+    ) -> None:
+        if max_records_per_batch < 1:
+            raise ConfigError(f"max_records_per_batch must be >= 1, got {max_records_per_batch}")
+        if starting not in ("earliest", "latest"):
+            raise ConfigError(f"starting must be 'earliest' or 'latest', got {starting!r}")
+        if decoder is not None and schema is not None and decoder.schema not in (None, schema):
+            raise ConfigError("schema= differs from the decoder's schema; pass only one of them")
+        self.bootstrap, self.group_id = bootstrap, group_id
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        if not self.topics:
+            raise ConfigError("KafkaStreamSource needs at least one topic")
+        self._decoder: Decoder = decoder or JsonDecoder(schema, on_bad_record=on_bad_record)
+        self._cap = max_records_per_batch
+        self._options: dict[str, Any] = {
+            "session_timeout_ms": 3000,
+            "heartbeat_interval_ms": 1000,
+            "auto_offset_reset": starting,
+            **(consumer_options or {}),
+            "bootstrap_servers": bootstrap,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+        }
+        self._attempts, self._backoff = connect_attempts, connect_backoff
+        self._assignment_timeout = assignment_timeout
+        self._consumer: Any = None
+        self._positions: dict[str, int] = {}
+        """Next offset to read per partition, as far as this query knows (handed out)."""
+        self._reported: dict[str, int] = {}
+        self._committed: dict[str, int] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._first_assignment = asyncio.Event()
+        self.commits: list[dict[str, str]] = []
+        """Every offsets mapping passed to :meth:`commit`, in order (for tests)."""
+
+    # -- StreamSource ----------------------------------------------------------------------
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The decoder's schema (declared; this source does not infer one)."""
+        schema = self._decoder.schema
+        if schema is None:
+            raise SchemaError(
+                f"the Kafka source of {self.topics} needs a schema: pass schema=... "
+                "(or a decoder with one, e.g. RawDecoder for the bytes as they are)"
+            )
+        return schema
+
+    @property
+    def assignment(self) -> set[str]:
+        """``"topic-partition"`` ids assigned to this source now."""
+        return {partition_id(tp.topic, tp.partition) for tp in self._assigned}
+
+    async def open(self, offsets: Offsets | None) -> None:
+        """Connect (bounded retries), check the topics exist, join the group and wait for
+        the first assignment; partitions in ``offsets`` resume there (module docstring)."""
+        if self._consumer is not None:
+            raise KafkaSourceError("this KafkaStreamSource was opened already; create a new one")
+        self._positions = {pid: int(v) for pid, v in (offsets or {}).items()}
+        self._reported = dict(self._positions)
+        consumer = self._consumer = await start_client(
+            lambda: AIOKafkaConsumer(**self._options),
+            self.bootstrap,
+            attempts=self._attempts,
+            backoff=self._backoff,
+        )
+        try:
+            known = await consumer.topics()
+            missing = [t for t in self.topics if t not in known]
+            if missing:
+                raise TopicNotFoundError(missing, self.bootstrap)
+            consumer.subscribe(self.topics, listener=_Listener(self))
+            await self._await_assignment()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def next_batch(self, max_wait: float) -> SourceBatch | None:
+        """The records fetched within ``max_wait`` s (at most ``max_records_per_batch``),
+        in partition order, from partitions assigned now; None when nothing changed."""
+        consumer = self._need_consumer()
+        t0 = time.perf_counter()
+        data = await consumer.getmany(timeout_ms=int(max_wait * 1000), max_records=self._cap)
+        taken = {tp: records for tp, records in data.items() if tp in self._assigned and records}
+        for tp, records in taken.items():
+            self._positions[partition_id(tp.topic, tp.partition)] = records[-1].offset + 1
+        await self._learn_positions()
+        changed = {p: n for p, n in self._positions.items() if self._reported.get(p) != n}
+        if not changed and not taken:
+            return None
+        t1 = time.perf_counter()
+        rows, dead = await self._decode(taken)
+        self._reported.update(changed)
+        return SourceBatch(
+            rows=rows,
+            dead_letters=dead,
+            end_offsets={p: str(n) for p, n in self._positions.items()},
+            partitions=self._progress(taken),
+            fetch_seconds=t1 - t0,
+            decode_seconds=time.perf_counter() - t1,
+        )
+
+    async def end_offsets(self) -> Offsets:
+        """The end offsets of the partitions assigned now (``consumer.end_offsets``)."""
+        consumer = self._need_consumer()
+        tps = sorted(self._assigned)
+        if not tps:
+            return {}
+        ends = await consumer.end_offsets(tps)
+        return {partition_id(tp.topic, tp.partition): str(ends[tp]) for tp in tps}
+
+    def reached(self, offsets: Offsets, target: Offsets) -> bool:
+        """True when ``offsets`` is at or past ``target`` on every partition (numerically)."""
+        return all(int(offsets.get(p, "0")) >= int(v) for p, v in target.items())
+
+    async def commit(self, offsets: Offsets) -> None:
+        """The engine committed a batch ending at ``offsets``: commit them to the group for
+        the partitions assigned now (durable on return). Failures are logged and skipped."""
+        self.commits.append(dict(offsets))
+        consumer = self._need_consumer()
+        todo: dict[TopicPartition, int] = {}
+        for tp in self._assigned:
+            pid = partition_id(tp.topic, tp.partition)
+            if pid in offsets and self._committed.get(pid) != int(offsets[pid]):
+                todo[tp] = int(offsets[pid])
+        if not todo:
+            return
+        try:
+            await consumer.commit(todo)
+        except KafkaError as exc:
+            log.warning("kafka group %s: commit %s skipped: %r", self.group_id, todo, exc)
+            return
+        self._committed.update({partition_id(tp.topic, tp.partition): n for tp, n in todo.items()})
+
+    async def close(self) -> None:
+        """Leave the group and close the connections (nothing more is committed)."""
+        consumer, self._consumer = self._consumer, None
+        self._assigned.clear()
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception as exc:
+                log.warning("kafka source %s: consumer stop failed: %r", self.group_id, exc)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _need_consumer(self) -> Any:
+        if self._consumer is None:
+            raise KafkaSourceError("the Kafka source is not open; call open() first")
+        return self._consumer
+
+    async def _await_assignment(self) -> None:
+        try:
+            await asyncio.wait_for(self._first_assignment.wait(), self._assignment_timeout)
+        except TimeoutError:
+            raise KafkaSourceError(
+                f"group {self.group_id!r} assigned no partition of {self.topics} within "
+                f"{self._assignment_timeout} s; is the broker overloaded, or do more members "
+                "than partitions share the group?"
+            ) from None
+
+    async def _learn_positions(self) -> None:
+        """Record where assigned partitions that this query has not read yet start."""
+        consumer = self._need_consumer()
+        for tp in list(self._assigned):
+            pid = partition_id(tp.topic, tp.partition)
+            if pid not in self._positions:
+                with contextlib.suppress(KafkaError, AssertionError):
+                    self._positions[pid] = int(await consumer.position(tp))
+
+    async def _decode(self, taken: dict[Any, list[Any]]) -> tuple[pa.Table, pa.Table]:
+        payloads: list[bytes] = []
+        partitions: list[str] = []
+        positions: list[str] = []
+        for tp in sorted(taken):
+            records = taken[tp]
+            payloads += [r.value if r.value is not None else b"" for r in records]
+            partitions += [partition_id(tp.topic, tp.partition)] * len(records)
+            positions += [str(r.offset) for r in records]
+        if not payloads:
+            return self.schema.empty_table(), empty_dead_letters()
+        decoded = await asyncio.to_thread(
+            self._decoder.decode, RawRecords(payloads, partitions, positions)
+        )
+        return decoded.rows, decoded.dead_letters
+
+    def _progress(self, taken: dict[Any, list[Any]]) -> tuple[PartitionProgress, ...]:
+        counts = {partition_id(tp.topic, tp.partition): len(rs) for tp, rs in taken.items()}
+        pids = sorted(self.assignment | set(counts))
+        return tuple(PartitionProgress(p, counts.get(p, 0), owner=self.group_id) for p in pids)
+
+    # -- called by the rebalance listener ----------------------------------------------------
+
+    def _revoked(self, revoked: set[TopicPartition]) -> None:
+        self._assigned -= revoked
+        for tp in revoked:
+            self._committed.pop(partition_id(tp.topic, tp.partition), None)
+
+    async def _assigned_now(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._need_consumer()
+        for tp in assigned:
+            pid = partition_id(tp.topic, tp.partition)
+            own = self._positions.get(pid)
+            if own is None:
+                continue
+            group = await consumer.committed(tp)
+            consumer.seek(tp, max(own, group or 0))
+            self._positions[pid] = max(own, group or 0)
+        self._assigned = set(assigned)
+        self._first_assignment.set()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forwards rebalances to the source: revoked partitions stop at once, assigned ones
+    are sought to the query's position."""
+
+    def __init__(self, source: KafkaStreamSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._source._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._source._assigned_now(set(assigned))
