@@ -7,13 +7,18 @@ from .errors import (
     KafkaSourceError,
     TopicNotFoundError,
 )
+from .serde import SinkDeadLetter
+from .sink import BATCH_HEADER, KafkaSink
 from .source import KafkaStreamSource
 
 __all__ = [
+    "BATCH_HEADER",
     "BrokerUnreachableError",
     "KafkaConnectorError",
+    "KafkaSink",
     "KafkaSinkError",
     "KafkaSourceError",
     "KafkaStreamSource",
+    "SinkDeadLetter",
     "TopicNotFoundError",
 ]
