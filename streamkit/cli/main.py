@@ -13,6 +13,10 @@ from typing import Annotated
 import typer
 
 from streamkit.cli._common import cli_errors, console, settings
+from streamkit.cli.leases_cmd import leases_cmd
+from streamkit.cli.produce import produce_cmd
+from streamkit.cli.run_cmd import run_cmd
+from streamkit.cli.stream_cmds import stream_app
 
 app = typer.Typer(
     name="streamkit",
@@ -22,6 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.add_typer(stream_app, name="stream")
+app.command("produce")(produce_cmd)
+app.command("leases")(leases_cmd)
+app.command("run")(run_cmd)
 
 
 @app.callback()

@@ -1,0 +1,143 @@
+"""``streamkit run job.py``: run a user's streaming job with progress output.
+
+The job file convention: it defines ``job()``, taking no arguments and returning either
+
+- a ``DataStreamWriter`` that is ready to start (``df.write_stream.output_mode(...)
+  .checkpoint(...).parquet(...)``, not yet ``.start()``-ed): the CLI applies
+  ``--available-now`` (or keeps the job's trigger) and starts it; or
+- an already started ``StreamingQuery``.
+
+The job runs until it stops by itself (``--available-now``), until the input has been idle
+for ``--until-idle`` seconds after catching up, until ``--timeout``, or until Ctrl-C; then
+the query is stopped after its batch in flight commits (leases released).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from streamkit.cli._common import CliError, cli_errors, console
+from streamkit.streaming.api import DataStreamWriter
+from streamkit.streaming.query import StreamingQuery
+
+if TYPE_CHECKING:
+    from streamkit.streaming.progress import QueryProgress
+
+CONVENTION = (
+    "define `def job():` in the file, returning df.write_stream...<sink>(...) (not started) "
+    "or a started StreamingQuery"
+)
+
+
+def load_job(path: Path) -> StreamingQuery | DataStreamWriter:
+    """Import ``path`` and call its ``job()``."""
+    if not path.is_file():
+        raise CliError(f"no such job file: {path}", CONVENTION)
+    spec = importlib.util.spec_from_file_location(f"streamkit_job_{uuid.uuid4().hex}", path)
+    if spec is None or spec.loader is None:
+        raise CliError(f"cannot import {path} as Python", "the job file must be a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    spec.loader.exec_module(module)
+    fn = getattr(module, "job", None)
+    if not callable(fn):
+        raise CliError(f"{path} has no job() function", CONVENTION)
+    out = fn()
+    if not isinstance(out, StreamingQuery | DataStreamWriter):
+        raise CliError(f"job() returned {type(out).__name__}", CONVENTION)
+    return out
+
+
+def start(job: StreamingQuery | DataStreamWriter, available_now: bool) -> StreamingQuery:
+    """Start the job (with the ``available_now`` trigger if asked)."""
+    if isinstance(job, StreamingQuery):
+        if available_now:
+            job.stop()
+            raise CliError(
+                "--available-now needs job() to return the writer, not a started query",
+                "return df.write_stream...parquet(...) without .start()",
+            )
+        return job
+    if available_now:
+        job.trigger(available_now=True)
+    return job.start()
+
+
+def progress_line(p: QueryProgress) -> str:
+    """One line per micro-batch."""
+    wm = p.watermark.strftime("%H:%M:%S") if p.watermark else "-"
+    extra = f" late={p.late_rows}" if p.late_rows else ""
+    extra += f" dead_letters={p.dead_letters}" if p.dead_letters else ""
+    return (
+        f"batch {p.batch_id}: {p.num_input_rows} rows ({p.input_rows_per_second:,.0f}/s) "
+        f"-> {p.output_rows} out, state {p.state_rows}, watermark {wm}{extra}"
+    )
+
+
+def follow(
+    query: StreamingQuery, until_idle: float | None, timeout: float | None
+) -> tuple[int, int]:
+    """Print progress until the query ends, goes idle, or times out; returns (batches, rows)."""
+    started = time.monotonic()
+    seen, rows, last_rows_at = -1, 0, time.monotonic()
+    caught_up = until_idle is None
+    while query.is_active:
+        for p in query.recent_progress:
+            if p.batch_id > seen:
+                seen, rows, last_rows_at = p.batch_id, rows + p.num_input_rows, time.monotonic()
+                console.print(progress_line(p), soft_wrap=True)
+        if timeout is not None and time.monotonic() - started >= timeout:
+            break
+        if not caught_up:
+            query.process_all_available(timeout=timeout or 600)
+            caught_up, last_rows_at = True, max(last_rows_at, time.monotonic())
+            continue
+        if until_idle is not None and time.monotonic() - last_rows_at >= until_idle:
+            break
+        time.sleep(0.2)
+    return seen + 1, rows
+
+
+@cli_errors
+def run_cmd(
+    job_file: Annotated[Path, typer.Argument(help="Python file defining job().")],
+    available_now: Annotated[
+        bool,
+        typer.Option("--available-now", help="Process what the input holds now, then stop."),
+    ] = False,
+    until_idle: Annotated[
+        float | None,
+        typer.Option(
+            "--until-idle",
+            min=0.1,
+            help="Catch up, then stop once no input arrived for this many seconds.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
+    ] = None,
+) -> None:
+    """Run a streaming job file with progress output.
+
+    The file defines job() with no arguments, returning either a writer ready to start
+    (df.write_stream.output_mode(...).checkpoint(...).parquet(...), without .start())
+    or a started StreamingQuery. Without --available-now / --until-idle / --timeout the
+    job runs until Ctrl-C; the query always stops after its in-flight batch commits.
+    """
+    if available_now and until_idle is not None:
+        raise CliError("choose one of --available-now and --until-idle", "see --help", 2)
+    query = start(load_job(job_file), available_now)
+    console.print(f"running {query.name} from {job_file}", soft_wrap=True)
+    try:
+        batches, rows = follow(query, until_idle, timeout)
+    finally:
+        query.stop()
+    query.await_termination(5)  # re-raises the query's error (exit 1)
+    console.print(f"stopped {query.name}: {batches} batch(es), {rows} input row(s)")
