@@ -23,6 +23,7 @@ from streamkit.connectors.kafka import (
 )
 from streamkit.connectors.kafka.testing import create_topic, produce, unique
 from streamkit.streaming.contracts import Offsets
+from streamkit.streaming.kafka_reader import read_kafka
 from streamkit.testing.tables import assert_table_equal
 
 from .stream_crash_proc import SCHEMA, counts, make_events
@@ -133,9 +134,7 @@ async def test_windowed_query_over_three_partitions_equals_the_batch_result(
     await create_topic(kafka_bootstrap, topic, partitions=3)
     truth, values = payloads(1500, seed=4)
     await produce(kafka_bootstrap, topic, values[:900], partitions=3)
-    source = KafkaStreamSource(kafka_bootstrap, topic, group, schema=SCHEMA,
-                               max_records_per_batch=250)  # fmt: skip
-    df = sk.read_stream.source(source)
+    df = read_kafka(kafka_bootstrap, topic, group, SCHEMA, max_records_per_batch=250)
     q = (counts(df).write_stream.output_mode("update").trigger(processing_time=0.1)
          .memory(name).start())  # fmt: skip
     try:
@@ -179,6 +178,36 @@ async def test_two_sources_in_one_group_share_the_partitions(kafka_bootstrap: st
     assert {p for p, n in oa.items() if n == "100"} == owned_a
     assert {p for p, n in ob.items() if n == "100"} == owned_b
     assert await group_committed(kafka_bootstrap, group, topic, 4) == [100] * 4
+
+
+async def test_a_member_joining_mid_stream_takes_over_without_loss(
+    kafka_bootstrap: str,
+) -> None:
+    """A reads and commits part of the topic; B joins; A's revoked partitions yield nothing
+    more from A, and B resumes them at A's committed offsets: every record exactly once."""
+    topic, group = unique("join"), unique("g")
+    await create_topic(kafka_bootstrap, topic, partitions=4)
+    truth, values = payloads(400, seed=9)
+    await produce(kafka_bootstrap, topic, values, partitions=4)
+    a = KafkaStreamSource(kafka_bootstrap, topic, group, schema=SCHEMA, max_records_per_batch=40)
+    b = KafkaStreamSource(kafka_bootstrap, topic, group, schema=SCHEMA, max_records_per_batch=40)
+    await a.open(None)
+    try:
+        first, _, offsets = await drain(a, 120)
+        await a.commit(offsets)
+        before = a.assignment
+        await b.open(None)
+        (ra, _), (rb, _) = await drain_both(a, b, 400 - sum(t.num_rows for t in first))
+        after_a, after_b = a.assignment, b.assignment
+    finally:
+        await asyncio.gather(a.close(), b.close())
+    assert len(before) == 4
+    assert after_a
+    assert after_b
+    assert not after_a & after_b
+    got = pa.concat_tables([*first, *ra, *rb])
+    assert got.num_rows == 400
+    assert_table_equal(got, truth, sort_by=["event_time", "action", "user_id", "value"])
 
 
 async def drain_both(
