@@ -23,6 +23,7 @@ app = typer.Typer(
     help="streamkit: streaming queries over Kinesis, from the terminal.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -126,10 +126,12 @@ def run_cmd(
 ) -> None:
     """Run a streaming job file with progress output.
 
-    The file defines job() with no arguments, returning either a writer ready to start
-    (df.write_stream.output_mode(...).checkpoint(...).parquet(...), without .start())
-    or a started StreamingQuery. Without --available-now / --until-idle / --timeout the
-    job runs until Ctrl-C; the query always stops after its in-flight batch commits.
+    Convention: the file defines `def job():` (no arguments) returning either a writer
+    ready to start, e.g. `return counts.write_stream.output_mode("update")
+    .checkpoint("ck/").parquet("out/")` (no .start()), or a started StreamingQuery.
+    --available-now needs the writer form. Without --available-now, --until-idle or
+    --timeout the job runs until Ctrl-C; the query always stops after its in-flight
+    batch commits, releasing its leases.
     """
     if available_now and until_idle is not None:
         raise CliError("choose one of --available-now and --until-idle", "see --help", 2)

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from streamkit.connectors.kinesis import ShardInfo, StreamDescription
 
 stream_app = typer.Typer(
-    help="Create, inspect, reshard and delete Kinesis streams.", no_args_is_help=True
+    help="Create, inspect, reshard and delete Kinesis streams.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 
 NameArg = Annotated[str, typer.Argument(help="Stream name.", show_default=False)]
