@@ -43,7 +43,7 @@ from streamkit.streaming.decode import (
 )
 
 from .errors import KafkaSourceError, TopicNotFoundError
-from .support import partition_id, start_client
+from .support import partition_id, sample_values, start_client
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +118,15 @@ class KafkaStreamSource:
 
     @property
     def schema(self) -> pa.Schema:
-        """The decoder's schema (declared; this source does not infer one)."""
+        """The decoder's schema; for a JSON decoder without one, inferred (once, blocking)
+        from up to 200 of the oldest records of the topics."""
         schema = self._decoder.schema
+        if schema is None and isinstance(self._decoder, JsonDecoder):
+            schema = self._decoder.infer_schema(sample_values(self.bootstrap, self.topics))
         if schema is None:
             raise SchemaError(
-                f"the Kafka source of {self.topics} needs a schema: pass schema=... "
-                "(or a decoder with one, e.g. RawDecoder for the bytes as they are)"
+                f"cannot infer a schema: topics {self.topics} hold no valid JSON record yet; "
+                "pass schema=... (or a decoder with one, e.g. RawDecoder)"
             )
         return schema
 

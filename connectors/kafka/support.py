@@ -55,3 +55,38 @@ async def start_client(
             continue
         return client  # type: ignore[no-any-return]
     raise BrokerUnreachableError(bootstrap, attempts, cause)
+
+
+def sample_values(
+    bootstrap: str, topics: list[str], limit: int = 200, wait: float = 5.0
+) -> list[bytes]:
+    """Up to ``limit`` record values from the start of ``topics`` (no group, nothing
+    committed), for schema inference. Blocking: runs its own event loop in a thread, so
+    it may be called from inside a running loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def sample() -> list[bytes]:
+        consumer = await start_client(
+            lambda: AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False),
+            bootstrap,
+        )
+        try:
+            await consumer.topics()
+            tps = [
+                TopicPartition(t, p)
+                for t in topics
+                for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            data = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=limit)
+            return [r.value for rs in data.values() for r in rs if r.value]
+        finally:
+            await consumer.stop()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, sample()).result()

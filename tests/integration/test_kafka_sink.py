@@ -12,7 +12,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import streamkit as sk
-from streamkit.connectors.kafka import KafkaStreamSource, TopicNotFoundError
+from streamkit.connectors.kafka import (
+    BrokerUnreachableError,
+    KafkaStreamSource,
+    TopicNotFoundError,
+)
 from streamkit.connectors.kafka.sink import BATCH_HEADER, KafkaSink
 from streamkit.connectors.kafka.testing import create_topic, read_all, unique
 from streamkit.streaming.sources.memory import MemoryStream
@@ -129,5 +133,15 @@ async def test_unknown_topic_is_named_on_the_first_batch(kafka_bootstrap: str) -
     topic = unique("nosuch")
     sink = KafkaSink(kafka_bootstrap, topic)
     with pytest.raises(TopicNotFoundError, match=topic):
+        await sink.add_batch(0, pa.table({"x": [1]}))
+    await sink.close()
+
+
+async def test_unreachable_broker_fails_after_bounded_retries() -> None:
+    from streamkit.testing.servers import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    sink = KafkaSink(bootstrap, "t", connect_attempts=2, connect_backoff=0.1)
+    with pytest.raises(BrokerUnreachableError, match="after 2 attempt"):
         await sink.add_batch(0, pa.table({"x": [1]}))
     await sink.close()

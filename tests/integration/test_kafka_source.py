@@ -272,6 +272,21 @@ async def test_restart_resumes_from_the_query_checkpoint_not_the_group(
     assert await group_committed(kafka_bootstrap, group, topic, 3) == [334, 333, 333]
 
 
+async def test_schema_inferred_from_the_oldest_records(kafka_bootstrap: str) -> None:
+    topic, group = unique("infer"), unique("g")
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    values = [json.dumps({"id": i, "name": f"n{i}"}).encode() for i in range(20)]
+    await produce(kafka_bootstrap, topic, values, partitions=2)
+    source = KafkaStreamSource(kafka_bootstrap, topic, group)
+    assert source.schema == pa.schema([("id", pa.int64()), ("name", pa.string())])
+    await source.open(None)
+    try:
+        rows, _, _ = await drain(source, 20)
+    finally:
+        await source.close()
+    assert sorted(pa.concat_tables(rows)["id"].to_pylist()) == list(range(20))
+
+
 async def test_unknown_topic_is_named(kafka_bootstrap: str) -> None:
     topic = unique("missing")
     source = KafkaStreamSource(kafka_bootstrap, [topic], unique("g"), schema=SCHEMA)
