@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 
 import pyarrow as pa
 import pytest
@@ -145,3 +146,21 @@ async def test_unreachable_broker_fails_after_bounded_retries() -> None:
     with pytest.raises(BrokerUnreachableError, match="after 2 attempt"):
         await sink.add_batch(0, pa.table({"x": [1]}))
     await sink.close()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("STREAMKIT_KAFKA_BOOTSTRAP"),
+    reason="the idempotent producer fails on Tansu: set STREAMKIT_KAFKA_BOOTSTRAP to a real "
+    "Kafka (e.g. docker/compose.yml) to run it",
+)
+async def test_idempotent_producer_round_trip(kafka_bootstrap: str) -> None:
+    topic = unique("idem")
+    await create_topic(kafka_bootstrap, topic)
+    truth, _ = make_events(100, seed=13)
+    sink = KafkaSink(kafka_bootstrap, topic, key_column="user_id", enable_idempotence=True)
+    try:
+        await sink.add_batch(0, truth)
+    finally:
+        await sink.close()
+    assert sink.records_sent == 100
+    assert len(await read_all(kafka_bootstrap, topic, 100)) == 100
