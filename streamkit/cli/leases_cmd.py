@@ -96,10 +96,10 @@ def lease_table(app_name: str, leases: list[Lease], lags: dict[str, Behind | Non
     table.add_column("shard", no_wrap=True)
     table.add_column("owner", overflow="fold")
     table.add_column("counter", justify="right")
-    table.add_column("checkpoint", overflow="fold")
+    table.add_column("checkpoint", no_wrap=True)
     table.add_column("parent shards", overflow="fold")
     if lags:
-        table.add_column("behind", justify="right")
+        table.add_column("behind", justify="right", no_wrap=True)
     for lease in leases:
         cp = lease.checkpoint
         row = [
