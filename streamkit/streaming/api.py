@@ -107,6 +107,20 @@ class DataStreamReader:
 
         return read_kinesis(stream, app_name, schema, endpoint, **options)
 
+    def kafka(
+        self,
+        bootstrap: str,
+        topics: str | list[str],
+        group_id: str,
+        schema: pa.Schema | None = None,
+        **options: Any,
+    ) -> DataFrame:
+        """Kafka topics read with aiokafka: partitions play shards, offsets sequence numbers;
+        see :func:`streamkit.streaming.kafka_reader.read_kafka`."""
+        from streamkit.streaming.kafka_reader import read_kafka
+
+        return read_kafka(bootstrap, topics, group_id, schema, **options)
+
 
 read_stream = DataStreamReader()
 
