@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,31 @@ def test_demo_runs_on_embedded_moto_and_writes_consistent_results(tmp_path: Path
     }  # fmt: skip
     windows = int(_field(out, "windows").split()[0])
     assert windows == len(pc.unique(table["window_start"]))
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STREAMKIT_AWS_ENDPOINT"}
+    args = [str(STREAMKIT), "demo", "--duration", "120", "--output", str(tmp_path / "r")]
+    args += ["--rate", "100"]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until the query has counted something
+            match = re.search(r"counted=(\d+)", line)
+            if match and int(match.group(1)) > 0:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest + err
+    assert "interrupted: stopped cleanly" in rest
+    assert _field(rest, "leases released") == "4/4"
+    counted = int(_field(rest, "events counted"))
+    assert 0 < counted <= int(_field(rest, "events produced"))
+    table = pq.read_table(tmp_path / "r" / "window_counts.parquet")
+    assert pc.sum(table["events"]).as_py() == counted
