@@ -96,7 +96,11 @@ def follow(
         if timeout is not None and time.monotonic() - started >= timeout:
             break
         if not caught_up:
-            query.process_all_available(timeout=timeout or 600)
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            try:
+                query.process_all_available(timeout=600 if left is None else max(left, 0.1))
+            except TimeoutError:
+                continue  # --timeout reached while catching up: the check above stops
             caught_up, last_rows_at = True, max(last_rows_at, time.monotonic())
             continue
         if until_idle is not None and time.monotonic() - last_rows_at >= until_idle:
