@@ -109,23 +109,28 @@ def run_soak(
     cmd = [sys.executable, str(HERE / "_stream_run.py"), "--engine", "streamkit"]
     cmd += ["--dir", str(directory), "--soak", str(seconds), "--retention", retention]
     samples: list[tuple[float, int]] = []
+    out_path, err_path = directory.with_suffix(".out"), directory.with_suffix(".err")
     try:
         feeder.start()
         started = time.monotonic()
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while child.poll() is None:
-            rss = vm_rss(child.pid)
-            if rss is not None:
-                samples.append((time.monotonic() - started, rss))
-            time.sleep(1.0)
-        out, err = child.communicate()
+        # the report goes to a file: a pipe nobody reads until the end would block the child
+        with out_path.open("w") as out, err_path.open("w") as err:
+            child = subprocess.Popen(cmd, stdout=out, stderr=err)
+            while child.poll() is None:
+                rss = vm_rss(child.pid)
+                if rss is not None:
+                    samples.append((time.monotonic() - started, rss))
+                time.sleep(1.0)
+        output, errors = out_path.read_text(), err_path.read_text()
     finally:
         feeder.stop()
         shutil.rmtree(directory, ignore_errors=True)
+        out_path.unlink(missing_ok=True)
+        err_path.unlink(missing_ok=True)
     if child.returncode != 0:
-        tail = " | ".join(err.strip().splitlines()[-3:])
+        tail = " | ".join(errors.strip().splitlines()[-3:])
         raise RuntimeError(f"soak child exited {child.returncode}: {tail}")
-    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     warmup = min(60.0, seconds / 5)
     report.update(
         seconds=seconds,

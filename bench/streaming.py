@@ -223,18 +223,26 @@ def main(argv: list[str] | None = None) -> int:
         from _stream_soak import run_soak
 
         log(f"soak: {args.soak_seconds:.0f} s at {args.soak_rate:,.0f} rows/s ...")
-        raw["soak"] = run_soak(
-            args.soak_seconds, args.soak_rate, args.seed, args.very_late, args.soak_retention
-        )
-        lines += ["", *soak_lines(raw["soak"])]
+        try:
+            raw["soak"] = run_soak(
+                args.soak_seconds, args.soak_rate, args.seed, args.very_late, args.soak_retention
+            )
+            lines += ["", *soak_lines(raw["soak"])]
+        except Exception as exc:  # reported; the other parts' figures are still written
+            raw["soak_error"] = repr(exc)
+            lines += ["", f"Soak: !!! ERROR {exc!r}"]
     if args.kinesis_records > 0:
         from _stream_kinesis import run_kinesis
 
         log(f"kinesis: {args.kinesis_records:,} records ...")
-        raw["kinesis"] = run_kinesis(
-            args.kinesis_records, args.seed, args.very_late, args.kinesis_repeat
-        )
-        lines += ["", raw["kinesis"]["line"]]
+        try:
+            raw["kinesis"] = run_kinesis(
+                args.kinesis_records, args.seed, args.very_late, args.kinesis_repeat
+            )
+            lines += ["", raw["kinesis"]["line"]]
+        except Exception as exc:
+            raw["kinesis_error"] = repr(exc)
+            lines += ["", f"Kinesis: !!! ERROR {exc!r}"]
     env["loadavg_end"] = os.getloadavg()
     lines.insert(0, f"Run of {env['started']}, load {env['loadavg_start'][0]:.1f} at start, "
                  f"{env['loadavg_end'][0]:.1f} at end; {env['versions']}\n")  # fmt: skip
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {path}")
     failed = any(r.get("error") or r.get("problems") for r in runs)
     failed |= any(r["problems"] for r in raw.get("kinesis", {}).get("runs", []))
+    failed |= "soak_error" in raw or "kinesis_error" in raw
     return 1 if failed else 0
 
 
