@@ -50,7 +50,7 @@ def build(
     """
     m = 1 << p
     reg_idx, rhos = data[reg].to_numpy(), data[rho].to_numpy()
-    coder = GroupCoder.fit(data, keys)
+    coder = GroupCoder.fit(groups, keys)  # the distinct keys have the data's ranges
     if coder is not None and coder.slots * m <= MAX_DENSE_BYTES:
         dense = np.zeros(coder.slots * m, dtype=np.uint8)
         np.maximum.at(dense, coder.ids(data) * m + reg_idx, rhos)
