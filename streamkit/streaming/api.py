@@ -205,6 +205,38 @@ class DataStreamWriter:
         self._sink_factory = lambda: ParquetSink(path, partition_by=partition_by)
         return self
 
+    def json(self, path: str, partition_by: str | None = None) -> DataStreamWriter:
+        """NDJSON files per batch (local or ``s3://``), idempotent per batch id."""
+        from streamkit.streaming.sinks import JsonSink
+
+        if self._checkpoint is None:
+            raise PlanError(
+                "a JSON sink needs a checkpoint location (set .checkpoint(path) first) so "
+                "that a restart continues its batch ids instead of rewriting batch 0"
+            )
+        self._sink_factory = lambda: JsonSink(path, partition_by=partition_by)
+        return self
+
+    def kafka(
+        self,
+        bootstrap: str,
+        topic: str,
+        key_column: str | None = None,
+        value_format: str = "json",
+    ) -> DataStreamWriter:
+        """Rows to a Kafka topic (:class:`~streamkit.connectors.kafka.sink.KafkaSink`)."""
+        from streamkit.connectors.kafka.sink import KafkaSink
+
+        return self.to(KafkaSink(bootstrap, topic, key_column, value_format))
+
+    def kinesis(
+        self, stream: str, partition_key_column: str, endpoint: AwsEndpoint | None = None
+    ) -> DataStreamWriter:
+        """Rows to a Kinesis stream (:class:`~streamkit.connectors.kinesis.sink.KinesisSink`)."""
+        from streamkit.connectors.kinesis.sink import KinesisSink
+
+        return self.to(KinesisSink(stream, endpoint, partition_key_column))
+
     def foreach_batch(
         self, fn: Callable[[DataFrame, int], Awaitable[None] | None]
     ) -> DataStreamWriter:
