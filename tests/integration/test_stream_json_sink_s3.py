@@ -1,7 +1,12 @@
-"""JSON sink on LocalStack S3, over the wire: round trip, partitions, idempotent re-runs."""
+"""JSON sink on LocalStack S3, over the wire: round trip, partitions, idempotent re-runs.
+
+Also the writer shortcuts to the connector sinks, ``write_stream.kafka(...)`` (Tansu) and
+``write_stream.kinesis(...)`` (LocalStack), end to end."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -11,13 +16,17 @@ import pytest
 
 import streamkit as sk
 from streamkit.config import AwsEndpoint
+from streamkit.connectors.kafka.testing import create_topic, read_all, unique
+from streamkit.connectors.kinesis.client import kinesis_client
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit.streaming.sinks import JsonSink
 from streamkit.streaming.sinks.json import JSON_PENDING
+from streamkit.streaming.sources.memory import MemoryStream
+from tests.integration.kinesis_support import fresh_stream, read_stream_blocking
 from tests.unit.test_stream_json_sink import JsonFailingStore
 from tests.unit.test_stream_sinks import events, run
 
-pytestmark = [pytest.mark.integration, pytest.mark.localstack]
+pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
@@ -53,6 +62,7 @@ def read_ids(url: str) -> list[int]:
     return sorted(sk.read.json(url).to_arrow().column("id").to_pylist())
 
 
+@pytest.mark.localstack
 def test_s3_json_round_trip(configured: AwsEndpoint, bucket: str) -> None:
     url = f"s3://{bucket}/out"
     times = [datetime(2024, 5, 1, 12, 0, 0, 123_456), datetime(2024, 5, 1, 12, 0, 1)]
@@ -67,6 +77,7 @@ def test_s3_json_round_trip(configured: AwsEndpoint, bucket: str) -> None:
     assert back.column("v").to_pylist() == ["x", None]
 
 
+@pytest.mark.localstack
 def test_s3_json_partition_by(configured: AwsEndpoint, bucket: str) -> None:
     url = f"s3://{bucket}/by-day"
     run(JsonSink(url, partition_by="day").add_batch(0, events(6)))
@@ -80,6 +91,7 @@ def test_s3_json_partition_by(configured: AwsEndpoint, bucket: str) -> None:
     assert read_ids(url) == list(range(6))
 
 
+@pytest.mark.localstack
 def test_s3_json_rewrite_of_a_batch_leaves_no_duplicates(
     configured: AwsEndpoint, bucket: str
 ) -> None:
@@ -95,6 +107,7 @@ def test_s3_json_rewrite_of_a_batch_leaves_no_duplicates(
     assert batch1 == ["action=view/batch-000000001-part-0.json"]
 
 
+@pytest.mark.localstack
 def test_s3_json_crash_mid_batch_is_cleaned_by_the_re_run(
     configured: AwsEndpoint, bucket: str
 ) -> None:
@@ -107,3 +120,42 @@ def test_s3_json_crash_mid_batch_is_cleaned_by_the_re_run(
     assert 4 < len(read_ids(url)) < 12  # a partial batch 1 is visible until the re-run
     run(JsonSink(url, partition_by="action").add_batch(1, events(8, offset=4)))
     assert read_ids(url) == list(range(12))
+
+
+# --- writer shortcuts to the connector sinks ---------------------------------------------
+
+ROWS = pa.table({"id": [1, 2, 3], "user": ["a", "b", "a"]})
+
+
+def memory_rows() -> MemoryStream:
+    memory = MemoryStream(schema=ROWS.schema)
+    memory.add_rows(ROWS)
+    return memory
+
+
+async def test_write_stream_kafka_sends_rows_as_json(kafka_bootstrap: str) -> None:
+    topic = unique("json-writer")
+    await create_topic(kafka_bootstrap, topic, partitions=1)
+    writer = sk.read_stream.source(memory_rows()).write_stream.trigger(available_now=True)
+    query = writer.kafka(kafka_bootstrap, topic, key_column="user").start()
+    assert await asyncio.to_thread(query.await_termination, 60)
+    records = await read_all(kafka_bootstrap, topic, expected=3)
+    got = [(key, json.loads(value or b"")) for _, _, key, value in records]
+    assert got == [(b"a", {"id": 1, "user": "a"}), (b"b", {"id": 2, "user": "b"}),
+                   (b"a", {"id": 3, "user": "a"})]  # fmt: skip
+
+
+@pytest.mark.localstack
+async def test_write_stream_kinesis_sends_rows_as_json(localstack_endpoint: AwsEndpoint) -> None:
+    async with fresh_stream(localstack_endpoint, 1, "json-writer") as (stream, _):
+        writer = sk.read_stream.source(memory_rows()).write_stream.trigger(available_now=True)
+        query = writer.kinesis(stream, "user", endpoint=localstack_endpoint).start()
+        assert await asyncio.to_thread(query.await_termination, 60)
+        client = kinesis_client(localstack_endpoint)
+        shards = await asyncio.to_thread(read_stream_blocking, client, stream)
+    records = [r for rs in shards.values() for r in rs]
+    assert [(r["PartitionKey"], json.loads(r["Data"])) for r in records] == [
+        ("a", {"id": 1, "user": "a"}),
+        ("b", {"id": 2, "user": "b"}),
+        ("a", {"id": 3, "user": "a"}),
+    ]
