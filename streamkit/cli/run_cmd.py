@@ -127,6 +127,10 @@ def run_cmd(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Then draw the windowed counts per key as a PNG here."),
+    ] = None,
 ) -> None:
     """Run a streaming job file with progress output.
 
@@ -147,3 +151,7 @@ def run_cmd(
         query.stop()
     query.await_termination(5)  # re-raises the query's error (exit 1)
     console.print(f"stopped {query.name}: {batches} batch(es), {rows} input row(s)")
+    if plot is not None:
+        from streamkit.cli.plot import plot_window_counts, query_result
+
+        console.print(f"plot: {plot_window_counts(query_result(query), plot)}", soft_wrap=True)
