@@ -113,7 +113,9 @@ class FileSource:
             files = sorted(
                 f.path
                 for f in fs.get_file_info(selector)
-                if f.type == pafs.FileType.File and f.path.endswith((".json", ".ndjson", ".jsonl"))
+                if f.type == pafs.FileType.File
+                and f.path.endswith((".json", ".ndjson", ".jsonl"))
+                and not f.base_name.startswith((".", "_"))  # hidden / bookkeeping files
             )
         else:
             files = [root]
