@@ -36,6 +36,16 @@ if TYPE_CHECKING:
     from streamkit.streaming.trigger import Trigger
 
 
+SIDE_TABLE_ROWS = 100_000
+"""Most recent dead-letter and late rows a query keeps in memory for users to read."""
+
+
+def _trim(tables: list[pa.Table]) -> None:
+    total = sum(t.num_rows for t in tables)
+    while len(tables) > 1 and total - tables[0].num_rows >= SIDE_TABLE_ROWS:
+        total -= tables.pop(0).num_rows
+
+
 class StreamingQueryError(StreamkitError):
     """The query stopped because of an error; ``__cause__`` holds the original."""
 
@@ -124,12 +134,13 @@ class StreamingQuery:
     @property
     def dead_letters(self) -> pa.Table | None:
         """Records that could not be decoded (raw bytes, partition, position, reason,
-        batch id), or None when there were none."""
+        batch id), the most recent ~SIDE_TABLE_ROWS of them, or None when there were none."""
         return pa.concat_tables(self._dead, promote_options="default") if self._dead else None
 
     @property
     def late_rows(self) -> pa.Table | None:
-        """Input rows that arrived behind the watermark, or None when there were none."""
+        """Input rows that arrived behind the watermark (the most recent ~SIDE_TABLE_ROWS),
+        or None when there were none."""
         return pa.concat_tables(self._late, promote_options="default") if self._late else None
 
     def process_all_available(self, timeout: float = 60.0) -> None:
@@ -244,11 +255,15 @@ class StreamingQuery:
             self._cond.notify_all()
 
     def _keep_side_tables(self, bid: int, batch: SourceBatch, late: pl.DataFrame) -> None:
+        """Keep the most recent SIDE_TABLE_ROWS dead letters and late rows (totals are in
+        the progress records), so a long-running query's memory stays bounded."""
         if batch.dead_letters.num_rows:
             ids = pa.array([bid] * batch.dead_letters.num_rows, pa.int64())
             self._dead.append(batch.dead_letters.append_column("batch_id", ids))
+            _trim(self._dead)
         if late.height:
             self._late.append(late.to_arrow())
+            _trim(self._late)
 
     def _record(
         self,

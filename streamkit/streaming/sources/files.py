@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,7 +92,7 @@ class FileStreamSource:
         self._clock = clock
         self._wall_clock = wall_clock
         self._processed: set[str] = set()
-        self.commits: list[dict[str, str]] = []
+        self.commits: deque[dict[str, str]] = deque(maxlen=16)
         """Every offsets mapping passed to :meth:`commit` (for tests)."""
 
     @property
@@ -223,7 +224,7 @@ class FileStreamSource:
         """The whole file, or None if it no longer exists."""
         full = f"{self._root}/{f.name}"
         try:
-            with self._fs.open_input_stream(full) as stream:
+            with self._fs.open_input_file(full) as stream:  # random-access: one read
                 data: pa.Buffer = stream.read_buffer()
                 return data
         except OSError:

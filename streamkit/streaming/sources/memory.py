@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +78,9 @@ class MemoryStream:
         self._segments: list[list[_Segment]] = [[] for _ in range(partitions)]
         self._sizes = [0] * partitions
         self._next = [0] * partitions
-        self.commits: list[dict[str, str]] = []
-        """Every offsets mapping passed to :meth:`commit`, in order (for tests)."""
+        self.commits: deque[dict[str, str]] = deque(maxlen=16)
+        """The last 16 offsets mappings passed to :meth:`commit`, in order (bounded: a
+        long-running query must not grow)."""
         self.closed = False
 
     @property
