@@ -1,5 +1,5 @@
 """The windowed-counts plot: a real PNG, decoded and checked (size, not blank, one
-coloured line per key), and ``streamkit run --plot`` end to end on moto's server."""
+coloured line per key), and ``streamkit run --plot`` end to end on LocalStack."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from .conftest import Cli, unique
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from streamkit.config import AwsEndpoint
 
 WIDTH, HEIGHT = int(SIZE[0] * DPI), int(SIZE[1] * DPI)
 
@@ -100,11 +102,11 @@ def job():
 
 
 @pytest.mark.integration
-@pytest.mark.moto
-def test_run_available_now_with_plot(cli: Cli, tmp_path: Path) -> None:
+def test_run_available_now_with_plot(localstack_endpoint: AwsEndpoint, tmp_path: Path) -> None:
+    cli = Cli(localstack_endpoint)
     stream = unique("cli-plot")
     assert cli("stream", "create", stream, "--shards", "2").exit_code == 0
-    assert cli("produce", stream, "--count", "600", "--rate", "300").exit_code == 0
+    assert cli("produce", stream, "--count", "600").exit_code == 0
     job = tmp_path / "job.py"
     table = unique("plot_mem").replace("-", "_")
     job.write_text(JOB.format(stream=stream, app=unique("app"), table=table))
