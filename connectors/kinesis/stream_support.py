@@ -236,8 +236,9 @@ class EndProbes:
        ``margin`` seconds after T0 by this machine's clock, so everything put before T0
        is delivered (the margin absorbs clock skew and whole-second timestamps);
     3. the shard reached SHARD_END (end = SHARD_END);
-    4. the shard is not held by this worker for ``give_up_after`` seconds (another live
-       worker reads it): it is left out (end = None).
+    4. the shard is held by another worker (per the lease table) for ``give_up_after``
+       seconds: it is left out (end = None). An unowned shard, or one not yet taken by
+       this worker, is waited for: this worker will read it.
 
     Each shard's records are read once, by the consumer; nothing is read twice to find
     the end. Thread-safe reads (:meth:`end_of` may be called from any thread).
@@ -279,13 +280,18 @@ class EndProbes:
         states: Mapping[str, ShardState],
         held: frozenset[str],
         now: float,
+        *,
+        others: frozenset[str] = frozenset(),
     ) -> None:
-        """Apply rules 1, 3 and 4 to every pending shard."""
+        """Apply rules 1, 3 and 4 to every pending shard (``others``: shards the lease
+        table shows owned by another worker)."""
         for probe in list(self._probes.values()):
             for shard_id in list(probe.pending):
                 state = states.get(shard_id)
                 if state is not None and state.ended:
                     self._settle(probe, shard_id, END)
+                elif shard_id not in held and shard_id not in others:
+                    probe.unheld_since.pop(shard_id, None)
                 elif shard_id not in held:
                     since = probe.unheld_since.setdefault(shard_id, now)
                     if now - since > self.give_up_after:
