@@ -251,13 +251,11 @@ class KinesisStreamSource:
         ``"pending:<probe>"`` until resolved; only :meth:`reached` interprets them."""
         await self._opened.wait()
         consumer = self._need_consumer()
-        snapshot = consumer.coordinator.table_snapshot()
-        finished = {key for key, lease in snapshot.items() if lease.is_finished}
-        # Every shard of the stream counts, not only those with a lease yet: under load the
-        # shard sync or the first take cycle may not have run when the target is set.
-        listed = {shard.shard_id for shard in await consumer.shards.list_shards()}
-        shards = (set(consumer.held_shard_ids()) | set(snapshot) | listed) - finished
         metrics = consumer.metrics()
+        shards = set(consumer.held_shard_ids()) | {
+            key for key, lease in consumer.coordinator.table_snapshot().items()
+            if not lease.is_finished
+        }  # fmt: skip
         base = {s: metrics.shard(s).get_records_calls for s in shards}
         probe = self._probes.start(base, self._wall_clock())
         self._tick()
@@ -360,17 +358,8 @@ class KinesisStreamSource:
         consumer = self._consumer
         if consumer is None or not self._probes.any_pending or self._error is not None:
             return
-        others = frozenset(
-            key
-            for key, lease in consumer.coordinator.table_snapshot().items()
-            if lease.lease_owner not in (None, self.worker_id)
-        )
         self._probes.observe(
-            consumer.metrics(),
-            self._buffers.shards,
-            consumer.held_shard_ids(),
-            self._clock(),
-            others=others,
+            consumer.metrics(), self._buffers.shards, consumer.held_shard_ids(), self._clock()
         )
 
     async def _watch(self, consumer: KinesisConsumer) -> None:

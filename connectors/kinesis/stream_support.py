@@ -221,11 +221,6 @@ PENDING = "pending:"
 """Prefix of a target value that :meth:`EndProbes.end_of` resolves later."""
 
 
-EMPTY_CALLS = 5
-"""Empty GetRecords calls after a probe starts before a shard with nothing delivered yet
-counts as empty (rule 1)."""
-
-
 class EndProbes:
     """The "current end" of every shard, resolved by watching the consumer read.
 
@@ -241,9 +236,8 @@ class EndProbes:
        ``margin`` seconds after T0 by this machine's clock, so everything put before T0
        is delivered (the margin absorbs clock skew and whole-second timestamps);
     3. the shard reached SHARD_END (end = SHARD_END);
-    4. the shard is held by another worker (per the lease table) for ``give_up_after``
-       seconds: it is left out (end = None). An unowned shard, or one not yet taken by
-       this worker, is waited for: this worker will read it.
+    4. the shard is not held by this worker for ``give_up_after`` seconds (another live
+       worker reads it): it is left out (end = None).
 
     Each shard's records are read once, by the consumer; nothing is read twice to find
     the end. Thread-safe reads (:meth:`end_of` may be called from any thread).
@@ -285,18 +279,13 @@ class EndProbes:
         states: Mapping[str, ShardState],
         held: frozenset[str],
         now: float,
-        *,
-        others: frozenset[str] = frozenset(),
     ) -> None:
-        """Apply rules 1, 3 and 4 to every pending shard (``others``: shards the lease
-        table shows owned by another worker)."""
+        """Apply rules 1, 3 and 4 to every pending shard."""
         for probe in list(self._probes.values()):
             for shard_id in list(probe.pending):
                 state = states.get(shard_id)
                 if state is not None and state.ended:
                     self._settle(probe, shard_id, END)
-                elif shard_id not in held and shard_id not in others:
-                    probe.unheld_since.pop(shard_id, None)
                 elif shard_id not in held:
                     since = probe.unheld_since.setdefault(shard_id, now)
                     if now - since > self.give_up_after:
@@ -314,11 +303,6 @@ class EndProbes:
             return
         seen = probe.last_seen.get(shard_id)
         quiet = seen is not None and calls > seen[0] and records == seen[1]
-        nothing_yet = state is None or state.accepted is None
-        if quiet and nothing_yet and calls < probe.base_calls.get(shard_id, 0) + EMPTY_CALLS:
-            # Some servers (LocalStack) answer empty pages with MillisBehindLatest 0 before
-            # a fresh iterator reaches the data: call a shard empty only after a few calls.
-            quiet = False
         if quiet and m.millis_behind_latest == 0:
             self._settle(probe, shard_id, None if state is None else state.accepted)
             return
