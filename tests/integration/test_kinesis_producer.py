@@ -205,8 +205,6 @@ async def test_without_key_order_few_keys_fill_whole_calls(aws_endpoint: AwsEndp
         for n in range(300):
             await producer.put(payload("k", n), "k")
         await producer.close()
-        shards = await asyncio.to_thread(
-            read_stream_blocking, kinesis_client(aws_endpoint), stream
-        )
+        shards = await asyncio.to_thread(read_stream_blocking, kinesis_client(aws_endpoint), stream)
     assert producer.metrics().calls == 1
     assert by_key(shards) == {"k": list(range(300))}  # no failure: buffer order is kept

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import uuid
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,19 +18,6 @@ from streamkit.streaming.sources import FileStreamSource
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("action", pa.string())])
-
-
-@pytest.fixture
-def bucket(localstack_endpoint: AwsEndpoint) -> Iterator[str]:
-    """A fresh bucket, emptied and removed after the test."""
-    s3 = localstack_endpoint.client("s3")
-    name = f"sk-files-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=name, Key=obj["Key"])
-    s3.delete_bucket(Bucket=name)
 
 
 def put(endpoint: AwsEndpoint, bucket: str, key: str, body: bytes) -> None:

@@ -22,8 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -82,34 +80,6 @@ def child(argv: list[str]) -> int:
 # --- the test ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def bucket(localstack_endpoint: AwsEndpoint) -> Iterator[str]:
-    """A fresh bucket, emptied and removed after the test."""
-    s3 = localstack_endpoint.client("s3")
-    name = f"sk-crash-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=name, Key=obj["Key"])
-    s3.delete_bucket(Bucket=name)
-
-
-@pytest.fixture
-def configured(localstack_endpoint: AwsEndpoint) -> Iterator[AwsEndpoint]:
-    sk.configure(localstack_endpoint)
-    try:
-        yield localstack_endpoint
-    finally:
-        sk.configure(None)
-
-
-def keys(endpoint: AwsEndpoint, bucket: str, prefix: str) -> list[str]:
-    s3 = endpoint.client("s3")
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(o["Key"][len(prefix) :] for p in pages for o in p.get("Contents", []))
-
-
 def put_inputs(endpoint: AwsEndpoint, bucket: str) -> None:
     """File ``i`` holds ids ``4i..4i+3``, all with ``part`` even or odd like ``i``."""
     s3 = endpoint.client("s3")
@@ -158,6 +128,8 @@ def ids(df: sk.DataFrame) -> list[int]:
 def test_restart_after_crash_before_commit_leaves_no_duplicates(
     configured: AwsEndpoint, bucket: str, tmp_path: Path, restart_per_trigger: int
 ) -> None:
+    from tests.integration.conftest import s3_keys  # not at top: this file is also the job
+
     put_inputs(configured, bucket)
     root = f"s3://{bucket}"
     common = [
@@ -167,7 +139,7 @@ def test_restart_after_crash_before_commit_leaves_no_duplicates(
     log = tmp_path / "job.log"
     first = run_job([*common, "--per-trigger", "2", "--crash-batch", "1"], log, kill_after_ack=1)
     assert first == ["acked 0 rows 8", "acked 1 rows 8"]
-    checkpoint = keys(configured, bucket, "ckpt/")
+    checkpoint = s3_keys(configured, bucket, "ckpt/")
     assert "offsets/000000000001" in checkpoint
     assert "commits/000000000000" in checkpoint
     assert "commits/000000000001" not in checkpoint  # killed between the files and the commit
@@ -185,13 +157,13 @@ def test_restart_after_crash_before_commit_leaves_no_duplicates(
         {
             f"{b}/{k.split('/')[0]}"
             for b in ("pq", "js")
-            for k in keys(configured, bucket, f"{b}/")
+            for k in s3_keys(configured, bucket, f"{b}/")
             if "batch-000000001" in k
         }
     )
     want = ["part=even", "part=odd"] if restart_per_trigger == 2 else ["part=even"]
     assert parts == sorted(f"{b}/{p}" for b in ("pq", "js") for p in want)
-    assert "commits/000000000001" in keys(configured, bucket, "ckpt/")
+    assert "commits/000000000001" in s3_keys(configured, bucket, "ckpt/")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -22,39 +22,11 @@ from streamkit.streaming.checkpoint_store import (
 from streamkit.streaming.contracts import CheckpointStore
 from streamkit.streaming.sinks import ParquetSink
 from streamkit.testing.servers import free_port
+from tests.integration.conftest import s3_keys
 from tests.unit.test_checkpoint_store import CONTRACT
 from tests.unit.test_stream_sinks import FailingStore, events, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]
-
-
-@pytest.fixture
-def bucket(localstack_endpoint: AwsEndpoint) -> Iterator[str]:
-    """A fresh bucket, emptied and removed after the test."""
-    s3 = localstack_endpoint.client("s3")
-    name = f"sk-sink-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=name, Key=obj["Key"])
-    s3.delete_bucket(Bucket=name)
-
-
-@pytest.fixture
-def configured(localstack_endpoint: AwsEndpoint) -> Iterator[AwsEndpoint]:
-    """``sk.configure`` pointed at LocalStack for the test (default endpoint of s3:// paths)."""
-    sk.configure(localstack_endpoint)
-    try:
-        yield localstack_endpoint
-    finally:
-        sk.configure(None)
-
-
-def keys(endpoint: AwsEndpoint, bucket: str, prefix: str) -> list[str]:
-    s3 = endpoint.client("s3")
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(o["Key"][len(prefix) :] for p in pages for o in p.get("Contents", []))
 
 
 def read_ids(url: str) -> list[int]:
@@ -82,7 +54,7 @@ def test_s3_store_lists_across_pages_and_stays_inside_its_prefix(
     other.write_bytes("offsets/99", b"not mine")
     assert store.list("offsets") == [str(i) for i in range(7)]
     assert store.list("") == []
-    assert keys(localstack_endpoint, bucket, "ckpt/offsets/")[:2] == ["0", "1"]
+    assert s3_keys(localstack_endpoint, bucket, "ckpt/offsets/")[:2] == ["0", "1"]
 
 
 def test_open_s3_store_uses_the_configured_endpoint(configured: AwsEndpoint, bucket: str) -> None:
@@ -90,7 +62,7 @@ def test_open_s3_store_uses_the_configured_endpoint(configured: AwsEndpoint, buc
     assert isinstance(store, S3CheckpointStore)
     assert store.endpoint == configured
     store.write_bytes("commits/0", b"{}")
-    assert keys(configured, bucket, "via-configure/") == ["commits/0"]
+    assert s3_keys(configured, bucket, "via-configure/") == ["commits/0"]
 
 
 def test_missing_bucket_is_a_clear_error(localstack_endpoint: AwsEndpoint) -> None:
@@ -125,7 +97,7 @@ def test_s3_parquet_rewrite_of_a_batch_leaves_no_duplicates(
     run(sink.add_batch(1, events(4, offset=5)))
     run(ParquetSink(url, endpoint=configured).add_batch(1, events(4, offset=5)))
     assert read_ids(url) == list(range(9))
-    assert keys(configured, bucket, "out/") == [
+    assert s3_keys(configured, bucket, "out/") == [
         "_streamkit_pending.json",
         "batch-000000000-part-0.parquet",
         "batch-000000001-part-0.parquet",
@@ -147,7 +119,7 @@ def test_s3_parquet_crash_mid_batch_is_cleaned_by_the_re_run(
     rerun = pa.table({"id": [4, 5], "action": ["click", "view"], "day": [date(2024, 1, 1)] * 2})
     run(ParquetSink(url, partition_by="action").add_batch(1, rerun))
     assert read_ids(url) == [0, 1, 2, 3, 4, 5]
-    batch1 = [k for k in keys(configured, bucket, "parts/") if "batch-000000001" in k]
+    batch1 = [k for k in s3_keys(configured, bucket, "parts/") if "batch-000000001" in k]
     assert batch1 == [
         "action=click/batch-000000001-part-0.parquet",
         "action=view/batch-000000001-part-0.parquet",
@@ -159,7 +131,7 @@ def test_s3_parquet_partition_by(configured: AwsEndpoint, bucket: str) -> None:
     sink = ParquetSink(url, partition_by="day")
     run(sink.add_batch(0, events(6)))
     run(sink.add_batch(1, events(0)))
-    assert keys(configured, bucket, "by-day/") == [
+    assert s3_keys(configured, bucket, "by-day/") == [
         "_streamkit_pending.json",
         "day=2024-01-01/batch-000000000-part-0.parquet",
         "day=2024-01-02/batch-000000000-part-0.parquet",

@@ -14,8 +14,6 @@ from streamkit.streaming.sinks._files import BatchFileSink
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
 
-    from streamkit.config import AwsEndpoint
-    from streamkit.streaming.contracts import CheckpointStore
 
 __all__ = ["JSON_PENDING", "JsonSink", "JsonSinkError", "json_ready"]
 
@@ -52,27 +50,6 @@ class JsonSink(BatchFileSink):
     suffix = ".json"
     pending_name = JSON_PENDING
     error = JsonSinkError
-
-    def __init__(
-        self,
-        path: str,
-        partition_by: str | None = None,
-        endpoint: AwsEndpoint | None = None,
-        *,
-        max_rows_per_file: int = 1_000_000,
-        keep_partition_column: bool = True,
-        max_concurrent_writes: int = 8,
-        store: CheckpointStore | None = None,
-    ) -> None:
-        super().__init__(
-            path,
-            partition_by,
-            endpoint,
-            max_rows_per_file=max_rows_per_file,
-            keep_partition_column=keep_partition_column,
-            max_concurrent_writes=max_concurrent_writes,
-            store=store,
-        )
 
     def _encode(self, part: pa.Table) -> bytes:
         out = io.BytesIO()
