@@ -83,13 +83,25 @@ class DataStreamReader:
         format: str = "json",
         schema: pa.Schema | None = None,
         max_files_per_trigger: int | None = None,
+        *,
+        max_file_age: str | timedelta | float | None = None,
     ) -> DataFrame:
-        """New files under a directory or ``s3://`` prefix, picked up in arrival order."""
+        """New files under a directory or ``s3://`` prefix, picked up in arrival order.
+
+        ``max_file_age`` (e.g. ``"1 hour"``, a timedelta, or seconds) bounds the checkpointed
+        offsets: files older than the newest file read minus ``max_file_age`` are forgotten
+        once read and ignored if they show up later. None (the default) remembers every file
+        name forever. See :class:`~streamkit.streaming.sources.files.FileStreamSource`.
+        """
         from streamkit.streaming.sources.files import FileStreamSource
 
         return self.source(
             FileStreamSource(
-                path, format=format, schema=schema, max_files_per_trigger=max_files_per_trigger
+                path,
+                format=format,
+                schema=schema,
+                max_files_per_trigger=max_files_per_trigger,
+                max_file_age=max_file_age,
             )
         )
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import timedelta
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -27,17 +26,12 @@ from streamkit.streaming.decode import (
     conform,
     empty_dead_letters,
 )
+from streamkit.streaming.sources.file_position import ListedFile as _File
+from streamkit.streaming.sources.file_position import SeenFiles, decode, max_age_ns
 
 FORMATS = ("json", "parquet", "csv")
 PARTITION = "files"
 """The one partition of a file stream (its offsets key, and dead letters' partition)."""
-
-
-@dataclass(frozen=True, order=True)
-class _File:
-    mtime_ns: int
-    name: str
-    """Path relative to the source's root, ``/``-separated."""
 
 
 class FileStreamSource:
@@ -47,12 +41,31 @@ class FileStreamSource:
     Files must appear whole: write them elsewhere (or under a name starting with ``.`` or
     ``_``, which is ignored) and rename/put them into place. S3 puts are atomic.
 
-    Offsets: one partition ``"files"`` whose position is a compact JSON list of every file
-    processed so far (relative names, sorted). The full set, not a (mtime, name) high-water
-    mark: a file that shows up late with an older mtime (a slow upload, a copy keeping its
-    mtime) is still read, exactly once. The position grows with the number of files (about
-    the length of their names). Replaying from offsets reads the files not in the set, in
-    arrival order.
+    Offsets: one partition ``"files"`` naming the files processed (relative names, sorted),
+    not a (mtime, name) high-water mark: a file that shows up late with an older mtime (a
+    slow upload, a copy keeping its mtime) is still read, exactly once. Replaying from
+    offsets reads the listed files they do not cover, in arrival order.
+
+    ``max_file_age`` (a duration such as ``"1 hour"``, a timedelta, or seconds; None, the
+    default, keeps every name forever) bounds the offsets, like Spark's ``maxFileAge``:
+
+    - The horizon is ``newest - max_file_age``, where ``newest`` is the greatest mtime of a
+      file read so far (not merely listed: a backlog held back by ``max_files_per_trigger``
+      is never skipped). It only moves forward; before the first file is read there is none,
+      so a first start reads every file present.
+    - A file whose mtime is before the horizon is ignored when it shows up, and a file read
+      earlier is forgotten once the horizon passes its mtime. Nothing behind the horizon is
+      ever read again, so forgetting it cannot cause a second read, and the offsets hold
+      only the files from the last ``max_file_age``: ``{"files": {name: mtime_ns},
+      "horizon": mtime_ns}`` (compact, sorted). Choose ``max_file_age`` longer than the
+      longest delay with which a file can appear (upload time, clock skew).
+    - ``end_offsets`` is the files read plus the ones listed now at or after the horizon;
+      ``reached`` counts a target file as reached if it was read or is behind the horizon.
+
+    Without ``max_file_age`` the position is a compact JSON list of every file read, which
+    grows with the number of files. Both forms are read back. Loading the list form with
+    ``max_file_age`` set, a name is forgotten once a listing has shown its mtime and the
+    horizon passed it; names of files deleted since stay (a fixed, finite set).
 
     Formats: ``json`` (one object per line, through :class:`JsonDecoder`: a bad line is a
     dead letter at position ``"name:line"``), ``parquet`` and ``csv`` (pyarrow readers, cast
@@ -72,6 +85,7 @@ class FileStreamSource:
         max_record_bytes: int = 1_048_576,
         on_bad_record: OnBadRecord = "dead_letter",
         poll_interval: float = 1.0,
+        max_file_age: str | timedelta | float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -91,7 +105,8 @@ class FileStreamSource:
         self._poll = poll_interval
         self._clock = clock
         self._wall_clock = wall_clock
-        self._processed: set[str] = set()
+        self._max_age = max_age_ns(max_file_age)
+        self._seen = SeenFiles(self._max_age)
         self.commits: deque[dict[str, str]] = deque(maxlen=16)
         """Every offsets mapping passed to :meth:`commit` (for tests)."""
 
@@ -123,8 +138,8 @@ class FileStreamSource:
         return schema
 
     async def open(self, offsets: Offsets | None) -> None:
-        """Read the files not listed in ``offsets`` (None: every file)."""
-        self._processed = _decode(offsets)
+        """Read the files ``offsets`` do not cover (None: every file)."""
+        self._seen = SeenFiles(self._max_age, decode(offsets.get(PARTITION) if offsets else None))
 
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
         """The next unread files in arrival order (at most ``max_files_per_trigger``),
@@ -132,7 +147,7 @@ class FileStreamSource:
         deadline = self._clock() + max_wait
         while True:
             t0 = time.perf_counter()
-            new = [f for f in await asyncio.to_thread(self._list) if f.name not in self._processed]
+            new = self._seen.unread(await asyncio.to_thread(self._list))
             remaining = deadline - self._clock()
             if new or remaining <= 0:
                 break
@@ -141,7 +156,7 @@ class FileStreamSource:
             return None
         take = new[: self._cap] if self._cap else new
         decoded, decode = await asyncio.to_thread(self._read_files, take)
-        self._processed.update(f.name for f in take)
+        self._seen.add(take)
         rest = new[len(take) :]
         lag = int((self._wall_clock() - rest[0].mtime_ns / 1e9) * 1000) if rest else 0
         rows = [d.rows for d in decoded if d.rows.num_rows]
@@ -150,7 +165,7 @@ class FileStreamSource:
         return SourceBatch(
             rows=pa.concat_tables(rows) if rows else self._empty_rows(),
             dead_letters=pa.concat_tables(dead) if dead else empty_dead_letters(),
-            end_offsets={PARTITION: _encode(self._processed)},
+            end_offsets={PARTITION: self._seen.encode()},
             partitions=(PartitionProgress(PARTITION, records=records, lag_ms=lag),),
             fetch_seconds=time.perf_counter() - t0 - decode,
             decode_seconds=decode,
@@ -233,13 +248,13 @@ class FileStreamSource:
             raise
 
     async def end_offsets(self) -> Offsets:
-        """Every file processed or listed now (for ``available_now``)."""
+        """The files read plus those listed now at or after the horizon (``available_now``)."""
         listed = await asyncio.to_thread(self._list)
-        return {PARTITION: _encode(self._processed | {f.name for f in listed})}
+        return {PARTITION: self._seen.encode(self._seen.unread(listed))}
 
     def reached(self, offsets: Offsets, target: Offsets) -> bool:
-        """True when every file of ``target`` is in ``offsets``."""
-        return _decode(target) <= _decode(offsets)
+        """True when ``offsets`` cover every file of ``target``: read, or behind the horizon."""
+        return decode(offsets.get(PARTITION)).covers_all(decode(target.get(PARTITION)))
 
     async def commit(self, offsets: Offsets) -> None:
         """Record ``offsets`` in :attr:`commits` (files need no acknowledgement)."""
@@ -260,19 +275,3 @@ def _filesystem(path: str, endpoint: AwsEndpoint | None) -> tuple[pafs.FileSyste
     if "://" in path:
         raise ConfigError(f"unsupported path scheme in {path!r}; use a local path or s3://")
     return pafs.LocalFileSystem(), os.path.abspath(path).replace(os.sep, "/")
-
-
-def _encode(names: set[str]) -> str:
-    return json.dumps(sorted(names), separators=(",", ":"))
-
-
-def _decode(offsets: Offsets | None) -> set[str]:
-    if not offsets or PARTITION not in offsets:
-        return set()
-    try:
-        names = json.loads(offsets[PARTITION])
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"file stream offsets are not a JSON list of names: {exc}") from exc
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ConfigError("file stream offsets must be a JSON list of file names")
-    return set(names)
