@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -181,6 +181,9 @@ class SeenFiles:
         files.update((f.name, f.mtime_ns) for f in plus)
         return Position(self._horizon, files)
 
-    def encode(self, plus: Iterable[ListedFile] = ()) -> str:
+    def encode(self, plus: Sequence[ListedFile] = ()) -> str:
         """Offsets text: list form without ``max_age`` and horizon, else the object form."""
-        return encode(self.position(plus), legacy=self._max_age is None)
+        legacy = self._max_age is None
+        if plus:
+            return encode(self.position(plus), legacy=legacy)
+        return encode(Position(self._horizon, self._files), legacy=legacy)  # no copy
