@@ -7,6 +7,7 @@ asyncio); the handle's methods are thread-safe and blocking, like PySpark's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from streamkit.errors import StreamkitError
 from streamkit.streaming.checkpoint import CheckpointLog
-from streamkit.streaming.incremental import IncrementalQuery, OutputMode
+from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ class StreamingQuery:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._recover)
         await self.source.open(self._offsets or None)
+        ahead: asyncio.Task[SourceBatch | None] | None = None
         try:
             target = await self.source.end_offsets() if self.trigger.stops_by_itself else None
             quiet_since: float | None = None
@@ -200,10 +202,12 @@ class StreamingQuery:
                 quiet = quiet_since is not None and started - quiet_since >= AVAILABLE_NOW_QUIET
                 if quiet and target is not None and self.source.reached(self._offsets, target):
                     break
-                wait = 0.05 if self.trigger.kind != "processing_time" else self.trigger.interval
-                batch = await self.source.next_batch(max_wait=max(wait, 0.05))
+                batch = await (ahead or self._fetch())
+                ahead = None
                 if batch is not None and (batch.rows.num_rows or batch.dead_letters.num_rows):
                     quiet_since = None
+                    if self._prefetches:
+                        ahead = asyncio.create_task(self._fetch())
                     await self._process(batch, started)
                 else:
                     quiet_since = started if quiet_since is None else quiet_since
@@ -213,8 +217,23 @@ class StreamingQuery:
                     break
                 await self._pace(started)
         finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             await self.sink.close()
             await self.source.close()
+
+    @property
+    def _prefetches(self) -> bool:
+        """Whether batch N+1 is fetched while batch N runs: for triggers that start the next
+        batch as soon as the last one ends (``available_now``, ``processing_time`` 0)."""
+        kind = self.trigger.kind
+        return kind == "available_now" or (kind == "processing_time" and not self.trigger.interval)
+
+    async def _fetch(self) -> SourceBatch | None:
+        wait = 0.05 if self.trigger.kind != "processing_time" else self.trigger.interval
+        return await self.source.next_batch(max_wait=max(wait, 0.05))
 
     async def _pace(self, started: float) -> None:
         if self.trigger.kind == "processing_time":
@@ -235,12 +254,8 @@ class StreamingQuery:
         offsets = {**self._offsets, **batch.end_offsets}
         t0 = self._clock()
         await asyncio.to_thread(self._log.write_offsets, bid, offsets)
-        rows = pl.from_arrow(batch.rows)
-        assert isinstance(rows, pl.DataFrame)
-        self.table.append(batch.rows)
-        result = self._engine.run(rows)
+        result, output = await asyncio.to_thread(self._execute, batch.rows)
         t1 = self._clock()
-        output = result.output.to_arrow()
         await self.sink.add_batch(bid, output)
         t2 = self._clock()
         await asyncio.to_thread(self._log.write_state, bid, self._engine.state_frame())
@@ -264,6 +279,15 @@ class StreamingQuery:
         with self._cond:
             self._offsets, self._next_id = offsets, bid + 1
             self._cond.notify_all()
+
+    def _execute(self, rows: pa.Table) -> tuple[BatchResult, pa.Table]:
+        """Append ``rows`` to the input table and run the incremental engine on them (in a
+        worker thread, so the next batch is fetched meanwhile)."""
+        frame = pl.from_arrow(rows)
+        assert isinstance(frame, pl.DataFrame)
+        self.table.append(rows)
+        result = self._engine.run(frame)
+        return result, result.output.to_arrow()
 
     def _keep_side_tables(self, bid: int, batch: SourceBatch, late: pl.DataFrame) -> None:
         """Keep the most recent SIDE_TABLE_ROWS dead letters and late rows (totals are in
