@@ -16,6 +16,15 @@ or ``SHARD_END``. Exactly-once, step by step:
    advance. A closed shard is checkpointed at SHARD_END only once all its records are
    committed, so its children never start ahead of the query.
 
+``end_offsets`` (``available_now``, ``process_all_available``) reads every shard to its tip
+once (:mod:`.stream_tips`) and returns concrete positions, so ``reached`` is a comparison.
+
+``initial_position="LATEST"`` means: records put after :meth:`KinesisStreamSource.open`
+began. The consumer starts new leases AT_TIMESTAMP of that moment (not at a LATEST
+iterator, whose start no other reader can find), so the tip read starts where the consumer
+does. On servers whose AT_TIMESTAMP has whole-second resolution (kinesis-mock, i.e.
+LocalStack) this also includes records put up to a second before.
+
 One streaming query per ``app_name``: the lease table mirrors that query's checkpoint.
 """
 
@@ -25,6 +34,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -33,6 +44,7 @@ from streamkit.config import AwsEndpoint
 from streamkit.connectors.kinesis.consumer import (
     ConsumerEvent,
     ConsumerEventKind,
+    InitialPosition,
     KinesisConsumer,
 )
 from streamkit.connectors.kinesis.consumer.config import default_worker_id
@@ -52,8 +64,6 @@ from streamkit.streaming.decode import (
 from .stream_leases import Alignment, align_leases
 from .stream_support import (
     END,
-    PENDING,
-    EndProbes,
     KinesisSourceError,
     ShardBuffers,
     at_or_past,
@@ -62,12 +72,12 @@ from .stream_support import (
     later,
     sample_payloads,
 )
+from .stream_tips import read_tips, tip_start
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-    from datetime import datetime
+    from collections.abc import Callable, Iterable, Mapping
 
-    from streamkit.connectors.kinesis.consumer import InitialPosition
+    from streamkit.connectors.kinesis.consumer import ConsumerConfig
     from streamkit.connectors.kinesis.leases import Checkpointer
     from streamkit.connectors.kinesis.types import (
         ExtendedSequenceNumber,
@@ -92,7 +102,8 @@ class KinesisStreamSource:
     at most ``max_buffered_records`` wait in memory (default ``max(2 * cap, 10_000)``).
     ``consumer_options`` are further :class:`ConsumerConfig` fields (``idle_time``,
     ``take_interval``, ``max_records`` per GetRecords, ...). ``lease_endpoint`` serves the
-    lease table when it is not ``endpoint`` (default: ``endpoint``).
+    lease table when it is not ``endpoint`` (default: ``endpoint``). ``wall_clock`` gives
+    the moment a LATEST source opens (see the module docstring).
     """
 
     def __init__(
@@ -110,7 +121,6 @@ class KinesisStreamSource:
         max_buffered_records: int | None = None,
         on_bad_record: OnBadRecord = "dead_letter",
         consumer_options: Mapping[str, Any] | None = None,
-        end_probe_margin: float = 1.0,
         lease_endpoint: AwsEndpoint | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -134,7 +144,6 @@ class KinesisStreamSource:
         )
         self._cap = max_records_per_batch
         self._capacity = max_buffered_records or max(2 * self._cap, 10_000)
-        self._margin = end_probe_margin
         self._clock, self._wall_clock = clock, wall_clock
         self._new_session()
         self.alignment: Alignment | None = None
@@ -145,8 +154,11 @@ class KinesisStreamSource:
     def _new_session(self) -> None:
         """Fresh state for the next open (each query runs its own event loop)."""
         self._buffers = ShardBuffers(self._capacity)
-        give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
-        self._probes = EndProbes(self._margin, give_up)
+        self._give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
+        self._watched: set[str] = set()
+        self._unheld_since: dict[str, float] = {}
+        self._given_up: frozenset[str] = frozenset()
+        self._session = self.config
         self._consumer: KinesisConsumer | None = None
         self._opened = asyncio.Event()
         self._committed = asyncio.Event()
@@ -192,8 +204,9 @@ class KinesisStreamSource:
         store = DynamoDBLeaseStore(
             self.lease_endpoint, self.app_name, call_timeout=self.config.lease_call_timeout
         )
+        self._session = self._pinned(self.config)
         consumer = self._consumer = KinesisConsumer(
-            self.config, self.endpoint, lease_store=store, clock=self._clock
+            self._session, self.endpoint, lease_store=store, clock=self._clock
         )
         first_cycle = asyncio.Event()
 
@@ -210,7 +223,8 @@ class KinesisStreamSource:
             )  # fmt: skip
             consumer.add_listener(on_event)
             await consumer.start(lambda: _ShardProcessor(self))
-            self._watcher = asyncio.create_task(self._watch(consumer), name="kinesis-watch")
+            watch = self._watch_consumer(consumer)
+            self._watcher = asyncio.create_task(watch, name="kinesis-watch")
             wait = self.config.effective_take_interval + 30.0
             await asyncio.wait_for(first_of(first_cycle.wait(), consumer.join()), wait)
         except BaseException:
@@ -245,35 +259,46 @@ class KinesisStreamSource:
         )
 
     async def end_offsets(self) -> Offsets:
-        """The current end of every shard this worker holds or may take (for
-        ``available_now``): a target that resolves while the consumer reads, without a
-        second read of the stream (see :class:`~.stream_support.EndProbes`). Values are
-        ``"pending:<probe>"`` until resolved; only :meth:`reached` interprets them."""
+        """The current end of every shard this worker holds or may take (an unfinished
+        lease), for ``available_now`` / ``process_all_available``: the last sequence number
+        of each, found by reading it to its tip once (:func:`~.stream_tips.read_tips`),
+        from just after the furthest position this source knows (else the lease checkpoint,
+        else the initial position). Shards with nothing to wait for are left out.
+
+        Guarantee: every record put before this call, in those shards, is included when
+        :meth:`reached` is true. Not covered: shards whose lease does not exist yet (a
+        reshard not yet seen by a shard sync), and, by :meth:`reached`, shards another live
+        worker reads. Cost: the backlog after the known position is read twice (here and
+        by the consumer).
+        """
         await self._opened.wait()
         consumer = self._need_consumer()
-        metrics = consumer.metrics()
-        shards = set(consumer.held_shard_ids()) | {
-            key for key, lease in consumer.coordinator.table_snapshot().items()
-            if not lease.is_finished
-        }  # fmt: skip
-        base = {s: metrics.shard(s).get_records_calls for s in shards}
-        probe = self._probes.start(base, self._wall_clock())
-        self._tick()
-        return dict.fromkeys(sorted(shards), f"{PENDING}{probe}")
+        leases = consumer.coordinator.table_snapshot()
+        ids = sorted(
+            set(consumer.held_shard_ids())
+            | {key for key, lease in leases.items() if not lease.is_finished}
+        )
+        initial = self._session.initial_position
+        starts = [
+            tip_start(s, self._known(s), leases[s].checkpoint if s in leases else None, initial)
+            for s in ids
+        ]
+        listed = {info.shard_id: info for info in await consumer.shards.list_shards()}
+        target = await read_tips(consumer.client, self.stream, listed, starts)
+        self._watch(target)
+        return target
 
     def reached(self, offsets: Offsets, target: Offsets) -> bool:
         """True when, on every shard of ``target``, ``offsets`` is at or past its end
-        (sequence numbers compared as integers; SHARD_END is past everything). Safe to
-        call from any thread."""
-        for shard_id, value in target.items():
-            end: str | None = value
-            if value.startswith(PENDING):
-                resolved, end = self._probes.end_of(int(value[len(PENDING) :]), shard_id)
-                if not resolved:
-                    return False
-            if not at_or_past(offsets.get(shard_id), end):
-                return False
-        return True
+        (sequence numbers compared as integers; SHARD_END is past everything). A shard this
+        worker has not held for ``failover_time + 2 * take_interval + 1`` s (another live
+        worker reads it) is left out, else the query would wait forever. Safe to call from
+        any thread."""
+        given_up = self._given_up
+        return all(
+            shard_id in given_up or at_or_past(offsets.get(shard_id), end)
+            for shard_id, end in target.items()
+        )
 
     async def commit(self, offsets: Offsets) -> None:
         """The engine committed a batch ending at ``offsets``: advance the lease checkpoints
@@ -354,15 +379,39 @@ class KinesisStreamSource:
             out.append(PartitionProgress(shard_id, len(taken.get(shard_id, ())), lag, owner))
         return tuple(out)
 
-    def _tick(self) -> None:
-        consumer = self._consumer
-        if consumer is None or not self._probes.any_pending or self._error is not None:
-            return
-        self._probes.observe(
-            consumer.metrics(), self._buffers.shards, consumer.held_shard_ids(), self._clock()
-        )
+    def _known(self, shard_id: str) -> str | None:
+        """The furthest position of ``shard_id`` this source holds (None: none)."""
+        state = self._buffers.shards.get(shard_id)
+        if state is None:
+            return None
+        return later(later(state.accepted, state.handed), state.committed)
 
-    async def _watch(self, consumer: KinesisConsumer) -> None:
+    def _pinned(self, config: ConsumerConfig) -> ConsumerConfig:
+        """``config`` with LATEST pinned to AT_TIMESTAMP of now (see the module docstring)."""
+        if config.initial_position.kind != "LATEST":
+            return config
+        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        return replace(config, initial_position=InitialPosition.at_timestamp(now))
+
+    def _watch(self, shard_ids: Iterable[str]) -> None:
+        self._watched.update(shard_ids)
+        self._tick()
+
+    def _tick(self) -> None:
+        """Track how long each shard of a target has not been held by this worker."""
+        consumer = self._consumer
+        if consumer is None or not self._watched or self._error is not None:
+            return
+        held, now = consumer.held_shard_ids(), self._clock()
+        for shard_id in self._watched:
+            if shard_id in held:
+                self._unheld_since.pop(shard_id, None)
+            else:
+                self._unheld_since.setdefault(shard_id, now)
+        since = self._unheld_since.items()
+        self._given_up = frozenset(s for s, t in since if now - t > self._give_up)
+
+    async def _watch_consumer(self, consumer: KinesisConsumer) -> None:
         try:
             await consumer.join()
             if not self._buffers.closing:
@@ -393,10 +442,7 @@ class KinesisStreamSource:
             )
 
     async def _delivered(self, batch: RecordBatch) -> None:
-        n = await self._buffers.accept(batch.shard_id, batch.records, batch.millis_behind_latest)
-        if n and batch.records:
-            state = self._buffers.state(batch.shard_id)
-            self._probes.on_delivery(batch.shard_id, batch.records[-1], state.accepted)
+        await self._buffers.accept(batch.shard_id, batch.records, batch.millis_behind_latest)
 
     async def _shard_ended(self, shard_id: str) -> None:
         """Return (letting the consumer checkpoint SHARD_END) once every record of the

@@ -4,15 +4,12 @@
   (a decimal string) or ``"SHARD_END"`` (every record of a closed shard is included);
 - :class:`ShardBuffers`: records the consumer delivered and the engine has not taken yet,
   with the per-shard positions (accepted, handed to the engine, committed);
-- :class:`EndProbes`: the "current end of every shard" for ``available_now`` and
-  ``process_all_available``, resolved while the consumer reads (see its docstring);
 - :func:`sample_payloads`: a few records to infer a schema from.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +23,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from streamkit.connectors.kinesis.client import KinesisApi
-    from streamkit.connectors.kinesis.consumer import ConsumerMetrics
     from streamkit.connectors.kinesis.types import KinesisRecord, ShardInfo
 
 END = Sentinel.SHARD_END.value
@@ -202,127 +198,6 @@ class ShardBuffers:
         """Wake deliveries waiting for room; they return without queueing."""
         self.closing = True
         self._space.set()
-
-
-# -- the current end of every shard -------------------------------------------------------
-
-
-@dataclass
-class _Probe:
-    started_wall: float
-    base_calls: dict[str, int]
-    pending: set[str]
-    resolved: dict[str, str | None] = field(default_factory=dict)
-    last_seen: dict[str, tuple[int, int]] = field(default_factory=dict)
-    unheld_since: dict[str, float] = field(default_factory=dict)
-
-
-PENDING = "pending:"
-"""Prefix of a target value that :meth:`EndProbes.end_of` resolves later."""
-
-
-class EndProbes:
-    """The "current end" of every shard, resolved by watching the consumer read.
-
-    Kinesis cannot tell the last sequence number of an open shard without reading it, and
-    ``MillisBehindLatest`` is a time difference (records put in the same millisecond
-    report 0 while some are still unread). So a probe started at time T0 resolves shard
-    ``s`` at the position the consumer has delivered when one of these is seen:
-
-    1. quiet shard: a GetRecords call that started after T0 came back empty with
-       ``MillisBehindLatest == 0`` (two metric observations: the call count moved past
-       T0's by two, the record count did not move between them);
-    2. busy shard: a delivered record arrived (``ApproximateArrivalTimestamp``) at least
-       ``margin`` seconds after T0 by this machine's clock, so everything put before T0
-       is delivered (the margin absorbs clock skew and whole-second timestamps);
-    3. the shard reached SHARD_END (end = SHARD_END);
-    4. the shard is not held by this worker for ``give_up_after`` seconds (another live
-       worker reads it): it is left out (end = None).
-
-    Each shard's records are read once, by the consumer; nothing is read twice to find
-    the end. Thread-safe reads (:meth:`end_of` may be called from any thread).
-    """
-
-    def __init__(self, margin: float, give_up_after: float, keep: int = 16) -> None:
-        self.margin = margin
-        self.give_up_after = give_up_after
-        self._keep = keep
-        self._lock = threading.Lock()
-        self._probes: dict[int, _Probe] = {}
-        self._next = 0
-
-    def start(self, base_calls: Mapping[str, int], wall: float) -> int:
-        """A probe over the shards of ``base_calls`` (GetRecords calls made so far)."""
-        with self._lock:
-            pid, self._next = self._next, self._next + 1
-            self._probes[pid] = _Probe(wall, dict(base_calls), set(base_calls))
-            for old in sorted(self._probes)[: -self._keep]:
-                del self._probes[old]
-            return pid
-
-    def end_of(self, pid: int, shard_id: str) -> tuple[bool, str | None]:
-        """``(resolved, end)`` of one shard of probe ``pid`` (unknown probes: resolved)."""
-        with self._lock:
-            probe = self._probes.get(pid)
-            if probe is None or shard_id not in probe.pending | set(probe.resolved):
-                return True, None
-            return shard_id in probe.resolved, probe.resolved.get(shard_id)
-
-    def _settle(self, probe: _Probe, shard_id: str, end: str | None) -> None:
-        with self._lock:
-            probe.pending.discard(shard_id)
-            probe.resolved[shard_id] = end
-
-    def observe(
-        self,
-        metrics: ConsumerMetrics,
-        states: Mapping[str, ShardState],
-        held: frozenset[str],
-        now: float,
-    ) -> None:
-        """Apply rules 1, 3 and 4 to every pending shard."""
-        for probe in list(self._probes.values()):
-            for shard_id in list(probe.pending):
-                state = states.get(shard_id)
-                if state is not None and state.ended:
-                    self._settle(probe, shard_id, END)
-                elif shard_id not in held:
-                    since = probe.unheld_since.setdefault(shard_id, now)
-                    if now - since > self.give_up_after:
-                        self._settle(probe, shard_id, None)
-                else:
-                    probe.unheld_since.pop(shard_id, None)
-                    self._observe_quiet(probe, shard_id, metrics, state)
-
-    def _observe_quiet(
-        self, probe: _Probe, shard_id: str, metrics: ConsumerMetrics, state: ShardState | None
-    ) -> None:
-        m = metrics.shard(shard_id)
-        calls, records = m.get_records_calls, m.records
-        if calls < probe.base_calls.get(shard_id, 0) + 1:
-            return
-        seen = probe.last_seen.get(shard_id)
-        quiet = seen is not None and calls > seen[0] and records == seen[1]
-        if quiet and m.millis_behind_latest == 0:
-            self._settle(probe, shard_id, None if state is None else state.accepted)
-            return
-        if seen is None or calls != seen[0]:
-            probe.last_seen[shard_id] = (calls, records)
-
-    def on_delivery(self, shard_id: str, last: KinesisRecord, accepted: str | None) -> None:
-        """Rule 2, for a batch just accepted whose last record is ``last``."""
-        arrival = last.approximate_arrival
-        if arrival is None:
-            return
-        at = arrival.timestamp()
-        for probe in list(self._probes.values()):
-            if shard_id in probe.pending and at >= probe.started_wall + self.margin:
-                self._settle(probe, shard_id, accepted)
-
-    @property
-    def any_pending(self) -> bool:
-        """True while some probe waits for a shard."""
-        return any(p.pending for p in self._probes.values())
 
 
 # -- schema inference --------------------------------------------------------------------

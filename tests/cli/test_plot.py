@@ -102,7 +102,7 @@ def job():
 
 
 @pytest.mark.integration
-def test_run_until_idle_with_plot(localstack_endpoint: AwsEndpoint, tmp_path: Path) -> None:
+def test_run_available_now_with_plot(localstack_endpoint: AwsEndpoint, tmp_path: Path) -> None:
     cli = Cli(localstack_endpoint)
     stream = unique("cli-plot")
     assert cli("stream", "create", stream, "--shards", "2").exit_code == 0
@@ -111,9 +111,8 @@ def test_run_until_idle_with_plot(localstack_endpoint: AwsEndpoint, tmp_path: Pa
     table = unique("plot_mem").replace("-", "_")
     job.write_text(JOB.format(stream=stream, app=unique("app"), table=table))
     png = tmp_path / "plots" / "counts.png"
-    # --until-idle: the picture must not depend on available_now's end probes (see the
-    # known early-stop issue in the README); every produced row must still be counted.
-    result = cli("run", str(job), "--until-idle", "3", "--plot", str(png))
+    # available_now stops at the end every shard had when the query started: all 600 rows
+    result = cli("run", str(job), "--available-now", "--plot", str(png))
     assert result.exit_code == 0, result.output
     assert "600 input row(s)" in result.output
     assert f"plot: {png}" in result.output.replace("\n", "")

@@ -29,6 +29,7 @@ from .kinesis_support import fresh_stream, read_stream_blocking, unique
 from .stream_crash_proc import SCHEMA, counts, make_events
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from streamkit.config import AwsEndpoint
@@ -321,12 +322,14 @@ async def test_schema_inferred_from_the_oldest_records_and_latest_start(
     localstack_endpoint: AwsEndpoint,
 ) -> None:
     """``schema=None`` samples the stream; ``initial_position="LATEST"`` skips what was put
-    before the query started and reads everything put after."""
+    before the query started and reads everything put after (LATEST is pinned to
+    AT_TIMESTAMP of the source's open, whole seconds on LocalStack: hence the pause)."""
     ep = localstack_endpoint
     truth, records = make_events(300, seed=6)
     app, name = unique("app"), unique("kin_latest")
     async with fresh_stream(ep, 2, "latest") as (stream, _):
         await produce(ep, stream, records[:100])
+        await asyncio.sleep(1.2)
         try:
             df = read_kinesis(
                 stream, app, endpoint=ep, initial_position="LATEST", consumer_options=FAST
@@ -347,3 +350,133 @@ async def test_schema_inferred_from_the_oldest_records_and_latest_start(
     later_rows = sk.from_arrow(truth.slice(100).drop_columns(["event_time"]))
     want = later_rows.group_by("action").agg(sk.count().alias("n"), sk.sum("value")).to_arrow()
     assert_table_equal(sk.memory_table(name), want, sort_by=["action"])
+
+
+# -- the end of every shard (available_now, process_all_available), on LocalStack and moto --
+
+PAGED = {**FAST, "max_records": 100}
+"""Several GetRecords pages per shard for the consumer."""
+
+
+async def test_end_offsets_are_the_last_sequence_numbers_put_before_the_call(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """Right after open (nothing consumed yet) the target is each non-empty shard's last
+    sequence number; after more puts, the new last ones; reading until ``reached`` hands
+    over exactly the records put before the call."""
+    ep = aws_endpoint
+    _, records = make_events(1500, seed=7)
+    app = unique("app")
+    async with fresh_stream(ep, 4, "tips") as (stream, _):
+        await produce(ep, stream, records[:1000])
+        source = KinesisStreamSource(
+            stream, app, ep, schema=SCHEMA, max_records_per_batch=300, consumer_options=PAGED
+        )
+        try:
+            await source.open(None)
+            first = await source.end_offsets()
+            assert first == await last_sequences(ep, stream)
+            rows, offsets = await drain(source, first)
+            assert rows == 1000
+            await produce(ep, stream, records[1000:])
+            second = await source.end_offsets()
+            assert second == await last_sequences(ep, stream)
+            assert not source.reached(offsets, second)
+            more, offsets = await drain(source, second, offsets)
+            assert more == 500
+        finally:
+            await source.close()
+            await drop(ep, app)
+
+
+async def drain(
+    source: KinesisStreamSource, target: Mapping[str, str], offsets: dict[str, str] | None = None
+) -> tuple[int, dict[str, str]]:
+    """Take batches until ``target`` is reached; rows taken and the offsets reached."""
+    offsets, rows, deadline = dict(offsets or {}), 0, time.monotonic() + 60
+    while not source.reached(offsets, target):
+        assert time.monotonic() < deadline, f"stuck at {offsets}, target {target}"
+        batch = await source.next_batch(0.2)
+        if batch is not None:
+            rows += batch.rows.num_rows
+            offsets.update(batch.end_offsets)
+            await source.commit(offsets)
+    return rows, offsets
+
+
+async def test_available_now_counts_every_record_of_a_paged_backlog(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    ep = aws_endpoint
+    truth, records = make_events(3000, seed=8)
+    app, name = unique("app"), unique("kin_paged")
+    async with fresh_stream(ep, 3, "paged") as (stream, _):
+        await produce(ep, stream, records)
+        try:
+            df = sk.read_stream.kinesis(
+                stream, app, schema=SCHEMA, endpoint=ep, max_records_per_batch=400,
+                consumer_options=PAGED,
+            )  # fmt: skip
+            q = (
+                counts(df).write_stream.output_mode("complete")
+                .trigger(available_now=True).memory(name).start()
+            )  # fmt: skip
+            await finish(q)
+        finally:
+            await drop(ep, app)
+    assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+    assert sum(p.num_input_rows for p in q.recent_progress) == 3000
+
+
+async def test_process_all_available_counts_every_record_put_while_running(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    ep = aws_endpoint
+    truth, records = make_events(2400, seed=9)
+    app, name = unique("app"), unique("kin_paa")
+    async with fresh_stream(ep, 3, "paa") as (stream, _):
+        await produce(ep, stream, records[:1200])
+        try:
+            df = sk.read_stream.kinesis(
+                stream, app, schema=SCHEMA, endpoint=ep, max_records_per_batch=400,
+                consumer_options=PAGED,
+            )  # fmt: skip
+            q = counts(df).write_stream.output_mode("complete").trigger(processing_time=0.1)
+            query = q.memory(name).start()
+            try:
+                await asyncio.to_thread(query.process_all_available, 60)
+                assert_table_equal(sk.memory_table(name), expected(truth[:1200]), sort_by=KEYS)
+                await produce(ep, stream, records[1200:])
+                await asyncio.to_thread(query.process_all_available, 60)
+                assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+            finally:
+                await asyncio.to_thread(query.stop)
+        finally:
+            await drop(ep, app)
+
+
+async def test_latest_target_holds_the_records_put_after_open(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """LATEST = put after open began: those records are in the target, older ones not
+    (put > 1 s earlier: LocalStack's AT_TIMESTAMP has whole-second resolution)."""
+    ep = aws_endpoint
+    _, records = make_events(400, seed=10)
+    app = unique("app")
+    async with fresh_stream(ep, 2, "tiplatest") as (stream, _):
+        await produce(ep, stream, records[:200])
+        await asyncio.sleep(1.2)
+        source = KinesisStreamSource(
+            stream, app, ep, schema=SCHEMA, initial_position="LATEST", consumer_options=PAGED
+        )
+        try:
+            await source.open(None)
+            assert await source.end_offsets() == {}
+            await produce(ep, stream, records[200:])
+            target = await source.end_offsets()
+            assert target == await last_sequences(ep, stream)
+            rows, _ = await drain(source, target)
+            assert rows == 200
+        finally:
+            await source.close()
+            await drop(ep, app)

@@ -1,0 +1,78 @@
+"""Pure parts of the Kinesis source's end of every shard: where a tip read starts, and
+``reached`` as a comparison of positions (no server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from streamkit.config import AwsEndpoint
+from streamkit.connectors.kinesis.consumer import InitialPosition
+from streamkit.connectors.kinesis.stream_source import KinesisStreamSource
+from streamkit.connectors.kinesis.stream_tips import TipStart, tip_start
+from streamkit.connectors.kinesis.types import (
+    AT_TIMESTAMP,
+    LATEST,
+    SHARD_END,
+    TRIM_HORIZON,
+    ExtendedSequenceNumber,
+)
+
+WHEN = datetime(2024, 5, 1, 12, tzinfo=UTC)
+HORIZON = InitialPosition.trim_horizon()
+
+
+def test_the_sources_own_position_wins_and_must_be_reached() -> None:
+    lease = ExtendedSequenceNumber("5")
+    assert tip_start("s", "42", lease, HORIZON) == TipStart("s", ExtendedSequenceNumber("42"), "42")
+    assert tip_start("s", "SHARD_END", lease, HORIZON) == TipStart("s", None)
+
+
+def test_without_a_position_the_lease_checkpoint_then_the_initial_position() -> None:
+    seq = ExtendedSequenceNumber("7")
+    assert tip_start("s", None, seq, HORIZON) == TipStart("s", seq, None)
+    assert tip_start("s", None, TRIM_HORIZON, HORIZON) == TipStart("s", TRIM_HORIZON)
+    assert tip_start("s", None, None, HORIZON) == TipStart("s", TRIM_HORIZON)
+    at = InitialPosition.at_timestamp(WHEN)
+    assert tip_start("s", None, AT_TIMESTAMP, at) == TipStart("s", WHEN)
+    assert tip_start("s", None, None, at) == TipStart("s", WHEN)
+
+
+@pytest.mark.parametrize("checkpoint", [SHARD_END, LATEST])
+def test_finished_and_latest_leases_have_nothing_to_wait_for(
+    checkpoint: ExtendedSequenceNumber,
+) -> None:
+    assert tip_start("s", None, checkpoint, HORIZON) == TipStart("s", None)
+    assert tip_start("s", None, None, InitialPosition.latest()) == TipStart("s", None)
+
+
+def source() -> KinesisStreamSource:
+    return KinesisStreamSource("stream", "app", AwsEndpoint.local("http://127.0.0.1:9"))
+
+
+@pytest.mark.parametrize(
+    ("offsets", "done"),
+    [
+        ({}, False),
+        ({"a": "99", "b": "SHARD_END"}, False),
+        ({"a": "100", "b": "SHARD_END"}, True),
+        ({"a": "1000", "b": "20", "c": "1"}, True),
+        ({"a": "SHARD_END", "b": "19"}, False),
+    ],
+)
+def test_reached_compares_sequence_numbers_as_integers(offsets: dict[str, str], done: bool) -> None:
+    assert source().reached(offsets, {"a": "100", "b": "20"}) is done
+
+
+def test_an_empty_target_is_reached_at_once() -> None:
+    assert source().reached({}, {})
+
+
+def test_latest_is_pinned_to_the_moment_the_source_opens() -> None:
+    src = KinesisStreamSource(
+        "stream", "app", AwsEndpoint.local("http://127.0.0.1:9"), initial_position="LATEST",
+        wall_clock=WHEN.timestamp,
+    )  # fmt: skip
+    assert src._pinned(src.config).initial_position == InitialPosition.at_timestamp(WHEN)
+    assert source()._pinned(source().config).initial_position == HORIZON
