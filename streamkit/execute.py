@@ -95,6 +95,31 @@ def _aggregate_chunked(plan: Aggregate, dictionary: set[str], load: Loader) -> p
     return K.run_batch(rows, spec)
 
 
+def scan_columns(plan: Plan) -> list[str] | None:
+    """The columns of its one scan that ``plan`` reads, in scan order, watermark columns
+    included (None when the plan has more than one scan)."""
+    requests: list[list[str]] = []
+    marks: set[str] = set()
+    node: Plan | None = plan
+    while node is not None:
+        if isinstance(node, Watermark):
+            marks.add(node.column)
+        node = node.children[0] if len(node.children) == 1 else None
+
+    def record(scan: Scan, columns: list[str], dicts: list[str]) -> pl.LazyFrame:
+        wanted = set(columns) | marks
+        requests.append([c for c in scan.schema.names() if c in wanted])
+        return pl.DataFrame(schema={c: scan.schema[c] for c in columns}).lazy()
+
+    if isinstance(plan, Aggregate):
+        compile_plan(plan.input, _agg_columns(plan), set(), record)
+    else:
+        compile_plan(plan, None, set(), record)
+    if len(requests) != 1:
+        return None
+    return requests[0]
+
+
 def given(chunk: pl.DataFrame) -> Loader:
     """A loader that serves one chunk in place of the scan."""
 

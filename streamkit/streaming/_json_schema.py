@@ -96,8 +96,10 @@ class TypedParser:
     field when the parser reports a string/number mismatch on it.
     """
 
-    def __init__(self, schema: pa.Schema) -> None:
+    def __init__(self, schema: pa.Schema, *, threads: bool = True) -> None:
         self.relaxed = nullable(schema)
+        self.threads = threads
+        """Whether large parses use pyarrow's thread pool (False: one thread per parse)."""
         self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
         self._epoch: set[str] = set()
 
@@ -114,7 +116,7 @@ class TypedParser:
         switched: set[str] = set()
         while True:
             schema = self.parse_schema()
-            result = try_read(buf, schema, rows, block)
+            result = try_read(buf, schema, rows, block, self.threads)
             if isinstance(result, pa.Table):
                 return self._to_timestamps(result)
             field = self._switch_candidate(result.message) if result.from_parser else None
@@ -128,7 +130,7 @@ class TypedParser:
     def parse_document(self, buf: pa.Buffer, rows: int, block: int) -> pa.Table | None:
         """Parse an unwrapped NDJSON document (see :func:`scan_lines`); None on any failure."""
         try:
-            table = read_json(buf, self.parse_schema(), block)
+            table = read_json(buf, self.parse_schema(), block, self.threads)
         except (pa.ArrowInvalid, UnicodeDecodeError):
             return None
         return self._to_timestamps(table) if table.num_rows == rows else None

@@ -155,8 +155,11 @@ class Failed:
     from_parser: bool
 
 
-def read_json(buf: pa.Buffer, schema: pa.Schema | None, block: int) -> pa.Table:
-    threads = buf.size > _THREADED_BYTES
+def read_json(
+    buf: pa.Buffer, schema: pa.Schema | None, block: int, threads: bool = True
+) -> pa.Table:
+    """One pyarrow parse; in parallel blocks when ``threads`` and ``buf`` is large."""
+    threads = threads and buf.size > _THREADED_BYTES
     return pajson.read_json(
         pa.BufferReader(buf),
         read_options=pajson.ReadOptions(
@@ -169,11 +172,13 @@ def read_json(buf: pa.Buffer, schema: pa.Schema | None, block: int) -> pa.Table:
     )
 
 
-def try_read(buf: pa.Buffer, schema: pa.Schema | None, rows: int, block: int) -> pa.Table | Failed:
+def try_read(
+    buf: pa.Buffer, schema: pa.Schema | None, rows: int, block: int, threads: bool = True
+) -> pa.Table | Failed:
     """The records of ``buf`` (unwrapped) if they are ``rows`` JSON objects, else why not."""
     wrapped = None if schema is None else pa.schema([pa.field("v", pa.struct(list(schema)))])
     try:
-        table = read_json(buf, wrapped, block)
+        table = read_json(buf, wrapped, block, threads)
     except pa.ArrowInvalid as exc:
         return Failed(str(exc), from_parser=True)
     except UnicodeDecodeError:

@@ -12,16 +12,17 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import pyarrow as pa
 
 from streamkit.errors import PlanError, StreamkitError
+from streamkit.execute import scan_columns
 from streamkit.frame import DataFrame
 from streamkit.plan import Aggregate, Plan, Scan
+from streamkit.streaming.contracts import ProjectingSource
 from streamkit.streaming.incremental import OUTPUT_MODES, OutputMode
 from streamkit.streaming.trigger import Trigger, make_trigger
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from streamkit.config import AwsEndpoint
     from streamkit.streaming.contracts import Sink, StreamSource
     from streamkit.streaming.query import StreamingQuery
@@ -263,6 +264,22 @@ class DataStreamWriter:
         self._sink_factory = lambda: sink
         return self
 
+    def _input_schema(self, retention: Retention) -> pa.Schema:
+        """The schema of the rows the source will hand over: when the input table keeps no
+        rows and the query reads only some columns, a source that can is told to decode
+        only those (projection pushdown); otherwise the source's whole schema."""
+        assert self._stream is not None
+        schema = self._stream.schema
+        if not isinstance(self._stream, ProjectingSource):
+            return schema
+        columns = scan_columns(self._df.plan)
+        keeps_rows = retention.kind != "rows" or retention.max_rows != 0
+        if keeps_rows or columns is None or len(columns) == len(schema):
+            self._stream.read_only(None)
+            return schema
+        self._stream.read_only(columns)
+        return pa.schema([schema.field(c) for c in columns])
+
     def start(self) -> StreamingQuery:
         """Start the query in the background and return its handle."""
         from streamkit.streaming.checkpoint import MemoryCheckpointStore
@@ -279,7 +296,8 @@ class DataStreamWriter:
         store: Any = (
             open_checkpoint_store(self._checkpoint) if self._checkpoint else MemoryCheckpointStore()
         )
-        table = UnboundedTable(self._stream.schema, self._retention or Retention.unbounded())
+        retention = self._retention or Retention.unbounded()
+        table = UnboundedTable(self._input_schema(retention), retention)
         query = StreamingQuery(
             plan=self._df.plan,
             source=self._stream,

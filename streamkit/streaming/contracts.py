@@ -6,9 +6,9 @@ Offsets are plain JSON-able mappings (partition id -> position string) so that e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -93,6 +93,17 @@ class StreamSource(Protocol):
 
     async def close(self) -> None:
         """Release resources (leases, connections)."""
+        ...
+
+
+@runtime_checkable
+class ProjectingSource(Protocol):
+    """A source that can decode only some columns (projection pushdown). The engine calls
+    :meth:`read_only` before ``open`` when the query reads a subset of the columns and the
+    unbounded input table keeps no rows, so nobody can see the other columns."""
+
+    def read_only(self, columns: Collection[str] | None) -> None:
+        """From now on, rows hold only ``columns`` (in schema order); None: every column."""
         ...
 
 

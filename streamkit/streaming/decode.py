@@ -14,7 +14,7 @@ strict about types). Bad records are isolated by bisection, so good records surv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, overload
@@ -289,13 +289,17 @@ class JsonDecoder:
         *,
         max_record_bytes: int = 1_048_576,
         on_bad_record: OnBadRecord = "dead_letter",
+        threads: bool = True,
     ) -> None:
         _check_mode(on_bad_record)
+        self._threads = threads
         if max_record_bytes <= 0:
             raise ConfigError(f"max_record_bytes must be positive, got {max_record_bytes}")
         self.max_record_bytes = max_record_bytes
         self.on_bad_record: OnBadRecord = on_bad_record
         self._schema: pa.Schema | None = None
+        self._rows_schema: pa.Schema | None = None
+        self._only: frozenset[str] | None = None
         self._parser: js.TypedParser | None = None
         self.inferred = schema is None
         """True when the schema is (to be) inferred rather than declared."""
@@ -307,9 +311,42 @@ class JsonDecoder:
         """The declared schema, the inferred one, or None before inference."""
         return self._schema
 
+    @property
+    def threads(self) -> bool:
+        """Parse a large batch on pyarrow's thread pool (False: on the calling thread only,
+        for callers that decode several batches at once)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: bool) -> None:
+        self._threads = value
+        if self._parser is not None:
+            self._parser.threads = value
+
+    @property
+    def rows_schema(self) -> pa.Schema | None:
+        """The schema of decoded rows: :attr:`schema`, or its fields kept by :meth:`read_only`."""
+        return self._rows_schema
+
+    def read_only(self, names: Collection[str] | None) -> None:
+        """Decode only the top-level fields ``names`` from now on (projection pushdown;
+        None: every field again).
+
+        Rows then hold just these columns, in schema order, and only they are checked: a
+        missing, null or mistyped value in another field no longer makes a record a dead
+        letter (as with Spark's JSON column pruning). Malformed JSON, non-objects, empty
+        and oversize records still are.
+        """
+        self._only = None if names is None else frozenset(names)
+        if self._schema is not None:
+            self._set_schema(self._schema)
+
     def _set_schema(self, schema: pa.Schema) -> None:
         self._schema = schema
-        self._parser = js.TypedParser(schema)
+        only = self._only
+        kept = schema if only is None else pa.schema([f for f in schema if f.name in only])
+        self._rows_schema = kept
+        self._parser = js.TypedParser(kept, threads=self._threads)
 
     def infer_schema(self, payloads: Sequence[bytes]) -> pa.Schema | None:
         """Fix the schema from a sample of payloads unless known; returns it (or None)."""
@@ -320,7 +357,7 @@ class JsonDecoder:
 
     def empty_rows(self) -> pa.Table:
         """No rows, in the schema (an empty schema before inference)."""
-        return (self._schema or pa.schema([])).empty_table()
+        return (self._rows_schema or pa.schema([])).empty_table()
 
     def decode(self, records: RawRecords) -> Decoded:
         """Decode one micro-batch (one pyarrow parse when every record is good)."""
@@ -396,7 +433,7 @@ class JsonDecoder:
         self, tables: list[pa.Table], index: npt.NDArray[np.int64]
     ) -> tuple[pa.Table, list[tuple[int, str]]]:
         """Drop rows whose required fields are null; ``index[r]`` is row r's record number."""
-        schema = self._schema
+        schema = self._rows_schema
         assert schema is not None
         assert self._parser is not None
         table = pa.concat_tables(tables) if tables else self._parser.relaxed.empty_table()

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 
 import pyarrow as pa
@@ -26,6 +26,7 @@ from streamkit.streaming.decode import (
     conform,
     empty_dead_letters,
 )
+from streamkit.streaming.sources._readahead import Done, ReadAhead
 from streamkit.streaming.sources.file_position import ListedFile as _File
 from streamkit.streaming.sources.file_position import SeenFiles, decode, max_age_ns
 
@@ -86,6 +87,7 @@ class FileStreamSource:
         on_bad_record: OnBadRecord = "dead_letter",
         poll_interval: float = 1.0,
         max_file_age: str | timedelta | float | None = None,
+        decode_workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -101,12 +103,18 @@ class FileStreamSource:
             schema, max_record_bytes=max_record_bytes, on_bad_record=on_bad_record
         )
         self._schema = schema
+        self._only: frozenset[str] | None = None
         self._mode: OnBadRecord = on_bad_record
         self._poll = poll_interval
         self._clock = clock
         self._wall_clock = wall_clock
         self._max_age = max_age_ns(max_file_age)
         self._seen = SeenFiles(self._max_age)
+        if decode_workers is not None and decode_workers < 1:
+            raise ConfigError(f"decode_workers must be >= 1, got {decode_workers}")
+        self._workers = decode_workers or min(4, os.cpu_count() or 1)
+        self._ahead: ReadAhead[JsonDecoder] | None = None
+        self._backlog: list[_File] = []
         self.commits: deque[dict[str, str]] = deque(maxlen=16)
         """Every offsets mapping passed to :meth:`commit` (for tests)."""
 
@@ -140,58 +148,115 @@ class FileStreamSource:
     async def open(self, offsets: Offsets | None) -> None:
         """Read the files ``offsets`` do not cover (None: every file)."""
         self._seen = SeenFiles(self._max_age, decode(offsets.get(PARTITION) if offsets else None))
+        self._backlog = []
+        self._ahead = ReadAhead([self._decoder], self._decode_one)
+        self._grow()
 
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
         """The next unread files in arrival order (at most ``max_files_per_trigger``),
-        listing again every ``poll_interval`` s for up to ``max_wait`` s; None if none."""
+        listing again every ``poll_interval`` s for up to ``max_wait`` s; None if none.
+
+        Up to ``decode_workers`` later files are decoded meanwhile, each on its own thread,
+        so the next batch is often ready when asked for; a file counts as read only once
+        it is handed over in a batch.
+        """
+        ahead = self._need_open()
         deadline = self._clock() + max_wait
         while True:
             t0 = time.perf_counter()
-            new = self._seen.unread(await asyncio.to_thread(self._list))
+            self._plan(await asyncio.to_thread(self._list))
             remaining = deadline - self._clock()
-            if new or remaining <= 0:
+            if len(ahead) or remaining <= 0:
                 break
             await asyncio.sleep(min(self._poll, remaining))
-        if not new:
+        if not len(ahead):
             return None
-        take = new[: self._cap] if self._cap else new
-        decoded, decode = await asyncio.to_thread(self._read_files, take)
-        self._seen.add(take)
-        rest = new[len(take) :]
-        lag = int((self._wall_clock() - rest[0].mtime_ns / 1e9) * 1000) if rest else 0
-        rows = [d.rows for d in decoded if d.rows.num_rows]
-        dead = [d.dead_letters for d in decoded if d.dead_letters.num_rows]
+        listing = time.perf_counter() - t0
+        done: list[Done] = []
+        while len(ahead) and (self._cap is None or len(done) < self._cap):
+            done.append(await ahead.take())
+            self._plan(None)
+        self._seen.add([d.file for d in done])
+        oldest = ahead.first or (self._backlog[0] if self._backlog else None)
+        lag = int((self._wall_clock() - oldest.mtime_ns / 1e9) * 1000) if oldest else 0
+        rows = [d.decoded.rows for d in done if d.decoded.rows.num_rows]
+        dead = [d.decoded.dead_letters for d in done if d.decoded.dead_letters.num_rows]
         records = sum(t.num_rows for t in rows + dead)
         return SourceBatch(
             rows=pa.concat_tables(rows) if rows else self._empty_rows(),
             dead_letters=pa.concat_tables(dead) if dead else empty_dead_letters(),
             end_offsets={PARTITION: self._seen.encode()},
             partitions=(PartitionProgress(PARTITION, records=records, lag_ms=lag),),
-            fetch_seconds=time.perf_counter() - t0 - decode,
-            decode_seconds=decode,
+            fetch_seconds=listing + sum(d.read_seconds for d in done),
+            decode_seconds=sum(d.decode_seconds for d in done),
         )
 
-    def _empty_rows(self) -> pa.Table:
+    def _need_open(self) -> ReadAhead[JsonDecoder]:
+        if self._ahead is None:
+            raise ConfigError("the file source is not open; call open() first")
+        return self._ahead
+
+    def _plan(self, listed: list[_File] | None) -> None:
+        """Start decoding unread files in arrival order (``listed``: a fresh listing; None:
+        the files left from the last one), keeping up to ``max_files_per_trigger`` plus
+        ``decode_workers`` files in flight; one at a time until the schema is known."""
+        ahead = self._need_open()
+        if listed is not None:
+            planned = ahead.names
+            self._backlog = [f for f in self._seen.unread(listed) if f.name not in planned]
+        self._grow()
+        limit = (self._cap or 0) + self._workers if self._ready() else 1
+        while self._backlog and len(ahead) < limit:
+            ahead.start(self._backlog.pop(0))
+
+    def _ready(self) -> bool:
+        return self.format != "json" or self._decoder.schema is not None
+
+    def _grow(self) -> None:
+        """Once the schema is known, one decoder per worker (single-threaded parses when
+        several files decode at once)."""
+        ahead = self._ahead
+        if ahead is None or not self._ready() or ahead.decoders >= self._workers:
+            return
+        self._decoder.threads = self._workers == 1
+        while ahead.decoders < self._workers:
+            extra = JsonDecoder(
+                self._decoder.schema,
+                max_record_bytes=self._decoder.max_record_bytes,
+                on_bad_record=self._mode,
+                threads=self._workers == 1,
+            )
+            extra.read_only(self._only)
+            ahead.add(extra)
+
+    def _decode_one(self, f: _File, decoder: JsonDecoder) -> tuple[Decoded, float]:
+        """Read and decode one file (on a worker thread); also the seconds decoding."""
+        data = self._read_bytes(f)
+        t0 = time.perf_counter()
+        return self._decode_file(f, data, decoder), time.perf_counter() - t0
+
+    def read_only(self, columns: Collection[str] | None) -> None:
+        """Decode only ``columns`` from now on (None: all; projection pushdown, see
+        :meth:`JsonDecoder.read_only`): rows hold just these columns, and only their values
+        are checked. Parquet and CSV files are still read whole, then projected."""
+        self._only = None if columns is None else frozenset(columns)
+        self._decoder.read_only(columns)
+
+    def _rows_schema(self) -> pa.Schema | None:
         schema = self._schema or self._decoder.schema
-        return (schema or pa.schema([])).empty_table()
+        if schema is None or self._only is None:
+            return schema
+        return pa.schema([f for f in schema if f.name in self._only])
 
-    def _read_files(self, files: list[_File]) -> tuple[list[Decoded], float]:
-        """Each file decoded, and the seconds spent decoding (the rest is fetching)."""
-        decoded: list[Decoded] = []
-        decode = 0.0
-        for f in files:
-            data = self._read_bytes(f)
-            t0 = time.perf_counter()
-            decoded.append(self._decode_file(f, data))
-            decode += time.perf_counter() - t0
-        return decoded, decode
+    def _empty_rows(self) -> pa.Table:
+        return (self._rows_schema() or pa.schema([])).empty_table()
 
-    def _decode_file(self, f: _File, data: pa.Buffer | None) -> Decoded:
+    def _decode_file(self, f: _File, data: pa.Buffer | None, decoder: JsonDecoder) -> Decoded:
         if data is None:
             return self._bad_file(f, "the file vanished before it was read")
         if self.format == "json":
-            decoded = self._decoder.decode_lines(data, PARTITION, f.name)
-            self._schema = self._schema or self._decoder.schema
+            decoded = decoder.decode_lines(data, PARTITION, f.name)
+            self._schema = self._schema or decoder.schema
             return decoded
         try:
             if self.format == "parquet":
@@ -199,17 +264,20 @@ class FileStreamSource:
             else:
                 table = pacsv.read_csv(pa.BufferReader(data), convert_options=self._csv_options())
             self._schema = self._schema or table.schema
-            rows = conform(table, self._schema, what=f"{self.format} file {f.name!r}")
+            wanted = self._rows_schema()
+            assert wanted is not None
+            rows = conform(table, wanted, what=f"{self.format} file {f.name!r}")
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, SchemaError) as e:
             return self._bad_file(f, f"cannot read {self.format} file: {e}")
         return Decoded(rows, empty_dead_letters())
 
     def _csv_options(self) -> pacsv.ConvertOptions:
-        if self._schema is None:
+        wanted = self._rows_schema()
+        if wanted is None:
             return pacsv.ConvertOptions()
         return pacsv.ConvertOptions(
-            column_types={f.name: f.type for f in self._schema},
-            include_columns=self._schema.names,
+            column_types={f.name: f.type for f in wanted},
+            include_columns=wanted.names,
             include_missing_columns=True,
         )
 
@@ -261,7 +329,11 @@ class FileStreamSource:
         self.commits.append(dict(offsets))
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Drop the files decoded ahead (they were never handed over)."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+        self._ahead = None
+        self._backlog = []
 
 
 def _filesystem(path: str, endpoint: AwsEndpoint | None) -> tuple[pafs.FileSystem, str]:
