@@ -160,7 +160,13 @@ def w3_query(directory: Path, retention: str) -> Any:
     import streamkit as sk
     from streamkit.streaming.table import Retention
 
-    df = sk.read_stream.files(str(directory), format="json", schema=SCHEMA, max_files_per_trigger=1)
+    df = sk.read_stream.files(
+        str(directory),
+        format="json",
+        schema=SCHEMA,
+        max_files_per_trigger=1,
+        max_file_age="2 minutes",
+    )
     writer = w3_aggregate(df).write_stream.output_mode("update")
     return writer if retention == "unbounded" else writer.retention(Retention.rows(0))
 
