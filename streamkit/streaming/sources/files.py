@@ -210,7 +210,9 @@ class FileStreamSource:
             ahead.start(self._backlog.pop(0))
 
     def _ready(self) -> bool:
-        return self.format != "json" or self._decoder.schema is not None
+        """Whether the schema is known: until then the first file in arrival order fixes it
+        (in every format), so files are decoded one at a time."""
+        return self._schema is not None or self._decoder.schema is not None
 
     def _grow(self) -> None:
         """Once the schema is known, one decoder per worker (single-threaded parses when
