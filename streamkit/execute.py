@@ -47,7 +47,8 @@ def compile_plan(
 ) -> pl.LazyFrame:
     if isinstance(plan, Scan):
         names = plan.schema.names()
-        columns = names if needed is None else [c for c in names if c in needed]
+        # reading no column would lose the row count (``count()`` reads none): keep one
+        columns = names if needed is None else [c for c in names if c in needed] or names[:1]
         return load(plan, columns, sorted(dictionary & set(columns)))
     if isinstance(plan, Filter):
         need = None if needed is None else needed | plan.predicate.columns()
@@ -158,7 +159,7 @@ def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -
     """
     cols = [k.to_polars().alias(k.output_name) for k in plan.keys]
     if spec.keys == (K.GLOBAL,):
-        cols.append(pl.lit(0).alias(K.GLOBAL))
+        cols.append(pl.repeat(0, pl.len()).alias(K.GLOBAL))  # a bare literal is one row
     if plan.window is not None:
         assert spec.time_dtype is not None
         rows = rows.filter(plan.window.column.to_polars().is_not_null())

@@ -39,7 +39,7 @@ class ReadAhead(Generic[D]):
     """Jobs in arrival order; at most ``len(decoders)`` run at once.
 
     Guarantees: :meth:`take` returns files in the order they were :meth:`start`-ed; a file
-    is never decoded twice; :meth:`cancel` drops every job not taken (their results are
+    is never decoded twice; :meth:`close` drops every job not taken (their results are
     lost, nothing else: the caller re-plans those files).
     """
 
@@ -51,6 +51,7 @@ class ReadAhead(Generic[D]):
             self.add(decoder)
         self._work = work
         self._jobs: deque[tuple[ListedFile, asyncio.Task[Done]]] = deque()
+        self._running: set[asyncio.Future[tuple[Decoded, float]]] = set()
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -83,17 +84,21 @@ class ReadAhead(Generic[D]):
             if task.done():
                 self._jobs.popleft()
 
-    def cancel(self) -> None:
-        """Drop every job not taken yet."""
+    async def close(self) -> None:
+        """Drop every job not taken yet; return once no worker thread uses a decoder."""
         for _, task in self._jobs:
             task.cancel()
         self._jobs.clear()
+        if self._running:
+            await asyncio.wait(self._running)
 
     async def _run(self, file: ListedFile) -> Done:
         decoder = await self._pool.get()
         started = time.perf_counter()
         future = asyncio.get_running_loop().run_in_executor(None, self._work, file, decoder)
+        self._running.add(future)
         future.add_done_callback(lambda _: self._pool.put_nowait(decoder))
+        future.add_done_callback(self._running.discard)
         decoded, decode_seconds = await asyncio.shield(future)  # the thread runs on anyway
         total = time.perf_counter() - started
         return Done(file, decoded, max(0.0, total - decode_seconds), decode_seconds)

@@ -333,7 +333,7 @@ class FileStreamSource:
     async def close(self) -> None:
         """Drop the files decoded ahead (they were never handed over)."""
         if self._ahead is not None:
-            self._ahead.cancel()
+            await self._ahead.close()
         self._ahead = None
         self._backlog = []
 

@@ -1,0 +1,41 @@
+"""A plan that reads no column (a global count) still counts every row, in batch and stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import streamkit as sk
+import streamkit.streaming.query as query_module
+from streamkit.streaming.sources import FileStreamSource
+from streamkit.streaming.table import Retention
+
+SCHEMA = pa.schema([("id", pa.int64()), ("action", pa.string())])
+
+
+def test_batch_global_count_counts_rows() -> None:
+    table = pa.table({"id": [1, 2, 3], "action": ["a", "b", "c"]})
+    assert sk.from_arrow(table).agg(sk.count().alias("n")).to_arrow().to_pylist() == [{"n": 3}]
+
+
+def test_pushdown_of_a_plan_reading_no_column_keeps_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(query_module, "AVAILABLE_NOW_QUIET", 0.1)
+    body = b"".join(json.dumps({"id": i, "action": "a"}).encode() + b"\n" for i in range(3))
+    (tmp_path / "a.json").write_bytes(body)
+    q = (
+        sk.read_stream.source(FileStreamSource(str(tmp_path), schema=SCHEMA))
+        .agg(sk.count().alias("n"))
+        .write_stream.output_mode("complete")
+        .retention(Retention.rows(0))
+        .trigger(available_now=True)
+        .memory("no_columns")
+        .start()
+    )
+    assert q.await_termination(timeout=20)
+    assert [p.num_input_rows for p in q.recent_progress] == [3]
+    assert sk.memory_table("no_columns").to_pylist() == [{"n": 3}]
