@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -134,6 +134,14 @@ class KafkaStreamSource:
     def assignment(self) -> set[str]:
         """``"topic-partition"`` ids assigned to this source now."""
         return {partition_id(tp.topic, tp.partition) for tp in self._assigned}
+
+    def read_only(self, columns: Collection[str] | None) -> bool:
+        """Decode only ``columns`` (projection pushdown, see :meth:`JsonDecoder.read_only`);
+        False, changing nothing, with a decoder other than :class:`JsonDecoder`."""
+        if not isinstance(self._decoder, JsonDecoder):
+            return columns is None
+        self._decoder.read_only(columns)
+        return True
 
     async def open(self, offsets: Offsets | None) -> None:
         """Connect (bounded retries), check the topics exist, join the group and wait for

@@ -277,7 +277,8 @@ class DataStreamWriter:
         if keeps_rows or columns is None or len(columns) == len(schema):
             self._stream.read_only(None)
             return schema
-        self._stream.read_only(columns)
+        if not self._stream.read_only(columns):
+            return schema
         return pa.schema([schema.field(c) for c in columns])
 
     def start(self) -> StreamingQuery:

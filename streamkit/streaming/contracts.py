@@ -102,8 +102,9 @@ class ProjectingSource(Protocol):
     :meth:`read_only` before ``open`` when the query reads a subset of the columns and the
     unbounded input table keeps no rows, so nobody can see the other columns."""
 
-    def read_only(self, columns: Collection[str] | None) -> None:
-        """From now on, rows hold only ``columns`` (in schema order); None: every column."""
+    def read_only(self, columns: Collection[str] | None) -> bool:
+        """From now on, rows hold only ``columns`` (in schema order; None: every column).
+        Returns False, changing nothing, when this source cannot (e.g. a custom decoder)."""
         ...
 
 

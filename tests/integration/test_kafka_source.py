@@ -23,6 +23,7 @@ from streamkit.connectors.kafka import (
 )
 from streamkit.connectors.kafka.testing import create_topic, produce, unique
 from streamkit.streaming.contracts import Offsets
+from streamkit.streaming.decode import FunctionDecoder
 from streamkit.streaming.kafka_reader import read_kafka
 from streamkit.testing.tables import assert_table_equal
 
@@ -355,3 +356,36 @@ async def test_starting_latest_skips_what_is_already_there(kafka_bootstrap: str)
         await source.close()
     assert_table_equal(pa.concat_tables(rows), truth, sort_by=ROW_ORDER)
     assert offsets == {f"{topic}-0": "75", f"{topic}-1": "75"}
+
+
+async def test_projection_pushdown_decodes_and_checks_only_the_columns_read(
+    kafka_bootstrap: str,
+) -> None:
+    topic, group = unique("pd"), unique("g")
+    await create_topic(kafka_bootstrap, topic, partitions=1)
+    truth, values = payloads(50, seed=6)
+    values[3] = json.dumps({**json.loads(values[3]), "value": "not a number"}).encode()
+    values[7] = json.dumps({**json.loads(values[7]), "action": 42}).encode()
+    await produce(kafka_bootstrap, topic, values, partitions=1)
+    source = KafkaStreamSource(kafka_bootstrap, topic, group, schema=SCHEMA)
+    assert source.read_only(["event_time", "action"])
+    await source.open(None)
+    try:
+        rows, dead, _ = await drain(source, 50)
+    finally:
+        await source.close()
+    got = pa.concat_tables([t for t in rows if t.num_rows])
+    assert got.column_names == ["event_time", "action"]
+    assert got.num_rows == 49  # the mistyped unread "value" is not checked
+    assert [d["position"] for d in pa.concat_tables(dead).to_pylist()] == ["7"]
+    keep = [i for i in range(50) if i != 7]
+    assert got["event_time"].to_pylist() == truth["event_time"].take(keep).to_pylist()
+
+
+def test_a_custom_decoder_cannot_project() -> None:
+    decoder = FunctionDecoder(
+        lambda p: pa.table({"n": [len(x) for x in p]}), pa.schema([("n", pa.int64())])
+    )
+    source = KafkaStreamSource("127.0.0.1:1", "t", "g", decoder=decoder)
+    assert source.read_only(["n"]) is False
+    assert source.read_only(None) is True

@@ -237,12 +237,13 @@ class FileStreamSource:
         t0 = time.perf_counter()
         return self._decode_file(f, data, decoder), time.perf_counter() - t0
 
-    def read_only(self, columns: Collection[str] | None) -> None:
+    def read_only(self, columns: Collection[str] | None) -> bool:
         """Decode only ``columns`` from now on (None: all; projection pushdown, see
         :meth:`JsonDecoder.read_only`): rows hold just these columns, and only their values
         are checked. Parquet and CSV files are still read whole, then projected."""
         self._only = None if columns is None else frozenset(columns)
         self._decoder.read_only(columns)
+        return True
 
     def _rows_schema(self) -> pa.Schema | None:
         schema = self._schema or self._decoder.schema
