@@ -285,6 +285,7 @@ class KinesisStreamSource:
         ]
         listed = {info.shard_id: info for info in await consumer.shards.list_shards()}
         target = await read_tips(consumer.client, self.stream, listed, starts)
+        log.debug("kinesis source %s: end offsets %s (from %s)", self.app_name, target, starts)
         self._watch(target)
         return target
 
