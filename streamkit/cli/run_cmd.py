@@ -88,11 +88,16 @@ def follow(
     started = time.monotonic()
     seen, rows, last_rows_at = -1, 0, time.monotonic()
     caught_up = until_idle is None
-    while query.is_active:
+
+    def report() -> None:
+        nonlocal seen, rows, last_rows_at
         for p in query.recent_progress:
             if p.batch_id > seen:
                 seen, rows, last_rows_at = p.batch_id, rows + p.num_input_rows, time.monotonic()
                 console.print(progress_line(p), soft_wrap=True)
+
+    while query.is_active:
+        report()
         if timeout is not None and time.monotonic() - started >= timeout:
             break
         if not caught_up:
@@ -106,6 +111,7 @@ def follow(
         if until_idle is not None and time.monotonic() - last_rows_at >= until_idle:
             break
         time.sleep(0.2)
+    report()  # batches of a query that ended between two looks
     return seen + 1, rows
 
 

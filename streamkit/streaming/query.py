@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from streamkit.streaming.trigger import Trigger
 
 
-AVAILABLE_NOW_QUIET = 1.5
-"""Seconds without new input an ``available_now`` query waits for after reaching its target."""
-
 SIDE_TABLE_ROWS = 100_000
 """Most recent dead-letter and late rows a query keeps in memory for users to read."""
 
@@ -193,26 +190,18 @@ class StreamingQuery:
         ahead: asyncio.Task[SourceBatch | None] | None = None
         try:
             target = await self.source.end_offsets() if self.trigger.stops_by_itself else None
-            quiet_since: float | None = None
             while not self._stop.is_set():
                 started = self._clock()
-                # available_now stops once the target is reached AND the source stayed empty
-                # for AVAILABLE_NOW_QUIET seconds: a target inferred from reads (Kinesis) may
-                # settle before the last records were handed over.
-                quiet = quiet_since is not None and started - quiet_since >= AVAILABLE_NOW_QUIET
-                if quiet and target is not None and self.source.reached(self._offsets, target):
-                    break
+                if target is not None and self.source.reached(self._offsets, target):
+                    break  # available_now: everything there was at start is committed
                 batch = await (ahead or self._fetch())
                 ahead = None
                 if batch is not None and (batch.rows.num_rows or batch.dead_letters.num_rows):
-                    quiet_since = None
                     if self._prefetches:
                         ahead = asyncio.create_task(self._fetch())
                     await self._process(batch, started)
-                else:
-                    quiet_since = started if quiet_since is None else quiet_since
-                    if batch is not None:
-                        self._offsets = {**self._offsets, **batch.end_offsets}
+                elif batch is not None:
+                    self._offsets = {**self._offsets, **batch.end_offsets}
                 if self.trigger.kind == "once":
                     break
                 await self._pace(started)

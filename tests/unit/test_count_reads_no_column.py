@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 import streamkit as sk
-import streamkit.streaming.query as query_module
 from streamkit.streaming.sources import FileStreamSource
 from streamkit.streaming.table import Retention
 
@@ -21,10 +19,7 @@ def test_batch_global_count_counts_rows() -> None:
     assert sk.from_arrow(table).agg(sk.count().alias("n")).to_arrow().to_pylist() == [{"n": 3}]
 
 
-def test_pushdown_of_a_plan_reading_no_column_keeps_the_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(query_module, "AVAILABLE_NOW_QUIET", 0.1)
+def test_pushdown_of_a_plan_reading_no_column_keeps_the_rows(tmp_path: Path) -> None:
     body = b"".join(json.dumps({"id": i, "action": "a"}).encode() + b"\n" for i in range(3))
     (tmp_path / "a.json").write_bytes(body)
     q = (

@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import streamkit as sk
-import streamkit.streaming.query as query_module
 from streamkit.errors import ConfigError
 from streamkit.streaming.contracts import SourceBatch
 from streamkit.streaming.decode import BadRecordError, Decoded, JsonDecoder
@@ -28,13 +27,6 @@ from streamkit.streaming.sources.file_position import ListedFile
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("file", pa.string())])
 N = 30
-
-
-@pytest.fixture(autouse=True)
-def short_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """available_now waits AVAILABLE_NOW_QUIET s after its target for late Kinesis records;
-    a file listing is exact, so a short wait keeps these tests fast."""
-    monkeypatch.setattr(query_module, "AVAILABLE_NOW_QUIET", 0.1)
 
 
 def put(directory: Path, name: str, data: bytes, mtime: int) -> None:

@@ -12,10 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import pytest
 
 import streamkit as sk
-import streamkit.streaming.query as query_module
 from streamkit.execute import scan_columns
 from streamkit.streaming.decode import JsonDecoder, RawRecords
 from streamkit.streaming.query import StreamingQuery
@@ -39,13 +37,6 @@ SCHEMA = pa.schema(
         ("note", pa.string()),
     ]
 )
-
-
-@pytest.fixture(autouse=True)
-def short_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """available_now waits AVAILABLE_NOW_QUIET s after its target for late Kinesis records;
-    a file listing is exact, so a short wait keeps these tests fast."""
-    monkeypatch.setattr(query_module, "AVAILABLE_NOW_QUIET", 0.1)
 
 
 # --- scan_columns --------------------------------------------------------------------
