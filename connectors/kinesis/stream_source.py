@@ -75,7 +75,7 @@ from .stream_support import (
 from .stream_tips import read_tips, tip_start
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Collection, Iterable, Mapping
 
     from streamkit.connectors.kinesis.consumer import ConsumerConfig
     from streamkit.connectors.kinesis.leases import Checkpointer
@@ -182,6 +182,14 @@ class KinesisStreamSource:
                 "pass schema=..."
             )
         return schema
+
+    def read_only(self, columns: Collection[str] | None) -> bool:
+        """Decode only ``columns`` (projection pushdown, see :meth:`JsonDecoder.read_only`);
+        False, changing nothing, with a decoder other than :class:`JsonDecoder`."""
+        if not isinstance(self._decoder, JsonDecoder):
+            return columns is None
+        self._decoder.read_only(columns)
+        return True
 
     @property
     def consumer(self) -> KinesisConsumer | None:

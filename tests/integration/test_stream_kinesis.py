@@ -480,3 +480,38 @@ async def test_latest_target_holds_the_records_put_after_open(
         finally:
             await source.close()
             await drop(ep, app)
+
+
+async def test_projection_pushdown_skips_the_fields_a_query_does_not_read(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """With an input table that keeps no rows, only event_time and action are decoded: a
+    mistyped user_id is counted, a mistyped action is still a dead letter."""
+    from streamkit.streaming.table import Retention
+
+    ep = localstack_endpoint
+    truth, records = make_events(200, seed=8)
+    odd = json.loads(records[5][0])
+    records[5] = (json.dumps({**odd, "user_id": 12345, "value": "n/a"}).encode(), records[5][1])
+    bad = json.dumps({**odd, "action": 7}).encode()
+    app, name = unique("app"), unique("kin_pd")
+    async with fresh_stream(ep, 2, "pd") as (stream, _):
+        await produce(ep, stream, [*records, (bad, "k")])
+        try:
+            df = read_kinesis(stream, app, SCHEMA, ep, consumer_options=FAST)
+            q = (
+                df.group_by(sk.window("event_time", "1 minute"), "action")
+                .agg(sk.count().alias("n")).write_stream.output_mode("complete")
+                .retention(Retention.rows(0)).trigger(available_now=True).memory(name).start()
+            )  # fmt: skip
+            await finish(q)
+        finally:
+            await drop(ep, app)
+    assert q.table.schema.names == ["event_time", "action"]
+    want = sk.from_arrow(truth).group_by(sk.window("event_time", "1 minute"), "action")
+    assert_table_equal(
+        sk.memory_table(name), want.agg(sk.count().alias("n")).to_arrow(), sort_by=KEYS
+    )
+    dead = q.dead_letters
+    assert dead is not None
+    assert dead["raw"].to_pylist() == [bad]
