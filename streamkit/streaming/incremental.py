@@ -91,8 +91,9 @@ class IncrementalQuery:
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame) -> BatchResult:
         """Process one micro-batch of source rows; returns output, late rows, watermark."""
-        rows, late = self._split_late(rows)
-        self._advance_max(rows)
+        ticks = self._event_ticks(rows)
+        rows, late, ticks = self._split_late(rows, ticks)
+        self._advance_max(ticks)
         if self._agg is None:
             output = self._project(rows)
             self._update_watermark()
@@ -167,15 +168,18 @@ class IncrementalQuery:
         per = {"ns": 1, "us": 1_000, "ms": 1_000_000}[self.time_unit()]
         return self._mark.delay_ns // per
 
-    def _split_late(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        ticks = self._event_ticks(rows)
+    def _split_late(
+        self, rows: pl.DataFrame, ticks: pl.Series | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series | None]:
+        """(on time rows, late rows, event ticks of the on time rows)."""
         if ticks is None or self.watermark is None:
-            return rows, rows.head(0)
+            return rows, rows.head(0), ticks
         late = (ticks < self.watermark).fill_null(False)
-        return rows.filter(~late), rows.filter(late)
+        if not late.any():
+            return rows, rows.head(0), ticks
+        return rows.filter(~late), rows.filter(late), ticks.filter(~late)
 
-    def _advance_max(self, rows: pl.DataFrame) -> None:
-        ticks = self._event_ticks(rows)
+    def _advance_max(self, ticks: pl.Series | None) -> None:
         if ticks is None:
             return
         top = ticks.max()
