@@ -65,7 +65,10 @@ def compile_plan(
                 e.to_polars().alias(e.output_name) for e in exprs
             )
         rows = compile_plan(plan.input, used, dictionary, load)
-        return rows.select(e.to_polars().alias(e.output_name) for e in plan.exprs)
+        # with_columns first: a literal-only expression gets one value per row, as in Spark
+        # (a bare ``select(lit)`` would give one row)
+        named = [e.to_polars().alias(e.output_name) for e in plan.exprs]
+        return rows.with_columns(named).select(e.output_name for e in plan.exprs)
     if isinstance(plan, Watermark):
         return compile_plan(plan.input, needed, dictionary, load)
     if isinstance(plan, Aggregate):
@@ -159,7 +162,7 @@ def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -
     """
     cols = [k.to_polars().alias(k.output_name) for k in plan.keys]
     if spec.keys == (K.GLOBAL,):
-        cols.append(pl.repeat(0, pl.len()).alias(K.GLOBAL))  # a bare literal is one row
+        cols.append(pl.lit(0, dtype=pl.Int32).alias(K.GLOBAL))
     if plan.window is not None:
         assert spec.time_dtype is not None
         rows = rows.filter(plan.window.column.to_polars().is_not_null())
@@ -174,7 +177,7 @@ def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -
         elif spec.src(i) not in names:
             names.add(spec.src(i))
             cols.append(agg.input.to_polars().alias(spec.src(i)))
-    return rows.select(cols)
+    return rows.with_columns(cols).select(c.meta.output_name() for c in cols)
 
 
 def _dictionary_candidates(plan: Plan) -> set[str]:

@@ -17,7 +17,8 @@ import polars as pl
 from streamkit import aggregate as K
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
-from streamkit.plan import Aggregate, Plan, Watermark
+from streamkit.expr import Col
+from streamkit.plan import Aggregate, Plan, Project, Watermark
 from streamkit.windows import WEND
 
 OutputMode = Literal["append", "update", "complete"]
@@ -43,6 +44,23 @@ def _chain(plan: Plan) -> list[Plan]:
         nodes.append(node)
         node = node.children[0] if node.children else None
     return nodes
+
+
+def _check_raw_column(mark: Watermark) -> None:
+    """The watermark column must be a column of the stream as read (late rows are set apart
+    before any projection runs); a column computed or renamed on the way is refused."""
+    node: Plan = mark.input
+    while node.children:
+        if isinstance(node, Project):
+            made = [e for e in node.exprs if e.output_name == mark.column]
+            plain = all(isinstance(e, Col) for e in made)
+            if (made and not plain) or (not made and not node.keep_input):
+                raise PlanError(
+                    f"with_watermark({mark.column!r}) needs a column of the stream as read, "
+                    f"but {mark.column!r} is computed or renamed before it; use the "
+                    "source's own event-time column for the watermark and the window"
+                )
+        node = node.children[0]
 
 
 class IncrementalQuery:
@@ -79,6 +97,8 @@ class IncrementalQuery:
         self._max_event: int | None = None
 
     def _check_watermark_column(self) -> None:
+        if self._mark is not None:
+            _check_raw_column(self._mark)
         if self._mark is None or self._agg is None or self._agg.window is None:
             return
         window_cols = self._agg.window.column.columns()

@@ -147,7 +147,15 @@ class StreamingQuery:
     def process_all_available(self, timeout: float = 60.0) -> None:
         """Block until everything the source holds now is processed and committed."""
         loop = self._wait_loop(timeout)
-        target = asyncio.run_coroutine_threadsafe(self.source.end_offsets(), loop).result(timeout)
+        self._raise_if_failed()
+        if self._done.is_set():
+            raise StreamingQueryError(f"query {self.name} has stopped")
+        try:
+            asked = asyncio.run_coroutine_threadsafe(self.source.end_offsets(), loop)
+        except RuntimeError as exc:  # the loop closed meanwhile: the query ended
+            self._raise_if_failed()
+            raise StreamingQueryError(f"query {self.name} has stopped") from exc
+        target = asked.result(timeout)
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self.source.reached(self._offsets, target):

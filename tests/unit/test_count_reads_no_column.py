@@ -1,4 +1,5 @@
-"""A plan that reads no column (a global count) still counts every row, in batch and stream."""
+"""A plan that reads no column (a global count, a literal key or projection) still yields
+one value per input row, in batch and stream."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from streamkit.streaming.sources import FileStreamSource
 from streamkit.streaming.table import Retention
 
 SCHEMA = pa.schema([("id", pa.int64()), ("action", pa.string())])
+T = pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]})
 
 
 def test_batch_global_count_counts_rows() -> None:
@@ -34,3 +36,13 @@ def test_pushdown_of_a_plan_reading_no_column_keeps_the_rows(tmp_path: Path) -> 
     assert q.await_termination(timeout=20)
     assert [p.num_input_rows for p in q.recent_progress] == [3]
     assert sk.memory_table("no_columns").to_pylist() == [{"n": 3}]
+
+
+def test_count_grouped_by_a_literal_key_counts_every_row() -> None:
+    out = sk.from_arrow(T).group_by(sk.lit("k").alias("k")).agg(sk.count().alias("n"))
+    assert out.to_polars()["n"].to_list() == [3]
+
+
+def test_selecting_only_a_literal_keeps_one_row_per_input_row() -> None:
+    out = sk.from_arrow(T).select(sk.lit(1).alias("one"))
+    assert out.to_polars().height == 3

@@ -348,3 +348,23 @@ def test_decode_workers_must_be_positive(tmp_path: Path) -> None:
     for bad in (0, -1):
         with pytest.raises(ConfigError, match="decode_workers"):
             FileStreamSource(str(tmp_path), schema=SCHEMA, decode_workers=bad)
+
+
+def test_a_second_query_on_a_running_file_source_is_refused(tmp_path: Path) -> None:
+    for i in range(40):
+        put(tmp_path, f"f{i:03d}.json", json.dumps({"id": i, "file": "x"}).encode() + b"\n", i)
+    src = FileStreamSource(str(tmp_path), schema=SCHEMA, max_files_per_trigger=1)
+    frame = sk.read_stream.source(src).select("id")
+    first = frame.write_stream.trigger(available_now=True).memory("reuse_first").start()
+    second = frame.write_stream.trigger(available_now=True).memory("reuse_second").start()
+    for query in (first, second):
+        deadline = time.monotonic() + 20
+        while query.is_active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not query.is_active
+    errors = [q.exception for q in (first, second) if q.exception is not None]
+    assert len(errors) == 1
+    assert isinstance(errors[0], ConfigError)
+    assert "running query already" in str(errors[0])
+    winner = "reuse_first" if first.exception is None else "reuse_second"
+    assert sorted(sk.memory_table(winner).column("id").to_pylist()) == list(range(40))

@@ -146,7 +146,13 @@ class FileStreamSource:
         return schema
 
     async def open(self, offsets: Offsets | None) -> None:
-        """Read the files ``offsets`` do not cover (None: every file)."""
+        """Read the files ``offsets`` do not cover (None: every file). One query at a time
+        reads a source: a second ``open`` before ``close`` raises :class:`ConfigError`."""
+        if self._ahead is not None:
+            raise ConfigError(
+                f"the file source {self.path!r} is read by a running query already; build "
+                "one sk.read_stream.files(...) per query"
+            )
         self._seen = SeenFiles(self._max_age, decode(offsets.get(PARTITION) if offsets else None))
         self._backlog = []
         self._ahead = ReadAhead([self._decoder], self._decode_one)

@@ -1,0 +1,62 @@
+"""with_watermark on a column computed before it is refused when the query starts, and a
+failed query's process_all_available raises its error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pyarrow as pa
+import pytest
+
+import streamkit as sk
+from streamkit.errors import PlanError
+from streamkit.streaming.query import StreamingQueryError
+from streamkit.streaming.sources.memory import MemoryStream
+
+S = pa.schema([("ts", pa.timestamp("us", "UTC")), ("a", pa.string())])
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+def test_a_watermark_on_a_renamed_column_is_refused_with_what_to_do() -> None:
+    df = (
+        sk.read_stream.source(MemoryStream(schema=S))
+        .select(sk.col("ts").alias("event_time"), "a")
+        .with_watermark("event_time", "1 minute")
+    )
+    agg = df.group_by(sk.window("event_time", "1 hour"), "a").agg(sk.count().alias("n"))
+    with pytest.raises(PlanError, match="source's own event-time column"):
+        agg.write_stream.output_mode("update").memory("renamed_wm").start()
+
+
+def test_a_watermark_after_with_columns_on_an_untouched_column_runs() -> None:
+    m = MemoryStream(schema=S)
+    df = sk.read_stream.source(m).with_columns(sk.lit(1).alias("one"))
+    agg = (
+        df.with_watermark("ts", "1 minute")
+        .group_by(sk.window("ts", "1 hour"), "a")
+        .agg(sk.sum("one").alias("n"))
+    )
+    q = agg.write_stream.output_mode("update").memory("kept_wm").start()
+    try:
+        m.add_rows(pa.table({"ts": [T0, T0], "a": ["x", "x"]}, schema=S))
+        q.process_all_available(timeout=10)
+        assert sk.memory_table("kept_wm").column("n").to_pylist() == [2]
+    finally:
+        q.stop()
+
+
+def test_process_all_available_on_a_failed_query_raises_its_error() -> None:
+    m = MemoryStream(schema=S)
+    q = sk.read_stream.source(m).write_stream.foreach_batch(_boom).start()
+    m.add_rows(pa.table({"ts": [T0], "a": ["x"]}, schema=S))
+    deadline = time.monotonic() + 10
+    while q.exception is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert q.exception is not None
+    with pytest.raises(StreamingQueryError, match="boom"):
+        q.process_all_available(timeout=5)
+
+
+def _boom(frame: sk.DataFrame, batch_id: int) -> None:
+    raise RuntimeError("boom")
