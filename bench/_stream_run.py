@@ -40,6 +40,9 @@ from _verify import REL_TOL, write_ipc
 
 HOUR_US = 3_600_000_000
 DELAY_US = 600_000_000  # with_watermark("event_time", "10 minutes")
+MAX_FILE_AGE = 0.5
+"""Seconds of file mtime the file source remembers: the generator stamps file ``i`` at
+``i`` ms (``_stream_gen.write_table``), so 500 files; a soak's offsets stay bounded."""
 Key = tuple[int, str]
 Report = dict[str, Any]
 
@@ -165,7 +168,7 @@ def w3_query(directory: Path, retention: str) -> Any:
         format="json",
         schema=SCHEMA,
         max_files_per_trigger=1,
-        max_file_age="2 minutes",
+        max_file_age=MAX_FILE_AGE,
     )
     writer = w3_aggregate(df).write_stream.output_mode("update")
     return writer if retention == "unbounded" else writer.retention(Retention.rows(0))

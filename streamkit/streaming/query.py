@@ -41,10 +41,20 @@ SIDE_TABLE_ROWS = 100_000
 """Most recent dead-letter and late rows a query keeps in memory for users to read."""
 
 
+SIDE_TABLE_PIECES = 64
+"""Per-batch pieces a side table holds before they are compacted into one table."""
+
+
 def _trim(tables: list[pa.Table]) -> None:
+    """Keep about the last SIDE_TABLE_ROWS rows; every SIDE_TABLE_PIECES batches, copy the
+    pieces into one contiguous table (many small long-lived tables fragment the heap)."""
     total = sum(t.num_rows for t in tables)
     while len(tables) > 1 and total - tables[0].num_rows >= SIDE_TABLE_ROWS:
         total -= tables.pop(0).num_rows
+    if len(tables) > SIDE_TABLE_PIECES:
+        whole = pa.concat_tables(tables, promote_options="default").combine_chunks()
+        keep = min(whole.num_rows, SIDE_TABLE_ROWS)
+        tables[:] = [whole.slice(whole.num_rows - keep)]
 
 
 class StreamingQueryError(StreamkitError):
