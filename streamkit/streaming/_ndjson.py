@@ -158,12 +158,13 @@ class Failed:
 def read_json(
     buf: pa.Buffer, schema: pa.Schema | None, block: int, threads: bool = True
 ) -> pa.Table:
-    """One pyarrow parse; in parallel blocks when ``threads`` and ``buf`` is large."""
-    threads = threads and buf.size > _THREADED_BYTES
+    """One pyarrow parse: a large ``buf`` in blocks (in parallel when ``threads``), a small
+    one as a single block."""
+    large = buf.size > _THREADED_BYTES
     return pajson.read_json(
         pa.BufferReader(buf),
         read_options=pajson.ReadOptions(
-            use_threads=threads, block_size=block if threads else max(block, buf.size + 1)
+            use_threads=threads and large, block_size=block if large else max(block, buf.size + 1)
         ),
         parse_options=pajson.ParseOptions(
             explicit_schema=schema,
