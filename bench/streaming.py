@@ -219,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                     ["--sink", args.sink, "--profile"])  # fmt: skip
         raw["profile"] = run.get("profile_ms_per_batch", run)
         lines += ["", "streamkit call sites, inclusive wall ms per batch (calls per batch):"]
-        lines += [f"- {k}: {v[0]:.2f} ({v[1]:.1f})" for k, v in raw["profile"].items()]
+        if "profile_ms_per_batch" in run:
+            lines += [f"- {k}: {v[0]:.2f} ({v[1]:.1f})" for k, v in raw["profile"].items()]
+        else:
+            lines += [f"- the profiled run failed: {run}"]
     if args.soak_seconds > 0:
         from _stream_soak import run_soak
 

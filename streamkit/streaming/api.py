@@ -283,7 +283,6 @@ class DataStreamWriter:
 
     def start(self) -> StreamingQuery:
         """Start the query in the background and return its handle."""
-        from streamkit.streaming.checkpoint import MemoryCheckpointStore
         from streamkit.streaming.checkpoint_store import open_checkpoint_store
         from streamkit.streaming.query import StreamingQuery
         from streamkit.streaming.table import Retention, UnboundedTable
@@ -294,9 +293,7 @@ class DataStreamWriter:
                 ".foreach_batch(fn) or .to(sink)"
             )
         assert self._stream is not None
-        store: Any = (
-            open_checkpoint_store(self._checkpoint) if self._checkpoint else MemoryCheckpointStore()
-        )
+        store = open_checkpoint_store(self._checkpoint) if self._checkpoint else None
         retention = self._retention or Retention.unbounded()
         table = UnboundedTable(self._input_schema(retention), retention)
         query = StreamingQuery(

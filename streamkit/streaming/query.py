@@ -78,7 +78,7 @@ class StreamingQuery:
         sink: Sink,
         mode: OutputMode,
         trigger: Trigger,
-        store: CheckpointStore,
+        store: CheckpointStore | None,
         table: UnboundedTable,
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -89,7 +89,8 @@ class StreamingQuery:
         self.table = table
         """The unbounded input table: every decoded micro-batch is appended to it."""
         self._engine = IncrementalQuery(plan, mode)
-        self._log = CheckpointLog(store)
+        self._log = CheckpointLog(store) if store is not None else None
+        """None without a checkpoint location: nothing to restart from, nothing written."""
         self._clock = clock
         self._progress: deque[QueryProgress] = deque(maxlen=100)
         self._dead: list[pa.Table] = []
@@ -249,7 +250,7 @@ class StreamingQuery:
                 await asyncio.sleep(left)
 
     def _recover(self) -> None:
-        last = self._log.latest()
+        last = self._log.latest() if self._log is not None else None
         if last is None:
             return
         self._offsets = dict(last.offsets)
@@ -259,16 +260,20 @@ class StreamingQuery:
     async def _process(self, batch: SourceBatch, started: float) -> None:
         bid = self._next_id
         offsets = {**self._offsets, **batch.end_offsets}
+        log = self._log
         t0 = self._clock()
-        await asyncio.to_thread(self._log.write_offsets, bid, offsets)
+        if log is not None:
+            await asyncio.to_thread(log.write_offsets, bid, offsets)
         result, output = await asyncio.to_thread(self._execute, batch.rows)
         t1 = self._clock()
         await self.sink.add_batch(bid, output)
         t2 = self._clock()
-        await asyncio.to_thread(self._log.write_state, bid, self._engine.state_frame())
+        if log is not None:
+            await asyncio.to_thread(log.write_state, bid, self._engine.state_frame())
         t3 = self._clock()
         meta = {"watermark": self._engine.watermark, "max_event": self._engine.max_event}
-        await asyncio.to_thread(self._log.write_commit, bid, offsets, meta)
+        if log is not None:
+            await asyncio.to_thread(log.write_commit, bid, offsets, meta)
         await self.source.commit(offsets)
         t4 = self._clock()
         self._keep_side_tables(bid, batch, result.late_rows)
