@@ -292,8 +292,7 @@ class KinesisStreamSource:
             for s in ids
         ]
         listed = {info.shard_id: info for info in await consumer.shards.list_shards()}
-        now = datetime.fromtimestamp(self._wall_clock(), UTC)
-        target = await read_tips(consumer.client, self.stream, listed, starts, now)
+        target = await read_tips(consumer.client, self.stream, listed, starts)
         log.debug("kinesis source %s: end offsets %s (from %s)", self.app_name, target, starts)
         self._watch(target)
         return target

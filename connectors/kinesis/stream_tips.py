@@ -12,20 +12,15 @@ ended. The end is the last sequence number seen, or the known position when noth
 Guarantee: a read that starts after ``T0`` sees every record put before ``T0`` that lies
 after its start position, so the end it returns is at or past every such record.
 
-Cost: the tip read first looks at the newest records only (an AT_TIMESTAMP iterator
-``RECENT_WINDOWS`` seconds back, widening while the window is empty); the records between
-the known position and the tip are read a second time (here and by the consumer) only when
-no window finds a record after the start. Only sequence numbers are kept here.
+Cost: the records between the known position and the tip are read twice (here and by the
+consumer); only their sequence numbers are kept here.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-
-from botocore.exceptions import ClientError
 
 from .reader import ShardReader
 from .types import (
@@ -37,6 +32,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from datetime import datetime
 
     from .client import KinesisApi
     from .consumer import InitialPosition
@@ -45,8 +41,6 @@ if TYPE_CHECKING:
 END = SHARD_END.sequence_number
 TIP_PAGE = 10_000
 """Records asked per GetRecords call of a tip read (the Kinesis maximum)."""
-RECENT_WINDOWS = (2.0, 30.0, 600.0)
-"""Seconds back from the call that a tip read looks first, widening while empty."""
 
 
 @dataclass(frozen=True)
@@ -102,55 +96,16 @@ async def read_tip(
             return reader.last_sequence_number
 
 
-async def recent_tip(
-    client: KinesisApi,
-    stream: str,
-    shard: ShardInfo,
-    start: ExtendedSequenceNumber | datetime,
-    now: datetime,
-) -> str | None:
-    """The tip found from the newest records alone: the last record of the first non-empty
-    window ``[now - w, tip]`` (``w`` in RECENT_WINDOWS), if it lies after ``start`` (so the
-    consumer will deliver it); None otherwise (the caller reads from ``start``)."""
-    for seconds in RECENT_WINDOWS:
-        since = now - timedelta(seconds=seconds)
-        if isinstance(start, datetime) and start >= since:
-            return None  # reading from start is no longer than this window
-        try:
-            tip = await read_tip(client, stream, shard, since)
-        except ClientError as e:  # e.g. "Timestamp cannot be in the future" (clock skew)
-            if e.response.get("Error", {}).get("Code") != "InvalidArgumentException":
-                raise
-            return None
-        if tip is None:
-            continue
-        after_start = (
-            isinstance(start, datetime)
-            or start.is_sentinel
-            or int(tip) > int(start.sequence_number)
-        )
-        return tip if after_start else None
-    return None
-
-
 async def read_tips(
-    client: KinesisApi,
-    stream: str,
-    shards: Mapping[str, ShardInfo],
-    starts: Sequence[TipStart],
-    now: datetime | None = None,
+    client: KinesisApi, stream: str, shards: Mapping[str, ShardInfo], starts: Sequence[TipStart]
 ) -> dict[str, str]:
     """The end of every shard of ``starts`` that has something to wait for, read
-    concurrently (``now``: the wall time of the call). A shard no longer listed (deleted,
-    or trimmed away) has nothing."""
+    concurrently. A shard no longer listed (deleted, or trimmed away) has nothing."""
     todo = [s for s in starts if s.start is not None and s.shard_id in shards]
-    now = now or datetime.now(UTC)
 
     async def one(s: TipStart) -> str | None:
         assert s.start is not None
-        shard = shards[s.shard_id]
-        tip = await recent_tip(client, stream, shard, s.start, now)
-        return tip or await read_tip(client, stream, shard, s.start) or s.floor
+        return await read_tip(client, stream, shards[s.shard_id], s.start) or s.floor
 
     found = await asyncio.gather(*(one(s) for s in todo))
     ends = {s.shard_id: end for s, end in zip(todo, found, strict=True) if end is not None}

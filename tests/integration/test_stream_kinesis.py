@@ -515,33 +515,3 @@ async def test_projection_pushdown_skips_the_fields_a_query_does_not_read(
     dead = q.dead_letters
     assert dead is not None
     assert dead["raw"].to_pylist() == [bad]
-
-
-async def test_tip_reads_find_the_last_record_from_recent_windows_or_from_the_start(
-    aws_endpoint: AwsEndpoint,
-) -> None:
-    """The newest-records window finds each shard's last sequence number; a window that
-    holds nothing after the start (or no record at all) falls back to the read from the
-    start, which finds the same tips."""
-    from datetime import UTC, datetime, timedelta
-
-    from streamkit.connectors.kinesis.stream_tips import TipStart, read_tips, recent_tip
-    from streamkit.connectors.kinesis.types import TRIM_HORIZON
-
-    ep = aws_endpoint
-    _, records = make_events(400, seed=9)
-    async with fresh_stream(ep, 2, "tipw") as (stream, admin):
-        await produce(ep, stream, records)
-        truth = await last_sequences(ep, stream)
-        client = kinesis_client(ep)
-        shards = {s.shard_id: s for s in await admin.list_shards(stream)}
-        now = datetime.now(UTC)
-        for shard_id, last in truth.items():
-            shard = shards[shard_id]
-            assert await recent_tip(client, stream, shard, TRIM_HORIZON, now) == last
-            at_tip = ExtendedSequenceNumber(last)
-            assert await recent_tip(client, stream, shard, at_tip, now) is None
-        starts = [TipStart(s, TRIM_HORIZON) for s in shards]
-        assert await read_tips(client, stream, shards, starts, now) == truth
-        later = now + timedelta(hours=1)  # every recent window is empty: read from the start
-        assert await read_tips(client, stream, shards, starts, later) == truth
