@@ -76,3 +76,36 @@ def test_latest_is_pinned_to_the_moment_the_source_opens() -> None:
     )  # fmt: skip
     assert src._pinned(src.config).initial_position == InitialPosition.at_timestamp(WHEN)
     assert source()._pinned(source().config).initial_position == HORIZON
+
+
+class _Holding:
+    """Stands in for the consumer: only which shards this worker holds (pure logic)."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+
+    def held_shard_ids(self) -> frozenset[str]:
+        return frozenset(self.held)
+
+
+def test_a_shard_another_worker_holds_is_left_out_after_the_give_up_time() -> None:
+    now = [0.0]
+    src = KinesisStreamSource(
+        "stream", "app", AwsEndpoint.local("http://127.0.0.1:9"), failover_time=3.0,
+        consumer_options={"take_interval": 1.0}, clock=lambda: now[0],
+    )  # fmt: skip
+    holding = _Holding({"a"})
+    src._consumer = holding  # type: ignore[assignment]
+    target = {"a": "100", "b": "20"}
+    src._watch(target)
+    give_up = 3.0 + 2 * 1.0 + 1
+    now[0] = give_up  # not yet: b has been unheld exactly the give-up time
+    src._tick()
+    assert not src.reached({"a": "100"}, target)
+    now[0] = give_up + 0.1  # b is held elsewhere for longer: only a counts
+    src._tick()
+    assert src.reached({"a": "100"}, target)
+    assert not src.reached({"a": "99"}, target)
+    holding.held.add("b")  # taken back: b counts again
+    src._tick()
+    assert not src.reached({"a": "100"}, target)
