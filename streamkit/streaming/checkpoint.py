@@ -24,26 +24,6 @@ import polars as pl
 from streamkit.streaming.contracts import CheckpointStore, Offsets
 
 
-class MemoryCheckpointStore:
-    """A CheckpointStore in memory, for queries without a checkpoint location (no restart)."""
-
-    def __init__(self) -> None:
-        self._files: dict[str, bytes] = {}
-
-    def write_bytes(self, relative_path: str, data: bytes) -> None:
-        self._files[relative_path] = data
-
-    def read_bytes(self, relative_path: str) -> bytes | None:
-        return self._files.get(relative_path)
-
-    def list(self, relative_dir: str) -> list[str]:
-        prefix = relative_dir.rstrip("/") + "/"
-        return sorted(p[len(prefix) :] for p in self._files if p.startswith(prefix))
-
-    def delete(self, relative_path: str) -> None:
-        self._files.pop(relative_path, None)
-
-
 @dataclass(frozen=True)
 class Committed:
     """The last committed batch, as read back on restart."""
