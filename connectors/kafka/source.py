@@ -39,7 +39,8 @@ from streamkit.streaming.decode import (
     JsonDecoder,
     OnBadRecord,
     RawRecords,
-    empty_dead_letters,
+    decode_off_loop,
+    read_only,
 )
 
 from .errors import KafkaSourceError, TopicNotFoundError
@@ -138,10 +139,7 @@ class KafkaStreamSource:
     def read_only(self, columns: Collection[str] | None) -> bool:
         """Decode only ``columns`` (projection pushdown, see :meth:`JsonDecoder.read_only`);
         False, changing nothing, with a decoder other than :class:`JsonDecoder`."""
-        if not isinstance(self._decoder, JsonDecoder):
-            return columns is None
-        self._decoder.read_only(columns)
-        return True
+        return read_only(self._decoder, columns)
 
     async def open(self, offsets: Offsets | None) -> None:
         """Connect (bounded retries), check the topics exist, join the group and wait for
@@ -269,11 +267,7 @@ class KafkaStreamSource:
             payloads += [r.value if r.value is not None else b"" for r in records]
             partitions += [partition_id(tp.topic, tp.partition)] * len(records)
             positions += [str(r.offset) for r in records]
-        if not payloads:
-            return self.schema.empty_table(), empty_dead_letters()
-        decoded = await asyncio.to_thread(
-            self._decoder.decode, RawRecords(payloads, partitions, positions)
-        )
+        decoded = await decode_off_loop(self._decoder, RawRecords(payloads, partitions, positions))
         return decoded.rows, decoded.dead_letters
 
     def _progress(self, taken: dict[Any, list[Any]]) -> tuple[PartitionProgress, ...]:

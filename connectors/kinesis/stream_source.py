@@ -58,7 +58,8 @@ from streamkit.streaming.decode import (
     JsonDecoder,
     OnBadRecord,
     RawRecords,
-    empty_dead_letters,
+    decode_off_loop,
+    read_only,
 )
 
 from .stream_leases import Alignment, align_leases
@@ -186,10 +187,7 @@ class KinesisStreamSource:
     def read_only(self, columns: Collection[str] | None) -> bool:
         """Decode only ``columns`` (projection pushdown, see :meth:`JsonDecoder.read_only`);
         False, changing nothing, with a decoder other than :class:`JsonDecoder`."""
-        if not isinstance(self._decoder, JsonDecoder):
-            return columns is None
-        self._decoder.read_only(columns)
-        return True
+        return read_only(self._decoder, columns)
 
     @property
     def consumer(self) -> KinesisConsumer | None:
@@ -368,11 +366,7 @@ class KinesisStreamSource:
             payloads += [r.data for r in records]
             partitions += [shard_id] * len(records)
             positions += [r.sequence_number for r in records]
-        if not payloads:
-            return self.schema.empty_table(), empty_dead_letters()
-        decoded = await asyncio.to_thread(
-            self._decoder.decode, RawRecords(payloads, partitions, positions)
-        )
+        decoded = await decode_off_loop(self._decoder, RawRecords(payloads, partitions, positions))
         return decoded.rows, decoded.dead_letters
 
     def _progress(self, taken: dict[str, list[KinesisRecord]]) -> tuple[PartitionProgress, ...]:

@@ -14,6 +14,7 @@ strict about types). Bad records are isolated by bisection, so good records surv
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -450,3 +451,23 @@ class JsonDecoder:
             names = ", ".join(repr(n) for n in required if masks[n][r])
             rejects.append((int(index[r]), f"missing required field {names} (absent or null)"))
         return table.filter(pc.invert(missing)).cast(schema), rejects
+
+
+def read_only(decoder: Decoder, columns: Collection[str] | None) -> bool:
+    """Projection pushdown on a source's decoder (see :meth:`JsonDecoder.read_only`): True
+    when ``decoder`` will hand only ``columns`` (None: all); False, changing nothing, for a
+    decoder that cannot project."""
+    if not isinstance(decoder, JsonDecoder):
+        return columns is None
+    decoder.read_only(columns)
+    return True
+
+
+async def decode_off_loop(decoder: Decoder, records: RawRecords) -> Decoded:
+    """``decoder.decode(records)`` on a worker thread; no records: no rows and no dead
+    letters (without a call)."""
+    if not len(records):
+        if isinstance(decoder, JsonDecoder):
+            return Decoded(decoder.empty_rows(), empty_dead_letters())
+        return Decoded((decoder.schema or pa.schema([])).empty_table(), empty_dead_letters())
+    return await asyncio.to_thread(decoder.decode, records)
