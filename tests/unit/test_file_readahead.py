@@ -19,6 +19,8 @@ import pytest
 
 import streamkit as sk
 from streamkit.errors import ConfigError
+from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit.streaming.contracts import SourceBatch
 from streamkit.streaming.decode import BadRecordError, Decoded, JsonDecoder
 from streamkit.streaming.query import StreamingQueryError
@@ -178,8 +180,9 @@ async def test_files_decoded_ahead_are_dropped_on_close_and_read_after_reopening
 
 
 def committed_files(checkpoint: Path) -> list[str]:
-    body = json.loads(sorted((checkpoint / "commits").iterdir())[-1].read_bytes())
-    files = json.loads(body["offsets"]["files"])
+    last = CheckpointLog(open_checkpoint_store(str(checkpoint))).latest()
+    assert last is not None
+    files = json.loads(last.offsets["files"])
     assert isinstance(files, list)
     return files
 

@@ -14,6 +14,8 @@ import pytest
 
 import streamkit as sk
 from streamkit.errors import ConfigError
+from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit.streaming.contracts import Offsets, SourceBatch
 from streamkit.streaming.sources import FileStreamSource
 
@@ -184,8 +186,9 @@ def run_available_now(directory: Path, checkpoint: Path) -> list[int]:
 
 
 def last_commit(checkpoint: Path) -> dict[str, Any]:
-    body = json.loads(sorted((checkpoint / "commits").iterdir())[-1].read_bytes())
-    value = json.loads(body["offsets"]["files"])
+    last = CheckpointLog(open_checkpoint_store(str(checkpoint))).latest()
+    assert last is not None
+    value = json.loads(last.offsets["files"])
     assert isinstance(value, dict)
     return value
 
