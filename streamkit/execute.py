@@ -103,12 +103,7 @@ def scan_columns(plan: Plan) -> list[str] | None:
     """The columns of its one scan that ``plan`` reads, in scan order, watermark columns
     included (None when the plan has more than one scan)."""
     requests: list[list[str]] = []
-    marks: set[str] = set()
-    node: Plan | None = plan
-    while node is not None:
-        if isinstance(node, Watermark):
-            marks.add(node.column)
-        node = node.children[0] if len(node.children) == 1 else None
+    marks = {node.column for node in plan.chain() if isinstance(node, Watermark)}
 
     def record(scan: Scan, columns: list[str], dicts: list[str]) -> pl.LazyFrame:
         wanted = set(columns) | marks

@@ -51,6 +51,13 @@ class Plan:
         """One line for ``explain()``."""
         raise NotImplementedError
 
+    def chain(self) -> list[Plan]:
+        """This node, then its first input, and so on down to a leaf (root first)."""
+        nodes: list[Plan] = [self]
+        while nodes[-1].children:
+            nodes.append(nodes[-1].children[0])
+        return nodes
+
     def explain(self, indent: int = 0) -> str:
         """The plan as an indented tree, root first."""
         lines = ["  " * indent + self.describe()]

@@ -54,9 +54,7 @@ class StreamScanSource:
 
 def stream_source_of(plan: Plan) -> StreamSource | None:
     """The stream at the leaf of ``plan``, or None for a batch plan."""
-    node = plan
-    while node.children:
-        node = node.children[0]
+    node = plan.chain()[-1]
     if isinstance(node, Scan) and isinstance(node.source, StreamScanSource):
         return node.source.stream
     return None

@@ -37,20 +37,10 @@ class BatchResult:
     """Watermark after this batch, in ticks of the event-time column (None: no watermark)."""
 
 
-def _chain(plan: Plan) -> list[Plan]:
-    nodes: list[Plan] = []
-    node: Plan | None = plan
-    while node is not None:
-        nodes.append(node)
-        node = node.children[0] if node.children else None
-    return nodes
-
-
 def _check_raw_column(mark: Watermark) -> None:
     """The watermark column must be a column of the stream as read (late rows are set apart
     before any projection runs); a column computed or renamed on the way is refused."""
-    node: Plan = mark.input
-    while node.children:
+    for node in mark.input.chain():
         if isinstance(node, Project):
             made = [e for e in node.exprs if e.output_name == mark.column]
             plain = all(isinstance(e, Col) for e in made)
@@ -60,7 +50,6 @@ def _check_raw_column(mark: Watermark) -> None:
                     f"but {mark.column!r} is computed or renamed before it; use the "
                     "source's own event-time column for the watermark and the window"
                 )
-        node = node.children[0]
 
 
 class IncrementalQuery:
@@ -74,8 +63,8 @@ class IncrementalQuery:
         if mode not in OUTPUT_MODES:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
         self.plan, self.mode = plan, mode
-        aggs = [n for n in _chain(plan) if isinstance(n, Aggregate)]
-        marks = [n for n in _chain(plan) if isinstance(n, Watermark)]
+        aggs = [n for n in plan.chain() if isinstance(n, Aggregate)]
+        marks = [n for n in plan.chain() if isinstance(n, Watermark)]
         if len(aggs) > 1:
             raise PlanError("a streaming query supports one aggregation")
         self._agg = aggs[0] if aggs else None
