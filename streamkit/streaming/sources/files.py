@@ -114,7 +114,7 @@ class FileStreamSource:
             raise ConfigError(f"decode_workers must be >= 1, got {decode_workers}")
         self._workers = decode_workers or min(4, os.cpu_count() or 1)
         self._ahead: ReadAhead[JsonDecoder] | None = None
-        self._backlog: list[_File] = []
+        self._backlog: deque[_File] = deque()
         self.commits: deque[dict[str, str]] = deque(maxlen=16)
         """Every offsets mapping passed to :meth:`commit` (for tests)."""
 
@@ -154,7 +154,7 @@ class FileStreamSource:
                 "one sk.read_stream.files(...) per query"
             )
         self._seen = SeenFiles(self._max_age, decode(offsets.get(PARTITION) if offsets else None))
-        self._backlog = []
+        self._backlog.clear()
         self._ahead = ReadAhead([self._decoder], self._decode_one)
         self._grow()
 
@@ -209,11 +209,11 @@ class FileStreamSource:
         ahead = self._need_open()
         if listed is not None:
             planned = ahead.names
-            self._backlog = [f for f in self._seen.unread(listed) if f.name not in planned]
+            self._backlog = deque(f for f in self._seen.unread(listed) if f.name not in planned)
         self._grow()
         limit = (self._cap or 0) + self._workers if self._ready() else 1
         while self._backlog and len(ahead) < limit:
-            ahead.start(self._backlog.pop(0))
+            ahead.start(self._backlog.popleft())
 
     def _ready(self) -> bool:
         """Whether the schema is known: until then the first file in arrival order fixes it
@@ -342,7 +342,7 @@ class FileStreamSource:
         if self._ahead is not None:
             await self._ahead.close()
         self._ahead = None
-        self._backlog = []
+        self._backlog.clear()
 
 
 def _filesystem(path: str, endpoint: AwsEndpoint | None) -> tuple[pafs.FileSystem, str]:
