@@ -12,17 +12,19 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow as pa
 
 from streamkit.errors import PlanError, StreamkitError
 from streamkit.execute import scan_columns
 from streamkit.frame import DataFrame
 from streamkit.plan import Aggregate, Plan, Scan
 from streamkit.streaming.contracts import ProjectingSource
+from streamkit.streaming.decode import keep_fields
 from streamkit.streaming.incremental import OUTPUT_MODES, OutputMode
 from streamkit.streaming.trigger import Trigger, make_trigger
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from streamkit.config import AwsEndpoint
     from streamkit.streaming.contracts import Sink, StreamSource
     from streamkit.streaming.query import StreamingQuery
@@ -277,7 +279,7 @@ class DataStreamWriter:
             return schema
         if not self._stream.read_only(columns):
             return schema
-        return pa.schema([schema.field(c) for c in columns])
+        return keep_fields(schema, columns)
 
     def start(self) -> StreamingQuery:
         """Start the query in the background and return its handle."""

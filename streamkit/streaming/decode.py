@@ -154,6 +154,13 @@ class Decoder(Protocol):
         ...
 
 
+def keep_fields(schema: pa.Schema, names: Collection[str] | None) -> pa.Schema:
+    """``schema`` with only the fields in ``names``, in schema order (None: all of them)."""
+    if names is None:
+        return schema
+    return pa.schema([f for f in schema if f.name in names])
+
+
 def empty_dead_letters() -> pa.Table:
     """A dead-letter table with no rows."""
     return DEAD_LETTER_SCHEMA.empty_table()
@@ -344,8 +351,7 @@ class JsonDecoder:
 
     def _set_schema(self, schema: pa.Schema) -> None:
         self._schema = schema
-        only = self._only
-        kept = schema if only is None else pa.schema([f for f in schema if f.name in only])
+        kept = keep_fields(schema, self._only)
         self._rows_schema = kept
         self._parser = js.TypedParser(kept, threads=self._threads)
 

@@ -25,6 +25,7 @@ from streamkit.streaming.decode import (
     OnBadRecord,
     conform,
     empty_dead_letters,
+    keep_fields,
 )
 from streamkit.streaming.sources._readahead import Done, ReadAhead
 from streamkit.streaming.sources.file_position import ListedFile as _File
@@ -253,9 +254,7 @@ class FileStreamSource:
 
     def _rows_schema(self) -> pa.Schema | None:
         schema = self._schema or self._decoder.schema
-        if schema is None or self._only is None:
-            return schema
-        return pa.schema([f for f in schema if f.name in self._only])
+        return None if schema is None else keep_fields(schema, self._only)
 
     def _empty_rows(self) -> pa.Table:
         return (self._rows_schema() or pa.schema([])).empty_table()
