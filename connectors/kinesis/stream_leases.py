@@ -68,14 +68,17 @@ async def align_leases(
     leases = {lease.lease_key: lease for lease in await store.list_leases()}
     take = partial(_take, store, worker_id, failover_time, clock, poll)
     done: dict[str, list[str]] = {"forwarded": [], "rewound": [], "created": [], "reclaimed": []}
+    untouched = set(leases) - set(offsets)
     for shard_id, value in sorted(offsets.items()):
         target = ExtendedSequenceNumber(check_position(shard_id, value))
         info = by_id.get(shard_id)
         action = await _align(store, shard_id, leases.get(shard_id), info, target, take)
-        if action is not None:
+        if action is None:
+            untouched.add(shard_id)
+        else:
             done[action].append(shard_id)
     for lease in leases.values():
-        if lease.lease_owner == worker_id and lease.lease_key not in offsets:
+        if lease.lease_owner == worker_id and lease.lease_key in untouched:
             with contextlib.suppress(StreamkitError):  # moved meanwhile: the taker decides
                 await store.release_lease(lease)
                 done["reclaimed"].append(lease.lease_key)
