@@ -49,7 +49,7 @@ def payloads(table: pa.Table) -> list[bytes]:
 
 async def produce(endpoint: Any, stream: str, data: list[bytes]) -> float:
     """Write every payload (partition key = its id); returns records/s."""
-    from streamkit.connectors.kinesis.producer import KinesisProducer
+    from streamkit_kinesis.producer.producer import KinesisProducer
 
     started = time.perf_counter()
     async with KinesisProducer(endpoint, stream, linger_ms=20) as producer:
@@ -60,7 +60,8 @@ async def produce(endpoint: Any, stream: str, data: list[bytes]) -> float:
 
 def one_run(stream: str, endpoint: Any, leases: Any, truth: pa.Table) -> dict[str, Any]:
     """W3 over the whole stream with a fresh application; timed and verified."""
-    from streamkit.connectors.kinesis.stream_source import KinesisStreamSource
+    from streamkit_kinesis.source.source import KinesisStreamSource
+
     from streamkit.streaming.sinks import memory_table
 
     app, name = f"w3-{uuid.uuid4().hex[:8]}", f"w3k-{uuid.uuid4().hex[:8]}"
@@ -108,7 +109,7 @@ def run_kinesis(records: int, seed: int, very_late: float, reps: int = 3) -> dic
 def _measure(
     endpoint: Any, leases: Any, truth: pa.Table, data: list[bytes], reps: int
 ) -> dict[str, Any]:
-    from streamkit.connectors.kinesis.admin import StreamAdmin
+    from streamkit_kinesis.admin import StreamAdmin
 
     stream = f"w3-{uuid.uuid4().hex[:8]}"
 

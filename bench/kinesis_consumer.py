@@ -40,22 +40,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamkit.config import ENDPOINT_ENV, AwsEndpoint
-from streamkit.connectors.kinesis.admin import StreamAdmin
-from streamkit.connectors.kinesis.client import kinesis_client
-from streamkit.connectors.kinesis.consumer import (
+from streamkit_kinesis.admin import StreamAdmin
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.consumer import (
     BaseRecordProcessor,
     ConsumerConfig,
     InitialPosition,
     KinesisConsumer,
 )
-from streamkit.connectors.kinesis.leases import DynamoDBLeaseStore, InMemoryLeaseStore
-from streamkit.connectors.kinesis.producer import KinesisProducer
+from streamkit_kinesis.leases import DynamoDBLeaseStore, InMemoryLeaseStore
+from streamkit_kinesis.producer.producer import KinesisProducer
+
+from streamkit.config import ENDPOINT_ENV, AwsEndpoint
 from streamkit.testing.servers import start_kinesalite, start_localstack
 
 if TYPE_CHECKING:
-    from streamkit.connectors.kinesis.leases import Checkpointer
-    from streamkit.connectors.kinesis.types import RecordBatch
+    from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.types import RecordBatch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BARE, CONSUMER, STOCK = "bare boto3", "streamkit consumer", "consumer, stock client"

@@ -15,11 +15,11 @@ import itertools
 from collections.abc import Callable
 
 import pyarrow as pa
+from streamkit_kinesis import KinesisProducer, StreamAdmin
+from streamkit_kinesis.errors import StreamNotFoundError
 
 from streamkit.cli.clickstream import Clickstream
 from streamkit.config import AwsEndpoint
-from streamkit.connectors.kinesis import KinesisProducer, StreamAdmin
-from streamkit.connectors.kinesis.errors import StreamNotFoundError
 
 START = 1_704_067_200.0  # 2024-01-01T00:00:00Z: fixed event times make runs reproducible
 

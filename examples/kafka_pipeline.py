@@ -16,10 +16,10 @@ import uuid
 
 import pyarrow as pa
 from clickstream_producer import events
+from streamkit_kafka.testing import create_topic, produce
 
 import streamkit as sk
 from streamkit.cli.clickstream import SCHEMA
-from streamkit.connectors.kafka.testing import create_topic, produce
 from streamkit.errors import StreamkitError
 
 # Short group timeouts so a fresh group is assigned its partitions quickly.

@@ -19,11 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from clickstream_producer import ensure_stream, events, produce
+from streamkit_kinesis import StreamAdmin
 
 import streamkit as sk
 from streamkit.cli.clickstream import SCHEMA
 from streamkit.config import AwsEndpoint
-from streamkit.connectors.kinesis import StreamAdmin
 
 
 def windowed_counts(df: sk.DataFrame) -> sk.DataFrame:

@@ -5,7 +5,7 @@ df = sk.read.parquet("events/")
 counts = df.group_by(sk.window("event_time", "1 hour"), "action").agg(sk.count())
 """
 
-from streamkit.config import AwsEndpoint
+from streamkit.config import AwsEndpoint, configure
 from streamkit.errors import (
     ColumnNotFoundError,
     DurationError,
@@ -29,7 +29,7 @@ from streamkit.functions import (
     sum,
     to_timestamp,
 )
-from streamkit.io import configure, from_arrow, from_pandas, read
+from streamkit.io import from_arrow, from_pandas, read
 from streamkit.streaming.api import read_stream
 from streamkit.streaming.sinks import memory_table
 from streamkit.streaming.trigger import Trigger

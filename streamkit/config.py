@@ -3,6 +3,12 @@
 The same :class:`AwsEndpoint` configures the Kinesis producer and consumer, the DynamoDB
 lease store and S3 reads and writes, so "this endpoint, these credentials, this region" is
 said once.
+
+The process-wide default (:func:`configure`, :func:`current_endpoint`) is what ``s3://``
+paths, checkpoints and connectors use when no endpoint is passed. ``"localstack"`` as an
+endpoint (in :func:`configure` or ``STREAMKIT_AWS_ENDPOINT``) resolves through
+``localstack-client``'s configuration, so ``LOCALSTACK_HOST``, ``USE_SSL`` and
+``AWS_ENDPOINT_URL`` work as LocalStack users expect.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 ENDPOINT_ENV = "STREAMKIT_AWS_ENDPOINT"
-"""Environment variable naming an endpoint URL (LocalStack, moto) used when none is given."""
+"""Environment variable naming an endpoint URL (LocalStack, moto) used when none is given;
+the word ``localstack`` means LocalStack as ``localstack-client`` locates it."""
+
+LOCALSTACK = "localstack"
+"""The endpoint name that means "LocalStack, wherever its own configuration says"."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class AwsEndpoint:
     def from_env(cls, url: str | None = None) -> AwsEndpoint:
         """Build from ``url`` or ``STREAMKIT_AWS_ENDPOINT``, region from ``AWS_DEFAULT_REGION``."""
         url = url or os.environ.get(ENDPOINT_ENV) or None
+        if url == LOCALSTACK:
+            return cls.localstack()
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(
             url=url,
@@ -50,6 +62,18 @@ class AwsEndpoint:
     def local(cls, url: str, region: str = "us-east-1") -> AwsEndpoint:
         """An endpoint for a local emulator with dummy ``test`` credentials."""
         return cls(url=url, region=region, access_key_id="test", secret_access_key="test")
+
+    @classmethod
+    def localstack(cls, host: str | None = None) -> AwsEndpoint:
+        """LocalStack located by ``localstack-client``: ``AWS_ENDPOINT_URL`` if set, else
+        ``LOCALSTACK_HOST`` (default ``localhost:4566``; ``host`` overrides it), ``https``
+        when ``USE_SSL`` is set; dummy ``test`` credentials, region from the environment."""
+        from streamkit._deps import require
+
+        lc = require("localstack_client.config", "kinesis")
+        url: str = lc.get_service_endpoint("kinesis", localstack_host=host)
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return cls.local(url, region or "us-east-1")
 
     def _keys(self) -> tuple[str | None, str | None]:
         if self.access_key_id is None and self.url is not None:
@@ -69,10 +93,11 @@ class AwsEndpoint:
 
     def client(self, service: str, **config: Any) -> Any:
         """A boto3 client for ``service`` on this endpoint; ``config`` goes to botocore Config."""
-        import boto3
-        from botocore.config import Config
+        from streamkit._deps import require
 
-        cfg = Config(**config) if config else None
+        boto3 = require("boto3", "s3")
+        botocore_config = require("botocore.config", "s3")
+        cfg = botocore_config.Config(**config) if config else None
         make: Any = boto3.session.Session().client
         return make(service, config=cfg, **self.client_kwargs())
 
@@ -91,3 +116,22 @@ class AwsEndpoint:
             kwargs["scheme"] = scheme if rest else "https"
             kwargs["force_virtual_addressing"] = False
         return pafs.S3FileSystem(**kwargs)
+
+
+_configured: dict[str, AwsEndpoint] = {}
+
+
+def configure(endpoint: AwsEndpoint | str | None = None) -> None:
+    """Set the process-wide default endpoint (a URL, ``"localstack"`` or an AwsEndpoint).
+
+    ``None`` goes back to the environment (``STREAMKIT_AWS_ENDPOINT``, AWS defaults).
+    """
+    _configured.clear()
+    if endpoint is not None:
+        ep = AwsEndpoint.from_env(endpoint) if isinstance(endpoint, str) else endpoint
+        _configured["default"] = ep
+
+
+def current_endpoint() -> AwsEndpoint:
+    """The configured endpoint, else one built from the environment."""
+    return _configured.get("default") or AwsEndpoint.from_env()

@@ -47,6 +47,3 @@ class MissingDependencyError(StreamkitError, ImportError):
             f"pip install 'streamkit[{extra}]'"
         )
 
-
-class LeaseLostError(StreamkitError):
-    """This worker no longer owns the lease; stop processing the shard, do not checkpoint."""

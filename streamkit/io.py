@@ -1,6 +1,7 @@
 """Batch sources: Arrow / pandas tables in memory, Parquet and NDJSON files, local or S3.
 
-``s3://bucket/prefix`` paths go through the endpoint set with :func:`configure` (or
+``s3://bucket/prefix`` paths go through the endpoint set with
+:func:`streamkit.config.configure` (or
 ``STREAMKIT_AWS_ENDPOINT``), so the same code reads LocalStack, moto or AWS.
 """
 
@@ -18,7 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
 
-from streamkit.config import AwsEndpoint
+from streamkit.config import current_endpoint
 from streamkit.errors import ConfigError, StreamkitError
 from streamkit.frame import DataFrame
 from streamkit.plan import Scan
@@ -28,25 +29,6 @@ if TYPE_CHECKING:
 
 CHUNK_ROWS = 1 << 22
 """Rows per chunk when an aggregation reads its input (partial states per chunk)."""
-
-_configured: dict[str, AwsEndpoint] = {}
-
-
-def configure(endpoint: AwsEndpoint | str | None = None) -> None:
-    """Set the AWS-compatible endpoint used for ``s3://`` paths (a URL or an AwsEndpoint).
-
-    ``None`` goes back to the environment (``STREAMKIT_AWS_ENDPOINT``, AWS defaults).
-    """
-    _configured.clear()
-    if endpoint is not None:
-        ep = AwsEndpoint.from_env(endpoint) if isinstance(endpoint, str) else endpoint
-        _configured["default"] = ep
-
-
-def current_endpoint() -> AwsEndpoint:
-    """The configured endpoint, else one built from the environment."""
-    return _configured.get("default") or AwsEndpoint.from_env()
-
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     if path.startswith("s3://"):

@@ -8,7 +8,6 @@ Exit codes: 0 success, 1 a streamkit error (the message says what to do), 2 usag
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -65,25 +64,17 @@ def _is_local(url: str) -> bool:
 
 @contextmanager
 def embedded_moto() -> Iterator[AwsEndpoint]:
-    """moto's in-process threaded server on a free loopback port (Kinesis, DynamoDB, S3);
-    stopped on exit. Needs ``moto[server]`` (pip)."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError as e:
+    """moto's in-process server on a free loopback port (Kinesis, DynamoDB, S3); stopped on
+    exit. Needs ``moto[server]`` (``pip install 'streamkit[demo]'``)."""
+    from streamkit.testing.servers.moto import moto_installed, start_moto
+
+    if not moto_installed():
         raise CliError(
             "the embedded endpoint needs moto's server",
-            "pip install 'moto[server]', or pass --endpoint http://localhost:4566 (LocalStack)",
-        ) from e
-    from streamkit.testing.servers import free_port
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on the screen
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield AwsEndpoint.local(f"http://127.0.0.1:{port}")
-    finally:
-        server.stop()
+            "pip install 'streamkit[demo]', or pass --endpoint http://localhost:4566 (LocalStack)",
+        )
+    with start_moto() as endpoint:
+        yield endpoint
 
 
 class CliError(StreamkitError):
@@ -95,7 +86,7 @@ class CliError(StreamkitError):
 
 
 def _exit_code(exc: BaseException) -> int:
-    from streamkit.connectors.kinesis.errors import (
+    from streamkit_kinesis.errors import (
         CredentialsError,
         EndpointUnreachableError,
         StreamNotFoundError,

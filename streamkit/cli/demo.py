@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.live import Live
+from streamkit_kinesis import KinesisProducer, StreamAdmin
+from streamkit_kinesis.leases import DynamoDBLeaseStore
 
 import streamkit as sk
 from streamkit.cli._common import CliError, console, embedded_moto, endpoint_of, is_tty, run_async
 from streamkit.cli.clickstream import SCHEMA, Clickstream
 from streamkit.cli.demo_view import Snapshot, Summary, counted, plain_line, render
-from streamkit.connectors.kinesis import KinesisProducer, StreamAdmin
-from streamkit.connectors.kinesis.leases import DynamoDBLeaseStore
 
 if TYPE_CHECKING:
     from streamkit.config import AwsEndpoint

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from botocore.exceptions import ClientError
 from rich.table import Table
+from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.leases.errors import LeaseStoreError
 
 from streamkit.cli._common import (
     EXIT_NOT_FOUND,
@@ -24,12 +26,11 @@ from streamkit.cli._common import (
     endpoint_of,
     run_async,
 )
-from streamkit.connectors.kinesis.leases import DynamoDBLeaseStore
-from streamkit.connectors.kinesis.leases.errors import LeaseStoreError
 
 if TYPE_CHECKING:
+    from streamkit_kinesis.leases import Lease
+
     from streamkit.config import AwsEndpoint
-    from streamkit.connectors.kinesis.leases import Lease
 
 
 @dataclass(frozen=True)

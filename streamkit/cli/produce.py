@@ -1,6 +1,6 @@
 """``streamkit produce``: write a synthetic clickstream or an NDJSON file to a stream.
 
-Records go through :class:`~streamkit.connectors.kinesis.KinesisProducer` (batched
+Records go through :class:`~streamkit_kinesis.KinesisProducer` (batched
 PutRecords, failed entries retried, per-key order kept): at least once each; the command
 fails (exit 1) if any record was given up on.
 """
@@ -22,11 +22,11 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from streamkit_kinesis import KinesisProducer, ProducerMetrics
 
 from streamkit.cli._common import CliError, EndpointOpt, cli_errors, console, endpoint_of
 from streamkit.cli.clickstream import Clickstream
 from streamkit.config import AwsEndpoint
-from streamkit.connectors.kinesis import KinesisProducer, ProducerMetrics
 
 Records = list[tuple[bytes, str]]
 

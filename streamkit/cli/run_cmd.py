@@ -149,6 +149,10 @@ def run_cmd(
     """
     if available_now and until_idle is not None:
         raise CliError("choose one of --available-now and --until-idle", "see --help", 2)
+    if plot is not None:
+        from streamkit._deps import require
+
+        require("matplotlib", "plot")  # fail before the query runs, not after
     query = start(load_job(job_file), available_now)
     console.print(f"running {query.name} from {job_file}", soft_wrap=True)
     try:

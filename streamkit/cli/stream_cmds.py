@@ -1,7 +1,7 @@
 """``streamkit stream create|describe|split|merge|delete``: stream administration.
 
 Every command talks to ``--endpoint`` (or ``$STREAMKIT_AWS_ENDPOINT``, else AWS) through
-:class:`~streamkit.connectors.kinesis.StreamAdmin` and waits until the stream is ACTIVE
+:class:`~streamkit_kinesis.StreamAdmin` and waits until the stream is ACTIVE
 again (or gone).
 """
 
@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from streamkit_kinesis import StreamAdmin
 
 from streamkit.cli._common import EndpointOpt, cli_errors, console, endpoint_of, run_async
-from streamkit.connectors.kinesis import StreamAdmin
 
 if TYPE_CHECKING:
-    from streamkit.connectors.kinesis import ShardInfo, StreamDescription
+    from streamkit_kinesis import ShardInfo, StreamDescription
 
 stream_app = typer.Typer(
     help="Create, inspect, reshard and delete Kinesis streams.",

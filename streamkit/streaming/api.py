@@ -20,6 +20,7 @@ from streamkit.plan import Aggregate, Plan, Scan
 from streamkit.streaming.contracts import ProjectingSource
 from streamkit.streaming.decode import keep_fields
 from streamkit.streaming.incremental import OUTPUT_MODES, OutputMode
+from streamkit.streaming.registry import registry
 from streamkit.streaming.trigger import Trigger, make_trigger
 
 if TYPE_CHECKING:
@@ -114,11 +115,25 @@ class DataStreamReader:
         endpoint: AwsEndpoint | None = None,
         **options: Any,
     ) -> DataFrame:
-        """A Kinesis stream read by the KCL-style consumer (leases in DynamoDB table
-        ``app_name``); see :func:`streamkit.streaming.kinesis_reader.read_kinesis`."""
-        from streamkit.streaming.kinesis_reader import read_kinesis
+        """A Kinesis stream read by the KCL-style consumer of ``streamkit-kinesis``
+        (``pip install 'streamkit[kinesis]'``).
 
-        return read_kinesis(stream, app_name, schema, endpoint, **options)
+        ``app_name`` names the consumer application and its DynamoDB lease table (one
+        streaming query per ``app_name``). Records are JSON objects decoded under ``schema``
+        (inferred from the oldest records when None); bad records go to the query's
+        dead-letter table. ``endpoint`` defaults to :func:`streamkit.config.current_endpoint`.
+        ``options`` are the keyword arguments of
+        :class:`streamkit_kinesis.source.KinesisStreamSource`: ``decoder``,
+        ``initial_position`` (``"TRIM_HORIZON"`` default, ``"LATEST"``, a datetime),
+        ``worker_id``, ``failover_time``, ``max_records_per_batch``,
+        ``max_buffered_records``, ``on_bad_record``, ``consumer_options``.
+
+        Exactly-once with the memory, Parquet and ``foreach_batch`` (by batch id) sinks: the
+        query's checkpoint holds the sequence numbers; lease checkpoints follow after each
+        batch commit.
+        """
+        factory = registry.source("kinesis")
+        return self.source(factory(stream, app_name, endpoint, schema=schema, **options))
 
     def kafka(
         self,
@@ -128,11 +143,29 @@ class DataStreamReader:
         schema: pa.Schema | None = None,
         **options: Any,
     ) -> DataFrame:
-        """Kafka topics read with aiokafka: partitions play shards, offsets sequence numbers;
-        see :func:`streamkit.streaming.kafka_reader.read_kafka`."""
-        from streamkit.streaming.kafka_reader import read_kafka
+        """Kafka topics read with aiokafka by ``streamkit-kafka``
+        (``pip install 'streamkit[kafka]'``): partitions play shards, offsets sequence
+        numbers.
 
-        return read_kafka(bootstrap, topics, group_id, schema, **options)
+        Record values are JSON objects decoded under ``schema`` (required unless a
+        ``decoder`` with a schema is given); bad records go to the query's dead-letter
+        table. ``options`` are the keyword arguments of
+        :class:`streamkit_kafka.source.KafkaStreamSource`: ``decoder``, ``starting``
+        (``"earliest"`` default, ``"latest"``), ``max_records_per_batch``,
+        ``on_bad_record``, ``consumer_options`` (aiokafka consumer keywords),
+        ``connect_attempts``, ``connect_backoff``, ``assignment_timeout``.
+
+        Exactly-once with the memory, Parquet and ``foreach_batch`` (by batch id) sinks: the
+        query's checkpoint holds the offsets; the group's offsets are committed after each
+        batch commit.
+        """
+        factory = registry.source("kafka")
+        return self.source(factory(bootstrap, topics, group_id, schema=schema, **options))
+
+    def connector(self, name: str, *args: Any, **options: Any) -> DataFrame:
+        """A streaming DataFrame over the source ``name`` of an installed connector
+        (see :mod:`streamkit.streaming.registry`); ``args`` and ``options`` go to its factory."""
+        return self.source(registry.source(name)(*args, **options))
 
 
 read_stream = DataStreamReader()
@@ -237,18 +270,19 @@ class DataStreamWriter:
         key_column: str | None = None,
         value_format: str = "json",
     ) -> DataStreamWriter:
-        """Rows to a Kafka topic (:class:`~streamkit.connectors.kafka.sink.KafkaSink`)."""
-        from streamkit.connectors.kafka.sink import KafkaSink
-
-        return self.to(KafkaSink(bootstrap, topic, key_column, value_format))
+        """Rows to a Kafka topic (``KafkaSink`` of ``streamkit-kafka``)."""
+        return self.to(registry.sink("kafka")(bootstrap, topic, key_column, value_format))
 
     def kinesis(
         self, stream: str, partition_key_column: str, endpoint: AwsEndpoint | None = None
     ) -> DataStreamWriter:
-        """Rows to a Kinesis stream (:class:`~streamkit.connectors.kinesis.sink.KinesisSink`)."""
-        from streamkit.connectors.kinesis.sink import KinesisSink
+        """Rows to a Kinesis stream (``KinesisSink`` of ``streamkit-kinesis``)."""
+        return self.to(registry.sink("kinesis")(stream, endpoint, partition_key_column))
 
-        return self.to(KinesisSink(stream, endpoint, partition_key_column))
+    def connector(self, name: str, *args: Any, **options: Any) -> DataStreamWriter:
+        """Rows to the sink ``name`` of an installed connector (see
+        :mod:`streamkit.streaming.registry`); ``args`` and ``options`` go to its factory."""
+        return self.to(registry.sink(name)(*args, **options))
 
     def foreach_batch(
         self, fn: Callable[[DataFrame, int], Awaitable[None] | None]

@@ -253,12 +253,12 @@ class S3CheckpointStore:
 def open_checkpoint_store(location: str, endpoint: AwsEndpoint | None = None) -> CheckpointStore:
     """The store for ``location``: ``s3://bucket/prefix`` or a local directory (created).
 
-    S3 locations use ``endpoint``, else :func:`streamkit.io.current_endpoint` (set with
+    S3 locations use ``endpoint``, else :func:`streamkit.config.current_endpoint` (set with
     ``sk.configure`` or ``STREAMKIT_AWS_ENDPOINT``). ``file://`` paths are local.
     """
     if location.startswith("s3://"):
         if endpoint is None:
-            from streamkit.io import current_endpoint
+            from streamkit.config import current_endpoint
 
             endpoint = current_endpoint()
         return S3CheckpointStore(location, endpoint)

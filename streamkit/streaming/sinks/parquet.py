@@ -40,7 +40,7 @@ class ParquetSink(BatchFileSink):
     """Writes each batch as ``path/[col=value/]batch-{id:09d}-part-{k}.parquet``.
 
     ``path`` is a local directory (created) or ``s3://bucket/prefix`` (through ``endpoint``,
-    else :func:`streamkit.io.current_endpoint`). Each file is written atomically (local: temp
+    else :func:`streamkit.config.current_endpoint`). Each file is written atomically (local: temp
     file, fsync, rename; S3: one PUT), and ``add_batch`` returns when every file is durable.
 
     Idempotent per batch id: before its files, a batch records their names in

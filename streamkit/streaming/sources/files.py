@@ -346,7 +346,7 @@ class FileStreamSource:
 
 def _filesystem(path: str, endpoint: AwsEndpoint | None) -> tuple[pafs.FileSystem, str]:
     if path.startswith("s3://"):
-        from streamkit.io import current_endpoint
+        from streamkit.config import current_endpoint
 
         root = path[len("s3://") :].rstrip("/")
         if not root:

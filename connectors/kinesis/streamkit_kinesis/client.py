@@ -1,0 +1,141 @@
+"""The Kinesis calls streamkit makes, as a Protocol, and one awaitable way to make them.
+
+``KinesisApi`` is satisfied by a plain boto3 Kinesis client and by wrappers around one
+(e.g. :class:`streamkit_kinesis.testing.faults.ExceptionThrowingKinesisClient`), so the
+producer, admin and reader accept either. :func:`call` runs a blocking boto3 call in a
+thread, retries unreachable-endpoint errors a bounded number of times with backoff, and
+turns missing-stream / credential / connection failures into one typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from .errors import classify, is_connection_error
+from .retry import CONNECTION_BACKOFF, Retrier
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Unpack
+
+    from mypy_boto3_kinesis.type_defs import (
+        CreateStreamInputTypeDef,
+        DeleteStreamInputTypeDef,
+        DescribeStreamSummaryInputTypeDef,
+        DescribeStreamSummaryOutputTypeDef,
+        EmptyResponseMetadataTypeDef,
+        GetRecordsInputTypeDef,
+        GetRecordsOutputTypeDef,
+        GetShardIteratorInputTypeDef,
+        GetShardIteratorOutputTypeDef,
+        ListShardsInputTypeDef,
+        ListShardsOutputTypeDef,
+        MergeShardsInputTypeDef,
+        PutRecordsInputTypeDef,
+        PutRecordsOutputTypeDef,
+        SplitShardInputTypeDef,
+        UpdateShardCountInputTypeDef,
+        UpdateShardCountOutputTypeDef,
+    )
+
+    from streamkit.config import AwsEndpoint
+
+T = TypeVar("T")
+
+
+class KinesisApi(Protocol):
+    """The subset of the boto3 Kinesis client that streamkit calls (blocking methods)."""
+
+    def get_shard_iterator(
+        self, **kwargs: Unpack[GetShardIteratorInputTypeDef]
+    ) -> GetShardIteratorOutputTypeDef: ...
+
+    def get_records(self, **kwargs: Unpack[GetRecordsInputTypeDef]) -> GetRecordsOutputTypeDef: ...
+
+    def list_shards(self, **kwargs: Unpack[ListShardsInputTypeDef]) -> ListShardsOutputTypeDef: ...
+
+    def put_records(self, **kwargs: Unpack[PutRecordsInputTypeDef]) -> PutRecordsOutputTypeDef: ...
+
+    def describe_stream_summary(
+        self, **kwargs: Unpack[DescribeStreamSummaryInputTypeDef]
+    ) -> DescribeStreamSummaryOutputTypeDef: ...
+
+    def create_stream(
+        self, **kwargs: Unpack[CreateStreamInputTypeDef]
+    ) -> EmptyResponseMetadataTypeDef: ...
+
+    def delete_stream(
+        self, **kwargs: Unpack[DeleteStreamInputTypeDef]
+    ) -> EmptyResponseMetadataTypeDef: ...
+
+    def split_shard(
+        self, **kwargs: Unpack[SplitShardInputTypeDef]
+    ) -> EmptyResponseMetadataTypeDef: ...
+
+    def merge_shards(
+        self, **kwargs: Unpack[MergeShardsInputTypeDef]
+    ) -> EmptyResponseMetadataTypeDef: ...
+
+    def update_shard_count(
+        self, **kwargs: Unpack[UpdateShardCountInputTypeDef]
+    ) -> UpdateShardCountOutputTypeDef: ...
+
+
+def kinesis_client(
+    endpoint: AwsEndpoint,
+    *,
+    connect_timeout: float = 2.0,
+    read_timeout: float = 20.0,
+    max_pool_connections: int = 32,
+) -> KinesisApi:
+    """A boto3 Kinesis client for ``endpoint`` with botocore's own retries turned off.
+
+    streamkit retries itself (bounded for connection errors, jittered for throttling) so
+    retries are counted in metrics and never multiply with botocore's.
+    """
+    client: KinesisApi = endpoint.client(
+        "kinesis",
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=max_pool_connections,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+    )
+    return client
+
+
+def endpoint_url(client: object) -> str | None:
+    """The endpoint URL a boto3 client (or a wrapper exposing ``meta``) talks to."""
+    meta = getattr(client, "meta", None)
+    url = getattr(meta, "endpoint_url", None)
+    return str(url) if url is not None else None
+
+
+async def call(
+    fn: Callable[[], T],
+    *,
+    stream: str | None = None,
+    url: str | None = None,
+    retrier: Retrier | None = None,
+) -> T:
+    """Run the blocking ``fn`` in a thread and return its result.
+
+    Connection failures are retried per ``retrier`` (default: 3 tries in about a second),
+    then raised as one :class:`EndpointUnreachableError`. Missing stream and credential
+    failures raise :class:`StreamNotFoundError` / :class:`CredentialsError` at once. Any
+    other exception (throttling included) propagates unchanged for the caller to handle.
+    """
+    retrier = retrier or Retrier(CONNECTION_BACKOFF)
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await asyncio.to_thread(fn)
+        except Exception as exc:
+            if is_connection_error(exc) and not retrier.backoff.exhausted(attempts):
+                await retrier.wait(attempts - 1)
+                continue
+            typed = classify(exc, stream=stream, url=url, attempts=attempts)
+            if typed is None:
+                raise
+            raise typed from exc

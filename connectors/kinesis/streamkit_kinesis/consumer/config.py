@@ -1,0 +1,154 @@
+"""Consumer configuration: one frozen value, validated when it is built.
+
+Defaults follow the KCL where a concept is the same: ``failover_time`` 10 s, lease renewal
+every third of it, a take cycle every ``2 * failover_time``, one steal per take cycle, an
+idle wait of 1 s between empty reads, up to 10,000 records per GetRecords, a shard sync
+every 60 s and initial position LATEST.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from streamkit.errors import ConfigError
+from streamkit_kinesis.types import (
+    AT_TIMESTAMP,
+    LATEST,
+    TRIM_HORIZON,
+    ExtendedSequenceNumber,
+)
+
+PositionKind = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+
+
+@dataclass(frozen=True)
+class InitialPosition:
+    """Where a shard with no checkpoint yet starts (KCL's ``InitialPositionInStream``).
+
+    Only used when shard sync creates a lease; afterwards the lease checkpoint decides.
+    """
+
+    kind: PositionKind
+    """TRIM_HORIZON (oldest record kept), LATEST (records put from now on) or AT_TIMESTAMP."""
+    timestamp: datetime | None = None
+    """For AT_TIMESTAMP: the first record that arrived at or after this time (tz-aware)."""
+
+    def __post_init__(self) -> None:
+        if (self.kind == "AT_TIMESTAMP") != (self.timestamp is not None):
+            raise ConfigError(
+                "InitialPosition needs a timestamp for AT_TIMESTAMP and only then; use "
+                "InitialPosition.at_timestamp(datetime) / .trim_horizon() / .latest()"
+            )
+        if self.timestamp is not None and self.timestamp.tzinfo is None:
+            raise ConfigError("the AT_TIMESTAMP timestamp must be timezone-aware (e.g. UTC)")
+
+    @classmethod
+    def trim_horizon(cls) -> InitialPosition:
+        """Start at the oldest record still in the shard."""
+        return cls("TRIM_HORIZON")
+
+    @classmethod
+    def latest(cls) -> InitialPosition:
+        """Start after the newest record: only records put from now on."""
+        return cls("LATEST")
+
+    @classmethod
+    def at_timestamp(cls, timestamp: datetime) -> InitialPosition:
+        """Start at the first record that arrived at or after ``timestamp``."""
+        return cls("AT_TIMESTAMP", timestamp)
+
+    @property
+    def checkpoint(self) -> ExtendedSequenceNumber:
+        """The sentinel checkpoint written into new leases."""
+        return {"TRIM_HORIZON": TRIM_HORIZON, "LATEST": LATEST, "AT_TIMESTAMP": AT_TIMESTAMP}[
+            self.kind
+        ]
+
+
+def default_worker_id() -> str:
+    """``host:pid:random`` — unique per consumer instance, readable in the lease table."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Everything that configures one consumer worker (all times in seconds).
+
+    Workers sharing ``app_name`` share the lease table named ``app_name`` and split the
+    stream's shards between them.
+    """
+
+    app_name: str
+    """Application name; also the DynamoDB lease table name (created on demand if absent)."""
+    stream: str
+    """Kinesis stream to consume."""
+    worker_id: str = field(default_factory=default_worker_id)
+    """This worker's identity in ``leaseOwner``; unique per process."""
+    initial_position: InitialPosition = field(default_factory=InitialPosition.latest)
+    """Start of a shard that has no checkpoint yet (KCL default: LATEST)."""
+    failover_time: float = 10.0
+    """A lease whose counter has not moved for this long is expired and may be taken."""
+    renew_interval: float | None = None
+    """Time between renewals; default ``failover_time / 3``."""
+    take_interval: float | None = None
+    """Time between take cycles; default ``2 * failover_time`` (KCL). A released lease is
+    taken by another worker on that worker's next take cycle, so this bounds a hand-off."""
+    max_steal: int = 1
+    """Leases stolen per take cycle at most, to balance by count."""
+    max_leases: int | None = None
+    """Cap on leases held by this worker (``None``: no cap)."""
+    idle_time: float = 1.0
+    """Wait after an empty, caught-up read before the next GetRecords of that shard."""
+    max_records: int = 10_000
+    """``Limit`` of each GetRecords call (1..10,000)."""
+    shard_sync_interval: float = 60.0
+    """Time between periodic shard syncs (a shard reaching SHARD_END also triggers one)."""
+    parent_poll_interval: float = 10.0
+    """How often a child shard re-checks whether its parents reached SHARD_END."""
+    shard_refresh_interval: float | None = 30.0
+    """How often an idle reader re-describes its shard to notice that it was closed."""
+    shutdown_grace: float = 5.0
+    """On stop, how long an in-flight ``process_records`` may run before it is cancelled."""
+    lease_call_timeout: float = 5.0
+    """Connect / read timeout of each DynamoDB call."""
+
+    def __post_init__(self) -> None:
+        if not self.app_name or not self.stream:
+            raise ConfigError("ConsumerConfig needs a non-empty app_name and stream")
+        if not 1 <= self.max_records <= 10_000:
+            raise ConfigError(f"max_records must be in 1..10000, got {self.max_records}")
+        if self.idle_time < 0:
+            raise ConfigError(f"idle_time must be >= 0, got {self.idle_time}")
+        positive = {
+            "failover_time": self.failover_time,
+            "shard_sync_interval": self.shard_sync_interval,
+            "parent_poll_interval": self.parent_poll_interval,
+            "shutdown_grace": self.shutdown_grace,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.renew_interval is not None and not 0 < self.renew_interval < self.failover_time:
+            raise ConfigError(
+                f"renew_interval ({self.renew_interval}) must be in (0, failover_time "
+                f"= {self.failover_time}); otherwise held leases expire between renewals"
+            )
+        if self.take_interval is not None and self.take_interval <= 0:
+            raise ConfigError(f"take_interval must be > 0, got {self.take_interval}")
+        if self.max_steal < 0 or (self.max_leases is not None and self.max_leases < 1):
+            raise ConfigError("max_steal must be >= 0 and max_leases >= 1 (or None)")
+
+    @property
+    def effective_renew_interval(self) -> float:
+        """The renewal interval in use (``failover_time / 3`` unless set)."""
+        return self.failover_time / 3 if self.renew_interval is None else self.renew_interval
+
+    @property
+    def effective_take_interval(self) -> float:
+        """The take interval in use (``2 * failover_time`` unless set)."""
+        return 2 * self.failover_time if self.take_interval is None else self.take_interval

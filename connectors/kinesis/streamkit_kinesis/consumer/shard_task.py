@@ -1,0 +1,263 @@
+"""One task per held shard: wait for parents, read, hand batches to the processor.
+
+A :class:`ShardTask` runs its work in an inner asyncio task so that it can stop it at once:
+
+- lease lost: the in-flight read or ``process_records`` is cancelled on the spot, nothing
+  is checkpointed, then ``lease_lost`` is called;
+- graceful shutdown: a read in flight is abandoned (its records were never delivered), a
+  ``process_records`` in flight is allowed to finish, then ``shutdown_requested`` is called;
+  past the grace period the consumer :meth:`ShardTask.drop` s it instead (no callback);
+- SHARD_END: ``shard_ended`` is called, and SHARD_END is checkpointed if the processor did
+  not do it, before the worker syncs shards and releases the finished lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from streamkit.errors import ConfigError
+from streamkit_kinesis.leases import Checkpointer, Lease
+from streamkit_kinesis.retrieval.polling import ShardReader
+from streamkit_kinesis.types import AT_TIMESTAMP, SHARD_END
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from streamkit_kinesis.client import KinesisApi
+    from streamkit_kinesis.leases import HeldLeases, LeaseStore
+    from streamkit_kinesis.retrieval.polling import ReaderMetrics
+    from streamkit_kinesis.types import (
+        ExtendedSequenceNumber,
+        RecordBatch,
+        ShardInfo,
+    )
+
+    from .config import ConsumerConfig
+    from .processor import ProcessorFactory, RecordProcessor
+
+log = logging.getLogger(__name__)
+
+
+class ShardOutcome(StrEnum):
+    """How a shard task ended."""
+
+    ENDED = "ended"
+    """Read to SHARD_END and checkpointed there."""
+    SHUTDOWN = "shutdown"
+    """Stopped gracefully; ``shutdown_requested`` was called (unless it never started)."""
+    LOST = "lost"
+    """Lease lost: stopped at once, ``lease_lost`` called, nothing checkpointed."""
+    DROPPED = "dropped"
+    """Cancelled after the shutdown grace period; no callback, nothing checkpointed."""
+
+
+class ShardHost(Protocol):
+    """What a shard task needs from its worker."""
+
+    config: ConsumerConfig
+    client: KinesisApi
+    clock: Callable[[], float]
+
+    async def shard_info(self, shard_id: str) -> ShardInfo:
+        """The shard's description (ListShards), refreshed if unknown."""
+        ...
+
+    async def parents_done(self, lease: Lease) -> bool:
+        """True when every parent of ``lease`` is checkpointed at SHARD_END (or gone)."""
+        ...
+
+    async def wait_for_parent_progress(self, stop: asyncio.Event) -> None:
+        """Sleep up to ``parent_poll_interval``, or less if a shard ends here or ``stop``."""
+        ...
+
+    def shard_started(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        """The processor was initialized; reading starts after ``start``."""
+        ...
+
+    async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+        """The shard is checkpointed at SHARD_END: sync children, release the lease."""
+        ...
+
+
+class ShardCheckpointer(Checkpointer):
+    """The checkpointer handed to processors: the lease checkpointer, counting its writes.
+
+    Same guarantees as :class:`~streamkit_kinesis.leases.Checkpointer`: durable on
+    return; conditional on still owning the lease (else LeaseLostError, nothing written);
+    only forward.
+    """
+
+    def __init__(self, store: LeaseStore, held: HeldLeases, shard_id: str) -> None:
+        super().__init__(store, held, shard_id)
+        self.writes = 0
+        """Checkpoints written through this checkpointer."""
+
+    async def checkpoint(self, position: ExtendedSequenceNumber | str | None = None) -> Lease:
+        """See :meth:`Checkpointer.checkpoint`."""
+        wrote = position is not None or self.last_delivered is not None
+        lease = await super().checkpoint(position)
+        self.writes += wrote
+        return lease
+
+
+class ShardTask:
+    """Runs one shard for as long as this worker holds its lease (see module docstring)."""
+
+    def __init__(
+        self,
+        host: ShardHost,
+        lease: Lease,
+        checkpointer: ShardCheckpointer,
+        factory: ProcessorFactory,
+        after: asyncio.Task[ShardOutcome] | None = None,
+    ) -> None:
+        self.shard_id = lease.lease_key
+        self.checkpointer = checkpointer
+        self._host = host
+        self._lease = lease
+        self._factory = factory
+        self._stop = asyncio.Event()
+        self._lost_reason: str | None = None
+        self._reader: ShardReader | None = None
+        self._processor: RecordProcessor | None = None
+        self._work: asyncio.Task[ShardOutcome] | None = None
+        self.started_at: ExtendedSequenceNumber | None = None
+        """The checkpoint reading started from (None while waiting for parents)."""
+        self.task: asyncio.Task[ShardOutcome] = asyncio.create_task(
+            self._run(after), name=f"shard-{self.shard_id}"
+        )
+
+    def reader_metrics(self) -> ReaderMetrics | None:
+        """The live reader's counters (None before reading started)."""
+        return None if self._reader is None else self._reader.metrics()
+
+    def is_lost(self) -> bool:
+        """True once the lease was reported lost."""
+        return self._lost_reason is not None
+
+    def request_shutdown(self) -> None:
+        """Graceful stop: abandon a read in flight, finish a batch in flight, then stop."""
+        self._stop.set()
+
+    def lose(self, reason: str) -> None:
+        """The lease is gone: cancel the read / processing in flight at once."""
+        if self._lost_reason is None:
+            self._lost_reason = reason
+            if self._work is not None:
+                self._work.cancel()
+
+    def drop(self) -> None:
+        """Cancel whatever runs now (shutdown grace exceeded); no callback follows."""
+        self._stop.set()
+        if self._work is not None:
+            self._work.cancel()
+
+    async def _run(self, after: asyncio.Task[ShardOutcome] | None) -> ShardOutcome:
+        if after is not None:
+            await asyncio.wait([after])  # the previous task for this shard finishes first
+        if self.is_lost():
+            return ShardOutcome.LOST
+        if self._stop.is_set():
+            return ShardOutcome.SHUTDOWN
+        work = self._work = asyncio.create_task(self._body(), name=f"shard-{self.shard_id}-work")
+        try:
+            await asyncio.wait([work])
+        finally:
+            if not work.done():  # this task itself was cancelled: take the work with it
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+        failed = work.cancelled() or work.exception() is not None
+        if failed and self.is_lost():
+            log.info("shard %s stopped: lease lost (%s)", self.shard_id, self._lost_reason)
+            if self._processor is not None and self.started_at is not None:
+                await self._processor.lease_lost(self.shard_id)
+            return ShardOutcome.LOST
+        if work.cancelled():
+            return ShardOutcome.DROPPED
+        error = work.exception()
+        if error is not None:
+            error.add_note(f"while consuming shard {self.shard_id}")
+            raise error
+        return work.result()
+
+    async def _body(self) -> ShardOutcome:
+        while not await self._host.parents_done(self._lease):
+            if self._stop.is_set():
+                return ShardOutcome.SHUTDOWN
+            await self._host.wait_for_parent_progress(self._stop)
+        if self._stop.is_set():
+            return ShardOutcome.SHUTDOWN
+        lease = self.checkpointer.last_checkpoint or self._lease.checkpoint
+        self._reader = await self._make_reader(lease)
+        self._processor = processor = self._factory()
+        await processor.initialize(self.shard_id, lease)
+        self.started_at = lease
+        self._host.shard_started(self.shard_id, lease)
+        while (batch := await self._next(self._reader)) is not None:
+            if batch.records:
+                self.checkpointer.mark_delivered(batch.records[-1].sequence_number)
+                await processor.process_records(batch, self.checkpointer)
+            if batch.shard_ended:
+                await self._end(processor, batch)
+                return ShardOutcome.ENDED
+            if self._stop.is_set():
+                break
+        await processor.shutdown_requested(self.shard_id, self.checkpointer)
+        return ShardOutcome.SHUTDOWN
+
+    async def _make_reader(self, checkpoint: ExtendedSequenceNumber) -> ShardReader:
+        config = self._host.config
+        start: ExtendedSequenceNumber | datetime = checkpoint
+        if checkpoint == AT_TIMESTAMP:
+            timestamp = config.initial_position.timestamp
+            if timestamp is None:
+                raise ConfigError(
+                    f"lease {self.shard_id} starts AT_TIMESTAMP but this worker's "
+                    "initial_position has no timestamp; use the same ConsumerConfig."
+                    "initial_position on every worker of the application"
+                )
+            start = timestamp
+        return ShardReader(
+            self._host.client,
+            config.stream,
+            await self._host.shard_info(self.shard_id),
+            start,
+            limit=config.max_records,
+            idle_time=config.idle_time,
+            shard_refresh_interval=config.shard_refresh_interval,
+            clock=self._host.clock,
+        )
+
+    async def _next(self, reader: ShardReader) -> RecordBatch | None:
+        """The next non-empty (or SHARD_END) batch; None once shutdown was requested."""
+        while not self._stop.is_set():
+            read = asyncio.ensure_future(reader.next_batch())
+            stop = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for fut in (read, stop):
+                    fut.cancel()
+            if read.cancelled() or not read.done():
+                return None  # abandoned: what this read returns is never delivered
+            if self._stop.is_set():
+                read.exception()  # retrieved (and ignored): nothing was delivered
+                return None
+            batch = read.result()
+            if batch.records or batch.shard_ended:
+                return batch
+        return None
+
+    async def _end(self, processor: RecordProcessor, batch: RecordBatch) -> None:
+        self.checkpointer.mark_delivered(SHARD_END)
+        await processor.shard_ended(self.shard_id, self.checkpointer)
+        if self.checkpointer.last_checkpoint != SHARD_END:
+            log.info("shard %s: processor did not checkpoint SHARD_END; doing it", self.shard_id)
+            await self.checkpointer.checkpoint(SHARD_END)
+        await self._host.shard_finished(self.shard_id, batch.child_shard_ids)

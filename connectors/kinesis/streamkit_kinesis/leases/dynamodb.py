@@ -1,0 +1,367 @@
+"""The DynamoDB lease store: KCL's lease table, written with conditional updates.
+
+boto3 is synchronous; every request runs in a worker thread (``asyncio.to_thread``) and is
+counted by operation in :attr:`DynamoDBLeaseStore.calls` (one count per API request; a
+paged scan counts each page). Every write carries a ``ConditionExpression`` and returns the
+item as stored (``ReturnValues=ALL_NEW``), so the lease a method returns is the table's view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from typing import TYPE_CHECKING, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from streamkit.errors import ConfigError
+
+from . import dynamodb_items as items
+from .errors import (
+    LeaseConflictError,
+    LeaseLostError,
+    LeaseNotFoundError,
+    LeaseStoreError,
+    LeaseStoreUnavailableError,
+)
+from .memory import conflict_message, describe, lost_message
+from .metrics import CallCounter
+from .model import Lease, check_checkpoint_advance
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, ScanOutputTypeDef
+
+    from streamkit.config import AwsEndpoint
+    from streamkit_kinesis.types import ExtendedSequenceNumber
+
+T = TypeVar("T")
+
+TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+"""DynamoDB error codes that mean "try again later"."""
+
+
+class _ConditionFailed(Exception):
+    """A ConditionalCheckFailedException, mapped to a typed error by the caller."""
+
+
+def _names(*expressions: str) -> dict[str, str]:
+    used = {token for e in expressions for token in re.findall(r"#\w+", e)}
+    return {k: v for k, v in items.NAMES.items() if k in used}
+
+
+def _owner_condition(owner: str | None) -> tuple[str, dict[str, AttributeValueTypeDef]]:
+    if owner is None:
+        return "attribute_not_exists(#leaseOwner)", {}
+    return "#leaseOwner = :owner", {":owner": items.s(owner)}
+
+
+class DynamoDBLeaseStore:
+    """A :class:`~.store.LeaseStore` on a DynamoDB table (AWS, LocalStack, moto, ...).
+
+    ``client`` may be given to wrap a real client (failure injection in tests); otherwise
+    one is built from ``endpoint`` with ``call_timeout`` seconds for connect and read, and
+    botocore's standard retry mode (3 attempts), so no call can hang past a failover period.
+    """
+
+    def __init__(
+        self,
+        endpoint: AwsEndpoint,
+        table_name: str,
+        *,
+        client: DynamoDBClient | None = None,
+        call_timeout: float = 5.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.table_name = table_name
+        self.calls = CallCounter()
+        """DynamoDB API calls by operation name (``UpdateItem``, ``Scan``, ...)."""
+        self._client: DynamoDBClient = client or endpoint.client(
+            "dynamodb",
+            connect_timeout=call_timeout,
+            read_timeout=call_timeout,
+            retries={"mode": "standard", "max_attempts": 3},
+        )
+
+    def call_counts(self) -> Mapping[str, int]:
+        """DynamoDB calls made so far, by operation."""
+        return self.calls.snapshot()
+
+    async def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        self.calls.record(operation)
+        try:
+            return await asyncio.to_thread(fn)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                raise _ConditionFailed(code) from e
+            raise self._translate(operation, code, e) from e
+        except NoCredentialsError as e:
+            raise ConfigError(
+                f"no AWS credentials for DynamoDB ({operation} on {self.table_name}); set "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use AwsEndpoint.local(url)"
+            ) from e
+        except BotoCoreError as e:
+            where = self.endpoint.url or f"AWS {self.endpoint.region}"
+            raise LeaseStoreUnavailableError(
+                f"DynamoDB at {where} did not answer {operation} on {self.table_name}: {e}; "
+                "will retry on the next cycle"
+            ) from e
+
+    def _translate(self, operation: str, code: str, e: ClientError) -> Exception:
+        if code in TRANSIENT_CODES:
+            return LeaseStoreUnavailableError(
+                f"DynamoDB {operation} on {self.table_name} failed transiently ({code}); "
+                "will retry on the next cycle"
+            )
+        if code == "ResourceNotFoundException":
+            return LeaseStoreError(
+                f"lease table {self.table_name!r} does not exist at "
+                f"{self.endpoint.url or 'AWS'}; call create_table_if_not_exists() first"
+            )
+        return LeaseStoreError(f"DynamoDB {operation} on {self.table_name} failed: {e}")
+
+    async def create_table_if_not_exists(self, timeout: float = 60.0) -> bool:
+        """Create the table (hash key ``leaseKey``, on-demand) and wait until it is ACTIVE."""
+        created = True
+        try:
+            await self._call(
+                "CreateTable",
+                lambda: self._client.create_table(
+                    TableName=self.table_name,
+                    KeySchema=[{"AttributeName": items.KEY, "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": items.KEY, "AttributeType": "S"}],
+                    BillingMode="PAY_PER_REQUEST",
+                ),
+            )
+        except LeaseStoreError as e:
+            cause = e.__cause__
+            if not (isinstance(cause, ClientError) and _code(cause) == "ResourceInUseException"):
+                raise
+            created = False
+        await self._wait_active(timeout)
+        return created
+
+    async def _wait_active(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            described = await self._call(
+                "DescribeTable", lambda: self._client.describe_table(TableName=self.table_name)
+            )
+            if described["Table"].get("TableStatus") == "ACTIVE":
+                return
+            if loop.time() > deadline:
+                raise LeaseStoreError(
+                    f"lease table {self.table_name!r} not ACTIVE after {timeout:.0f}s"
+                )
+            await asyncio.sleep(0.2)
+
+    async def delete_table(self) -> None:
+        """Delete the whole lease table (tests and tooling); no error if it is absent."""
+        try:
+            await self._call(
+                "DeleteTable", lambda: self._client.delete_table(TableName=self.table_name)
+            )
+        except LeaseStoreError as e:
+            cause = e.__cause__
+            if not (isinstance(cause, ClientError) and _code(cause) == "ResourceNotFoundException"):
+                raise
+
+    async def list_leases(self) -> list[Lease]:
+        """All leases (consistent scan, every page), ordered by key."""
+        leases: list[Lease] = []
+        start: dict[str, AttributeValueTypeDef] | None = None
+        while True:
+            page = await self._call("Scan", functools.partial(self._scan_page, start))
+            leases.extend(items.from_item(i) for i in page.get("Items", []))
+            start = dict(page["LastEvaluatedKey"]) if page.get("LastEvaluatedKey") else None
+            if start is None:
+                return sorted(leases, key=lambda lease: lease.lease_key)
+
+    def _scan_page(self, start: dict[str, AttributeValueTypeDef] | None) -> ScanOutputTypeDef:
+        if start is None:
+            return self._client.scan(TableName=self.table_name, ConsistentRead=True)
+        return self._client.scan(
+            TableName=self.table_name, ConsistentRead=True, ExclusiveStartKey=start
+        )
+
+    async def get_lease(self, lease_key: str) -> Lease | None:
+        """The lease (strongly consistent read) or None."""
+        got = await self._call(
+            "GetItem",
+            lambda: self._client.get_item(
+                TableName=self.table_name, Key=items.key_of(lease_key), ConsistentRead=True
+            ),
+        )
+        item = got.get("Item")
+        return None if item is None else items.from_item(item)
+
+    async def create_lease_if_not_exists(self, lease: Lease) -> Lease:
+        """Put the item on ``attribute_not_exists(leaseKey)``; else LeaseConflictError."""
+        try:
+            await self._call(
+                "PutItem",
+                lambda: self._client.put_item(
+                    TableName=self.table_name,
+                    Item=items.to_item(lease),
+                    ConditionExpression="attribute_not_exists(#leaseKey)",
+                    ExpressionAttributeNames=_names("#leaseKey"),
+                ),
+            )
+        except _ConditionFailed:
+            current = await self.get_lease(lease.lease_key)
+            raise LeaseConflictError(
+                f"lease {lease.lease_key} already exists ({describe(current)})",
+                lease.lease_key,
+                current,
+            ) from None
+        return lease
+
+    async def _update(
+        self,
+        lease_key: str,
+        update: str,
+        condition: str,
+        values: dict[str, AttributeValueTypeDef],
+    ) -> Lease:
+        """Conditional UpdateItem returning the new lease; raises _ConditionFailed."""
+        done = await self._call(
+            "UpdateItem",
+            lambda: self._client.update_item(
+                TableName=self.table_name,
+                Key=items.key_of(lease_key),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(update, condition),
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            ),
+        )
+        return items.from_item(done["Attributes"])
+
+    async def _owned_update(
+        self,
+        action: str,
+        lease: Lease,
+        update: str,
+        values: dict[str, AttributeValueTypeDef],
+        extra_condition: str = "",
+    ) -> Lease:
+        owner_cond, owner_values = _owner_condition(lease.lease_owner)
+        condition = f"#leaseCounter = :counter AND {owner_cond}{extra_condition}"
+        try:
+            return await self._update(
+                lease.lease_key,
+                update,
+                condition,
+                {**values, **owner_values, ":counter": items.n(lease.lease_counter)},
+            )
+        except _ConditionFailed:
+            current = await self.get_lease(lease.lease_key)
+            raise LeaseLostError(lost_message(action, lease, current)) from None
+
+    async def renew_lease(self, lease: Lease) -> Lease:
+        """Counter + 1 on owner and counter; else LeaseLostError."""
+        return await self._owned_update(
+            "renew",
+            lease,
+            "SET #leaseCounter = :next",
+            {":next": items.n(lease.lease_counter + 1)},
+        )
+
+    async def take_lease(self, lease: Lease, owner: str) -> Lease:
+        """Take on counter; else LeaseConflictError."""
+        taken = lease.taken_by(owner)
+        try:
+            return await self._update(
+                lease.lease_key,
+                "SET #leaseOwner = :owner, #leaseCounter = :next, "
+                "#ownerSwitchesSinceCheckpoint = :switches",
+                "#leaseCounter = :counter",
+                {
+                    ":owner": items.s(owner),
+                    ":next": items.n(taken.lease_counter),
+                    ":switches": items.n(taken.owner_switches_since_checkpoint),
+                    ":counter": items.n(lease.lease_counter),
+                },
+            )
+        except _ConditionFailed:
+            current = await self.get_lease(lease.lease_key)
+            raise LeaseConflictError(
+                conflict_message(lease, current), lease.lease_key, current
+            ) from None
+
+    async def release_lease(self, lease: Lease) -> Lease:
+        """Remove the owner (counter + 1) on owner and counter; else LeaseLostError."""
+        return await self._owned_update(
+            "release",
+            lease,
+            "REMOVE #leaseOwner SET #leaseCounter = :next",
+            {":next": items.n(lease.lease_counter + 1)},
+        )
+
+    async def update_checkpoint(self, lease: Lease, checkpoint: ExtendedSequenceNumber) -> Lease:
+        """Checkpoint on owner, counter and stored checkpoint; only forward."""
+        check_checkpoint_advance(lease.lease_key, lease.checkpoint, checkpoint)
+        return await self._owned_update(
+            "checkpoint",
+            lease,
+            "SET #checkpoint = :cp, #checkpointSubSequenceNumber = :sub, "
+            "#ownerSwitchesSinceCheckpoint = :zero, #leaseCounter = :next",
+            {
+                ":cp": items.s(checkpoint.sequence_number),
+                ":sub": items.n(checkpoint.sub_sequence_number),
+                ":zero": items.n(0),
+                ":next": items.n(lease.lease_counter + 1),
+                ":oldcp": items.s(lease.checkpoint.sequence_number),
+                ":oldsub": items.n(lease.checkpoint.sub_sequence_number),
+            },
+            " AND #checkpoint = :oldcp AND #checkpointSubSequenceNumber = :oldsub",
+        )
+
+    async def add_child_shard_ids(self, lease_key: str, child_shard_ids: Iterable[str]) -> Lease:
+        """``ADD childShardIds`` (set union) on existence; else LeaseNotFoundError."""
+        children = sorted(set(child_shard_ids))
+        try:
+            if not children:
+                current = await self.get_lease(lease_key)
+                if current is None:
+                    raise _ConditionFailed(lease_key)
+                return current
+            return await self._update(
+                lease_key,
+                "ADD #childShardIds :children",
+                "attribute_exists(#leaseKey)",
+                {":children": {"SS": children}},
+            )
+        except _ConditionFailed:
+            raise LeaseNotFoundError(
+                f"cannot record children of lease {lease_key}: no such lease"
+            ) from None
+
+    async def delete_lease(self, lease_key: str) -> None:
+        """Delete the item if present."""
+        await self._call(
+            "DeleteItem",
+            lambda: self._client.delete_item(
+                TableName=self.table_name, Key=items.key_of(lease_key)
+            ),
+        )
+
+
+def _code(e: ClientError) -> str:
+    return e.response.get("Error", {}).get("Code", "")

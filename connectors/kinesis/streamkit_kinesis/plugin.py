@@ -1,0 +1,18 @@
+"""Registers the Kinesis source and sink with streamkit (entry point ``streamkit.connectors``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamkit.streaming.registry import Registry
+
+
+def register(registry: Registry) -> None:
+    """Add ``kinesis`` as a source (``sk.read_stream.kinesis``) and a sink
+    (``df.write_stream.kinesis``); the connector's modules are imported here."""
+    from streamkit_kinesis.sink import KinesisSink
+    from streamkit_kinesis.source.source import KinesisStreamSource
+
+    registry.add_source("kinesis", KinesisStreamSource)
+    registry.add_sink("kinesis", KinesisSink)

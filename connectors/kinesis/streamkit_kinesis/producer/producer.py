@@ -1,0 +1,357 @@
+"""Async Kinesis producer: buffered ``put``, PutRecords batching, retry of failed entries only.
+
+Delivery: at least once per record accepted by :meth:`KinesisProducer.put`, unless it is
+reported in a :class:`PutRecordsFailedError` (bounded retries used up, or a non-retryable
+per-record error; later records of its key are still sent).
+
+Ordering: with ``preserve_key_order=True`` (default) records of one partition key are
+written in the order they were put, across retries: one PutRecords call is in flight at a
+time, it carries at most one record per key, and a failed record is re-queued at the
+front, ahead of its key's later records (see :mod:`.batching`). With ``False`` a call
+takes records in buffer order (fewer, fuller calls when there are few keys), and a retried
+record may land after a later record of its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streamkit_kinesis.client import KinesisApi, call, endpoint_url, kinesis_client
+from streamkit_kinesis.errors import (
+    FailedRecord,
+    InvalidRecordError,
+    PutRecordsFailedError,
+    RecordTooLargeError,
+    error_code,
+)
+from streamkit_kinesis.producer.batching import (
+    MAX_BYTES_PER_CALL,
+    MAX_RECORD_BYTES,
+    MAX_RECORDS_PER_CALL,
+    Entry,
+    as_failure,
+    settle,
+    take_batch,
+)
+from streamkit_kinesis.retry import (
+    THROTTLING_CODES,
+    Backoff,
+    Retrier,
+    Rng,
+    Sleep,
+    is_throttling,
+    is_transient,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mypy_boto3_kinesis.type_defs import PutRecordsRequestEntryTypeDef
+
+    from streamkit.config import AwsEndpoint
+
+MAX_HASH_KEY = 2**128 - 1
+
+
+@dataclass(frozen=True)
+class ProducerMetrics:
+    """A snapshot of a producer's counters."""
+
+    records_put: int
+    """Records accepted by ``put``."""
+    records_sent: int
+    """Records acknowledged by Kinesis."""
+    bytes_sent: int
+    """Data plus partition key bytes of the acknowledged records."""
+    calls: int
+    """PutRecords calls made."""
+    retries: int
+    """Records sent again after a failure."""
+    throttles: int
+    """Records (or whole calls) rejected with a throttling error."""
+    records_failed: int
+    """Records given up on."""
+    buffered: int
+    """Records waiting to be sent now."""
+
+
+def record_size(data: bytes, partition_key: str) -> int:
+    """Bytes a record counts against the Kinesis limits: data plus UTF-8 partition key."""
+    return len(data) + len(partition_key.encode("utf-8"))
+
+
+def validate(partition_key: str, explicit_hash_key: str | None) -> None:
+    """Raise :class:`InvalidRecordError` for keys Kinesis would reject."""
+    if not 1 <= len(partition_key) <= 256:
+        raise InvalidRecordError(
+            f"partition key must be 1 to 256 characters, got {len(partition_key)}"
+        )
+    if explicit_hash_key is not None and not (
+        explicit_hash_key.isdigit() and 0 <= int(explicit_hash_key) <= MAX_HASH_KEY
+    ):
+        raise InvalidRecordError(
+            f"explicit hash key must be a decimal integer in [0, 2**128 - 1], "
+            f"got {explicit_hash_key!r}"
+        )
+
+
+class KinesisProducer:
+    """Buffers records and writes them with PutRecords (<= 500 records, <= 5 MiB per call).
+
+    A batch is sent when it is full, when its oldest record has waited ``linger_ms``, or on
+    :meth:`flush`. Use ``async with`` (or :meth:`close`) to flush and stop. Errors of the
+    background sender (unreachable endpoint, missing stream, records given up on) are
+    raised by the next :meth:`put` or :meth:`flush`.
+    """
+
+    def __init__(
+        self,
+        endpoint: AwsEndpoint | None,
+        stream: str,
+        *,
+        client: KinesisApi | None = None,
+        linger_ms: float = 50.0,
+        max_attempts: int = 8,
+        backoff: Backoff | None = None,
+        preserve_key_order: bool = True,
+        max_buffered_records: int = 100_000,
+        max_batch_records: int = MAX_RECORDS_PER_CALL,
+        max_batch_bytes: int = MAX_BYTES_PER_CALL,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        sleep: Sleep = asyncio.sleep,
+        rng: Rng = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if client is None:
+            if endpoint is None:
+                raise ValueError("KinesisProducer needs an endpoint or a client")
+            client = kinesis_client(endpoint)
+        self._client = client
+        self._stream = stream
+        self._url = (endpoint.url if endpoint else None) or endpoint_url(client)
+        self._linger = linger_ms / 1000.0
+        self._max_attempts = max_attempts
+        self._retrier = Retrier(backoff or Backoff(base=0.1, cap=2.0), sleep, rng)
+        self._one_per_key = preserve_key_order
+        self._max_buffered = max_buffered_records
+        self._max_records = min(max_batch_records, MAX_RECORDS_PER_CALL)
+        self._max_bytes = min(max_batch_bytes, MAX_BYTES_PER_CALL)
+        self._max_record = max_record_bytes
+        self._clock = clock
+        self._buffer: deque[Entry] = deque()
+        self._buffered_bytes = 0
+        self._inflight = False
+        self._flushers = 0
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._failures: list[FailedRecord] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._counts = dict.fromkeys(
+            ("records_put", "records_sent", "bytes_sent", "calls", "retries", "throttles"), 0
+        )
+        self._records_failed = 0
+
+    @property
+    def stream(self) -> str:
+        """Name of the stream written to."""
+        return self._stream
+
+    def metrics(self) -> ProducerMetrics:
+        """A snapshot of the counters."""
+        return ProducerMetrics(
+            **self._counts, records_failed=self._records_failed, buffered=len(self._buffer)
+        )
+
+    async def put(
+        self, data: bytes, partition_key: str, explicit_hash_key: str | None = None
+    ) -> None:
+        """Buffer one record; returns at once unless the buffer is full (back-pressure).
+
+        Raises :class:`RecordTooLargeError` / :class:`InvalidRecordError` for a record
+        Kinesis would reject (nothing is sent), and any pending sender error.
+        """
+        self._raise_pending()
+        size = record_size(data, partition_key)
+        if size > self._max_record:
+            raise RecordTooLargeError(size, self._max_record, partition_key)
+        validate(partition_key, explicit_hash_key)
+        if self._closing:
+            raise RuntimeError("KinesisProducer is closed")
+        while len(self._buffer) >= self._max_buffered:
+            self._space.clear()
+            self._wake.set()
+            await self._space.wait()
+            self._raise_pending()
+        self._ensure_started()
+        was_empty = not self._buffer
+        self._buffer.append(Entry(data, partition_key, explicit_hash_key, size, self._clock()))
+        self._buffered_bytes += size
+        self._counts["records_put"] += 1
+        self._idle.clear()
+        if was_empty or self._batch_ready():
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until every buffered record is written or given up on.
+
+        Raises :class:`PutRecordsFailedError` listing the records given up on since the
+        last report, or the sender's error.
+        """
+        if self._buffer or self._inflight:
+            self._raise_pending()
+            self._flushers += 1
+            self._wake.set()
+            try:
+                await self._idle.wait()
+            finally:
+                self._flushers -= 1
+        self._raise_pending()
+
+    async def close(self) -> None:
+        """Flush, then stop the background sender. Idempotent."""
+        try:
+            await self.flush()
+        finally:
+            self._closing = True
+            self._wake.set()
+            task, self._task = self._task, None
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def __aenter__(self) -> KinesisProducer:
+        self._ensure_started()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise PutRecordsFailedError(self._stream, failures)
+
+    def _ensure_started(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _batch_ready(self) -> bool:
+        return len(self._buffer) >= self._max_records or self._buffered_bytes >= self._max_bytes
+
+    async def _run(self) -> None:
+        try:
+            while await self._wait_for_batch():
+                batch = take_batch(
+                    self._buffer,
+                    max_records=self._max_records,
+                    max_bytes=self._max_bytes,
+                    one_per_key=self._one_per_key,
+                )
+                self._buffered_bytes -= sum(e.size for e in batch)
+                self._inflight = True
+                try:
+                    await self._send(batch)
+                finally:
+                    self._inflight = False
+                    self._after_call()
+        except Exception as exc:  # stored, raised by the next put() / flush()
+            self._error = exc
+        finally:
+            self._idle.set()
+            self._space.set()
+
+    async def _wait_for_batch(self) -> bool:
+        """Wait until a call should be made; False when closing with nothing left."""
+        while True:
+            if not self._buffer:
+                if self._closing:
+                    return False
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._batch_ready() or self._flushers or self._closing:
+                return True
+            remaining = self._buffer[0].enqueued_at + self._linger - self._clock()
+            if remaining <= 0:
+                return True
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _after_call(self) -> None:
+        if len(self._buffer) < self._max_buffered:
+            self._space.set()
+        if not self._buffer:
+            self._idle.set()
+
+    async def _send(self, batch: list[Entry]) -> None:
+        """One PutRecords call for ``batch``; failed entries go back to the buffer's front."""
+        records: list[PutRecordsRequestEntryTypeDef] = []
+        for e in batch:
+            rec: PutRecordsRequestEntryTypeDef = {"Data": e.data, "PartitionKey": e.partition_key}
+            if e.explicit_hash_key is not None:
+                rec["ExplicitHashKey"] = e.explicit_hash_key
+            records.append(rec)
+        self._counts["calls"] += 1
+        self._counts["retries"] += sum(1 for e in batch if e.attempts)
+        try:
+            out = await call(
+                lambda: self._client.put_records(StreamName=self._stream, Records=records),
+                stream=self._stream,
+                url=self._url,
+            )
+        except Exception as exc:
+            if not (is_throttling(exc) or is_transient(exc)):
+                self._requeue(batch)
+                raise
+            await self._call_failed(batch, exc)
+            return
+        result = settle(
+            batch,
+            out["Records"],
+            max_attempts=self._max_attempts,
+            throttling_codes=THROTTLING_CODES,
+        )
+        self._counts["records_sent"] += len(result.succeeded)
+        self._counts["bytes_sent"] += sum(e.size for e in result.succeeded)
+        self._counts["throttles"] += result.throttled
+        self._give_up(result.failed)
+        if result.retry:
+            self._requeue(list(result.retry))
+            await self._retrier.wait(max(e.attempts for e in result.retry) - 1)
+
+    async def _call_failed(self, batch: list[Entry], exc: Exception) -> None:
+        """A whole call was throttled or hit a transient error: every entry failed once."""
+        code = error_code(exc) or type(exc).__name__
+        self._counts["throttles"] += is_throttling(exc)
+        retry: list[Entry] = []
+        for e in batch:
+            e.attempts += 1
+            e.last_error = (code, str(exc))
+            if e.attempts < self._max_attempts:
+                retry.append(e)
+            else:
+                self._give_up([as_failure(e)])
+        self._requeue(retry)
+        if retry:
+            await self._retrier.wait(max(e.attempts for e in retry) - 1)
+
+    def _requeue(self, entries: list[Entry]) -> None:
+        self._buffer.extendleft(reversed(entries))
+        self._buffered_bytes += sum(e.size for e in entries)
+
+    def _give_up(self, failed: tuple[FailedRecord, ...] | list[FailedRecord]) -> None:
+        self._failures.extend(failed)
+        self._records_failed += len(failed)

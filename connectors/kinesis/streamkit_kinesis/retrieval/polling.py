@@ -1,0 +1,388 @@
+"""Per-shard reading engine: shard iterator + GetRecords loop (no leases here).
+
+Guarantees of :class:`ShardReader`:
+
+- Records come in shard order, each once: after an expired iterator the reader re-acquires
+  an iterator AFTER the last record it returned (or at its start position when it returned
+  none), so nothing is lost or repeated. A LATEST start that expires before any record
+  came is re-acquired AT_TIMESTAMP of the moment the reader first asked for LATEST, so
+  records put since are not lost (a server with whole-second timestamps, like
+  kinesis-mock, may then also return records put up to a second before that moment).
+- Throttling (``ProvisionedThroughputExceededException``, ``LimitExceededException``, ...)
+  is retried on the same iterator after a jittered exponential delay.
+- SHARD_END is detected by any of: a null ``NextShardIterator`` (AWS, LocalStack,
+  kinesalite); the last record being the closed shard's ``ending_sequence_number``; an
+  empty, caught-up read (``MillisBehindLatest`` 0 or absent) of a closed shard. The last
+  two make it work on moto, which never returns a null iterator. An ending sequence number
+  below the shard's starting one (kinesis-mock's placeholder) is not trusted. While a
+  shard believed open reads idle, its description is refreshed at most every
+  ``shard_refresh_interval`` seconds, so a shard closed after the reader started is
+  noticed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
+
+from streamkit_kinesis.client import KinesisApi, call, endpoint_url
+from streamkit_kinesis.errors import KinesisError, ThrottledError, error_code
+from streamkit_kinesis.retry import Backoff, Retrier, Rng, Sleep, is_throttling, is_transient
+from streamkit_kinesis.shards import list_shards_blocking
+from streamkit_kinesis.types import (
+    SHARD_END,
+    ExtendedSequenceNumber,
+    KinesisRecord,
+    RecordBatch,
+    Sentinel,
+    ShardInfo,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from mypy_boto3_kinesis.literals import ShardIteratorTypeType
+    from mypy_boto3_kinesis.type_defs import GetRecordsOutputTypeDef, GetShardIteratorInputTypeDef
+
+T = TypeVar("T")
+
+MAX_CONSECUTIVE_EXPIRED = 3
+MAX_TRANSIENT_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class IteratorStart:
+    """Where a shard iterator starts: one of the five GetShardIterator types."""
+
+    iterator_type: ShardIteratorTypeType
+    """TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP."""
+    sequence_number: str | None = None
+    """For AT_/AFTER_SEQUENCE_NUMBER."""
+    timestamp: datetime | None = None
+    """For AT_TIMESTAMP."""
+
+    @classmethod
+    def trim_horizon(cls) -> IteratorStart:
+        """The oldest record still in the shard."""
+        return cls("TRIM_HORIZON")
+
+    @classmethod
+    def latest(cls) -> IteratorStart:
+        """Just after the newest record (only records put from now on)."""
+        return cls("LATEST")
+
+    @classmethod
+    def at_sequence(cls, sequence_number: str) -> IteratorStart:
+        """The record with this sequence number, inclusive."""
+        return cls("AT_SEQUENCE_NUMBER", sequence_number=sequence_number)
+
+    @classmethod
+    def after_sequence(cls, sequence_number: str) -> IteratorStart:
+        """Just after this sequence number (resume from a checkpoint)."""
+        return cls("AFTER_SEQUENCE_NUMBER", sequence_number=sequence_number)
+
+    @classmethod
+    def at_timestamp(cls, timestamp: datetime) -> IteratorStart:
+        """The first record that arrived at or after ``timestamp``."""
+        return cls("AT_TIMESTAMP", timestamp=timestamp)
+
+    @classmethod
+    def of(cls, start: ExtendedSequenceNumber | datetime | IteratorStart) -> IteratorStart:
+        """From a checkpoint (a sequence number means AFTER it), a timestamp, or as is.
+
+        SHARD_END and AT_TIMESTAMP (without a timestamp) cannot start an iterator; SHARD_END
+        is handled by :class:`ShardReader` (the reader starts ended).
+        """
+        if isinstance(start, IteratorStart):
+            return start
+        if isinstance(start, datetime):
+            return cls.at_timestamp(start)
+        if not start.is_sentinel:
+            return cls.after_sequence(start.sequence_number)
+        if start.sequence_number == Sentinel.TRIM_HORIZON.value:
+            return cls.trim_horizon()
+        if start.sequence_number == Sentinel.LATEST.value:
+            return cls.latest()
+        raise ValueError(f"cannot start an iterator at {start.sequence_number}; pass a datetime")
+
+
+@dataclass(frozen=True)
+class ReaderMetrics:
+    """A snapshot of one shard reader's counters."""
+
+    shard_id: str
+    """The shard read."""
+    records: int
+    """Records returned."""
+    bytes: int
+    """Payload bytes returned."""
+    get_records_calls: int
+    """Successful GetRecords calls."""
+    throttles: int
+    """Calls rejected with a throttling error (and retried)."""
+    expired_iterator_recoveries: int
+    """Expired iterators replaced."""
+    millis_behind_latest: int | None
+    """Lag reported by the last GetRecords call."""
+
+
+class ShardReader:
+    """Reads one shard from a start position to SHARD_END (or forever, if it stays open).
+
+    ``start`` is a checkpoint (:class:`ExtendedSequenceNumber`: a sequence number resumes
+    AFTER it; TRIM_HORIZON / LATEST sentinels; SHARD_END means already finished), a
+    ``datetime`` (AT_TIMESTAMP) or an :class:`IteratorStart` (e.g. AT_SEQUENCE_NUMBER).
+    """
+
+    def __init__(
+        self,
+        client: KinesisApi,
+        stream: str,
+        shard: ShardInfo,
+        start: ExtendedSequenceNumber | datetime | IteratorStart,
+        *,
+        limit: int = 10_000,
+        idle_time: float = 1.0,
+        backoff: Backoff | None = None,
+        shard_refresh_interval: float | None = 30.0,
+        sleep: Sleep = asyncio.sleep,
+        rng: Rng = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if not 1 <= limit <= 10_000:
+            raise ValueError(f"limit must be in [1, 10000], got {limit}")
+        self._client = client
+        self._stream = stream
+        self._shard = shard
+        self._url = endpoint_url(client)
+        self._limit = limit
+        self._idle_time = idle_time
+        self._retrier = Retrier(
+            backoff or Backoff(base=0.2, cap=5.0, max_attempts=None), sleep, rng
+        )
+        self._sleep = sleep
+        self._refresh_interval = shard_refresh_interval
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._ended = isinstance(start, ExtendedSequenceNumber) and start == SHARD_END
+        self._resume = None if self._ended else IteratorStart.of(start)
+        self._iterator: str | None = None
+        self._idle_pending = False
+        self._last_refresh = float("-inf")
+        self._last_sequence: str | None = None
+        self._children: tuple[str, ...] = ()
+        self._records = self._bytes = self._calls = self._throttles = self._recoveries = 0
+        self._behind: int | None = None
+
+    @property
+    def shard(self) -> ShardInfo:
+        """The shard, as last described (refreshed when it was found closed)."""
+        return self._shard
+
+    @property
+    def ended(self) -> bool:
+        """True once SHARD_END was reached: every record of the shard was returned."""
+        return self._ended
+
+    @property
+    def last_sequence_number(self) -> str | None:
+        """Sequence number of the last record returned, or None if none yet."""
+        return self._last_sequence
+
+    def metrics(self) -> ReaderMetrics:
+        """A snapshot of the counters."""
+        return ReaderMetrics(
+            self._shard.shard_id,
+            self._records,
+            self._bytes,
+            self._calls,
+            self._throttles,
+            self._recoveries,
+            self._behind,
+        )
+
+    def __aiter__(self) -> AsyncIterator[RecordBatch]:
+        """Non-empty batches in shard order, then one ``shard_ended`` batch (if it ends)."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RecordBatch]:
+        while not self._ended:
+            batch = await self.next_batch()
+            if batch.records or batch.shard_ended:
+                yield batch
+
+    async def next_batch(self) -> RecordBatch:
+        """The next batch of records (possibly empty), after one successful GetRecords.
+
+        If the previous call came back empty and caught up, first sleeps ``idle_time``. Once
+        the shard has ended this returns an empty ``shard_ended`` batch without calling.
+        Cancellation-safe: the position only moves when a batch is returned, so after a
+        cancelled call the next one reads the same records again (nothing is skipped).
+        """
+        if self._ended:
+            return self._ended_batch(())
+        if self._idle_pending:
+            self._idle_pending = False
+            await self._sleep(self._idle_time)
+        if self._iterator is None:
+            if self._starts_past_end():
+                return self._finish(())
+            self._iterator = await self._acquire()
+        out = await self._get_records()
+        return await self._handle(out)
+
+    async def _handle(self, out: GetRecordsOutputTypeDef) -> RecordBatch:
+        raw = out.get("Records", [])
+        records = tuple(
+            [
+                KinesisRecord(
+                    r["Data"],
+                    r.get("PartitionKey", ""),
+                    r["SequenceNumber"],
+                    r.get("ApproximateArrivalTimestamp"),
+                )
+                for r in raw
+            ]
+        )
+        self._calls += 1
+        self._behind = out.get("MillisBehindLatest")
+        if records:
+            self._records += len(records)
+            self._bytes += sum([len(r.data) for r in records])
+            self._last_sequence = records[-1].sequence_number
+            self._resume = IteratorStart.after_sequence(self._last_sequence)
+        self._children = tuple(c["ShardId"] for c in out.get("ChildShards") or ())
+        self._iterator = out.get("NextShardIterator") or None
+        caught_up = not records and not self._behind
+        if caught_up and not self._shard.is_closed:
+            await self._maybe_refresh()
+        if self._iterator is None or self._reached_end(records, caught_up):
+            return self._finish(records)
+        self._idle_pending = caught_up
+        return RecordBatch(self._shard.shard_id, records, self._behind)
+
+    def _reached_end(self, records: tuple[KinesisRecord, ...], caught_up: bool) -> bool:
+        """End of a closed shard without a null iterator (moto): the last record IS the
+        ending sequence number, or a read came back empty and caught up."""
+        if not self._shard.is_closed:
+            return False
+        if records:
+            end = self._usable_ending_sequence()
+            return end is not None and int(records[-1].sequence_number) == end
+        return caught_up
+
+    def _starts_past_end(self) -> bool:
+        """True when resuming AFTER the closed shard's ending sequence number."""
+        end, start = self._usable_ending_sequence(), self._resume
+        if end is None or start is None or start.iterator_type != "AFTER_SEQUENCE_NUMBER":
+            return False
+        return start.sequence_number is not None and int(start.sequence_number) == end
+
+    def _usable_ending_sequence(self) -> int | None:
+        """The ending sequence number, when it is a real one.
+
+        kinesis-mock (LocalStack) reports 2**63 - 1 for every closed shard, below the
+        shard's own starting sequence number: such a value says nothing about where the
+        records end, so it is ignored (those servers return a null iterator instead).
+        """
+        end = self._shard.ending_sequence_number
+        if end is None or int(end) < int(self._shard.starting_sequence_number):
+            return None
+        return int(end)
+
+    def _finish(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+        self._ended = True
+        self._iterator = None
+        return self._ended_batch(records)
+
+    def _ended_batch(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+        return RecordBatch(
+            self._shard.shard_id,
+            records,
+            self._behind,
+            shard_ended=True,
+            child_shard_ids=self._children,
+        )
+
+    async def _maybe_refresh(self) -> None:
+        """Re-describe a shard believed open (at most every ``shard_refresh_interval`` s)."""
+        interval = self._refresh_interval
+        now = self._clock()
+        if interval is None or now - self._last_refresh < interval:
+            return
+        self._last_refresh = now
+        shards = await call(
+            lambda: list_shards_blocking(self._client, self._stream),
+            stream=self._stream,
+            url=self._url,
+        )
+        for info in shards:
+            if info.shard_id == self._shard.shard_id:
+                self._shard = info
+
+    async def _acquire(self) -> str:
+        """A fresh iterator at the resume position (throttling retried)."""
+        start = self._resume
+        assert start is not None
+        if start.iterator_type == "LATEST":
+            # If it expires before any record came, AT_TIMESTAMP(now) loses nothing.
+            self._resume = IteratorStart.at_timestamp(self._wall_clock())
+        request: GetShardIteratorInputTypeDef = {
+            "StreamName": self._stream,
+            "ShardId": self._shard.shard_id,
+            "ShardIteratorType": start.iterator_type,
+        }
+        if start.sequence_number is not None:
+            request["StartingSequenceNumber"] = start.sequence_number
+        if start.timestamp is not None:
+            request["Timestamp"] = start.timestamp
+        out = await self._retrying(
+            "GetShardIterator", lambda: self._client.get_shard_iterator(**request)
+        )
+        return out["ShardIterator"]
+
+    async def _get_records(self) -> GetRecordsOutputTypeDef:
+        expired = 0
+        while True:
+            iterator = self._iterator
+            assert iterator is not None
+            try:
+                return await self._retrying(
+                    "GetRecords",
+                    partial(self._client.get_records, ShardIterator=iterator, Limit=self._limit),
+                )
+            except Exception as exc:
+                if error_code(exc) != "ExpiredIteratorException":
+                    raise
+                expired += 1
+                self._recoveries += 1
+                if expired > MAX_CONSECUTIVE_EXPIRED:
+                    raise KinesisError(
+                        f"shard {self._shard.shard_id}: fresh iterators keep expiring; check the "
+                        f"clock of this machine against the endpoint's"
+                    ) from exc
+                self._iterator = await self._acquire()
+
+    async def _retrying(self, operation: str, fn: Callable[[], T]) -> T:
+        """``fn`` with throttling retried (per the backoff) and transient errors a few times."""
+        attempt = 0
+        while True:
+            try:
+                return await call(fn, stream=self._stream, url=self._url)
+            except Exception as exc:
+                throttled, transient = is_throttling(exc), is_transient(exc)
+                if not (throttled or transient):
+                    raise
+                attempt += 1
+                self._throttles += throttled
+                if self._retrier.backoff.exhausted(attempt) or (
+                    transient and attempt >= MAX_TRANSIENT_ATTEMPTS
+                ):
+                    raise ThrottledError(operation, attempt, error_code(exc) or "?") from exc
+                await self._retrier.wait(attempt - 1)

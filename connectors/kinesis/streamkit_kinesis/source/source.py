@@ -1,0 +1,479 @@
+"""A Kinesis stream as a :class:`~streamkit.streaming.contracts.StreamSource`.
+
+The KCL-style consumer (:class:`~.consumer.KinesisConsumer`: DynamoDB leases in the table
+``app_name``, parents before children, expired iterators, throttling) runs with a record
+processor that queues each shard's records for the engine; a micro-batch is decoded with
+one decoder call. Offsets: per shard id, the sequence number of the last record included,
+or ``SHARD_END``. Exactly-once, step by step:
+
+1. ``open(offsets)``: the query's checkpoint is authoritative. Before the consumer starts,
+   each shard in ``offsets`` gets its lease checkpoint set to its offset
+   (:func:`~.stream_leases.align_leases`), so the consumer resumes right AFTER it. Other
+   shards start from their lease checkpoint, or the initial position for a new lease.
+2. ``next_batch``: records in shard order; a re-read (after a lease was re-taken) at or
+   before what was already handed out is dropped.
+3. ``commit(offsets)`` (after the engine's commit log): only now do lease checkpoints
+   advance. A closed shard is checkpointed at SHARD_END only once all its records are
+   committed, so its children never start ahead of the query.
+
+``end_offsets`` (``available_now``, ``process_all_available``) reads every shard to its tip
+once (:mod:`.stream_tips`) and returns concrete positions, so ``reached`` is a comparison.
+
+``initial_position="LATEST"`` means: records put after :meth:`KinesisStreamSource.open`
+began. The consumer starts new leases AT_TIMESTAMP of that moment (not at a LATEST
+iterator, whose start no other reader can find), so the tip read starts where the consumer
+does. On servers whose AT_TIMESTAMP has whole-second resolution (kinesis-mock, i.e.
+LocalStack) this also includes records put up to a second before.
+
+One streaming query per ``app_name``: the lease table mirrors that query's checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from streamkit.config import AwsEndpoint
+from streamkit.errors import ConfigError, SchemaError, StreamkitError
+from streamkit.streaming.contracts import Offsets, PartitionProgress, SourceBatch
+from streamkit.streaming.decode import (
+    Decoder,
+    JsonDecoder,
+    OnBadRecord,
+    RawRecords,
+    decode_off_loop,
+    read_only,
+)
+from streamkit_kinesis.consumer import (
+    ConsumerEvent,
+    ConsumerEventKind,
+    InitialPosition,
+    KinesisConsumer,
+)
+from streamkit_kinesis.consumer.config import default_worker_id
+from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.shards import list_shards_blocking
+from streamkit_kinesis.source.alignment import Alignment, align_leases
+from streamkit_kinesis.source.support import (
+    END,
+    KinesisSourceError,
+    ShardBuffers,
+    at_or_past,
+    consumer_config,
+    first_of,
+    later,
+    sample_payloads,
+)
+from streamkit_kinesis.source.tips import read_tips, tip_start
+from streamkit_kinesis.types import TRIM_HORIZON
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Mapping
+
+    from streamkit_kinesis.consumer import ConsumerConfig
+    from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.types import (
+        ExtendedSequenceNumber,
+        KinesisRecord,
+        RecordBatch,
+    )
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KinesisSourceError", "KinesisStreamSource"]
+
+
+class KinesisStreamSource:
+    """Records of a Kinesis stream, read by a KCL-style consumer (see the module docstring).
+
+    ``decoder`` turns payloads into rows (default :class:`JsonDecoder` under ``schema``,
+    inferred from the oldest records when None); bad records become dead letters with
+    partition = shard id and position = sequence number. ``worker_id`` is this process's
+    ``leaseOwner``: unique among live processes; reuse it when a job restarts so the new
+    process takes its predecessor's leases at once (default: a fresh ``host:pid:random``,
+    which waits ``failover_time`` for them). ``max_records_per_batch`` caps a micro-batch;
+    at most ``max_buffered_records`` wait in memory (default ``max(2 * cap, 10_000)``).
+    ``consumer_options`` are further :class:`ConsumerConfig` fields (``idle_time``,
+    ``take_interval``, ``max_records`` per GetRecords, ...). ``lease_endpoint`` serves the
+    lease table when it is not ``endpoint`` (default: ``endpoint``). ``wall_clock`` gives
+    the moment a LATEST source opens (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        app_name: str,
+        endpoint: AwsEndpoint | None = None,
+        decoder: Decoder | None = None,
+        *,
+        schema: pa.Schema | None = None,
+        initial_position: InitialPosition | str | datetime = "TRIM_HORIZON",
+        worker_id: str | None = None,
+        failover_time: float = 10.0,
+        max_records_per_batch: int = 10_000,
+        max_buffered_records: int | None = None,
+        on_bad_record: OnBadRecord = "dead_letter",
+        consumer_options: Mapping[str, Any] | None = None,
+        lease_endpoint: AwsEndpoint | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_records_per_batch < 1:
+            raise ConfigError(f"max_records_per_batch must be >= 1, got {max_records_per_batch}")
+        if decoder is not None and schema is not None and decoder.schema not in (None, schema):
+            raise ConfigError("schema= differs from the decoder's schema; pass only one of them")
+        if endpoint is None:
+            from streamkit.config import current_endpoint
+
+            endpoint = current_endpoint()
+        self.stream, self.app_name, self.endpoint = stream, app_name, endpoint
+        self.lease_endpoint = lease_endpoint or endpoint
+        """Where the DynamoDB lease table lives (e.g. LocalStack when Kinesis is kinesalite)."""
+        self.worker_id = worker_id or default_worker_id()
+        """This worker's ``leaseOwner``."""
+        self._decoder: Decoder = decoder or JsonDecoder(schema, on_bad_record=on_bad_record)
+        self.config = consumer_config(
+            stream, app_name, self.worker_id, initial_position, failover_time, consumer_options
+        )
+        self._cap = max_records_per_batch
+        self._capacity = max_buffered_records or max(2 * self._cap, 10_000)
+        self._clock, self._wall_clock = clock, wall_clock
+        self._new_session()
+        self.alignment: Alignment | None = None
+        """What ``open`` changed in the lease table to follow the query's checkpoint."""
+        self.commits: list[dict[str, str]] = []
+        """Every offsets mapping passed to :meth:`commit`, in order (for tests)."""
+
+    def _new_session(self) -> None:
+        """Fresh state for the next open (each query runs its own event loop)."""
+        self._buffers = ShardBuffers(self._capacity)
+        self._give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
+        self._watched: set[str] = set()
+        self._unheld_since: dict[str, float] = {}
+        self._given_up: frozenset[str] = frozenset()
+        self._session = self.config
+        self._consumer: KinesisConsumer | None = None
+        self._opened = asyncio.Event()
+        self._committed = asyncio.Event()
+        self._error: BaseException | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- StreamSource ----------------------------------------------------------------------
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The decoder's schema; for a JSON decoder without one, inferred (once, blocking)
+        from up to 200 of the oldest records in the stream."""
+        schema = self._decoder.schema
+        if schema is None and isinstance(self._decoder, JsonDecoder):
+            client = self.endpoint.client("kinesis")
+            shards = list_shards_blocking(client, self.stream)
+            schema = self._decoder.infer_schema(sample_payloads(client, self.stream, shards))
+        if schema is None:
+            raise SchemaError(
+                f"cannot infer a schema: stream {self.stream!r} has no valid JSON record yet; "
+                "pass schema=..."
+            )
+        return schema
+
+    def read_only(self, columns: Collection[str] | None) -> bool:
+        """Decode only ``columns`` (projection pushdown, see :meth:`JsonDecoder.read_only`);
+        False, changing nothing, with a decoder other than :class:`JsonDecoder`."""
+        return read_only(self._decoder, columns)
+
+    @property
+    def consumer(self) -> KinesisConsumer | None:
+        """The running consumer (None before :meth:`open`)."""
+        return self._consumer
+
+    async def open(self, offsets: Offsets | None) -> None:
+        """Align the lease table with ``offsets``, start the consumer and wait for its first
+        take cycle (so every free lease is held when this returns).
+
+        A lease at SHARD_END is final and left alone (the source writes SHARD_END only
+        after every record of the shard was committed by the query).
+        """
+        if self._consumer is not None:
+            raise ConfigError(
+                "this KinesisStreamSource is open already: one query at a time reads a source"
+            )
+        offsets = dict(offsets or {})
+        self._buffers.resume(offsets)
+        store = DynamoDBLeaseStore(
+            self.lease_endpoint, self.app_name, call_timeout=self.config.lease_call_timeout
+        )
+        self._session = self._pinned(self.config)
+        consumer = self._consumer = KinesisConsumer(
+            self._session, self.endpoint, lease_store=store, clock=self._clock
+        )
+        first_cycle = asyncio.Event()
+
+        def on_event(event: ConsumerEvent) -> None:
+            if event.kind is ConsumerEventKind.TAKE_CYCLE:
+                first_cycle.set()
+
+        try:
+            await store.create_table_if_not_exists()
+            shards = await consumer.shards.list_shards()
+            self.alignment = await align_leases(
+                store, shards, offsets, self.worker_id,
+                failover_time=self.config.failover_time, clock=self._clock,
+            )  # fmt: skip
+            consumer.add_listener(on_event)
+            await consumer.start(lambda: _ShardProcessor(self))
+            watch = self._watch_consumer(consumer)
+            self._watcher = asyncio.create_task(watch, name="kinesis-watch")
+            wait = self.config.effective_take_interval + 30.0
+            await asyncio.wait_for(first_of(first_cycle.wait(), consumer.join()), wait)
+        except BaseException:
+            await self.close()
+            raise
+        self._raise_if_failed()
+        self._opened.set()
+
+    async def next_batch(self, max_wait: float) -> SourceBatch | None:
+        """Records delivered so far (at most ``max_records_per_batch``, shared fairly
+        between shards, each in shard order), waiting up to ``max_wait`` s for some."""
+        await self._opened.wait()
+        t0 = time.perf_counter()
+        self._tick()
+        if not self._buffers.data.is_set() and max_wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._buffers.data.wait(), max_wait)
+        self._raise_if_failed()
+        taken = self._buffers.take(self._cap)
+        self._tick()
+        if not taken.changed:
+            return None
+        t1 = time.perf_counter()
+        rows, dead = await self._decode(taken.records)
+        return SourceBatch(
+            rows=rows,
+            dead_letters=dead,
+            end_offsets=self._buffers.offsets(),
+            partitions=self._progress(taken.records),
+            fetch_seconds=t1 - t0,
+            decode_seconds=time.perf_counter() - t1,
+        )
+
+    async def end_offsets(self) -> Offsets:
+        """The current end of every shard this worker holds or may take (an unfinished
+        lease), for ``available_now`` / ``process_all_available``: the last sequence number
+        of each, found by reading it to its tip once (:func:`~.stream_tips.read_tips`),
+        from just after the furthest position this source knows (else the lease checkpoint,
+        else the initial position). Shards with nothing to wait for are left out.
+
+        Guarantee: every record put before this call, in those shards, is included when
+        :meth:`reached` is true. Not covered: shards whose lease does not exist yet (a
+        reshard not yet seen by a shard sync), and, by :meth:`reached`, shards another live
+        worker reads. Cost: the backlog after the known position is read twice (here and
+        by the consumer).
+        """
+        await self._opened.wait()
+        consumer = self._need_consumer()
+        leases = consumer.coordinator.table_snapshot()
+        ids = sorted(
+            set(consumer.held_shard_ids())
+            | {key for key, lease in leases.items() if not lease.is_finished}
+        )
+        initial = self._session.initial_position
+        starts = [
+            tip_start(s, self._known(s), leases[s].checkpoint if s in leases else None, initial)
+            for s in ids
+        ]
+        listed = {info.shard_id: info for info in await consumer.shards.list_shards()}
+        target = await read_tips(consumer.client, self.stream, listed, starts)
+        log.debug("kinesis source %s: end offsets %s (from %s)", self.app_name, target, starts)
+        self._watch(target)
+        return target
+
+    def reached(self, offsets: Offsets, target: Offsets) -> bool:
+        """True when, on every shard of ``target``, ``offsets`` is at or past its end
+        (sequence numbers compared as integers; SHARD_END is past everything). A shard this
+        worker has not held for ``failover_time + 2 * take_interval + 1`` s (another live
+        worker reads it) is left out, else the query would wait forever. Safe to call from
+        any thread."""
+        given_up = self._given_up
+        return all(
+            shard_id in given_up or at_or_past(offsets.get(shard_id), end)
+            for shard_id, end in target.items()
+        )
+
+    async def commit(self, offsets: Offsets) -> None:
+        """The engine committed a batch ending at ``offsets``: advance the lease checkpoints
+        of held shards to them now (durable on return), and let shards that reached
+        SHARD_END with everything committed finish. A checkpoint that cannot be written
+        (lease lost, store unavailable) is logged and skipped: the query's checkpoint stays
+        authoritative, a restart only re-reads more."""
+        self.commits.append(dict(offsets))
+        consumer = self._need_consumer()
+        held = consumer.held_shard_ids()
+        writes = []
+        for shard_id, value in offsets.items():
+            state = self._buffers.state(shard_id)
+            state.committed = later(state.committed, value)
+            if shard_id in held and value not in (END, state.checkpointed):
+                writes.append(self._checkpoint(shard_id, value))
+        await asyncio.gather(*writes)
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    async def close(self) -> None:
+        """Graceful shutdown of the consumer: deliveries in flight are dropped (they were
+        never handed out), nothing more is checkpointed, every lease is released. The
+        source may be opened again afterwards (by the next query on it)."""
+        self._buffers.close()
+        self._opened.set()
+        consumer = self._consumer
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception as e:
+                log.warning("kinesis source %s: consumer stop failed: %r", self.app_name, e)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        self._new_session()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _need_consumer(self) -> KinesisConsumer:
+        if self._consumer is None:
+            raise KinesisSourceError("the source is not open; call open() first")
+        return self._consumer
+
+    async def _checkpoint(self, shard_id: str, value: str) -> None:
+        try:
+            await self._need_consumer().coordinator.checkpointer(shard_id).checkpoint(value)
+            self._buffers.state(shard_id).checkpointed = value
+        except StreamkitError as e:
+            log.warning("shard %s: lease checkpoint %s skipped: %s", shard_id, value, e)
+
+    async def _decode(self, taken: dict[str, list[KinesisRecord]]) -> tuple[pa.Table, pa.Table]:
+        payloads: list[bytes] = []
+        partitions: list[str] = []
+        positions: list[str] = []
+        for shard_id, records in taken.items():
+            payloads += [r.data for r in records]
+            partitions += [shard_id] * len(records)
+            positions += [r.sequence_number for r in records]
+        decoded = await decode_off_loop(self._decoder, RawRecords(payloads, partitions, positions))
+        return decoded.rows, decoded.dead_letters
+
+    def _progress(self, taken: dict[str, list[KinesisRecord]]) -> tuple[PartitionProgress, ...]:
+        consumer = self._need_consumer()
+        held = consumer.held_shard_ids()
+        metrics = consumer.metrics()
+        out = []
+        for shard_id in sorted(held | set(taken)):
+            lag = metrics.shard(shard_id).millis_behind_latest
+            if lag is None:
+                lag = self._buffers.state(shard_id).lag_ms
+            owner = self.worker_id if shard_id in held else None
+            out.append(PartitionProgress(shard_id, len(taken.get(shard_id, ())), lag, owner))
+        return tuple(out)
+
+    def _known(self, shard_id: str) -> str | None:
+        """The furthest position of ``shard_id`` this source holds (None: none)."""
+        state = self._buffers.shards.get(shard_id)
+        if state is None:
+            return None
+        return later(later(state.accepted, state.handed), state.committed)
+
+    def _pinned(self, config: ConsumerConfig) -> ConsumerConfig:
+        """``config`` with LATEST pinned to AT_TIMESTAMP of now (see the module docstring)."""
+        if config.initial_position.kind != "LATEST":
+            return config
+        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        return replace(config, initial_position=InitialPosition.at_timestamp(now))
+
+    def _watch(self, shard_ids: Iterable[str]) -> None:
+        self._watched.update(shard_ids)
+        self._tick()
+
+    def _tick(self) -> None:
+        """Track how long each shard of a target has not been held by this worker."""
+        consumer = self._consumer
+        if consumer is None or not self._watched or self._error is not None:
+            return
+        held, now = consumer.held_shard_ids(), self._clock()
+        for shard_id in self._watched:
+            if shard_id in held:
+                self._unheld_since.pop(shard_id, None)
+            else:
+                self._unheld_since.setdefault(shard_id, now)
+        since = self._unheld_since.items()
+        self._given_up = frozenset(s for s, t in since if now - t > self._give_up)
+
+    async def _watch_consumer(self, consumer: KinesisConsumer) -> None:
+        try:
+            await consumer.join()
+            if not self._buffers.closing:
+                raise KinesisSourceError(f"the consumer of {self.app_name!r} stopped by itself")
+        except Exception as e:
+            self._error = e
+        finally:
+            self._buffers.data.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise KinesisSourceError(
+                f"Kinesis source {self.stream!r} (app {self.app_name!r}) failed: {self._error}"
+            ) from self._error
+
+    # -- called by the shard processors -----------------------------------------------------
+
+    def _started(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        """Refuse a start the query's position cannot follow (records would be skipped)."""
+        floor = self._buffers.state(shard_id).accepted
+        if floor is None or floor == END or start == TRIM_HORIZON:
+            return
+        if start.is_sentinel or int(start.sequence_number) > int(floor):
+            raise KinesisSourceError(
+                f"shard {shard_id}: the lease starts at {start.sequence_number}, past the "
+                f"query's position {floor}; another query or worker checkpointed this "
+                "app_name's lease. One streaming query per app_name"
+            )
+
+    async def _delivered(self, batch: RecordBatch) -> None:
+        await self._buffers.accept(batch.shard_id, batch.records, batch.millis_behind_latest)
+
+    async def _shard_ended(self, shard_id: str) -> None:
+        """Return (letting the consumer checkpoint SHARD_END) once every record of the
+        shard is committed; while closing, never (the consumer drops the shard after its
+        shutdown grace, writing nothing)."""
+        self._buffers.end(shard_id)
+        state = self._buffers.state(shard_id)
+        while not state.drained or self._buffers.closing:
+            await self._committed.wait()
+
+
+class _ShardProcessor:
+    """The record processor of one shard: hands records to the source, never checkpoints
+    by itself (the source does, after the engine's commit)."""
+
+    def __init__(self, source: KinesisStreamSource) -> None:
+        self._source = source
+
+    async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        self._source._started(shard_id, start)
+
+    async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
+        await self._source._delivered(batch)
+
+    async def lease_lost(self, shard_id: str) -> None:
+        log.info("shard %s: lease lost; its queued records stay valid", shard_id)
+
+    async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        await self._source._shard_ended(shard_id)
+
+    async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        """Nothing: only committed positions are checkpointed."""

@@ -1,0 +1,278 @@
+"""Pieces of :class:`~.stream_source.KinesisStreamSource` that hold no I/O policy of their own.
+
+- positions: offsets are, per shard id, the sequence number of the last record included
+  (a decimal string) or ``"SHARD_END"`` (every record of a closed shard is included);
+- :class:`ShardBuffers`: records the consumer delivered and the engine has not taken yet,
+  with the per-shard positions (accepted, handed to the engine, committed);
+- :func:`sample_payloads`: a few records to infer a schema from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from streamkit.errors import ConfigError, StreamkitError
+from streamkit_kinesis.consumer import ConsumerConfig, InitialPosition
+from streamkit_kinesis.types import Sentinel
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from streamkit_kinesis.client import KinesisApi
+    from streamkit_kinesis.types import KinesisRecord, ShardInfo
+
+END = Sentinel.SHARD_END.value
+"""The offset of a shard whose every record is included."""
+
+
+class KinesisSourceError(StreamkitError):
+    """The Kinesis stream source cannot continue (its consumer failed, or the lease table
+    disagrees with the query's checkpoint in a way it cannot repair)."""
+
+
+# -- positions ---------------------------------------------------------------------------
+
+
+def check_position(shard_id: str, value: str) -> str:
+    """``value`` if it is a valid offset (decimal sequence number or SHARD_END)."""
+    if value != END and not value.isdigit():
+        raise ConfigError(
+            f"offset {value!r} of shard {shard_id} is neither a sequence number nor "
+            f"{END}; the checkpoint does not come from a Kinesis stream source"
+        )
+    return value
+
+
+def at_or_past(position: str | None, target: str | None) -> bool:
+    """True when ``position`` includes everything up to ``target`` (None: nothing)."""
+    if target is None:
+        return True
+    if position is None:
+        return False
+    if position == END:
+        return True
+    return target != END and int(position) >= int(target)
+
+
+def later(a: str | None, b: str | None) -> str | None:
+    """The further of two positions."""
+    return a if at_or_past(a, b) else b
+
+
+# -- buffered records --------------------------------------------------------------------
+
+
+@dataclass
+class ShardState:
+    """What the source knows about one shard (mutable; owned by the event loop).
+
+    Positions: ``accepted`` is the last sequence number taken from the consumer (or resumed
+    from; a re-read at or before it is dropped), ``handed`` the offset reported to the
+    engine, ``committed`` what the engine committed, ``checkpointed`` the lease checkpoint.
+    """
+
+    shard_id: str
+    queue: deque[KinesisRecord] = field(default_factory=deque)
+    accepted: str | None = None
+    handed: str | None = None
+    committed: str | None = None
+    checkpointed: str | None = None
+    ended: bool = False
+    """The consumer reached SHARD_END: every record of the shard was accepted."""
+    lag_ms: int | None = None
+    """MillisBehindLatest of the last delivered batch."""
+
+    @property
+    def drained(self) -> bool:
+        """True when every accepted record is committed (a SHARD_END checkpoint is safe)."""
+        return at_or_past(self.committed, self.accepted)
+
+
+class Taken(NamedTuple):
+    """Records handed to the engine for one micro-batch, per shard in shard order;
+    ``changed`` also when only a shard's position moved (to SHARD_END)."""
+
+    records: dict[str, list[KinesisRecord]]
+    changed: bool
+
+
+class ShardBuffers:
+    """Per-shard queues between the consumer's shard tasks and the engine.
+
+    At most ``capacity`` records wait (a delivery that finds the buffer full waits for
+    the engine); each shard's records stay in shard order; a record at or before a
+    shard's ``accepted`` position is dropped (after a lease is re-taken the consumer
+    re-reads from the lease checkpoint, which lags behind what the engine has).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.shards: dict[str, ShardState] = {}
+        self.count = 0
+        self.data = asyncio.Event()
+        """Set when records or a new SHARD_END wait to be taken."""
+        self._space = asyncio.Event()
+        self._space.set()
+        self.closing = False
+
+    def state(self, shard_id: str) -> ShardState:
+        """The state of ``shard_id`` (created on first use)."""
+        if shard_id not in self.shards:
+            self.shards[shard_id] = ShardState(shard_id)
+        return self.shards[shard_id]
+
+    def resume(self, offsets: Mapping[str, str]) -> None:
+        """Start every shard of ``offsets`` at its offset: accepted, handed, committed and
+        checkpointed (:func:`align_leases` makes the lease table say so)."""
+        for shard_id, value in offsets.items():
+            position = check_position(shard_id, value)
+            s = self.state(shard_id)
+            s.accepted = s.handed = s.committed = s.checkpointed = position
+            s.ended = position == END
+
+    async def accept(self, shard_id: str, records: Iterable[KinesisRecord], lag: int | None) -> int:
+        """Queue ``records`` once there is room; returns how many were new (not re-reads).
+
+        Returns 0 without queueing when the source is closing. Cancellation-safe: nothing
+        is queued unless the call returns.
+        """
+        while self.count >= self.capacity and not self.closing:
+            self._space.clear()
+            await self._space.wait()
+        if self.closing:
+            return 0
+        s = self.state(shard_id)
+        floor = -1 if s.accepted is None else (None if s.accepted == END else int(s.accepted))
+        fresh = [r for r in records if floor is not None and int(r.sequence_number) > floor]
+        if fresh:
+            s.queue.extend(fresh)
+            s.accepted = fresh[-1].sequence_number
+            self.count += len(fresh)
+            self.data.set()
+        s.lag_ms = lag
+        return len(fresh)
+
+    def end(self, shard_id: str) -> None:
+        """The consumer reached SHARD_END on ``shard_id``."""
+        self.state(shard_id).ended = True
+        self.data.set()
+
+    def take(self, limit: int) -> Taken:
+        """Up to ``limit`` records, shared fairly between shards (each in shard order)."""
+        busy = [s for s in self.shards.values() if s.queue]
+        quota = {s.shard_id: 0 for s in busy}
+        left = limit
+        while left > 0 and busy:
+            share = max(1, left // len(busy))
+            for s in busy:
+                n = min(share, len(s.queue) - quota[s.shard_id], left)
+                quota[s.shard_id] += n
+                left -= n
+            busy = [s for s in busy if len(s.queue) > quota[s.shard_id]]
+        taken: dict[str, list[KinesisRecord]] = {}
+        changed = False
+        for shard_id, n in quota.items():
+            s = self.shards[shard_id]
+            if n:
+                taken[shard_id] = [s.queue.popleft() for _ in range(n)]
+                s.handed = taken[shard_id][-1].sequence_number
+                changed = True
+        for s in self.shards.values():
+            if s.ended and not s.queue and s.handed != END:
+                s.handed, changed = END, True
+        self.count -= sum(len(v) for v in taken.values())
+        if not self.count and not any(s.ended and s.handed != END for s in self.shards.values()):
+            self.data.clear()
+        self._space.set()
+        return Taken(taken, changed)
+
+    def offsets(self) -> dict[str, str]:
+        """Position handed to the engine, per shard that has one."""
+        return {k: s.handed for k, s in sorted(self.shards.items()) if s.handed is not None}
+
+    def close(self) -> None:
+        """Wake deliveries waiting for room; they return without queueing."""
+        self.closing = True
+        self._space.set()
+
+
+# -- schema inference --------------------------------------------------------------------
+
+
+def sample_payloads(
+    client: KinesisApi, stream: str, shards: Iterable[ShardInfo], limit: int = 200
+) -> list[bytes]:
+    """Up to ``limit`` payloads from the oldest records of the shards (blocking calls)."""
+    out: list[bytes] = []
+    for shard in shards:
+        iterator: str | None = client.get_shard_iterator(
+            StreamName=stream, ShardId=shard.shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        for _ in range(5):
+            if iterator is None or len(out) >= limit:
+                break
+            page = client.get_records(ShardIterator=iterator, Limit=limit - len(out))
+            out.extend(r["Data"] for r in page["Records"])
+            if page["Records"] or not page.get("MillisBehindLatest"):
+                break
+            iterator = page.get("NextShardIterator")
+        if len(out) >= limit:
+            break
+    return out
+
+
+def initial_position_of(value: InitialPosition | str | datetime) -> InitialPosition:
+    """``"TRIM_HORIZON"``, ``"LATEST"``, a datetime (AT_TIMESTAMP) or an InitialPosition."""
+    if isinstance(value, InitialPosition):
+        return value
+    if isinstance(value, datetime):
+        return InitialPosition.at_timestamp(value)
+    if value not in ("TRIM_HORIZON", "LATEST"):
+        raise ConfigError(
+            f"initial_position must be 'TRIM_HORIZON', 'LATEST', a datetime or an "
+            f"InitialPosition, got {value!r}"
+        )
+    return InitialPosition.trim_horizon() if value == "TRIM_HORIZON" else InitialPosition.latest()
+
+
+async def first_of(*aws: Any) -> None:
+    """Wait for the first of ``aws`` to finish; re-raise its error; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def consumer_config(  # noqa: PLR0917
+    stream: str,
+    app_name: str,
+    worker_id: str,
+    initial_position: InitialPosition | str | datetime,
+    failover_time: float,
+    overrides: Mapping[str, Any] | None,
+) -> ConsumerConfig:
+    """The consumer settings of a stream source: a take cycle every ``failover_time`` (KCL:
+    twice that), 0.25 s idle between empty reads, 1 s shutdown grace, then ``overrides``."""
+    options: dict[str, Any] = {
+        "failover_time": failover_time,
+        "take_interval": failover_time,
+        "idle_time": 0.25,
+        "shutdown_grace": 1.0,
+        "parent_poll_interval": 2.0,
+        **(overrides or {}),
+    }
+    return ConsumerConfig(
+        app_name=app_name,
+        stream=stream,
+        worker_id=worker_id,
+        initial_position=initial_position_of(initial_position),
+        **options,
+    )

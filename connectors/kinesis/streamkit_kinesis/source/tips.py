@@ -1,0 +1,115 @@
+"""The current end ("tip") of shards, read once, for ``available_now`` and
+``process_all_available``.
+
+Kinesis cannot tell the last sequence number of an open shard without reading it
+(``MillisBehindLatest`` is a time difference: records put in the same millisecond report 0
+while some are still unread). So each shard is read to its tip once, by a dedicated
+:class:`~.reader.ShardReader` that is independent of the consumer: from just after the
+furthest position known for the shard, page GetRecords (10,000 records a page) until a page
+comes back empty and caught up (``MillisBehindLatest`` 0 or absent), or the closed shard
+ended. The end is the last sequence number seen, or the known position when nothing is newer.
+
+Guarantee: a read that starts after ``T0`` sees every record put before ``T0`` that lies
+after its start position, so the end it returns is at or past every such record.
+
+Cost: the records between the known position and the tip are read twice (here and by the
+consumer); only their sequence numbers are kept here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streamkit_kinesis.retrieval.polling import ShardReader
+from streamkit_kinesis.types import (
+    AT_TIMESTAMP,
+    LATEST,
+    SHARD_END,
+    ExtendedSequenceNumber,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from streamkit_kinesis.client import KinesisApi
+    from streamkit_kinesis.consumer import InitialPosition
+    from streamkit_kinesis.types import ShardInfo
+
+END = SHARD_END.sequence_number
+TIP_PAGE = 10_000
+"""Records asked per GetRecords call of a tip read (the Kinesis maximum)."""
+
+
+@dataclass(frozen=True)
+class TipStart:
+    """Where the tip read of one shard starts, and its end if nothing newer is found."""
+
+    shard_id: str
+    start: ExtendedSequenceNumber | datetime | None
+    """A checkpoint (a sequence number reads AFTER it), a sentinel (TRIM_HORIZON), a
+    datetime (AT_TIMESTAMP), or None: nothing to read (the shard has nothing to wait for)."""
+    floor: str | None = None
+    """The end when the read finds nothing newer: the source's own position (the engine
+    must reach it), or None (nothing to wait for)."""
+
+
+def tip_start(
+    shard_id: str,
+    known: str | None,
+    checkpoint: ExtendedSequenceNumber | None,
+    initial: InitialPosition,
+) -> TipStart:
+    """Where the consumer reads ``shard_id`` from, as a tip-read start (pure).
+
+    ``known`` is the source's furthest position (accepted / handed / committed); else the
+    lease ``checkpoint``; else the consumer's ``initial`` position. A LATEST lease (left by
+    a consumer configured LATEST) has no findable start: where its iterator begins is only
+    known to that reader, so nothing is awaited on it until the source accepts a record.
+    """
+    if known is not None:
+        if known == END:
+            return TipStart(shard_id, None)
+        return TipStart(shard_id, ExtendedSequenceNumber(known), known)
+    position = checkpoint if checkpoint is not None else initial.checkpoint
+    if position in (SHARD_END, LATEST):
+        return TipStart(shard_id, None)
+    if position == AT_TIMESTAMP:
+        return TipStart(shard_id, initial.timestamp)
+    return TipStart(shard_id, position)
+
+
+async def read_tip(
+    client: KinesisApi, stream: str, shard: ShardInfo, start: ExtendedSequenceNumber | datetime
+) -> str | None:
+    """The sequence number of the last record from ``start`` to the tip of ``shard``, or
+    None when there is none. Throttling and expired iterators are handled by the reader
+    (retried / re-acquired after the last record seen)."""
+    reader = ShardReader(
+        client, stream, shard, start, limit=TIP_PAGE, idle_time=0.0, shard_refresh_interval=None
+    )
+    while True:
+        batch = await reader.next_batch()
+        if batch.shard_ended or (not batch.records and not batch.millis_behind_latest):
+            return reader.last_sequence_number
+
+
+async def read_tips(
+    client: KinesisApi, stream: str, shards: Mapping[str, ShardInfo], starts: Sequence[TipStart]
+) -> dict[str, str]:
+    """The end of every shard of ``starts`` that has something to wait for, read
+    concurrently. A shard no longer listed (deleted, or trimmed away) has nothing."""
+    todo = [s for s in starts if s.start is not None and s.shard_id in shards]
+
+    async def one(s: TipStart) -> str | None:
+        assert s.start is not None
+        return await read_tip(client, stream, shards[s.shard_id], s.start) or s.floor
+
+    found = await asyncio.gather(*(one(s) for s in todo))
+    ends = {s.shard_id: end for s, end in zip(todo, found, strict=True) if end is not None}
+    for s in starts:  # a position the source holds is awaited even when unlisted
+        if s.shard_id not in ends and s.floor is not None:
+            ends[s.shard_id] = s.floor
+    return dict(sorted(ends.items()))

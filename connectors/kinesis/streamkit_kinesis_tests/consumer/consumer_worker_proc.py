@@ -1,0 +1,138 @@
+"""A consumer worker as its own process, for the multi-worker tests.
+
+    python tests/integration/consumer_worker_proc.py --endpoint URL --stream S --app A \
+        --worker-id W --out records.jsonl --events events.jsonl [options]
+
+Every processed record is appended to ``--out`` as one JSON line (shard, sequence number,
+partition key, data, worker), flushed after each batch, *before* any checkpoint of that
+batch: a line means "processed". ``--events`` gets one JSON line per consumer event (lease
+gained / lost / released, take cycles, ...) and per checkpoint written, each with a wall
+clock ``t`` (the tests compare times across processes on one machine). SIGTERM stops the
+worker gracefully (exit 0); any error exits 1 with the traceback on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, TYPE_CHECKING, Any
+
+from streamkit_kinesis.consumer import (
+    ConsumerConfig,
+    ConsumerEvent,
+    InitialPosition,
+    KinesisConsumer,
+    install_signal_handlers,
+)
+
+from streamkit.config import AwsEndpoint
+
+if TYPE_CHECKING:
+    from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
+
+
+class JsonLines:
+    """Appends JSON lines to a file, flushing on demand."""
+
+    def __init__(self, path: str, worker_id: str) -> None:
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._worker = worker_id
+
+    def write(self, flush: bool = True, **fields: Any) -> None:
+        self._file.write(json.dumps({"worker": self._worker, "t": time.time(), **fields}) + "\n")
+        if flush:
+            self._file.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+class LoggingProcessor:
+    """Logs each record, then checkpoints once ``every`` records of the shard are unsaved."""
+
+    def __init__(self, out: JsonLines, events: JsonLines, every: int) -> None:
+        self._out = out
+        self._events = events
+        self._every = every
+        self._unsaved = 0
+
+    async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        self._events.write(event="initialize", shard=shard_id, start=start.sequence_number)
+
+    async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
+        for r in batch.records:
+            self._out.write(
+                flush=False,
+                shard=batch.shard_id,
+                seq=r.sequence_number,
+                pk=r.partition_key,
+                data=r.data.decode(),
+            )
+        self._out.flush()
+        self._unsaved += len(batch.records)
+        if self._unsaved >= self._every:
+            await self._checkpoint(batch.shard_id, checkpointer)
+
+    async def _checkpoint(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        lease = await checkpointer.checkpoint()
+        self._unsaved = 0
+        self._events.write(event="checkpoint", shard=shard_id, seq=lease.checkpoint.sequence_number)
+
+    async def lease_lost(self, shard_id: str) -> None:
+        self._events.write(event="processor_lease_lost", shard=shard_id)
+
+    async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        await self._checkpoint(shard_id, checkpointer)
+
+    async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        await self._checkpoint(shard_id, checkpointer)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("--endpoint", "--stream", "--app", "--worker-id", "--out", "--events"):
+        p.add_argument(name, required=True)
+    p.add_argument("--failover", type=float, default=3.0)
+    p.add_argument("--take-interval", type=float, default=0.5)
+    p.add_argument("--renew-interval", type=float, default=None)
+    p.add_argument("--max-steal", type=int, default=1)
+    p.add_argument("--idle-time", type=float, default=0.2)
+    p.add_argument("--checkpoint-every", type=int, default=1, help="records (1: every batch)")
+    return p.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> None:
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
+    config = ConsumerConfig(
+        app_name=args.app,
+        stream=args.stream,
+        worker_id=args.worker_id,
+        initial_position=InitialPosition.trim_horizon(),
+        failover_time=args.failover,
+        renew_interval=args.renew_interval,
+        take_interval=args.take_interval,
+        max_steal=args.max_steal,
+        idle_time=args.idle_time,
+        parent_poll_interval=0.5,
+        shard_sync_interval=5.0,
+        shard_refresh_interval=2.0,
+    )
+    out = JsonLines(args.out, args.worker_id)
+    events = JsonLines(args.events, args.worker_id)
+    consumer = KinesisConsumer(config, AwsEndpoint.local(args.endpoint))
+
+    def log_event(e: ConsumerEvent) -> None:
+        events.write(event=e.kind.value, shard=e.shard_id, detail=e.detail, held=e.held)
+
+    consumer.add_listener(log_event)
+    install_signal_handlers(consumer)
+    await consumer.run(lambda: LoggingProcessor(out, events, args.checkpoint_every))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args(sys.argv[1:])))

@@ -1,0 +1,60 @@
+"""Consumer test 1: every record read exactly once, in order per shard (LocalStack and moto)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.consumer import KinesisConsumer
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking
+
+from streamkit_kinesis_tests.consumer.consumer_support import (
+    Journal,
+    RecordingProcessor,
+    drop_table,
+    fast_config,
+    leases,
+    produce,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from streamkit.config import AwsEndpoint
+
+pytestmark = pytest.mark.integration
+
+
+async def test_2000_records_over_4_shards_each_read_once_in_shard_order(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    async with fresh_stream(aws_endpoint, 4, "consume") as (stream, _):
+        sent = await produce(aws_endpoint, stream, 2000)
+        truth = await asyncio.to_thread(read_stream_blocking, kinesis_client(aws_endpoint), stream)
+        config = fast_config(stream)
+        journal = Journal()
+        consumer = KinesisConsumer(config, aws_endpoint)
+        running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
+        try:
+            await wait_until(lambda: len(journal.records) >= 2000, 60, "2000 records")
+            await asyncio.sleep(2 * config.idle_time + 0.5)  # room for any duplicate to show
+            await consumer.stop()
+            await running
+            table = await leases(aws_endpoint, config.app_name)
+        finally:
+            await consumer.stop()
+            await drop_table(aws_endpoint, config.app_name)
+    assert len(journal.records) == 2000
+    assert sorted(journal.payloads()) == sorted(sent)
+    expected = {shard: [int(r["SequenceNumber"]) for r in rs] for shard, rs in truth.items() if rs}
+    assert journal.by_shard() == expected  # same records, same (shard) order
+    assert len(expected) == 4
+    m = consumer.metrics()
+    assert m.records == 2000
+    assert {s.shard_id for s in m.shards} == set(expected)
+    # graceful stop: every lease released, checkpointed at its shard's last record
+    assert {lease.lease_key: lease.lease_owner for lease in table} == dict.fromkeys(expected)
+    assert {lease.lease_key: int(lease.checkpoint.sequence_number) for lease in table} == {
+        shard: seqs[-1] for shard, seqs in expected.items()
+    }

@@ -1,0 +1,74 @@
+"""ConsumerConfig and InitialPosition: KCL defaults and validation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from streamkit_kinesis.consumer import ConsumerConfig, InitialPosition
+from streamkit_kinesis.types import AT_TIMESTAMP, LATEST, TRIM_HORIZON
+
+from streamkit.errors import ConfigError
+
+
+def test_defaults_follow_kcl() -> None:
+    config = ConsumerConfig(app_name="app", stream="s")
+    assert config.failover_time == 10.0
+    assert config.effective_renew_interval == pytest.approx(10.0 / 3)
+    assert config.effective_take_interval == 20.0
+    assert config.max_steal == 1
+    assert config.idle_time == 1.0
+    assert config.max_records == 10_000
+    assert config.shard_sync_interval == 60.0
+    assert config.initial_position == InitialPosition.latest()
+
+
+def test_worker_ids_are_unique_per_config() -> None:
+    a, b = ConsumerConfig(app_name="app", stream="s"), ConsumerConfig(app_name="app", stream="s")
+    assert a.worker_id != b.worker_id
+
+
+def test_initial_positions_map_to_lease_sentinels() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    assert InitialPosition.trim_horizon().checkpoint == TRIM_HORIZON
+    assert InitialPosition.latest().checkpoint == LATEST
+    at = InitialPosition.at_timestamp(when)
+    assert (at.checkpoint, at.timestamp) == (AT_TIMESTAMP, when)
+
+
+@pytest.mark.parametrize(
+    ("kind", "timestamp", "message"),
+    [
+        ("AT_TIMESTAMP", None, "needs a timestamp"),
+        ("LATEST", datetime(2026, 1, 1, tzinfo=UTC), "needs a timestamp"),
+        ("AT_TIMESTAMP", datetime(2026, 1, 1), "timezone-aware"),
+    ],
+)
+def test_bad_initial_positions(kind: str, timestamp: datetime | None, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        InitialPosition(kind, timestamp)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"app_name": ""}, "non-empty"),
+        ({"max_records": 0}, "max_records"),
+        ({"max_records": 10_001}, "max_records"),
+        ({"failover_time": 0.0}, "failover_time"),
+        ({"renew_interval": 10.0}, "renew_interval"),
+        ({"renew_interval": 0.0}, "renew_interval"),
+        ({"take_interval": -1.0}, "take_interval"),
+        ({"idle_time": -0.1}, "idle_time"),
+        ({"shutdown_grace": 0.0}, "shutdown_grace"),
+        ({"max_leases": 0}, "max_leases"),
+    ],
+)
+def test_invalid_values_are_config_errors(overrides: dict[str, object], message: str) -> None:
+    values: dict[str, object] = {"app_name": "app", "stream": "s", **overrides}
+    with pytest.raises(ConfigError, match=message):
+        ConsumerConfig(**values)  # type: ignore[arg-type]
+
+
+def test_idle_time_zero_is_allowed() -> None:
+    assert ConsumerConfig(app_name="app", stream="s", idle_time=0.0).idle_time == 0.0

@@ -1,0 +1,148 @@
+"""Consumer tests 3 and 5: a worker process killed with SIGKILL, and one stopped with SIGTERM.
+
+Two worker processes share a 4-shard stream on LocalStack. Records are written only once
+the 2/2 split is stable, so every duplicate comes from the event under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from streamkit_kinesis.testing.streams import fresh_stream, unique
+
+from streamkit_kinesis_tests.consumer.consumer_support import (
+    BackgroundProducer,
+    WorkerProcess,
+    drop_table,
+    owners,
+    poll_table,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from streamkit.config import AwsEndpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
+
+FAILOVER = 3.0
+RENEW = FAILOVER / 3
+TAKE = 0.5
+
+
+def processed(workers: list[WorkerProcess]) -> Counter[str]:
+    """How often each payload was processed, over all workers."""
+    return Counter(r["data"] for w in workers for r in w.records())
+
+
+def position(checkpoint: str) -> int:
+    """A checkpoint as a number: TRIM_HORIZON (nothing checkpointed yet) is before all."""
+    return -1 if checkpoint == "TRIM_HORIZON" else int(checkpoint)
+
+
+@asynccontextmanager
+async def two_workers(
+    ep: AwsEndpoint, tmp_path: Path, **opts: Any
+) -> AsyncIterator[tuple[str, str, list[WorkerProcess], BackgroundProducer]]:
+    """A 4-shard stream, workers A and B at a stable 2/2 split, a producer writing."""
+    async with fresh_stream(ep, 4, "failover") as (stream, _):
+        app = unique("app")
+        settings = {"failover": FAILOVER, "take_interval": TAKE, **opts}
+        workers = [WorkerProcess(ep, stream, app, w, tmp_path, **settings) for w in "AB"]
+        producer = BackgroundProducer(ep, stream)
+        try:
+            await poll_table(ep, app, lambda t: owners(t) == {"A": 2, "B": 2}, 60, "2/2")
+            cycles = [w.take_cycles() for w in workers]
+            await wait_until(
+                lambda: all(w.take_cycles() >= c + 3 for w, c in zip(workers, cycles, strict=True)),
+                20,
+                "three more take cycles",
+            )
+            table, _ = await poll_table(ep, app, lambda t: True, 5, "a read")
+            assert owners(table) == {"A": 2, "B": 2}, "the split must be stable before writing"
+            producer.start()
+            yield stream, app, workers, producer
+        finally:
+            await producer.stop()
+            for w in workers:
+                w.close()
+            await drop_table(ep, app)
+
+
+async def test_killed_worker_shards_are_taken_after_failover_duplicates_bounded(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    async with two_workers(ep, tmp_path, checkpoint_every=25) as (_, app, workers, producer):
+        a, b = workers
+        await wait_until(lambda: len(a.records()) >= 60, 30, "A to process records")
+        killed_at = a.signal(signal.SIGKILL)
+        await a.wait_exit(10)
+        table, _ = await poll_table(ep, app, lambda t: True, 5, "a read")
+        a_shards = {lease.lease_key for lease in table if lease.lease_owner == "A"}
+        assert len(a_shards) == 2
+        await poll_table(ep, app, lambda t: owners(t) == {"B": 4}, 30, "B to own all")
+        await asyncio.sleep(1.0)  # keep writing a little after the takeover
+        sent = await producer.stop()
+        await wait_until(lambda: set(processed(workers)) >= set(sent), 30, "every record")
+
+    # B took A's shards only once they had expired (A renewed at most RENEW before dying).
+    gained = {e["shard"]: e["t"] for e in b.events("lease_gained") if e["t"] > killed_at}
+    assert set(gained) == a_shards
+    takeover = [gained[s] - killed_at for s in sorted(a_shards)]
+    assert all(FAILOVER - RENEW - 0.5 <= t <= FAILOVER + 3 * TAKE + 4 for t in takeover), takeover
+
+    # B resumed each of A's shards exactly at A's last checkpoint...
+    resumed = {
+        e["shard"]: position(e["start"]) for e in b.events("initialize") if e["t"] > killed_at
+    }
+    a_logged = {e["shard"]: int(e["seq"]) for e in a.events("checkpoint") if e["shard"] in a_shards}
+    assert set(resumed) == a_shards
+    assert all(a_logged.get(s, -1) <= resumed[s] for s in a_shards)
+    # ...so exactly the records A processed after that checkpoint came twice, nothing else.
+    after_checkpoint = {
+        r["data"]
+        for r in a.records()
+        if r["shard"] in a_shards and int(r["seq"]) > resumed[r["shard"]]
+    }
+    counts = processed(workers)
+    duplicates = {data for data, n in counts.items() if n > 1}
+    assert duplicates == after_checkpoint
+    assert max(counts.values()) <= 2
+    assert set(counts) == set(sent)  # nothing lost
+    print(f"takeover after {takeover} s; {len(duplicates)} duplicates of {len(sent)} records")
+
+
+async def test_sigterm_hands_every_lease_to_the_other_worker_within_2s(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    async with two_workers(ep, tmp_path, checkpoint_every=25) as (_, app, workers, producer):
+        a = workers[0]
+        await wait_until(lambda: len(a.records()) >= 60, 30, "A to process records")
+        sent_at = a.signal(signal.SIGTERM)
+        _, owned_at = await poll_table(
+            ep, app, lambda t: owners(t) == {"B": 4}, 10, "B to own all", interval=0.02
+        )
+        assert await a.wait_exit(10) == 0, a.log()
+        await asyncio.sleep(1.0)
+        sent = await producer.stop()
+        await wait_until(lambda: set(processed(workers)) >= set(sent), 30, "every record")
+
+    handoff = owned_at - sent_at
+    assert handoff < 2.0, f"hand-off took {handoff:.2f}s"
+    released = {e["shard"] for e in a.events("lease_released") if e["t"] > sent_at}
+    assert len(released) == 2
+    assert not [e for e in a.events("lease_lost") if e["t"] > sent_at]
+    # A checkpointed everything it processed before releasing: nothing is processed twice.
+    counts = processed(workers)
+    assert set(counts) == set(sent)
+    assert max(counts.values()) == 1
+    print(f"hand-off in {handoff:.2f}s; {len(sent)} records, each processed once")

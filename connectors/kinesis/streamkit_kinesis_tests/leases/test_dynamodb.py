@@ -1,0 +1,127 @@
+"""DynamoDB lease store specifics on real servers: KCL item layout, injected throttling,
+unreachable endpoints. Runs once per AWS peer (``aws_endpoint``: LocalStack and moto)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+from streamkit_kinesis.leases import (
+    DynamoDBLeaseStore,
+    HeldLeases,
+    Lease,
+    LeaseRenewer,
+    LeaseStoreUnavailableError,
+)
+from streamkit_kinesis.testing.leases import ExceptionThrowingClient, FakeClock
+from streamkit_kinesis.types import ExtendedSequenceNumber, HashKeyRange
+
+from streamkit.config import AwsEndpoint
+from streamkit.testing.servers import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def table(aws_endpoint: AwsEndpoint) -> AsyncIterator[DynamoDBLeaseStore]:
+    store = DynamoDBLeaseStore(aws_endpoint, f"ddb-{uuid.uuid4().hex[:12]}")
+    await store.create_table_if_not_exists()
+    yield store
+    await store.delete_table()
+
+
+def raw_item(store: DynamoDBLeaseStore, key: str) -> dict[str, Any]:
+    client = store.endpoint.client("dynamodb")
+    got = client.get_item(TableName=store.table_name, Key={"leaseKey": {"S": key}})
+    item: dict[str, Any] = got["Item"]
+    return item
+
+
+async def test_items_use_kcl_attribute_names(table: DynamoDBLeaseStore) -> None:
+    lease = Lease(
+        "shardId-000000000001",
+        parent_shard_ids=("shardId-000000000000",),
+        hash_key_range=HashKeyRange(0, 2**128 - 1),
+    )
+    await table.create_lease_if_not_exists(lease)
+    taken = await table.take_lease(lease, "worker-1")
+    await table.update_checkpoint(taken, ExtendedSequenceNumber("4959", 2))
+    item = raw_item(table, lease.lease_key)
+    assert item == {
+        "leaseKey": {"S": "shardId-000000000001"},
+        "leaseOwner": {"S": "worker-1"},
+        "leaseCounter": {"N": "2"},
+        "checkpoint": {"S": "4959"},
+        "checkpointSubSequenceNumber": {"N": "2"},
+        "ownerSwitchesSinceCheckpoint": {"N": "0"},
+        "parentShardIds": {"SS": ["shardId-000000000000"]},
+        "startingHashKey": {"S": "0"},
+        "endingHashKey": {"S": str(2**128 - 1)},
+    }
+    current = await table.get_lease(lease.lease_key)
+    assert current is not None
+    released = await table.release_lease(current)
+    assert released.lease_owner is None
+    assert "leaseOwner" not in raw_item(table, lease.lease_key)
+
+
+async def test_reads_and_keeps_items_written_by_other_tools(table: DynamoDBLeaseStore) -> None:
+    # A KCL-style item with attributes this store does not know about.
+    client = table.endpoint.client("dynamodb")
+    client.put_item(
+        TableName=table.table_name,
+        Item={
+            "leaseKey": {"S": "shardId-000000000007"},
+            "leaseOwner": {"S": "kcl-worker"},
+            "leaseCounter": {"N": "17"},
+            "checkpoint": {"S": "TRIM_HORIZON"},
+            "checkpointSubSequenceNumber": {"N": "0"},
+            "ownerSwitchesSinceCheckpoint": {"N": "0"},
+            "throughputKBps": {"N": "1.5"},
+        },
+    )
+    lease = await table.get_lease("shardId-000000000007")
+    assert lease == Lease("shardId-000000000007", "kcl-worker", 17)
+    await table.take_lease(lease, "streamkit-worker")
+    assert raw_item(table, "shardId-000000000007")["throughputKBps"] == {"N": "1.5"}
+
+
+async def test_throttled_renewals_keep_the_lease_until_failover(table: DynamoDBLeaseStore) -> None:
+    flaky = ExceptionThrowingClient(table.endpoint.client("dynamodb"))
+    store = DynamoDBLeaseStore(
+        table.endpoint, table.table_name, client=cast("DynamoDBClient", flaky)
+    )
+    lease = await store.create_lease_if_not_exists(Lease("s"))
+    clock = FakeClock()
+    held = HeldLeases(clock)
+    held.gained(await store.take_lease(lease, "A"))
+    renewer = LeaseRenewer(store, held, failover_time=10.0, clock=clock)
+
+    flaky.inject("update_item", "ProvisionedThroughputExceededException", times=2)
+    with pytest.raises(LeaseStoreUnavailableError, match="ProvisionedThroughputExceeded"):
+        await store.renew_lease(lease.taken_by("A"))
+    clock.advance(6.0)
+    assert (await renewer.renew_all()).transient_errors == 1  # second injection
+    assert held.shard_ids() == {"s"}
+    assert (await renewer.renew_all()).renewed == ("s",)  # the real server answers again
+    assert flaky.raised == {"update_item": 2}
+
+    flaky.inject("update_item", "ThrottlingException", times=5)
+    clock.advance(10.5)
+    assert (await renewer.renew_all()).lost == ("s",)  # silent for more than failover
+
+
+async def test_unreachable_endpoint_is_a_transient_error_with_a_clear_message() -> None:
+    endpoint = AwsEndpoint.local(f"http://127.0.0.1:{free_port()}")
+    store = DynamoDBLeaseStore(endpoint, "nowhere", call_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(LeaseStoreUnavailableError, match="did not answer Scan"):
+        await store.list_leases()
+    assert time.monotonic() - started < 10

@@ -1,0 +1,172 @@
+"""The crash test: ``kill -9`` a streaming job at random points, restart it from its
+checkpoint each time, let it finish; the final aggregates equal the batch ground truth.
+
+The job (``stream_crash_proc.py``) counts events per (1-minute window, action) from a
+4-shard Kinesis stream in complete mode into a Parquet sink. Complete mode makes the final
+state well defined: every batch's files hold the whole result after that batch, and the
+sink replaces a batch id that runs again after a crash, so the files of the highest batch
+id are the query's final answer. Events are produced while the job is being killed.
+
+Set ``STREAMKIT_CRASH_SEED`` to replay the same kill points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.producer.producer import KinesisProducer
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
+
+import streamkit as sk
+from streamkit.testing.events import counts, make_events
+from streamkit.testing.tables import assert_table_equal
+
+if TYPE_CHECKING:
+    from streamkit.config import AwsEndpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
+
+JOB = Path(__file__).with_name("stream_crash_proc.py")
+RUNS = 10
+EVENTS = 2000
+
+
+@dataclass
+class Job:
+    """One run of the job as a subprocess, with its stdout lines."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, args: list[str], log: Path) -> Job:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(JOB), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=log.open("ab"),
+        )  # fmt: skip
+        job = cls(proc)
+        job.reader = asyncio.create_task(job._read())
+        return job
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.lines.append(line.decode().strip())
+
+    def batches(self) -> int:
+        return sum(line.startswith("batch ") for line in self.lines)
+
+    async def wait_for_batch(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.batches() and self.proc.returncode is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no batch within {timeout}s: {self.lines}")
+            await asyncio.sleep(0.02)
+
+    async def kill(self) -> None:
+        """SIGKILL (by this process's own pid) and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.finish(30)
+
+    async def finish(self, timeout: float) -> int:
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self.reader is not None:
+            await self.reader
+        return code
+
+
+def final_output(out: Path) -> pa.Table:
+    """The files of the highest batch id the Parquet sink holds."""
+    files = sorted(out.glob("batch-*.parquet"))
+    assert files, f"no Parquet output under {out}"
+    last = files[-1].name.split("-part-")[0]
+    return pa.concat_tables(pq.read_table(f) for f in files if f.name.startswith(last))
+
+
+def last_commit(checkpoint: Path) -> int:
+    """The highest committed batch id (-1 for none)."""
+    names = [int(p.name) for p in (checkpoint / "commits").glob("*") if p.name.isdigit()]
+    return max(names, default=-1)
+
+
+async def produce(endpoint: AwsEndpoint, stream: str, records: list[tuple[bytes, str]]) -> None:
+    async with KinesisProducer(endpoint, stream, linger_ms=20) as producer:
+        for data, key in records:
+            await producer.put(data, key)
+
+
+async def test_kill_9_at_random_points_then_finish_equals_the_batch_truth(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    assert ep.url is not None
+    seed = int(os.environ.get("STREAMKIT_CRASH_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
+    print(f"crash test seed {seed} (STREAMKIT_CRASH_SEED={seed} replays it)")
+    truth, records = make_events(EVENTS, seed=11)
+    chunk = EVENTS // (RUNS + 1)
+    app, ck, out, log = unique("app"), tmp_path / "ck", tmp_path / "out", tmp_path / "job.log"
+    started = time.monotonic()
+    async with fresh_stream(ep, 4, "crash") as (stream, _):
+        args = ["--endpoint", ep.url, "--stream", stream, "--app", app, "--checkpoint",
+                str(ck), "--out", str(out), "--worker-id", "crash-job",
+                "--max-records", "50", "--interval", "0.1", "--commit-delay", "0.1"]  # fmt: skip
+        kills: list[tuple[float, int, int]] = []
+        aligned: list[str] = []
+        try:
+            await produce(ep, stream, records[:chunk])
+            for run in range(RUNS):
+                more = records[(run + 1) * chunk : (run + 2) * chunk]
+                producing = asyncio.create_task(produce(ep, stream, more))
+                job = await Job.start(args, log)
+                t0 = time.monotonic()
+                if run % 2:  # while it processes
+                    await job.wait_for_batch(60)
+                    await asyncio.sleep(rng.uniform(0.0, 1.5))
+                else:  # anywhere, start-up and lease alignment included
+                    await asyncio.sleep(rng.uniform(0.2, 2.5))
+                assert job.proc.returncode is None, f"job exited by itself: {job.lines}"
+                await job.kill()
+                await producing
+                kills.append((round(time.monotonic() - t0, 2), job.batches(), last_commit(ck)))
+                aligned += [line for line in job.lines if line.startswith("aligned")]
+            await produce(ep, stream, records[(RUNS + 1) * chunk :])
+            last = await Job.start([*args, "--trigger", "available_now"], log)
+            code = await last.finish(120)
+            assert code == 0, log.read_text()[-3000:]
+            ends = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
+            table = await DynamoDBLeaseStore(ep, app).list_leases()
+        finally:
+            await DynamoDBLeaseStore(ep, app).delete_table()
+    elapsed = time.monotonic() - started
+    print(f"kills (seconds alive, batches seen, last committed batch): {kills}")
+    print(
+        "restarts that moved lease checkpoints forward to the query's offsets:",
+        sum("forwarded=()" not in line for line in aligned),
+        "of",
+        len(aligned),
+    )
+    print(f"final run: {last.lines}; whole test {elapsed:.1f}s")
+    assert_table_equal(
+        final_output(out), counts(sk.from_arrow(truth)).to_arrow(), sort_by=["window", "action"]
+    )
+    assert sum(1 for _, batches, _ in kills if batches) >= RUNS // 2  # killed mid-stream
+    # the lease checkpoints advanced with the final commit; the clean exit released them
+    last_seq = {shard: rs[-1]["SequenceNumber"] for shard, rs in ends.items() if rs}
+    assert {x.lease_key: x.checkpoint.sequence_number for x in table} == last_seq
+    assert {x.lease_owner for x in table} == {None}

@@ -1,0 +1,518 @@
+"""Streaming queries over Kinesis on LocalStack: end to end equals the batch result, bad
+records, restarts whose lease table disagrees with the checkpoint, and a reshard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.leases import DynamoDBLeaseStore, Lease
+from streamkit_kinesis.producer.producer import KinesisProducer
+from streamkit_kinesis.source.alignment import Alignment, align_leases
+from streamkit_kinesis.source.source import KinesisStreamSource
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
+from streamkit_kinesis.types import ExtendedSequenceNumber, HashKeyRange, ShardInfo
+
+import streamkit as sk
+from streamkit.streaming.decode import BadRecordError
+from streamkit.streaming.query import StreamingQueryError
+from streamkit.testing.events import SCHEMA, counts, make_events
+from streamkit.testing.tables import assert_table_equal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from streamkit.config import AwsEndpoint
+    from streamkit.streaming.query import StreamingQuery
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack]
+
+FAST = {"idle_time": 0.1, "take_interval": 0.5}
+KEYS = ["window", "action"]
+
+
+async def produce(endpoint: AwsEndpoint, stream: str, records: list[tuple[bytes, str]]) -> None:
+    async with KinesisProducer(endpoint, stream, linger_ms=20) as producer:
+        for data, key in records:
+            await producer.put(data, key)
+
+
+async def lease_table(endpoint: AwsEndpoint, app: str) -> dict[str, Lease]:
+    return {x.lease_key: x for x in await DynamoDBLeaseStore(endpoint, app).list_leases()}
+
+
+async def drop(endpoint: AwsEndpoint, *apps: str) -> None:
+    for app in apps:
+        await DynamoDBLeaseStore(endpoint, app).delete_table()
+
+
+async def last_sequences(endpoint: AwsEndpoint, stream: str) -> dict[str, str]:
+    """The last sequence number of every non-empty shard (plain boto3 reads)."""
+    truth = await asyncio.to_thread(read_stream_blocking, kinesis_client(endpoint), stream)
+    return {shard: rs[-1]["SequenceNumber"] for shard, rs in truth.items() if rs}
+
+
+async def finish(query: StreamingQuery, timeout: float = 90) -> None:
+    assert await asyncio.to_thread(query.await_termination, timeout), "query did not finish"
+
+
+def expected(table: pa.Table) -> pa.Table:
+    return counts(sk.from_arrow(table)).to_arrow()
+
+
+async def test_available_now_counts_per_action_window_equal_the_batch_result(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    ep = localstack_endpoint
+    truth, records = make_events(2000, seed=1)
+    app, worker, name = unique("app"), unique("worker"), unique("kin_e2e")
+    async with fresh_stream(ep, 4, "e2e") as (stream, _):
+        await produce(ep, stream, records)
+        try:
+            df = sk.read_stream.kinesis(
+                stream, app, SCHEMA, ep, worker_id=worker, max_records_per_batch=500,
+                consumer_options=FAST,
+            )  # fmt: skip
+            q = (
+                counts(df).write_stream.output_mode("complete")
+                .trigger(available_now=True).memory(name).start()
+            )  # fmt: skip
+            await finish(q)
+            ends = await last_sequences(ep, stream)
+            table = await lease_table(ep, app)
+        finally:
+            await drop(ep, app)
+    assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+    progress = q.recent_progress
+    assert sum(p.num_input_rows for p in progress) == 2000
+    assert all(p.num_input_rows <= 500 for p in progress)
+    assert len(ends) == 4
+    assert {p.partition for b in progress for p in b.partitions} == set(ends)
+    assert {p.owner for b in progress for p in b.partitions} == {worker}
+    assert {p.lag_ms for p in progress[-1].partitions} == {0}
+    # the lease checkpoints follow the committed offsets; leases released at the end
+    assert {k: lease.checkpoint.sequence_number for k, lease in table.items()} == ends
+    assert {lease.lease_owner for lease in table.values()} == {None}
+
+
+async def test_process_all_available_update_mode_follows_new_records(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    ep = localstack_endpoint
+    truth, records = make_events(900, seed=2)
+    app, name = unique("app"), unique("kin_upd")
+    async with fresh_stream(ep, 2, "upd") as (stream, _):
+        await produce(ep, stream, records[:500])
+        try:
+            source = KinesisStreamSource(
+                stream, app, ep, schema=SCHEMA, max_records_per_batch=200, consumer_options=FAST
+            )
+            df = sk.read_stream.source(source)
+            q = counts(df).write_stream.output_mode("update").trigger(processing_time=0.1)
+            query = q.memory(name).start()
+            try:
+                await asyncio.to_thread(query.process_all_available, 60)
+                assert_table_equal(sk.memory_table(name), expected(truth[:500]), sort_by=KEYS)
+                await produce(ep, stream, records[500:])
+                await asyncio.to_thread(query.process_all_available, 60)
+                assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+            finally:
+                await asyncio.to_thread(query.stop)
+            ends = await last_sequences(ep, stream)
+            table = await lease_table(ep, app)
+        finally:
+            await drop(ep, app)
+    assert source.commits[-1] == ends
+    assert {k: lease.checkpoint.sequence_number for k, lease in table.items()} == ends
+
+
+async def test_bad_records_land_in_dead_letters_with_shard_and_sequence_number(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    ep = localstack_endpoint
+    truth, records = make_events(300, seed=3)
+    bad = [
+        (b"{not json", "u1"),
+        (b"[1, 2, 3]", "u2"),
+        (json.dumps({"action": "view", "user_id": "u3", "value": 1}).encode(), "u3"),
+        (json.dumps({"event_time": "2024-05-01T12:00:00Z", "action": "x", "value": "many"})
+         .encode(), "u4"),
+    ]  # fmt: skip
+    mixed = records[:100] + bad[:2] + records[100:200] + bad[2:] + records[200:]
+    app, app_fail, name = unique("app"), unique("app"), unique("kin_bad")
+    async with fresh_stream(ep, 2, "bad") as (stream, _):
+        await produce(ep, stream, mixed)
+        try:
+            df = sk.read_stream.kinesis(stream, app, SCHEMA, ep, consumer_options=FAST)
+            q = (
+                counts(df).write_stream.output_mode("complete")
+                .trigger(available_now=True).memory(name).start()
+            )  # fmt: skip
+            await finish(q)
+            wire = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
+            strict = sk.read_stream.kinesis(stream, app_fail, SCHEMA, ep, on_bad_record="fail")
+            failing = strict.write_stream.trigger(available_now=True).memory(unique("f")).start()
+            with pytest.raises(StreamingQueryError) as failed:
+                await finish(failing)
+        finally:
+            await drop(ep, app, app_fail)
+    where = {r["Data"]: (shard, r["SequenceNumber"]) for shard, rs in wire.items() for r in rs}
+    cause = failed.value.__cause__
+    assert isinstance(cause, BadRecordError)  # on_bad_record="fail" stops at a bad record
+    assert (cause.partition, cause.position) in {where[data] for data, _ in bad}
+    assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+    dead = q.dead_letters
+    assert dead is not None
+    got = {row["raw"]: (row["partition"], row["position"]) for row in dead.to_pylist()}
+    assert got == {data: where[data] for data, _ in bad}
+    reasons = {row["raw"]: row["reason"] for row in dead.to_pylist()}
+    assert "missing required field 'event_time'" in reasons[bad[2][0]]
+    assert "value" in reasons[bad[3][0]]
+    assert all(reasons.values())
+    assert sum(p.dead_letters for p in q.recent_progress) == len(bad)
+    assert sum(p.num_input_rows for p in q.recent_progress) == truth.num_rows
+
+
+async def test_the_query_checkpoint_wins_over_missing_lagging_and_leading_leases(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Restarts on one checkpoint with a fresh lease table (leases created at the offsets),
+    a lagging one (moved forward) and, from an older copy of the checkpoint, a leading one
+    (re-created at the offsets): each run counts every event exactly once."""
+    ep = localstack_endpoint
+    truth, records = make_events(900, seed=4)
+    ck, old_ck = str(tmp_path / "ck"), str(tmp_path / "ck-old")
+    app_a, app_b = unique("app"), unique("app")
+
+    sources: dict[str, KinesisStreamSource] = {}
+
+    async def run(app: str, checkpoint: str, rows: int) -> Alignment | None:
+        """One available_now query; a source is re-opened by each query on its app."""
+        source = sources.setdefault(
+            app, KinesisStreamSource(stream, app, ep, schema=SCHEMA, consumer_options=FAST)
+        )
+        name = unique("kin_ck")
+        q = (
+            counts(sk.read_stream.source(source)).write_stream.output_mode("complete")
+            .checkpoint(checkpoint).trigger(available_now=True).memory(name).start()
+        )  # fmt: skip
+        await finish(q)
+        assert_table_equal(sk.memory_table(name), expected(truth[:rows]), sort_by=KEYS)
+        return source.alignment
+
+    async with fresh_stream(ep, 2, "ck") as (stream, _):
+        try:
+            await produce(ep, stream, records[:300])
+            await run(app_a, ck, 300)
+            shutil.copytree(ck, old_ck)
+            await produce(ep, stream, records[300:600])
+            fresh = await run(app_b, ck, 600)  # app B has no leases yet
+            await produce(ep, stream, records[600:])
+            lagging = await run(app_a, ck, 900)  # app A's leases stopped at 300
+            leading = await run(app_a, old_ck, 900)  # app A's leases are past this checkpoint
+        finally:
+            await drop(ep, app_a, app_b)
+    assert fresh is not None
+    assert fresh.created
+    assert lagging is not None
+    assert lagging.forwarded
+    assert leading is not None
+    assert leading.rewound
+
+
+async def test_split_while_consuming_parents_before_children_each_event_once(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    ep = localstack_endpoint
+    truth, records = make_events(600, seed=5)
+    app, name = unique("app"), unique("kin_split")
+    async with fresh_stream(ep, 2, "split") as (stream, admin):
+        await produce(ep, stream, records[:300])
+        try:
+            source = KinesisStreamSource(
+                stream, app, ep, schema=SCHEMA, max_records_per_batch=100,
+                consumer_options={**FAST, "parent_poll_interval": 0.5, "shard_sync_interval": 1.0},
+            )  # fmt: skip
+            df = sk.read_stream.source(source)
+            q = counts(df).write_stream.output_mode("complete").trigger(processing_time=0.1)
+            query = q.memory(name).start()
+            try:
+                await asyncio.to_thread(query.process_all_available, 60)
+                parent = (await admin.list_shards(stream))[0].shard_id
+                await admin.split_shard(stream, parent)
+                await produce(ep, stream, records[300:])
+                await asyncio.sleep(2.5)  # a shard sync sees the children
+                await asyncio.to_thread(query.process_all_available, 90)
+                assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+            finally:
+                await asyncio.to_thread(query.stop)
+            table = await lease_table(ep, app)
+        finally:
+            await drop(ep, app)
+    children = [k for k, lease in table.items() if parent in lease.parent_shard_ids]
+    assert len(children) == 2
+    assert table[parent].is_finished  # SHARD_END, written after its records were committed
+    handed = {p.partition for b in query.recent_progress for p in b.partitions if p.records}
+    assert set(children) & handed  # the children were read, after their parent ended
+    assert sum(p.num_input_rows for p in query.recent_progress) == 600
+    total = pc.sum(sk.memory_table(name).column("n")).as_py()
+    assert total == 600
+
+
+async def test_align_leases_follows_the_offsets_and_reclaims_own_leases(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """Lease-table repair on DynamoDB: missing -> created, behind (and owned by a worker
+    that stopped renewing) -> forwarded after expiry, ahead -> re-created, start sentinel
+    -> forwarded, SHARD_END kept, leases of this worker id released (also one already at
+    its offset, which needs no other change)."""
+    store = DynamoDBLeaseStore(localstack_endpoint, unique("app"))
+    await store.create_table_if_not_exists()
+
+    def shard(n: int) -> ShardInfo:
+        return ShardInfo(f"shard-{n}", (), HashKeyRange(n, n), "1")
+
+    async def put(
+        n: int, checkpoint: str, owner: str | None = None, kids: tuple[str, ...] = ()
+    ) -> None:
+        lease = Lease.for_shard(shard(n), ExtendedSequenceNumber(checkpoint))
+        lease = await store.create_lease_if_not_exists(lease.with_children(kids))
+        if owner is not None:
+            await store.take_lease(lease, owner)
+
+    try:
+        await put(1, "100", owner="dead-worker")
+        await put(2, "300", kids=("shard-9",))
+        await put(3, "TRIM_HORIZON")
+        await put(4, "SHARD_END")
+        await put(5, "500", owner="me")
+        await put(6, "600", owner="me")
+        offsets = {"shard-0": "7", "shard-1": "200", "shard-2": "200", "shard-3": "50",
+                   "shard-4": "10", "shard-6": "600"}  # fmt: skip
+        started = time.monotonic()
+        done = await align_leases(
+            store, [shard(n) for n in range(7)], offsets, "me", failover_time=0.6, poll=0.1
+        )
+        took = time.monotonic() - started
+        table = {x.lease_key: x for x in await store.list_leases()}
+    finally:
+        await store.delete_table()
+    assert done.created == ("shard-0",)
+    assert done.forwarded == ("shard-1", "shard-3")
+    assert done.rewound == ("shard-2",)
+    assert done.reclaimed == ("shard-5", "shard-6")
+    assert 0.6 < took < 10  # shard-1 was taken only once its owner's lease expired
+    got = {k: (x.checkpoint.sequence_number, x.lease_owner) for k, x in table.items()}
+    assert got == {
+        "shard-0": ("7", None), "shard-1": ("200", None), "shard-2": ("200", None),
+        "shard-3": ("50", None), "shard-4": ("SHARD_END", None), "shard-5": ("500", None),
+        "shard-6": ("600", None),
+    }  # fmt: skip
+    assert table["shard-2"].child_shard_ids == ("shard-9",)
+
+
+async def test_schema_inferred_from_the_oldest_records_and_latest_start(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """``schema=None`` samples the stream; ``initial_position="LATEST"`` skips what was put
+    before the query started and reads everything put after (LATEST is pinned to
+    AT_TIMESTAMP of the source's open, whole seconds on LocalStack: hence the pause)."""
+    ep = localstack_endpoint
+    truth, records = make_events(300, seed=6)
+    app, name = unique("app"), unique("kin_latest")
+    async with fresh_stream(ep, 2, "latest") as (stream, _):
+        await produce(ep, stream, records[:100])
+        await asyncio.sleep(1.2)
+        try:
+            df = sk.read_stream.kinesis(
+                stream, app, endpoint=ep, initial_position="LATEST", consumer_options=FAST
+            )
+            assert df.schema.field("action").type in (pa.string(), pa.large_string())
+            assert pa.types.is_integer(df.schema.field("value").type)
+            by_action = df.group_by("action").agg(sk.count().alias("n"), sk.sum("value"))
+            q = by_action.write_stream.output_mode("complete").trigger(processing_time=0.1)
+            query = q.memory(name).start()
+            try:
+                await asyncio.to_thread(query.process_all_available, 60)  # readers started
+                await produce(ep, stream, records[100:])
+                await asyncio.to_thread(query.process_all_available, 60)
+            finally:
+                await asyncio.to_thread(query.stop)
+        finally:
+            await drop(ep, app)
+    later_rows = sk.from_arrow(truth.slice(100).drop_columns(["event_time"]))
+    want = later_rows.group_by("action").agg(sk.count().alias("n"), sk.sum("value")).to_arrow()
+    assert_table_equal(sk.memory_table(name), want, sort_by=["action"])
+
+
+# -- the end of every shard (available_now, process_all_available), on LocalStack and moto --
+
+PAGED = {**FAST, "max_records": 100}
+"""Several GetRecords pages per shard for the consumer."""
+
+
+async def test_end_offsets_are_the_last_sequence_numbers_put_before_the_call(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """Right after open (nothing consumed yet) the target is each non-empty shard's last
+    sequence number; after more puts, the new last ones; reading until ``reached`` hands
+    over exactly the records put before the call."""
+    ep = aws_endpoint
+    _, records = make_events(1500, seed=7)
+    app = unique("app")
+    async with fresh_stream(ep, 4, "tips") as (stream, _):
+        await produce(ep, stream, records[:1000])
+        source = KinesisStreamSource(
+            stream, app, ep, schema=SCHEMA, max_records_per_batch=300, consumer_options=PAGED
+        )
+        try:
+            await source.open(None)
+            first = await source.end_offsets()
+            assert first == await last_sequences(ep, stream)
+            rows, offsets = await drain(source, first)
+            assert rows == 1000
+            await produce(ep, stream, records[1000:])
+            second = await source.end_offsets()
+            assert second == await last_sequences(ep, stream)
+            assert not source.reached(offsets, second)
+            more, offsets = await drain(source, second, offsets)
+            assert more == 500
+        finally:
+            await source.close()
+            await drop(ep, app)
+
+
+async def drain(
+    source: KinesisStreamSource, target: Mapping[str, str], offsets: dict[str, str] | None = None
+) -> tuple[int, dict[str, str]]:
+    """Take batches until ``target`` is reached; rows taken and the offsets reached."""
+    offsets, rows, deadline = dict(offsets or {}), 0, time.monotonic() + 60
+    while not source.reached(offsets, target):
+        assert time.monotonic() < deadline, f"stuck at {offsets}, target {target}"
+        batch = await source.next_batch(0.2)
+        if batch is not None:
+            rows += batch.rows.num_rows
+            offsets.update(batch.end_offsets)
+            await source.commit(offsets)
+    return rows, offsets
+
+
+async def test_available_now_counts_every_record_of_a_paged_backlog(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    ep = aws_endpoint
+    truth, records = make_events(3000, seed=8)
+    app, name = unique("app"), unique("kin_paged")
+    async with fresh_stream(ep, 3, "paged") as (stream, _):
+        await produce(ep, stream, records)
+        try:
+            df = sk.read_stream.kinesis(
+                stream, app, schema=SCHEMA, endpoint=ep, max_records_per_batch=400,
+                consumer_options=PAGED,
+            )  # fmt: skip
+            q = (
+                counts(df).write_stream.output_mode("complete")
+                .trigger(available_now=True).memory(name).start()
+            )  # fmt: skip
+            await finish(q)
+        finally:
+            await drop(ep, app)
+    assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+    assert sum(p.num_input_rows for p in q.recent_progress) == 3000
+
+
+async def test_process_all_available_counts_every_record_put_while_running(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    ep = aws_endpoint
+    truth, records = make_events(2400, seed=9)
+    app, name = unique("app"), unique("kin_paa")
+    async with fresh_stream(ep, 3, "paa") as (stream, _):
+        await produce(ep, stream, records[:1200])
+        try:
+            df = sk.read_stream.kinesis(
+                stream, app, schema=SCHEMA, endpoint=ep, max_records_per_batch=400,
+                consumer_options=PAGED,
+            )  # fmt: skip
+            q = counts(df).write_stream.output_mode("complete").trigger(processing_time=0.1)
+            query = q.memory(name).start()
+            try:
+                await asyncio.to_thread(query.process_all_available, 60)
+                assert_table_equal(sk.memory_table(name), expected(truth[:1200]), sort_by=KEYS)
+                await produce(ep, stream, records[1200:])
+                await asyncio.to_thread(query.process_all_available, 60)
+                assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+            finally:
+                await asyncio.to_thread(query.stop)
+        finally:
+            await drop(ep, app)
+
+
+async def test_latest_target_holds_the_records_put_after_open(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """LATEST = put after open began: those records are in the target, older ones not
+    (put > 1 s earlier: LocalStack's AT_TIMESTAMP has whole-second resolution)."""
+    ep = aws_endpoint
+    _, records = make_events(400, seed=10)
+    app = unique("app")
+    async with fresh_stream(ep, 2, "tiplatest") as (stream, _):
+        await produce(ep, stream, records[:200])
+        await asyncio.sleep(1.2)
+        source = KinesisStreamSource(
+            stream, app, ep, schema=SCHEMA, initial_position="LATEST", consumer_options=PAGED
+        )
+        try:
+            await source.open(None)
+            assert await source.end_offsets() == {}
+            await produce(ep, stream, records[200:])
+            target = await source.end_offsets()
+            assert target == await last_sequences(ep, stream)
+            rows, _ = await drain(source, target)
+            assert rows == 200
+        finally:
+            await source.close()
+            await drop(ep, app)
+
+
+async def test_projection_pushdown_skips_the_fields_a_query_does_not_read(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """With an input table that keeps no rows, only event_time and action are decoded: a
+    mistyped user_id is counted, a mistyped action is still a dead letter."""
+    from streamkit.streaming.table import Retention
+
+    ep = localstack_endpoint
+    truth, records = make_events(200, seed=8)
+    odd = json.loads(records[5][0])
+    records[5] = (json.dumps({**odd, "user_id": 12345, "value": "n/a"}).encode(), records[5][1])
+    bad = json.dumps({**odd, "action": 7}).encode()
+    app, name = unique("app"), unique("kin_pd")
+    async with fresh_stream(ep, 2, "pd") as (stream, _):
+        await produce(ep, stream, [*records, (bad, "k")])
+        try:
+            df = sk.read_stream.kinesis(stream, app, SCHEMA, ep, consumer_options=FAST)
+            q = (
+                df.group_by(sk.window("event_time", "1 minute"), "action")
+                .agg(sk.count().alias("n")).write_stream.output_mode("complete")
+                .retention(Retention.rows(0)).trigger(available_now=True).memory(name).start()
+            )  # fmt: skip
+            await finish(q)
+        finally:
+            await drop(ep, app)
+    assert q.table.schema.names == ["event_time", "action"]
+    want = sk.from_arrow(truth).group_by(sk.window("event_time", "1 minute"), "action")
+    assert_table_equal(
+        sk.memory_table(name), want.agg(sk.count().alias("n")).to_arrow(), sort_by=KEYS
+    )
+    dead = q.dead_letters
+    assert dead is not None
+    assert dead["raw"].to_pylist() == [bad]

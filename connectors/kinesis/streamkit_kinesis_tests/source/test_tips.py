@@ -1,0 +1,111 @@
+"""Pure parts of the Kinesis source's end of every shard: where a tip read starts, and
+``reached`` as a comparison of positions (no server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from streamkit_kinesis.consumer import InitialPosition
+from streamkit_kinesis.source.source import KinesisStreamSource
+from streamkit_kinesis.source.tips import TipStart, tip_start
+from streamkit_kinesis.types import (
+    AT_TIMESTAMP,
+    LATEST,
+    SHARD_END,
+    TRIM_HORIZON,
+    ExtendedSequenceNumber,
+)
+
+from streamkit.config import AwsEndpoint
+
+WHEN = datetime(2024, 5, 1, 12, tzinfo=UTC)
+HORIZON = InitialPosition.trim_horizon()
+
+
+def test_the_sources_own_position_wins_and_must_be_reached() -> None:
+    lease = ExtendedSequenceNumber("5")
+    assert tip_start("s", "42", lease, HORIZON) == TipStart("s", ExtendedSequenceNumber("42"), "42")
+    assert tip_start("s", "SHARD_END", lease, HORIZON) == TipStart("s", None)
+
+
+def test_without_a_position_the_lease_checkpoint_then_the_initial_position() -> None:
+    seq = ExtendedSequenceNumber("7")
+    assert tip_start("s", None, seq, HORIZON) == TipStart("s", seq, None)
+    assert tip_start("s", None, TRIM_HORIZON, HORIZON) == TipStart("s", TRIM_HORIZON)
+    assert tip_start("s", None, None, HORIZON) == TipStart("s", TRIM_HORIZON)
+    at = InitialPosition.at_timestamp(WHEN)
+    assert tip_start("s", None, AT_TIMESTAMP, at) == TipStart("s", WHEN)
+    assert tip_start("s", None, None, at) == TipStart("s", WHEN)
+
+
+@pytest.mark.parametrize("checkpoint", [SHARD_END, LATEST])
+def test_finished_and_latest_leases_have_nothing_to_wait_for(
+    checkpoint: ExtendedSequenceNumber,
+) -> None:
+    assert tip_start("s", None, checkpoint, HORIZON) == TipStart("s", None)
+    assert tip_start("s", None, None, InitialPosition.latest()) == TipStart("s", None)
+
+
+def source() -> KinesisStreamSource:
+    return KinesisStreamSource("stream", "app", AwsEndpoint.local("http://127.0.0.1:9"))
+
+
+@pytest.mark.parametrize(
+    ("offsets", "done"),
+    [
+        ({}, False),
+        ({"a": "99", "b": "SHARD_END"}, False),
+        ({"a": "100", "b": "SHARD_END"}, True),
+        ({"a": "1000", "b": "20", "c": "1"}, True),
+        ({"a": "SHARD_END", "b": "19"}, False),
+    ],
+)
+def test_reached_compares_sequence_numbers_as_integers(offsets: dict[str, str], done: bool) -> None:
+    assert source().reached(offsets, {"a": "100", "b": "20"}) is done
+
+
+def test_an_empty_target_is_reached_at_once() -> None:
+    assert source().reached({}, {})
+
+
+def test_latest_is_pinned_to_the_moment_the_source_opens() -> None:
+    src = KinesisStreamSource(
+        "stream", "app", AwsEndpoint.local("http://127.0.0.1:9"), initial_position="LATEST",
+        wall_clock=WHEN.timestamp,
+    )  # fmt: skip
+    assert src._pinned(src.config).initial_position == InitialPosition.at_timestamp(WHEN)
+    assert source()._pinned(source().config).initial_position == HORIZON
+
+
+class _Holding:
+    """Stands in for the consumer: only which shards this worker holds (pure logic)."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+
+    def held_shard_ids(self) -> frozenset[str]:
+        return frozenset(self.held)
+
+
+def test_a_shard_another_worker_holds_is_left_out_after_the_give_up_time() -> None:
+    now = [0.0]
+    src = KinesisStreamSource(
+        "stream", "app", AwsEndpoint.local("http://127.0.0.1:9"), failover_time=3.0,
+        consumer_options={"take_interval": 1.0}, clock=lambda: now[0],
+    )  # fmt: skip
+    holding = _Holding({"a"})
+    src._consumer = holding  # type: ignore[assignment]
+    target = {"a": "100", "b": "20"}
+    src._watch(target)
+    give_up = 3.0 + 2 * 1.0 + 1
+    now[0] = give_up  # not yet: b has been unheld exactly the give-up time
+    src._tick()
+    assert not src.reached({"a": "100"}, target)
+    now[0] = give_up + 0.1  # b is held elsewhere for longer: only a counts
+    src._tick()
+    assert src.reached({"a": "100"}, target)
+    assert not src.reached({"a": "99"}, target)
+    holding.held.add("b")  # taken back: b counts again
+    src._tick()
+    assert not src.reached({"a": "100"}, target)
