@@ -17,6 +17,7 @@ from streamkit.expr import Expr
 from streamkit.frame import DataFrame, GroupedData
 from streamkit.functions import (
     approx_count_distinct,
+    approx_percentile,
     avg,
     col,
     count,
@@ -49,6 +50,7 @@ __all__ = [
     "StreamkitError",
     "Trigger",
     "approx_count_distinct",
+    "approx_percentile",
     "avg",
     "col",
     "configure",

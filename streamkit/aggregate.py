@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from streamkit import hll
 from streamkit.windows import BUCKET, WEND, WINDOW_COLUMN, WSTART, SessionWindow, TimeWindow
 
 if TYPE_CHECKING:
@@ -36,57 +36,63 @@ class AggregateSpec:
     keys: tuple[str, ...]
     window: TimeWindow | SessionWindow | None
     aggs: tuple[AggExpr, ...]
-    input_dtypes: tuple[pl.DataType, ...]
+    input_dtypes: tuple[pl.DataType | None, ...]
     time_dtype: pl.Datetime | None
     output_order: tuple[str, ...]
     """Group columns in the user's order (``window`` stands for the window struct)."""
 
-    def src(self, i: int) -> str:
-        """Internal name of the materialized input column of aggregate ``i`` (aggregates
-        over the same input expression share one column)."""
-        key = repr(self.aggs[i].input)
-        first = next(j for j, a in enumerate(self.aggs) if repr(a.input) == key)
-        return f"__in{first}"
+    def input_exprs(self) -> list[tuple[str, pl.Expr]]:
+        """(internal name, expression) of every per-row input column the aggregates read,
+        each computed once: aggregates asking for the same expression share a column."""
+        return [(name, expr) for name, expr in self._inputs[0].items()]
 
-    def sketch_inputs(self, i: int) -> tuple[str, str]:
-        """Internal names of the (register, rank) columns feeding sketch aggregate ``i``."""
-        return f"__reg{i}", f"__rho{i}"
+    def inputs(self, i: int) -> list[str]:
+        """Internal names of the per-row input columns of aggregate ``i``."""
+        return self._inputs[1][i]
+
+    @cached_property
+    def _inputs(self) -> tuple[dict[str, pl.Expr], list[list[str]]]:
+        exprs: dict[str, pl.Expr] = {}
+        names: list[list[str]] = []
+        for i, agg in enumerate(self.aggs):
+            wanted = agg.function.inputs(agg.input.to_polars()) if agg.input is not None else []
+            mine = []
+            for j, expr in enumerate(wanted):
+                same = [n for n, e in exprs.items() if e.meta.eq(expr)]
+                name = same[0] if same else f"__in{i}_{j}"
+                exprs.setdefault(name, expr)
+                mine.append(name)
+            names.append(mine)
+        return exprs, names
+
+    def states(self, i: int) -> list[str]:
+        """Names of the partial-state columns of aggregate ``i``."""
+        return [f"__p{i}_{part}" for part in self.aggs[i].function.state_parts]
 
     @property
     def state_keys(self) -> list[str]:
         """Columns identifying a group in merged state (window bounds, then keys)."""
         return ([WSTART, WEND] if self.window is not None else []) + list(self.keys)
 
-    def _plain(self) -> list[tuple[int, AggExpr]]:
-        return [(i, a) for i, a in enumerate(self.aggs) if not a.is_sketch]
-
-    def _sketches(self) -> list[tuple[int, AggExpr]]:
-        return [(i, a) for i, a in enumerate(self.aggs) if a.is_sketch]
-
 
 def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
     """Partial states per (bucket, keys) of input rows, with windows assigned.
 
-    ``rows`` holds the key columns, ``__bucket`` (when windowed), ``__in{i}`` inputs and
-    ``__reg{i}``/``__rho{i}`` for sketches (see :func:`streamkit.execute.aggregate_rows`).
-    Output rows are keyed by :attr:`AggregateSpec.state_keys` but not yet unique per key when
-    windows overlap; :func:`merge` makes them unique.
+    ``rows`` holds the key columns, ``__bucket`` (when windowed) and the aggregates' input
+    columns (see :func:`streamkit.execute.aggregate_rows`). Output rows are keyed by
+    :attr:`AggregateSpec.state_keys` but not yet unique per key when windows overlap;
+    :func:`merge` makes them unique.
     """
     group = ([BUCKET] if spec.window is not None else []) + list(spec.keys)
     exprs = [pl.len().cast(pl.Int64).alias(ROWS)]
-    for i, agg in spec._plain():
-        exprs += agg.partial(i, spec.src(i), spec.input_dtypes[i])
-    sketches = spec._sketches()
-    if not sketches:
-        states = _group(rows, group, exprs).collect()
-    else:
-        data = rows.collect()
-        states = _group(data.lazy(), group, exprs).collect()
-        for i, agg in sketches:
-            reg, rho = spec.sketch_inputs(i)
-            registers = hll.build(data, states, keys=group, reg=reg, rho=rho, p=agg.precision)
-            dtype = pl.Array(pl.UInt8, 1 << agg.precision)
-            states = states.with_columns(pl.Series(agg.state_columns(i)[0], registers, dtype))
+    for i, agg in enumerate(spec.aggs):
+        exprs += agg.function.partial(spec.inputs(i), spec.states(i), spec.input_dtypes[i])
+    if not any(agg.function.reads_rows for agg in spec.aggs):
+        return _assign(_group(rows, group, exprs).collect(), spec)
+    data = rows.collect()
+    states = _group(data.lazy(), group, exprs).collect()
+    for i, agg in enumerate(spec.aggs):
+        states = agg.function.build_sketch(data, states, group, spec.inputs(i), spec.states(i))
     return _assign(states, spec)
 
 
@@ -119,13 +125,11 @@ def _merge_by(states: pl.DataFrame, group: list[str], spec: AggregateSpec) -> pl
     exprs = [pl.col(ROWS).sum()]
     if TOUCHED in states.columns:
         exprs.append(pl.col(TOUCHED).max())
-    for i, agg in spec._plain():
-        exprs += agg.merge(i)
+    for i, agg in enumerate(spec.aggs):
+        exprs += agg.function.merge(spec.states(i))
     merged = _group(states.lazy(), group, exprs).collect()
-    for i, agg in spec._sketches():
-        col = agg.state_columns(i)[0]
-        sketch = hll.merge(states.select([*group, col]), group, col)
-        merged = merged.join(sketch, on=group, how="left", nulls_equal=True)
+    for i, agg in enumerate(spec.aggs):
+        merged = agg.function.merge_sketch(states, merged, group, spec.states(i))
     return merged
 
 
@@ -153,7 +157,10 @@ def finalize(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
             cols.append(pl.struct(typed).alias(WINDOW_COLUMN))
         else:
             cols.append(pl.col(name))
-    cols += [agg.final(i) for i, agg in enumerate(spec.aggs)]
+    cols += [
+        agg.function.finalize(spec.states(i), spec.input_dtypes[i]).alias(agg.output_name)
+        for i, agg in enumerate(spec.aggs)
+    ]
     if spec.keys == (GLOBAL,) and states.height == 0:
         states = _empty_global_state(states, spec)
     return states.select(cols)
@@ -163,7 +170,8 @@ def _empty_global_state(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFra
     """A global aggregate over no rows is one row: counts 0, everything else null."""
     row: dict[str, Any] = {ROWS: 0, GLOBAL: 0}
     for i, agg in enumerate(spec.aggs):
-        row.update(agg.empty_state(i))
+        empty = agg.function.empty_state(spec.input_dtypes[i])
+        row.update(zip(spec.states(i), empty, strict=True))
     return pl.DataFrame({n: [row[n]] for n in states.columns}, schema=states.schema)
 
 

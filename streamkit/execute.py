@@ -11,7 +11,6 @@ from collections.abc import Callable
 import polars as pl
 
 from streamkit import aggregate as K
-from streamkit import hll
 from streamkit.expr import Col
 from streamkit.plan import Aggregate, Filter, Plan, Project, Scan, Watermark
 from streamkit.windows import BUCKET
@@ -142,7 +141,7 @@ def _agg_columns(plan: Aggregate) -> set[str]:
 def aggregate_spec(plan: Aggregate) -> K.AggregateSpec:
     """The resolved aggregation of an ``Aggregate`` node (types taken from its input)."""
     schema = plan.input.schema
-    dtypes = tuple(a.input.check(schema) if a.input is not None else pl.Int64() for a in plan.aggs)
+    dtypes = tuple(a.input_dtype(schema) for a in plan.aggs)
     time = plan.window.time_dtype(schema) if plan.window is not None else None
     keys = tuple(k.output_name for k in plan.keys)
     if not keys and plan.window is None:
@@ -151,7 +150,8 @@ def aggregate_spec(plan: Aggregate) -> K.AggregateSpec:
 
 
 def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -> pl.LazyFrame:
-    """Input rows reduced to what the kernel reads: keys, ``__bucket`` and ``__in{i}``.
+    """Input rows reduced to what the kernel reads: keys, ``__bucket`` and the aggregates'
+    input columns (:meth:`~streamkit.aggregate.AggregateSpec.input_exprs`).
 
     Rows with a null event time are dropped (they belong to no window).
     """
@@ -162,16 +162,7 @@ def aggregate_rows(rows: pl.LazyFrame, plan: Aggregate, spec: K.AggregateSpec) -
         assert spec.time_dtype is not None
         rows = rows.filter(plan.window.column.to_polars().is_not_null())
         cols.append(plan.window.bucket_expr(spec.time_dtype).alias(BUCKET))
-    names = set()
-    for i, agg in enumerate(plan.aggs):
-        if agg.input is None:
-            continue
-        if agg.is_sketch:
-            reg, rho = hll.reg_rho(agg.input.to_polars(), agg.precision)
-            cols += [reg.alias(spec.sketch_inputs(i)[0]), rho.alias(spec.sketch_inputs(i)[1])]
-        elif spec.src(i) not in names:
-            names.add(spec.src(i))
-            cols.append(agg.input.to_polars().alias(spec.src(i)))
+    cols += [expr.alias(name) for name, expr in spec.input_exprs()]
     return rows.with_columns(cols).select(c.meta.output_name() for c in cols)
 
 

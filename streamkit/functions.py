@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamkit.aggregates import (
+    ApproxCountDistinct,
+    ApproxPercentile,
+    Avg,
+    Count,
+    CountDistinct,
+    Max,
+    Min,
+    Sum,
+)
 from streamkit.aggs import AggExpr
 from streamkit.expr import Col, EpochUnit, Expr, FromEpoch, Lit, ParseTimestamp, into_col
 from streamkit.windows import session_window, window
 
 __all__ = [
     "approx_count_distinct",
+    "approx_percentile",
     "avg",
     "col",
     "count",
@@ -48,17 +59,17 @@ def from_epoch(column: str | Expr, unit: EpochUnit = "s") -> Expr:
 
 def count(column: str | Expr | None = None) -> AggExpr:
     """Number of rows (``count()``) or of non-null values (``count(col)``)."""
-    return AggExpr("count", None if column is None else into_col(column))
+    return AggExpr(Count(), None if column is None else into_col(column))
 
 
 def sum(column: str | Expr) -> AggExpr:
     """Sum of non-null values (null when there are none)."""
-    return AggExpr("sum", into_col(column))
+    return AggExpr(Sum(), into_col(column))
 
 
 def avg(column: str | Expr) -> AggExpr:
     """Mean of non-null values (null when there are none)."""
-    return AggExpr("avg", into_col(column))
+    return AggExpr(Avg(), into_col(column))
 
 
 mean = avg
@@ -66,24 +77,32 @@ mean = avg
 
 def min(column: str | Expr) -> AggExpr:
     """Smallest non-null value."""
-    return AggExpr("min", into_col(column))
+    return AggExpr(Min(), into_col(column))
 
 
 def max(column: str | Expr) -> AggExpr:
     """Largest non-null value."""
-    return AggExpr("max", into_col(column))
+    return AggExpr(Max(), into_col(column))
 
 
 def count_distinct(column: str | Expr) -> AggExpr:
     """Exact number of distinct non-null values (state: the set of values)."""
-    return AggExpr("count_distinct", into_col(column))
+    return AggExpr(CountDistinct(), into_col(column))
 
 
 def approx_count_distinct(column: str | Expr, rsd: float = 0.02) -> AggExpr:
     """Approximate distinct non-null values (HyperLogLog; ``rsd`` = relative std. error)."""
-    agg = AggExpr("approx_count_distinct", into_col(column), rsd=rsd)
-    _ = agg.precision  # validates rsd now
-    return agg
+    return AggExpr(ApproxCountDistinct(rsd), into_col(column))
+
+
+def approx_percentile(column: str | Expr, percentage: float, accuracy: int = 100) -> AggExpr:
+    """Approximate ``percentage`` quantile (0 to 1) of the non-null values: a value whose
+    rank is within ``n / accuracy`` of ``percentage * n`` (with probability above
+    1 - 1e-6; exact for groups of at most ``8 * accuracy`` values). A mergeable KLL-style
+    sketch, so streaming state and checkpoints carry it like any other aggregate. Unlike
+    Spark (accuracy 10000) the default is 100, i.e. 1% rank error, to keep state small.
+    See :class:`streamkit.aggregates.ApproxPercentile`."""
+    return AggExpr(ApproxPercentile(percentage, accuracy), into_col(column))
 
 
 _ = window, session_window

@@ -182,7 +182,7 @@ def test_approx_count_distinct_is_within_error_of_exact(window: str) -> None:
 
 def test_sparse_sketch_path_equals_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Key spaces too large for dense registers take the sparse path: same sketches."""
-    from streamkit import hll
+    from streamkit.aggregates import hll
 
     data = events(seed=8, n=5000)
     q = (
