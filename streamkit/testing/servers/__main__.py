@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 from . import (
     RunningServer,
     default_cache_dir,
+    install_kafka,
     install_kinesalite,
     install_localstack,
     install_tansu,
+    start_kafka,
     start_kinesalite,
     start_localstack,
     start_tansu,
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from types import FrameType
 
-NAMES = ("localstack", "kinesalite", "tansu")
+NAMES = ("localstack", "kinesalite", "tansu", "kafka")
 
 
 def _install(name: str, cache: Path) -> None:
@@ -37,6 +39,8 @@ def _install(name: str, cache: Path) -> None:
         install_tansu(cache)
     if name in ("all", "localstack"):
         install_localstack(cache)
+    if name in ("all", "kafka"):
+        install_kafka(cache)
 
 
 def _starter(name: str, cache: Path) -> AbstractContextManager[RunningServer]:
@@ -44,6 +48,8 @@ def _starter(name: str, cache: Path) -> AbstractContextManager[RunningServer]:
         return start_localstack(cache)
     if name == "kinesalite":
         return start_kinesalite(cache)
+    if name == "kafka":
+        return start_kafka(cache)
     return start_tansu(cache)
 
 

@@ -1,7 +1,8 @@
 """Smoke tests: each test server answers real clients over the wire, and stops cleanly.
 
 LocalStack: Kinesis, DynamoDB (conditional writes prove the offline DynamoDB Local seeding)
-and S3. kinesalite: Kinesis. Tansu: a produce/consume round trip with aiokafka.
+and S3. kinesalite: Kinesis. Apache Kafka and Tansu: a produce/consume round trip with
+aiokafka; Kafka also transactions and end offsets.
 """
 
 from __future__ import annotations
@@ -137,9 +138,9 @@ def test_list_shards_exclusive_start(aws_endpoint: AwsEndpoint) -> None:
     assert [s["ShardId"] for s in after_first["Shards"]] == shard_ids[1:]
 
 
-async def test_tansu_produce_consume_round_trip(kafka_bootstrap: str) -> None:
+async def test_broker_produce_consume_round_trip(any_kafka: str) -> None:
     topic = _name("smoke")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=any_kafka)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
@@ -147,7 +148,7 @@ async def test_tansu_produce_consume_round_trip(kafka_bootstrap: str) -> None:
         await admin.close()
 
     sent = {f"k{i}".encode(): f"v{i}".encode() for i in range(20)}
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=any_kafka)
     await producer.start()
     try:
         for key, value in sent.items():
@@ -157,11 +158,11 @@ async def test_tansu_produce_consume_round_trip(kafka_bootstrap: str) -> None:
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka_bootstrap,
+        bootstrap_servers=any_kafka,
         group_id=_name("group"),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        session_timeout_ms=3000,
+        session_timeout_ms=6000,  # Kafka's default group.min.session.timeout.ms
         heartbeat_interval_ms=1000,
     )
     await consumer.start()
@@ -178,6 +179,45 @@ async def test_tansu_produce_consume_round_trip(kafka_bootstrap: str) -> None:
         await consumer.stop()
     assert received == sent
     assert sum(c or 0 for c in committed) == len(sent)
+
+
+async def test_apache_kafka_has_transactions_and_true_end_offsets(kafka_bootstrap: str) -> None:
+    """What Tansu lacks: a committed transaction is visible to read_committed readers, an
+    aborted one is not, and end offsets count every record and control marker."""
+    topic = _name("tx")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=_name("t"))
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for i in range(3):
+                await producer.send(topic, b"kept-%d" % i)
+        await producer.begin_transaction()
+        await producer.send(topic, b"dropped")
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
+                                isolation_level="read_committed",
+                                auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        # 3 records + commit marker + 1 aborted record + abort marker
+        assert (await consumer.end_offsets([tp]))[tp] == 6
+        values: list[bytes] = []
+        while len(values) < 3:
+            batch = await consumer.getmany(timeout_ms=10_000)
+            assert batch, f"no committed records within 10 s; have {values}"
+            values += [r.value for records in batch.values() for r in records if r.value]
+    finally:
+        await consumer.stop()
+    assert values == [b"kept-0", b"kept-1", b"kept-2"]
 
 
 def test_stopped_server_leaves_nothing(servers_cache_dir: Path) -> None:
