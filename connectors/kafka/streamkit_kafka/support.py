@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from .errors import BrokerUnreachableError
@@ -57,6 +58,23 @@ async def start_client(
     raise BrokerUnreachableError(bootstrap, attempts, cause)
 
 
+async def known_partitions(
+    consumer: AIOKafkaConsumer, topics: list[str], wait: float
+) -> list[TopicPartition]:
+    """The partitions of ``topics`` in the cluster metadata, asking again for up to
+    ``wait`` s while none is known (a topic created a moment ago may not be there yet)."""
+    deadline = time.monotonic() + wait
+    while True:
+        # A fresh metadata snapshot: ``consumer.topics()`` fetches one but leaves the
+        # consumer's cached metadata (what ``partitions_for_topic`` reads) as it was.
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(t, p) for t in topics
+               for p in sorted(cluster.partitions_for_topic(t) or ())]  # fmt: skip
+        if tps or time.monotonic() >= deadline:
+            return tps
+        await asyncio.sleep(0.1)
+
+
 def sample_values(
     bootstrap: str, topics: list[str], limit: int = 200, wait: float = 5.0
 ) -> list[bytes]:
@@ -73,12 +91,7 @@ def sample_values(
             bootstrap,
         )
         try:
-            await consumer.topics()
-            tps = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
+            tps = await known_partitions(consumer, topics, wait)
             if not tps:
                 return []
             consumer.assign(tps)

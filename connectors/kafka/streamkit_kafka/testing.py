@@ -6,8 +6,10 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streamkit_kafka.support import known_partitions
 
 
 def unique(prefix: str) -> str:
@@ -57,11 +59,8 @@ async def read_all(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await known_partitions(consumer, [topic], timeout)
+        assert tps, f"topic {topic!r} has no partitions after {timeout} s"
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         out: list[tuple[int, int, bytes | None, bytes | None]] = []

@@ -1,4 +1,4 @@
-"""The Kafka sink on a real broker (Tansu, or ``$STREAMKIT_KAFKA_BOOTSTRAP``): a streaming
+"""The Kafka sink on a real Apache Kafka broker (or ``$STREAMKIT_KAFKA_BOOTSTRAP``): a streaming
 query writes a topic that the Kafka source reads back; raw and Arrow values; dead letters
 for rows that cannot be serialised; an unknown topic."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 
 import pyarrow as pa
 import pytest
@@ -29,20 +28,20 @@ pytestmark = pytest.mark.integration
 ROW_ORDER = ["event_time", "action", "user_id", "value"]
 
 
-async def test_query_to_kafka_and_back_through_the_source(kafka_bootstrap: str) -> None:
+async def test_query_to_kafka_and_back_through_the_source(any_kafka: str) -> None:
     topic, group = unique("sink"), unique("g")
-    await create_topic(kafka_bootstrap, topic, partitions=3)
+    await create_topic(any_kafka, topic, partitions=3)
     truth, _ = make_events(500, seed=11)
     memory = MemoryStream(schema=SCHEMA, max_records_per_batch=120)
     memory.add_rows(truth)
-    sink = KafkaSink(kafka_bootstrap, topic, key_column="user_id")
+    sink = KafkaSink(any_kafka, topic, key_column="user_id")
     q = sk.read_stream.source(memory).write_stream.trigger(available_now=True).to(sink).start()
     assert await asyncio.to_thread(q.await_termination, 60)
     assert sink.records_sent == 500
     assert sink.dead_letters == []
     assert len(q.recent_progress) == 5  # 5 batches of <= 120 rows
 
-    source = KafkaStreamSource(kafka_bootstrap, topic, group, schema=SCHEMA)
+    source = KafkaStreamSource(any_kafka, topic, group, schema=SCHEMA)
     await source.open(None)
     rows: list[pa.Table] = []
     try:
@@ -55,7 +54,7 @@ async def test_query_to_kafka_and_back_through_the_source(kafka_bootstrap: str) 
         await source.close()
     assert_table_equal(pa.concat_tables(rows), truth, sort_by=ROW_ORDER)
 
-    records = await read_all(kafka_bootstrap, topic, 500)
+    records = await read_all(any_kafka, topic, 500)
     by_key: dict[bytes, set[int]] = {}
     for partition, _, key, _ in records:
         assert key is not None
@@ -147,11 +146,6 @@ async def test_unreachable_broker_fails_after_bounded_retries() -> None:
     await sink.close()
 
 
-@pytest.mark.skipif(
-    not os.environ.get("STREAMKIT_KAFKA_BOOTSTRAP"),
-    reason="the idempotent producer fails on Tansu: set STREAMKIT_KAFKA_BOOTSTRAP to a real "
-    "Kafka (e.g. docker/compose.yml) to run it",
-)
 async def test_idempotent_producer_round_trip(kafka_bootstrap: str) -> None:
     topic = unique("idem")
     await create_topic(kafka_bootstrap, topic)

@@ -1,4 +1,4 @@
-"""The Kafka stream source on a real broker (Tansu, or ``$STREAMKIT_KAFKA_BOOTSTRAP``):
+"""The Kafka stream source on a real Apache Kafka broker (or ``$STREAMKIT_KAFKA_BOOTSTRAP``):
 round trip with dead letters, a windowed query equal to the batch result, a group shared
 by two sources, a restart from the query checkpoint, and start-up errors."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.integration
 
 KEYS = ["window", "action"]
 ROW_ORDER = ["event_time", "action", "user_id", "value"]
-REAL_KAFKA = bool(os.environ.get("STREAMKIT_KAFKA_BOOTSTRAP"))
 
 
 def payloads(n: int, seed: int, start: int = 0) -> tuple[pa.Table, list[bytes]]:
@@ -128,18 +126,18 @@ async def test_round_trip_rows_dead_letters_offsets_and_group_commit(
 
 
 async def test_windowed_query_over_three_partitions_equals_the_batch_result(
-    kafka_bootstrap: str,
+    any_kafka: str,
 ) -> None:
     topic, group, name = unique("win"), unique("g"), unique("kafka_win").replace("-", "_")
-    await create_topic(kafka_bootstrap, topic, partitions=3)
+    await create_topic(any_kafka, topic, partitions=3)
     truth, values = payloads(1500, seed=4)
-    await produce(kafka_bootstrap, topic, values[:900], partitions=3)
-    df = sk.read_stream.kafka(kafka_bootstrap, topic, group, SCHEMA, max_records_per_batch=250)
+    await produce(any_kafka, topic, values[:900], partitions=3)
+    df = sk.read_stream.kafka(any_kafka, topic, group, SCHEMA, max_records_per_batch=250)
     q = (counts(df).write_stream.output_mode("update").trigger(processing_time=0.1)
          .memory(name).start())  # fmt: skip
     try:
         await wait_for_rows(name, 900)
-        await produce(kafka_bootstrap, topic, values[900:], partitions=3)
+        await produce(any_kafka, topic, values[900:], partitions=3)
         table = await wait_for_rows(name, 1500)
     finally:
         await asyncio.to_thread(q.stop)
@@ -307,11 +305,6 @@ async def test_unreachable_broker_fails_after_bounded_retries() -> None:
     assert info.value.bootstrap == bootstrap
 
 
-@pytest.mark.skipif(
-    not REAL_KAFKA,
-    reason="needs correct end offsets, which Tansu lacks: set STREAMKIT_KAFKA_BOOTSTRAP "
-    "to a real Kafka (e.g. docker/compose.yml) to run it",
-)
 async def test_available_now_reads_to_the_end_offsets_seen_at_start(
     kafka_bootstrap: str,
 ) -> None:
@@ -333,11 +326,6 @@ def test_payload_json_is_the_event() -> None:
     assert [json.loads(v)["action"] for v in values] == truth["action"].to_pylist()
 
 
-@pytest.mark.skipif(
-    not REAL_KAFKA,
-    reason="starting='latest' resets to the end offset, which Tansu reports wrongly: set "
-    "STREAMKIT_KAFKA_BOOTSTRAP to a real Kafka (e.g. docker/compose.yml) to run it",
-)
 async def test_starting_latest_skips_what_is_already_there(kafka_bootstrap: str) -> None:
     topic, group = unique("latest"), unique("g")
     await create_topic(kafka_bootstrap, topic, partitions=2)
