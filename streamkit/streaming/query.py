@@ -1,7 +1,10 @@
 """A running streaming query: the micro-batch loop and the handle users hold.
 
 The loop runs in its own thread with its own asyncio event loop (sources and sinks are
-asyncio); the handle's methods are thread-safe and blocking, like PySpark's.
+asyncio); the handle's methods are thread-safe and blocking, like PySpark's. It reads
+either kind of source (:mod:`streamkit.streaming.contracts`) through a feed
+(:mod:`streamkit.streaming.sources.feeds`): a replayable source is committed after each
+batch commit, an acknowledging source acknowledged.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import pyarrow as pa
 
 from streamkit.errors import StreamkitError
 from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.contracts import AvailableNowUnsupportedError
 from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
+from streamkit.streaming.sources.feeds import Fetched, feed_for
 
 if TYPE_CHECKING:
     from streamkit.plan import Plan
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
         Offsets,
         Sink,
         SourceBatch,
+        SourceKind,
         StreamSource,
     )
     from streamkit.streaming.table import UnboundedTable
@@ -67,7 +73,11 @@ class StreamingQuery:
 
     Delivery: batch N reaches the sink before ``commits/N`` is written and before the source
     is committed, so after a crash batch N runs again with the same id (exactly-once with an
-    idempotent sink, at-least-once otherwise).
+    idempotent sink, at-least-once otherwise). An acknowledging source is acknowledged only
+    after ``commits/N``: after a crash it delivers the batch's messages again, re-run under
+    the same id when ``commits/N`` was not written, else as a new batch (at-least-once).
+    ``available_now`` needs a replayable source: with an acknowledging one, the constructor
+    raises :class:`~streamkit.streaming.contracts.AvailableNowUnsupportedError`.
     """
 
     def __init__(
@@ -86,6 +96,9 @@ class StreamingQuery:
         self.id = uuid.uuid4().hex
         self.name = name or f"query-{self.id[:8]}"
         self.source, self.sink, self.trigger = source, sink, trigger
+        self._feed = feed_for(source)
+        if self._feed.kind == "acknowledging" and trigger.kind == "available_now":
+            raise AvailableNowUnsupportedError(type(source).__name__)
         self.table = table
         """The unbounded input table: every decoded micro-batch is appended to it."""
         self._engine = IncrementalQuery(plan, mode)
@@ -119,9 +132,14 @@ class StreamingQuery:
     def await_termination(self, timeout: float | None = None) -> bool:
         """Wait for the query to end; re-raises its error. False if still running."""
         finished = self._done.wait(timeout)
-        if finished and self._error is not None:
-            raise StreamingQueryError(f"query {self.name} failed: {self._error}") from self._error
+        if finished:
+            self._raise_if_failed()
         return finished
+
+    @property
+    def source_kind(self) -> SourceKind:
+        """``"replayable"`` (exactly-once restarts) or ``"acknowledging"`` (at-least-once)."""
+        return self._feed.kind
 
     @property
     def is_active(self) -> bool:
@@ -156,20 +174,22 @@ class StreamingQuery:
         return pa.concat_tables(self._late, promote_options="default") if self._late else None
 
     def process_all_available(self, timeout: float = 60.0) -> None:
-        """Block until everything the source holds now is processed and committed."""
+        """Block until everything the source holds now is processed and committed: a
+        replayable source's ``end_offsets`` of now are reached; an acknowledging source came
+        back empty after this call and every batch it gave is acknowledged."""
         loop = self._wait_loop(timeout)
         self._raise_if_failed()
         if self._done.is_set():
             raise StreamingQueryError(f"query {self.name} has stopped")
         try:
-            asked = asyncio.run_coroutine_threadsafe(self.source.end_offsets(), loop)
+            asked = asyncio.run_coroutine_threadsafe(self._feed.catch_up(), loop)
         except RuntimeError as exc:  # the loop closed meanwhile: the query ended
             self._raise_if_failed()
             raise StreamingQueryError(f"query {self.name} has stopped") from exc
-        target = asked.result(timeout)
+        caught_up = asked.result(timeout)
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self.source.reached(self._offsets, target):
+            while not caught_up(self._offsets):
                 self._raise_if_failed()
                 if self._done.is_set():
                     raise StreamingQueryError(f"query {self.name} stopped before catching up")
@@ -189,7 +209,10 @@ class StreamingQuery:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise StreamingQueryError(f"query {self.name} failed: {self._error}") from self._error
+            raise StreamingQueryError(
+                f"query {self.name} failed ({self._feed.kind} source "
+                f"{type(self.source).__name__}): {self._error}"
+            ) from self._error
 
     # -- loop ----------------------------------------------------------------------------
     def _main(self) -> None:
@@ -205,22 +228,22 @@ class StreamingQuery:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._recover)
-        await self.source.open(self._offsets or None)
-        ahead: asyncio.Task[SourceBatch | None] | None = None
+        await self._feed.open(self._offsets)
+        ahead: asyncio.Task[Fetched | None] | None = None
         try:
-            target = await self.source.end_offsets() if self.trigger.stops_by_itself else None
+            caught_up = await self._feed.catch_up() if self.trigger.stops_by_itself else None
             while not self._stop.is_set():
                 started = self._clock()
-                if target is not None and self.source.reached(self._offsets, target):
+                if caught_up is not None and caught_up(self._offsets):
                     break  # available_now: everything there was at start is committed
-                batch = await (ahead or self._fetch())
+                fetched = await (ahead or self._fetch())
                 ahead = None
-                if batch is not None and (batch.rows.num_rows or batch.dead_letters.num_rows):
+                if fetched is not None and fetched.records:
                     if self._prefetches:
                         ahead = asyncio.create_task(self._fetch())
-                    await self._process(batch, started)
-                elif batch is not None:
-                    self._offsets = {**self._offsets, **batch.end_offsets}
+                    await self._process(fetched, started)
+                elif fetched is not None:
+                    self._offsets = {**self._offsets, **fetched.batch.end_offsets}
                 if self.trigger.kind == "once":
                     break
                 await self._pace(started)
@@ -230,7 +253,7 @@ class StreamingQuery:
                 with contextlib.suppress(BaseException):
                     await ahead
             await self.sink.close()
-            await self.source.close()
+            await self._feed.close()
 
     @property
     def _prefetches(self) -> bool:
@@ -239,9 +262,9 @@ class StreamingQuery:
         kind = self.trigger.kind
         return kind == "available_now" or (kind == "processing_time" and not self.trigger.interval)
 
-    async def _fetch(self) -> SourceBatch | None:
+    async def _fetch(self) -> Fetched | None:
         wait = 0.05 if self.trigger.kind != "processing_time" else self.trigger.interval
-        return await self.source.next_batch(max_wait=max(wait, 0.05))
+        return await self._feed.fetch(max_wait=max(wait, 0.05))
 
     async def _pace(self, started: float) -> None:
         if self.trigger.kind == "processing_time":
@@ -257,8 +280,11 @@ class StreamingQuery:
         self._next_id = last.batch_id + 1
         self._engine.restore(last.state, last.watermark, last.max_event)
 
-    async def _process(self, batch: SourceBatch, started: float) -> None:
-        bid = self._next_id
+    async def _process(self, fetched: Fetched, started: float) -> None:
+        """Run batch N, in this order: ``offsets/N`` (an acknowledging source's are empty),
+        execute, the sink acknowledges N, ``state/N``, ``commits/N``; only then is the
+        source committed (replayable) or acknowledged (acknowledging) through the feed."""
+        batch, bid = fetched.batch, self._next_id
         offsets = {**self._offsets, **batch.end_offsets}
         log = self._log
         t0 = self._clock()
@@ -274,7 +300,7 @@ class StreamingQuery:
         meta = {"watermark": self._engine.watermark, "max_event": self._engine.max_event}
         if log is not None:
             await asyncio.to_thread(log.write_commit, bid, offsets, meta)
-        await self.source.commit(offsets)
+        await self._feed.done(fetched, offsets)
         t4 = self._clock()
         self._keep_side_tables(bid, batch, result.late_rows)
         phases = PhaseDurations(

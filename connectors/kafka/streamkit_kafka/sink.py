@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamkit.errors import ConfigError
+from streamkit.streaming.contracts import Guarantee
 from streamkit.streaming.encode import (
     Reject,
     SinkDeadLetter,
@@ -57,6 +58,9 @@ class KafkaSink:
     are further :class:`AIOKafkaProducer` keywords. The producer starts on the first batch
     (``connect_attempts`` tries, then :class:`~.errors.BrokerUnreachableError`).
     """
+
+    guarantee: ClassVar[Guarantee] = Guarantee.AT_LEAST_ONCE
+    """Delivery guarantee (the README sink table is tested against it)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Kafka topics as a :class:`~streamkit.streaming.contracts.StreamSource` (aiokafka).
+"""Kafka topics as a :class:`~streamkit.streaming.contracts.ReplayableSource` (aiokafka).
 
 Partitions play the role of shards: offsets are, per ``"topic-partition"`` id, the next
 offset to read (a decimal string). The consumer joins ``group_id`` (subscribe), so several
@@ -16,7 +16,9 @@ sources in one group share the partitions. Exactly-once for one query, step by s
    raised: the query's checkpoint stays authoritative, a restart only re-reads less.
 
 Across members of a group, a partition that moves while its batch is in flight is read
-again by its new owner (at-least-once between members).
+again by its new owner (at-least-once between members). An error in the rebalance
+callback (which aiokafka would only log) is stored and raised, as
+:class:`~.errors.KafkaSourceError`, on the engine's next call (:class:`SourceBase`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from streamkit.streaming.decode import (
     decode_off_loop,
     read_only,
 )
+from streamkit.streaming.sources.base import SourceBase
 
 from .errors import KafkaSourceError, TopicNotFoundError
 from .support import partition_id, sample_values, start_client
@@ -53,17 +56,19 @@ Starting = Literal["earliest", "latest"]
 __all__ = ["KafkaStreamSource"]
 
 
-class KafkaStreamSource:
+class KafkaStreamSource(SourceBase[dict[str, str]]):
     """Records of Kafka ``topics`` read in consumer group ``group_id`` (module docstring).
 
     ``decoder`` turns record values into rows (default :class:`JsonDecoder` under
     ``schema``); bad records become dead letters with partition = ``"topic-partition"``
     and position = offset. ``max_records_per_batch`` caps a micro-batch. The consumer
-    defaults (``session_timeout_ms=3000``, ``heartbeat_interval_ms=1000``: quick group
-    joins) are overridden by ``consumer_options`` (any :class:`AIOKafkaConsumer` keyword).
+    defaults (``session_timeout_ms=10000``, within every broker's default bounds;
+    ``heartbeat_interval_ms=1000``) are overridden by ``consumer_options`` (any
+    :class:`AIOKafkaConsumer` keyword).
     Start: ``connect_attempts`` tries with doubling ``connect_backoff`` s, then
     :class:`~.errors.BrokerUnreachableError`; a missing topic raises
-    :class:`~.errors.TopicNotFoundError`.
+    :class:`~.errors.TopicNotFoundError`. :attr:`commits` holds the last 16 offsets
+    mappings passed to :meth:`commit`.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class KafkaStreamSource:
         connect_backoff: float = 0.5,
         assignment_timeout: float = 30.0,
     ) -> None:
+        super().__init__()
         if max_records_per_batch < 1:
             raise ConfigError(f"max_records_per_batch must be >= 1, got {max_records_per_batch}")
         if starting not in ("earliest", "latest"):
@@ -95,7 +101,7 @@ class KafkaStreamSource:
         self._decoder: Decoder = decoder or JsonDecoder(schema, on_bad_record=on_bad_record)
         self._cap = max_records_per_batch
         self._options: dict[str, Any] = {
-            "session_timeout_ms": 3000,
+            "session_timeout_ms": 10_000,  # >= a broker's group.min.session.timeout.ms (6 s)
             "heartbeat_interval_ms": 1000,
             "auto_offset_reset": starting,
             **(consumer_options or {}),
@@ -112,10 +118,8 @@ class KafkaStreamSource:
         self._committed: dict[str, int] = {}
         self._assigned: set[TopicPartition] = set()
         self._first_assignment = asyncio.Event()
-        self.commits: list[dict[str, str]] = []
-        """Every offsets mapping passed to :meth:`commit`, in order (for tests)."""
 
-    # -- StreamSource ----------------------------------------------------------------------
+    # -- ReplayableSource -------------------------------------------------------------------
 
     @property
     def schema(self) -> pa.Schema:
@@ -146,6 +150,7 @@ class KafkaStreamSource:
         the first assignment; partitions in ``offsets`` resume there (module docstring)."""
         if self._consumer is not None:
             raise KafkaSourceError("this KafkaStreamSource was opened already; create a new one")
+        self.clear_failure()
         self._positions = {pid: int(v) for pid, v in (offsets or {}).items()}
         self._reported = dict(self._positions)
         consumer = self._consumer = await start_client(
@@ -161,6 +166,7 @@ class KafkaStreamSource:
                 raise TopicNotFoundError(missing, self.bootstrap)
             consumer.subscribe(self.topics, listener=_Listener(self))
             await self._await_assignment()
+            self.raise_if_failed()
         except BaseException:
             await self.close()
             raise
@@ -168,6 +174,7 @@ class KafkaStreamSource:
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
         """The records fetched within ``max_wait`` s (at most ``max_records_per_batch``),
         in partition order, from partitions assigned now; None when nothing changed."""
+        self.raise_if_failed()
         consumer = self._need_consumer()
         t0 = time.perf_counter()
         data = await consumer.getmany(timeout_ms=int(max_wait * 1000), max_records=self._cap)
@@ -192,6 +199,7 @@ class KafkaStreamSource:
 
     async def end_offsets(self) -> Offsets:
         """The end offsets of the partitions assigned now (``consumer.end_offsets``)."""
+        self.raise_if_failed()
         consumer = self._need_consumer()
         tps = sorted(self._assigned)
         if not tps:
@@ -206,7 +214,8 @@ class KafkaStreamSource:
     async def commit(self, offsets: Offsets) -> None:
         """The engine committed a batch ending at ``offsets``: commit them to the group for
         the partitions assigned now (durable on return). Failures are logged and skipped."""
-        self.commits.append(dict(offsets))
+        self.raise_if_failed()
+        self.record_commit(dict(offsets))
         consumer = self._need_consumer()
         todo: dict[TopicPartition, int] = {}
         for tp in self._assigned:
@@ -233,6 +242,14 @@ class KafkaStreamSource:
                 log.warning("kafka source %s: consumer stop failed: %r", self.group_id, exc)
 
     # -- internals -------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """``Kafka source [topics] (group g)``, for messages."""
+        return f"Kafka source {self.topics} (group {self.group_id!r})"
+
+    def failed_error(self, error: BaseException) -> Exception:
+        """A stored background error is raised as :class:`KafkaSourceError`."""
+        return KafkaSourceError(f"{self.describe()} failed: {error}; restart the query")
 
     def _need_consumer(self) -> Any:
         if self._consumer is None:
@@ -283,6 +300,17 @@ class KafkaStreamSource:
             self._committed.pop(partition_id(tp.topic, tp.partition), None)
 
     async def _assigned_now(self, assigned: set[TopicPartition]) -> None:
+        """Seek newly assigned partitions to the query's position. An error is stored for
+        the engine's next call (aiokafka would only log it, and the partitions would be
+        skipped silently); the first assignment is signalled either way."""
+        try:
+            await self._seek_assigned(assigned)
+        except Exception as exc:
+            self.fail(exc)
+        finally:
+            self._first_assignment.set()
+
+    async def _seek_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer = self._need_consumer()
         for tp in assigned:
             pid = partition_id(tp.topic, tp.partition)
@@ -293,7 +321,6 @@ class KafkaStreamSource:
             consumer.seek(tp, max(own, group or 0))
             self._positions[pid] = max(own, group or 0)
         self._assigned = set(assigned)
-        self._first_assignment.set()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

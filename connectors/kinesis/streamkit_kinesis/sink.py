@@ -53,6 +53,8 @@ class KinesisSink:
     endpoint raises the producer's typed error on the first batch.
     """
 
+    guarantee = "at-least-once"  # Guarantee.AT_LEAST_ONCE (streamkit.streaming.contracts)
+
     def __init__(
         self,
         stream: str,

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from streamkit.errors import ColumnNotFoundError, StreamkitError
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
+from streamkit.streaming.contracts import Guarantee
 
 if TYPE_CHECKING:
     from streamkit.config import AwsEndpoint
@@ -57,6 +58,9 @@ class PendingBatch:
 
 class BatchFileSink:
     """Base of the file sinks (see the module docstring); subclasses implement ``_encode``."""
+
+    guarantee: ClassVar[Guarantee] = Guarantee.EXACTLY_ONCE
+    """Delivery guarantee (the README sink table is tested against it)."""
 
     suffix: ClassVar[str]
     """File name suffix, e.g. ``.parquet``."""

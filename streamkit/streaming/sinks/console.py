@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 import pyarrow as pa
+
+from streamkit.streaming.contracts import Guarantee
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -77,6 +79,9 @@ class ConsoleSink:
 
     Delivery: at-least-once (display only): a batch re-run after a restart prints again.
     """
+
+    guarantee: ClassVar[Guarantee] = Guarantee.AT_LEAST_ONCE
+    """Delivery guarantee (the README sink table is tested against it)."""
 
     def __init__(
         self,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
+
+from streamkit.streaming.contracts import Guarantee
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,6 +32,9 @@ class ForeachBatchSink:
     ``batch_id``); exactly-once iff ``fn`` is idempotent per ``batch_id`` (e.g. it replaces
     what that batch id wrote, or skips ids it has already written).
     """
+
+    guarantee: ClassVar[Guarantee] = Guarantee.IF_FUNCTION_IDEMPOTENT
+    """Delivery guarantee (the README sink table is tested against it)."""
 
     def __init__(self, fn: BatchFunction, *, run_in_thread: bool = True) -> None:
         self.fn = fn

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 import pyarrow as pa
 
 from streamkit.errors import StreamkitError
+from streamkit.streaming.contracts import Guarantee
 from streamkit.streaming.sinks._files import BatchFileSink
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ class JsonSink(BatchFileSink):
     Delivery: exactly-once together with the engine's checkpoint (a batch is committed
     only after ``add_batch`` returned and every file is durable).
     """
+
+    guarantee: ClassVar[Guarantee] = Guarantee.EXACTLY_ONCE
+    """Delivery guarantee (the README sink table is tested against it)."""
 
     suffix = ".json"
     pending_name = JSON_PENDING

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import polars as pl
 import pyarrow as pa
 
 from streamkit.errors import ColumnNotFoundError, StreamkitError
+from streamkit.streaming.contracts import Guarantee
 
 if TYPE_CHECKING:
     from streamkit.frame import DataFrame
@@ -52,6 +53,9 @@ class MemorySink:
     last, uncommitted batch id after a restart. The sink lives in this process only.
     Thread-safe: readers may call ``table()`` from any thread while batches arrive.
     """
+
+    guarantee: ClassVar[Guarantee] = Guarantee.EXACTLY_ONCE
+    """Delivery guarantee (the README sink table is tested against it)."""
 
     def __init__(
         self,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamkit.errors import StreamkitError
+from streamkit.streaming.contracts import Guarantee
 from streamkit.streaming.sinks._files import (
     NULL_PARTITION,
     BatchFileSink,
@@ -66,6 +67,9 @@ class ParquetSink(BatchFileSink):
     Delivery: exactly-once together with the engine's checkpoint (a batch is committed
     only after ``add_batch`` returned).
     """
+
+    guarantee: ClassVar[Guarantee] = Guarantee.EXACTLY_ONCE
+    """Delivery guarantee (the README sink table is tested against it)."""
 
     suffix = ".parquet"
     pending_name = PENDING

@@ -28,6 +28,7 @@ from streamkit.streaming.decode import (
     keep_fields,
 )
 from streamkit.streaming.sources._readahead import Done, ReadAhead
+from streamkit.streaming.sources.base import SourceBase
 from streamkit.streaming.sources.file_position import ListedFile as _File
 from streamkit.streaming.sources.file_position import SeenFiles, decode, max_age_ns
 
@@ -36,7 +37,7 @@ PARTITION = "files"
 """The one partition of a file stream (its offsets key, and dead letters' partition)."""
 
 
-class FileStreamSource:
+class FileStreamSource(SourceBase[dict[str, str]]):
     """Files that appear under ``path`` (a directory or ``s3://bucket/prefix``), read in
     arrival order: modification time, then name; at most ``max_files_per_trigger`` per batch.
 
@@ -73,7 +74,8 @@ class FileStreamSource:
     dead letter at position ``"name:line"``), ``parquet`` and ``csv`` (pyarrow readers, cast
     to the schema; a file that cannot be read or cast is one dead letter at position
     ``"name"`` with empty ``raw``). With ``schema=None`` the schema comes from the first
-    file in arrival order.
+    file in arrival order. :attr:`commits` holds the last 16 offsets mappings passed to
+    :meth:`commit` (:class:`SourceBase`).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class FileStreamSource:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         if format not in FORMATS:
             raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
         if max_files_per_trigger is not None and max_files_per_trigger < 1:
@@ -116,8 +119,6 @@ class FileStreamSource:
         self._workers = decode_workers or min(4, os.cpu_count() or 1)
         self._ahead: ReadAhead[JsonDecoder] | None = None
         self._backlog: deque[_File] = deque()
-        self.commits: deque[dict[str, str]] = deque(maxlen=16)
-        """Every offsets mapping passed to :meth:`commit` (for tests)."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -167,6 +168,7 @@ class FileStreamSource:
         so the next batch is often ready when asked for; a file counts as read only once
         it is handed over in a batch.
         """
+        self.raise_if_failed()
         ahead = self._need_open()
         deadline = self._clock() + max_wait
         while True:
@@ -334,7 +336,7 @@ class FileStreamSource:
 
     async def commit(self, offsets: Offsets) -> None:
         """Record ``offsets`` in :attr:`commits` (files need no acknowledgement)."""
-        self.commits.append(dict(offsets))
+        self.record_commit(dict(offsets))
 
     async def close(self) -> None:
         """Drop the files decoded ahead (they were never handed over)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from streamkit.streaming.decode import (
     conform,
     empty_dead_letters,
 )
+from streamkit.streaming.sources.base import SourceBase
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,14 +43,15 @@ class _Segment:
         )
 
 
-class MemoryStream:
-    """A StreamSource held in memory: partitions ``"0"``, ``"1"``, ... of appended records.
+class MemoryStream(SourceBase[dict[str, str]]):
+    """A replayable source held in memory: partitions ``"0"``, ``"1"``, ... of appended records.
 
     ``add_rows`` appends decoded rows; ``add_records`` appends raw payloads that go through
     the decoder when read (JSON by default), so bad records reach the dead-letter path.
     Offsets are, per partition, the number of the next record to read (a decimal string).
     All data is kept, so ``open(offsets)`` replays exactly the records after ``offsets``,
-    in partition order. Appends may come from any thread.
+    in partition order. Appends may come from any thread. :attr:`commits` holds the last 16
+    offsets mappings passed to :meth:`commit` (:class:`SourceBase`).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class MemoryStream:
         poll_interval: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         if partitions < 1:
             raise ConfigError(f"a MemoryStream needs at least one partition, got {partitions}")
         if max_records_per_batch is not None and max_records_per_batch < 1:
@@ -78,9 +80,6 @@ class MemoryStream:
         self._segments: list[list[_Segment]] = [[] for _ in range(partitions)]
         self._sizes = [0] * partitions
         self._next = [0] * partitions
-        self.commits: deque[dict[str, str]] = deque(maxlen=16)
-        """The last 16 offsets mappings passed to :meth:`commit`, in order (bounded: a
-        long-running query must not grow)."""
         self.closed = False
 
     @property
@@ -100,11 +99,6 @@ class MemoryStream:
                 "before the schema is needed (building a query reads it)"
             )
         return schema
-
-    @property
-    def committed(self) -> Offsets | None:
-        """The last committed offsets, or None."""
-        return self.commits[-1] if self.commits else None
 
     def add_rows(
         self, rows: pa.Table | pa.RecordBatch | Sequence[Mapping[str, Any]], partition: int = 0
@@ -158,6 +152,7 @@ class MemoryStream:
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
         """Everything after the last batch (at most ``max_records_per_batch`` per partition),
         waiting up to ``max_wait`` s for data; None if nothing arrived."""
+        self.raise_if_failed()
         deadline = self._clock() + max_wait
         while True:
             batch = self._take()
@@ -223,7 +218,7 @@ class MemoryStream:
 
     async def commit(self, offsets: Offsets) -> None:
         """Record ``offsets`` in :attr:`commits` (a memory stream has nothing to acknowledge)."""
-        self.commits.append(dict(offsets))
+        self.record_commit(dict(offsets))
 
     async def close(self) -> None:
         """Nothing to release; the data stays readable."""

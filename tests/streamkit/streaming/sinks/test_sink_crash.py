@@ -23,12 +23,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pytest
 
 import streamkit as sk
 from streamkit.config import AwsEndpoint
+from streamkit.streaming.contracts import Guarantee
 from streamkit.streaming.sinks import JsonSink, ParquetSink
 
 FILES = 6
@@ -39,6 +41,8 @@ SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string()), ("at", pa.string(
 class AckThenHang:
     """Writes each batch to both sinks; after batch ``crash_batch`` prints ``acked N`` and
     blocks until killed (files durable, ``commits/N`` never written)."""
+
+    guarantee: ClassVar[Guarantee] = Guarantee.EXACTLY_ONCE
 
     def __init__(self, sinks: list[ParquetSink | JsonSink], crash_batch: int) -> None:
         self.sinks, self.crash_batch = sinks, crash_batch

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamkit.errors import ConfigError, SchemaError
-from streamkit.streaming.contracts import SourceBatch, StreamSource
+from streamkit.streaming.contracts import ReplayableSource, SourceBatch
 from streamkit.streaming.decode import BadRecordError, RawDecoder
 from streamkit.streaming.sources import FileStreamSource, MemoryStream
 
@@ -35,7 +35,7 @@ def rows(first: int, last: int) -> list[dict[str, object]]:
 
 async def test_memory_stream_returns_everything_new_once_with_offsets() -> None:
     stream = MemoryStream(SCHEMA, partitions=2)
-    source: StreamSource = stream
+    source: ReplayableSource = stream
     await source.open(None)
     stream.add_rows(rows(0, 3), partition=0)
     stream.add_rows(pa.table({"id": [10, 11], "action": ["b", "c"]}), partition=1)
