@@ -20,7 +20,7 @@ from streamkit_kinesis.errors import (
     StreamNotFoundError,
 )
 from streamkit_kinesis.producer.producer import KinesisProducer, ProducerMetrics
-from streamkit_kinesis.retrieval.polling import IteratorStart, ShardReader
+from streamkit_kinesis.retrieval import IteratorStart, RecordFetcher, ShardReader
 from streamkit_kinesis.types import KinesisRecord, RecordBatch, ShardInfo
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ProducerMetrics",
     "PutRecordsFailedError",
     "RecordBatch",
+    "RecordFetcher",
     "RecordProcessor",
     "RecordTooLargeError",
     "ShardInfo",

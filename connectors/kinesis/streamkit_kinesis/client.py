@@ -2,15 +2,18 @@
 
 ``KinesisApi`` is satisfied by a plain boto3 Kinesis client and by wrappers around one
 (e.g. :class:`streamkit_kinesis.testing.faults.ExceptionThrowingKinesisClient`), so the
-producer, admin and reader accept either. :func:`call` runs a blocking boto3 call in a
-thread, retries unreachable-endpoint errors a bounded number of times with backoff, and
-turns missing-stream / credential / connection failures into one typed error.
+producer, admin and fetchers accept either. :func:`kinesis_client` is the one factory of
+such clients (the consumer's passes the cheap :func:`parse_timestamp`). :func:`call` runs
+a blocking boto3 call in a thread, retries unreachable-endpoint errors a bounded number of
+times with backoff, and turns missing-stream / credential / connection failures into one
+typed error.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from .errors import classify, is_connection_error
 from .retry import CONNECTION_BACKOFF, Retrier
@@ -82,26 +85,53 @@ class KinesisApi(Protocol):
     ) -> UpdateShardCountOutputTypeDef: ...
 
 
+def parse_timestamp(value: Any) -> datetime:
+    """Epoch seconds (int or float) -> aware UTC datetime; other forms via botocore.
+
+    botocore's general-purpose parser turns a record's ``ApproximateArrivalTimestamp``
+    (epoch seconds on the wire) into a ``datetime`` in about 6.5 µs, half of a GetRecords
+    call's client-side cost; this takes about 0.2 µs and yields the same instant (in UTC
+    instead of local time).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    parsed: datetime = botocore_parse(value)
+    return parsed
+
+
 def kinesis_client(
     endpoint: AwsEndpoint,
     *,
     connect_timeout: float = 2.0,
     read_timeout: float = 20.0,
     max_pool_connections: int = 32,
+    timestamp_parser: Callable[[Any], datetime] | None = None,
 ) -> KinesisApi:
     """A boto3 Kinesis client for ``endpoint`` with botocore's own retries turned off.
 
     streamkit retries itself (bounded for connection errors, jittered for throttling) so
-    retries are counted in metrics and never multiply with botocore's.
+    retries are counted in metrics and never multiply with botocore's. ``timestamp_parser``
+    replaces botocore's for response timestamps (the consumer passes
+    :func:`parse_timestamp`); None keeps botocore's.
     """
-    client: KinesisApi = endpoint.client(
-        "kinesis",
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
+    if timestamp_parser is not None:
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=timestamp_parser
+        )
+    config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
         retries={"total_max_attempts": 1, "mode": "standard"},
     )
-    return client
+    client = session.create_client("kinesis", config=config, **endpoint.client_kwargs())
+    return cast("KinesisApi", client)
 
 
 def endpoint_url(client: object) -> str | None:

@@ -1,14 +1,19 @@
-"""The consumer client's timestamp parser gives the instants botocore's parser gives."""
+"""The one Kinesis client factory: its settings, and the cheap timestamp parser the
+consumer passes to it gives the instants botocore's parser gives."""
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.utils import parse_timestamp as botocore_parse
-from streamkit_kinesis.consumer.client import consumer_kinesis_client, parse_timestamp
+from streamkit_kinesis.client import kinesis_client, parse_timestamp
 
 from streamkit.config import AwsEndpoint
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @pytest.mark.parametrize(
@@ -24,8 +29,11 @@ def test_epoch_seconds_come_back_in_utc() -> None:
     assert parse_timestamp(1795296264.663).tzinfo is UTC
 
 
-def test_client_talks_to_the_endpoint_without_botocore_retries() -> None:
-    client = consumer_kinesis_client(AwsEndpoint.local("http://127.0.0.1:9"))
+@pytest.mark.parametrize("parser", [None, parse_timestamp])
+def test_client_talks_to_the_endpoint_without_botocore_retries(
+    parser: Callable[[Any], datetime] | None,
+) -> None:
+    client = kinesis_client(AwsEndpoint.local("http://127.0.0.1:9"), timestamp_parser=parser)
     meta = getattr(client, "meta")  # noqa: B009 - KinesisApi does not declare it
     assert meta.endpoint_url == "http://127.0.0.1:9"
     assert meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}

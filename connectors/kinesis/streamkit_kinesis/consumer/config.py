@@ -13,15 +13,21 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from streamkit.errors import ConfigError
+from streamkit_kinesis.retrieval.polling import PollingFetchers
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,
     LATEST,
     TRIM_HORIZON,
     ExtendedSequenceNumber,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from streamkit_kinesis.client import KinesisApi
 
 PositionKind = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 
@@ -152,3 +158,15 @@ class ConsumerConfig:
     def effective_take_interval(self) -> float:
         """The take interval in use (``2 * failover_time`` unless set)."""
         return 2 * self.failover_time if self.take_interval is None else self.take_interval
+
+    def polling_fetchers(self, client: KinesisApi, clock: Callable[[], float]) -> PollingFetchers:
+        """The default fetcher factory: GetRecords polling of ``stream`` with this config's
+        ``max_records``, ``idle_time`` and ``shard_refresh_interval``."""
+        return PollingFetchers(
+            client,
+            self.stream,
+            limit=self.max_records,
+            idle_time=self.idle_time,
+            shard_refresh_interval=self.shard_refresh_interval,
+            clock=clock,
+        )

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from streamkit_kinesis.leases import LeaseMetrics
-    from streamkit_kinesis.retrieval.polling import ReaderMetrics
+    from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """One task per held shard: wait for parents, read, hand batches to the processor.
 
+The shard is read through a :class:`~streamkit_kinesis.retrieval.fetcher.RecordFetcher`
+built by the host's factory (polling by default), closed when the task stops.
+
 A :class:`ShardTask` runs its work in an inner asyncio task so that it can stop it at once:
 
 - lease lost: the in-flight read or ``process_records`` is cancelled on the spot, nothing
@@ -21,16 +24,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from streamkit.errors import ConfigError
 from streamkit_kinesis.leases import Checkpointer, Lease
-from streamkit_kinesis.retrieval.polling import ShardReader
 from streamkit_kinesis.types import AT_TIMESTAMP, SHARD_END
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from datetime import datetime
 
-    from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.leases import HeldLeases, LeaseStore
-    from streamkit_kinesis.retrieval.polling import ReaderMetrics
+    from streamkit_kinesis.retrieval.fetcher import FetcherFactory, ReaderMetrics, RecordFetcher
     from streamkit_kinesis.types import (
         ExtendedSequenceNumber,
         RecordBatch,
@@ -60,8 +60,11 @@ class ShardHost(Protocol):
     """What a shard task needs from its worker."""
 
     config: ConsumerConfig
-    client: KinesisApi
-    clock: Callable[[], float]
+
+    @property
+    def fetchers(self) -> FetcherFactory:
+        """Builds the :class:`~streamkit_kinesis.retrieval.fetcher.RecordFetcher` of a shard."""
+        ...
 
     async def shard_info(self, shard_id: str) -> ShardInfo:
         """The shard's description (ListShards), refreshed if unknown."""
@@ -123,7 +126,7 @@ class ShardTask:
         self._factory = factory
         self._stop = asyncio.Event()
         self._lost_reason: str | None = None
-        self._reader: ShardReader | None = None
+        self._fetcher: RecordFetcher | None = None
         self._processor: RecordProcessor | None = None
         self._work: asyncio.Task[ShardOutcome] | None = None
         self.started_at: ExtendedSequenceNumber | None = None
@@ -133,8 +136,8 @@ class ShardTask:
         )
 
     def reader_metrics(self) -> ReaderMetrics | None:
-        """The live reader's counters (None before reading started)."""
-        return None if self._reader is None else self._reader.metrics()
+        """The live fetcher's counters (None before reading started)."""
+        return None if self._fetcher is None else self._fetcher.metrics()
 
     def is_lost(self) -> bool:
         """True once the lease was reported lost."""
@@ -194,12 +197,18 @@ class ShardTask:
         if self._stop.is_set():
             return ShardOutcome.SHUTDOWN
         lease = self.checkpointer.last_checkpoint or self._lease.checkpoint
-        self._reader = await self._make_reader(lease)
+        self._fetcher = fetcher = await self._open_fetcher(lease)
+        try:
+            return await self._read(fetcher, lease)
+        finally:
+            await fetcher.close()
+
+    async def _read(self, fetcher: RecordFetcher, lease: ExtendedSequenceNumber) -> ShardOutcome:
         self._processor = processor = self._factory()
         await processor.initialize(self.shard_id, lease)
         self.started_at = lease
         self._host.shard_started(self.shard_id, lease)
-        while (batch := await self._next(self._reader)) is not None:
+        while (batch := await self._next(fetcher)) is not None:
             if batch.records:
                 self.checkpointer.mark_delivered(batch.records[-1].sequence_number)
                 await processor.process_records(batch, self.checkpointer)
@@ -211,7 +220,7 @@ class ShardTask:
         await processor.shutdown_requested(self.shard_id, self.checkpointer)
         return ShardOutcome.SHUTDOWN
 
-    async def _make_reader(self, checkpoint: ExtendedSequenceNumber) -> ShardReader:
+    async def _open_fetcher(self, checkpoint: ExtendedSequenceNumber) -> RecordFetcher:
         config = self._host.config
         start: ExtendedSequenceNumber | datetime = checkpoint
         if checkpoint == AT_TIMESTAMP:
@@ -223,21 +232,12 @@ class ShardTask:
                     "initial_position on every worker of the application"
                 )
             start = timestamp
-        return ShardReader(
-            self._host.client,
-            config.stream,
-            await self._host.shard_info(self.shard_id),
-            start,
-            limit=config.max_records,
-            idle_time=config.idle_time,
-            shard_refresh_interval=config.shard_refresh_interval,
-            clock=self._host.clock,
-        )
+        return self._host.fetchers(await self._host.shard_info(self.shard_id), start)
 
-    async def _next(self, reader: ShardReader) -> RecordBatch | None:
+    async def _next(self, fetcher: RecordFetcher) -> RecordBatch | None:
         """The next non-empty (or SHARD_END) batch; None once shutdown was requested."""
         while not self._stop.is_set():
-            read = asyncio.ensure_future(reader.next_batch())
+            read = asyncio.ensure_future(fetcher.next_batch())
             stop = asyncio.ensure_future(self._stop.wait())
             try:
                 await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)

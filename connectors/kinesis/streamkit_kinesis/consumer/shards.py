@@ -1,7 +1,7 @@
 """What a worker knows about the stream's shards: descriptions, shard sync, parents.
 
 :class:`StreamShards` is the :class:`~.shard_task.ShardHost` of every shard task: it
-lists shards (and caches their descriptions for readers), runs shard syncs (new shards
+lists shards (and caches their descriptions for fetchers), runs shard syncs (new shards
 become leases), answers "are this shard's parents done?", and, when a shard was read to
 SHARD_END, creates its children's leases at once and releases the finished lease.
 """
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.leases import Lease, LeaseCoordinator
+    from streamkit_kinesis.retrieval.fetcher import FetcherFactory
     from streamkit_kinesis.types import ExtendedSequenceNumber, ShardInfo
 
     from .config import ConsumerConfig
@@ -48,14 +49,15 @@ class StreamShards:
         config: ConsumerConfig,
         client: KinesisApi,
         coordinator: LeaseCoordinator,
+        fetchers: FetcherFactory,
         *,
         url: str | None,
-        clock: Callable[[], float],
         emit: Callable[[ConsumerEventKind, str | None, str], None],
     ) -> None:
         self.config = config
         self.client = client
-        self.clock = clock
+        self.fetchers = fetchers
+        """Builds the fetcher of each shard task (see :mod:`~streamkit_kinesis.retrieval`)."""
         self.syncs = 0
         """Completed shard syncs."""
         self.wake_sync: Callable[[], None] = lambda: None

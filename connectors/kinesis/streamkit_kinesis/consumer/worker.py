@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from streamkit.config import AwsEndpoint
-from streamkit_kinesis.client import endpoint_url
+from streamkit_kinesis.client import endpoint_url, kinesis_client, parse_timestamp
 from streamkit_kinesis.leases import (
     DynamoDBLeaseStore,
     LeaseCoordinator,
@@ -25,7 +25,6 @@ from streamkit_kinesis.leases import (
 )
 
 from .batches import BatchChannel, ChannelProcessor, ConsumedBatch
-from .client import consumer_kinesis_client
 from .errors import ConsumerError, ConsumerStateError
 from .events import ConsumerEvent, ConsumerEventKind, ConsumerListener
 from .loops import PeriodicStep
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.leases import Lease, LeaseEvent, LeaseStore
+    from streamkit_kinesis.retrieval.fetcher import FetcherFactory
 
     from .config import ConsumerConfig
     from .processor import ProcessorFactory
@@ -73,6 +73,9 @@ class KinesisConsumer:
             async for batch in consumer:                # ConsumedBatch, see .batches
                 handle(batch.records)                   # checkpointed when you ask for the next
 
+    Each shard is read by a fetcher from ``fetcher_factory`` (default:
+    :meth:`ConsumerConfig.polling_fetchers`; see :mod:`streamkit_kinesis.retrieval`).
+
     Errors of background work (a processor raising, a shard read failing for good, the
     lease table failing) stop the worker gracefully and are re-raised by :meth:`run`,
     :meth:`join` and the ``async for`` loop; nothing dies silently.
@@ -86,13 +89,16 @@ class KinesisConsumer:
         kinesis: KinesisApi | None = None,
         lease_store: LeaseStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fetcher_factory: FetcherFactory | None = None,
     ) -> None:
         if endpoint is None and (kinesis is None or lease_store is None):
             endpoint = AwsEndpoint.from_env()
         self.config = config
         self._owns_client = kinesis is None
-        self.client: KinesisApi = kinesis or consumer_kinesis_client(_need(endpoint))
-        """The (blocking) Kinesis client every shard reader uses."""
+        self.client: KinesisApi = kinesis or kinesis_client(
+            _need(endpoint), timestamp_parser=parse_timestamp
+        )
+        """The (blocking) Kinesis client of shard listing and the default (polling) fetchers."""
         self.store: LeaseStore = lease_store or DynamoDBLeaseStore(
             _need(endpoint), config.app_name, call_timeout=config.lease_call_timeout
         )
@@ -100,8 +106,9 @@ class KinesisConsumer:
         self.coordinator = _coordinator(config, self.store, clock)
         """Takes and renews this worker's leases (driven by the worker's own loops)."""
         url = (endpoint.url if endpoint else None) or endpoint_url(self.client)
+        fetchers = fetcher_factory or config.polling_fetchers(self.client, clock)
         self.shards = StreamShards(
-            config, self.client, self.coordinator, url=url, clock=clock, emit=self._emit
+            config, self.client, self.coordinator, fetchers, url=url, emit=self._emit
         )
         """Shard descriptions, shard sync and the parent rule (the host of shard tasks)."""
         self._state = ConsumerState.NEW
@@ -195,7 +202,7 @@ class KinesisConsumer:
         ``failover_time``. With default settings a take cycle runs every ``2 *
         failover_time`` = 20 s, so the hand-off completes within 20 s; with
         ``take_interval=0.5`` on the other workers it takes well under 2 s (measured in
-        tests/integration/test_consumer_failover.py).
+        ``streamkit_kinesis_tests/consumer/test_failover.py``).
         """
         self.request_stop()
         if self._shutdown is not None:

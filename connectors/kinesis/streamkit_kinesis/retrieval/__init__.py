@@ -1,0 +1,24 @@
+"""Retrieval: how the records of one shard are read, behind one contract.
+
+- :mod:`.fetcher` the :class:`RecordFetcher` contract (and :class:`FetcherFactory`,
+  :class:`ReaderMetrics`) the consumer's shard task is typed against;
+- :mod:`.polling` :class:`ShardReader`, the polling fetcher (GetShardIterator +
+  GetRecords), and :class:`PollingFetchers`, the consumer's default factory;
+- :mod:`.iterators` :class:`IteratorStart`, where a shard iterator starts.
+
+Another way of reading (Enhanced Fan-Out) is a new module here with a fetcher and its
+factory, passed as ``KinesisConsumer(..., fetcher_factory=...)``.
+"""
+
+from streamkit_kinesis.retrieval.fetcher import FetcherFactory, ReaderMetrics, RecordFetcher
+from streamkit_kinesis.retrieval.iterators import IteratorStart
+from streamkit_kinesis.retrieval.polling import PollingFetchers, ShardReader
+
+__all__ = [
+    "FetcherFactory",
+    "IteratorStart",
+    "PollingFetchers",
+    "ReaderMetrics",
+    "RecordFetcher",
+    "ShardReader",
+]

@@ -1,6 +1,8 @@
-"""Per-shard reading engine: shard iterator + GetRecords loop (no leases here).
+"""Polling retrieval: shard iterator + GetRecords loop (no leases here).
 
-Guarantees of :class:`ShardReader`:
+:class:`ShardReader` is the polling :class:`~.fetcher.RecordFetcher`;
+:class:`PollingFetchers` builds one per shard (the consumer's default factory).
+Guarantees of :class:`ShardReader`, beyond the fetcher contract:
 
 - Records come in shard order, each once: after an expired iterator the reader re-acquires
   an iterator AFTER the last record it returned (or at its start position when it returned
@@ -32,6 +34,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from streamkit_kinesis.client import KinesisApi, call, endpoint_url
 from streamkit_kinesis.errors import KinesisError, ThrottledError, error_code
+from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
+from streamkit_kinesis.retrieval.iterators import IteratorStart
 from streamkit_kinesis.retry import Backoff, Retrier, Rng, Sleep, is_throttling, is_transient
 from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.types import (
@@ -39,14 +43,12 @@ from streamkit_kinesis.types import (
     ExtendedSequenceNumber,
     KinesisRecord,
     RecordBatch,
-    Sentinel,
     ShardInfo,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from mypy_boto3_kinesis.literals import ShardIteratorTypeType
     from mypy_boto3_kinesis.type_defs import GetRecordsOutputTypeDef, GetShardIteratorInputTypeDef
 
 T = TypeVar("T")
@@ -55,84 +57,9 @@ MAX_CONSECUTIVE_EXPIRED = 3
 MAX_TRANSIENT_ATTEMPTS = 10
 
 
-@dataclass(frozen=True)
-class IteratorStart:
-    """Where a shard iterator starts: one of the five GetShardIterator types."""
-
-    iterator_type: ShardIteratorTypeType
-    """TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP."""
-    sequence_number: str | None = None
-    """For AT_/AFTER_SEQUENCE_NUMBER."""
-    timestamp: datetime | None = None
-    """For AT_TIMESTAMP."""
-
-    @classmethod
-    def trim_horizon(cls) -> IteratorStart:
-        """The oldest record still in the shard."""
-        return cls("TRIM_HORIZON")
-
-    @classmethod
-    def latest(cls) -> IteratorStart:
-        """Just after the newest record (only records put from now on)."""
-        return cls("LATEST")
-
-    @classmethod
-    def at_sequence(cls, sequence_number: str) -> IteratorStart:
-        """The record with this sequence number, inclusive."""
-        return cls("AT_SEQUENCE_NUMBER", sequence_number=sequence_number)
-
-    @classmethod
-    def after_sequence(cls, sequence_number: str) -> IteratorStart:
-        """Just after this sequence number (resume from a checkpoint)."""
-        return cls("AFTER_SEQUENCE_NUMBER", sequence_number=sequence_number)
-
-    @classmethod
-    def at_timestamp(cls, timestamp: datetime) -> IteratorStart:
-        """The first record that arrived at or after ``timestamp``."""
-        return cls("AT_TIMESTAMP", timestamp=timestamp)
-
-    @classmethod
-    def of(cls, start: ExtendedSequenceNumber | datetime | IteratorStart) -> IteratorStart:
-        """From a checkpoint (a sequence number means AFTER it), a timestamp, or as is.
-
-        SHARD_END and AT_TIMESTAMP (without a timestamp) cannot start an iterator; SHARD_END
-        is handled by :class:`ShardReader` (the reader starts ended).
-        """
-        if isinstance(start, IteratorStart):
-            return start
-        if isinstance(start, datetime):
-            return cls.at_timestamp(start)
-        if not start.is_sentinel:
-            return cls.after_sequence(start.sequence_number)
-        if start.sequence_number == Sentinel.TRIM_HORIZON.value:
-            return cls.trim_horizon()
-        if start.sequence_number == Sentinel.LATEST.value:
-            return cls.latest()
-        raise ValueError(f"cannot start an iterator at {start.sequence_number}; pass a datetime")
-
-
-@dataclass(frozen=True)
-class ReaderMetrics:
-    """A snapshot of one shard reader's counters."""
-
-    shard_id: str
-    """The shard read."""
-    records: int
-    """Records returned."""
-    bytes: int
-    """Payload bytes returned."""
-    get_records_calls: int
-    """Successful GetRecords calls."""
-    throttles: int
-    """Calls rejected with a throttling error (and retried)."""
-    expired_iterator_recoveries: int
-    """Expired iterators replaced."""
-    millis_behind_latest: int | None
-    """Lag reported by the last GetRecords call."""
-
-
 class ShardReader:
-    """Reads one shard from a start position to SHARD_END (or forever, if it stays open).
+    """Reads one shard from a start position to SHARD_END (or forever, if it stays open);
+    a :class:`~.fetcher.RecordFetcher`.
 
     ``start`` is a checkpoint (:class:`ExtendedSequenceNumber`: a sequence number resumes
     AFTER it; TRIM_HORIZON / LATEST sentinels; SHARD_END means already finished), a
@@ -206,6 +133,10 @@ class ShardReader:
             self._recoveries,
             self._behind,
         )
+
+    async def close(self) -> None:
+        """Forget the shard iterator (polling holds no connection of its own)."""
+        self._iterator = None
 
     def __aiter__(self) -> AsyncIterator[RecordBatch]:
         """Non-empty batches in shard order, then one ``shard_ended`` batch (if it ends)."""
@@ -386,3 +317,35 @@ class ShardReader:
                 ):
                     raise ThrottledError(operation, attempt, error_code(exc) or "?") from exc
                 await self._retrier.wait(attempt - 1)
+
+
+@dataclass(frozen=True)
+class PollingFetchers:
+    """A :class:`~.fetcher.FetcherFactory`: one :class:`ShardReader` per shard, all with
+    these settings (the consumer's default, built from its ``ConsumerConfig``)."""
+
+    client: KinesisApi
+    """The blocking Kinesis client every reader calls."""
+    stream: str
+    """The stream the shards belong to."""
+    limit: int = 10_000
+    """``Limit`` of each GetRecords call."""
+    idle_time: float = 1.0
+    """Pause after an empty, caught-up read."""
+    shard_refresh_interval: float | None = 30.0
+    """How often an idle reader re-describes its shard (None: never)."""
+    clock: Callable[[], float] = time.monotonic
+    """Monotonic clock for the refresh interval."""
+
+    def __call__(self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime) -> ShardReader:
+        """A reader of ``shard`` from ``start`` (see :class:`ShardReader`)."""
+        return ShardReader(
+            self.client,
+            self.stream,
+            shard,
+            start,
+            limit=self.limit,
+            idle_time=self.idle_time,
+            shard_refresh_interval=self.shard_refresh_interval,
+            clock=self.clock,
+        )

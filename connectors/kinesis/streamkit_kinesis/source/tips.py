@@ -3,11 +3,12 @@
 
 Kinesis cannot tell the last sequence number of an open shard without reading it
 (``MillisBehindLatest`` is a time difference: records put in the same millisecond report 0
-while some are still unread). So each shard is read to its tip once, by a dedicated
-:class:`~.reader.ShardReader` that is independent of the consumer: from just after the
-furthest position known for the shard, page GetRecords (10,000 records a page) until a page
-comes back empty and caught up (``MillisBehindLatest`` 0 or absent), or the closed shard
-ended. The end is the last sequence number seen, or the known position when nothing is newer.
+while some are still unread). So each shard is read to its tip once, by a dedicated polling
+:class:`~streamkit_kinesis.retrieval.polling.ShardReader` that is independent of the
+consumer and of how it fetches: from just after the furthest position known for the
+shard, page GetRecords (10,000 records a page) until a page comes back empty and caught up
+(``MillisBehindLatest`` 0 or absent), or the closed shard ended. The end is the last
+sequence number seen, or the known position when nothing is newer.
 
 Guarantee: a read that starts after ``T0`` sees every record put before ``T0`` that lies
 after its start position, so the end it returns is at or past every such record.
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import InitialPosition
+    from streamkit_kinesis.retrieval.fetcher import RecordFetcher
     from streamkit_kinesis.types import ShardInfo
 
 END = SHARD_END.sequence_number
@@ -90,10 +92,22 @@ async def read_tip(
     reader = ShardReader(
         client, stream, shard, start, limit=TIP_PAGE, idle_time=0.0, shard_refresh_interval=None
     )
-    while True:
-        batch = await reader.next_batch()
-        if batch.shard_ended or (not batch.records and not batch.millis_behind_latest):
-            return reader.last_sequence_number
+    return await last_to_tip(reader)
+
+
+async def last_to_tip(fetcher: RecordFetcher) -> str | None:
+    """The sequence number of the last record ``fetcher`` returns until a batch comes back
+    empty and caught up, or the shard ends (None when there is none); closes it."""
+    last: str | None = None
+    try:
+        while True:
+            batch = await fetcher.next_batch()
+            if batch.records:
+                last = batch.records[-1].sequence_number
+            if batch.shard_ended or (not batch.records and not batch.millis_behind_latest):
+                return last
+    finally:
+        await fetcher.close()
 
 
 async def read_tips(

@@ -1,8 +1,10 @@
-"""Consumer test 1: every record read exactly once, in order per shard (LocalStack and moto)."""
+"""Consumer test 1: every record read exactly once, in order per shard (LocalStack and moto),
+also through a fetcher factory given to the consumer."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,6 +23,11 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from streamkit_kinesis.retrieval import FetcherFactory, ReaderMetrics, RecordFetcher
+    from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch, ShardInfo
+
     from streamkit.config import AwsEndpoint
 
 pytestmark = pytest.mark.integration
@@ -58,3 +65,55 @@ async def test_2000_records_over_4_shards_each_read_once_in_shard_order(
     assert {lease.lease_key: int(lease.checkpoint.sequence_number) for lease in table} == {
         shard: seqs[-1] for shard, seqs in expected.items()
     }
+
+
+class Closing:
+    """A RecordFetcher that delegates to another and notes when it is closed."""
+
+    def __init__(self, inner: RecordFetcher, closed: list[str], shard_id: str) -> None:
+        self._inner, self._closed, self._shard_id = inner, closed, shard_id
+
+    async def next_batch(self) -> RecordBatch:
+        return await self._inner.next_batch()
+
+    def metrics(self) -> ReaderMetrics:
+        return self._inner.metrics()
+
+    async def close(self) -> None:
+        self._closed.append(self._shard_id)
+        await self._inner.close()
+
+
+class Tracking:
+    """A FetcherFactory around another: which shards it built fetchers for, which closed."""
+
+    def __init__(self, inner: FetcherFactory) -> None:
+        self._inner = inner
+        self.built: list[str] = []
+        self.closed: list[str] = []
+
+    def __call__(self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime) -> Closing:
+        self.built.append(shard.shard_id)
+        return Closing(self._inner(shard, start), self.closed, shard.shard_id)
+
+
+async def test_the_consumer_reads_through_the_fetcher_factory_it_is_given(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    async with fresh_stream(aws_endpoint, 2, "fetchers") as (stream, _):
+        sent = await produce(aws_endpoint, stream, 200)
+        config = fast_config(stream)
+        fetchers = Tracking(config.polling_fetchers(kinesis_client(aws_endpoint), time.monotonic))
+        journal = Journal()
+        consumer = KinesisConsumer(config, aws_endpoint, fetcher_factory=fetchers)
+        running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
+        try:
+            await wait_until(lambda: len(journal.records) >= 200, 60, "200 records")
+            await consumer.stop()
+            await running
+        finally:
+            await consumer.stop()
+            await drop_table(aws_endpoint, config.app_name)
+    assert sorted(journal.payloads()) == sorted(sent)
+    assert sorted(fetchers.built) == sorted(set(fetchers.built)) == sorted(journal.by_shard())
+    assert sorted(fetchers.closed) == sorted(fetchers.built)  # every fetcher closed at stop

@@ -1,13 +1,23 @@
-"""ConsumerConfig and InitialPosition: KCL defaults and validation."""
+"""ConsumerConfig and InitialPosition: KCL defaults, validation, the default fetchers."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
+from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.consumer import ConsumerConfig, InitialPosition
-from streamkit_kinesis.types import AT_TIMESTAMP, LATEST, TRIM_HORIZON
+from streamkit_kinesis.retrieval import PollingFetchers, ShardReader
+from streamkit_kinesis.types import (
+    AT_TIMESTAMP,
+    LATEST,
+    SHARD_END,
+    TRIM_HORIZON,
+    HashKeyRange,
+    ShardInfo,
+)
 
+from streamkit.config import AwsEndpoint
 from streamkit.errors import ConfigError
 
 
@@ -72,3 +82,22 @@ def test_invalid_values_are_config_errors(overrides: dict[str, object], message:
 
 def test_idle_time_zero_is_allowed() -> None:
     assert ConsumerConfig(app_name="app", stream="s", idle_time=0.0).idle_time == 0.0
+
+
+def test_the_default_fetchers_poll_with_the_config_settings() -> None:
+    config = ConsumerConfig(
+        app_name="app", stream="s", max_records=500, idle_time=0.2, shard_refresh_interval=None
+    )
+    client = kinesis_client(AwsEndpoint.local("http://127.0.0.1:9"))  # never called
+
+    def clock() -> float:
+        return 0.0
+
+    fetchers = config.polling_fetchers(client, clock)
+    assert fetchers == PollingFetchers(
+        client, "s", limit=500, idle_time=0.2, shard_refresh_interval=None, clock=clock
+    )
+    shard = ShardInfo("shardId-000000000000", (), HashKeyRange(0, 2**128 - 1), "0", "9")
+    reader = fetchers(shard, SHARD_END)
+    assert isinstance(reader, ShardReader)
+    assert reader.ended  # built from the start it was given

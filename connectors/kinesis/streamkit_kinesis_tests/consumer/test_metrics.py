@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamkit_kinesis.consumer.metrics import ShardTotals
-from streamkit_kinesis.retrieval.polling import ReaderMetrics
+from streamkit_kinesis.retrieval import ReaderMetrics
 
 
 def reader(shard: str, records: int, behind: int | None = 5) -> ReaderMetrics:

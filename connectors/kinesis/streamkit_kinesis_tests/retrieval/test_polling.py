@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import EndpointUnreachableError, StreamNotFoundError
-from streamkit_kinesis.retrieval.polling import IteratorStart, ShardReader
+from streamkit_kinesis.retrieval import IteratorStart, ShardReader
 from streamkit_kinesis.shards import shard_info
 from streamkit_kinesis.testing.faults import ExceptionThrowingKinesisClient, InjectedError
 from streamkit_kinesis.testing.streams import fresh_stream, put_blocking, unique

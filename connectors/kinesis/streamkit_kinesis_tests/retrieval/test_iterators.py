@@ -1,4 +1,5 @@
-"""Where a ShardReader starts: checkpoints, sentinels and timestamps to iterator types."""
+"""Where a shard iterator starts: checkpoints, sentinels and timestamps to iterator types
+(and a SHARD_END checkpoint starts none)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from streamkit_kinesis.client import kinesis_client
-from streamkit_kinesis.retrieval.polling import IteratorStart, ShardReader
+from streamkit_kinesis.retrieval import IteratorStart, ShardReader
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,
     LATEST,

@@ -1,0 +1,219 @@
+"""The shard task reads through any RecordFetcher, not only the polling one.
+
+:class:`ReplayFetcher` is a second implementation of the contract, defined here: it
+replays batches from memory (resuming after its start position) and then reports the end
+of the shard, or, ``endless``, waits for more like a caught-up push subscription. The lease
+store is the real in-memory one; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from streamkit_kinesis.consumer import BaseRecordProcessor, ConsumerConfig, ShardOutcome
+from streamkit_kinesis.consumer.shard_task import ShardCheckpointer, ShardTask
+from streamkit_kinesis.leases import HeldLeases, InMemoryLeaseStore, Lease
+from streamkit_kinesis.retrieval import ReaderMetrics
+from streamkit_kinesis.types import (
+    SHARD_END,
+    TRIM_HORIZON,
+    ExtendedSequenceNumber,
+    HashKeyRange,
+    KinesisRecord,
+    RecordBatch,
+    ShardInfo,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from streamkit_kinesis.consumer.shard_task import ShardHost
+    from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.retrieval import RecordFetcher
+
+SHARD = ShardInfo("shardId-000000000000", (), HashKeyRange(0, 2**128 - 1), "100")
+CHILDREN = ("shardId-000000000001", "shardId-000000000002")
+
+
+def record(n: int) -> KinesisRecord:
+    return KinesisRecord(f"r{n}".encode(), "k", str(100 + n))
+
+
+def batches(*sizes: int) -> list[RecordBatch]:
+    """Batches of consecutive records; a size 0 is an empty, caught-up batch."""
+    out, n = [], 0
+    for size in sizes:
+        out.append(RecordBatch(SHARD.shard_id, tuple(record(n + i) for i in range(size)), 0))
+        n += size
+    return out
+
+
+class ReplayFetcher:
+    """A RecordFetcher over batches in memory: records after ``start``, then SHARD_END."""
+
+    def __init__(
+        self, start: ExtendedSequenceNumber | datetime, data: list[RecordBatch], endless: bool
+    ) -> None:
+        floor = -1
+        if isinstance(start, ExtendedSequenceNumber) and not start.is_sentinel:
+            floor = int(start.sequence_number)
+        self._batches = [
+            RecordBatch(b.shard_id, tuple(r for r in b.records if int(r.sequence_number) > floor))
+            for b in data
+        ]
+        self._endless = endless
+        self.delivered = 0
+        self.closed = False
+
+    async def next_batch(self) -> RecordBatch:
+        assert not self.closed, "next_batch after close"
+        if self._batches:
+            batch = self._batches.pop(0)
+            self.delivered += len(batch.records)
+            return batch
+        if self._endless:
+            await asyncio.Event().wait()  # caught up: nothing is ever pushed
+        return RecordBatch(SHARD.shard_id, (), 0, shard_ended=True, child_shard_ids=CHILDREN)
+
+    def metrics(self) -> ReaderMetrics:
+        return ReaderMetrics(SHARD.shard_id, self.delivered, 0, 0, 0, 0, 0)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class ReplayFetchers:
+    """The FetcherFactory of ReplayFetcher; remembers what it built."""
+
+    def __init__(self, data: list[RecordBatch], *, endless: bool = False) -> None:
+        self._data = data
+        self._endless = endless
+        self.built: list[tuple[str, ExtendedSequenceNumber | datetime, ReplayFetcher]] = []
+
+    def __call__(self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime) -> ReplayFetcher:
+        fetcher = ReplayFetcher(start, self._data, self._endless)
+        self.built.append((shard.shard_id, start, fetcher))
+        return fetcher
+
+
+class Host:
+    """A ShardHost with one shard and no parents; records what the task reports."""
+
+    def __init__(self, fetchers: ReplayFetchers) -> None:
+        self.config = ConsumerConfig(app_name="app", stream="stream")
+        self.fetchers = fetchers
+        self.started: list[ExtendedSequenceNumber] = []
+        self.finished: list[tuple[str, tuple[str, ...]]] = []
+
+    async def shard_info(self, shard_id: str) -> ShardInfo:
+        assert shard_id == SHARD.shard_id
+        return SHARD
+
+    async def parents_done(self, lease: Lease) -> bool:
+        return True
+
+    async def wait_for_parent_progress(self, stop: asyncio.Event) -> None:
+        raise AssertionError("a shard without parents never waits for them")
+
+    def shard_started(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        self.started.append(start)
+
+    async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+        self.finished.append((shard_id, child_shard_ids))
+
+
+class Recorder(BaseRecordProcessor):
+    """Keeps every record and checkpoints after each batch."""
+
+    def __init__(self) -> None:
+        self.records: list[KinesisRecord] = []
+        self.calls: list[str] = []
+        self.seen = asyncio.Event()
+
+    async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
+        self.records.extend(batch.records)
+        self.calls.append("process")
+        await checkpointer.checkpoint()
+        self.seen.set()
+
+    async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        self.calls.append("ended")
+        await super().shard_ended(shard_id, checkpointer)
+
+    async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        self.calls.append("shutdown")
+        await super().shutdown_requested(shard_id, checkpointer)
+
+
+async def held_lease(checkpoint: ExtendedSequenceNumber) -> tuple[InMemoryLeaseStore, HeldLeases]:
+    store = InMemoryLeaseStore()
+    await store.create_table_if_not_exists()
+    created = await store.create_lease_if_not_exists(Lease.for_shard(SHARD, checkpoint))
+    held = HeldLeases()
+    held.gained(await store.take_lease(created, "worker-1"))
+    return store, held
+
+
+def start_task(
+    host: ShardHost, store: InMemoryLeaseStore, held: HeldLeases, processor: Recorder
+) -> ShardTask:
+    lease = held.get(SHARD.shard_id)
+    assert lease is not None
+    checkpointer = ShardCheckpointer(store, held, SHARD.shard_id)
+    return ShardTask(host, lease, checkpointer, lambda: processor)
+
+
+async def test_a_replayed_shard_is_delivered_in_order_then_ended_and_checkpointed() -> None:
+    fetchers = ReplayFetchers(batches(3, 0, 2, 4))
+    host = Host(fetchers)
+    store, held = await held_lease(TRIM_HORIZON)
+    processor = Recorder()
+    task = start_task(host, store, held, processor)
+
+    assert await asyncio.wait_for(task.task, 5) is ShardOutcome.ENDED
+    assert processor.records == [record(n) for n in range(9)]
+    assert processor.calls == ["process"] * 3 + ["ended"]  # the empty batch is skipped
+    stored = await store.get_lease(SHARD.shard_id)
+    assert stored is not None
+    assert stored.checkpoint == SHARD_END
+    assert host.started == [TRIM_HORIZON]
+    assert host.finished == [(SHARD.shard_id, CHILDREN)]
+    [(shard_id, start, fetcher)] = fetchers.built
+    assert (shard_id, start, fetcher.closed) == (SHARD.shard_id, TRIM_HORIZON, True)
+    metrics = task.reader_metrics()
+    assert metrics is not None
+    assert metrics.records == 9
+
+
+async def test_the_fetcher_starts_at_the_lease_checkpoint() -> None:
+    fetchers = ReplayFetchers(batches(3, 3))
+    store, held = await held_lease(ExtendedSequenceNumber(record(3).sequence_number))
+    processor = Recorder()
+    task = start_task(Host(fetchers), store, held, processor)
+
+    assert await asyncio.wait_for(task.task, 5) is ShardOutcome.ENDED
+    assert processor.records == [record(4), record(5)]
+    assert fetchers.built[0][1] == ExtendedSequenceNumber(record(3).sequence_number)
+
+
+async def test_shutdown_abandons_a_waiting_fetcher_and_closes_it() -> None:
+    fetchers = ReplayFetchers(batches(2), endless=True)
+    store, held = await held_lease(TRIM_HORIZON)
+    processor = Recorder()
+    task = start_task(Host(fetchers), store, held, processor)
+    await asyncio.wait_for(processor.seen.wait(), 5)
+    await asyncio.sleep(0.01)  # the task now waits in next_batch for a push that never comes
+
+    task.request_shutdown()
+    assert await asyncio.wait_for(task.task, 5) is ShardOutcome.SHUTDOWN
+    assert processor.calls == ["process", "shutdown"]
+    stored = await store.get_lease(SHARD.shard_id)
+    assert stored is not None
+    assert stored.checkpoint == ExtendedSequenceNumber(record(1).sequence_number)
+    assert fetchers.built[0][2].closed
+
+
+def test_replay_fetcher_satisfies_the_contract() -> None:
+    fetcher: RecordFetcher = ReplayFetcher(TRIM_HORIZON, [], endless=False)
+    assert fetcher.metrics().shard_id == SHARD.shard_id
