@@ -60,7 +60,7 @@ async def produce(endpoint: Any, stream: str, data: list[bytes]) -> float:
 
 def one_run(stream: str, endpoint: Any, leases: Any, truth: pa.Table) -> dict[str, Any]:
     """W3 over the whole stream with a fresh application; timed and verified."""
-    from streamkit_kinesis.source.source import KinesisStreamSource
+    from streamkit_kinesis.source import KinesisStreamSource
 
     from streamkit.streaming.sinks import memory_table
 

@@ -12,7 +12,7 @@ def register(registry: Registry) -> None:
     """Add ``kinesis`` as a source (``sk.read_stream.kinesis``) and a sink
     (``df.write_stream.kinesis``); the connector's modules are imported here."""
     from streamkit_kinesis.sink import KinesisSink
-    from streamkit_kinesis.source.source import KinesisStreamSource
+    from streamkit_kinesis.source import KinesisStreamSource
 
     registry.add_source("kinesis", KinesisStreamSource)
     registry.add_sink("kinesis", KinesisSink)

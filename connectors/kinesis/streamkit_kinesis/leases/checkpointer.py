@@ -19,7 +19,7 @@ class Checkpointer:
 
     It reads the lease from the shared :class:`~.held.HeldLeases` view, so it always uses
     the counter of the latest renewal, and writes under the same per-lease lock as the
-    renewer. The shard reader calls :meth:`mark_delivered` for each batch it hands out, so
+    renewer. The shard task calls :meth:`mark_delivered` for each batch it hands out, so
     ``checkpoint()`` without an argument means "everything delivered so far".
     """
 

@@ -23,7 +23,7 @@ class LeaseEventKind(StrEnum):
     """What happened to a held lease."""
 
     GAINED = "gained"
-    """This worker now holds the lease: start a reader for the shard."""
+    """This worker now holds the lease: start a shard task for it."""
     LOST = "lost"
     """Taken by another worker, deleted, or not renewed in time: stop the shard at once,
     without checkpointing."""

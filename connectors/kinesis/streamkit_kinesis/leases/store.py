@@ -12,7 +12,7 @@ the table. Failed conditions raise:
 - :class:`~.errors.LeaseStoreUnavailableError` for transient failures (throttling,
   timeouts), which callers retry on a later cycle.
 
-The same contract test suite (``tests/integration/test_lease_store_contract.py``) runs
+The same contract test suite (``streamkit_kinesis_tests/leases/test_store_contract.py``) runs
 against every implementation.
 """
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from streamkit.errors import StreamkitError
 from streamkit_kinesis.leases import Lease, LeaseConflictError, LeaseTracker
-from streamkit_kinesis.source.support import KinesisSourceError, check_position
+from streamkit_kinesis.source.errors import KinesisSourceError
+from streamkit_kinesis.source.positions import check_position
 from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber
 
 if TYPE_CHECKING:

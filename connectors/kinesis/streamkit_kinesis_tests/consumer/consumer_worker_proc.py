@@ -1,7 +1,8 @@
 """A consumer worker as its own process, for the multi-worker tests.
 
-    python tests/integration/consumer_worker_proc.py --endpoint URL --stream S --app A \
-        --worker-id W --out records.jsonl --events events.jsonl [options]
+    python connectors/kinesis/streamkit_kinesis_tests/consumer/consumer_worker_proc.py \
+        --endpoint URL --stream S --app A --worker-id W \
+        --out records.jsonl --events events.jsonl [options]
 
 Every processed record is appended to ``--out`` as one JSON line (shard, sequence number,
 partition key, data, worker), flushed after each batch, *before* any checkpoint of that

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = p.parse_args(argv)
 
-    from streamkit_kinesis.source.source import KinesisStreamSource
+    from streamkit_kinesis.source import KinesisStreamSource
 
     from streamkit.streaming.api import stream_source_of
     from streamkit.streaming.contracts import Offsets

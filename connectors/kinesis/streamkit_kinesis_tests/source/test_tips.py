@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from streamkit_kinesis.consumer import InitialPosition
-from streamkit_kinesis.source.source import KinesisStreamSource
+from streamkit_kinesis.source import KinesisStreamSource
 from streamkit_kinesis.source.tips import TipStart, tip_start
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,

@@ -1,69 +1,19 @@
-"""Pieces of :class:`~.stream_source.KinesisStreamSource` that hold no I/O policy of their own.
-
-- positions: offsets are, per shard id, the sequence number of the last record included
-  (a decimal string) or ``"SHARD_END"`` (every record of a closed shard is included);
-- :class:`ShardBuffers`: records the consumer delivered and the engine has not taken yet,
-  with the per-shard positions (accepted, handed to the engine, committed);
-- :func:`sample_payloads`: a few records to infer a schema from.
-"""
+""":class:`ShardBuffers`: records the consumer delivered and the engine has not taken yet,
+with the per-shard positions (accepted, handed to the engine, committed, checkpointed)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from streamkit.errors import ConfigError, StreamkitError
-from streamkit_kinesis.consumer import ConsumerConfig, InitialPosition
-from streamkit_kinesis.types import Sentinel
+from streamkit_kinesis.source.positions import END, at_or_past, check_position
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from streamkit_kinesis.client import KinesisApi
-    from streamkit_kinesis.types import KinesisRecord, ShardInfo
-
-END = Sentinel.SHARD_END.value
-"""The offset of a shard whose every record is included."""
-
-
-class KinesisSourceError(StreamkitError):
-    """The Kinesis stream source cannot continue (its consumer failed, or the lease table
-    disagrees with the query's checkpoint in a way it cannot repair)."""
-
-
-# -- positions ---------------------------------------------------------------------------
-
-
-def check_position(shard_id: str, value: str) -> str:
-    """``value`` if it is a valid offset (decimal sequence number or SHARD_END)."""
-    if value != END and not value.isdigit():
-        raise ConfigError(
-            f"offset {value!r} of shard {shard_id} is neither a sequence number nor "
-            f"{END}; the checkpoint does not come from a Kinesis stream source"
-        )
-    return value
-
-
-def at_or_past(position: str | None, target: str | None) -> bool:
-    """True when ``position`` includes everything up to ``target`` (None: nothing)."""
-    if target is None:
-        return True
-    if position is None:
-        return False
-    if position == END:
-        return True
-    return target != END and int(position) >= int(target)
-
-
-def later(a: str | None, b: str | None) -> str | None:
-    """The further of two positions."""
-    return a if at_or_past(a, b) else b
-
-
-# -- buffered records --------------------------------------------------------------------
+    from streamkit_kinesis.types import KinesisRecord
 
 
 @dataclass
@@ -198,81 +148,3 @@ class ShardBuffers:
         """Wake deliveries waiting for room; they return without queueing."""
         self.closing = True
         self._space.set()
-
-
-# -- schema inference --------------------------------------------------------------------
-
-
-def sample_payloads(
-    client: KinesisApi, stream: str, shards: Iterable[ShardInfo], limit: int = 200
-) -> list[bytes]:
-    """Up to ``limit`` payloads from the oldest records of the shards (blocking calls)."""
-    out: list[bytes] = []
-    for shard in shards:
-        iterator: str | None = client.get_shard_iterator(
-            StreamName=stream, ShardId=shard.shard_id, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        for _ in range(5):
-            if iterator is None or len(out) >= limit:
-                break
-            page = client.get_records(ShardIterator=iterator, Limit=limit - len(out))
-            out.extend(r["Data"] for r in page["Records"])
-            if page["Records"] or not page.get("MillisBehindLatest"):
-                break
-            iterator = page.get("NextShardIterator")
-        if len(out) >= limit:
-            break
-    return out
-
-
-def initial_position_of(value: InitialPosition | str | datetime) -> InitialPosition:
-    """``"TRIM_HORIZON"``, ``"LATEST"``, a datetime (AT_TIMESTAMP) or an InitialPosition."""
-    if isinstance(value, InitialPosition):
-        return value
-    if isinstance(value, datetime):
-        return InitialPosition.at_timestamp(value)
-    if value not in ("TRIM_HORIZON", "LATEST"):
-        raise ConfigError(
-            f"initial_position must be 'TRIM_HORIZON', 'LATEST', a datetime or an "
-            f"InitialPosition, got {value!r}"
-        )
-    return InitialPosition.trim_horizon() if value == "TRIM_HORIZON" else InitialPosition.latest()
-
-
-async def first_of(*aws: Any) -> None:
-    """Wait for the first of ``aws`` to finish; re-raise its error; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-def consumer_config(  # noqa: PLR0917
-    stream: str,
-    app_name: str,
-    worker_id: str,
-    initial_position: InitialPosition | str | datetime,
-    failover_time: float,
-    overrides: Mapping[str, Any] | None,
-) -> ConsumerConfig:
-    """The consumer settings of a stream source: a take cycle every ``failover_time`` (KCL:
-    twice that), 0.25 s idle between empty reads, 1 s shutdown grace, then ``overrides``."""
-    options: dict[str, Any] = {
-        "failover_time": failover_time,
-        "take_interval": failover_time,
-        "idle_time": 0.25,
-        "shutdown_grace": 1.0,
-        "parent_poll_interval": 2.0,
-        **(overrides or {}),
-    }
-    return ConsumerConfig(
-        app_name=app_name,
-        stream=stream,
-        worker_id=worker_id,
-        initial_position=initial_position_of(initial_position),
-        **options,
-    )

@@ -1,14 +1,14 @@
 """A Kinesis stream as a :class:`~streamkit.streaming.contracts.StreamSource`.
 
-The KCL-style consumer (:class:`~.consumer.KinesisConsumer`: DynamoDB leases in the table
-``app_name``, parents before children, expired iterators, throttling) runs with a record
-processor that queues each shard's records for the engine; a micro-batch is decoded with
-one decoder call. Offsets: per shard id, the sequence number of the last record included,
-or ``SHARD_END``. Exactly-once, step by step:
+The KCL-style consumer (:class:`~streamkit_kinesis.consumer.KinesisConsumer`: DynamoDB
+leases in the table ``app_name``, parents before children, expired iterators, throttling)
+runs with a record processor that queues each shard's records for the engine; a
+micro-batch is decoded with one decoder call. Offsets: per shard id, the sequence number of
+the last record included, or ``SHARD_END``. Exactly-once, step by step:
 
 1. ``open(offsets)``: the query's checkpoint is authoritative. Before the consumer starts,
    each shard in ``offsets`` gets its lease checkpoint set to its offset
-   (:func:`~.stream_leases.align_leases`), so the consumer resumes right AFTER it. Other
+   (:func:`~.alignment.align_leases`), so the consumer resumes right AFTER it. Other
    shards start from their lease checkpoint, or the initial position for a new lease.
 2. ``next_batch``: records in shard order; a re-read (after a lease was re-taken) at or
    before what was already handed out is dropped.
@@ -17,7 +17,7 @@ or ``SHARD_END``. Exactly-once, step by step:
    committed, so its children never start ahead of the query.
 
 ``end_offsets`` (``available_now``, ``process_all_available``) reads every shard to its tip
-once (:mod:`.stream_tips`) and returns concrete positions, so ``reached`` is a comparison.
+once (:mod:`.tips`) and returns concrete positions, so ``reached`` is a comparison.
 
 ``initial_position="LATEST"`` means: records put after :meth:`KinesisStreamSource.open`
 began. The consumer starts new leases AT_TIMESTAMP of that moment (not at a LATEST
@@ -61,16 +61,12 @@ from streamkit_kinesis.consumer.config import default_worker_id
 from streamkit_kinesis.leases import DynamoDBLeaseStore
 from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.source.alignment import Alignment, align_leases
-from streamkit_kinesis.source.support import (
-    END,
-    KinesisSourceError,
-    ShardBuffers,
-    at_or_past,
-    consumer_config,
-    first_of,
-    later,
-    sample_payloads,
-)
+from streamkit_kinesis.source.buffers import ShardBuffers
+from streamkit_kinesis.source.errors import KinesisSourceError
+from streamkit_kinesis.source.options import consumer_config
+from streamkit_kinesis.source.positions import END, at_or_past, later
+from streamkit_kinesis.source.sampling import sample_payloads
+from streamkit_kinesis.source.tasks import first_of
 from streamkit_kinesis.source.tips import read_tips, tip_start
 from streamkit_kinesis.types import TRIM_HORIZON
 
@@ -266,7 +262,7 @@ class KinesisStreamSource:
     async def end_offsets(self) -> Offsets:
         """The current end of every shard this worker holds or may take (an unfinished
         lease), for ``available_now`` / ``process_all_available``: the last sequence number
-        of each, found by reading it to its tip once (:func:`~.stream_tips.read_tips`),
+        of each, found by reading it to its tip once (:func:`~.tips.read_tips`),
         from just after the furthest position this source knows (else the lease checkpoint,
         else the initial position). Shards with nothing to wait for are left out.
 

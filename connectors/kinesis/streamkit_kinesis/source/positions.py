@@ -1,0 +1,36 @@
+"""Source offsets: per shard id, the sequence number of the last record included (a decimal
+string) or ``"SHARD_END"`` (every record of a closed shard is included). Pure functions."""
+
+from __future__ import annotations
+
+from streamkit.errors import ConfigError
+from streamkit_kinesis.types import Sentinel
+
+END = Sentinel.SHARD_END.value
+"""The offset of a shard whose every record is included."""
+
+
+def check_position(shard_id: str, value: str) -> str:
+    """``value`` if it is a valid offset (decimal sequence number or SHARD_END)."""
+    if value != END and not value.isdigit():
+        raise ConfigError(
+            f"offset {value!r} of shard {shard_id} is neither a sequence number nor "
+            f"{END}; the checkpoint does not come from a Kinesis stream source"
+        )
+    return value
+
+
+def at_or_past(position: str | None, target: str | None) -> bool:
+    """True when ``position`` includes everything up to ``target`` (None: nothing)."""
+    if target is None:
+        return True
+    if position is None:
+        return False
+    if position == END:
+        return True
+    return target != END and int(position) >= int(target)
+
+
+def later(a: str | None, b: str | None) -> str | None:
+    """The further of two positions."""
+    return a if at_or_past(a, b) else b
