@@ -269,9 +269,18 @@ class DataStreamWriter:
         topic: str,
         key_column: str | None = None,
         value_format: str = "json",
+        *,
+        transactional_id: str | None = None,
+        **options: Any,
     ) -> DataStreamWriter:
-        """Rows to a Kafka topic (``KafkaSink`` of ``streamkit-kafka``)."""
-        return self.to(registry.sink("kafka")(bootstrap, topic, key_column, value_format))
+        """Rows to a Kafka topic (``streamkit-kafka``): at-least-once, or with
+        ``transactional_id`` one Kafka transaction per batch, exactly-once for
+        ``read_committed`` readers (keep the id across restarts: it fences the previous
+        run and finds the last batch it committed). ``options`` go to the sink."""
+        factory = registry.sink("kafka")
+        sink = factory(bootstrap, topic, key_column, value_format,
+                       transactional_id=transactional_id, **options)  # fmt: skip
+        return self.to(sink)
 
     def kinesis(
         self, stream: str, partition_key_column: str, endpoint: AwsEndpoint | None = None

@@ -8,8 +8,13 @@ Per batch N, in this order (the engine's commit protocol):
 4. ``commits/N`` — written last: batch N is done.
 
 A restart loads the highest committed N and its state and resumes the source after
-``offsets/N``; batch ids continue at N + 1, so a batch that ran but did not commit is run
-again under the same id and an idempotent sink replaces its output.
+``offsets/N``; batch ids continue at N + 1. A batch N + 1 that ran but did not commit
+(``offsets/N+1`` written, no ``commits/N+1``) is run again under the same id, and, as in
+Spark, with exactly the records it had when its source can re-read a range
+(:class:`~streamkit.streaming.contracts.BoundedSource`): a sink that skips a batch id it
+already committed (the transactional Kafka sink) then loses nothing. Other sources re-read
+from the committed offsets, so the re-run may hold more records than the first run; an
+idempotent sink replaces the first run's output.
 """
 
 from __future__ import annotations
@@ -74,6 +79,15 @@ class CheckpointLog:
         blob = self.store.read_bytes(f"state/{_name(bid)}")
         state = pl.read_ipc(io.BytesIO(blob)) if blob else None
         return Committed(bid, body["offsets"], body.get("watermark"), body.get("max_event"), state)
+
+    def pending(self, committed: int | None) -> tuple[int, Offsets] | None:
+        """The batch after ``committed`` (None: a fresh query) whose offsets were logged but
+        which never committed, with those offsets; None if there is none."""
+        bid = 0 if committed is None else committed + 1
+        raw = self.store.read_bytes(f"offsets/{_name(bid)}")
+        if raw is None:
+            return None
+        return bid, dict(json.loads(raw)["offsets"])
 
     def _purge(self, batch_id: int) -> None:
         horizon = batch_id - self.keep

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 import pyarrow as pa
 
-from streamkit.errors import StreamkitError
+from streamkit.errors import PlanError, StreamkitError
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.contracts import AvailableNowUnsupportedError
 from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode
@@ -73,9 +73,13 @@ class StreamingQuery:
 
     Delivery: batch N reaches the sink before ``commits/N`` is written and before the source
     is committed, so after a crash batch N runs again with the same id (exactly-once with an
-    idempotent sink, at-least-once otherwise). An acknowledging source is acknowledged only
-    after ``commits/N``: after a crash it delivers the batch's messages again, re-run under
-    the same id when ``commits/N`` was not written, else as a new batch (at-least-once).
+    idempotent sink, at-least-once otherwise), and with exactly its first run's records
+    when the source is a :class:`~streamkit.streaming.contracts.BoundedSource`. A sink
+    that sets ``requires_exact_replay = True`` (it skips batch ids it already committed)
+    is refused at start behind a source that cannot re-read exactly. An acknowledging
+    source is acknowledged only after ``commits/N``: after a crash it delivers the batch's
+    messages again, re-run under the same id when ``commits/N`` was not written, else as a
+    new batch (at-least-once).
     ``available_now`` needs a replayable source: with an acknowledging one, the constructor
     raises :class:`~streamkit.streaming.contracts.AvailableNowUnsupportedError`.
     """
@@ -99,6 +103,7 @@ class StreamingQuery:
         self._feed = feed_for(source)
         if self._feed.kind == "acknowledging" and trigger.kind == "available_now":
             raise AvailableNowUnsupportedError(type(source).__name__)
+        _check_replay(sink, self._feed.exact_replay, type(source).__name__)
         self.table = table
         """The unbounded input table: every decoded micro-batch is appended to it."""
         self._engine = IncrementalQuery(plan, mode)
@@ -273,7 +278,12 @@ class StreamingQuery:
                 await asyncio.sleep(left)
 
     def _recover(self) -> None:
-        last = self._log.latest() if self._log is not None else None
+        if self._log is None:
+            return
+        last = self._log.latest()
+        pending = self._log.pending(last.batch_id if last is not None else None)
+        if pending is not None and pending[1]:
+            self._feed.replay_to(pending[1])  # batch N ran but never committed: re-read it
         if last is None:
             return
         self._offsets = dict(last.offsets)
@@ -380,3 +390,14 @@ class StreamingQuery:
     def __repr__(self) -> str:
         state = "active" if self.is_active else "stopped"
         return f"<StreamingQuery {self.name} {state}, next batch {self._next_id}>"
+
+
+def _check_replay(sink: Sink, exact: bool, source_name: str) -> None:
+    """Refuse a sink that needs exact re-runs behind a source that cannot give them."""
+    if getattr(sink, "requires_exact_replay", False) and not exact:
+        raise PlanError(
+            f"{type(sink).__name__} skips batch ids it already committed, so a re-run batch "
+            f"must hold exactly its first run's records, which {source_name} cannot re-read "
+            "(it is not a BoundedSource); use an idempotent sink (memory, Parquet, JSON) or "
+            "a source that supports exact replay (Kafka, Kinesis, memory)"
+        )

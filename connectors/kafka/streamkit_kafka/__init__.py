@@ -11,6 +11,7 @@ from .errors import (
 )
 from .sink import BATCH_HEADER, KafkaSink
 from .source import KafkaStreamSource
+from .transactional import TransactionalKafkaSink
 
 __all__ = [
     "BATCH_HEADER",
@@ -22,4 +23,5 @@ __all__ = [
     "KafkaStreamSource",
     "SinkDeadLetter",
     "TopicNotFoundError",
+    "TransactionalKafkaSink",
 ]

@@ -103,6 +103,11 @@ class KafkaSink:
     async def add_batch(self, batch_id: int, table: pa.Table) -> None:
         """Send every row of ``table`` and return once all are acknowledged."""
         producer = await self._ensure_producer()
+        await self._send_batch(producer, batch_id, table)
+
+    async def _send_batch(self, producer: Any, batch_id: int, table: pa.Table) -> None:
+        """Send the batch's records, flush, and sort broker rejections into dead letters;
+        any other failure raises :class:`KafkaSinkError`."""
         header = [(BATCH_HEADER, str(batch_id).encode())]
         pending: list[tuple[int, asyncio.Future[Any]]] = []
         rejects: list[Reject] = []

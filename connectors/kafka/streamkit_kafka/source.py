@@ -100,6 +100,7 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
             raise ConfigError("KafkaStreamSource needs at least one topic")
         self._decoder: Decoder = decoder or JsonDecoder(schema, on_bad_record=on_bad_record)
         self._cap = max_records_per_batch
+        self._bound: dict[str, int] | None = None
         self._options: dict[str, Any] = {
             "session_timeout_ms": 10_000,  # >= a broker's group.min.session.timeout.ms (6 s)
             "heartbeat_interval_ms": 1000,
@@ -179,6 +180,8 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         t0 = time.perf_counter()
         data = await consumer.getmany(timeout_ms=int(max_wait * 1000), max_records=self._cap)
         taken = {tp: records for tp, records in data.items() if tp in self._assigned and records}
+        if self._bound is not None:
+            taken = self._within_bound(consumer, taken, self._bound)
         for tp, records in taken.items():
             self._positions[partition_id(tp.topic, tp.partition)] = records[-1].offset + 1
         await self._learn_positions()
@@ -196,6 +199,26 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
             fetch_seconds=t1 - t0,
             decode_seconds=time.perf_counter() - t1,
         )
+
+    def bound(self, target: Offsets | None) -> None:
+        """No batch goes past ``target`` until ``bound(None)`` (exact replay of a batch
+        that ran before a restart): records beyond it are dropped from the fetch and the
+        partition is sought back to ``target``, to be read again by later batches."""
+        self._bound = {pid: int(v) for pid, v in target.items()} if target is not None else None
+
+    @staticmethod
+    def _within_bound(
+        consumer: Any, taken: dict[TopicPartition, list[Any]], bound: dict[str, int]
+    ) -> dict[TopicPartition, list[Any]]:
+        kept: dict[TopicPartition, list[Any]] = {}
+        for tp, records in taken.items():
+            limit = bound.get(partition_id(tp.topic, tp.partition), records[0].offset)
+            inside = [r for r in records if r.offset < limit]
+            if len(inside) < len(records):
+                consumer.seek(tp, max(limit, records[0].offset))
+            if inside:
+                kept[tp] = inside
+        return kept
 
     async def end_offsets(self) -> Offsets:
         """The end offsets of the partitions assigned now (``consumer.end_offsets``)."""

@@ -22,7 +22,11 @@ from streamkit.streaming.contracts.kinds import (
     StreamSource,
     source_kind,
 )
-from streamkit.streaming.contracts.replayable import ProjectingSource, ReplayableSource
+from streamkit.streaming.contracts.replayable import (
+    BoundedSource,
+    ProjectingSource,
+    ReplayableSource,
+)
 from streamkit.streaming.contracts.sink import Guarantee, Sink
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "AckBatch",
     "AcknowledgingSource",
     "AvailableNowUnsupportedError",
+    "BoundedSource",
     "CheckpointStore",
     "Guarantee",
     "Offsets",

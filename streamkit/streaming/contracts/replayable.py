@@ -60,3 +60,18 @@ class ProjectingSource(Protocol):
         """From now on, rows hold only ``columns`` (in schema order; None: every column).
         Returns False, changing nothing, when this source cannot (e.g. a custom decoder)."""
         ...
+
+
+@runtime_checkable
+class BoundedSource(Protocol):
+    """A replayable source that can re-read one exact range: what Spark's offset log gives
+    a restart. After a crash between ``offsets/N`` and ``commits/N`` the engine opens the
+    source at the committed offsets, calls ``bound(offsets/N)``, and fetches until the
+    source ``reached`` them, so batch N is re-run with exactly the records it had.
+    """
+
+    def bound(self, target: Offsets | None) -> None:
+        """Until ``bound(None)``, no batch goes past ``target`` on any partition (records
+        beyond it stay unread, for later batches); partitions absent from ``target`` give
+        nothing."""
+        ...

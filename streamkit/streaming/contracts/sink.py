@@ -17,6 +17,11 @@ class Guarantee(StrEnum):
 
     EXACTLY_ONCE = "exactly-once (idempotent by batch id)"
     """Writing a batch id again replaces what that id wrote (memory, Parquet, JSON)."""
+    EXACTLY_ONCE_TRANSACTIONAL = (
+        "exactly-once for read_committed readers (one transaction per batch)"
+    )
+    """Each batch and a marker of its id commit in one transaction; a re-run batch whose
+    marker is there is not written again (Kafka with transactions)."""
     AT_LEAST_ONCE = "at-least-once"
     """A batch re-run after a restart is written again (console, Kafka, Kinesis)."""
     IF_FUNCTION_IDEMPOTENT = (

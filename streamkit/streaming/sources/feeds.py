@@ -8,11 +8,21 @@ the loop a :class:`Fetched` batch and finish it with :meth:`Feed.done`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from streamkit.streaming.contracts import SourceBatch, SourceKindError, source_kind
+import pyarrow as pa
+
+from streamkit.errors import StreamkitError
+from streamkit.streaming.contracts import (
+    BoundedSource,
+    SourceBatch,
+    SourceKindError,
+    source_kind,
+)
+from streamkit.streaming.decode import empty_dead_letters
 
 if TYPE_CHECKING:
     from streamkit.streaming.contracts import (
@@ -26,6 +36,24 @@ if TYPE_CHECKING:
 CaughtUp = Callable[["Offsets"], bool]
 """Given the query's committed offsets: has it processed everything there was when the
 predicate was made?"""
+
+
+class ReplayError(StreamkitError):
+    """A batch logged before a restart cannot be re-read exactly."""
+
+
+def merge_batches(parts: list[SourceBatch], end_offsets: Offsets) -> SourceBatch:
+    """One batch holding every part's rows and dead letters, ending at ``end_offsets``."""
+    rows = [p.rows for p in parts]
+    dead = [p.dead_letters for p in parts]
+    return SourceBatch(
+        rows=pa.concat_tables(rows) if rows else pa.table({}),
+        dead_letters=pa.concat_tables(dead) if dead else empty_dead_letters(),
+        end_offsets=end_offsets,
+        partitions=tuple(q for p in parts for q in p.partitions),
+        fetch_seconds=sum(p.fetch_seconds for p in parts),
+        decode_seconds=sum(p.decode_seconds for p in parts),
+    )
 
 
 @dataclass(frozen=True)
@@ -46,6 +74,15 @@ class Feed(Protocol):
     """The loop's view of its source, whichever kind it is."""
 
     kind: SourceKind
+
+    @property
+    def exact_replay(self) -> bool:
+        """Whether a batch re-run after a restart holds exactly its first run's records."""
+        ...
+
+    def replay_to(self, target: Offsets) -> None:
+        """Before ``open``: a batch ending at ``target`` was logged but not committed."""
+        ...
 
     async def open(self, offsets: Offsets) -> None:
         """Start reading; ``offsets`` are the recovered checkpoint's (empty: fresh)."""
@@ -76,21 +113,66 @@ def feed_for(source: StreamSource) -> Feed:
 
 
 class ReplayFeed:
-    """A replayable source: today's exactly-once path, unchanged."""
+    """A replayable source: offsets in the checkpoint, exactly-once restarts.
+
+    After :meth:`replay_to` (a batch logged but not committed before a restart), the first
+    :meth:`fetch` returns exactly that batch's records when the source is a
+    :class:`BoundedSource`; other sources simply read on from the committed offsets.
+    """
 
     kind: SourceKind = "replayable"
 
-    def __init__(self, source: ReplayableSource) -> None:
+    def __init__(self, source: ReplayableSource, replay_timeout: float = 300.0) -> None:
         self.source = source
+        self.replay_timeout = replay_timeout
+        self._start: Offsets = {}
+        self._target: Offsets | None = None
+
+    @property
+    def exact_replay(self) -> bool:
+        """Whether a re-run batch holds exactly its first run's records."""
+        return isinstance(self.source, BoundedSource)
+
+    def replay_to(self, target: Offsets) -> None:
+        """The next fetch re-reads up to ``target`` (a logged, uncommitted batch's offsets)."""
+        self._target = dict(target)
 
     async def open(self, offsets: Offsets) -> None:
         """Open the source after the checkpoint's offsets (None when fresh)."""
+        self._start = dict(offsets)
         await self.source.open(offsets or None)
 
     async def fetch(self, max_wait: float) -> Fetched | None:
-        """The source's next batch."""
+        """The source's next batch (the replayed batch first, after :meth:`replay_to`)."""
+        if self._target is not None and isinstance(self.source, BoundedSource):
+            target, self._target = self._target, None
+            return Fetched(await self._replay(self.source, target, max_wait))
+        self._target = None
         batch = await self.source.next_batch(max_wait)
         return None if batch is None else Fetched(batch)
+
+    async def _replay(self, source: BoundedSource, target: Offsets, max_wait: float) -> SourceBatch:
+        """Every record after the committed offsets up to ``target``, as one batch."""
+        replayable = cast("ReplayableSource", source)
+        offsets = dict(self._start)
+        parts: list[SourceBatch] = []
+        deadline = time.monotonic() + self.replay_timeout
+        source.bound(target)
+        try:
+            while not replayable.reached(offsets, target):
+                if time.monotonic() > deadline:
+                    raise ReplayError(
+                        f"could not re-read the uncommitted batch up to {dict(target)} within "
+                        f"{self.replay_timeout:.0f} s (reached {offsets}); were records "
+                        "deleted by retention? Start from a new checkpoint location"
+                    )
+                batch = await replayable.next_batch(max_wait)
+                if batch is not None:
+                    parts.append(batch)
+                    offsets.update(batch.end_offsets)
+        finally:
+            source.bound(None)
+        return merge_batches(parts, {**offsets, **target})
 
     async def catch_up(self) -> CaughtUp:
         """True once the query's offsets reach the source's ``end_offsets`` of now."""
@@ -123,6 +205,12 @@ class AckFeed:
         self._empty = -1
         """Number (0-based) of the latest fetch that came back empty."""
         self._handed = self._acked = 0
+
+    exact_replay = False
+    """Messages come again after a crash, not a range: a re-run batch may differ."""
+
+    def replay_to(self, target: Offsets) -> None:
+        """Nothing to re-read by offsets (an acknowledging source logs none)."""
 
     async def open(self, offsets: Offsets) -> None:
         """Open the source; refuses a checkpoint written by a replayable source (it holds

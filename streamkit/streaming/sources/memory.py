@@ -80,6 +80,8 @@ class MemoryStream(SourceBase[dict[str, str]]):
         self._segments: list[list[_Segment]] = [[] for _ in range(partitions)]
         self._sizes = [0] * partitions
         self._next = [0] * partitions
+        self._bound: dict[str, str] | None = None
+        """While set (exact replay after a restart), no batch reads past these offsets."""
         self.closed = False
 
     @property
@@ -167,6 +169,8 @@ class MemoryStream(SourceBase[dict[str, str]]):
             ranges = []
             for i, size in enumerate(self._sizes):
                 end = size if self._cap is None else min(size, self._next[i] + self._cap)
+                if self._bound is not None:
+                    end = max(self._next[i], min(end, int(self._bound.get(str(i), "0"))))
                 ranges.append((i, self._next[i], end, list(self._segments[i])))
         if all(start == end for _, start, end, _ in ranges):
             return None
@@ -206,6 +210,10 @@ class MemoryStream(SourceBase[dict[str, str]]):
 
     def _empty_rows(self) -> pa.Table:
         return (self._decoder.schema or pa.schema([])).empty_table()
+
+    def bound(self, target: Offsets | None) -> None:
+        """No batch reads past ``target`` until ``bound(None)`` (exact replay)."""
+        self._bound = dict(target) if target is not None else None
 
     async def end_offsets(self) -> Offsets:
         """The number of records in every partition now."""

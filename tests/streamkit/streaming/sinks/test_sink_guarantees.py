@@ -15,7 +15,11 @@ from streamkit.streaming.contracts import Guarantee
 
 README = Path(__file__).resolve().parents[4] / "README.md"
 HEADER = "| sink | class | guarantee | how |"
-CONNECTOR_SINKS = ("streamkit_kafka.KafkaSink", "streamkit_kinesis.sink.KinesisSink")
+CONNECTOR_SINKS = (
+    "streamkit_kafka.KafkaSink",
+    "streamkit_kafka.TransactionalKafkaSink",
+    "streamkit_kinesis.sink.KinesisSink",
+)
 """Sinks of the connector distributions (installed editable by ``make test``)."""
 
 
