@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from types import FrameType
 
 NAMES = ("localstack", "kinesalite", "tansu", "kafka")
+PEERS = ("kcl",)
+"""Installed (built) like the servers, but started by the tests, not by ``run``."""
 
 
 def _install(name: str, cache: Path) -> None:
@@ -41,6 +43,10 @@ def _install(name: str, cache: Path) -> None:
         install_localstack(cache)
     if name in ("all", "kafka"):
         install_kafka(cache)
+    if name in ("all", "kcl"):
+        from streamkit.testing.peers.kcl import install_kcl
+
+        install_kcl(cache)
 
 
 def _starter(name: str, cache: Path) -> AbstractContextManager[RunningServer]:
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None, help="cache folder")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("install").add_argument(
-        "name", nargs="?", default="all", choices=[*NAMES, "all"]
+        "name", nargs="?", default="all", choices=[*NAMES, *PEERS, "all"]
     )
     sub.add_parser("run").add_argument("name", choices=NAMES)
     args = parser.parse_args(argv)

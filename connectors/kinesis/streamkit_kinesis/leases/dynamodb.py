@@ -315,13 +315,19 @@ class DynamoDBLeaseStore:
         )
 
     async def update_checkpoint(self, lease: Lease, checkpoint: ExtendedSequenceNumber) -> Lease:
-        """Checkpoint on owner, counter and stored checkpoint; only forward."""
+        """Checkpoint on owner, counter and stored checkpoint; only forward.
+
+        Like KCL's checkpoint, it also removes a pending (prepared) checkpoint that a KCL
+        worker may have left: the final checkpoint supersedes it.
+        """
         check_checkpoint_advance(lease.lease_key, lease.checkpoint, checkpoint)
         return await self._owned_update(
             "checkpoint",
             lease,
             "SET #checkpoint = :cp, #checkpointSubSequenceNumber = :sub, "
-            "#ownerSwitchesSinceCheckpoint = :zero, #leaseCounter = :next",
+            "#ownerSwitchesSinceCheckpoint = :zero, #leaseCounter = :next "
+            "REMOVE #pendingCheckpoint, #pendingCheckpointSubSequenceNumber, "
+            "#pendingCheckpointState",
             {
                 ":cp": items.s(checkpoint.sequence_number),
                 ":sub": items.n(checkpoint.sub_sequence_number),

@@ -1,5 +1,9 @@
 """Lease <-> DynamoDB item mapping, with KCL's lease-table attribute names.
 
+Names and types follow KCL 2.x's ``DynamoDBLeaseSerializer`` (KCL 3.x keeps them), so a
+Java KCL application and streamkit can share one lease table (proven by
+``streamkit_kinesis_tests/peers/test_kcl_peer.py``).
+
 | attribute | type | meaning |
 |---|---|---|
 | ``leaseKey`` | S (hash key) | shard id |
@@ -8,9 +12,14 @@
 | ``checkpoint`` | S | sequence number or sentinel (``TRIM_HORIZON``, ``SHARD_END``, ...) |
 | ``checkpointSubSequenceNumber`` | N | sub-sequence number |
 | ``ownerSwitchesSinceCheckpoint`` | N | owner changes since the last checkpoint |
-| ``parentShardIds`` | SS, absent when empty | parent shard ids |
+| ``parentShardId`` | SS, absent when empty | parent shard ids (KCL's name: singular) |
 | ``childShardIds`` | SS, absent when empty | child shard ids |
 | ``startingHashKey``, ``endingHashKey`` | S (decimal) | hash key range |
+| ``pendingCheckpoint*`` | S, N, B | KCL's prepared checkpoint: removed by a checkpoint |
+
+Items written by streamkit before it used KCL's ``parentShardId`` have ``parentShardIds``;
+they are still read. Every other attribute is left as it is: writes are updates of named
+attributes, never a put of the whole item over an existing one.
 """
 
 from __future__ import annotations
@@ -32,14 +41,18 @@ COUNTER = "leaseCounter"
 CHECKPOINT = "checkpoint"
 SUB_SEQUENCE = "checkpointSubSequenceNumber"
 OWNER_SWITCHES = "ownerSwitchesSinceCheckpoint"
-PARENTS = "parentShardIds"
+PARENTS = "parentShardId"
+LEGACY_PARENTS = "parentShardIds"
+"""What streamkit wrote before it used KCL's name; read, never written."""
 CHILDREN = "childShardIds"
 STARTING_HASH_KEY = "startingHashKey"
 ENDING_HASH_KEY = "endingHashKey"
+PENDING = ("pendingCheckpoint", "pendingCheckpointSubSequenceNumber", "pendingCheckpointState")
+"""KCL's prepared (two-phase) checkpoint; a final checkpoint removes it."""
 
 NAMES: dict[str, str] = {
     f"#{name}": name
-    for name in (KEY, OWNER, COUNTER, CHECKPOINT, SUB_SEQUENCE, OWNER_SWITCHES, CHILDREN)
+    for name in (KEY, OWNER, COUNTER, CHECKPOINT, SUB_SEQUENCE, OWNER_SWITCHES, CHILDREN, *PENDING)
 }
 """Expression attribute names (``#leaseOwner`` -> ``leaseOwner``), so no attribute name can
 collide with a DynamoDB reserved word."""
@@ -114,7 +127,7 @@ def from_item(item: Mapping[str, AttributeValueTypeDef]) -> Lease:
             else ExtendedSequenceNumber(checkpoint, _int(item, SUB_SEQUENCE))
         ),
         owner_switches_since_checkpoint=_int(item, OWNER_SWITCHES),
-        parent_shard_ids=_set(item, PARENTS),
+        parent_shard_ids=_set(item, PARENTS) or _set(item, LEGACY_PARENTS),
         child_shard_ids=_set(item, CHILDREN),
         hash_key_range=(
             None if start is None or end is None else HashKeyRange(int(start), int(end))

@@ -61,7 +61,7 @@ async def test_items_use_kcl_attribute_names(table: DynamoDBLeaseStore) -> None:
         "checkpoint": {"S": "4959"},
         "checkpointSubSequenceNumber": {"N": "2"},
         "ownerSwitchesSinceCheckpoint": {"N": "0"},
-        "parentShardIds": {"SS": ["shardId-000000000000"]},
+        "parentShardId": {"SS": ["shardId-000000000000"]},
         "startingHashKey": {"S": "0"},
         "endingHashKey": {"S": str(2**128 - 1)},
     }
@@ -91,6 +91,40 @@ async def test_reads_and_keeps_items_written_by_other_tools(table: DynamoDBLease
     assert lease == Lease("shardId-000000000007", "kcl-worker", 17)
     await table.take_lease(lease, "streamkit-worker")
     assert raw_item(table, "shardId-000000000007")["throughputKBps"] == {"N": "1.5"}
+
+
+async def test_checkpoint_removes_a_kcl_pending_checkpoint_and_keeps_the_rest(
+    table: DynamoDBLeaseStore,
+) -> None:
+    # KCL's final checkpoint deletes pendingCheckpoint* (DynamoDBLeaseSerializer.
+    # getDynamoUpdateLeaseUpdate); streamkit's does the same and leaves other attributes.
+    client = table.endpoint.client("dynamodb")
+    client.put_item(
+        TableName=table.table_name,
+        Item={
+            "leaseKey": {"S": "shardId-000000000003"},
+            "leaseOwner": {"S": "kcl-worker"},
+            "leaseCounter": {"N": "5"},
+            "checkpoint": {"S": "100"},
+            "checkpointSubSequenceNumber": {"N": "0"},
+            "ownerSwitchesSinceCheckpoint": {"N": "0"},
+            "pendingCheckpoint": {"S": "150"},
+            "pendingCheckpointSubSequenceNumber": {"N": "0"},
+            "pendingCheckpointState": {"B": b"state"},
+            "parentShardId": {"SS": ["shardId-000000000000"]},
+            "throughputKBps": {"N": "1.5"},
+        },
+    )
+    lease = await table.get_lease("shardId-000000000003")
+    assert lease is not None
+    assert lease.parent_shard_ids == ("shardId-000000000000",)
+    taken = await table.take_lease(lease, "streamkit-worker")
+    await table.update_checkpoint(taken, ExtendedSequenceNumber("200", 0))
+    item = raw_item(table, "shardId-000000000003")
+    assert not {k for k in item if k.startswith("pending")}
+    assert item["checkpoint"] == {"S": "200"}
+    assert item["throughputKBps"] == {"N": "1.5"}
+    assert item["parentShardId"] == {"SS": ["shardId-000000000000"]}
 
 
 async def test_throttled_renewals_keep_the_lease_until_failover(table: DynamoDBLeaseStore) -> None:

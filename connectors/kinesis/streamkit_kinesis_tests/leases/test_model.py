@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from streamkit_kinesis.leases import (
     CheckpointOrderError,
@@ -18,6 +20,9 @@ from streamkit_kinesis.types import (
     HashKeyRange,
     ShardInfo,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 
 def seq(n: str, sub: int = 0) -> ExtendedSequenceNumber:
@@ -118,7 +123,7 @@ def test_item_uses_kcl_attribute_names_and_round_trips() -> None:
         "checkpoint": {"S": "49590338271490256608559692538361571095921575989136588898"},
         "checkpointSubSequenceNumber": {"N": "7"},
         "ownerSwitchesSinceCheckpoint": {"N": "2"},
-        "parentShardIds": {"SS": ["shardId-000000000000", "shardId-000000000001"]},
+        "parentShardId": {"SS": ["shardId-000000000000", "shardId-000000000001"]},
         "childShardIds": {"SS": ["shardId-000000000004"]},
         "startingHashKey": {"S": "0"},
         "endingHashKey": {"S": str(2**128 - 1)},
@@ -136,3 +141,41 @@ def test_item_omits_empty_sets_and_missing_owner() -> None:
         "ownerSwitchesSinceCheckpoint",
     }
     assert items.from_item(item) == Lease("s")
+
+
+def test_parents_use_kcl_name_and_old_streamkit_items_still_read() -> None:
+    # KCL's DynamoDBLeaseSerializer stores parents under "parentShardId" (singular, SS);
+    # items written by streamkit before it matched that name used "parentShardIds".
+    parents = ("shardId-000000000000", "shardId-000000000001")
+    item = items.to_item(Lease("shardId-000000000002", parent_shard_ids=parents))
+    assert item["parentShardId"] == {"SS": list(parents)}
+    assert "parentShardIds" not in item
+    legacy = {k: v for k, v in item.items() if k != "parentShardId"}
+    legacy["parentShardIds"] = {"SS": list(parents)}
+    assert items.from_item(legacy).parent_shard_ids == parents
+
+
+def test_reads_an_item_as_kcl_2_writes_it() -> None:
+    # The attributes KCL 2.6's serializer writes for a child lease with a pending checkpoint.
+    item: dict[str, AttributeValueTypeDef] = {
+        "leaseKey": {"S": "shardId-000000000004"},
+        "leaseOwner": {"S": "kcl-worker"},
+        "leaseCounter": {"N": "9"},
+        "ownerSwitchesSinceCheckpoint": {"N": "1"},
+        "checkpoint": {"S": "49590338271490256608559692538361571095921575989136588898"},
+        "checkpointSubSequenceNumber": {"N": "3"},
+        "pendingCheckpoint": {"S": "49590338271490256608559692538361571095921575989136589000"},
+        "pendingCheckpointSubSequenceNumber": {"N": "0"},
+        "parentShardId": {"SS": ["shardId-000000000001"]},
+        "startingHashKey": {"S": "0"},
+        "endingHashKey": {"S": "170141183460469231731687303715884105727"},
+    }
+    assert items.from_item(item) == Lease(
+        "shardId-000000000004",
+        lease_owner="kcl-worker",
+        lease_counter=9,
+        checkpoint=seq("49590338271490256608559692538361571095921575989136588898", 3),
+        owner_switches_since_checkpoint=1,
+        parent_shard_ids=("shardId-000000000001",),
+        hash_key_range=HashKeyRange(0, 2**127 - 1),
+    )

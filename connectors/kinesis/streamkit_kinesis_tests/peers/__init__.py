@@ -1,0 +1,1 @@
+"""Interoperability tests against real peers (the Java KCL)."""
