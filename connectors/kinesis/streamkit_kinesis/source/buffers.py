@@ -111,18 +111,24 @@ class ShardBuffers:
         self.state(shard_id).ended = True
         self.data.set()
 
-    def take(self, limit: int) -> Taken:
-        """Up to ``limit`` records, shared fairly between shards (each in shard order)."""
-        busy = [s for s in self.shards.values() if s.queue]
+    def take(self, limit: int, bound: Mapping[str, str] | None = None) -> Taken:
+        """Up to ``limit`` records, shared fairly between shards (each in shard order).
+
+        With ``bound`` (exact replay), nothing past ``bound[shard]`` is taken (records after
+        it stay queued) and a shard absent from it gives nothing; SHARD_END is handed only
+        where the bound says SHARD_END.
+        """
+        ready = {s.shard_id: _within(s, bound) for s in self.shards.values()}
+        busy = [s for s in self.shards.values() if ready[s.shard_id]]
         quota = {s.shard_id: 0 for s in busy}
         left = limit
         while left > 0 and busy:
             share = max(1, left // len(busy))
             for s in busy:
-                n = min(share, len(s.queue) - quota[s.shard_id], left)
+                n = min(share, ready[s.shard_id] - quota[s.shard_id], left)
                 quota[s.shard_id] += n
                 left -= n
-            busy = [s for s in busy if len(s.queue) > quota[s.shard_id]]
+            busy = [s for s in busy if ready[s.shard_id] > quota[s.shard_id]]
         taken: dict[str, list[KinesisRecord]] = {}
         changed = False
         for shard_id, n in quota.items():
@@ -132,11 +138,13 @@ class ShardBuffers:
                 s.handed = taken[shard_id][-1].sequence_number
                 changed = True
         for s in self.shards.values():
-            if s.ended and not s.queue and s.handed != END:
+            may_end = bound is None or bound.get(s.shard_id) == END
+            if s.ended and not s.queue and s.handed != END and may_end:
                 s.handed, changed = END, True
         self.count -= sum(len(v) for v in taken.values())
-        if not self.count and not any(s.ended and s.handed != END for s in self.shards.values()):
-            self.data.clear()
+        pending_end = any(s.ended and s.handed != END for s in self.shards.values())
+        if (not self.count and not pending_end) or (bound is not None and not changed):
+            self.data.clear()  # under a bound: wait for deliveries, not for what is queued
         self._space.set()
         return Taken(taken, changed)
 
@@ -148,3 +156,16 @@ class ShardBuffers:
         """Wake deliveries waiting for room; they return without queueing."""
         self.closing = True
         self._space.set()
+
+
+def _within(state: ShardState, bound: Mapping[str, str] | None) -> int:
+    """How many of the shard's queued records may be taken under ``bound``."""
+    if bound is None:
+        return len(state.queue)
+    limit = bound.get(state.shard_id)
+    if limit is None:
+        return 0
+    if limit == END:
+        return len(state.queue)
+    last = int(limit)
+    return sum(1 for r in state.queue if int(r.sequence_number) <= last)

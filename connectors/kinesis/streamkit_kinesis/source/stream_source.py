@@ -1,4 +1,4 @@
-"""A Kinesis stream as a :class:`~streamkit.streaming.contracts.StreamSource`.
+"""A Kinesis stream as a :class:`~streamkit.streaming.contracts.ReplayableSource`.
 
 The KCL-style consumer (:class:`~streamkit_kinesis.consumer.KinesisConsumer`: DynamoDB
 leases in the table ``app_name``, parents before children, expired iterators, throttling)
@@ -51,6 +51,7 @@ from streamkit.streaming.decode import (
     decode_off_loop,
     read_only,
 )
+from streamkit.streaming.sources.base import SourceBase
 from streamkit_kinesis.consumer import (
     ConsumerEvent,
     ConsumerEventKind,
@@ -86,7 +87,7 @@ log = logging.getLogger(__name__)
 __all__ = ["KinesisSourceError", "KinesisStreamSource"]
 
 
-class KinesisStreamSource:
+class KinesisStreamSource(SourceBase[dict[str, str]]):
     """Records of a Kinesis stream, read by a KCL-style consumer (see the module docstring).
 
     ``decoder`` turns payloads into rows (default :class:`JsonDecoder` under ``schema``,
@@ -121,6 +122,7 @@ class KinesisStreamSource:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         if max_records_per_batch < 1:
             raise ConfigError(f"max_records_per_batch must be >= 1, got {max_records_per_batch}")
         if decoder is not None and schema is not None and decoder.schema not in (None, schema):
@@ -144,8 +146,8 @@ class KinesisStreamSource:
         self._new_session()
         self.alignment: Alignment | None = None
         """What ``open`` changed in the lease table to follow the query's checkpoint."""
-        self.commits: list[dict[str, str]] = []
-        """Every offsets mapping passed to :meth:`commit`, in order (for tests)."""
+        self._bound: dict[str, str] | None = None
+        """While set (exact replay after a restart), no batch goes past these offsets."""
 
     def _new_session(self) -> None:
         """Fresh state for the next open (each query runs its own event loop)."""
@@ -158,10 +160,10 @@ class KinesisStreamSource:
         self._consumer: KinesisConsumer | None = None
         self._opened = asyncio.Event()
         self._committed = asyncio.Event()
-        self._error: BaseException | None = None
+        self.clear_failure()
         self._watcher: asyncio.Task[None] | None = None
 
-    # -- StreamSource ----------------------------------------------------------------------
+    # -- ReplayableSource ----------------------------------------------------------------------
 
     @property
     def schema(self) -> pa.Schema:
@@ -231,7 +233,7 @@ class KinesisStreamSource:
         except BaseException:
             await self.close()
             raise
-        self._raise_if_failed()
+        self.raise_if_failed()
         self._opened.set()
 
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
@@ -243,8 +245,8 @@ class KinesisStreamSource:
         if not self._buffers.data.is_set() and max_wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._buffers.data.wait(), max_wait)
-        self._raise_if_failed()
-        taken = self._buffers.take(self._cap)
+        self.raise_if_failed()
+        taken = self._buffers.take(self._cap, self._bound)
         self._tick()
         if not taken.changed:
             return None
@@ -258,6 +260,13 @@ class KinesisStreamSource:
             fetch_seconds=t1 - t0,
             decode_seconds=time.perf_counter() - t1,
         )
+
+    def bound(self, target: Offsets | None) -> None:
+        """No batch goes past ``target`` until ``bound(None)`` (exact replay of a batch that
+        ran before a restart): later records stay buffered for the next batches."""
+        self._bound = dict(target) if target is not None else None
+        if target is None and self._buffers.count:
+            self._buffers.data.set()  # records held back by the bound are takeable now
 
     async def end_offsets(self) -> Offsets:
         """The current end of every shard this worker holds or may take (an unfinished
@@ -308,7 +317,7 @@ class KinesisStreamSource:
         SHARD_END with everything committed finish. A checkpoint that cannot be written
         (lease lost, store unavailable) is logged and skipped: the query's checkpoint stays
         authoritative, a restart only re-reads more."""
-        self.commits.append(dict(offsets))
+        self.record_commit(dict(offsets))
         consumer = self._need_consumer()
         held = consumer.held_shard_ids()
         writes = []
@@ -398,7 +407,7 @@ class KinesisStreamSource:
     def _tick(self) -> None:
         """Track how long each shard of a target has not been held by this worker."""
         consumer = self._consumer
-        if consumer is None or not self._watched or self._error is not None:
+        if consumer is None or not self._watched or self.failure is not None:
             return
         held, now = consumer.held_shard_ids(), self._clock()
         for shard_id in self._watched:
@@ -415,15 +424,17 @@ class KinesisStreamSource:
             if not self._buffers.closing:
                 raise KinesisSourceError(f"the consumer of {self.app_name!r} stopped by itself")
         except Exception as e:
-            self._error = e
+            self.fail(e)
         finally:
             self._buffers.data.set()
 
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise KinesisSourceError(
-                f"Kinesis source {self.stream!r} (app {self.app_name!r}) failed: {self._error}"
-            ) from self._error
+    def describe(self) -> str:
+        """``Kinesis source 'stream' (app 'app')``, for messages."""
+        return f"Kinesis source {self.stream!r} (app {self.app_name!r})"
+
+    def failed_error(self, error: BaseException) -> Exception:
+        """A stored background error is raised as :class:`KinesisSourceError`."""
+        return KinesisSourceError(f"{self.describe()} failed: {error}")
 
     # -- called by the shard processors -----------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""ShardBuffers under a bound (exact replay of a batch logged before a restart)."""
+
+from __future__ import annotations
+
+from streamkit_kinesis.source.buffers import ShardBuffers
+from streamkit_kinesis.source.positions import END
+from streamkit_kinesis.types import KinesisRecord
+
+
+def record(seq: int) -> KinesisRecord:
+    return KinesisRecord(f"r{seq}".encode(), "k", str(seq))
+
+
+async def filled() -> ShardBuffers:
+    buffers = ShardBuffers(capacity=100)
+    await buffers.accept("shard-a", [record(s) for s in (10, 11, 12, 13)], lag=0)
+    await buffers.accept("shard-b", [record(s) for s in (20, 21)], lag=0)
+    buffers.end("shard-b")
+    return buffers
+
+
+def seqs(taken: dict[str, list[KinesisRecord]]) -> dict[str, list[str]]:
+    return {k: [r.sequence_number for r in v] for k, v in taken.items()}
+
+
+async def test_nothing_past_the_bound_and_nothing_from_shards_outside_it() -> None:
+    buffers = await filled()
+    taken = buffers.take(100, bound={"shard-a": "11"})
+    assert seqs(taken.records) == {"shard-a": ["10", "11"]}
+    assert buffers.offsets() == {"shard-a": "11"}, "shard-b's SHARD_END is not handed either"
+    again = buffers.take(100, bound={"shard-a": "11"})
+    assert not again.changed
+    assert not buffers.data.is_set(), "nothing more may be taken: wait for deliveries"
+    rest = buffers.take(100)
+    assert seqs(rest.records) == {"shard-a": ["12", "13"], "shard-b": ["20", "21"]}
+    assert buffers.offsets() == {"shard-a": "13", "shard-b": END}
+
+
+async def test_a_bound_at_shard_end_takes_the_end_too() -> None:
+    buffers = await filled()
+    taken = buffers.take(100, bound={"shard-b": END})
+    assert seqs(taken.records) == {"shard-b": ["20", "21"]}
+    assert buffers.offsets() == {"shard-b": END}
+
+
+async def test_the_cap_still_applies_under_a_bound() -> None:
+    buffers = await filled()
+    first = buffers.take(3, bound={"shard-a": "13", "shard-b": "21"})
+    second = buffers.take(3, bound={"shard-a": "13", "shard-b": "21"})
+    together = seqs(first.records)
+    for k, v in seqs(second.records).items():
+        together[k] = together.get(k, []) + v
+    assert together == {"shard-a": ["10", "11", "12", "13"], "shard-b": ["20", "21"]}
+    assert buffers.offsets() == {"shard-a": "13", "shard-b": "21"}
