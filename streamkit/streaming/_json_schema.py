@@ -36,9 +36,9 @@ def parse_untyped(buf: pa.Buffer, rows: int, block: int) -> ParseResult:
 def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
     """One schema from the tables parsed without a schema (the first table wins conflicts).
 
-    Null-only fields become strings; timestamps become ``timestamp[us]`` (naive UTC, offsets
-    applied), including ISO-8601 strings with fractional seconds that pyarrow leaves as
-    strings.
+    Null-only fields become strings (at any depth: ``[null]`` is a list of strings);
+    timestamps become ``timestamp[us]`` (naive UTC, offsets applied), including ISO-8601
+    strings with fractional seconds that pyarrow leaves as strings.
     """
     if not tables:
         return None
@@ -48,15 +48,24 @@ def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
         merged = _first_wins([t.schema for t in tables])
     fields = []
     for field in merged:
-        dtype = field.type
-        if pa.types.is_null(dtype):
-            dtype = pa.string()
-        elif pa.types.is_timestamp(dtype) or (
+        dtype = _without_nulls(field.type)
+        if pa.types.is_timestamp(dtype) or (
             pa.types.is_string(dtype) and _looks_like_timestamps(tables, field.name)
         ):
             dtype = pa.timestamp("us")
         fields.append(pa.field(field.name, dtype))
     return pa.schema(fields)
+
+
+def _without_nulls(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with every null type in it (list items, struct fields) made a string."""
+    if pa.types.is_null(dtype):
+        return pa.string()
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return pa.list_(_without_nulls(dtype.value_type))
+    if pa.types.is_struct(dtype):
+        return pa.struct([f.with_type(_without_nulls(f.type)) for f in dtype])
+    return dtype
 
 
 def _first_wins(schemas: Sequence[pa.Schema]) -> pa.Schema:

@@ -13,6 +13,7 @@ record stands alone: O(n) when nothing is bad, O(n log n) at worst; good records
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.json as pajson
+
+from streamkit.streaming import _guard as guard
 
 Reject: TypeAlias = tuple[int, str]
 """(record number in the batch, reason)."""
@@ -60,8 +63,12 @@ class Frame:
         return self.data.slice(start, int(self.bounds[hi]) - start)
 
 
-def frame_payloads(payloads: Sequence[bytes], max_bytes: int) -> tuple[Frame, list[Reject]]:
-    """Frame the payloads, rejecting empty and oversize ones up front (vectorised checks).
+def frame_payloads(
+    payloads: Sequence[bytes], max_bytes: int, max_depth: int = guard.MAX_DEPTH
+) -> tuple[Frame, list[Reject]]:
+    """Frame the payloads, rejecting up front (vectorised checks) empty and oversize ones,
+    and those :func:`~streamkit.streaming._guard.screen` refuses (invalid UTF-8, nested
+    deeper than ``max_depth``). Guarantee: the frame only holds records that passed.
 
     A raw newline can only be whitespace in valid JSON (inside a string it is invalid), so
     newlines become tabs: whitespace outside strings, still invalid inside them. Lengths
@@ -82,14 +89,30 @@ def frame_payloads(payloads: Sequence[bytes], max_bytes: int) -> tuple[Frame, li
         keep = np.flatnonzero(~bad).astype(np.int64)
         kept = [payloads[i] for i in keep.tolist()]
         lengths = lengths[keep]
-    data = _wrap(kept)
-    if data.count(b"\n") != len(kept):
-        data = _wrap([p.replace(b"\n", b"\t") for p in kept])
-    bounds = np.zeros(len(kept) + 1, dtype=np.int64)
-    np.cumsum(lengths + len(_OPEN) + len(_CLOSE) + 1, out=bounds[1:])
+    data, bounds = _join(kept, lengths)
+    screened = guard.screen(data, bounds, max_depth, prefix=len(_OPEN), levels=1)
+    if screened:
+        rejects += [(int(keep[k]), reason) for k, reason in screened]
+        passed = np.ones(len(kept), dtype=bool)
+        passed[[k for k, _ in screened]] = False
+        kept = [kept[i] for i in np.flatnonzero(passed).tolist()]
+        keep, lengths = keep[passed], lengths[passed]
+        data, bounds = _join(kept, lengths)
     longest = int(lengths.max()) if len(lengths) else 0
     block = max(1 << 20, longest + 16)
     return Frame(pa.py_buffer(data), bounds, keep, block), rejects
+
+
+def _join(
+    payloads: Sequence[bytes], lengths: npt.NDArray[np.int64]
+) -> tuple[bytes, npt.NDArray[np.int64]]:
+    """The framed buffer and its record bounds."""
+    data = _wrap(payloads)
+    if data.count(b"\n") != len(payloads):
+        data = _wrap([p.replace(b"\n", b"\t") for p in payloads])
+    bounds = np.zeros(len(payloads) + 1, dtype=np.int64)
+    np.cumsum(lengths + len(_OPEN) + len(_CLOSE) + 1, out=bounds[1:])
+    return data, bounds
 
 
 def _wrap(payloads: Sequence[bytes]) -> bytes:
@@ -206,6 +229,10 @@ class LineScan:
     """Bytes in the longest line."""
     objects: bool
     """Every non-empty line starts with ``{`` and ends with ``}`` (no surrounding blanks)."""
+    bounds: npt.NDArray[np.int64] = dataclasses.field(
+        default_factory=lambda: np.zeros(1, np.int64), compare=False
+    )
+    """Where each non-empty line starts, then the document's size: ``count + 1`` values."""
 
 
 def scan_lines(buf: pa.Buffer) -> LineScan:
@@ -228,7 +255,8 @@ def scan_lines(buf: pa.Buffer) -> LineScan:
     if len(starts) == 0:
         return LineScan(0, 0, objects=True)
     objects = bool((arr[starts] == 123).all() and (arr[ends - 1] == 125).all())
-    return LineScan(len(starts), int((ends - starts).max()), objects)
+    bounds = np.append(starts, len(arr)).astype(np.int64)
+    return LineScan(len(starts), int((ends - starts).max()), objects, bounds)
 
 
 def _json_kind(dtype: pa.DataType) -> str:

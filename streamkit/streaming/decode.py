@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamkit.errors import ConfigError, SchemaError, StreamkitError
+from streamkit.streaming import _guard as guard
 from streamkit.streaming import _json_schema as js
 from streamkit.streaming import _ndjson as nd
 
@@ -40,6 +41,9 @@ DEAD_LETTER_SCHEMA = pa.schema(
     ]
 )
 """Dead letters as decoders return them (the engine appends ``batch_id``)."""
+
+MAX_DEPTH = guard.MAX_DEPTH
+"""Default nesting bound of :class:`JsonDecoder` (deeper records are dead letters)."""
 
 OnBadRecord = Literal["dead_letter", "fail"]
 
@@ -282,8 +286,11 @@ class JsonDecoder:
 
     Rejected (dead letter, or :class:`BadRecordError` in ``"fail"`` mode): malformed JSON,
     non-objects, empty records, records over ``max_record_bytes`` (reason ``oversize``),
-    required (``nullable=False``) fields that are absent or null, and values of the wrong
-    type (reasons name the field and both types). Unknown fields are ignored; absent
+    records that are not valid UTF-8 (anywhere, so in any string field) or are nested
+    deeper than ``max_depth`` - these two are screened before any parse, so a hostile
+    record can neither crash the parser nor reach a sink; required (``nullable=False``)
+    fields that are absent or null, and values of the wrong type (reasons name the field
+    and both types). Unknown fields are ignored; absent
     nullable fields are null. Timestamps: see :class:`~streamkit.streaming._json_schema.TypedParser`
     (ISO-8601 strings, or integer epochs in the field's unit).
 
@@ -296,6 +303,7 @@ class JsonDecoder:
         schema: pa.Schema | None = None,
         *,
         max_record_bytes: int = 1_048_576,
+        max_depth: int = MAX_DEPTH,
         on_bad_record: OnBadRecord = "dead_letter",
         threads: bool = True,
     ) -> None:
@@ -304,6 +312,9 @@ class JsonDecoder:
         if max_record_bytes <= 0:
             raise ConfigError(f"max_record_bytes must be positive, got {max_record_bytes}")
         self.max_record_bytes = max_record_bytes
+        if not 0 < max_depth <= 1000:
+            raise ConfigError(f"max_depth must be between 1 and 1000, got {max_depth}")
+        self.max_depth = max_depth
         self.on_bad_record: OnBadRecord = on_bad_record
         self._schema: pa.Schema | None = None
         self._rows_schema: pa.Schema | None = None
@@ -356,9 +367,12 @@ class JsonDecoder:
         self._parser = js.TypedParser(kept, threads=self._threads)
 
     def infer_schema(self, payloads: Sequence[bytes]) -> pa.Schema | None:
-        """Fix the schema from a sample of payloads unless known; returns it (or None)."""
+        """Fix the schema from a sample of payloads unless known; returns it (or None).
+
+        Only payloads that pass the pre-check (size, UTF-8, depth) are parsed; the others
+        are skipped."""
         if self._schema is None and payloads:
-            frame, _ = nd.frame_payloads(payloads, self.max_record_bytes)
+            frame, _ = nd.frame_payloads(payloads, self.max_record_bytes, self.max_depth)
             self._infer(frame)
         return self._schema
 
@@ -368,7 +382,7 @@ class JsonDecoder:
 
     def decode(self, records: RawRecords) -> Decoded:
         """Decode one micro-batch (one pyarrow parse when every record is good)."""
-        frame, rejects = nd.frame_payloads(records.payloads, self.max_record_bytes)
+        frame, rejects = nd.frame_payloads(records.payloads, self.max_record_bytes, self.max_depth)
         if self._parser is None:
             unparsed = self._infer(frame)
             if self._parser is None:
@@ -392,7 +406,7 @@ class JsonDecoder:
         if scan.count == 0:
             return Decoded(self.empty_rows(), empty_dead_letters())
         parser = self._parser
-        if parser is not None and scan.objects and scan.longest <= self.max_record_bytes:
+        if parser is not None and scan.objects and self._passes(buf, scan):
             table = parser.parse_document(buf, scan.count, max(1 << 20, scan.longest + 16))
             if table is not None:
                 rows, missing = self._check_required([table], np.arange(scan.count))
@@ -409,6 +423,12 @@ class JsonDecoder:
         payloads = lines if len(keep) == len(lines) else [lines[i] for i in keep.tolist()]
         positions = Positions(keep + 1, prefix=f"{source}:")
         return self.decode(RawRecords.from_partition(payloads, partition, positions))
+
+    def _passes(self, buf: pa.Buffer, scan: nd.LineScan) -> bool:
+        """Whether every line of a document passes the pre-check (size, UTF-8, depth)."""
+        if scan.longest > self.max_record_bytes:
+            return False
+        return not guard.screen(buf, scan.bounds, self.max_depth)
 
     def _infer(self, frame: nd.Frame) -> list[tuple[int, str]]:
         def parse(lo: int, hi: int) -> nd.ParseResult:
