@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from streamkit_kinesis.leases import (
@@ -21,11 +21,12 @@ from streamkit_kinesis.leases import (
     LeaseEventKind,
     LeaseLostError,
     LeaseStore,
+    TakeDecision,
 )
-from streamkit_kinesis.testing.leases import FakeClock, new_store
+from streamkit_kinesis.testing.leases import ExceptionThrowingLeaseStore, FakeClock, new_store
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -181,13 +182,44 @@ async def test_checkpoint_by_the_worker_that_lost_the_lease_is_rejected(store: L
     assert lease.checkpoint.sequence_number == "100"
 
 
+class RecordingCoordinator(LeaseCoordinator):
+    """A real coordinator that notes each take cycle's start and end and what it chose."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycles: list[tuple[float, float, TakeDecision]] = []
+
+    async def take_once(self) -> TakeDecision:
+        started = time.monotonic()
+        decision = await super().take_once()
+        self.cycles.append((started, time.monotonic(), decision))
+        return decision
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll until ``predicate()``; the generous deadline only bounds a hung test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 async def test_background_loops_balance_and_hand_over(store: LeaseStore) -> None:
-    def make(worker: str) -> LeaseCoordinator:
-        return LeaseCoordinator(
+    """The real loops on the real clock: they balance, and every lease A releases is taken
+    by B no later than B's first take cycle that *starts* after the releases landed.
+
+    Counting B's cycles from the release would depend on load (the cycle in flight may
+    already take some); the start and end times of each cycle do not. A lease A could not
+    release (see the xfail below) is reported LOST, still counts A as a live worker, and
+    every lease reaches B only after failover.
+    """
+
+    def make(worker: str) -> RecordingCoordinator:
+        return RecordingCoordinator(
             store,
             worker,
-            failover_time=FAILOVER,
-            renew_interval=0.25,
+            failover_time=5.0,
+            renew_interval=1.5,  # rarely in flight at release time (see the xfail below)
             take_interval=0.3,
             max_steal=2,
             rng=random.Random(worker),
@@ -196,19 +228,31 @@ async def test_background_loops_balance_and_hand_over(store: LeaseStore) -> None
     a, b = make("A"), make("B")
     await asyncio.gather(a.start(), b.start())
     try:
-        deadline = time.monotonic() + 10
-        while (len(a.held_shard_ids()), len(b.held_shard_ids())) != (4, 4):
-            assert time.monotonic() < deadline, (a.metrics(), b.metrics())
-            await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: (len(a.held_shard_ids()), len(b.held_shard_ids())) == (4, 4), "a 4/4 split"
+        )
+        held_by_a = a.held_shard_ids()
+        a_events: list[LeaseEvent] = []
+        gained_by_b: dict[str, float] = {}
+        a.add_listener(a_events.append)
+
+        def note_gain(event: LeaseEvent) -> None:
+            if event.kind is LeaseEventKind.GAINED:
+                gained_by_b.setdefault(event.shard_id, time.monotonic())
+
+        b.add_listener(note_gain)
+        await a.release_all()  # returns once every release has landed in the table
         released_at = time.monotonic()
-        await a.release_all()
-        # Count from the moment every release has landed (slow under load on LocalStack).
-        cycles_at_release = b.metrics().take_cycles
-        while len(b.held_shard_ids()) != 8:
-            assert time.monotonic() - released_at < 5, b.metrics()
-            await asyncio.sleep(0.02)
-        # The cycle in flight at release time may have missed them; the next one did not.
-        assert b.metrics().take_cycles - cycles_at_release <= 2
+        released = {e.shard_id for e in a_events if e.kind is LeaseEventKind.RELEASED}
+        lost = {e.shard_id for e in a_events if e.kind is LeaseEventKind.LOST}
+        assert released | lost == held_by_a, a_events
+        await wait_for(lambda: any(t >= released_at for t, _, _ in b.cycles), "a cycle of B")
+        first = next(c for c in b.cycles if c[0] >= released_at)
+        taken = {k for k in released if gained_by_b.get(k, float("inf")) <= first[1]}
+        if not lost:  # a lease A still owns keeps A a live worker, so B stays at target 4
+            assert taken == released, (first, released_at, gained_by_b, b.metrics())
+        await wait_for(lambda: len(b.held_shard_ids()) == 8, "B to hold all 8 leases")
+        assert await owners(store) == {"B": 8}
         metrics = b.metrics()
         assert metrics.renewals > 0
         assert metrics.store_calls > 0
@@ -217,3 +261,39 @@ async def test_background_loops_balance_and_hand_over(store: LeaseStore) -> None
         await a.stop()
         await b.release_all()
         await b.stop()
+
+
+class RenewalHangsAfterWriting(ExceptionThrowingLeaseStore):
+    """A real store whose renewals land in the table and then never return (until cancelled)."""
+
+    def __init__(self, inner: LeaseStore) -> None:
+        super().__init__(inner)
+        self.renewal_landed = asyncio.Event()
+
+    async def renew_lease(self, lease: Lease) -> Lease:
+        await self.inner.renew_lease(lease)
+        self.renewal_landed.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: release_all cancels an in-flight renewal whose write already landed; "
+    "the release then uses the stale lease counter, fails, and the lease is reported LOST "
+    "(it moves only after failover instead of at once)",
+)
+async def test_release_all_during_a_renewal_still_releases(store: LeaseStore) -> None:
+    hanging = RenewalHangsAfterWriting(store)
+    a = LeaseCoordinator(hanging, "A", failover_time=FAILOVER, renew_interval=0.05)
+    await a.start(background=False)
+    await a.take_once()
+    assert len(a.held_shard_ids()) == 8
+    await a.start()  # background loops: the first renewal hangs after its write lands
+    await asyncio.wait_for(hanging.renewal_landed.wait(), 30)
+    events: list[LeaseEvent] = []
+    a.add_listener(events.append)
+    await a.release_all()
+    await a.stop()
+    assert {e.kind for e in events} == {LeaseEventKind.RELEASED}
+    assert await owners(store) == {"-": 8}
