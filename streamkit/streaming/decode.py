@@ -230,6 +230,17 @@ def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema, what: str = "ro
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def _invalid_strings(rows: pa.Table) -> str | None:
+    """Why ``rows`` cannot be handed on (a string that is not valid UTF-8), or None."""
+    try:
+        rows.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            return f"decoder output: invalid UTF-8 in a string field ({exc})"
+        return f"decoder output is not a valid Arrow table ({exc})"
+    return None
+
+
 class RawDecoder:
     """Passes payloads through as one ``data: binary`` column; never rejects a record."""
 
@@ -243,8 +254,9 @@ class RawDecoder:
 class FunctionDecoder:
     """A user hook ``fn(payloads) -> pa.Table``; its output is conformed to ``schema``.
 
-    If ``fn`` raises, the batch is bisected and ``fn`` re-run on halves, so only records
-    on which it fails on their own become dead letters (reason: the exception). ``fn`` may
+    If ``fn`` raises or returns a string that is not valid UTF-8, the batch is bisected and
+    ``fn`` re-run on halves, so only records on which it fails on their own become dead
+    letters (reason: the exception, or the invalid string). ``fn`` may
     return any number of rows per record. Output that does not fit ``schema`` raises
     :class:`SchemaError` (a bug in the hook, not in the data).
     """
@@ -273,7 +285,8 @@ class FunctionDecoder:
                 out = self._fn(payloads[lo:hi])
             except Exception as exc:
                 return f"decoder raised {type(exc).__name__}: {exc}"
-            return conform(out, self._schema, what="decoder output")
+            rows = conform(out, self._schema, what="decoder output")
+            return _invalid_strings(rows) or rows
 
         good, bad = nd.bisect(run, len(payloads), run(0, len(payloads)))
         tables = [t for _, _, t in good]
