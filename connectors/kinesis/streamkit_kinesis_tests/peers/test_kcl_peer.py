@@ -290,3 +290,75 @@ async def test_streamkit_keeps_attributes_it_does_not_know(
             assert set(new) == set(old) | {"leaseOwner"}, f"{key}: nothing added but the owner"
             assert int(new["leaseCounter"]["N"]) > int(old["leaseCounter"]["N"])
             assert new["checkpointSubSequenceNumber"] == {"N": "0"}
+
+
+def first_seen(group: Fleet) -> dict[str, float]:
+    """Wall-clock time each payload was first processed, by any worker."""
+    seen: dict[str, float] = {}
+    for r in group.records():
+        seen[r["data"]] = min(float(r["t"]), seen.get(r["data"], float("inf")))
+    return seen
+
+
+def ended(group: Fleet) -> dict[str, float]:
+    """When each shard's processor reached SHARD_END (KCL: ``shard_ended``; streamkit: its
+    SHARD_END checkpoint)."""
+    times: dict[str, float] = {}
+    for kcl in group.kcl_workers.values():
+        times |= {e["shard"]: float(e["t"]) for e in kcl.events("shard_ended")}
+    for sk in group.streamkit_workers.values():
+        times |= {e["shard"]: float(e["t"]) for e in sk.events("checkpoint")
+                  if e["seq"] == "SHARD_END"}  # fmt: skip
+    return times
+
+
+async def test_split_and_merge_while_both_run(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Split one shard and merge two while a KCL and a streamkit worker share the table:
+    every record is processed, each child waits for all its parents (whoever held them),
+    and the child leases carry KCL's ``parentShardId``."""
+    ep = localstack_endpoint
+    async with fresh_stream(ep, 4, "kclreshard") as (stream, admin):
+        group = Fleet(ep, stream, unique("kclapp"), tmp_path)
+        try:
+            group.start_kcl(KCL)
+            await poll_items(ep, group.app, lambda t: owner_counts(t) == {KCL: 4}, START,
+                             "KCL holding all 4 leases")  # fmt: skip
+            group.start_streamkit(SK)
+            await stable_split(group, {KCL: 2, SK: 2})
+            producer = BackgroundProducer(ep, stream)
+            producer.start()
+            try:
+                await wait_until(lambda: len(group.records()) >= 100, 60, "records flowing")
+                split = await admin.split_shard(stream, "shardId-000000000000")
+                merged = await admin.merge_shards(
+                    stream, "shardId-000000000001", "shardId-000000000002"
+                )
+                children = {s.shard_id: s.parent_shard_ids for s in (*split, *merged)}
+                await wait_until(
+                    lambda: {r["shard"] for r in group.records()} >= set(children), START,
+                    "every child shard being read",
+                )  # fmt: skip
+            finally:
+                sent = await producer.stop()
+            await wait_until(lambda: payloads(group) >= set(sent), START, "every record")
+            table = await asyncio.to_thread(raw_items, ep, group.app)
+        except BaseException:
+            print(group.logs())
+            raise
+        finally:
+            group.close()
+            await drop_table(ep, group.app)
+
+    for child, parents in children.items():
+        assert table[child]["parentShardId"] == {"SS": sorted(parents)}, child
+    firsts, ends = first_seen(group), ended(group)
+    for child, parents in children.items():
+        began = min(float(r["t"]) for r in group.records() if r["shard"] == child)
+        for parent in parents:
+            assert ends[parent] <= began, f"{child} read before its parent {parent} ended"
+    for key in range(40):  # BackgroundProducer: payload p<n> has key key-<n % 40>
+        mine = [f"p{n}" for n in range(key, len(sent), 40)]
+        times = [firsts[p] for p in mine]
+        assert times == sorted(times), f"key-{key}: records processed out of order"

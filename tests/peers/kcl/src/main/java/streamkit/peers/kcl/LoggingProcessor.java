@@ -75,6 +75,7 @@ final class LoggingProcessor implements ShardRecordProcessor {
 
     @Override
     public void shardEnded(ShardEndedInput input) {
+        events.write(true, "event", "shard_ended", "shard", shardId);
         checkpoint(input.checkpointer(), "SHARD_END");
     }
 
