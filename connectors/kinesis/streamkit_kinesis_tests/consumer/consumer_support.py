@@ -22,8 +22,9 @@ from streamkit_kinesis.producer.producer import KinesisProducer
 from streamkit_kinesis.testing.streams import unique
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
+    from streamkit_kinesis.consumer import KinesisConsumer
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
 
@@ -134,6 +135,42 @@ async def wait_until(
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
     return time.monotonic() - started
+
+
+async def wait_caught_up(
+    consumer: KinesisConsumer,
+    journal: Journal,
+    tips: Mapping[str, int],
+    timeout: float = 90.0,
+    reads_after: int = 2,
+) -> None:
+    """Wait until the consumer is known to be caught up, so "no duplicates" can be asserted.
+
+    Caught up: for every shard in ``tips`` (its last sequence number, read independently
+    with plain boto3) the journal holds the tip, and every shard that has not ended has
+    since made ``reads_after`` more GetRecords calls, so a re-read (a duplicate) would have
+    been delivered by now. Events, not sleeps: the deadline only bounds a hung test.
+    """
+
+    def at_tips() -> bool:
+        seen = journal.by_shard()
+        return all(tip in seen.get(shard, ()) for shard, tip in tips.items())
+
+    await wait_until(at_tips, timeout, f"the journal to reach the shard tips {dict(tips)}")
+    ended = {shard for call, shard in journal.calls if call == "shard_ended"}
+    reading = [shard for shard in tips if shard not in ended]
+    base = {s: consumer.metrics().shard(s).get_records_calls for s in reading}
+
+    def read_again() -> bool:
+        m = consumer.metrics()
+        return all(m.shard(s).get_records_calls >= base[s] + reads_after for s in reading)
+
+    await wait_until(read_again, timeout, f"{reads_after} more reads of {reading}")
+
+
+def tips_of(truth: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+    """The last sequence number of every non-empty shard in a plain boto3 read."""
+    return {shard: int(rs[-1]["SequenceNumber"]) for shard, rs in truth.items() if rs}
 
 
 async def leases(endpoint: AwsEndpoint, app_name: str) -> list[Lease]:

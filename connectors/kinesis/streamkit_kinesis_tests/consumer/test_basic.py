@@ -19,6 +19,8 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
     fast_config,
     leases,
     produce,
+    tips_of,
+    wait_caught_up,
     wait_until,
 )
 
@@ -44,8 +46,7 @@ async def test_2000_records_over_4_shards_each_read_once_in_shard_order(
         consumer = KinesisConsumer(config, aws_endpoint)
         running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
         try:
-            await wait_until(lambda: len(journal.records) >= 2000, 60, "2000 records")
-            await asyncio.sleep(2 * config.idle_time + 0.5)  # room for any duplicate to show
+            await wait_caught_up(consumer, journal, tips_of(truth))
             await consumer.stop()
             await running
             table = await leases(aws_endpoint, config.app_name)

@@ -36,7 +36,8 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
     fast_config,
     leases,
     produce,
-    wait_until,
+    tips_of,
+    wait_caught_up,
 )
 
 if TYPE_CHECKING:
@@ -71,8 +72,7 @@ async def test_throttling_and_expired_iterators_are_recovered_with_nothing_lost(
         consumer = KinesisConsumer(config, ep, kinesis=client)
         running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
         try:
-            await wait_until(lambda: len(journal.records) >= 400, 60, "400 records")
-            await asyncio.sleep(1.0)
+            await wait_caught_up(consumer, journal, tips_of(truth))
             await consumer.stop()
             await running
         finally:

@@ -12,8 +12,9 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import pytest
+from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.consumer import KinesisConsumer
-from streamkit_kinesis.testing.streams import fresh_stream
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking
 from streamkit_kinesis.types import SHARD_END
 
 from streamkit_kinesis_tests.consumer.consumer_support import (
@@ -23,6 +24,8 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
     fast_config,
     leases,
     produce,
+    tips_of,
+    wait_caught_up,
     wait_until,
 )
 
@@ -69,7 +72,10 @@ async def test_split_and_merge_while_consuming_keep_per_key_order(
             after = await produce(aws_endpoint, stream, PER_PHASE, keys=KEYS, start=PER_PHASE)
             total = 2 * PER_PHASE
             await wait_until(lambda: len(journal.records) >= total, patience, f"{total} records")
-            await asyncio.sleep(1.0)  # room for a duplicate to show
+            truth = await asyncio.to_thread(
+                read_stream_blocking, kinesis_client(aws_endpoint), stream
+            )
+            await wait_caught_up(consumer, journal, tips_of(truth), patience)
             await consumer.stop()
             await running
             table = {
