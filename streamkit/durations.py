@@ -1,9 +1,10 @@
-"""Duration parsing: ``"10 seconds"``, ``"1 hour"``, ``"15 minutes"``, or a ``timedelta``."""
+"""Duration parsing: ``"10 seconds"``, ``"0.5 seconds"``, ``"1 hour"``, or a ``timedelta``."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
+from fractions import Fraction
 
 from streamkit.errors import DurationError
 
@@ -31,11 +32,11 @@ _ALIASES: dict[str, str] = {
     "d": "day",
     "w": "week",
 }
-_PART = re.compile(r"\s*(\d+)\s*([a-z]+)\s*")
+_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*")
 
 ACCEPTED_FORMS = (
-    "an integer and a unit, e.g. '10 seconds', '1 hour', '15 minutes', '500 ms', "
-    "'1 day 2 hours'; units: nanosecond(s)/ns, microsecond(s)/us, millisecond(s)/ms, "
+    "a number and a unit, e.g. '10 seconds', '0.5 seconds', '1 hour', '15 minutes', "
+    "'500 ms', '1 day 2 hours'; units: nanosecond(s)/ns, microsecond(s)/us, millisecond(s)/ms, "
     "second(s)/s/sec, minute(s)/m/min, hour(s)/h, day(s)/d, week(s)/w; or a datetime.timedelta"
 )
 
@@ -53,22 +54,13 @@ def _unit(word: str) -> int | None:
 def parse_duration_ns(value: str | timedelta) -> int:
     """The duration in integer nanoseconds; raises :class:`DurationError` listing accepted forms.
 
-    Durations must be positive.
+    Durations must be positive. Numbers may be fractional (``"0.5 seconds"``,
+    ``"1.5 hours"``), computed exactly; the total must be a whole number of nanoseconds.
     """
     if isinstance(value, timedelta):
         ns = (value.days * 86400 + value.seconds) * 1_000_000_000 + value.microseconds * 1_000
     elif isinstance(value, str):
-        text = value.strip().lower()
-        pos, ns = 0, 0
-        while pos < len(text):
-            m = _PART.match(text, pos)
-            per = _unit(m.group(2)) if m else None
-            if m is None or per is None:
-                raise DurationError(f"cannot parse duration {value!r}; use {ACCEPTED_FORMS}")
-            ns += int(m.group(1)) * per
-            pos = m.end()
-        if not text:
-            raise DurationError(f"empty duration; use {ACCEPTED_FORMS}")
+        ns = _parse_text(value)
     else:
         raise DurationError(
             f"duration must be a string or timedelta, got {type(value).__name__}; "
@@ -77,6 +69,25 @@ def parse_duration_ns(value: str | timedelta) -> int:
     if ns <= 0:
         raise DurationError(f"duration {value!r} must be positive")
     return ns
+
+
+def _parse_text(value: str) -> int:
+    text = value.strip().lower()
+    if not text:
+        raise DurationError(f"empty duration; use {ACCEPTED_FORMS}")
+    pos, total = 0, Fraction(0)
+    while pos < len(text):
+        m = _PART.match(text, pos)
+        per = _unit(m.group(2)) if m else None
+        if m is None or per is None:
+            raise DurationError(f"cannot parse duration {value!r}; use {ACCEPTED_FORMS}")
+        total += Fraction(m.group(1)) * per
+        pos = m.end()
+    if total.denominator != 1:
+        raise DurationError(
+            f"duration {value!r} is not a whole number of nanoseconds; use fewer decimals"
+        )
+    return int(total)
 
 
 def to_ticks(ns: int, unit: str, what: str) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -29,11 +30,27 @@ EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 1, 
 err_console = Console(stderr=True, highlight=False)
 console = Console(highlight=False)
 
+
+def check_endpoint(url: str | None) -> str | None:
+    """An ``--endpoint`` value as given, if it is an http(s) URL with a host; otherwise a
+    usage error (exit 2) saying what a valid one looks like."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise typer.BadParameter(
+            f"{url!r} is not an endpoint URL; use http(s)://host[:port], e.g. "
+            "http://localhost:4566 (LocalStack), or leave it out for real AWS"
+        )
+    return url
+
+
 EndpointOpt = Annotated[
     str | None,
     typer.Option(
         "--endpoint",
         envvar=ENDPOINT_ENV,
+        callback=check_endpoint,
         help="AWS-compatible endpoint URL (LocalStack: http://localhost:4566); "
         "default: $STREAMKIT_AWS_ENDPOINT, else real AWS.",
         show_default=False,
@@ -92,13 +109,25 @@ def _exit_code(exc: BaseException) -> int:
         StreamNotFoundError,
     )
 
+    from streamkit.streaming.checkpoint_store import StoreUnreachableError
+
     if isinstance(exc, CliError):
         return exc.code
     if isinstance(exc, StreamNotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(exc, EndpointUnreachableError | CredentialsError):
+    if isinstance(exc, EndpointUnreachableError | CredentialsError | StoreUnreachableError):
         return EXIT_UNREACHABLE
     return EXIT_ERROR
+
+
+def user_syntax_error(exc: SyntaxError) -> CliError:
+    """A ``SyntaxError`` raised while importing the user's file, as the user's mistake."""
+    where = f"{exc.filename}, line {exc.lineno}" if exc.lineno else str(exc.filename)
+    text = (exc.text or "").strip()
+    return CliError(
+        f"syntax error in {where}: {exc.msg}" + (f": {text}" if text else ""),
+        "fix that line of your file and run again",
+    )
 
 
 def report(exc: BaseException) -> int:

@@ -15,10 +15,11 @@ import typer
 from botocore.exceptions import ClientError
 from rich.table import Table
 from streamkit_kinesis.leases import DynamoDBLeaseStore
-from streamkit_kinesis.leases.errors import LeaseStoreError
+from streamkit_kinesis.leases.errors import LeaseStoreError, LeaseStoreUnavailableError
 
 from streamkit.cli._common import (
     EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
     CliError,
     EndpointOpt,
     cli_errors,
@@ -133,8 +134,16 @@ def leases_cmd(
 ) -> None:
     """Show the lease table: shard, owner, counter, checkpoint, parent shards (and, with
     --stream, how far behind each shard is)."""
+    where = endpoint_of(endpoint)
     try:
-        leases, lags = run_async(load(endpoint_of(endpoint), app_name, stream, max_behind))
+        leases, lags = run_async(load(where, app_name, stream, max_behind))
+    except LeaseStoreUnavailableError as e:
+        raise CliError(
+            f"cannot read the lease table {app_name!r}: DynamoDB at "
+            f"{where.url or 'AWS ' + where.region} did not answer ({e.__cause__ or e})",
+            "start the server (e.g. LocalStack) or pass the right --endpoint",
+            EXIT_UNREACHABLE,
+        ) from e
     except LeaseStoreError as e:
         if "does not exist" not in str(e):
             raise

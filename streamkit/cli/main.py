@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from streamkit.cli._common import cli_errors, console, settings
+from streamkit.cli._common import check_endpoint, cli_errors, console, settings
 from streamkit.cli.leases_cmd import leases_cmd
 from streamkit.cli.produce import produce_cmd
 from streamkit.cli.run_cmd import run_cmd
@@ -55,6 +55,7 @@ def demo(
         typer.Option(
             "--endpoint",
             envvar="STREAMKIT_AWS_ENDPOINT",
+            callback=check_endpoint,
             help="Run against this endpoint (e.g. LocalStack http://localhost:4566) instead "
             "of the embedded moto server.",
             show_default=False,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamkit.cli._common import CliError, cli_errors, console
+from streamkit.cli._common import CliError, cli_errors, console, user_syntax_error
 from streamkit.streaming.api import DataStreamWriter
 from streamkit.streaming.query import StreamingQuery
 
@@ -37,7 +37,8 @@ CONVENTION = (
 
 
 def load_job(path: Path) -> StreamingQuery | DataStreamWriter:
-    """Import ``path`` and call its ``job()``."""
+    """Import ``path`` and call its ``job()``; a syntax error in it is reported as the
+    user's (file, line), without the "bug" hint."""
     if not path.is_file():
         raise CliError(f"no such job file: {path}", CONVENTION)
     spec = importlib.util.spec_from_file_location(f"streamkit_job_{uuid.uuid4().hex}", path)
@@ -45,7 +46,10 @@ def load_job(path: Path) -> StreamingQuery | DataStreamWriter:
         raise CliError(f"cannot import {path} as Python", "the job file must be a .py file")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.resolve().parent))
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:  # the user's file (or one it imports), not streamkit
+        raise user_syntax_error(exc) from None
     fn = getattr(module, "job", None)
     if not callable(fn):
         raise CliError(f"{path} has no job() function", CONVENTION)
