@@ -260,8 +260,10 @@ async def test_restart_resumes_from_the_query_checkpoint_not_the_group(
                                max_records_per_batch=100)  # fmt: skip
     q2 = _query(second, name, tmp_path / "ckpt")
     try:
-        table = await wait_for_rows(name, 1000)
-        await asyncio.sleep(0.5)  # a double count would show up by now
+        await wait_for_rows(name, 1000)
+        # Caught up (every partition read to its end offset and committed): a double count
+        # of the first 600 would be in the table now.
+        await asyncio.to_thread(q2.process_all_available, 60)
         table = sk.memory_table(name)
     finally:
         await asyncio.to_thread(q2.stop)

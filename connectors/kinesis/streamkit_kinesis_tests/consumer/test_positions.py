@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
+from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.consumer import (
     ConsumerEvent,
     ConsumerEventKind,
     InitialPosition,
     KinesisConsumer,
 )
-from streamkit_kinesis.testing.streams import fresh_stream
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking
 from streamkit_kinesis.types import SHARD_END
 
 from streamkit_kinesis_tests.consumer.consumer_support import (
@@ -23,6 +24,8 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
     fast_config,
     leases,
     produce,
+    tips_of,
+    wait_caught_up,
     wait_until,
 )
 
@@ -36,13 +39,15 @@ pytestmark = pytest.mark.integration
 
 
 async def run_until(
-    config: ConsumerConfig, endpoint: AwsEndpoint, journal: Journal, n: int
+    config: ConsumerConfig, endpoint: AwsEndpoint, journal: Journal, tag: bytes
 ) -> KinesisConsumer:
+    """Run until caught up with the last record tagged ``tag`` on each shard (read with boto3)."""
+    truth = await asyncio.to_thread(read_stream_blocking, kinesis_client(endpoint), config.stream)
+    tagged = {s: [r for r in rs if r["Data"].startswith(tag)] for s, rs in truth.items()}
     consumer = KinesisConsumer(config, endpoint)
     running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
     try:
-        await wait_until(lambda: len(journal.records) >= n, 30, f"{n} records")
-        await asyncio.sleep(2 * config.idle_time + 0.3)
+        await wait_caught_up(consumer, journal, tips_of(tagged))
     finally:
         await consumer.stop()
         await running
@@ -100,7 +105,7 @@ async def test_at_timestamp_starts_at_the_first_record_after_it(
         config = fast_config(stream, initial_position=InitialPosition.at_timestamp(cut))
         journal = Journal()
         try:
-            await run_until(config, ep, journal, 40)
+            await run_until(config, ep, journal, b"new-")
         finally:
             await drop_table(ep, config.app_name)
     assert sorted(journal.payloads()) == sorted(new)
