@@ -16,187 +16,59 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from functools import reduce
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, overload
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamkit.errors import ConfigError, SchemaError, StreamkitError
+from streamkit.errors import ConfigError, SchemaError
 from streamkit.streaming import _guard as guard
 from streamkit.streaming import _json_schema as js
 from streamkit.streaming import _ndjson as nd
+from streamkit.streaming._records import (
+    DEAD_LETTER_SCHEMA,
+    BadRecordError,
+    Decoded,
+    Decoder,
+    OnBadRecord,
+    Positions,
+    RawRecords,
+    Repeat,
+    check_mode,
+    dead_letters,
+    empty_dead_letters,
+    finish,
+    keep_fields,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-DEAD_LETTER_SCHEMA = pa.schema(
-    [
-        pa.field("raw", pa.binary()),
-        pa.field("partition", pa.string()),
-        pa.field("position", pa.string()),
-        pa.field("reason", pa.string()),
-    ]
-)
-"""Dead letters as decoders return them (the engine appends ``batch_id``)."""
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "MAX_DEPTH",
+    "BadRecordError",
+    "Decoded",
+    "Decoder",
+    "FunctionDecoder",
+    "JsonDecoder",
+    "OnBadRecord",
+    "Positions",
+    "RawDecoder",
+    "RawRecords",
+    "Repeat",
+    "conform",
+    "dead_letters",
+    "decode_off_loop",
+    "empty_dead_letters",
+    "keep_fields",
+    "read_only",
+]
 
 MAX_DEPTH = guard.MAX_DEPTH
 """Default nesting bound of :class:`JsonDecoder` (deeper records are dead letters)."""
-
-OnBadRecord = Literal["dead_letter", "fail"]
-
-
-class BadRecordError(StreamkitError):
-    """A record could not be decoded and ``on_bad_record="fail"`` was chosen."""
-
-    def __init__(self, partition: str, position: str, reason: str) -> None:
-        self.partition = partition
-        self.position = position
-        self.reason = reason
-        super().__init__(
-            f"bad record in partition {partition!r} at position {position!r}: {reason}. "
-            "To keep the stream running and collect bad records in the dead-letter table, "
-            "use on_bad_record='dead_letter' (the default)."
-        )
-
-
-class Positions(Sequence[str]):
-    """Lazy position strings ``f"{prefix}{number}"`` (built only for dead letters)."""
-
-    def __init__(self, numbers: Sequence[int] | npt.NDArray[np.int64], prefix: str = "") -> None:
-        self._numbers = numbers
-        self._prefix = prefix
-
-    def __len__(self) -> int:
-        return len(self._numbers)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[str]: ...
-    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
-        if isinstance(i, slice):
-            return [f"{self._prefix}{n}" for n in self._numbers[i]]
-        return f"{self._prefix}{self._numbers[i]}"
-
-
-class Repeat(Sequence[str]):
-    """The same string ``n`` times (the partition of a single-partition batch)."""
-
-    def __init__(self, value: str, n: int) -> None:
-        self._value = value
-        self._n = n
-
-    def __len__(self) -> int:
-        return self._n
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[str]: ...
-    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
-        if isinstance(i, slice):
-            return [self._value] * len(range(*i.indices(self._n)))
-        if not -self._n <= i < self._n:
-            raise IndexError(i)
-        return self._value
-
-
-@dataclass(frozen=True)
-class RawRecords:
-    """One micro-batch of raw records; the three sequences are parallel.
-
-    ``partitions`` and ``positions`` are only read for dead letters, so they may be lazy
-    (:class:`Repeat`, :class:`Positions`).
-    """
-
-    payloads: Sequence[bytes]
-    """Raw record bytes (one JSON object per record for :class:`JsonDecoder`)."""
-    partitions: Sequence[str]
-    """Partition of each record (shard id, topic-partition, file)."""
-    positions: Sequence[str]
-    """Position of each record (sequence number, offset, ``file:line``)."""
-
-    def __post_init__(self) -> None:
-        n = len(self.payloads)
-        if len(self.partitions) != n or len(self.positions) != n:
-            raise ValueError(
-                f"RawRecords needs parallel sequences; got {n} payloads, "
-                f"{len(self.partitions)} partitions, {len(self.positions)} positions"
-            )
-
-    @classmethod
-    def from_partition(
-        cls, payloads: Sequence[bytes], partition: str, positions: Sequence[str]
-    ) -> RawRecords:
-        """Records that all come from one partition."""
-        return cls(payloads, Repeat(partition, len(payloads)), positions)
-
-    def __len__(self) -> int:
-        return len(self.payloads)
-
-
-class Decoded(NamedTuple):
-    """What a decoder returns: rows in the decoder's schema, and the dead letters."""
-
-    rows: pa.Table
-    dead_letters: pa.Table
-
-
-class Decoder(Protocol):
-    """Turns raw records into rows and dead letters (see the module docstring)."""
-
-    @property
-    def schema(self) -> pa.Schema | None:
-        """Schema of the rows; None until a schema-inferring decoder has seen data."""
-        ...
-
-    def decode(self, records: RawRecords) -> Decoded:
-        """Decode one micro-batch."""
-        ...
-
-
-def keep_fields(schema: pa.Schema, names: Collection[str] | None) -> pa.Schema:
-    """``schema`` with only the fields in ``names``, in schema order (None: all of them)."""
-    if names is None:
-        return schema
-    return pa.schema([f for f in schema if f.name in names])
-
-
-def empty_dead_letters() -> pa.Table:
-    """A dead-letter table with no rows."""
-    return DEAD_LETTER_SCHEMA.empty_table()
-
-
-def dead_letters(records: RawRecords, rejects: Sequence[tuple[int, str]]) -> pa.Table:
-    """Dead letters for ``(record number, reason)`` pairs, in record order."""
-    ordered = sorted(rejects)
-    idx = [i for i, _ in ordered]
-    return pa.Table.from_arrays(
-        [
-            pa.array([records.payloads[i] for i in idx], pa.binary()),
-            pa.array([records.partitions[i] for i in idx], pa.string()),
-            pa.array([records.positions[i] for i in idx], pa.string()),
-            pa.array([reason for _, reason in ordered], pa.string()),
-        ],
-        schema=DEAD_LETTER_SCHEMA,
-    )
-
-
-def _check_mode(on_bad_record: str) -> None:
-    if on_bad_record not in ("dead_letter", "fail"):
-        raise ConfigError(f"on_bad_record must be 'dead_letter' or 'fail', got {on_bad_record!r}")
-
-
-def _finish(
-    records: RawRecords, rows: pa.Table, rejects: list[tuple[int, str]], mode: OnBadRecord
-) -> Decoded:
-    if rejects and mode == "fail":
-        i, reason = min(rejects)
-        raise BadRecordError(records.partitions[i], records.positions[i], reason)
-    return Decoded(rows, dead_letters(records, rejects) if rejects else empty_dead_letters())
 
 
 def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema, what: str = "rows") -> pa.Table:
@@ -268,7 +140,7 @@ class FunctionDecoder:
         *,
         on_bad_record: OnBadRecord = "dead_letter",
     ) -> None:
-        _check_mode(on_bad_record)
+        check_mode(on_bad_record)
         self._fn = fn
         self._schema = schema
         self._mode = on_bad_record
@@ -291,7 +163,7 @@ class FunctionDecoder:
         good, bad = nd.bisect(run, len(payloads), run(0, len(payloads)))
         tables = [t for _, _, t in good]
         rows = pa.concat_tables(tables) if tables else self._schema.empty_table()
-        return _finish(records, rows, bad, self._mode)
+        return finish(records, rows, bad, self._mode)
 
 
 class JsonDecoder:
@@ -320,7 +192,7 @@ class JsonDecoder:
         on_bad_record: OnBadRecord = "dead_letter",
         threads: bool = True,
     ) -> None:
-        _check_mode(on_bad_record)
+        check_mode(on_bad_record)
         self._threads = threads
         if max_record_bytes <= 0:
             raise ConfigError(f"max_record_bytes must be positive, got {max_record_bytes}")
@@ -400,11 +272,11 @@ class JsonDecoder:
             unparsed = self._infer(frame)
             if self._parser is None:
                 rejects += unparsed
-                return _finish(records, self.empty_rows(), rejects, self.on_bad_record)
+                return finish(records, self.empty_rows(), rejects, self.on_bad_record)
         good, bad = self._parse(frame)
         index = np.concatenate([frame.index[lo:hi] for lo, hi, _ in good] or [frame.index[:0]])
         rows, missing = self._check_required([t for _, _, t in good], index)
-        return _finish(records, rows, rejects + bad + missing, self.on_bad_record)
+        return finish(records, rows, rejects + bad + missing, self.on_bad_record)
 
     def decode_lines(self, data: bytes | pa.Buffer, partition: str, source: str) -> Decoded:
         """Decode an NDJSON document (a whole file): each non-empty line is a record.
