@@ -8,13 +8,16 @@ Job: read ``--stream`` with the KinesisStreamSource (lease table ``--app``, work
 each batch's full result to ``--out`` (Parquet, idempotent per batch id), checkpointing
 to ``--checkpoint``. ``--trigger processing`` runs until killed; ``--trigger available_now``
 reads to the current end of every shard, commits and exits 0. Lines on stdout: ``aligned
-<Alignment>`` once the source opened, then ``batch <id> rows <n>`` per batch.
+<Alignment>`` once the source opened, then ``batch <id> rows <n>`` per batch; with
+``--commit-delay``, ``lease-commit <offsets JSON>`` when the engine has committed a batch
+and the lease checkpoint is about to follow.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any
 
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
         class SlowCommit(KinesisStreamSource):
             async def commit(self, offsets: Offsets) -> None:
+                # The engine's commit log holds these offsets now; the leases do not yet.
+                print(f"lease-commit {json.dumps(dict(offsets), sort_keys=True)}", flush=True)
                 await asyncio.sleep(delay)
                 await super().commit(offsets)
 
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         if last is not None and last.batch_id != seen:
             seen = last.batch_id
             print(f"batch {seen} rows {last.num_input_rows}", flush=True)
+    if source.alignment is not None and not aligned:
+        print(f"aligned {source.alignment}", flush=True)
     return 0
 
 
