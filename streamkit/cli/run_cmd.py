@@ -59,19 +59,22 @@ def load_job(path: Path) -> StreamingQuery | DataStreamWriter:
     return out
 
 
-def start(job: StreamingQuery | DataStreamWriter, available_now: bool) -> StreamingQuery:
-    """Start the job (with the ``available_now`` trigger if asked)."""
+def start(
+    job: StreamingQuery | DataStreamWriter, available_now: bool, force: bool = False
+) -> StreamingQuery:
+    """Start the job (with the ``available_now`` trigger, and ``force``, if asked)."""
     if isinstance(job, StreamingQuery):
-        if available_now:
+        if available_now or force:
             job.stop()
+            flag = "--available-now" if available_now else "--force"
             raise CliError(
-                "--available-now needs job() to return the writer, not a started query",
+                f"{flag} needs job() to return the writer, not a started query",
                 "return df.write_stream...parquet(...) without .start()",
             )
         return job
     if available_now:
         job.trigger(available_now=True)
-    return job.start()
+    return job.start(force=force)
 
 
 def progress_line(p: QueryProgress) -> str:
@@ -120,7 +123,7 @@ def follow(
 
 
 @cli_errors
-def run_cmd(
+def run_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     job_file: Annotated[Path, typer.Argument(help="Python file defining job().")],
     available_now: Annotated[
         bool,
@@ -137,6 +140,14 @@ def run_cmd(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Take the checkpoint folder (and Kinesis app) over from a copy of this "
+            "job that is dead, without waiting for its owner lease to expire.",
+        ),
+    ] = False,
     plot: Annotated[
         Path | None,
         typer.Option("--plot", help="Then draw the windowed counts per key as a PNG here."),
@@ -157,7 +168,7 @@ def run_cmd(
         from streamkit._deps import require
 
         require("matplotlib", "plot")  # fail before the query runs, not after
-    query = start(load_job(job_file), available_now)
+    query = start(load_job(job_file), available_now, force)
     console.print(f"running {query.name} from {job_file}", soft_wrap=True)
     try:
         batches, rows = follow(query, until_idle, timeout)

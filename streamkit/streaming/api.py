@@ -324,8 +324,13 @@ class DataStreamWriter:
             return schema
         return keep_fields(schema, columns)
 
-    def start(self) -> StreamingQuery:
-        """Start the query in the background and return its handle."""
+    def start(self, *, force: bool = False) -> StreamingQuery:
+        """Start the query in the background and return its handle.
+
+        One live copy per checkpoint folder: a second start while another process runs
+        this query raises :class:`~streamkit.streaming.owner.QueryAlreadyRunningError`
+        (nothing read). ``force=True`` takes the folder over from a copy you know is dead
+        without waiting for its lease to expire (see :meth:`StreamingQuery.start`)."""
         from streamkit.streaming.checkpoint_store import open_checkpoint_store
         from streamkit.streaming.query import StreamingQuery
         from streamkit.streaming.table import Retention, UnboundedTable
@@ -349,4 +354,4 @@ class DataStreamWriter:
             table=table,
             name=self._name,
         )
-        return query.start()
+        return query.start(force=force)

@@ -104,6 +104,22 @@ class LocalCheckpointStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def swap_bytes(self, relative_path: str, expected: bytes | None, data: bytes) -> bool:
+        """Compare-and-swap: write ``data`` (atomically, as ``write_bytes``) only if the
+        content is ``expected`` (None: the file is absent); True if written. Exclusive
+        between processes of one machine through an ``flock`` on a hidden lock file beside
+        the target (not across machines on a network file system: use S3 there)."""
+        import fcntl
+
+        target = self._path(relative_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_name(f"{TEMP_PREFIX}{target.name}.lock"), "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.read_bytes(relative_path) != expected:
+                return False
+            self.write_bytes(relative_path, data)
+            return True
+
     def list(self, relative_dir: str) -> list[str]:
         """Sorted names of the files directly under ``relative_dir`` (``""``: the root)."""
         directory = self.root.joinpath(*_relative(relative_dir, allow_root=True).parts)
@@ -213,6 +229,34 @@ class S3CheckpointStore:
         """One ``PutObject``: atomic, and durable when it returns."""
         key = self._key(relative_path)
         self._call(lambda: self._s3.put_object(Bucket=self.bucket, Key=key, Body=data))
+
+    def swap_bytes(self, relative_path: str, expected: bytes | None, data: bytes) -> bool:
+        """Compare-and-swap with S3 conditional writes: ``PutObject`` with
+        ``If-None-Match: *`` when ``expected`` is None, else ``GetObject``, compare the
+        content, and ``PutObject`` with ``If-Match`` its ETag; True if written. Of two
+        racing writers exactly one wins (AWS since 2024; LocalStack 4.9.2 enforces both)."""
+        key = self._key(relative_path)
+
+        def swap() -> bool:
+            condition: dict[str, str] = {"IfNoneMatch": "*"}
+            if expected is not None:
+                try:
+                    got = self._s3.get_object(Bucket=self.bucket, Key=key)
+                except self._s3.exceptions.NoSuchKey:
+                    return False
+                if got["Body"].read() != expected:
+                    return False
+                condition = {"IfMatch": got["ETag"]}
+            try:
+                self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)
+            except self._s3.exceptions.ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    return False
+                raise
+            return True
+
+        return self._call(swap)
 
     def read_bytes(self, relative_path: str) -> bytes | None:
         """The object's content, or None when it does not exist."""

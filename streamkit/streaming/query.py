@@ -26,6 +26,7 @@ from streamkit.errors import PlanError, StreamkitError
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.contracts import AvailableNowUnsupportedError
 from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode
+from streamkit.streaming.owner import OwnerHeartbeat, OwnerLostError, acquire_all, owner_leases_for
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
 from streamkit.streaming.sources.feeds import Fetched, feed_for
 
@@ -122,12 +123,31 @@ class StreamingQuery:
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._last_start: float | None = None
+        self._owners = OwnerHeartbeat([], self._owner_lost)
 
     # -- handle --------------------------------------------------------------------------
-    def start(self) -> StreamingQuery:
-        """Start the micro-batch loop in the background; returns self."""
+    def start(self, *, force: bool = False) -> StreamingQuery:
+        """Take the owner leases, then start the micro-batch loop in the background.
+
+        Before anything is read: the checkpoint folder's owner lease, then the source's own
+        (:mod:`streamkit.streaming.owner`; e.g. one per Kinesis app name and worker id).
+        A live copy holding one raises
+        :class:`~streamkit.streaming.owner.QueryAlreadyRunningError` naming it; a dead
+        one (silent for its lease duration, or gone from this machine) is taken over;
+        ``force=True`` takes over at once (only when the other copy is dead). The leases
+        are renewed every ``lease_seconds / 3`` in their own thread and released when the
+        loop ends; a copy forced out stops with
+        :class:`~streamkit.streaming.owner.OwnerLostError` at its next batch."""
+        store = self._log.store if self._log is not None else None
+        leases = owner_leases_for(self.name, store, self.source)
+        acquire_all(leases, force=force)
+        self._owners = OwnerHeartbeat(leases, self._owner_lost).start()
         self._thread.start()
         return self
+
+    def _owner_lost(self, error: OwnerLostError) -> None:
+        self._error = error
+        self._stop.set()
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop after the batch in flight commits; waits up to ``timeout`` seconds."""
@@ -226,6 +246,7 @@ class StreamingQuery:
         except BaseException as exc:  # stored and re-raised to the caller
             self._error = exc
         finally:
+            self._owners.stop()
             self._done.set()
             with self._cond:
                 self._cond.notify_all()

@@ -26,6 +26,9 @@ does. On servers whose AT_TIMESTAMP has whole-second resolution (kinesis-mock, i
 LocalStack) this also includes records put up to a second before.
 
 One streaming query per ``app_name``: the lease table mirrors that query's checkpoint.
+A query takes the source's owner leases at start (:mod:`.query_owner`): a second live
+query on the app name with another checkpoint folder, or a second live process with the
+same worker id, is refused before anything is read.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ from streamkit_kinesis.types import TRIM_HORIZON
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
+    from streamkit.streaming.owner import OwnerLease, QueryIdentity
     from streamkit_kinesis.consumer import ConsumerConfig
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import (
@@ -180,6 +184,17 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
                 "pass schema=..."
             )
         return schema
+
+    def owner_leases(self, query: QueryIdentity) -> list[OwnerLease]:
+        """One live query per app name, one live process per worker id, judged on the
+        ``failover_time`` (:mod:`.query_owner`); taken by ``query`` at start."""
+        from streamkit_kinesis.source.query_owner import query_owner_leases
+
+        return query_owner_leases(
+            self.lease_endpoint, self.app_name, self.worker_id, query,
+            lease_seconds=self.config.failover_time,
+            call_timeout=self.config.lease_call_timeout,
+        )  # fmt: skip
 
     def read_only(self, columns: Collection[str] | None) -> bool:
         """Decode only ``columns`` (projection pushdown, see :meth:`JsonDecoder.read_only`);
