@@ -22,9 +22,6 @@ import streamkit as sk
 from streamkit.cli.clickstream import SCHEMA
 from streamkit.errors import StreamkitError
 
-# Short group timeouts so a fresh group is assigned its partitions quickly.
-CONSUMER = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}
-
 
 def action_counts(df: sk.DataFrame) -> sk.DataFrame:
     """The query: events and revenue per action."""
@@ -34,9 +31,7 @@ def action_counts(df: sk.DataFrame) -> sk.DataFrame:
 def count_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> pa.Table:
     """Run the query from the topic until ``expected`` events are counted; its result."""
     name = f"kafka_counts_{uuid.uuid4().hex[:8]}"
-    df = sk.read_stream.kafka(
-        bootstrap, topic, f"example-{name}", SCHEMA, consumer_options=CONSUMER
-    )
+    df = sk.read_stream.kafka(bootstrap, topic, f"example-{name}", SCHEMA)
     query = (
         action_counts(df).write_stream.output_mode("complete")
         .trigger(processing_time="200 ms").memory(name).start()
