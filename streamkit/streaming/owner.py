@@ -61,8 +61,12 @@ class OwnerLostError(StreamkitError):
 
 
 def _boot_id() -> str:
+    """This kernel's boot id and this process's pid namespace ("" when unknown): two
+    records with equal host and boot id name pids of one namespace of one running machine
+    (containers sharing a host name and kernel differ by their pid namespace)."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
     except OSError:
         return ""
 
@@ -88,7 +92,7 @@ class OwnerRecord:
     scope: str = ""
     """What the holder claims with it (a checkpoint location), for compatibility rules."""
     boot_id: str = ""
-    """The holder machine's boot id: host plus boot id names one running machine."""
+    """The holder's boot id and pid namespace: with host, where its pid means something."""
     released: bool = False
     """True after a clean stop: free to take at once."""
 
