@@ -103,9 +103,10 @@ def crash(query: StreamingQuery) -> None:
     assert isinstance(info.value.__cause__, Killed)
 
 
-def test_a_memory_queue_is_an_acknowledging_source() -> None:
+def test_a_memory_queue_is_an_acknowledging_source(tmp_path: Path) -> None:
     source: AcknowledgingSource[Receipt] = MemoryQueue(SCHEMA)
-    query = start(MemoryQueue(SCHEMA), LocalCheckpointStore("unused"), MemorySink("kind"))
+    store = LocalCheckpointStore(str(tmp_path / "ck"))
+    query = start(MemoryQueue(SCHEMA), store, MemorySink("kind"))
     query.stop()
     assert query.source_kind == "acknowledging"
     assert source.schema == SCHEMA
