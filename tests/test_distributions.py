@@ -23,7 +23,7 @@ DISTRIBUTIONS = {
     "streamkit_kafka": (ROOT / "connectors" / "kafka", "streamkit_kafka"),
 }
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # builds with pip: needs PyPI
 
 
 @pytest.fixture(scope="module")
