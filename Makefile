@@ -41,6 +41,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/query_engine.py
 
+bench-peers: $(STAMP)
+	$(BIN)/python bench/kcl_peers.py && $(BIN)/python bench/spark_kinesis.py
+
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
 
