@@ -139,11 +139,19 @@ def watch(proc: subprocess.Popen[bytes], reader: str, rep: int, target: Target, 
                    max(peak, tree.rss_bytes), len(tree.pids))
 
 
-def kclpy_command(target: Target, app: str, work: Path, idle_ms: int) -> list[str]:
+CLIENT_VERSIONS = {
+    "3x": "CLIENT_VERSION_CONFIG_3X",
+    "2x": "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X",
+}
+
+
+def kclpy_command(target: Target, app: str, work: Path, idle_ms: int, *,
+                  client_version: str = "3x") -> list[str]:
     """Write the daemon's properties into ``work``; the MultiLangDaemon command line."""
     executable = f"{KCLPY_VENV / 'bin' / 'python'} {APP / 'processor.py'}"
     text = Template((APP / "app.properties.template").read_text()).substitute(
         executable=executable, stream=target.stream, app=app, idle_ms=idle_ms,
+        client_version=CLIENT_VERSIONS[client_version],
         kinesis_endpoint=target.kinesis_url, dynamodb_endpoint=target.dynamodb_url,
     )
     props = work / "app.properties"
@@ -153,8 +161,9 @@ def kclpy_command(target: Target, app: str, work: Path, idle_ms: int) -> list[st
             "--properties-file", str(props)]
 
 
-def run_kclpy(target: Target, rep: int, app: str, work: Path, idle_ms: int) -> PeerRun:
-    """One MultiLangDaemon (KCL 3.x) with the counting processor, fresh application."""
+def run_kclpy(target: Target, rep: int, app: str, work: Path, *, idle_ms: int,
+              client_version: str = "3x") -> PeerRun:
+    """One MultiLangDaemon (KCL 3.x or its 2.x-compatible mode), counting processor, new app."""
     out = work / "counts"
     out.mkdir(parents=True)
     env = os.environ | {
@@ -163,7 +172,8 @@ def run_kclpy(target: Target, rep: int, app: str, work: Path, idle_ms: int) -> P
     }
     log = work / "daemon.log"
     with log.open("wb") as sink:
-        proc = subprocess.Popen(kclpy_command(target, app, work, idle_ms), cwd=work, env=env,
+        command = kclpy_command(target, app, work, idle_ms, client_version=client_version)
+        proc = subprocess.Popen(command, cwd=work, env=env,
                                 stdout=sink, stderr=subprocess.STDOUT)
         return watch(proc, KCLPY, rep, target, out=out, log=log)
 

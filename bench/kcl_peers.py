@@ -81,12 +81,13 @@ async def prepare(kinesis_url: str, records: int) -> tuple[str, float]:
     return stream, await produce(endpoint, stream, records)
 
 
-def one_run(reader: str, target: Target, rep: int, idle_ms: int) -> PeerRun:
+def one_run(reader: str, target: Target, rep: int, args: argparse.Namespace) -> PeerRun:
     app = f"peers-{reader.split(maxsplit=1)[0].replace('-', '')}-{uuid.uuid4().hex[:6]}"
     work = Path(tempfile.mkdtemp(prefix="kcl-peers-"))
     try:
         if reader == KCLPY:
-            return run_kclpy(target, rep, app, work, idle_ms)
+            return run_kclpy(target, rep, app, work, idle_ms=args.kcl_idle_ms,
+                             client_version=args.kcl_client_version)
         return run_streamkit(target, rep, app, work)
     except Exception:
         kept = RESULTS_DIR / f"failed_{app}"
@@ -116,7 +117,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for rep in range(1, args.reps + 1):
             order = [STREAMKIT, KCLPY] if rep % 2 else [KCLPY, STREAMKIT]
             for reader in order:
-                run = one_run(reader, target, rep, args.kcl_idle_ms)
+                run = one_run(reader, target, rep, args)
                 log(f"  rep {rep} {reader:<20} {run.rate:>9,.0f} rec/s  steady "
                     f"{run.steady_rate:>9,.0f}  first {run.first_s:5.1f} s  "
                     f"CPU {run.cpu_s:6.1f} s  RSS {run.peak_rss_bytes / 2**20:,.0f} MB")
@@ -181,6 +182,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kinesis", choices=("localstack", "kinesalite"), default="localstack",
                    help="Kinesis server (the KCL 3.x daemon speaks HTTP/2 to Kinesis, which "
                    "kinesalite cannot: there it fails; LocalStack answers h2c)")
+    p.add_argument("--kcl-client-version", choices=("3x", "2x"), default="3x",
+                   help="the daemon's clientVersionConfig: KCL 3's default, or its "
+                   "2.x-compatible mode")
     p.add_argument("--kcl-idle-ms", type=int, default=1000,
                    help="the daemon's idleTimeBetweenReadsInMillis (KCL default 1000)")
     return p.parse_args()
