@@ -20,23 +20,26 @@ def _orderable(name: str, input_dtype: pl.DataType | None) -> pl.DataType:
 
 
 @dataclass(frozen=True)
-class Min(AggregateFunction):
-    """Smallest non-null value, of the input's type; state: that value."""
-
-    name: ClassVar[str] = "min"
+class _Extremum(AggregateFunction):
+    """Smallest or largest non-null value (by ``name``), of the input's type; state: that
+    value, merged with the same reduction."""
 
     def result_dtype(
         self, input_dtype: pl.DataType | None, argument: str = "the input"
     ) -> pl.DataType:
         return _orderable(self.name, input_dtype)
 
+    def _reduce(self, column: str) -> pl.Expr:
+        expr = pl.col(column)
+        return expr.min() if self.name == "min" else expr.max()
+
     def partial(
         self, inputs: list[str], states: list[str], input_dtype: pl.DataType | None
     ) -> list[pl.Expr]:
-        return [pl.col(inputs[0]).min().alias(states[0])]
+        return [self._reduce(inputs[0]).alias(states[0])]
 
     def merge(self, states: list[str]) -> list[pl.Expr]:
-        return [pl.col(states[0]).min()]
+        return [self._reduce(states[0])]
 
     def finalize(self, states: list[str], input_dtype: pl.DataType | None) -> pl.Expr:
         return pl.col(states[0])
@@ -46,26 +49,14 @@ class Min(AggregateFunction):
 
 
 @dataclass(frozen=True)
-class Max(AggregateFunction):
+class Min(_Extremum):
+    """Smallest non-null value, of the input's type; state: that value."""
+
+    name: ClassVar[str] = "min"
+
+
+@dataclass(frozen=True)
+class Max(_Extremum):
     """Largest non-null value, of the input's type; state: that value."""
 
     name: ClassVar[str] = "max"
-
-    def result_dtype(
-        self, input_dtype: pl.DataType | None, argument: str = "the input"
-    ) -> pl.DataType:
-        return _orderable(self.name, input_dtype)
-
-    def partial(
-        self, inputs: list[str], states: list[str], input_dtype: pl.DataType | None
-    ) -> list[pl.Expr]:
-        return [pl.col(inputs[0]).max().alias(states[0])]
-
-    def merge(self, states: list[str]) -> list[pl.Expr]:
-        return [pl.col(states[0]).max()]
-
-    def finalize(self, states: list[str], input_dtype: pl.DataType | None) -> pl.Expr:
-        return pl.col(states[0])
-
-    def empty_state(self, input_dtype: pl.DataType | None) -> list[Any]:
-        return [None]

@@ -80,10 +80,19 @@ class AwsServer(RunningServer):
 
 @dataclass(eq=False, kw_only=True)
 class KafkaServer(RunningServer):
-    """A Kafka-protocol broker (Tansu)."""
+    """A Kafka-protocol broker (Apache Kafka, Tansu)."""
 
     bootstrap: str
     """``bootstrap_servers`` value, e.g. ``127.0.0.1:40123``."""
+
+    @classmethod
+    def on_loopback(
+        cls, name: str, process: ServerProcess, port: int, run_dir: Path, cache: Path
+    ) -> KafkaServer:
+        """The handle of broker ``name`` listening on ``127.0.0.1:port``."""
+        return cls(name=name, url=f"tcp://127.0.0.1:{port}", port=port, process=process,
+                   run_dir=run_dir, logs_dir=cache / "logs",
+                   bootstrap=f"127.0.0.1:{port}")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -126,15 +126,7 @@ def start_kafka(cache_dir: Path | None = None, *, timeout: float = 90.0) -> Iter
         return Launch(cmd=cmd, env=env, ready=lambda: port_open("127.0.0.1", port))
 
     proc, port, run_dir = launch("kafka", cache, plan, timeout=timeout)
-    server = KafkaServer(
-        name="kafka",
-        url=f"tcp://127.0.0.1:{port}",
-        port=port,
-        process=proc,
-        run_dir=run_dir,
-        logs_dir=cache / "logs",
-        bootstrap=f"127.0.0.1:{port}",
-    )
+    server = KafkaServer.on_loopback("kafka", proc, port, run_dir, cache)
     try:
         yield server
     finally:

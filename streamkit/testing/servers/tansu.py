@@ -89,15 +89,7 @@ def start_tansu(cache_dir: Path | None = None, *, timeout: float = 30.0) -> Iter
         return Launch(cmd=cmd, env=env, ready=lambda: port_open("127.0.0.1", port))
 
     proc, port, run_dir = launch("tansu", cache, plan, timeout=timeout)
-    server = KafkaServer(
-        name="tansu",
-        url=f"tcp://127.0.0.1:{port}",
-        port=port,
-        process=proc,
-        run_dir=run_dir,
-        logs_dir=cache / "logs",
-        bootstrap=f"127.0.0.1:{port}",
-    )
+    server = KafkaServer.on_loopback("tansu", proc, port, run_dir, cache)
     try:
         yield server
     finally:
