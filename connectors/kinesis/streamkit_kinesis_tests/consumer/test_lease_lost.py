@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 from streamkit_kinesis.consumer import BaseRecordProcessor, KinesisConsumer
-from streamkit_kinesis.leases import DynamoDBLeaseStore, LeaseEvent, LeaseEventKind, LeaseLostError
+from streamkit_kinesis.leases import (
+    DynamoDBLeaseStore,
+    LeaseConflictError,
+    LeaseEvent,
+    LeaseEventKind,
+    LeaseLostError,
+)
 from streamkit_kinesis.testing.streams import fresh_stream
 from streamkit_kinesis.types import TRIM_HORIZON
 
@@ -62,12 +68,21 @@ class PausingProcessor(BaseRecordProcessor):
         self.lost.append(shard_id)
 
 
-async def steal(endpoint: AwsEndpoint, app: str) -> None:
+async def steal(endpoint: AwsEndpoint, app: str, attempts: int = 20) -> None:
+    """Take SHARD as "intruder". The owner renews every second, so a renewal can land
+    between our read and our conditional take: read again and retry, as a stealing
+    worker would on its next cycle."""
     store = DynamoDBLeaseStore(endpoint, app)
-    lease = await store.get_lease(SHARD)
-    assert lease is not None
-    assert lease.lease_owner is not None
-    await store.take_lease(lease, "intruder")
+    for _ in range(attempts):
+        lease = await store.get_lease(SHARD)
+        assert lease is not None
+        assert lease.lease_owner is not None
+        try:
+            await store.take_lease(lease, "intruder")
+            return
+        except LeaseConflictError:
+            continue
+    raise AssertionError(f"the owner renewed between every read and take ({attempts} tries)")
 
 
 async def test_checkpoint_after_the_lease_was_stolen_raises_and_writes_nothing(
