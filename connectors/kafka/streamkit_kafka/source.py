@@ -15,6 +15,12 @@ sources in one group share the partitions. Exactly-once for one query, step by s
    the group, for the partitions still assigned. A failed group commit is logged, not
    raised: the query's checkpoint stays authoritative, a restart only re-reads less.
 
+4. ``end_offsets`` (the target of ``available_now`` and ``process_all_available``) covers
+   every partition of the topics, assigned or not; :meth:`~KafkaStreamSource.reached`
+   counts a partition another member holds as done once the group's committed offset for
+   it reaches the target. A partition held by a member that died (still in the group until
+   its session times out) is therefore waited for, then read, never skipped.
+
 Across members of a group, a partition that moves while its batch is in flight is read
 again by its new owner (at-least-once between members). An error in the rebalance
 callback (which aiokafka would only log) is stored and raised, as
@@ -119,6 +125,9 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         self._committed: dict[str, int] = {}
         self._assigned: set[TopicPartition] = set()
         self._first_assignment = asyncio.Event()
+        self._peer_committed: dict[str, int] = {}
+        """Group-committed offsets of partitions other members hold (see :meth:`reached`)."""
+        self._peer_checked = float("-inf")
 
     # -- ReplayableSource -------------------------------------------------------------------
 
@@ -185,6 +194,7 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         for tp, records in taken.items():
             self._positions[partition_id(tp.topic, tp.partition)] = records[-1].offset + 1
         await self._learn_positions()
+        await self._refresh_peer_committed(consumer)
         changed = {p: n for p, n in self._positions.items() if self._reported.get(p) != n}
         if not changed and not taken:
             return None
@@ -221,18 +231,29 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         return kept
 
     async def end_offsets(self) -> Offsets:
-        """The end offsets of the partitions assigned now (``consumer.end_offsets``)."""
+        """The end offsets of every partition of the topics now, whichever member of the
+        group holds it (``consumer.end_offsets``)."""
         self.raise_if_failed()
         consumer = self._need_consumer()
-        tps = sorted(self._assigned)
+        tps = sorted(self._all_partitions(consumer))
         if not tps:
             return {}
         ends = await consumer.end_offsets(tps)
         return {partition_id(tp.topic, tp.partition): str(ends[tp]) for tp in tps}
 
     def reached(self, offsets: Offsets, target: Offsets) -> bool:
-        """True when ``offsets`` is at or past ``target`` on every partition (numerically)."""
-        return all(int(offsets.get(p, "0")) >= int(v) for p, v in target.items())
+        """True when, on every partition of ``target``, ``offsets`` is at or past it
+        (numerically), or the partition is held by another member of the group and the
+        group's committed offset for it is (refreshed by :meth:`next_batch`, at most once
+        a second, while such partitions exist)."""
+        mine = self.assignment
+        for pid, value in target.items():
+            if int(offsets.get(pid, "0")) >= int(value):
+                continue
+            if pid not in mine and self._peer_committed.get(pid, -1) >= int(value):
+                continue
+            return False
+        return True
 
     async def commit(self, offsets: Offsets) -> None:
         """The engine committed a batch ending at ``offsets``: commit them to the group for
@@ -288,6 +309,30 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
                 f"{self._assignment_timeout} s; is the broker overloaded, or do more members "
                 "than partitions share the group?"
             ) from None
+
+    def _all_partitions(self, consumer: Any) -> set[TopicPartition]:
+        """Every partition of the topics in the consumer's metadata (kept for subscribed
+        topics), and every partition assigned to this source."""
+        found = set(self._assigned)
+        for topic in self.topics:
+            found |= {TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()}
+        return found
+
+    async def _refresh_peer_committed(self, consumer: Any) -> None:
+        """The group's committed offsets of the partitions other members hold (what
+        :meth:`reached` counts as done for them); at most once a second."""
+        now = time.monotonic()
+        if now - self._peer_checked < 1.0:
+            return
+        self._peer_checked = now
+        others = self._all_partitions(consumer) - self._assigned
+        committed: dict[str, int] = {}
+        for tp in others:
+            with contextlib.suppress(KafkaError, AssertionError):
+                offset = await consumer.committed(tp)
+                if offset is not None:
+                    committed[partition_id(tp.topic, tp.partition)] = int(offset)
+        self._peer_committed = committed
 
     async def _learn_positions(self) -> None:
         """Record where assigned partitions that this query has not read yet start."""
