@@ -276,13 +276,34 @@ class LeaseCoordinator:
             if lease is None:
                 return
             try:
-                await self.store.release_lease(lease)
+                await self._release_write(lease)
             except LeaseLostError as e:
                 self.held.lost(shard_id, str(e))
             except LeaseStoreUnavailableError as e:
                 self.held.lost(shard_id, f"could not release (it will expire instead): {e}")
             else:
                 self.held.released(shard_id)
+
+    async def _release_write(self, lease: Lease, attempts: int = 3) -> None:
+        """Release ``lease``; if the counter moved while the table still names this worker
+        the owner, release at the stored counter.
+
+        Only this worker's own writes move the counter of a lease it owns, so a mismatch
+        with the owner unchanged is one of its own renewals that landed but was cancelled
+        before its result was recorded (``release_all`` cancels the loops). Any other
+        change (another owner, no owner, deleted) is a real loss and re-raised.
+        """
+        for attempt in range(attempts):
+            try:
+                await self.store.release_lease(lease)
+                return
+            except LeaseLostError:
+                current = await self.store.get_lease(lease.lease_key)
+                if attempt + 1 == attempts or current is None or current.lease_owner != (
+                    self.worker_id
+                ):
+                    raise
+                lease = current
 
     async def _loop(
         self, interval: float, step: Callable[[], Awaitable[object]], delay_first: bool = False

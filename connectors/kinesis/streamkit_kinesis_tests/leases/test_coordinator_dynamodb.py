@@ -210,8 +210,8 @@ async def test_background_loops_balance_and_hand_over(store: LeaseStore) -> None
 
     Counting B's cycles from the release would depend on load (the cycle in flight may
     already take some); the start and end times of each cycle do not. A lease A could not
-    release (see the xfail below) is reported LOST, still counts A as a live worker, and
-    every lease reaches B only after failover.
+    release (its renewals failed for longer than failover) is reported LOST, still counts A
+    as a live worker, and every lease reaches B only after failover.
     """
 
     def make(worker: str) -> RecordingCoordinator:
@@ -219,7 +219,7 @@ async def test_background_loops_balance_and_hand_over(store: LeaseStore) -> None
             store,
             worker,
             failover_time=5.0,
-            renew_interval=1.5,  # rarely in flight at release time (see the xfail below)
+            renew_interval=1.5,
             take_interval=0.3,
             max_steal=2,
             rng=random.Random(worker),
@@ -277,13 +277,8 @@ class RenewalHangsAfterWriting(ExceptionThrowingLeaseStore):
         raise AssertionError("unreachable")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: release_all cancels an in-flight renewal whose write already landed; "
-    "the release then uses the stale lease counter, fails, and the lease is reported LOST "
-    "(it moves only after failover instead of at once)",
-)
 async def test_release_all_during_a_renewal_still_releases(store: LeaseStore) -> None:
+    """A renewal cancelled after its write landed leaves a stale counter; release still works."""
     hanging = RenewalHangsAfterWriting(store)
     a = LeaseCoordinator(hanging, "A", failover_time=FAILOVER, renew_interval=0.05)
     await a.start(background=False)
