@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from .sync import is_blocked
+
 if TYPE_CHECKING:
     import random
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -114,6 +116,7 @@ def decide_takes(
     """Decide which leases ``worker_id`` takes, given a snapshot of the lease table.
 
     - Finished leases (checkpoint SHARD_END) need no owner: they are neither counted nor taken.
+      Nor are blocked ones (a parent's lease is not finished yet): they never fill a slot.
     - Live workers = owners of non-expired leases + this worker;
       target = ceil(leases / live workers), capped at ``max_leases``.
     - Unowned and expired leases are taken first, up to the target.
@@ -125,7 +128,8 @@ def decide_takes(
     - ``rng`` shuffles candidates so that workers starting together contend less; without it
       the choice is deterministic (by lease key).
     """
-    active = [lease for lease in leases if not lease.is_finished]
+    by_key = {lease.lease_key: lease for lease in leases}
+    active = [lease for lease in leases if not lease.is_finished and not is_blocked(lease, by_key)]
     available = [
         lease
         for lease in active
