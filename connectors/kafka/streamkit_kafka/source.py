@@ -51,6 +51,7 @@ from streamkit.streaming.decode import (
     read_only,
 )
 from streamkit.streaming.sources.base import SourceBase
+from streamkit.streaming.watermarks import rows_by_partition
 
 from .errors import KafkaSourceError, TopicNotFoundError
 from .support import partition_id, sample_values, start_client
@@ -201,6 +202,7 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         t1 = time.perf_counter()
         rows, dead = await self._decode(taken)
         self._reported.update(changed)
+        counts = [(partition_id(tp.topic, tp.partition), len(taken[tp])) for tp in sorted(taken)]
         return SourceBatch(
             rows=rows,
             dead_letters=dead,
@@ -208,6 +210,9 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
             partitions=self._progress(taken),
             fetch_seconds=t1 - t0,
             decode_seconds=time.perf_counter() - t1,
+            row_partitions=rows_by_partition(
+                counts, dead.column("partition").to_pylist(), rows.num_rows
+            ),
         )
 
     def bound(self, target: Offsets | None) -> None:

@@ -61,6 +61,10 @@ class SourceBatch:
     """Time spent fetching raw records."""
     decode_seconds: float = 0.0
     """Time spent decoding them into Arrow."""
+    row_partitions: pa.Array | None = None
+    """The partition of each row of ``rows`` (same length; strings or dictionary-encoded
+    strings), for per-partition watermarks; None when the source cannot tell (the batch
+    then counts as one partition)."""
 
 
 @dataclass(frozen=True)

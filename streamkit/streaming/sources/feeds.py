@@ -53,7 +53,16 @@ def merge_batches(parts: list[SourceBatch], end_offsets: Offsets) -> SourceBatch
         partitions=tuple(q for p in parts for q in p.partitions),
         fetch_seconds=sum(p.fetch_seconds for p in parts),
         decode_seconds=sum(p.decode_seconds for p in parts),
+        row_partitions=_concat_partitions(parts),
     )
+
+
+def _concat_partitions(parts: list[SourceBatch]) -> pa.Array | None:
+    """The parts' row partitions end to end, or None unless every part has them."""
+    known = [p.row_partitions for p in parts]
+    if not known or any(k is None for k in known):
+        return None
+    return pa.chunked_array([k.cast(pa.string()) for k in known if k is not None]).combine_chunks()
 
 
 @dataclass(frozen=True)
