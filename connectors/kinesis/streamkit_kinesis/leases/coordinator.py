@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from streamkit.errors import ConfigError, StreamkitError
 
 from .checkpointer import Checkpointer
+from .dynamodb import DynamoDBLeaseStore
 from .errors import LeaseConflictError, LeaseLostError, LeaseStoreUnavailableError
 from .held import HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
 from .metrics import LeaseMetrics
@@ -43,6 +44,9 @@ class LeaseCoordinator:
 
     Defaults follow KCL: ``failover_time`` 10 s, renewal every third of it, a take cycle
     every ``2 * failover_time``, at most one steal per cycle. ``clock`` must be monotonic.
+    Renewals run at a fixed rate through the store's renewal lane (a DynamoDB store gets
+    its own thread pool and HTTP connections for them), and a held lease not confirmed
+    for ``failover_time`` is dropped before anyone uses it (KCL's renewer rule).
 
     Errors in the background loops are never silent: a transient store error is counted
     and retried next cycle; any other error stops both loops, drops every held lease as
@@ -80,10 +84,11 @@ class LeaseCoordinator:
         self.max_leases = max_leases
         self._rng = rng or random.Random()
         self._create_table = create_table
-        self.held = HeldLeases(clock)
+        self.held = HeldLeases(clock, ttl=failover_time)
         """The shared view of held leases (renewer, checkpointers and taker all update it)."""
         self._tracker = LeaseTracker(clock)
-        self._renewer = LeaseRenewer(store, self.held, failover_time, clock)
+        self._lane = store.renewal_lane() if isinstance(store, DynamoDBLeaseStore) else None
+        self._renewer = LeaseRenewer(self._lane or store, self.held, failover_time, clock)
         self._snapshot: dict[str, Lease] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._error: BaseException | None = None
@@ -109,7 +114,7 @@ class LeaseCoordinator:
             self._tasks = [
                 asyncio.create_task(self._loop(self.take_interval, self.take_once), name="take"),
                 asyncio.create_task(
-                    self._loop(self.renew_interval, self.renew_once, delay_first=True),
+                    self._loop(self.renew_interval, self.renew_once, fixed_rate=True),
                     name="renew",
                 ),
             ]
@@ -120,6 +125,8 @@ class LeaseCoordinator:
         await self._cancel_loops()
         for shard_id in sorted(self.held.shard_ids()):
             self.held.lost(shard_id, f"lease coordinator of {self.worker_id} stopped")
+        if self._lane is not None:
+            self._lane.close()
 
     async def release_all(self) -> None:
         """Graceful hand-off: stop taking and renewing, then release every held lease.
@@ -299,18 +306,24 @@ class LeaseCoordinator:
                 return
             except LeaseLostError:
                 current = await self.store.get_lease(lease.lease_key)
-                if attempt + 1 == attempts or current is None or current.lease_owner != (
-                    self.worker_id
+                if (
+                    attempt + 1 == attempts
+                    or current is None
+                    or current.lease_owner != self.worker_id
                 ):
                     raise
                 lease = current
 
     async def _loop(
-        self, interval: float, step: Callable[[], Awaitable[object]], delay_first: bool = False
+        self, interval: float, step: Callable[[], Awaitable[object]], fixed_rate: bool = False
     ) -> None:
-        if delay_first:
-            await asyncio.sleep(interval)
+        """Run ``step`` every ``interval``: after each step ends, or (``fixed_rate``, the
+        renewals) at fixed times from the first tick, so a slow step never delays the next."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + (interval if fixed_rate else 0.0)
         while True:
+            if fixed_rate:
+                await asyncio.sleep(max(0.0, due - loop.time()))
             try:
                 await step()
             except LeaseStoreUnavailableError as e:
@@ -319,7 +332,10 @@ class LeaseCoordinator:
             except Exception as e:
                 self._fail(e)
                 return
-            await asyncio.sleep(interval)
+            if fixed_rate:
+                due = max(due + interval, loop.time())
+            else:
+                await asyncio.sleep(interval)
 
     def _fail(self, error: Exception) -> None:
         log.error("lease coordinator of %s failed: %r", self.worker_id, error)

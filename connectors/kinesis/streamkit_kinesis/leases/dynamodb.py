@@ -1,9 +1,10 @@
 """The DynamoDB lease store: KCL's lease table, written with conditional updates.
 
-boto3 is synchronous; every request runs in a worker thread (``asyncio.to_thread``) and is
-counted by operation in :attr:`DynamoDBLeaseStore.calls` (one count per API request; a
-paged scan counts each page). Every write carries a ``ConditionExpression`` and returns the
-item as stored (``ReturnValues=ALL_NEW``), so the lease a method returns is the table's view.
+boto3 is synchronous; every request runs in a worker thread (the default executor, or the
+store's own one for a :meth:`~DynamoDBLeaseStore.renewal_lane`) and is counted by operation
+in :attr:`DynamoDBLeaseStore.calls` (one count per API request; a paged scan counts each
+page). Every write carries a ``ConditionExpression`` and returns the item as stored
+(``ReturnValues=ALL_NEW``), so the lease a method returns is the table's view.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -75,6 +77,8 @@ class DynamoDBLeaseStore:
     ``client`` may be given to wrap a real client (failure injection in tests); otherwise
     one is built from ``endpoint`` with ``call_timeout`` seconds for connect and read, and
     botocore's standard retry mode (3 attempts), so no call can hang past a failover period.
+    ``threads`` > 0 gives the store its own thread pool of that size (and an HTTP connection
+    pool as large); 0 runs calls on asyncio's default executor.
     """
 
     def __init__(
@@ -84,26 +88,62 @@ class DynamoDBLeaseStore:
         *,
         client: DynamoDBClient | None = None,
         call_timeout: float = 5.0,
+        threads: int = 0,
+        calls: CallCounter | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.table_name = table_name
-        self.calls = CallCounter()
+        self.calls = calls or CallCounter()
         """DynamoDB API calls by operation name (``UpdateItem``, ``Scan``, ...)."""
+        self._call_timeout = call_timeout
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._injected_client = client is not None
         self._client: DynamoDBClient = client or endpoint.client(
             "dynamodb",
             connect_timeout=call_timeout,
             read_timeout=call_timeout,
             retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=max(10, threads),
         )
+
+    def renewal_lane(self, threads: int = 20) -> DynamoDBLeaseStore:
+        """The same table through a dedicated thread pool and boto3 client (own session,
+        own HTTP connection pool), sharing :attr:`calls`: renewals sent through it never
+        queue behind GetRecords, decoding, engine or sink work on the default executor.
+
+        A store built with an injected ``client`` (failure injection in tests) shares that
+        client, so injected failures reach the lane too; only the thread pool is its own.
+        Call :meth:`close` on the lane when done (it re-opens on the next call).
+        """
+        return DynamoDBLeaseStore(
+            self.endpoint,
+            self.table_name,
+            client=self._client if self._injected_client else None,
+            call_timeout=self._call_timeout,
+            threads=threads,
+            calls=self.calls,
+        )
+
+    def close(self) -> None:
+        """Shut down this store's own thread pool, if any (idle threads exit at once)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     def call_counts(self) -> Mapping[str, int]:
         """DynamoDB calls made so far, by operation."""
         return self.calls.snapshot()
 
+    def _pool(self) -> ThreadPoolExecutor | None:
+        if self._threads > 0 and self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, f"leases-{self.table_name}")
+        return self._executor
+
     async def _call(self, operation: str, fn: Callable[[], T]) -> T:
         self.calls.record(operation)
         try:
-            return await asyncio.to_thread(fn)
+            return await asyncio.get_running_loop().run_in_executor(self._pool(), fn)
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
@@ -182,7 +222,11 @@ class DynamoDBLeaseStore:
                 raise
 
     async def list_leases(self) -> list[Lease]:
-        """All leases (consistent scan, every page), ordered by key."""
+        """All leases (eventually consistent scan, every page, as KCL), ordered by key.
+
+        Half the read units of a consistent scan. A stale item costs nothing in safety:
+        every write is conditional on the counter, and a stale counter only delays expiry.
+        """
         leases: list[Lease] = []
         start: dict[str, AttributeValueTypeDef] | None = None
         while True:
@@ -194,10 +238,8 @@ class DynamoDBLeaseStore:
 
     def _scan_page(self, start: dict[str, AttributeValueTypeDef] | None) -> ScanOutputTypeDef:
         if start is None:
-            return self._client.scan(TableName=self.table_name, ConsistentRead=True)
-        return self._client.scan(
-            TableName=self.table_name, ConsistentRead=True, ExclusiveStartKey=start
-        )
+            return self._client.scan(TableName=self.table_name)
+        return self._client.scan(TableName=self.table_name, ExclusiveStartKey=start)
 
     async def get_lease(self, lease_key: str) -> Lease | None:
         """The lease (strongly consistent read) or None."""

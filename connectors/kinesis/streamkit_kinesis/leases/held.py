@@ -4,6 +4,10 @@ Every successful write on a held lease (take, renew, checkpoint) stores the leas
 returned, so the next conditional write always uses the latest counter. Writes on one lease
 are serialized with :meth:`HeldLeases.lock`, so a renewal and a checkpoint never race each
 other into a false "lease lost".
+
+KCL's renewer rule: with a ``ttl`` (the failover time), a lease whose last confirmed write was
+sent more than ``ttl`` ago is dropped (LOST) by the first query that meets it, so nobody
+reads, renews or checkpoints with a lease another worker may already consider expired.
 """
 
 from __future__ import annotations
@@ -63,10 +67,17 @@ class HeldLease:
 
 
 class HeldLeases:
-    """Held leases keyed by shard id, with per-lease locks and change notifications."""
+    """Held leases keyed by shard id, with per-lease locks and change notifications.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    ``ttl`` (None: never) is how long a lease stays usable after the send time of its last
+    confirmed take, renewal or checkpoint; every query drops expired leases first.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, ttl: float | None = None
+    ) -> None:
         self._clock = clock
+        self._ttl = ttl
         self._held: dict[str, HeldLease] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[LeaseListener] = []
@@ -84,27 +95,47 @@ class HeldLeases:
         return self._locks.setdefault(shard_id, asyncio.Lock())
 
     def get(self, shard_id: str) -> Lease | None:
-        """The held lease for ``shard_id``, or None if not held."""
-        entry = self._held.get(shard_id)
+        """The held lease for ``shard_id``, or None if not held (or expired: dropped)."""
+        entry = self.entry(shard_id)
         return None if entry is None else entry.lease
 
     def entry(self, shard_id: str) -> HeldLease | None:
         """The held lease with its last confirmation time, or None."""
+        self.expire()
         return self._held.get(shard_id)
 
     def shard_ids(self) -> frozenset[str]:
         """Shards held right now."""
+        self.expire()
         return frozenset(self._held)
 
     def leases(self) -> list[Lease]:
         """Held leases, ordered by shard id."""
+        self.expire()
         return [self._held[k].lease for k in sorted(self._held)]
 
     def __len__(self) -> int:
+        self.expire()
         return len(self._held)
 
     def __contains__(self, shard_id: object) -> bool:
+        self.expire()
         return shard_id in self._held
+
+    def expire(self) -> tuple[str, ...]:
+        """Drop (LOST) every lease confirmed more than ``ttl`` ago; returns their shard ids."""
+        if self._ttl is None or not self._held:
+            return ()
+        now = self._clock()
+        stale = sorted(k for k, e in self._held.items() if now - e.confirmed_at > self._ttl)
+        for shard_id in stale:
+            silent = now - self._held[shard_id].confirmed_at
+            self.lost(
+                shard_id,
+                f"lease {shard_id} expired locally: last confirmed {silent:.1f}s ago, more than "
+                f"the failover time {self._ttl}s; another worker may own it now",
+            )
+        return tuple(stale)
 
     def now(self) -> float:
         """The clock reading to pass as ``at`` (take it *before* sending the write)."""
@@ -124,10 +155,18 @@ class HeldLeases:
     def confirmed(self, lease: Lease, at: float | None = None) -> None:
         """Record the result of a renewal or checkpoint sent at ``at`` (no event).
 
-        Ignored if the lease is no longer held (it was lost or released meanwhile).
+        Ignored if the lease is no longer held (it was lost or released meanwhile). A write
+        sent while the lease was still valid keeps it, however long the answer took: it
+        landed on our owner and counter, so nobody had taken the lease.
         """
-        if lease.lease_key in self._held:
-            self._held[lease.lease_key] = HeldLease(lease, self._clock() if at is None else at)
+        entry = self._held.get(lease.lease_key)
+        when = self._clock() if at is None else at
+        if entry is None:
+            return
+        if self._ttl is not None and when - entry.confirmed_at > self._ttl:
+            self.expire()
+            return
+        self._held[lease.lease_key] = HeldLease(lease, when)
 
     def lost(self, shard_id: str, reason: str) -> None:
         """Forget a lease this worker no longer owns; emits LOST (once)."""

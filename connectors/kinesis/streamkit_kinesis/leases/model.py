@@ -47,7 +47,7 @@ class Lease:
     """Last acknowledged position, or a sentinel [``checkpoint``,
     ``checkpointSubSequenceNumber``]."""
     owner_switches_since_checkpoint: int = 0
-    """How often the owner changed since the last checkpoint
+    """How often the lease passed from one worker to another since the last checkpoint
     [``ownerSwitchesSinceCheckpoint``]."""
     parent_shard_ids: tuple[str, ...] = field(default=())
     """Parents of the shard (one after a split, two after a merge) [``parentShardIds``]."""
@@ -93,8 +93,9 @@ class Lease:
         return replace(self, lease_counter=self.lease_counter + 1)
 
     def taken_by(self, owner: str) -> Lease:
-        """The lease after ``owner`` took it: counter + 1, owner switches + 1 if it changed."""
-        switched = 1 if owner != self.lease_owner else 0
+        """The lease after ``owner`` took it: counter + 1; owner switches + 1 only when it
+        was owned by another worker (as KCL: taking an unowned lease is not a switch)."""
+        switched = 1 if self.lease_owner is not None and owner != self.lease_owner else 0
         return replace(
             self,
             lease_owner=owner,

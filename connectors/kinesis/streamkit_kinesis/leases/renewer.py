@@ -45,7 +45,10 @@ class LeaseRenewer:
     drops the lease immediately and emits LOST, so the consumer stops that shard before
     writing anything else. A lease whose renewals fail transiently is kept until
     ``failover_time`` has passed since its last confirmed write (on ``clock``), then dropped
-    as LOST: by then other workers may consider it expired and take it.
+    as LOST: by then other workers may consider it expired and take it. As KCL, a lease
+    already expired that way is never renewed: it is dropped first (see :mod:`.held`).
+    Give the renewer its own store lane (:meth:`~.dynamodb.DynamoDBLeaseStore.renewal_lane`)
+    so renewals never wait behind other work for a thread or a connection.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class LeaseRenewer:
 
     async def renew_all(self) -> RenewResult:
         """Renew every held lease concurrently; non-transient store errors are re-raised."""
+        expired = self._held.expire()
         keys = sorted(self._held.shard_ids())
         outcomes = await asyncio.gather(*(self._renew(k) for k in keys), return_exceptions=True)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
@@ -70,7 +74,7 @@ class LeaseRenewer:
         by_key = dict(zip(keys, outcomes, strict=True))
         return RenewResult(
             renewed=tuple(k for k, o in by_key.items() if o is RenewOutcome.RENEWED),
-            lost=tuple(k for k, o in by_key.items() if o is RenewOutcome.LOST),
+            lost=expired + tuple(k for k, o in by_key.items() if o is RenewOutcome.LOST),
             transient_errors=sum(1 for o in by_key.values() if o is RenewOutcome.TRANSIENT),
         )
 

@@ -3,6 +3,8 @@ unreachable endpoints. Runs once per AWS peer (``aws_endpoint``: LocalStack and 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
@@ -12,6 +14,7 @@ from streamkit_kinesis.leases import (
     DynamoDBLeaseStore,
     HeldLeases,
     Lease,
+    LeaseCoordinator,
     LeaseRenewer,
     LeaseStoreUnavailableError,
 )
@@ -159,3 +162,66 @@ async def test_unreachable_endpoint_is_a_transient_error_with_a_clear_message() 
     with pytest.raises(LeaseStoreUnavailableError, match="did not answer Scan"):
         await store.list_leases()
     assert time.monotonic() - started < 10
+
+
+class RecordingClient:
+    """A real boto3 client that notes the arguments of every Scan."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.scans: list[dict[str, Any]] = []
+
+    def scan(self, **kwargs: Any) -> Any:
+        self.scans.append(kwargs)
+        return self.inner.scan(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_lease_table_scans_are_eventually_consistent(table: DynamoDBLeaseStore) -> None:
+    """As KCL's listLeases: half the read units of a consistent scan (issue 12, item 10)."""
+    recording = RecordingClient(table.endpoint.client("dynamodb"))
+    store = DynamoDBLeaseStore(
+        table.endpoint, table.table_name, client=cast("DynamoDBClient", recording)
+    )
+    for i in range(3):
+        await store.create_lease_if_not_exists(Lease(f"shard-{i}"))
+    assert [lease.lease_key for lease in await store.list_leases()] == [
+        "shard-0",
+        "shard-1",
+        "shard-2",
+    ]
+    assert recording.scans
+    assert [scan.get("ConsistentRead", False) for scan in recording.scans] == [False] * len(
+        recording.scans
+    )
+
+
+async def test_renewals_never_wait_for_a_saturated_default_executor(
+    table: DynamoDBLeaseStore,
+) -> None:
+    """Every thread of asyncio's default executor is blocked (as by GetRecords, decoding,
+    engine and sink work); renewals still go through their own threads and connections."""
+    for i in range(4):
+        await table.create_lease_if_not_exists(Lease(f"shard-{i}"))
+    coordinator = LeaseCoordinator(table, "A", failover_time=10.0, create_table=False)
+    await coordinator.start(background=False)
+    await coordinator.take_once()
+    assert len(coordinator.held_shard_ids()) == 4
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait, 120.0) for _ in range(64)]
+    try:
+        await asyncio.sleep(0.5)  # let the default executor start (and block) its threads
+        probe = loop.run_in_executor(None, time.monotonic)
+        done, _ = await asyncio.wait([probe], timeout=1.0)
+        assert not done, "the default executor should be saturated for this test to mean much"
+        result = await asyncio.wait_for(coordinator.renew_once(), 30.0)
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    assert result.renewed == ("shard-0", "shard-1", "shard-2", "shard-3")
+    assert {lease.lease_counter for lease in await table.list_leases()} == {2}  # take, renew
+    await coordinator.release_all()
+    await coordinator.stop()

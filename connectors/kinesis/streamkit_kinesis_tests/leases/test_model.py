@@ -40,6 +40,7 @@ def test_transitions_increment_the_counter() -> None:
         1,
     )
     assert lease.taken_by("A").owner_switches_since_checkpoint == 0
+    assert Lease("s").taken_by("A").owner_switches_since_checkpoint == 0  # unowned: no switch
     done = taken.checkpointed(seq("10"))
     assert (done.checkpoint, done.owner_switches_since_checkpoint, done.lease_counter) == (
         seq("10"),

@@ -179,3 +179,58 @@ async def test_checkpoint_without_position_uses_last_delivered() -> None:
     cp.mark_delivered("42")
     assert (await cp.checkpoint()).checkpoint == ExtendedSequenceNumber("42")
     assert cp.last_checkpoint == ExtendedSequenceNumber("42")
+
+
+async def test_a_lease_expired_locally_is_dropped_before_anyone_uses_it() -> None:
+    """KCL's renewer rule: past ``ttl`` since its last confirmed write, a lease is gone from
+    every query, is never renewed, and cannot be checkpointed (the table still names us)."""
+    clock = FakeClock()
+    real = InMemoryLeaseStore()
+    await real.create_table_if_not_exists()
+    held = HeldLeases(clock, ttl=FAILOVER)
+    events: list[LeaseEvent] = []
+    held.add_listener(events.append)
+    for key in "ab":
+        held.gained(await real.take_lease(await real.create_lease_if_not_exists(Lease(key)), "me"))
+    renewer = LeaseRenewer(real, held, FAILOVER, clock)
+    cp = Checkpointer(real, held, "a")
+    clock.advance(FAILOVER)  # exactly failover: still usable
+    assert held.shard_ids() == {"a", "b"}
+    assert (await renewer.renew_all()).renewed == ("a", "b")  # confirmed at this reading
+    clock.advance(FAILOVER / 2)
+    await cp.checkpoint("7")  # sent now: "a" is confirmed again, "b" is not
+    clock.advance(FAILOVER / 2 + 0.01)
+    assert held.get("b") is None
+    assert "b" not in held
+    assert [(e.kind, e.shard_id) for e in events] == [
+        (LeaseEventKind.GAINED, "a"),
+        (LeaseEventKind.GAINED, "b"),
+        (LeaseEventKind.LOST, "b"),
+    ]
+    assert "expired locally" in events[-1].reason
+    writes = real.call_counts()["UpdateItem"]
+    clock.advance(FAILOVER / 2)
+    result = await renewer.renew_all()  # "a" expires now too: nothing is sent for it
+    assert (result.renewed, result.lost) == ((), ("a",))
+    assert real.call_counts()["UpdateItem"] == writes
+    with pytest.raises(LeaseLostError, match="no longer holds"):
+        await cp.checkpoint("8")
+    stored = await real.get_lease("a")
+    assert stored is not None
+    assert (stored.lease_owner, stored.checkpoint) == ("me", ExtendedSequenceNumber("7"))
+
+
+async def test_a_renewal_sent_in_time_keeps_the_lease_however_late_it_returns() -> None:
+    clock = FakeClock()
+    real = InMemoryLeaseStore()
+    await real.create_table_if_not_exists()
+    held = HeldLeases(clock, ttl=FAILOVER)
+    held.gained(await real.take_lease(await real.create_lease_if_not_exists(Lease("a")), "me"))
+    clock.advance(FAILOVER * 0.9)
+    sent_at = held.now()
+    renewed = await real.renew_lease(held.get("a") or Lease("a"))
+    clock.advance(FAILOVER * 0.5)  # the answer took long: past ttl of the previous write
+    held.confirmed(renewed, sent_at)
+    assert held.get("a") == renewed
+    clock.advance(FAILOVER * 0.55)  # measured from the renewal's send time
+    assert held.get("a") is None

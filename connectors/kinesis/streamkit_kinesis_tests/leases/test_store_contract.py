@@ -144,14 +144,21 @@ async def test_renew_of_a_deleted_lease_fails(store: LeaseStore) -> None:
 
 
 async def test_take_sets_owner_and_counts_owner_switches(store: LeaseStore) -> None:
+    """As KCL: only a move from one worker to another is a switch (not a take of an
+    unowned lease, nor a take by the same owner)."""
     lease = await store.create_lease_if_not_exists(Lease("s"))
-    a = await store.take_lease(lease, "A")
-    assert (a.lease_owner, a.lease_counter, a.owner_switches_since_checkpoint) == ("A", 1, 1)
+    a = await store.take_lease(lease, "A")  # unowned: no switch
+    assert (a.lease_owner, a.lease_counter, a.owner_switches_since_checkpoint) == ("A", 1, 0)
     again = await store.take_lease(a, "A")  # same owner: no switch
-    assert again.owner_switches_since_checkpoint == 1
+    assert again.owner_switches_since_checkpoint == 0
     b = await store.take_lease(again, "B")
-    assert (b.lease_owner, b.lease_counter, b.owner_switches_since_checkpoint) == ("B", 3, 2)
-    assert await store.get_lease("s") == b
+    assert (b.lease_owner, b.lease_counter, b.owner_switches_since_checkpoint) == ("B", 3, 1)
+    released = await store.release_lease(b)
+    c = await store.take_lease(released, "C")  # released, hence unowned: no switch
+    assert (c.lease_owner, c.lease_counter, c.owner_switches_since_checkpoint) == ("C", 5, 1)
+    d = await store.take_lease(c, "D")
+    assert d.owner_switches_since_checkpoint == 2
+    assert await store.get_lease("s") == d
 
 
 async def test_take_with_stale_counter_fails_with_the_current_lease(store: LeaseStore) -> None:
@@ -186,7 +193,7 @@ async def test_concurrent_takes_have_exactly_one_winner(store: LeaseStore) -> No
 
 
 async def test_checkpoint_stores_position_and_resets_owner_switches(store: LeaseStore) -> None:
-    lease = await owned(store)
+    lease = await store.take_lease(await owned(store, owner="A"), "B")
     assert lease.owner_switches_since_checkpoint == 1
     done = await store.update_checkpoint(lease, seq("100", 2))
     assert done.checkpoint == seq("100", 2)
