@@ -1,0 +1,209 @@
+"""A keyed state store whose per-batch cost follows the groups a batch touches.
+
+Rows live in a :class:`~streamkit.streaming.state.row_log.RowLog`, found through a
+:class:`~streamkit.streaming.state.hash_index.HashIndex` on a 64-bit hash of the state
+keys. A batch's merge looks its keys up, gathers only the rows it touches, merges them with
+``aggregate.merge`` (the batch job's function, so results are the reference regroup's),
+kills the old rows and appends the merged ones. Eviction pops the hashes of the keys
+created per window end at or before the watermark: O(evicted). Nothing in a batch scans
+the state held; :meth:`KeyedStore.rows` (snapshots, complete mode) does, by nature.
+
+Two distinct keys with one hash are told apart by comparing the keys themselves: the
+second one lives in a small overflow frame merged by full regroup, so the result stays
+exact whatever the hash does (tests use a 3-bit hash to exercise it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+
+from streamkit import aggregate as K
+from streamkit.streaming.state.changelog import Changelog
+from streamkit.streaming.state.hash_index import I64, U64, HashIndex, nonzero
+from streamkit.streaming.state.row_log import RowLog
+from streamkit.windows import WEND
+
+Hasher = Callable[[pl.DataFrame], U64]
+"""Key columns -> one uint64 per row."""
+
+
+def row_hash(keys: pl.DataFrame) -> U64:
+    """Polars' row hash (stable within a process; never persisted)."""
+    return keys.hash_rows(seed=0).to_numpy()
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    frames = [f for f in frames if f.width]
+    if not frames:
+        return pl.DataFrame()
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def _merge(frames: list[pl.DataFrame], spec: K.AggregateSpec) -> pl.DataFrame:
+    rows = _concat([f for f in frames if f.height])
+    return K.merge(rows, spec) if rows.height else rows
+
+
+class KeyedStore:
+    """Hash-indexed state for tumbling and sliding windows and plain keys (see the
+    module docstring); per batch O(rows in + groups touched + groups evicted)."""
+
+    def __init__(self, spec: K.AggregateSpec, hasher: Hasher = row_hash) -> None:
+        self.spec, self.keys, self._hasher = spec, spec.state_keys, hasher
+        self._changes = Changelog(self.keys)
+        self._log, self._index, self._over = RowLog(), HashIndex(), pl.DataFrame()
+        self._buckets: dict[int, list[U64]] = {}
+        self._key_schema: pl.Schema | None = None
+
+    # -- merge -------------------------------------------------------------------------
+    def merge(self, fresh: pl.DataFrame) -> pl.DataFrame:
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.merge`."""
+        fresh = fresh.drop(K.TOUCHED, strict=False)
+        if not fresh.height:
+            return fresh
+        fresh, to_over = self._split_overflow(fresh)
+        slots = self._index.get(self._hashes(fresh))
+        found = slots >= 0
+        news = fresh.filter(pl.Series(~found))
+        hits, olds, collided = self._match(fresh.filter(pl.Series(found)), slots[found])
+        merged_hits = _merge([olds, hits], self.spec)
+        merged_news = _merge([news], self.spec)
+        touched_over = self._merge_overflow(_concat([to_over, collided]))
+        self._store(merged_hits, merged_news)
+        out = _concat([merged_hits, merged_news, touched_over])
+        self._changes.upserted(out)
+        return out
+
+    def _match(
+        self, found: pl.DataFrame, slots: I64
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """(rows whose key is the one at their slot, those slots' old rows, rows that only
+        share the hash); the old rows are killed."""
+        if not found.height:
+            return found, pl.DataFrame(), found
+        uniq, inverse = np.unique(slots, return_inverse=True)
+        old = self._log.gather(uniq)
+        theirs = old.select(self.keys)[inverse]
+        ours = found.select(self.keys)
+        same = ours.select(
+            pl.all_horizontal(ours[k].eq_missing(theirs[k]) for k in self.keys)
+        ).to_series()
+        used = np.bincount(inverse[same.to_numpy()], minlength=uniq.size) > 0
+        self._log.kill(uniq[used])
+        return found.filter(same), old.filter(pl.Series(used)), found.filter(~same)
+
+    def _store(self, merged_hits: pl.DataFrame, merged_news: pl.DataFrame) -> None:
+        """Append merged rows; a new key sharing a hash with another goes to overflow."""
+        hashes = self._hashes(merged_news)
+        first = pl.Series(hashes).is_first_distinct().to_numpy()
+        if not first.all():
+            self._over = _concat([self._over, merged_news.filter(pl.Series(~first))])
+            merged_news, hashes = merged_news.filter(pl.Series(first)), hashes[first]
+        self._file(merged_news, hashes)
+        rows = _concat([merged_hits, merged_news])
+        if rows.height:
+            all_hashes = np.concatenate([self._hashes(merged_hits), hashes])
+            self._index.put(all_hashes, self._log.append(rows, all_hashes))
+        self._tidy()
+
+    def _file(self, news: pl.DataFrame, hashes: U64) -> None:
+        """Remember new keys under their window end, for eviction."""
+        if self.spec.window is None or not news.height:
+            return
+        ends = news[WEND].to_numpy()
+        order = np.argsort(ends, kind="stable")
+        values, starts = np.unique(ends[order], return_index=True)
+        for end, part in zip(values.tolist(), np.split(hashes[order], starts[1:]), strict=True):
+            self._buckets.setdefault(int(end), []).append(part)
+
+    def _tidy(self) -> None:
+        moved = self._log.tidy()
+        if moved.slots.size:
+            self._index.put(moved.hashes, moved.slots)
+
+    # -- overflow (keys whose hash another key holds) ------------------------------------
+    def _split_overflow(self, fresh: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        if not self._over.height:
+            return fresh, fresh.head(0)
+        keys = self._over.select(self.keys)
+        mine = fresh.join(keys, on=self.keys, how="semi", nulls_equal=True)
+        return fresh.join(keys, on=self.keys, how="anti", nulls_equal=True), mine
+
+    def _merge_overflow(self, rows: pl.DataFrame) -> pl.DataFrame:
+        if not rows.height:
+            return rows
+        old = self._over.with_columns(pl.lit(False).alias(K.TOUCHED))
+        new = rows.with_columns(pl.lit(True).alias(K.TOUCHED))
+        merged = _merge([old if old.height else pl.DataFrame(), new], self.spec)
+        self._over = merged.drop(K.TOUCHED)
+        return merged.filter(pl.col(K.TOUCHED)).drop(K.TOUCHED)
+
+    # -- eviction ----------------------------------------------------------------------
+    def evict(self, watermark: int) -> pl.DataFrame:
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.evict`."""
+        if self.spec.window is None:
+            return pl.DataFrame()
+        due = [end for end in self._buckets if end <= watermark]
+        parts = [self._evict_main(watermark, due)] if due else []
+        if self._over.height:
+            closed = pl.col(WEND) <= watermark
+            parts.append(self._over.filter(closed))
+            self._over = self._over.filter(~closed)
+        out = _concat([p for p in parts if p.height])
+        self._changes.deleted(out)
+        return out
+
+    def _evict_main(self, watermark: int, due: list[int]) -> pl.DataFrame:
+        hashes = np.unique(np.concatenate([a for end in due for a in self._buckets.pop(end)]))
+        slots = self._index.get(hashes)
+        slots = np.unique(slots[slots >= 0])
+        rows = self._log.gather(slots)
+        if not rows.height:
+            return rows
+        closed = (rows[WEND] <= watermark).to_numpy()
+        out = rows.filter(pl.Series(closed))
+        self._log.kill(slots[closed])
+        self._index.delete(self._hashes(out))
+        self._tidy()
+        return out
+
+    # -- whole state -------------------------------------------------------------------
+    def rows(self) -> pl.DataFrame:
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.rows`."""
+        return _concat([*self._log.rows(), self._over])
+
+    @property
+    def height(self) -> int:
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.height`."""
+        return self._log.live + self._over.height
+
+    def take_changes(self) -> pl.DataFrame | None:
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.take_changes`."""
+        return self._changes.take()
+
+    @property
+    def change_keys(self) -> list[str]:
+        """The state keys."""
+        return self.keys
+
+    def load(self, state: pl.DataFrame | None) -> None:
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.load`."""
+        self._log, self._index, self._over = RowLog(), HashIndex(), pl.DataFrame()
+        self._buckets = {}
+        self._key_schema = None
+        self._changes.clear()
+        if state is not None and state.height:
+            self._store(state.head(0), state)
+
+    def _hashes(self, frame: pl.DataFrame) -> U64:
+        if not frame.height:
+            return np.empty(0, np.uint64)
+        keys = frame.select(self.keys)
+        if self._key_schema is None:
+            self._key_schema = keys.schema
+        elif keys.schema != self._key_schema:
+            keys = keys.cast(self._key_schema)
+        return nonzero(self._hasher(keys).astype(np.uint64, copy=False))
