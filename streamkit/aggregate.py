@@ -115,7 +115,8 @@ def _assign(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
 
 
 def merge(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
-    """Combine states so there is exactly one row per group (sessions merge when they overlap)."""
+    """Combine states so there is exactly one row per group (sessions merge when they
+    overlap or touch)."""
     if isinstance(spec.window, SessionWindow):
         return _merge_sessions(states, spec)
     return _merge_by(states, spec.state_keys, spec)
@@ -139,7 +140,8 @@ def _merge_sessions(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
     prev_end = pl.col(WEND).cum_max().shift(1)
     if keys:
         prev_end = prev_end.over(keys)
-    starts = prev_end.is_null() | (pl.col(WSTART) >= prev_end)
+    # touching sessions merge: [s, e) and [e, ...) are one (Spark: t_next <= last + gap)
+    starts = prev_end.is_null() | (pl.col(WSTART) > prev_end)
     ordered = ordered.with_columns(starts.cum_sum().alias("__sid"))
     bounds = ordered.group_by("__sid").agg(pl.col(WSTART).min(), pl.col(WEND).max())
     merged = _merge_by(ordered.drop(WSTART, WEND), [*keys, "__sid"], spec)

@@ -4,8 +4,9 @@
   starts on the grid ``start_offset + k * slide``; a row at ``t`` belongs to every window with
   ``start <= t < start + size`` (``ceil(size / slide)`` windows when ``size`` is a multiple of
   ``slide``). ``slide`` defaults to ``size`` (tumbling).
-- ``session_window(col, gap)``: per key, rows whose times lie within ``gap`` of each other
-  merge into one session ``[first, last + gap)``.
+- ``session_window(col, gap)``: per key, a row at ``t`` starts the session ``[t, t + gap)``;
+  sessions that overlap or touch merge (the next row joins when ``t_next <= last + gap``,
+  as in Spark), giving ``[first, last + gap)``.
 
 Rows with a null event time belong to no window and are dropped by windowed aggregations.
 Specs are immutable; assignment is integer arithmetic on the timestamp's ticks.
@@ -120,7 +121,8 @@ class TimeWindow:
 
 @dataclass(frozen=True)
 class SessionWindow:
-    """Per-key sessions: rows closer than ``gap`` merge; a session is ``[first, last + gap)``."""
+    """Per-key sessions: a row joins when ``t <= last + gap``; a session is
+    ``[first, last + gap)``."""
 
     column: Expr
     gap_ns: int
@@ -144,6 +146,18 @@ class SessionWindow:
 
 
 WindowSpec = TimeWindow | SessionWindow
+
+
+def last_window_end(spec: WindowSpec, dtype: pl.Datetime) -> pl.Expr:
+    """Per row, in ticks: the latest end among the windows the row belongs to (for a
+    session, the end of the row's own session ``t + gap``). Null for a null event time.
+
+    A stateful operator drops a row as late exactly when this is <= the watermark."""
+    t = spec.column.to_polars().dt.epoch(dtype.time_unit)
+    if isinstance(spec, SessionWindow):
+        return t + spec.gap_ticks(dtype)
+    size, slide, offset, _ = spec.ticks(dtype)
+    return (t - offset) // slide * slide + offset + size
 
 
 def window(

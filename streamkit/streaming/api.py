@@ -185,12 +185,21 @@ class DataStreamWriter:
         self._name: str | None = None
         self._sink_factory: Callable[[], Sink] | None = None
         self._retention: Retention | None = None
+        self._same_batch = False
 
     def output_mode(self, mode: OutputMode) -> DataStreamWriter:
         """``append`` (default), ``update`` or ``complete``."""
         if mode not in OUTPUT_MODES:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
         self._mode = mode
+        return self
+
+    def emit_on_same_batch(self, enabled: bool = True) -> DataStreamWriter:
+        """Not Spark's rule, off by default: evict and emit (append mode) the windows that
+        batch N's own rows closed inside batch N, with no extra no-data batch. Spark (the
+        default) evicts in batch N with the watermark of the rows before it and then runs
+        a batch without input to emit what the new watermark closed."""
+        self._same_batch = enabled
         return self
 
     def trigger(
@@ -353,5 +362,6 @@ class DataStreamWriter:
             store=store,
             table=table,
             name=self._name,
+            emit_on_same_batch=self._same_batch,
         )
         return query.start(force=force)

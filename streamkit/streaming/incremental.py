@@ -1,10 +1,23 @@
 """Incremental execution of one plan over micro-batches: the streaming half of the engine.
 
-Per batch: rows older than the watermark are set aside as late; the rest go through the
-same partial-aggregation kernel as a batch job; partial states merge into the running
-state; groups whose window ended before the new watermark are evicted; the output mode
-decides what is emitted. Without late rows, the final state equals the batch result on
-the same rows (``tests/parity``).
+Spark Structured Streaming's rules (checked against PySpark 4.3). Let W be the watermark
+tracker: max event time seen so far (truncated to ms) minus the delay, never decreasing.
+Batch n runs with the watermark in force W_n = W before its rows are seen:
+
+- Late rows: a windowed aggregation drops a row's contribution to a window whose end is
+  <= W_{n-1} (the watermark in force in the previous batch); a session row is judged on
+  its own session ``[t, t + gap)``. A row all of whose windows are dropped is late (kept
+  in the late-rows table). Complete mode keeps late rows of time windows (it never
+  evicts), but drops late session rows, as Spark does. A query without an aggregation
+  drops nothing.
+- Eviction: groups whose window end is <= W_n leave state (append: they are emitted now).
+- No-data batch: after a batch in append or update mode with a watermark, when W moved
+  past W_n the query owes one batch without input (:meth:`IncrementalQuery.owes_batch`).
+
+The rows that are kept go through the same partial-aggregation kernel as a batch job;
+without late rows, the final state equals the batch result on the same rows.
+``emit_on_same_batch=True`` (not Spark's) evicts with W after batch n's own rows and owes
+no extra batch.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
 from streamkit.expr import Col
 from streamkit.plan import Aggregate, Plan, Project, Watermark
-from streamkit.windows import WEND
+from streamkit.windows import WEND, SessionWindow, last_window_end
 
 OutputMode = Literal["append", "update", "complete"]
 OUTPUT_MODES: tuple[OutputMode, ...] = ("append", "update", "complete")
@@ -52,6 +65,25 @@ def _check_raw_column(mark: Watermark) -> None:
                 )
 
 
+def _check_mode(agg: Aggregate | None, watermarked: bool, mode: OutputMode) -> None:
+    """Refuse what Spark refuses for this output mode."""
+    if agg is None and mode == "complete":
+        raise PlanError("complete mode needs an aggregation (it re-emits the whole result)")
+    if agg is not None and mode == "append" and not watermarked:
+        raise PlanError(
+            "append mode on an aggregation needs a watermark, so that a window is emitted "
+            "once, when it can no longer change: add .with_watermark(column, delay) "
+            "before group_by, or use output_mode 'update' or 'complete'"
+        )
+    if agg is not None and mode == "update" and isinstance(agg.window, SessionWindow):
+        raise PlanError(
+            "update mode is not supported for session windows (Spark refuses it too): a "
+            "later row can merge two sessions already emitted, and update mode cannot "
+            "retract them; use output_mode 'append' (a session once, when the watermark "
+            "passes its end) or 'complete'"
+        )
+
+
 class IncrementalQuery:
     """Runs ``plan`` (whose leaf is the stream's scan) one micro-batch at a time.
 
@@ -59,10 +91,11 @@ class IncrementalQuery:
     :meth:`state_frame` / restored with :meth:`restore`.
     """
 
-    def __init__(self, plan: Plan, mode: OutputMode) -> None:
+    def __init__(self, plan: Plan, mode: OutputMode, *, emit_on_same_batch: bool = False) -> None:
         if mode not in OUTPUT_MODES:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
         self.plan, self.mode = plan, mode
+        self.emit_on_same_batch = emit_on_same_batch
         aggs = [n for n in plan.chain() if isinstance(n, Aggregate)]
         marks = [n for n in plan.chain() if isinstance(n, Watermark)]
         if len(aggs) > 1:
@@ -71,19 +104,17 @@ class IncrementalQuery:
         if self._agg is not None and self._agg is not plan:
             raise PlanError("operations after a streaming aggregation are not supported yet")
         self._mark = marks[0] if marks else None
-        if self._agg is None and mode == "complete":
-            raise PlanError("complete mode needs an aggregation (it re-emits the whole result)")
-        if self._agg is not None and mode == "append" and self._mark is None:
-            raise PlanError(
-                "append mode on an aggregation needs a watermark, so that a window is emitted "
-                "once, when it can no longer change: add .with_watermark(column, delay) "
-                "before group_by, or use output_mode 'update' or 'complete'"
-            )
+        _check_mode(self._agg, self._mark is not None, mode)
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
         self._check_watermark_column()
         self.state: pl.DataFrame | None = None
         self.watermark: int | None = None
+        """The tracker W: after the batches run so far (None before any event time)."""
         self._max_event: int | None = None
+        self._in_force: int | None = None
+        """Watermark in force in the last batch run (the late-row threshold of the next)."""
+        self._restored = False
+        """Restored and no batch run since: no no-data batch is owed (as in Spark)."""
 
     def _check_watermark_column(self) -> None:
         if self._mark is not None:
@@ -99,25 +130,52 @@ class IncrementalQuery:
 
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame) -> BatchResult:
-        """Process one micro-batch of source rows; returns output, late rows, watermark."""
-        ticks = self._event_ticks(rows)
-        rows, late, ticks = self._split_late(rows, ticks)
-        self._advance_max(ticks)
+        """Process one micro-batch of source rows; returns output, late rows, watermark.
+
+        Late rows are judged against the watermark in force in the previous batch, groups
+        are evicted with the one in force in this batch (the tracker before these rows)."""
+        late_mark, in_force = self._in_force, self.watermark
+        self._advance_max(self._event_ticks(rows))
+        self._update_watermark()
+        if self.emit_on_same_batch:
+            in_force = self.watermark
+        self._in_force, self._restored = in_force, False
         if self._agg is None:
-            output = self._project(rows)
-            self._update_watermark()
-            return BatchResult(output, late, self.watermark)
-        return BatchResult(self._aggregate(rows), late, self.watermark)
+            return BatchResult(self._project(rows), rows.head(0), self.watermark)
+        rows, late = self._split_late(rows, late_mark)
+        output = self._aggregate(rows, late_mark, in_force)
+        return BatchResult(output, late, self.watermark)
+
+    def run_no_data(self) -> BatchResult:
+        """A batch without input rows (Spark's no-data batch): evicts and emits what the
+        watermark now in force closed."""
+        leaf = self.plan.chain()[-1]
+        return self.run(pl.DataFrame(schema=leaf.schema))
+
+    @property
+    def owes_batch(self) -> bool:
+        """True when the watermark moved past the one in force in the last batch, in append
+        or update mode with a watermark: Spark then runs a no-data batch before waiting
+        for input (``spark.sql.streaming.noDataMicroBatches.enabled``)."""
+        if self._agg is None or self._mark is None or self.mode == "complete":
+            return False
+        if self.emit_on_same_batch or self.watermark is None or self._restored:
+            return False
+        return self._in_force is None or self.watermark > self._in_force
 
     def _project(self, rows: pl.DataFrame) -> pl.DataFrame:
         return compile_plan(self.plan, None, set(), given(rows)).collect()
 
-    def _aggregate(self, rows: pl.DataFrame) -> pl.DataFrame:
+    def _aggregate(
+        self, rows: pl.DataFrame, late_mark: int | None, in_force: int | None
+    ) -> pl.DataFrame:
         agg, spec = self._agg, self._spec
         assert agg is not None
         assert spec is not None
         lazy = compile_plan(agg.input, None, set(), given(rows))
         fresh = K.partial(aggregate_rows(lazy, agg, spec), spec)
+        if late_mark is not None and self._drops_late:
+            fresh = fresh.filter(pl.col(WEND) > late_mark)  # a sliding row's closed windows
         fresh = fresh.with_columns(pl.lit(True).alias(K.TOUCHED))
         if self.state is not None and self.state.height:
             old = self.state.with_columns(pl.lit(False).alias(K.TOUCHED))
@@ -125,13 +183,12 @@ class IncrementalQuery:
         else:
             combined = fresh
         merged = K.merge(combined, spec) if combined.height else combined
-        self._update_watermark()
-        return self._emit(merged)
+        return self._emit(merged, in_force)
 
-    def _emit(self, merged: pl.DataFrame) -> pl.DataFrame:
+    def _emit(self, merged: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
         spec = self._spec
         assert spec is not None
-        closed = self._closed(merged)
+        closed = self._closed(merged, in_force)
         if self.mode == "complete":
             self.state = merged.drop(K.TOUCHED)
             return self._final(self.state)
@@ -152,11 +209,38 @@ class IncrementalQuery:
             return pl.DataFrame(schema=self.plan.schema)
         return K.finalize(states, spec)
 
-    def _closed(self, merged: pl.DataFrame) -> pl.Series:
+    def _closed(self, merged: pl.DataFrame, in_force: int | None) -> pl.Series:
         window = self._agg.window if self._agg is not None else None
-        if self.watermark is None or window is None or not merged.height:
+        if in_force is None or window is None or not merged.height:
             return pl.Series([False] * merged.height, dtype=pl.Boolean)
-        return merged[WEND] <= self.watermark
+        return merged[WEND] <= in_force
+
+    # -- lateness ----------------------------------------------------------------------
+    @property
+    def _drops_late(self) -> bool:
+        """Whether late rows are dropped: windowed aggregations with a watermark, except
+        time windows in complete mode (Spark keeps them there)."""
+        window = self._agg.window if self._agg is not None else None
+        if self._mark is None or window is None:
+            return False
+        return isinstance(window, SessionWindow) or self.mode != "complete"
+
+    def _split_late(
+        self, rows: pl.DataFrame, late_mark: int | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(rows with at least one window open at ``late_mark``, late rows)."""
+        if late_mark is None or not self._drops_late or not rows.height:
+            return rows, rows.head(0)
+        assert self._agg is not None
+        assert self._spec is not None
+        window, dtype = self._agg.window, self._spec.time_dtype
+        assert window is not None
+        assert dtype is not None
+        late = (last_window_end(window, dtype) <= late_mark).fill_null(False)
+        flags = rows.select(late).to_series()
+        if not flags.any():
+            return rows, rows.head(0)
+        return rows.filter(~flags), rows.filter(flags)
 
     # -- watermark ---------------------------------------------------------------------
     def _event_ticks(self, rows: pl.DataFrame) -> pl.Series | None:
@@ -172,21 +256,8 @@ class IncrementalQuery:
         assert isinstance(dtype, pl.Datetime)
         return dtype.time_unit
 
-    def _delay_ticks(self) -> int:
-        assert isinstance(self._mark, Watermark)
-        per = {"ns": 1, "us": 1_000, "ms": 1_000_000}[self.time_unit()]
-        return self._mark.delay_ns // per
-
-    def _split_late(
-        self, rows: pl.DataFrame, ticks: pl.Series | None
-    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series | None]:
-        """(on time rows, late rows, event ticks of the on time rows)."""
-        if ticks is None or self.watermark is None:
-            return rows, rows.head(0), ticks
-        late = (ticks < self.watermark).fill_null(False)
-        if not late.any():
-            return rows, rows.head(0), ticks
-        return rows.filter(~late), rows.filter(late), ticks.filter(~late)
+    def _ticks_per_ms(self) -> int:
+        return {"ns": 1_000_000, "us": 1_000, "ms": 1}[self.time_unit()]
 
     def _advance_max(self, ticks: pl.Series | None) -> None:
         if ticks is None:
@@ -196,9 +267,13 @@ class IncrementalQuery:
             self._max_event = top
 
     def _update_watermark(self) -> None:
+        """W = max event time in whole ms minus the delay in whole ms (Spark's arithmetic),
+        in ticks of the column; it never moves back."""
         if self._max_event is None:
             return
-        candidate = self._max_event - self._delay_ticks()
+        assert isinstance(self._mark, Watermark)
+        per = self._ticks_per_ms()
+        candidate = (self._max_event // per - self._mark.delay_ns // 1_000_000) * per
         if self.watermark is None or candidate > self.watermark:
             self.watermark = candidate
 
@@ -214,11 +289,27 @@ class IncrementalQuery:
         return self.state if self.state is not None else pl.DataFrame()
 
     def restore(
-        self, state: pl.DataFrame | None, watermark: int | None, max_event: int | None
+        self,
+        state: pl.DataFrame | None,
+        watermark: int | None,
+        max_event: int | None,
+        in_force: int | None = None,
     ) -> None:
-        """Resume from a snapshot written after a committed batch."""
+        """Resume from a snapshot written after a committed batch.
+
+        ``in_force`` is the watermark in force in that batch (:attr:`in_force`): the first
+        batch after the restart judges late rows against it, as Spark does with the last
+        offsets log entry (None: ``watermark``). No no-data batch is owed until input
+        comes (Spark runs none after a restart)."""
         self.state = state if state is not None and state.height else None
         self.watermark, self._max_event = watermark, max_event
+        self._in_force = watermark if in_force is None else in_force
+        self._restored = True
+
+    @property
+    def in_force(self) -> int | None:
+        """Watermark in force in the last batch run (late-row threshold of the next)."""
+        return self._in_force
 
     @property
     def max_event(self) -> int | None:

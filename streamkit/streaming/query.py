@@ -23,8 +23,10 @@ import polars as pl
 import pyarrow as pa
 
 from streamkit.errors import PlanError, StreamkitError
+from streamkit.streaming import _envelope as envelope
 from streamkit.streaming.checkpoint import CheckpointLog
-from streamkit.streaming.contracts import AvailableNowUnsupportedError
+from streamkit.streaming.contracts import AvailableNowUnsupportedError, SourceBatch
+from streamkit.streaming.decode import empty_dead_letters
 from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode
 from streamkit.streaming.owner import OwnerHeartbeat, OwnerLostError, acquire_all, owner_leases_for
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
         CheckpointStore,
         Offsets,
         Sink,
-        SourceBatch,
         SourceKind,
         StreamSource,
     )
@@ -97,6 +98,7 @@ class StreamingQuery:
         table: UnboundedTable,
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        emit_on_same_batch: bool = False,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.name = name or f"query-{self.id[:8]}"
@@ -107,7 +109,7 @@ class StreamingQuery:
         _check_replay(sink, self._feed.exact_replay, type(source).__name__)
         self.table = table
         """The unbounded input table: every decoded micro-batch is appended to it."""
-        self._engine = IncrementalQuery(plan, mode)
+        self._engine = IncrementalQuery(plan, mode, emit_on_same_batch=emit_on_same_batch)
         self._log = CheckpointLog(store) if store is not None else None
         """None without a checkpoint location: nothing to restart from, nothing written."""
         self._clock = clock
@@ -214,7 +216,7 @@ class StreamingQuery:
         caught_up = asked.result(timeout)
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not caught_up(self._offsets):
+            while not caught_up(self._offsets) or self._engine.owes_batch:
                 self._raise_if_failed()
                 if self._done.is_set():
                     raise StreamingQueryError(f"query {self.name} stopped before catching up")
@@ -260,16 +262,22 @@ class StreamingQuery:
             caught_up = await self._feed.catch_up() if self.trigger.stops_by_itself else None
             while not self._stop.is_set():
                 started = self._clock()
+                fetched = None
                 if caught_up is not None and caught_up(self._offsets):
-                    break  # available_now: everything there was at start is committed
-                fetched = await (ahead or self._fetch())
-                ahead = None
-                if fetched is not None and fetched.records:
+                    if not self._engine.owes_batch:
+                        break  # available_now: everything there was at start is committed
+                else:
+                    fetched = await (ahead or self._fetch())
+                    ahead = None
+                if fetched is not None and self._runs(fetched):
                     if self._prefetches:
                         ahead = asyncio.create_task(self._fetch())
                     await self._process(fetched, started)
-                elif fetched is not None:
-                    self._offsets = {**self._offsets, **fetched.batch.end_offsets}
+                else:
+                    if fetched is not None:
+                        self._offsets = {**self._offsets, **fetched.batch.end_offsets}
+                    if self._engine.owes_batch:
+                        await self._process(None, started)  # Spark's no-data batch
                 if self.trigger.kind == "once":
                     break
                 await self._pace(started)
@@ -280,6 +288,17 @@ class StreamingQuery:
                     await ahead
             await self.sink.close()
             await self._feed.close()
+
+    def _runs(self, fetched: Fetched) -> bool:
+        """Whether ``fetched`` makes a batch: it holds records, or the source counts a read
+        without records as a batch (``runs_empty_batches``, e.g. an empty file, as Spark's
+        file source does) and its offsets moved."""
+        if fetched.records:
+            return True
+        if not getattr(self.source, "runs_empty_batches", False):
+            return False
+        ends = fetched.batch.end_offsets
+        return bool(ends) and any(self._offsets.get(k) != v for k, v in ends.items())
 
     @property
     def _prefetches(self) -> bool:
@@ -309,13 +328,16 @@ class StreamingQuery:
             return
         self._offsets = dict(last.offsets)
         self._next_id = last.batch_id + 1
-        self._engine.restore(last.state, last.watermark, last.max_event)
+        in_force = _in_force(self._log, last.batch_id)
+        self._engine.restore(last.state, last.watermark, last.max_event, in_force)
 
-    async def _process(self, fetched: Fetched, started: float) -> None:
+    async def _process(self, fetched: Fetched | None, started: float) -> None:
         """Run batch N, in this order: ``offsets/N`` (an acknowledging source's are empty),
         execute, the sink acknowledges N, ``state/N``, ``commits/N``; only then is the
-        source committed (replayable) or acknowledged (acknowledging) through the feed."""
-        batch, bid = fetched.batch, self._next_id
+        source committed (replayable) or acknowledged (acknowledging) through the feed.
+        ``fetched`` None is a no-data batch: the committed offsets again, no input rows."""
+        batch = fetched.batch if fetched is not None else _no_data(self._offsets)
+        bid = self._next_id
         offsets = {**self._offsets, **batch.end_offsets}
         log = self._log
         t0 = self._clock()
@@ -328,10 +350,13 @@ class StreamingQuery:
         if log is not None:
             await asyncio.to_thread(log.write_state, bid, self._engine.state_frame())
         t3 = self._clock()
-        meta = {"watermark": self._engine.watermark, "max_event": self._engine.max_event}
+        engine = self._engine
+        meta = {"watermark": engine.watermark, "max_event": engine.max_event}
+        meta["in_force"] = engine.in_force
         if log is not None:
             await asyncio.to_thread(log.write_commit, bid, offsets, meta)
-        await self._feed.done(fetched, offsets)
+        if fetched is not None:
+            await self._feed.done(fetched, offsets)
         t4 = self._clock()
         self._keep_side_tables(bid, batch, result.late_rows)
         phases = PhaseDurations(
@@ -352,6 +377,9 @@ class StreamingQuery:
     def _execute(self, rows: pa.Table) -> tuple[BatchResult, pa.Table]:
         """Append ``rows`` to the input table and run the incremental engine on them (in a
         worker thread, so the next batch is fetched meanwhile)."""
+        if not rows.num_columns:  # a no-data batch
+            result = self._engine.run_no_data()
+            return result, result.output.to_arrow()
         frame = pl.from_arrow(rows)
         assert isinstance(frame, pl.DataFrame)
         self.table.append(rows)
@@ -411,6 +439,21 @@ class StreamingQuery:
     def __repr__(self) -> str:
         state = "active" if self.is_active else "stopped"
         return f"<StreamingQuery {self.name} {state}, next batch {self._next_id}>"
+
+
+def _no_data(offsets: Offsets) -> SourceBatch:
+    """The input of a no-data batch: no columns, no rows, the committed offsets."""
+    return SourceBatch(pa.table({}), empty_dead_letters(), dict(offsets))
+
+
+def _in_force(log: CheckpointLog | None, batch_id: int) -> int | None:
+    """The watermark in force in committed batch ``batch_id`` (None when not recorded)."""
+    if log is None:
+        return None
+    raw = log.store.read_bytes(f"commits/{batch_id:012d}")
+    body = envelope.open_json(raw, "commit", StreamkitError) if raw is not None else {}
+    value = body.get("in_force")
+    return value if isinstance(value, int) else None
 
 
 def _check_replay(sink: Sink, exact: bool, source_name: str) -> None:

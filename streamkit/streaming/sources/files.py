@@ -78,6 +78,9 @@ class FileStreamSource(SourceBase[dict[str, str]]):
     :meth:`commit` (:class:`SourceBase`).
     """
 
+    runs_empty_batches = True
+    """Files without a record (an empty file) still make a micro-batch, as in Spark."""
+
     def __init__(
         self,
         path: str,

@@ -4,12 +4,13 @@ Each test feeds fixed batches to a memory stream, stops the query and starts a n
 the same checkpoint twice, and checks against values computed here in plain Python:
 
 - the watermark after batch n is max(event time through n) - delay, also after a restart;
-- a row is late (dropped, kept in ``late_rows``) exactly when it is older than the
-  watermark of the previous batch (the README's rule; DESIGN.md asks for Spark's rule on
-  the row's window instead: see the strict xfail at the end), also when that batch ran
-  before a restart;
-- state rows fall once the watermark passes a window (update and append; complete mode
-  keeps every group, as Spark does);
+- Spark's rules: a row is late (dropped, kept in ``late_rows``) exactly when its window
+  ended at or before the watermark in force (for a session, its own ``[t, t + gap)``), also
+  when the batch that set it ran before a restart; a row behind the watermark whose window
+  is open is counted; complete mode keeps late rows of time windows;
+- after a batch that moved the watermark (append and update), one batch without input
+  runs and evicts what it closed; state rows fall once the watermark passes a window
+  (complete mode keeps every group, as Spark does);
 - append mode emits each window once, when the watermark passes it, never again after a
   restart; update mode's latest emission per group and complete mode's last result equal
   the aggregate over the rows that were not late.
@@ -123,11 +124,12 @@ class Expected:
     kept: list[Row] = field(default_factory=list)
 
     @classmethod
-    def tumbling(cls, runs: list[list[list[Row]]]) -> Expected:
+    def tumbling(cls, runs: list[list[list[Row]]], mode: str = "update") -> Expected:
         out, top, previous = cls(), None, None
         for batch in (b for run in runs for b in run):
             for row in batch:
-                late = previous is not None and minutes(row[0]) < previous
+                late = previous is not None and tumbling(row[0])[1] <= previous
+                late = late and mode != "complete"  # complete mode drops no late row
                 (out.late if late else out.kept).append(row)
             top = max([minutes(r[0]) for r in batch] + ([top] if top else []))
             previous = top - DELAY
@@ -146,12 +148,13 @@ class Expected:
 
 
 def sessions(rows: list[Row]) -> dict[Group, list[Row]]:
-    """Sessions per key over ``rows``: ``[first, last + gap)``, rows less than ``gap`` apart."""
+    """Sessions per key over ``rows``: ``[first, last + gap)``; a row joins when it is at or
+    before the session's end (``t <= last + gap``)."""
     out: dict[Group, list[Row]] = {}
     for key in sorted({r[1] for r in rows}):
         current: list[Row] = []
         for row in sorted((r for r in rows if r[1] == key), key=lambda r: r[0]):
-            if current and minutes(row[0]) >= minutes(current[-1][0]) + GAP:
+            if current and minutes(row[0]) > minutes(current[-1][0]) + GAP:
                 out[(minutes(current[0][0]), minutes(current[-1][0]) + GAP, key)] = current
                 current = []
             current.append(row)
@@ -168,6 +171,7 @@ class Run:
 
     emitted: list[list[dict[str, Any]]] = field(default_factory=list)
     progress: list[Any] = field(default_factory=list)
+    """Every batch's progress, no-data batches included."""
     late: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -190,11 +194,11 @@ def run_with_restarts(
         try:
             for batch in batches:
                 stream.add_rows(table(batch))
-                q.process_all_available()
-                out.progress.append(q.last_progress)
+                q.process_all_available()  # waits for the no-data batch too
         finally:
             q.stop()
             q.await_termination()
+        out.progress += q.recent_progress
         late = q.late_rows
         out.late += [] if late is None else late.select(["event_time", "k", "v"]).to_pylist()
     return out
@@ -206,6 +210,27 @@ def key_of(row: dict[str, Any], window: str = "window") -> Group:
 
 def late_rows(rows: list[Row]) -> list[tuple[datetime, str, int]]:
     return sorted((minutes(m), k, v) for m, k, v, _ in rows)
+
+
+def data_batches(run: Run) -> list[Any]:
+    """Progress of the batches that read rows (every batch fed here holds rows)."""
+    return [p for p in run.progress if p.num_input_rows]
+
+
+def after_each_batch(run: Run) -> list[Any]:
+    """Per data batch, the progress of the last batch it caused (its no-data batch, if any)."""
+    ends = [i - 1 for i, p in enumerate(run.progress) if i and p.num_input_rows]
+    return [run.progress[i] for i in [*ends, len(run.progress) - 1]]
+
+
+def no_data_batches_follow(run: Run, watermarks: list[datetime]) -> None:
+    """Batch ids run on without gaps; a no-data batch follows exactly the data batches that
+    moved the watermark (each data batch's watermark against the one before it)."""
+    assert [p.batch_id for p in run.progress] == list(range(len(run.progress)))
+    moved = [i == 0 or w > watermarks[i - 1] for i, w in enumerate(watermarks)]
+    kinds = [bool(p.num_input_rows) for p in run.progress]
+    want = [k for m in moved for k in ([True, False] if m else [True])]
+    assert kinds == want
 
 
 def final_result(run: Run, mode: str) -> dict[Group, Any]:
@@ -235,10 +260,13 @@ def test_tumbling_windows_keep_the_watermark_across_restarts(
             make().alias("x")
         ),
     )  # fmt: skip
-    want = Expected.tumbling(RUNS)
-    assert [p.watermark for p in run.progress] == want.watermarks  # restarts included
+    want = Expected.tumbling(RUNS, mode)
+    if mode != "complete":
+        no_data_batches_follow(run, want.watermarks)
+    data = data_batches(run)
+    assert [p.watermark for p in data] == want.watermarks  # restarts included
     assert sorted((r["event_time"], r["k"], r["v"]) for r in run.late) == late_rows(want.late)
-    assert [p.late_rows for p in run.progress] == [
+    assert [p.late_rows for p in data] == [
         sum(1 for r in batch if r in want.late) for runs in RUNS for batch in runs
     ]
     groups = {g: compute(rows) for g, rows in want.groups().items()}
@@ -254,23 +282,73 @@ def test_tumbling_windows_keep_the_watermark_across_restarts(
         states.append(
             len(want.groups(kept)) if mode == "complete" else want.open_groups_after(n, kept)
         )
-    assert [p.state_rows for p in run.progress] == states
+    assert [p.state_rows for p in after_each_batch(run)] == states
 
 
-def session_expected(runs: list[list[list[Row]]]) -> tuple[list[Row], list[datetime]]:
-    """Late rows (the README's rule, as for tumbling windows) and watermarks."""
-    late: list[Row] = []
-    watermarks: list[datetime] = []
+@dataclass
+class SessionModel:
+    """Spark's session rules simulated in plain Python, batch by batch: late rows, the
+    watermark after each batch, sessions emitted (append) and sessions held."""
+
+    mode: str
+    late: list[Row] = field(default_factory=list)
+    watermarks: list[datetime] = field(default_factory=list)
+    emitted: dict[Group, int] = field(default_factory=dict)
+    held: dict[str, list[list[Row]]] = field(default_factory=dict)
     top: datetime | None = None
-    for batch in (b for run in runs for b in run):
-        previous = watermarks[-1] if watermarks else None
-        late += [r for r in batch if previous is not None and minutes(r[0]) < previous]
-        top = max([minutes(r[0]) for r in batch] + ([top] if top else []))
-        watermarks.append(top - DELAY)
-    return late, watermarks
+    last_in_force: datetime | None = None
+
+    def feed(self, batch: list[Row]) -> None:
+        """One batch with rows, then the no-data batch it causes (append mode)."""
+        late_mark = self.last_in_force  # in force in the previous batch
+        in_force = self.watermarks[-1] if self.watermarks else None
+        for row in sorted(batch):  # a row is late when its own session [t, t + gap) ended
+            if late_mark is not None and minutes(row[0]) + GAP <= late_mark:
+                self.late.append(row)
+            else:
+                self.held.setdefault(row[1], []).append([row])
+        for key, pieces in self.held.items():
+            self.held[key] = merge_touching(pieces)
+        self.top = max([minutes(r[0]) for r in batch] + ([self.top] if self.top else []))
+        self.watermarks.append(self.top - DELAY)
+        self.last_in_force = in_force
+        if self.mode == "append" and in_force is not None:
+            self.evict(in_force)
+        if self.mode == "append" and (in_force is None or self.watermarks[-1] > in_force):
+            self.last_in_force = self.watermarks[-1]  # the no-data batch
+            self.evict(self.watermarks[-1])
+
+    def evict(self, mark: datetime) -> None:
+        for key, pieces in self.held.items():
+            for rows in [p for p in pieces if session_of(p)[1] <= mark]:
+                self.emitted[(*session_of(rows), key)] = sum(r[2] for r in rows)
+            self.held[key] = [p for p in pieces if session_of(p)[1] > mark]
+
+    def sessions_held(self) -> dict[Group, int]:
+        return {
+            (*session_of(rows), key): sum(r[2] for r in rows)
+            for key, pieces in self.held.items()
+            for rows in pieces
+        }
 
 
-@pytest.mark.parametrize("mode", ["update", "append"])
+def session_of(rows: list[Row]) -> tuple[datetime, datetime]:
+    times = [minutes(r[0]) for r in rows]
+    return min(times), max(times) + GAP
+
+
+def merge_touching(pieces: list[list[Row]]) -> list[list[Row]]:
+    """Sessions of one key merged while the next starts at or before the current's end."""
+    out: list[list[Row]] = []
+    for rows in sorted(pieces, key=lambda p: session_of(p)[0]):
+        if out and session_of(rows)[0] <= session_of(out[-1])[1]:
+            out[-1] = out[-1] + rows
+        else:
+            out.append(rows)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["append", "complete"])
 def test_session_windows_keep_the_watermark_across_restarts(mode: str, tmp_path: Path) -> None:
     run = run_with_restarts(
         SESSION_RUNS, mode, tmp_path / "ck",
@@ -278,24 +356,27 @@ def test_session_windows_keep_the_watermark_across_restarts(mode: str, tmp_path:
             sk.sum("v").alias("x")
         ),
     )  # fmt: skip
-    late, watermarks = session_expected(SESSION_RUNS)
-    assert [p.watermark for p in run.progress] == watermarks
-    assert sorted((r["event_time"], r["k"], r["v"]) for r in run.late) == late_rows(late)
-    everything = [r for runs in SESSION_RUNS for b in runs for r in b]
-    kept = [r for r in everything if r not in late]
-    groups = {g: sum(r[2] for r in rows) for g, rows in sessions(kept).items()}
+    model = SessionModel(mode)
+    for batch in (b for runs in SESSION_RUNS for b in runs):
+        model.feed(batch)
     if mode == "append":
-        groups = {g: v for g, v in groups.items() if g[1] <= watermarks[-1]}
-    assert final_result(run, mode) == groups
-    assert run.progress[-1].state_rows == sum(1 for g in sessions(kept) if g[1] > watermarks[-1])
+        no_data_batches_follow(run, model.watermarks)
+    assert [p.watermark for p in data_batches(run)] == model.watermarks
+    assert sorted((r["event_time"], r["k"], r["v"]) for r in run.late) == late_rows(model.late)
+    want = model.emitted if mode == "append" else model.sessions_held()
+    assert final_result(run, mode) == want
+    assert run.progress[-1].state_rows == len(model.sessions_held())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine differs from DESIGN.md and Spark: a row older than the watermark is "
-    "dropped as late even when the window it updates is still open (incremental.py "
-    "_split_late compares raw event time; the README documents that rule)",
-)
+def test_session_windows_in_update_mode_are_refused_as_in_spark() -> None:
+    stream = MemoryStream(SCHEMA)
+    df = sk.read_stream.source(stream).with_watermark("event_time", "5 minutes")
+    grouped = df.group_by(sk.session_window("event_time", "5 minutes"), "k").agg(sk.count())
+    writer = grouped.write_stream.output_mode("update").foreach_batch(lambda d, b: None)
+    with pytest.raises(sk.PlanError, match="update mode is not supported for session windows"):
+        writer.start()
+
+
 def test_a_row_behind_the_watermark_whose_window_is_open_is_counted(tmp_path: Path) -> None:
     runs = [[[(1, "a", 1, "u"), (14, "a", 1, "u")], [(8, "a", 1, "u")]]]  # W(0) = 9 < end 10
     run = run_with_restarts(
