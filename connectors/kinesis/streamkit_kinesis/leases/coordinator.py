@@ -90,6 +90,8 @@ class LeaseCoordinator:
         self._lane = store.renewal_lane() if isinstance(store, DynamoDBLeaseStore) else None
         self._renewer = LeaseRenewer(self._lane or store, self.held, failover_time, clock)
         self._snapshot: dict[str, Lease] = {}
+        self._left_unowned = 0
+        self._warned_left_unowned = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._error: BaseException | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -219,6 +221,7 @@ class LeaseCoordinator:
             held=len(self.held),
             store_calls=sum(calls.values()),
             store_calls_by_operation=calls,
+            left_unowned=self._left_unowned,
             **self._counts,
         )
 
@@ -242,12 +245,25 @@ class LeaseCoordinator:
             max_leases=self.max_leases,
             rng=self._rng,
         )
+        self._note_left_unowned(decision)
         for lease in decision.to_take:
             await self._take(lease, "takes")
         for lease in decision.to_steal:
             await self._take(lease, "steals")
         self._counts["take_cycles"] += 1
         return decision
+
+    def _note_left_unowned(self, decision: TakeDecision) -> None:
+        """Keep the ``left_unowned`` metric; warn whenever it becomes non-zero or changes."""
+        left, self._left_unowned = decision.left_unowned, decision.left_unowned
+        if left and left != self._warned_left_unowned:
+            log.warning(
+                "max_leases=%s leaves %d lease(s) unowned (%d live worker(s) x %s < %d active "
+                "leases): those shards are not read; raise max_leases or add workers",
+                self.max_leases, left, decision.live_workers, self.max_leases,
+                left + decision.live_workers * (self.max_leases or 0),
+            )  # fmt: skip
+        self._warned_left_unowned = left
 
     async def renew_once(self) -> RenewResult:
         """One renewal cycle over every held lease."""

@@ -67,3 +67,6 @@ class LeaseMetrics:
     """Lease-store calls made through this coordinator's store (all operations)."""
     store_calls_by_operation: Mapping[str, int] = field(default_factory=dict)
     """``store_calls`` split by operation."""
+    left_unowned: int = 0
+    """Leases that ``max_leases`` left without an owner at the last take cycle (live workers
+    x ``max_leases`` < active leases): their shards are not read. A warning is logged too."""

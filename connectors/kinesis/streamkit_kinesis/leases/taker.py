@@ -95,6 +95,9 @@ class TakeDecision:
     """Owners of non-expired leases, plus this worker."""
     held: int
     """Non-expired leases this worker holds in the snapshot."""
+    left_unowned: int = 0
+    """Leases that ``max_leases`` leaves without an owner: active leases beyond
+    ``live_workers * max_leases`` (0 without a cap)."""
 
     @property
     def leases(self) -> tuple[Lease, ...]:
@@ -112,6 +115,7 @@ def decide_takes(
     max_steal: int = 1,
     max_leases: int | None = None,
     rng: random.Random | None = None,
+    very_old_after: float = 3.0,
 ) -> TakeDecision:
     """Decide which leases ``worker_id`` takes, given a snapshot of the lease table.
 
@@ -119,7 +123,8 @@ def decide_takes(
       Nor are blocked ones (a parent's lease is not finished yet): they never fill a slot.
     - Live workers = owners of non-expired leases + this worker;
       target = ceil(leases / live workers), capped at ``max_leases``.
-    - Unowned and expired leases are taken first, up to the target.
+    - Unowned and expired leases are taken first, up to the target; among them, as KCL,
+      those whose counter has not moved for ``very_old_after * failover_time`` come first.
     - Only when none are available and this worker is below target, it steals from the most
       loaded worker, at most ``max_steal`` per cycle and never so that the victim falls below
       target. One exception, as in KCL: if the victim is exactly at target and this worker
@@ -140,16 +145,22 @@ def decide_takes(
     counts: Counter[str] = Counter(lease.lease_owner for lease in live if lease.lease_owner)
     workers = len(counts) + (0 if worker_id in counts else 1)
     target = math.ceil(len(active) / workers) if active else 0
+    left_unowned = 0
     if max_leases is not None:
         target = min(target, max_leases)
+        left_unowned = max(0, len(active) - workers * max_leases)
     held = counts[worker_id]
     needed = target - held
-    decision = TakeDecision((), (), target, workers, held)
+    decision = TakeDecision((), (), target, workers, held, left_unowned)
     if needed <= 0:
         return decision
     if available:
-        chosen = _order(available, rng)[:needed]
-        return TakeDecision(tuple(chosen), (), target, workers, held)
+        old_before = now - very_old_after * failover_time
+        is_old = [last_change.get(lease.lease_key, now) < old_before for lease in available]
+        very_old = [lease for lease, old in zip(available, is_old, strict=True) if old]
+        rest = [lease for lease, old in zip(available, is_old, strict=True) if not old]
+        chosen = (_order(very_old, rng) + _order(rest, rng))[:needed]
+        return TakeDecision(tuple(chosen), (), target, workers, held, left_unowned)
     steal = _choose_steal(
         live,
         counts=counts,
@@ -159,7 +170,7 @@ def decide_takes(
         max_steal=max_steal,
         rng=rng,
     )
-    return TakeDecision((), tuple(steal), target, workers, held)
+    return TakeDecision((), tuple(steal), target, workers, held, left_unowned)
 
 
 def _order(leases: Sequence[Lease], rng: random.Random | None) -> list[Lease]:

@@ -188,3 +188,28 @@ async def test_a_finished_lease_released_after_shard_end_is_not_taken_again() ->
     assert snapshot["shard-0"].checkpoint == SHARD_END
     assert "shard-0" not in b.held_shard_ids() | a.held_shard_ids()
     assert parents_done(Lease("child", parent_shard_ids=("shard-0",)), snapshot)
+
+
+async def test_max_leases_that_leave_leases_unowned_is_a_metric_and_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = await store_with(8)
+    clock = FakeClock()
+    a = LeaseCoordinator(store, "A", failover_time=10.0, max_leases=3, clock=clock)
+    await a.start(background=False)
+    with caplog.at_level("WARNING", logger="streamkit_kinesis.leases.coordinator"):
+        await a.take_once()
+        await a.take_once()
+    assert len(a.held_shard_ids()) == 3
+    assert a.metrics().left_unowned == 5  # 8 leases, one worker with 3 slots
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # once per change, not every cycle
+    assert "max_leases=3 leaves 5 lease(s) unowned" in warnings[0]
+    b = LeaseCoordinator(store, "B", failover_time=10.0, max_leases=3, clock=clock)
+    await b.start(background=False)
+    await b.take_once()
+    assert (len(b.held_shard_ids()), b.metrics().left_unowned) == (3, 2)
+    roomy = LeaseCoordinator(store, "C", failover_time=10.0, max_leases=4, clock=clock)
+    await roomy.start(background=False)
+    await roomy.take_once()
+    assert roomy.metrics().left_unowned == 0

@@ -93,6 +93,45 @@ def test_max_leases_caps_the_target() -> None:
     assert len(d.to_take) == 3
 
 
+def test_max_leases_reports_what_it_leaves_unowned() -> None:
+    assert decide_takes(leases(8), "A", {}, 0.0, FAILOVER, max_leases=3).left_unowned == 5
+    snapshot = owned({"B": 3}) + leases(5)
+    d = decide_takes(snapshot, "A", fresh(snapshot), 0.0, FAILOVER, max_leases=3)
+    assert (d.live_workers, d.left_unowned) == (2, 2)  # 8 leases, 2 workers x 3 slots
+    assert decide_takes(snapshot, "A", fresh(snapshot), 0.0, FAILOVER).left_unowned == 0
+    roomy = decide_takes(snapshot, "A", fresh(snapshot), 0.0, FAILOVER, max_leases=4)
+    assert roomy.left_unowned == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_leases_unrenewed_for_three_failovers_are_taken_first(seed: int) -> None:
+    now = 100.0
+    recent = owned({"C": 4})  # expired: unchanged for 1.5 x failover
+    ancient = owned({"D": 2})  # unchanged for 3.5 x failover
+    idle = leases(3)  # unowned, unchanged for 3.2 x failover
+    fresh_idle = leases(3, prefix="new")  # unowned, just released
+    snapshot = recent + ancient + idle + fresh_idle
+    seen = {
+        **fresh(recent, now - 1.5 * FAILOVER),
+        **fresh(ancient, now - 3.5 * FAILOVER),
+        **fresh(idle, now - 3.2 * FAILOVER),
+        **fresh(fresh_idle, now),
+    }
+    old = {lease.lease_key for lease in ancient + idle}
+    for cap, expected in ((3, None), (5, old), (7, None)):
+        d = decide_takes(
+            snapshot, "A", seen, now, FAILOVER, max_leases=cap, rng=random.Random(seed)
+        )
+        taken = {lease.lease_key for lease in d.to_take}
+        assert len(taken) == cap
+        if cap < len(old):
+            assert taken < old
+        elif expected is not None:
+            assert taken == expected
+        else:
+            assert taken > old
+
+
 def test_shard_end_leases_are_neither_counted_nor_taken() -> None:
     finished = [Lease(f"done-{i}", checkpoint=SHARD_END, lease_counter=3) for i in range(4)] + [
         Lease("done-owned", lease_owner="B", checkpoint=SHARD_END, lease_counter=3)
