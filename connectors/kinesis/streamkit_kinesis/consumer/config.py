@@ -3,7 +3,8 @@
 Defaults follow the KCL where a concept is the same: ``failover_time`` 10 s, lease renewal
 every third of it, a take cycle every ``2 * failover_time``, one steal per take cycle, an
 idle wait of 1 s between empty reads, up to 10,000 records per GetRecords, a shard sync
-every 60 s and initial position LATEST.
+every 60 s, lease cleanup every 60 s (a vanished shard's lease deleted after 30 minutes)
+and initial position LATEST.
 """
 
 from __future__ import annotations
@@ -118,6 +119,12 @@ class ConsumerConfig:
     """How often a child shard re-checks whether its parents reached SHARD_END."""
     shard_refresh_interval: float | None = 30.0
     """How often an idle reader re-describes its shard to notice that it was closed."""
+    lease_cleanup_interval: float = 60.0
+    """Time between lease cleanups: finished parents whose children all started, and leases
+    of vanished shards, are deleted (KCL's ``LeaseCleanupManager``)."""
+    garbage_lease_grace: float = 1800.0
+    """How long a lease's shard must be missing from the shard list before the lease is
+    deleted (KCL: 30 minutes)."""
     shutdown_grace: float = 5.0
     """On stop, how long an in-flight ``process_records`` may run before it is cancelled."""
     lease_call_timeout: float = 5.0
@@ -135,6 +142,7 @@ class ConsumerConfig:
             "shard_sync_interval": self.shard_sync_interval,
             "parent_poll_interval": self.parent_poll_interval,
             "shutdown_grace": self.shutdown_grace,
+            "lease_cleanup_interval": self.lease_cleanup_interval,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -144,6 +152,8 @@ class ConsumerConfig:
                 f"renew_interval ({self.renew_interval}) must be in (0, failover_time "
                 f"= {self.failover_time}); otherwise held leases expire between renewals"
             )
+        if self.garbage_lease_grace < 0:
+            raise ConfigError(f"garbage_lease_grace must be >= 0, got {self.garbage_lease_grace}")
         if self.take_interval is not None and self.take_interval <= 0:
             raise ConfigError(f"take_interval must be > 0, got {self.take_interval}")
         if self.max_steal < 0 or (self.max_leases is not None and self.max_leases < 1):

@@ -10,8 +10,11 @@ A :class:`ShardTask` runs its work in an inner asyncio task so that it can stop 
 - graceful shutdown: a read in flight is abandoned (its records were never delivered), a
   ``process_records`` in flight is allowed to finish, then ``shutdown_requested`` is called;
   past the grace period the consumer :meth:`ShardTask.drop` s it instead (no callback);
-- SHARD_END: ``shard_ended`` is called, and SHARD_END is checkpointed if the processor did
-  not do it, before the worker syncs shards and releases the finished lease.
+- SHARD_END: the children's leases are created first (KCL order: a crash after the
+  checkpoint cannot lose them), then ``shard_ended`` is called, and SHARD_END is
+  checkpointed if the processor did not do it, before the worker releases the lease;
+- a vanished shard (ResourceNotFound while the stream exists: trimmed after retention, or
+  not listed) is ended the same way, as KCL does, instead of stopping the worker.
 """
 
 from __future__ import annotations
@@ -24,18 +27,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from streamkit.errors import ConfigError
 from streamkit_kinesis.leases import Checkpointer, Lease
-from streamkit_kinesis.types import AT_TIMESTAMP, SHARD_END
+from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
+from streamkit_kinesis.types import AT_TIMESTAMP, SHARD_END, RecordBatch
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from streamkit_kinesis.leases import HeldLeases, LeaseStore
-    from streamkit_kinesis.retrieval.fetcher import FetcherFactory, ReaderMetrics, RecordFetcher
-    from streamkit_kinesis.types import (
-        ExtendedSequenceNumber,
-        RecordBatch,
-        ShardInfo,
-    )
+    from streamkit_kinesis.retrieval.fetcher import FetcherFactory, RecordFetcher
+    from streamkit_kinesis.types import ExtendedSequenceNumber, ShardInfo
 
     from .config import ConsumerConfig
     from .processor import ProcessorFactory, RecordProcessor
@@ -82,9 +82,36 @@ class ShardHost(Protocol):
         """The processor was initialized; reading starts after ``start``."""
         ...
 
-    async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
-        """The shard is checkpointed at SHARD_END: sync children, release the lease."""
+    async def shard_vanished(self, shard_id: str, error: BaseException) -> bool:
+        """True when ``error`` means the shard is gone but the stream is not (end it)."""
         ...
+
+    async def shard_ending(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+        """The shard reached its end: create the children's leases (before the checkpoint)."""
+        ...
+
+    async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+        """The shard is checkpointed at SHARD_END: release the lease."""
+        ...
+
+
+class VanishedShard:
+    """The fetcher of a shard that is no longer in the stream: it has ended, with nothing
+    more to read and no known children (the shard list names them, if any)."""
+
+    def __init__(self, shard_id: str) -> None:
+        self.shard_id = shard_id
+
+    async def next_batch(self) -> RecordBatch:
+        """An empty ``shard_ended`` batch, every time."""
+        return RecordBatch(self.shard_id, (), None, shard_ended=True)
+
+    def metrics(self) -> ReaderMetrics:
+        """All zero."""
+        return ReaderMetrics(self.shard_id, 0, 0, 0, 0, 0, None)
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 class ShardCheckpointer(Checkpointer):
@@ -232,7 +259,13 @@ class ShardTask:
                     "initial_position on every worker of the application"
                 )
             start = timestamp
-        return self._host.fetchers(await self._host.shard_info(self.shard_id), start)
+        try:
+            info = await self._host.shard_info(self.shard_id)
+        except Exception as error:
+            if await self._host.shard_vanished(self.shard_id, error):
+                return VanishedShard(self.shard_id)
+            raise
+        return self._host.fetchers(info, start)
 
     async def _next(self, fetcher: RecordFetcher) -> RecordBatch | None:
         """The next non-empty (or SHARD_END) batch; None once shutdown was requested."""
@@ -249,12 +282,18 @@ class ShardTask:
             if self._stop.is_set():
                 read.exception()  # retrieved (and ignored): nothing was delivered
                 return None
+            error = read.exception()
+            if error is not None:
+                if await self._host.shard_vanished(self.shard_id, error):
+                    return RecordBatch(self.shard_id, (), None, shard_ended=True)
+                raise error
             batch = read.result()
             if batch.records or batch.shard_ended:
                 return batch
         return None
 
     async def _end(self, processor: RecordProcessor, batch: RecordBatch) -> None:
+        await self._host.shard_ending(self.shard_id, batch.child_shard_ids)
         self.checkpointer.mark_delivered(SHARD_END)
         await processor.shard_ended(self.shard_id, self.checkpointer)
         if self.checkpointer.last_checkpoint != SHARD_END:

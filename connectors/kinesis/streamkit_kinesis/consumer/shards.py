@@ -1,26 +1,32 @@
-"""What a worker knows about the stream's shards: descriptions, shard sync, parents.
+"""What a worker knows about the stream's shards: descriptions, shard sync, parents, ends.
 
 :class:`StreamShards` is the :class:`~.shard_task.ShardHost` of every shard task: it
-lists shards (and caches their descriptions for fetchers), runs shard syncs (new shards
-become leases), answers "are this shard's parents done?", and, when a shard was read to
-SHARD_END, creates its children's leases at once and releases the finished lease.
+lists shards (and caches their descriptions for fetchers), runs shard syncs (new lineages
+become leases), answers "are this shard's parents done?", creates a shard's child leases
+when it reaches SHARD_END (before the SHARD_END checkpoint, as KCL does), decides whether a
+shard that answers ResourceNotFound is gone (then it is ended like any other), and runs
+lease cleanup (:mod:`streamkit_kinesis.leases.cleanup`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from streamkit_kinesis.client import call
-from streamkit_kinesis.errors import StreamNotFoundError, ThrottledError
+from streamkit_kinesis.errors import StreamNotFoundError, ThrottledError, error_code
 from streamkit_kinesis.leases import (
     LeaseStoreUnavailableError,
     parents_done,
     sync_shards,
 )
+from streamkit_kinesis.leases.cleanup import LeaseCleaner
+from streamkit_kinesis.leases.sync import create_child_leases
 from streamkit_kinesis.retry import is_throttling, is_transient
 from streamkit_kinesis.shards import list_shards_blocking
 
+from .errors import ShardGoneError
 from .events import ConsumerEventKind
 
 if TYPE_CHECKING:
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 
     from .config import ConsumerConfig
 
+log = logging.getLogger(__name__)
+
 
 def retry_later(error: BaseException) -> bool:
     """Errors a background step retries on its next period (throttling, transient)."""
@@ -41,8 +49,21 @@ def retry_later(error: BaseException) -> bool:
     )
 
 
+def is_not_found(error: BaseException) -> bool:
+    """True when ``error`` is a ResourceNotFound answer (typed or raw, shard or stream)."""
+    for exc in (error, error.__cause__):
+        if exc is None:
+            continue
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if isinstance(exc, StreamNotFoundError | ShardGoneError) or "ShardNotFoundError" in names:
+            return True
+        if error_code(exc) == "ResourceNotFoundException":
+            return True
+    return False
+
+
 class StreamShards:
-    """Shard descriptions, shard sync and the parent rule for one worker (a ShardHost)."""
+    """Shard descriptions, shard sync, the parent rule, shard ends and cleanup (a ShardHost)."""
 
     def __init__(
         self,
@@ -53,6 +74,7 @@ class StreamShards:
         *,
         url: str | None,
         emit: Callable[[ConsumerEventKind, str | None, str], None],
+        cleaner: LeaseCleaner,
     ) -> None:
         self.config = config
         self.client = client
@@ -60,17 +82,20 @@ class StreamShards:
         """Builds the fetcher of each shard task (see :mod:`~streamkit_kinesis.retrieval`)."""
         self.syncs = 0
         """Completed shard syncs."""
+        self.cleaner = cleaner
+        """Deletes finished and vanished leases (see :meth:`cleanup`)."""
         self.wake_sync: Callable[[], None] = lambda: None
         """Asks the periodic sync to run now (set by the worker once its loop exists)."""
         self._coordinator = coordinator
         self._url = url
         self._emit = emit
         self._shards: dict[str, ShardInfo] = {}
+        self._listed: dict[str, ShardInfo] | None = None
         self._finished: set[str] = set()
         self._shard_end = asyncio.Event()
 
     async def list_shards(self) -> list[ShardInfo]:
-        """ListShards (every page); refreshes the cached descriptions.
+        """ListShards (every page); refreshes the cached descriptions and the listing.
 
         Raises StreamNotFoundError / EndpointUnreachableError / CredentialsError (typed).
         """
@@ -79,10 +104,11 @@ class StreamShards:
             lambda: list_shards_blocking(self.client, stream), stream=stream, url=self._url
         )
         self._shards.update((s.shard_id, s) for s in shards)
+        self._listed = {s.shard_id: s for s in shards}
         return shards
 
     async def sync(self) -> None:
-        """Create leases for new shards and record children on their parents (idempotent)."""
+        """Lease new lineages, and children of finished parents (see :mod:`.leases.sync`)."""
         shards = await self.list_shards()
         result = await sync_shards(
             self._coordinator.store, shards, self.config.initial_position.checkpoint
@@ -90,15 +116,50 @@ class StreamShards:
         self.syncs += 1
         self._emit(ConsumerEventKind.SHARD_SYNCED, None, f"created={list(result.created)}")
 
+    async def cleanup(self) -> None:
+        """Delete finished parents whose children started, and leases of vanished shards.
+
+        Uses the last take cycle's table snapshot and the last shard list; lists shards
+        again only when a lease names a shard that list does not have.
+        """
+        table = self._coordinator.table_snapshot()
+        listed = self._listed
+        if listed is None or any(key not in listed for key in table):
+            await self.list_shards()
+            listed = self._listed
+        assert listed is not None
+        plan = await self.cleaner.run(table.values(), listed.values())
+        if plan.to_delete:
+            detail = f"finished={list(plan.finished)} garbage={list(plan.garbage)}"
+            self._emit(ConsumerEventKind.LEASES_CLEANED, None, detail)
+
     # -- ShardHost -------------------------------------------------------------------
 
     async def shard_info(self, shard_id: str) -> ShardInfo:
-        """The shard's description; lists shards again if it is not known yet."""
+        """The shard's description; lists shards again if it is not known yet.
+
+        Raises :class:`ShardGoneError` when the stream exists but does not list the shard.
+        """
         if shard_id not in self._shards:
             await self.list_shards()
         if shard_id not in self._shards:
-            raise StreamNotFoundError(self.config.stream, f"shard {shard_id} is not listed")
+            raise ShardGoneError(self.config.stream, shard_id)
         return self._shards[shard_id]
+
+    async def shard_vanished(self, shard_id: str, error: BaseException) -> bool:
+        """True when ``error`` (from reading ``shard_id``) means the shard is gone while the
+        stream exists: ResourceNotFound, and ListShards no longer lists the shard open.
+
+        Raises StreamNotFoundError when the stream itself is gone (that stops the worker).
+        """
+        if not is_not_found(error):
+            return False
+        shards = {s.shard_id: s for s in await self.list_shards()}
+        info = shards.get(shard_id)
+        if info is not None and not info.is_closed:
+            return False  # listed and open: not a vanished shard; let the error stand
+        log.warning("shard %s is no longer readable (%s); treating it as ended", shard_id, error)
+        return True
 
     async def parents_done(self, lease: Lease) -> bool:
         """True when every parent is at SHARD_END (or gone); a transient error means False.
@@ -137,16 +198,43 @@ class StreamShards:
         """Tell listeners that ``shard_id`` is being read from ``start``."""
         self._emit(ConsumerEventKind.SHARD_STARTED, shard_id, start.sequence_number)
 
+    async def shard_ending(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+        """Before the SHARD_END checkpoint: create the children's leases (from ``ChildShards``,
+        else from ListShards). A transient failure is left to the periodic sync, which
+        creates the children of a finished parent."""
+        try:
+            created = await self._create_children(shard_id, child_shard_ids)
+        except Exception as e:
+            if not retry_later(e):
+                raise
+            log.warning("shard %s: child leases not created yet (%s); next sync will", shard_id, e)
+            self.wake_sync()
+            return
+        self._emit(ConsumerEventKind.CHILDREN_CREATED, shard_id, f"created={list(created)}")
+
+    async def _create_children(self, shard_id: str, child_ids: tuple[str, ...]) -> tuple[str, ...]:
+        def children() -> list[ShardInfo]:
+            if child_ids:
+                return [self._shards[c] for c in child_ids if c in self._shards]
+            return [s for s in self._shards.values() if shard_id in s.parent_shard_ids]
+
+        found = children()
+        if not child_ids or len(found) < len(child_ids):
+            await self.list_shards()
+            found = children()
+        listed = set(self._listed or ())
+        return await create_child_leases(
+            self._coordinator.store,
+            shard_id,
+            found,
+            listed,
+            self.config.initial_position.checkpoint,
+        )
+
     async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
-        """Create the children's leases now, wake local children, release the lease."""
+        """The shard is checkpointed at SHARD_END: wake local children, release the lease."""
         self._finished.add(shard_id)
         self._shard_end.set()
         self._shard_end = asyncio.Event()
         self._emit(ConsumerEventKind.SHARD_ENDED, shard_id, f"children={list(child_shard_ids)}")
-        try:
-            await self.sync()
-        except Exception as e:
-            if not retry_later(e):
-                raise
-            self.wake_sync()  # the periodic sync retries soon
         await self._coordinator.release(shard_id)

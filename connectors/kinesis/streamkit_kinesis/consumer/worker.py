@@ -23,6 +23,7 @@ from streamkit_kinesis.leases import (
     LeaseEventKind,
     LeaseStoreUnavailableError,
 )
+from streamkit_kinesis.leases.cleanup import LeaseCleaner
 
 from .batches import BatchChannel, ChannelProcessor, ConsumedBatch
 from .errors import ConsumerError, ConsumerStateError
@@ -107,9 +108,11 @@ class KinesisConsumer:
         """Takes and renews this worker's leases (driven by the worker's own loops)."""
         url = (endpoint.url if endpoint else None) or endpoint_url(self.client)
         fetchers = fetcher_factory or config.polling_fetchers(self.client, clock)
+        cleaner = LeaseCleaner(self.store, grace=config.garbage_lease_grace, clock=clock)
         self.shards = StreamShards(
-            config, self.client, self.coordinator, fetchers, url=url, emit=self._emit
-        )
+            config, self.client, self.coordinator, fetchers, url=url, emit=self._emit,
+            cleaner=cleaner,
+        )  # fmt: skip
         """Shard descriptions, shard sync and the parent rule (the host of shard tasks)."""
         self._state = ConsumerState.NEW
         self._tasks: dict[str, ShardTask] = {}
@@ -165,6 +168,8 @@ class KinesisConsumer:
             PeriodicStep("renew", coordinator.renew_interval, coordinator.renew_once,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
             PeriodicStep("shard-sync", cfg.shard_sync_interval, self.shards.sync,
+                         on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
+            PeriodicStep("lease-cleanup", cfg.lease_cleanup_interval, self.shards.cleanup,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
         ]  # fmt: skip
         for loop in self._loops:
@@ -340,8 +345,8 @@ class KinesisConsumer:
         self._emit(ConsumerEventKind.STOPPING)
         if self._channel is not None:
             self._channel.close()
-        take, renew, sync = self._loops
-        await asyncio.gather(take.stop(), sync.stop())
+        take, renew, sync, cleanup = self._loops
+        await asyncio.gather(take.stop(), sync.stop(), cleanup.stop())
         tasks = list(self._tasks.values())
         for task in tasks:
             task.request_shutdown()

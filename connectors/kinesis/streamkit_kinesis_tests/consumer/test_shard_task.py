@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import pytest
 from streamkit_kinesis.consumer import BaseRecordProcessor, ConsumerConfig, ShardOutcome
+from streamkit_kinesis.consumer.errors import ShardGoneError
 from streamkit_kinesis.consumer.shard_task import ShardCheckpointer, ShardTask
+from streamkit_kinesis.errors import KinesisError
 from streamkit_kinesis.leases import HeldLeases, InMemoryLeaseStore, Lease
 from streamkit_kinesis.retrieval import ReaderMetrics
 from streamkit_kinesis.types import (
@@ -65,9 +68,13 @@ class ReplayFetcher:
         self._endless = endless
         self.delivered = 0
         self.closed = False
+        self.fail_after: int | None = None
+        """Raise a not-found error once this many records were delivered."""
 
     async def next_batch(self) -> RecordBatch:
         assert not self.closed, "next_batch after close"
+        if self.fail_after is not None and self.delivered >= self.fail_after:
+            raise KinesisError("ResourceNotFoundException: shard gone")
         if self._batches:
             batch = self._batches.pop(0)
             self.delivered += len(batch.records)
@@ -86,13 +93,17 @@ class ReplayFetcher:
 class ReplayFetchers:
     """The FetcherFactory of ReplayFetcher; remembers what it built."""
 
-    def __init__(self, data: list[RecordBatch], *, endless: bool = False) -> None:
+    def __init__(
+        self, data: list[RecordBatch], *, endless: bool = False, fail_after: int | None = None
+    ) -> None:
         self._data = data
         self._endless = endless
+        self._fail_after = fail_after
         self.built: list[tuple[str, ExtendedSequenceNumber | datetime, ReplayFetcher]] = []
 
     def __call__(self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime) -> ReplayFetcher:
         fetcher = ReplayFetcher(start, self._data, self._endless)
+        fetcher.fail_after = self._fail_after
         self.built.append((shard.shard_id, start, fetcher))
         return fetcher
 
@@ -100,15 +111,38 @@ class ReplayFetchers:
 class Host:
     """A ShardHost with one shard and no parents; records what the task reports."""
 
-    def __init__(self, fetchers: ReplayFetchers) -> None:
+    def __init__(
+        self,
+        fetchers: ReplayFetchers,
+        store: InMemoryLeaseStore | None = None,
+        *,
+        listed: bool = True,
+        vanished: bool = False,
+    ) -> None:
         self.config = ConsumerConfig(app_name="app", stream="stream")
         self.fetchers = fetchers
         self.started: list[ExtendedSequenceNumber] = []
         self.finished: list[tuple[str, tuple[str, ...]]] = []
+        self.ending: list[tuple[str, tuple[str, ...], ExtendedSequenceNumber | None]] = []
+        """(shard, children, the stored checkpoint when the children were created)."""
+        self.store = store
+        self.listed = listed
+        self.vanished = vanished
+        self.asked: list[BaseException] = []
 
     async def shard_info(self, shard_id: str) -> ShardInfo:
         assert shard_id == SHARD.shard_id
+        if not self.listed:
+            raise ShardGoneError("stream", shard_id)
         return SHARD
+
+    async def shard_vanished(self, shard_id: str, error: BaseException) -> bool:
+        self.asked.append(error)
+        return self.vanished
+
+    async def shard_ending(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+        stored = None if self.store is None else await self.store.get_lease(shard_id)
+        self.ending.append((shard_id, child_shard_ids, stored.checkpoint if stored else None))
 
     async def parents_done(self, lease: Lease) -> bool:
         return True
@@ -136,6 +170,9 @@ class Recorder(BaseRecordProcessor):
         self.calls.append("process")
         await checkpointer.checkpoint()
         self.seen.set()
+
+    async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        self.calls.append("init")
 
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         self.calls.append("ended")
@@ -166,14 +203,18 @@ def start_task(
 
 async def test_a_replayed_shard_is_delivered_in_order_then_ended_and_checkpointed() -> None:
     fetchers = ReplayFetchers(batches(3, 0, 2, 4))
-    host = Host(fetchers)
     store, held = await held_lease(TRIM_HORIZON)
+    host = Host(fetchers, store)
     processor = Recorder()
     task = start_task(host, store, held, processor)
 
     assert await asyncio.wait_for(task.task, 5) is ShardOutcome.ENDED
     assert processor.records == [record(n) for n in range(9)]
-    assert processor.calls == ["process"] * 3 + ["ended"]  # the empty batch is skipped
+    assert processor.calls == ["init"] + ["process"] * 3 + ["ended"]  # empty batch skipped
+    # the children's leases are created before SHARD_END is checkpointed (KCL's order)
+    assert host.ending == [
+        (SHARD.shard_id, CHILDREN, ExtendedSequenceNumber(record(8).sequence_number))
+    ]
     stored = await store.get_lease(SHARD.shard_id)
     assert stored is not None
     assert stored.checkpoint == SHARD_END
@@ -207,7 +248,7 @@ async def test_shutdown_abandons_a_waiting_fetcher_and_closes_it() -> None:
 
     task.request_shutdown()
     assert await asyncio.wait_for(task.task, 5) is ShardOutcome.SHUTDOWN
-    assert processor.calls == ["process", "shutdown"]
+    assert processor.calls == ["init", "process", "shutdown"]
     stored = await store.get_lease(SHARD.shard_id)
     assert stored is not None
     assert stored.checkpoint == ExtendedSequenceNumber(record(1).sequence_number)
@@ -217,3 +258,51 @@ async def test_shutdown_abandons_a_waiting_fetcher_and_closes_it() -> None:
 def test_replay_fetcher_satisfies_the_contract() -> None:
     fetcher: RecordFetcher = ReplayFetcher(TRIM_HORIZON, [], endless=False)
     assert fetcher.metrics().shard_id == SHARD.shard_id
+
+
+async def test_a_shard_that_vanishes_mid_read_is_ended_not_fatal() -> None:
+    fetchers = ReplayFetchers(batches(3, 2, 4), fail_after=5)
+    store, held = await held_lease(TRIM_HORIZON)
+    host = Host(fetchers, store, vanished=True)
+    processor = Recorder()
+    task = start_task(host, store, held, processor)
+
+    assert await asyncio.wait_for(task.task, 5) is ShardOutcome.ENDED
+    assert processor.records == [record(n) for n in range(5)]
+    assert processor.calls == ["init", "process", "process", "ended"]
+    assert [str(e) for e in host.asked] == ["ResourceNotFoundException: shard gone"]
+    stored = await store.get_lease(SHARD.shard_id)
+    assert stored is not None
+    assert stored.checkpoint == SHARD_END
+    assert host.ending == [(SHARD.shard_id, (), ExtendedSequenceNumber(record(4).sequence_number))]
+    assert host.finished == [(SHARD.shard_id, ())]
+
+
+async def test_an_error_the_host_does_not_call_vanished_still_stops_the_shard() -> None:
+    fetchers = ReplayFetchers(batches(3, 2), fail_after=3)
+    store, held = await held_lease(TRIM_HORIZON)
+    host = Host(fetchers, store, vanished=False)
+    task = start_task(host, store, held, Recorder())
+
+    with pytest.raises(KinesisError, match="shard gone"):
+        await asyncio.wait_for(task.task, 5)
+    stored = await store.get_lease(SHARD.shard_id)
+    assert stored is not None
+    assert stored.checkpoint == ExtendedSequenceNumber(record(2).sequence_number)
+    assert host.finished == []
+
+
+async def test_a_lease_whose_shard_is_not_listed_is_ended_without_reading() -> None:
+    fetchers = ReplayFetchers(batches(3))
+    store, held = await held_lease(ExtendedSequenceNumber("150"))
+    host = Host(fetchers, store, listed=False, vanished=True)
+    processor = Recorder()
+    task = start_task(host, store, held, processor)
+
+    assert await asyncio.wait_for(task.task, 5) is ShardOutcome.ENDED
+    assert fetchers.built == []  # nothing to read from
+    assert processor.calls == ["init", "ended"]
+    assert [type(e) for e in host.asked] == [ShardGoneError]
+    stored = await store.get_lease(SHARD.shard_id)
+    assert stored is not None
+    assert stored.checkpoint == SHARD_END
