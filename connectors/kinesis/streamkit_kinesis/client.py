@@ -6,7 +6,9 @@ producer, admin and fetchers accept either. :func:`kinesis_client` is the one fa
 such clients (the consumer's passes the cheap :func:`parse_timestamp`). :func:`call` runs
 a blocking boto3 call in a thread, retries unreachable-endpoint errors a bounded number of
 times with backoff, and turns missing-stream / credential / connection failures into one
-typed error.
+typed error. :func:`call_until_done` is the running query's form: every retryable error
+(:func:`~streamkit_kinesis.retry.is_retryable`) is retried for ever, recorded in a
+:class:`~streamkit_kinesis.retry.RetryState`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from .errors import classify, is_connection_error
-from .retry import CONNECTION_BACKOFF, Retrier
+from .retry import CONNECTION_BACKOFF, Retrier, RetryState, Sleep, is_retryable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -169,3 +171,40 @@ async def call(
             if typed is None:
                 raise
             raise typed from exc
+
+
+async def call_until_done(
+    fn: Callable[[], T],
+    state: RetryState,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    stream: str | None = None,
+    url: str | None = None,
+    shard_id: str | None = None,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> T:
+    """Run the blocking ``fn`` in a thread until it succeeds or fails for good.
+
+    Retryable errors (unreachable endpoint, cut connection, 5xx, throttling) are recorded
+    in ``state`` and retried after its backoff delay, for ever: an outage stalls the
+    caller, never ends it. Anything else is raised at once, typed by :func:`classify`
+    when it is one of its kinds (``shard_id`` set: a missing resource is that shard,
+    :class:`~streamkit_kinesis.errors.ShardNotFoundError`), else unchanged. ``state``
+    is reset on success; ``on_retry`` sees each retried error. Cancellation-safe:
+    nothing is remembered but ``state``.
+    """
+    while True:
+        try:
+            out = await asyncio.to_thread(fn)
+        except Exception as exc:
+            if not is_retryable(exc):
+                typed = classify(exc, stream=stream, url=url, shard_id=shard_id)
+                if typed is None:
+                    raise
+                raise typed from exc
+            if on_retry is not None:
+                on_retry(exc)
+            await sleep(state.failed(exc))
+            continue
+        state.succeeded()
+        return out

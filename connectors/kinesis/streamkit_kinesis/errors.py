@@ -15,10 +15,12 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from streamkit.errors import StreamkitError
 
@@ -43,8 +45,22 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectTimeoutError,
     ConnectionClosedError,
     ReadTimeoutError,
+    BotocoreConnectionError,
+    HTTPClientError,  # a connection reset or cut mid-response
 )
 """botocore exceptions meaning the endpoint could not be reached (worth a few retries)."""
+
+INVALID_REQUEST_CODES = frozenset(
+    {
+        "ValidationException",
+        "InvalidArgumentException",
+        "SerializationException",
+        "MissingParameter",
+        "InvalidParameterValue",
+        "InvalidParameterCombination",
+    }
+)
+"""Error codes meaning the request itself is wrong: retrying cannot help."""
 
 
 class KinesisError(StreamkitError):
@@ -61,6 +77,32 @@ class StreamNotFoundError(KinesisError):
             f"Kinesis stream {stream!r} not found{extra}; create it with "
             f"`streamkit stream create {stream}` or StreamAdmin.create_stream({stream!r}, shards)"
         )
+
+
+class ShardNotFoundError(KinesisError):
+    """One shard of an existing stream is gone (trimmed after the retention period, or
+    never there): GetShardIterator / GetRecords answered ResourceNotFoundException.
+
+    Not retried: for a consumer this is the shard's end (KCL treats it so), not an outage.
+    """
+
+    def __init__(self, stream: str, shard_id: str, detail: str = "") -> None:
+        self.stream = stream
+        self.shard_id = shard_id
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"shard {shard_id} of Kinesis stream {stream!r} not found{extra}; it was trimmed "
+            f"after the retention period or deleted by a reshard"
+        )
+
+
+class InvalidRequestError(KinesisError):
+    """Kinesis rejected a request as invalid (validation, bad argument): not retried."""
+
+    def __init__(self, operation: str, code: str, detail: str) -> None:
+        self.operation = operation
+        self.code = code
+        super().__init__(f"{operation} rejected as invalid ({code}: {detail})")
 
 
 class EndpointUnreachableError(KinesisError):
@@ -169,17 +211,38 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def classify(
-    exc: BaseException, *, stream: str | None = None, url: str | None = None, attempts: int = 1
+    exc: BaseException,
+    *,
+    stream: str | None = None,
+    url: str | None = None,
+    attempts: int = 1,
+    shard_id: str | None = None,
 ) -> KinesisError | None:
     """Translate a botocore exception into a typed error, or ``None`` if it is not one of
-    missing stream / bad credentials / unreachable endpoint (the caller decides then)."""
+    missing stream or shard / bad credentials / unreachable endpoint / invalid request (the
+    caller decides then). With ``shard_id`` (a call on one shard: GetShardIterator,
+    GetRecords) ResourceNotFoundException means that shard is gone:
+    :class:`ShardNotFoundError`."""
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return CredentialsError(str(exc))
     if is_connection_error(exc):
         return EndpointUnreachableError(url, attempts, str(exc))
     code = error_code(exc)
     if code == "ResourceNotFoundException":
+        if shard_id is not None:
+            return ShardNotFoundError(stream or "?", shard_id, error_message(exc))
         return StreamNotFoundError(stream or "?", error_message(exc))
     if code in CREDENTIAL_ERROR_CODES:
         return CredentialsError(f"{code}: {error_message(exc)}")
+    if code in INVALID_REQUEST_CODES:
+        operation = getattr(exc, "operation_name", None) or "request"
+        return InvalidRequestError(str(operation), code, error_message(exc))
+    return None
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ``ClientError`` (``None`` for anything else)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
     return None

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-from streamkit_kinesis.client import call
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from streamkit_kinesis.client import call, call_until_done
 from streamkit_kinesis.errors import (
     CredentialsError,
     EndpointUnreachableError,
+    InvalidRequestError,
+    ShardNotFoundError,
     StreamNotFoundError,
     classify,
     error_code,
 )
 from streamkit_kinesis.retry import (
     Backoff,
+    Health,
     Retrier,
+    RetryState,
+    is_retryable,
     is_throttling,
     is_transient,
 )
@@ -156,3 +167,154 @@ async def test_call_raises_typed_missing_stream() -> None:
 
     with pytest.raises(StreamNotFoundError, match="'nope'"):
         await call(missing, stream="nope")
+
+
+# -- retry for ever (issue 12, item 1) ----------------------------------------------------
+
+
+def server_error(status: int, code: str = "InternalFailure") -> ClientError:
+    meta = {"HTTPStatusCode": status}
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": meta},  # type: ignore[typeddict-item]
+        "GetRecords",
+    )
+
+
+def test_retryable_is_the_outage_rule() -> None:
+    outage = [
+        EndpointConnectionError(endpoint_url="http://x"),
+        ConnectionClosedError(endpoint_url="http://x"),
+        ReadTimeoutError(endpoint_url="http://x"),
+        client_error("ProvisionedThroughputExceededException"),
+        client_error("LimitExceededException"),
+        client_error("ServiceUnavailable"),
+        server_error(502, "BadGateway"),
+        server_error(500, "SomethingNew"),
+        EndpointUnreachableError("http://x", 3),
+    ]
+    fatal = [
+        client_error("ResourceNotFoundException"),
+        client_error("AccessDeniedException"),
+        client_error("ValidationException"),
+        client_error("ExpiredIteratorException"),  # re-acquired by the reader, not re-sent
+        server_error(400, "InvalidArgumentException"),
+        CredentialsError("no keys"),
+        ValueError("a bug"),
+    ]
+    assert [is_retryable(e) for e in outage] == [True] * len(outage)
+    assert [is_retryable(e) for e in fatal] == [False] * len(fatal)
+
+
+def test_resource_not_found_on_a_shard_call_is_a_shard_error() -> None:
+    err = classify(client_error("ResourceNotFoundException"), stream="s", shard_id="shard-7")
+    assert isinstance(err, ShardNotFoundError)
+    assert not isinstance(err, StreamNotFoundError)
+    assert (err.stream, err.shard_id) == ("s", "shard-7")
+    assert isinstance(
+        classify(client_error("ResourceNotFoundException"), stream="s"), StreamNotFoundError
+    )
+    invalid = classify(client_error("ValidationException"))
+    assert isinstance(invalid, InvalidRequestError)
+    assert invalid.operation == "GetRecords"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_schedule_doubles_caps_and_restarts_after_a_success() -> None:
+    clock = Clock()
+    draws = iter([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.25, 1.0])
+    state = RetryState(
+        Backoff(base=0.5, cap=3.0, max_attempts=None), rng=lambda: next(draws), clock=clock
+    )
+    assert state.health() == Health("reading", 0, None, None)
+    delays = []
+    for n in range(6):
+        clock.now = 100.0 + n
+        delays.append(state.failed(EndpointConnectionError(endpoint_url="http://x")))
+    # ceilings 0.5, 1, 2, then capped at 3; the draw was 1.0 (the top of the range)
+    assert delays == pytest.approx([0.5, 1.0, 2.0, 3.0, 3.0, 3.0])
+    health = state.health()
+    assert (health.state, health.consecutive_errors, health.backing_off_since) == (
+        "backing off",
+        6,
+        100.0,
+    )
+    assert health.last_error is not None
+    assert "EndpointConnectionError" in health.last_error
+    state.succeeded()
+    assert state.health().state == "reading"
+    assert state.health().consecutive_errors == 0
+    assert state.health().last_error is not None  # kept for the record
+    # after the success the schedule starts over at base: full jitter draws 0.25 of 0.5
+    assert state.failed(client_error("ThrottlingException")) == pytest.approx(0.125)
+    assert state.failed("x") == pytest.approx(1.0)
+
+
+def test_full_jitter_spreads_over_the_whole_range() -> None:
+    """Full jitter: each delay is uniform in [0, ceiling), not ceiling/2 + jitter."""
+    import random
+
+    rng = random.Random(7)
+    state = RetryState(Backoff(base=1.0, cap=8.0, max_attempts=None), rng=rng.random)
+    for _ in range(10):
+        state.failed("warm-up")  # ceiling now capped at 8
+    delays = [state.failed("x") for _ in range(2000)]
+    assert min(delays) >= 0.0
+    assert max(delays) < 8.0
+    assert min(delays) < 0.1
+    assert max(delays) > 7.9
+    assert sum(delays) / len(delays) == pytest.approx(4.0, abs=0.3)
+
+
+async def test_call_until_done_rides_out_any_number_of_failures() -> None:
+    slept: list[float] = []
+    tries = 0
+    failures: list[BaseException] = [
+        *(EndpointConnectionError(endpoint_url="http://x") for _ in range(40)),
+        server_error(503, "ServiceUnavailable"),
+        client_error("ProvisionedThroughputExceededException"),
+    ]
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    def flaky() -> str:
+        nonlocal tries
+        tries += 1
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    seen: list[BaseException] = []
+    state = RetryState(Backoff(base=0.1, cap=2.0, max_attempts=None), rng=lambda: 1.0)
+    assert await call_until_done(flaky, state, sleep=sleep, on_retry=seen.append) == "ok"
+    assert tries == 43
+    assert len(slept) == len(seen) == 42
+    assert max(slept) == pytest.approx(2.0)  # capped
+    assert state.health().state == "reading"
+
+
+async def test_call_until_done_stops_at_once_on_a_fatal_error() -> None:
+    async def sleep(s: float) -> None:
+        raise AssertionError("a fatal error must not be retried")
+
+    def gone() -> None:
+        raise client_error("ResourceNotFoundException")
+
+    def denied() -> None:
+        raise client_error("AccessDeniedException")
+
+    state = RetryState()
+    with pytest.raises(ShardNotFoundError):
+        await call_until_done(gone, state, sleep=sleep, stream="s", shard_id="shard-1")
+    with pytest.raises(StreamNotFoundError):
+        await call_until_done(gone, state, sleep=sleep, stream="s")
+    with pytest.raises(CredentialsError):
+        await call_until_done(denied, state, sleep=sleep)
+    assert state.health().consecutive_errors == 0

@@ -13,8 +13,10 @@ A :class:`FetcherFactory` builds one fetcher per shard; the consumer takes one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from streamkit_kinesis.retry import Health
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -40,6 +42,8 @@ class ReaderMetrics:
     """Expired iterators replaced (polling only)."""
     millis_behind_latest: int | None
     """Lag reported with the last batch."""
+    health: Health = field(default_factory=Health)
+    """"reading", or "backing off" through an outage (failures in a row, last error)."""
 
 
 class RecordFetcher(Protocol):

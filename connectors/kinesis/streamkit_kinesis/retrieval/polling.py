@@ -10,8 +10,16 @@ Guarantees of :class:`ShardReader`, beyond the fetcher contract:
   came is re-acquired AT_TIMESTAMP of the moment the reader first asked for LATEST, so
   records put since are not lost (a server with whole-second timestamps, like
   kinesis-mock, may then also return records put up to a second before that moment).
-- Throttling (``ProvisionedThroughputExceededException``, ``LimitExceededException``, ...)
-  is retried on the same iterator after a jittered exponential delay.
+- Outages never end a reader: with ``retry_forever`` (the default) every retryable error
+  (:func:`~streamkit_kinesis.retry.is_retryable`: unreachable endpoint, cut connection,
+  5xx, throttling) of GetShardIterator, GetRecords and ListShards is retried on the same
+  position for ever, after a capped, fully jittered exponential delay (reset after a
+  success), and expired iterators are re-acquired for ever (backing off from the second
+  in a row). :meth:`ShardReader.health` says "backing off" meanwhile, with the streak's
+  length and last error. Only non-retryable errors end it, typed: a shard that is gone
+  (:class:`~streamkit_kinesis.errors.ShardNotFoundError`), a stream that is gone,
+  rejected credentials, an invalid request. ``retry_forever=False`` (one-shot tools)
+  gives up on an unreachable endpoint after about a second instead.
 - SHARD_END is detected by any of: a null ``NextShardIterator`` (AWS, LocalStack,
   kinesalite); the last record being the closed shard's ``ending_sequence_number``; an
   empty, caught-up read (``MillisBehindLatest`` 0 or absent) of a closed shard. The last
@@ -32,11 +40,21 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
-from streamkit_kinesis.client import KinesisApi, call, endpoint_url
-from streamkit_kinesis.errors import KinesisError, ThrottledError, error_code
+from streamkit_kinesis.client import KinesisApi, call, call_until_done, endpoint_url
+from streamkit_kinesis.errors import KinesisError, ShardNotFoundError, ThrottledError, error_code
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.retrieval.iterators import IteratorStart
-from streamkit_kinesis.retry import Backoff, Retrier, Rng, Sleep, is_throttling, is_transient
+from streamkit_kinesis.retry import (
+    OUTAGE_BACKOFF,
+    Backoff,
+    Health,
+    Retrier,
+    RetryState,
+    Rng,
+    Sleep,
+    is_throttling,
+    is_transient,
+)
 from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.types import (
     SHARD_END,
@@ -81,6 +99,7 @@ class ShardReader:
         rng: Rng = random.random,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_forever: bool = True,
     ) -> None:
         if not 1 <= limit <= 10_000:
             raise ValueError(f"limit must be in [1, 10000], got {limit}")
@@ -90,9 +109,9 @@ class ShardReader:
         self._url = endpoint_url(client)
         self._limit = limit
         self._idle_time = idle_time
-        self._retrier = Retrier(
-            backoff or Backoff(base=0.2, cap=5.0, max_attempts=None), sleep, rng
-        )
+        self._retrier = Retrier(backoff or OUTAGE_BACKOFF, sleep, rng)
+        self._forever = retry_forever and self._retrier.backoff.max_attempts is None
+        self._retry = RetryState(self._retrier.backoff, rng=rng, clock=clock)
         self._sleep = sleep
         self._refresh_interval = shard_refresh_interval
         self._clock = clock
@@ -132,7 +151,12 @@ class ShardReader:
             self._throttles,
             self._recoveries,
             self._behind,
+            self._retry.health(),
         )
+
+    def health(self) -> Health:
+        """ "reading", or "backing off" with the failures in a row and the last error."""
+        return self._retry.health()
 
     async def close(self) -> None:
         """Forget the shard iterator (polling holds no connection of its own)."""
@@ -248,10 +272,8 @@ class ShardReader:
         if interval is None or now - self._last_refresh < interval:
             return
         self._last_refresh = now
-        shards = await call(
-            lambda: list_shards_blocking(self._client, self._stream),
-            stream=self._stream,
-            url=self._url,
+        shards = await self._retrying(
+            "ListShards", lambda: list_shards_blocking(self._client, self._stream), shard=False
         )
         for info in shards:
             if info.shard_id == self._shard.shard_id:
@@ -293,15 +315,26 @@ class ShardReader:
                     raise
                 expired += 1
                 self._recoveries += 1
-                if expired > MAX_CONSECUTIVE_EXPIRED:
-                    raise KinesisError(
-                        f"shard {self._shard.shard_id}: fresh iterators keep expiring; check the "
-                        f"clock of this machine against the endpoint's"
-                    ) from exc
+                if expired > 1:  # fresh iterators keep expiring: back off, then try again
+                    if not self._forever and expired > MAX_CONSECUTIVE_EXPIRED:
+                        raise KinesisError(f"shard {self._shard.shard_id}: {_EXPIRING}") from exc
+                    await self._sleep(self._retry.failed(f"ExpiredIteratorException: {_EXPIRING}"))
                 self._iterator = await self._acquire()
 
-    async def _retrying(self, operation: str, fn: Callable[[], T]) -> T:
-        """``fn`` with throttling retried (per the backoff) and transient errors a few times."""
+    async def _retrying(self, operation: str, fn: Callable[[], T], *, shard: bool = True) -> T:
+        """``fn`` with retryable errors retried: for ever (``retry_forever``, recorded in
+        :meth:`health`), else throttling per the backoff and transient errors a few times.
+        ``shard``: a missing resource is this shard (else the stream)."""
+        shard_id = self._shard.shard_id if shard else None
+        if self._forever:
+            try:
+                return await call_until_done(
+                    fn, self._retry, sleep=self._sleep, stream=self._stream, url=self._url,
+                    shard_id=shard_id, on_retry=self._count_throttle,
+                )  # fmt: skip
+            except ShardNotFoundError:
+                await self._check_stream()  # the whole stream gone is StreamNotFoundError
+                raise
         attempt = 0
         while True:
             try:
@@ -317,6 +350,21 @@ class ShardReader:
                 ):
                     raise ThrottledError(operation, attempt, error_code(exc) or "?") from exc
                 await self._retrier.wait(attempt - 1)
+
+    async def _check_stream(self) -> None:
+        """Raise StreamNotFoundError if the stream itself is gone (retrying outages)."""
+        await call_until_done(
+            lambda: self._client.describe_stream_summary(StreamName=self._stream),
+            self._retry, sleep=self._sleep, stream=self._stream, url=self._url,
+        )  # fmt: skip
+
+    def _count_throttle(self, exc: BaseException) -> None:
+        self._throttles += is_throttling(exc)
+
+
+_EXPIRING = (
+    "fresh shard iterators keep expiring; check the clock of this machine against the endpoint's"
+)
 
 
 @dataclass(frozen=True)

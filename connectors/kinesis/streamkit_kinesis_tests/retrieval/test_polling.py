@@ -310,10 +310,12 @@ async def test_missing_stream_names_it(aws_endpoint: AwsEndpoint) -> None:
         await reader.next_batch()
 
 
-async def test_unreachable_endpoint_fails_fast() -> None:
+async def test_unreachable_endpoint_fails_fast_without_retry_forever() -> None:
+    """One-shot readers (``retry_forever=False``) give up after about a second; a
+    running query's readers retry for ever (tests/.../test_outage_reader.py)."""
     client = kinesis_client(AwsEndpoint.local("http://127.0.0.1:9"))
     shard = ShardInfo("shardId-000000000000", (), HashKeyRange(0, 2**128 - 1), "0")
-    reader = ShardReader(client, "s", shard, TRIM_HORIZON)
+    reader = ShardReader(client, "s", shard, TRIM_HORIZON, retry_forever=False)
     start = time.monotonic()
     with pytest.raises(EndpointUnreachableError) as info:
         await reader.next_batch()
