@@ -23,7 +23,7 @@ from streamkit_kinesis.leases import (
 )
 from streamkit_kinesis.leases.cleanup import LeaseCleaner
 from streamkit_kinesis.leases.sync import create_child_leases
-from streamkit_kinesis.retry import is_throttling, is_transient
+from streamkit_kinesis.retry import is_retryable, is_throttling, is_transient
 from streamkit_kinesis.shards import list_shards_blocking
 
 from .errors import ShardGoneError
@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 
 
 def retry_later(error: BaseException) -> bool:
-    """Errors a background step retries on its next period (throttling, transient)."""
+    """Errors a background step retries on its next period (throttling, transient, an
+    endpoint outage: :func:`~streamkit_kinesis.retry.is_retryable`)."""
     return isinstance(error, LeaseStoreUnavailableError | ThrottledError) or (
-        is_throttling(error) or is_transient(error)
+        is_throttling(error) or is_transient(error) or is_retryable(error)
     )
 
 
