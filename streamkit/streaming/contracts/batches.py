@@ -37,6 +37,12 @@ class PartitionProgress:
     """How far behind the tip (ms), if known (Kinesis MillisBehindLatest)."""
     owner: str | None = None
     """Lease owner (worker id) holding this partition, if leases are used."""
+    state: str = "reading"
+    """``"reading"``, or ``"backing off"`` while its endpoint is out (retried for ever)."""
+    consecutive_errors: int = 0
+    """Retryable failures in a row (0 while reading)."""
+    last_error: str | None = None
+    """The latest retryable failure, if any (kept after recovery)."""
 
 
 @dataclass(frozen=True)
