@@ -114,6 +114,8 @@ class StreamingQuery:
         """None without a checkpoint location: nothing to restart from, nothing written."""
         self._clock = clock
         self._progress: deque[QueryProgress] = deque(maxlen=100)
+        self._idle: QueryProgress | None = None
+        """The idle progress record of the stall in progress (see :meth:`_note_stall`)."""
         self._dead: list[pa.Table] = []
         self._late: list[pa.Table] = []
         self._offsets: Offsets = {}
@@ -274,10 +276,7 @@ class StreamingQuery:
                         ahead = asyncio.create_task(self._fetch())
                     await self._process(fetched, started)
                 else:
-                    if fetched is not None:
-                        self._offsets = {**self._offsets, **fetched.batch.end_offsets}
-                    if self._engine.owes_batch:
-                        await self._process(None, started)  # Spark's no-data batch
+                    await self._without_records(fetched, started)
                 if self.trigger.kind == "once":
                     break
                 await self._pace(started)
@@ -427,6 +426,38 @@ class StreamingQuery:
                 partitions=batch.partitions,
             )
         )
+
+    async def _without_records(self, fetched: Fetched | None, started: float) -> None:
+        """A trigger without records: move the offsets, run Spark's no-data batch when the
+        engine owes one, else note a stall of the source, if any."""
+        if fetched is not None:
+            self._offsets = {**self._offsets, **fetched.batch.end_offsets}
+        if self._engine.owes_batch:
+            await self._process(None, started)  # Spark's no-data batch
+        else:
+            self._note_stall()
+
+    def _note_stall(self) -> None:
+        """While the source reports partitions it cannot read (``stalled_partitions()``:
+        an endpoint outage it retries for ever), keep one idle progress record as the
+        latest (0 rows, the last batch's id, those partitions, as Spark reports idle
+        triggers), replaced while the stall lasts, so ``last_progress`` shows it."""
+        probe = getattr(self.source, "stalled_partitions", None)
+        stalled = tuple(probe()) if callable(probe) else ()
+        if not stalled:
+            return
+        idle = QueryProgress(
+            batch_id=self._next_id - 1, timestamp=datetime.now(UTC), num_input_rows=0,
+            input_rows_per_second=0.0, processed_rows_per_second=0.0,
+            durations=PhaseDurations(), watermark=self._watermark_time(),
+            state_rows=self._engine.state_rows, late_rows=0, dead_letters=0, output_rows=0,
+            partitions=stalled,
+        )  # fmt: skip
+        if self._progress and self._progress[-1] is self._idle:
+            self._progress[-1] = idle
+        else:
+            self._progress.append(idle)
+        self._idle = idle
 
     def _watermark_time(self) -> datetime | None:
         wm = self._engine.watermark
