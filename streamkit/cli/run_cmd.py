@@ -88,20 +88,45 @@ def progress_line(p: QueryProgress) -> str:
     )
 
 
+def stall_line(p: QueryProgress) -> str | None:
+    """``stalled: <partition> backing off (N errors in a row, last: ...)`` for partitions
+    that cannot be read now (an outage the source retries for ever); None when none."""
+    parts = [
+        f"{x.partition} {x.state} ({x.consecutive_errors} error(s) in a row, last: {x.last_error})"
+        for x in p.partitions
+        if x.state != "reading"
+    ]
+    return "stalled, retrying: " + "; ".join(parts) if parts else None
+
+
 def follow(
     query: StreamingQuery, until_idle: float | None, timeout: float | None
 ) -> tuple[int, int]:
-    """Print progress until the query ends, goes idle, or times out; returns (batches, rows)."""
+    """Print progress until the query ends, goes idle, or times out; returns (batches, rows).
+
+    A stall (partitions backing off through an outage) is printed when it starts and when
+    its partitions change, and "resumed" once a batch runs again."""
     started = time.monotonic()
     seen, rows, last_rows_at = -1, 0, time.monotonic()
     caught_up = until_idle is None
+    stall: frozenset[str] = frozenset()
 
     def report() -> None:
-        nonlocal seen, rows, last_rows_at
+        nonlocal seen, rows, last_rows_at, stall
         for p in query.recent_progress:
             if p.batch_id > seen:
                 seen, rows, last_rows_at = p.batch_id, rows + p.num_input_rows, time.monotonic()
                 console.print(progress_line(p), soft_wrap=True)
+        last = query.last_progress
+        line = stall_line(last) if last is not None else None
+        now: frozenset[str] = frozenset()
+        if line is not None and last is not None:
+            now = frozenset(x.partition for x in last.partitions if x.state != "reading")
+        if now and now != stall:
+            console.print(line, soft_wrap=True)
+        elif stall and not now:
+            console.print("resumed: every partition is reading again", soft_wrap=True)
+        stall = now
 
     while query.is_active:
         report()

@@ -441,10 +441,14 @@ class StreamingQuery:
         """While the source reports partitions it cannot read (``stalled_partitions()``:
         an endpoint outage it retries for ever), keep one idle progress record as the
         latest (0 rows, the last batch's id, those partitions, as Spark reports idle
-        triggers), replaced while the stall lasts, so ``last_progress`` shows it."""
+        triggers), replaced while the stall lasts and dropped when it ends, so
+        ``last_progress`` shows it."""
         probe = getattr(self.source, "stalled_partitions", None)
         stalled = tuple(probe()) if callable(probe) else ()
         if not stalled:
+            if self._idle is not None and self._progress and self._progress[-1] is self._idle:
+                self._progress.pop()  # the stall is over: the last batch is the latest again
+            self._idle = None
             return
         idle = QueryProgress(
             batch_id=self._next_id - 1, timestamp=datetime.now(UTC), num_input_rows=0,

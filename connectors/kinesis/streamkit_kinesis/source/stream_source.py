@@ -55,6 +55,7 @@ from streamkit.streaming.decode import (
     read_only,
 )
 from streamkit.streaming.sources.base import SourceBase
+from streamkit_kinesis.client import kinesis_client, parse_timestamp
 from streamkit_kinesis.consumer import (
     ConsumerEvent,
     ConsumerEventKind,
@@ -63,10 +64,12 @@ from streamkit_kinesis.consumer import (
 )
 from streamkit_kinesis.consumer.config import default_worker_id
 from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.retry import BACKING_OFF
 from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.source.alignment import Alignment, align_leases
 from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.errors import KinesisSourceError
+from streamkit_kinesis.source.health import TrackedFetchers
 from streamkit_kinesis.source.options import consumer_config
 from streamkit_kinesis.source.positions import END, at_or_past, later
 from streamkit_kinesis.source.sampling import sample_payloads
@@ -78,8 +81,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
     from streamkit.streaming.owner import OwnerLease, QueryIdentity
+    from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import ConsumerConfig
     from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.retry import Health
     from streamkit_kinesis.types import (
         ExtendedSequenceNumber,
         KinesisRecord,
@@ -162,6 +167,8 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         self._given_up: frozenset[str] = frozenset()
         self._session = self.config
         self._consumer: KinesisConsumer | None = None
+        self._client: KinesisApi | None = None
+        self._readers = TrackedFetchers(None)
         self._opened = asyncio.Event()
         self._committed = asyncio.Event()
         self.clear_failure()
@@ -223,9 +230,12 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             self.lease_endpoint, self.app_name, call_timeout=self.config.lease_call_timeout
         )
         self._session = self._pinned(self.config)
+        self._client = kinesis_client(self.endpoint, timestamp_parser=parse_timestamp)
+        self._readers = TrackedFetchers(self._session.polling_fetchers(self._client, self._clock))
         consumer = self._consumer = KinesisConsumer(
-            self._session, self.endpoint, lease_store=store, clock=self._clock
-        )
+            self._session, self.endpoint, kinesis=self._client, lease_store=store,
+            clock=self._clock, fetcher_factory=self._readers,
+        )  # fmt: skip
         first_cycle = asyncio.Event()
 
         def on_event(event: ConsumerEvent) -> None:
@@ -361,6 +371,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        closer = getattr(self._client, "close", None)
+        if callable(closer):
+            closer()
         self._new_session()
 
     # -- internals -------------------------------------------------------------------------
@@ -398,8 +411,43 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             if lag is None:
                 lag = self._buffers.state(shard_id).lag_ms
             owner = self.worker_id if shard_id in held else None
-            out.append(PartitionProgress(shard_id, len(taken.get(shard_id, ())), lag, owner))
+            health = self._readers.health(shard_id)
+            out.append(
+                PartitionProgress(
+                    shard_id,
+                    len(taken.get(shard_id, ())),
+                    lag,
+                    owner,
+                    health.state,
+                    health.consecutive_errors,
+                    health.last_error,
+                )
+            )
         return tuple(out)
+
+    def health(self) -> dict[str, Health]:
+        """Per shard read here: "reading", or "backing off" through an outage (retried
+        for ever: the query stalls and resumes by itself), with the failures in a row
+        and the last error."""
+        return self._readers.all_health()
+
+    def stalled_partitions(self) -> tuple[PartitionProgress, ...]:
+        """The shards backing off now, as progress entries (the query reports them in an
+        idle ``last_progress`` while no batch runs)."""
+        held = self._consumer.held_shard_ids() if self._consumer is not None else set()
+        return tuple(
+            PartitionProgress(
+                shard_id,
+                0,
+                None,
+                self.worker_id if shard_id in held else None,
+                h.state,
+                h.consecutive_errors,
+                h.last_error,
+            )
+            for shard_id, h in sorted(self.health().items())
+            if h.state == BACKING_OFF
+        )
 
     def _known(self, shard_id: str) -> str | None:
         """The furthest position of ``shard_id`` this source holds (None: none)."""
