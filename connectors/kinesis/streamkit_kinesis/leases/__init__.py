@@ -5,7 +5,8 @@
   implement it;
 - :mod:`.taker` the pure take/steal decision and the expiry tracker (own monotonic clock);
 - :mod:`.renewer`, :mod:`.checkpointer`, :mod:`.held` renewal, checkpoints, the shared view;
-- :mod:`.coordinator` schedules it all for one worker; :mod:`.sync` turns shards into leases.
+- :mod:`.coordinator` schedules it all for one worker; :mod:`.sync` turns shards into leases;
+- :mod:`.leader` elects the one worker that runs shard sync and lease cleanup.
 """
 
 from streamkit_kinesis.leases.errors import LeaseLostError
@@ -21,15 +22,17 @@ from .errors import (
     LeaseStoreUnavailableError,
 )
 from .held import HeldLease, HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
+from .leader import LeaderElection
 from .memory import InMemoryLeaseStore
 from .metrics import CallCounter, LeaseMetrics
-from .model import Lease, check_checkpoint_advance
+from .model import LEADER_LEASE_KEY, Lease, check_checkpoint_advance
 from .renewer import LeaseRenewer, RenewResult
 from .store import LeaseStore
 from .sync import SyncPlan, SyncResult, parents_done, plan_sync, sync_shards
 from .taker import LeaseTracker, TakeDecision, decide_takes, is_expired
 
 __all__ = [
+    "LEADER_LEASE_KEY",
     "CallCounter",
     "CheckpointOrderError",
     "Checkpointer",
@@ -37,6 +40,7 @@ __all__ = [
     "HeldLease",
     "HeldLeases",
     "InMemoryLeaseStore",
+    "LeaderElection",
     "Lease",
     "LeaseConflictError",
     "LeaseCoordinator",

@@ -21,6 +21,7 @@ from .checkpointer import Checkpointer
 from .dynamodb import DynamoDBLeaseStore
 from .errors import LeaseConflictError, LeaseLostError, LeaseStoreUnavailableError
 from .held import HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
+from .leader import LeaderElection
 from .metrics import LeaseMetrics
 from .renewer import LeaseRenewer, RenewResult
 from .taker import LeaseTracker, TakeDecision, decide_takes
@@ -46,7 +47,10 @@ class LeaseCoordinator:
     every ``2 * failover_time``, at most one steal per cycle. ``clock`` must be monotonic.
     Renewals run at a fixed rate through the store's renewal lane (a DynamoDB store gets
     its own thread pool and HTTP connections for them), and a held lease not confirmed
-    for ``failover_time`` is dropped before anyone uses it (KCL's renewer rule).
+    for ``failover_time`` is dropped before anyone uses it (KCL's renewer rule). With
+    ``elect_leader``, each take cycle also campaigns for the leader lease (see
+    :mod:`.leader`) and each renewal cycle renews it: :attr:`is_leader` tells whether this
+    worker should run shard sync and lease cleanup.
 
     Errors in the background loops are never silent: a transient store error is counted
     and retried next cycle; any other error stops both loops, drops every held lease as
@@ -68,6 +72,7 @@ class LeaseCoordinator:
         max_leases: int | None = None,
         rng: random.Random | None = None,
         create_table: bool = True,
+        elect_leader: bool = False,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -89,6 +94,13 @@ class LeaseCoordinator:
         self._tracker = LeaseTracker(clock)
         self._lane = store.renewal_lane() if isinstance(store, DynamoDBLeaseStore) else None
         self._renewer = LeaseRenewer(self._lane or store, self.held, failover_time, clock)
+        self._leader = (
+            LeaderElection(
+                store, worker_id, failover_time, renew_store=self._lane or store, clock=clock
+            )
+            if elect_leader
+            else None
+        )
         self._snapshot: dict[str, Lease] = {}
         self._left_unowned = 0
         self._warned_left_unowned = 0
@@ -125,6 +137,8 @@ class LeaseCoordinator:
         """Stop the loops without releasing: held leases are dropped (LOST) and expire
         in the table after ``failover_time``, as after a crash. Prefer :meth:`release_all`."""
         await self._cancel_loops()
+        if self._leader is not None:
+            self._leader.forget()
         for shard_id in sorted(self.held.shard_ids()):
             self.held.lost(shard_id, f"lease coordinator of {self.worker_id} stopped")
         if self._lane is not None:
@@ -141,6 +155,8 @@ class LeaseCoordinator:
         """
         await self._cancel_loops()
         await asyncio.gather(*(self._release(k) for k in sorted(self.held.shard_ids())))
+        if self._leader is not None:
+            await self._leader.release()
 
     async def release(self, shard_id: str) -> bool:
         """Release one held lease (e.g. after checkpointing SHARD_END); True if released.
@@ -167,6 +183,12 @@ class LeaseCoordinator:
         await self.stop()
 
     # -- queries ---------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """True if this worker should run shard sync and lease cleanup now: it holds the
+        leader lease (``elect_leader=True``), or no election runs (every worker does)."""
+        return self._leader is None or self._leader.is_leader
 
     def held_shard_ids(self) -> frozenset[str]:
         """Shards whose lease this worker holds right now."""
@@ -222,16 +244,20 @@ class LeaseCoordinator:
             store_calls=sum(calls.values()),
             store_calls_by_operation=calls,
             left_unowned=self._left_unowned,
+            is_leader=self.is_leader,
             **self._counts,
         )
 
     # -- cycles ----------------------------------------------------------------------
 
     async def take_once(self) -> TakeDecision:
-        """One take cycle: snapshot the table, decide, take (conditional writes).
+        """One take cycle: campaign for the leader lease (if elected), snapshot the table,
+        decide, take (conditional writes).
 
         Each take that loses a race is skipped; the decision returned is what was attempted.
         """
+        if self._leader is not None:
+            await self._leader.campaign()
         leases = await self.store.list_leases()
         self._snapshot = {lease.lease_key: lease for lease in leases}
         now = self._tracker.observe(leases)
@@ -266,7 +292,9 @@ class LeaseCoordinator:
         self._warned_left_unowned = left
 
     async def renew_once(self) -> RenewResult:
-        """One renewal cycle over every held lease."""
+        """One renewal cycle over every held lease (and the leader lease, if held)."""
+        if self._leader is not None:
+            await self._leader.renew()
         result = await self._renewer.renew_all()
         self._counts["renewals"] += len(result.renewed)
         self._counts["transient_errors"] += result.transient_errors

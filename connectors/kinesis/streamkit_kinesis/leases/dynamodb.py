@@ -29,7 +29,7 @@ from .errors import (
 )
 from .memory import conflict_message, describe, lost_message
 from .metrics import CallCounter
-from .model import Lease, check_checkpoint_advance
+from .model import LEADER_LEASE_KEY, Lease, check_checkpoint_advance
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -222,7 +222,8 @@ class DynamoDBLeaseStore:
                 raise
 
     async def list_leases(self) -> list[Lease]:
-        """All leases (eventually consistent scan, every page, as KCL), ordered by key.
+        """All shard leases (eventually consistent scan, every page, as KCL), ordered by
+        key; the leader lease is left out (read it with :meth:`get_lease`).
 
         Half the read units of a consistent scan. A stale item costs nothing in safety:
         every write is conditional on the counter, and a stale counter only delays expiry.
@@ -231,7 +232,11 @@ class DynamoDBLeaseStore:
         start: dict[str, AttributeValueTypeDef] | None = None
         while True:
             page = await self._call("Scan", functools.partial(self._scan_page, start))
-            leases.extend(items.from_item(i) for i in page.get("Items", []))
+            leases.extend(
+                items.from_item(i)
+                for i in page.get("Items", [])
+                if i.get(items.KEY, {}).get("S") != LEADER_LEASE_KEY
+            )
             start = dict(page["LastEvaluatedKey"]) if page.get("LastEvaluatedKey") else None
             if start is None:
                 return sorted(leases, key=lambda lease: lease.lease_key)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .errors import LeaseConflictError, LeaseLostError, LeaseNotFoundError, LeaseStoreError
 from .metrics import CallCounter
-from .model import Lease, check_checkpoint_advance
+from .model import LEADER_LEASE_KEY, Lease, check_checkpoint_advance
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -75,9 +75,9 @@ class InMemoryLeaseStore:
         return created
 
     async def list_leases(self) -> list[Lease]:
-        """All leases, ordered by key."""
+        """All shard leases (not the leader lease), ordered by key."""
         await self._io("Scan")
-        return [self._leases[k] for k in sorted(self._leases)]
+        return [self._leases[k] for k in sorted(self._leases) if k != LEADER_LEASE_KEY]
 
     async def get_lease(self, lease_key: str) -> Lease | None:
         """The lease or None."""

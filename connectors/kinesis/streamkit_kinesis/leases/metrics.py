@@ -70,3 +70,6 @@ class LeaseMetrics:
     left_unowned: int = 0
     """Leases that ``max_leases`` left without an owner at the last take cycle (live workers
     x ``max_leases`` < active leases): their shards are not read. A warning is logged too."""
+    is_leader: bool = True
+    """Whether this worker runs shard sync and lease cleanup (holds the leader lease, or
+    no election runs)."""

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 
+LEADER_LEASE_KEY = "streamkit:leader"
+"""Key of the leader lease (see :mod:`.leader`); never a shard id (those have no colon).
+``list_leases`` leaves it out, so shard logic (taking, sync, cleanup) never sees it."""
+
+
 def _ids(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(values)))
 

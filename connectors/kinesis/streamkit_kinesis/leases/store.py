@@ -40,7 +40,8 @@ class LeaseStore(Protocol):
         ...
 
     async def list_leases(self) -> list[Lease]:
-        """Every lease in the table (a consistent read per item, not a point-in-time scan)."""
+        """Every shard lease in the table, without the leader lease (an eventually
+        consistent scan: an item may be a moment stale; every write stays conditional)."""
         ...
 
     async def get_lease(self, lease_key: str) -> Lease | None:
