@@ -9,7 +9,7 @@ PACKAGES := -e connectors/kinesis -e connectors/kafka -e '.[dev]'
 # Tests that need no server: everything not marked integration.
 UNIT := -m 'not integration' -p no:cacheprovider
 
-.PHONY: venv test check lint unit demo bench clean servers
+.PHONY: venv test check lint unit demo bench clean servers mutation
 
 $(STAMP): pyproject.toml connectors/kinesis/pyproject.toml connectors/kafka/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ unit: $(STAMP)
 test: check
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
+
+# Mutation testing of the engine's core (mutmut on a copy under .cache/mutation, niced):
+# a score per module and every surviving mutant; not part of `make test`.
+# MUTATION_ARGS="--module windows --reuse" narrows a run while killing survivors.
+mutation: $(STAMP)
+	$(BIN)/python -m tests.mutation.run $(MUTATION_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/streamkit demo --duration 60

@@ -1,0 +1,113 @@
+"""What `make mutation` mutates, and which server-free tests may kill each mutant.
+
+A :class:`Group` is one mutmut run: one importable package copied into a scratch folder
+(``.cache/mutation/<group>``), some of its files mutated, one pytest selection. Modules are
+scored separately; mutmut runs, for each mutant, only the tests that executed the mutated
+function during its stats pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Module:
+    """One scored unit: a name and the files (relative to the package root) it covers."""
+
+    name: str
+    files: tuple[str, ...]
+    tests: tuple[str, ...]
+    """Test paths (relative to the package root) for a run of this module alone."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One mutmut run over ``package`` (a folder under ``root``, both repo-relative)."""
+
+    name: str
+    root: str
+    package: str
+    tests_dir: str
+    """Folder of the tests (relative to ``root``), copied next to the package."""
+    modules: tuple[Module, ...]
+    pytest_args: tuple[str, ...]
+
+    def tests(self) -> tuple[str, ...]:
+        """The union of the modules' selections, in first-seen order."""
+        return tuple(dict.fromkeys(t for m in self.modules for t in m.tests))
+
+
+_STREAMING = "tests/streamkit/streaming"
+_ENGINE_TESTS = (
+    f"{_STREAMING}/test_query.py",
+    f"{_STREAMING}/test_watermark_restart.py",
+    f"{_STREAMING}/test_watermark_column.py",
+    f"{_STREAMING}/test_exact_replay.py",
+    "tests/parity",
+    "tests/streamkit/test_mutation_kills_engine.py",
+)
+
+ENGINE = Group(
+    name="engine",
+    root=".",
+    package="streamkit",
+    tests_dir="tests",
+    modules=(
+        Module("incremental", ("streamkit/streaming/incremental.py",), _ENGINE_TESTS),
+        Module(
+            "checkpoint",
+            ("streamkit/streaming/checkpoint.py", "streamkit/streaming/_envelope.py"),
+            (
+                f"{_STREAMING}/test_checkpoint_damage.py",
+                f"{_STREAMING}/test_checkpoint_store.py",
+                f"{_STREAMING}/test_exact_replay.py",
+                f"{_STREAMING}/test_watermark_restart.py",
+                "tests/streamkit/test_mutation_kills_checkpoint.py",
+            ),
+        ),
+        Module(
+            "windows",
+            ("streamkit/windows.py",),
+            (
+                "tests/streamkit/test_windows.py",
+                f"{_STREAMING}/test_watermark_restart.py",
+                "tests/parity",
+                "tests/streamkit/test_mutation_kills_windows.py",
+            ),
+        ),
+        Module(
+            "watermarks",
+            ("streamkit/streaming/watermarks.py",),
+            (f"{_STREAMING}/test_partition_watermarks.py", *_ENGINE_TESTS),
+        ),
+        Module(
+            "aggregate",
+            ("streamkit/aggregate.py", "streamkit/aggregates/*"),
+            (
+                "tests/streamkit/aggregates",
+                "tests/oracle",
+                "tests/parity",
+                f"{_STREAMING}/test_watermark_restart.py",
+                "tests/streamkit/test_mutation_kills_aggregates.py",
+            ),
+        ),
+    ),
+    pytest_args=("-m", "not integration", "-p", "no:cacheprovider"),
+)
+
+_LEASE_TESTS = ("streamkit_kinesis_tests/leases",)
+
+LEASES = Group(
+    name="leases",
+    root="connectors/kinesis",
+    package="streamkit_kinesis",
+    tests_dir="streamkit_kinesis_tests",
+    modules=tuple(
+        Module(name, (f"streamkit_kinesis/leases/{name}.py",), _LEASE_TESTS)
+        for name in ("taker", "renewer", "checkpointer")
+    ),
+    pytest_args=("-m", "not integration", "-p", "no:cacheprovider"),
+)
+
+GROUPS = (ENGINE, LEASES)
