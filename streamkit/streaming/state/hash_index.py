@@ -17,6 +17,7 @@ import numpy.typing as npt
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 MIN_CAPACITY = 1024
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def nonzero(hashes: U64) -> U64:
@@ -42,19 +43,25 @@ class HashIndex:
 
     def _probe(self, hashes: U64) -> tuple[I64, npt.NDArray[np.bool_]]:
         """Per hash: the cell holding it (found) or the first empty cell on its path."""
-        mask = np.uint64(self._keys.size - 1)
+        mask = self._keys.size - 1
         cell = np.empty(hashes.size, np.int64)
         found = np.zeros(hashes.size, np.bool_)
         todo = np.arange(hashes.size)
-        at = (hashes & mask).astype(np.int64)
+        at = self._home(hashes)
         while todo.size:
             held = self._keys[at]
             hit = held == hashes[todo]
             done = hit | (held == 0)
             cell[todo[done]] = at[done]
             found[todo[hit]] = True
-            todo, at = todo[~done], (at[~done] + 1) & int(mask)
+            todo, at = todo[~done], (at[~done] + 1) & mask
         return cell, found
+
+    def _home(self, hashes: U64) -> I64:
+        """First cell of each hash: Fibonacci hashing (the top bits of hash * 2^64/phi),
+        so hashes that differ only in their high bits still spread over the table."""
+        bits = self._keys.size.bit_length() - 1
+        return ((hashes * GOLDEN) >> np.uint64(64 - bits)).astype(np.int64)
 
     def get(self, hashes: U64) -> I64:
         """The value of every hash, -1 where absent or deleted."""

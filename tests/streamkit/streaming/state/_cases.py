@@ -4,6 +4,7 @@ closed windows), written here independently of the stores."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,7 @@ def batches(seed: int, n: int = 2400, parts: int = 12) -> tuple[pa.Table, list[p
     rng = np.random.default_rng(seed)
     cuts = np.sort(rng.choice(np.arange(1, n), parts - 1, replace=False))
     bounds = [0, *cuts.tolist(), n]
-    return rows, [rows.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return rows, [rows.slice(a, b - a) for a, b in itertools.pairwise(bounds)]
 
 
 def partials(node: Aggregate, rows: pa.Table) -> pl.DataFrame:

@@ -5,6 +5,7 @@ and out-of-order rows, for every window kind and aggregate, with Polars' hash an
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -15,14 +16,21 @@ from streamkit.streaming.state import KeyedStore, RegroupStore, StateStore, make
 from streamkit.streaming.state.changelog import apply
 from streamkit.streaming.state.hash_index import U64
 from streamkit.streaming.state.keyed import Hasher, row_hash
-from tests.streamkit.streaming.state._cases import HOUR_US, Reference, batches, canon, partials, plan
+from tests.streamkit.streaming.state._cases import (
+    HOUR_US,
+    Reference,
+    batches,
+    canon,
+    partials,
+    plan,
+)
 
 KINDS = ["tumbling", "sliding", "offset", "keys", "global"]
 
 
 def weak_hash(keys: pl.DataFrame) -> U64:
     """Eight distinct hashes in all: nearly every key collides with another."""
-    return row_hash(keys) & 7
+    return row_hash(keys) & np.uint64(7)
 
 
 def watermark(seen: list[pa.Table]) -> int:
