@@ -276,7 +276,8 @@ class StreamingQuery:
                         ahead = asyncio.create_task(self._fetch())
                     await self._process(fetched, started)
                 else:
-                    await self._without_records(fetched, started)
+                    ready = caught_up is None or caught_up(self._offsets)  # else more to read
+                    await self._without_records(fetched, started, ready)
                 if self.trigger.kind == "once":
                     break
                 await self._pace(started)
@@ -427,12 +428,13 @@ class StreamingQuery:
             )
         )
 
-    async def _without_records(self, fetched: Fetched | None, started: float) -> None:
+    async def _without_records(self, fetched: Fetched | None, started: float, ready: bool) -> None:
         """A trigger without records: move the offsets, run Spark's no-data batch when the
-        engine owes one, else note a stall of the source, if any."""
+        engine owes one and no input is known to be waiting (``ready``: not an
+        ``available_now`` query still short of its end), else note a stall, if any."""
         if fetched is not None:
             self._offsets = {**self._offsets, **fetched.batch.end_offsets}
-        if self._engine.owes_batch:
+        if self._engine.owes_batch and ready:
             await self._process(None, started)  # Spark's no-data batch
         else:
             self._note_stall()

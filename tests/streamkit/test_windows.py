@@ -56,7 +56,7 @@ def test_rows_land_in_exactly_the_windows_that_contain_them(
     st.integers(1, 60),
     st.lists(st.tuples(st.integers(0, 3), st.integers(0, 500)), min_size=1, max_size=50),
 )
-def test_sessions_split_exactly_where_gaps_are_at_least_gap(
+def test_sessions_split_exactly_where_gaps_exceed_gap(
     gap_min: int, rows: list[tuple[int, int]]
 ) -> None:
     gap = gap_min * MINUTE_US
@@ -75,10 +75,20 @@ def test_sessions_split_exactly_where_gaps_are_at_least_gap(
         ts = sorted(t for k, t in zip(keys, times, strict=True) if k == key)
         start, last, n = ts[0], ts[0], 1
         for t in ts[1:]:
-            if t - last >= gap:
+            if t - last > gap:  # Spark: a row at last + gap still joins (t <= last + gap)
                 expected.add((key, start, last + gap, n))
                 start, n = t, 0
             last, n = t, n + 1
         expected.add((key, start, last + gap, n))
     as_us = {(k, int(s.timestamp() * 1e6), int(e.timestamp() * 1e6), n) for k, s, e, n in sessions}
     assert as_us == expected
+
+
+def test_sessions_that_touch_merge_in_a_batch_job_as_in_spark() -> None:
+    times = [0, 10 * MINUTE_US, 30 * MINUTE_US]  # 10 = 0 + gap: one session; 30 > 20: new
+    table = pa.table({"t": pa.array(times, pa.timestamp("us", "UTC"))})
+    got = sk.from_arrow(table).group_by(sk.session_window("t", "10 minutes")).agg(sk.count())
+    rows = got.to_arrow().to_pylist()
+    bounds = [(r["window"]["start"].timestamp(), r["window"]["end"].timestamp()) for r in rows]
+    assert bounds == [(0, 1200), (1800, 2400)]
+    assert [r["count"] for r in rows] == [2, 1]
