@@ -4,8 +4,19 @@ Per batch N, in this order (the engine's commit protocol):
 
 1. ``offsets/N`` — the source positions the batch ends at, written before it runs;
 2. the sink receives batch N and acknowledges it;
-3. ``state/N`` — the aggregation state after N (Arrow IPC);
+3. the aggregation state after N: a snapshot ``state/N`` (Arrow IPC, the whole state) or a
+   delta ``deltas/N`` (the groups N upserted or deleted; :mod:`~streamkit.streaming.state.
+   changelog`). :meth:`CheckpointLog.write_changes` writes a snapshot every
+   ``snapshot_every`` batches (and whenever the previous batch's state is not known to be
+   on disk, e.g. the first batch after a start) and a delta otherwise, so the bytes per
+   batch follow the groups the batch touched;
 4. ``commits/N`` — written last: batch N is done.
+
+The state after N is ``state/N`` if present, else the latest intact snapshot ``state/S``
+(S < N) with ``deltas/S+1 .. N`` applied in order. Checkpoints written when every batch
+had a ``state/N`` restore unchanged. Retention keeps the last ``keep`` batches
+restorable: the latest snapshot at or before the oldest of them and every delta after it;
+older snapshots and deltas are deleted, so the folder stays bounded.
 
 A restart loads the highest committed N and its state and resumes the source after
 ``offsets/N``; batch ids continue at N + 1. A batch N + 1 that ran but did not commit
@@ -19,7 +30,8 @@ idempotent sink replaces the first run's output.
 Every file is written atomically by the store (local: temp file, fsync, rename; S3: one
 ``PutObject``) and carries a checksum (:mod:`streamkit.streaming._envelope`: a key of the
 JSON files, a header of the state files; files written before checksums are still read).
-On restart a damaged or missing ``commits/N`` or ``state/N`` of the latest batch is
+On restart a damaged or missing ``commits/N``, ``state/N`` or ``deltas/N`` (or a damaged
+snapshot or delta of its chain, when no older snapshot can stand in) of the latest batch is
 reported (a log record and a :class:`CheckpointDamagedWarning`, both naming the file) and
 the previous committed batch is used instead: batch N then runs again from that batch's
 offsets (exactly its records when ``offsets/N`` is intact and the source can re-read a
@@ -32,16 +44,19 @@ offsets). With no intact committed batch left, :meth:`CheckpointLog.latest` rais
 from __future__ import annotations
 
 import io
+import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
 from streamkit.errors import StreamkitError
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming.contracts import CheckpointStore, Offsets
+from streamkit.streaming.state.changelog import apply
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +94,23 @@ class Committed:
     state: pl.DataFrame | None
 
 
+class Changelogged(Protocol):
+    """A state that can give the changes since its last checkpoint (a state store)."""
+
+    def take_changes(self) -> pl.DataFrame | None:
+        """The delta since the last call, or None when only a snapshot will do."""
+        ...
+
+    def rows(self) -> pl.DataFrame:
+        """The whole state."""
+        ...
+
+    @property
+    def change_keys(self) -> list[str]:
+        """Columns identifying a row of a delta."""
+        ...
+
+
 def _name(batch_id: int) -> str:
     return f"{batch_id:012d}"
 
@@ -96,8 +128,12 @@ class CheckpointLog:
     """Reads and writes the offsets / state / commits logs of one query (see the module
     docstring for the order, the checksums and the fallback on damage)."""
 
-    def __init__(self, store: CheckpointStore, keep: int = 20) -> None:
-        self.store, self.keep = store, keep
+    def __init__(self, store: CheckpointStore, keep: int = 20, snapshot_every: int = 10) -> None:
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        self.store, self.keep, self.snapshot_every = store, keep, snapshot_every
+        self._chain_end: int | None = None
+        """The last batch whose state is known to be on disk (written or restored)."""
         self.damaged: list[str] = []
         """Paths of the damaged files found by :meth:`latest` and :meth:`pending`."""
 
@@ -107,10 +143,26 @@ class CheckpointLog:
         self.store.write_bytes(f"offsets/{_name(batch_id)}", envelope.seal_json(body))
 
     def write_state(self, batch_id: int, state: pl.DataFrame) -> None:
-        """Step 3: the state after batch ``batch_id``."""
-        buf = io.BytesIO()
-        state.write_ipc(buf)
-        self.store.write_bytes(f"state/{_name(batch_id)}", envelope.seal(buf.getvalue()))
+        """Step 3 as a snapshot: the whole state after batch ``batch_id``."""
+        name = _name(batch_id)
+        self.store.delete(f"deltas/{name}")  # left by a run of this batch that never committed
+        self.store.write_bytes(f"state/{name}", envelope.seal(_ipc(state)))
+        self._chain_end = batch_id
+
+    def write_changes(self, batch_id: int, state: Changelogged) -> None:
+        """Step 3 as a delta of ``state`` since the previous batch, or a snapshot (every
+        ``snapshot_every`` batches, or when the previous batch's state is not known to be
+        on disk, or when ``state`` cannot give a delta). Consumes ``state``'s changes."""
+        delta = state.take_changes()
+        due = batch_id % self.snapshot_every == 0 or self._chain_end != batch_id - 1
+        if delta is None or due:
+            self.write_state(batch_id, state.rows())
+            return
+        name = _name(batch_id)
+        self.store.delete(f"state/{name}")  # left by a run of this batch that never committed
+        header = json.dumps({"keys": state.change_keys}).encode() + b"\n"
+        self.store.write_bytes(f"deltas/{name}", envelope.seal(header + _ipc(delta)))
+        self._chain_end = batch_id
 
     def write_commit(self, batch_id: int, offsets: Offsets, meta: dict[str, Any]) -> None:
         """Step 4: batch ``batch_id`` is done (its output is durable in the sink)."""
@@ -126,7 +178,9 @@ class CheckpointLog:
         problems: list[str] = []
         for i in reversed(range(len(names))):
             try:
-                return self._committed(int(names[i]))
+                last = self._committed(int(names[i]))
+                self._chain_end = last.batch_id
+                return last
             except _Damaged as exc:
                 problems.append(str(exc))
                 older = f"batch {int(names[i - 1])} and replaying from its offsets" if i else None
@@ -161,8 +215,38 @@ class CheckpointLog:
                 raise ValueError(f"it names batch {body['batch_id']}")
         except (KeyError, TypeError, ValueError) as exc:
             raise _Damaged(f"{self._where(path)} is damaged ({exc})") from exc
-        state = self._state(f"state/{_name(bid)}")
+        state = self._state_at(bid)
         return Committed(bid, offsets, body.get("watermark"), body.get("max_event"), state)
+
+    def _state_at(self, bid: int) -> pl.DataFrame:
+        """``state/bid``, or the latest intact earlier snapshot with the deltas after it."""
+        name = _name(bid)
+        snapshots = [n for n in self.store.list("state") if n.isdigit()]
+        if name in snapshots or name not in self.store.list("deltas"):
+            return self._state(f"state/{name}")
+        problems = []
+        for base in reversed([int(n) for n in snapshots if int(n) < bid]):
+            try:
+                frame = self._state(f"state/{_name(base)}")
+            except _Damaged as exc:
+                problems.append(str(exc))
+                continue
+            for delta in range(base + 1, bid + 1):
+                frame = self._apply(frame, f"deltas/{_name(delta)}")
+            return frame
+        found = "; ".join(problems) or "none is left"
+        raise _Damaged(
+            f"{self._where(f'deltas/{name}')} has no intact snapshot before it ({found})"
+        )
+
+    def _apply(self, state: pl.DataFrame, path: str) -> pl.DataFrame:
+        blob = envelope.open_(self._read(path), self._where(path), _Damaged)
+        header, _, body = blob.partition(b"\n")
+        try:
+            keys = list(json.loads(header)["keys"])
+            return apply(state, pl.read_ipc(io.BytesIO(body)), keys)
+        except Exception as exc:  # a bad header, IPC body or key list
+            raise _Damaged(f"{self._where(path)} is damaged (unreadable delta: {exc})") from exc
 
     def _state(self, path: str) -> pl.DataFrame:
         blob = envelope.open_(self._read(path), self._where(path), _Damaged)
@@ -189,10 +273,26 @@ class CheckpointLog:
         warnings.warn(message, CheckpointDamagedWarning, stacklevel=3)
 
     def _purge(self, batch_id: int) -> None:
+        """Delete what no batch from ``batch_id - keep`` on needs (see the module doc)."""
         horizon = batch_id - self.keep
         if horizon < 0:
             return
-        for folder in ("offsets", "state", "commits"):
-            for name in self.store.list(folder):
-                if name.isdigit() and int(name) < horizon:
-                    self.store.delete(f"{folder}/{name}")
+        for folder in ("offsets", "commits"):
+            self._drop(folder, lambda n: n < horizon)
+        snapshots = [int(n) for n in self.store.list("state") if n.isdigit()]
+        base = max((n for n in snapshots if n <= horizon), default=None)
+        if base is not None:
+            self._drop("state", lambda n: n < base)
+            self._drop("deltas", lambda n: n <= base)
+
+    def _drop(self, folder: str, old: Callable[[int], bool]) -> None:
+        for name in self.store.list(folder):
+            if name.isdigit() and old(int(name)):
+                self.store.delete(f"{folder}/{name}")
+
+
+def _ipc(frame: pl.DataFrame) -> bytes:
+    """``frame`` as Arrow IPC, LZ4-compressed."""
+    buf = io.BytesIO()
+    frame.write_ipc(buf, compression="lz4")
+    return buf.getvalue()
