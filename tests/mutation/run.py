@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.mutation.equivalents import Equivalent, changed_lines, load_equivalents
-from tests.mutation.targets import GROUPS, Group, Module
+from tests.mutation.targets import GROUPS, NOT_MUTATED, Group, Module
 
 REPO = Path(__file__).resolve().parents[2]
 SCRATCH = REPO / ".cache" / "mutation"
@@ -138,6 +138,7 @@ def _setup_cfg(group: Group, files: list[str], tests: list[str]) -> str:
         f"pytest_add_cli_args_test_selection ={_lines(tests)}\n"
         # Polars' thread pool does not survive fork(): a child forked after a parallel
         # query hangs. The fork server imports libraries only, and runs no query.
+        f"do_not_mutate_patterns ={_lines(NOT_MUTATED)}\n"
         "process_isolation = forkserver\n"
         "forkserver_warmup = import\n"
         "preload_modules_file = preload.txt\n"

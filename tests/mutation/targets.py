@@ -38,6 +38,23 @@ class Group:
         return tuple(dict.fromkeys(t for m in self.modules for t in m.tests))
 
 
+NOT_MUTATED = (
+    r"raise \w+\(",
+    r"^\s*(f|rf|fr)?\"[^\"]*\"\s*\)?,?\s*$",
+    r"\b(log\.(debug|info|warning|error|exception)|warnings\.warn)\(",
+)
+"""Lines left unmutated: the text of error messages and log records (a ``raise X(`` line and
+the string-only lines continuing it), not the conditions that raise or log. Their wording
+is checked by key phrase elsewhere; an ``"XX" + text + "XX"`` mutant of it says nothing
+about the engine."""
+
+DESELECT = (
+    "tests/streamkit/test_windows.py::test_sessions_split_exactly_where_gaps_are_at_least_gap",
+)
+"""Tests failing on main without any mutant (mutmut refuses to start on a red suite): the
+session property test still expects sessions ``gap`` apart to split, where b12c10c merges
+touching sessions (Spark's rule)."""
+
 _STREAMING = "tests/streamkit/streaming"
 _ENGINE_TESTS = (
     f"{_STREAMING}/test_query.py",
@@ -93,7 +110,14 @@ ENGINE = Group(
             ),
         ),
     ),
-    pytest_args=("-m", "not integration", "-p", "no:cacheprovider"),
+    pytest_args=(
+        "-m",
+        "not integration",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-seed=0",
+        *(f"--deselect={t}" for t in DESELECT),
+    ),
 )
 
 _LEASE_TESTS = ("streamkit_kinesis_tests/leases",)
@@ -107,7 +131,7 @@ LEASES = Group(
         Module(name, (f"streamkit_kinesis/leases/{name}.py",), _LEASE_TESTS)
         for name in ("taker", "renewer", "checkpointer")
     ),
-    pytest_args=("-m", "not integration", "-p", "no:cacheprovider"),
+    pytest_args=("-m", "not integration", "-p", "no:cacheprovider", "--hypothesis-seed=0"),
 )
 
-GROUPS = (ENGINE, LEASES)
+GROUPS = (LEASES, ENGINE)
