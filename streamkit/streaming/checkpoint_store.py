@@ -8,15 +8,22 @@ file system calls, or one boto3 request); call them through ``asyncio.to_thread`
   reader (or a restart after a crash or power loss) sees the old content or the new one.
 - :class:`S3CheckpointStore`: a write is one ``PutObject``, which S3 makes visible atomically;
   S3 reads and listings are strongly consistent (read-after-write, list-after-write) since
-  December 2020, so a restart sees every write that returned.
+  December 2020, so a restart sees every write that returned. Once built, an S3 outage
+  (unreachable endpoint, cut connection, 5xx, throttling) stalls a call, retried for ever
+  with capped, fully jittered backoff, and never fails it: a query waits for S3 to come
+  back instead of dying; a compare-and-swap whose answer was lost is recognised on retry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import random
 import tempfile
+import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +34,22 @@ if TYPE_CHECKING:
     from streamkit.streaming.contracts import CheckpointStore
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+S3_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+    }
+)
+"""S3 error codes that pass by themselves (retried for ever once the store is built)."""
 
 TEMP_PREFIX = "."
 """Temporary files start with this prefix; ``list`` skips them and so do Parquet readers."""
@@ -173,7 +196,17 @@ class S3CheckpointStore:
     :class:`BucketNotFoundError`.
     """
 
-    def __init__(self, url: str, endpoint: AwsEndpoint, *, list_page_size: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        endpoint: AwsEndpoint,
+        *,
+        list_page_size: int = 1000,
+        retry_forever: bool = True,
+        backoff_cap: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.url = url
         self.list_page_size = list_page_size
         self.endpoint = endpoint
@@ -184,7 +217,37 @@ class S3CheckpointStore:
             read_timeout=60,
             retries={"max_attempts": 3, "mode": "standard"},
         )
-        self._call(lambda: self._s3.head_bucket(Bucket=self.bucket))
+        self._call(lambda: self._s3.head_bucket(Bucket=self.bucket))  # fails fast: set-up
+        self._forever, self._cap, self._sleep, self._rng = retry_forever, backoff_cap, sleep, rng
+        self.consecutive_errors = 0
+        """Retryable failures in a row of the call in progress (0 when none failed)."""
+        self.last_error: str | None = None
+        """The latest retryable failure, if any."""
+
+    def _retrying(self, request: Callable[[int], T]) -> T:
+        """``request(attempt)`` until it succeeds; retryable S3 failures (see
+        :func:`s3_retryable`) wait ``uniform(0, min(cap, 0.2 * 2**n))`` and try again, for
+        ever (``retry_forever``; else raised typed at once). Other errors are raised."""
+        attempt = 0
+        while True:
+            try:
+                out = self._call(partial(request, attempt))
+            except Exception as exc:
+                cause = exc.__cause__ if isinstance(exc, CheckpointStoreError) else exc
+                if not (self._forever and cause is not None and s3_retryable(cause)):
+                    raise
+                self.consecutive_errors += 1
+                self.last_error = f"{type(cause).__name__}: {cause}"[:200]
+                delay = self._rng() * min(self._cap, 0.2 * 2 ** min(attempt, 30))
+                log.warning(
+                    "%s unavailable (%d in a row), retrying in %.1f s: %s",
+                    self.url, self.consecutive_errors, delay, self.last_error,
+                )  # fmt: skip
+                self._sleep(delay)
+                attempt += 1
+                continue
+            self.consecutive_errors = 0
+            return out
 
     def __repr__(self) -> str:
         return f"S3CheckpointStore({self.url!r}, endpoint={self.endpoint.url!r})"
@@ -228,7 +291,7 @@ class S3CheckpointStore:
     def write_bytes(self, relative_path: str, data: bytes) -> None:
         """One ``PutObject``: atomic, and durable when it returns."""
         key = self._key(relative_path)
-        self._call(lambda: self._s3.put_object(Bucket=self.bucket, Key=key, Body=data))
+        self._retrying(lambda _: self._s3.put_object(Bucket=self.bucket, Key=key, Body=data))
 
     def swap_bytes(self, relative_path: str, expected: bytes | None, data: bytes) -> bool:
         """Compare-and-swap with S3 conditional writes: ``PutObject`` with
@@ -237,16 +300,21 @@ class S3CheckpointStore:
         racing writers exactly one wins (AWS since 2024; LocalStack 4.9.2 enforces both)."""
         key = self._key(relative_path)
 
-        def swap() -> bool:
+        def swap(attempt: int) -> bool:
             condition: dict[str, str] = {"IfNoneMatch": "*"}
-            if expected is not None:
+            if expected is not None or attempt:
                 try:
                     got = self._s3.get_object(Bucket=self.bucket, Key=key)
                 except self._s3.exceptions.NoSuchKey:
-                    return False
-                if got["Body"].read() != expected:
-                    return False
-                condition = {"IfMatch": got["ETag"]}
+                    if expected is not None:
+                        return False
+                else:
+                    body = got["Body"].read()
+                    if attempt and body == data:
+                        return True  # an earlier try landed; its answer was lost
+                    if body != expected:
+                        return False
+                    condition = {"IfMatch": got["ETag"]}
             try:
                 self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)
             except self._s3.exceptions.ClientError as exc:
@@ -256,7 +324,7 @@ class S3CheckpointStore:
                 raise
             return True
 
-        return self._call(swap)
+        return self._retrying(swap)
 
     def read_bytes(self, relative_path: str) -> bytes | None:
         """The object's content, or None when it does not exist."""
@@ -269,7 +337,7 @@ class S3CheckpointStore:
                 return None
             return body
 
-        return self._call(get)
+        return self._retrying(lambda _: get())
 
     def list(self, relative_dir: str) -> list[str]:
         """Sorted names of the objects directly under ``relative_dir`` (all pages)."""
@@ -286,12 +354,26 @@ class S3CheckpointStore:
             found = [o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", [])]
             return sorted(n for n in found if n and not n.startswith(TEMP_PREFIX))
 
-        return self._call(names)
+        return self._retrying(lambda _: names())
 
     def delete(self, relative_path: str) -> None:
         """Remove the object if present (S3 deletes are idempotent)."""
         key = self._key(relative_path)
-        self._call(lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
+        self._retrying(lambda _: self._s3.delete_object(Bucket=self.bucket, Key=key))
+
+
+def s3_retryable(exc: BaseException) -> bool:
+    """True for an S3 failure that passes by itself: no connection, a cut or timed-out
+    one, HTTP 5xx, throttling (:data:`S3_RETRYABLE_CODES`)."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return code in S3_RETRYABLE_CODES or int(status) >= 500
+    return False
 
 
 def open_checkpoint_store(location: str, endpoint: AwsEndpoint | None = None) -> CheckpointStore:

@@ -260,13 +260,18 @@ class OwnerLease:
         """Increment the heartbeat (compare-and-swap on the record last written).
 
         Raises :class:`OwnerLostError` when the record now belongs to another process.
-        Store errors propagate (the heartbeat retries them)."""
+        Store errors propagate (the heartbeat retries them); a renewal that landed although
+        its answer was lost (an outage mid-call) is recognised by the next one (the stored
+        record is exactly the one it would write) and adopted, never taken for a loss."""
         if self._raw is None:
             raise OwnerLostError(f"{self.cell.where}: owner lease not held")
         nxt = replace(self.record, heartbeat=self.record.heartbeat + 1)
         if self._write(self._raw, nxt):
             return
         current = self.cell.read()
+        if current == nxt.to_bytes():  # an earlier renewal landed, its answer was lost
+            self._raw, self.record = current, nxt
+            return
         other = OwnerRecord.from_bytes(current) if current is not None else None
         self._forget()
         who = other.describe() if other is not None else "nobody (the record was deleted)"
