@@ -107,12 +107,13 @@ def test_update_mode_upserted_equals_batch(window: str, cuts: list[int], seed: i
 
 @settings(max_examples=8, deadline=None)
 @given(cuts=st.lists(st.integers(0, DATA.num_rows), max_size=8), seed=st.integers(0, 2**16))
-def test_session_update_mode_final_state_equals_batch(cuts: list[int], seed: int) -> None:
-    # Sessions that merge get a new start, so an upsert by window would keep stale rows
-    # (as in Spark); the state itself must equal the batch result.
-    q, _ = run_stream("session", "update", cuts, shuffled(seed))
+def test_session_append_mode_emitted_and_held_equal_batch(cuts: list[int], seed: int) -> None:
+    # (update mode is refused for sessions, as in Spark): what append mode emitted plus
+    # what it still holds equals the batch result
+    q, outputs = run_stream("session", "append", cuts, shuffled(seed))
+    got = pl.concat([*outputs, q.current_result()])
     expected = query(sk.from_arrow(DATA), "session", watermark=True).to_polars()
-    assert_table_equal(q.current_result(), expected, sort_by=["window", "action"], rel_tol=1e-9)
+    assert_table_equal(got, expected, sort_by=["window", "action"], rel_tol=1e-9)
 
 
 @pytest.mark.parametrize("window", sorted(WINDOWS))
@@ -133,6 +134,8 @@ def test_append_mode_emits_each_closed_window_once_with_final_values(window: str
     flush = rows.head(1).with_columns(pl.lit(None, dtype=pl.Float64).alias("value"))
     flush = flush.with_columns(pl.col("event_time").dt.offset_by("30d"))
     emitted.append(q.run(flush).output)
+    assert q.owes_batch  # the flush moved the watermark: Spark's no-data batch emits
+    emitted.append(q.run_no_data().output)
     got = pl.concat([e for e in emitted if e.height])
     expected = query(sk.from_arrow(DATA), window, watermark=True).to_polars()
     assert got.select("window", "action").is_duplicated().sum() == 0
@@ -141,8 +144,9 @@ def test_append_mode_emits_each_closed_window_once_with_final_values(window: str
 
 def test_late_rows_are_counted_kept_and_not_aggregated() -> None:
     """Expected values in plain Python: the watermark after the first batch is its largest
-    event time minus 10 minutes; rows of the second batch older than it are late (the
-    README's rule), kept in ``late_rows`` and absent from the per-hour counts."""
+    event time minus 10 minutes; after the no-data batch it causes, a row of the second
+    batch is late when its hour window ended at or before that watermark (Spark's rule), is
+    kept in ``late_rows`` and is absent from the per-hour counts."""
     base = EMPTY.with_watermark("event_time", "10 minutes")
     q = IncrementalQuery(
         base.group_by(sk.window("event_time", "1 hour")).agg(sk.count().alias("n")).plan, "update"
@@ -151,17 +155,23 @@ def test_late_rows_are_counted_kept_and_not_aggregated() -> None:
     middle, others = rows.slice(600, 300), pl.concat([rows.slice(0, 600), rows.slice(900)])
     first = q.run(middle)  # the watermark jumps ahead of the first 600 rows
     assert first.late_rows.height == 0
+    assert q.owes_batch
+    nothing = q.run_no_data()
+    assert nothing.output.height == 0  # update mode: no group changed
     second = q.run(others)  # late rows and on-time rows in one batch
     times = {"middle": middle["event_time"].to_list(), "others": others["event_time"].to_list()}
     watermark = max(times["middle"]) - timedelta(minutes=10)
-    late = [t for t in times["others"] if t < watermark]
+
+    def hour(t: datetime) -> datetime:
+        return t.replace(minute=0, second=0, microsecond=0)
+
+    late = [t for t in times["others"] if hour(t) + timedelta(hours=1) <= watermark]
     assert 0 < len(late) < len(times["others"])
     assert sorted(second.late_rows["event_time"].to_list()) == sorted(late)
-    counted = times["middle"] + [t for t in times["others"] if t >= watermark]
+    counted = times["middle"] + [t for t in times["others"] if t not in late]
     expected: dict[datetime, int] = {}
     for t in counted:
-        hour = t.replace(minute=0, second=0, microsecond=0)
-        expected[hour] = expected.get(hour, 0) + 1
+        expected[hour(t)] = expected.get(hour(t), 0) + 1
     got: dict[datetime, int] = {}
     for out in (first.output, second.output):  # update mode: the latest emission wins
         for row in out.to_dicts():
