@@ -27,7 +27,7 @@ from .memory import InMemoryLeaseStore
 from .metrics import CallCounter, LeaseMetrics
 from .model import LEADER_LEASE_KEY, Lease, check_checkpoint_advance
 from .renewer import LeaseRenewer, RenewResult
-from .store import LeaseStore
+from .store import LeaseStore, ScansLeader
 from .sync import SyncPlan, SyncResult, parents_done, plan_sync, sync_shards
 from .taker import LeaseTracker, TakeDecision, decide_takes, is_expired
 
@@ -57,6 +57,7 @@ __all__ = [
     "LeaseStoreUnavailableError",
     "LeaseTracker",
     "RenewResult",
+    "ScansLeader",
     "SyncPlan",
     "SyncResult",
     "TakeDecision",

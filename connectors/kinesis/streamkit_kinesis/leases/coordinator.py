@@ -24,6 +24,7 @@ from .held import HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
 from .leader import LeaderElection
 from .metrics import LeaseMetrics
 from .renewer import LeaseRenewer, RenewResult
+from .store import ScansLeader
 from .taker import LeaseTracker, TakeDecision, decide_takes
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class LeaseCoordinator:
         rng: random.Random | None = None,
         create_table: bool = True,
         elect_leader: bool = False,
+        leader_lease_time: float = 120.0,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -96,7 +98,7 @@ class LeaseCoordinator:
         self._renewer = LeaseRenewer(self._lane or store, self.held, failover_time, clock)
         self._leader = (
             LeaderElection(
-                store, worker_id, failover_time, renew_store=self._lane or store, clock=clock
+                store, worker_id, leader_lease_time, renew_store=self._lane or store, clock=clock
             )
             if elect_leader
             else None
@@ -256,9 +258,7 @@ class LeaseCoordinator:
 
         Each take that loses a race is skipped; the decision returned is what was attempted.
         """
-        if self._leader is not None:
-            await self._leader.campaign()
-        leases = await self.store.list_leases()
+        leases = await self._scan()
         self._snapshot = {lease.lease_key: lease for lease in leases}
         now = self._tracker.observe(leases)
         decision = decide_takes(
@@ -302,6 +302,18 @@ class LeaseCoordinator:
         return result
 
     # -- internals -------------------------------------------------------------------
+
+    async def _scan(self) -> list[Lease]:
+        """The shard leases; campaigns for the leader lease first if elected (from the same
+        scan when the store offers it, else with one read)."""
+        if self._leader is None:
+            return await self.store.list_leases()
+        if isinstance(self.store, ScansLeader):
+            leases, leader = await self.store.scan_leases()
+            await self._leader.campaign(leader)
+            return leases
+        await self._leader.campaign()
+        return await self.store.list_leases()
 
     async def _take(self, lease: Lease, counter: str) -> None:
         if lease.lease_key in self.held:

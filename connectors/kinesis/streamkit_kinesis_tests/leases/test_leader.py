@@ -143,3 +143,32 @@ async def test_the_coordinator_elects_on_take_cycles_and_renews_with_the_leases(
     assert plain.is_leader  # without an election every worker does the leader's work
     await b.stop()
     assert not b.is_leader
+
+
+async def test_the_election_costs_a_heartbeat_write_and_no_extra_read(store: LeaseStore) -> None:
+    """Followers learn about the leader from the take cycle's scan; the leader renews its
+    lease once per heartbeat (a quarter of the 120 s lease, as KCL 3.x's leader lock)."""
+    clock = FakeClock()
+    a, b = (  # two leases each from the start: no steal (a stolen lease's renewal reads)
+        LeaseCoordinator(
+            store, w, failover_time=FAILOVER, clock=clock, elect_leader=True, max_leases=2
+        )
+        for w in "AB"
+    )
+    for c in (a, b):
+        await c.start(background=False)
+        await c.take_once()
+    reads = store.call_counts().get("GetItem", 0)
+    for _ in range(36):  # two minutes of KCL's cadence: renew every 10/3 s, take every 20 s
+        clock.advance(FAILOVER / 3)
+        await asyncio.gather(a.renew_once(), b.renew_once())
+        if _ % 6 == 5:
+            await asyncio.gather(a.take_once(), b.take_once())
+        assert (a.is_leader, b.is_leader) == (True, False)
+    assert store.call_counts().get("GetItem", 0) == reads
+    leader = await store.get_lease(LEADER_LEASE_KEY)
+    assert leader is not None
+    assert leader.lease_owner == "A"
+    # Taken once, then one write per heartbeat: the first renewal cycle at or after 30 s
+    # (cycles are 10/3 s apart), so 3 or 4 writes in 120 s: never more than 2 a minute.
+    assert 3 <= leader.lease_counter - 1 <= 4
