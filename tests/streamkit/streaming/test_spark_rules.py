@@ -32,7 +32,8 @@ Out = list[tuple[int, int, int]]
 """(window start, window end, count) in seconds after T0, sorted."""
 
 # Files of event times (seconds after T0); [] is an empty file.
-LATE_BUT_OPEN = [[100], [200], [96], [50], [196]]  # 96: behind W, window [90,100) open
+LATE_BUT_OPEN = [[100], [200], [96], [50], [192]]
+"""96 and 192: behind the watermark (195 after t=200) with their window still open."""
 EMPTY_FILES = [[100], [], [200], [], []]
 SLIDING = [[100], [200], [194], [192], [189]]  # 192: one window late, one open
 
@@ -110,6 +111,7 @@ def run_files(
     *,
     same_batch: bool = False,
 ) -> tuple[list[Out], list[int], list[Any]]:
+    tmp_path.mkdir(exist_ok=True)
     write_files(tmp_path / "in", files)
     got: dict[int, Out] = {}
 
@@ -160,6 +162,8 @@ def test_a_row_behind_the_watermark_is_counted_while_its_window_is_open(tmp_path
     emitted = {(s, e): n for batch in got for s, e, n in batch}
     assert emitted[(90, 100)] == 1  # t=96 arrived after the watermark reached 195
     assert late == [50]
+    updates = run_files(tmp_path / "update", LATE_BUT_OPEN, 10, 10, "update")[0]
+    assert updates[-1] == [(190, 200, 1)]  # t=192 < 195, but [190, 200) is open: counted
 
 
 def test_an_empty_file_is_a_batch(tmp_path: Path) -> None:
