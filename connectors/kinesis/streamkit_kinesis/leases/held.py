@@ -129,7 +129,10 @@ class HeldLeases:
         now = self._clock()
         stale = sorted(k for k, e in self._held.items() if now - e.confirmed_at > self._ttl)
         for shard_id in stale:
-            silent = now - self._held[shard_id].confirmed_at
+            entry = self._held.get(shard_id)
+            if entry is None:
+                continue  # a listener of an earlier loss re-entered expire() and dropped it
+            silent = now - entry.confirmed_at
             self.lost(
                 shard_id,
                 f"lease {shard_id} expired locally: last confirmed {silent:.1f}s ago, more than "
