@@ -65,7 +65,7 @@ class LeaseStore(Protocol):
     async def take_lease(self, lease: Lease, owner: str) -> Lease:
         """Make ``owner`` the owner, on condition that the counter still equals ``lease``'s.
 
-        Counter + 1; ``ownerSwitchesSinceCheckpoint`` + 1 when the owner changes. Raises
+        Counter + 1; ``ownerSwitchesSinceCheckpoint`` + 1 when another worker owned it. Raises
         LeaseConflictError when the counter moved (renewed or taken by someone else) or the
         lease is gone.
         """
