@@ -11,6 +11,10 @@ applied by :func:`sync_shards`) creates only:
 - a descendant of a leased shard whose every parent is finished (SHARD_END), which repairs
   a worker that died between SHARD_END and creating the children.
 
+A shard older than a leased shard (an ancestor of one) is never leased again: it was read
+and its lease cleaned up (:mod:`.cleanup`), or it is not to be read (trimmed, or closed
+before a LATEST start).
+
 Guarantees: any descendant of a leased shard starts at TRIM_HORIZON (AT_TIMESTAMP when that
 is the configured position: the same records, since every record of a child arrived after
 its parent closed), also several reshards deep and with LATEST, so nothing written after a
@@ -123,6 +127,23 @@ class _Planner:
         self.initial = initial
         self.new: dict[str, Lease] = {}
         self._covered: dict[str, bool] = {}
+        self.behind = self._ancestors_of_leases()
+        """Shards older than a leased one: read already (and perhaps cleaned up), or never
+        to be read (trimmed, LATEST); never leased again."""
+
+    def _ancestors_of_leases(self) -> set[str]:
+        seen: set[str] = set()
+        stack = [p for lease in self.by_key.values() for p in lease.parent_shard_ids]
+        while stack:
+            shard_id = stack.pop()
+            if shard_id in seen:
+                continue
+            seen.add(shard_id)
+            shard = self.listed.get(shard_id)
+            lease = self.by_key.get(shard_id)
+            stack.extend(shard.parent_shard_ids if shard else ())
+            stack.extend(lease.parent_shard_ids if lease else ())
+        return seen - set(self.by_key)
 
     def covered(self, shard_id: str) -> bool:
         """True when the shard has (or now gets) a lease, or descends from one that has."""
@@ -133,7 +154,7 @@ class _Planner:
         return result
 
     def _decide(self, shard_id: str) -> bool:
-        if shard_id in self.by_key:
+        if shard_id in self.by_key or shard_id in self.behind:
             return True
         shard = self.listed.get(shard_id)
         if shard is None:
@@ -152,6 +173,8 @@ class _Planner:
         lease = self.by_key.get(parent)
         if lease is not None:
             return lease.is_finished
+        if parent in self.behind:
+            return True
         return parent not in self.new and not self.covered(parent)
 
 

@@ -117,6 +117,21 @@ def test_grandchildren_wait_for_their_parent_and_never_start_at_latest() -> None
     }
 
 
+def test_ancestors_of_leased_shards_are_never_leased_again() -> None:
+    """Cleanup deleted p and c1 once their children started: a later sync must not lease
+    them again at the initial position (the records would be read twice)."""
+    started = ExtendedSequenceNumber("300")
+    table = [
+        Lease("c2", parent_shard_ids=("p",), checkpoint=started),
+        Lease("g1", parent_shard_ids=("c1",), checkpoint=started),
+        Lease("g2", parent_shard_ids=("c1",), checkpoint=started),
+    ]
+    for initial in (TRIM_HORIZON, LATEST, AT_TIMESTAMP):
+        assert plan_sync(TWO_SPLITS, table, initial).to_create == ()
+    # a child whose parents are gone (cleaned up) and that has no lease yet is repaired
+    assert set(by_key(plan_sync(TWO_SPLITS, table[1:], TRIM_HORIZON).to_create)) == {"c2"}
+
+
 def test_descendants_of_at_timestamp_start_at_timestamp() -> None:
     created = by_key(plan_sync(SPLIT, [Lease("p", checkpoint=SHARD_END)], AT_TIMESTAMP).to_create)
     assert {lease.checkpoint for lease in created.values()} == {AT_TIMESTAMP}
