@@ -294,17 +294,20 @@ class IncrementalQuery:
         watermark: int | None,
         max_event: int | None,
         in_force: int | None = None,
+        *,
+        no_data_pending: bool = False,
     ) -> None:
         """Resume from a snapshot written after a committed batch.
 
         ``in_force`` is the watermark in force in that batch (:attr:`in_force`): the first
         batch after the restart judges late rows against it, as Spark does with the last
         offsets log entry (None: ``watermark``). No no-data batch is owed until input
-        comes (Spark runs none after a restart)."""
+        comes (Spark runs none after a restart), unless ``no_data_pending``: one was logged
+        and not committed, and is owed again under the same batch id."""
         self.state = state if state is not None and state.height else None
         self.watermark, self._max_event = watermark, max_event
         self._in_force = watermark if in_force is None else in_force
-        self._restored = True
+        self._restored = not no_data_pending
 
     @property
     def in_force(self) -> int | None:

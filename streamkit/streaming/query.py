@@ -322,14 +322,21 @@ class StreamingQuery:
             return
         last = self._log.latest()
         pending = self._log.pending(last.batch_id if last is not None else None)
-        if pending is not None and pending[1]:
+        # a logged batch ending where the last commit ended was a no-data batch: run it again
+        no_data = (
+            pending is not None and last is not None and self._feed.kind == "replayable"
+            and pending[1] == last.offsets
+        )  # fmt: skip
+        if pending is not None and pending[1] and not no_data:
             self._feed.replay_to(pending[1])  # batch N ran but never committed: re-read it
         if last is None:
             return
         self._offsets = dict(last.offsets)
         self._next_id = last.batch_id + 1
         in_force = _in_force(self._log, last.batch_id)
-        self._engine.restore(last.state, last.watermark, last.max_event, in_force)
+        self._engine.restore(
+            last.state, last.watermark, last.max_event, in_force, no_data_pending=no_data
+        )
 
     async def _process(self, fetched: Fetched | None, started: float) -> None:
         """Run batch N, in this order: ``offsets/N`` (an acknowledging source's are empty),

@@ -200,3 +200,69 @@ def test_a_query_without_aggregation_drops_no_row(tmp_path: Path) -> None:
     assert q.await_termination(timeout=120)
     assert seen == [100, 200, 50]
     assert q.late_rows is None
+
+
+def start_counts(folder: Path, sink: Any, **trigger: bool) -> Any:
+    stream = sk.read_stream.files(str(folder / "in"), schema=SCHEMA, max_files_per_trigger=1)
+    marked = stream.with_watermark("t", f"{DELAY} seconds")
+    query = marked.group_by(sk.window("t", "10 seconds")).agg(sk.count().alias("n"))
+    writer = query.write_stream.output_mode("append").trigger(**trigger)
+    return writer.checkpoint(str(folder / "ck")).foreach_batch(sink).start()
+
+
+def add_file(folder: Path, index: int, times: list[int]) -> None:
+    path = folder / "in" / f"f{index:03d}.json"
+    lines = [json.dumps({"t": (T0 + timedelta(seconds=t)).isoformat(), "k": "a"}) for t in times]
+    path.write_text("".join(line + "\n" for line in lines))
+    os.utime(path, (1_700_000_000 + index, 1_700_000_000 + index))
+
+
+@pytest.mark.parametrize(("t", "counted"), [(96, True), (50, False)])
+def test_after_a_restart_late_rows_meet_the_watermark_in_force_in_the_last_batch(
+    t: int, counted: bool, tmp_path: Path
+) -> None:
+    """Trigger once twice (t=100, then t=200: batch 1 ran with W = 95 in force and left
+    W = 195, its no-data batch never ran), then a restart reads t: Spark judges it against
+    95 (the offsets log of batch 1), so [90, 100) is open for 96 and closed for 50."""
+    (tmp_path / "in").mkdir()
+    got: dict[int, Out] = {}
+
+    def collect(df: sk.DataFrame, batch_id: int) -> None:
+        rows = df.to_arrow().to_pylist()
+        got[batch_id] = sorted(
+            (seconds(r["window"]["start"]), seconds(r["window"]["end"]), r["n"]) for r in rows
+        )
+
+    for index, times in enumerate([[100], [200]]):
+        add_file(tmp_path, index, times)
+        assert start_counts(tmp_path, collect, once=True).await_termination(timeout=120)
+    add_file(tmp_path, 2, [t])
+    q = start_counts(tmp_path, collect, available_now=True)
+    assert q.await_termination(timeout=120)
+    window = (t // 10 * 10, t // 10 * 10 + 10, 1)
+    assert got == {0: [], 1: [], 2: sorted([(100, 110, 1), *([window] if counted else [])])}
+    assert (q.late_rows is None) == counted
+
+
+def test_a_no_data_batch_logged_but_not_committed_runs_again_under_its_id(
+    tmp_path: Path,
+) -> None:
+    write_files(tmp_path / "in", [[100], [200]])
+    got: dict[int, Out] = {}
+
+    def failing(df: sk.DataFrame, batch_id: int) -> None:
+        if batch_id == 2:
+            raise RuntimeError("sink down")
+
+    def collect(df: sk.DataFrame, batch_id: int) -> None:
+        rows = df.to_arrow().to_pylist()
+        got[batch_id] = sorted(
+            (seconds(r["window"]["start"]), seconds(r["window"]["end"]), r["n"]) for r in rows
+        )
+
+    first = start_counts(tmp_path, failing, available_now=True)
+    with pytest.raises(sk.StreamkitError, match="sink down"):
+        first.await_termination(timeout=120)
+    again = start_counts(tmp_path, collect, available_now=True)
+    assert again.await_termination(timeout=120)
+    assert got == {2: [(100, 110, 1)]}  # the no-data batch, with the same id
