@@ -149,9 +149,11 @@ def _setup_cfg(group: Group, files: list[str], tests: list[str]) -> str:
     )
 
 
-def run_mutmut(scratch: Path, max_children: int) -> int:
-    """One niced mutmut run in ``scratch``; returns its exit status."""
+def run_mutmut(scratch: Path, max_children: int, mutants: list[str]) -> int:
+    """One niced mutmut run in ``scratch`` (only ``mutants``, globs, when given: those are
+    tested again even if a verdict is cached); returns its exit status."""
     command = ["nice", "-n", "10", str(MUTMUT), "run", "--max-children", str(max_children)]
+    command += mutants
     return subprocess.run(command, cwd=scratch, check=False).returncode
 
 
@@ -215,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--rev", default="HEAD", help="commit to test (default HEAD)")
     parser.add_argument("--overlay", action="append", default=[], help="working-tree file")
+    parser.add_argument("--mutant", action="append", default=[], help="mutant name or glob")
     args = parser.parse_args(argv)
     equivalents = load_equivalents(REPO / "tests" / "mutation" / "equivalent.md")
     results: list[tuple[Score, dict[str, str]]] = []
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         scratch = prepare(group, modules, args.rev, args.overlay, args.reuse)
         modules = [m for m in modules if _module_files(scratch, m)]
-        status = run_mutmut(scratch, args.max_children)
+        status = run_mutmut(scratch, args.max_children, args.mutant)
         if status != 0:
             print(f"mutmut failed in {scratch} (exit {status})")
             return status

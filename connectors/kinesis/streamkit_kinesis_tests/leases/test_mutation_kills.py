@@ -1,0 +1,149 @@
+"""Lease taker and checkpointer behaviour that `make mutation` found untested.
+
+Expected values come from the rules as documented (taker module docstring, ``decide_takes``,
+``Checkpointer.checkpoint``, ``HeldLeases.confirmed``), computed here by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from streamkit_kinesis.leases import (
+    Checkpointer,
+    CheckpointOrderError,
+    HeldLeases,
+    InMemoryLeaseStore,
+    Lease,
+    LeaseEvent,
+    LeaseEventKind,
+    LeaseLostError,
+    LeaseTracker,
+    decide_takes,
+)
+from streamkit_kinesis.testing.leases import FakeClock
+from streamkit_kinesis.types import ExtendedSequenceNumber
+
+FAILOVER = 10.0
+WRITE_TAKES = 7.0
+
+
+class SlowCheckpointStore(InMemoryLeaseStore):
+    """The in-memory store, with a checkpoint write that takes WRITE_TAKES seconds."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    async def update_checkpoint(self, lease: Lease, checkpoint: ExtendedSequenceNumber) -> Lease:
+        self._clock.advance(WRITE_TAKES)
+        return await super().update_checkpoint(lease, checkpoint)
+
+
+async def held_by_me(store: InMemoryLeaseStore, held: HeldLeases, key: str) -> None:
+    await store.create_table_if_not_exists()
+    lease = await store.create_lease_if_not_exists(Lease(key))
+    held.gained(await store.take_lease(lease, "me"))
+
+
+def owned(spec: dict[str, int]) -> list[Lease]:
+    return [
+        Lease(f"s-{owner}-{i:02d}", lease_owner=owner, lease_counter=1)
+        for owner, count in spec.items()
+        for i in range(count)
+    ]
+
+
+# -- checkpointer -------------------------------------------------------------------------
+
+
+async def test_a_checkpoint_confirms_the_lease_as_of_when_the_write_was_sent() -> None:
+    clock = FakeClock(1000.0)
+    store, held = SlowCheckpointStore(clock), HeldLeases(clock)
+    await held_by_me(store, held, "a")
+    clock.advance(5.0)
+    sent = clock.now
+    await Checkpointer(store, held, "a").checkpoint("100")
+    assert clock.now == sent + WRITE_TAKES
+    entry = held.entry("a")
+    assert entry is not None
+    assert entry.confirmed_at == sent  # the send time, not the time the answer came back
+    assert entry.lease.checkpoint == ExtendedSequenceNumber("100")
+
+
+async def test_a_lost_checkpoint_reports_the_stores_reason_in_the_lost_event() -> None:
+    clock = FakeClock()
+    store, held = InMemoryLeaseStore(), HeldLeases(clock)
+    events: list[LeaseEvent] = []
+    held.add_listener(events.append)
+    await held_by_me(store, held, "a")
+    current = await store.get_lease("a")
+    assert current is not None
+    await store.take_lease(current, "thief")
+    with pytest.raises(LeaseLostError) as raised:
+        await Checkpointer(store, held, "a").checkpoint("150")
+    lost = [e for e in events if e.kind is LeaseEventKind.LOST]
+    assert [(e.shard_id, e.reason) for e in lost] == [("a", str(raised.value))]
+    assert "thief" in lost[0].reason
+    assert held.get("a") is None
+
+
+async def test_a_backward_checkpoint_names_the_shard() -> None:
+    clock = FakeClock()
+    store, held = InMemoryLeaseStore(), HeldLeases(clock)
+    await held_by_me(store, held, "shardId-000000000042")
+    cp = Checkpointer(store, held, "shardId-000000000042")
+    await cp.checkpoint("200")
+    with pytest.raises(CheckpointOrderError, match="shardId-000000000042"):
+        await cp.checkpoint("100")
+
+
+# -- taker ----------------------------------------------------------------------------------
+
+
+def test_tracker_judges_expiry_at_the_given_time_not_its_clock() -> None:
+    clock = FakeClock(1000.0)
+    tracker = LeaseTracker(clock)
+    lease = Lease("a", lease_owner="B", lease_counter=1)
+    tracker.observe([lease])  # counter seen changing at 1000
+    assert tracker.is_expired(lease, FAILOVER, now=1000.0 + FAILOVER + 1) is True
+    clock.advance(FAILOVER + 1)
+    assert tracker.is_expired(lease, FAILOVER, now=1000.0 + FAILOVER / 2) is False
+    assert tracker.is_expired(lease, FAILOVER) is True  # default: the clock
+
+
+def test_no_steal_at_all_when_max_steal_is_zero_even_from_a_victim_at_target() -> None:
+    snapshot = owned({"B": 2, "C": 2})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    target = math.ceil(4 / 3)  # 4 leases, live workers B, C and A
+    free = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_steal=5)
+    assert (free.target, len(free.to_steal)) == (target, 1)  # KCL's one-from-a-victim-at-target
+    d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_steal=0)
+    assert (d.target, d.to_steal, d.to_take) == (target, (), ())
+
+
+def test_steals_no_more_than_this_worker_needs() -> None:
+    snapshot = owned({"A": 3, "B": 10, "C": 2})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    target = math.ceil(15 / 3)
+    needed = target - 3  # B has 10 - 5 = 5 over target, more than A needs
+    d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_steal=9)
+    assert d.target == target
+    assert len(d.to_steal) == needed
+    assert {lease.lease_owner for lease in d.to_steal} == {"B"}
+
+
+def test_with_an_rng_the_stolen_lease_varies_with_the_seed() -> None:
+    snapshot = owned({"B": 6, "C": 1})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    by_key = sorted(lease.lease_key for lease in snapshot if lease.lease_owner == "B")
+    stolen = set()
+    for seed in range(20):
+        d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, rng=random.Random(seed))
+        assert [lease.lease_owner for lease in d.to_steal] == ["B"]
+        stolen.add(d.to_steal[0].lease_key)
+    assert stolen <= set(by_key)
+    assert len(stolen) > 1  # not always the first by key: contending workers spread out
+    plain = decide_takes(snapshot, "A", last, 0.0, FAILOVER)
+    assert [lease.lease_key for lease in plain.to_steal] == by_key[:1]
