@@ -14,6 +14,8 @@ Fixture names are stable; other tests depend on them:
   using ``aws_endpoint`` runs once per backend (ids ``[localstack]``, ``[moto]``). Mark a
   known moto gap with ``@pytest.mark.moto_gap("reason")``: on moto the test then runs as a
   strict xfail (it must fail there), on LocalStack as usual.
+- ``spark``: a local PySpark session (``streamkit.testing.spark``), for the differential
+  tests against Spark; tests using it are marked ``spark``.
 - ``servers_cache_dir``: the install cache, for tests that start their own server
   (e.g. ``with start_tansu(servers_cache_dir) as broker: ...`` to restart a broker).
 
@@ -27,7 +29,7 @@ import contextlib
 import os
 import uuid
 from contextlib import AbstractContextManager, ExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -50,6 +52,7 @@ MARKERS = (
     "moto: runs against moto's server",
     "slow: takes more than a few seconds",
     "moto_gap(reason): known moto gap; on the moto backend the test is a strict xfail",
+    "spark: runs PySpark (a local JVM, Java 17) beside streamkit (tests/differential)",
 )
 
 
@@ -131,6 +134,15 @@ def tansu_bootstrap(request: pytest.FixtureRequest, servers_cache_dir: Path) -> 
         with _visible_progress(request):
             broker = stack.enter_context(start_tansu(servers_cache_dir))
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local SparkSession for the whole test session (started on first use, ~15 s)."""
+    from streamkit.testing.spark import spark_session
+
+    with spark_session() as session:
+        yield session
 
 
 @pytest.fixture(params=KAFKA_BACKENDS)
