@@ -36,6 +36,8 @@ class Changelog:
         events, self._events = self._events, []
         if not events:
             return pl.DataFrame(schema={DELETED: pl.Boolean})
+        if len(events) == 1 and not events[0][DELETED].any():
+            return events[0]  # one merge's rows: one per key already
         frame = pl.concat(events, how="diagonal_relaxed")
         return frame.unique(subset=self.keys, keep="last", maintain_order=True)
 

@@ -2,15 +2,14 @@
 
 A slot is ``segment id << 32 | row offset``; a segment id is never reused, so rewriting
 one segment moves only its own rows. Updating a row is kill + append; :meth:`RowLog.tidy`
-reclaims dead rows and keeps the segment count logarithmic:
+reclaims dead rows and bounds the segment count:
 
-- a segment whose dead rows outnumber its live ones is rewritten (its live rows only):
-  each rewrite is paid for by the deaths since the last one;
-- the two newest segments merge while the older holds no more live rows than the newer
-  (a binary counter: O(log(rows / batch)) segments).
+- the segments whose dead rows outnumber their live ones are rewritten together into one
+  (live rows only): each moved row is paid for by a death since its segment was written;
+- beyond :data:`MAX_SEGMENTS`, the adjacent pair with the fewest live rows merges.
 
-So per-call costs follow the rows passed in, and tidying is amortised O(rows appended)
-per append plus O(1) per death: nothing scans the whole log.
+So per-call costs follow the rows passed in, and tidying is amortised O(1) per death plus
+O(rows appended) for the merges: nothing scans the whole log.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from streamkit.streaming.state.hash_index import I64, U64
 SHIFT = 32
 MIN_REWRITE = 1024
 """Segments with fewer dead rows than this are not rewritten for their dead rows alone."""
+MAX_SEGMENTS = 64
 
 
 @dataclass
@@ -97,23 +97,30 @@ class RowLog:
         return seg.rows.filter(pl.Series(seg.live))
 
     def tidy(self) -> Moved:
-        """Rewrite mostly-dead segments and merge the newest ones (see the module doc)."""
+        """Rewrite mostly-dead segments, merge small ones (see the module docstring)."""
         moved: list[tuple[U64, I64]] = []
-        for i, sid in enumerate(self._order):
-            seg = self._segs[sid]
-            dead = seg.rows.height - seg.alive
-            if dead >= MIN_REWRITE and dead > seg.alive:
-                self._order[i] = self._rewrite([sid], moved)
-        while len(self._order) > 1 and self._alive(-2) <= self._alive(-1):
-            self._order[-2:] = [self._rewrite(self._order[-2:], moved)]
-        self._order = [sid for sid in self._order if self._segs[sid].alive]
-        self._segs = {sid: self._segs[sid] for sid in self._order}
+        self._order = [sid for sid in self._order if self._segs[sid].alive or self._drop(sid)]
+        due = [sid for sid in self._order if self._mostly_dead(self._segs[sid])]
+        if due:
+            self._order = [sid for sid in self._order if sid not in due]
+            self._order.append(self._rewrite(due, moved))
+        while len(self._order) > MAX_SEGMENTS:
+            sizes = [self._segs[sid].alive for sid in self._order]
+            i = min(range(len(sizes) - 1), key=lambda j: sizes[j] + sizes[j + 1])
+            self._order[i : i + 2] = [self._rewrite(self._order[i : i + 2], moved)]
         if not moved:
             return Moved(np.empty(0, np.uint64), np.empty(0, np.int64))
         return Moved(np.concatenate([m[0] for m in moved]), np.concatenate([m[1] for m in moved]))
 
-    def _alive(self, i: int) -> int:
-        return self._segs[self._order[i]].alive
+    @staticmethod
+    def _mostly_dead(seg: _Segment) -> bool:
+        dead = seg.rows.height - seg.alive
+        return dead >= MIN_REWRITE and dead > seg.alive
+
+    def _drop(self, sid: int) -> bool:
+        """Forget an empty segment; False (for the filter that calls it)."""
+        del self._segs[sid]
+        return False
 
     def _rewrite(self, sids: list[int], moved: list[tuple[U64, I64]]) -> int:
         segs = [self._segs.pop(sid) for sid in sids]
