@@ -23,7 +23,7 @@ from streamkit_kinesis.leases import (
     decide_takes,
 )
 from streamkit_kinesis.testing.leases import FakeClock
-from streamkit_kinesis.types import ExtendedSequenceNumber
+from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber
 
 FAILOVER = 10.0
 WRITE_TAKES = 7.0
@@ -147,3 +147,12 @@ def test_with_an_rng_the_stolen_lease_varies_with_the_seed() -> None:
     assert len(stolen) > 1  # not always the first by key: contending workers spread out
     plain = decide_takes(snapshot, "A", last, 0.0, FAILOVER)
     assert [lease.lease_key for lease in plain.to_steal] == by_key[:1]
+
+
+def test_with_no_active_lease_the_target_is_zero() -> None:
+    finished = [
+        Lease(f"done-{i}", lease_owner="B", lease_counter=1, checkpoint=SHARD_END) for i in range(3)
+    ]
+    for snapshot in ([], finished):
+        d = decide_takes(snapshot, "A", {}, 0.0, FAILOVER)
+        assert (d.target, d.held, d.to_take, d.to_steal) == (0, 0, (), ())
