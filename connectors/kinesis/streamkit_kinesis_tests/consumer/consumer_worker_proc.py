@@ -104,6 +104,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-steal", type=int, default=1)
     p.add_argument("--idle-time", type=float, default=0.2)
     p.add_argument("--checkpoint-every", type=int, default=1, help="records (1: every batch)")
+    p.add_argument("--max-leases", type=int, default=None)
+    p.add_argument("--cleanup-interval", type=float, default=60.0)
     return p.parse_args(argv)
 
 
@@ -118,6 +120,8 @@ async def main(args: argparse.Namespace) -> None:
         renew_interval=args.renew_interval,
         take_interval=args.take_interval,
         max_steal=args.max_steal,
+        max_leases=args.max_leases,
+        lease_cleanup_interval=args.cleanup_interval,
         idle_time=args.idle_time,
         parent_poll_interval=0.5,
         shard_sync_interval=5.0,
