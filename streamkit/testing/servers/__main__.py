@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from types import FrameType
 
 NAMES = ("localstack", "kinesalite", "tansu", "kafka")
-PEERS = ("kcl",)
+PEERS = ("kcl", "kpl")
 """Installed (built) like the servers, but started by the tests, not by ``run``."""
 
 
@@ -47,6 +47,10 @@ def _install(name: str, cache: Path) -> None:
         from streamkit.testing.peers.kcl import install_kcl
 
         install_kcl(cache)
+    if name in ("all", "kpl"):
+        from streamkit.testing.peers.kpl import install_kpl
+
+        install_kpl(cache)
 
 
 def _starter(name: str, cache: Path) -> AbstractContextManager[RunningServer]:

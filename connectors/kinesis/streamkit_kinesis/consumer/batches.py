@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from streamkit_kinesis.kpl import position
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -71,7 +73,7 @@ class ConsumedBatch:
 
     async def checkpoint(self) -> None:
         """Durably checkpoint after this batch's last record (see module docstring)."""
-        await self.checkpointer.checkpoint(self.last_sequence_number)
+        await self.checkpointer.checkpoint(position(self.batch.records[-1]))
         self._checkpointed = True
 
     def _resolve(self, acknowledged: bool) -> None:
@@ -107,7 +109,7 @@ class BatchChannel:
         finally:
             item._resolve(False)  # cancelled (lease lost): never yield it
         if acknowledged and self.auto_checkpoint and not item._checkpointed:
-            await checkpointer.checkpoint(item.last_sequence_number)
+            await checkpointer.checkpoint(position(item.batch.records[-1]))
 
     def close(self) -> None:
         """Stop handing out batches: queued ones and the one being handled are released

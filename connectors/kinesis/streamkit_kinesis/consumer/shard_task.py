@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from streamkit.errors import ConfigError
+from streamkit_kinesis.kpl import position
 from streamkit_kinesis.leases import Checkpointer, Lease
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.types import AT_TIMESTAMP, SHARD_END, RecordBatch
@@ -237,7 +238,7 @@ class ShardTask:
         self._host.shard_started(self.shard_id, lease)
         while (batch := await self._next(fetcher)) is not None:
             if batch.records:
-                self.checkpointer.mark_delivered(batch.records[-1].sequence_number)
+                self.checkpointer.mark_delivered(position(batch.records[-1]))
                 await processor.process_records(batch, self.checkpointer)
             if batch.shard_ended:
                 await self._end(processor, batch)
