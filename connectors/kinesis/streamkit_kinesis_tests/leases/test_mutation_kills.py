@@ -156,3 +156,12 @@ def test_with_no_active_lease_the_target_is_zero() -> None:
     for snapshot in ([], finished):
         d = decide_takes(snapshot, "A", {}, 0.0, FAILOVER)
         assert (d.target, d.held, d.to_take, d.to_steal) == (0, 0, (), ())
+
+
+def test_a_worker_at_target_gets_the_full_decision_and_takes_nothing() -> None:
+    snapshot = owned({"A": 3, "B": 3, "C": 2})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_leases=3)
+    target = min(math.ceil(8 / 3), 3)
+    assert (d.to_take, d.to_steal) == ((), ())
+    assert (d.target, d.live_workers, d.held, d.left_unowned) == (target, 3, 3, 0)
