@@ -165,3 +165,32 @@ def test_a_worker_at_target_gets_the_full_decision_and_takes_nothing() -> None:
     target = min(math.ceil(8 / 3), 3)
     assert (d.to_take, d.to_steal) == ((), ())
     assert (d.target, d.live_workers, d.held, d.left_unowned) == (target, 3, 3, 0)
+
+
+def test_a_lease_unchanged_for_exactly_very_old_after_failovers_is_not_very_old() -> None:
+    now, very_old_after = 100.0, 3.0
+    snapshot = [Lease("a", lease_counter=1), Lease("b", lease_counter=1)]
+    edge = now - very_old_after * FAILOVER  # "b" has not moved for exactly 30 s
+    last = {"a": now - 1.0, "b": edge}
+    d = decide_takes(
+        snapshot, "A", last, now, FAILOVER, max_leases=1, very_old_after=very_old_after
+    )
+    assert [lease.lease_key for lease in d.to_take] == ["a"]  # by key: neither is very old
+    last["b"] = edge - 0.5
+    d = decide_takes(
+        snapshot, "A", last, now, FAILOVER, max_leases=1, very_old_after=very_old_after
+    )
+    assert [lease.lease_key for lease in d.to_take] == ["b"]  # very old first
+
+
+@pytest.mark.parametrize("age", [1.0, 100.0], ids=["recent", "very-old"])
+def test_with_an_rng_the_lease_taken_varies_with_the_seed(age: float) -> None:
+    now = 1000.0
+    snapshot = [Lease(f"s-{i}", lease_counter=1) for i in range(6)]
+    last = {lease.lease_key: now - age for lease in snapshot}
+    taken = set()
+    for seed in range(20):
+        d = decide_takes(snapshot, "A", last, now, FAILOVER, max_leases=1, rng=random.Random(seed))
+        assert len(d.to_take) == 1
+        taken.add(d.to_take[0].lease_key)
+    assert len(taken) > 1
