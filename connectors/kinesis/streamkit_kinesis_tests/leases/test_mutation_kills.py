@@ -129,7 +129,7 @@ def test_steals_no_more_than_this_worker_needs() -> None:
     target = math.ceil(15 / 3)
     needed = target - 3  # B has 10 - 5 = 5 over target, more than A needs
     d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_steal=9)
-    assert d.target == target
+    assert (d.target, d.live_workers, d.held, d.left_unowned, d.to_take) == (target, 3, 3, 0, ())
     assert len(d.to_steal) == needed
     assert {lease.lease_owner for lease in d.to_steal} == {"B"}
 
@@ -194,3 +194,18 @@ def test_with_an_rng_the_lease_taken_varies_with_the_seed(age: float) -> None:
         assert len(d.to_take) == 1
         taken.add(d.to_take[0].lease_key)
     assert len(taken) > 1
+
+
+def test_decisions_report_live_workers_held_and_left_unowned() -> None:
+    # 9 active leases: B holds 4, 5 unowned; cap 2 per worker over 2 live workers (A, B)
+    snapshot = owned({"B": 4}) + [Lease(f"u-{i}", lease_counter=1) for i in range(5)]
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_leases=2)
+    assert (d.target, d.live_workers, d.held, d.left_unowned) == (2, 2, 0, 9 - 2 * 2)
+    assert [lease.lease_key for lease in d.to_take] == ["u-0", "u-1"]
+    # the same cap when A must steal: B holds 6, nothing is free
+    snapshot = owned({"B": 6})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_leases=2, max_steal=5)
+    assert (d.target, d.live_workers, d.held, d.left_unowned) == (2, 2, 0, 6 - 2 * 2)
+    assert [lease.lease_owner for lease in d.to_steal] == ["B", "B"]
