@@ -2,7 +2,8 @@
 
 Every record is read, and for each partition key the records written before the reshard
 (in the parent shards) are processed before those written after it (in the children):
-children are not read until their parents are checkpointed at SHARD_END.
+children are not read until their parents are checkpointed at SHARD_END, and their
+leases are created then, not by a periodic shard sync (KCL).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from streamkit_kinesis.client import kinesis_client
-from streamkit_kinesis.consumer import KinesisConsumer
+from streamkit_kinesis.consumer import ConsumerEvent, ConsumerEventKind, KinesisConsumer
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking
 from streamkit_kinesis.types import SHARD_END
 
@@ -59,9 +60,11 @@ async def test_split_and_merge_while_consuming_keep_per_key_order(
     patience = 90 if aws_backend == "localstack" else 15  # moto: expected to fail, fail fast
     async with fresh_stream(aws_endpoint, 3, "reshard") as (stream, admin):
         before = await produce(aws_endpoint, stream, PER_PHASE, keys=KEYS)
-        config = fast_config(stream)
+        config = fast_config(stream, lease_cleanup_interval=3600.0)  # keep the lineage
         journal = Journal()
         consumer = KinesisConsumer(config, aws_endpoint)
+        events: list[ConsumerEvent] = []
+        consumer.add_listener(events.append)
         running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
         try:
             await wait_until(lambda: len(journal.records) > 0, 30, "consuming to begin")
@@ -97,6 +100,13 @@ async def test_split_and_merge_while_consuming_keep_per_key_order(
     children = {s.shard_id for s in (*split, *merged)}
     assert {k for k, lease in table.items() if lease.parent_shard_ids} == children
     assert set(table[parents[0]].child_shard_ids) == {s.shard_id for s in split}
+    # children were leased at their parents' SHARD_END, never by a periodic sync
+    synced = [e.detail for e in events if e.kind is ConsumerEventKind.SHARD_SYNCED]
+    assert not any(child in detail for child in children for detail in synced)
+    created = {e.shard_id: e.detail for e in events if e.kind is ConsumerEventKind.CHILDREN_CREATED}
+    assert {child for detail in created.values() for child in children if child in detail} == (
+        children
+    )
     ended = [shard for call, shard in journal.calls if call == "shard_ended"]
     assert sorted(ended) == parents
     # each child was initialized (started) only after all its parents ended
