@@ -200,3 +200,23 @@ async def test_fetcher_floor_waits_through_empty_batches_and_then_stops_filterin
     assert (await fetcher.next_batch()).records == ()
     assert [r.sub_sequence_number for r in (await fetcher.next_batch()).records] == [4]
     assert [r.sub_sequence_number for r in (await fetcher.next_batch()).records] == [0, 1, 2, 3, 4]
+
+
+async def test_source_buffers_take_an_aggregate_whole_and_drop_it_when_re_read() -> None:
+    # The stream source's offsets are sequence numbers: a micro-batch must hold all or none
+    # of an aggregate's user records, and a re-read of a taken aggregate (a consumer resumed
+    # from the lease, AT the record) must be dropped whole.
+    from streamkit_kinesis.source.buffers import ShardBuffers
+
+    users = deaggregate([five_users("100"), kinesis(b"z", "200")])
+    buffers = ShardBuffers(capacity=100)
+    assert await buffers.accept("s", users, lag=0) == 6
+    first = buffers.take(2).records["s"]
+    assert [(r.sequence_number, r.sub_sequence_number) for r in first] == [
+        ("100", i) for i in range(5)
+    ]
+    assert buffers.offsets() == {"s": "100"}
+    resumed = ShardBuffers(capacity=100)
+    resumed.resume(buffers.offsets())
+    assert await resumed.accept("s", users[1:], lag=0) == 1
+    assert [r.sequence_number for r in resumed.take(10).records["s"]] == ["200"]

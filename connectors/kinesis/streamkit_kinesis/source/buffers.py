@@ -114,6 +114,10 @@ class ShardBuffers:
     def take(self, limit: int, bound: Mapping[str, str] | None = None) -> Taken:
         """Up to ``limit`` records, shared fairly between shards (each in shard order).
 
+        The user records of one KPL aggregate (one sequence number) are taken together, so a
+        shard's share may exceed its quota by the rest of an aggregate: an offset (a
+        sequence number) then always means "all of that Kinesis record".
+
         With ``bound`` (exact replay), nothing past ``bound[shard]`` is taken (records after
         it stay queued) and a shard absent from it gives nothing; SHARD_END is handed only
         where the bound says SHARD_END.
@@ -134,7 +138,8 @@ class ShardBuffers:
         for shard_id, n in quota.items():
             s = self.shards[shard_id]
             if n:
-                taken[shard_id] = [s.queue.popleft() for _ in range(n)]
+                whole = _whole_records(s.queue, n)
+                taken[shard_id] = [s.queue.popleft() for _ in range(whole)]
                 s.handed = taken[shard_id][-1].sequence_number
                 changed = True
         for s in self.shards.values():
@@ -156,6 +161,14 @@ class ShardBuffers:
         """Wake deliveries waiting for room; they return without queueing."""
         self.closing = True
         self._space.set()
+
+
+def _whole_records(queue: deque[KinesisRecord], n: int) -> int:
+    """``n``, raised so that the ``n``-th record's aggregate is not split."""
+    last = queue[n - 1].sequence_number
+    while n < len(queue) and queue[n].sequence_number == last:
+        n += 1
+    return n
 
 
 def _within(state: ShardState, bound: Mapping[str, str] | None) -> int:
