@@ -19,18 +19,20 @@ from streamkit_kinesis.leases import (
     LeaseEvent,
     LeaseEventKind,
     LeaseLostError,
+    LeaseRenewer,
+    LeaseStoreUnavailableError,
     LeaseTracker,
     decide_takes,
 )
-from streamkit_kinesis.testing.leases import FakeClock
+from streamkit_kinesis.testing.leases import ExceptionThrowingLeaseStore, FakeClock
 from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber
 
 FAILOVER = 10.0
 WRITE_TAKES = 7.0
 
 
-class SlowCheckpointStore(InMemoryLeaseStore):
-    """The in-memory store, with a checkpoint write that takes WRITE_TAKES seconds."""
+class SlowWritesStore(InMemoryLeaseStore):
+    """The in-memory store, with checkpoint and renewal writes that take WRITE_TAKES s."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__()
@@ -39,6 +41,10 @@ class SlowCheckpointStore(InMemoryLeaseStore):
     async def update_checkpoint(self, lease: Lease, checkpoint: ExtendedSequenceNumber) -> Lease:
         self._clock.advance(WRITE_TAKES)
         return await super().update_checkpoint(lease, checkpoint)
+
+    async def renew_lease(self, lease: Lease) -> Lease:
+        self._clock.advance(WRITE_TAKES)
+        return await super().renew_lease(lease)
 
 
 async def held_by_me(store: InMemoryLeaseStore, held: HeldLeases, key: str) -> None:
@@ -60,7 +66,7 @@ def owned(spec: dict[str, int]) -> list[Lease]:
 
 async def test_a_checkpoint_confirms_the_lease_as_of_when_the_write_was_sent() -> None:
     clock = FakeClock(1000.0)
-    store, held = SlowCheckpointStore(clock), HeldLeases(clock)
+    store, held = SlowWritesStore(clock), HeldLeases(clock)
     await held_by_me(store, held, "a")
     clock.advance(5.0)
     sent = clock.now
@@ -97,6 +103,41 @@ async def test_a_backward_checkpoint_names_the_shard() -> None:
     await cp.checkpoint("200")
     with pytest.raises(CheckpointOrderError, match="shardId-000000000042"):
         await cp.checkpoint("100")
+
+
+# -- renewer ------------------------------------------------------------------------------
+
+
+async def test_a_renewal_confirms_the_lease_as_of_when_the_write_was_sent() -> None:
+    clock = FakeClock(1000.0)
+    store, held = SlowWritesStore(clock), HeldLeases(clock)
+    await held_by_me(store, held, "a")
+    clock.advance(4.0)
+    sent = clock.now
+    result = await LeaseRenewer(store, held, FAILOVER, clock).renew_all()
+    assert result.renewed == ("a",)
+    entry = held.entry("a")
+    assert entry is not None
+    assert entry.confirmed_at == sent
+    assert entry.lease.lease_counter == 2  # taken (1), renewed (2)
+
+
+async def test_transient_failures_keep_a_lease_silent_for_exactly_the_failover_time() -> None:
+    clock = FakeClock(1000.0)
+    real = InMemoryLeaseStore()
+    store, held = ExceptionThrowingLeaseStore(real), HeldLeases(clock)
+    await held_by_me(real, held, "a")  # confirmed at 1000
+    renewer = LeaseRenewer(store, held, FAILOVER, clock)
+    throttled = LeaseStoreUnavailableError("throttled (injected)")
+    store.inject("renew_lease", lambda: throttled, times=2)
+    clock.advance(FAILOVER)  # silent for exactly the failover time: not more
+    result = await renewer.renew_all()
+    assert (result.renewed, result.lost, result.transient_errors) == ((), (), 1)
+    assert held.shard_ids() == {"a"}
+    clock.advance(0.5)
+    result = await renewer.renew_all()
+    assert (result.renewed, result.lost) == ((), ("a",))
+    assert held.shard_ids() == frozenset()
 
 
 # -- taker ----------------------------------------------------------------------------------
