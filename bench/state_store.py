@@ -204,7 +204,7 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv:
         "",
         f"Command: `.venv/bin/python bench/state_store.py {argv}`",
         f"{args.batch_rows:,}-row batches, {args.batches} measured per run, "
-        f"{args.repeat} run(s) per cell; Spark local[2], "
+        f"{args.repeat} run(s) per cell (Spark: {args.spark_repeat or args.repeat}); local[2], "
         f"{args.spark_partitions} shuffle partitions. Medians.",
         "",
         "| keys | engine | p50 batch | CPU s/batch | rows/s | bytes/batch p50 | mean | peak RSS |",
@@ -279,6 +279,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--spark-repeat", type=int, help="runs per Spark cell (default --repeat)")
     parser.add_argument("--snapshot-every", type=int, default=10)
     parser.add_argument("--spark-partitions", type=int, default=4)
     parser.add_argument("--spark-memory", default="8g")
@@ -293,20 +294,25 @@ def main() -> None:
         sys.stdout.flush()
         os._exit(0)
     results: dict[str, dict[str, Any]] = {}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for keys in args.keys:
         files = dataset(keys, args.batch_rows, args.batches, args.seed)
         for engine in args.engines:
+            spark = engine.startswith("spark") and args.spark_repeat is not None
             runs = []
-            for rep in range(args.repeat):
+            for rep in range(args.spark_repeat if spark else args.repeat):
                 runs.append(spawn(engine, files, args))
-                note = (
-                    runs[-1].get("error") or f"p50 {statistics.median(runs[-1]['latency_s']):.3f} s"
-                )
+                got = runs[-1]
+                note = got.get("error") or f"p50 {statistics.median(got['latency_s']):.3f} s"
                 print(f"keys={keys} {engine} run {rep + 1}: {note}", file=sys.stderr, flush=True)
             results[f"{engine}|{keys}"] = {"runs": runs, "summary": summary(runs)}
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        write(results, args, stamp)  # after every size, so a long run keeps what it measured
+
+
+def write(results: dict[str, dict[str, Any]], args: argparse.Namespace, stamp: str) -> None:
+    """Print the report and write it (markdown and raw JSON) under bench/results."""
     text = markdown(results, args, " ".join(sys.argv[1:]))
-    print(text)
+    print(text, flush=True)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"state_store_{stamp}.md").write_text(text)
