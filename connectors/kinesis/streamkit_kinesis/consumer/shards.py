@@ -117,12 +117,20 @@ class StreamShards:
         self.syncs += 1
         self._emit(ConsumerEventKind.SHARD_SYNCED, None, f"created={list(result.created)}")
 
+    async def periodic_sync(self) -> None:
+        """:meth:`sync`, on the leader only (every worker when no election runs)."""
+        if self._coordinator.is_leader:
+            await self.sync()
+
     async def cleanup(self) -> None:
         """Delete finished parents whose children started, and leases of vanished shards.
 
-        Uses the last take cycle's table snapshot and the last shard list; lists shards
-        again only when a lease names a shard that list does not have.
+        Runs on the leader only (every worker when no election runs; deletes are
+        idempotent). Uses the last take cycle's table snapshot and the last shard list;
+        lists shards again only when a lease names a shard that list does not have.
         """
+        if not self._coordinator.is_leader:
+            return
         table = self._coordinator.table_snapshot()
         listed = self._listed
         if listed is None or any(key not in listed for key in table):

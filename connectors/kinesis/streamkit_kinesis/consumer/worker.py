@@ -169,7 +169,7 @@ class KinesisConsumer:
                          on_error=self._fail, is_transient=retry_later),
             PeriodicStep("renew", coordinator.renew_interval, coordinator.renew_once,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
-            PeriodicStep("shard-sync", cfg.shard_sync_interval, self.shards.sync,
+            PeriodicStep("shard-sync", cfg.shard_sync_interval, self.shards.periodic_sync,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
             PeriodicStep("lease-cleanup", cfg.lease_cleanup_interval, self.shards.cleanup,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),

@@ -14,7 +14,8 @@ Two rules, decided by :func:`plan_cleanup` over a snapshot of the table and a sh
   ``grace`` seconds on this worker's clock (default 30 minutes, KCL's garbage interval).
   The grace period covers a shard list that lags a fresh reshard.
 
-Deleting is idempotent (several workers may clean up at once). A deleted parent counts
+The leader lease (:data:`~.model.LEADER_LEASE_KEY`) is never touched. Deleting is
+idempotent (several workers may clean up at once). A deleted parent counts
 as finished for its children (:func:`~.sync.parents_done`).
 """
 
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streamkit_kinesis.types import SHARD_END
+
+from .model import LEADER_LEASE_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
@@ -107,7 +110,7 @@ class LeaseCleaner:
 
     def plan(self, leases: Iterable[Lease], shards: Iterable[ShardInfo]) -> CleanupPlan:
         """What to delete now (pure but for the missing-since clock readings)."""
-        table = list(leases)
+        table = [lease for lease in leases if lease.lease_key != LEADER_LEASE_KEY]
         listed = {shard.shard_id: shard for shard in shards}
         children: dict[str, set[str]] = {}
         for shard in listed.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from streamkit_kinesis.leases import InMemoryLeaseStore, Lease
 from streamkit_kinesis.leases.cleanup import LeaseCleaner, finished_parents, has_started
+from streamkit_kinesis.leases.model import LEADER_LEASE_KEY
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,
     LATEST,
@@ -98,6 +99,14 @@ async def test_garbage_leases_go_after_the_grace_period_on_the_injected_clock() 
     assert (await cleaner.run(await store.list_leases(), listed)).garbage == ("ghost",)
     assert await keys(store) == {"a"}
     assert cleaner.deleted == 1
+
+
+async def test_the_leader_lease_is_never_garbage() -> None:
+    clock = Clock()
+    leader = Lease(LEADER_LEASE_KEY, lease_owner="w")
+    store = await store_with()
+    cleaner = LeaseCleaner(store, grace=0.0, clock=clock)
+    assert cleaner.plan([leader, Lease("gone")], []).garbage == ("gone",)
 
 
 async def test_a_shard_listed_again_restarts_its_grace_period() -> None:
