@@ -24,11 +24,12 @@ from .held import HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
 from .leader import LeaderElection
 from .metrics import LeaseMetrics
 from .renewer import LeaseRenewer, RenewResult
+from .schedule import run_every
 from .store import ScansLeader
 from .taker import LeaseTracker, TakeDecision, decide_takes
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
     from types import TracebackType
 
     from .model import Lease
@@ -128,9 +129,14 @@ class LeaseCoordinator:
             await self.store.create_table_if_not_exists()
         if background and not self._tasks:
             self._tasks = [
-                asyncio.create_task(self._loop(self.take_interval, self.take_once), name="take"),
                 asyncio.create_task(
-                    self._loop(self.renew_interval, self.renew_once, fixed_rate=True),
+                    run_every(self.take_interval, self.take_once, self._on_cycle_error),
+                    name="take",
+                ),
+                asyncio.create_task(
+                    run_every(
+                        self.renew_interval, self.renew_once, self._on_cycle_error, fixed_rate=True
+                    ),
                     name="renew",
                 ),
             ]
@@ -370,28 +376,14 @@ class LeaseCoordinator:
                     raise
                 lease = current
 
-    async def _loop(
-        self, interval: float, step: Callable[[], Awaitable[object]], fixed_rate: bool = False
-    ) -> None:
-        """Run ``step`` every ``interval``: after each step ends, or (``fixed_rate``, the
-        renewals) at fixed times from the first tick, so a slow step never delays the next."""
-        loop = asyncio.get_running_loop()
-        due = loop.time() + (interval if fixed_rate else 0.0)
-        while True:
-            if fixed_rate:
-                await asyncio.sleep(max(0.0, due - loop.time()))
-            try:
-                await step()
-            except LeaseStoreUnavailableError as e:
-                self._counts["transient_errors"] += 1
-                log.warning("lease cycle of %s failed transiently: %s", self.worker_id, e)
-            except Exception as e:
-                self._fail(e)
-                return
-            if fixed_rate:
-                due = max(due + interval, loop.time())
-            else:
-                await asyncio.sleep(interval)
+    def _on_cycle_error(self, error: Exception) -> bool:
+        """A transient store error is counted and retried next cycle; any other fails all."""
+        if isinstance(error, LeaseStoreUnavailableError):
+            self._counts["transient_errors"] += 1
+            log.warning("lease cycle of %s failed transiently: %s", self.worker_id, error)
+            return True
+        self._fail(error)
+        return False
 
     def _fail(self, error: Exception) -> None:
         log.error("lease coordinator of %s failed: %r", self.worker_id, error)
