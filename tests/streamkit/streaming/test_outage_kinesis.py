@@ -141,11 +141,15 @@ async def cut_once(
     backing = [x for x in progress.partitions if x.state == "backing off"]
     assert all(x.consecutive_errors >= 1 for x in backing)
     assert all(x.last_error for x in backing)
+    # process_all_available asked mid-outage waits for the endpoint, it does not fail
+    asked = asyncio.create_task(asyncio.to_thread(query.process_all_available, 180))
     await wait_until(held_for(cut_at, CUT_SECONDS), query, f"cut {cut}", CUT_SECONDS + 10)
     assert result(name) == truth(before)  # nothing counted while cut off
+    assert not asked.done()
     proxy.restore()
     ids = range(put_wave().stop)
     await wait_until(matches(query, name, ids), query, f"catch-up {cut}", 120)
+    await asyncio.wait_for(asked, 120)
 
 
 async def test_two_30s_cuts_stall_and_resume_with_exact_counts(

@@ -55,7 +55,7 @@ from streamkit.streaming.decode import (
     read_only,
 )
 from streamkit.streaming.sources.base import SourceBase
-from streamkit_kinesis.client import kinesis_client, parse_timestamp
+from streamkit_kinesis.client import call_until_done, kinesis_client, parse_timestamp
 from streamkit_kinesis.consumer import (
     ConsumerEvent,
     ConsumerEventKind,
@@ -64,7 +64,7 @@ from streamkit_kinesis.consumer import (
 )
 from streamkit_kinesis.consumer.config import default_worker_id
 from streamkit_kinesis.leases import DynamoDBLeaseStore
-from streamkit_kinesis.retry import BACKING_OFF
+from streamkit_kinesis.retry import BACKING_OFF, RetryState
 from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.source.alignment import Alignment, align_leases
 from streamkit_kinesis.source.buffers import ShardBuffers
@@ -304,7 +304,8 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         :meth:`reached` is true. Not covered: shards whose lease does not exist yet (a
         reshard not yet seen by a shard sync), and, by :meth:`reached`, shards another live
         worker reads. Cost: the backlog after the known position is read twice (here and
-        by the consumer).
+        by the consumer). An endpoint outage stalls this call (retried for ever), never
+        fails it.
         """
         await self._opened.wait()
         consumer = self._need_consumer()
@@ -318,7 +319,11 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             tip_start(s, self._known(s), leases[s].checkpoint if s in leases else None, initial)
             for s in ids
         ]
-        listed = {info.shard_id: info for info in await consumer.shards.list_shards()}
+        shards = await call_until_done(  # an outage stalls the caller, never fails it
+            lambda: list_shards_blocking(consumer.client, self.stream), RetryState(),
+            stream=self.stream, url=self.endpoint.url,
+        )  # fmt: skip
+        listed = {info.shard_id: info for info in shards}
         target = await read_tips(consumer.client, self.stream, listed, starts)
         log.debug("kinesis source %s: end offsets %s (from %s)", self.app_name, target, starts)
         self._watch(target)
