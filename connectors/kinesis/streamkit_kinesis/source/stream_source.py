@@ -63,6 +63,7 @@ from streamkit_kinesis.consumer import (
     KinesisConsumer,
 )
 from streamkit_kinesis.consumer.config import default_worker_id
+from streamkit_kinesis.kpl import KplFetchers
 from streamkit_kinesis.leases import DynamoDBLeaseStore
 from streamkit_kinesis.retry import BACKING_OFF, RetryState
 from streamkit_kinesis.shards import list_shards_blocking
@@ -231,7 +232,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         )
         self._session = self._pinned(self.config)
         self._client = kinesis_client(self.endpoint, timestamp_parser=parse_timestamp)
-        self._readers = TrackedFetchers(self._session.polling_fetchers(self._client, self._clock))
+        self._readers = TrackedFetchers(
+            KplFetchers(self._session.polling_fetchers(self._client, self._clock))
+        )
         consumer = self._consumer = KinesisConsumer(
             self._session, self.endpoint, kinesis=self._client, lease_store=store,
             clock=self._clock, fetcher_factory=self._readers,
