@@ -6,6 +6,7 @@ Expected values come from the rules as documented (taker module docstring, ``dec
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 
@@ -138,6 +139,30 @@ async def test_transient_failures_keep_a_lease_silent_for_exactly_the_failover_t
     result = await renewer.renew_all()
     assert (result.renewed, result.lost) == ((), ("a",))
     assert held.shard_ids() == frozenset()
+
+
+class BrokenAThenSlowBStore(InMemoryLeaseStore):
+    """Renewing "a" fails at once with a bug; renewing "b" takes a few event-loop turns."""
+
+    async def renew_lease(self, lease: Lease) -> Lease:
+        if lease.lease_key == "a":
+            raise RuntimeError("bug (injected)")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return await super().renew_lease(lease)
+
+
+async def test_a_failing_renewal_is_raised_only_after_every_other_renewal_finished() -> None:
+    clock = FakeClock()
+    store, held = BrokenAThenSlowBStore(), HeldLeases(clock)
+    await held_by_me(store, held, "a")
+    await held_by_me(store, held, "b")
+    with pytest.raises(RuntimeError, match="bug"):
+        await LeaseRenewer(store, held, FAILOVER, clock).renew_all()
+    stored = await store.get_lease("b")
+    assert stored is not None
+    assert stored.lease_counter == 2  # "b" was renewed before the error came out
+    assert held.get("b") == stored
 
 
 # -- taker ----------------------------------------------------------------------------------
