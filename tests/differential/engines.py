@@ -93,6 +93,12 @@ class SparkRun:
         return Run(sorted(self._seen, key=lambda b: b[0]))
 
 
+def run_spark_all(spark: Any, jobs: dict[str, tuple[Query, Path]]) -> dict[str, Run]:
+    """Every job's Spark run, all started at once and then awaited (by name)."""
+    started = {name: SparkRun(spark, query, directory) for name, (query, directory) in jobs.items()}
+    return {name: run.result() for name, run in started.items()}
+
+
 def run_spark(spark: Any, query: Query, directory: Path) -> Run:
     """The query in PySpark Structured Streaming; returns every batch foreachBatch saw."""
     return SparkRun(spark, query, directory).result()

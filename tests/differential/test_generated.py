@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.differential.compare import assert_same_as_spark
-from tests.differential.engines import Run, SparkRun, run_streamkit
+from tests.differential.engines import Run, run_spark_all, run_streamkit
 from tests.differential.inputs import Files, random_files, write_files
 from tests.differential.oracle import expected
 from tests.differential.queries import ACD, Query
@@ -59,8 +59,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Files, P
 @pytest.fixture(scope="module")
 def spark_runs(spark: Any, inputs: dict[str, tuple[Files, Path]]) -> dict[str, Run]:
     """Spark's batches for every case (all queries started at once, then awaited)."""
-    started = {case: SparkRun(spark, CASES[case][0], inputs[case][1]) for case in CASES}
-    return {case: run.result() for case, run in started.items()}
+    return run_spark_all(spark, {case: (CASES[case][0], inputs[case][1]) for case in CASES})
 
 
 @pytest.mark.parametrize("case", list(CASES))

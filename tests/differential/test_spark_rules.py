@@ -1,7 +1,8 @@
 """The four rules of issue 18, each on a small hand-made stream, through PySpark and
-streamkit. The expected batches are written out by hand from the rule (comment beside
-each), checked against Spark first (so a wrong reading of Spark fails here, not in
-streamkit), then streamkit is compared with Spark batch by batch.
+streamkit. The expected batches are written out by hand from the rule (in each case's
+docstring), checked against Spark first (so a wrong reading of Spark fails as such, not
+as a streamkit bug), then streamkit is compared with Spark batch by batch. Spark runs
+every case of the module at once (``spark_runs``).
 
 Times are seconds after 2024-01-01T00:00Z; ``W(n)`` is the watermark after batch n (the
 largest event time through batch n minus the delay). Batch n evicts state with
@@ -12,6 +13,7 @@ never judged on its raw event time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tests.differential.engines import (
     Run,
     order,
     run_spark,
+    run_spark_all,
     run_streamkit,
     spark_batch_rows,
     streamkit_batch_rows,
@@ -37,12 +40,21 @@ Expected = dict[int, list[tuple[int, int, str | None, int, int | None]]]
 """Per batch id: ``(window start, window end, k, count(*), sum(v))`` of each output row."""
 
 
-def short(run: Run) -> Expected:
-    """Batches reduced to window, key, count and sum (what the hand derivations state)."""
-    out: Expected = {}
-    for batch_id, rows in run.without(ACD).batches:
-        out[batch_id] = [(r[0], r[1], r[2], r[3], r[5]) for r in rows]
-    return out
+@dataclass(frozen=True)
+class Case:
+    """A hand-made stream, its query, and the batches Spark's rules give."""
+
+    query: Query
+    files: Files
+    expected: Expected
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(name: str, query: Query, files: Files, expected: Expected) -> None:
+    """Register a case under the name of the test that checks it."""
+    CASES[name] = Case(query, files, expected)
 
 
 def w(start: int, end: int, k: str | None, n: int, s: int | None) -> tuple[Any, ...]:
@@ -50,76 +62,112 @@ def w(start: int, end: int, k: str | None, n: int, s: int | None) -> tuple[Any, 
     return (micros(start), micros(end), k, n, s)
 
 
-def differential(
-    spark: Any, tmp_path: Path, query: Query, files: Files, expected: Expected
-) -> None:
-    """Spark gives ``expected``; streamkit gives what Spark gives, batch by batch."""
-    directory = write_files(tmp_path / "in", files, query.fmt)
-    theirs = run_spark(spark, query, directory)
-    assert short(theirs) == expected, "Spark itself disagrees with the hand derivation"
-    ours, _late = run_streamkit(query, directory)
+def short(run: Run) -> Expected:
+    """Batches reduced to window, key, count and sum (what the hand derivations state)."""
+    return {bid: [(r[0], r[1], r[2], r[3], r[5]) for r in rows] for bid, rows in run.batches}
+
+
+@pytest.fixture(scope="module")
+def directories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every case's files, written once."""
+    return {
+        name: write_files(tmp_path_factory.mktemp("in"), c.files, c.query.fmt)
+        for name, c in CASES.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def spark_runs(spark: Any, directories: dict[str, Path]) -> dict[str, Run]:
+    """Spark's batches for every case, its queries run concurrently."""
+    return run_spark_all(spark, {n: (c.query, directories[n]) for n, c in CASES.items()})
+
+
+def differential(name: str, spark_runs: dict[str, Run], directories: dict[str, Path]) -> None:
+    """Spark gives the case's expected batches; streamkit gives what Spark gives."""
+    query, theirs = CASES[name].query, spark_runs[name]
+    assert short(theirs) == CASES[name].expected, "Spark disagrees with the hand derivation"
+    ours, _late = run_streamkit(query, directories[name])
     assert_same_as_spark(ours, theirs, query.mode)
 
 
-# -- point 1: lateness is judged on the row's window, against W(n-1) ---------------------
+# -- point 1: lateness is judged on the row's window, against the previous watermark -----
 
-LATE_TUMBLING: Files = [
-    [(25, "a", 1, 1)],  # W(0) = 20
-    [(19, "a", 2, 2), (20, "a", 3, 3), (35, "b", 5, 5)],  # W(1) = 30
-    [(21, "a", 4, 4), (24, "b", 6, 6), (9, "a", 7, 7), (25, "c", 8, 8)],  # W(2) = 30
-    [(26, "c", 9, 9), (31, "c", 10, 10)],
-]
+case(
+    "point1_tumbling",
+    Query("tumbling", 10, "update", delay=5),
+    [
+        [(25, "a", 1, 1)],  # W(0) = 20
+        [(19, "a", 2, 2), (20, "a", 3, 3), (35, "b", 5, 5)],  # W(1) = 30
+        [(21, "a", 4, 4), (24, "b", 6, 6), (9, "a", 7, 7), (25, "c", 8, 8)],  # W(2) = 30
+        [(26, "c", 9, 9), (31, "c", 10, 10)],
+    ],
+    {
+        0: [w(20, 30, "a", 1, 1)],
+        1: [w(10, 20, "a", 1, 2), w(20, 30, "a", 2, 4), w(30, 40, "b", 1, 5)],
+        2: [w(20, 30, "a", 3, 8), w(20, 30, "b", 1, 6), w(20, 30, "c", 1, 8)],
+        3: [w(30, 40, "c", 1, 10)],
+    },
+)
 
 
-def test_point1_row_behind_watermark_in_open_window_counts(spark: Any, tmp_path: Path) -> None:
+def test_point1_row_behind_watermark_in_open_window_counts(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
     """Batch 1 filters with W(-1) (none): 19 counts in [10, 20), which is then evicted with
     W(0) = 20. Batch 2 filters with W(0) = 20: 21, 24 and 25 are behind the watermark shown
     for the batch (W(1) = 30) but [20, 30) ends after 20, so they count; 9 is in [0, 10),
     closed, dropped; [20, 30) is evicted with W(1) = 30 after the update. Batch 3 filters
     with W(1) = 30: 26 is in [20, 30), closed, dropped; 31 counts."""
-    expected: Expected = {
-        0: [w(20, 30, "a", 1, 1)],
-        1: [w(10, 20, "a", 1, 2), w(20, 30, "a", 2, 4), w(30, 40, "b", 1, 5)],
-        2: [w(20, 30, "a", 3, 8), w(20, 30, "b", 1, 6), w(20, 30, "c", 1, 8)],
-        3: [w(30, 40, "c", 1, 10)],
-    }
-    query = Query("tumbling", 10, "update", delay=5)
-    differential(spark, tmp_path, query, LATE_TUMBLING, expected)
+    differential("point1_tumbling", spark_runs, directories)
 
 
-def test_point1_sliding_window_lateness_is_per_window(spark: Any, tmp_path: Path) -> None:
-    """Sliding 10 s every 5 s. Batch 2 filters with W(0) = 20: the row at 18 belongs to
-    [10, 20) (closed: dropped there) and to [15, 25) (open: it counts there)."""
-    files: Files = [[(25, "a", 1, 1)], [(17, "a", 2, 2)], [(18, "b", 3, 3)]]
-    expected: Expected = {
+case(
+    "point1_sliding",
+    Query("sliding", 10, "update", delay=5, slide=5),
+    [[(25, "a", 1, 1)], [(17, "a", 2, 2)], [(18, "b", 3, 3)]],
+    {
         0: [w(20, 30, "a", 1, 1), w(25, 35, "a", 1, 1)],
         1: [w(10, 20, "a", 1, 2), w(15, 25, "a", 1, 2)],
         2: [w(15, 25, "b", 1, 3)],
-    }
-    query = Query("sliding", 10, "update", delay=5, slide=5)
-    differential(spark, tmp_path, query, files, expected)
+    },
+)
 
 
-def test_point1_session_lateness_is_on_the_rows_own_session(spark: Any, tmp_path: Path) -> None:
-    """Gap 5. Batch 2 filters with W(0) = 25: the row at 21 has its own session [21, 26),
-    open, so it counts (and is emitted at once: batch 2 evicts with W(1) = 27); the one at
-    20 has [20, 25), closed, dropped. W(3) = 40 after the last file, so a batch without
-    data (4) emits the sessions that ended by then."""
-    files: Files = [
+def test_point1_sliding_window_lateness_is_per_window(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """Sliding 10 s every 5 s. Batch 2 filters with W(0) = 20: the row at 18 belongs to
+    [10, 20) (closed: dropped there) and to [15, 25) (open: it counts there)."""
+    differential("point1_sliding", spark_runs, directories)
+
+
+case(
+    "point1_session",
+    Query("session", 5, "append", delay=5),
+    [
         [(30, "a", 1, 1)],  # W(0) = 25
         [(32, "c", 5, 5)],  # W(1) = 27
         [(21, "a", 2, 2), (20, "a", 3, 3), (18, "b", 4, 4)],
         [(45, "z", 6, 6)],  # W(3) = 40
-    ]
-    expected: Expected = {
+    ],
+    {
         0: [],
         1: [],
         2: [w(21, 26, "a", 1, 2)],
         3: [],
         4: [w(30, 35, "a", 1, 1), w(32, 37, "c", 1, 5)],
-    }
-    query = Query("session", 5, "append", delay=5)
-    differential(spark, tmp_path, query, files, expected)
+    },
+)
+
+
+def test_point1_session_lateness_is_on_the_rows_own_session(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """Gap 5. Batch 2 filters with W(0) = 25: the row at 21 has its own session [21, 26),
+    open, so it counts (and is emitted at once: batch 2 evicts with W(1) = 27); the one at
+    20 has [20, 25), closed, dropped. W(3) = 40 after the last file, so a batch without
+    data (4) emits the sessions that ended by then."""
+    differential("point1_session", spark_runs, directories)
 
 
 # -- point 2: eviction with W(n-1), then one batch without data --------------------------
@@ -130,37 +178,49 @@ EVICTION: Files = [
     [(17, "b", 3, 3)],  # W(2) = 12
     [(40, "a", 4, 4)],  # W(3) = 35
 ]
-
-
-def test_point2_append_evicts_with_previous_watermark_then_a_no_data_batch(
-    spark: Any, tmp_path: Path
-) -> None:
-    """[0, 10) closes at W(1) = 11 but is emitted by batch 2, which evicts with W(1);
-    [10, 20) closes at W(3) = 35, after the last file: batch 4 runs without input and
-    emits it. [40, 50) stays open."""
-    expected: Expected = {
+case(
+    "point2_append",
+    Query("tumbling", 10, "append", delay=5),
+    EVICTION,
+    {
         0: [],
         1: [],
         2: [w(0, 10, "a", 1, 1)],
         3: [],
         4: [w(10, 20, "a", 1, 2), w(10, 20, "b", 1, 3)],
-    }
-    query = Query("tumbling", 10, "append", delay=5)
-    differential(spark, tmp_path, query, EVICTION, expected)
+    },
+)
 
 
-def test_point2_update_runs_the_no_data_batch_too(spark: Any, tmp_path: Path) -> None:
-    """Update mode emits each change in its own batch and still runs batch 4 (no input,
-    no output) because W(3) moved past the watermark batch 3 used."""
-    expected: Expected = {
+def test_point2_append_evicts_with_previous_watermark_then_a_no_data_batch(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """[0, 10) closes at W(1) = 11 but is emitted by batch 2, which evicts with W(1);
+    [10, 20) closes at W(3) = 35, after the last file: batch 4 runs without input and
+    emits it. [40, 50) stays open."""
+    differential("point2_append", spark_runs, directories)
+
+
+case(
+    "point2_update",
+    Query("tumbling", 10, "update", delay=5),
+    EVICTION,
+    {
         0: [w(0, 10, "a", 1, 1)],
         1: [w(10, 20, "a", 1, 2)],
         2: [w(10, 20, "b", 1, 3)],
         3: [w(40, 50, "a", 1, 4)],
         4: [],
-    }
-    query = Query("tumbling", 10, "update", delay=5)
-    differential(spark, tmp_path, query, EVICTION, expected)
+    },
+)
+
+
+def test_point2_update_runs_the_no_data_batch_too(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """Update mode emits each change in its own batch and still runs batch 4 (no input,
+    no output) because W(3) moved past the watermark batch 3 evicted with."""
+    differential("point2_update", spark_runs, directories)
 
 
 # -- point 3: sessions merge when the next row is at or before the session's end ---------
@@ -171,76 +231,27 @@ TOUCHING: Files = [
     [(20, "a", 3, 3), (31, "a", 4, 4), (20, "b", 5, 5), (25, "b", 6, 6)],  # W(2) = 26
     [(50, "z", 7, 7)],  # W(3) = 45
 ]
-
-
-def test_point3_touching_sessions_merge_in_a_stream(spark: Any, tmp_path: Path) -> None:
-    """a: 10, 15, 20 chain into [10, 25) (each at the previous end); 31 > 25 + 0 starts
-    [31, 36). b: 20 and 25 touch within one batch: [20, 30). Batch 3 evicts with
-    W(2) = 26: [10, 25); the batch without data (W(3) = 45) emits the rest."""
-    expected: Expected = {
+case(
+    "point3_stream",
+    Query("session", 5, "append", delay=5),
+    TOUCHING,
+    {
         0: [],
         1: [],
         2: [],
         3: [w(10, 25, "a", 3, 6)],
         4: [w(20, 30, "b", 2, 11), w(31, 36, "a", 1, 4)],
-    }
-    query = Query("session", 5, "append", delay=5)
-    differential(spark, tmp_path, query, TOUCHING, expected)
+    },
+)
 
 
-# -- point 4: an empty file is a batch -----------------------------------------------------
-
-
-def test_point4_empty_files_are_batches(spark: Any, tmp_path: Path) -> None:
-    """Five files, three of them empty (the first among them): five batches, then the one
-    without data. The empty file 3 is the batch that evicts [0, 10) with W(2) = 11."""
-    files: Files = [
-        [],
-        [(5, "a", 1, 1)],  # W(1) = 0
-        [(16, "a", 2, 2)],  # W(2) = 11
-        [],
-        [],
-        [(18, "b", 3, 3)],  # W(5) = 13
-    ]
-    expected: Expected = {
-        0: [],
-        1: [],
-        2: [],
-        3: [w(0, 10, "a", 1, 1)],
-        4: [],
-        5: [],
-        6: [],
-    }
-    query = Query("tumbling", 10, "append", delay=5)
-    differential(spark, tmp_path, query, files, expected)
-
-
-def test_point4_empty_files_in_update_mode_parquet(spark: Any, tmp_path: Path) -> None:
-    """Update mode over Parquet: an empty Parquet file is a batch with empty output."""
-    files: Files = [[(5, "a", 1, 1)], [], [(7, "a", 2, 2)], []]
-    expected: Expected = {0: [w(0, 10, "a", 1, 1)], 1: [], 2: [w(0, 10, "a", 2, 3)], 3: []}
-    query = Query("tumbling", 10, "update", delay=5, fmt="parquet")
-    differential(spark, tmp_path, query, files, expected)
-
-
-# -- nulls ---------------------------------------------------------------------------------
-
-
-def test_nulls_in_event_time_key_and_values(spark: Any, tmp_path: Path) -> None:
-    """A null event time belongs to no window (both engines drop the row); a null key is a
-    group of its own; null values count in count(*) only, and a group of only null values
-    has null sum/avg/min/max. W(1) = 8 > W(0) = 1: batch 2 runs without data."""
-    files: Files = [
-        [(5, "a", 1, 1), (None, "a", 2, 2), (6, None, None, None)],
-        [(None, "b", 3, 3), (12, "b", None, None), (13, None, 4, None)],
-    ]
-    expected: Expected = {
-        0: [w(0, 10, "a", 1, 1), w(0, 10, None, 1, None)],
-        1: [w(10, 20, "b", 1, None), w(10, 20, None, 1, 4)],
-        2: [],
-    }
-    query = Query("tumbling", 10, "update", delay=5)
-    differential(spark, tmp_path, query, files, expected)
+def test_point3_touching_sessions_merge_in_a_stream(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """a: 10, 15, 20 chain into [10, 25) (each at the previous end); 31 > 25 starts
+    [31, 36). b: 20 and 25 touch within one batch: [20, 30). Batch 3 evicts with
+    W(2) = 26: [10, 25); the batch without data (W(3) = 45) emits the rest."""
+    differential("point3_stream", spark_runs, directories)
 
 
 def test_point3_touching_sessions_merge_in_batch_jobs(spark: Any, tmp_path: Path) -> None:
@@ -251,6 +262,73 @@ def test_point3_touching_sessions_merge_in_batch_jobs(spark: Any, tmp_path: Path
     truth = expected(query, [row for rows in TOUCHING for row in rows])
     assert [r[:ACD] for r in spark_batch_rows(spark, query, directory)] == truth
     assert [r[:ACD] for r in streamkit_batch_rows(query, TOUCHING)] == truth
+
+
+# -- point 4: an empty file is a batch -----------------------------------------------------
+
+case(
+    "point4_append",
+    Query("tumbling", 10, "append", delay=5),
+    [
+        [],
+        [(5, "a", 1, 1)],  # W(1) = 0
+        [(16, "a", 2, 2)],  # W(2) = 11
+        [],
+        [],
+        [(18, "b", 3, 3)],  # W(5) = 13
+    ],
+    {0: [], 1: [], 2: [], 3: [w(0, 10, "a", 1, 1)], 4: [], 5: [], 6: []},
+)
+
+
+def test_point4_empty_files_are_batches(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """Six files, three of them empty (the first among them): six batches, then the one
+    without data (W(5) = 13 > 11). The empty file 3 is the batch that evicts [0, 10) with
+    W(2) = 11."""
+    differential("point4_append", spark_runs, directories)
+
+
+case(
+    "point4_update_parquet",
+    Query("tumbling", 10, "update", delay=5, fmt="parquet"),
+    [[(5, "a", 1, 1)], [], [(7, "a", 2, 2)], []],
+    {0: [w(0, 10, "a", 1, 1)], 1: [], 2: [w(0, 10, "a", 2, 3)], 3: []},
+)
+
+
+def test_point4_empty_files_in_update_mode_parquet(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """Update mode over Parquet: an empty Parquet file is a batch with empty output."""
+    differential("point4_update_parquet", spark_runs, directories)
+
+
+# -- nulls ---------------------------------------------------------------------------------
+
+case(
+    "nulls",
+    Query("tumbling", 10, "update", delay=5),
+    [
+        [(5, "a", 1, 1), (None, "a", 2, 2), (6, None, None, None)],
+        [(None, "b", 3, 3), (12, "b", None, None), (13, None, 4, None)],
+    ],
+    {
+        0: [w(0, 10, "a", 1, 1), w(0, 10, None, 1, None)],
+        1: [w(10, 20, "b", 1, None), w(10, 20, None, 1, 4)],
+        2: [],
+    },
+)
+
+
+def test_nulls_in_event_time_key_and_values(
+    spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> None:
+    """A null event time belongs to no window (both engines drop the row); a null key is a
+    group of its own; null values count in count(*) only, and a group of only null values
+    has null sum/avg/min/max. W(1) = 8 > W(0) = 1: batch 2 runs without data."""
+    differential("nulls", spark_runs, directories)
 
 
 # -- session windows in update mode --------------------------------------------------------

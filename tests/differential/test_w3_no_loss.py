@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.differential.compare import assert_same_as_spark
-from tests.differential.engines import run_spark, run_streamkit
+from tests.differential.engines import Run, run_spark_all, run_streamkit
 from tests.differential.inputs import Files, Row, write_files
 from tests.differential.oracle import expected
 from tests.differential.queries import ACD, Query
@@ -75,14 +75,31 @@ def behind_watermark(files: Files) -> int:
     return count
 
 
-@pytest.mark.parametrize("seed", [3, 4])
-def test_w3_counts_every_row_whose_window_is_open(spark: Any, tmp_path: Path, seed: int) -> None:
+SEEDS = (3, 4)
+
+
+@pytest.fixture(scope="module")
+def directories(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Each seed's files, written once."""
+    return {s: write_files(tmp_path_factory.mktemp("w3"), shard_files(s), "json") for s in SEEDS}
+
+
+@pytest.fixture(scope="module")
+def spark_runs(spark: Any, directories: dict[int, Path]) -> dict[str, Run]:
+    """Spark's batches for every seed, its queries run concurrently."""
+    return run_spark_all(spark, {str(s): (W3, directories[s]) for s in SEEDS})
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_w3_counts_every_row_whose_window_is_open(
+    spark_runs: dict[str, Run], directories: dict[int, Path], seed: int
+) -> None:
     files = shard_files(seed)
     rows = [row for batch in files for row in batch]
     assert behind_watermark(files) >= 20, "the input must put rows behind the watermark"
-    directory = write_files(tmp_path / "in", files, "json")
+    directory = directories[seed]
     truth = expected(W3, rows)
-    theirs = run_spark(spark, W3, directory)
+    theirs = spark_runs[str(seed)]
     assert theirs.without(ACD).final("update") == truth
     ours, late = run_streamkit(W3, directory)
     assert late is None or late.num_rows == 0, f"streamkit set {late.num_rows} rows apart as late"
