@@ -107,7 +107,8 @@ def run_kpl_producer(
     *,
     records: int,
     keys: int,
-    size: int = 40,
+    start: int = 0,
+    size: int = 60,
     ehk_every: int = 0,
     aggregation_max_count: int = 50,
     warmup: float = 5.0,
@@ -117,8 +118,10 @@ def run_kpl_producer(
     """Put ``records`` user records into ``stream`` through the Java KPL and return them in
     put order (the program's own account: ground truth for a reader).
 
-    Record ``i`` has partition key ``pk-<i % keys>`` and data ``rec-<i>-<pk>-`` padded with
-    ``x`` to ``size`` bytes; every ``ehk_every``-th one (0: none) an explicit hash key.
+    Records are numbered ``start, start + 1, ...``; record ``i`` has partition key
+    ``pk-<i % keys>`` and data, the JSON object ``{"i": i, "pk": pk, "pad": "xx..."}`` of
+    ``size`` bytes (at least); every ``ehk_every``-th one (0: none) carries an explicit
+    hash key.
     Raises :class:`RuntimeError` with the log's end if a put failed or the JVM did not exit
     0 within ``timeout`` s.
     """
@@ -128,13 +131,13 @@ def run_kpl_producer(
     jar = install_kpl(cache_dir)
     java = require_tool("java", JAVA_HINT)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out, log = out_dir / f"kpl-{stream}.jsonl", out_dir / f"kpl-{stream}.log"
+    out, log = out_dir / f"kpl-{stream}-{start}.jsonl", out_dir / f"kpl-{stream}-{start}.log"
     kwargs = endpoint.client_kwargs()
     options = {
         "host": url.hostname, "port": url.port, "region": endpoint.region,
         "access-key": kwargs.get("aws_access_key_id") or "test",
         "secret-key": kwargs.get("aws_secret_access_key") or "test", "stream": stream,
-        "records": records, "keys": keys, "size": size, "ehk-every": ehk_every,
+        "records": records, "start": start, "keys": keys, "size": size, "ehk-every": ehk_every,
         "aggregation-max-count": aggregation_max_count, "warmup-ms": round(warmup * 1000),
         "out": out,
     }  # fmt: skip

@@ -13,14 +13,16 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import pytest
 from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.consumer import BaseRecordProcessor, KinesisConsumer
 from streamkit_kinesis.kpl import MAGIC, KplFetchers, UserRecord, position
 from streamkit_kinesis.shards import list_shards_blocking
-from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
 from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, KinesisRecord
 
+import streamkit as sk
 from streamkit.testing.peers.kpl import PutRecord, install_kpl, run_kpl_producer
 from streamkit_kinesis_tests.consumer.consumer_support import drop_table, fast_config, wait_until
 
@@ -38,6 +40,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
 
 RECORDS, KEYS = 600, 7
 DEADLINE = 180.0
+FAST = {"idle_time": 0.1, "take_interval": 0.5}
+EVENT = pa.schema([("i", pa.int64()), ("pk", pa.string()), ("pad", pa.string())])
 
 Row = tuple[str, str, str | None, bytes]
 """(sequence number, partition key, explicit hash key, data) of one user record."""
@@ -79,15 +83,16 @@ def row(r: KinesisRecord) -> Row:
     return (r.sequence_number, r.partition_key, ehk, r.data)
 
 
-async def produce(ep: AwsEndpoint, stream: str, tmp: Path) -> dict[str, list[Row]]:
+async def produce(ep: AwsEndpoint, stream: str, tmp: Path, start: int = 0) -> dict[str, list[Row]]:
     """Run the KPL, check with plain boto3 that it aggregated (most) records, and return
     the expected user records of each shard (:func:`truth_by_shard`)."""
     put = await asyncio.to_thread(
-        run_kpl_producer, ep, stream, tmp, records=RECORDS, keys=KEYS, ehk_every=13
+        run_kpl_producer, ep, stream, tmp, records=RECORDS, start=start, keys=KEYS, ehk_every=13
     )
-    assert [p.index for p in put] == list(range(RECORDS))
+    assert [p.index for p in put] == list(range(start, start + RECORDS))
+    seqs = {p.sequence_number for p in put}
     raw = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
-    kinesis_records = [r for rs in raw.values() for r in rs]
+    kinesis_records = [r for rs in raw.values() for r in rs if r["SequenceNumber"] in seqs]
     aggregated = [r for r in kinesis_records if r["Data"].startswith(MAGIC)]
     assert len(aggregated) >= 4, "the KPL sent no aggregated records: nothing is tested"
     assert len(kinesis_records) < RECORDS // 5
@@ -230,3 +235,32 @@ async def test_restart_inside_an_aggregated_record_repeats_and_loses_nothing(
         assert [r[0] for r in first[shard]] == [r[0] for r in rows[: ends[shard]]], shard
         assert [r[0] for r in second[shard]] == [r[0] for r in rows[ends[shard] :]], shard
     same_records({s: first[s] + second[s] for s in truth}, truth)
+
+
+async def run_query(ep: AwsEndpoint, stream: str, app: str, checkpoint: str) -> list[int]:
+    """One available_now query over the stream; the ``i`` of every row it wrote. Batches
+    of at most 30 records ask to cut inside the KPL's aggregates of up to 50."""
+    name = unique("kpl_rows")
+    df = sk.read_stream.kinesis(
+        stream, app, EVENT, ep, max_records_per_batch=30, consumer_options=FAST
+    )
+    q = df.write_stream.checkpoint(checkpoint).trigger(available_now=True).memory(name).start()
+    assert await asyncio.to_thread(q.await_termination, DEADLINE), "query did not finish"
+    return [int(i) for i in sk.memory_table(name).column("i").to_pylist()]
+
+
+async def test_streaming_query_counts_each_kpl_user_record_once_across_a_restart(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    app, checkpoint = unique("app"), str(tmp_path / "ck")
+    async with fresh_stream(ep, 2, "kplsrc") as (stream, _):
+        try:
+            await produce(ep, stream, tmp_path)
+            first = await run_query(ep, stream, app, checkpoint)
+            await produce(ep, stream, tmp_path, start=RECORDS)
+            second = await run_query(ep, stream, app, checkpoint)
+        finally:
+            await drop_table(ep, app)
+    assert sorted(first) == list(range(RECORDS))
+    assert sorted(second) == list(range(RECORDS, 2 * RECORDS))

@@ -18,14 +18,16 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Puts {@code --records} user records through the real KPL (aggregation on) and writes one
- * JSON line per record, in put order, to {@code --out}: {@code i}, {@code pk}, {@code ehk}
- * (or null), {@code data}, and what the KPL reported: {@code ok}, {@code shard},
- * {@code seq} (the KPL reports no sub-sequence number), {@code attempts}. The record data is
- * {@code rec-<i>-<pk>-} padded with 'x' to {@code --size} bytes. Every {@code --ehk-every}-th
- * record (0: none) carries an explicit hash key. Record 0 goes alone; the others follow
- * {@code --warmup-ms} after it was acknowledged, once the KPL's shard map is ready, so they
- * are aggregated (the tests check that they were). Exit code 0 when every put succeeded.
+ * Puts {@code --records} user records (numbered from {@code --start}) through the real KPL
+ * (aggregation on) and writes one JSON line per record, in put order, to {@code --out}:
+ * {@code i}, {@code pk}, {@code ehk} (or null), {@code data}, and what the KPL reported:
+ * {@code ok}, {@code shard}, {@code seq} (the KPL reports no sub-sequence number),
+ * {@code attempts}. The record data is the JSON object
+ * {@code {"i":<i>,"pk":"<pk>","pad":"xx..."}} of {@code --size} bytes (at least). Every
+ * {@code --ehk-every}-th record (0: none) carries an explicit hash key. The first record
+ * goes alone; the others follow {@code --warmup-ms} after it was acknowledged, once the
+ * KPL's shard map is ready, so they are aggregated (the tests check that they were).
+ * Exit code 0 when every put succeeded.
  */
 public final class KplPeer {
     private KplPeer() {}
@@ -36,8 +38,9 @@ public final class KplPeer {
             a.put(argv[i].replaceFirst("^--", ""), argv[i + 1]);
         }
         int records = Integer.parseInt(a.get("records"));
+        int start = Integer.parseInt(a.getOrDefault("start", "0"));
         int keys = Integer.parseInt(a.get("keys"));
-        int size = Integer.parseInt(a.getOrDefault("size", "40"));
+        int size = Integer.parseInt(a.getOrDefault("size", "60"));
         int ehkEvery = Integer.parseInt(a.getOrDefault("ehk-every", "0"));
         String stream = a.get("stream");
 
@@ -66,16 +69,19 @@ public final class KplPeer {
         List<String> payloads = new ArrayList<>(records);
         List<ListenableFuture<UserRecordResult>> futures = new ArrayList<>(records);
         for (int i = 0; i < records; i++) {
-            String pk = "pk-" + (i % keys);
-            StringBuilder data = new StringBuilder("rec-" + i + "-" + pk + "-");
-            while (data.length() < size) {
-                data.append('x');
+            int n = start + i;
+            String pk = "pk-" + (n % keys);
+            StringBuilder pad = new StringBuilder();
+            String head = "{\"i\":" + n + ",\"pk\":\"" + pk + "\",\"pad\":\"";
+            while (head.length() + pad.length() + 2 < size) {
+                pad.append('x');
             }
-            String ehk = ehkEvery > 0 && i % ehkEvery == 0 ? String.valueOf(i * 7919L) : null;
+            String data = head + pad + "\"}";
+            String ehk = ehkEvery > 0 && n % ehkEvery == 0 ? String.valueOf(n * 7919L) : null;
             UserRecord r = new UserRecord(stream, pk, ehk,
-                    ByteBuffer.wrap(data.toString().getBytes(StandardCharsets.UTF_8)));
+                    ByteBuffer.wrap(data.getBytes(StandardCharsets.UTF_8)));
             put.add(r);
-            payloads.add(data.toString());
+            payloads.add(data);
             futures.add(producer.addUserRecord(r));
             if (i == 0) {
                 // The KPL builds a stream's shard map on its first record and sends records
@@ -92,9 +98,9 @@ public final class KplPeer {
                 UserRecordResult res = futures.get(i).get();
                 allOk &= res.isSuccessful();
                 String data = payloads.get(i);
-                out.println("{\"i\":" + i + ",\"pk\":\"" + r.getPartitionKey() + "\",\"ehk\":"
+                out.println("{\"i\":" + (start + i) + ",\"pk\":\"" + r.getPartitionKey() + "\",\"ehk\":"
                         + (r.getExplicitHashKey() == null ? "null" : "\"" + r.getExplicitHashKey() + "\"")
-                        + ",\"data\":\"" + data + "\",\"ok\":" + res.isSuccessful()
+                        + ",\"data\":\"" + data.replace("\"", "\\\"") + "\",\"ok\":" + res.isSuccessful()
                         + ",\"shard\":\"" + res.getShardId() + "\",\"seq\":\"" + res.getSequenceNumber()
                         + "\",\"attempts\":" + res.getAttempts().size() + "}");
             }
