@@ -13,6 +13,9 @@ Batch n runs with the watermark in force W_n = W before its rows are seen:
 - Eviction: groups whose window end is <= W_n leave state (append: they are emitted now).
 - No-data batch: after a batch in append or update mode with a watermark, when W moved
   past W_n the query owes one batch without input (:meth:`IncrementalQuery.owes_batch`).
+- Restart: the first batch judges late rows against the watermark in force in the last
+  committed batch; no no-data batch is owed until input comes, unless one was logged and
+  not committed (it runs again under its id).
 
 The rows that are kept go through the same partial-aggregation kernel as a batch job;
 without late rows, the final state equals the batch result on the same rows.
