@@ -23,6 +23,7 @@ from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking
 from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, KinesisRecord
 
 import streamkit as sk
+from streamkit.streaming.query import StreamingQueryError
 from streamkit.testing.peers.kpl import PutRecord, install_kpl, run_kpl_producer
 from streamkit_kinesis_tests.consumer.consumer_support import drop_table, fast_config, wait_until
 
@@ -237,30 +238,49 @@ async def test_restart_inside_an_aggregated_record_repeats_and_loses_nothing(
     same_records({s: first[s] + second[s] for s in truth}, truth)
 
 
-async def run_query(ep: AwsEndpoint, stream: str, app: str, checkpoint: str) -> list[int]:
-    """One available_now query over the stream; the ``i`` of every row it wrote. Batches
-    of at most 30 records ask to cut inside the KPL's aggregates of up to 50."""
-    name = unique("kpl_rows")
+async def run_query(
+    ep: AwsEndpoint, stream: str, app: str, checkpoint: str, fail_at: int | None = None
+) -> list[int]:
+    """One available_now query over the stream with a ``foreach_batch`` sink; the ``i`` of
+    every row the sink took. Batches of at most 30 records ask to cut inside the KPL's
+    aggregates of up to 50. With ``fail_at``, the sink raises on that batch (before taking
+    it), so the query stops with the earlier batches committed."""
+    rows: list[int] = []
+
+    def sink(df: sk.DataFrame, batch_id: int) -> None:
+        if batch_id == fail_at:
+            raise RuntimeError(f"planted failure in batch {batch_id}")
+        rows.extend(int(i) for i in df.to_arrow().column("i").to_pylist())
+
     df = sk.read_stream.kinesis(
         stream, app, EVENT, ep, max_records_per_batch=30, consumer_options=FAST
     )
-    q = df.write_stream.checkpoint(checkpoint).trigger(available_now=True).memory(name).start()
-    assert await asyncio.to_thread(q.await_termination, DEADLINE), "query did not finish"
-    return [int(i) for i in sk.memory_table(name).column("i").to_pylist()]
+    q = df.write_stream.checkpoint(checkpoint).trigger(available_now=True).foreach_batch(sink)
+    query = q.start()
+    if fail_at is None:
+        assert await asyncio.to_thread(query.await_termination, DEADLINE), "query did not end"
+    else:
+        with pytest.raises(StreamingQueryError, match="planted failure"):
+            await asyncio.to_thread(query.await_termination, DEADLINE)
+    return rows
 
 
 async def test_streaming_query_counts_each_kpl_user_record_once_across_a_restart(
     localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
+    """A query fails after a few committed batches and restarts on its checkpoint; a second
+    wave of records follows a clean end: every user record is taken exactly once."""
     ep = localstack_endpoint
     app, checkpoint = unique("app"), str(tmp_path / "ck")
     async with fresh_stream(ep, 2, "kplsrc") as (stream, _):
         try:
             await produce(ep, stream, tmp_path)
+            failed = await run_query(ep, stream, app, checkpoint, fail_at=3)
             first = await run_query(ep, stream, app, checkpoint)
             await produce(ep, stream, tmp_path, start=RECORDS)
             second = await run_query(ep, stream, app, checkpoint)
         finally:
             await drop_table(ep, app)
-    assert sorted(first) == list(range(RECORDS))
+    assert 0 < len(failed) < RECORDS
+    assert sorted(failed + first) == list(range(RECORDS))
     assert sorted(second) == list(range(RECORDS, 2 * RECORDS))
