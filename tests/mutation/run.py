@@ -50,6 +50,9 @@ class Score:
     module: str
     killed: list[str] = field(default_factory=list)
     survived: list[str] = field(default_factory=list)
+    """Mutants no test killed, including those no test reaches ("no tests")."""
+    unchecked: list[str] = field(default_factory=list)
+    """Mutants not tested yet (an interrupted run): they count in no score."""
     accepted: dict[str, Equivalent] = field(default_factory=dict)
 
     @property
@@ -164,7 +167,10 @@ def score(scratch: Path, module: Module) -> Score:
         meta = scratch / "mutants" / f"{path}.meta"
         codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
         for name, code in sorted(codes.items()):
-            (result.killed if code in KILLED else result.survived).append(name)
+            if code is None:
+                result.unchecked.append(name)
+            else:
+                (result.killed if code in KILLED else result.survived).append(name)
     return result
 
 
@@ -192,14 +198,17 @@ def judge(scratch: Path, result: Score, equivalents: list[Equivalent]) -> dict[s
 def report(results: list[tuple[Score, dict[str, str]]]) -> bool:
     """Print scores and survivors; True when every module meets the target."""
     ok = True
-    print(f"\n{'module':<14}{'killed':>8}{'total':>8}{'score':>9}{'accepted':>10}{'open':>6}")
+    print(
+        f"\n{'module':<14}{'killed':>8}{'total':>8}{'score':>9}{'accepted':>10}{'open':>6}", end=""
+    )
+    print(f"{'unchecked':>11}")
     for result, _ in results:
         open_ = len(result.survived) - len(result.accepted)
         print(
             f"{result.module:<14}{len(result.killed):>8}{result.total:>8}"
-            f"{result.ratio:>8.1%}{len(result.accepted):>10}{open_:>6}"
+            f"{result.ratio:>8.1%}{len(result.accepted):>10}{open_:>6}{len(result.unchecked):>11}"
         )
-        ok = ok and result.ratio >= TARGET and open_ == 0
+        ok = ok and result.ratio >= TARGET and open_ == 0 and not result.unchecked
     for result, diffs in results:
         for mutant in result.survived:
             eq = result.accepted.get(mutant)

@@ -78,6 +78,7 @@ ENGINE = Group(
             (
                 f"{_STREAMING}/test_checkpoint_damage.py",
                 f"{_STREAMING}/test_checkpoint_store.py",
+                f"{_STREAMING}/state",
                 f"{_STREAMING}/test_exact_replay.py",
                 f"{_STREAMING}/test_watermark_restart.py",
                 "tests/streamkit/test_mutation_kills_checkpoint.py",
