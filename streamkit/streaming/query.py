@@ -28,6 +28,7 @@ from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.contracts import AvailableNowUnsupportedError, SourceBatch
 from streamkit.streaming.decode import empty_dead_letters
 from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode
+from streamkit.streaming.listeners import streams
 from streamkit.streaming.owner import OwnerHeartbeat, OwnerLostError, acquire_all, owner_leases_for
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
 from streamkit.streaming.sources.feeds import Fetched, feed_for
@@ -146,6 +147,7 @@ class StreamingQuery:
         leases = owner_leases_for(self.name, store, self.source)
         acquire_all(leases, force=force)
         self._owners = OwnerHeartbeat(leases, self._owner_lost).start()
+        streams.post_started(self)
         self._thread.start()
         return self
 
@@ -252,6 +254,7 @@ class StreamingQuery:
         finally:
             self._owners.stop()
             self._done.set()
+            streams.post_terminated(self, self._error)
             with self._cond:
                 self._cond.notify_all()
 
@@ -434,6 +437,8 @@ class StreamingQuery:
                 partitions=batch.partitions,
             )
         )
+        newest = self._event_time(self._engine.max_event)
+        streams.post_progress(self, self._progress[-1], newest)
 
     async def _without_records(self, fetched: Fetched | None, started: float, ready: bool) -> None:
         """A trigger without records: move the offsets, run Spark's no-data batch when the
@@ -445,6 +450,7 @@ class StreamingQuery:
             await self._process(None, started)  # Spark's no-data batch
         else:
             self._note_stall()
+            streams.post_idle(self, self._idle)
 
     def _note_stall(self) -> None:
         """While the source reports partitions it cannot read (``stalled_partitions()``:
@@ -473,7 +479,10 @@ class StreamingQuery:
         self._idle = idle
 
     def _watermark_time(self) -> datetime | None:
-        wm = self._engine.watermark
+        return self._event_time(self._engine.watermark)
+
+    def _event_time(self, wm: int | None) -> datetime | None:
+        """An event time in ticks of the watermark column as a UTC datetime."""
         if wm is None:
             return None
         unit = self._engine.time_unit()
