@@ -5,6 +5,7 @@ df = sk.read.parquet("events/")
 counts = df.group_by(sk.window("event_time", "1 hour"), "action").agg(sk.count())
 """
 
+from streamkit import metrics
 from streamkit.config import AwsEndpoint, configure
 from streamkit.errors import (
     ColumnNotFoundError,
@@ -32,6 +33,7 @@ from streamkit.functions import (
 )
 from streamkit.io import from_arrow, from_pandas, read
 from streamkit.streaming.api import read_stream
+from streamkit.streaming.listeners import streams
 from streamkit.streaming.sinks import memory_table
 from streamkit.streaming.trigger import Trigger
 from streamkit.windows import session_window, window
@@ -63,10 +65,12 @@ __all__ = [
     "max",
     "mean",
     "memory_table",
+    "metrics",
     "min",
     "read",
     "read_stream",
     "session_window",
+    "streams",
     "sum",
     "to_timestamp",
     "window",

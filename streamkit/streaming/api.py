@@ -333,8 +333,11 @@ class DataStreamWriter:
             return schema
         return keep_fields(schema, columns)
 
-    def start(self, *, force: bool = False) -> StreamingQuery:
+    def start(self, *, force: bool = False, metrics_port: int | None = None) -> StreamingQuery:
         """Start the query in the background and return its handle.
+
+        ``metrics_port`` (or ``$STREAMKIT_METRICS_PORT``) serves the process's Prometheus
+        metrics on that port (:mod:`streamkit.metrics`; needs ``streamkit[metrics]``).
 
         One live copy per checkpoint folder: a second start while another process runs
         this query raises :class:`~streamkit.streaming.owner.QueryAlreadyRunningError`
@@ -364,4 +367,7 @@ class DataStreamWriter:
             name=self._name,
             emit_on_same_batch=self._same_batch,
         )
+        from streamkit.metrics import serve_if_asked
+
+        serve_if_asked(metrics_port)
         return query.start(force=force)
