@@ -24,6 +24,7 @@ from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, Kinesi
 
 import streamkit as sk
 from streamkit.streaming.query import StreamingQueryError
+from streamkit.testing.peers.kcl import install_kcl, start_kcl_worker
 from streamkit.testing.peers.kpl import PutRecord, install_kpl, run_kpl_producer
 from streamkit_kinesis_tests.consumer.consumer_support import drop_table, fast_config, wait_until
 
@@ -41,6 +42,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
 
 RECORDS, KEYS = 600, 7
 DEADLINE = 180.0
+KCL_START = 300.0
+"""Deadline for a Java KCL worker to start, take the leases and read both shards."""
 FAST = {"idle_time": 0.1, "take_interval": 0.5}
 EVENT = pa.schema([("i", pa.int64()), ("pk", pa.string()), ("pad", pa.string())])
 
@@ -50,8 +53,9 @@ Row = tuple[str, str, str | None, bytes]
 
 @pytest.fixture(scope="module", autouse=True)
 def kpl_built(servers_cache_dir: Path) -> None:
-    """Build the KPL peer before the tests (first run only), outside their deadlines."""
+    """Build the KPL and KCL peers before the tests (first run only), outside deadlines."""
     install_kpl(servers_cache_dir)
+    install_kcl(servers_cache_dir)
 
 
 def truth_by_shard(put: Sequence[PutRecord], aggregated: set[str]) -> dict[str, list[Row]]:
@@ -100,21 +104,24 @@ async def produce(ep: AwsEndpoint, stream: str, tmp: Path, start: int = 0) -> di
     return truth_by_shard(put, {r["SequenceNumber"] for r in aggregated})
 
 
-async def read_all(ep: AwsEndpoint, stream: str, shards: Sequence[str]) -> dict[str, list[Row]]:
+async def read_all(
+    ep: AwsEndpoint, stream: str, shards: Sequence[str]
+) -> dict[str, list[KinesisRecord]]:
     """Every user record of each shard via :class:`KplFetchers`, until a caught-up read."""
     client = kinesis_client(ep)
     infos = {s.shard_id: s for s in await asyncio.to_thread(list_shards_blocking, client, stream)}
     fetchers = KplFetchers(fast_config(stream).polling_fetchers(client, time.monotonic))
-    out: dict[str, list[Row]] = {}
+    out: dict[str, list[KinesisRecord]] = {}
     for shard_id in shards:
-        fetcher, rows = fetchers(infos[shard_id], TRIM_HORIZON), []
+        fetcher = fetchers(infos[shard_id], TRIM_HORIZON)
+        records: list[KinesisRecord] = []
         while True:
             batch = await fetcher.next_batch()
-            rows += [row(r) for r in batch.records]
-            sub_numbers_are_positions(batch.records)
+            records += batch.records
             if not batch.records and not batch.millis_behind_latest:
                 break
-        out[shard_id] = rows
+        sub_numbers_are_positions(records)
+        out[shard_id] = records
     return out
 
 
@@ -133,7 +140,7 @@ async def test_every_kpl_user_record_once_in_order(
     async with fresh_stream(ep, 2, "kpl") as (stream, _):
         truth = await produce(ep, stream, tmp_path)
         got = await read_all(ep, stream, sorted(truth))
-    same_records(got, truth)
+    same_records({s: [row(r) for r in rs] for s, rs in got.items()}, truth)
 
 
 class CutProcessor(BaseRecordProcessor):
@@ -284,3 +291,46 @@ async def test_streaming_query_counts_each_kpl_user_record_once_across_a_restart
     assert 0 < len(failed) < RECORDS
     assert sorted(failed + first) == list(range(RECORDS))
     assert sorted(second) == list(range(RECORDS, 2 * RECORDS))
+
+
+async def test_the_java_kcl_resumes_a_streamkit_checkpoint_inside_an_aggregate(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """streamkit checkpoints user record 1 of an aggregate and stops; a Java KCL worker on
+    the same lease table starts there and yields exactly the user records that streamkit's
+    de-aggregation puts after it: same sequence and sub-sequence numbers, keys, payloads,
+    same order inside each aggregate (the real KCL de-aggregates the real KPL's bytes)."""
+    ep = localstack_endpoint
+    async with fresh_stream(ep, 2, "kplkcl") as (stream, _):
+        truth = await produce(ep, stream, tmp_path)
+        ours = await read_all(ep, stream, sorted(truth))
+        cuts = cuts_inside_aggregates(truth)
+        ends = {s: upto(rows, cuts[s]) for s, rows in truth.items()}
+        config = fast_config(stream)
+        first: dict[str, list[Row]] = {}
+        try:
+            await run_consumer(
+                ep, config, lambda: CutProcessor(cuts, first),
+                lambda: all(len(first.get(s, [])) >= ends[s] for s in truth),
+            )  # fmt: skip
+            out = tmp_path / "kcl"
+            with start_kcl_worker(
+                ep, stream, config.app_name, "kcl-K", out, failover_time=10.0,
+                checkpoint_every=10**6,
+            ) as kcl:  # fmt: skip
+                await wait_until(
+                    lambda: len(kcl.records()) >= sum(len(ours[s]) - ends[s] for s in truth),
+                    KCL_START, "the KCL worker reading to the end of both shards",
+                )  # fmt: skip
+                starts = {e["shard"]: (e["start"], e["sub"]) for e in kcl.events("initialize")}
+                theirs = kcl.records()
+        finally:
+            await drop_table(ep, config.app_name)
+    assert starts == {s: (c.sequence_number, c.sub_sequence_number) for s, c in cuts.items()}
+    for shard, records in ours.items():
+        assert first[shard] == [row(r) for r in records[: ends[shard]]], shard
+        kcl_rows = [(r["seq"], r["sub"], r["pk"], r["data"]) for r in theirs if r["shard"] == shard]
+        assert kcl_rows == [
+            (r.sequence_number, r.sub_sequence_number, r.partition_key, r.data.decode())
+            for r in records[ends[shard] :]
+        ], shard
