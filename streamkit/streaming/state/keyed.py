@@ -180,6 +180,11 @@ class KeyedStore:
         """See :meth:`~streamkit.streaming.state.contract.StateStore.height`."""
         return self._log.live + self._over.height
 
+    @property
+    def work(self) -> int:
+        """Rows the store has gathered, written or moved so far (its cost, for tests)."""
+        return self._log.handled
+
     def take_changes(self) -> pl.DataFrame | None:
         """See :meth:`~streamkit.streaming.state.contract.StateStore.take_changes`."""
         return self._changes.take()

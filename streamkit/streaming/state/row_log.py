@@ -53,12 +53,15 @@ class RowLog:
         self._next = 0
         self.live = 0
         """Number of live rows."""
+        self.handled = 0
+        """Rows gathered, appended or moved so far: the log's work, for cost tests."""
 
     def append(self, rows: pl.DataFrame, hashes: U64) -> I64:
         """Store ``rows`` (one hash each); returns their slots."""
         sid = self._next
         self._next += 1
         n = rows.height
+        self.handled += n
         self._segs[sid] = _Segment(rows, np.ones(n, np.bool_), hashes, n)
         self._order.append(sid)
         self.live += n
@@ -77,6 +80,7 @@ class RowLog:
     def gather(self, slots: I64) -> pl.DataFrame:
         """The rows at ``slots`` (sorted, distinct), in that order."""
         parts = [seg.rows[offsets] for seg, offsets in self._split(slots)]
+        self.handled += slots.size
         return pl.concat(parts) if parts else pl.DataFrame()
 
     def kill(self, slots: I64) -> None:
