@@ -97,7 +97,11 @@ ENGINE = Group(
         Module(
             "watermarks",
             ("streamkit/streaming/watermarks.py",),
-            (f"{_STREAMING}/test_partition_watermarks.py", *_ENGINE_TESTS),
+            (
+                f"{_STREAMING}/test_partition_watermarks.py",
+                "tests/streamkit/test_mutation_kills_watermarks.py",
+                *_ENGINE_TESTS,
+            ),
         ),
         Module(
             "aggregate",

@@ -1,0 +1,66 @@
+"""Per-partition watermarks: what `make mutation` found untested in watermarks.py.
+
+Expected values follow the rules in the module docstring of
+``streamkit.streaming.watermarks`` (idle after ``idle_timeout`` s without a row; active
+means a row less than ``idle_timeout`` s ago), computed here by hand on an injected clock.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from streamkit.streaming.watermarks import PartitionWatermarks, rows_by_partition
+
+IDLE = 5.0
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def two_partitions(clock: Clock) -> PartitionWatermarks:
+    marks = PartitionWatermarks("min", idle_timeout=IDLE, clock=clock)
+    marks.observe(pl.Series([100, 40]), pl.Series(["a", "a"]))
+    marks.observe(pl.Series([200]), pl.Series(["b"]))
+    return marks
+
+
+def test_a_partition_silent_for_exactly_idle_timeout_is_idle_and_stops_holding_back() -> None:
+    clock = Clock()
+    marks = two_partitions(clock)
+    clock.now = IDLE - 0.5
+    assert (marks.idle(), marks.basis()) == ([], 100)  # both active: the smallest maximum
+    clock.now = IDLE
+    assert marks.idle() == ["a", "b"]
+    assert marks.basis() == 200  # none active: the largest maximum
+
+
+def test_restore_keeps_each_partitions_maximum_under_its_name() -> None:
+    clock = Clock()
+    marks = PartitionWatermarks("min", idle_timeout=IDLE, clock=clock)
+    marks.restore({"shard-1": 10, "shard-2": 20})
+    assert marks.maxima == {"shard-1": 10, "shard-2": 20}
+    assert marks.basis() == 10
+    marks.observe(pl.Series([15]), pl.Series(["shard-1"]))
+    assert marks.maxima == {"shard-1": 15, "shard-2": 20}
+
+
+def test_rows_by_partition_removes_every_dead_letter_of_a_partition() -> None:
+    got = rows_by_partition([("a", 3), ("b", 2)], ["a", "a"], 3)
+    assert got is not None
+    assert got.to_pylist() == ["a", "b", "b"]
+    assert got.type == pa.dictionary(pa.int32(), pa.string())
+
+
+def test_rows_by_partition_of_an_empty_batch_is_typed() -> None:
+    got = rows_by_partition([], [], 0)
+    assert got is not None
+    assert len(got) == 0
+    assert got.type == pa.dictionary(pa.int32(), pa.string())
