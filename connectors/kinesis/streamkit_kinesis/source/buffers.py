@@ -54,7 +54,11 @@ class ShardBuffers:
     """Per-shard queues between the consumer's shard tasks and the engine.
 
     At most ``capacity`` records wait (a delivery that finds the buffer full waits for
-    the engine); each shard's records stay in shard order; a record at or before a
+    the engine), and one shard may fill at most its share of it, ``capacity`` divided
+    between the shards not at SHARD_END (a delivery to a shard holding its share waits):
+    a fast shard cannot crowd the others out, so each micro-batch (shared fairly by
+    :meth:`take`) holds every shard with data, none far ahead of the others. Each
+    shard's records stay in shard order; a record at or before a
     shard's ``accepted`` position is dropped (after a lease is re-taken the consumer
     re-reads from the lease checkpoint, which lags behind what the engine has).
     """
@@ -90,12 +94,14 @@ class ShardBuffers:
         Returns 0 without queueing when the source is closing. Cancellation-safe: nothing
         is queued unless the call returns.
         """
-        while self.count >= self.capacity and not self.closing:
+        s = self.state(shard_id)
+        while (self.count >= self.capacity or len(s.queue) >= self.shard_budget()) and (
+            not self.closing
+        ):
             self._space.clear()
             await self._space.wait()
         if self.closing:
             return 0
-        s = self.state(shard_id)
         floor = -1 if s.accepted is None else (None if s.accepted == END else int(s.accepted))
         fresh = [r for r in records if floor is not None and int(r.sequence_number) > floor]
         if fresh:
@@ -106,10 +112,17 @@ class ShardBuffers:
         s.lag_ms = lag
         return len(fresh)
 
+    def shard_budget(self) -> int:
+        """Records one shard may hold queued before its deliveries wait (its share of
+        ``capacity``; a delivery may overshoot it by one GetRecords page)."""
+        open_shards = sum(1 for s in self.shards.values() if not s.ended)
+        return max(1, self.capacity // max(1, open_shards))
+
     def end(self, shard_id: str) -> None:
         """The consumer reached SHARD_END on ``shard_id``."""
         self.state(shard_id).ended = True
         self.data.set()
+        self._space.set()  # the open shards' shares grew
 
     def take(self, limit: int, bound: Mapping[str, str] | None = None) -> Taken:
         """Up to ``limit`` records, shared fairly between shards (each in shard order).

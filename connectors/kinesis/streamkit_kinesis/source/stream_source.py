@@ -55,6 +55,7 @@ from streamkit.streaming.decode import (
     read_only,
 )
 from streamkit.streaming.sources.base import SourceBase
+from streamkit.streaming.watermarks import rows_by_partition
 from streamkit_kinesis.client import call_until_done, kinesis_client, parse_timestamp
 from streamkit_kinesis.consumer import (
     ConsumerEvent,
@@ -266,7 +267,8 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
 
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
         """Records delivered so far (at most ``max_records_per_batch``, shared fairly
-        between shards, each in shard order), waiting up to ``max_wait`` s for some."""
+        between shards, each in shard order), waiting up to ``max_wait`` s for some.
+        ``row_partitions`` names each row's shard (for per-partition watermarks)."""
         await self._opened.wait()
         t0 = time.perf_counter()
         self._tick()
@@ -280,6 +282,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             return None
         t1 = time.perf_counter()
         rows, dead = await self._decode(taken.records)
+        counts = [(shard_id, len(records)) for shard_id, records in taken.records.items()]
         return SourceBatch(
             rows=rows,
             dead_letters=dead,
@@ -287,6 +290,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             partitions=self._progress(taken.records),
             fetch_seconds=t1 - t0,
             decode_seconds=time.perf_counter() - t1,
+            row_partitions=rows_by_partition(
+                counts, dead.column("partition").to_pylist(), rows.num_rows
+            ),
         )
 
     def bound(self, target: Offsets | None) -> None:

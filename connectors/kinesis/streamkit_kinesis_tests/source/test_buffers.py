@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.positions import END
 from streamkit_kinesis.types import KinesisRecord
@@ -52,3 +54,33 @@ async def test_the_cap_still_applies_under_a_bound() -> None:
         together[k] = together.get(k, []) + v
     assert together == {"shard-a": ["10", "11", "12", "13"], "shard-b": ["20", "21"]}
     assert buffers.offsets() == {"shard-a": "13", "shard-b": "21"}
+
+
+async def test_a_shard_holding_its_share_waits_while_the_others_are_accepted() -> None:
+    """capacity 8 over two open shards: 4 each. shard-a at its share waits (though the
+    buffer has room) until a take frees some of it; shard-b is accepted meanwhile."""
+    buffers = ShardBuffers(capacity=8)
+    await buffers.accept("shard-a", [record(s) for s in range(10, 14)], lag=0)
+    await buffers.accept("shard-b", [record(20)], lag=0)
+    assert buffers.shard_budget() == 4
+    blocked = asyncio.create_task(buffers.accept("shard-a", [record(14)], lag=0))
+    await asyncio.sleep(0)  # let it run up to its wait (no timing involved)
+    assert not blocked.done()
+    assert await buffers.accept("shard-b", [record(21)], lag=0) == 1
+    assert not blocked.done()
+    taken = buffers.take(2)
+    assert seqs(taken.records) == {"shard-a": ["10"], "shard-b": ["20"]}, "shared fairly"
+    assert await asyncio.wait_for(blocked, 30) == 1
+    assert [r.sequence_number for r in buffers.state("shard-a").queue] == ["11", "12", "13", "14"]
+
+
+async def test_a_shard_at_shard_end_leaves_its_share_to_the_open_shards() -> None:
+    buffers = ShardBuffers(capacity=8)
+    await buffers.accept("shard-a", [record(s) for s in range(10, 14)], lag=0)
+    await buffers.accept("shard-b", [record(20)], lag=0)
+    blocked = asyncio.create_task(buffers.accept("shard-a", [record(14)], lag=0))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    buffers.end("shard-b")
+    assert buffers.shard_budget() == 8
+    assert await asyncio.wait_for(blocked, 30) == 1
