@@ -64,3 +64,17 @@ def test_rows_by_partition_of_an_empty_batch_is_typed() -> None:
     assert got is not None
     assert len(got) == 0
     assert got.type == pa.dictionary(pa.int32(), pa.string())
+
+
+def test_rows_without_an_event_time_move_nothing() -> None:
+    marks = PartitionWatermarks("min", idle_timeout=IDLE, clock=Clock())
+    marks.observe(pl.Series([None, None], dtype=pl.Int64))
+    marks.observe(pl.Series([None], dtype=pl.Int64), pl.Series(["a"]))
+    assert (marks.maxima, marks.basis()) == ({}, None)
+
+
+def test_a_row_without_a_partition_counts_for_the_single_partition() -> None:
+    marks = PartitionWatermarks("global", idle_timeout=IDLE, clock=Clock())
+    marks.observe(pl.Series([5, 7, 3]), pl.Series(["a", None, "a"]))
+    assert marks.maxima == {"a": 5, "": 7}
+    assert marks.basis() == 7
