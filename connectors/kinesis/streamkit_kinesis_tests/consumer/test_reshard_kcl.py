@@ -20,7 +20,7 @@ from streamkit_kinesis.leases import DynamoDBLeaseStore, Lease
 from streamkit_kinesis.producer.producer import KinesisProducer
 from streamkit_kinesis.shards import MAX_HASH_KEY
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
-from streamkit_kinesis.types import TRIM_HORIZON
+from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber
 
 from streamkit_kinesis_tests.consumer.consumer_support import (
     Journal,
@@ -266,3 +266,42 @@ def per_key_in_time_order(records: list[dict[str, Any]]) -> dict[str, list[int]]
     ordered = sorted(records, key=lambda r: float(r["t"]))
     first = dict.fromkeys((str(r["shard"]), str(r["seq"]), str(r["data"])) for r in ordered)
     return per_key([data for _, _, data in first])
+
+
+async def test_children_come_from_list_shards_when_the_read_names_none(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """SHARD_END without ``ChildShards`` (moto, older servers): the children are found in
+    ListShards. A merge child waits while its other parent has no lease (KCL's rule)."""
+    endpoint = localstack_endpoint
+    async with fresh_stream(endpoint, 3, "nochild") as (stream, admin):
+        config = fast_config(stream)
+        consumer = KinesisConsumer(config, endpoint)  # not started: its host is driven here
+        store = consumer.store
+        await store.create_table_if_not_exists()
+        try:
+            s0, s1, s2 = (f"shardId-00000000000{i}" for i in range(3))
+            split = await admin.split_shard(stream, s0)
+            merged = await admin.merge_shards(stream, s1, s2)
+            reading = ExtendedSequenceNumber("1")
+            for key in (s0, s1):
+                await store.create_lease_if_not_exists(Lease(key, checkpoint=reading))
+
+            await consumer.shards.shard_ending(s0, ())
+            await consumer.shards.shard_ending(s1, ())
+            after_first = {x.lease_key: x for x in await store.list_leases()}
+            await store.create_lease_if_not_exists(Lease(s2, checkpoint=reading))
+            await consumer.shards.shard_ending(s2, ())
+            after_second = {x.lease_key: x for x in await store.list_leases()}
+        finally:
+            await drop_table(endpoint, config.app_name)
+
+    kids = sorted(s.shard_id for s in split)
+    (m,) = (s.shard_id for s in merged)
+    assert set(after_first) == {s0, s1, *kids}  # m deferred: s2 had no lease
+    assert after_first[s0].child_shard_ids == tuple(kids)
+    assert {after_first[k].checkpoint for k in kids} == {TRIM_HORIZON}
+    assert after_first[kids[0]].parent_shard_ids == (s0,)
+    assert set(after_second) == {s0, s1, s2, m, *kids}
+    assert after_second[m].parent_shard_ids == (s1, s2)
+    assert after_second[m].checkpoint == TRIM_HORIZON
