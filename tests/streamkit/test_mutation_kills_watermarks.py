@@ -78,3 +78,8 @@ def test_a_row_without_a_partition_counts_for_the_single_partition() -> None:
     marks.observe(pl.Series([5, 7, 3]), pl.Series(["a", None, "a"]))
     assert marks.maxima == {"a": 5, "": 7}
     assert marks.basis() == 7
+
+
+def test_defaults_are_the_min_policy_and_a_minute_of_idleness() -> None:
+    marks = PartitionWatermarks()
+    assert (marks.policy, marks.idle_timeout) == ("min", 60.0)
