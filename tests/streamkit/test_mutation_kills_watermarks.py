@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
+import pytest
 
+from streamkit.errors import ConfigError
 from streamkit.streaming.watermarks import PartitionWatermarks, rows_by_partition
 
 IDLE = 5.0
@@ -83,3 +85,10 @@ def test_a_row_without_a_partition_counts_for_the_single_partition() -> None:
 def test_defaults_are_the_min_policy_and_a_minute_of_idleness() -> None:
     marks = PartitionWatermarks()
     assert (marks.policy, marks.idle_timeout) == ("min", 60.0)
+
+
+def test_any_positive_idle_timeout_is_accepted_and_zero_is_refused() -> None:
+    assert PartitionWatermarks(idle_timeout=0.5).idle_timeout == 0.5
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="idle_timeout"):
+            PartitionWatermarks(idle_timeout=bad)
