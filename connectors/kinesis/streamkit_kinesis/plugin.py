@@ -11,8 +11,10 @@ if TYPE_CHECKING:
 def register(registry: Registry) -> None:
     """Add ``kinesis`` as a source (``sk.read_stream.kinesis``) and a sink
     (``df.write_stream.kinesis``); the connector's modules are imported here."""
+    from streamkit_kinesis.metrics_prometheus import install as install_metrics
     from streamkit_kinesis.sink import KinesisSink
     from streamkit_kinesis.source import KinesisStreamSource
 
     registry.add_source("kinesis", KinesisStreamSource)
     registry.add_sink("kinesis", KinesisSink)
+    install_metrics()  # the consumer's leases, calls and shards in sk.metrics (when served)

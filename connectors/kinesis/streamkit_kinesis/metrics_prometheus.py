@@ -1,0 +1,117 @@
+"""The Kinesis consumer's figures as Prometheus metrics, read at scrape time.
+
+:func:`install` (called by the connector's plugin) adds one collector to
+:mod:`streamkit.metrics`; it needs ``prometheus_client`` only when scraped. On each scrape
+it takes :meth:`KinesisConsumer.metrics` of every active query reading a Kinesis source
+and reports, labelled by ``query`` and ``worker``: leases held, taken, stolen, lost,
+released and renewed; lease-table calls by ``operation``; per ``shard`` records, bytes,
+GetRecords calls, throttles, lag and whether this worker holds it. Counters are the
+consumer's own totals since it started (a restarted query starts again from zero, which
+Prometheus' ``rate`` treats as a counter reset).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from streamkit._deps import require
+
+if TYPE_CHECKING:
+    from streamkit_kinesis.consumer.metrics import ConsumerMetrics
+
+_installed = threading.Event()
+
+LEASE_COUNTERS = (
+    ("takes", "streamkit_kinesis_lease_takes", "Unowned or expired leases taken."),
+    ("steals", "streamkit_kinesis_lease_steals", "Leases taken from a live worker."),
+    ("losses", "streamkit_kinesis_lease_losses", "Leases lost (renewal rejected, expired)."),
+    ("releases", "streamkit_kinesis_lease_releases", "Leases released on shutdown."),
+    ("renewals", "streamkit_kinesis_lease_renewals", "Successful lease renewals."),
+)
+SHARD_COUNTERS = (
+    ("records", "streamkit_kinesis_shard_records", "Records delivered from the shard."),
+    ("bytes", "streamkit_kinesis_shard_bytes", "Payload bytes delivered from the shard."),
+    ("get_records_calls", "streamkit_kinesis_get_records_calls", "Successful GetRecords."),
+    ("throttles", "streamkit_kinesis_shard_throttles", "Throttled Kinesis calls (retried)."),
+)
+
+
+def install() -> None:
+    """Register the collector with :mod:`streamkit.metrics` (once per process)."""
+    if _installed.is_set():
+        return
+    _installed.set()
+    from streamkit.metrics import register_collector
+
+    register_collector(KinesisCollector())
+
+
+def _snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
+    """``(query name, consumer metrics)`` of every active query reading Kinesis."""
+    from streamkit.streaming.listeners import streams
+    from streamkit_kinesis.source import KinesisStreamSource
+
+    for query in streams.active:
+        source = query.source
+        consumer = source.consumer if isinstance(source, KinesisStreamSource) else None
+        if consumer is not None:
+            yield query.name, _metrics_of(consumer)
+
+
+def _metrics_of(consumer: Any, attempts: int = 5) -> ConsumerMetrics:
+    """``consumer.metrics()`` from the scrape thread: the consumer's loop may change its
+    task table meanwhile, so a snapshot that met a concurrent change is taken again."""
+    for _ in range(attempts - 1):
+        try:
+            snapshot: ConsumerMetrics = consumer.metrics()
+            return snapshot
+        except RuntimeError:  # dictionary changed size during iteration
+            continue
+    last: ConsumerMetrics = consumer.metrics()
+    return last
+
+
+class KinesisCollector:
+    """A ``prometheus_client`` collector of the Kinesis consumers' metrics."""
+
+    def describe(self) -> list[Any]:
+        """Nothing up front (the series exist only while a Kinesis query runs)."""
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        """One family per figure, a sample per query/worker (and shard or operation)."""
+        core = require("prometheus_client.core", "metrics")
+        qw = ["query", "worker"]
+        held = core.GaugeMetricFamily("streamkit_kinesis_leases_held", "Leases held now.",
+                                      labels=qw)  # fmt: skip
+        leases = {f: core.CounterMetricFamily(n, d, labels=qw) for f, n, d in LEASE_COUNTERS}
+        calls = core.CounterMetricFamily(
+            "streamkit_kinesis_lease_table_calls", "Lease-table (DynamoDB) calls by operation.",
+            labels=[*qw, "operation"],
+        )  # fmt: skip
+        qws = [*qw, "shard"]
+        shards = {f: core.CounterMetricFamily(n, d, labels=qws) for f, n, d in SHARD_COUNTERS}
+        lag = core.GaugeMetricFamily(
+            "streamkit_kinesis_shard_lag_seconds", "MillisBehindLatest of the last read / 1000.",
+            labels=qws,
+        )  # fmt: skip
+        owned = core.GaugeMetricFamily(
+            "streamkit_kinesis_shard_held", "1 while this worker holds the shard.", labels=qws
+        )
+        for name, m in _snapshots():
+            who = [name, m.worker_id]
+            held.add_metric(who, m.leases.held)
+            for f, family in leases.items():
+                family.add_metric(who, getattr(m.leases, f))
+            for op, n in m.dynamodb_calls_by_operation.items():
+                calls.add_metric([*who, op], n)
+            for s in m.shards:
+                at = [*who, s.shard_id]
+                for f, family in shards.items():
+                    family.add_metric(at, getattr(s, f))
+                if s.millis_behind_latest is not None:
+                    lag.add_metric(at, s.millis_behind_latest / 1000)
+                owned.add_metric(at, 1 if s.held else 0)
+        yield from (held, *leases.values(), calls, *shards.values(), lag, owned)
