@@ -53,7 +53,7 @@ class Aggregated:
 def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     """The varint at ``pos`` and the position after it (at most 10 bytes)."""
     result = shift = 0
-    for i in range(pos, min(end, pos + 10)):
+    for i in range(pos, end if end < pos + 10 else pos + 10):
         byte = buf[i]
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
@@ -62,66 +62,64 @@ def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     raise ProtobufError(f"truncated or overlong varint at byte {pos}")
 
 
-def _fields(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int | bytes]]:
-    """The (field number, wire type, value) triples of the message in ``buf[pos:end]``:
-    an int for varints and fixed fields, a slice for length-delimited ones."""
-    out: list[tuple[int, int, int | bytes]] = []
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ProtobufError(f"field number 0 at byte {pos}")
-        if wire == VARINT:
-            value, pos = _varint(buf, pos, end)
-            out.append((number, wire, value))
-        elif wire == LENGTH_DELIMITED:
-            size, pos = _varint(buf, pos, end)
-            if pos + size > end:
-                raise ProtobufError(f"field {number} runs {pos + size - end} bytes past the end")
-            out.append((number, wire, buf[pos : pos + size]))
-            pos += size
-        elif wire in (FIXED64, FIXED32):
-            width = 8 if wire == FIXED64 else 4
-            if pos + width > end:
-                raise ProtobufError(f"fixed field {number} is truncated")
-            out.append((number, wire, int.from_bytes(buf[pos : pos + width], "little")))
-            pos += width
-        else:
-            raise ProtobufError(f"unsupported wire type {wire} for field {number}")
-    return out
+def _skip(buf: bytes, pos: int, end: int, number: int, wire: int) -> int:
+    """The position after an unknown field's value (its wire type must be valid)."""
+    if wire == VARINT:
+        return _varint(buf, pos, end)[1]
+    if wire == LENGTH_DELIMITED:
+        size, pos = _varint(buf, pos, end)
+        width = size
+    elif wire in (FIXED64, FIXED32):
+        width = 8 if wire == FIXED64 else 4
+    else:
+        raise ProtobufError(f"unsupported wire type {wire} for field {number}")
+    if pos + width > end:
+        raise ProtobufError(f"field {number} runs {pos + width - end} bytes past the end")
+    return pos + width
 
 
-def _text(value: int | bytes, what: str) -> str:
-    if not isinstance(value, bytes):
-        raise ProtobufError(f"{what} is not length-delimited")
-    try:
-        return value.decode()
-    except UnicodeDecodeError as e:
-        raise ProtobufError(f"{what} is not UTF-8") from e
+def _length(buf: bytes, pos: int, end: int, number: int) -> tuple[int, int]:
+    """The bounds ``(start, stop)`` of a length-delimited value at ``pos``."""
+    byte = buf[pos] if pos < end else 0x80
+    size, pos = (byte, pos + 1) if byte < 0x80 else _varint(buf, pos, end)
+    if pos + size > end:
+        raise ProtobufError(f"field {number} runs {pos + size - end} bytes past the end")
+    return pos, pos + size
 
 
-def _uint(wire: int, value: int | bytes, what: str) -> int:
-    if wire != VARINT or not isinstance(value, int):
-        raise ProtobufError(f"{what} is not a varint")
-    return value
-
-
-def _record(body: bytes) -> SubRecord:
+def _record(buf: bytes, pos: int, end: int) -> SubRecord:
+    """The ``Record`` message in ``buf[pos:end]`` (single-byte varints take a fast path)."""
     pk: int | None = None
     ehk: int | None = None
     data: bytes | None = None
-    for number, wire, value in _fields(body, 0, len(body)):
-        if number == 1:
-            pk = _uint(wire, value, "partition_key_index")
-        elif number == 2:
-            ehk = _uint(wire, value, "explicit_hash_key_index")
-        elif number == 3:
-            if not isinstance(value, bytes):
-                raise ProtobufError("record data is not length-delimited")
-            data = value
+    while pos < end:
+        key = buf[pos]
+        key, pos = (key, pos + 1) if key < 0x80 else _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number in (1, 2) and wire == VARINT:
+            byte = buf[pos] if pos < end else 0x80
+            value, pos = (byte, pos + 1) if byte < 0x80 else _varint(buf, pos, end)
+            if number == 1:
+                pk = value
+            else:
+                ehk = value
+        elif number == 3 and wire == LENGTH_DELIMITED:
+            start, pos = _length(buf, pos, end, number)
+            data = buf[start:pos]
+        elif number in (1, 2, 3) or number == 0:
+            raise ProtobufError(f"record field {number} has wire type {wire}")
+        else:
+            pos = _skip(buf, pos, end, number, wire)
     if pk is None or data is None:
         raise ProtobufError("record lacks its required partition_key_index or data")
     return SubRecord(pk, ehk, data)
+
+
+def _text(buf: bytes, start: int, stop: int, what: str) -> str:
+    try:
+        return buf[start:stop].decode()
+    except UnicodeDecodeError as e:
+        raise ProtobufError(f"{what} is not UTF-8") from e
 
 
 def parse_aggregated(buf: bytes) -> Aggregated:
@@ -133,18 +131,30 @@ def parse_aggregated(buf: bytes) -> Aggregated:
     keys: list[str] = []
     hashes: list[str] = []
     records: list[SubRecord] = []
-    for number, _wire, value in _fields(buf, 0, len(buf)):
-        if number == 1:
-            keys.append(_text(value, "partition key"))
-        elif number == 2:
-            hashes.append(_text(value, "explicit hash key"))
-        elif number == 3:
-            if not isinstance(value, bytes):
-                raise ProtobufError("records entry is not length-delimited")
-            records.append(_record(value))
-    for r in records:
-        if r.partition_key_index >= len(keys):
-            raise ProtobufError(f"partition key index {r.partition_key_index} out of range")
-        if r.explicit_hash_key_index is not None and r.explicit_hash_key_index >= len(hashes):
-            raise ProtobufError(f"explicit hash key index {r.explicit_hash_key_index} out of range")
+    pos, end = 0, len(buf)
+    while pos < end:
+        key = buf[pos]
+        key, pos = (key, pos + 1) if key < 0x80 else _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number in (1, 2, 3) and wire == LENGTH_DELIMITED:
+            start, pos = _length(buf, pos, end, number)
+            if number == 3:
+                records.append(_record(buf, start, pos))
+            elif number == 1:
+                keys.append(_text(buf, start, pos, "partition key"))
+            else:
+                hashes.append(_text(buf, start, pos, "explicit hash key"))
+        elif number in (1, 2, 3) or number == 0:
+            raise ProtobufError(f"field {number} has wire type {wire}")
+        else:
+            pos = _skip(buf, pos, end, number, wire)
+    _check_indexes(records, len(keys), len(hashes))
     return Aggregated(keys, hashes, records)
+
+
+def _check_indexes(records: list[SubRecord], keys: int, hashes: int) -> None:
+    if any(r.partition_key_index >= keys for r in records):
+        raise ProtobufError(f"a partition key index is past the table of {keys}")
+    if any(r.explicit_hash_key_index is not None and r.explicit_hash_key_index >= hashes
+           for r in records):  # fmt: skip
+        raise ProtobufError(f"an explicit hash key index is past the table of {hashes}")
