@@ -133,6 +133,9 @@ def kinesis_client(
         retries={"total_max_attempts": 1, "mode": "standard"},
     )
     client = session.create_client("kinesis", config=config, **endpoint.client_kwargs())
+    from streamkit_kinesis.retrieval.columnar import install_raw_hook
+
+    install_raw_hook(client)  # GetRecords answers as Arrow columns for the readers
     return cast("KinesisApi", client)
 
 

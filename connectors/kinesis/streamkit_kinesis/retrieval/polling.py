@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from streamkit_kinesis.client import KinesisApi, call, call_until_done, endpoint_url
 from streamkit_kinesis.errors import KinesisError, ShardNotFoundError, ThrottledError, error_code
+from streamkit_kinesis.retrieval.columnar import ColumnarRecords, get_records_columnar, to_records
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.retrieval.iterators import IteratorStart
 from streamkit_kinesis.retry import (
@@ -67,7 +68,7 @@ from streamkit_kinesis.types import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from mypy_boto3_kinesis.type_defs import GetRecordsOutputTypeDef, GetShardIteratorInputTypeDef
+    from mypy_boto3_kinesis.type_defs import GetShardIteratorInputTypeDef
 
 T = TypeVar("T")
 
@@ -192,28 +193,17 @@ class ShardReader:
         out = await self._get_records()
         return await self._handle(out)
 
-    async def _handle(self, out: GetRecordsOutputTypeDef) -> RecordBatch:
-        raw = out.get("Records", [])
-        records = tuple(
-            [
-                KinesisRecord(
-                    r["Data"],
-                    r.get("PartitionKey", ""),
-                    r["SequenceNumber"],
-                    r.get("ApproximateArrivalTimestamp"),
-                )
-                for r in raw
-            ]
-        )
+    async def _handle(self, out: ColumnarRecords) -> RecordBatch:
+        records = to_records(out)
         self._calls += 1
-        self._behind = out.get("MillisBehindLatest")
+        self._behind = out.millis_behind_latest
         if records:
             self._records += len(records)
-            self._bytes += sum([len(r.data) for r in records])
+            self._bytes += out.payload_bytes()
             self._last_sequence = records[-1].sequence_number
             self._resume = IteratorStart.after_sequence(self._last_sequence)
-        self._children = tuple(c["ShardId"] for c in out.get("ChildShards") or ())
-        self._iterator = out.get("NextShardIterator") or None
+        self._children = out.child_shard_ids
+        self._iterator = out.next_iterator or None
         caught_up = not records and not self._behind
         if caught_up and not self._shard.is_closed:
             await self._maybe_refresh()
@@ -300,7 +290,7 @@ class ShardReader:
         )
         return out["ShardIterator"]
 
-    async def _get_records(self) -> GetRecordsOutputTypeDef:
+    async def _get_records(self) -> ColumnarRecords:
         expired = 0
         while True:
             iterator = self._iterator
@@ -308,7 +298,7 @@ class ShardReader:
             try:
                 return await self._retrying(
                     "GetRecords",
-                    partial(self._client.get_records, ShardIterator=iterator, Limit=self._limit),
+                    partial(get_records_columnar, self._client, iterator, self._limit),
                 )
             except Exception as exc:
                 if error_code(exc) != "ExpiredIteratorException":
