@@ -81,3 +81,12 @@ def test_sessions_merge_unless_the_next_row_is_more_than_gap_after_the_last(
         expected.add((key, start, last + gap, n))
     as_us = {(k, int(s.timestamp() * 1e6), int(e.timestamp() * 1e6), n) for k, s, e, n in sessions}
     assert as_us == expected
+
+
+def test_specs_take_a_column_expression_as_well_as_a_name() -> None:
+    by_expr = sk.session_window(sk.col("t"), "10 minutes")
+    assert repr(by_expr) == "session_window(col('t'), 10 minutes)"
+    assert by_expr.column.columns() == {"t"}
+    tumbling = sk.window(sk.col("t"), "10 minutes")
+    assert repr(tumbling) == "window(col('t'), 10 minutes)"
+    assert tumbling.column.columns() == {"t"}
