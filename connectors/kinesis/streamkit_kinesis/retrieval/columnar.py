@@ -129,15 +129,23 @@ def _keep_raw_body(
 
 def get_records_columnar(client: KinesisApi, iterator: str, limit: int) -> ColumnarRecords:
     """One blocking GetRecords call, its answer as columns (see the module docstring)."""
+    raw, out = _call(client, iterator, limit)
+    return parse_answer(raw) if raw is not None else from_parsed(out)
+
+
+def raw_get_records(client: KinesisApi, iterator: str, limit: int) -> bytes | None:
+    """One blocking GetRecords call's raw JSON body; None when ``client`` has no hook."""
+    return _call(client, iterator, limit)[0]
+
+
+def _call(client: KinesisApi, iterator: str, limit: int) -> tuple[bytes | None, Mapping[str, Any]]:
     _wanted.on = True
     try:
         out: Mapping[str, Any] = client.get_records(ShardIterator=iterator, Limit=limit)
     finally:
         _wanted.on = False
     raw = out.get(_RAW_KEY)
-    if isinstance(raw, bytes | bytearray):
-        return parse_answer(bytes(raw))
-    return from_parsed(out)
+    return (bytes(raw) if isinstance(raw, bytes | bytearray) else None), out
 
 
 def parse_answer(body: bytes) -> ColumnarRecords:
