@@ -6,6 +6,8 @@ Expected values are written from the documented forms and rules (module docstrin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -13,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamkit as sk
-from streamkit.errors import PlanError
+from streamkit.errors import PlanError, StreamkitError
+from streamkit.windows import WindowSpec
 
 MINUTE_US = 60_000_000
 
@@ -90,3 +93,28 @@ def test_specs_take_a_column_expression_as_well_as_a_name() -> None:
     tumbling = sk.window(sk.col("t"), "10 minutes")
     assert repr(tumbling) == "window(col('t'), 10 minutes)"
     assert tumbling.column.columns() == {"t"}
+
+
+def _ms_table() -> sk.DataFrame:
+    return sk.from_arrow(pa.table({"t": pa.array([0], pa.timestamp("ms", "UTC")), "s": ["x"]}))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (lambda: sk.window("s", "10 minutes"), r"^window\(\) needs a timestamp column"),
+        (
+            lambda: sk.session_window("s", "10 minutes"),
+            r"^session_window\(\) needs a timestamp column",
+        ),
+        (lambda: sk.window("t", "1500 us"), r"^window size of 1500000 ns "),
+        (lambda: sk.window("t", "2 ms", "1500 us"), r"^window slide of 1500000 ns "),
+        (lambda: sk.window("t", "2 ms", None, "1500 us"), r"^window start offset of 1500000 ns "),
+        (lambda: sk.session_window("t", "1500 us"), r"^session gap of 1500000 ns "),
+    ],
+)
+def test_errors_name_the_function_and_the_duration_that_does_not_fit(
+    spec: Callable[[], WindowSpec], message: str
+) -> None:
+    with pytest.raises(StreamkitError, match=message):
+        _ms_table().group_by(spec()).agg(sk.count()).to_arrow()
