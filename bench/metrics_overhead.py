@@ -1,0 +1,163 @@
+"""What the query listener and the Prometheus endpoint cost W3 (issue 16: target < 2%).
+
+Usage:
+    .venv/bin/python bench/metrics_overhead.py --files 20 --repeat 7 [--scrape-every 1]
+
+W3 (``_stream_run.w3_query``: NDJSON files, one per trigger, watermark, count / sum / avg
+per (1-hour window, action), update mode, ``available_now``, memory sink) runs in a fresh
+process per measurement, alternately without metrics (``off``) and with ``sk.metrics.serve``
+plus a thread scraping ``/metrics`` every ``--scrape-every`` seconds (``on``: the listener
+updates every series per batch, the scraper renders them). Every run's result must equal
+the first run's (W3's tolerance for sums; a mismatch makes the exit status 1).
+Prints medians of wall and CPU seconds per mode and the overhead; writes
+bench/results/metrics_overhead_<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+MODES = ("off", "on")
+
+
+def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[str, Any]:
+    """One timed W3 run in this process (query construction untimed); its final result
+    goes to ``out`` (Arrow IPC)."""
+    from _stream_run import normalise, w3_query
+    from _verify import write_ipc
+
+    import streamkit as sk
+
+    writer = w3_query(directory, "none").trigger(available_now=True).memory("w3")
+    scrapes = [0]
+    stop = threading.Event()
+    if mode == "on":
+        port = sk.metrics.serve(0)
+
+        def scrape() -> None:
+            while not stop.wait(scrape_every):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as reply:
+                    reply.read()
+                scrapes[0] += 1
+
+        threading.Thread(target=scrape, daemon=True).start()
+    start, cpu = time.perf_counter(), time.process_time()
+    query = writer.start()
+    query.await_termination()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    stop.set()
+    write_ipc(normalise(sk.memory_table("w3")), out)
+    return {"wall_s": wall, "cpu_s": cpu, "batches": len(query.recent_progress),
+            "scrapes": scrapes[0]}  # fmt: skip
+
+
+def per_event_costs(calls: int = 2000) -> dict[str, float]:
+    """Load-independent figures: microseconds the listener spends per progress event (a
+    W3-shaped record, 4 partitions) and per scrape of the resulting registry (medians)."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import generate_latest
+
+    from streamkit.metrics.prometheus import PrometheusListener
+    from streamkit.streaming.contracts import PartitionProgress
+    from streamkit.streaming.listeners import QueryProgressEvent
+    from streamkit.streaming.progress import PhaseDurations, QueryProgress
+
+    listener = PrometheusListener()
+    now = datetime.now(UTC)
+    parts = tuple(PartitionProgress(f"shard-{i}", 25_000, 0, "w") for i in range(4))
+    progress = QueryProgress(0, now, 100_000, 1e6, 1e6, PhaseDurations(0.01, 0.04, 0.005),
+                             now, 120, 3, 0, 40, parts)  # fmt: skip
+    event = QueryProgressEvent("id", "run", "w3", progress, now)
+
+    def timed(fn: Any, n: int) -> float:
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples) * 1e6
+
+    return {
+        "progress_event_us": timed(lambda: listener.on_query_progress(event), calls),
+        "scrape_us": timed(lambda: generate_latest(listener.registry), calls // 10),
+    }
+
+
+def spawn(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--dir", str(directory),
+           "--out", str(out), "--scrape-every", str(scrape_every)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True)
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--scrape-every", type=float, default=1.0)
+    parser.add_argument("--child", choices=MODES)
+    parser.add_argument("--dir", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.dir, args.out, args.child, args.scrape_every)))
+        return 0
+    from _stream_gen import ROWS_PER_FILE, VERY_LATE, stream_dir
+    from _stream_run import problems
+    from _verify import read_ipc
+
+    directory = stream_dir(args.files, 42, VERY_LATE)
+    reference = None
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    for rep in range(args.repeat):
+        for mode in MODES[rep % 2 :] + MODES[: rep % 2]:
+            out = RESULTS_DIR / "scratch" / f"metrics_overhead_{mode}.arrow"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            run = spawn(directory, out, mode, args.scrape_every)
+            result = read_ipc(out)
+            reference = reference if reference is not None else result
+            run["problems"] = problems(result, reference)
+            runs[mode].append(run)
+            print(f"rep {rep} {mode:<3} {run['wall_s']:.3f} s wall, {run['cpu_s']:.3f} s CPU, "
+                  f"{run['batches']} batches, {run['scrapes']} scrapes, "
+                  f"{'; '.join(run['problems']) or 'result ok'}", file=sys.stderr)  # fmt: skip
+    rows = args.files * ROWS_PER_FILE
+    med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("wall_s", "cpu_s")}
+           for m in MODES}  # fmt: skip
+    over = {k: (med["on"][k] / med["off"][k] - 1) * 100 for k in ("wall_s", "cpu_s")}
+    print(f"W3 {args.files} files x {ROWS_PER_FILE:,} rows, medians of {args.repeat} fresh "
+          f"processes per mode (scrape every {args.scrape_every:g} s):")  # fmt: skip
+    for m in MODES:
+        print(f"- metrics {m:<3}: {rows / med[m]['wall_s']:,.0f} rows/s, "
+              f"{med[m]['wall_s']:.3f} s wall, {med[m]['cpu_s']:.3f} s CPU")  # fmt: skip
+    print(f"- overhead: {over['wall_s']:+.2f}% wall, {over['cpu_s']:+.2f}% CPU (target < 2%)")
+    costs = per_event_costs()
+    per_batch = med["off"]["wall_s"] / statistics.median(r["batches"] for r in runs["off"])
+    share = costs["progress_event_us"] / 1e6 / per_batch * 100
+    print(f"- listener: {costs['progress_event_us']:.0f} us per progress event "
+          f"({share:.3f}% of a {per_batch * 1000:.0f} ms W3 batch), "
+          f"{costs['scrape_us']:.0f} us per scrape")  # fmt: skip
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
+    (RESULTS_DIR / f"metrics_overhead_{stamp}.json").write_text(
+        json.dumps({"files": args.files, "medians": med, "overhead_pct": over,
+                    "per_event": costs, "runs": runs})
+    )
+    return 0 if not any(r["problems"] for rs in runs.values() for r in rs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
