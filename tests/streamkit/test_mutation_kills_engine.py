@@ -113,3 +113,20 @@ def test_a_sliding_row_loses_only_its_windows_closed_at_the_late_mark() -> None:
     result = q.run(rows(7))  # windows [0, 10) (ends at the mark: dropped) and [5, 15)
     assert result.late_rows.height == 0
     assert counts(result.output) == {(5.0, 15.0): 1}
+
+
+@pytest.mark.parametrize(
+    "rename_first", [False, True], ids=["mark-then-rename", "rename-then-mark"]
+)
+def test_a_no_data_batch_runs_a_plan_that_renames_columns(rename_first: bool) -> None:
+    df = sk.from_arrow(empty())
+    if rename_first:
+        df = df.select("t", sk.col("k").alias("key")).with_watermark("t", "10 minutes")
+    else:
+        df = df.with_watermark("t", "10 minutes").select("t", sk.col("k").alias("key"))
+    plan = df.group_by(sk.window("t", "10 minutes"), "key").agg(sk.count().alias("n")).plan
+    q = IncrementalQuery(plan, "append")
+    assert q.run(rows(5, 20)).output.height == 0
+    done = q.run_no_data()
+    assert done.output["key"].to_list() == ["a"]
+    assert counts(done.output) == {(0.0, 10.0): 1}
