@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
 
@@ -26,6 +25,7 @@ from streamkit.plan import Scan
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow.dataset as ds
 
 CHUNK_ROWS = 1 << 22
 """Rows per chunk when an aggregation reads its input (partial states per chunk)."""
@@ -78,6 +78,8 @@ class FileSource:
         object.__setattr__(self, "schema", _to_polars(self._dataset.schema.empty_table()).schema)
 
     def _open(self) -> ds.Dataset:
+        import pyarrow.dataset as ds  # imports pandas: only when a file is read
+
         fs, root = _filesystem(self.path)
         try:
             info = fs.get_file_info(root)
@@ -90,6 +92,8 @@ class FileSource:
         return self._json_dataset(fs, root, info)
 
     def _json_dataset(self, fs: pafs.FileSystem, root: str, info: pafs.FileInfo) -> ds.Dataset:
+        import pyarrow.dataset as ds
+
         if info.type == pafs.FileType.Directory:
             selector = pafs.FileSelector(root, recursive=True)
             files = sorted(
@@ -113,6 +117,8 @@ class FileSource:
         """Chunks of about CHUNK_ROWS rows in file order; the next chunk is read in a
         background thread while the caller works on the current one. Parquet string
         columns in ``dictionary`` come back categorical."""
+        import pyarrow.dataset as ds
+
         dataset = self._dataset
         if self.format == "parquet" and dictionary:
             fmt = ds.ParquetFileFormat(read_options={"dictionary_columns": dictionary})
