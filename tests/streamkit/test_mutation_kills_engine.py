@@ -130,3 +130,12 @@ def test_a_no_data_batch_runs_a_plan_that_renames_columns(rename_first: bool) ->
     done = q.run_no_data()
     assert done.output["key"].to_list() == ["a"]
     assert counts(done.output) == {(0.0, 10.0): 1}
+
+
+def test_lateness_follows_the_start_offset_of_the_window() -> None:
+    q = query("update", window=sk.window("t", "10 minutes", None, "3 minutes"))
+    q.run(rows(20))  # W = 10 min
+    q.run_no_data()  # late mark 10 min
+    result = q.run(rows(9, 2))  # 9 -> [3, 13): open; 2 -> [-7, 3): closed, late
+    assert result.late_rows["t"].to_list() == [at(2)]
+    assert counts(result.output) == {(3.0, 13.0): 1}
