@@ -139,3 +139,13 @@ def test_lateness_follows_the_start_offset_of_the_window() -> None:
     result = q.run(rows(9, 2))  # 9 -> [3, 13): open; 2 -> [-7, 3): closed, late
     assert result.late_rows["t"].to_list() == [at(2)]
     assert counts(result.output) == {(3.0, 13.0): 1}
+
+
+def test_after_a_restore_no_no_data_batch_is_owed_unless_one_was_pending() -> None:
+    w = int(at(10).timestamp() * 1e6)
+    q = query("append")
+    q.restore(None, watermark=w, max_event=w + 10 * MIN_US, in_force=w - MIN_US)
+    assert owes(q) is False  # Spark runs none after a restart
+    assert q.in_force == w - MIN_US
+    q.restore(None, w, w + 10 * MIN_US, w - MIN_US, no_data_pending=True)
+    assert owes(q) is True  # logged, not committed: owed again
