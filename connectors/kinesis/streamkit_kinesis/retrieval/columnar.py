@@ -232,8 +232,8 @@ def b64decode_column(encoded: pa.StringArray) -> pa.BinaryArray:
     if np.any(values == 255):
         raise ValueError("base64 Data with a character outside the alphabet")
     pad = chars == ord("=")
-    pads_before = np.concatenate([[0], np.cumsum(pad, dtype=np.int64)])[rel]
-    _check_padding(chars, rel, np.diff(pads_before))
+    pads = _padding(chars, rel, int(np.count_nonzero(pad)))
+    pads_before = np.concatenate([[0], np.cumsum(pads)])
     quanta = values.reshape(-1, 4).astype(np.uint32)
     joined = (quanta[:, 0] << 18) | (quanta[:, 1] << 12) | (quanta[:, 2] << 6) | quanta[:, 3]
     out = np.empty((len(joined), 3), np.uint8)
@@ -249,11 +249,18 @@ def b64decode_column(encoded: pa.StringArray) -> pa.BinaryArray:
     )
 
 
-def _check_padding(chars: np.ndarray[Any, Any], rel: np.ndarray[Any, Any], pads: Any) -> None:
-    """Each element's ``=`` are its last one or two characters (none elsewhere)."""
+def _padding(chars: np.ndarray[Any, Any], rel: np.ndarray[Any, Any], total: int) -> Any:
+    """The ``=`` count of each element, checked to be its last one or two characters
+    (none elsewhere: the per-element counts add up to ``total``)."""
     ends = rel[1:]
-    if np.any(pads > 2):
+    pads = np.zeros(len(ends), np.int64)
+    if total:
+        filled = ends > rel[:-1]
+        last = np.zeros(len(ends), bool)
+        last[filled] = chars[ends[filled] - 1] == ord("=")
+        second = np.zeros(len(ends), bool)
+        second[last] = chars[ends[last] - 2] == ord("=")
+        pads = last.astype(np.int64) + second
+    if int(pads.sum()) != total:
         raise ValueError("base64 Data with padding inside")
-    one, two = ends[pads >= 1], ends[pads == 2]
-    if np.any(chars[one - 1] != ord("=")) or np.any(chars[two - 2] != ord("=")):
-        raise ValueError("base64 Data with padding inside")
+    return pads
