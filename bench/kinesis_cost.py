@@ -1,0 +1,199 @@
+"""Client CPU per Kinesis record: the bare boto3 GetRecords loop against streamkit's
+columnar GetRecords path and its polling ShardReader, on kinesalite (issue 15 item 1).
+
+Usage:
+    .venv/bin/python bench/kinesis_cost.py [--records 200000] [--reps 3]
+
+``--records`` JSON records of ~97 bytes are put over 4 shards; then each reader reads the
+whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, interleaved
+(order rotating per rep):
+
+- bare boto3: a thread per shard, plain boto3 ``GetRecords`` (Limit 10,000) until caught up;
+- columnar: the same loop through :func:`get_records_columnar` (raw body, Arrow columns);
+- ShardReader: streamkit's polling reader (columnar answers turned into record objects, as
+  the consumer receives them), all shards concurrently on one event loop.
+
+Every read must return every record and every payload byte (else the bench fails). Client
+CPU is this process's CPU time (all threads; kinesalite runs in its own process). Reported:
+medians over reps of rows/s, wall and CPU µs per record and per MB of payload. Writes
+bench/results/kinesis_cost_<UTC time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from streamkit_kinesis.admin import StreamAdmin
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.retrieval.columnar import get_records_columnar
+from streamkit_kinesis.retrieval.polling import ShardReader
+from streamkit_kinesis.shards import list_shards_blocking
+from streamkit_kinesis.types import TRIM_HORIZON
+
+from streamkit.config import AwsEndpoint
+from streamkit.testing.servers import start_kinesalite
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SHARDS = 4
+BARE, COLUMNAR, READER = "bare boto3", "columnar GetRecords", "streamkit ShardReader"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def payload(i: int) -> bytes:
+    return json.dumps(
+        {"id": i, "user": f"u{i % 997}", "action": "click", "ts": "2026-12-02T10:00:00.000000Z"}
+    ).encode()
+
+
+def produce(endpoint: AwsEndpoint, stream: str, n: int) -> int:
+    """Put ``n`` records with plain PutRecords; returns the payload bytes."""
+    client = endpoint.client("kinesis")
+    total = 0
+    for start in range(0, n, 500):
+        batch = [payload(i) for i in range(start, min(n, start + 500))]
+        total += sum(map(len, batch))
+        entries = [{"Data": d, "PartitionKey": f"k{start + j}"} for j, d in enumerate(batch)]
+        while entries:
+            out = client.put_records(StreamName=stream, Records=entries)
+            entries = [e for e, r in zip(entries, out["Records"], strict=True) if "ErrorCode" in r]
+    return total
+
+
+def thread_loop(client: Any, stream: str, columnar: bool) -> tuple[int, int]:
+    """A thread per shard reading until caught up; (records, payload bytes)."""
+    shard_ids = [s.shard_id for s in list_shards_blocking(client, stream)]
+
+    def read(shard_id: str) -> tuple[int, int]:
+        it: str | None = client.get_shard_iterator(
+            StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        count = size = 0
+        while it is not None:
+            if columnar:
+                got = get_records_columnar(client, it, 10_000)
+                n, behind, it = len(got), got.millis_behind_latest, got.next_iterator
+                size += got.payload_bytes()
+            else:
+                out = client.get_records(ShardIterator=it, Limit=10_000)
+                n, behind, it = len(out["Records"]), out.get("MillisBehindLatest"), None
+                size += sum([len(r["Data"]) for r in out["Records"]])
+                it = out.get("NextShardIterator")
+            count += n
+            if not n and not behind:
+                break
+        return count, size
+
+    with ThreadPoolExecutor(len(shard_ids)) as pool:
+        parts = list(pool.map(read, shard_ids))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+async def reader_loop(client: Any, stream: str) -> tuple[int, int]:
+    """streamkit's ShardReader on every shard at once, until each is caught up."""
+    shards = list_shards_blocking(client, stream)
+
+    async def read(reader: ShardReader) -> tuple[int, int]:
+        count = size = 0
+        while True:
+            batch = await reader.next_batch()
+            count += len(batch.records)
+            size += sum([len(r.data) for r in batch.records])
+            if not batch.records and not batch.millis_behind_latest:
+                return count, size
+
+    readers = [ShardReader(client, stream, s, TRIM_HORIZON, idle_time=0.0) for s in shards]
+    parts = await asyncio.gather(*(read(r) for r in readers))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def measure(name: str, client: Any, stream: str) -> dict[str, float]:
+    """One read of the whole stream by ``name`` on ``client`` (created once, untimed)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    if name == READER:
+        records, size = asyncio.run(reader_loop(client, stream))
+    else:
+        records, size = thread_loop(client, stream, columnar=name == COLUMNAR)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"records": records, "bytes": size, "wall": wall, "cpu": cpu}
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu")}
+    records, mb = runs[0]["records"], runs[0]["bytes"] / 1e6
+    return {
+        "rows_per_s": records / med["wall"],
+        "wall_us_per_record": med["wall"] / records * 1e6,
+        "cpu_us_per_record": med["cpu"] / records * 1e6,
+        "cpu_ms_per_mb": med["cpu"] / mb * 1e3,
+        "wall_s": med["wall"],
+        "cpu_s": med["cpu"],
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
+    names = [BARE, COLUMNAR, READER]
+    with start_kinesalite() as kinesalite:
+        endpoint = kinesalite.endpoint
+        admin = StreamAdmin(endpoint, poll_interval=0.1)
+        stream = f"cost-{int(time.time())}"
+        asyncio.run(admin.create_stream(stream, SHARDS))
+        log(f"putting {args.records} records ...")
+        expected_bytes = produce(endpoint, stream, args.records)
+        runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        plain = endpoint.client("kinesis", max_pool_connections=SHARDS * 2)
+        hooked = kinesis_client(endpoint, max_pool_connections=SHARDS * 2)
+        clients = {BARE: plain, COLUMNAR: hooked, READER: hooked}
+        for name in names:  # warm-up, untimed: imports, first-use initialisation, connections
+            measure(name, clients[name], stream)
+        for rep in range(args.reps):
+            for k in range(len(names)):
+                name = names[(rep + k) % len(names)]
+                run = measure(name, clients[name], stream)
+                if (run["records"], run["bytes"]) != (args.records, expected_bytes):
+                    raise RuntimeError(f"{name} read {run}, expected {args.records} records")
+                log(f"rep {rep} {name}: {run}")
+                runs[name].append(run)
+    result["payload_bytes"] = expected_bytes
+    result["readers"] = {n: summary(r) for n, r in runs.items()}
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    base = result["readers"][BARE]["cpu_us_per_record"]
+    lines = [
+        "| reader | rows/s | wall µs/record | CPU µs/record | CPU ms/MB | CPU vs bare |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in result["readers"].items():
+        lines.append(
+            f"| {name} | {s['rows_per_s']:,.0f} | {s['wall_us_per_record']:.1f} | "
+            f"{s['cpu_us_per_record']:.2f} | {s['cpu_ms_per_mb']:.1f} | "
+            f"{base / s['cpu_us_per_record']:.1f}x less |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--reps", type=int, default=3)
+    outcome = main(p.parse_args())
+    print(report(outcome))
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    path = RESULTS_DIR / f"kinesis_cost_{stamp}.json"
+    path.write_text(json.dumps(outcome, indent=1, default=str))
+    log(f"wrote {path}")
