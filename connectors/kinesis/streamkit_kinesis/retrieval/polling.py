@@ -2,7 +2,9 @@
 
 :class:`ShardReader` is the polling :class:`~.fetcher.RecordFetcher`;
 :class:`PollingFetchers` builds one per shard (the consumer's default factory).
-Guarantees of :class:`ShardReader`, beyond the fetcher contract:
+GetRecords answers are taken raw and parsed into Arrow columns (:mod:`.columnar`; a client
+without the hook, e.g. a test wrapper, goes through botocore's parse), then handed on as
+record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
 
 - Records come in shard order, each once: after an expired iterator the reader re-acquires
   an iterator AFTER the last record it returned (or at its start position when it returned
