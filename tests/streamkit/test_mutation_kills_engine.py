@@ -149,3 +149,5 @@ def test_after_a_restore_no_no_data_batch_is_owed_unless_one_was_pending() -> No
     assert q.in_force == w - MIN_US
     q.restore(None, w, w + 10 * MIN_US, w - MIN_US, no_data_pending=True)
     assert owes(q) is True  # logged, not committed: owed again
+    q.restore(None, w, w + 10 * MIN_US)
+    assert q.in_force == w  # no in-force value saved: the watermark itself
