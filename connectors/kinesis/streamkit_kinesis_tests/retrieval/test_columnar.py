@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -65,6 +66,13 @@ def test_an_answer_body_as_columns() -> None:
         r["ApproximateArrivalTimestamp"] for r in records
     ]
     assert (got.next_iterator, got.millis_behind_latest) == ("it", 7)
+    objects = to_records(got)
+    assert [(r.data, r.sequence_number) for r in objects] == [
+        (p, r["SequenceNumber"]) for p, r in zip(data, records, strict=True)
+    ]
+    assert [r.approximate_arrival for r in objects] == [
+        datetime.fromtimestamp(1_700_000_000.125 + i, UTC) for i in range(len(records))
+    ]
     assert got.aggregated().to_pylist() == [p.startswith(KPL_MAGIC) for p in data]
     assert got.payload_bytes() == sum(map(len, data))
     end = parse_answer(
