@@ -41,9 +41,19 @@ def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[st
 
     writer = w3_query(directory, "none").trigger(available_now=True).memory("w3")
     scrapes = [0]
+    listener_cpu = [0.0]
     stop = threading.Event()
     if mode == "on":
         port = sk.metrics.serve(0)
+        listener = sk.metrics.listener()
+        on_progress = listener.on_query_progress
+
+        def timed(event: Any) -> None:  # the listener's own CPU, on the dispatcher thread
+            t0 = time.thread_time()
+            on_progress(event)
+            listener_cpu[0] += time.thread_time() - t0
+
+        setattr(listener, "on_query_progress", timed)  # noqa: B010
 
         def scrape() -> None:
             while not stop.wait(scrape_every):
@@ -59,7 +69,7 @@ def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[st
     stop.set()
     write_ipc(normalise(sk.memory_table("w3")), out)
     return {"wall_s": wall, "cpu_s": cpu, "batches": len(query.recent_progress),
-            "scrapes": scrapes[0]}  # fmt: skip
+            "scrapes": scrapes[0], "listener_cpu_s": listener_cpu[0]}  # fmt: skip
 
 
 def per_event_costs(calls: int = 2000) -> dict[str, float]:
@@ -145,6 +155,9 @@ def main() -> int:
               f"{med[m]['wall_s']:.3f} s wall, {med[m]['cpu_s']:.3f} s CPU")  # fmt: skip
     print(f"- overhead: {over['wall_s']:+.2f}% wall, {over['cpu_s']:+.2f}% CPU (target < 2%)")
     costs = per_event_costs()
+    in_run = statistics.median(r["listener_cpu_s"] for r in runs["on"])
+    print(f"- listener CPU inside the 'on' runs: {in_run * 1000:.1f} ms per run "
+          f"({in_run / med['off']['cpu_s'] * 100:.3f}% of the 'off' CPU)")  # fmt: skip
     per_batch = med["off"]["wall_s"] / statistics.median(r["batches"] for r in runs["off"])
     share = costs["progress_event_us"] / 1e6 / per_batch * 100
     print(f"- listener: {costs['progress_event_us']:.0f} us per progress event "
