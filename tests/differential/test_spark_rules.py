@@ -13,6 +13,7 @@ never judged on its raw event time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,9 @@ class Case:
 CASES: dict[str, Case] = {}
 
 
-def case(name: str, query: Query, files: Files, expected: Expected) -> None:
-    """Register a case under the name of the test that checks it."""
-    CASES[name] = Case(query, files, expected)
+def case(test: str, query: Query, files: Files, expected: Expected) -> None:
+    """Register the case of ``test`` (checked there through the ``differential`` fixture)."""
+    CASES[test] = Case(query, files, expected)
 
 
 def w(start: int, end: int, k: str | None, n: int, s: int | None) -> tuple[Any, ...]:
@@ -68,35 +69,48 @@ def short(run: Run) -> Expected:
 
 
 @pytest.fixture(scope="module")
-def directories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every case's files, written once."""
-    return {
-        name: write_files(tmp_path_factory.mktemp("in"), c.files, c.query.fmt)
-        for name, c in CASES.items()
-    }
+def directories(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The files of every case whose test is selected, written once."""
+    selected = {getattr(i, "originalname", "") for i in request.session.items} & CASES.keys()
+    return {n: write_files(tmp_path_factory.mktemp("in"), CASES[n].files, CASES[n].query.fmt)
+            for n in sorted(selected)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def spark_runs(spark: Any, directories: dict[str, Path]) -> dict[str, Run]:
-    """Spark's batches for every case, its queries run concurrently."""
-    return run_spark_all(spark, {n: (c.query, directories[n]) for n, c in CASES.items()})
+    """Spark's batches for those cases, its queries run concurrently."""
+    return run_spark_all(spark, {n: (CASES[n].query, d) for n, d in directories.items()})
 
 
-def differential(name: str, spark_runs: dict[str, Run], directories: dict[str, Path]) -> None:
-    """Spark gives the case's expected batches; streamkit gives what Spark gives."""
-    query, theirs = CASES[name].query, spark_runs[name]
-    assert short(theirs) == CASES[name].expected, "Spark disagrees with the hand derivation"
-    ours, _late = run_streamkit(query, directories[name])
-    assert_same_as_spark(ours, theirs, query.mode)
+Check = Callable[[], None]
+
+
+@pytest.fixture
+def differential(
+    request: pytest.FixtureRequest, spark_runs: dict[str, Run], directories: dict[str, Path]
+) -> Check:
+    """The check of the calling test's case: Spark gives its expected batches, then
+    streamkit gives what Spark gives."""
+    name = request.node.originalname
+
+    def check() -> None:
+        query, theirs = CASES[name].query, spark_runs[name]
+        assert short(theirs) == CASES[name].expected, "Spark disagrees with the hand derivation"
+        ours, _late = run_streamkit(query, directories[name])
+        assert_same_as_spark(ours, theirs, query.mode)
+
+    return check
 
 
 # -- point 1: lateness is judged on the row's window, against the previous watermark -----
 
 case(
-    "point1_tumbling",
+    "test_point1_row_behind_watermark_in_open_window_counts",
     Query("tumbling", 10, "update", delay=5),
     [
-        [(25, "a", 1, 1)],  # W(0) = 20
+        [(27, "a", 1, 1)],  # W(0) = 22
         [(19, "a", 2, 2), (20, "a", 3, 3), (35, "b", 5, 5)],  # W(1) = 30
         [(21, "a", 4, 4), (24, "b", 6, 6), (9, "a", 7, 7), (25, "c", 8, 8)],  # W(2) = 30
         [(26, "c", 9, 9), (31, "c", 10, 10)],
@@ -110,19 +124,17 @@ case(
 )
 
 
-def test_point1_row_behind_watermark_in_open_window_counts(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_point1_row_behind_watermark_in_open_window_counts(differential: Check) -> None:
     """Batch 1 filters with W(-1) (none): 19 counts in [10, 20), which is then evicted with
-    W(0) = 20. Batch 2 filters with W(0) = 20: 21, 24 and 25 are behind the watermark shown
-    for the batch (W(1) = 30) but [20, 30) ends after 20, so they count; 9 is in [0, 10),
-    closed, dropped; [20, 30) is evicted with W(1) = 30 after the update. Batch 3 filters
-    with W(1) = 30: 26 is in [20, 30), closed, dropped; 31 counts."""
-    differential("point1_tumbling", spark_runs, directories)
+    W(0) = 22. Batch 2 filters with W(0) = 22: 21 is behind it (and 24, 25 behind the
+    watermark shown for the batch, W(1) = 30), but [20, 30) ends after 22, so all three
+    count; 9 is in [0, 10), closed, dropped; [20, 30) is evicted with W(1) = 30 after the
+    update. Batch 3 filters with W(1) = 30: 26 is in [20, 30), closed, dropped; 31 counts."""
+    differential()
 
 
 case(
-    "point1_sliding",
+    "test_point1_sliding_window_lateness_is_per_window",
     Query("sliding", 10, "update", delay=5, slide=5),
     [[(25, "a", 1, 1)], [(17, "a", 2, 2)], [(18, "b", 3, 3)]],
     {
@@ -133,16 +145,14 @@ case(
 )
 
 
-def test_point1_sliding_window_lateness_is_per_window(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_point1_sliding_window_lateness_is_per_window(differential: Check) -> None:
     """Sliding 10 s every 5 s. Batch 2 filters with W(0) = 20: the row at 18 belongs to
     [10, 20) (closed: dropped there) and to [15, 25) (open: it counts there)."""
-    differential("point1_sliding", spark_runs, directories)
+    differential()
 
 
 case(
-    "point1_session",
+    "test_point1_session_lateness_is_on_the_rows_own_session",
     Query("session", 5, "append", delay=5),
     [
         [(30, "a", 1, 1)],  # W(0) = 25
@@ -160,14 +170,12 @@ case(
 )
 
 
-def test_point1_session_lateness_is_on_the_rows_own_session(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_point1_session_lateness_is_on_the_rows_own_session(differential: Check) -> None:
     """Gap 5. Batch 2 filters with W(0) = 25: the row at 21 has its own session [21, 26),
     open, so it counts (and is emitted at once: batch 2 evicts with W(1) = 27); the one at
     20 has [20, 25), closed, dropped. W(3) = 40 after the last file, so a batch without
     data (4) emits the sessions that ended by then."""
-    differential("point1_session", spark_runs, directories)
+    differential()
 
 
 # -- point 2: eviction with W(n-1), then one batch without data --------------------------
@@ -179,7 +187,7 @@ EVICTION: Files = [
     [(40, "a", 4, 4)],  # W(3) = 35
 ]
 case(
-    "point2_append",
+    "test_point2_append_evicts_with_previous_watermark_then_a_no_data_batch",
     Query("tumbling", 10, "append", delay=5),
     EVICTION,
     {
@@ -193,16 +201,16 @@ case(
 
 
 def test_point2_append_evicts_with_previous_watermark_then_a_no_data_batch(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
+    differential: Check,
 ) -> None:
     """[0, 10) closes at W(1) = 11 but is emitted by batch 2, which evicts with W(1);
     [10, 20) closes at W(3) = 35, after the last file: batch 4 runs without input and
     emits it. [40, 50) stays open."""
-    differential("point2_append", spark_runs, directories)
+    differential()
 
 
 case(
-    "point2_update",
+    "test_point2_update_runs_the_no_data_batch_too",
     Query("tumbling", 10, "update", delay=5),
     EVICTION,
     {
@@ -215,12 +223,10 @@ case(
 )
 
 
-def test_point2_update_runs_the_no_data_batch_too(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_point2_update_runs_the_no_data_batch_too(differential: Check) -> None:
     """Update mode emits each change in its own batch and still runs batch 4 (no input,
     no output) because W(3) moved past the watermark batch 3 evicted with."""
-    differential("point2_update", spark_runs, directories)
+    differential()
 
 
 # -- point 3: sessions merge when the next row is at or before the session's end ---------
@@ -232,7 +238,7 @@ TOUCHING: Files = [
     [(50, "z", 7, 7)],  # W(3) = 45
 ]
 case(
-    "point3_stream",
+    "test_point3_touching_sessions_merge_in_a_stream",
     Query("session", 5, "append", delay=5),
     TOUCHING,
     {
@@ -245,13 +251,11 @@ case(
 )
 
 
-def test_point3_touching_sessions_merge_in_a_stream(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_point3_touching_sessions_merge_in_a_stream(differential: Check) -> None:
     """a: 10, 15, 20 chain into [10, 25) (each at the previous end); 31 > 25 starts
     [31, 36). b: 20 and 25 touch within one batch: [20, 30). Batch 3 evicts with
     W(2) = 26: [10, 25); the batch without data (W(3) = 45) emits the rest."""
-    differential("point3_stream", spark_runs, directories)
+    differential()
 
 
 def test_point3_touching_sessions_merge_in_batch_jobs(spark: Any, tmp_path: Path) -> None:
@@ -267,7 +271,7 @@ def test_point3_touching_sessions_merge_in_batch_jobs(spark: Any, tmp_path: Path
 # -- point 4: an empty file is a batch -----------------------------------------------------
 
 case(
-    "point4_append",
+    "test_point4_empty_files_are_batches",
     Query("tumbling", 10, "append", delay=5),
     [
         [],
@@ -281,34 +285,30 @@ case(
 )
 
 
-def test_point4_empty_files_are_batches(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_point4_empty_files_are_batches(differential: Check) -> None:
     """Six files, three of them empty (the first among them): six batches, then the one
     without data (W(5) = 13 > 11). The empty file 3 is the batch that evicts [0, 10) with
     W(2) = 11."""
-    differential("point4_append", spark_runs, directories)
+    differential()
 
 
 case(
-    "point4_update_parquet",
+    "test_point4_empty_files_in_update_mode_parquet",
     Query("tumbling", 10, "update", delay=5, fmt="parquet"),
     [[(5, "a", 1, 1)], [], [(7, "a", 2, 2)], []],
     {0: [w(0, 10, "a", 1, 1)], 1: [], 2: [w(0, 10, "a", 2, 3)], 3: []},
 )
 
 
-def test_point4_empty_files_in_update_mode_parquet(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_point4_empty_files_in_update_mode_parquet(differential: Check) -> None:
     """Update mode over Parquet: an empty Parquet file is a batch with empty output."""
-    differential("point4_update_parquet", spark_runs, directories)
+    differential()
 
 
 # -- nulls ---------------------------------------------------------------------------------
 
 case(
-    "nulls",
+    "test_nulls_in_event_time_key_and_values",
     Query("tumbling", 10, "update", delay=5),
     [
         [(5, "a", 1, 1), (None, "a", 2, 2), (6, None, None, None)],
@@ -322,13 +322,11 @@ case(
 )
 
 
-def test_nulls_in_event_time_key_and_values(
-    spark_runs: dict[str, Run], directories: dict[str, Path]
-) -> None:
+def test_nulls_in_event_time_key_and_values(differential: Check) -> None:
     """A null event time belongs to no window (both engines drop the row); a null key is a
     group of its own; null values count in count(*) only, and a group of only null values
     has null sum/avg/min/max. W(1) = 8 > W(0) = 1: batch 2 runs without data."""
-    differential("nulls", spark_runs, directories)
+    differential()
 
 
 # -- session windows in update mode --------------------------------------------------------
