@@ -33,7 +33,6 @@ from streamkit_kinesis.types import KinesisRecord
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from streamkit_kinesis.client import KinesisApi
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 """First bytes of a KPL aggregated record."""
@@ -137,18 +136,18 @@ def _keep_raw_body(
         response_dict["body"] = b"{}"
 
 
-def get_records_columnar(client: KinesisApi, iterator: str, limit: int) -> ColumnarRecords:
+def get_records_columnar(client: Any, iterator: str, limit: int) -> ColumnarRecords:
     """One blocking GetRecords call, its answer as columns (see the module docstring)."""
     raw, out = _call(client, iterator, limit)
     return parse_answer(raw) if raw is not None else from_parsed(out)
 
 
-def raw_get_records(client: KinesisApi, iterator: str, limit: int) -> bytes | None:
+def raw_get_records(client: Any, iterator: str, limit: int) -> bytes | None:
     """One blocking GetRecords call's raw JSON body; None when ``client`` has no hook."""
     return _call(client, iterator, limit)[0]
 
 
-def _call(client: KinesisApi, iterator: str, limit: int) -> tuple[bytes | None, Mapping[str, Any]]:
+def _call(client: Any, iterator: str, limit: int) -> tuple[bytes | None, Mapping[str, Any]]:
     _wanted.on = True
     try:
         out: Mapping[str, Any] = client.get_records(ShardIterator=iterator, Limit=limit)
@@ -193,13 +192,14 @@ def parse_answer(body: bytes) -> ColumnarRecords:
 
 
 def _parse_slowly(body: bytes) -> ColumnarRecords:
-    from streamkit_kinesis.client import parse_timestamp
+    from botocore.utils import parse_timestamp
 
     out = json.loads(body)
     for r in out.get("Records") or ():
         r["Data"] = base64.b64decode(r["Data"], validate=True)
         stamp = r.get("ApproximateArrivalTimestamp")
         r["ApproximateArrivalTimestamp"] = None if stamp is None else parse_timestamp(stamp)
+        # (botocore's parser: this path is for unusual bodies only)
     return from_parsed(out)
 
 

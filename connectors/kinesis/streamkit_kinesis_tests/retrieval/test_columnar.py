@@ -120,3 +120,20 @@ async def test_raw_path_reads_what_botocore_parses(aws_endpoint: AwsEndpoint) ->
         r["ApproximateArrivalTimestamp"] for r in truth
     ]
     assert [r["Data"] for r in still["Records"]] == data, "other callers get botocore's parse"
+
+
+def test_an_answer_with_unusual_field_types_goes_the_slow_way() -> None:
+    body = {
+        "Records": [
+            {
+                "Data": base64.b64encode(b"x").decode(),
+                "PartitionKey": "k",
+                "SequenceNumber": "5",
+                "ApproximateArrivalTimestamp": "2026-12-02T10:00:00.250Z",
+            }
+        ],
+        "MillisBehindLatest": 0,
+    }
+    got = parse_answer(json.dumps(body).encode())
+    assert got.data.to_pylist() == [b"x"]
+    assert got.arrival.to_pylist() == [datetime(2026, 12, 2, 10, 0, 0, 250_000, tzinfo=UTC)]
