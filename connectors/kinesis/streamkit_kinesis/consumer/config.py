@@ -129,6 +129,15 @@ class ConsumerConfig:
     """On stop, how long an in-flight ``process_records`` may run before it is cancelled."""
     lease_call_timeout: float = 5.0
     """Connect / read timeout of each DynamoDB call."""
+    elect_leader: bool = True
+    """Elect one leader among the workers (item ``streamkit:leader`` in the lease table,
+    KCL 3.x style): only the leader runs the periodic shard sync and lease cleanup, so
+    their ListShards and Scan calls are made once per application, not once per worker.
+    Turn it off when a Java KCL 2.x application shares the lease table: a KCL 2.x worker
+    would treat ``streamkit:leader`` as a shard lease. Off, every worker syncs and cleans."""
+    leader_lease_time: float = 120.0
+    """With ``elect_leader``: a leader silent this long is replaced (KCL 3.x: 120 s;
+    renewed every quarter of it)."""
 
     def __post_init__(self) -> None:
         if not self.app_name or not self.stream:
@@ -143,6 +152,7 @@ class ConsumerConfig:
             "parent_poll_interval": self.parent_poll_interval,
             "shutdown_grace": self.shutdown_grace,
             "lease_cleanup_interval": self.lease_cleanup_interval,
+            "leader_lease_time": self.leader_lease_time,
         }
         for name, value in positive.items():
             if value <= 0:

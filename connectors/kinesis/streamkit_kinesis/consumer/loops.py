@@ -24,7 +24,10 @@ class PeriodicStep:
 
     Errors for which ``is_transient(error)`` is true are logged, counted and retried on the
     next period; any other error ends the loop and is passed to ``on_error`` (never lost).
-    :meth:`wake` runs the next step at once (e.g. a shard sync after SHARD_END).
+    :meth:`wake` runs the next step at once (e.g. a shard sync after SHARD_END). With
+    ``fixed_rate`` (renewals, as KCL) steps are due every ``interval`` from the start, so a
+    slow step does not push the next one back (one that overran its slot runs at once);
+    otherwise the next step runs ``interval`` after the previous one ended.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class PeriodicStep:
         on_error: Callable[[BaseException], None],
         is_transient: Callable[[BaseException], bool],
         run_first_at_once: bool = True,
+        fixed_rate: bool = False,
     ) -> None:
         self.name = name
         self.interval = interval
@@ -45,6 +49,8 @@ class PeriodicStep:
         self._on_error = on_error
         self._is_transient = is_transient
         self._first_at_once = run_first_at_once
+        self._fixed_rate = fixed_rate
+        self._due = 0.0
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -67,6 +73,7 @@ class PeriodicStep:
                 await task
 
     async def _loop(self) -> None:
+        self._due = asyncio.get_running_loop().time()
         if not self._first_at_once:
             await self._pause()
         while not self._stopping.is_set():
@@ -83,11 +90,17 @@ class PeriodicStep:
             await self._pause()
 
     async def _pause(self) -> None:
-        """Sleep one interval; return early on wake() or stop()."""
+        """Sleep until the next step is due; return early on wake() or stop()."""
+        now = asyncio.get_running_loop().time()
+        if self._fixed_rate:
+            self._due = max(self._due + self.interval, now)
+            delay = self._due - now
+        else:
+            delay = self.interval
         stop = asyncio.ensure_future(self._stopping.wait())
         wake = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait([stop, wake], timeout=self.interval, return_when="FIRST_COMPLETED")
+            await asyncio.wait([stop, wake], timeout=delay, return_when="FIRST_COMPLETED")
         finally:
             stop.cancel()
             wake.cancel()

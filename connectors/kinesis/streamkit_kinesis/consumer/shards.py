@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from streamkit_kinesis.client import call
+from streamkit_kinesis.client import call, call_until_done
 from streamkit_kinesis.errors import StreamNotFoundError, ThrottledError, error_code
 from streamkit_kinesis.leases import (
     LeaseStoreUnavailableError,
@@ -23,7 +23,7 @@ from streamkit_kinesis.leases import (
 )
 from streamkit_kinesis.leases.cleanup import LeaseCleaner
 from streamkit_kinesis.leases.sync import create_child_leases
-from streamkit_kinesis.retry import is_retryable, is_throttling, is_transient
+from streamkit_kinesis.retry import RetryState, is_retryable, is_throttling, is_transient
 from streamkit_kinesis.shards import list_shards_blocking
 
 from .errors import ShardGoneError
@@ -104,9 +104,12 @@ class StreamShards:
         shards = await call(
             lambda: list_shards_blocking(self.client, stream), stream=stream, url=self._url
         )
+        self._remember(shards)
+        return shards
+
+    def _remember(self, shards: list[ShardInfo]) -> None:
         self._shards.update((s.shard_id, s) for s in shards)
         self._listed = {s.shard_id: s for s in shards}
-        return shards
 
     async def sync(self) -> None:
         """Lease new lineages, and children of finished parents (see :mod:`.leases.sync`)."""
@@ -148,9 +151,16 @@ class StreamShards:
         """The shard's description; lists shards again if it is not known yet.
 
         Raises :class:`ShardGoneError` when the stream exists but does not list the shard.
+        A Kinesis outage (unreachable endpoint, 5xx, throttling) is retried until it ends,
+        so a lease taken during one waits for Kinesis rather than failing its shard task.
         """
         if shard_id not in self._shards:
-            await self.list_shards()
+            stream = self.config.stream
+            shards = await call_until_done(
+                lambda: list_shards_blocking(self.client, stream), RetryState(),
+                stream=stream, url=self._url,
+            )  # fmt: skip
+            self._remember(shards)
         if shard_id not in self._shards:
             raise ShardGoneError(self.config.stream, shard_id)
         return self._shards[shard_id]

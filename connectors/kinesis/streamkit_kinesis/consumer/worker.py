@@ -168,7 +168,8 @@ class KinesisConsumer:
             PeriodicStep("take", coordinator.take_interval, self._take_cycle,
                          on_error=self._fail, is_transient=retry_later),
             PeriodicStep("renew", coordinator.renew_interval, coordinator.renew_once,
-                         on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
+                         on_error=self._fail, is_transient=retry_later, run_first_at_once=False,
+                         fixed_rate=True),
             PeriodicStep("shard-sync", cfg.shard_sync_interval, self.shards.periodic_sync,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
             PeriodicStep("lease-cleanup", cfg.lease_cleanup_interval, self.shards.cleanup,
@@ -396,4 +397,6 @@ def _coordinator(
         clock=clock,
         max_steal=config.max_steal,
         max_leases=config.max_leases,
+        elect_leader=config.elect_leader,
+        leader_lease_time=config.leader_lease_time,
     )

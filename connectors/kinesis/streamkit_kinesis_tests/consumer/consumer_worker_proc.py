@@ -106,6 +106,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=1, help="records (1: every batch)")
     p.add_argument("--max-leases", type=int, default=None)
     p.add_argument("--cleanup-interval", type=float, default=60.0)
+    p.add_argument("--elect-leader", choices=("on", "off"), default="on")
+    p.add_argument("--leader-lease-time", type=float, default=120.0)
+    p.add_argument("--shard-sync-interval", type=float, default=5.0)
     return p.parse_args(argv)
 
 
@@ -124,7 +127,9 @@ async def main(args: argparse.Namespace) -> None:
         lease_cleanup_interval=args.cleanup_interval,
         idle_time=args.idle_time,
         parent_poll_interval=0.5,
-        shard_sync_interval=5.0,
+        shard_sync_interval=args.shard_sync_interval,
+        elect_leader=args.elect_leader == "on",
+        leader_lease_time=args.leader_lease_time,
         shard_refresh_interval=2.0,
     )
     out = JsonLines(args.out, args.worker_id)
