@@ -101,3 +101,25 @@ def test_the_default_fetchers_poll_with_the_config_settings() -> None:
     reader = fetchers(shard, SHARD_END)
     assert isinstance(reader, ShardReader)
     assert reader.ended  # built from the start it was given
+
+
+async def test_leader_election_is_on_by_default_and_reaches_the_coordinator() -> None:
+    from streamkit_kinesis.consumer.worker import _coordinator
+    from streamkit_kinesis.leases.memory import InMemoryLeaseStore
+
+    on = ConsumerConfig(app_name="app", stream="s", leader_lease_time=8.0)
+    assert on.elect_leader
+    assert on.leader_lease_time == 8.0
+    now = [0.0]
+    coordinator = _coordinator(on, InMemoryLeaseStore(), lambda: now[0])
+    await coordinator.start(background=False)
+    seen = [coordinator.is_leader]  # elected only by a take cycle
+    await coordinator.take_once()
+    seen.append(coordinator.is_leader)
+    now[0] = 8.5  # no renewal for longer than the configured leader lease
+    seen.append(coordinator.is_leader)
+    assert seen == [False, True, False]
+    off = ConsumerConfig(app_name="app", stream="s", elect_leader=False)
+    assert _coordinator(off, InMemoryLeaseStore(), lambda: 0.0).is_leader  # no election
+    with pytest.raises(ConfigError, match="leader_lease_time"):
+        ConsumerConfig(app_name="app", stream="s", leader_lease_time=0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from streamkit_kinesis.consumer.loops import PeriodicStep
 from streamkit_kinesis.leases import LeaseStoreUnavailableError
@@ -64,3 +65,27 @@ async def test_wake_runs_the_next_step_at_once_and_first_step_can_wait() -> None
     await asyncio.sleep(0.02)
     assert len(calls) == 1
     await loop.stop()
+
+
+async def test_fixed_rate_does_not_push_the_next_step_back_by_the_step_time() -> None:
+    """Steps of 0.9 s every 1 s: at a fixed rate the next starts ~0.1 s after one ends (a
+    fixed delay would wait the whole 1 s); 0.6 s of margin for a loaded machine."""
+    loop = asyncio.get_running_loop()
+    spans: list[tuple[float, float]] = []
+
+    async def step() -> None:
+        start = loop.time()
+        await asyncio.sleep(0.9)
+        spans.append((start, loop.time()))
+
+    def fail(error: BaseException) -> None:
+        raise AssertionError(error)
+
+    periodic = PeriodicStep("renew", 1.0, step, on_error=fail, is_transient=transient,
+                            run_first_at_once=False, fixed_rate=True)  # fmt: skip
+    periodic.start()
+    while len(spans) < 4:
+        await asyncio.sleep(0.05)
+    await periodic.stop()
+    idle = [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(spans)]
+    assert max(idle) < 0.7, f"idle gaps between steps {idle}: the rate is not fixed"
