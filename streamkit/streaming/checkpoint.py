@@ -222,7 +222,11 @@ class CheckpointLog:
         """``state/bid``, or the latest intact earlier snapshot with the deltas after it."""
         name = _name(bid)
         snapshots = [n for n in self.store.list("state") if n.isdigit()]
-        if name in snapshots or name not in self.store.list("deltas"):
+        deltas = self.store.list("deltas")
+        if name not in snapshots and name not in deltas:
+            where = self._where(f"deltas/{name}")
+            raise _Damaged(f"{self._where(f'state/{name}')} is missing (and so is {where})")
+        if name in snapshots:
             return self._state(f"state/{name}")
         problems = []
         for base in reversed([int(n) for n in snapshots if int(n) < bid]):

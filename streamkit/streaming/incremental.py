@@ -17,8 +17,10 @@ Batch n runs with the watermark in force W_n = W before its rows are seen:
   committed batch; no no-data batch is owed until input comes, unless one was logged and
   not committed (it runs again under its id).
 
-The rows that are kept go through the same partial-aggregation kernel as a batch job;
-without late rows, the final state equals the batch result on the same rows.
+The rows that are kept go through the same partial-aggregation kernel as a batch job and
+merge into a state store (:mod:`streamkit.streaming.state`) whose per-batch cost follows
+the groups the batch touches and evicts; without late rows, the final state equals the
+batch result on the same rows.
 ``emit_on_same_batch=True`` (not Spark's) evicts with W after batch n's own rows and owes
 no extra batch.
 """
@@ -35,6 +37,8 @@ from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
 from streamkit.expr import Col
 from streamkit.plan import Aggregate, Plan, Project, Watermark
+from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.state import StateStore, make_store
 from streamkit.windows import WEND, SessionWindow, last_window_end
 
 OutputMode = Literal["append", "update", "complete"]
@@ -90,8 +94,8 @@ def _check_mode(agg: Aggregate | None, watermarked: bool, mode: OutputMode) -> N
 class IncrementalQuery:
     """Runs ``plan`` (whose leaf is the stream's scan) one micro-batch at a time.
 
-    State lives in memory between batches and is snapshotted by the caller with
-    :meth:`state_frame` / restored with :meth:`restore`.
+    State lives in a state store between batches; the caller checkpoints it with
+    :meth:`checkpoint_state` and restores it with :meth:`restore`.
     """
 
     def __init__(self, plan: Plan, mode: OutputMode, *, emit_on_same_batch: bool = False) -> None:
@@ -110,7 +114,7 @@ class IncrementalQuery:
         _check_mode(self._agg, self._mark is not None, mode)
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
         self._check_watermark_column()
-        self.state: pl.DataFrame | None = None
+        self._store: StateStore | None = None if self._spec is None else make_store(self._spec)
         self.watermark: int | None = None
         """The tracker W: after the batches run so far (None before any event time)."""
         self._max_event: int | None = None
@@ -179,29 +183,21 @@ class IncrementalQuery:
         fresh = K.partial(aggregate_rows(lazy, agg, spec), spec)
         if late_mark is not None and self._drops_late:
             fresh = fresh.filter(pl.col(WEND) > late_mark)  # a sliding row's closed windows
-        fresh = fresh.with_columns(pl.lit(True).alias(K.TOUCHED))
-        if self.state is not None and self.state.height:
-            old = self.state.with_columns(pl.lit(False).alias(K.TOUCHED))
-            combined = pl.concat([old, fresh], how="diagonal_relaxed")
-        else:
-            combined = fresh
-        merged = K.merge(combined, spec) if combined.height else combined
-        return self._emit(merged, in_force)
+        assert self._store is not None
+        touched = self._store.merge(fresh)
+        return self._emit(touched, in_force)
 
-    def _emit(self, merged: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
-        spec = self._spec
-        assert spec is not None
-        closed = self._closed(merged, in_force)
+    def _emit(self, touched: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
+        """Complete: every group; update: the groups touched; append: the groups closed.
+        Groups whose window ended at or before ``in_force`` leave the state (not in
+        complete mode)."""
+        store = self._store
+        assert store is not None
         if self.mode == "complete":
-            self.state = merged.drop(K.TOUCHED)
-            return self._final(self.state)
-        if self.mode == "update":
-            out = merged.filter(pl.col(K.TOUCHED))
-            self.state = merged.filter(~closed).drop(K.TOUCHED)
-            return self._final(out.drop(K.TOUCHED))
-        emitted = merged.filter(closed).drop(K.TOUCHED)
-        self.state = merged.filter(~closed).drop(K.TOUCHED)
-        return self._final(emitted)
+            return self._final(store.rows())
+        window = self._agg.window if self._agg is not None else None
+        closed = store.evict(in_force) if in_force is not None and window else touched.head(0)
+        return self._final(touched if self.mode == "update" else closed)
 
     def _final(self, states: pl.DataFrame) -> pl.DataFrame:
         spec = self._spec
@@ -211,12 +207,6 @@ class IncrementalQuery:
         if not states.height:
             return pl.DataFrame(schema=self.plan.schema)
         return K.finalize(states, spec)
-
-    def _closed(self, merged: pl.DataFrame, in_force: int | None) -> pl.Series:
-        window = self._agg.window if self._agg is not None else None
-        if in_force is None or window is None or not merged.height:
-            return pl.Series([False] * merged.height, dtype=pl.Boolean)
-        return merged[WEND] <= in_force
 
     # -- lateness ----------------------------------------------------------------------
     @property
@@ -282,14 +272,26 @@ class IncrementalQuery:
 
     def current_result(self) -> pl.DataFrame:
         """The result over all state now held (what complete mode would emit)."""
-        if self.state is None:
+        if self._store is None:
             return pl.DataFrame(schema=self.plan.schema)
-        return self._final(self.state)
+        return self._final(self._store.rows())
 
     # -- state snapshots ---------------------------------------------------------------
     def state_frame(self) -> pl.DataFrame:
-        """The aggregation state (empty frame when there is none)."""
-        return self.state if self.state is not None else pl.DataFrame()
+        """The aggregation state (empty frame when there is none; O(groups held))."""
+        return self._store.rows() if self._store is not None else pl.DataFrame()
+
+    def checkpoint_state(self, log: CheckpointLog | None, batch_id: int) -> None:
+        """Step 3 of the commit protocol: the state after ``batch_id`` into ``log`` as a
+        delta or a snapshot (:meth:`CheckpointLog.write_changes`); without a log, the
+        store's changes are dropped so that they do not pile up."""
+        if self._store is None:
+            if log is not None:
+                log.write_state(batch_id, pl.DataFrame())
+        elif log is not None:
+            log.write_changes(batch_id, self._store)
+        else:
+            self._store.take_changes()
 
     def restore(
         self,
@@ -307,7 +309,8 @@ class IncrementalQuery:
         offsets log entry (None: ``watermark``). No no-data batch is owed until input
         comes (Spark runs none after a restart), unless ``no_data_pending``: one was logged
         and not committed, and is owed again under the same batch id."""
-        self.state = state if state is not None and state.height else None
+        if self._store is not None:
+            self._store.load(state)
         self.watermark, self._max_event = watermark, max_event
         self._in_force = watermark if in_force is None else in_force
         self._restored = not no_data_pending
@@ -325,4 +328,4 @@ class IncrementalQuery:
     @property
     def state_rows(self) -> int:
         """Number of groups held in state."""
-        return self.state.height if self.state is not None else 0
+        return self._store.height if self._store is not None else 0

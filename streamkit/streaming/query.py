@@ -357,8 +357,7 @@ class StreamingQuery:
         t1 = self._clock()
         await self.sink.add_batch(bid, output)
         t2 = self._clock()
-        if log is not None:
-            await asyncio.to_thread(log.write_state, bid, self._engine.state_frame())
+        await asyncio.to_thread(self._engine.checkpoint_state, log, bid)
         t3 = self._clock()
         engine = self._engine
         meta = {"watermark": engine.watermark, "max_event": engine.max_event}

@@ -54,4 +54,6 @@ def apply(state: pl.DataFrame, delta: pl.DataFrame, keys: list[str]) -> pl.DataF
     if not state.width:
         return upserts
     kept = state.join(delta.select(keys), on=keys, how="anti", nulls_equal=True)
+    if not upserts.height:  # deletions only: the frame may hold just the key columns
+        return kept
     return pl.concat([kept, upserts.select(state.columns)], how="vertical_relaxed")

@@ -76,7 +76,7 @@ def damage(store: CheckpointStore, path: str, how: str) -> None:
         store.delete(path)
     elif how == "truncate":
         store.write_bytes(path, raw[: len(raw) // 2])
-    elif path.startswith("state/"):
+    elif path.startswith(("state/", "deltas/")):
         middle = len(raw) // 2
         store.write_bytes(path, raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1 :])
     else:  # one digit of an offset changes: still valid JSON, wrong position
@@ -89,7 +89,7 @@ HOW = ["truncate", "delete", "garble"]
 
 
 @pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("kind", ["commits", "state"])
+@pytest.mark.parametrize("kind", ["commits", "deltas"])  # batch 2's state is a delta
 def test_a_damaged_latest_batch_falls_back_to_the_previous_one(
     tmp_path: Path, kind: str, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -123,7 +123,7 @@ def test_a_damaged_offsets_file_is_ignored(tmp_path: Path, how: str, pending: bo
     store = LocalCheckpointStore(ck)
     if pending:
         store.delete(f"commits/{LAST}")
-        store.delete(f"state/{LAST}")
+        store.delete(f"deltas/{LAST}")
     damage(store, f"offsets/{LAST}", how)
     log = CheckpointLog(store)
     latest = log.latest()
@@ -179,8 +179,8 @@ def test_a_garbled_state_on_s3_falls_back_to_the_previous_batch(
     ck = f"s3://{bucket}/ck"
     stream = three_batches(ck)
     store = S3CheckpointStore(ck, configured)
-    damage(store, f"state/{LAST}", "garble")
-    with pytest.warns(CheckpointDamagedWarning, match=re.escape(f"{ck}/state/{LAST}")):
+    damage(store, f"deltas/{LAST}", "garble")
+    with pytest.warns(CheckpointDamagedWarning, match=re.escape(f"{ck}/deltas/{LAST}")):
         assert CheckpointLog(store).latest().batch_id == 1  # type: ignore[union-attr]
     feed(stream, 3)
     assert run(stream, ck) == truth(4)
