@@ -5,6 +5,11 @@ df = sk.read.parquet("events/")
 counts = df.group_by(sk.window("event_time", "1 hour"), "action").agg(sk.count())
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from streamkit import metrics
 from streamkit.config import AwsEndpoint, configure
 from streamkit.errors import (
@@ -32,11 +37,32 @@ from streamkit.functions import (
     to_timestamp,
 )
 from streamkit.io import from_arrow, from_pandas, read
-from streamkit.streaming.api import read_stream
-from streamkit.streaming.listeners import streams
-from streamkit.streaming.sinks import memory_table
-from streamkit.streaming.trigger import Trigger
 from streamkit.windows import session_window, window
+
+if TYPE_CHECKING:
+    from streamkit.streaming.api import read_stream
+    from streamkit.streaming.listeners import streams
+    from streamkit.streaming.sinks import memory_table
+    from streamkit.streaming.trigger import Trigger
+
+_STREAMING = {
+    "read_stream": "streamkit.streaming.api",
+    "streams": "streamkit.streaming.listeners",
+    "memory_table": "streamkit.streaming.sinks",
+    "Trigger": "streamkit.streaming.trigger",
+}
+"""Names served by the streaming package, imported on first use (keeps ``import
+streamkit`` cheap for batch work)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _STREAMING.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

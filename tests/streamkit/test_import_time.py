@@ -1,7 +1,8 @@
 """``import streamkit`` stays cheap: the heavy optional modules load only when used.
 
 ``pyarrow.dataset`` imports pandas (about a third of the import time); both must wait until
-a file is read. Checked in a fresh interpreter, since this test process has them loaded.
+a file is read, and the streaming package (asyncio, pyarrow.compute) until a streaming name
+is used. Checked in a fresh interpreter, since this test process has them loaded.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("pandas", "pyarrow.dataset")
+HEAVY = ("pandas", "pyarrow.dataset", "streamkit.streaming")
 
 _PROBE = """
 import json, sys
@@ -31,13 +32,30 @@ def _loaded_after(statement: str) -> list[str]:
     return loaded
 
 
-def test_import_streamkit_loads_neither_pandas_nor_pyarrow_dataset() -> None:
+def test_import_streamkit_loads_neither_pandas_nor_pyarrow_dataset_nor_streaming() -> None:
     assert _loaded_after("import streamkit") == []
 
 
 @pytest.mark.parametrize("statement", ["import streamkit as sk; sk.read, sk.from_arrow"])
 def test_touching_the_readers_does_not_load_them_either(statement: str) -> None:
     assert _loaded_after(statement) == []
+
+
+def test_streaming_names_load_on_first_use() -> None:
+    statement = (
+        "import streamkit as sk\n"
+        "from streamkit.streaming.trigger import Trigger\n"
+        "assert sk.Trigger is Trigger and callable(sk.memory_table)\n"
+        "assert sk.read_stream is not None and sk.streams is not None"
+    )
+    assert _loaded_after(statement) == ["streamkit.streaming"]
+
+
+def test_unknown_attribute_still_raises() -> None:
+    import streamkit
+
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = streamkit.no_such_name
 
 
 def test_reading_a_file_still_works_and_loads_pyarrow_dataset(tmp_path: Path) -> None:
