@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from streamkit.durations import parse_duration_ns
 from streamkit.errors import PlanError, StreamkitError
 from streamkit.execute import scan_columns
 from streamkit.frame import DataFrame
@@ -22,6 +23,7 @@ from streamkit.streaming.decode import keep_fields
 from streamkit.streaming.incremental import OUTPUT_MODES, OutputMode
 from streamkit.streaming.registry import registry
 from streamkit.streaming.trigger import Trigger, make_trigger
+from streamkit.streaming.watermarks import PartitionWatermarks, WatermarkPolicy
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -186,6 +188,7 @@ class DataStreamWriter:
         self._sink_factory: Callable[[], Sink] | None = None
         self._retention: Retention | None = None
         self._same_batch = False
+        self._watermark_policy: tuple[WatermarkPolicy, float] = ("min", 60.0)
 
     def output_mode(self, mode: OutputMode) -> DataStreamWriter:
         """``append`` (default), ``update`` or ``complete``."""
@@ -200,6 +203,22 @@ class DataStreamWriter:
         default) evicts in batch N with the watermark of the rows before it and then runs
         a batch without input to emit what the new watermark closed."""
         self._same_batch = enabled
+        return self
+
+    def watermark_policy(
+        self, policy: WatermarkPolicy = "min", idle_timeout: str | timedelta | float = 60.0
+    ) -> DataStreamWriter:
+        """How the watermark follows a partitioned source (Kinesis shards, Kafka
+        partitions): ``"min"`` (default) the slowest partition that delivered a row within
+        ``idle_timeout``, so a fast shard cannot make a slow shard's rows late; ``"global"``
+        Spark's rule, the largest event time over all partitions. Single-partition
+        sources (files, memory) behave the same under both."""
+        if isinstance(idle_timeout, int | float):
+            seconds = float(idle_timeout)
+        else:
+            seconds = parse_duration_ns(idle_timeout) / 1e9
+        PartitionWatermarks(policy, float(seconds))  # validates both, fails fast
+        self._watermark_policy = (policy, float(seconds))
         return self
 
     def trigger(
@@ -366,6 +385,7 @@ class DataStreamWriter:
             table=table,
             name=self._name,
             emit_on_same_batch=self._same_batch,
+            watermarks=PartitionWatermarks(*self._watermark_policy),
         )
         from streamkit.metrics import serve_if_asked
 

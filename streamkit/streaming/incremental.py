@@ -27,10 +27,12 @@ no extra batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
+import pyarrow as pa
 
 from streamkit import aggregate as K
 from streamkit.errors import PlanError
@@ -39,6 +41,7 @@ from streamkit.expr import Col
 from streamkit.plan import Aggregate, Plan, Project, Watermark
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.state import StateStore, make_store
+from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.windows import WEND, SessionWindow, last_window_end
 
 OutputMode = Literal["append", "update", "complete"]
@@ -98,7 +101,14 @@ class IncrementalQuery:
     :meth:`checkpoint_state` and restores it with :meth:`restore`.
     """
 
-    def __init__(self, plan: Plan, mode: OutputMode, *, emit_on_same_batch: bool = False) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        mode: OutputMode,
+        *,
+        emit_on_same_batch: bool = False,
+        watermarks: PartitionWatermarks | None = None,
+    ) -> None:
         if mode not in OUTPUT_MODES:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
         self.plan, self.mode = plan, mode
@@ -118,6 +128,8 @@ class IncrementalQuery:
         self.watermark: int | None = None
         """The tracker W: after the batches run so far (None before any event time)."""
         self._max_event: int | None = None
+        self._marks = watermarks or PartitionWatermarks()
+        """Largest event time per source partition: the basis of W (rule 10 of the README)."""
         self._in_force: int | None = None
         """Watermark in force in the last batch run (the late-row threshold of the next)."""
         self._restored = False
@@ -136,13 +148,18 @@ class IncrementalQuery:
             )
 
     # -- per batch ---------------------------------------------------------------------
-    def run(self, rows: pl.DataFrame) -> BatchResult:
+    def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
         """Process one micro-batch of source rows; returns output, late rows, watermark.
 
         Late rows are judged against the watermark in force in the previous batch, groups
-        are evicted with the one in force in this batch (the tracker before these rows)."""
+        are evicted with the one in force in this batch (the tracker before these rows).
+        ``partitions`` names each row's source partition (None: one partition); W follows
+        the slowest active partition under the ``"min"`` policy."""
         late_mark, in_force = self._in_force, self.watermark
-        self._advance_max(self._event_ticks(rows))
+        ticks = self._event_ticks(rows)
+        self._advance_max(ticks)
+        if ticks is not None:
+            self._marks.observe(ticks, partitions)
         self._update_watermark()
         if self.emit_on_same_batch:
             in_force = self.watermark
@@ -262,11 +279,12 @@ class IncrementalQuery:
     def _update_watermark(self) -> None:
         """W = max event time in whole ms minus the delay in whole ms (Spark's arithmetic),
         in ticks of the column; it never moves back."""
-        if self._max_event is None:
+        basis = self._marks.basis()
+        if basis is None:
             return
         assert isinstance(self._mark, Watermark)
         per = self._ticks_per_ms()
-        candidate = (self._max_event // per - self._mark.delay_ns // 1_000_000) * per
+        candidate = (basis // per - self._mark.delay_ns // 1_000_000) * per
         if self.watermark is None or candidate > self.watermark:
             self.watermark = candidate
 
@@ -301,8 +319,13 @@ class IncrementalQuery:
         in_force: int | None = None,
         *,
         no_data_pending: bool = False,
+        partition_max: Mapping[str, int] | None = None,
     ) -> None:
         """Resume from a snapshot written after a committed batch.
+
+        ``partition_max`` is the largest event time per source partition at that batch
+        (:attr:`partition_maxima`); checkpoints written before it existed give only
+        ``max_event``, restored as one partition.
 
         ``in_force`` is the watermark in force in that batch (:attr:`in_force`): the first
         batch after the restart judges late rows against it, as Spark does with the last
@@ -312,6 +335,10 @@ class IncrementalQuery:
         if self._store is not None:
             self._store.load(state)
         self.watermark, self._max_event = watermark, max_event
+        if partition_max is not None:
+            self._marks.restore(partition_max)
+        else:
+            self._marks.restore({SINGLE: max_event} if max_event is not None else None)
         self._in_force = watermark if in_force is None else in_force
         self._restored = not no_data_pending
 
@@ -319,6 +346,11 @@ class IncrementalQuery:
     def in_force(self) -> int | None:
         """Watermark in force in the last batch run (late-row threshold of the next)."""
         return self._in_force
+
+    @property
+    def partition_maxima(self) -> dict[str, int]:
+        """Largest event time per source partition (ticks), for the commit file."""
+        return self._marks.maxima
 
     @property
     def max_event(self) -> int | None:

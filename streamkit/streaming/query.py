@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from streamkit.streaming.table import UnboundedTable
     from streamkit.streaming.trigger import Trigger
+    from streamkit.streaming.watermarks import PartitionWatermarks
 
 
 SIDE_TABLE_ROWS = 100_000
@@ -100,6 +101,7 @@ class StreamingQuery:
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         emit_on_same_batch: bool = False,
+        watermarks: PartitionWatermarks | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.name = name or f"query-{self.id[:8]}"
@@ -110,7 +112,9 @@ class StreamingQuery:
         _check_replay(sink, self._feed.exact_replay, type(source).__name__)
         self.table = table
         """The unbounded input table: every decoded micro-batch is appended to it."""
-        self._engine = IncrementalQuery(plan, mode, emit_on_same_batch=emit_on_same_batch)
+        self._engine = IncrementalQuery(
+            plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
+        )
         self._log = CheckpointLog(store) if store is not None else None
         """None without a checkpoint location: nothing to restart from, nothing written."""
         self._clock = clock
@@ -336,9 +340,16 @@ class StreamingQuery:
             return
         self._offsets = dict(last.offsets)
         self._next_id = last.batch_id + 1
-        in_force = _in_force(self._log, last.batch_id)
+        meta = _commit_meta(self._log, last.batch_id)
+        in_force = meta.get("in_force")
+        maxima = meta.get("partition_max")
         self._engine.restore(
-            last.state, last.watermark, last.max_event, in_force, no_data_pending=no_data
+            last.state,
+            last.watermark,
+            last.max_event,
+            in_force if isinstance(in_force, int) else None,
+            no_data_pending=no_data,
+            partition_max=maxima if isinstance(maxima, dict) else None,
         )
 
     async def _process(self, fetched: Fetched | None, started: float) -> None:
@@ -353,15 +364,16 @@ class StreamingQuery:
         t0 = self._clock()
         if log is not None:
             await asyncio.to_thread(log.write_offsets, bid, offsets)
-        result, output = await asyncio.to_thread(self._execute, batch.rows)
+        result, output = await asyncio.to_thread(self._execute, batch.rows, batch.row_partitions)
         t1 = self._clock()
         await self.sink.add_batch(bid, output)
         t2 = self._clock()
         await asyncio.to_thread(self._engine.checkpoint_state, log, bid)
         t3 = self._clock()
         engine = self._engine
-        meta = {"watermark": engine.watermark, "max_event": engine.max_event}
+        meta: dict[str, Any] = {"watermark": engine.watermark, "max_event": engine.max_event}
         meta["in_force"] = engine.in_force
+        meta["partition_max"] = engine.partition_maxima
         if log is not None:
             await asyncio.to_thread(log.write_commit, bid, offsets, meta)
         if fetched is not None:
@@ -383,16 +395,19 @@ class StreamingQuery:
             self._offsets, self._next_id = offsets, bid + 1
             self._cond.notify_all()
 
-    def _execute(self, rows: pa.Table) -> tuple[BatchResult, pa.Table]:
+    def _execute(
+        self, rows: pa.Table, partitions: pa.Array | None = None
+    ) -> tuple[BatchResult, pa.Table]:
         """Append ``rows`` to the input table and run the incremental engine on them (in a
-        worker thread, so the next batch is fetched meanwhile)."""
+        worker thread, so the next batch is fetched meanwhile); ``partitions`` names each
+        row's source partition (per-partition watermarks)."""
         if not rows.num_columns:  # a no-data batch
             result = self._engine.run_no_data()
             return result, result.output.to_arrow()
         frame = pl.from_arrow(rows)
         assert isinstance(frame, pl.DataFrame)
         self.table.append(rows)
-        result = self._engine.run(frame)
+        result = self._engine.run(frame, partitions)
         return result, result.output.to_arrow()
 
     def _keep_side_tables(self, bid: int, batch: SourceBatch, late: pl.DataFrame) -> None:
@@ -498,14 +513,15 @@ def _no_data(offsets: Offsets) -> SourceBatch:
     return SourceBatch(pa.table({}), empty_dead_letters(), dict(offsets))
 
 
-def _in_force(log: CheckpointLog | None, batch_id: int) -> int | None:
-    """The watermark in force in committed batch ``batch_id`` (None when not recorded)."""
+def _commit_meta(log: CheckpointLog | None, batch_id: int) -> dict[str, Any]:
+    """The engine's meta in committed batch ``batch_id``'s commit file: ``in_force`` (the
+    watermark in force), ``partition_max`` (largest event time per partition); empty
+    when not recorded."""
     if log is None:
-        return None
+        return {}
     raw = log.store.read_bytes(f"commits/{batch_id:012d}")
     body = envelope.open_json(raw, "commit", StreamkitError) if raw is not None else {}
-    value = body.get("in_force")
-    return value if isinstance(value, int) else None
+    return body if isinstance(body, dict) else {}
 
 
 def _check_replay(sink: Sink, exact: bool, source_name: str) -> None:
