@@ -231,9 +231,11 @@ async def test_restart_inside_an_aggregated_record_repeats_and_loses_nothing(
                 ep, config, lambda: CutProcessor(cuts, first),
                 lambda: all(len(first.get(s, [])) >= ends[s] for s in truth),
             )  # fmt: skip
+            # By count, not by the last row: inside an aggregate the KPL packs records in
+            # its own order, so truth's last row need not be the last one read.
             await run_consumer(
                 ep, config, lambda: AllProcessor(second),
-                lambda: all(second.get(s, [])[-1:] == truth[s][-1:] for s in truth),
+                lambda: all(len(second.get(s, [])) >= len(truth[s]) - ends[s] for s in truth),
             )  # fmt: skip
         finally:
             await drop_table(ep, config.app_name)
