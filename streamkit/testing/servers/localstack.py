@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
-SERVICES = "kinesis,dynamodb,s3,sts"
+SERVICES = "kinesis,dynamodb,s3,sts,cloudwatch"
 """sts: the Java KPL peer asks GetCallerIdentity for the stream ARN before it puts a record."""
 
 
