@@ -12,7 +12,7 @@ import polars as pl
 
 from streamkit import aggregate as K
 from streamkit.expr import Col
-from streamkit.plan import Aggregate, Filter, Plan, Project, Scan, Watermark
+from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.windows import BUCKET
 
 Loader = Callable[[Scan, list[str], list[str]], pl.LazyFrame]
@@ -70,6 +70,10 @@ def compile_plan(
         return rows.with_columns(named).select(e.output_name for e in plan.exprs)
     if isinstance(plan, Watermark):
         return compile_plan(plan.input, needed, dictionary, load)
+    if isinstance(plan, Deduplicate):
+        need = None if needed is None else needed | set(plan.keys)
+        rows = compile_plan(plan.input, need, dictionary, load)
+        return rows.unique(subset=plan.keys, keep="first", maintain_order=True)
     if isinstance(plan, Aggregate):
         return _aggregate_chunked(plan, dictionary, load).lazy()
     raise TypeError(f"unknown plan node {type(plan).__name__}")
@@ -109,8 +113,9 @@ def scan_columns(plan: Plan) -> list[str] | None:
         requests.append([c for c in scan.schema.names() if c in wanted])
         return pl.DataFrame(schema={c: scan.schema[c] for c in columns}).lazy()
 
-    if isinstance(plan, Aggregate):
-        compile_plan(plan.input, _agg_columns(plan), set(), record)
+    aggs = [node for node in plan.chain() if isinstance(node, Aggregate)]
+    if aggs:  # what is above the aggregation reads its result, not the scan
+        compile_plan(aggs[-1].input, _agg_columns(aggs[-1]), set(), record)
     else:
         compile_plan(plan, None, set(), record)
     if len(requests) != 1:

@@ -15,7 +15,7 @@ from streamkit.durations import parse_duration_ns
 from streamkit.errors import PlanError
 from streamkit.execute import execute
 from streamkit.expr import Expr, into_col
-from streamkit.plan import Aggregate, Filter, Plan, Project, Watermark
+from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Watermark
 from streamkit.windows import WINDOW_COLUMN, SessionWindow, TimeWindow
 
 if TYPE_CHECKING:
@@ -95,6 +95,26 @@ class DataFrame:
     def with_watermark(self, column: str, delay: str | timedelta) -> DataFrame:
         """Event-time column and how late rows may arrive (streaming); batch ignores it."""
         return DataFrame(Watermark(self._plan, column, parse_duration_ns(delay)))
+
+    def drop_duplicates(self, subset: list[str] | None = None) -> DataFrame:
+        """The first row of each distinct ``subset`` (None: all columns), as Spark's
+        ``dropDuplicates``. On a stream with a watermark, rows at or behind the watermark
+        are dropped and a key is forgotten once the watermark passes its event time, so
+        state is bounded only when ``subset`` holds the event-time column; without a
+        watermark, the state keeps every key seen."""
+        return DataFrame(Deduplicate(self._plan, None if subset is None else tuple(subset)))
+
+    dropDuplicates = drop_duplicates
+
+    def drop_duplicates_within_watermark(self, subset: list[str] | None = None) -> DataFrame:
+        """Spark 3.5's ``dropDuplicatesWithinWatermark``: on a stream (which needs a
+        watermark), a row is a duplicate of an earlier one with the same ``subset`` until
+        the watermark reaches that first row's event time plus the delay; after that the
+        key is forgotten and may be emitted again. Batch: as ``drop_duplicates``."""
+        subset_ = None if subset is None else tuple(subset)
+        return DataFrame(Deduplicate(self._plan, subset_, within_watermark=True))
+
+    dropDuplicatesWithinWatermark = drop_duplicates_within_watermark
 
     def group_by(self, *keys: str | Expr | TimeWindow | SessionWindow) -> GroupedData:
         """Group by key columns and at most one window; finish with ``.agg(...)``."""

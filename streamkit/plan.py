@@ -192,3 +192,36 @@ class Aggregate(Plan):
         parts = [repr(self.window)] if self.window is not None else []
         parts += [repr(k) for k in self.keys]
         return f"Aggregate by [{', '.join(parts)}]: {', '.join(repr(a) for a in self.aggs)}"
+
+
+@dataclass(frozen=True, eq=False)
+class Deduplicate(Plan):
+    """``drop_duplicates(subset)``: the first row of each distinct ``subset`` (None: all
+    columns). ``within_watermark`` is Spark's ``dropDuplicatesWithinWatermark``: on a
+    stream a key is forgotten once the watermark reaches its first event time plus the
+    delay (batch: the same as ``drop_duplicates``)."""
+
+    input: Plan
+    subset: tuple[str, ...] | None
+    within_watermark: bool = False
+    schema: pl.Schema = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in self.keys:
+            Col(name).check(self.input.schema)
+        if self.subset is not None and not self.subset:
+            raise PlanError("drop_duplicates needs at least one column in subset (or None)")
+        object.__setattr__(self, "schema", self.input.schema)
+
+    @property
+    def keys(self) -> list[str]:
+        """The columns that identify a duplicate."""
+        return list(dict.fromkeys(self.subset or self.input.schema.names()))
+
+    @property
+    def children(self) -> tuple[Plan, ...]:
+        return (self.input,)
+
+    def describe(self) -> str:
+        name = "DeduplicateWithinWatermark" if self.within_watermark else "Deduplicate"
+        return f"{name} [{', '.join(self.keys)}]"

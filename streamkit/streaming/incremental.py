@@ -27,8 +27,8 @@ no extra batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import polars as pl
@@ -38,9 +38,11 @@ from streamkit import aggregate as K
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
 from streamkit.expr import Col
-from streamkit.plan import Aggregate, Plan, Project, Watermark
+from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.state import StateStore, make_store
+from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.windows import WEND, SessionWindow, last_window_end
 
@@ -113,18 +115,24 @@ class IncrementalQuery:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
         self.plan, self.mode = plan, mode
         self.emit_on_same_batch = emit_on_same_batch
-        aggs = [n for n in plan.chain() if isinstance(n, Aggregate)]
+        stateful = [n for n in plan.chain() if isinstance(n, Aggregate | Deduplicate)]
         marks = [n for n in plan.chain() if isinstance(n, Watermark)]
-        if len(aggs) > 1:
-            raise PlanError("a streaming query supports one aggregation")
-        self._agg = aggs[0] if aggs else None
-        if self._agg is not None and self._agg is not plan:
-            raise PlanError("operations after a streaming aggregation are not supported yet")
+        if len(stateful) > 1:
+            raise PlanError(
+                "a streaming query supports one stateful operator (one aggregation or one "
+                "drop_duplicates) so far"
+            )
+        top = stateful[0] if stateful else None
+        self._above = _above(plan, top) if top is not None and top is not plan else None
+        self._agg = top if isinstance(top, Aggregate) else None
         self._mark = marks[0] if marks else None
+        if self._mark is not None and top is not None and self._mark not in top.chain():
+            raise PlanError("with_watermark must come before the aggregation or drop_duplicates")
         _check_mode(self._agg, self._mark is not None, mode)
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
         self._check_watermark_column()
         self._store: StateStore | None = None if self._spec is None else make_store(self._spec)
+        self._dedup = StreamingDedup(top, self._mark) if isinstance(top, Deduplicate) else None
         self.watermark: int | None = None
         """The tracker W: after the batches run so far (None before any event time)."""
         self._max_event: int | None = None
@@ -164,11 +172,16 @@ class IncrementalQuery:
         if self.emit_on_same_batch:
             in_force = self.watermark
         self._in_force, self._restored = in_force, False
+        if self._dedup is not None:
+            rows, late = self._dedup.split_late(rows, late_mark)
+            kept = compile_plan(self._dedup.node.input, None, set(), given(rows)).collect()
+            output = self._dedup.run(kept, in_force)
+            return BatchResult(self._finish(output), late, self.watermark)
         if self._agg is None:
             return BatchResult(self._project(rows), rows.head(0), self.watermark)
         rows, late = self._split_late(rows, late_mark)
         output = self._aggregate(rows, late_mark, in_force)
-        return BatchResult(output, late, self.watermark)
+        return BatchResult(self._finish(output), late, self.watermark)
 
     def run_no_data(self) -> BatchResult:
         """A batch without input rows (Spark's no-data batch): evicts and emits what the
@@ -181,7 +194,8 @@ class IncrementalQuery:
         """True when the watermark moved past the one in force in the last batch, in append
         or update mode with a watermark: Spark then runs a no-data batch before waiting
         for input (``spark.sql.streaming.noDataMicroBatches.enabled``)."""
-        if self._agg is None or self._mark is None or self.mode == "complete":
+        stateful = self._agg is not None or self._dedup is not None
+        if not stateful or self._mark is None or self.mode == "complete":
             return False
         if self.emit_on_same_batch or self.watermark is None or self._restored:
             return False
@@ -189,6 +203,12 @@ class IncrementalQuery:
 
     def _project(self, rows: pl.DataFrame) -> pl.DataFrame:
         return compile_plan(self.plan, None, set(), given(rows)).collect()
+
+    def _finish(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The operations after the stateful operator, over what it emitted."""
+        if self._above is None:
+            return rows
+        return compile_plan(self._above, None, set(), given(rows)).collect()
 
     def _aggregate(
         self, rows: pl.DataFrame, late_mark: int | None, in_force: int | None
@@ -222,7 +242,8 @@ class IncrementalQuery:
         if spec.state_keys and states.height:
             states = states.sort(spec.state_keys, nulls_last=True)
         if not states.height:
-            return pl.DataFrame(schema=self.plan.schema)
+            assert self._agg is not None
+            return pl.DataFrame(schema=self._agg.schema)
         return K.finalize(states, spec)
 
     # -- lateness ----------------------------------------------------------------------
@@ -292,24 +313,31 @@ class IncrementalQuery:
         """The result over all state now held (what complete mode would emit)."""
         if self._store is None:
             return pl.DataFrame(schema=self.plan.schema)
-        return self._final(self._store.rows())
+        return self._finish(self._final(self._store.rows()))
 
     # -- state snapshots ---------------------------------------------------------------
     def state_frame(self) -> pl.DataFrame:
         """The aggregation state (empty frame when there is none; O(groups held))."""
-        return self._store.rows() if self._store is not None else pl.DataFrame()
+        held = self._held
+        return held.rows() if held is not None else pl.DataFrame()
+
+    @property
+    def _held(self) -> StateStore | DedupStore | None:
+        """The state of the query's stateful operator (None: it has none)."""
+        return self._dedup.store if self._dedup is not None else self._store
 
     def checkpoint_state(self, log: CheckpointLog | None, batch_id: int) -> None:
         """Step 3 of the commit protocol: the state after ``batch_id`` into ``log`` as a
         delta or a snapshot (:meth:`CheckpointLog.write_changes`); without a log, the
         store's changes are dropped so that they do not pile up."""
-        if self._store is None:
+        held = self._held
+        if held is None:
             if log is not None:
                 log.write_state(batch_id, pl.DataFrame())
         elif log is not None:
-            log.write_changes(batch_id, self._store)
+            log.write_changes(batch_id, held)
         else:
-            self._store.take_changes()
+            held.take_changes()
 
     def restore(
         self,
@@ -332,8 +360,8 @@ class IncrementalQuery:
         offsets log entry (None: ``watermark``). No no-data batch is owed until input
         comes (Spark runs none after a restart), unless ``no_data_pending``: one was logged
         and not committed, and is owed again under the same batch id."""
-        if self._store is not None:
-            self._store.load(state)
+        if self._held is not None:
+            self._held.load(state)
         self.watermark, self._max_event = watermark, max_event
         if partition_max is not None:
             self._marks.restore(partition_max)
@@ -360,4 +388,31 @@ class IncrementalQuery:
     @property
     def state_rows(self) -> int:
         """Number of groups held in state."""
-        return self._store.height if self._store is not None else 0
+        return self._held.height if self._held is not None else 0
+
+
+class _Emitted:
+    """The rows a stateful operator emitted, as the leaf of the plan above it."""
+
+    def __init__(self, schema: pl.Schema) -> None:
+        self.schema = schema
+
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        """Never read: the executor is given the emitted rows instead."""
+        yield pl.DataFrame(schema=self.schema)
+
+    def describe(self) -> str:
+        return "rows emitted by the stateful operator"
+
+
+def _above(plan: Plan, stateful: Plan) -> Plan:
+    """``plan`` with ``stateful`` replaced by a scan of its output: the operations after a
+    streaming aggregation or deduplication (filters and projections, as Spark allows)."""
+    if plan is stateful:
+        return Scan(_Emitted(stateful.schema))
+    if not isinstance(plan, Filter | Project):
+        raise PlanError(
+            f"{type(plan).__name__} after a streaming aggregation or drop_duplicates is not "
+            "supported; filter, select and with_column are"
+        )
+    return replace(plan, input=_above(plan.input, stateful))
