@@ -243,7 +243,10 @@ class DataStreamWriter:
         return self
 
     def retention(self, policy: Retention) -> DataStreamWriter:
-        """Retention of the unbounded input table (default: unbounded)."""
+        """Retention of the input table ``q.table``. Default: the rows at or after the
+        watermark, or without a watermark the newest ``DEFAULT_MAX_ROWS``, holding only
+        the columns the query reads (projection pushdown). An explicit policy keeps every
+        column; ``Retention.unbounded()`` warns. See :mod:`streamkit.streaming.table`."""
         self._retention = policy
         return self
 
@@ -337,14 +340,16 @@ class DataStreamWriter:
 
     def _input_schema(self, retention: Retention) -> pa.Schema:
         """The schema of the rows the source will hand over: when the input table keeps no
-        rows and the query reads only some columns, a source that can is told to decode
-        only those (projection pushdown); otherwise the source's whole schema."""
+        rows or has the default retention, and the query reads only some columns, a source
+        that can is told to decode only those (projection pushdown); otherwise the
+        source's whole schema."""
         assert self._stream is not None
         schema = self._stream.schema
         if not isinstance(self._stream, ProjectingSource):
             return schema
         columns = scan_columns(self._df.plan)
-        keeps_rows = retention.kind != "rows" or retention.max_rows != 0
+        explicit = self._retention is not None  # the default holds only what is read
+        keeps_rows = explicit and (retention.kind != "rows" or retention.max_rows != 0)
         if keeps_rows or columns is None or len(columns) == len(schema):
             self._stream.read_only(None)
             return schema
@@ -364,7 +369,7 @@ class DataStreamWriter:
         without waiting for its lease to expire (see :meth:`StreamingQuery.start`)."""
         from streamkit.streaming.checkpoint_store import open_checkpoint_store
         from streamkit.streaming.query import StreamingQuery
-        from streamkit.streaming.table import Retention, UnboundedTable
+        from streamkit.streaming.table import UnboundedTable, resolve_retention
 
         if self._sink_factory is None:
             raise PlanError(
@@ -373,7 +378,7 @@ class DataStreamWriter:
             )
         assert self._stream is not None
         store = open_checkpoint_store(self._checkpoint) if self._checkpoint else None
-        retention = self._retention or Retention.unbounded()
+        retention = resolve_retention(self._retention, self._df.plan)
         table = UnboundedTable(self._input_schema(retention), retention)
         query = StreamingQuery(
             plan=self._df.plan,

@@ -1,16 +1,27 @@
-"""The unbounded input table: micro-batches appended as Arrow record batches.
+"""The input table: micro-batches appended as Arrow record batches, bounded by default.
 
 Appends never copy (the table is a list of record batches); a snapshot is a zero-copy
 ``pa.Table`` over the batches present at that moment, queryable with the batch API
 (``to_frame()``), and handed without copying to Polars or DuckDB (``duckdb.sql("select ...
 from snap")`` on ``snap = table.snapshot()`` reads the Arrow buffers directly).
+
+Retention (what a query's table holds; :func:`resolve_retention` picks the default):
+
+- default, query with a watermark: ``Retention.watermark()``, the rows whose event time is
+  at or after the query's watermark (``q.last_progress.watermark``); a row behind it, or
+  with a null event time, is dropped after the batch that moved the watermark past it;
+- default, query without a watermark: ``Retention.rows(DEFAULT_MAX_ROWS)``;
+- ``Retention.rows(n)``, ``Retention.age(column, duration)``: as asked;
+- ``Retention.unbounded()``: every row, for ever; it warns (:class:`UnboundedRetentionWarning`),
+  since a long-running stream then grows without limit.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from datetime import timedelta
+import warnings
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
@@ -24,24 +35,49 @@ if TYPE_CHECKING:
     import polars as pl
 
     from streamkit.frame import DataFrame
+    from streamkit.plan import Plan
+
+DEFAULT_MAX_ROWS = 1_000_000
+"""Rows the input table of a query without a watermark keeps by default (the newest)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class UnboundedRetentionWarning(UserWarning):
+    """``Retention.unbounded()`` was asked for: the input table will grow without limit."""
 
 
 @dataclass(frozen=True)
 class Retention:
-    """How much of the stream the unbounded table keeps."""
+    """How much of the stream the input table keeps."""
 
-    kind: Literal["unbounded", "rows", "age"]
+    kind: Literal["unbounded", "rows", "age", "watermark"]
     max_rows: int | None = None
     """``rows``: keep the newest ``max_rows`` rows (by arrival)."""
     column: str | None = None
-    """``age``: the event-time column."""
+    """``age``, ``watermark``: the event-time column (``watermark``: set at query start)."""
     duration_ns: int | None = None
     """``age``: keep rows whose event time >= newest event time seen - duration."""
 
     @classmethod
     def unbounded(cls) -> Retention:
-        """Keep every row."""
+        """Keep every row, for ever: warns with :class:`UnboundedRetentionWarning`, since
+        the table of a long-running stream then grows without limit."""
+        warnings.warn(
+            "Retention.unbounded(): the query's input table keeps every row and grows "
+            "without limit; prefer the default (bounded by the watermark) or "
+            "Retention.rows(n) / Retention.age(column, duration)",
+            UnboundedRetentionWarning,
+            stacklevel=2,
+        )
         return cls("unbounded")
+
+    @classmethod
+    def watermark(cls) -> Retention:
+        """Keep the rows whose event time is at or after the query's watermark (the
+        default of a query with ``with_watermark``); rows behind it and rows with a null
+        event time are dropped once the watermark is known."""
+        return cls("watermark")
 
     @classmethod
     def rows(cls, n: int) -> Retention:
@@ -57,22 +93,44 @@ class Retention:
         return cls("age", column=column, duration_ns=parse_duration_ns(duration))
 
 
+def resolve_retention(policy: Retention | None, plan: Plan) -> Retention:
+    """The retention a query over ``plan`` runs with: ``policy``, or when None the default
+    (``Retention.watermark()`` with a watermark, else ``Retention.rows(DEFAULT_MAX_ROWS)``);
+    a ``watermark`` retention gets the plan's watermark column."""
+    from streamkit.plan import Watermark
+
+    marks = [n for n in plan.chain() if isinstance(n, Watermark)]
+    column = marks[0].column if marks else None
+    if policy is None:
+        policy = Retention.watermark() if column else Retention.rows(DEFAULT_MAX_ROWS)
+    if policy.kind != "watermark" or policy.column is not None:
+        return policy
+    if column is None:
+        raise ConfigError(
+            "Retention.watermark() needs a query with a watermark: add "
+            ".with_watermark(column, delay), or use Retention.rows(n) / Retention.age(...)"
+        )
+    return replace(policy, column=column)
+
+
 @dataclass
 class _Chunk:
     batch: pa.RecordBatch
     low: int | None = None
-    """``age`` retention: min event time of the batch (column units), None if all null."""
+    """``age``, ``watermark`` retention: min event time of the batch (column units),
+    None if all null."""
     high: int | None = None
 
 
 class UnboundedTable:
-    """Append-only Arrow table with a retention policy; safe to append and read from
-    different threads. A snapshot holds whole appended batches only (never half of one),
-    and later appends or evictions never change a snapshot already taken."""
+    """Append-only Arrow table with a retention policy (default: the newest
+    ``DEFAULT_MAX_ROWS`` rows); safe to append and read from different threads. A
+    snapshot holds whole appended batches only (never half of one), and later appends or
+    evictions never change a snapshot already taken."""
 
     def __init__(self, schema: pa.Schema, retention: Retention | None = None) -> None:
         self.schema = schema
-        self.retention = retention or Retention.unbounded()
+        self.retention = retention or Retention.rows(DEFAULT_MAX_ROWS)
         self._unit_ns = self._check_retention()
         self._lock = threading.Lock()
         self._chunks: list[_Chunk] = []
@@ -84,14 +142,16 @@ class UnboundedTable:
         """Rows dropped by the retention policy since creation."""
 
     def _check_retention(self) -> int:
-        column = self.retention.column
-        if self.retention.kind != "age" or column is None:
+        column, kind = self.retention.column, self.retention.kind
+        if kind == "watermark" and column is None:
+            raise ConfigError("Retention.watermark() needs its column: see resolve_retention")
+        if kind not in ("age", "watermark") or column is None:
             return 1
         if column not in self.schema.names:
-            raise SchemaError(f"Retention.age column {column!r} is not in {self.schema.names}")
+            raise SchemaError(f"Retention.{kind} column {column!r} is not in {self.schema.names}")
         dtype = self.schema.field(column).type
         if not pa.types.is_timestamp(dtype):
-            raise SchemaError(f"Retention.age needs a timestamp column; {column!r} is {dtype}")
+            raise SchemaError(f"Retention.{kind} needs a timestamp column; {column!r} is {dtype}")
         return TIME_UNIT_NS[dtype.unit]
 
     @property
@@ -116,7 +176,7 @@ class UnboundedTable:
     def _chunk(self, batch: pa.RecordBatch) -> _Chunk:
         if batch.schema != self.schema:
             batch = pa.RecordBatch.from_arrays(batch.columns, schema=self._checked(batch.schema))
-        if self.retention.kind != "age" or self.retention.column is None:
+        if self.retention.kind not in ("age", "watermark") or self.retention.column is None:
             return _Chunk(batch)
         bounds = pc.min_max(batch.column(self.retention.column).cast(pa.int64()))
         return _Chunk(batch, bounds["min"].as_py(), bounds["max"].as_py())
@@ -158,17 +218,34 @@ class UnboundedTable:
         self._rows -= rows
         self.evicted_rows += rows
 
-    def _keep_since(self, cutoff: int) -> None:
+    def drop_behind(self, watermark: datetime | None) -> None:
+        """``watermark`` retention: drop the rows whose event time is before ``watermark``
+        (the query's, after a batch) and the rows without an event time; a no-op for other
+        retentions and while the watermark is None. Cost: the batches holding such rows."""
+        if self.retention.kind != "watermark" or watermark is None:
+            return
+        if watermark.tzinfo is None:
+            watermark = watermark.replace(tzinfo=UTC)
+        ns = (watermark - _EPOCH) // timedelta(microseconds=1) * 1_000
+        cutoff = -(-ns // self._unit_ns)  # the first tick at or after the watermark
+        with self._lock:
+            self._keep_since(cutoff, keep_nulls=False)
+
+    def _keep_since(self, cutoff: int, keep_nulls: bool = True) -> None:
         column = self.retention.column
         assert column is not None
         kept: list[_Chunk] = []
         for chunk in self._chunks:
             rows = chunk.batch.num_rows
-            if chunk.low is None or chunk.low >= cutoff:
+            whole = chunk.low is not None and chunk.low >= cutoff
+            if whole and (keep_nulls or not chunk.batch.column(column).null_count):
+                kept.append(chunk)
+                continue
+            if chunk.low is None and keep_nulls:
                 kept.append(chunk)
                 continue
             values = chunk.batch.column(column).cast(pa.int64())
-            keep = pc.fill_null(pc.greater_equal(values, cutoff), True)
+            keep = pc.fill_null(pc.greater_equal(values, cutoff), keep_nulls)
             batch = chunk.batch.filter(keep)
             if batch.num_rows:
                 remaining = pc.min_max(batch.column(column).cast(pa.int64()))

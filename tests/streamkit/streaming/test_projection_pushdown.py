@@ -1,7 +1,7 @@
 """Projection pushdown: ``scan_columns`` names what a plan reads; a query whose input table
-keeps no rows decodes only those columns (an unread field is not validated, as with
-Spark's JSON column pruning); with any other retention every column is decoded and
-checked. ``JsonDecoder.read_only`` directly."""
+has the default retention or keeps no rows decodes only those columns (an unread field is
+not validated, as with Spark's JSON column pruning); with any other explicit retention
+every column is decoded and checked. ``JsonDecoder.read_only`` directly."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from streamkit.execute import scan_columns
 from streamkit.streaming.decode import JsonDecoder, RawRecords
 from streamkit.streaming.query import StreamingQuery
 from streamkit.streaming.sources import FileStreamSource
-from streamkit.streaming.table import Retention
+from streamkit.streaming.table import DEFAULT_MAX_ROWS, Retention
 
 WIDE = pa.schema(
     [
@@ -27,6 +27,14 @@ WIDE = pa.schema(
         ("action", pa.string()),
         ("note", pa.string()),
         ("event_time", pa.timestamp("us", "UTC")),
+    ]
+)
+WIDE_JSON = pa.schema(
+    [
+        ("event_time", pa.timestamp("us", "UTC")),
+        ("action", pa.string()),
+        ("note", pa.string()),
+        ("value", pa.float64()),
     ]
 )
 SCHEMA = pa.schema(
@@ -132,11 +140,25 @@ def test_a_query_keeping_no_input_rows_decodes_and_checks_only_what_it_reads(
     assert result("pushed") == {"a": (8.0, 3), "b": (7.0, 2)}
 
 
-def test_with_the_default_retention_every_column_is_decoded_and_checked(
+def test_the_default_retention_decodes_and_keeps_only_what_the_query_reads(
     tmp_path: Path,
 ) -> None:
     write_records(tmp_path)
-    q = sums(FileStreamSource(str(tmp_path), schema=SCHEMA), "full", None)
+    q = sums(FileStreamSource(str(tmp_path), schema=SCHEMA), "default", None)
+    assert q.table.schema == pa.schema([("action", pa.string()), ("value", pa.float64())])
+    assert positions(q) == ["f1.json:2"]
+    # No watermark: the table keeps the newest DEFAULT_MAX_ROWS rows, here all five decoded.
+    assert q.table.to_pandas().to_dict("records") == [
+        {"action": a, "value": v}
+        for a, v in [("a", 1.0), ("b", 2.0), ("a", 3.0), ("a", 4.0), ("b", 5.0)]
+    ]
+    assert result("default") == {"a": (8.0, 3), "b": (7.0, 2)}
+
+
+def test_an_explicit_retention_decodes_and_checks_every_column(tmp_path: Path) -> None:
+    write_records(tmp_path)
+    source = FileStreamSource(str(tmp_path), schema=SCHEMA)
+    q = sums(source, "full", Retention.rows(DEFAULT_MAX_ROWS))
     assert q.table.schema == SCHEMA
     assert q.table.num_rows == 2
     assert positions(q) == ["f1.json:1", "f1.json:2", "f2.json:1", "f2.json:2"]
@@ -150,14 +172,14 @@ def test_retention_keeping_rows_disables_pushdown(tmp_path: Path) -> None:
     assert positions(q) == ["f1.json:1", "f1.json:2", "f2.json:1", "f2.json:2"]
 
 
-def test_the_same_source_reused_with_default_retention_decodes_every_column_again(
+def test_the_same_source_reused_with_a_retention_keeping_rows_decodes_every_column_again(
     tmp_path: Path,
 ) -> None:
     write_records(tmp_path)
     source = FileStreamSource(str(tmp_path), schema=SCHEMA, decode_workers=2)
-    first = sums(source, "first", Retention.rows(0))
+    first = sums(source, "first", None)
     assert positions(first) == ["f1.json:2"]
-    second = sums(source, "second", None)
+    second = sums(source, "second", Retention.rows(10))
     assert second.table.schema == SCHEMA
     assert positions(second) == ["f1.json:1", "f1.json:2", "f2.json:1", "f2.json:2"]
     assert result("second") == {"a": (1.0, 1), "b": (2.0, 1)}
@@ -217,6 +239,42 @@ def test_the_watermark_column_is_decoded_when_only_the_watermark_reads_it(
     assert q.last_progress is not None
     assert q.last_progress.watermark is not None
     assert q.last_progress.watermark.isoformat() == "2024-01-01T01:50:00+00:00"
+
+
+def test_the_default_retention_of_a_watermarked_query_is_bounded_and_pushed_down(
+    tmp_path: Path,
+) -> None:
+    """Five files, 20 minutes of event time each; ``note`` (never read) is mistyped in
+    every third record: nothing is dead-lettered, the table holds ``event_time`` and
+    ``action`` of the rows at or after the final watermark (newest - 10 minutes)."""
+    minutes = [(f, f * 20 + k) for f in range(5) for k in range(0, 20, 2)]
+    for f in range(5):
+        lines = [
+            {"event_time": f"2024-01-01T{m // 60:02d}:{m % 60:02d}:00Z", "action": f"a{m % 2}",
+             "note": m if m % 3 == 0 else "n", "value": 1.0}
+            for g, m in minutes if g == f
+        ]  # fmt: skip
+        path = tmp_path / f"f{f}.json"
+        path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in lines))
+        os.utime(path, (1000 + f, 1000 + f))
+    df = sk.read_stream.source(FileStreamSource(str(tmp_path), schema=WIDE_JSON))
+    q = (
+        df.with_watermark("event_time", "10 minutes")
+        .group_by(sk.window("event_time", "5 minutes"), "action")
+        .agg(sk.count().alias("n"))
+        .write_stream.output_mode("update")
+        .trigger(available_now=True)
+        .memory("wm_default")
+        .start()
+    )
+    assert q.await_termination(timeout=20)
+    assert q.dead_letters is None
+    assert q.table.schema.names == ["event_time", "action"]
+    newest = max(m for _, m in minutes)  # 98: the watermark is 01:28
+    held = [m for _, m in minutes if m >= newest - 10]
+    times = q.table.snapshot().column("event_time").to_pylist()
+    assert sorted((t.hour * 60 + t.minute) for t in times) == held
+    assert sum(r["n"] for r in sk.memory_table("wm_default").to_pylist()) == len(minutes)
 
 
 # --- the source and the decoder directly ---------------------------------------------

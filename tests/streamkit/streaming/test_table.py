@@ -11,8 +11,13 @@ import pyarrow as pa
 import pytest
 
 import streamkit as sk
-from streamkit.errors import SchemaError
-from streamkit.streaming.table import Retention, UnboundedTable
+from streamkit.errors import ConfigError, SchemaError
+from streamkit.streaming.table import (
+    DEFAULT_MAX_ROWS,
+    Retention,
+    UnboundedTable,
+    resolve_retention,
+)
 
 SCHEMA = pa.schema(
     [
@@ -107,6 +112,68 @@ def test_age_retention_needs_a_timestamp_column() -> None:
         UnboundedTable(SCHEMA, Retention.age("value", "1 hour"))
     with pytest.raises(SchemaError, match="'nope'"):
         UnboundedTable(SCHEMA, Retention.age("nope", "1 hour"))
+
+
+def watermark_table() -> UnboundedTable:
+    return UnboundedTable(SCHEMA, Retention("watermark", column="event_time"))
+
+
+def test_watermark_retention_drops_rows_behind_the_watermark_it_is_given() -> None:
+    table = watermark_table()
+    table.append(batch([0, 30, 5]))
+    table.drop_behind(None)  # no watermark yet: nothing to drop
+    assert values(table) == [0, 30, 5]
+    table.drop_behind(T0 + timedelta(minutes=5))
+    assert values(table) == [30, 5]  # 5 is at the watermark: kept
+    table.append(batch([20, 4, 40]))
+    assert values(table) == [30, 5, 20, 4, 40]  # appends alone never drop
+    table.drop_behind(T0 + timedelta(minutes=20, microseconds=1))
+    assert values(table) == [30, 40]
+    assert (table.appended_rows, table.evicted_rows, table.num_rows) == (6, 4, 2)
+
+
+def test_watermark_retention_drops_rows_without_event_time() -> None:
+    table = watermark_table()
+    nulls = pa.RecordBatch.from_arrays(
+        [pa.array([None, T0], SCHEMA.field(0).type), pa.array(["n", "m"]), pa.array([-1, 0])],
+        schema=SCHEMA,
+    )
+    table.append(nulls)
+    only_null = [pa.nulls(1, SCHEMA.field(0).type), pa.array(["n"]), pa.array([-2])]
+    table.append(pa.RecordBatch.from_arrays(only_null, schema=SCHEMA))
+    table.drop_behind(T0)
+    assert values(table) == [0]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "ns"])
+def test_watermark_retention_compares_in_the_column_unit(unit: str) -> None:
+    schema = pa.schema([("t", pa.timestamp(unit))])  # tz-naive: ticks since the epoch
+    table = UnboundedTable(schema, Retention("watermark", column="t"))
+    times = [T0.replace(tzinfo=None) + timedelta(seconds=s) for s in (0, 1, 2, 3)]
+    table.append(pa.table({"t": pa.array(times, schema.field(0).type)}))
+    table.drop_behind(T0 + timedelta(seconds=1, milliseconds=500))
+    assert [t.second for t in table.snapshot().column("t").to_pylist()] == [2, 3]
+
+
+def test_other_retentions_ignore_the_watermark() -> None:
+    table = UnboundedTable(SCHEMA, Retention.rows(10))
+    table.append(batch([0, 1]))
+    table.drop_behind(T0 + timedelta(hours=1))
+    assert values(table) == [0, 1]
+
+
+def test_resolve_retention_defaults_to_the_watermark_else_a_row_budget() -> None:
+    df = sk.from_arrow(pa.Table.from_batches([batch([1])]))
+    assert resolve_retention(None, df.plan) == Retention.rows(DEFAULT_MAX_ROWS)
+    marked = df.with_watermark("event_time", "1 minute")
+    assert resolve_retention(None, marked.plan) == Retention("watermark", column="event_time")
+    assert resolve_retention(Retention.rows(3), marked.plan) == Retention.rows(3)
+    with pytest.raises(ConfigError, match="with_watermark"):
+        resolve_retention(Retention.watermark(), df.plan)
+    with pytest.raises(ConfigError, match="column"):
+        UnboundedTable(SCHEMA, Retention.watermark())
+    with pytest.raises(SchemaError, match="timestamp"):
+        UnboundedTable(SCHEMA, Retention("watermark", column="value"))
 
 
 def test_queries_use_the_batch_api() -> None:
