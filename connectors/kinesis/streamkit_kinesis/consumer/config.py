@@ -1,10 +1,13 @@
 """Consumer configuration: one frozen value, validated when it is built.
 
 Defaults follow the KCL where a concept is the same: ``failover_time`` 10 s, lease renewal
-every third of it, a take cycle every ``2 * failover_time``, one steal per take cycle, an
-idle wait of 1 s between empty reads, up to 10,000 records per GetRecords, a shard sync
-every 60 s, lease cleanup every 60 s (a vanished shard's lease deleted after 30 minutes)
-and initial position LATEST.
+every third of it, a take cycle every ``2 * failover_time``, one steal per take cycle,
+1.5 s between a read that reached the tip and the next (KCL 2.x/3.x
+``idleMillisBetweenCalls``; a backlog is read without waiting), up to 10,000 records per
+GetRecords, a periodic shard sync every 120 s on the leader only (KCL's
+``leasesRecoveryAuditorExecutionFrequencyMillis``, run by its leader; a shard reaching
+SHARD_END creates its children at once), lease cleanup every 60 s (a vanished shard's
+lease deleted after 30 minutes) and initial position LATEST.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from streamkit.errors import ConfigError
-from streamkit_kinesis.retrieval.polling import PollingFetchers
+from streamkit_kinesis.retrieval.polling import IDLE_TIME, PollingFetchers
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,
     LATEST,
@@ -109,16 +112,23 @@ class ConsumerConfig:
     """Leases stolen per take cycle at most, to balance by count."""
     max_leases: int | None = None
     """Cap on leases held by this worker (``None``: no cap)."""
-    idle_time: float = 1.0
-    """Wait after an empty, caught-up read before the next GetRecords of that shard."""
+    idle_time: float = IDLE_TIME
+    """Least time from a read that reached the tip (empty or not) to the next GetRecords of
+    that shard (KCL 2.x/3.x: 1.5 s between every call); a read behind the tip is followed
+    at once. Kinesis allows 5 reads/s per shard for all consumers together."""
     max_records: int = 10_000
     """``Limit`` of each GetRecords call (1..10,000)."""
-    shard_sync_interval: float = 60.0
-    """Time between periodic shard syncs (a shard reaching SHARD_END also triggers one)."""
+    shard_sync_interval: float = 120.0
+    """Time between periodic shard syncs, run by the leader only (KCL: its leader's
+    periodic shard sync / lease recovery audit every 2 minutes). New shards of a reshard
+    need no periodic sync: a shard reaching SHARD_END creates its children's leases at
+    once (from ``ChildShards``, else ListShards)."""
     parent_poll_interval: float = 10.0
     """How often a child shard re-checks whether its parents reached SHARD_END."""
-    shard_refresh_interval: float | None = 30.0
-    """How often an idle reader re-describes its shard to notice that it was closed."""
+    shard_refresh_interval: float | None = None
+    """How often an idle reader re-describes its shard (ListShards) to notice that it was
+    closed. Off by default, as in KCL: AWS, LocalStack and kinesalite end a closed shard
+    with a null ``NextShardIterator``. Set it (e.g. 30) on moto, which never does."""
     lease_cleanup_interval: float = 60.0
     """Time between lease cleanups: finished parents whose children all started, and leases
     of vanished shards, are deleted (KCL's ``LeaseCleanupManager``)."""

@@ -22,6 +22,14 @@ record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
   (:class:`~streamkit_kinesis.errors.ShardNotFoundError`), a stream that is gone,
   rejected credentials, an invalid request. ``retry_forever=False`` (one-shot tools)
   gives up on an unreachable endpoint after about a second instead.
+- Polling cost as KCL's: after a read that reached the tip (``MillisBehindLatest`` 0 or
+  absent, and fewer records than ``limit``; empty or not), the next GetRecords of the
+  shard waits until ``idle_time`` (default 1.5 s, KCL 2.x/3.x's
+  ``idleMillisBetweenCalls``) has passed since that read returned; time the records spent
+  being processed counts toward it. A read that is behind (``MillisBehindLatest`` > 0, or
+  a full ``limit``) is followed at once, so a backlog is read at full speed (KCL spaces
+  every call by 1.5 s, backlog or not). Kinesis allows 5 reads/s per shard shared by
+  every consumer: at the defaults a caught-up reader makes at most 1 / 1.5 s.
 - SHARD_END is detected by any of: a null ``NextShardIterator`` (AWS, LocalStack,
   kinesalite); the last record being the closed shard's ``ending_sequence_number``; an
   empty, caught-up read (``MillisBehindLatest`` 0 or absent) of a closed shard. The last
@@ -29,7 +37,8 @@ record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
   below the shard's starting one (kinesis-mock's placeholder) is not trusted. While a
   shard believed open reads idle, its description is refreshed at most every
   ``shard_refresh_interval`` seconds, so a shard closed after the reader started is
-  noticed too.
+  noticed too (off by default: AWS, LocalStack and kinesalite end a closed shard with a
+  null iterator, and KCL makes no such call; only moto needs it).
 """
 
 from __future__ import annotations
@@ -76,6 +85,8 @@ T = TypeVar("T")
 
 MAX_CONSECUTIVE_EXPIRED = 3
 MAX_TRANSIENT_ATTEMPTS = 10
+IDLE_TIME = 1.5
+"""KCL 2.x/3.x ``SimpleRecordsFetcherFactory.idleMillisBetweenCalls`` (1500 ms)."""
 
 
 class ShardReader:
@@ -95,9 +106,9 @@ class ShardReader:
         start: ExtendedSequenceNumber | datetime | IteratorStart,
         *,
         limit: int = 10_000,
-        idle_time: float = 1.0,
+        idle_time: float = IDLE_TIME,
         backoff: Backoff | None = None,
-        shard_refresh_interval: float | None = 30.0,
+        shard_refresh_interval: float | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: Rng = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -123,6 +134,7 @@ class ShardReader:
         self._resume = None if self._ended else IteratorStart.of(start)
         self._iterator: str | None = None
         self._idle_pending = False
+        self._last_read = float("-inf")
         self._last_refresh = float("-inf")
         self._last_sequence: str | None = None
         self._children: tuple[str, ...] = ()
@@ -178,7 +190,8 @@ class ShardReader:
     async def next_batch(self) -> RecordBatch:
         """The next batch of records (possibly empty), after one successful GetRecords.
 
-        If the previous call came back empty and caught up, first sleeps ``idle_time``. Once
+        If the previous call reached the tip, first waits until ``idle_time`` has passed
+        since it returned (on the injected ``clock``; see the module docstring). Once
         the shard has ended this returns an empty ``shard_ended`` batch without calling.
         Cancellation-safe: the position only moves when a batch is returned, so after a
         cancelled call the next one reads the same records again (nothing is skipped).
@@ -187,7 +200,9 @@ class ShardReader:
             return self._ended_batch(())
         if self._idle_pending:
             self._idle_pending = False
-            await self._sleep(self._idle_time)
+            delay = self._idle_time - (self._clock() - self._last_read)
+            if delay > 0:
+                await self._sleep(delay)
         if self._iterator is None:
             if self._starts_past_end():
                 return self._finish(())
@@ -198,6 +213,7 @@ class ShardReader:
     async def _handle(self, out: ColumnarRecords) -> RecordBatch:
         records = to_records(out)
         self._calls += 1
+        self._last_read = self._clock()
         self._behind = out.millis_behind_latest
         if records:
             self._records += len(records)
@@ -211,7 +227,7 @@ class ShardReader:
             await self._maybe_refresh()
         if self._iterator is None or self._reached_end(records, caught_up):
             return self._finish(records)
-        self._idle_pending = caught_up
+        self._idle_pending = not self._behind and len(records) < self._limit
         return RecordBatch(self._shard.shard_id, records, self._behind)
 
     def _reached_end(self, records: tuple[KinesisRecord, ...], caught_up: bool) -> bool:
@@ -370,12 +386,12 @@ class PollingFetchers:
     """The stream the shards belong to."""
     limit: int = 10_000
     """``Limit`` of each GetRecords call."""
-    idle_time: float = 1.0
-    """Pause after an empty, caught-up read."""
-    shard_refresh_interval: float | None = 30.0
+    idle_time: float = IDLE_TIME
+    """Least time between a read that reached the tip and the next one."""
+    shard_refresh_interval: float | None = None
     """How often an idle reader re-describes its shard (None: never)."""
     clock: Callable[[], float] = time.monotonic
-    """Monotonic clock for the refresh interval."""
+    """Monotonic clock for the idle wait and the refresh interval."""
 
     def __call__(self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime) -> ShardReader:
         """A reader of ``shard`` from ``start`` (see :class:`ShardReader`)."""

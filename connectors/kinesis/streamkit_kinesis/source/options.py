@@ -36,11 +36,11 @@ def consumer_config(  # noqa: PLR0917
     overrides: Mapping[str, Any] | None,
 ) -> ConsumerConfig:
     """The consumer settings of a stream source: a take cycle every ``failover_time`` (KCL:
-    twice that), 0.25 s idle between empty reads, 1 s shutdown grace, then ``overrides``."""
+    twice that), 1 s shutdown grace, then ``overrides``; GetRecords pacing (``idle_time``)
+    and shard sync are the consumer's KCL-like defaults."""
     options: dict[str, Any] = {
         "failover_time": failover_time,
         "take_interval": failover_time,
-        "idle_time": 0.25,
         "shutdown_grace": 1.0,
         "parent_poll_interval": 2.0,
         **(overrides or {}),

@@ -27,9 +27,10 @@ def test_defaults_follow_kcl() -> None:
     assert config.effective_renew_interval == pytest.approx(10.0 / 3)
     assert config.effective_take_interval == 20.0
     assert config.max_steal == 1
-    assert config.idle_time == 1.0
+    assert config.idle_time == 1.5  # KCL 2.x/3.x SimpleRecordsFetcherFactory
     assert config.max_records == 10_000
-    assert config.shard_sync_interval == 60.0
+    assert config.shard_sync_interval == 120.0  # KCL's leader audit, every 2 minutes
+    assert config.shard_refresh_interval is None  # KCL lists no shards per idle reader
     assert config.initial_position == InitialPosition.latest()
 
 

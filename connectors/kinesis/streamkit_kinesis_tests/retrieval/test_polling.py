@@ -171,13 +171,76 @@ async def test_throttling_backs_off_with_jitter_and_loses_nothing(
 async def test_idle_read_sleeps_idle_time_before_the_next_call(aws_endpoint: AwsEndpoint) -> None:
     async with fresh_stream(aws_endpoint, 1) as (stream, _):
         client, shard = await one_shard(stream, aws_endpoint)
-        sleeps = Sleeps()
-        reader = ShardReader(client, stream, shard, TRIM_HORIZON, idle_time=0.75, sleep=sleeps)
+        sleeps, now = Sleeps(), [100.0]
+        reader = ShardReader(
+            client, stream, shard, TRIM_HORIZON, idle_time=0.75, sleep=sleeps,
+            clock=lambda: now[0],
+        )  # fmt: skip
         assert (await reader.next_batch()).records == ()
         assert sleeps.calls == []
         await reader.next_batch()
         assert sleeps.calls == [0.75]
         assert reader.metrics().millis_behind_latest in (0, None)
+        now[0] += 0.5  # the caller spent 0.5 s between reads: that counts toward the wait
+        await reader.next_batch()
+        assert sleeps.calls == [0.75, 0.25]
+        now[0] += 2.0  # longer than idle_time: no wait at all
+        await reader.next_batch()
+        assert sleeps.calls == [0.75, 0.25]
+
+
+async def test_a_backlog_is_read_without_waiting_a_caught_up_read_with_records_waits(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        client, shard = await one_shard(stream, aws_endpoint)
+        await asyncio.to_thread(put_blocking, client, stream, payloads(30))
+        sleeps = Sleeps()
+        reader = ShardReader(
+            client, stream, shard, TRIM_HORIZON, limit=10, idle_time=1.5, sleep=sleeps,
+            clock=lambda: 0.0,
+        )  # fmt: skip
+        backlog = [len((await reader.next_batch()).records) for _ in range(3)]
+        assert backlog == [10, 10, 10]
+        assert sleeps.calls == []  # full reads: behind the tip, no pause between them
+        assert (await reader.next_batch()).records == ()
+        assert sleeps.calls == []  # the pause comes before the call after a caught-up read
+        await asyncio.to_thread(put_blocking, client, stream, payloads(4, "late"))
+        late = await reader.next_batch()
+        assert sleeps.calls == [1.5]
+        assert [r.data for r in late.records] == payloads(4, "late")
+        await reader.next_batch()  # after a caught-up read WITH records, a pause too (KCL)
+        assert sleeps.calls == [1.5, 1.5]
+
+
+class CountingClient:
+    """The real client, counting the GetRecords calls that reach the server."""
+
+    def __init__(self, real: KinesisApi) -> None:
+        self.real = real
+        self.get_records_calls = 0
+
+    def get_records(self, **kwargs: object) -> object:
+        self.get_records_calls += 1
+        return self.real.get_records(**kwargs)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+async def test_an_idle_shard_is_polled_at_most_once_per_idle_time_by_default(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """Default settings, real time: over ~4.5 s an idle shard gets at most 4 GetRecords
+    (1.5 s apart: KCL's 1500 ms). Kinesis allows 5 reads/s per shard for all consumers."""
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        real, shard = await one_shard(stream, aws_endpoint)
+        client = CountingClient(real)
+        reader = ShardReader(client, stream, shard, TRIM_HORIZON)  # type: ignore[arg-type]
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:
+            assert (await reader.next_batch()).records == ()
+    assert 1 <= client.get_records_calls <= 4, client.get_records_calls
 
 
 async def test_limit_bounds_each_batch(aws_endpoint: AwsEndpoint) -> None:
