@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from streamkit.streaming.progress import QueryProgress
 
 if TYPE_CHECKING:
-    from streamkit.streaming.query import StreamingQuery
+    from streamkit.streaming.view import QueryView
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ class StreamingQueryManager:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Condition()
-        self._active: dict[str, StreamingQuery] = {}
+        self._active: dict[str, QueryView] = {}
         self._runs: dict[str, str] = {}
         self._idle_at: dict[str, float] = {}
-        self._terminated: StreamingQuery | None = None
+        self._terminated: QueryView | None = None
         self._listeners: tuple[StreamingQueryListener, ...] = ()
         self._queue: queue.SimpleQueue[Event | threading.Event] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
@@ -147,12 +147,12 @@ class StreamingQueryManager:
             self._listeners = tuple(x for x in self._listeners if x is not listener)
 
     @property
-    def active(self) -> list[StreamingQuery]:
+    def active(self) -> list[QueryView]:
         """The queries running now, in start order."""
         with self._lock:
             return list(self._active.values())
 
-    def get(self, query_id: str) -> StreamingQuery | None:
+    def get(self, query_id: str) -> QueryView | None:
         """The active query with this id, or None."""
         with self._lock:
             return self._active.get(query_id)
@@ -164,7 +164,7 @@ class StreamingQueryManager:
             ended = self._lock.wait_for(lambda: self._terminated is not None, timeout)
             query = self._terminated
         if ended and query is not None:
-            query.await_termination(0)
+            query.raise_if_failed()
         return ended
 
     def reset_terminated(self) -> None:
@@ -181,7 +181,7 @@ class StreamingQueryManager:
         return done.wait(timeout)
 
     # -- hooks called by the query --------------------------------------------------------
-    def post_started(self, query: StreamingQuery) -> None:
+    def post_started(self, query: QueryView) -> None:
         """Register ``query`` as active and post its started event."""
         run = uuid.uuid4().hex
         with self._lock:
@@ -190,12 +190,12 @@ class StreamingQueryManager:
         self._post(QueryStartedEvent(query.id, run, query.name, datetime.now(UTC)))
 
     def post_progress(
-        self, query: StreamingQuery, progress: QueryProgress, newest: datetime | None
+        self, query: QueryView, progress: QueryProgress, newest: datetime | None
     ) -> None:
         """Post a committed batch's progress."""
         self._post(QueryProgressEvent(query.id, self._run(query), query.name, progress, newest))
 
-    def post_idle(self, query: StreamingQuery, stalled: QueryProgress | None) -> None:
+    def post_idle(self, query: QueryView, stalled: QueryProgress | None) -> None:
         """Post an idle trigger, at most once per ``IDLE_EVENT_INTERVAL`` per query."""
         if not self._listeners:
             return
@@ -207,7 +207,7 @@ class StreamingQueryManager:
         run = self._run(query)
         self._post(QueryIdleEvent(query.id, run, query.name, datetime.now(UTC), stalled))
 
-    def post_terminated(self, query: StreamingQuery, error: BaseException | None) -> None:
+    def post_terminated(self, query: QueryView, error: BaseException | None) -> None:
         """Post the end of ``query`` and wake :meth:`await_any_termination`."""
         run = self._run(query)
         event = QueryTerminatedEvent(
@@ -224,7 +224,7 @@ class StreamingQueryManager:
             self._lock.notify_all()
 
     # -- dispatch ------------------------------------------------------------------------
-    def _run(self, query: StreamingQuery) -> str:
+    def _run(self, query: QueryView) -> str:
         return self._runs.get(query.id, "")
 
     def _post(self, event: Event) -> None:

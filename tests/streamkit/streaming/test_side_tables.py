@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from streamkit.streaming import query
+from streamkit.streaming import side_tables as query
 
 
 def test_side_tables_keep_the_newest_rows_and_compact_their_pieces(
