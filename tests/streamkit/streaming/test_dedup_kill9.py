@@ -132,10 +132,12 @@ def truth(folder: Path) -> list[tuple[int, int]]:
     """The distinct ``(id, epoch micros)`` of the input, by DuckDB."""
     import duckdb
 
-    rows = duckdb.sql(
+    relation = duckdb.sql(
         "SELECT DISTINCT id, epoch_us(CAST(ts AS TIMESTAMP)) "
         f"FROM read_json_auto('{folder}/*.json') ORDER BY ALL"
-    ).fetchall()
+    )
+    assert relation is not None
+    rows = relation.fetchall()
     return [(int(a), int(b)) for a, b in rows]
 
 
