@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from streamkit.config import AwsEndpoint
+    from streamkit.streaming.async_query import AsyncStreamingQuery
     from streamkit.streaming.contracts import Sink, StreamSource
+    from streamkit.streaming.micro_batches import MicroBatches
     from streamkit.streaming.query import StreamingQuery
     from streamkit.streaming.table import Retention
 
@@ -367,32 +369,66 @@ class DataStreamWriter:
         this query raises :class:`~streamkit.streaming.owner.QueryAlreadyRunningError`
         (nothing read). ``force=True`` takes the folder over from a copy you know is dead
         without waiting for its lease to expire (see :meth:`StreamingQuery.start`)."""
-        from streamkit.streaming.checkpoint_store import open_checkpoint_store
         from streamkit.streaming.query import StreamingQuery
-        from streamkit.streaming.table import UnboundedTable, resolve_retention
 
+        query = StreamingQuery(**self._query_parts(self._need_sink()))
+        from streamkit.metrics import serve_if_asked
+
+        serve_if_asked(metrics_port)
+        return query.start(force=force)
+
+    def start_async(self, *, force: bool = False) -> AsyncStreamingQuery:
+        """The query as a task on the caller's event loop: ``q = await
+        writer.start_async()`` or ``async with writer.start_async() as q:`` (leaving the
+        block stops it). Awaiting starts it, as :meth:`start` does (same owner leases,
+        same guarantees); see :class:`~streamkit.streaming.async_query.AsyncStreamingQuery`
+        for its awaitable methods, errors and cancellation."""
+        from streamkit.streaming.async_query import AsyncStreamingQuery
+        from streamkit.streaming.runner import QueryRunner
+
+        runner = QueryRunner(**self._query_parts(self._need_sink()))
+        return AsyncStreamingQuery(runner, force=force)
+
+    def micro_batches(self, *, force: bool = False) -> MicroBatches:
+        """Each micro-batch's output as ``MicroBatch(batch_id, table)`` (an Arrow table),
+        for ``async for batch in writer.micro_batches():`` on the caller's loop; no sink
+        is needed. Batch N is committed when the loop asks for batch N+1: exactly-once for
+        a handler idempotent by ``batch_id``, at-least-once otherwise (see
+        :class:`~streamkit.streaming.micro_batches.MicroBatches`)."""
+        from streamkit.streaming.async_query import AsyncStreamingQuery
+        from streamkit.streaming.micro_batches import HandOffSink, MicroBatches
+        from streamkit.streaming.runner import QueryRunner
+
+        sink = HandOffSink()
+        query = AsyncStreamingQuery(QueryRunner(**self._query_parts(sink)), force=force)
+        return MicroBatches(query, sink)
+
+    def _need_sink(self) -> Sink:
         if self._sink_factory is None:
             raise PlanError(
                 "choose a sink first: .memory(name), .console(), .parquet(path), "
                 ".foreach_batch(fn) or .to(sink)"
             )
+        return self._sink_factory()
+
+    def _query_parts(self, sink: Sink) -> dict[str, Any]:
+        """The keyword arguments of a query handle (or its runner) over ``sink``."""
+        from streamkit.streaming.checkpoint_store import open_checkpoint_store
+        from streamkit.streaming.table import UnboundedTable, resolve_retention
+
         assert self._stream is not None
         store = open_checkpoint_store(self._checkpoint) if self._checkpoint else None
         retention = resolve_retention(self._retention, self._df.plan)
         table = UnboundedTable(self._input_schema(retention), retention)
-        query = StreamingQuery(
-            plan=self._df.plan,
-            source=self._stream,
-            sink=self._sink_factory(),
-            mode=self._mode,
-            trigger=self._trigger,
-            store=store,
-            table=table,
-            name=self._name,
-            emit_on_same_batch=self._same_batch,
-            watermarks=PartitionWatermarks(*self._watermark_policy),
-        )
-        from streamkit.metrics import serve_if_asked
-
-        serve_if_asked(metrics_port)
-        return query.start(force=force)
+        return {
+            "plan": self._df.plan,
+            "source": self._stream,
+            "sink": sink,
+            "mode": self._mode,
+            "trigger": self._trigger,
+            "store": store,
+            "table": table,
+            "name": self._name,
+            "emit_on_same_batch": self._same_batch,
+            "watermarks": PartitionWatermarks(*self._watermark_policy),
+        }
