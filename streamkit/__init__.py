@@ -37,6 +37,7 @@ from streamkit.functions import (
     to_timestamp,
 )
 from streamkit.io import from_arrow, from_pandas, read
+from streamkit.sql import sql  # binds ``sk.sql`` to the function, not the package (no sqlglot)
 from streamkit.windows import session_window, window
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ __all__ = [
     "read",
     "read_stream",
     "session_window",
+    "sql",
     "streams",
     "sum",
     "to_timestamp",

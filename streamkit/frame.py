@@ -126,6 +126,16 @@ class DataFrame:
         """Aggregate all rows into one (no grouping)."""
         return GroupedData(self._plan, ()).agg(*aggs)
 
+    def create_or_replace_temp_view(self, name: str) -> None:
+        """Register this DataFrame as view ``name`` for ``sk.sql`` (process-wide; replaces
+        a view of that name; names are case-insensitive, as in Spark). A watermark
+        declared before registering applies to SQL over the view."""
+        from streamkit.sql.catalog import default_catalog
+
+        default_catalog().register(name, self)
+
+    createOrReplaceTempView = create_or_replace_temp_view
+
     def explain(self) -> str:
         """The logical plan as text (also printed)."""
         text = self._plan.explain()
