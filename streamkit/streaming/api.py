@@ -253,8 +253,11 @@ class DataStreamWriter:
         return self
 
     def _keys(self) -> list[str]:
+        """The aggregation's group columns, when the result still has them all."""
         plan = self._df.plan
-        return list(plan.order) if isinstance(plan, Aggregate) else []
+        aggs = [node for node in plan.chain() if isinstance(node, Aggregate)]
+        keys = list(aggs[0].order) if aggs else []
+        return keys if all(k in plan.schema for k in keys) else []
 
     def memory(self, name: str | None = None) -> DataStreamWriter:
         """Keep the result in memory, queryable with ``sk.memory_table(name)``."""
