@@ -12,9 +12,13 @@ the last record included, or ``SHARD_END``. Exactly-once, step by step:
    shards start from their lease checkpoint, or the initial position for a new lease.
 2. ``next_batch``: records in shard order; a re-read (after a lease was re-taken) at or
    before what was already handed out is dropped.
-3. ``commit(offsets)`` (after the engine's commit log): only now do lease checkpoints
-   advance. A closed shard is checkpointed at SHARD_END only once all its records are
-   committed, so its children never start ahead of the query.
+3. ``commit(offsets)`` (after the engine's commit log): only now may lease checkpoints
+   advance, and at most once per shard per ``checkpoint_interval`` (default 60 s): the
+   lease checkpoint lags the query's by up to that, which loses nothing, because step 1
+   moves it forward to the query's offsets at the next start (a crash, a kill -9). A
+   graceful stop writes every shard's last committed offset before its lease is
+   released. A closed shard is checkpointed at SHARD_END only once all its records are
+   committed (not coalesced), so its children never start ahead of the query.
 
 ``end_offsets`` (``available_now``, ``process_all_available``) reads every shard to its tip
 once (:mod:`.tips`) and returns concrete positions, so ``reached`` is a comparison.
@@ -95,6 +99,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_INTERVAL = 60.0
+"""Default least time between lease checkpoints of a shard: once a minute, as the KCL's
+sample record processors do (``CHECKPOINT_INTERVAL_MILLIS = 60000L``); KCL itself leaves
+the frequency to the application."""
+
 __all__ = ["KinesisSourceError", "KinesisStreamSource"]
 
 
@@ -106,7 +115,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
     partition = shard id and position = sequence number. ``worker_id`` is this process's
     ``leaseOwner``: unique among live processes; reuse it when a job restarts so the new
     process takes its predecessor's leases at once (default: a fresh ``host:pid:random``,
-    which waits ``failover_time`` for them). ``max_records_per_batch`` caps a micro-batch;
+    which waits ``failover_time`` for them). ``checkpoint_interval``: least time between two
+    lease checkpoints of a shard (0: after every micro-batch); the query's checkpoint stays
+    authoritative (see step 3). ``max_records_per_batch`` caps a micro-batch;
     at most ``max_buffered_records`` wait in memory (default ``max(2 * cap, 10_000)``).
     ``consumer_options`` are further :class:`ConsumerConfig` fields (``idle_time``,
     ``take_interval``, ``max_records`` per GetRecords, ...). ``lease_endpoint`` serves the
@@ -129,6 +140,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         max_buffered_records: int | None = None,
         on_bad_record: OnBadRecord = "dead_letter",
         consumer_options: Mapping[str, Any] | None = None,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
         lease_endpoint: AwsEndpoint | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -136,6 +148,10 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         super().__init__()
         if max_records_per_batch < 1:
             raise ConfigError(f"max_records_per_batch must be >= 1, got {max_records_per_batch}")
+        if checkpoint_interval < 0:
+            raise ConfigError(f"checkpoint_interval must be >= 0, got {checkpoint_interval}")
+        self.checkpoint_interval = checkpoint_interval
+        """Least time between two lease checkpoints of one shard (seconds)."""
         if decoder is not None and schema is not None and decoder.schema not in (None, schema):
             raise ConfigError("schema= differs from the decoder's schema; pass only one of them")
         if endpoint is None:
@@ -165,6 +181,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         self._buffers = ShardBuffers(self._capacity)
         self._give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
         self._watched: set[str] = set()
+        self._checkpointed_at: dict[str, float] = {}
         self._unheld_since: dict[str, float] = {}
         self._given_up: frozenset[str] = frozenset()
         self._session = self.config
@@ -351,32 +368,39 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         )
 
     async def commit(self, offsets: Offsets) -> None:
-        """The engine committed a batch ending at ``offsets``: advance the lease checkpoints
-        of held shards to them now (durable on return), and let shards that reached
-        SHARD_END with everything committed finish. A checkpoint that cannot be written
-        (lease lost, store unavailable) is logged and skipped: the query's checkpoint stays
-        authoritative, a restart only re-reads more."""
+        """The engine committed a batch ending at ``offsets``: advance the lease checkpoint
+        of each held shard to it (durable on return) unless that shard's lease was
+        checkpointed less than ``checkpoint_interval`` ago (then it stays pending: written
+        by a later commit, or by the graceful stop), and let shards that reached SHARD_END
+        with everything committed finish. A checkpoint that cannot be written (lease lost,
+        store unavailable) is logged and skipped. Either way the query's checkpoint stays
+        authoritative: a restart moves the leases forward to it (step 1), so a lagging
+        lease checkpoint loses nothing and repeats nothing."""
         self.record_commit(dict(offsets))
         consumer = self._need_consumer()
         held = consumer.held_shard_ids()
-        writes = []
+        now, writes = self._clock(), []
         for shard_id, value in offsets.items():
             state = self._buffers.state(shard_id)
             state.committed = later(state.committed, value)
-            if shard_id in held and value not in (END, state.checkpointed):
-                writes.append(self._checkpoint(shard_id, value))
+            last = self._checkpointed_at.get(shard_id, float("-inf"))
+            if shard_id in held and now - last >= self.checkpoint_interval:
+                writes.append(self._flush(shard_id))
         await asyncio.gather(*writes)
         self._committed.set()
         self._committed = asyncio.Event()
 
     async def close(self) -> None:
         """Graceful shutdown of the consumer: deliveries in flight are dropped (they were
-        never handed out), nothing more is checkpointed, every lease is released. The
-        source may be opened again afterwards (by the next query on it)."""
+        never handed out), each held shard's last committed offset is written to its
+        lease if a coalesced checkpoint was pending (nothing uncommitted is), then every
+        lease is released. The source may be opened again afterwards (by the next query
+        on it)."""
         self._buffers.close()
         self._opened.set()
         consumer = self._consumer
         if consumer is not None:
+            await self._flush_all(consumer)
             try:
                 await consumer.stop()
             except Exception as e:
@@ -397,10 +421,28 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             raise KinesisSourceError("the source is not open; call open() first")
         return self._consumer
 
+    async def _flush_all(self, consumer: KinesisConsumer) -> None:
+        """Write every held shard's pending (coalesced) lease checkpoint."""
+        held = consumer.held_shard_ids()
+        try:
+            await asyncio.gather(*(self._flush(shard_id) for shard_id in sorted(held)))
+        except Exception as e:
+            log.warning("kinesis source %s: final lease checkpoints: %r", self.app_name, e)
+
+    async def _flush(self, shard_id: str) -> None:
+        """Write the shard's last committed offset to its lease, if it is not there yet
+        (never SHARD_END: the consumer writes that once the shard is drained)."""
+        state = self._buffers.state(shard_id)
+        value = state.committed
+        if value is None or value in (END, state.checkpointed):
+            return
+        await self._checkpoint(shard_id, value)
+
     async def _checkpoint(self, shard_id: str, value: str) -> None:
         try:
             await self._need_consumer().coordinator.checkpointer(shard_id).checkpoint(value)
             self._buffers.state(shard_id).checkpointed = value
+            self._checkpointed_at[shard_id] = self._clock()
         except StreamkitError as e:
             log.warning("shard %s: lease checkpoint %s skipped: %s", shard_id, value, e)
 
@@ -560,4 +602,6 @@ class _ShardProcessor:
         await self._source._shard_ended(shard_id)
 
     async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
-        """Nothing: only committed positions are checkpointed."""
+        """Before the lease is released (graceful stop): write the last committed offset if
+        a coalesced checkpoint is pending. Only committed positions are checkpointed."""
+        await self._source._flush(shard_id)

@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-records", type=int, default=100)
     p.add_argument("--failover-time", type=float, default=2.0)
     p.add_argument(
+        "--checkpoint-interval", type=float, default=None,
+        help="the source's checkpoint_interval (default: the source's own)",
+    )  # fmt: skip
+    p.add_argument(
         "--commit-delay", type=float, default=0.0,
         help="sleep this long between the engine's commit and the lease checkpoint "
         "(a slow lease table), so that kills land there more often",
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_records_per_batch": args.max_records,
         "consumer_options": {"idle_time": 0.1, "take_interval": 0.5},
     }
+    if args.checkpoint_interval is not None:
+        options["checkpoint_interval"] = args.checkpoint_interval
     endpoint = AwsEndpoint.local(args.endpoint)
     if args.commit_delay > 0:
         delay = args.commit_delay

@@ -69,7 +69,9 @@ async def test_lease_checkpoints_wait_for_the_commit_of_the_batch(
         await produce(ep, stream, records[:200])
         wave1 = await last_sequences(ep, stream)
         try:
-            source = KinesisStreamSource(stream, app, ep, schema=SCHEMA, consumer_options=FAST)
+            source = KinesisStreamSource(  # a lease checkpoint after every commit
+                stream, app, ep, schema=SCHEMA, consumer_options=FAST, checkpoint_interval=0.0
+            )
             query = (
                 sk.read_stream.source(source).write_stream.trigger(processing_time=0.1)
                 .checkpoint(str(ck)).foreach_batch(sink).start()

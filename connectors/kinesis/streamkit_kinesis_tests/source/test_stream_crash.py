@@ -192,7 +192,8 @@ async def test_kill_9_at_random_points_then_finish_equals_the_batch_truth(
     async with fresh_stream(ep, 4, "crash") as (stream, _):
         args = ["--endpoint", ep.url, "--stream", stream, "--app", app, "--checkpoint",
                 str(ck), "--out", str(out), "--worker-id", "crash-job",
-                "--max-records", "50", "--interval", "0.1", "--commit-delay", "0.1"]  # fmt: skip
+                "--max-records", "50", "--interval", "0.1", "--commit-delay", "0.1",
+                "--checkpoint-interval", "0"]  # fmt: skip
         kills: list[tuple[float, int, int]] = []
         jobs: list[Job] = []
         try:
