@@ -117,7 +117,10 @@ def _special(node: exp.Expression, scope: Scope) -> Expr:
     if is_window_call(node):
         raise UnsupportedSqlError(f"{node.name.lower()}() outside GROUP BY", "group by it")
     if is_aggregate(node):
-        raise SqlError(f"aggregate function {node.sql(dialect='spark')} is not allowed here")
+        raise SqlError(
+            f"aggregate function {node.sql(dialect='spark')} is not allowed here (only in "
+            "SELECT, HAVING and ORDER BY; filter on aggregates with HAVING)"
+        )
     raise refusal(node)
 
 
@@ -254,8 +257,9 @@ def _approx(node: exp.Expression, arg: exp.Expression, scope: Scope) -> AggExpr:
     if isinstance(node, exp.ApproxDistinct):
         rsd = node.args.get("accuracy")
         value = to_expr(arg, scope)
-        return F.approx_count_distinct(value) if rsd is None else F.approx_count_distinct(
-            value, float(_number(rsd)))  # fmt: skip
+        if rsd is None:
+            return F.approx_count_distinct(value)
+        return F.approx_count_distinct(value, float(_number(rsd)))
     if isinstance(node, exp.ApproxQuantile):
         quantile, accuracy = node.args.get("quantile"), node.args.get("accuracy")
         if quantile is None or not isinstance(quantile, exp.Literal):

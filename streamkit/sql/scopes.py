@@ -95,7 +95,7 @@ class GroupScope:
                 if known == key:
                     return agg.output_name
             name = f"__sql_agg{len(self.aggs)}"
-        self.aggs.append((key, agg_expr(node, _InsideAggregate(self.rows)).alias(name)))
+        self.aggs.append((key, agg_expr(node, InsideAggregate(self.rows)).alias(name)))
         return name
 
     def column(self, node: exp.Column) -> Expr:
@@ -109,7 +109,7 @@ class GroupScope:
 
 
 @dataclass
-class _InsideAggregate:
+class InsideAggregate:
     """An aggregate's argument: input columns, and no nested aggregate."""
 
     rows: RowScope

@@ -23,7 +23,7 @@ from streamkit.sql.errors import SqlError, SqlSyntaxError, UnsupportedSqlError
 from streamkit.sql.expressions import agg_expr, is_aggregate, is_window_call, to_expr, window_spec
 from streamkit.sql.ordering import Output, finish
 from streamkit.sql.refuse import check_statement, from_table
-from streamkit.sql.scopes import GroupScope, RowScope, normal
+from streamkit.sql.scopes import GroupScope, InsideAggregate, RowScope, normal
 from streamkit.windows import WINDOW_COLUMN
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class _Names:
 
     def lookup(self, node: exp.Expression) -> Expr | None:
         if is_aggregate(node):
-            return Col(agg_expr(node, self.group.rows).output_name)
+            return Col(agg_expr(node, InsideAggregate(self.group.rows)).output_name)
         return self.group.lookup(node)
 
     def column(self, node: exp.Column) -> Expr:
