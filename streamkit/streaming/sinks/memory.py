@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -91,8 +92,9 @@ class MemorySink:
         return self._last
 
     async def add_batch(self, batch_id: int, table: pa.Table) -> None:
-        """Apply ``table`` as the output of ``batch_id`` (see the class doc per mode)."""
-        self.apply(batch_id, table)
+        """Apply ``table`` as the output of ``batch_id`` (see the class doc per mode), in a
+        worker thread: an upsert into a large result must not stall the event loop."""
+        await asyncio.to_thread(self.apply, batch_id, table)
 
     def apply(self, batch_id: int, table: pa.Table) -> None:
         """Synchronous :meth:`add_batch`."""
