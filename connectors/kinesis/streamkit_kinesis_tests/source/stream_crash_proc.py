@@ -10,7 +10,8 @@ to ``--checkpoint``. ``--trigger processing`` runs until killed; ``--trigger ava
 reads to the current end of every shard, commits and exits 0. Lines on stdout: ``aligned
 <Alignment>`` once the source opened, then ``batch <id> rows <n>`` per batch; with
 ``--commit-delay``, ``lease-commit <offsets JSON>`` when the engine has committed a batch
-and the lease checkpoint is about to follow.
+and the lease checkpoint is about to follow; ``committed <offsets JSON>`` whenever the
+source's last commit (the engine's, after its commit log) changed.
 """
 
 from __future__ import annotations
@@ -81,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     source = stream_source_of(df.plan)
     assert isinstance(source, KinesisStreamSource)
     query = writer.parquet(args.out).start()
-    seen, aligned = -1, False
+    seen, aligned, shown = -1, False, None
     while not query.await_termination(0.05):
+        if source.committed is not None and source.committed != shown:
+            shown = dict(source.committed)
+            print(f"committed {json.dumps(shown, sort_keys=True)}", flush=True)
         if source.alignment is not None and not aligned:
             aligned = True
             print(f"aligned {source.alignment}", flush=True)

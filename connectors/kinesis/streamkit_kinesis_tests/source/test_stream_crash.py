@@ -234,3 +234,70 @@ async def test_kill_9_at_random_points_then_finish_equals_the_batch_truth(
     last_seq = {shard: rs[-1]["SequenceNumber"] for shard, rs in ends.items() if rs}
     assert {x.lease_key: x.checkpoint.sequence_number for x in table} == last_seq
     assert {x.lease_owner for x in table} == {None}
+
+
+async def wait_for_commit_of(job: Job, ends: dict[str, str], timeout: float) -> None:
+    """Wait until the job's source reports a commit at ``ends`` (every record put so far)."""
+    deadline = time.monotonic() + timeout
+    target = json.dumps(ends, sort_keys=True)
+    while f"committed {target}" not in job.lines:
+        assert job.proc.returncode is None, f"job exited: {job.lines}"
+        assert time.monotonic() < deadline, f"no commit at {target} in {timeout}s: {job.lines}"
+        await asyncio.sleep(0.05)
+
+
+async def test_kill_9_between_coalesced_lease_checkpoints_loses_and_repeats_nothing(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """checkpoint_interval=3600: each shard's lease is checkpointed at its first commit
+    only. The job commits every record of the first wave (its own checkpoint), the leases
+    stay behind, more records arrive, and the job is killed with SIGKILL. The restart
+    moves the leases forward to the query's checkpoint: the final counts equal the truth,
+    every record counted once; its graceful end writes the last offsets to the leases."""
+    ep = localstack_endpoint
+    assert ep.url is not None
+    _, records = make_events(1200, seed=12)
+    app, ck, out, log = unique("app"), tmp_path / "ck", tmp_path / "out", tmp_path / "job.log"
+    async with fresh_stream(ep, 4, "coalesced") as (stream, _):
+        args = ["--endpoint", ep.url, "--stream", stream, "--app", app, "--checkpoint",
+                str(ck), "--out", str(out), "--worker-id", "coalesced-job",
+                "--max-records", "50", "--interval", "0.1",
+                "--checkpoint-interval", "3600"]  # fmt: skip
+        try:
+            await produce(ep, stream, records[:600])
+            wave1 = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
+            ends1 = {shard: rs[-1]["SequenceNumber"] for shard, rs in wave1.items() if rs}
+            job = await Job.start(args, log)
+            await wait_for_commit_of(job, ends1, 120)
+            leases = await DynamoDBLeaseStore(ep, app).list_leases()
+            behind = {
+                x.lease_key
+                for x in leases
+                if x.checkpoint.sequence_number != ends1.get(x.lease_key)
+            }
+            await produce(ep, stream, records[600:900])
+            await asyncio.sleep(0.5)
+            assert job.proc.returncode is None, f"job exited by itself: {job.lines}"
+            await job.kill()
+            await produce(ep, stream, records[900:])
+            last = await Job.start([*args, "--trigger", "available_now"], log)
+            code = await last.finish(120)
+            assert code == 0, log.read_text()[-3000:]
+            ends = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
+            table = await DynamoDBLeaseStore(ep, app).list_leases()
+        finally:
+            await DynamoDBLeaseStore(ep, app).delete_table()
+    print(f"killed job: {job.lines[-5:]}; restart: {last.lines}")
+    # killed between coalesced lease checkpoints: the query had committed the whole first
+    # wave, its leases had not followed (each shard was checkpointed once, at its first
+    # commit); the restart found them behind and moved them forward
+    assert len(behind) >= 3, (behind, ends1, leases)
+    output = final_output(out).to_pylist()
+    got = {(r["window"]["start"], r["action"]): (r["n"], r["total"]) for r in output}
+    assert len(output) == len(got)
+    assert got == python_counts(records)
+    assert sum(n for n, _ in got.values()) == len(records)
+    assert "forwarded=()" not in (last.aligned() or ""), last.lines
+    last_seq = {shard: rs[-1]["SequenceNumber"] for shard, rs in ends.items() if rs}
+    assert {x.lease_key: x.checkpoint.sequence_number for x in table} == last_seq
+    assert {x.lease_owner for x in table} == {None}
