@@ -90,7 +90,8 @@ class CloudWatchPublisher:
 
     ``endpoint`` (default: :meth:`AwsEndpoint.from_env`) or a ready boto3 ``client``;
     ``level`` and ``enabled_dimensions`` filter as the KCL's ``MetricsConfig`` does
-    (``{"ALL"}`` keeps every dimension; ``Operation`` is always kept). ``clock`` (monotonic
+    (``{"ALL"}`` keeps every dimension; ``Operation`` is always kept). ``call_timeout``
+    bounds one ``PutMetricData`` call (a timed-out call is retried). ``clock`` (monotonic
     seconds) times back-off and the stop deadline; ``now`` stamps the data.
     """
 
@@ -105,6 +106,7 @@ class CloudWatchPublisher:
         max_queue_size: int = 10_000,
         max_backoff: float = 30.0,
         stop_timeout: float = 10.0,
+        call_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -112,6 +114,7 @@ class CloudWatchPublisher:
         self.enabled_dimensions = frozenset(enabled_dimensions)
         self.interval, self.max_queue_size = interval, max_queue_size
         self.max_backoff, self.stop_timeout = max_backoff, stop_timeout
+        self.call_timeout = call_timeout
         self._endpoint, self._client = endpoint, client
         self._clock, self._now = clock, now
         self._lock = threading.Condition()
@@ -161,7 +164,7 @@ class CloudWatchPublisher:
                 "cloudwatch",
                 retries={"max_attempts": 1, "mode": "standard"},
                 connect_timeout=2,
-                read_timeout=10,
+                read_timeout=self.call_timeout,
             )
         return self._client
 

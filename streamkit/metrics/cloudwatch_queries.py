@@ -38,6 +38,7 @@ from streamkit.metrics.cloudwatch_data import ALL_DIMENSIONS, MetricsLevel
 from streamkit.streaming.listeners import (
     QueryIdleEvent,
     QueryProgressEvent,
+    QueryStartedEvent,
     QueryTerminatedEvent,
     StreamingQueryListener,
     streams,
@@ -78,6 +79,10 @@ class CloudWatchQueryListener(StreamingQueryListener):
         self.publisher, self.namespace = publisher, namespace
         self._sources: dict[str, SourceReporter | None] = {}
         self._lock = threading.Lock()
+
+    def on_query_started(self, event: QueryStartedEvent) -> None:
+        """Find the source's reporter while the query is surely active."""
+        self._reporter(event.id)
 
     def on_query_progress(self, event: QueryProgressEvent) -> None:
         """Publish one batch's figures, then the source's."""
@@ -122,15 +127,17 @@ class CloudWatchQueryListener(StreamingQueryListener):
     ) -> None:
         self.publisher.add(self.namespace, name, value, unit, dimensions=dims, level=level)
 
-    def _report_source(self, query_id: str) -> None:
+    def _reporter(self, query_id: str) -> SourceReporter | None:
         with self._lock:
             if query_id not in self._sources:
                 query = streams.get(query_id)
                 if query is None:
-                    return
+                    return None
                 self._sources[query_id] = _reporter_for(query)
-            reporter = self._sources[query_id]
-        if reporter is not None:
+            return self._sources[query_id]
+
+    def _report_source(self, query_id: str) -> None:
+        if (reporter := self._reporter(query_id)) is not None:
             reporter.report(self.publisher)
 
 
