@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from streamkit.streaming.contracts import Sink, StreamSource
     from streamkit.streaming.micro_batches import MicroBatches
     from streamkit.streaming.query import StreamingQuery
+    from streamkit.streaming.runner import QueryParts
     from streamkit.streaming.table import Retention
 
 
@@ -414,7 +415,7 @@ class DataStreamWriter:
             )
         return self._sink_factory()
 
-    def _query_parts(self, sink: Sink) -> dict[str, Any]:
+    def _query_parts(self, sink: Sink) -> QueryParts:
         """The keyword arguments of a query handle (or its runner) over ``sink``."""
         from streamkit.streaming.checkpoint_store import open_checkpoint_store
         from streamkit.streaming.table import UnboundedTable, resolve_retention

@@ -139,7 +139,7 @@ class AsyncStreamingQuery(QueryView):
         runner, seen = self._runner, -1
         while True:
             ended = runner.done.is_set()
-            for record in list(runner.progress):
+            for record in list(runner.progress.records):
                 if record.batch_id > seen:  # an idle record repeats the last batch's id
                     seen = record.batch_id
                     yield record

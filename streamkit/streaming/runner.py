@@ -17,10 +17,9 @@ import contextlib
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import polars as pl
 import pyarrow as pa
@@ -34,6 +33,7 @@ from streamkit.streaming.incremental import BatchResult, IncrementalQuery, Outpu
 from streamkit.streaming.listeners import streams
 from streamkit.streaming.owner import OwnerHeartbeat, OwnerLostError, acquire_all, owner_leases_for
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
+from streamkit.streaming.progress_log import ProgressLog
 from streamkit.streaming.side_tables import SideTables
 from streamkit.streaming.sources.feeds import CaughtUp, Fetched, feed_for
 
@@ -44,6 +44,21 @@ if TYPE_CHECKING:
     from streamkit.streaming.trigger import Trigger
     from streamkit.streaming.view import QueryView
     from streamkit.streaming.watermarks import PartitionWatermarks
+
+
+class QueryParts(TypedDict):
+    """What a query is made of: :class:`QueryRunner`'s keyword arguments."""
+
+    plan: Plan
+    source: StreamSource
+    sink: Sink
+    mode: OutputMode
+    trigger: Trigger
+    store: CheckpointStore | None
+    table: UnboundedTable
+    name: str | None
+    emit_on_same_batch: bool
+    watermarks: PartitionWatermarks | None
 
 
 class StreamingQueryError(StreamkitError):
@@ -87,9 +102,7 @@ class QueryRunner:
         self._log = CheckpointLog(store) if store is not None else None
         """None without a checkpoint location: nothing to restart from, nothing written."""
         self._clock = clock
-        self.progress: deque[QueryProgress] = deque(maxlen=100)
-        self._idle: QueryProgress | None = None
-        """The idle progress record of the stall in progress (see :meth:`_note_stall`)."""
+        self.progress = ProgressLog()
         self.side = SideTables()
         self.offsets: Offsets = {}
         self.next_id = 0
@@ -102,7 +115,6 @@ class QueryRunner:
         """Notified after each batch and at the end (for threads waiting on progress)."""
         self._stop = threading.Event()
         self._changed: asyncio.Event | None = None
-        self._last_start: float | None = None
         self._owners = OwnerHeartbeat([], self._owner_lost)
 
     # -- lifecycle (blocking parts: call them off the event loop) ------------------------
@@ -137,10 +149,6 @@ class QueryRunner:
         if loop is not None and changed is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the query ended
                 loop.call_soon_threadsafe(changed.set)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def raise_if_failed(self) -> None:
         """Raise :class:`StreamingQueryError` from the error that stopped the query."""
@@ -334,37 +342,14 @@ class QueryRunner:
         return result, result.output.to_arrow()
 
     def _record(  # noqa: PLR0917
-        self,
-        bid: int,
-        batch: SourceBatch,
-        late: int,
-        out_rows: int,
-        phases: PhaseDurations,
+        self, bid: int, batch: SourceBatch, late: int, out: int, phases: PhaseDurations,
         started: float,
-    ) -> None:
-        n = batch.rows.num_rows
-        since = started - self._last_start if self._last_start is not None else None
-        self._last_start = started
-        own = phases.total or 1e-9
-        self.progress.append(
-            QueryProgress(
-                batch_id=bid,
-                timestamp=datetime.now(UTC),
-                num_input_rows=n,
-                input_rows_per_second=n / since if since else 0.0,
-                processed_rows_per_second=n / own,
-                durations=phases,
-                watermark=self._event_time(self.engine.watermark),
-                state_rows=self.engine.state_rows,
-                late_rows=late,
-                dead_letters=batch.dead_letters.num_rows,
-                output_rows=out_rows,
-                partitions=batch.partitions,
-            )
-        )
+    ) -> None:  # fmt: skip
+        engine = self.engine
+        wm = self._event_time(engine.watermark)
+        record = self.progress.batch(bid, batch, late, out, phases, started, wm, engine.state_rows)
         assert self.view is not None
-        newest = self._event_time(self.engine.max_event)
-        streams.post_progress(self.view, self.progress[-1], newest)
+        streams.post_progress(self.view, record, self._event_time(engine.max_event))
 
     async def _without_records(self, fetched: Fetched | None, started: float, ready: bool) -> None:
         """A trigger without records: move the offsets, run Spark's no-data batch when the
@@ -375,36 +360,17 @@ class QueryRunner:
         if self.engine.owes_batch and ready:
             await self._process(None, started)  # Spark's no-data batch
         else:
-            self._note_stall()
+            idle = self._note_stall()
             assert self.view is not None
-            streams.post_idle(self.view, self._idle)
+            streams.post_idle(self.view, idle)
 
-    def _note_stall(self) -> None:
-        """While the source reports partitions it cannot read (``stalled_partitions()``:
-        an endpoint outage it retries for ever), keep one idle progress record as the
-        latest (0 rows, the last batch's id, those partitions, as Spark reports idle
-        triggers), replaced while the stall lasts and dropped when it ends, so
-        ``last_progress`` shows it."""
+    def _note_stall(self) -> QueryProgress | None:
+        """Keep an idle progress record while the source reports partitions it cannot
+        read (``stalled_partitions()``), so ``last_progress`` shows the stall."""
         probe = getattr(self.source, "stalled_partitions", None)
         stalled = tuple(probe()) if callable(probe) else ()
-        progress = self.progress
-        if not stalled:
-            if self._idle is not None and progress and progress[-1] is self._idle:
-                progress.pop()  # the stall is over: the last batch is the latest again
-            self._idle = None
-            return
-        idle = QueryProgress(
-            batch_id=self.next_id - 1, timestamp=datetime.now(UTC), num_input_rows=0,
-            input_rows_per_second=0.0, processed_rows_per_second=0.0,
-            durations=PhaseDurations(), watermark=self._event_time(self.engine.watermark),
-            state_rows=self.engine.state_rows, late_rows=0, dead_letters=0, output_rows=0,
-            partitions=stalled,
-        )  # fmt: skip
-        if progress and progress[-1] is self._idle:
-            progress[-1] = idle
-        else:
-            progress.append(idle)
-        self._idle = idle
+        wm = self._event_time(self.engine.watermark)
+        return self.progress.stall(stalled, self.next_id - 1, wm, self.engine.state_rows)
 
     def _event_time(self, wm: int | None) -> datetime | None:
         """An event time in ticks of the watermark column as a UTC datetime."""

@@ -54,13 +54,13 @@ class QueryView:
     @property
     def last_progress(self) -> QueryProgress | None:
         """Progress of the latest batch."""
-        progress = self._runner.progress
-        return progress[-1] if progress else None
+        records = self._runner.progress.records
+        return records[-1] if records else None
 
     @property
     def recent_progress(self) -> list[QueryProgress]:
         """Progress of up to the last 100 batches, oldest first."""
-        return list(self._runner.progress)
+        return list(self._runner.progress.records)
 
     @property
     def dead_letters(self) -> pa.Table | None:
