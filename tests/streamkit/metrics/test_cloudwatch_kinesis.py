@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.consumer import ConsumerConfig, InitialPosition, KinesisConsumer
 from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.metrics_cloudwatch import KinesisCloudWatchReporter
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
 
 import streamkit as sk
 from streamkit.config import AwsEndpoint
+from streamkit.metrics.cloudwatch import CloudWatchPublisher
 from streamkit.metrics.cloudwatch_queries import publish_to_cloudwatch
 from streamkit.testing.events import SCHEMA, make_events
 
@@ -83,3 +86,49 @@ async def test_kcl_metrics_of_a_kinesis_query_read_back(localstack_endpoint: Aws
         "LostLeases": {worker_dims},
         "TakenLeases": {worker_dims},
     }
+
+
+async def read_all(consumer: KinesisConsumer, n: int) -> None:
+    """Iterate the consumer's batches until ``n`` records came."""
+    got = 0
+    async for batch in consumer.batches():
+        got += len(batch.records)
+        if got >= n:
+            return
+
+
+async def test_a_consumer_on_its_own_publishes_through_the_reporter(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    ep = localstack_endpoint
+    _, records = make_events(200, seed=12)
+    async with fresh_stream(ep, 2, "cwc") as (stream, _):
+        kinesis = kinesis_client(ep)
+        await asyncio.to_thread(put_all, kinesis, stream, records)
+        truth = await asyncio.to_thread(read_stream_blocking, kinesis, stream)
+        config = ConsumerConfig(
+            app_name=unique("cwc"), stream=stream, initial_position=InitialPosition.trim_horizon(),
+            take_interval=0.5, idle_time=0.2,
+        )  # fmt: skip
+        publisher = CloudWatchPublisher(ep, interval=3600)
+        try:
+            with publisher:  # only the flush on exit sends
+                async with KinesisConsumer(config, ep) as consumer:
+                    reporting = asyncio.create_task(
+                        KinesisCloudWatchReporter.of(consumer).run(publisher, interval=0.5)
+                    )
+                    await asyncio.wait_for(read_all(consumer, 200), 120)
+                    reporting.cancel()  # reports once more as it ends
+                    await asyncio.gather(reporting, return_exceptions=True)
+                    worker = consumer.worker_id
+        finally:
+            await DynamoDBLeaseStore(ep, config.app_name).delete_table()
+    cw = ep.client("cloudwatch")
+    app = config.app_name
+    for shard, rs in truth.items():
+        at = {"Operation": PROCESS_TASK, "ShardId": shard}
+        assert stat(cw, app, "RecordsProcessed", at, "Sum") == len(rs), shard
+    renew = {"Operation": "RenewAllLeases", "WorkerIdentifier": worker}
+    assert stat(cw, app, "CurrentLeases", renew, "Maximum") == len(truth)
+    take = {"Operation": "TakeLeases", "WorkerIdentifier": worker}
+    assert stat(cw, app, "TakenLeases", take, "Sum") == len(truth)
