@@ -14,9 +14,15 @@ Needs boto3 (``pip install 'streamkit[s3]'``). Guarantees:
    data queued and retries with exponential back-off up to ``max_backoff`` seconds. A
    request CloudWatch rejects as invalid is dropped and counted in ``rejected``.
 4. At most ``max_queue_size`` data wait: past that the oldest are dropped and counted in
-   ``dropped`` (an outage costs the oldest figures, never memory or the query).
+   ``dropped`` (an outage costs the oldest figures, never memory or the query). Within
+   one interval at most ``max_queue_size`` distinct metrics are merged; values of further
+   new metrics are dropped and counted too.
 5. :meth:`~CloudWatchPublisher.stop` publishes what was added before it, trying for at
-   most ``stop_timeout`` seconds; what it could not send is counted in ``dropped``.
+   most ``stop_timeout`` seconds (plus a call in flight, at most ``call_timeout``); what
+   it could not send is counted in ``dropped``.
+6. A value CloudWatch would reject (a metric name over 255 characters) is not added; it
+   is counted in ``rejected``, so it cannot spoil the request of 999 good ones. Dimension
+   values are cut to 1024 characters.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from streamkit.metrics.cloudwatch_data import (
     ALL_DIMENSIONS,
+    MAX_NAME_LENGTH,
     Accumulator,
     MetricKey,
     MetricsLevel,
@@ -74,7 +81,10 @@ class PublisherStats:
 
 def is_transient(error: Exception) -> bool:
     """True for failures worth retrying: no HTTP answer at all (connection refused or
-    reset, timeout), throttling, or a server error."""
+    reset, timeout), throttling, or a server error. botocore's own validation of a request
+    is not: sending it again would fail the same way."""
+    if any(c.__name__ == "ParamValidationError" for c in type(error).__mro__):
+        return False
     response = getattr(error, "response", None)
     if not isinstance(response, Mapping):
         return True
@@ -144,6 +154,10 @@ class CloudWatchPublisher:
         """Merge one sample of metric ``name`` (non-finite values are ignored). Cheap and
         never raises for CloudWatch's sake; the value is sent at the next flush."""
         if not self.enabled(level) or not math.isfinite(value):
+            return
+        if not 0 < len(name) <= MAX_NAME_LENGTH or not namespace:
+            with self._lock:
+                self._counts["rejected"] += 1
             return
         dims = filter_dimensions(dimensions or {}, self.enabled_dimensions)
         key = MetricKey(namespace, name, dims, unit)

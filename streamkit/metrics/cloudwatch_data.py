@@ -29,6 +29,10 @@ MAX_VALUES_PER_DATUM = 150
 """A datum's ``Values`` array holds at most 150 distinct values."""
 MAX_DIMENSIONS = 30
 """A datum has at most 30 dimensions (more are dropped, by name order)."""
+MAX_NAME_LENGTH = 255
+"""Longest metric name CloudWatch accepts."""
+MAX_DIMENSION_VALUE = 1024
+"""Longest dimension value CloudWatch accepts (longer ones are cut)."""
 ALL_DIMENSIONS = "ALL"
 """In ``enabled_dimensions``: keep every dimension (the KCL's ``METRICS_DIMENSIONS_ALL``)."""
 ALWAYS_ENABLED_DIMENSIONS = frozenset({"Operation"})
@@ -72,10 +76,10 @@ def filter_dimensions(
 ) -> tuple[tuple[str, str], ...]:
     """The dimensions to publish, as the KCL's ``FilteringMetricsScope`` does: those not
     enabled are dropped (the datum then merges with the same metric without them); empty
-    values are dropped too (CloudWatch rejects them)."""
+    values are dropped too (CloudWatch rejects them), long ones cut to 1024 characters."""
     keep_all = ALL_DIMENSIONS in enabled
     kept = sorted(
-        (k, v)
+        (k, v[:MAX_DIMENSION_VALUE])
         for k, v in dimensions.items()
         if v and (keep_all or k in enabled or k in ALWAYS_ENABLED_DIMENSIONS)
     )
