@@ -19,7 +19,7 @@ import polars as pl
 from sqlglot import exp
 
 from streamkit import functions as F
-from streamkit.expr import Expr, FromEpoch, Lit, ParseTimestamp
+from streamkit.expr import EpochUnit, Expr, FromEpoch, Lit, ParseTimestamp
 from streamkit.sql.errors import SqlError, UnsupportedSqlError
 from streamkit.windows import SessionWindow, TimeWindow
 
@@ -57,7 +57,11 @@ _CAST_TYPES = {
     "TIMESTAMPLTZ": "timestamp",
 }  # fmt: skip
 
-_EPOCH_UNITS = {"timestamp_seconds": "s", "timestamp_millis": "ms", "timestamp_micros": "us"}
+_EPOCH_UNITS: dict[str, EpochUnit] = {
+    "timestamp_seconds": "s",
+    "timestamp_millis": "ms",
+    "timestamp_micros": "us",
+}
 
 _REFUSED: dict[type[exp.Expression], tuple[str, str]] = {
     exp.Mod: ("% (remainder)", "Spark's % truncates toward zero and streamkit's floors "
@@ -113,7 +117,7 @@ def _special(node: exp.Expression, scope: Scope) -> Expr:
         return _cast(node, scope)
     if isinstance(node, exp.Anonymous) and node.name.lower() in _EPOCH_UNITS:
         (arg,) = _arguments(node, 1)
-        return FromEpoch(to_expr(arg, scope), _EPOCH_UNITS[node.name.lower()])  # type: ignore[arg-type]
+        return FromEpoch(to_expr(arg, scope), _EPOCH_UNITS[node.name.lower()])
     if is_window_call(node):
         raise UnsupportedSqlError(f"{node.name.lower()}() outside GROUP BY", "group by it")
     if is_aggregate(node):

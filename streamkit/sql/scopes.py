@@ -21,11 +21,13 @@ if TYPE_CHECKING:
 
 def normal(node: exp.Expression) -> exp.Expression:
     """``node`` for structural comparison: no table qualifiers, no parentheses, column
-    names in lower case (Spark resolves names case-insensitively)."""
+    and function names in lower case (Spark resolves names case-insensitively)."""
 
     def strip(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.Column) and not isinstance(n.this, exp.Star):
             return exp.column(n.name.lower())
+        if isinstance(n, exp.Anonymous):
+            n.set("this", n.name.lower())
         return n.this if isinstance(n, exp.Paren) else n
 
     return node.copy().transform(strip)

@@ -117,6 +117,32 @@ SAME_PLAN: dict[str, tuple[str, Build]] = {
         "SELECT e.K, E.v / 2 AS half FROM events AS e WHERE e.v >= 10",
         lambda df: df.filter(C("v") >= 10).select("k", (C("v") / 2).alias("half")),
     ),
+    "GROUP BY without aggregates, names in any case": (
+        "SELECT K FROM events GROUP BY k",
+        lambda df: df.group_by("k").agg(sk.count().alias("__sql_rows")).select("k"),
+    ),
+    "function names in any case": (
+        "SELECT WINDOW(ts, '1 minute'), COUNT(*) FROM events GROUP BY window(TS, '1 minute')",
+        lambda df: df.group_by(sk.window("ts", "1 minute")).agg(sk.count()),
+    ),
+    "percentile_approx and mean": (
+        "SELECT k, percentile_approx(v, 0.5) AS med, percentile_approx(v, 0.9, 50) AS p90,"
+        " mean(v) FROM events GROUP BY k",
+        lambda df: df.group_by("k").agg(
+            sk.approx_percentile("v", 0.5).alias("med"),
+            sk.approx_percentile("v", 0.9, 50).alias("p90"),
+            sk.avg("v"),
+        ),
+    ),
+    "epoch numbers and CAST to TIMESTAMP": (
+        "SELECT timestamp_seconds(u) AS a, timestamp_millis(v) AS b, CAST(u AS TIMESTAMP) AS c"
+        " FROM events",
+        lambda df: df.select(
+            sk.from_epoch("u").alias("a"),
+            sk.from_epoch("v", "ms").alias("b"),
+            sk.from_epoch("u").alias("c"),
+        ),
+    ),
 }
 
 
@@ -181,6 +207,17 @@ def test_order_by_a_column_not_selected(catalog: Catalog, events: sk.DataFrame) 
     rows.sort(key=lambda r: -r["v"])
     assert got.columns == ["k"]
     assert table(got).to_pylist() == [{"k": r["k"]} for r in rows[:5]]
+
+
+def test_cast_of_strings_to_timestamp_parses_them() -> None:
+    views = Catalog()
+    views.register("s", sk.from_arrow(pa.table({"t": ["2024-01-01T00:00:05Z", None]})))
+    got = sk.sql("SELECT CAST(t AS TIMESTAMP) AS ts FROM s", catalog=views)
+    want = sk.from_arrow(pa.table({"t": ["2024-01-01T00:00:05Z", None]})).select(
+        sk.to_timestamp("t").alias("ts")
+    )
+    assert got.plan.explain().splitlines()[0] == want.plan.explain().splitlines()[0]
+    assert table(got).equals(table(want))
 
 
 def test_temp_view_registers_in_the_process_catalog(events: sk.DataFrame) -> None:
