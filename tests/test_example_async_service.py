@@ -58,6 +58,28 @@ def put_events(endpoint: AwsEndpoint, stream: str, events: list[dict[str, Any]])
         assert failed == 0
 
 
+def last_sequence_numbers(endpoint: AwsEndpoint, stream: str) -> dict[str, str]:
+    """Each shard's last sequence number, read from TRIM_HORIZON."""
+    kinesis = endpoint.client("kinesis")
+    out: dict[str, str] = {}
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            if page["Records"]:
+                out[shard["ShardId"]] = page["Records"][-1]["SequenceNumber"]
+            iterator = page.get("NextShardIterator") if page["Records"] else None
+    return out
+
+
+def shard_leases(endpoint: AwsEndpoint, app_name: str) -> dict[str, dict[str, Any]]:
+    """The lease table's shard items by shard id, as DynamoDB returns them."""
+    items = endpoint.client("dynamodb").scan(TableName=app_name, ConsistentRead=True)["Items"]
+    return {i["leaseKey"]["S"]: i for i in items if i["leaseKey"]["S"].startswith("shardId")}
+
+
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
     async with session.get(url) as response:
         assert response.status == 200
@@ -65,11 +87,11 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
 
 
 async def start_service(
-    endpoint: AwsEndpoint, stream: str
+    endpoint: AwsEndpoint, stream: str, app_name: str
 ) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLES / "async_service.py"), "--endpoint", str(endpoint.url),
-        "--stream", stream, "--port", "0",
+        "--stream", stream, "--app-name", app_name, "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -91,7 +113,8 @@ async def test_async_service_serves_live_counts_and_progress(
     kinesis.get_waiter("stream_exists").wait(StreamName=stream)
     events = make_events(300)
     want = expected_counts(events)
-    proc, base = await start_service(localstack_endpoint, stream)
+    app_name = f"{stream}-app"
+    proc, base = await start_service(localstack_endpoint, stream, app_name)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             assert await get_json(http, f"{base}/counts") == []  # served before any record
@@ -112,6 +135,11 @@ async def test_async_service_serves_live_counts_and_progress(
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()[-3000:]
         assert out.decode().splitlines()[-1] == "stopped"
+        # a clean stop: every shard lease released, its checkpoint at the shard's last record
+        leases = shard_leases(localstack_endpoint, app_name)
+        assert all("leaseOwner" not in item for item in leases.values())
+        last = await asyncio.to_thread(last_sequence_numbers, localstack_endpoint, stream)
+        assert {k: v["checkpoint"]["S"] for k, v in leases.items() if k in last} == last
     finally:
         if proc.returncode is None:
             proc.kill()
