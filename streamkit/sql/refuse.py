@@ -41,7 +41,7 @@ _SET_OPERATIONS: dict[type[exp.Expr], str] = {
 }
 
 _NESTED: list[tuple[type[exp.Expression], str, str]] = [
-    (exp.Join, "JOIN", "join in the DataFrame API once streamkit has joins"),
+    (exp.Join, "JOIN", "a query reads one view"),
     (exp.Window, "window functions (OVER ...)", "use GROUP BY with window(...) instead"),
     (exp.Subquery, "subqueries", "register the inner query as a view instead"),
     (exp.Exists, "subqueries (EXISTS)", ""),

@@ -47,6 +47,10 @@ STREAM = {
     name: BATCH[name] for name in ("windowed count by key", "sliding window sum", "session window")
 }
 STREAM["append without aggregation"] = "SELECT k, v * 3 AS v3 FROM events WHERE v > 4"
+STREAM["WHERE, HAVING and an expression over aggregates"] = (
+    "SELECT window(ts, '10 seconds') AS w, k, count(*) AS n, sum(v) * 2 AS s2 FROM events"
+    " WHERE v IS NOT NULL GROUP BY 1, 2 HAVING count(*) >= 2"
+)
 
 
 def spark_rows(frame: Any) -> list[Row]:
