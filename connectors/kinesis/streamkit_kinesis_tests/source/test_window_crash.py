@@ -190,15 +190,17 @@ async def crash_then_drain(
             await produce(ep, stream, keys, seeds)
             for run in range(kills):
                 # Half of this run's records are a backlog at its start, half arrive while
-                # it runs; it is killed at a random point after its first committed batch.
+                # it runs; it is killed at a random point after its first committed batch,
+                # while the second half is being put.
                 before = rest[2 * run * chunk : (2 * run + 1) * chunk]
                 during = rest[(2 * run + 1) * chunk : (2 * run + 2) * chunk]
                 await produce(ep, stream, keys, before)
                 job = await Job.start(args, log)
                 await job.wait_for_rows(SHARDS if run == 0 else 1, timeout=240)
-                await produce(ep, stream, keys, during)
-                await asyncio.sleep(rng.uniform(0.0, 2.0))
+                producing = asyncio.create_task(produce(ep, stream, keys, during))
+                await asyncio.sleep(rng.uniform(0.0, 1.5))
                 await job.kill()
+                await producing
                 runs.append(f"run {run}: {job.rows()} rows committed")
             await produce(ep, stream, keys, rest[2 * kills * chunk :] + closers())
             last = await Job.start([*args, "--trigger", "available_now"], log)

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("append", "update"), default="append")
     p.add_argument("--policy", choices=("min", "global"), default="min")
     p.add_argument("--interval", type=float, default=0.1)
-    p.add_argument("--max-records", type=int, default=50)
+    p.add_argument("--max-records", type=int, default=20)
     args = p.parse_args(argv)
 
     options: dict[str, Any] = {
