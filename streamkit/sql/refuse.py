@@ -16,8 +16,8 @@ CLAUSES = frozenset({"expressions", "from", "from_", "where", "group", "having",
 """``Select`` arguments the translator reads; any other that is set is refused."""
 
 _CLAUSE_NAMES = {
-    "with": "WITH (common table expressions)",
-    "with_": "WITH (common table expressions)",
+    "with": "WITH (a common table expression)",
+    "with_": "WITH (a common table expression)",
     "joins": "JOIN",
     "laterals": "LATERAL VIEW",
     "distinct": "SELECT DISTINCT",
@@ -28,7 +28,7 @@ _CLAUSE_NAMES = {
     "distribute": "DISTRIBUTE BY",
     "offset": "OFFSET",
     "pivots": "PIVOT",
-    "hint": "query hints",
+    "hint": "a query hint",
     "into": "SELECT INTO",
     "settings": "SETTINGS",
     "sample": "TABLESAMPLE",
@@ -42,9 +42,9 @@ _SET_OPERATIONS: dict[type[exp.Expr], str] = {
 
 _NESTED: list[tuple[type[exp.Expression], str, str]] = [
     (exp.Join, "JOIN", "a query reads one view"),
-    (exp.Window, "window functions (OVER ...)", "use GROUP BY with window(...) instead"),
-    (exp.Subquery, "subqueries", "register the inner query as a view instead"),
-    (exp.Exists, "subqueries (EXISTS)", ""),
+    (exp.Window, "a window function (OVER ...)", "use GROUP BY with window(...) instead"),
+    (exp.Subquery, "a subquery", "register the inner query as a view instead"),
+    (exp.Exists, "a subquery (EXISTS)", ""),
     (exp.Lateral, "LATERAL VIEW", ""),
     (exp.Pivot, "PIVOT", ""),
 ]
@@ -64,7 +64,7 @@ def check_statement(tree: exp.Expr) -> exp.Select:
         if tree.find(kind) is not None:
             raise UnsupportedSqlError(name, hint)
     if any(isinstance(n, exp.Select) for n in tree.find_all(exp.Select) if n is not tree):
-        raise UnsupportedSqlError("subqueries", "register the inner query as a view instead")
+        raise UnsupportedSqlError("a subquery", "register the inner query as a view instead")
     _check_group(tree)
     return tree
 
