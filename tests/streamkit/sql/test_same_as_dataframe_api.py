@@ -109,6 +109,12 @@ SAME_PLAN: dict[str, tuple[str, Build]] = {
             "k",
         ),
     ),
+    "TIMESTAMP literal in WHERE": (
+        "SELECT k, ts FROM events WHERE ts >= TIMESTAMP '2024-01-01 00:00:40'",
+        lambda df: df.filter(C("ts") >= sk.to_timestamp(sk.lit("2024-01-01 00:00:40"))).select(
+            "k", "ts"
+        ),
+    ),
     "SELECT * with a filter": (
         "SELECT * FROM events WHERE v IS NULL",
         lambda df: df.filter(C("v").is_null()),

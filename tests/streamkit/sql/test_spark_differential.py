@@ -40,6 +40,8 @@ BATCH = {
     " FROM events WHERE k IN ('a', 'b') OR v BETWEEN 3 AND 9 GROUP BY 1 HAVING count(*) > 2",
     "projection": "SELECT k, v * 2 + 1 AS x, CAST(v AS DOUBLE) / 4 AS q, ts FROM events"
     " WHERE NOT (u < 2) AND v IS NOT NULL",
+    "TIMESTAMP literal and timestamp_seconds": "SELECT k, timestamp_seconds(u * 60) AS t"
+    " FROM events WHERE ts >= TIMESTAMP '2024-01-01 00:00:40' AND u IS NOT NULL",
     "ORDER BY and LIMIT": "SELECT k, count(*) AS n FROM events GROUP BY k"
     " ORDER BY n DESC, k LIMIT 2",
 }
