@@ -123,13 +123,38 @@ def _grouped(
         Output(n, name, to_expr(n, scope)) for (n, _), name in zip(items, names, strict=True)
     ]
     having = select.args.get("having")
-    condition = to_expr(having.this, scope) if having is not None else None
+    condition = to_expr(_with_aliases(having.this, items), scope) if having else None
+    _register_order_aggregates(select, scope)
     if not scope.aggs:
         scope.aggregate(exp.Count(this=exp.Star()), "__sql_rows")
     result = frame.group_by(*(k.by for k in keys)).agg(*(agg for _, agg in scope.aggs))
     if condition is not None:
         result = result.filter(condition)
     return result, outputs, scope
+
+
+def _with_aliases(
+    node: exp.Expression, items: list[tuple[exp.Expression, str | None]]
+) -> exp.Expression:
+    """HAVING's condition with SELECT aliases replaced by what they name (in HAVING, as
+    in Spark, an alias of the SELECT list wins over an input column of that name)."""
+    aliases = {a.lower(): n for n, a in items if a is not None}
+
+    def swap(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.Column) and not n.table and n.name.lower() in aliases:
+            return aliases[n.name.lower()].copy()
+        return n
+
+    return node.copy().transform(swap)
+
+
+def _register_order_aggregates(select: exp.Select, scope: GroupScope) -> None:
+    """Aggregates that only ORDER BY uses are computed by the aggregation too."""
+    order = select.args.get("order")
+    for term in order.expressions if order is not None else []:
+        for node in term.walk():
+            if is_aggregate(node):
+                scope.aggregate(node)
 
 
 def _group_nodes(

@@ -183,6 +183,23 @@ def test_having_is_a_filter_after_the_aggregation(catalog: Catalog, events: sk.D
     assert 0 < table(want).num_rows < table(events.group_by("k").agg(sk.count())).num_rows
 
 
+def test_having_reads_select_aliases(catalog: Catalog, events: sk.DataFrame) -> None:
+    by_alias = sk.sql("SELECT k AS key, count(*) AS n FROM events GROUP BY k HAVING n > 3"
+                      " AND key IS NOT NULL", catalog=catalog)  # fmt: skip
+    want = events.group_by(C("k").alias("key")).agg(sk.count().alias("n"))
+    want = want.filter((C("n") > 3) & C("key").is_not_null())
+    assert table(by_alias).equals(table(want))
+    assert table(want).num_rows > 0
+
+
+def test_order_by_an_aggregate_not_selected(catalog: Catalog, events: sk.DataFrame) -> None:
+    got = sk.sql("SELECT k FROM events GROUP BY k ORDER BY sum(v) DESC LIMIT 2", catalog=catalog)
+    sums = events.group_by("k").agg(sk.sum("v").alias("s")).to_arrow().to_pylist()
+    sums.sort(key=lambda r: (r["s"] is None, -(r["s"] or 0)))  # DESC: NULLS LAST
+    assert got.columns == ["k"]
+    assert table(got).to_pylist() == [{"k": r["k"]} for r in sums[:2]]
+
+
 def test_expressions_over_aggregates(catalog: Catalog, events: sk.DataFrame) -> None:
     got = sk.sql("SELECT k, sum(v) / count(v) AS mean, count(*) * 2 FROM events GROUP BY k",
                  catalog=catalog)  # fmt: skip
