@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ import pytest
 
 import streamkit as sk
 from streamkit.streaming.owner import QueryAlreadyRunningError
+from streamkit.streaming.progress import QueryProgress
 from streamkit.streaming.query import StreamingQueryError
 from streamkit.streaming.sources.memory import MemoryStream
 from streamkit.testing.tables import assert_table_equal
@@ -30,23 +32,30 @@ def counts(df: sk.DataFrame) -> sk.DataFrame:
     )
 
 
+async def collect(progress: AsyncIterator[QueryProgress]) -> list[QueryProgress]:
+    return [p async for p in progress]
+
+
 async def test_async_handle_result_and_progress_equal_the_batch_engine() -> None:
     df = sk.read_stream.source(MemoryStream(DATA.schema))
     async with counts(df).write_stream.output_mode("update").memory("async_upd").start_async() as q:
         assert not q.task.done()
+        watched = asyncio.create_task(collect(q.progress()))  # follows the batches live
         for lo in range(0, DATA.num_rows, 300):
             df.stream.add_rows(DATA.slice(lo, 300))
             await q.process_all_available()
     assert not q.is_active
+    live = await asyncio.wait_for(watched, 30)  # ended with the query
     assert q.exception() is None
     assert_table_equal(
         sk.memory_table("async_upd"),
         counts(sk.from_arrow(DATA)).to_arrow(),
         sort_by=["window", "action"],
     )
-    seen = [p async for p in q.progress()]  # the query ended: every kept record, then stop
-    assert [p.batch_id for p in seen] == list(range(len(seen)))
-    assert sum(p.num_input_rows for p in seen) == DATA.num_rows
+    assert [p.batch_id for p in live] == list(range(len(live)))
+    assert sum(p.num_input_rows for p in live) == DATA.num_rows
+    after = [p async for p in q.progress()]  # the query ended: every kept record, then stop
+    assert after == live
 
 
 async def test_an_error_in_the_loop_is_raised_on_the_next_await() -> None:
