@@ -243,10 +243,16 @@ class CloudWatchPublisher:
         return not self._stopping
 
     def _cycle(self) -> bool:
+        """Drain and send once; False when a send failed (or anything else went wrong,
+        which is logged: the thread never dies of it)."""
         with self._lock:
             self._started += 1
-        self._drain()
-        sent = self._send_queued()
+        try:
+            self._drain()
+            sent = self._send_queued()
+        except Exception:
+            log.exception("CloudWatch publisher: unexpected error, retrying later")
+            sent = False
         with self._lock:
             self._cycles += 1
             self._lock.notify_all()
