@@ -23,6 +23,11 @@ the groups the batch touches and evicts; without late rows, the final state equa
 batch result on the same rows.
 ``emit_on_same_batch=True`` (not Spark's) evicts with W after batch n's own rows and owes
 no extra batch.
+
+A query holds one stateful operator: an aggregation or a ``drop_duplicates``
+(:mod:`streamkit.streaming.dedup`, with its own late-row and eviction rules and the same
+no-data batches). Filters and projections after it run on the rows it emits each batch,
+through the same executor (:func:`_above`), as Spark allows in every output mode.
 """
 
 from __future__ import annotations
