@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 SERVICES = "kinesis,dynamodb,s3,sts,cloudwatch"
-"""sts: the Java KPL peer asks GetCallerIdentity for the stream ARN before it puts a record."""
+"""sts: the Java KPL peer asks GetCallerIdentity for the stream ARN before it puts a record;
+cloudwatch: the metrics publisher's tests (it loads on first use, well under a second)."""
 
 
 def localstack_env(
