@@ -162,7 +162,7 @@ class CloudWatchPublisher:
         dims = filter_dimensions(dimensions or {}, self.enabled_dimensions)
         key = MetricKey(namespace, name, dims, unit)
         with self._lock:
-            if len(self._merged) >= self.max_queue_size:
+            if len(self._merged) >= self.max_queue_size and key not in self._merged:
                 self._counts["dropped"] += 1
                 return
             self._merged.add(key, value)

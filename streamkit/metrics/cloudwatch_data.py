@@ -96,6 +96,9 @@ class Accumulator:
     def __len__(self) -> int:
         return len(self._values)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
     def add(self, key: MetricKey, value: float, count: int = 1) -> None:
         """Merge ``count`` samples of ``value`` into ``key``'s datum."""
         self._values.setdefault(key, Counter())[float(value)] += count

@@ -104,3 +104,12 @@ def test_a_name_cloudwatch_would_reject_is_counted_not_queued() -> None:
     stats = publisher.stats()
     assert (stats.rejected, stats.queued, stats.sent) == (1, 0, 0)
     assert publisher.flush() is False  # one value merged, nothing sent
+
+
+def test_past_the_bound_new_metrics_are_dropped_and_known_ones_still_merge() -> None:
+    from streamkit.metrics.cloudwatch import CloudWatchPublisher
+
+    publisher = CloudWatchPublisher(interval=3600, max_queue_size=2)  # never started
+    for name in ("A", "B", "C", "A", "B", "D"):
+        publisher.add("ns", name, 1)
+    assert publisher.stats().dropped == 2  # C and D: two metrics are merged already
