@@ -27,13 +27,14 @@ no extra batch.
 A query holds one stateful operator: an aggregation or a ``drop_duplicates``
 (:mod:`streamkit.streaming.dedup`, with its own late-row and eviction rules and the same
 no-data batches). Filters and projections after it run on the rows it emits each batch,
-through the same executor (:func:`_above`), as Spark allows in every output mode.
+through the same executor (:mod:`~streamkit.streaming.downstream`), as Spark allows in
+every output mode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
@@ -43,9 +44,10 @@ from streamkit import aggregate as K
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
 from streamkit.expr import Col
-from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
+from streamkit.plan import Aggregate, Deduplicate, Plan, Project, Watermark
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup import StreamingDedup
+from streamkit.streaming.downstream import above
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
@@ -128,7 +130,7 @@ class IncrementalQuery:
                 "drop_duplicates) so far"
             )
         top = stateful[0] if stateful else None
-        self._above = _above(plan, top) if top is not None and top is not plan else None
+        self._above = above(plan, top) if top is not None and top is not plan else None
         self._agg = top if isinstance(top, Aggregate) else None
         self._mark = marks[0] if marks else None
         if self._mark is not None and top is not None and self._mark not in top.chain():
@@ -394,30 +396,3 @@ class IncrementalQuery:
     def state_rows(self) -> int:
         """Number of groups held in state."""
         return self._held.height if self._held is not None else 0
-
-
-class _Emitted:
-    """The rows a stateful operator emitted, as the leaf of the plan above it."""
-
-    def __init__(self, schema: pl.Schema) -> None:
-        self.schema = schema
-
-    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
-        """Never read: the executor is given the emitted rows instead."""
-        yield pl.DataFrame(schema=self.schema)
-
-    def describe(self) -> str:
-        return "rows emitted by the stateful operator"
-
-
-def _above(plan: Plan, stateful: Plan) -> Plan:
-    """``plan`` with ``stateful`` replaced by a scan of its output: the operations after a
-    streaming aggregation or deduplication (filters and projections, as Spark allows)."""
-    if plan is stateful:
-        return Scan(_Emitted(stateful.schema))
-    if not isinstance(plan, Filter | Project):
-        raise PlanError(
-            f"{type(plan).__name__} after a streaming aggregation or drop_duplicates is not "
-            "supported; filter, select and with_column are"
-        )
-    return replace(plan, input=_above(plan.input, stateful))
