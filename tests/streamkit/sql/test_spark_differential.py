@@ -42,6 +42,8 @@ BATCH = {
     " WHERE NOT (u < 2) AND v IS NOT NULL",
     "TIMESTAMP literal and timestamp_seconds": "SELECT k, timestamp_seconds(u * 60) AS t"
     " FROM events WHERE ts >= TIMESTAMP '2024-01-01 00:00:40' AND u IS NOT NULL",
+    "HAVING an alias, ORDER BY an aggregate not selected": "SELECT k, count(*) AS n"
+    " FROM events GROUP BY k HAVING n > 2 ORDER BY sum(v) DESC, k",
     "ORDER BY and LIMIT": "SELECT k, count(*) AS n FROM events GROUP BY k"
     " ORDER BY n DESC, k LIMIT 2",
 }
