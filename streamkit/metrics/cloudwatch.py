@@ -3,7 +3,7 @@ thread with batched ``PutMetricData`` calls, the way the KCL's ``CloudWatchMetri
 does (``metricsBufferTimeMillis``, ``metricsMaxQueueSize``, ``metricsLevel``,
 ``metricsEnabledDimensions``).
 
-Needs boto3 (``pip install 'streamkit[s3]'``). Guarantees:
+Needs boto3 (``pip install 'streamkit[cloudwatch]'``). Guarantees:
 
 1. :meth:`CloudWatchPublisher.add` never blocks on the network nor raises for a CloudWatch
    problem: it merges the value under a lock and returns (microseconds).
