@@ -163,10 +163,13 @@ class QueryRunner:
         return predicate(self.offsets) and not self.engine.owes_batch
 
     async def changed(self, timeout: float) -> None:
-        """Wait (on the runner's loop) up to ``timeout`` s for a batch or the end."""
-        if self._changed is not None and not self.done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+        """Wait (on the runner's loop) up to ``timeout`` s for a batch or the end; always
+        yields to the loop at least once."""
+        if self._changed is None or self.done.is_set():
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
 
     def _notify(self) -> None:
         with self.cond:
