@@ -158,6 +158,11 @@ def w3_aggregate(df: Any) -> Any:
     )
 
 
+RETENTIONS = ("none", "default", "unbounded")
+"""Input-table retention of the streamkit reader: ``Retention.rows(0)``, the default, or
+``Retention.unbounded()``."""
+
+
 def w3_query(directory: Path, retention: str) -> Any:
     """W3 over the files (a ``DataStreamWriter`` in update mode, no sink yet)."""
     import streamkit as sk
@@ -171,7 +176,11 @@ def w3_query(directory: Path, retention: str) -> Any:
         max_file_age=MAX_FILE_AGE,
     )
     writer = w3_aggregate(df).write_stream.output_mode("update")
-    return writer if retention == "unbounded" else writer.retention(Retention.rows(0))
+    if retention == "default":  # bounded by the watermark, the columns the query reads
+        return writer
+    if retention == "unbounded":  # the default before issue 18: every row, every column
+        return writer.retention(Retention.unbounded())
+    return writer.retention(Retention.rows(0))
 
 
 def streamkit_query(
@@ -316,7 +325,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=("loop", "streamkit"), required=True)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--retention", choices=("none", "unbounded"), default="none")
+    parser.add_argument("--retention", choices=RETENTIONS, default="none")
     parser.add_argument("--soak", type=float, help="run continuously this many seconds")
     parser.add_argument("--sink", choices=("memory", "foreach"), default="memory")
     parser.add_argument("--profile", action="store_true", help="time engine call sites")

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 from _engines import WORKLOADS
 from _stream_gen import ROWS_PER_FILE, VERY_LATE, file_table, stream_dir
-from _stream_run import problems
+from _stream_run import RETENTIONS, problems
 from _verify import read_ipc, reference
 from query_engine import _jsonable, environment
 
@@ -84,7 +84,8 @@ def measure(args: argparse.Namespace, directory: Path, ref: pa.Table, late: int)
         order = READERS[rep % 2 :] + READERS[: rep % 2]
         for reader in order:
             out = scratch / f"w3_{reader}.arrow"
-            run = spawn(reader, directory, out, ["--sink", args.sink])
+            extra = ["--sink", args.sink, "--retention", args.retention]
+            run = spawn(reader, directory, out, extra)
             run.update(reader=reader, rep=rep, load=os.getloadavg()[0])
             if "error" not in run:
                 run["problems"] = problems(read_ipc(out), ref)
@@ -194,7 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sink", choices=("memory", "foreach"), default="memory")
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--soak-rate", type=float, default=300_000.0, help="rows/s offered")
-    parser.add_argument("--soak-retention", choices=("none", "unbounded"), default="none")
+    parser.add_argument("--retention", choices=RETENTIONS, default="none")
+    parser.add_argument("--soak-retention", choices=RETENTIONS, default="none")
     parser.add_argument("--kinesis-records", type=int, default=0, help="0: skip Kinesis")
     parser.add_argument("--kinesis-repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
