@@ -40,12 +40,14 @@ async def test_async_handle_result_and_progress_equal_the_batch_engine() -> None
     df = sk.read_stream.source(MemoryStream(DATA.schema))
     async with counts(df).write_stream.output_mode("update").memory("async_upd").start_async() as q:
         assert not q.task.done()
+        assert sk.streams.get(q.id) is q  # listeners see async queries too
         watched = asyncio.create_task(collect(q.progress()))  # follows the batches live
         for lo in range(0, DATA.num_rows, 300):
             df.stream.add_rows(DATA.slice(lo, 300))
             await q.process_all_available()
     assert not q.is_active
     live = await asyncio.wait_for(watched, 30)  # ended with the query
+    assert sk.streams.get(q.id) is None
     assert q.exception() is None
     assert_table_equal(
         sk.memory_table("async_upd"),
