@@ -134,15 +134,18 @@ class DedupStore:
         return out.height
 
     def _evict_main(self, watermark: int, hashes: U64) -> pl.DataFrame:
+        """Remove the held keys among ``hashes`` (distinct) that expired by ``watermark``."""
         slots = self._index.get(hashes)
-        slots = np.unique(slots[slots >= 0])
+        held = slots >= 0
+        order = np.argsort(slots[held])  # distinct hashes sit in distinct slots
+        slots, hashes = slots[held][order], hashes[held][order]
         if not slots.size:
             return pl.DataFrame()
         rows = self._log.gather(slots)
         closed = (rows[EXPIRES] <= watermark).fill_null(False).to_numpy()
         out = rows.filter(pl.Series(closed))
         self._log.kill(slots[closed])
-        self._index.delete(self._hashes(out))
+        self._index.delete(hashes[closed])
         moved = self._log.tidy()
         if moved.slots.size:
             self._index.put(moved.hashes, moved.slots)
