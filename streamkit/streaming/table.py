@@ -102,7 +102,8 @@ def resolve_retention(policy: Retention | None, plan: Plan) -> Retention:
     marks = [n for n in plan.chain() if isinstance(n, Watermark)]
     column = marks[0].column if marks else None
     if policy is None:
-        policy = Retention.watermark() if column else Retention.rows(DEFAULT_MAX_ROWS)
+        raw = column is not None and column in plan.chain()[-1].schema  # else the engine refuses
+        policy = Retention.watermark() if raw else Retention.rows(DEFAULT_MAX_ROWS)
     if policy.kind != "watermark" or policy.column is not None:
         return policy
     if column is None:
