@@ -35,12 +35,11 @@ def consumer_config(  # noqa: PLR0917
     failover_time: float,
     overrides: Mapping[str, Any] | None,
 ) -> ConsumerConfig:
-    """The consumer settings of a stream source: a take cycle every ``failover_time`` (KCL:
-    twice that), 1 s shutdown grace, then ``overrides``; GetRecords pacing (``idle_time``)
-    and shard sync are the consumer's KCL-like defaults."""
+    """The consumer settings of a stream source: 1 s shutdown grace, then ``overrides``; take
+    cycles (every ``2 * failover_time``: one lease-table scan each), GetRecords pacing
+    (``idle_time``) and shard sync are the consumer's KCL-like defaults."""
     options: dict[str, Any] = {
         "failover_time": failover_time,
-        "take_interval": failover_time,
         "shutdown_grace": 1.0,
         "parent_poll_interval": 2.0,
         **(overrides or {}),
