@@ -10,8 +10,9 @@ Per micro-batch, in Spark's order (``StreamingDeduplicateExec``,
 3. Keys whose expiry is at or before the watermark in force in this batch leave the state.
    ``drop_duplicates``: the expiry is the key's ``t`` when ``t`` is in the subset (keys
    without it never expire: the state grows, as in Spark). Within watermark: the expiry is
-   the first row's ``t`` plus the delay, and a later row of an expired key is emitted
-   again.
+   the first row's ``t`` plus the delay (a null ``t`` counts as the epoch, as in Spark,
+   so its key is forgotten at the next eviction), and a later row of an expired key is
+   emitted again.
 
 Without a watermark only step 2 runs and every key is held for ever.
 """
@@ -73,6 +74,6 @@ class StreamingDedup:
         if self._time is None or not self.evicts:
             return pl.lit(None, dtype=pl.Int64).alias(EXPIRES)
         ticks = pl.col(self._time).dt.epoch(self._unit).cast(pl.Int64)
-        if self.node.within_watermark:
-            ticks = ticks + self._delay
+        if self.node.within_watermark:  # Spark reads a null time as 0: held one batch
+            ticks = ticks.fill_null(0) + self._delay
         return ticks.alias(EXPIRES)

@@ -216,6 +216,23 @@ CASES: dict[str, Case] = {
             (3, t((25, "a", 6, 3))),
         ],
     ),
+    # Within watermark, null event times: Spark reads a null time as 0, so the key expires
+    # at 0 + 10 s, i.e. at the first eviction after it is held. Batch 0 (no eviction):
+    # a emitted once; batch 1: a held while its rows are seen (duplicate), then evicted
+    # with W(0) = -5; batch 2: a emitted again.
+    "within_watermark_null_event_time": Case(
+        Op("within", "append", ("k",), 10),
+        [
+            [(None, "a", 1, 0), (None, "a", 2, 0), (5, "b", 3, 0)],
+            [(None, "a", 4, 1)],
+            [(None, "a", 5, 2)],
+        ],
+        lambda: [
+            (0, sorted([(None, "a", 1, 0), (micros(5), "b", 3, 0)], key=order)),
+            (1, []),
+            (2, [(None, "a", 5, 2)]),
+        ],
+    ),
     # No watermark: every key once, for ever (state grows).
     "dedup_without_watermark": Case(
         Op("dedup", "append", ("k",), None),
