@@ -7,7 +7,7 @@ and sum ``value`` per 1-minute window of ``event_time`` (watermark delay 10 seco
 write each batch to ``--out`` (Parquet, idempotent per batch id), checkpoint to
 ``--checkpoint``. ``--trigger processing`` runs until killed; ``--trigger available_now``
 reads to the current end of every shard, commits and exits 0. Lines on stdout:
-``batch <id> rows <n>`` per batch seen, and at a clean exit ``late <n>`` (late rows of
+``batch <id> rows <n>`` per committed batch, and at a clean exit ``late <n>`` (late rows of
 this run).
 """
 
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     query = writer.parquet(args.out).start()
     seen = -1
     while not query.await_termination(0.05):
-        last = query.last_progress
-        if last is not None and last.batch_id != seen:
-            seen = last.batch_id
-            print(f"batch {seen} rows {last.num_input_rows}", flush=True)
+        for progress in query.recent_progress:  # every batch, however fast they come
+            if progress.batch_id > seen:
+                seen = progress.batch_id
+                print(f"batch {seen} rows {progress.num_input_rows}", flush=True)
     late = query.late_rows
     print(f"late {0 if late is None else late.num_rows}", flush=True)
     return 0
