@@ -131,11 +131,13 @@ class DataStreamReader:
         :class:`streamkit_kinesis.source.KinesisStreamSource`: ``decoder``,
         ``initial_position`` (``"TRIM_HORIZON"`` default, ``"LATEST"``, a datetime),
         ``worker_id``, ``failover_time``, ``max_records_per_batch``,
-        ``max_buffered_records``, ``on_bad_record``, ``consumer_options``.
+        ``max_buffered_records``, ``on_bad_record``, ``checkpoint_interval``,
+        ``consumer_options``.
 
         Exactly-once with the memory, Parquet and ``foreach_batch`` (by batch id) sinks: the
-        query's checkpoint holds the sequence numbers; lease checkpoints follow after each
-        batch commit.
+        query's checkpoint holds the sequence numbers and is authoritative; lease checkpoints
+        follow batch commits at most once per shard per ``checkpoint_interval`` (60 s; 0 =
+        every commit) and are written in full on a graceful stop.
         """
         factory = registry.source("kinesis")
         return self.source(factory(stream, app_name, endpoint, schema=schema, **options))
