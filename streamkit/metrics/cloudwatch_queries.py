@@ -30,11 +30,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from streamkit.metrics.cloudwatch import CloudWatchPublisher
 from streamkit.metrics.cloudwatch_data import ALL_DIMENSIONS, MetricsLevel
+from streamkit.metrics.dead_letters import dead_letters_by_reason
 from streamkit.streaming.listeners import (
     QueryIdleEvent,
     QueryProgressEvent,
@@ -46,7 +44,6 @@ from streamkit.streaming.listeners import (
 
 if TYPE_CHECKING:
     from streamkit.config import AwsEndpoint
-    from streamkit.streaming.progress import QueryProgress
 
 DEFAULT_NAMESPACE = "streamkit"
 PHASES = ("fetch", "decode", "execute", "state", "sink", "commit")
@@ -146,22 +143,6 @@ def _reporter_for(query: Any) -> SourceReporter | None:
         if (reporter := factory(query)) is not None:
             return reporter
     return None
-
-
-def dead_letters_by_reason(query_id: str, p: QueryProgress) -> dict[str, int]:
-    """The batch's dead letters by reason, from the query's dead-letter table; those no
-    longer there (the table was trimmed) count as ``unknown``."""
-    query = streams.get(query_id)
-    table = query.dead_letters if query is not None else None
-    out: dict[str, int] = {}
-    if table is not None:
-        mine = table.filter(pc.equal(table["batch_id"], pa.scalar(p.batch_id, pa.int64())))
-        by_reason = mine.group_by("reason").aggregate([("reason", "count")])
-        reasons, counts = by_reason["reason"].to_pylist(), by_reason["reason_count"].to_pylist()
-        out = {str(r): int(n) for r, n in zip(reasons, counts, strict=True)}
-    if (missing := p.dead_letters - sum(out.values())) > 0:
-        out["unknown"] = out.get("unknown", 0) + missing
-    return out
 
 
 class CloudWatchMetrics:

@@ -11,17 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from streamkit._deps import require
+from streamkit.metrics.dead_letters import dead_letters_by_reason
 from streamkit.streaming.listeners import (
     QueryIdleEvent,
     QueryProgressEvent,
     QueryStartedEvent,
     QueryTerminatedEvent,
     StreamingQueryListener,
-    streams,
 )
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
 
@@ -137,21 +134,9 @@ class PrometheusListener(StreamingQueryListener):
             self.watermark_lag.labels(name).set((newest - wm).total_seconds())
 
     def _dead_letters(self, query_id: str, name: str, p: QueryProgress) -> None:
-        """Count the batch's dead letters by reason, read from the query's dead-letter
-        table; those no longer there (the table was trimmed) count as ``unknown``."""
-        query = streams.get(query_id)
-        table = query.dead_letters if query is not None else None
-        found = 0
-        if table is not None:
-            mine = table.filter(pc.equal(table["batch_id"], pa.scalar(p.batch_id, pa.int64())))
-            by_reason = mine.group_by("reason").aggregate([("reason", "count")])
-            for reason, n in zip(
-                by_reason["reason"].to_pylist(), by_reason["reason_count"].to_pylist(), strict=True
-            ):
-                self.dead_letters.labels(name, str(reason)).inc(n)
-                found += n
-        if found < p.dead_letters:
-            self.dead_letters.labels(name, "unknown").inc(p.dead_letters - found)
+        """Count the batch's dead letters by reason (:func:`dead_letters_by_reason`)."""
+        for reason, n in dead_letters_by_reason(query_id, p).items():
+            self.dead_letters.labels(name, reason).inc(n)
 
     def _partitions(self, name: str, p: QueryProgress, *, count: bool) -> None:
         for part in p.partitions:
