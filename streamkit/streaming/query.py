@@ -11,19 +11,13 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from streamkit.streaming.runner import QueryRunner, StreamingQueryError
 from streamkit.streaming.view import QueryView
 
 if TYPE_CHECKING:
-    from streamkit.plan import Plan
-    from streamkit.streaming.contracts import CheckpointStore, Sink, StreamSource
-    from streamkit.streaming.incremental import OutputMode
-    from streamkit.streaming.table import UnboundedTable
-    from streamkit.streaming.trigger import Trigger
-    from streamkit.streaming.watermarks import PartitionWatermarks
+    from streamkit.streaming.runner import QueryParts
 
 __all__ = ["StreamingQuery", "StreamingQueryError"]
 
@@ -45,26 +39,8 @@ class StreamingQuery(QueryView):
     raises :class:`~streamkit.streaming.contracts.AvailableNowUnsupportedError`.
     """
 
-    def __init__(
-        self,
-        *,
-        plan: Plan,
-        source: StreamSource,
-        sink: Sink,
-        mode: OutputMode,
-        trigger: Trigger,
-        store: CheckpointStore | None,
-        table: UnboundedTable,
-        name: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        emit_on_same_batch: bool = False,
-        watermarks: PartitionWatermarks | None = None,
-    ) -> None:
-        self._runner = QueryRunner(
-            plan=plan, source=source, sink=sink, mode=mode, trigger=trigger, store=store,
-            table=table, name=name, clock=clock, emit_on_same_batch=emit_on_same_batch,
-            watermarks=watermarks,
-        )  # fmt: skip
+    def __init__(self, **parts: Unpack[QueryParts]) -> None:
+        self._runner = QueryRunner(**parts)
         self._runner.view = self
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
 

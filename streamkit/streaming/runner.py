@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import polars as pl
 import pyarrow as pa
@@ -56,9 +56,10 @@ class QueryParts(TypedDict):
     trigger: Trigger
     store: CheckpointStore | None
     table: UnboundedTable
-    name: str | None
-    emit_on_same_batch: bool
-    watermarks: PartitionWatermarks | None
+    name: NotRequired[str | None]
+    clock: NotRequired[Callable[[], float]]
+    emit_on_same_batch: NotRequired[bool]
+    watermarks: NotRequired[PartitionWatermarks | None]
 
 
 class StreamingQueryError(StreamkitError):
