@@ -18,10 +18,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from streamkit.streaming.state.changelog import Changelog
-from streamkit.streaming.state.hash_index import I64, U64, HashIndex, nonzero
-from streamkit.streaming.state.keyed import Hasher, row_hash
-from streamkit.streaming.state.row_log import RowLog
+from streamkit.streaming.state.hash_index import I64, U64
+from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash
 
 EXPIRES = "__expires"
 """State column: the key leaves the state once the watermark is at or past it."""
@@ -29,26 +27,13 @@ MAX_CHUNKS = 64
 """Expiry chunks beyond this are merged into one (amortised: each merge halves them)."""
 
 
-def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    frames = [f for f in frames if f.height]
-    if not frames:
-        return pl.DataFrame()
-    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
-
-
-class DedupStore:
+class DedupStore(IndexedRows):
     """Distinct keys with their expiry (see the module docstring)."""
 
     def __init__(self, keys: list[str], hasher: Hasher = row_hash) -> None:
-        self.keys, self._hasher = keys, hasher
-        self._changes = Changelog(keys)
-        self._reset()
-
-    def _reset(self) -> None:
-        self._log, self._index, self._over = RowLog(), HashIndex(), pl.DataFrame()
+        super().__init__(keys, hasher)
         self._due: list[tuple[I64, U64]] = []
         """Chunks of (expiry ticks ascending, key hashes) of keys in the log."""
-        self._key_schema: pl.Schema | None = None
 
     # -- admit -------------------------------------------------------------------------
     def admit(self, rows: pl.DataFrame) -> pl.Series:
@@ -94,7 +79,7 @@ class DedupStore:
         hashes = self._hashes(new)
         own = (self._index.get(hashes) < 0) & pl.Series(hashes).is_first_distinct().to_numpy()
         if not own.all():
-            self._over = _concat([self._over, new.filter(pl.Series(~own))])
+            self._over = concat([self._over, new.filter(pl.Series(~own))])
             new, hashes = new.filter(pl.Series(own)), hashes[own]
         if new.height:
             self._index.put(hashes, self._log.append(new, hashes))
@@ -129,7 +114,7 @@ class DedupStore:
             closed = (pl.col(EXPIRES) <= watermark).fill_null(False)
             parts.append(self._over.filter(closed))
             self._over = self._over.filter(~closed)
-        out = _concat(parts)
+        out = concat(parts)
         self._changes.deleted(out)
         return out.height
 
@@ -146,48 +131,14 @@ class DedupStore:
         out = rows.filter(pl.Series(closed))
         self._log.kill(slots[closed])
         self._index.delete(hashes[closed])
-        moved = self._log.tidy()
-        if moved.slots.size:
-            self._index.put(moved.hashes, moved.slots)
+        self._tidy()
         return out
 
-    # -- whole state -------------------------------------------------------------------
-    def rows(self) -> pl.DataFrame:
-        """Every key held with its expiry (O(keys held): snapshots)."""
-        return _concat([*self._log.rows(), self._over])
-
-    @property
-    def height(self) -> int:
-        """Number of keys held."""
-        return self._log.live + self._over.height
-
-    @property
-    def work(self) -> int:
-        """Rows the log has gathered, written or moved so far (its cost, for tests)."""
-        return self._log.handled
-
-    def take_changes(self) -> pl.DataFrame:
-        """The delta since the previous call or :meth:`load`; starts a new one."""
-        return self._changes.take()
-
-    @property
-    def change_keys(self) -> list[str]:
-        """The key columns."""
-        return self.keys
-
+    # -- whole state: rows, height, work, take_changes, change_keys (IndexedRows) ---
     def load(self, state: pl.DataFrame | None) -> None:
         """Replace the state by ``state`` (a snapshot, or nothing); the delta starts empty."""
-        self._reset()
+        self._clear_rows()
+        self._due = []
         self._changes.clear()
         if state is not None and state.height:
             self._insert(state)
-
-    def _hashes(self, frame: pl.DataFrame) -> U64:
-        if not frame.height:
-            return np.empty(0, np.uint64)
-        keys = frame.select(self.keys)
-        if self._key_schema is None:
-            self._key_schema = keys.schema
-        elif keys.schema != self._key_schema:
-            keys = keys.cast(self._key_schema)
-        return nonzero(self._hasher(keys).astype(np.uint64, copy=False))

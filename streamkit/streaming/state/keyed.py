@@ -15,48 +15,28 @@ exact whatever the hash does (tests use a 3-bit hash to exercise it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import polars as pl
 
 from streamkit import aggregate as K
-from streamkit.streaming.state.changelog import Changelog
-from streamkit.streaming.state.hash_index import I64, U64, HashIndex, nonzero
-from streamkit.streaming.state.row_log import RowLog
+from streamkit.streaming.state.hash_index import I64, U64
+from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash
 from streamkit.windows import WEND
-
-Hasher = Callable[[pl.DataFrame], U64]
-"""Key columns -> one uint64 per row."""
-
-
-def row_hash(keys: pl.DataFrame) -> U64:
-    """Polars' row hash (stable within a process; never persisted)."""
-    return keys.hash_rows(seed=0).to_numpy()
-
-
-def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    frames = [f for f in frames if f.width]
-    if not frames:
-        return pl.DataFrame()
-    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
 def _merge(frames: list[pl.DataFrame], spec: K.AggregateSpec) -> pl.DataFrame:
-    rows = _concat([f for f in frames if f.height])
+    rows = concat([f for f in frames if f.height])
     return K.merge(rows, spec) if rows.height else rows
 
 
-class KeyedStore:
+class KeyedStore(IndexedRows):
     """Hash-indexed state for tumbling and sliding windows and plain keys (see the
     module docstring); per batch O(rows in + groups touched + groups evicted)."""
 
     def __init__(self, spec: K.AggregateSpec, hasher: Hasher = row_hash) -> None:
-        self.spec, self.keys, self._hasher = spec, spec.state_keys, hasher
-        self._changes = Changelog(self.keys)
-        self._log, self._index, self._over = RowLog(), HashIndex(), pl.DataFrame()
+        super().__init__(spec.state_keys, hasher)
+        self.spec = spec
         self._buckets: dict[int, list[U64]] = {}
-        self._key_schema: pl.Schema | None = None
 
     # -- merge -------------------------------------------------------------------------
     def merge(self, fresh: pl.DataFrame) -> pl.DataFrame:
@@ -71,9 +51,9 @@ class KeyedStore:
         hits, olds, collided = self._match(fresh.filter(pl.Series(found)), slots[found])
         merged_hits = _merge([olds, hits], self.spec)
         merged_news = _merge([news], self.spec)
-        touched_over = self._merge_overflow(_concat([to_over, collided]))
+        touched_over = self._merge_overflow(concat([to_over, collided]))
         self._store(merged_hits, merged_news)
-        out = _concat([merged_hits, merged_news, touched_over])
+        out = concat([merged_hits, merged_news, touched_over])
         self._changes.upserted(out)
         return out
 
@@ -100,10 +80,10 @@ class KeyedStore:
         hashes = self._hashes(merged_news)
         first = pl.Series(hashes).is_first_distinct().to_numpy()
         if not first.all():
-            self._over = _concat([self._over, merged_news.filter(pl.Series(~first))])
+            self._over = concat([self._over, merged_news.filter(pl.Series(~first))])
             merged_news, hashes = merged_news.filter(pl.Series(first)), hashes[first]
         self._file(merged_news, hashes)
-        rows = _concat([merged_hits, merged_news])
+        rows = concat([merged_hits, merged_news])
         if rows.height:
             all_hashes = np.concatenate([self._hashes(merged_hits), hashes])
             self._index.put(all_hashes, self._log.append(rows, all_hashes))
@@ -118,11 +98,6 @@ class KeyedStore:
         values, starts = np.unique(ends[order], return_index=True)
         for end, part in zip(values.tolist(), np.split(hashes[order], starts[1:]), strict=True):
             self._buckets.setdefault(int(end), []).append(part)
-
-    def _tidy(self) -> None:
-        moved = self._log.tidy()
-        if moved.slots.size:
-            self._index.put(moved.hashes, moved.slots)
 
     # -- overflow (keys whose hash another key holds) ------------------------------------
     def _split_overflow(self, fresh: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -152,7 +127,7 @@ class KeyedStore:
             closed = pl.col(WEND) <= watermark
             parts.append(self._over.filter(closed))
             self._over = self._over.filter(~closed)
-        out = _concat([p for p in parts if p.height])
+        out = concat([p for p in parts if p.height])
         self._changes.deleted(out)
         return out
 
@@ -170,45 +145,11 @@ class KeyedStore:
         self._tidy()
         return out
 
-    # -- whole state -------------------------------------------------------------------
-    def rows(self) -> pl.DataFrame:
-        """See :meth:`~streamkit.streaming.state.contract.StateStore.rows`."""
-        return _concat([*self._log.rows(), self._over])
-
-    @property
-    def height(self) -> int:
-        """See :meth:`~streamkit.streaming.state.contract.StateStore.height`."""
-        return self._log.live + self._over.height
-
-    @property
-    def work(self) -> int:
-        """Rows the store has gathered, written or moved so far (its cost, for tests)."""
-        return self._log.handled
-
-    def take_changes(self) -> pl.DataFrame | None:
-        """See :meth:`~streamkit.streaming.state.contract.StateStore.take_changes`."""
-        return self._changes.take()
-
-    @property
-    def change_keys(self) -> list[str]:
-        """The state keys."""
-        return self.keys
-
+    # -- whole state: rows, height, work, take_changes, change_keys (IndexedRows) ---
     def load(self, state: pl.DataFrame | None) -> None:
         """See :meth:`~streamkit.streaming.state.contract.StateStore.load`."""
-        self._log, self._index, self._over = RowLog(), HashIndex(), pl.DataFrame()
+        self._clear_rows()
         self._buckets = {}
-        self._key_schema = None
         self._changes.clear()
         if state is not None and state.height:
             self._store(state.head(0), state)
-
-    def _hashes(self, frame: pl.DataFrame) -> U64:
-        if not frame.height:
-            return np.empty(0, np.uint64)
-        keys = frame.select(self.keys)
-        if self._key_schema is None:
-            self._key_schema = keys.schema
-        elif keys.schema != self._key_schema:
-            keys = keys.cast(self._key_schema)
-        return nonzero(self._hasher(keys).astype(np.uint64, copy=False))

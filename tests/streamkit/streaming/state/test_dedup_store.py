@@ -15,7 +15,7 @@ import pytest
 from streamkit.streaming.state.changelog import apply
 from streamkit.streaming.state.dedup import EXPIRES, DedupStore
 from streamkit.streaming.state.hash_index import U64
-from streamkit.streaming.state.keyed import Hasher, row_hash
+from streamkit.streaming.state.indexed import Hasher, row_hash
 
 KEYS = ["k", "n"]
 

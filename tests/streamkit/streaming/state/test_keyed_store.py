@@ -15,7 +15,7 @@ from streamkit.execute import aggregate_spec
 from streamkit.streaming.state import KeyedStore, RegroupStore, StateStore, make_store
 from streamkit.streaming.state.changelog import apply
 from streamkit.streaming.state.hash_index import U64
-from streamkit.streaming.state.keyed import Hasher, row_hash
+from streamkit.streaming.state.indexed import Hasher, row_hash
 from tests.streamkit.streaming.state._cases import (
     HOUR_US,
     Reference,
