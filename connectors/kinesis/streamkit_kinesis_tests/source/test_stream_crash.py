@@ -14,17 +14,15 @@ Set ``STREAMKIT_CRASH_SEED`` to replay the same kill points.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
 import random
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +33,7 @@ from streamkit_kinesis.producer.producer import KinesisProducer
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
 
 from streamkit.testing.events import make_events
+from streamkit_kinesis_tests.source.job_process import JobProcess
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -49,29 +48,12 @@ EVENTS = 2000
 
 
 @dataclass
-class Job:
-    """One run of the job as a subprocess, with its stdout lines."""
+class Job(JobProcess):
+    """One run of ``stream_crash_proc.py``."""
 
-    proc: asyncio.subprocess.Process
-    lines: list[str] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
+    SCRIPT: ClassVar[Path] = JOB
     alive: float = 0.0
     """Seconds it ran before it was killed."""
-
-    @classmethod
-    async def start(cls, args: list[str], log: Path) -> Job:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(JOB), *args,
-            stdout=asyncio.subprocess.PIPE, stderr=log.open("ab"),
-        )  # fmt: skip
-        job = cls(proc)
-        job.reader = asyncio.create_task(job._read())
-        return job
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode().strip())
 
     def batches(self) -> int:
         return sum(line.startswith("batch ") for line in self.lines)
@@ -100,18 +82,6 @@ class Job:
 
     def aligned(self) -> str | None:
         return next((line for line in self.lines if line.startswith("aligned")), None)
-
-    async def kill(self) -> None:
-        """SIGKILL (by this process's own pid) and reap it."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        await self.finish(30)
-
-    async def finish(self, timeout: float) -> int:
-        code = await asyncio.wait_for(self.proc.wait(), timeout)
-        if self.reader is not None:
-            await self.reader
-        return code
 
 
 def final_output(out: Path) -> pa.Table:

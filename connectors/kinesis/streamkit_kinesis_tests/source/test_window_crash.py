@@ -28,16 +28,14 @@ record counted twice or lost in the same window as another is seen too). Set
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow.parquet as pq
 import pytest
@@ -45,6 +43,8 @@ from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.leases import DynamoDBLeaseStore
 from streamkit_kinesis.producer.producer import KinesisProducer
 from streamkit_kinesis.testing.streams import fresh_stream, unique
+
+from streamkit_kinesis_tests.source.job_process import JobProcess
 
 if TYPE_CHECKING:
     from streamkit.config import AwsEndpoint
@@ -109,27 +109,10 @@ def shard_hash_keys(endpoint: AwsEndpoint, stream: str) -> list[str]:
 
 
 @dataclass
-class Job:
-    """One run of the job as a subprocess, with its stdout lines."""
+class Job(JobProcess):
+    """One run of ``window_crash_proc.py``."""
 
-    proc: asyncio.subprocess.Process
-    lines: list[str] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def start(cls, args: list[str], log: Path) -> Job:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(JOB), *args,
-            stdout=asyncio.subprocess.PIPE, stderr=log.open("ab"),
-        )  # fmt: skip
-        job = cls(proc)
-        job.reader = asyncio.create_task(job._read())
-        return job
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode().strip())
+    SCRIPT: ClassVar[Path] = JOB
 
     def rows(self) -> int:
         """Input rows of the batches this run committed (and reported)."""
@@ -143,18 +126,10 @@ class Job:
             assert time.monotonic() < deadline, f"not {n} rows in {timeout}s: {self.lines}"
             await asyncio.sleep(0.02)
 
-    async def kill(self) -> None:
-        """SIGKILL (by this process's own pid) and reap it."""
+    async def kill(self, timeout: float = 60.0) -> None:
+        """SIGKILL and reap it; the job must still be running."""
         assert self.proc.returncode is None, f"job exited by itself: {self.lines}"
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        await self.finish(60)
-
-    async def finish(self, timeout: float) -> int:
-        code = await asyncio.wait_for(self.proc.wait(), timeout)
-        if self.reader is not None:
-            await self.reader
-        return code
+        await super().kill(timeout)
 
 
 def sink_counts(out: Path, mode: str) -> Counts:
