@@ -25,6 +25,7 @@ from streamkit.functions import (
     approx_count_distinct,
     approx_percentile,
     avg,
+    coalesce,
     col,
     count,
     count_distinct,
@@ -35,6 +36,8 @@ from streamkit.functions import (
     min,
     sum,
     to_timestamp,
+    when,
+    window_time,
 )
 from streamkit.io import from_arrow, from_pandas, read
 from streamkit.sql import sql  # binds ``sk.sql`` to the function, not the package (no sqlglot)
@@ -81,6 +84,7 @@ __all__ = [
     "approx_count_distinct",
     "approx_percentile",
     "avg",
+    "coalesce",
     "col",
     "configure",
     "count",
@@ -101,5 +105,7 @@ __all__ = [
     "streams",
     "sum",
     "to_timestamp",
+    "when",
     "window",
+    "window_time",
 ]

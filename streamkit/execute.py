@@ -83,6 +83,9 @@ def _aggregate_chunked(plan: Aggregate, dictionary: set[str], load: Loader) -> p
     """Partial states per input chunk, merged, finalized (the streaming path in one go)."""
     spec = aggregate_spec(plan)
     needed = _agg_columns(plan)
+    if not _row_local(plan.input):  # e.g. drop_duplicates or an aggregation below: whole
+        whole = aggregate_rows(compile_plan(plan.input, needed, dictionary, load), plan, spec)
+        return K.run_batch([whole], spec)
     requests: list[tuple[Scan, list[str], list[str]]] = []
 
     def record(scan: Scan, columns: list[str], dicts: list[str]) -> pl.LazyFrame:
@@ -100,6 +103,11 @@ def _aggregate_chunked(plan: Aggregate, dictionary: set[str], load: Loader) -> p
         for chunk in chunks
     )
     return K.run_batch(rows, spec)
+
+
+def _row_local(plan: Plan) -> bool:
+    """Whether ``plan`` maps each input row on its own (so chunks may be read apart)."""
+    return all(isinstance(n, Filter | Project | Watermark | Scan) for n in plan.chain())
 
 
 def scan_columns(plan: Plan) -> list[str] | None:

@@ -72,6 +72,49 @@ class Expr:
         """True where the value is not null."""
         return Unary("is_not_null", self)
 
+    def get_field(self, name: str) -> Expr:
+        """Field ``name`` of a struct column, e.g. ``col("window").get_field("start")``."""
+        from streamkit.conditional import Field
+
+        return Field(self, name)
+
+    getField = get_field
+
+    def like(self, pattern: str, escape: str = "\\") -> Expr:
+        """Spark's ``LIKE``: the whole string matches ``pattern`` (``%`` any characters,
+        ``_`` one); null for a null string."""
+        from streamkit.conditional import Match
+
+        return Match(self, pattern, "like", escape)
+
+    def ilike(self, pattern: str, escape: str = "\\") -> Expr:
+        """``like`` ignoring case."""
+        from streamkit.conditional import Match
+
+        return Match(self, pattern, "ilike", escape)
+
+    def rlike(self, pattern: str) -> Expr:
+        """Spark's ``RLIKE``: the regular expression is found somewhere in the string."""
+        from streamkit.conditional import Match
+
+        return Match(self, pattern, "rlike")
+
+    def isin(self, *values: IntoExpr) -> Expr:
+        """Equal to one of ``values`` (SQL ``IN``: null when none is equal and one is null)."""
+        items = values[0] if len(values) == 1 and isinstance(values[0], list | tuple) else values
+        if not items:
+            raise SchemaError("isin() needs at least one value")
+        out: Expr | None = None
+        for v in items:
+            test = BinOp("==", self, into_expr(v))
+            out = test if out is None else BinOp("|", out, test)
+        assert out is not None
+        return out
+
+    def between(self, low: IntoExpr, high: IntoExpr) -> Expr:
+        """``low <= self <= high`` (SQL ``BETWEEN``)."""
+        return BinOp("&", BinOp(">=", self, into_expr(low)), BinOp("<=", self, into_expr(high)))
+
     def __add__(self, other: IntoExpr) -> Expr:
         return BinOp("+", self, into_expr(other))
 

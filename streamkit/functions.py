@@ -15,13 +15,16 @@ from streamkit.aggregates import (
     Sum,
 )
 from streamkit.aggs import AggExpr
-from streamkit.expr import Col, EpochUnit, Expr, FromEpoch, Lit, ParseTimestamp, into_col
+from streamkit.conditional import Case, Coalesce, WindowTime
+from streamkit.errors import PlanError
+from streamkit.expr import Col, EpochUnit, Expr, FromEpoch, Lit, ParseTimestamp, into_col, into_expr
 from streamkit.windows import session_window, window
 
 __all__ = [
     "approx_count_distinct",
     "approx_percentile",
     "avg",
+    "coalesce",
     "col",
     "count",
     "count_distinct",
@@ -33,7 +36,9 @@ __all__ = [
     "session_window",
     "sum",
     "to_timestamp",
+    "when",
     "window",
+    "window_time",
 ]
 
 
@@ -55,6 +60,26 @@ def to_timestamp(column: str | Expr, format: str | None = None) -> Expr:
 def from_epoch(column: str | Expr, unit: EpochUnit = "s") -> Expr:
     """Epoch numbers in ``unit`` (s, ms, us, ns) as UTC timestamps."""
     return FromEpoch(into_col(column), unit)
+
+
+def when(condition: Expr, value: Any) -> Case:
+    """Spark's ``when``: ``value`` where ``condition`` is true; chain ``.when(...)`` for
+    more branches and end with ``.otherwise(default)`` (without it, null elsewhere)."""
+    return Case(((condition, into_expr(value)),))
+
+
+def coalesce(*columns: str | Expr) -> Expr:
+    """The first non-null value among ``columns`` (null when all are null)."""
+    if not columns:
+        raise PlanError("coalesce() needs at least one column")
+    return Coalesce(tuple(into_col(c) for c in columns))
+
+
+def window_time(column: str | Expr = "window") -> Expr:
+    """Spark's ``window_time``: the end of a windowed aggregation's ``window`` minus one
+    microsecond. Group a second aggregation by ``sk.window(sk.window_time("window"), ...)``
+    to chain windowed aggregations on a stream (see the README's Operators section)."""
+    return WindowTime(into_col(column))
 
 
 def count(column: str | Expr | None = None) -> AggExpr:

@@ -2,8 +2,11 @@
 :class:`~streamkit.expr.Expr` and :class:`~streamkit.aggs.AggExpr`, built with the same
 constructors as the DataFrame API, so a SQL query and its DataFrame twin share one plan.
 
-Supported: columns, literals, ``+ - * /``, comparisons, ``AND OR NOT``, ``IS [NOT] NULL``,
-``IN (list)``, ``BETWEEN``, ``CAST``, ``timestamp_seconds/millis/micros``; aggregates
+Supported: columns, struct fields (``w.start``, ``window(...).end``), literals,
+``+ - * /``, comparisons, ``AND OR NOT``, ``IS [NOT] NULL``, ``IN (list)``, ``BETWEEN``,
+``CASE WHEN``, ``IF``, ``coalesce``/``ifnull``/``nvl``, ``[NOT] LIKE``/``ILIKE`` (literal
+patterns, ``ESCAPE``), ``RLIKE``/``REGEXP``, ``CAST``, ``timestamp_seconds/millis/micros``,
+``window_time``; aggregates
 ``count(*)``, ``count(x)``, ``count(DISTINCT x)``, ``sum``, ``avg``/``mean``, ``min``,
 ``max``, ``approx_count_distinct``, ``percentile_approx``. Anything else is refused by name.
 """
@@ -19,6 +22,7 @@ import polars as pl
 from sqlglot import exp
 
 from streamkit import functions as F
+from streamkit.conditional import Case, Coalesce, Field, Match, WindowTime
 from streamkit.expr import EpochUnit, Expr, FromEpoch, Lit, ParseTimestamp
 from streamkit.sql.errors import SqlError, UnsupportedSqlError
 from streamkit.windows import SessionWindow, TimeWindow
@@ -68,11 +72,7 @@ _REFUSED: dict[type[exp.Expression], tuple[str, str]] = {
               "(Python's rule); use the DataFrame API's % if floor semantics are meant"),
     exp.IntDiv: ("DIV", "Spark's DIV truncates toward zero and streamkit's // floors"),
     exp.NullSafeEQ: ("<=> (null-safe equality)", ""),
-    exp.Case: ("CASE", ""),
-    exp.If: ("IF", ""),
-    exp.Like: ("LIKE", ""),
-    exp.ILike: ("ILIKE", ""),
-    exp.Dot: ("struct field access", ""),
+    exp.Dot: ("struct field access on this expression", ""),
     exp.Bracket: ("subscripts", ""),
     exp.Star: ("* outside SELECT and count(*)", ""),
 }  # fmt: skip
@@ -115,6 +115,9 @@ def _special(node: exp.Expression, scope: Scope) -> Expr:
         return (value >= low) & (value <= high)
     if isinstance(node, exp.Cast | exp.TryCast):
         return _cast(node, scope)
+    conditional = _conditional(node, scope)
+    if conditional is not None:
+        return conditional
     if isinstance(node, exp.Anonymous) and node.name.lower() in _EPOCH_UNITS:
         (arg,) = _arguments(node, 1)
         return FromEpoch(to_expr(arg, scope), _EPOCH_UNITS[node.name.lower()])
@@ -126,6 +129,52 @@ def _special(node: exp.Expression, scope: Scope) -> Expr:
             "SELECT, HAVING and ORDER BY; filter on aggregates with HAVING)"
         )
     raise refusal(node)
+
+
+def _conditional(node: exp.Expression, scope: Scope) -> Expr | None:
+    """CASE, IF, coalesce, LIKE / ILIKE / RLIKE, struct fields and window_time (None: the
+    node is none of them)."""
+    if isinstance(node, exp.Case):
+        subject = node.this
+        branches = []
+        for branch in node.args.get("ifs") or []:
+            test = to_expr(branch.this, scope)
+            if subject is not None:  # CASE x WHEN v THEN ...: x = v
+                test = to_expr(subject, scope) == test
+            branches.append((test, to_expr(branch.args["true"], scope)))
+        default = node.args.get("default")
+        return Case(tuple(branches), None if default is None else to_expr(default, scope))
+    if isinstance(node, exp.If):
+        default = node.args.get("false")
+        branch = (to_expr(node.this, scope), to_expr(node.args["true"], scope))
+        return Case((branch,), None if default is None else to_expr(default, scope))
+    if isinstance(node, exp.Coalesce):
+        return Coalesce(tuple(to_expr(e, scope) for e in [node.this, *node.expressions]))
+    if isinstance(node, exp.Escape) and isinstance(node.this, exp.Like | exp.ILike):
+        return _match(node.this, scope, str(_pattern(node.expression, "ESCAPE")))
+    if isinstance(node, exp.Like | exp.ILike | exp.RegexpLike):
+        return _match(node, scope, "\\")
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Identifier):
+        return Field(to_expr(node.this, scope), node.expression.name)
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "window_time":
+        (arg,) = _arguments(node, 1)
+        return WindowTime(to_expr(arg, scope))
+    return None
+
+
+def _match(node: exp.Expression, scope: Scope, escape: str) -> Expr:
+    kind = {exp.Like: "like", exp.ILike: "ilike"}.get(type(node), "rlike")
+    pattern = _pattern(node.expression, kind.upper())
+    if len(escape) != 1:
+        raise SqlError(f"ESCAPE takes one character, got {escape!r}")
+    out: Expr = Match(to_expr(node.this, scope), pattern, kind, escape)
+    return ~out if node.args.get("negate") else out
+
+
+def _pattern(node: exp.Expression, what: str) -> str:
+    if isinstance(node, exp.Literal) and node.is_string:
+        return str(node.this)
+    raise UnsupportedSqlError(f"{what} with a pattern that is not a string literal")
 
 
 def refusal(node: exp.Expression) -> UnsupportedSqlError:

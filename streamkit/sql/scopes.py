@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 from streamkit.errors import ColumnNotFoundError
+from streamkit.conditional import Field
 from streamkit.expr import Col, Expr
 from streamkit.sql.errors import SqlError
 from streamkit.sql.expressions import agg_expr, is_aggregate
@@ -45,15 +46,28 @@ class RowScope:
         return None
 
     def column(self, node: exp.Column) -> Expr:
+        struct = self.struct_of(node)
+        if struct is not None:  # w.start: a field of struct column w
+            return Field(Col(struct), node.name)
         return Col(self.resolve(node))
+
+    def struct_of(self, node: exp.Column) -> str | None:
+        """The struct column whose field ``node`` names (``w.start``, ``view.w.start``),
+        or None when ``node`` is a plain (possibly view-qualified) column."""
+        table, db = node.table, node.args.get("db")
+        if not table or (table.lower() in self.qualifiers and db is None):
+            return None
+        if db is not None and (node.args.get("catalog") or db.name.lower() not in self.qualifiers):
+            raise SqlError(f"{node.sql(dialect='spark')}: {db.name!r} is not the view of FROM")
+        return self.resolve(exp.column(table))
 
     def resolve(self, node: exp.Column) -> str:
         """The schema's name for column ``node``; raises ColumnNotFoundError."""
         table = node.table
         if table and table.lower() not in self.qualifiers:
             raise SqlError(
-                f"{node.sql(dialect='spark')}: {table!r} is not the view of FROM "
-                "(struct fields such as window.start are not supported yet)"
+                f"{node.sql(dialect='spark')}: {table!r} is neither the view of FROM nor "
+                "a struct column"
             )
         name = node.name
         if name in self.schema:
@@ -101,6 +115,10 @@ class GroupScope:
         return name
 
     def column(self, node: exp.Column) -> Expr:
+        if node.table and node.args.get("db") is None:  # a field of a grouped struct
+            for known, name in self.keys:
+                if isinstance(known, exp.Column) and known.name.lower() == node.table.lower():
+                    return Field(Col(name), node.name)
         raise SqlError(
             f"column {node.sql(dialect='spark')} is neither in GROUP BY nor inside an "
             "aggregate function; add it to GROUP BY or aggregate it (e.g. max(...))"

@@ -29,7 +29,8 @@ from streamkit.streaming import _envelope as envelope
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.contracts import AvailableNowUnsupportedError, SourceBatch
 from streamkit.streaming.decode import empty_dead_letters
-from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode
+from streamkit.streaming.chain import make_engine
+from streamkit.streaming.incremental import BatchResult, OutputMode
 from streamkit.streaming.listeners import streams
 from streamkit.streaming.owner import OwnerHeartbeat, OwnerLostError, acquire_all, owner_leases_for
 from streamkit.streaming.progress import PhaseDurations, QueryProgress
@@ -97,7 +98,7 @@ class QueryRunner:
         if self.feed.kind == "acknowledging" and trigger.kind == "available_now":
             raise AvailableNowUnsupportedError(type(source).__name__)
         _check_replay(sink, self.feed.exact_replay, type(source).__name__)
-        self.engine = IncrementalQuery(
+        self.engine = make_engine(
             plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
         )
         self._log = CheckpointLog(store) if store is not None else None

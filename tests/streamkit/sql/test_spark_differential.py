@@ -46,11 +46,31 @@ BATCH = {
     " FROM events GROUP BY k HAVING n > 2 ORDER BY sum(v) DESC, k",
     "ORDER BY and LIMIT": "SELECT k, count(*) AS n FROM events GROUP BY k"
     " ORDER BY n DESC, k LIMIT 2",
+    "CASE, IF, coalesce, LIKE, RLIKE": "SELECT k, CASE WHEN v > 5 THEN 'hi' WHEN v IS NULL"
+    " THEN 'none' ELSE 'lo' END AS c, CASE k WHEN 'a' THEN 1 WHEN 'b' THEN 2 END AS kc,"
+    " coalesce(v, u, 0) AS co, ifnull(k, 'z') AS kn, k LIKE 'a%' AS l, k NOT LIKE '_' AS nl,"
+    " k RLIKE '^[ab]$' AS r, k ILIKE 'A%' AS il, IF(u > 2, v, -1) AS i FROM events",
+    "GROUP BY a CASE, WHERE LIKE": "SELECT CASE WHEN v > 5 THEN 'hi' ELSE 'lo' END AS band,"
+    " count(*) AS n, sum(coalesce(v, 0)) AS s FROM events WHERE k LIKE '%' OR k IS NULL"
+    " GROUP BY 1",
+    "window fields": "SELECT window(ts, '10 seconds').start AS s, window(ts, '10 seconds').end"
+    " AS e, k, count(*) AS n FROM events GROUP BY window(ts, '10 seconds'), k",
+    "NOT IN, NOT BETWEEN, LIKE ESCAPE": "SELECT k, v FROM events WHERE k NOT IN ('a')"
+    " AND v NOT BETWEEN 2 AND 4 AND k NOT LIKE 'x!%%' ESCAPE '!'",
 }
 STREAM = {
     name: BATCH[name] for name in ("windowed count by key", "sliding window sum", "session window")
 }
 STREAM["append without aggregation"] = "SELECT k, v * 3 AS v3 FROM events WHERE v > 4"
+STREAM["CASE, LIKE, RLIKE, coalesce without aggregation"] = (
+    "SELECT k, CASE WHEN v > 5 THEN 'hi' ELSE 'lo' END AS c, coalesce(u, -1) AS cu FROM events"
+    " WHERE k RLIKE '[a-c]' AND k NOT LIKE 'b%'"
+)
+STREAM["window fields after a windowed count"] = (
+    "SELECT window(ts, '10 seconds').start AS s, window(ts, '10 seconds').end AS e, k,"
+    " count(*) AS n FROM events WHERE k LIKE 'a%' OR v BETWEEN 1 AND 5"
+    " GROUP BY window(ts, '10 seconds'), k"
+)
 STREAM["WHERE, HAVING and an expression over aggregates"] = (
     "SELECT window(ts, '10 seconds') AS w, k, count(*) AS n, sum(v) * 2 AS s2 FROM events"
     " WHERE v IS NOT NULL GROUP BY 1, 2 HAVING count(*) >= 2"
@@ -115,11 +135,25 @@ def test_batch_sql_equals_spark_sql(name: str, spark: Any, files: Path) -> None:
         assert ours.columns == theirs.columns
 
 
-def run_spark(spark: Any, query: str, files: Path) -> Run:
+CHAINS = {
+    "windowed count, then a 30 s window over window_time": (
+        "SELECT window(ts, '10 seconds'), k, count(*) AS n, max(v) AS top FROM events"
+        " GROUP BY 1, 2",
+        "SELECT window(window_time(window), '30 seconds') AS w, k, sum(n) AS n,"
+        " max(top) AS top, count(*) AS windows FROM counts GROUP BY 1, 2",
+    ),
+}
+"""A view ``counts`` registered from the first query over ``events``, then the second
+query over ``counts``: two stateful operators in one stream."""
+
+
+def run_spark(spark: Any, query: str, files: Path, counts: str | None = None) -> Run:
     seen: list[tuple[int, list[Row]]] = []
     with tempfile.TemporaryDirectory(prefix="spark-ck-") as checkpoint:
         stream = spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
         stream.json(str(files)).withWatermark("ts", "10 seconds").createOrReplaceTempView("events")
+        if counts is not None:
+            spark.sql(counts).createOrReplaceTempView("counts")
         handle = (
             spark.sql(query)
             .writeStream.outputMode("append")
@@ -133,11 +167,13 @@ def run_spark(spark: Any, query: str, files: Path) -> Run:
     return Run(sorted(seen, key=lambda b: b[0]))
 
 
-def run_streamkit(query: str, files: Path) -> Run:
+def run_streamkit(query: str, files: Path, counts: str | None = None) -> Run:
     seen: list[tuple[int, list[Row]]] = []
     source = sk.read_stream.files(str(files), format="json", schema=SCHEMA, max_files_per_trigger=1)
     views = Catalog()
     views.register("events", source.with_watermark("ts", "10 seconds"))
+    if counts is not None:
+        views.register("counts", sk.sql(counts, catalog=views))
     handle = (
         sk.sql(query, catalog=views)
         .write_stream.output_mode("append")
@@ -157,3 +193,27 @@ def test_stream_sql_emits_spark_sql_batches(name: str, spark: Any, files: Path) 
     assert ours.final("append") == theirs.final("append")
     assert ours.batches == theirs.batches
     assert ours.final("append"), "the stream should emit rows"
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_stream_sql_over_an_aggregated_view_emits_spark_batches(
+    name: str, spark: Any, files: Path
+) -> None:
+    counts, query = CHAINS[name]
+    theirs = run_spark(spark, query, files, counts)
+    ours = run_streamkit(query, files, counts)
+    assert ours.batches == theirs.batches
+    assert ours.final("append"), "the stream should emit rows"
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_batch_sql_over_an_aggregated_view_equals_spark(name: str, spark: Any, files: Path) -> None:
+    counts, query = CHAINS[name]
+    spark.read.schema(SPARK_SCHEMA).json(str(files)).createOrReplaceTempView("events")
+    spark.sql(counts).createOrReplaceTempView("counts")
+    views = Catalog()
+    views.register("events", sk.from_arrow(rows_table([r for rows in FILES for r in rows])))
+    views.register("counts", sk.sql(counts, catalog=views))
+    ours = sorted(streamkit_rows(sk.sql(query, catalog=views)), key=order)
+    assert ours == sorted(spark_rows(spark.sql(query)), key=order)
+    assert ours

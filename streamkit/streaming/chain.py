@@ -1,0 +1,360 @@
+"""Chains of stateful operators on a stream, where Spark (3.5+) allows them.
+
+A plan may hold several aggregations and ``drop_duplicates`` one above the other (with
+filters and projections between them). The first runs in an
+:class:`~streamkit.streaming.incremental.IncrementalQuery`, which owns the watermark; each
+later one runs on the rows the one below emitted in the same micro-batch. As in Spark's
+watermark propagation, an aggregation or a deduplication passes its input watermark on
+unchanged, so every operator judges late rows with the watermark in force in the previous
+batch and evicts with the one in force in this batch. The output mode is the last
+operator's; every operator below it runs in append mode.
+
+What Spark refuses is refused here with Spark's reason (checked against PySpark 4.3):
+
+- a stateful operator above an aggregation in update or complete mode (the aggregation
+  may emit rows the operator above takes as late: Spark's "possible correctness issue");
+- an aggregation above another in append mode that does not group by a window over the
+  event time, i.e. ``sk.window(sk.window_time("window"), ...)`` above an aggregation or a
+  window on the watermarked column above ``drop_duplicates`` (Spark: append mode needs a
+  watermark, and ``window.start`` carries none).
+
+``drop_duplicates`` above another stateful operator is not supported yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Literal
+
+import polars as pl
+import pyarrow as pa
+
+from streamkit import aggregate as K
+from streamkit.conditional import WindowTime
+from streamkit.errors import PlanError
+from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
+from streamkit.expr import Col
+from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
+from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
+from streamkit.streaming.downstream import above
+from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode, _check_mode
+from streamkit.streaming.state import StateStore, make_store
+from streamkit.streaming.state.changelog import DELETED
+from streamkit.streaming.state.dedup import EXPIRES
+from streamkit.streaming.watermarks import PartitionWatermarks
+from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
+
+STAGE = "__stage"
+"""Checkpoint column: which operator of the chain a state row belongs to (0: the first)."""
+
+CORRECTNESS = (
+    "Detected pattern of possible 'correctness' issue due to global watermark (Spark's "
+    "refusal too): an aggregation in {mode} mode can emit rows older than the watermark, "
+    "which the stateful operator after it would drop as late; run the query in append mode"
+)
+
+
+def stateful_operators(plan: Plan) -> list[Aggregate | Deduplicate]:
+    """The aggregations and deduplications of ``plan``, the one nearest the source first."""
+    return [n for n in reversed(plan.chain()) if isinstance(n, Aggregate | Deduplicate)]
+
+
+def make_engine(
+    plan: Plan,
+    mode: OutputMode,
+    *,
+    emit_on_same_batch: bool = False,
+    watermarks: PartitionWatermarks | None = None,
+) -> IncrementalQuery | ChainQuery:
+    """The incremental engine for ``plan``: a :class:`ChainQuery` when it holds several
+    stateful operators, else an :class:`IncrementalQuery`."""
+    if len(stateful_operators(plan)) > 1:
+        return ChainQuery(plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks)
+    return IncrementalQuery(plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks)
+
+
+def _event_time_window(node: Aggregate, below: Aggregate | Deduplicate, mark: Watermark) -> bool:
+    """Whether ``node`` groups by a window over the event time the operator below passes on."""
+    if node.window is None:
+        return False
+    column = node.window.column
+    if isinstance(below, Aggregate):
+        return isinstance(column, WindowTime) and column.columns() == {WINDOW_COLUMN}
+    return isinstance(column, Col) and column.name == mark.column
+
+
+class _AggStage:
+    """An aggregation above another stateful operator, fed that operator's output."""
+
+    def __init__(self, node: Aggregate, mode: OutputMode, timed: bool) -> None:
+        self.node, self.mode, self.timed = node, mode, timed
+        self.spec = aggregate_spec(node)
+        self.store: StateStore = make_store(self.spec)
+        window = node.window
+        self.drops_late = timed and (isinstance(window, SessionWindow) or mode != "complete")
+
+    def run(self, rows: pl.DataFrame, late_mark: int | None, in_force: int | None) -> pl.DataFrame:
+        """Merge ``rows`` (late ones dropped), then emit what the output mode says."""
+        node, spec = self.node, self.spec
+        if self.drops_late and late_mark is not None and rows.height:
+            assert node.window is not None and spec.time_dtype is not None
+            inputs = compile_plan(node.input, None, set(), given(rows)).collect()
+            ends = inputs.select(last_window_end(node.window, spec.time_dtype)).to_series()
+            rows = inputs.filter(~(ends <= late_mark).fill_null(False))
+            lazy = rows.lazy()
+        else:
+            lazy = compile_plan(node.input, None, set(), given(rows))
+        fresh = K.partial(aggregate_rows(lazy, node, spec), spec)
+        if self.drops_late and late_mark is not None:
+            fresh = fresh.filter(pl.col(WEND) > late_mark)
+        touched = self.store.merge(fresh)
+        if self.mode == "complete":
+            return self.final(self.store.rows())
+        evicts = self.timed and in_force is not None
+        closed = self.store.evict(in_force) if evicts else touched.head(0)  # type: ignore[arg-type]
+        return self.final(touched if self.mode == "update" else closed)
+
+    def final(self, states: pl.DataFrame) -> pl.DataFrame:
+        """Finished groups from state rows (sorted by group, as the single engine does)."""
+        if not states.height:
+            return pl.DataFrame(schema=self.node.schema)
+        if self.spec.state_keys:
+            states = states.sort(self.spec.state_keys, nulls_last=True)
+        return K.finalize(states, self.spec)
+
+
+def _input_node(node: Aggregate, below: Plan) -> Aggregate:
+    """``node`` reading the rows ``below`` emits (the plan between them re-rooted)."""
+    return replace(node, input=above(node.input, below))
+
+
+class ChainQuery:
+    """Runs a plan with several stateful operators one micro-batch at a time (see the
+    module docstring); the same interface as :class:`IncrementalQuery`."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        mode: OutputMode,
+        *,
+        emit_on_same_batch: bool = False,
+        watermarks: PartitionWatermarks | None = None,
+    ) -> None:
+        ops = stateful_operators(plan)
+        self.plan, self.mode, self.emit_on_same_batch = plan, mode, emit_on_same_batch
+        self.first = IncrementalQuery(
+            ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
+        )
+        marks = [n for n in ops[0].chain() if isinstance(n, Watermark)]
+        self.stages: list[_AggStage] = []
+        for i, (below, node) in enumerate(zip(ops, ops[1:], strict=False), start=1):
+            self.stages.append(self._stage(below, node, marks, mode if i == len(ops) - 1 else "append"))
+        self._above = above(plan, ops[-1]) if ops[-1] is not plan else None
+        self.state = ChainState(self)
+
+    def _stage(
+        self,
+        below: Aggregate | Deduplicate,
+        node: Aggregate | Deduplicate,
+        marks: list[Watermark],
+        mode: OutputMode,
+    ) -> _AggStage:
+        if isinstance(below, Aggregate) and mode != "append":
+            raise PlanError(CORRECTNESS.format(mode=mode))
+        if any(isinstance(n, Watermark) for n in node.chain()[: node.chain().index(below)]):
+            raise PlanError("with_watermark must come before the first aggregation or "
+                            "drop_duplicates of a chain")  # fmt: skip
+        if isinstance(node, Deduplicate):
+            raise PlanError(
+                "drop_duplicates after another aggregation or drop_duplicates is not "
+                "supported by streamkit yet; deduplicate first, then aggregate"
+            )
+        timed = bool(marks) and _event_time_window(node, below, marks[0])
+        if not timed and mode == "append":
+            hint = (
+                "group the second aggregation by sk.window(sk.window_time('window'), ...)"
+                if isinstance(below, Aggregate)
+                else f"group it by a window on the watermarked column {marks[0].column!r}"
+                if marks
+                else "add .with_watermark(column, delay) before drop_duplicates"
+            )
+            raise PlanError(
+                "append output mode is not supported for a streaming aggregation without "
+                "watermark (Spark's refusal too): an aggregation after another stateful "
+                f"operator must group by a window over the event time; {hint}"
+            )
+        node = _input_node(node, below)
+        _check_mode(node, timed, mode)
+        return _AggStage(node, mode, timed)
+
+    # -- per batch ---------------------------------------------------------------------
+    def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
+        """One micro-batch through every operator; late rows are the first one's."""
+        late_mark = self.first.in_force
+        first = self.first.run(rows, partitions)
+        in_force = self.first.in_force
+        out = first.output
+        for stage in self.stages:
+            out = stage.run(out, late_mark, in_force)
+        return BatchResult(self._finish(out), first.late_rows, first.watermark)
+
+    def run_no_data(self) -> BatchResult:
+        """A batch without input rows (Spark's no-data batch)."""
+        return self.run(pl.DataFrame(schema=self.plan.chain()[-1].schema))
+
+    def _finish(self, rows: pl.DataFrame) -> pl.DataFrame:
+        if self._above is None:
+            return rows
+        return compile_plan(self._above, None, set(), given(rows)).collect()
+
+    @property
+    def owes_batch(self) -> bool:
+        """As :attr:`IncrementalQuery.owes_batch` (every operator shares the watermark)."""
+        return self.first.owes_batch
+
+    def current_result(self) -> pl.DataFrame:
+        """The last operator's result over all state now held."""
+        last = self.stages[-1]
+        return self._finish(last.final(last.store.rows()))
+
+    # -- watermark (the first operator's) ----------------------------------------------
+    @property
+    def watermark(self) -> int | None:
+        """The tracker W after the batches run so far."""
+        return self.first.watermark
+
+    @property
+    def in_force(self) -> int | None:
+        """Watermark in force in the last batch run."""
+        return self.first.in_force
+
+    @property
+    def max_event(self) -> int | None:
+        """Largest event time seen (ticks)."""
+        return self.first.max_event
+
+    @property
+    def partition_maxima(self) -> dict[str, int]:
+        """Largest event time per source partition (ticks)."""
+        return self.first.partition_maxima
+
+    def time_unit(self) -> Literal["ns", "us", "ms"]:
+        """Unit of the event-time column."""
+        return self.first.time_unit()
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def state_rows(self) -> int:
+        """Rows held by every operator of the chain."""
+        return self.first.state_rows + sum(s.store.height for s in self.stages)
+
+    def state_frame(self) -> pl.DataFrame:
+        """Every operator's state in one frame (see :class:`ChainState`)."""
+        return self.state.rows()
+
+    def checkpoint_state(self, log: CheckpointLog | None, batch_id: int) -> None:
+        """Every operator's state after ``batch_id`` as one delta or snapshot."""
+        if log is not None:
+            log.write_changes(batch_id, self.state)
+        else:
+            self.state.take_changes()
+
+    def restore(
+        self,
+        state: pl.DataFrame | None,
+        watermark: int | None,
+        max_event: int | None,
+        in_force: int | None = None,
+        *,
+        no_data_pending: bool = False,
+        partition_max: Mapping[str, int] | None = None,
+    ) -> None:
+        """Resume every operator from a checkpoint (see :meth:`IncrementalQuery.restore`)."""
+        parts = self.state.split(state)
+        self.first.restore(
+            parts[0], watermark, max_event, in_force,
+            no_data_pending=no_data_pending, partition_max=partition_max,
+        )  # fmt: skip
+        for stage, part in zip(self.stages, parts[1:], strict=True):
+            stage.store.load(part)
+
+
+def _state_schema(first: IncrementalQuery) -> pl.Schema:
+    """The state columns of the chain's first operator."""
+    node = stateful_operators(first.plan)[0]
+    if isinstance(node, Aggregate):
+        return _agg_state_schema(aggregate_spec(node), node)
+    schema = node.input.schema
+    return pl.Schema({**{k: schema[k] for k in node.keys}, EXPIRES: pl.Int64()})
+
+
+def _agg_state_schema(spec: K.AggregateSpec, node: Aggregate) -> pl.Schema:
+    """The state columns of an aggregation, in its store's order (merged partial states)."""
+    empty = pl.DataFrame(schema=node.input.schema).lazy()
+    partial = K.partial(aggregate_rows(empty, node, spec), spec)
+    return K.merge(partial, spec).drop(K.TOUCHED, strict=False).schema
+
+
+class ChainState:
+    """The chain's operators' states as one changelogged state: operator ``i``'s column
+    ``c`` is ``"i:c"``, and :data:`STAGE` says whose row it is. Every frame has every
+    operator's columns (null where not its own), so deltas apply as a single store's."""
+
+    def __init__(self, chain: ChainQuery) -> None:
+        self._chain = chain
+        self._schemas = [_state_schema(chain.first)] + [
+            _agg_state_schema(s.spec, s.node) for s in chain.stages
+        ]
+        full: dict[str, pl.DataType] = {STAGE: pl.Int32()}
+        for i, schema in enumerate(self._schemas):
+            full.update({f"{i}:{c}": t for c, t in schema.items()})
+        self._full = pl.Schema(full)
+
+    def _stores(self) -> list[Changelogged]:
+        held = self._chain.first._held
+        assert held is not None
+        return [held, *(s.store for s in self._chain.stages)]
+
+    def _tag(self, i: int, frame: pl.DataFrame, deleted: bool = False) -> pl.DataFrame:
+        named = frame.rename({c: f"{i}:{c}" for c in frame.columns if c != DELETED})
+        named = named.with_columns(pl.lit(i, pl.Int32).alias(STAGE))
+        schema = dict(self._full) | ({DELETED: pl.Boolean()} if deleted else {})
+        return named.select(
+            (pl.col(c).cast(t) if c in named.columns else pl.lit(None, t).alias(c))
+            for c, t in schema.items()
+        )
+
+    def rows(self) -> pl.DataFrame:
+        """Every operator's state rows."""
+        frames = [self._tag(i, s.rows()) for i, s in enumerate(self._stores())]
+        return pl.concat(frames, how="vertical")
+
+    def take_changes(self) -> pl.DataFrame | None:
+        """Every operator's delta since the last call (None: a snapshot is needed)."""
+        deltas = [s.take_changes() for s in self._stores()]
+        if any(d is None for d in deltas):
+            return None
+        frames = [self._tag(i, d, True) for i, d in enumerate(deltas) if d is not None and d.height]
+        if not frames:
+            return pl.DataFrame(schema={DELETED: pl.Boolean})
+        return pl.concat(frames, how="vertical")
+
+    @property
+    def change_keys(self) -> list[str]:
+        """:data:`STAGE` and every operator's key columns."""
+        keys = [STAGE]
+        for i, s in enumerate(self._stores()):
+            keys += [f"{i}:{k}" for k in s.change_keys]
+        return keys
+
+    def split(self, state: pl.DataFrame | None) -> list[pl.DataFrame | None]:
+        """Operator ``i``'s rows of a checkpointed ``state``, under their own names."""
+        out: list[pl.DataFrame | None] = []
+        for i, schema in enumerate(self._schemas):
+            if state is None or not state.height:
+                out.append(None)
+                continue
+            mine = state.filter(pl.col(STAGE) == i)
+            out.append(mine.select(pl.col(f"{i}:{c}").alias(c) for c in schema.names()))
+        return out
