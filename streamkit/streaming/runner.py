@@ -118,6 +118,9 @@ class QueryRunner:
         self._stop = threading.Event()
         self._changed: asyncio.Event | None = None
         self._owners = OwnerHeartbeat([], self._owner_lost)
+        self._in_flight = False
+        """A batch is running: a no-data batch stops being owed when it starts, but its
+        output is in the sink only when it is committed."""
 
     # -- lifecycle (blocking parts: call them off the event loop) ------------------------
     def acquire(self, force: bool) -> None:
@@ -162,7 +165,7 @@ class QueryRunner:
 
     def caught_up(self, predicate: CaughtUp) -> bool:
         """Whether ``predicate`` holds for the committed offsets and no batch is owed."""
-        return predicate(self.offsets) and not self.engine.owes_batch
+        return predicate(self.offsets) and not self.engine.owes_batch and not self._in_flight
 
     async def changed(self, timeout: float) -> None:
         """Wait (on the runner's loop) up to ``timeout`` s for a batch or the end; always
@@ -300,6 +303,7 @@ class QueryRunner:
         source committed (replayable) or acknowledged (acknowledging) through the feed.
         ``fetched`` None is a no-data batch: the committed offsets again, no input rows."""
         batch = fetched.batch if fetched is not None else _no_data(self.offsets)
+        self._in_flight = True
         bid = self.next_id
         offsets = {**self.offsets, **batch.end_offsets}
         log = self._log
@@ -328,6 +332,7 @@ class QueryRunner:
         self._record(bid, batch, result.late_rows.height, output.num_rows, phases, started)
         with self.cond:
             self.offsets, self.next_id = offsets, bid + 1
+            self._in_flight = False
         self._notify()
 
     def _execute(

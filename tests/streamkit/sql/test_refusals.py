@@ -40,8 +40,10 @@ REFUSED = {
     "SELECT DISTINCT k FROM t": "SELECT DISTINCT",
     "SELECT v % 2 FROM t": "%",
     "SELECT v DIV 2 FROM t": "DIV",
-    "SELECT CASE WHEN v > 1 THEN 1 END FROM t": "CASE",
-    "SELECT k FROM t WHERE k LIKE 'a%'": "LIKE",
+    "SELECT k FROM t WHERE k LIKE k": "LIKE with a pattern that is not a string literal",
+    "SELECT k FROM t WHERE k RLIKE k": "RLIKE with a pattern that is not a string literal",
+    "SELECT k <=> 'a' FROM t": "<=> (null-safe equality)",
+    "SELECT upper(k).x FROM t": "function upper",
     "SELECT upper(k) FROM t": "function upper",
     "SELECT stddev(v) FROM t": "aggregate function stddev",
     "SELECT sum(DISTINCT v) FROM t": "sum(DISTINCT",
@@ -76,7 +78,7 @@ INVALID = {
     "SELECT k FROM t WHERE count(*) > 1": "not allowed here",
     "SELECT sum(max(v)) FROM t": "inside another aggregate",
     "SELECT k, k FROM t": "two result columns are named 'k'",
-    "SELECT w.start FROM t": "not the view of FROM",
+    "SELECT x.w.start FROM t": "'x' is not the view of FROM",
     "SELECT k FROM t; SELECT k FROM u": "one statement",
     "SELECT window(ts, 10) AS w, count(*) FROM t GROUP BY 1": "window duration",
 }
@@ -86,6 +88,32 @@ INVALID = {
 def test_invalid_sql_says_what_is_wrong(query: str, catalog: Catalog) -> None:
     with pytest.raises(SqlError, match=INVALID[query]):
         sk.sql(query, catalog=catalog)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("SELECT CASE WHEN v > 1 THEN 1 ELSE 'x' END FROM t", "different kinds.*cast"),
+        ("SELECT CASE WHEN k THEN 1 END FROM t", "needs a boolean condition"),
+        ("SELECT k FROM t WHERE k LIKE 'a!b' ESCAPE '!'", "must be followed by %, _ or itself"),
+        ("SELECT k FROM t WHERE v LIKE '1%'", "like needs strings"),
+        ("SELECT k FROM t WHERE k RLIKE '('", "rlike pattern '\\(' is invalid"),
+        ("SELECT coalesce(k, v) FROM t", "coalesce needs values of one kind"),
+        ("SELECT window_time(ts) FROM t", "window_time needs the window column"),
+    ],
+)
+def test_type_errors_of_the_new_expressions_say_what_to_do(
+    query: str, message: str, catalog: Catalog
+) -> None:
+    with pytest.raises(PlanError, match=message):
+        sk.sql(query, catalog=catalog)
+
+
+def test_struct_fields_of_what_is_no_struct_say_so(catalog: Catalog) -> None:
+    with pytest.raises(ColumnNotFoundError, match="'w' not found"):
+        sk.sql("SELECT w.start FROM t", catalog=catalog)
+    with pytest.raises(PlanError, match="not a struct: it has no field 'start'"):
+        sk.sql("SELECT k.start FROM t", catalog=catalog)
 
 
 def test_syntax_errors_unknown_views_and_columns(catalog: Catalog) -> None:

@@ -149,3 +149,29 @@ def test_state_of_both_operators_is_counted_and_bounded(tmp_path: Path) -> None:
     # open at the end (W = 196 - 3 = 193): 5 s window [195,200) of the first operator and
     # the 20 s window [180,200) of the second
     assert held == 2
+
+
+def test_process_all_available_waits_for_the_no_data_batchs_output() -> None:
+    """The no-data batch that closes the windows stops being owed when it starts; the call
+    returns only once its output is in the sink (a slow sink shows the difference)."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    seen: list[int] = []
+
+    def slow_sink(frame: sk.DataFrame, batch_id: int) -> None:
+        if frame.count():
+            time.sleep(1.0)
+            seen.append(batch_id)
+
+    stream = sk.read_stream.memory(SCHEMA)
+    q = window_then_window(stream).write_stream.output_mode("append").foreach_batch(slow_sink).start()
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    stream.stream.add_rows(
+        [{"ts": t0 + timedelta(seconds=s), "k": "a", "v": 1, "u": 0} for s in (1, 2, 60)]
+    )
+    q.process_all_available()
+    try:
+        assert seen == [1], "the windows closed by the no-data batch 1 should be in the sink"
+    finally:
+        q.stop()
