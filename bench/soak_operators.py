@@ -121,8 +121,9 @@ def main() -> None:
     procs = {
         n: subprocess.Popen(
             [sys.executable, __file__, "--child", n, str(args.seconds)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for n in names
     }
     started = time.monotonic()
@@ -140,7 +141,7 @@ def main() -> None:
             print(f"{n}: child failed (exit {p.returncode})")
             continue
         after = [(t, m) for t, m in samples[n] if t >= args.warmup]
-        warm = [x for x in lines[int(args.warmup):]] or lines
+        warm = list(lines[int(args.warmup) :]) or lines
         rss = [m for _, m in after] or [0.0]
         print(
             f"{n}: {lines[-1]['batch']} batches of {ROWS} rows; state rows after warm-up "

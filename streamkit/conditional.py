@@ -46,7 +46,7 @@ class Field(Expr):
             raise SchemaError(
                 f"{self.operand!r} has no field {self.name!r}; its fields are {sorted(fields)}"
             )
-        return fields[self.name]
+        return _result_type(self, schema)
 
     @property
     def output_name(self) -> str:
@@ -155,16 +155,16 @@ class Case(Expr):
         return Case(self.branches, into_expr(value))
 
     def to_polars(self) -> pl.Expr:
-        (c0, v0), *rest = self.branches
-        chain = pl.when(c0.to_polars()).then(v0.to_polars())
-        for c, v in rest:
-            chain = chain.when(c.to_polars()).then(v.to_polars())
-        if self.default is None:
-            return chain.otherwise(pl.lit(None))
-        return chain.otherwise(self.default.to_polars())
+        # innermost first: the last branch's otherwise is the default
+        out = pl.lit(None) if self.default is None else self.default.to_polars()
+        for c, v in reversed(self.branches):
+            out = pl.when(c.to_polars()).then(v.to_polars()).otherwise(out)
+        return out
 
     def _check_tree(self, schema: pl.Schema) -> pl.DataType:
-        values = [v for _, v in self.branches] + ([self.default] if self.default is not None else [])
+        values = [v for _, v in self.branches] + (
+            [self.default] if self.default is not None else []
+        )
         for condition, _ in self.branches:
             t = condition._check_tree(schema)
             if not (T.is_boolean(t) or isinstance(t, pl.Null)):
@@ -240,7 +240,7 @@ class Match(Expr):
 
     def _check_tree(self, schema: pl.Schema) -> pl.DataType:
         t = self.operand._check_tree(schema)
-        if not (isinstance(t, pl.String) or isinstance(t, pl.Null)):
+        if not isinstance(t, pl.String | pl.Null):
             raise SchemaError(
                 f"{self.kind} needs strings; {self.operand!r} has type {T.describe(t)}; "
                 "use .cast('string') first"

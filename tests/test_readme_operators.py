@@ -27,8 +27,12 @@ BLOCKS = blocks("Operators")
 
 def test_the_section_has_an_example_per_operator() -> None:
     text = "\n".join(BLOCKS)
-    for call in (".drop_duplicates(", ".drop_duplicates_within_watermark(", ".filter(",
-                 "sk.window_time("):
+    for call in (
+        ".drop_duplicates(",
+        ".drop_duplicates_within_watermark(",
+        ".filter(",
+        "sk.window_time(",
+    ):
         assert call in text
 
 

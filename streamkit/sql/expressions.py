@@ -163,7 +163,13 @@ def _conditional(node: exp.Expression, scope: Scope) -> Expr | None:
 
 
 def _match(node: exp.Expression, scope: Scope, escape: str) -> Expr:
-    kind = {exp.Like: "like", exp.ILike: "ilike"}.get(type(node), "rlike")
+    kind = (
+        "like"
+        if isinstance(node, exp.Like)
+        else "ilike"
+        if isinstance(node, exp.ILike)
+        else "rlike"
+    )
     pattern = _pattern(node.expression, kind.upper())
     if len(escape) != 1:
         raise SqlError(f"ESCAPE takes one character, got {escape!r}")

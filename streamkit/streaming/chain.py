@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from itertools import pairwise
 from typing import Literal
 
 import polars as pl
@@ -71,7 +72,9 @@ def make_engine(
     stateful operators, else an :class:`IncrementalQuery`."""
     if len(stateful_operators(plan)) > 1:
         return ChainQuery(plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks)
-    return IncrementalQuery(plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks)
+    return IncrementalQuery(
+        plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
+    )
 
 
 def _event_time_window(node: Aggregate, below: Aggregate | Deduplicate, mark: Watermark) -> bool:
@@ -98,7 +101,8 @@ class _AggStage:
         """Merge ``rows`` (late ones dropped), then emit what the output mode says."""
         node, spec = self.node, self.spec
         if self.drops_late and late_mark is not None and rows.height:
-            assert node.window is not None and spec.time_dtype is not None
+            assert node.window is not None
+            assert spec.time_dtype is not None
             inputs = compile_plan(node.input, None, set(), given(rows)).collect()
             ends = inputs.select(last_window_end(node.window, spec.time_dtype)).to_series()
             rows = inputs.filter(~(ends <= late_mark).fill_null(False))
@@ -148,8 +152,10 @@ class ChainQuery:
         )
         marks = [n for n in ops[0].chain() if isinstance(n, Watermark)]
         self.stages: list[_AggStage] = []
-        for i, (below, node) in enumerate(zip(ops, ops[1:], strict=False), start=1):
-            self.stages.append(self._stage(below, node, marks, mode if i == len(ops) - 1 else "append"))
+        for i, (below, node) in enumerate(pairwise(ops), start=1):
+            self.stages.append(
+                self._stage(below, node, marks, mode if i == len(ops) - 1 else "append")
+            )
         self._above = above(plan, ops[-1]) if ops[-1] is not plan else None
         self.state = ChainState(self)
 

@@ -50,6 +50,7 @@ from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
+from streamkit.streaming.watermark_input import counted, watermark_filter
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.windows import WEND, SessionWindow, last_window_end
 
@@ -138,6 +139,7 @@ class IncrementalQuery:
         _check_mode(self._agg, self._mark is not None, mode)
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
         self._check_watermark_column()
+        self._counts = watermark_filter(plan, self._mark) if self._mark is not None else None
         self._store: StateStore | None = None if self._spec is None else make_store(self._spec)
         self._dedup = StreamingDedup(top, self._mark) if isinstance(top, Deduplicate) else None
         self.watermark: int | None = None
@@ -172,6 +174,10 @@ class IncrementalQuery:
         the slowest active partition under the ``"min"`` policy."""
         late_mark, in_force = self._in_force, self.watermark
         ticks = self._event_ticks(rows)
+        mask = counted(rows, self._counts) if ticks is not None else None
+        if ticks is not None and mask is not None:  # rows Spark filters before its watermark
+            ticks = ticks.filter(mask)
+            partitions = None if partitions is None else partitions.filter(mask.to_arrow())
         self._advance_max(ticks)
         if ticks is not None:
             self._marks.observe(ticks, partitions)

@@ -60,7 +60,9 @@ class Chain:
             F.window(F.window_time("window"), "30 seconds").alias("window"), "k"
         ).agg(F.sum("n").alias("n"), F.max("s").alias("top"), F.count(F.lit(1)).alias("w"))
         if self.then_filter:
-            second = second.filter(F.col("n") >= 2).select("window", "k", (F.col("n") * 10).alias("n10"))
+            second = second.filter(F.col("n") >= 2).select(
+                "window", "k", (F.col("n") * 10).alias("n10")
+            )
         return second
 
     def streamkit(self, frame: Any) -> Any:
@@ -80,7 +82,9 @@ class Chain:
             sk.sum("n").alias("n"), sk.max("s").alias("top"), sk.count().alias("w")
         )
         if self.then_filter:
-            second = second.filter(sk.col("n") >= 2).select("window", "k", (sk.col("n") * 10).alias("n10"))
+            second = second.filter(sk.col("n") >= 2).select(
+                "window", "k", (sk.col("n") * 10).alias("n10")
+            )
         return second
 
 
@@ -163,8 +167,11 @@ CASES: dict[str, Case] = {
     # close. Batch 3 (no data, W(2)=30): [20,30) a closes; [30,40) b stays open.
     "dedup_then_window": Case(
         Chain("dedup"),
-        [[(1, "a", 1, 0), (1, "a", 2, 0), (8, "a", 3, 0)], [(1, "a", 4, 1), (25, "a", 5, 1)],
-         [(12, "b", 6, 2), (35, "b", 7, 2)]],  # fmt: skip
+        [
+            [(1, "a", 1, 0), (1, "a", 2, 0), (8, "a", 3, 0)],
+            [(1, "a", 4, 1), (25, "a", 5, 1)],
+            [(12, "b", 6, 2), (35, "b", 7, 2)],
+        ],
         [
             (0, []),
             (1, []),
@@ -177,8 +184,11 @@ CASES: dict[str, Case] = {
     # the 30 s window closes only when W >= 30 (batch 3, the no-data batch after W(2)=40).
     "window_then_window": Case(
         Chain("windows"),
-        [[(1, "a", 1, 0), (12, "a", 2, 0)], [(15, "a", 3, 1), (22, "a", 4, 1)],
-         [(45, "a", 5, 2)]],  # fmt: skip
+        [
+            [(1, "a", 1, 0), (12, "a", 2, 0)],
+            [(15, "a", 3, 1), (22, "a", 4, 1)],
+            [(45, "a", 5, 2)],
+        ],
         [
             (0, []),
             (1, []),
@@ -237,7 +247,9 @@ def test_chain_batch_matches_spark_batch(spark: Any, kind: str, tmp_path: Path) 
     files = duplicated_files(11, files=10)
     directory = write_files(tmp_path / "in", files, "json")
     chain = Chain(kind)
-    ours = streamkit_rows(chain.streamkit(sk.from_arrow(rows_table([r for f in files for r in f]))).to_arrow())
+    ours = streamkit_rows(
+        chain.streamkit(sk.from_arrow(rows_table([r for f in files for r in f]))).to_arrow()
+    )
     frame = spark.read.schema(SPARK_SCHEMA).json(str(directory)).coalesce(1)
     assert ours == spark_rows(chain.spark(frame))
 
@@ -246,12 +258,9 @@ def _refused_by_spark(spark: Any, build: Any, mode: str, directory: Path) -> str
     from pyspark.errors import AnalysisException
 
     stream = spark.readStream.schema(SPARK_SCHEMA).json(str(directory))
+    writer = build(stream).writeStream.outputMode(mode).foreachBatch(lambda b, i: None)
     with tempfile.TemporaryDirectory() as ck, pytest.raises(AnalysisException) as info:
-        query = (
-            build(stream).writeStream.outputMode(mode).option("checkpointLocation", ck)
-            .foreachBatch(lambda b, i: None).start()
-        )  # fmt: skip
-        query.stop()
+        writer.option("checkpointLocation", ck).start().stop()
     return str(info.value)
 
 
@@ -270,29 +279,41 @@ REFUSED = {
 def test_shapes_spark_refuses_are_refused_with_its_reason(
     spark: Any, name: str, tmp_path: Path
 ) -> None:
-    import streamkit as sk
     from pyspark.sql import functions as F
 
+    import streamkit as sk
     from streamkit.errors import PlanError
 
     mode, reason = REFUSED[name]
     directory = write_files(tmp_path / "in", [[(1, "a", 1, 0)]], "json")
 
     def spark_build(s: Any) -> Any:
-        first = s.withWatermark("ts", "5 seconds").groupBy(F.window("ts", "10 seconds"), "k").count()
+        first = (
+            s.withWatermark("ts", "5 seconds").groupBy(F.window("ts", "10 seconds"), "k").count()
+        )
         if name == "window_then_key":
             return first.groupBy("k").agg(F.sum("count"))
         column = F.col("window.start") if name.endswith("on_start") else F.window_time("window")
         return first.groupBy(F.window(column, "30 seconds"), "k").agg(F.sum("count"))
 
     def streamkit_build(s: Any) -> Any:
-        first = s.with_watermark("ts", "5 seconds").group_by(sk.window("ts", "10 seconds"), "k").agg(sk.count())
+        first = (
+            s.with_watermark("ts", "5 seconds")
+            .group_by(sk.window("ts", "10 seconds"), "k")
+            .agg(sk.count())
+        )
         if name == "window_then_key":
             return first.group_by("k").agg(sk.sum("count"))
-        column = sk.col("window").get_field("start") if name.endswith("on_start") else sk.window_time("window")
+        column = (
+            sk.col("window").get_field("start")
+            if name.endswith("on_start")
+            else sk.window_time("window")
+        )
         return first.group_by(sk.window(column, "30 seconds"), "k").agg(sk.sum("count"))
 
     assert reason in _refused_by_spark(spark, spark_build, mode, directory)
     source = sk.read_stream.files(str(directory), format="json", schema=SCHEMA)
     with pytest.raises(PlanError, match=reason):
-        streamkit_build(source).write_stream.output_mode(mode).foreach_batch(lambda f, i: None).start()
+        streamkit_build(source).write_stream.output_mode(mode).foreach_batch(
+            lambda f, i: None
+        ).start()

@@ -38,7 +38,10 @@ def test_row_expressions_match_spark(spark: Any) -> None:
         F.col("v").isin(1, 3, 5), F.col("v").between(2, 6),
     )  # fmt: skip
     ours = sk.from_arrow(rows_table(ROWS)).select(
-        sk.when(sk.col("v") > 5, "hi").when(sk.col("v").is_null(), "none").otherwise("lo").alias("a"),
+        sk.when(sk.col("v") > 5, "hi")
+        .when(sk.col("v").is_null(), "none")
+        .otherwise("lo")
+        .alias("a"),
         sk.when(sk.col("u") > 2, sk.col("v")).alias("b"),
         sk.coalesce("v", "u", sk.lit(-1)).alias("c"),
         sk.col("k").like("a%").alias("d"), sk.col("k").like("a\\%b").alias("e"),
@@ -47,7 +50,10 @@ def test_row_expressions_match_spark(spark: Any) -> None:
         sk.col("v").isin(1, 3, 5).alias("j"), sk.col("v").between(2, 6).alias("l"),
     )  # fmt: skip
     expected = sorted((tuple(r) for r in theirs.collect()), key=order)
-    assert sorted(zip(*ours.to_polars().to_dict(as_series=False).values(), strict=True), key=order) == expected
+    assert (
+        sorted(zip(*ours.to_polars().to_dict(as_series=False).values(), strict=True), key=order)
+        == expected
+    )
 
 
 def test_window_fields_and_window_time_match_spark(spark: Any) -> None:
@@ -60,10 +66,15 @@ def test_window_fields_and_window_time_match_spark(spark: Any) -> None:
         .select(F.unix_micros(F.col("window").getField("start")), F.unix_micros("window.end"),
                 F.unix_micros(F.window_time("window")), "k", "count")
     )  # fmt: skip
-    counts = sk.from_arrow(rows_table(ROWS)).group_by(sk.window("ts", "10 seconds"), "k").agg(sk.count())
+    counts = (
+        sk.from_arrow(rows_table(ROWS)).group_by(sk.window("ts", "10 seconds"), "k").agg(sk.count())
+    )
     ours = counts.select(
-        sk.col("window").get_field("start").alias("s"), sk.col("window").get_field("end").alias("e"),
-        sk.window_time("window").alias("t"), "k", "count",
+        sk.col("window").get_field("start").alias("s"),
+        sk.col("window").get_field("end").alias("e"),
+        sk.window_time("window").alias("t"),
+        "k",
+        "count",
     ).to_polars()
     got = [
         (int(s.timestamp() * 1e6), int(e.timestamp() * 1e6), round(t.timestamp() * 1e6), k, n)

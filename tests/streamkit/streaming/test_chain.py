@@ -43,7 +43,9 @@ def run(query: Any, directory: Path, checkpoint: Path | None) -> list[tuple[Any,
         writer = writer.checkpoint(str(checkpoint))
     handle = (
         writer.trigger(available_now=True)
-        .foreach_batch(lambda f, _: seen.extend(tuple(map(str, r.values())) for r in f.to_arrow().to_pylist()))
+        .foreach_batch(
+            lambda f, _: seen.extend(tuple(map(str, r.values())) for r in f.to_arrow().to_pylist())
+        )
         .start()
     )
     assert handle.await_termination(timeout=300)
@@ -86,14 +88,18 @@ def _windows() -> sk.DataFrame:
     return _stream().group_by(sk.window("ts", "10 seconds"), "k").agg(sk.count().alias("n"))
 
 
-REFUSED = {
+REFUSED: dict[str, tuple[Any, Any, str]] = {
     "update after an aggregation": (
-        lambda: _windows().group_by(sk.window(sk.window_time("window"), "1 minute")).agg(sk.sum("n")),
+        lambda: (
+            _windows().group_by(sk.window(sk.window_time("window"), "1 minute")).agg(sk.sum("n"))
+        ),
         "update",
         "possible 'correctness' issue",
     ),
     "complete after an aggregation": (
-        lambda: _windows().group_by(sk.window(sk.window_time("window"), "1 minute")).agg(sk.sum("n")),
+        lambda: (
+            _windows().group_by(sk.window(sk.window_time("window"), "1 minute")).agg(sk.sum("n"))
+        ),
         "complete",
         "possible 'correctness' issue",
     ),
@@ -103,16 +109,22 @@ REFUSED = {
         "without watermark.*window_time",
     ),
     "second window over window.start": (
-        lambda: _windows()
-        .group_by(sk.window(sk.col("window").get_field("start"), "1 minute"))
-        .agg(sk.sum("n")),
+        lambda: (
+            _windows()
+            .group_by(sk.window(sk.col("window").get_field("start"), "1 minute"))
+            .agg(sk.sum("n"))
+        ),
         "append",
         "without watermark",
     ),
     "window on another column after drop_duplicates": (
-        lambda: _stream().drop_duplicates(["k", "ts"])
-        .with_column("t2", sk.col("ts"))
-        .group_by(sk.window("t2", "1 minute")).agg(sk.count()),
+        lambda: (
+            _stream()
+            .drop_duplicates(["k", "ts"])
+            .with_column("t2", sk.col("ts"))
+            .group_by(sk.window("t2", "1 minute"))
+            .agg(sk.count())
+        ),
         "append",
         "watermarked column 'ts'",
     ),
@@ -145,6 +157,7 @@ def test_state_of_both_operators_is_counted_and_bounded(tmp_path: Path) -> None:
     )  # fmt: skip
     assert handle.await_termination(timeout=300)
     assert handle.exception is None
+    assert handle.last_progress is not None
     held = handle.last_progress.state_rows
     # open at the end (W = 196 - 3 = 193): 5 s window [195,200) of the first operator and
     # the 20 s window [180,200) of the second
@@ -165,7 +178,12 @@ def test_process_all_available_waits_for_the_no_data_batchs_output() -> None:
             seen.append(batch_id)
 
     stream = sk.read_stream.memory(SCHEMA)
-    q = window_then_window(stream).write_stream.output_mode("append").foreach_batch(slow_sink).start()
+    q = (
+        window_then_window(stream)
+        .write_stream.output_mode("append")
+        .foreach_batch(slow_sink)
+        .start()
+    )
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     stream.stream.add_rows(
         [{"ts": t0 + timedelta(seconds=s), "k": "a", "v": 1, "u": 0} for s in (1, 2, 60)]
