@@ -1,15 +1,12 @@
-"""More column expressions, with Spark's semantics: struct fields, ``CASE WHEN``,
-``coalesce``, ``LIKE`` / ``RLIKE`` and ``window_time``.
-
-Built through :class:`~streamkit.expr.Expr` methods (``get_field``, ``like``, ``rlike``)
-and :mod:`streamkit.functions` (``when``, ``coalesce``, ``window_time``); like every
-expression they are type-checked when a plan is built and compiled to Polars only by the
-executor.
+"""Conditional and window expressions with Spark's semantics: ``CASE WHEN`` / ``when``,
+``coalesce`` and ``window_time``, built by :mod:`streamkit.functions` (struct fields and
+``LIKE`` / ``RLIKE`` are :class:`~streamkit.expr.Expr` methods, in :mod:`streamkit.expr`).
+Like every expression they are type-checked when a plan is built and compiled to Polars
+only by the executor.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -22,41 +19,6 @@ from streamkit.expr import Expr, IntoExpr, into_expr
 def _result_type(expr: Expr, schema: pl.Schema) -> pl.DataType:
     frame = pl.DataFrame(schema=schema).lazy().select(expr.to_polars().alias("_"))
     return frame.collect_schema()["_"]
-
-
-@dataclass(frozen=True, eq=False)
-class Field(Expr):
-    """Field ``name`` of a struct column (``window.start``); null where the struct is."""
-
-    operand: Expr
-    name: str
-
-    def to_polars(self) -> pl.Expr:
-        return self.operand.to_polars().struct.field(self.name)
-
-    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
-        t = self.operand._check_tree(schema)
-        if not isinstance(t, pl.Struct):
-            raise SchemaError(
-                f"{self.operand!r} has type {T.describe(t)}, not a struct: it has no field "
-                f"{self.name!r}"
-            )
-        fields = {f.name: f.dtype for f in t.fields}
-        if self.name not in fields:
-            raise SchemaError(
-                f"{self.operand!r} has no field {self.name!r}; its fields are {sorted(fields)}"
-            )
-        return _result_type(self, schema)
-
-    @property
-    def output_name(self) -> str:
-        return self.name
-
-    def columns(self) -> set[str]:
-        return self.operand.columns()
-
-    def __repr__(self) -> str:
-        return f"{self.operand!r}.{self.name}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,70 +155,3 @@ class Case(Expr):
         text = " ".join(f"WHEN {c!r} THEN {v!r}" for c, v in self.branches)
         tail = f" ELSE {self.default!r}" if self.default is not None else ""
         return f"CASE {text}{tail} END"
-
-
-def like_regex(pattern: str, escape: str = "\\") -> str:
-    """Spark's ``LIKE`` pattern as an anchored regular expression: ``%`` any characters,
-    ``_`` one character, ``escape`` + ``%``/``_``/``escape`` that character itself."""
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == escape:
-            if i + 1 >= len(pattern) or pattern[i + 1] not in ("%", "_", escape):
-                raise SchemaError(
-                    f"LIKE pattern {pattern!r}: the escape character {escape!r} must be "
-                    "followed by %, _ or itself"
-                )
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-        i += 1
-    return "(?s)^" + "".join(out) + "$"
-
-
-@dataclass(frozen=True, eq=False)
-class Match(Expr):
-    """``LIKE`` (``like``: whole string against a SQL pattern, ``ilike`` ignoring case)
-    or ``RLIKE`` (``rlike``: a regular expression found anywhere in the string, as Java's
-    ``Matcher.find``); null for a null string."""
-
-    operand: Expr
-    pattern: str
-    kind: str
-    """``like``, ``ilike`` or ``rlike``."""
-    escape: str = "\\"
-
-    @property
-    def regex(self) -> str:
-        """The regular expression Polars runs."""
-        if self.kind == "rlike":
-            return self.pattern
-        regex = like_regex(self.pattern, self.escape)
-        return "(?i)" + regex if self.kind == "ilike" else regex
-
-    def to_polars(self) -> pl.Expr:
-        return self.operand.to_polars().str.contains(self.regex)
-
-    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
-        t = self.operand._check_tree(schema)
-        if not isinstance(t, pl.String | pl.Null):
-            raise SchemaError(
-                f"{self.kind} needs strings; {self.operand!r} has type {T.describe(t)}; "
-                "use .cast('string') first"
-            )
-        try:
-            pl.select(pl.lit("", dtype=pl.String).str.contains(self.regex))
-        except pl.exceptions.PolarsError as e:
-            raise SchemaError(f"{self.kind} pattern {self.pattern!r} is invalid: {e}") from e
-        return pl.Boolean()
-
-    @property
-    def output_name(self) -> str:
-        return self.operand.output_name
-
-    def columns(self) -> set[str]:
-        return self.operand.columns()
-
-    def __repr__(self) -> str:
-        return f"{self.kind}({self.operand!r}, {self.pattern!r})"

@@ -7,6 +7,7 @@ the column and types involved, so mistakes surface at plan-build time.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -74,8 +75,6 @@ class Expr:
 
     def get_field(self, name: str) -> Expr:
         """Field ``name`` of a struct column, e.g. ``col("window").get_field("start")``."""
-        from streamkit.conditional import Field
-
         return Field(self, name)
 
     getField = get_field
@@ -83,20 +82,14 @@ class Expr:
     def like(self, pattern: str, escape: str = "\\") -> Expr:
         """Spark's ``LIKE``: the whole string matches ``pattern`` (``%`` any characters,
         ``_`` one); null for a null string."""
-        from streamkit.conditional import Match
-
         return Match(self, pattern, "like", escape)
 
     def ilike(self, pattern: str, escape: str = "\\") -> Expr:
         """``like`` ignoring case."""
-        from streamkit.conditional import Match
-
         return Match(self, pattern, "ilike", escape)
 
     def rlike(self, pattern: str) -> Expr:
         """Spark's ``RLIKE``: the regular expression is found somewhere in the string."""
-        from streamkit.conditional import Match
-
         return Match(self, pattern, "rlike")
 
     def isin(self, *values: IntoExpr) -> Expr:
@@ -468,3 +461,106 @@ class FromEpoch(Expr):
 
     def __repr__(self) -> str:
         return f"from_epoch({self.operand!r}, {self.unit!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Field(Expr):
+    """Field ``name`` of a struct column (``window.start``); null where the struct is."""
+
+    operand: Expr
+    name: str
+
+    def to_polars(self) -> pl.Expr:
+        return self.operand.to_polars().struct.field(self.name)
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        t = self.operand._check_tree(schema)
+        if not isinstance(t, pl.Struct):
+            raise SchemaError(
+                f"{self.operand!r} has type {T.describe(t)}, not a struct: it has no field "
+                f"{self.name!r}"
+            )
+        fields = {f.name: f.dtype for f in t.fields}
+        if self.name not in fields:
+            raise SchemaError(
+                f"{self.operand!r} has no field {self.name!r}; its fields are {sorted(fields)}"
+            )
+        dtype = fields[self.name]
+        return dtype() if isinstance(dtype, type) else dtype
+
+    @property
+    def output_name(self) -> str:
+        return self.name
+
+    def columns(self) -> set[str]:
+        return self.operand.columns()
+
+    def __repr__(self) -> str:
+        return f"{self.operand!r}.{self.name}"
+
+
+def like_regex(pattern: str, escape: str = "\\") -> str:
+    """Spark's ``LIKE`` pattern as an anchored regular expression: ``%`` any characters,
+    ``_`` one character, ``escape`` + ``%``/``_``/``escape`` that character itself."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == escape:
+            if i + 1 >= len(pattern) or pattern[i + 1] not in ("%", "_", escape):
+                raise SchemaError(
+                    f"LIKE pattern {pattern!r}: the escape character {escape!r} must be "
+                    "followed by %, _ or itself"
+                )
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return "(?s)^" + "".join(out) + "$"
+
+
+@dataclass(frozen=True, eq=False)
+class Match(Expr):
+    """``LIKE`` (``like``: whole string against a SQL pattern, ``ilike`` ignoring case)
+    or ``RLIKE`` (``rlike``: a regular expression found anywhere in the string, as Java's
+    ``Matcher.find``); null for a null string."""
+
+    operand: Expr
+    pattern: str
+    kind: str
+    """``like``, ``ilike`` or ``rlike``."""
+    escape: str = "\\"
+
+    @property
+    def regex(self) -> str:
+        """The regular expression Polars runs."""
+        if self.kind == "rlike":
+            return self.pattern
+        regex = like_regex(self.pattern, self.escape)
+        return "(?i)" + regex if self.kind == "ilike" else regex
+
+    def to_polars(self) -> pl.Expr:
+        return self.operand.to_polars().str.contains(self.regex)
+
+    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
+        t = self.operand._check_tree(schema)
+        if not isinstance(t, pl.String | pl.Null):
+            raise SchemaError(
+                f"{self.kind} needs strings; {self.operand!r} has type {T.describe(t)}; "
+                "use .cast('string') first"
+            )
+        try:
+            pl.select(pl.lit("", dtype=pl.String).str.contains(self.regex))
+        except pl.exceptions.PolarsError as e:
+            raise SchemaError(f"{self.kind} pattern {self.pattern!r} is invalid: {e}") from e
+        return pl.Boolean()
+
+    @property
+    def output_name(self) -> str:
+        return self.operand.output_name
+
+    def columns(self) -> set[str]:
+        return self.operand.columns()
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({self.operand!r}, {self.pattern!r})"

@@ -22,8 +22,8 @@ import polars as pl
 from sqlglot import exp
 
 from streamkit import functions as F
-from streamkit.conditional import Case, Coalesce, Field, Match, WindowTime
-from streamkit.expr import EpochUnit, Expr, FromEpoch, Lit, ParseTimestamp
+from streamkit.conditional import Case, Coalesce, WindowTime
+from streamkit.expr import EpochUnit, Expr, Field, FromEpoch, Lit, Match, ParseTimestamp
 from streamkit.sql.errors import SqlError, UnsupportedSqlError
 from streamkit.windows import SessionWindow, TimeWindow
 

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
-from streamkit.conditional import Field
 from streamkit.errors import ColumnNotFoundError
-from streamkit.expr import Col, Expr
+from streamkit.expr import Col, Expr, Field
 from streamkit.sql.errors import SqlError
 from streamkit.sql.expressions import agg_expr, is_aggregate
 

@@ -56,7 +56,7 @@ def count(frame: sk.DataFrame) -> sk.DataFrame:
                 )
             ),
             5,
-        ),  # fmt: skip
+        ),
         (
             lambda: count(
                 STREAM.with_watermark("ts", "5 seconds").filter(
@@ -73,7 +73,7 @@ def count(frame: sk.DataFrame) -> sk.DataFrame:
                 .filter(sk.col("k2") == "ax")
             ),
             95,
-        ),  # fmt: skip
+        ),
         (
             lambda: (
                 STREAM.with_watermark("ts", "5 seconds")
