@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from streamkit import metrics
+from streamkit import metrics, ui
 from streamkit.config import AwsEndpoint, configure
 from streamkit.errors import (
     ColumnNotFoundError,
@@ -105,6 +105,7 @@ __all__ = [
     "streams",
     "sum",
     "to_timestamp",
+    "ui",
     "when",
     "window",
     "window_time",

@@ -365,11 +365,15 @@ class DataStreamWriter:
             return schema
         return keep_fields(schema, columns)
 
-    def start(self, *, force: bool = False, metrics_port: int | None = None) -> StreamingQuery:
+    def start(
+        self, *, force: bool = False, metrics_port: int | None = None, ui_port: int | None = None
+    ) -> StreamingQuery:
         """Start the query in the background and return its handle.
 
         ``metrics_port`` (or ``$STREAMKIT_METRICS_PORT``) serves the process's Prometheus
-        metrics on that port (:mod:`streamkit.metrics`; needs ``streamkit[metrics]``).
+        metrics on that port (:mod:`streamkit.metrics`; needs ``streamkit[metrics]``);
+        ``ui_port`` (or ``$STREAMKIT_UI_PORT``) the live web UI (:mod:`streamkit.ui`; needs
+        ``streamkit[ui]``).
 
         One live copy per checkpoint folder: a second start while another process runs
         this query raises :class:`~streamkit.streaming.owner.QueryAlreadyRunningError`
@@ -379,8 +383,10 @@ class DataStreamWriter:
 
         query = StreamingQuery(**self._query_parts(self._need_sink()))
         from streamkit.metrics import serve_if_asked
+        from streamkit.ui import serve_if_asked as serve_ui_if_asked
 
         serve_if_asked(metrics_port)
+        serve_ui_if_asked(ui_port)
         return query.start(force=force)
 
     def start_async(self, *, force: bool = False) -> AsyncStreamingQuery:

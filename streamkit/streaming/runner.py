@@ -155,6 +155,15 @@ class QueryRunner:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the query ended
                 loop.call_soon_threadsafe(changed.set)
 
+    @property
+    def checkpoint_location(self) -> str | None:
+        """The checkpoint folder (local path or ``s3://`` URL), None without one."""
+        if self._log is None:
+            return None
+        store = self._log.store
+        where = getattr(store, "url", None) or getattr(store, "root", None)
+        return str(where) if where is not None else repr(store)
+
     def raise_if_failed(self) -> None:
         """Raise :class:`StreamingQueryError` from the error that stopped the query."""
         if self.error is not None:

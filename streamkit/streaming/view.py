@@ -74,6 +74,21 @@ class QueryView:
         or None when there were none."""
         return self._runner.side.late_rows
 
+    @property
+    def committed(self) -> tuple[int | None, dict[str, str]]:
+        """The last committed batch id (None before the first) and the source positions
+        it ends at, per partition (empty for an acknowledging source: Kinesis keeps its
+        positions in the lease table)."""
+        runner = self._runner
+        with runner.cond:
+            bid, offsets = runner.next_id - 1, dict(runner.offsets)
+        return (bid if bid >= 0 else None), offsets
+
+    @property
+    def checkpoint_location(self) -> str | None:
+        """Where the query checkpoints (local folder or ``s3://`` URL), None without one."""
+        return self._runner.checkpoint_location
+
     def raise_if_failed(self) -> None:
         """Raise :class:`~streamkit.streaming.runner.StreamingQueryError` if the query
         stopped because of an error; else return."""
