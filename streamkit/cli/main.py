@@ -1,4 +1,5 @@
-"""The ``streamkit`` command (typer): ``demo``, ``stream ...``, ``produce``, ``leases``, ``run``.
+"""The ``streamkit`` command (typer): ``demo``, ``stream ...``, ``produce``, ``leases``, ``run``,
+``ui``, ``status``.
 
 Exit codes: 0 success, 1 error, 2 usage error, 3 stream or table not found, 4 endpoint
 unreachable or credentials rejected, 130 interrupted. Errors print one line and a hint;
@@ -17,6 +18,7 @@ from streamkit.cli.leases_cmd import leases_cmd
 from streamkit.cli.produce import produce_cmd
 from streamkit.cli.run_cmd import run_cmd
 from streamkit.cli.stream_cmds import stream_app
+from streamkit.cli.ui_cmd import ui_cmd
 
 app = typer.Typer(
     name="streamkit",
@@ -31,6 +33,7 @@ app.add_typer(stream_app, name="stream")
 app.command("produce")(produce_cmd)
 app.command("leases")(leases_cmd)
 app.command("run")(run_cmd)
+app.command("ui")(ui_cmd)
 
 
 @app.callback()

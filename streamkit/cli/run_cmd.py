@@ -177,6 +177,16 @@ def run_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
         Path | None,
         typer.Option("--plot", help="Then draw the windowed counts per key as a PNG here."),
     ] = None,
+    ui_port: Annotated[
+        int | None,
+        typer.Option(
+            "--ui-port", min=0, max=65535,
+            help="Serve the live web UI on this port (0: a free one) while the job runs.",
+        ),
+    ] = None,
+    ui_host: Annotated[
+        str, typer.Option("--ui-host", help="Interface of the UI (0.0.0.0: every one).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run a streaming job file with progress output.
 
@@ -193,6 +203,34 @@ def run_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
         from streamkit._deps import require
 
         require("matplotlib", "plot")  # fail before the query runs, not after
+    if ui_port is not None:
+        serve_ui(ui_port, ui_host)
+    query = run_job(job_file, available_now, until_idle, timeout, force)
+    if plot is not None:
+        from streamkit.cli.plot import plot_window_counts, query_result
+
+        console.print(f"plot: {plot_window_counts(query_result(query), plot)}", soft_wrap=True)
+
+
+def serve_ui(port: int, host: str) -> str:
+    """Serve the web UI (refused at start, with the fix, when aiohttp or the port is
+    missing); returns its URL, printed."""
+    import streamkit as sk
+
+    try:
+        url = sk.ui.serve(port, host).url
+    except OSError as exc:
+        raise CliError(f"cannot serve the UI on {host}:{port}: {exc.strerror or exc}",
+                       "choose another --ui-port (0 picks a free one)") from exc  # fmt: skip
+    console.print(f"web UI: {url}", soft_wrap=True)
+    return url
+
+
+def run_job(
+    job_file: Path, available_now: bool, until_idle: float | None, timeout: float | None,
+    force: bool,
+) -> StreamingQuery:  # fmt: skip
+    """Start the job, print its progress until it ends (see :func:`follow`), stop it."""
     query = start(load_job(job_file), available_now, force)
     console.print(f"running {query.name} from {job_file}", soft_wrap=True)
     try:
@@ -201,7 +239,4 @@ def run_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
         query.stop()
     query.await_termination(5)  # re-raises the query's error (exit 1)
     console.print(f"stopped {query.name}: {batches} batch(es), {rows} input row(s)")
-    if plot is not None:
-        from streamkit.cli.plot import plot_window_counts, query_result
-
-        console.print(f"plot: {plot_window_counts(query_result(query), plot)}", soft_wrap=True)
+    return query
