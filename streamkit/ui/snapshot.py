@@ -40,12 +40,17 @@ def register_source_panel(factory: SourcePanelFactory) -> None:
         _factories.append(factory)
 
 
+_panels: dict[str, SourcePanel | None] = {}
+
+
 def panel_for(view: QueryView) -> SourcePanel | None:
-    """The first registered panel for ``view``'s source, if any."""
-    for factory in _factories:
-        if (panel := factory(view)) is not None:
-            return panel
-    return None
+    """The first registered panel for ``view``'s source, if any (one per query, kept while
+    it runs, so a panel can cache its reads)."""
+    if view.id not in _panels:
+        _panels[view.id] = next(
+            (panel for factory in _factories if (panel := factory(view)) is not None), None
+        )
+    return _panels[view.id]
 
 
 def _time(t: datetime | None) -> dict[str, Any] | None:
@@ -158,7 +163,9 @@ async def query_json(listener: UiListener, record: QueryRecord) -> dict[str, Any
     if last is None and record.points:
         last = listener.points(record)[-1].progress
     source: dict[str, Any] | None = None
-    if view is not None and not record.ended and (panel := panel_for(view)) is not None:
+    if record.ended:
+        _panels.pop(record.id, None)
+    elif view is not None and (panel := panel_for(view)) is not None:
         try:
             source = await asyncio.wait_for(panel(), timeout=5)
         except Exception as exc:  # the page shows it; the UI keeps serving

@@ -15,8 +15,10 @@ def register(registry: Registry) -> None:
     from streamkit_kinesis.metrics_prometheus import install as install_metrics
     from streamkit_kinesis.sink import KinesisSink
     from streamkit_kinesis.source import KinesisStreamSource
+    from streamkit_kinesis.ui_panel import install as install_ui_panel
 
     registry.add_source("kinesis", KinesisStreamSource)
     registry.add_sink("kinesis", KinesisSink)
     install_metrics()  # the consumer's leases, calls and shards in sk.metrics (when served)
     install_cloudwatch()  # the KCL's metrics of the consumer, when publishing to CloudWatch
+    install_ui_panel()  # the lease table (every worker, its shards) on the query's UI page
