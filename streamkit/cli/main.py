@@ -17,6 +17,7 @@ from streamkit.cli._common import check_endpoint, cli_errors, console, settings
 from streamkit.cli.leases_cmd import leases_cmd
 from streamkit.cli.produce import produce_cmd
 from streamkit.cli.run_cmd import run_cmd
+from streamkit.cli.status_cmd import status_cmd
 from streamkit.cli.stream_cmds import stream_app
 from streamkit.cli.ui_cmd import ui_cmd
 
@@ -34,6 +35,7 @@ app.command("produce")(produce_cmd)
 app.command("leases")(leases_cmd)
 app.command("run")(run_cmd)
 app.command("ui")(ui_cmd)
+app.command("status")(status_cmd)
 
 
 @app.callback()

@@ -15,7 +15,13 @@ MillisBehindLatest    Operation=ApplicationTracker          Milliseconds  SUMMAR
 CurrentLeases         Operation=RenewAllLeases, WorkerId.   Count         SUMMARY  held now
 LostLeases            Operation=RenewAllLeases, WorkerId.   Count         SUMMARY  new losses
 TakenLeases           Operation=TakeLeases, WorkerId.       Count         SUMMARY  new takes
+BacklogMillis         Operation=Backlog, WorkerId.          Milliseconds  SUMMARY  see below
+BacklogMillis         Operation=Backlog                     Milliseconds  SUMMARY  every worker
 ====================  ===================================  ============  =======  ==========
+
+``BacklogMillis`` is not the KCL's: it is the worker's backlog, the largest
+``MillisBehindLatest`` of the shards it holds (0 when it holds none), the signal to scale a
+fleet on (its ``Maximum`` without ``WorkerIdentifier`` is the fleet's worst worker).
 
 (``WorkerId.`` is ``WorkerIdentifier``.) KCL adds a datum per task run; here one per
 snapshot, so sums (records, bytes, leases taken and lost) match KCL's and counts of samples
@@ -114,6 +120,10 @@ class KinesisCloudWatchReporter:
         taken = m.takes + m.steals - (old.takes + old.steals if old else 0)
         take = {"Operation": "TakeLeases", "WorkerIdentifier": now.worker_id}
         pub.add(ns, "TakenLeases", taken, "Count", dimensions=take, level=S)
+        backlog = now.backlog_millis
+        for dims in ({"Operation": "Backlog", "WorkerIdentifier": now.worker_id},
+                     {"Operation": "Backlog"}):  # fmt: skip
+            pub.add(ns, "BacklogMillis", backlog, "Milliseconds", dimensions=dims, level=S)
 
 
 def _for_query(query: Any) -> KinesisCloudWatchReporter | None:

@@ -4,7 +4,8 @@
 :mod:`streamkit.metrics`; it needs ``prometheus_client`` only when scraped. On each scrape
 it takes :meth:`KinesisConsumer.metrics` of every active query reading a Kinesis source
 and reports, labelled by ``query`` and ``worker``: leases held, taken, stolen, lost,
-released and renewed; lease-table calls by ``operation``; per ``shard`` records, bytes,
+released and renewed; the worker's backlog (the largest MillisBehindLatest of the shards it
+holds, the figure to scale on); lease-table calls by ``operation``; per ``shard`` records, bytes,
 GetRecords calls, throttles, lag and whether this worker holds it. Counters are the
 consumer's own totals since it started (a restarted query starts again from zero, which
 Prometheus' ``rate`` treats as a counter reset).
@@ -13,7 +14,7 @@ Prometheus' ``rate`` treats as a counter reset).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from streamkit._deps import require
@@ -74,7 +75,13 @@ def _metrics_of(consumer: Any, attempts: int = 5) -> ConsumerMetrics:
 
 
 class KinesisCollector:
-    """A ``prometheus_client`` collector of the Kinesis consumers' metrics."""
+    """A ``prometheus_client`` collector of the Kinesis consumers' metrics: those of every
+    active Kinesis query, or of what ``snapshots()`` yields (``(query, metrics)`` pairs)."""
+
+    def __init__(
+        self, snapshots: Callable[[], Iterable[tuple[str, ConsumerMetrics]]] = _snapshots
+    ) -> None:
+        self._snapshots = snapshots
 
     def describe(self) -> list[Any]:
         """Nothing up front (the series exist only while a Kinesis query runs)."""
@@ -100,9 +107,15 @@ class KinesisCollector:
         owned = core.GaugeMetricFamily(
             "streamkit_kinesis_shard_held", "1 while this worker holds the shard.", labels=qws
         )
-        for name, m in _snapshots():
+        backlog = core.GaugeMetricFamily(
+            "streamkit_kinesis_worker_backlog_seconds",
+            "The worker's backlog (scale on it): max MillisBehindLatest of its shards / 1000.",
+            labels=qw,
+        )  # fmt: skip
+        for name, m in self._snapshots():
             who = [name, m.worker_id]
             held.add_metric(who, m.leases.held)
+            backlog.add_metric(who, m.backlog_millis / 1000)
             for f, family in leases.items():
                 family.add_metric(who, getattr(m.leases, f))
             for op, n in m.dynamodb_calls_by_operation.items():
@@ -114,4 +127,4 @@ class KinesisCollector:
                 if s.millis_behind_latest is not None:
                     lag.add_metric(at, s.millis_behind_latest / 1000)
                 owned.add_metric(at, 1 if s.held else 0)
-        yield from (held, *leases.values(), calls, *shards.values(), lag, owned)
+        yield from (held, backlog, *leases.values(), calls, *shards.values(), lag, owned)

@@ -76,6 +76,8 @@ async def test_kcl_metrics_of_a_kinesis_query_read_back(localstack_endpoint: Aws
     take = {"Operation": "TakeLeases", "WorkerIdentifier": worker}
     assert stat(cw, app, "TakenLeases", take, "Sum") == len(truth)
     assert stat(cw, app, "MillisBehindLatest", {"Operation": "ApplicationTracker"}, "Minimum") == 0
+    backlog = {"Operation": "Backlog", "WorkerIdentifier": worker}
+    assert stat(cw, app, "BacklogMillis", backlog, "Minimum") == 0  # caught up at the end
     shard_dims = frozenset({"Operation", "ShardId"})
     worker_dims = frozenset({"Operation", "WorkerIdentifier"})
     assert dimension_sets(cw, app) == {
@@ -85,6 +87,7 @@ async def test_kcl_metrics_of_a_kinesis_query_read_back(localstack_endpoint: Aws
         "CurrentLeases": {worker_dims},
         "LostLeases": {worker_dims},
         "TakenLeases": {worker_dims},
+        "BacklogMillis": {worker_dims, frozenset({"Operation"})},
     }
 
 

@@ -86,6 +86,8 @@ async def test_shard_and_lease_metrics_match_the_stream(localstack_endpoint: Aws
     assert series(got, "streamkit_partition_backing_off", "partition", query=name) == zeros
     assert series(got, "streamkit_partition_consecutive_errors", "partition", query=name) == zeros
     assert series(got, "streamkit_kinesis_leases_held", "worker", query=name) == {worker: 3}
+    backlog = series(got, "streamkit_kinesis_worker_backlog_seconds", "worker", query=name)
+    assert backlog == {worker: 0.0}  # caught up
     assert series(got, "streamkit_kinesis_lease_takes_total", "worker", query=name) == {worker: 3}
     assert series(got, "streamkit_kinesis_lease_steals_total", "worker", query=name) == {worker: 0}
     assert series(got, "streamkit_kinesis_lease_losses_total", "worker", query=name) == {worker: 0}

@@ -83,6 +83,13 @@ class ConsumerMetrics:
         return sum(s.throttles for s in self.shards)
 
     @property
+    def backlog_millis(self) -> int:
+        """The worker's backlog, the signal to scale on: the largest ``MillisBehindLatest``
+        over the shards it holds now (0 when it holds none or they are caught up; a held
+        shard not read yet counts as 0)."""
+        return max((s.millis_behind_latest or 0 for s in self.shards if s.held), default=0)
+
+    @property
     def held_shard_ids(self) -> tuple[str, ...]:
         """Shards this worker runs right now."""
         return tuple(s.shard_id for s in self.shards if s.held)
