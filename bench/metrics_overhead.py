@@ -1,15 +1,19 @@
-"""What the query listener and the Prometheus endpoint cost W3 (issue 16: target < 2%).
+"""What the query listener, the Prometheus endpoint and the web UI cost W3 (issue 16:
+target < 2%).
 
 Usage:
-    .venv/bin/python bench/metrics_overhead.py --files 20 --repeat 7 [--scrape-every 1]
+    .venv/bin/python bench/metrics_overhead.py --files 20 --repeat 7 [--scrape-every 1] [--ui]
 
 W3 (``_stream_run.w3_query``: NDJSON files, one per trigger, watermark, count / sum / avg
 per (1-hour window, action), update mode, ``available_now``, memory sink) runs in a fresh
 process per measurement, alternately without metrics (``off``) and with ``sk.metrics.serve``
 plus a thread scraping ``/metrics`` every ``--scrape-every`` seconds (``on``: the listener
-updates every series per batch, the scraper renders them). Every run's result must equal
-the first run's (W3's tolerance for sums; a mismatch makes the exit status 1).
-Prints medians of wall and CPU seconds per mode and the overhead; writes
+updates every series per batch, the scraper renders them). With ``--ui`` a third mode,
+``ui``, does all of ``on`` and also serves the web UI (``sk.ui.serve``) while a thread
+fetches the query's page JSON once a second, as an open page does (the UI listener keeps
+its history, the server builds the JSON with charts, side tables and checkpoint).
+Every run's result must equal the first run's (W3's tolerance for sums; a mismatch makes
+the exit status 1). Prints medians of wall and CPU seconds per mode and the overhead; writes
 bench/results/metrics_overhead_<time>.json.
 """
 
@@ -28,7 +32,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
-MODES = ("off", "on")
+MODES = ("off", "on", "ui")
 
 
 def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[str, Any]:
@@ -43,7 +47,23 @@ def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[st
     scrapes = [0]
     listener_cpu = [0.0]
     stop = threading.Event()
-    if mode == "on":
+    polls = [0]
+    if mode == "ui":
+        ui_url = sk.ui.serve(0).url
+
+        def poll_page() -> None:  # what an open page fetches, once a second
+            import json as _json
+
+            while not stop.wait(1.0):
+                with urllib.request.urlopen(ui_url + "api/queries") as reply:
+                    listed = _json.loads(reply.read())
+                for q in listed:
+                    with urllib.request.urlopen(f"{ui_url}api/queries/{q['id']}") as reply:
+                        reply.read()
+                    polls[0] += 1
+
+        threading.Thread(target=poll_page, daemon=True).start()
+    if mode in ("on", "ui"):
         port = sk.metrics.serve(0)
         listener = sk.metrics.listener()
         on_progress = listener.on_query_progress
@@ -69,7 +89,8 @@ def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[st
     stop.set()
     write_ipc(normalise(sk.memory_table("w3")), out)
     return {"wall_s": wall, "cpu_s": cpu, "batches": len(query.recent_progress),
-            "scrapes": scrapes[0], "listener_cpu_s": listener_cpu[0]}  # fmt: skip
+            "scrapes": scrapes[0], "listener_cpu_s": listener_cpu[0],
+            "page_polls": polls[0]}  # fmt: skip
 
 
 def per_event_costs(calls: int = 2000) -> dict[str, float]:
@@ -99,9 +120,34 @@ def per_event_costs(calls: int = 2000) -> dict[str, float]:
             samples.append(time.perf_counter() - t0)
         return statistics.median(samples) * 1e6
 
+    import asyncio
+    import itertools
+
+    from streamkit.ui.history import UiListener
+    from streamkit.ui.snapshot import query_json
+
+    ui = UiListener()
+    events = [
+        QueryProgressEvent("id", "run", "w3", QueryProgress(
+            bid, now, 100_000, 1e6, 1e6, PhaseDurations(0.01, 0.04, 0.005), now, 120, 3, 0, 40,
+            parts), now)
+        for bid in range(100)
+    ]  # fmt: skip
+    for e in events:  # a page of a query with 100 batches kept
+        ui.on_query_progress(e)
+    record = ui.get("id")
+    assert record is not None
+    cycle = itertools.cycle(events)
+    loop = asyncio.new_event_loop()
+    try:
+        page_us = timed(lambda: loop.run_until_complete(query_json(ui, record)), calls // 10)
+    finally:
+        loop.close()
     return {
         "progress_event_us": timed(lambda: listener.on_query_progress(event), calls),
         "scrape_us": timed(lambda: generate_latest(listener.registry), calls // 10),
+        "ui_progress_event_us": timed(lambda: ui.on_query_progress(next(cycle)), calls),
+        "ui_page_json_us": page_us,
     }
 
 
@@ -118,6 +164,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--scrape-every", type=float, default=1.0)
+    parser.add_argument("--ui", action="store_true", help="Also measure the web UI mode.")
     parser.add_argument("--child", choices=MODES)
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--out", type=Path)
@@ -131,9 +178,11 @@ def main() -> int:
 
     directory = stream_dir(args.files, 42, VERY_LATE)
     reference = None
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    modes = MODES if args.ui else MODES[:2]
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for rep in range(args.repeat):
-        for mode in MODES[rep % 2 :] + MODES[: rep % 2]:
+        k = rep % len(modes)
+        for mode in modes[k:] + modes[:k]:
             out = RESULTS_DIR / "scratch" / f"metrics_overhead_{mode}.arrow"
             out.parent.mkdir(parents=True, exist_ok=True)
             run = spawn(directory, out, mode, args.scrape_every)
@@ -143,17 +192,23 @@ def main() -> int:
             runs[mode].append(run)
             print(f"rep {rep} {mode:<3} {run['wall_s']:.3f} s wall, {run['cpu_s']:.3f} s CPU, "
                   f"{run['batches']} batches, {run['scrapes']} scrapes, "
+                  f"{run['page_polls']} page polls, "
                   f"{'; '.join(run['problems']) or 'result ok'}", file=sys.stderr)  # fmt: skip
     rows = args.files * ROWS_PER_FILE
     med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("wall_s", "cpu_s")}
-           for m in MODES}  # fmt: skip
+           for m in modes}  # fmt: skip
     over = {k: (med["on"][k] / med["off"][k] - 1) * 100 for k in ("wall_s", "cpu_s")}
+    over_ui = {k: (med["ui"][k] / med["off"][k] - 1) * 100 for k in ("wall_s", "cpu_s")} if (
+        "ui" in med) else None  # fmt: skip
     print(f"W3 {args.files} files x {ROWS_PER_FILE:,} rows, medians of {args.repeat} fresh "
           f"processes per mode (scrape every {args.scrape_every:g} s):")  # fmt: skip
-    for m in MODES:
+    for m in modes:
         print(f"- metrics {m:<3}: {rows / med[m]['wall_s']:,.0f} rows/s, "
               f"{med[m]['wall_s']:.3f} s wall, {med[m]['cpu_s']:.3f} s CPU")  # fmt: skip
     print(f"- overhead: {over['wall_s']:+.2f}% wall, {over['cpu_s']:+.2f}% CPU (target < 2%)")
+    if over_ui is not None:
+        print(f"- overhead with the UI served and polled too: {over_ui['wall_s']:+.2f}% wall, "
+              f"{over_ui['cpu_s']:+.2f}% CPU (target < 2%)")  # fmt: skip
     costs = per_event_costs()
     in_run = statistics.median(r["listener_cpu_s"] for r in runs["on"])
     print(f"- listener CPU inside the 'on' runs: {in_run * 1000:.1f} ms per run "
@@ -163,10 +218,14 @@ def main() -> int:
     print(f"- listener: {costs['progress_event_us']:.0f} us per progress event "
           f"({share:.3f}% of a {per_batch * 1000:.0f} ms W3 batch), "
           f"{costs['scrape_us']:.0f} us per scrape")  # fmt: skip
+    print(f"- web UI: {costs['ui_progress_event_us']:.0f} us per progress event "
+          f"({costs['ui_progress_event_us'] / 1e6 / per_batch * 100:.3f}% of a W3 batch), "
+          f"{costs['ui_page_json_us']:.0f} us to build one page's JSON (100 batches kept)")
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
     (RESULTS_DIR / f"metrics_overhead_{stamp}.json").write_text(
         json.dumps({"files": args.files, "medians": med, "overhead_pct": over,
+                    "overhead_ui_pct": over_ui,
                     "per_event": costs, "runs": runs})
     )
     return 0 if not any(r["problems"] for rs in runs.values() for r in rs) else 1
