@@ -9,6 +9,8 @@ Routes: ``/`` (the queries), ``/query/<id or name>`` (one query's live page), ``
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import threading
 from importlib import resources
 from typing import Any
@@ -18,6 +20,8 @@ from streamkit.ui.history import UiListener
 from streamkit.ui.snapshot import queries_json, query_json
 
 STATIC = ("ui.js", "charts.js", "ui.css")
+_dumps = functools.partial(json.dumps, default=str)
+"""Values JSON has no type for (a late row's Decimal, date, ...) are shown as text."""
 PAGES = ("index.html", "query.html")
 
 
@@ -109,11 +113,11 @@ class UiServer:
 
     async def _queries(self, _request: Any) -> Any:
         web = require("aiohttp.web", "ui")
-        return web.json_response(queries_json(self.listener))
+        return web.json_response(queries_json(self.listener), dumps=_dumps)
 
     async def _query(self, request: Any) -> Any:
         web = require("aiohttp.web", "ui")
         record = self.listener.get(request.match_info["key"])
         if record is None:
             raise web.HTTPNotFound(text="no such query (it may have ended long ago)")
-        return web.json_response(await query_json(self.listener, record))
+        return web.json_response(await query_json(self.listener, record), dumps=_dumps)
