@@ -87,10 +87,18 @@ def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[st
     query.await_termination()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     stop.set()
+    threads = {t.name: t for t in threading.enumerate()}
+
+    def thread_cpu(name: str) -> float:  # CPU seconds a named thread used (0: none)
+        t = threads.get(name)
+        if t is None or t.ident is None:
+            return 0.0
+        return time.clock_gettime(time.pthread_getcpuclockid(t.ident))
     write_ipc(normalise(sk.memory_table("w3")), out)
     return {"wall_s": wall, "cpu_s": cpu, "batches": len(query.recent_progress),
             "scrapes": scrapes[0], "listener_cpu_s": listener_cpu[0],
-            "page_polls": polls[0]}  # fmt: skip
+            "page_polls": polls[0], "ui_server_cpu_s": thread_cpu("streamkit-ui"),
+            "dispatcher_cpu_s": thread_cpu("streamkit-listeners")}  # fmt: skip
 
 
 def per_event_costs(calls: int = 2000) -> dict[str, float]:
@@ -172,7 +180,14 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.dir, args.out, args.child, args.scrape_every)))
         return 0
-    from _stream_gen import ROWS_PER_FILE, VERY_LATE, stream_dir
+    runs = measure_all(args)
+    report(args, runs)
+    return 0 if not any(r["problems"] for rs in runs.values() for r in rs) else 1
+
+
+def measure_all(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """``args.repeat`` rounds of one fresh process per mode, the order rotating."""
+    from _stream_gen import VERY_LATE, stream_dir
     from _stream_run import problems
     from _verify import read_ipc
 
@@ -194,6 +209,14 @@ def main() -> int:
                   f"{run['batches']} batches, {run['scrapes']} scrapes, "
                   f"{run['page_polls']} page polls, "
                   f"{'; '.join(run['problems']) or 'result ok'}", file=sys.stderr)  # fmt: skip
+    return runs
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Print the medians and overheads; write them to bench/results/."""
+    from _stream_gen import ROWS_PER_FILE
+
+    modes = list(runs)
     rows = args.files * ROWS_PER_FILE
     med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("wall_s", "cpu_s")}
            for m in modes}  # fmt: skip
@@ -218,6 +241,13 @@ def main() -> int:
     print(f"- listener: {costs['progress_event_us']:.0f} us per progress event "
           f"({share:.3f}% of a {per_batch * 1000:.0f} ms W3 batch), "
           f"{costs['scrape_us']:.0f} us per scrape")  # fmt: skip
+    if "ui" in runs:
+        server = statistics.median(r["ui_server_cpu_s"] for r in runs["ui"])
+        dispatch = statistics.median(r["dispatcher_cpu_s"] for r in runs["ui"])
+        base = med["off"]["cpu_s"]
+        print(f"- inside the 'ui' runs: UI server thread {server * 1000:.1f} ms CPU "
+              f"({server / base * 100:.2f}% of the 'off' CPU), listener thread (Prometheus + "
+              f"UI listeners) {dispatch * 1000:.1f} ms ({dispatch / base * 100:.2f}%)")
     print(f"- web UI: {costs['ui_progress_event_us']:.0f} us per progress event "
           f"({costs['ui_progress_event_us'] / 1e6 / per_batch * 100:.3f}% of a W3 batch), "
           f"{costs['ui_page_json_us']:.0f} us to build one page's JSON (100 batches kept)")
@@ -228,7 +258,6 @@ def main() -> int:
                     "overhead_ui_pct": over_ui,
                     "per_event": costs, "runs": runs})
     )
-    return 0 if not any(r["problems"] for rs in runs.values() for r in rs) else 1
 
 
 if __name__ == "__main__":
