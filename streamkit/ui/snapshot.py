@@ -89,8 +89,9 @@ def history_json(listener: UiListener, record: QueryRecord) -> dict[str, list[An
     def ms(t: datetime | None) -> int | None:
         return None if t is None else round(t.timestamp() * 1000)
 
-    parts = sorted({x.partition for p in ps for x in p.partitions if x.lag_ms is not None})
-    lag = {k: [_lag(p, k) for p in ps] for k in parts}
+    lags = [{x.partition: x.lag_ms for x in p.partitions} for p in ps]
+    parts = sorted({k for d in lags for k, v in d.items() if v is not None})
+    lag = {k: [d.get(k) for d in lags] for k in parts}
     return {
         "batch_id": [p.batch_id for p in ps],
         "time": [ms(p.timestamp) for p in ps],
@@ -104,13 +105,6 @@ def history_json(listener: UiListener, record: QueryRecord) -> dict[str, list[An
         "lag_partitions": parts,
         "lag_ms": [lag[k] for k in parts],
     }
-
-
-def _lag(p: QueryProgress, partition: str) -> int | None:
-    for x in p.partitions:
-        if x.partition == partition:
-            return x.lag_ms
-    return None
 
 
 def _sample(table: pa.Table | None, columns: list[str]) -> list[dict[str, Any]]:
