@@ -31,15 +31,18 @@ ROWS = 40
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def write_file(folder: Path, k: int) -> None:
+def write_file(folder: Path, k: int, trailing: bool = False) -> None:
     """File k: ROWS rows at BASE + k minutes (+ i s); from k=1 also one row an hour before
-    BASE (behind the 1-minute watermark: late) and one line that is not JSON."""
+    BASE (behind the 1-minute watermark: late) and one line that is not JSON. ``trailing``:
+    ROWS rows at file k-1's times (neither late nor moving the watermark, so the query's
+    last batch is this one, with data, not a no-data batch)."""
+    minute = k - 1 if trailing else k
     lines = [
-        json.dumps({"event_time": (BASE + timedelta(minutes=k, seconds=i)).isoformat(),
+        json.dumps({"event_time": (BASE + timedelta(minutes=minute, seconds=i)).isoformat(),
                     "action": ("view", "click")[i % 2], "value": i})
         for i in range(ROWS)
     ]
-    if k:
+    if k and not trailing:
         late = BASE - timedelta(hours=1)
         lines.append(json.dumps({"event_time": late.isoformat(), "action": "late", "value": 0}))
         lines.append("{not json")
@@ -86,7 +89,7 @@ def check_rejects_and_checkpoint(page: Any, q: Any, ck: Path) -> None:
     assert number(field(page, "committed_batch")) == q.last_progress.batch_id
     offsets = {r[0]: r[1] for r in table(page, "offsets")}
     assert offsets == q.committed[1]
-    assert set(json.loads(offsets["files"])) == {f"part-{k:03d}.json" for k in range(FILES)}
+    assert set(json.loads(offsets["files"])) == {f"part-{k:03d}.json" for k in range(FILES + 1)}
 
 
 def test_page_follows_a_running_query(tmp_path: Path) -> None:
@@ -111,11 +114,15 @@ def test_page_follows_a_running_query(tmp_path: Path) -> None:
                 if k == 2:  # the charts fill while batches run
                     wait_for("three points per rate series", lambda: all(
                         n >= 3 for n in points(page, "chart-rates").values()))  # fmt: skip
+            wait_for("the no-data batch after the last file", lambda: (
+                q.last_progress is not None and q.last_progress.num_input_rows == 0))
+            write_file(src, FILES, trailing=True)
             q.process_all_available(60)
             q.stop()
             q.await_termination(30)
             last = q.last_progress
             assert last is not None
+            assert last.num_input_rows == ROWS  # a batch with data: every rate is non-zero
             wait_for("the stopped query's last batch on the page",
                      lambda: field(page, "status") == "stopped"
                      and field(page, "batch_id") == f"{last.batch_id:,}")  # fmt: skip
