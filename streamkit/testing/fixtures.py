@@ -53,6 +53,7 @@ MARKERS = (
     "slow: takes more than a few seconds",
     "moto_gap(reason): known moto gap; on the moto backend the test is a strict xfail",
     "spark: runs PySpark (a local JVM, Java 17) beside streamkit (tests/differential)",
+    "browser: drives Debian's headless /usr/bin/chromium (.ci/install-servers.sh installs it)",
 )
 
 

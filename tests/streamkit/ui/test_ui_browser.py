@@ -22,7 +22,7 @@ import streamkit as sk
 
 from .browser import chromium_page, field, number, points, table, wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.timeout(300)]
 
 SCHEMA = pa.schema([("event_time", pa.timestamp("us", "UTC")), ("action", pa.string()),
                     ("value", pa.int64())])  # fmt: skip

@@ -21,7 +21,8 @@ from streamkit.testing.events import SCHEMA, make_events
 
 from .browser import chromium_page, field, number, table, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.browser,
+              pytest.mark.timeout(300)]
 
 FAST = {"idle_time": 0.1, "take_interval": 0.5}
 
