@@ -12,6 +12,8 @@ import polars as pl
 
 from streamkit import aggregate as K
 from streamkit.expr import Col
+from streamkit.join_kernel import join_frames
+from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.windows import BUCKET
 
@@ -76,6 +78,10 @@ def compile_plan(
         return rows.unique(subset=plan.keys, keep="first", maintain_order=True)
     if isinstance(plan, Aggregate):
         return _aggregate_chunked(plan, dictionary, load).lazy()
+    if isinstance(plan, Join):
+        left = compile_plan(plan.left, None, set(), load).collect()
+        right = compile_plan(plan.right, None, set(), load).collect()
+        return join_frames(left, right, plan).lazy()
     raise TypeError(f"unknown plan node {type(plan).__name__}")
 
 

@@ -116,6 +116,16 @@ class DataFrame:
 
     dropDuplicatesWithinWatermark = drop_duplicates_within_watermark
 
+    def join(self, other: DataFrame, on: Any, how: str = "inner") -> DataFrame:
+        """Spark's ``join``: ``on`` is a column name or list of names on both sides (each
+        appears once in the result), a boolean expression over both sides' columns, or a
+        list mixing the two; ``how`` is ``inner``, ``left``, ``right``, ``full`` or
+        ``left_semi``. Two streams join with Spark's stream-stream rules
+        (:mod:`streamkit.streaming.stream_join`)."""
+        from streamkit.join_plan import build_join
+
+        return DataFrame(build_join(self._plan, other.plan, on, how))
+
     def group_by(self, *keys: str | Expr | TimeWindow | SessionWindow) -> GroupedData:
         """Group by key columns and at most one window; finish with ``.agg(...)``."""
         return GroupedData(self._plan, keys)
