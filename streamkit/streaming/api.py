@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 class StreamScanSource:
     """Adapts a StreamSource to a plan's Source: it has a schema but no batch read."""
 
+    is_stream: ClassVar[bool] = True
+    """Marks the scan of a stream (:func:`streamkit.join.is_streaming`)."""
     stream: StreamSource
     schema: pl.Schema = field(init=False)
 
