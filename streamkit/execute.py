@@ -14,6 +14,7 @@ from streamkit import aggregate as K
 from streamkit.expr import Col
 from streamkit.join_kernel import join_frames
 from streamkit.join_plan import Join
+from streamkit.join import Pinned
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.windows import BUCKET
 
@@ -138,9 +139,12 @@ def scan_columns(plan: Plan) -> list[str] | None:
 
 
 def given(chunk: pl.DataFrame) -> Loader:
-    """A loader that serves one chunk in place of the scan."""
+    """A loader that serves one chunk in place of the scan (a scan of a
+    :class:`~streamkit.join.Pinned` static side reads its pinned rows instead)."""
 
     def load(scan: Scan, columns: list[str], dictionary: list[str]) -> pl.LazyFrame:
+        if isinstance(scan.source, Pinned):
+            return scan.source.pinned(columns)
         return chunk.lazy()
 
     return load

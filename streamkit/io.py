@@ -19,11 +19,15 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 
 from streamkit.config import current_endpoint
+from streamkit.durations import parse_duration_ns
 from streamkit.errors import ConfigError, StreamkitError
 from streamkit.frame import DataFrame
 from streamkit.plan import Scan
+from streamkit.reloading import Clock, ReloadingSource
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     import pandas as pd
     import pyarrow.dataset as ds
 
@@ -165,15 +169,34 @@ def _read_row_groups(fragment: Any, ids: list[int], columns: list[str]) -> pa.Ta
 
 
 class DataFrameReader:
-    """``sk.read``: batch readers returning DataFrames."""
+    """``sk.read``: batch readers returning DataFrames.
 
-    def parquet(self, path: str) -> DataFrame:
+    ``reload_every`` (e.g. ``"5 minutes"``) makes the table a reloadable snapshot: its
+    files are listed and read again at most that often (by ``clock``, ``time.monotonic``
+    by default), which is how the static side of a stream-static join follows a table
+    that changes; see :mod:`streamkit.reloading`. Without it the files are listed once,
+    when the DataFrame is created."""
+
+    def parquet(
+        self, path: str, *, reload_every: str | timedelta | None = None, clock: Clock | None = None
+    ) -> DataFrame:
         """Parquet file or directory (local or ``s3://``)."""
-        return DataFrame(Scan(FileSource(path, "parquet")))
+        return self._files(path, "parquet", reload_every, clock)
 
-    def json(self, path: str) -> DataFrame:
+    def json(
+        self, path: str, *, reload_every: str | timedelta | None = None, clock: Clock | None = None
+    ) -> DataFrame:
         """Newline-delimited JSON file or directory of ``.json``/``.ndjson``/``.jsonl`` files."""
-        return DataFrame(Scan(FileSource(path, "json")))
+        return self._files(path, "json", reload_every, clock)
+
+    @staticmethod
+    def _files(
+        path: str, fmt: str, reload_every: str | timedelta | None, clock: Clock | None
+    ) -> DataFrame:
+        if reload_every is None:
+            return DataFrame(Scan(FileSource(path, fmt)))
+        every = parse_duration_ns(reload_every) / 1e9
+        return DataFrame(Scan(ReloadingSource(partial(FileSource, path, fmt), every, clock)))
 
 
 read = DataFrameReader()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -46,6 +46,17 @@ def join_type(how: str) -> JoinType:
         spelled = ", ".join(repr(k) for k in _ALIASES)
         raise PlanError(f"unknown join type {how!r}; use one of {spelled}")
     return kind
+
+
+@runtime_checkable
+class Pinned(Protocol):
+    """A source whose rows are fixed in memory for the micro-batch being run: the static
+    side of a stream-static join (:mod:`streamkit.streaming.static_sides`). A loader that
+    serves a stream's micro-batch in place of its scan reads these instead."""
+
+    def pinned(self, columns: list[str]) -> pl.LazyFrame:
+        """The pinned rows, ``columns`` only."""
+        ...
 
 
 def is_streaming(plan: Plan) -> bool:

@@ -50,6 +50,7 @@ from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
+from streamkit.streaming.static_sides import bind_static_sides
 from streamkit.streaming.watermark_input import counted, watermark_filter
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.windows import WEND, SessionWindow, last_window_end
@@ -121,6 +122,7 @@ class IncrementalQuery:
     ) -> None:
         if mode not in OUTPUT_MODES:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
+        plan, self._static = bind_static_sides(plan)
         self.plan, self.mode = plan, mode
         self.emit_on_same_batch = emit_on_same_batch
         stateful = [n for n in plan.chain() if isinstance(n, Aggregate | Deduplicate)]
@@ -172,6 +174,8 @@ class IncrementalQuery:
         are evicted with the one in force in this batch (the tracker before these rows).
         ``partitions`` names each row's source partition (None: one partition); W follows
         the slowest active partition under the ``"min"`` policy."""
+        for side in self._static:  # one snapshot of each stream-static join's table
+            side.refresh()
         late_mark, in_force = self._in_force, self.watermark
         ticks = self._event_ticks(rows)
         mask = counted(rows, self._counts) if ticks is not None else None

@@ -1,0 +1,111 @@
+"""The static side of a stream-static join inside a streaming query.
+
+A streaming query runs its plan once per micro-batch with the batch's rows in place of
+the stream's scan. :func:`bind_static_sides` replaces the other input of every
+stream-static :class:`~streamkit.join.Join` with a scan of a :class:`StaticSide`: the
+static plan's result, computed once and kept in memory, so a micro-batch costs one
+vectorised join of its rows against it, not a re-read of the table.
+
+Guarantees:
+
+- one snapshot per micro-batch: :meth:`StaticSide.refresh` runs before each batch; the
+  rows it pins are what every join of that batch reads;
+- a static side with no ``reload_every`` source is read once, before the first batch;
+  one that reads ``sk.read.parquet(path, reload_every=...)`` is recomputed in the first
+  batch after a reload of that table (:mod:`streamkit.reloading`), never more often;
+- the join holds no state: after a restart the replayed batches join again, against the
+  snapshot then current (the same rows unless the table was reloaded in between).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import fields, is_dataclass, replace
+from typing import Any
+
+import polars as pl
+
+from streamkit.errors import PlanError
+from streamkit.execute import execute
+from streamkit.join import Join, is_streaming
+from streamkit.plan import Plan, Scan, Watermark
+from streamkit.reloading import reloadable_sources
+
+
+class StaticSide:
+    """The rows of a static plan, pinned for the micro-batch being run (a
+    :class:`~streamkit.join.Pinned` source)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.schema: pl.Schema = plan.schema
+        self._rows: pl.DataFrame | None = None
+        self._versions: tuple[int, ...] = ()
+        self.loads = 0
+        """How many times the static plan was computed."""
+
+    def refresh(self) -> None:
+        """Pin the rows for the next micro-batch: recompute them on first use and after a
+        reloadable table under the static plan took a new snapshot."""
+        versions = tuple(source.refresh() for source in reloadable_sources(self.plan))
+        if self._rows is None or versions != self._versions:
+            self._rows, self._versions = execute(self.plan), versions
+            self.loads += 1
+
+    def pinned(self, columns: list[str]) -> pl.LazyFrame:
+        """The pinned rows (computed now if no batch pinned them yet)."""
+        if self._rows is None:
+            self.refresh()
+        assert self._rows is not None
+        return self._rows.lazy().select(columns)
+
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        """The pinned rows as one chunk."""
+        yield self.pinned(columns).collect()
+
+    def describe(self) -> str:
+        return f"static side pinned per micro-batch ({self.plan.describe()})"
+
+
+def bind_static_sides(plan: Plan) -> tuple[Plan, list[StaticSide]]:
+    """``plan`` with the static input of each stream-static join replaced by a scan of a
+    :class:`StaticSide` (the same object when there is no such join), and those sides."""
+    sides: list[StaticSide] = []
+    bound = _bind(plan, sides)
+    if sides:
+        _check_watermarks(bound)
+    return bound, sides
+
+
+def _bind(node: Plan, sides: list[StaticSide]) -> Plan:
+    if not is_streaming(node):
+        return node
+    if isinstance(node, Join) and is_streaming(node.left) != is_streaming(node.right):
+        if is_streaming(node.left):
+            side = StaticSide(node.right)
+            sides.append(side)
+            return replace(node, left=_bind(node.left, sides), right=Scan(side))
+        side = StaticSide(node.left)
+        sides.append(side)
+        return replace(node, left=Scan(side), right=_bind(node.right, sides))
+    changes: dict[str, Any] = {}
+    target: Any = node  # every plan node is a dataclass
+    for f in fields(target) if is_dataclass(target) else ():
+        value = getattr(node, f.name)
+        if f.init and isinstance(value, Plan):
+            bound = _bind(value, sides)
+            if bound is not value:
+                changes[f.name] = bound
+    return replace(target, **changes) if changes else node
+
+
+def _check_watermarks(plan: Plan) -> None:
+    """A watermark declared after a join must be on a column of the stream: the engine
+    reads event times from the micro-batch's rows before they are joined."""
+    for node in plan.chain():
+        if isinstance(node, Watermark) and node.column not in node.chain()[-1].schema:
+            raise PlanError(
+                f"with_watermark({node.column!r}) is on a column of the static side of a "
+                "join; declare the watermark on an event-time column of the stream, before "
+                "the join"
+            )
