@@ -267,3 +267,37 @@ def test_stream_static_join_matches_spark(
     assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
     for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
         assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+
+
+@pytest.mark.parametrize("stream_left", [True, False], ids=["stream_left", "stream_right"])
+@pytest.mark.parametrize("how", HOWS)
+def test_stream_static_refusals_match_spark(
+    spark: Any, tmp_path: Path, how: str, stream_left: bool
+) -> None:
+    """Spark refuses exactly the joins streamkit refuses, and streamkit's message carries
+    Spark's reason (then says what to do)."""
+    import streamkit as sk
+
+    write_files(tmp_path / "in", [[(1, "a", 1, 1)]], "json")
+    stream = spark.readStream.schema(SPARK_SCHEMA).json(str(tmp_path / "in"))
+    static = spark_table(spark, RIGHT, RIGHT_DDL).drop("u")
+    spark_how = SPARK_HOW.get(how, how)
+    joined = (
+        stream.join(static, "k", spark_how) if stream_left else static.join(stream, "k", spark_how)
+    )
+    theirs: str | None = None
+    try:
+        joined.writeStream.format("memory").queryName(f"refusal_{how}_{stream_left}").start().stop()
+    except Exception as exc:
+        theirs = str(exc).splitlines()[0].rstrip(";")
+    ours: str | None = None
+    events = sk.read_stream.files(str(tmp_path / "in"), "json", SCHEMA)
+    dim = sk.from_arrow(RIGHT).select("k", "name")
+    try:
+        events.join(dim, "k", how) if stream_left else dim.join(events, "k", how)
+    except sk.PlanError as exc:
+        ours = str(exc)
+    assert (ours is None) == (theirs is None), f"streamkit: {ours!r}; Spark: {theirs!r}"
+    if theirs is not None:
+        assert ours is not None
+        assert theirs in ours
