@@ -32,6 +32,7 @@ def test_the_section_has_an_example_per_operator() -> None:
         ".drop_duplicates_within_watermark(",
         ".filter(",
         "sk.window_time(",
+        ".join(",
     ):
         assert call in text
 
