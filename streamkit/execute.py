@@ -14,8 +14,8 @@ from streamkit import aggregate as K
 from streamkit.expr import Col
 from streamkit.join_kernel import join_frames
 from streamkit.join_plan import Join
-from streamkit.join import Pinned
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
+from streamkit.stream_static import Pinned
 from streamkit.windows import BUCKET
 
 Loader = Callable[[Scan, list[str], list[str]], pl.LazyFrame]
@@ -140,7 +140,7 @@ def scan_columns(plan: Plan) -> list[str] | None:
 
 def given(chunk: pl.DataFrame) -> Loader:
     """A loader that serves one chunk in place of the scan (a scan of a
-    :class:`~streamkit.join.Pinned` static side reads its pinned rows instead)."""
+    :class:`~streamkit.stream_static.Pinned` static side reads its pinned rows instead)."""
 
     def load(scan: Scan, columns: list[str], dictionary: list[str]) -> pl.LazyFrame:
         if isinstance(scan.source, Pinned):

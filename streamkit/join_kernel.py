@@ -74,12 +74,13 @@ def _right_only(node: Join, rows: pl.DataFrame) -> pl.DataFrame:
 
 def join_frames(left: pl.DataFrame, right: pl.DataFrame, node: Join) -> pl.DataFrame:
     """The batch join of ``left`` and ``right`` under ``node`` (inner, left, right, full
-    outer or left semi), with exactly ``node.schema``."""
+    outer, left semi or left anti), with exactly ``node.schema``."""
     lid = left.with_row_index(LID)
     rid = right.with_row_index(RID)
     found = pairs(lid, rid, node)
-    if node.how == "left_semi":
-        return lid.filter(pl.col(LID).is_in(found[LID].implode())).drop(LID)
+    if node.how in ("left_semi", "left_anti"):
+        matched = pl.col(LID).is_in(found[LID].implode())
+        return lid.filter(matched if node.how == "left_semi" else ~matched).drop(LID)
     extra: list[pl.DataFrame] = []
     if node.how in ("left", "full"):
         extra.append(lid.filter(~pl.col(LID).is_in(found[LID].implode())))

@@ -18,23 +18,26 @@ from typing import Literal
 
 import polars as pl
 
-from streamkit.errors import PlanError
+from streamkit.errors import PlanError, SchemaError
 from streamkit.expr import BinOp, Col, Expr, Lit
 from streamkit.plan import Plan
+from streamkit.stream_static import check_stream_static, is_streaming, stream_side_first
 
-JoinHow = Literal["inner", "left", "right", "full", "left_semi"]
+JoinHow = Literal["inner", "left", "right", "full", "left_semi", "left_anti"]
 _ALIASES: dict[str, JoinHow] = {
     "inner": "inner", "left": "left", "left_outer": "left", "leftouter": "left",
     "right": "right", "right_outer": "right", "rightouter": "right",
     "full": "full", "outer": "full", "full_outer": "full", "fullouter": "full",
     "left_semi": "left_semi", "leftsemi": "left_semi", "semi": "left_semi",
+    "left_anti": "left_anti", "leftanti": "left_anti", "anti": "left_anti",
 }  # fmt: skip
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 def join_how(how: str) -> JoinHow:
     """Spark's join type names (``inner``, ``left``/``left_outer``, ``right``, ``full``/
-    ``outer``, ``left_semi``) to the canonical one; others raise naming the accepted ones."""
+    ``outer``, ``left_semi``, ``left_anti``) to the canonical one; others raise naming the
+    accepted ones."""
     canonical = _ALIASES.get(how.lower().replace(" ", "_"))
     if canonical is None:
         raise PlanError(f"unknown join type {how!r}; use one of {sorted(set(_ALIASES))}")
@@ -92,6 +95,7 @@ class Join(Plan):
     """The other conjuncts: filters on each candidate pair."""
 
     def __post_init__(self) -> None:
+        check_stream_static(self.how, is_streaming(self.left), is_streaming(self.right))
         ls, rs = self.left.schema, self.right.schema
         for name in self.using:
             if name not in ls or name not in rs:
@@ -99,6 +103,11 @@ class Join(Plan):
                 raise PlanError(
                     f"join key {name!r} is not a column of the {side} side "
                     f"(columns: {(ls if side == 'left' else rs).names()})"
+                )
+            if ls[name] != rs[name]:
+                raise SchemaError(
+                    f"join key {name!r} is {ls[name]} on the left and {rs[name]} on the "
+                    "right; cast one side first (with_column(name, col(name).cast(...)))"
                 )
         both = (set(ls.names()) & set(rs.names())) - set(self.using)
         if both:
@@ -153,7 +162,7 @@ class Join(Plan):
 
     def _output_schema(self) -> pl.Schema:
         ls, rs = self.left.schema, self.right.schema
-        if self.how == "left_semi":
+        if self.how in ("left_semi", "left_anti"):
             return ls
         out = {n: (rs if self.how == "right" else ls)[n] for n in self.using}
         out |= {n: t for n, t in ls.items() if n not in out}
@@ -162,7 +171,11 @@ class Join(Plan):
 
     @property
     def children(self) -> tuple[Plan, ...]:
-        return (self.left, self.right)
+        return stream_side_first(self.left, self.right)
+
+    def explain(self, indent: int = 0) -> str:
+        lines = ["  " * indent + self.describe()]
+        return "\n".join(lines + [c.explain(indent + 1) for c in (self.left, self.right)])
 
     def describe(self) -> str:
         on = [f"{a}={b}" for a, b in self.pairs] + [repr(e) for e in self.residual]

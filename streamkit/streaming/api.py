@@ -42,7 +42,7 @@ class StreamScanSource:
     """Adapts a StreamSource to a plan's Source: it has a schema but no batch read."""
 
     is_stream: ClassVar[bool] = True
-    """Marks the scan of a stream (:func:`streamkit.join.is_streaming`)."""
+    """Marks the scan of a stream (:func:`streamkit.stream_static.is_streaming`)."""
     stream: StreamSource
     schema: pl.Schema = field(init=False)
 

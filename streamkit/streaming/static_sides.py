@@ -2,7 +2,7 @@
 
 A streaming query runs its plan once per micro-batch with the batch's rows in place of
 the stream's scan. :func:`bind_static_sides` replaces the other input of every
-stream-static :class:`~streamkit.join.Join` with a scan of a :class:`StaticSide`: the
+stream-static :class:`~streamkit.join_plan.Join` with a scan of a :class:`StaticSide`: the
 static plan's result, computed once and kept in memory, so a micro-batch costs one
 vectorised join of its rows against it, not a re-read of the table.
 
@@ -27,14 +27,15 @@ import polars as pl
 
 from streamkit.errors import PlanError
 from streamkit.execute import execute
-from streamkit.join import Join, is_streaming
+from streamkit.join_plan import Join
 from streamkit.plan import Plan, Scan, Watermark
 from streamkit.reloading import reloadable_sources
+from streamkit.stream_static import is_streaming
 
 
 class StaticSide:
     """The rows of a static plan, pinned for the micro-batch being run (a
-    :class:`~streamkit.join.Pinned` source)."""
+    :class:`~streamkit.stream_static.Pinned` source)."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
