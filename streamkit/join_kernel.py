@@ -80,7 +80,8 @@ def join_frames(left: pl.DataFrame, right: pl.DataFrame, node: Join) -> pl.DataF
     found = pairs(lid, rid, node)
     if node.how in ("left_semi", "left_anti"):
         matched = pl.col(LID).is_in(found[LID].implode())
-        return lid.filter(matched if node.how == "left_semi" else ~matched).drop(LID)
+        kept = lid.filter(matched if node.how == "left_semi" else ~matched)
+        return kept.select(node.schema.names())
     extra: list[pl.DataFrame] = []
     if node.how in ("left", "full"):
         extra.append(lid.filter(~pl.col(LID).is_in(found[LID].implode())))

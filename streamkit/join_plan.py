@@ -162,10 +162,10 @@ class Join(Plan):
 
     def _output_schema(self) -> pl.Schema:
         ls, rs = self.left.schema, self.right.schema
-        if self.how in ("left_semi", "left_anti"):
-            return ls
         out = {n: (rs if self.how == "right" else ls)[n] for n in self.using}
         out |= {n: t for n, t in ls.items() if n not in out}
+        if self.how in ("left_semi", "left_anti"):  # the using keys first, as in Spark
+            return pl.Schema(out)
         out |= {n: t for n, t in rs.items() if n not in out}
         return pl.Schema(out)
 

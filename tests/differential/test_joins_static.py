@@ -29,11 +29,12 @@ SPARK_HOW = {"semi": "left_semi", "anti": "left_anti"}
 
 LEFT = pa.table(
     {
+        "v": [10, 20, 30, 40, 50, 60, 70, 80],
         "k": ["a", "a", "b", None, "c", "e", None, "b"],
         "u": [1, 2, 1, 1, None, 3, None, 2],
-        "v": [10, 20, 30, 40, 50, 60, 70, 80],
     }
 )
+"""Keys after another column: Spark's output puts the ``on`` columns first."""
 RIGHT = pa.table(
     {
         "k": ["a", "a", "b", None, "d", "b", "c"],
@@ -41,7 +42,7 @@ RIGHT = pa.table(
         "name": ["alpha", "alef", "beta", "nil", "delta", "bet", "gamma"],
     }
 )
-LEFT_DDL = "k string, u bigint, v bigint"
+LEFT_DDL = "v bigint, k string, u bigint"
 RIGHT_DDL = "k string, u bigint, name string"
 
 
