@@ -5,6 +5,10 @@ is an upsert (the key's whole state row after the batch); true is a deletion (on
 columns matter). Each key appears once, as its last change. Applying a delta to the state
 before it gives exactly the state after it: every key named in the delta is removed, then
 the upserts are added.
+
+A store whose key holds several rows (session windows: every session of a key) records
+with :class:`GroupChangelog`: an upsert names every row the key holds after the change, so
+a key appears with all its rows from its last change, and applying it replaces them all.
 """
 
 from __future__ import annotations
@@ -44,6 +48,26 @@ class Changelog:
     def clear(self) -> None:
         """Forget the changes collected so far (a snapshot holds them)."""
         self._events = []
+
+
+class GroupChangelog(Changelog):
+    """A :class:`Changelog` whose upserts are whole groups of rows per key (see the module
+    docstring): :meth:`upserted` must name every row each of its keys now holds."""
+
+    def take(self) -> pl.DataFrame:
+        """The delta since the last take (each key's rows from its last change)."""
+        events, self._events = self._events, []
+        if not events:
+            return pl.DataFrame(schema={DELETED: pl.Boolean})
+        if len(events) == 1:
+            return events[0]
+        seq = [e.with_columns(pl.lit(i, pl.Int32).alias(_SEQ)) for i, e in enumerate(events)]
+        frame = pl.concat(seq, how="diagonal_relaxed")
+        last = pl.col(_SEQ) == pl.col(_SEQ).max().over(self.keys)
+        return frame.filter(last).drop(_SEQ)
+
+
+_SEQ = "__seq"
 
 
 def apply(state: pl.DataFrame, delta: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

@@ -4,10 +4,11 @@ A row of state is the key columns plus :data:`EXPIRES` (null: never expires). Ke
 a :class:`~streamkit.streaming.state.row_log.RowLog` found through a
 :class:`~streamkit.streaming.state.hash_index.HashIndex` on a 64-bit hash of the key, as
 in :class:`~streamkit.streaming.state.keyed.KeyedStore`: :meth:`DedupStore.admit` looks up
-only the batch's keys and :meth:`DedupStore.evict` gathers only the keys due, from chunks
-of (expiry, hash) sorted by expiry, so a batch costs O(rows in + keys evicted + chunks),
-never O(keys held). A key sharing its hash with another held key is kept in a small
-overflow frame, compared by value, so the answer is exact whatever the hash does.
+only the batch's keys and :meth:`DedupStore.evict` gathers only the keys due, from a
+:class:`~streamkit.streaming.state.due.Due` of (expiry, hash), so a batch costs
+O(rows in + keys evicted + chunks), never O(keys held). A key sharing its hash with
+another held key is kept in a small overflow frame, compared by value, so the answer is
+exact whatever the hash does.
 
 Deltas and snapshots have the layout of :mod:`~streamkit.streaming.state.changelog`:
 upserts are whole state rows (keys never change once admitted), deletions name the keys.
@@ -18,13 +19,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from streamkit.streaming.state.hash_index import I64, U64
-from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash
+from streamkit.streaming.state.due import Due
+from streamkit.streaming.state.hash_index import U64
+from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash, same_keys
 
 EXPIRES = "__expires"
 """State column: the key leaves the state once the watermark is at or past it."""
-MAX_CHUNKS = 64
-"""Expiry chunks beyond this are merged into one (amortised: each merge halves them)."""
 
 
 class DedupStore(IndexedRows):
@@ -32,8 +32,8 @@ class DedupStore(IndexedRows):
 
     def __init__(self, keys: list[str], hasher: Hasher = row_hash) -> None:
         super().__init__(keys, hasher)
-        self._due: list[tuple[I64, U64]] = []
-        """Chunks of (expiry ticks ascending, key hashes) of keys in the log."""
+        self._due = Due()
+        """Hashes of the keys in the log, by expiry."""
 
     # -- admit -------------------------------------------------------------------------
     def admit(self, rows: pl.DataFrame) -> pl.Series:
@@ -64,11 +64,7 @@ class DedupStore(IndexedRows):
         if at.size:
             uniq, inverse = np.unique(slots[at], return_inverse=True)
             theirs = self._log.gather(uniq).select(self.keys)[inverse]
-            ours = fresh[at].select(self.keys)
-            same = ours.select(
-                pl.all_horizontal(ours[k].eq_missing(theirs[k]) for k in self.keys)
-            ).to_series()
-            held[at[same.to_numpy()]] = True
+            held[at[same_keys(fresh[at].select(self.keys), theirs, self.keys)]] = True
         return held
 
     def _insert(self, new: pl.DataFrame) -> None:
@@ -86,30 +82,15 @@ class DedupStore(IndexedRows):
             self._file(new[EXPIRES], hashes)
 
     def _file(self, expires: pl.Series, hashes: U64) -> None:
-        """Remember the keys that expire, sorted by expiry."""
+        """Remember the keys that expire, by expiry."""
         timed = expires.is_not_null().to_numpy()
-        ticks = expires.drop_nulls().to_numpy().astype(np.int64)
-        if not ticks.size:
-            return
-        order = np.argsort(ticks, kind="stable")
-        self._due.append((ticks[order], hashes[timed][order]))
-        if len(self._due) > MAX_CHUNKS:
-            ticks = np.concatenate([t for t, _ in self._due])
-            order = np.argsort(ticks, kind="stable")
-            self._due = [(ticks[order], np.concatenate([h for _, h in self._due])[order])]
+        self._due.add(expires.drop_nulls().to_numpy().astype(np.int64), hashes[timed])
 
     # -- evict -------------------------------------------------------------------------
     def evict(self, watermark: int) -> int:
         """Forget the keys whose expiry is at or before ``watermark``; returns how many."""
-        due: list[U64] = []
-        kept: list[tuple[I64, U64]] = []
-        for ticks, hashes in self._due:
-            cut = int(np.searchsorted(ticks, watermark, side="right"))
-            due.append(hashes[:cut])
-            if cut < ticks.size:
-                kept.append((ticks[cut:], hashes[cut:]))
-        self._due = kept
-        parts = [self._evict_main(watermark, np.unique(np.concatenate(due)))] if due else []
+        due = self._due.pop(watermark)
+        parts = [self._evict_main(watermark, due)] if due.size else []
         if self._over.height:
             closed = (pl.col(EXPIRES) <= watermark).fill_null(False)
             parts.append(self._over.filter(closed))
@@ -138,7 +119,7 @@ class DedupStore(IndexedRows):
     def load(self, state: pl.DataFrame | None) -> None:
         """Replace the state by ``state`` (a snapshot, or nothing); the delta starts empty."""
         self._clear_rows()
-        self._due = []
+        self._due.clear()
         self._changes.clear()
         if state is not None and state.height:
             self._insert(state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from streamkit.streaming.state.changelog import Changelog
@@ -32,6 +33,15 @@ def concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame()
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def same_keys(ours: pl.DataFrame, theirs: pl.DataFrame, keys: list[str]) -> npt.NDArray[np.bool_]:
+    """Per row: whether ``ours`` and ``theirs`` (same height) hold the same key (null equals
+    null; no key columns: always)."""
+    if not keys:
+        return np.ones(ours.height, np.bool_)
+    same = pl.all_horizontal(ours[k].eq_missing(theirs[k]) for k in keys)
+    return ours.select(same).to_series().to_numpy()
 
 
 class IndexedRows:
@@ -58,6 +68,14 @@ class IndexedRows:
             keys = keys.cast(self._key_schema)
         return nonzero(self._hasher(keys).astype(np.uint64, copy=False))
 
+    def _split_overflow(self, fresh: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(rows of ``fresh`` whose key is not in the overflow frame, rows whose key is)."""
+        if not self._over.height:
+            return fresh, fresh.head(0)
+        keys = self._over.select(self.keys)
+        mine = fresh.join(keys, on=self.keys, how="semi", nulls_equal=True)
+        return fresh.join(keys, on=self.keys, how="anti", nulls_equal=True), mine
+
     def _tidy(self) -> None:
         """Compact the log and point the index at the rows it moved."""
         moved = self._log.tidy()
@@ -78,7 +96,7 @@ class IndexedRows:
         """Rows the log has gathered, written or moved so far (its cost, for tests)."""
         return self._log.handled
 
-    def take_changes(self) -> pl.DataFrame:
+    def take_changes(self) -> pl.DataFrame | None:
         """The delta since the previous call or a load; starts a new one."""
         return self._changes.take()
 

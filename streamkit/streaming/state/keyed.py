@@ -20,7 +20,7 @@ import polars as pl
 
 from streamkit import aggregate as K
 from streamkit.streaming.state.hash_index import I64, U64
-from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash
+from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash, same_keys
 from streamkit.windows import WEND
 
 
@@ -67,13 +67,11 @@ class KeyedStore(IndexedRows):
         uniq, inverse = np.unique(slots, return_inverse=True)
         old = self._log.gather(uniq)
         theirs = old.select(self.keys)[inverse]
-        ours = found.select(self.keys)
-        same = ours.select(
-            pl.all_horizontal(ours[k].eq_missing(theirs[k]) for k in self.keys)
-        ).to_series()
-        used = np.bincount(inverse[same.to_numpy()], minlength=uniq.size) > 0
+        same = same_keys(found.select(self.keys), theirs, self.keys)
+        used = np.bincount(inverse[same], minlength=uniq.size) > 0
         self._log.kill(uniq[used])
-        return found.filter(same), old.filter(pl.Series(used)), found.filter(~same)
+        mine = pl.Series(same)
+        return found.filter(mine), old.filter(pl.Series(used)), found.filter(~mine)
 
     def _store(self, merged_hits: pl.DataFrame, merged_news: pl.DataFrame) -> None:
         """Append merged rows; a new key sharing a hash with another goes to overflow."""
@@ -100,13 +98,6 @@ class KeyedStore(IndexedRows):
             self._buckets.setdefault(int(end), []).append(part)
 
     # -- overflow (keys whose hash another key holds) ------------------------------------
-    def _split_overflow(self, fresh: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        if not self._over.height:
-            return fresh, fresh.head(0)
-        keys = self._over.select(self.keys)
-        mine = fresh.join(keys, on=self.keys, how="semi", nulls_equal=True)
-        return fresh.join(keys, on=self.keys, how="anti", nulls_equal=True), mine
-
     def _merge_overflow(self, rows: pl.DataFrame) -> pl.DataFrame:
         if not rows.height:
             return rows

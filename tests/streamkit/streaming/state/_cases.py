@@ -23,6 +23,8 @@ WINDOWS: dict[str, Any] = {
     "sliding": sk.window("event_time", "1 hour", "20 minutes"),
     "offset": sk.window("event_time", "45 minutes", "15 minutes", "5 minutes"),
     "session": sk.session_window("event_time", "10 minutes"),
+    "session-users": sk.session_window("event_time", "10 minutes"),
+    "session-global": sk.session_window("event_time", "10 minutes"),
     "keys": None,
     "global": None,
 }
@@ -30,7 +32,8 @@ HOUR_US = 3_600_000_000
 
 
 def plan(kind: str, schema_rows: pa.Table) -> Aggregate:
-    """count/sum/avg/min/max/count_distinct/approx_count_distinct per window and action."""
+    """count/sum/avg/min/max/count_distinct/approx_count_distinct per window and action
+    (``session-users``: per session and user; ``session-global``: per session)."""
     base = sk.from_arrow(schema_rows.slice(0, 0))
     aggs = [
         sk.count().alias("n"),
@@ -45,6 +48,10 @@ def plan(kind: str, schema_rows: pa.Table) -> Aggregate:
         frame = base.agg(*aggs)
     elif kind == "keys":
         frame = base.group_by("action", "user_id").agg(*aggs)
+    elif kind == "session-users":  # many keys, several sessions each
+        frame = base.group_by(WINDOWS[kind], "user_id").agg(*aggs)
+    elif kind == "session-global":  # no group key: every session under one key
+        frame = base.group_by(WINDOWS[kind]).agg(*aggs)
     else:
         frame = base.group_by(WINDOWS[kind], "action").agg(*aggs)
     node = frame.plan

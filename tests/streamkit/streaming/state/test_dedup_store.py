@@ -74,7 +74,9 @@ def test_store_matches_a_dict_model(hasher: Hasher, seed: int) -> None:
             ((k, n, e) for (k, n), e in model.items()),
             key=lambda r: tuple((x is None, x or 0) for x in r),
         )
-        deltas.append(store.take_changes())
+        delta = store.take_changes()
+        assert delta is not None
+        deltas.append(delta)
         if step == 17:  # a reload from a snapshot starts a new chain of deltas
             snapshot, deltas = store.rows(), []
             store.load(snapshot)

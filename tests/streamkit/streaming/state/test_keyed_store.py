@@ -12,7 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from streamkit.execute import aggregate_spec
-from streamkit.streaming.state import KeyedStore, RegroupStore, StateStore, make_store
+from streamkit.streaming.state import KeyedStore, StateStore
 from streamkit.streaming.state.changelog import apply
 from streamkit.streaming.state.hash_index import U64
 from streamkit.streaming.state.indexed import Hasher, row_hash
@@ -81,14 +81,6 @@ def test_reload_mid_stream(hasher: Hasher) -> None:
     rows, _ = batches(5)
     spec = aggregate_spec(plan("sliding", rows))
     assert run("sliding", 5, KeyedStore(spec, hasher), reload_at=4) > 0
-
-
-def test_session_windows_use_the_regroup_store() -> None:
-    rows, _ = batches(7)
-    store = make_store(aggregate_spec(plan("session", rows)))
-    assert isinstance(store, RegroupStore)
-    assert store.take_changes() is None
-    assert run("session", 7, store) > 0
 
 
 @pytest.mark.parametrize("kind", ["tumbling", "sliding", "keys"])
