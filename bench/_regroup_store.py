@@ -1,7 +1,6 @@
-"""The reference store: every batch regroups the whole state with the batch (O(state)).
-
-Used for session windows, whose groups change bounds when sessions merge, so a delta by
-key would have to name every session of a key; its checkpoints are snapshots.
+"""The session-window store streamkit used before the session store, kept as the baseline
+of ``w4_sessions.py``: every batch regroups the whole state with the batch (O(state)), and
+its checkpoints are whole snapshots (it cannot give a delta).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ class RegroupStore:
         self._state = pl.DataFrame()
 
     def merge(self, fresh: pl.DataFrame) -> pl.DataFrame:
-        """See :meth:`StateStore.merge`."""
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.merge`."""
         fresh = fresh.drop(K.TOUCHED, strict=False).with_columns(pl.lit(True).alias(K.TOUCHED))
         old = self._state.with_columns(pl.lit(False).alias(K.TOUCHED))
         both = pl.concat([old, fresh], how="diagonal_relaxed") if old.height else fresh
@@ -29,7 +28,7 @@ class RegroupStore:
         return merged.filter(pl.col(K.TOUCHED)).drop(K.TOUCHED)
 
     def evict(self, watermark: int) -> pl.DataFrame:
-        """See :meth:`StateStore.evict`."""
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.evict`."""
         if self.spec.window is None or not self._state.height:
             return self._state.head(0)
         closed = pl.col(WEND) <= watermark
@@ -38,12 +37,12 @@ class RegroupStore:
         return out
 
     def rows(self) -> pl.DataFrame:
-        """See :meth:`StateStore.rows`."""
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.rows`."""
         return self._state
 
     @property
     def height(self) -> int:
-        """See :meth:`StateStore.height`."""
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.height`."""
         return self._state.height
 
     def take_changes(self) -> pl.DataFrame | None:
@@ -52,9 +51,9 @@ class RegroupStore:
 
     @property
     def change_keys(self) -> list[str]:
-        """See :meth:`StateStore.change_keys`."""
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.change_keys`."""
         return self.spec.state_keys
 
     def load(self, state: pl.DataFrame | None) -> None:
-        """See :meth:`StateStore.load`."""
+        """See :meth:`~streamkit.streaming.state.contract.StateStore.load`."""
         self._state = state if state is not None and state.height else pl.DataFrame()

@@ -70,13 +70,19 @@ def result_table(final: dict[Key, tuple[int, float]]) -> pa.Table:
 
 
 class PyarrowLoop:
-    """The hand-written reference loop; state is a dict of (count, sum) per open group."""
+    """The hand-written reference loop; state is a dict of (count, sum) per open group.
+    Spark's rules: a row is late when its window ends at or before the watermark in force
+    in the previous batch; groups leave the state once their window ends at or before the
+    watermark in force in this one (the one left by the previous batch)."""
 
     def __init__(self) -> None:
         self.phases: dict[str, list[float]] = {"read": [], "parse": [], "aggregate": []}
         self.state: dict[Key, tuple[int, float]] = {}
         self.output: dict[Key, tuple[int, float]] = {}
         self.watermark: int | None = None
+        """After the batches so far: max event time in whole ms minus the delay."""
+        self.in_force: int | None = None
+        """In force in the previous batch: the late-row threshold of the next."""
         self.max_event: int | None = None
         self.late_rows = 0
 
@@ -89,22 +95,27 @@ class PyarrowLoop:
             pa.BufferReader(data), parse_options=pj.ParseOptions(explicit_schema=SCHEMA)
         )
         t2 = time.perf_counter()
+        late_mark, in_force = self.in_force, self.watermark
         ts = table["event_time"].cast(pa.int64())
-        if self.watermark is not None:
-            keep = pc.greater_equal(ts, self.watermark)
-            self.late_rows += table.num_rows - int(pc.sum(keep).as_py() or 0)
-            table, ts = table.filter(keep), ts.filter(keep)
         top = pc.max(ts).as_py()
         if top is not None and (self.max_event is None or top > self.max_event):
             self.max_event = top
         window = pc.multiply(pc.divide(ts, HOUR_US), HOUR_US)  # floor: times are > 0
+        if late_mark is not None:
+            keep = pc.greater(pc.add(window, HOUR_US), late_mark)
+            self.late_rows += table.num_rows - int(pc.sum(keep).as_py() or 0)
+            table, window = table.filter(keep), window.filter(keep)
         partial = (
             pa.table({"w": window, "action": table["action"], "value": table["value"]})
             .group_by(["w", "action"])
             .aggregate([([], "count_all"), ("value", "sum")])
         )
         self._merge(partial)
-        self._evict()
+        self._advance()
+        self.in_force = in_force
+        if in_force is not None:
+            for key in [k for k in self.state if k[0] + HOUR_US <= in_force]:
+                del self.state[key]
         t3 = time.perf_counter()
         for name, seconds in (("read", t1 - t0), ("parse", t2 - t1), ("aggregate", t3 - t2)):
             self.phases[name].append(seconds)
@@ -118,15 +129,12 @@ class PyarrowLoop:
             self.state[key] = merged
             self.output[key] = merged  # update mode: touched groups, upserted
 
-    def _evict(self) -> None:
+    def _advance(self) -> None:
         if self.max_event is None:
             return
-        candidate = self.max_event - DELAY_US
+        candidate = self.max_event // 1000 * 1000 - DELAY_US
         if self.watermark is None or candidate > self.watermark:
             self.watermark = candidate
-        wm = self.watermark
-        for key in [k for k in self.state if k[0] + HOUR_US <= wm]:
-            del self.state[key]
 
 
 def run_loop(directory: Path) -> tuple[pa.Table, Report]:

@@ -99,10 +99,13 @@ def write_inputs(folder: Path, seed: int) -> None:
         os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
 
 
-def run_job(args: list[str], log: Path, kill_after: int | None, pause: float) -> int | None:
-    """Run the job; with ``kill_after``, SIGKILL it ``pause`` s after it acked a batch with
-    id at least ``kill_after``. Returns the last batch id acked."""
-    cmd = [sys.executable, str(Path(__file__)), *args]
+def run_job(
+    args: list[str], log: Path, kill_after: int | None, pause: float, script: str = __file__
+) -> int | None:
+    """Run the job (``script`` run with ``args``, printing ``acked N`` per batch); with
+    ``kill_after``, SIGKILL it ``pause`` s after it acked a batch with id at least
+    ``kill_after``. Returns the last batch id acked."""
+    cmd = [sys.executable, script, *args]
     with log.open("ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
     watchdog = threading.Timer(300, proc.kill)
