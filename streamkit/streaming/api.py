@@ -191,6 +191,7 @@ class DataStreamWriter:
         self._mode: OutputMode = "append"
         self._trigger = Trigger.processing_time(0.0)
         self._checkpoint: str | None = None
+        self._snapshot_every = 10
         self._name: str | None = None
         self._sink_factory: Callable[[], Sink] | None = None
         self._retention: Retention | None = None
@@ -239,9 +240,13 @@ class DataStreamWriter:
         self._trigger = make_trigger(processing_time, once=once, available_now=available_now)
         return self
 
-    def checkpoint(self, location: str) -> DataStreamWriter:
-        """Checkpoint directory or ``s3://`` prefix; a restart resumes from it."""
-        self._checkpoint = location
+    def checkpoint(self, location: str, snapshot_every: int = 10) -> DataStreamWriter:
+        """Checkpoint directory or ``s3://`` prefix; a restart resumes from it. State is
+        written as a full snapshot every ``snapshot_every`` batches and as deltas (what the
+        batch changed) between them."""
+        if not isinstance(snapshot_every, int) or snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be an integer >= 1, got {snapshot_every!r}")
+        self._checkpoint, self._snapshot_every = location, snapshot_every
         return self
 
     def query_name(self, name: str) -> DataStreamWriter:
@@ -444,5 +449,6 @@ class DataStreamWriter:
             "table": table,
             "name": self._name,
             "emit_on_same_batch": self._same_batch,
+            "snapshot_every": self._snapshot_every,
             "watermarks": PartitionWatermarks(*self._watermark_policy),
         }

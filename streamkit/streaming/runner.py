@@ -60,6 +60,7 @@ class QueryParts(TypedDict):
     name: NotRequired[str | None]
     clock: NotRequired[Callable[[], float]]
     emit_on_same_batch: NotRequired[bool]
+    snapshot_every: NotRequired[int]
     watermarks: NotRequired[PartitionWatermarks | None]
 
 
@@ -89,6 +90,7 @@ class QueryRunner:
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         emit_on_same_batch: bool = False,
+        snapshot_every: int = 10,
         watermarks: PartitionWatermarks | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
@@ -101,7 +103,7 @@ class QueryRunner:
         self.engine = make_engine(
             plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
         )
-        self._log = CheckpointLog(store) if store is not None else None
+        self._log = None if store is None else CheckpointLog(store, snapshot_every=snapshot_every)
         """None without a checkpoint location: nothing to restart from, nothing written."""
         self._clock = clock
         self.progress = ProgressLog()

@@ -3,7 +3,7 @@ then run to the end, emits each closed session exactly once, with its exact coun
 
 The query (this file run as a script) reads NDJSON files, one per batch, groups by
 ``session_window(ts, 4 seconds)`` and ``user``, and writes each batch to a Parquet sink,
-checkpointing locally (a snapshot every 10 batches and after each start, deltas of the
+checkpointing locally (a snapshot every 4 batches and after each start, deltas of the
 session store between them, so restarts replay a snapshot plus deltas). Event times
 advance 5 s per file with a few seconds of jitter, within the 30 s watermark delay, so no
 row is late; the truth is every session of the input (rows of a user at most 4 s apart,
@@ -45,7 +45,7 @@ def child(argv: list[str]) -> int:
         .group_by(sk.session_window("ts", "4 seconds"), "user")
         .agg(sk.count().alias("n"), sk.sum("v").alias("total"))
     )
-    writer = sessions.write_stream.output_mode("append").checkpoint(args.checkpoint)
+    writer = sessions.write_stream.output_mode("append").checkpoint(args.checkpoint, 4)
     writer = writer.trigger(available_now=True)
     writer.to(Announcing(ParquetSink(args.out))).start().await_termination()
     print("done", flush=True)

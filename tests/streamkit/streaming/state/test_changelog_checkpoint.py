@@ -201,3 +201,29 @@ def test_delta_size_follows_touched_groups(tmp_path: Path) -> None:
     delta = (tmp_path / "deltas" / name(1)).stat().st_size
     assert store.height == 50_000
     assert delta * 100 < snapshot
+
+
+def test_snapshot_every_is_a_writer_option(tmp_path: Path) -> None:
+    """``checkpoint(location, snapshot_every=3)``: snapshots after batches 0, 3, 6 and
+    deltas between them; a bad value is refused at once."""
+    import pyarrow as pa
+
+    import streamkit as sk
+
+    schema = pa.schema([("t", pa.timestamp("us", "UTC")), ("k", pa.int64())])
+    events = sk.read_stream.memory(schema)
+    counts = events.group_by(sk.session_window("t", "1 minute"), "k").agg(sk.count())
+    with pytest.raises(ValueError, match="snapshot_every must be an integer >= 1"):
+        counts.write_stream.checkpoint(str(tmp_path / "ck"), snapshot_every=0)
+    writer = counts.write_stream.output_mode("complete").checkpoint(str(tmp_path / "ck"), 3)
+    q = writer.memory("sessions_snapshot_every").start()
+    try:
+        for i in range(7):
+            events.stream.add_rows([{"t": 1_700_000_000_000_000 + i * 10**6, "k": i % 2}])
+            q.process_all_available()
+    finally:
+        q.stop()
+    snapshots = {p.name for p in (tmp_path / "ck" / "state").iterdir() if p.name.isdigit()}
+    deltas = {p.name for p in (tmp_path / "ck" / "deltas").iterdir()}
+    assert snapshots == {name(b) for b in (0, 3, 6)}
+    assert deltas == {name(b) for b in (1, 2, 4, 5)}
