@@ -212,6 +212,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
 
     fields = ("latency_s", "cpu_s", "merge_s", "evict_s", "evict_cpu_s", "bytes", "evicted")
     out = {f"p50_{k}": med(k) for k in fields}
+    out["mean_bytes"] = float(statistics.median(statistics.fmean(r["bytes"]) for r in ok))
     out["peak_rss_bytes"] = float(statistics.median(r["peak_rss_bytes"] for r in ok))
     out["state_rows"] = float(statistics.median(r["state_rows"] for r in ok))
     return out
@@ -231,22 +232,22 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv:
         f"run(s) per cell, snapshot every {args.snapshot_every} (session). Medians.",
         "",
         "| keys | store | p50 batch | CPU s/batch | merge ms | evict ms | evict CPU ms "
-        "| evicted/batch | bytes/batch | peak RSS |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| evicted/batch | bytes/batch p50 | mean | peak RSS |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, cell in results.items():
         engine, keys = key.split("|")
         s = cell["summary"]
         if not s:
             errors = "; ".join(r["error"] for r in cell["runs"])
-            lines.append(f"| {int(keys):,} | {engine} | failed: {errors} | | | | | | | |")
+            lines.append(f"| {int(keys):,} | {engine} | failed: {errors} | | | | | | | | |")
             continue
         lines.append(
             f"| {int(keys):,} | {engine} | {s['p50_latency_s'] * 1000:.0f} ms "
             f"| {s['p50_cpu_s']:.3f} | {s['p50_merge_s'] * 1000:.0f} "
             f"| {s['p50_evict_s'] * 1000:.1f} | {s['p50_evict_cpu_s'] * 1000:.1f} "
             f"| {s['p50_evicted']:,.0f} "
-            f"| {_mb(s['p50_bytes'])} | {_mb(s['peak_rss_bytes'])} |"
+            f"| {_mb(s['p50_bytes'])} | {_mb(s['mean_bytes'])} | {_mb(s['peak_rss_bytes'])} |"
         )
     lines += ["", *ratios(results, args.keys)]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from streamkit.windows import BUCKET, WEND, WINDOW_COLUMN, WSTART, SessionWindow, TimeWindow
@@ -137,15 +138,40 @@ def _merge_by(states: pl.DataFrame, group: list[str], spec: AggregateSpec) -> pl
 def _merge_sessions(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
     keys = list(spec.keys)
     ordered = states.sort([*keys, WSTART], nulls_last=True)
-    prev_end = pl.col(WEND).cum_max().shift(1)
-    if keys:
-        prev_end = prev_end.over(keys)
-    # touching sessions merge: [s, e) and [e, ...) are one (Spark: t_next <= last + gap)
-    starts = prev_end.is_null() | (pl.col(WSTART) > prev_end)
-    ordered = ordered.with_columns(starts.cum_sum().alias("__sid"))
+    ordered = ordered.with_columns(pl.Series("__sid", _session_ids(ordered, keys)))
     bounds = ordered.group_by("__sid").agg(pl.col(WSTART).min(), pl.col(WEND).max())
     merged = _merge_by(ordered.drop(WSTART, WEND), [*keys, "__sid"], spec)
     return merged.join(bounds, on="__sid").drop("__sid")
+
+
+def _session_ids(ordered: pl.DataFrame, keys: list[str]) -> np.ndarray:
+    """Per row of ``ordered`` (sorted by keys, then start): the id of its merged session.
+    A row starts a session when its key differs from the previous row's or it starts
+    after the largest end so far of its key; touching sessions merge (``[s, e)`` and
+    ``[e, ...)`` are one: Spark's ``t_next <= last + gap``)."""
+    n = ordered.height
+    if not n:
+        return np.empty(0, np.int64)
+    new_key = np.zeros(n, np.bool_)
+    new_key[0] = True
+    if keys:
+        differs = pl.any_horizontal(pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys)
+        new_key[1:] = ordered.select(differs).to_series().to_numpy()[1:]
+    group = np.cumsum(new_key) - 1
+    starts = ordered[WSTART].to_numpy().astype(np.int64, copy=False)
+    ends = ordered[WEND].to_numpy().astype(np.int64, copy=False)
+    low, span = int(ends.min()), int(ends.max()) - int(ends.min()) + 1
+    if span * (int(group[-1]) + 1) < 2**62:  # a running max per key, as one running max
+        offset = group * span - low
+        running = np.maximum.accumulate(ends + offset)
+        prev_end = np.zeros(n, np.int64)
+        prev_end[1:] = running[:-1] - offset[1:]
+        breaks = new_key | (starts > prev_end)
+    else:  # ends too far apart to offset in 64 bits: Polars' per-key running max
+        prev = pl.col(WEND).cum_max().shift(1).over("__g")
+        flags = ordered.select(WSTART, WEND).with_columns(pl.Series("__g", group))
+        breaks = flags.select(prev.is_null() | (pl.col(WSTART) > prev)).to_series().to_numpy()
+    return np.cumsum(breaks)
 
 
 def finalize(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import streamkit as sk
@@ -51,25 +51,49 @@ def test_rows_land_in_exactly_the_windows_that_contain_them(
     assert max(counts) <= per_row  # at most ceil(size / slide) windows per row
 
 
+SESSION_ROWS = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 500)), min_size=1, max_size=50)
+
+
 @settings(max_examples=100, deadline=None)
-@given(
-    st.integers(1, 60),
-    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 500)), min_size=1, max_size=50),
-)
+@given(st.integers(1, 60), SESSION_ROWS)
 def test_sessions_split_exactly_where_gaps_exceed_gap(
     gap_min: int, rows: list[tuple[int, int]]
 ) -> None:
-    gap = gap_min * MINUTE_US
+    check_sessions(gap_min, rows, "us", 0)
+
+
+DECADES_NS = 40 * 365 * 86_400 * 10**9
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 60), SESSION_ROWS)
+@example(10, [(0, 0), (0, 10), (1, 0), (2, 5), (2, 25), (3, 30), (3, 40), (3, 51)])
+def test_sessions_split_exactly_with_keys_decades_apart(
+    gap_min: int, rows: list[tuple[int, int]]
+) -> None:
+    """Nanosecond times 40 years apart per key: too far apart for the merge's single
+    running max in 64 bits, so its per-key fallback runs."""
+    check_sessions(gap_min, rows, "ns", DECADES_NS)
+
+
+def check_sessions(gap_min: int, rows: list[tuple[int, int]], unit: str, spread: int) -> None:
+    """Sessions per key of ``rows`` ((key, minute)); key ``k``'s times move by ``k *
+    spread`` ticks of ``unit``; checked against sessions cut by hand."""
+    per_min = {"us": MINUTE_US, "ns": MINUTE_US * 1000}[unit]
+    gap = gap_min * per_min
     keys = [k for k, _ in rows]
-    times = [m * MINUTE_US for _, m in rows]
-    table = pa.table({"k": keys, "t": pa.array(times, pa.timestamp("us", "UTC"))})
+    times = [k * spread + m * per_min for k, m in rows]
+    table = pa.table({"k": keys, "t": pa.array(times, pa.timestamp(unit, "UTC"))})
     got = sk.from_arrow(table).group_by(sk.session_window("t", f"{gap_min} minutes"), "k")
     out = pl.from_arrow(got.agg(sk.count().alias("n")).to_arrow())
     assert isinstance(out, pl.DataFrame)
-    sessions = {
-        (r["k"], r["window"]["start"], r["window"]["end"], r["n"])
-        for r in out.iter_rows(named=True)
-    }
+    out = out.select(
+        "k",
+        pl.col("window").struct.field("start").dt.epoch(unit),  # type: ignore[arg-type]
+        pl.col("window").struct.field("end").dt.epoch(unit).alias("end"),  # type: ignore[arg-type]
+        "n",
+    )
+    sessions = set(out.iter_rows())
     expected = set()
     for key in set(keys):
         ts = sorted(t for k, t in zip(keys, times, strict=True) if k == key)
@@ -80,8 +104,7 @@ def test_sessions_split_exactly_where_gaps_exceed_gap(
                 start, n = t, 0
             last, n = t, n + 1
         expected.add((key, start, last + gap, n))
-    as_us = {(k, int(s.timestamp() * 1e6), int(e.timestamp() * 1e6), n) for k, s, e, n in sessions}
-    assert as_us == expected
+    assert sessions == expected
 
 
 def test_sessions_that_touch_merge_in_a_batch_job_as_in_spark() -> None:
