@@ -123,8 +123,10 @@ def merge(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
     return _merge_by(states, spec.state_keys, spec)
 
 
-def _merge_by(states: pl.DataFrame, group: list[str], spec: AggregateSpec) -> pl.DataFrame:
-    exprs = [pl.col(ROWS).sum()]
+def _merge_by(
+    states: pl.DataFrame, group: list[str], spec: AggregateSpec, extra: tuple[pl.Expr, ...] = ()
+) -> pl.DataFrame:
+    exprs = [pl.col(ROWS).sum(), *extra]
     if TOUCHED in states.columns:
         exprs.append(pl.col(TOUCHED).max())
     for i, agg in enumerate(spec.aggs):
@@ -139,9 +141,8 @@ def _merge_sessions(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
     keys = list(spec.keys)
     ordered = states.sort([*keys, WSTART], nulls_last=True)
     ordered = ordered.with_columns(pl.Series("__sid", _session_ids(ordered, keys)))
-    bounds = ordered.group_by("__sid").agg(pl.col(WSTART).min(), pl.col(WEND).max())
-    merged = _merge_by(ordered.drop(WSTART, WEND), [*keys, "__sid"], spec)
-    return merged.join(bounds, on="__sid").drop("__sid")
+    bounds = (pl.col(WSTART).min(), pl.col(WEND).max())
+    return _merge_by(ordered, [*keys, "__sid"], spec, bounds).drop("__sid")
 
 
 def _session_ids(ordered: pl.DataFrame, keys: list[str]) -> np.ndarray:
