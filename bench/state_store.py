@@ -109,6 +109,10 @@ def run_streamkit(files: list[Path], variant: str, snapshot_every: int) -> dict[
     assert isinstance(node, Aggregate)
     spec = aggregate_spec(node)
     store, engine = KeyedStore(spec), IncrementalQuery(node, "update")
+    if variant == "streamkit-regroup":  # the engine with the store it had before
+        from _regroup_store import RegroupStore
+
+        engine._store = RegroupStore(spec)
     ck = Path(tempfile.mkdtemp(prefix="w4-sk-"))
     log = CheckpointLog(LocalCheckpointStore(ck), snapshot_every=snapshot_every)
     seen: dict[str, tuple[int, int]] = {}
