@@ -44,7 +44,9 @@ class StateStore(Protocol):
 
     @property
     def change_keys(self) -> list[str]:
-        """The columns that identify a row in a delta."""
+        """The columns a delta names its changes by: a group's key (one row per key), or
+        for sessions the group key without the window (a delta replaces every session of
+        each key it names)."""
         ...
 
     def load(self, state: pl.DataFrame | None) -> None:
