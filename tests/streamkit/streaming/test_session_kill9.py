@@ -27,7 +27,6 @@ import pytest
 
 import streamkit as sk
 from streamkit.streaming.sinks import ParquetSink
-from tests.streamkit.streaming.test_dedup_kill9 import Announcing, run_job
 
 FILES = 40
 SCHEMA = pa.schema([("ts", pa.timestamp("us", "UTC")), ("user", pa.int64()), ("v", pa.int64())])
@@ -35,6 +34,8 @@ BASE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def child(argv: list[str]) -> int:
+    from tests.streamkit.streaming.test_dedup_kill9 import Announcing
+
     p = argparse.ArgumentParser()
     for name in ("input", "checkpoint", "out"):
         p.add_argument(f"--{name}", required=True)
@@ -99,6 +100,8 @@ def truth(folder: Path) -> list[tuple[int, int, int, int, int]]:
 
 @pytest.mark.slow
 def test_killed_session_query_emits_each_session_once(tmp_path: Path) -> None:
+    from tests.streamkit.streaming.test_dedup_kill9 import run_job
+
     folder = tmp_path / "in"
     write_inputs(folder, seed=29)
     out = tmp_path / "out"
@@ -132,4 +135,5 @@ def test_killed_session_query_emits_each_session_once(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the job imports tests.*
     sys.exit(child(sys.argv[1:]))
