@@ -1,6 +1,6 @@
 """Shared inputs for the state store tests: plans, micro-batches of partial states, and the
-reference regroup (today's engine path: concatenate all state with the batch, merge, drop
-closed windows), written here independently of the stores."""
+reference regroup (the engine's path before the stores: concatenate all state with the
+batch, merge, drop closed windows), written here independently of the stores."""
 
 from __future__ import annotations
 
