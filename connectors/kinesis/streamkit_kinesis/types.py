@@ -117,6 +117,8 @@ class RecordBatch:
     """True when this batch reached the end of a closed shard."""
     child_shard_ids: tuple[str, ...] = field(default=())
     """Children reported at SHARD_END (empty when the server does not report them)."""
+    child_shards: tuple[ShardInfo, ...] = field(default=())
+    """Those children described (parents, hash range) from ``ChildShards``, when given."""
 
     @property
     def first_sequence_number(self) -> str | None:

@@ -4,9 +4,11 @@ Defaults follow the KCL where a concept is the same: ``failover_time`` 10 s, lea
 every third of it, a take cycle every ``2 * failover_time``, one steal per take cycle,
 1.5 s between a read that reached the tip and the next (KCL 2.x/3.x
 ``idleMillisBetweenCalls``; a backlog is read without waiting), up to 10,000 records per
-GetRecords, a periodic shard sync every 120 s on the leader only (KCL's
-``leasesRecoveryAuditorExecutionFrequencyMillis``, run by its leader; a shard reaching
-SHARD_END creates its children at once), lease cleanup every 60 s (a vanished shard's
+GetRecords, a lease-table audit every 120 s on the leader only, with a full shard sync
+(ListShards) only after the same hash-range hole was seen 3 audits in a row (KCL's
+``leasesRecoveryAuditorExecutionFrequencyMillis`` and
+``leasesRecoveryAuditorInconsistencyConfidenceThreshold``; a shard reaching SHARD_END
+creates its children at once, from ``ChildShards``), lease cleanup every 60 s (a vanished shard's
 lease deleted after 30 minutes) and initial position LATEST.
 """
 
@@ -119,10 +121,16 @@ class ConsumerConfig:
     max_records: int = 10_000
     """``Limit`` of each GetRecords call (1..10,000)."""
     shard_sync_interval: float = 120.0
-    """Time between periodic shard syncs, run by the leader only (KCL: its leader's
-    periodic shard sync / lease recovery audit every 2 minutes). New shards of a reshard
-    need no periodic sync: a shard reaching SHARD_END creates its children's leases at
+    """Time between lease-table audits, run by the leader only (KCL's
+    ``leasesRecoveryAuditorExecutionFrequencyMillis``: 2 minutes). An audit reads the last
+    take cycle's scan (no call of its own) and checks that the hash ranges of the
+    unfinished leases cover the whole key space; a full shard sync (ListShards) runs only
+    when the same hole is seen ``audit_confidence`` audits in a row. New shards of a
+    reshard need no sync: a shard reaching SHARD_END creates its children's leases at
     once (from ``ChildShards``, else ListShards)."""
+    audit_confidence: int = 3
+    """Audits in a row that must see the same hash-range hole before a shard sync (KCL's
+    ``leasesRecoveryAuditorInconsistencyConfidenceThreshold``: 3)."""
     parent_poll_interval: float = 10.0
     """How often a child shard re-checks whether its parents reached SHARD_END."""
     shard_refresh_interval: float | None = None
@@ -140,14 +148,9 @@ class ConsumerConfig:
     lease_call_timeout: float = 5.0
     """Connect / read timeout of each DynamoDB call."""
     elect_leader: bool = True
-    """Elect one leader among the workers (item ``streamkit:leader`` in the lease table,
-    KCL 3.x style): only the leader runs the periodic shard sync and lease cleanup, so
-    their ListShards and Scan calls are made once per application, not once per worker.
-    Turn it off when a Java KCL 2.x application shares the lease table: a KCL 2.x worker
-    would treat ``streamkit:leader`` as a shard lease. Off, every worker syncs and cleans."""
-    leader_lease_time: float = 120.0
-    """With ``elect_leader``: a leader silent this long is replaced (KCL 3.x: 120 s;
-    renewed every quarter of it)."""
+    """Elect one leader among the workers, with no write: KCL 2.x's deterministic shuffle
+    of the lease owners seen by each take cycle's scan (:mod:`~streamkit_kinesis.leases.leader`).
+    Only the leader runs the lease-table audit and lease cleanup. Off, every worker does."""
 
     def __post_init__(self) -> None:
         if not self.app_name or not self.stream:
@@ -162,7 +165,7 @@ class ConsumerConfig:
             "parent_poll_interval": self.parent_poll_interval,
             "shutdown_grace": self.shutdown_grace,
             "lease_cleanup_interval": self.lease_cleanup_interval,
-            "leader_lease_time": self.leader_lease_time,
+            "audit_confidence": self.audit_confidence,
         }
         for name, value in positive.items():
             if value <= 0:

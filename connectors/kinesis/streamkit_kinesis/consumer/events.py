@@ -24,7 +24,12 @@ class ConsumerEventKind(StrEnum):
     """The shard was read to its end and checkpointed at SHARD_END (``detail`` says
     ``vanished`` when the shard was no longer in the stream)."""
     SHARD_SYNCED = "shard_synced"
-    """A shard sync completed; ``detail`` lists the leases it created."""
+    """A shard sync (ListShards) completed; ``detail`` lists the leases it created."""
+    LEASES_AUDITED = "leases_audited"
+    """The leader checked the hash ranges of the leases; ``detail`` says ``complete`` or
+    names the hole and how many audits in a row saw it."""
+    LEADER_CHANGED = "leader_changed"
+    """A take cycle made this worker the leader (``detail`` ``leader``) or a follower."""
     CHILDREN_CREATED = "children_created"
     """A shard reached its end; ``detail`` lists the child leases created for it."""
     LEASES_CLEANED = "leases_cleaned"

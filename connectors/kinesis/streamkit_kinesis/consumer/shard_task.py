@@ -87,8 +87,14 @@ class ShardHost(Protocol):
         """True when ``error`` means the shard is gone but the stream is not (end it)."""
         ...
 
-    async def shard_ending(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
-        """The shard reached its end: create the children's leases (before the checkpoint)."""
+    async def shard_ending(
+        self,
+        shard_id: str,
+        child_shard_ids: tuple[str, ...],
+        child_shards: tuple[ShardInfo, ...] = (),
+    ) -> None:
+        """The shard reached its end: create the children's leases (before the checkpoint);
+        ``child_shards``: those the server described (``ChildShards``)."""
         ...
 
     async def shard_finished(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
@@ -294,7 +300,7 @@ class ShardTask:
         return None
 
     async def _end(self, processor: RecordProcessor, batch: RecordBatch) -> None:
-        await self._host.shard_ending(self.shard_id, batch.child_shard_ids)
+        await self._host.shard_ending(self.shard_id, batch.child_shard_ids, batch.child_shards)
         self.checkpointer.mark_delivered(SHARD_END)
         await processor.shard_ended(self.shard_id, self.checkpointer)
         if self.checkpointer.last_checkpoint != SHARD_END:

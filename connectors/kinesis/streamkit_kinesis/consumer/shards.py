@@ -2,10 +2,13 @@
 
 :class:`StreamShards` is the :class:`~.shard_task.ShardHost` of every shard task: it
 lists shards (and caches their descriptions for fetchers), runs shard syncs (new lineages
-become leases), answers "are this shard's parents done?", creates a shard's child leases
-when it reaches SHARD_END (before the SHARD_END checkpoint, as KCL does), decides whether a
-shard that answers ResourceNotFound is gone (then it is ended like any other), and runs
-lease cleanup (:mod:`streamkit_kinesis.leases.cleanup`).
+become leases) and, on the leader, the periodic lease-table audit that decides whether a
+sync is needed at all (:mod:`streamkit_kinesis.leases.audit`: at steady state no
+ListShards), answers "are this shard's parents done?", creates a shard's child leases
+when it reaches SHARD_END (before the SHARD_END checkpoint, as KCL does; from the
+``ChildShards`` of the last read, so without ListShards where the server reports them),
+decides whether a shard that answers ResourceNotFound is gone (then it is ended like any
+other), and runs lease cleanup (:mod:`streamkit_kinesis.leases.cleanup`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from streamkit_kinesis.leases import (
     parents_done,
     sync_shards,
 )
+from streamkit_kinesis.leases.audit import HoleTracker, find_hole
 from streamkit_kinesis.leases.cleanup import LeaseCleaner
 from streamkit_kinesis.leases.sync import create_child_leases
 from streamkit_kinesis.retry import RetryState, is_retryable, is_throttling, is_transient
@@ -83,6 +87,8 @@ class StreamShards:
         """Builds the fetcher of each shard task (see :mod:`~streamkit_kinesis.retrieval`)."""
         self.syncs = 0
         """Completed shard syncs."""
+        self.audits = 0
+        """Completed lease-table audits."""
         self.cleaner = cleaner
         """Deletes finished and vanished leases (see :meth:`cleanup`)."""
         self.wake_sync: Callable[[], None] = lambda: None
@@ -92,6 +98,11 @@ class StreamShards:
         self._emit = emit
         self._shards: dict[str, ShardInfo] = {}
         self._listed: dict[str, ShardInfo] | None = None
+        self._learned: dict[str, ShardInfo] = {}
+        """Children described by ``ChildShards`` since the last ListShards."""
+        self._holes = HoleTracker(config.audit_confidence)
+        self._audited_scan = -1
+        self._sync_requested = False
         self._finished: set[str] = set()
         self._shard_end = asyncio.Event()
 
@@ -110,6 +121,11 @@ class StreamShards:
     def _remember(self, shards: list[ShardInfo]) -> None:
         self._shards.update((s.shard_id, s) for s in shards)
         self._listed = {s.shard_id: s for s in shards}
+        self._learned = {}
+
+    def _known(self) -> dict[str, ShardInfo]:
+        """The stream's shards as last listed, plus children learned since."""
+        return {**self._learned, **(self._listed or {})}
 
     async def sync(self) -> None:
         """Lease new lineages, and children of finished parents (see :mod:`.leases.sync`)."""
@@ -121,8 +137,49 @@ class StreamShards:
         self._emit(ConsumerEventKind.SHARD_SYNCED, None, f"created={list(result.created)}")
 
     async def periodic_sync(self) -> None:
-        """:meth:`sync`, on the leader only (every worker when no election runs)."""
-        if self._coordinator.is_leader:
+        """The periodic step: a :meth:`sync` asked for by :meth:`request_sync` (on any
+        worker), else, on the leader only, an :meth:`audit`."""
+        if self._sync_requested:
+            self._sync_requested = False
+            await self.sync()
+        elif self._coordinator.is_leader:
+            await self.audit()
+
+    def request_sync(self) -> None:
+        """Run a full shard sync at the next periodic step, now (a repair)."""
+        self._sync_requested = True
+        self.wake_sync()
+
+    async def audit(self) -> None:
+        """Check the last take cycle's scan for a hash-range hole; sync once the same hole
+        was seen ``audit_confidence`` audits in a row, or at once when the table is empty.
+
+        Costs no call unless a lease has no hash range and its shard is not described yet
+        (one ListShards) or a sync is due. An audit on the same scan as the previous one
+        is skipped (a stale view must not count twice).
+        """
+        if self._coordinator.snapshots == self._audited_scan:
+            return
+        self._audited_scan = self._coordinator.snapshots
+        table = self._coordinator.table_snapshot()
+        if not table:
+            self._emit(ConsumerEventKind.LEASES_AUDITED, None, "empty table: syncing")
+            await self.sync()
+            return
+        if any(
+            lease.hash_key_range is None and not lease.is_finished and key not in self._shards
+            for key, lease in table.items()
+        ):
+            await self.list_shards()
+        known = {key: info.hash_key_range for key, info in self._shards.items()}
+        hole = find_hole(table.values(), known)
+        due = self._holes.observe(hole)
+        self.audits += 1
+        seen = self._holes.confidence if due else self._holes.seen
+        detail = "complete" if hole is None else f"{hole.describe()} (seen {seen}x)"
+        self._emit(ConsumerEventKind.LEASES_AUDITED, None, detail)
+        if due:
+            log.warning("lease table of %s: %s; running a shard sync", self.config.app_name, detail)
             await self.sync()
 
     async def cleanup(self) -> None:
@@ -135,11 +192,10 @@ class StreamShards:
         if not self._coordinator.is_leader:
             return
         table = self._coordinator.table_snapshot()
-        listed = self._listed
-        if listed is None or any(key not in listed for key in table):
+        listed = self._known()
+        if self._listed is None or any(key not in listed for key in table):
             await self.list_shards()
-            listed = self._listed
-        assert listed is not None
+            listed = self._known()
         plan = await self.cleaner.run(table.values(), listed.values())
         if plan.to_delete:
             detail = f"finished={list(plan.finished)} garbage={list(plan.garbage)}"
@@ -217,17 +273,25 @@ class StreamShards:
         """Tell listeners that ``shard_id`` is being read from ``start``."""
         self._emit(ConsumerEventKind.SHARD_STARTED, shard_id, start.sequence_number)
 
-    async def shard_ending(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+    async def shard_ending(
+        self,
+        shard_id: str,
+        child_shard_ids: tuple[str, ...],
+        child_shards: tuple[ShardInfo, ...] = (),
+    ) -> None:
         """Before the SHARD_END checkpoint: create the children's leases (from ``ChildShards``,
-        else from ListShards). A transient failure is left to the periodic sync, which
-        creates the children of a finished parent."""
+        else from ListShards). A transient failure asks for a shard sync (it creates the
+        children of a finished parent) at the next periodic step of this worker."""
+        for child in child_shards:
+            if child.shard_id not in self._shards:
+                self._shards[child.shard_id] = self._learned[child.shard_id] = child
         try:
             created = await self._create_children(shard_id, child_shard_ids)
         except Exception as e:
             if not retry_later(e):
                 raise
             log.warning("shard %s: child leases not created yet (%s); next sync will", shard_id, e)
-            self.wake_sync()
+            self.request_sync()
             return
         self._emit(ConsumerEventKind.CHILDREN_CREATED, shard_id, f"created={list(created)}")
 
@@ -241,7 +305,7 @@ class StreamShards:
         if not child_ids or len(found) < len(child_ids):
             await self.list_shards()
             found = children()
-        listed = set(self._listed or ())
+        listed = set(self._known())
         return await create_child_leases(
             self._coordinator.store,
             shard_id,

@@ -170,7 +170,7 @@ class KinesisConsumer:
             PeriodicStep("renew", coordinator.renew_interval, coordinator.renew_once,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False,
                          fixed_rate=True),
-            PeriodicStep("shard-sync", cfg.shard_sync_interval, self.shards.periodic_sync,
+            PeriodicStep("shard-audit", cfg.shard_sync_interval, self.shards.periodic_sync,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
             PeriodicStep("lease-cleanup", cfg.lease_cleanup_interval, self.shards.cleanup,
                          on_error=self._fail, is_transient=retry_later, run_first_at_once=False),
@@ -300,9 +300,13 @@ class KinesisConsumer:
             ) from e
 
     async def _take_cycle(self) -> None:
+        was_leader = self.coordinator.is_leader
         decision = await self.coordinator.take_once()
         held = sorted(self.coordinator.held.shard_ids())
         self._emit(ConsumerEventKind.TAKE_CYCLE, detail=f"target={decision.target} held={held}")
+        if self.coordinator.is_leader != was_leader:
+            role = "leader" if self.coordinator.is_leader else "follower"
+            self._emit(ConsumerEventKind.LEADER_CHANGED, detail=role)
 
     def _on_lease_event(self, event: LeaseEvent) -> None:
         self._emit(_EVENT_KINDS[event.kind], event.shard_id, event.reason)
@@ -398,5 +402,4 @@ def _coordinator(
         max_steal=config.max_steal,
         max_leases=config.max_leases,
         elect_leader=config.elect_leader,
-        leader_lease_time=config.leader_lease_time,
     )

@@ -22,12 +22,12 @@ from .errors import (
     LeaseStoreUnavailableError,
 )
 from .held import HeldLease, HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
-from .leader import LeaderElection
+from .leader import LeaderDecider, elect_leaders
 from .memory import InMemoryLeaseStore
 from .metrics import CallCounter, LeaseMetrics
 from .model import LEADER_LEASE_KEY, Lease, check_checkpoint_advance
 from .renewer import LeaseRenewer, RenewResult
-from .store import LeaseStore, ScansLeader
+from .store import LeaseStore
 from .sync import SyncPlan, SyncResult, parents_done, plan_sync, sync_shards
 from .taker import LeaseTracker, TakeDecision, decide_takes, is_expired
 
@@ -40,7 +40,7 @@ __all__ = [
     "HeldLease",
     "HeldLeases",
     "InMemoryLeaseStore",
-    "LeaderElection",
+    "LeaderDecider",
     "Lease",
     "LeaseConflictError",
     "LeaseCoordinator",
@@ -57,12 +57,12 @@ __all__ = [
     "LeaseStoreUnavailableError",
     "LeaseTracker",
     "RenewResult",
-    "ScansLeader",
     "SyncPlan",
     "SyncResult",
     "TakeDecision",
     "check_checkpoint_advance",
     "decide_takes",
+    "elect_leaders",
     "is_expired",
     "parents_done",
     "plan_sync",

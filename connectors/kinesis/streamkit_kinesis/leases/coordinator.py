@@ -21,11 +21,10 @@ from .checkpointer import Checkpointer
 from .dynamodb import DynamoDBLeaseStore
 from .errors import LeaseConflictError, LeaseLostError, LeaseStoreUnavailableError
 from .held import HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
-from .leader import LeaderElection
+from .leader import LeaderDecider
 from .metrics import LeaseMetrics
 from .renewer import LeaseRenewer, RenewResult
 from .schedule import run_every
-from .store import ScansLeader
 from .taker import LeaseTracker, TakeDecision, decide_takes
 
 if TYPE_CHECKING:
@@ -50,9 +49,10 @@ class LeaseCoordinator:
     Renewals run at a fixed rate through the store's renewal lane (a DynamoDB store gets
     its own thread pool and HTTP connections for them), and a held lease not confirmed
     for ``failover_time`` is dropped before anyone uses it (KCL's renewer rule). With
-    ``elect_leader``, each take cycle also campaigns for the leader lease (see
-    :mod:`.leader`) and each renewal cycle renews it: :attr:`is_leader` tells whether this
-    worker should run shard sync and lease cleanup.
+    ``elect_leader``, each take cycle also decides the leader from its own scan, with no
+    write and no extra read (KCL 2.x's deterministic shuffle, see :mod:`.leader`):
+    :attr:`is_leader` tells whether this worker should run the shard audit and lease
+    cleanup.
 
     Errors in the background loops are never silent: a transient store error is counted
     and retried next cycle; any other error stops both loops, drops every held lease as
@@ -75,7 +75,6 @@ class LeaseCoordinator:
         rng: random.Random | None = None,
         create_table: bool = True,
         elect_leader: bool = False,
-        leader_lease_time: float = 120.0,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -97,14 +96,10 @@ class LeaseCoordinator:
         self._tracker = LeaseTracker(clock)
         self._lane = store.renewal_lane() if isinstance(store, DynamoDBLeaseStore) else None
         self._renewer = LeaseRenewer(self._lane or store, self.held, failover_time, clock)
-        self._leader = (
-            LeaderElection(
-                store, worker_id, leader_lease_time, renew_store=self._lane or store, clock=clock
-            )
-            if elect_leader
-            else None
-        )
+        self._leader = LeaderDecider(worker_id, failover_time) if elect_leader else None
         self._snapshot: dict[str, Lease] = {}
+        self.snapshots = 0
+        """Take-cycle scans so far (tells whether :meth:`table_snapshot` is a new one)."""
         self._left_unowned = 0
         self._warned_left_unowned = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -164,7 +159,7 @@ class LeaseCoordinator:
         await self._cancel_loops()
         await asyncio.gather(*(self._release(k) for k in sorted(self.held.shard_ids())))
         if self._leader is not None:
-            await self._leader.release()
+            self._leader.forget()
 
     async def release(self, shard_id: str) -> bool:
         """Release one held lease (e.g. after checkpointing SHARD_END); True if released.
@@ -194,8 +189,9 @@ class LeaseCoordinator:
 
     @property
     def is_leader(self) -> bool:
-        """True if this worker should run shard sync and lease cleanup now: it holds the
-        leader lease (``elect_leader=True``), or no election runs (every worker does)."""
+        """True if this worker should run the shard audit and lease cleanup now: the last
+        take cycle's scan elected it (``elect_leader=True``; also when no live lease has
+        an owner yet), or no election runs (every worker does)."""
         return self._leader is None or self._leader.is_leader
 
     def held_shard_ids(self) -> frozenset[str]:
@@ -259,14 +255,17 @@ class LeaseCoordinator:
     # -- cycles ----------------------------------------------------------------------
 
     async def take_once(self) -> TakeDecision:
-        """One take cycle: campaign for the leader lease (if elected), snapshot the table,
-        decide, take (conditional writes).
+        """One take cycle: snapshot the table, decide the leader (if elected) and the
+        takes, take (conditional writes).
 
         Each take that loses a race is skipped; the decision returned is what was attempted.
         """
-        leases = await self._scan()
+        leases = await self.store.list_leases()
         self._snapshot = {lease.lease_key: lease for lease in leases}
+        self.snapshots += 1
         now = self._tracker.observe(leases)
+        if self._leader is not None:
+            self._leader.observe(leases, self._tracker.last_changes(), now)
         decision = decide_takes(
             leases,
             self.worker_id,
@@ -298,9 +297,7 @@ class LeaseCoordinator:
         self._warned_left_unowned = left
 
     async def renew_once(self) -> RenewResult:
-        """One renewal cycle over every held lease (and the leader lease, if held)."""
-        if self._leader is not None:
-            await self._leader.renew()
+        """One renewal cycle over every held lease."""
         result = await self._renewer.renew_all()
         self._counts["renewals"] += len(result.renewed)
         self._counts["transient_errors"] += result.transient_errors
@@ -308,18 +305,6 @@ class LeaseCoordinator:
         return result
 
     # -- internals -------------------------------------------------------------------
-
-    async def _scan(self) -> list[Lease]:
-        """The shard leases; campaigns for the leader lease first if elected (from the same
-        scan when the store offers it, else with one read)."""
-        if self._leader is None:
-            return await self.store.list_leases()
-        if isinstance(self.store, ScansLeader):
-            leases, leader = await self.store.scan_leases()
-            await self._leader.campaign(leader)
-            return leases
-        await self._leader.campaign()
-        return await self.store.list_leases()
 
     async def _take(self, lease: Lease, counter: str) -> None:
         if lease.lease_key in self.held:

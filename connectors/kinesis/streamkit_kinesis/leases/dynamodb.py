@@ -223,15 +223,11 @@ class DynamoDBLeaseStore:
 
     async def list_leases(self) -> list[Lease]:
         """All shard leases (eventually consistent scan, every page, as KCL), ordered by
-        key; the leader lease is left out (see :meth:`scan_leases`).
+        key; a legacy leader item (:data:`~.model.LEADER_LEASE_KEY`) is left out.
 
         Half the read units of a consistent scan. A stale item costs nothing in safety:
         every write is conditional on the counter, and a stale counter only delays expiry.
         """
-        return (await self.scan_leases())[0]
-
-    async def scan_leases(self) -> tuple[list[Lease], Lease | None]:
-        """One scan: the shard leases ordered by key, and the leader lease (or None)."""
         leases: list[Lease] = []
         start: dict[str, AttributeValueTypeDef] | None = None
         while True:
@@ -239,9 +235,8 @@ class DynamoDBLeaseStore:
             leases.extend(items.from_item(i) for i in page.get("Items", []))
             start = dict(page["LastEvaluatedKey"]) if page.get("LastEvaluatedKey") else None
             if start is None:
-                leader = next((x for x in leases if x.lease_key == LEADER_LEASE_KEY), None)
                 shards = [x for x in leases if x.lease_key != LEADER_LEASE_KEY]
-                return sorted(shards, key=lambda lease: lease.lease_key), leader
+                return sorted(shards, key=lambda lease: lease.lease_key)
 
     def _scan_page(self, start: dict[str, AttributeValueTypeDef] | None) -> ScanOutputTypeDef:
         if start is None:

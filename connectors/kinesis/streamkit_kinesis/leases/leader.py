@@ -1,135 +1,130 @@
-"""Leader election on the lease table: one worker runs shard sync and lease cleanup.
+"""Write-free leader decision: one worker runs the shard audit/sync and lease cleanup.
 
-KCL 3.x elects one leader so that the periodic shard sync and lease cleanup run once per
-application, not once per worker. Here the leader holds one more lease, keyed
-:data:`~.model.LEADER_LEASE_KEY`, in the same table: taken like a shard lease when it is
-unowned or its counter has not moved for ``lease_time`` on this worker's own clock, renewed
-by the renewal cycles (same conditional write, same lane) once per ``heartbeat``, and
-dropped by KCL's renewer rule once it has gone ``lease_time`` without a confirmed write.
-Defaults are KCL 3.x's leader lock: 120 s, heartbeat every 30 s (2 writes a minute). The
-stores' ``list_leases`` leave the item out, so no shard logic ever sees it; followers read
-it from the take cycle's scan when the store offers :class:`~.store.ScansLeader` (no extra
-read), else with one ``get_lease`` per campaign.
+KCL 2.x's default ``DeterministicShuffleShardSyncLeaderDecider`` elects from the lease
+table it already reads: the distinct ``leaseOwner`` values, sorted, shuffled by
+``java.util.Random(1947)`` (``Collections.shuffle``), the first
+``numPeriodicShardSyncWorkers`` (1) lead; when no lease is owned (a fresh table) every
+worker leads. No item is written for it. :func:`elect_leaders` applies the same rule
+bit for bit (the shuffle is Java's; proven against a JVM in the tests), so a streamkit
+worker and a Java KCL 2.x worker sharing a table agree on the leader.
 
-Guarantee: at any instant at most one worker's :attr:`LeaderElection.is_leader` is true,
-provided clocks run at the same rate (each judges expiry on its own monotonic clock, never
-by comparing wall clocks): a new leader takes over only after the old one's lease has sat
-unchanged for ``lease_time`` on the new leader's clock, and the old one stops considering
-itself leader ``lease_time`` after it sent its last successful renewal.
+One difference, on purpose: KCL counts every owner named in the table, so a dead worker
+stays leader until all its leases were taken (and KCL re-elects every 5 minutes, with an
+extra Scan). Here the decision is re-made on every take cycle from that cycle's scan (no
+extra read), and only owners of leases that are not expired on this worker's clock
+(counter moved within ``failover_time``) count: a dead leader's role moves at the first
+take cycle after ``failover_time``, even before its leases are taken.
+
+Guarantee: workers that saw the same table elect the same single leader. Scans taken at
+different moments can disagree briefly (two leaders or none for one take interval);
+everything a leader does is idempotent (conditional creates, deletes), so that costs a
+repeated call, never a wrong result.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from typing import TYPE_CHECKING
 
-from .errors import LeaseConflictError, LeaseLostError, LeaseStoreUnavailableError
-from .model import LEADER_LEASE_KEY, Lease
-
-_UNREAD = Lease(LEADER_LEASE_KEY, lease_counter=-1)
-"""Marker: the caller did not read the leader lease; :meth:`LeaderElection.campaign` reads."""
+from .taker import is_expired
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Iterable, Mapping, Sequence
 
-    from .store import LeaseStore
+    from .model import Lease
+
+SHUFFLE_SEED = 1947
+"""KCL's ``DETERMINISTIC_SHUFFLE_SEED``."""
+
+_MULTIPLIER = 0x5DEECE66D
+_MASK = (1 << 48) - 1
 
 
-class LeaderElection:
-    """Campaigns for, renews and releases the leader lease of one worker."""
+class JavaRandom:
+    """``java.util.Random``'s generator (48-bit LCG), as much of it as a shuffle needs."""
 
-    def __init__(
-        self,
-        store: LeaseStore,
-        worker_id: str,
-        lease_time: float = 120.0,
-        *,
-        heartbeat: float | None = None,
-        renew_store: LeaseStore | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._store = store
-        self._renew_store = renew_store or store
+    def __init__(self, seed: int) -> None:
+        self._seed = (seed ^ _MULTIPLIER) & _MASK
+
+    def _next(self, bits: int) -> int:
+        self._seed = (self._seed * _MULTIPLIER + 0xB) & _MASK
+        return self._seed >> (48 - bits)
+
+    def next_int(self, bound: int) -> int:
+        """``Random.nextInt(bound)``: uniform in ``[0, bound)``."""
+        r = self._next(31)
+        m = bound - 1
+        if bound & m == 0:  # a power of two
+            return (bound * r) >> 31
+        u = r
+        while True:
+            r = u % bound
+            if u - r + m < 1 << 31:  # Java: no int overflow
+                return r
+            u = self._next(31)
+
+
+def java_shuffle(items: Sequence[str], seed: int = SHUFFLE_SEED) -> list[str]:
+    """``Collections.shuffle(list, new Random(seed))`` of a copy of ``items``."""
+    out = list(items)
+    rnd = JavaRandom(seed)
+    for i in range(len(out), 1, -1):
+        j = rnd.next_int(i)
+        out[i - 1], out[j] = out[j], out[i - 1]
+    return out
+
+
+def java_sorted(values: Iterable[str]) -> list[str]:
+    """Sorted as Java's ``String.compareTo`` sorts (by UTF-16 code unit)."""
+    return sorted(values, key=lambda v: v.encode("utf-16-be", "surrogatepass"))
+
+
+def elect_leaders(owners: Iterable[str], count: int = 1) -> frozenset[str]:
+    """KCL's rule: distinct ``owners``, sorted, shuffled with seed 1947, the first
+    ``count``. Empty when there is no owner (then every worker leads)."""
+    return frozenset(java_shuffle(java_sorted(set(owners)))[:count])
+
+
+def live_owners(
+    leases: Iterable[Lease], last_change: Mapping[str, float], now: float, failover_time: float
+) -> set[str]:
+    """Owners of the leases not expired at ``now`` (see :func:`~.taker.is_expired`)."""
+    return {
+        lease.lease_owner
+        for lease in leases
+        if lease.lease_owner is not None and not is_expired(lease, last_change, now, failover_time)
+    }
+
+
+class LeaderDecider:
+    """Whether this worker leads, re-decided from each take cycle's scan (no writes)."""
+
+    def __init__(self, worker_id: str, failover_time: float, count: int = 1) -> None:
         self.worker_id = worker_id
-        self._failover = lease_time
-        self._heartbeat = lease_time / 4 if heartbeat is None else heartbeat
-        self._clock = clock
-        self._lease: Lease | None = None
-        self._confirmed_at = 0.0
-        self._seen: tuple[int, float] | None = None  # (counter, when it last changed)
+        self._failover = failover_time
+        self._count = count
+        self._leaders: frozenset[str] | None = None  # None: no scan seen yet
 
     @property
     def is_leader(self) -> bool:
-        """True while this worker holds the leader lease, confirmed within failover."""
-        return self._lease is not None and self._clock() - self._confirmed_at <= self._failover
-
-    async def campaign(self, observed: Lease | None = _UNREAD) -> bool:
-        """One election step (each take cycle): take the leader lease if it is free or
-        expired; True if this worker is the leader afterwards.
-
-        ``observed`` is the leader lease as a scan just saw it (None: absent); without it
-        the lease is read. A stale view only delays a takeover: the take is conditional.
-        """
-        if self.is_leader:
-            return True
-        self._lease = None
-        current = await self._store.get_lease(LEADER_LEASE_KEY) if observed is _UNREAD else observed
-        if current is None:
-            try:
-                current = await self._store.create_lease_if_not_exists(Lease(LEADER_LEASE_KEY))
-            except LeaseConflictError as e:
-                current = e.current
-            if current is None:
-                return False
-        if not self._free(current):
+        """True when the last scan elected this worker, or nobody owns a live lease.
+        False before the first scan."""
+        if self._leaders is None:
             return False
-        sent_at = self._clock()
-        try:
-            taken = await self._store.take_lease(current, self.worker_id)
-        except LeaseConflictError:
-            return False
-        self._lease, self._confirmed_at = taken, sent_at
-        return True
+        return not self._leaders or self.worker_id in self._leaders
 
-    def _free(self, current: Lease) -> bool:
-        now = self._clock()
-        if self._seen is None or self._seen[0] != current.lease_counter:
-            self._seen = (current.lease_counter, now)
-        if current.lease_owner is None or current.lease_owner == self.worker_id:
-            return True  # unowned, or ours from an earlier life of this worker id
-        return now - self._seen[1] > self._failover
+    @property
+    def leaders(self) -> frozenset[str]:
+        """The workers the last scan elected (empty: every worker leads)."""
+        return self._leaders or frozenset()
 
-    async def renew(self) -> None:
-        """Renew the leader lease if held and ``heartbeat`` has passed (called each renewal
-        cycle); a rejected renewal or an expired lease ends the leadership, a transient
-        error is retried next cycle."""
-        if self._lease is None:
-            return
-        if not self.is_leader:
-            self._lease = None
-            return
-        sent_at = self._clock()
-        if sent_at - self._confirmed_at < self._heartbeat:
-            return
-        try:
-            renewed = await self._renew_store.renew_lease(self._lease)
-        except LeaseLostError:
-            self._lease = None
-            return
-        except LeaseStoreUnavailableError:
-            return
-        self._lease, self._confirmed_at = renewed, sent_at
-
-    async def release(self) -> None:
-        """Give up the leadership (graceful stop): another worker takes it on its next
-        campaign, without waiting for expiry. Errors only mean it will expire instead."""
-        lease, self._lease = self._lease, None
-        if lease is None:
-            return
-        with contextlib.suppress(LeaseLostError, LeaseStoreUnavailableError):
-            await self._store.release_lease(lease)
+    def observe(
+        self, leases: Iterable[Lease], last_change: Mapping[str, float], now: float
+    ) -> None:
+        """Decide from a scan of the table (``last_change``: the take cycle's tracker)."""
+        self._leaders = elect_leaders(
+            live_owners(leases, last_change, now, self._failover), self._count
+        )
 
     def forget(self) -> None:
-        """Stop considering this worker the leader (no write; the lease expires)."""
-        self._lease = None
+        """Stop leading (the worker stops): decided again by the next scan."""
+        self._leaders = None

@@ -75,14 +75,9 @@ class InMemoryLeaseStore:
         return created
 
     async def list_leases(self) -> list[Lease]:
-        """All shard leases (not the leader lease), ordered by key."""
-        return (await self.scan_leases())[0]
-
-    async def scan_leases(self) -> tuple[list[Lease], Lease | None]:
-        """The shard leases, ordered by key, and the leader lease (or None)."""
+        """All shard leases (not a legacy leader item), ordered by key."""
         await self._io("Scan")
-        shards = [self._leases[k] for k in sorted(self._leases) if k != LEADER_LEASE_KEY]
-        return shards, self._leases.get(LEADER_LEASE_KEY)
+        return [self._leases[k] for k in sorted(self._leases) if k != LEADER_LEASE_KEY]
 
     async def get_lease(self, lease_key: str) -> Lease | None:
         """The lease or None."""

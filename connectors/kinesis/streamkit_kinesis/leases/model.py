@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 
 LEADER_LEASE_KEY = "streamkit:leader"
-"""Key of the leader lease (see :mod:`.leader`); never a shard id (those have no colon).
-``list_leases`` leaves it out, so shard logic (taking, sync, cleanup) never sees it."""
+"""Key of the leader lease that earlier streamkit versions wrote (the leader is now decided
+without a write, see :mod:`.leader`); never a shard id (those have no colon). Stores'
+``list_leases`` leave such a legacy item out, so shard logic never sees it."""
 
 
 def _ids(values: Iterable[str]) -> tuple[str, ...]:

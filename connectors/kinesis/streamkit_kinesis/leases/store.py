@@ -104,13 +104,3 @@ class LeaseStore(Protocol):
     def call_counts(self) -> Mapping[str, int]:
         """Store calls made so far, by operation name (read-only snapshot)."""
         ...
-
-
-@runtime_checkable
-class ScansLeader(Protocol):
-    """A store whose scan also returns the leader lease (it is in the same table), so a
-    take cycle learns about the leader without a read of its own."""
-
-    async def scan_leases(self) -> tuple[list[Lease], Lease | None]:
-        """What :meth:`LeaseStore.list_leases` returns, and the leader lease (or None)."""
-        ...

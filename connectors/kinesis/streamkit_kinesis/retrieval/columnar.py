@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from streamkit_kinesis.types import KinesisRecord
+from streamkit_kinesis.types import HashKeyRange, KinesisRecord, ShardInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
@@ -45,12 +45,20 @@ _RECORD = pa.struct(
         ("ApproximateArrivalTimestamp", pa.float64()),
     ]
 )
+_CHILD = pa.struct(
+    [
+        ("ShardId", pa.string()),
+        ("ParentShards", pa.list_(pa.string())),
+        ("HashKeyRange", pa.struct([("StartingHashKey", pa.string()),
+                                    ("EndingHashKey", pa.string())])),
+    ]
+)  # fmt: skip
 _ANSWER = pa.schema(
     [
         ("Records", pa.list_(_RECORD)),
         ("NextShardIterator", pa.string()),
         ("MillisBehindLatest", pa.int64()),
-        ("ChildShards", pa.list_(pa.struct([("ShardId", pa.string())]))),
+        ("ChildShards", pa.list_(_CHILD)),
     ]
 )
 _RAW_KEY = "StreamkitRawBody"
@@ -75,6 +83,9 @@ class ColumnarRecords:
     next_iterator: str | None
     millis_behind_latest: int | None
     child_shard_ids: tuple[str, ...]
+    child_shards: tuple[ShardInfo, ...] = ()
+    """The ``ChildShards`` entries that carry parents and a hash range, as shard
+    descriptions (see :func:`child_shard_info`)."""
 
     def __len__(self) -> int:
         return len(self.data)
@@ -175,7 +186,7 @@ def parse_answer(body: bytes) -> ColumnarRecords:
     if records.null_count:
         rows = pa.array([], _RECORD)
     children = table.column("ChildShards").combine_chunks()
-    child_ids = children.values.field("ShardId").to_pylist() if len(children) else []
+    child_entries = children.values.to_pylist() if len(children) else []
     seconds = rows.field("ApproximateArrivalTimestamp")
     micros = pc.cast(pc.round(pc.multiply(seconds, 1e6)), pa.int64())
     behind = table.column("MillisBehindLatest")[0].as_py() if table.num_rows else None
@@ -187,7 +198,8 @@ def parse_answer(body: bytes) -> ColumnarRecords:
         arrival=micros.cast(pa.timestamp("us", "UTC")),
         next_iterator=nxt,
         millis_behind_latest=behind,
-        child_shard_ids=tuple(str(c) for c in child_ids),
+        child_shard_ids=tuple(str(c["ShardId"]) for c in child_entries),
+        child_shards=child_shard_infos(child_entries),
     )
 
 
@@ -217,7 +229,35 @@ def from_parsed(out: Mapping[str, Any]) -> ColumnarRecords:
         next_iterator=out.get("NextShardIterator") or None,
         millis_behind_latest=out.get("MillisBehindLatest"),
         child_shard_ids=tuple(c["ShardId"] for c in out.get("ChildShards") or ()),
+        child_shards=child_shard_infos(out.get("ChildShards") or ()),
     )
+
+
+def child_shard_info(entry: Mapping[str, Any]) -> ShardInfo | None:
+    """One ``ChildShards`` entry as a shard description; None without parents or range.
+
+    A child shard is open when its parent ends, and ChildShards gives no sequence
+    numbers: the description says open, starting at ``"0"`` (unknown). Readers need the
+    sequence numbers only on servers that never end a closed shard with a null iterator
+    (moto), and those report no ChildShards.
+    """
+    keys = entry.get("HashKeyRange") or {}
+    start, end = keys.get("StartingHashKey"), keys.get("EndingHashKey")
+    parents = entry.get("ParentShards")
+    if not entry.get("ShardId") or start is None or end is None or not parents:
+        return None
+    return ShardInfo(
+        str(entry["ShardId"]),
+        tuple(str(p) for p in parents),
+        HashKeyRange(int(start), int(end)),
+        starting_sequence_number="0",
+    )
+
+
+def child_shard_infos(entries: Iterable[Mapping[str, Any]]) -> tuple[ShardInfo, ...]:
+    """:func:`child_shard_info` of each entry that has what it needs."""
+    infos = (child_shard_info(e) for e in entries)
+    return tuple(info for info in infos if info is not None)
 
 
 def b64decode_column(encoded: pa.StringArray) -> pa.BinaryArray:

@@ -138,6 +138,7 @@ class ShardReader:
         self._last_refresh = float("-inf")
         self._last_sequence: str | None = None
         self._children: tuple[str, ...] = ()
+        self._child_shards: tuple[ShardInfo, ...] = ()
         self._records = self._bytes = self._calls = self._throttles = self._recoveries = 0
         self._behind: int | None = None
 
@@ -221,6 +222,7 @@ class ShardReader:
             self._last_sequence = records[-1].sequence_number
             self._resume = IteratorStart.after_sequence(self._last_sequence)
         self._children = out.child_shard_ids
+        self._child_shards = out.child_shards
         self._iterator = out.next_iterator or None
         caught_up = not records and not self._behind
         if caught_up and not self._shard.is_closed:
@@ -271,6 +273,7 @@ class ShardReader:
             self._behind,
             shard_ended=True,
             child_shard_ids=self._children,
+            child_shards=self._child_shards,
         )
 
     async def _maybe_refresh(self) -> None:

@@ -140,7 +140,9 @@ class Host:
         self.asked.append(error)
         return self.vanished
 
-    async def shard_ending(self, shard_id: str, child_shard_ids: tuple[str, ...]) -> None:
+    async def shard_ending(
+        self, shard_id: str, child_shard_ids: tuple[str, ...], child_shards: object = ()
+    ) -> None:
         stored = None if self.store is None else await self.store.get_lease(shard_id)
         self.ending.append((shard_id, child_shard_ids, stored.checkpoint if stored else None))
 

@@ -1,29 +1,83 @@
-"""Leader election on the lease table (issue 12, item 10): one worker runs shard sync and
-cleanup. In memory and on real DynamoDB servers, with an injected clock."""
+"""Write-free leader decision (issue 12, item 10): KCL 2.x's deterministic shuffle of the
+lease owners, decided from each take cycle's scan. The shuffle is checked against a JVM
+(``Collections.shuffle`` with ``new Random(1947)``); the coordinator runs on memory and on
+real DynamoDB servers, with an injected clock."""
 
 from __future__ import annotations
 
-import asyncio
 import random
+import shutil
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 from streamkit_kinesis.leases import DynamoDBLeaseStore, Lease, LeaseCoordinator, LeaseStore
-from streamkit_kinesis.leases.leader import LeaderElection
-from streamkit_kinesis.leases.model import LEADER_LEASE_KEY
+from streamkit_kinesis.leases.leader import elect_leaders, java_shuffle, java_sorted
 from streamkit_kinesis.testing.leases import FakeClock, new_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
-    pytest.param("moto", id="moto", marks=[pytest.mark.integration, pytest.mark.moto]),
     pytest.param(
         "localstack", id="localstack", marks=[pytest.mark.integration, pytest.mark.localstack]
     ),
 ]
 FAILOVER = 10.0
+
+JAVA_SHUFFLE = """
+import java.io.*;
+import java.nio.charset.StandardCharsets;
+import java.util.*;
+
+public class Shuffle {
+    public static void main(String[] args) throws IOException {
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        PrintStream out = new PrintStream(System.out, true, "UTF-8");
+        String line;
+        while ((line = in.readLine()) != null) {
+            List<String> ids = new ArrayList<>(Arrays.asList(line.split("\\t", -1)));
+            Collections.sort(ids);
+            Collections.shuffle(ids, new Random(1947));
+            out.println(String.join("\\t", ids));
+        }
+    }
+}
+"""
+
+
+def random_ids(rng: random.Random) -> list[str]:
+    alphabet = "abcXYZ019-:.é中\U0001f600\uff21"
+    n = rng.randint(1, 40)
+    ids = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(n)}
+    return sorted(ids)
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs a JVM (the KCL peer's)")
+def test_the_shuffle_is_javas_bit_for_bit(tmp_path: Path) -> None:
+    """The same ids give the same order as Java's sort + shuffle with seed 1947, so a
+    streamkit worker elects the leader a KCL 2.x worker on the same table elects."""
+    source = tmp_path / "Shuffle.java"
+    source.write_text(JAVA_SHUFFLE)
+    rng = random.Random(7)
+    cases = [random_ids(rng) for _ in range(300)]
+    cases += [[f"worker-{i}" for i in range(n)] for n in (1, 2, 3, 8, 16, 17, 64)]
+    stdin = "".join("\t".join(ids) + "\n" for ids in cases)
+    done = subprocess.run(
+        ["java", str(source)], input=stdin.encode(), capture_output=True, timeout=120, check=True
+    )
+    expected = [line.split("\t") for line in done.stdout.decode().splitlines()]
+    assert len(expected) == len(cases)
+    for ids, java in zip(cases, expected, strict=True):
+        assert java_shuffle(java_sorted(ids)) == java, ids
+        assert elect_leaders(ids) == {java[0]}
+
+
+def test_no_owner_means_every_worker_leads() -> None:
+    assert elect_leaders([]) == frozenset()
+    assert elect_leaders(["b", "a", "b"], count=5) == {"a", "b"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -38,137 +92,95 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
         await created.delete_table()
 
 
-def leaders(*elections: LeaderElection) -> list[str]:
-    return [e.worker_id for e in elections if e.is_leader]
-
-
-async def test_one_leader_and_the_lease_stays_out_of_the_shard_leases(store: LeaseStore) -> None:
-    clock = FakeClock()
-    workers = [LeaderElection(store, w, FAILOVER, clock=clock) for w in "ABC"]
-    won = await asyncio.gather(*(w.campaign() for w in workers))
-    assert sum(won) == 1
-    assert len(leaders(*workers)) == 1
-    for _ in range(6):  # renewals keep it; campaigns of the others change nothing
-        clock.advance(FAILOVER / 3)
-        await asyncio.gather(*(w.renew() for w in workers))
-        await asyncio.gather(*(w.campaign() for w in workers))
-        assert leaders(*workers) == [workers[won.index(True)].worker_id]
-    assert [lease.lease_key for lease in await store.list_leases()] == [
-        f"shard-{i}" for i in range(4)
-    ]
-    stored = await store.get_lease(LEADER_LEASE_KEY)
-    assert stored is not None
-    assert stored.lease_owner == leaders(*workers)[0]
-
-
-async def test_a_silent_leader_is_replaced_only_after_failover_on_the_followers_clock(
-    store: LeaseStore,
-) -> None:
-    clock = FakeClock()
-    a = LeaderElection(store, "A", FAILOVER, clock=clock)
-    b = LeaderElection(store, "B", FAILOVER, clock=clock)
-    assert await a.campaign()
-    assert not await b.campaign()  # B first sees the counter now
-    for step in (4.0, 4.0, 2.0):  # A stops renewing (crashed); B keeps campaigning
-        clock.advance(step)  # 4, 8, then exactly failover: not yet expired for either
-        assert a.is_leader
-        assert not await b.campaign()
-    clock.advance(0.01)  # now past failover for both clocks
-    assert not a.is_leader  # A gave up first: never two leaders
-    assert await b.campaign()
-    assert leaders(a, b) == ["B"]
-    await a.renew()  # A comes back: its stale lease is dropped, no write
-    assert leaders(a, b) == ["B"]
-    assert not await a.campaign()
-
-
-async def test_release_hands_the_leadership_over_at_once(store: LeaseStore) -> None:
-    clock = FakeClock()
-    a = LeaderElection(store, "A", FAILOVER, clock=clock)
-    b = LeaderElection(store, "B", FAILOVER, clock=clock)
-    assert await a.campaign()
-    assert not await b.campaign()
-    await a.release()
-    assert not a.is_leader
-    assert await b.campaign()  # no clock advance: a released lease needs no expiry
-    assert leaders(a, b) == ["B"]
-
-
-async def test_never_two_leaders_under_random_crashes_and_restarts(store: LeaseStore) -> None:
-    clock = FakeClock()
-    rng = random.Random(7)
-    workers = {w: LeaderElection(store, w, FAILOVER, clock=clock) for w in "ABC"}
-    alive = set(workers)
-    had_leader = 0
-    for _ in range(60):
-        clock.advance(rng.choice((0.5, FAILOVER / 3, FAILOVER / 2)))
-        assert len(leaders(*workers.values())) <= 1
-        for w in sorted(alive):
-            await workers[w].renew()
-            await workers[w].campaign()
-            assert len(leaders(*workers.values())) <= 1
-        had_leader += bool(leaders(*workers.values()))
-        if rng.random() < 0.15 and alive:  # a crash: it simply stops
-            alive.discard(rng.choice(sorted(alive)))
-        if rng.random() < 0.15:  # a (re)start of a stopped worker, same id
-            alive.add(rng.choice(sorted(set(workers))))
-    assert had_leader > 30
-
-
-async def test_the_coordinator_elects_on_take_cycles_and_renews_with_the_leases(
-    store: LeaseStore,
-) -> None:
-    clock = FakeClock()
-    a, b = (
-        LeaseCoordinator(store, w, failover_time=FAILOVER, clock=clock, elect_leader=True)
-        for w in "AB"
-    )
-    await a.start(background=False)
-    await b.start(background=False)
-    await a.take_once()
-    await b.take_once()
-    assert (a.is_leader, b.is_leader) == (True, False)
-    assert LEADER_LEASE_KEY not in a.held_shard_ids() | b.held_shard_ids()
-    for _ in range(6):  # renewals carry the leadership through two failover periods
-        clock.advance(FAILOVER / 3)
-        await a.renew_once()
-        await b.take_once()
-    assert (a.is_leader, b.is_leader) == (True, False)
-    assert a.metrics().is_leader
-    await a.release_all()
-    assert not a.is_leader
-    await b.take_once()
-    assert b.is_leader
-    plain = LeaseCoordinator(store, "C", failover_time=FAILOVER, clock=clock)
-    assert plain.is_leader  # without an election every worker does the leader's work
-    await b.stop()
-    assert not b.is_leader
-
-
-async def test_the_election_costs_a_heartbeat_write_and_no_extra_read(store: LeaseStore) -> None:
-    """Followers learn about the leader from the take cycle's scan; the leader renews its
-    lease once per heartbeat (a quarter of the 120 s lease, as KCL 3.x's leader lock)."""
-    clock = FakeClock()
-    a, b = (  # two leases each from the start: no steal (a stolen lease's renewal reads)
+def coordinators(
+    store: LeaseStore, clock: FakeClock, ids: str, max_leases: int = 2
+) -> list[LeaseCoordinator]:
+    return [
         LeaseCoordinator(
-            store, w, failover_time=FAILOVER, clock=clock, elect_leader=True, max_leases=2
+            store, w, failover_time=FAILOVER, clock=clock, elect_leader=True, max_leases=max_leases
         )
-        for w in "AB"
-    )
+        for w in ids
+    ]
+
+
+async def test_one_leader_from_the_scan_with_no_write_and_no_extra_read(store: LeaseStore) -> None:
+    """Fresh table: everyone leads until leases are owned (KCL's rule); then exactly the
+    worker KCL's shuffle picks, on every worker, for minutes of renewals and take cycles,
+    and the election adds no call: writes are renewals and takes only, reads the scans."""
+    clock = FakeClock()
+    a, b = coordinators(store, clock, "AB")
     for c in (a, b):
         await c.start(background=False)
-        await c.take_once()
-    reads = store.call_counts().get("GetItem", 0)
-    for _ in range(36):  # two minutes of KCL's cadence: renew every 10/3 s, take every 20 s
+    assert (a.is_leader, b.is_leader) == (False, False)  # before any scan
+    await a.take_once()
+    assert a.is_leader  # nobody owned a lease in its scan: it leads
+    await b.take_once()
+    await a.take_once()
+    expected = min(elect_leaders("AB"))
+    assert [c.worker_id for c in (a, b) if c.is_leader] in ([expected], ["A", "B"])
+    before = dict(store.call_counts())
+    for i in range(36):  # two minutes of KCL's cadence: renew every 10/3 s, take every 20 s
         clock.advance(FAILOVER / 3)
-        await asyncio.gather(a.renew_once(), b.renew_once())
-        if _ % 6 == 5:
-            await asyncio.gather(a.take_once(), b.take_once())
-        assert (a.is_leader, b.is_leader) == (True, False)
-    assert store.call_counts().get("GetItem", 0) == reads
-    leader = await store.get_lease(LEADER_LEASE_KEY)
-    assert leader is not None
-    assert leader.lease_owner == "A"
-    # Taken once, then one write per heartbeat: the first renewal cycle at or after 30 s
-    # (cycles are 10/3 s apart), so 3 or 4 writes in 120 s: never more than 2 a minute.
-    assert 3 <= leader.lease_counter - 1 <= 4
+        for c in (a, b):
+            await c.renew_once()
+        if i % 6 == 5:
+            for c in (a, b):
+                await c.take_once()
+            assert [c.worker_id for c in (a, b) if c.is_leader] == [expected]
+            assert a.metrics().is_leader == (expected == "A")
+    counts = store.call_counts().items()
+    calls = {op: n - before.get(op, 0) for op, n in counts if n - before.get(op, 0)}
+    assert calls == {"UpdateItem": 36 * 4, "Scan": 12}, calls
+    assert len(await store.list_leases()) == 4  # no leader item
+
+
+async def test_a_dead_leaders_role_moves_once_its_leases_expire(store: LeaseStore) -> None:
+    """With ``max_leases=1`` nobody takes the dead leader's lease: it stays owned by the
+    dead worker in the table (where KCL's rule would keep electing it), yet the role
+    moves to a live worker once the lease is expired."""
+    clock = FakeClock()
+    workers = coordinators(store, clock, "ABC", max_leases=1)
+    for c in workers:
+        await c.start(background=False)
+    for _ in range(3):
+        for c in workers:
+            await c.take_once()
+    by_id = {c.worker_id: c for c in workers}
+    owners = {lease.lease_owner for lease in await store.list_leases()} - {None}
+    assert owners == set(by_id)
+    leader = min(elect_leaders(owners))
+    assert [c.worker_id for c in workers if c.is_leader] == [leader]
+    dead = by_id.pop(leader)
+    await dead.stop()  # a crash: no release, its leases stay owned in the table
+    survivors = list(by_id.values())
+    clock.advance(FAILOVER / 2)
+    for c in survivors:
+        await c.renew_once()
+        await c.take_once()
+    assert not any(c.is_leader for c in survivors)  # the dead one is not expired yet
+    for _ in range(4):
+        clock.advance(FAILOVER / 3)
+        for c in survivors:
+            await c.renew_once()
+            await c.take_once()
+    table = await store.list_leases()
+    assert leader in {lease.lease_owner for lease in table}  # never taken
+    successor = min(elect_leaders(by_id))
+    assert [c.worker_id for c in survivors if c.is_leader] == [successor]
+
+
+async def test_a_graceful_stop_hands_the_role_on_at_the_next_scan(store: LeaseStore) -> None:
+    clock = FakeClock()
+    a, b = coordinators(store, clock, "AB")
+    for _ in range(2):
+        for c in (a, b):
+            await c.start(background=False)
+            await c.take_once()
+    leader, other = (a, b) if a.is_leader else (b, a)
+    assert leader.is_leader and not other.is_leader
+    await leader.release_all()
+    assert not leader.is_leader
+    await other.take_once()
+    assert other.is_leader
+    plain = LeaseCoordinator(store, "C", failover_time=FAILOVER, clock=clock)
+    assert plain.is_leader  # without an election every worker does the leader's work
