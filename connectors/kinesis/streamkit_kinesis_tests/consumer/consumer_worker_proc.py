@@ -7,7 +7,8 @@
 Every processed record is appended to ``--out`` as one JSON line (shard, sequence number,
 partition key, data, worker), flushed after each batch, *before* any checkpoint of that
 batch: a line means "processed". ``--events`` gets one JSON line per consumer event (lease
-gained / lost / released, take cycles, ...) and per checkpoint written, each with a wall
+gained / lost / released, take cycles, ...), per checkpoint written and per ListShards
+request sent (``list_shards_call``, from the real client's botocore hook), each with a wall
 clock ``t`` (the tests compare times across processes on one machine). SIGTERM stops the
 worker gracefully (exit 0); any error exits 1 with the traceback on stderr.
 """
@@ -107,8 +108,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-leases", type=int, default=None)
     p.add_argument("--cleanup-interval", type=float, default=60.0)
     p.add_argument("--elect-leader", choices=("on", "off"), default="on")
-    p.add_argument("--leader-lease-time", type=float, default=120.0)
     p.add_argument("--shard-sync-interval", type=float, default=5.0)
+    p.add_argument("--audit-confidence", type=int, default=3)
+    p.add_argument("--shard-refresh-interval", default="2.0", help="seconds, or 'off'")
     return p.parse_args(argv)
 
 
@@ -129,8 +131,10 @@ async def main(args: argparse.Namespace) -> None:
         parent_poll_interval=0.5,
         shard_sync_interval=args.shard_sync_interval,
         elect_leader=args.elect_leader == "on",
-        leader_lease_time=args.leader_lease_time,
-        shard_refresh_interval=2.0,
+        audit_confidence=args.audit_confidence,
+        shard_refresh_interval=(
+            None if args.shard_refresh_interval == "off" else float(args.shard_refresh_interval)
+        ),
     )
     out = JsonLines(args.out, args.worker_id)
     events = JsonLines(args.events, args.worker_id)
@@ -140,6 +144,12 @@ async def main(args: argparse.Namespace) -> None:
         events.write(event=e.kind.value, shard=e.shard_id, detail=e.detail, held=e.held)
 
     consumer.add_listener(log_event)
+
+    def log_list_shards(**_: Any) -> None:  # counted on the wire (botocore), retries too
+        events.write(event="list_shards_call")
+
+    client: Any = consumer.client
+    client.meta.events.register("before-send.kinesis.ListShards", log_list_shards)
     install_signal_handlers(consumer)
     await consumer.run(lambda: LoggingProcessor(out, events, args.checkpoint_every))
 

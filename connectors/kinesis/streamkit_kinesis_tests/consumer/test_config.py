@@ -106,21 +106,22 @@ def test_the_default_fetchers_poll_with_the_config_settings() -> None:
 
 async def test_leader_election_is_on_by_default_and_reaches_the_coordinator() -> None:
     from streamkit_kinesis.consumer.worker import _coordinator
+    from streamkit_kinesis.leases import Lease
     from streamkit_kinesis.leases.memory import InMemoryLeaseStore
 
-    on = ConsumerConfig(app_name="app", stream="s", leader_lease_time=8.0)
+    on = ConsumerConfig(app_name="app", stream="s", worker_id="me")
     assert on.elect_leader
-    assert on.leader_lease_time == 8.0
-    now = [0.0]
-    coordinator = _coordinator(on, InMemoryLeaseStore(), lambda: now[0])
+    assert on.audit_confidence == 3
+    store = InMemoryLeaseStore()
+    await store.create_table_if_not_exists()
+    await store.create_lease_if_not_exists(Lease("shard-0", lease_owner="other"))
+    coordinator = _coordinator(on, store, lambda: 0.0)
     await coordinator.start(background=False)
-    seen = [coordinator.is_leader]  # elected only by a take cycle
-    await coordinator.take_once()
+    seen = [coordinator.is_leader]  # decided only by a take cycle
+    await coordinator.take_once()  # "other" owns the only (live) lease: it leads
     seen.append(coordinator.is_leader)
-    now[0] = 8.5  # no renewal for longer than the configured leader lease
-    seen.append(coordinator.is_leader)
-    assert seen == [False, True, False]
+    assert seen == [False, False]
     off = ConsumerConfig(app_name="app", stream="s", elect_leader=False)
     assert _coordinator(off, InMemoryLeaseStore(), lambda: 0.0).is_leader  # no election
-    with pytest.raises(ConfigError, match="leader_lease_time"):
-        ConsumerConfig(app_name="app", stream="s", leader_lease_time=0.0)
+    with pytest.raises(ConfigError, match="audit_confidence"):
+        ConsumerConfig(app_name="app", stream="s", audit_confidence=0)

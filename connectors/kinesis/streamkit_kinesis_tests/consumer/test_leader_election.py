@@ -1,9 +1,12 @@
-"""Leader election in the consumer (issue 12 item 10): three worker processes on LocalStack.
+"""Leader decision in the consumer (issue 12 item 10): three worker processes on LocalStack.
 
-Only the leader runs the periodic shard sync (each worker syncs once at start, as KCL).
-Who leads is read from the raw ``streamkit:leader`` item (plain boto3); who synced from
-each worker's ``shard_synced`` events. After the leader is SIGKILLed, another worker takes
-over no earlier than the leader lease allows, and it alone syncs from then on.
+The leader is decided without a write (KCL 2.x's deterministic shuffle of the owners of
+live leases, from each take cycle's scan). Expected leaders come from
+:func:`elect_leaders` on the worker ids, itself proven equal to Java's shuffle. Who leads
+is read from each worker's ``leader_changed`` events; who audits from its
+``leases_audited`` events; ListShards calls are counted on each worker's real client. After
+the leader is SIGKILLed, the role moves only once its leases expired on the survivors'
+clocks, to the survivor the shuffle picks, and it alone audits from then on.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import signal
 from typing import TYPE_CHECKING
 
 import pytest
+from streamkit_kinesis.leases import elect_leaders
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.consumer.consumer_support import (
@@ -27,66 +31,82 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
 
-LEADER_LEASE = 4.0
-HEARTBEAT = LEADER_LEASE / 4
+FAILOVER = 3.0
+RENEW = FAILOVER / 3
 SETTINGS = {
-    "failover": 3.0, "take_interval": 0.5, "leader_lease_time": LEADER_LEASE,
-    "shard_sync_interval": 0.5, "cleanup_interval": 0.5,
+    "failover": FAILOVER, "take_interval": 0.5, "shard_sync_interval": 0.5,
+    "cleanup_interval": 0.5, "shard_refresh_interval": "off",
 }  # fmt: skip
 
 
-def leader_owner(ep: AwsEndpoint, app: str) -> str | None:
-    """``leaseOwner`` of the leader item as stored (consistent read), or None."""
-    try:
-        got = ep.client("dynamodb").get_item(
-            TableName=app, Key={"leaseKey": {"S": "streamkit:leader"}}, ConsistentRead=True
-        )
-    except Exception:  # the table is not created yet
-        return None
-    owner = got.get("Item", {}).get("leaseOwner", {}).get("S")
-    return str(owner) if owner is not None else None
+def role(worker: WorkerProcess) -> str | None:
+    """The worker's current role as its last ``leader_changed`` event says (None: never)."""
+    changes = worker.events("leader_changed")
+    return str(changes[-1]["detail"]) if changes else None
 
 
-def syncs(worker: WorkerProcess, after: float = 0.0) -> list[float]:
-    """Wall-clock times of the worker's shard syncs after ``after``."""
-    return [e["t"] for e in worker.events("shard_synced") if e["t"] > after]
+def became_leader(worker: WorkerProcess, after: float) -> list[float]:
+    return [e["t"] for e in worker.events("leader_changed") if e["detail"] == "leader"
+            and e["t"] > after]  # fmt: skip
 
 
-async def test_one_leader_syncs_and_a_survivor_takes_over_after_sigkill(
+def audits(worker: WorkerProcess, after: float = 0.0) -> list[float]:
+    return [e["t"] for e in worker.events("leases_audited") if e["t"] > after]
+
+
+def list_calls(worker: WorkerProcess, after: float = 0.0) -> list[float]:
+    return [e["t"] for e in worker.events("list_shards_call") if e["t"] > after]
+
+
+def holding(worker: WorkerProcess) -> bool:
+    cycles = worker.events("take_cycle")
+    return bool(cycles) and cycles[-1]["held"] >= 1
+
+
+async def test_the_shuffled_owner_leads_with_no_write_and_a_survivor_takes_over_after_sigkill(
     localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
     ep = localstack_endpoint
-    async with fresh_stream(ep, 2, "leader") as (stream, _):
+    async with fresh_stream(ep, 4, "leader") as (stream, _):
         app = unique("app")
         workers = {w: WorkerProcess(ep, stream, app, w, tmp_path, **SETTINGS) for w in "ABC"}
         try:
-            await wait_until(lambda: all(syncs(p) for p in workers.values()), 120, "start syncs")
-            await wait_until(lambda: leader_owner(ep, app) is not None, 60, "a leader")
-            leader = leader_owner(ep, app)
-            assert leader in workers
-            mark = max(t for p in workers.values() for t in syncs(p))
-            await wait_until(lambda: len(syncs(workers[leader], mark)) >= 6, 60, "leader syncs")
-            followers = [w for w in workers if w != leader]
+            await wait_until(lambda: all(holding(p) for p in workers.values()), 120, "leases")
+            (leader,) = elect_leaders(workers)
+            followers = sorted(set(workers) - {leader})
+
+            def settled() -> bool:
+                return role(workers[leader]) == "leader" and all(
+                    role(workers[w]) in (None, "follower") for w in followers
+                )
+
+            await wait_until(settled, 60, f"{leader} alone leading")
+            mark = max(e["t"] for p in workers.values() for e in p.events())
+            await wait_until(lambda: len(audits(workers[leader], mark)) >= 6, 60, "audits")
             for w in followers:
-                assert syncs(workers[w], mark) == [], f"follower {w} ran a periodic shard sync"
-            assert leader_owner(ep, app) == leader
+                assert audits(workers[w], mark) == [], f"follower {w} audited"
+            for p in workers.values():  # steady state: audits read the scan, never list
+                assert list_calls(p, mark) == [], f"{p.worker_id} called ListShards"
+            table = ep.client("dynamodb").scan(TableName=app, ConsistentRead=True)["Items"]
+            assert sorted(i["leaseKey"]["S"] for i in table) == sorted(
+                f"shardId-{n:012d}" for n in range(4)
+            )  # no leader item: the election wrote nothing
 
             killed_at = workers[leader].signal(signal.SIGKILL)
             await workers[leader].wait_exit(10)
-            await wait_until(lambda: leader_owner(ep, app) in followers, 120, "a surviving leader")
-            new = leader_owner(ep, app)
-            assert new is not None
-            await wait_until(lambda: len(syncs(workers[new], killed_at)) >= 6, 60, "new syncs")
-            first = min(t for w in followers for t in syncs(workers[w], killed_at))
-            # The old leader's last renewal was at most one heartbeat before the kill; its
-            # lease must sit unchanged for LEADER_LEASE on the survivor's clock first.
-            assert first >= killed_at + LEADER_LEASE - HEARTBEAT - 0.5, (
-                f"a survivor synced {first - killed_at:.2f}s after the kill, before the "
-                f"{LEADER_LEASE}s leader lease could expire"
+            (successor,) = elect_leaders(followers)
+            await wait_until(lambda: became_leader(workers[successor], killed_at), 60, "successor")
+            first = became_leader(workers[successor], killed_at)[0]
+            # The dead leader renewed at most RENEW before the kill; the survivor drops it
+            # once its leases sat unchanged for FAILOVER on the survivor's clock.
+            assert first >= killed_at + FAILOVER - RENEW - 0.5, (
+                f"{successor} led {first - killed_at:.2f}s after the kill, before the dead "
+                f"leader's leases could expire ({FAILOVER}s)"
             )
-            other = next(w for w in followers if w != new)
-            assert syncs(workers[other], killed_at) == [], f"{other} synced but is no leader"
-            assert leader_owner(ep, app) == new
+            await wait_until(lambda: len(audits(workers[successor], first)) >= 6, 60, "audits")
+            other = next(w for w in followers if w != successor)
+            assert audits(workers[other], killed_at) == [], f"{other} audited but is no leader"
+            assert role(workers[other]) in (None, "follower")
             for w in followers:
                 assert workers[w].proc.poll() is None, workers[w].log()
         except BaseException:

@@ -34,7 +34,8 @@ import java.util.*;
 
 public class Shuffle {
     public static void main(String[] args) throws IOException {
-        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        BufferedReader in = new BufferedReader(
+            new InputStreamReader(System.in, StandardCharsets.UTF_8));
         PrintStream out = new PrintStream(System.out, true, "UTF-8");
         String line;
         while ((line = in.readLine()) != null) {
@@ -177,7 +178,8 @@ async def test_a_graceful_stop_hands_the_role_on_at_the_next_scan(store: LeaseSt
             await c.start(background=False)
             await c.take_once()
     leader, other = (a, b) if a.is_leader else (b, a)
-    assert leader.is_leader and not other.is_leader
+    assert leader.is_leader
+    assert not other.is_leader
     await leader.release_all()
     assert not leader.is_leader
     await other.take_once()
