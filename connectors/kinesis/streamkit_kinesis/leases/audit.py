@@ -32,8 +32,9 @@ MAX_HASH_KEY = 2**128 - 1
 
 @dataclass(frozen=True)
 class HashRangeHole:
-    """A gap in the key space: the covered range before it and the range after it
-    (``None``, ``None``: no unfinished lease with a hash range at all)."""
+    """A gap in the key space: the lease range that reaches furthest before it and the
+    one right after it (``None`` at an end of the key space; both ``None``: no
+    unfinished lease with a hash range at all)."""
 
     before: HashKeyRange | None
     after: HashKeyRange | None
@@ -71,14 +72,14 @@ def find_hole(leases: Iterable[Lease], known: Mapping[str, HashKeyRange]) -> Has
         return HashRangeHole(None, None)
     if ranges[0].starting_hash_key != MIN_HASH_KEY:
         return HashRangeHole(None, ranges[0])
-    covered = ranges[0]
+    edge = ranges[0]  # the range reaching furthest so far
     for current in ranges[1:]:
-        if current.starting_hash_key > covered.ending_hash_key + 1:
-            return HashRangeHole(covered, current)
-        end = max(covered.ending_hash_key, current.ending_hash_key)
-        covered = HashKeyRange(covered.starting_hash_key, end)
-    if covered.ending_hash_key != MAX_HASH_KEY:
-        return HashRangeHole(covered, None)
+        if current.starting_hash_key > edge.ending_hash_key + 1:
+            return HashRangeHole(edge, current)
+        if current.ending_hash_key > edge.ending_hash_key:
+            edge = current
+    if edge.ending_hash_key != MAX_HASH_KEY:
+        return HashRangeHole(edge, None)
     return None
 
 
