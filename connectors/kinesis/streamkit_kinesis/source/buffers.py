@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from streamkit_kinesis.source.positions import END, at_or_past, check_position
+from streamkit_kinesis.source.positions import END, at_or_past, check_position, later
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -78,6 +78,14 @@ class ShardBuffers:
         if shard_id not in self.shards:
             self.shards[shard_id] = ShardState(shard_id)
         return self.shards[shard_id]
+
+    def known(self, shard_id: str) -> str | None:
+        """The furthest position of ``shard_id`` held here (accepted, handed out or
+        committed; None: none)."""
+        state = self.shards.get(shard_id)
+        if state is None:
+            return None
+        return later(later(state.accepted, state.handed), state.committed)
 
     def resume(self, offsets: Mapping[str, str]) -> None:
         """Start every shard of ``offsets`` at its offset: accepted, handed, committed and

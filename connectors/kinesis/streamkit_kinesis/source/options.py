@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from streamkit.errors import ConfigError
@@ -51,3 +52,18 @@ def consumer_config(  # noqa: PLR0917
         initial_position=initial_position_of(initial_position),
         **options,
     )
+
+
+def pin_latest(config: ConsumerConfig, now: float) -> ConsumerConfig:
+    """``config`` with LATEST pinned to AT_TIMESTAMP of ``now`` (a wall-clock time).
+
+    For the stream source, LATEST means records put after ``open`` began: the consumer
+    starts new leases AT_TIMESTAMP of that moment (not at a LATEST iterator, whose start no
+    other reader can find), so the tip read of ``available_now`` starts where the consumer
+    does. On servers whose AT_TIMESTAMP has whole-second resolution (kinesis-mock, i.e.
+    LocalStack) this also includes records put up to a second before.
+    """
+    if config.initial_position.kind != "LATEST":
+        return config
+    at = datetime.fromtimestamp(now, UTC)
+    return replace(config, initial_position=InitialPosition.at_timestamp(at))

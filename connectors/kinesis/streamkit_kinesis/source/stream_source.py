@@ -24,10 +24,7 @@ the last record included, or ``SHARD_END``. Exactly-once, step by step:
 once (:mod:`.tips`) and returns concrete positions, so ``reached`` is a comparison.
 
 ``initial_position="LATEST"`` means: records put after :meth:`KinesisStreamSource.open`
-began. The consumer starts new leases AT_TIMESTAMP of that moment (not at a LATEST
-iterator, whose start no other reader can find), so the tip read starts where the consumer
-does. On servers whose AT_TIMESTAMP has whole-second resolution (kinesis-mock, i.e.
-LocalStack) this also includes records put up to a second before.
+began (see :func:`~.options.pin_latest`).
 
 One streaming query per ``app_name``: the lease table mirrors that query's checkpoint.
 A query takes the source's owner leases at start (:mod:`.query_owner`): a second live
@@ -41,47 +38,32 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from streamkit.config import AwsEndpoint
-from streamkit.errors import ConfigError, SchemaError, StreamkitError
+from streamkit.errors import ConfigError
 from streamkit.streaming.contracts import Offsets, PartitionProgress, SourceBatch
-from streamkit.streaming.decode import (
-    Decoder,
-    JsonDecoder,
-    OnBadRecord,
-    RawRecords,
-    decode_off_loop,
-    read_only,
-)
+from streamkit.streaming.decode import Decoder, JsonDecoder, OnBadRecord, read_only
 from streamkit.streaming.sources.base import SourceBase
 from streamkit.streaming.watermarks import rows_by_partition
-from streamkit_kinesis.client import call_until_done, kinesis_client, parse_timestamp
-from streamkit_kinesis.consumer import (
-    ConsumerEvent,
-    ConsumerEventKind,
-    InitialPosition,
-    KinesisConsumer,
-)
+from streamkit_kinesis.consumer import InitialPosition, KinesisConsumer
 from streamkit_kinesis.consumer.config import default_worker_id
-from streamkit_kinesis.kpl import KplFetchers
-from streamkit_kinesis.leases import DynamoDBLeaseStore
-from streamkit_kinesis.retry import BACKING_OFF, RetryState
-from streamkit_kinesis.shards import list_shards_blocking
-from streamkit_kinesis.source.alignment import Alignment, align_leases
+from streamkit_kinesis.source.alignment import Alignment
+from streamkit_kinesis.source.batch import batch_progress, decode_taken, stalled
 from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.errors import KinesisSourceError
 from streamkit_kinesis.source.health import TrackedFetchers
-from streamkit_kinesis.source.options import consumer_config
-from streamkit_kinesis.source.positions import END, at_or_past, later
-from streamkit_kinesis.source.sampling import sample_payloads
-from streamkit_kinesis.source.tasks import first_of
-from streamkit_kinesis.source.tips import read_tips, tip_start
-from streamkit_kinesis.types import TRIM_HORIZON
+from streamkit_kinesis.source.lease_checkpoints import CHECKPOINT_INTERVAL, LeaseCheckpoints
+from streamkit_kinesis.source.options import consumer_config, pin_latest
+from streamkit_kinesis.source.positions import at_or_past
+from streamkit_kinesis.source.processor import ShardProcessor, check_start
+from streamkit_kinesis.source.sampling import stream_schema
+from streamkit_kinesis.source.session import build_consumer, start_consumer
+from streamkit_kinesis.source.tips import consumer_tips
+from streamkit_kinesis.source.unheld import UnheldShards
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
@@ -89,22 +71,12 @@ if TYPE_CHECKING:
     from streamkit.streaming.owner import OwnerLease, QueryIdentity
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import ConsumerConfig
-    from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.retry import Health
-    from streamkit_kinesis.types import (
-        ExtendedSequenceNumber,
-        KinesisRecord,
-        RecordBatch,
-    )
+    from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_INTERVAL = 60.0
-"""Default least time between lease checkpoints of a shard: once a minute, as the KCL's
-sample record processors do (``CHECKPOINT_INTERVAL_MILLIS = 60000L``); KCL itself leaves
-the frequency to the application."""
-
-__all__ = ["KinesisSourceError", "KinesisStreamSource"]
+__all__ = ["CHECKPOINT_INTERVAL", "KinesisSourceError", "KinesisStreamSource"]
 
 
 class KinesisStreamSource(SourceBase[dict[str, str]]):
@@ -179,11 +151,11 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
     def _new_session(self) -> None:
         """Fresh state for the next open (each query runs its own event loop)."""
         self._buffers = ShardBuffers(self._capacity)
-        self._give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
-        self._watched: set[str] = set()
-        self._checkpointed_at: dict[str, float] = {}
-        self._unheld_since: dict[str, float] = {}
-        self._given_up: frozenset[str] = frozenset()
+        self._checkpoints = LeaseCheckpoints(
+            self._buffers, self.checkpoint_interval, self._clock, self.app_name
+        )
+        give_up = self.config.failover_time + 2 * self.config.effective_take_interval + 1
+        self._unheld = UnheldShards(give_up)
         self._session = self.config
         self._consumer: KinesisConsumer | None = None
         self._client: KinesisApi | None = None
@@ -199,17 +171,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
     def schema(self) -> pa.Schema:
         """The decoder's schema; for a JSON decoder without one, inferred (once, blocking)
         from up to 200 of the oldest records in the stream."""
-        schema = self._decoder.schema
-        if schema is None and isinstance(self._decoder, JsonDecoder):
-            client = self.endpoint.client("kinesis")
-            shards = list_shards_blocking(client, self.stream)
-            schema = self._decoder.infer_schema(sample_payloads(client, self.stream, shards))
-        if schema is None:
-            raise SchemaError(
-                f"cannot infer a schema: stream {self.stream!r} has no valid JSON record yet; "
-                "pass schema=..."
-            )
-        return schema
+        return stream_schema(self._decoder, self.endpoint, self.stream)
 
     def owner_leases(self, query: QueryIdentity) -> list[OwnerLease]:
         """One live query per app name, one live process per worker id, judged on the
@@ -245,37 +207,19 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             )
         offsets = dict(offsets or {})
         self._buffers.resume(offsets)
-        store = DynamoDBLeaseStore(
-            self.lease_endpoint, self.app_name, call_timeout=self.config.lease_call_timeout
-        )
         self._session = self._pinned(self.config)
-        self._client = kinesis_client(self.endpoint, timestamp_parser=parse_timestamp)
-        self._readers = TrackedFetchers(
-            KplFetchers(self._session.polling_fetchers(self._client, self._clock))
-        )
-        consumer = self._consumer = KinesisConsumer(
-            self._session, self.endpoint, kinesis=self._client, lease_store=store,
-            clock=self._clock, fetcher_factory=self._readers,
-        )  # fmt: skip
-        first_cycle = asyncio.Event()
+        parts = build_consumer(self._session, self.endpoint, self.lease_endpoint, self._clock)
+        consumer = self._consumer = parts.consumer
+        self._client, self._readers = parts.client, parts.readers
 
-        def on_event(event: ConsumerEvent) -> None:
-            if event.kind is ConsumerEventKind.TAKE_CYCLE:
-                first_cycle.set()
-
-        try:
-            await store.create_table_if_not_exists()
-            shards = await consumer.shards.list_shards()
-            self.alignment = await align_leases(
-                store, shards, offsets, self.worker_id,
-                failover_time=self.config.failover_time, clock=self._clock,
-            )  # fmt: skip
-            consumer.add_listener(on_event)
-            await consumer.start(lambda: _ShardProcessor(self))
+        def started() -> None:
             watch = self._watch_consumer(consumer)
             self._watcher = asyncio.create_task(watch, name="kinesis-watch")
-            wait = self.config.effective_take_interval + 30.0
-            await asyncio.wait_for(first_of(first_cycle.wait(), consumer.join()), wait)
+
+        try:
+            self.alignment = await start_consumer(
+                parts, offsets, lambda: ShardProcessor(self), self._clock, started
+            )
         except BaseException:
             await self.close()
             raise
@@ -298,13 +242,15 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         if not taken.changed:
             return None
         t1 = time.perf_counter()
-        rows, dead = await self._decode(taken.records)
+        rows, dead = await decode_taken(self._decoder, taken.records)
         counts = [(shard_id, len(records)) for shard_id, records in taken.records.items()]
         return SourceBatch(
             rows=rows,
             dead_letters=dead,
             end_offsets=self._buffers.offsets(),
-            partitions=self._progress(taken.records),
+            partitions=batch_progress(
+                self._need_consumer(), self._buffers, self._readers, self.worker_id, taken.records
+            ),
             fetch_seconds=t1 - t0,
             decode_seconds=time.perf_counter() - t1,
             row_partitions=rows_by_partition(
@@ -335,23 +281,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         """
         await self._opened.wait()
         consumer = self._need_consumer()
-        leases = consumer.coordinator.table_snapshot()
-        ids = sorted(
-            set(consumer.held_shard_ids())
-            | {key for key, lease in leases.items() if not lease.is_finished}
-        )
         initial = self._session.initial_position
-        starts = [
-            tip_start(s, self._known(s), leases[s].checkpoint if s in leases else None, initial)
-            for s in ids
-        ]
-        shards = await call_until_done(  # an outage stalls the caller, never fails it
-            lambda: list_shards_blocking(consumer.client, self.stream), RetryState(),
-            stream=self.stream, url=self.endpoint.url,
-        )  # fmt: skip
-        listed = {info.shard_id: info for info in shards}
-        target = await read_tips(consumer.client, self.stream, listed, starts)
-        log.debug("kinesis source %s: end offsets %s (from %s)", self.app_name, target, starts)
+        target = await consumer_tips(consumer, self.endpoint.url, initial, self._buffers.known)
+        log.debug("kinesis source %s: end offsets %s", self.app_name, target)
         self._watch(target)
         return target
 
@@ -361,7 +293,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         worker has not held for ``failover_time + 2 * take_interval + 1`` s (another live
         worker reads it) is left out, else the query would wait forever. Safe to call from
         any thread."""
-        given_up = self._given_up
+        given_up = self._unheld.given_up
         return all(
             shard_id in given_up or at_or_past(offsets.get(shard_id), end)
             for shard_id, end in target.items()
@@ -377,16 +309,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         authoritative: a restart moves the leases forward to it (step 1), so a lagging
         lease checkpoint loses nothing and repeats nothing."""
         self.record_commit(dict(offsets))
-        consumer = self._need_consumer()
-        held = consumer.held_shard_ids()
-        now, writes = self._clock(), []
-        for shard_id, value in offsets.items():
-            state = self._buffers.state(shard_id)
-            state.committed = later(state.committed, value)
-            last = self._checkpointed_at.get(shard_id, float("-inf"))
-            if shard_id in held and now - last >= self.checkpoint_interval:
-                writes.append(self._flush(shard_id))
-        await asyncio.gather(*writes)
+        await self._checkpoints.commit(self._need_consumer(), offsets)
         self._committed.set()
         self._committed = asyncio.Event()
 
@@ -400,7 +323,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         self._opened.set()
         consumer = self._consumer
         if consumer is not None:
-            await self._flush_all(consumer)
+            await self._checkpoints.flush_all(consumer)
             try:
                 await consumer.stop()
             except Exception as e:
@@ -421,65 +344,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             raise KinesisSourceError("the source is not open; call open() first")
         return self._consumer
 
-    async def _flush_all(self, consumer: KinesisConsumer) -> None:
-        """Write every held shard's pending (coalesced) lease checkpoint."""
-        held = consumer.held_shard_ids()
-        try:
-            await asyncio.gather(*(self._flush(shard_id) for shard_id in sorted(held)))
-        except Exception as e:
-            log.warning("kinesis source %s: final lease checkpoints: %r", self.app_name, e)
-
     async def _flush(self, shard_id: str) -> None:
-        """Write the shard's last committed offset to its lease, if it is not there yet
-        (never SHARD_END: the consumer writes that once the shard is drained)."""
-        state = self._buffers.state(shard_id)
-        value = state.committed
-        if value is None or value in (END, state.checkpointed):
-            return
-        await self._checkpoint(shard_id, value)
-
-    async def _checkpoint(self, shard_id: str, value: str) -> None:
-        try:
-            await self._need_consumer().coordinator.checkpointer(shard_id).checkpoint(value)
-            self._buffers.state(shard_id).checkpointed = value
-            self._checkpointed_at[shard_id] = self._clock()
-        except StreamkitError as e:
-            log.warning("shard %s: lease checkpoint %s skipped: %s", shard_id, value, e)
-
-    async def _decode(self, taken: dict[str, list[KinesisRecord]]) -> tuple[pa.Table, pa.Table]:
-        payloads: list[bytes] = []
-        partitions: list[str] = []
-        positions: list[str] = []
-        for shard_id, records in taken.items():
-            payloads += [r.data for r in records]
-            partitions += [shard_id] * len(records)
-            positions += [r.sequence_number for r in records]
-        decoded = await decode_off_loop(self._decoder, RawRecords(payloads, partitions, positions))
-        return decoded.rows, decoded.dead_letters
-
-    def _progress(self, taken: dict[str, list[KinesisRecord]]) -> tuple[PartitionProgress, ...]:
-        consumer = self._need_consumer()
-        held = consumer.held_shard_ids()
-        metrics = consumer.metrics()
-        out = []
-        for shard_id in sorted(held | set(taken)):
-            lag = metrics.shard(shard_id).millis_behind_latest
-            if lag is None:
-                lag = self._buffers.state(shard_id).lag_ms
-            owner = self.worker_id if shard_id in held else None
-            health = self._readers.health(shard_id)
-            out.append(
-                PartitionProgress(
-                    shard_id,
-                    len(taken.get(shard_id, ())),
-                    lag,
-                    owner,
-                    health.state,
-                    health.consecutive_errors,
-                    health.last_error,
-                )
-            )
-        return tuple(out)
+        """Write the shard's pending lease checkpoint (see :mod:`.lease_checkpoints`)."""
+        await self._checkpoints.flush(self._need_consumer(), shard_id)
 
     def health(self) -> dict[str, Health]:
         """Per shard read here: "reading", or "backing off" through an outage (retried
@@ -491,51 +358,22 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         """The shards backing off now, as progress entries (the query reports them in an
         idle ``last_progress`` while no batch runs)."""
         held = self._consumer.held_shard_ids() if self._consumer is not None else set()
-        return tuple(
-            PartitionProgress(
-                shard_id,
-                0,
-                None,
-                self.worker_id if shard_id in held else None,
-                h.state,
-                h.consecutive_errors,
-                h.last_error,
-            )
-            for shard_id, h in sorted(self.health().items())
-            if h.state == BACKING_OFF
-        )
-
-    def _known(self, shard_id: str) -> str | None:
-        """The furthest position of ``shard_id`` this source holds (None: none)."""
-        state = self._buffers.shards.get(shard_id)
-        if state is None:
-            return None
-        return later(later(state.accepted, state.handed), state.committed)
+        return stalled(self.health(), held, self.worker_id)
 
     def _pinned(self, config: ConsumerConfig) -> ConsumerConfig:
         """``config`` with LATEST pinned to AT_TIMESTAMP of now (see the module docstring)."""
-        if config.initial_position.kind != "LATEST":
-            return config
-        now = datetime.fromtimestamp(self._wall_clock(), UTC)
-        return replace(config, initial_position=InitialPosition.at_timestamp(now))
+        return pin_latest(config, self._wall_clock())
 
     def _watch(self, shard_ids: Iterable[str]) -> None:
-        self._watched.update(shard_ids)
+        self._unheld.watch(shard_ids)
         self._tick()
 
     def _tick(self) -> None:
         """Track how long each shard of a target has not been held by this worker."""
         consumer = self._consumer
-        if consumer is None or not self._watched or self.failure is not None:
+        if consumer is None or not self._unheld.watched or self.failure is not None:
             return
-        held, now = consumer.held_shard_ids(), self._clock()
-        for shard_id in self._watched:
-            if shard_id in held:
-                self._unheld_since.pop(shard_id, None)
-            else:
-                self._unheld_since.setdefault(shard_id, now)
-        since = self._unheld_since.items()
-        self._given_up = frozenset(s for s, t in since if now - t > self._give_up)
+        self._unheld.tick(consumer.held_shard_ids(), self._clock())
 
     async def _watch_consumer(self, consumer: KinesisConsumer) -> None:
         try:
@@ -558,16 +396,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
     # -- called by the shard processors -----------------------------------------------------
 
     def _started(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
-        """Refuse a start the query's position cannot follow (records would be skipped)."""
-        floor = self._buffers.state(shard_id).accepted
-        if floor is None or floor == END or start == TRIM_HORIZON:
-            return
-        if start.is_sentinel or int(start.sequence_number) > int(floor):
-            raise KinesisSourceError(
-                f"shard {shard_id}: the lease starts at {start.sequence_number}, past the "
-                f"query's position {floor}; another query or worker checkpointed this "
-                "app_name's lease. One streaming query per app_name"
-            )
+        check_start(self._buffers, shard_id, start)
 
     async def _delivered(self, batch: RecordBatch) -> None:
         await self._buffers.accept(batch.shard_id, batch.records, batch.millis_behind_latest)
@@ -580,28 +409,3 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         state = self._buffers.state(shard_id)
         while not state.drained or self._buffers.closing:
             await self._committed.wait()
-
-
-class _ShardProcessor:
-    """The record processor of one shard: hands records to the source, never checkpoints
-    by itself (the source does, after the engine's commit)."""
-
-    def __init__(self, source: KinesisStreamSource) -> None:
-        self._source = source
-
-    async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
-        self._source._started(shard_id, start)
-
-    async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
-        await self._source._delivered(batch)
-
-    async def lease_lost(self, shard_id: str) -> None:
-        log.info("shard %s: lease lost; its queued records stay valid", shard_id)
-
-    async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
-        await self._source._shard_ended(shard_id)
-
-    async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
-        """Before the lease is released (graceful stop): write the last committed offset if
-        a coalesced checkpoint is pending. Only committed positions are checkpointed."""
-        await self._source._flush(shard_id)

@@ -23,7 +23,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from streamkit_kinesis.client import call_until_done
 from streamkit_kinesis.retrieval.polling import ShardReader
+from streamkit_kinesis.retry import RetryState
+from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,
     LATEST,
@@ -32,11 +35,11 @@ from streamkit_kinesis.types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from streamkit_kinesis.client import KinesisApi
-    from streamkit_kinesis.consumer import InitialPosition
+    from streamkit_kinesis.consumer import InitialPosition, KinesisConsumer
     from streamkit_kinesis.retrieval.fetcher import RecordFetcher
     from streamkit_kinesis.types import ShardInfo
 
@@ -127,3 +130,30 @@ async def read_tips(
         if s.shard_id not in ends and s.floor is not None:
             ends[s.shard_id] = s.floor
     return dict(sorted(ends.items()))
+
+
+async def consumer_tips(
+    consumer: KinesisConsumer,
+    url: str | None,
+    initial: InitialPosition,
+    known: Callable[[str], str | None],
+) -> dict[str, str]:
+    """:func:`read_tips` of every shard ``consumer`` holds or may take (an unfinished
+    lease in its last scan), each from ``known(shard)`` (the furthest position the caller
+    holds), else the lease checkpoint, else ``initial``. ListShards is retried through an
+    outage (the caller stalls, never fails)."""
+    leases = consumer.coordinator.table_snapshot()
+    ids = sorted(
+        set(consumer.held_shard_ids())
+        | {key for key, lease in leases.items() if not lease.is_finished}
+    )
+    starts = [
+        tip_start(s, known(s), leases[s].checkpoint if s in leases else None, initial) for s in ids
+    ]
+    stream = consumer.config.stream
+    shards = await call_until_done(
+        lambda: list_shards_blocking(consumer.client, stream), RetryState(),
+        stream=stream, url=url,
+    )  # fmt: skip
+    listed = {info.shard_id: info for info in shards}
+    return await read_tips(consumer.client, stream, listed, starts)

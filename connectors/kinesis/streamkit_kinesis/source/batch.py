@@ -1,0 +1,89 @@
+"""What a micro-batch of the stream source carries besides its offsets: the decoded rows
+and dead letters (one decoder call per batch), and per-shard progress records
+(``last_progress``, the CLI)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from streamkit.streaming.contracts import PartitionProgress
+from streamkit.streaming.decode import RawRecords, decode_off_loop
+from streamkit_kinesis.retry import BACKING_OFF
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
+    import pyarrow as pa
+
+    from streamkit.streaming.decode import Decoder
+    from streamkit_kinesis.consumer import KinesisConsumer
+    from streamkit_kinesis.retry import Health
+    from streamkit_kinesis.source.buffers import ShardBuffers
+    from streamkit_kinesis.source.health import TrackedFetchers
+    from streamkit_kinesis.types import KinesisRecord
+
+
+async def decode_taken(
+    decoder: Decoder, taken: Mapping[str, Sequence[KinesisRecord]]
+) -> tuple[pa.Table, pa.Table]:
+    """Rows and dead letters of the records taken (partition = shard id, position =
+    sequence number), in one decoder call off the event loop."""
+    payloads: list[bytes] = []
+    partitions: list[str] = []
+    positions: list[str] = []
+    for shard_id, records in taken.items():
+        payloads += [r.data for r in records]
+        partitions += [shard_id] * len(records)
+        positions += [r.sequence_number for r in records]
+    decoded = await decode_off_loop(decoder, RawRecords(payloads, partitions, positions))
+    return decoded.rows, decoded.dead_letters
+
+
+def batch_progress(
+    consumer: KinesisConsumer,
+    buffers: ShardBuffers,
+    readers: TrackedFetchers,
+    worker_id: str,
+    taken: Mapping[str, Collection[KinesisRecord]],
+) -> tuple[PartitionProgress, ...]:
+    """One entry per shard held here or in the batch: rows taken, lag (the reader's, else
+    the last delivery's), owner, and the reader's health."""
+    held = consumer.held_shard_ids()
+    metrics = consumer.metrics()
+    out = []
+    for shard_id in sorted(held | set(taken)):
+        lag = metrics.shard(shard_id).millis_behind_latest
+        if lag is None:
+            lag = buffers.state(shard_id).lag_ms
+        health = readers.health(shard_id)
+        out.append(
+            PartitionProgress(
+                shard_id,
+                len(taken.get(shard_id, ())),
+                lag,
+                worker_id if shard_id in held else None,
+                health.state,
+                health.consecutive_errors,
+                health.last_error,
+            )
+        )
+    return tuple(out)
+
+
+def stalled(
+    health: Mapping[str, Health], held: Collection[str], worker_id: str
+) -> tuple[PartitionProgress, ...]:
+    """The shards backing off now, as progress entries."""
+    return tuple(
+        PartitionProgress(
+            shard_id,
+            0,
+            None,
+            worker_id if shard_id in held else None,
+            h.state,
+            h.consecutive_errors,
+            h.last_error,
+        )
+        for shard_id, h in sorted(health.items())
+        if h.state == BACKING_OFF
+    )
