@@ -16,7 +16,8 @@ trigger: ``next_batch`` back to back, ``commit`` after each batch. Once each wor
 - Kinesis calls counted on the wire (botocore ``before-send`` of each worker's client,
   so retries count too): GetRecords per shard per second, ListShards per minute;
 - lease-table calls (every UpdateItem, PutItem, DeleteItem, GetItem, Scan of both
-  workers: renewals, take cycles, the leader lease, checkpoints, shard sync), turned into
+  workers: renewals, take cycles, checkpoints; the leader decision and the lease-table
+  audit read the take cycles' scans and write nothing), turned into
   capacity units per lease per minute with :func:`lease_cost.units` (on-demand rules, the
   item sizes actually in the table).
 
@@ -194,7 +195,7 @@ async def run_once(
             put.join()
     store = DynamoDBLeaseStore(dynamo, app)
     sizes, total, _ = await table_sizes(store)
-    shard_sizes = [size for size in sizes if size]  # leader item included: as KCL 3.x's
+    shard_sizes = [size for size in sizes if size]
     await store.delete_table()
     await admin.delete_stream(stream, wait=False)
     admin.close()

@@ -7,8 +7,8 @@ Usage:
 Starts LocalStack (unless ``--endpoint`` names a DynamoDB endpoint), creates a lease table
 with ``--shards`` unowned leases and runs ``--workers`` lease coordinators with their
 defaults (failover 10 s, renewal every failover/3, take cycle every 2 x failover, leader
-election on, as the consumer runs them), plus, on the elected leader only, the one lease
-scan per minute that a steady-state shard sync makes. After the workers hold
+election on, as the consumer runs them: decided from the take cycles' scans, no write; the
+leader's lease-table audit reads those scans too, so it adds nothing). After the workers hold
 ``shards / workers`` leases each and one more take cycle has passed, every store's call
 counts are read, again ``--minutes`` later, and the difference is turned into capacity
 units with DynamoDB's published rules (on-demand; items rounded up to 1 KB per write,
@@ -109,14 +109,6 @@ async def run(endpoint: AwsEndpoint, args: argparse.Namespace) -> dict[str, Any]
     for w in workers:
         await w.start()
 
-    async def leader_sync() -> None:  # what a steady-state shard sync reads, on the leader
-        while True:
-            await asyncio.sleep(60)
-            for w in workers:
-                if w.is_leader:
-                    await w.store.list_leases()
-
-    sync = asyncio.create_task(leader_sync())
     try:
         share = args.shards // args.workers
         deadline = time.monotonic() + args.warmup_max
@@ -135,9 +127,6 @@ async def run(endpoint: AwsEndpoint, args: argparse.Namespace) -> dict[str, Any]
         leaders = [w.worker_id for w in workers if w.is_leader]
         losses = sum(w.metrics().losses for w in workers) - moved
     finally:
-        sync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sync
         for w in workers:
             await w.release_all()
             await w.stop()

@@ -26,7 +26,6 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
 from streamkit_kinesis_tests.peers.kcl_support import (
     CHANGED_BY_TAKE_AND_CHECKPOINT,
     KCL_TAKE_INTERVAL,
-    STREAMKIT_TIMINGS,
     Fleet,
     checkpoints,
     duplicate_report,
@@ -53,13 +52,6 @@ START = 180.0
 def kcl_built(servers_cache_dir: Path) -> None:
     """Build the KCL peer before the tests (first run only), outside their deadlines."""
     install_kcl(servers_cache_dir)
-
-
-@pytest.fixture(autouse=True)
-def no_leader_election(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A KCL 2.x worker would take the ``streamkit:leader`` item for a shard lease: streamkit
-    workers sharing a table with one run with ``elect_leader=False``."""
-    monkeypatch.setitem(STREAMKIT_TIMINGS, "elect_leader", "off")
 
 
 @asynccontextmanager
