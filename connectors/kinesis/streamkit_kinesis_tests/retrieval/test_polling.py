@@ -12,7 +12,7 @@ from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import EndpointUnreachableError, StreamNotFoundError
 from streamkit_kinesis.retrieval import IteratorStart, ShardReader
-from streamkit_kinesis.shards import shard_info
+from streamkit_kinesis.shards import list_shards_blocking, shard_info
 from streamkit_kinesis.testing.faults import ExceptionThrowingKinesisClient, InjectedError
 from streamkit_kinesis.testing.streams import fresh_stream, put_blocking, unique
 from streamkit_kinesis.types import (
@@ -291,9 +291,15 @@ async def test_shard_end_by_null_iterator_reports_child_shards(aws_endpoint: Aws
             if batch.shard_ended:
                 ended = batch
                 break
+        listed = {s.shard_id: s for s in list_shards_blocking(client, stream)}
     assert ended is not None
     assert [r.data for r in records] == payloads(50)
     assert sorted(ended.child_shard_ids) == children
+    # described from ChildShards alone (no ListShards): parents and ranges as listed
+    described = {c.shard_id: (c.parent_shard_ids, c.hash_key_range) for c in ended.child_shards}
+    assert described == {
+        c: (listed[c].parent_shard_ids, listed[c].hash_key_range) for c in children
+    }
 
 
 async def test_shard_end_of_a_closed_shard(aws_endpoint: AwsEndpoint) -> None:
