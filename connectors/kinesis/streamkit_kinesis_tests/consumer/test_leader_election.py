@@ -95,7 +95,9 @@ async def test_the_shuffled_owner_leads_with_no_write_and_a_survivor_takes_over_
             killed_at = workers[leader].signal(signal.SIGKILL)
             await workers[leader].wait_exit(10)
             (successor,) = elect_leaders(followers)
-            await wait_until(lambda: became_leader(workers[successor], killed_at), 60, "successor")
+            await wait_until(
+                lambda: bool(became_leader(workers[successor], killed_at)), 60, "successor"
+            )
             first = became_leader(workers[successor], killed_at)[0]
             # The dead leader renewed at most RENEW before the kill; the survivor drops it
             # once its leases sat unchanged for FAILOVER on the survivor's clock.
