@@ -34,7 +34,9 @@ class Chain:
     k, ts), ``within`` (dropDuplicatesWithinWatermark on k), each followed by a 10 s
     windowed count per key; or ``windows``: a 10 s windowed count and sum per key, then a
     30 s window over ``window_time(window)`` summing them (``then_filter``: a filter and a
-    projection on the result)."""
+    projection on the result); ``sessions_then_window`` (4 s sessions, then a 20 s window
+    over their ``window_time``) and ``window_then_sessions`` (5 s windows, then 6 s
+    sessions over their ``window_time``)."""
 
     kind: str
     mode: str = "append"
@@ -53,6 +55,16 @@ class Chain:
             return kept.groupBy(F.window("ts", "10 seconds").alias("window"), "k").agg(
                 F.count(F.lit(1)).alias("n")
             )
+        if self.kind == "sessions_then_window":
+            sessions = frame.groupBy(F.session_window("ts", "4 seconds").alias("window"), "k")
+            counts = sessions.agg(F.count(F.lit(1)).alias("n"))
+            by = F.window(F.window_time("window"), "20 seconds").alias("window")
+            return counts.groupBy(by, "k").agg(F.sum("n").alias("n"))
+        if self.kind == "window_then_sessions":
+            tumbling = frame.groupBy(F.window("ts", "5 seconds").alias("window"), "k")
+            counts = tumbling.agg(F.count(F.lit(1)).alias("n"))
+            by = F.session_window(F.window_time("window"), "6 seconds").alias("window")
+            return counts.groupBy(by, "k").agg(F.sum("n").alias("n"))
         first = frame.groupBy(F.window("ts", "10 seconds").alias("window"), "k").agg(
             F.count(F.lit(1)).alias("n"), F.sum("v").alias("s")
         )
@@ -75,6 +87,16 @@ class Chain:
                 else frame.drop_duplicates_within_watermark(["k"])
             )  # fmt: skip
             return kept.group_by(sk.window("ts", "10 seconds"), "k").agg(sk.count().alias("n"))
+        if self.kind == "sessions_then_window":
+            sessions = frame.group_by(sk.session_window("ts", "4 seconds"), "k")
+            counts = sessions.agg(sk.count().alias("n"))
+            by = sk.window(sk.window_time("window"), "20 seconds")
+            return counts.group_by(by, "k").agg(sk.sum("n").alias("n"))
+        if self.kind == "window_then_sessions":
+            tumbling = frame.group_by(sk.window("ts", "5 seconds"), "k")
+            counts = tumbling.agg(sk.count().alias("n"))
+            by = sk.session_window(sk.window_time("window"), "6 seconds")
+            return counts.group_by(by, "k").agg(sk.sum("n").alias("n"))
         first = frame.group_by(sk.window("ts", "10 seconds"), "k").agg(
             sk.count().alias("n"), sk.sum("v").alias("s")
         )
@@ -205,6 +227,14 @@ for _seed in (1, 2, 3):
 CASES["random4_window_then_window_filter"] = Case(
     Chain("windows", then_filter=True), duplicated_files(4, files=12)
 )
+for _seed in (7, 8):
+    _files = duplicated_files(_seed, files=12)
+    CASES[f"random{_seed}_sessions_then_window"] = Case(
+        Chain("sessions_then_window", delay=3), _files
+    )
+    CASES[f"random{_seed}_window_then_sessions"] = Case(
+        Chain("window_then_sessions", delay=3), _files
+    )
 CASES["random5_dedup_then_window_update"] = Case(
     Chain("dedup", mode="update"), duplicated_files(5, files=10)
 )

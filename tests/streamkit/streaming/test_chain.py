@@ -33,6 +33,22 @@ def window_then_window(frame: sk.DataFrame) -> sk.DataFrame:
     return second.agg(sk.sum("n").alias("n"), sk.max("s").alias("top"))
 
 
+def sessions_then_window(frame: sk.DataFrame) -> sk.DataFrame:
+    sessions = frame.with_watermark("ts", "3 seconds").group_by(
+        sk.session_window("ts", "4 seconds"), "k"
+    )
+    counts = sessions.agg(sk.count().alias("n"))
+    by = sk.window(sk.window_time("window"), "20 seconds")
+    return counts.group_by(by, "k").agg(sk.sum("n").alias("n"))
+
+
+def window_then_sessions(frame: sk.DataFrame) -> sk.DataFrame:
+    tumbling = frame.with_watermark("ts", "3 seconds").group_by(sk.window("ts", "5 seconds"), "k")
+    counts = tumbling.agg(sk.count().alias("n"))
+    by = sk.session_window(sk.window_time("window"), "6 seconds")
+    return counts.group_by(by, "k").agg(sk.sum("n").alias("n"))
+
+
 def run(query: Any, directory: Path, checkpoint: Path | None) -> list[tuple[Any, ...]]:
     source = sk.read_stream.files(
         str(directory), format="json", schema=SCHEMA, max_files_per_trigger=1
@@ -53,7 +69,9 @@ def run(query: Any, directory: Path, checkpoint: Path | None) -> list[tuple[Any,
     return seen
 
 
-@pytest.mark.parametrize("query", [dedup_then_window, window_then_window])
+@pytest.mark.parametrize(
+    "query", [dedup_then_window, window_then_window, sessions_then_window, window_then_sessions]
+)
 @pytest.mark.parametrize("cut", [3, 7])
 def test_a_restarted_chain_resumes_every_operators_state(
     query: Any, cut: int, tmp_path: Path
