@@ -115,8 +115,8 @@ class _AggStage:
         touched = self.store.merge(fresh)
         if self.mode == "complete":
             return self.final(self.store.rows())
-        evicts = self.timed and in_force is not None
-        closed = self.store.evict(in_force) if evicts else touched.head(0)  # type: ignore[arg-type]
+        timed = self.timed and in_force is not None
+        closed = self.store.evict(in_force) if timed and in_force is not None else touched.head(0)
         return self.final(touched if self.mode == "update" else closed)
 
     def final(self, states: pl.DataFrame) -> pl.DataFrame:
