@@ -24,9 +24,10 @@ batch result on the same rows.
 ``emit_on_same_batch=True`` (not Spark's) evicts with W after batch n's own rows and owes
 no extra batch.
 
-A query holds one stateful operator: an aggregation or a ``drop_duplicates``
-(:mod:`streamkit.streaming.dedup`, with its own late-row and eviction rules and the same
-no-data batches). Filters and projections after it run on the rows it emits each batch,
+An ``IncrementalQuery`` holds one stateful operator: an aggregation or a
+``drop_duplicates`` (:mod:`streamkit.streaming.dedup`, with its own late-row and eviction
+rules and the same no-data batches); a plan with several runs as a chain
+(:mod:`streamkit.streaming.chain`, whose first operator is an ``IncrementalQuery``). Filters and projections after it run on the rows it emits each batch,
 through the same executor (:mod:`~streamkit.streaming.downstream`), as Spark allows in
 every output mode.
 """
