@@ -27,8 +27,9 @@ no extra batch.
 An ``IncrementalQuery`` holds one stateful operator: an aggregation or a
 ``drop_duplicates`` (:mod:`streamkit.streaming.dedup`, with its own late-row and eviction
 rules and the same no-data batches); a plan with several runs as a chain
-(:mod:`streamkit.streaming.chain`, whose first operator is an ``IncrementalQuery``). Filters and projections after it run on the rows it emits each batch,
-through the same executor (:mod:`~streamkit.streaming.downstream`), as Spark allows in
+(:mod:`streamkit.streaming.chain`, whose first operator is an ``IncrementalQuery``).
+Filters and projections after it run on the rows it emits each batch, through the same
+executor (:mod:`~streamkit.streaming.downstream`), as Spark allows in
 every output mode.
 """
 

@@ -90,13 +90,13 @@ class Chain:
         if self.kind == "sessions_then_window":
             sessions = frame.group_by(sk.session_window("ts", "4 seconds"), "k")
             counts = sessions.agg(sk.count().alias("n"))
-            by = sk.window(sk.window_time("window"), "20 seconds")
-            return counts.group_by(by, "k").agg(sk.sum("n").alias("n"))
+            windows = sk.window(sk.window_time("window"), "20 seconds")
+            return counts.group_by(windows, "k").agg(sk.sum("n").alias("n"))
         if self.kind == "window_then_sessions":
             tumbling = frame.group_by(sk.window("ts", "5 seconds"), "k")
             counts = tumbling.agg(sk.count().alias("n"))
-            by = sk.session_window(sk.window_time("window"), "6 seconds")
-            return counts.group_by(by, "k").agg(sk.sum("n").alias("n"))
+            sessions_of = sk.session_window(sk.window_time("window"), "6 seconds")
+            return counts.group_by(sessions_of, "k").agg(sk.sum("n").alias("n"))
         first = frame.group_by(sk.window("ts", "10 seconds"), "k").agg(
             sk.count().alias("n"), sk.sum("v").alias("s")
         )
