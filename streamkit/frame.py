@@ -119,9 +119,11 @@ class DataFrame:
     def join(self, other: DataFrame, on: Any, how: str = "inner") -> DataFrame:
         """Spark's ``join``: ``on`` is a column name or list of names on both sides (each
         appears once in the result), a boolean expression over both sides' columns, or a
-        list mixing the two; ``how`` is ``inner``, ``left``, ``right``, ``full`` or
-        ``left_semi``. Two streams join with Spark's stream-stream rules
-        (:mod:`streamkit.streaming.stream_join`)."""
+        list mixing the two; ``how`` is ``inner``, ``left``, ``right``, ``full``,
+        ``left_semi`` or ``left_anti``. A stream and a batch DataFrame make a
+        stream-static join, refused here where Spark refuses it
+        (:mod:`streamkit.stream_static`). Two streams join with Spark's stream-stream
+        rules (:mod:`streamkit.streaming.stream_join`)."""
         from streamkit.join_plan import build_join
 
         return DataFrame(build_join(self._plan, other.plan, on, how))
