@@ -39,6 +39,7 @@ from streamkit.functions import (
     when,
     window_time,
 )
+from streamkit.group_state import GroupState, GroupStateTimeout
 from streamkit.io import from_arrow, from_pandas, read
 from streamkit.sql import sql  # binds ``sk.sql`` to the function, not the package (no sqlglot)
 from streamkit.windows import session_window, window
@@ -76,6 +77,8 @@ __all__ = [
     "DataFrame",
     "DurationError",
     "Expr",
+    "GroupState",
+    "GroupStateTimeout",
     "GroupedData",
     "PlanError",
     "SchemaError",

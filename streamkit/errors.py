@@ -46,4 +46,3 @@ class MissingDependencyError(StreamkitError, ImportError):
             f"{module!r} is required for this feature; install it with: "
             f"pip install 'streamkit[{extra}]'"
         )
-

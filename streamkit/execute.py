@@ -15,6 +15,7 @@ from streamkit.expr import Col
 from streamkit.join_kernel import join_frames
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
+from streamkit.stateful import FlatMapGroupsWithState, run_batch
 from streamkit.stream_static import Pinned
 from streamkit.windows import BUCKET
 
@@ -83,6 +84,8 @@ def compile_plan(
         left = compile_plan(plan.left, None, set(), load).collect()
         right = compile_plan(plan.right, None, set(), load).collect()
         return join_frames(left, right, plan).lazy()
+    if isinstance(plan, FlatMapGroupsWithState):  # the function sees every input column
+        return run_batch(plan, compile_plan(plan.input, None, set(), load).collect()).lazy()
     raise TypeError(f"unknown plan node {type(plan).__name__}")
 
 

@@ -14,7 +14,7 @@ from streamkit.aggs import AggExpr
 from streamkit.durations import parse_duration_ns
 from streamkit.errors import PlanError
 from streamkit.execute import execute
-from streamkit.expr import Expr, into_col
+from streamkit.expr import Col, Expr, into_col
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Watermark
 from streamkit.windows import WINDOW_COLUMN, SessionWindow, TimeWindow
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
+    from streamkit.stateful import StateFunc
     from streamkit.streaming.api import DataStreamWriter
 
 
@@ -210,3 +211,31 @@ class GroupedData:
         from streamkit.functions import count
 
         return self.agg(count())
+
+    def apply_in_pandas_with_state(
+        self,
+        func: StateFunc,
+        output_schema: pa.Schema | str,
+        state_schema: pa.Schema | str,
+        output_mode: str,
+        timeout_conf: str,
+    ) -> DataFrame:
+        """Spark's ``applyInPandasWithState``: ``func(key, pdfs, state)`` per key, over the
+        key's rows (an iterator of pandas DataFrames) and its :class:`~streamkit.GroupState`,
+        yielding pandas DataFrames of ``output_schema``. ``output_mode`` ("append" or
+        "update") must be the query's; ``timeout_conf`` is a
+        :class:`~streamkit.GroupStateTimeout`. Rules: :mod:`streamkit.stateful`."""
+        from streamkit.stateful import FlatMapGroupsWithState, parse_schema
+
+        if self._window is not None or any(not isinstance(k, Col) for k in self._keys):
+            raise PlanError(
+                "apply_in_pandas_with_state groups by plain columns; add a computed key "
+                "with .with_column(name, expr) first and group_by(name)"
+            )
+        keys = tuple(k.output_name for k in self._keys)
+        out = parse_schema(output_schema, "output_schema")
+        state = parse_schema(state_schema, "state_schema")
+        node = FlatMapGroupsWithState(self._plan, keys, func, out, state, output_mode, timeout_conf)
+        return DataFrame(node)
+
+    applyInPandasWithState = apply_in_pandas_with_state

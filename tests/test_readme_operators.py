@@ -33,6 +33,7 @@ def test_the_section_has_an_example_per_operator() -> None:
         ".filter(",
         "sk.window_time(",
         ".join(",
+        ".apply_in_pandas_with_state(",
     ):
         assert call in text
 

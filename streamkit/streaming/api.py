@@ -197,6 +197,7 @@ class DataStreamWriter:
         self._retention: Retention | None = None
         self._same_batch = False
         self._watermark_policy: tuple[WatermarkPolicy, float] = ("min", 60.0)
+        self._processing_clock: Callable[[], float] | None = None
 
     def output_mode(self, mode: OutputMode) -> DataStreamWriter:
         """``append`` (default), ``update`` or ``complete``."""
@@ -227,6 +228,13 @@ class DataStreamWriter:
             seconds = parse_duration_ns(idle_timeout) / 1e9
         PartitionWatermarks(policy, float(seconds))  # validates both, fails fast
         self._watermark_policy = (policy, float(seconds))
+        return self
+
+    def processing_clock(self, clock: Callable[[], float]) -> DataStreamWriter:
+        """The clock of processing time (seconds since the epoch, like ``time.time``,
+        the default), read once per batch: ``apply_in_pandas_with_state``'s processing
+        time and processing-time timeouts. Tests inject a manual clock here."""
+        self._processing_clock = clock
         return self
 
     def trigger(
@@ -451,4 +459,5 @@ class DataStreamWriter:
             "emit_on_same_batch": self._same_batch,
             "snapshot_every": self._snapshot_every,
             "watermarks": PartitionWatermarks(*self._watermark_policy),
+            "processing_clock": self._processing_clock,
         }

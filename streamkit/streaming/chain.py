@@ -23,7 +23,7 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from itertools import pairwise
 from typing import Literal
@@ -43,6 +43,7 @@ from streamkit.streaming.incremental import BatchResult, IncrementalQuery, Outpu
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.changelog import DELETED
 from streamkit.streaming.state.dedup import EXPIRES
+from streamkit.streaming.stateful_exec import BatchClock
 from streamkit.streaming.watermarks import PartitionWatermarks
 from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
 
@@ -67,14 +68,17 @@ def make_engine(
     *,
     emit_on_same_batch: bool = False,
     watermarks: PartitionWatermarks | None = None,
+    processing_clock: Callable[[], float] | None = None,
 ) -> IncrementalQuery | ChainQuery:
     """The incremental engine for ``plan``: a :class:`ChainQuery` when it holds several
-    stateful operators, else an :class:`IncrementalQuery`."""
+    stateful operators, else an :class:`IncrementalQuery` (``processing_clock``: for
+    ``apply_in_pandas_with_state``, which does not chain)."""
     if len(stateful_operators(plan)) > 1:
         return ChainQuery(plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks)
     return IncrementalQuery(
-        plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
-    )
+        plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
+        processing_clock=processing_clock,
+    )  # fmt: skip
 
 
 def _event_time_window(node: Aggregate, below: Aggregate | Deduplicate, mark: Watermark) -> bool:
@@ -225,6 +229,11 @@ class ChainQuery:
         return self._finish(last.final(last.store.rows()))
 
     # -- watermark (the first operator's) ----------------------------------------------
+    @property
+    def clock(self) -> BatchClock:
+        """The processing clock (the first operator's; no operator of a chain reads it)."""
+        return self.first.clock
+
     @property
     def watermark(self) -> int | None:
         """The tracker W after the batches run so far."""

@@ -137,10 +137,24 @@ class CheckpointLog:
         self.damaged: list[str] = []
         """Paths of the damaged files found by :meth:`latest` and :meth:`pending`."""
 
-    def write_offsets(self, batch_id: int, offsets: Offsets) -> None:
-        """Step 1: record where batch ``batch_id`` ends, before running it."""
-        body = {"batch_id": batch_id, "offsets": dict(offsets)}
+    def write_offsets(
+        self, batch_id: int, offsets: Offsets, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Step 1: record where batch ``batch_id`` ends, before running it, with ``meta``
+        a re-run must reuse (e.g. the batch's processing time)."""
+        body = {**(meta or {}), "batch_id": batch_id, "offsets": dict(offsets)}
         self.store.write_bytes(f"offsets/{_name(batch_id)}", envelope.seal_json(body))
+
+    def offsets_meta(self, batch_id: int) -> dict[str, Any]:
+        """The ``meta`` logged with batch ``batch_id``'s offsets ({} when absent or
+        damaged: :meth:`pending` reports damage)."""
+        path = f"offsets/{_name(batch_id)}"
+        raw = self.store.read_bytes(path)
+        try:
+            body = self._json(path, raw) if raw is not None else {}
+        except _Damaged:
+            return {}
+        return {k: v for k, v in body.items() if k not in ("batch_id", "offsets")}
 
     def write_state(self, batch_id: int, state: pl.DataFrame) -> None:
         """Step 3 as a snapshot: the whole state after batch ``batch_id``."""

@@ -35,7 +35,7 @@ every output mode.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,11 +47,14 @@ from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
 from streamkit.expr import Col
 from streamkit.plan import Aggregate, Deduplicate, Plan, Project, Watermark
+from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
+from streamkit.streaming.state.group_state_store import GroupStateStore
+from streamkit.streaming.stateful_exec import BatchClock, StreamingStateful
 from streamkit.streaming.static_sides import bind_static_sides
 from streamkit.streaming.watermark_input import counted, watermark_filter
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
@@ -121,13 +124,15 @@ class IncrementalQuery:
         *,
         emit_on_same_batch: bool = False,
         watermarks: PartitionWatermarks | None = None,
+        processing_clock: Callable[[], float] | None = None,
     ) -> None:
         if mode not in OUTPUT_MODES:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
         plan, self._static = bind_static_sides(plan)
         self.plan, self.mode = plan, mode
         self.emit_on_same_batch = emit_on_same_batch
-        stateful = [n for n in plan.chain() if isinstance(n, Aggregate | Deduplicate)]
+        kinds = Aggregate | Deduplicate | FlatMapGroupsWithState
+        stateful = [n for n in plan.chain() if isinstance(n, kinds)]
         marks = [n for n in plan.chain() if isinstance(n, Watermark)]
         if len(stateful) > 1:
             raise PlanError(
@@ -145,7 +150,14 @@ class IncrementalQuery:
         self._check_watermark_column()
         self._counts = watermark_filter(plan, self._mark) if self._mark is not None else None
         self._store: StateStore | None = None if self._spec is None else make_store(self._spec)
-        self._dedup = StreamingDedup(top, self._mark) if isinstance(top, Deduplicate) else None
+        self._dedup: StreamingDedup | StreamingStateful | None = None
+        """The stateful operator other than an aggregation (rows in, rows out)."""
+        if isinstance(top, Deduplicate):
+            self._dedup = StreamingDedup(top, self._mark)
+        self.clock = BatchClock(processing_clock)
+        """Processing time (``apply_in_pandas_with_state``); the runner sets each batch's."""
+        if isinstance(top, FlatMapGroupsWithState):
+            self._dedup = StreamingStateful(top, self._mark, mode, self.clock)
         self.watermark: int | None = None
         """The tracker W: after the batches run so far (None before any event time)."""
         self._max_event: int | None = None
@@ -212,7 +224,13 @@ class IncrementalQuery:
     def owes_batch(self) -> bool:
         """True when the watermark moved past the one in force in the last batch, in append
         or update mode with a watermark: Spark then runs a no-data batch before waiting
-        for input (``spark.sql.streaming.noDataMicroBatches.enabled``)."""
+        for input (``spark.sql.streaming.noDataMicroBatches.enabled``); the rules of
+        ``apply_in_pandas_with_state`` are in :mod:`~streamkit.streaming.stateful_exec`."""
+        if isinstance(self._dedup, StreamingStateful):
+            return self._dedup.owes_batch(self._watermark_moved())
+        return self._watermark_moved()
+
+    def _watermark_moved(self) -> bool:
         stateful = self._agg is not None or self._dedup is not None
         if not stateful or self._mark is None or self.mode == "complete":
             return False
@@ -341,7 +359,7 @@ class IncrementalQuery:
         return held.rows() if held is not None else pl.DataFrame()
 
     @property
-    def _held(self) -> StateStore | DedupStore | None:
+    def _held(self) -> StateStore | DedupStore | GroupStateStore | None:
         """The state of the query's stateful operator (None: it has none)."""
         return self._dedup.store if self._dedup is not None else self._store
 

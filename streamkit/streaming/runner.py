@@ -62,6 +62,7 @@ class QueryParts(TypedDict):
     emit_on_same_batch: NotRequired[bool]
     snapshot_every: NotRequired[int]
     watermarks: NotRequired[PartitionWatermarks | None]
+    processing_clock: NotRequired[Callable[[], float] | None]
 
 
 class StreamingQueryError(StreamkitError):
@@ -92,6 +93,7 @@ class QueryRunner:
         emit_on_same_batch: bool = False,
         snapshot_every: int = 10,
         watermarks: PartitionWatermarks | None = None,
+        processing_clock: Callable[[], float] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.name = name or f"query-{self.id[:8]}"
@@ -101,7 +103,8 @@ class QueryRunner:
             raise AvailableNowUnsupportedError(type(source).__name__)
         _check_replay(sink, self.feed.exact_replay, type(source).__name__)
         self.engine = make_engine(
-            plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
+            plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
+            processing_clock=processing_clock,
         )
         self._log = None if store is None else CheckpointLog(store, snapshot_every=snapshot_every)
         """None without a checkpoint location: nothing to restart from, nothing written."""
@@ -123,6 +126,8 @@ class QueryRunner:
         self._in_flight = False
         """A batch is running: a no-data batch stops being owed when it starts, but its
         output is in the sink only when it is committed."""
+        self._replayed: tuple[int, dict[str, Any]] | None = None
+        """The logged-but-uncommitted batch found on restart, with its offsets meta."""
 
     # -- lifecycle (blocking parts: call them off the event loop) ------------------------
     def acquire(self, force: bool) -> None:
@@ -292,6 +297,8 @@ class QueryRunner:
         )  # fmt: skip
         if pending is not None and pending[1] and not no_data:
             self.feed.replay_to(pending[1])  # batch N ran but never committed: re-read it
+        if pending is not None:
+            self._replayed = (pending[0], self._log.offsets_meta(pending[0]))
         if last is None:
             return
         self.offsets = dict(last.offsets)
@@ -319,8 +326,12 @@ class QueryRunner:
         offsets = {**self.offsets, **batch.end_offsets}
         log = self._log
         t0 = self._clock()
+        logged = self._replayed[1] if self._replayed and self._replayed[0] == bid else {}
+        stamp = logged.get("batch_timestamp_ms")  # a re-run keeps its first processing time
+        stamp = stamp if isinstance(stamp, int) else self.engine.clock.now_ms()
+        self.engine.clock.batch_ms = stamp
         if log is not None:
-            await asyncio.to_thread(log.write_offsets, bid, offsets)
+            await asyncio.to_thread(log.write_offsets, bid, offsets, {"batch_timestamp_ms": stamp})
         result, output = await asyncio.to_thread(self._execute, batch.rows, batch.row_partitions)
         t1 = self._clock()
         await self.sink.add_batch(bid, output)

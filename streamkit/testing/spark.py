@@ -9,6 +9,8 @@ Needs ``pyspark`` (``pip install 'streamkit[test]'``) and a Java 17 runtime.
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,9 @@ def spark_session(app_name: str = "streamkit-differential") -> Iterator[Any]:
     """Start a local SparkSession (see the module docstring), yield it, stop it."""
     require("pyspark", "test")
     from pyspark.sql import SparkSession
+
+    # Python UDF workers (``applyInPandasWithState``) run this interpreter, with its pandas
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     builder = SparkSession.builder.master("local[2]").appName(app_name)
     for key, value in SPARK_CONF.items():

@@ -16,43 +16,22 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
 
 import pyarrow as pa
 import pytest
 
 import streamkit as sk
-from streamkit.streaming.contracts import Guarantee
 from streamkit.streaming.sinks import ParquetSink
+from tests.streamkit.streaming.kill9 import Announcing, run_job
 
+SCRIPT = Path(__file__)
 FILES = 40
 SCHEMA = pa.schema([("ts", pa.timestamp("us", "UTC")), ("id", pa.int64()), ("payload", pa.int64())])
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 DELAY_S = 30
-
-
-class Announcing:
-    """The Parquet sink, printing ``acked N`` after each batch (the test's cue to kill)."""
-
-    guarantee: ClassVar[Guarantee] = Guarantee.EXACTLY_ONCE
-
-    def __init__(self, sink: ParquetSink) -> None:
-        self.sink = sink
-
-    async def add_batch(self, batch_id: int, table: pa.Table) -> None:
-        await self.sink.add_batch(batch_id, table)
-        print(f"acked {batch_id}", flush=True)
-        time.sleep(0.05)  # leave the killer a window inside the batch's commit
-
-    async def close(self) -> None:
-        await self.sink.close()
 
 
 def child(argv: list[str]) -> int:
@@ -99,38 +78,6 @@ def write_inputs(folder: Path, seed: int) -> None:
         os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
 
 
-def run_job(
-    args: list[str], log: Path, kill_after: int | None, pause: float, script: str = __file__
-) -> int | None:
-    """Run the job (``script`` run with ``args``, printing ``acked N`` per batch); with
-    ``kill_after``, SIGKILL it ``pause`` s after it acked a batch with id at least
-    ``kill_after``. Returns the last batch id acked."""
-    cmd = [sys.executable, script, *args]
-    with log.open("ab") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-    watchdog = threading.Timer(300, proc.kill)
-    watchdog.start()
-    last: int | None = None
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("acked "):
-                last = int(line.split()[1])
-                if kill_after is not None and last >= kill_after:
-                    time.sleep(pause)
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-        code = proc.wait(timeout=120)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    want = -signal.SIGKILL if kill_after is not None else 0
-    assert code == want, f"exit {code}; stderr in {log}: {log.read_text()[-2000:]}"
-    return last
-
-
 def truth(folder: Path) -> list[tuple[int, int]]:
     """The distinct ``(id, epoch micros)`` of the input, by DuckDB."""
     import duckdb
@@ -155,10 +102,11 @@ def test_killed_dedup_query_emits_each_key_once(tmp_path: Path, op: str) -> None
     log, rng = tmp_path / "job.log", random.Random(5)
     done = -1
     for _ in range(4):  # kill after one more batch each time, at a random point in it
-        last = run_job(args, log, kill_after=done + 1 + rng.randint(0, 4), pause=rng.random() / 5)
+        kill_after = done + 1 + rng.randint(0, 4)
+        last = run_job(SCRIPT, args, log, kill_after=kill_after, pause=rng.random() / 5)
         assert last is not None
         done = last
-    run_job(args, log, kill_after=None, pause=0)
+    run_job(SCRIPT, args, log, kill_after=None, pause=0)
     got = sk.read.parquet(str(out)).to_arrow()
     ids, stamps = got.column("id").to_pylist(), got.column("ts").cast(pa.int64()).to_pylist()
     emitted = sorted(zip(ids, stamps, strict=True))

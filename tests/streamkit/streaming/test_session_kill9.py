@@ -9,7 +9,7 @@ advance 5 s per file with a few seconds of jitter, within the 30 s watermark del
 row is late; the truth is every session of the input (rows of a user at most 4 s apart,
 Spark's ``t_next <= last + gap``) that ends at or before the final watermark (max event
 time - 30 s), computed with DuckDB. The kill moments reuse
-:func:`~tests.streamkit.streaming.test_dedup_kill9.run_job`.
+:func:`~tests.streamkit.streaming.kill9.run_job`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ BASE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def child(argv: list[str]) -> int:
-    from tests.streamkit.streaming.test_dedup_kill9 import Announcing
+    from tests.streamkit.streaming.kill9 import Announcing
 
     p = argparse.ArgumentParser()
     for name in ("input", "checkpoint", "out"):
@@ -100,7 +100,7 @@ def truth(folder: Path) -> list[tuple[int, int, int, int, int]]:
 
 @pytest.mark.slow
 def test_killed_session_query_emits_each_session_once(tmp_path: Path) -> None:
-    from tests.streamkit.streaming.test_dedup_kill9 import run_job
+    from tests.streamkit.streaming.kill9 import run_job
 
     folder = tmp_path / "in"
     write_inputs(folder, seed=29)
@@ -110,10 +110,10 @@ def test_killed_session_query_emits_each_session_once(tmp_path: Path) -> None:
     done = -1
     for _ in range(5):  # kill after one more batch each time, at a random point in it
         pause = rng.random() / 5
-        last = run_job(args, log, done + 1 + rng.randint(0, 4), pause, script=__file__)
+        last = run_job(Path(__file__), args, log, done + 1 + rng.randint(0, 4), pause)
         assert last is not None
         done = last
-    run_job(args, log, kill_after=None, pause=0, script=__file__)
+    run_job(Path(__file__), args, log, kill_after=None, pause=0)
     assert (tmp_path / "ck" / "deltas").is_dir()  # restarts went through deltas
     got = sk.read.parquet(str(out)).to_arrow()
     window = got.column("window").combine_chunks()

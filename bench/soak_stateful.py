@@ -1,0 +1,113 @@
+"""Soak of ``apply_in_pandas_with_state``: state stays bounded when timeouts remove it.
+
+Usage:
+    .venv/bin/python bench/soak_stateful.py [--minutes 10] [--keys-per-batch 200]
+
+One in-process query: a memory stream, ``with_watermark("ts", "5 seconds")``, sessions
+per key with ``EventTimeTimeout`` (gap 10 s; the timeout call emits the session and
+removes the state), update mode, a local checkpoint (deltas and snapshots), a
+foreach-batch sink that only counts rows. Each batch advances event time by one second
+and holds ``--keys-per-batch`` new keys plus rows of the keys of the previous four
+batches, so about ``15 x keys-per-batch`` sessions are open at any time while an
+unbounded number of keys passes through. Every 10 s it samples the process's resident
+set (``VmRSS``) and the state rows; at the end it prints the least-squares slope of RSS
+over the samples after a 2-minute warm-up (MB per minute), the state rows' range, and
+the batches run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+import streamkit as sk
+
+SCHEMA = pa.schema([("ts", pa.timestamp("us", "UTC")), ("k", pa.int64())])
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+GAP_MS = 10_000
+
+
+def sessions(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: Any) -> Iterator[Any]:
+    """(count, last) per key; emitted and removed when the watermark passes last + gap."""
+    if state.has_timed_out:
+        n, last = state.get
+        state.remove()
+        yield pd.DataFrame({"k": [key[0]], "n": [n], "last": [last]})
+        return
+    n, last = state.get if state.exists else (0, 0)
+    for pdf in pdfs:
+        n, last = n + len(pdf), max(last, int(pdf["ts"].max().timestamp() * 1000))
+    state.update((n, last))
+    state.set_timeout_timestamp(max(last + GAP_MS, state.get_current_watermark_ms()))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def batch_rows(i: int, per_batch: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Batch ``i``: new keys ``i * per_batch ..`` and 2 rows each for the last 4 batches'."""
+    ts = T0 + timedelta(seconds=i)
+    keys = np.arange(max(0, i - 4) * per_batch, (i + 1) * per_batch)
+    keys = np.concatenate([keys, rng.choice(keys, size=keys.size)])
+    return [{"ts": ts, "k": int(k)} for k in keys]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--keys-per-batch", type=int, default=200)
+    args = p.parse_args()
+    rng = np.random.default_rng(7)
+    emitted = [0]
+
+    def count(frame: sk.DataFrame, batch_id: int) -> None:
+        emitted[0] += frame.count()
+
+    events = sk.read_stream.memory(SCHEMA)
+    query = (
+        events.with_watermark("ts", "5 seconds").group_by("k")
+        .apply_in_pandas_with_state(sessions, "k bigint, n bigint, last bigint",
+                                    "n bigint, last bigint", "update", "EventTimeTimeout")
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="soak-stateful-") as ck:
+        handle = query.write_stream.output_mode("update").checkpoint(ck).foreach_batch(count)
+        q = handle.start()
+        start = time.monotonic()
+        samples: list[tuple[float, float, int]] = []
+        next_sample, i = start, 0
+        try:
+            while time.monotonic() - start < args.minutes * 60:
+                events.stream.add_rows(batch_rows(i, args.keys_per_batch, rng))
+                q.process_all_available(timeout=300)
+                i += 1
+                if time.monotonic() >= next_sample:
+                    held = q.recent_progress[-1].state_rows if q.recent_progress else 0
+                    samples.append(((time.monotonic() - start) / 60, rss_mb(), held))
+                    next_sample += 10
+        finally:
+            q.stop()
+    warm = [(m, r) for m, r, _ in samples if m >= 2.0] or [(m, r) for m, r, _ in samples]
+    slope = float(np.polyfit([m for m, _ in warm], [r for _, r in warm], 1)[0])
+    counts = [h for _, _, h in samples]
+    print(f"batches {i}, rows emitted {emitted[0]}, keys seen {i * args.keys_per_batch}")
+    print(f"state rows min {min(counts)} max {max(counts)} last {counts[-1]}")
+    print(f"RSS first {samples[0][1]:.1f} MB, last {samples[-1][1]:.1f} MB, "
+          f"max {max(r for _, r, _ in samples):.1f} MB")  # fmt: skip
+    print(f"RSS slope after warm-up: {slope:+.3f} MB/min over {len(warm)} samples")
+
+
+if __name__ == "__main__":
+    main()
