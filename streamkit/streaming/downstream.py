@@ -9,7 +9,9 @@ from dataclasses import replace
 import polars as pl
 
 from streamkit.errors import PlanError
+from streamkit.join_plan import Join
 from streamkit.plan import Filter, Plan, Project, Scan
+from streamkit.stream_static import is_streaming
 
 
 class _Emitted:
@@ -28,12 +30,22 @@ class _Emitted:
 
 def above(plan: Plan, stateful: Plan) -> Plan:
     """``plan`` with ``stateful`` replaced by a scan of its output: the operations after a
-    streaming aggregation or deduplication (filters and projections, as Spark allows)."""
+    streaming aggregation or deduplication (filters, projections and stream-static joins,
+    as Spark allows)."""
     if plan is stateful:
         return Scan(_Emitted(stateful.schema))
+    if isinstance(plan, Join) and not (is_streaming(plan.left) and is_streaming(plan.right)):
+        # a stream-static join after it: the static side is pinned (static_sides.py)
+        if _holds(plan.left, stateful):
+            return replace(plan, left=above(plan.left, stateful))
+        return replace(plan, right=above(plan.right, stateful))
     if not isinstance(plan, Filter | Project):
         raise PlanError(
             f"{type(plan).__name__} after a streaming aggregation or drop_duplicates is not "
             "supported; filter, select and with_column are"
         )
     return replace(plan, input=above(plan.input, stateful))
+
+
+def _holds(plan: Plan, node: Plan) -> bool:
+    return plan is node or any(_holds(child, node) for child in plan.children)

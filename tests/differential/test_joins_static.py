@@ -92,8 +92,9 @@ class StreamCase:
     mode: str = "append"
     on: tuple[str, ...] = ("k",)
     then: str = ""
-    """``""``, ``"window"`` (10-second windows by ``name``) or ``"dedup"`` (on k, ts, name:
-    which of two joined rows Spark emits first is not specified)."""
+    """``""``, ``"window"`` (10-second windows by ``name``), ``"dedup"`` (on k, ts, name:
+    which of two joined rows Spark emits first is not specified), or ``"window_first"``
+    (10-second windows by ``k``, then the join)."""
     static_left: bool = False
 
     def _static(self, table: Any) -> Any:
@@ -107,6 +108,11 @@ class StreamCase:
         static = self._static(static)
         how = SPARK_HOW.get(self.how, self.how)
         on = list(self.on)
+        if self.then == "window_first":
+            counts = stream.groupBy(F.window("ts", "10 seconds").alias("window"), "k").agg(
+                F.count(F.lit(1)).alias("n"), F.sum("v").alias("s")
+            )
+            return counts.join(static, on, how)
         joined = static.join(stream, on, how) if self.static_left else stream.join(static, on, how)
         if self.then == "window":
             return joined.groupBy(F.window("ts", "10 seconds").alias("window"), "name").agg(
@@ -124,6 +130,11 @@ class StreamCase:
         if self.on == ("k",):
             static = static.select("k", "name")
         on = list(self.on)
+        if self.then == "window_first":
+            counts = stream.group_by(sk.window("ts", "10 seconds"), "k").agg(
+                sk.count().alias("n"), sk.sum("v").alias("s")
+            )
+            return counts.join(static, on, self.how)
         joined = (
             static.join(stream, on, self.how)
             if self.static_left
@@ -233,6 +244,8 @@ CASES: dict[str, StreamCase] = {
     "inner_then_window_update": StreamCase("inner", "update", then="window"),
     "left_then_window_append": StreamCase("left", "append", then="window"),
     "left_then_dedup": StreamCase("left", "append", then="dedup"),
+    "window_then_left_join_update": StreamCase("left", "update", then="window_first"),
+    "window_then_inner_join_append": StreamCase("inner", "append", then="window_first"),
 }
 STREAM_CASES = {f"{name}-11": (case, 11) for name, case in CASES.items()}
 for _name in ("inner", "left_outer", "left_then_window_append"):
