@@ -136,8 +136,8 @@ class IncrementalQuery:
         marks = [n for n in plan.chain() if isinstance(n, Watermark)]
         if len(stateful) > 1:
             raise PlanError(
-                "a streaming query supports one stateful operator (one aggregation or one "
-                "drop_duplicates) so far"
+                "an IncrementalQuery runs one stateful operator (one aggregation or one "
+                "drop_duplicates); run a chain with streamkit.streaming.chain.make_engine"
             )
         top = stateful[0] if stateful else None
         self._above = above(plan, top) if top is not None and top is not plan else None

@@ -63,3 +63,11 @@ def test_select_after_drop_duplicates_runs_on_the_rows_emitted() -> None:
     q = IncrementalQuery(df.plan, "append")
     out = q.run(rows((0, "a", 1), (0, "a", 2), (0, "b", 3))).output
     assert out.rows() == [("a", 2), ("b", 6)]
+
+
+def test_a_chain_runs_through_make_engine() -> None:
+    from streamkit.streaming.chain import ChainQuery, make_engine
+
+    twice = EMPTY.drop_duplicates(["k"]).group_by("k").agg(sk.count())
+    assert isinstance(make_engine(twice.plan, "update"), ChainQuery)
+    assert isinstance(make_engine(EMPTY.drop_duplicates(["k"]).plan, "append"), IncrementalQuery)
