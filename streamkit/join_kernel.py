@@ -20,10 +20,13 @@ def _right_name(name: str) -> str:
     return f"__sk_right_{name}"
 
 
-def pairs(left: pl.DataFrame, right: pl.DataFrame, node: Join) -> pl.DataFrame:
+def pairs(
+    left: pl.DataFrame, right: pl.DataFrame, node: Join, *, nulls_equal: bool = False
+) -> pl.DataFrame:
     """Every pair of a ``left`` and a ``right`` row that satisfies ``node``'s condition:
-    the columns of both (the right side's ``using`` keys renamed). Null keys match
-    nothing, and a condition that is null counts as false, as in Spark."""
+    the columns of both (the right side's ``using`` keys renamed). A condition that is
+    null counts as false. Null equality keys match nothing, unless ``nulls_equal`` (what
+    Spark's stream-stream join does: its state matches keys as whole rows)."""
     renamed = right.rename({n: _right_name(n) for n in node.using})
     using = set(node.using)
     left_on = [a for a, _ in node.pairs]
@@ -31,7 +34,10 @@ def pairs(left: pl.DataFrame, right: pl.DataFrame, node: Join) -> pl.DataFrame:
     if not left.height or not right.height:
         frame = pl.concat([left.head(0), renamed.head(0)], how="horizontal")
     elif left_on:
-        frame = left.join(renamed, left_on=left_on, right_on=right_on, how="inner", coalesce=False)
+        frame = left.join(
+            renamed, left_on=left_on, right_on=right_on, how="inner", coalesce=False,
+            nulls_equal=nulls_equal,
+        )  # fmt: skip
     else:
         frame = left.join(renamed, how="cross")
     for term in node.residual:

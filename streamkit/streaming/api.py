@@ -63,7 +63,13 @@ class StreamScanSource:
 
 
 def stream_source_of(plan: Plan) -> StreamSource | None:
-    """The stream at the leaf of ``plan``, or None for a batch plan."""
+    """The stream at the leaf of ``plan``, or None for a batch plan; for a join of two
+    streams, both read as one (:mod:`streamkit.streaming.sources.joined`)."""
+    from streamkit.streaming.sources.joined import joined_streams
+
+    both = joined_streams(plan, stream_source_of)
+    if both is not None:
+        return both
     node = plan.chain()[-1]
     if isinstance(node, Scan) and isinstance(node.source, StreamScanSource):
         return node.source.stream
@@ -198,6 +204,7 @@ class DataStreamWriter:
         self._same_batch = False
         self._watermark_policy: tuple[WatermarkPolicy, float] = ("min", 60.0)
         self._processing_clock: Callable[[], float] | None = None
+        self._multiple_policy = "min"
 
     def output_mode(self, mode: OutputMode) -> DataStreamWriter:
         """``append`` (default), ``update`` or ``complete``."""
@@ -235,6 +242,16 @@ class DataStreamWriter:
         the default), read once per batch: ``apply_in_pandas_with_state``'s processing
         time and processing-time timeouts. Tests inject a manual clock here."""
         self._processing_clock = clock
+        return self
+
+    def multiple_watermark_policy(self, policy: str) -> DataStreamWriter:
+        """Spark's ``spark.sql.streaming.multipleWatermarkPolicy`` for a query with a
+        watermark on several inputs (a stream-stream join): ``"min"`` (default) follows
+        the slowest input, ``"max"`` the fastest (the slower input's rows may then be
+        dropped as late)."""
+        if policy not in ("min", "max"):
+            raise PlanError(f"multiple_watermark_policy must be 'min' or 'max', got {policy!r}")
+        self._multiple_policy = policy
         return self
 
     def trigger(
@@ -441,11 +458,14 @@ class DataStreamWriter:
     def _query_parts(self, sink: Sink) -> QueryParts:
         """The keyword arguments of a query handle (or its runner) over ``sink``."""
         from streamkit.streaming.checkpoint_store import open_checkpoint_store
-        from streamkit.streaming.table import UnboundedTable, resolve_retention
+        from streamkit.streaming.sources.joined import JoinedSources
+        from streamkit.streaming.table import Retention, UnboundedTable, resolve_retention
 
         assert self._stream is not None
         store = open_checkpoint_store(self._checkpoint) if self._checkpoint else None
         retention = resolve_retention(self._retention, self._df.plan)
+        if isinstance(self._stream, JoinedSources):  # its rows are both sides' structs
+            retention = Retention.rows(0)
         table = UnboundedTable(self._input_schema(retention), retention)
         return {
             "plan": self._df.plan,
@@ -460,4 +480,5 @@ class DataStreamWriter:
             "snapshot_every": self._snapshot_every,
             "watermarks": PartitionWatermarks(*self._watermark_policy),
             "processing_clock": self._processing_clock,
+            "multiple_watermark_policy": self._multiple_policy,
         }

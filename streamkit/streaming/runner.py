@@ -37,8 +37,11 @@ from streamkit.streaming.progress import PhaseDurations, QueryProgress
 from streamkit.streaming.progress_log import ProgressLog
 from streamkit.streaming.side_tables import SideTables
 from streamkit.streaming.sources.feeds import CaughtUp, Fetched, feed_for
+from streamkit.streaming.stream_join import StreamJoinQuery, join_engine
 
 if TYPE_CHECKING:
+    from streamkit.streaming.chain import ChainQuery
+    from streamkit.streaming.incremental import IncrementalQuery
     from streamkit.plan import Plan
     from streamkit.streaming.contracts import CheckpointStore, Offsets, Sink, StreamSource
     from streamkit.streaming.table import UnboundedTable
@@ -63,6 +66,7 @@ class QueryParts(TypedDict):
     snapshot_every: NotRequired[int]
     watermarks: NotRequired[PartitionWatermarks | None]
     processing_clock: NotRequired[Callable[[], float] | None]
+    multiple_watermark_policy: NotRequired[str]
 
 
 class StreamingQueryError(StreamkitError):
@@ -94,6 +98,7 @@ class QueryRunner:
         snapshot_every: int = 10,
         watermarks: PartitionWatermarks | None = None,
         processing_clock: Callable[[], float] | None = None,
+        multiple_watermark_policy: str = "min",
     ) -> None:
         self.id = uuid.uuid4().hex
         self.name = name or f"query-{self.id[:8]}"
@@ -102,7 +107,10 @@ class QueryRunner:
         if self.feed.kind == "acknowledging" and trigger.kind == "available_now":
             raise AvailableNowUnsupportedError(type(source).__name__)
         _check_replay(sink, self.feed.exact_replay, type(source).__name__)
-        self.engine = make_engine(
+        joined = join_engine(
+            plan, mode, emit_on_same_batch=emit_on_same_batch, policy=multiple_watermark_policy
+        )
+        self.engine: IncrementalQuery | ChainQuery | StreamJoinQuery = joined or make_engine(
             plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
             processing_clock=processing_clock,
         )

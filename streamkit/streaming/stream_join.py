@@ -1,0 +1,385 @@
+"""Stream-stream joins with Spark Structured Streaming's semantics (append mode).
+
+Both sides' rows are buffered in state (:mod:`streamkit.streaming.state.join_store`).
+Batch n, with W_{n-1} the watermark in force in the previous batch and W_n the one in
+force now (both global: the minimum over the two sides' watermarks, each the largest
+event time that side has seen in whole ms minus its delay; a side that has seen no event
+time yet does not count, as in Spark's ``WatermarkTracker``):
+
+1. each side's input rows whose event time is <= W_{n-1} are late: dropped (kept in the
+   late-rows table);
+2. the new left rows join the right buffer; the new left rows are buffered unless they
+   are already at or behind the left state watermark; then the new right rows join the
+   left buffer (which now holds this batch's left rows), and are buffered likewise. Each
+   pair is therefore emitted once. A buffered row remembers whether it has matched;
+3. each side's buffer drops the rows at or behind its state watermark, derived as in
+   Spark's ``StreamingJoinHelper`` from the time bounds of the condition and W_n: a
+   bound ``left.t >= right.t + c`` lets the left buffer drop ``left.t <= W_n + c - 1 ms``
+   (``>``: ``<= W_n + c``); ``left.t <= right.t + c`` lets the right buffer drop
+   ``right.t <= W_n - c - 1 ms`` (``<``: ``<= W_n - c``); several bounds take the
+   smallest. An outer join emits the dropped rows of its preserved side that never
+   matched, with nulls for the other side; so too, in this batch, the new rows of that
+   side that were not buffered (already behind its state watermark) and matched nothing.
+
+A side without a time bound keeps every row (allowed for inner joins, as in Spark); an
+outer join needs its preserved side's state watermark and is refused without it, with
+Spark's message. Only append mode is supported (Spark's rule). After a batch, when W
+moved past W_n and some buffer has a state watermark, a no-data batch is owed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from streamkit.errors import PlanError
+from streamkit.execute import compile_plan, given
+from streamkit.join_kernel import LID, RID, assemble, pairs, right_unmatched
+from streamkit.join_plan import Join
+from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Watermark
+from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.downstream import above
+from streamkit.streaming.incremental import BatchResult, OutputMode
+from streamkit.streaming.state.join_store import ID, MATCHED, JoinStore
+
+SIDES = ("left", "right")
+
+
+def find_join(plan: Plan) -> Join | None:
+    """The join under the stateless operations at the top of ``plan`` (None: none)."""
+    node = plan
+    while isinstance(node, Filter | Project):
+        node = node.input
+    return node if isinstance(node, Join) else None
+
+
+def join_engine(
+    plan: Plan, mode: OutputMode, *, emit_on_same_batch: bool, policy: str
+) -> StreamJoinQuery | None:
+    """The engine for ``plan`` when it joins two streams (None: it joins none); refuses
+    a stateful operator above the join and ``emit_on_same_batch``."""
+    if not _has_join(plan):
+        return None
+    if find_join(plan) is None:
+        raise PlanError(
+            "an aggregation or drop_duplicates after a stream-stream join is not supported "
+            "yet; only filter, select and with_column may follow the join"
+        )
+    if emit_on_same_batch:
+        raise PlanError("emit_on_same_batch is not supported for stream-stream joins")
+    return StreamJoinQuery(plan, mode, policy=policy)
+
+
+def _has_join(plan: Plan) -> bool:
+    return isinstance(plan, Join) or any(_has_join(c) for c in plan.children)
+
+
+def _side_mark(side: Plan, name: str) -> Watermark | None:
+    """The side's watermark; refuses a stateful operator below the join."""
+    marks: list[Watermark] = []
+    for node in side.chain():
+        if isinstance(node, Aggregate | Deduplicate | Join):
+            raise PlanError(
+                f"a {type(node).__name__} below a stream-stream join ({name} side) is not "
+                "supported; join the streams first"
+            )
+        if isinstance(node, Watermark):
+            marks.append(node)
+    if marks and marks[0].column not in side.schema:
+        raise PlanError(
+            f"the {name} side's watermark column {marks[0].column!r} is not among the columns "
+            "it gives the join; keep it in the select before the join"
+        )
+    return marks[0] if marks else None
+
+
+def _ms_bound(ns: int) -> int:
+    return ns // 1_000_000
+
+
+def state_watermark(
+    join: Join, side: int, watermark: int, marks: tuple[str | None, ...]
+) -> int | None:
+    """The state watermark (ms) of ``side``'s buffer given the global ``watermark`` (ms):
+    rows with event time at or before it can match no future row of the other side.
+    None: the condition gives no such bound (see the module docstring)."""
+    found: list[int] = []
+    for b in join.bounds:
+        if b.left_col != marks[0] or b.right_col != marks[1]:
+            continue
+        c = _ms_bound(b.offset_ns)
+        if side == 0 and b.op in (">", ">="):
+            found.append(watermark + c - (1 if b.op == ">=" else 0))
+        if side == 1 and b.op in ("<", "<="):
+            found.append(watermark - c - (1 if b.op == "<=" else 0))
+    return min(found) if found else None
+
+
+def _at_or_before(column: str, ms: int) -> pl.Expr:
+    """``column`` (a timestamp) at or before ``ms`` (compared in microseconds, as Spark)."""
+    return pl.col(column).dt.epoch("us") <= ms * 1000
+
+
+@dataclass(frozen=True)
+class _Side:
+    plan: Plan
+    mark: Watermark | None
+
+
+class StreamJoinQuery:
+    """Runs a plan whose stateful operator is a stream-stream :class:`Join`, one
+    micro-batch at a time; the same interface as
+    :class:`~streamkit.streaming.incremental.IncrementalQuery`. Input rows come from
+    :class:`~streamkit.streaming.sources.joined.JoinedSources` (a ``left`` and a
+    ``right`` struct column)."""
+
+    def __init__(self, plan: Plan, mode: OutputMode, *, policy: str = "min") -> None:
+        join = find_join(plan)
+        if join is None:
+            raise PlanError("not a stream-stream join")
+        if mode != "append":
+            raise PlanError(
+                f"output mode {mode!r} is not supported for a join of two streams (Spark "
+                "supports them only in append mode: a joined row, once emitted, is final); "
+                "use output_mode('append')"
+            )
+        self.plan, self.mode, self.join = plan, mode, join
+        self._above = above(plan, join) if join is not plan else None
+        self._sides = (
+            _Side(join.left, _side_mark(join.left, "left")),
+            _Side(join.right, _side_mark(join.right, "right")),
+        )
+        self._marks = tuple(s.mark.column if s.mark else None for s in self._sides)
+        self._check_outer()
+        self._not_null = (self._null_checked(0), self._null_checked(1))
+        self._policy = policy
+        self._store = JoinStore(join.left.schema, join.right.schema)
+        self.watermark: int | None = None
+        """The global watermark (ms) after the batches run so far."""
+        self._side_max: dict[str, int] = {}
+        """Largest event time (ms) per side that has seen one."""
+        self._in_force: int | None = None
+        self._restored = False
+
+    def _check_outer(self) -> None:
+        how = self.join.how
+        for side, preserved in ((0, ("left", "full")), (1, ("right", "full"))):
+            if how in preserved and state_watermark(self.join, side, 0, self._marks) is None:
+                kind = {"left": "LeftOuter", "right": "RightOuter", "full": "FullOuter"}[how]
+                other = SIDES[1 - side]
+                raise PlanError(
+                    f"Stream-stream {kind} join between two streaming DataFrames is not "
+                    "supported without a watermark on the nullable side and an appropriate "
+                    f"range condition (Spark's rule): add with_watermark on both sides and a "
+                    f"condition bounding the {SIDES[side]} event time by the {other} one, e.g. "
+                    "(col('rt') >= col('lt')) & (col('rt') <= col('lt') + timedelta(...))"
+                )
+        if how in ("left_semi", "left_anti"):
+            raise PlanError(f"{how} stream-stream joins are not supported yet; use inner or left")
+
+    def _null_checked(self, side: int) -> list[str]:
+        """The columns of ``side`` whose nulls drop a row before the watermark sees it:
+        the equality keys and time-bound columns of a side that is not preserved. Spark's
+        optimizer infers ``IsNotNull`` filters from the condition for such a side and
+        pushes them down to the scan (a preserved side keeps its null-key rows, and in a
+        full outer join null keys match each other, as Spark's state matches keys)."""
+        preserved = ("left", "full") if side == 0 else ("right", "full")
+        if self.join.how in preserved:
+            return []
+        keys = [p[side] for p in self.join.pairs]
+        times = [b.left_col if side == 0 else b.right_col for b in self.join.bounds]
+        return list(dict.fromkeys(keys + times))
+
+    # -- per batch ---------------------------------------------------------------------
+    def run(self, rows: pl.DataFrame, partitions: object = None) -> BatchResult:
+        """One micro-batch of joined-source rows (see the module docstring)."""
+        late_mark, in_force = self._in_force, self.watermark
+        fresh, late = [], []
+        for i, side in enumerate(self._sides):
+            raw = rows.filter(pl.col(SIDES[i]).is_not_null()).select(
+                pl.col(SIDES[i]).struct.unnest()
+            ) if rows.width else pl.DataFrame(schema=self._raw_schema(i))  # fmt: skip
+            kept, dropped = self._side_input(i, side, raw, late_mark)
+            fresh.append(kept)
+            late.append(dropped)
+        self._update_watermark()
+        self._in_force, self._restored = in_force, False
+        output = self._join(fresh[0], fresh[1], in_force)
+        if self._above is not None:
+            output = compile_plan(self._above, None, set(), given(output)).collect()
+        return BatchResult(output, self._late_frame(late), self.watermark)
+
+    def run_no_data(self) -> BatchResult:
+        """A batch without input rows: evicts (and emits outer rows) under the watermark
+        now in force."""
+        return self.run(pl.DataFrame())
+
+    def _raw_schema(self, i: int) -> pl.Schema:
+        return self._sides[i].plan.chain()[-1].schema
+
+    def _side_input(
+        self, i: int, side: _Side, raw: pl.DataFrame, late_mark: int | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        checked = self._not_null[i]
+        if side.mark is not None and raw.height:
+            at_mark = compile_plan(side.mark.input, None, set(), given(raw)).collect()
+            present = [c for c in checked if c in at_mark.columns]
+            if present:
+                at_mark = at_mark.drop_nulls(present)
+            top = at_mark[side.mark.column].dt.epoch("us").max()
+            if isinstance(top, int):
+                ms = top // 1000
+                name = SIDES[i]
+                self._side_max[name] = max(self._side_max.get(name, ms), ms)
+        out = compile_plan(side.plan, None, set(), given(raw)).collect() if raw.height else (
+            pl.DataFrame(schema=side.plan.schema)
+        )  # fmt: skip
+        if checked and out.height:
+            out = out.drop_nulls(checked)
+        if side.mark is None or late_mark is None or not out.height:
+            return out, out.head(0)
+        flags = out.select(_at_or_before(side.mark.column, late_mark).fill_null(False)).to_series()
+        return out.filter(~flags), out.filter(flags)
+
+    def _late_frame(self, late: list[pl.DataFrame]) -> pl.DataFrame:
+        parts = []
+        for i, frame in enumerate(late):
+            other = pl.Struct(dict(self._sides[1 - i].plan.schema))
+            cols = [
+                pl.struct(frame.columns).alias(SIDES[i]),
+                pl.lit(None, dtype=other).alias(SIDES[1 - i]),
+            ]
+            parts.append(frame.select(cols).select(SIDES))
+        return pl.concat(parts)
+
+    def _update_watermark(self) -> None:
+        delays = {
+            SIDES[i]: s.mark.delay_ns // 1_000_000 for i, s in enumerate(self._sides) if s.mark
+        }
+        candidates = [self._side_max[n] - d for n, d in delays.items() if n in self._side_max]
+        if not candidates:
+            return
+        chosen = min(candidates) if self._policy == "min" else max(candidates)
+        if self.watermark is None or chosen > self.watermark:
+            self.watermark = chosen
+
+    def _join(self, left: pl.DataFrame, right: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
+        join, store = self.join, self._store
+        wms = [
+            None if in_force is None else state_watermark(join, i, in_force, self._marks)
+            for i in (0, 1)
+        ]
+        no_flags = pl.Series(MATCHED, [False] * left.height, dtype=pl.Boolean)
+        lnew = store.with_ids(0, left, no_flags).rename({ID: LID, MATCHED: "__lm"})
+        rbuf = store.buffer(1).rename({ID: RID, MATCHED: "__rm"})
+        first = pairs(lnew, rbuf, join, nulls_equal=True)
+        store.mark_matched(1, first[RID])
+        lnew = lnew.with_columns(pl.col(LID).is_in(first[LID].implode()).alias("__lm"))
+        lkept, ldropped = self._storable(0, lnew, wms[0])
+        store.add(0, lkept.rename({LID: ID, "__lm": MATCHED}))
+        no_flags = pl.Series(MATCHED, [False] * right.height, dtype=pl.Boolean)
+        rnew = store.with_ids(1, right, no_flags).rename({ID: RID, MATCHED: "__rm"})
+        lbuf = store.buffer(0).rename({ID: LID, MATCHED: "__lm"})
+        second = pairs(lbuf, rnew, join, nulls_equal=True)
+        store.mark_matched(0, second[LID])
+        rnew = rnew.with_columns(pl.col(RID).is_in(second[RID].implode()).alias("__rm"))
+        rkept, rdropped = self._storable(1, rnew, wms[1])
+        store.add(1, rkept.rename({RID: ID, "__rm": MATCHED}))
+        matched = pl.concat([first, second], how="vertical_relaxed")
+        # a new row of a preserved side that is not buffered and did not match: now
+        extra = self._lonely(0, ldropped.rename({LID: ID, "__lm": MATCHED}))
+        extra += self._lonely(1, rdropped.rename({RID: ID, "__rm": MATCHED}))
+        for i in (0, 1):
+            wm, column = wms[i], self._marks[i]
+            if wm is not None and column is not None:
+                extra += self._lonely(i, store.evict(i, _at_or_before(column, wm)))
+        renamed = [c for c in matched.columns if c.startswith("__sk_right_")]
+        rest = [c for c in join.right.schema.names() if c not in join.using]
+        keep = [*join.left.schema.names(), *renamed, *rest]
+        return assemble(join, matched.select(keep), *extra)
+
+    def _storable(
+        self, i: int, rows: pl.DataFrame, wm: int | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(the new rows that go into the buffer, the others: those already at or behind
+        its state watermark, which no future row can match)."""
+        column = self._marks[i]
+        if wm is None or column is None or not rows.height:
+            return rows, rows.head(0)
+        old = rows.select(_at_or_before(column, wm).fill_null(False)).to_series()
+        return rows.filter(~old), rows.filter(old)
+
+    def _lonely(self, i: int, rows: pl.DataFrame) -> list[pl.DataFrame]:
+        """Rows of side ``i`` done with (evicted, or never buffered) that never matched,
+        as null-extended output when side ``i`` is preserved by the outer join."""
+        if self.join.how not in (("left", "full") if i == 0 else ("right", "full")):
+            return []
+        lonely = rows.filter(~pl.col(MATCHED)).drop(ID, MATCHED)
+        return [lonely if i == 0 else right_unmatched(self.join, lonely)]
+
+    # -- scheduling, checkpoint --------------------------------------------------------
+    @property
+    def owes_batch(self) -> bool:
+        """W moved past the watermark in force in the last batch and a buffer has a state
+        watermark (Spark's ``shouldRunAnotherBatch`` for this operator)."""
+        if self.watermark is None or self._restored:
+            return False
+        evicts = any(state_watermark(self.join, i, 0, self._marks) is not None for i in (0, 1))
+        return evicts and (self._in_force is None or self.watermark > self._in_force)
+
+    def checkpoint_state(self, log: CheckpointLog | None, batch_id: int) -> None:
+        """The buffers after ``batch_id`` into ``log`` (a delta or a snapshot)."""
+        if log is not None:
+            log.write_changes(batch_id, self._store)
+        else:
+            self._store.take_changes()
+
+    def restore(
+        self,
+        state: pl.DataFrame | None,
+        watermark: int | None,
+        max_event: int | None,
+        in_force: int | None = None,
+        *,
+        no_data_pending: bool = False,
+        partition_max: Mapping[str, int] | None = None,
+    ) -> None:
+        """Resume after a committed batch: buffers, watermark, each side's largest event
+        time (``partition_max``), the watermark in force then."""
+        del max_event
+        self._store.load(state)
+        self.watermark = watermark
+        self._side_max = {k: int(v) for k, v in (partition_max or {}).items() if k in SIDES}
+        self._in_force = watermark if in_force is None else in_force
+        self._restored = not no_data_pending
+
+    @property
+    def in_force(self) -> int | None:
+        """Watermark in force in the last batch run."""
+        return self._in_force
+
+    @property
+    def partition_maxima(self) -> dict[str, int]:
+        """Largest event time (ms) per side, for the commit file."""
+        return dict(self._side_max)
+
+    @property
+    def max_event(self) -> int | None:
+        """Largest event time (ms) over both sides."""
+        return max(self._side_max.values()) if self._side_max else None
+
+    @property
+    def state_rows(self) -> int:
+        """Rows buffered on both sides."""
+        return self._store.height
+
+    def time_unit(self) -> Literal["ns", "us", "ms"]:
+        """The watermark is kept in milliseconds."""
+        return "ms"
+
+    def buffered(self, side: int) -> pl.DataFrame:
+        """The rows buffered on ``side`` (0 left, 1 right), for inspection."""
+        return self._store.buffer(side)
