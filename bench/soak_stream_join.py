@@ -4,10 +4,11 @@ A feeder thread writes one Parquet file per side every ``--period`` seconds (imp
 on the left, clicks on the right), each covering the next 10 s of event time, and deletes
 files 100 behind (each source forgets files older than 2 minutes). A left outer join
 (``id`` equal, click within 60 s of the impression, watermarks of 30 s on both sides)
-runs in this process with a processing-time trigger and a foreach-batch sink that counts rows. Every second the process's resident set
-(``VmRSS``) and the rows buffered in the join state are sampled; at the end the script
-prints the least-squares RSS slope after the warm-up, in MB per minute, and the range of
-the state rows (flat when eviction keeps up).
+runs in this process with a processing-time trigger and a foreach-batch sink that counts
+rows. Every second the process's resident set (``VmRSS``) and the rows buffered in the
+join state are sampled; at the end the script prints the least-squares RSS slope after
+the warm-up, in MB per minute, and the range of the state rows (flat when eviction keeps
+up).
 
     .venv/bin/python bench/soak_stream_join.py --duration 600
 """

@@ -40,10 +40,10 @@ from streamkit.streaming.sources.feeds import CaughtUp, Fetched, feed_for
 from streamkit.streaming.stream_join import StreamJoinQuery, join_engine
 
 if TYPE_CHECKING:
-    from streamkit.streaming.chain import ChainQuery
-    from streamkit.streaming.incremental import IncrementalQuery
     from streamkit.plan import Plan
+    from streamkit.streaming.chain import ChainQuery
     from streamkit.streaming.contracts import CheckpointStore, Offsets, Sink, StreamSource
+    from streamkit.streaming.incremental import IncrementalQuery
     from streamkit.streaming.table import UnboundedTable
     from streamkit.streaming.trigger import Trigger
     from streamkit.streaming.view import QueryView

@@ -44,6 +44,7 @@ from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import BatchResult, OutputMode
 from streamkit.streaming.state.join_store import ID, MATCHED, JoinStore
+from streamkit.streaming.stateful_exec import BatchClock
 
 SIDES = ("left", "right")
 
@@ -163,6 +164,8 @@ class StreamJoinQuery:
         """Largest event time (ms) per side that has seen one."""
         self._in_force: int | None = None
         self._restored = False
+        self.clock = BatchClock(None)
+        """The batch's processing time (the runner stamps it; a join does not read it)."""
 
     def _check_outer(self) -> None:
         how = self.join.how
