@@ -40,6 +40,7 @@ from streamkit.execute import compile_plan, given
 from streamkit.join_kernel import LID, RID, assemble, pairs, right_unmatched
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Watermark
+from streamkit.stream_static import is_streaming
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import BatchResult, OutputMode
@@ -64,7 +65,8 @@ def join_engine(
     a stateful operator above the join and ``emit_on_same_batch``."""
     if not _has_join(plan):
         return None
-    if find_join(plan) is None:
+    top = find_join(plan)
+    if top is None or not (is_streaming(top.left) and is_streaming(top.right)):
         raise PlanError(
             "an aggregation or drop_duplicates after a stream-stream join is not supported "
             "yet; only filter, select and with_column may follow the join"
@@ -75,7 +77,10 @@ def join_engine(
 
 
 def _has_join(plan: Plan) -> bool:
-    return isinstance(plan, Join) or any(_has_join(c) for c in plan.children)
+    """Whether ``plan`` holds a join of two streams (a stream-static join is not one)."""
+    if isinstance(plan, Join) and is_streaming(plan.left) and is_streaming(plan.right):
+        return True
+    return any(_has_join(c) for c in plan.children)
 
 
 def _side_mark(side: Plan, name: str) -> Watermark | None:
