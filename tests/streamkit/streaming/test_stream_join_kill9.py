@@ -19,45 +19,25 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
 
 import pyarrow as pa
 import pytest
 
 import streamkit as sk
-from streamkit.streaming.contracts import Guarantee
 from streamkit.streaming.sinks import ParquetSink
+from tests.streamkit.streaming.kill9 import Announcing, run_job
 
 FILES = 24
 TS = pa.timestamp("us", "UTC")
 LEFT = pa.schema([("it", TS), ("id", pa.int64()), ("ad", pa.int64())])
 RIGHT = pa.schema([("ct", TS), ("id", pa.int64()), ("cost", pa.int64())])
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
+SCRIPT = Path(__file__)
 FAR = 100_000
 """Seconds: the event time of each side's last file (moves the watermark past all)."""
-
-
-class Announcing:
-    """The Parquet sink, printing ``acked N`` after each batch (the test's cue to kill)."""
-
-    guarantee: ClassVar[Guarantee] = Guarantee.EXACTLY_ONCE
-
-    def __init__(self, sink: ParquetSink) -> None:
-        self.sink = sink
-
-    async def add_batch(self, batch_id: int, table: pa.Table) -> None:
-        await self.sink.add_batch(batch_id, table)
-        print(f"acked {batch_id}", flush=True)
-        time.sleep(0.05)  # leave the killer a window inside the batch's commit
-
-    async def close(self) -> None:
-        await self.sink.close()
 
 
 def child(argv: list[str]) -> int:
@@ -114,35 +94,6 @@ def write_inputs(left: Path, right: Path, seed: int) -> None:
         _write(right / f"f-{i:03d}.json", rows, i)
 
 
-def run_job(args: list[str], log: Path, kill_after: int | None, pause: float) -> int | None:
-    """Run the job; with ``kill_after``, SIGKILL it ``pause`` s after it acked a batch with
-    id at least ``kill_after``. Returns the last batch id acked."""
-    cmd = [sys.executable, str(Path(__file__)), *args]
-    with log.open("ab") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-    watchdog = threading.Timer(300, proc.kill)
-    watchdog.start()
-    last: int | None = None
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("acked "):
-                last = int(line.split()[1])
-                if kill_after is not None and last >= kill_after:
-                    time.sleep(pause)
-                    proc.kill()  # SIGKILL
-                    break
-        code = proc.wait(timeout=120)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    want = -9 if kill_after is not None else 0
-    assert code == want, f"exit {code}; stderr in {log}: {log.read_text()[-2000:]}"
-    return last
-
-
 Out = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
 
 
@@ -181,10 +132,11 @@ def test_killed_stream_join_emits_each_row_once(tmp_path: Path, how: str) -> Non
     log, rng = tmp_path / "job.log", random.Random(8)
     done = -1
     for _ in range(4):  # kill after one more batch each time, at a random point in it
-        last = run_job(args, log, kill_after=done + 1 + rng.randint(0, 4), pause=rng.random() / 5)
+        point = done + 1 + rng.randint(0, 4)
+        last = run_job(SCRIPT, args, log, kill_after=point, pause=rng.random() / 5)
         assert last is not None
         done = last
-    run_job(args, log, kill_after=None, pause=0)
+    run_job(SCRIPT, args, log, kill_after=None, pause=0)
     expected = sorted(truth(left, right, how), key=lambda r: tuple((x is None, x or 0) for x in r))
     assert len(expected) > 40
     assert emitted(out) == expected
