@@ -135,3 +135,12 @@ def configure(endpoint: AwsEndpoint | str | None = None) -> None:
 def current_endpoint() -> AwsEndpoint:
     """The configured endpoint, else one built from the environment."""
     return _configured.get("default") or AwsEndpoint.from_env()
+
+
+def port_or_env(port: int | None, variable: str) -> int | None:
+    """``port`` when given, else the integer in ``$variable`` when set and not blank;
+    None when neither (the caller then serves nothing)."""
+    if port is not None:
+        return port
+    raw = os.environ.get(variable, "").strip()
+    return int(raw) if raw else None

@@ -9,9 +9,10 @@ a connector adds with :func:`register_collector` (the Kinesis connector's leases
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING, Any
+
+from streamkit.config import port_or_env
 
 if TYPE_CHECKING:
     from streamkit.metrics.prometheus import PrometheusListener
@@ -70,12 +71,8 @@ def serve(port: int = 0, addr: str = "0.0.0.0") -> int:
 
 def serve_if_asked(port: int | None) -> int | None:
     """Serve on ``port``, else on ``$STREAMKIT_METRICS_PORT`` when set; None when neither."""
-    if port is None:
-        raw = os.environ.get(PORT_VARIABLE, "").strip()
-        if not raw:
-            return None
-        port = int(raw)
-    return serve(port)
+    port = port_or_env(port, PORT_VARIABLE)
+    return None if port is None else serve(port)
 
 
 def stop_serving() -> None:

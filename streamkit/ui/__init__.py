@@ -15,9 +15,10 @@ first use; queries that started before it show their last 100 batches.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING
+
+from streamkit.config import port_or_env
 
 if TYPE_CHECKING:
     from streamkit.ui.history import UiListener
@@ -64,12 +65,8 @@ def serve(port: int = 0, host: str = "127.0.0.1") -> UiServer:
 
 def serve_if_asked(port: int | None) -> UiServer | None:
     """Serve on ``port``, else on ``$STREAMKIT_UI_PORT`` when set; None when neither."""
-    if port is None:
-        raw = os.environ.get(PORT_VARIABLE, "").strip()
-        if not raw:
-            return None
-        port = int(raw)
-    return serve(port)
+    port = port_or_env(port, PORT_VARIABLE)
+    return None if port is None else serve(port)
 
 
 def stop_serving() -> None:
