@@ -18,7 +18,12 @@ from .config import ConsumerConfig, InitialPosition
 from .errors import ConsumerError, ConsumerStateError
 from .events import ConsumerEvent, ConsumerEventKind, ConsumerListener
 from .metrics import ConsumerMetrics, ShardMetrics
-from .processor import BaseRecordProcessor, ProcessorFactory, RecordProcessor
+from .processor import (
+    BaseRecordProcessor,
+    InitializationInput,
+    ProcessorFactory,
+    RecordProcessor,
+)
 from .shard_task import ShardCheckpointer, ShardOutcome
 from .signals import install_signal_handlers
 from .worker import ConsumerState, KinesisConsumer
@@ -36,6 +41,7 @@ __all__ = [
     "ConsumerState",
     "ConsumerStateError",
     "InitialPosition",
+    "InitializationInput",
     "KinesisConsumer",
     "LeaseLostError",
     "ProcessorFactory",

@@ -4,7 +4,7 @@ One processor instance serves one shard for as long as this worker holds its lea
 consumer calls the factory again when it gains the shard later). Calls on one processor
 never overlap and happen in this order::
 
-    initialize(shard_id, start)
+    initialize(shard_id, start)   # or initialize_with(InitializationInput), if defined
     process_records(batch, checkpointer)   # zero or more times, in shard order
     then exactly one of:
         shard_ended(shard_id, checkpointer)         # the shard was read to its end
@@ -20,11 +20,31 @@ last checkpoint are delivered again to the next owner of the shard.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
+
+
+@dataclass(frozen=True)
+class InitializationInput:
+    """What a processor learns when it starts a shard (KCL's ``InitializationInput``).
+
+    A processor that defines ``async def initialize_with(self, init: InitializationInput)``
+    gets this instead of the ``initialize(shard_id, start)`` call (the consumer prefers
+    ``initialize_with`` when present, so existing processors keep working unchanged).
+    """
+
+    shard_id: str
+    """The shard this processor serves."""
+    start: ExtendedSequenceNumber
+    """The lease checkpoint reading resumes from (records strictly after it, or a start
+    sentinel) [KCL: ``extendedSequenceNumber``]."""
+    pending_checkpoint: ExtendedSequenceNumber | None = None
+    """A prepared checkpoint the previous owner left (it may have acted on records up to
+    here without checkpointing them), or None [KCL: ``pendingCheckpointSequenceNumber``]."""
 
 
 @runtime_checkable

@@ -31,6 +31,8 @@ from streamkit_kinesis.leases import Checkpointer, Lease
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.types import AT_TIMESTAMP, SHARD_END, RecordBatch
 
+from .processor import InitializationInput
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -239,7 +241,7 @@ class ShardTask:
 
     async def _read(self, fetcher: RecordFetcher, lease: ExtendedSequenceNumber) -> ShardOutcome:
         self._processor = processor = self._factory()
-        await processor.initialize(self.shard_id, lease)
+        await self._initialize(processor, lease)
         self.started_at = lease
         self._host.shard_started(self.shard_id, lease)
         while (batch := await self._next(fetcher)) is not None:
@@ -253,6 +255,17 @@ class ShardTask:
                 break
         await processor.shutdown_requested(self.shard_id, self.checkpointer)
         return ShardOutcome.SHUTDOWN
+
+    async def _initialize(self, processor: RecordProcessor, start: ExtendedSequenceNumber) -> None:
+        """``initialize_with`` (with the lease's pending checkpoint) if the processor has
+        it, else ``initialize(shard_id, start)``."""
+        initialize_with = getattr(processor, "initialize_with", None)
+        if not callable(initialize_with):
+            await processor.initialize(self.shard_id, start)
+            return
+        held = self.checkpointer.pending_checkpoint
+        pending = held if held is not None else self._lease.pending_checkpoint
+        await initialize_with(InitializationInput(self.shard_id, start, pending))
 
     async def _open_fetcher(self, checkpoint: ExtendedSequenceNumber) -> RecordFetcher:
         config = self._host.config

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import LeaseLostError
-from .model import Lease, check_checkpoint_advance, to_position
+from .model import Lease, check_checkpoint_advance, check_pending_checkpoint, to_position
 
 if TYPE_CHECKING:
     from streamkit_kinesis.types import ExtendedSequenceNumber
@@ -41,6 +41,12 @@ class Checkpointer:
         lease = self._held.get(self.shard_id)
         return None if lease is None else lease.checkpoint
 
+    @property
+    def pending_checkpoint(self) -> ExtendedSequenceNumber | None:
+        """The prepared checkpoint stored in the held lease, if any (None if not held)."""
+        lease = self._held.get(self.shard_id)
+        return None if lease is None else lease.pending_checkpoint
+
     def mark_delivered(self, position: ExtendedSequenceNumber | str) -> None:
         """Record that records up to ``position`` were handed to the processor."""
         self._last_delivered = to_position(position)
@@ -72,6 +78,36 @@ class Checkpointer:
             sent_at = self._held.now()
             try:
                 updated = await self._store.update_checkpoint(entry.lease, target)
+            except LeaseLostError as e:
+                self._held.lost(self.shard_id, str(e))
+                raise
+            self._held.confirmed(updated, sent_at)
+            return updated
+
+    async def prepare_checkpoint(self, position: ExtendedSequenceNumber | str) -> Lease:
+        """Durably store ``position`` as this shard's pending checkpoint (KCL's
+        ``prepareCheckpoint``), the first step of a two-phase checkpoint.
+
+        Guarantees: when it returns, ``pendingCheckpoint`` is in the lease table, so a worker
+        that takes the lease before the final :meth:`checkpoint` sees it and knows that
+        records up to ``position`` may have been acted on. Same conditions as
+        :meth:`checkpoint`: written only while this worker owns the lease at the counter it
+        last saw (else LeaseLostError, the lease is dropped, nothing written); ``position``
+        must be a sequence number at or after the stored checkpoint (else
+        CheckpointOrderError, nothing written). The next :meth:`checkpoint` removes it.
+        """
+        target = to_position(position)
+        async with self._held.lock(self.shard_id):
+            entry = self._held.entry(self.shard_id)
+            if entry is None:
+                raise LeaseLostError(
+                    f"cannot prepare a checkpoint for shard {self.shard_id}: this worker no "
+                    "longer holds its lease; stop processing the shard"
+                )
+            check_pending_checkpoint(self.shard_id, entry.lease.checkpoint, target)
+            sent_at = self._held.now()
+            try:
+                updated = await self._store.prepare_checkpoint(entry.lease, target)
             except LeaseLostError as e:
                 self._held.lost(self.shard_id, str(e))
                 raise

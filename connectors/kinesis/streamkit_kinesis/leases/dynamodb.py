@@ -29,7 +29,7 @@ from .errors import (
 )
 from .memory import conflict_message, describe, lost_message
 from .metrics import CallCounter
-from .model import LEADER_LEASE_KEY, Lease, check_checkpoint_advance
+from .model import LEADER_LEASE_KEY, Lease, check_checkpoint_advance, check_pending_checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -376,6 +376,28 @@ class DynamoDBLeaseStore:
                 ":cp": items.s(checkpoint.sequence_number),
                 ":sub": items.n(checkpoint.sub_sequence_number),
                 ":zero": items.n(0),
+                ":next": items.n(lease.lease_counter + 1),
+                ":oldcp": items.s(lease.checkpoint.sequence_number),
+                ":oldsub": items.n(lease.checkpoint.sub_sequence_number),
+            },
+            " AND #checkpoint = :oldcp AND #checkpointSubSequenceNumber = :oldsub",
+        )
+
+    async def prepare_checkpoint(self, lease: Lease, pending: ExtendedSequenceNumber) -> Lease:
+        """Write ``pendingCheckpoint`` (counter + 1) on owner, counter and stored checkpoint.
+
+        KCL's ``prepareCheckpoint``: the checkpoint and owner switches stay; a KCL
+        ``pendingCheckpointState`` is removed (this store prepares no application state).
+        """
+        check_pending_checkpoint(lease.lease_key, lease.checkpoint, pending)
+        return await self._owned_update(
+            "prepare a checkpoint on",
+            lease,
+            "SET #pendingCheckpoint = :pcp, #pendingCheckpointSubSequenceNumber = :psub, "
+            "#leaseCounter = :next REMOVE #pendingCheckpointState",
+            {
+                ":pcp": items.s(pending.sequence_number),
+                ":psub": items.n(pending.sub_sequence_number),
                 ":next": items.n(lease.lease_counter + 1),
                 ":oldcp": items.s(lease.checkpoint.sequence_number),
                 ":oldsub": items.n(lease.checkpoint.sub_sequence_number),

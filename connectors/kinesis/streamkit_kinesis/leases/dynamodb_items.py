@@ -15,7 +15,9 @@ Java KCL application and streamkit can share one lease table (proven by
 | ``parentShardId`` | SS, absent when empty | parent shard ids (KCL's name: singular) |
 | ``childShardIds`` | SS, absent when empty | child shard ids |
 | ``startingHashKey``, ``endingHashKey`` | S (decimal) | hash key range |
-| ``pendingCheckpoint*`` | S, N, B | KCL's prepared checkpoint: removed by a checkpoint |
+| ``pendingCheckpoint`` | S, absent when none | prepared (two-phase) checkpoint |
+| ``pendingCheckpointSubSequenceNumber`` | N | its sub-sequence number |
+| ``pendingCheckpointState`` | B | KCL's application state of a prepare: never written, removed |
 
 Items written by streamkit before it used KCL's ``parentShardId`` have ``parentShardIds``;
 they are still read. Every other attribute is left as it is: writes are updates of named
@@ -47,7 +49,10 @@ LEGACY_PARENTS = "parentShardIds"
 CHILDREN = "childShardIds"
 STARTING_HASH_KEY = "startingHashKey"
 ENDING_HASH_KEY = "endingHashKey"
-PENDING = ("pendingCheckpoint", "pendingCheckpointSubSequenceNumber", "pendingCheckpointState")
+PENDING_CHECKPOINT = "pendingCheckpoint"
+PENDING_SUB_SEQUENCE = "pendingCheckpointSubSequenceNumber"
+PENDING_STATE = "pendingCheckpointState"
+PENDING = (PENDING_CHECKPOINT, PENDING_SUB_SEQUENCE, PENDING_STATE)
 """KCL's prepared (two-phase) checkpoint; a final checkpoint removes it."""
 
 NAMES: dict[str, str] = {
@@ -91,6 +96,9 @@ def to_item(lease: Lease) -> dict[str, AttributeValueTypeDef]:
     if lease.hash_key_range is not None:
         item[STARTING_HASH_KEY] = s(str(lease.hash_key_range.starting_hash_key))
         item[ENDING_HASH_KEY] = s(str(lease.hash_key_range.ending_hash_key))
+    if lease.pending_checkpoint is not None:
+        item[PENDING_CHECKPOINT] = s(lease.pending_checkpoint.sequence_number)
+        item[PENDING_SUB_SEQUENCE] = n(lease.pending_checkpoint.sub_sequence_number)
     return item
 
 
@@ -117,6 +125,7 @@ def from_item(item: Mapping[str, AttributeValueTypeDef]) -> Lease:
         raise ValueError(f"lease item without a {KEY!r} string attribute: {dict(item)!r}")
     start, end = _str(item, STARTING_HASH_KEY), _str(item, ENDING_HASH_KEY)
     checkpoint = _str(item, CHECKPOINT)
+    pending = _str(item, PENDING_CHECKPOINT)
     return Lease(
         lease_key=lease_key,
         lease_owner=_str(item, OWNER),
@@ -131,5 +140,8 @@ def from_item(item: Mapping[str, AttributeValueTypeDef]) -> Lease:
         child_shard_ids=_set(item, CHILDREN),
         hash_key_range=(
             None if start is None or end is None else HashKeyRange(int(start), int(end))
+        ),
+        pending_checkpoint=(
+            ExtendedSequenceNumber(pending, _int(item, PENDING_SUB_SEQUENCE)) if pending else None
         ),
     )

@@ -142,6 +142,17 @@ class InMemoryLeaseStore:
         self._leases[lease.lease_key] = new
         return new
 
+    async def prepare_checkpoint(self, lease: Lease, pending: ExtendedSequenceNumber) -> Lease:
+        """Record a pending checkpoint on owner, counter and stored checkpoint."""
+        lease.prepared(pending)  # validates before any I/O, as the DynamoDB store does
+        await self._io("UpdateItem")
+        current = self._owned("prepare a checkpoint on", lease)
+        if current.checkpoint != lease.checkpoint:
+            raise LeaseLostError(lost_message("prepare a checkpoint on", lease, current))
+        new = current.prepared(pending)
+        self._leases[lease.lease_key] = new
+        return new
+
     async def add_child_shard_ids(self, lease_key: str, child_shard_ids: Iterable[str]) -> Lease:
         """Union the children in; LeaseNotFoundError if absent."""
         children = tuple(child_shard_ids)

@@ -61,6 +61,11 @@ class Lease:
     """Children recorded once the shard was split or merged [``childShardIds``]."""
     hash_key_range: HashKeyRange | None = None
     """Hash keys covered [``startingHashKey``, ``endingHashKey``], if known."""
+    pending_checkpoint: ExtendedSequenceNumber | None = None
+    """A prepared (two-phase) checkpoint, KCL's ``prepareCheckpoint``: the owner declared
+    that it is about to act on records up to here, then checkpoint them
+    [``pendingCheckpoint``, ``pendingCheckpointSubSequenceNumber``]. None when there is
+    none; a checkpoint removes it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parent_shard_ids", _ids(self.parent_shard_ids))
@@ -125,7 +130,18 @@ class Lease:
             checkpoint=checkpoint,
             owner_switches_since_checkpoint=0,
             lease_counter=self.lease_counter + 1,
+            pending_checkpoint=None,
         )
+
+    def prepared(self, pending: ExtendedSequenceNumber) -> Lease:
+        """The lease after a prepared checkpoint: ``pending`` recorded, counter + 1, the
+        checkpoint and owner switches unchanged (as KCL's ``prepareCheckpoint``).
+
+        Raises :class:`CheckpointOrderError` when ``pending`` is not a valid pending
+        checkpoint (see :func:`check_pending_checkpoint`).
+        """
+        check_pending_checkpoint(self.lease_key, self.checkpoint, pending)
+        return replace(self, pending_checkpoint=pending, lease_counter=self.lease_counter + 1)
 
 
 def check_checkpoint_advance(
@@ -161,6 +177,20 @@ def check_checkpoint_advance(
             f"{current.sequence_number}/{current.sub_sequence_number} to "
             f"{new.sequence_number}/{new.sub_sequence_number}; checkpoints only move forward"
         )
+
+
+def check_pending_checkpoint(
+    lease_key: str, current: ExtendedSequenceNumber, pending: ExtendedSequenceNumber
+) -> None:
+    """Raise :class:`CheckpointOrderError` unless ``pending`` may be prepared on a lease
+    checkpointed at ``current``: a real sequence number (no sentinel, SHARD_END included)
+    at or after ``current`` (same rule as :func:`check_checkpoint_advance`)."""
+    if pending.is_sentinel:
+        raise CheckpointOrderError(
+            f"cannot prepare a checkpoint at {pending.sequence_number} for shard {lease_key}: "
+            "a pending checkpoint is a record's sequence number; checkpoint sentinels directly"
+        )
+    check_checkpoint_advance(lease_key, current, pending)
 
 
 def to_position(value: ExtendedSequenceNumber | str) -> ExtendedSequenceNumber:

@@ -89,6 +89,18 @@ class LeaseStore(Protocol):
         """
         ...
 
+    async def prepare_checkpoint(self, lease: Lease, pending: ExtendedSequenceNumber) -> Lease:
+        """Store ``pending`` as the prepared checkpoint (KCL's ``prepareCheckpoint``):
+        counter + 1; checkpoint and owner switches unchanged.
+
+        Conditional like :meth:`update_checkpoint` (owner, counter, stored checkpoint): a
+        stale owner or counter raises LeaseLostError and writes nothing. ``pending`` must be
+        a sequence number at or after the checkpoint, else CheckpointOrderError before
+        anything is written. The next :meth:`update_checkpoint` removes it; a worker that
+        takes the lease sees it as ``Lease.pending_checkpoint``.
+        """
+        ...
+
     async def add_child_shard_ids(self, lease_key: str, child_shard_ids: Iterable[str]) -> Lease:
         """Add ``child_shard_ids`` to the lease's recorded children (set union).
 

@@ -124,6 +124,10 @@ class ExceptionThrowingLeaseStore:
         self._injector.check("update_checkpoint")
         return await self.inner.update_checkpoint(lease, checkpoint)
 
+    async def prepare_checkpoint(self, lease: Lease, pending: ExtendedSequenceNumber) -> Lease:
+        self._injector.check("prepare_checkpoint")
+        return await self.inner.prepare_checkpoint(lease, pending)
+
     async def add_child_shard_ids(self, lease_key: str, child_shard_ids: Iterable[str]) -> Lease:
         self._injector.check("add_child_shard_ids")
         return await self.inner.add_child_shard_ids(lease_key, child_shard_ids)
