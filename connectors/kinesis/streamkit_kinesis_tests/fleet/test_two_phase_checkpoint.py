@@ -30,6 +30,7 @@ from streamkit_kinesis.types import (
     ExtendedSequenceNumber,
     RecordBatch,
 )
+
 from streamkit_kinesis_tests.consumer.test_shard_task import SHARD, Host, ReplayFetchers, batches
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ async def test_a_stale_counter_cannot_prepare(store: LeaseStore) -> None:
     with pytest.raises(LeaseLostError):
         await store.prepare_checkpoint(first, seq(20))
     stored = await store.get_lease(KEY)
-    assert stored is not None and stored.pending_checkpoint is None
+    assert stored is not None
+    assert stored.pending_checkpoint is None
 
 
 @pytest.mark.integration

@@ -179,4 +179,5 @@ def test_reads_an_item_as_kcl_2_writes_it() -> None:
         owner_switches_since_checkpoint=1,
         parent_shard_ids=("shardId-000000000001",),
         hash_key_range=HashKeyRange(0, 2**127 - 1),
+        pending_checkpoint=seq("49590338271490256608559692538361571095921575989136589000", 0),
     )
