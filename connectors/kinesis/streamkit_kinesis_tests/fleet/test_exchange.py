@@ -175,7 +175,8 @@ async def test_failed_entries_and_calls_are_retried_until_written_in_order(
     failures = {b"p0-part0": 12, b"p3-part1": 2, b"p1-part0": 1}  # more than any bound
 
     def fail(_call: int, _index: int, entry: PutRecordsRequestEntryTypeDef) -> str | None:
-        data = bytes(entry["Data"])
+        data = entry["Data"]
+        assert isinstance(data, bytes)
         if failures.get(data, 0) > 0:
             failures[data] -= 1
             return (
@@ -238,7 +239,8 @@ async def test_two_puts_for_one_source_shard_may_not_overlap(client: KinesisApi,
     once = {b"a"}
 
     def fail(_call: int, _index: int, entry: PutRecordsRequestEntryTypeDef) -> str | None:
-        data = bytes(entry["Data"])
+        data = entry["Data"]
+        assert isinstance(data, bytes)
         if data in once:
             once.discard(data)
             return "ProvisionedThroughputExceededException"

@@ -201,10 +201,11 @@ async def test_checkpointer_prepares_under_the_held_lease() -> None:
     held.gained(await owned(store))
     checkpointer = Checkpointer(store, held, KEY)
     await checkpointer.prepare_checkpoint(seq(20).sequence_number)
-    assert checkpointer.pending_checkpoint == seq(20)
-    assert checkpointer.last_checkpoint == seq(10)
+    before = (checkpointer.last_checkpoint, checkpointer.pending_checkpoint)
+    assert before == (seq(10), seq(20))
     await checkpointer.checkpoint(seq(20))
-    assert (checkpointer.last_checkpoint, checkpointer.pending_checkpoint) == (seq(20), None)
+    after = (checkpointer.last_checkpoint, checkpointer.pending_checkpoint)
+    assert after == (seq(20), None)
 
     current = await store.get_lease(KEY)
     assert current is not None
