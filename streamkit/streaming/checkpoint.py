@@ -220,6 +220,15 @@ class CheckpointLog:
                          "reads on from the committed offsets")  # fmt: skip
             return None
 
+    def state_at(self, batch_id: int) -> pl.DataFrame:
+        """The state after batch ``batch_id`` (its snapshot, or the latest intact earlier
+        snapshot with the deltas after it); :class:`CheckpointDamagedError` when it cannot
+        be read back."""
+        try:
+            return self._state_at(batch_id)
+        except _Damaged as exc:
+            raise CheckpointDamagedError(location_of(self.store), [str(exc)]) from None
+
     def _committed(self, bid: int) -> Committed:
         path = f"commits/{_name(bid)}"
         body = self._json(path, self._read(path))

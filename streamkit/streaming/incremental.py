@@ -42,12 +42,13 @@ from typing import Literal
 import polars as pl
 import pyarrow as pa
 
-from streamkit import aggregate as K
 from streamkit.errors import PlanError
-from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
+from streamkit.execute import aggregate_spec, compile_plan, given
 from streamkit.expr import Col
 from streamkit.plan import Aggregate, Deduplicate, Plan, Project, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
+from streamkit.streaming import agg_steps
+from streamkit.streaming.agg_steps import OutputMode as OutputMode  # noqa: PLC0414 (re-export)
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
@@ -60,7 +61,6 @@ from streamkit.streaming.watermark_input import counted, watermark_filter
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.windows import WEND, SessionWindow, last_window_end
 
-OutputMode = Literal["append", "update", "complete"]
 OUTPUT_MODES: tuple[OutputMode, ...] = ("append", "update", "complete")
 
 
@@ -234,9 +234,9 @@ class IncrementalQuery:
         stateful = self._agg is not None or self._dedup is not None
         if not stateful or self._mark is None or self.mode == "complete":
             return False
-        if self.emit_on_same_batch or self.watermark is None or self._restored:
+        if self.emit_on_same_batch:
             return False
-        return self._in_force is None or self.watermark > self._in_force
+        return agg_steps.watermark_moved(self.watermark, self._in_force, self._restored)
 
     def _project(self, rows: pl.DataFrame) -> pl.DataFrame:
         return compile_plan(self.plan, None, set(), given(rows)).collect()
@@ -253,8 +253,7 @@ class IncrementalQuery:
         agg, spec = self._agg, self._spec
         assert agg is not None
         assert spec is not None
-        lazy = compile_plan(agg.input, None, set(), given(rows))
-        fresh = K.partial(aggregate_rows(lazy, agg, spec), spec)
+        fresh = agg_steps.partial_states(agg, spec, rows)
         if late_mark is not None and self._drops_late:
             fresh = fresh.filter(pl.col(WEND) > late_mark)  # a sliding row's closed windows
         assert self._store is not None
@@ -265,33 +264,22 @@ class IncrementalQuery:
         """Complete: every group; update: the groups touched; append: the groups closed.
         Groups whose window ended at or before ``in_force`` leave the state (not in
         complete mode)."""
-        store = self._store
-        assert store is not None
-        if self.mode == "complete":
-            return self._final(store.rows())
-        window = self._agg.window if self._agg is not None else None
-        closed = store.evict(in_force) if in_force is not None and window else touched.head(0)
-        return self._final(touched if self.mode == "update" else closed)
+        assert self._store is not None
+        assert self._agg is not None
+        assert self._spec is not None
+        return agg_steps.emit(self._store, self._agg, self._spec, self.mode, touched, in_force)
 
     def _final(self, states: pl.DataFrame) -> pl.DataFrame:
-        spec = self._spec
-        assert spec is not None
-        if spec.state_keys and states.height:
-            states = states.sort(spec.state_keys, nulls_last=True)
-        if not states.height:
-            assert self._agg is not None
-            return pl.DataFrame(schema=self._agg.schema)
-        return K.finalize(states, spec)
+        assert self._agg is not None
+        assert self._spec is not None
+        return agg_steps.final(states, self._agg, self._spec)
 
     # -- lateness ----------------------------------------------------------------------
     @property
     def _drops_late(self) -> bool:
         """Whether late rows are dropped: windowed aggregations with a watermark, except
         time windows in complete mode (Spark keeps them there)."""
-        window = self._agg.window if self._agg is not None else None
-        if self._mark is None or window is None:
-            return False
-        return isinstance(window, SessionWindow) or self.mode != "complete"
+        return agg_steps.drops_late(self._mark, self._agg, self.mode)
 
     def _split_late(
         self, rows: pl.DataFrame, late_mark: int | None
@@ -324,9 +312,6 @@ class IncrementalQuery:
         assert isinstance(dtype, pl.Datetime)
         return dtype.time_unit
 
-    def _ticks_per_ms(self) -> int:
-        return {"ns": 1_000_000, "us": 1_000, "ms": 1}[self.time_unit()]
-
     def _advance_max(self, ticks: pl.Series | None) -> None:
         if ticks is None:
             return
@@ -341,10 +326,8 @@ class IncrementalQuery:
         if basis is None:
             return
         assert isinstance(self._mark, Watermark)
-        per = self._ticks_per_ms()
-        candidate = (basis // per - self._mark.delay_ns // 1_000_000) * per
-        if self.watermark is None or candidate > self.watermark:
-            self.watermark = candidate
+        delay = self._mark.delay_ns
+        self.watermark = agg_steps.next_watermark(self.watermark, basis, delay, self.time_unit())
 
     def current_result(self) -> pl.DataFrame:
         """The result over all state now held (what complete mode would emit)."""

@@ -1,0 +1,33 @@
+"""One streaming query on a fleet of worker processes: the engine half (no AWS, no Kafka).
+
+- :mod:`~streamkit.fleet.fleet_plan`: which plans a fleet runs and how they split;
+- :mod:`~streamkit.fleet.source_stage`: a source task's batch -> partial states -> chunks;
+- :mod:`~streamkit.fleet.chunk`: the exchange record format (Arrow IPC + JSON header);
+- :mod:`~streamkit.fleet.routing`: which exchange partition a group key goes to;
+- :mod:`~streamkit.fleet.aggregation_stage`: an aggregation task's batch: dedup, merge,
+  fleet watermark, eviction and emission, checkpoint.
+"""
+
+from __future__ import annotations
+
+from streamkit.fleet.aggregation_stage import AggregationStage, ChunkOrderError, SourceProgress
+from streamkit.fleet.chunk import ChunkError, ChunkHeader, decode_chunk, encode_chunk, split_parts
+from streamkit.fleet.fleet_plan import FleetPlan
+from streamkit.fleet.routing import key_hash, partition_ids
+from streamkit.fleet.source_stage import SourceOutput, SourceStage
+
+__all__ = [
+    "AggregationStage",
+    "ChunkError",
+    "ChunkHeader",
+    "ChunkOrderError",
+    "FleetPlan",
+    "SourceOutput",
+    "SourceProgress",
+    "SourceStage",
+    "decode_chunk",
+    "encode_chunk",
+    "key_hash",
+    "partition_ids",
+    "split_parts",
+]

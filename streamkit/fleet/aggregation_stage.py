@@ -1,0 +1,317 @@
+"""An aggregation task's engine: chunks of one exchange partition -> the query's output.
+
+One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one poll):
+
+1. decode every chunk (a damaged or foreign one refuses the whole batch with a
+   :class:`~streamkit.fleet.chunk.ChunkError`; nothing changes);
+2. drop duplicates: per source shard the stage keeps the last applied ``(range end,
+   part)``; a chunk at or before it was applied already (a re-emission after a takeover)
+   and is dropped and counted (:attr:`duplicates_dropped`); the next chunk of a shard must
+   be the next part of the same range, or part 0 of a range that starts where the last
+   one ended, else :class:`ChunkOrderError` (records lost or reordered on the exchange);
+3. take each shard's event-time maximum, end flag and arrival time (the injected clock);
+4. judge late partial states against the watermark in force in the previous batch
+   (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows);
+5. merge into the engine's state store (:func:`~streamkit.streaming.state.make_store`),
+   evict and emit per output mode with the watermark in force in this batch, run the
+   operations after the aggregation (the same steps as
+   :class:`~streamkit.streaming.incremental.IncrementalQuery`,
+   :mod:`~streamkit.streaming.agg_steps`);
+6. the fleet watermark after the batch: ``min`` over the source shards that have an event
+   time, did not end, and sent a chunk less than ``idle_timeout`` seconds ago, of
+   ``max_event - delay`` (Spark's whole-ms arithmetic); the ``max`` over all of them when
+   none is active; it never decreases.
+
+Checkpointed state (:meth:`checkpoint_state`, through the engine's
+:class:`~streamkit.streaming.checkpoint.CheckpointLog`): the store as snapshots and deltas,
+plus ``fleet/<batch>`` (a checksummed JSON file: dedup map, shard maxima, end flags,
+watermarks, counters), written before the caller's commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import polars as pl
+
+from streamkit import aggregate as K
+from streamkit.errors import PlanError, StreamkitError
+from streamkit.streaming import _envelope as envelope
+from streamkit.streaming import agg_steps
+from streamkit.streaming.checkpoint import CheckpointDamagedError, CheckpointLog, location_of
+from streamkit.streaming.incremental import BatchResult
+from streamkit.streaming.state import StateStore, make_store
+from streamkit.windows import WEND
+
+from .chunk import ChunkError, ChunkHeader, decode_chunk
+from .fleet_plan import FleetPlan
+
+DEFAULT_IDLE_TIMEOUT = 30.0
+
+
+class ChunkOrderError(StreamkitError):
+    """A source shard's chunks reached an aggregation task with a gap or out of order."""
+
+
+@dataclass(frozen=True)
+class SourceProgress:
+    """What an aggregation task knows of one source shard."""
+
+    last: int
+    """Range end of the last applied chunk."""
+    part: int
+    parts: int
+    max_event: int | None
+    ended: bool
+    seen: float | None
+    """Clock reading of its last chunk (None: restored, not seen since)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last": str(self.last), "part": self.part, "parts": self.parts,
+                "max_event": self.max_event, "ended": self.ended}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SourceProgress:
+        return cls(int(body["last"]), int(body["part"]), int(body["parts"]),
+                   body["max_event"], bool(body["ended"]), None)  # fmt: skip
+
+
+def _next(known: SourceProgress | None, h: ChunkHeader) -> bool:
+    """True when ``h`` is the next chunk of its shard, False when it was applied already;
+    raises :class:`ChunkOrderError` for a gap or a reordering."""
+    key = (h.last_int, h.part)
+    if known is not None and key <= (known.last, known.part):
+        return False
+    if known is not None and h.last_int == known.last:
+        ok = h.part == known.part + 1 and h.parts == known.parts
+    else:
+        done = known is None or known.part == known.parts - 1
+        starts = known is None or (h.first is not None and h.first.isdigit()
+                                   and int(h.first) == known.last)  # fmt: skip
+        ok = h.part == 0 and done and starts
+    if not ok:
+        was = "nothing" if known is None else f"range end {known.last} part {known.part}"
+        raise ChunkOrderError(
+            f"source shard {h.source!r}: chunk (range after {h.first}, end {h.last}, part "
+            f"{h.part} of {h.parts}) does not follow the last one applied ({was}): records "
+            "were lost or reordered on the exchange stream. Check that only one fleet with "
+            "this app_name writes it and that its shard count did not change; restart the "
+            "query from its checkpoint to re-read the exchange from the last commit"
+        )
+    return True
+
+
+class AggregationStage:
+    """The engine of one aggregation task (module docstring)."""
+
+    def __init__(
+        self,
+        fleet: FleetPlan,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        query: str | None = None,
+    ) -> None:
+        if fleet.agg is None:
+            raise PlanError("a stateless plan has no aggregation stage (FleetPlan.stateless)")
+        if idle_timeout <= 0:
+            raise PlanError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
+        self.fleet, self.idle_timeout, self.query = fleet, idle_timeout, query
+        self.agg, self.spec, self.mode = fleet.agg, fleet.spec, fleet.mode
+        self._store: StateStore = make_store(self.spec)
+        self._sources: dict[str, SourceProgress] = {}
+        self.watermark: int | None = None
+        """The fleet watermark after the batches applied so far (ticks)."""
+        self._in_force: int | None = None
+        self._restored = False
+        self.duplicates_dropped = 0
+        """Chunks dropped because they were applied already."""
+        self.late_rows = 0
+        """Input rows whose partial states were dropped as late (summed ``__n``)."""
+
+    # -- per batch ---------------------------------------------------------------------
+    def apply(self, records: Sequence[bytes], now: float) -> BatchResult:
+        """One micro-batch of exchange records (steps 1-6 of the module docstring).
+        ``late_rows`` of the result holds the partial states dropped as late."""
+        decoded = [decode_chunk(r) for r in records]
+        sources = dict(self._sources)
+        fresh: list[pl.DataFrame] = []
+        dropped = 0
+        for header, rows in decoded:
+            self._check_query(header)
+            known = sources.get(header.source)
+            if not _next(known, header):
+                dropped += 1
+                if known is not None:
+                    sources[header.source] = replace(known, seen=now)
+                continue
+            top = header.max_event
+            if known is not None and known.max_event is not None:
+                top = known.max_event if top is None else max(top, known.max_event)
+            ended = header.ended or (known is not None and known.ended)
+            sources[header.source] = SourceProgress(
+                header.last_int, header.part, header.parts, top, ended, now
+            )
+            if rows.height:
+                fresh.append(rows)
+        self._sources, self.duplicates_dropped = sources, self.duplicates_dropped + dropped
+        late_mark, in_force = self._in_force, self.watermark
+        self._update_watermark(now)
+        self._in_force, self._restored = in_force, False
+        states = pl.concat(fresh, how="vertical_relaxed") if fresh else pl.DataFrame()
+        late = states.head(0)
+        if late_mark is not None and states.height and self._drops_late:
+            is_late = pl.col(WEND) <= late_mark
+            late, states = states.filter(is_late), states.filter(~is_late)
+            self.late_rows += int(late[K.ROWS].sum()) if late.height else 0
+        touched = self._store.merge(states)
+        output = agg_steps.emit(self._store, self.agg, self.spec, self.mode, touched, in_force)
+        return BatchResult(self._finish(output), late, self.watermark)
+
+    def run_no_data(self, now: float) -> BatchResult:
+        """A batch without records (Spark's no-data batch): evicts and emits what the
+        watermark now in force closed."""
+        return self.apply([], now)
+
+    def refresh(self, now: float) -> int | None:
+        """Recompute the fleet watermark at clock reading ``now`` without a batch (a
+        source shard may have gone idle); then :attr:`owes_batch` tells whether a no-data
+        batch is due. Returns the watermark."""
+        self._update_watermark(now)
+        return self.watermark
+
+    @property
+    def owes_batch(self) -> bool:
+        """True when the fleet watermark moved past the one in force in the last batch,
+        in append or update mode with a watermark (as ``IncrementalQuery.owes_batch``)."""
+        if self.fleet.mark is None or self.mode == "complete":
+            return False
+        return agg_steps.watermark_moved(self.watermark, self._in_force, self._restored)
+
+    @property
+    def _drops_late(self) -> bool:
+        return agg_steps.drops_late(self.fleet.mark, self.agg, self.mode)
+
+    def _check_query(self, header: ChunkHeader) -> None:
+        if self.query is not None and header.query != self.query:
+            raise ChunkError(
+                f"chunk of query {header.query!r} read by query {self.query!r}: two queries "
+                "share one exchange stream; give each query its own app_name"
+            )
+
+    def _finish(self, rows: pl.DataFrame) -> pl.DataFrame:
+        if self.fleet.above is None:
+            return rows
+        from streamkit.execute import compile_plan, given
+
+        return compile_plan(self.fleet.above, None, set(), given(rows)).collect()
+
+    # -- watermark ---------------------------------------------------------------------
+    def _active(self, progress: SourceProgress, now: float) -> bool:
+        fresh = progress.seen is None or now - progress.seen < self.idle_timeout
+        return fresh and not progress.ended
+
+    def _update_watermark(self, now: float) -> None:
+        mark = self.fleet.mark
+        if mark is None:
+            return
+        for name, progress in self._sources.items():
+            if progress.seen is None:  # restored: counts as seen at the first clock reading
+                self._sources[name] = replace(progress, seen=now)
+        active: list[int] = []
+        everyone: list[int] = []
+        for p in self._sources.values():
+            if p.max_event is not None:
+                everyone.append(p.max_event)
+                if self._active(p, now):
+                    active.append(p.max_event)
+        basis = min(active) if active else max(everyone, default=None)
+        unit = self.fleet.time_unit()
+        self.watermark = agg_steps.next_watermark(self.watermark, basis, mark.delay_ns, unit)
+
+    # -- observation -------------------------------------------------------------------
+    @property
+    def fleet_watermark(self) -> int | None:
+        """The fleet watermark (ticks of the watermark column; None before any event)."""
+        return self.watermark
+
+    @property
+    def source_watermarks(self) -> dict[str, int]:
+        """Per source shard with an event time: its ``max_event - delay`` (ticks)."""
+        mark = self.fleet.mark
+        if mark is None:
+            return {}
+        unit = self.fleet.time_unit()
+        out = {}
+        for name, p in self._sources.items():
+            wm = agg_steps.next_watermark(None, p.max_event, mark.delay_ns, unit)
+            if wm is not None:
+                out[name] = wm
+        return out
+
+    @property
+    def sources(self) -> dict[str, SourceProgress]:
+        """What the stage knows of each source shard."""
+        return dict(self._sources)
+
+    @property
+    def in_force(self) -> int | None:
+        """Watermark in force in the last batch (late-row threshold of the next)."""
+        return self._in_force
+
+    @property
+    def state_rows(self) -> int:
+        """Groups held in state."""
+        return self._store.height
+
+    def current_result(self) -> pl.DataFrame:
+        """The result over all groups held (what complete mode would emit)."""
+        return self._finish(agg_steps.final(self._store.rows(), self.agg, self.spec))
+
+    # -- checkpoint --------------------------------------------------------------------
+    def checkpoint_state(self, log: CheckpointLog | None, batch_id: int) -> None:
+        """The state after ``batch_id`` into ``log`` (before the caller's commit): the
+        store as a delta or snapshot, then ``fleet/<batch>`` with the dedup map and the
+        shard maxima. Without a log the store's changes are dropped."""
+        if log is None:
+            self._store.take_changes()
+            return
+        log.write_changes(batch_id, self._store)
+        body = {
+            "batch_id": batch_id, "watermark": self.watermark, "in_force": self._in_force,
+            "sources": {name: p.to_json() for name, p in self._sources.items()},
+            "duplicates_dropped": self.duplicates_dropped, "late_rows": self.late_rows,
+        }  # fmt: skip
+        log.store.write_bytes(_path(batch_id), envelope.seal_json(body))
+        horizon = batch_id - log.keep
+        for name in log.store.list("fleet"):
+            if name.isdigit() and int(name) < horizon:
+                log.store.delete(f"fleet/{name}")
+
+    def restore(self, log: CheckpointLog, batch_id: int) -> None:
+        """Resume after committed batch ``batch_id``: its state, dedup map and shard
+        maxima; every restored shard counts as active at the next clock reading; no
+        no-data batch is owed until input comes. Raises
+        :class:`~streamkit.streaming.checkpoint.CheckpointDamagedError` when the files
+        cannot be read back."""
+        state = log.state_at(batch_id)
+        raw = log.store.read_bytes(_path(batch_id))
+        where = f"{location_of(log.store).rstrip('/')}/{_path(batch_id)}"
+        if raw is None:
+            raise CheckpointDamagedError(location_of(log.store), [f"{where} is missing"])
+        try:
+            body = envelope.open_json(raw, where, ValueError)
+            sources = {str(n): SourceProgress.from_json(p) for n, p in body["sources"].items()}
+            watermark, in_force = body["watermark"], body["in_force"]
+            counters = int(body["duplicates_dropped"]), int(body["late_rows"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointDamagedError(location_of(log.store), [f"{where}: {exc}"]) from None
+        self._store.load(state)
+        self._sources, self.watermark, self._in_force = sources, watermark, in_force
+        self.duplicates_dropped, self.late_rows = counters
+        self._restored = True
+
+
+def _path(batch_id: int) -> str:
+    return f"fleet/{batch_id:012d}"

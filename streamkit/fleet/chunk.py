@@ -1,0 +1,167 @@
+"""The exchange record: partial-state rows of one source batch for one exchange partition.
+
+A chunk is one Arrow IPC *stream* (schema message, record batches, end-of-stream marker)
+whose schema metadata holds, under the key ``b"streamkit.chunk"``, a JSON header
+(:class:`ChunkHeader`): which query, which source shard, the source range the batch
+covers (after ``first``, up to and including ``last``), the part number when the batch's
+rows for this partition were split to fit a Kinesis record, the source shard's event-time
+maximum so far and whether it reached its end. :func:`decode_chunk` refuses anything else
+(damaged, cut, foreign bytes, another version) with a :class:`ChunkError` naming what it
+found; it never lets a decoder exception through.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from streamkit.errors import StreamkitError
+
+HEADER_KEY = b"streamkit.chunk"
+VERSION = 1
+DEFAULT_BUDGET = 900 * 1024
+"""Largest encoded chunk, in bytes (a Kinesis record holds at most 1 MiB)."""
+
+
+class ChunkError(StreamkitError):
+    """Bytes read from the exchange are not a chunk this version can apply."""
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """The header of one chunk (FLEET.md point 5)."""
+
+    query: str
+    source: str
+    """Source shard id."""
+    first: str | None
+    """Checkpoint the batch started after (None: the shard's start)."""
+    last: str
+    """Range end, inclusive: a sequence number string."""
+    part: int
+    parts: int
+    max_event: int | None
+    """The source shard's largest event time so far (watermark column ticks)."""
+    ended: bool
+    """The source shard reached its end with this batch."""
+    rows: int
+    v: int = VERSION
+
+    def to_json(self) -> bytes:
+        """The header as JSON bytes."""
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @property
+    def last_int(self) -> int:
+        """``last`` as an integer (sequence numbers compare as integers)."""
+        return int(self.last)
+
+
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "v": (int,),
+    "query": (str,),
+    "source": (str,),
+    "first": (str, type(None)),
+    "last": (str,),
+    "part": (int,),
+    "parts": (int,),
+    "max_event": (int, type(None)),
+    "ended": (bool,),
+    "rows": (int,),
+}
+
+
+def _header(raw: bytes) -> ChunkHeader:
+    try:
+        body: Any = json.loads(raw)
+    except ValueError as exc:
+        raise ChunkError(f"not a streamkit chunk: its header is not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ChunkError("not a streamkit chunk: its header is not a JSON object")
+    if body.get("v") != VERSION:
+        raise ChunkError(
+            f"chunk header version {body.get('v')!r} is not {VERSION}: a worker of another "
+            "streamkit version wrote it; run one streamkit version across the fleet"
+        )
+    for name, kinds in _FIELDS.items():
+        value = body.get(name)
+        bad_bool = isinstance(value, bool) and bool not in kinds
+        if name not in body or not isinstance(value, kinds) or bad_bool:
+            raise ChunkError(f"damaged chunk header: field {name!r} is {value!r}")
+    header = ChunkHeader(**{k: body[k] for k in _FIELDS})
+    if not header.last.isdigit() or not 0 <= header.part < header.parts or header.rows < 0:
+        raise ChunkError(f"damaged chunk header: {body}")
+    return header
+
+
+def encode_chunk(header: ChunkHeader, rows: pl.DataFrame) -> bytes:
+    """``rows`` as an Arrow IPC stream with ``header`` in the schema metadata."""
+    if header.rows != rows.height:
+        header = replace(header, rows=rows.height)
+    table = rows.to_arrow()
+    table = table.replace_schema_metadata({HEADER_KEY: header.to_json()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def decode_chunk(data: bytes) -> tuple[ChunkHeader, pl.DataFrame]:
+    """The header and rows of a chunk; :class:`ChunkError` for anything else."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ChunkError(f"a chunk is bytes, got {type(data).__name__}")
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(bytes(data)))
+        table = reader.read_all()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ChunkError(
+            f"not a streamkit chunk ({len(data)} bytes that are no Arrow IPC stream: {exc}); "
+            "the exchange stream must only carry records written by streamkit workers"
+        ) from None
+    meta = table.schema.metadata or {}
+    if HEADER_KEY not in meta:
+        raise ChunkError(
+            "not a streamkit chunk: an Arrow IPC stream without the streamkit.chunk header; "
+            "the exchange stream must only carry records written by streamkit workers"
+        )
+    header = _header(meta[HEADER_KEY])
+    if table.num_rows != header.rows:
+        raise ChunkError(
+            f"damaged chunk from source {header.source!r} (range end {header.last}, part "
+            f"{header.part}): its header says {header.rows} rows, it holds {table.num_rows}"
+        )
+    frame = pl.from_arrow(table.replace_schema_metadata(None))
+    assert isinstance(frame, pl.DataFrame)
+    return header, frame
+
+
+def split_parts(
+    header: ChunkHeader, rows: pl.DataFrame, budget: int = DEFAULT_BUDGET
+) -> list[bytes]:
+    """``rows`` encoded as parts 0..k-1 (consecutive row ranges, in order), each at most
+    ``budget`` bytes; one part when it fits (also with no rows). Raises
+    :class:`ChunkError` when a single row does not fit."""
+    parts = 1
+    while True:
+        size = -(-rows.height // parts) if rows.height else 0
+        count = -(-rows.height // size) if size else 1
+        slices = [rows.slice(i * size, size) for i in range(count)] if size else [rows]
+        encoded = [
+            encode_chunk(replace(header, part=i, parts=len(slices), rows=s.height), s)
+            for i, s in enumerate(slices)
+        ]
+        largest = max(len(e) for e in encoded)
+        if largest <= budget:
+            return encoded
+        if size <= 1:
+            raise ChunkError(
+                f"one partial-state row encodes to {largest} bytes, more than the "
+                f"{budget}-byte budget of an exchange record; aggregate fewer or smaller "
+                "values per group (e.g. fewer collect_list items)"
+            )
+        grow = max(2, -(-largest // budget))
+        parts = min(rows.height, parts * grow)

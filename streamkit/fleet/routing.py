@@ -1,0 +1,270 @@
+"""Routing partial-state rows to exchange partitions by a stable hash of the group key.
+
+The partition of a row is ``xxh64(canonical(key), seed=0) % partitions`` where
+``canonical(key)`` is the bytes of the row's group-key columns, in the aggregation's key
+order, each column as:
+
+- null: the byte ``0x00``; otherwise ``0x01`` followed by the value:
+- integers (any width, signed or unsigned), dates, datetimes, durations, times: the
+  physical value widened to 64 bits, little-endian (signed values as two's complement);
+- floats (32 or 64 bits): the IEEE-754 binary64 bits, little-endian, with ``-0.0`` written
+  as ``0.0`` and every NaN as ``0x7ff8000000000000`` (the values ``group_by`` puts in one
+  group give one encoding);
+- booleans: one byte, 0 or 1;
+- strings, categoricals, enums, decimals (as their text): the UTF-8 length as 4 bytes
+  little-endian, then the UTF-8 bytes; binary likewise with its bytes.
+
+xxHash64 is the published algorithm (Yann Collet's XXH64 specification); the test suite
+pins values computed by the reference C implementation (the ``xxhash`` package) over
+hand-written encodings. The routing only reads the key columns, never the window, so
+every window and session of one key lands in one partition. It is the same on every
+machine, process and run (no seed, no library-version dependence), and vectorised: cost
+O(bytes of the keys) in NumPy, plus one Python step per distinct encoded length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from streamkit.errors import PlanError
+
+U64 = npt.NDArray[np.uint64]
+U8 = npt.NDArray[np.uint8]
+
+P1 = np.uint64(0x9E3779B185EBCA87)
+P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+P3 = np.uint64(0x165667B19E3779F9)
+P4 = np.uint64(0x85EBCA77C2B2AE63)
+P5 = np.uint64(0x27D4EB2F165667C5)
+_CANONICAL_NAN = np.uint64(0x7FF8000000000000)
+
+_INT_TYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+_TIME_TYPES = (pl.Date, pl.Datetime, pl.Duration, pl.Time)
+_TEXT_TYPES = (pl.String, pl.Categorical, pl.Enum, pl.Decimal)
+
+
+def routable(dtype: pl.DataType) -> bool:
+    """Whether a group key of this type can be routed (see the module docstring)."""
+    kinds = (*_INT_TYPES, *_TIME_TYPES, *_TEXT_TYPES, pl.Float32, pl.Float64, pl.Boolean)
+    return isinstance(dtype, (*kinds, pl.Binary, pl.Null))
+
+
+def check_routable(keys: pl.Schema) -> None:
+    """Refuse group keys the routing cannot encode, naming the column and the fix."""
+    for name, dtype in keys.items():
+        if not routable(dtype):
+            raise PlanError(
+                f"not supported on a fleet yet: group key {name!r} of type {dtype}; group "
+                "by plain columns (numbers, strings, booleans, timestamps), e.g. cast it "
+                "with .with_column(name, ...) first"
+            )
+
+
+def _rotl(x: U64, r: int) -> U64:
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+def _round(acc: U64, lane: U64) -> U64:
+    acc = acc + lane * P2
+    return _rotl(acc, 31) * P1
+
+
+def _merge_round(acc: U64, val: U64) -> U64:
+    acc = acc ^ _round(np.zeros_like(val), val)
+    return acc * P1 + P4
+
+
+def _lanes64(block: U8) -> U64:
+    """Little-endian uint64 of each row of an (n, 8k) byte matrix -> (n, k)."""
+    return np.ascontiguousarray(block).view("<u8").astype(np.uint64)
+
+
+def xxh64_fixed(data: U8, seed: int = 0) -> U64:
+    """XXH64 of every row of ``data`` (an ``(n, length)`` uint8 matrix: rows of equal
+    length), vectorised over rows."""
+    n, length = data.shape
+    s = np.full(n, seed, np.uint64)
+    with np.errstate(over="ignore"):
+        pos = 0
+        if length >= 32:
+            v = [s + P1 + P2, s + P2, s.copy(), s - P1]
+            while pos + 32 <= length:
+                lanes = _lanes64(data[:, pos : pos + 32])
+                v = [_round(v[i], lanes[:, i]) for i in range(4)]
+                pos += 32
+            h = _rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)
+            for i in range(4):
+                h = _merge_round(h, v[i])
+        else:
+            h = s + P5
+        h = h + np.uint64(length)
+        while pos + 8 <= length:
+            k = _round(np.zeros(n, np.uint64), _lanes64(data[:, pos : pos + 8])[:, 0])
+            h = _rotl(h ^ k, 27) * P1 + P4
+            pos += 8
+        if pos + 4 <= length:
+            word = np.ascontiguousarray(data[:, pos : pos + 4]).view("<u4")[:, 0]
+            h = _rotl(h ^ (word.astype(np.uint64) * P1), 23) * P2 + P3
+            pos += 4
+        while pos < length:
+            h = _rotl(h ^ (data[:, pos].astype(np.uint64) * P5), 11) * P1
+            pos += 1
+        h = (h ^ (h >> np.uint64(33))) * P2
+        h = (h ^ (h >> np.uint64(29))) * P3
+        return h ^ (h >> np.uint64(32))
+
+
+def xxh64_rows(buffer: U8, offsets: npt.NDArray[np.int64], seed: int = 0) -> U64:
+    """XXH64 of each byte string ``buffer[offsets[i]:offsets[i + 1]]``."""
+    lengths = np.diff(offsets)
+    out = np.empty(lengths.size, np.uint64)
+    for length in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == length)
+        index = offsets[rows][:, None] + np.arange(length, dtype=np.int64)[None, :]
+        out[rows] = xxh64_fixed(buffer[index].reshape(rows.size, length), seed)
+    return out
+
+
+# -- canonical encoding ------------------------------------------------------------------
+def _fixed_bytes(series: pl.Series) -> U8:
+    """(n, 8) little-endian bytes of a numeric/temporal/boolean column (nulls: zeros)."""
+    dtype = series.dtype
+    if isinstance(dtype, pl.Boolean):
+        return series.fill_null(False).cast(pl.UInt8).to_numpy().reshape(-1, 1)
+    if isinstance(dtype, pl.Float32 | pl.Float64):
+        values = series.cast(pl.Float64).fill_null(0.0).to_numpy().astype(np.float64)
+        bits = (values + 0.0).view(np.uint64).copy()  # -0.0 + 0.0 == +0.0
+        bits[np.isnan(values)] = _CANONICAL_NAN
+    elif isinstance(dtype, _TIME_TYPES):
+        bits = series.to_physical().cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
+    elif isinstance(dtype, pl.UInt64):
+        bits = series.fill_null(0).to_numpy().astype(np.uint64)
+    else:
+        bits = series.cast(pl.Int64).fill_null(0).to_numpy().astype(np.int64).view(np.uint64)
+    return np.ascontiguousarray(bits.astype("<u8")).view(np.uint8).reshape(-1, 8)
+
+
+def _text(series: pl.Series) -> tuple[U8, npt.NDArray[np.int64]]:
+    """(bytes, offsets) of a text or binary column (nulls empty)."""
+    if not isinstance(series.dtype, pl.Binary):
+        series = series.cast(pl.String).cast(pl.Binary)
+    arrow = series.fill_null(b"").to_arrow().cast("large_binary")
+    arrow = arrow.combine_chunks() if hasattr(arrow, "combine_chunks") else arrow
+    _, offs, data = arrow.buffers()
+    start = arrow.offset
+    offsets = np.frombuffer(offs, np.int64)[start : start + len(arrow) + 1]
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return raw, offsets.astype(np.int64)
+
+
+def _segments(series: pl.Series) -> tuple[U8, npt.NDArray[np.int64]]:
+    """The canonical encoding of each value of one column, as (bytes, offsets)."""
+    n = series.len()
+    present = series.is_not_null().to_numpy().astype(np.uint8)
+    if isinstance(series.dtype, pl.Null):
+        return np.zeros(n, np.uint8), np.arange(n + 1, dtype=np.int64)
+    if isinstance(series.dtype, (*_TEXT_TYPES, pl.Binary)):
+        raw, offs = _text(series)
+        lengths = np.diff(offs)
+        head = np.zeros((n, 5), np.uint8)
+        head[:, 0] = present
+        head[:, 1:] = lengths.astype("<u4").view(np.uint8).reshape(-1, 4)
+        seg_len = np.where(present == 1, 5 + lengths, 1)
+        out_offs = np.zeros(n + 1, np.int64)
+        np.cumsum(seg_len, out=out_offs[1:])
+        out = np.empty(int(out_offs[-1]), np.uint8)
+        _scatter(out, out_offs[:-1], head, np.where(present == 1, 5, 1))
+        body_len = np.where(present == 1, lengths, 0)
+        _copy_runs(out, out_offs[:-1] + 5, raw, offs[:-1], body_len)
+        return out, out_offs
+    fixed = _fixed_bytes(series)
+    width = fixed.shape[1]
+    head = np.concatenate([present[:, None], fixed], axis=1)
+    seg_len = np.where(present == 1, 1 + width, 1)
+    out_offs = np.zeros(n + 1, np.int64)
+    np.cumsum(seg_len, out=out_offs[1:])
+    out = np.empty(int(out_offs[-1]), np.uint8)
+    _scatter(out, out_offs[:-1], head, seg_len)
+    return out, out_offs
+
+
+def _scatter(
+    out: U8, starts: npt.NDArray[np.int64], matrix: U8, lengths: npt.NDArray[np.int64]
+) -> None:
+    """``out[starts[i] : starts[i] + lengths[i]] = matrix[i, :lengths[i]]``, vectorised."""
+    cols = np.arange(matrix.shape[1])
+    keep = cols[None, :] < lengths[:, None]
+    out[(starts[:, None] + cols[None, :])[keep]] = matrix[keep]
+
+
+def _copy_runs(
+    out: U8, dst: npt.NDArray[np.int64], src: U8, src_start: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+) -> None:  # fmt: skip
+    """``out[dst[i] : dst[i] + lengths[i]] = src[src_start[i] : ... + lengths[i]]``."""
+    total = int(lengths.sum())
+    if not total:
+        return
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[np.repeat(dst, lengths) + within] = src[np.repeat(src_start, lengths) + within]
+
+
+def canonical(keys: pl.DataFrame) -> tuple[U8, npt.NDArray[np.int64]]:
+    """The canonical encoding of each row of ``keys`` (module docstring): (bytes, offsets)."""
+    n = keys.height
+    parts = [_segments(keys[c]) for c in keys.columns]
+    lengths = np.zeros(n, np.int64)
+    for _, offs in parts:
+        lengths += np.diff(offs)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), np.uint8)
+    within = np.zeros(n, np.int64)
+    for raw, offs in parts:
+        seg = np.diff(offs)
+        _copy_runs(out, offsets[:-1] + within, raw, offs[:-1], seg)
+        within += seg
+    return out, offsets
+
+
+def key_hash(keys: pl.DataFrame) -> U64:
+    """``xxh64(canonical(row), seed=0)`` of each row of ``keys`` (the group-key columns)."""
+    raw, offsets = canonical(keys)
+    return xxh64_rows(raw, offsets)
+
+
+def partition_ids(
+    rows: pl.DataFrame, keys: Sequence[str], partitions: int
+) -> npt.NDArray[np.int64]:
+    """The exchange partition of each row: ``key_hash(rows[keys]) % partitions``."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    if not rows.height:
+        return np.zeros(0, np.int64)
+    if not keys:  # one group key space: every row in the partition of the empty key
+        empty = xxh64_fixed(np.zeros((1, 0), np.uint8))[0]
+        return np.full(rows.height, int(empty % np.uint64(partitions)), np.int64)
+    hashes = key_hash(rows.select(list(keys)))
+    return (hashes % np.uint64(partitions)).astype(np.int64)
+
+
+def split_by_partition(
+    rows: pl.DataFrame, keys: Sequence[str], partitions: int
+) -> list[pl.DataFrame]:
+    """``rows`` split into ``partitions`` frames (index = partition; some may be empty),
+    each keeping the input's row order."""
+    ids = partition_ids(rows, keys, partitions)
+    if partitions == 1:
+        return [rows]
+    tagged = rows.with_columns(pl.Series("__partition", ids))
+    parts = tagged.partition_by("__partition", as_dict=True, maintain_order=True)
+    empty = rows.head(0)
+    out = []
+    for p in range(partitions):
+        frame = parts.get((p,))
+        out.append(frame.drop("__partition") if frame is not None else empty)
+    return out

@@ -1,0 +1,101 @@
+"""A source task's engine: one batch of a source shard's rows -> chunks per exchange partition.
+
+:meth:`SourceStage.run` reduces the batch to partial states with the single-process
+engine's kernel (:func:`~streamkit.streaming.agg_steps.partial_states`), and measures the
+batch's largest event time over the rows that move the watermark (Spark's rule, as
+:class:`~streamkit.streaming.incremental.IncrementalQuery` applies it). No row is judged
+late here: lateness is judged where the fleet watermark is known, in the aggregation task.
+
+:meth:`SourceStage.chunks` routes the states by their group key
+(:mod:`~streamkit.fleet.routing`) and encodes one chunk per partition, split into parts
+that fit an exchange record (:func:`~streamkit.fleet.chunk.split_parts`). Every partition
+gets at least one chunk, also without rows: it carries the shard's watermark progress.
+The encoding is deterministic for the same rows (states merged per window for sliding
+windows, sorted by their keys), so a batch re-read after a takeover yields the same parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from streamkit import aggregate as K
+from streamkit.errors import PlanError
+from streamkit.streaming import agg_steps
+from streamkit.streaming.watermark_input import counted
+from streamkit.windows import TimeWindow
+
+from .chunk import DEFAULT_BUDGET, ChunkHeader, split_parts
+from .fleet_plan import FleetPlan
+from .routing import split_by_partition
+
+
+@dataclass(frozen=True)
+class SourceOutput:
+    """What one source batch produced."""
+
+    states: pl.DataFrame
+    """Partial states of the batch's rows (sorted by the state keys)."""
+    max_event: int | None
+    """Largest event time of the batch's rows that move the watermark (ticks; None:
+    none, or no watermark)."""
+    rows: int
+    """Rows read in the batch."""
+
+
+class SourceStage:
+    """Partial aggregation of a source task (module docstring)."""
+
+    def __init__(self, fleet: FleetPlan, budget: int = DEFAULT_BUDGET) -> None:
+        if fleet.agg is None:
+            raise PlanError(
+                "a stateless plan needs no source stage: run it in each source task with "
+                "the single-process engine (FleetPlan.stateless)"
+            )
+        self.fleet, self.budget = fleet, budget
+        self.spec = fleet.spec
+
+    def run(self, rows: pl.DataFrame) -> SourceOutput:
+        """Partial states, batch maximum event time and row count of ``rows`` (the
+        stream's rows as read, before any filter)."""
+        agg = self.fleet.agg
+        assert agg is not None
+        states = agg_steps.partial_states(agg, self.spec, rows)
+        window = self.spec.window
+        if isinstance(window, TimeWindow) and not window.is_tumbling and states.height:
+            states = K.merge(states, self.spec)  # one row per window and key
+        if self.spec.state_keys and states.height:
+            states = states.sort(self.spec.state_keys, nulls_last=True, maintain_order=True)
+        return SourceOutput(states, self._max_event(rows), rows.height)
+
+    def _max_event(self, rows: pl.DataFrame) -> int | None:
+        mark = self.fleet.mark
+        if mark is None or not rows.height:
+            return None
+        ticks = rows[mark.column].dt.epoch(self.fleet.time_unit())
+        mask = counted(rows, self.fleet.counts)
+        if mask is not None:
+            ticks = ticks.filter(mask)
+        top = ticks.max()
+        return int(top) if isinstance(top, int) else None
+
+    def chunks(  # noqa: PLR0917
+        self,
+        out: SourceOutput,
+        source: str,
+        first: str | None,
+        last: str,
+        max_event: int | None,
+        ended: bool,
+        partitions: int,
+        query: str,
+    ) -> list[list[bytes]]:
+        """Per exchange partition, the parts of its chunk (in put order) for the batch
+        ``out`` of ``source`` covering records after ``first`` up to ``last``;
+        ``max_event`` is the shard's largest event time so far (cumulative)."""
+        if not last.isdigit():
+            raise ValueError(f"last must be a sequence number string, got {last!r}")
+        frames = split_by_partition(out.states, self.fleet.route_keys, partitions)
+        header = ChunkHeader(query, source, first, last, 0, 1, max_event, ended, 0)
+        return [split_parts(header, frame, self.budget) for frame in frames]

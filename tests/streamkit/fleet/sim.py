@@ -1,0 +1,223 @@
+"""A server-free fleet: S simulated source shards feed N aggregation stages through
+in-memory exchange partitions, with the orderings and re-emissions Kinesis allows.
+
+- each source shard's rows are read in random-size batches (in shard order), reduced by a
+  :class:`SourceStage` and put to every partition, parts in order;
+- a re-emission (a takeover after a put and before the checkpoint) puts the same batch
+  again (same range end) to every partition, possibly after a put that reached only some
+  partitions;
+- each partition's stage polls random-size batches from an interleaving of the shards'
+  queues that keeps each shard's order;
+- the oracle is DuckDB over all rows (:func:`oracle`), not the engine.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+import streamkit as sk
+from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
+from streamkit.streaming.checkpoint import CheckpointLog
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T0_US = int(T0.timestamp()) * 1_000_000
+MIN_US = 60_000_000
+SCHEMA = {"k": pl.String, "v": pl.Int64, "t": pl.Datetime("us", "UTC")}
+
+
+def table(seed: int, n: int, span_min: int = 120, keys: int = 7) -> pl.DataFrame:
+    """Rows with keys (some null), values and event times over ``span_min`` minutes."""
+    rng = random.Random(seed)
+    names = [f"k{i}" for i in range(keys)] + [None]
+    rows = {
+        "k": [rng.choice(names) for _ in range(n)],
+        "v": [rng.randint(-50, 100) for _ in range(n)],
+        "t": [T0 + timedelta(seconds=rng.randint(0, span_min * 60)) for _ in range(n)],
+    }
+    return pl.DataFrame(rows, schema=SCHEMA)
+
+
+def plan(window: str, mode: str, delay: str = "200 minutes") -> FleetPlan:
+    """count/sum/avg/min/max of v by ``window`` and k (watermark on t)."""
+    empty = pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.int64()),
+                      "t": pa.array([], pa.timestamp("us", "UTC"))})  # fmt: skip
+    df = sk.from_arrow(empty).with_watermark("t", delay)
+    windows: dict[str, Any] = {
+        "tumbling": sk.window("t", "10 minutes"),
+        "sliding": sk.window("t", "10 minutes", "5 minutes"),
+        "session": sk.session_window("t", "4 minutes"),
+    }
+    aggs = [sk.count().alias("n"), sk.sum("v").alias("s"), sk.avg("v").alias("a"),
+            sk.min("v").alias("lo"), sk.max("v").alias("hi")]  # fmt: skip
+    grouped = df.group_by(windows[window], "k") if window != "none" else df.group_by("k")
+    return FleetPlan.of(grouped.agg(*aggs).plan, mode)  # type: ignore[arg-type]
+
+
+def oracle(rows: pl.DataFrame, window: str) -> pl.DataFrame:
+    """The aggregation over all rows, by DuckDB: (start_us, end_us, k, n, s, a, lo, hi)."""
+    con = duckdb.connect()
+    con.register("r", rows.with_columns(pl.col("t").dt.epoch("us").alias("u")).to_arrow())
+    m = MIN_US
+    stats = "count(*) AS n, sum(v) AS s, avg(v) AS a, min(v) AS lo, max(v) AS hi"
+    if window == "none":
+        return con.sql(f"SELECT k, {stats} FROM r GROUP BY k").pl().sort("k", nulls_last=True)
+    if window == "tumbling":
+        src = f"SELECT u // {10 * m} * {10 * m} AS ws, k, v FROM r"
+        size = 10 * m
+    elif window == "sliding":
+        src = (f"SELECT b.ws, k, v FROM r, (SELECT unnest([u // {5 * m} * {5 * m}, "
+               f"u // {5 * m} * {5 * m} - {5 * m}]) AS ws) b")  # fmt: skip
+        size = 10 * m
+    else:
+        gap = 4 * m
+        sql = f"""
+        WITH o AS (SELECT k, v, u, CASE WHEN u - lag(u) OVER (PARTITION BY k ORDER BY u)
+                   <= {gap} THEN 0 ELSE 1 END AS brk FROM r),
+        s AS (SELECT k, v, u, sum(brk) OVER (PARTITION BY k ORDER BY u ROWS UNBOUNDED
+              PRECEDING) AS sid FROM o)
+        SELECT min(u) AS ws, max(u) + {gap} AS we, k, count(*) AS n, sum(v) AS s,
+               avg(v) AS a, min(v) AS lo, max(v) AS hi FROM s GROUP BY k, sid"""
+        return con.sql(sql).pl().sort("ws", "k", nulls_last=True)
+    sql = f"""SELECT ws, ws + {size} AS we, k, count(*) AS n, sum(v) AS s, avg(v) AS a,
+              min(v) AS lo, max(v) AS hi FROM ({src}) GROUP BY ws, k"""
+    return con.sql(sql).pl().sort("ws", "k", nulls_last=True)
+
+
+def flat(result: pl.DataFrame) -> pl.DataFrame:
+    """An engine result in the oracle's shape."""
+    if "window" not in result.columns:
+        return result
+    return result.select(
+        pl.col("window").struct.field("start").dt.epoch("us").alias("ws"),
+        pl.col("window").struct.field("end").dt.epoch("us").alias("we"),
+        "k", "n", "s", "a", "lo", "hi",
+    ).sort("ws", "k", nulls_last=True)
+
+
+@dataclass
+class Source:
+    """One simulated source shard: its rows, cursor and cumulative max event time."""
+
+    name: str
+    rows: pl.DataFrame
+    at: int = 0
+    seq: int = 0
+    max_event: int | None = None
+
+
+@dataclass
+class Fleet:
+    """S sources, N partitions (stages), the queues between them and what was emitted."""
+
+    fleet: FleetPlan
+    sources: list[Source]
+    n: int
+    seed: int
+    budget: int = 4096
+    dup_rate: float = 0.3
+    idle_timeout: float = 1000.0
+    stages: list[AggregationStage] = field(default_factory=list)
+    queues: list[dict[str, list[bytes]]] = field(default_factory=list)
+    outputs: list[list[pl.DataFrame]] = field(default_factory=list)
+    now: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.source_stage = SourceStage(self.fleet, budget=self.budget)
+        self.stages = [self.new_stage() for _ in range(self.n)]
+        self.queues = [{s.name: [] for s in self.sources} for _ in range(self.n)]
+        self.outputs = [[] for _ in range(self.n)]
+
+    def new_stage(self) -> AggregationStage:
+        return AggregationStage(self.fleet, idle_timeout=self.idle_timeout, query="q")
+
+    # -- source side -------------------------------------------------------------------
+    def read(self, src: Source, size: int, extra: pl.DataFrame | None = None) -> None:
+        """Source ``src`` reads its next ``size`` rows (plus ``extra``) as one batch and
+        puts it to every partition, maybe twice (a re-emission after a takeover)."""
+        rows = src.rows.slice(src.at, size)
+        if extra is not None:
+            rows = pl.concat([rows, extra])
+        src.at += size
+        first = str(src.seq) if src.seq else None
+        src.seq += 1 + self.rng.randint(0, 5)
+        out = self.source_stage.run(rows)
+        if out.max_event is not None:
+            src.max_event = max(out.max_event, src.max_event or out.max_event)
+        ended = src.at >= src.rows.height and extra is not None
+        parts = self.source_stage.chunks(
+            out, src.name, first, str(src.seq), src.max_event, ended, self.n, "q"
+        )
+        if self.rng.random() < self.dup_rate:  # a put that reached only some partitions
+            for p, chunk in enumerate(parts):
+                if self.rng.random() < 0.5:
+                    self.queues[p][src.name] += chunk[: self.rng.randint(1, len(chunk))]
+        for p, chunk in enumerate(parts):
+            self.queues[p][src.name] += chunk
+
+    def done(self) -> bool:
+        return all(s.at >= s.rows.height for s in self.sources)
+
+    # -- aggregation side ----------------------------------------------------------------
+    def poll(self, p: int, most: int) -> list[bytes]:
+        """Up to ``most`` records of partition ``p``, interleaving shards in their order."""
+        out: list[bytes] = []
+        queues = self.queues[p]
+        while len(out) < most:
+            ready = [name for name, q in queues.items() if q]
+            if not ready:
+                break
+            name = self.rng.choice(ready)
+            out.append(queues[name].pop(0))
+        return out
+
+    def step(self, p: int, most: int) -> None:
+        self.now += self.rng.random()
+        result = self.stages[p].apply(self.poll(p, most), self.now)
+        self.outputs[p].append(result.output)
+        while self.stages[p].owes_batch:
+            self.outputs[p].append(self.stages[p].run_no_data(self.now).output)
+
+    def drain(self) -> None:
+        for p in range(self.n):
+            while any(self.queues[p].values()):
+                self.step(p, self.rng.randint(1, 6))
+            self.step(p, 1)
+
+    def run(self, flush: pl.DataFrame | None = None) -> None:
+        """Read every source to its end in random batches while the stages poll."""
+        while not self.done():
+            src = self.rng.choice([s for s in self.sources if s.at < s.rows.height])
+            self.read(src, self.rng.randint(1, 40))
+            if self.rng.random() < 0.5:
+                p = self.rng.randrange(self.n)
+                self.step(p, self.rng.randint(1, 8))
+        if flush is not None:
+            for src in self.sources:
+                self.read(src, 0, flush)
+        self.drain()
+
+    def checkpoint_and_restart(self, p: int, log: CheckpointLog, batch_id: int) -> None:
+        """Stage ``p`` checkpoints; a new stage restores from the log and replaces it."""
+        self.stages[p].checkpoint_state(log, batch_id)
+        again = self.new_stage()
+        again.restore(log, batch_id)
+        self.stages[p] = again
+
+
+def shards(rows: pl.DataFrame, s: int, seed: int) -> list[Source]:
+    """``rows`` dealt at random to ``s`` shards, each shard in event-time order."""
+    rng = random.Random(seed)
+    ids = pl.Series([rng.randrange(s) for _ in range(rows.height)])
+    tagged = rows.with_columns(ids.alias("__s"))
+    return [
+        Source(f"shard-{i:03d}", tagged.filter(pl.col("__s") == i).drop("__s").sort("t"))
+        for i in range(s)
+    ]
