@@ -5,14 +5,17 @@ whose schema metadata holds, under the key ``b"streamkit.chunk"``, a JSON header
 (:class:`ChunkHeader`): which query, which source shard, the source range the batch
 covers (after ``first``, up to and including ``last``), the part number when the batch's
 rows for this partition were split to fit a Kinesis record, the source shard's event-time
-maximum so far and whether it reached its end. :func:`decode_chunk` refuses anything else
-(damaged, cut, foreign bytes, another version) with a :class:`ChunkError` naming what it
-found; it never lets a decoder exception through.
+maximum so far and whether it reached its end. The header also carries ``"crc32"``: a
+CRC-32 over the header's other fields (canonical JSON) and the record batches' IPC
+messages, so a garbled value is caught, not applied. :func:`decode_chunk` refuses anything
+else (damaged, cut, foreign bytes, another version) with a :class:`ChunkError` naming what
+it found; it never lets a decoder exception through.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -52,8 +55,8 @@ class ChunkHeader:
     v: int = VERSION
 
     def to_json(self) -> bytes:
-        """The header as JSON bytes."""
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        """The header as canonical JSON bytes (sorted keys, no spaces)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def last_int(self) -> int:
@@ -75,7 +78,15 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _header(raw: bytes) -> ChunkHeader:
+def _crc(header: ChunkHeader, table: pa.Table) -> int:
+    """CRC-32 of the header's canonical JSON, then of each record batch's IPC message."""
+    crc = zlib.crc32(header.to_json())
+    for batch in table.to_batches():
+        crc = zlib.crc32(batch.serialize(), crc)
+    return crc
+
+
+def _header(raw: bytes) -> tuple[ChunkHeader, Any]:
     try:
         body: Any = json.loads(raw)
     except ValueError as exc:
@@ -95,7 +106,7 @@ def _header(raw: bytes) -> ChunkHeader:
     header = ChunkHeader(**{k: body[k] for k in _FIELDS})
     if not header.last.isdigit() or not 0 <= header.part < header.parts or header.rows < 0:
         raise ChunkError(f"damaged chunk header: {body}")
-    return header
+    return header, body.get("crc32")
 
 
 def encode_chunk(header: ChunkHeader, rows: pl.DataFrame) -> bytes:
@@ -103,7 +114,9 @@ def encode_chunk(header: ChunkHeader, rows: pl.DataFrame) -> bytes:
     if header.rows != rows.height:
         header = replace(header, rows=rows.height)
     table = rows.to_arrow()
-    table = table.replace_schema_metadata({HEADER_KEY: header.to_json()})
+    body = {**asdict(header), "crc32": _crc(header, table)}
+    meta = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    table = table.replace_schema_metadata({HEADER_KEY: meta})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -128,13 +141,16 @@ def decode_chunk(data: bytes) -> tuple[ChunkHeader, pl.DataFrame]:
             "not a streamkit chunk: an Arrow IPC stream without the streamkit.chunk header; "
             "the exchange stream must only carry records written by streamkit workers"
         )
-    header = _header(meta[HEADER_KEY])
+    header, crc = _header(meta[HEADER_KEY])
+    table = table.replace_schema_metadata(None)
+    where = f"chunk from source {header.source!r} (range end {header.last}, part {header.part})"
     if table.num_rows != header.rows:
         raise ChunkError(
-            f"damaged chunk from source {header.source!r} (range end {header.last}, part "
-            f"{header.part}): its header says {header.rows} rows, it holds {table.num_rows}"
+            f"damaged {where}: its header says {header.rows} rows, it holds {table.num_rows}"
         )
-    frame = pl.from_arrow(table.replace_schema_metadata(None))
+    if crc != _crc(header, table):
+        raise ChunkError(f"damaged {where}: checksum mismatch (its bytes were altered)")
+    frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return header, frame
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -25,11 +26,12 @@ import pyarrow as pa
 import streamkit as sk
 from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
 from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_US = int(T0.timestamp()) * 1_000_000
 MIN_US = 60_000_000
-SCHEMA = {"k": pl.String, "v": pl.Int64, "t": pl.Datetime("us", "UTC")}
+SCHEMA = pl.Schema([("k", pl.String()), ("v", pl.Int64()), ("t", pl.Datetime("us", "UTC"))])
 
 
 def table(seed: int, n: int, span_min: int = 120, keys: int = 7) -> pl.DataFrame:
@@ -67,7 +69,7 @@ def oracle(rows: pl.DataFrame, window: str) -> pl.DataFrame:
     m = MIN_US
     stats = "count(*) AS n, sum(v) AS s, avg(v) AS a, min(v) AS lo, max(v) AS hi"
     if window == "none":
-        return con.sql(f"SELECT k, {stats} FROM r GROUP BY k").pl().sort("k", nulls_last=True)
+        return _frame(con.sql(f"SELECT k, {stats} FROM r GROUP BY k")).sort("k", nulls_last=True)
     if window == "tumbling":
         src = f"SELECT u // {10 * m} * {10 * m} AS ws, k, v FROM r"
         size = 10 * m
@@ -84,10 +86,16 @@ def oracle(rows: pl.DataFrame, window: str) -> pl.DataFrame:
               PRECEDING) AS sid FROM o)
         SELECT min(u) AS ws, max(u) + {gap} AS we, k, count(*) AS n, sum(v) AS s,
                avg(v) AS a, min(v) AS lo, max(v) AS hi FROM s GROUP BY k, sid"""
-        return con.sql(sql).pl().sort("ws", "k", nulls_last=True)
+        return _frame(con.sql(sql)).sort("ws", "k", nulls_last=True)
     sql = f"""SELECT ws, ws + {size} AS we, k, count(*) AS n, sum(v) AS s, avg(v) AS a,
               min(v) AS lo, max(v) AS hi FROM ({src}) GROUP BY ws, k"""
-    return con.sql(sql).pl().sort("ws", "k", nulls_last=True)
+    return _frame(con.sql(sql)).sort("ws", "k", nulls_last=True)
+
+
+def _frame(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
+    frame = pl.from_arrow(relation.to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def flat(result: pl.DataFrame) -> pl.DataFrame:
@@ -123,17 +131,24 @@ class Fleet:
     budget: int = 4096
     dup_rate: float = 0.3
     idle_timeout: float = 1000.0
+    crash_rate: float = 0.0
+    """Chance that a stage's process dies after a batch (before or after its commit)."""
+    checkpoints: Path | None = None
     stages: list[AggregationStage] = field(default_factory=list)
     queues: list[dict[str, list[bytes]]] = field(default_factory=list)
-    outputs: list[list[pl.DataFrame]] = field(default_factory=list)
+    outputs: list[dict[int, pl.DataFrame]] = field(default_factory=list)
+    """Per stage, the sink: batch id -> output (a re-run batch replaces its output)."""
     now: float = 0.0
+    restarts: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.source_stage = SourceStage(self.fleet, budget=self.budget)
         self.stages = [self.new_stage() for _ in range(self.n)]
         self.queues = [{s.name: [] for s in self.sources} for _ in range(self.n)]
-        self.outputs = [[] for _ in range(self.n)]
+        self.outputs = [{} for _ in range(self.n)]
+        self.next_id = [0] * self.n
+        self.logs = [self._log(p) for p in range(self.n)]
 
     def new_stage(self) -> AggregationStage:
         return AggregationStage(self.fleet, idle_timeout=self.idle_timeout, query="q")
@@ -178,12 +193,39 @@ class Fleet:
             out.append(queues[name].pop(0))
         return out
 
+    def _log(self, p: int) -> CheckpointLog | None:
+        if self.checkpoints is None:
+            return None
+        return CheckpointLog(LocalCheckpointStore(self.checkpoints / f"exchange-{p}"))
+
     def step(self, p: int, most: int) -> None:
         self.now += self.rng.random()
-        result = self.stages[p].apply(self.poll(p, most), self.now)
-        self.outputs[p].append(result.output)
+        self._batch(p, self.poll(p, most))
         while self.stages[p].owes_batch:
-            self.outputs[p].append(self.stages[p].run_no_data(self.now).output)
+            self._batch(p, [])
+
+    def _batch(self, p: int, records: list[bytes]) -> None:
+        """One batch of stage ``p``: apply, sink, checkpoint (the commit); maybe a crash
+        before the checkpoint (the batch then runs again, same id and records, on the
+        restored stage) or after it."""
+        bid = self.next_id[p]
+        self.outputs[p][bid] = self.stages[p].apply(records, self.now).output
+        if self.rng.random() < self.crash_rate:  # dies before its commit
+            self._restart(p, bid - 1)
+            self.outputs[p][bid] = self.stages[p].apply(records, self.now).output
+        self.stages[p].checkpoint_state(self.logs[p], bid)
+        self.next_id[p] = bid + 1
+        if self.rng.random() < self.crash_rate:  # dies right after its commit
+            self._restart(p, bid)
+
+    def _restart(self, p: int, committed: int) -> None:
+        """Stage ``p``'s process is replaced; the new one restores batch ``committed``."""
+        self.restarts += 1
+        self.logs[p] = self._log(p)
+        self.stages[p] = self.new_stage()
+        log = self.logs[p]
+        if committed >= 0 and log is not None:
+            self.stages[p].restore(log, committed)
 
     def drain(self) -> None:
         for p in range(self.n):
@@ -203,13 +245,6 @@ class Fleet:
             for src in self.sources:
                 self.read(src, 0, flush)
         self.drain()
-
-    def checkpoint_and_restart(self, p: int, log: CheckpointLog, batch_id: int) -> None:
-        """Stage ``p`` checkpoints; a new stage restores from the log and replaces it."""
-        self.stages[p].checkpoint_state(log, batch_id)
-        again = self.new_stage()
-        again.restore(log, batch_id)
-        self.stages[p] = again
 
 
 def shards(rows: pl.DataFrame, s: int, seed: int) -> list[Source]:
