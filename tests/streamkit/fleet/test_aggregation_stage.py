@@ -1,0 +1,146 @@
+"""One aggregation stage, driven by hand: the fleet watermark (min over shards, idleness on
+the injected clock, ended shards), late partial states, ordering errors and damaged
+chunks. Expected values are worked out by hand in the comments (10-minute tumbling
+windows, 5-minute delay, times in minutes after T0)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import streamkit as sk
+from streamkit.fleet import AggregationStage, ChunkError, ChunkOrderError, FleetPlan, SourceStage
+
+from .sim import MIN_US, SCHEMA, T0, T0_US
+
+
+def fleet_plan(mode: str = "append") -> FleetPlan:
+    empty = pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.int64()),
+                      "t": pa.array([], pa.timestamp("us", "UTC"))})  # fmt: skip
+    df = sk.from_arrow(empty).with_watermark("t", "5 minutes")
+    agg = df.group_by(sk.window("t", "10 minutes"), "k").agg(sk.count().alias("n"))
+    return FleetPlan.of(agg.plan, mode)  # type: ignore[arg-type]
+
+
+class Shard:
+    """A source shard feeding one partition: each batch is one chunk."""
+
+    def __init__(self, name: str, fleet: FleetPlan) -> None:
+        self.name, self.stage = name, SourceStage(fleet)
+        self.seq = 0
+        self.max_event: int | None = None
+
+    def batch(self, *minutes: float, ended: bool = False) -> bytes:
+        rows = pl.DataFrame(
+            {"k": ["a"] * len(minutes), "v": [1] * len(minutes),
+             "t": [T0 + timedelta(minutes=m) for m in minutes]}, schema=SCHEMA,
+        )  # fmt: skip
+        out = self.stage.run(rows)
+        if out.max_event is not None:
+            self.max_event = max(out.max_event, self.max_event or out.max_event)
+        first = str(self.seq) if self.seq else None
+        self.seq += 10
+        ((chunk,),) = self.stage.chunks(
+            out, self.name, first, str(self.seq), self.max_event, ended, 1, "q"
+        )
+        return chunk
+
+
+def minutes(ticks: int | None) -> float | None:
+    return None if ticks is None else (ticks - T0_US) / MIN_US
+
+
+def windows(result: pl.DataFrame) -> list[tuple[float, int]]:
+    starts = result["window"].struct.field("start").dt.epoch("us").to_list()
+    return [(minutes(s) or 0.0, n) for s, n in zip(starts, result["n"].to_list(), strict=True)]
+
+
+def test_the_slowest_shard_holds_the_fleet_watermark() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    fast, slow = Shard("fast", fleet), Shard("slow", fleet)
+    stage.apply([fast.batch(100), slow.batch(1)], now=0)
+    # min(100, 1) - 5 = -4
+    assert minutes(stage.fleet_watermark) == -4
+    assert {k: minutes(v) for k, v in stage.source_watermarks.items()} == {"fast": 95, "slow": -4}
+
+
+def test_an_idle_shard_holds_the_watermark_for_at_most_idle_timeout() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    fast, slow = Shard("fast", fleet), Shard("slow", fleet)
+    stage.apply([fast.batch(100), slow.batch(1)], now=0)  # slow last seen at 0
+    stage.apply([fast.batch(101)], now=29.9)
+    assert minutes(stage.fleet_watermark) == -4  # slow still active: min(101, 1) - 5
+    assert minutes(stage.refresh(now=30.0)) == 96  # idle from 30 s on: 101 - 5
+    assert stage.owes_batch  # the watermark moved past the one in force (-4)
+    emitted = stage.run_no_data(now=30.0).output  # evicts with 96: window [0, 10) of slow
+    assert windows(emitted) == [(0, 1)]
+    assert minutes(stage.in_force) == 96
+
+
+def test_a_shard_that_ended_stops_holding_the_watermark_at_once() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    fast, slow = Shard("fast", fleet), Shard("slow", fleet)
+    stage.apply([fast.batch(100), slow.batch(1)], now=0)
+    stage.apply([slow.batch(2, ended=True)], now=1)
+    assert minutes(stage.fleet_watermark) == 95
+
+
+def test_the_watermark_never_decreases_when_a_slower_shard_appears() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage.apply([Shard("fast", fleet).batch(100)], now=0)
+    stage.apply([Shard("late-joiner", fleet).batch(1)], now=1)
+    assert minutes(stage.fleet_watermark) == 95
+
+
+def test_late_partials_are_judged_against_the_previous_batchs_watermark() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    shard = Shard("s", fleet)
+    stage.apply([shard.batch(100)], now=0)  # W = 95; in force: None
+    # batch 2: late mark None (in force in batch 1): the row at 3 counts, window [0, 10)
+    # is evicted at once by the watermark in force (95) and emitted
+    assert windows(stage.apply([shard.batch(3)], now=1).output) == [(0, 1)]
+    # batch 3: late mark 95 (in force in batch 2): [0, 10) ended at 10 <= 95: dropped
+    result = stage.apply([shard.batch(4, 96)], now=2)
+    assert result.late_rows["__n"].sum() == 1
+    assert stage.late_rows == 1
+    assert stage.state_rows == 2  # [100, 110) and the row at 96's [90, 100): open (W 95)
+
+
+def test_a_gap_in_a_shards_ranges_is_refused_and_changes_nothing() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    shard = Shard("s", fleet)
+    stage.apply([shard.batch(1)], now=0)
+    shard.batch(2)  # put, never delivered
+    with pytest.raises(ChunkOrderError, match="does not follow"):
+        stage.apply([shard.batch(3)], now=1)
+    assert stage.sources["s"].last == 10
+
+
+def test_a_damaged_chunk_refuses_the_whole_batch_and_changes_nothing() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    shard = Shard("s", fleet)
+    good, bad = shard.batch(1), bytearray(shard.batch(2))
+    bad[-60] ^= 0xFF
+    with pytest.raises(ChunkError):
+        stage.apply([good, bytes(bad)], now=0)
+    assert stage.state_rows == 0
+    assert stage.sources == {}
+    stage.apply([good], now=0)
+    assert stage.state_rows == 1
+
+
+def test_a_chunk_of_another_query_is_refused() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="other")
+    with pytest.raises(ChunkError, match="own app_name"):
+        stage.apply([Shard("s", fleet).batch(1)], now=0)
