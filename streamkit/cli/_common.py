@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 a streamkit error (the message says what to do), 2 usage error
 (click's), 3 stream or table not found, 4 endpoint unreachable or credentials rejected,
-130 interrupted (Ctrl-C).
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM: the job stopped as on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+EXIT_TERMINATED = 143
 
 err_console = Console(stderr=True, highlight=False)
 console = Console(highlight=False)
@@ -94,6 +95,11 @@ def embedded_moto() -> Iterator[AwsEndpoint]:
         yield endpoint
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM where a command stops gracefully on it (a
+    ``BaseException``, so a job's ``except Exception`` does not swallow it)."""
+
+
 class CliError(StreamkitError):
     """An error the CLI reports as one line plus a hint."""
 
@@ -156,6 +162,9 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Terminated:
+            err_console.print("terminated")
+            raise typer.Exit(EXIT_TERMINATED) from None
         except Exception as exc:
             if settings.debug or os.environ.get("STREAMKIT_DEBUG"):
                 raise

@@ -1,8 +1,9 @@
 """The ``streamkit`` command (typer): ``demo``, ``stream ...``, ``produce``, ``leases``, ``run``,
-``ui``, ``status``.
+``ui``, ``status``, ``worker``.
 
 Exit codes: 0 success, 1 error, 2 usage error, 3 stream or table not found, 4 endpoint
-unreachable or credentials rejected, 130 interrupted. Errors print one line and a hint;
+unreachable or credentials rejected, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, where
+a running job stops gracefully on it: ``run``, ``worker``). Errors print one line and a hint;
 ``--debug`` (or ``STREAMKIT_DEBUG=1``) shows the full trace instead.
 """
 
@@ -20,6 +21,7 @@ from streamkit.cli.run_cmd import run_cmd
 from streamkit.cli.status_cmd import status_cmd
 from streamkit.cli.stream_cmds import stream_app
 from streamkit.cli.ui_cmd import ui_cmd
+from streamkit.cli.worker_cmd import worker_cmd
 
 app = typer.Typer(
     name="streamkit",
@@ -36,6 +38,7 @@ app.command("leases")(leases_cmd)
 app.command("run")(run_cmd)
 app.command("ui")(ui_cmd)
 app.command("status")(status_cmd)
+app.command("worker")(worker_cmd)
 
 
 @app.callback()

@@ -1,0 +1,89 @@
+"""``streamkit worker job.py``: run one member of a fleet (for ECS, Kubernetes, EMR steps,
+``docker compose --scale``).
+
+It sets ``STREAMKIT_FLEET=1`` and ``STREAMKIT_WORKER_ID`` (``--worker-id``, else
+``$STREAMKIT_WORKER_ID``, else ``<hostname>-<pid>``) in this process's environment, then
+runs the job exactly as ``streamkit run`` does (:mod:`streamkit.cli.job_runner`), each
+output line prefixed ``[<worker id>]``. ``DataStreamWriter.start()`` sees the variables and
+starts a fleet member instead of a single-process query; every process started with the
+same job file (same ``app_name``) joins the same fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors
+from streamkit.cli.job_runner import run_job
+
+FLEET_ENV = "STREAMKIT_FLEET"
+WORKER_ID_ENV = "STREAMKIT_WORKER_ID"
+
+
+def default_worker_id() -> str:
+    """``<hostname>-<pid>``: unique among live processes, as a lease owner must be."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def check_worker_id(value: str) -> str:
+    """``value`` if usable as a lease owner and output prefix, else a usage error."""
+    if not value or any(c.isspace() for c in value) or not value.isprintable():
+        raise CliError(f"worker id {value!r} is empty or has blanks",
+                       "pass --worker-id with printable characters and no spaces, e.g. "
+                       "the pod or task name", EXIT_USAGE)  # fmt: skip
+    return value
+
+
+def enter_fleet_mode(worker_id: str) -> None:
+    """Set the two variables ``DataStreamWriter.start()`` reads (see the module doc)."""
+    os.environ[FLEET_ENV] = "1"
+    os.environ[WORKER_ID_ENV] = worker_id
+
+
+@cli_errors
+def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
+    job_file: Annotated[Path, typer.Argument(help="Python file defining job().")],
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            "--worker-id",
+            envvar=WORKER_ID_ENV,
+            show_default=False,
+            help="This member's id (lease owner); default: <hostname>-<pid>.",
+        ),
+    ] = None,
+    available_now: Annotated[
+        bool,
+        typer.Option("--available-now", help="Process what the input holds now, then stop."),
+    ] = False,
+    until_idle: Annotated[
+        float | None,
+        typer.Option(
+            "--until-idle",
+            min=0.1,
+            help="Catch up, then stop once no input arrived for this many seconds.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="As `streamkit run --force`.")] = False,
+) -> None:
+    """Run one fleet member of a job file (as `streamkit run`, in fleet mode).
+
+    Start it on as many machines (or containers) as you like: processes running the
+    same job file (same app_name) share the stream's shards and the aggregation tasks
+    through their lease tables, and take over from each other. Ctrl-C or SIGTERM stops
+    this member after its batch in flight commits, releasing its leases (exit 130 / 143);
+    the others take its tasks over.
+    """
+    if available_now and until_idle is not None:
+        raise CliError("choose one of --available-now and --until-idle", "see --help", 2)
+    wid = check_worker_id(worker_id if worker_id is not None else default_worker_id())
+    enter_fleet_mode(wid)
+    run_job(job_file, available_now, until_idle, timeout, force, prefix=f"[{wid}] ")
