@@ -1,6 +1,11 @@
 """``streamkit status APP --stream S``: the application's workers, their leases, each shard's
 lag, and how many workers the backlog and the per-worker throughput call for.
 
+For a fleet (an ``APP-exchange`` lease table, or task status files under ``--checkpoint``)
+it first shows the fleet view (:mod:`streamkit.cli.fleet_status`): workers, the source and
+aggregation tasks each holds, per-task lag and watermark, the fleet watermark, duplicates
+dropped; ``--json`` prints that view as JSON; ``--stream`` is then optional.
+
 It measures over ``--sample`` seconds: each open shard's records after the application's
 checkpoint (one GetRecords of up to ``--max-behind`` from the checkpoint, at the start and
 at the end), the records written meanwhile (read from a LATEST iterator taken at the start),
@@ -13,6 +18,7 @@ when enhanced metrics are on, else the stream's split evenly). Arithmetic:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +31,7 @@ from streamkit_kinesis.leases.errors import LeaseStoreError
 
 from streamkit.cli._common import (
     EXIT_NOT_FOUND,
+    EXIT_USAGE,
     CliError,
     EndpointOpt,
     cli_errors,
@@ -33,6 +40,7 @@ from streamkit.cli._common import (
     run_async,
 )
 from streamkit.cli.capacity import ShardLoad, plan, verdict_lines
+from streamkit.cli.fleet_status import load_fleet, render
 from streamkit.cli.leases_cmd import Behind, behind
 
 if TYPE_CHECKING:
@@ -190,7 +198,10 @@ def tables(app: str, m: Measured) -> tuple[Table, Table]:
 @cli_errors
 def status_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     app_name: Annotated[str, typer.Argument(help="Application name (= lease table name).")],
-    stream: Annotated[str, typer.Option("--stream", help="The stream the application reads.")],
+    stream: Annotated[
+        str | None,
+        typer.Option("--stream", help="The stream the application reads (optional for a fleet)."),
+    ] = None,
     sample: Annotated[
         float, typer.Option("--sample", min=0.5, help="Seconds to measure rates over.")
     ] = 5.0,
@@ -210,9 +221,22 @@ def status_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
         typer.Option("--cloudwatch", min=1, max=1440, metavar="MINUTES",
                      help="Take incoming rates from CloudWatch AWS/Kinesis (last MINUTES)."),
     ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", help="The job's checkpoint root (a folder or s3://...): "
+                     "read the fleet's task status files under fleet/tasks/."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the fleet view as JSON (nothing else).")
+    ] = False,
     endpoint: EndpointOpt = None,
 ) -> None:
     """Workers, leases per worker, per-shard lag, and how many workers are needed.
+
+    A fleet (`streamkit worker`) is shown first: each worker's source and aggregation
+    tasks (owners from the APP and APP-exchange lease tables), and with --checkpoint each
+    task's batch, lag, watermark and duplicates dropped, and the fleet watermark (min of
+    the aggregation tasks'). --json prints that view alone.
 
     The line "scale: N worker(s) needed" sizes the fleet for the incoming rate plus the
     backlog cleared within --catch-up seconds; when every open shard is at its write
@@ -220,6 +244,22 @@ def status_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     `aws kinesis update-shard-count` that adds shards.
     """
     where = endpoint_of(endpoint)
+    fleet = run_async(load_fleet(where, app_name, checkpoint))
+    if as_json:
+        if fleet is None:
+            raise CliError(f"{app_name!r} shows no fleet (no {app_name}-exchange lease table, "
+                           "no task status files)", "--json shows a fleet; pass --checkpoint "
+                           "with the job's checkpoint root", EXIT_NOT_FOUND)  # fmt: skip
+        typer.echo(json.dumps(fleet.to_json(), indent=2))
+        return
+    for part in render(fleet) if fleet is not None else []:
+        console.print(part, soft_wrap=True)
+    if stream is None:
+        if fleet is None:
+            raise CliError("--stream is needed (no fleet found for this application)",
+                           "pass --stream with the stream the application reads",
+                           EXIT_USAGE)  # fmt: skip
+        return
     try:
         m = run_async(measure(where, app_name, stream, sample, limit=max_behind,
                                       cloudwatch_minutes=cloudwatch))
