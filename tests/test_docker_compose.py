@@ -50,7 +50,8 @@ def published(service: dict[str, Any]) -> set[tuple[int, str]]:
 
 def test_default_services_and_ports() -> None:
     services = config()["services"]
-    assert set(services) == {"localstack", "kafka", "pipeline"}
+    assert set(services) == {"localstack", "kafka", "pipeline", "fleet-stream", "producer",
+                             "worker"}  # fmt: skip
     assert published(services["localstack"]) == {(4566, "4566")}
     assert published(services["kafka"]) == {(9092, "9092")}
 
@@ -88,3 +89,37 @@ def test_example_services_use_the_same_image_and_the_in_network_endpoints() -> N
     assert (ROOT / "examples" / "windowed_counts.py").is_file()
     assert services["kafka-pipeline"]["command"] == ["--bootstrap", "kafka:29092"]
     assert services["kafka-pipeline"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_worker_service_scales() -> None:
+    """``docker compose up --scale worker=3`` needs a service that N containers can share:
+    no fixed container name (names must be unique), no fixed host port (a second container
+    could not bind it), no fixed hostname (the default worker id is <hostname>-<pid>, and
+    the pid is 1 in every container)."""
+    worker = config()["services"]["worker"]
+    assert "container_name" not in worker
+    assert "hostname" not in worker
+    assert all(not p.get("published") for p in worker.get("ports", []))
+    assert worker.get("deploy", {}).get("replicas", 1) == 1  # --scale decides
+
+
+def test_worker_runs_the_fleet_example_against_localstack() -> None:
+    services = config()["services"]
+    worker = services["worker"]
+    assert worker["image"] == services["pipeline"]["image"]
+    assert worker["command"][0] == "worker"
+    job = Path(worker["command"][1])
+    mount = next(v for v in worker["volumes"] if v["target"] == str(job.parent))
+    assert (Path(mount["source"]) / job.name).is_file()  # the job file is in the mount
+    assert Path(mount["source"]) == ROOT / "examples"
+    env = worker["environment"]
+    assert env["STREAMKIT_AWS_ENDPOINT"] == "http://localstack:4566"
+    # the stream the workers read is the one fleet-stream creates and producer writes
+    stream = services["fleet-stream"]["command"]
+    assert stream[:3] == ["stream", "create", env["FLEET_STREAM"]]
+    assert services["producer"]["command"][:2] == ["produce", env["FLEET_STREAM"]]
+    assert worker["depends_on"]["fleet-stream"]["condition"] == "service_completed_successfully"
+    assert services["fleet-stream"]["depends_on"]["localstack"]["condition"] == "service_healthy"
+    # the results land on the host, where `streamkit status --checkpoint` can read them
+    out = next(v for v in worker["volumes"] if env["FLEET_OUT"].startswith(v["target"]))
+    assert Path(out["source"]) == ROOT / "out"
