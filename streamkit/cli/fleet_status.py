@@ -152,15 +152,18 @@ class FleetView:
 
 def read_tasks(root: str, endpoint: AwsEndpoint) -> tuple[list[TaskStatus], list[str]]:
     """The status files under ``root`` (and the names skipped, with why)."""
-    from streamkit.streaming.checkpoint_store import open_checkpoint_store
+    from streamkit.streaming.checkpoint_store import LocalCheckpointStore, S3CheckpointStore
 
-    if not root.startswith("s3://"):
+    store: LocalCheckpointStore | S3CheckpointStore
+    if root.startswith("s3://"):  # an outage fails the command instead of stalling it
+        store = S3CheckpointStore(root, endpoint, retry_forever=False)
+    else:
         local = Path(root.removeprefix("file://"))
         if not local.is_dir():
             raise CliError(f"no checkpoint root {root!r} (not a directory)",
                            "pass the job's checkpoint location as --checkpoint",
                            EXIT_NOT_FOUND)  # fmt: skip
-    store = open_checkpoint_store(root, endpoint)
+        store = LocalCheckpointStore(local)
     tasks, skipped = [], []
     for name in store.list(TASKS_DIR):
         if not name.endswith(".json"):

@@ -173,3 +173,23 @@ def test_a_damaged_status_file_is_named(fields: dict[str, Any], complaint: str) 
     assert TaskStatus.parse(json.dumps(good).encode()).batch == 1
     with pytest.raises(ValueError, match=re.escape(complaint)):
         TaskStatus.parse(json.dumps(good | fields).encode())
+
+
+def test_status_files_under_an_s3_checkpoint_root(cli: Cli) -> None:
+    app, bucket = unique("fleet-s3"), unique("fleet-ck")
+    s3 = cli.endpoint.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    for i, mark, dups in ((0, JAN_1_2026_MS + 61_000, 1), (1, JAN_1_2026_MS + 59_999, 0)):
+        body = {"kind": "aggregation", "shard": shard(i), "worker": "w-s3", "batch": 2,
+                "watermark_ms": mark, "lag_ms": 0, "rows": 1, "duplicates_dropped": dups,
+                "updated": "2026-01-01T00:02:00+00:00"}  # fmt: skip
+        s3.put_object(Bucket=bucket, Key=f"jobs/ck/fleet/tasks/aggregation-{shard(i)}.json",
+                      Body=json.dumps(body).encode())  # fmt: skip
+    out = cli("status", app, "--checkpoint", f"s3://{bucket}/jobs/ck", "--json")
+    assert out.exit_code == 0, out.output
+    view = json.loads(out.output)
+    assert view["fleet_watermark_ms"] == JAN_1_2026_MS + 59_999  # min(00:01:01, 00:00:59.999)
+    assert view["duplicates_dropped"] == 1
+    missing = cli("status", app, "--checkpoint", f"s3://{unique('no-bucket')}/ck")
+    assert missing.exit_code == 1
+    assert "does not exist" in missing.output
