@@ -14,6 +14,10 @@ Different partitions share calls (up to 500 records / 5 MiB). Throttling, 5xx an
 connection failures, of a whole call or of single entries, are retried with backoff for
 ever (an outage stalls the source task, never loses or reorders a chunk); any other error
 is raised typed. Records are checked against the 1 MiB limit before anything is sent.
+
+Not promised: exactly one copy. A call whose answer was lost (connection cut after Kinesis
+wrote it) is sent again, so a part can land twice, right after itself; it carries the same
+(source shard, range end, part) and the aggregation side drops it as a duplicate.
 """
 
 from __future__ import annotations
