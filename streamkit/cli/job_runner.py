@@ -15,9 +15,10 @@ from __future__ import annotations
 import importlib.util
 import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -36,19 +37,27 @@ CONVENTION = (
 
 @runtime_checkable
 class QueryHandle(Protocol):
-    """What the CLI needs of a started query (``StreamingQuery`` has it all)."""
+    """What the CLI needs of a started query: ``StreamingQuery`` and the fleet member
+    handle both have it."""
 
     @property
     def name(self) -> str: ...
     @property
     def is_active(self) -> bool: ...
+    def stop(self) -> None: ...
+    def await_termination(self, timeout: float | None = None) -> bool: ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """A handle that also reports its micro-batches (``StreamingQuery`` does); without
+    it the CLI prints only the start and the end, and refuses ``--until-idle``."""
+
     @property
     def recent_progress(self) -> Sequence[QueryProgress]: ...
     @property
     def last_progress(self) -> QueryProgress | None: ...
     def process_all_available(self, timeout: float = 60.0) -> None: ...
-    def stop(self) -> None: ...
-    def await_termination(self, timeout: float | None = None) -> bool: ...
 
 
 def load_job(path: Path) -> QueryHandle | DataStreamWriter:
@@ -116,12 +125,16 @@ def stall_line(p: QueryProgress) -> str | None:
 
 def follow(
     query: QueryHandle, until_idle: float | None, timeout: float | None, prefix: str = ""
-) -> tuple[int, int]:
+) -> tuple[int, int] | None:
     """Print progress (each line after ``prefix``) until the query ends, goes idle, or
     times out; returns (batches, rows).
 
     A stall (partitions backing off through an outage) is printed when it starts and when
-    its partitions change, and "resumed" once a batch runs again."""
+    its partitions change, and "resumed" once a batch runs again. A handle that reports no
+    progress is only watched until it ends or times out (None is returned)."""
+    if not isinstance(query, ReportsProgress):
+        _wait(query, timeout)
+        return None
     started = time.monotonic()
     seen, rows, last_rows_at = -1, 0, time.monotonic()
     caught_up = until_idle is None
@@ -166,23 +179,39 @@ def follow(
     return seen + 1, rows
 
 
+def _wait(query: QueryHandle, timeout: float | None) -> None:
+    started = time.monotonic()
+    while query.is_active and (timeout is None or time.monotonic() - started < timeout):
+        time.sleep(0.2)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _claim_signals() -> None:
+    """Ctrl-C raises KeyboardInterrupt (exit 130) and SIGTERM :class:`Terminated` (exit
+    143) in the main thread, whatever handlers the job or its handle installed; either way
+    the caller's ``finally`` stops the query gracefully."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 @contextmanager
-def sigterm_stops() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` in the main thread, so the query in
-    flight is stopped as on Ctrl-C (batch committed, leases released; exit 143)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. the CLI driven from a test thread)
-        yield
+def cli_signals() -> Iterator[Callable[[], None]]:
+    """While inside, the CLI owns SIGINT and SIGTERM (see :func:`_claim_signals`); yields
+    the function that claims them again (after ``start()``: a handle may install its own).
+    Outside the main thread (the CLI driven from a test thread) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
         return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _claim_signals()
     try:
-        yield
+        yield _claim_signals
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run_job(
@@ -190,16 +219,26 @@ def run_job(
     force: bool, *, prefix: str = "",
 ) -> QueryHandle:  # fmt: skip
     """Start the job, print its progress until it ends (see :func:`follow`), stop it.
-    SIGTERM stops it as Ctrl-C does (see :func:`sigterm_stops`)."""
-    with sigterm_stops():
+    Ctrl-C and SIGTERM stop it gracefully too (exit 130 / 143, see :func:`cli_signals`)."""
+
+    def say(text: str) -> None:
+        console.print(prefix + text, soft_wrap=True, markup=False)
+
+    with cli_signals() as claim:
         query = start(load_job(job_file), available_now, force)
-        console.print(f"{prefix}running {query.name} from {job_file}", soft_wrap=True,
-                      markup=False)  # fmt: skip
+        claim()
         try:
-            batches, rows = follow(query, until_idle, timeout, prefix)
+            if until_idle is not None and not isinstance(query, ReportsProgress):
+                raise CliError(f"--until-idle needs a query that reports its batches; "
+                               f"{type(query).__name__} does not",
+                               "use --timeout, or stop it with Ctrl-C / SIGTERM")  # fmt: skip
+            say(f"running {query.name} from {job_file}")
+            counted = follow(query, until_idle, timeout, prefix)
         finally:
             query.stop()
         query.await_termination(5)  # re-raises the query's error (exit 1)
-    console.print(f"{prefix}stopped {query.name}: {batches} batch(es), {rows} input row(s)",
-                  soft_wrap=True, markup=False)  # fmt: skip
+    if counted is None:
+        say(f"stopped {query.name}")
+    else:
+        say(f"stopped {query.name}: {counted[0]} batch(es), {counted[1]} input row(s)")
     return query

@@ -19,6 +19,7 @@ from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors, console
 from streamkit.cli.job_runner import (
     CONVENTION,
     QueryHandle,
+    ReportsProgress,
     follow,
     load_job,
     progress_line,
@@ -30,6 +31,7 @@ from streamkit.cli.job_runner import (
 __all__ = [
     "CONVENTION",
     "QueryHandle",
+    "ReportsProgress",
     "follow",
     "load_job",
     "progress_line",

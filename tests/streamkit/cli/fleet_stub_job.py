@@ -4,7 +4,8 @@
 id; ``*`` any): ``exit:N`` (sys.exit), ``kill:SIG`` (the process signals itself), ``run``
 (default: a started query that reports one batch and runs until stopped, printing
 ``stop called`` when it is), ``stopfail:N`` (the same, but its process exits N when
-stopped)."""
+stopped), ``bare`` (a handle as the fleet member's: no progress, and it installs its own
+SIGINT / SIGTERM handlers, which only ask it to stop)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,33 @@ class StubQuery:
         return True
 
 
+class BareQuery:
+    """A started handle without progress that takes SIGINT and SIGTERM for itself."""
+
+    name = "bare"
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+        def handler(signum: int, frame: object) -> None:
+            print(f"handle got signal {signum}", flush=True)
+            self.stopped = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    @property
+    def is_active(self) -> bool:
+        return not self.stopped
+
+    def stop(self) -> None:
+        print("stop called", flush=True)
+        self.stopped = True
+
+    def await_termination(self, timeout: float | None = None) -> bool:
+        return True
+
+
 def job() -> Any:
     fleet, wid = os.environ.get("STREAMKIT_FLEET"), os.environ.get("STREAMKIT_WORKER_ID")
     print(f"env STREAMKIT_FLEET={fleet} STREAMKIT_WORKER_ID={wid} pid={os.getpid()}",
@@ -62,4 +90,6 @@ def job() -> Any:
         sys.exit(int(arg))
     if kind == "kill":
         os.kill(os.getpid(), signal.Signals[arg])
+    if kind == "bare":
+        return BareQuery()
     return StubQuery(int(arg) if kind == "stopfail" else None)

@@ -62,3 +62,24 @@ def test_worker_usage_errors() -> None:
     assert started.finish() == 1
     assert "--available-now needs job() to return the writer" in started.text
     assert "stop called" in started.out
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_handle_without_progress_that_takes_signals(sig: signal.Signals, code: int) -> None:
+    """As the fleet member's handle: only start and end are printed, and the CLI's exit
+    codes hold although the handle installed its own signal handlers at start."""
+    p = Proc("worker", str(STUB_JOB), "--worker-id", "m1", env={"STUB_PLAN": "*=bare"})
+    p.wait_for("[m1] running bare from")
+    p.proc.send_signal(sig)
+    assert p.finish() == code, p.text
+    assert "stop called" in p.out
+    assert not any("handle got signal" in line for line in p.out), p.text
+    ended = Proc("worker", str(STUB_JOB), "--worker-id", "m2", "--timeout", "0.3",
+                 env={"STUB_PLAN": "*=bare"})  # fmt: skip
+    assert ended.finish() == 0, ended.text
+    assert ended.out[-2:] == ["stop called", "[m2] stopped bare"]
+    idle = Proc("worker", str(STUB_JOB), "--worker-id", "m3", "--until-idle", "1",
+                env={"STUB_PLAN": "*=bare"})  # fmt: skip
+    assert idle.finish() == 1, idle.text
+    assert "--until-idle needs a query that reports its batches; BareQuery does not" in idle.text
+    assert "stop called" in idle.out
