@@ -54,7 +54,7 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
             "--worker-id",
             envvar=WORKER_ID_ENV,
             show_default=False,
-            help="This member's id (lease owner); default: <hostname>-<pid>.",
+            help="This member's id (lease owner); default: `HOSTNAME-PID`.",
         ),
     ] = None,
     available_now: Annotated[
