@@ -284,10 +284,10 @@ class AggregationStage:
             "duplicates_dropped": self.duplicates_dropped, "late_rows": self.late_rows,
         }  # fmt: skip
         log.store.write_bytes(_path(batch_id), envelope.seal_json(body))
-        horizon = batch_id - log.keep
-        for name in log.store.list("fleet"):
-            if name.isdigit() and int(name) < horizon:
-                log.store.delete(f"fleet/{name}")
+        if batch_id % log.keep == 0:  # the files no restorable batch needs (one list per keep)
+            for name in log.store.list("fleet"):
+                if name.isdigit() and int(name) < batch_id - log.keep:
+                    log.store.delete(f"fleet/{name}")
 
     def restore(self, log: CheckpointLog, batch_id: int) -> None:
         """Resume after committed batch ``batch_id``: its state, dedup map and shard

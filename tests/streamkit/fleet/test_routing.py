@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import random
 import struct
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 import numpy as np
 import polars as pl
@@ -32,6 +33,17 @@ PINNED = [
     (pl.DataFrame({"d": [date(2026, 1, 1)]}), 0x7CC0D95850F15F67),  # day 20454
     (pl.DataFrame({"u": [2**64 - 1]}, schema={"u": pl.UInt64}), 0xE4A42358FE73E0B6),
     (pl.DataFrame({"s": ["x" * 40]}), 0xC6ED01C343AF4546),  # >= 32 bytes: the stripe loop
+    # 0x01, 1_000_000 µs as int64
+    (pl.DataFrame({"x": [timedelta(seconds=1)]}, schema={"x": pl.Duration("us")}),
+     0x4FAD35E551ED10C6),
+    (pl.DataFrame({"x": [time(1, 2, 3)]}), 0xDF65FE0B9C406926),  # 3723e9 ns as int64
+    # decimals as their text: 0x01, length 4, b"1.50"
+    (pl.DataFrame({"x": [Decimal("1.50")]}, schema={"x": pl.Decimal(10, 2)}),
+     0xFB7F38FD5980E8DF),
+    (pl.DataFrame({"x": [b"\x00\xff"]}), 0x4F9275781200AEB5),  # 0x01, length 2, the bytes
+    (pl.DataFrame({"x": ["b"]}, schema={"x": pl.Enum(["a", "b"])}), 0x5FFFEBB71A6B7D38),
+    (pl.DataFrame({"x": [-3]}, schema={"x": pl.Int8}), 0xEF9619BF618EFA41),  # two's compl.
+    (pl.DataFrame({"x": [None]}, schema={"x": pl.Null}), 0xE934A84ADB052768),  # 0x00
 ]  # fmt: skip
 INT_TYPES = [pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32]
 
