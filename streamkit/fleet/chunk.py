@@ -150,7 +150,11 @@ def decode_chunk(data: bytes) -> tuple[ChunkHeader, pl.DataFrame]:
         )
     if crc != _crc(header, table):
         raise ChunkError(f"damaged {where}: checksum mismatch (its bytes were altered)")
-    frame = pl.from_arrow(table)
+    try:  # a matching checksum over invalid Arrow data would be a writer's bug: refuse it
+        table.validate(full=True)
+        frame = pl.from_arrow(table)
+    except (pa.ArrowException, pl.exceptions.PolarsError, ValueError) as exc:
+        raise ChunkError(f"damaged {where}: invalid Arrow data ({exc})") from None
     assert isinstance(frame, pl.DataFrame)
     return header, frame
 
