@@ -161,80 +161,63 @@ def _text(series: pl.Series) -> tuple[U8, npt.NDArray[np.int64]]:
     return raw, offsets.astype(np.int64)
 
 
-def _segments(series: pl.Series) -> tuple[U8, npt.NDArray[np.int64]]:
-    """The canonical encoding of each value of one column, as (bytes, offsets)."""
-    n = series.len()
-    present = series.is_not_null().to_numpy().astype(np.uint8)
-    if isinstance(series.dtype, pl.Null):
-        return np.zeros(n, np.uint8), np.arange(n + 1, dtype=np.int64)
-    if isinstance(series.dtype, (*_TEXT_TYPES, pl.Binary)):
-        raw, offs = _text(series)
-        lengths = np.diff(offs)
-        head = np.zeros((n, 5), np.uint8)
-        head[:, 0] = present
-        head[:, 1:] = lengths.astype("<u4").view(np.uint8).reshape(-1, 4)
-        seg_len = np.where(present == 1, 5 + lengths, 1)
-        out_offs = np.zeros(n + 1, np.int64)
-        np.cumsum(seg_len, out=out_offs[1:])
-        out = np.empty(int(out_offs[-1]), np.uint8)
-        _scatter(out, out_offs[:-1], head, np.where(present == 1, 5, 1))
-        body_len = np.where(present == 1, lengths, 0)
-        _copy_runs(out, out_offs[:-1] + 5, raw, offs[:-1], body_len)
-        return out, out_offs
-    fixed = _fixed_bytes(series)
-    width = fixed.shape[1]
-    head = np.concatenate([present[:, None], fixed], axis=1)
-    seg_len = np.where(present == 1, 1 + width, 1)
-    out_offs = np.zeros(n + 1, np.int64)
-    np.cumsum(seg_len, out=out_offs[1:])
-    out = np.empty(int(out_offs[-1]), np.uint8)
-    _scatter(out, out_offs[:-1], head, seg_len)
-    return out, out_offs
+class _Column:
+    """One key column's canonical encoding: each row's segment length and, for rows whose
+    segments have one length, their bytes as a matrix."""
 
+    def __init__(self, series: pl.Series) -> None:
+        n = series.len()
+        self.present = series.is_not_null().to_numpy().astype(np.uint8)
+        self.raw: U8 | None = None
+        if isinstance(series.dtype, pl.Null):
+            self.head = np.zeros((n, 1), np.uint8)
+            self.lengths = np.ones(n, np.int64)
+        elif isinstance(series.dtype, (*_TEXT_TYPES, pl.Binary)):
+            self.raw, self.offsets = _text(series)
+            size = np.diff(self.offsets)
+            self.head = np.empty((n, 5), np.uint8)
+            self.head[:, 0] = self.present
+            self.head[:, 1:] = size.astype("<u4").view(np.uint8).reshape(-1, 4)
+            self.lengths = np.where(self.present == 1, 5 + size, 1)
+        else:
+            self.head = np.concatenate([self.present[:, None], _fixed_bytes(series)], axis=1)
+            self.lengths = np.where(self.present == 1, self.head.shape[1], 1)
 
-def _scatter(
-    out: U8, starts: npt.NDArray[np.int64], matrix: U8, lengths: npt.NDArray[np.int64]
-) -> None:
-    """``out[starts[i] : starts[i] + lengths[i]] = matrix[i, :lengths[i]]``, vectorised."""
-    cols = np.arange(matrix.shape[1])
-    keep = cols[None, :] < lengths[:, None]
-    out[(starts[:, None] + cols[None, :])[keep]] = matrix[keep]
-
-
-def _copy_runs(
-    out: U8, dst: npt.NDArray[np.int64], src: U8, src_start: npt.NDArray[np.int64],
-    lengths: npt.NDArray[np.int64],
-) -> None:  # fmt: skip
-    """``out[dst[i] : dst[i] + lengths[i]] = src[src_start[i] : ... + lengths[i]]``."""
-    total = int(lengths.sum())
-    if not total:
-        return
-    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[np.repeat(dst, lengths) + within] = src[np.repeat(src_start, lengths) + within]
-
-
-def canonical(keys: pl.DataFrame) -> tuple[U8, npt.NDArray[np.int64]]:
-    """The canonical encoding of each row of ``keys`` (module docstring): (bytes, offsets)."""
-    n = keys.height
-    parts = [_segments(keys[c]) for c in keys.columns]
-    lengths = np.zeros(n, np.int64)
-    for _, offs in parts:
-        lengths += np.diff(offs)
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    out = np.empty(int(offsets[-1]), np.uint8)
-    within = np.zeros(n, np.int64)
-    for raw, offs in parts:
-        seg = np.diff(offs)
-        _copy_runs(out, offsets[:-1] + within, raw, offs[:-1], seg)
-        within += seg
-    return out, offsets
+    def matrix(self, rows: npt.NDArray[np.int64], length: int) -> U8:
+        """The segments of ``rows``, all ``length`` bytes long, one row each."""
+        head = self.head[rows, : min(length, self.head.shape[1])]
+        if self.raw is None or length <= 5:
+            return head
+        index = self.offsets[rows][:, None] + np.arange(length - 5, dtype=np.int64)[None, :]
+        return np.concatenate([head, self.raw[index]], axis=1)
 
 
 def key_hash(keys: pl.DataFrame) -> U64:
-    """``xxh64(canonical(row), seed=0)`` of each row of ``keys`` (the group-key columns)."""
-    raw, offsets = canonical(keys)
-    return xxh64_rows(raw, offsets)
+    """``xxh64(canonical(row), seed=0)`` of each row of ``keys`` (the group-key columns):
+    rows are grouped by the lengths of their segments, each group hashed as one matrix."""
+    columns = [_Column(keys[c]) for c in keys.columns]
+    out = np.empty(keys.height, np.uint64)
+    if not keys.height:
+        return out
+    code = np.zeros(keys.height, np.int64)
+    values = []
+    for c in columns:  # the row's shape (segment length per column) as one small integer
+        uniq, inverse = np.unique(c.lengths, return_inverse=True)
+        code = code * uniq.size + inverse.reshape(-1)
+        values.append(uniq)
+    shapes, group = np.unique(code, return_inverse=True)
+    group = group.reshape(-1).astype(np.uint16 if shapes.size < 2**16 else np.int64)
+    order = np.argsort(group, kind="stable")  # radix sort for 16-bit groups
+    bounds = np.searchsorted(group[order], np.arange(shapes.size + 1))
+    for g, shape in enumerate(shapes.tolist()):
+        widths, rest = [], shape
+        for uniq in reversed(values):
+            rest, at = divmod(rest, uniq.size)
+            widths.append(int(uniq[at]))
+        rows = order[bounds[g] : bounds[g + 1]]
+        parts = [c.matrix(rows, w) for c, w in zip(columns, reversed(widths), strict=True)]
+        out[rows] = xxh64_fixed(np.ascontiguousarray(np.concatenate(parts, axis=1)))
+    return out
 
 
 def partition_ids(
