@@ -22,6 +22,12 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    ``max_event - delay`` (Spark's whole-ms arithmetic); the ``max`` over all of them when
    none is active; it never decreases.
 
+Driving it (an aggregation task, per poll of its exchange shard): records read ->
+``apply(records, now)``, sink the output, ``checkpoint_state(log, batch_id)``, commit,
+checkpoint the exchange lease; a poll without records -> ``refresh(now)`` and, if
+:attr:`owes_batch`, ``run_no_data(now)`` as a batch of its own. ``now`` is the task's
+clock in seconds (``time.monotonic`` in production, injected in tests).
+
 Checkpointed state (:meth:`checkpoint_state`, through the engine's
 :class:`~streamkit.streaming.checkpoint.CheckpointLog`): the store as snapshots and deltas,
 plus ``fleet/<batch>`` (a checksummed JSON file: dedup map, shard maxima, end flags,
@@ -242,13 +248,17 @@ class AggregationStage:
         mark = self.fleet.mark
         if mark is None:
             return {}
-        unit = self.fleet.time_unit()
         out = {}
         for name, p in self._sources.items():
-            wm = agg_steps.next_watermark(None, p.max_event, mark.delay_ns, unit)
+            wm = self.fleet.source_watermark(p.max_event)
             if wm is not None:
                 out[name] = wm
         return out
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """The fleet watermark in ms since the epoch (for status files)."""
+        return self.fleet.to_ms(self.watermark)
 
     @property
     def sources(self) -> dict[str, SourceProgress]:

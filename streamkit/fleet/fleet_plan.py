@@ -30,7 +30,7 @@ from streamkit.expr import Expr
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
-from streamkit.streaming.agg_steps import OutputMode
+from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, next_watermark
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.watermark_input import watermark_filter
@@ -117,6 +117,19 @@ class FleetPlan:
     def route_keys(self) -> list[str]:
         """The partial-state columns rows are routed by: the group keys, never the window."""
         return list(self.spec.keys)
+
+    def source_watermark(self, max_event: int | None) -> int | None:
+        """A source shard's own watermark: ``max_event - delay`` in whole ms (Spark's
+        arithmetic), in ticks of the watermark column (None without one)."""
+        if self.mark is None or max_event is None:
+            return None
+        return next_watermark(None, max_event, self.mark.delay_ns, self.time_unit())
+
+    def to_ms(self, ticks: int | None) -> int | None:
+        """Ticks of the watermark column as ms since the epoch (for status files)."""
+        if ticks is None or self.mark is None:
+            return None
+        return ticks // TICKS_PER_MS[self.time_unit()]
 
     def time_unit(self) -> Literal["ns", "us", "ms"]:
         """Unit of the watermark column (ticks of ``max_event`` and watermarks)."""

@@ -128,7 +128,8 @@ class Fleet:
     sources: list[Source]
     n: int
     seed: int
-    budget: int = 4096
+    budget: int = 2000
+    """Bytes per exchange record: small, so that batches split into parts."""
     dup_rate: float = 0.3
     idle_timeout: float = 1000.0
     crash_rate: float = 0.0
@@ -140,6 +141,8 @@ class Fleet:
     """Per stage, the sink: batch id -> output (a re-run batch replaces its output)."""
     now: float = 0.0
     restarts: int = 0
+    split_batches: int = 0
+    """Source batches whose chunk for some partition came in several parts."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -170,6 +173,7 @@ class Fleet:
         parts = self.source_stage.chunks(
             out, src.name, first, str(src.seq), src.max_event, ended, self.n, "q"
         )
+        self.split_batches += any(len(chunk) > 1 for chunk in parts)
         if self.rng.random() < self.dup_rate:  # a put that reached only some partitions
             for p, chunk in enumerate(parts):
                 if self.rng.random() < 0.5:

@@ -66,6 +66,7 @@ def test_the_slowest_shard_holds_the_fleet_watermark() -> None:
     # min(100, 1) - 5 = -4
     assert minutes(stage.fleet_watermark) == -4
     assert {k: minutes(v) for k, v in stage.source_watermarks.items()} == {"fast": 95, "slow": -4}
+    assert stage.watermark_ms == T0_US // 1000 - 4 * 60_000
 
 
 def test_an_idle_shard_holds_the_watermark_for_at_most_idle_timeout() -> None:

@@ -70,6 +70,7 @@ def test_the_fleet_equals_a_group_by_over_all_rows(window: str, mode: str, seed:
         assert got.select(keys).is_duplicated().sum() == 0
     assert_frame_equal(got, want.sort(keys, nulls_last=True), check_exact=False)
     assert sum(s.duplicates_dropped for s in fleet.stages) > 0  # the re-emissions were seen
+    assert fleet.split_batches > 0  # and chunks in several parts
 
 
 
