@@ -128,8 +128,8 @@ class Fleet:
     sources: list[Source]
     n: int
     seed: int
-    budget: int = 2000
-    """Bytes per exchange record: small, so that batches split into parts."""
+    budget: int = 0
+    """Bytes per exchange record (0: the size of a chunk of 2 rows, so batches split)."""
     dup_rate: float = 0.3
     idle_timeout: float = 1000.0
     crash_rate: float = 0.0
@@ -146,6 +146,11 @@ class Fleet:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        if not self.budget:
+            probe = SourceStage(self.fleet)
+            few = probe.run(self.sources[0].rows.head(2))
+            ((chunk,),) = probe.chunks(few, "probe", None, "0", None, False, 1, "q")
+            self.budget = len(chunk) + 64  # room for longer keys
         self.source_stage = SourceStage(self.fleet, budget=self.budget)
         self.stages = [self.new_stage() for _ in range(self.n)]
         self.queues = [{s.name: [] for s in self.sources} for _ in range(self.n)]
