@@ -123,13 +123,23 @@ def decide_takes(
       Nor are blocked ones (a parent's lease is not finished yet): they never fill a slot.
     - Live workers = owners of non-expired leases + this worker;
       target = ceil(leases / live workers), capped at ``max_leases``.
-    - Unowned and expired leases are taken first, up to the target; among them, as KCL,
-      those whose counter has not moved for ``very_old_after * failover_time`` come first.
-    - Only when none are available and this worker is below target, it steals from the most
-      loaded worker, at most ``max_steal`` per cycle and never so that the victim falls below
-      target. One exception, as in KCL: if the victim is exactly at target and this worker
-      needs two or more, it steals one, so that (for example) 4 leases over 3 workers end as
-      2/1/1 rather than 2/2/0. Each steal strictly narrows the gap, so this never oscillates.
+    - Unowned and expired leases are taken first, never beyond the target. They are shared
+      out over the live workers seen in the snapshot, lowest first (water-filling), so that
+      after a worker loss every survivor ends within floor/ceil of the fair share in one
+      cycle instead of the first takers filling up to ceil and the last ones waiting for
+      steals. When more than one worker is seen, the share is this worker's slice of the
+      available leases in key order, worker ids ranked: every worker computes the same split
+      from the same snapshot, so they do not collide. A worker that sees itself alone takes
+      every available lease up to target; among them, as KCL, those whose counter has not
+      moved for ``very_old_after * failover_time`` come first.
+    - Only when none are available and this worker is below target, it steals, at most
+      ``max_steal`` per cycle. Workers below target are matched to the leases the others
+      hold over target (most needy to most loaded, ranked by count then id), so that
+      concurrent thieves, which see the same snapshot, never all pick the same victim and
+      push it below target. One exception, as in KCL: a worker that needs two or more and got
+      no such lease steals one from a worker exactly at target (one thief per such worker),
+      so that (for example) 4 leases over 3 workers end as 2/1/1 rather than 2/2/0. Each
+      steal strictly narrows the gap, so this never oscillates.
     - ``rng`` shuffles candidates so that workers starting together contend less; without it
       the choice is deterministic (by lease key).
     """
@@ -155,17 +165,15 @@ def decide_takes(
     if needed <= 0:
         return decision
     if available:
-        old_before = now - very_old_after * failover_time
-        is_old = [last_change.get(lease.lease_key, now) < old_before for lease in available]
-        very_old = [lease for lease, old in zip(available, is_old, strict=True) if old]
-        rest = [lease for lease, old in zip(available, is_old, strict=True) if not old]
-        chosen = (_order(very_old, rng) + _order(rest, rng))[:needed]
-        return TakeDecision(tuple(chosen), (), target, workers, held, left_unowned)
+        chosen = _choose_takes(
+            available, counts, worker_id, target, last_change, now,
+            very_old_after * failover_time, rng,
+        )  # fmt: skip
+        return TakeDecision(tuple(chosen[:needed]), (), target, workers, held, left_unowned)
     steal = _choose_steal(
         live,
         counts=counts,
         worker_id=worker_id,
-        needed=needed,
         target=target,
         max_steal=max_steal,
         rng=rng,
@@ -180,25 +188,104 @@ def _order(leases: Sequence[Lease], rng: random.Random | None) -> list[Lease]:
     return ordered
 
 
+def _order_ids(ids: Sequence[str], rng: random.Random | None) -> list[str]:
+    """Sorted; shuffled with ``rng`` (workers that own nothing are not in anyone's snapshot,
+    so two of them cannot be told apart: a shuffle spreads them)."""
+    ordered = sorted(ids)
+    if rng is not None:
+        rng.shuffle(ordered)
+    return ordered
+
+
+def _share_out(
+    counts: Mapping[str, int], workers: Sequence[str], pool: int, cap: int
+) -> dict[str, int]:
+    """Split ``pool`` leases over ``workers`` lowest first, nobody above ``cap``: raise every
+    worker to the highest common level the pool allows, then one more each, in id order, to
+    those at that level. Deterministic, so every worker computes the same split."""
+
+    def need(level: int) -> int:
+        return sum(max(0, level - counts.get(w, 0)) for w in workers)
+
+    lo, hi = 0, cap
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if need(mid) <= pool else (lo, mid - 1)
+    give = {w: max(0, lo - counts.get(w, 0)) for w in workers}
+    left = pool - sum(give.values())
+    for w in sorted(workers):
+        if left <= 0 or lo >= cap:
+            break
+        if counts.get(w, 0) <= lo:
+            give[w] += 1
+            left -= 1
+    return give
+
+
+def _choose_takes(  # noqa: PLR0917 - one call site, names in the signature
+    available: Sequence[Lease],
+    counts: Counter[str],
+    worker_id: str,
+    target: int,
+    last_change: Mapping[str, float],
+    now: float,
+    very_old_age: float,
+    rng: random.Random | None,
+) -> list[Lease]:
+    """This worker's share of the available leases (see :func:`decide_takes`)."""
+    workers = sorted({*counts, worker_id})
+    give = _share_out(counts, workers, len(available), target)
+    if len(workers) > 1 and sum(give.values()) == len(available):
+        offset = sum(give[w] for w in workers[: workers.index(worker_id)])
+        ordered = sorted(available, key=lambda lease: lease.lease_key)
+        return ordered[offset : offset + give[worker_id]]
+    old_before = now - very_old_age
+    is_old = [last_change.get(lease.lease_key, now) < old_before for lease in available]
+    very_old = [lease for lease, old in zip(available, is_old, strict=True) if old]
+    rest = [lease for lease, old in zip(available, is_old, strict=True) if not old]
+    return (_order(very_old, rng) + _order(rest, rng))[: give[worker_id]]
+
+
 def _choose_steal(
     live: Sequence[Lease],
     *,
     counts: Counter[str],
     worker_id: str,
-    needed: int,
     target: int,
     max_steal: int,
     rng: random.Random | None,
 ) -> list[Lease]:
-    others = sorted((-count, owner) for owner, count in counts.items() if owner != worker_id)
-    if not others or max_steal <= 0:
+    """Leases to steal: this worker's part of a matching of every below-target worker to the
+    leases held over target (see :func:`decide_takes`)."""
+    if max_steal <= 0:
         return []
-    victim_count, victim = -others[0][0], others[0][1]
-    if victim_count > target:
-        n = min(needed, victim_count - target, max_steal)
-    elif victim_count == target and needed > 1:
-        n = 1
-    else:
-        return []
-    candidates = _order([lease for lease in live if lease.lease_owner == victim], rng)
-    return candidates[:n]
+    workers = sorted({*counts, worker_id})
+    thieves = sorted((counts.get(w, 0), w) for w in workers if counts.get(w, 0) < target)
+    slots: list[str] = []  # one entry per lease held over target, most loaded first
+    for count, owner in sorted((-counts[w], w) for w in workers if counts.get(w, 0) > target):
+        slots += [owner] * (-count - target)
+    mine: list[tuple[str, int]] = []  # (victim, index of this steal among that victim's)
+    taken: Counter[str] = Counter()
+    allowance = {w: min(max_steal, target - c) for c, w in thieves}
+    for _ in range(max_steal):  # rounds: each thief takes one slot per round
+        for _, thief in thieves:
+            if not slots or allowance[thief] <= 0:
+                continue
+            victim = slots.pop(0)
+            allowance[thief] -= 1
+            if thief == worker_id:
+                mine.append((victim, taken[victim]))
+            taken[victim] += 1
+    if not taken:
+        # nobody is over target (KCL's exception): a worker needing two or more steals one
+        # from a worker exactly at target, one thief per such worker
+        at_target = _order_ids([w for w in workers if counts.get(w, 0) == target], rng)
+        needy = [w for c, w in thieves if target - c > 1]
+        if worker_id in needy and needy.index(worker_id) < len(at_target):
+            mine.append((at_target[needy.index(worker_id)], 0))
+    stolen: list[Lease] = []
+    for victim, index in mine:
+        candidates = _order([lease for lease in live if lease.lease_owner == victim], rng)
+        if index < len(candidates):
+            stolen.append(candidates[index])
+    return stolen

@@ -1,0 +1,140 @@
+"""Lease balance of a fleet on both lease tables (FLEET.md decision 1), on LocalStack.
+
+Several in-process workers, each the real lease coordinator on ``<app>`` and
+``<app>-exchange`` with its own DynamoDB clients (``lease_fleet.LeaseFleet``), all started
+at once on fresh tables. Waits on the table state seen by strongly consistent scans, never
+on fixed sleeps; deadlines are in take cycles. The scale version is ``bench/fleet_leases.py``.
+
+The pure tests below pin the two taker rules that the simulation showed were needed:
+concurrent thieves share the excess out instead of all robbing the most loaded worker, and
+survivors share a dead worker's leases so that each ends within floor/ceil in one cycle.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import pytest
+from streamkit_kinesis.leases import Lease, decide_takes
+
+from streamkit_kinesis_tests.fleet.lease_fleet import KINDS, LeaseFleet, Timing
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from streamkit.config import AwsEndpoint
+
+FAILOVER = 10.0
+
+
+def owned(spec: dict[str, int], counter: int = 1) -> list[Lease]:
+    return [
+        Lease(f"s-{owner}-{i:03d}", lease_owner=owner, lease_counter=counter)
+        for owner, n in spec.items()
+        for i in range(n)
+    ]
+
+
+def apply_all(snapshot: list[Lease], deciders: list[str], last: dict[str, float], now: float,
+              rng: bool) -> Counter[str]:  # fmt: skip
+    """Every ``decider`` decides from the same snapshot (as workers whose take cycles
+    coincide); all their takes and steals are applied, each lease at most once (a second
+    attempt on the same counter fails in the store). Returns the owners' counts after."""
+    owner = {lease.lease_key: lease.lease_owner for lease in snapshot}
+    attempted: set[str] = set()
+    for worker in deciders:
+        d = decide_takes(snapshot, worker, last, now, FAILOVER,
+                         rng=random.Random(worker) if rng else None)  # fmt: skip
+        for lease in d.leases:
+            if lease.lease_key not in attempted:
+                attempted.add(lease.lease_key)
+                owner[lease.lease_key] = worker
+    return Counter(o for o in owner.values() if o)
+
+
+@pytest.mark.parametrize("rng", [False, True])
+def test_concurrent_thieves_share_the_excess_out_and_no_victim_falls_below_target(
+    rng: bool,
+) -> None:
+    # 10 leases over 5 workers: target 2; B is 2 over, C 1 over; D, E, F each need one.
+    snapshot = owned({"B": 4, "C": 3, "D": 1, "E": 1, "F": 1})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    after = apply_all(snapshot, ["D", "E", "F"], last, 1.0, rng)
+    assert after == Counter({"B": 2, "C": 2, "D": 2, "E": 2, "F": 2})
+
+
+def test_kcl_exception_takes_one_from_each_worker_at_target_not_two_from_one() -> None:
+    # 11 over 5 workers: target 3; nobody over target; D and E need two each.
+    snapshot = owned({"A": 3, "B": 3, "C": 3, "D": 1, "E": 1})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    steals = [decide_takes(snapshot, w, last, 1.0, FAILOVER).to_steal for w in ("D", "E")]
+    assert sorted(lease.lease_owner or "" for stolen in steals for lease in stolen) == ["A", "B"]
+
+
+@pytest.mark.parametrize("survivors", [3, 7])
+def test_survivors_share_a_dead_workers_leases_within_floor_and_ceil_in_one_cycle(
+    survivors: int,
+) -> None:
+    total = 100
+    names = [f"w{i}" for i in range(survivors)]
+    base = (total - 13) // survivors
+    spec = dict.fromkeys(names, base)
+    spec["dead"] = total - base * survivors
+    snapshot = owned(spec)
+    last = {lease.lease_key: (0.0 if lease.lease_owner == "dead" else 100.0) for lease in snapshot}
+    after = apply_all(snapshot, names, last, 100.0 + 0.5, rng=True)
+    assert sum(after[n] for n in names) == total  # nothing left behind
+    lo, hi = total // survivors, math.ceil(total / survivors)
+    assert all(lo <= after[n] <= hi for n in names), after
+
+
+# -- the fleet on LocalStack ----------------------------------------------------------------
+
+SOURCE, AGGREGATION, WORKERS = 48, 8, 6
+TIMING = Timing(failover_time=6.0, take_interval=12.0, renew_interval=2.0)
+"""Short timing; LocalStack absorbs (48 + 8) / 2 s = 28 renewals a second easily."""
+
+
+@pytest.fixture
+async def fleet(localstack_endpoint: AwsEndpoint) -> AsyncIterator[LeaseFleet]:
+    sim = LeaseFleet(localstack_endpoint, SOURCE, AGGREGATION, WORKERS, TIMING)
+    await sim.create_tables()
+    sim.build_workers()
+    yield sim
+    await sim.close()
+
+
+def take_cycles(fleet: LeaseFleet) -> int:
+    """Take cycles every live worker has completed on both tables (the slowest one)."""
+    return min(c.metrics().take_cycles for m in fleet.live() for c in m.coordinators.values())
+
+
+@pytest.mark.integration
+@pytest.mark.localstack
+@pytest.mark.slow
+async def test_fleet_balances_both_tables_and_rebalances_within_three_cycles_of_a_loss(
+    fleet: LeaseFleet,
+) -> None:
+    log: list = []
+    cycle, poll = TIMING.take_interval, 1.0
+    await fleet.start()
+    obs = await fleet.wait_balanced(fleet.started_at + 12 * cycle, poll, log)
+    assert obs.all_balanced, {k: obs.owners[k] for k in KINDS}
+    # generous: a random first split then at most one steal per worker and cycle
+    assert take_cycles(fleet) <= 10
+
+    victim = fleet.members[WORKERS // 2]
+    before = take_cycles(fleet)
+    await fleet.kill(victim)  # no release: its leases expire after the failover time
+    obs = await fleet.wait_balanced(obs.at + 8 * cycle, poll, log)
+    assert obs.all_balanced, {k: obs.owners[k] for k in KINDS}
+    assert victim.worker_id not in obs.owners["source"]
+    # expiry (failover = half a cycle) is seen by the first or second scan after the loss,
+    # the survivors share the leases out in that cycle; one cycle of margin for CI load
+    assert take_cycles(fleet) - before <= 3 + 1
+
+    assert [v for o in log for v in o.violations] == []
+    assert all(not o.dead_or_unowned[k] or not o.all_balanced for o in log for k in KINDS)
