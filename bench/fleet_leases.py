@@ -98,107 +98,114 @@ def per_lease(calls: dict[str, float], leases: int) -> float:
     return sum(calls.values()) / leases
 
 
+async def balance_phase(fleet: LeaseFleet, since: float, args: argparse.Namespace,
+                        log: list[Any]) -> dict[str, Any]:  # fmt: skip
+    """Wait until both tables are balanced; seconds and take cycles since ``since``."""
+    cycle = fleet.timing.take_interval
+    cycles0 = take_cycles(fleet)
+    obs = await fleet.wait_balanced(since + args.max_cycles * cycle, max(1.0, cycle / 20), log)
+    seconds = obs.at - since
+    return {
+        "balanced": obs.all_balanced,
+        "seconds": seconds,
+        "cycles": seconds / cycle,
+        "take_cycles_run": take_cycles(fleet) - cycles0,
+        "spread": {k: obs.spread(k) for k in KINDS},
+    }
+
+
+def take_cycles(fleet: LeaseFleet) -> int:
+    """Take cycles the slowest live worker completed on both tables."""
+    return min(c.metrics().take_cycles for m in fleet.live() for c in m.coordinators.values())
+
+
+async def cost_phase(fleet: LeaseFleet, args: argparse.Namespace) -> dict[str, Any]:
+    """Calls of all workers over ``--steady-cycles`` take cycles, per lease per minute, at the
+    scaled timing and converted to KCL's (x scale), with units; KCL's derived figures."""
+    before, steals0, t0 = fleet.calls(), fleet.counts("steals"), time.monotonic()
+    await asyncio.sleep(args.steady_cycles * fleet.timing.take_interval)
+    after, minutes = fleet.calls(), (time.monotonic() - t0) / 60
+    out: dict[str, Any] = {
+        "minutes": minutes,
+        "balanced_after": (await fleet.observe()).all_balanced,
+        "steals": {k: fleet.counts("steals")[k] - steals0[k] for k in KINDS},
+    }
+    for kind, delta in diff_calls(after, before).items():
+        leases = fleet.source_leases if kind == "source" else fleet.aggregation_leases
+        per_min = {op: n / minutes for op, n in delta.items() if n}
+        at_kcl_timing = {op: n * args.scale for op, n in per_min.items()}
+        sizes, total, _ = await table_sizes(DynamoDBLeaseStore(fleet.endpoint, fleet.tables[kind]))
+        ours = units(at_kcl_timing, sizes, total)
+        kcl = kcl_per_minute(leases, fleet.workers, sizes, total)
+        out[kind] = {
+            "leases": leases,
+            "calls_per_min_measured": per_min,
+            "calls_per_lease_min_at_kcl_timing": per_lease(at_kcl_timing, leases),
+            "rcu_per_lease_min": ours["read_units"] / leases,
+            "wcu_per_lease_min": ours["write_units"] / leases,
+            "kcl_calls_per_lease_min": per_lease(kcl["calls"], leases),
+            "kcl_rcu_per_lease_min": kcl["read_units"] / leases,
+            "kcl_wcu_per_lease_min": kcl["write_units"] / leases,
+            "table_bytes": total,
+        }
+    return out
+
+
 async def run_one(endpoint: AwsEndpoint, workers: int, args: argparse.Namespace) -> dict[str, Any]:
     timing = Timing.kcl(args.scale)
-    cycle = timing.take_interval
-    poll = max(1.0, cycle / 20)
-    fleet = LeaseFleet(endpoint, args.source_leases, args.aggregation_leases, workers, timing)
+    fleet = LeaseFleet(endpoint, args.source_leases, args.aggregation_leases, workers, timing,
+                       max_steal=args.max_steal)  # fmt: skip
     await fleet.create_tables()
     fleet.build_workers()
-    result: dict[str, Any] = {"workers": workers, "timing": timing.__dict__}
     log: list[Any] = []
+    result: dict[str, Any] = {"workers": workers}
     try:
         await fleet.start()
-        obs = await fleet.wait_balanced(fleet.started_at + args.max_cycles * cycle, poll, log)
-        balance_s = obs.at - fleet.started_at
-        result["balance_s"] = balance_s if obs.all_balanced else None
-        result["balance_spread"] = {k: obs.spread(k) for k in KINDS}
-        result["balance_takes"] = fleet.counts("takes")
-        result["balance_steals"] = fleet.counts("steals")
-        print(f"[{workers} workers] balanced after {balance_s:.1f}s: {obs.all_balanced} "
-              f"{result['balance_spread']}", flush=True)  # fmt: skip
-
-        # steady state: one settling cycle, then measure
-        await asyncio.sleep(cycle)
-        before, moved_before, t0 = fleet.calls(), fleet.counts("steals"), time.monotonic()
-        await asyncio.sleep(args.steady_cycles * cycle)
-        after, t1 = fleet.calls(), time.monotonic()
-        minutes = (t1 - t0) / 60
-        steady = await fleet.observe()
-        result["steady_balanced"] = steady.all_balanced
-        result["steady_steals"] = {
-            k: fleet.counts("steals")[k] - moved_before[k] for k in KINDS
-        }
-        result["steady_losses"] = fleet.counts("losses")
-        cost: dict[str, Any] = {}
-        for kind, delta in diff_calls(after, before).items():
-            leases = fleet.source_leases if kind == "source" else fleet.aggregation_leases
-            per_min = {op: n / minutes for op, n in delta.items() if n}
-            at_kcl_timing = {op: n * args.scale for op, n in per_min.items()}
-            store = DynamoDBLeaseStore(endpoint, fleet.tables[kind])
-            sizes, total, _ = await table_sizes(store)
-            ours = units(at_kcl_timing, sizes, total)
-            kcl = kcl_per_minute(leases, workers, sizes, total)
-            cost[kind] = {
-                "leases": leases,
-                "calls_per_min_measured": per_min,
-                "calls_per_lease_min_measured": per_lease(per_min, leases),
-                "calls_per_lease_min_at_kcl_timing": per_lease(at_kcl_timing, leases),
-                "rcu_per_lease_min": ours["read_units"] / leases,
-                "wcu_per_lease_min": ours["write_units"] / leases,
-                "kcl_calls_per_lease_min": per_lease(kcl["calls"], leases),
-                "kcl_rcu_per_lease_min": kcl["read_units"] / leases,
-                "kcl_wcu_per_lease_min": kcl["write_units"] / leases,
-                "table_bytes": total,
-            }
-        result["cost"] = cost
-        result["steady_minutes"] = minutes
-
-        # worker loss
+        start = await balance_phase(fleet, fleet.started_at, args, log)
+        start["calls"] = fleet.calls()
+        start["takes"], start["steals"] = fleet.counts("takes"), fleet.counts("steals")
+        result["start"] = start
+        print(f"[{workers} workers] start: {start}", flush=True)
+        result["cost"] = await cost_phase(fleet, args)
         victim = fleet.members[len(fleet.members) // 2]
-        steals_before = fleet.counts("steals")
+        steals0 = fleet.counts("steals")
         t_kill = time.monotonic()
         await fleet.kill(victim)
-        obs = await fleet.wait_balanced(t_kill + args.max_cycles * cycle, poll, log)
-        rebalance_s = obs.at - t_kill
-        result["rebalance_s"] = rebalance_s if obs.all_balanced else None
-        result["rebalance_cycles"] = rebalance_s / cycle if obs.all_balanced else None
-        result["rebalance_steals"] = {
-            k: fleet.counts("steals")[k] - steals_before[k] for k in KINDS
-        }
-        result["rebalance_spread"] = {k: obs.spread(k) for k in KINDS}
-        print(f"[{workers} workers] after loss of {victim.worker_id}: balanced after "
-              f"{rebalance_s:.1f}s ({rebalance_s / cycle:.2f} cycles): {obs.all_balanced}",
-              flush=True)  # fmt: skip
+        loss = await balance_phase(fleet, t_kill, args, log)
+        loss["steals"] = {k: fleet.counts("steals")[k] - steals0[k] for k in KINDS}
+        loss["victim"] = victim.worker_id
+        result["loss"] = loss
+        print(f"[{workers} workers] after loss: {loss}", flush=True)
+        result["losses"] = fleet.counts("losses")
         result["violations"] = sorted({v for o in log for v in o.violations})[:20]
         result["max_stale_double_holds"] = max(o.stale_double_holds for o in log)
         result["observations"] = len(log)
-        result["observe_poll_s"] = poll
     finally:
         await fleet.close()
     return result
 
 
-def fmt(x: float | None, spec: str) -> str:
-    return "not balanced" if x is None else format(x, spec)
+def fmt(phase: dict[str, Any] | None, key: str, spec: str) -> str:
+    if phase is None:
+        return "-"
+    return ("" if phase["balanced"] else ">") + format(phase[key], spec)
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace, server: str) -> str:
     t = Timing.kcl(args.scale)
     rows = [
-        "| workers | table | leases | s to balance (cycles) | cycles to rebalance after loss "
-        "| calls/lease/min (KCL) | RCU/lease/min (KCL) | WCU/lease/min (KCL) |",
+        "| workers | table | leases | balanced after start: s (cycles) | cycles to rebalance "
+        "after a loss | calls/lease/min (KCL) | RCU/lease/min (KCL) | WCU/lease/min (KCL) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        start, loss = r["start"], r.get("loss")
         for kind in KINDS:
             c = r["cost"][kind]
-            bal = r["balance_s"]
-            cycles = None if bal is None else bal / t.take_interval
             rows.append(
                 f"| {r['workers']} | {kind} | {c['leases']} | "
-                f"{fmt(bal, '.0f')} ({fmt(cycles, '.2f')}) | "
-                f"{fmt(r['rebalance_cycles'], '.2f')} | "
+                f"{fmt(start, 'seconds', '.0f')} ({fmt(start, 'cycles', '.1f')}) | "
+                f"{fmt(loss, 'cycles', '.1f')} | "
                 f"{c['calls_per_lease_min_at_kcl_timing']:.2f} ({c['kcl_calls_per_lease_min']:.2f})"
                 f" | {c['rcu_per_lease_min']:.3f} ({c['kcl_rcu_per_lease_min']:.3f}) | "
                 f"{c['wcu_per_lease_min']:.2f} ({c['kcl_wcu_per_lease_min']:.2f}) |"
@@ -206,24 +213,21 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, server: str)
     notes = [
         f"- store: {server}; timing: KCL's defaults x {args.scale:g} = failover "
         f"{t.failover_time:g} s, take cycle {t.take_interval:g} s, renew every "
-        f"{t.renew_interval:.2f} s; max_steal 1. Balance is judged over both tables at once; "
-        "seconds are at the scaled timing, cycles are take cycles (KCL's 60 s target = 3 "
-        "cycles at its default timing).",
+        f"{t.renew_interval:.2f} s; max_steal {args.max_steal}; all workers started at once "
+        "on fresh tables. Balance is judged over both tables at once (every worker within "
+        "floor/ceil on each); seconds are at the scaled timing, cycles = seconds / take "
+        "cycle (KCL's 60 s target = 3 cycles at its default timing); '>' = not balanced "
+        f"when the bench gave up after {args.max_cycles:g} cycles.",
         "- calls/RCU/WCU: measured over the steady-state window at the scaled timing, times "
         "the scale (= the same calls at KCL's timing); KCL's in brackets, derived from its "
         "defaults for the same table and worker count (bench/lease_cost.py). One checkpoint "
         "write per lease per checkpoint interval comes on top of both.",
-        "- 2-core machine shared with other helpers' builds and tests (nice -n 15).",
+        "- 2-core machine shared with other helpers' builds and tests (load average 10-20 "
+        "while this ran; nice -n 15).",
     ]
     for r in results:
         notes.append(
-            f"- {r['workers']} workers: balance spread at start {r['balance_spread']}, takes "
-            f"{r['balance_takes']}, steals {r['balance_steals']}; steady window "
-            f"{r['steady_minutes']:.1f} min balanced={r['steady_balanced']} steals "
-            f"{r['steady_steals']} losses {r['steady_losses']}; after loss: steals "
-            f"{r['rebalance_steals']} spread {r['rebalance_spread']}; safety violations "
-            f"{len(r['violations'])}, max stale double holds {r['max_stale_double_holds']} "
-            f"({r['observations']} observations every {r['observe_poll_s']:.0f} s)"
+            f"- {r['workers']} workers: {json.dumps({k: v for k, v in r.items() if k != 'cost'})}"
         )
     title = (f"# Fleet lease balance: {args.source_leases} source + {args.aggregation_leases} "
              "aggregation leases")  # fmt: skip
@@ -236,6 +240,7 @@ def main() -> None:
     p.add_argument("--source-leases", type=int, default=1000)
     p.add_argument("--aggregation-leases", type=int, default=64)
     p.add_argument("--scale", type=float, default=3.0, help="x KCL's default timing")
+    p.add_argument("--max-steal", type=int, default=1, help="the coordinator's (KCL: 1)")
     p.add_argument("--steady-cycles", type=float, default=1.0)
     p.add_argument("--max-cycles", type=float, default=8.0, help="give up after this many")
     p.add_argument("--server", choices=("dynamodb-local", "localstack"), default="dynamodb-local")

@@ -136,10 +136,11 @@ def decide_takes(
       ``max_steal`` per cycle. Workers below target are matched to the leases the others
       hold over target (most needy to most loaded, ranked by count then id), so that
       concurrent thieves, which see the same snapshot, never all pick the same victim and
-      push it below target. One exception, as in KCL: a worker that needs two or more and got
-      no such lease steals one from a worker exactly at target (one thief per such worker),
-      so that (for example) 4 leases over 3 workers end as 2/1/1 rather than 2/2/0. Each
-      steal strictly narrows the gap, so this never oscillates.
+      push it below target. One exception, as in KCL: when nobody is over target, a worker
+      that needs two or more steals one lease from each of up to ``needed - 1`` (and
+      ``max_steal``) workers exactly at target (each such worker loses at most one per
+      cycle), so that (for example) 4 leases over 3 workers end as 2/1/1 rather than 2/2/0.
+      Each steal strictly narrows the gap, so this never oscillates.
     - ``rng`` shuffles candidates so that workers starting together contend less; without it
       the choice is deterministic (by lease key).
     """
@@ -277,15 +278,35 @@ def _choose_steal(
                 mine.append((victim, taken[victim]))
             taken[victim] += 1
     if not taken:
-        # nobody is over target (KCL's exception): a worker needing two or more steals one
-        # from a worker exactly at target, one thief per such worker
-        at_target = _order_ids([w for w in workers if counts.get(w, 0) == target], rng)
-        needy = [w for c, w in thieves if target - c > 1]
-        if worker_id in needy and needy.index(worker_id) < len(at_target):
-            mine.append((at_target[needy.index(worker_id)], 0))
+        mine += _exception_steals(counts, workers, thieves, worker_id, target, max_steal, rng)
     stolen: list[Lease] = []
     for victim, index in mine:
         candidates = _order([lease for lease in live if lease.lease_owner == victim], rng)
         if index < len(candidates):
             stolen.append(candidates[index])
     return stolen
+
+
+def _exception_steals(  # noqa: PLR0917 - one call site
+    counts: Counter[str],
+    workers: Sequence[str],
+    thieves: Sequence[tuple[int, str]],
+    worker_id: str,
+    target: int,
+    max_steal: int,
+    rng: random.Random | None,
+) -> list[tuple[str, int]]:
+    """Nobody is over target (KCL's exception): a worker needing two or more steals from
+    workers exactly at target, one lease from each (they end at target - 1, within
+    floor/ceil), up to what it needs but one and ``max_steal``; needy workers in rounds."""
+    at_target = _order_ids([w for w in workers if counts.get(w, 0) == target], rng)
+    left = {w: min(max_steal, target - c - 1) for c, w in thieves if target - c > 1}
+    mine: list[tuple[str, int]] = []
+    for _ in range(max_steal):
+        for _, thief in thieves:
+            if at_target and left.get(thief, 0) > 0:
+                left[thief] -= 1
+                victim = at_target.pop(0)
+                if thief == worker_id:
+                    mine.append((victim, 0))
+    return mine

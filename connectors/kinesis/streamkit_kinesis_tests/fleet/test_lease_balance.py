@@ -137,4 +137,3 @@ async def test_fleet_balances_both_tables_and_rebalances_within_three_cycles_of_
     assert take_cycles(fleet) - before <= 3 + 1
 
     assert [v for o in log for v in o.violations] == []
-    assert all(not o.dead_or_unowned[k] or not o.all_balanced for o in log for k in KINDS)
