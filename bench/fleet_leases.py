@@ -38,9 +38,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +51,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from lease_cost import kcl_per_minute, table_sizes, units
-from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.leases import DynamoDBLeaseStore, InMemoryLeaseStore, Lease, LeaseCoordinator
+from streamkit_kinesis.testing.leases import FakeClock
 from streamkit_kinesis_tests.fleet.lease_fleet import KINDS, LeaseFleet, Timing, diff_calls
 
 from streamkit.config import AwsEndpoint
@@ -185,6 +188,64 @@ async def run_one(endpoint: AwsEndpoint, workers: int, args: argparse.Namespace)
     return result
 
 
+async def lockstep(leases: int, workers: int, max_steal: int, seed: int = 1) -> dict[str, Any]:
+    """The same coordinators on the in-memory store, cycles driven in lockstep with a fake
+    clock (every worker scans, then all take concurrently; six renewal rounds per cycle):
+    the take/steal rules without the store's latency. Cycles until balanced from a fresh
+    table, store calls meanwhile, then cycles until balanced after one worker stops."""
+    store = InMemoryLeaseStore()
+    await store.create_table_if_not_exists()
+    for i in range(leases):
+        await store.create_lease_if_not_exists(Lease(f"shardId-{i:012d}"))
+    clock, rng = FakeClock(), random.Random(seed)
+    fleet = [
+        LeaseCoordinator(store, f"worker-{n:03d}", failover_time=10.0, clock=clock,
+                         max_steal=max_steal, rng=random.Random(rng.random()))
+        for n in range(workers)
+    ]  # fmt: skip
+
+    async def cycles_to_balance() -> int:
+        for n in range(1, 41):
+            await asyncio.gather(*(w.take_once() for w in fleet))
+            for _ in range(6):
+                await asyncio.gather(*(w.renew_once() for w in fleet))
+                clock.advance(10.0 / 3)
+            owners = Counter(lease.lease_owner for lease in await store.list_leases())
+            lo, hi = leases // len(fleet), -(-leases // len(fleet))
+            if (
+                all(lo <= owners.get(w.worker_id, 0) <= hi for w in fleet)
+                and sum(owners.get(w.worker_id, 0) for w in fleet) == leases
+            ):
+                return n
+        return -1
+
+    start = await cycles_to_balance()
+    calls = sum(store.call_counts().values())
+    await fleet.pop(len(fleet) // 2).stop()
+    loss = await cycles_to_balance()
+    return {"workers": workers, "leases": leases, "max_steal": max_steal,
+            "start_cycles": start, "start_calls": calls, "loss_cycles": loss}  # fmt: skip
+
+
+def lockstep_report(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "# Lease balance, lockstep on the in-memory store (rules only, no store latency)",
+        "",
+        "| workers | leases | max_steal | cycles to balance from a fresh table | store calls "
+        "until then | cycles to rebalance after a loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['workers']} | {r['leases']} | {r['max_steal']} | {r['start_cycles']} | "
+            f"{r['start_calls']} | {r['loss_cycles']} |"
+        )
+    out += ["", "- a cycle is one take cycle (KCL: 20 s); -1 = not balanced within 40 cycles;"
+            " a loss counts from the cycle in which the worker stopped (its leases expire "
+            "half a cycle later)."]  # fmt: skip
+    return "\n".join(out)
+
+
 def fmt(phase: dict[str, Any] | None, key: str, spec: str) -> str:
     if phase is None:
         return "-"
@@ -245,7 +306,18 @@ def main() -> None:
     p.add_argument("--max-cycles", type=float, default=8.0, help="give up after this many")
     p.add_argument("--server", choices=("dynamodb-local", "localstack"), default="dynamodb-local")
     p.add_argument("--endpoint", help="an existing DynamoDB endpoint URL")
+    p.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="rules only: the in-memory store in lockstep, max_steal 1 and 5",
+    )
     args = p.parse_args()
+    if args.lockstep:
+        leases = args.source_leases + args.aggregation_leases
+        rows = [asyncio.run(lockstep(leases, int(w), ms))
+                for ms in (1, 5) for w in args.workers.split(",")]  # fmt: skip
+        save("fleet_leases_lockstep", lockstep_report(rows), rows)
+        return
     results = []
     with contextlib.ExitStack() as servers:
         if args.endpoint:
@@ -260,12 +332,15 @@ def main() -> None:
             server = "DynamoDB Local (in memory, the engine LocalStack runs)"
         for n in (int(w) for w in args.workers.split(",")):
             results.append(asyncio.run(run_one(endpoint, n, args)))
-    text = report(results, args, server)
+    save("fleet_leases", report(results, args, server), results)
+
+
+def save(name: str, text: str, data: Any) -> None:
     print(text)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"fleet_leases_{stamp}.md").write_text(text + "\n")
-    (RESULTS / f"fleet_leases_{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{name}_{stamp}.md").write_text(text + "\n")
+    (RESULTS / f"{name}_{stamp}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

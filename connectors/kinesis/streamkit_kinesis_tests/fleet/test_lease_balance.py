@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 from streamkit_kinesis.leases import Lease, decide_takes
 
-from streamkit_kinesis_tests.fleet.lease_fleet import KINDS, LeaseFleet, Timing
+from streamkit_kinesis_tests.fleet.lease_fleet import KINDS, LeaseFleet, Observation, Timing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -118,7 +118,7 @@ def take_cycles(fleet: LeaseFleet) -> int:
 async def test_fleet_balances_both_tables_and_rebalances_within_three_cycles_of_a_loss(
     fleet: LeaseFleet,
 ) -> None:
-    log: list = []
+    log: list[Observation] = []
     cycle, poll = TIMING.take_interval, 1.0
     await fleet.start()
     obs = await fleet.wait_balanced(fleet.started_at + 12 * cycle, poll, log)
