@@ -74,6 +74,20 @@ def test_kcl_exception_takes_one_from_each_worker_at_target_not_two_from_one() -
     assert sorted(lease.lease_owner or "" for stolen in steals for lease in stolen) == ["A", "B"]
 
 
+@pytest.mark.parametrize(("max_steal", "expected"), [(1, 1), (2, 2), (5, 2)])
+def test_kcl_exception_takes_up_to_needed_but_one_from_distinct_workers_at_target(
+    max_steal: int, expected: int
+) -> None:
+    # 9 over 4 workers: target 3, floor 2; D owns nothing and needs 3: it may take one from
+    # each of two workers at target (both end at 2, within floor/ceil), never a third.
+    snapshot = owned({"A": 3, "B": 3, "C": 3})
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    d = decide_takes(snapshot, "D", last, 1.0, FAILOVER, max_steal=max_steal)
+    victims = [lease.lease_owner for lease in d.to_steal]
+    assert len(victims) == expected
+    assert len(set(victims)) == expected
+
+
 @pytest.mark.parametrize("survivors", [3, 7])
 def test_survivors_share_a_dead_workers_leases_within_floor_and_ceil_in_one_cycle(
     survivors: int,
