@@ -170,6 +170,7 @@ async def run_one(endpoint: AwsEndpoint, workers: int, args: argparse.Namespace)
         result["start"] = start
         print(f"[{workers} workers] start: {start}", flush=True)
         result["cost"] = await cost_phase(fleet, args)
+        print(f"[{workers} workers] steady state: {json.dumps(result['cost'])}", flush=True)
         victim = fleet.members[len(fleet.members) // 2]
         steals0 = fleet.counts("steals")
         t_kill = time.monotonic()
@@ -332,6 +333,7 @@ def main() -> None:
             server = "DynamoDB Local (in memory, the engine LocalStack runs)"
         for n in (int(w) for w in args.workers.split(",")):
             results.append(asyncio.run(run_one(endpoint, n, args)))
+            print(report(results, args, server), flush=True)  # so far
     save("fleet_leases", report(results, args, server), results)
 
 
