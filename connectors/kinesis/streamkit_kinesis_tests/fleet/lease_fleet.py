@@ -242,9 +242,10 @@ class LeaseFleet:
             await asyncio.sleep(poll)
 
     def counts(self, name: str) -> dict[str, int]:
-        """A coordinator counter (``takes``, ``steals``, ``losses``...) summed per kind."""
+        """A coordinator counter (``takes``, ``steals``, ``losses``...) summed per kind over
+        every worker, killed ones included (their counts stop growing)."""
         return {
-            kind: sum(getattr(m.coordinators[kind].metrics(), name) for m in self.live())
+            kind: sum(getattr(m.coordinators[kind].metrics(), name) for m in self.members)
             for kind in KINDS
         }
 
