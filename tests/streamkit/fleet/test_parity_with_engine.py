@@ -1,0 +1,62 @@
+"""With one source shard, whose every batch reaches every partition as one batch, the
+fleet's watermark is the single-process engine's, so batch by batch the union of the
+stages' outputs and late rows equals what IncrementalQuery emits on the same batches:
+late rows, eviction, no-data batches and output modes are the engine's, with rows out of
+order and a short delay so that rows do arrive late."""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from streamkit.fleet import AggregationStage, SourceStage
+from streamkit.streaming.incremental import IncrementalQuery
+
+from . import sim
+
+CASES = [("tumbling", "append"), ("tumbling", "update"), ("sliding", "append"),
+         ("sliding", "update"), ("session", "append"), ("tumbling", "complete"),
+         ("session", "complete")]  # fmt: skip
+
+
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    return sim.flat(frame).sort(["ws", "we", "k"], nulls_last=True)
+
+
+@pytest.mark.parametrize(("window", "mode"), CASES)
+def test_batch_by_batch_the_fleet_emits_what_the_engine_emits(window: str, mode: str) -> None:
+    rng = random.Random(11)
+    rows = sim.table(11, 400)  # times in random order: with a 15-minute delay, some are late
+    fleet = sim.plan(window, mode, "15 minutes")
+    engine = IncrementalQuery(fleet.plan, mode)  # type: ignore[arg-type]
+    source, n = SourceStage(fleet), 3
+    stages = [AggregationStage(fleet, query="q") for _ in range(n)]
+    at, seq, top, engine_late = 0, 0, None, 0
+    while at < rows.height:
+        size = rng.randint(1, 60)
+        batch = rows.slice(at, size)
+        at += size
+        want = engine.run(batch)
+        engine_late += want.late_rows.height
+        out = source.run(batch)
+        top = out.max_event if top is None else max(top, out.max_event or top)
+        first = str(seq) if seq else None
+        chunks = source.chunks(out, "s", first, str(seq + 1), top, False, n, "q")
+        seq += 1
+        got = [s.apply(parts, now=float(seq)) for s, parts in zip(stages, chunks, strict=True)]
+        assert {s.fleet_watermark for s in stages} == {engine.watermark}
+        assert_frame_equal(_sorted(pl.concat([g.output for g in got])), _sorted(want.output))
+        while engine.owes_batch:
+            assert all(s.owes_batch for s in stages)
+            want = engine.run_no_data()
+            got = [s.run_no_data(now=float(seq)) for s in stages]
+            assert_frame_equal(_sorted(pl.concat([g.output for g in got])), _sorted(want.output))
+        assert not any(s.owes_batch for s in stages)
+    fleet_late = sum(s.late_rows for s in stages)
+    if mode != "complete" or window == "session":
+        assert fleet_late > 0  # the case did exercise late rows
+    if window != "sliding":  # a sliding row is late when all its windows are: counted apart
+        assert fleet_late == engine_late
