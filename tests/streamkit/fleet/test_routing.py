@@ -111,3 +111,13 @@ def test_partitions_follow_the_key_only_and_keep_null_keys_together() -> None:
 def test_unroutable_key_types_are_refused_naming_the_column() -> None:
     with pytest.raises(PlanError, match="group key 'l' of type List"):
         check_routable(pl.Schema({"l": pl.List(pl.Int64)}))
+
+
+def test_chunked_sliced_and_categorical_frames_hash_as_their_values() -> None:
+    whole = pl.DataFrame({"k": ["x", None, "yy", "zzz"] * 50, "i": list(range(200))})
+    chunked = pl.concat([whole.slice(0, 77), whole.slice(77)], rechunk=False)
+    assert chunked.n_chunks() == 2
+    assert (key_hash(chunked) == key_hash(whole)).all()
+    assert (key_hash(whole.slice(13, 100)) == key_hash(whole)[13:113]).all()
+    categorical = whole.with_columns(pl.col("k").cast(pl.Categorical))
+    assert (key_hash(categorical) == key_hash(whole)).all()
