@@ -5,7 +5,9 @@ windows, 5-minute delay, times in minutes after T0)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -13,6 +15,8 @@ import pytest
 
 import streamkit as sk
 from streamkit.fleet import AggregationStage, ChunkError, ChunkOrderError, FleetPlan, SourceStage
+from streamkit.streaming.checkpoint import CheckpointDamagedError, CheckpointLog
+from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 
 from .sim import MIN_US, SCHEMA, T0, T0_US
 
@@ -145,3 +149,24 @@ def test_a_chunk_of_another_query_is_refused() -> None:
     stage = AggregationStage(fleet, idle_timeout=30, query="other")
     with pytest.raises(ChunkError, match="own app_name"):
         stage.apply([Shard("s", fleet).batch(1)], now=0)
+
+
+def test_checkpoints_stay_bounded_and_a_damaged_fleet_file_is_reported(tmp_path: Path) -> None:
+    fleet = fleet_plan()
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store, keep=5, snapshot_every=3)
+    stage, shard = AggregationStage(fleet, query="q"), Shard("s", fleet)
+    for bid in range(40):
+        stage.apply([shard.batch(bid)], now=bid)
+        stage.checkpoint_state(log, bid)
+    assert len(store.list("fleet")) <= 2 * 5 + 1
+    again = AggregationStage(fleet, query="q")
+    again.restore(CheckpointLog(store), 39)
+    assert (again.sources, again.fleet_watermark) == (
+        {"s": replace(stage.sources["s"], seen=None)}, stage.fleet_watermark)  # fmt: skip
+    assert again.current_result().equals(stage.current_result())
+    raw = store.read_bytes("fleet/000000000039")
+    assert raw is not None
+    store.write_bytes("fleet/000000000039", raw.replace(b'"last"', b'"lost"'))
+    with pytest.raises(CheckpointDamagedError, match="fleet/000000000039"):
+        AggregationStage(fleet, query="q").restore(CheckpointLog(store), 39)
