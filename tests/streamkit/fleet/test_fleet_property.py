@@ -95,3 +95,19 @@ def test_stages_restarted_from_their_checkpoints_give_the_same_result(
         assert got.select(keys).is_duplicated().sum() == 0
     assert fleet.restarts > 5
     assert_frame_equal(got, want.sort(keys, nulls_last=True), check_exact=False)
+
+
+@pytest.mark.parametrize(("shards", "partitions"), [(1, 1), (1, 4), (6, 1), (7, 5)])
+def test_any_number_of_shards_and_partitions(shards: int, partitions: int) -> None:
+    seed = 8
+    rows = sim.table(seed, 400)
+    fleet = sim.Fleet(sim.plan("session", "append", f"{DELAY_MIN} minutes"),
+                      sim.shards(rows, shards, seed), n=partitions, seed=seed)  # fmt: skip
+    fleet.run(_flush_rows())
+    keys = ["ws", "we", "k"]
+    got = fleet_result(fleet, "append", keys)
+    (mark,) = {stage.fleet_watermark for stage in fleet.stages}
+    want = _typed(sim.oracle(pl.concat([rows, _flush_rows()]), "session"))
+    assert got.select(keys).is_duplicated().sum() == 0
+    want = want.filter(pl.col("we") <= mark).sort(keys, nulls_last=True)
+    assert_frame_equal(got, want, check_exact=False)
