@@ -9,7 +9,8 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    and is dropped and counted (:attr:`duplicates_dropped`); the next chunk of a shard must
    be the next part of the same range, or part 0 of a range that starts where the last
    one ended, else :class:`ChunkOrderError` (records lost or reordered on the exchange);
-3. take each shard's event-time maximum, end flag and arrival time (the injected clock);
+3. take each shard's event-time maximum and end flag (once the last part of a range is
+   applied) and arrival time (the injected clock);
 4. judge late partial states against the watermark in force in the previous batch
    (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows);
 5. merge into the engine's state store (:func:`~streamkit.streaming.state.make_store`),
@@ -20,7 +21,12 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
 6. the fleet watermark after the batch: ``min`` over the source shards that have an event
    time, did not end, and sent a chunk less than ``idle_timeout`` seconds ago, of
    ``max_event - delay`` (Spark's whole-ms arithmetic); the ``max`` over all of them when
-   none is active; it never decreases.
+   none is active; it never decreases. A shard named by :meth:`expect_sources` (the
+   source shards that exist and are not finished, from the source lease table) holds it
+   where it is until a whole range of it with an event time is applied: whatever the
+   clock while it sent nothing (a shard whose task starts late cannot find its rows
+   late), and while it is active once it sent something. Without
+   :meth:`expect_sources` only the shards heard from count.
 
 Driving it (an aggregation task, per poll of its exchange shard): records read ->
 ``apply(records, now)``, sink the output, ``checkpoint_state(log, batch_id)``, commit,
@@ -36,7 +42,7 @@ watermarks, counters), written before the caller's commit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -127,6 +133,7 @@ class AggregationStage:
         self.agg, self.spec, self.mode = fleet.agg, fleet.spec, fleet.mode
         self._store: StateStore = make_store(self.spec)
         self._sources: dict[str, SourceProgress] = {}
+        self._expected: frozenset[str] = frozenset()
         self.watermark: int | None = None
         """The fleet watermark after the batches applied so far (ticks)."""
         self._in_force: int | None = None
@@ -152,10 +159,13 @@ class AggregationStage:
                 if known is not None:
                     sources[header.source] = replace(known, seen=now)
                 continue
-            top = header.max_event
-            if known is not None and known.max_event is not None:
-                top = known.max_event if top is None else max(top, known.max_event)
-            ended = header.ended or (known is not None and known.ended)
+            # a range's maximum and end count once its last part is in: the rows of the
+            # parts not yet applied must not find the watermark past them
+            whole = header.part == header.parts - 1
+            top = known.max_event if known is not None else None
+            if whole and header.max_event is not None:
+                top = header.max_event if top is None else max(top, header.max_event)
+            ended = (known is not None and known.ended) or (whole and header.ended)
             sources[header.source] = SourceProgress(
                 header.last_int, header.part, header.parts, top, ended, now
             )
@@ -214,6 +224,30 @@ class AggregationStage:
         return compile_plan(self.fleet.above, None, set(), given(rows)).collect()
 
     # -- watermark ---------------------------------------------------------------------
+    def expect_sources(self, ids: Iterable[str]) -> None:
+        """The source shards that exist and have not finished (the caller refreshes it,
+        e.g. each lease cycle); those not heard from yet hold the fleet watermark back
+        (module docstring, step 6). Checkpointed with the state."""
+        self._expected = frozenset(str(i) for i in ids)
+
+    @property
+    def waiting_for(self) -> list[str]:
+        """Expected source shards without an event time yet (no whole range with one
+        applied): they hold the watermark back, those heard from only while active."""
+        known = {n for n, p in self._sources.items() if p.max_event is not None}
+        return sorted(self._expected - known)
+
+    def _held(self, now: float) -> bool:
+        """Whether an expected shard without an event time holds the watermark: one never
+        heard from always, one heard from until it is idle or ended."""
+        for name in self._expected:
+            progress = self._sources.get(name)
+            if progress is None:
+                return True
+            if progress.max_event is None and self._active(progress, now):
+                return True
+        return False
+
     def _active(self, progress: SourceProgress, now: float) -> bool:
         fresh = progress.seen is None or now - progress.seen < self.idle_timeout
         return fresh and not progress.ended
@@ -225,6 +259,8 @@ class AggregationStage:
         for name, progress in self._sources.items():
             if progress.seen is None:  # restored: counts as seen at the first clock reading
                 self._sources[name] = replace(progress, seen=now)
+        if self._held(now):  # a shard without an event time yet: no basis until it has one
+            return
         active: list[int] = []
         everyone: list[int] = []
         for p in self._sources.values():
@@ -291,6 +327,7 @@ class AggregationStage:
         body = {
             "batch_id": batch_id, "watermark": self.watermark, "in_force": self._in_force,
             "sources": {name: p.to_json() for name, p in self._sources.items()},
+            "expected": sorted(self._expected),
             "duplicates_dropped": self.duplicates_dropped, "late_rows": self.late_rows,
         }  # fmt: skip
         log.store.write_bytes(_path(batch_id), envelope.seal_json(body))
@@ -315,12 +352,13 @@ class AggregationStage:
             sources = {str(n): SourceProgress.from_json(p) for n, p in body["sources"].items()}
             watermark, in_force = body["watermark"], body["in_force"]
             counters = int(body["duplicates_dropped"]), int(body["late_rows"])
+            expected = frozenset(str(i) for i in body.get("expected", []))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointDamagedError(location_of(log.store), [f"{where}: {exc}"]) from None
         self._store.load(state)
         self._sources, self.watermark, self._in_force = sources, watermark, in_force
         self.duplicates_dropped, self.late_rows = counters
-        self._restored = True
+        self._expected, self._restored = expected, True
 
 
 def _path(batch_id: int) -> str:

@@ -132,6 +132,8 @@ class Fleet:
     """Bytes per exchange record (0: the size of a chunk of 2 rows, so batches split)."""
     dup_rate: float = 0.3
     idle_timeout: float = 1000.0
+    expect: bool = True
+    """Tell the stages which source shards exist (as the runtime does from the leases)."""
     crash_rate: float = 0.0
     """Chance that a stage's process dies after a batch (before or after its commit)."""
     checkpoints: Path | None = None
@@ -159,7 +161,10 @@ class Fleet:
         self.logs = [self._log(p) for p in range(self.n)]
 
     def new_stage(self) -> AggregationStage:
-        return AggregationStage(self.fleet, idle_timeout=self.idle_timeout, query="q")
+        stage = AggregationStage(self.fleet, idle_timeout=self.idle_timeout, query="q")
+        if self.expect:
+            stage.expect_sources(s.name for s in self.sources)
+        return stage
 
     # -- source side -------------------------------------------------------------------
     def read(self, src: Source, size: int, extra: pl.DataFrame | None = None) -> None:

@@ -73,6 +73,31 @@ def test_the_slowest_shard_holds_the_fleet_watermark() -> None:
     assert stage.watermark_ms == T0_US // 1000 - 4 * 60_000
 
 
+def test_an_expected_shard_that_starts_late_loses_no_rows() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage.expect_sources(["fast", "slow"])
+    fast, slow = Shard("fast", fleet), Shard("slow", fleet)
+    stage.apply([fast.batch(100)], now=0)
+    stage.apply([fast.batch(101)], now=500)  # long after idle_timeout: slow never reported
+    assert stage.fleet_watermark is None
+    assert stage.waiting_for == ["slow"]
+    stage.apply([slow.batch(1)], now=501)  # judged against no watermark: counted
+    assert minutes(stage.fleet_watermark) == -4  # min(101, 1) - 5
+    assert stage.late_rows == 0
+    assert stage.state_rows == 2  # [0, 10) and [100, 110), nothing emitted yet
+
+
+def test_without_expected_shards_a_late_starter_finds_its_rows_late() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    fast, slow = Shard("fast", fleet), Shard("slow", fleet)
+    stage.apply([fast.batch(100)], now=0)  # only fast is known: W = 95
+    stage.apply([fast.batch(101)], now=1)  # in force: 95
+    stage.apply([slow.batch(1)], now=2)  # late mark 95: [0, 10) ended at 10
+    assert stage.late_rows == 1
+
+
 def test_an_idle_shard_holds_the_watermark_for_at_most_idle_timeout() -> None:
     fleet = fleet_plan()
     stage = AggregationStage(fleet, idle_timeout=30, query="q")
