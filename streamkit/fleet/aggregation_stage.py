@@ -337,8 +337,9 @@ class AggregationStage:
                     log.store.delete(f"fleet/{name}")
 
     def restore(self, log: CheckpointLog, batch_id: int) -> None:
-        """Resume after committed batch ``batch_id``: its state, dedup map and shard
-        maxima; every restored shard counts as active at the next clock reading; no
+        """Resume after committed batch ``batch_id``: its state, dedup map, shard maxima
+        and expected shards; every restored shard counts as active at the next clock
+        reading; no
         no-data batch is owed until input comes. Raises
         :class:`~streamkit.streaming.checkpoint.CheckpointDamagedError` when the files
         cannot be read back."""
