@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from streamkit_kinesis.client import KinesisApi
+    from streamkit_kinesis.retrieval.fetcher import FetcherFactory
 
 PositionKind = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+Retrieval = Literal["polling", "fanout"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,17 @@ class ConsumerConfig:
     """On stop, how long an in-flight ``process_records`` may run before it is cancelled."""
     lease_call_timeout: float = 5.0
     """Connect / read timeout of each DynamoDB call."""
+    retrieval: Retrieval = "polling"
+    """How shards are read: ``"polling"`` (GetRecords, 5 reads/s per shard shared by every
+    consumer of the stream) or ``"fanout"`` (Enhanced Fan-Out: a stream consumer named
+    ``consumer_name`` is registered, or reused, and each shard is pushed to this worker
+    through SubscribeToShard with 2 MB/s of its own; charged per consumer-shard-hour and
+    per GB, see the README). Leases and checkpoints are the same either way."""
+    consumer_name: str | None = None
+    """The registered stream consumer's name for ``"fanout"`` (default: ``app_name``;
+    workers of one application share it). Never deregistered by the consumer."""
+    subscription_lifetime: float = 290.0
+    """``"fanout"``: re-subscribe after this long (AWS ends a subscription at 5 minutes)."""
     elect_leader: bool = True
     """Elect one leader among the workers, with no write: KCL 2.x's deterministic shuffle
     of the lease owners seen by each take cycle's scan (:mod:`~streamkit_kinesis.leases.leader`).
@@ -179,6 +192,13 @@ class ConsumerConfig:
             raise ConfigError(f"garbage_lease_grace must be >= 0, got {self.garbage_lease_grace}")
         if self.take_interval is not None and self.take_interval <= 0:
             raise ConfigError(f"take_interval must be > 0, got {self.take_interval}")
+        if self.retrieval not in ("polling", "fanout"):
+            raise ConfigError(f"retrieval must be 'polling' or 'fanout', got {self.retrieval!r}")
+        if not 0 < self.subscription_lifetime <= 300:
+            raise ConfigError(
+                "subscription_lifetime must be in (0, 300] seconds, got "
+                f"{self.subscription_lifetime}"
+            )
         if self.max_steal < 0 or (self.max_leases is not None and self.max_leases < 1):
             raise ConfigError("max_steal must be >= 0 and max_leases >= 1 (or None)")
 
@@ -202,4 +222,21 @@ class ConsumerConfig:
             idle_time=self.idle_time,
             shard_refresh_interval=self.shard_refresh_interval,
             clock=clock,
+        )
+
+    def fetchers(self, client: KinesisApi, clock: Callable[[], float]) -> FetcherFactory:
+        """The fetcher factory of ``retrieval``, de-aggregating KPL records: polling
+        (:meth:`polling_fetchers` in :class:`~streamkit_kinesis.kpl.KplFetchers`) or
+        Enhanced Fan-Out (:class:`~streamkit_kinesis.retrieval.fanout.FanoutFetchers`)."""
+        from streamkit_kinesis.kpl import KplFetchers
+
+        if self.retrieval == "polling":
+            return KplFetchers(self.polling_fetchers(client, clock))
+        from streamkit_kinesis.retrieval.fanout import FanoutFetchers
+        from streamkit_kinesis.retrieval.registration import StreamConsumer
+
+        name = self.consumer_name or self.app_name
+        consumer = StreamConsumer(client, self.stream, name, clock=clock)
+        return FanoutFetchers(
+            client, self.stream, consumer, lifetime=self.subscription_lifetime, clock=clock
         )

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from streamkit.config import AwsEndpoint
 from streamkit_kinesis.client import endpoint_url, kinesis_client, parse_timestamp
-from streamkit_kinesis.kpl import KplFetchers
 from streamkit_kinesis.leases import (
     DynamoDBLeaseStore,
     LeaseCoordinator,
@@ -76,8 +75,9 @@ class KinesisConsumer:
                 handle(batch.records)                   # checkpointed when you ask for the next
 
     Each shard is read by a fetcher from ``fetcher_factory`` (default:
-    :meth:`ConsumerConfig.polling_fetchers` wrapped in :class:`~streamkit_kinesis.kpl.KplFetchers`,
-    which de-aggregates KPL records as KCL does; see :mod:`streamkit_kinesis.retrieval`).
+    :meth:`ConsumerConfig.fetchers`: polling or, with ``retrieval="fanout"``, Enhanced
+    Fan-Out, both de-aggregating KPL records as KCL does; see
+    :mod:`streamkit_kinesis.retrieval`).
 
     Errors of background work (a processor raising, a shard read failing for good, the
     lease table failing) stop the worker gracefully and are re-raised by :meth:`run`,
@@ -109,7 +109,7 @@ class KinesisConsumer:
         self.coordinator = _coordinator(config, self.store, clock)
         """Takes and renews this worker's leases (driven by the worker's own loops)."""
         url = (endpoint.url if endpoint else None) or endpoint_url(self.client)
-        fetchers = fetcher_factory or KplFetchers(config.polling_fetchers(self.client, clock))
+        fetchers = fetcher_factory or config.fetchers(self.client, clock)
         cleaner = LeaseCleaner(self.store, grace=config.garbage_lease_grace, clock=clock)
         self.shards = StreamShards(
             config, self.client, self.coordinator, fetchers, url=url, emit=self._emit,

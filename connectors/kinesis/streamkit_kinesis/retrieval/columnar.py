@@ -61,6 +61,15 @@ _ANSWER = pa.schema(
         ("ChildShards", pa.list_(_CHILD)),
     ]
 )
+_EVENT = pa.schema(
+    [
+        ("Records", pa.list_(_RECORD)),
+        ("ContinuationSequenceNumber", pa.string()),
+        ("MillisBehindLatest", pa.int64()),
+        ("ChildShards", pa.list_(_CHILD)),
+    ]
+)
+"""A SubscribeToShardEvent payload: GetRecords' fields, a continuation for an iterator."""
 _RAW_KEY = "StreamkitRawBody"
 _wanted = threading.local()
 
@@ -86,6 +95,8 @@ class ColumnarRecords:
     child_shards: tuple[ShardInfo, ...] = ()
     """The ``ChildShards`` entries that carry parents and a hash range, as shard
     descriptions (see :func:`child_shard_info`)."""
+    continuation: str | None = None
+    """``ContinuationSequenceNumber`` of a SubscribeToShard event (None for GetRecords)."""
 
     def __len__(self) -> int:
         return len(self.data)
@@ -168,15 +179,16 @@ def _call(client: Any, iterator: str, limit: int) -> tuple[bytes | None, Mapping
     return (bytes(raw) if isinstance(raw, bytes | bytearray) else None), out
 
 
-def parse_answer(body: bytes) -> ColumnarRecords:
-    """A raw GetRecords JSON body as :class:`ColumnarRecords` (a body whose fields do not
-    have the usual JSON types, e.g. a timestamp as a string, through the slow path)."""
+def parse_answer(body: bytes, *, event: bool = False) -> ColumnarRecords:
+    """A raw GetRecords JSON body (``event``: a SubscribeToShardEvent payload) as
+    :class:`ColumnarRecords` (a body whose fields do not have the usual JSON types, e.g. a
+    timestamp as a string, through the slow path)."""
     try:
         table = pj.read_json(
             pa.py_buffer(body),
             read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 64),
             parse_options=pj.ParseOptions(
-                explicit_schema=_ANSWER, unexpected_field_behavior="ignore"
+                explicit_schema=_EVENT if event else _ANSWER, unexpected_field_behavior="ignore"
             ),
         )
     except pa.ArrowInvalid:
@@ -190,7 +202,7 @@ def parse_answer(body: bytes) -> ColumnarRecords:
     seconds = rows.field("ApproximateArrivalTimestamp")
     micros = pc.cast(pc.round(pc.multiply(seconds, 1e6)), pa.int64())
     behind = table.column("MillisBehindLatest")[0].as_py() if table.num_rows else None
-    nxt = table.column("NextShardIterator")[0].as_py() if table.num_rows else None
+    nxt = _first(table, "NextShardIterator")
     return ColumnarRecords(
         data=b64decode_column(rows.field("Data")),
         partition_keys=rows.field("PartitionKey"),
@@ -200,7 +212,15 @@ def parse_answer(body: bytes) -> ColumnarRecords:
         millis_behind_latest=behind,
         child_shard_ids=tuple(str(c["ShardId"]) for c in child_entries),
         child_shards=child_shard_infos(child_entries),
+        continuation=_first(table, "ContinuationSequenceNumber"),
     )
+
+
+def _first(table: pa.Table, name: str) -> Any:
+    """The first row's value of column ``name`` (None if absent or no rows)."""
+    if not table.num_rows or name not in table.column_names:
+        return None
+    return table.column(name)[0].as_py()
 
 
 def _parse_slowly(body: bytes) -> ColumnarRecords:
@@ -230,6 +250,7 @@ def from_parsed(out: Mapping[str, Any]) -> ColumnarRecords:
         millis_behind_latest=out.get("MillisBehindLatest"),
         child_shard_ids=tuple(c["ShardId"] for c in out.get("ChildShards") or ()),
         child_shards=child_shard_infos(out.get("ChildShards") or ()),
+        continuation=out.get("ContinuationSequenceNumber"),
     )
 
 

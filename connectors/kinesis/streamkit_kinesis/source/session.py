@@ -1,10 +1,10 @@
 """One open..close of the stream source: its clients, its consumer, and how it starts.
 
 :func:`build_consumer` wires the consumer the source reads through (its own Kinesis
-client and DynamoDB lease store, polling readers tracked for health, KPL
-de-aggregation); :func:`start_consumer` aligns the lease table with the query's offsets
-(:mod:`.alignment`), starts the consumer and waits for its first take cycle, so every
-free lease is held when the source's ``open`` returns.
+client and DynamoDB lease store, readers of ``config.retrieval``, polling or Enhanced
+Fan-Out, tracked for health, KPL de-aggregation); :func:`start_consumer` aligns the lease
+table with the query's offsets (:mod:`.alignment`), starts the consumer and waits for its
+first take cycle, so every free lease is held when the source's ``open`` returns.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from streamkit_kinesis.client import kinesis_client, parse_timestamp
 from streamkit_kinesis.consumer import ConsumerEvent, ConsumerEventKind, KinesisConsumer
-from streamkit_kinesis.kpl import KplFetchers
 from streamkit_kinesis.leases import DynamoDBLeaseStore
 from streamkit_kinesis.source.alignment import Alignment, align_leases
 from streamkit_kinesis.source.health import TrackedFetchers
@@ -53,7 +52,7 @@ def build_consumer(
         lease_endpoint, config.app_name, call_timeout=config.lease_call_timeout
     )
     client = kinesis_client(endpoint, timestamp_parser=parse_timestamp)
-    readers = TrackedFetchers(KplFetchers(config.polling_fetchers(client, clock)))
+    readers = TrackedFetchers(config.fetchers(client, clock))
     consumer = KinesisConsumer(
         config, endpoint, kinesis=client, lease_store=store, clock=clock, fetcher_factory=readers
     )

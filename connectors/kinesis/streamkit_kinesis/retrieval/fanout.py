@@ -1,0 +1,315 @@
+"""Enhanced Fan-Out retrieval: SubscribeToShard event streams behind the fetcher contract.
+
+:class:`FanoutReader` is a :class:`~.fetcher.RecordFetcher` of one shard; it subscribes
+through the application's registered stream consumer (:class:`~.registration.StreamConsumer`)
+and reads the pushed events (:class:`~.subscription.Subscription`: a thread per
+subscription, payloads parsed into Arrow columns, then the same :class:`KinesisRecord`
+objects as polling). :class:`FanoutFetchers` is the consumer's factory for
+``retrieval="fanout"`` (KPL de-aggregation as with polling). Guarantees, beyond the contract:
+
+- Position: the reader resumes from the ``ContinuationSequenceNumber`` of the last event it
+  RETURNED (``AFTER_SEQUENCE_NUMBER``), never from where the subscription started, so a
+  re-subscription loses and repeats nothing; events read ahead but not returned are
+  dropped with their subscription. A continuation below the shard's start or the last
+  record returned (LocalStack reports ``"0"`` for empty events of a TRIM_HORIZON,
+  AT_TIMESTAMP or LATEST subscription) is not trusted: the last record returned is used.
+  A LATEST start is pinned AT_TIMESTAMP of the moment of the first subscription, so a
+  re-subscription before any record came loses none.
+- Expiry: AWS ends a subscription after 5 minutes; the reader re-subscribes itself after
+  ``lifetime`` (default 290 s, checked as each event arrives) and after any end.
+- SHARD_END: from an event with ``ChildShards`` (AWS's last event of a closed shard). A
+  server that ends a closed shard's subscription without them (LocalStack 4.9.2: its
+  event generator sends ``ChildShards=None`` and then breaks the stream) is covered by a
+  probe: after a subscription ended or broke, one GetShardIterator + GetRecords at the
+  resume position (:class:`~.polling.ShardReader`) either finds the end (null
+  ``NextShardIterator``, with ``ChildShards``), returns records (handed on, in order), or
+  finds nothing (subscribe again).
+- Faults: a dropped or cut-short stream, ``ResourceInUseException`` while re-subscribing,
+  throttling (``LimitExceededException``: SubscribeToShard allows 1 call/s per shard and
+  consumer), 5xx and unreachable endpoints are retried for ever with the project's backoff
+  (:data:`~streamkit_kinesis.retry.OUTAGE_BACKOFF`, reported by :meth:`FanoutReader.health`).
+  A shard that is gone raises :class:`~streamkit_kinesis.errors.ShardNotFoundError`, a
+  stream consumer that is gone :class:`~streamkit_kinesis.errors.KinesisError`, other
+  non-retryable errors their typed error.
+- ``MillisBehindLatest`` is the event's (LocalStack always reports 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from streamkit_kinesis.client import endpoint_url
+from streamkit_kinesis.errors import KinesisError, classify, error_message
+from streamkit_kinesis.retrieval.columnar import to_records
+from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
+from streamkit_kinesis.retrieval.iterators import IteratorStart
+from streamkit_kinesis.retrieval.polling import ShardReader
+from streamkit_kinesis.retrieval.registration import StreamConsumer, code_of, fanout_api
+from streamkit_kinesis.retrieval.subscription import StreamBroken, Subscription
+from streamkit_kinesis.retry import (
+    OUTAGE_BACKOFF,
+    Backoff,
+    Health,
+    RetryState,
+    Rng,
+    Sleep,
+    is_retryable,
+    is_throttling,
+)
+from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber, RecordBatch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from streamkit_kinesis.client import KinesisApi
+    from streamkit_kinesis.kpl import DeaggregatingFetcher
+    from streamkit_kinesis.retrieval.columnar import ColumnarRecords
+    from streamkit_kinesis.types import KinesisRecord, ShardInfo
+
+SUBSCRIPTION_LIFETIME = 290.0
+"""Re-subscribe after this long: 10 s before AWS ends a subscription (5 minutes)."""
+RETRY_CODES = frozenset({"ResourceInUseException"})
+"""Beyond :func:`~streamkit_kinesis.retry.is_retryable`: a previous subscription of the
+shard still open, or the consumer or stream being updated; both pass."""
+
+
+class FanoutReader:
+    """Reads one shard through SubscribeToShard (see the module docstring).
+
+    ``start`` is a checkpoint (a sequence number resumes AFTER it; TRIM_HORIZON / LATEST;
+    SHARD_END: already finished), a ``datetime`` (AT_TIMESTAMP) or an
+    :class:`IteratorStart`.
+    """
+
+    def __init__(
+        self,
+        client: KinesisApi,
+        stream: str,
+        shard: ShardInfo,
+        start: ExtendedSequenceNumber | datetime | IteratorStart,
+        consumer: StreamConsumer,
+        *,
+        lifetime: float = SUBSCRIPTION_LIFETIME,
+        backoff: Backoff | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: Rng = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if lifetime <= 0:
+            raise ValueError(f"lifetime must be > 0, got {lifetime}")
+        self._client, self._api = client, fanout_api(client)
+        self._stream, self._shard, self._consumer = stream, shard, consumer
+        self._lifetime, self._backoff = lifetime, backoff or OUTAGE_BACKOFF
+        self._sleep, self._rng, self._clock, self._wall_clock = sleep, rng, clock, wall_clock
+        self._retry = RetryState(self._backoff, rng=rng, clock=clock)
+        self._url = endpoint_url(client)
+        self._ended = isinstance(start, ExtendedSequenceNumber) and start == SHARD_END
+        self._resume = None if self._ended else IteratorStart.of(start)
+        self._sub: Subscription | None = None
+        self._probe_due = False
+        self._last_sequence: str | None = None
+        self._children: tuple[str, ...] = ()
+        self._child_shards: tuple[ShardInfo, ...] = ()
+        self._behind: int | None = None
+        self._records = self._bytes = self._events = self._throttles = 0
+        self.subscriptions = 0
+        """SubscribeToShard calls made."""
+        self.expirations = 0
+        """Subscriptions replaced because ``lifetime`` ran out."""
+        self.probes = 0
+        """End probes (GetRecords) after a subscription ended or broke."""
+
+    @property
+    def ended(self) -> bool:
+        """True once SHARD_END was reached."""
+        return self._ended
+
+    @property
+    def resume_position(self) -> IteratorStart | None:
+        """Where the next subscription starts (None once ended)."""
+        return self._resume
+
+    def metrics(self) -> ReaderMetrics:
+        """Counters; ``get_records_calls`` counts events received."""
+        return ReaderMetrics(
+            self._shard.shard_id, self._records, self._bytes, self._events, self._throttles,
+            0, self._behind, self._retry.health(),
+        )  # fmt: skip
+
+    def health(self) -> Health:
+        """ "reading", or "backing off" with the failures in a row and the last error."""
+        return self._retry.health()
+
+    async def close(self) -> None:
+        """Close the subscription (its thread ends with the connection)."""
+        self._drop_subscription()
+
+    async def next_batch(self) -> RecordBatch:
+        """The next event's records (possibly none: a lag update), in shard order.
+
+        Cancellation-safe: an event is taken off the subscription's queue and returned
+        without an await in between, so a cancelled call loses nothing.
+        """
+        while not self._ended:
+            if self._probe_due:
+                probed = await self._probe()
+                self._probe_due = False
+                if probed is not None:
+                    return probed
+                continue
+            if self._sub is None:
+                await self._subscribe()
+            assert self._sub is not None
+            item = await self._sub.queue.get()
+            if item.kind == "event":
+                assert item.event is not None
+                self._retry.succeeded()
+                return self._handle(item.event)
+            self._drop_subscription()
+            if item.kind == "expired":
+                self.expirations += 1
+                continue
+            if item.kind == "error":
+                assert item.error is not None
+                await self._failed(item.error)
+            self._probe_due = True
+        return self._ended_batch(())
+
+    def _handle(self, event: ColumnarRecords) -> RecordBatch:
+        records = to_records(event)
+        self._events += 1
+        self._behind = event.millis_behind_latest
+        if records:
+            self._records += len(records)
+            self._bytes += event.payload_bytes()
+            self._last_sequence = records[-1].sequence_number
+        position = self._trusted(event.continuation) or self._last_sequence
+        if position is not None:
+            self._resume = IteratorStart.after_sequence(position)
+        if event.child_shard_ids and event.continuation is None:
+            self._children, self._child_shards = event.child_shard_ids, event.child_shards
+            return self._finish(records)
+        return RecordBatch(self._shard.shard_id, records, self._behind)
+
+    def _trusted(self, continuation: str | None) -> str | None:
+        """``continuation`` if it is at or past the shard's start and the last record."""
+        if continuation is None:
+            return None
+        try:
+            value = int(continuation)
+            floor = int(self._last_sequence or self._shard.starting_sequence_number)
+        except ValueError:
+            return None
+        return continuation if value >= floor and value > 0 else None
+
+    async def _subscribe(self) -> None:
+        arn = await self._consumer.arn()
+        start = self._resume
+        assert start is not None
+        if start.iterator_type == "LATEST":  # a later subscription must not skip records
+            self._resume = IteratorStart.at_timestamp(self._wall_clock())
+        position: dict[str, Any] = {"Type": start.iterator_type}
+        if start.sequence_number is not None:
+            position["SequenceNumber"] = start.sequence_number
+        if start.timestamp is not None:
+            position["Timestamp"] = start.timestamp
+        self._sub = Subscription(
+            self._api, arn, self._shard.shard_id, position, lifetime=self._lifetime,
+            clock=self._clock,
+        )  # fmt: skip
+        self.subscriptions += 1
+
+    async def _failed(self, error: BaseException) -> None:
+        """Wait out a retryable failure; raise a non-retryable one, typed."""
+        code = code_of(error)
+        if isinstance(error, StreamBroken) or is_retryable(error) or code in RETRY_CODES:
+            self._throttles += is_throttling(error)
+            await self._sleep(self._retry.failed(error))
+            return
+        if code == "ResourceNotFoundException":
+            await self._probe()  # raises ShardNotFoundError / StreamNotFoundError if gone
+            raise KinesisError(
+                f"SubscribeToShard of {self._shard.shard_id}: {error_message(error)}; the "
+                f"stream consumer {self._consumer.name!r} may have been deregistered: "
+                "restart the consumer to register it again"
+            ) from error
+        typed = classify(error, stream=self._stream, url=self._url, shard_id=self._shard.shard_id)
+        raise (typed or error) from error
+
+    async def _probe(self) -> RecordBatch | None:
+        """One GetRecords at the resume position: the end, records, or None (see above)."""
+        assert self._resume is not None
+        self.probes += 1
+        reader = ShardReader(
+            self._client, self._stream, self._shard, self._resume, idle_time=0,
+            backoff=self._backoff, sleep=self._sleep, rng=self._rng, clock=self._clock,
+            wall_clock=self._wall_clock,
+        )  # fmt: skip
+        batch = await reader.next_batch()
+        if batch.records:
+            self._records += len(batch.records)
+            self._bytes += sum(len(r.data) for r in batch.records)
+            self._last_sequence = batch.records[-1].sequence_number
+            self._resume = IteratorStart.after_sequence(self._last_sequence)
+        if batch.shard_ended:
+            self._children, self._child_shards = batch.child_shard_ids, batch.child_shards
+            return self._finish(batch.records)
+        return batch if batch.records else None
+
+    def _finish(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+        self._ended = True
+        self._resume = None
+        self._drop_subscription()
+        return self._ended_batch(records)
+
+    def _ended_batch(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+        return RecordBatch(
+            self._shard.shard_id, records, self._behind, shard_ended=True,
+            child_shard_ids=self._children, child_shards=self._child_shards,
+        )  # fmt: skip
+
+    def _drop_subscription(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+
+
+@dataclass(frozen=True)
+class FanoutFetchers:
+    """A :class:`~.fetcher.FetcherFactory` for ``retrieval="fanout"``: one
+    :class:`FanoutReader` per shard through ``consumer``, de-aggregating KPL records (a
+    checkpoint inside an aggregated record is read AT its record and filtered, as with
+    :class:`~streamkit_kinesis.kpl.KplFetchers`)."""
+
+    client: KinesisApi
+    """The blocking Kinesis client (SubscribeToShard, and the end probes)."""
+    stream: str
+    """The stream the shards belong to."""
+    consumer: StreamConsumer
+    """The registered stream consumer every subscription goes through."""
+    lifetime: float = SUBSCRIPTION_LIFETIME
+    """Re-subscribe after this long (seconds)."""
+    clock: Callable[[], float] = time.monotonic
+    """Monotonic clock of the lifetime and the backoff bookkeeping."""
+
+    def __call__(
+        self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime
+    ) -> DeaggregatingFetcher:
+        """A de-aggregating fan-out reader of ``shard`` from ``start``."""
+        from streamkit_kinesis.kpl import DeaggregatingFetcher
+
+        floor: ExtendedSequenceNumber | None = None
+        begin: ExtendedSequenceNumber | datetime | IteratorStart = start
+        if isinstance(start, ExtendedSequenceNumber) and not start.is_sentinel:
+            floor, begin = start, IteratorStart.at_sequence(start.sequence_number)
+        reader = FanoutReader(
+            self.client, self.stream, shard, begin, self.consumer, lifetime=self.lifetime,
+            clock=self.clock,
+        )  # fmt: skip
+        return DeaggregatingFetcher(reader, floor)
