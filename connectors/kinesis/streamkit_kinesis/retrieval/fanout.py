@@ -20,10 +20,10 @@ objects as polling). :class:`FanoutFetchers` is the consumer's factory for
 - SHARD_END: from an event with ``ChildShards`` (AWS's last event of a closed shard). A
   server that ends a closed shard's subscription without them (LocalStack 4.9.2: its
   event generator sends ``ChildShards=None`` and then breaks the stream) is covered by a
-  probe: after a subscription ended or broke, one GetShardIterator + GetRecords at the
-  resume position (:class:`~.polling.ShardReader`) either finds the end (null
-  ``NextShardIterator``, with ``ChildShards``), returns records (handed on, in order), or
-  finds nothing (subscribe again).
+  probe: after a subscription's stream ended or broke, one GetShardIterator + GetRecords
+  (``Limit`` 1) at the resume position (:class:`~.polling.ShardReader`) either finds the
+  end (null ``NextShardIterator``, with ``ChildShards``), returns a record (handed on, in
+  order), or finds nothing; then the reader subscribes again.
 - Faults: a dropped or cut-short stream, ``ResourceInUseException`` while re-subscribing,
   throttling (``LimitExceededException``: SubscribeToShard allows 1 call/s per shard and
   consumer), 5xx and unreachable endpoints are retried for ever with the project's backoff
@@ -39,12 +39,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from streamkit_kinesis.client import endpoint_url
-from streamkit_kinesis.errors import KinesisError, classify, error_message
+from streamkit_kinesis.errors import KinesisError, classify, error_message, http_status
 from streamkit_kinesis.retrieval.columnar import to_records
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.retrieval.iterators import IteratorStart
@@ -60,6 +60,7 @@ from streamkit_kinesis.retry import (
     Sleep,
     is_retryable,
     is_throttling,
+    is_transient,
 )
 from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber, RecordBatch
 
@@ -113,6 +114,7 @@ class FanoutReader:
         self._resume = None if self._ended else IteratorStart.of(start)
         self._sub: Subscription | None = None
         self._probe_due = False
+        self._prober: ShardReader | None = None
         self._last_sequence: str | None = None
         self._children: tuple[str, ...] = ()
         self._child_shards: tuple[ShardInfo, ...] = ()
@@ -139,12 +141,21 @@ class FanoutReader:
         """Counters; ``get_records_calls`` counts events received."""
         return ReaderMetrics(
             self._shard.shard_id, self._records, self._bytes, self._events, self._throttles,
-            0, self._behind, self._retry.health(),
+            0, self._behind, self.health(),
         )  # fmt: skip
 
     def health(self) -> Health:
-        """ "reading", or "backing off" with the failures in a row and the last error."""
-        return self._retry.health()
+        """ "reading", or "backing off" with the failures in a row and the last error (of
+        the subscription, or of the end probe while it runs)."""
+        own, prober = self._retry.health(), self._prober
+        if prober is None:
+            return own
+        probing = prober.health()
+        if not probing.consecutive_errors:
+            return own
+        errors = own.consecutive_errors + probing.consecutive_errors
+        since = own.backing_off_since or probing.backing_off_since
+        return replace(probing, consecutive_errors=errors, backing_off_since=since)
 
     async def close(self) -> None:
         """Close the subscription (its thread ends with the connection)."""
@@ -178,7 +189,8 @@ class FanoutReader:
             if item.kind == "error":
                 assert item.error is not None
                 await self._failed(item.error)
-            self._probe_due = True
+            # a stream that ended or broke may be a closed shard's end (no ChildShards)
+            self._probe_due = item.kind == "end" or isinstance(item.error, StreamBroken)
         return self._ended_batch(())
 
     def _handle(self, event: ColumnarRecords) -> RecordBatch:
@@ -230,6 +242,8 @@ class FanoutReader:
         code = code_of(error)
         if isinstance(error, StreamBroken) or is_retryable(error) or code in RETRY_CODES:
             self._throttles += is_throttling(error)
+            if is_transient(error) or (http_status(error) or 0) >= 500:
+                await self._check_shard()  # LocalStack: a missing shard is a 500
             await self._sleep(self._retry.failed(error))
             return
         if code == "ResourceNotFoundException":
@@ -242,16 +256,33 @@ class FanoutReader:
         typed = classify(error, stream=self._stream, url=self._url, shard_id=self._shard.shard_id)
         raise (typed or error) from error
 
+    async def _check_shard(self) -> None:
+        """Raise ShardNotFoundError (StreamNotFoundError) if the shard (stream) is gone:
+        one GetShardIterator, outages retried."""
+        probe = ShardReader(
+            self._client, self._stream, self._shard, IteratorStart.latest(), backoff=self._backoff,
+            sleep=self._sleep, rng=self._rng, clock=self._clock,
+        )  # fmt: skip
+        await probe._retrying(  # noqa: SLF001 (the polling reader's typed, retried call)
+            "GetShardIterator",
+            lambda: self._client.get_shard_iterator(
+                StreamName=self._stream, ShardId=self._shard.shard_id, ShardIteratorType="LATEST"
+            ),
+        )
+
     async def _probe(self) -> RecordBatch | None:
         """One GetRecords at the resume position: the end, records, or None (see above)."""
         assert self._resume is not None
         self.probes += 1
-        reader = ShardReader(
-            self._client, self._stream, self._shard, self._resume, idle_time=0,
+        reader = self._prober = ShardReader(
+            self._client, self._stream, self._shard, self._resume, limit=1, idle_time=0,
             backoff=self._backoff, sleep=self._sleep, rng=self._rng, clock=self._clock,
             wall_clock=self._wall_clock,
         )  # fmt: skip
-        batch = await reader.next_batch()
+        try:
+            batch = await reader.next_batch()
+        finally:
+            self._prober = None
         if batch.records:
             self._records += len(batch.records)
             self._bytes += sum(len(r.data) for r in batch.records)

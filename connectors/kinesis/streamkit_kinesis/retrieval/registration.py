@@ -104,21 +104,28 @@ class StreamConsumer:
         self._arn = None
 
     async def deregister(self) -> bool:
-        """DeregisterStreamConsumer; False when there was none. Subscriptions through it
+        """DeregisterStreamConsumer; False when there is none, or it is already being
+        deleted. A consumer still CREATING is waited for first. Subscriptions through it
         end (their readers fail with a typed error): stop the consumers first."""
         stream_arn = await self._stream_arn()
-        try:
-            await self._call(
-                lambda: self._api.deregister_stream_consumer(
-                    StreamARN=stream_arn, ConsumerName=self.name
-                )
-            )
-        except Exception as exc:
-            if code_of(exc) == "ResourceNotFoundException":
-                return False
-            raise
         self._arn = None
-        return True
+        while True:
+            described = await self._describe(stream_arn)
+            if described is None or described[0] == "DELETING":
+                return False
+            if described[0] == "ACTIVE":
+                try:
+                    await self._call(
+                        lambda: self._api.deregister_stream_consumer(
+                            StreamARN=stream_arn, ConsumerName=self.name
+                        )
+                    )
+                except Exception as exc:
+                    if code_of(exc) not in {"ResourceInUseException", "ResourceNotFoundException"}:
+                        raise
+                    continue  # changed meanwhile: look again
+                return True
+            await self._sleep(self._poll)
 
     async def _register(self) -> str:
         stream_arn = await self._stream_arn()

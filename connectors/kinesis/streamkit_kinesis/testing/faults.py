@@ -128,6 +128,11 @@ class ExceptionThrowingKinesisClient:
         self._count("get_shard_iterator")
         return self._inner.get_shard_iterator(**kwargs)
 
+    def subscribe_to_shard(self, **kwargs: Any) -> Any:
+        """SubscribeToShard (Enhanced Fan-Out), counted and failed as planned."""
+        self._count("subscribe_to_shard")
+        return getattr(self._inner, "subscribe_to_shard")(**kwargs)  # noqa: B009
+
     def list_shards(self, **kwargs: Unpack[ListShardsInputTypeDef]) -> ListShardsOutputTypeDef:
         self._count("list_shards")
         return self._inner.list_shards(**kwargs)

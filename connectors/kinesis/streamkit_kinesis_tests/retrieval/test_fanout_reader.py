@@ -1,0 +1,218 @@
+"""Enhanced Fan-Out reader on LocalStack (issue 15, item 2): the stream consumer is
+registered once and reused, re-subscriptions (lifetime expiry, a cut connection, injected
+faults) resume from the last continuation with nothing lost or repeated, and a split shard
+ends with its children. The expected records are what plain GetRecords reads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import pytest
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.errors import ShardNotFoundError
+from streamkit_kinesis.retrieval.fanout import FanoutReader
+from streamkit_kinesis.retrieval.registration import StreamConsumer
+from streamkit_kinesis.retry import Backoff
+from streamkit_kinesis.shards import shard_info
+from streamkit_kinesis.testing.faults import ExceptionThrowingKinesisClient, InjectedError
+from streamkit_kinesis.testing.streams import fresh_stream, put_blocking, read_shard_blocking
+from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, KinesisRecord
+
+from streamkit.config import AwsEndpoint
+from streamkit.testing.proxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+FAST = Backoff(base=0.05, cap=0.5, max_attempts=None)
+
+
+def payloads(n: int, prefix: str) -> list[bytes]:
+    return [f"{prefix}{i}".encode() for i in range(n)]
+
+
+async def read_until(reader: FanoutReader, n: int, out: list[KinesisRecord]) -> None:
+    while len(out) < n:
+        out.extend((await reader.next_batch()).records)
+
+
+async def wait_for(predicate: object, what: str, deadline: float = 60.0) -> None:
+    assert callable(predicate)
+    end = time.monotonic() + deadline
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def assert_once_in_order(got: list[KinesisRecord], expected: list[bytes]) -> None:
+    assert [r.data for r in got] == expected
+    seqs = [int(r.sequence_number) for r in got]
+    assert seqs == sorted(set(seqs))
+
+
+async def only_shard(client: object, stream: str) -> object:
+    listed = await asyncio.to_thread(client.list_shards, StreamName=stream)  # type: ignore[attr-defined]
+    return shard_info(listed["Shards"][0])
+
+
+async def test_consumer_is_registered_once_reused_and_deregistered_only_on_request(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        client = kinesis_client(localstack_endpoint)
+        first, second = StreamConsumer(client, stream, "app"), StreamConsumer(client, stream, "app")
+        arns = await asyncio.gather(first.arn(), first.arn(), second.arn())
+        assert len(set(arns)) == 1
+        assert first.registrations + second.registrations == 1  # one created, one reused
+        summary = await asyncio.to_thread(client.describe_stream_summary, StreamName=stream)
+        stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
+        listed = await asyncio.to_thread(client.list_stream_consumers, StreamARN=stream_arn)  # type: ignore[attr-defined]
+        assert [c["ConsumerName"] for c in listed["Consumers"]] == ["app"]
+        assert await first.deregister() is True
+        assert await first.deregister() is False  # none left
+
+
+async def test_resubscribes_at_expiry_from_the_continuation(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """A 1 s lifetime (instead of 290 s): the shard is first empty (LocalStack's empty
+    events then carry continuation "0"), then records come in three rounds; every
+    subscription after the first starts after the last record returned."""
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        client = kinesis_client(localstack_endpoint, read_timeout=10.0)
+        shard = await only_shard(client, stream)
+        consumer = StreamConsumer(client, stream, "app")
+        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, lifetime=1.0)  # type: ignore[arg-type]
+        got: list[KinesisRecord] = []
+        try:
+            first = await reader.next_batch()  # empty shard: an empty event
+            assert not first.records
+            expected: list[bytes] = []
+            for round_ in range(3):
+                batch = payloads(20, f"r{round_}-")
+                await asyncio.to_thread(put_blocking, client, stream, batch)
+                expected += batch
+                await read_until(reader, len(expected), got)
+                await wait_for(lambda r=round_: reader.expirations > r, f"expiry {round_ + 1}")
+        finally:
+            await reader.close()
+        assert_once_in_order(got, expected)
+        assert reader.subscriptions >= 4
+        truth = await asyncio.to_thread(read_shard_blocking, client, stream, shard.shard_id)  # type: ignore[attr-defined]
+        assert [r["SequenceNumber"] for r in truth] == [r.sequence_number for r in got]
+
+
+async def test_cut_connection_resumes_from_the_last_continuation(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        direct = kinesis_client(localstack_endpoint)
+        shard = await only_shard(direct, stream)
+        with TcpProxy.to_url(str(localstack_endpoint.url)) as proxy:
+            proxied = replace(localstack_endpoint, url=proxy.url)
+            client = kinesis_client(proxied, connect_timeout=1.0, read_timeout=5.0)
+            consumer = StreamConsumer(client, stream, "app")
+            reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+            got: list[KinesisRecord] = []
+            try:
+                await asyncio.to_thread(put_blocking, direct, stream, payloads(50, "a"))
+                await read_until(reader, 50, got)
+                subscriptions = reader.subscriptions
+                proxy.cut()
+                await asyncio.to_thread(put_blocking, direct, stream, payloads(50, "b"))
+                reading = asyncio.create_task(read_until(reader, 100, got))
+                await wait_for(
+                    lambda: reading.done() or reader.health().consecutive_errors >= 2,
+                    "2 failed tries",
+                )
+                assert not reading.done()
+                assert reader.health().state == "backing off"
+                proxy.restore()
+                await asyncio.wait_for(reading, 60)
+                await asyncio.to_thread(put_blocking, direct, stream, payloads(10, "c"))
+                await asyncio.wait_for(read_until(reader, 110, got), 60)
+            finally:
+                await reader.close()
+        assert_once_in_order(got, payloads(50, "a") + payloads(50, "b") + payloads(10, "c"))
+        assert reader.subscriptions > subscriptions
+        assert reader.health().state == "reading"
+
+
+async def test_transient_subscribe_faults_are_retried_and_a_missing_shard_is_typed(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """ResourceInUse (a previous subscription still open), LimitExceeded (1 call/s) and
+    InternalFailure on SubscribeToShard are retried; a shard that is gone is not."""
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        real = kinesis_client(localstack_endpoint)
+        shard = await only_shard(real, stream)
+        await asyncio.to_thread(put_blocking, real, stream, payloads(30, "r"))
+        client = ExceptionThrowingKinesisClient(
+            real,
+            [
+                InjectedError("subscribe_to_shard", "ResourceInUseException", frozenset({1})),
+                InjectedError("subscribe_to_shard", "LimitExceededException", frozenset({2, 3})),
+                InjectedError("subscribe_to_shard", "InternalFailure", frozenset({4})),
+            ],
+        )
+        consumer = StreamConsumer(client, stream, "app")  # type: ignore[arg-type]
+        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+        got: list[KinesisRecord] = []
+        try:
+            await asyncio.wait_for(read_until(reader, 30, got), 60)
+        finally:
+            await reader.close()
+        assert_once_in_order(got, payloads(30, "r"))
+        assert client.calls["subscribe_to_shard"] == 5
+        assert reader.metrics().throttles == 2
+        ghost = replace(shard, shard_id="shardId-000000000042")  # type: ignore[type-var]
+        lost = FanoutReader(real, stream, ghost, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+        with pytest.raises(ShardNotFoundError) as info:
+            await asyncio.wait_for(lost.next_batch(), 60)
+        await lost.close()
+        assert "shardId-000000000042" in str(info.value)
+
+
+async def test_split_during_a_subscription_ends_the_parent_with_its_children(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """LocalStack sends no ChildShards in events (its generator passes ChildShards=None and
+    breaks the stream at the end of a closed shard); the end probe finds them."""
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, admin):
+        client = kinesis_client(localstack_endpoint)
+        shard = await only_shard(client, stream)
+        consumer = StreamConsumer(client, stream, "app")
+        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+        got: list[KinesisRecord] = []
+        try:
+            await asyncio.to_thread(put_blocking, client, stream, payloads(40, "p"))
+            await read_until(reader, 40, got)
+            children = await admin.split_shard(stream, shard.shard_id)  # type: ignore[attr-defined]
+            last = None
+            while last is None or not last.shard_ended:
+                last = await asyncio.wait_for(reader.next_batch(), 90)
+                got.extend(last.records)
+        finally:
+            await reader.close()
+        assert_once_in_order(got, payloads(40, "p"))
+        assert sorted(last.child_shard_ids) == sorted(c.shard_id for c in children)
+        assert reader.ended
+        again = await reader.next_batch()
+        assert again.shard_ended and not again.records
+
+
+async def test_a_checkpoint_start_resumes_after_it(localstack_endpoint: AwsEndpoint) -> None:
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        client = kinesis_client(localstack_endpoint)
+        shard = await only_shard(client, stream)
+        seqs = await asyncio.to_thread(put_blocking, client, stream, payloads(20, "s"))
+        consumer = StreamConsumer(client, stream, "app")
+        start = ExtendedSequenceNumber(seqs[11])
+        reader = FanoutReader(client, stream, shard, start, consumer)  # type: ignore[arg-type]
+        got: list[KinesisRecord] = []
+        try:
+            await asyncio.wait_for(read_until(reader, 8, got), 60)
+        finally:
+            await reader.close()
+        assert_once_in_order(got, payloads(20, "s")[12:])
