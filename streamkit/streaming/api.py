@@ -140,7 +140,8 @@ class DataStreamReader:
         ``initial_position`` (``"TRIM_HORIZON"`` default, ``"LATEST"``, a datetime),
         ``worker_id``, ``failover_time``, ``max_records_per_batch``,
         ``max_buffered_records``, ``on_bad_record``, ``checkpoint_interval``,
-        ``consumer_options``.
+        ``consumer_options``, ``retrieval`` (``"polling"`` default, or ``"fanout"``:
+        Enhanced Fan-Out).
 
         Exactly-once with the memory, Parquet and ``foreach_batch`` (by batch id) sinks: the
         query's checkpoint holds the sequence numbers and is authoritative; lease checkpoints

@@ -263,7 +263,7 @@ class FanoutReader:
             self._client, self._stream, self._shard, IteratorStart.latest(), backoff=self._backoff,
             sleep=self._sleep, rng=self._rng, clock=self._clock,
         )  # fmt: skip
-        await probe._retrying(  # noqa: SLF001 (the polling reader's typed, retried call)
+        await probe._retrying(
             "GetShardIterator",
             lambda: self._client.get_shard_iterator(
                 StreamName=self._stream, ShardId=self._shard.shard_id, ShardIteratorType="LATEST"

@@ -28,6 +28,21 @@ def initial_position_of(value: InitialPosition | str | datetime) -> InitialPosit
     return InitialPosition.trim_horizon() if value == "TRIM_HORIZON" else InitialPosition.latest()
 
 
+def with_retrieval(
+    overrides: Mapping[str, Any] | None, retrieval: str | None
+) -> Mapping[str, Any] | None:
+    """``overrides`` with ``retrieval`` set (a different one there is refused)."""
+    if retrieval is None:
+        return overrides
+    given = (overrides or {}).get("retrieval", retrieval)
+    if given != retrieval:
+        raise ConfigError(
+            f"retrieval={retrieval!r} and consumer_options['retrieval']={given!r} differ; "
+            "pass only one of them"
+        )
+    return {**(overrides or {}), "retrieval": retrieval}
+
+
 def consumer_config(  # noqa: PLR0917
     stream: str,
     app_name: str,

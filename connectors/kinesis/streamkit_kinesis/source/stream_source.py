@@ -57,7 +57,7 @@ from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.errors import KinesisSourceError
 from streamkit_kinesis.source.health import TrackedFetchers
 from streamkit_kinesis.source.lease_checkpoints import CHECKPOINT_INTERVAL, LeaseCheckpoints
-from streamkit_kinesis.source.options import consumer_config, pin_latest
+from streamkit_kinesis.source.options import consumer_config, pin_latest, with_retrieval
 from streamkit_kinesis.source.positions import at_or_past
 from streamkit_kinesis.source.processor import ShardProcessor, check_start
 from streamkit_kinesis.source.sampling import stream_schema
@@ -94,7 +94,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
     ``consumer_options`` are further :class:`ConsumerConfig` fields (``idle_time``,
     ``take_interval``, ``max_records`` per GetRecords, ...). ``lease_endpoint`` serves the
     lease table when it is not ``endpoint`` (default: ``endpoint``). ``wall_clock`` gives
-    the moment a LATEST source opens (see the module docstring).
+    the moment a LATEST source opens (see the module docstring). ``retrieval``:
+    ``"polling"`` (default) or ``"fanout"`` (Enhanced Fan-Out through a stream consumer
+    named ``app_name``; see :class:`ConsumerConfig`).
     """
 
     def __init__(
@@ -116,8 +118,10 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         lease_endpoint: AwsEndpoint | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        retrieval: str | None = None,
     ) -> None:
         super().__init__()
+        consumer_options = with_retrieval(consumer_options, retrieval)
         if max_records_per_batch < 1:
             raise ConfigError(f"max_records_per_batch must be >= 1, got {max_records_per_batch}")
         if checkpoint_interval < 0:

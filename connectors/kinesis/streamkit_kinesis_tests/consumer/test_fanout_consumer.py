@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 from streamkit_kinesis.client import kinesis_client
-from streamkit_kinesis.consumer import KinesisConsumer
+from streamkit_kinesis.consumer import ConsumerConfig, KinesisConsumer
 from streamkit_kinesis.retrieval.registration import StreamConsumer
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking
 from streamkit_kinesis.types import SHARD_END
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KEYS = 20
 
 
-def fanout_config(stream: str, app_name: str | None = None) -> object:
+def fanout_config(stream: str, app_name: str | None = None) -> ConsumerConfig:
     extra = {"app_name": app_name} if app_name else {}
     return fast_config(stream, retrieval="fanout", lease_cleanup_interval=3600.0, **extra)
 
@@ -44,9 +44,9 @@ async def truth_of(endpoint: AwsEndpoint, stream: str) -> dict[str, list[int]]:
 
 
 async def consume(
-    endpoint: AwsEndpoint, config: object, journal: Journal, truth: dict[str, list[int]]
+    endpoint: AwsEndpoint, config: ConsumerConfig, journal: Journal, truth: dict[str, list[int]]
 ) -> KinesisConsumer:
-    consumer = KinesisConsumer(config, endpoint)  # type: ignore[arg-type]
+    consumer = KinesisConsumer(config, endpoint)
     running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
     try:
         await wait_caught_up(consumer, journal, {s: seqs[-1] for s, seqs in truth.items()}, 90)
@@ -66,16 +66,19 @@ async def test_fanout_reads_every_record_once_in_order_per_shard(
         journal = Journal()
         try:
             await consume(localstack_endpoint, config, journal, truth)
-            table = {lease.lease_key: lease for lease in await leases(localstack_endpoint, config.app_name)}  # type: ignore[attr-defined]
+            table = {
+                lease.lease_key: lease
+                for lease in await leases(localstack_endpoint, config.app_name)
+            }
         finally:
-            await drop_table(localstack_endpoint, config.app_name)  # type: ignore[attr-defined]
+            await drop_table(localstack_endpoint, config.app_name)
         assert journal.by_shard() == truth
         assert {k: int(v.checkpoint.sequence_number) for k, v in table.items()} == {
             s: seqs[-1] for s, seqs in truth.items()
         }
         client = kinesis_client(localstack_endpoint)
         # the consumer stopped, but the stream consumer stays registered: never implicitly
-        registered = StreamConsumer(client, stream, config.app_name)  # type: ignore[attr-defined]
+        registered = StreamConsumer(client, stream, config.app_name)
         await registered.arn()
         assert registered.registrations == 0
 
@@ -92,10 +95,13 @@ async def test_fanout_restart_resumes_after_the_checkpoint(
             await consume(localstack_endpoint, config, first, first_truth)
             await produce(localstack_endpoint, stream, 80, keys=KEYS, start=120)
             truth = await truth_of(localstack_endpoint, stream)
-            rest = {s: [q for q in seqs if q not in set(first_truth.get(s, ()))] for s, seqs in truth.items()}
-            await consume(localstack_endpoint, fanout_config(stream, config.app_name), second, rest)  # type: ignore[attr-defined]
+            rest = {
+                s: [q for q in seqs if q not in set(first_truth.get(s, ()))]
+                for s, seqs in truth.items()
+            }
+            await consume(localstack_endpoint, fanout_config(stream, config.app_name), second, rest)
         finally:
-            await drop_table(localstack_endpoint, config.app_name)  # type: ignore[attr-defined]
+            await drop_table(localstack_endpoint, config.app_name)
         assert first.by_shard() == first_truth
         assert second.by_shard() == {s: seqs for s, seqs in rest.items() if seqs}
 
@@ -107,7 +113,7 @@ async def test_fanout_split_during_subscriptions_reads_children_after_the_parent
         before = await produce(localstack_endpoint, stream, 150, keys=KEYS)
         config = fanout_config(stream)
         journal = Journal()
-        consumer = KinesisConsumer(config, localstack_endpoint)  # type: ignore[arg-type]
+        consumer = KinesisConsumer(config, localstack_endpoint)
         running = asyncio.create_task(consumer.run(lambda: RecordingProcessor(journal)))
         try:
             await wait_until(lambda: len(journal.records) > 0, 60, "consuming to begin")
@@ -118,10 +124,13 @@ async def test_fanout_split_during_subscriptions_reads_children_after_the_parent
             await wait_caught_up(consumer, journal, tips_of_ints(truth), 90)
             await consumer.stop()
             await running
-            table = {lease.lease_key: lease for lease in await leases(localstack_endpoint, config.app_name)}  # type: ignore[attr-defined]
+            table = {
+                lease.lease_key: lease
+                for lease in await leases(localstack_endpoint, config.app_name)
+            }
         finally:
             await consumer.stop()
-            await drop_table(localstack_endpoint, config.app_name)  # type: ignore[attr-defined]
+            await drop_table(localstack_endpoint, config.app_name)
         assert sorted(journal.payloads()) == sorted(before + after)  # each once
         assert journal.by_shard() == truth
         order: dict[str, list[int]] = defaultdict(list)

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import ShardNotFoundError
 from streamkit_kinesis.retrieval.fanout import FanoutReader
 from streamkit_kinesis.retrieval.registration import StreamConsumer
@@ -18,7 +18,7 @@ from streamkit_kinesis.retry import Backoff
 from streamkit_kinesis.shards import shard_info
 from streamkit_kinesis.testing.faults import ExceptionThrowingKinesisClient, InjectedError
 from streamkit_kinesis.testing.streams import fresh_stream, put_blocking, read_shard_blocking
-from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, KinesisRecord
+from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, KinesisRecord, ShardInfo
 
 from streamkit.config import AwsEndpoint
 from streamkit.testing.proxy import TcpProxy
@@ -51,8 +51,8 @@ def assert_once_in_order(got: list[KinesisRecord], expected: list[bytes]) -> Non
     assert seqs == sorted(set(seqs))
 
 
-async def only_shard(client: object, stream: str) -> object:
-    listed = await asyncio.to_thread(client.list_shards, StreamName=stream)  # type: ignore[attr-defined]
+async def only_shard(client: KinesisApi, stream: str) -> ShardInfo:
+    listed = await asyncio.to_thread(client.list_shards, StreamName=stream)
     return shard_info(listed["Shards"][0])
 
 
@@ -67,7 +67,8 @@ async def test_consumer_is_registered_once_reused_and_deregistered_only_on_reque
         assert first.registrations + second.registrations == 1  # one created, one reused
         summary = await asyncio.to_thread(client.describe_stream_summary, StreamName=stream)
         stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
-        listed = await asyncio.to_thread(client.list_stream_consumers, StreamARN=stream_arn)  # type: ignore[attr-defined]
+        lister = client.list_stream_consumers  # type: ignore[attr-defined]
+        listed = await asyncio.to_thread(lister, StreamARN=stream_arn)
         assert [c["ConsumerName"] for c in listed["Consumers"]] == ["app"]
         assert await first.deregister() is True
         assert await first.deregister() is False  # none left
@@ -83,7 +84,7 @@ async def test_resubscribes_at_expiry_from_the_continuation(
         client = kinesis_client(localstack_endpoint, read_timeout=10.0)
         shard = await only_shard(client, stream)
         consumer = StreamConsumer(client, stream, "app")
-        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, lifetime=1.0)  # type: ignore[arg-type]
+        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, lifetime=1.0)
         got: list[KinesisRecord] = []
         try:
             first = await reader.next_batch()  # empty shard: an empty event
@@ -99,7 +100,7 @@ async def test_resubscribes_at_expiry_from_the_continuation(
             await reader.close()
         assert_once_in_order(got, expected)
         assert reader.subscriptions >= 4
-        truth = await asyncio.to_thread(read_shard_blocking, client, stream, shard.shard_id)  # type: ignore[attr-defined]
+        truth = await asyncio.to_thread(read_shard_blocking, client, stream, shard.shard_id)
         assert [r["SequenceNumber"] for r in truth] == [r.sequence_number for r in got]
 
 
@@ -113,7 +114,7 @@ async def test_cut_connection_resumes_from_the_last_continuation(
             proxied = replace(localstack_endpoint, url=proxy.url)
             client = kinesis_client(proxied, connect_timeout=1.0, read_timeout=5.0)
             consumer = StreamConsumer(client, stream, "app")
-            reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+            reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)
             got: list[KinesisRecord] = []
             try:
                 await asyncio.to_thread(put_blocking, direct, stream, payloads(50, "a"))
@@ -156,8 +157,8 @@ async def test_transient_subscribe_faults_are_retried_and_a_missing_shard_is_typ
                 InjectedError("subscribe_to_shard", "InternalFailure", frozenset({4})),
             ],
         )
-        consumer = StreamConsumer(client, stream, "app")  # type: ignore[arg-type]
-        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+        consumer = StreamConsumer(client, stream, "app")
+        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)
         got: list[KinesisRecord] = []
         try:
             await asyncio.wait_for(read_until(reader, 30, got), 60)
@@ -166,8 +167,8 @@ async def test_transient_subscribe_faults_are_retried_and_a_missing_shard_is_typ
         assert_once_in_order(got, payloads(30, "r"))
         assert client.calls["subscribe_to_shard"] == 5
         assert reader.metrics().throttles == 2
-        ghost = replace(shard, shard_id="shardId-000000000042")  # type: ignore[type-var]
-        lost = FanoutReader(real, stream, ghost, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+        ghost = replace(shard, shard_id="shardId-000000000042")
+        lost = FanoutReader(real, stream, ghost, TRIM_HORIZON, consumer, backoff=FAST)
         with pytest.raises(ShardNotFoundError) as info:
             await asyncio.wait_for(lost.next_batch(), 60)
         await lost.close()
@@ -183,12 +184,12 @@ async def test_split_during_a_subscription_ends_the_parent_with_its_children(
         client = kinesis_client(localstack_endpoint)
         shard = await only_shard(client, stream)
         consumer = StreamConsumer(client, stream, "app")
-        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)  # type: ignore[arg-type]
+        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer, backoff=FAST)
         got: list[KinesisRecord] = []
         try:
             await asyncio.to_thread(put_blocking, client, stream, payloads(40, "p"))
             await read_until(reader, 40, got)
-            children = await admin.split_shard(stream, shard.shard_id)  # type: ignore[attr-defined]
+            children = await admin.split_shard(stream, shard.shard_id)
             last = None
             while last is None or not last.shard_ended:
                 last = await asyncio.wait_for(reader.next_batch(), 90)
@@ -199,7 +200,8 @@ async def test_split_during_a_subscription_ends_the_parent_with_its_children(
         assert sorted(last.child_shard_ids) == sorted(c.shard_id for c in children)
         assert reader.ended
         again = await reader.next_batch()
-        assert again.shard_ended and not again.records
+        assert again.shard_ended
+        assert not again.records
 
 
 async def test_a_checkpoint_start_resumes_after_it(localstack_endpoint: AwsEndpoint) -> None:
@@ -209,7 +211,7 @@ async def test_a_checkpoint_start_resumes_after_it(localstack_endpoint: AwsEndpo
         seqs = await asyncio.to_thread(put_blocking, client, stream, payloads(20, "s"))
         consumer = StreamConsumer(client, stream, "app")
         start = ExtendedSequenceNumber(seqs[11])
-        reader = FanoutReader(client, stream, shard, start, consumer)  # type: ignore[arg-type]
+        reader = FanoutReader(client, stream, shard, start, consumer)
         got: list[KinesisRecord] = []
         try:
             await asyncio.wait_for(read_until(reader, 8, got), 60)
