@@ -32,9 +32,16 @@ def payloads(n: int, prefix: str) -> list[bytes]:
     return [f"{prefix}{i}".encode() for i in range(n)]
 
 
-async def read_until(reader: FanoutReader, n: int, out: list[KinesisRecord]) -> None:
-    while len(out) < n:
-        out.extend((await reader.next_batch()).records)
+async def read_until(
+    reader: FanoutReader, n: int, out: list[KinesisRecord], deadline: float = 60.0
+) -> None:
+    """Read until ``out`` holds ``n`` records; fail (not hang) after ``deadline`` seconds."""
+
+    async def loop() -> None:
+        while len(out) < n:
+            out.extend((await reader.next_batch()).records)
+
+    await asyncio.wait_for(loop(), deadline)
 
 
 async def wait_for(predicate: object, what: str, deadline: float = 60.0) -> None:
