@@ -1,4 +1,5 @@
-"""``streamkit stream create|describe|split|merge|delete``: stream administration.
+"""``streamkit stream create|describe|split|merge|delete|deregister-consumer``: stream
+administration.
 
 Every command talks to ``--endpoint`` (or ``$STREAMKIT_AWS_ENDPOINT``, else AWS) through
 :class:`~streamkit_kinesis.StreamAdmin` and waits until the stream is ACTIVE
@@ -144,3 +145,31 @@ def delete(
 
     run_async(go())
     console.print(f"deleted {name}")
+
+
+@stream_app.command("deregister-consumer")
+@cli_errors
+def deregister_consumer(
+    name: NameArg,
+    consumer: Annotated[
+        str,
+        typer.Option(
+            "--consumer", help="The stream consumer's name (the app_name of a fan-out consumer)."
+        ),
+    ],
+    endpoint: EndpointOpt = None,
+) -> None:
+    """Deregister an Enhanced Fan-Out stream consumer (``retrieval="fanout"`` registers one
+    per app_name and never removes it; it is charged per shard-hour until deregistered).
+    Stop the application's workers first: their subscriptions end."""
+    from streamkit_kinesis.client import kinesis_client
+    from streamkit_kinesis.retrieval.registration import StreamConsumer
+
+    async def go() -> bool:
+        client = kinesis_client(endpoint_of(endpoint))
+        return await StreamConsumer(client, name, consumer).deregister()
+
+    done = run_async(go())
+    console.print(
+        f"deregistered {consumer} of {name}" if done else f"no consumer {consumer} on {name}"
+    )

@@ -198,7 +198,9 @@ async def test_split_during_a_subscription_ends_the_parent_with_its_children(
             await read_until(reader, 40, got)
             children = await admin.split_shard(stream, shard.shard_id)
             last = None
+            deadline = time.monotonic() + 90
             while last is None or not last.shard_ended:
+                assert time.monotonic() < deadline, "the parent never reached SHARD_END"
                 last = await asyncio.wait_for(reader.next_batch(), 90)
                 got.extend(last.records)
         finally:
