@@ -6,8 +6,10 @@
   GetRecords), and :class:`PollingFetchers`, the consumer's default factory;
 - :mod:`.iterators` :class:`IteratorStart`, where a shard iterator starts.
 
-Another way of reading (Enhanced Fan-Out) is a new module here with a fetcher and its
-factory, passed as ``KinesisConsumer(..., fetcher_factory=...)``.
+- :mod:`.fanout` Enhanced Fan-Out: :class:`~.fanout.FanoutReader` (SubscribeToShard, a
+  thread per subscription, :mod:`.subscription`) and :class:`~.fanout.FanoutFetchers`,
+  through the stream consumer of :mod:`.registration`; chosen with
+  ``ConsumerConfig(retrieval="fanout")`` (imported on use, not here).
 """
 
 from streamkit_kinesis.retrieval.fetcher import FetcherFactory, ReaderMetrics, RecordFetcher
