@@ -125,3 +125,16 @@ async def test_leader_election_is_on_by_default_and_reaches_the_coordinator() ->
     assert _coordinator(off, InMemoryLeaseStore(), lambda: 0.0).is_leader  # no election
     with pytest.raises(ConfigError, match="audit_confidence"):
         ConsumerConfig(app_name="app", stream="s", audit_confidence=0)
+
+
+def test_retrieval_is_polling_or_fanout_with_a_lifetime_under_five_minutes() -> None:
+    from streamkit_kinesis.source.options import with_retrieval
+
+    with pytest.raises(ConfigError, match="retrieval must be 'polling' or 'fanout'"):
+        ConsumerConfig(app_name="a", stream="s", retrieval="push")  # type: ignore[arg-type]
+    for lifetime in (0.0, 301.0):
+        with pytest.raises(ConfigError, match="subscription_lifetime"):
+            ConsumerConfig(app_name="a", stream="s", subscription_lifetime=lifetime)
+    with pytest.raises(ConfigError, match="pass only one"):
+        with_retrieval({"retrieval": "polling"}, "fanout")
+    assert with_retrieval(None, "fanout") == {"retrieval": "fanout"}
