@@ -6,7 +6,9 @@ batch and streaming, and never asks which aggregate it holds:
 1. ``inputs``: per-row columns computed from the input expression (usually the value);
 2. ``partial``: group-by expressions turning a group's input rows into a small state;
 3. ``merge``: group-by expressions combining states of the same group (from chunks,
-   buckets, windows or micro-batches); associative and commutative;
+   buckets, windows or micro-batches); associative and commutative; an aggregate may
+   also give ``combine``, the same merge of two aligned states row by row (no group-by),
+   which the keyed state store uses for the groups a batch updates;
 4. ``finalize``: an expression turning a merged state into the result column.
 
 State columns are plain Arrow columns, so the checkpoint stores them as they are (Arrow
@@ -65,6 +67,13 @@ class AggregateFunction(Protocol):
         """Group-by expressions combining the states of one group (may be empty when
         :meth:`merge_sketch` merges them)."""
         ...
+
+    def combine(self, states: list[str], others: list[str]) -> list[pl.Expr] | None:
+        """Row-wise expressions merging the state columns ``states`` with ``others`` (a
+        second state of the same group in the same row, same types), named ``states``:
+        what :meth:`merge` gives for those two rows. None (the default): this aggregate
+        merges by group only."""
+        return None
 
     def finalize(self, states: list[str], input_dtype: pl.DataType | None) -> pl.Expr:
         """Expression turning merged state columns into the result (unnamed)."""

@@ -45,7 +45,7 @@ def drops_late(mark: Watermark | None, agg: Aggregate | None, mode: OutputMode) 
 def final(states: pl.DataFrame, agg: Aggregate, spec: K.AggregateSpec) -> pl.DataFrame:
     """Result rows of merged ``states``, sorted by the state keys."""
     if spec.state_keys and states.height:
-        states = states.sort(spec.state_keys, nulls_last=True)
+        states = K.sort_groups(states, spec.state_keys)
     if not states.height:
         return pl.DataFrame(schema=agg.schema)
     return K.finalize(states, spec)

@@ -24,6 +24,11 @@ from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_h
 from streamkit.windows import WEND
 
 
+def _distinct(hashes: U64) -> bool:
+    """Whether no two of ``hashes`` are equal (then no two rows share a key)."""
+    return bool(pl.Series(hashes).n_unique() == hashes.size)
+
+
 def _merge(frames: list[pl.DataFrame], spec: K.AggregateSpec) -> pl.DataFrame:
     rows = concat([f for f in frames if f.height])
     return K.merge(rows, spec) if rows.height else rows
@@ -36,6 +41,7 @@ class KeyedStore(IndexedRows):
     def __init__(self, spec: K.AggregateSpec, hasher: Hasher = row_hash) -> None:
         super().__init__(spec.state_keys, hasher)
         self.spec = spec
+        self._columns = K.state_columns(spec)
         self._buckets: dict[int, list[U64]] = {}
 
     # -- merge -------------------------------------------------------------------------
@@ -44,48 +50,62 @@ class KeyedStore(IndexedRows):
         fresh = fresh.drop(K.TOUCHED, strict=False)
         if not fresh.height:
             return fresh
+        if set(fresh.columns) == set(self._columns):  # merge's column order (no copy)
+            fresh = fresh.select(self._columns)
         fresh, to_over = self._split_overflow(fresh)
-        slots = self._index.get(self._hashes(fresh))
+        hashes = self._hashes(fresh)
+        if not _distinct(hashes):  # several partial rows per key (sliding windows)
+            fresh = _merge([fresh], self.spec)
+            hashes = self._hashes(fresh)
+        slots = self._index.get(hashes)
         found = slots >= 0
-        news = fresh.filter(pl.Series(~found))
-        hits, olds, collided = self._match(fresh.filter(pl.Series(found)), slots[found])
-        merged_hits = _merge([olds, hits], self.spec)
-        merged_news = _merge([news], self.spec)
+        news, new_hashes = fresh.filter(pl.Series(~found)), hashes[~found]
+        hits, olds, collided, hit_hashes = self._match(
+            fresh.filter(pl.Series(found)), slots[found], hashes[found]
+        )
+        merged = K.combine(olds, hits, self.spec) if hits.height else hits
+        if merged is None:  # an aggregate merges by group only: regroup the touched rows
+            merged = _merge([olds, hits], self.spec)
+            hit_hashes = self._hashes(merged)
         touched_over = self._merge_overflow(concat([to_over, collided]))
-        self._store(merged_hits, merged_news)
-        out = concat([merged_hits, merged_news, touched_over])
+        rows = self._store(merged, hit_hashes, news, new_hashes)
+        out = concat([rows, touched_over])
         self._changes.upserted(out)
         return out
 
     def _match(
-        self, found: pl.DataFrame, slots: I64
-    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """(rows whose key is the one at their slot, those slots' old rows, rows that only
-        share the hash); the old rows are killed."""
+        self, found: pl.DataFrame, slots: I64, hashes: U64
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, U64]:
+        """(rows whose key is the one at their slot, those slots' old rows in the same
+        order, rows that only share the hash, the first rows' hashes); ``found`` holds one
+        row per key; the old rows are killed."""
         if not found.height:
-            return found, pl.DataFrame(), found
+            return found, found, found, hashes
         uniq, inverse = np.unique(slots, return_inverse=True)
         old = self._log.gather(uniq)
         theirs = old.select(self.keys)[inverse]
         same = same_keys(found.select(self.keys), theirs, self.keys)
-        used = np.bincount(inverse[same], minlength=uniq.size) > 0
-        self._log.kill(uniq[used])
+        self._log.kill(uniq[np.bincount(inverse[same], minlength=uniq.size) > 0])
         mine = pl.Series(same)
-        return found.filter(mine), old.filter(pl.Series(used)), found.filter(~mine)
+        return found.filter(mine), old[inverse[same]], found.filter(~mine), hashes[same]
 
-    def _store(self, merged_hits: pl.DataFrame, merged_news: pl.DataFrame) -> None:
-        """Append merged rows; a new key sharing a hash with another goes to overflow."""
-        hashes = self._hashes(merged_news)
-        first = pl.Series(hashes).is_first_distinct().to_numpy()
+    def _store(
+        self, hits: pl.DataFrame, hit_hashes: U64, news: pl.DataFrame, new_hashes: U64
+    ) -> pl.DataFrame:
+        """Store merged rows (one per key) and return them: in the log, or for a new key
+        sharing a hash with another, in overflow."""
+        every = concat([hits, news])
+        first = pl.Series(new_hashes).is_first_distinct().to_numpy()
         if not first.all():
-            self._over = concat([self._over, merged_news.filter(pl.Series(~first))])
-            merged_news, hashes = merged_news.filter(pl.Series(first)), hashes[first]
-        self._file(merged_news, hashes)
-        rows = concat([merged_hits, merged_news])
+            self._over = concat([self._over, news.filter(pl.Series(~first))])
+            news, new_hashes = news.filter(pl.Series(first)), new_hashes[first]
+        self._file(news, new_hashes)
+        rows = concat([hits, news])
         if rows.height:
-            all_hashes = np.concatenate([self._hashes(merged_hits), hashes])
+            all_hashes = np.concatenate([hit_hashes, new_hashes])
             self._index.put(all_hashes, self._log.append(rows, all_hashes))
         self._tidy()
+        return every
 
     def _file(self, news: pl.DataFrame, hashes: U64) -> None:
         """Remember new keys under their window end, for eviction."""
@@ -143,4 +163,5 @@ class KeyedStore(IndexedRows):
         self._buckets = {}
         self._changes.clear()
         if state is not None and state.height:
-            self._store(state.head(0), state)
+            none = np.empty(0, np.uint64)
+            self._store(state.head(0), none, state, self._hashes(state))

@@ -31,9 +31,12 @@ WINDOWS: dict[str, Any] = {
 HOUR_US = 3_600_000_000
 
 
-def plan(kind: str, schema_rows: pa.Table) -> Aggregate:
+def plan(kind: str, schema_rows: pa.Table, row_wise: bool = False) -> Aggregate:
     """count/sum/avg/min/max/count_distinct/approx_count_distinct per window and action
-    (``session-users``: per session and user; ``session-global``: per session)."""
+    (``session-users``: per session and user; ``session-global``: per session).
+    ``row_wise``: only aggregates whose states also merge row by row (``combine``):
+    count, count(col), sum and avg of a float and an integer, min and max of a float and
+    a string."""
     base = sk.from_arrow(schema_rows.slice(0, 0))
     aggs = [
         sk.count().alias("n"),
@@ -41,9 +44,20 @@ def plan(kind: str, schema_rows: pa.Table) -> Aggregate:
         sk.avg("value").alias("a"),
         sk.min("value").alias("lo"),
         sk.max("value").alias("hi"),
-        sk.count_distinct("user_id").alias("d"),
-        sk.approx_count_distinct("user_id").alias("ad"),
     ]
+    if row_wise:
+        aggs += [
+            sk.count("value").alias("nv"),
+            sk.sum("user_id").alias("su"),
+            sk.avg("user_id").alias("au"),
+            sk.min("action").alias("la"),
+            sk.max("action").alias("ha"),
+        ]
+    else:
+        aggs += [
+            sk.count_distinct("user_id").alias("d"),
+            sk.approx_count_distinct("user_id").alias("ad"),
+        ]
     if kind == "global":
         frame = base.agg(*aggs)
     elif kind == "keys":

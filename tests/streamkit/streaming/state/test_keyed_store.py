@@ -45,10 +45,16 @@ def same(got: pl.DataFrame, want: pl.DataFrame, keys: list[str]) -> None:
     assert_frame_equal(canon(got, keys), canon(want, keys), check_dtypes=False)
 
 
-def run(kind: str, seed: int, store: StateStore, reload_at: int | None = None) -> int:
+def run(
+    kind: str,
+    seed: int,
+    store: StateStore,
+    reload_at: int | None = None,
+    row_wise: bool = False,
+) -> int:
     """Feed both paths; returns how many groups were evicted (so a case can't be empty)."""
     rows, parts = batches(seed)
-    node = plan(kind, rows)
+    node = plan(kind, rows, row_wise)
     spec = aggregate_spec(node)
     ref, keys, evicted = Reference(spec), spec.state_keys, 0
     for i, part in enumerate(parts):
@@ -74,6 +80,16 @@ def test_keyed_store_equals_regroup(kind: str, hasher: Hasher, seed: int) -> Non
     evicted = run(kind, seed, KeyedStore(aggregate_spec(plan(kind, rows)), hasher))
     windowed = kind not in ("keys", "global")
     assert (evicted > 0) == windowed
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("hasher", [row_hash, weak_hash], ids=["polars", "weak"])
+def test_row_wise_merge_equals_regroup(kind: str, hasher: Hasher) -> None:
+    """Aggregates that merge row by row (no group-by for the groups a batch updates)."""
+    rows, _ = batches(7)
+    spec = aggregate_spec(plan(kind, rows, row_wise=True))
+    store = KeyedStore(spec, hasher)
+    assert run(kind, 7, store, reload_at=6, row_wise=True) >= 0
 
 
 @pytest.mark.parametrize("hasher", [row_hash, weak_hash], ids=["polars", "weak"])
