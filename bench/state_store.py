@@ -129,7 +129,7 @@ def run_streamkit(files: list[Path], variant: str, snapshot_every: int) -> dict[
             assert isinstance(high, int)
             top = high if top is None else max(top, high)
             store.evict(top - 600_000_000)
-            K.finalize(touched.sort(spec.state_keys), spec)
+            K.finalize(K.sort_groups(touched, spec.state_keys), spec)
             log.write_changes(bid, store)
         else:
             engine.run(rows)

@@ -137,9 +137,6 @@ def _merge_by(
     return merged
 
 
-_OTHER = "__other"
-
-
 def state_columns(spec: AggregateSpec) -> list[str]:
     """The columns of merged state, in :func:`merge`'s order: the state keys, the row
     count, then each aggregate's state parts."""
@@ -152,19 +149,18 @@ def combine(old: pl.DataFrame, new: pl.DataFrame, spec: AggregateSpec) -> pl.Dat
     the same columns and types), as :func:`merge` gives it, without a group-by: O(rows).
     The columns are ``old``'s, in its order. None when an aggregate merges by group only
     (sketches, exact distinct sets) or the two frames differ in columns or types."""
-    exprs = [pl.sum_horizontal(ROWS, ROWS + _OTHER).alias(ROWS)]
+    columns = state_columns(spec)
+    if set(old.columns) != set(columns) or dict(old.schema) != dict(new.schema):
+        return None
+    exprs = [pl.sum_horizontal(pl.col(ROWS), pl.lit(new[ROWS])).alias(ROWS)]
     for i, agg in enumerate(spec.aggs):
-        states = spec.states(i)
-        more = agg.function.combine(states, [n + _OTHER for n in states])
+        names = spec.states(i)
+        theirs = [pl.lit(new[n]) for n in names]
+        more = agg.function.combine([pl.col(n) for n in names], theirs)
         if more is None:
             return None
-        exprs += more
-    values = state_columns(spec)[len(spec.state_keys) :]
-    if set(old.columns) != {*spec.state_keys, *values} or dict(old.schema) != dict(new.schema):
-        return None
-    others = new.select(pl.col(n).alias(n + _OTHER) for n in values)
-    merged = old.hstack(others).select(*spec.state_keys, *exprs)
-    return merged.select(old.columns)
+        exprs += [e.alias(n) for e, n in zip(more, names, strict=True)]
+    return old.with_columns(exprs)
 
 
 def sort_groups(states: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

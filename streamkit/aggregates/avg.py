@@ -34,8 +34,8 @@ class Avg(AggregateFunction):
     def merge(self, states: list[str]) -> list[pl.Expr]:
         return [pl.col(n).sum() for n in states]
 
-    def combine(self, states: list[str], others: list[str]) -> list[pl.Expr] | None:
-        return [pl.sum_horizontal(a, b).alias(a) for a, b in zip(states, others, strict=True)]
+    def combine(self, states: list[pl.Expr], others: list[pl.Expr]) -> list[pl.Expr] | None:
+        return [pl.sum_horizontal(a, b) for a, b in zip(states, others, strict=True)]
 
     def finalize(self, states: list[str], input_dtype: pl.DataType | None) -> pl.Expr:
         s, c = pl.col(states[0]), pl.col(states[1])

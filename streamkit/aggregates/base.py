@@ -68,11 +68,11 @@ class AggregateFunction(Protocol):
         :meth:`merge_sketch` merges them)."""
         ...
 
-    def combine(self, states: list[str], others: list[str]) -> list[pl.Expr] | None:
-        """Row-wise expressions merging the state columns ``states`` with ``others`` (a
-        second state of the same group in the same row, same types), named ``states``:
-        what :meth:`merge` gives for those two rows. None (the default): this aggregate
-        merges by group only."""
+    def combine(self, states: list[pl.Expr], others: list[pl.Expr]) -> list[pl.Expr] | None:
+        """Row-wise expressions, one per state column, merging the state ``states`` with
+        ``others`` (a second state of the same group in the same row, same types): what
+        :meth:`merge` gives for those two rows. None (the default): this aggregate merges
+        by group only."""
         return None
 
     def finalize(self, states: list[str], input_dtype: pl.DataType | None) -> pl.Expr:

@@ -30,8 +30,8 @@ class Count(AggregateFunction):
     def merge(self, states: list[str]) -> list[pl.Expr]:
         return [pl.col(states[0]).sum()]
 
-    def combine(self, states: list[str], others: list[str]) -> list[pl.Expr] | None:
-        return [pl.sum_horizontal(states[0], others[0]).alias(states[0])]
+    def combine(self, states: list[pl.Expr], others: list[pl.Expr]) -> list[pl.Expr] | None:
+        return [pl.sum_horizontal(states[0], others[0])]
 
     def finalize(self, states: list[str], input_dtype: pl.DataType | None) -> pl.Expr:
         return pl.col(states[0])

@@ -41,9 +41,9 @@ class _Extremum(AggregateFunction):
     def merge(self, states: list[str]) -> list[pl.Expr]:
         return [self._reduce(states[0])]
 
-    def combine(self, states: list[str], others: list[str]) -> list[pl.Expr] | None:
+    def combine(self, states: list[pl.Expr], others: list[pl.Expr]) -> list[pl.Expr] | None:
         pick = pl.min_horizontal if self.name == "min" else pl.max_horizontal
-        return [pick(states[0], others[0]).alias(states[0])]
+        return [pick(states[0], others[0])]
 
     def finalize(self, states: list[str], input_dtype: pl.DataType | None) -> pl.Expr:
         return pl.col(states[0])

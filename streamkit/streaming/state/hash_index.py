@@ -65,10 +65,20 @@ class HashIndex:
 
     def get(self, hashes: U64) -> I64:
         """The value of every hash, -1 where absent or deleted."""
+        return self.find(hashes)[0]
+
+    def find(self, hashes: U64) -> tuple[I64, I64]:
+        """(the value of every hash, -1 where absent or deleted; the cell holding it,
+        valid for :meth:`set_at` until the next :meth:`put`)."""
         cell, found = self._probe(hashes)
         out = np.full(hashes.size, -1, np.int64)
         out[found] = self._vals[cell[found]]
-        return out
+        return out, cell
+
+    def set_at(self, cells: I64, values: I64) -> None:
+        """Give new values (>= 0) to hashes present at ``cells`` (from :meth:`find`,
+        without a :meth:`put` since): no probing."""
+        self._vals[cells] = values
 
     def put(self, hashes: U64, values: I64) -> None:
         """Set ``hashes`` (distinct, nonzero) to ``values`` (>= 0)."""

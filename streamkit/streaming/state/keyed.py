@@ -15,6 +15,8 @@ exact whatever the hash does (tests use a 3-bit hash to exercise it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -27,6 +29,25 @@ from streamkit.windows import WEND
 def _distinct(hashes: U64) -> bool:
     """Whether no two of ``hashes`` are equal (then no two rows share a key)."""
     return bool(pl.Series(hashes).n_unique() == hashes.size)
+
+
+def _ascending(at: I64) -> bool:
+    return at.size < 2 or bool(np.all(at[1:] > at[:-1]))
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """A batch's rows looked up in the index: those whose hash it holds (``found``, in
+    slot order, with their slots, hashes and index cells), the others (``news``), and
+    whether no two rows share a slot or a new hash."""
+
+    found: pl.DataFrame
+    slots: I64
+    hashes: U64
+    cells: I64
+    news: pl.DataFrame
+    new_hashes: U64
+    distinct: bool
 
 
 def _merge(frames: list[pl.DataFrame], spec: K.AggregateSpec) -> pl.DataFrame:
@@ -53,47 +74,66 @@ class KeyedStore(IndexedRows):
         if set(fresh.columns) == set(self._columns):  # merge's column order (no copy)
             fresh = fresh.select(self._columns)
         fresh, to_over = self._split_overflow(fresh)
-        hashes = self._hashes(fresh)
-        if not _distinct(hashes):  # several partial rows per key (sliding windows)
-            fresh = _merge([fresh], self.spec)
-            hashes = self._hashes(fresh)
-        slots = self._index.get(hashes)
-        found = slots >= 0
-        news, new_hashes = fresh.filter(pl.Series(~found)), hashes[~found]
-        hits, olds, collided, hit_hashes = self._match(
-            fresh.filter(pl.Series(found)), slots[found], hashes[found]
-        )
+        look = self._lookup(fresh)
+        if not look.distinct:  # several partial rows per key (sliding windows)
+            look = self._lookup(_merge([fresh], self.spec))
+        hits, olds, collided, hit_hashes, at = self._match(look)
+        cells: I64 | None = at
         merged = K.combine(olds, hits, self.spec) if hits.height else hits
         if merged is None:  # an aggregate merges by group only: regroup the touched rows
             merged = _merge([olds, hits], self.spec)
-            hit_hashes = self._hashes(merged)
+            hit_hashes, cells = self._hashes(merged), None
         touched_over = self._merge_overflow(concat([to_over, collided]))
-        rows = self._store(merged, hit_hashes, news, new_hashes)
+        rows = self._store(merged, hit_hashes, cells, look.news, look.new_hashes)
         out = concat([rows, touched_over])
         self._changes.upserted(out)
         return out
 
+    def _lookup(self, fresh: pl.DataFrame) -> _Lookup:
+        hashes = self._hashes(fresh)
+        slots, cells = self._index.find(hashes)
+        held = slots >= 0
+        at = np.flatnonzero(held)
+        at = at[np.argsort(slots[at])]
+        found = fresh if at.size == fresh.height and _ascending(at) else fresh[at]
+        news, new_hashes = fresh.filter(pl.Series(~held)), hashes[~held]
+        slots = slots[at]
+        distinct = _distinct(new_hashes) and not np.any(slots[1:] == slots[:-1])
+        return _Lookup(found, slots, hashes[at], cells[at], news, new_hashes, distinct)
+
     def _match(
-        self, found: pl.DataFrame, slots: I64, hashes: U64
-    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, U64]:
+        self, look: _Lookup
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, U64, I64]:
         """(rows whose key is the one at their slot, those slots' old rows in the same
-        order, rows that only share the hash, the first rows' hashes); ``found`` holds one
-        row per key; the old rows are killed."""
+        order, rows that only share the hash, the first rows' hashes and index cells);
+        ``look`` holds one row per key; the old rows are killed."""
+        found, slots = look.found, look.slots
         if not found.height:
-            return found, found, found, hashes
-        uniq, inverse = np.unique(slots, return_inverse=True)
-        old = self._log.gather(uniq)
-        theirs = old.select(self.keys)[inverse]
-        same = same_keys(found.select(self.keys), theirs, self.keys)
-        self._log.kill(uniq[np.bincount(inverse[same], minlength=uniq.size) > 0])
+            return found, found, found, look.hashes, look.cells
+        if np.any(slots[1:] == slots[:-1]):  # keys that share a hash share a slot
+            uniq, inverse = np.unique(slots, return_inverse=True)
+            old = self._log.gather(uniq)[inverse]
+        else:
+            old = self._log.gather(slots)
+        same = same_keys(found.select(self.keys), old.select(self.keys), self.keys)
+        self._log.kill(slots[same])
+        if same.all():
+            return found, old, found.head(0), look.hashes, look.cells
         mine = pl.Series(same)
-        return found.filter(mine), old[inverse[same]], found.filter(~mine), hashes[same]
+        hashes, cells = look.hashes[same], look.cells[same]
+        return found.filter(mine), old.filter(mine), found.filter(~mine), hashes, cells
 
     def _store(
-        self, hits: pl.DataFrame, hit_hashes: U64, news: pl.DataFrame, new_hashes: U64
+        self,
+        hits: pl.DataFrame,
+        hit_hashes: U64,
+        cells: I64 | None,
+        news: pl.DataFrame,
+        new_hashes: U64,
     ) -> pl.DataFrame:
         """Store merged rows (one per key) and return them: in the log, or for a new key
-        sharing a hash with another, in overflow."""
+        sharing a hash with another, in overflow. ``cells``: where the index holds
+        ``hits``' hashes (None: look them up again)."""
         every = concat([hits, news])
         first = pl.Series(new_hashes).is_first_distinct().to_numpy()
         if not first.all():
@@ -102,8 +142,12 @@ class KeyedStore(IndexedRows):
         self._file(news, new_hashes)
         rows = concat([hits, news])
         if rows.height:
-            all_hashes = np.concatenate([hit_hashes, new_hashes])
-            self._index.put(all_hashes, self._log.append(rows, all_hashes))
+            slots = self._log.append(rows, np.concatenate([hit_hashes, new_hashes]))
+            if cells is None:
+                self._index.put(np.concatenate([hit_hashes, new_hashes]), slots)
+            else:
+                self._index.set_at(cells, slots[: hits.height])
+                self._index.put(new_hashes, slots[hits.height :])
         self._tidy()
         return every
 
@@ -164,4 +208,4 @@ class KeyedStore(IndexedRows):
         self._changes.clear()
         if state is not None and state.height:
             none = np.empty(0, np.uint64)
-            self._store(state.head(0), none, state, self._hashes(state))
+            self._store(state.head(0), none, None, state, self._hashes(state))
