@@ -101,9 +101,7 @@ class KeyedStore(IndexedRows):
         distinct = _distinct(new_hashes) and not np.any(slots[1:] == slots[:-1])
         return _Lookup(found, slots, hashes[at], cells[at], news, new_hashes, distinct)
 
-    def _match(
-        self, look: _Lookup
-    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, U64, I64]:
+    def _match(self, look: _Lookup) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, U64, I64]:
         """(rows whose key is the one at their slot, those slots' old rows in the same
         order, rows that only share the hash, the first rows' hashes and index cells);
         ``look`` holds one row per key; the old rows are killed."""

@@ -106,8 +106,10 @@ def frame_sizes() -> Iterator[list[tuple[str, int]]]:
     skip = {"__init__", "__len__", "__repr__", "__str__", "__getattr__", "__hash__"}
     for owner in (pl.DataFrame, pl.Series):
         for name, fn in vars(owner).items():
-            if inspect.isfunction(fn) and name not in skip and (
-                not name.startswith("_") or name == "__getitem__"
+            if (
+                inspect.isfunction(fn)
+                and name not in skip
+                and (not name.startswith("_") or name == "__getitem__")
             ):
                 patches.append((owner, name, fn))
     patches.append((pl, "concat", pl.concat))
