@@ -57,19 +57,28 @@ def new_bytes(root: Path, seen: dict[str, tuple[int, int]]) -> int:
     return total
 
 
-def dataset(keys: int, batch_rows: int, batches: int, seed: int) -> list[Path]:
-    """The fill file and ``batches`` batch files for ``keys`` (cached)."""
+def dataset(
+    keys: int, batch_rows: int, batches: int, seed: int, touch: int | None = None
+) -> list[Path]:
+    """The fill file and ``batches`` batch files for ``keys`` (cached); with ``touch``,
+    batch rows draw their user ids from ``touch`` of the keys, spread over all of them."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder = DATA / f"k{keys}-r{batch_rows}-s{seed}"
+    touch = None if touch is None or touch >= keys else touch
+    folder = DATA / (f"k{keys}-r{batch_rows}-s{seed}" + (f"-t{touch}" if touch else ""))
     files = [folder / "fill.parquet", *(folder / f"b{i:03d}.parquet" for i in range(batches))]
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i, path in enumerate(files):
         n = keys if i == 0 else batch_rows
-        users = np.arange(keys, dtype=np.int64) if i == 0 else rng.integers(0, keys, n)
+        if i == 0:
+            users = np.arange(keys, dtype=np.int64)
+        elif touch:
+            users = rng.integers(0, touch, n) * (keys // touch)
+        else:
+            users = rng.integers(0, keys, n)
         times = HOUR_US + rng.integers(0, 50 * 60 * 1_000_000, n)
         if path.exists():
             continue
@@ -207,7 +216,9 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv:
         "# W4: keyed state store",
         "",
         f"Command: `.venv/bin/python bench/state_store.py {argv}`",
-        f"{args.batch_rows:,}-row batches, {args.batches} measured per run, "
+        f"{args.batch_rows:,}-row batches"
+        + (f" drawing from {args.touch:,} of the keys" if args.touch else "")
+        + f", {args.batches} measured per run, "
         f"{args.repeat} run(s) per cell (Spark: {args.spark_repeat or args.repeat}); local[2], "
         f"{args.spark_partitions} shuffle partitions. Medians.",
         "",
@@ -281,6 +292,12 @@ def main() -> None:
         "--engines", nargs="+", default=["streamkit", "spark-hdfs", "spark-rocksdb"]
     )
     parser.add_argument("--batch-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--touch",
+        type=int,
+        help="batches draw user ids from this many of the keys (default: all of them), "
+        "to compare sizes at the same keys touched per batch",
+    )
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--spark-repeat", type=int, help="runs per Spark cell (default --repeat)")
@@ -300,7 +317,7 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for keys in args.keys:
-        files = dataset(keys, args.batch_rows, args.batches, args.seed)
+        files = dataset(keys, args.batch_rows, args.batches, args.seed, args.touch)
         for engine in args.engines:
             spark = engine.startswith("spark") and args.spark_repeat is not None
             runs = []
