@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import polars as pl
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from streamkit.config import AwsEndpoint
+    from streamkit.fleet.member import FleetOptions
     from streamkit.streaming.async_query import AsyncStreamingQuery
     from streamkit.streaming.contracts import Sink, StreamSource
     from streamkit.streaming.micro_batches import MicroBatches
@@ -74,6 +75,20 @@ def stream_source_of(plan: Plan) -> StreamSource | None:
     if isinstance(node, Scan) and isinstance(node.source, StreamScanSource):
         return node.source.stream
     return None
+
+
+@dataclass(frozen=True)
+class FleetParts:
+    """A writer's query as a fleet member runs it."""
+
+    plan: Plan
+    mode: OutputMode
+    source: StreamSource
+    checkpoint: str | None
+    sink_factory: Callable[[], Sink]
+    options: FleetOptions
+    name: str
+    interval: float
 
 
 class DataStreamReader:
@@ -206,6 +221,7 @@ class DataStreamWriter:
         self._watermark_policy: tuple[WatermarkPolicy, float] = ("min", 60.0)
         self._processing_clock: Callable[[], float] | None = None
         self._multiple_policy = "min"
+        self._fleet: FleetOptions | None = None
 
     def output_mode(self, mode: OutputMode) -> DataStreamWriter:
         """``append`` (default), ``update`` or ``complete``."""
@@ -254,6 +270,40 @@ class DataStreamWriter:
             raise PlanError(f"multiple_watermark_policy must be 'min' or 'max', got {policy!r}")
         self._multiple_policy = policy
         return self
+
+    def fleet(
+        self, exchange_shards: int = 4, idle_timeout: str | timedelta | float = "30 seconds"
+    ) -> DataStreamWriter:
+        """Options of the query when it runs on a fleet of workers (``streamkit worker``,
+        ``STREAMKIT_FLEET=1``; see README "Running on many machines"); ignored in one
+        process. ``exchange_shards``: shards of the exchange stream ``<app_name>-exchange``
+        (= aggregation tasks), fixed for the query's life. ``idle_timeout``: a source shard
+        that sent nothing for this long stops holding the fleet watermark back."""
+        from streamkit.fleet.member import FleetOptions, seconds
+
+        self._fleet = FleetOptions(exchange_shards, seconds(idle_timeout, "idle_timeout"))
+        return self
+
+    def fleet_parts(self) -> FleetParts:
+        """What a fleet member needs of this writer (:mod:`streamkit.fleet.member`)."""
+        from streamkit.fleet.member import FleetOptions
+
+        assert self._stream is not None
+        if self._trigger.stops_by_itself:
+            raise PlanError(
+                "a fleet runs until its workers are stopped: use a processing-time trigger "
+                "(the default), not once or available_now"
+            )
+        return FleetParts(
+            plan=self._df.plan,
+            mode=self._mode,
+            source=self._stream,
+            checkpoint=self._checkpoint,
+            sink_factory=self._need_sink,
+            options=self._fleet or FleetOptions(),
+            name=self._name or "fleet",
+            interval=self._trigger.interval,
+        )
 
     def trigger(
         self,
@@ -411,8 +461,20 @@ class DataStreamWriter:
         One live copy per checkpoint folder: a second start while another process runs
         this query raises :class:`~streamkit.streaming.owner.QueryAlreadyRunningError`
         (nothing read). ``force=True`` takes the folder over from a copy you know is dead
-        without waiting for its lease to expire (see :meth:`StreamingQuery.start`)."""
+        without waiting for its lease to expire (see :meth:`StreamingQuery.start`).
+
+        With ``STREAMKIT_FLEET=1`` in the environment (``streamkit worker``) this process
+        joins the query's fleet instead (:func:`streamkit.fleet.member.start_member`): the
+        handle is a :class:`~streamkit.fleet.member.FleetMember` (``stop``,
+        ``await_termination``, ``is_active``, ``exception``); a query the fleet cannot run
+        is refused here with what to do."""
+        from streamkit.fleet.member import fleet_enabled
         from streamkit.streaming.query import StreamingQuery
+
+        if fleet_enabled():
+            from streamkit.fleet.member import start_member
+
+            return cast("StreamingQuery", start_member(self))
 
         query = StreamingQuery(**self._query_parts(self._need_sink()))
         from streamkit.metrics import serve_if_asked

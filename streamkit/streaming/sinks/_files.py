@@ -3,16 +3,19 @@
 A file sink writes each batch as ``path/[col=value/]batch-{id:09d}-part-{k}.{suffix}`` and
 is idempotent per batch id: before its files, a batch records their names in a pending
 file; writing batch N again first deletes what the earlier attempt listed and the new
-attempt does not overwrite. Subclasses only encode a table as the bytes of one file.
+attempt does not overwrite. Subclasses only encode a table as the bytes of one file. A
+fleet task's copy (:meth:`BatchFileSink.for_task`) names its files
+``part-<task>-{id:09d}-{k}.{suffix}`` and keeps its own pending list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import quote
 
 import polars as pl
@@ -90,6 +93,30 @@ class BatchFileSink:
         self._store = store if store is not None else open_checkpoint_store(path, endpoint)
         self._pending: PendingBatch | None = None
         self._pending_loaded = False
+        self._task: str | None = None
+
+    def for_task(self, task: str) -> Self:
+        """A copy of this sink for one task of a fleet (:mod:`streamkit.fleet.member`): its
+        files are named ``part-<task>-<batch id>-<k>`` and its pending list
+        ``_<pending name>-<task>``, so tasks sharing the directory never touch each
+        other's files and the directory read as one dataset is the fleet's output."""
+        if not task or "/" in task:
+            raise ValueError(f"a sink task name is a non-empty name without '/', got {task!r}")
+        clone = copy.copy(self)
+        clone._task, clone._pending, clone._pending_loaded = task, None, False
+        return clone
+
+    @property
+    def _pending_file(self) -> str:
+        if self._task is None:
+            return self.pending_name
+        stem, dot, ext = self.pending_name.rpartition(".")
+        return f"{stem}-{self._task}{dot}{ext}"
+
+    def _file_stem(self, batch_id: int) -> str:
+        if self._task is None:
+            return f"batch-{batch_id:09d}-part-"
+        return f"part-{self._task}-{batch_id:09d}-"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, partition_by={self.partition_by!r})"
@@ -126,16 +153,16 @@ class BatchFileSink:
             for name in sorted(set(old.files) - set(new.files)):
                 self._store.delete(name)
         if new.files and new != old:
-            self._store.write_bytes(self.pending_name, new.encode())
+            self._store.write_bytes(self._pending_file, new.encode())
             self._pending = new
 
     def _load_pending(self) -> PendingBatch | None:
         if not self._pending_loaded:
-            data = self._store.read_bytes(self.pending_name)
+            data = self._store.read_bytes(self._pending_file)
             self._pending = (
                 None
                 if data is None
-                else PendingBatch.decode(data, self.path, self.pending_name, self.error)
+                else PendingBatch.decode(data, self.path, self._pending_file, self.error)
             )
             self._pending_loaded = True
         return self._pending
@@ -154,7 +181,7 @@ class BatchFileSink:
             if self.partition_by is not None and not self.keep_partition_column:
                 rows = group.drop_columns([self.partition_by])
             for k, start in enumerate(range(0, rows.num_rows, self.max_rows_per_file)):
-                name = f"{directory}batch-{batch_id:09d}-part-{k}{self.suffix}"
+                name = f"{directory}{self._file_stem(batch_id)}{k}{self.suffix}"
                 files.append((name, rows.slice(start, self.max_rows_per_file)))
         return files
 
