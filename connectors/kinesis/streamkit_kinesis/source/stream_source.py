@@ -68,7 +68,9 @@ from streamkit_kinesis.source.unheld import UnheldShards
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
+    from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.owner import OwnerLease, QueryIdentity
+    from streamkit_kinesis.fleet.worker import KinesisFleetWorker
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import ConsumerConfig
     from streamkit_kinesis.retry import Health
@@ -192,6 +194,18 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         """Decode only ``columns`` (projection pushdown, see :meth:`JsonDecoder.read_only`);
         False, changing nothing, with a decoder other than :class:`JsonDecoder`."""
         return read_only(self._decoder, columns)
+
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder of the records' payloads (rows and dead letters)."""
+        return self._decoder
+
+    def fleet_worker(self, spec: FleetSpec) -> KinesisFleetWorker:
+        """This process's member of the fleet that runs ``spec``'s query on this stream
+        (``STREAMKIT_FLEET=1``; see :mod:`streamkit_kinesis.fleet.worker`)."""
+        from streamkit_kinesis.fleet.worker import KinesisFleetWorker
+
+        return KinesisFleetWorker(self, spec)
 
     @property
     def consumer(self) -> KinesisConsumer | None:

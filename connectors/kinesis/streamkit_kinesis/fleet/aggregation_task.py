@@ -1,0 +1,150 @@
+"""Aggregation tasks of a fleet: one record processor per exchange shard lease (table
+``<app>-exchange``), each a micro-batch query of its own.
+
+A batch is the chunks of one delivery. In this order (the engine's commit protocol):
+``offsets/N`` (the exchange shard's last sequence number) in the task's checkpoint log
+``<root>/exchange/<shard id>/``; :meth:`AggregationStage.apply` (chunks already applied are
+dropped by the dedup map); the sink writes batch N under task-unique names
+(``part-<shard id>-<N>-...``); ``state/N`` (store, dedup map, per-source maxima);
+``commits/N``; only then the exchange lease checkpoint. A task that takes the lease over
+restores the last committed state, so chunks re-delivered after that commit are dropped as
+duplicates and a batch that never committed runs again under its id (the file sink replaces
+its first attempt's files). Between deliveries a ticker runs a batch without input when the
+stage owes one (the fleet watermark moved, e.g. a silent source shard went idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.checkpoint_store import open_checkpoint_store
+from streamkit_kinesis.consumer import BaseRecordProcessor
+from streamkit_kinesis.fleet.status import TaskStatus, write_status
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from streamkit.fleet.aggregation_stage import AggregationStage
+    from streamkit.fleet.member import FleetSpec
+    from streamkit.streaming.contracts import CheckpointStore, Sink
+    from streamkit.streaming.incremental import BatchResult
+    from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
+
+
+class AggregationTask(BaseRecordProcessor):
+    """The aggregation task of one exchange shard (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: FleetSpec,
+        store: CheckpointStore,
+        lag: Callable[[str], int | None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec, self.root, self._lag, self._clock = spec, store, lag, clock
+        self.shard = ""
+        self.stage: AggregationStage | None = None
+        self.log: CheckpointLog | None = None
+        self.sink: Sink | None = None
+        self.next_id = 0
+        self.offset: str | None = None
+        self._lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+        """Restore the task's last committed batch and start the no-data ticker."""
+        self.shard = shard_id
+        await asyncio.to_thread(self._restore)
+        self._ticker = asyncio.create_task(self._tick(), name=f"fleet-tick-{shard_id}")
+
+    def _restore(self) -> None:
+        from streamkit.fleet.aggregation_stage import AggregationStage
+
+        spec = self.spec
+        where = f"{spec.checkpoint.rstrip('/')}/exchange/{self.shard}"
+        log = self.log = CheckpointLog(open_checkpoint_store(where))
+        stage = self.stage = AggregationStage(spec.fleet_plan, spec.options.idle_timeout)
+        last = log.latest()
+        if last is not None:
+            stage.restore(log, last.batch_id)
+            self.next_id = last.batch_id + 1
+            self.offset = last.offsets.get(self.shard)
+        self.sink = spec.sink(self.shard)
+
+    async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
+        """One micro-batch of the delivered chunks; the lease checkpoint after its commit."""
+        last = batch.records[-1].sequence_number
+        async with self._lock:
+            await self._batch([r.data for r in batch.records], last)
+            await checkpointer.checkpoint(last)
+            await self._owed()
+
+    async def _batch(self, chunks: Sequence[bytes] | None, last: str | None) -> None:
+        """Batch N: offsets, apply (or a batch without input), sink, state, commit."""
+        stage, log, sink = self.stage, self.log, self.sink
+        assert stage is not None and log is not None and sink is not None
+        bid = self.next_id
+        offset = last or self.offset
+        offsets = {self.shard: offset} if offset is not None else {}
+        await asyncio.to_thread(log.write_offsets, bid, offsets)
+        now = self._clock()
+        if chunks is None:
+            result: BatchResult = await asyncio.to_thread(stage.run_no_data, now)
+        else:
+            result = await asyncio.to_thread(stage.apply, chunks, now)
+        await sink.add_batch(bid, result.output.to_arrow())
+        await asyncio.to_thread(stage.checkpoint_state, log, bid)
+        await asyncio.to_thread(log.write_commit, bid, offsets, {"watermark": result.watermark})
+        self.next_id, self.offset = bid + 1, offset
+        status = TaskStatus(
+            "aggregation", self.shard, self.spec.worker_id, bid,
+            self._watermark_ms(), self._lag(self.shard), result.output.height,
+            stage.duplicates_dropped,
+        )  # fmt: skip
+        await asyncio.to_thread(write_status, self.root, status)
+
+    async def _owed(self) -> None:
+        """Run batches without input while the stage owes one (Spark's no-data batch)."""
+        stage = self.stage
+        assert stage is not None
+        while stage.owes_batch:
+            await self._batch(None, None)
+
+    async def _tick(self) -> None:
+        """Between deliveries, run the batch a moved fleet watermark owes."""
+        period = max(self.spec.interval, 1.0)
+        while True:
+            await asyncio.sleep(period)
+            async with self._lock:
+                await self._owed()
+
+    def _watermark_ms(self) -> int | None:
+        stage = self.stage
+        mark = stage.fleet_watermark if stage is not None else None
+        plan = self.spec.fleet_plan
+        return None if mark is None else int(plan.to_ms(mark))
+
+    async def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    async def lease_lost(self, shard_id: str) -> None:
+        """Stop the ticker; the next owner restores from the last commit."""
+        await self._stop_ticker()
+
+    async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        """Stop the ticker (every batch was checkpointed when it committed)."""
+        await self._stop_ticker()
+
+    async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
+        """The exchange stream is never resharded; checkpoint SHARD_END if it was."""
+        await self._stop_ticker()
+        await checkpointer.checkpoint()

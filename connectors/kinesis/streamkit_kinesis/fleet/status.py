@@ -1,0 +1,67 @@
+"""Task status files of a fleet (FLEET.md point 10), read by ``streamkit status APP``.
+
+After each batch a task writes ``<checkpoint root>/fleet/tasks/<kind>-<shard id>.json``
+through the checkpoint store (local: temp file + rename; S3: one PUT), so a reader never
+sees half a file. The last writer of a task's file is its current owner.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from streamkit.streaming.contracts import CheckpointStore
+
+TaskKind = Literal["source", "aggregation"]
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One task's state after its last batch."""
+
+    kind: TaskKind
+    shard: str
+    worker: str
+    batch: int
+    """The task's last batch (aggregation: its batch id; source: batches emitted here)."""
+    watermark_ms: int | None
+    """Source: the shard's max event time minus the delay; aggregation: the fleet watermark."""
+    lag_ms: int | None
+    """MillisBehindLatest of the task's last read."""
+    rows: int
+    """Rows of the task's last batch (source: records read; aggregation: output rows)."""
+    duplicates_dropped: int
+    """Aggregation: chunks dropped as already applied, since this task's state began."""
+    updated: str = ""
+
+    def encode(self) -> bytes:
+        body = asdict(self)
+        body["updated"] = self.updated or datetime.now(UTC).isoformat()
+        return json.dumps(body).encode()
+
+
+def status_path(kind: TaskKind, shard: str) -> str:
+    """The file of a task, relative to the checkpoint root."""
+    return f"fleet/tasks/{kind}-{shard}.json"
+
+
+def write_status(store: CheckpointStore, status: TaskStatus) -> None:
+    """Write ``status`` atomically (blocking: call it off the event loop)."""
+    store.write_bytes(status_path(status.kind, status.shard), status.encode())
+
+
+def read_statuses(store: CheckpointStore) -> list[dict[str, object]]:
+    """Every task's last status under the root (unreadable files skipped)."""
+    out = []
+    for name in store.list("fleet/tasks"):
+        raw = store.read_bytes(f"fleet/tasks/{name}")
+        if raw is None:
+            continue
+        try:
+            out.append(dict(json.loads(raw)))
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,132 @@
+"""One fleet member on Kinesis: two :class:`~streamkit_kinesis.consumer.KinesisConsumer`s in
+one process (FLEET.md decisions 1-3, 8).
+
+- source tasks: leases of the source stream in the app's lease table ``<app>``
+  (:mod:`.source_task`);
+- aggregation tasks (stateful plans only): leases of the exchange stream
+  ``<app>-exchange`` in the table ``<app>-exchange`` (:mod:`.aggregation_task`); the
+  exchange stream is created by the first worker (:func:`.exchange.ensure_exchange`).
+
+Each kind is balanced on its own by the existing taker; a worker joining, leaving or dying
+moves leases as for any KCL application. Transient faults (throttling, an unreachable
+endpoint) stall the affected shard and resume by themselves (the consumers retry). A
+graceful stop (:meth:`KinesisFleetWorker.request_stop`, SIGTERM/SIGINT through the member)
+stops the source consumer first (the batch in flight finishes and is checkpointed), then the
+aggregation consumer, each releasing its leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from streamkit.streaming.checkpoint_store import open_checkpoint_store
+from streamkit_kinesis.consumer import InitialPosition
+from streamkit_kinesis.fleet.aggregation_task import AggregationTask
+from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
+from streamkit_kinesis.source.session import build_consumer
+from streamkit_kinesis.source.tasks import first_of
+
+if TYPE_CHECKING:
+    from streamkit.fleet.member import FleetSpec
+    from streamkit_kinesis.consumer import KinesisConsumer
+    from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.source.session import ConsumerParts
+    from streamkit_kinesis.source.stream_source import KinesisStreamSource
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 60.0
+"""How long a batch in flight may run on at a graceful stop (it is checkpointed then)."""
+
+
+def _lag(consumer: KinesisConsumer) -> object:
+    def lag(shard_id: str) -> int | None:
+        return consumer.metrics().shard(shard_id).millis_behind_latest
+
+    return lag
+
+
+class KinesisFleetWorker:
+    """The tasks of one fleet member reading a Kinesis source (see the module docstring)."""
+
+    def __init__(self, source: KinesisStreamSource, spec: FleetSpec) -> None:
+        self.source, self.spec = source, spec
+        self.config = replace(
+            source.config,
+            worker_id=spec.worker_id,
+            shutdown_grace=max(source.config.shutdown_grace, SHUTDOWN_GRACE),
+        )
+        self._stop: asyncio.Event | None = None
+        self.parts: list[ConsumerParts] = []
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (call on the worker's event loop)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self) -> None:
+        """Start the aggregation tasks (stateful plans) and the source tasks; run until
+        stopped; stop gracefully; re-raise what stopped a consumer."""
+        self._stop = asyncio.Event()
+        spec, source, clock = self.spec, self.source, time.monotonic
+        root = await asyncio.to_thread(open_checkpoint_store, spec.checkpoint)
+        decoder = source.decoder
+        _ = source.schema  # infer it now (a JSON decoder without a schema), not per task
+        emit, partitions = None, 0
+        if not spec.fleet_plan.stateless:
+            emit, partitions = await self._start_exchange(root, clock)
+        parts = build_consumer(self.config, source.endpoint, source.lease_endpoint, clock)
+        self.parts.append(parts)
+        consumer = parts.consumer
+        ctx = SourceContext(spec, decoder, root, emit, partitions, _lag(consumer))  # type: ignore[arg-type]
+        try:
+            await parts.store.create_table_if_not_exists()
+            await consumer.start(lambda: SourceTask(ctx))
+            joins = [p.consumer.join() for p in self.parts]
+            await first_of(self._stop.wait(), *joins)
+        finally:
+            await self._shutdown()
+
+    async def _start_exchange(self, root: object, clock: object) -> tuple[object, int]:
+        """Create (or find) the exchange stream, start the aggregation consumer, and return
+        the two-phase ``emit`` of the source tasks and the number of partitions."""
+        from streamkit_kinesis.client import kinesis_client
+        from streamkit_kinesis.fleet.exchange import ensure_exchange
+        from streamkit_kinesis.fleet.two_phase import emit_exactly_once
+        from streamkit_kinesis.fleet.writer import ExchangeWriter
+
+        spec, source = self.spec, self.source
+        client = kinesis_client(source.endpoint)
+        layout = await ensure_exchange(client, source.app_name, spec.options.exchange_shards)
+        writer = ExchangeWriter(client, layout)
+        config = replace(
+            self.config,
+            app_name=f"{source.app_name}-exchange",
+            stream=layout.stream,
+            initial_position=InitialPosition.trim_horizon(),
+        )
+        parts = build_consumer(config, source.endpoint, source.lease_endpoint, time.monotonic)
+        self.parts.append(parts)
+        consumer = parts.consumer
+        lag = _lag(consumer)
+        await parts.store.create_table_if_not_exists()
+        await consumer.start(lambda: AggregationTask(spec, root, lag))  # type: ignore[arg-type]
+
+        async def emit(checkpointer: Checkpointer, last: str, chunks: list[list[bytes]]) -> None:
+            await emit_exactly_once(checkpointer, last, writer, chunks)
+
+        return emit, spec.options.exchange_shards
+
+    async def _shutdown(self) -> None:
+        """Stop the source consumer first, then the aggregation consumer; log failures."""
+        for parts in reversed(self.parts):
+            with contextlib.suppress(Exception):
+                await parts.consumer.stop()
+            closer = getattr(parts.client, "close", None)
+            if callable(closer):
+                closer()
