@@ -87,7 +87,9 @@ class AggregationTask(BaseRecordProcessor):
     async def _batch(self, chunks: Sequence[bytes] | None, last: str | None) -> None:
         """Batch N: offsets, apply (or a batch without input), sink, state, commit."""
         stage, log, sink = self.stage, self.log, self.sink
-        assert stage is not None and log is not None and sink is not None
+        assert stage is not None
+        assert log is not None
+        assert sink is not None
         bid = self.next_id
         offset = last or self.offset
         offsets = {self.shard: offset} if offset is not None else {}

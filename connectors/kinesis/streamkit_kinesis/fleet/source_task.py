@@ -47,6 +47,11 @@ FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 put of its ``n``-th exchange batch, before that batch's checkpoint (issue 14, test 4)."""
 
 
+def _fault_after() -> int | None:
+    kind, _, n = os.environ.get(FAULT_ENV, "").partition(":")
+    return int(n) if kind == "kill_before_checkpoint" and n.isdigit() else None
+
+
 @dataclass
 class SourceContext:
     """What every source task of one worker shares."""
@@ -63,12 +68,7 @@ class SourceContext:
     """MillisBehindLatest of a shard."""
     emitted: int = 0
     """Exchange batches emitted by this worker (the fault hook counts them)."""
-    fault_after: int | None = field(default_factory=lambda: _fault_after())
-
-
-def _fault_after() -> int | None:
-    kind, _, n = os.environ.get(FAULT_ENV, "").partition(":")
-    return int(n) if kind == "kill_before_checkpoint" and n.isdigit() else None
+    fault_after: int | None = field(default_factory=_fault_after)
 
 
 class _KillBeforeCheckpoint:
@@ -153,7 +153,9 @@ class SourceTask(BaseRecordProcessor):
         """The source batches ``records`` complete: skipped records dropped; while an exact
         re-read is due, records up to its end are held until the end is reached, then run
         as one batch; the rest as a batch of its own."""
-        fresh = [r for r in records if self.skip_to is None or int(r.sequence_number) > self.skip_to]
+        fresh = [
+            r for r in records if self.skip_to is None or int(r.sequence_number) > self.skip_to
+        ]
         if self.replay_to is None:
             return [fresh] if fresh else []
         end = self.replay_to
@@ -205,7 +207,8 @@ class SourceTask(BaseRecordProcessor):
     async def _direct(self, out: Any, last: str, checkpointer: Checkpointer) -> None:
         """A stateless batch straight to the sink under the shard's checkpoint log."""
         log, sink = self.log, self.sink
-        assert log is not None and sink is not None
+        assert log is not None
+        assert sink is not None
         bid, offsets = self.next_id, {self.shard: last}
         await asyncio.to_thread(log.write_offsets, bid, offsets)
         await sink.add_batch(bid, out.rows.to_arrow())
@@ -227,4 +230,6 @@ class SourceTask(BaseRecordProcessor):
 
         buf = io.BytesIO()
         pq.write_table(dead, buf)
-        self.ctx.store.write_bytes(f"fleet/dead_letters/{self.shard}/{last}.parquet", buf.getvalue())
+        self.ctx.store.write_bytes(
+            f"fleet/dead_letters/{self.shard}/{last}.parquet", buf.getvalue()
+        )

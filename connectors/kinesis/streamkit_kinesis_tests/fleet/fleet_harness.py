@@ -1,0 +1,203 @@
+"""What the fleet integration tests share: worker processes (``fleet_job.py`` with
+``STREAMKIT_FLEET=1``), the records they read, the ground truth computed with DuckDB from
+the records put, and the sink read back as one Parquet dataset (pyarrow, no streamkit code).
+
+Every wait is on an observable event (a status file, the sink's rows, a process exit)
+under a generous deadline; nothing sleeps a fixed time to let something happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.leases import DynamoDBLeaseStore
+
+from streamkit.testing.events import SCHEMA, make_events
+
+if TYPE_CHECKING:
+    from streamkit.config import AwsEndpoint
+
+JOB = Path(__file__).with_name("fleet_job.py")
+LATER = timedelta(days=1)
+"""Event time of the closing records, after the data's 30 minutes."""
+
+Row = tuple[int, str, int, int, float]
+"""(window start in µs since the epoch, action, count, sum, avg)."""
+
+
+@dataclass
+class Worker:
+    """One worker process of the fleet, its stdout lines collected."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, name: str, args: list[str], log: Path, **env: str) -> Worker:
+        environ = {**os.environ, "STREAMKIT_FLEET": "1", "STREAMKIT_WORKER_ID": name, **env}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(JOB), *args, env=environ,
+            stdout=asyncio.subprocess.PIPE, stderr=log.open("ab"),
+        )  # fmt: skip
+        worker = cls(name, proc)
+        worker.reader = asyncio.create_task(worker._read())
+        return worker
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.lines.append(line.decode().strip())
+
+    async def terminate(self, timeout: float = 180.0) -> int:
+        """SIGTERM (graceful stop) and wait for the exit; the exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        return await self.wait(timeout)
+
+    async def kill(self) -> None:
+        """SIGKILL and reap."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.wait(60.0)
+
+    async def wait(self, timeout: float) -> int:
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self.reader is not None:
+            await self.reader
+        return code
+
+
+def payloads(n: int, seed: int) -> list[bytes]:
+    """``n`` events (JSON) over 30 minutes, 5 actions (:func:`make_events`)."""
+    return [data for data, _ in make_events(n, seed)[1]]
+
+
+def closers() -> list[bytes]:
+    """One event a day after the data: put to every shard, it closes every data window."""
+    t = (datetime(2024, 5, 1, 12, 0, tzinfo=UTC) + LATER).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return [json.dumps({"event_time": t, "action": "view", "user_id": "c", "value": 0}).encode()]
+
+
+def put_random_keys(endpoint: AwsEndpoint, stream: str, data: list[bytes]) -> dict[str, int]:
+    """PutRecords with a random partition key per record (every key on every shard);
+    returns the last sequence number put to each shard."""
+    client = kinesis_client(endpoint)
+    last: dict[str, int] = {}
+    for start in range(0, len(data), 500):
+        chunk = data[start : start + 500]
+        out = client.put_records(
+            StreamName=stream,
+            Records=[{"Data": d, "PartitionKey": uuid.uuid4().hex} for d in chunk],
+        )
+        assert out.get("FailedRecordCount", 0) == 0, out
+        for r in out["Records"]:
+            last[r["ShardId"]] = max(last.get(r["ShardId"], 0), int(r["SequenceNumber"]))
+    return last
+
+
+async def checkpointed(endpoint: AwsEndpoint, app: str, last: dict[str, int]) -> bool:
+    """True once every source lease of ``app`` is checkpointed at or after ``last``."""
+    leases = {
+        x.lease_key: x.checkpoint for x in await DynamoDBLeaseStore(endpoint, app).list_leases()
+    }
+    for shard, seq in last.items():
+        cp = leases.get(shard)
+        if cp is None or cp.is_sentinel or cp.as_int() < seq:
+            return False
+    return True
+
+
+def put_every_shard(endpoint: AwsEndpoint, stream: str, data: bytes) -> None:
+    """``data`` once to every shard (ExplicitHashKey = the shard's starting hash key)."""
+    client = kinesis_client(endpoint)
+    for shard in client.list_shards(StreamName=stream)["Shards"]:
+        key = shard["HashKeyRange"]["StartingHashKey"]
+        client.put_record(StreamName=stream, Data=data, PartitionKey="c", ExplicitHashKey=key)
+
+
+def truth(data: list[bytes]) -> list[Row]:
+    """The expected result, computed by DuckDB from the records put."""
+    rows = [json.loads(d) for d in data]
+    table = pa.Table.from_pylist(
+        [{**r, "event_time": datetime.fromisoformat(r["event_time"])} for r in rows],
+        schema=SCHEMA,
+    )
+    con = duckdb.connect()
+    con.register("events", table)
+    out = con.execute(
+        "SELECT epoch_us(time_bucket(INTERVAL 1 minute, event_time)) AS start, action, "
+        "count(*) AS n, sum(value) AS total, avg(value) AS mean "
+        "FROM events GROUP BY ALL ORDER BY start, action"
+    ).fetchall()
+    return [(int(s), str(a), int(n), int(t), float(m)) for s, a, n, t, m in out]
+
+
+def sink_rows(out: Path) -> list[Row]:
+    """The Parquet sink read as one dataset (every task's files), sorted."""
+    if not out.exists() or not any(out.glob("*.parquet")):
+        return []
+    table = ds.dataset(str(out), format="parquet").to_table()
+    rows = []
+    for r in table.to_pylist():
+        start = r["window"]["start"]
+        us = int(start.timestamp()) * 1_000_000 + start.microsecond
+        rows.append((us, str(r["action"]), int(r["n"]), int(r["total"]), float(r["mean"])))
+    return sorted(rows)
+
+
+def same(got: list[Row], want: list[Row]) -> bool:
+    """Equal rows (averages to 1e-9 relative)."""
+    return len(got) == len(want) and all(
+        g[:4] == w[:4] and abs(g[4] - w[4]) <= 1e-9 * max(1.0, abs(w[4]))
+        for g, w in zip(got, want, strict=True)
+    )
+
+
+def statuses(root: Path) -> list[dict[str, Any]]:
+    """Every task status file of the fleet."""
+    folder = root / "fleet" / "tasks"
+    out = []
+    for f in sorted(folder.glob("*.json")) if folder.exists() else []:
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(f.read_text()))
+    return out
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool] | bool], timeout: float) -> None:
+    """Poll ``check`` every 0.2 s until true; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def drop_fleet_tables(endpoint: AwsEndpoint, app: str) -> None:
+    """Delete both lease tables and the exchange stream of ``app``."""
+    for table in (app, f"{app}-exchange"):
+        with contextlib.suppress(Exception):
+            await DynamoDBLeaseStore(endpoint, table).delete_table()
+    with contextlib.suppress(Exception):
+        kinesis_client(endpoint).delete_stream(StreamName=f"{app}-exchange")

@@ -1,0 +1,207 @@
+"""Issue 14, tests 1, 4 and 5: a windowed aggregation run by a fleet of worker processes
+(``fleet_job.py`` with ``STREAMKIT_FLEET=1``) over an 8-shard LocalStack stream written
+with random partition keys, so every action occurs on every shard and every group needs
+rows of every shard. The Parquet sink, read as one dataset, must equal DuckDB's answer over
+the records put, exactly (count and sum; the average to 1e-9).
+
+The scenario: the data are put; once every source lease is checkpointed at its shard's
+last record (the lease table says so), one closing record a day later is put to every
+shard: append mode then emits every data window, once. The test waits for the sink to hold
+as many rows as the truth, stops the workers with SIGTERM (graceful: exit 0), and compares
+the sink with the truth (a window emitted twice, lost, or with a wrong count fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from streamkit_kinesis.leases import LEADER_LEASE_KEY, DynamoDBLeaseStore
+from streamkit_kinesis.testing.streams import fresh_stream, unique
+
+from streamkit_kinesis_tests.fleet.fleet_harness import (
+    Worker,
+    checkpointed,
+    closers,
+    drop_fleet_tables,
+    payloads,
+    put_every_shard,
+    put_random_keys,
+    same,
+    sink_rows,
+    statuses,
+    truth,
+    until,
+)
+
+if TYPE_CHECKING:
+    from streamkit.config import AwsEndpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
+
+SHARDS = 8
+EVENTS = 3000
+
+
+class Fleet:
+    """The workers of one app name, reading one stream into one sink."""
+
+    def __init__(self, ep: AwsEndpoint, stream: str, app: str, tmp: Path) -> None:
+        assert ep.url is not None
+        self.ep, self.app = ep, app
+        self.root, self.out, self.log = tmp / f"{app}-ck", tmp / f"{app}-out", tmp / f"{app}.log"
+        self.args = ["--endpoint", ep.url, "--stream", stream, "--app", app,
+                     "--checkpoint", str(self.root), "--out", str(self.out)]  # fmt: skip
+        self.workers: list[Worker] = []
+
+    async def add(self, name: str, **env: str) -> Worker:
+        worker = await Worker.start(name, self.args, self.log, **env)
+        self.workers.append(worker)
+        return worker
+
+    async def stop(self) -> None:
+        """SIGTERM every live worker; each must exit 0."""
+        live = [w for w in self.workers if w.proc.returncode is None]
+        codes = await asyncio.gather(*(w.terminate() for w in live))
+        assert codes == [0] * len(live), self.tail()
+
+    async def kill_all(self) -> None:
+        await asyncio.gather(*(w.kill() for w in self.workers))
+
+    def tail(self) -> str:
+        return self.log.read_text()[-4000:] if self.log.exists() else "(no log)"
+
+    async def read_all(self, last: dict[str, int]) -> None:
+        """Wait until every source lease is checkpointed at its shard's last record."""
+
+        async def read_all() -> bool:
+            self.check_alive()
+            return await checkpointed(self.ep, self.app, last)
+
+        await until(f"{self.app}: every source shard read", read_all, 420)
+
+    def check_alive(self) -> None:
+        """No worker exited, except one killed with SIGKILL."""
+        dead = [w for w in self.workers if w.proc.returncode not in (None, -9)]
+        assert not dead, (
+            f"workers exited: {[(w.name, w.proc.returncode) for w in dead]}\n{self.tail()}"
+        )
+
+
+async def close_and_collect(ep: AwsEndpoint, stream: str, fleets: list[Fleet], want: int) -> None:
+    """Put the closing records, then wait until every fleet's sink holds ``want`` rows."""
+    await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
+    for fleet in fleets:
+
+        def full(f: Fleet = fleet) -> bool:
+            f.check_alive()
+            return len(sink_rows(f.out)) >= want
+
+        await until(f"{fleet.app}: {want} windows in the sink", full, 420)
+
+
+async def test_three_workers_count_sum_avg_equal_duckdb(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Test 1: three workers, exact result."""
+    ep = localstack_endpoint
+    data = payloads(EVENTS, seed=14)
+    want = truth(data)
+    async with fresh_stream(ep, SHARDS, "fleet") as (stream, _):
+        fleet = Fleet(ep, stream, unique("fl"), tmp_path)
+        try:
+            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
+            for i in range(3):
+                await fleet.add(f"w{i}")
+            await fleet.read_all(last)
+            await close_and_collect(ep, stream, [fleet], len(want))
+            await fleet.stop()
+        finally:
+            await fleet.kill_all()
+            await drop_fleet_tables(ep, fleet.app)
+    got = sink_rows(fleet.out)
+    assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
+    kinds = {s["kind"] for s in statuses(fleet.root)}
+    assert kinds == {"source", "aggregation"}
+
+
+async def test_worker_killed_between_put_and_checkpoint_duplicate_dropped(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Test 4: one worker SIGKILLs itself after the put of its second exchange batch and
+    before that batch's checkpoint (``STREAMKIT_FLEET_FAULT``); the worker taking its lease
+    over re-reads the pending range and emits the same chunks again, which the aggregation
+    tasks drop (counted in their status files); totals stay exact."""
+    ep = localstack_endpoint
+    data = payloads(EVENTS, seed=41)
+    want = truth(data)
+    async with fresh_stream(ep, SHARDS, "fleetk") as (stream, _):
+        fleet = Fleet(ep, stream, unique("fk"), tmp_path)
+        try:
+            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
+            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+            assert victim.proc.returncode == -9, fleet.tail()
+            for i in range(2):
+                await fleet.add(f"w{i}")
+            await fleet.read_all(last)
+            await close_and_collect(ep, stream, [fleet], len(want))
+            await fleet.stop()
+        finally:
+            await fleet.kill_all()
+            await drop_fleet_tables(ep, fleet.app)
+    got = sink_rows(fleet.out)
+    assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
+    dropped = sum(
+        s["duplicates_dropped"] for s in statuses(fleet.root) if s["kind"] == "aggregation"
+    )
+    assert dropped > 0, statuses(fleet.root)
+
+
+async def test_second_app_on_the_same_stream_is_unaffected(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Test 5: two fleets with different app names read the same stream at once (two
+    workers and one); each gets the whole exact result, and each lease table is held by
+    its own workers only."""
+    ep = localstack_endpoint
+    data = payloads(EVENTS, seed=5)
+    want = truth(data)
+    async with fresh_stream(ep, SHARDS, "fleet2") as (stream, _):
+        one, two = (
+            Fleet(ep, stream, unique("fa"), tmp_path),
+            Fleet(ep, stream, unique("fb"), tmp_path),
+        )
+        try:
+            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
+            await one.add("a0")
+            await one.add("a1")
+            await two.add("b0")
+            await one.read_all(last)
+            await two.read_all(last)
+            owners_one = await lease_owners(ep, one.app)
+            owners_two = await lease_owners(ep, two.app)
+            await close_and_collect(ep, stream, [one, two], len(want))
+            await one.stop()
+            await two.stop()
+        finally:
+            await one.kill_all()
+            await two.kill_all()
+            await drop_fleet_tables(ep, one.app)
+            await drop_fleet_tables(ep, two.app)
+    for fleet in (one, two):
+        got = sink_rows(fleet.out)
+        assert same(got, want), f"{fleet.app}: {len(got)} rows vs {len(want)}"
+    assert owners_one <= {"a0", "a1"}, owners_one
+    assert owners_two == {"b0"}, owners_two
+
+
+async def lease_owners(ep: AwsEndpoint, app: str) -> set[str | None]:
+    """The owners of the source and exchange leases of ``app`` (not its leader lease)."""
+    owners: set[str | None] = set()
+    for table in (app, f"{app}-exchange"):
+        leases = await DynamoDBLeaseStore(ep, table).list_leases()
+        owners |= {x.lease_owner for x in leases if x.lease_key != LEADER_LEASE_KEY}
+    return owners
