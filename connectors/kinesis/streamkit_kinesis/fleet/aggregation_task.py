@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import BaseRecordProcessor
-from streamkit_kinesis.fleet.status import TaskStatus, write_status
+from streamkit_kinesis.fleet.status import TaskStatus, ticks_to_ms, write_status
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -44,7 +44,7 @@ class AggregationTask(BaseRecordProcessor):
         spec: FleetSpec,
         store: CheckpointStore,
         lag: Callable[[str], int | None],
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec, self.root, self._lag, self._clock = spec, store, lag, clock
         self.shard = ""
@@ -68,7 +68,9 @@ class AggregationTask(BaseRecordProcessor):
         spec = self.spec
         where = f"{spec.checkpoint.rstrip('/')}/exchange/{self.shard}"
         log = self.log = CheckpointLog(open_checkpoint_store(where))
-        stage = self.stage = AggregationStage(spec.fleet_plan, spec.options.idle_timeout)
+        stage = self.stage = AggregationStage(
+            spec.fleet_plan, idle_timeout=spec.options.idle_timeout, query=spec.name
+        )
         last = log.latest()
         if last is not None:
             stage.restore(log, last.batch_id)
@@ -123,13 +125,15 @@ class AggregationTask(BaseRecordProcessor):
         while True:
             await asyncio.sleep(period)
             async with self._lock:
+                stage = self.stage
+                if stage is not None:
+                    stage.refresh(self._clock())
                 await self._owed()
 
     def _watermark_ms(self) -> int | None:
+        """The fleet watermark this task uses, in ms."""
         stage = self.stage
-        mark = stage.fleet_watermark if stage is not None else None
-        plan = self.spec.fleet_plan
-        return None if mark is None else int(plan.to_ms(mark))
+        return ticks_to_ms(self.spec.fleet_plan, stage.fleet_watermark if stage else None)
 
     async def _stop_ticker(self) -> None:
         if self._ticker is not None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+
+import polars as pl
 import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -28,19 +30,24 @@ from typing import TYPE_CHECKING, Any, cast
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import BaseRecordProcessor
-from streamkit_kinesis.fleet.status import TaskStatus, write_status
+from streamkit_kinesis.fleet.status import TaskStatus, source_watermark_ms, write_status
 from streamkit_kinesis.source.batch import decode_taken
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import pyarrow as pa
 
     from streamkit.fleet.member import FleetSpec
+    from streamkit.fleet.source_stage import SourceOutput
     from streamkit.streaming.contracts import CheckpointStore, Sink
     from streamkit.streaming.decode import Decoder
     from streamkit_kinesis.leases import Checkpointer
-    from streamkit_kinesis.types import ExtendedSequenceNumber, KinesisRecord, RecordBatch
+    from streamkit_kinesis.consumer import InitializationInput
+    from streamkit_kinesis.types import KinesisRecord, RecordBatch
+
+    Emit = Callable[[Checkpointer, str, list[list[bytes]]], Awaitable[None]]
+    """``emit(checkpointer, last, parts)``: the two-phase put of one source batch."""
 
 FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``kill_before_checkpoint:<n>`` SIGKILLs this process after the
@@ -60,8 +67,8 @@ class SourceContext:
     decoder: Decoder
     store: CheckpointStore
     """The checkpoint root."""
-    emit: Callable[[Checkpointer, str, list[list[bytes]]], Any] | None
-    """``emit(checkpointer, last, parts)``: the two-phase put (None: stateless plan)."""
+    emit: Emit | None
+    """The two-phase put of a batch's chunks (None: a stateless plan, no exchange)."""
     partitions: int
     """Exchange partitions (0 for a stateless plan)."""
     lag: Callable[[str], int | None]
@@ -89,9 +96,12 @@ class SourceTask(BaseRecordProcessor):
 
     def __init__(self, ctx: SourceContext) -> None:
         from streamkit.fleet.source_stage import SourceStage
+        from streamkit.streaming.incremental import IncrementalQuery
 
         self.ctx = ctx
-        self.stage = SourceStage(ctx.spec.fleet_plan)
+        fleet = ctx.spec.fleet_plan
+        self.stage = None if fleet.stateless else SourceStage(fleet)
+        self.engine = IncrementalQuery(fleet.plan, fleet.mode) if fleet.stateless else None
         self.shard = ""
         self.first: str | None = None
         """The checkpoint the next batch starts after (None: the shard's start)."""
@@ -106,15 +116,15 @@ class SourceTask(BaseRecordProcessor):
         self.sink: Sink | None = None
         self.next_id = 0
 
-    async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
+    async def initialize_with(self, init: InitializationInput) -> None:
         """Find where this task resumes: a pending checkpoint (exchange) or a logged batch
         that never committed (stateless) is re-read exactly before anything else."""
-        self.shard = shard_id
-        self.first = None if start.is_sentinel else start.sequence_number
+        self.shard = init.shard_id
+        self.first = None if init.start.is_sentinel else init.start.sequence_number
         if self.ctx.emit is not None:
-            pending = getattr(start, "pending", None)
-            if pending is not None:
-                self.replay_to = int(pending)
+            pending = init.pending_checkpoint
+            if pending is not None and not pending.is_sentinel:
+                self.replay_to = pending.as_int()
             return
         await asyncio.to_thread(self._open_log)
 
@@ -176,10 +186,12 @@ class SourceTask(BaseRecordProcessor):
         rows, dead = await decode_taken(self.ctx.decoder, {self.shard: records})
         if dead.num_rows:
             await asyncio.to_thread(self._dead_letters, dead, last)
-        out = await asyncio.to_thread(self.stage.run, rows)
-        if self.ctx.emit is None:
-            await self._direct(out, last, checkpointer)
+        frame = pl.from_arrow(rows)
+        assert isinstance(frame, pl.DataFrame)
+        if self.stage is None:
+            await self._direct(frame, last, checkpointer)
         else:
+            out = await asyncio.to_thread(self.stage.run, frame)
             await self._exchange(out, last, bool(batch and batch.shard_ended), checkpointer)
         self.first = last
         self.batches += 1
@@ -189,10 +201,12 @@ class SourceTask(BaseRecordProcessor):
         )  # fmt: skip
         await asyncio.to_thread(write_status, self.ctx.store, status)
 
-    async def _exchange(self, out: Any, last: str, ended: bool, checkpointer: Checkpointer) -> None:
+    async def _exchange(
+        self, out: SourceOutput, last: str, ended: bool, checkpointer: Checkpointer
+    ) -> None:
         """Chunks to every exchange partition, by the two-phase checkpoint."""
-        ctx = self.ctx
-        batch_max = getattr(out, "max_event", None)
+        ctx, batch_max = self.ctx, out.max_event
+        assert self.stage is not None
         if batch_max is not None:
             self.max_event = batch_max if self.max_event is None else max(self.max_event, batch_max)
         parts = self.stage.chunks(
@@ -204,24 +218,24 @@ class SourceTask(BaseRecordProcessor):
             checkpointer = cast("Checkpointer", _KillBeforeCheckpoint(checkpointer))
         await ctx.emit(checkpointer, last, parts)
 
-    async def _direct(self, out: Any, last: str, checkpointer: Checkpointer) -> None:
+    async def _direct(self, rows: pl.DataFrame, last: str, checkpointer: Checkpointer) -> None:
         """A stateless batch straight to the sink under the shard's checkpoint log."""
-        log, sink = self.log, self.sink
+        log, sink, engine = self.log, self.sink, self.engine
         assert log is not None
         assert sink is not None
+        assert engine is not None
         bid, offsets = self.next_id, {self.shard: last}
         await asyncio.to_thread(log.write_offsets, bid, offsets)
-        await sink.add_batch(bid, out.rows.to_arrow())
+        result = await asyncio.to_thread(engine.run, rows)
+        await sink.add_batch(bid, result.output.to_arrow())
         await asyncio.to_thread(log.write_commit, bid, offsets, {})
         self.next_id = bid + 1
         self.skip_to = int(last)
         await checkpointer.checkpoint(last)
 
     def _watermark_ms(self) -> int | None:
-        plan = self.ctx.spec.fleet_plan
-        if self.max_event is None or getattr(plan, "delay", None) is None:
-            return None
-        return int(plan.to_ms(self.max_event - plan.delay))
+        """The shard's max event time minus the watermark delay, in ms."""
+        return source_watermark_ms(self.ctx.spec.fleet_plan, self.max_event)
 
     def _dead_letters(self, dead: pa.Table, last: str) -> None:
         import io

@@ -13,7 +13,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from streamkit.fleet.fleet_plan import FleetPlan
     from streamkit.streaming.contracts import CheckpointStore
+
+_PER_MS = {"ns": 1_000_000, "us": 1_000, "ms": 1}
 
 TaskKind = Literal["source", "aggregation"]
 
@@ -41,6 +44,21 @@ class TaskStatus:
         body = asdict(self)
         body["updated"] = self.updated or datetime.now(UTC).isoformat()
         return json.dumps(body).encode()
+
+
+def ticks_to_ms(fleet: FleetPlan, ticks: int | None) -> int | None:
+    """A time in ticks of the plan's watermark column as ms since the epoch."""
+    if ticks is None or fleet.mark is None:
+        return None
+    return ticks // _PER_MS[fleet.time_unit()]
+
+
+def source_watermark_ms(fleet: FleetPlan, max_event: int | None) -> int | None:
+    """A source shard's watermark: its max event time minus the delay, in ms."""
+    ms = ticks_to_ms(fleet, max_event)
+    if ms is None or fleet.mark is None:
+        return None
+    return ms - fleet.mark.delay_ns // 1_000_000
 
 
 def status_path(kind: TaskKind, shard: str) -> str:

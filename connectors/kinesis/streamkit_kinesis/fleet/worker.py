@@ -32,8 +32,12 @@ from streamkit_kinesis.source.session import build_consumer
 from streamkit_kinesis.source.tasks import first_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from streamkit.fleet.member import FleetSpec
+    from streamkit.streaming.contracts import CheckpointStore
     from streamkit_kinesis.consumer import KinesisConsumer
+    from streamkit_kinesis.fleet.source_task import Emit
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.source.session import ConsumerParts
     from streamkit_kinesis.source.stream_source import KinesisStreamSource
@@ -44,7 +48,9 @@ SHUTDOWN_GRACE = 60.0
 """How long a batch in flight may run on at a graceful stop (it is checkpointed then)."""
 
 
-def _lag(consumer: KinesisConsumer) -> object:
+def _lag(consumer: KinesisConsumer) -> Callable[[str], int | None]:
+    """MillisBehindLatest of a shard read by ``consumer`` (None before its first read)."""
+
     def lag(shard_id: str) -> int | None:
         return consumer.metrics().shard(shard_id).millis_behind_latest
 
@@ -77,13 +83,14 @@ class KinesisFleetWorker:
         root = await asyncio.to_thread(open_checkpoint_store, spec.checkpoint)
         decoder = source.decoder
         _ = source.schema  # infer it now (a JSON decoder without a schema), not per task
-        emit, partitions = None, 0
+        emit: Emit | None = None
+        partitions = 0
         if not spec.fleet_plan.stateless:
-            emit, partitions = await self._start_exchange(root, clock)
+            emit, partitions = await self._start_exchange(root)
         parts = build_consumer(self.config, source.endpoint, source.lease_endpoint, clock)
         self.parts.append(parts)
         consumer = parts.consumer
-        ctx = SourceContext(spec, decoder, root, emit, partitions, _lag(consumer))  # type: ignore[arg-type]
+        ctx = SourceContext(spec, decoder, root, emit, partitions, _lag(consumer))
         try:
             await parts.store.create_table_if_not_exists()
             await consumer.start(lambda: SourceTask(ctx))
@@ -92,7 +99,7 @@ class KinesisFleetWorker:
         finally:
             await self._shutdown()
 
-    async def _start_exchange(self, root: object, clock: object) -> tuple[object, int]:
+    async def _start_exchange(self, root: CheckpointStore) -> tuple[Emit, int]:
         """Create (or find) the exchange stream, start the aggregation consumer, and return
         the two-phase ``emit`` of the source tasks and the number of partitions."""
         from streamkit_kinesis.client import kinesis_client
@@ -115,12 +122,12 @@ class KinesisFleetWorker:
         consumer = parts.consumer
         lag = _lag(consumer)
         await parts.store.create_table_if_not_exists()
-        await consumer.start(lambda: AggregationTask(spec, root, lag))  # type: ignore[arg-type]
+        await consumer.start(lambda: AggregationTask(spec, root, lag))
 
         async def emit(checkpointer: Checkpointer, last: str, chunks: list[list[bytes]]) -> None:
             await emit_exactly_once(checkpointer, last, writer, chunks)
 
-        return emit, spec.options.exchange_shards
+        return emit, layout.partitions
 
     async def _shutdown(self) -> None:
         """Stop the source consumer first, then the aggregation consumer; log failures."""
