@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 from streamkit_kinesis.client import kinesis_client
-from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.leases import DynamoDBLeaseStore, LeaseStoreError
 
 from streamkit.testing.events import SCHEMA, make_events
 
@@ -115,9 +115,11 @@ def put_random_keys(endpoint: AwsEndpoint, stream: str, data: list[bytes]) -> di
 
 async def checkpointed(endpoint: AwsEndpoint, app: str, last: dict[str, int]) -> bool:
     """True once every source lease of ``app`` is checkpointed at or after ``last``."""
-    leases = {
-        x.lease_key: x.checkpoint for x in await DynamoDBLeaseStore(endpoint, app).list_leases()
-    }
+    try:
+        found = await DynamoDBLeaseStore(endpoint, app).list_leases()
+    except LeaseStoreError:  # the first worker has not created the table yet
+        return False
+    leases = {x.lease_key: x.checkpoint for x in found}
     for shard, seq in last.items():
         cp = leases.get(shard)
         if cp is None or cp.is_sentinel or cp.as_int() < seq:
