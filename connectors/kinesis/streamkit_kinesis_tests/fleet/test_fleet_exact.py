@@ -136,17 +136,24 @@ async def test_worker_killed_between_put_and_checkpoint_duplicate_dropped(
     chunks again, which the aggregation tasks drop (counted in their status files); totals
     stay exact. With one worker at a time no lease is ever stolen, so the kill is the only
     way a chunk can come twice (with several workers a steal between put and checkpoint
-    does the same, and test 1 sees such drops too)."""
+    does the same, and test 1 sees such drops too). The second half of the records is put
+    after the kill, so the successor's first read of a shard goes past the pending
+    checkpoint: only an exact re-read of ``(checkpoint, pending]`` re-emits the chunks with
+    their first range end."""
     ep = localstack_endpoint
     data = payloads(EVENTS, seed=41)
     want = truth(data)
     async with fresh_stream(ep, SHARDS, "fleetk") as (stream, _):
         fleet = Fleet(ep, stream, unique("fk"), tmp_path)
         try:
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
+            half = len(data) // 2
+            last = await asyncio.to_thread(put_random_keys, ep, stream, data[:half])
             victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
             await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
             assert victim.proc.returncode == -9, fleet.tail()
+            # records after the pending ranges: the successor's first read goes past them
+            more = await asyncio.to_thread(put_random_keys, ep, stream, data[half:])
+            last = {shard: max(seq, more.get(shard, 0)) for shard, seq in last.items()}
             await fleet.add("successor")
             await fleet.read_all(last)
             await close_and_collect(ep, stream, [fleet], len(want))
