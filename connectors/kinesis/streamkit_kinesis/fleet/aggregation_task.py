@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import BaseRecordProcessor
+from streamkit_kinesis.fleet.reader import from_batch
 from streamkit_kinesis.fleet.status import TaskStatus, ticks_to_ms, write_status
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class AggregationTask(BaseRecordProcessor):
         self.sink: Sink | None = None
         self.next_id = 0
         self.offset: str | None = None
+        """The exchange position of the last committed batch."""
+        self._read: str | None = None
+        """The last exchange record delivered to this task (order check)."""
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
 
@@ -80,9 +84,10 @@ class AggregationTask(BaseRecordProcessor):
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
         """One micro-batch of the delivered chunks; the lease checkpoint after its commit."""
-        last = batch.records[-1].sequence_number
+        records = from_batch(batch, self._read)  # in order, none KPL-aggregated
+        last = self._read = records[-1].sequence_number
         async with self._lock:
-            await self._batch([r.data for r in batch.records], last)
+            await self._batch([r.data for r in records], last)
             await checkpointer.checkpoint(last)
             await self._owed()
 

@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-
-import polars as pl
 import signal
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
+
+import polars as pl
 
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet.status import TaskStatus, source_watermark_ms, write_status
+from streamkit_kinesis.fleet.two_phase import ReplayRange, emit_exactly_once, replay_range
 from streamkit_kinesis.source.batch import decode_taken
+from streamkit_kinesis.types import ExtendedSequenceNumber
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Sequence
 
     import pyarrow as pa
 
@@ -42,12 +44,10 @@ if TYPE_CHECKING:
     from streamkit.fleet.source_stage import SourceOutput
     from streamkit.streaming.contracts import CheckpointStore, Sink
     from streamkit.streaming.decode import Decoder
-    from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.consumer import InitializationInput
+    from streamkit_kinesis.fleet.writer import ExchangeWriter
+    from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import KinesisRecord, RecordBatch
-
-    Emit = Callable[[Checkpointer, str, list[list[bytes]]], Awaitable[None]]
-    """``emit(checkpointer, last, parts)``: the two-phase put of one source batch."""
 
 FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``kill_before_checkpoint:<n>`` SIGKILLs this process after the
@@ -67,8 +67,8 @@ class SourceContext:
     decoder: Decoder
     store: CheckpointStore
     """The checkpoint root."""
-    emit: Emit | None
-    """The two-phase put of a batch's chunks (None: a stateless plan, no exchange)."""
+    writer: ExchangeWriter | None
+    """The exchange writer (None: a stateless plan, no exchange)."""
     partitions: int
     """Exchange partitions (0 for a stateless plan)."""
     lag: Callable[[str], int | None]
@@ -78,17 +78,9 @@ class SourceContext:
     fault_after: int | None = field(default_factory=_fault_after)
 
 
-class _KillBeforeCheckpoint:
-    """A checkpointer whose final ``checkpoint`` SIGKILLs the process (the fault hook)."""
-
-    def __init__(self, inner: Checkpointer) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def checkpoint(self, position: Any = None) -> Any:
-        os.kill(os.getpid(), signal.SIGKILL)
+async def _sigkill() -> None:
+    """The fault hook: die as a SIGKILL does, between the put and the checkpoint."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SourceTask(BaseRecordProcessor):
@@ -105,8 +97,8 @@ class SourceTask(BaseRecordProcessor):
         self.shard = ""
         self.first: str | None = None
         """The checkpoint the next batch starts after (None: the shard's start)."""
-        self.replay_to: int | None = None
-        """While set, records up to it are held and run as one batch (exact re-read)."""
+        self.replay: ReplayRange | None = None
+        """While set, records up to its end are held and run as one batch (exact re-read)."""
         self.skip_to: int | None = None
         """Records at or before it were committed already (stateless plans)."""
         self.held: list[KinesisRecord] = []
@@ -121,14 +113,12 @@ class SourceTask(BaseRecordProcessor):
         that never committed (stateless) is re-read exactly before anything else."""
         self.shard = init.shard_id
         self.first = None if init.start.is_sentinel else init.start.sequence_number
-        if self.ctx.emit is not None:
-            pending = init.pending_checkpoint
-            if pending is not None and not pending.is_sentinel:
-                self.replay_to = pending.as_int()
+        if self.ctx.writer is not None:
+            self.replay = replay_range(init.start, init.pending_checkpoint)
             return
-        await asyncio.to_thread(self._open_log)
+        await asyncio.to_thread(self._open_log, init.start)
 
-    def _open_log(self) -> None:
+    def _open_log(self, start: ExtendedSequenceNumber) -> None:
         store = open_checkpoint_store(f"{self.ctx.spec.checkpoint.rstrip('/')}/source/{self.shard}")
         log = self.log = CheckpointLog(store)
         last = log.latest()
@@ -140,7 +130,8 @@ class SourceTask(BaseRecordProcessor):
                 self.first = done
         pending = log.pending(last.batch_id if last is not None else None)
         if pending is not None and self.shard in pending[1]:
-            self.replay_to = int(pending[1][self.shard])
+            through = ExtendedSequenceNumber(pending[1][self.shard])
+            self.replay = replay_range(start, through)
         self.sink = self.ctx.spec.sink(f"source-{self.shard}")
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
@@ -151,7 +142,7 @@ class SourceTask(BaseRecordProcessor):
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Run what an exact re-read still holds, then checkpoint SHARD_END."""
         if self.held:
-            records, self.held, self.replay_to = self.held, [], None
+            records, self.held, self.replay = self.held, [], None
             await self._run(records, None, checkpointer)
         await checkpointer.checkpoint()
 
@@ -160,23 +151,20 @@ class SourceTask(BaseRecordProcessor):
         an exact re-read are read again by the next owner)."""
 
     def split(self, records: Sequence[KinesisRecord]) -> list[list[KinesisRecord]]:
-        """The source batches ``records`` complete: skipped records dropped; while an exact
-        re-read is due, records up to its end are held until the end is reached, then run
-        as one batch; the rest as a batch of its own."""
-        fresh = [
-            r for r in records if self.skip_to is None or int(r.sequence_number) > self.skip_to
-        ]
-        if self.replay_to is None:
+        """The source batches ``records`` complete: records committed already are
+        dropped; while an exact re-read is due, records up to its end are held until the
+        end is reached, then run as one batch; the rest as a batch of its own."""
+        skip = self.skip_to
+        fresh = [r for r in records if skip is None or int(r.sequence_number) > skip]
+        replay = self.replay
+        if replay is None:
             return [fresh] if fresh else []
-        end = self.replay_to
-        head = [r for r in fresh if int(r.sequence_number) <= end]
-        tail = fresh[len(head) :]
-        self.held += head
-        reached = bool(tail) or (bool(self.held) and int(self.held[-1].sequence_number) == end)
-        if not reached:
+        inside, tail = replay.split(fresh)
+        self.held += inside
+        if not tail and not replay.reached(self.held):
             return []
         out = [self.held] if self.held else []
-        self.held, self.replay_to = [], None
+        self.held, self.replay = [], None
         return [*out, tail] if tail else out
 
     async def _run(
@@ -212,11 +200,12 @@ class SourceTask(BaseRecordProcessor):
         parts = self.stage.chunks(
             out, self.shard, self.first, last, self.max_event, ended, ctx.partitions, ctx.spec.name
         )
-        assert ctx.emit is not None
+        assert ctx.writer is not None
         ctx.emitted += 1
-        if ctx.fault_after is not None and ctx.emitted >= ctx.fault_after:
-            checkpointer = cast("Checkpointer", _KillBeforeCheckpoint(checkpointer))
-        await ctx.emit(checkpointer, last, parts)
+        die = ctx.fault_after is not None and ctx.emitted >= ctx.fault_after
+        await emit_exactly_once(
+            checkpointer, last, ctx.writer, parts, after_put=_sigkill if die else None
+        )
 
     async def _direct(self, rows: pl.DataFrame, last: str, checkpointer: Checkpointer) -> None:
         """A stateless batch straight to the sink under the shard's checkpoint log."""

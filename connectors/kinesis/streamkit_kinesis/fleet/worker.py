@@ -18,7 +18,6 @@ aggregation consumer, each releasing its leases.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -36,9 +35,9 @@ if TYPE_CHECKING:
 
     from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.contracts import CheckpointStore
+    from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import KinesisConsumer
-    from streamkit_kinesis.fleet.source_task import Emit
-    from streamkit_kinesis.leases import Checkpointer
+    from streamkit_kinesis.fleet.writer import ExchangeWriter
     from streamkit_kinesis.source.session import ConsumerParts
     from streamkit_kinesis.source.stream_source import KinesisStreamSource
 
@@ -69,6 +68,7 @@ class KinesisFleetWorker:
         )
         self._stop: asyncio.Event | None = None
         self.parts: list[ConsumerParts] = []
+        self._clients: list[KinesisApi] = []
 
     def request_stop(self) -> None:
         """Begin a graceful stop (call on the worker's event loop)."""
@@ -83,14 +83,15 @@ class KinesisFleetWorker:
         root = await asyncio.to_thread(open_checkpoint_store, spec.checkpoint)
         decoder = source.decoder
         _ = source.schema  # infer it now (a JSON decoder without a schema), not per task
-        emit: Emit | None = None
+        writer: ExchangeWriter | None = None
         partitions = 0
         if not spec.fleet_plan.stateless:
-            emit, partitions = await self._start_exchange(root)
+            writer = await self._start_exchange(root)
+            partitions = writer.layout.partitions
         parts = build_consumer(self.config, source.endpoint, source.lease_endpoint, clock)
         self.parts.append(parts)
         consumer = parts.consumer
-        ctx = SourceContext(spec, decoder, root, emit, partitions, _lag(consumer))
+        ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer))
         try:
             await parts.store.create_table_if_not_exists()
             await consumer.start(lambda: SourceTask(ctx))
@@ -99,12 +100,11 @@ class KinesisFleetWorker:
         finally:
             await self._shutdown()
 
-    async def _start_exchange(self, root: CheckpointStore) -> tuple[Emit, int]:
+    async def _start_exchange(self, root: CheckpointStore) -> ExchangeWriter:
         """Create (or find) the exchange stream, start the aggregation consumer, and return
-        the two-phase ``emit`` of the source tasks and the number of partitions."""
+        the source tasks' writer to the exchange."""
         from streamkit_kinesis.client import kinesis_client
         from streamkit_kinesis.fleet.exchange import ensure_exchange
-        from streamkit_kinesis.fleet.two_phase import emit_exactly_once
         from streamkit_kinesis.fleet.writer import ExchangeWriter
 
         spec, source = self.spec, self.source
@@ -123,17 +123,19 @@ class KinesisFleetWorker:
         lag = _lag(consumer)
         await parts.store.create_table_if_not_exists()
         await consumer.start(lambda: AggregationTask(spec, root, lag))
-
-        async def emit(checkpointer: Checkpointer, last: str, chunks: list[list[bytes]]) -> None:
-            await emit_exactly_once(checkpointer, last, writer, chunks)
-
-        return emit, layout.partitions
+        self._clients.append(client)
+        return writer
 
     async def _shutdown(self) -> None:
-        """Stop the source consumer first, then the aggregation consumer; log failures."""
+        """Stop the source consumer first (its batches in flight finish and are
+        checkpointed), then the aggregation consumer; each releases its leases."""
         for parts in reversed(self.parts):
-            with contextlib.suppress(Exception):
+            try:
                 await parts.consumer.stop()
-            closer = getattr(parts.client, "close", None)
+            except Exception as e:
+                log.warning("fleet worker %s: stopping %s failed: %r",
+                            self.spec.worker_id, parts.consumer.config.app_name, e)  # fmt: skip
+        for client in [p.client for p in self.parts] + self._clients:
+            closer = getattr(client, "close", None)
             if callable(closer):
                 closer()

@@ -70,9 +70,9 @@ if TYPE_CHECKING:
 
     from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.owner import OwnerLease, QueryIdentity
-    from streamkit_kinesis.fleet.worker import KinesisFleetWorker
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import ConsumerConfig
+    from streamkit_kinesis.fleet.worker import KinesisFleetWorker
     from streamkit_kinesis.retry import Health
     from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
 

@@ -132,7 +132,9 @@ def put_every_shard(endpoint: AwsEndpoint, stream: str, data: bytes) -> None:
     client = kinesis_client(endpoint)
     for shard in client.list_shards(StreamName=stream)["Shards"]:
         key = shard["HashKeyRange"]["StartingHashKey"]
-        client.put_record(StreamName=stream, Data=data, PartitionKey="c", ExplicitHashKey=key)
+        entry = {"Data": data, "PartitionKey": "c", "ExplicitHashKey": key}
+        out = client.put_records(StreamName=stream, Records=[entry])
+        assert out.get("FailedRecordCount", 0) == 0, out
 
 
 def truth(data: list[bytes]) -> list[Row]:
