@@ -132,8 +132,9 @@ def put_every_shard(endpoint: AwsEndpoint, stream: str, data: bytes) -> None:
     client = kinesis_client(endpoint)
     for shard in client.list_shards(StreamName=stream)["Shards"]:
         key = shard["HashKeyRange"]["StartingHashKey"]
-        entry = {"Data": data, "PartitionKey": "c", "ExplicitHashKey": key}
-        out = client.put_records(StreamName=stream, Records=[entry])
+        out = client.put_records(
+            StreamName=stream, Records=[{"Data": data, "PartitionKey": "c", "ExplicitHashKey": key}]
+        )
         assert out.get("FailedRecordCount", 0) == 0, out
 
 
