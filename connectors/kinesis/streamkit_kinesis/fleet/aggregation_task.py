@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet.reader import from_batch
 from streamkit_kinesis.fleet.status import TaskStatus, ticks_to_ms, write_status
+from streamkit_kinesis.leases import LeaseLostError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from streamkit.streaming.incremental import BatchResult
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
+
+log = logging.getLogger(__name__)
 
 
 class AggregationTask(BaseRecordProcessor):
@@ -58,6 +62,10 @@ class AggregationTask(BaseRecordProcessor):
         self._read: str | None = None
         """The last exchange record delivered to this task (order check)."""
         self._lock = asyncio.Lock()
+        self.lost = False
+        """The lease was lost: nothing more is done here."""
+        self._failure: Exception | None = None
+        """What stopped the no-data ticker (re-raised by the next delivery)."""
         self._ticker: asyncio.Task[None] | None = None
 
     async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
@@ -84,12 +92,20 @@ class AggregationTask(BaseRecordProcessor):
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
         """One micro-batch of the delivered chunks; the lease checkpoint after its commit."""
+        if self.lost:
+            return
+        if self._failure is not None:
+            raise self._failure
         records = from_batch(batch, self._read)  # in order, none KPL-aggregated
         last = self._read = records[-1].sequence_number
-        async with self._lock:
-            await self._batch([r.data for r in records], last)
-            await checkpointer.checkpoint(last)
-            await self._owed()
+        try:
+            async with self._lock:
+                await self._batch([r.data for r in records], last)
+                await checkpointer.checkpoint(last)
+                await self._owed()
+        except LeaseLostError as e:  # the next owner restores from the last commit
+            self.lost = True
+            log.info("aggregation task %s: lease lost (%s)", self.shard, e)
 
     async def _batch(self, chunks: Sequence[bytes] | None, last: str | None) -> None:
         """Batch N: offsets, apply (or a batch without input), sink, state, commit."""
@@ -127,13 +143,16 @@ class AggregationTask(BaseRecordProcessor):
     async def _tick(self) -> None:
         """Between deliveries, run the batch a moved fleet watermark owes."""
         period = max(self.spec.interval, 1.0)
-        while True:
-            await asyncio.sleep(period)
-            async with self._lock:
-                stage = self.stage
-                if stage is not None:
-                    stage.refresh(self._clock())
-                await self._owed()
+        try:
+            while True:
+                await asyncio.sleep(period)
+                async with self._lock:
+                    stage = self.stage
+                    if stage is not None:
+                        stage.refresh(self._clock())
+                    await self._owed()
+        except Exception as e:  # raised by the next delivery: the consumer stops loudly
+            self._failure = e
 
     def _watermark_ms(self) -> int | None:
         """The fleet watermark this task uses, in ms."""

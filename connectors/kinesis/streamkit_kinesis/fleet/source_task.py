@@ -20,6 +20,7 @@ then
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet.status import TaskStatus, source_watermark_ms, write_status
 from streamkit_kinesis.fleet.two_phase import ReplayRange, emit_exactly_once, replay_range
+from streamkit_kinesis.leases import LeaseLostError
 from streamkit_kinesis.source.batch import decode_taken
 from streamkit_kinesis.types import ExtendedSequenceNumber
 
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from streamkit_kinesis.fleet.writer import ExchangeWriter
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import KinesisRecord, RecordBatch
+
+log = logging.getLogger(__name__)
 
 FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``kill_before_checkpoint:<n>`` SIGKILLs this process after the
@@ -107,6 +111,8 @@ class SourceTask(BaseRecordProcessor):
         self.log: CheckpointLog | None = None
         self.sink: Sink | None = None
         self.next_id = 0
+        self.lost = False
+        """The lease was lost: nothing more is done here."""
 
     async def initialize_with(self, init: InitializationInput) -> None:
         """Find where this task resumes: a pending checkpoint (exchange) or a logged batch
@@ -135,12 +141,22 @@ class SourceTask(BaseRecordProcessor):
         self.sink = self.ctx.spec.sink(f"source-{self.shard}")
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
-        """Run the batches these records complete (see :meth:`split`)."""
-        for records in self.split(batch.records):
-            await self._run(records, batch, checkpointer)
+        """Run the batches these records complete (see :meth:`split`). A lease lost on the
+        way (a step of the two-phase checkpoint refused) ends this task quietly: the next
+        owner re-reads from the lease's checkpoint or pending checkpoint."""
+        if self.lost:
+            return
+        try:
+            for records in self.split(batch.records):
+                await self._run(records, batch, checkpointer)
+        except LeaseLostError as e:
+            self.lost = True
+            log.info("source task %s: lease lost (%s); the next owner takes over", self.shard, e)
 
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Run what an exact re-read still holds, then checkpoint SHARD_END."""
+        if self.lost:
+            return
         if self.held:
             records, self.held, self.replay = self.held, [], None
             await self._run(records, None, checkpointer)

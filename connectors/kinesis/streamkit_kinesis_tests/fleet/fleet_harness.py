@@ -127,10 +127,14 @@ async def checkpointed(endpoint: AwsEndpoint, app: str, last: dict[str, int]) ->
     return True
 
 
-def put_every_shard(endpoint: AwsEndpoint, stream: str, data: bytes) -> None:
-    """``data`` once to every shard (ExplicitHashKey = the shard's starting hash key)."""
+def put_every_shard(
+    endpoint: AwsEndpoint, stream: str, data: bytes, skip: frozenset[str] = frozenset()
+) -> None:
+    """``data`` once to every shard but ``skip`` (ExplicitHashKey = its first hash key)."""
     client = kinesis_client(endpoint)
     for shard in client.list_shards(StreamName=stream)["Shards"]:
+        if shard["ShardId"] in skip:
+            continue
         key = shard["HashKeyRange"]["StartingHashKey"]
         out = client.put_records(
             StreamName=stream, Records=[{"Data": data, "PartitionKey": "c", "ExplicitHashKey": key}]
@@ -206,3 +210,63 @@ async def drop_fleet_tables(endpoint: AwsEndpoint, app: str) -> None:
             await DynamoDBLeaseStore(endpoint, table).delete_table()
     with contextlib.suppress(Exception):
         kinesis_client(endpoint).delete_stream(StreamName=f"{app}-exchange")
+
+
+class Fleet:
+    """The workers of one app name, reading one stream into one sink."""
+
+    def __init__(self, ep: AwsEndpoint, stream: str, app: str, tmp: Path, *extra: str) -> None:
+        assert ep.url is not None
+        self.ep, self.app = ep, app
+        self.root, self.out, self.log = tmp / f"{app}-ck", tmp / f"{app}-out", tmp / f"{app}.log"
+        self.args = ["--endpoint", ep.url, "--stream", stream, "--app", app,
+                     "--checkpoint", str(self.root), "--out", str(self.out), *extra]  # fmt: skip
+        self.workers: list[Worker] = []
+
+    async def add(self, name: str, **env: str) -> Worker:
+        worker = await Worker.start(name, self.args, self.log, **env)
+        self.workers.append(worker)
+        return worker
+
+    async def stop(self) -> None:
+        """SIGTERM every live worker; each must exit 0."""
+        live = [w for w in self.workers if w.proc.returncode is None]
+        codes = await asyncio.gather(*(w.terminate() for w in live))
+        assert codes == [0] * len(live), self.tail()
+
+    async def kill_all(self) -> None:
+        await asyncio.gather(*(w.kill() for w in self.workers))
+
+    def tail(self) -> str:
+        return self.log.read_text()[-4000:] if self.log.exists() else "(no log)"
+
+    async def read_all(self, last: dict[str, int]) -> None:
+        """Wait until every source lease is checkpointed at its shard's last record."""
+
+        async def read_all() -> bool:
+            self.check_alive()
+            return await checkpointed(self.ep, self.app, last)
+
+        await until(f"{self.app}: every source shard read", read_all, 420)
+
+    def check_alive(self) -> None:
+        """No worker exited, except one killed with SIGKILL."""
+        dead = [w for w in self.workers if w.proc.returncode not in (None, -9)]
+        assert not dead, (
+            f"workers exited: {[(w.name, w.proc.returncode) for w in dead]}\n{self.tail()}"
+        )
+
+
+async def close_and_collect(
+    ep: AwsEndpoint, stream: str, fleets: list[Fleet], want: int, skip: frozenset[str] = frozenset()
+) -> None:
+    """Put the closing records (not to ``skip``), then wait until every fleet's sink holds
+    ``want`` rows."""
+    await asyncio.to_thread(put_every_shard, ep, stream, closers()[0], skip)
+    for fleet in fleets:
+
+        def full(f: Fleet = fleet) -> bool:
+            f.check_alive()
+            return len(sink_rows(f.out)) >= want
+
+        await until(f"{fleet.app}: {want} windows in the sink", full, 420)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", default="5 seconds")
     args = p.parse_args(argv)
     options = {
-        "failover_time": 3.0,
+        "failover_time": 6.0,
         "consumer_options": {"idle_time": 0.2, "take_interval": 1.0},
     }
     endpoint = AwsEndpoint.local(args.endpoint)

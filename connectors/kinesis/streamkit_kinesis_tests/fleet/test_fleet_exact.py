@@ -22,12 +22,10 @@ from streamkit_kinesis.leases import LEADER_LEASE_KEY, DynamoDBLeaseStore
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
-    Worker,
-    checkpointed,
-    closers,
+    Fleet,
+    close_and_collect,
     drop_fleet_tables,
     payloads,
-    put_every_shard,
     put_random_keys,
     same,
     sink_rows,
@@ -43,63 +41,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
 
 SHARDS = 8
 EVENTS = 3000
-
-
-class Fleet:
-    """The workers of one app name, reading one stream into one sink."""
-
-    def __init__(self, ep: AwsEndpoint, stream: str, app: str, tmp: Path) -> None:
-        assert ep.url is not None
-        self.ep, self.app = ep, app
-        self.root, self.out, self.log = tmp / f"{app}-ck", tmp / f"{app}-out", tmp / f"{app}.log"
-        self.args = ["--endpoint", ep.url, "--stream", stream, "--app", app,
-                     "--checkpoint", str(self.root), "--out", str(self.out)]  # fmt: skip
-        self.workers: list[Worker] = []
-
-    async def add(self, name: str, **env: str) -> Worker:
-        worker = await Worker.start(name, self.args, self.log, **env)
-        self.workers.append(worker)
-        return worker
-
-    async def stop(self) -> None:
-        """SIGTERM every live worker; each must exit 0."""
-        live = [w for w in self.workers if w.proc.returncode is None]
-        codes = await asyncio.gather(*(w.terminate() for w in live))
-        assert codes == [0] * len(live), self.tail()
-
-    async def kill_all(self) -> None:
-        await asyncio.gather(*(w.kill() for w in self.workers))
-
-    def tail(self) -> str:
-        return self.log.read_text()[-4000:] if self.log.exists() else "(no log)"
-
-    async def read_all(self, last: dict[str, int]) -> None:
-        """Wait until every source lease is checkpointed at its shard's last record."""
-
-        async def read_all() -> bool:
-            self.check_alive()
-            return await checkpointed(self.ep, self.app, last)
-
-        await until(f"{self.app}: every source shard read", read_all, 420)
-
-    def check_alive(self) -> None:
-        """No worker exited, except one killed with SIGKILL."""
-        dead = [w for w in self.workers if w.proc.returncode not in (None, -9)]
-        assert not dead, (
-            f"workers exited: {[(w.name, w.proc.returncode) for w in dead]}\n{self.tail()}"
-        )
-
-
-async def close_and_collect(ep: AwsEndpoint, stream: str, fleets: list[Fleet], want: int) -> None:
-    """Put the closing records, then wait until every fleet's sink holds ``want`` rows."""
-    await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
-    for fleet in fleets:
-
-        def full(f: Fleet = fleet) -> bool:
-            f.check_alive()
-            return len(sink_rows(f.out)) >= want
-
-        await until(f"{fleet.app}: {want} windows in the sink", full, 420)
 
 
 async def test_three_workers_count_sum_avg_equal_duckdb(
