@@ -85,9 +85,11 @@ class Worker:
         return code
 
 
-def payloads(n: int, seed: int) -> list[bytes]:
-    """``n`` events (JSON) over 30 minutes, 5 actions (:func:`make_events`)."""
-    return [data for data, _ in make_events(n, seed)[1]]
+def payloads(n: int, seed: int, *, ordered: bool = False) -> list[bytes]:
+    """``n`` events (JSON) over 30 minutes, 5 actions (:func:`make_events`); ``ordered``:
+    sorted by event time, so every shard receives its records in event-time order."""
+    data = [data for data, _ in make_events(n, seed)[1]]
+    return sorted(data, key=lambda d: json.loads(d)["event_time"]) if ordered else data
 
 
 def closers() -> list[bytes]:

@@ -46,12 +46,16 @@ EVENTS = 3000
 async def test_three_workers_count_sum_avg_equal_duckdb(
     localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
-    """Test 1: three workers, exact result."""
+    """Test 1: three workers, exact result. The records are put in event-time order with
+    a watermark two minutes behind, so no record is late on its own shard, but a shard
+    read to its end before another shard reported anything is 28 minutes ahead of it: a
+    fleet watermark that ignored the shards it has not heard from yet would drop the
+    slower shards' rows as late."""
     ep = localstack_endpoint
-    data = payloads(EVENTS, seed=14)
+    data = payloads(EVENTS, seed=14, ordered=True)
     want = truth(data)
     async with fresh_stream(ep, SHARDS, "fleet") as (stream, _):
-        fleet = Fleet(ep, stream, unique("fl"), tmp_path)
+        fleet = Fleet(ep, stream, unique("fl"), tmp_path, "--delay", "2 minutes")
         try:
             last = await asyncio.to_thread(put_random_keys, ep, stream, data)
             for i in range(3):
