@@ -64,9 +64,13 @@ class LeasePanel:
                 for w, shards in sorted(owners.items())
             ],
             "leases": [
-                {"shard": lease.lease_key, "owner": lease.lease_owner,
-                 "counter": lease.lease_counter, "checkpoint": checkpoint_text(lease),
-                 "lag_ms": lag.get(lease.lease_key) if lease.lease_owner == me else None}
+                {
+                    "shard": lease.lease_key,
+                    "owner": lease.lease_owner,
+                    "counter": lease.lease_counter,
+                    "checkpoint": checkpoint_text(lease),
+                    "lag_ms": lag.get(lease.lease_key) if lease.lease_owner == me else None,
+                }
                 for lease in self._leases
             ],
         }

@@ -29,7 +29,7 @@ from streamkit_kinesis.fleet.status import TaskStatus, ticks_to_ms, write_status
 from streamkit_kinesis.leases import LeaseLostError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from streamkit.fleet.aggregation_stage import AggregationStage
     from streamkit.fleet.member import FleetSpec
@@ -49,9 +49,12 @@ class AggregationTask(BaseRecordProcessor):
         spec: FleetSpec,
         store: CheckpointStore,
         lag: Callable[[str], int | None],
+        sources: Callable[[], Collection[str]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec, self.root, self._lag, self._clock = spec, store, lag, clock
+        self._sources = sources
+        """The source shards the fleet watermark waits for (the unfinished source leases)."""
         self.shard = ""
         self.stage: AggregationStage | None = None
         self.log: CheckpointLog | None = None
@@ -118,6 +121,7 @@ class AggregationTask(BaseRecordProcessor):
         offsets = {self.shard: offset} if offset is not None else {}
         await asyncio.to_thread(log.write_offsets, bid, offsets)
         now = self._clock()
+        stage.expect_sources(self._sources())
         if chunks is None:
             result: BatchResult = await asyncio.to_thread(stage.run_no_data, now)
         else:
@@ -149,6 +153,7 @@ class AggregationTask(BaseRecordProcessor):
                 async with self._lock:
                     stage = self.stage
                     if stage is not None:
+                        stage.expect_sources(self._sources())
                         stage.refresh(self._clock())
                     await self._owed()
         except Exception as e:  # raised by the next delivery: the consumer stops loudly

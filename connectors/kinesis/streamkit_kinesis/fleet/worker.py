@@ -27,6 +27,7 @@ from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import InitialPosition
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
 from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
+from streamkit_kinesis.leases import LEADER_LEASE_KEY
 from streamkit_kinesis.source.session import build_consumer
 from streamkit_kinesis.source.tasks import first_of
 
@@ -54,6 +55,30 @@ def _lag(consumer: KinesisConsumer) -> Callable[[str], int | None]:
         return consumer.metrics().shard(shard_id).millis_behind_latest
 
     return lag
+
+
+class SourceShards:
+    """The source shards the fleet watermark waits for: every lease of the source table
+    that is not finished (SHARD_END), as of the source consumer's last take cycle (one
+    scan per cycle, no call of its own). A shard that never reported holds the watermark
+    back until it does."""
+
+    def __init__(self, consumer: KinesisConsumer) -> None:
+        self._consumer = consumer
+
+    def __call__(self) -> frozenset[str]:
+        leases = self._consumer.coordinator.table_snapshot().values()
+        return frozenset(
+            x.lease_key for x in leases if x.lease_key != LEADER_LEASE_KEY and not x.is_finished
+        )
+
+
+async def _source_shards(consumer: KinesisConsumer) -> SourceShards:
+    """The source shard set of ``consumer``, once its first take cycle scanned the table."""
+    shards = SourceShards(consumer)
+    while not shards():
+        await consumer.coordinator.wait_for_change(1.0)
+    return shards
 
 
 class KinesisFleetWorker:
@@ -84,47 +109,51 @@ class KinesisFleetWorker:
         decoder = source.decoder
         _ = source.schema  # infer it now (a JSON decoder without a schema), not per task
         writer: ExchangeWriter | None = None
-        partitions = 0
-        if not spec.fleet_plan.stateless:
-            writer = await self._start_exchange(root)
-            partitions = writer.layout.partitions
         parts = build_consumer(self.config, source.endpoint, source.lease_endpoint, clock)
         self.parts.append(parts)
         consumer = parts.consumer
-        ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer))
         try:
+            if not spec.fleet_plan.stateless:
+                writer = await self._exchange_writer()
+            partitions = writer.layout.partitions if writer is not None else 0
+            ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer))
             await parts.store.create_table_if_not_exists()
             await consumer.start(lambda: SourceTask(ctx))
+            if writer is not None:
+                await self._start_aggregation(root, writer, await _source_shards(consumer))
             joins = [p.consumer.join() for p in self.parts]
             await first_of(self._stop.wait(), *joins)
         finally:
             await self._shutdown()
 
-    async def _start_exchange(self, root: CheckpointStore) -> ExchangeWriter:
-        """Create (or find) the exchange stream, start the aggregation consumer, and return
-        the source tasks' writer to the exchange."""
+    async def _exchange_writer(self) -> ExchangeWriter:
+        """Create (or find) the exchange stream; the source tasks' writer to it."""
         from streamkit_kinesis.client import kinesis_client
         from streamkit_kinesis.fleet.exchange import ensure_exchange
         from streamkit_kinesis.fleet.writer import ExchangeWriter
 
+        client = kinesis_client(self.source.endpoint)
+        self._clients.append(client)
+        shards = self.spec.options.exchange_shards
+        return ExchangeWriter(client, await ensure_exchange(client, self.source.app_name, shards))
+
+    async def _start_aggregation(
+        self, root: CheckpointStore, writer: ExchangeWriter, sources: SourceShards
+    ) -> None:
+        """Start the aggregation consumer on the exchange stream (table ``<app>-exchange``)."""
         spec, source = self.spec, self.source
-        client = kinesis_client(source.endpoint)
-        layout = await ensure_exchange(client, source.app_name, spec.options.exchange_shards)
-        writer = ExchangeWriter(client, layout)
         config = replace(
             self.config,
             app_name=f"{source.app_name}-exchange",
-            stream=layout.stream,
+            stream=writer.layout.stream,
             initial_position=InitialPosition.trim_horizon(),
         )
         parts = build_consumer(config, source.endpoint, source.lease_endpoint, time.monotonic)
-        self.parts.append(parts)
+        self.parts.insert(0, parts)  # stopped after the source consumer
         consumer = parts.consumer
         lag = _lag(consumer)
         await parts.store.create_table_if_not_exists()
-        await consumer.start(lambda: AggregationTask(spec, root, lag))
-        self._clients.append(client)
-        return writer
+        await consumer.start(lambda: AggregationTask(spec, root, lag, sources))
 
     async def _shutdown(self) -> None:
         """Stop the source consumer first (its batches in flight finish and are
