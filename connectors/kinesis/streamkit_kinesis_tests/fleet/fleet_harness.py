@@ -252,8 +252,8 @@ class Fleet:
         await until(f"{self.app}: every source shard read", read_all, 420)
 
     def check_alive(self) -> None:
-        """No worker exited, except one killed with SIGKILL."""
-        dead = [w for w in self.workers if w.proc.returncode not in (None, -9)]
+        """No worker failed: each runs, was SIGKILLed, or stopped gracefully (exit 0)."""
+        dead = [w for w in self.workers if w.proc.returncode not in (None, 0, -9)]
         assert not dead, (
             f"workers exited: {[(w.name, w.proc.returncode) for w in dead]}\n{self.tail()}"
         )
