@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--mode", choices=("append", "update"), default="append")
     p.add_argument("--delay", default="1 hour")
-    p.add_argument("--idle", default="5 seconds")
+    p.add_argument("--idle", default="60 seconds")
     args = p.parse_args(argv)
     options = {
         "failover_time": 6.0,
