@@ -77,8 +77,10 @@ class FleetOptions:
 
     exchange_shards: int = 4
     """Shards of the exchange stream (fixed for the query's life)."""
-    idle_timeout: float = 30.0
-    """Seconds after which a silent source shard stops holding the fleet watermark back."""
+    idle_timeout: float = 60.0
+    """Seconds after which a silent source shard stops holding the fleet watermark back;
+    the default is above the consumer's lease takeover time (``failover_time`` 10 s plus a
+    take cycle of 20 s), so a dead worker's shard is not taken for idle."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.exchange_shards, int) or self.exchange_shards < 1:

@@ -272,13 +272,14 @@ class DataStreamWriter:
         return self
 
     def fleet(
-        self, exchange_shards: int = 4, idle_timeout: str | timedelta | float = "30 seconds"
+        self, exchange_shards: int = 4, idle_timeout: str | timedelta | float = "60 seconds"
     ) -> DataStreamWriter:
         """Options of the query when it runs on a fleet of workers (``streamkit worker``,
         ``STREAMKIT_FLEET=1``; see README "Running on many machines"); ignored in one
         process. ``exchange_shards``: shards of the exchange stream ``<app_name>-exchange``
         (= aggregation tasks), fixed for the query's life. ``idle_timeout``: a source shard
-        that sent nothing for this long stops holding the fleet watermark back."""
+        that sent nothing for this long stops holding the fleet watermark back (keep it above
+        the lease takeover time, ``failover_time`` + a take interval: 30 s by default)."""
         from streamkit.fleet.member import FleetOptions, seconds
 
         self._fleet = FleetOptions(exchange_shards, seconds(idle_timeout, "idle_timeout"))
