@@ -275,6 +275,7 @@ class LeaseCoordinator:
             max_steal=self.max_steal,
             max_leases=self.max_leases,
             rng=self._rng,
+            reserve=1.5 * self.take_interval,
         )
         self._note_left_unowned(decision)
         for lease in decision.to_take:

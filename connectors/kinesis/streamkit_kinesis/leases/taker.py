@@ -116,6 +116,7 @@ def decide_takes(
     max_leases: int | None = None,
     rng: random.Random | None = None,
     very_old_after: float = 3.0,
+    reserve: float | None = None,
 ) -> TakeDecision:
     """Decide which leases ``worker_id`` takes, given a snapshot of the lease table.
 
@@ -129,7 +130,14 @@ def decide_takes(
       cycle instead of the first takers filling up to ceil and the last ones waiting for
       steals. When more than one worker is seen, the share is this worker's slice of the
       available leases in key order, worker ids ranked: every worker computes the same split
-      from the same snapshot, so they do not collide. A worker that sees itself alone takes
+      from the same snapshot, so they do not collide. The slices are a courtesy, not a
+      claim: another worker may never take its slice (it is capped by its own
+      ``max_leases``, is a Java KCL worker, or died since the snapshot), so a lease still
+      available ``reserve`` seconds after it became so (unowned: since its counter was
+      last seen to change; expired: since it expired) is taken by any worker below target,
+      as KCL would. ``reserve`` should cover one take cycle of every worker (the
+      coordinator passes 1.5 take intervals); default ``2 * failover_time``, KCL's take
+      interval. A worker that sees itself alone takes
       every available lease up to target; among them, as KCL, those whose counter has not
       moved for ``very_old_after * failover_time`` come first.
     - Only when none are available and this worker is below target, it steals, at most
@@ -168,7 +176,8 @@ def decide_takes(
     if available:
         chosen = _choose_takes(
             available, counts, worker_id, target, last_change, now,
-            very_old_after * failover_time, rng,
+            very_old_after * failover_time, rng, failover_time,
+            2 * failover_time if reserve is None else reserve,
         )  # fmt: skip
         return TakeDecision(tuple(chosen[:needed]), (), target, workers, held, left_unowned)
     steal = _choose_steal(
@@ -196,6 +205,22 @@ def _order_ids(ids: Sequence[str], rng: random.Random | None) -> list[str]:
     if rng is not None:
         rng.shuffle(ordered)
     return ordered
+
+
+def _unclaimed(
+    lease: Lease,
+    last_change: Mapping[str, float],
+    now: float,
+    failover_time: float,
+    reserve: float,
+) -> bool:
+    """An available lease nobody took within ``reserve`` of it becoming available: an
+    unowned one since its counter last changed, an expired one since it expired
+    (``failover_time`` after its last change)."""
+    since = last_change.get(lease.lease_key, now)
+    if not lease.is_unowned:
+        since += failover_time
+    return now - since >= reserve
 
 
 def _share_out(
@@ -232,14 +257,25 @@ def _choose_takes(  # noqa: PLR0917 - one call site, names in the signature
     now: float,
     very_old_age: float,
     rng: random.Random | None,
+    failover_time: float,
+    reserve: float,
 ) -> list[Lease]:
-    """This worker's share of the available leases (see :func:`decide_takes`)."""
+    """This worker's share of the available leases (see :func:`decide_takes`): its slice,
+    then the leases left available too long for anyone's slice to be waited for."""
     workers = sorted({*counts, worker_id})
     give = _share_out(counts, workers, len(available), target)
     if len(workers) > 1 and sum(give.values()) == len(available):
         offset = sum(give[w] for w in workers[: workers.index(worker_id)])
         ordered = sorted(available, key=lambda lease: lease.lease_key)
-        return ordered[offset : offset + give[worker_id]]
+        mine = ordered[offset : offset + give[worker_id]]
+        taken = {lease.lease_key for lease in mine}
+        left = [
+            lease
+            for lease in ordered
+            if lease.lease_key not in taken
+            and _unclaimed(lease, last_change, now, failover_time, reserve)
+        ]
+        return mine + _order(left, rng)
     old_before = now - very_old_age
     is_old = [last_change.get(lease.lease_key, now) < old_before for lease in available]
     very_old = [lease for lease, old in zip(available, is_old, strict=True) if old]

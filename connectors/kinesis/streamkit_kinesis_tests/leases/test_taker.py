@@ -322,3 +322,42 @@ async def test_dead_workers_leases_move_after_failover() -> None:
                 await store.renew_lease(lease)
         await cycle(store, "A", trackers["A"])
     assert await split(store) == {"A": 6}
+
+
+# -- slices are a courtesy: a slice nobody takes is taken after the reserve ------------------
+
+
+def test_a_slice_left_by_a_capped_worker_is_taken_after_the_reserve() -> None:
+    """A holds 1 and never takes more (its own max_leases is 1, unknown to B): the lease the
+    share-out leaves to A must not stay unowned for ever (it did: the UI test's query
+    worker waited for a shard nobody would take). Default reserve: 2 * failover_time."""
+    free = leases(2)
+    snapshot = owned({"A": 1}) + free
+    first_seen = fresh(snapshot, now=0.0)
+    early = decide_takes(snapshot, "B", first_seen, 0.0, FAILOVER)
+    assert early.target == 2
+    assert len(early.to_take) == 1  # its slice only; the other one is A's for now
+    mine = early.to_take[0]
+    left = next(lease for lease in free if lease.lease_key != mine.lease_key)
+    after = [*owned({"A": 1}), mine.taken_by("B"), left]
+    a_renewed = fresh(owned({"A": 1}), now=2 * FAILOVER - 1)  # A is alive, renewing
+    seen = {**first_seen, mine.lease_key: 2 * FAILOVER - 1, **a_renewed}  # B renews its own
+    assert decide_takes(after, "B", seen, 2 * FAILOVER - 0.1, FAILOVER).to_take == ()
+    late = decide_takes(after, "B", seen, 2 * FAILOVER, FAILOVER)
+    assert [lease.lease_key for lease in late.to_take] == [left.lease_key]
+
+
+def test_an_expired_slice_is_reserved_for_its_worker_from_the_expiry() -> None:
+    """Leases of a dead worker Z are shared out when they expire; the one in A's slice is
+    taken by B only once it stayed available for ``reserve`` after expiring."""
+    dead = owned({"Z": 2})
+    snapshot = owned({"A": 1}) + dead
+    seen = fresh(snapshot, now=0.0)
+    for lease in dead:
+        seen[lease.lease_key] = -FAILOVER - 0.5  # expired half a second ago
+    reserve = 3.0
+    for now in (0.0, 2.4):
+        d = decide_takes(snapshot, "B", seen, now, FAILOVER, reserve=reserve)
+        assert len(d.to_take) == 1
+    later = decide_takes(snapshot, "B", seen, 2.5, FAILOVER, reserve=reserve)
+    assert {lease.lease_key for lease in later.to_take} == {lease.lease_key for lease in dead}
