@@ -190,11 +190,15 @@ async def test_kill_9_at_random_points_then_finish_equals_the_batch_truth(
     print(f"alignments per run: {aligned}")
     print(f"final run: {last.lines}; whole test {elapsed:.1f}s")
     # Each odd run was killed after the engine committed offsets that moved past the lease
-    # checkpoints and before the lease checkpoint followed; the next run that opened its
-    # source found those leases behind the query and moved them forward (recovered).
-    for run in range(1, RUNS, 2):
-        after = next(line for line in aligned[run + 1 :] if line is not None)
-        assert "forwarded=()" not in after, (run, aligned)
+    # checkpoints and before the lease checkpoint followed; the next run, if it opened its
+    # source and said so before its own kill, found those leases behind the query and
+    # moved them forward (recovered). A next run killed without an "aligned" line may have
+    # forwarded them and died before printing, so only the runs right after are judged;
+    # the last odd run is always followed by the final run, which always aligns.
+    judged = [run for run in range(1, len(jobs) - 1, 2) if aligned[run + 1] is not None]
+    assert RUNS - 1 in judged, aligned
+    for run in judged:
+        assert "forwarded=()" not in (aligned[run + 1] or ""), (run, aligned)
     output = final_output(out).to_pylist()
     got = {(r["window"]["start"], r["action"]): (r["n"], r["total"]) for r in output}
     assert len(output) == len(got)  # one row per (window, action)
