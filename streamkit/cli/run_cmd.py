@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors, console
+from streamkit.cli.job_options import AvailableNow, JobFile, Timeout, UntilIdle, check_stop_options
 from streamkit.cli.job_runner import (
     CONVENTION,
     QueryHandle,
@@ -45,22 +46,10 @@ __all__ = [
 
 @cli_errors
 def run_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
-    job_file: Annotated[Path, typer.Argument(help="Python file defining job().")],
-    available_now: Annotated[
-        bool,
-        typer.Option("--available-now", help="Process what the input holds now, then stop."),
-    ] = False,
-    until_idle: Annotated[
-        float | None,
-        typer.Option(
-            "--until-idle",
-            min=0.1,
-            help="Catch up, then stop once no input arrived for this many seconds.",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
-    ] = None,
+    job_file: JobFile,
+    available_now: AvailableNow = False,
+    until_idle: UntilIdle = None,
+    timeout: Timeout = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -109,8 +98,7 @@ def run_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     each with its own worker id, their output interleaved line by line; Ctrl-C or SIGTERM
     is passed to every worker; the exit code is the first failing worker's (0 if none).
     """
-    if available_now and until_idle is not None:
-        raise CliError("choose one of --available-now and --until-idle", "see --help", 2)
+    check_stop_options(available_now, until_idle)
     if workers > 1:
         if plot is not None or ui_port is not None:
             raise CliError("--plot and --ui-port need a single process, not --workers",

@@ -4,35 +4,27 @@ after the job ended (until Ctrl-C), so its last figures can still be read."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from streamkit.cli._common import CliError, cli_errors, console
+from streamkit.cli._common import cli_errors, console
+from streamkit.cli.job_options import AvailableNow, JobFile, Timeout, UntilIdle, check_stop_options
 from streamkit.cli.run_cmd import run_job, serve_ui
 
 
 @cli_errors
 def ui_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
-    job_file: Annotated[Path, typer.Argument(help="Python file defining job().")],
+    job_file: JobFile,
     port: Annotated[
         int, typer.Option("--port", "-p", min=0, max=65535, help="Port of the UI (0: free).")
     ] = 8080,
     host: Annotated[
         str, typer.Option("--host", help="Interface to serve on (0.0.0.0: every one).")
     ] = "127.0.0.1",
-    available_now: Annotated[
-        bool,
-        typer.Option("--available-now", help="Process what the input holds now, then stop."),
-    ] = False,
-    until_idle: Annotated[
-        float | None,
-        typer.Option("--until-idle", min=0.1, help="Stop once no input came for this long."),
-    ] = None,
-    timeout: Annotated[
-        float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
-    ] = None,
+    available_now: AvailableNow = False,
+    until_idle: UntilIdle = None,
+    timeout: Timeout = None,
     keep_serving: Annotated[
         bool,
         typer.Option("--keep-serving/--exit", help="After the job ended, serve until Ctrl-C."),
@@ -48,8 +40,7 @@ def ui_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     table), dead letters with reasons and a sample, late rows, checkpoint and commit
     positions. The page polls the process once a second.
     """
-    if available_now and until_idle is not None:
-        raise CliError("choose one of --available-now and --until-idle", "see --help", 2)
+    check_stop_options(available_now, until_idle)
     url = serve_ui(port, host)
     run_job(job_file, available_now, until_idle, timeout, force)
     if keep_serving:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors
+from streamkit.cli.job_options import AvailableNow, JobFile, Timeout, UntilIdle, check_stop_options
 from streamkit.cli.job_runner import run_job
 
 FLEET_ENV = "STREAMKIT_FLEET"
@@ -47,7 +47,7 @@ def enter_fleet_mode(worker_id: str) -> None:
 
 @cli_errors
 def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
-    job_file: Annotated[Path, typer.Argument(help="Python file defining job().")],
+    job_file: JobFile,
     worker_id: Annotated[
         str | None,
         typer.Option(
@@ -57,21 +57,9 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
             help="This member's id (lease owner); default: `HOSTNAME-PID`.",
         ),
     ] = None,
-    available_now: Annotated[
-        bool,
-        typer.Option("--available-now", help="Process what the input holds now, then stop."),
-    ] = False,
-    until_idle: Annotated[
-        float | None,
-        typer.Option(
-            "--until-idle",
-            min=0.1,
-            help="Catch up, then stop once no input arrived for this many seconds.",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
-    ] = None,
+    available_now: AvailableNow = False,
+    until_idle: UntilIdle = None,
+    timeout: Timeout = None,
     force: Annotated[bool, typer.Option("--force", help="As `streamkit run --force`.")] = False,
 ) -> None:
     """Run one fleet member of a job file (as `streamkit run`, in fleet mode).
@@ -82,8 +70,7 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     this member after its batch in flight commits, releasing its leases (exit 130 / 143);
     the others take its tasks over.
     """
-    if available_now and until_idle is not None:
-        raise CliError("choose one of --available-now and --until-idle", "see --help", 2)
+    check_stop_options(available_now, until_idle)
     wid = check_worker_id(worker_id if worker_id is not None else default_worker_id())
     enter_fleet_mode(wid)
     run_job(job_file, available_now, until_idle, timeout, force, prefix=f"[{wid}] ")
