@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -105,6 +105,30 @@ class ColumnarRecords:
         """Total payload size."""
         total = pc.sum(pc.binary_length(self.data)).as_py()
         return int(total or 0)
+
+    def after(self, sequence_number: str | None) -> ColumnarRecords:
+        """The answer without its leading records at or before ``sequence_number``.
+
+        A server that hands back records already returned (kinesis-mock 0.4.13, which
+        LocalStack 4.9 runs, numbers a shard's first record like the shard's start when
+        both fall in the same second, and then answers the iterator after that record with
+        the record again) must not make a reader deliver them twice. Records of one answer
+        are in sequence order, so only the leading ones are compared (one integer
+        comparison in the usual case)."""
+        if sequence_number is None or not len(self):
+            return self
+        last, seqs, cut = int(sequence_number), self.sequence_numbers, 0
+        while cut < len(seqs) and int(seqs[cut].as_py()) <= last:
+            cut += 1
+        if not cut:
+            return self
+        return replace(
+            self,
+            data=self.data.slice(cut),
+            partition_keys=self.partition_keys.slice(cut),
+            sequence_numbers=seqs.slice(cut),
+            arrival=self.arrival.slice(cut),
+        )
 
     def aggregated(self) -> pa.BooleanArray:
         """True for the KPL aggregates (magic prefix), found without a per-record loop."""

@@ -8,7 +8,8 @@ record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
 
 - Records come in shard order, each once: after an expired iterator the reader re-acquires
   an iterator AFTER the last record it returned (or at its start position when it returned
-  none), so nothing is lost or repeated. A LATEST start that expires before any record
+  none), so nothing is lost or repeated; records an answer repeats (kinesis-mock, see
+  ``ColumnarRecords.after``) are dropped. A LATEST start that expires before any record
   came is re-acquired AT_TIMESTAMP of the moment the reader first asked for LATEST, so
   records put since are not lost (a server with whole-second timestamps, like
   kinesis-mock, may then also return records put up to a second before that moment).
@@ -212,7 +213,7 @@ class ShardReader:
         return await self._handle(out)
 
     async def _handle(self, out: ColumnarRecords) -> RecordBatch:
-        records = to_records(out)
+        records = to_records(out.after(self._delivered_up_to()))
         self._calls += 1
         self._last_read = self._clock()
         self._behind = out.millis_behind_latest
@@ -231,6 +232,14 @@ class ShardReader:
             return self._finish(records)
         self._idle_pending = not self._behind and len(records) < self._limit
         return RecordBatch(self._shard.shard_id, records, self._behind)
+
+    def _delivered_up_to(self) -> str | None:
+        """The sequence number every record returned so far is at or before (None: none
+        known); records an answer repeats up to it are dropped (see ``ColumnarRecords.after``)."""
+        start = self._resume
+        if start is not None and start.iterator_type == "AFTER_SEQUENCE_NUMBER":
+            return start.sequence_number
+        return self._last_sequence
 
     def _reached_end(self, records: tuple[KinesisRecord, ...], caught_up: bool) -> bool:
         """End of a closed shard without a null iterator (moto): the last record IS the

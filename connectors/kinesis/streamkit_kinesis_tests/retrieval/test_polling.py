@@ -142,6 +142,44 @@ async def test_expired_iterators_lose_and_repeat_nothing(aws_endpoint: AwsEndpoi
     assert [c for (_, _, c) in client.injected] == ["ExpiredIteratorException"] * 4
 
 
+class RepeatingClient(ExceptionThrowingKinesisClient):
+    """The real client, except that the given GetRecords calls are sent with the iterator of
+    the call before: the real server answers again with records already returned (what
+    kinesis-mock 0.4.13 does after a shard's first record put in its first second)."""
+
+    def __init__(self, inner: KinesisApi, repeat_calls: frozenset[int]) -> None:
+        super().__init__(inner)
+        self.repeat_calls = repeat_calls
+        self.previous: str | None = None
+
+    def get_records(self, **kwargs):  # type: ignore[no-untyped-def]
+        number = self._count("get_records")
+        if number in self.repeat_calls and self.previous is not None:
+            kwargs = {**kwargs, "ShardIterator": self.previous}
+        self.previous = kwargs["ShardIterator"]
+        return self._inner.get_records(**kwargs)
+
+
+async def test_records_the_server_repeats_are_returned_once(aws_endpoint: AwsEndpoint) -> None:
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        real, shard = await one_shard(stream, aws_endpoint)
+        await asyncio.to_thread(put_blocking, real, stream, payloads(30, "a"))
+        client = RepeatingClient(real, frozenset({2, 3}))
+        reader = ShardReader(client, stream, shard, TRIM_HORIZON, limit=20, sleep=Sleeps())
+        first = await reader.next_batch()  # a0..a19
+        again = await reader.next_batch()  # the same answer: nothing new
+        third = await reader.next_batch()  # the same answer again
+        rest = await read_n(reader, 10)  # a20..a29, then nothing
+        await asyncio.to_thread(put_blocking, real, stream, payloads(5, "b"))
+        new = await read_n(reader, 5)
+    assert [r.data for r in first.records] == payloads(30, "a")[:20]
+    assert again.records == ()
+    assert third.records == ()
+    assert [r.data for r in rest] == payloads(30, "a")[20:]
+    assert [r.data for r in new] == payloads(5, "b")
+    assert reader.metrics().records == 35
+
+
 async def test_throttling_backs_off_with_jitter_and_loses_nothing(
     aws_endpoint: AwsEndpoint,
 ) -> None:
