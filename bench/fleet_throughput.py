@@ -1,0 +1,252 @@
+"""Fleet mode against one process: records per worker CPU-second and throughput, same query.
+
+Usage:
+    nice -n 15 .venv/bin/python bench/fleet_throughput.py [--records 200000] [--repeat 3]
+        [--shards 4] [--keys 1000] [--modes single fleet1 fleet2] [--timeout 600]
+
+Data: ``--records`` small JSON records ``{"event_time", "key", "value"}`` (event times
+uniform over 10 minutes, ``--keys`` distinct keys, integer values), put to a ``--shards``
+stream on kinesalite (started here) with a random partition key each, so every key is on
+every shard. Leases live on LocalStack's DynamoDB (started here,
+or ``$STREAMKIT_AWS_ENDPOINT``).
+
+Query (``_fleet_job.py``): count and ``sum(value)`` per (1-minute tumbling window, key),
+watermark 10 minutes, update mode, Parquet sink: ~10 x ``--keys`` groups. Update, not
+append: append needs records that close the last windows, and on a backlog one process's
+watermark (Spark's rule: the largest event time over all shards) jumps ahead as soon as one
+shard's closing record is read, dropping the other shards' remaining rows as late; the
+fleet's watermark (the minimum over shards) would not, so the two modes would not compute
+the same thing.
+
+Modes, one job file: ``single`` = ``streamkit run _fleet_job.py`` (one process, the
+single-process engine); ``fleetN`` = N processes ``streamkit worker _fleet_job.py`` (source
+tasks, the Kinesis exchange stream of 4 shards, aggregation tasks). Each run reads the whole
+backlog with a fresh application (lease tables) and checkpoint root. The fleet refuses
+triggers that stop by themselves (``available_now``), so no mode uses one: a run is
+complete when its sink holds the full result (``_fleet_run.py``), measured from process
+start (interpreter, imports and lease taking included) to that moment. Every run's sink is
+compared row by row with the ground truth computed by DuckDB from the records put; a wrong
+or incomplete run is reported and makes the exit status 1.
+
+Measured per run: wall seconds, CPU seconds (user + system) of the streamkit process trees
+(kinesalite's and LocalStack's CPU in the same interval reported apart), rows/s =
+records / wall, and records per worker CPU-second = records / streamkit CPU. Modes are
+interleaved (the order rotates each repetition); medians over ``--repeat`` runs. The
+exchange's cost is single's records per CPU-second over the fleet's (target <= 1.5).
+
+Writes bench/results/fleet_throughput_<UTC>.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from _fleet_run import RunResult, Servers, run_once
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BASE_US = int(datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()) * 1_000_000
+SPAN_US = 10 * 60 * 1_000_000
+TARGET = 1.5
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def make_data(records: int, keys: int, seed: int) -> tuple[pa.Table, list[bytes]]:
+    """The records as an Arrow table and as JSON payloads (vectorised, seeded)."""
+    rng = np.random.default_rng(seed)
+    times = BASE_US + rng.integers(0, SPAN_US, records)
+    key_ids = rng.integers(0, keys, records)
+    values = rng.integers(1, 1000, records)
+    table = pa.table(
+        {
+            "event_time": pa.array(times, pa.timestamp("us", "UTC")),
+            "key": pa.array(np.char.add("k", key_ids.astype(str)), pa.string()),
+            "value": pa.array(values, pa.int64()),
+        }
+    )
+    iso = np.datetime_as_string(times.astype("datetime64[us]"), unit="us")
+    payloads = [
+        b'{"event_time":"%sZ","key":"k%d","value":%d}' % (t.encode(), k, v)
+        for t, k, v in zip(iso.tolist(), key_ids.tolist(), values.tolist(), strict=True)
+    ]
+    return table, payloads
+
+
+def ground_truth(table: pa.Table) -> pa.Table:
+    """count and sum(value) per (1-minute window start in µs, key), by DuckDB."""
+    con = duckdb.connect()
+    con.register("events", table)
+    return con.execute(
+        "SELECT epoch_us(event_time) // 60000000 * 60000000 AS start, key, "
+        "count(*)::BIGINT AS n, sum(value)::BIGINT AS total FROM events GROUP BY ALL"
+    ).to_arrow_table()
+
+
+def fill(endpoint: Any, stream: str, shards: int, payloads: list[bytes]) -> float:
+    """Create the stream, put the payloads (random partition keys, 500 per call, 4 threads);
+    returns records/s."""
+    import time
+    import uuid
+
+    client = endpoint.client("kinesis", max_pool_connections=8)
+    client.create_stream(StreamName=stream, ShardCount=shards)
+    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+
+    def put(start: int) -> None:
+        batch = [{"Data": d, "PartitionKey": uuid.uuid4().hex}
+                 for d in payloads[start : start + 500]]  # fmt: skip
+        while batch:
+            out = client.put_records(StreamName=stream, Records=batch)
+            batch = [r for r, o in zip(batch, out["Records"], strict=True) if "ErrorCode" in o]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(put, range(0, len(payloads), 500)))
+    return len(payloads) / (time.perf_counter() - started)
+
+
+def _median(runs: list[RunResult], attr: str) -> float:
+    values = [float(getattr(r, attr)) for r in runs if r.error is None]
+    return statistics.median(values) if values else float("nan")
+
+
+def summary(runs: list[RunResult], modes: list[str]) -> dict[str, dict[str, float]]:
+    """Per mode, the medians of every figure over its correct runs."""
+    attrs = ("wall_s", "cpu_s", "startup_cpu_s", "rows_per_s", "records_per_cpu_s",
+             "kinesalite_cpu_s", "localstack_cpu_s", "sink_rows")  # fmt: skip
+    out = {}
+    for mode in modes:
+        mine = [r for r in runs if r.mode == mode]
+        out[mode] = {a: _median(mine, a) for a in attrs} | {
+            "ok_runs": float(sum(r.error is None for r in mine)),
+            "runs": float(len(mine)),
+        }
+    return out
+
+
+def markdown(meta: dict[str, Any], runs: list[RunResult], summ: dict[str, dict[str, float]]) -> str:
+    lines = [
+        f"## Fleet vs one process, {meta['records']:,} records, {meta['shards']} shards "
+        f"(kinesalite), {meta['groups']:,} result rows, medians of {meta['repeat']}",
+        "",
+        f"{meta['started']}; {meta['cpus']} cores shared with other work (load "
+        f"{meta['loadavg_start']:.1f} at start); run under `nice -n 15`; backlog written at "
+        f"{meta['write_rate']:,.0f} records/s. Command: `{meta['command']}`",
+        "",
+        "| mode | workers | wall s | rows/s | streamkit CPU s | of which start-up | "
+        "records / CPU-s | kinesalite CPU s | LocalStack CPU s | rows written | correct runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, s in summ.items():
+        workers = 1 if mode == "single" else int(mode.removeprefix("fleet"))
+        lines.append(
+            f"| {mode} | {workers} | {s['wall_s']:.1f} | {s['rows_per_s']:,.0f} | "
+            f"{s['cpu_s']:.1f} | {s['startup_cpu_s']:.1f} | {s['records_per_cpu_s']:,.0f} | "
+            f"{s['kinesalite_cpu_s']:.1f} | {s['localstack_cpu_s']:.1f} | "
+            f"{s['sink_rows']:,.0f} | "
+            f"{s['ok_runs']:.0f}/{s['runs']:.0f} |"
+        )
+    lines.append("")
+    single = summ.get("single", {}).get("records_per_cpu_s")
+    for mode, s in summ.items():
+        if mode != "single" and single:
+            ratio = single / s["records_per_cpu_s"]
+            verdict = "meets" if ratio <= TARGET else "**misses**"
+            lines.append(f"- exchange cost, single / {mode} records per CPU-second: "
+                         f"**{ratio:.2f}x** (target <= {TARGET}x: {verdict})")  # fmt: skip
+    if "fleet1" in summ and "fleet2" in summ:
+        speedup = summ["fleet2"]["rows_per_s"] / summ["fleet1"]["rows_per_s"]
+        lines.append(f"- fleet throughput, 2 workers / 1 worker (rows/s): **{speedup:.2f}x**")
+    lines += ["", "Runs (in order):", ""]
+    for r in runs:
+        status = "ok" if r.error is None else f"**{r.error}**"
+        lines.append(f"- rep {r.rep} {r.mode}: {r.wall_s:.1f} s wall, {r.cpu_s:.1f} s CPU, "
+                     f"load {r.loadavg_1m:.1f}: {status}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def measure(args: argparse.Namespace, servers: Servers, kinesis: Any) -> int:
+    import uuid
+
+    table, payloads = make_data(args.records, args.keys, args.seed)
+    truth = ground_truth(table)
+    stream = f"fleetbench-{uuid.uuid4().hex[:8]}"
+    log(f"writing {args.records:,} records over {args.shards} shards ...")
+    rate = fill(kinesis, stream, args.shards, payloads)
+    log(f"  {rate:,.0f} records/s; ground truth: {truth.num_rows:,} groups")
+    runs: list[RunResult] = []
+    for rep in range(1, args.repeat + 1):
+        shift = (rep - 1) % len(args.modes)
+        for mode in args.modes[shift:] + args.modes[:shift]:
+            workers = 1 if mode == "single" else int(mode.removeprefix("fleet"))
+            run = run_once("single" if mode == "single" else "fleet", workers, rep,
+                           stream=stream, servers=servers, truth=truth, records=args.records,
+                           timeout=args.timeout)  # fmt: skip
+            run = RunResult(**(asdict(run) | {"mode": mode}))
+            log(f"  rep {rep} {mode:<7} {run.wall_s:6.1f} s wall {run.cpu_s:6.1f} s CPU "
+                f"{run.rows_per_s:9,.0f} rows/s {run.records_per_cpu_s:9,.0f} rec/CPU-s"
+                + (f"  ERROR {run.error}" if run.error else ""))  # fmt: skip
+            runs.append(run)
+    summ = summary(runs, args.modes)
+    meta = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"), "records": args.records,
+        "shards": args.shards, "keys": args.keys, "groups": truth.num_rows,
+        "repeat": args.repeat, "write_rate": rate, "cpus": os.cpu_count(),
+        "loadavg_start": args.loadavg, "command": " ".join(["python", *sys.argv]),
+    }  # fmt: skip
+    text = markdown(meta, runs, summ)
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    (RESULTS_DIR / f"fleet_throughput_{stamp}.md").write_text(text)
+    raw = {"meta": meta, "summary": summ, "runs": [asdict(r) for r in runs]}
+    path = RESULTS_DIR / f"fleet_throughput_{stamp}.json"
+    path.write_text(json.dumps(raw, indent=1))
+    log(f"wrote {path} and .md")
+    return 1 if any(r.error for r in runs) else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--keys", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--modes", nargs="+", default=["single", "fleet1", "fleet2"])
+    p.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
+    args = p.parse_args()
+    bad = [m for m in args.modes if m != "single" and not m.removeprefix("fleet").isdigit()]
+    if bad or args.repeat < 1:
+        p.error(f"modes are single or fleetN (N workers), repeat >= 1; got {bad or args.repeat}")
+    args.loadavg = os.getloadavg()[0]
+    from streamkit.config import ENDPOINT_ENV, AwsEndpoint
+    from streamkit.testing.servers import start_kinesalite, start_localstack
+
+    with start_kinesalite() as kin:
+        if os.environ.get(ENDPOINT_ENV):
+            leases = AwsEndpoint.from_env()
+            servers = Servers(kin.url, str(leases.url), kin.process.pid, None)
+            return measure(args, servers, kin.endpoint)
+        log("starting LocalStack ...")
+        with start_localstack() as ls:
+            servers = Servers(kin.url, ls.url, kin.process.pid, ls.process.pid)
+            return measure(args, servers, kin.endpoint)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
