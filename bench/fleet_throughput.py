@@ -127,7 +127,8 @@ def _median(runs: list[RunResult], attr: str) -> float:
 def summary(runs: list[RunResult], modes: list[str]) -> dict[str, dict[str, float]]:
     """Per mode, the medians of every figure over its correct runs."""
     attrs = ("wall_s", "cpu_s", "startup_cpu_s", "rows_per_s", "records_per_cpu_s",
-             "kinesalite_cpu_s", "localstack_cpu_s", "sink_rows")  # fmt: skip
+             "records_per_cpu_s_after_startup", "kinesalite_cpu_s", "localstack_cpu_s",
+             "sink_rows")  # fmt: skip
     out = {}
     for mode in modes:
         mine = [r for r in runs if r.mode == mode]
@@ -148,26 +149,30 @@ def markdown(meta: dict[str, Any], runs: list[RunResult], summ: dict[str, dict[s
         f"{meta['write_rate']:,.0f} records/s. Command: `{meta['command']}`",
         "",
         "| mode | workers | wall s | rows/s | streamkit CPU s | of which start-up | "
-        "records / CPU-s | kinesalite CPU s | LocalStack CPU s | rows written | correct runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "records / CPU-s | same, start-up excluded | kinesalite CPU s | LocalStack CPU s | "
+        "rows written | correct runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, s in summ.items():
         workers = 1 if mode == "single" else int(mode.removeprefix("fleet"))
         lines.append(
             f"| {mode} | {workers} | {s['wall_s']:.1f} | {s['rows_per_s']:,.0f} | "
             f"{s['cpu_s']:.1f} | {s['startup_cpu_s']:.1f} | {s['records_per_cpu_s']:,.0f} | "
+            f"{s['records_per_cpu_s_after_startup']:,.0f} | "
             f"{s['kinesalite_cpu_s']:.1f} | {s['localstack_cpu_s']:.1f} | "
             f"{s['sink_rows']:,.0f} | "
             f"{s['ok_runs']:.0f}/{s['runs']:.0f} |"
         )
     lines.append("")
-    single = summ.get("single", {}).get("records_per_cpu_s")
+    single = summ.get("single", {})
     for mode, s in summ.items():
         if mode != "single" and single:
-            ratio = single / s["records_per_cpu_s"]
+            ratio = single["records_per_cpu_s"] / s["records_per_cpu_s"]
+            late = single["records_per_cpu_s_after_startup"] / s["records_per_cpu_s_after_startup"]
             verdict = "meets" if ratio <= TARGET else "**misses**"
             lines.append(f"- exchange cost, single / {mode} records per CPU-second: "
-                         f"**{ratio:.2f}x** (target <= {TARGET}x: {verdict})")  # fmt: skip
+                         f"**{ratio:.2f}x** (target <= {TARGET}x: {verdict}); start-up "
+                         f"excluded {late:.2f}x")  # fmt: skip
     if "fleet1" in summ and "fleet2" in summ:
         speedup = summ["fleet2"]["rows_per_s"] / summ["fleet1"]["rows_per_s"]
         lines.append(f"- fleet throughput, 2 workers / 1 worker (rows/s): **{speedup:.2f}x**")
@@ -213,7 +218,7 @@ def measure(args: argparse.Namespace, servers: Servers, kinesis: Any) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     (RESULTS_DIR / f"fleet_throughput_{stamp}.md").write_text(text)
-    raw = {"meta": meta, "summary": summ, "runs": [asdict(r) for r in runs]}
+    raw = {"meta": meta, "summary": summ, "runs": [asdict(r) for r in runs]}  # medians in summ
     path = RESULTS_DIR / f"fleet_throughput_{stamp}.json"
     path.write_text(json.dumps(raw, indent=1))
     log(f"wrote {path} and .md")
