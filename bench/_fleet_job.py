@@ -12,13 +12,15 @@ shards within seconds rather than after the default 20 s take cycle.
 
 When ``job()`` is called (after the CLI imported streamkit) it writes this process's CPU
 seconds so far to ``$FB_OUT/startup-<pid>.json``: the interpreter + import cost the bench
-reports beside the total.
+reports beside the total. With ``$FB_PROFILE`` set to a folder, ``_sampler.py`` writes where
+this process's CPU went to ``$FB_PROFILE/<pid>.txt`` at exit (not used for the figures).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +45,11 @@ def job() -> DataStreamWriter:
     out = Path(os.environ["FB_OUT"])
     startup = {"pid": os.getpid(), "cpu_s": time.process_time()}
     (out / f"startup-{os.getpid()}.json").write_text(json.dumps(startup))
+    if profile := os.environ.get("FB_PROFILE"):
+        sys.path.insert(0, str(Path(__file__).parent))
+        import _sampler
+
+        _sampler.start(Path(profile) / f"{os.getpid()}.txt")
     events = sk.read_stream.kinesis(
         os.environ["FB_STREAM"], os.environ["FB_APP"], SCHEMA,
         AwsEndpoint.local(os.environ["FB_KINESIS"]),

@@ -90,7 +90,7 @@ def ground_truth(table: pa.Table) -> pa.Table:
     """count and sum(value) per (1-minute window start in µs, key), by DuckDB."""
     con = duckdb.connect()
     con.register("events", table)
-    return con.execute(
+    return con.sql(
         "SELECT epoch_us(event_time) // 60000000 * 60000000 AS start, key, "
         "count(*)::BIGINT AS n, sum(value)::BIGINT AS total FROM events GROUP BY ALL"
     ).to_arrow_table()
