@@ -73,3 +73,24 @@ def start(path: Path, interval: float = 0.005) -> None:
 
     threading.Thread(target=loop, daemon=True, name="sampler").start()
     atexit.register(report)
+
+
+def stacks_on_sigusr1(path: Path) -> None:
+    """On SIGUSR1, append every thread's stack and every pending asyncio task's to ``path``."""
+    import asyncio
+    import gc
+    import signal
+    import traceback
+
+    def dump(signum: int, frame: FrameType | None) -> None:
+        with path.open("a") as out:
+            out.write(f"##### {time.strftime('%H:%M:%S')}\n")
+            for ident, top in sys._current_frames().items():
+                out.write(f"--- thread {ident}\n")
+                traceback.print_stack(top, file=out)
+            for task in [o for o in gc.get_objects() if isinstance(o, asyncio.Task)]:
+                if not task.done():
+                    out.write(f"=== {task.get_name()} {task.get_coro()!r}\n")
+                    task.print_stack(file=out)
+
+    signal.signal(signal.SIGUSR1, dump)
