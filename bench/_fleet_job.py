@@ -6,9 +6,10 @@ watermark 10 minutes behind (the data span 10 minutes: no row is late and no win
 is evicted), update mode, into Parquet at ``$FB_OUT/out`` with the
 checkpoint root ``$FB_OUT/checkpoint``. The stream (``$FB_STREAM``) is on kinesalite
 (``$FB_KINESIS``), the lease tables on ``$FB_LEASES`` (kinesalite has no DynamoDB).
-Every mode gets the same lease timings (``failover_time`` 6 s, ``take_interval`` 1 s,
-``idle_time`` 0.2 s, as the fleet's own tests use), so a second worker gets its share of the
-shards within seconds rather than after the default 20 s take cycle.
+Every mode gets the same consumer settings: ``failover_time`` 6 s and ``take_interval`` 1 s
+(as the fleet's own tests use), so a second worker gets its share of the shards within
+seconds rather than after the default 20 s take cycle; ``idle_time`` (the pause after a read
+that reached a shard's tip) ``$FB_IDLE_TIME``, default 1.5 s, the consumer's default.
 
 When ``job()`` is called (after the CLI imported streamkit) it writes this process's CPU
 seconds so far to ``$FB_OUT/startup-<pid>.json``: the interpreter + import cost the bench
@@ -39,7 +40,11 @@ SCHEMA = pa.schema(
         pa.field("value", pa.int64(), nullable=False),
     ]
 )
-OPTIONS = {"failover_time": 6.0, "consumer_options": {"idle_time": 0.2, "take_interval": 1.0}}
+IDLE_TIME = float(os.environ.get("FB_IDLE_TIME", "1.5"))
+OPTIONS = {
+    "failover_time": 6.0,
+    "consumer_options": {"idle_time": IDLE_TIME, "take_interval": 1.0},
+}
 
 
 def job() -> DataStreamWriter:

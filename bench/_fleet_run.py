@@ -6,9 +6,10 @@ Completion: the query runs in update mode, so the sink holds every version of ea
 (window, key) it changed; the last is the largest (count and a sum of positive values only
 grow). The run is complete when the last versions cover as many groups as the ground truth
 and their counts add up to the records put (checked every 0.25 s, each new file read once);
-then the wall time and the CPU of every process tree are read,
-before anything is stopped. A run that does not complete within ``timeout`` seconds, or
-whose process exits first, is an error.
+then the wall time and the CPU of every process tree are read; the processes run on idle for
+``IDLE_WINDOW`` seconds, whose CPU gives their idle cost (polling and leases), and are
+stopped. A run that does not complete within ``timeout`` seconds, or whose process exits
+first, is an error.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from _proc_tree import usage
 HERE = Path(__file__).resolve().parent
 JOB = HERE / "_fleet_job.py"
 POLL = 0.25
+IDLE_WINDOW = 5.0
+"""Seconds the processes are left running after completion to measure their idle CPU."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class RunResult:
     error: str | None = None
     sink_rows: int = 0
     """Rows the query wrote (every version of every group; update mode)."""
+    idle_cpu_per_s: float = 0.0
+    """CPU seconds per second of the streamkit processes once caught up (polling, leases)."""
 
     @property
     def rows_per_s(self) -> float:
@@ -219,6 +224,8 @@ def run_once(
         ls = 0.0
         if servers.localstack_pid is not None:
             ls = usage(servers.localstack_pid).cpu_s - server_cpu[1]
+        time.sleep(IDLE_WINDOW if error is None else 0)
+        idle = (sum(usage(p.pid).cpu_s for p in procs) - cpu) / IDLE_WINDOW
         _stop(procs)
     startup = sum(json.loads(f.read_text())["cpu_s"] for f in work.glob("startup-*.json"))
     if error is None and (problems := compare(sink_result(work / "out"), truth)):
@@ -228,4 +235,4 @@ def run_once(
     else:
         error += f" (kept {work})"
     return RunResult(mode, workers, rep, wall, cpu, startup, kin, ls, records, load, error,
-                     done.rows_written)  # fmt: skip
+                     done.rows_written, idle)  # fmt: skip

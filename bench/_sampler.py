@@ -46,9 +46,9 @@ def start(path: Path, interval: float = 0.005) -> None:
     by_ours: collections.Counter[str] = collections.Counter()
     by_leaf: collections.Counter[str] = collections.Counter()
     last: dict[int, int] = {}
-    me = threading.get_ident()
 
     def loop() -> None:
+        me = threading.get_ident()
         while True:
             time.sleep(interval)
             natives = {t.ident: t.native_id for t in threading.enumerate()}

@@ -29,7 +29,8 @@ compared row by row with the ground truth computed by DuckDB from the records pu
 or incomplete run is reported and makes the exit status 1.
 
 Measured per run: wall seconds, CPU seconds (user + system) of the streamkit process trees
-(kinesalite's and LocalStack's CPU in the same interval reported apart), rows/s =
+(kinesalite's and LocalStack's CPU in the same interval reported apart; the CPU the
+processes spend once caught up, per second, measured over 5 s after completion), rows/s =
 records / wall, and records per worker CPU-second = records / streamkit CPU. Modes are
 interleaved (the order rotates each repetition); medians over ``--repeat`` runs. The
 exchange's cost is single's records per CPU-second over the fleet's (target <= 1.5).
@@ -128,7 +129,7 @@ def summary(runs: list[RunResult], modes: list[str]) -> dict[str, dict[str, floa
     """Per mode, the medians of every figure over its correct runs."""
     attrs = ("wall_s", "cpu_s", "startup_cpu_s", "rows_per_s", "records_per_cpu_s",
              "records_per_cpu_s_after_startup", "kinesalite_cpu_s", "localstack_cpu_s",
-             "sink_rows")  # fmt: skip
+             "sink_rows", "idle_cpu_per_s")  # fmt: skip
     out = {}
     for mode in modes:
         mine = [r for r in runs if r.mode == mode]
@@ -145,13 +146,14 @@ def markdown(meta: dict[str, Any], runs: list[RunResult], summ: dict[str, dict[s
         f"(kinesalite), {meta['groups']:,} result rows, medians of {meta['repeat']}",
         "",
         f"{meta['started']}; {meta['cpus']} cores shared with other work (load "
-        f"{meta['loadavg_start']:.1f} at start); run under `nice -n 15`; backlog written at "
+        f"{meta['loadavg_start']:.1f} at start); consumer idle_time {meta['idle_time']} s; "
+        f"backlog written at "
         f"{meta['write_rate']:,.0f} records/s. Command: `{meta['command']}`",
         "",
         "| mode | workers | wall s | rows/s | streamkit CPU s | of which start-up | "
         "records / CPU-s | same, start-up excluded | kinesalite CPU s | LocalStack CPU s | "
-        "rows written | correct runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "rows written | idle CPU s/s | correct runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, s in summ.items():
         workers = 1 if mode == "single" else int(mode.removeprefix("fleet"))
@@ -160,7 +162,7 @@ def markdown(meta: dict[str, Any], runs: list[RunResult], summ: dict[str, dict[s
             f"{s['cpu_s']:.1f} | {s['startup_cpu_s']:.1f} | {s['records_per_cpu_s']:,.0f} | "
             f"{s['records_per_cpu_s_after_startup']:,.0f} | "
             f"{s['kinesalite_cpu_s']:.1f} | {s['localstack_cpu_s']:.1f} | "
-            f"{s['sink_rows']:,.0f} | "
+            f"{s['sink_rows']:,.0f} | {s['idle_cpu_per_s']:.3f} | "
             f"{s['ok_runs']:.0f}/{s['runs']:.0f} |"
         )
     lines.append("")
@@ -210,7 +212,8 @@ def measure(args: argparse.Namespace, servers: Servers, kinesis: Any) -> int:
     meta = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"), "records": args.records,
         "shards": args.shards, "keys": args.keys, "groups": truth.num_rows,
-        "repeat": args.repeat, "write_rate": rate, "cpus": os.cpu_count(),
+        "repeat": args.repeat, "write_rate": rate, "idle_time": args.idle_time,
+        "cpus": os.cpu_count(),
         "loadavg_start": args.loadavg, "command": " ".join(["python", *sys.argv]),
     }  # fmt: skip
     text = markdown(meta, runs, summ)
@@ -234,11 +237,14 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--modes", nargs="+", default=["single", "fleet1", "fleet2"])
     p.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
+    p.add_argument("--idle-time", type=float, default=1.5,
+                   help="consumer idle_time of every mode (1.5 s = its default)")  # fmt: skip
     args = p.parse_args()
     bad = [m for m in args.modes if m != "single" and not m.removeprefix("fleet").isdigit()]
     if bad or args.repeat < 1:
         p.error(f"modes are single or fleetN (N workers), repeat >= 1; got {bad or args.repeat}")
     args.loadavg = os.getloadavg()[0]
+    os.environ["FB_IDLE_TIME"] = str(args.idle_time)  # read by _fleet_job.py
     from streamkit.config import ENDPOINT_ENV, AwsEndpoint
     from streamkit.testing.servers import start_kinesalite, start_localstack
 
