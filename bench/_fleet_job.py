@@ -14,9 +14,10 @@ that reached a shard's tip) ``$FB_IDLE_TIME``, default 1.5 s, the consumer's def
 When ``job()`` is called (after the CLI imported streamkit) it writes this process's CPU
 seconds so far to ``$FB_OUT/startup-<pid>.json``: the interpreter + import cost the bench
 reports beside the total. With ``$FB_PROFILE`` set to a folder, ``_sampler.py`` writes where
-this process's CPU went to ``$FB_PROFILE/<pid>.txt`` at exit, and SIGUSR1 writes every
-thread's stack and every pending asyncio task's to ``$FB_PROFILE/<pid>-stacks.txt`` (to see
-where a stalled worker waits). Neither is used for the figures.
+this process's CPU went to ``$FB_PROFILE/<pid>.txt`` at exit; with ``$FB_STACKS`` set to a
+folder, SIGUSR1 writes every thread's stack and every pending asyncio task's to
+``$FB_STACKS/<pid>-stacks.txt`` (to see where a stalled worker waits; costs nothing until
+signalled). The sampler is not used for the figures.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def job() -> DataStreamWriter:
         import _sampler
 
         _sampler.start(Path(profile) / f"{os.getpid()}.txt")
-        _sampler.stacks_on_sigusr1(Path(profile) / f"{os.getpid()}-stacks.txt")
+    if stacks := os.environ.get("FB_STACKS"):
+        sys.path.insert(0, str(Path(__file__).parent))
+        import _sampler
+
+        _sampler.stacks_on_sigusr1(Path(stacks) / f"{os.getpid()}-stacks.txt")
     events = sk.read_stream.kinesis(
         os.environ["FB_STREAM"], os.environ["FB_APP"], SCHEMA,
         AwsEndpoint.local(os.environ["FB_KINESIS"]),
