@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +21,7 @@ import pyarrow.json as pajson
 from streamkit.config import current_endpoint
 from streamkit.durations import parse_duration_ns
 from streamkit.errors import ConfigError, StreamkitError
+from streamkit.file_scan import list_files, parquet_chunks, parquet_schema
 from streamkit.frame import DataFrame
 from streamkit.plan import Scan
 from streamkit.reloading import Clock, ReloadingSource
@@ -29,10 +30,10 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     import pandas as pd
-    import pyarrow.dataset as ds
 
 CHUNK_ROWS = 1 << 22
 """Rows per chunk when an aggregation reads its input (partial states per chunk)."""
+
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     if path.startswith("s3://"):
@@ -40,6 +41,11 @@ def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     if "://" in path:
         raise ConfigError(f"unsupported path scheme in {path!r}; use a local path or s3://")
     return pafs.LocalFileSystem(), path
+
+
+def _empty(schema: pa.Schema) -> pa.Table:
+    """A table with no rows (not ``Schema.empty_table``: that imports pandas)."""
+    return pa.Table.from_batches([], schema)
 
 
 def _to_polars(table: pa.Table) -> pl.DataFrame:
@@ -70,20 +76,18 @@ class ArrowSource:
 
 @dataclass(frozen=True, eq=False)
 class FileSource:
-    """Parquet or NDJSON files (one file, or every matching file under a directory)."""
+    """Parquet or NDJSON files (one file, or every visible matching file under a directory;
+    see :mod:`streamkit.file_scan`). The files are listed (and NDJSON read) once, here."""
 
     path: str
     format: str
     schema: pl.Schema = field(init=False)
-    _dataset: ds.Dataset = field(init=False, repr=False)
+    _fs: pafs.FileSystem = field(init=False, repr=False)
+    _files: list[str] = field(init=False, repr=False)
+    _arrow_schema: pa.Schema = field(init=False, repr=False)
+    _json: pa.Table | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_dataset", self._open())
-        object.__setattr__(self, "schema", _to_polars(self._dataset.schema.empty_table()).schema)
-
-    def _open(self) -> ds.Dataset:
-        import pyarrow.dataset as ds  # imports pandas: only when a file is read
-
         fs, root = _filesystem(self.path)
         try:
             info = fs.get_file_info(root)
@@ -91,46 +95,50 @@ class FileSource:
             raise StreamkitError(f"cannot reach {self.path!r}: {exc}") from exc
         if info.type == pafs.FileType.NotFound:
             raise StreamkitError(f"no such file or directory: {self.path!r}")
+        json_table = None
         if self.format == "parquet":
-            return ds.dataset(root, filesystem=fs, format="parquet")
-        return self._json_dataset(fs, root, info)
-
-    def _json_dataset(self, fs: pafs.FileSystem, root: str, info: pafs.FileInfo) -> ds.Dataset:
-        import pyarrow.dataset as ds
-
-        if info.type == pafs.FileType.Directory:
-            selector = pafs.FileSelector(root, recursive=True)
-            files = sorted(
-                f.path
-                for f in fs.get_file_info(selector)
-                if f.type == pafs.FileType.File
-                and f.path.endswith((".json", ".ndjson", ".jsonl"))
-                and not f.base_name.startswith((".", "_"))  # hidden / bookkeeping files
-            )
+            files = list_files(fs, root, info, None)
+            arrow_schema = parquet_schema(fs, files)
         else:
-            files = [root]
-        if not files:
-            raise StreamkitError(f"no .json/.ndjson/.jsonl files under {self.path!r}")
-        tables = []
-        for f in files:
-            with fs.open_input_stream(f) as stream:
-                tables.append(pajson.read_json(stream))
-        return ds.dataset(pa.concat_tables(tables, promote_options="permissive"))
+            files = list_files(fs, root, info, (".json", ".ndjson", ".jsonl"))
+            if not files:
+                raise StreamkitError(f"no .json/.ndjson/.jsonl files under {self.path!r}")
+            tables = []
+            for f in files:
+                with fs.open_input_stream(f) as stream:
+                    tables.append(pajson.read_json(stream))
+            json_table = pa.concat_tables(tables, promote_options="permissive")
+            arrow_schema = json_table.schema
+        for name, value in (
+            ("_fs", fs),
+            ("_files", files),
+            ("_arrow_schema", arrow_schema),
+            ("_json", json_table),
+            ("schema", _to_polars(_empty(arrow_schema)).schema),
+        ):
+            object.__setattr__(self, name, value)
 
     def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
         """Chunks of about CHUNK_ROWS rows in file order; the next chunk is read in a
         background thread while the caller works on the current one. Parquet string
         columns in ``dictionary`` come back categorical."""
-        import pyarrow.dataset as ds
-
-        dataset = self._dataset
-        if self.format == "parquet" and dictionary:
-            fmt = ds.ParquetFileFormat(read_options={"dictionary_columns": dictionary})
-            fs, root = _filesystem(self.path)
-            dataset = ds.dataset(root, filesystem=fs, format=fmt)
-        readers = list(_chunk_readers(dataset, columns))
+        if self._json is not None:
+            table = self._json.select(columns)
+            for start in range(0, max(table.num_rows, 1), CHUNK_ROWS):
+                yield _to_polars(table.slice(start, CHUNK_ROWS))
+            return
+        readers = list(
+            parquet_chunks(
+                self._fs,
+                self._files,
+                self._arrow_schema,
+                columns,
+                dictionary=dictionary,
+                chunk_rows=CHUNK_ROWS,
+            )
+        )
         if not readers:
-            yield _to_polars(dataset.schema.empty_table().select(columns))
+            yield _to_polars(_empty(self._arrow_schema).select(columns))
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(readers[0])
@@ -142,30 +150,6 @@ class FileSource:
 
     def describe(self) -> str:
         return f"{self.format} {self.path}"
-
-
-def _chunk_readers(dataset: ds.Dataset, columns: list[str]) -> Iterator[Callable[[], pa.Table]]:
-    """One callable per chunk: groups of Parquet row groups of about CHUNK_ROWS rows (each
-    read with pyarrow's threads), or the whole fragment for other formats."""
-    for fragment in dataset.get_fragments():
-        groups = getattr(fragment, "row_groups", None)
-        if not groups:
-            yield partial(fragment.to_table, columns=columns, use_threads=True)
-            continue
-        ids: list[int] = []
-        rows = 0
-        for rg in groups:
-            ids.append(rg.id)
-            rows += rg.num_rows
-            if rows >= CHUNK_ROWS:
-                yield partial(_read_row_groups, fragment, ids, columns)
-                ids, rows = [], 0
-        if ids:
-            yield partial(_read_row_groups, fragment, ids, columns)
-
-
-def _read_row_groups(fragment: Any, ids: list[int], columns: list[str]) -> pa.Table:
-    return fragment.subset(row_group_ids=ids).to_table(columns=columns, use_threads=True)
 
 
 class DataFrameReader:
