@@ -24,6 +24,8 @@ def _code_source(dtype: pl.DataType, name: str) -> pl.Expr | None:
         return col.cast(pl.Categorical).to_physical().cast(pl.Int64)
     if isinstance(dtype, pl.Categorical | pl.Enum):
         return col.to_physical().cast(pl.Int64)
+    if isinstance(dtype, pl.UInt64):  # two's complement view: distinct stays distinct
+        return col.cast(pl.Int64, wrap_numerical=True)
     if dtype.is_integer() or isinstance(dtype, pl.Boolean | pl.Datetime | pl.Date):
         return col.cast(pl.Int64)
     return None
@@ -69,34 +71,69 @@ class GroupCoder:
 
     def ids(self, frame: pl.DataFrame) -> np.ndarray:
         """The slot (int64) of each row of ``frame``; frames must share the key columns."""
-        if not self.keys:
-            return np.zeros(frame.height, dtype=np.int64)
-        fast = self._ids_numpy(frame)
-        if fast is not None:
-            return fast
-        expr: pl.Expr | None = None
-        for src, lo, card in zip(self.sources, self.lows, self.cards, strict=True):
-            code = (src - lo).fill_null(card - 1)
-            expr = code if expr is None else expr * card + code
-        assert expr is not None
-        return frame.select(expr.alias("gid")).to_series().to_numpy()
+        return self.cells(frame, wide=True)
 
-    def _ids_numpy(self, frame: pl.DataFrame) -> np.ndarray | None:
-        """The common case without nulls, in numpy on the columns' physical values."""
-        gid: np.ndarray | None = None
-        for key, lo, card in zip(self.keys, self.lows, self.cards, strict=True):
+    def cells(
+        self,
+        frame: pl.DataFrame,
+        scale: int = 1,
+        plus: np.ndarray | None = None,
+        *,
+        wide: bool = False,
+    ) -> np.ndarray:
+        """``slot * scale + plus`` per row of ``frame`` (``plus`` below ``scale``): uint32
+        when every such value is below ``2**32`` and not ``wide``, else int64. One output
+        array, computed in place (uint32's modular arithmetic is exact when the result fits)."""
+        small = self.slots * scale <= 1 << 32 and (plus is None or plus.dtype.itemsize <= 4)
+        dtype = np.dtype(np.uint32 if small and not wide else np.int64)
+        out = np.empty(frame.height, dtype=dtype)
+        if not self.keys:
+            out[:] = 0
+        elif not self._cells_numpy(frame, out):
+            expr: pl.Expr | None = None
+            for src, lo, card in zip(self.sources, self.lows, self.cards, strict=True):
+                code = (src - lo).fill_null(card - 1)
+                expr = code if expr is None else expr * card + code
+            assert expr is not None
+            out[:] = frame.select(expr.alias("gid")).to_series().to_numpy()
+        if scale != 1:
+            np.multiply(out, _const(scale, dtype), out=out, casting="unsafe")
+        if plus is not None:
+            np.add(out, plus, out=out, casting="unsafe")
+        return out
+
+    def _cells_numpy(self, frame: pl.DataFrame, out: np.ndarray) -> bool:
+        """Slots into ``out`` in the common case without nulls, in numpy on the columns'
+        physical values; False (``out`` untouched) when a key needs the Polars path."""
+        columns = []
+        for key in self.keys:
             col = frame[key]
             if col.null_count() or isinstance(col.dtype, pl.String):
-                return None
+                return False
             if isinstance(col.dtype, pl.Categorical | pl.Enum):
                 col = col.to_physical()
             elif isinstance(col.dtype, pl.Boolean):
                 col = col.cast(pl.Int8)
             elif not col.dtype.is_integer():
-                return None
-            code = col.to_numpy().astype(np.int64, copy=False) - lo
-            gid = code if gid is None else gid * card + code
-        return gid
+                return False
+            values = col.to_numpy()
+            # uint64 with int64 would promote to float: reinterpret (wraps like astype)
+            columns.append(values.view(np.int64) if values.dtype == np.uint64 else values)
+        for i, (values, lo, card) in enumerate(zip(columns, self.lows, self.cards, strict=True)):
+            if i == 0:
+                np.subtract(values, _const(lo, out.dtype), out=out, casting="unsafe")
+                continue
+            np.multiply(out, _const(card, out.dtype), out=out, casting="unsafe")
+            np.add(out, values, out=out, casting="unsafe")
+            np.subtract(out, _const(lo, out.dtype), out=out, casting="unsafe")
+        return True
+
+
+def _const(value: int, dtype: np.dtype) -> np.generic:
+    """``value`` as a ``dtype`` scalar; modulo 2**32 for uint32 (ring arithmetic)."""
+    if dtype == np.uint32:
+        return np.uint32(value % (1 << 32))
+    return np.int64(value)
 
 
 def group_ids(frame: pl.DataFrame, keys: list[str]) -> np.ndarray:

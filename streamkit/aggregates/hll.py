@@ -53,7 +53,8 @@ def build(
     coder = GroupCoder.fit(groups, keys)  # the distinct keys have the data's ranges
     if coder is not None and coder.slots * m <= MAX_DENSE_BYTES:
         dense = np.zeros(coder.slots * m, dtype=np.uint8)
-        np.maximum.at(dense, coder.ids(data) * m + reg_idx, rhos)
+        # one index array (uint32: the buffer is at most 2**28), computed in place
+        np.maximum.at(dense, coder.cells(data, m, reg_idx), rhos)
         registers: np.ndarray = dense.reshape(coder.slots, m)[coder.ids(groups)]
         return registers
     both = pl.concat([groups.select(keys), data.select(keys)], how="vertical_relaxed")
