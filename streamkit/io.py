@@ -143,10 +143,10 @@ class FileSource:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(readers[0])
             for nxt in [*readers[1:], None]:
-                table = pending.result()
+                chunk = pending.result()
                 if nxt is not None:
                     pending = pool.submit(nxt)
-                yield _to_polars(table)
+                yield chunk
 
     def describe(self) -> str:
         return f"{self.format} {self.path}"
