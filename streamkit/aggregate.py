@@ -12,13 +12,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
+from streamkit._lazy import lazy_module
 from streamkit.windows import BUCKET, WEND, WINDOW_COLUMN, WSTART, SessionWindow, TimeWindow
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from streamkit.aggs import AggExpr
+else:
+    np = lazy_module("numpy")
 
 GLOBAL = "__all"
 """Constant key column standing in for 'no keys' in a global aggregation."""

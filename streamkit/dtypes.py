@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow as pa
+
+from streamkit._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy_module("pyarrow")
 
 
 def is_numeric(dtype: pl.DataType) -> bool:
@@ -43,24 +50,27 @@ def to_polars_dtype(dtype: Any) -> pl.DataType:
     raise TypeError(f"not a data type: {dtype!r}; pass e.g. 'int64', 'float64', pa.string()")
 
 
-_NAMED = {
-    "string": pa.string(),
-    "str": pa.string(),
-    "utf8": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "double": pa.float64(),
-    "bool": pa.bool_(),
-    "boolean": pa.bool_(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "date": pa.date32(),
-}
+@cache
+def _named() -> dict[str, pa.DataType]:
+    return {
+        "string": pa.string(),
+        "str": pa.string(),
+        "utf8": pa.string(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "double": pa.float64(),
+        "bool": pa.bool_(),
+        "boolean": pa.bool_(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "date": pa.date32(),
+    }
 
 
 def _arrow_type_from_name(name: str) -> pa.DataType:
     key = name.strip().lower()
-    if key in _NAMED:
-        return _NAMED[key]
+    named = _named()
+    if key in named:
+        return named[key]
     if key.startswith("timestamp[") and key.endswith("]"):
         unit, _, tz = key[len("timestamp[") : -1].partition(",")
         return pa.timestamp(unit.strip(), tz=tz.strip() or None)

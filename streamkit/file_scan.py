@@ -13,12 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.fs as pafs
 
+from streamkit._lazy import lazy_module
 from streamkit.errors import StreamkitError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+else:
+    pa = lazy_module("pyarrow")
+    pafs = lazy_module("pyarrow.fs")
 
 HIDDEN = (".", "_")
 """Name prefixes of files and directories a directory read skips (bookkeeping files)."""

@@ -10,9 +10,16 @@ on), so sketches built per slot can be looked up per group without a join.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
+
+from streamkit._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 _MAX_SLOTS = 1 << 40
 

@@ -14,10 +14,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.json as pajson
 
+from streamkit._lazy import lazy_module
 from streamkit.config import current_endpoint
 from streamkit.durations import parse_duration_ns
 from streamkit.errors import ConfigError, StreamkitError
@@ -30,6 +28,13 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.json as pajson
+else:
+    pa = lazy_module("pyarrow")
+    pafs = lazy_module("pyarrow.fs")
+    pajson = lazy_module("pyarrow.json")
 
 CHUNK_ROWS = 1 << 22
 """Rows per chunk when an aggregation reads its input (partial states per chunk)."""

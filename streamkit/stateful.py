@@ -24,29 +24,38 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
-import pyarrow as pa
 
+from streamkit._lazy import lazy_module
 from streamkit.errors import PlanError, StreamkitError
 from streamkit.group_state import NO_TIMESTAMP, TIMEOUTS, GroupState
 from streamkit.plan import Plan
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
     from streamkit.streaming.state.group_state_store import GroupStateStore
 
 StateFunc = Callable[[tuple[Any, ...], Iterator["pd.DataFrame"], GroupState], Iterable[Any]]
 OUTPUT_MODES = ("append", "update")
-_DDL_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(), "str": pa.string(), "bigint": pa.int64(), "long": pa.int64(),
-    "int": pa.int32(), "integer": pa.int32(), "smallint": pa.int16(), "double": pa.float64(),
-    "float": pa.float32(), "boolean": pa.bool_(), "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us", "UTC"), "date": pa.date32(),
-}  # fmt: skip
+if not TYPE_CHECKING:
+    np = lazy_module("numpy")
+    pa = lazy_module("pyarrow")
+
+
+@cache
+def _ddl_types() -> dict[str, pa.DataType]:
+    return {
+        "string": pa.string(), "str": pa.string(), "bigint": pa.int64(), "long": pa.int64(),
+        "int": pa.int32(), "integer": pa.int32(), "smallint": pa.int16(), "double": pa.float64(),
+        "float": pa.float32(), "boolean": pa.bool_(), "bool": pa.bool_(),
+        "timestamp": pa.timestamp("us", "UTC"), "date": pa.date32(),
+    }  # fmt: skip
 
 
 class StatefulFunctionError(StreamkitError):
@@ -59,11 +68,11 @@ def parse_schema(schema: pa.Schema | str, what: str) -> pl.Schema:
         fields = []
         for part in filter(None, (p.strip() for p in schema.split(","))):
             match = re.fullmatch(r"(\w+)\s+(\w+)", part)
-            dtype = _DDL_TYPES.get(match.group(2).lower()) if match else None
+            dtype = _ddl_types().get(match.group(2).lower()) if match else None
             if match is None or dtype is None:
                 raise PlanError(
                     f"cannot read {what} {schema!r} at {part!r}: write 'name type, ...' with "
-                    f"types {', '.join(sorted(_DDL_TYPES))}, or pass a pyarrow.Schema"
+                    f"types {', '.join(sorted(_ddl_types()))}, or pass a pyarrow.Schema"
                 )
             fields.append(pa.field(match.group(1), dtype))
         schema = pa.schema(fields)

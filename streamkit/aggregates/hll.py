@@ -11,11 +11,18 @@ version (a checkpoint written by another version merges, with a small loss of ac
 from __future__ import annotations
 
 import math
+from functools import cache
+from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
 
+from streamkit._lazy import lazy_module
 from streamkit.groupids import GroupCoder, group_ids
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 SEED = 0x5EED
 MAX_DENSE_BYTES = 1 << 28
@@ -88,7 +95,10 @@ def merge(frame: pl.DataFrame, keys: list[str], sketch: str) -> pl.DataFrame:
     return result.with_columns(pl.Series(sketch, out, dtype=frame.schema[sketch]))
 
 
-_POW = np.ldexp(1.0, -np.arange(70)).astype(np.float64)
+@cache
+def _pow() -> np.ndarray:
+    """``2**-k`` for every possible register value ``k``."""
+    return np.ldexp(1.0, -np.arange(70)).astype(np.float64)
 
 
 def estimate(sketches: pl.Series) -> pl.Series:
@@ -98,7 +108,7 @@ def estimate(sketches: pl.Series) -> pl.Series:
         return pl.Series(sketches.name, [], dtype=pl.Int64)
     m = regs.shape[1]
     alpha = 0.7213 / (1 + 1.079 / m)
-    raw = alpha * m * m / _POW[regs].sum(axis=1)
+    raw = alpha * m * m / _pow()[regs].sum(axis=1)
     zeros = (regs == 0).sum(axis=1)
     small = (raw <= 2.5 * m) & (zeros > 0)
     with np.errstate(divide="ignore"):

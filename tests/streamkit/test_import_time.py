@@ -4,7 +4,8 @@
 import, nor when a Parquet file is read (files are read with ``pyarrow.parquet``); the
 streaming package (asyncio, pyarrow.compute) waits until a streaming name is used, and the
 other engines (DuckDB, Polars' rivals in the benchmark) and the AWS SDK are never imported by
-``import streamkit``. Checked in a fresh interpreter, since this test process has them loaded.
+``import streamkit``; numpy and pyarrow wait until a query runs. Checked in a fresh
+interpreter, since this test process has them loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 HEAVY = ("pandas", "pyarrow.dataset", "streamkit.streaming", "duckdb", "boto3", "botocore")
+RUNTIME = ("numpy", "pyarrow")
+"""Needed to run a query, not to build one: loaded on first use (streamkit._lazy)."""
 
 _PROBE = """
 import json, sys
@@ -37,7 +40,17 @@ def _loaded_after(statement: str, modules: tuple[str, ...] = HEAVY) -> list[str]
 
 
 def test_import_streamkit_loads_neither_pandas_nor_pyarrow_dataset_nor_streaming() -> None:
-    assert _loaded_after("import streamkit") == []
+    assert _loaded_after("import streamkit", (*HEAVY, *RUNTIME)) == []
+
+
+def test_building_a_plan_loads_neither_numpy_nor_pyarrow() -> None:
+    statement = (
+        "import streamkit as sk\n"
+        "sk.window('t', '1 hour'), sk.approx_count_distinct('u'), (sk.col('x') + 1).alias('y')"
+    )
+    assert _loaded_after(statement, RUNTIME) == []
+    run = "import streamkit as sk\nsk.from_arrow(__import__('pyarrow').table({'a': [1]})).count()"
+    assert _loaded_after(run, RUNTIME) == ["numpy", "pyarrow"]  # the probe sees them
 
 
 @pytest.mark.parametrize("statement", ["import streamkit as sk; sk.read, sk.from_arrow"])
