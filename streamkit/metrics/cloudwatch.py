@@ -150,9 +150,10 @@ class CloudWatchPublisher:
         *,
         dimensions: Mapping[str, str] | None = None,
         level: MetricsLevel = MetricsLevel.SUMMARY,
+        count: int = 1,
     ) -> None:
-        """Merge one sample of metric ``name`` (non-finite values are ignored). Cheap and
-        never raises for CloudWatch's sake; the value is sent at the next flush."""
+        """Merge ``count`` samples of ``value`` for metric ``name`` (non-finite values are
+        ignored). Cheap and never raises for CloudWatch's sake; sent at the next flush."""
         if not self.enabled(level) or not math.isfinite(value):
             return
         if not 0 < len(name) <= MAX_NAME_LENGTH or not namespace:
@@ -165,7 +166,7 @@ class CloudWatchPublisher:
             if len(self._merged) >= self.max_queue_size and key not in self._merged:
                 self._counts["dropped"] += 1
                 return
-            self._merged.add(key, value)
+            self._merged.add(key, value, count)
 
     @property
     def client(self) -> Any:

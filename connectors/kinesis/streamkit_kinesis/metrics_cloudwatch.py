@@ -17,16 +17,29 @@ LostLeases            Operation=RenewAllLeases, WorkerId.   Count         SUMMAR
 TakenLeases           Operation=TakeLeases, WorkerId.       Count         SUMMARY  new takes
 BacklogMillis         Operation=Backlog, WorkerId.          Milliseconds  SUMMARY  see below
 BacklogMillis         Operation=Backlog                     Milliseconds  SUMMARY  every worker
+Time, Success         Operation=TakeLeases, WorkerId.       ms, Count     SUMMARY  per cycle
+ListLeases.*          Operation=TakeLeases, WorkerId.       ms, Count     DETAILED per scan
+TakeLease.*           Operation=TakeLeases, WorkerId.       ms, Count     DETAILED per take
+Time, Success         Operation=RenewAllLeases, WorkerId.   ms, Count     SUMMARY  per cycle
+RenewLease.*          Operation=RenewAllLeases, WorkerId.   ms, Count     DETAILED per write
+UpdateLease.*         Operation=ProcessTask, ShardId        ms, Count     DETAILED checkpoints
+KinesisDataFetcher.   Operation=ProcessTask, ShardId        ms, Count     DETAILED per attempt
+ getRecords.*,
+ getShardIterator.*
 ====================  ===================================  ============  =======  ==========
 
 ``BacklogMillis`` is not the KCL's: it is the worker's backlog, the largest
 ``MillisBehindLatest`` of the shards it holds (0 when it holds none), the signal to scale a
 fleet on (its ``Maximum`` without ``WorkerIdentifier`` is the fleet's worst worker).
 
-(``WorkerId.`` is ``WorkerIdentifier``.) KCL adds a datum per task run; here one per
-snapshot, so sums (records, bytes, leases taken and lost) match KCL's and counts of samples
-do not. Per-call ``Time`` and ``Success`` metrics are not published (the snapshot has
-counts, not call timings).
+(``WorkerId.`` is ``WorkerIdentifier``; ``X.*`` is ``X.Time`` and ``X.Success``.) KCL adds
+a datum per task run; here one per snapshot, so sums (records, bytes, leases taken and
+lost) match KCL's and counts of samples do not. The per-call metrics are one sample per
+call, as KCL's: ``Time`` in whole milliseconds, ``Success`` 1 or 0 (its average is the
+success rate; a take that loses its conditional write is a failure, as in KCL; a renewal
+cycle with a transient failure is too). They are recorded from the reporter's first report
+on (:class:`~streamkit_kinesis.leases.metrics.CallTimings` keeps nothing before), and for
+polling only (Enhanced Fan-Out has no per-call reads).
 
 Queries reading Kinesis report through the query listener (:func:`install`, called by the
 connector's plugin); a consumer used on its own runs :meth:`KinesisCloudWatchReporter.run`.
@@ -39,6 +52,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from streamkit.metrics.cloudwatch_data import MetricsLevel
+from streamkit_kinesis.leases.metrics import OPERATION_KEY
 
 from .metrics_prometheus import _metrics_of
 
@@ -47,8 +61,10 @@ if TYPE_CHECKING:
 
     from streamkit.metrics.cloudwatch import CloudWatchPublisher
     from streamkit_kinesis.consumer import ConsumerMetrics, KinesisConsumer
+    from streamkit_kinesis.leases.metrics import CallStat
 
 S = MetricsLevel.SUMMARY
+D = MetricsLevel.DETAILED
 
 
 class KinesisCloudWatchReporter:
@@ -79,6 +95,9 @@ class KinesisCloudWatchReporter:
         ns = self._namespace or consumer.config.app_name
         self._shards(publisher, ns, now, before)
         self._leases(publisher, ns, now, before)
+        timings = consumer.call_timings
+        self._calls(publisher, ns, timings.drain())
+        timings.enabled = True
 
     async def run(self, publisher: CloudWatchPublisher, interval: float = 10.0) -> None:
         """Report every ``interval`` seconds until cancelled, and once more then."""
@@ -124,6 +143,21 @@ class KinesisCloudWatchReporter:
         for dims in ({"Operation": "Backlog", "WorkerIdentifier": now.worker_id},
                      {"Operation": "Backlog"}):  # fmt: skip
             pub.add(ns, "BacklogMillis", backlog, "Milliseconds", dimensions=dims, level=S)
+
+    @staticmethod
+    def _calls(pub: CloudWatchPublisher, ns: str, stats: list[CallStat]) -> None:
+        for stat in stats:
+            key = OPERATION_KEY.get(stat.operation, "ShardId")
+            at = {"Operation": stat.operation, key: stat.key}
+            level = S if not stat.name else D
+            prefix = f"{stat.name}." if stat.name else ""
+            for millis, n in stat.millis.items():
+                pub.add(ns, f"{prefix}Time", millis, "Milliseconds", dimensions=at, level=level,
+                        count=n)  # fmt: skip
+            for value, n in ((1, stat.successes), (0, stat.calls - stat.successes)):
+                if n:
+                    pub.add(ns, f"{prefix}Success", value, "Count", dimensions=at, level=level,
+                            count=n)  # fmt: skip
 
 
 def _for_query(query: Any) -> KinesisCloudWatchReporter | None:

@@ -15,6 +15,7 @@ from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.consumer import ConsumerConfig, InitialPosition, KinesisConsumer
 from streamkit_kinesis.leases import DynamoDBLeaseStore
 from streamkit_kinesis.metrics_cloudwatch import KinesisCloudWatchReporter
+from streamkit_kinesis.testing.faults import ExceptionThrowingKinesisClient, InjectedError
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
 
 import streamkit as sk
@@ -29,6 +30,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.localstack]
 
 FAST = {"idle_time": 0.1, "take_interval": 0.5}
 PROCESS_TASK = "ProcessTask"
+PER_CALL = {
+    "ListLeases": frozenset({"Operation", "WorkerIdentifier"}),
+    "TakeLease": frozenset({"Operation", "WorkerIdentifier"}),
+    "RenewLease": frozenset({"Operation", "WorkerIdentifier"}),
+    "UpdateLease": frozenset({"Operation", "ShardId"}),
+    "KinesisDataFetcher.getRecords": frozenset({"Operation", "ShardId"}),
+    "KinesisDataFetcher.getShardIterator": frozenset({"Operation", "ShardId"}),
+}
+"""The KCL's per-call metric prefixes and their dimensions."""
 
 
 def put_all(client: Any, stream: str, records: list[tuple[bytes, str]]) -> None:
@@ -80,7 +90,11 @@ async def test_kcl_metrics_of_a_kinesis_query_read_back(localstack_endpoint: Aws
     assert stat(cw, app, "BacklogMillis", backlog, "Minimum") == 0  # caught up at the end
     shard_dims = frozenset({"Operation", "ShardId"})
     worker_dims = frozenset({"Operation", "WorkerIdentifier"})
-    assert dimension_sets(cw, app) == {
+    published = dimension_sets(cw, app)
+    per_call = {k: published.pop(k) for k in list(published) if k.endswith((".Time", ".Success"))}
+    assert published.pop("Time", {worker_dims}) == {worker_dims}  # TakeLeases, RenewAllLeases
+    assert published.pop("Success", {worker_dims}) == {worker_dims}
+    assert published == {
         "RecordsProcessed": {shard_dims},
         "DataBytesProcessed": {shard_dims},
         "MillisBehindLatest": {shard_dims, frozenset({"Operation"})},
@@ -89,6 +103,10 @@ async def test_kcl_metrics_of_a_kinesis_query_read_back(localstack_endpoint: Aws
         "TakenLeases": {worker_dims},
         "BacklogMillis": {worker_dims, frozenset({"Operation"})},
     }
+    for metric, dims in per_call.items():  # from the first report on: which ran is timing
+        prefix = metric.rsplit(".", 1)[0]
+        assert prefix in PER_CALL, metric
+        assert dims == {PER_CALL[prefix]}, metric
 
 
 async def read_all(consumer: KinesisConsumer, n: int) -> None:
@@ -135,3 +153,80 @@ async def test_a_consumer_on_its_own_publishes_through_the_reporter(
     assert stat(cw, app, "CurrentLeases", renew, "Maximum") == len(truth)
     take = {"Operation": "TakeLeases", "WorkerIdentifier": worker}
     assert stat(cw, app, "TakenLeases", take, "Sum") == len(truth)
+
+
+async def test_kcl_per_call_time_and_success_read_back(localstack_endpoint: AwsEndpoint) -> None:
+    """KCL's per-call ``Time`` / ``Success``: one worker on a fresh application takes each
+    of the 2 leases with one successful ``TakeLease``; every renewal and scan succeeds; the
+    2nd GetRecords call of the consumer is throttled once (injected on the real client), so
+    exactly one ``KinesisDataFetcher.getRecords`` attempt is a failure (Success 0)."""
+    ep = localstack_endpoint
+    _, records = make_events(200, seed=13)
+    async with fresh_stream(ep, 2, "cwt") as (stream, _):
+        real = kinesis_client(ep)
+        await asyncio.to_thread(put_all, real, stream, records)
+        kinesis = ExceptionThrowingKinesisClient(
+            real, [InjectedError("get_records", "ProvisionedThroughputExceededException",
+                                 frozenset({2}))]
+        )  # fmt: skip
+        config = ConsumerConfig(
+            app_name=unique("cwt"), stream=stream, initial_position=InitialPosition.trim_horizon(),
+            take_interval=0.5, idle_time=0.2, failover_time=3.0,
+        )  # fmt: skip
+        publisher = CloudWatchPublisher(ep, interval=3600)
+        consumer = KinesisConsumer(config, ep, kinesis=kinesis)
+        reporter = KinesisCloudWatchReporter.of(consumer)
+        reporter.report(publisher)  # the first report turns the timings on, before start
+        try:
+            with publisher:  # only the flush on exit sends
+                async with consumer:
+                    await asyncio.wait_for(read_all(consumer, 200), 120)
+                    await asyncio.wait_for(renewed_twice(consumer), 60)
+                    reporter.report(publisher)
+                    worker = consumer.worker_id
+                    gets = {s.shard_id: s.get_records_calls for s in consumer.metrics().shards}
+        finally:
+            await DynamoDBLeaseStore(ep, config.app_name).delete_table()
+    cw, app = ep.client("cloudwatch"), config.app_name
+    take = {"Operation": "TakeLeases", "WorkerIdentifier": worker}
+    assert stat(cw, app, "TakeLease.Success", take, "SampleCount") == 2
+    assert stat(cw, app, "TakeLease.Success", take, "Sum") == 2
+    assert stat(cw, app, "TakeLease.Time", take, "SampleCount") == 2
+    cycles = stat(cw, app, "Success", take, "SampleCount")
+    assert cycles is not None
+    assert cycles >= 1
+    assert stat(cw, app, "Success", take, "Sum") == cycles
+    assert stat(cw, app, "ListLeases.Success", take, "Sum") == cycles  # one scan a cycle
+    renew = {"Operation": "RenewAllLeases", "WorkerIdentifier": worker}
+    renewals = stat(cw, app, "Success", renew, "SampleCount")
+    assert renewals is not None
+    assert renewals >= 2
+    assert stat(cw, app, "Success", renew, "Sum") == renewals
+    writes = stat(cw, app, "RenewLease.Success", renew, "SampleCount")
+    assert writes is not None
+    assert writes >= 2 * 2 - 2  # 2 leases, the first cycle may run before the takes
+    assert stat(cw, app, "RenewLease.Success", renew, "Sum") == writes
+    check_fetcher_calls(cw, app, gets, injected_failures=1)
+
+
+def check_fetcher_calls(cw: Any, app: str, gets: dict[str, int], injected_failures: int) -> None:
+    """Per shard: one GetShardIterator, every GetRecords attempt timed, its successes the
+    reader's own count; the failed attempts are exactly the injected ones."""
+    attempts = failures = 0.0
+    for shard, got in gets.items():
+        at = {"Operation": PROCESS_TASK, "ShardId": shard}
+        n = stat(cw, app, "KinesisDataFetcher.getRecords.Success", at, "SampleCount") or 0
+        ok = stat(cw, app, "KinesisDataFetcher.getRecords.Success", at, "Sum") or 0
+        assert ok == got, shard
+        attempts, failures = attempts + n, failures + n - ok
+        assert stat(cw, app, "KinesisDataFetcher.getRecords.Time", at, "SampleCount") == n
+        assert stat(cw, app, "KinesisDataFetcher.getShardIterator.Success", at, "Sum") == 1
+    assert failures == injected_failures
+    assert attempts == sum(gets.values()) + injected_failures
+
+
+async def renewed_twice(consumer: KinesisConsumer) -> None:
+    """Wait until two renewal cycles ran after the leases were taken."""
+    start = consumer.metrics().leases.renew_cycles
+    while consumer.metrics().leases.renew_cycles < start + 2:
+        await asyncio.sleep(0.1)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from streamkit_kinesis.client import KinesisApi
+    from streamkit_kinesis.leases.metrics import CallTimings
     from streamkit_kinesis.retrieval.fetcher import FetcherFactory
 
 PositionKind = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
@@ -212,9 +213,15 @@ class ConsumerConfig:
         """The take interval in use (``2 * failover_time`` unless set)."""
         return 2 * self.failover_time if self.take_interval is None else self.take_interval
 
-    def polling_fetchers(self, client: KinesisApi, clock: Callable[[], float]) -> PollingFetchers:
+    def polling_fetchers(
+        self,
+        client: KinesisApi,
+        clock: Callable[[], float],
+        timings: CallTimings | None = None,
+    ) -> PollingFetchers:
         """The default fetcher factory: GetRecords polling of ``stream`` with this config's
-        ``max_records``, ``idle_time`` and ``shard_refresh_interval``."""
+        ``max_records``, ``idle_time`` and ``shard_refresh_interval`` (each call timed in
+        ``timings``, when given and on)."""
         return PollingFetchers(
             client,
             self.stream,
@@ -222,16 +229,22 @@ class ConsumerConfig:
             idle_time=self.idle_time,
             shard_refresh_interval=self.shard_refresh_interval,
             clock=clock,
+            timings=timings,
         )
 
-    def fetchers(self, client: KinesisApi, clock: Callable[[], float]) -> FetcherFactory:
+    def fetchers(
+        self,
+        client: KinesisApi,
+        clock: Callable[[], float],
+        timings: CallTimings | None = None,
+    ) -> FetcherFactory:
         """The fetcher factory of ``retrieval``, de-aggregating KPL records: polling
         (:meth:`polling_fetchers` in :class:`~streamkit_kinesis.kpl.KplFetchers`) or
         Enhanced Fan-Out (:class:`~streamkit_kinesis.retrieval.fanout.FanoutFetchers`)."""
         from streamkit_kinesis.kpl import KplFetchers
 
         if self.retrieval == "polling":
-            return KplFetchers(self.polling_fetchers(client, clock))
+            return KplFetchers(self.polling_fetchers(client, clock, timings))
         from streamkit_kinesis.retrieval.fanout import FanoutFetchers
         from streamkit_kinesis.retrieval.registration import StreamConsumer
 

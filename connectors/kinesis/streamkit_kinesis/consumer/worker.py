@@ -24,6 +24,7 @@ from streamkit_kinesis.leases import (
     LeaseStoreUnavailableError,
 )
 from streamkit_kinesis.leases.cleanup import LeaseCleaner
+from streamkit_kinesis.leases.metrics import CallTimings
 
 from .batches import BatchChannel, ChannelProcessor, ConsumedBatch
 from .errors import ConsumerError, ConsumerStateError
@@ -93,6 +94,7 @@ class KinesisConsumer:
         lease_store: LeaseStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         fetcher_factory: FetcherFactory | None = None,
+        call_timings: CallTimings | None = None,
     ) -> None:
         if endpoint is None and (kinesis is None or lease_store is None):
             endpoint = AwsEndpoint.from_env()
@@ -106,10 +108,13 @@ class KinesisConsumer:
             _need(endpoint), config.app_name, call_timeout=config.lease_call_timeout
         )
         """The lease table (DynamoDB table ``app_name`` unless another store was given)."""
-        self.coordinator = _coordinator(config, self.store, clock)
+        self.call_timings = call_timings or CallTimings()
+        """Per-call ``Time`` / ``Success`` of lease operations and of the default fetchers'
+        Kinesis calls (the KCL's per-call metrics; off until a reporter turns them on)."""
+        self.coordinator = _coordinator(config, self.store, clock, self.call_timings)
         """Takes and renews this worker's leases (driven by the worker's own loops)."""
         url = (endpoint.url if endpoint else None) or endpoint_url(self.client)
-        fetchers = fetcher_factory or config.fetchers(self.client, clock)
+        fetchers = fetcher_factory or config.fetchers(self.client, clock, self.call_timings)
         cleaner = LeaseCleaner(self.store, grace=config.garbage_lease_grace, clock=clock)
         self.shards = StreamShards(
             config, self.client, self.coordinator, fetchers, url=url, emit=self._emit,
@@ -390,7 +395,7 @@ def _need(endpoint: AwsEndpoint | None) -> AwsEndpoint:
 
 
 def _coordinator(
-    config: ConsumerConfig, store: LeaseStore, clock: Callable[[], float]
+    config: ConsumerConfig, store: LeaseStore, clock: Callable[[], float], timings: CallTimings
 ) -> LeaseCoordinator:
     return LeaseCoordinator(
         store,
@@ -402,4 +407,5 @@ def _coordinator(
         max_steal=config.max_steal,
         max_leases=config.max_leases,
         elect_leader=config.elect_leader,
+        timings=timings,
     )

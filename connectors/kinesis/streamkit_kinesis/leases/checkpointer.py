@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import LeaseLostError
+from .metrics import CallTimings
 from .model import Lease, check_checkpoint_advance, check_pending_checkpoint, to_position
 
 if TYPE_CHECKING:
@@ -23,9 +24,16 @@ class Checkpointer:
     ``checkpoint()`` without an argument means "everything delivered so far".
     """
 
-    def __init__(self, store: LeaseStore, held: HeldLeases, shard_id: str) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        held: HeldLeases,
+        shard_id: str,
+        timings: CallTimings | None = None,
+    ) -> None:
         self._store = store
         self._held = held
+        self._timings = timings or CallTimings()
         self.shard_id = shard_id
         """The shard this checkpointer writes for."""
         self._last_delivered: ExtendedSequenceNumber | None = None
@@ -77,7 +85,8 @@ class Checkpointer:
             check_checkpoint_advance(self.shard_id, entry.lease.checkpoint, target)
             sent_at = self._held.now()
             try:
-                updated = await self._store.update_checkpoint(entry.lease, target)
+                with self._timings.timed("ProcessTask", "UpdateLease", self.shard_id):
+                    updated = await self._store.update_checkpoint(entry.lease, target)
             except LeaseLostError as e:
                 self._held.lost(self.shard_id, str(e))
                 raise
@@ -107,7 +116,8 @@ class Checkpointer:
             check_pending_checkpoint(self.shard_id, entry.lease.checkpoint, target)
             sent_at = self._held.now()
             try:
-                updated = await self._store.prepare_checkpoint(entry.lease, target)
+                with self._timings.timed("ProcessTask", "UpdateLease", self.shard_id):
+                    updated = await self._store.prepare_checkpoint(entry.lease, target)
             except LeaseLostError as e:
                 self._held.lost(self.shard_id, str(e))
                 raise

@@ -22,7 +22,7 @@ from .dynamodb import DynamoDBLeaseStore
 from .errors import LeaseConflictError, LeaseLostError, LeaseStoreUnavailableError
 from .held import HeldLeases, LeaseEvent, LeaseEventKind, LeaseListener
 from .leader import LeaderDecider
-from .metrics import LeaseMetrics
+from .metrics import CallTimings, LeaseMetrics
 from .renewer import LeaseRenewer, RenewResult
 from .schedule import run_every
 from .taker import LeaseTracker, TakeDecision, decide_takes
@@ -75,6 +75,7 @@ class LeaseCoordinator:
         rng: random.Random | None = None,
         create_table: bool = True,
         elect_leader: bool = False,
+        timings: CallTimings | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -95,7 +96,12 @@ class LeaseCoordinator:
         """The shared view of held leases (renewer, checkpointers and taker all update it)."""
         self._tracker = LeaseTracker(clock)
         self._lane = store.renewal_lane() if isinstance(store, DynamoDBLeaseStore) else None
-        self._renewer = LeaseRenewer(self._lane or store, self.held, failover_time, clock)
+        self.timings = timings or CallTimings()
+        """Per-call ``Time`` / ``Success`` of the KCL's lease operations (off until enabled)."""
+        self._renewer = LeaseRenewer(
+            self._lane or store, self.held, failover_time, clock, timings=self.timings,
+            worker_id=worker_id,
+        )  # fmt: skip
         self._leader = LeaderDecider(worker_id, failover_time) if elect_leader else None
         self._snapshot: dict[str, Lease] = {}
         self.snapshots = 0
@@ -214,7 +220,7 @@ class LeaseCoordinator:
     def checkpointer(self, shard_id: str) -> Checkpointer:
         """A checkpointer for ``shard_id`` sharing this coordinator's view of the lease."""
         self._raise_if_failed()
-        return Checkpointer(self.store, self.held, shard_id)
+        return Checkpointer(self.store, self.held, shard_id, self.timings)
 
     def add_listener(self, listener: LeaseListener) -> None:
         """Call ``listener`` on every GAINED / LOST / RELEASED event (in the event loop)."""
@@ -260,7 +266,12 @@ class LeaseCoordinator:
 
         Each take that loses a race is skipped; the decision returned is what was attempted.
         """
-        leases = await self.store.list_leases()
+        with self.timings.timed("TakeLeases", "", self.worker_id):
+            return await self._take_cycle()
+
+    async def _take_cycle(self) -> TakeDecision:
+        with self.timings.timed("TakeLeases", "ListLeases", self.worker_id):
+            leases = await self.store.list_leases()
         self._snapshot = {lease.lease_key: lease for lease in leases}
         self.snapshots += 1
         now = self._tracker.observe(leases)
@@ -313,7 +324,8 @@ class LeaseCoordinator:
         async with self.held.lock(lease.lease_key):
             sent_at = self.held.now()
             try:
-                taken = await self.store.take_lease(lease, self.worker_id)
+                with self.timings.timed("TakeLeases", "TakeLease", self.worker_id):
+                    taken = await self.store.take_lease(lease, self.worker_id)
             except LeaseConflictError as e:
                 if e.current is not None:
                     self._tracker.observe_one(e.current)

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from .errors import LeaseLostError, LeaseStoreUnavailableError
+from .metrics import CallTimings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,20 +58,30 @@ class LeaseRenewer:
         held: HeldLeases,
         failover_time: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        timings: CallTimings | None = None,
+        worker_id: str = "",
     ) -> None:
         self._store = store
         self._held = held
         self._failover_time = failover_time
         self._clock = clock
+        self._timings = timings or CallTimings()
+        self._worker_id = worker_id
 
     async def renew_all(self) -> RenewResult:
-        """Renew every held lease concurrently; non-transient store errors are re-raised."""
+        """Renew every held lease concurrently; non-transient store errors are re-raised.
+        Timed as KCL's ``RenewAllLeases`` (a cycle with a transient failure counts as a
+        failure), each write as ``RenewLease``."""
         expired = self._held.expire()
         keys = sorted(self._held.shard_ids())
-        outcomes = await asyncio.gather(*(self._renew(k) for k in keys), return_exceptions=True)
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            raise errors[0]
+        with self._timings.timed("RenewAllLeases", "", self._worker_id) as cycle:
+            outcomes = await asyncio.gather(*(self._renew(k) for k in keys), return_exceptions=True)
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            if errors:
+                raise errors[0]
+            if any(o is RenewOutcome.TRANSIENT for o in outcomes):
+                cycle.failed()
         by_key = dict(zip(keys, outcomes, strict=True))
         return RenewResult(
             renewed=tuple(k for k, o in by_key.items() if o is RenewOutcome.RENEWED),
@@ -85,7 +96,8 @@ class LeaseRenewer:
                 return RenewOutcome.NOT_HELD
             sent_at = self._clock()
             try:
-                renewed = await self._store.renew_lease(entry.lease)
+                with self._timings.timed("RenewAllLeases", "RenewLease", self._worker_id):
+                    renewed = await self._store.renew_lease(entry.lease)
             except LeaseLostError as e:
                 self._held.lost(shard_id, str(e))
                 return RenewOutcome.LOST

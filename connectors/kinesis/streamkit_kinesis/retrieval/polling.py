@@ -82,6 +82,8 @@ if TYPE_CHECKING:
 
     from mypy_boto3_kinesis.type_defs import GetShardIteratorInputTypeDef
 
+    from streamkit_kinesis.leases.metrics import CallTimings
+
 T = TypeVar("T")
 
 MAX_CONSECUTIVE_EXPIRED = 3
@@ -115,12 +117,14 @@ class ShardReader:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_forever: bool = True,
+        timings: CallTimings | None = None,
     ) -> None:
         if not 1 <= limit <= 10_000:
             raise ValueError(f"limit must be in [1, 10000], got {limit}")
         self._client = client
         self._stream = stream
         self._shard = shard
+        self._timings = timings
         self._url = endpoint_url(client)
         self._limit = limit
         self._idle_time = idle_time
@@ -346,6 +350,7 @@ class ShardReader:
         :meth:`health`), else throttling per the backoff and transient errors a few times.
         ``shard``: a missing resource is this shard (else the stream)."""
         shard_id = self._shard.shard_id if shard else None
+        fn = self._timed(operation, fn)
         if self._forever:
             try:
                 return await call_until_done(
@@ -371,6 +376,20 @@ class ShardReader:
                     raise ThrottledError(operation, attempt, error_code(exc) or "?") from exc
                 await self._retrier.wait(attempt - 1)
 
+    def _timed(self, operation: str, fn: Callable[[], T]) -> Callable[[], T]:
+        """``fn`` timed per attempt as the KCL's ``KinesisDataFetcher.<call>`` (when the
+        consumer's timings are on)."""
+        timings, name = self._timings, KCL_FETCHER_CALLS.get(operation)
+        if timings is None or name is None or not timings.enabled:
+            return fn
+        shard_id = self._shard.shard_id
+
+        def timed() -> T:
+            with timings.timed("ProcessTask", name, shard_id):
+                return fn()
+
+        return timed
+
     async def _check_stream(self) -> None:
         """Raise StreamNotFoundError if the stream itself is gone (retrying outages)."""
         await call_until_done(
@@ -381,6 +400,12 @@ class ShardReader:
     def _count_throttle(self, exc: BaseException) -> None:
         self._throttles += is_throttling(exc)
 
+
+KCL_FETCHER_CALLS = {
+    "GetRecords": "KinesisDataFetcher.getRecords",
+    "GetShardIterator": "KinesisDataFetcher.getShardIterator",
+}
+"""The KCL's metric prefix of each timed call (under ``Operation=ProcessTask, ShardId``)."""
 
 _EXPIRING = (
     "fresh shard iterators keep expiring; check the clock of this machine against the endpoint's"
@@ -404,6 +429,8 @@ class PollingFetchers:
     """How often an idle reader re-describes its shard (None: never)."""
     clock: Callable[[], float] = time.monotonic
     """Monotonic clock for the idle wait and the refresh interval."""
+    timings: CallTimings | None = None
+    """Where each GetRecords / GetShardIterator attempt is timed (the consumer's)."""
 
     def __call__(self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime) -> ShardReader:
         """A reader of ``shard`` from ``start`` (see :class:`ShardReader`)."""
@@ -416,4 +443,5 @@ class PollingFetchers:
             idle_time=self.idle_time,
             shard_refresh_interval=self.shard_refresh_interval,
             clock=self.clock,
+            timings=self.timings,
         )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from streamkit_kinesis.client import kinesis_client, parse_timestamp
 from streamkit_kinesis.consumer import ConsumerEvent, ConsumerEventKind, KinesisConsumer
 from streamkit_kinesis.leases import DynamoDBLeaseStore
+from streamkit_kinesis.leases.metrics import CallTimings
 from streamkit_kinesis.source.alignment import Alignment, align_leases
 from streamkit_kinesis.source.health import TrackedFetchers
 from streamkit_kinesis.source.tasks import first_of
@@ -52,10 +53,12 @@ def build_consumer(
         lease_endpoint, config.app_name, call_timeout=config.lease_call_timeout
     )
     client = kinesis_client(endpoint, timestamp_parser=parse_timestamp)
-    readers = TrackedFetchers(config.fetchers(client, clock))
+    timings = CallTimings()
+    readers = TrackedFetchers(config.fetchers(client, clock, timings))
     consumer = KinesisConsumer(
-        config, endpoint, kinesis=client, lease_store=store, clock=clock, fetcher_factory=readers
-    )
+        config, endpoint, kinesis=client, lease_store=store, clock=clock,
+        fetcher_factory=readers, call_timings=timings,
+    )  # fmt: skip
     return ConsumerParts(consumer, client, readers, store)
 
 
