@@ -18,6 +18,7 @@ from botocore.validate import ParamValidator
 from prometheus_client import CollectorRegistry, generate_latest
 from streamkit_kinesis.consumer.metrics import ConsumerMetrics, ShardMetrics
 from streamkit_kinesis.leases import LeaseMetrics
+from streamkit_kinesis.leases.metrics import CallTimings
 from streamkit_kinesis.metrics_cloudwatch import KinesisCloudWatchReporter
 from streamkit_kinesis.metrics_prometheus import KinesisCollector
 
@@ -42,13 +43,14 @@ class Recorder:
         self.added: list[tuple[str, str, str, dict[str, str]]] = []
 
     def add(self, namespace: str, name: str, value: float, unit: str = "None", *,
-            dimensions: dict[str, str], level: Any = None) -> None:  # fmt: skip
+            dimensions: dict[str, str], level: Any = None, count: int = 1) -> None:  # fmt: skip
         self.added.append((namespace, name, unit, dict(dimensions)))
 
 
 def published() -> list[tuple[str, str, str, dict[str, str]]]:
     consumer: Any = type("C", (), {"config": type("Cfg", (), {"app_name": APP})(),
-                                   "metrics": lambda self: snapshot()})()  # fmt: skip
+                                   "metrics": lambda self: snapshot(),
+                                   "call_timings": CallTimings()})()  # fmt: skip
     recorder: Any = Recorder()
     KinesisCloudWatchReporter.of(consumer).report(recorder)
     added: list[tuple[str, str, str, dict[str, str]]] = recorder.added

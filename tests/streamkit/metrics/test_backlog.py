@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from streamkit_kinesis.consumer.metrics import ConsumerMetrics, ShardMetrics
 from streamkit_kinesis.leases import LeaseMetrics
+from streamkit_kinesis.leases.metrics import CallTimings
 from streamkit_kinesis.metrics_cloudwatch import KinesisCloudWatchReporter
 from streamkit_kinesis.metrics_prometheus import KinesisCollector
 
@@ -65,11 +66,13 @@ def test_backlog_scraped_from_prometheus_over_http() -> None:
 
 
 class FakeConsumer:
-    """Only what the reporter reads: ``metrics()`` and ``config.app_name``."""
+    """Only what the reporter reads: ``metrics()``, ``config.app_name`` and the (empty)
+    per-call timings."""
 
     def __init__(self, app: str, metrics: ConsumerMetrics) -> None:
         self.config = SimpleNamespace(app_name=app)
         self._metrics = metrics
+        self.call_timings = CallTimings()
 
     def metrics(self) -> ConsumerMetrics:
         return self._metrics
