@@ -395,7 +395,10 @@ def _need(endpoint: AwsEndpoint | None) -> AwsEndpoint:
 
 
 def _coordinator(
-    config: ConsumerConfig, store: LeaseStore, clock: Callable[[], float], timings: CallTimings
+    config: ConsumerConfig,
+    store: LeaseStore,
+    clock: Callable[[], float],
+    timings: CallTimings | None = None,
 ) -> LeaseCoordinator:
     return LeaseCoordinator(
         store,
