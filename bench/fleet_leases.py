@@ -157,7 +157,7 @@ async def cost_phase(fleet: LeaseFleet, args: argparse.Namespace) -> dict[str, A
 async def run_one(endpoint: AwsEndpoint, workers: int, args: argparse.Namespace) -> dict[str, Any]:
     timing = Timing.kcl(args.scale)
     fleet = LeaseFleet(endpoint, args.source_leases, args.aggregation_leases, workers, timing,
-                       max_steal=args.max_steal)  # fmt: skip
+                       max_steal=args.max_steal, announce=args.announce)  # fmt: skip
     await fleet.create_tables()
     fleet.build_workers()
     log: list[Any] = []
@@ -189,11 +189,15 @@ async def run_one(endpoint: AwsEndpoint, workers: int, args: argparse.Namespace)
     return result
 
 
-async def lockstep(leases: int, workers: int, max_steal: int, seed: int = 1) -> dict[str, Any]:
-    """The same coordinators on the in-memory store, cycles driven in lockstep with a fake
-    clock (every worker scans, then all take concurrently; six renewal rounds per cycle):
-    the take/steal rules without the store's latency. Cycles until balanced from a fresh
-    table, store calls meanwhile, then cycles until balanced after one worker stops."""
+async def lockstep(leases: int, workers: int, max_steal: int, seed: int = 1,
+                   announce: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The same coordinators on the in-memory store, driven by a fake clock in steps of
+    1/24 take cycle (KCL's timing: failover 10 s, take cycle 20 s, renewals every 10/3 s):
+    every worker whose take cycle is due scans, then all of them take concurrently; the
+    next cycle is due ``next_take_delay`` later (shorter after an announcing take). The
+    take/steal rules without the store's latency. Take cycles (time / 20 s) until balanced
+    from a fresh table, store calls meanwhile, then, after one more cycle, cycles until
+    balanced after one worker stops."""
     store = InMemoryLeaseStore()
     await store.create_table_if_not_exists()
     for i in range(leases):
@@ -201,30 +205,43 @@ async def lockstep(leases: int, workers: int, max_steal: int, seed: int = 1) -> 
     clock, rng = FakeClock(), random.Random(seed)
     fleet = [
         LeaseCoordinator(store, f"worker-{n:03d}", failover_time=10.0, clock=clock,
-                         max_steal=max_steal, rng=random.Random(rng.random()))
+                         max_steal=max_steal, rng=random.Random(rng.random()),
+                         announce=announce)
         for n in range(workers)
     ]  # fmt: skip
+    due = {w.worker_id: 0.0 for w in fleet}
+    step, renew_every = 20.0 / 24, 10.0 / 3
 
-    async def cycles_to_balance() -> int:
-        for n in range(1, 41):
-            await asyncio.gather(*(w.take_once() for w in fleet))
-            for _ in range(6):
-                await asyncio.gather(*(w.renew_once() for w in fleet))
-                clock.advance(10.0 / 3)
+    next_renew = clock() + renew_every
+
+    async def cycles_to_balance(steps: int = 40 * 24) -> float:
+        nonlocal next_renew
+        start = clock()
+        for _ in range(steps):
+            now = clock()
+            ready = [w for w in fleet if due[w.worker_id] <= now + 1e-9]
+            await asyncio.gather(*(w.take_once() for w in ready))
+            for w in ready:
+                due[w.worker_id] = now + w.next_take_delay
             owners = Counter(lease.lease_owner for lease in await store.list_leases())
             lo, hi = leases // len(fleet), -(-leases // len(fleet))
-            if (
+            if steps == 40 * 24 and (
                 all(lo <= owners.get(w.worker_id, 0) <= hi for w in fleet)
                 and sum(owners.get(w.worker_id, 0) for w in fleet) == leases
             ):
-                return n
+                return (now - start) / 20.0
+            clock.advance(step)
+            if clock() >= next_renew - 1e-9:
+                await asyncio.gather(*(w.renew_once() for w in fleet))
+                next_renew += renew_every
         return -1
 
     start = await cycles_to_balance()
     calls = sum(store.call_counts().values())
+    await cycles_to_balance(steps=24)  # one cycle of steady state (renewals move counters)
     await fleet.pop(len(fleet) // 2).stop()
     loss = await cycles_to_balance()
-    return {"workers": workers, "leases": leases, "max_steal": max_steal,
+    return {"workers": workers, "leases": leases, "max_steal": max_steal, "announce": announce,
             "start_cycles": start, "start_calls": calls, "loss_cycles": loss}  # fmt: skip
 
 
@@ -232,18 +249,19 @@ def lockstep_report(rows: list[dict[str, Any]]) -> str:
     out = [
         "# Lease balance, lockstep on the in-memory store (rules only, no store latency)",
         "",
-        "| workers | leases | max_steal | cycles to balance from a fresh table | store calls "
-        "until then | cycles to rebalance after a loss |",
-        "|---|---|---|---|---|---|",
+        "| workers | leases | max_steal | announce | cycles to balance from a fresh table "
+        "| store calls until then | cycles to rebalance after a loss |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['workers']} | {r['leases']} | {r['max_steal']} | {r['start_cycles']} | "
-            f"{r['start_calls']} | {r['loss_cycles']} |"
+            f"| {r['workers']} | {r['leases']} | {r['max_steal']} | {r['announce']} | "
+            f"{r['start_cycles']:.2f} | {r['start_calls']} | {r['loss_cycles']:.2f} |"
         )
-    out += ["", "- a cycle is one take cycle (KCL: 20 s); -1 = not balanced within 40 cycles;"
-            " a loss counts from the cycle in which the worker stopped (its leases expire "
-            "half a cycle later)."]  # fmt: skip
+    out += ["", "- a cycle is one take cycle (KCL: 20 s), time measured in steps of 1/24 "
+            "cycle; -1 = not balanced within 40 cycles; a loss counts from the moment the "
+            "worker stopped (its leases expire after failover = half a cycle); announce = "
+            "the coordinator's announcing first take (False: KCL's take-all race)."]  # fmt: skip
     return "\n".join(out)
 
 
@@ -303,6 +321,9 @@ def main() -> None:
     p.add_argument("--aggregation-leases", type=int, default=64)
     p.add_argument("--scale", type=float, default=3.0, help="x KCL's default timing")
     p.add_argument("--max-steal", type=int, default=1, help="the coordinator's (KCL: 1)")
+    p.add_argument("--announce", action=argparse.BooleanOptionalAction, default=True,
+                   help="the coordinators' announcing first take (the fleet's setting); "
+                   "--no-announce: KCL's take-all race")  # fmt: skip
     p.add_argument("--steady-cycles", type=float, default=1.0)
     p.add_argument("--max-cycles", type=float, default=8.0, help="give up after this many")
     p.add_argument("--server", choices=("dynamodb-local", "localstack"), default="dynamodb-local")
@@ -310,13 +331,14 @@ def main() -> None:
     p.add_argument(
         "--lockstep",
         action="store_true",
-        help="rules only: the in-memory store in lockstep, max_steal 1 and 5",
+        help="rules only: the in-memory store in lockstep, max_steal 1 and 5, announce off and on",
     )
     args = p.parse_args()
     if args.lockstep:
         leases = args.source_leases + args.aggregation_leases
-        rows = [asyncio.run(lockstep(leases, int(w), ms))
-                for ms in (1, 5) for w in args.workers.split(",")]  # fmt: skip
+        rows = [asyncio.run(lockstep(leases, int(w), ms, announce=an))
+                for an in (False, True) for ms in (1, 5)
+                for w in args.workers.split(",")]  # fmt: skip
         save("fleet_leases_lockstep", lockstep_report(rows), rows)
         return
     results = []

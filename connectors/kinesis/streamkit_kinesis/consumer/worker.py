@@ -307,6 +307,9 @@ class KinesisConsumer:
     async def _take_cycle(self) -> None:
         was_leader = self.coordinator.is_leader
         decision = await self.coordinator.take_once()
+        if decision.announce:  # look again soon (see decide_takes)
+            take_loop = self._loops[0]
+            asyncio.get_running_loop().call_later(self.coordinator.next_take_delay, take_loop.wake)
         held = sorted(self.coordinator.held.shard_ids())
         self._emit(ConsumerEventKind.TAKE_CYCLE, detail=f"target={decision.target} held={held}")
         if self.coordinator.is_leader != was_leader:
@@ -411,4 +414,5 @@ def _coordinator(
         max_leases=config.max_leases,
         elect_leader=config.elect_leader,
         timings=timings,
+        announce=config.announce,
     )

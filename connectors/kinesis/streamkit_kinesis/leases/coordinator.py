@@ -76,6 +76,7 @@ class LeaseCoordinator:
         create_table: bool = True,
         elect_leader: bool = False,
         timings: CallTimings | None = None,
+        announce: bool = False,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -90,6 +91,14 @@ class LeaseCoordinator:
             )
         self.max_steal = max_steal
         self.max_leases = max_leases
+        self.announce = announce
+        """A worker holding nothing on a table with no share-out yet takes one lease and
+        looks again soon (see :func:`~.taker.decide_takes`), for fleets that start
+        together; False (default): KCL's take-all, no delay for a lone worker."""
+        self.next_take_delay = self.take_interval
+        """Seconds from the end of the last take cycle to the next one: ``take_interval``,
+        or 0.25-0.3 of it after an announcing take (the take loop and a consumer's follow
+        it)."""
         self._rng = rng or random.Random()
         self._create_table = create_table
         self.held = HeldLeases(clock, ttl=failover_time)
@@ -131,7 +140,8 @@ class LeaseCoordinator:
         if background and not self._tasks:
             self._tasks = [
                 asyncio.create_task(
-                    run_every(self.take_interval, self.take_once, self._on_cycle_error),
+                    run_every(lambda: self.next_take_delay, self.take_once,
+                              self._on_cycle_error),
                     name="take",
                 ),
                 asyncio.create_task(
@@ -287,13 +297,18 @@ class LeaseCoordinator:
             max_leases=self.max_leases,
             rng=self._rng,
             reserve=1.5 * self.take_interval,
+            announce=self.announce,
         )
         self._note_left_unowned(decision)
         for lease in decision.to_take:
-            await self._take(lease, "takes")
+            if await self._take(lease, "takes") and decision.announce:
+                break
         for lease in decision.to_steal:
             await self._take(lease, "steals")
         self._counts["take_cycles"] += 1
+        self.next_take_delay = self.take_interval
+        if decision.announce:
+            self.next_take_delay *= 0.25 + 0.05 * self._rng.random()
         return decision
 
     def _note_left_unowned(self, decision: TakeDecision) -> None:
@@ -318,9 +333,10 @@ class LeaseCoordinator:
 
     # -- internals -------------------------------------------------------------------
 
-    async def _take(self, lease: Lease, counter: str) -> None:
+    async def _take(self, lease: Lease, counter: str) -> bool:
+        """Take ``lease``; True if taken (False: lost the race, or the store failed)."""
         if lease.lease_key in self.held:
-            return  # ours already: the renewer keeps it or reports it lost
+            return False  # ours already: the renewer keeps it or reports it lost
         async with self.held.lock(lease.lease_key):
             sent_at = self.held.now()
             try:
@@ -329,13 +345,14 @@ class LeaseCoordinator:
             except LeaseConflictError as e:
                 if e.current is not None:
                     self._tracker.observe_one(e.current)
-                return
+                return False
             except LeaseStoreUnavailableError:
                 self._counts["transient_errors"] += 1
-                return
+                return False
         self._tracker.observe_one(taken)
         self._counts[counter] += 1
         self.held.gained(taken, sent_at)
+        return True
 
     async def _release(self, shard_id: str) -> None:
         async with self.held.lock(shard_id):

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 
 async def run_every(
-    interval: float,
+    interval: float | Callable[[], float],
     step: Callable[[], Awaitable[object]],
     on_error: Callable[[Exception], bool],
     *,
@@ -23,9 +23,15 @@ async def run_every(
     fixed times from one ``interval`` after the start, so a slow step never pushes the
     next one back (one that overran its slot runs at once, and the schedule goes on from
     there). ``on_error`` sees every exception of a step: True keeps the loop going.
+    A callable ``interval`` is asked again after every step (a fixed delay that the step
+    may shorten, e.g. the take loop after an announcing take).
     """
     loop = asyncio.get_running_loop()
-    due = loop.time() + (interval if fixed_rate else 0.0)
+
+    def every() -> float:
+        return interval() if callable(interval) else interval
+
+    due = loop.time() + (every() if fixed_rate else 0.0)
     while True:
         if fixed_rate:
             await asyncio.sleep(max(0.0, due - loop.time()))
@@ -35,6 +41,6 @@ async def run_every(
             if not on_error(e):
                 return
         if fixed_rate:
-            due = max(due + interval, loop.time())
+            due = max(due + every(), loop.time())
         else:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(every())

@@ -98,6 +98,10 @@ class TakeDecision:
     left_unowned: int = 0
     """Leases that ``max_leases`` leaves without an owner: active leases beyond
     ``live_workers * max_leases`` (0 without a cap)."""
+    announce: bool = False
+    """An announcing take (see :func:`decide_takes`): attempt ``to_take`` in order until
+    ONE succeeds, then run the next take cycle soon (the coordinator: after a quarter of a
+    take interval) instead of a full interval later."""
 
     @property
     def leases(self) -> tuple[Lease, ...]:
@@ -117,6 +121,7 @@ def decide_takes(
     rng: random.Random | None = None,
     very_old_after: float = 3.0,
     reserve: float | None = None,
+    announce: bool = False,
 ) -> TakeDecision:
     """Decide which leases ``worker_id`` takes, given a snapshot of the lease table.
 
@@ -149,6 +154,23 @@ def decide_takes(
       ``max_steal``) workers exactly at target (each such worker loses at most one per
       cycle), so that (for example) 4 leases over 3 workers end as 2/1/1 rather than 2/2/0.
       Each steal strictly narrows the gap, so this never oscillates.
+    - With ``announce`` (the coordinator's default): a worker that holds nothing, while no
+      live owner holds more than one lease and two or more leases are available, takes
+      just ONE lease (the first of ``to_take`` that it wins) and looks again soon
+      (:attr:`TakeDecision.announce`). Why: workers that start together on a fresh table
+      each see themselves alone (a worker that owns nothing is invisible), so each would
+      take everything it can; they race for every lease, end with a random split (1,064
+      leases over 10 workers: 90 to 125 each) and then need steals, ``max_steal`` a cycle
+      (KCL: 1), to even out: 8 to 10 cycles in the simulation (bench/fleet_leases.py).
+      Announcing makes every starter visible at the cost of one write; on its quick second
+      cycle each sees all the announcers and the share-out above splits the rest exactly
+      (same snapshot, same slices; a snapshot taken while others are filling their slices
+      still gives the same slices, as filled ones shrink to nothing in place). A worker
+      that starts alone pays one short delay (a quarter of a take interval) before taking
+      the rest. A late starter (after the share-out) and a Java KCL worker sharing the
+      table are unaffected: an owner with two or more leases ends the announce phase, and
+      a KCL worker counts announcers as workers (its target shrinks) while its own takes
+      are the usual conditional writes.
     - ``rng`` shuffles candidates so that workers starting together contend less; without it
       the choice is deterministic (by lease key).
     """
@@ -173,6 +195,10 @@ def decide_takes(
     decision = TakeDecision((), (), target, workers, held, left_unowned)
     if needed <= 0:
         return decision
+    if announce and held == 0 and len(available) > 1 and max(counts.values(), default=0) <= 1:
+        return TakeDecision(
+            tuple(_order(available, rng)), (), target, workers, held, left_unowned, announce=True
+        )
     if available:
         chosen = _choose_takes(
             available, counts, worker_id, target, last_change, now,

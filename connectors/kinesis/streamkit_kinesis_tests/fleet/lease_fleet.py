@@ -113,6 +113,8 @@ class LeaseFleet:
     workers: int
     timing: Timing
     max_steal: int = 1
+    announce: bool = True
+    """The coordinators' announcing first take (the fleet's setting); False: KCL's race."""
     app: str = field(default_factory=lambda: f"fleet-sim-{uuid.uuid4().hex[:8]}")
     seed: int = 14
     coordinator: Callable[..., LeaseCoordinator] = LeaseCoordinator
@@ -155,6 +157,7 @@ class LeaseFleet:
                     max_steal=self.max_steal,
                     rng=random.Random(rng.random()),
                     create_table=False,
+                    announce=self.announce,
                 )
                 for kind, table in self.tables.items()
             }
