@@ -361,3 +361,52 @@ def test_an_expired_slice_is_reserved_for_its_worker_from_the_expiry() -> None:
         assert len(d.to_take) == 1
     later = decide_takes(snapshot, "B", seen, 2.5, FAILOVER, reserve=reserve)
     assert {lease.lease_key for lease in later.to_take} == {lease.lease_key for lease in dead}
+
+
+# -- announcing: workers starting together on a fresh table first make themselves seen -------
+
+
+def test_announce_takes_one_lease_when_holding_nothing_before_any_share_out() -> None:
+    """Fresh table, nobody owns anything (or only announcers own one each): a worker holding
+    nothing announces (one lease, any of them will do: the coordinator stops at the first
+    it wins) instead of taking up to its target (KCL's race for every lease)."""
+    fresh_table = leases(12)
+    d = decide_takes(fresh_table, "A", {}, 0.0, FAILOVER, announce=True)
+    assert d.announce
+    assert sorted(lease.lease_key for lease in d.to_take) == [f"shard-{i:02d}" for i in range(12)]
+    assert d.to_steal == ()
+    announcers = owned({"B": 1, "C": 1}) + leases(10)
+    d = decide_takes(announcers, "A", fresh(announcers), 0.0, FAILOVER, announce=True)
+    assert d.announce and d.live_workers == 3
+    assert {lease.lease_owner for lease in d.to_take} == {None}
+    # off (the default, KCL): a worker alone takes everything up to its target
+    assert len(decide_takes(fresh_table, "A", {}, 0.0, FAILOVER).to_take) == 12
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        owned({"A": 1, "B": 1}) + leases(10),  # A has announced: its quick cycle splits
+        owned({"B": 2}) + leases(10),  # someone already shared out: no announce phase
+        owned({"B": 1}) + leases(1),  # a single available lease: just take it
+    ],
+)
+def test_no_announce_once_holding_a_lease_or_after_a_share_out(snapshot: list[Lease]) -> None:
+    d = decide_takes(snapshot, "A", fresh(snapshot), 0.0, FAILOVER, announce=True)
+    assert not d.announce
+
+
+def test_after_announcing_every_worker_computes_the_same_disjoint_exact_slices() -> None:
+    """The quick second cycle: 5 announcers (one lease each) and 98 unowned leases; each
+    decides from the same snapshot; the slices are disjoint, cover every lease and leave
+    each worker at floor or ceil of 103 / 5 (an independent count: 21, 21, 21, 20, 20)."""
+    snapshot = owned(dict.fromkeys("ABCDE", 1)) + leases(98)
+    seen = fresh(snapshot)
+    picks = [
+        decide_takes(snapshot, w, seen, 0.0, FAILOVER, announce=True, rng=random.Random(w))
+        for w in "ABCDE"
+    ]
+    assert not any(d.announce for d in picks)
+    keys = [lease.lease_key for d in picks for lease in d.to_take]
+    assert len(keys) == len(set(keys)) == 98
+    assert sorted(1 + len(d.to_take) for d in picks) == [20, 20, 21, 21, 21]
