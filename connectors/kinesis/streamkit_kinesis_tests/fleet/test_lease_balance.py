@@ -126,6 +126,15 @@ async def owners(store: InMemoryLeaseStore) -> Counter[str]:
     return Counter(lease.lease_owner or "-" for lease in await store.list_leases())
 
 
+async def wait_renewing(fleet: list[LeaseCoordinator], clock: FakeClock, seconds: float) -> None:
+    """Let ``seconds`` pass on the fake clock, every worker renewing every failover / 4."""
+    while seconds > 0:
+        step = min(seconds, FAILOVER / 4)
+        clock.advance(step)
+        seconds -= step
+        await asyncio.gather(*(c.renew_once() for c in fleet))
+
+
 async def test_workers_starting_together_announce_then_split_exactly_in_two_take_cycles() -> None:
     """7 workers, 103 leases, all taking at once (scans first, then concurrent writes), each
     trying the leases in the SAME order (one seed): the worst case for announcing, every
@@ -155,10 +164,11 @@ async def test_workers_starting_together_announce_then_split_exactly_in_two_take
 
 
 async def test_an_announcer_capped_by_max_leases_leaves_nothing_unowned() -> None:
-    """A (max_leases=1) announces with B and C; the quick cycle's share-out gives A a slice
-    it never takes (capped): B and C take it once it stayed unowned for the reserve (1.5
-    take intervals), so within a bounded number of cycles every lease has an owner."""
-    store, clock = await fresh_store(9), FakeClock()
+    """A (max_leases=1) announces with B and C on 7 leases; the quick cycle's share-out
+    gives A a slice (2 of the 4 left) it never takes (capped): B and C, below their target
+    ceil(7 / 3) = 3, take it once it stayed unowned for the reserve (1.5 take intervals),
+    so within a bounded number of cycles every lease has an owner: 1, 3, 3."""
+    store, clock = await fresh_store(7), FakeClock()
     fleet = [
         LeaseCoordinator(store, w, failover_time=FAILOVER, clock=clock, rng=random.Random(w),
                          announce=True, max_leases=1 if w == "A" else None)
@@ -168,11 +178,11 @@ async def test_an_announcer_capped_by_max_leases_leaves_nothing_unowned() -> Non
         await c.start(background=False)
     for _ in range(5):
         await asyncio.gather(*(c.take_once() for c in fleet))
-        clock.advance(max(c.next_take_delay for c in fleet))
+        await wait_renewing(fleet, clock, max(c.next_take_delay for c in fleet))
+    assert all(len(c.held_shard_ids()) for c in fleet)  # renewed: nobody lost anything
     after = await owners(store)
     assert "-" not in after, after
-    assert after["A"] == 1
-    assert after["B"] + after["C"] == 8
+    assert after == Counter({"A": 1, "B": 3, "C": 3})
 
 
 # -- the fleet on LocalStack ----------------------------------------------------------------
