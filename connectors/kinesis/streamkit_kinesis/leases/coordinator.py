@@ -140,8 +140,7 @@ class LeaseCoordinator:
         if background and not self._tasks:
             self._tasks = [
                 asyncio.create_task(
-                    run_every(lambda: self.next_take_delay, self.take_once,
-                              self._on_cycle_error),
+                    run_every(lambda: self.next_take_delay, self.take_once, self._on_cycle_error),
                     name="take",
                 ),
                 asyncio.create_task(

@@ -377,7 +377,8 @@ def test_announce_takes_one_lease_when_holding_nothing_before_any_share_out() ->
     assert d.to_steal == ()
     announcers = owned({"B": 1, "C": 1}) + leases(10)
     d = decide_takes(announcers, "A", fresh(announcers), 0.0, FAILOVER, announce=True)
-    assert d.announce and d.live_workers == 3
+    assert d.announce
+    assert d.live_workers == 3
     assert {lease.lease_owner for lease in d.to_take} == {None}
     # off (the default, KCL): a worker alone takes everything up to its target
     assert len(decide_takes(fresh_table, "A", {}, 0.0, FAILOVER).to_take) == 12
