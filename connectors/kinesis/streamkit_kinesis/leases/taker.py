@@ -165,9 +165,13 @@ def decide_takes(
       Announcing makes every starter visible at the cost of one write; on its quick second
       cycle each sees all the announcers and the share-out above splits the rest exactly
       (same snapshot, same slices; a snapshot taken while others are filling their slices
-      still gives the same slices, as filled ones shrink to nothing in place). A worker
-      that starts alone pays one short delay (a quarter of a take interval) before taking
-      the rest. A late starter (after the share-out) and a Java KCL worker sharing the
+      gives the same slices but for who gets the +1 remainders, as filled slices shrink in
+      place; a collision is left to the reserve rule and steals). A worker that starts
+      alone pays one short delay (a quarter of a take interval) before taking the rest,
+      hence opt-in. Measured (bench/fleet_leases.py, 1,064 leases, 10/25/50 workers):
+      balanced 0.3 cycles after start in lockstep, 0.5-1 cycle on DynamoDB Local, against
+      7-9 cycles for KCL's race at ``max_steal`` 1; the first cycle's writes drop from
+      workers x leases to about leases + workers. A late starter (after the share-out) and a Java KCL worker sharing the
       table are unaffected: an owner with two or more leases ends the announce phase, and
       a KCL worker counts announcers as workers (its target shrinks) while its own takes
       are the usual conditional writes.
