@@ -169,7 +169,7 @@ class ConsumerConfig:
     """Workers starting together on a fresh lease table first take ONE lease each (to be
     seen), then, a quarter of a take interval later, split the rest exactly (see
     :func:`~streamkit_kinesis.leases.taker.decide_takes`): balanced within about 0.3 take
-    cycles instead of a race and 8-10 cycles of steals (1,064 leases, 10-50 workers). Off
+    cycles instead of a race and 7-9 cycles of steals (1,064 leases, 10-50 workers). Off
     (KCL): a worker that sees itself alone takes everything at once, so a lone worker is
     not delayed. The fleet (``streamkit worker``) turns it on."""
 

@@ -300,7 +300,8 @@ class LeaseCoordinator:
         )
         self._note_left_unowned(decision)
         for lease in decision.to_take:
-            if await self._take(lease, "takes") and decision.announce:
+            # announcing: stop at the first lease won, or at a store error (no call storm)
+            if await self._take(lease, "takes") is not False and decision.announce:
                 break
         for lease in decision.to_steal:
             await self._take(lease, "steals")
@@ -332,8 +333,9 @@ class LeaseCoordinator:
 
     # -- internals -------------------------------------------------------------------
 
-    async def _take(self, lease: Lease, counter: str) -> bool:
-        """Take ``lease``; True if taken (False: lost the race, or the store failed)."""
+    async def _take(self, lease: Lease, counter: str) -> bool | None:
+        """Take ``lease``; True if taken, False if not (lost the race, or ours already),
+        None if the store failed (counted as a transient error)."""
         if lease.lease_key in self.held:
             return False  # ours already: the renewer keeps it or reports it lost
         async with self.held.lock(lease.lease_key):
@@ -347,7 +349,7 @@ class LeaseCoordinator:
                 return False
             except LeaseStoreUnavailableError:
                 self._counts["transient_errors"] += 1
-                return False
+                return None
         self._tracker.observe_one(taken)
         self._counts[counter] += 1
         self.held.gained(taken, sent_at)

@@ -19,7 +19,13 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
-from streamkit_kinesis.leases import InMemoryLeaseStore, Lease, LeaseCoordinator, decide_takes
+from streamkit_kinesis.leases import (
+    InMemoryLeaseStore,
+    Lease,
+    LeaseCoordinator,
+    LeaseStoreUnavailableError,
+    decide_takes,
+)
 from streamkit_kinesis.testing.leases import FakeClock
 
 from streamkit_kinesis_tests.fleet.lease_fleet import KINDS, LeaseFleet, Observation, Timing
@@ -183,6 +189,27 @@ async def test_an_announcer_capped_by_max_leases_leaves_nothing_unowned() -> Non
     after = await owners(store)
     assert "-" not in after, after
     assert after == Counter({"A": 1, "B": 3, "C": 3})
+
+
+class Unavailable(InMemoryLeaseStore):
+    """Every take fails as a throttled or unreachable DynamoDB would."""
+
+    async def take_lease(self, lease: Lease, owner: str) -> Lease:
+        await super()._io("UpdateItem")
+        raise LeaseStoreUnavailableError("throttled")
+
+
+async def test_an_announcing_take_stops_at_a_store_error_instead_of_trying_every_lease() -> None:
+    store = Unavailable()
+    await store.create_table_if_not_exists()
+    for i in range(50):
+        await store.create_lease_if_not_exists(Lease(f"shard-{i:03d}"))
+    c = LeaseCoordinator(store, "A", failover_time=FAILOVER, clock=FakeClock(), announce=True)
+    await c.start(background=False)
+    before = store.call_counts().get("UpdateItem", 0)
+    assert (await c.take_once()).announce
+    assert store.call_counts().get("UpdateItem", 0) - before == 1
+    assert c.metrics().transient_errors == 1
 
 
 # -- the fleet on LocalStack ----------------------------------------------------------------
