@@ -154,27 +154,27 @@ def decide_takes(
       ``max_steal``) workers exactly at target (each such worker loses at most one per
       cycle), so that (for example) 4 leases over 3 workers end as 2/1/1 rather than 2/2/0.
       Each steal strictly narrows the gap, so this never oscillates.
-    - With ``announce`` (the coordinator's default): a worker that holds nothing, while no
-      live owner holds more than one lease and two or more leases are available, takes
-      just ONE lease (the first of ``to_take`` that it wins) and looks again soon
-      (:attr:`TakeDecision.announce`). Why: workers that start together on a fresh table
-      each see themselves alone (a worker that owns nothing is invisible), so each would
-      take everything it can; they race for every lease, end with a random split (1,064
-      leases over 10 workers: 90 to 125 each) and then need steals, ``max_steal`` a cycle
-      (KCL: 1), to even out: 8 to 10 cycles in the simulation (bench/fleet_leases.py).
-      Announcing makes every starter visible at the cost of one write; on its quick second
-      cycle each sees all the announcers and the share-out above splits the rest exactly
-      (same snapshot, same slices; a snapshot taken while others are filling their slices
-      gives the same slices but for who gets the +1 remainders, as filled slices shrink in
-      place; a collision is left to the reserve rule and steals). A worker that starts
-      alone pays one short delay (a quarter of a take interval) before taking the rest,
-      hence opt-in. Measured (bench/fleet_leases.py, 1,064 leases, 10/25/50 workers):
-      balanced 0.3 cycles after start in lockstep, 0.5-1 cycle on DynamoDB Local, against
-      7-9 cycles for KCL's race at ``max_steal`` 1; the first cycle's writes drop from
-      workers x leases to about leases + workers. A late starter (after the share-out) and a Java KCL worker sharing the
-      table are unaffected: an owner with two or more leases ends the announce phase, and
-      a KCL worker counts announcers as workers (its target shrinks) while its own takes
-      are the usual conditional writes.
+    - With ``announce`` (off by default, KCL's way; the fleet turns it on): a worker that
+      holds nothing, while no live owner holds more than one lease and two or more leases
+      are available, takes just ONE lease (the first of ``to_take`` that it wins) and
+      looks again soon (:attr:`TakeDecision.announce`). Why: workers that start together
+      on a fresh table each see themselves alone (a worker that owns nothing is
+      invisible), so each would take everything it can; they race for every lease, end
+      with a random split and then need steals, ``max_steal`` a cycle (KCL: 1), to even
+      out. Announcing makes every starter visible at the cost of one write; on its quick
+      second cycle each sees all the announcers and the share-out above splits the rest
+      exactly (same snapshot, same slices; a snapshot taken while others are filling
+      their slices gives the same slices but for who gets the +1 remainders, as filled
+      slices shrink in place; a rare collision is left to the reserve rule and steals).
+      A worker that starts alone pays one short delay (a quarter of a take interval)
+      before taking the rest, hence opt-in. Measured (bench/fleet_leases.py, 1,064
+      leases, 10/25/50 workers, ``max_steal`` 1): balanced 0.3 cycles after start in
+      lockstep and 0.5-1 cycle on DynamoDB Local, against 7-9 cycles for KCL's race; the
+      first cycle's writes drop from workers x leases to about leases + workers. A late
+      starter (after the share-out) and a Java KCL worker sharing the table are not
+      affected: an owner with two or more leases ends the announce phase, and a KCL
+      worker counts announcers as workers (its target shrinks) while its own takes are
+      the usual conditional writes.
     - ``rng`` shuffles candidates so that workers starting together contend less; without it
       the choice is deterministic (by lease key).
     """
