@@ -3,7 +3,8 @@
 Usage:
     nice -n 15 .venv/bin/python bench/fleet_leases.py [--workers 10,25,50]
         [--source-leases 1000] [--aggregation-leases 64] [--scale 3]
-        [--server dynamodb-local|localstack | --endpoint URL]
+        [--server dynamodb-local|localstack | --endpoint URL] [--no-announce]
+    nice -n 15 .venv/bin/python bench/fleet_leases.py --lockstep [--workers 10,25,50]
 
 For each worker count: two fresh lease tables (FLEET.md decision 1: ``<app>`` with the
 source leases, ``<app>-exchange`` with the aggregation leases), all unowned; that many
@@ -28,6 +29,11 @@ at KCL's timing: 319 UpdateItem/s); DynamoDB Local on a shared 2-core box does ~
 with this client, LocalStack's gateway ~60-90, so the timing is scaled uniformly and every
 figure is also given in take cycles. Calls per lease per minute are converted back to
 KCL's timing (x scale: every call here is periodic in the failover time).
+
+Workers announce themselves first (``announce=True``, the fleet's setting; see
+``decide_takes``); ``--no-announce`` measures KCL's take-all race instead. ``--lockstep``
+runs the same coordinators on the in-memory store on a fake clock, announce off and on,
+``max_steal`` 1 and 5: the rules alone, in seconds.
 
 Writes ``bench/results/fleet_leases_<UTC time>.{md,json}``.
 """
