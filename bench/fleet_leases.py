@@ -30,7 +30,7 @@ with this client, LocalStack's gateway ~60-90, so the timing is scaled uniformly
 figure is also given in take cycles. Calls per lease per minute are converted back to
 KCL's timing (x scale: every call here is periodic in the failover time).
 
-Workers announce themselves first (``announce=True``, the fleet's setting; see
+Workers announce themselves first (``announce=True``, meant for fleets; see
 ``decide_takes``); ``--no-announce`` measures KCL's take-all race instead. ``--lockstep``
 runs the same coordinators on the in-memory store on a fake clock, announce off and on,
 ``max_steal`` 1 and 5: the rules alone, in seconds.
@@ -328,7 +328,7 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=3.0, help="x KCL's default timing")
     p.add_argument("--max-steal", type=int, default=1, help="the coordinator's (KCL: 1)")
     p.add_argument("--announce", action=argparse.BooleanOptionalAction, default=True,
-                   help="the coordinators' announcing first take (the fleet's setting); "
+                   help="the coordinators' announcing first take (meant for fleets); "
                    "--no-announce: KCL's take-all race")  # fmt: skip
     p.add_argument("--steady-cycles", type=float, default=1.0)
     p.add_argument("--max-cycles", type=float, default=8.0, help="give up after this many")

@@ -90,7 +90,6 @@ class KinesisFleetWorker:
             source.config,
             worker_id=spec.worker_id,
             shutdown_grace=max(source.config.shutdown_grace, SHUTDOWN_GRACE),
-            announce=True,  # workers start together: announce, then split (decide_takes)
         )
         self._stop: asyncio.Event | None = None
         self.parts: list[ConsumerParts] = []

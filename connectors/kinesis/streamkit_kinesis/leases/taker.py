@@ -154,7 +154,7 @@ def decide_takes(
       ``max_steal``) workers exactly at target (each such worker loses at most one per
       cycle), so that (for example) 4 leases over 3 workers end as 2/1/1 rather than 2/2/0.
       Each steal strictly narrows the gap, so this never oscillates.
-    - With ``announce`` (off by default, KCL's way; the fleet turns it on): a worker that
+    - With ``announce`` (off by default, KCL's way; for fleets): a worker that
       holds nothing, while no live owner holds more than one lease and two or more leases
       are available, takes just ONE lease (the first of ``to_take`` that it wins) and
       looks again soon (:attr:`TakeDecision.announce`). Why: workers that start together

@@ -114,7 +114,7 @@ class LeaseFleet:
     timing: Timing
     max_steal: int = 1
     announce: bool = True
-    """The coordinators' announcing first take (the fleet's setting); False: KCL's race."""
+    """The coordinators' announcing first take (meant for fleets); False: KCL's race."""
     app: str = field(default_factory=lambda: f"fleet-sim-{uuid.uuid4().hex[:8]}")
     seed: int = 14
     coordinator: Callable[..., LeaseCoordinator] = LeaseCoordinator
