@@ -67,10 +67,19 @@ class Worker:
             self.lines.append(line.decode().strip())
 
     async def terminate(self, timeout: float = 180.0) -> int:
-        """SIGTERM (graceful stop) and wait for the exit; the exit code."""
+        """SIGTERM (graceful stop) and wait for the exit; the exit code. A worker still
+        running after ``timeout`` is asked for its threads' stacks (SIGUSR1, into the
+        fleet's log, shown by :meth:`Fleet.stop`), then killed: the code is then -1."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGTERM)
-        return await self.wait(timeout)
+        try:
+            return await self.wait(timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(2.0)
+            await self.kill()
+            return -1
 
     async def kill(self) -> None:
         """SIGKILL and reap."""
@@ -234,13 +243,13 @@ class Fleet:
         """SIGTERM every live worker; each must exit 0."""
         live = [w for w in self.workers if w.proc.returncode is None]
         codes = await asyncio.gather(*(w.terminate() for w in live))
-        assert codes == [0] * len(live), self.tail()
+        assert codes == [0] * len(live), self.tail(20_000)
 
     async def kill_all(self) -> None:
         await asyncio.gather(*(w.kill() for w in self.workers))
 
-    def tail(self) -> str:
-        return self.log.read_text()[-4000:] if self.log.exists() else "(no log)"
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text()[-chars:] if self.log.exists() else "(no log)"
 
     async def read_all(self, last: dict[str, int]) -> None:
         """Wait until every source lease is checkpointed at its shard's last record."""

@@ -6,12 +6,15 @@ Query: per (1-minute window of ``event_time``, ``action``): count, value sum and
 average, watermark ``--delay`` behind, in ``--mode`` (append default), into Parquet at
 ``--out`` with the checkpoint root ``--checkpoint``; fleet options ``exchange_shards=4``,
 ``idle_timeout=--idle``. Prints ``started`` once the member runs and ``stopped`` at a
-clean exit (SIGTERM: graceful stop).
+clean exit (SIGTERM: graceful stop). SIGUSR1 dumps every thread's stack to stderr (the
+harness does it when a worker does not stop in time, then shows the log).
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 
 import streamkit as sk
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
     args = p.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     options = {
         "failover_time": 6.0,
         "consumer_options": {"idle_time": 0.2, "take_interval": 1.0},
