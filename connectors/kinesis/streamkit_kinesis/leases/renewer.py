@@ -80,14 +80,15 @@ class LeaseRenewer:
             errors = [o for o in outcomes if isinstance(o, BaseException)]
             if errors:
                 raise errors[0]
-            if any(o is RenewOutcome.TRANSIENT for o in outcomes):
+            by_key = dict(zip(keys, outcomes, strict=True))
+            result = RenewResult(
+                renewed=tuple(k for k, o in by_key.items() if o is RenewOutcome.RENEWED),
+                lost=expired + tuple(k for k, o in by_key.items() if o is RenewOutcome.LOST),
+                transient_errors=sum(1 for o in by_key.values() if o is RenewOutcome.TRANSIENT),
+            )
+            if result.transient_errors:
                 cycle.failed()
-        by_key = dict(zip(keys, outcomes, strict=True))
-        return RenewResult(
-            renewed=tuple(k for k, o in by_key.items() if o is RenewOutcome.RENEWED),
-            lost=expired + tuple(k for k, o in by_key.items() if o is RenewOutcome.LOST),
-            transient_errors=sum(1 for o in by_key.values() if o is RenewOutcome.TRANSIENT),
-        )
+        return result
 
     async def _renew(self, shard_id: str) -> RenewOutcome:
         async with self._held.lock(shard_id):

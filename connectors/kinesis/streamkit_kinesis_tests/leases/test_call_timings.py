@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 from streamkit_kinesis.leases.metrics import CallTimings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from streamkit_kinesis.testing.leases import FakeClock
 
 
 def test_nothing_is_kept_until_enabled() -> None:
-    timings = CallTimings(Clock())
+    timings = CallTimings(FakeClock())
     with timings.timed("TakeLeases", "TakeLease", "w1"):
         pass
     timings.record("ProcessTask", "UpdateLease", "s1", 3.0, True)
@@ -23,24 +16,24 @@ def test_nothing_is_kept_until_enabled() -> None:
 
 
 def test_durations_outcomes_and_drain() -> None:
-    clock = Clock()
+    clock = FakeClock()
     timings = CallTimings(clock)
     timings.enabled = True
     with timings.timed("TakeLeases", "TakeLease", "w1"):
-        clock.now += 0.0124  # 12.4 ms -> 12
+        clock.advance(0.0124)  # 12.4 ms -> 12
 
     def lose() -> None:
         with timings.timed("TakeLeases", "TakeLease", "w1"):
-            clock.now += 0.0126  # 12.6 ms -> 13
+            clock.advance(0.0126)  # 12.6 ms -> 13
             raise ValueError("lost the race")
 
     with pytest.raises(ValueError, match="lost"):
         lose()
     with timings.timed("TakeLeases", "TakeLease", "w1") as call:
-        clock.now += 0.012
+        clock.advance(0.012)
         call.failed()
     with timings.timed("RenewAllLeases", "", "w1"):
-        clock.now += 0.5
+        clock.advance(0.5)
     stats = {(s.operation, s.name, s.key): s for s in timings.drain()}
     take = stats["TakeLeases", "TakeLease", "w1"]
     assert dict(take.millis) == {12: 2, 13: 1}
