@@ -61,6 +61,19 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     until_idle: UntilIdle = None,
     timeout: Timeout = None,
     force: Annotated[bool, typer.Option("--force", help="As `streamkit run --force`.")] = False,
+    ui_port: Annotated[
+        int | None,
+        typer.Option(
+            "--ui-port",
+            min=0,
+            max=65535,
+            help="Serve the web UI on this port (0: a free one): the fleet page, this "
+            "worker's own figures for the other workers' pages.",
+        ),
+    ] = None,
+    ui_host: Annotated[
+        str, typer.Option("--ui-host", help="Interface of the UI (0.0.0.0: every one).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run one fleet member of a job file (as `streamkit run`, in fleet mode).
 
@@ -69,8 +82,17 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     through their lease tables, and take over from each other. Ctrl-C or SIGTERM stops
     this member after its batch in flight commits, releasing its leases (exit 130 / 143);
     the others take its tasks over.
+
+    --ui-port serves the fleet page (/fleet): every worker, its tasks, rates, lag and
+    watermark, fetched from each worker's own endpoint. The endpoint is advertised under
+    the checkpoint root (fleet/workers/); set STREAMKIT_UI_ADVERTISE_URL when the other
+    workers reach this one by another address than --ui-host (e.g. with 0.0.0.0).
     """
     check_stop_options(available_now, until_idle)
     wid = check_worker_id(worker_id if worker_id is not None else default_worker_id())
     enter_fleet_mode(wid)
+    if ui_port is not None:
+        from streamkit.cli.run_cmd import serve_ui
+
+        serve_ui(ui_port, ui_host)
     run_job(job_file, available_now, until_idle, timeout, force, prefix=f"[{wid}] ")

@@ -468,19 +468,20 @@ class DataStreamWriter:
         joins the query's fleet instead (:func:`streamkit.fleet.member.start_member`): the
         handle is a :class:`~streamkit.fleet.member.FleetMember` (``stop``,
         ``await_termination``, ``is_active``, ``exception``); a query the fleet cannot run
-        is refused here with what to do."""
+        is refused here with what to do. A member serves the UI's fleet page when asked
+        (``ui_port``); it serves no metrics endpoint."""
         from streamkit.fleet.member import fleet_enabled
+        from streamkit.metrics import serve_if_asked
         from streamkit.streaming.query import StreamingQuery
+        from streamkit.ui import serve_if_asked as serve_ui_if_asked
 
         if fleet_enabled():
             from streamkit.fleet.member import start_member
 
+            serve_ui_if_asked(ui_port)  # before the member, which advertises it
             return cast("StreamingQuery", start_member(self))
 
         query = StreamingQuery(**self._query_parts(self._need_sink()))
-        from streamkit.metrics import serve_if_asked
-        from streamkit.ui import serve_if_asked as serve_ui_if_asked
-
         serve_if_asked(metrics_port)
         serve_ui_if_asked(ui_port)
         return query.start(force=force)

@@ -5,8 +5,10 @@
 Each page polls its query's JSON once a second and draws input rate against processing
 rate, batch duration by phase, watermark against the newest event time, per-shard lag and
 owner (and, for Kinesis, every worker in the lease table), dead letters with reasons and a
-sample, late rows, and the checkpoint and commit positions. The charts are the package's
-own script (``static/charts.js``): nothing is fetched from the network.
+sample, late rows, and the checkpoint and commit positions. A fleet worker (``streamkit
+worker --ui-port``) serves ``/fleet``: every worker of the fleet, each one's figures fetched
+from its own endpoint (:mod:`streamkit.ui.fleet`). The charts are the package's own script
+(``static/charts.js``): nothing is fetched from the network.
 
 Needs aiohttp (``pip install 'streamkit[ui]'``, else
 :class:`~streamkit.errors.MissingDependencyError`). One listener per process, created on
@@ -69,6 +71,12 @@ def serve_if_asked(port: int | None) -> UiServer | None:
     return None if port is None else serve(port)
 
 
+def serving() -> list[UiServer]:
+    """The servers :func:`serve` started and not stopped (oldest first)."""
+    with _lock:
+        return list(_servers.values())
+
+
 def stop_serving() -> None:
     """Stop every server :func:`serve` started (the listener keeps its history)."""
     with _lock:
@@ -78,4 +86,4 @@ def stop_serving() -> None:
         server.stop()
 
 
-__all__ = ["PORT_VARIABLE", "listener", "serve", "serve_if_asked", "stop_serving"]
+__all__ = ["PORT_VARIABLE", "listener", "serve", "serve_if_asked", "serving", "stop_serving"]

@@ -1,9 +1,11 @@
 """The UI's HTTP server (aiohttp) on its own thread and event loop, so serving a page never
 runs on a query's loop.
 
-Routes: ``/`` (the queries), ``/query/<id or name>`` (one query's live page), ``/static/*``
-(the page's script and style, package data), ``/api/queries`` and ``/api/queries/<key>``
-(the JSON the pages poll once a second).
+Routes: ``/`` (the queries), ``/query/<id or name>`` (one query's live page), ``/fleet``
+(every worker of the fleet this process belongs to), ``/static/*`` (the page's script and
+style, package data), ``/api/queries``, ``/api/queries/<key>`` and ``/api/fleet`` (the JSON
+the pages poll once a second), ``/api/worker`` (a fleet worker's own figures, which the
+fleet pages of the other workers fetch).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from importlib import resources
 from typing import Any
 
 from streamkit._deps import require
+from streamkit.ui.fleet import fleet_json, worker_json
 from streamkit.ui.history import UiListener
 from streamkit.ui.snapshot import queries_json, query_json
 
-STATIC = ("ui.js", "charts.js", "ui.css")
+STATIC = ("ui.js", "charts.js", "ui.css", "fleet.js")
 _dumps = functools.partial(json.dumps, default=str)
 """Values JSON has no type for (a late row's Decimal, date, ...) are shown as text."""
-PAGES = ("index.html", "query.html")
+PAGES = ("index.html", "query.html", "fleet.html")
+FLEET_TIMEOUT = 10.0
+"""Seconds the fleet JSON may take (it asks every worker's endpoint)."""
 
 
 def _asset(name: str) -> bytes:
@@ -54,11 +59,14 @@ class UiServer:
 
         async def serve() -> None:
             app = web.Application()
-            app.router.add_get("/", self._page("index.html"))
+            app.router.add_get("/", self._index)
             app.router.add_get("/query/{key}", self._page("query.html"))
             app.router.add_get("/static/{name}", self._static)
             app.router.add_get("/api/queries", self._queries)
             app.router.add_get("/api/queries/{key}", self._query)
+            app.router.add_get("/fleet", self._page("fleet.html"))
+            app.router.add_get("/api/fleet", self._fleet)
+            app.router.add_get("/api/worker", self._worker)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
@@ -103,6 +111,13 @@ class UiServer:
 
         return handler
 
+    async def _index(self, request: Any) -> Any:
+        """The queries; a fleet worker, which runs no query of its own, shows its fleet."""
+        web = require("aiohttp.web", "ui")
+        if fleet_json() is not None and not self.listener.records():
+            raise web.HTTPFound("/fleet")
+        return await self._page("index.html")(request)
+
     async def _static(self, request: Any) -> Any:
         web = require("aiohttp.web", "ui")
         name = request.match_info["name"]
@@ -121,3 +136,19 @@ class UiServer:
         if record is None:
             raise web.HTTPNotFound(text="no such query (it may have ended long ago)")
         return web.json_response(await query_json(self.listener, record), dumps=_dumps)
+
+    async def _fleet(self, _request: Any) -> Any:
+        return await self._provided(fleet_json(), "this process is not a fleet worker")
+
+    async def _worker(self, _request: Any) -> Any:
+        return await self._provided(worker_json(), "this process is not a fleet worker")
+
+    async def _provided(self, provider: Any, missing: str) -> Any:
+        web = require("aiohttp.web", "ui")
+        if provider is None:
+            raise web.HTTPNotFound(text=missing)
+        try:
+            body = await asyncio.wait_for(provider(), FLEET_TIMEOUT)
+        except Exception as exc:  # the page shows it; the UI keeps serving
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=503)
+        return web.json_response(body, dumps=_dumps)

@@ -3,11 +3,15 @@
 After each batch a task writes ``<checkpoint root>/fleet/tasks/<kind>-<shard id>.json``
 through the checkpoint store (local: temp file + rename; S3: one PUT), so a reader never
 sees half a file. The last writer of a task's file is its current owner.
+
+The process also keeps the last status of each task it ran (:func:`local_statuses`, one
+dict entry per batch): the worker's own UI endpoint reports them without reading files.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -66,9 +70,34 @@ def status_path(kind: TaskKind, shard: str) -> str:
     return f"fleet/tasks/{kind}-{shard}.json"
 
 
+_lock = threading.Lock()
+_latest: dict[tuple[str, TaskKind, str], TaskStatus] = {}
+"""(worker, kind, shard) -> the last status a task of this process wrote."""
+_source_rows: dict[str, int] = {}
+"""worker -> records its source tasks ran in this process (every batch, re-reads too)."""
+
+
 def write_status(store: CheckpointStore, status: TaskStatus) -> None:
-    """Write ``status`` atomically (blocking: call it off the event loop)."""
+    """Write ``status`` atomically (blocking: call it off the event loop); keep it as the
+    task's latest in this process."""
     store.write_bytes(status_path(status.kind, status.shard), status.encode())
+    with _lock:
+        _latest[status.worker, status.kind, status.shard] = status
+        if status.kind == "source":
+            _source_rows[status.worker] = _source_rows.get(status.worker, 0) + status.rows
+
+
+def local_statuses(worker: str) -> list[TaskStatus]:
+    """The last status of every task worker ``worker`` ran in this process (held or not:
+    the caller filters by the leases held now)."""
+    with _lock:
+        return [s for (w, _, _), s in _latest.items() if w == worker]
+
+
+def local_source_rows(worker: str) -> int:
+    """Records the source tasks of ``worker`` ran in this process, over every batch."""
+    with _lock:
+        return _source_rows.get(worker, 0)
 
 
 def read_statuses(store: CheckpointStore) -> list[dict[str, object]]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import InitialPosition
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
+from streamkit_kinesis.fleet.endpoint import publish, unpublish
 from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
 from streamkit_kinesis.leases import LEADER_LEASE_KEY
 from streamkit_kinesis.source.session import build_consumer
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from streamkit.streaming.contracts import CheckpointStore
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import KinesisConsumer
+    from streamkit_kinesis.fleet.endpoint import Advertiser, WorkerReport
     from streamkit_kinesis.fleet.writer import ExchangeWriter
     from streamkit_kinesis.source.session import ConsumerParts
     from streamkit_kinesis.source.stream_source import KinesisStreamSource
@@ -94,6 +96,8 @@ class KinesisFleetWorker:
         self._stop: asyncio.Event | None = None
         self.parts: list[ConsumerParts] = []
         self._clients: list[KinesisApi] = []
+        self._published: tuple[WorkerReport, Advertiser] | None = None
+        """This worker's UI endpoint, when the process serves the UI."""
 
     def request_stop(self) -> None:
         """Begin a graceful stop (call on the worker's event loop)."""
@@ -119,6 +123,10 @@ class KinesisFleetWorker:
             ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer))
             await parts.store.create_table_if_not_exists()
             await consumer.start(lambda: SourceTask(ctx))
+            self._published = await publish(spec.worker_id, source.app_name, root,
+                                            source.lease_endpoint)  # fmt: skip
+            if self._published is not None:
+                self._published[0].source = consumer
             if writer is not None:
                 await self._start_aggregation(root, writer, await _source_shards(consumer))
             joins = [p.consumer.join() for p in self.parts]
@@ -154,10 +162,18 @@ class KinesisFleetWorker:
         lag = _lag(consumer)
         await parts.store.create_table_if_not_exists()
         await consumer.start(lambda: AggregationTask(spec, root, lag, sources))
+        if self._published is not None:
+            self._published[0].aggregation = consumer
 
     async def _shutdown(self) -> None:
         """Stop the source consumer first (its batches in flight finish and are
-        checkpointed), then the aggregation consumer; each releases its leases."""
+        checkpointed), then the aggregation consumer; each releases its leases. The UI
+        endpoint's advertisement is withdrawn first."""
+        try:
+            await unpublish(self._published)
+        except Exception as e:
+            log.warning("fleet worker %s: withdrawing its UI endpoint failed: %r",
+                        self.spec.worker_id, e)  # fmt: skip
         for parts in reversed(self.parts):
             try:
                 await parts.consumer.stop()
