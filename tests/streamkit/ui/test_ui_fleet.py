@@ -7,7 +7,8 @@ both lease tables, each worker's figures from its own ``/api/worker`` endpoint f
 the test, the watermarks from the records put (per shard: its largest event time minus the
 one-hour delay; a worker's: the minimum over its source shards; the fleet's: the minimum
 over every shard), the records read from the count put (at least that count if a lease
-expired and moved under load, the moved shard being partly re-read). Then worker 1 is SIGKILLed: the
+expired and moved under load, the moved shard being partly re-read). ``streamkit ui --app``
+(outside the fleet) serves the same workers. Then worker 1 is SIGKILLed: the
 page keeps it, marked unreachable.
 """
 
@@ -17,6 +18,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -123,6 +126,34 @@ def expected_rows(ep: AwsEndpoint, app: str, urls: dict[str, str]) -> list[list[
     return rows
 
 
+def outside_view(ep: AwsEndpoint, fleet: Fleet, urls: dict[str, str]) -> None:
+    """``streamkit ui --app APP --checkpoint ROOT`` (no job, outside the fleet) serves the
+    same fleet: both workers reachable, with the leases of the scan."""
+    assert ep.url is not None
+    cmd = [sys.executable, "-m", "streamkit.cli", "ui", "--app", fleet.app, "--checkpoint",
+           str(fleet.root), "--endpoint", ep.url, "--port", "0"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            line = ""
+            while "fleet of" not in line:
+                line = proc.stdout.readline()
+                assert line, "streamkit ui --app exited"
+            url = line.split(": ", 1)[1].split()[0]
+
+            def same() -> bool:
+                got = get_json(url.removesuffix("fleet") + "api/fleet")
+                source, exchange = owners(ep, fleet.app), owners(ep, f"{fleet.app}-exchange")
+                want = [(w, "ok", False, held(source, w), held(exchange, w)) for w in sorted(urls)]
+                return [(w["worker"], w["status"], w["self"], w["leases"]["source"],
+                         w["leases"]["aggregation"]) for w in got["workers"]] == want  # fmt: skip
+
+            wait_for("streamkit ui --app to show both workers", same, 60)
+        finally:
+            proc.terminate()
+
+
 def look(
     ep: AwsEndpoint,
     fleet: Fleet,
@@ -164,6 +195,7 @@ def look(
                     assert t["watermark_ms"] == marks[t["shard"]], t
         if SCREENSHOT:
             page.screenshot(path=SCREENSHOT, full_page=True)
+        outside_view(ep, fleet, urls)
         # worker 1 dies: it stays on the page, unreachable
         os.kill(fleet.workers[1].proc.pid, signal.SIGKILL)
 
