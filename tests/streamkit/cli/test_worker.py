@@ -83,3 +83,10 @@ def test_a_handle_without_progress_that_takes_signals(sig: signal.Signals, code:
     assert idle.finish() == 1, idle.text
     assert "--until-idle needs a query that reports its batches; BareQuery does not" in idle.text
     assert "stop called" in idle.out
+
+
+def test_worker_serves_the_ui_when_asked() -> None:
+    p = Proc("worker", str(STUB_JOB), "--worker-id", "w2", "--ui-port", "0", "--timeout", "0.5")
+    assert p.finish() == 0, p.text
+    assert any(line.startswith("web UI: http://127.0.0.1:") for line in p.out), p.text
+    assert "[w2] stopped stub: 1 batch(es), 3 input row(s)" in p.out
