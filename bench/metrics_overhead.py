@@ -7,20 +7,26 @@ Usage:
 W3 (``_stream_run.w3_query``: NDJSON files, one per trigger, watermark, count / sum / avg
 per (1-hour window, action), update mode, ``available_now``, memory sink) runs in a fresh
 process per measurement, alternately without metrics (``off``) and with ``sk.metrics.serve``
-plus a thread scraping ``/metrics`` every ``--scrape-every`` seconds (``on``: the listener
-updates every series per batch, the scraper renders them). With ``--ui`` a third mode,
-``ui``, does all of ``on`` and also serves the web UI (``sk.ui.serve``) while a thread
-fetches the query's page JSON once a second, as an open page does (the UI listener keeps
-its history, the server builds the JSON with charts, side tables and checkpoint).
+scraped at ``/metrics`` every ``--scrape-every`` seconds (``on``: the listener updates
+every series per batch, the endpoint renders them per scrape). With ``--ui`` a third mode,
+``ui``, does all of ``on`` and also serves the web UI (``sk.ui.serve``) whose query page
+JSON is fetched once a second, as an open page does (the UI listener keeps its history,
+the server builds the JSON with charts, side tables and checkpoint). The scraper and the
+page poller run in the parent process, as Prometheus and the browser run outside the job:
+the child's CPU is the job's with the serving, without the clients.
 Every run's result must equal the first run's (W3's tolerance for sums; a mismatch makes
-the exit status 1). Prints medians of wall and CPU seconds per mode and the overhead; writes
-bench/results/metrics_overhead_<time>.json.
+the exit status 1). The modes are interleaved (each round runs every mode once, the order
+rotating), so a change of the machine's load hits them alike. Prints, per mode, medians of
+wall seconds and of CPU microseconds per row, the overhead two ways (ratio of the medians,
+and median of the per-round ratios, which pairs each run with its neighbours) and the
+1-minute load average around the runs; writes bench/results/metrics_overhead_<time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,36 +41,23 @@ RESULTS_DIR = HERE / "results"
 MODES = ("off", "on", "ui")
 
 
-def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[str, Any]:
+def child(directory: Path, out: Path, mode: str) -> dict[str, Any]:
     """One timed W3 run in this process (query construction untimed); its final result
-    goes to ``out`` (Arrow IPC)."""
+    goes to ``out`` (Arrow IPC). Serving modes first print their ports (one JSON line) for
+    the parent's scraper and page poller, which run in the parent: their client-side CPU
+    is not the job's, as Prometheus and the browser run elsewhere."""
     from _stream_run import normalise, w3_query
     from _verify import write_ipc
 
     import streamkit as sk
 
     writer = w3_query(directory, "none").trigger(available_now=True).memory("w3")
-    scrapes = [0]
     listener_cpu = [0.0]
-    stop = threading.Event()
-    polls = [0]
+    ports: dict[str, Any] = {}
     if mode == "ui":
-        ui_url = sk.ui.serve(0).url
-
-        def poll_page() -> None:  # what an open page fetches, once a second
-            import json as _json
-
-            while not stop.wait(1.0):
-                with urllib.request.urlopen(ui_url + "api/queries") as reply:
-                    listed = _json.loads(reply.read())
-                for q in listed:
-                    with urllib.request.urlopen(f"{ui_url}api/queries/{q['id']}") as reply:
-                        reply.read()
-                    polls[0] += 1
-
-        threading.Thread(target=poll_page, daemon=True).start()
+        ports["ui"] = sk.ui.serve(0).url
     if mode in ("on", "ui"):
-        port = sk.metrics.serve(0)
+        ports["metrics"] = f"http://127.0.0.1:{sk.metrics.serve(0)}/metrics"
         listener = sk.metrics.listener()
         on_progress = listener.on_query_progress
 
@@ -74,19 +67,11 @@ def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[st
             listener_cpu[0] += time.thread_time() - t0
 
         setattr(listener, "on_query_progress", timed)  # noqa: B010
-
-        def scrape() -> None:
-            while not stop.wait(scrape_every):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as reply:
-                    reply.read()
-                scrapes[0] += 1
-
-        threading.Thread(target=scrape, daemon=True).start()
+    print(json.dumps({"ports": ports}), flush=True)
     start, cpu = time.perf_counter(), time.process_time()
     query = writer.start()
     query.await_termination()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    stop.set()
     threads = {t.name: t for t in threading.enumerate()}
 
     def thread_cpu(name: str) -> float:  # CPU seconds a named thread used (0: none)
@@ -94,11 +79,45 @@ def child(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[st
         if t is None or t.ident is None:
             return 0.0
         return time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+
     write_ipc(normalise(sk.memory_table("w3")), out)
     return {"wall_s": wall, "cpu_s": cpu, "batches": len(query.recent_progress),
-            "scrapes": scrapes[0], "listener_cpu_s": listener_cpu[0],
-            "page_polls": polls[0], "ui_server_cpu_s": thread_cpu("streamkit-ui"),
+            "listener_cpu_s": listener_cpu[0],
+            "ui_server_cpu_s": thread_cpu("streamkit-ui"),
             "dispatcher_cpu_s": thread_cpu("streamkit-listeners")}  # fmt: skip
+
+
+def clients(ports: dict[str, Any], every: float, stop: threading.Event) -> dict[str, int]:
+    """Threads (in the parent) scraping ``/metrics`` every ``every`` s and fetching the
+    query's page JSON once a second, as Prometheus and an open page do; their counts."""
+    counts = {"scrapes": 0, "page_polls": 0}
+
+    def scrape(url: str) -> None:
+        while not stop.wait(every):
+            try:
+                with urllib.request.urlopen(url, timeout=10) as reply:
+                    reply.read()
+            except OSError:  # the child ended
+                return
+            counts["scrapes"] += 1
+
+    def poll_page(url: str) -> None:
+        while not stop.wait(1.0):
+            try:
+                with urllib.request.urlopen(url + "api/queries", timeout=10) as reply:
+                    listed = json.loads(reply.read())
+                for q in listed:
+                    with urllib.request.urlopen(f"{url}api/queries/{q['id']}", timeout=10) as r:
+                        r.read()
+                    counts["page_polls"] += 1
+            except OSError:
+                return
+
+    if "metrics" in ports:
+        threading.Thread(target=scrape, args=(ports["metrics"],), daemon=True).start()
+    if "ui" in ports:
+        threading.Thread(target=poll_page, args=(ports["ui"],), daemon=True).start()
+    return counts
 
 
 def per_event_costs(calls: int = 2000) -> dict[str, float]:
@@ -160,11 +179,19 @@ def per_event_costs(calls: int = 2000) -> dict[str, float]:
 
 
 def spawn(directory: Path, out: Path, mode: str, scrape_every: float) -> dict[str, Any]:
+    """One child run, with the clients of its mode running here while it runs."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--dir", str(directory),
-           "--out", str(out), "--scrape-every", str(scrape_every)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True)
-    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return report
+           "--out", str(out)]  # fmt: skip
+    stop = threading.Event()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        counts = clients(json.loads(proc.stdout.readline())["ports"], scrape_every, stop)
+        rest = proc.stdout.read()
+        stop.set()
+        if proc.wait(1800) != 0:
+            raise RuntimeError(f"child {mode} failed: {proc.returncode}")
+    report: dict[str, Any] = json.loads(rest.strip().splitlines()[-1])
+    return {**report, **counts}
 
 
 def main() -> int:
@@ -178,7 +205,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.dir, args.out, args.child, args.scrape_every)))
+        print(json.dumps(child(args.dir, args.out, args.child)))
         return 0
     runs = measure_all(args)
     report(args, runs)
@@ -200,14 +227,16 @@ def measure_all(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
         for mode in modes[k:] + modes[:k]:
             out = RESULTS_DIR / "scratch" / f"metrics_overhead_{mode}.arrow"
             out.parent.mkdir(parents=True, exist_ok=True)
+            load = os.getloadavg()[0]
             run = spawn(directory, out, mode, args.scrape_every)
+            run["load_before"], run["load_after"] = load, os.getloadavg()[0]
             result = read_ipc(out)
             reference = reference if reference is not None else result
             run["problems"] = problems(result, reference)
             runs[mode].append(run)
             print(f"rep {rep} {mode:<3} {run['wall_s']:.3f} s wall, {run['cpu_s']:.3f} s CPU, "
                   f"{run['batches']} batches, {run['scrapes']} scrapes, "
-                  f"{run['page_polls']} page polls, "
+                  f"{run['page_polls']} page polls, load {load:.2f}, "
                   f"{'; '.join(run['problems']) or 'result ok'}", file=sys.stderr)  # fmt: skip
     return runs
 
@@ -220,18 +249,27 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> N
     rows = args.files * ROWS_PER_FILE
     med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("wall_s", "cpu_s")}
            for m in modes}  # fmt: skip
-    over = {k: (med["on"][k] / med["off"][k] - 1) * 100 for k in ("wall_s", "cpu_s")}
-    over_ui = {k: (med["ui"][k] / med["off"][k] - 1) * 100 for k in ("wall_s", "cpu_s")} if (
-        "ui" in med) else None  # fmt: skip
+    over = {m: {k: (med[m][k] / med["off"][k] - 1) * 100 for k in ("wall_s", "cpu_s")}
+            for m in modes[1:]}  # fmt: skip
+    paired = {m: {k: (statistics.median(a[k] / b[k] for a, b in zip(runs[m], runs["off"],
+                                                                    strict=True)) - 1) * 100
+                  for k in ("wall_s", "cpu_s")} for m in modes[1:]}  # fmt: skip
+    loads = [r[k] for rs in runs.values() for r in rs for k in ("load_before", "load_after")]
     print(f"W3 {args.files} files x {ROWS_PER_FILE:,} rows, medians of {args.repeat} fresh "
-          f"processes per mode (scrape every {args.scrape_every:g} s):")  # fmt: skip
+          f"processes per mode, interleaved (scrape every {args.scrape_every:g} s); 1-min load "
+          f"average {min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f}) "
+          f"on {os.cpu_count()} cores:")  # fmt: skip
     for m in modes:
-        print(f"- metrics {m:<3}: {rows / med[m]['wall_s']:,.0f} rows/s, "
-              f"{med[m]['wall_s']:.3f} s wall, {med[m]['cpu_s']:.3f} s CPU")  # fmt: skip
-    print(f"- overhead: {over['wall_s']:+.2f}% wall, {over['cpu_s']:+.2f}% CPU (target < 2%)")
-    if over_ui is not None:
-        print(f"- overhead with the UI served and polled too: {over_ui['wall_s']:+.2f}% wall, "
-              f"{over_ui['cpu_s']:+.2f}% CPU (target < 2%)")  # fmt: skip
+        print(
+            f"- {m:<3}: {rows / med[m]['wall_s']:,.0f} rows/s, {med[m]['wall_s']:.3f} s wall, "
+            f"{med[m]['cpu_s']:.3f} s CPU = {med[m]['cpu_s'] / rows * 1e6:.3f} us CPU/row"
+        )
+    for m in modes[1:]:
+        what = "metrics" if m == "on" else "metrics + UI served and polled"
+        print(f"- overhead of {what}: {over[m]['wall_s']:+.2f}% wall, "
+              f"{over[m]['cpu_s']:+.2f}% CPU/row (ratio of medians); "
+              f"{paired[m]['wall_s']:+.2f}% wall, {paired[m]['cpu_s']:+.2f}% CPU/row "
+              f"(median of per-round ratios); target < 2%")  # fmt: skip
     costs = per_event_costs()
     in_run = statistics.median(r["listener_cpu_s"] for r in runs["on"])
     print(f"- listener CPU inside the 'on' runs: {in_run * 1000:.1f} ms per run "
@@ -245,18 +283,39 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> N
         server = statistics.median(r["ui_server_cpu_s"] for r in runs["ui"])
         dispatch = statistics.median(r["dispatcher_cpu_s"] for r in runs["ui"])
         base = med["off"]["cpu_s"]
-        print(f"- inside the 'ui' runs: UI server thread {server * 1000:.1f} ms CPU "
-              f"({server / base * 100:.2f}% of the 'off' CPU), listener thread (Prometheus + "
-              f"UI listeners) {dispatch * 1000:.1f} ms ({dispatch / base * 100:.2f}%)")
-    print(f"- web UI: {costs['ui_progress_event_us']:.0f} us per progress event "
-          f"({costs['ui_progress_event_us'] / 1e6 / per_batch * 100:.3f}% of a W3 batch), "
-          f"{costs['ui_page_json_us']:.0f} us to build one page's JSON (100 batches kept)")
+        print(
+            f"- inside the 'ui' runs: UI server thread {server * 1000:.1f} ms CPU "
+            f"({server / base * 100:.2f}% of the 'off' CPU), listener thread (Prometheus + "
+            f"UI listeners) {dispatch * 1000:.1f} ms ({dispatch / base * 100:.2f}%)"
+        )
+        per_fetch = statistics.median(
+            r["ui_server_cpu_s"] / r["page_polls"] for r in runs["ui"] if r["page_polls"]
+        )
+        job = statistics.median(r["cpu_s"] / r["wall_s"] for r in runs["off"])
+        print(
+            f"- the UI server: {per_fetch * 1000:.2f} ms CPU per page fetch (median over the "
+            f"'ui' runs): a page open (one fetch a second) takes {per_fetch * 100:.2f}% of one "
+            f"core, {per_fetch / job * 100:.2f}% of the {job:.2f} cores the 'off' job got here"
+        )
+    print(
+        f"- web UI: {costs['ui_progress_event_us']:.0f} us per progress event "
+        f"({costs['ui_progress_event_us'] / 1e6 / per_batch * 100:.3f}% of a W3 batch), "
+        f"{costs['ui_page_json_us']:.0f} us to build one page's JSON (100 batches kept)"
+    )
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
     (RESULTS_DIR / f"metrics_overhead_{stamp}.json").write_text(
-        json.dumps({"files": args.files, "medians": med, "overhead_pct": over,
-                    "overhead_ui_pct": over_ui,
-                    "per_event": costs, "runs": runs})
+        json.dumps(
+            {
+                "files": args.files,
+                "medians": med,
+                "overhead_pct": over,
+                "paired_overhead_pct": paired,
+                "load_average_1m": loads,
+                "per_event": costs,
+                "runs": runs,
+            }
+        )
     )
 
 
