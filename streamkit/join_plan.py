@@ -120,6 +120,11 @@ class Join(Plan):
         residual: list[Expr] = []
         for term in _conjuncts(self.condition) if self.condition is not None else []:
             self._classify(term, pairs, bounds, residual)
+        if not pairs and is_streaming(self.left) and is_streaming(self.right):
+            raise PlanError(
+                "Stream-stream join without equality predicate is not supported (Spark "
+                "refuses it too): add a key equal on both sides to the condition"
+            )
         object.__setattr__(self, "pairs", tuple(pairs))
         object.__setattr__(self, "bounds", tuple(bounds))
         object.__setattr__(self, "residual", tuple(residual))

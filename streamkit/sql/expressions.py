@@ -6,7 +6,7 @@ Supported: columns, struct fields (``w.start``, ``window(...).end``), literals,
 ``+ - * /``, comparisons, ``AND OR NOT``, ``IS [NOT] NULL``, ``IN (list)``, ``BETWEEN``,
 ``CASE WHEN``, ``IF``, ``coalesce``/``ifnull``/``nvl``, ``[NOT] LIKE``/``ILIKE`` (literal
 patterns, ``ESCAPE``), ``RLIKE``/``REGEXP``, ``CAST``, ``timestamp_seconds/millis/micros``,
-``window_time``; aggregates
+``window_time``, day-time ``INTERVAL`` literals (``ts + INTERVAL 1 HOUR``); aggregates
 ``count(*)``, ``count(x)``, ``count(DISTINCT x)``, ``sum``, ``avg``/``mean``, ``min``,
 ``max``, ``approx_count_distinct``, ``percentile_approx``. Anything else is refused by name.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
@@ -23,6 +24,8 @@ from sqlglot import exp
 
 from streamkit import functions as F
 from streamkit.conditional import Case, Coalesce, WindowTime
+from streamkit.durations import parse_duration_ns
+from streamkit.errors import DurationError
 from streamkit.expr import EpochUnit, Expr, Field, FromEpoch, Lit, Match, ParseTimestamp
 from streamkit.sql.errors import SqlError, UnsupportedSqlError
 from streamkit.windows import SessionWindow, TimeWindow
@@ -89,6 +92,8 @@ def to_expr(node: exp.Expression, scope: Scope) -> Expr:
         return scope.column(node)
     if isinstance(node, exp.Literal | exp.Boolean | exp.Null):
         return Lit(literal(node))
+    if isinstance(node, exp.Interval):
+        return Lit(interval(node))
     binary = _BINARY.get(type(node))
     if binary is not None:
         return binary(to_expr(node.this, scope), to_expr(node.expression, scope))
@@ -214,6 +219,18 @@ def literal(node: exp.Expression) -> object:
         return int(text)
     except ValueError:
         return float(text)
+
+
+def interval(node: exp.Interval) -> timedelta:
+    """``INTERVAL 1 HOUR``, ``INTERVAL '1' HOUR``, ``INTERVAL '90 seconds'`` as a timedelta
+    (day-time intervals only; a month or year has no fixed length)."""
+    text = _duration(node)
+    try:
+        ns = parse_duration_ns(text)
+    except DurationError as e:
+        raise UnsupportedSqlError(f"INTERVAL {text!r}", "use days, hours, minutes, seconds, "
+                                  "milliseconds or microseconds") from e  # fmt: skip
+    return timedelta(microseconds=ns // 1000)
 
 
 def _cast(node: exp.Cast | exp.TryCast, scope: Scope) -> Expr:

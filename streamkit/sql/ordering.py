@@ -89,7 +89,10 @@ def finish(frame: DataFrame, select: exp.Select, outputs: list[Output], scope: S
     names = [o.name for o in outputs]
     for name in names:
         if names.count(name) > 1:
-            raise SqlError(f"two result columns are named {name!r}; name one with AS")
+            raise SqlError(
+                f"two result columns are named {name!r}; name one with AS (a SELECT * over "
+                "a join whose views share a column name: list the columns instead)"
+            )
     order, limit = select.args.get("order"), select.args.get("limit")
     if (order is not None or limit is not None) and frame.is_streaming:
         what = "ORDER BY" if order is not None else "LIMIT"

@@ -1,9 +1,11 @@
 """The SQL subset, checked on the parsed tree before any translation: everything outside
 it is refused with :class:`UnsupportedSqlError` naming the construct.
 
-Accepted: one ``SELECT`` from one view, with ``WHERE``, ``GROUP BY``, ``HAVING``,
-``ORDER BY`` and ``LIMIT``. Expressions are checked while they are translated
-(:mod:`streamkit.sql.expressions`), so an unknown function is refused there by name.
+Accepted: one ``SELECT`` from one view or from views joined with ``[INNER] JOIN``,
+``LEFT/RIGHT/FULL [OUTER] JOIN``, ``[LEFT] SEMI/ANTI JOIN`` (``ON`` or ``USING``), with
+``WHERE``, ``GROUP BY``, ``HAVING``, ``ORDER BY`` and ``LIMIT``. Expressions are
+checked while they are translated (:mod:`streamkit.sql.expressions`), so an unknown
+function is refused there by name.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from sqlglot import exp
 
 from streamkit.sql.errors import UnsupportedSqlError
 
-CLAUSES = frozenset({"expressions", "from", "from_", "where", "group", "having", "order", "limit"})
+CLAUSES = frozenset(
+    {"expressions", "from", "from_", "joins", "where", "group", "having", "order", "limit"}
+)
 """``Select`` arguments the translator reads; any other that is set is refused."""
 
 _CLAUSE_NAMES = {
     "with": "WITH (a common table expression)",
     "with_": "WITH (a common table expression)",
-    "joins": "JOIN",
     "laterals": "LATERAL VIEW",
     "distinct": "SELECT DISTINCT",
     "qualify": "QUALIFY",
@@ -41,7 +44,6 @@ _SET_OPERATIONS: dict[type[exp.Expr], str] = {
 }
 
 _NESTED: list[tuple[type[exp.Expression], str, str]] = [
-    (exp.Join, "JOIN", "a query reads one view"),
     (exp.Window, "a window function (OVER ...)", "use GROUP BY with window(...) instead"),
     (exp.Subquery, "a subquery", "register the inner query as a view instead"),
     (exp.Exists, "a subquery (EXISTS)", ""),
@@ -60,6 +62,8 @@ def check_statement(tree: exp.Expr) -> exp.Select:
     if not isinstance(tree, exp.Select):
         raise UnsupportedSqlError(f"{tree.key.upper()} statements", "only SELECT is supported")
     _check_clauses(tree)
+    for join in tree.args.get("joins") or []:
+        join_type(join)
     for kind, name, hint in _NESTED:
         if tree.find(kind) is not None:
             raise UnsupportedSqlError(name, hint)
@@ -91,6 +95,46 @@ def _check_group(select: exp.Select) -> None:
                 raise UnsupportedSqlError(f"GROUP BY {name}")
         if isinstance(item, exp.GroupingSets):
             raise UnsupportedSqlError("GROUP BY GROUPING SETS")
+
+
+_JOIN_ARGS = frozenset({"this", "on", "using", "side", "kind"})
+_SIDES = {"": "inner", "LEFT": "left", "RIGHT": "right", "FULL": "full"}
+
+
+def join_type(join: exp.Join) -> str:
+    """The DataFrame API's ``how`` for one ``JOIN`` (``inner``, ``left``, ``right``,
+    ``full``, ``left_semi``, ``left_anti``); refuses NATURAL, CROSS (and ``FROM a, b``),
+    a join without ``ON`` or ``USING``, and a join of anything but a view name."""
+    method = str(join.args.get("method") or "").upper()
+    side = str(join.args.get("side") or "").upper()
+    kind = str(join.args.get("kind") or "").upper()
+    if method:
+        raise UnsupportedSqlError(f"{method} JOIN", "name the join columns with USING (...)")
+    if kind == "CROSS":
+        raise UnsupportedSqlError(
+            "CROSS JOIN (or FROM a, b)", "join ON an equality between the views' columns"
+        )
+    for key, value in join.args.items():
+        if key not in _JOIN_ARGS and value not in (None, False, []):
+            raise UnsupportedSqlError(f"{join.sql(dialect='spark')} ({key.upper()})")
+    target = join.this
+    if not isinstance(target, exp.Table):
+        raise UnsupportedSqlError("JOIN of anything but a view name", "register it as a view")
+    if target.args.get("db") or target.args.get("catalog"):
+        raise UnsupportedSqlError(f"qualified table name {target.sql(dialect='spark')}")
+    on, using = join.args.get("on"), join.args.get("using")
+    if not using and (on is None or isinstance(on, exp.Boolean)):
+        raise UnsupportedSqlError(
+            f"JOIN {target.sql(dialect='spark')} without ON or USING (a cross join)",
+            "join ON an equality between the views' columns",
+        )
+    if kind in ("SEMI", "ANTI"):
+        if side not in ("", "LEFT"):
+            raise UnsupportedSqlError(f"{side} {kind} JOIN", f"use LEFT {kind} JOIN")
+        return f"left_{kind.lower()}"
+    if kind not in ("", "INNER", "OUTER") or (kind == "OUTER" and not side) or side not in _SIDES:
+        raise UnsupportedSqlError(f"{side} {kind} JOIN".strip())
+    return _SIDES[side]
 
 
 def from_table(select: exp.Select) -> exp.Table:

@@ -58,7 +58,7 @@ class RowScope:
             return None
         if db is not None and (node.args.get("catalog") or db.name.lower() not in self.qualifiers):
             raise SqlError(f"{node.sql(dialect='spark')}: {db.name!r} is not the view of FROM")
-        return self.resolve(exp.column(table))
+        return self.resolve(exp.column(table, db.name if db is not None else None))
 
     def resolve(self, node: exp.Column) -> str:
         """The schema's name for column ``node``; raises ColumnNotFoundError."""
@@ -78,6 +78,16 @@ class RowScope:
 
     def dtype(self, expr: Expr) -> pl.DataType | None:
         return expr.check(self.schema)
+
+    def public(self, name: str) -> str:
+        """The name Spark gives column ``name`` of the input (a join renames some)."""
+        return name
+
+    def star(self, qualifier: str | None) -> list[tuple[str, str]]:
+        """(Spark's name, column) of each column ``*`` (or ``qualifier.*``) selects."""
+        if qualifier is not None and qualifier.lower() not in self.qualifiers:
+            raise SqlError(f"{qualifier}.*: {qualifier!r} is not the view of FROM")
+        return [(c, c) for c in self.schema.names()]
 
 
 @dataclass

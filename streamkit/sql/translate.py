@@ -21,8 +21,9 @@ from streamkit.expr import Col, Expr
 from streamkit.sql.dialect import StreamkitSpark
 from streamkit.sql.errors import SqlError, SqlSyntaxError, UnsupportedSqlError
 from streamkit.sql.expressions import agg_expr, is_aggregate, is_window_call, to_expr, window_spec
+from streamkit.sql.joins import joined
 from streamkit.sql.ordering import Output, finish
-from streamkit.sql.refuse import check_statement, from_table
+from streamkit.sql.refuse import check_statement
 from streamkit.sql.scopes import GroupScope, InsideAggregate, RowScope, normal
 from streamkit.windows import WINDOW_COLUMN
 
@@ -48,10 +49,7 @@ def parse(query: str) -> exp.Select:
 def translate(query: str, catalog: Catalog) -> DataFrame:
     """``query`` over the views of ``catalog`` as a DataFrame (streaming when its view is)."""
     select = parse(query)
-    table = from_table(select)
-    frame = catalog.lookup(table.name)
-    names = {table.name.lower()} | ({table.alias.lower()} if table.alias else set())
-    rows = RowScope(frame.plan.schema, frozenset(names))
+    frame, rows = joined(select, catalog)
     where = select.args.get("where")
     if where is not None:
         frame = frame.filter(to_expr(where.this, rows))
@@ -87,10 +85,13 @@ def _row_outputs(select: exp.Select, rows: RowScope) -> list[Output]:
         if star:
             if node.args.get("except_") or node.args.get("except") or node.args.get("replace"):
                 raise UnsupportedSqlError("SELECT * EXCEPT / REPLACE")
-            outputs += [Output(exp.column(c), c, Col(c)) for c in rows.schema.names()]
+            qualifier = node.table if isinstance(node, exp.Column) and node.table else None
+            outputs += [
+                Output(exp.column(n, qualifier), n, Col(c)) for n, c in rows.star(qualifier)
+            ]
             continue
         expr = to_expr(node, rows)
-        outputs.append(Output(node, alias or expr.output_name, expr))
+        outputs.append(Output(node, alias or rows.public(expr.output_name), expr))
     return outputs
 
 
@@ -176,7 +177,7 @@ def _group_nodes(
                 raise SqlError(f"GROUP BY {position} refers to an aggregate, {node.sql()}")
         elif isinstance(node, exp.Column) and not node.table:
             aliased = [n for n, a in items if a is not None and a.lower() == node.name.lower()]
-            in_input = any(c.lower() == node.name.lower() for c in rows.schema.names())
+            in_input = any(rows.public(c).lower() == node.name.lower() for c in rows.schema.names())
             if aliased and not in_input:
                 node = aliased[0]
         out.append(node)
@@ -198,7 +199,8 @@ def _keys(
             continue
         expr = to_expr(node, rows)
         selected = position < len(items)
-        name = (items[position][1] or expr.output_name) if selected else f"__sql_key{i}"
+        public = rows.public(expr.output_name)
+        name = (items[position][1] or public) if selected else f"__sql_key{i}"
         keys.append(
             _Key(position, node, name, expr if expr.output_name == name else expr.alias(name))
         )

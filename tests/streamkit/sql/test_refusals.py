@@ -25,8 +25,17 @@ def catalog() -> Catalog:
 
 
 REFUSED = {
-    "SELECT t.k FROM t JOIN u ON t.k = u.k": "JOIN",
-    "SELECT t.k FROM t, u": "JOIN",
+    "SELECT t.k FROM t, u": "CROSS JOIN (or FROM a, b)",
+    "SELECT t.k FROM t CROSS JOIN u": "CROSS JOIN",
+    "SELECT t.k FROM t NATURAL JOIN u": "NATURAL JOIN",
+    "SELECT t.k FROM t NATURAL LEFT JOIN u": "NATURAL JOIN",
+    "SELECT t.k FROM t JOIN u": "without ON or USING",
+    "SELECT t.k FROM t JOIN (SELECT k FROM u) x ON t.k = x.k": "JOIN of anything but a view",
+    "SELECT t.k FROM t JOIN db.u ON t.k = u.k": "qualified table name",
+    "SELECT u.k FROM t LEFT JOIN u USING (k)": "u.k (a USING key of an outer join",
+    "SELECT t.k FROM t RIGHT JOIN u USING (k)": "t.k (a USING key of an outer join",
+    "SELECT u.* FROM t FULL JOIN u USING (k)": "u.k (a USING key of an outer join",
+    "SELECT t.k FROM t JOIN u ON t.k = u.k AND t.ts < u.ts + INTERVAL 1 MONTH": "INTERVAL",
     "SELECT k FROM (SELECT k FROM t)": "subquery",
     "SELECT k FROM t WHERE k IN (SELECT k FROM u)": "subquery",
     "SELECT k FROM t WHERE EXISTS (SELECT 1 FROM u)": "subquery",
@@ -66,9 +75,9 @@ def test_unsupported_sql_is_refused_naming_the_construct(query: str, catalog: Ca
     assert isinstance(info.value, PlanError)
 
 
-def test_join_message_is_the_documented_one(catalog: Catalog) -> None:
-    with pytest.raises(UnsupportedSqlError, match=r"^JOIN is not supported in streamkit SQL yet"):
-        sk.sql("SELECT t.k FROM t JOIN u ON t.k = u.k", catalog=catalog)
+def test_cross_join_message_is_the_documented_one(catalog: Catalog) -> None:
+    with pytest.raises(UnsupportedSqlError, match=r"^CROSS JOIN \(or FROM a, b\) is not supported"):
+        sk.sql("SELECT t.k FROM t CROSS JOIN u", catalog=catalog)
 
 
 INVALID = {
@@ -81,6 +90,10 @@ INVALID = {
     "SELECT x.w.start FROM t": "'x' is not the view of FROM",
     "SELECT k FROM t; SELECT k FROM u": "one statement",
     "SELECT window(ts, 10) AS w, count(*) FROM t GROUP BY 1": "window duration",
+    "SELECT k FROM t JOIN u ON t.k = u.k": "column 'k' is ambiguous: it is a column of t and u",
+    "SELECT * FROM t JOIN u ON t.k = u.k": "two result columns are named 'ts'",
+    "SELECT t.k FROM t JOIN t ON t.k = t.k": "two views of FROM are called 't'",
+    "SELECT x.w.start FROM t JOIN u ON t.k = u.k": "'x' is not the view of FROM",
 }
 
 
