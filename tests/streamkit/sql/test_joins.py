@@ -1,0 +1,153 @@
+"""SQL joins build the plan the DataFrame API's ``join`` builds (compared by ``explain``),
+resolve qualified and unqualified names as Spark does, rename what both views call the
+same, and refuse what the DataFrame API refuses, with the same message. Expected rows are
+computed by DuckDB from the same tables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+import streamkit as sk
+from streamkit.sql import Catalog, UnsupportedSqlError
+
+C = sk.col
+TS = pa.timestamp("us", "UTC")
+CLICKS = pa.table({"user_id": [1, 2, 3, None, 2], "v": [10, 20, 30, 40, 50], "t": [1, 2, 3, 4, 5]})
+USERS = pa.table({"id": [1, 2, 5], "name": ["a", "b", "e"], "t": [7, 8, 9]})
+IMPS = pa.schema([("imp_t", TS), ("imp_ad", pa.string())])
+CLKS = pa.schema([("click_t", TS), ("click_ad", pa.string())])
+
+
+@pytest.fixture
+def views() -> Catalog:
+    catalog = Catalog()
+    catalog.register("clicks", sk.from_arrow(CLICKS))
+    catalog.register("users", sk.from_arrow(USERS))
+    catalog.register("users2", sk.from_arrow(USERS.rename_columns(["user_id", "name", "ut"])))
+    return catalog
+
+
+def test_a_sql_join_is_the_dataframe_join(views: Catalog) -> None:
+    clicks, users = sk.from_arrow(CLICKS), sk.from_arrow(USERS).select("id", "name")
+    views.register("users", users)
+    cases = {
+        "SELECT * FROM clicks c JOIN users u ON c.user_id = u.id": clicks.join(
+            users, C("user_id") == C("id"), "inner"
+        ),
+        "SELECT * FROM clicks c LEFT OUTER JOIN users u ON u.id = c.user_id AND c.v > 15": (
+            clicks.join(users, (C("user_id") == C("id")) & (C("v") > 15), "left")
+        ),
+    }
+    for query, frame in cases.items():
+        assert sk.sql(query, catalog=views).plan.explain() == frame.plan.explain(), query
+
+
+def test_a_stream_stream_sql_join_is_the_dataframe_join() -> None:
+    imps = sk.read_stream.memory(IMPS).with_watermark("imp_t", "10 seconds")
+    clicks = sk.read_stream.memory(CLKS).with_watermark("click_t", "5 seconds")
+    catalog = Catalog()
+    catalog.register("imps", imps)
+    catalog.register("clicks", clicks)
+    query = (
+        "SELECT * FROM imps i JOIN clicks c ON i.imp_ad = c.click_ad"
+        " AND c.click_t BETWEEN i.imp_t AND i.imp_t + INTERVAL 1 HOUR"
+    )
+    frame = imps.join(
+        clicks,
+        (C("imp_ad") == C("click_ad"))
+        & (C("click_t") >= C("imp_t"))
+        & (C("click_t") <= C("imp_t") + timedelta(hours=1)),
+        "inner",
+    )
+    ours = sk.sql(query, catalog=catalog)
+    assert ours.plan.explain() == frame.plan.explain()
+    join = ours.plan
+    assert [(b.left_col, b.right_col, b.op, b.offset_ns) for b in join.bounds] == [  # type: ignore[attr-defined]
+        ("imp_t", "click_t", "<=", 0),
+        ("imp_t", "click_t", ">=", -3600 * 10**9),
+    ]
+
+
+def test_same_named_columns_are_renamed_under_the_watermark() -> None:
+    schema = pa.schema([("t", TS), ("ad_id", pa.string())])
+    catalog = Catalog()
+    for view in ("imps", "clicks"):
+        catalog.register(view, sk.read_stream.memory(schema).with_watermark("t", "5 seconds"))
+    query = (
+        "SELECT i.ad_id, i.t AS it, c.t AS ct FROM imps i JOIN clicks c ON i.ad_id = c.ad_id"
+        " AND c.t >= i.t AND c.t <= i.t + INTERVAL '1' HOUR"
+    )
+    frame = sk.sql(query, catalog=catalog)
+    assert frame.columns == ["ad_id", "it", "ct"]
+    join = frame.plan.chain()[1]
+    right = join.children[1]
+    assert right.describe() == "Watermark t#c delay=5000000000ns"
+    assert [(b.left_col, b.right_col) for b in join.bounds] == [("t", "t#c")] * 2  # type: ignore[attr-defined]
+
+
+def duck(query: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect()
+    for name, table in (("clicks", CLICKS), ("users", USERS)):
+        con.register(name, table)
+    con.register("users2", USERS.rename_columns(["user_id", "name", "ut"]))
+    return sorted(con.execute(query).fetchall(), key=repr)
+
+
+def rows(frame: sk.DataFrame) -> list[tuple[object, ...]]:
+    return sorted((tuple(r.values()) for r in frame.to_arrow().to_pylist()), key=repr)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT c.user_id, name, u.t AS ut, c.t FROM clicks c LEFT JOIN users u"
+        " ON c.user_id = u.id",
+        "SELECT c.v, u.name FROM clicks c RIGHT JOIN users u ON c.user_id = u.id AND c.t < u.t",
+        "SELECT user_id, v, name FROM clicks FULL JOIN users2 USING (user_id)",
+        "SELECT user_id, clicks.v, users2.name FROM clicks RIGHT JOIN users2 USING (user_id)",
+        "SELECT users2.user_id, count(*) AS n, sum(v) AS s FROM clicks JOIN users2"
+        " USING (user_id) WHERE v > 10 GROUP BY users2.user_id",
+        "SELECT c.* FROM clicks c SEMI JOIN users u ON c.user_id = u.id",
+        "SELECT * FROM clicks c ANTI JOIN users u ON c.user_id = u.id",
+    ],
+)
+def test_join_rows_match_duckdb(views: Catalog, query: str) -> None:
+    assert rows(sk.sql(query, catalog=views)) == duck(query)
+
+
+def test_stream_static_refusal_is_the_dataframe_apis(views: Catalog) -> None:
+    catalog = Catalog()
+    stream = sk.read_stream.memory(pa.schema([("user_id", pa.int64()), ("v", pa.int64())]))
+    catalog.register("clicks", stream)
+    catalog.register("users", sk.from_arrow(USERS))
+    with pytest.raises(sk.PlanError) as api:
+        sk.from_arrow(USERS).join(stream, C("id") == C("user_id"), "left")
+    with pytest.raises(sk.PlanError) as sql:
+        sk.sql("SELECT * FROM users u LEFT JOIN clicks c ON u.id = c.user_id", catalog=catalog)
+    assert str(sql.value) == str(api.value)
+    assert "Spark refuses it too" in str(sql.value)
+
+
+def test_three_views_with_two_streams_are_refused_naming_it() -> None:
+    catalog = Catalog()
+    schema = pa.schema([("t", TS), ("k", pa.string())])
+    catalog.register("a", sk.read_stream.memory(schema).with_watermark("t", "1 second"))
+    catalog.register("b", sk.read_stream.memory(schema).with_watermark("t", "1 second"))
+    catalog.register("c", sk.from_arrow(schema.empty_table()))
+    with pytest.raises(UnsupportedSqlError, match="more than two views where two of them"):
+        sk.sql(
+            "SELECT a.k FROM a JOIN b ON a.k = b.k AND a.t = b.t JOIN c ON a.k = c.k",
+            catalog=catalog,
+        )
+
+
+def test_three_batch_views_join_left_to_right(views: Catalog) -> None:
+    query = (
+        "SELECT c.v, u.name, w.ut FROM clicks c JOIN users u ON c.user_id = u.id"
+        " LEFT JOIN users2 w ON w.user_id = u.id"
+    )
+    assert rows(sk.sql(query, catalog=views)) == duck(query)
