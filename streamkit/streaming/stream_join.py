@@ -69,7 +69,10 @@ def join_engine(
     if top is None or not (is_streaming(top.left) and is_streaming(top.right)):
         raise PlanError(
             "an aggregation or drop_duplicates after a stream-stream join is not supported "
-            "yet; only filter, select and with_column may follow the join"
+            "by streamkit yet (Spark 3.4+ runs it in append mode, passing on a watermark "
+            "derived from the join's time bounds; streamkit does not derive it); only "
+            "filter, select and with_column may follow the join: aggregate its output in "
+            "a second query that reads it back as a stream"
         )
     if emit_on_same_batch:
         raise PlanError("emit_on_same_batch is not supported for stream-stream joins")

@@ -151,3 +151,19 @@ def test_three_batch_views_join_left_to_right(views: Catalog) -> None:
         " LEFT JOIN users2 w ON w.user_id = u.id"
     )
     assert rows(sk.sql(query, catalog=views)) == duck(query)
+
+
+def test_a_windowed_count_after_a_stream_stream_join_is_refused_with_the_reason() -> None:
+    """Spark 3.4+ runs it in append mode; streamkit does not derive the join's output
+    watermark yet, so the query is refused when it starts, saying so."""
+    schema = pa.schema([("t", TS), ("ad_id", pa.string())])
+    catalog = Catalog()
+    for view in ("imps", "clicks"):
+        catalog.register(view, sk.read_stream.memory(schema).with_watermark("t", "5 seconds"))
+    counted = sk.sql(
+        "SELECT window(c.t, '1 minute') AS w, count(*) AS n FROM imps i JOIN clicks c"
+        " ON i.ad_id = c.ad_id AND c.t BETWEEN i.t AND i.t + INTERVAL 10 SECONDS GROUP BY 1",
+        catalog=catalog,
+    )
+    with pytest.raises(sk.PlanError, match="after a stream-stream join is not supported"):
+        counted.write_stream.output_mode("append").memory("refused").start()
