@@ -10,8 +10,9 @@ process per measurement, alternately without metrics (``off``) and with ``sk.met
 scraped at ``/metrics`` every ``--scrape-every`` seconds (``on``: the listener updates
 every series per batch, the endpoint renders them per scrape). With ``--ui`` a third mode,
 ``ui``, does all of ``on`` and also serves the web UI (``sk.ui.serve``) whose query page
-JSON is fetched once a second, as an open page does (the UI listener keeps its history,
-the server builds the JSON with charts, side tables and checkpoint). The scraper and the
+JSON (``/api/queries/<id>``) is fetched once a second, as an open query page does (the UI
+listener keeps its history, the server builds the JSON with charts, side tables and
+checkpoint). The scraper and the
 page poller run in the parent process, as Prometheus and the browser run outside the job:
 the child's CPU is the job's with the serving, without the clients.
 Every run's result must equal the first run's (W3's tolerance for sums; a mismatch makes
@@ -101,13 +102,15 @@ def clients(ports: dict[str, Any], every: float, stop: threading.Event) -> dict[
                 return
             counts["scrapes"] += 1
 
-    def poll_page(url: str) -> None:
+    def poll_page(url: str) -> None:  # the query's page polls /api/queries/<id> only
+        ids: list[str] = []
         while not stop.wait(1.0):
             try:
-                with urllib.request.urlopen(url + "api/queries", timeout=10) as reply:
-                    listed = json.loads(reply.read())
-                for q in listed:
-                    with urllib.request.urlopen(f"{url}api/queries/{q['id']}", timeout=10) as r:
+                if not ids:  # the query starts right after the ports are printed
+                    with urllib.request.urlopen(url + "api/queries", timeout=10) as reply:
+                        ids = [q["id"] for q in json.loads(reply.read())]
+                for key in ids:
+                    with urllib.request.urlopen(f"{url}api/queries/{key}", timeout=10) as r:
                         r.read()
                     counts["page_polls"] += 1
             except OSError:
