@@ -52,7 +52,12 @@ class JoinScope(RowScope):
     """Qualifier (lower case) -> as written, for messages."""
 
     def public(self, name: str) -> str:
-        return self.names.get(name, name)
+        """Spark's name: a renamed column's own, and inside a derived name (``sum(v#i)``)."""
+        if name in self.names:
+            return self.names[name]
+        for column in sorted(self.names, key=len, reverse=True):
+            name = name.replace(column, self.names[column])
+        return name
 
     def resolve(self, node: exp.Column) -> str:
         table, name = node.table, node.name

@@ -116,7 +116,7 @@ def _grouped(
         raise SqlError("SELECT * with GROUP BY or aggregates: name the columns")
     keys = _keys(_group_nodes(select, items, rows), items, rows)
     scope = GroupScope(rows, [(normal(k.node), k.name) for k in keys])
-    names = [alias or _default_name(node, scope) for node, alias in items]
+    names = [alias or rows.public(_default_name(node, scope)) for node, alias in items]
     for (node, _), name in zip(items, names, strict=True):
         if is_aggregate(node):
             scope.aggregate(node, name)

@@ -167,3 +167,13 @@ def test_a_windowed_count_after_a_stream_stream_join_is_refused_with_the_reason(
     )
     with pytest.raises(sk.PlanError, match="after a stream-stream join is not supported"):
         counted.write_stream.output_mode("append").memory("refused").start()
+
+
+def test_a_stream_stream_outer_join_without_a_time_range_is_refused_with_sparks_reason() -> None:
+    schema = pa.schema([("t", TS), ("ad_id", pa.string())])
+    catalog = Catalog()
+    for view in ("imps", "clicks"):
+        catalog.register(view, sk.read_stream.memory(schema).with_watermark("t", "5 seconds"))
+    query = "SELECT i.ad_id, c.t AS ct FROM imps i LEFT JOIN clicks c ON i.ad_id = c.ad_id"
+    with pytest.raises(sk.PlanError, match="Stream-stream LeftOuter join between two streaming"):
+        sk.sql(query, catalog=catalog).write_stream.output_mode("append").memory("x").start()

@@ -59,6 +59,8 @@ BATCH = {
     "left anti": "SELECT e.* FROM events e LEFT ANTI JOIN users s ON e.u = s.u",
     "join, WHERE, GROUP BY": "SELECT s.name, count(*) AS n, sum(e.v) AS total FROM events e"
     " LEFT JOIN users s ON e.u = s.u WHERE e.v IS NOT NULL AND e.k <> 'c' GROUP BY s.name",
+    "join, unaliased aggregates of renamed columns": "SELECT s.name, sum(s.v), max(e.v),"
+    " avg(s.v + e.v) AS a FROM events e JOIN users s ON e.u = s.u GROUP BY s.name",
     "join, windowed GROUP BY, HAVING": "SELECT window(e.ts, '10 seconds') AS w, name,"
     " count(*) AS n FROM events e JOIN users s USING (u) GROUP BY 1, 2 HAVING count(*) > 1",
 }
