@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 60.0
 """How long a batch in flight may run on at a graceful stop (it is checkpointed then)."""
+WITHDRAW_TIMEOUT = 10.0
+"""Seconds a graceful stop waits to delete the worker's UI advertisement."""
 
 
 def _lag(consumer: KinesisConsumer) -> Callable[[str], int | None]:
@@ -167,19 +169,20 @@ class KinesisFleetWorker:
 
     async def _shutdown(self) -> None:
         """Stop the source consumer first (its batches in flight finish and are
-        checkpointed), then the aggregation consumer; each releases its leases. The UI
-        endpoint's advertisement is withdrawn first."""
-        try:
-            await unpublish(self._published)
-        except Exception as e:
-            log.warning("fleet worker %s: withdrawing its UI endpoint failed: %r",
-                        self.spec.worker_id, e)  # fmt: skip
+        checkpointed), then the aggregation consumer; each releases its leases. Then the
+        UI endpoint's advertisement is withdrawn (at most :data:`WITHDRAW_TIMEOUT` s: one
+        left behind goes stale)."""
         for parts in reversed(self.parts):
             try:
                 await parts.consumer.stop()
             except Exception as e:
                 log.warning("fleet worker %s: stopping %s failed: %r",
                             self.spec.worker_id, parts.consumer.config.app_name, e)  # fmt: skip
+        try:
+            await asyncio.wait_for(unpublish(self._published), WITHDRAW_TIMEOUT)
+        except Exception as e:
+            log.warning("fleet worker %s: withdrawing its UI endpoint failed: %r",
+                        self.spec.worker_id, e)  # fmt: skip
         for client in [p.client for p in self.parts] + self._clients:
             closer = getattr(client, "close", None)
             if callable(closer):
