@@ -187,18 +187,29 @@ class ShardTask:
         """The lease is gone: cancel the read / processing in flight at once."""
         if self._lost_reason is None:
             self._lost_reason = reason
+            self._stop.set()  # also ends a wait for the previous task (nothing started)
             if self._work is not None:
                 self._work.cancel()
+
+    async def _wait_for(self, previous: asyncio.Task[ShardOutcome]) -> None:
+        """Until ``previous`` ends, or this task is stopped or lost before starting."""
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([previous, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
 
     def drop(self) -> None:
         """Cancel whatever runs now (shutdown grace exceeded); no callback follows."""
         self._stop.set()
         if self._work is not None:
             self._work.cancel()
+        elif not self.task.done():
+            self.task.cancel()  # still waiting for its predecessor: nothing started
 
     async def _run(self, after: asyncio.Task[ShardOutcome] | None) -> ShardOutcome:
-        if after is not None:
-            await asyncio.wait([after])  # the previous task for this shard finishes first
+        if after is not None:  # the previous task for this shard finishes first
+            await self._wait_for(after)
         if self.is_lost():
             return ShardOutcome.LOST
         if self._stop.is_set():

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DROP_WAIT = 10.0
+"""Seconds a shard task may take to end once cancelled at shutdown (a stop never waits
+for ever)."""
+
 _EVENT_KINDS = {
     LeaseEventKind.GAINED: ConsumerEventKind.LEASE_GAINED,
     LeaseEventKind.LOST: ConsumerEventKind.LEASE_LOST,
@@ -123,6 +127,10 @@ class KinesisConsumer:
         """Shard descriptions, shard sync and the parent rule (the host of shard tasks)."""
         self._state = ConsumerState.NEW
         self._tasks: dict[str, ShardTask] = {}
+        """The latest task of each shard."""
+        self._live: set[ShardTask] = set()
+        """Every shard task not finished yet (a superseded one included)."""
+        self._releases: set[asyncio.Task[None]] = set()
         self._totals = ShardTotals()
         self._stopped = asyncio.Event()
         self._listeners: list[ConsumerListener] = []
@@ -218,6 +226,8 @@ class KinesisConsumer:
         ``streamkit_kinesis_tests/consumer/test_failover.py``).
         """
         self.request_stop()
+        if self._shutdown is None and self._state is ConsumerState.STARTING:
+            await self._stopped.wait()  # start() ends by honouring the stop asked meanwhile
         if self._shutdown is not None:
             await asyncio.shield(self._shutdown)
 
@@ -310,6 +320,7 @@ class KinesisConsumer:
         if decision.announce:  # look again soon (see decide_takes)
             take_loop = self._loops[0]
             asyncio.get_running_loop().call_later(self.coordinator.next_take_delay, take_loop.wake)
+        self._reconcile()
         held = sorted(self.coordinator.held.shard_ids())
         self._emit(ConsumerEventKind.TAKE_CYCLE, detail=f"target={decision.target} held={held}")
         if self.coordinator.is_leader != was_leader:
@@ -317,22 +328,30 @@ class KinesisConsumer:
             self._emit(ConsumerEventKind.LEADER_CHANGED, detail=role)
 
     def _on_lease_event(self, event: LeaseEvent) -> None:
-        self._emit(_EVENT_KINDS[event.kind], event.shard_id, event.reason)
+        # The task starts before anything else runs: emitting re-enters the held view
+        # (``held=len(...)`` expires stale leases), which may report THIS lease lost at
+        # once (a take that outlasted failover_time); the loss must find its task.
         if event.kind is LeaseEventKind.GAINED and self._state is ConsumerState.RUNNING:
             self._start_task(event.lease)
         elif event.kind is LeaseEventKind.LOST and (task := self._tasks.get(event.shard_id)):
             task.lose(event.reason)
+        self._emit(_EVENT_KINDS[event.kind], event.shard_id, event.reason)
 
     def _start_task(self, lease: Lease) -> None:
         assert self._factory is not None
         previous = self._tasks.get(lease.lease_key)
         after = previous.task if previous is not None and not previous.task.done() else None
+        if previous is not None and after is not None:
+            # gained again, so the lease was not held in between: the old task is done for
+            previous.lose("superseded: the lease was lost and taken again")
         checkpointer = ShardCheckpointer(self.store, self.coordinator.held, lease.lease_key)
         task = ShardTask(self.shards, lease, checkpointer, self._factory, after)
         self._tasks[lease.lease_key] = task
+        self._live.add(task)
         task.task.add_done_callback(partial(self._task_done, task))
 
     def _task_done(self, task: ShardTask, fut: asyncio.Task[ShardOutcome]) -> None:
+        self._live.discard(task)
         reader = task.reader_metrics()
         if reader is not None:
             self._totals.fold(reader, task.checkpointer.writes)
@@ -340,6 +359,36 @@ class KinesisConsumer:
             del self._tasks[task.shard_id]
         if not fut.cancelled() and (error := fut.exception()) is not None:
             self._fail(error)
+
+    def _reconcile(self) -> None:
+        """The watchdog of every take cycle: a held lease is read, or released.
+
+        A task whose lease is no longer held, or that a newer task of its shard superseded
+        (and was not told), is stopped as lost; a held
+        lease without a live task (which nothing should cause) is released with a warning,
+        so that a take cycle (this worker's or another's) starts it afresh, instead of being
+        renewed for ever while nobody reads it."""
+        if self._state is not ConsumerState.RUNNING:
+            return
+        held = self.coordinator.held.shard_ids()
+        for task in list(self._live):
+            current = task.shard_id in held and self._tasks.get(task.shard_id) is task
+            if not current and not task.is_lost() and not task.task.done():
+                log.warning("shard %s: task running without its lease; stopping it", task.shard_id)
+                task.lose("the lease is no longer held by this worker for this task")
+        for shard_id in sorted(held):
+            latest = self._tasks.get(shard_id)
+            if latest is None or latest.task.done() or latest.is_lost():
+                log.warning("shard %s: lease held but no task reads it; releasing it", shard_id)
+                release = asyncio.create_task(self._release_unread(shard_id))
+                self._releases.add(release)
+                release.add_done_callback(self._releases.discard)
+
+    async def _release_unread(self, shard_id: str) -> None:
+        try:
+            await self.coordinator.release(shard_id)
+        except Exception as e:  # it expires instead (failover_time)
+            log.warning("shard %s: could not release the unread lease: %r", shard_id, e)
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -362,16 +411,9 @@ class KinesisConsumer:
             self._channel.close()
         take, renew, sync, cleanup = self._loops
         await asyncio.gather(take.stop(), sync.stop(), cleanup.stop())
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.request_shutdown()
-        if tasks:
-            await asyncio.wait([t.task for t in tasks], timeout=self.config.shutdown_grace)
-            for task in tasks:
-                if not task.task.done():
-                    log.warning("shard %s: in-flight batch dropped at shutdown", task.shard_id)
-                    task.drop()
-            await asyncio.wait([t.task for t in tasks])
+        if self._releases:
+            await asyncio.wait(self._releases, timeout=self.config.lease_call_timeout * 4)
+        await self._stop_tasks()
         await renew.stop()
         try:
             await self.coordinator.release_all()
@@ -380,6 +422,30 @@ class KinesisConsumer:
             await self.coordinator.stop()
             if self._error is None:
                 self._error = e
+
+    async def _stop_tasks(self) -> None:
+        """Stop every live shard task (a superseded one too): batches in flight finish
+        within ``shutdown_grace``, then are dropped; a task that does not end even then
+        (it should not happen) is left behind after a bounded wait, logged, so that the
+        leases are released anyway."""
+        tasks = list(self._live)
+        held = self.coordinator.held.shard_ids()
+        for task in tasks:
+            if task.shard_id in held:
+                task.request_shutdown()
+            else:
+                task.lose("the consumer is stopping and no longer holds this lease")
+        if not tasks:
+            return
+        await asyncio.wait([t.task for t in tasks], timeout=self.config.shutdown_grace)
+        for task in tasks:
+            if not task.task.done():
+                log.warning("shard %s: in-flight batch dropped at shutdown", task.shard_id)
+                task.drop()
+        _, stuck = await asyncio.wait([t.task for t in tasks], timeout=DROP_WAIT)
+        for fut in stuck:
+            log.error("consumer %s: a shard task did not end %.0fs after it was cancelled; "
+                      "releasing its lease anyway: %r", self.worker_id, DROP_WAIT, fut)  # fmt: skip
 
     def _finish_stop(self) -> None:
         if self._owns_client:

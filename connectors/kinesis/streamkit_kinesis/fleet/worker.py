@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import InitialPosition
@@ -33,7 +33,7 @@ from streamkit_kinesis.source.session import build_consumer
 from streamkit_kinesis.source.tasks import first_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.contracts import CheckpointStore
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from streamkit_kinesis.source.stream_source import KinesisStreamSource
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SHUTDOWN_GRACE = 60.0
 """How long a batch in flight may run on at a graceful stop (it is checkpointed then)."""
@@ -77,6 +79,19 @@ class SourceShards:
         )
 
 
+async def first_of_value(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None (``work`` cancelled) once ``stop`` is set first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+    return None if task.cancelled() else task.result()
+
+
 async def _source_shards(consumer: KinesisConsumer) -> SourceShards:
     """The source shard set of ``consumer``, once its first take cycle scanned the table."""
     shards = SourceShards(consumer)
@@ -95,21 +110,21 @@ class KinesisFleetWorker:
             worker_id=spec.worker_id,
             shutdown_grace=max(source.config.shutdown_grace, SHUTDOWN_GRACE),
         )
-        self._stop: asyncio.Event | None = None
+        self._stop = asyncio.Event()
+        """Set by :meth:`request_stop`, whenever it comes (before :meth:`run` too)."""
         self.parts: list[ConsumerParts] = []
         self._clients: list[KinesisApi] = []
         self._published: tuple[WorkerReport, Advertiser] | None = None
         """This worker's UI endpoint, when the process serves the UI."""
 
     def request_stop(self) -> None:
-        """Begin a graceful stop (call on the worker's event loop)."""
-        if self._stop is not None:
-            self._stop.set()
+        """Begin a graceful stop (call on the worker's event loop); honoured in any state:
+        before :meth:`run`, while it starts the consumers, or while they run."""
+        self._stop.set()
 
     async def run(self) -> None:
         """Start the aggregation tasks (stateful plans) and the source tasks; run until
         stopped; stop gracefully; re-raise what stopped a consumer."""
-        self._stop = asyncio.Event()
         spec, source, clock = self.spec, self.source, time.monotonic
         root = await asyncio.to_thread(open_checkpoint_store, spec.checkpoint)
         decoder = source.decoder
@@ -124,13 +139,18 @@ class KinesisFleetWorker:
             partitions = writer.layout.partitions if writer is not None else 0
             ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer))
             await parts.store.create_table_if_not_exists()
+            if self._stop.is_set():
+                return
             await consumer.start(lambda: SourceTask(ctx))
             self._published = await publish(spec.worker_id, source.app_name, root,
                                             source.lease_endpoint)  # fmt: skip
             if self._published is not None:
                 self._published[0].source = consumer
             if writer is not None:
-                await self._start_aggregation(root, writer, await _source_shards(consumer))
+                sources = await first_of_value(self._stop, _source_shards(consumer))
+                if sources is None:
+                    return
+                await self._start_aggregation(root, writer, sources)
             joins = [p.consumer.join() for p in self.parts]
             await first_of(self._stop.wait(), *joins)
         finally:

@@ -352,7 +352,13 @@ class LeaseCoordinator:
                 return None
         self._tracker.observe_one(taken)
         self._counts[counter] += 1
-        self.held.gained(taken, sent_at)
+        if not self.held.gained(taken, sent_at):
+            log.warning(
+                "take of lease %s by %s was answered after the failover time (%.1fs); not "
+                "using it: it expires and is taken again", lease.lease_key, self.worker_id,
+                self.failover_time,
+            )  # fmt: skip
+            return False
         return True
 
     async def _release(self, shard_id: str) -> None:

@@ -144,16 +144,25 @@ class HeldLeases:
         """The clock reading to pass as ``at`` (take it *before* sending the write)."""
         return self._clock()
 
-    def gained(self, lease: Lease, at: float | None = None) -> None:
-        """Record a lease just taken; emits GAINED if it was not held before.
+    def gained(self, lease: Lease, at: float | None = None) -> bool:
+        """Record a lease just taken; emits GAINED if it was not held before. Returns
+        whether the lease is held now.
 
         ``at`` is when the take was sent (defaults to now); using the send time keeps this
-        worker's idea of expiry ahead of every other worker's.
+        worker's idea of expiry ahead of every other worker's. A take whose answer came
+        more than ``ttl`` after it was sent is stale on arrival (other workers may count
+        the lease expired already): it is not recorded (no GAINED; LOST if it was held),
+        and the lease expires in the table as after a crash.
         """
+        when = self._clock() if at is None else at
+        if self._ttl is not None and self._clock() - when > self._ttl:
+            self.lost(lease.lease_key, f"take of {lease.lease_key} answered after the ttl")
+            return False
         new = lease.lease_key not in self._held
-        self._held[lease.lease_key] = HeldLease(lease, self._clock() if at is None else at)
+        self._held[lease.lease_key] = HeldLease(lease, when)
         if new:
             self._emit(LeaseEvent(LeaseEventKind.GAINED, lease))
+        return True
 
     def confirmed(self, lease: Lease, at: float | None = None) -> None:
         """Record the result of a renewal or checkpoint sent at ``at`` (no event).

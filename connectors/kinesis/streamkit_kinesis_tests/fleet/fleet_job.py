@@ -13,9 +13,11 @@ harness does it when a worker does not stop in time, then shows the log).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import faulthandler
 import signal
 import sys
+from typing import Any
 
 import streamkit as sk
 from streamkit.config import AwsEndpoint
@@ -30,6 +32,34 @@ def windowed(df: sk.DataFrame, delay: str) -> sk.DataFrame:
     )
 
 
+def _dump_on_sigusr1(member: Any) -> None:
+    """SIGUSR1: every thread's stack (faulthandler), then every asyncio task's stack on the
+    member's event loop, to stderr."""
+
+    def dump_tasks() -> None:
+        for task in asyncio.all_tasks():
+            print(f"--- task {task.get_name()}", file=sys.stderr)
+            awaited: Any = task.get_coro()
+            while awaited is not None:
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+                if frame is None:
+                    print(f"    awaits {awaited!r}"[:300], file=sys.stderr)
+                    break
+                code = frame.f_code
+                print(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}", file=sys.stderr)
+                inner = getattr(awaited, "cr_await", None)
+                awaited = inner if inner is not None else getattr(awaited, "gi_yieldfrom", None)
+        sys.stderr.flush()
+
+    def handler(signum: int, frame: object) -> None:
+        faulthandler.dump_traceback(all_threads=True)
+        loop = member._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(dump_tasks)
+
+    signal.signal(signal.SIGUSR1, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     for name in ("endpoint", "stream", "app", "checkpoint", "out"):
@@ -38,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
     args = p.parse_args(argv)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     options = {
         "failover_time": 6.0,
         "consumer_options": {"idle_time": 0.2, "take_interval": 1.0},
@@ -54,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         .parquet(args.out)
         .start()
     )
+    _dump_on_sigusr1(member)
     print("started", flush=True)
     member.await_termination()
     print("stopped", flush=True)
