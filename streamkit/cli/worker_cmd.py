@@ -17,9 +17,10 @@ from typing import Annotated
 
 import typer
 
-from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors
+from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors, console
 from streamkit.cli.job_options import AvailableNow, JobFile, Timeout, UntilIdle, check_stop_options
 from streamkit.cli.job_runner import run_job
+from streamkit.metrics import PORT_VARIABLE
 
 FLEET_ENV = "STREAMKIT_FLEET"
 WORKER_ID_ENV = "STREAMKIT_WORKER_ID"
@@ -43,6 +44,22 @@ def enter_fleet_mode(worker_id: str) -> None:
     """Set the two variables ``DataStreamWriter.start()`` reads (see the module doc)."""
     os.environ[FLEET_ENV] = "1"
     os.environ[WORKER_ID_ENV] = worker_id
+
+
+def serve_metrics(port: int) -> int:
+    """Serve ``/metrics`` on every interface (refused, with the fix, when the port is
+    taken); the bound port, printed and put in ``$STREAMKIT_METRICS_PORT`` so that the
+    query's start serves no second endpoint."""
+    from streamkit.metrics import serve
+
+    try:
+        bound = serve(port)
+    except OSError as exc:
+        raise CliError(f"cannot serve the metrics on port {port}: {exc.strerror or exc}",
+                       "choose another --metrics-port (0 picks a free one)") from exc  # fmt: skip
+    os.environ[PORT_VARIABLE] = str(bound)
+    console.print(f"metrics: http://127.0.0.1:{bound}/metrics", soft_wrap=True)
+    return bound
 
 
 @cli_errors
@@ -74,6 +91,17 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     ui_host: Annotated[
         str, typer.Option("--ui-host", help="Interface of the UI (0.0.0.0: every one).")
     ] = "127.0.0.1",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar=PORT_VARIABLE,
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at /metrics on this port (all interfaces): this "
+            "worker's leases, per-shard lag and backlog.",
+        ),
+    ] = None,
 ) -> None:
     """Run one fleet member of a job file (as `streamkit run`, in fleet mode).
 
@@ -87,6 +115,11 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     watermark, fetched from each worker's own endpoint. The endpoint is advertised under
     the checkpoint root (fleet/workers/); set STREAMKIT_UI_ADVERTISE_URL when the other
     workers reach this one by another address than --ui-host (e.g. with 0.0.0.0).
+
+    --metrics-port serves this worker's Kinesis figures for Prometheus, label query =
+    the lease table (APP for the source shards, APP-exchange for the aggregation tasks):
+    streamkit_kinesis_worker_backlog_seconds (the signal to scale on), leases held,
+    per-shard records and lag.
     """
     check_stop_options(available_now, until_idle)
     wid = check_worker_id(worker_id if worker_id is not None else default_worker_id())
@@ -95,4 +128,6 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
         from streamkit.cli.run_cmd import serve_ui
 
         serve_ui(ui_port, ui_host)
+    if metrics_port is not None:
+        serve_metrics(metrics_port)
     run_job(job_file, available_now, until_idle, timeout, force, prefix=f"[{wid}] ")

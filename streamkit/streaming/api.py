@@ -469,7 +469,8 @@ class DataStreamWriter:
         handle is a :class:`~streamkit.fleet.member.FleetMember` (``stop``,
         ``await_termination``, ``is_active``, ``exception``); a query the fleet cannot run
         is refused here with what to do. A member serves the UI's fleet page when asked
-        (``ui_port``); it serves no metrics endpoint."""
+        (``ui_port``) and the Kinesis consumers' metrics (``metrics_port``: leases, per-shard
+        lag, the backlog to scale on; no per-batch query series)."""
         from streamkit.fleet.member import fleet_enabled
         from streamkit.metrics import serve_if_asked
         from streamkit.streaming.query import StreamingQuery
@@ -478,6 +479,7 @@ class DataStreamWriter:
         if fleet_enabled():
             from streamkit.fleet.member import start_member
 
+            serve_if_asked(metrics_port)  # its consumers' leases, lag and backlog
             serve_ui_if_asked(ui_port)  # before the member, which advertises it
             return cast("StreamingQuery", start_member(self))
 

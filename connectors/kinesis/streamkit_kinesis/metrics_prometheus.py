@@ -2,8 +2,9 @@
 
 :func:`install` (called by the connector's plugin) adds one collector to
 :mod:`streamkit.metrics`; it needs ``prometheus_client`` only when scraped. On each scrape
-it takes :meth:`KinesisConsumer.metrics` of every active query reading a Kinesis source
-and reports, labelled by ``query`` and ``worker``: leases held, taken, stolen, lost,
+it takes :meth:`KinesisConsumer.metrics` of every active query reading a Kinesis source,
+and of each consumer of this process's fleet worker (:mod:`streamkit_kinesis.fleet.metrics`:
+``query`` is then the lease table's app name, ``<app>`` or ``<app>-exchange``), and reports, labelled by ``query`` and ``worker``: leases held, taken, stolen, lost,
 released and renewed; the worker's backlog (the largest MillisBehindLatest of the shards it
 holds, the figure to scale on); lease-table calls by ``operation``; per ``shard`` records, bytes,
 GetRecords calls, throttles, lag and whether this worker holds it. Counters are the
@@ -50,8 +51,10 @@ def install() -> None:
 
 
 def _snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
-    """``(query name, consumer metrics)`` of every active query reading Kinesis."""
+    """``(query name, consumer metrics)`` of every active query reading Kinesis, then of
+    the fleet workers' consumers (one collector: no family is exposed twice)."""
     from streamkit.streaming.listeners import streams
+    from streamkit_kinesis.fleet.metrics import fleet_snapshots
     from streamkit_kinesis.source import KinesisStreamSource
 
     for query in streams.active:
@@ -59,6 +62,7 @@ def _snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
         consumer = source.consumer if isinstance(source, KinesisStreamSource) else None
         if consumer is not None:
             yield query.name, _metrics_of(consumer)
+    yield from fleet_snapshots()
 
 
 def _metrics_of(consumer: Any, attempts: int = 5) -> ConsumerMetrics:

@@ -27,6 +27,7 @@ from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import InitialPosition
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
 from streamkit_kinesis.fleet.endpoint import publish, unpublish
+from streamkit_kinesis.fleet.metrics import track
 from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
 from streamkit_kinesis.leases import LEADER_LEASE_KEY
 from streamkit_kinesis.source.session import build_consumer
@@ -116,6 +117,7 @@ class KinesisFleetWorker:
         self._clients: list[KinesisApi] = []
         self._published: tuple[WorkerReport, Advertiser] | None = None
         """This worker's UI endpoint, when the process serves the UI."""
+        track(self)  # its consumers in the Prometheus metrics, when served
 
     def request_stop(self) -> None:
         """Begin a graceful stop (call on the worker's event loop); honoured in any state:
