@@ -4,8 +4,9 @@
 :mod:`streamkit.metrics`; it needs ``prometheus_client`` only when scraped. On each scrape
 it takes :meth:`KinesisConsumer.metrics` of every active query reading a Kinesis source,
 and of each consumer of this process's fleet worker (:mod:`streamkit_kinesis.fleet.metrics`:
-``query`` is then the lease table's app name, ``<app>`` or ``<app>-exchange``), and reports, labelled by ``query`` and ``worker``: leases held, taken, stolen, lost,
-released and renewed; the worker's backlog (the largest MillisBehindLatest of the shards it
+``query`` is then the lease table's app name, ``<app>`` or ``<app>-exchange``), and
+reports, labelled by ``query`` and ``worker``: leases held, taken, stolen, lost, released
+and renewed; the worker's backlog (the largest MillisBehindLatest of the shards it
 holds, the figure to scale on); lease-table calls by ``operation``; per ``shard`` records, bytes,
 GetRecords calls, throttles, lag and whether this worker holds it. Counters are the
 consumer's own totals since it started (a restarted query starts again from zero, which
