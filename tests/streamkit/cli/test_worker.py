@@ -90,3 +90,12 @@ def test_worker_serves_the_ui_when_asked() -> None:
     assert p.finish() == 0, p.text
     assert any(line.startswith("web UI: http://127.0.0.1:") for line in p.out), p.text
     assert "[w2] stopped stub: 1 batch(es), 3 input row(s)" in p.out
+
+
+def test_worker_serves_the_metrics_when_asked() -> None:
+    """``--metrics-port`` serves (scraped in tests/streamkit/metrics/test_fleet_metrics.py)."""
+    p = Proc("worker", str(STUB_JOB), "--worker-id", "w3", "--metrics-port", "0",
+             "--timeout", "0.5")  # fmt: skip
+    assert p.finish() == 0, p.text
+    assert any(line.startswith("metrics: http://127.0.0.1:") for line in p.out), p.text
+    assert "[w3] stopped stub: 1 batch(es), 3 input row(s)" in p.out
