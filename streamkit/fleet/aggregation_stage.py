@@ -134,6 +134,7 @@ class AggregationStage:
         self._store: StateStore = make_store(self.spec)
         self._sources: dict[str, SourceProgress] = {}
         self._expected: frozenset[str] = frozenset()
+        self._holding: frozenset[str] = frozenset()
         self.watermark: int | None = None
         """The fleet watermark after the batches applied so far (ticks)."""
         self._in_force: int | None = None
@@ -230,6 +231,14 @@ class AggregationStage:
         (module docstring, step 6). Checkpointed with the state."""
         self._expected = frozenset(str(i) for i in ids)
 
+    def hold_sources(self, ids: Iterable[str]) -> None:
+        """Source shards whose lease is changing hands (no live owner, or a new owner
+        for less than ``idle_timeout``; the caller refreshes it, e.g. each lease cycle):
+        they count as active however long they have been silent, so a shard whose reader
+        died is not taken for idle and its rows, read again by the next owner, are not
+        found late. Not checkpointed (a restored stage counts every shard active)."""
+        self._holding = frozenset(str(i) for i in ids)
+
     @property
     def waiting_for(self) -> list[str]:
         """Expected source shards without an event time yet (no whole range with one
@@ -257,7 +266,7 @@ class AggregationStage:
         if mark is None:
             return
         for name, progress in self._sources.items():
-            if progress.seen is None:  # restored: counts as seen at the first clock reading
+            if progress.seen is None or name in self._holding:  # restored, or changing hands
                 self._sources[name] = replace(progress, seen=now)
         if self._held(now):  # a shard without an event time yet: no basis until it has one
             return

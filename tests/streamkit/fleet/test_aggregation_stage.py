@@ -112,6 +112,25 @@ def test_an_idle_shard_holds_the_watermark_for_at_most_idle_timeout() -> None:
     assert minutes(stage.in_force) == 96
 
 
+def test_a_shard_whose_lease_changes_hands_is_not_taken_for_idle() -> None:
+    """The fleet membership failure under load: a worker dies; its shard is silent longer
+    than idle_timeout while its lease expires and is taken over; the next owner then sends
+    the rows the dead one never emitted. While the lease changes hands the shard holds the
+    watermark, so those rows are not late."""
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    fast, slow = Shard("fast", fleet), Shard("slow", fleet)
+    stage.apply([fast.batch(100), slow.batch(1)], now=0)
+    stage.hold_sources(["slow"])  # its owner died: no renewals, then a new owner
+    stage.apply([fast.batch(101)], now=40)
+    assert minutes(stage.refresh(now=60)) == -4  # min(101, 1) - 5: slow still counts
+    assert not stage.owes_batch
+    stage.hold_sources([])  # the new owner settled in and sends what the dead one held
+    stage.apply([slow.batch(2, 3)], now=61)
+    assert stage.late_rows == 0
+    assert minutes(stage.fleet_watermark) == -2  # min(101, 3) - 5
+
+
 def test_a_shard_that_ended_stops_holding_the_watermark_at_once() -> None:
     fleet = fleet_plan()
     stage = AggregationStage(fleet, idle_timeout=30, query="q")

@@ -51,10 +51,14 @@ class AggregationTask(BaseRecordProcessor):
         lag: Callable[[str], int | None],
         sources: Callable[[], Collection[str]],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        unsettled: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.spec, self.root, self._lag, self._clock = spec, store, lag, clock
         self._sources = sources
         """The source shards the fleet watermark waits for (the unfinished source leases)."""
+        self._unsettled = unsettled
+        """Source shards whose lease is changing hands: never taken for idle."""
         self.shard = ""
         self.stage: AggregationStage | None = None
         self.log: CheckpointLog | None = None
@@ -122,6 +126,7 @@ class AggregationTask(BaseRecordProcessor):
         await asyncio.to_thread(log.write_offsets, bid, offsets)
         now = self._clock()
         stage.expect_sources(self._sources())
+        stage.hold_sources(self._unsettled())
         if chunks is None:
             result: BatchResult = await asyncio.to_thread(stage.run_no_data, now)
         else:
@@ -154,6 +159,7 @@ class AggregationTask(BaseRecordProcessor):
                     stage = self.stage
                     if stage is not None:
                         stage.expect_sources(self._sources())
+                        stage.hold_sources(self._unsettled())
                         stage.refresh(self._clock())
                     await self._owed()
         except Exception as e:  # raised by the next delivery: the consumer stops loudly

@@ -70,14 +70,38 @@ class SourceShards:
     scan per cycle, no call of its own). A shard that never reported holds the watermark
     back until it does."""
 
-    def __init__(self, consumer: KinesisConsumer) -> None:
-        self._consumer = consumer
+    def __init__(
+        self, consumer: KinesisConsumer, settle: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._consumer, self._settle, self._clock = consumer, settle, clock
+        self._owners: dict[str, tuple[str | None, float]] = {}
 
     def __call__(self) -> frozenset[str]:
         leases = self._consumer.coordinator.table_snapshot().values()
         return frozenset(
             x.lease_key for x in leases if x.lease_key != LEADER_LEASE_KEY and not x.is_finished
         )
+
+    def unsettled(self) -> frozenset[str]:
+        """The unfinished source shards whose lease is changing hands, as of the last take
+        cycle: no owner, an owner that stopped renewing (counter still for
+        ``failover_time``: it died), or an owner seen for less than ``settle`` seconds (it
+        may not have read yet). Their silence is not idleness (:meth:`hold_sources`)."""
+        coordinator = self._consumer.coordinator
+        changes, now = coordinator.counter_changes(), self._clock()
+        out = set()
+        for x in coordinator.table_snapshot().values():
+            if x.lease_key == LEADER_LEASE_KEY or x.is_finished:
+                continue
+            owner, since = self._owners.get(x.lease_key, (None, now))
+            if owner != x.lease_owner or x.lease_key not in self._owners:
+                self._owners[x.lease_key] = (x.lease_owner, now)
+                since = now
+            changed = changes.get(x.lease_key, now)
+            dead = now - changed > coordinator.failover_time
+            if x.lease_owner is None or dead or now - since < self._settle:
+                out.add(x.lease_key)
+        return frozenset(out)
 
 
 async def first_of_value(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
@@ -93,9 +117,9 @@ async def first_of_value(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
     return None if task.cancelled() else task.result()
 
 
-async def _source_shards(consumer: KinesisConsumer) -> SourceShards:
+async def _source_shards(consumer: KinesisConsumer, settle: float) -> SourceShards:
     """The source shard set of ``consumer``, once its first take cycle scanned the table."""
-    shards = SourceShards(consumer)
+    shards = SourceShards(consumer, settle)
     while not shards():
         await consumer.coordinator.wait_for_change(1.0)
     return shards
@@ -110,6 +134,7 @@ class KinesisFleetWorker:
             source.config,
             worker_id=spec.worker_id,
             shutdown_grace=max(source.config.shutdown_grace, SHUTDOWN_GRACE),
+            announce=True,  # workers start together: announce, then split (decide_takes)
         )
         self._stop = asyncio.Event()
         """Set by :meth:`request_stop`, whenever it comes (before :meth:`run` too)."""
@@ -149,7 +174,9 @@ class KinesisFleetWorker:
             if self._published is not None:
                 self._published[0].source = consumer
             if writer is not None:
-                sources = await first_of_value(self._stop, _source_shards(consumer))
+                sources = await first_of_value(
+                    self._stop, _source_shards(consumer, spec.options.idle_timeout)
+                )
                 if sources is None:
                     return
                 await self._start_aggregation(root, writer, sources)
@@ -185,7 +212,9 @@ class KinesisFleetWorker:
         consumer = parts.consumer
         lag = _lag(consumer)
         await parts.store.create_table_if_not_exists()
-        await consumer.start(lambda: AggregationTask(spec, root, lag, sources))
+        await consumer.start(
+            lambda: AggregationTask(spec, root, lag, sources, unsettled=sources.unsettled)
+        )
         if self._published is not None:
             self._published[0].aggregation = consumer
 

@@ -28,7 +28,7 @@ from .schedule import run_every
 from .taker import LeaseTracker, TakeDecision, decide_takes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from .model import Lease
@@ -225,6 +225,11 @@ class LeaseCoordinator:
         delay a child, never start it early. Read the store for a fresher answer.
         """
         return dict(self._snapshot)
+
+    def counter_changes(self) -> Mapping[str, float]:
+        """Lease key -> clock reading when this worker's take cycles last saw its counter
+        change (a live owner renews it; one unchanged for ``failover_time`` is expired)."""
+        return self._tracker.last_changes()
 
     def checkpointer(self, shard_id: str) -> Checkpointer:
         """A checkpointer for ``shard_id`` sharing this coordinator's view of the lease."""
