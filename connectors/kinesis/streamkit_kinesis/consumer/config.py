@@ -171,8 +171,7 @@ class ConsumerConfig:
     :func:`~streamkit_kinesis.leases.taker.decide_takes`): balanced within about 0.3 take
     cycles instead of a race and 7-9 cycles of steals (1,064 leases, 10-50 workers). Off
     (KCL): a worker that sees itself alone takes everything at once, so a lone worker is
-    not delayed. Meant for fleets whose workers start together (not yet on by default in
-    ``streamkit worker``)."""
+    not delayed. The fleet (``streamkit worker``) turns it on."""
 
     def __post_init__(self) -> None:
         if not self.app_name or not self.stream:
