@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 ENV_FLEET = "STREAMKIT_FLEET"
 """``1``: ``DataStreamWriter.start()`` starts a fleet member."""
+SIGNAL_POLL = 0.5
+"""Seconds between two wake-ups of a thread waiting for a member (signal handlers run then)."""
 ENV_WORKER_ID = "STREAMKIT_WORKER_ID"
 """This member's worker id (``leaseOwner`` in both lease tables); default ``<host>-<pid>``."""
 
@@ -164,8 +167,20 @@ class FleetMember:
         self._thread.join(timeout)
 
     def await_termination(self, timeout: float | None = None) -> bool:
-        """Wait for the member to end; re-raises its error. False if still running."""
-        finished = self._done.wait(timeout)
+        """Wait for the member to end; re-raises its error. False if still running.
+
+        Waits in slices of :data:`SIGNAL_POLL` seconds: Python runs a signal handler only
+        in the main thread, and a signal that the kernel delivered to another thread (any
+        of the member's) does not wake a main thread blocked in an untimed wait, so a
+        SIGTERM could otherwise wait for ever."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = (
+                SIGNAL_POLL if deadline is None else min(SIGNAL_POLL, deadline - time.monotonic())
+            )
+            finished = self._done.wait(max(left, 0.0))
+            if finished or (deadline is not None and time.monotonic() >= deadline):
+                break
         if finished and self._error is not None:
             raise self._error
         return finished
