@@ -318,8 +318,21 @@ class CheckpointLog:
                 self.store.delete(f"{folder}/{name}")
 
 
+THREADED_ROWS = 1_000_000
+"""Frames from this many rows (snapshots) are compressed with a thread per column."""
+
+
 def _ipc(frame: pl.DataFrame) -> bytes:
-    """``frame`` as Arrow IPC, LZ4-compressed."""
-    buf = io.BytesIO()
-    frame.write_ipc(buf, compression="lz4")
-    return buf.getvalue()
+    """``frame`` as an Arrow IPC file, LZ4-compressed (what ``pl.read_ipc`` reads).
+    Written by pyarrow: ~1.6x less CPU than Polars' writer for a batch's delta, which it
+    compresses on the calling thread (threads cost more than they save on busy cores)."""
+    import pyarrow as pa
+    from pyarrow import ipc
+
+    table = frame.to_arrow()
+    sink = pa.BufferOutputStream()
+    options = ipc.IpcWriteOptions(compression="lz4", use_threads=frame.height >= THREADED_ROWS)
+    with ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data

@@ -27,40 +27,47 @@ def nonzero(hashes: U64) -> U64:
 
 class HashIndex:
     """uint64 hash -> int64 value (-1: absent). Hashes passed to :meth:`put` must be
-    distinct within one call and nonzero."""
+    distinct within one call and nonzero.
+
+    A cell is one row of a (capacity, 2) int64 table, hash bits then value, so a probe
+    reads one cache line: at millions of keys every lookup is a cache miss, and keeping
+    the value beside its hash halves them."""
 
     def __init__(self, capacity: int = MIN_CAPACITY) -> None:
         cap = MIN_CAPACITY
         while cap < capacity:
             cap *= 2
-        self._keys: U64 = np.zeros(cap, np.uint64)
-        self._vals: I64 = np.full(cap, -1, np.int64)
+        self._cells = _empty(cap)
         self._used = 0
         """Cells holding a hash, tombstones included."""
 
     def __len__(self) -> int:
-        return int(np.count_nonzero(self._vals >= 0))
+        return int(np.count_nonzero(self._cells[:, 1] >= 0))
 
-    def _probe(self, hashes: U64) -> tuple[I64, npt.NDArray[np.bool_]]:
-        """Per hash: the cell holding it (found) or the first empty cell on its path."""
-        mask = self._keys.size - 1
+    def _probe(self, hashes: U64) -> tuple[I64, npt.NDArray[np.bool_], I64]:
+        """Per hash: the cell holding it (found) or the first empty cell on its path, and
+        the value held there (-1 when not found)."""
+        mask = self._cells.shape[0] - 1
+        want = hashes.view(np.int64)
         cell = np.empty(hashes.size, np.int64)
+        value = np.full(hashes.size, -1, np.int64)
         found = np.zeros(hashes.size, np.bool_)
         todo = np.arange(hashes.size)
         at = self._home(hashes)
         while todo.size:
-            held = self._keys[at]
-            hit = held == hashes[todo]
-            done = hit | (held == 0)
+            held = np.take(self._cells, at, axis=0)
+            hit = held[:, 0] == want[todo]
+            done = hit | (held[:, 0] == 0)
             cell[todo[done]] = at[done]
             found[todo[hit]] = True
+            value[todo[hit]] = held[hit, 1]
             todo, at = todo[~done], (at[~done] + 1) & mask
-        return cell, found
+        return cell, found, value
 
     def _home(self, hashes: U64) -> I64:
         """First cell of each hash: Fibonacci hashing (the top bits of hash * 2^64/phi),
         so hashes that differ only in their high bits still spread over the table."""
-        bits = self._keys.size.bit_length() - 1
+        bits = self._cells.shape[0].bit_length() - 1
         return ((hashes * GOLDEN) >> np.uint64(64 - bits)).astype(np.int64)
 
     def get(self, hashes: U64) -> I64:
@@ -70,45 +77,51 @@ class HashIndex:
     def find(self, hashes: U64) -> tuple[I64, I64]:
         """(the value of every hash, -1 where absent or deleted; the cell holding it,
         valid for :meth:`set_at` until the next :meth:`put`)."""
-        cell, found = self._probe(hashes)
-        out = np.full(hashes.size, -1, np.int64)
-        out[found] = self._vals[cell[found]]
-        return out, cell
+        cell, _, value = self._probe(hashes)
+        return value, cell
 
     def set_at(self, cells: I64, values: I64) -> None:
         """Give new values (>= 0) to hashes present at ``cells`` (from :meth:`find`,
         without a :meth:`put` since): no probing."""
-        self._vals[cells] = values
+        self._cells[cells, 1] = values
 
     def put(self, hashes: U64, values: I64) -> None:
         """Set ``hashes`` (distinct, nonzero) to ``values`` (>= 0)."""
-        if (self._used + hashes.size) * 2 > self._keys.size:
+        if (self._used + hashes.size) * 2 > self._cells.shape[0]:
             self._rebuild(len(self) + hashes.size)
-        cell, found = self._probe(hashes)
-        self._vals[cell[found]] = values[found]
+        cell, found, _ = self._probe(hashes)
+        self._cells[cell[found], 1] = values[found]
         hashes, values, cell = hashes[~found], values[~found], cell[~found]
         while hashes.size:
             _, first = np.unique(cell, return_index=True)
-            self._keys[cell[first]] = hashes[first]
-            self._vals[cell[first]] = values[first]
+            self._cells[cell[first], 0] = hashes[first].view(np.int64)
+            self._cells[cell[first], 1] = values[first]
             self._used += first.size
             rest = np.ones(hashes.size, np.bool_)
             rest[first] = False
             hashes, values = hashes[rest], values[rest]
-            cell, _ = self._probe(hashes)
+            cell, _, _ = self._probe(hashes)
 
     def delete(self, hashes: U64) -> None:
         """Forget ``hashes`` (absent ones are ignored)."""
-        cell, found = self._probe(hashes)
-        self._vals[cell[found]] = -1
+        cell, found, _ = self._probe(hashes)
+        self._cells[cell[found], 1] = -1
 
     def _rebuild(self, live: int) -> None:
-        keep = self._vals >= 0
-        keys, vals = self._keys[keep], self._vals[keep]
+        keep = self._cells[:, 1] >= 0
+        keys, vals = self._cells[keep, 0].view(np.uint64), self._cells[keep, 1]
         cap = MIN_CAPACITY
         while cap < 4 * max(live, 1):
             cap *= 2
-        self._keys, self._vals = np.zeros(cap, np.uint64), np.full(cap, -1, np.int64)
+        self._cells = _empty(cap)
         self._used = 0
         if keys.size:
             self.put(keys, vals)
+
+
+def _empty(cap: int) -> I64:
+    """A table of ``cap`` empty cells (hash 0, value -1)."""
+    cells = np.empty((cap, 2), np.int64)
+    cells[:, 0] = 0
+    cells[:, 1] = -1
+    return cells
