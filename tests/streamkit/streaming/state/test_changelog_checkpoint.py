@@ -235,7 +235,7 @@ def test_state_files_round_trip_every_column_type_lz4(tmp_path: Path) -> None:
     (an uncompressed delta would be ~5x the bytes the W4 target allows)."""
     import io
 
-    import pyarrow.ipc as ipc
+    from pyarrow import ipc
 
     from streamkit.streaming import _envelope as envelope
 
