@@ -1,16 +1,27 @@
-"""Issue 14, test 2 (without its timing clause): the result stays exact while the fleet
-changes under it. Three workers start on an 8-shard stream; between three slices of the
-records (in event-time order, watermark two minutes behind) a fourth worker joins, one is
-SIGKILLed and one stops gracefully (SIGTERM, exit 0). After each change the test waits
-until both lease tables reflect it (the new worker holds source and aggregation leases;
-the killed and the stopped worker hold none), then the sink read as one dataset must equal
-DuckDB over the records put. Whether the rebalance took at most three lease cycles is not
-asserted (that would be a wall-clock assertion on a loaded machine).
+"""Issue 14, test 2: the result stays exact while the fleet changes under it, and source
+and aggregation tasks rebalance within three lease cycles after each change. Three workers
+start on an 8-shard stream; between three slices of the records (in event-time order,
+watermark two minutes behind) a fourth worker joins, one is SIGKILLed and one stops
+gracefully (SIGTERM, exit 0). The sink read as one dataset must equal DuckDB over the
+records put.
+
+Rebalance is measured from the lease tables, sampled about every 0.25 s while the fleet
+runs (owners per lease over time): after each change, each table must reach balance (every
+lease owned by a live worker, the live workers' counts within one of each other, none
+empty) within three take cycles, counted from the change as the table shows it: the
+joiner's first lease; the leaver's last lease released; the SIGKILL itself, plus the
+failover time (KCL: the dead worker's leases expire ``failover_time`` after its last
+renewal, at or before the kill). A take cycle is the take interval plus the time a Scan of
+the lease table took then (the sampler's own slowest Scan in the window: a loaded machine
+stretches every cycle by its Scan, not by its interval).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,6 +41,7 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from streamkit.config import AwsEndpoint
@@ -40,10 +52,84 @@ SHARDS = 8
 EVENTS = 3000
 
 
+TAKE = 1.0
+"""The workers' take interval (fleet_job.py)."""
+FAILOVER = 6.0
+"""The workers' failover time (fleet_job.py)."""
+CYCLES = 3
+
+
+@dataclass
+class Sample:
+    at: float
+    owners: dict[str, list[str | None]]
+    """Per table, the owner of each lease."""
+    scan: float
+    """Seconds the Scans of this sample took."""
+
+
+@dataclass
+class LeaseWatch:
+    """Samples both lease tables of ``app`` until stopped."""
+
+    ep: AwsEndpoint
+    app: str
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def tables(self) -> tuple[str, str]:
+        return (self.app, f"{self.app}-exchange")
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            with contextlib.suppress(Exception):  # a table not created yet
+                got = {t: await owners(self.ep, t) for t in self.tables}
+                done = time.monotonic()
+                self.samples.append(Sample(done, got, done - started))
+            await asyncio.sleep(0.25)
+
+    def first(self, table: str, since: float, test: Callable[[list[str | None]], bool]) -> float:
+        """When ``table`` first passed ``test`` at or after ``since``."""
+        for x in self.samples:
+            if x.at >= since and test(x.owners[table]):
+                return x.at
+        raise AssertionError(f"{table}: never seen after t={since:.1f}")
+
+    def cycle(self, start: float, end: float) -> float:
+        """A take cycle in [start, end]: the take interval plus the slowest Scan then."""
+        scans = [x.scan for x in self.samples if start <= x.at <= end]
+        return TAKE + max(scans, default=0.0)
+
+    def check(self, table: str, since: float, live: set[str], extra: float, what: str) -> None:
+        """``table`` balanced over ``live`` within CYCLES take cycles (+ ``extra`` s)."""
+        done = self.first(table, since, lambda owned: balanced(owned, live))
+        took, cycle = done - since, self.cycle(since, done)
+        assert took <= extra + CYCLES * cycle, (
+            f"{what}: {table} balanced {took:.1f}s after the change, more than {extra:.0f}s + "
+            f"{CYCLES} take cycles of {cycle:.2f}s"
+        )
+
+
+def balanced(owned: list[str | None], live: set[str]) -> bool:
+    """Every lease owned by a live worker; counts within one of each other; none empty."""
+    if not owned or any(o not in live for o in owned):
+        return False
+    counts = [owned.count(w) for w in live]
+    return min(counts) >= 1 and max(counts) - min(counts) <= 1
+
+
 async def owners(ep: AwsEndpoint, table: str) -> list[str | None]:
     """The owner of every lease of ``table`` (not the leader lease)."""
     leases = await DynamoDBLeaseStore(ep, table).list_leases()
     return [x.lease_owner for x in leases if x.lease_key != LEADER_LEASE_KEY]
+
+
+def both_balanced(watch: LeaseWatch, live: set[str]) -> bool:
+    """Both tables balanced over ``live`` in the latest sample."""
+    return bool(watch.samples) and all(
+        balanced(watch.samples[-1].owners[t], live) for t in watch.tables
+    )
 
 
 async def holds(ep: AwsEndpoint, app: str, present: set[str], absent: set[str]) -> bool:
@@ -65,18 +151,28 @@ async def test_join_sigkill_and_graceful_leave_stay_exact(
     async with fresh_stream(ep, SHARDS, "fleetm") as (stream, _):
         fleet = Fleet(ep, stream, unique("fm"), tmp_path, "--delay", "2 minutes")
         app = fleet.app
+        watch = LeaseWatch(ep, app)
+        sampler = asyncio.create_task(watch.run())
         try:
             last = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
             workers = {name: await fleet.add(name) for name in ("w0", "w1", "w2")}
             await fleet.read_all(last)
+            joined = time.monotonic()
             workers["w3"] = await fleet.add("w3")  # joins
             await until("w3 holds leases", lambda: holds(ep, app, {"w3"}, set()), 300)
+            await until(
+                "balanced over 4", lambda: both_balanced(watch, {"w0", "w1", "w2", "w3"}), 300
+            )
             more = await asyncio.to_thread(put_random_keys, ep, stream, data[third : 2 * third])
+            killed = time.monotonic()
             await workers["w1"].kill()  # SIGKILL, while the second slice is read
             await until("w1's leases taken over", lambda: holds(ep, app, set(), {"w1"}), 300)
+            await until("balanced over 3", lambda: both_balanced(watch, {"w0", "w2", "w3"}), 300)
+            left = time.monotonic()
             code = await workers["w2"].terminate()  # graceful leave
             assert code == 0, fleet.tail()
             await until("w2's leases taken over", lambda: holds(ep, app, set(), {"w2"}), 300)
+            await until("balanced over 2", lambda: both_balanced(watch, {"w0", "w3"}), 300)
             rest = await asyncio.to_thread(put_random_keys, ep, stream, data[2 * third :])
             for part in (more, rest):
                 last = {s: max(last.get(s, 0), part.get(s, 0)) for s in last.keys() | part.keys()}
@@ -84,7 +180,14 @@ async def test_join_sigkill_and_graceful_leave_stay_exact(
             await close_and_collect(ep, stream, [fleet], len(want))
             await fleet.stop()
         finally:
+            sampler.cancel()
             await fleet.kill_all()
             await drop_fleet_tables(ep, app)
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
+    for table in watch.tables:
+        came = watch.first(table, joined, lambda owned: "w3" in owned)
+        watch.check(table, came, {"w0", "w1", "w2", "w3"}, 0.0, "w3 joined")
+        watch.check(table, killed, {"w0", "w2", "w3"}, FAILOVER, "w1 SIGKILLed")
+        gone = watch.first(table, left, lambda owned: "w2" not in owned)
+        watch.check(table, gone, {"w0", "w3"}, 0.0, "w2 left")
