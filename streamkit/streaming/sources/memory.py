@@ -82,7 +82,6 @@ class MemoryStream(SourceBase[dict[str, str]]):
         self._next = [0] * partitions
         self._bound: dict[str, str] | None = None
         """While set (exact replay after a restart), no batch reads past these offsets."""
-        self._open = False
         self.closed = False
 
     @property
@@ -140,15 +139,7 @@ class MemoryStream(SourceBase[dict[str, str]]):
         return []
 
     async def open(self, offsets: Offsets | None) -> None:
-        """Read after ``offsets`` (None: from the first record of every partition). One
-        query at a time reads a stream (it holds the read position): a second ``open``
-        before ``close`` raises :class:`ConfigError`; after ``close`` it may be read again."""
-        if self._open:
-            raise ConfigError(
-                "this memory stream is read by a running query already (one read position "
-                "per stream); stop that query first, or give each query its own "
-                "sk.read_stream.memory(...)"
-            )
+        """Read after ``offsets`` (None: from the first record of every partition)."""
         offsets = offsets or {}
         unknown = set(offsets) - set(self.partition_ids)
         if unknown:
@@ -159,8 +150,6 @@ class MemoryStream(SourceBase[dict[str, str]]):
                 if not 0 <= position <= self._sizes[i]:
                     raise ConfigError(f"offset {position} is past the end of partition {pid}")
                 self._next[i] = position
-        self._open = True
-        self.closed = False
 
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
         """Everything after the last batch (at most ``max_records_per_batch`` per partition),
@@ -240,6 +229,5 @@ class MemoryStream(SourceBase[dict[str, str]]):
         self.record_commit(dict(offsets))
 
     async def close(self) -> None:
-        """Nothing to release; the data stays readable (by the next ``open``)."""
-        self._open = False
+        """Nothing to release; the data stays readable."""
         self.closed = True

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pyarrow as pa
 import pytest
 
-import streamkit as sk
 from streamkit.errors import ConfigError, SchemaError
 from streamkit.streaming.contracts import SourceKindError, source_kind
 from streamkit.streaming.sources import FileStreamSource, MemoryQueue, MemoryStream
@@ -95,28 +92,3 @@ def test_source_kind_tells_the_two_contracts_apart_and_names_what_is_missing() -
 
     with pytest.raises(SourceKindError, match="implement exactly one"):
         source_kind(Both(SCHEMA))
-
-
-def test_a_second_query_on_a_running_memory_stream_is_refused_and_it_reads_again_after() -> None:
-    """One read position per stream: two queries at once would each get some of the rows
-    (or one would wait for ever), so the second is refused; once the first stops, a new
-    query reads the stream from the start."""
-    stream = sk.read_stream.memory(pa.schema([("k", pa.int64())]))
-    stream.stream.add_rows([{"k": i} for i in range(5)])
-    first = stream.write_stream.output_mode("append").memory("mem_first").start()
-    first.process_all_available()
-    second = stream.write_stream.output_mode("append").memory("mem_second").start()
-    deadline = time.monotonic() + 30
-    while second.is_active and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not second.is_active
-    assert isinstance(second.exception, ConfigError)
-    assert "running query already" in str(second.exception)
-    stream.stream.add_rows([{"k": 5}])
-    first.process_all_available()
-    assert sorted(sk.memory_table("mem_first").column("k").to_pylist()) == list(range(6))
-    first.stop()
-    third = stream.write_stream.output_mode("append").memory("mem_third").start()
-    third.process_all_available()
-    third.stop()
-    assert sorted(sk.memory_table("mem_third").column("k").to_pylist()) == list(range(6))
