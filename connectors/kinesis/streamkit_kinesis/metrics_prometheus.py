@@ -67,16 +67,10 @@ def _snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
 
 
 def _metrics_of(consumer: Any, attempts: int = 5) -> ConsumerMetrics:
-    """``consumer.metrics()`` from the scrape thread: the consumer's loop may change its
-    task table meanwhile, so a snapshot that met a concurrent change is taken again."""
-    for _ in range(attempts - 1):
-        try:
-            snapshot: ConsumerMetrics = consumer.metrics()
-            return snapshot
-        except RuntimeError:  # dictionary changed size during iteration
-            continue
-    last: ConsumerMetrics = consumer.metrics()
-    return last
+    """``consumer.metrics()`` from the scrape thread (see :func:`read_metrics`)."""
+    from streamkit_kinesis.consumer.metrics import read_metrics
+
+    return read_metrics(consumer, attempts)
 
 
 class KinesisCollector:

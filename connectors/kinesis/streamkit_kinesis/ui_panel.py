@@ -12,18 +12,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from streamkit_kinesis.leases.model import checkpoint_text
+
 if TYPE_CHECKING:
     from streamkit_kinesis.leases import Lease
     from streamkit_kinesis.source import KinesisStreamSource
 
 REFRESH = 2.0
 """Seconds a lease-table scan is reused."""
-
-
-def checkpoint_text(lease: Lease) -> str:
-    """The checkpoint as the lease table holds it (``seq`` or ``seq.sub``, or a sentinel)."""
-    cp = lease.checkpoint
-    return cp.sequence_number + (f".{cp.sub_sequence_number}" if cp.sub_sequence_number else "")
 
 
 class LeasePanel:
@@ -37,9 +33,8 @@ class LeasePanel:
 
     async def __call__(self) -> dict[str, Any]:
         """The panel's JSON: ``title``, ``workers`` and ``leases``."""
+        from streamkit_kinesis.consumer.metrics import read_metrics
         from streamkit_kinesis.leases import DynamoDBLeaseStore
-
-        from .metrics_prometheus import _metrics_of
 
         now = self._clock()
         if self._read_at is None or now - self._read_at >= REFRESH:
@@ -50,7 +45,7 @@ class LeasePanel:
         consumer = self.source.consumer
         lag: dict[str, int | None] = {}
         if consumer is not None:
-            lag = {s.shard_id: s.millis_behind_latest for s in _metrics_of(consumer).shards
+            lag = {s.shard_id: s.millis_behind_latest for s in read_metrics(consumer).shards
                    if s.held}  # fmt: skip
         me = self.source.worker_id
         owners: dict[str, list[str]] = {}

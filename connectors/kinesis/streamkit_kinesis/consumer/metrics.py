@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -128,3 +128,17 @@ class ShardTotals:
         for shard_id in held_ids - set(out):
             out[shard_id] = ShardMetrics(shard_id)
         return tuple(replace(out[k], held=k in held_ids) for k in sorted(out))
+
+
+def read_metrics(consumer: Any, attempts: int = 5) -> ConsumerMetrics:
+    """``consumer.metrics()`` from another thread (a scrape, a reporter): the consumer's loop
+    may change its task table meanwhile, so a snapshot that met a concurrent change is taken
+    again (up to ``attempts`` times)."""
+    for _ in range(attempts - 1):
+        try:
+            snapshot: ConsumerMetrics = consumer.metrics()
+            return snapshot
+        except RuntimeError:  # dictionary changed size during iteration
+            continue
+    last: ConsumerMetrics = consumer.metrics()
+    return last

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from streamkit_kinesis.fleet.status import local_source_rows, local_statuses
 
 if TYPE_CHECKING:
-    from streamkit.config import AwsEndpoint
     from streamkit.streaming.contracts import CheckpointStore
     from streamkit_kinesis.consumer import KinesisConsumer
     from streamkit_kinesis.fleet.status import TaskStatus
@@ -198,34 +197,3 @@ class Advertiser:
             await asyncio.to_thread(self.store.delete, advert_path(self.report.worker))
         except Exception:  # left behind: it goes stale and is no longer shown
             return
-
-
-async def publish(
-    worker: str, app: str, root: CheckpointStore, lease_endpoint: AwsEndpoint
-) -> tuple[WorkerReport, Advertiser] | None:
-    """When this process serves the UI: serve the fleet page and this worker's report on
-    it and advertise the endpoint (call on the worker's loop); None when it serves none."""
-    import streamkit.ui
-    from streamkit.ui.fleet import on_loop, set_fleet
-    from streamkit_kinesis.fleet.fleet_view import FleetPanel
-
-    servers = streamkit.ui.serving()
-    if not servers:
-        return None
-    server = servers[0]
-    report = WorkerReport(worker, app, advertised_url(server.host, server.port))
-    set_fleet(FleetPanel(lease_endpoint, app, root, worker),
-              on_loop(asyncio.get_running_loop(), report))  # fmt: skip
-    advertiser = Advertiser(root, report)
-    await advertiser.start()
-    return report, advertiser
-
-
-async def unpublish(published: tuple[WorkerReport, Advertiser] | None) -> None:
-    """Undo :func:`publish` (a graceful stop)."""
-    if published is None:
-        return
-    from streamkit.ui.fleet import set_fleet
-
-    set_fleet(None)
-    await published[1].close()

@@ -20,9 +20,15 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from streamkit_kinesis.fleet.endpoint import min_known, read_adverts
+from streamkit_kinesis.fleet.endpoint import (
+    Advertiser,
+    WorkerReport,
+    advertised_url,
+    min_known,
+    read_adverts,
+)
 from streamkit_kinesis.leases import DynamoDBLeaseStore, LeaseStoreError
-from streamkit_kinesis.ui_panel import checkpoint_text
+from streamkit_kinesis.leases.model import checkpoint_text
 
 if TYPE_CHECKING:
     from streamkit.config import AwsEndpoint
@@ -142,3 +148,33 @@ class FleetPanel:
                 if x.lease_key.startswith("shardId")
             ],
         }
+
+
+async def publish(
+    worker: str, app: str, root: CheckpointStore, lease_endpoint: AwsEndpoint
+) -> tuple[WorkerReport, Advertiser] | None:
+    """When this process serves the UI: serve the fleet page and this worker's report on
+    it and advertise the endpoint (call on the worker's loop); None when it serves none."""
+    import streamkit.ui
+    from streamkit.ui.fleet import on_loop, set_fleet
+
+    servers = streamkit.ui.serving()
+    if not servers:
+        return None
+    server = servers[0]
+    report = WorkerReport(worker, app, advertised_url(server.host, server.port))
+    set_fleet(FleetPanel(lease_endpoint, app, root, worker),
+              on_loop(asyncio.get_running_loop(), report))  # fmt: skip
+    advertiser = Advertiser(root, report)
+    await advertiser.start()
+    return report, advertiser
+
+
+async def unpublish(published: tuple[WorkerReport, Advertiser] | None) -> None:
+    """Undo :func:`publish` (a graceful stop)."""
+    if published is None:
+        return
+    from streamkit.ui.fleet import set_fleet
+
+    set_fleet(None)
+    await published[1].close()

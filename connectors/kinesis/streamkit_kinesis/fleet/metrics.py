@@ -30,9 +30,9 @@ def track(worker: KinesisFleetWorker) -> None:
 
 def fleet_snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
     """``(lease table app name, consumer metrics)`` of every tracked worker's consumers."""
-    from streamkit_kinesis.metrics_prometheus import _metrics_of
+    from streamkit_kinesis.consumer.metrics import read_metrics
 
     for worker in list(_workers):
         for parts in list(worker.parts):
             consumer = parts.consumer
-            yield consumer.config.app_name, _metrics_of(consumer)
+            yield consumer.config.app_name, read_metrics(consumer)

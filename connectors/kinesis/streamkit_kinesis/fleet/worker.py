@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit_kinesis.consumer import InitialPosition
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
-from streamkit_kinesis.fleet.endpoint import publish, unpublish
+from streamkit_kinesis.fleet.fleet_view import publish, unpublish
 from streamkit_kinesis.fleet.metrics import track
 from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
 from streamkit_kinesis.leases import LEADER_LEASE_KEY

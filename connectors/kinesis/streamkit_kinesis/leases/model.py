@@ -198,3 +198,9 @@ def to_position(value: ExtendedSequenceNumber | str) -> ExtendedSequenceNumber:
     if isinstance(value, ExtendedSequenceNumber):
         return value
     return ExtendedSequenceNumber(value, 0)
+
+
+def checkpoint_text(lease: Lease) -> str:
+    """The checkpoint as the lease table holds it (``seq`` or ``seq.sub``, or a sentinel)."""
+    cp = lease.checkpoint
+    return cp.sequence_number + (f".{cp.sub_sequence_number}" if cp.sub_sequence_number else "")
