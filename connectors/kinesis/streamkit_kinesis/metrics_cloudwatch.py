@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from streamkit.metrics.cloudwatch_data import MetricsLevel
 from streamkit_kinesis.leases.metrics import OPERATION_KEY
 
-from .metrics_prometheus import _metrics_of
+from .consumer.metrics import read_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,7 +89,7 @@ class KinesisCloudWatchReporter:
         consumer = self._consumer()
         if consumer is None:
             return
-        now = _metrics_of(consumer)
+        now = read_metrics(consumer)
         before = self._last[1] if self._last is not None and self._last[0] is consumer else None
         self._last = (consumer, now)
         ns = self._namespace or consumer.config.app_name

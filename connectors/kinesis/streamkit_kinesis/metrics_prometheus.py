@@ -55,6 +55,7 @@ def _snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
     """``(query name, consumer metrics)`` of every active query reading Kinesis, then of
     the fleet workers' consumers (one collector: no family is exposed twice)."""
     from streamkit.streaming.listeners import streams
+    from streamkit_kinesis.consumer.metrics import read_metrics
     from streamkit_kinesis.fleet.metrics import fleet_snapshots
     from streamkit_kinesis.source import KinesisStreamSource
 
@@ -62,15 +63,8 @@ def _snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
         source = query.source
         consumer = source.consumer if isinstance(source, KinesisStreamSource) else None
         if consumer is not None:
-            yield query.name, _metrics_of(consumer)
+            yield query.name, read_metrics(consumer)
     yield from fleet_snapshots()
-
-
-def _metrics_of(consumer: Any, attempts: int = 5) -> ConsumerMetrics:
-    """``consumer.metrics()`` from the scrape thread (see :func:`read_metrics`)."""
-    from streamkit_kinesis.consumer.metrics import read_metrics
-
-    return read_metrics(consumer, attempts)
 
 
 class KinesisCollector:
