@@ -21,6 +21,17 @@ UntilIdle = Annotated[
         help="Catch up, then stop once no input arrived for this many seconds.",
     ),
 ]
+UiPort = Annotated[
+    int | None,
+    typer.Option(
+        "--ui-port",
+        min=0,
+        max=65535,
+        help="Serve the live web UI on this port (0: a free one) while the job runs; a fleet "
+        "worker also serves the fleet page (/fleet) and its figures to the other workers.",
+    ),
+]
+UiHost = Annotated[str, typer.Option("--ui-host", help="Interface of the UI (0.0.0.0: every one).")]
 Timeout = Annotated[
     float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds.")
 ]

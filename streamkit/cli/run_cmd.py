@@ -16,7 +16,15 @@ from typing import Annotated
 import typer
 
 from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors, console
-from streamkit.cli.job_options import AvailableNow, JobFile, Timeout, UntilIdle, check_stop_options
+from streamkit.cli.job_options import (
+    AvailableNow,
+    JobFile,
+    Timeout,
+    UiHost,
+    UiPort,
+    UntilIdle,
+    check_stop_options,
+)
 from streamkit.cli.job_runner import (
     CONVENTION,
     QueryHandle,
@@ -62,18 +70,8 @@ def run_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
         Path | None,
         typer.Option("--plot", help="Then draw the windowed counts per key as a PNG here."),
     ] = None,
-    ui_port: Annotated[
-        int | None,
-        typer.Option(
-            "--ui-port",
-            min=0,
-            max=65535,
-            help="Serve the live web UI on this port (0: a free one) while the job runs.",
-        ),
-    ] = None,
-    ui_host: Annotated[
-        str, typer.Option("--ui-host", help="Interface of the UI (0.0.0.0: every one).")
-    ] = "127.0.0.1",
+    ui_port: UiPort = None,
+    ui_host: UiHost = "127.0.0.1",
     workers: Annotated[
         int,
         typer.Option(

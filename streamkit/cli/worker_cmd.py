@@ -18,7 +18,15 @@ from typing import Annotated
 import typer
 
 from streamkit.cli._common import EXIT_USAGE, CliError, cli_errors, console
-from streamkit.cli.job_options import AvailableNow, JobFile, Timeout, UntilIdle, check_stop_options
+from streamkit.cli.job_options import (
+    AvailableNow,
+    JobFile,
+    Timeout,
+    UiHost,
+    UiPort,
+    UntilIdle,
+    check_stop_options,
+)
 from streamkit.cli.job_runner import run_job
 from streamkit.metrics import PORT_VARIABLE
 
@@ -78,19 +86,8 @@ def worker_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     until_idle: UntilIdle = None,
     timeout: Timeout = None,
     force: Annotated[bool, typer.Option("--force", help="As `streamkit run --force`.")] = False,
-    ui_port: Annotated[
-        int | None,
-        typer.Option(
-            "--ui-port",
-            min=0,
-            max=65535,
-            help="Serve the web UI on this port (0: a free one): the fleet page, this "
-            "worker's own figures for the other workers' pages.",
-        ),
-    ] = None,
-    ui_host: Annotated[
-        str, typer.Option("--ui-host", help="Interface of the UI (0.0.0.0: every one).")
-    ] = "127.0.0.1",
+    ui_port: UiPort = None,
+    ui_host: UiHost = "127.0.0.1",
     metrics_port: Annotated[
         int | None,
         typer.Option(
