@@ -525,7 +525,7 @@ class DataStreamWriter:
     def _query_parts(self, sink: Sink) -> QueryParts:
         """The keyword arguments of a query handle (or its runner) over ``sink``."""
         from streamkit.streaming.checkpoint_store import open_checkpoint_store
-        from streamkit.streaming.sources.joined import JoinedSources
+        from streamkit.streaming.sources.joined import JoinedSources, per_query
         from streamkit.streaming.table import Retention, UnboundedTable, resolve_retention
 
         assert self._stream is not None
@@ -536,7 +536,7 @@ class DataStreamWriter:
         table = UnboundedTable(self._input_schema(retention), retention)
         return {
             "plan": self._df.plan,
-            "source": self._stream,
+            "source": per_query(self._stream),
             "sink": sink,
             "mode": self._mode,
             "trigger": self._trigger,

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 SIDES = ("left", "right")
 
 
+def per_query(source: StreamSource) -> StreamSource:
+    """What one query reads of ``source``: its ``reader()`` when it has one (a stream that
+    holds a read position per query, as :class:`MemoryStream`), else ``source`` itself."""
+    make = getattr(source, "reader", None)
+    return make() if callable(make) else source
+
+
 def _split(offsets: Offsets | None, side: str) -> dict[str, str]:
     prefix = f"{side}/"
     return {k[len(prefix) :]: v for k, v in (offsets or {}).items() if k.startswith(prefix)}
@@ -60,6 +67,10 @@ class JoinedSources:
         self.sides: tuple[ReplayableSource, ReplayableSource] = (left, right)  # type: ignore[assignment]
         self.schemas = (left.schema, right.schema)
         self.runs_empty_batches = any(getattr(s, "runs_empty_batches", False) for s in self.sides)
+
+    def reader(self) -> JoinedSources:
+        """The same two sources for one more query (:func:`per_query`)."""
+        return JoinedSources(per_query(self.sides[0]), per_query(self.sides[1]))
 
     @property
     def schema(self) -> pa.Schema:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +53,12 @@ class MemoryStream(SourceBase[dict[str, str]]):
     All data is kept, so ``open(offsets)`` replays exactly the records after ``offsets``,
     in partition order. Appends may come from any thread. :attr:`commits` holds the last 16
     offsets mappings passed to :meth:`commit` (:class:`SourceBase`).
+
+    Every query started on the stream reads it through :meth:`reader`, with a position of its
+    own: two queries each see every record, as with Spark's ``MemoryStream``.
     """
+
+    _shared_decoder: Decoder
 
     def __init__(
         self,
@@ -65,6 +71,8 @@ class MemoryStream(SourceBase[dict[str, str]]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        self._root = self
+        """The stream that holds the data (``self``, or the stream a reader was made from)."""
         if partitions < 1:
             raise ConfigError(f"a MemoryStream needs at least one partition, got {partitions}")
         if max_records_per_batch is not None and max_records_per_batch < 1:
@@ -83,6 +91,33 @@ class MemoryStream(SourceBase[dict[str, str]]):
         self._bound: dict[str, str] | None = None
         """While set (exact replay after a restart), no batch reads past these offsets."""
         self.closed = False
+        self._held = False
+        """Whether a query reads this stream itself (the next one gets a twin reader)."""
+
+    def reader(self) -> MemoryStream:
+        """What one more query reads: the stream itself while no query holds it (released
+        by :meth:`close`), else a twin over the same records with a position of its own;
+        appends to either are seen by both, and a twin's commits and close are also
+        recorded on the stream."""
+        root = self._root
+        if not root._held:
+            root._held = True
+            return root
+        twin = copy.copy(root)
+        SourceBase.__init__(twin)
+        twin._next = [0] * len(root._sizes)
+        twin._bound = None
+        twin.closed = False
+        return twin
+
+    @property
+    def _decoder(self) -> Decoder:
+        """The stream's decoder (set on the stream that holds the data, seen by its readers)."""
+        return self._root._shared_decoder
+
+    @_decoder.setter
+    def _decoder(self, decoder: Decoder) -> None:
+        self._root._shared_decoder = decoder
 
     @property
     def partition_ids(self) -> list[str]:
@@ -227,7 +262,12 @@ class MemoryStream(SourceBase[dict[str, str]]):
     async def commit(self, offsets: Offsets) -> None:
         """Record ``offsets`` in :attr:`commits` (a memory stream has nothing to acknowledge)."""
         self.record_commit(dict(offsets))
+        if self._root is not self:
+            self._root.record_commit(dict(offsets))
 
     async def close(self) -> None:
         """Nothing to release; the data stays readable."""
         self.closed = True
+        self._root.closed = True
+        if self._root is self:
+            self._held = False
