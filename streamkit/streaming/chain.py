@@ -18,6 +18,13 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
   window on the watermarked column above ``drop_duplicates`` (Spark: append mode needs a
   watermark, and ``window.start`` carries none).
 
+A stream-stream join may be the first operator (:mod:`~streamkit.streaming.stream_join`):
+the operators above it are given the join's output watermark (Spark's
+``produceOutputWatermark``: the least of its two state watermarks and the watermark),
+derived from the watermark in force in the previous batch to judge late rows and from
+the one in force now to evict. Spark runs an inner join followed by an aggregation in
+append and update mode, an outer join only in append mode; complete mode is refused.
+
 ``drop_duplicates`` above another stateful operator is not supported yet.
 """
 
@@ -36,6 +43,7 @@ from streamkit.conditional import WindowTime
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
 from streamkit.expr import Col
+from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
 from streamkit.streaming.downstream import above
@@ -44,6 +52,7 @@ from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.changelog import DELETED
 from streamkit.streaming.state.dedup import EXPIRES
 from streamkit.streaming.stateful_exec import BatchClock
+from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
 from streamkit.streaming.watermarks import PartitionWatermarks
 from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
 
@@ -57,9 +66,20 @@ CORRECTNESS = (
 )
 
 
-def stateful_operators(plan: Plan) -> list[Aggregate | Deduplicate]:
-    """The aggregations and deduplications of ``plan``, the one nearest the source first."""
-    return [n for n in reversed(plan.chain()) if isinstance(n, Aggregate | Deduplicate)]
+JOIN_MODES = (
+    "{how} join between two streaming DataFrames/Datasets is not supported in {mode} output "
+    "mode, only in {allowed} (Spark's refusal too){fix}"
+)
+"""Spark's message for a stream-stream join in an output mode it does not support."""
+
+
+def stateful_operators(plan: Plan) -> list[Aggregate | Deduplicate | Join]:
+    """The aggregations, deduplications and stream-stream joins of ``plan``, the one
+    nearest the source first."""
+    return [
+        n for n in reversed(plan.chain())
+        if isinstance(n, Aggregate | Deduplicate) or is_stream_join(n)
+    ]  # fmt: skip
 
 
 def make_engine(
@@ -69,26 +89,39 @@ def make_engine(
     emit_on_same_batch: bool = False,
     watermarks: PartitionWatermarks | None = None,
     processing_clock: Callable[[], float] | None = None,
+    policy: str = "min",
 ) -> IncrementalQuery | ChainQuery:
     """The incremental engine for ``plan``: a :class:`ChainQuery` when it holds several
-    stateful operators, else an :class:`IncrementalQuery` (``processing_clock``: for
-    ``apply_in_pandas_with_state``, which does not chain)."""
-    if len(stateful_operators(plan)) > 1:
-        return ChainQuery(plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks)
+    stateful operators (or operators above a stream-stream join), else an
+    :class:`IncrementalQuery` (``processing_clock``: for ``apply_in_pandas_with_state``,
+    which does not chain; ``policy``: the join's multiple-watermark policy)."""
+    ops = stateful_operators(plan)
+    if len(ops) > 1 or (ops and isinstance(ops[0], Join)):
+        return ChainQuery(
+            plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
+            policy=policy,
+        )  # fmt: skip
     return IncrementalQuery(
         plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
         processing_clock=processing_clock,
     )  # fmt: skip
 
 
-def _event_time_window(node: Aggregate, below: Aggregate | Deduplicate, mark: Watermark) -> bool:
-    """Whether ``node`` groups by a window over the event time the operator below passes on."""
+def _event_time_window(node: Aggregate, below: Plan, times: tuple[str, ...]) -> bool:
+    """Whether ``node`` groups by a window over an event time the operator below passes
+    on (``times``: the watermarked columns it keeps)."""
     if node.window is None:
         return False
     column = node.window.column
     if isinstance(below, Aggregate):
         return isinstance(column, WindowTime) and column.columns() == {WINDOW_COLUMN}
-    return isinstance(column, Col) and column.name == mark.column
+    return isinstance(column, Col) and column.name in times
+
+
+def _ticks_per_ms(dtype: pl.Datetime | None) -> int:
+    """Ticks of ``dtype`` in a millisecond (the join's watermark unit)."""
+    unit = dtype.time_unit if dtype is not None else "ms"
+    return {"ns": 1_000_000, "us": 1_000, "ms": 1}[unit]
 
 
 class _AggStage:
@@ -148,26 +181,37 @@ class ChainQuery:
         *,
         emit_on_same_batch: bool = False,
         watermarks: PartitionWatermarks | None = None,
+        policy: str = "min",
     ) -> None:
         ops = stateful_operators(plan)
         self.plan, self.mode, self.emit_on_same_batch = plan, mode, emit_on_same_batch
-        self.first = IncrementalQuery(
-            ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
-        )
-        marks = [n for n in ops[0].chain() if isinstance(n, Watermark)]
+        self.first: IncrementalQuery | StreamJoinQuery
+        if isinstance(ops[0], Join):
+            self.first = _join_first(ops[0], ops[1:], mode, emit_on_same_batch, policy)
+            times = self.first.event_columns
+        else:
+            self.first = IncrementalQuery(
+                ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
+            )
+            times = tuple(n.column for n in ops[0].chain() if isinstance(n, Watermark))[:1]
         self.stages: list[_AggStage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):
             self.stages.append(
-                self._stage(below, node, marks, mode if i == len(ops) - 1 else "append")
+                self._stage(below, node, times, mode if i == len(ops) - 1 else "append")
             )
+        self._scale = [
+            _ticks_per_ms(s.spec.time_dtype) if isinstance(self.first, StreamJoinQuery) else 1
+            for s in self.stages
+        ]
+        """Per stage, its ticks per tick of the marks passed on (the join's are in ms)."""
         self._above = above(plan, ops[-1]) if ops[-1] is not plan else None
         self.state = ChainState(self)
 
     def _stage(
         self,
-        below: Aggregate | Deduplicate,
-        node: Aggregate | Deduplicate,
-        marks: list[Watermark],
+        below: Aggregate | Deduplicate | Join,
+        node: Aggregate | Deduplicate | Join,
+        times: tuple[str, ...],
         mode: OutputMode,
     ) -> _AggStage:
         if isinstance(below, Aggregate) and mode != "append":
@@ -175,18 +219,26 @@ class ChainQuery:
         if any(isinstance(n, Watermark) for n in node.chain()[: node.chain().index(below)]):
             raise PlanError("with_watermark must come before the first aggregation or "
                             "drop_duplicates of a chain")  # fmt: skip
-        if isinstance(node, Deduplicate):
+        if isinstance(node, Deduplicate | Join):
+            if isinstance(node, Join) or isinstance(below, Join):
+                raise PlanError(
+                    f"{'a stream-stream join' if isinstance(node, Join) else 'drop_duplicates'}"
+                    " after another stateful operator is not supported by streamkit yet"
+                )
             raise PlanError(
                 "drop_duplicates after another aggregation or drop_duplicates is not "
                 "supported by streamkit yet; deduplicate first, then aggregate"
             )
-        timed = bool(marks) and _event_time_window(node, below, marks[0])
+        timed = bool(times) and _event_time_window(node, below, times)
         if not timed and mode == "append":
             hint = (
                 "group the second aggregation by sk.window(sk.window_time('window'), ...)"
                 if isinstance(below, Aggregate)
-                else f"group it by a window on the watermarked column {marks[0].column!r}"
-                if marks
+                else "group it by a window on one of the join's watermarked columns "
+                f"{', '.join(repr(t) for t in times)}"
+                if isinstance(below, Join)
+                else f"group it by a window on the watermarked column {times[0]!r}"
+                if times
                 else "add .with_watermark(column, delay) before drop_duplicates"
             )
             raise PlanError(
@@ -201,17 +253,29 @@ class ChainQuery:
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
         """One micro-batch through every operator; late rows are the first one's."""
-        late_mark = self.first.in_force
-        first = self.first.run(rows, partitions)
-        in_force = self.first.in_force
-        out = first.output
-        for stage in self.stages:
-            out = stage.run(out, late_mark, in_force)
-        return BatchResult(self._finish(out), first.late_rows, first.watermark)
+        late_mark = self._passed_on(self.first.in_force)
+        return self._through(self.first.run(rows, partitions), late_mark)
 
     def run_no_data(self) -> BatchResult:
         """A batch without input rows (Spark's no-data batch)."""
-        return self.run(pl.DataFrame(schema=self.plan.chain()[-1].schema))
+        late_mark = self._passed_on(self.first.in_force)
+        return self._through(self.first.run_no_data(), late_mark)
+
+    def _through(self, first: BatchResult, late_mark: int | None) -> BatchResult:
+        """The operators above the first on its output, with the watermark it passes
+        on: ``late_mark`` (from the previous batch's) and the one from this batch's."""
+        in_force = self._passed_on(self.first.in_force)
+        out = first.output
+        for stage, scale in zip(self.stages, self._scale, strict=True):
+            out = stage.run(out, _scaled(late_mark, scale), _scaled(in_force, scale))
+        return BatchResult(self._finish(out), first.late_rows, first.watermark)
+
+    def _passed_on(self, watermark: int | None) -> int | None:
+        """The watermark the first operator passes on when ``watermark`` is in force: the
+        same for an aggregation or a deduplication, the join's output watermark."""
+        if isinstance(self.first, StreamJoinQuery):
+            return self.first.output_watermark(watermark)
+        return watermark
 
     def _finish(self, rows: pl.DataFrame) -> pl.DataFrame:
         if self._above is None:
@@ -220,8 +284,12 @@ class ChainQuery:
 
     @property
     def owes_batch(self) -> bool:
-        """As :attr:`IncrementalQuery.owes_batch` (every operator shares the watermark)."""
-        return self.first.owes_batch
+        """As :attr:`IncrementalQuery.owes_batch` (every operator shares the watermark);
+        above a join, also when the watermark moved and an operator evicts with it."""
+        first = self.first
+        if isinstance(first, StreamJoinQuery) and self.mode != "complete":
+            return first.owes_batch or (any(s.timed for s in self.stages) and first.watermark_moved)
+        return first.owes_batch
 
     def current_result(self) -> pl.DataFrame:
         """The last operator's result over all state now held."""
@@ -295,8 +363,42 @@ class ChainQuery:
             stage.store.load(part)
 
 
-def _state_schema(first: IncrementalQuery) -> pl.Schema:
+def _scaled(mark: int | None, scale: int) -> int | None:
+    return None if mark is None else mark * scale
+
+
+def _join_first(
+    join: Join, rest: list[Aggregate | Deduplicate | Join], mode: OutputMode, emit: bool,
+    policy: str,
+) -> StreamJoinQuery:  # fmt: skip
+    """The engine of a stream-stream join under other stateful operators; refuses what
+    Spark refuses (checked against PySpark 4.3): complete mode, update mode after an
+    outer join, and nothing but filters and projections above the join."""
+    if not rest:
+        raise PlanError(
+            "only filter, select, with_column, an aggregation (or a chain of them) may "
+            "follow a stream-stream join"
+        )
+    if emit:
+        raise PlanError("emit_on_same_batch is not supported for stream-stream joins")
+    allowed = ("append",) if join.how != "inner" else ("append", "update")
+    if mode not in allowed:
+        how = {"inner": "Inner", "left": "LeftOuter", "right": "RightOuter"}.get(join.how)
+        raise PlanError(
+            JOIN_MODES.format(
+                how=how or "FullOuter", mode=mode.capitalize(),
+                allowed=" and ".join(a.capitalize() for a in allowed) + " output mode"
+                + ("s" if len(allowed) > 1 else ""),
+                fix=f"; use output_mode({allowed[0]!r})",
+            )
+        )  # fmt: skip
+    return StreamJoinQuery(join, "append", policy=policy)
+
+
+def _state_schema(first: IncrementalQuery | StreamJoinQuery) -> pl.Schema:
     """The state columns of the chain's first operator."""
+    if isinstance(first, StreamJoinQuery):
+        return first.store.rows().schema
     node = stateful_operators(first.plan)[0]
     if isinstance(node, Aggregate):
         return _agg_state_schema(aggregate_spec(node), node)
@@ -327,7 +429,8 @@ class ChainState:
         self._full = pl.Schema(full)
 
     def _stores(self) -> list[Changelogged]:
-        held = self._chain.first._held
+        first = self._chain.first
+        held = first.store if isinstance(first, StreamJoinQuery) else first._held
         assert held is not None
         return [held, *(s.store for s in self._chain.stages)]
 

@@ -112,8 +112,8 @@ class QueryRunner:
         )
         self.engine: IncrementalQuery | ChainQuery | StreamJoinQuery = joined or make_engine(
             plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
-            processing_clock=processing_clock,
-        )
+            processing_clock=processing_clock, policy=multiple_watermark_policy,
+        )  # fmt: skip
         self._log = None if store is None else CheckpointLog(store, snapshot_every=snapshot_every)
         """None without a checkpoint location: nothing to restart from, nothing written."""
         self._clock = clock

@@ -8,18 +8,25 @@ time yet does not count, as in Spark's ``WatermarkTracker``):
 
 1. each side's input rows whose event time is <= W_{n-1} are late: dropped (kept in the
    late-rows table);
-2. the new left rows join the right buffer; the new left rows are buffered unless they
-   are already at or behind the left state watermark; then the new right rows join the
-   left buffer (which now holds this batch's left rows), and are buffered likewise. Each
-   pair is therefore emitted once. A buffered row remembers whether it has matched;
+2. the new left rows join the right buffer and are all buffered (even those already at
+   or behind the left state watermark: step 3 evicts them, after they met this batch's
+   right rows, as in Spark's ``OneSideHashJoiner``); then the new right rows join the
+   left buffer (which now holds this batch's left rows), and are buffered unless they are
+   already at or behind the right state watermark. Each pair is therefore emitted once. A
+   buffered row remembers whether it has matched;
 3. each side's buffer drops the rows at or behind its state watermark, derived as in
    Spark's ``StreamingJoinHelper`` from the time bounds of the condition and W_n: a
    bound ``left.t >= right.t + c`` lets the left buffer drop ``left.t <= W_n + c - 1 ms``
    (``>``: ``<= W_n + c``); ``left.t <= right.t + c`` lets the right buffer drop
    ``right.t <= W_n - c - 1 ms`` (``<``: ``<= W_n - c``); several bounds take the
    smallest. An outer join emits the dropped rows of its preserved side that never
-   matched, with nulls for the other side; so too, in this batch, the new rows of that
-   side that were not buffered (already behind its state watermark) and matched nothing.
+   matched, with nulls for the other side; so too, in this batch, the new right rows
+   that were not buffered (already behind its state watermark) and matched nothing.
+
+An operator above the join (an aggregation: :mod:`streamkit.streaming.chain`) is given
+the join's output watermark, Spark's (3.4+) watermark propagation: the least of the two
+state watermarks and W_n (:meth:`StreamJoinQuery.output_watermark`); it judges late rows
+by the one derived from W_{n-1} and evicts with the one derived from W_n.
 
 A side without a time bound keeps every row (allowed for inner joins, as in Spark); an
 outer join needs its preserved side's state watermark and is refused without it, with
@@ -61,27 +68,27 @@ def find_join(plan: Plan) -> Join | None:
 def join_engine(
     plan: Plan, mode: OutputMode, *, emit_on_same_batch: bool, policy: str
 ) -> StreamJoinQuery | None:
-    """The engine for ``plan`` when it joins two streams (None: it joins none); refuses
-    a stateful operator above the join and ``emit_on_same_batch``."""
+    """The engine for ``plan`` when its stateful operator is a join of two streams (None:
+    it joins none, or an aggregation runs above the join: a chain,
+    :func:`streamkit.streaming.chain.make_engine`); refuses ``emit_on_same_batch``."""
     if not _has_join(plan):
         return None
     top = find_join(plan)
     if top is None or not (is_streaming(top.left) and is_streaming(top.right)):
-        raise PlanError(
-            "an aggregation or drop_duplicates after a stream-stream join is not supported "
-            "by streamkit yet (Spark 3.4+ runs it in append mode, passing on a watermark "
-            "derived from the join's time bounds; streamkit does not derive it); only "
-            "filter, select and with_column may follow the join: aggregate its output in "
-            "a second query that reads it back as a stream"
-        )
+        return None
     if emit_on_same_batch:
         raise PlanError("emit_on_same_batch is not supported for stream-stream joins")
     return StreamJoinQuery(plan, mode, policy=policy)
 
 
+def is_stream_join(node: Plan) -> bool:
+    """Whether ``node`` itself joins two streams."""
+    return isinstance(node, Join) and is_streaming(node.left) and is_streaming(node.right)
+
+
 def _has_join(plan: Plan) -> bool:
     """Whether ``plan`` holds a join of two streams (a stream-static join is not one)."""
-    if isinstance(plan, Join) and is_streaming(plan.left) and is_streaming(plan.right):
+    if is_stream_join(plan):
         return True
     return any(_has_join(c) for c in plan.children)
 
@@ -289,8 +296,9 @@ class StreamJoinQuery:
         first = pairs(lnew, rbuf, join, nulls_equal=True)
         store.mark_matched(1, first[RID])
         lnew = lnew.with_columns(pl.col(LID).is_in(first[LID].implode()).alias("__lm"))
-        lkept, ldropped = self._storable(0, lnew, wms[0])
-        store.add(0, lkept.rename({LID: ID, "__lm": MATCHED}))
+        # every new left row is buffered, even one the eviction below removes: it has yet
+        # to meet this batch's right rows (Spark's OneSideHashJoiner, left side)
+        store.add(0, lnew.rename({LID: ID, "__lm": MATCHED}))
         no_flags = pl.Series(MATCHED, [False] * right.height, dtype=pl.Boolean)
         rnew = store.with_ids(1, right, no_flags).rename({ID: RID, MATCHED: "__rm"})
         lbuf = store.buffer(0).rename({ID: LID, MATCHED: "__lm"})
@@ -300,9 +308,8 @@ class StreamJoinQuery:
         rkept, rdropped = self._storable(1, rnew, wms[1])
         store.add(1, rkept.rename({RID: ID, "__rm": MATCHED}))
         matched = pl.concat([first, second], how="vertical_relaxed")
-        # a new row of a preserved side that is not buffered and did not match: now
-        extra = self._lonely(0, ldropped.rename({LID: ID, "__lm": MATCHED}))
-        extra += self._lonely(1, rdropped.rename({RID: ID, "__rm": MATCHED}))
+        # a new right row of a preserved side that is not buffered and did not match: now
+        extra = self._lonely(1, rdropped.rename({RID: ID, "__rm": MATCHED}))
         for i in (0, 1):
             wm, column = wms[i], self._marks[i]
             if wm is not None and column is not None:
@@ -336,10 +343,36 @@ class StreamJoinQuery:
     def owes_batch(self) -> bool:
         """W moved past the watermark in force in the last batch and a buffer has a state
         watermark (Spark's ``shouldRunAnotherBatch`` for this operator)."""
+        evicts = any(state_watermark(self.join, i, 0, self._marks) is not None for i in (0, 1))
+        return evicts and self.watermark_moved
+
+    @property
+    def watermark_moved(self) -> bool:
+        """W moved past the watermark in force in the last batch (not just restored)."""
         if self.watermark is None or self._restored:
             return False
-        evicts = any(state_watermark(self.join, i, 0, self._marks) is not None for i in (0, 1))
-        return evicts and (self._in_force is None or self.watermark > self._in_force)
+        return self._in_force is None or self.watermark > self._in_force
+
+    def output_watermark(self, watermark: int | None) -> int | None:
+        """The watermark (ms) the join passes on to the operator above it when ``watermark``
+        is in force, Spark's ``produceOutputWatermark`` and ``PropagateWatermarkSimulator``:
+        the least of the two buffers' state watermarks and ``watermark`` itself (no
+        joined row is older than a row a buffer still holds), never below 0. None: no
+        watermark yet (Spark: 0, under which nothing is late and nothing evicted)."""
+        if watermark is None:
+            return None
+        found = [state_watermark(self.join, i, watermark, self._marks) for i in (0, 1)]
+        return max(0, min([m for m in found if m is not None] + [watermark]))
+
+    @property
+    def event_columns(self) -> tuple[str, ...]:
+        """The sides' watermarked columns: the event times the join passes on."""
+        return tuple(m for m in self._marks if m is not None)
+
+    @property
+    def store(self) -> JoinStore:
+        """Both sides' buffers (checkpointed with the operators above in a chain)."""
+        return self._store
 
     def checkpoint_state(self, log: CheckpointLog | None, batch_id: int) -> None:
         """The buffers after ``batch_id`` into ``log`` (a delta or a snapshot)."""

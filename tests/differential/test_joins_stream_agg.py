@@ -1,0 +1,276 @@
+"""A windowed aggregation after a stream-stream join, through PySpark and streamkit on the
+same files: two file streams (``left/``, ``right/``; one file per micro-batch on each side,
+``available_now``), each with its own watermark, joined on a key and a time range, then
+counted per window of one side's event time. Every batch id and its rows must equal
+Spark's, and so must the rows held by both operators after each batch (the join buffers
+plus the open windows: Spark's ``numRowsTotal`` summed over its two operators), which is
+how the watermark the join passes on (Spark 3.4+'s ``produceOutputWatermark``: the least
+of its two state watermarks and the watermark) is compared: it decides when a window
+closes. Hand-made cases first check Spark against the derivation in their comment;
+seeded random cases (late rows, null keys, empty files) take Spark as the oracle.
+
+Times are seconds after 2024-01-01T00:00Z; ``W(n)`` is the global watermark in force in
+batch n (the minimum of the two sides' watermarks after batch n - 1).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from tests.differential.engines import DEADLINE, order
+from tests.differential.test_chains import spark_rows, streamkit_rows, w
+from tests.differential.test_joins_stream import (
+    LEFT_DDL,
+    RIGHT_DDL,
+    SideFiles,
+    random_side,
+    write_side,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+Batches = list[tuple[int, list[tuple[Any, ...]]]]
+CONCURRENT = 6
+
+
+@dataclass(frozen=True)
+class JoinAgg:
+    """``left.join(right, lk == rk AND rt BETWEEN lt - before AND lt + after, how)``
+    (watermark delays in seconds), then ``count(*)``, ``sum(rv)`` per ``size``-second
+    window of ``time`` (``lt`` or ``rt``) and that side's key."""
+
+    how: str = "inner"
+    mode: str = "append"
+    time: str = "lt"
+    size: int = 10
+    before: int = 0
+    after: int = 10
+    left_delay: int = 5
+    right_delay: int = 5
+
+    @property
+    def key(self) -> str:
+        return "lk" if self.time == "lt" else "rk"
+
+    def spark(self, left: Any, right: Any) -> Any:
+        from pyspark.sql import functions as F
+
+        cond = F.expr(
+            f"lk = rk AND rt >= lt - interval {self.before} seconds "
+            f"AND rt <= lt + interval {self.after} seconds"
+        )
+        how = {"left": "left_outer", "right": "right_outer"}.get(self.how, self.how)
+        lw = left.withWatermark("lt", f"{self.left_delay} seconds")
+        rw = right.withWatermark("rt", f"{self.right_delay} seconds")
+        joined = lw.join(rw, cond, how)
+        by = F.window(self.time, f"{self.size} seconds").alias("window")
+        return joined.groupBy(by, self.key).agg(
+            F.count(F.lit(1)).alias("n"), F.sum("rv").alias("s")
+        )
+
+    def streamkit(self, left: Any, right: Any) -> Any:
+        from datetime import timedelta
+
+        import streamkit as sk
+
+        lw = left.with_watermark("lt", f"{self.left_delay} seconds")
+        rw = right.with_watermark("rt", f"{self.right_delay} seconds")
+        cond = (
+            (sk.col("lk") == sk.col("rk"))
+            & (sk.col("rt") >= sk.col("lt") - timedelta(seconds=self.before))
+            & (sk.col("rt") <= sk.col("lt") + timedelta(seconds=self.after))
+        )
+        joined = lw.join(rw, cond, self.how)
+        by = sk.window(self.time, f"{self.size} seconds")
+        return joined.group_by(by, self.key).agg(sk.count().alias("n"), sk.sum("rv").alias("s"))
+
+
+class SparkRun:
+    """Spark's query over ``left/`` and ``right/``: every batch, and the rows held by its
+    stateful operators after each batch."""
+
+    def __init__(self, spark: Any, op: JoinAgg, directory: Path) -> None:
+        self.seen: Batches = []
+        self._ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
+
+        def stream(side: str, ddl: str) -> Any:
+            reader = spark.readStream.schema(ddl).option("maxFilesPerTrigger", 1)
+            return reader.json(str(directory / side))
+
+        query = op.spark(stream("left", LEFT_DDL), stream("right", RIGHT_DDL))
+        self._handle = (
+            query.writeStream.outputMode(op.mode).trigger(availableNow=True)
+            .option("checkpointLocation", self._ck.name)
+            .foreachBatch(lambda b, i: self.seen.append((i, spark_rows(b))))
+            .start()
+        )  # fmt: skip
+
+    def result(self) -> tuple[Batches, list[int]]:
+        try:
+            assert self._handle.awaitTermination(DEADLINE), "Spark did not finish"
+            assert self._handle.exception() is None, str(self._handle.exception())
+            states = [
+                sum(int(s["numRowsTotal"]) for s in p["stateOperators"])
+                for p in sorted(self._handle.recentProgress, key=lambda p: p["batchId"])
+            ]
+        finally:
+            self._ck.cleanup()
+        return sorted(self.seen, key=lambda b: b[0]), states
+
+
+def sides(directory: Path) -> tuple[Any, Any]:
+    """Both file streams, one file per micro-batch."""
+    import streamkit as sk
+
+    ts = pa.timestamp("us", "UTC")
+
+    def side(name: str, schema: pa.Schema) -> Any:
+        return sk.read_stream.files(
+            str(directory / name), format="json", schema=schema, max_files_per_trigger=1
+        )
+
+    left = side("left", pa.schema([("lt", ts), ("lk", pa.string()), ("lv", pa.int64())]))
+    right = side("right", pa.schema([("rt", ts), ("rk", pa.string()), ("rv", pa.int64())]))
+    return left, right
+
+
+def run_streamkit(
+    op: JoinAgg, directory: Path, checkpoint: Path | None = None
+) -> tuple[Batches, list[int]]:
+    """The query through streamkit (``checkpoint``: resume from and write to it)."""
+    seen: Batches = []
+    writer = (
+        op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
+        .trigger(available_now=True)
+        .foreach_batch(lambda f, i: seen.append((i, streamkit_rows(f.to_arrow()))))
+    )  # fmt: skip
+    if checkpoint is not None:
+        writer = writer.option("checkpointLocation", str(checkpoint))
+    handle = writer.start()
+    assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
+    assert handle.exception is None, repr(handle.exception)
+    states = [p.state_rows for p in handle.recent_progress if p.num_input_rows >= 0]
+    return sorted(seen, key=lambda b: b[0]), states
+
+
+def L(t: int, k: str, v: int) -> tuple[int, str, int]:
+    return (t, k, v)
+
+
+@dataclass(frozen=True)
+class Case:
+    op: JoinAgg
+    left: SideFiles
+    right: SideFiles
+    expected: Batches | None = None
+    """Hand-derived batches Spark must give (None: random input, Spark is the oracle)."""
+    states: list[int] | None = None
+    """Hand-derived rows held (join buffers + open windows) after each batch."""
+
+
+# rt in [lt, lt + 10], delays 5 and 5; a 10 s count per window of lt. With W in force the
+# left buffer drops lt <= W - 10 s - 1 ms, the right one rt <= W - 1 ms, and the join
+# passes on O = min(W - 10.001, W - 0.001, W) = W - 10.001 s: a window closes when its end
+# is <= O.
+# Batch 0 (W 0): pairs (a100, a105), (a103, a105): [100,110) holds 2. Held 3 + 1.
+#   W(1) = min(103, 105) - 5 = 98.
+# Batch 1 (O 87.999): pair (a130, a133): [130,140) holds 1. Held 5 + 2. W(2) = 125.
+# Batch 2 (O 114.999; late for the join: <= 98): L a101 a135, R a104 a140. a101 pairs
+#   with a105, a104 with a100 a103 a101, a140 with a130 a135: [100,110) holds 6 and
+#   closes (110 <= 114.999), [130,140) holds 3. Not buffered: a101 (<= 114.999), a104
+#   (<= 124.999); evicted: a100 a103, a105. Held 4 + 1. W(3) = min(130, 135) = 130.
+# Batch 3 (O 119.999): pair (a200, a210): [200,210) opens. Held 6 + 2. W(4) = 195.
+# Batch 4, no data (O 184.999): [130,140) closes with 3. Held 2 + 1.
+HAND_PROBE = Case(
+    JoinAgg(),
+    [
+        [L(100, "a", 1), L(103, "a", 2)],
+        [L(130, "a", 3)],
+        [L(101, "a", 4), L(135, "a", 5)],
+        [L(200, "a", 6)],
+    ],
+    [
+        [L(105, "a", 10)],
+        [L(133, "a", 11)],
+        [L(104, "a", 12), L(140, "a", 13)],
+        [L(210, "a", 14)],
+    ],
+    [
+        (0, []),
+        (1, []),
+        (2, [(*w(100, 110), "a", 6, 66)]),
+        (3, []),
+        (4, [(*w(130, 140), "a", 3, 37)]),
+    ],
+    [4, 7, 5, 8, 3],
+)
+# The millisecond Spark takes off: the same condition and delays. Batch 0 (W 0): pair
+# (a100, a105): [100,110) holds 1. W(1) = 95. Batch 1 (O 84.999): L b125, R b125 pair:
+# [120,130) b. W(2) = min(125, 125) - 5 = 120. Batch 2 (O = 120 - 10.001 = 109.999):
+# L c200, R c200 pair; [100,110) does NOT close (110 > 109.999). W(3) = 195.
+# Batch 3, no data (O 184.999): [100,110) and [120,130) close.
+HAND_EDGE = Case(
+    JoinAgg(),
+    [[L(100, "a", 1)], [L(125, "b", 2)], [L(200, "c", 3)]],
+    [[L(105, "a", 10)], [L(125, "b", 11)], [L(200, "c", 12)]],
+    [(0, []), (1, []), (2, []), (3, [(*w(100, 110), "a", 1, 10), (*w(120, 130), "b", 1, 11)])],
+)
+
+CASES: dict[str, Case] = {"hand_probe": HAND_PROBE, "hand_edge": HAND_EDGE}
+for _seed in (11, 12, 13):
+    _rng = random.Random(_seed)
+    _left, _right = random_side(_rng, 8, 25), random_side(_rng, 6 + _seed % 3, 25)
+    _op = JoinAgg(before=5, after=10, left_delay=10, right_delay=5)
+    CASES[f"random{_seed}_inner_lt"] = Case(_op, _left, _right)
+    CASES[f"random{_seed}_inner_rt"] = Case(replace(_op, time="rt", size=5), _left, _right)
+    CASES[f"random{_seed}_inner_update"] = Case(replace(_op, mode="update"), _left, _right)
+    CASES[f"random{_seed}_left_outer"] = Case(replace(_op, how="left"), _left, _right)
+    CASES[f"random{_seed}_right_outer"] = Case(replace(_op, how="right", time="rt"), _left, _right)
+
+
+def write_case(root: Path, case: Case) -> Path:
+    write_side(root / "left", case.left, "lt", "lk", "lv")
+    write_side(root / "right", case.right, "rt", "rk", "rv")
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    """The selected cases' directories and Spark's batches and state sizes."""
+    selected = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
+    }
+    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items() if n in selected}
+    names, results = list(dirs), {}  # type: list[str], dict[str, Any]
+    for at in range(0, len(names), CONCURRENT):  # a few at a time: py4j's callbacks
+        started = {n: SparkRun(spark, CASES[n].op, dirs[n]) for n in names[at : at + CONCURRENT]}
+        results |= {n: (dirs[n], run.result()) for n, run in started.items()}
+    return results
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_aggregation_after_stream_join_matches_spark(name: str, runs: dict[str, Any]) -> None:
+    case = CASES[name]
+    directory, (theirs, their_states) = runs[name]
+    if case.expected is not None:
+        assert theirs == case.expected, "Spark disagrees with the hand derivation"
+    if case.states is not None:
+        assert their_states == case.states, "Spark's state sizes disagree with the derivation"
+    ours, our_states = run_streamkit(case.op, directory)
+    assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
+    for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
+        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    assert our_states == their_states, "rows held by the join and the aggregation differ"
+    final = sorted((r for _, rows in ours for r in rows), key=order)
+    assert final == sorted((r for _, rows in theirs for r in rows), key=order)
