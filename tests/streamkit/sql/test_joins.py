@@ -153,20 +153,37 @@ def test_three_batch_views_join_left_to_right(views: Catalog) -> None:
     assert rows(sk.sql(query, catalog=views)) == duck(query)
 
 
-def test_a_windowed_count_after_a_stream_stream_join_is_refused_with_the_reason() -> None:
-    """Spark 3.4+ runs it in append mode; streamkit does not derive the join's output
-    watermark yet, so the query is refused when it starts, saying so."""
+def test_a_windowed_count_after_a_stream_stream_join_runs_in_append_mode() -> None:
+    """Spark 3.4+'s chain: the join passes on its output watermark (here W - 10 s - 1 ms,
+    from ``c.t <= i.t + 10 s``), which closes the window. a and b each pair once in
+    [00:00, 00:01); the z rows at 00:10 match nothing and move W to 00:09:55."""
+    from datetime import UTC, datetime
+
     schema = pa.schema([("t", TS), ("ad_id", pa.string())])
     catalog = Catalog()
-    for view in ("imps", "clicks"):
-        catalog.register(view, sk.read_stream.memory(schema).with_watermark("t", "5 seconds"))
+    streams = {view: sk.read_stream.memory(schema) for view in ("imps", "clicks")}
+    for view, stream in streams.items():
+        catalog.register(view, stream.with_watermark("t", "5 seconds"))
     counted = sk.sql(
         "SELECT window(c.t, '1 minute') AS w, count(*) AS n FROM imps i JOIN clicks c"
         " ON i.ad_id = c.ad_id AND c.t BETWEEN i.t AND i.t + INTERVAL 10 SECONDS GROUP BY 1",
         catalog=catalog,
     )
-    with pytest.raises(sk.PlanError, match="after a stream-stream join is not supported"):
-        counted.write_stream.output_mode("append").memory("refused").start()
+    q = counted.write_stream.output_mode("append").memory("join_then_count").start()
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def at(second: int, ad: str) -> dict[str, object]:
+        return {"t": t0 + timedelta(seconds=second), "ad_id": ad}
+
+    streams["imps"].stream.add_rows([at(0, "a"), at(20, "b")])
+    streams["clicks"].stream.add_rows([at(5, "a"), at(25, "b")])
+    q.process_all_available()
+    streams["imps"].stream.add_rows([at(600, "z1")])
+    streams["clicks"].stream.add_rows([at(600, "z2")])
+    q.process_all_available()
+    q.stop()
+    got = sk.memory_table("join_then_count").to_pylist()
+    assert [(r["w"]["start"], r["n"]) for r in got] == [(t0, 2)]
 
 
 def test_a_stream_stream_outer_join_without_a_time_range_is_refused_with_sparks_reason() -> None:

@@ -64,11 +64,47 @@ def test_outer_join_needs_the_bound_of_its_preserved_side() -> None:
     left.join(right, lower, "right").write_stream.memory("x").start().stop()
 
 
-def test_aggregation_after_the_join_is_refused() -> None:
+def test_append_aggregation_after_the_join_needs_a_window_on_an_event_time() -> None:
+    """Spark: append mode needs a watermarked grouping key; the join passes on ``lt`` and
+    ``rt``, so a count by key alone is refused and a window on either runs."""
     left, right = streams()
-    counted = left.join(right, in_range(), "inner").group_by("k").agg(sk.count())
-    with pytest.raises(PlanError, match="after a stream-stream join"):
-        counted.write_stream.output_mode("append").memory("x").start()
+    joined = left.join(right, in_range(), "inner")
+    with pytest.raises(PlanError, match=r"without watermark.*'lt', 'rt'"):
+        joined.group_by("k").agg(sk.count()).write_stream.output_mode("append").memory("x").start()
+    for time in ("lt", "rt"):
+        counted = joined.group_by(sk.window(time, "10 seconds"), "k").agg(sk.count())
+        counted.write_stream.output_mode("append").memory(f"ok_{time}").start().stop()
+
+
+@pytest.mark.parametrize(
+    ("how", "mode", "reason"),
+    [
+        ("inner", "complete", "Inner join between two streaming DataFrames/Datasets is not "
+         "supported in Complete output mode, only in Append and Update output modes"),
+        ("left", "update", "LeftOuter join between two streaming DataFrames/Datasets is not "
+         "supported in Update output mode, only in Append output mode"),
+        ("full", "complete", "FullOuter join between two streaming DataFrames/Datasets is not "
+         "supported in Complete output mode, only in Append output mode"),
+    ],
+)  # fmt: skip
+def test_aggregation_after_the_join_refuses_the_modes_spark_refuses(
+    how: str, mode: Literal["update", "complete"], reason: str
+) -> None:
+    """Spark's messages (PySpark 4.3): an inner join followed by an aggregation runs in
+    append and update mode, an outer join only in append mode."""
+    left, right = streams()
+    counted = (
+        left.join(right, in_range(), how).group_by(sk.window("lt", "10 seconds")).agg(sk.count())
+    )
+    with pytest.raises(PlanError, match=reason):
+        counted.write_stream.output_mode(mode).memory("x").start()
+
+
+def test_drop_duplicates_after_the_join_is_refused() -> None:
+    left, right = streams()
+    deduped = left.join(right, in_range(), "inner").drop_duplicates(["k", "lt"])
+    with pytest.raises(PlanError, match="drop_duplicates after another stateful operator"):
+        deduped.write_stream.output_mode("append").memory("x").start()
 
 
 def test_columns_on_both_sides_are_refused() -> None:
