@@ -78,7 +78,7 @@ def stateful_operators(plan: Plan) -> list[Aggregate | Deduplicate | Join]:
     nearest the source first."""
     return [
         n for n in reversed(plan.chain())
-        if isinstance(n, Aggregate | Deduplicate) or is_stream_join(n)
+        if isinstance(n, Aggregate | Deduplicate) or (isinstance(n, Join) and is_stream_join(n))
     ]  # fmt: skip
 
 
@@ -402,6 +402,7 @@ def _state_schema(first: IncrementalQuery | StreamJoinQuery) -> pl.Schema:
     node = stateful_operators(first.plan)[0]
     if isinstance(node, Aggregate):
         return _agg_state_schema(aggregate_spec(node), node)
+    assert isinstance(node, Deduplicate)
     schema = node.input.schema
     return pl.Schema({**{k: schema[k] for k in node.keys}, EXPIRES: pl.Int64()})
 

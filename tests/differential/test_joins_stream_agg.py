@@ -274,3 +274,61 @@ def test_aggregation_after_stream_join_matches_spark(name: str, runs: dict[str, 
     assert our_states == their_states, "rows held by the join and the aggregation differ"
     final = sorted((r for _, rows in ours for r in rows), key=order)
     assert final == sorted((r for _, rows in theirs for r in rows), key=order)
+
+
+REFUSED = {
+    # Spark checks the join's output mode (UnsupportedOperationChecker): an inner join
+    # then an aggregation runs in append and update mode, an outer join in append only
+    "inner_complete": (
+        JoinAgg(mode="complete"),
+        "Inner join between two streaming DataFrames/Datasets is not supported in Complete "
+        "output mode, only in Append and Update output modes",
+    ),
+    "left_update": (
+        JoinAgg(how="left", mode="update"),
+        "LeftOuter join between two streaming DataFrames/Datasets is not supported in Update "
+        "output mode, only in Append output mode",
+    ),
+    "right_complete": (
+        JoinAgg(how="right", time="rt", mode="complete"),
+        "RightOuter join between two streaming DataFrames/Datasets is not supported in "
+        "Complete output mode, only in Append output mode",
+    ),
+    # append mode needs a watermarked grouping key: a window on neither event time
+    "append_by_key_only": (JoinAgg(time="key only"), "without watermark"),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_modes_spark_refuses_are_refused_with_its_reason(
+    spark: Any, name: str, tmp_path: Path
+) -> None:
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    import streamkit as sk
+    from streamkit.errors import PlanError
+
+    op, reason = REFUSED[name]
+    directory = write_case(tmp_path, Case(op, [[L(100, "a", 1)]], [[L(100, "a", 2)]]))
+    left, right = sides(directory)
+    spark_left = spark.readStream.schema(LEFT_DDL).json(str(directory / "left"))
+    spark_right = spark.readStream.schema(RIGHT_DDL).json(str(directory / "right"))
+    if op.time == "key only":
+        lw, rw = (
+            spark_left.withWatermark("lt", "5 seconds"),
+            spark_right.withWatermark("rt", "5 seconds"),
+        )
+        theirs = lw.join(rw, F.expr("lk = rk AND rt >= lt AND rt <= lt + interval 10 seconds"))
+        theirs = theirs.groupBy("lk").count()
+        lw2, rw2 = left.with_watermark("lt", "5 seconds"), right.with_watermark("rt", "5 seconds")
+        cond = (sk.col("lk") == sk.col("rk")) & (sk.col("rt") >= sk.col("lt"))
+        ours = lw2.join(rw2, cond).group_by("lk").agg(sk.count())
+    else:
+        theirs, ours = op.spark(spark_left, spark_right), op.streamkit(left, right)
+    writer = theirs.writeStream.outputMode(op.mode).foreachBatch(lambda b, i: None)
+    with tempfile.TemporaryDirectory() as ck, pytest.raises(AnalysisException) as info:
+        writer.option("checkpointLocation", ck).start().stop()
+    assert reason in str(info.value)
+    with pytest.raises(PlanError, match=reason):
+        ours.write_stream.output_mode(op.mode).foreach_batch(lambda f, i: None).start()
