@@ -25,7 +25,8 @@ derived from the watermark in force in the previous batch to judge late rows and
 the one in force now to evict. Spark runs an inner join followed by an aggregation in
 append and update mode, an outer join only in append mode; complete mode is refused.
 
-``drop_duplicates`` above another stateful operator is not supported yet.
+``drop_duplicates`` above another stateful operator is not supported yet, except above a
+stream-stream join (:mod:`~streamkit.streaming.dedup_stage`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from streamkit.expr import Col
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
+from streamkit.streaming.dedup_stage import DedupStage
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode, _check_mode
 from streamkit.streaming.state import StateStore, make_store
@@ -194,13 +196,13 @@ class ChainQuery:
                 ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
             )
             times = tuple(n.column for n in ops[0].chain() if isinstance(n, Watermark))[:1]
-        self.stages: list[_AggStage] = []
+        self.stages: list[_AggStage | DedupStage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):
             self.stages.append(
                 self._stage(below, node, times, mode if i == len(ops) - 1 else "append")
             )
         self._scale = [
-            _ticks_per_ms(s.spec.time_dtype) if isinstance(self.first, StreamJoinQuery) else 1
+            _ticks_per_ms(_time_dtype(s)) if isinstance(self.first, StreamJoinQuery) else 1
             for s in self.stages
         ]
         """Per stage, its ticks per tick of the marks passed on (the join's are in ms)."""
@@ -213,12 +215,16 @@ class ChainQuery:
         node: Aggregate | Deduplicate | Join,
         times: tuple[str, ...],
         mode: OutputMode,
-    ) -> _AggStage:
+    ) -> _AggStage | DedupStage:
         if isinstance(below, Aggregate) and mode != "append":
             raise PlanError(CORRECTNESS.format(mode=mode))
         if any(isinstance(n, Watermark) for n in node.chain()[: node.chain().index(below)]):
             raise PlanError("with_watermark must come before the first aggregation or "
                             "drop_duplicates of a chain")  # fmt: skip
+        if isinstance(node, Deduplicate) and isinstance(below, Join):
+            assert isinstance(self.first, StreamJoinQuery)
+            _check_mode(None, True, mode)
+            return DedupStage(replace(node, input=above(node.input, below)), self.first.marks)
         if isinstance(node, Deduplicate | Join):
             if isinstance(node, Join) or isinstance(below, Join):
                 raise PlanError(
@@ -292,8 +298,9 @@ class ChainQuery:
         return first.owes_batch
 
     def current_result(self) -> pl.DataFrame:
-        """The last operator's result over all state now held."""
+        """The last operator's result over all state now held (an aggregation's)."""
         last = self.stages[-1]
+        assert isinstance(last, _AggStage)
         return self._finish(last.final(last.store.rows()))
 
     # -- watermark (the first operator's) ----------------------------------------------
@@ -363,6 +370,10 @@ class ChainQuery:
             stage.store.load(part)
 
 
+def _time_dtype(stage: _AggStage | DedupStage) -> pl.Datetime | None:
+    return stage.time_dtype if isinstance(stage, DedupStage) else stage.spec.time_dtype
+
+
 def _scaled(mark: int | None, scale: int) -> int | None:
     return None if mark is None else mark * scale
 
@@ -422,7 +433,8 @@ class ChainState:
     def __init__(self, chain: ChainQuery) -> None:
         self._chain = chain
         self._schemas = [_state_schema(chain.first)] + [
-            _agg_state_schema(s.spec, s.node) for s in chain.stages
+            s.state_schema() if isinstance(s, DedupStage) else _agg_state_schema(s.spec, s.node)
+            for s in chain.stages
         ]
         full: dict[str, pl.DataType] = {STAGE: pl.Int32()}
         for i, schema in enumerate(self._schemas):

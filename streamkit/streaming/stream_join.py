@@ -4,7 +4,8 @@ Both sides' rows are buffered in state (:mod:`streamkit.streaming.state.join_sto
 Batch n, with W_{n-1} the watermark in force in the previous batch and W_n the one in
 force now (both global: the minimum over the two sides' watermarks, each the largest
 event time that side has seen in whole ms minus its delay; a side that has seen no event
-time yet does not count, as in Spark's ``WatermarkTracker``):
+time yet counts as 0, as in Spark's ``WatermarkTracker``, so under the default min policy
+there is no watermark until both sides have seen one):
 
 1. each side's input rows whose event time is <= W_{n-1} are late: dropped (kept in the
    late-rows table);
@@ -277,11 +278,17 @@ class StreamJoinQuery:
         delays = {
             SIDES[i]: s.mark.delay_ns // 1_000_000 for i, s in enumerate(self._sides) if s.mark
         }
-        candidates = [self._side_max[n] - d for n, d in delays.items() if n in self._side_max]
-        if not candidates:
+        # a side that has seen no event time yet counts as 0 (Spark's WatermarkTracker
+        # populates 0 for it), so under the min policy W waits for both sides
+        candidates = [
+            self._side_max[n] - d if n in self._side_max else 0 for n, d in delays.items()
+        ]
+        if not self._side_max:
             return
         chosen = min(candidates) if self._policy == "min" else max(candidates)
-        if self.watermark is None or chosen > self.watermark:
+        if (self.watermark is None and chosen > 0) or (
+            self.watermark is not None and chosen > self.watermark
+        ):
             self.watermark = chosen
 
     def _join(self, left: pl.DataFrame, right: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
@@ -363,6 +370,11 @@ class StreamJoinQuery:
             return None
         found = [state_watermark(self.join, i, watermark, self._marks) for i in (0, 1)]
         return max(0, min([m for m in found if m is not None] + [watermark]))
+
+    @property
+    def marks(self) -> tuple[Watermark, ...]:
+        """The sides' watermarks (those they have)."""
+        return tuple(s.mark for s in self._sides if s.mark is not None)
 
     @property
     def event_columns(self) -> tuple[str, ...]:

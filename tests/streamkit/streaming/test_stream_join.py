@@ -100,11 +100,18 @@ def test_aggregation_after_the_join_refuses_the_modes_spark_refuses(
         counted.write_stream.output_mode(mode).memory("x").start()
 
 
-def test_drop_duplicates_after_the_join_is_refused() -> None:
+def test_drop_duplicates_after_the_join_needs_a_single_event_time() -> None:
+    """With both sides' event times in its input Spark fails the batch
+    (``MULTIPLE_EVENT_TIME_COLUMNS``); streamkit refuses at start. Without ``rt`` it runs;
+    complete mode is refused (Spark: the join's modes)."""
     left, right = streams()
-    deduped = left.join(right, in_range(), "inner").drop_duplicates(["k", "lt"])
-    with pytest.raises(PlanError, match="drop_duplicates after another stateful operator"):
-        deduped.write_stream.output_mode("append").memory("x").start()
+    joined = left.join(right, in_range(), "inner")
+    with pytest.raises(PlanError, match="MULTIPLE_EVENT_TIME_COLUMNS"):
+        joined.drop_duplicates(["k", "lt"]).write_stream.output_mode("append").memory("x").start()
+    deduped = joined.select("lt", "k", "rv").drop_duplicates(["k", "lt"])
+    deduped.write_stream.output_mode("append").memory("ok").start().stop()
+    with pytest.raises(PlanError, match="not supported in Complete output mode"):
+        deduped.write_stream.output_mode("complete").memory("x").start()
 
 
 def test_columns_on_both_sides_are_refused() -> None:
