@@ -291,10 +291,12 @@ class ChainQuery:
     @property
     def owes_batch(self) -> bool:
         """As :attr:`IncrementalQuery.owes_batch` (every operator shares the watermark);
-        above a join, also when the watermark moved and an operator evicts with it."""
+        above a join, whenever the watermark moved: the one the join passes on moved too,
+        and Spark's aggregation and deduplication then owe a no-data batch (their
+        ``shouldRunAnotherBatch``), whether or not they evict with it."""
         first = self.first
-        if isinstance(first, StreamJoinQuery) and self.mode != "complete":
-            return first.owes_batch or (any(s.timed for s in self.stages) and first.watermark_moved)
+        if isinstance(first, StreamJoinQuery):
+            return first.watermark_moved
         return first.owes_batch
 
     def current_result(self) -> pl.DataFrame:

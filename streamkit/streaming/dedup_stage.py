@@ -40,8 +40,6 @@ class DedupStage:
         self.node = node
         self._dedup = StreamingDedup(node, mark)
         self.store: DedupStore = self._dedup.store
-        self.timed = mark is not None and self._dedup.evicts
-        """Whether keys expire with the watermark (a no-data batch may then be owed)."""
         dtype = mark.input.schema[mark.column] if mark is not None else None
         self.time_dtype = dtype if isinstance(dtype, pl.Datetime) else None
         """The event-time column's type (the unit the watermark is given in)."""
