@@ -366,6 +366,61 @@ async def check_end_offsets(ep: AwsEndpoint, leases: AwsEndpoint) -> None:
             await drop(leases, app)
 
 
+async def test_ends_cover_every_record_acknowledged_before_the_call(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """While a producer puts records without pause, each target's ends, once found, are at
+    or past every sequence number PutRecords acknowledged before ``end_offsets`` was called."""
+    await check_ends_while_producing(aws_endpoint, aws_endpoint)
+
+
+async def test_ends_cover_every_record_acknowledged_before_the_call_on_kinesalite(
+    kinesalite_endpoint: AwsEndpoint, localstack_endpoint: AwsEndpoint
+) -> None:
+    await check_ends_while_producing(kinesalite_endpoint, localstack_endpoint)
+
+
+async def check_ends_while_producing(ep: AwsEndpoint, leases: AwsEndpoint) -> None:
+    app, acked = unique("app"), dict[str, int]()
+    stop = asyncio.Event()
+
+    def put_until_stopped(stream: str) -> None:
+        client, i = ep.client("kinesis"), 0
+        while not stop.is_set():
+            entries = [
+                {"Data": b'{"i":%d}' % (i + j), "PartitionKey": str(i + j)} for j in range(20)
+            ]
+            out = client.put_records(StreamName=stream, Records=entries)
+            for r in out["Records"]:
+                if "SequenceNumber" in r:
+                    acked[r["ShardId"]] = max(acked.get(r["ShardId"], 0), int(r["SequenceNumber"]))
+            i += 20
+
+    async with fresh_stream(ep, 2, "live") as (stream, _):
+        source = KinesisStreamSource(
+            stream, app, ep, schema=pa.schema([("i", pa.int64())]), consumer_options=FAST,
+            lease_endpoint=leases,
+        )  # fmt: skip
+        producer = asyncio.create_task(asyncio.to_thread(put_until_stopped, stream))
+        try:
+            await source.open(None)
+            offsets: dict[str, str] = {}
+            for _ in range(4):
+                await asyncio.sleep(0.3)
+                before = dict(acked)
+                target = await source.end_offsets()
+                _, offsets = await drain(source, target, offsets)
+                ends = source.found_ends(target)
+                assert ends is not None
+                missed = {k: v for k, v in before.items() if int(ends.get(k, "0")) < v}
+                assert not missed, f"ends {ends} miss records acknowledged before: {missed}"
+        finally:
+            stop.set()
+            await producer
+            await source.close()
+            await drop(leases, app)
+
+
 async def drain(
     source: KinesisStreamSource, target: Mapping[str, str], offsets: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str]]:
