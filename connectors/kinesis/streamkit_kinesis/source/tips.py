@@ -3,10 +3,10 @@ which shards a target covers (:func:`tip_start`), the ends found by the consumer
 polling readers (:func:`watched_tips`, :mod:`.tip_watch`: the backlog is read once), and,
 with Enhanced Fan-Out, a separate read of each shard to its tip (:func:`consumer_tips`).
 
-The separate read:
 Kinesis cannot tell the last sequence number of an open shard without reading it
 (``MillisBehindLatest`` is a time difference: records put in the same millisecond report 0
-while some are still unread). So each shard is read to its tip once, by a dedicated polling
+while some are still unread). The separate read (Enhanced Fan-Out only) reads each shard to
+its tip once, by a dedicated polling
 :class:`~streamkit_kinesis.retrieval.polling.ShardReader` that is independent of the
 consumer and of how it fetches: from just after the furthest position known for the
 shard, page GetRecords (10,000 records a page) until a page comes back empty and caught up

@@ -227,6 +227,51 @@ async def test_idle_read_sleeps_idle_time_before_the_next_call(aws_endpoint: Aws
         assert sleeps.calls == [0.75, 0.25]
 
 
+async def test_caught_up_marks_empty_reads_and_hurry_skips_the_idle_wait(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """``caught_up`` is the last empty, caught-up read (sent after the moment before the
+    call, with the last record returned before it); ``hurry`` skips the idle wait once,
+    and cuts short one already under way."""
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        client, shard = await one_shard(stream, aws_endpoint)
+        sleeps = Sleeps()
+        reader = ShardReader(
+            client, stream, shard, TRIM_HORIZON, idle_time=0.75, sleep=sleeps, clock=lambda: 1.0
+        )
+        assert reader.caught_up is None
+        before = time.monotonic()
+        assert (await reader.next_batch()).records == ()
+        first = reader.caught_up
+        assert first is not None
+        assert first.sent >= before
+        assert first.last_sequence is None
+        seqs = await asyncio.to_thread(put_blocking, client, stream, payloads(3))
+        reader.hurry()
+        assert [r.sequence_number for r in (await reader.next_batch()).records] == seqs
+        assert sleeps.calls == []
+        assert reader.caught_up == first
+        assert (await reader.next_batch()).records == ()
+        assert sleeps.calls == [0.75]  # not hurried: the idle wait
+        last = reader.caught_up
+        assert last is not None
+        assert last.sent > first.sent
+        assert last.last_sequence == seqs[-1]
+
+        entered, never = asyncio.Event(), asyncio.Event()
+
+        async def stuck(seconds: float) -> None:
+            entered.set()
+            await never.wait()
+
+        reader = ShardReader(client, stream, shard, TRIM_HORIZON, idle_time=3600, sleep=stuck)
+        assert len((await reader.next_batch()).records) == 3
+        pending = asyncio.create_task(reader.next_batch())
+        await asyncio.wait_for(entered.wait(), 60)
+        reader.hurry()
+        assert (await asyncio.wait_for(pending, 60)).records == ()
+
+
 async def test_a_backlog_is_read_without_waiting_a_caught_up_read_with_records_waits(
     aws_endpoint: AwsEndpoint,
 ) -> None:
