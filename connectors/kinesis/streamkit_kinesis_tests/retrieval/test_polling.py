@@ -12,6 +12,7 @@ from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import EndpointUnreachableError, StreamNotFoundError
 from streamkit_kinesis.retrieval import IteratorStart, ShardReader
+from streamkit_kinesis.retrieval.polling import CaughtUp
 from streamkit_kinesis.shards import list_shards_blocking, shard_info
 from streamkit_kinesis.testing.faults import ExceptionThrowingKinesisClient, InjectedError
 from streamkit_kinesis.testing.streams import fresh_stream, put_blocking, unique
@@ -69,6 +70,11 @@ async def read_to_end(reader: ShardReader, max_calls: int = 30) -> list[KinesisR
             assert reader.ended
             return out
     raise AssertionError(f"no SHARD_END after {max_calls} reads ({len(out)} records read)")
+
+
+def caught_up(reader: ShardReader) -> CaughtUp | None:
+    """The reader's latest empty, caught-up read (read anew at every call)."""
+    return reader.caught_up
 
 
 async def one_shard(admin_stream: str, endpoint: AwsEndpoint) -> tuple[KinesisApi, ShardInfo]:
@@ -239,10 +245,10 @@ async def test_caught_up_marks_empty_reads_and_hurry_skips_the_idle_wait(
         reader = ShardReader(
             client, stream, shard, TRIM_HORIZON, idle_time=0.75, sleep=sleeps, clock=lambda: 1.0
         )
-        assert reader.caught_up is None
+        assert caught_up(reader) is None
         before = time.monotonic()
         assert (await reader.next_batch()).records == ()
-        first = reader.caught_up
+        first = caught_up(reader)
         assert first is not None
         assert first.sent >= before
         assert first.last_sequence is None
@@ -250,10 +256,10 @@ async def test_caught_up_marks_empty_reads_and_hurry_skips_the_idle_wait(
         reader.hurry()
         assert [r.sequence_number for r in (await reader.next_batch()).records] == seqs
         assert sleeps.calls == []
-        assert reader.caught_up == first
+        assert caught_up(reader) == first
         assert (await reader.next_batch()).records == ()
         assert sleeps.calls == [0.75]  # not hurried: the idle wait
-        last = reader.caught_up
+        last = caught_up(reader)
         assert last is not None
         assert last.sent > first.sent
         assert last.last_sequence == seqs[-1]
