@@ -8,8 +8,8 @@ pending end ``?<token>`` that resolves on the first of:
   (``MillisBehindLatest`` 0 or absent; :attr:`~.polling.ShardReader.caught_up`): the end is
   the last record the reader returned before that read;
 - the reader reaching the end of the closed shard: the last record it returned;
-- at :meth:`TipWatches.open`, a shard the source already saw end, or a read already made
-  since ``t0``.
+- at :meth:`TipWatches.open`, a shard whose end was already returned, or a read already
+  made since ``t0``.
 
 The end is never before the source's own position at ``t0`` (its ``floor``); a shard whose
 end is None has nothing to wait for.
@@ -88,6 +88,8 @@ class TipWatches:
             fetcher = fetchers.get(shard_id)
             if shard_id in ended:
                 target.ends[shard_id] = floor
+            elif isinstance(fetcher, WatchedFetcher) and fetcher.ended:
+                target.ends[shard_id] = later(fetcher.last, floor)
             elif fetcher is not None:
                 self._check(target, shard_id, _caught_up(fetcher))
                 if shard_id not in target.ends:
@@ -151,7 +153,10 @@ class WatchedFetcher:
         self.inner = inner
         self._shard_id = shard_id
         self._watches = watches
-        self._last: str | None = None
+        self.last: str | None = None
+        """The last record returned (None: none)."""
+        self.ended = False
+        """True once the end of the shard was returned."""
 
     @property
     def caught_up(self) -> CaughtUp | None:
@@ -168,8 +173,9 @@ class WatchedFetcher:
             _hurry(self.inner)
         batch = await self.inner.next_batch()
         if batch.records:
-            self._last = batch.records[-1].sequence_number
-        self._watches.seen(self._shard_id, self.inner, batch, self._last)
+            self.last = batch.records[-1].sequence_number
+        self.ended = batch.shard_ended
+        self._watches.seen(self._shard_id, self.inner, batch, self.last)
         return batch
 
     def metrics(self) -> ReaderMetrics:
