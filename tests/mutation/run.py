@@ -40,7 +40,14 @@ PRELOAD = ("polars", "pyarrow", "pytest", "hypothesis", "streamkit.testing.fixtu
 """Imported once by mutmut's fork server (imports only: no polars query runs there)."""
 KILLED = {1, 3, -11, 37}
 """mutmut exit codes of a killed mutant: a test failed, pytest failed, crash, type check."""
-TIMEOUT = {24, -24, 152, 255, 36, -9}
+UNCOLLECTED = {255}
+"""The fork server's child exits -1 (255) when the test run raised, in practice because
+pytest answered 4 ("found no collectors"): a module of the selected tests failed to import
+under the mutant (a ``window()`` in a parametrize list raising, say). The mutant breaks the
+suite, so it counts as killed, listed apart. mutmut's table calls 255 a timeout, but its
+fork server stops a child only by a signal (SIGXCPU, SIGKILL: negative codes). A run where
+every mutant scores 255 points at the selection itself (a test id that no longer exists)."""
+TIMEOUT = {24, -24, 152, 36, -9}
 """mutmut exit codes of a mutant stopped by its time limit. Not counted as killed: mutmut's
 fork server never cancels the timer of a finished child, so on a busy machine a reused pid
 can be stopped by a stale timer; such mutants are listed for a re-run (``--mutant``)."""
@@ -54,6 +61,8 @@ class Score:
     killed: list[str] = field(default_factory=list)
     survived: list[str] = field(default_factory=list)
     """Mutants no test killed, including those no test reaches ("no tests")."""
+    uncollected: list[str] = field(default_factory=list)
+    """Killed mutants whose tests did not collect (see :data:`UNCOLLECTED`), also in ``killed``."""
     timeout: list[str] = field(default_factory=list)
     """Mutants stopped by the time limit (see :data:`TIMEOUT`): in the total, not killed."""
     unchecked: list[str] = field(default_factory=list)
@@ -176,6 +185,9 @@ def score(scratch: Path, module: Module) -> Score:
                 result.unchecked.append(name)
             elif code in TIMEOUT:
                 result.timeout.append(name)
+            elif code in UNCOLLECTED:
+                result.killed.append(name)
+                result.uncollected.append(name)
             else:
                 (result.killed if code in KILLED else result.survived).append(name)
     return result
@@ -208,13 +220,13 @@ def report(results: list[tuple[Score, dict[str, str]]]) -> bool:
     print(
         f"\n{'module':<14}{'killed':>8}{'total':>8}{'score':>9}{'accepted':>10}{'open':>6}", end=""
     )
-    print(f"{'timeout':>9}{'unchecked':>11}")
+    print(f"{'timeout':>9}{'unchecked':>11}{'uncollected':>13}")
     for result, _ in results:
         open_ = len(result.survived) - len(result.accepted)
         print(
             f"{result.module:<14}{len(result.killed):>8}{result.total:>8}"
             f"{result.ratio:>8.1%}{len(result.accepted):>10}{open_:>6}"
-            f"{len(result.timeout):>9}{len(result.unchecked):>11}"
+            f"{len(result.timeout):>9}{len(result.unchecked):>11}{len(result.uncollected):>13}"
         )
         ok = (
             ok
@@ -223,6 +235,8 @@ def report(results: list[tuple[Score, dict[str, str]]]) -> bool:
             and not (result.unchecked or result.timeout)
         )
     for result, diffs in results:
+        for mutant in result.uncollected:
+            print(f"\n--- {mutant} (killed: a test module did not import under it)")
         for mutant in result.timeout:
             print(f"\n--- {mutant} (TIMEOUT: not counted as killed; re-run with --mutant)")
         for mutant in result.survived:

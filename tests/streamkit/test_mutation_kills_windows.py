@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import streamkit as sk
 from streamkit.errors import PlanError, StreamkitError
-from streamkit.windows import WindowSpec
+from streamkit.windows import WindowSpec, last_window_end
 
 MINUTE_US = 60_000_000
 
@@ -118,3 +118,61 @@ def test_errors_name_the_function_and_the_duration_that_does_not_fit(
 ) -> None:
     with pytest.raises(StreamkitError, match=message):
         _ms_table().group_by(spec()).agg(sk.count()).to_arrow()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 12),
+    st.integers(1, 12),
+    st.integers(0, 30),
+    st.lists(st.integers(-200, 200), min_size=1, max_size=40),
+)
+def test_sliding_windows_hold_exactly_the_rows_in_start_to_end(
+    size_min: int, slide_min: int, offset_min: int, minutes: list[int]
+) -> None:
+    """Any size, slide and offset, including sizes that are not a multiple of the slide
+    (a window then ends inside a bucket of width gcd(size, slide)): a row at ``t`` counts
+    in every window ``[offset + k * slide, ... + size)`` with ``start <= t < end``."""
+    slide_min = min(slide_min, size_min)
+    times = [m * MINUTE_US for m in minutes]
+    table = pa.table({"t": pa.array(times, pa.timestamp("us", "UTC"))})
+    offset = f"{offset_min} minutes" if offset_min else None
+    spec = sk.window("t", f"{size_min} minutes", f"{slide_min} minutes", offset)
+    out = pl.from_arrow(sk.from_arrow(table).group_by(spec).agg(sk.count().alias("n")).to_arrow())
+    assert isinstance(out, pl.DataFrame)
+    got = {
+        (int(r["window"]["start"].timestamp() * 60) // 3600, r["n"])
+        for r in out.iter_rows(named=True)
+    }
+    counts: dict[int, int] = {}
+    for m in minutes:
+        start = offset_min % slide_min + (m - offset_min % slide_min) // slide_min * slide_min
+        while start + size_min > m:
+            counts[start] = counts.get(start, 0) + 1
+            start -= slide_min
+    assert got == set(counts.items())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 12),
+    st.integers(1, 12),
+    st.integers(0, 30),
+    st.lists(st.integers(-200, 200), min_size=1, max_size=20),
+)
+def test_last_window_end_is_the_latest_end_among_a_rows_windows(
+    size_min: int, slide_min: int, offset_min: int, minutes: list[int]
+) -> None:
+    """The bound a streaming query compares with the watermark to drop a row as late:
+    the end of the last window ``[offset + k * slide, ... + size)`` holding the row."""
+    slide_min = min(slide_min, size_min)
+    offset = f"{offset_min} minutes" if offset_min else None
+    spec = sk.window("t", f"{size_min} minutes", f"{slide_min} minutes", offset)
+    dtype = pl.Datetime("us", "UTC")
+    frame = pl.DataFrame({"t": pl.Series([m * MINUTE_US for m in minutes]).cast(dtype)})
+    got = frame.select(last_window_end(spec, dtype)).to_series().to_list()
+    expected = []
+    for m in minutes:
+        starts = [s for s in range(-300, 300) if (s - offset_min) % slide_min == 0 and s <= m]
+        expected.append((max(starts) + size_min) * MINUTE_US)
+    assert got == expected
