@@ -3,7 +3,8 @@
 Usage: ``python tests/mutation/run.py [--module NAME ...] [--reuse] [--max-children N]``.
 
 Each group of :mod:`tests.mutation.targets` is exported from a commit (``--rev``, default
-``HEAD``: package, tests, pyproject.toml) into ``.cache/mutation/<group>/`` with a generated
+``HEAD``: package, tests, pyproject.toml) into ``.cache/mutation/<group>/`` (or
+``<group>-<module>`` for a run of some of its modules) with a generated
 ``setup.cfg``, and mutmut runs there, niced: its ``mutants/`` copy never touches the working
 tree, so tests run by others in the same tree are unaffected, and their uncommitted edits do
 not leak into the run. ``--overlay PATH`` copies a file of the working tree over the export
@@ -117,12 +118,20 @@ def export(rev: str, paths: list[str], target: Path) -> None:
         tar.extractall(target, filter="data")
 
 
+def scratch_of(group: Group, modules: list[Module]) -> Path:
+    """The copy of one run: ``<group>`` for the whole group, ``<group>-<module>...`` for a
+    part, so that scored runs of different modules keep their verdicts side by side."""
+    if len(modules) == len(group.modules):
+        return SCRATCH / group.name
+    return SCRATCH / "-".join([group.name, *(m.name for m in modules)])
+
+
 def prepare(group: Group, modules: list[Module], rev: str, overlay: list[str], reuse: bool) -> Path:
     """Export the group into its scratch folder and write mutmut's setup.cfg there."""
-    scratch = SCRATCH / group.name
+    scratch = scratch_of(group, modules)
     if scratch.exists() and not reuse:
         shutil.rmtree(scratch)
-    source = SCRATCH / f"{group.name}.src"
+    source = scratch.with_name(f"{scratch.name}.src")
     shutil.rmtree(source, ignore_errors=True)
     folders = [f"{group.root}/{f}".removeprefix("./") for f in (group.package, group.tests_dir)]
     export(rev, [*folders, "pyproject.toml"], source)
@@ -267,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         modules = [m for m in group.modules if not args.module or m.name in args.module]
         if not modules:
             continue
-        scratch = SCRATCH / group.name
+        scratch = scratch_of(group, modules)
         if not args.report_only:
             scratch = prepare(group, modules, args.rev, args.overlay, args.reuse)
             status = run_mutmut(scratch, args.max_children, args.mutant)
