@@ -1,0 +1,107 @@
+"""Checkpoint log: what `make mutation` found untested in checkpoint.py and _envelope.py.
+
+Expected values follow the layout in the module docstring of
+``streamkit.streaming.checkpoint`` (``offsets/N`` holds the batch id, its offsets and the
+meta a re-run reuses; damage is reported naming the file), written out by hand here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pytest
+
+from streamkit.streaming import _envelope as envelope
+from streamkit.streaming.checkpoint import (
+    CheckpointDamagedError,
+    CheckpointDamagedWarning,
+    CheckpointLog,
+)
+from streamkit.streaming.checkpoint_store import LocalCheckpointStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::streamkit.streaming.checkpoint.CheckpointDamagedWarning"
+)
+
+
+def test_offsets_files_hold_the_batch_id_the_offsets_and_the_meta(tmp_path: Path) -> None:
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store)
+    log.write_offsets(3, {"0": "17", "1": "4"}, {"processing_time": 1.5})
+    log.write_offsets(4, {"0": "18"})
+    raw = store.read_bytes("offsets/000000000003")
+    assert raw is not None
+    body = json.loads(raw)
+    body.pop("checksum")
+    assert body == {"batch_id": 3, "offsets": {"0": "17", "1": "4"}, "processing_time": 1.5}
+    assert log.offsets_meta(3) == {"processing_time": 1.5}
+    assert log.offsets_meta(4) == {}
+    assert log.offsets_meta(5) == {}  # never logged
+    assert log.pending(2) == (3, {"0": "17", "1": "4"})
+
+
+def test_a_damaged_offsets_file_gives_no_meta_and_is_reported_by_pending(
+    tmp_path: Path,
+) -> None:
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store)
+    log.write_offsets(0, {"0": "5"}, {"processing_time": 2.0})
+    raw = store.read_bytes("offsets/000000000000")
+    assert raw is not None
+    store.write_bytes("offsets/000000000000", raw[: len(raw) // 2])
+    assert log.offsets_meta(0) == {}
+    path = str(tmp_path / "offsets" / "000000000000")
+    expected = f"{path} is damaged"
+    with pytest.warns(CheckpointDamagedWarning, match=re.escape(expected)) as caught:
+        assert log.pending(None) is None
+    message = str(caught[0].message)
+    assert message.endswith("batch 0 reads on from the committed offsets")
+    assert log.damaged == [message]
+
+
+def test_state_at_reads_the_state_after_the_batch_asked_for(tmp_path: Path) -> None:
+    log = CheckpointLog(LocalCheckpointStore(tmp_path))
+    for batch in range(3):
+        log.write_state(batch, pl.DataFrame({"k": [batch], "n": [batch * 10]}))
+    assert log.state_at(1).to_dicts() == [{"k": 1, "n": 10}]
+    assert log.state_at(2).to_dicts() == [{"k": 2, "n": 20}]
+
+
+def test_with_no_intact_batch_the_error_lists_each_problem(tmp_path: Path) -> None:
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store)
+    for batch in range(2):
+        log.write_offsets(batch, {"0": str(batch)})
+        log.write_state(batch, pl.DataFrame({"k": [batch]}))
+        log.write_commit(batch, {"0": str(batch)}, {})
+    for batch in range(2):
+        store.delete(f"state/{batch:012d}")
+    with pytest.raises(CheckpointDamagedError) as refused:
+        CheckpointLog(store).latest()
+    assert refused.value.location == str(tmp_path)
+    assert len(refused.value.problems) == 2
+    for problem, batch in zip(refused.value.problems, (1, 0), strict=True):
+        assert problem.startswith(f"{tmp_path}/state/{batch:012d} is missing")
+
+
+class Damaged(Exception):
+    """The error type handed to the envelope functions."""
+
+
+def test_a_header_byte_garbled_into_a_space_is_damage() -> None:
+    """``SKCK1 <crc32 hex> <length>``: the header is exact. With the leading ``0`` of the
+    checksum turned into a space the number it spells is unchanged, but the header is not
+    the one written, so the file is refused rather than read."""
+    body = next(b for b in (bytes([i]) * 40 for i in range(256)) if zlib.crc32(b) < 1 << 28)
+    crc = zlib.crc32(body)  # 8 hex digits, the first 0
+    header = b"SKCK1  %07x %d\n" % (crc, len(body))
+    assert envelope.open_(b"SKCK1 %08x %d\n" % (crc, len(body)) + body, "f", Damaged) == body
+    with pytest.raises(Damaged, match=r"^f is damaged \(bad checksum header\)$"):
+        envelope.open_(header + body, "f", Damaged)
