@@ -105,3 +105,21 @@ def test_a_header_byte_garbled_into_a_space_is_damage() -> None:
     assert envelope.open_(b"SKCK1 %08x %d\n" % (crc, len(body)) + body, "f", Damaged) == body
     with pytest.raises(Damaged, match=r"^f is damaged \(bad checksum header\)$"):
         envelope.open_(header + body, "f", Damaged)
+
+
+def test_a_cut_or_extended_body_is_named_so() -> None:
+    sealed = envelope.seal(b"0123456789")
+    for changed, length in ((sealed[:-3], 7), (sealed + b"abc", 13)):
+        with pytest.raises(Damaged, match=rf"^f is damaged \(cut or extended: {length} bytes"):
+            envelope.open_(changed, "f", Damaged)
+
+
+def test_the_commit_gives_back_the_watermark_and_largest_event_time(tmp_path: Path) -> None:
+    log = CheckpointLog(LocalCheckpointStore(tmp_path))
+    log.write_offsets(0, {"0": "3"})
+    log.write_state(0, pl.DataFrame({"k": [1]}))
+    log.write_commit(0, {"0": "3"}, {"watermark": 5_000, "max_event": 9_000})
+    latest = CheckpointLog(LocalCheckpointStore(tmp_path)).latest()
+    assert latest is not None
+    assert (latest.batch_id, latest.offsets) == (0, {"0": "3"})
+    assert (latest.watermark, latest.max_event) == (5_000, 9_000)
