@@ -22,6 +22,7 @@ from streamkit.streaming.checkpoint import (
     CheckpointLog,
 )
 from streamkit.streaming.checkpoint_store import LocalCheckpointStore
+from streamkit.streaming.state.changelog import DELETED
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -123,3 +124,82 @@ def test_the_commit_gives_back_the_watermark_and_largest_event_time(tmp_path: Pa
     assert latest is not None
     assert (latest.batch_id, latest.offsets) == (0, {"0": "3"})
     assert (latest.watermark, latest.max_event) == (5_000, 9_000)
+
+
+class Upserts:
+    """A state of one row per key ``k`` whose change since the last checkpoint is known
+    (what :meth:`CheckpointLog.write_changes` takes from a state store)."""
+
+    change_keys = ["k"]  # noqa: RUF012 (the protocol's attribute)
+
+    def __init__(self) -> None:
+        self.state: dict[int, int] = {}
+        self.changed: dict[int, int] = {}
+
+    def put(self, k: int, n: int) -> None:
+        self.state[k] = self.changed[k] = n
+
+    def take_changes(self) -> pl.DataFrame:
+        changed, self.changed = self.changed, {}
+        keys = list(changed)
+        return pl.DataFrame({"k": keys, "n": [changed[k] for k in keys], DELETED: False})
+
+    def rows(self) -> pl.DataFrame:
+        keys = sorted(self.state)
+        return pl.DataFrame({"k": keys, "n": [self.state[k] for k in keys]})
+
+
+def four_batches(tmp_path: Path) -> tuple[LocalCheckpointStore, dict[int, int]]:
+    """Snapshot 0 then deltas 1..3 (batch b sets key b to 10 * b); the state after 3."""
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store, snapshot_every=100)
+    state = Upserts()
+    for batch in range(4):
+        state.put(batch, 10 * batch)
+        log.write_changes(batch, state)
+    assert store.list("state") == ["000000000000"]
+    assert store.list("deltas") == ["000000000001", "000000000002", "000000000003"]
+    return store, dict(state.state)
+
+
+def garble(store: LocalCheckpointStore, path: str) -> None:
+    raw = store.read_bytes(path)
+    assert raw is not None
+    store.write_bytes(path, raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+
+
+def test_a_damaged_snapshot_gives_way_to_an_older_intact_one(tmp_path: Path) -> None:
+    """The state after N is the latest *intact* snapshot before N with the deltas after
+    it: a damaged ``state/2`` next to ``deltas/2`` leaves ``state/0`` + deltas 1..3."""
+    store, expected = four_batches(tmp_path)
+    delta_2 = store.read_bytes("deltas/000000000002")
+    assert delta_2 is not None
+    store.write_bytes("state/000000000002", envelope.seal(b"not arrow"))
+    store.write_bytes("deltas/000000000002", delta_2)
+    got = CheckpointLog(store).state_at(3).sort("k")
+    assert dict(zip(got["k"].to_list(), got["n"].to_list(), strict=True)) == expected
+
+
+def test_a_delta_without_an_intact_snapshot_names_the_damaged_one(tmp_path: Path) -> None:
+    store, _ = four_batches(tmp_path)
+    garble(store, "state/000000000000")
+    snapshot = re.escape(f"{tmp_path}/state/000000000000 is damaged (checksum mismatch)")
+    with pytest.raises(
+        CheckpointDamagedError, match=rf"has no intact snapshot before it \({snapshot}\)"
+    ):
+        CheckpointLog(store).state_at(3)
+
+
+def test_with_no_snapshot_before_a_delta_each_damaged_one_is_named(tmp_path: Path) -> None:
+    store, _ = four_batches(tmp_path)
+    store.delete("state/000000000000")
+    with pytest.raises(CheckpointDamagedError, match=r"before it \(none is left\)"):
+        CheckpointLog(store).state_at(3)
+    store.write_bytes("state/000000000000", envelope.seal(b"not arrow"))
+    store.write_bytes("state/000000000002", envelope.seal(b"not arrow either"))
+    with pytest.raises(CheckpointDamagedError) as refused:
+        CheckpointLog(store).state_at(3)
+    problems = re.search(r"before it \((.*)\)\), so", str(refused.value))
+    assert problems is not None
+    named = [p.split(" is damaged")[0] for p in problems[1].split("; ")]
+    assert named == [f"{tmp_path}/state/000000000002", f"{tmp_path}/state/000000000000"]
