@@ -203,3 +203,47 @@ def test_with_no_snapshot_before_a_delta_each_damaged_one_is_named(tmp_path: Pat
     assert problems is not None
     named = [p.split(" is damaged")[0] for p in problems[1].split("; ")]
     assert named == [f"{tmp_path}/state/000000000002", f"{tmp_path}/state/000000000000"]
+
+
+class DictStore:
+    """A checkpoint store in a dict (any object with the four methods is one)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return "DictStore()"
+
+    def write_bytes(self, relative_path: str, data: bytes) -> None:
+        self.files[relative_path] = data
+
+    def read_bytes(self, relative_path: str) -> bytes | None:
+        return self.files.get(relative_path)
+
+    def list(self, relative_dir: str) -> list[str]:
+        prefix = relative_dir.rstrip("/") + "/"
+        return sorted(p.removeprefix(prefix) for p in self.files if p.startswith(prefix))
+
+    def delete(self, relative_path: str) -> None:
+        self.files.pop(relative_path, None)
+
+
+class UrlStore(DictStore):
+    """A store with an ``s3://`` address, as :class:`S3CheckpointStore` has."""
+
+    url = "s3://bucket/ck"
+
+
+@pytest.mark.parametrize(
+    ("store", "where"), [(UrlStore(), "s3://bucket/ck"), (DictStore(), "DictStore()")]
+)
+def test_messages_name_a_stores_url_or_else_the_store(store: DictStore, where: str) -> None:
+    log = CheckpointLog(store)
+    log.write_offsets(0, {"0": "1"})
+    log.write_state(0, pl.DataFrame({"k": [1]}))
+    log.write_commit(0, {"0": "1"}, {})
+    store.delete("state/000000000000")
+    with pytest.raises(CheckpointDamagedError) as refused:
+        CheckpointLog(store).latest()
+    assert refused.value.location == where
+    assert refused.value.problems[0].startswith(f"{where}/state/000000000000 is missing")
