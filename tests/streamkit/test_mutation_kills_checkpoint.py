@@ -231,11 +231,19 @@ class DictStore:
 class UrlStore(DictStore):
     """A store with an ``s3://`` address, as :class:`S3CheckpointStore` has."""
 
-    url = "s3://bucket/ck"
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
 
 
 @pytest.mark.parametrize(
-    ("store", "where"), [(UrlStore(), "s3://bucket/ck"), (DictStore(), "DictStore()")]
+    ("store", "where"),
+    [
+        (UrlStore("s3://bucket/ck"), "s3://bucket/ck"),
+        (UrlStore("s3://bucket/ck/"), "s3://bucket/ck/"),
+        (UrlStore("s3://bucket/BOX/"), "s3://bucket/BOX/"),  # only slashes are trimmed
+        (DictStore(), "DictStore()"),
+    ],
 )
 def test_messages_name_a_stores_url_or_else_the_store(store: DictStore, where: str) -> None:
     log = CheckpointLog(store)
@@ -246,4 +254,17 @@ def test_messages_name_a_stores_url_or_else_the_store(store: DictStore, where: s
     with pytest.raises(CheckpointDamagedError) as refused:
         CheckpointLog(store).latest()
     assert refused.value.location == where
-    assert refused.value.problems[0].startswith(f"{where}/state/000000000000 is missing")
+    file = f"{where.rstrip('/')}/state/000000000000"  # one slash before the file
+    assert refused.value.problems[0].startswith(f"{file} is missing")
+
+
+def test_json_checksums_are_crc32_of_the_sorted_compact_form() -> None:
+    """The documented checksum: crc32 over the object without the key, keys sorted, no
+    spaces; so a file sealed by another writer verifies whatever its key order."""
+    canonical = b'{"a":[1,2],"b":{"c":"x y","d":null}}'
+    checksum = f"crc32:{zlib.crc32(canonical):08x}"
+    sealed = json.loads(envelope.seal_json({"b": {"d": None, "c": "x y"}, "a": [1, 2]}))
+    assert sealed["checksum"] == checksum
+    other_writer = json.dumps({"checksum": checksum, "b": {"c": "x y", "d": None}, "a": [1, 2]})
+    got = envelope.open_json(other_writer.encode(), "f", Damaged)
+    assert got == {"a": [1, 2], "b": {"c": "x y", "d": None}}
