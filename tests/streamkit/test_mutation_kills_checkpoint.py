@@ -268,3 +268,40 @@ def test_json_checksums_are_crc32_of_the_sorted_compact_form() -> None:
     other_writer = json.dumps({"checksum": checksum, "b": {"c": "x y", "d": None}, "a": [1, 2]})
     got = envelope.open_json(other_writer.encode(), "f", Damaged)
     assert got == {"a": [1, 2], "b": {"c": "x y", "d": None}}
+
+
+@pytest.mark.parametrize(("keep", "every"), [(3, 2), (4, 3), (2, 1)])
+def test_retention_keeps_the_last_batches_restorable_and_deletes_the_rest(
+    tmp_path: Path, keep: int, every: int
+) -> None:
+    """After committing batch b, batches b - keep .. b stay restorable from the latest
+    snapshot at or before b - keep and the deltas after it; older files are deleted."""
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store, keep=keep, snapshot_every=every)
+    state = Upserts()
+    after: dict[int, dict[int, int]] = {}
+    snapshots: list[int] = []
+    for b in range(12):
+        state.put(b % 5, b)
+        log.write_offsets(b, {"0": str(b)})
+        log.write_changes(b, state)
+        log.write_commit(b, {"0": str(b)}, {})
+        after[b] = dict(state.state)
+        if b == 0 or b % every == 0:
+            snapshots.append(b)
+        horizon = b - keep
+        old = max((s for s in snapshots if s <= horizon), default=None)
+        first = max(horizon, 0)
+        kept_snapshots = [s for s in snapshots if old is None or s >= old]
+        delta_from = 0 if old is None else old
+        expected = {
+            "offsets": list(range(first, b + 1)),
+            "commits": list(range(first, b + 1)),
+            "state": kept_snapshots,
+            "deltas": [n for n in range(delta_from + 1, b + 1) if n not in snapshots],
+        }
+        listed = {folder: [int(n) for n in store.list(folder)] for folder in expected}
+        assert listed == expected, b
+        for n in range(first, b + 1):
+            got = CheckpointLog(store).state_at(n).sort("k")
+            assert dict(zip(got["k"].to_list(), got["n"].to_list(), strict=True)) == after[n]
