@@ -305,3 +305,32 @@ def test_retention_keeps_the_last_batches_restorable_and_deletes_the_rest(
         for n in range(first, b + 1):
             got = CheckpointLog(store).state_at(n).sort("k")
             assert dict(zip(got["k"].to_list(), got["n"].to_list(), strict=True)) == after[n]
+
+
+def test_a_restart_with_a_longer_retention_deletes_nothing_it_would_need(
+    tmp_path: Path,
+) -> None:
+    """Retention raised from 2 to 20 batches between runs: the oldest snapshot left is
+    newer than the new horizon, so commits go on and no file is deleted."""
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store, keep=2, snapshot_every=3)
+    state = Upserts()
+    for b in range(10):
+        state.put(b, b)
+        log.write_offsets(b, {"0": str(b)})
+        log.write_changes(b, state)
+        log.write_commit(b, {"0": str(b)}, {})
+    before = {folder: store.list(folder) for folder in ("offsets", "commits", "state", "deltas")}
+    assert before["state"] == ["000000000006", "000000000009"]
+    longer = CheckpointLog(store, keep=20, snapshot_every=3)
+    latest = longer.latest()
+    assert latest is not None
+    for b in range(10, 22):  # from batch 20 on the horizon (b - 20) is older than them all
+        state.put(b, b)
+        longer.write_offsets(b, {"0": str(b)})
+        longer.write_changes(b, state)
+        longer.write_commit(b, {"0": str(b)}, {})
+    for folder, names in before.items():
+        assert set(names) <= set(store.list(folder)), folder
+    got = CheckpointLog(store).state_at(21).sort("k")
+    assert got["k"].to_list() == list(range(22))
