@@ -334,3 +334,29 @@ def test_a_restart_with_a_longer_retention_deletes_nothing_it_would_need(
         assert set(names) <= set(store.list(folder)), folder
     got = CheckpointLog(store).state_at(21).sort("k")
     assert got["k"].to_list() == list(range(22))
+
+
+def test_each_fallback_report_names_the_batch_used_instead(tmp_path: Path) -> None:
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store)
+    for b in range(3):
+        log.write_offsets(b, {"0": str(b)})
+        log.write_state(b, pl.DataFrame({"k": [b]}))
+        log.write_commit(b, {"0": str(b)}, {})
+    store.delete("state/000000000002")
+    with pytest.warns(CheckpointDamagedWarning) as caught:
+        latest = CheckpointLog(store).latest()
+    assert latest is not None
+    assert latest.batch_id == 1
+    assert [str(w.message).split("; ")[-1] for w in caught] == [
+        "falling back to batch 1 and replaying from its offsets"
+    ]
+    store.delete("state/000000000001")
+    store.delete("state/000000000000")
+    with pytest.warns(CheckpointDamagedWarning) as caught, pytest.raises(CheckpointDamagedError):
+        CheckpointLog(store).latest()
+    assert [str(w.message).split("; ")[-1] for w in caught] == [
+        "falling back to batch 1 and replaying from its offsets",
+        "falling back to batch 0 and replaying from its offsets",
+        "falling back to nothing: no batch is left",
+    ]
