@@ -63,7 +63,12 @@ def test_a_damaged_offsets_file_gives_no_meta_and_is_reported_by_pending(
     with pytest.warns(CheckpointDamagedWarning, match=re.escape(expected)) as caught:
         assert log.pending(None) is None
     message = str(caught[0].message)
-    assert message.endswith("batch 0 reads on from the committed offsets")
+    named = re.escape(path)
+    assert re.fullmatch(
+        rf"{named} is damaged \({named} is damaged \(not JSON: .*\)\); "
+        "ignoring it: batch 0 reads on from the committed offsets",
+        message,
+    ), message
     assert log.damaged == [message]
 
 
@@ -360,3 +365,18 @@ def test_each_fallback_report_names_the_batch_used_instead(tmp_path: Path) -> No
         "falling back to batch 0 and replaying from its offsets",
         "falling back to nothing: no batch is left",
     ]
+
+
+def test_by_default_a_snapshot_every_10_batches_and_20_batches_kept(tmp_path: Path) -> None:
+    store = LocalCheckpointStore(tmp_path)
+    log = CheckpointLog(store)
+    state = Upserts()
+    for b in range(25):
+        state.put(b, b)
+        log.write_offsets(b, {"0": str(b)})
+        log.write_changes(b, state)
+        log.write_commit(b, {"0": str(b)}, {})
+    assert [int(n) for n in store.list("commits")] == list(range(4, 25))
+    assert [int(n) for n in store.list("state")] == [0, 10, 20]
+    deltas = [n for n in range(1, 25) if n % 10]
+    assert [int(n) for n in store.list("deltas")] == deltas
