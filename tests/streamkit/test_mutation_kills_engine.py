@@ -151,3 +151,15 @@ def test_after_a_restore_no_no_data_batch_is_owed_unless_one_was_pending() -> No
     assert owes(q) is True  # logged, not committed: owed again
     q.restore(None, w, w + 10 * MIN_US)
     assert q.in_force == w  # no in-force value saved: the watermark itself
+
+
+def test_state_frame_holds_the_groups_and_is_empty_without_a_stateful_operator() -> None:
+    q = query("update")
+    q.run(rows(1, 2, 15))  # key a: windows [0, 10) and [10, 20)
+    assert q.state_frame().height == 2
+    assert q.state_rows == 2
+    plain = IncrementalQuery(sk.from_arrow(empty()).plan, "append")
+    plain.run(rows(1))
+    assert plain.state_frame().shape == (0, 0)
+    result = plain.current_result()
+    assert (result.columns, result.dtypes) == (["t", "k"], [pl.Datetime("us", "UTC"), pl.String])
