@@ -33,7 +33,6 @@ from streamkit.durations import parse_duration_ns
 from streamkit.errors import ConfigError, PlanError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from datetime import timedelta
     from types import FrameType
 
@@ -94,6 +93,12 @@ class FleetOptions:
             raise ConfigError(f"idle_timeout must be > 0, got {self.idle_timeout!r}")
 
 
+class TaskSinks(Protocol):
+    """Builds a task's copy of the query's file sink (:meth:`BatchFileSink.for_task`)."""
+
+    def __call__(self, task: str, *, committed_only: bool = False) -> Sink: ...
+
+
 @dataclass(frozen=True)
 class FleetSpec:
     """Everything a connector needs to run this member's tasks."""
@@ -103,7 +108,7 @@ class FleetSpec:
     mode: OutputMode
     checkpoint: str
     """The query's checkpoint root (local folder or ``s3://`` prefix)."""
-    sink: Callable[[str], Sink]
+    sink: TaskSinks
     """A task-unique sink: ``sink(task)`` writes files named after ``task``."""
     options: FleetOptions
     worker_id: str
@@ -243,9 +248,9 @@ def start_member(writer: DataStreamWriter, options: FleetOptions | None = None) 
         )
     factory = parts.sink_factory
 
-    def task_sink(task: str) -> Sink:
+    def task_sink(task: str, *, committed_only: bool = False) -> Sink:
         sink: Any = factory()
-        out: Sink = sink.for_task(task)
+        out: Sink = sink.for_task(task, committed_only=committed_only)
         return out
 
     spec = FleetSpec(

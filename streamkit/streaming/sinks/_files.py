@@ -5,7 +5,8 @@ is idempotent per batch id: before its files, a batch records their names in a p
 file; writing batch N again first deletes what the earlier attempt listed and the new
 attempt does not overwrite. Subclasses only encode a table as the bytes of one file. A
 fleet task's copy (:meth:`BatchFileSink.for_task`) names its files
-``part-<task>-{id:09d}-{k}.{suffix}`` and keeps its own pending list.
+``part-<task>-{id:09d}-{k}.{suffix}`` and keeps its own pending list, or none when the
+task writes only committed batches (``committed_only``).
 """
 
 from __future__ import annotations
@@ -94,16 +95,23 @@ class BatchFileSink:
         self._pending: PendingBatch | None = None
         self._pending_loaded = False
         self._task: str | None = None
+        self._committed_only = False
 
-    def for_task(self, task: str) -> Self:
+    def for_task(self, task: str, *, committed_only: bool = False) -> Self:
         """A copy of this sink for one task of a fleet (:mod:`streamkit.fleet.member`): its
         files are named ``part-<task>-<batch id>-<k>`` and its pending list
         ``_<pending name>-<task>``, so tasks sharing the directory never touch each
-        other's files and the directory read as one dataset is the fleet's output."""
+        other's files and the directory read as one dataset is the fleet's output.
+
+        ``committed_only``: the task writes a batch only after committing it (from rows
+        staged before the commit, :mod:`streamkit.fleet.fence`), so every writing of batch
+        N has the same rows and the same file names: no pending list is kept and nothing
+        is deleted (a late second writing of N by a stale owner rewrites equal files)."""
         if not task or "/" in task:
             raise ValueError(f"a sink task name is a non-empty name without '/', got {task!r}")
         clone = copy.copy(self)
         clone._task, clone._pending, clone._pending_loaded = task, None, False
+        clone._committed_only = committed_only
         return clone
 
     @property
@@ -127,8 +135,9 @@ class BatchFileSink:
     async def add_batch(self, batch_id: int, table: pa.Table) -> None:
         """Write the batch's files (after removing an earlier attempt's); return when durable."""
         files = self._plan(batch_id, table)
-        new = PendingBatch(batch_id, tuple(name for name, _ in files))
-        await asyncio.to_thread(self._prepare, new)
+        if not self._committed_only:
+            new = PendingBatch(batch_id, tuple(name for name, _ in files))
+            await asyncio.to_thread(self._prepare, new)
         limit = asyncio.Semaphore(self._limit)
 
         async def write(name: str, part: pa.Table) -> None:

@@ -45,6 +45,9 @@ class InitializationInput:
     pending_checkpoint: ExtendedSequenceNumber | None = None
     """A prepared checkpoint the previous owner left (it may have acted on records up to
     here without checkpointing them), or None [KCL: ``pendingCheckpointSequenceNumber``]."""
+    lease_counter: int | None = None
+    """The lease's counter as this worker last wrote it (None: no longer held): a later
+    owner's take always writes a higher one, so it can serve as a fencing token."""
 
 
 @runtime_checkable

@@ -276,7 +276,8 @@ class ShardTask:
             return
         held = self.checkpointer.pending_checkpoint
         pending = held if held is not None else self._lease.pending_checkpoint
-        await initialize_with(InitializationInput(self.shard_id, start, pending))
+        counter = self.checkpointer.lease_counter
+        await initialize_with(InitializationInput(self.shard_id, start, pending, counter))
 
     async def _open_fetcher(self, checkpoint: ExtendedSequenceNumber) -> RecordFetcher:
         config = self._host.config

@@ -1,16 +1,20 @@
 """Aggregation tasks of a fleet: one record processor per exchange shard lease (table
 ``<app>-exchange``), each a micro-batch query of its own.
 
-A batch is the chunks of one delivery. In this order (the engine's commit protocol):
-``offsets/N`` (the exchange shard's last sequence number) in the task's checkpoint log
-``<root>/exchange/<shard id>/``; :meth:`AggregationStage.apply` (chunks already applied are
-dropped by the dedup map); the sink writes batch N under task-unique names
-(``part-<shard id>-<N>-...``); ``state/N`` (store, dedup map, per-source maxima);
-``commits/N``; only then the exchange lease checkpoint. A task that takes the lease over
-restores the last committed state, so chunks re-delivered after that commit are dropped as
-duplicates and a batch that never committed runs again under its id (the file sink replaces
-its first attempt's files). Between deliveries a ticker runs a batch without input when the
-stage owes one (the fleet watermark moved, e.g. a silent source shard went idle).
+The task's checkpoint log is fenced (:mod:`streamkit.fleet.task_log`): when it starts,
+the task claims ``<root>/exchange/<shard id>/fence`` with the lease counter of its
+lease as epoch (a later owner's take always wrote a higher counter), restores the last
+committed batch from the folder the fence names, and writes that batch's staged output to
+the sink again (its previous owner may have committed it without writing it). A batch is
+the chunks of one delivery, in this order: ``offsets/N`` in this epoch's folder
+``<root>/exchange/<shard id>/epochs/<epoch>/``; :meth:`AggregationStage.apply` (chunks
+already applied are dropped by the dedup map); the output rows staged as ``output/N``;
+``state/N`` (store, dedup map, per-source maxima); ``commits/N``; the fence's
+compare-and-swap (the commit point, refused once another owner claimed the task); the sink
+files of batch N (``part-<shard id>-<N>-...``, only ever from committed rows); only then the
+exchange lease checkpoint. A task refused by the fence stops quietly: nothing it wrote is
+read or published. Between deliveries a ticker runs a batch without input when the stage
+owes one (the fleet watermark moved, e.g. a silent source shard went idle).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from typing import TYPE_CHECKING
 
-from streamkit.streaming.checkpoint import CheckpointLog
-from streamkit.streaming.checkpoint_store import open_checkpoint_store
+from streamkit.fleet.fence import TaskFencedError
+from streamkit.fleet.task_log import FencedTaskLog
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet.reader import from_batch
 from streamkit_kinesis.fleet.status import TaskStatus, ticks_to_ms, write_status
@@ -31,14 +37,35 @@ from streamkit_kinesis.leases import LeaseLostError
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
 
+    import pyarrow as pa
+
     from streamkit.fleet.aggregation_stage import AggregationStage
     from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.contracts import CheckpointStore, Sink
     from streamkit.streaming.incremental import BatchResult
+    from streamkit_kinesis.consumer import InitializationInput
     from streamkit_kinesis.leases import Checkpointer
-    from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
+    from streamkit_kinesis.types import RecordBatch
 
 log = logging.getLogger(__name__)
+
+FAULT_ENV = "STREAMKIT_FLEET_FAULT"
+"""Fault injection for tests: ``stop_before_commit`` makes the process SIGSTOP itself once,
+in the first batch with output rows, after everything but the fence's commit (printing
+``fault: stopped <shard id> <batch id>`` to stdout first): a zombie owner for SIGCONT."""
+
+_STOPPED: set[str] = set()
+"""Non-empty once the fault hook stopped this process (it stops it once)."""
+
+
+def _fault_stop(shard: str, batch_id: int) -> None:
+    """The fault hook (see :data:`FAULT_ENV`)."""
+    if _STOPPED or os.environ.get(FAULT_ENV) != "stop_before_commit":
+        return
+    _STOPPED.add(shard)
+    print(f"fault: stopped {shard} {batch_id}", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    print(f"fault: resumed {shard} {batch_id}", flush=True)
 
 
 class AggregationTask(BaseRecordProcessor):
@@ -61,7 +88,8 @@ class AggregationTask(BaseRecordProcessor):
         """Source shards whose lease is changing hands: never taken for idle."""
         self.shard = ""
         self.stage: AggregationStage | None = None
-        self.log: CheckpointLog | None = None
+        """The engine, once the task is claimed and restored."""
+        self.log: FencedTaskLog | None = None
         self.sink: Sink | None = None
         self.next_id = 0
         self.offset: str | None = None
@@ -75,27 +103,47 @@ class AggregationTask(BaseRecordProcessor):
         """What stopped the no-data ticker (re-raised by the next delivery)."""
         self._ticker: asyncio.Task[None] | None = None
 
-    async def initialize(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
-        """Restore the task's last committed batch and start the no-data ticker."""
-        self.shard = shard_id
-        await asyncio.to_thread(self._restore)
-        self._ticker = asyncio.create_task(self._tick(), name=f"fleet-tick-{shard_id}")
+    async def initialize_with(self, init: InitializationInput) -> None:
+        """Claim the task with the lease counter as epoch (a later owner has a higher
+        one: refused, the task stops quietly), restore the last committed batch, write
+        its staged output to the sink again, and start the no-data ticker."""
+        self.shard = init.shard_id
+        try:
+            await self._claim(init.lease_counter)
+        except (LeaseLostError, TaskFencedError) as e:
+            self._lose(e)
+            return
+        self._ticker = asyncio.create_task(self._tick(), name=f"fleet-tick-{self.shard}")
 
-    def _restore(self) -> None:
+    async def _claim(self, epoch: int | None) -> None:
+        if epoch is None:
+            raise LeaseLostError(f"exchange shard {self.shard}: lease no longer held")
+        rows = await asyncio.to_thread(self._restore, epoch)
+        taken = self.log.taken if self.log is not None else None
+        if rows is not None and taken is not None and taken.batch is not None:
+            assert self.sink is not None
+            await self.sink.add_batch(taken.batch, rows)
+
+    def _restore(self, epoch: int) -> pa.Table | None:
         from streamkit.fleet.aggregation_stage import AggregationStage
 
         spec = self.spec
         where = f"{spec.checkpoint.rstrip('/')}/exchange/{self.shard}"
-        log = self.log = CheckpointLog(open_checkpoint_store(where))
-        stage = self.stage = AggregationStage(
+        fenced = FencedTaskLog(where, spec.worker_id, self.shard)
+        taken = fenced.claim(epoch)
+        stage = AggregationStage(
             spec.fleet_plan, idle_timeout=spec.options.idle_timeout, query=spec.name
         )
-        last = log.latest()
-        if last is not None:
-            stage.restore(log, last.batch_id)
-            self.next_id = last.batch_id + 1
-            self.offset = last.offsets.get(self.shard)
-        self.sink = spec.sink(self.shard)
+        if taken.batch is not None:
+            assert fenced.previous is not None
+            stage.restore(fenced.previous, taken.batch)
+            self.next_id, self.offset = taken.batch + 1, taken.offset
+        self.sink = spec.sink(self.shard, committed_only=True)
+        rows = fenced.staged_output()
+        self.log, self.stage = fenced, stage
+        log.info("aggregation task %s: claimed by %s at epoch %d, resuming after batch %s",
+                 self.shard, spec.worker_id, epoch, taken.batch)  # fmt: skip
+        return rows
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
         """One micro-batch of the delivered chunks; the lease checkpoint after its commit."""
@@ -110,16 +158,22 @@ class AggregationTask(BaseRecordProcessor):
                 await self._batch([r.data for r in records], last)
                 await checkpointer.checkpoint(last)
                 await self._owed()
-        except LeaseLostError as e:  # the next owner restores from the last commit
-            self.lost = True
-            log.info("aggregation task %s: lease lost (%s)", self.shard, e)
+        except (LeaseLostError, TaskFencedError) as e:  # the next owner restores the commit
+            self._lose(e)
+
+    def _lose(self, error: Exception) -> None:
+        self.lost = True  # (a refusal by the fence was logged as a warning where it happened)
+        log.info("aggregation task %s stops: %s", self.shard, error)
 
     async def _batch(self, chunks: Sequence[bytes] | None, last: str | None) -> None:
-        """Batch N: offsets, apply (or a batch without input), sink, state, commit."""
-        stage, log, sink = self.stage, self.log, self.sink
+        """Batch N: offsets, apply (or a batch without input), staged output, state,
+        ``commits/N``, the fence's commit, the sink."""
+        stage, fenced, sink = self.stage, self.log, self.sink
         assert stage is not None
-        assert log is not None
+        assert fenced is not None
+        assert fenced.log is not None
         assert sink is not None
+        log = fenced.log
         bid = self.next_id
         offset = last or self.offset
         offsets = {self.shard: offset} if offset is not None else {}
@@ -131,9 +185,15 @@ class AggregationTask(BaseRecordProcessor):
             result: BatchResult = await asyncio.to_thread(stage.run_no_data, now)
         else:
             result = await asyncio.to_thread(stage.apply, chunks, now)
-        await sink.add_batch(bid, result.output.to_arrow())
+        table = result.output.to_arrow()
+        await asyncio.to_thread(fenced.stage, bid, table)
         await asyncio.to_thread(stage.checkpoint_state, log, bid)
         await asyncio.to_thread(log.write_commit, bid, offsets, {"watermark": result.watermark})
+        if table.num_rows:
+            _fault_stop(self.shard, bid)
+        await asyncio.to_thread(fenced.commit, bid, offset)
+        await sink.add_batch(bid, table)
+        await asyncio.to_thread(fenced.published, bid, table.num_rows)
         self.next_id, self.offset = bid + 1, offset
         status = TaskStatus(
             "aggregation", self.shard, self.spec.worker_id, bid,
@@ -153,15 +213,18 @@ class AggregationTask(BaseRecordProcessor):
         """Between deliveries, run the batch a moved fleet watermark owes."""
         period = max(self.spec.interval, 1.0)
         try:
-            while True:
+            while not self.lost:
                 await asyncio.sleep(period)
                 async with self._lock:
                     stage = self.stage
-                    if stage is not None:
-                        stage.expect_sources(self._sources())
-                        stage.hold_sources(self._unsettled())
-                        stage.refresh(self._clock())
+                    if stage is None or self.lost:  # not claimed yet, or lost
+                        continue
+                    stage.expect_sources(self._sources())
+                    stage.hold_sources(self._unsettled())
+                    stage.refresh(self._clock())
                     await self._owed()
+        except TaskFencedError as e:  # another owner took the task: stop quietly
+            self._lose(e)
         except Exception as e:  # raised by the next delivery: the consumer stops loudly
             self._failure = e
 

@@ -55,6 +55,15 @@ class Checkpointer:
         lease = self._held.get(self.shard_id)
         return None if lease is None else lease.pending_checkpoint
 
+    @property
+    def lease_counter(self) -> int | None:
+        """The counter of the held lease as last written (None if not held). Every write
+        of the lease (take, renewal, checkpoint) increments it conditionally, so a later
+        owner's take always writes a higher counter than this worker ever saw: a fencing
+        token (:mod:`streamkit.fleet.fence`)."""
+        lease = self._held.get(self.shard_id)
+        return None if lease is None else lease.lease_counter
+
     def mark_delivered(self, position: ExtendedSequenceNumber | str) -> None:
         """Record that records up to ``position`` were handed to the processor."""
         self._last_delivered = to_position(position)

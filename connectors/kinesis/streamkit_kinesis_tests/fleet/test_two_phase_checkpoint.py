@@ -267,9 +267,13 @@ async def _run_shard(processor: BaseRecordProcessor) -> ShardOutcome:
 async def test_the_consumer_hands_the_pending_checkpoint_to_initialize_with() -> None:
     processor = Initialized()
     assert await _run_shard(processor) is ShardOutcome.ENDED
-    assert processor.init == InitializationInput(
+    init = processor.init
+    assert isinstance(init, InitializationInput)
+    assert (init.shard_id, init.start, init.pending_checkpoint) == (
         SHARD.shard_id, ExtendedSequenceNumber("101"), ExtendedSequenceNumber("103")
-    )
+    )  # fmt: skip
+    assert init.lease_counter is not None
+    assert init.lease_counter > 0  # the taken lease's counter (the fleet's fencing token)
 
 
 async def test_processors_without_initialize_with_still_get_initialize() -> None:
