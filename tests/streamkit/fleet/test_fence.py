@@ -112,3 +112,22 @@ def test_a_log_from_before_fencing_is_resumed(tmp_path: Path) -> None:
     assert task.previous is not None
     assert task.previous.state_at(3)["x"].to_list() == [5]
     assert task.staged_output() is None
+
+
+async def test_a_committed_only_task_sink_keeps_no_pending_list(tmp_path: Path) -> None:
+    """A fenced task writes only committed batches, each with one content: writing batch
+    N again (a roll-forward, or a paused owner that committed it) rewrites equal files and
+    deletes nothing; no pending list is written."""
+    import pyarrow.dataset as ds
+
+    from streamkit.streaming.sinks.parquet import ParquetSink
+
+    sink = ParquetSink(str(tmp_path)).for_task("shard-1", committed_only=True)
+    await sink.add_batch(3, pa.table({"x": [1, 2]}))
+    late = ParquetSink(str(tmp_path)).for_task("shard-1", committed_only=True)
+    await sink.add_batch(4, pa.table({"x": [3]}))
+    await late.add_batch(3, pa.table({"x": [1, 2]}))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["part-shard-1-000000003-0.parquet", "part-shard-1-000000004-0.parquet"]
+    rows = ds.dataset(str(tmp_path), format="parquet").to_table().column("x").to_pylist()
+    assert sorted(rows) == [1, 2, 3]
