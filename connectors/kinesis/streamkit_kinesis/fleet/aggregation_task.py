@@ -52,18 +52,18 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``stop_before_commit`` makes the process SIGSTOP itself once,
 in the first batch with output rows, after everything but the fence's commit (printing
-``fault: stopped <shard id> <batch id>`` to stdout first): a zombie owner for SIGCONT."""
+``fault: stopped <shard id> <batch id> <epoch>`` to stdout first): a zombie owner for SIGCONT."""
 
 _STOPPED: set[str] = set()
 """Non-empty once the fault hook stopped this process (it stops it once)."""
 
 
-def _fault_stop(shard: str, batch_id: int) -> None:
+def _fault_stop(shard: str, batch_id: int, epoch: int) -> None:
     """The fault hook (see :data:`FAULT_ENV`)."""
     if _STOPPED or os.environ.get(FAULT_ENV) != "stop_before_commit":
         return
     _STOPPED.add(shard)
-    print(f"fault: stopped {shard} {batch_id}", flush=True)
+    print(f"fault: stopped {shard} {batch_id} {epoch}", flush=True)
     os.kill(os.getpid(), signal.SIGSTOP)
     print(f"fault: resumed {shard} {batch_id}", flush=True)
 
@@ -189,8 +189,8 @@ class AggregationTask(BaseRecordProcessor):
         await asyncio.to_thread(fenced.stage, bid, table)
         await asyncio.to_thread(stage.checkpoint_state, log, bid)
         await asyncio.to_thread(log.write_commit, bid, offsets, {"watermark": result.watermark})
-        if table.num_rows:
-            _fault_stop(self.shard, bid)
+        if table.num_rows and fenced.fence.record is not None:
+            _fault_stop(self.shard, bid, fenced.fence.record.epoch)
         await asyncio.to_thread(fenced.commit, bid, offset)
         await sink.add_batch(bid, table)
         await asyncio.to_thread(fenced.published, bid, table.num_rows)

@@ -59,12 +59,12 @@ def _state(pid: int) -> str:
         return "?"
 
 
-def _stopped_at(worker: Worker) -> tuple[str, int] | None:
-    """(exchange shard, batch id) the fault hook stopped ``worker`` in, once it printed it."""
+def _stopped_at(worker: Worker) -> tuple[str, int, int] | None:
+    """(exchange shard, batch id, epoch) the fault hook stopped ``worker`` in, once printed."""
     for line in worker.lines:
         if line.startswith("fault: stopped "):
-            shard, bid = line.split()[2:4]
-            return shard, int(bid)
+            shard, bid, epoch = line.split()[2:5]
+            return shard, int(bid), int(epoch)
     return None
 
 
@@ -82,7 +82,7 @@ def _batch_of(name: str, shard: str) -> int:
     return int(name[len(f"part-{shard}-") :].split("-", maxsplit=1)[0])
 
 
-async def _zombie_stops(fleet: Fleet, zombie: Worker) -> tuple[str, int]:
+async def _zombie_stops(fleet: Fleet, zombie: Worker) -> tuple[str, int, int]:
     """Wait until the fault hook stopped ``zombie``; the shard and batch it stopped in."""
 
     def stopped() -> bool:
@@ -158,8 +158,7 @@ async def test_zombie_aggregation_task_is_fenced(
             zombie = await fleet.add("zombie", STREAMKIT_FLEET_FAULT="stop_before_commit")
             await fleet.read_all(last)
             await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
-            shard, bid = await _zombie_stops(fleet, zombie)
-            stale = json.loads((fleet.root / "exchange" / shard / "fence").read_text())["epoch"]
+            shard, bid, stale = await _zombie_stops(fleet, zombie)
             heir = await fleet.add("heir")
             # input for the heir's first batch of the task: the zombie may have stopped in
             # a batch without input, which a restored task does not owe (same event time
