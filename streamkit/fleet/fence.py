@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,12 @@ LEGACY_EPOCH = 0
 """The epoch of a log written before fencing, directly in the task's folder."""
 LOG_FOLDERS = ("offsets", "commits", "state", "deltas", "fleet", "output")
 """The sub-folders of an epoch's log (what :func:`drop_epoch` deletes)."""
+
+
+SWAPS_IN_FLIGHT: list[int] = [0]
+"""Compare-and-swaps of fences running in this process (a test's stop hook waits for 0:
+a process stopped inside a local swap holds its ``flock``)."""
+_COUNT = threading.Lock()
 
 
 class TaskFencedError(StreamkitError):
@@ -125,7 +132,7 @@ class TaskFence:
             stale = before.stale + ((before.epoch,) if uncommitted else ())
             mine = replace(before, epoch=epoch, owner=self.owner, stale=stale)
             data = mine.to_bytes()
-            if self.cell.swap(raw, data):
+            if self._swap(raw, data):
                 self.record, self._raw = mine, data
                 return before
 
@@ -138,7 +145,7 @@ class TaskFence:
             raise TaskFencedError(f"{self.cell.where}: the task was not claimed here")
         nxt = replace(mine, batch=batch, log=mine.epoch, offset=offset, stale=stale)
         data = nxt.to_bytes()
-        if self.cell.swap(raw, data):
+        if self._swap(raw, data):
             self.record, self._raw = nxt, data
             return
         current = self.cell.read()
@@ -149,6 +156,15 @@ class TaskFence:
             f"{self.cell.where}: batch {batch} of epoch {mine.epoch} not committed: {who} "
             "took this task over; what this owner wrote for it is ignored"
         )
+
+    def _swap(self, expected: bytes | None, data: bytes) -> bool:
+        with _COUNT:
+            SWAPS_IN_FLIGHT[0] += 1
+        try:
+            return self.cell.swap(expected, data)
+        finally:
+            with _COUNT:
+                SWAPS_IN_FLIGHT[0] -= 1
 
     @staticmethod
     def _refused(message: str) -> TaskFencedError:
