@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,8 @@ from streamkit.errors import StreamkitError
 from streamkit.streaming.owner import StoreCell
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from streamkit.streaming.contracts import CheckpointStore
     from streamkit.streaming.owner import RecordCell, SwappingStore
 
@@ -51,6 +54,17 @@ SWAPS_IN_FLIGHT: list[int] = [0]
 """Compare-and-swaps of fences running in this process (a test's stop hook waits for 0:
 a process stopped inside a local swap holds its ``flock``)."""
 _COUNT = threading.Lock()
+
+
+def quiesced(then: Callable[[], None]) -> None:
+    """Run ``then`` (a test's stop hook) while no fence swap of this process runs or can
+    start: a process stopped inside a local swap would hold its ``flock``."""
+    while True:
+        with _COUNT:
+            if not SWAPS_IN_FLIGHT[0]:
+                then()
+                return
+        time.sleep(0.01)
 
 
 class TaskFencedError(StreamkitError):
@@ -157,7 +171,7 @@ class TaskFence:
             "took this task over; what this owner wrote for it is ignored"
         )
 
-    def _swap(self, expected: bytes | None, data: bytes) -> bool:
+    def _swap(self, expected: bytes | None, data: bytes) -> bool:  # counted: see quiesced
         with _COUNT:
             SWAPS_IN_FLIGHT[0] += 1
         try:

@@ -27,7 +27,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from streamkit.fleet.fence import SWAPS_IN_FLIGHT, TaskFencedError
+from streamkit.fleet.fence import TaskFencedError, quiesced
 from streamkit.fleet.task_log import FencedTaskLog
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet.reader import from_batch
@@ -63,10 +63,8 @@ def _fault_stop(shard: str, batch_id: int, epoch: int) -> None:
     if _STOPPED or os.environ.get(FAULT_ENV) != "stop_before_commit":
         return
     _STOPPED.add(shard)
-    while SWAPS_IN_FLIGHT[0]:  # never stop inside another task's local swap (its flock)
-        time.sleep(0.01)
     print(f"fault: stopped {shard} {batch_id} {epoch}", flush=True)
-    os.kill(os.getpid(), signal.SIGSTOP)
+    quiesced(lambda: os.kill(os.getpid(), signal.SIGSTOP))  # never inside a swap's flock
     print(f"fault: resumed {shard} {batch_id}", flush=True)
 
 
