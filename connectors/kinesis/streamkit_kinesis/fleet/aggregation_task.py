@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -58,13 +59,24 @@ _STOPPED: set[str] = set()
 """Non-empty once the fault hook stopped this process (it stops it once)."""
 
 
+def _stop_self() -> None:
+    """SIGSTOP this process from the calling thread, which holds the swap counter's lock
+    until the process was continued. Sent to the process, the stop is handled first by the
+    main thread, and the caller ran on meanwhile (on a loaded machine, for long enough to
+    release the lock, start the fence's commit and be stopped holding its ``flock``: the
+    next owner's claim then waited for ever); sent to this thread, it stops this thread
+    before it returns, and every other one within the sleep."""
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+    time.sleep(1.0)
+
+
 def _fault_stop(shard: str, batch_id: int, epoch: int) -> None:
     """The fault hook (see :data:`FAULT_ENV`)."""
     if _STOPPED or os.environ.get(FAULT_ENV) != "stop_before_commit":
         return
     _STOPPED.add(shard)
     print(f"fault: stopped {shard} {batch_id} {epoch}", flush=True)
-    quiesced(lambda: os.kill(os.getpid(), signal.SIGSTOP))  # never inside a swap's flock
+    quiesced(_stop_self)  # never inside a swap's flock
     print(f"fault: resumed {shard} {batch_id}", flush=True)
 
 

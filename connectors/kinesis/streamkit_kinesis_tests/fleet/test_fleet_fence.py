@@ -147,10 +147,11 @@ async def _zombie_resumes(fleet: Fleet, zombie: Worker, shard: str, bid: int, st
 
 @pytest.mark.xfail(
     strict=False,
-    reason="flaky (2 of 4 runs at low load, 2026-12-04): the heir's claim waits on the fence's "
-    "flock, held by the zombie the test SIGSTOPped, although the fault hook stops it only "
-    "outside fence swaps (fence.quiesced); cause not found yet. The fence's logic is also "
-    "covered by tests/streamkit/fleet/test_fence.py, which has no such wait",
+    reason="flaky, being fixed (2026-12-04): 2 of 4 runs hung on the fence's flock held by the "
+    "stopped zombie (a process-directed SIGSTOP let the hook's thread run on into the commit; "
+    "now sent to that thread), then 1 of 3 runs: the zombie resumed but never logged its "
+    "refusal within 300 s (cause not found). The fence's logic is also covered by "
+    "tests/streamkit/fleet/test_fence.py, which has no such wait",
 )
 async def test_zombie_aggregation_task_is_fenced(
     localstack_endpoint: AwsEndpoint, tmp_path: Path
