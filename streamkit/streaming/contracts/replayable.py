@@ -34,9 +34,7 @@ class ReplayableSource(Protocol):
         ...
 
     async def end_offsets(self) -> Offsets:
-        """The current end of every partition (for ``available_now``). Only ``reached``
-        reads the values, so a value may stand for an end the source is still finding
-        (Kinesis: its readers find each shard's end as they read)."""
+        """The current end of every partition (for ``available_now``)."""
         ...
 
     def reached(self, offsets: Offsets, target: Offsets) -> bool:

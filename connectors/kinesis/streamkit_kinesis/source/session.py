@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import ConsumerConfig
     from streamkit_kinesis.consumer.processor import ProcessorFactory
-    from streamkit_kinesis.source.tip_watch import TipWatches
 
 
 @dataclass(frozen=True)
@@ -48,17 +47,14 @@ def build_consumer(
     endpoint: AwsEndpoint,
     lease_endpoint: AwsEndpoint,
     clock: Callable[[], float],
-    watches: TipWatches | None = None,
 ) -> ConsumerParts:
-    """A consumer for ``config`` (not started), with clients of its own; its polling readers
-    report to ``watches`` (:mod:`.tip_watch`; not with Enhanced Fan-Out)."""
+    """A consumer for ``config`` (not started), with clients of its own."""
     store = DynamoDBLeaseStore(
         lease_endpoint, config.app_name, call_timeout=config.lease_call_timeout
     )
     client = kinesis_client(endpoint, timestamp_parser=parse_timestamp)
     timings = CallTimings()
-    polling = config.retrieval == "polling"
-    readers = TrackedFetchers(config.fetchers(client, clock, timings), watches if polling else None)
+    readers = TrackedFetchers(config.fetchers(client, clock, timings))
     consumer = KinesisConsumer(
         config, endpoint, kinesis=client, lease_store=store, clock=clock,
         fetcher_factory=readers, call_timings=timings,
