@@ -35,7 +35,7 @@ from streamkit.fleet.fence import (
     epoch_folder,
 )
 from streamkit.streaming import _envelope as envelope
-from streamkit.streaming.checkpoint import CheckpointLog
+from streamkit.streaming.checkpoint import CheckpointLog, ipc_file
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 
 if TYPE_CHECKING:
@@ -114,14 +114,8 @@ class FencedTaskLog:
         """Stage batch ``batch_id``'s output rows in this epoch's folder (before commit)."""
         if table.num_rows == 0:
             return
-        import pyarrow as pa
-        from pyarrow import ipc
-
         assert self.log is not None
-        sink = pa.BufferOutputStream()
-        with ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        self.log.store.write_bytes(_name(batch_id), envelope.seal(sink.getvalue().to_pybytes()))
+        self.log.store.write_bytes(_name(batch_id), envelope.seal(ipc_file(table)))
 
     def commit(self, batch_id: int, offset: str | None) -> None:
         """The commit point of batch ``batch_id`` (after ``commits/N``); raises

@@ -49,7 +49,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
@@ -57,6 +57,9 @@ from streamkit.errors import StreamkitError
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming.contracts import CheckpointStore, Offsets
 from streamkit.streaming.state.changelog import apply
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -326,12 +329,17 @@ def _ipc(frame: pl.DataFrame) -> bytes:
     """``frame`` as an Arrow IPC file, LZ4-compressed (what ``pl.read_ipc`` reads).
     Written by pyarrow: ~1.6x less CPU than Polars' writer for a batch's delta, which it
     compresses on the calling thread (threads cost more than they save on busy cores)."""
+    return ipc_file(frame.to_arrow())
+
+
+def ipc_file(table: pa.Table) -> bytes:
+    """``table`` as an LZ4-compressed Arrow IPC file (a thread per column from
+    :data:`THREADED_ROWS` rows): the encoding of every table a checkpoint log holds."""
     import pyarrow as pa
     from pyarrow import ipc
 
-    table = frame.to_arrow()
     sink = pa.BufferOutputStream()
-    options = ipc.IpcWriteOptions(compression="lz4", use_threads=frame.height >= THREADED_ROWS)
+    options = ipc.IpcWriteOptions(compression="lz4", use_threads=table.num_rows >= THREADED_ROWS)
     with ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     data: bytes = sink.getvalue().to_pybytes()
