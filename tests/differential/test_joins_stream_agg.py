@@ -19,10 +19,13 @@ import random
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 from tests.differential.engines import DEADLINE, order
 from tests.differential.test_chains import spark_rows, streamkit_rows, w
@@ -103,7 +106,14 @@ class SparkRun:
     """Spark's query over ``left/`` and ``right/``: every batch, and the rows held by its
     stateful operators after each batch."""
 
-    def __init__(self, spark: Any, op: JoinAgg, directory: Path) -> None:
+    def __init__(
+        self,
+        spark: Any,
+        op: JoinAgg | Any,
+        directory: Path,
+        rows: Callable[[Any], list[tuple[Any, ...]]] | None = None,
+    ) -> None:
+        convert = rows or their_rows
         self.seen: Batches = []
         self._ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
 
@@ -115,7 +125,7 @@ class SparkRun:
         self._handle = (
             query.writeStream.outputMode(op.mode).trigger(availableNow=True)
             .option("checkpointLocation", self._ck.name)
-            .foreachBatch(lambda b, i: self.seen.append((i, their_rows(b))))
+            .foreachBatch(lambda b, i: self.seen.append((i, convert(b))))
             .start()
         )  # fmt: skip
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.differential.engines import DEADLINE, order
 from tests.differential.test_joins_stream import LEFT_DDL, RIGHT_DDL, SideFiles, random_side
-from tests.differential.test_joins_stream_agg import L, sides, write_case
+from tests.differential.test_joins_stream_agg import L, SparkRun, sides, write_case
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -90,36 +90,6 @@ def streamkit_rows(table: pa.Table) -> list[tuple[Any, ...]]:
     return sorted(zip(lt, table.column("lk").to_pylist(), strict=True), key=order)
 
 
-class SparkRun:
-    def __init__(self, spark: Any, op: JoinDedup, directory: Path) -> None:
-        self.seen: Batches = []
-        self._ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
-
-        def stream(side: str, ddl: str) -> Any:
-            reader = spark.readStream.schema(ddl).option("maxFilesPerTrigger", 1)
-            return reader.json(str(directory / side))
-
-        query = op.spark(stream("left", LEFT_DDL), stream("right", RIGHT_DDL))
-        self._handle = (
-            query.writeStream.outputMode(op.mode).trigger(availableNow=True)
-            .option("checkpointLocation", self._ck.name)
-            .foreachBatch(lambda b, i: self.seen.append((i, spark_rows(b))))
-            .start()
-        )  # fmt: skip
-
-    def result(self) -> tuple[Batches, list[int]]:
-        try:
-            assert self._handle.awaitTermination(DEADLINE), "Spark did not finish"
-            assert self._handle.exception() is None, str(self._handle.exception())
-            states = [
-                sum(int(s["numRowsTotal"]) for s in p["stateOperators"])
-                for p in sorted(self._handle.recentProgress, key=lambda p: p["batchId"])
-            ]
-        finally:
-            self._ck.cleanup()
-        return sorted(self.seen, key=lambda b: b[0]), states
-
-
 def run_streamkit(op: JoinDedup, directory: Path) -> tuple[Batches, list[int]]:
     seen: Batches = []
     handle = (
@@ -175,7 +145,10 @@ def runs(
     }
     names, results = list(dirs), {}  # type: list[str], dict[str, Any]
     for at in range(0, len(names), CONCURRENT):
-        started = {n: SparkRun(spark, CASES[n].op, dirs[n]) for n in names[at : at + CONCURRENT]}
+        started = {
+            n: SparkRun(spark, CASES[n].op, dirs[n], spark_rows)
+            for n in names[at : at + CONCURRENT]
+        }
         results |= {n: (dirs[n], run.result()) for n, run in started.items()}
     return results
 
