@@ -193,7 +193,8 @@ async def test_a_checkpoint_written_by_one_is_where_the_other_starts(
 
 async def run_then_kill(group: Fleet, worker: str, kill: Callable[[], object]) -> dict[str, int]:
     """Write records until ``worker`` checkpointed past its start on every shard, SIGKILL it,
-    stop writing; returns the checkpoints it left in the table."""
+    write 40 more (one per partition key, so every shard gets records its dead reader never
+    saw), stop writing; returns the checkpoints it left in the table."""
     start = checkpoints(await poll_items(group.endpoint, group.app, lambda t: True, 30, "a read"))
     producer = BackgroundProducer(group.endpoint, group.stream, per_tick=6)
     producer.start()
@@ -205,6 +206,8 @@ async def run_then_kill(group: Fleet, worker: str, kill: Callable[[], object]) -
             START, f"{worker} checkpointing every shard",
         )  # fmt: skip
         kill()
+        at_kill = len(producer.sent)
+        await wait_until(lambda: len(producer.sent) >= at_kill + 40, 60, "40 records after the kill")
     finally:
         await producer.stop()
     return checkpoints(await asyncio.to_thread(raw_items, group.endpoint, group.app))
