@@ -58,22 +58,32 @@ async def produce(endpoint: Any, stream: str, data: list[bytes]) -> float:
     return len(data) / (time.perf_counter() - started)
 
 
-def one_run(stream: str, endpoint: Any, leases: Any, truth: pa.Table) -> dict[str, Any]:
-    """W3 over the whole stream with a fresh application; timed and verified."""
+def w3_writer(
+    stream: str, endpoint: Any, leases: Any, name: str, max_records: int = ROWS_PER_FILE
+) -> Any:
+    """W3 over the whole stream as a fresh application (new lease table, TRIM_HORIZON),
+    at most ``max_records`` per micro-batch: a writer in update mode with the
+    ``available_now`` trigger and the memory sink ``name``, not started."""
     from streamkit_kinesis.source import KinesisStreamSource
 
-    from streamkit.streaming.sinks import memory_table
-
-    app, name = f"w3-{uuid.uuid4().hex[:8]}", f"w3k-{uuid.uuid4().hex[:8]}"
-    source = KinesisStreamSource(
-        stream, app, endpoint, schema=SCHEMA_ID, lease_endpoint=leases,
-        max_records_per_batch=ROWS_PER_FILE, consumer_options=FAST,
-    )  # fmt: skip
     import streamkit as sk
 
+    source = KinesisStreamSource(
+        stream, f"w3-{uuid.uuid4().hex[:8]}", endpoint, schema=SCHEMA_ID, lease_endpoint=leases,
+        max_records_per_batch=max_records, consumer_options=FAST,
+    )  # fmt: skip
     writer = w3_aggregate(sk.read_stream.source(source)).write_stream.output_mode("update")
+    return writer.trigger(available_now=True).memory(name)
+
+
+def one_run(stream: str, endpoint: Any, leases: Any, truth: pa.Table) -> dict[str, Any]:
+    """W3 over the whole stream with a fresh application; timed and verified."""
+    from streamkit.streaming.sinks import memory_table
+
+    name = f"w3k-{uuid.uuid4().hex[:8]}"
+    writer = w3_writer(stream, endpoint, leases, name)
     started = time.perf_counter()
-    query = writer.trigger(available_now=True).memory(name).start()
+    query = writer.start()
     query.await_termination()
     wall = time.perf_counter() - started
     late = query.late_rows
