@@ -10,9 +10,11 @@ Engines (``--engine``):
 - ``streamkit-kinesis``: the same query reading the kinesalite stream as a fresh
   application (``_stream_kinesis.w3_writer``, ``available_now``); leases on LocalStack.
 
-Every engine keeps no input rows (streamkit: ``Retention.rows(0)``). The timed region is
-the query alone: from ``start()`` to the end of the last batch; the Spark session (JVM
-start-up), imports and query construction come before it and are reported as start-up.
+streamkit keeps no input rows on files (``Retention.rows(0)``: only the columns the query
+reads are decoded) and one on Kinesis (``Retention.rows(1)``: every field is decoded, so the
+late-row table names the rows by ``id``; shard interleaving decides which are late). The
+timed region is the query alone: from ``start()`` to the end of the last batch; the Spark
+session (JVM start-up), imports and query construction come before it: start-up.
 CPU seconds are user + system of this process's whole tree (the Spark JVM included), read
 from /proc (``_proc_tree``); peak RSS is the tree's summed ``VmHWM``. Prints one JSON line;
 writes the final result (``start`` us, ``action``, ``n``, ``sum``, ``avg``, sorted) to
@@ -147,14 +149,14 @@ def _sorted(final: pa.Table) -> pa.Table:
     return table.sort_by([("start", "ascending"), ("action", "ascending")])
 
 
-def streamkit_run(writer: Any, name: str) -> tuple[pa.Table, Report]:
-    """Start a prepared streamkit writer (memory sink ``name``), measured."""
+def streamkit_run(writer: Any, name: str, keep: int) -> tuple[pa.Table, Report]:
+    """Start a prepared streamkit writer (memory sink ``name``, ``keep`` input rows), measured."""
     from _stream_run import normalise
 
     from streamkit.streaming.sinks import memory_table
     from streamkit.streaming.table import Retention
 
-    writer = writer.retention(Retention.rows(0))
+    writer = writer.retention(Retention.rows(keep))
     with Meter() as meter:
         query = writer.start()
         query.await_termination()
@@ -191,7 +193,7 @@ def main() -> None:
         from _stream_run import w3_query
 
         writer = w3_query(args.dir, "none").trigger(available_now=True).memory("w3f")
-        result, report = streamkit_run(writer, "w3f")
+        result, report = streamkit_run(writer, "w3f", 0)
     else:
         from _stream_kinesis import w3_writer
 
@@ -200,7 +202,7 @@ def main() -> None:
         leases = AwsEndpoint.local(args.leases_url) if args.leases_url else AwsEndpoint.from_env()
         endpoint = AwsEndpoint.local(args.kinesis_url)
         writer = w3_writer(args.stream, endpoint, leases, "w3k", args.batch)
-        result, report = streamkit_run(writer, "w3k")
+        result, report = streamkit_run(writer, "w3k", 1)
     write_ipc(result, args.out)
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
