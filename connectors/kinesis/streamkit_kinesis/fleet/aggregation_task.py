@@ -13,8 +13,11 @@ already applied are dropped by the dedup map); the output rows staged as ``outpu
 compare-and-swap (the commit point, refused once another owner claimed the task); the sink
 files of batch N (``part-<shard id>-<N>-...``, only ever from committed rows); only then the
 exchange lease checkpoint. A task refused by the fence stops quietly: nothing it wrote is
-read or published. Between deliveries a ticker runs a batch without input when the stage
-owes one (the fleet watermark moved, e.g. a silent source shard went idle).
+read or published. The fence's compare-and-swap runs in a thread, which a lost lease cannot
+stop: the task reports the loss only once that attempt ended (committed, or refused and
+logged), so this worker's next claim of the task comes after it. Between deliveries a
+ticker runs a batch without input when the stage owes one (the fleet watermark moved, e.g.
+a silent source shard went idle).
 """
 
 from __future__ import annotations
@@ -80,6 +83,12 @@ def _fault_stop(shard: str, batch_id: int, epoch: int) -> None:
     print(f"fault: resumed {shard} {batch_id}", flush=True)
 
 
+def _retrieve(done: asyncio.Future[None]) -> None:
+    """Mark a fence commit's error retrieved (raised to its batch, or logged by the fence)."""
+    if not done.cancelled():
+        done.exception()
+
+
 class AggregationTask(BaseRecordProcessor):
     """The aggregation task of one exchange shard (see the module docstring)."""
 
@@ -114,6 +123,8 @@ class AggregationTask(BaseRecordProcessor):
         self._failure: Exception | None = None
         """What stopped the no-data ticker (re-raised by the next delivery)."""
         self._ticker: asyncio.Task[None] | None = None
+        self._commit: asyncio.Future[None] | None = None
+        """The last fence commit (a thread: it runs on when its batch is cancelled)."""
 
     async def initialize_with(self, init: InitializationInput) -> None:
         """Claim the task with the lease counter as epoch (a later owner has a higher
@@ -203,7 +214,7 @@ class AggregationTask(BaseRecordProcessor):
         await asyncio.to_thread(log.write_commit, bid, offsets, {"watermark": result.watermark})
         if table.num_rows and fenced.fence.record is not None:
             _fault_stop(self.shard, bid, fenced.fence.record.epoch)
-        await asyncio.to_thread(fenced.commit, bid, offset)
+        await self._commit_batch(fenced, bid, offset)
         await sink.add_batch(bid, table)
         await asyncio.to_thread(fenced.published, bid, table.num_rows)
         self.next_id, self.offset = bid + 1, offset
@@ -213,6 +224,20 @@ class AggregationTask(BaseRecordProcessor):
             stage.duplicates_dropped,
         )  # fmt: skip
         await asyncio.to_thread(write_status, self.root, status)
+
+    async def _commit_batch(self, fenced: FencedTaskLog, bid: int, offset: str | None) -> None:
+        """The fence's commit of batch ``bid``, in a thread that finishes even when this
+        batch is cancelled (:meth:`_commit_ended` waits for it)."""
+        loop = asyncio.get_running_loop()
+        commit = self._commit = loop.run_in_executor(None, fenced.commit, bid, offset)
+        commit.add_done_callback(_retrieve)  # a refusal after a cancel is logged already
+        await asyncio.shield(commit)
+
+    async def _commit_ended(self) -> None:
+        """Wait for the fence commit in flight, if any (never raises its error)."""
+        commit = self._commit
+        if commit is not None and not commit.done():
+            await asyncio.wait([commit])
 
     async def _owed(self) -> None:
         """Run batches without input while the stage owes one (Spark's no-data batch)."""
@@ -253,8 +278,11 @@ class AggregationTask(BaseRecordProcessor):
             self._ticker = None
 
     async def lease_lost(self, shard_id: str) -> None:
-        """Stop the ticker; the next owner restores from the last commit."""
+        """Stop the ticker and wait for the fence commit in flight (cancelled with its
+        batch, its thread runs on: refused once another owner claimed); the next owner
+        restores from the last commit."""
         await self._stop_ticker()
+        await self._commit_ended()
 
     async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Stop the ticker (every batch was checkpointed when it committed)."""
