@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -60,6 +62,20 @@ def _dump_on_sigusr1(member: Any) -> None:
     signal.signal(signal.SIGUSR1, handler)
 
 
+def _log_tasks() -> None:
+    """``STREAMKIT_FLEET_LOG=info``: the fleet's task claims, losses and refusals at INFO,
+    with time and worker id, to stderr (the fleet's log) for a test's failure output."""
+    if os.environ.get("STREAMKIT_FLEET_LOG") != "info":
+        return
+    worker = os.environ.get("STREAMKIT_WORKER_ID", "?")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {worker} %(name)s: %(message)s"))
+    for name in ("streamkit.fleet", "streamkit_kinesis.fleet", "streamkit_kinesis.consumer"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     for name in ("endpoint", "stream", "app", "checkpoint", "out"):
@@ -68,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
     args = p.parse_args(argv)
+    _log_tasks()
     options = {
         "failover_time": 6.0,
         "consumer_options": {"idle_time": 0.2, "take_interval": 1.0},

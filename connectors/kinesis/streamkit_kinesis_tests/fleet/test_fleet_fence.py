@@ -5,13 +5,17 @@ A worker alone reads the records; when the closing records make an aggregation t
 its windows, the worker stops itself (SIGSTOP, ``STREAMKIT_FLEET_FAULT=stop_before_commit``)
 in that batch after staging the rows, ``state/N`` and ``commits/N`` in its epoch's folder,
 just before the fence's commit: a zombie owner, as after a GC or VM pause longer than the
-failover time. A second worker takes every lease over, claims the task with a higher epoch
-and writes the batch itself. Then the zombie is continued (SIGCONT) and finishes its batch:
-its commit is refused (the refusal, naming its stale epoch, is in the log), the task's
-sink files up to that batch keep their rows and none is added, the stale epoch never
-holds the fence again, and the sink equals DuckDB over the records put. Every wait is on
-an observable event (the zombie's stdout and process state, sink
-files, the log); deadlines are generous.
+failover time. The test first checks the stop landed there (the fence still names the
+zombie's epoch, batch N not committed, the hook did not run on). A second worker takes
+every lease over, claims the task with a higher epoch and writes the batch itself. Then the
+zombie is continued (SIGCONT) and finishes its batch: its commit is refused (the refusal,
+naming its stale epoch, is in the log, before any new claim of the task by its worker),
+the task's sink files up to that batch keep their rows and none is added, nothing is
+written to the stale epoch's folder after batch N, the stale epoch never holds the fence
+again, and the sink equals DuckDB over the records put. Once continued, the zombie's worker
+may legitimately take the task back under a new, higher epoch (balancing): nothing here
+depends on whether it does. Every wait is on an observable event (the zombie's stdout and
+process state, sink files, the log); deadlines are generous.
 """
 
 from __future__ import annotations
@@ -82,8 +86,37 @@ def _batch_of(name: str, shard: str) -> int:
     return int(name[len(f"part-{shard}-") :].split("-", maxsplit=1)[0])
 
 
+def _fence(fleet: Fleet, shard: str) -> dict[str, Any]:
+    """The task's fence record (JSON)."""
+    record: dict[str, Any] = json.loads((fleet.root / "exchange" / shard / "fence").read_text())
+    return record
+
+
+def _resumed(worker: Worker) -> bool:
+    return any(line.startswith("fault: resumed") for line in worker.lines)
+
+
+def _stale_batches(fleet: Fleet, shard: str, epoch: int) -> list[int]:
+    """The batch ids of the files in ``epoch``'s log folder of the task (sorted)."""
+    folder = fleet.root / "exchange" / shard / "epochs" / f"{epoch:020d}"
+    return sorted({int(f.name) for f in folder.glob("*/*") if f.name.isdigit()})
+
+
+def _claims(log: str, shard: str, worker: str) -> list[tuple[int, int]]:
+    """(position in the log, epoch) of each claim of the task by ``worker``."""
+    head = f"aggregation task {shard}: claimed by {worker} at epoch "
+    out, at = [], log.find(head)
+    while at >= 0:
+        out.append((at, int(log[at + len(head) :].split(",", 1)[0])))
+        at = log.find(head, at + 1)
+    return out
+
+
 async def _zombie_stops(fleet: Fleet, zombie: Worker) -> tuple[str, int, int]:
-    """Wait until the fault hook stopped ``zombie``; the shard and batch it stopped in."""
+    """Wait until the fault hook stopped ``zombie``; the shard and batch it stopped in,
+    and its epoch. The stop must have landed before the fence's commit of that batch (a
+    process-directed SIGSTOP let the event loop run on into the commit: then the batch was
+    committed legitimately and there was nothing to refuse)."""
 
     def stopped() -> bool:
         fleet.check_alive()
@@ -92,6 +125,13 @@ async def _zombie_stops(fleet: Fleet, zombie: Worker) -> tuple[str, int, int]:
     await until("the zombie stopped before its commit", stopped, 300)
     where = _stopped_at(zombie)
     assert where is not None
+    shard, bid, stale = where
+    record = _fence(fleet, shard)
+    assert not _resumed(zombie), f"the fault hook ran on past its stop: {zombie.lines}"
+    assert record["epoch"] == stale, (where, record)
+    assert record["batch"] is None or record["batch"] < bid, (
+        f"batch {bid} was committed before the zombie stopped: {record}"
+    )
     return where
 
 
@@ -112,47 +152,48 @@ async def _heir_writes(fleet: Fleet, heir: Worker, shard: str, bid: int) -> None
 
 
 async def _zombie_resumes(fleet: Fleet, zombie: Worker, shard: str, bid: int, stale: int) -> None:
-    """SIGCONT the zombie (epoch ``stale``); once its commit attempt is over, nothing of
-    it is visible. (Once continued, the zombie's worker may take the task again through
-    balancing, under a new, higher epoch: legitimate, and its first act then writes the
-    heir's last batch again, with the same rows.)"""
-    fence = fleet.root / "exchange" / shard / "fence"
+    """SIGCONT the zombie (epoch ``stale``, stopped before its commit of batch ``bid``);
+    wait for the refusal of that commit; nothing of it is visible, and its worker claimed
+    the task again (if it did: balancing may give it back) only after the refusal."""
     before = _task_files(fleet.out, shard, bid)
-    claimed = json.loads(fence.read_text())
+    claimed = _fence(fleet, shard)
     assert claimed["owner"] == "heir", claimed
+    assert claimed["epoch"] > stale, claimed
     marker = f"exchange/{shard}: batch {bid} of epoch {stale} not committed"
     os.kill(zombie.proc.pid, signal.SIGCONT)
 
     def attempt_over() -> bool:
-        """The zombie ran on: its refusal is logged, or (unfenced) it rewrote the fence."""
+        """The zombie's refusal is logged, or (unfenced) the stale epoch holds the fence."""
         fleet.check_alive()
-        resumed = any(line.startswith("fault: resumed") for line in zombie.lines)
-        refused = marker in fleet.tail(10**7)
-        return resumed and (refused or json.loads(fence.read_text())["epoch"] == stale)
+        return marker in fleet.tail(10**7) or _fence(fleet, shard)["epoch"] == stale
 
     try:
-        await until("the zombie's commit attempt", attempt_over, 300)
+        await until("the refusal of the zombie's commit", attempt_over, 300)
     except AssertionError as e:
+        zombie.proc.send_signal(signal.SIGUSR1)  # its threads' and tasks' stacks, to the log
+        await asyncio.sleep(3.0)
         raise AssertionError(
-            f"{e}; fence {fence.read_text()}, marker {marker!r}, zombie {zombie.lines}\n"
-            f"{fleet.tail(20_000)}"
+            f"{e}; fence {_fence(fleet, shard)}, stale folder batches "
+            f"{_stale_batches(fleet, shard, stale)}, marker {marker!r}, zombie {zombie.lines}"
+            f"\n{fleet.tail(40_000)}"
         ) from None
-    now = json.loads(fence.read_text())
+    now = _fence(fleet, shard)
     assert now["epoch"] != stale, f"the zombie's stale epoch committed: {now}"
     assert now["epoch"] >= claimed["epoch"], (claimed, now)
-    assert marker in fleet.tail(10**7), "no refusal of the zombie's commit in the log"
+    log = fleet.tail(10**7)
+    refused = log.index(marker)
+    again = [(at, epoch) for at, epoch in _claims(log, shard, "zombie") if epoch != stale]
+    assert all(at > refused for at, _ in again), (
+        f"the zombie's worker claimed the task again before its stale commit was refused: "
+        f"{again}, refusal at {refused}"
+    )
+    assert _resumed(zombie), zombie.lines
+    late = [b for b in _stale_batches(fleet, shard, stale) if b > bid]
+    assert not late, f"the refused owner wrote batches {late} into its stale folder"
     after = _task_files(fleet.out, shard, bid)
     assert after == before, "the task's sink files up to the zombie's batch changed"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky, being fixed (2026-12-04): 2 of 4 runs hung on the fence's flock held by the "
-    "stopped zombie (a process-directed SIGSTOP let the hook's thread run on into the commit; "
-    "now sent to that thread), then 1 of 3 runs: the zombie resumed but never logged its "
-    "refusal within 300 s (cause not found). The fence's logic is also covered by "
-    "tests/streamkit/fleet/test_fence.py, which has no such wait",
-)
 async def test_zombie_aggregation_task_is_fenced(
     localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
@@ -163,11 +204,13 @@ async def test_zombie_aggregation_task_is_fenced(
         fleet = Fleet(ep, stream, unique("ff"), tmp_path)
         try:
             last = await asyncio.to_thread(put_random_keys, ep, stream, data)
-            zombie = await fleet.add("zombie", STREAMKIT_FLEET_FAULT="stop_before_commit")
+            zombie = await fleet.add(
+                "zombie", STREAMKIT_FLEET_FAULT="stop_before_commit", STREAMKIT_FLEET_LOG="info"
+            )
             await fleet.read_all(last)
             await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
             shard, bid, stale = await _zombie_stops(fleet, zombie)
-            heir = await fleet.add("heir")
+            heir = await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
             # input for the heir's first batch of the task: the zombie may have stopped in
             # a batch without input, which a restored task does not owe (same event time
             # as the first closers: the watermark does not move, the truth is unchanged)
@@ -181,6 +224,7 @@ async def test_zombie_aggregation_task_is_fenced(
 
             await until("every window in the sink", full, 420)
             await fleet.stop()
+            assert _fence(fleet, shard)["epoch"] != stale
         finally:
             await fleet.kill_all()  # SIGKILL ends a stopped process too
             await drop_fleet_tables(ep, fleet.app)
