@@ -42,6 +42,13 @@ from streamkit.functions import (
 from streamkit.group_state import GroupState, GroupStateTimeout
 from streamkit.io import from_arrow, from_pandas, read
 from streamkit.sql import sql  # binds ``sk.sql`` to the function, not the package (no sqlglot)
+from streamkit.stateful_processor import (
+    ExpiredTimerInfo,
+    StatefulProcessor,
+    StatefulProcessorHandle,
+    TimeMode,
+    TimerValues,
+)
 from streamkit.windows import session_window, window
 
 if TYPE_CHECKING:
@@ -76,13 +83,18 @@ __all__ = [
     "ColumnNotFoundError",
     "DataFrame",
     "DurationError",
+    "ExpiredTimerInfo",
     "Expr",
     "GroupState",
     "GroupStateTimeout",
     "GroupedData",
     "PlanError",
     "SchemaError",
+    "StatefulProcessor",
+    "StatefulProcessorHandle",
     "StreamkitError",
+    "TimeMode",
+    "TimerValues",
     "Trigger",
     "approx_count_distinct",
     "approx_percentile",

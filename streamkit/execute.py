@@ -17,6 +17,8 @@ from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState, run_batch
 from streamkit.stream_static import Pinned
+from streamkit.transform_state import TransformWithState
+from streamkit.transform_state import run_batch as transform_batch
 from streamkit.windows import BUCKET
 
 Loader = Callable[[Scan, list[str], list[str]], pl.LazyFrame]
@@ -86,6 +88,8 @@ def compile_plan(
         return join_frames(left, right, plan).lazy()
     if isinstance(plan, FlatMapGroupsWithState):  # the function sees every input column
         return run_batch(plan, compile_plan(plan.input, None, set(), load).collect()).lazy()
+    if isinstance(plan, TransformWithState):
+        return transform_batch(plan, compile_plan(plan.input, None, set(), load).collect()).lazy()
     raise TypeError(f"unknown plan node {type(plan).__name__}")
 
 

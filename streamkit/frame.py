@@ -239,3 +239,30 @@ class GroupedData:
         return DataFrame(node)
 
     applyInPandasWithState = apply_in_pandas_with_state
+
+    def transform_with_state_in_pandas(
+        self,
+        stateful_processor: Any,
+        output_struct_type: pa.Schema | str,
+        output_mode: str,
+        time_mode: str,
+    ) -> DataFrame:
+        """Spark 4's ``transformWithStateInPandas``: ``stateful_processor`` (a
+        :class:`~streamkit.StatefulProcessor`, or a PySpark one) per key, with value, list
+        and map state and timers, yielding pandas DataFrames of ``output_struct_type``.
+        ``output_mode``: "append" or "update"; ``time_mode``: "None", "ProcessingTime" or
+        "EventTime". Rules: :mod:`streamkit.transform_state`."""
+        from streamkit.stateful import parse_schema
+        from streamkit.transform_state import TransformWithState
+
+        if self._window is not None or any(not isinstance(k, Col) for k in self._keys):
+            raise PlanError(
+                "transform_with_state_in_pandas groups by plain columns; add a computed key "
+                "with .with_column(name, expr) first and group_by(name)"
+            )
+        keys = tuple(k.output_name for k in self._keys)
+        out = parse_schema(output_struct_type, "output_struct_type")
+        node = TransformWithState(self._plan, keys, stateful_processor, out, output_mode, time_mode)
+        return DataFrame(node)
+
+    transformWithStateInPandas = transform_with_state_in_pandas

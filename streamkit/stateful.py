@@ -133,70 +133,43 @@ class Clock:
     watermark_present: bool = False
 
 
-class KeyCaller:
-    """Calls ``node.func`` per key and applies the state changes to a store."""
+def key_frames(rows: pl.DataFrame, keys: list[str]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """``(key tuple, pandas DataFrame of its rows)`` per key of ``rows``: keys in ascending
+    order, nulls first, as Spark sorts them; rows of a key in arrival order; each frame's
+    index counts from 0. One vectorised pass (a stable sort, the first row of each key,
+    one pandas conversion), then a slice per key."""
+    import pandas as pd
 
-    def __init__(self, node: FlatMapGroupsWithState, store: GroupStateStore) -> None:
-        self.node, self.store = node, store
-        self._arity = len(node.state_schema)
+    if not rows.height:
+        return
+    ordered = rows.sort(keys, nulls_last=False, maintain_order=True)
+    first = ordered.select(pl.struct(keys).is_first_distinct()).to_series().to_numpy()
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], ordered.height)
+    tuples = ordered[starts].select(keys).rows()
+    frame = ordered.to_pandas()
+    for key, start, end in zip(tuples, starts.tolist(), ends.tolist(), strict=True):
+        part = frame.iloc[start:end]
+        part.index = pd.RangeIndex(end - start)
+        yield key, part
+
+
+class Outputs:
+    """The pandas DataFrames a user function returned in one batch, checked against the
+    output schema (``where(key)`` names the function and key in errors)."""
+
+    def __init__(self, schema: pl.Schema, where: Callable[[tuple[Any, ...]], str]) -> None:
+        self.schema, self._where = schema, where
         self._out = pa.schema(
             [pa.field(n, pl.DataFrame(schema={n: t}).to_arrow().schema[0].type)
-             for n, t in node.output_schema.items()]
+             for n, t in schema.items()]
         )  # fmt: skip
         self._frames: list[tuple[tuple[Any, ...], Any]] = []
 
-    def call_groups(self, rows: pl.DataFrame, clock: Clock) -> None:
-        """One call per key of ``rows`` (keys in ascending order, nulls first, as Spark
-        sorts them; rows of a key in arrival order)."""
-        import pandas as pd
-
-        if not rows.height:
-            return
-        keys = list(self.node.keys)
-        ordered = rows.sort(keys, nulls_last=False, maintain_order=True)
-        first = ordered.select(pl.struct(keys).is_first_distinct()).to_series().to_numpy()
-        starts = np.flatnonzero(first)
-        ends = np.append(starts[1:], ordered.height)
-        tuples = ordered[starts].select(keys).rows()
-        frame = ordered.to_pandas()
-        for key, start, end in zip(tuples, starts.tolist(), ends.tolist(), strict=True):
-            part = frame.iloc[start:end]
-            part.index = pd.RangeIndex(end - start)  # each key's frame counts from 0
-            self.call(key, iter([part]), clock, timed_out=False)
-
-    def call_timed_out(self, keys: list[tuple[Any, ...]], clock: Clock) -> None:
-        """The timeout call of each key: no rows, ``has_timed_out`` True."""
-        for key in keys:
-            self.call(key, iter(()), clock, timed_out=True)
-
-    def call(
-        self, key: tuple[Any, ...], frames: Iterator[Any], clock: Clock, *, timed_out: bool
-    ) -> None:
-        """One call; the returned frames are kept for :meth:`take_output`."""
-        value, old_timeout = self.store.get(key)
-        state = GroupState(
-            value, processing_time_ms=clock.processing_ms, watermark_ms=clock.watermark_ms,
-            timeout_conf=self.node.timeout, has_timed_out=timed_out,
-            watermark_present=clock.watermark_present, arity=self._arity,
-        )  # fmt: skip
-        try:
-            out = list(self.node.func(key, frames, state))
-        except StreamkitError as exc:
-            raise StatefulFunctionError(f"{self._where(key)} failed: {exc}") from exc
-        except Exception as exc:
-            raise StatefulFunctionError(
-                f"{self._where(key)} raised {type(exc).__name__}: {exc}"
-            ) from exc
-        for item in out:
+    def add(self, key: tuple[Any, ...], returned: Iterable[Any] | None) -> None:
+        """Keep every frame of ``returned`` (None: nothing) after checking its columns."""
+        for item in returned or ():
             self._frames.append((key, self._check_columns(key, item)))
-        if state.removed and state.timeout_ms == NO_TIMESTAMP:
-            self.store.delete(key)
-        elif state.updated or state.removed or state.timeout_ms != old_timeout:
-            self.store.put(key, state.get_option, state.timeout_ms)
-
-    def _where(self, key: tuple[Any, ...]) -> str:
-        name = getattr(self.node.func, "__name__", "function")
-        return f"apply_in_pandas_with_state function {name!r} for key {key!r}"
 
     def _check_columns(self, key: tuple[Any, ...], item: Any) -> Any:
         import pandas as pd
@@ -218,14 +191,14 @@ class KeyCaller:
             )
         return item
 
-    def take_output(self) -> pl.DataFrame:
-        """Every frame returned since the last take, as one frame of the output schema."""
+    def take(self) -> pl.DataFrame:
+        """Every frame kept since the last take, as one frame of the output schema."""
         import pandas as pd
 
         frames, self._frames = self._frames, []
         names = self._out.names
         if not frames:
-            return pl.DataFrame(schema=self.node.output_schema)
+            return pl.DataFrame(schema=self.schema)
         try:
             whole = pd.concat([f[names] for _, f in frames], ignore_index=True)
             table = pa.Table.from_pandas(whole, schema=self._out, preserve_index=False)
@@ -251,6 +224,62 @@ class KeyCaller:
                     f"({self._out.to_string(show_schema_metadata=False)}): {exc}"
                 ) from exc
         return pa.concat_tables(tables)
+
+
+def call_user(where: str, call: Callable[[], Iterable[Any] | None]) -> list[Any]:
+    """Run one call of user code (its returned iterable drained, so that generator bodies
+    run now); any exception is raised as :class:`StatefulFunctionError` led by ``where``."""
+    try:
+        returned = call()
+        return [] if returned is None else list(returned)
+    except StreamkitError as exc:
+        raise StatefulFunctionError(f"{where} failed: {exc}") from exc
+    except Exception as exc:
+        raise StatefulFunctionError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+
+
+class KeyCaller:
+    """Calls ``node.func`` per key and applies the state changes to a store."""
+
+    def __init__(self, node: FlatMapGroupsWithState, store: GroupStateStore) -> None:
+        self.node, self.store = node, store
+        self._arity = len(node.state_schema)
+        self._outputs = Outputs(node.output_schema, self._where)
+
+    def call_groups(self, rows: pl.DataFrame, clock: Clock) -> None:
+        """One call per key of ``rows`` (:func:`key_frames`' order)."""
+        for key, part in key_frames(rows, list(self.node.keys)):
+            self.call(key, iter([part]), clock, timed_out=False)
+
+    def call_timed_out(self, keys: list[tuple[Any, ...]], clock: Clock) -> None:
+        """The timeout call of each key: no rows, ``has_timed_out`` True."""
+        for key in keys:
+            self.call(key, iter(()), clock, timed_out=True)
+
+    def call(
+        self, key: tuple[Any, ...], frames: Iterator[Any], clock: Clock, *, timed_out: bool
+    ) -> None:
+        """One call; the returned frames are kept for :meth:`take_output`."""
+        value, old_timeout = self.store.get(key)
+        state = GroupState(
+            value, processing_time_ms=clock.processing_ms, watermark_ms=clock.watermark_ms,
+            timeout_conf=self.node.timeout, has_timed_out=timed_out,
+            watermark_present=clock.watermark_present, arity=self._arity,
+        )  # fmt: skip
+        out = call_user(self._where(key), lambda: self.node.func(key, frames, state))
+        self._outputs.add(key, out)
+        if state.removed and state.timeout_ms == NO_TIMESTAMP:
+            self.store.delete(key)
+        elif state.updated or state.removed or state.timeout_ms != old_timeout:
+            self.store.put(key, state.get_option, state.timeout_ms)
+
+    def _where(self, key: tuple[Any, ...]) -> str:
+        name = getattr(self.node.func, "__name__", "function")
+        return f"apply_in_pandas_with_state function {name!r} for key {key!r}"
+
+    def take_output(self) -> pl.DataFrame:
+        """Every frame returned since the last take, as one frame of the output schema."""
+        return self._outputs.take()
 
 
 def run_batch(node: FlatMapGroupsWithState, rows: pl.DataFrame) -> pl.DataFrame:

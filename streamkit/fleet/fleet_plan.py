@@ -34,6 +34,7 @@ from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, next_waterma
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.watermark_input import watermark_filter
+from streamkit.transform_state import TransformWithState
 
 from .routing import check_routable
 
@@ -41,6 +42,7 @@ _NAMES: tuple[tuple[type, str], ...] = (
     (Join, "a join"),
     (Deduplicate, "drop_duplicates"),
     (FlatMapGroupsWithState, "apply_in_pandas_with_state"),
+    (TransformWithState, "transform_with_state_in_pandas"),
 )
 
 

@@ -55,10 +55,13 @@ from streamkit.streaming.downstream import above
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.state.group_state_store import GroupStateStore
+from streamkit.streaming.state.processor_store import ProcessorStore
 from streamkit.streaming.stateful_exec import BatchClock, StreamingStateful
 from streamkit.streaming.static_sides import bind_static_sides
+from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.streaming.watermark_input import counted, watermark_filter
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
+from streamkit.transform_state import TransformWithState
 from streamkit.windows import WEND, SessionWindow, last_window_end
 
 OUTPUT_MODES: tuple[OutputMode, ...] = ("append", "update", "complete")
@@ -131,7 +134,7 @@ class IncrementalQuery:
         plan, self._static = bind_static_sides(plan)
         self.plan, self.mode = plan, mode
         self.emit_on_same_batch = emit_on_same_batch
-        kinds = Aggregate | Deduplicate | FlatMapGroupsWithState
+        kinds = Aggregate | Deduplicate | FlatMapGroupsWithState | TransformWithState
         stateful = [n for n in plan.chain() if isinstance(n, kinds)]
         marks = [n for n in plan.chain() if isinstance(n, Watermark)]
         if len(stateful) > 1:
@@ -150,14 +153,17 @@ class IncrementalQuery:
         self._check_watermark_column()
         self._counts = watermark_filter(plan, self._mark) if self._mark is not None else None
         self._store: StateStore | None = None if self._spec is None else make_store(self._spec)
-        self._dedup: StreamingDedup | StreamingStateful | None = None
+        self._dedup: StreamingDedup | StreamingStateful | StreamingTransform | None = None
         """The stateful operator other than an aggregation (rows in, rows out)."""
         if isinstance(top, Deduplicate):
             self._dedup = StreamingDedup(top, self._mark)
         self.clock = BatchClock(processing_clock)
-        """Processing time (``apply_in_pandas_with_state``); the runner sets each batch's."""
+        """Processing time (``apply_in_pandas_with_state``, ``transform_with_state_in_pandas``);
+        the runner sets each batch's."""
         if isinstance(top, FlatMapGroupsWithState):
             self._dedup = StreamingStateful(top, self._mark, mode, self.clock)
+        if isinstance(top, TransformWithState):
+            self._dedup = StreamingTransform(top, self._mark, self.clock)
         self.watermark: int | None = None
         """The tracker W: after the batches run so far (None before any event time)."""
         self._max_event: int | None = None
@@ -225,8 +231,9 @@ class IncrementalQuery:
         """True when the watermark moved past the one in force in the last batch, in append
         or update mode with a watermark: Spark then runs a no-data batch before waiting
         for input (``spark.sql.streaming.noDataMicroBatches.enabled``); the rules of
-        ``apply_in_pandas_with_state`` are in :mod:`~streamkit.streaming.stateful_exec`."""
-        if isinstance(self._dedup, StreamingStateful):
+        ``apply_in_pandas_with_state`` are in :mod:`~streamkit.streaming.stateful_exec`, those
+        of ``transform_with_state_in_pandas`` in :mod:`~streamkit.streaming.transform_exec`."""
+        if isinstance(self._dedup, StreamingStateful | StreamingTransform):
             return self._dedup.owes_batch(self._watermark_moved())
         return self._watermark_moved()
 
@@ -342,7 +349,7 @@ class IncrementalQuery:
         return held.rows() if held is not None else pl.DataFrame()
 
     @property
-    def _held(self) -> StateStore | DedupStore | GroupStateStore | None:
+    def _held(self) -> StateStore | DedupStore | GroupStateStore | ProcessorStore | None:
         """The state of the query's stateful operator (None: it has none)."""
         return self._dedup.store if self._dedup is not None else self._store
 

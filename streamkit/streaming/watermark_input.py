@@ -16,6 +16,8 @@ import polars as pl
 
 from streamkit.expr import BinOp, Col, Expr
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Watermark
+from streamkit.stateful import FlatMapGroupsWithState
+from streamkit.transform_state import TransformWithState
 
 
 def _conjuncts(predicate: Expr) -> list[Expr]:
@@ -32,7 +34,7 @@ def watermark_filter(plan: Plan, mark: Watermark) -> Expr | None:
     below = True
     kept: list[Expr] = []
     for node in reversed(plan.chain()[:-1]):
-        if isinstance(node, Aggregate | Deduplicate):
+        if isinstance(node, Aggregate | Deduplicate | FlatMapGroupsWithState | TransformWithState):
             break
         if node is mark:
             below = False

@@ -1,0 +1,84 @@
+"""``transform_with_state_in_pandas`` on a stream, batch by batch, with Spark 4's rules
+(``TransformWithStateInPySparkExec``, checked against PySpark 4.3).
+
+Per micro-batch, with W the watermark in force (Spark's watermark for eviction: 0 before
+any event time and on a stream without a watermark) and P the batch's processing time:
+
+1. Under time mode ``EventTime`` on a stream with a watermark, rows whose event time is
+   at or before the watermark in force in the previous batch are late: dropped (kept in
+   the late-rows table). Under the other time modes no row is late.
+2. One batch of the processor (:class:`~streamkit.transform_state.ProcessorCalls`): the
+   rows per key, then the timers at or before W (``EventTime``) or P
+   (``ProcessingTime``); ``timer_values`` holds (P, W).
+3. No-data batches: under ``EventTime`` when the watermark moved past W (as for every
+   stateful operator); never under ``None``. Under ``ProcessingTime`` Spark runs a batch
+   at every trigger; streamkit runs one when a timer is due at the processing clock, so
+   ``available_now`` ends and idle triggers are skipped.
+
+Unlike ``apply_in_pandas_with_state``, the operator's output mode need not be the
+query's (Spark accepts either in both); complete mode is refused (no aggregation). P
+comes from the processing clock (``write_stream.processing_clock``), read once per batch
+and logged with the batch's offsets (:class:`~streamkit.streaming.stateful_exec.BatchClock`),
+so a batch re-run after a crash fires the same timers. The state variables and the
+timers are in one store (:mod:`~streamkit.streaming.state.processor_store`)
+checkpointed with the rest of the query's state after each batch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+
+from streamkit.plan import Watermark
+from streamkit.stateful import Clock
+from streamkit.stateful_processor import TimeMode
+from streamkit.streaming.state.processor_store import ProcessorStore
+from streamkit.streaming.stateful_exec import TICKS_PER_MS, BatchClock
+from streamkit.transform_state import ProcessorCalls, TransformWithState, declared_state
+
+
+class StreamingTransform:
+    """One :class:`~streamkit.transform_state.TransformWithState` run batch by batch (see
+    the module docstring); its state lives in :attr:`store`."""
+
+    def __init__(self, node: TransformWithState, mark: Watermark | None, clock: BatchClock) -> None:
+        self.node, self._mark, self._clock = node, mark, clock
+        variables, dropped = declared_state(node)
+        self.store = ProcessorStore(node.key_schema(), variables.values())
+        self.store.dropped = dropped
+        self._calls = ProcessorCalls(node, self.store)
+        self._unit: Literal["ns", "us", "ms"] = "us"
+        if mark is not None:
+            dtype = mark.input.schema[mark.column]
+            assert isinstance(dtype, pl.Datetime)
+            self._unit = dtype.time_unit
+
+    def split_late(
+        self, rows: pl.DataFrame, late_mark: int | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(rows kept, late rows): step 1, on the rows as read."""
+        if self.node.time_mode != TimeMode.EVENT_TIME or late_mark is None or not rows.height:
+            return rows, rows.head(0)
+        assert self._mark is not None
+        late = (pl.col(self._mark.column).dt.epoch(self._unit) <= late_mark).fill_null(False)
+        flags = rows.select(late).to_series()
+        return rows.filter(~flags), rows.filter(flags)
+
+    def run(self, rows: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
+        """Step 2 over the node's input rows; returns what the processor emitted."""
+        watermark_ms = 0 if in_force is None else in_force // TICKS_PER_MS[self._unit]
+        clock = Clock(self._clock.batch_time_ms(), watermark_ms, self._mark is not None)
+        mode = self.node.time_mode
+        fire_at = {TimeMode.EVENT_TIME: watermark_ms, TimeMode.PROCESSING_TIME: clock.processing_ms}
+        return self._calls.run(rows, clock, fire_at.get(mode))
+
+    def owes_batch(self, moved: bool) -> bool:
+        """Whether a no-data batch is owed (step 3); ``moved``: the watermark moved past
+        the one in force in the last batch."""
+        if self.node.time_mode == TimeMode.EVENT_TIME:
+            return moved
+        if self.node.time_mode == TimeMode.PROCESSING_TIME:
+            due = self.store.next_timer()
+            return due is not None and due <= self._clock.now_ms()
+        return False

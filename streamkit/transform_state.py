@@ -1,0 +1,343 @@
+"""``group_by(keys).transform_with_state_in_pandas(processor, ...)``: Spark 4's
+``transformWithStateInPandas`` (checked against PySpark 4.3), on streams and on batch
+DataFrames. The processor's API is in :mod:`streamkit.stateful_processor`.
+
+One batch (:class:`ProcessorCalls`), as Spark runs a partition of a micro-batch:
+
+1. a fresh copy of the processor (``copy.deepcopy``; Spark unpickles one per task) and
+   ``init(handle)``, which must declare the variables the query started with;
+2. ``handle_input_rows(key, iterator of one pandas DataFrame, timer_values)`` once per
+   key with rows, keys grouped in one vectorised pass (:func:`~streamkit.stateful.key_frames`);
+3. under a time mode other than ``None``, every timer at or before the threshold — the
+   watermark in force (``EventTime``) or the batch's processing time
+   (``ProcessingTime``) — earliest first, ``handle_expired_timer(key, timer_values,
+   expired_timer_info)``, then the timer is deleted. A timer registered in step 2 (or
+   before) that is already due fires in step 3 of the same batch; one registered in
+   step 3 fires in a later batch;
+4. ``close()``.
+
+``timer_values`` holds the batch's processing time and the watermark in force (0 before
+any event time and on a stream without a watermark, as in Spark); both are -1 under time
+mode ``None``, where timers are refused. State and timers belong to the key of the call
+running; reading state in ``init`` or ``close`` is refused. A batch DataFrame runs as one
+batch with no state before it, processing time now and watermark -1 (so only
+processing-time timers can fire), as Spark runs it. Streaming rules (late rows,
+no-data batches, checkpoints): :mod:`streamkit.streaming.transform_exec`.
+
+Not supported yet: TTL on state variables, initial state, and an output event-time
+column for a watermark after the operator (Spark's ``eventTimeColumnName``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from streamkit.errors import PlanError
+from streamkit.group_state import _plain
+from streamkit.plan import Plan
+from streamkit.stateful import Clock, Outputs, call_user, key_frames, parse_schema
+from streamkit.stateful_processor import (
+    NO_TIME,
+    TIME_MODES,
+    ExpiredTimerInfo,
+    StatefulProcessor,
+    StatefulProcessorError,
+    StatefulProcessorHandle,
+    TimeMode,
+    TimerValues,
+)
+from streamkit.streaming.state.processor_store import Kind, ProcessorStore, StateVar
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+OUTPUT_MODES = ("append", "update")
+Key = tuple[Any, ...]
+
+
+def _time_mode(value: str) -> str:
+    for mode in TIME_MODES:
+        if isinstance(value, str) and value.lower() == mode.lower():
+            return mode
+    raise PlanError(f"time_mode must be one of {TIME_MODES} (any case), got {value!r}")
+
+
+def _method(
+    processor: Any, snake: str, camel: str, *, default: bool = True
+) -> Callable[..., Any] | None:
+    """The processor's ``snake`` method if its class defines one other than the base's,
+    else its PySpark ``camel`` spelling, else (with ``default``) the base's (None: none)."""
+    own = getattr(type(processor), snake, None)
+    if own is not None and own is not getattr(StatefulProcessor, snake, None):
+        return getattr(processor, snake)  # type: ignore[no-any-return]
+    found = getattr(processor, camel, None)
+    if found is None and default:
+        found = getattr(processor, snake, None)
+    return found if callable(found) else None
+
+
+@dataclass(frozen=True, eq=False)
+class TransformWithState(Plan):
+    """``transform_with_state_in_pandas``: a stateful processor per key."""
+
+    input: Plan
+    keys: tuple[str, ...]
+    processor: Any
+    output_schema: pl.Schema
+    output_mode: str
+    time_mode: str
+    schema: pl.Schema = field(init=False)
+
+    def __post_init__(self) -> None:
+        for snake, camel in (("init", "init"), ("handle_input_rows", "handleInputRows")):
+            if _method(self.processor, snake, camel, default=False) is None:
+                raise PlanError(
+                    f"transform_with_state_in_pandas needs a StatefulProcessor (with {snake}), "
+                    f"got {self.processor!r}"
+                )
+        if not self.keys:
+            raise PlanError("transform_with_state_in_pandas needs group_by(...) with key columns")
+        for key in self.keys:
+            if key not in self.input.schema:
+                raise PlanError(
+                    f"group key {key!r} is not a column; available: {self.input.schema.names()}"
+                )
+        mode = self.output_mode.lower() if isinstance(self.output_mode, str) else None
+        if mode not in OUTPUT_MODES:
+            raise PlanError(
+                "output_mode of transform_with_state_in_pandas must be 'append' or 'update', "
+                f"got {self.output_mode!r}"
+            )
+        object.__setattr__(self, "output_mode", mode)
+        object.__setattr__(self, "time_mode", _time_mode(self.time_mode))
+        object.__setattr__(self, "schema", self.output_schema)
+
+    @property
+    def children(self) -> tuple[Plan, ...]:
+        return (self.input,)
+
+    @property
+    def name(self) -> str:
+        """The processor's class name, for messages."""
+        return type(self.processor).__name__
+
+    def describe(self) -> str:
+        return f"TransformWithState {self.name} by [{', '.join(self.keys)}] {self.time_mode}"
+
+    def key_schema(self) -> pl.Schema:
+        """The grouping key columns' schema."""
+        return pl.Schema({k: self.input.schema[k] for k in self.keys})
+
+
+class Runtime:
+    """What the handle and the state objects of one processor copy act on: the store,
+    the phase of the batch and the key of the call running."""
+
+    def __init__(self, node: TransformWithState, store: ProcessorStore | None) -> None:
+        self.node, self.store = node, store
+        self.declared: dict[str, StateVar] = {}
+        self.dropped: set[str] = set()
+        self.phase = "init"
+        self.key: Key | None = None
+
+    # -- declarations (init) -------------------------------------------------------------
+    def declare(
+        self, name: str, kind: Kind, schema: pa.Schema | str,
+        key_schema: pa.Schema | str | None, ttl_ms: int | None,
+    ) -> None:  # fmt: skip
+        """Declare a state variable (only in ``init``)."""
+        if self.phase != "init":
+            raise StatefulProcessorError(
+                f"state variable {name!r} declared outside init: declare every state "
+                "variable in init(handle)"
+            )
+        if ttl_ms is not None:
+            raise StatefulProcessorError(
+                f"ttl_duration_ms on state variable {name!r}: TTL is not supported yet by "
+                "streamkit's transform_with_state_in_pandas; clear state with a timer instead"
+            )
+        if not isinstance(name, str) or not name or name.startswith("$"):
+            raise StatefulProcessorError(
+                f"state variable names are non-empty strings not starting with '$', got {name!r}"
+            )
+        if name in self.declared:
+            raise StatefulProcessorError(f"state variable {name!r} is declared twice in init")
+        values = parse_schema(schema, f"the schema of state variable {name!r}")
+        keys = (
+            None if key_schema is None else parse_schema(key_schema, f"the key schema of {name!r}")
+        )
+        self.declared[name] = StateVar(name, kind, values, keys)
+
+    def delete_if_exists(self, name: str) -> None:
+        """Drop variable ``name`` of every key (only in ``init``)."""
+        if self.phase != "init":
+            raise StatefulProcessorError("delete_if_exists is only allowed in init(handle)")
+        self.dropped.add(name)
+
+    # -- state of the current key -------------------------------------------------------
+    def _var(self, name: str) -> tuple[ProcessorStore, Key]:
+        if self.store is None or self.key is None:
+            raise StatefulProcessorError(
+                f"state variable {name!r} used in {self.phase}: state is read and written "
+                "only in handle_input_rows and handle_expired_timer (for their key)"
+            )
+        return self.store, self.key
+
+    def read(self, name: str) -> Any:
+        """The current key's content of variable ``name``."""
+        store, key = self._var(name)
+        return store.read(key, name)
+
+    def write(self, name: str, content: Any) -> None:
+        """Replace it."""
+        store, key = self._var(name)
+        store.write(key, name, content)
+
+    def row(self, name: str, values: Any, *, user_key: bool = False) -> tuple[Any, ...]:
+        """``values`` as a tuple of variable ``name``'s fields (its map key's fields with
+        ``user_key``), numpy and pandas scalars as Python values."""
+        var = self.declared[name]
+        schema = var.key_schema if user_key else var.schema
+        assert schema is not None
+        if not isinstance(values, tuple | list):
+            raise StatefulProcessorError(
+                f"state variable {name!r} takes tuples of {schema.names()}, got {values!r}"
+            )
+        items = tuple(_plain(v) for v in values)
+        if len(items) != len(schema):
+            raise StatefulProcessorError(
+                f"state variable {name!r} takes tuples of {len(schema)} values "
+                f"({schema.names()}), got {len(items)}: {items!r}"
+            )
+        return items
+
+    # -- timers of the current key -------------------------------------------------------
+    def _timers(self, what: str) -> tuple[ProcessorStore, Key]:
+        if self.node.time_mode == TimeMode.NONE:
+            raise StatefulProcessorError(
+                f"{what} needs time_mode 'ProcessingTime' or 'EventTime' (this query uses "
+                "'None'), as in Spark"
+            )
+        return self._var("timers")
+
+    def register_timer(self, at: int) -> None:
+        """A timer for the current key."""
+        store, key = self._timers("register_timer")
+        store.add_timer(key, _whole_ms(at))
+
+    def delete_timer(self, at: int) -> None:
+        """Drop one of the current key's timers."""
+        store, key = self._timers("delete_timer")
+        store.delete_timer(key, _whole_ms(at))
+
+    def list_timers(self) -> list[int]:
+        """The current key's timers."""
+        store, key = self._timers("list_timers")
+        return store.timers(key)
+
+
+def _whole_ms(value: Any) -> int:
+    plain = _plain(value)
+    if isinstance(plain, bool) or not isinstance(plain, int | float):
+        raise StatefulProcessorError(f"timer timestamps are epoch ms (int), got {value!r}")
+    return int(plain)
+
+
+def declared_state(node: TransformWithState) -> tuple[dict[str, StateVar], set[str]]:
+    """The variables ``init`` declares and the ones it drops, from a copy of the
+    processor (Spark's driver-side pre-init: ``init`` then ``close``)."""
+    runtime = Runtime(node, None)
+    processor = copy.deepcopy(node.processor)
+    handle = StatefulProcessorHandle(runtime)
+    call_user(_where(node, "init"), lambda: _call_none(_method(processor, "init", "init"), handle))
+    runtime.phase = "close"
+    call_user(_where(node, "close"), lambda: _call_none(_method(processor, "close", "close")))
+    return runtime.declared, runtime.dropped
+
+
+def _call_none(method: Callable[..., Any] | None, *args: Any) -> None:
+    if method is not None:
+        method(*args)
+
+
+def _where(node: TransformWithState, what: str, key: Key | None = None) -> str:
+    at = "" if key is None else f" for key {key!r}"
+    return f"transform_with_state_in_pandas processor {node.name!r} {what}{at}"
+
+
+class ProcessorCalls:
+    """Runs batches of ``node``'s processor over ``store`` (see the module docstring)."""
+
+    def __init__(self, node: TransformWithState, store: ProcessorStore) -> None:
+        self.node, self.store = node, store
+        self._outputs = Outputs(node.output_schema, lambda key: _where(node, "", key))
+
+    def run(self, rows: pl.DataFrame, clock: Clock, fire_at: int | None) -> pl.DataFrame:
+        """One batch over ``rows``; timers at or before ``fire_at`` fire (None: none)."""
+        node = self.node
+        runtime = Runtime(node, self.store)
+        processor = copy.deepcopy(node.processor)
+        handle = StatefulProcessorHandle(runtime)
+        init = _method(processor, "init", "init")
+        call_user(_where(node, "init"), lambda: _call_none(init, handle))
+        self._check_declarations(runtime)
+        values = self._timer_values(clock)
+        rows_call = _method(processor, "handle_input_rows", "handleInputRows", default=False)
+        assert rows_call is not None
+        runtime.phase = "handle_input_rows"
+        for key, part in key_frames(rows, list(node.keys)):
+            runtime.key = key
+            call = partial(rows_call, key, iter([part]), values)
+            self._outputs.add(key, self._call(key, "handle_input_rows", call))
+        if fire_at is not None and node.time_mode != TimeMode.NONE:
+            self._fire(processor, runtime, values, fire_at)
+        runtime.key, runtime.phase = None, "close"
+        close = _method(processor, "close", "close")
+        call_user(_where(node, "close"), lambda: _call_none(close))
+        return self._outputs.take()
+
+    def _fire(self, processor: Any, runtime: Runtime, values: TimerValues, fire_at: int) -> None:
+        expired = _method(processor, "handle_expired_timer", "handleExpiredTimer")
+        runtime.phase = "handle_expired_timer"
+        for key, at in self.store.due(fire_at):
+            if not self.store.has_timer(key, at):  # deleted by an earlier call of this batch
+                continue
+            runtime.key = key
+            info = ExpiredTimerInfo(at)
+            if expired is not None:
+                call = partial(expired, key, values, info)
+                self._outputs.add(key, self._call(key, "handle_expired_timer", call))
+            self.store.delete_timer(key, at)
+
+    def _call(self, key: Key, what: str, call: Callable[[], Iterable[Any] | None]) -> list[Any]:
+        return call_user(_where(self.node, what, key), call)
+
+    def _timer_values(self, clock: Clock) -> TimerValues:
+        if self.node.time_mode == TimeMode.NONE:
+            return TimerValues(NO_TIME, NO_TIME)
+        return TimerValues(clock.processing_ms, clock.watermark_ms)
+
+    def _check_declarations(self, runtime: Runtime) -> None:
+        runtime.phase = "handle_input_rows"
+        if runtime.declared != self.store.variables:
+            raise StatefulProcessorError(
+                f"{_where(self.node, 'init')} declared {sorted(runtime.declared)} in this "
+                f"batch but {sorted(self.store.variables)} when the query started; init must "
+                "declare the same state variables every time"
+            )
+
+
+def run_batch(node: TransformWithState, rows: pl.DataFrame) -> pl.DataFrame:
+    """The batch job: one batch with no state before it (see the module docstring)."""
+    variables, _ = declared_state(node)
+    store = ProcessorStore(node.key_schema(), variables.values())
+    now = int(time.time() * 1000)
+    fire_at = now if node.time_mode == TimeMode.PROCESSING_TIME else NO_TIME
+    return ProcessorCalls(node, store).run(rows, Clock(now, NO_TIME, False), fire_at)
