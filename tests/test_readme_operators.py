@@ -34,6 +34,7 @@ def test_the_section_has_an_example_per_operator() -> None:
         "sk.window_time(",
         ".join(",
         ".apply_in_pandas_with_state(",
+        ".transform_with_state_in_pandas(",
     ):
         assert call in text
 

@@ -29,6 +29,9 @@ SPARK_CONF: dict[str, str] = {
     "spark.sql.adaptive.enabled": "false",
     "spark.network.timeout": "600s",
     "spark.executor.heartbeatInterval": "60s",
+    # Python workers (``transformWithStateInPandas`` starts one per task and one on the
+    # driver) must connect back within this; 15 s is not enough on a loaded 2-core machine
+    "spark.python.authenticate.socketTimeout": "180s",
     "spark.sql.streaming.stateStore.maintenanceInterval": "10min",
     "spark.sql.streaming.noDataMicroBatches.enabled": "true",
     "spark.driver.extraJavaOptions": "-XX:+UseSerialGC -Duser.timezone=UTC",

@@ -101,6 +101,8 @@ class ProcessorStore:
         self._heap: list[tuple[int, int, Key]] = []
         self._seq = 0
         self._changed: set[tuple[Key, str]] = set()
+        self._whole = False
+        """The next checkpoint must be a snapshot (the layout changed since the last)."""
 
     # -- per key -------------------------------------------------------------------------
     def read(self, key: Key, name: str) -> Any:
@@ -215,9 +217,13 @@ class ProcessorStore:
         """Every (key, variable) held, as checkpoint rows (O(state): snapshots)."""
         return self._frame(self._pairs())
 
-    def take_changes(self) -> pl.DataFrame:
-        """The delta since the previous call or :meth:`load`; starts a new one."""
+    def take_changes(self) -> pl.DataFrame | None:
+        """The delta since the previous call or :meth:`load` (None: only a snapshot will
+        do, after a load whose columns differ from this processor's); starts a new one."""
         changed, self._changed = self._changed, set()
+        if self._whole:
+            self._whole = False
+            return None
         live = [p for p in changed if self._holds(*p)]
         upserts = self._frame(live).with_columns(pl.lit(False).alias(DELETED))
         gone = [p for p in changed if not self._holds(*p)]
@@ -239,6 +245,8 @@ class ProcessorStore:
         for the deletion of variables in :attr:`dropped`."""
         self._held, self._timers, self._heap, self._seq = {}, {}, [], 0
         self._changed = set()
+        layout = pl.Schema(self._schema)
+        self._whole = state is not None and state.width > 0 and state.schema != layout
         if state is None or not state.height:
             return
         unknown = set(state[VAR].unique().to_list()) - set(self.variables) - self.dropped

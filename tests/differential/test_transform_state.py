@@ -1,0 +1,273 @@
+"""``transform_with_state_in_pandas`` through PySpark 4's ``transformWithStateInPandas``
+(RocksDB state store, as Spark requires) and streamkit on the same files (one file per
+micro-batch, ``available_now``, foreach-batch sinks): every batch id and its rows equal
+Spark's. The same processor classes run in both engines (PySpark's camelCase spellings,
+which streamkit also accepts).
+
+- :class:`Counter` (``EventTime``): per key a value (rows seen), a list (event times) and
+  a map (rows per user); each batch with rows re-arms one event-time timer at the key's
+  latest event time + ``GAP_MS``; when the watermark reaches it, the timer emits the
+  key's totals and clears its state. Every output row carries the watermark the engine
+  handed the processor, so that value is compared too.
+- :class:`Ledger` (time mode ``None``): list and map state without timers (``put``,
+  ``appendValue``, ``removeKey``, ``containsKey``, iteration), state that lives for ever.
+
+A hand-made case first checks Spark against the batches derived in its comment; seeded
+random cases (rows out of order and behind the watermark, null keys, times and users,
+empty files) then take Spark as the oracle. A batch DataFrame is compared with Spark's
+batch ``transformWithStateInPandas`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.differential.inputs import BASE, Files, random_files, write_files
+from tests.differential.test_stateful import Batches, SparkRun, rows_of, run_streamkit
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+GAP_MS = 10_000
+BASE_MS = int(BASE.timestamp() * 1000)
+COUNTER_OUT = (
+    "k string, kind string, n bigint, times bigint, tmax bigint, users bigint, "
+    "ucount bigint, at bigint, wm bigint"
+)
+LEDGER_OUT = "k string, batches bigint, rows bigint, total bigint, users bigint, has0 boolean"
+CONCURRENT = 2
+ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+
+
+def epoch_ms(column: pd.Series) -> pd.Series:
+    """Event times as epoch ms, whatever unit or time zone the engine hands over."""
+    ts = pd.to_datetime(column, utc=True)
+    return (ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+
+
+class Counter:
+    """Rows per key with an event-time timer that emits and clears (module docstring)."""
+
+    def init(self, handle: Any) -> None:
+        self.handle = handle
+        self.count = handle.getValueState("count", "n bigint")
+        self.times = handle.getListState("times", "t bigint")
+        self.users = handle.getMapState("users", "u bigint", "c bigint")
+
+    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
+        n = self.count.get()[0] if self.count.exists() else 0
+        for pdf in rows:
+            n += len(pdf)
+            ms = sorted(int(t) for t in epoch_ms(pdf["ts"]).dropna())
+            if ms:
+                self.times.appendList([(t,) for t in ms])
+            for u in pdf["u"].dropna().astype("int64"):
+                old = self.users.getValue((int(u),))
+                self.users.updateValue((int(u),), ((old[0] if old else 0) + 1,))
+        self.count.update((n,))
+        times = [t for (t,) in self.times.get()]
+        if times:
+            for at in list(self.handle.listTimers()):
+                self.handle.deleteTimer(at)
+            self.handle.registerTimer(max(times) + GAP_MS)
+        yield self._row(key, "data", None, timerValues)
+
+    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
+        yield self._row(key, "fire", expiredTimerInfo.getExpiryTimeInMs(), timerValues)
+        self.count.clear()
+        self.times.clear()
+        self.users.clear()
+
+    def _row(self, key: Any, kind: str, at: int | None, values: Any) -> pd.DataFrame:
+        n = self.count.get()[0] if self.count.exists() else None
+        times = [t for (t,) in self.times.get()]
+        counts = [c for (c,) in self.users.values()]
+        return pd.DataFrame({
+            "k": [key[0]], "kind": [kind], "n": [n], "times": [len(times)],
+            "tmax": [max(times) if times else None], "users": [len(counts)],
+            "ucount": [sum(counts)], "at": [at], "wm": [values.getCurrentWatermarkInMs()],
+        }).astype({"k": object, "kind": object})  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+# Strings leave as object columns: PySpark 4.3 cannot convert several pandas 3 "str"
+# (Arrow-backed) frames of one batch (it meets a ChunkedArray).
+
+
+class Ledger:
+    """Per key, a list of (rows, sum of v) per batch (the last 3 kept through ``put``) and
+    a map user -> rows (the smallest user dropped past 4); emits the totals each batch."""
+
+    def init(self, handle: Any) -> None:
+        self.batches = handle.getListState("batches", "rows bigint, total bigint")
+        self.users = handle.getMapState("users", "u bigint", "c bigint")
+
+    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
+        assert timerValues.getCurrentWatermarkInMs() == -1
+        pdf = pd.concat(list(rows))
+        self.batches.appendValue((len(pdf), int(pdf["v"].fillna(0).sum())))
+        kept = list(self.batches.get())
+        if len(kept) > 3:
+            self.batches.put(kept[-3:])
+        for u in pdf["u"].dropna().astype("int64"):
+            old = self.users.getValue((int(u),))
+            self.users.updateValue((int(u),), ((old[0] if old else 0) + 1,))
+        users = sorted(k for (k,) in list(self.users.keys()))
+        if len(users) > 4:
+            self.users.removeKey((users[0],))
+        kept = list(self.batches.get())
+        yield pd.DataFrame({
+            "k": [key[0]], "batches": [len(kept)], "rows": [sum(r for r, _ in kept)],
+            "total": [sum(t for _, t in kept)], "users": [len(list(self.users.iterator()))],
+            "has0": [self.users.containsKey((0,))],
+        }).astype({"k": object})  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Op:
+    """One query, built for both engines (the interface of test_stateful's runners)."""
+
+    name: str
+    mode: str
+    delay: int | None = 5
+
+    def build(self, frame: Any, spark: bool) -> Any:
+        if self.delay is not None:
+            frame = (frame.withWatermark if spark else frame.with_watermark)(
+                "ts", f"{self.delay} seconds"
+            )
+        grouped = frame.groupBy("k") if spark else frame.group_by("k")
+        call = grouped.transformWithStateInPandas
+        if self.name == "ledger":
+            return call(Ledger(), LEDGER_OUT, "Append", "None")
+        return call(Counter(), COUNTER_OUT, self.mode.capitalize(), "EventTime")
+
+
+def ms(second: int) -> int:
+    return BASE_MS + second * 1000
+
+
+def data(k: str, n: int, times: int, tmax: int, *, wm: int) -> tuple[Any, ...]:
+    """A data row (every row of the hand case has user 0: one user)."""
+    users = 1
+    return (k, "data", n, times, ms(tmax), users, n if users else 0, None, wm)
+
+
+def fire(k: str, n: int, times: int, tmax: int, wm: int) -> tuple[Any, ...]:
+    return (k, "fire", n, times, ms(tmax), 1, n, ms(tmax) + GAP_MS, wm)
+
+
+@dataclass(frozen=True)
+class Case:
+    op: Op
+    files: Files
+    expected: Batches | None = None
+
+
+CASES: dict[str, Case] = {
+    # delay 5 s, timer at the key's last event time + 10 s; seconds after BASE; every row
+    # has user 0. W(n): watermark in force in batch n (0 in batch 0, as in Spark).
+    # Batch 0 (W 0): a@0 -> timer 10. Batch 1 (W -5): b@15 -> timer 25. Batch 2 (W 10):
+    # c@16 -> timer 26; a's timer (10 <= 10) fires: timers fire AT the watermark.
+    # Batch 3 (W 11, late mark 10): a@2 is late; d@30 -> timer 40. Batch 4 (W 25): c@17
+    # re-arms c at 27; b's timer (25) fires. Batch 5 (empty file, W 25): nothing. W stays
+    # 25 (max 30 - 5): no batch is owed; c and d stay open.
+    "counter_hand": Case(
+        Op("counter", "update"),
+        [
+            [(0, "a", 1, 0)],
+            [(15, "b", 1, 0)],
+            [(16, "c", 1, 0)],
+            [(2, "a", 1, 0), (30, "d", 1, 0)],
+            [(17, "c", 1, 0)],
+            [],
+        ],
+        [
+            (0, [data("a", 1, 1, 0, wm=0)]),
+            (1, [data("b", 1, 1, 15, wm=ms(-5))]),
+            (2, rows_of([fire("a", 1, 1, 0, ms(10)), data("c", 1, 1, 16, wm=ms(10))])),
+            (3, [data("d", 1, 1, 30, wm=ms(11))]),
+            (4, rows_of([fire("b", 1, 1, 15, ms(25)), data("c", 2, 2, 17, wm=ms(25))])),
+            (5, []),
+        ],
+    ),
+}
+for _seed in (1, 2, 3):
+    _files = random_files(_seed, files=8, null_rate=0.08)
+    CASES[f"random{_seed}_counter_update"] = Case(Op("counter", "update"), _files)
+    CASES[f"random{_seed}_counter_append"] = Case(Op("counter", "append", 8), _files)
+CASES["random4_ledger"] = Case(
+    Op("ledger", "append", None), random_files(4, files=7, null_rate=0.1)
+)
+
+
+@pytest.fixture(scope="module")
+def rocksdb(spark: Any) -> Any:
+    """A session of the shared SparkContext with the RocksDB state store, which
+    ``transformWithStateInPandas`` requires (other tests keep the default store)."""
+    session = spark.newSession()
+    session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB)
+    return session
+
+
+@pytest.fixture(scope="module")
+def runs(rocksdb: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Batches]]:
+    """Every case's files and Spark's batches (``CONCURRENT`` queries at a time: each
+    task starts a Python worker, which must connect back to the JVM within its timeout
+    on a busy machine)."""
+    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
+    names, out = list(dirs), dict[str, tuple[Path, Batches]]()
+    for i in range(0, len(names), CONCURRENT):
+        batch = names[i : i + CONCURRENT]
+        started = {n: SparkRun(rocksdb, CASES[n].op, dirs[n]) for n in batch}  # type: ignore[arg-type]
+        out |= {n: (dirs[n], run.result()) for n, run in started.items()}
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_streamkit_matches_spark(name: str, runs: dict[str, tuple[Path, Batches]]) -> None:
+    case = CASES[name]
+    directory, theirs = runs[name]
+    if case.expected is not None:
+        assert theirs == case.expected, "Spark disagrees with the hand derivation"
+    ours = run_streamkit(case.op, directory)  # type: ignore[arg-type]
+    assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
+    for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
+        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+
+
+@pytest.mark.parametrize("time_mode", ["EventTime", "ProcessingTime"])
+def test_batch_dataframe_matches_spark(rocksdb: Any, time_mode: str) -> None:
+    """A batch DataFrame: one batch with no state before it; watermark -1, so only
+    processing-time timers fire (the 2024 timers are all past the clock)."""
+    import streamkit as sk
+    from tests.differential.inputs import micros, rows_table
+
+    rows = [r for part in random_files(5, files=6, null_rate=0.08) for r in part]
+    ours = (
+        sk.from_arrow(rows_table(rows))
+        .group_by("k")
+        .transform_with_state_in_pandas(Counter(), COUNTER_OUT, "append", time_mode)
+    )
+    frame = rocksdb.createDataFrame(
+        [(None if r[0] is None else micros(r[0]), *r[1:]) for r in rows],
+        "ts_us bigint, k string, v bigint, u bigint",
+    ).selectExpr("timestamp_micros(ts_us) AS ts", "k", "v", "u")
+    theirs = (
+        frame.groupBy("k")
+        .transformWithStateInPandas(Counter(), COUNTER_OUT, "Append", time_mode)
+        .collect()
+    )
+    got = rows_of([tuple(r.values()) for r in ours.to_arrow().to_pylist()])
+    assert got == rows_of([tuple(r) for r in theirs])
+    assert any(r[1] == "fire" for r in got) == (time_mode == "ProcessingTime")
