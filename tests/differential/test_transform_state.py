@@ -87,8 +87,11 @@ class Counter:
         n = self.count.get()[0] if self.count.exists() else None
         times = [t for (t,) in self.times.get()]
         counts = [c for (c,) in self.users.values()]
+        # PySpark 4.3 hands a null grouping key to handleInputRows as (nan,) and to
+        # handleExpiredTimer as Row(k='NaN'); streamkit hands (None,) to both
+        k = key[0] if isinstance(key[0], str) and key[0] != "NaN" else None
         return pd.DataFrame({
-            "k": [key[0]], "kind": [kind], "n": [n], "times": [len(times)],
+            "k": [k], "kind": [kind], "n": [n], "times": [len(times)],
             "tmax": [max(times) if times else None], "users": [len(counts)],
             "ucount": [sum(counts)], "at": [at], "wm": [values.getCurrentWatermarkInMs()],
         }).astype({"k": object, "kind": object})  # fmt: skip
