@@ -393,3 +393,44 @@ def test_misuse_of_the_operator_is_refused() -> None:
     )
     with pytest.raises(StatefulFunctionError, match=r"missing: \['n'\]"):
         wrong.to_arrow()
+
+
+def test_a_batch_run_again_after_a_crash_fires_the_same_timers(tmp_path: Path) -> None:
+    """Each batch's processing time is logged with its offsets: a batch re-run after a
+    crash sees its first run's time, so it fires the same processing-time timers."""
+    clock = ManualClock(1000.0)
+    events = sk.read_stream.memory(SCHEMA)
+    out = events.group_by("k").transform_with_state_in_pandas(
+        Idle(), IDLE_OUT, "update", "ProcessingTime"
+    )
+    seen: list[tuple[int, list[Any]]] = []
+
+    def failing(frame: sk.DataFrame, bid: int) -> None:
+        if bid == 1:
+            raise RuntimeError("sink down")
+        collector(seen)(frame, bid)
+
+    def start(sink: Any) -> Any:
+        writer = out.write_stream.output_mode("update").processing_clock(clock)
+        return writer.checkpoint(str(tmp_path / "ck")).foreach_batch(sink).start()
+
+    handle = start(failing)
+    events.stream.add_rows(rows(("a", 1, 0)))  # batch 0 at 1000 s: a's timer at 1010 s
+    handle.process_all_available()
+    clock.now = 1005.0
+    events.stream.add_rows(rows(("b", 1, 0)))  # batch 1 at 1005 s fails in the sink
+    with pytest.raises(StreamingQueryError, match="sink down"):
+        handle.process_all_available()
+    handle.stop()
+    clock.now = 1020.0  # the re-run of batch 1 still runs at 1005 s: a is not due there
+    handle = start(collector(seen))
+    try:
+        handle.process_all_available()
+    finally:
+        handle.stop()
+    s = 1000
+    assert seen == [
+        (0, [("a", "data", 1, 1000 * s)]),
+        (1, [("b", "data", 1, 1005 * s)]),
+        (2, [("a", "fire", 1, 1010 * s), ("b", "fire", 1, 1015 * s)]),
+    ]
