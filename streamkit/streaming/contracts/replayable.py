@@ -34,7 +34,9 @@ class ReplayableSource(Protocol):
         ...
 
     async def end_offsets(self) -> Offsets:
-        """The current end of every partition (for ``available_now``)."""
+        """The current end of every partition (for ``available_now``). Only ``reached``
+        reads the values, so a value may stand for an end the source is still finding
+        (Kinesis: its readers find each shard's end as they read)."""
         ...
 
     def reached(self, offsets: Offsets, target: Offsets) -> bool:

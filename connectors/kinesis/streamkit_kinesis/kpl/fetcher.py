@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from streamkit_kinesis.retrieval.fetcher import ReaderMetrics, RecordFetcher
+    from streamkit_kinesis.retrieval.polling import CaughtUp
     from streamkit_kinesis.types import KinesisRecord, RecordBatch, ShardInfo
 
 
@@ -59,6 +60,18 @@ class DeaggregatingFetcher:
             if (int(r.sequence_number), r.sub_sequence_number) > (seq, sub):
                 return records[i:]
         return []
+
+    @property
+    def caught_up(self) -> CaughtUp | None:
+        """The inner reader's latest empty, caught-up read (None: none, or not polling)."""
+        found: CaughtUp | None = getattr(self._inner, "caught_up", None)
+        return found
+
+    def hurry(self) -> None:
+        """Let the inner reader's next read skip its idle wait (polling only)."""
+        hurry = getattr(self._inner, "hurry", None)
+        if callable(hurry):
+            hurry()
 
     def metrics(self) -> ReaderMetrics:
         """The inner fetcher's counters (Kinesis records, not user records)."""

@@ -40,6 +40,10 @@ record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
   ``shard_refresh_interval`` seconds, so a shard closed after the reader started is
   noticed too (off by default: AWS, LocalStack and kinesalite end a closed shard with a
   null iterator, and KCL makes no such call; only moto needs it).
+- The tip, for ``available_now``: :attr:`ShardReader.caught_up` is the last read that
+  came back empty and caught up (when it was sent, on ``time.monotonic``, and the last
+  record returned before it); :meth:`ShardReader.hurry` makes the next read skip (or cut
+  short) the idle wait, so a caller waiting for such a read gets it at once.
 """
 
 from __future__ import annotations
@@ -90,6 +94,16 @@ MAX_CONSECUTIVE_EXPIRED = 3
 MAX_TRANSIENT_ATTEMPTS = 10
 IDLE_TIME = 1.5
 """KCL 2.x/3.x ``SimpleRecordsFetcherFactory.idleMillisBetweenCalls`` (1500 ms)."""
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """A GetRecords that came back empty and caught up (``MillisBehindLatest`` 0 or absent)."""
+
+    sent: float
+    """``time.monotonic()`` just before the call was made (the call was sent after it)."""
+    last_sequence: str | None
+    """The last record the reader had returned before it (None: none)."""
 
 
 class ShardReader:
@@ -146,6 +160,18 @@ class ShardReader:
         self._child_shards: tuple[ShardInfo, ...] = ()
         self._records = self._bytes = self._calls = self._throttles = self._recoveries = 0
         self._behind: int | None = None
+        self._caught_up: CaughtUp | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def caught_up(self) -> CaughtUp | None:
+        """The latest read that came back empty and caught up (None: none yet). Every
+        record in the shard when that read was sent is at or before its ``last_sequence``."""
+        return self._caught_up
+
+    def hurry(self) -> None:
+        """Make the next read skip (or cut short) the idle wait (see the module docstring)."""
+        self._wake.set()
 
     @property
     def shard(self) -> ShardInfo:
@@ -207,16 +233,30 @@ class ShardReader:
         if self._idle_pending:
             self._idle_pending = False
             delay = self._idle_time - (self._clock() - self._last_read)
-            if delay > 0:
-                await self._sleep(delay)
+            if delay > 0 and not self._wake.is_set():
+                await self._idle(delay)
+        self._wake.clear()
         if self._iterator is None:
             if self._starts_past_end():
                 return self._finish(())
             self._iterator = await self._acquire()
+        sent = time.monotonic()
         out = await self._get_records()
-        return await self._handle(out)
+        return await self._handle(out, sent)
 
-    async def _handle(self, out: ColumnarRecords) -> RecordBatch:
+    async def _idle(self, delay: float) -> None:
+        """Sleep ``delay`` s, unless :meth:`hurry` is called meanwhile."""
+        sleep = asyncio.ensure_future(self._sleep(delay))
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait([sleep, wake], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleep, wake):
+                task.cancel()
+            if sleep.done() and not sleep.cancelled():
+                sleep.result()
+
+    async def _handle(self, out: ColumnarRecords, sent: float) -> RecordBatch:
         records = to_records(out.after(self._delivered_up_to()))
         self._calls += 1
         self._last_read = self._clock()
@@ -230,6 +270,8 @@ class ShardReader:
         self._child_shards = out.child_shards
         self._iterator = out.next_iterator or None
         caught_up = not records and not self._behind
+        if caught_up:
+            self._caught_up = CaughtUp(sent, self._last_sequence)
         if caught_up and not self._shard.is_closed:
             await self._maybe_refresh()
         if self._iterator is None or self._reached_end(records, caught_up):

@@ -4,7 +4,8 @@
 - :mod:`.alignment` the lease table follows the query's checkpoint;
 - :mod:`.buffers` per-shard queues between the consumer and the engine;
 - :mod:`.positions` source offsets (sequence numbers, SHARD_END) and their order;
-- :mod:`.tips` the current end of shards, for ``available_now``;
+- :mod:`.tips` the current end of shards, for ``available_now``, found by the readers
+  themselves (:mod:`.tip_watch`);
 - :mod:`.options` the source's consumer settings; :mod:`.sampling` records for schema
   inference; :mod:`.errors` :class:`KinesisSourceError`.
 """

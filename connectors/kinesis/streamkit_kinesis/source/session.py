@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import ConsumerConfig
     from streamkit_kinesis.consumer.processor import ProcessorFactory
+    from streamkit_kinesis.source.tip_watch import TipWatches
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,17 @@ def build_consumer(
     endpoint: AwsEndpoint,
     lease_endpoint: AwsEndpoint,
     clock: Callable[[], float],
+    watches: TipWatches | None = None,
 ) -> ConsumerParts:
-    """A consumer for ``config`` (not started), with clients of its own."""
+    """A consumer for ``config`` (not started), with clients of its own; its polling readers
+    report to ``watches`` (:mod:`.tip_watch`; not with Enhanced Fan-Out)."""
     store = DynamoDBLeaseStore(
         lease_endpoint, config.app_name, call_timeout=config.lease_call_timeout
     )
     client = kinesis_client(endpoint, timestamp_parser=parse_timestamp)
     timings = CallTimings()
-    readers = TrackedFetchers(config.fetchers(client, clock, timings))
+    polling = config.retrieval == "polling"
+    readers = TrackedFetchers(config.fetchers(client, clock, timings), watches if polling else None)
     consumer = KinesisConsumer(
         config, endpoint, kinesis=client, lease_store=store, clock=clock,
         fetcher_factory=readers, call_timings=timings,

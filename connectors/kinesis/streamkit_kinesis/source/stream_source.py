@@ -20,8 +20,11 @@ the last record included, or ``SHARD_END``. Exactly-once, step by step:
    released. A closed shard is checkpointed at SHARD_END only once all its records are
    committed (not coalesced), so its children never start ahead of the query.
 
-``end_offsets`` (``available_now``, ``process_all_available``) reads every shard to its tip
-once (:mod:`.tips`) and returns concrete positions, so ``reached`` is a comparison.
+``end_offsets`` (``available_now``, ``process_all_available``) returns, per shard, an end
+that the consumer's own polling readers find as they read (:mod:`.tip_watch`: the first
+read sent after the call that comes back empty and caught up), so the backlog is read
+once; ``reached`` compares with it once found. With Enhanced Fan-Out each shard is read to
+its tip once more instead (:func:`~.tips.consumer_tips`).
 
 ``initial_position="LATEST"`` means: records put after :meth:`KinesisStreamSource.open`
 began (see :func:`~.options.pin_latest`).
@@ -62,7 +65,8 @@ from streamkit_kinesis.source.positions import at_or_past
 from streamkit_kinesis.source.processor import ShardProcessor, check_start
 from streamkit_kinesis.source.sampling import stream_schema
 from streamkit_kinesis.source.session import build_consumer, start_consumer
-from streamkit_kinesis.source.tips import consumer_tips
+from streamkit_kinesis.source.tip_watch import PENDING, TipWatches, Unresolved
+from streamkit_kinesis.source.tips import consumer_tips, watched_tips
 from streamkit_kinesis.source.unheld import UnheldShards
 
 if TYPE_CHECKING:
@@ -165,7 +169,8 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         self._session = self.config
         self._consumer: KinesisConsumer | None = None
         self._client: KinesisApi | None = None
-        self._readers = TrackedFetchers(None)
+        self._tips = TipWatches()
+        self._readers = TrackedFetchers(None, self._tips)
         self._opened = asyncio.Event()
         self._committed = asyncio.Event()
         self.clear_failure()
@@ -226,7 +231,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         offsets = dict(offsets or {})
         self._buffers.resume(offsets)
         self._session = self._pinned(self.config)
-        parts = build_consumer(self._session, self.endpoint, self.lease_endpoint, self._clock)
+        parts = build_consumer(
+            self._session, self.endpoint, self.lease_endpoint, self._clock, self._tips
+        )
         consumer = self._consumer = parts.consumer
         self._client, self._readers = parts.client, parts.readers
 
@@ -285,37 +292,53 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
 
     async def end_offsets(self) -> Offsets:
         """The current end of every shard this worker holds or may take (an unfinished
-        lease), for ``available_now`` / ``process_all_available``: the last sequence number
-        of each, found by reading it to its tip once (:func:`~.tips.read_tips`),
-        from just after the furthest position this source knows (else the lease checkpoint,
-        else the initial position). Shards with nothing to wait for are left out.
+        lease), for ``available_now`` / ``process_all_available``: per shard, the last
+        sequence number its reader returned before its first read sent after this call
+        that came back empty and caught up (:mod:`.tip_watch`). Until a shard's reader makes
+        that read its end is pending (``?<n>``, see :meth:`found_ends`) and :meth:`reached`
+        is false. Reading starts from the furthest position this source knows (else the
+        lease checkpoint, else the initial position); shards with nothing to wait for
+        resolve to nothing. With Enhanced Fan-Out the ends are concrete, read by a
+        separate read of each shard to its tip (:func:`~.tips.consumer_tips`).
 
         Guarantee: every record put before this call, in those shards, is included when
         :meth:`reached` is true. Not covered: shards whose lease does not exist yet (a
         reshard not yet seen by a shard sync), and, by :meth:`reached`, shards another live
-        worker reads. Cost: the backlog after the known position is read twice (here and
-        by the consumer). An endpoint outage stalls this call (retried for ever), never
-        fails it.
+        worker reads. Cost (polling): one extra GetRecords per shard, no record read twice.
+        An endpoint outage stalls this call (retried for ever), never fails it.
         """
         await self._opened.wait()
         consumer = self._need_consumer()
         initial = self._session.initial_position
-        target = await consumer_tips(consumer, self.endpoint.url, initial, self._buffers.known)
+        if self._readers.watches is not None:
+            target = await watched_tips(
+                consumer, self.endpoint.url, initial, self._buffers, self._readers
+            )
+        else:
+            target = await consumer_tips(consumer, self.endpoint.url, initial, self._buffers.known)
         log.debug("kinesis source %s: end offsets %s", self.app_name, target)
         self._watch(target)
         return target
 
+    def found_ends(self, target: Offsets) -> dict[str, str] | None:
+        """``target`` (from :meth:`end_offsets`) with its pending ends as found (shards with
+        nothing to wait for left out), or None while some is still pending."""
+        return self._tips.resolved(target)
+
     def reached(self, offsets: Offsets, target: Offsets) -> bool:
-        """True when, on every shard of ``target``, ``offsets`` is at or past its end
-        (sequence numbers compared as integers; SHARD_END is past everything). A shard this
-        worker has not held for ``failover_time + 2 * take_interval + 1`` s (another live
-        worker reads it) is left out, else the query would wait forever. Safe to call from
-        any thread."""
+        """True when, on every shard of ``target``, its end is found and ``offsets`` is at
+        or past it (sequence numbers compared as integers; SHARD_END is past everything).
+        A shard this worker has not held for ``failover_time + 2 * take_interval + 1`` s
+        (another live worker reads it) is left out, else the query would wait forever. Safe
+        to call from any thread."""
         given_up = self._unheld.given_up
-        return all(
-            shard_id in given_up or at_or_past(offsets.get(shard_id), end)
-            for shard_id, end in target.items()
-        )
+        for shard_id, value in target.items():
+            if shard_id in given_up:
+                continue
+            end = self._tips.end(value, shard_id) if value.startswith(PENDING) else value
+            if isinstance(end, Unresolved) or not at_or_past(offsets.get(shard_id), end):
+                return False
+        return True
 
     async def commit(self, offsets: Offsets) -> None:
         """The engine committed a batch ending at ``offsets``: advance the lease checkpoint

@@ -1,9 +1,12 @@
-"""The current end ("tip") of shards, read once, for ``available_now`` and
-``process_all_available``.
+"""The current end ("tip") of shards for ``available_now`` and ``process_all_available``:
+which shards a target covers (:func:`tip_start`), the ends found by the consumer's own
+polling readers (:func:`watched_tips`, :mod:`.tip_watch`: the backlog is read once), and,
+with Enhanced Fan-Out, a separate read of each shard to its tip (:func:`consumer_tips`).
 
 Kinesis cannot tell the last sequence number of an open shard without reading it
 (``MillisBehindLatest`` is a time difference: records put in the same millisecond report 0
-while some are still unread). So each shard is read to its tip once, by a dedicated polling
+while some are still unread). The separate read (Enhanced Fan-Out only) reads each shard to
+its tip once, by a dedicated polling
 :class:`~streamkit_kinesis.retrieval.polling.ShardReader` that is independent of the
 consumer and of how it fetches: from just after the furthest position known for the
 shard, page GetRecords (10,000 records a page) until a page comes back empty and caught up
@@ -14,7 +17,10 @@ Guarantee: a read that starts after ``T0`` sees every record put before ``T0`` t
 after its start position, so the end it returns is at or past every such record.
 
 Cost: the records between the known position and the tip are read twice (here and by the
-consumer); only their sequence numbers are kept here.
+consumer); only their sequence numbers are kept here. (An ``AT_TIMESTAMP`` window of the
+newest records would avoid that, but kinesalite answers an ``AT_TIMESTAMP``
+GetShardIterator by scanning the whole shard, and never answers one whose window is empty:
+the client times out.)
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from streamkit_kinesis.client import call_until_done
 from streamkit_kinesis.retrieval.polling import ShardReader
 from streamkit_kinesis.retry import RetryState
 from streamkit_kinesis.shards import list_shards_blocking
+from streamkit_kinesis.source.tip_watch import now
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,
     LATEST,
@@ -41,6 +48,8 @@ if TYPE_CHECKING:
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import InitialPosition, KinesisConsumer
     from streamkit_kinesis.retrieval.fetcher import RecordFetcher
+    from streamkit_kinesis.source.buffers import ShardBuffers
+    from streamkit_kinesis.source.health import TrackedFetchers
     from streamkit_kinesis.types import ShardInfo
 
 END = SHARD_END.sequence_number
@@ -138,10 +147,43 @@ async def consumer_tips(
     initial: InitialPosition,
     known: Callable[[str], str | None],
 ) -> dict[str, str]:
-    """:func:`read_tips` of every shard ``consumer`` holds or may take (an unfinished
+    """:func:`read_tips` of the shards of :func:`tip_scope`."""
+    starts, listed = await tip_scope(consumer, url, initial, known)
+    return await read_tips(consumer.client, consumer.config.stream, listed, starts)
+
+
+async def watched_tips(
+    consumer: KinesisConsumer,
+    url: str | None,
+    initial: InitialPosition,
+    buffers: ShardBuffers,
+    readers: TrackedFetchers,
+) -> dict[str, str]:
+    """A target whose ends the consumer's readers find (:mod:`.tip_watch`), for the
+    shards of :func:`tip_scope` that have something to wait for; a listed shard gets a
+    pending end, an unlisted one the source's position (if it has one)."""
+    assert readers.watches is not None
+    t0 = now()
+    starts, listed = await tip_scope(consumer, url, initial, buffers.known)
+    floors = {s.shard_id: s.floor for s in starts if s.start is not None and s.shard_id in listed}
+    fixed = {
+        s.shard_id: s.floor for s in starts if s.shard_id not in floors and s.floor is not None
+    }
+    ended = {shard_id for shard_id, state in buffers.shards.items() if state.ended}
+    pending = readers.watches.open(t0, floors, readers.latest, ended)
+    return dict(sorted({**fixed, **pending}.items()))
+
+
+async def tip_scope(
+    consumer: KinesisConsumer,
+    url: str | None,
+    initial: InitialPosition,
+    known: Callable[[str], str | None],
+) -> tuple[list[TipStart], dict[str, ShardInfo]]:
+    """The :class:`TipStart` of every shard ``consumer`` holds or may take (an unfinished
     lease in its last scan), each from ``known(shard)`` (the furthest position the caller
-    holds), else the lease checkpoint, else ``initial``. ListShards is retried through an
-    outage (the caller stalls, never fails)."""
+    holds), else the lease checkpoint, else ``initial``; and the shards listed now.
+    ListShards is retried through an outage (the caller stalls, never fails)."""
     leases = consumer.coordinator.table_snapshot()
     ids = sorted(
         set(consumer.held_shard_ids())
@@ -155,5 +197,4 @@ async def consumer_tips(
         lambda: list_shards_blocking(consumer.client, stream), RetryState(),
         stream=stream, url=url,
     )  # fmt: skip
-    listed = {info.shard_id: info for info in shards}
-    return await read_tips(consumer.client, stream, listed, starts)
+    return starts, {info.shard_id: info for info in shards}

@@ -12,6 +12,7 @@ from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import EndpointUnreachableError, StreamNotFoundError
 from streamkit_kinesis.retrieval import IteratorStart, ShardReader
+from streamkit_kinesis.retrieval.polling import CaughtUp
 from streamkit_kinesis.shards import list_shards_blocking, shard_info
 from streamkit_kinesis.testing.faults import ExceptionThrowingKinesisClient, InjectedError
 from streamkit_kinesis.testing.streams import fresh_stream, put_blocking, unique
@@ -69,6 +70,11 @@ async def read_to_end(reader: ShardReader, max_calls: int = 30) -> list[KinesisR
             assert reader.ended
             return out
     raise AssertionError(f"no SHARD_END after {max_calls} reads ({len(out)} records read)")
+
+
+def caught_up(reader: ShardReader) -> CaughtUp | None:
+    """The reader's latest empty, caught-up read (read anew at every call)."""
+    return reader.caught_up
 
 
 async def one_shard(admin_stream: str, endpoint: AwsEndpoint) -> tuple[KinesisApi, ShardInfo]:
@@ -225,6 +231,51 @@ async def test_idle_read_sleeps_idle_time_before_the_next_call(aws_endpoint: Aws
         now[0] += 2.0  # longer than idle_time: no wait at all
         await reader.next_batch()
         assert sleeps.calls == [0.75, 0.25]
+
+
+async def test_caught_up_marks_empty_reads_and_hurry_skips_the_idle_wait(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """``caught_up`` is the last empty, caught-up read (sent after the moment before the
+    call, with the last record returned before it); ``hurry`` skips the idle wait once,
+    and cuts short one already under way."""
+    async with fresh_stream(aws_endpoint, 1) as (stream, _):
+        client, shard = await one_shard(stream, aws_endpoint)
+        sleeps = Sleeps()
+        reader = ShardReader(
+            client, stream, shard, TRIM_HORIZON, idle_time=0.75, sleep=sleeps, clock=lambda: 1.0
+        )
+        assert caught_up(reader) is None
+        before = time.monotonic()
+        assert (await reader.next_batch()).records == ()
+        first = caught_up(reader)
+        assert first is not None
+        assert first.sent >= before
+        assert first.last_sequence is None
+        seqs = await asyncio.to_thread(put_blocking, client, stream, payloads(3))
+        reader.hurry()
+        assert [r.sequence_number for r in (await reader.next_batch()).records] == seqs
+        assert sleeps.calls == []
+        assert caught_up(reader) == first
+        assert (await reader.next_batch()).records == ()
+        assert sleeps.calls == [0.75]  # not hurried: the idle wait
+        last = caught_up(reader)
+        assert last is not None
+        assert last.sent > first.sent
+        assert last.last_sequence == seqs[-1]
+
+        entered, never = asyncio.Event(), asyncio.Event()
+
+        async def stuck(seconds: float) -> None:
+            entered.set()
+            await never.wait()
+
+        reader = ShardReader(client, stream, shard, TRIM_HORIZON, idle_time=3600, sleep=stuck)
+        assert len((await reader.next_batch()).records) == 3
+        pending = asyncio.create_task(reader.next_batch())
+        await asyncio.wait_for(entered.wait(), 60)
+        reader.hurry()
+        assert (await asyncio.wait_for(pending, 60)).records == ()
 
 
 async def test_a_backlog_is_read_without_waiting_a_caught_up_read_with_records_waits(

@@ -7,7 +7,7 @@ import asyncio
 import json
 import shutil
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,6 +15,7 @@ import pytest
 from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.leases import DynamoDBLeaseStore, Lease
 from streamkit_kinesis.producer.producer import KinesisProducer
+from streamkit_kinesis.retrieval.columnar import _RAW_KEY as RAW_KEY
 from streamkit_kinesis.source import KinesisStreamSource
 from streamkit_kinesis.source.alignment import Alignment
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
@@ -324,32 +325,100 @@ PAGED = {**FAST, "max_records": 100}
 async def test_end_offsets_are_the_last_sequence_numbers_put_before_the_call(
     aws_endpoint: AwsEndpoint,
 ) -> None:
-    """Right after open (nothing consumed yet) the target is each non-empty shard's last
-    sequence number; after more puts, the new last ones; reading until ``reached`` hands
-    over exactly the records put before the call."""
-    ep = aws_endpoint
+    """Right after open (nothing consumed yet) the target's ends, once found by the
+    consumer's readers, are each non-empty shard's last sequence number; after more puts,
+    the new last ones; reading until ``reached`` hands over exactly the records put before
+    the call."""
+    await check_end_offsets(aws_endpoint, aws_endpoint)
+
+
+async def test_end_offsets_are_exact_on_kinesalite(
+    kinesalite_endpoint: AwsEndpoint, localstack_endpoint: AwsEndpoint
+) -> None:
+    """The same on kinesalite (leases on LocalStack), which reports ``MillisBehindLatest``
+    0 on every read, backlog or not: only an empty read marks the tip."""
+    await check_end_offsets(kinesalite_endpoint, localstack_endpoint)
+
+
+async def check_end_offsets(ep: AwsEndpoint, leases: AwsEndpoint) -> None:
     _, records = make_events(1500, seed=7)
     app = unique("app")
     async with fresh_stream(ep, 4, "tips") as (stream, _):
         await produce(ep, stream, records[:1000])
         source = KinesisStreamSource(
-            stream, app, ep, schema=SCHEMA, max_records_per_batch=300, consumer_options=PAGED
-        )
+            stream, app, ep, schema=SCHEMA, max_records_per_batch=300, consumer_options=PAGED,
+            lease_endpoint=leases,
+        )  # fmt: skip
         try:
             await source.open(None)
             first = await source.end_offsets()
-            assert first == await last_sequences(ep, stream)
             rows, offsets = await drain(source, first)
             assert rows == 1000
+            assert source.found_ends(first) == await last_sequences(ep, stream)
             await produce(ep, stream, records[1000:])
             second = await source.end_offsets()
-            assert second == await last_sequences(ep, stream)
             assert not source.reached(offsets, second)
             more, offsets = await drain(source, second, offsets)
             assert more == 500
+            assert source.found_ends(second) == await last_sequences(ep, stream)
         finally:
             await source.close()
-            await drop(ep, app)
+            await drop(leases, app)
+
+
+async def test_ends_cover_every_record_acknowledged_before_the_call(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """While a producer puts records without pause, each target's ends, once found, are at
+    or past every sequence number PutRecords acknowledged before ``end_offsets`` was called."""
+    await check_ends_while_producing(aws_endpoint, aws_endpoint)
+
+
+async def test_ends_cover_every_record_acknowledged_before_the_call_on_kinesalite(
+    kinesalite_endpoint: AwsEndpoint, localstack_endpoint: AwsEndpoint
+) -> None:
+    await check_ends_while_producing(kinesalite_endpoint, localstack_endpoint)
+
+
+async def check_ends_while_producing(ep: AwsEndpoint, leases: AwsEndpoint) -> None:
+    app, acked = unique("app"), dict[str, int]()
+    stop = asyncio.Event()
+
+    def put_until_stopped(stream: str) -> None:
+        client, i = ep.client("kinesis"), 0
+        while not stop.is_set():
+            entries = [
+                {"Data": b'{"i":%d}' % (i + j), "PartitionKey": str(i + j)} for j in range(20)
+            ]
+            out = client.put_records(StreamName=stream, Records=entries)
+            for r in out["Records"]:
+                if "SequenceNumber" in r:
+                    acked[r["ShardId"]] = max(acked.get(r["ShardId"], 0), int(r["SequenceNumber"]))
+            i += 20
+
+    async with fresh_stream(ep, 2, "live") as (stream, _):
+        source = KinesisStreamSource(
+            stream, app, ep, schema=pa.schema([("i", pa.int64())]), consumer_options=FAST,
+            lease_endpoint=leases,
+        )  # fmt: skip
+        producer = asyncio.create_task(asyncio.to_thread(put_until_stopped, stream))
+        try:
+            await source.open(None)
+            offsets: dict[str, str] = {}
+            for _ in range(4):
+                await asyncio.sleep(0.3)
+                before = dict(acked)
+                target = await source.end_offsets()
+                _, offsets = await drain(source, target, offsets)
+                ends = source.found_ends(target)
+                assert ends is not None
+                missed = {k: v for k, v in before.items() if int(ends.get(k, "0")) < v}
+                assert not missed, f"ends {ends} miss records acknowledged before: {missed}"
+        finally:
+            stop.set()
+            await producer
+            await source.close()
+            await drop(leases, app)
 
 
 async def drain(
@@ -389,6 +458,61 @@ async def test_available_now_counts_every_record_of_a_paged_backlog(
             await drop(ep, app)
     assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
     assert sum(p.num_input_rows for p in q.recent_progress) == 3000
+
+
+class CountingClient:
+    """A real boto3 Kinesis client that counts the records its GetRecords answers hold
+    (from the raw body when the columnar hook asked for it, else from the parsed answer)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.records = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get_records(self, **kwargs: Any) -> Any:
+        out = self._inner.get_records(**kwargs)
+        raw = out.get(RAW_KEY)
+        self.records += len(json.loads(raw)["Records"] if raw is not None else out["Records"])
+        return out
+
+
+async def test_available_now_reads_the_backlog_once(
+    aws_endpoint: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source's GetRecords answers hold each record once (up to one repeat per shard,
+    kinesis-mock's, see ``ColumnarRecords.after``), not twice (a separate read to the
+    tip), and the result is exact."""
+    from streamkit_kinesis.source import session
+
+    ep = aws_endpoint
+    truth, records = make_events(3000, seed=11)
+    app, name = unique("app"), unique("kin_once")
+    clients: list[CountingClient] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        clients.append(CountingClient(kinesis_client(*args, **kwargs)))
+        return clients[-1]
+
+    monkeypatch.setattr(session, "kinesis_client", counting)
+    async with fresh_stream(ep, 3, "once") as (stream, _):
+        await produce(ep, stream, records)
+        try:
+            df = sk.read_stream.kinesis(
+                stream, app, schema=SCHEMA, endpoint=ep, max_records_per_batch=400,
+                consumer_options=PAGED,
+            )  # fmt: skip
+            q = (
+                counts(df).write_stream.output_mode("complete")
+                .trigger(available_now=True).memory(name).start()
+            )  # fmt: skip
+            await finish(q)
+        finally:
+            await drop(ep, app)
+    assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
+    read = sum(c.records for c in clients)
+    assert 3000 <= read <= 3000 + 3, f"GetRecords answers held {read} records for 3000"
 
 
 async def test_process_all_available_counts_every_record_put_while_running(
@@ -434,12 +558,14 @@ async def test_latest_target_holds_the_records_put_after_open(
         )
         try:
             await source.open(None)
-            assert await source.end_offsets() == {}
+            empty = await source.end_offsets()
+            assert (await drain(source, empty))[0] == 0
+            assert source.found_ends(empty) == {}
             await produce(ep, stream, records[200:])
             target = await source.end_offsets()
-            assert target == await last_sequences(ep, stream)
             rows, _ = await drain(source, target)
             assert rows == 200
+            assert source.found_ends(target) == await last_sequences(ep, stream)
         finally:
             await source.close()
             await drop(ep, app)

@@ -1,0 +1,203 @@
+"""The end of each shard for ``available_now`` / ``process_all_available``, found by the
+consumer's own polling readers, so the backlog is read once.
+
+A target taken at ``t0`` (``time.monotonic()`` when the call began) holds, per shard, a
+pending end ``?<token>`` that resolves on the first of:
+
+- a read of that shard sent after ``t0`` that came back empty and caught up
+  (``MillisBehindLatest`` 0 or absent; :attr:`~.polling.ShardReader.caught_up`): the end is
+  the last record the reader returned before that read;
+- the reader reaching the end of the closed shard: the last record it returned;
+- at :meth:`TipWatches.open`, a shard whose end was already returned, or a read already
+  made since ``t0``.
+
+The end is never before the source's own position at ``t0`` (its ``floor``); a shard whose
+end is None has nothing to wait for.
+
+Guarantee: every record put (acknowledged) in the shard before ``t0`` is at or before the
+end. The reader returns the shard's records in order, each once, from the lease
+checkpoint, which the source's position is at or past; a read sent after ``t0`` that finds
+nothing after the reader's position means every record stored before ``t0`` was returned
+before it. An empty answer is required: ``MillisBehindLatest`` 0 alone proves nothing
+(kinesalite reports 0 on every read, backlog or not). Cost: one more GetRecords per shard
+(a read that skips the idle wait, :meth:`~.polling.ShardReader.hurry`); no record is read
+twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from streamkit_kinesis.source.errors import KinesisSourceError
+from streamkit_kinesis.source.positions import later
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+
+    from streamkit_kinesis.retrieval.fetcher import ReaderMetrics, RecordFetcher
+    from streamkit_kinesis.retrieval.polling import CaughtUp
+    from streamkit_kinesis.types import RecordBatch
+
+PENDING = "?"
+"""Prefix of a target value whose end the readers have not found yet."""
+KEEP = 64
+"""Targets remembered (the oldest is forgotten; a query waits on one at a time)."""
+
+
+@dataclass
+class _Target:
+    t0: float
+    floors: dict[str, str | None]
+    ends: dict[str, str | None] = field(default_factory=dict)
+
+
+class Unresolved:
+    """The end of a shard not found yet (:meth:`TipWatches.end`)."""
+
+
+UNRESOLVED = Unresolved()
+
+
+class TipWatches:
+    """The targets being resolved, fed by every :class:`WatchedFetcher` (event loop only;
+    :meth:`end` may be read from any thread)."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self._targets: OrderedDict[int, _Target] = OrderedDict()
+        self._keep = keep
+        self._next = 0
+
+    def open(
+        self,
+        t0: float,
+        floors: Mapping[str, str | None],
+        fetchers: Mapping[str, RecordFetcher],
+        ended: Collection[str],
+    ) -> dict[str, str]:
+        """A target for the shards of ``floors`` (each with the source's position at
+        ``t0``), resolving at once what ``ended`` shards (seen to end) and reads already
+        made since ``t0`` tell; the latest readers of the others are hurried."""
+        token, self._next = self._next, self._next + 1
+        target = self._targets[token] = _Target(t0, dict(floors))
+        while len(self._targets) > self._keep:
+            self._targets.popitem(last=False)
+        for shard_id, floor in floors.items():
+            fetcher = fetchers.get(shard_id)
+            if shard_id in ended:
+                target.ends[shard_id] = floor
+            elif isinstance(fetcher, WatchedFetcher) and fetcher.ended:
+                target.ends[shard_id] = later(fetcher.last, floor)
+            elif fetcher is not None:
+                self._check(target, shard_id, _caught_up(fetcher))
+                if shard_id not in target.ends:
+                    _hurry(fetcher)
+        return dict.fromkeys(floors, f"{PENDING}{token}")
+
+    def pending(self, shard_id: str) -> bool:
+        """True while some target waits for the end of ``shard_id``."""
+        return any(shard_id in t.floors and shard_id not in t.ends for t in self._live())
+
+    def seen(
+        self, shard_id: str, fetcher: RecordFetcher, batch: RecordBatch, last: str | None
+    ) -> None:
+        """``fetcher`` of ``shard_id`` returned ``batch`` (``last``: the last record it
+        returned so far): resolve what it tells."""
+        for target in self._live():
+            if shard_id not in target.floors or shard_id in target.ends:
+                continue
+            if batch.shard_ended:
+                target.ends[shard_id] = later(last, target.floors[shard_id])
+            else:
+                self._check(target, shard_id, _caught_up(fetcher))
+
+    def end(self, value: str, shard_id: str) -> str | Unresolved | None:
+        """The end of ``shard_id`` in the target that gave ``value`` (None: nothing to wait
+        for; :data:`UNRESOLVED`: not found yet)."""
+        target = self._targets.get(int(value[len(PENDING) :]))
+        if target is None:
+            raise KinesisSourceError(
+                f"the end-offsets target {value} was forgotten (only the {self._keep} most "
+                "recent are kept); ask end_offsets again"
+            )
+        return target.ends.get(shard_id, UNRESOLVED)
+
+    def resolved(self, target: Mapping[str, str]) -> dict[str, str] | None:
+        """``target`` with every pending end replaced by what was found (shards with
+        nothing to wait for left out), or None while some end is not found yet."""
+        out: dict[str, str] = {}
+        for shard_id, value in target.items():
+            found = self.end(value, shard_id) if value.startswith(PENDING) else value
+            if isinstance(found, Unresolved):
+                return None
+            if found is not None:
+                out[shard_id] = found
+        return out
+
+    def _live(self) -> list[_Target]:
+        return [t for t in self._targets.values() if len(t.ends) < len(t.floors)]
+
+    @staticmethod
+    def _check(target: _Target, shard_id: str, read: CaughtUp | None) -> None:
+        if read is not None and read.sent > target.t0:
+            target.ends[shard_id] = later(read.last_sequence, target.floors[shard_id])
+
+
+class WatchedFetcher:
+    """``inner``, telling ``watches`` about every batch it returns and skipping its idle
+    wait while a target waits for this shard."""
+
+    def __init__(self, inner: RecordFetcher, shard_id: str, watches: TipWatches) -> None:
+        self.inner = inner
+        self._shard_id = shard_id
+        self._watches = watches
+        self.last: str | None = None
+        """The last record returned (None: none)."""
+        self.ended = False
+        """True once the end of the shard was returned."""
+
+    @property
+    def caught_up(self) -> CaughtUp | None:
+        """The inner fetcher's latest empty, caught-up read."""
+        return _caught_up(self.inner)
+
+    def hurry(self) -> None:
+        """Let the inner fetcher's next read skip its idle wait."""
+        _hurry(self.inner)
+
+    async def next_batch(self) -> RecordBatch:
+        """The inner fetcher's next batch (see the class docstring)."""
+        if self._watches.pending(self._shard_id):
+            _hurry(self.inner)
+        batch = await self.inner.next_batch()
+        if batch.records:
+            self.last = batch.records[-1].sequence_number
+        self.ended = batch.shard_ended
+        self._watches.seen(self._shard_id, self.inner, batch, self.last)
+        return batch
+
+    def metrics(self) -> ReaderMetrics:
+        """The inner fetcher's counters."""
+        return self.inner.metrics()
+
+    async def close(self) -> None:
+        """Close the inner fetcher."""
+        await self.inner.close()
+
+
+def _caught_up(fetcher: object) -> CaughtUp | None:
+    found: CaughtUp | None = getattr(fetcher, "caught_up", None)
+    return found
+
+
+def _hurry(fetcher: object) -> None:
+    hurry = getattr(fetcher, "hurry", None)
+    if callable(hurry):
+        hurry()
+
+
+def now() -> float:
+    """The clock of ``t0`` and of :attr:`~.polling.CaughtUp.sent`."""
+    return time.monotonic()
