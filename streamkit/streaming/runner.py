@@ -236,7 +236,8 @@ class QueryRunner:
         await self.feed.open(self.offsets)
         ahead: asyncio.Task[Fetched | None] | None = None
         try:
-            caught_up = await self.feed.catch_up() if self.trigger.stops_by_itself else None
+            final = self.trigger.stops_by_itself
+            caught_up = await self.feed.catch_up(final=True) if final else None
             while not self._stop.is_set():
                 started = self._clock()
                 fetched = None

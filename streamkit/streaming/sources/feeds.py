@@ -101,8 +101,9 @@ class Feed(Protocol):
         """The next batch, or None when nothing came within ``max_wait`` s."""
         ...
 
-    async def catch_up(self) -> CaughtUp:
-        """A predicate that becomes true once everything available now is committed."""
+    async def catch_up(self, final: bool = False) -> CaughtUp:
+        """A predicate that becomes true once everything available now is committed;
+        ``final``: the query ends there (``available_now``)."""
         ...
 
     async def done(self, fetched: Fetched, offsets: Offsets) -> None:
@@ -183,9 +184,14 @@ class ReplayFeed:
             source.bound(None)
         return merge_batches(parts, {**offsets, **target})
 
-    async def catch_up(self) -> CaughtUp:
-        """True once the query's offsets reach the source's ``end_offsets`` of now."""
+    async def catch_up(self, final: bool = False) -> CaughtUp:
+        """True once the query's offsets reach the source's ``end_offsets`` of now; with
+        ``final``, a source that has ``stop_at`` is told that the query ends there (so it
+        hands out nothing past it)."""
         target = await self.source.end_offsets()
+        stop_at = getattr(self.source, "stop_at", None)
+        if final and callable(stop_at):
+            stop_at(target)
         return lambda offsets: self.source.reached(offsets, target)
 
     async def done(self, fetched: Fetched, offsets: Offsets) -> None:
@@ -256,7 +262,7 @@ class AckFeed:
         )
         return Fetched(batch, got.token)
 
-    async def catch_up(self) -> CaughtUp:
+    async def catch_up(self, final: bool = False) -> CaughtUp:
         """Drained: see the class docstring (``offsets`` are ignored)."""
         mark = self._fetches
         return lambda _offsets: self._empty >= mark and self._acked == self._handed

@@ -35,11 +35,15 @@ class ShardState:
     """The consumer reached SHARD_END: every record of the shard was accepted."""
     lag_ms: int | None = None
     """MillisBehindLatest of the last delivered batch."""
+    truncated: bool = False
+    """Records past the query's final end were dropped (``stop_at``): the shard is never
+    drained, and SHARD_END is never handed out or checkpointed."""
 
     @property
     def drained(self) -> bool:
-        """True when every accepted record is committed (a SHARD_END checkpoint is safe)."""
-        return at_or_past(self.committed, self.accepted)
+        """True when every accepted record is committed and none was dropped (a SHARD_END
+        checkpoint is safe)."""
+        return not self.truncated and at_or_past(self.committed, self.accepted)
 
 
 class Taken(NamedTuple):
@@ -164,11 +168,13 @@ class ShardBuffers:
                 s.handed = taken[shard_id][-1].sequence_number
                 changed = True
         for s in self.shards.values():
-            may_end = bound is None or bound.get(s.shard_id) == END
+            may_end = (bound is None or bound.get(s.shard_id) == END) and not s.truncated
             if s.ended and not s.queue and s.handed != END and may_end:
                 s.handed, changed = END, True
         self.count -= sum(len(v) for v in taken.values())
-        pending_end = any(s.ended and s.handed != END for s in self.shards.values())
+        pending_end = any(
+            s.ended and s.handed != END and not s.truncated for s in self.shards.values()
+        )
         if (not self.count and not pending_end) or (bound is not None and not changed):
             self.data.clear()  # under a bound: wait for deliveries, not for what is queued
         self._space.set()

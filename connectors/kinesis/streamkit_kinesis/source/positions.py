@@ -3,8 +3,16 @@ string) or ``"SHARD_END"`` (every record of a closed shard is included). Pure fu
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from typing import TYPE_CHECKING
+
 from streamkit.errors import ConfigError
 from streamkit_kinesis.types import Sentinel
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from streamkit_kinesis.types import KinesisRecord
 
 END = Sentinel.SHARD_END.value
 """The offset of a shard whose every record is included."""
@@ -34,3 +42,10 @@ def at_or_past(position: str | None, target: str | None) -> bool:
 def later(a: str | None, b: str | None) -> str | None:
     """The further of two positions."""
     return a if at_or_past(a, b) else b
+
+
+def up_to(records: Sequence[KinesisRecord], end: str | None) -> int:
+    """How many of ``records`` (in shard order) are at or before ``end`` (None: none)."""
+    if end is None:
+        return 0
+    return bisect_right(records, int(end), key=lambda r: int(r.sequence_number))

@@ -57,11 +57,12 @@ from streamkit_kinesis.consumer.config import default_worker_id
 from streamkit_kinesis.source.alignment import Alignment
 from streamkit_kinesis.source.batch import batch_progress, decode_taken, stalled
 from streamkit_kinesis.source.buffers import ShardBuffers
+from streamkit_kinesis.source.cut_time import SKEW
 from streamkit_kinesis.source.errors import KinesisSourceError
 from streamkit_kinesis.source.health import TrackedFetchers
 from streamkit_kinesis.source.lease_checkpoints import CHECKPOINT_INTERVAL, LeaseCheckpoints
 from streamkit_kinesis.source.options import consumer_config, pin_latest, with_retrieval
-from streamkit_kinesis.source.positions import at_or_past
+from streamkit_kinesis.source.positions import END, at_or_past, up_to
 from streamkit_kinesis.source.processor import ShardProcessor, check_start
 from streamkit_kinesis.source.sampling import stream_schema
 from streamkit_kinesis.source.session import build_consumer, start_consumer
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
     from streamkit_kinesis.consumer import ConsumerConfig
     from streamkit_kinesis.fleet.worker import KinesisFleetWorker
     from streamkit_kinesis.retry import Health
-    from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch
+    from streamkit_kinesis.types import ExtendedSequenceNumber, KinesisRecord, RecordBatch
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         retrieval: str | None = None,
+        clock_skew: float = SKEW,
     ) -> None:
         super().__init__()
         consumer_options = with_retrieval(consumer_options, retrieval)
@@ -152,6 +154,10 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         self._cap = max_records_per_batch
         self._capacity = max_buffered_records or max(2 * self._cap, 10_000)
         self._clock, self._wall_clock = clock, wall_clock
+        if clock_skew < 0:
+            raise ConfigError(f"clock_skew must be >= 0, got {clock_skew}")
+        self.clock_skew = clock_skew
+        """Seconds added to the server's time to make a target's cut time (:mod:`.cut_time`)."""
         self._new_session()
         self.alignment: Alignment | None = None
         """What ``open`` changed in the lease table to follow the query's checkpoint."""
@@ -175,6 +181,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         self._committed = asyncio.Event()
         self.clear_failure()
         self._watcher: asyncio.Task[None] | None = None
+        self._final: dict[str, str] | None = None
 
     # -- ReplayableSource ----------------------------------------------------------------------
 
@@ -312,13 +319,36 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         initial = self._session.initial_position
         if self._readers.watches is not None:
             target = await watched_tips(
-                consumer, self.endpoint.url, initial, self._buffers, self._readers
-            )
+                consumer, self.endpoint.url, initial, self._buffers, self._readers,
+                skew=self.clock_skew,
+            )  # fmt: skip
         else:
             target = await consumer_tips(consumer, self.endpoint.url, initial, self._buffers.known)
         log.debug("kinesis source %s: end offsets %s", self.app_name, target)
         self._watch(target)
         return target
+
+    def stop_at(self, target: Offsets) -> None:
+        """The query ends at ``target`` (from :meth:`end_offsets`; ``available_now``): from
+        now on a record past its shard's end (once found), or of a shard outside
+        ``target``, is dropped when delivered: never handed out, never accepted, so never
+        checkpointed, and read again by the next run. Such a shard never hands out or
+        checkpoints SHARD_END. So the run holds exactly the records up to the ends."""
+        self._final = dict(target)
+
+    def _kept(self, shard_id: str, records: tuple[KinesisRecord, ...]) -> tuple[KinesisRecord, ...]:
+        """``records`` of ``shard_id`` up to its end in the final target (see :meth:`stop_at`)."""
+        final = self._final
+        if final is None or not records:
+            return records
+        value = final.get(shard_id)
+        end = self._tips.end(value, shard_id) if value and value.startswith(PENDING) else value
+        if isinstance(end, Unresolved) or end == END:
+            return records
+        kept = records[: up_to(records, end)]
+        if len(kept) < len(records):
+            self._buffers.state(shard_id).truncated = True
+        return kept
 
     def found_ends(self, target: Offsets) -> dict[str, str] | None:
         """``target`` (from :meth:`end_offsets`) with its pending ends as found (shards with
@@ -440,7 +470,8 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         check_start(self._buffers, shard_id, start)
 
     async def _delivered(self, batch: RecordBatch) -> None:
-        await self._buffers.accept(batch.shard_id, batch.records, batch.millis_behind_latest)
+        records = self._kept(batch.shard_id, batch.records)
+        await self._buffers.accept(batch.shard_id, records, batch.millis_behind_latest)
 
     async def _shard_ended(self, shard_id: str) -> None:
         """Return (letting the consumer checkpoint SHARD_END) once every record of the

@@ -1,9 +1,13 @@
 """The end of each shard for ``available_now`` / ``process_all_available``, found by the
 consumer's own polling readers, so the backlog is read once.
 
-A target taken at ``t0`` (``time.monotonic()`` when the call began) holds, per shard, a
-pending end ``?<token>`` that resolves on the first of:
+A target taken at ``t0`` (``time.monotonic()`` when the call began) with a cut time ``cut``
+(the server's clock at the call, plus a clock-skew margin: :func:`~.tips.server_cut`)
+holds, per shard, a pending end ``?<token>`` that resolves on the first of:
 
+- a batch the reader returns, after the target opened, that holds a record whose
+  ``ApproximateArrivalTimestamp`` is after ``cut``: the end is the record just before the
+  first such record (in the batch, else the last one returned before it);
 - a read of that shard sent after ``t0`` that came back empty and caught up
   (``MillisBehindLatest`` 0 or absent; :attr:`~.polling.ShardReader.caught_up`): the end is
   the last record the reader returned before that read;
@@ -16,17 +20,23 @@ end is None has nothing to wait for.
 
 Guarantee: every record put (acknowledged) in the shard before ``t0`` is at or before the
 end. The reader returns the shard's records in order, each once, from the lease
-checkpoint, which the source's position is at or past; a read sent after ``t0`` that finds
-nothing after the reader's position means every record stored before ``t0`` was returned
-before it. An empty answer is required: ``MillisBehindLatest`` 0 alone proves nothing
-(kinesalite reports 0 on every read, backlog or not). Cost: one more GetRecords per shard
-(a read that skips the idle wait, :meth:`~.polling.ShardReader.hurry`); no record is read
-twice.
+checkpoint, which the source's position is at or past. An empty read sent after ``t0``
+that finds nothing after the reader's position means every record stored before ``t0`` was
+returned before it (an empty answer is required: ``MillisBehindLatest`` 0 alone proves
+nothing, kinesalite reports 0 on every read, backlog or not). A record that arrived after
+``cut`` arrived after every record acknowledged before ``t0`` (their arrival is at or before
+the server's time at ``t0``, which ``cut`` is at or past), so, arrival times being
+non-decreasing in shard order (sequence numbers are assigned in arrival order; true of
+kinesalite, LocalStack and moto), every such record comes before it. The second rule is
+what ends a shard that a producer keeps writing to: no read of it ever comes back empty.
+Cost: one more GetRecords per idle shard (a read that skips the idle wait,
+:meth:`~.polling.ShardReader.hurry`); no record is read twice.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,11 +45,12 @@ from streamkit_kinesis.source.errors import KinesisSourceError
 from streamkit_kinesis.source.positions import later
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Callable, Collection, Mapping, Sequence
+    from datetime import datetime
 
     from streamkit_kinesis.retrieval.fetcher import ReaderMetrics, RecordFetcher
     from streamkit_kinesis.retrieval.polling import CaughtUp
-    from streamkit_kinesis.types import RecordBatch
+    from streamkit_kinesis.types import KinesisRecord, RecordBatch
 
 PENDING = "?"
 """Prefix of a target value whose end the readers have not found yet."""
@@ -50,6 +61,7 @@ KEEP = 64
 @dataclass
 class _Target:
     t0: float
+    cut: datetime | None
     floors: dict[str, str | None]
     ends: dict[str, str | None] = field(default_factory=dict)
 
@@ -73,15 +85,17 @@ class TipWatches:
     def open(
         self,
         t0: float,
+        cut: datetime | None,
         floors: Mapping[str, str | None],
         fetchers: Mapping[str, RecordFetcher],
         ended: Collection[str],
     ) -> dict[str, str]:
         """A target for the shards of ``floors`` (each with the source's position at
-        ``t0``), resolving at once what ``ended`` shards (seen to end) and reads already
-        made since ``t0`` tell; the latest readers of the others are hurried."""
+        ``t0``; a record arriving after ``cut`` ends a shard, None: no cut), resolving at
+        once what ``ended`` shards (seen to end) and reads already made since ``t0`` tell;
+        the latest readers of the others are hurried."""
         token, self._next = self._next, self._next + 1
-        target = self._targets[token] = _Target(t0, dict(floors))
+        target = self._targets[token] = _Target(t0, cut, dict(floors))
         while len(self._targets) > self._keep:
             self._targets.popitem(last=False)
         for shard_id, floor in floors.items():
@@ -101,15 +115,25 @@ class TipWatches:
         return any(shard_id in t.floors and shard_id not in t.ends for t in self._live())
 
     def seen(
-        self, shard_id: str, fetcher: RecordFetcher, batch: RecordBatch, last: str | None
+        self,
+        shard_id: str,
+        fetcher: RecordFetcher,
+        batch: RecordBatch,
+        before: str | None,
+        last: str | None,
     ) -> None:
-        """``fetcher`` of ``shard_id`` returned ``batch`` (``last``: the last record it
-        returned so far): resolve what it tells."""
+        """``fetcher`` of ``shard_id`` returned ``batch`` (``before``: the last record it
+        returned before it; ``last``: the last one now): resolve what it tells."""
         for target in self._live():
             if shard_id not in target.floors or shard_id in target.ends:
                 continue
-            if batch.shard_ended:
-                target.ends[shard_id] = later(last, target.floors[shard_id])
+            floor = target.floors[shard_id]
+            cut = first_after(batch.records, target.cut)
+            if cut is not None:
+                end = batch.records[cut - 1].sequence_number if cut else before
+                target.ends[shard_id] = later(end, floor)
+            elif batch.shard_ended:
+                target.ends[shard_id] = later(last, floor)
             else:
                 self._check(target, shard_id, _caught_up(fetcher))
 
@@ -172,10 +196,11 @@ class WatchedFetcher:
         if self._watches.pending(self._shard_id):
             _hurry(self.inner)
         batch = await self.inner.next_batch()
+        before = self.last
         if batch.records:
             self.last = batch.records[-1].sequence_number
         self.ended = batch.shard_ended
-        self._watches.seen(self._shard_id, self.inner, batch, self.last)
+        self._watches.seen(self._shard_id, self.inner, batch, before, self.last)
         return batch
 
     def metrics(self) -> ReaderMetrics:
@@ -185,6 +210,23 @@ class WatchedFetcher:
     async def close(self) -> None:
         """Close the inner fetcher."""
         await self.inner.close()
+
+
+def first_after(records: Sequence[KinesisRecord], cut: datetime | None) -> int | None:
+    """Index of the first record that arrived after ``cut`` (None: none, or no ``cut``).
+    A binary search: arrival times are non-decreasing in shard order (see the module
+    docstring); a record without one counts as arrived before."""
+    if cut is None or not records:
+        return None
+    found = bisect_right(records, cut, key=_arrival_or(cut))
+    return found if found < len(records) else None
+
+
+def _arrival_or(cut: datetime) -> Callable[[KinesisRecord], datetime]:
+    def arrival(record: KinesisRecord) -> datetime:
+        return record.approximate_arrival or cut
+
+    return arrival
 
 
 def _caught_up(fetcher: object) -> CaughtUp | None:

@@ -33,6 +33,7 @@ from streamkit_kinesis.client import call_until_done
 from streamkit_kinesis.retrieval.polling import ShardReader
 from streamkit_kinesis.retry import RetryState
 from streamkit_kinesis.shards import list_shards_blocking
+from streamkit_kinesis.source.cut_time import SKEW, server_cut
 from streamkit_kinesis.source.tip_watch import now
 from streamkit_kinesis.types import (
     AT_TIMESTAMP,
@@ -158,19 +159,24 @@ async def watched_tips(
     initial: InitialPosition,
     buffers: ShardBuffers,
     readers: TrackedFetchers,
+    *,
+    skew: float = SKEW,
 ) -> dict[str, str]:
     """A target whose ends the consumer's readers find (:mod:`.tip_watch`), for the
     shards of :func:`tip_scope` that have something to wait for; a listed shard gets a
-    pending end, an unlisted one the source's position (if it has one)."""
+    pending end, an unlisted one the source's position (if it has one). Records that
+    arrived after the server's time now plus ``skew`` s end a shard
+    (:func:`~.cut_time.server_cut`)."""
     assert readers.watches is not None
     t0 = now()
+    cut = await server_cut(consumer.client, consumer.config.stream, skew, url)
     starts, listed = await tip_scope(consumer, url, initial, buffers.known)
     floors = {s.shard_id: s.floor for s in starts if s.start is not None and s.shard_id in listed}
     fixed = {
         s.shard_id: s.floor for s in starts if s.shard_id not in floors and s.floor is not None
     }
     ended = {shard_id for shard_id, state in buffers.shards.items() if state.ended}
-    pending = readers.watches.open(t0, floors, readers.latest, ended)
+    pending = readers.watches.open(t0, cut, floors, readers.latest, ended)
     return dict(sorted({**fixed, **pending}.items()))
 
 

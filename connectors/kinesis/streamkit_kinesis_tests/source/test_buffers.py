@@ -84,3 +84,18 @@ async def test_a_shard_at_shard_end_leaves_its_share_to_the_open_shards() -> Non
     buffers.end("shard-b")
     assert buffers.shard_budget() == 8
     assert await asyncio.wait_for(blocked, 30) == 1
+
+
+async def test_a_truncated_shard_never_hands_out_or_drains_to_shard_end() -> None:
+    """A shard whose records past the query's final end were dropped (``stop_at``) gives
+    its queued records but never SHARD_END, and is never drained (no SHARD_END
+    checkpoint), though it ended and everything accepted is committed."""
+    buffers = await filled()
+    buffers.state("shard-b").truncated = True
+    taken = buffers.take(100)
+    assert seqs(taken.records) == {"shard-a": ["10", "11", "12", "13"], "shard-b": ["20", "21"]}
+    assert buffers.offsets() == {"shard-a": "13", "shard-b": "21"}
+    assert not buffers.take(100).changed
+    state = buffers.state("shard-b")
+    state.committed = state.accepted
+    assert not state.drained
