@@ -421,6 +421,132 @@ async def check_ends_while_producing(ep: AwsEndpoint, leases: AwsEndpoint) -> No
             await drop(leases, app)
 
 
+class Producing:
+    """A thread putting ``{"i": n}`` records without pause (20 per PutRecords) until
+    stopped, keeping the largest sequence number acknowledged per shard."""
+
+    def __init__(self, ep: AwsEndpoint, stream: str) -> None:
+        self.ep, self.stream = ep, stream
+        self.acked: dict[str, int] = {}
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(asyncio.to_thread(self._run))
+
+    def _run(self) -> None:
+        client, i = self.ep.client("kinesis"), 0
+        while not self.stop.is_set():
+            entries = [
+                {"Data": b'{"i":%d}' % (i + j), "PartitionKey": str(i + j)} for j in range(20)
+            ]
+            out = client.put_records(StreamName=self.stream, Records=entries)
+            for r in out["Records"]:
+                if "SequenceNumber" in r:
+                    seq = int(r["SequenceNumber"])
+                    self.acked[r["ShardId"]] = max(self.acked.get(r["ShardId"], 0), seq)
+            i += 20
+
+    async def wait_for(self, records_per_shard: int, shards: int) -> None:
+        """Until every shard has something (at least the ``acked`` map is filled)."""
+        deadline = time.monotonic() + 60
+        while len(self.acked) < shards:
+            assert time.monotonic() < deadline, "the producer acknowledged nothing"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(records_per_shard / 1000)
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.task
+
+
+class EndsSeen(KinesisStreamSource):
+    """The real source, remembering its targets and their ends as found before closing."""
+
+    targets: list[dict[str, str]]
+    found: list[dict[str, str] | None]
+
+    async def end_offsets(self) -> Mapping[str, str]:
+        target = await super().end_offsets()
+        self.targets.append(dict(target))
+        return target
+
+    async def close(self) -> None:
+        self.found.extend(self.found_ends(t) for t in self.targets)
+        await super().close()
+
+
+async def test_available_now_ends_on_a_busy_stream_exactly_at_the_ends_found(
+    aws_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """With a producer writing throughout, ``available_now`` ends by itself; its rows are
+    exactly the stream's records up to the ends it found (read back with plain boto3),
+    which cover every record acknowledged before the query started; the lease
+    checkpoints are those ends (nothing past them consumed); a second run from the same
+    checkpoint holds exactly the rest."""
+    await check_busy_available_now(aws_endpoint, aws_endpoint, tmp_path)
+
+
+async def test_available_now_ends_on_a_busy_stream_exactly_on_kinesalite(
+    kinesalite_endpoint: AwsEndpoint, localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    await check_busy_available_now(kinesalite_endpoint, localstack_endpoint, tmp_path)
+
+
+async def check_busy_available_now(ep: AwsEndpoint, leases: AwsEndpoint, tmp_path: Path) -> None:
+    app, schema = unique("app"), pa.schema([("i", pa.int64())])
+    names = [unique("busy"), unique("busy")]
+
+    async def run(name: str) -> EndsSeen:
+        source = EndsSeen(
+            stream, app, ep, schema=schema, consumer_options=FAST, lease_endpoint=leases,
+            max_records_per_batch=300,
+        )  # fmt: skip
+        source.targets, source.found = [], []
+        q = (
+            sk.read_stream.source(source).write_stream.output_mode("append")
+            .checkpoint(str(tmp_path / "ck"))
+            .trigger(available_now=True).memory(name).start()
+        )  # fmt: skip
+        await finish(q, timeout=120)
+        return source
+
+    async with fresh_stream(ep, 2, "busy") as (stream, _):
+        producer = Producing(ep, stream)
+        try:
+            await producer.wait_for(200, 2)
+            before = dict(producer.acked)
+            first = await run(names[0])
+            checkpoints = await lease_table(leases, app)
+        finally:
+            await producer.close()
+        try:
+            second = await run(names[1])
+            put = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
+            last = await last_sequences(ep, stream)
+        finally:
+            await drop(leases, app)
+    assert len(first.targets) == 1
+    ends = first.found[0]
+    assert ends is not None
+    missed = {k: v for k, v in before.items() if int(ends.get(k, "0")) < v}
+    assert not missed, f"ends {ends} miss records acknowledged before the start: {missed}"
+    assert {k: lease.checkpoint.sequence_number for k, lease in checkpoints.items()} == ends
+    upto = sorted(
+        json.loads(r["Data"])["i"]
+        for shard, rs in put.items()
+        for r in rs
+        if int(r["SequenceNumber"]) <= int(ends[shard])
+    )
+    assert sorted(sk.memory_table(names[0]).column("i").to_pylist()) == upto
+    rest = sorted(
+        json.loads(r["Data"])["i"]
+        for shard, rs in put.items()
+        for r in rs
+        if int(r["SequenceNumber"]) > int(ends[shard])
+    )
+    assert rest, "the producer wrote nothing after the first run's ends"
+    assert sorted(sk.memory_table(names[1]).column("i").to_pylist()) == rest
+    assert second.found[0] == last
+
+
 async def drain(
     source: KinesisStreamSource, target: Mapping[str, str], offsets: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str]]:
