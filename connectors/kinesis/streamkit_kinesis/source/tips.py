@@ -39,11 +39,12 @@ from streamkit_kinesis.types import (
     AT_TIMESTAMP,
     LATEST,
     SHARD_END,
+    TRIM_HORIZON,
     ExtendedSequenceNumber,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
     from datetime import datetime
 
     from streamkit_kinesis.client import KinesisApi
@@ -188,8 +189,11 @@ async def tip_scope(
 ) -> tuple[list[TipStart], dict[str, ShardInfo]]:
     """The :class:`TipStart` of every shard ``consumer`` holds or may take (an unfinished
     lease in its last scan), each from ``known(shard)`` (the furthest position the caller
-    holds), else the lease checkpoint, else ``initial``; and the shards listed now.
-    ListShards is retried through an outage (the caller stalls, never fails)."""
+    holds), else the lease checkpoint, else ``initial``; plus every listed shard without a
+    lease yet that descends from one of those (a reshard before the call that no shard sync
+    has turned into leases yet: the consumer reads it, from TRIM_HORIZON, once its parents
+    end); and the shards listed now. ListShards is retried through an outage (the caller
+    stalls, never fails)."""
     leases = consumer.coordinator.table_snapshot()
     ids = sorted(
         set(consumer.held_shard_ids())
@@ -203,4 +207,26 @@ async def tip_scope(
         lambda: list_shards_blocking(consumer.client, stream), RetryState(),
         stream=stream, url=url,
     )  # fmt: skip
-    return starts, {info.shard_id: info for info in shards}
+    listed = {info.shard_id: info for info in shards}
+    for child in descendants(set(ids), listed, set(leases)):
+        starts.append(tip_start(child, known(child), TRIM_HORIZON, initial))
+    return starts, listed
+
+
+def descendants(
+    roots: set[str], listed: Mapping[str, ShardInfo], leased: Collection[str]
+) -> list[str]:
+    """The listed shards without a lease that descend from ``roots`` (pure)."""
+    found: list[str] = []
+    scope = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for shard_id, info in sorted(listed.items()):
+            if shard_id in scope or shard_id in leased:
+                continue
+            if scope.intersection(info.parent_shard_ids):
+                scope.add(shard_id)
+                found.append(shard_id)
+                grew = True
+    return found

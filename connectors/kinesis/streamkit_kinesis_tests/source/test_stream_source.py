@@ -457,6 +457,11 @@ class Producing:
         await self.task
 
 
+SLOW_READS = {**FAST, "max_records": 10}
+"""Fewer records per GetRecords than the producer puts per PutRecords, so the readers stay
+behind the producer: no read comes back empty, and only the cut time can end a shard."""
+
+
 class EndsSeen(KinesisStreamSource):
     """The real source, remembering its targets and their ends as found before closing."""
 
@@ -490,13 +495,24 @@ async def test_available_now_ends_on_a_busy_stream_exactly_on_kinesalite(
     await check_busy_available_now(kinesalite_endpoint, localstack_endpoint, tmp_path)
 
 
-async def check_busy_available_now(ep: AwsEndpoint, leases: AwsEndpoint, tmp_path: Path) -> None:
+async def test_available_now_after_a_split_under_load_ends_exactly(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """The same, with one of the two shards split while the producer runs, before the
+    query starts: the closed parent ends at its last record (checkpointed SHARD_END), the
+    children at the ends found."""
+    await check_busy_available_now(localstack_endpoint, localstack_endpoint, tmp_path, split=True)
+
+
+async def check_busy_available_now(
+    ep: AwsEndpoint, leases: AwsEndpoint, tmp_path: Path, *, split: bool = False
+) -> None:
     app, schema = unique("app"), pa.schema([("i", pa.int64())])
     names = [unique("busy"), unique("busy")]
 
     async def run(name: str) -> EndsSeen:
         source = EndsSeen(
-            stream, app, ep, schema=schema, consumer_options=FAST, lease_endpoint=leases,
+            stream, app, ep, schema=schema, consumer_options=SLOW_READS, lease_endpoint=leases,
             max_records_per_batch=300,
         )  # fmt: skip
         source.targets, source.found = [], []
@@ -508,10 +524,14 @@ async def check_busy_available_now(ep: AwsEndpoint, leases: AwsEndpoint, tmp_pat
         await finish(q, timeout=120)
         return source
 
-    async with fresh_stream(ep, 2, "busy") as (stream, _):
+    async with fresh_stream(ep, 2, "busy") as (stream, admin):
         producer = Producing(ep, stream)
         try:
             await producer.wait_for(200, 2)
+            if split:
+                parent = (await admin.list_shards(stream))[0].shard_id
+                await admin.split_shard(stream, parent)
+                await producer.wait_for(200, 4)  # both children acknowledged records
             before = dict(producer.acked)
             first = await run(names[0])
             checkpoints = await lease_table(leases, app)
@@ -528,23 +548,23 @@ async def check_busy_available_now(ep: AwsEndpoint, leases: AwsEndpoint, tmp_pat
     assert ends is not None
     missed = {k: v for k, v in before.items() if int(ends.get(k, "0")) < v}
     assert not missed, f"ends {ends} miss records acknowledged before the start: {missed}"
-    assert {k: lease.checkpoint.sequence_number for k, lease in checkpoints.items()} == ends
-    upto = sorted(
-        json.loads(r["Data"])["i"]
+    finished = {k for k, lease in checkpoints.items() if lease.is_finished}
+    assert {k: lease.checkpoint.sequence_number for k, lease in checkpoints.items()} == {
+        k: "SHARD_END" if k in finished else v for k, v in ends.items()
+    }
+    assert all(ends[k] == last[k] for k in finished)  # a closed shard: all of it
+    assert bool(finished) == split
+    records = [
+        (shard, int(r["SequenceNumber"]), json.loads(r["Data"])["i"])
         for shard, rs in put.items()
         for r in rs
-        if int(r["SequenceNumber"]) <= int(ends[shard])
-    )
+    ]
+    upto = sorted(i for shard, seq, i in records if seq <= int(ends[shard]))
     assert sorted(sk.memory_table(names[0]).column("i").to_pylist()) == upto
-    rest = sorted(
-        json.loads(r["Data"])["i"]
-        for shard, rs in put.items()
-        for r in rs
-        if int(r["SequenceNumber"]) > int(ends[shard])
-    )
+    rest = sorted(i for shard, seq, i in records if seq > int(ends[shard]))
     assert rest, "the producer wrote nothing after the first run's ends"
     assert sorted(sk.memory_table(names[1]).column("i").to_pylist()) == rest
-    assert second.found[0] == last
+    assert second.found[0] == {k: v for k, v in last.items() if k not in finished}
 
 
 async def drain(

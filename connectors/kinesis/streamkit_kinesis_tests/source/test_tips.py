@@ -109,3 +109,23 @@ def test_a_shard_another_worker_holds_is_left_out_after_the_give_up_time() -> No
     holding.held.add("b")  # taken back: b counts again
     src._tick()
     assert not src.reached({"a": "100"}, target)
+
+
+def test_listed_descendants_without_a_lease_join_the_scope() -> None:
+    """Children (and grandchildren) of a shard in scope that have no lease yet join it;
+    a shard with a lease, or descending from no shard in scope, does not."""
+    from streamkit_kinesis.source.tips import descendants
+    from streamkit_kinesis.types import HashKeyRange, ShardInfo
+
+    def shard(shard_id: str, *parents: str) -> ShardInfo:
+        return ShardInfo(shard_id, parents, HashKeyRange(0, 1), "0")
+
+    listed = {
+        s.shard_id: s
+        for s in (
+            shard("a"), shard("b"), shard("c", "a"), shard("d", "a"), shard("e", "c"),
+            shard("f", "b"), shard("g", "x", "b"), shard("h", "d", "f"),
+        )
+    }  # fmt: skip
+    assert descendants({"a"}, listed, leased={"a", "b", "d"}) == ["c", "e"]
+    assert descendants({"a", "b"}, listed, leased=set()) == ["c", "d", "e", "f", "g", "h"]
