@@ -5,7 +5,7 @@
 - :mod:`.buffers` per-shard queues between the consumer and the engine;
 - :mod:`.positions` source offsets (sequence numbers, SHARD_END) and their order;
 - :mod:`.tips` the current end of shards, for ``available_now``, found by the readers
-  themselves (:mod:`.tip_watch`);
+  themselves (:mod:`.tip_watch`) up to a cut time read from the server (:mod:`.cut_time`);
 - :mod:`.options` the source's consumer settings; :mod:`.sampling` records for schema
   inference; :mod:`.errors` :class:`KinesisSourceError`.
 """

@@ -21,10 +21,12 @@ the last record included, or ``SHARD_END``. Exactly-once, step by step:
    committed (not coalesced), so its children never start ahead of the query.
 
 ``end_offsets`` (``available_now``, ``process_all_available``) returns, per shard, an end
-that the consumer's own polling readers find as they read (:mod:`.tip_watch`: the first
+that the consumer's own polling readers find as they read (:mod:`.tip_watch`: the record
+before the first one that arrived after the call's cut time, or the last one before a
 read sent after the call that comes back empty and caught up), so the backlog is read
-once; ``reached`` compares with it once found. With Enhanced Fan-Out each shard is read to
-its tip once more instead (:func:`~.tips.consumer_tips`).
+once; ``reached`` compares with it once found. ``stop_at`` (the query ends there) drops
+what comes after the ends. With Enhanced Fan-Out each shard is read to its tip once more
+instead (:func:`~.tips.consumer_tips`).
 
 ``initial_position="LATEST"`` means: records put after :meth:`KinesisStreamSource.open`
 began (see :func:`~.options.pin_latest`).
@@ -299,20 +301,23 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
 
     async def end_offsets(self) -> Offsets:
         """The current end of every shard this worker holds or may take (an unfinished
-        lease), for ``available_now`` / ``process_all_available``: per shard, the last
-        sequence number its reader returned before its first read sent after this call
-        that came back empty and caught up (:mod:`.tip_watch`). Until a shard's reader makes
-        that read its end is pending (``?<n>``, see :meth:`found_ends`) and :meth:`reached`
-        is false. Reading starts from the furthest position this source knows (else the
-        lease checkpoint, else the initial position); shards with nothing to wait for
-        resolve to nothing. With Enhanced Fan-Out the ends are concrete, read by a
-        separate read of each shard to its tip (:func:`~.tips.consumer_tips`).
+        lease), for ``available_now`` / ``process_all_available``: per shard, the record
+        before the first one its reader returns that arrived after this call's cut time
+        (the server's time now plus ``clock_skew``, :mod:`.cut_time`), or the last record
+        returned before a read sent after this call that came back empty and caught up,
+        or the last record of a closed shard (:mod:`.tip_watch`). Until found, a shard's end
+        is pending (``?<n>``, see :meth:`found_ends`) and :meth:`reached` is false. Reading
+        starts from the furthest position this source knows (else the lease checkpoint,
+        else the initial position); shards with nothing to wait for resolve to nothing.
+        With Enhanced Fan-Out the ends are concrete, read by a separate read of each shard
+        to its tip (:func:`~.tips.consumer_tips`).
 
-        Guarantee: every record put before this call, in those shards, is included when
-        :meth:`reached` is true. Not covered: shards whose lease does not exist yet (a
-        reshard not yet seen by a shard sync), and, by :meth:`reached`, shards another live
-        worker reads. Cost (polling): one extra GetRecords per shard, no record read twice.
-        An endpoint outage stalls this call (retried for ever), never fails it.
+        Guarantee: every record acknowledged before this call, in those shards, is
+        included when :meth:`reached` is true; the shards are those held, those with an
+        unfinished lease, and listed shards without a lease that descend from them. Not
+        covered: shards another live worker reads (left out by :meth:`reached`). Cost
+        (polling): one ListShards, one extra GetRecords per idle shard, no record read
+        twice. An endpoint outage stalls this call (retried for ever), never fails it.
         """
         await self._opened.wait()
         consumer = self._need_consumer()
