@@ -105,7 +105,8 @@ class TipWatches:
             elif isinstance(fetcher, WatchedFetcher) and fetcher.ended:
                 target.ends[shard_id] = later(fetcher.last, floor)
             elif fetcher is not None:
-                self._check(target, shard_id, _caught_up(fetcher))
+                returned = fetcher.last if isinstance(fetcher, WatchedFetcher) else None
+                self._check(target, shard_id, _caught_up(fetcher), returned)
                 if shard_id not in target.ends:
                     _hurry(fetcher)
         return dict.fromkeys(floors, f"{PENDING}{token}")
@@ -164,9 +165,15 @@ class TipWatches:
         return [t for t in self._targets.values() if len(t.ends) < len(t.floors)]
 
     @staticmethod
-    def _check(target: _Target, shard_id: str, read: CaughtUp | None) -> None:
+    def _check(
+        target: _Target, shard_id: str, read: CaughtUp | None, returned: str | None = None
+    ) -> None:
+        """End the shard at ``read`` if it was sent after ``t0``; at ``returned`` (the last
+        record returned by now) when that is later: records returned after that read
+        (before the target opened) may be in the buffers already, and the end covers them."""
         if read is not None and read.sent > target.t0:
-            target.ends[shard_id] = later(read.last_sequence, target.floors[shard_id])
+            end = later(read.last_sequence, returned)
+            target.ends[shard_id] = later(end, target.floors[shard_id])
 
 
 class WatchedFetcher:

@@ -172,3 +172,19 @@ def test_the_cut_is_the_server_date_plus_its_resolution_plus_the_skew() -> None:
     )
     assert cut_from({}, 0.25, wall=lambda: 100.0) == datetime.fromtimestamp(100.25, UTC)
     assert cut_from({"date": "garbage"}, 0.0, wall=lambda: 7.0) == datetime.fromtimestamp(7, UTC)
+
+
+def test_records_returned_after_the_caught_up_read_before_open_are_inside_the_end() -> None:
+    """A caught-up read sent after ``t0``, then records returned before the target opened
+    (possibly in the buffers already): the end covers them."""
+
+    async def run() -> None:
+        watches = TipWatches()
+        empty = CaughtUp(sent=11.0, last_sequence="4")
+        inner = Scripted([(RecordBatch("s", (record(5), record(6)), 0), empty)])
+        fetcher = WatchedFetcher(inner, "s", watches)
+        await fetcher.next_batch()
+        target = watches.open(10.0, None, {"s": "3"}, {"s": fetcher}, ended=())
+        assert watches.end(target["s"], "s") == "6"
+
+    asyncio.run(run())
