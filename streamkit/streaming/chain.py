@@ -31,7 +31,7 @@ stream-stream join (:mod:`~streamkit.streaming.dedup_stage`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from itertools import pairwise
 from typing import Literal
@@ -330,6 +330,10 @@ class ChainQuery:
     def partition_maxima(self) -> dict[str, int]:
         """Largest event time per source partition (ticks)."""
         return self.first.partition_maxima
+
+    def declare_partitions(self, open_partitions: Iterable[str], ended: Iterable[str]) -> None:
+        """As :meth:`IncrementalQuery.declare_partitions` (the first operator owns W)."""
+        self.first.declare_partitions(open_partitions, ended)
 
     def time_unit(self) -> Literal["ns", "us", "ms"]:
         """Unit of the event-time column."""

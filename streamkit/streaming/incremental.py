@@ -35,7 +35,7 @@ every output mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -406,6 +406,11 @@ class IncrementalQuery:
     def partition_maxima(self) -> dict[str, int]:
         """Largest event time per source partition (ticks), for the commit file."""
         return self._marks.maxima
+
+    def declare_partitions(self, open_partitions: Iterable[str], ended: Iterable[str]) -> None:
+        """The partitions the source reads now and those it read to the end (see
+        :meth:`~streamkit.streaming.watermarks.PartitionWatermarks.declare`)."""
+        self._marks.declare(open_partitions, ended)
 
     @property
     def max_event(self) -> int | None:

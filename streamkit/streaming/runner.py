@@ -341,7 +341,7 @@ class QueryRunner:
         self.engine.clock.batch_ms = stamp
         if log is not None:
             await asyncio.to_thread(log.write_offsets, bid, offsets, {"batch_timestamp_ms": stamp})
-        result, output = await asyncio.to_thread(self._execute, batch.rows, batch.row_partitions)
+        result, output = await asyncio.to_thread(self._execute, batch)
         t1 = self._clock()
         await self.sink.add_batch(bid, output)
         t2 = self._clock()
@@ -366,19 +366,20 @@ class QueryRunner:
             self._in_flight = False
         self._notify()
 
-    def _execute(
-        self, rows: pa.Table, partitions: pa.Array | None = None
-    ) -> tuple[BatchResult, pa.Table]:
-        """Append ``rows`` to the input table and run the incremental engine on them (in a
-        worker thread, so the next batch is fetched meanwhile); ``partitions`` names each
-        row's source partition (per-partition watermarks)."""
+    def _execute(self, batch: SourceBatch) -> tuple[BatchResult, pa.Table]:
+        """Append the batch's rows to the input table and run the incremental engine on
+        them (in a worker thread, so the next batch is fetched meanwhile); the source's
+        partitions of each row and those it declares feed the per-partition watermarks."""
+        if batch.open_partitions is not None or batch.ended_partitions:
+            self.engine.declare_partitions(batch.open_partitions or (), batch.ended_partitions)
+        rows = batch.rows
         if not rows.num_columns:  # a no-data batch
             result = self.engine.run_no_data()
             return result, result.output.to_arrow()
         frame = pl.from_arrow(rows)
         assert isinstance(frame, pl.DataFrame)
         self.table.append(rows)
-        result = self.engine.run(frame, partitions)
+        result = self.engine.run(frame, batch.row_partitions)
         self.table.drop_behind(self._event_time(self.engine.watermark))
         return result, result.output.to_arrow()
 

@@ -37,7 +37,7 @@ moved past W_n and some buffer has a state watermark, a no-data batch is owed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -421,6 +421,9 @@ class StreamJoinQuery:
     def partition_maxima(self) -> dict[str, int]:
         """Largest event time (ms) per side, for the commit file."""
         return dict(self._side_max)
+
+    def declare_partitions(self, open_partitions: Iterable[str], ended: Iterable[str]) -> None:
+        """Ignored: a join's watermark follows its sides, not source partitions."""
 
     @property
     def max_event(self) -> int | None:

@@ -12,20 +12,28 @@ Rules (``W`` is the watermark, ``delay`` the ``with_watermark`` delay):
 
 - ``max_p`` = the largest event time of any row of partition ``p`` so far (nulls ignored).
 - active = partitions whose last row arrived less than ``idle_timeout`` s ago (processing
-  time, from the injected clock); after a restart every restored partition is active.
-- ``"min"``: basis = ``min(max_p for active p)``, or ``max(max_p)`` when none is active.
-  ``"global"``: basis = ``max(max_p)`` (Spark's rule).
+  time, from the injected clock) and that did not reach their end; after a restart every
+  restored partition is active.
+- waiting = partitions the source declared (:meth:`PartitionWatermarks.declare`: a shard
+  it holds, a topic-partition assigned to it) that have no ``max_p`` yet, were declared
+  less than ``idle_timeout`` s ago and did not reach their end. Their first rows may be
+  older than anything seen so far (a shard whose first GetRecords comes a batch after
+  the others'), so they hold ``W`` where it is, as Flink's assigned splits do.
+- ``"min"``: basis = none (``W`` stays) while any partition is waiting, else
+  ``min(max_p for active p)``, or ``max(max_p)`` when none is active.
+  ``"global"``: basis = ``max(max_p)`` (Spark's rule; declarations are ignored).
 - ``W`` = basis - delay, and ``W`` never decreases.
 
 A source that cannot say which partition each row came from (``partitions=None``) is one
-partition, so both policies agree with Spark there. Cost per batch: one group-by over the
-batch's rows; nothing proportional to the rows held.
+partition, so both policies agree with Spark there; so is a source that declares nothing
+(only partitions that delivered a row count). Cost per batch: one group-by over the
+batch's rows and a pass over the partitions; nothing proportional to the rows held.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -58,6 +66,19 @@ class PartitionWatermarks:
         self.policy, self.idle_timeout, self._clock = policy, idle_timeout, clock
         self._max: dict[str, int] = {}
         self._seen: dict[str, float] = {}
+        self._declared: dict[str, float] = {}
+        """Declared partitions without a row yet, and when they were declared."""
+        self._ended: set[str] = set()
+
+    def declare(self, open_partitions: Iterable[str], ended: Iterable[str] = ()) -> None:
+        """The source reads ``open_partitions`` now, and every row of ``ended`` was handed
+        over (SHARD_END). An open partition without a row holds ``W`` back from its first
+        declaration until it delivers or ``idle_timeout`` passes; one no longer declared
+        before delivering stops holding; an ended partition stops holding ``W``."""
+        now = self._clock()
+        self._ended.update(ended)
+        current = {p for p in open_partitions if p not in self._max and p not in self._ended}
+        self._declared = {p: self._declared.get(p, now) for p in current}
 
     def observe(
         self, ticks: pl.Series, partitions: pl.Series | pa.Array | None = None
@@ -83,16 +104,20 @@ class PartitionWatermarks:
             if key not in self._max or top > self._max[key]:
                 self._max[key] = int(top)
             self._seen[key] = now
+            self._declared.pop(key, None)
 
     def basis(self) -> int | None:
-        """The event time the watermark follows (before the delay), or None before any
-        row with an event time."""
+        """The event time the watermark follows (before the delay), or None (``W`` stays)
+        before any row with an event time and while a declared partition is waiting."""
         if not self._max:
             return None
         if self.policy == "global":
             return max(self._max.values())
         now = self._clock()
-        active = [m for p, m in self._max.items() if now - self._seen[p] < self.idle_timeout]
+        if any(now - t < self.idle_timeout for t in self._declared.values()):
+            return None
+        ended, idle = self._ended, self.idle_timeout
+        active = [m for p, m in self._max.items() if p not in ended and now - self._seen[p] < idle]
         return min(active) if active else max(self._max.values())
 
     @property
@@ -101,15 +126,19 @@ class PartitionWatermarks:
         return dict(self._max)
 
     def idle(self) -> list[str]:
-        """Partitions not holding the watermark back now (no row for ``idle_timeout``)."""
+        """Partitions not holding the watermark back now: no row for ``idle_timeout`` (or
+        none since declared that long ago), or at their end."""
         now = self._clock()
-        return sorted(p for p, t in self._seen.items() if now - t >= self.idle_timeout)
+        since = {**self._declared, **self._seen}
+        quiet = {p for p, t in since.items() if now - t >= self.idle_timeout}
+        return sorted(quiet | (self._ended & set(self._max)))
 
     def restore(self, maxima: Mapping[str, int] | None) -> None:
         """Resume from a checkpoint: every restored partition counts as active now."""
         now = self._clock()
         self._max = {str(p): int(m) for p, m in (maxima or {}).items()}
         self._seen = dict.fromkeys(self._max, now)
+        self._declared = {p: t for p, t in self._declared.items() if p not in self._max}
 
 
 def rows_by_partition(

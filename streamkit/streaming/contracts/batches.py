@@ -71,6 +71,14 @@ class SourceBatch:
     """The partition of each row of ``rows`` (same length; strings or dictionary-encoded
     strings), for per-partition watermarks; None when the source cannot tell (the batch
     then counts as one partition)."""
+    open_partitions: frozenset[str] | None = None
+    """Partitions the source reads now that have not reached their end (Kinesis: shards
+    held; Kafka: partitions assigned), declared to the per-partition watermarks: one that
+    delivered no row yet holds the watermark back until it delivers or is idle. None: the
+    source declares nothing (only partitions that delivered a row count)."""
+    ended_partitions: frozenset[str] = frozenset()
+    """Partitions whose every record was handed over (Kinesis SHARD_END): they stop
+    holding the watermark back."""
 
 
 @dataclass(frozen=True)

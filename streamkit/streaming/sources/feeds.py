@@ -54,6 +54,10 @@ def merge_batches(parts: list[SourceBatch], end_offsets: Offsets) -> SourceBatch
         fetch_seconds=sum(p.fetch_seconds for p in parts),
         decode_seconds=sum(p.decode_seconds for p in parts),
         row_partitions=_concat_partitions(parts),
+        open_partitions=next(
+            (p.open_partitions for p in reversed(parts) if p.open_partitions is not None), None
+        ),
+        ended_partitions=frozenset().union(*(p.ended_partitions for p in parts)),
     )
 
 

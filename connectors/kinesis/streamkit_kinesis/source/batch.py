@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from streamkit.streaming.contracts import PartitionProgress
 from streamkit.streaming.decode import RawRecords, decode_off_loop
 from streamkit_kinesis.retry import BACKING_OFF
+from streamkit_kinesis.source.positions import END
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -87,3 +88,13 @@ def stalled(
         for shard_id, h in sorted(health.items())
         if h.state == BACKING_OFF
     )
+
+
+def declared_shards(
+    held: Collection[str], buffers: ShardBuffers
+) -> tuple[frozenset[str], frozenset[str]]:
+    """(open, ended) for the per-partition watermarks: the shards held here whose
+    SHARD_END was not handed to the engine yet, and those whose SHARD_END was (every
+    record of the shard is in a batch). O(shards)."""
+    ended = frozenset(s for s, state in buffers.shards.items() if state.handed == END)
+    return frozenset(held) - ended, ended

@@ -57,7 +57,7 @@ from streamkit.streaming.watermarks import rows_by_partition
 from streamkit_kinesis.consumer import InitialPosition, KinesisConsumer
 from streamkit_kinesis.consumer.config import default_worker_id
 from streamkit_kinesis.source.alignment import Alignment
-from streamkit_kinesis.source.batch import batch_progress, decode_taken, stalled
+from streamkit_kinesis.source.batch import batch_progress, declared_shards, decode_taken, stalled
 from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.cut_time import SKEW
 from streamkit_kinesis.source.errors import KinesisSourceError
@@ -263,7 +263,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
         """Records delivered so far (at most ``max_records_per_batch``, shared fairly
         between shards, each in shard order), waiting up to ``max_wait`` s for some.
-        ``row_partitions`` names each row's shard (for per-partition watermarks)."""
+        ``row_partitions`` names each row's shard, ``open_partitions`` the shards held
+        here not at SHARD_END, ``ended_partitions`` those whose SHARD_END was handed over
+        (for per-partition watermarks)."""
         await self._opened.wait()
         t0 = time.perf_counter()
         self._tick()
@@ -278,6 +280,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         t1 = time.perf_counter()
         rows, dead = await decode_taken(self._decoder, taken.records)
         counts = [(shard_id, len(records)) for shard_id, records in taken.records.items()]
+        open_shards, ended = declared_shards(self._need_consumer().held_shard_ids(), self._buffers)
         return SourceBatch(
             rows=rows,
             dead_letters=dead,
@@ -290,6 +293,8 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
             row_partitions=rows_by_partition(
                 counts, dead.column("partition").to_pylist(), rows.num_rows
             ),
+            open_partitions=open_shards,
+            ended_partitions=ended,
         )
 
     def bound(self, target: Offsets | None) -> None:
