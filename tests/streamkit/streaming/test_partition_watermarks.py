@@ -58,6 +58,48 @@ def test_an_idle_partition_stops_holding_the_basis_and_rejoins_when_it_delivers(
     assert marks.basis() == 20  # the basis may fall; the engine keeps W monotonic
 
 
+def test_a_declared_partition_without_rows_holds_the_basis_until_it_delivers() -> None:
+    clock = Clock()
+    marks = PartitionWatermarks("min", idle_timeout=30, clock=clock)
+    marks.declare(["a", "b", "c"])
+    marks.observe(ticks(50, 90), parts("a", "b"))
+    assert marks.basis() is None  # c may still bring rows older than 50: W stays
+    marks.observe(ticks(5), parts("c"))
+    assert marks.basis() == 5
+
+
+def test_a_declared_partition_silent_for_the_idle_timeout_stops_holding() -> None:
+    clock = Clock()
+    marks = PartitionWatermarks("min", idle_timeout=30, clock=clock)
+    marks.declare(["a", "c"])
+    clock.now += 25
+    marks.declare(["a", "c"])  # declared again each batch: the clock runs from the first
+    marks.observe(ticks(50), parts("a"))
+    assert (marks.basis(), marks.idle()) == (None, [])
+    clock.now += 5  # c: first declared 30 s ago, no row
+    assert (marks.basis(), marks.idle()) == (50, ["c"])
+
+
+def test_an_undeclared_or_ended_partition_stops_holding() -> None:
+    clock = Clock()
+    marks = PartitionWatermarks("min", idle_timeout=30, clock=clock)
+    marks.declare(["a", "b", "c"])
+    marks.observe(ticks(50, 90), parts("a", "b"))
+    marks.declare(["a", "b"])  # c's lease went elsewhere before it delivered
+    assert marks.basis() == 50
+    marks.declare(["b"], ended=["a"])  # a's SHARD_END was handed over
+    assert (marks.basis(), marks.idle()) == (90, ["a"])
+    marks.declare(["b", "d"], ended=["d"])  # an ended shard never holds
+    assert marks.basis() == 90
+
+
+def test_the_global_policy_ignores_declarations() -> None:
+    marks = PartitionWatermarks("global", clock=Clock())
+    marks.declare(["a", "b"])
+    marks.observe(ticks(40), parts("a"))
+    assert marks.basis() == 40
+
+
 def test_all_idle_falls_back_to_the_largest() -> None:
     clock = Clock()
     marks = PartitionWatermarks("min", idle_timeout=5, clock=clock)
