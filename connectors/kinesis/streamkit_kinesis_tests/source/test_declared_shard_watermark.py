@@ -92,7 +92,7 @@ async def test_a_shard_delivering_batches_late_loses_no_rows(
         )  # fmt: skip
         released = asyncio.Event()
         batches: list[set[str]] = []
-        accept, next_batch = source._buffers.accept, source.next_batch  # noqa: SLF001
+        accept, next_batch = source._buffers.accept, source.next_batch
 
         async def slow_accept(shard_id: str, records: Any, lag: int | None) -> int:
             if shard_id == slow:  # its first GetRecords "comes later"
@@ -107,7 +107,7 @@ async def test_a_shard_delivering_batches_late_loses_no_rows(
                     released.set()
             return batch
 
-        monkeypatch.setattr(source._buffers, "accept", slow_accept)  # noqa: SLF001
+        monkeypatch.setattr(source._buffers, "accept", slow_accept)
         monkeypatch.setattr(source, "next_batch", counted)
         df = sk.read_stream.source(source).with_watermark("event_time", "10 minutes")
         counts = df.group_by(sk.window("event_time", "1 hour")).agg(sk.count().alias("n"))
