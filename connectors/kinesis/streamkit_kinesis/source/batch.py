@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from streamkit.streaming.decode import Decoder
     from streamkit_kinesis.consumer import KinesisConsumer
+    from streamkit_kinesis.consumer.metrics import ConsumerMetrics
     from streamkit_kinesis.retry import Health
     from streamkit_kinesis.source.buffers import ShardBuffers
     from streamkit_kinesis.source.health import TrackedFetchers
@@ -91,10 +92,18 @@ def stalled(
 
 
 def declared_shards(
-    held: Collection[str], buffers: ShardBuffers
+    held: Collection[str], buffers: ShardBuffers, metrics: ConsumerMetrics
 ) -> tuple[frozenset[str], frozenset[str]]:
     """(open, ended) for the per-partition watermarks: the shards held here whose
-    SHARD_END was not handed to the engine yet, and those whose SHARD_END was (every
-    record of the shard is in a batch). O(shards)."""
+    SHARD_END was not handed to the engine yet, less those with nothing to deliver (read
+    to the tip with no record so far: their next records are new); and the shards whose
+    SHARD_END was handed over (every record of the shard is in a batch). O(shards)."""
     ended = frozenset(s for s, state in buffers.shards.items() if state.handed == END)
-    return frozenset(held) - ended, ended
+
+    def empty(shard_id: str) -> bool:
+        read = metrics.shard(shard_id)
+        state = buffers.shards.get(shard_id)
+        queued = state is not None and bool(state.queue)
+        return read.millis_behind_latest == 0 and read.records == 0 and not queued
+
+    return frozenset(s for s in held if s not in ended and not empty(s)), ended

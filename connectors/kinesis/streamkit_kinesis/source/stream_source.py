@@ -280,7 +280,10 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         t1 = time.perf_counter()
         rows, dead = await decode_taken(self._decoder, taken.records)
         counts = [(shard_id, len(records)) for shard_id, records in taken.records.items()]
-        open_shards, ended = declared_shards(self._need_consumer().held_shard_ids(), self._buffers)
+        consumer = self._need_consumer()
+        open_shards, ended = declared_shards(
+            consumer.held_shard_ids(), self._buffers, consumer.metrics()
+        )
         return SourceBatch(
             rows=rows,
             dead_letters=dead,
