@@ -213,6 +213,7 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
             row_partitions=rows_by_partition(
                 counts, dead.column("partition").to_pylist(), rows.num_rows
             ),
+            open_partitions=self._may_deliver(consumer),
         )
 
     def bound(self, target: Offsets | None) -> None:
@@ -338,6 +339,17 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
                 if offset is not None:
                     committed[partition_id(tp.topic, tp.partition)] = int(offset)
         self._peer_committed = committed
+
+    def _may_deliver(self, consumer: AIOKafkaConsumer) -> frozenset[str]:
+        """Assigned partitions declared to the per-partition watermarks: all but those read
+        up to their last known end (their next records are new). O(partitions)."""
+        out = set()
+        for tp in self._assigned:
+            pid = partition_id(tp.topic, tp.partition)
+            end, at = consumer.highwater(tp), self._positions.get(pid)
+            if end is None or at is None or at < end:
+                out.add(pid)
+        return frozenset(out)
 
     async def _learn_positions(self) -> None:
         """Record where assigned partitions that this query has not read yet start."""
