@@ -69,6 +69,23 @@ def test_sparks_global_policy_drops_the_slow_rows() -> None:
     assert q.watermark == us(97)
 
 
+def test_a_declared_partition_holds_the_watermark_before_its_first_row() -> None:
+    q = query("min")
+    # slow is declared (held by the source) but its first rows come in batch 3. W stays
+    # None while it waits: batch 3's rows at 1 and 3 are on time, the result counts all.
+    # Without the declaration W would be 101 - 5 = 96 min in force in batch 2, and both
+    # rows of window [0, 10) late.
+    q.declare_partitions(["fast", "slow"], [])
+    q.run(*batch(("fast", 100), ("fast", 101)))
+    q.run(*batch(("fast", 102)))
+    assert q.watermark is None
+    assert q.run(*batch(("slow", 1), ("slow", 3))).late_rows.height == 0
+    assert q.watermark == us(-2)  # min(102, 3) - 5
+    q.declare_partitions(["fast"], ["slow"])  # slow reached its end: fast alone holds W
+    q.run(*batch(("fast", 110)))
+    assert q.watermark == us(105)
+
+
 def test_the_maxima_survive_a_restart() -> None:
     first = query("min")
     first.run(*batch(("fast", 100), ("slow", 1)))
