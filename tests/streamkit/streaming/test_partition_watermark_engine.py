@@ -78,7 +78,7 @@ def test_a_declared_partition_holds_the_watermark_before_its_first_row() -> None
     q.declare_partitions(["fast", "slow"], [])
     q.run(*batch(("fast", 100), ("fast", 101)))
     q.run(*batch(("fast", 102)))
-    assert q.watermark is None
+    assert [q.watermark] == [None]  # (a list: mypy would keep the narrowing)
     assert q.run(*batch(("slow", 1), ("slow", 3))).late_rows.height == 0
     assert q.watermark == us(-2)  # min(102, 3) - 5
     q.declare_partitions(["fast"], ["slow"])  # slow reached its end: fast alone holds W
