@@ -68,7 +68,19 @@ ENGINE = Group(
     package="streamkit",
     tests_dir="tests",
     modules=(
-        Module("incremental", ("streamkit/streaming/incremental.py",), _ENGINE_TESTS),
+        Module(
+            "incremental",
+            ("streamkit/streaming/incremental.py",),
+            (
+                *_ENGINE_TESTS,
+                f"{_STREAMING}/test_stateful_ops.py",
+                f"{_STREAMING}/test_partition_watermark_engine.py",
+                f"{_STREAMING}/test_spark_rules.py",
+                f"{_STREAMING}/test_chain.py",
+                f"{_STREAMING}/test_watermark_input.py",
+                "tests/streamkit/test_dedup_plan.py",
+            ),
+        ),
         Module(
             "checkpoint",
             ("streamkit/streaming/checkpoint.py", "streamkit/streaming/_envelope.py"),
