@@ -79,6 +79,7 @@ ENGINE = Group(
                 f"{_STREAMING}/test_chain.py",
                 f"{_STREAMING}/test_watermark_input.py",
                 "tests/streamkit/test_dedup_plan.py",
+                "tests/streamkit/test_mutation_kills_incremental.py",
             ),
         ),
         Module(
