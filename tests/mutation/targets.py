@@ -80,6 +80,7 @@ ENGINE = Group(
                 f"{_STREAMING}/test_watermark_input.py",
                 "tests/streamkit/test_dedup_plan.py",
                 "tests/streamkit/test_mutation_kills_incremental.py",
+                f"{_STREAMING}/test_transform_state.py",
             ),
         ),
         Module(
