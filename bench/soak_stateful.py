@@ -1,18 +1,21 @@
-"""Soak of ``apply_in_pandas_with_state``: state stays bounded when timeouts remove it.
+"""Soak of ``apply_in_pandas_with_state`` (or, with ``--operator transform``,
+``transform_with_state_in_pandas``): state stays bounded when timeouts (timers) remove it.
 
 Usage:
     .venv/bin/python bench/soak_stateful.py [--minutes 10] [--keys-per-batch 200]
+        [--operator apply|transform]
 
 One in-process query: a memory stream, ``with_watermark("ts", "5 seconds")``, sessions
 per key with ``EventTimeTimeout`` (gap 10 s; the timeout call emits the session and
-removes the state), update mode, a local checkpoint (deltas and snapshots), a
-foreach-batch sink that only counts rows. Each batch advances event time by one second
-and holds ``--keys-per-batch`` new keys plus rows of the keys of the previous four
-batches, so about ``15 x keys-per-batch`` sessions are open at any time while an
-unbounded number of keys passes through. Every 10 s it samples the process's resident
-set (``VmRSS``) and the state rows; at the end it prints the least-squares slope of RSS
-over the samples after a 2-minute warm-up (MB per minute), the state rows' range, and
-the batches run.
+removes the state; with ``transform``, a processor with one value state and one
+event-time timer per key at last + gap that emits and clears it), update mode, a local
+checkpoint (deltas and snapshots), a foreach-batch sink that only counts rows. Each
+batch advances event time by one second and holds ``--keys-per-batch`` new keys plus
+rows of the keys of the previous four batches, so about ``15 x keys-per-batch``
+sessions are open at any time while an unbounded number of keys passes through. Every
+10 s it samples the process's resident set (``VmRSS``) and the state rows; at the end
+it prints the least-squares slope of RSS over the samples after a 2-minute warm-up (MB
+per minute), the state rows' range, and the batches run.
 """
 
 from __future__ import annotations
@@ -49,6 +52,29 @@ def sessions(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: Any) -> 
     state.set_timeout_timestamp(max(last + GAP_MS, state.get_current_watermark_ms()))
 
 
+class Sessions(sk.StatefulProcessor):
+    """``sessions`` as a processor: (count, last) per key, one timer at last + gap."""
+
+    def init(self, handle: sk.StatefulProcessorHandle) -> None:
+        self.handle = handle
+        self.state = handle.get_value_state("session", "n bigint, last bigint")
+
+    def handle_input_rows(self, key: Any, rows: Iterator[pd.DataFrame], timer_values: Any) -> Any:
+        n, last = self.state.get() or (0, 0)
+        for pdf in rows:
+            n, last = n + len(pdf), max(last, int(pdf["ts"].max().timestamp() * 1000))
+        self.state.update((n, last))
+        for at in self.handle.list_timers():
+            self.handle.delete_timer(at)
+        self.handle.register_timer(last + GAP_MS)
+        return iter(())
+
+    def handle_expired_timer(self, key: Any, timer_values: Any, info: Any) -> Any:
+        n, last = self.state.get() or (0, 0)
+        self.state.clear()
+        yield pd.DataFrame({"k": [key[0]], "n": [n], "last": [last]})
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -69,6 +95,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--keys-per-batch", type=int, default=200)
+    p.add_argument("--operator", choices=("apply", "transform"), default="apply")
     args = p.parse_args()
     rng = np.random.default_rng(7)
     emitted = [0]
@@ -77,11 +104,14 @@ def main() -> None:
         emitted[0] += frame.count()
 
     events = sk.read_stream.memory(SCHEMA)
-    query = (
-        events.with_watermark("ts", "5 seconds").group_by("k")
-        .apply_in_pandas_with_state(sessions, "k bigint, n bigint, last bigint",
-                                    "n bigint, last bigint", "update", "EventTimeTimeout")
-    )  # fmt: skip
+    grouped = events.with_watermark("ts", "5 seconds").group_by("k")
+    out = "k bigint, n bigint, last bigint"
+    if args.operator == "transform":
+        query = grouped.transform_with_state_in_pandas(Sessions(), out, "update", "EventTime")
+    else:
+        query = grouped.apply_in_pandas_with_state(
+            sessions, out, "n bigint, last bigint", "update", "EventTimeTimeout"
+        )
     with tempfile.TemporaryDirectory(prefix="soak-stateful-") as ck:
         handle = query.write_stream.output_mode("update").checkpoint(ck).foreach_batch(count)
         q = handle.start()
