@@ -207,7 +207,9 @@ async def run_then_kill(group: Fleet, worker: str, kill: Callable[[], object]) -
         )  # fmt: skip
         kill()
         at_kill = len(producer.sent)
-        await wait_until(lambda: len(producer.sent) >= at_kill + 40, 60, "40 records after the kill")
+        await wait_until(
+            lambda: len(producer.sent) >= at_kill + 40, 60, "40 records after the kill"
+        )
     finally:
         await producer.stop()
     return checkpoints(await asyncio.to_thread(raw_items, group.endpoint, group.app))
