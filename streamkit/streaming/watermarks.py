@@ -74,7 +74,11 @@ class PartitionWatermarks:
         """The source reads ``open_partitions`` now, and every row of ``ended`` was handed
         over (SHARD_END). An open partition without a row holds ``W`` back from its first
         declaration until it delivers or ``idle_timeout`` passes; one no longer declared
-        before delivering stops holding; an ended partition stops holding ``W``."""
+        before delivering stops holding. An ended partition that delivered rows keeps
+        holding ``W`` until ``idle_timeout`` after its last row, like any other: its
+        children (after a reshard) are declared only once leased and their parents are
+        done, and their first rows may be older than the other partitions' maxima. An
+        ended partition that never delivered never holds."""
         now = self._clock()
         self._ended.update(ended)
         current = {p for p in open_partitions if p not in self._max and p not in self._ended}
@@ -116,8 +120,8 @@ class PartitionWatermarks:
         now = self._clock()
         if any(now - t < self.idle_timeout for t in self._declared.values()):
             return None
-        ended, idle = self._ended, self.idle_timeout
-        active = [m for p, m in self._max.items() if p not in ended and now - self._seen[p] < idle]
+        idle = self.idle_timeout
+        active = [m for p, m in self._max.items() if now - self._seen[p] < idle]
         return min(active) if active else max(self._max.values())
 
     @property
@@ -127,11 +131,10 @@ class PartitionWatermarks:
 
     def idle(self) -> list[str]:
         """Partitions not holding the watermark back now: no row for ``idle_timeout`` (or
-        none since declared that long ago), or at their end."""
+        none since declared that long ago)."""
         now = self._clock()
         since = {**self._declared, **self._seen}
-        quiet = {p for p, t in since.items() if now - t >= self.idle_timeout}
-        return sorted(quiet | (self._ended & set(self._max)))
+        return sorted(p for p, t in since.items() if now - t >= self.idle_timeout)
 
     def restore(self, maxima: Mapping[str, int] | None) -> None:
         """Resume from a checkpoint: every restored partition counts as active now."""
