@@ -139,10 +139,15 @@ def spawn(engine: str, out: Path, extra: list[str], server_pids: list[int]) -> d
     return report
 
 
-def check(run: dict[str, Any], result: pa.Table, truth: pa.Table, records: int) -> list[str]:
+def check(
+    run: dict[str, Any], result: pa.Table, truth: pa.Table, records: int, very_late: float
+) -> list[str]:
     """A run's result against the exact reference over ``truth`` minus the rows it reported
-    late (by id when it names them), and its row count."""
+    late (by id when it names them), and its row count. Without very late rows
+    (``--very-late 0``) no row is behind the watermark, so any late row is a problem."""
     found = [] if run["rows_in"] == records else [f"{run['rows_in']} rows read of {records}"]
+    if very_late == 0 and run["late_rows"]:
+        found.append(f"{run['late_rows']} rows dropped as late, none is behind the watermark")
     late = pa.array(run.get("late_ids", []), pa.int64())
     if run["late_rows"] and len(late) != run["late_rows"]:
         found.append(f"{run['late_rows']} rows late, not named: the reference keeps them")
@@ -174,7 +179,9 @@ def measure(args: argparse.Namespace, files: Path, truth: pa.Table) -> list[dict
                 run.update(engine=engine, rep=rep, load=os.getloadavg()[0], write_rate=write_rate)
                 if "error" not in run:
                     results[engine] = read_ipc(out)
-                    run["problems"] = check(run, results[engine], truth, args.records)
+                    run["problems"] = check(
+                        run, results[engine], truth, args.records, args.very_late
+                    )
                 runs.append(run)
                 log(f"  rep {rep} {engine:<17} {_line(run, args.records)}")
             late = {r["engine"]: r.get("late_ids", []) for r in runs if r["rep"] == rep}
