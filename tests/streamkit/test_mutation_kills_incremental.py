@@ -127,6 +127,7 @@ def test_drop_duplicates_with_a_watermark_drops_late_rows_and_evicts_its_state()
     q = IncrementalQuery(df.plan, "append")
     first = q.run(frame((5, "a", 1), (30, "b", 1)))  # W after: 20 min; none in force yet
     assert sorted(first.output["k"].to_list()) == ["a", "b"]
+    assert first.watermark == us(30 - DELAY_MIN)
     assert q.state_rows == 2
     q.run(frame((31, "c", 1)))  # in force now: 20 min -> the (5, a) entry leaves the state
     assert q.state_rows == 2  # (30, b) and (31, c)
