@@ -53,10 +53,11 @@ from streamkit.stateful_processor import (
     TimeMode,
     TimerValues,
 )
-from streamkit.streaming.state.processor_store import Kind, ProcessorStore, StateVar
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from streamkit.streaming.state.processor_store import Kind, ProcessorStore, StateVar
 
 OUTPUT_MODES = ("append", "update")
 Key = tuple[Any, ...]
@@ -173,6 +174,8 @@ class Runtime:
         keys = (
             None if key_schema is None else parse_schema(key_schema, f"the key schema of {name!r}")
         )
+        from streamkit.streaming.state.processor_store import StateVar  # numpy: lazily
+
         self.declared[name] = StateVar(name, kind, values, keys)
 
     def delete_if_exists(self, name: str) -> None:
@@ -336,6 +339,8 @@ class ProcessorCalls:
 
 def run_batch(node: TransformWithState, rows: pl.DataFrame) -> pl.DataFrame:
     """The batch job: one batch with no state before it (see the module docstring)."""
+    from streamkit.streaming.state.processor_store import ProcessorStore  # numpy: lazily
+
     variables, _ = declared_state(node)
     store = ProcessorStore(node.key_schema(), variables.values())
     now = int(time.time() * 1000)
