@@ -42,6 +42,25 @@ from streamkit.streaming.state.group_state_store import GroupStateStore
 TICKS_PER_MS = {"ns": 1_000_000, "us": 1_000, "ms": 1}
 
 
+def mark_unit(mark: Watermark | None) -> Literal["ns", "us", "ms"]:
+    """Unit of the watermark's event-time column (ticks of ``in_force``); "us" without one."""
+    if mark is None:
+        return "us"
+    dtype = mark.input.schema[mark.column]
+    assert isinstance(dtype, pl.Datetime)
+    return dtype.time_unit
+
+
+def split_behind(
+    rows: pl.DataFrame, mark: Watermark, unit: Literal["ns", "us", "ms"], late_mark: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows kept, late rows): a row is late when its event time is at or behind
+    ``late_mark`` (ticks of ``unit``); a null event time is kept."""
+    late = (pl.col(mark.column).dt.epoch(unit) <= late_mark).fill_null(False)
+    flags = rows.select(late).to_series()
+    return rows.filter(~flags), rows.filter(flags)
+
+
 class BatchClock:
     """The processing clock (seconds since the epoch; default ``time.time``) and the
     processing time of the batch running, which the runner sets (logged with the batch's
@@ -87,11 +106,7 @@ class StreamingStateful:
         key_schema = pl.Schema({k: node.input.schema[k] for k in node.keys})
         self.store = GroupStateStore(key_schema, node.state_schema)
         self._caller = KeyCaller(node, self.store)
-        self._unit: Literal["ns", "us", "ms"] = "us"
-        if mark is not None:
-            dtype = mark.input.schema[mark.column]
-            assert isinstance(dtype, pl.Datetime)
-            self._unit = dtype.time_unit
+        self._unit = mark_unit(mark)
 
     def split_late(
         self, rows: pl.DataFrame, late_mark: int | None
@@ -101,9 +116,7 @@ class StreamingStateful:
         if timeout != GroupStateTimeout.EventTimeTimeout or late_mark is None or not rows.height:
             return rows, rows.head(0)
         assert self._mark is not None
-        late = (pl.col(self._mark.column).dt.epoch(self._unit) <= late_mark).fill_null(False)
-        flags = rows.select(late).to_series()
-        return rows.filter(~flags), rows.filter(flags)
+        return split_behind(rows, self._mark, self._unit, late_mark)
 
     def run(self, rows: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
         """Steps 2 and 3 over the node's input rows; returns what the calls returned."""

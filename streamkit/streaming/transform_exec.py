@@ -26,15 +26,13 @@ checkpointed with the rest of the query's state after each batch.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import polars as pl
 
 from streamkit.plan import Watermark
 from streamkit.stateful import Clock
 from streamkit.stateful_processor import TimeMode
 from streamkit.streaming.state.processor_store import ProcessorStore
-from streamkit.streaming.stateful_exec import TICKS_PER_MS, BatchClock
+from streamkit.streaming.stateful_exec import TICKS_PER_MS, BatchClock, mark_unit, split_behind
 from streamkit.transform_state import ProcessorCalls, TransformWithState, declared_state
 
 
@@ -48,11 +46,7 @@ class StreamingTransform:
         self.store = ProcessorStore(node.key_schema(), variables.values())
         self.store.dropped = dropped
         self._calls = ProcessorCalls(node, self.store)
-        self._unit: Literal["ns", "us", "ms"] = "us"
-        if mark is not None:
-            dtype = mark.input.schema[mark.column]
-            assert isinstance(dtype, pl.Datetime)
-            self._unit = dtype.time_unit
+        self._unit = mark_unit(mark)
 
     def split_late(
         self, rows: pl.DataFrame, late_mark: int | None
@@ -61,9 +55,7 @@ class StreamingTransform:
         if self.node.time_mode != TimeMode.EVENT_TIME or late_mark is None or not rows.height:
             return rows, rows.head(0)
         assert self._mark is not None
-        late = (pl.col(self._mark.column).dt.epoch(self._unit) <= late_mark).fill_null(False)
-        flags = rows.select(late).to_series()
-        return rows.filter(~flags), rows.filter(flags)
+        return split_behind(rows, self._mark, self._unit, late_mark)
 
     def run(self, rows: pl.DataFrame, in_force: int | None) -> pl.DataFrame:
         """Step 2 over the node's input rows; returns what the processor emitted."""
