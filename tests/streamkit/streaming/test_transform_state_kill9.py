@@ -18,27 +18,25 @@ unemitted; state lost in a restart emits a key with too few rows.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 import streamkit as sk
 from streamkit.streaming.sinks import ParquetSink
 from tests.streamkit.streaming.kill9 import Announcing, run_job
+from tests.streamkit.streaming.test_stateful_kill9 import (
+    DELAY_S,
+    GAP_MS,
+    SCHEMA,
+    write_inputs,
+)
 
 SCRIPT = Path(__file__)
-FILES = 36
-SCHEMA = pa.schema([("ts", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64())])
-BASE = datetime(2024, 1, 1, tzinfo=UTC)
-DELAY_S, GAP_MS = 30, 20_000
 OUT = "k string, n bigint, first bigint, last bigint, distinct bigint"
 
 
@@ -93,26 +91,6 @@ def child(argv: list[str]) -> int:
 
 
 # --- the test ----------------------------------------------------------------------------
-
-
-def write_inputs(folder: Path, seed: int) -> None:
-    """``FILES`` files; file i holds rows at ``5 i .. 5 i + 4`` s of keys started in files
-    i-2..i (each key lives three files); the last file holds key ``end`` an hour ahead."""
-    rng = random.Random(seed)
-    folder.mkdir()
-    for i in range(FILES):
-        rows = []
-        for key in range(max(0, i - 2), i + 1):
-            for _ in range(rng.randint(0, 3)):
-                ts = BASE + timedelta(seconds=i * 5 + rng.randint(0, 4))
-                rows.append({"ts": ts.isoformat(), "k": f"k{key:03d}", "v": rng.randint(0, 9)})
-        rng.shuffle(rows)
-        if i == FILES - 1:
-            end = BASE + timedelta(hours=1)
-            rows.append({"ts": end.isoformat(), "k": "end", "v": 0})
-        path = folder / f"f-{i:03d}.json"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
 
 
 def truth(folder: Path) -> list[tuple[str, int, int, int, int]]:
