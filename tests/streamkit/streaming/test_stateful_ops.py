@@ -4,7 +4,7 @@ equivalence from a checkpoint, the state rules of ``GroupState``, and the errors
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -160,27 +160,45 @@ def collector(seen: list[tuple[int, list[Any]]]) -> Any:
     return collect
 
 
-def test_restart_from_checkpoint_gives_the_uninterrupted_batches(tmp_path: Path) -> None:
+Batches = list[tuple[int, list[Any]]]
+
+
+def live_and_restarted(
+    tmp_path: Path,
+    query: Callable[[Path], Any],
+    write: Callable[[Path, int], None],
+    increments: tuple[int, ...],
+) -> tuple[Batches, Batches]:
+    """The batches of ``query`` over files written by ``write`` in ``increments``: run by
+    one query that never stops, and by a query restarted from its checkpoint at each step
+    (``available_now``)."""
     live, restarted = tmp_path / "live", tmp_path / "restarted"
     live.mkdir()
     restarted.mkdir()
-    expected: list[tuple[int, list[Any]]] = []
-    handle = session_query(live).foreach_batch(collector(expected)).start()
+    expected: Batches = []
+    handle = query(live).foreach_batch(collector(expected)).start()
     try:
-        for upto in INCREMENTS:
+        for upto in increments:
             for i in range(len(list(live.iterdir())), upto):
-                write_file(live, i, FILES[i])
+                write(live, i)
             handle.process_all_available()
     finally:
         handle.stop()
-    got: list[tuple[int, list[Any]]] = []
-    for upto in INCREMENTS:  # a new process-like start from the checkpoint each time
+    got: Batches = []
+    for upto in increments:  # a new process-like start from the checkpoint each time
         for i in range(len(list(restarted.iterdir())), upto):
-            write_file(restarted, i, FILES[i])
-        writer = session_query(restarted).checkpoint(str(tmp_path / "ck"))
+            write(restarted, i)
+        writer = query(restarted).checkpoint(str(tmp_path / "ck"))
         done = writer.trigger(available_now=True).foreach_batch(collector(got)).start()
         assert done.await_termination(timeout=120)
         assert done.exception is None, repr(done.exception)
+    return expected, got
+
+
+def test_restart_from_checkpoint_gives_the_uninterrupted_batches(tmp_path: Path) -> None:
+    expected, got = live_and_restarted(
+        tmp_path, session_query, lambda folder, i: write_file(folder, i, FILES[i]), INCREMENTS
+    )
     assert got == expected
     # by hand: a (0, 5) and b (1) close when c@30 moves W to 25; a (32) and b (31) when
     # c@61 moves it to 56; c (30, 61) and d (60, 62) when e@120 moves it to 115; e stays open

@@ -19,6 +19,7 @@ import streamkit as sk
 from streamkit.errors import PlanError
 from streamkit.stateful import StatefulFunctionError
 from streamkit.streaming.runner import StreamingQueryError
+from tests.streamkit.streaming.test_stateful_ops import collector, live_and_restarted
 
 SCHEMA = pa.schema(
     [("ts", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64()), ("u", pa.int64())]
@@ -40,13 +41,6 @@ class ManualClock:
 def rows(*keyed: tuple[str, int, int]) -> list[dict[str, Any]]:
     """(k, v, u) rows at T0."""
     return [{"ts": T0, "k": k, "v": v, "u": u} for k, v, u in keyed]
-
-
-def collector(seen: list[tuple[int, list[Any]]]) -> Any:
-    def collect(frame: sk.DataFrame, bid: int) -> None:
-        seen.append((bid, sorted(tuple(r.values()) for r in frame.to_arrow().to_pylist())))
-
-    return collect
 
 
 class Idle(sk.StatefulProcessor):
@@ -264,26 +258,9 @@ def sessions_query(folder: Path) -> Any:
 def test_restart_from_checkpoint_gives_the_uninterrupted_batches(tmp_path: Path) -> None:
     """State variables and timers are checkpointed with the query: a query restarted from
     its checkpoint at each step emits the batches of one that never stopped."""
-    live, restarted = tmp_path / "live", tmp_path / "restarted"
-    live.mkdir()
-    restarted.mkdir()
-    expected: list[tuple[int, list[Any]]] = []
-    handle = sessions_query(live).foreach_batch(collector(expected)).start()
-    try:
-        for upto in INCREMENTS:
-            for i in range(len(list(live.iterdir())), upto):
-                write_file(live, i, FILES[i])
-            handle.process_all_available()
-    finally:
-        handle.stop()
-    got: list[tuple[int, list[Any]]] = []
-    for upto in INCREMENTS:
-        for i in range(len(list(restarted.iterdir())), upto):
-            write_file(restarted, i, FILES[i])
-        writer = sessions_query(restarted).checkpoint(str(tmp_path / "ck"))
-        done = writer.trigger(available_now=True).foreach_batch(collector(got)).start()
-        assert done.await_termination(timeout=120)
-        assert done.exception is None, repr(done.exception)
+    expected, got = live_and_restarted(
+        tmp_path, sessions_query, lambda folder, i: write_file(folder, i, FILES[i]), INCREMENTS
+    )
     assert got == expected
     # by hand (files 0-1, 2, 3-4, 5-6 arrive in four steps; every time the watermark
     # moves, a no-data batch follows): batches 0, 1 (c@30: W 25), no-data 2: a (0, 5)
