@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import pytest
@@ -108,6 +108,15 @@ class Op:
         return grouped.applyInPandasWithState(func, out, state, self.mode, timeout)
 
 
+class Query(Protocol):
+    """What the runners need of a query: its output mode and a builder for either engine."""
+
+    @property
+    def mode(self) -> str: ...
+
+    def build(self, frame: Any, spark: bool) -> Any: ...
+
+
 def rows_of(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return sorted(records, key=order)
 
@@ -115,7 +124,7 @@ def rows_of(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 class SparkRun:
     """A Spark streaming query over one directory, collecting every batch."""
 
-    def __init__(self, spark: Any, op: Op, directory: Path) -> None:
+    def __init__(self, spark: Any, op: Query, directory: Path) -> None:
         self.seen: Batches = []
         self._ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
         stream = (
@@ -140,7 +149,7 @@ class SparkRun:
         return sorted(self.seen, key=lambda b: b[0])
 
 
-def run_streamkit(op: Op, directory: Path) -> Batches:
+def run_streamkit(op: Query, directory: Path) -> Batches:
     import streamkit as sk
 
     seen: Batches = []

@@ -28,13 +28,19 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.differential.inputs import BASE, Files, random_files, write_files
-from tests.differential.test_stateful import Batches, SparkRun, rows_of, run_streamkit
+from tests.differential.inputs import Files, random_files, write_files
+from tests.differential.test_stateful import (
+    Batches,
+    SparkRun,
+    epoch_ms,
+    ms,
+    rows_of,
+    run_streamkit,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 GAP_MS = 10_000
-BASE_MS = int(BASE.timestamp() * 1000)
 COUNTER_OUT = (
     "k string, kind string, n bigint, times bigint, tmax bigint, users bigint, "
     "ucount bigint, at bigint, wm bigint"
@@ -42,12 +48,6 @@ COUNTER_OUT = (
 LEDGER_OUT = "k string, batches bigint, rows bigint, total bigint, users bigint, has0 boolean"
 CONCURRENT = 2
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
-
-
-def epoch_ms(column: pd.Series) -> pd.Series:
-    """Event times as epoch ms, whatever unit or time zone the engine hands over."""
-    ts = pd.to_datetime(column, utc=True)
-    return (ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
 
 
 class Counter:
@@ -156,10 +156,6 @@ class Op:
         return call(Counter(), COUNTER_OUT, self.mode.capitalize(), "EventTime")
 
 
-def ms(second: int) -> int:
-    return BASE_MS + second * 1000
-
-
 def data(k: str, n: int, times: int, tmax: int, *, wm: int) -> tuple[Any, ...]:
     """A data row (every row of the hand case has user 0: one user)."""
     users = 1
@@ -232,7 +228,7 @@ def runs(rocksdb: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tu
     names, out = list(dirs), dict[str, tuple[Path, Batches]]()
     for i in range(0, len(names), CONCURRENT):
         batch = names[i : i + CONCURRENT]
-        started = {n: SparkRun(rocksdb, CASES[n].op, dirs[n]) for n in batch}  # type: ignore[arg-type]
+        started = {n: SparkRun(rocksdb, CASES[n].op, dirs[n]) for n in batch}
         out |= {n: (dirs[n], run.result()) for n, run in started.items()}
     return out
 
@@ -243,7 +239,7 @@ def test_streamkit_matches_spark(name: str, runs: dict[str, tuple[Path, Batches]
     directory, theirs = runs[name]
     if case.expected is not None:
         assert theirs == case.expected, "Spark disagrees with the hand derivation"
-    ours = run_streamkit(case.op, directory)  # type: ignore[arg-type]
+    ours = run_streamkit(case.op, directory)
     assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
     for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
         assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
