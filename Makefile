@@ -31,7 +31,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest $(UNIT) $(PYTEST_ARGS)
 
 test: check
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest --durations=40 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
 # Mutation testing of the engine's core (mutmut on a copy under .cache/mutation, niced):
