@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from streamkit_kafka import KafkaStreamSource
 from streamkit_kafka.testing import create_topic, produce, unique
 
@@ -22,6 +22,7 @@ from streamkit.testing.events import SCHEMA
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from streamkit.streaming.contracts import Offsets
     from streamkit.streaming.watermarks import WatermarkPolicy
 
 pytestmark = pytest.mark.integration
@@ -82,3 +83,67 @@ async def _produce_to(bootstrap: str, topic: str, values: list[bytes], *, partit
             await producer.send_and_wait(topic, value, partition=partition)
     finally:
         await producer.stop()
+
+
+class _SlowSecondPartition(KafkaStreamSource):
+    """A real Kafka source whose consumer hands out only partition 0's records for the
+    first ``held`` fetches (the real ``getmany`` asked for that partition alone), as when
+    one partition's fetches lag behind: partition 1 has a backlog but delivers nothing."""
+
+    def __init__(self, *args: Any, held: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held = held
+        self.partition_1_delivered_after: int | None = None
+        self._fetches = 0
+
+    async def open(self, offsets: Offsets | None) -> None:
+        await super().open(offsets)
+        consumer = self._consumer
+        real = consumer.getmany
+
+        async def getmany(*partitions: TopicPartition, **kwargs: Any) -> Any:
+            self._fetches += 1
+            if self._fetches <= self.held:
+                return await real(TopicPartition(self.topics[0], 0), **kwargs)
+            got = await real(*partitions, **kwargs)
+            if any(tp.partition == 1 and records for tp, records in got.items()):
+                self.partition_1_delivered_after = self.partition_1_delivered_after or (
+                    self._fetches - 1
+                )
+            return got
+
+        consumer.getmany = getmany
+
+
+@pytest.mark.parametrize(("policy", "late"), [("min", 0), ("global", 20)])
+async def test_an_assigned_partition_that_has_not_delivered_yet_holds_the_watermark(
+    kafka_bootstrap: str, policy: WatermarkPolicy, late: int
+) -> None:
+    """Partition 1 holds a backlog from 01:05 but its first rows arrive only after
+    partition 0 has delivered 10:00-10:29 in three batches. A partition assigned and not
+    read to its end is declared to the watermarks, so it holds W back before it has
+    delivered a single row: none of its rows is late. Spark's global policy drops them,
+    and so would the ``min`` policy without the declaration (W would be 10:19)."""
+    topic, group = unique("pwd"), unique("g")
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    await _produce_to(kafka_bootstrap, topic, [event(10, m) for m in range(30)], partition=0)
+    await _produce_to(kafka_bootstrap, topic, [event(1, 5 + m) for m in range(20)], partition=1)
+    source = _SlowSecondPartition(
+        kafka_bootstrap, topic, group, schema=SCHEMA, max_records_per_batch=10, held=4
+    )
+    df = sk.read_stream.source(source).with_watermark("event_time", "10 minutes")
+    counts = df.group_by(sk.window("event_time", "1 hour")).agg(sk.count().alias("n"))
+    name = unique("pwd_sink")
+    q = (counts.write_stream.output_mode("update").watermark_policy(policy)
+         .trigger(available_now=True).memory(name).start())  # fmt: skip
+    assert await asyncio.to_thread(q.await_termination, 120)
+    # The scenario happened: partition 1 delivered nothing in the first four fetches.
+    assert source.partition_1_delivered_after is not None
+    assert source.partition_1_delivered_after >= source.held
+    got = {r["window"]["start"]: r["n"] for r in sk.memory_table(name).to_pylist()}
+    assert (q.late_rows.num_rows if q.late_rows is not None else 0) == late
+    # Plain arithmetic: 30 rows in hour 10; hour 1 keeps its 20 rows unless they are late.
+    expected = {DAY + timedelta(hours=10): 30}
+    if late == 0:
+        expected[DAY + timedelta(hours=1)] = 20
+    assert got == expected
