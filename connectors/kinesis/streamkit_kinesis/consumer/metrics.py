@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -94,12 +95,16 @@ class ConsumerMetrics:
         """Shards this worker runs right now."""
         return tuple(s.shard_id for s in self.shards if s.held)
 
+    @cached_property
+    def by_shard(self) -> Mapping[str, ShardMetrics]:
+        """:attr:`shards` by shard id (built once per snapshot, O(shards))."""
+        return {s.shard_id: s for s in self.shards}
+
     def shard(self, shard_id: str) -> ShardMetrics:
-        """The metrics of one shard (zeros if it was never read here)."""
-        for s in self.shards:
-            if s.shard_id == shard_id:
-                return s
-        return ShardMetrics(shard_id)
+        """The metrics of one shard (zeros if it was never read here); O(1) after the
+        first call on this snapshot (:attr:`by_shard`)."""
+        found = self.by_shard.get(shard_id)
+        return found if found is not None else ShardMetrics(shard_id)
 
 
 class ShardTotals:

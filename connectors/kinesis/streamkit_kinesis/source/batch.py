@@ -97,7 +97,12 @@ def declared_shards(
     """(open, ended) for the per-partition watermarks: the shards held here whose
     SHARD_END was not handed to the engine yet, less those with nothing to deliver (read
     to the tip with no record so far: their next records are new); and the shards whose
-    SHARD_END was handed over (every record of the shard is in a batch). O(shards)."""
+    SHARD_END was handed over (every record of the shard is in a batch).
+
+    O(held + shards) per call: one pass over the buffers, and for each held shard one
+    lookup in the buffers' dict and one in the metrics snapshot's index
+    (:attr:`~.ConsumerMetrics.by_shard`, built once per snapshot), never a scan of
+    every shard per held shard."""
     ended = frozenset(s for s, state in buffers.shards.items() if state.handed == END)
 
     def empty(shard_id: str) -> bool:
