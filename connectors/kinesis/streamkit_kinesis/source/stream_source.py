@@ -330,15 +330,18 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         await self._opened.wait()
         consumer = self._need_consumer()
         initial = self._session.initial_position
+        lineage: dict[str, tuple[str, ...]] = {}
         if self._readers.watches is not None:
             target = await watched_tips(
                 consumer, self.endpoint.url, initial, self._buffers, self._readers,
-                skew=self.clock_skew,
+                skew=self.clock_skew, lineage=lineage,
             )  # fmt: skip
         else:
-            target = await consumer_tips(consumer, self.endpoint.url, initial, self._buffers.known)
+            target = await consumer_tips(
+                consumer, self.endpoint.url, initial, self._buffers.known, lineage
+            )
         log.debug("kinesis source %s: end offsets %s", self.app_name, target)
-        self._watch(target)
+        self._watch(target, lineage)
         return target
 
     def stop_at(self, target: Offsets) -> None:
@@ -372,8 +375,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         """True when, on every shard of ``target``, its end is found and ``offsets`` is at
         or past it (sequence numbers compared as integers; SHARD_END is past everything).
         A shard this worker has not held for ``failover_time + 2 * take_interval + 1`` s
-        (another live worker reads it) is left out, else the query would wait forever. Safe
-        to call from any thread."""
+        (another live worker reads it) is left out, else the query would wait forever; a
+        shard waiting for a parent that this worker holds is never left out
+        (:mod:`.unheld`). Safe to call from any thread."""
         given_up = self._unheld.given_up
         for shard_id, value in target.items():
             if shard_id in given_up:
@@ -448,8 +452,10 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         """``config`` with LATEST pinned to AT_TIMESTAMP of now (see the module docstring)."""
         return pin_latest(config, self._wall_clock())
 
-    def _watch(self, shard_ids: Iterable[str]) -> None:
-        self._unheld.watch(shard_ids)
+    def _watch(
+        self, shard_ids: Iterable[str], parents: Mapping[str, tuple[str, ...]] | None = None
+    ) -> None:
+        self._unheld.watch(shard_ids, parents)
         self._tick()
 
     def _tick(self) -> None:

@@ -45,7 +45,7 @@ from streamkit_kinesis.source.errors import KinesisSourceError
 from streamkit_kinesis.source.positions import later
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from streamkit_kinesis.retrieval.fetcher import ReaderMetrics, RecordFetcher
@@ -88,12 +88,14 @@ class TipWatches:
         cut: datetime | None,
         floors: Mapping[str, str | None],
         fetchers: Mapping[str, RecordFetcher],
-        ended: Collection[str],
+        ended: Mapping[str, str | None],
     ) -> dict[str, str]:
         """A target for the shards of ``floors`` (each with the source's position at
         ``t0``; a record arriving after ``cut`` ends a shard, None: no cut), resolving at
-        once what ``ended`` shards (seen to end) and reads already made since ``t0`` tell;
-        the latest readers of the others are hurried."""
+        once what ``ended`` shards tell (seen to end, each with the source's position read
+        now, after every await: its last record, even one accepted after the floor was
+        taken) and reads already made since ``t0``; the latest readers of the others are
+        hurried."""
         token, self._next = self._next, self._next + 1
         target = self._targets[token] = _Target(t0, cut, dict(floors))
         while len(self._targets) > self._keep:
@@ -101,7 +103,7 @@ class TipWatches:
         for shard_id, floor in floors.items():
             fetcher = fetchers.get(shard_id)
             if shard_id in ended:
-                target.ends[shard_id] = floor
+                target.ends[shard_id] = later(ended[shard_id], floor)
             elif isinstance(fetcher, WatchedFetcher) and fetcher.ended:
                 target.ends[shard_id] = later(fetcher.last, floor)
             elif fetcher is not None:

@@ -148,9 +148,12 @@ async def consumer_tips(
     url: str | None,
     initial: InitialPosition,
     known: Callable[[str], str | None],
+    lineage: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, str]:
-    """:func:`read_tips` of the shards of :func:`tip_scope`."""
+    """:func:`read_tips` of the shards of :func:`tip_scope` (``lineage``, if given, gets
+    the parents of every listed shard)."""
     starts, listed = await tip_scope(consumer, url, initial, known)
+    _fill(lineage, listed)
     return await read_tips(consumer.client, consumer.config.stream, listed, starts)
 
 
@@ -162,21 +165,26 @@ async def watched_tips(
     readers: TrackedFetchers,
     *,
     skew: float = SKEW,
+    lineage: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, str]:
     """A target whose ends the consumer's readers find (:mod:`.tip_watch`), for the
     shards of :func:`tip_scope` that have something to wait for; a listed shard gets a
     pending end, an unlisted one the source's position (if it has one). Records that
     arrived after the server's time now plus ``skew`` s end a shard
-    (:func:`~.cut_time.server_cut`)."""
+    (:func:`~.cut_time.server_cut`). ``lineage``, if given, gets the parents of every
+    listed shard."""
     assert readers.watches is not None
     t0 = now()
     cut = await server_cut(consumer.client, consumer.config.stream, skew, url)
     starts, listed = await tip_scope(consumer, url, initial, buffers.known)
+    _fill(lineage, listed)
     floors = {s.shard_id: s.floor for s in starts if s.start is not None and s.shard_id in listed}
     fixed = {
         s.shard_id: s.floor for s in starts if s.shard_id not in floors and s.floor is not None
     }
-    ended = {shard_id for shard_id, state in buffers.shards.items() if state.ended}
+    # read after the awaits above: a shard may have ended (its last records accepted)
+    # since its floor was taken, and its end must cover those records
+    ended = {s: buffers.known(s) for s, state in buffers.shards.items() if state.ended}
     pending = readers.watches.open(t0, cut, floors, readers.latest, ended)
     return dict(sorted({**fixed, **pending}.items()))
 
@@ -230,3 +238,8 @@ def descendants(
                 found.append(shard_id)
                 grew = True
     return found
+
+
+def _fill(lineage: dict[str, tuple[str, ...]] | None, listed: Mapping[str, ShardInfo]) -> None:
+    if lineage is not None:
+        lineage.update((k, info.parent_shard_ids) for k, info in listed.items())

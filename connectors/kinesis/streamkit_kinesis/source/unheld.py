@@ -4,6 +4,14 @@ A shard this worker has not held for ``give_up`` seconds (``failover_time + 2 *
 take_interval + 1``: long enough for any free or expired lease to have been taken here)
 is read by another worker; :meth:`KinesisStreamSource.reached` leaves it out, else an
 ``available_now`` query would wait for ever. A shard held again counts again.
+
+A shard waiting for its parents is not counted as unheld while a parent of it is held
+here, or is itself waiting (a grandchild): no worker may read a child before every parent
+is read to its end and checkpointed at SHARD_END, and this worker reads that parent, so
+the child's lease (created by this worker when the parent ends) cannot be held anywhere
+yet. Its clock starts when the last such parent is released here (finished, or lost):
+from then on the rule above applies. So a parent backlog of any length keeps its
+children (lease-less at the call, :func:`~.tips.tip_scope`) in the target.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping, Sequence
 
 
 class UnheldShards:
@@ -24,16 +32,39 @@ class UnheldShards:
         self.given_up: frozenset[str] = frozenset()
         """Watched shards unheld for more than :attr:`give_up` (as of the last tick)."""
         self._since: dict[str, float] = {}
+        self._parents: dict[str, tuple[str, ...]] = {}
 
-    def watch(self, shard_ids: Iterable[str]) -> None:
-        """Track ``shard_ids`` from now on (the shards of a target)."""
-        self.watched.update(shard_ids)
+    def watch(
+        self, shard_ids: Iterable[str], parents: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """Track ``shard_ids`` from now on (the shards of a target), each with its
+        ``parents`` (as listed; absent: none known)."""
+        for shard_id in shard_ids:
+            self.watched.add(shard_id)
+            known = (parents or {}).get(shard_id)
+            if known:
+                self._parents[shard_id] = tuple(known)
 
     def tick(self, held: frozenset[str], now: float) -> None:
-        """Record which watched shards are ``held`` at ``now``."""
+        """Record which watched shards are ``held`` at ``now`` (a shard waiting for a
+        parent held here counts as held, see the module docstring)."""
+        waiting = self.waiting(held)
         for shard_id in self.watched:
-            if shard_id in held:
+            if shard_id in held or shard_id in waiting:
                 self._since.pop(shard_id, None)
             else:
                 self._since.setdefault(shard_id, now)
         self.given_up = frozenset(s for s, t in self._since.items() if now - t > self.give_up)
+
+    def waiting(self, held: frozenset[str]) -> set[str]:
+        """The watched shards with a parent ``held`` here or waiting itself. O(watched x
+        depth of the lineage) dict and set lookups (a pass adds a generation)."""
+        found: set[str] = set()
+        grew = True
+        while grew:
+            grew = False
+            for shard_id, parents in self._parents.items():
+                if shard_id not in found and any(p in held or p in found for p in parents):
+                    found.add(shard_id)
+                    grew = True
+        return found

@@ -57,7 +57,7 @@ def test_only_an_empty_read_sent_after_t0_resolves_and_never_below_the_floor() -
         )
         fetcher = WatchedFetcher(inner, "s", watches)
         inner.caught_up = early
-        target = watches.open(10.0, None, {"s": "8", "t": "50"}, {"s": fetcher}, ended=())
+        target = watches.open(10.0, None, {"s": "8", "t": "50"}, {"s": fetcher}, ended={})
         assert target == {"s": "?0", "t": "?0"}
         assert watches.end("?0", "s") is UNRESOLVED  # the read before t0 does not count
         assert inner.hurried == 1
@@ -79,13 +79,13 @@ def test_the_end_of_a_shard_resolves_at_any_time_and_at_open() -> None:
         inner = Scripted([(RecordBatch("s", (record(4),), None, shard_ended=True), None)])
         fetcher = WatchedFetcher(inner, "s", watches)
         first = watches.open(
-            10.0, None, {"s": None, "u": "3", "v": None}, {"s": fetcher}, ended={"u"}
+            10.0, None, {"s": None, "u": "3", "v": None}, {"s": fetcher}, ended={"u": "9"}
         )
         await fetcher.next_batch()
         assert watches.resolved(first) is None  # "v" is pending
         assert watches.end("?0", "s") == "4"
-        assert watches.end("?0", "u") == "3"
-        later = watches.open(20.0, None, {"s": "2"}, {"s": fetcher}, ended=())
+        assert watches.end("?0", "u") == "9"  # the position at open, past the older floor
+        later = watches.open(20.0, None, {"s": "2"}, {"s": fetcher}, ended={})
         assert watches.resolved(later) == {"s": "4"}  # the fetcher had returned the end
 
     asyncio.run(run())
@@ -99,7 +99,7 @@ def test_an_empty_end_means_nothing_to_wait_for_unless_the_source_holds_a_positi
         watches = TipWatches()
         nothing = (RecordBatch("s", (), 0), CaughtUp(sent=2.0, last_sequence=None))
         s, t = (WatchedFetcher(Scripted([nothing]), k, watches) for k in ("s", "t"))
-        target = watches.open(1.0, None, {"s": None, "t": "8"}, {"s": s, "t": t}, ended=())
+        target = watches.open(1.0, None, {"s": None, "t": "8"}, {"s": s, "t": t}, ended={})
         await s.next_batch()
         await t.next_batch()
         assert watches.resolved(target) == {"t": "8"}
@@ -129,7 +129,7 @@ def test_the_first_record_arriving_after_the_cut_ends_the_shard_before_it() -> N
             ]
         )
         fetcher = WatchedFetcher(inner, "s", watches)
-        target = watches.open(10.0, CUT, {"s": "4"}, {"s": fetcher}, ended=())
+        target = watches.open(10.0, CUT, {"s": "4"}, {"s": fetcher}, ended={})
         await fetcher.next_batch()
         assert watches.end(target["s"], "s") is UNRESOLVED
         await fetcher.next_batch()
@@ -152,13 +152,13 @@ def test_a_batch_starting_after_the_cut_ends_at_the_record_returned_before_it() 
             ]
         )
         fetcher = WatchedFetcher(inner, "s", watches)
-        target = watches.open(10.0, CUT, {"s": None}, {"s": fetcher}, ended=())
+        target = watches.open(10.0, CUT, {"s": None}, {"s": fetcher}, ended={})
         await fetcher.next_batch()
         await fetcher.next_batch()
         assert watches.end(target["s"], "s") == "3"
         other = Scripted([(RecordBatch("t", (arrived(9, 1),), 0), None)])
         watched = WatchedFetcher(other, "t", watches)
-        second = watches.open(11.0, CUT, {"t": "7"}, {"t": watched}, ended=())
+        second = watches.open(11.0, CUT, {"t": "7"}, {"t": watched}, ended={})
         await watched.next_batch()
         assert watches.end(second["t"], "t") == "7"
 
@@ -184,7 +184,7 @@ def test_records_returned_after_the_caught_up_read_before_open_are_inside_the_en
         inner = Scripted([(RecordBatch("s", (record(5), record(6)), 0), empty)])
         fetcher = WatchedFetcher(inner, "s", watches)
         await fetcher.next_batch()
-        target = watches.open(10.0, None, {"s": "3"}, {"s": fetcher}, ended=())
+        target = watches.open(10.0, None, {"s": "3"}, {"s": fetcher}, ended={})
         assert watches.end(target["s"], "s") == "6"
 
     asyncio.run(run())

@@ -129,3 +129,20 @@ def test_listed_descendants_without_a_lease_join_the_scope() -> None:
     }  # fmt: skip
     assert descendants({"a"}, listed, leased={"a", "b", "d"}) == ["c", "e"]
     assert descendants({"a", "b"}, listed, leased=set()) == ["c", "d", "e", "f", "g", "h"]
+
+
+def test_children_waiting_for_a_parent_held_here_are_never_given_up() -> None:
+    """A child (and grandchild) of a shard held here is not unheld however long the parent
+    takes; once the parent is released its clock starts, and the give-up rule applies."""
+    from streamkit_kinesis.source.unheld import UnheldShards
+
+    unheld = UnheldShards(give_up=5.0)
+    unheld.watch(["p", "c", "g", "x"], {"c": ("p",), "g": ("c", "y"), "x": ("z",)})
+    unheld.tick(frozenset({"p"}), 0.0)
+    unheld.tick(frozenset({"p"}), 100.0)
+    assert unheld.given_up == {"x"}  # its parent z is not held here
+    unheld.tick(frozenset(), 101.0)  # the parent finished: the children's clocks start
+    unheld.tick(frozenset(), 106.0)
+    assert unheld.given_up == {"x"}
+    unheld.tick(frozenset(), 106.5)
+    assert unheld.given_up == {"x", "c", "g", "p"}
