@@ -138,7 +138,6 @@ class AggregationStage:
         self.watermark: int | None = None
         """The fleet watermark after the batches applied so far (ticks)."""
         self._in_force: int | None = None
-        self._restored = False
         self.duplicates_dropped = 0
         """Chunks dropped because they were applied already."""
         self.late_rows = 0
@@ -175,7 +174,7 @@ class AggregationStage:
         self._sources, self.duplicates_dropped = sources, self.duplicates_dropped + dropped
         late_mark, in_force = self._in_force, self.watermark
         self._update_watermark(now)
-        self._in_force, self._restored = in_force, False
+        self._in_force = in_force
         states = pl.concat(fresh, how="vertical_relaxed") if fresh else pl.DataFrame()
         late = states.head(0)
         if late_mark is not None and states.height and self._drops_late:
@@ -201,10 +200,13 @@ class AggregationStage:
     @property
     def owes_batch(self) -> bool:
         """True when the fleet watermark moved past the one in force in the last batch,
-        in append or update mode with a watermark (as ``IncrementalQuery.owes_batch``)."""
+        in append or update mode with a watermark (as ``IncrementalQuery.owes_batch``),
+        also right after a :meth:`restore`: the batch the previous owner owed is owed by
+        the next one (unlike a restarted single-process query, which owes none until input
+        comes, as Spark: here input may never come again for this exchange partition)."""
         if self.fleet.mark is None or self.mode == "complete":
             return False
-        return agg_steps.watermark_moved(self.watermark, self._in_force, self._restored)
+        return agg_steps.watermark_moved(self.watermark, self._in_force, restored=False)
 
     @property
     def _drops_late(self) -> bool:
@@ -348,8 +350,8 @@ class AggregationStage:
     def restore(self, log: CheckpointLog, batch_id: int) -> None:
         """Resume after committed batch ``batch_id``: its state, dedup map, shard maxima
         and expected shards; every restored shard counts as active at the next clock
-        reading; no
-        no-data batch is owed until input comes. Raises
+        reading; a no-data batch the watermark owed after ``batch_id`` is owed at once
+        (:attr:`owes_batch`): the previous owner may have died before running it. Raises
         :class:`~streamkit.streaming.checkpoint.CheckpointDamagedError` when the files
         cannot be read back."""
         state = log.state_at(batch_id)
@@ -368,7 +370,7 @@ class AggregationStage:
         self._store.load(state)
         self._sources, self.watermark, self._in_force = sources, watermark, in_force
         self.duplicates_dropped, self.late_rows = counters
-        self._expected, self._restored = expected, True
+        self._expected = expected
 
 
 def _path(batch_id: int) -> str:

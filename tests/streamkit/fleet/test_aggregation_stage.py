@@ -214,3 +214,30 @@ def test_checkpoints_stay_bounded_and_a_damaged_fleet_file_is_reported(tmp_path:
     store.write_bytes("fleet/000000000039", raw.replace(b'"last"', b'"lost"'))
     with pytest.raises(CheckpointDamagedError, match="fleet/000000000039"):
         AggregationStage(fleet, query="q").restore(CheckpointLog(store), 39)
+
+
+def _owes(stage: AggregationStage) -> bool:
+    return stage.owes_batch
+
+
+def test_a_new_owner_runs_the_no_data_batch_the_previous_owner_owed(tmp_path: Path) -> None:
+    """A takeover right after a batch that moved the watermark: the previous owner died
+    before the no-data batch that closes the windows; the next owner owes it at once, not
+    only after its next input (which may never come: the source is read to its end)."""
+    fleet = fleet_plan()
+    log = CheckpointLog(LocalCheckpointStore(tmp_path))
+    old, shard = AggregationStage(fleet, query="q"), Shard("s", fleet)
+    old.apply([shard.batch(1)], now=0)
+    old.checkpoint_state(log, 0)
+    assert not windows(old.apply([shard.batch(30)], now=1).output)  # in force: -4
+    old.checkpoint_state(log, 1)  # committed; the owner dies before its no-data batch
+    assert old.owes_batch
+    heir = AggregationStage(fleet, query="q")
+    heir.restore(CheckpointLog(LocalCheckpointStore(tmp_path)), 1)
+    assert heir.owes_batch
+    assert windows(heir.run_no_data(now=2).output) == [(0, 1)]  # 25 closed [0, 10)
+    assert not _owes(heir)
+    heir.checkpoint_state(log, 2)
+    again = AggregationStage(fleet, query="q")  # restored after the no-data batch: none owed
+    again.restore(CheckpointLog(LocalCheckpointStore(tmp_path)), 2)
+    assert not again.owes_batch
