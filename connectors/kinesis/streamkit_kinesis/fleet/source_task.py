@@ -11,10 +11,13 @@ then
   checkpoint first re-reads exactly ``(checkpoint, pending]`` as one batch, so the chunks
   it emits again carry the range end of the first attempt and are dropped downstream;
 - without one (a stateless plan): the rows go straight to the sink under the shard's own
-  checkpoint log ``<root>/source/<shard id>/`` (offsets, sink, commit, then the lease
-  checkpoint). A batch logged but not committed is re-run with exactly its records; records
-  at or before the committed offset (committed, lease checkpoint not yet written) are
-  skipped.
+  fenced log ``<root>/source/<shard id>/`` (:mod:`streamkit.fleet.direct_log`: claimed
+  with the source lease's counter as epoch; per batch offsets and commit in the owner's
+  epoch folder, the fence's compare-and-swap, the sink, then the lease checkpoint). A
+  batch committed whose lease checkpoint was not written is re-read exactly and written
+  to the sink again (same rows); records at or before the committed offset are skipped.
+  An owner refused by the fence (another claimed the task) stops quietly, before
+  writing anything of the refused batch to the sink.
 """
 
 from __future__ import annotations
@@ -23,25 +26,27 @@ import asyncio
 import logging
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from streamkit.streaming.checkpoint import CheckpointLog
-from streamkit.streaming.checkpoint_store import open_checkpoint_store
+from streamkit.fleet.fence import TaskFencedError, quiesced
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet.status import TaskStatus, source_watermark_ms, write_status
 from streamkit_kinesis.fleet.two_phase import ReplayRange, emit_exactly_once, replay_range
 from streamkit_kinesis.leases import LeaseLostError
 from streamkit_kinesis.source.batch import decode_taken
-from streamkit_kinesis.types import ExtendedSequenceNumber
+from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     import pyarrow as pa
 
+    from streamkit.fleet.direct_log import DirectTaskLog
     from streamkit.fleet.member import FleetSpec
     from streamkit.fleet.source_stage import SourceOutput
     from streamkit.streaming.contracts import CheckpointStore, Sink
@@ -55,7 +60,12 @@ log = logging.getLogger(__name__)
 
 FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``kill_before_checkpoint:<n>`` SIGKILLs this process after the
-put of its ``n``-th exchange batch, before that batch's checkpoint (issue 14, test 4)."""
+put of its ``n``-th exchange batch, before that batch's checkpoint (issue 14, test 4);
+``stop_before_source_commit``: see :func:`_fault_stop`."""
+
+
+_STOPPED: set[str] = set()
+"""Non-empty once the stop hook stopped this process (it stops it once)."""
 
 
 def _fault_after() -> int | None:
@@ -80,6 +90,31 @@ class SourceContext:
     emitted: int = 0
     """Exchange batches emitted by this worker (the fault hook counts them)."""
     fault_after: int | None = field(default_factory=_fault_after)
+
+
+def _fault_stop(shard: str, batch_id: int) -> None:
+    """``STREAMKIT_FLEET_FAULT=stop_before_source_commit``: SIGSTOP this process once, in
+    the first stateless batch after a committed one (batch id 1 or more), just before the
+    fence's commit (printing ``fault: stopped <shard id> <batch id>`` first): a zombie
+    owner for SIGCONT (never inside a fence's swap)."""
+    if _STOPPED or batch_id < 1 or os.environ.get(FAULT_ENV) != "stop_before_source_commit":
+        return
+    _STOPPED.add(shard)
+    print(f"fault: stopped {shard} {batch_id}", flush=True)
+    quiesced(_stop_self)
+    print(f"fault: resumed {shard} {batch_id}", flush=True)
+
+
+def _stop_self() -> None:
+    """SIGSTOP directed at the calling thread (see ``aggregation_task._stop_self``)."""
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+    time.sleep(1.0)
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    """Mark a fence commit's error retrieved (raised to its batch, or logged by the fence)."""
+    if not done.cancelled():
+        done.exception()
 
 
 async def _sigkill() -> None:
@@ -108,9 +143,11 @@ class SourceTask(BaseRecordProcessor):
         self.held: list[KinesisRecord] = []
         self.max_event: int | None = None
         self.batches = 0
-        self.log: CheckpointLog | None = None
+        self.log: DirectTaskLog | None = None
         self.sink: Sink | None = None
         self.next_id = 0
+        self.republish: int | None = None
+        """The replayed batch is this committed batch: to the sink only (stateless plans)."""
         self.lost = False
         """The lease was lost: nothing more is done here."""
 
@@ -122,23 +159,42 @@ class SourceTask(BaseRecordProcessor):
         if self.ctx.writer is not None:
             self.replay = replay_range(init.start, init.pending_checkpoint)
             return
-        await asyncio.to_thread(self._open_log, init.start)
+        if init.lease_counter is None or init.start == SHARD_END:
+            self.lost = init.lease_counter is None  # (an ended shard: nothing to read)
+            return
+        try:
+            await asyncio.to_thread(self._open_log, init.start, init.lease_counter)
+        except TaskFencedError as e:
+            self._lose(e)
 
-    def _open_log(self, start: ExtendedSequenceNumber) -> None:
-        store = open_checkpoint_store(f"{self.ctx.spec.checkpoint.rstrip('/')}/source/{self.shard}")
-        log = self.log = CheckpointLog(store)
-        last = log.latest()
-        if last is not None:
-            self.next_id = last.batch_id + 1
-            done = last.offsets.get(self.shard)
-            if done is not None:
-                self.skip_to = int(done)
-                self.first = done
-        pending = log.pending(last.batch_id if last is not None else None)
-        if pending is not None and self.shard in pending[1]:
-            through = ExtendedSequenceNumber(pending[1][self.shard])
-            self.replay = replay_range(start, through)
-        self.sink = self.ctx.spec.sink(f"source-{self.shard}")
+    def _open_log(self, start: ExtendedSequenceNumber, epoch: int) -> None:
+        """Claim ``<root>/source/<shard>/`` with ``epoch``; where to resume and what to
+        re-read first (:meth:`DirectTaskLog.claim`)."""
+        from streamkit.fleet.direct_log import DirectTaskLog
+
+        where = f"{self.ctx.spec.checkpoint.rstrip('/')}/source/{self.shard}"
+        task_log = DirectTaskLog(where, self.ctx.spec.worker_id, self.shard)
+        checkpoint = None if start.is_sentinel else start.sequence_number
+        resume = task_log.claim(epoch, checkpoint)
+        self.next_id, self.skip_to = resume.next_id, resume.skip_to
+        if resume.skip_to is not None:
+            self.first = str(resume.skip_to)
+        if resume.replay_through is not None:
+            self.replay = replay_range(start, ExtendedSequenceNumber(resume.replay_through))
+            if self.replay is not None and resume.republish:
+                self.republish = resume.replay_id
+            elif self.replay is not None:
+                self.next_id = resume.replay_id if resume.replay_id is not None else self.next_id
+        self.sink = self.ctx.spec.sink(f"source-{self.shard}", committed_only=True)
+        self.log = task_log
+        log.info("source task %s: claimed by %s at epoch %d, resuming at batch %d%s",
+                  self.shard, self.ctx.spec.worker_id, epoch, self.next_id,
+                  f" (batch {self.republish} to the sink again)" if self.republish is not None
+                  else "")  # fmt: skip
+
+    def _lose(self, error: Exception) -> None:
+        self.lost = True
+        log.info("source task %s stops: %s", self.shard, error)
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
         """Run the batches these records complete (see :meth:`split`). A lease lost on the
@@ -149,7 +205,7 @@ class SourceTask(BaseRecordProcessor):
         try:
             for records in self.split(batch.records):
                 await self._run(records, batch, checkpointer)
-        except LeaseLostError as e:
+        except (LeaseLostError, TaskFencedError) as e:
             self.lost = True
             log.info("source task %s: lease lost (%s); the next owner takes over", self.shard, e)
 
@@ -159,7 +215,11 @@ class SourceTask(BaseRecordProcessor):
             return
         if self.held:
             records, self.held, self.replay = self.held, [], None
-            await self._run(records, None, checkpointer)
+            try:
+                await self._run(records, None, checkpointer)
+            except TaskFencedError as e:
+                self._lose(e)
+                return
         await checkpointer.checkpoint()
 
     async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
@@ -224,17 +284,29 @@ class SourceTask(BaseRecordProcessor):
         )
 
     async def _direct(self, rows: pl.DataFrame, last: str, checkpointer: Checkpointer) -> None:
-        """A stateless batch straight to the sink under the shard's checkpoint log."""
-        log, sink, engine = self.log, self.sink, self.engine
-        assert log is not None
+        """A stateless batch: committed under the fence, then to the sink, then the lease
+        checkpoint; a committed batch re-read after a takeover goes to the sink only."""
+        task_log, sink, engine = self.log, self.sink, self.engine
+        assert task_log is not None
         assert sink is not None
         assert engine is not None
-        bid, offsets = self.next_id, {self.shard: last}
-        await asyncio.to_thread(log.write_offsets, bid, offsets)
         result = await asyncio.to_thread(engine.run, rows)
-        await sink.add_batch(bid, result.output.to_arrow())
-        await asyncio.to_thread(log.write_commit, bid, offsets, {})
-        self.next_id = bid + 1
+        table = result.output.to_arrow()
+        bid, again = self.next_id, self.republish
+        if again is not None:
+            self.republish = None
+            await sink.add_batch(again, table)
+        else:
+            _fault_stop(self.shard, bid)
+            # in a thread that runs to its end even when this batch is cancelled (a lost
+            # lease): a refused commit is always logged, a committed one always counts
+            loop = asyncio.get_running_loop()
+            commit = loop.run_in_executor(None, task_log.commit, bid, self.first, last)
+            commit.add_done_callback(_retrieve)
+            await asyncio.shield(commit)
+            await sink.add_batch(bid, table)
+            await asyncio.to_thread(task_log.published, bid)
+            self.next_id = bid + 1
         self.skip_to = int(last)
         await checkpointer.checkpoint(last)
 

@@ -2,12 +2,14 @@
 process with ``STREAMKIT_FLEET=1`` (what ``streamkit worker`` sets) and
 ``STREAMKIT_WORKER_ID``.
 
-Query: per (1-minute window of ``event_time``, ``action``): count, value sum and value
-average, watermark ``--delay`` behind, in ``--mode`` (append default), into Parquet at
-``--out`` with the checkpoint root ``--checkpoint``; fleet options ``exchange_shards=4``,
-``idle_timeout=--idle``. Prints ``started`` once the member runs and ``stopped`` at a
-clean exit (SIGTERM: graceful stop). SIGUSR1 dumps every thread's stack to stderr (the
-harness does it when a worker does not stop in time, then shows the log).
+Query (``--query windowed``, the default): per (1-minute window of ``event_time``,
+``action``): count, value sum and value average, watermark ``--delay`` behind, in ``--mode``
+(append default), into Parquet at ``--out`` with the checkpoint root ``--checkpoint``; fleet
+options ``exchange_shards=4``, ``idle_timeout=--idle``. ``--query stateless``: the rows
+with ``value > 20`` (:func:`stateless`; no exchange), in append mode. Prints ``started``
+once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop). SIGUSR1
+dumps every thread's stack to stderr (the harness does it when a worker does not stop in
+time, then shows the log).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def windowed(df: sk.DataFrame, delay: str) -> sk.DataFrame:
     return marked.group_by(sk.window("event_time", "1 minute"), "action").agg(
         sk.count().alias("n"), sk.sum("value").alias("total"), sk.avg("value").alias("mean")
     )
+
+
+def stateless(df: sk.DataFrame) -> sk.DataFrame:
+    """The rows with ``value > 20``, every column (a plan without an exchange)."""
+    return df.filter(sk.col("value") > 20).select("event_time", "action", "user_id", "value")
 
 
 def _dump_on_sigusr1(member: Any) -> None:
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("append", "update"), default="append")
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
+    p.add_argument("--query", choices=("windowed", "stateless"), default="windowed")
     args = p.parse_args(argv)
     _log_tasks()
     options = {
@@ -91,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     endpoint = AwsEndpoint.local(args.endpoint)
     df = sk.read_stream.kinesis(args.stream, args.app, SCHEMA, endpoint, **options)
+    query = windowed(df, args.delay) if args.query == "windowed" else stateless(df)
     member = (
-        windowed(df, args.delay)
-        .write_stream.output_mode(args.mode)
+        query.write_stream.output_mode(args.mode)
         .fleet(exchange_shards=4, idle_timeout=args.idle)
         .trigger(processing_time=0.5)
         .checkpoint(args.checkpoint)

@@ -1,0 +1,180 @@
+"""Issue 14: a zombie source task on the path without an exchange (a stateless plan) is
+fenced (LocalStack, worker processes running ``fleet_job.py --query stateless``).
+
+A worker alone reads and commits the first third of the records; the second third is put,
+and in its next batch of a shard (batch 1 or later) it stops itself (SIGSTOP,
+``STREAMKIT_FLEET_FAULT=stop_before_source_commit``) just before the fence's commit: a
+zombie owner, as after a pause longer than the failover time. The test checks the stop
+landed there (the fence names the zombie's epoch and an earlier batch). The last third is
+put, so the next owner's batch of that shard covers more records than the zombie's. A
+second worker takes every lease over, claims the task with a higher epoch, reads every
+record and checkpoints its leases at the last one. Then the zombie is continued
+(SIGCONT): its commit is refused (logged, naming its stale epoch), the stale epoch never
+holds the fence, and the sink holds exactly the rows DuckDB selects from the records put
+(unfenced, the zombie's files for its batch would replace the next owner's, which hold
+more rows). Every wait is on an observable event; deadlines are generous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+from streamkit_kinesis.testing.streams import fresh_stream, unique
+
+from streamkit.testing.events import SCHEMA
+from streamkit_kinesis_tests.fleet.fleet_harness import (
+    Fleet,
+    Worker,
+    drop_fleet_tables,
+    payloads,
+    put_random_keys,
+    until,
+)
+
+if TYPE_CHECKING:
+    from streamkit.config import AwsEndpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
+
+SHARDS = 2
+EVENTS = 1200
+Picked = tuple[int, str, str | None, int]
+"""(event time in µs, action, user id, value)."""
+
+
+def _truth(data: list[bytes]) -> list[Picked]:
+    """The rows the stateless query keeps, computed by DuckDB from the records put."""
+    rows = [json.loads(d) for d in data]
+    table = pa.Table.from_pylist(
+        [{**r, "event_time": datetime.fromisoformat(r["event_time"])} for r in rows],
+        schema=SCHEMA,
+    )
+    con = duckdb.connect()
+    con.register("events", table)
+    out = con.execute(
+        "SELECT epoch_us(event_time), action, user_id, value FROM events WHERE value > 20"
+    ).fetchall()
+    return sorted((int(t), str(a), u, int(v)) for t, a, u, v in out)
+
+
+def _sink(out: Path) -> list[Picked]:
+    """The Parquet sink read as one dataset (pyarrow), sorted, duplicates kept."""
+    if not out.exists() or not any(out.glob("*.parquet")):
+        return []
+    rows = []
+    for r in ds.dataset(str(out), format="parquet").to_table().to_pylist():
+        t = r["event_time"]
+        us = int(t.timestamp()) * 1_000_000 + t.microsecond
+        rows.append((us, str(r["action"]), r["user_id"], int(r["value"])))
+    return sorted(rows)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _stopped_at(worker: Worker) -> tuple[str, int] | None:
+    for line in worker.lines:
+        if line.startswith("fault: stopped "):
+            shard, bid = line.split()[2:4]
+            return shard, int(bid)
+    return None
+
+
+def _fence(fleet: Fleet, shard: str) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((fleet.root / "source" / shard / "fence").read_text())
+    return record
+
+
+def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {s: max(a.get(s, 0), b.get(s, 0)) for s in {*a, *b}}
+
+
+async def _zombie_stops(fleet: Fleet, zombie: Worker) -> tuple[str, int, int]:
+    """Wait until the hook stopped ``zombie`` before a commit; (shard, batch id, epoch)."""
+
+    def stopped() -> bool:
+        fleet.check_alive()
+        return _stopped_at(zombie) is not None and _state(zombie.proc.pid) == "T"
+
+    await until("the zombie stopped before its commit", stopped, 300)
+    where = _stopped_at(zombie)
+    assert where is not None
+    shard, bid = where
+    record = _fence(fleet, shard)
+    assert record["owner"] == "zombie", record
+    assert record["batch"] is not None, record
+    assert record["batch"] < bid, record
+    return shard, bid, int(record["epoch"])
+
+
+async def _zombie_refused(fleet: Fleet, zombie: Worker, shard: str, bid: int, stale: int) -> None:
+    """SIGCONT the zombie; wait for the refusal of its commit (or, unfenced, its stale epoch
+    in the fence)."""
+    claimed = _fence(fleet, shard)
+    assert claimed["owner"] == "heir", claimed
+    assert claimed["epoch"] > stale, claimed
+    marker = f"source/{shard}: batch {bid} of epoch {stale} not committed"
+    os.kill(zombie.proc.pid, signal.SIGCONT)
+
+    def attempt_over() -> bool:
+        fleet.check_alive()
+        return marker in fleet.tail(10**7) or _fence(fleet, shard)["epoch"] == stale
+
+    try:
+        await until("the refusal of the zombie's commit", attempt_over, 300)
+    except AssertionError as e:
+        zombie.proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(3.0)
+        raise AssertionError(f"{e}; fence {_fence(fleet, shard)}\n{fleet.tail()}") from None
+    assert _fence(fleet, shard)["epoch"] != stale, _fence(fleet, shard)
+
+
+async def test_zombie_source_task_without_exchange_is_fenced(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    data = payloads(EVENTS, seed=1415)
+    want = _truth(data)
+    third = len(data) // 3
+    async with fresh_stream(ep, SHARDS, "sfence") as (stream, _):
+        fleet = Fleet(ep, stream, unique("sf"), tmp_path, "--query", "stateless")
+        try:
+            zombie = await fleet.add(
+                "zombie", STREAMKIT_FLEET_FAULT="stop_before_source_commit",
+                STREAMKIT_FLEET_LOG="info",
+            )  # fmt: skip
+            first = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
+            await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
+            second = await asyncio.to_thread(put_random_keys, ep, stream, data[third : 2 * third])
+            shard, bid, stale = await _zombie_stops(fleet, zombie)
+            rest = await asyncio.to_thread(put_random_keys, ep, stream, data[2 * third :])
+            await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
+            await fleet.read_all(_merge(_merge(first, second), rest))  # by the heir
+            await _zombie_refused(fleet, zombie, shard, bid, stale)
+
+            def full() -> bool:  # the zombie's attempt is over: nothing more is coming
+                fleet.check_alive()
+                return len(_sink(fleet.out)) >= len(want)
+
+            await until("every selected row in the sink", full, 300)
+            await fleet.stop()
+            assert _fence(fleet, shard)["epoch"] != stale
+        finally:
+            await fleet.kill_all()  # SIGKILL ends a stopped process too
+            await drop_fleet_tables(ep, fleet.app)
+    got = _sink(fleet.out)
+    assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
