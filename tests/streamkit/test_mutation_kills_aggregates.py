@@ -1,0 +1,193 @@
+"""The aggregation kernel and its aggregates: what `make mutation` found untested in
+streamkit/aggregate.py and streamkit/aggregates/.
+
+Expected values come from DuckDB over the same rows, or are worked out here in plain
+Python from the documented rules (SQL's: a global aggregate over no rows is one row,
+counts 0 and everything else null; a grouped one over no rows is no row).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+import streamkit as sk
+
+SCHEMA = {
+    "k": pa.int64(),
+    "t": pa.timestamp("us", "UTC"),
+    "v": pa.int32(),
+    "f": pa.float32(),
+    "s": pa.string(),
+}
+
+
+def table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.table({n: pa.array([r[n] for r in rows], t) for n, t in SCHEMA.items()})
+
+
+def frame(result: sk.DataFrame) -> pl.DataFrame:
+    out = pl.from_arrow(result.to_arrow())
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+def test_a_global_aggregate_over_no_rows_is_one_row_of_zero_counts_and_nulls() -> None:
+    empty = table([])
+    got = frame(
+        sk.from_arrow(empty).agg(
+            sk.count().alias("n"),
+            sk.count("v").alias("nv"),
+            sk.sum("v").alias("sv"),
+            sk.avg("f").alias("af"),
+            sk.min("s").alias("lo"),
+            sk.max("v").alias("hi"),
+            sk.count_distinct("s").alias("d"),
+            sk.approx_count_distinct("v").alias("ad"),
+            sk.approx_percentile("v", 0.5).alias("p"),
+        )
+    )
+    con = duckdb.connect()
+    con.register("e", empty)
+    expected = con.sql(
+        "SELECT count(*), count(v), sum(v), avg(f), min(s), max(v), count(DISTINCT s),"
+        " approx_count_distinct(v), quantile_disc(v, 0.5) FROM e"
+    ).fetchall()
+    assert got.rows() == expected
+    assert expected == [(0, 0, None, None, None, None, 0, 0, None)]
+
+
+def test_session_windows_over_no_rows_are_no_rows() -> None:
+    got = frame(
+        sk.from_arrow(table([]))
+        .group_by(sk.session_window("t", "10 minutes"), "k")
+        .agg(sk.count().alias("n"), sk.sum("v").alias("sv"))
+    )
+    assert got.height == 0
+    assert got.columns == ["window", "k", "n", "sv"]
+
+
+def spark_sessions(rows: list[tuple[int, int]], gap: int) -> set[tuple[int, int, int, int]]:
+    """(key, start, end, rows) per session by Spark's rule, in plain Python: a row at ``t``
+    opens ``[t, t + gap)``; the next row of its key joins it when ``t_next <= end``."""
+    out: set[tuple[int, int, int, int]] = set()
+    for key in {k for k, _ in rows}:
+        times = sorted(t for k, t in rows if k == key)
+        start, end, n = times[0], times[0] + gap, 1
+        for t in times[1:]:
+            if t <= end:
+                end, n = max(end, t + gap), n + 1
+            else:
+                out.add((key, start, end, n))
+                start, end, n = t, t + gap, 1
+        out.add((key, start, end, n))
+    return out
+
+
+def test_nanosecond_sessions_split_and_merge_exactly() -> None:
+    """Nanosecond times near 2026 are above 2**60: one ns apart is not one float64 apart
+    (its step there is 256 ns), so session bounds must be compared as integers. Key 1: a
+    row exactly at the previous end merges, one 1 ns after the next end splits. Key 2: a
+    start 56 ns after the previous end splits (rounded to float64 they are equal)."""
+    t0 = 1_767_225_600 * 10**9  # 2026-01-01, a multiple of 512 ns
+    gap = 600 * 10**9
+    rows = [(1, t0), (1, t0 + gap), (1, t0 + 3 * gap + 1), (2, t0 + 200), (2, t0 + gap + 256)]
+    data = pa.table(
+        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("ns", "UTC"))}
+    )
+    got = frame(
+        sk.from_arrow(data)
+        .group_by(sk.session_window("t", "10 minutes"), "k")
+        .agg(sk.count().alias("n"))
+    )
+    bounds = got.select(
+        "k",
+        pl.col("window").struct.field("start").cast(pl.Int64),
+        pl.col("window").struct.field("end").cast(pl.Int64),
+        "n",
+    )
+    sessions = set(bounds.iter_rows())
+    expected = spark_sessions(rows, gap)
+    assert sessions == expected
+    assert len(expected) == 4
+
+
+def test_sessions_of_later_keys_do_not_see_the_ends_of_earlier_keys() -> None:
+    """Sessions of several keys are merged in one pass over all keys' rows; each key's
+    sessions must depend on its own rows only. Key 1 holds the latest end of all, key 2 the
+    earliest, then a row 1 us after that end (a new session); times before 1970 (negative)."""
+    gap = 600 * 10**6
+    b0 = -3_600 * 10**6
+    rows = [(2, b0), (2, b0 + gap + 1), (1, b0 + 5 * gap)]
+    data = pa.table(
+        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("us", "UTC"))}
+    )
+    got = frame(
+        sk.from_arrow(data)
+        .group_by(sk.session_window("t", "10 minutes"), "k")
+        .agg(sk.count().alias("n"))
+    )
+    bounds = got.select(
+        "k",
+        pl.col("window").struct.field("start").cast(pl.Int64),
+        pl.col("window").struct.field("end").cast(pl.Int64),
+        "n",
+    )
+    expected = spark_sessions(rows, gap)
+    assert set(bounds.iter_rows()) == expected
+    assert len(expected) == 3
+
+
+def test_sessions_of_keys_140_years_apart_in_nanoseconds() -> None:
+    """Three keys whose session ends lie 140 years apart in nanoseconds (near 2**62 ns): too
+    far apart to offset every key into one int64 range, so each key's sessions are merged
+    on their own. Key 3 has a row an hour after another (two sessions)."""
+    ns = 10**9
+    gap = 600 * ns
+    y1900, y1950, y2040 = -2_208_988_800 * ns, -631_152_000 * ns, 2_208_988_800 * ns
+    rows = [(1, y1900), (2, y1950), (3, y2040), (3, y2040 + 6 * gap), (3, y2040 + 7 * gap)]
+    data = pa.table(
+        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("ns", "UTC"))}
+    )
+    got = frame(
+        sk.from_arrow(data)
+        .group_by(sk.session_window("t", "10 minutes"), "k")
+        .agg(sk.count().alias("n"))
+    )
+    bounds = got.select(
+        "k",
+        pl.col("window").struct.field("start").cast(pl.Int64),
+        pl.col("window").struct.field("end").cast(pl.Int64),
+        "n",
+    )
+    expected = spark_sessions(rows, gap)
+    assert set(bounds.iter_rows()) == expected
+    assert len(expected) == 4
+
+
+def test_sessions_near_2116_in_nanoseconds() -> None:
+    """Times near 2**62 ns (the year 2116), where twice a time overflows int64: key 2's
+    two rows half a gap apart are one session, whatever key 1 before it holds."""
+    gap = 600 * 10**9
+    b = 2**62
+    rows = [(1, b - 4 * gap), (2, b), (2, b + gap // 2)]
+    data = pa.table(
+        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("ns", "UTC"))}
+    )
+    got = frame(
+        sk.from_arrow(data)
+        .group_by(sk.session_window("t", "10 minutes"), "k")
+        .agg(sk.count().alias("n"))
+    )
+    bounds = got.select(
+        "k",
+        pl.col("window").struct.field("start").cast(pl.Int64),
+        pl.col("window").struct.field("end").cast(pl.Int64),
+        "n",
+    )
+    expected = spark_sessions(rows, gap)
+    assert set(bounds.iter_rows()) == expected
+    assert len(expected) == 2
