@@ -32,6 +32,17 @@ objects as polling). :class:`FanoutFetchers` is the consumer's factory for
   stream consumer that is gone :class:`~streamkit_kinesis.errors.KinesisError`, other
   non-retryable errors their typed error.
 - ``MillisBehindLatest`` is the event's (LocalStack always reports 0).
+- The tip, for ``available_now`` (:mod:`streamkit_kinesis.source.tip_watch`): after
+  :meth:`FanoutReader.hurry`, while the last event returned was caught up
+  (``MillisBehindLatest`` 0 or absent; also before the first event), the reader sends one
+  tip probe: GetShardIterator + GetRecords (``Limit`` 1) at the resume position, at once
+  (it stops waiting for the next event) and at most once per event returned. A probe that
+  comes back empty and caught up sets :attr:`FanoutReader.caught_up` (every record in the
+  shard when it was sent is at or before the last record returned: the resume position
+  is the continuation of the last event returned, which every earlier record is at or
+  before) and returns an empty batch so the watcher sees it; a probe that finds a record
+  discards it (the subscription delivers it). Cost: at most one record read twice per
+  probe; no probe unless hurried.
 """
 
 from __future__ import annotations
@@ -48,9 +59,9 @@ from streamkit_kinesis.errors import KinesisError, classify, error_message, http
 from streamkit_kinesis.retrieval.columnar import to_records
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.retrieval.iterators import IteratorStart
-from streamkit_kinesis.retrieval.polling import ShardReader
+from streamkit_kinesis.retrieval.polling import CaughtUp, ShardReader
 from streamkit_kinesis.retrieval.registration import StreamConsumer, code_of, fanout_api
-from streamkit_kinesis.retrieval.subscription import StreamBroken, Subscription
+from streamkit_kinesis.retrieval.subscription import Item, StreamBroken, Subscription
 from streamkit_kinesis.retry import (
     OUTAGE_BACKOFF,
     Backoff,
@@ -120,6 +131,14 @@ class FanoutReader:
         self._child_shards: tuple[ShardInfo, ...] = ()
         self._behind: int | None = None
         self._records = self._bytes = self._events = self._throttles = 0
+        self._caught_up: CaughtUp | None = None
+        self._hurried = asyncio.Event()
+        self._may_probe = True
+        """The last event returned (if any) was caught up and no tip probe followed it."""
+        self._held: Item | None = None
+        """An item taken off the subscription's queue, not returned yet (cancellation)."""
+        self.tip_probes = 0
+        """Tip probes (GetRecords) sent after :meth:`hurry`."""
         self.subscriptions = 0
         """SubscribeToShard calls made."""
         self.expirations = 0
@@ -131,6 +150,16 @@ class FanoutReader:
     def ended(self) -> bool:
         """True once SHARD_END was reached."""
         return self._ended
+
+    @property
+    def caught_up(self) -> CaughtUp | None:
+        """The latest tip probe that came back empty and caught up (None: none yet); every
+        record in the shard when it was sent is at or before its ``last_sequence``."""
+        return self._caught_up
+
+    def hurry(self) -> None:
+        """Send a tip probe as soon as the reader is caught up (see the module docstring)."""
+        self._hurried.set()
 
     @property
     def resume_position(self) -> IteratorStart | None:
@@ -174,10 +203,16 @@ class FanoutReader:
                 if probed is not None:
                     return probed
                 continue
+            if self._hurried.is_set() and self._may_probe:
+                probed = await self._probe_tip()
+                if probed is not None:
+                    return probed
+                continue
             if self._sub is None:
                 await self._subscribe()
-            assert self._sub is not None
-            item = await self._sub.queue.get()
+            item = await self._next_item()
+            if item is None:  # hurried while waiting
+                continue
             if item.kind == "event":
                 assert item.event is not None
                 self._retry.succeeded()
@@ -193,10 +228,56 @@ class FanoutReader:
             self._probe_due = item.kind == "end" or isinstance(item.error, StreamBroken)
         return self._ended_batch(())
 
+    async def _next_item(self) -> Item | None:
+        """The subscription's next item; None if :meth:`hurry` came first while a tip
+        probe may follow. Cancellation-safe: an item taken off the queue is kept for the
+        next call."""
+        assert self._sub is not None
+        if self._held is None and not self._may_probe:
+            return await self._sub.queue.get()
+        if self._held is None:
+            waiter = asyncio.ensure_future(self._sub.queue.get())
+            hurried = asyncio.ensure_future(self._hurried.wait())
+            try:
+                await asyncio.wait((waiter, hurried), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hurried.cancel()
+                if not waiter.done():
+                    waiter.cancel()  # the queue keeps its item
+                elif not waiter.cancelled():
+                    self._held = waiter.result()
+        item, self._held = self._held, None
+        return item
+
+    async def _probe_tip(self) -> RecordBatch | None:
+        """One GetRecords (``Limit`` 1) at the resume position: an empty batch when it
+        came back empty and caught up (:attr:`caught_up` set), else None."""
+        self._hurried.clear()
+        self._may_probe = False
+        start = self._resume
+        if start is None or start.iterator_type == "LATEST":
+            return None  # no position to prove anything from
+        self.tip_probes += 1
+        reader = self._prober = ShardReader(
+            self._client, self._stream, self._shard, start, limit=1, idle_time=0,
+            backoff=self._backoff, sleep=self._sleep, rng=self._rng, clock=self._clock,
+            wall_clock=self._wall_clock,
+        )  # fmt: skip
+        try:
+            await reader.next_batch()
+        finally:
+            self._prober = None
+        found = reader.caught_up
+        if found is None:
+            return None
+        self._caught_up = CaughtUp(found.sent, self._last_sequence)
+        return RecordBatch(self._shard.shard_id, (), self._behind)
+
     def _handle(self, event: ColumnarRecords) -> RecordBatch:
         records = to_records(event)
         self._events += 1
         self._behind = event.millis_behind_latest
+        self._may_probe = not self._behind
         if records:
             self._records += len(records)
             self._bytes += event.payload_bytes()
@@ -306,6 +387,7 @@ class FanoutReader:
         )  # fmt: skip
 
     def _drop_subscription(self) -> None:
+        self._held = None
         if self._sub is not None:
             self._sub.close()
             self._sub = None

@@ -50,15 +50,14 @@ def build_consumer(
     clock: Callable[[], float],
     watches: TipWatches | None = None,
 ) -> ConsumerParts:
-    """A consumer for ``config`` (not started), with clients of its own; its polling readers
-    report to ``watches`` (:mod:`.tip_watch`; not with Enhanced Fan-Out)."""
+    """A consumer for ``config`` (not started), with clients of its own; its readers
+    (polling or Enhanced Fan-Out) report to ``watches`` (:mod:`.tip_watch`)."""
     store = DynamoDBLeaseStore(
         lease_endpoint, config.app_name, call_timeout=config.lease_call_timeout
     )
     client = kinesis_client(endpoint, timestamp_parser=parse_timestamp)
     timings = CallTimings()
-    polling = config.retrieval == "polling"
-    readers = TrackedFetchers(config.fetchers(client, clock, timings), watches if polling else None)
+    readers = TrackedFetchers(config.fetchers(client, clock, timings), watches)
     consumer = KinesisConsumer(
         config, endpoint, kinesis=client, lease_store=store, clock=clock,
         fetcher_factory=readers, call_timings=timings,

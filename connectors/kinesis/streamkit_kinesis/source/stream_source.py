@@ -25,8 +25,8 @@ that the consumer's own polling readers find as they read (:mod:`.tip_watch`: th
 before the first one that arrived after the call's cut time, or the last one before a
 read sent after the call that comes back empty and caught up), so the backlog is read
 once; ``reached`` compares with it once found. ``stop_at`` (the query ends there) drops
-what comes after the ends. With Enhanced Fan-Out each shard is read to its tip once more
-instead (:func:`~.tips.consumer_tips`).
+what comes after the ends. With Enhanced Fan-Out the same rules apply, the empty read
+being a tip probe of the fan-out reader (:mod:`~streamkit_kinesis.retrieval.fanout`).
 
 ``initial_position="LATEST"`` means: records put after :meth:`KinesisStreamSource.open`
 began (see :func:`~.options.pin_latest`).
@@ -69,7 +69,7 @@ from streamkit_kinesis.source.processor import ShardProcessor, check_start
 from streamkit_kinesis.source.sampling import stream_schema
 from streamkit_kinesis.source.session import build_consumer, start_consumer
 from streamkit_kinesis.source.tip_watch import PENDING, TipWatches, Unresolved
-from streamkit_kinesis.source.tips import consumer_tips, watched_tips
+from streamkit_kinesis.source.tips import watched_tips
 from streamkit_kinesis.source.unheld import UnheldShards
 
 if TYPE_CHECKING:
@@ -317,29 +317,25 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         is pending (``?<n>``, see :meth:`found_ends`) and :meth:`reached` is false. Reading
         starts from the furthest position this source knows (else the lease checkpoint,
         else the initial position); shards with nothing to wait for resolve to nothing.
-        With Enhanced Fan-Out the ends are concrete, read by a separate read of each shard
-        to its tip (:func:`~.tips.consumer_tips`).
+        With Enhanced Fan-Out the empty read is the fan-out reader's tip probe (one
+        GetRecords of at most one record, :mod:`~streamkit_kinesis.retrieval.fanout`).
 
         Guarantee: every record acknowledged before this call, in those shards, is
         included when :meth:`reached` is true; the shards are those held, those with an
         unfinished lease, and listed shards without a lease that descend from them. Not
-        covered: shards another live worker reads (left out by :meth:`reached`). Cost
-        (polling): one ListShards, one extra GetRecords per idle shard, no record read
-        twice. An endpoint outage stalls this call (retried for ever), never fails it.
+        covered: shards another live worker reads (left out by :meth:`reached`). Cost:
+        one ListShards, one extra GetRecords per idle shard (with fan-out, at most one per
+        caught-up event while the end is pending, each reading at most one record twice).
+        An endpoint outage stalls this call (retried for ever), never fails it.
         """
         await self._opened.wait()
         consumer = self._need_consumer()
         initial = self._session.initial_position
         lineage: dict[str, tuple[str, ...]] = {}
-        if self._readers.watches is not None:
-            target = await watched_tips(
-                consumer, self.endpoint.url, initial, self._buffers, self._readers,
-                skew=self.clock_skew, lineage=lineage,
-            )  # fmt: skip
-        else:
-            target = await consumer_tips(
-                consumer, self.endpoint.url, initial, self._buffers.known, lineage
-            )
+        target = await watched_tips(
+            consumer, self.endpoint.url, initial, self._buffers, self._readers,
+            skew=self.clock_skew, lineage=lineage,
+        )  # fmt: skip
         log.debug("kinesis source %s: end offsets %s", self.app_name, target)
         self._watch(target, lineage)
         return target

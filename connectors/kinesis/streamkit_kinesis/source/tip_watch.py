@@ -1,5 +1,5 @@
 """The end of each shard for ``available_now`` / ``process_all_available``, found by the
-consumer's own polling readers, so the backlog is read once.
+consumer's own readers (polling, or Enhanced Fan-Out), so the backlog is read once.
 
 A target taken at ``t0`` (``time.monotonic()`` when the call began) with a cut time ``cut``
 (the server's clock at the call, plus a clock-skew margin: :func:`~.tips.server_cut`)
@@ -9,7 +9,8 @@ holds, per shard, a pending end ``?<token>`` that resolves on the first of:
   ``ApproximateArrivalTimestamp`` is after ``cut``: the end is the record just before the
   first such record (in the batch, else the last one returned before it);
 - a read of that shard sent after ``t0`` that came back empty and caught up
-  (``MillisBehindLatest`` 0 or absent; :attr:`~.polling.ShardReader.caught_up`): the end is
+  (``MillisBehindLatest`` 0 or absent; :attr:`~.polling.ShardReader.caught_up`; with
+  fan-out, the reader's tip probe, :attr:`~.fanout.FanoutReader.caught_up`): the end is
   the last record the reader returned before that read;
 - the reader reaching the end of the closed shard: the last record it returned;
 - at :meth:`TipWatches.open`, a shard whose end was already returned, or a read already

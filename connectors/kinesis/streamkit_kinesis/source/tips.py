@@ -1,11 +1,12 @@
 """The current end ("tip") of shards for ``available_now`` and ``process_all_available``:
 which shards a target covers (:func:`tip_start`), the ends found by the consumer's own
-polling readers (:func:`watched_tips`, :mod:`.tip_watch`: the backlog is read once), and,
-with Enhanced Fan-Out, a separate read of each shard to its tip (:func:`consumer_tips`).
+readers, polling or Enhanced Fan-Out (:func:`watched_tips`, :mod:`.tip_watch`: the backlog
+is read once), and a separate read of each shard to its tip (:func:`consumer_tips`: the
+design before, kept as the benchmark's baseline).
 
 Kinesis cannot tell the last sequence number of an open shard without reading it
 (``MillisBehindLatest`` is a time difference: records put in the same millisecond report 0
-while some are still unread). The separate read (Enhanced Fan-Out only) reads each shard to
+while some are still unread). The separate read (the benchmark's baseline) reads each shard to
 its tip once, by a dedicated polling
 :class:`~streamkit_kinesis.retrieval.polling.ShardReader` that is independent of the
 consumer and of how it fetches: from just after the furthest position known for the

@@ -240,3 +240,55 @@ async def test_a_checkpoint_start_resumes_after_it(localstack_endpoint: AwsEndpo
         finally:
             await reader.close()
         assert_once_in_order(got, payloads(20, "s")[12:])
+
+
+async def test_a_hurried_reader_probes_the_tip_and_a_cancelled_wait_loses_nothing(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """After reading a shard's records, :meth:`FanoutReader.hurry` makes the reader send a
+    tip probe at once: it comes back empty, so ``caught_up`` is a read sent after the
+    hurry whose last record is the last one put (from the put answers). With a record put
+    after the last one returned, the probe finds it and sets nothing. A ``next_batch``
+    cancelled while waiting for an event or a hurry loses no record."""
+    async with fresh_stream(localstack_endpoint, 1, "efotip") as (stream, _):
+        client = kinesis_client(localstack_endpoint)
+        shard = await only_shard(client, stream)
+        consumer = StreamConsumer(client, stream, "app")
+        reader = FanoutReader(client, stream, shard, TRIM_HORIZON, consumer)
+        got: list[KinesisRecord] = []
+        try:
+            first = await asyncio.to_thread(put_blocking, client, stream, payloads(30, "a"))
+            await read_until(reader, 30, got)
+            waiting = asyncio.create_task(reader.next_batch())  # waits for an event or a hurry
+            await asyncio.sleep(0.3)
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            if not waiting.cancelled():  # an empty event came first
+                assert not waiting.result().records
+            sent_after = time.monotonic()
+            reader.hurry()
+            await wait_until_caught_up(reader)
+            found = reader.caught_up
+            assert found is not None
+            assert found.sent > sent_after
+            assert found.last_sequence == first[-1]
+            await asyncio.to_thread(put_blocking, client, stream, payloads(5, "b"))
+            await read_until(reader, 35, got)  # the last event returned was caught up
+            probes = reader.tip_probes
+            last = await asyncio.to_thread(put_blocking, client, stream, payloads(1, "c"))
+            reader.hurry()
+            await read_until(reader, 36, got)
+            assert reader.tip_probes == probes + 1
+            assert reader.caught_up == found  # the probe found the record: nothing new
+        finally:
+            await reader.close()
+        assert_once_in_order(got, payloads(30, "a") + payloads(5, "b") + payloads(1, "c"))
+        assert got[-1].sequence_number == last[-1]
+
+
+async def wait_until_caught_up(reader: FanoutReader, deadline: float = 30.0) -> None:
+    async def loop() -> None:
+        while reader.caught_up is None:
+            assert not (await reader.next_batch()).records
+
+    await asyncio.wait_for(loop(), deadline)

@@ -504,16 +504,26 @@ async def test_available_now_after_a_split_under_load_ends_exactly(
     await check_busy_available_now(localstack_endpoint, localstack_endpoint, tmp_path, split=True)
 
 
-async def check_busy_available_now(
-    ep: AwsEndpoint, leases: AwsEndpoint, tmp_path: Path, *, split: bool = False
+async def test_fanout_available_now_ends_on_a_busy_stream_exactly(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
+    """The same with Enhanced Fan-Out: the subscriptions' records end each shard at the
+    cut time (no separate read to the tip)."""
+    ep = localstack_endpoint
+    await check_busy_available_now(ep, ep, tmp_path, retrieval="fanout")
+
+
+async def check_busy_available_now(
+    ep: AwsEndpoint, leases: AwsEndpoint, tmp_path: Path, *, split: bool = False,
+    retrieval: str = "polling",
+) -> None:  # fmt: skip
     app, schema = unique("app"), pa.schema([("i", pa.int64())])
     names = [unique("busy"), unique("busy")]
 
     async def run(name: str) -> EndsSeen:
         source = EndsSeen(
             stream, app, ep, schema=schema, consumer_options=SLOW_READS, lease_endpoint=leases,
-            max_records_per_batch=300,
+            max_records_per_batch=300, retrieval=retrieval,
         )  # fmt: skip
         source.targets, source.found = [], []
         q = (
