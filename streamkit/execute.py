@@ -89,7 +89,10 @@ def compile_plan(
     if isinstance(plan, FlatMapGroupsWithState):  # the function sees every input column
         return run_batch(plan, compile_plan(plan.input, None, set(), load).collect()).lazy()
     if isinstance(plan, TransformWithState):
-        return transform_batch(plan, compile_plan(plan.input, None, set(), load).collect()).lazy()
+        given_rows = compile_plan(plan.input, None, set(), load).collect()
+        initial = plan.initial_state
+        first = None if initial is None else compile_plan(initial, None, set(), load).collect()
+        return transform_batch(plan, given_rows, first).lazy()
     raise TypeError(f"unknown plan node {type(plan).__name__}")
 
 

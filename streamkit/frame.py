@@ -246,12 +246,15 @@ class GroupedData:
         output_struct_type: pa.Schema | str,
         output_mode: str,
         time_mode: str,
+        initial_state: GroupedData | None = None,
     ) -> DataFrame:
         """Spark 4's ``transformWithStateInPandas``: ``stateful_processor`` (a
         :class:`~streamkit.StatefulProcessor`, or a PySpark one) per key, with value, list
         and map state and timers, yielding pandas DataFrames of ``output_struct_type``.
         ``output_mode``: "append" or "update"; ``time_mode``: "None", "ProcessingTime" or
-        "EventTime". Rules: :mod:`streamkit.transform_state`."""
+        "EventTime"; ``initial_state``: a batch DataFrame grouped by key columns of the
+        same types, handed to ``handle_initial_state`` in the first batch. Rules:
+        :mod:`streamkit.transform_state`."""
         from streamkit.stateful import parse_schema
         from streamkit.transform_state import TransformWithState
 
@@ -262,7 +265,35 @@ class GroupedData:
             )
         keys = tuple(k.output_name for k in self._keys)
         out = parse_schema(output_struct_type, "output_struct_type")
-        node = TransformWithState(self._plan, keys, stateful_processor, out, output_mode, time_mode)
+        first: Plan | None = None
+        first_keys: tuple[str, ...] = ()
+        if initial_state is not None:
+            if not isinstance(initial_state, GroupedData):
+                raise PlanError(
+                    "initial_state must be a grouped DataFrame (df.group_by(...)), "
+                    f"got {initial_state!r}"
+                )
+            first, first_keys = initial_state._plain_keys("initial_state")
+        node = TransformWithState(
+            self._plan, keys, stateful_processor, out, output_mode, time_mode, first, first_keys
+        )
         return DataFrame(node)
 
-    transformWithStateInPandas = transform_with_state_in_pandas
+    def _plain_keys(self, what: str) -> tuple[Plan, tuple[str, ...]]:
+        """This grouping's plan and key names (plain columns only)."""
+        if self._window is not None or any(not isinstance(k, Col) for k in self._keys):
+            raise PlanError(f"{what} groups by plain columns")
+        return self._plan, tuple(k.output_name for k in self._keys)
+
+    def transformWithStateInPandas(
+        self,
+        statefulProcessor: Any,
+        outputStructType: pa.Schema | str,
+        outputMode: str,
+        timeMode: str,
+        initialState: GroupedData | None = None,
+    ) -> DataFrame:
+        """PySpark's spelling of :meth:`transform_with_state_in_pandas`."""
+        return self.transform_with_state_in_pandas(
+            statefulProcessor, outputStructType, outputMode, timeMode, initialState
+        )

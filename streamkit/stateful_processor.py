@@ -6,11 +6,12 @@ A :class:`StatefulProcessor` declares its state variables in ``init(handle)``
 ``get_map_state``), then sees each key's rows of a micro-batch in
 ``handle_input_rows(key, rows, timer_values)`` and each of the key's timers that expired
 in ``handle_expired_timer(key, timer_values, expired_timer_info)``; both yield pandas
-DataFrames of the output schema. ``close()`` ends the batch. As in Spark, the state
-objects and the timer calls act on the key of the call running (the "implicit key"), a
-new copy of the processor runs each batch (attributes set in one batch are gone in the
-next: keep what must last in state), and state is only read or written inside the two
-handle methods.
+DataFrames of the output schema. With an initial state, the first batch calls
+``handle_initial_state(key, initial_state, timer_values)`` first for each of its keys.
+``close()`` ends the batch. As in Spark, the state objects and the timer calls act on
+the key of the call running (the "implicit key"), a new copy of the processor runs each
+batch (attributes set in one batch are gone in the next: keep what must last in state),
+and state is only read or written inside the handle methods.
 
 PySpark's camelCase spellings are accepted too (``handleInputRows``, ``getValueState``,
 ``appendValue``, ``getCurrentWatermarkInMs``, ...), so a processor written for PySpark
@@ -292,6 +293,14 @@ class StatefulProcessor(ABC):
         """One of the key's timers fired (it is deleted after this call); yield pandas
         DataFrames of the output schema. Default: nothing."""
         return iter(())
+
+    def handle_initial_state(  # noqa: B027 (optional to override, as in PySpark)
+        self, key: tuple[Any, ...], initial_state: Any, timer_values: TimerValues
+    ) -> None:
+        """With ``initial_state=`` on the query: the key's rows of the initial state (one
+        pandas DataFrame, every column of the initial DataFrame), in the query's first
+        batch only, before the key's ``handle_input_rows`` (a key may have initial state
+        and no rows). Returns nothing. Default: ignore the initial state."""
 
     def close(self) -> None:  # noqa: B027 (optional to override, as in PySpark)
         """The batch is done."""

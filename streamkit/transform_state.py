@@ -7,7 +7,11 @@ One batch (:class:`ProcessorCalls`), as Spark runs a partition of a micro-batch:
 1. a fresh copy of the processor (``copy.deepcopy``; Spark unpickles one per task) and
    ``init(handle)``, which must declare the variables the query started with;
 2. ``handle_input_rows(key, iterator of one pandas DataFrame, timer_values)`` once per
-   key with rows, keys grouped in one vectorised pass (:func:`~streamkit.stateful.key_frames`);
+   key with rows, keys grouped in one vectorised pass (:func:`~streamkit.stateful.key_frames`).
+   With an initial state, in the first batch only, keys of the rows and of the initial
+   state are co-grouped in key order: ``handle_initial_state(key, pandas DataFrame of the
+   key's initial rows, timer_values)`` first (its return is ignored), then
+   ``handle_input_rows`` if the key has rows;
 3. under a time mode other than ``None``, every timer at or before the threshold — the
    watermark in force (``EventTime``) or the batch's processing time
    (``ProcessingTime``) — earliest first, ``handle_expired_timer(key, timer_values,
@@ -24,15 +28,15 @@ batch with no state before it, processing time now and watermark -1 (so only
 processing-time timers can fire), as Spark runs it. Streaming rules (late rows,
 no-data batches, checkpoints): :mod:`streamkit.streaming.transform_exec`.
 
-Not supported yet: TTL on state variables, initial state, and an output event-time
-column for a watermark after the operator (Spark's ``eventTimeColumnName``).
+Not supported yet: TTL on state variables, and an output event-time column for a
+watermark after the operator (Spark's ``eventTimeColumnName``).
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -94,6 +98,9 @@ class TransformWithState(Plan):
     output_schema: pl.Schema
     output_mode: str
     time_mode: str
+    initial_state: Plan | None = None
+    """A batch plan (not a child: it is read once, in the first batch)."""
+    initial_keys: tuple[str, ...] = ()
     schema: pl.Schema = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +126,24 @@ class TransformWithState(Plan):
         object.__setattr__(self, "output_mode", mode)
         object.__setattr__(self, "time_mode", _time_mode(self.time_mode))
         object.__setattr__(self, "schema", self.output_schema)
+        if self.initial_state is not None:
+            self._check_initial(self.initial_state)
+
+    def _check_initial(self, initial: Plan) -> None:
+        from streamkit.stream_static import is_streaming
+
+        if is_streaming(initial):
+            raise PlanError(
+                "initial_state of transform_with_state_in_pandas must be a batch DataFrame "
+                "(grouped), not a stream, as in Spark"
+            )
+        theirs = [initial.schema.get(k) for k in self.initial_keys]
+        ours = [self.input.schema[k] for k in self.keys]
+        if theirs != ours:
+            raise PlanError(
+                f"initial_state is grouped by {list(self.initial_keys)} ({theirs}); the query "
+                f"by {list(self.keys)} ({ours}): the key columns must match in number and type"
+            )
 
     @property
     def children(self) -> tuple[Plan, ...]:
@@ -246,6 +271,27 @@ class Runtime:
         return store.timers(key)
 
 
+def _cogrouped(
+    rows: pl.DataFrame, keys: tuple[str, ...], initial: pl.DataFrame | None,
+    initial_keys: tuple[str, ...],
+) -> Iterator[tuple[Key, Any, Any]]:  # fmt: skip
+    """``(key, its initial state frame or None, its rows frame or None)`` per key of
+    either, keys in Spark's order (ascending, nulls first), as Spark co-groups them."""
+    if initial is None:
+        for key, part in key_frames(rows, list(keys)):
+            yield key, None, part
+        return
+    firsts = dict(key_frames(initial, list(initial_keys)))
+    parts = dict(key_frames(rows, list(keys)))
+    names = list(keys)
+    union = pl.concat([
+        rows.select(names),
+        initial.select([pl.col(a).alias(b) for a, b in zip(initial_keys, names, strict=True)]),
+    ]).unique(maintain_order=True).sort(names, nulls_last=False, maintain_order=True)  # fmt: skip
+    for key in union.rows():
+        yield key, firsts.get(key), parts.get(key)
+
+
 def _whole_ms(value: Any) -> int:
     plain = _plain(value)
     if isinstance(plain, bool) or not isinstance(plain, int | float):
@@ -282,8 +328,12 @@ class ProcessorCalls:
         self.node, self.store = node, store
         self._outputs = Outputs(node.output_schema, lambda key: _where(node, "", key))
 
-    def run(self, rows: pl.DataFrame, clock: Clock, fire_at: int | None) -> pl.DataFrame:
-        """One batch over ``rows``; timers at or before ``fire_at`` fire (None: none)."""
+    def run(
+        self, rows: pl.DataFrame, clock: Clock, fire_at: int | None,
+        initial: pl.DataFrame | None = None,
+    ) -> pl.DataFrame:  # fmt: skip
+        """One batch over ``rows``; timers at or before ``fire_at`` fire (None: none);
+        ``initial``: the initial state's rows (the first batch only)."""
         node = self.node
         runtime = Runtime(node, self.store)
         processor = copy.deepcopy(node.processor)
@@ -294,11 +344,17 @@ class ProcessorCalls:
         values = self._timer_values(clock)
         rows_call = _method(processor, "handle_input_rows", "handleInputRows", default=False)
         assert rows_call is not None
-        runtime.phase = "handle_input_rows"
-        for key, part in key_frames(rows, list(node.keys)):
+        initial_call = _method(processor, "handle_initial_state", "handleInitialState")
+        for key, first, part in _cogrouped(rows, node.keys, initial, node.initial_keys):
             runtime.key = key
-            call = partial(rows_call, key, iter([part]), values)
-            self._outputs.add(key, self._call(key, "handle_input_rows", call))
+            if first is not None and initial_call is not None:
+                runtime.phase = "handle_initial_state"
+                init_call = partial(initial_call, key, first, values)
+                self._call(key, "handle_initial_state", init_call)
+            if part is not None:
+                runtime.phase = "handle_input_rows"
+                call = partial(rows_call, key, iter([part]), values)
+                self._outputs.add(key, self._call(key, "handle_input_rows", call))
         if fire_at is not None and node.time_mode != TimeMode.NONE:
             self._fire(processor, runtime, values, fire_at)
         runtime.key, runtime.phase = None, "close"
@@ -337,12 +393,15 @@ class ProcessorCalls:
             )
 
 
-def run_batch(node: TransformWithState, rows: pl.DataFrame) -> pl.DataFrame:
-    """The batch job: one batch with no state before it (see the module docstring)."""
+def run_batch(
+    node: TransformWithState, rows: pl.DataFrame, initial: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The batch job: one batch with no state before it but the ``initial`` state's rows
+    (see the module docstring)."""
     from streamkit.streaming.state.processor_store import ProcessorStore  # numpy: lazily
 
     variables, _ = declared_state(node)
     store = ProcessorStore(node.key_schema(), variables.values())
     now = int(time.time() * 1000)
     fire_at = now if node.time_mode == TimeMode.PROCESSING_TIME else NO_TIME
-    return ProcessorCalls(node, store).run(rows, Clock(now, NO_TIME, False), fire_at)
+    return ProcessorCalls(node, store).run(rows, Clock(now, NO_TIME, False), fire_at, initial)

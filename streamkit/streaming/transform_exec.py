@@ -22,12 +22,18 @@ and logged with the batch's offsets (:class:`~streamkit.streaming.stateful_exec.
 so a batch re-run after a crash fires the same timers. The state variables and the
 timers are in one store (:mod:`~streamkit.streaming.state.processor_store`)
 checkpointed with the rest of the query's state after each batch.
+
+An initial state (``initial_state=``) is read and handed to ``handle_initial_state`` in
+the query's first batch only, as Spark does in batch 0: a query restarted from a
+committed batch never reads it again (one whose batch 0 never committed reads it in the
+re-run of batch 0, with no state before it).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from streamkit.execute import execute
 from streamkit.plan import Watermark
 from streamkit.stateful import Clock
 from streamkit.stateful_processor import TimeMode
@@ -47,6 +53,9 @@ class StreamingTransform:
         self.store.dropped = dropped
         self._calls = ProcessorCalls(node, self.store)
         self._unit = mark_unit(mark)
+        self._initial_pending = node.initial_state is not None
+        """The initial state is read in the query's first batch (batch 0) only: never
+        after a restart from a committed batch (the store was loaded)."""
 
     def split_late(
         self, rows: pl.DataFrame, late_mark: int | None
@@ -63,7 +72,12 @@ class StreamingTransform:
         clock = Clock(self._clock.batch_time_ms(), watermark_ms, self._mark is not None)
         mode = self.node.time_mode
         fire_at = {TimeMode.EVENT_TIME: watermark_ms, TimeMode.PROCESSING_TIME: clock.processing_ms}
-        return self._calls.run(rows, clock, fire_at.get(mode))
+        initial = None
+        if self._initial_pending and not self.store.restored:
+            assert self.node.initial_state is not None
+            initial = execute(self.node.initial_state)
+        self._initial_pending = False
+        return self._calls.run(rows, clock, fire_at.get(mode), initial)
 
     def owes_batch(self, moved: bool) -> bool:
         """Whether a no-data batch is owed (step 3); ``moved``: the watermark moved past

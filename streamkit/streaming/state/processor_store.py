@@ -103,6 +103,8 @@ class ProcessorStore:
         self._changed: set[tuple[Key, str]] = set()
         self._whole = False
         """The next checkpoint must be a snapshot (the layout changed since the last)."""
+        self.restored = False
+        """Loaded from a checkpoint (a committed batch ran before)."""
 
     # -- per key -------------------------------------------------------------------------
     def read(self, key: Key, name: str) -> Any:
@@ -243,6 +245,7 @@ class ProcessorStore:
     def load(self, state: pl.DataFrame | None) -> None:
         """Replace the state by a snapshot (or nothing); the delta starts empty, except
         for the deletion of variables in :attr:`dropped`."""
+        self.restored = True
         self._held, self._timers, self._heap, self._seq = {}, {}, [], 0
         self._changed = set()
         layout = pl.Schema(self._schema)
