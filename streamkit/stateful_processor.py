@@ -98,16 +98,17 @@ class ValueState:
         self._runtime, self._name = runtime, name
 
     def exists(self) -> bool:
-        """Whether the key holds a value."""
-        return self._runtime.read(self._name) is not None
+        """Whether the key holds a value (not expired)."""
+        store, key = self._runtime.target(self._name)
+        return store.exists(key, self._name)
 
     def get(self) -> tuple[Any, ...] | None:
-        """The key's value, or None."""
+        """The key's value, or None (also once expired)."""
         value: tuple[Any, ...] | None = self._runtime.read(self._name)
         return value
 
     def update(self, new_value: tuple[Any, ...]) -> None:
-        """Replace the key's value."""
+        """Replace the key's value (with a TTL: it expires TTL after this batch's time)."""
         self._runtime.write(self._name, self._runtime.row(self._name, new_value))
 
     def clear(self) -> None:
@@ -117,17 +118,18 @@ class ValueState:
 
 class ListState:
     """A list of values (tuples of the schema's fields) per key; an empty list does not
-    exist."""
+    exist. With a TTL each element expires on its own, TTL after the batch that added it."""
 
     def __init__(self, runtime: Runtime, name: str) -> None:
         self._runtime, self._name = runtime, name
 
     def exists(self) -> bool:
-        """Whether the key's list holds any value."""
-        return bool(self._runtime.read(self._name))
+        """Whether the key's list holds any value (not expired)."""
+        store, key = self._runtime.target(self._name)
+        return store.exists(key, self._name)
 
     def get(self) -> Iterator[tuple[Any, ...]]:
-        """The key's values, in the order they were added."""
+        """The key's values (not expired), in the order they were added."""
         return iter(list(self._runtime.read(self._name) or ()))
 
     def put(self, new_state: Iterable[tuple[Any, ...]]) -> None:
@@ -135,13 +137,14 @@ class ListState:
         self._runtime.write(self._name, [self._runtime.row(self._name, v) for v in new_state])
 
     def append_value(self, new_state: tuple[Any, ...]) -> None:
-        """Add one value at the end."""
+        """Add one value at the end (O(1) amortised)."""
         self.append_list([new_state])
 
     def append_list(self, new_state: Iterable[tuple[Any, ...]]) -> None:
-        """Add values at the end."""
+        """Add values at the end (O(values added): the list is not copied)."""
         rows = [self._runtime.row(self._name, v) for v in new_state]
-        self._runtime.write(self._name, list(self._runtime.read(self._name) or ()) + rows)
+        store, key = self._runtime.target(self._name)
+        store.append(key, self._name, rows)
 
     def clear(self) -> None:
         """Drop the key's list."""
@@ -153,7 +156,8 @@ class ListState:
 
 class MapState:
     """A map from user keys (tuples of the key schema) to values (tuples of the value
-    schema) per grouping key; an empty map does not exist."""
+    schema) per grouping key; an empty map does not exist. With a TTL each entry expires
+    on its own, TTL after the batch that last updated it. Single-key calls cost O(1)."""
 
     def __init__(self, runtime: Runtime, name: str) -> None:
         self._runtime, self._name = runtime, name
@@ -162,25 +166,28 @@ class MapState:
         held: dict[tuple[Any, ...], tuple[Any, ...]] = self._runtime.read(self._name) or {}
         return held
 
+    def _item(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return self._runtime.row(self._name, key, user_key=True)
+
     def exists(self) -> bool:
-        """Whether the key's map holds any entry."""
-        return bool(self._map())
+        """Whether the key's map holds any entry (not expired)."""
+        store, key = self._runtime.target(self._name)
+        return store.exists(key, self._name)
 
     def get_value(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The value of ``key``, or None."""
-        return self._map().get(self._runtime.row(self._name, key, user_key=True))
+        store, grouping = self._runtime.target(self._name)
+        return store.map_get(grouping, self._name, self._item(key))
 
     def contains_key(self, key: tuple[Any, ...]) -> bool:
         """Whether ``key`` is in the map."""
-        return self._runtime.row(self._name, key, user_key=True) in self._map()
+        return self.get_value(key) is not None
 
     def update_value(self, key: tuple[Any, ...], value: tuple[Any, ...]) -> None:
-        """Set the value of ``key``."""
-        held = dict(self._map())
-        held[self._runtime.row(self._name, key, user_key=True)] = self._runtime.row(
-            self._name, value
-        )
-        self._runtime.write(self._name, held)
+        """Set the value of ``key`` (the map is not copied)."""
+        item, row = self._item(key), self._runtime.row(self._name, value)
+        store, grouping = self._runtime.target(self._name)
+        store.map_put(grouping, self._name, item, row)
 
     def iterator(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
         """``(key, value)`` pairs."""
@@ -196,9 +203,8 @@ class MapState:
 
     def remove_key(self, key: tuple[Any, ...]) -> None:
         """Drop ``key`` from the map."""
-        held = dict(self._map())
-        held.pop(self._runtime.row(self._name, key, user_key=True), None)
-        self._runtime.write(self._name, held or None)
+        store, grouping = self._runtime.target(self._name)
+        store.map_remove(grouping, self._name, self._item(key))
 
     def clear(self) -> None:
         """Drop the key's map."""
@@ -221,14 +227,17 @@ class StatefulProcessorHandle:
         self, state_name: str, schema: pa.Schema | str, ttl_duration_ms: int | None = None
     ) -> ValueState:
         """Declare a value state (``schema``: Spark DDL such as ``"count bigint"``, or a
-        pyarrow.Schema); only in ``init``. TTL is not supported yet."""
+        pyarrow.Schema); only in ``init``. ``ttl_duration_ms`` (time mode
+        ``ProcessingTime`` only): each update makes the value expire that long after the
+        batch's processing time (rules: :mod:`streamkit.transform_state`)."""
         self._runtime.declare(state_name, "value", schema, None, ttl_duration_ms)
         return ValueState(self._runtime, state_name)
 
     def get_list_state(
         self, state_name: str, schema: pa.Schema | str, ttl_duration_ms: int | None = None
     ) -> ListState:
-        """Declare a list state; only in ``init``."""
+        """Declare a list state; only in ``init``. With ``ttl_duration_ms`` each element
+        put or appended expires that long after the batch's processing time."""
         self._runtime.declare(state_name, "list", schema, None, ttl_duration_ms)
         return ListState(self._runtime, state_name)
 
@@ -239,7 +248,8 @@ class StatefulProcessorHandle:
         value_schema: pa.Schema | str,
         ttl_duration_ms: int | None = None,
     ) -> MapState:
-        """Declare a map state; only in ``init``."""
+        """Declare a map state; only in ``init``. With ``ttl_duration_ms`` each entry
+        expires that long after the batch that last updated it."""
         self._runtime.declare(state_name, "map", value_schema, user_key_schema, ttl_duration_ms)
         return MapState(self._runtime, state_name)
 
@@ -263,9 +273,28 @@ class StatefulProcessorHandle:
         (every key's), e.g. before declaring it again with another schema."""
         self._runtime.delete_if_exists(state_name)
 
-    getValueState = get_value_state
-    getListState = get_list_state
-    getMapState = get_map_state
+    def getValueState(
+        self, stateName: str, schema: pa.Schema | str, ttlDurationMs: int | None = None
+    ) -> ValueState:
+        """:meth:`get_value_state`."""
+        return self.get_value_state(stateName, schema, ttlDurationMs)
+
+    def getListState(
+        self, stateName: str, schema: pa.Schema | str, ttlDurationMs: int | None = None
+    ) -> ListState:
+        """:meth:`get_list_state`."""
+        return self.get_list_state(stateName, schema, ttlDurationMs)
+
+    def getMapState(
+        self,
+        stateName: str,
+        userKeySchema: pa.Schema | str,
+        valueSchema: pa.Schema | str,
+        ttlDurationMs: int | None = None,
+    ) -> MapState:
+        """:meth:`get_map_state`."""
+        return self.get_map_state(stateName, userKeySchema, valueSchema, ttlDurationMs)
+
     registerTimer = register_timer
     deleteTimer = delete_timer
     listTimers = list_timers

@@ -28,8 +28,16 @@ batch with no state before it, processing time now and watermark -1 (so only
 processing-time timers can fire), as Spark runs it. Streaming rules (late rows,
 no-data batches, checkpoints): :mod:`streamkit.streaming.transform_exec`.
 
-Not supported yet: TTL on state variables, and an output event-time column for a
-watermark after the operator (Spark's ``eventTimeColumnName``).
+TTL on state variables (``ttl_duration_ms``, Spark's rules; time mode
+``ProcessingTime`` only): an update at the batch's processing time P sets what it writes
+to expire at P + TTL (a value; each list element put or appended; each map entry); a
+batch whose processing time is at or past an entry's expiry no longer sees it (reads,
+``exists``, iteration), and at the end of each batch (after the timers) the expired
+entries are removed from the state, so checkpoints never hold them and a restart keeps
+every expiry (:mod:`~streamkit.streaming.state.processor_store`).
+
+Not supported yet: an output event-time column for a watermark after the operator
+(Spark's ``eventTimeColumnName``).
 """
 
 from __future__ import annotations
@@ -184,11 +192,7 @@ class Runtime:
                 f"state variable {name!r} declared outside init: declare every state "
                 "variable in init(handle)"
             )
-        if ttl_ms is not None:
-            raise StatefulProcessorError(
-                f"ttl_duration_ms on state variable {name!r}: TTL is not supported yet by "
-                "streamkit's transform_with_state_in_pandas; clear state with a timer instead"
-            )
+        ttl = None if ttl_ms is None else _ttl(name, ttl_ms, self.node.time_mode)
         if not isinstance(name, str) or not name or name.startswith("$"):
             raise StatefulProcessorError(
                 f"state variable names are non-empty strings not starting with '$', got {name!r}"
@@ -201,7 +205,7 @@ class Runtime:
         )
         from streamkit.streaming.state.processor_store import StateVar  # numpy: lazily
 
-        self.declared[name] = StateVar(name, kind, values, keys)
+        self.declared[name] = StateVar(name, kind, values, keys, ttl)
 
     def delete_if_exists(self, name: str) -> None:
         """Drop variable ``name`` of every key (only in ``init``)."""
@@ -210,6 +214,10 @@ class Runtime:
         self.dropped.add(name)
 
     # -- state of the current key -------------------------------------------------------
+    def target(self, name: str) -> tuple[ProcessorStore, Key]:
+        """The store and the current key, for a call on variable ``name``."""
+        return self._var(name)
+
     def _var(self, name: str) -> tuple[ProcessorStore, Key]:
         if self.store is None or self.key is None:
             raise StatefulProcessorError(
@@ -292,6 +300,22 @@ def _cogrouped(
         yield key, firsts.get(key), parts.get(key)
 
 
+def _ttl(name: str, ttl_ms: Any, time_mode: str) -> int:
+    """The TTL of variable ``name`` (Spark's rules: ProcessingTime only, positive ms)."""
+    if time_mode != TimeMode.PROCESSING_TIME:
+        raise StatefulProcessorError(
+            f"ttl_duration_ms on state variable {name!r} needs time_mode 'ProcessingTime' "
+            f"(this query uses {time_mode!r}), as in Spark"
+        )
+    plain = _plain(ttl_ms)
+    if isinstance(plain, bool) or not isinstance(plain, int) or plain <= 0:
+        raise StatefulProcessorError(
+            f"ttl_duration_ms of state variable {name!r} must be a positive whole number of "
+            f"ms, got {ttl_ms!r}"
+        )
+    return plain
+
+
 def _whole_ms(value: Any) -> int:
     plain = _plain(value)
     if isinstance(plain, bool) or not isinstance(plain, int | float):
@@ -342,6 +366,7 @@ class ProcessorCalls:
         call_user(_where(node, "init"), lambda: _call_none(init, handle))
         self._check_declarations(runtime)
         values = self._timer_values(clock)
+        self.store.now = clock.processing_ms
         rows_call = _method(processor, "handle_input_rows", "handleInputRows", default=False)
         assert rows_call is not None
         initial_call = _method(processor, "handle_initial_state", "handleInitialState")
@@ -358,6 +383,7 @@ class ProcessorCalls:
         if fire_at is not None and node.time_mode != TimeMode.NONE:
             self._fire(processor, runtime, values, fire_at)
         runtime.key, runtime.phase = None, "close"
+        self.store.expire()
         close = _method(processor, "close", "close")
         call_user(_where(node, "close"), lambda: _call_none(close))
         return self._outputs.take()

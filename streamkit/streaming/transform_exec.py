@@ -12,8 +12,9 @@ any event time and on a stream without a watermark) and P the batch's processing
    (``ProcessingTime``); ``timer_values`` holds (P, W).
 3. No-data batches: under ``EventTime`` when the watermark moved past W (as for every
    stateful operator); never under ``None``. Under ``ProcessingTime`` Spark runs a batch
-   at every trigger; streamkit runs one when a timer is due at the processing clock, so
-   ``available_now`` ends and idle triggers are skipped.
+   at every trigger; streamkit runs one when a timer or a state variable's TTL is due at
+   the processing clock (the batch then removes the expired state), so ``available_now``
+   ends and idle triggers are skipped.
 
 Unlike ``apply_in_pandas_with_state``, the operator's output mode need not be the
 query's (Spark accepts either in both); complete mode is refused (no aggregation). P
@@ -84,7 +85,7 @@ class StreamingTransform:
         the one in force in the last batch."""
         if self.node.time_mode == TimeMode.EVENT_TIME:
             return moved
-        if self.node.time_mode == TimeMode.PROCESSING_TIME:
-            due = self.store.next_timer()
-            return due is not None and due <= self._clock.now_ms()
+        if self.node.time_mode == TimeMode.PROCESSING_TIME:  # a timer or a TTL is due
+            due = [t for t in (self.store.next_timer(), self.store.next_expiry()) if t is not None]
+            return bool(due) and min(due) <= self._clock.now_ms()
         return False

@@ -335,7 +335,7 @@ def test_misuse_in_a_batch_fails_the_query(act: str, message: str) -> None:
     ("act", "message"),
     [
         ("read_in_init", r"state variable 'v' used in init: state is read and written only"),
-        ("ttl", r"TTL is not supported yet"),
+        ("ttl", r"ttl_duration_ms on state variable 'l' needs time_mode 'ProcessingTime'"),
     ],
 )
 def test_misuse_in_init_is_refused_when_the_query_starts(act: str, message: str) -> None:
