@@ -247,14 +247,17 @@ class GroupedData:
         output_mode: str,
         time_mode: str,
         initial_state: GroupedData | None = None,
+        event_time_column_name: str = "",
     ) -> DataFrame:
         """Spark 4's ``transformWithStateInPandas``: ``stateful_processor`` (a
         :class:`~streamkit.StatefulProcessor`, or a PySpark one) per key, with value, list
         and map state and timers, yielding pandas DataFrames of ``output_struct_type``.
         ``output_mode``: "append" or "update"; ``time_mode``: "None", "ProcessingTime" or
         "EventTime"; ``initial_state``: a batch DataFrame grouped by key columns of the
-        same types, handed to ``handle_initial_state`` in the first batch. Rules:
-        :mod:`streamkit.transform_state`."""
+        same types, handed to ``handle_initial_state`` in the first batch;
+        ``event_time_column_name``: an output timestamp column that carries the input's
+        watermark on, for a windowed aggregation or ``drop_duplicates`` after the operator.
+        Rules: :mod:`streamkit.transform_state` and :mod:`streamkit.streaming.transform_exec`."""
         from streamkit.stateful import parse_schema
         from streamkit.transform_state import TransformWithState
 
@@ -275,8 +278,9 @@ class GroupedData:
                 )
             first, first_keys = initial_state._plain_keys("initial_state")
         node = TransformWithState(
-            self._plan, keys, stateful_processor, out, output_mode, time_mode, first, first_keys
-        )
+            self._plan, keys, stateful_processor, out, output_mode, time_mode, first, first_keys,
+            event_time_column_name or None,
+        )  # fmt: skip
         return DataFrame(node)
 
     def _plain_keys(self, what: str) -> tuple[Plan, tuple[str, ...]]:
@@ -292,8 +296,10 @@ class GroupedData:
         outputMode: str,
         timeMode: str,
         initialState: GroupedData | None = None,
+        eventTimeColumnName: str = "",
     ) -> DataFrame:
         """PySpark's spelling of :meth:`transform_with_state_in_pandas`."""
         return self.transform_with_state_in_pandas(
-            statefulProcessor, outputStructType, outputMode, timeMode, initialState
-        )
+            statefulProcessor, outputStructType, outputMode, timeMode, initialState,
+            event_time_column_name=eventTimeColumnName,
+        )  # fmt: skip

@@ -36,8 +36,10 @@ batch whose processing time is at or past an entry's expiry no longer sees it (r
 entries are removed from the state, so checkpoints never hold them and a restart keeps
 every expiry (:mod:`~streamkit.streaming.state.processor_store`).
 
-Not supported yet: an output event-time column for a watermark after the operator
-(Spark's ``eventTimeColumnName``).
+``event_time_column_name`` (Spark's ``eventTimeColumnName``) names an output timestamp
+column that carries the input's watermark on to the operators above (plan rules here,
+streaming rules in :mod:`streamkit.streaming.transform_exec`); it needs a
+``with_watermark`` below and is refused on a batch DataFrame, as in Spark.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import polars as pl
 
 from streamkit.errors import PlanError
 from streamkit.group_state import _plain
-from streamkit.plan import Plan
+from streamkit.plan import Plan, Watermark
 from streamkit.stateful import Clock, Outputs, call_user, key_frames, parse_schema
 from streamkit.stateful_processor import (
     NO_TIME,
@@ -72,6 +74,12 @@ if TYPE_CHECKING:
     from streamkit.streaming.state.processor_store import Kind, ProcessorStore, StateVar
 
 OUTPUT_MODES = ("append", "update")
+NO_WATERMARK_TO_ASSIGN = (
+    "[CANNOT_ASSIGN_EVENT_TIME_COLUMN_WITHOUT_WATERMARK] Watermark needs to be defined to "
+    "reassign event time column. Failed to find watermark definition in the streaming "
+    "query (Spark's refusal too): add .with_watermark(column, delay) before "
+    "group_by(...).transform_with_state_in_pandas, or drop event_time_column_name"
+)
 Key = tuple[Any, ...]
 
 
@@ -109,6 +117,8 @@ class TransformWithState(Plan):
     initial_state: Plan | None = None
     """A batch plan (not a child: it is read once, in the first batch)."""
     initial_keys: tuple[str, ...] = ()
+    event_time_column: str | None = None
+    """Spark's ``eventTimeColumnName``: the output column that carries the watermark on."""
     schema: pl.Schema = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +146,10 @@ class TransformWithState(Plan):
         object.__setattr__(self, "schema", self.output_schema)
         if self.initial_state is not None:
             self._check_initial(self.initial_state)
+        if self.event_time_column:
+            self._check_event_time_column(self.event_time_column)
+        else:
+            object.__setattr__(self, "event_time_column", None)
 
     def _check_initial(self, initial: Plan) -> None:
         from streamkit.stream_static import is_streaming
@@ -153,6 +167,34 @@ class TransformWithState(Plan):
                 f"by {list(self.keys)} ({ours}): the key columns must match in number and type"
             )
 
+    def _check_event_time_column(self, name: str) -> None:
+        """Spark's analysis of ``eventTimeColumnName``: an output timestamp column, and a
+        watermark on the input to take the delay from (batch plans too)."""
+        if name not in self.output_schema:
+            raise PlanError(
+                f"event_time_column_name {name!r} is not a column of the output schema "
+                f"{self.output_schema.names()}"
+            )
+        if not isinstance(self.output_schema[name], pl.Datetime):
+            raise PlanError(
+                f"event_time_column_name {name!r} must be a timestamp column of the output "
+                f"schema, but it is {self.output_schema[name]}"
+            )
+        if not any(isinstance(n, Watermark) for n in self.input.chain()):
+            raise PlanError(NO_WATERMARK_TO_ASSIGN)
+
+    def input_watermark(self) -> Watermark | None:
+        """The ``with_watermark`` below the operator (None: none)."""
+        return next((n for n in self.input.chain() if isinstance(n, Watermark)), None)
+
+    def output_watermark(self) -> Watermark | None:
+        """The watermark on :attr:`event_time_column` that operators above see (Spark's
+        ``UpdateEventTimeWatermarkColumn``: the input's delay, moved to that column)."""
+        mark = self.input_watermark()
+        if self.event_time_column is None or mark is None:
+            return None
+        return Watermark(self, self.event_time_column, mark.delay_ns)
+
     @property
     def children(self) -> tuple[Plan, ...]:
         return (self.input,)
@@ -163,7 +205,8 @@ class TransformWithState(Plan):
         return type(self.processor).__name__
 
     def describe(self) -> str:
-        return f"TransformWithState {self.name} by [{', '.join(self.keys)}] {self.time_mode}"
+        at = f" event time {self.event_time_column}" if self.event_time_column else ""
+        return f"TransformWithState {self.name} by [{', '.join(self.keys)}] {self.time_mode}{at}"
 
     def key_schema(self) -> pl.Schema:
         """The grouping key columns' schema."""
@@ -423,7 +466,14 @@ def run_batch(
     node: TransformWithState, rows: pl.DataFrame, initial: pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """The batch job: one batch with no state before it but the ``initial`` state's rows
-    (see the module docstring)."""
+    (see the module docstring); ``event_time_column_name`` is refused, as Spark refuses it
+    on a batch DataFrame (with or without ``with_watermark``, which a batch plan drops)."""
+    if node.event_time_column is not None:
+        raise PlanError(
+            NO_WATERMARK_TO_ASSIGN.split(" (", maxsplit=1)[0]
+            + " (Spark's refusal too: a batch DataFrame has no watermark, with_watermark "
+            "or not); drop event_time_column_name from the batch job"
+        )
     from streamkit.streaming.state.processor_store import ProcessorStore  # numpy: lazily
 
     variables, _ = declared_state(node)

@@ -26,7 +26,16 @@ the one in force now to evict. Spark runs an inner join followed by an aggregati
 append and update mode, an outer join only in append mode; complete mode is refused.
 
 ``drop_duplicates`` above another stateful operator is not supported yet, except above a
-stream-stream join (:mod:`~streamkit.streaming.dedup_stage`).
+stream-stream join or ``transform_with_state_in_pandas``
+(:mod:`~streamkit.streaming.dedup_stage`).
+
+``transform_with_state_in_pandas`` and ``apply_in_pandas_with_state`` may be the first
+operator (Spark 4's rules, checked against PySpark 4.3; see :func:`_check_function_first`):
+the operators above see the watermark the function passes on (the same W, none under
+``ProcessingTime``) on the column named by ``event_time_column_name``; without one (and
+after ``apply_in_pandas_with_state``) the output has no event time, so an aggregation
+above runs in update or complete mode only. Above ``apply_in_pandas_with_state`` the
+function must be in append mode and must not use ``EventTimeTimeout``.
 """
 
 from __future__ import annotations
@@ -44,8 +53,10 @@ from streamkit.conditional import WindowTime
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
 from streamkit.expr import Col
+from streamkit.group_state import GroupStateTimeout
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
+from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
 from streamkit.streaming.dedup_stage import DedupStage
 from streamkit.streaming.downstream import above
@@ -55,7 +66,9 @@ from streamkit.streaming.state.changelog import DELETED
 from streamkit.streaming.state.dedup import EXPIRES
 from streamkit.streaming.stateful_exec import BatchClock
 from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
+from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.streaming.watermarks import PartitionWatermarks
+from streamkit.transform_state import TransformWithState
 from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
 
 STAGE = "__stage"
@@ -75,12 +88,23 @@ JOIN_MODES = (
 """Spark's message for a stream-stream join in an output mode it does not support."""
 
 
-def stateful_operators(plan: Plan) -> list[Aggregate | Deduplicate | Join]:
-    """The aggregations, deduplications and stream-stream joins of ``plan``, the one
-    nearest the source first."""
+Function = FlatMapGroupsWithState | TransformWithState
+Operator = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
+
+SPARK_CORRECTNESS = (
+    "Detected pattern of possible 'correctness' issue due to global watermark (Spark's "
+    "refusal too): {what} can emit rows older than the watermark, which the stateful "
+    "operator after it would drop as late; {fix}"
+)
+
+
+def stateful_operators(plan: Plan) -> list[Operator]:
+    """The aggregations, deduplications, stream-stream joins and stateful functions of
+    ``plan``, the one nearest the source first."""
     return [
         n for n in reversed(plan.chain())
-        if isinstance(n, Aggregate | Deduplicate) or (isinstance(n, Join) and is_stream_join(n))
+        if isinstance(n, Aggregate | Deduplicate | FlatMapGroupsWithState | TransformWithState)
+        or (isinstance(n, Join) and is_stream_join(n))
     ]  # fmt: skip
 
 
@@ -101,7 +125,7 @@ def make_engine(
     if len(ops) > 1 or (ops and isinstance(ops[0], Join)):
         return ChainQuery(
             plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
-            policy=policy,
+            policy=policy, processing_clock=processing_clock,
         )  # fmt: skip
     return IncrementalQuery(
         plan, mode, emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
@@ -184,13 +208,31 @@ class ChainQuery:
         emit_on_same_batch: bool = False,
         watermarks: PartitionWatermarks | None = None,
         policy: str = "min",
+        processing_clock: Callable[[], float] | None = None,
     ) -> None:
         ops = stateful_operators(plan)
         self.plan, self.mode, self.emit_on_same_batch = plan, mode, emit_on_same_batch
         self.first: IncrementalQuery | StreamJoinQuery
+        self._function_first = isinstance(ops[0], Function)
+        self._function: StreamingTransform | None = None
+        """The first operator's engine when it is ``transform_with_state_in_pandas``."""
+        for node in ops[1:]:
+            if isinstance(node, Function):
+                _refuse_function_above(node, ops[: ops.index(node)], mode)
         if isinstance(ops[0], Join):
             self.first = _join_first(ops[0], ops[1:], mode, emit_on_same_batch, policy)
             times = self.first.event_columns
+        elif isinstance(ops[0], Function):
+            _check_function_first(ops[0], ops[1:], emit_on_same_batch)
+            self.first = IncrementalQuery(
+                ops[0], "append" if ops[0].output_mode == "append" else "update",
+                watermarks=watermarks,
+                processing_clock=processing_clock,
+            )  # fmt: skip
+            mark = ops[0].output_watermark() if isinstance(ops[0], TransformWithState) else None
+            times = () if mark is None else (mark.column,)
+            engine = self.first._dedup
+            self._function = engine if isinstance(engine, StreamingTransform) else None
         else:
             self.first = IncrementalQuery(
                 ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
@@ -201,18 +243,17 @@ class ChainQuery:
             self.stages.append(
                 self._stage(below, node, times, mode if i == len(ops) - 1 else "append")
             )
-        self._scale = [
-            _ticks_per_ms(_time_dtype(s)) if isinstance(self.first, StreamJoinQuery) else 1
-            for s in self.stages
-        ]
-        """Per stage, its ticks per tick of the marks passed on (the join's are in ms)."""
+        first_ms = 1 if isinstance(self.first, StreamJoinQuery) else _first_ticks(self.first)
+        self._scale = [(first_ms, _ticks_per_ms(_time_dtype(s))) for s in self.stages]
+        """Per stage, ticks per ms of the marks passed on (the join's are in ms) and of its
+        own event time (a function's output column may have another unit)."""
         self._above = above(plan, ops[-1]) if ops[-1] is not plan else None
         self.state = ChainState(self)
 
     def _stage(
         self,
-        below: Aggregate | Deduplicate | Join,
-        node: Aggregate | Deduplicate | Join,
+        below: Operator,
+        node: Operator,
         times: tuple[str, ...],
         mode: OutputMode,
     ) -> _AggStage | DedupStage:
@@ -225,6 +266,11 @@ class ChainQuery:
             assert isinstance(self.first, StreamJoinQuery)
             _check_mode(None, True, mode)
             return DedupStage(replace(node, input=above(node.input, below)), self.first.marks)
+        if isinstance(node, Deduplicate) and isinstance(below, Function):
+            _check_mode(None, True, mode)
+            mark = below.output_watermark() if isinstance(below, TransformWithState) else None
+            marks = () if mark is None else (mark,)
+            return DedupStage(replace(node, input=above(node.input, below)), marks)
         if isinstance(node, Deduplicate | Join):
             if isinstance(node, Join) or isinstance(below, Join):
                 raise PlanError(
@@ -235,11 +281,19 @@ class ChainQuery:
                 "drop_duplicates after another aggregation or drop_duplicates is not "
                 "supported by streamkit yet; deduplicate first, then aggregate"
             )
+        assert isinstance(node, Aggregate)  # a function above another operator is refused
         timed = bool(times) and _event_time_window(node, below, times)
         if not timed and mode == "append":
             hint = (
                 "group the second aggregation by sk.window(sk.window_time('window'), ...)"
                 if isinstance(below, Aggregate)
+                else f"group it by a window on the column {times[0]!r}, the function's "
+                "event_time_column_name"
+                if isinstance(below, Function) and times
+                else "name an output timestamp column with event_time_column_name in "
+                "transform_with_state_in_pandas and group by a window on it (rows of "
+                "apply_in_pandas_with_state carry no event time)"
+                if isinstance(below, Function)
                 else "group it by a window on one of the join's watermarked columns "
                 f"{', '.join(repr(t) for t in times)}"
                 if isinstance(below, Join)
@@ -278,9 +332,13 @@ class ChainQuery:
 
     def _passed_on(self, watermark: int | None) -> int | None:
         """The watermark the first operator passes on when ``watermark`` is in force: the
-        same for an aggregation or a deduplication, the join's output watermark."""
+        same for an aggregation, a deduplication or a stateful function (none from
+        ``transform_with_state_in_pandas`` under ``ProcessingTime``), the join's output
+        watermark."""
         if isinstance(self.first, StreamJoinQuery):
             return self.first.output_watermark(watermark)
+        if self._function is not None:
+            return self._function.passed_on(watermark)
         return watermark
 
     def _finish(self, rows: pl.DataFrame) -> pl.DataFrame:
@@ -297,6 +355,10 @@ class ChainQuery:
         first = self.first
         if isinstance(first, StreamJoinQuery):
             return first.watermark_moved
+        if self._function_first:  # the function's rule, or the operators above it see W move
+            passes = self._function is None or self._function.passed_on(0) is not None
+            above_owes = passes and self.mode != "complete" and first._watermark_moved()
+            return first.owes_batch or above_owes
         return first.owes_batch
 
     def current_result(self) -> pl.DataFrame:
@@ -380,12 +442,18 @@ def _time_dtype(stage: _AggStage | DedupStage) -> pl.Datetime | None:
     return stage.time_dtype if isinstance(stage, DedupStage) else stage.spec.time_dtype
 
 
-def _scaled(mark: int | None, scale: int) -> int | None:
-    return None if mark is None else mark * scale
+def _scaled(mark: int | None, scale: tuple[int, int]) -> int | None:
+    """``mark`` (whole ms, in ticks of ``scale[0]`` per ms) in ticks of ``scale[1]``."""
+    return None if mark is None else mark // scale[0] * scale[1]
+
+
+def _first_ticks(first: IncrementalQuery) -> int:
+    """Ticks per ms of the watermark of the chain's first operator (1 without one)."""
+    return _ticks_per_ms(pl.Datetime(first.time_unit())) if first._mark is not None else 1
 
 
 def _join_first(
-    join: Join, rest: list[Aggregate | Deduplicate | Join], mode: OutputMode, emit: bool,
+    join: Join, rest: list[Operator], mode: OutputMode, emit: bool,
     policy: str,
 ) -> StreamJoinQuery:  # fmt: skip
     """The engine of a stream-stream join under other stateful operators; refuses what
@@ -412,11 +480,63 @@ def _join_first(
     return StreamJoinQuery(join, "append", policy=policy)
 
 
+def _check_function_first(node: Function, rest: list[Operator], emit: bool) -> None:
+    """Refuse what Spark refuses above a stateful function (its
+    ``UnsupportedOperationChecker``, checked against PySpark 4.3) and what streamkit does
+    not run yet."""
+    if emit:
+        raise PlanError("emit_on_same_batch is not supported above a stateful function")
+    if isinstance(node, TransformWithState):
+        return
+    if any(isinstance(n, Aggregate) for n in rest) and node.output_mode == "update":
+        raise PlanError(
+            "applyInPandasWithState in update mode is not supported with aggregation on a "
+            "streaming DataFrame/Dataset (Spark's refusal too); use output_mode 'append' "
+            "in apply_in_pandas_with_state"
+        )
+    if node.timeout == GroupStateTimeout.EventTimeTimeout and any(
+        isinstance(n, Aggregate) for n in rest
+    ):
+        raise PlanError(
+            SPARK_CORRECTNESS.format(
+                what="apply_in_pandas_with_state with EventTimeTimeout",
+                fix="use NoTimeout or ProcessingTimeTimeout, or transform_with_state_in_pandas "
+                "with event_time_column_name",
+            )
+        )  # fmt: skip
+
+
+def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMode) -> None:
+    """A stateful function above another stateful operator: Spark's refusal where Spark
+    refuses it, else streamkit's (not supported yet)."""
+    if isinstance(node, FlatMapGroupsWithState) and any(isinstance(n, Aggregate) for n in below):
+        raise PlanError(
+            f"applyInPandasWithState in {node.output_mode} mode is not "
+            + ("supported after" if node.output_mode == "append" else "supported with")
+            + " aggregation on a streaming DataFrame/Dataset (Spark's refusal too)"
+        )
+    if any(isinstance(n, Aggregate) for n in below) and mode != "append":
+        raise PlanError(CORRECTNESS.format(mode=mode))
+    call = (
+        "apply_in_pandas_with_state"
+        if isinstance(node, FlatMapGroupsWithState)
+        else "transform_with_state_in_pandas"
+    )
+    raise PlanError(
+        f"{call} after another stateful operator is not supported by streamkit yet; put "
+        "it first (it may be followed by an aggregation or drop_duplicates)"
+    )
+
+
 def _state_schema(first: IncrementalQuery | StreamJoinQuery) -> pl.Schema:
     """The state columns of the chain's first operator."""
     if isinstance(first, StreamJoinQuery):
         return first.store.rows().schema
     node = stateful_operators(first.plan)[0]
+    if isinstance(node, Function):
+        held = first._held
+        assert held is not None
+        return held.rows().schema
     if isinstance(node, Aggregate):
         return _agg_state_schema(aggregate_spec(node), node)
     assert isinstance(node, Deduplicate)

@@ -213,6 +213,8 @@ class IncrementalQuery:
             rows, late = self._dedup.split_late(rows, late_mark)
             kept = compile_plan(self._dedup.node.input, None, set(), given(rows)).collect()
             output = self._dedup.run(kept, in_force)
+            if isinstance(self._dedup, StreamingTransform):
+                self._dedup.check_behind(output, late_mark)
             return BatchResult(self._finish(output), late, self.watermark)
         if self._agg is None:
             return BatchResult(self._project(rows), rows.head(0), self.watermark)

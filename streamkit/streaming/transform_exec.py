@@ -16,6 +16,16 @@ any event time and on a stream without a watermark) and P the batch's processing
    the processing clock (the batch then removes the expired state), so ``available_now``
    ends and idle triggers are skipped.
 
+With ``event_time_column_name`` (Spark's ``eventTimeColumnName``, its
+``UpdateEventTimeColumnExec``), the named output column is the event time of the
+operators above, which see the operator's input watermark (Spark's
+``produceOutputWatermark``: the same W, none under ``ProcessingTime``):
+
+4. An emitted row whose event time is at or behind the watermark in force in the previous
+   batch (0 in the first batch, as in Spark) fails the query with Spark's
+   ``EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED``: the operators above would take it
+   as late. A null event time passes.
+
 Unlike ``apply_in_pandas_with_state``, the operator's output mode need not be the
 query's (Spark accepts either in both); complete mode is refused (no aggregation). P
 comes from the processing clock (``write_stream.processing_clock``), read once per batch
@@ -36,11 +46,20 @@ import polars as pl
 
 from streamkit.execute import execute
 from streamkit.plan import Watermark
-from streamkit.stateful import Clock
+from streamkit.stateful import Clock, StatefulFunctionError
 from streamkit.stateful_processor import TimeMode
 from streamkit.streaming.state.processor_store import ProcessorStore
 from streamkit.streaming.stateful_exec import TICKS_PER_MS, BatchClock, mark_unit, split_behind
 from streamkit.transform_state import ProcessorCalls, TransformWithState, declared_state
+
+EMITTED_BEHIND = (
+    "[EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED] Previous node emitted a row with "
+    "eventTime={at} which is older than current_watermark_value={mark} (Spark fails the "
+    "query too): transform_with_state_in_pandas processor {name!r} emitted a row whose "
+    "{column!r} ({unit} since the epoch) is at or before the watermark in force in the "
+    "previous batch (ms), which operators after it would take as late; emit rows after "
+    "it (timer_values.get_current_watermark_in_ms())"
+)
 
 
 class StreamingTransform:
@@ -79,6 +98,29 @@ class StreamingTransform:
             initial = execute(self.node.initial_state)
         self._initial_pending = False
         return self._calls.run(rows, clock, fire_at.get(mode), initial)
+
+    def passed_on(self, watermark: int | None) -> int | None:
+        """The watermark the operators above see when ``watermark`` is in force (Spark's
+        ``produceOutputWatermark``): none under ``ProcessingTime``, else the same."""
+        return None if self.node.time_mode == TimeMode.PROCESSING_TIME else watermark
+
+    def check_behind(self, output: pl.DataFrame, late_mark: int | None) -> None:
+        """Step 4: refuse an emitted row at or behind ``late_mark`` (ticks; None: 0)."""
+        column = self.node.event_time_column
+        if column is None or not output.height:
+            return
+        dtype = output.schema[column]
+        assert isinstance(dtype, pl.Datetime)
+        mark_ms = 0 if late_mark is None else late_mark // TICKS_PER_MS[self._unit]
+        ticks = output[column].dt.epoch(dtype.time_unit)
+        behind = ticks.filter(ticks <= mark_ms * TICKS_PER_MS[dtype.time_unit])
+        if behind.len():
+            raise StatefulFunctionError(
+                EMITTED_BEHIND.format(
+                    name=self.node.name, column=column, at=behind.min(), unit=dtype.time_unit,
+                    mark=mark_ms,
+                )
+            )  # fmt: skip
 
     def owes_batch(self, moved: bool) -> bool:
         """Whether a no-data batch is owed (step 3); ``moved``: the watermark moved past

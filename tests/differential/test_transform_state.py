@@ -205,6 +205,11 @@ for _seed in (1, 2, 3):
     _files = random_files(_seed, files=8, null_rate=0.08)
     CASES[f"random{_seed}_counter_update"] = Case(Op("counter", "update"), _files)
     CASES[f"random{_seed}_counter_append"] = Case(Op("counter", "append", 8), _files)
+# review finding 9: time mode EventTime without a watermark runs in Spark (the watermark
+# handed to the processor stays 0, no row is late, no timer at a 2024 time fires)
+CASES["random5_counter_event_time_no_watermark"] = Case(
+    Op("counter", "update", None), random_files(5, files=6, null_rate=0.08)
+)
 CASES["random4_ledger"] = Case(
     Op("ledger", "append", None), random_files(4, files=7, null_rate=0.1)
 )

@@ -1,0 +1,433 @@
+"""Stateful operators after ``transform_with_state_in_pandas`` and
+``apply_in_pandas_with_state``, through PySpark 4.3 and streamkit on the same files (one
+file per micro-batch, ``available_now``, foreach-batch sinks): every batch id and its
+rows equal Spark's.
+
+- ``stamp``: :class:`Stamp` (time mode ``EventTime``, ``eventTimeColumnName="at"``)
+  emits each input row as ``(k, at=ts, v)`` and, per key, an event-time timer at the
+  key's latest time + 10 s that emits ``(k, at=timer, count of rows)``; a windowed count
+  over ``at`` follows in append or update mode, or ``dropDuplicates(k, at)``.
+- ``echo_count``: the same processor in time mode ``None`` without a watermark, then a
+  count per key (update and complete mode).
+- ``capped_count``: ``applyInPandasWithState`` (``NoTimeout``, append) emitting a key's
+  running count once it reaches 3, then a count per key (update and complete mode).
+
+What Spark refuses (the queries in :data:`REFUSED`), streamkit refuses at plan time
+with the same reason; a processor emitting a row behind the watermark fails both
+engines' queries in the same batch (``EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from tests.differential.engines import DEADLINE, order
+from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
+from tests.differential.test_stateful import capped, epoch_ms
+from tests.differential.test_transform_state import ROCKSDB
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+Batches = list[tuple[int, list[tuple[Any, ...]]]]
+GAP_MS = 10_000
+STAMP_OUT = "k string, at timestamp, v bigint"
+
+
+class Stamp:
+    """Each row as (k, at=ts, v); per key an event-time timer at its latest time + 10 s
+    that emits (k, at=timer, rows seen) and forgets the key (``timers=False``: none)."""
+
+    timers = True
+
+    def init(self, handle: Any) -> None:
+        self.handle = handle
+        self.rows = handle.getValueState("rows", "n bigint")
+
+    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
+        n = self.rows.get()[0] if self.rows.exists() else 0
+        for pdf in rows:
+            n += len(pdf)
+            times = epoch_ms(pdf["ts"])
+            yield pd.DataFrame({
+                "k": pdf["k"].astype(object), "at": pd.to_datetime(pdf["ts"], utc=True),
+                "v": pdf["v"],
+            })  # fmt: skip
+            if self.timers and times.notna().any():
+                for at in list(self.handle.listTimers()):
+                    self.handle.deleteTimer(at)
+                self.handle.registerTimer(int(times.max()) + GAP_MS)
+        self.rows.update((n,))
+
+    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
+        at = expiredTimerInfo.getExpiryTimeInMs()
+        # PySpark 4.3 hands a null grouping key to handleExpiredTimer as Row(k='NaN')
+        k = key[0] if isinstance(key[0], str) and key[0] != "NaN" else None
+        yield pd.DataFrame({
+            "k": [k], "at": [pd.Timestamp(at, unit="ms", tz="UTC")],
+            "v": [self.rows.get()[0] if self.rows.exists() else None],
+        }).astype({"k": object})  # fmt: skip
+        self.rows.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class Echo(Stamp):
+    timers = False
+
+
+class Behind(Stamp):
+    """Emits each row an hour before its event time: behind the watermark."""
+
+    timers = False
+
+    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
+        for pdf in rows:
+            at = pd.to_datetime(pdf["ts"], utc=True) - pd.Timedelta(hours=1)
+            yield pd.DataFrame({"k": pdf["k"].astype(object), "at": at, "v": pdf["v"]})
+
+
+def _sk() -> Any:
+    import streamkit as sk
+
+    return sk
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One query, built for both engines."""
+
+    kind: str
+    mode: str
+    then: str = "window"
+    op_mode: str = "Append"
+
+    def build(self, frame: Any, spark: bool) -> Any:
+        from pyspark.sql import functions as F
+
+        sk = None if spark else _sk()
+        grouped = "groupBy" if spark else "group_by"
+        if self.kind == "capped_count":
+            out = getattr(frame, grouped)("k").applyInPandasWithState(
+                capped, "k string, n bigint", "n bigint", self.op_mode.lower(), "NoTimeout"
+            )
+            return self._count(out, spark)
+        if self.kind == "echo_count":
+            out = getattr(frame, grouped)("k").transformWithStateInPandas(
+                Echo(), STAMP_OUT, self.op_mode, "None"
+            )
+            return self._count(out, spark)
+        marked = (
+            frame.withWatermark("ts", "5 seconds")
+            if spark
+            else frame.with_watermark("ts", "5 seconds")
+        )
+        processor = Behind() if self.kind == "behind" else Stamp()
+        out = getattr(marked, grouped)("k").transformWithStateInPandas(
+            processor, STAMP_OUT, self.op_mode, "EventTime", eventTimeColumnName="at"
+        )
+        if self.then == "dedup":
+            return out.dropDuplicates(["k", "at"]) if spark else out.drop_duplicates(["k", "at"])
+        if self.then == "none":
+            return out
+        if spark:
+            return out.groupBy(F.window("at", "10 seconds").alias("window")).agg(
+                F.count("*").alias("n"), F.sum("v").alias("s")
+            )
+        assert sk is not None
+        return out.group_by(sk.window("at", "10 seconds")).agg(
+            sk.count().alias("n"), sk.sum("v").alias("s")
+        )
+
+    def _count(self, out: Any, spark: bool) -> Any:
+        from pyspark.sql import functions as F
+
+        if spark:
+            return out.groupBy("k").agg(F.count("*").alias("n"))
+        sk = _sk()
+        return out.group_by("k").agg(sk.count().alias("n"))
+
+
+def spark_rows(batch: Any) -> list[tuple[Any, ...]]:
+    """Timestamps (and a window's start and end) as epoch microseconds."""
+    from pyspark.sql import functions as F
+
+    cols: list[Any] = []
+    for field in batch.schema.fields:
+        name, kind = field.name, field.dataType.typeName()
+        if name == "window":
+            cols += [F.unix_micros("window.start"), F.unix_micros("window.end")]
+        elif kind == "timestamp":
+            cols.append(F.unix_micros(name))
+        else:
+            cols.append(F.col(name))
+    return sorted((tuple(r) for r in batch.select(*cols).collect()), key=order)
+
+
+def streamkit_rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    columns: list[list[Any]] = []
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if name == "window":
+            columns += [column.field(f).cast(pa.int64()).to_pylist() for f in ("start", "end")]
+        elif pa.types.is_timestamp(column.type):
+            columns.append(column.cast(pa.timestamp("us", "UTC")).cast(pa.int64()).to_pylist())
+        else:
+            columns.append(column.to_pylist())
+    return sorted(zip(*columns, strict=True), key=order)
+
+
+class SparkRun:
+    def __init__(self, spark: Any, chain: Chain, directory: Path) -> None:
+        self.seen: Batches = []
+        self._ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
+        stream = (
+            spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
+            .json(str(directory))
+        )  # fmt: skip
+        self._handle = (
+            chain.build(stream, spark=True).writeStream.outputMode(chain.mode)
+            .trigger(availableNow=True).option("checkpointLocation", self._ck.name)
+            .foreachBatch(lambda b, i: self.seen.append((i, spark_rows(b)))).start()
+        )  # fmt: skip
+
+    def result(self) -> tuple[Batches, str | None]:
+        """The batches and the query's error (None: it finished)."""
+        try:
+            assert self._handle.awaitTermination(DEADLINE), "Spark did not finish"
+            error = self._handle.exception()
+        finally:
+            self._ck.cleanup()
+        return sorted(self.seen, key=lambda b: b[0]), None if error is None else str(error)
+
+
+def run_streamkit(chain: Chain, directory: Path) -> tuple[Batches, str | None]:
+    from streamkit.errors import StreamkitError
+
+    sk = _sk()
+    seen: Batches = []
+    source = sk.read_stream.files(
+        str(directory), format="json", schema=SCHEMA, max_files_per_trigger=1
+    )
+    handle = (
+        chain.build(source, spark=False).write_stream.output_mode(chain.mode)
+        .trigger(available_now=True)
+        .foreach_batch(lambda f, i: seen.append((i, streamkit_rows(f.to_arrow())))).start()
+    )  # fmt: skip
+    with contextlib.suppress(StreamkitError):  # the query failed: handle.exception says why
+        assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
+    error = handle.exception
+    return sorted(seen, key=lambda b: b[0]), None if error is None else str(error)
+
+
+def w(start: int, end: int) -> tuple[int, int]:
+    from tests.differential.inputs import micros
+
+    return micros(start), micros(end)
+
+
+def t(second: int) -> int:
+    from tests.differential.inputs import micros
+
+    return micros(second)
+
+
+@dataclass(frozen=True)
+class Case:
+    chain: Chain
+    files: Files
+    expected: Batches | None = None
+
+
+HAND: Files = [
+    [(0, "a", 1, 0), (3, "b", 2, 0)],
+    [(12, "a", 3, 0)],
+    [(25, "b", 4, 0), (1, "a", 5, 0)],
+    [(40, "a", 6, 0)],
+    [],
+]
+CASES: dict[str, Case] = {
+    # Stamp, delay 5 s, timers at a key's latest time in the batch + 10 s; W(n) in force
+    # in batch n. Batch 0 (W 0): a@0 (timer 10), b@3 (timer 13). Batch 1 (W -2): a@12
+    # (timer 22). Batch 2 (W 7, late mark -2): b@25 (timer 35), a@1 (timer 11: rows
+    # move a key's timer). Batch 3 (W 20): a@40 moves a's timer to 50 before timers fire,
+    # so nothing fires; windows over `at` ending at or before 20 close (append):
+    # [0,10) a@0, b@3, a@1 (v 1+2+5) and [10,20) a@12. Batch 4 (empty file, W 35): b's
+    # timer fires, emitting (b, 35, 2 rows) into [30,40); [20,30) (b@25) closes. W stays
+    # 35: no batch owed.
+    "stamp_window_append": Case(
+        Chain("stamp", "append"),
+        HAND,
+        [
+            (0, []),
+            (1, []),
+            (2, []),
+            (3, [(*w(0, 10), 3, 8), (*w(10, 20), 1, 3)]),
+            (4, [(*w(20, 30), 1, 4)]),
+        ],
+    ),
+    "stamp_window_update": Case(Chain("stamp", "update", op_mode="Update"), HAND),
+    "stamp_dedup": Case(Chain("stamp", "append", then="dedup"), HAND),
+    "echo_count_update": Case(Chain("echo_count", "update"), HAND),
+    "echo_count_complete": Case(Chain("echo_count", "complete"), HAND),
+    "capped_count_update": Case(Chain("capped_count", "update"), HAND),
+    "capped_count_complete": Case(Chain("capped_count", "complete"), HAND),
+    "behind": Case(Chain("behind", "append", then="none"), HAND),
+}
+for _seed in (1, 2):
+    _files = random_files(_seed, files=7, null_rate=0.05)
+    CASES[f"random{_seed}_stamp_window_append"] = Case(Chain("stamp", "append"), _files)
+    CASES[f"random{_seed}_stamp_dedup"] = Case(Chain("stamp", "append", then="dedup"), _files)
+CASES["random3_capped_count_update"] = Case(
+    Chain("capped_count", "update"), random_files(3, files=6, null_rate=0.05)
+)
+
+CONCURRENT = 2
+
+
+@pytest.fixture(scope="module")
+def rocksdb(spark: Any) -> Any:
+    session = spark.newSession()
+    session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB)
+    return session
+
+
+@pytest.fixture(scope="module")
+def runs(
+    rocksdb: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, tuple[Batches, str | None]]]:
+    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
+    names, out = list(dirs), dict[str, tuple[Path, tuple[Batches, str | None]]]()
+    for i in range(0, len(names), CONCURRENT):
+        started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names[i : i + CONCURRENT]}
+        out |= {n: (dirs[n], run.result()) for n, run in started.items()}
+    return out
+
+
+ERROR = "EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_streamkit_matches_spark(
+    name: str, runs: dict[str, tuple[Path, tuple[Batches, str | None]]]
+) -> None:
+    case = CASES[name]
+    directory, (theirs, their_error) = runs[name]
+    if case.expected is not None:
+        assert theirs == case.expected, "Spark disagrees with the hand derivation"
+    ours, our_error = run_streamkit(case.chain, directory)
+    assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
+    for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
+        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    if their_error is None:
+        assert our_error is None, our_error
+    else:
+        assert ERROR in their_error, their_error
+        assert our_error is not None
+        assert ERROR in our_error, our_error
+
+
+def _capped_timeout_count(frame: Any, spark: bool) -> Any:
+    """``capped`` with ``EventTimeTimeout`` (never set), then a count per key."""
+    from pyspark.sql import functions as F
+
+    marked = (
+        frame.withWatermark("ts", "5 seconds") if spark else frame.with_watermark("ts", "5 seconds")
+    )
+    grouped = marked.groupBy("k") if spark else marked.group_by("k")
+    out = grouped.applyInPandasWithState(
+        capped, "k string, n bigint", "n bigint", "append", "EventTimeTimeout"
+    )
+    if spark:
+        return out.groupBy("k").agg(F.count("*").alias("n"))
+    return out.group_by("k").agg(_sk().count().alias("n"))
+
+
+def _window_no_etcn(frame: Any, spark: bool) -> Any:
+    """Stamp without ``eventTimeColumnName``, then a windowed count in append mode."""
+    from pyspark.sql import functions as F
+
+    marked = (
+        frame.withWatermark("ts", "5 seconds") if spark else frame.with_watermark("ts", "5 seconds")
+    )
+    grouped = marked.groupBy("k") if spark else marked.group_by("k")
+    out = grouped.transformWithStateInPandas(Stamp(), STAMP_OUT, "Append", "EventTime")
+    if spark:
+        return out.groupBy(F.window("at", "10 seconds")).count()
+    sk = _sk()
+    return out.group_by(sk.window("at", "10 seconds")).agg(sk.count().alias("count"))
+
+
+REFUSED: dict[str, tuple[Callable[[Any, bool], Any], str, str]] = {
+    # name: (query builder, output mode, what both engines' messages say)
+    "event_time_column_without_watermark": (
+        lambda f, spark: (f.groupBy("k") if spark else f.group_by("k")).transformWithStateInPandas(
+            Echo(), STAMP_OUT, "Append", "None", eventTimeColumnName="at"
+        ),
+        "append",
+        "CANNOT_ASSIGN_EVENT_TIME_COLUMN_WITHOUT_WATERMARK",
+    ),
+    "window_append_without_event_time_column": (
+        _window_no_etcn,
+        "append",
+        "without watermark",
+    ),
+    "apply_update_then_count": (
+        lambda f, spark: Chain("capped_count", "update", op_mode="Update").build(f, spark),
+        "update",
+        "applyInPandasWithState in update mode is not supported with aggregation",
+    ),
+    "apply_event_time_timeout_then_count": (_capped_timeout_count, "update", "correctness"),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refused_as_spark_refuses(name: str, rocksdb: Any, tmp_path: Path) -> None:
+    """Spark refuses the query when it starts; streamkit when it is built or started,
+    both naming the same reason."""
+    from streamkit.errors import PlanError
+
+    build, mode, reason = REFUSED[name]
+    directory = write_files(tmp_path / "in", HAND, "json")
+    stream = rocksdb.readStream.schema(SPARK_SCHEMA).json(str(directory))
+    with pytest.raises(Exception) as spark_error:  # noqa: PT011 (Spark's AnalysisException)
+        build(stream, True).writeStream.outputMode(mode).format("noop").option(
+            "checkpointLocation", str(tmp_path / "ck")
+        ).start().stop()
+    assert reason.lower() in str(spark_error.value).lower(), str(spark_error.value)[:600]
+    sk = _sk()
+    source = sk.read_stream.files(str(directory), format="json", schema=SCHEMA)
+    with pytest.raises(PlanError) as ours:
+        build(source, False).write_stream.output_mode(mode).foreach_batch(
+            lambda f, i: None
+        ).start().stop()
+    assert reason.lower() in str(ours.value).lower(), str(ours.value)
+
+
+def test_batch_event_time_column_refused(rocksdb: Any) -> None:
+    """A batch DataFrame: Spark refuses ``eventTimeColumnName`` even after
+    ``withWatermark``; so does streamkit."""
+    from streamkit.errors import PlanError
+    from tests.differential.inputs import rows_table
+
+    frame = rocksdb.createDataFrame([(1, "a", 1)], "s bigint, k string, v bigint").selectExpr(
+        "timestamp_seconds(s) AS ts", "k", "v"
+    )
+    with pytest.raises(Exception, match="CANNOT_ASSIGN_EVENT_TIME_COLUMN_WITHOUT_WATERMARK"):
+        frame.withWatermark("ts", "5 seconds").groupBy("k").transformWithStateInPandas(
+            Echo(), STAMP_OUT, "Append", "None", eventTimeColumnName="at"
+        ).collect()
+    batch = _sk().from_arrow(rows_table([(1, "a", 1, 0)])).with_watermark("ts", "5 seconds")
+    with pytest.raises(PlanError, match="CANNOT_ASSIGN_EVENT_TIME_COLUMN_WITHOUT_WATERMARK"):
+        batch.group_by("k").transform_with_state_in_pandas(
+            Echo(), STAMP_OUT, "append", "None", event_time_column_name="at"
+        ).to_arrow()
