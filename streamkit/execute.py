@@ -138,9 +138,12 @@ def scan_columns(plan: Plan) -> list[str] | None:
         requests.append([c for c in scan.schema.names() if c in wanted])
         return pl.DataFrame(schema={c: scan.schema[c] for c in columns}).lazy()
 
-    aggs = [node for node in plan.chain() if isinstance(node, Aggregate)]
-    if aggs:  # what is above the aggregation reads its result, not the scan
-        compile_plan(aggs[-1].input, _agg_columns(aggs[-1]), set(), record)
+    kinds = Aggregate | FlatMapGroupsWithState | TransformWithState
+    lowest = [node for node in plan.chain() if isinstance(node, kinds)][-1:]
+    if lowest and isinstance(lowest[0], Aggregate):  # what is above reads its result
+        compile_plan(lowest[0].input, _agg_columns(lowest[0]), set(), record)
+    elif lowest:  # a stateful function sees every column of its input (and is not run)
+        compile_plan(lowest[0].input, None, set(), record)
     else:
         compile_plan(plan, None, set(), record)
     if len(requests) != 1:

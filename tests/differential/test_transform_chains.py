@@ -202,8 +202,11 @@ class SparkRun:
 
     def result(self) -> tuple[Batches, str | None]:
         """The batches and the query's error (None: it finished)."""
+        from pyspark.errors import StreamingQueryException
+
         try:
-            assert self._handle.awaitTermination(DEADLINE), "Spark did not finish"
+            with contextlib.suppress(StreamingQueryException):  # exception() says why
+                assert self._handle.awaitTermination(DEADLINE), "Spark did not finish"
             error = self._handle.exception()
         finally:
             self._ck.cleanup()

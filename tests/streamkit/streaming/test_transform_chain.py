@@ -1,0 +1,281 @@
+"""Operators after ``transform_with_state_in_pandas`` (``event_time_column_name``) and
+``apply_in_pandas_with_state`` beyond the differential suite (``tests/differential/
+test_transform_chains.py``): the emitted-row check at its boundary, restart equivalence
+of a chain whose first operator is a stateful function, the watermark under
+``ProcessingTime``, and the plan-time refusals. Expected values are derived by hand in
+comments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import streamkit as sk
+from streamkit.errors import PlanError
+from streamkit.streaming.runner import StreamingQueryError
+from tests.streamkit.streaming.test_stateful_ops import collector, live_and_restarted
+from tests.streamkit.streaming.test_transform_state import FILES, INCREMENTS, write_file
+
+SCHEMA = pa.schema(
+    [("ts", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64()), ("u", pa.int64())]
+)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+T0_US = int(T0.timestamp()) * 1_000_000
+OUT = "k string, at timestamp, v bigint"
+
+
+class At(sk.StatefulProcessor):
+    """Each row as (k, at = T0 + v ms, v): the test picks the emitted event time."""
+
+    def init(self, handle: sk.StatefulProcessorHandle) -> None:
+        self.handle = handle
+
+    def handle_input_rows(self, key: Any, rows: Iterator[pd.DataFrame], values: Any) -> Any:
+        for pdf in rows:
+            at = pd.to_datetime(T0_US // 1000 + pdf["v"], unit="ms", utc=True)
+            yield pd.DataFrame({"k": pdf["k"].astype(object), "at": at, "v": pdf["v"]})
+
+
+class Echo(sk.StatefulProcessor):
+    """Each row as (k, at = ts, v), and one event-time timer per key at its latest time
+    + 10 s emitting (k, at = the timer, rows seen)."""
+
+    def init(self, handle: sk.StatefulProcessorHandle) -> None:
+        self.handle = handle
+        self.rows = handle.get_value_state("rows", "n bigint")
+
+    def handle_input_rows(self, key: Any, rows: Iterator[pd.DataFrame], values: Any) -> Any:
+        n = (self.rows.get() or (0,))[0]
+        for pdf in rows:
+            n += len(pdf)
+            yield pd.DataFrame({"k": pdf["k"].astype(object), "at": pdf["ts"], "v": pdf["v"]})
+            last = int(pdf["ts"].max().timestamp() * 1000)
+        self.rows.update((n,))
+        for at in self.handle.list_timers():
+            self.handle.delete_timer(at)
+        self.handle.register_timer(last + 10_000)
+
+    def handle_expired_timer(self, key: Any, values: Any, info: Any) -> Any:
+        at = pd.Timestamp(info.get_expiry_time_in_ms(), unit="ms", tz="UTC")
+        yield pd.DataFrame({"k": [key[0]], "at": [at], "v": [(self.rows.get() or (0,))[0]]})
+        self.rows.clear()
+
+
+def _at_query(events: sk.DataFrame) -> sk.DataFrame:
+    return (
+        events.with_watermark("ts", "5 seconds").group_by("k")
+        .transform_with_state_in_pandas(At(), OUT, "append", "EventTime",
+                                        event_time_column_name="at")
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("offset_ms", "fails"), [(0, True), (1, False)])
+def test_an_emitted_row_at_the_watermark_fails_the_query(offset_ms: int, fails: bool) -> None:
+    """Batch 0 (a row at T0 + 10 s) moves W to T0 + 5 s; the no-data batch 1 has it in
+    force and batch 2 judges emitted rows by it (Spark's late-events watermark): a row
+    emitted AT T0 + 5 s fails the query, one a millisecond later passes."""
+    events = sk.read_stream.memory(SCHEMA)
+    seen: list[tuple[int, list[Any]]] = []
+    handle = (
+        _at_query(events).write_stream.output_mode("append").foreach_batch(collector(seen)).start()
+    )
+    late = T0 + timedelta(seconds=10)
+    try:
+        events.stream.add_rows([{"ts": late, "k": "a", "v": 10_000, "u": 0}])
+        handle.process_all_available()
+        events.stream.add_rows([{"ts": late, "k": "a", "v": 5_000 + offset_ms, "u": 0}])
+        if fails:
+            with pytest.raises(StreamingQueryError):
+                handle.process_all_available()
+        else:
+            handle.process_all_available()
+    finally:
+        handle.stop()
+    assert [b for b, _ in seen] == ([0, 1] if fails else [0, 1, 2])
+    if fails:
+        message = str(handle.exception)
+        assert "EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED" in message
+        assert f"eventTime={T0_US + 5_000_000}" in message
+
+
+def echo_window_query(folder: Path) -> Any:
+    df = sk.read_stream.files(str(folder), format="json", schema=SCHEMA, max_files_per_trigger=1)
+    out = (
+        df.with_watermark("ts", "5 seconds").group_by("k")
+        .transform_with_state_in_pandas(Echo(), OUT, "append", "EventTime",
+                                        event_time_column_name="at")
+        .group_by(sk.window("at", "20 seconds")).agg(sk.count().alias("n"), sk.sum("v").alias("s"))
+        .select(sk.window_time("window").alias("last"), "n", "s")
+    )  # fmt: skip
+    return out.write_stream.output_mode("append")
+
+
+def test_chain_after_a_function_restarts_from_its_checkpoint(tmp_path: Path) -> None:
+    """The function's variables and timers and the window counts above it are
+    checkpointed together: restarted at each step, the query emits the batches of one
+    that never stopped."""
+    expected, got = live_and_restarted(
+        tmp_path, echo_window_query, lambda folder, i: write_file(folder, i, FILES[i]), INCREMENTS
+    )
+    assert got == expected
+    # by hand (v is 1 on every row): rows at 0, 1, 5, 30, 31, 32, 60, 61, 62, 120 and
+    # timers firing at a:15, b:11 (W 25), b:41, a:42 (W 56), c:71, d:72 (W 115) emit
+    # `at` values counted per 20 s window; v sums are 1 per row plus the timer rows'
+    # counts: a(0,5)=2, b(1)=1, b(31)=1, a(32)=1, c(30,61)=2, d(60,62)=2. Closed windows
+    # (end <= 115): [0,20): 0,1,5 + timers 15,11 -> n 5, s 3+2+1; [20,40): 30,31,32 ->
+    # n 3, s 3; [40,60): timers 41,42 -> n 2, s 1+1; [60,80): 60,61,62 + timers 71,72
+    # -> n 5, s 3+2+2.
+    closed = sorted(
+        (round(r[0].timestamp() - T0.timestamp()) - 20, r[1], r[2]) for _, b in expected for r in b
+    )
+    assert closed == [(0, 5, 6), (20, 3, 3), (40, 2, 2), (60, 5, 7)]
+
+
+def test_processing_time_passes_no_watermark_on() -> None:
+    """Under ``ProcessingTime`` the function passes no watermark on (Spark's
+    ``produceOutputWatermark``): a window over its event-time column never closes in
+    append mode. Emitted rows are still judged by the input's watermark (Spark's
+    ``UpdateEventTimeColumnExec`` takes it whatever the time mode), so they are emitted
+    ahead of it here: at T0 + 1000 s while W reaches T0 + 1995 s, which would close the
+    window [1000 s, 1001 s) under ``EventTime``."""
+    events = sk.read_stream.memory(SCHEMA)
+    out = (
+        events.with_watermark("ts", "5 seconds").group_by("k")
+        .transform_with_state_in_pandas(At(), OUT, "append", "ProcessingTime",
+                                        event_time_column_name="at")
+        .group_by(sk.window("at", "1 second")).agg(sk.count().alias("n"))
+    )  # fmt: skip
+    seen: list[tuple[int, list[Any]]] = []
+    handle = out.write_stream.output_mode("append").foreach_batch(collector(seen)).start()
+    try:
+        for ts, v in ((10, 1_000_000), (100, 1_000_001), (2000, 1_000_002), (2001, 3_000_000)):
+            events.stream.add_rows([{"ts": T0 + timedelta(seconds=ts), "k": "a", "v": v, "u": 0}])
+            handle.process_all_available()
+    finally:
+        handle.stop()
+    assert handle.exception is None
+    assert len(seen) >= 4
+    assert all(rows == [] for _, rows in seen)
+
+
+def _frame() -> sk.DataFrame:
+    return sk.read_stream.memory(SCHEMA)
+
+
+def capped(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Iterator[pd.DataFrame]:
+    n = (state.get[0] if state.exists else 0) + sum(len(p) for p in pdfs)
+    state.update((n,))
+    yield pd.DataFrame({"k": [key[0]], "n": [n]})
+
+
+def _apply(mode: str, timeout: str, marked: bool = False) -> sk.DataFrame:
+    frame = _frame().with_watermark("ts", "5 seconds") if marked else _frame()
+    return frame.group_by("k").apply_in_pandas_with_state(
+        capped, "k string, n bigint", "n bigint", mode, timeout
+    )
+
+
+def _start(frame: sk.DataFrame, mode: Any) -> None:
+    frame.write_stream.output_mode(mode).foreach_batch(lambda f, i: None).start().stop()
+
+
+REFUSALS: dict[str, tuple[Any, str, str]] = {
+    "etcn_without_watermark": (
+        lambda: (
+            _frame()
+            .group_by("k")
+            .transform_with_state_in_pandas(
+                At(), OUT, "append", "None", event_time_column_name="at"
+            )
+        ),
+        "append",
+        "CANNOT_ASSIGN_EVENT_TIME_COLUMN_WITHOUT_WATERMARK",
+    ),
+    "etcn_not_a_column": (
+        lambda: (
+            _frame()
+            .with_watermark("ts", "1 second")
+            .group_by("k")
+            .transform_with_state_in_pandas(
+                At(), OUT, "append", "None", event_time_column_name="nope"
+            )
+        ),
+        "append",
+        "is not a column of the output schema",
+    ),
+    "etcn_not_a_timestamp": (
+        lambda: (
+            _frame()
+            .with_watermark("ts", "1 second")
+            .group_by("k")
+            .transform_with_state_in_pandas(At(), OUT, "append", "None", event_time_column_name="v")
+        ),
+        "append",
+        "must be a timestamp column",
+    ),
+    "window_append_without_etcn": (
+        lambda: (
+            _frame()
+            .with_watermark("ts", "1 second")
+            .group_by("k")
+            .transform_with_state_in_pandas(At(), OUT, "append", "EventTime")
+            .group_by(sk.window("at", "1 second"))
+            .agg(sk.count().alias("n"))
+        ),
+        "append",
+        "without watermark",
+    ),
+    "apply_update_then_count": (
+        lambda: _apply("update", "NoTimeout").group_by("k").agg(sk.count().alias("c")),
+        "update",
+        "applyInPandasWithState in update mode is not supported with aggregation",
+    ),
+    "apply_event_time_timeout_then_count": (
+        lambda: (
+            _apply("append", "EventTimeTimeout", marked=True)
+            .group_by("k")
+            .agg(sk.count().alias("c"))
+        ),
+        "update",
+        "correctness",
+    ),
+    "apply_after_aggregation": (
+        lambda: (
+            _frame()
+            .group_by("k")
+            .agg(sk.count().alias("n"))
+            .group_by("k")
+            .apply_in_pandas_with_state(
+                capped, "k string, n bigint", "n bigint", "append", "NoTimeout"
+            )
+        ),
+        "update",
+        "applyInPandasWithState in append mode is not supported after aggregation",
+    ),
+    "function_after_window_not_yet": (
+        lambda: (
+            _frame()
+            .with_watermark("ts", "1 second")
+            .group_by(sk.window("ts", "1 second"), "k")
+            .agg(sk.count().alias("v"))
+            .select("k", sk.window_time("window").alias("ts"), "v")
+            .group_by("k")
+            .transform_with_state_in_pandas(At(), OUT, "append", "None")
+        ),
+        "append",
+        "not supported by streamkit yet",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_refused_at_plan_time(name: str) -> None:
+    build, mode, reason = REFUSALS[name]
+    with pytest.raises(PlanError, match=reason):
+        _start(build(), mode)
