@@ -279,3 +279,21 @@ def test_refused_at_plan_time(name: str) -> None:
     build, mode, reason = REFUSALS[name]
     with pytest.raises(PlanError, match=reason):
         _start(build(), mode)
+
+
+def test_drop_duplicates_after_a_function_forgets_keys_behind_the_watermark() -> None:
+    """``drop_duplicates(k, at)`` above the function judges and expires keys on ``at``
+    with the watermark it passes on: once W (T0 + 95 s, in force in the no-data batch
+    after the second row) passes T0 + 10 s, that key leaves the state."""
+    events = sk.read_stream.memory(SCHEMA)
+    out = _at_query(events).drop_duplicates(["k", "at"])
+    handle = out.write_stream.output_mode("append").foreach_batch(lambda f, i: None).start()
+    try:
+        for ts, v in ((10, 10_000), (100, 100_000)):
+            events.stream.add_rows([{"ts": T0 + timedelta(seconds=ts), "k": "a", "v": v, "u": 0}])
+            handle.process_all_available()
+    finally:
+        handle.stop()
+    assert handle.exception is None
+    assert handle.last_progress is not None
+    assert handle.last_progress.state_rows == 1
