@@ -247,6 +247,7 @@ class GroupedData:
         output_mode: str,
         time_mode: str,
         initial_state: GroupedData | None = None,
+        *,
         event_time_column_name: str = "",
     ) -> DataFrame:
         """Spark 4's ``transformWithStateInPandas``: ``stateful_processor`` (a
@@ -296,6 +297,7 @@ class GroupedData:
         outputMode: str,
         timeMode: str,
         initialState: GroupedData | None = None,
+        *,
         eventTimeColumnName: str = "",
     ) -> DataFrame:
         """PySpark's spelling of :meth:`transform_with_state_in_pandas`."""
