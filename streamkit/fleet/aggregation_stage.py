@@ -28,6 +28,12 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    late), and while it is active once it sent something. Without
    :meth:`expect_sources` only the shards heard from count.
 
+For a ``drop_duplicates`` plan, steps 4 and 5 are those of the single-process engine's
+:class:`~streamkit.streaming.dedup.StreamingDedup` over the chunks' rows (late rows against
+the watermark in force in the previous batch, the first row of each key not held is
+emitted, keys evicted with the watermark in force in this batch), its key store checkpointed
+like the aggregation's.
+
 Driving it (an aggregation task, per poll of its exchange shard): records read ->
 ``apply(records, now)``, sink the output, ``checkpoint_state(log, batch_id)``, commit,
 checkpoint the exchange lease; a poll without records -> ``refresh(now)`` and, if
@@ -53,8 +59,10 @@ from streamkit.errors import PlanError, StreamkitError
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming import agg_steps
 from streamkit.streaming.checkpoint import CheckpointDamagedError, CheckpointLog, location_of
+from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.incremental import BatchResult
 from streamkit.streaming.state import StateStore, make_store
+from streamkit.streaming.state.dedup import DedupStore
 from streamkit.windows import WEND
 
 from .chunk import ChunkError, ChunkHeader, decode_chunk
@@ -125,13 +133,20 @@ class AggregationStage:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         query: str | None = None,
     ) -> None:
-        if fleet.agg is None:
+        if fleet.stateless:
             raise PlanError("a stateless plan has no aggregation stage (FleetPlan.stateless)")
         if idle_timeout <= 0:
             raise PlanError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
         self.fleet, self.idle_timeout, self.query = fleet, idle_timeout, query
-        self.agg, self.spec, self.mode = fleet.agg, fleet.spec, fleet.mode
-        self._store: StateStore = make_store(self.spec)
+        self.agg, self.mode = fleet.agg, fleet.mode
+        self._dedup: StreamingDedup | None = None
+        self._store: StateStore | DedupStore
+        if fleet.dedup is not None:
+            self._dedup = StreamingDedup(fleet.dedup, fleet.mark)
+            self._store = self._dedup.store
+        else:
+            self.spec = fleet.spec
+            self._store = make_store(self.spec)
         self._sources: dict[str, SourceProgress] = {}
         self._expected: frozenset[str] = frozenset()
         self._holding: frozenset[str] = frozenset()
@@ -175,14 +190,33 @@ class AggregationStage:
         late_mark, in_force = self._in_force, self.watermark
         self._update_watermark(now)
         self._in_force = in_force
+        if self._dedup is not None:
+            return self._deduplicate(fresh, late_mark, in_force)
         states = pl.concat(fresh, how="vertical_relaxed") if fresh else pl.DataFrame()
         late = states.head(0)
         if late_mark is not None and states.height and self._drops_late:
             is_late = pl.col(WEND) <= late_mark
             late, states = states.filter(is_late), states.filter(~is_late)
             self.late_rows += int(late[K.ROWS].sum()) if late.height else 0
-        touched = self._store.merge(states)
-        output = agg_steps.emit(self._store, self.agg, self.spec, self.mode, touched, in_force)
+        store, agg = self._store, self.agg
+        assert not isinstance(store, DedupStore)
+        assert agg is not None
+        touched = store.merge(states)
+        output = agg_steps.emit(store, agg, self.spec, self.mode, touched, in_force)
+        return BatchResult(self._finish(output), late, self.watermark)
+
+    def _deduplicate(
+        self, fresh: list[pl.DataFrame], late_mark: int | None, in_force: int | None
+    ) -> BatchResult:
+        """Steps 4 and 5 of a ``drop_duplicates`` plan (the engine's StreamingDedup)."""
+        dedup, node = self._dedup, self.fleet.dedup
+        assert dedup is not None
+        assert node is not None
+        empty = pl.DataFrame(schema=node.input.schema)
+        rows = pl.concat([empty, *fresh], how="vertical_relaxed") if fresh else empty
+        rows, late = dedup.split_late(rows, late_mark)
+        self.late_rows += late.height
+        output = dedup.run(rows, in_force)
         return BatchResult(self._finish(output), late, self.watermark)
 
     def run_no_data(self, now: float) -> BatchResult:
@@ -210,6 +244,7 @@ class AggregationStage:
 
     @property
     def _drops_late(self) -> bool:
+        assert self.agg is not None
         return agg_steps.drops_late(self.fleet.mark, self.agg, self.mode)
 
     def _check_query(self, header: ChunkHeader) -> None:
@@ -324,6 +359,8 @@ class AggregationStage:
 
     def current_result(self) -> pl.DataFrame:
         """The result over all groups held (what complete mode would emit)."""
+        if self.agg is None:
+            raise PlanError("a drop_duplicates stage has no result over its state")
         return self._finish(agg_steps.final(self._store.rows(), self.agg, self.spec))
 
     # -- checkpoint --------------------------------------------------------------------

@@ -12,7 +12,16 @@ starts "not supported on a fleet yet: ..." and names the construct):
   projections and ``with_watermark`` below it, and filters/``select``/``with_column``
   after it. The source part (:attr:`FleetPlan.below`) runs in source tasks down to partial
   states; the aggregation part (merge, eviction, emission, :attr:`FleetPlan.above`) runs
-  in aggregation tasks.
+  in aggregation tasks;
+- **one** ``drop_duplicates`` (or ``drop_duplicates_within_watermark``) over one stream,
+  in the modes the single-process engine accepts, with the same plans below and above it:
+  source tasks run the part below it and keep the first row of each key of their batch
+  (when that cannot change which rows are late: no watermark, or its column among the
+  keys); rows are routed by the keys, so
+  each key's state lives in one aggregation task, which judges late rows against the fleet
+  watermark and holds and evicts keys as the single-process engine does
+  (:class:`~streamkit.streaming.dedup.StreamingDedup`). The watermark column, if any, must
+  reach the ``drop_duplicates`` (late rows are judged there).
 """
 
 from __future__ import annotations
@@ -40,7 +49,6 @@ from .routing import check_routable
 
 _NAMES: tuple[tuple[type, str], ...] = (
     (Join, "a join"),
-    (Deduplicate, "drop_duplicates"),
     (FlatMapGroupsWithState, "apply_in_pandas_with_state"),
     (TransformWithState, "transform_with_state_in_pandas"),
 )
@@ -70,6 +78,8 @@ class FleetPlan:
     """What runs on the aggregation's output (None: nothing)."""
     counts: Expr | None
     """Rows that move the watermark (Spark's pushed-down filters; None: all)."""
+    dedup: Deduplicate | None = None
+    """The ``drop_duplicates`` (None: none; never together with :attr:`agg`)."""
 
     @classmethod
     def of(cls, plan: Plan, mode: OutputMode) -> FleetPlan:
@@ -80,15 +90,22 @@ class FleetPlan:
             name = _construct(node)
             if name is not None:
                 raise _refuse(name, "run this query as one process (streamkit run)")
-            if not isinstance(node, Filter | Project | Watermark | Scan | Aggregate):
+            kinds = Filter | Project | Watermark | Scan | Aggregate | Deduplicate
+            if not isinstance(node, kinds):
                 raise _refuse(type(node).__name__, "run this query as one process")
         aggs = [n for n in nodes if isinstance(n, Aggregate)]
-        if len(aggs) > 1:
-            raise _refuse("an aggregation over an aggregation", "run it as one process")
+        dedups = [n for n in nodes if isinstance(n, Deduplicate)]
+        if len(aggs) + len(dedups) > 1:
+            raise _refuse(
+                "a stateful operator over another (aggregation, drop_duplicates)",
+                "run it as one process",
+            )
         IncrementalQuery(plan, mode)  # the single-process engine's rules for the plan
         marks = [n for n in nodes if isinstance(n, Watermark)]
         mark = marks[0] if marks else None
         counts = watermark_filter(plan, mark) if mark is not None else None
+        if dedups:
+            return cls._deduplicating(plan, mode, dedups[0], mark, counts)
         if not aggs:
             return cls(plan, mode, None, mark, None, counts)
         agg = aggs[0]
@@ -97,11 +114,27 @@ class FleetPlan:
         top = above(plan, agg) if agg is not plan else None
         return cls(plan, mode, agg, mark, top, counts)
 
+    @classmethod
+    def _deduplicating(
+        cls, plan: Plan, mode: OutputMode, node: Deduplicate, mark: Watermark | None,
+        counts: Expr | None,
+    ) -> FleetPlan:  # fmt: skip
+        schema = node.input.schema
+        if mark is not None and mark.column not in schema:
+            raise _refuse(
+                f"drop_duplicates after the watermark column {mark.column!r} was projected "
+                "away (late rows are judged where the keys live)",
+                f"keep {mark.column!r} up to the drop_duplicates",
+            )
+        check_routable(pl.Schema({k: schema[k] for k in node.keys}))
+        top = above(plan, node) if node is not plan else None
+        return cls(plan, mode, None, mark, top, counts, node)
+
     @property
     def stateless(self) -> bool:
-        """True for a plan without an aggregation: source tasks run it whole, without
-        an exchange."""
-        return self.agg is None
+        """True for a plan without an aggregation or ``drop_duplicates``: source tasks
+        run it whole, without an exchange."""
+        return self.agg is None and self.dedup is None
 
     @cached_property
     def spec(self) -> K.AggregateSpec:
@@ -112,12 +145,18 @@ class FleetPlan:
 
     @property
     def below(self) -> Plan:
-        """The source part: the plan under the aggregation (the whole plan if stateless)."""
+        """The source part: the plan under the aggregation or ``drop_duplicates`` (the
+        whole plan if stateless)."""
+        if self.dedup is not None:
+            return self.dedup.input
         return self.agg.input if self.agg is not None else self.plan
 
     @property
     def route_keys(self) -> list[str]:
-        """The partial-state columns rows are routed by: the group keys, never the window."""
+        """The columns rows are routed by: the group keys, never the window (partial
+        states), or the ``drop_duplicates`` keys (rows)."""
+        if self.dedup is not None:
+            return self.dedup.keys
         return list(self.spec.keys)
 
     def source_watermark(self, max_event: int | None) -> int | None:

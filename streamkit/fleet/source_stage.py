@@ -12,6 +12,11 @@ that fit an exchange record (:func:`~streamkit.fleet.chunk.split_parts`). Every 
 gets at least one chunk, also without rows: it carries the shard's watermark progress.
 The encoding is deterministic for the same rows (states merged per window for sliding
 windows, sorted by their keys), so a batch re-read after a takeover yields the same parts.
+
+For a ``drop_duplicates`` plan the rows sent are the batch's rows after the part of the
+plan below it, in arrival order, keeping the first row of each key of the batch when that
+cannot change which rows are late (no watermark, or its column among the keys: rows of one
+key then have one event time); routed by the keys.
 """
 
 from __future__ import annotations
@@ -48,19 +53,23 @@ class SourceStage:
     """Partial aggregation of a source task (module docstring)."""
 
     def __init__(self, fleet: FleetPlan, budget: int = DEFAULT_BUDGET) -> None:
-        if fleet.agg is None:
+        if fleet.stateless:
             raise PlanError(
                 "a stateless plan needs no source stage: run it in each source task with "
                 "the single-process engine (FleetPlan.stateless)"
             )
         self.fleet, self.budget = fleet, budget
-        self.spec = fleet.spec
+        self.spec = fleet.spec if fleet.agg is not None else None
 
     def run(self, rows: pl.DataFrame) -> SourceOutput:
-        """Partial states, batch maximum event time and row count of ``rows`` (the
-        stream's rows as read, before any filter)."""
+        """Partial states (or, for ``drop_duplicates``, the rows to deduplicate), batch
+        maximum event time and row count of ``rows`` (the stream's rows as read, before
+        any filter)."""
+        if self.fleet.dedup is not None:
+            return SourceOutput(self._distinct(rows), self._max_event(rows), rows.height)
         agg = self.fleet.agg
         assert agg is not None
+        assert self.spec is not None
         states = agg_steps.partial_states(agg, self.spec, rows)
         window = self.spec.window
         if isinstance(window, TimeWindow) and not window.is_tumbling and states.height:
@@ -68,6 +77,18 @@ class SourceStage:
         if self.spec.state_keys and states.height:
             states = states.sort(self.spec.state_keys, nulls_last=True, maintain_order=True)
         return SourceOutput(states, self._max_event(rows), rows.height)
+
+    def _distinct(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The rows below the ``drop_duplicates``, the first of each key of the batch when
+        that is safe (module docstring)."""
+        from streamkit.execute import compile_plan, given
+
+        node, mark = self.fleet.dedup, self.fleet.mark
+        assert node is not None
+        kept = compile_plan(node.input, None, set(), given(rows)).collect()
+        if kept.height and (mark is None or mark.column in node.keys):
+            kept = kept.filter(pl.struct(node.keys).is_first_distinct())
+        return kept
 
     def _max_event(self, rows: pl.DataFrame) -> int | None:
         mark = self.fleet.mark

@@ -183,6 +183,32 @@ def sink_rows(out: Path) -> list[Row]:
     return sorted(rows)
 
 
+Event = tuple[int, str, str | None, int]
+"""(event time in µs, action, user id, value): a row of a query without aggregation."""
+
+
+def events_table(data: list[bytes]) -> pa.Table:
+    """The records put, decoded as the job's schema."""
+    rows = [json.loads(d) for d in data]
+    return pa.Table.from_pylist(
+        [{**r, "event_time": datetime.fromisoformat(r["event_time"])} for r in rows],
+        schema=SCHEMA,
+    )
+
+
+def sink_events(out: Path) -> list[Event]:
+    """The Parquet sink of a query without aggregation read as one dataset (pyarrow),
+    sorted, duplicates kept."""
+    if not out.exists() or not any(out.glob("*.parquet")):
+        return []
+    rows = []
+    for r in ds.dataset(str(out), format="parquet").to_table().to_pylist():
+        t = r["event_time"]
+        us = int(t.timestamp()) * 1_000_000 + t.microsecond
+        rows.append((us, str(r["action"]), r["user_id"], int(r["value"])))
+    return sorted(rows)
+
+
 def same(got: list[Row], want: list[Row]) -> bool:
     """Equal rows (averages to 1e-9 relative)."""
     return len(got) == len(want) and all(

@@ -6,7 +6,9 @@ Query (``--query windowed``, the default): per (1-minute window of ``event_time`
 ``action``): count, value sum and value average, watermark ``--delay`` behind, in ``--mode``
 (append default), into Parquet at ``--out`` with the checkpoint root ``--checkpoint``; fleet
 options ``exchange_shards=4``, ``idle_timeout=--idle``. ``--query stateless``: the rows
-with ``value > 20`` (:func:`stateless`; no exchange), in append mode. Prints ``started``
+with ``value > 20`` (:func:`stateless`; no exchange), in append mode; ``--query dedup``:
+``drop_duplicates()`` over every column, watermark ``--delay`` behind, in append mode (rows
+routed by the whole row through the exchange). Prints ``started``
 once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop). SIGUSR1
 dumps every thread's stack to stderr (the harness does it when a worker does not stop in
 time, then shows the log).
@@ -39,6 +41,11 @@ def windowed(df: sk.DataFrame, delay: str) -> sk.DataFrame:
 def stateless(df: sk.DataFrame) -> sk.DataFrame:
     """The rows with ``value > 20``, every column (a plan without an exchange)."""
     return df.filter(sk.col("value") > 20).select("event_time", "action", "user_id", "value")
+
+
+def deduplicated(df: sk.DataFrame, delay: str) -> sk.DataFrame:
+    """The first row of each distinct row (every column, event time included)."""
+    return df.with_watermark("event_time", delay).drop_duplicates()
 
 
 def _dump_on_sigusr1(member: Any) -> None:
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("append", "update"), default="append")
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
-    p.add_argument("--query", choices=("windowed", "stateless"), default="windowed")
+    p.add_argument("--query", choices=("windowed", "stateless", "dedup"), default="windowed")
     args = p.parse_args(argv)
     _log_tasks()
     options = {
@@ -99,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     endpoint = AwsEndpoint.local(args.endpoint)
     df = sk.read_stream.kinesis(args.stream, args.app, SCHEMA, endpoint, **options)
-    query = windowed(df, args.delay) if args.query == "windowed" else stateless(df)
+    queries = {"windowed": lambda: windowed(df, args.delay), "stateless": lambda: stateless(df),
+               "dedup": lambda: deduplicated(df, args.delay)}  # fmt: skip
+    query = queries[args.query]()
     member = (
         query.write_stream.output_mode(args.mode)
         .fleet(exchange_shards=4, idle_timeout=args.idle)

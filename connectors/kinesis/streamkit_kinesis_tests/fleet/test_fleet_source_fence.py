@@ -21,23 +21,22 @@ import asyncio
 import json
 import os
 import signal
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.dataset as ds
 import pytest
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
-from streamkit.testing.events import SCHEMA
 from streamkit_kinesis_tests.fleet.fleet_harness import (
+    Event,
     Fleet,
     Worker,
     drop_fleet_tables,
+    events_table,
     payloads,
     put_random_keys,
+    sink_events,
     until,
 )
 
@@ -48,35 +47,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
 
 SHARDS = 2
 EVENTS = 1200
-Picked = tuple[int, str, str | None, int]
-"""(event time in µs, action, user id, value)."""
 
 
-def _truth(data: list[bytes]) -> list[Picked]:
+def _truth(data: list[bytes]) -> list[Event]:
     """The rows the stateless query keeps, computed by DuckDB from the records put."""
-    rows = [json.loads(d) for d in data]
-    table = pa.Table.from_pylist(
-        [{**r, "event_time": datetime.fromisoformat(r["event_time"])} for r in rows],
-        schema=SCHEMA,
-    )
     con = duckdb.connect()
-    con.register("events", table)
+    con.register("events", events_table(data))
     out = con.execute(
         "SELECT epoch_us(event_time), action, user_id, value FROM events WHERE value > 20"
     ).fetchall()
     return sorted((int(t), str(a), u, int(v)) for t, a, u, v in out)
-
-
-def _sink(out: Path) -> list[Picked]:
-    """The Parquet sink read as one dataset (pyarrow), sorted, duplicates kept."""
-    if not out.exists() or not any(out.glob("*.parquet")):
-        return []
-    rows = []
-    for r in ds.dataset(str(out), format="parquet").to_table().to_pylist():
-        t = r["event_time"]
-        us = int(t.timestamp()) * 1_000_000 + t.microsecond
-        rows.append((us, str(r["action"]), r["user_id"], int(r["value"])))
-    return sorted(rows)
 
 
 def _state(pid: int) -> str:
@@ -168,7 +148,7 @@ async def test_zombie_source_task_without_exchange_is_fenced(
 
             def full() -> bool:  # the zombie's attempt is over: nothing more is coming
                 fleet.check_alive()
-                return len(_sink(fleet.out)) >= len(want)
+                return len(sink_events(fleet.out)) >= len(want)
 
             await until("every selected row in the sink", full, 300)
             await fleet.stop()
@@ -176,5 +156,5 @@ async def test_zombie_source_task_without_exchange_is_fenced(
         finally:
             await fleet.kill_all()  # SIGKILL ends a stopped process too
             await drop_fleet_tables(ep, fleet.app)
-    got = _sink(fleet.out)
+    got = sink_events(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
