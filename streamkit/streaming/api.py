@@ -98,14 +98,19 @@ class DataStreamReader:
         """A streaming DataFrame over any StreamSource."""
         return DataFrame(Scan(StreamScanSource(stream)))
 
-    def memory(self, schema: pa.Schema, partitions: int = 1) -> DataFrame:
+    def memory(
+        self, schema: pa.Schema, partitions: int = 1, *, keep_committed: bool = True
+    ) -> DataFrame:
         """A stream you feed from Python (``df.stream.add_rows(...)``); for tests/examples.
 
         The schema is needed up front because the query is type-checked when it is built.
+        It keeps every added row unless ``keep_committed=False`` (then rows go once the
+        query reading it has committed them; see :class:`MemoryStream`).
         """
         from streamkit.streaming.sources.memory import MemoryStream
 
-        return self.source(MemoryStream(schema=schema, partitions=partitions))
+        stream = MemoryStream(schema=schema, partitions=partitions, keep_committed=keep_committed)
+        return self.source(stream)
 
     def files(
         self,

@@ -50,8 +50,13 @@ class MemoryStream(SourceBase[dict[str, str]]):
     ``add_rows`` appends decoded rows; ``add_records`` appends raw payloads that go through
     the decoder when read (JSON by default), so bad records reach the dead-letter path.
     Offsets are, per partition, the number of the next record to read (a decimal string).
-    All data is kept, so ``open(offsets)`` replays exactly the records after ``offsets``,
-    in partition order. Appends may come from any thread. :attr:`commits` holds the last 16
+    By default all data is kept, so ``open(offsets)`` replays exactly the records after
+    ``offsets``, in partition order, and memory grows with everything ever added. With
+    ``keep_committed=False`` a commit drops the appends wholly at or before the committed
+    offsets (a query commits after its checkpoint holds the batch), so memory is bounded
+    by what is not committed yet; such a stream feeds one query at a time, and opening it
+    before its first kept record raises :class:`ConfigError`. Appends may come from any
+    thread. :attr:`commits` holds the last 16
     offsets mappings passed to :meth:`commit` (:class:`SourceBase`).
 
     Every query started on the stream reads it through :meth:`reader`, with a position of its
@@ -69,6 +74,7 @@ class MemoryStream(SourceBase[dict[str, str]]):
         max_records_per_batch: int | None = None,
         poll_interval: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
+        keep_committed: bool = True,
     ) -> None:
         super().__init__()
         self._root = self
@@ -84,9 +90,12 @@ class MemoryStream(SourceBase[dict[str, str]]):
         self._cap = max_records_per_batch
         self._poll = poll_interval
         self._clock = clock
+        self._keep_committed = keep_committed
         self._lock = threading.Lock()
         self._segments: list[list[_Segment]] = [[] for _ in range(partitions)]
         self._sizes = [0] * partitions
+        self._first = [0] * partitions
+        """Record number of each partition's first kept record (above 0 once commits drop)."""
         self._next = [0] * partitions
         self._bound: dict[str, str] | None = None
         """While set (exact replay after a restart), no batch reads past these offsets."""
@@ -103,6 +112,11 @@ class MemoryStream(SourceBase[dict[str, str]]):
         if not root._held:
             root._held = True
             return root
+        if not root._keep_committed:
+            raise ConfigError(
+                "a MemoryStream with keep_committed=False feeds one query at a time "
+                "(its commits drop records another query may not have read)"
+            )
         twin = copy.copy(root)
         SourceBase.__init__(twin)
         twin._next = [0] * len(root._sizes)
@@ -184,6 +198,11 @@ class MemoryStream(SourceBase[dict[str, str]]):
                 position = int(offsets.get(pid, "0"))
                 if not 0 <= position <= self._sizes[i]:
                     raise ConfigError(f"offset {position} is past the end of partition {pid}")
+                if position < self._first[i]:
+                    raise ConfigError(
+                        f"partition {pid}'s records before {self._first[i]} were dropped when "
+                        f"committed (keep_committed=False); cannot read from {position}"
+                    )
                 self._next[i] = position
 
     async def next_batch(self, max_wait: float) -> SourceBatch | None:
@@ -260,10 +279,24 @@ class MemoryStream(SourceBase[dict[str, str]]):
         return all(int(offsets.get(p, "0")) >= int(v) for p, v in target.items())
 
     async def commit(self, offsets: Offsets) -> None:
-        """Record ``offsets`` in :attr:`commits` (a memory stream has nothing to acknowledge)."""
+        """Record ``offsets`` in :attr:`commits`; with ``keep_committed=False``, drop the
+        appends that end at or before them."""
         self.record_commit(dict(offsets))
         if self._root is not self:
             self._root.record_commit(dict(offsets))
+        if not self._keep_committed:
+            self._drop_committed(offsets)
+
+    def _drop_committed(self, offsets: Offsets) -> None:
+        with self._lock:
+            for i, segments in enumerate(self._segments):
+                done = int(offsets.get(str(i), "0"))
+                drop = 0
+                while drop < len(segments) and segments[drop].end <= done:
+                    drop += 1
+                if drop:
+                    self._first[i] = segments[drop - 1].end
+                    del segments[:drop]
 
     async def close(self) -> None:
         """Nothing to release; the data stays readable."""
