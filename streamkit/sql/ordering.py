@@ -89,10 +89,7 @@ def finish(frame: DataFrame, select: exp.Select, outputs: list[Output], scope: S
     names = [o.name for o in outputs]
     for name in names:
         if names.count(name) > 1:
-            raise SqlError(
-                f"two result columns are named {name!r}; name one with AS (a SELECT * over "
-                "a join whose views share a column name: list the columns instead)"
-            )
+            raise _same_names(select, name)
     order, limit = select.args.get("order"), select.args.get("limit")
     if (order is not None or limit is not None) and frame.is_streaming:
         what = "ORDER BY" if order is not None else "LIMIT"
@@ -109,6 +106,27 @@ def finish(frame: DataFrame, select: exp.Select, outputs: list[Output], scope: S
         return frame
     cut = _limit(limit) if limit is not None else None
     return DataFrame(Scan(OrderedResult(frame.plan, tuple(keys), cut, tuple(names))))
+
+
+def _same_names(select: exp.Select, name: str) -> UnsupportedSqlError:
+    """Spark returns two columns of one name (``SELECT *`` over views that share a column
+    name, ``SELECT k, k``) and fails only where one is referenced; a streamkit table (a
+    Polars frame) cannot hold two columns of one name, so the query is refused."""
+    star = any(
+        isinstance(n, exp.Star) or (isinstance(n, exp.Column) and isinstance(n.this, exp.Star))
+        for n in select.expressions
+    )
+    why = (
+        "Spark returns both columns under that one name, and a streamkit table cannot hold "
+        "two columns of one name: "
+    )
+    if star and select.args.get("joins"):
+        return UnsupportedSqlError(
+            f"SELECT * over a join whose views share the column name {name!r}",
+            f"{why}list the columns and rename one with AS (e.g. v.{name} AS v_{name}), "
+            f"or join USING ({name}) if it is the join key",
+        )
+    return UnsupportedSqlError(f"two result columns named {name!r}", f"{why}rename one with AS")
 
 
 def _is_named(expr: Expr, name: str) -> bool:

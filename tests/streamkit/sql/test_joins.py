@@ -194,3 +194,73 @@ def test_a_stream_stream_outer_join_without_a_time_range_is_refused_with_sparks_
     query = "SELECT i.ad_id, c.t AS ct FROM imps i LEFT JOIN clicks c ON i.ad_id = c.ad_id"
     with pytest.raises(sk.PlanError, match="Stream-stream LeftOuter join between two streaming"):
         sk.sql(query, catalog=catalog).write_stream.output_mode("append").memory("x").start()
+
+
+SHARED = [
+    "SELECT * FROM clicks c JOIN users u ON c.user_id = u.id",
+    "SELECT c.*, u.* FROM clicks c LEFT JOIN users u ON c.user_id = u.id",
+    "SELECT * FROM clicks c JOIN users u ON c.user_id = u.id AND c.t < u.t",
+]
+"""``SELECT *`` where both views have ``t``: PySpark 4.3 returns the columns
+``user_id, v, t, id, name, t`` (two named ``t``, batch and stream alike) and fails only
+where ``t`` is referenced (AMBIGUOUS_REFERENCE); a streamkit table cannot hold two columns
+of one name, so sk.sql refuses the query when it is built, naming the construct."""
+
+
+@pytest.mark.parametrize("query", SHARED)
+def test_select_star_over_shared_names_is_refused_naming_the_construct(
+    views: Catalog, query: str
+) -> None:
+    streams = Catalog()
+    clicks = sk.read_stream.memory(CLICKS.schema)
+    streams.register("clicks", clicks)
+    streams.register("users", sk.from_arrow(USERS))
+    for catalog in (views, streams):  # batch, and a stream joined with a table
+        with pytest.raises(UnsupportedSqlError) as info:
+            sk.sql(query, catalog=catalog)
+        construct = "SELECT * over a join whose views share the column name 't'"
+        assert info.value.construct == construct
+        assert "rename one with AS (e.g. v.t AS v_t)" in str(info.value)
+
+
+def test_select_star_over_two_streams_sharing_names_is_refused() -> None:
+    schema = pa.schema([("t", TS), ("ad_id", pa.string())])
+    catalog = Catalog()
+    for view in ("imps", "clicks"):
+        catalog.register(view, sk.read_stream.memory(schema).with_watermark("t", "5 seconds"))
+    with pytest.raises(UnsupportedSqlError, match="share the column name 't'"):
+        sk.sql(
+            "SELECT * FROM imps i JOIN clicks c ON i.ad_id = c.ad_id"
+            " AND c.t BETWEEN i.t AND i.t + INTERVAL 10 SECONDS",
+            catalog=catalog,
+        )
+
+
+WORKAROUNDS = [
+    "SELECT c.*, u.id, u.name, u.t AS ut FROM clicks c JOIN users u ON c.user_id = u.id",
+    "SELECT * FROM clicks JOIN users2 USING (user_id)",
+]
+
+
+@pytest.mark.parametrize("query", WORKAROUNDS)
+def test_the_suggested_rewrites_match_duckdb_on_batches_and_streams(
+    views: Catalog, query: str
+) -> None:
+    assert rows(sk.sql(query, catalog=views)) == duck(query)
+    streams = Catalog()
+    clicks = sk.read_stream.memory(CLICKS.schema)
+    streams.register("clicks", clicks)
+    streams.register("users", sk.from_arrow(USERS))
+    streams.register("users2", sk.from_arrow(USERS.rename_columns(["user_id", "name", "ut"])))
+    got: list[tuple[object, ...]] = []
+
+    def collect(frame: sk.DataFrame, _: int) -> None:
+        got.extend(tuple(r.values()) for r in frame.to_arrow().to_pylist())
+
+    q = sk.sql(query, catalog=streams).write_stream.foreach_batch(collect).start()
+    clicks.stream.add_rows(CLICKS.slice(0, 2))
+    q.process_all_available(timeout=120)
+    clicks.stream.add_rows(CLICKS.slice(2))
+    q.process_all_available(timeout=120)
+    q.stop()
+    assert sorted(got, key=repr) == duck(query)

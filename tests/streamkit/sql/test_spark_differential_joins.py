@@ -26,7 +26,7 @@ import pyarrow as pa
 import pytest
 
 import streamkit as sk
-from streamkit.sql import Catalog
+from streamkit.sql import Catalog, UnsupportedSqlError
 from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, random_files, rows_table, write_files
 from tests.differential.test_joins_stream import SideFiles, random_side, write_side
@@ -61,6 +61,8 @@ BATCH = {
     " LEFT JOIN users s ON e.u = s.u WHERE e.v IS NOT NULL AND e.k <> 'c' GROUP BY s.name",
     "join, unaliased aggregates of renamed columns": "SELECT s.name, sum(s.v), max(e.v),"
     " avg(s.v + e.v) AS a FROM events e JOIN users s ON e.u = s.u GROUP BY s.name",
+    "e.* beside the other view's renamed columns": "SELECT e.*, s.name, s.v AS sv"
+    " FROM events e JOIN users s ON e.u = s.u",
     "join, windowed GROUP BY, HAVING": "SELECT window(e.ts, '10 seconds') AS w, name,"
     " count(*) AS n FROM events e JOIN users s USING (u) GROUP BY 1, 2 HAVING count(*) > 1",
 }
@@ -82,6 +84,31 @@ def test_batch_sql_join_equals_spark_sql(name: str, spark: Any) -> None:
     mine = sorted(streamkit_rows(ours), key=order)
     assert mine == sorted(spark_rows(theirs), key=order)
     assert mine, "the query should select some rows"
+
+
+def test_select_star_over_shared_names_spark_returns_twins_streamkit_refuses(
+    spark: Any, events: Path
+) -> None:
+    """Spark's ``SELECT *`` over views that share ``u`` and ``v`` returns two columns of
+    each name, on a batch and from a stream; streamkit refuses the query when it is built
+    (a streamkit table cannot hold two columns of one name), naming the first twin."""
+    query = "SELECT * FROM events e JOIN users s ON e.u = s.u"
+    twins = ["ts", "k", "v", "u", "u", "name", "v"]
+    spark.createDataFrame(
+        [tuple(r.values()) for r in rows_table(_all(FILES)).to_pylist()], SPARK_SCHEMA
+    ).createOrReplaceTempView("events")
+    _spark_users(spark).createOrReplaceTempView("users")
+    assert spark.sql(query).columns == twins
+    spark.readStream.schema(SPARK_SCHEMA).json(str(events)).createOrReplaceTempView("events")
+    assert spark.sql(query).columns == twins
+    batch, stream = Catalog(), Catalog()
+    batch.register("events", sk.from_arrow(rows_table(_all(FILES))))
+    stream.register("events", sk.read_stream.files(str(events), format="json", schema=SCHEMA))
+    for catalog in (batch, stream):
+        catalog.register("users", sk.from_arrow(USERS))
+        with pytest.raises(UnsupportedSqlError) as info:
+            sk.sql(query, catalog=catalog)
+        assert info.value.construct == "SELECT * over a join whose views share the column name 'v'"
 
 
 def _all(files: list[Any]) -> list[Any]:
