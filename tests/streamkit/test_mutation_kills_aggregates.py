@@ -8,6 +8,7 @@ counts 0 and everything else null; a grouped one over no rows is no row).
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import duckdb
@@ -15,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 import streamkit as sk
+from streamkit.aggregates.approx_percentile import ApproxPercentile
 
 SCHEMA = {
     "k": pa.int64(),
@@ -191,3 +193,41 @@ def test_sessions_near_2116_in_nanoseconds() -> None:
     expected = spark_sessions(rows, gap)
     assert set(bounds.iter_rows()) == expected
     assert len(expected) == 2
+
+
+def check_sketch(values: list[float], levels: list[int], rows: list[float], k: int) -> None:
+    """The documented shape of a KLL sketch of ``rows`` with ``k`` items per level: at most
+    ``k`` items per level, top level ``H`` with ``2**H < 2n/k``, total weight exactly ``n``
+    (a compaction keeps half of an even count at twice the weight), every value an input
+    value; a group of at most ``k`` values is kept whole (exact)."""
+    n = len(rows)
+    per_level = {h: levels.count(h) for h in set(levels)}
+    assert max(per_level.values()) <= k
+    assert sum(2**h for h in levels) == n
+    assert set(values) <= set(rows)
+    if n <= k:
+        assert sorted(values) == sorted(rows)
+        assert set(levels) == {0}
+    else:
+        assert 2 ** max(levels) < 2 * n / k
+
+
+def test_percentile_sketches_are_bounded_when_built_and_merged() -> None:
+    """A sketch keeps at most ``8 * accuracy`` items per level, built from rows and merged
+    from states alike; small groups stay exact."""
+    fn = ApproxPercentile(0.5, accuracy=10)
+    rng = random.Random(7)
+    big = [float(x) for x in rng.sample(range(100_000), 5_000)]
+    small = [float(x) for x in rng.sample(range(1_000), 50)]
+    rows = pl.DataFrame(
+        {"g": [1] * len(big) + [2] * len(small), "x": big + small},
+        schema={"g": pl.Int64, "x": pl.Float64},
+    )
+    groups = pl.DataFrame({"g": [1, 2]})
+    built = fn.build_sketch(rows, groups, ["g"], ["x"], ["v", "l"])
+    halves = [fn.build_sketch(rows[i::2], groups, ["g"], ["x"], ["v", "l"]) for i in range(2)]
+    merged = fn.merge_sketch(pl.concat(halves), groups, ["g"], ["v", "l"])
+    for sketch in (built, merged):
+        by_group = {r["g"]: (r["v"], r["l"]) for r in sketch.iter_rows(named=True)}
+        check_sketch(*by_group[1], big, fn.capacity)
+        check_sketch(*by_group[2], small, fn.capacity)
