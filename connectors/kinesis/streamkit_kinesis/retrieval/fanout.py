@@ -257,6 +257,10 @@ class FanoutReader:
         start = self._resume
         if start is None or start.iterator_type == "LATEST":
             return None  # no position to prove anything from
+        if start.iterator_type == "AT_SEQUENCE_NUMBER" and start.sequence_number is not None:
+            # a checkpoint start (an offset includes all of its record): the probe looks
+            # past it, else it finds that record every time on an idle shard
+            start = IteratorStart.after_sequence(start.sequence_number)
         self.tip_probes += 1
         reader = self._prober = ShardReader(
             self._client, self._stream, self._shard, start, limit=1, idle_time=0,

@@ -13,6 +13,7 @@ import pytest
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import ShardNotFoundError
 from streamkit_kinesis.retrieval.fanout import FanoutReader
+from streamkit_kinesis.retrieval.iterators import IteratorStart
 from streamkit_kinesis.retrieval.registration import StreamConsumer
 from streamkit_kinesis.retry import Backoff
 from streamkit_kinesis.shards import shard_info
@@ -292,3 +293,26 @@ async def wait_until_caught_up(reader: FanoutReader, deadline: float = 30.0) -> 
             assert not (await reader.next_batch()).records
 
     await asyncio.wait_for(loop(), deadline)
+
+
+async def test_a_probe_from_a_checkpoint_start_looks_past_the_checkpoint(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """A reader started at its checkpoint (AT_SEQUENCE_NUMBER, as the fan-out factory
+    starts one) on a shard with nothing after it: the first tip probe, sent before any
+    event, comes back empty (it looks past the checkpoint's record, which the query has)."""
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        client = kinesis_client(localstack_endpoint)
+        shard = await only_shard(client, stream)
+        seqs = await asyncio.to_thread(put_blocking, client, stream, payloads(5, "s"))
+        consumer = StreamConsumer(client, stream, "app")
+        reader = FanoutReader(client, stream, shard, IteratorStart.at_sequence(seqs[-1]), consumer)
+        try:
+            reader.hurry()
+            batch = await asyncio.wait_for(reader.next_batch(), 60)
+        finally:
+            await reader.close()
+        assert not batch.records
+        assert reader.tip_probes == 1
+        assert reader.caught_up is not None
+        assert reader.subscriptions == 0
