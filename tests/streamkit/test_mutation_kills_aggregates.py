@@ -14,9 +14,13 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pytest
 
 import streamkit as sk
 from streamkit.aggregates.approx_percentile import ApproxPercentile
+from streamkit.aggregates.avg import Avg
+from streamkit.aggregates.sum import Sum
+from streamkit.errors import SchemaError
 
 SCHEMA = {
     "k": pa.int64(),
@@ -231,3 +235,10 @@ def test_percentile_sketches_are_bounded_when_built_and_merged() -> None:
         by_group = {r["g"]: (r["v"], r["l"]) for r in sketch.iter_rows(named=True)}
         check_sketch(*by_group[1], big, fn.capacity)
         check_sketch(*by_group[2], small, fn.capacity)
+
+
+def test_numeric_aggregates_name_the_input_by_default_when_refusing_a_type() -> None:
+    """``result_dtype``'s ``argument`` defaults to "the input" (the protocol's contract)."""
+    for function in (Sum(), Avg(), ApproxPercentile(0.5)):
+        with pytest.raises(SchemaError, match="but the input has type"):
+            function.result_dtype(pl.String())
