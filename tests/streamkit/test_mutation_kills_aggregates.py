@@ -242,3 +242,10 @@ def test_numeric_aggregates_name_the_input_by_default_when_refusing_a_type() -> 
     for function in (Sum(), Avg(), ApproxPercentile(0.5)):
         with pytest.raises(SchemaError, match="but the input has type"):
             function.result_dtype(pl.String())
+
+
+def test_numeric_aggregates_name_the_column_they_refuse() -> None:
+    data = sk.from_arrow(pa.table({"s": ["a", "b"]}))
+    for agg in (sk.sum("s"), sk.avg("s"), sk.approx_percentile("s", 0.5)):
+        with pytest.raises(SchemaError, match=r"but col\('s'\) has type String"):
+            data.agg(agg).to_arrow()
