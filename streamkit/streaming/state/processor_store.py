@@ -220,9 +220,10 @@ class ProcessorStore:
         if ttl is not None:
             at = self.now + ttl
             expiry = self._expiry[name][key]
-            if at < expiry[-1]:  # the clock went back: maybe a new minimum
-                self._index.add(at, name, key)
+            back = at < expiry[-1]  # the clock went back: maybe a new minimum
             expiry.extend([at] * len(items))
+            if back:  # (after the expiries: the index may rebuild from them)
+                self._index.add(at, name, key)
 
     def map_get(self, key: Key, name: str, item: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The value of map key ``item`` in map ``name`` of ``key`` (None: none or expired)."""
@@ -289,6 +290,12 @@ class ProcessorStore:
             else:
                 removed += self._expire_list(key, name, expiry)
         return removed
+
+    @property
+    def expiry_candidates(self) -> int:
+        """Entries in the expiry index, stale ones included (bounded: see
+        :mod:`~streamkit.streaming.state.processor_ttl`)."""
+        return len(self._index)
 
     def next_expiry(self) -> int | None:
         """The earliest time (ms) at which :meth:`expire` may remove something."""
