@@ -56,7 +56,11 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``stop_before_commit`` makes the process SIGSTOP itself once,
 in the first batch with output rows, after everything but the fence's commit (printing
-``fault: stopped <shard id> <batch id> <epoch>`` to stdout first): a zombie owner for SIGCONT."""
+``fault: stopped <shard id> <batch id> <epoch>`` to stdout first): a zombie owner for SIGCONT.
+``kill_owing_after:<ms>``: SIGKILL the process once a task owes a batch without input and
+its fleet watermark is at or past ``<ms>`` (ms since the epoch), after the commit and the
+lease checkpoint of the batch that moved it, before the batch owed (printing ``fault:
+killed owing <shard id>`` first)."""
 
 _STOPPED: set[str] = set()
 """Non-empty once the fault hook stopped this process (it stops it once)."""
@@ -81,6 +85,17 @@ def _fault_stop(shard: str, batch_id: int, epoch: int) -> None:
     print(f"fault: stopped {shard} {batch_id} {epoch}", flush=True)
     quiesced(_stop_self)  # never inside a swap's flock
     print(f"fault: resumed {shard} {batch_id}", flush=True)
+
+
+def _fault_kill_owing(shard: str, stage: AggregationStage) -> None:
+    """The ``kill_owing_after`` fault hook (see :data:`FAULT_ENV`)."""
+    kind, _, ms = os.environ.get(FAULT_ENV, "").partition(":")
+    if kind != "kill_owing_after" or not ms.isdigit() or not stage.owes_batch:
+        return
+    mark = stage.watermark_ms
+    if mark is not None and mark >= int(ms):
+        print(f"fault: killed owing {shard}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _retrieve(done: asyncio.Future[None]) -> None:
@@ -180,6 +195,8 @@ class AggregationTask(BaseRecordProcessor):
             async with self._lock:
                 await self._batch([r.data for r in records], last)
                 await checkpointer.checkpoint(last)
+                assert self.stage is not None
+                _fault_kill_owing(self.shard, self.stage)
                 await self._owed()
         except (LeaseLostError, TaskFencedError) as e:  # the next owner restores the commit
             self._lose(e)
@@ -259,6 +276,7 @@ class AggregationTask(BaseRecordProcessor):
                     stage.expect_sources(self._sources())
                     stage.hold_sources(self._unsettled())
                     stage.refresh(self._clock())
+                    _fault_kill_owing(self.shard, stage)
                     await self._owed()
         except TaskFencedError as e:  # another owner took the task: stop quietly
             self._lose(e)
