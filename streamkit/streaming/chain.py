@@ -60,6 +60,7 @@ from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
 from streamkit.streaming.dedup_stage import DedupStage
 from streamkit.streaming.downstream import above
+from streamkit.streaming.function_stage import FunctionStage
 from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode, _check_mode
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.changelog import DELETED
@@ -238,11 +239,13 @@ class ChainQuery:
                 ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
             )
             times = tuple(n.column for n in ops[0].chain() if isinstance(n, Watermark))[:1]
-        self.stages: list[_AggStage | DedupStage] = []
+        self.stages: list[_AggStage | DedupStage | FunctionStage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):
             self.stages.append(
                 self._stage(below, node, times, mode if i == len(ops) - 1 else "append")
             )
+            if isinstance(node, TransformWithState):  # it moves the event time (or drops it)
+                times = () if node.event_time_column is None else (node.event_time_column,)
         first_ms = 1 if isinstance(self.first, StreamJoinQuery) else _first_ticks(self.first)
         self._scale = [(first_ms, _ticks_per_ms(_time_dtype(s))) for s in self.stages]
         """Per stage, ticks per ms of the marks passed on (the join's are in ms) and of its
@@ -256,7 +259,7 @@ class ChainQuery:
         node: Operator,
         times: tuple[str, ...],
         mode: OutputMode,
-    ) -> _AggStage | DedupStage:
+    ) -> _AggStage | DedupStage | FunctionStage:
         if isinstance(below, Aggregate) and mode != "append":
             raise PlanError(CORRECTNESS.format(mode=mode))
         if any(isinstance(n, Watermark) for n in node.chain()[: node.chain().index(below)]):
@@ -266,6 +269,11 @@ class ChainQuery:
             assert isinstance(self.first, StreamJoinQuery)
             _check_mode(None, True, mode)
             return DedupStage(replace(node, input=above(node.input, below)), self.first.marks)
+        if isinstance(node, TransformWithState):
+            _check_mode(None, True, mode)
+            mark = _mark_below(below, times)
+            stage_node = replace(node, input=above(node.input, below))
+            return FunctionStage(stage_node, mark, self.first.clock)
         if isinstance(node, Deduplicate) and isinstance(below, Function):
             _check_mode(None, True, mode)
             mark = below.output_watermark() if isinstance(below, TransformWithState) else None
@@ -328,6 +336,8 @@ class ChainQuery:
         out = first.output
         for stage, scale in zip(self.stages, self._scale, strict=True):
             out = stage.run(out, _scaled(late_mark, scale), _scaled(in_force, scale))
+            if isinstance(stage, FunctionStage) and stage.engine.passed_on(0) is None:
+                late_mark = in_force = None  # ProcessingTime: nothing passed on above it
         return BatchResult(self._finish(out), first.late_rows, first.watermark)
 
     def _passed_on(self, watermark: int | None) -> int | None:
@@ -339,6 +349,8 @@ class ChainQuery:
             return self.first.output_watermark(watermark)
         if self._function is not None:
             return self._function.passed_on(watermark)
+        if self._function_first:  # apply_in_pandas_with_state: no event time above it
+            return None
         return watermark
 
     def _finish(self, rows: pl.DataFrame) -> pl.DataFrame:
@@ -353,10 +365,19 @@ class ChainQuery:
         and Spark's aggregation and deduplication then owe a no-data batch (their
         ``shouldRunAnotherBatch``), whether or not they evict with it."""
         first = self.first
+        moved = (
+            first.watermark_moved
+            if isinstance(first, StreamJoinQuery)
+            else (first._watermark_moved())
+        )
+        if any(isinstance(s, FunctionStage) and s.engine.owes_batch(moved) for s in self.stages):
+            return True
         if isinstance(first, StreamJoinQuery):
             return first.watermark_moved
         if self._function_first:  # the function's rule, or the operators above it see W move
-            passes = self._function is None or self._function.passed_on(0) is not None
+            # apply_in_pandas_with_state passes no watermark on: Spark runs no no-data
+            # batch for the operators above it (checked against PySpark 4.3)
+            passes = self._function is not None and self._function.passed_on(0) is not None
             above_owes = passes and self.mode != "complete" and first._watermark_moved()
             return first.owes_batch or above_owes
         return first.owes_batch
@@ -438,8 +459,21 @@ class ChainQuery:
             stage.store.load(part)
 
 
-def _time_dtype(stage: _AggStage | DedupStage) -> pl.Datetime | None:
-    return stage.time_dtype if isinstance(stage, DedupStage) else stage.spec.time_dtype
+def _time_dtype(stage: _AggStage | DedupStage | FunctionStage) -> pl.Datetime | None:
+    return stage.spec.time_dtype if isinstance(stage, _AggStage) else stage.time_dtype
+
+
+def _mark_below(below: Operator, times: tuple[str, ...]) -> Watermark | None:
+    """The watermark the operator ``below`` passes on, on a column of its output (None:
+    no column of it carries one, e.g. an aggregation's window)."""
+    if isinstance(below, TransformWithState):
+        return below.output_watermark()
+    marks = [n for n in below.chain() if isinstance(n, Watermark)]
+    if not marks or not times or times[0] not in below.schema:
+        return None
+    if not isinstance(below.schema[times[0]], pl.Datetime):
+        return None
+    return Watermark(below, times[0], marks[0].delay_ns)
 
 
 def _scaled(mark: int | None, scale: tuple[int, int]) -> int | None:
@@ -495,7 +529,7 @@ def _check_function_first(node: Function, rest: list[Operator], emit: bool) -> N
             "in apply_in_pandas_with_state"
         )
     if node.timeout == GroupStateTimeout.EventTimeTimeout and any(
-        isinstance(n, Aggregate) for n in rest
+        isinstance(n, Aggregate | TransformWithState) for n in rest
     ):
         raise PlanError(
             SPARK_CORRECTNESS.format(
@@ -508,7 +542,8 @@ def _check_function_first(node: Function, rest: list[Operator], emit: bool) -> N
 
 def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMode) -> None:
     """A stateful function above another stateful operator: Spark's refusal where Spark
-    refuses it, else streamkit's (not supported yet)."""
+    refuses it, streamkit's where it does not run it yet (``apply_in_pandas_with_state``,
+    or either function above a stream-stream join)."""
     if isinstance(node, FlatMapGroupsWithState) and any(isinstance(n, Aggregate) for n in below):
         raise PlanError(
             f"applyInPandasWithState in {node.output_mode} mode is not "
@@ -517,14 +552,21 @@ def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMo
         )
     if any(isinstance(n, Aggregate) for n in below) and mode != "append":
         raise PlanError(CORRECTNESS.format(mode=mode))
+    if isinstance(node, TransformWithState) and not any(isinstance(n, Join) for n in below):
+        return
     call = (
         "apply_in_pandas_with_state"
         if isinstance(node, FlatMapGroupsWithState)
         else "transform_with_state_in_pandas"
     )
     raise PlanError(
-        f"{call} after another stateful operator is not supported by streamkit yet; put "
-        "it first (it may be followed by an aggregation or drop_duplicates)"
+        f"{call} after "
+        + (
+            "a stream-stream join"
+            if isinstance(node, TransformWithState)
+            else "another stateful operator"
+        )
+        + " is not supported by streamkit yet"
     )
 
 
@@ -559,7 +601,7 @@ class ChainState:
     def __init__(self, chain: ChainQuery) -> None:
         self._chain = chain
         self._schemas = [_state_schema(chain.first)] + [
-            s.state_schema() if isinstance(s, DedupStage) else _agg_state_schema(s.spec, s.node)
+            _agg_state_schema(s.spec, s.node) if isinstance(s, _AggStage) else s.state_schema()
             for s in chain.stages
         ]
         full: dict[str, pl.DataType] = {STAGE: pl.Int32()}

@@ -10,11 +10,12 @@ any event time and on a stream without a watermark) and P the batch's processing
 2. One batch of the processor (:class:`~streamkit.transform_state.ProcessorCalls`): the
    rows per key, then the timers at or before W (``EventTime``) or P
    (``ProcessingTime``); ``timer_values`` holds (P, W).
-3. No-data batches: under ``EventTime`` when the watermark moved past W (as for every
-   stateful operator); never under ``None``. Under ``ProcessingTime`` Spark runs a batch
-   at every trigger; streamkit runs one when a timer or a state variable's TTL is due at
-   the processing clock (the batch then removes the expired state), so ``available_now``
-   ends and idle triggers are skipped.
+3. No-data batches: under ``EventTime`` and ``None`` when the query has a watermark
+   and it moved past W (as for every stateful operator; Spark's ``shouldRunAnotherBatch``
+   looks at the watermark, not the time mode; checked against PySpark 4.3). Under
+   ``ProcessingTime`` Spark runs a batch at every trigger; streamkit runs one when a
+   timer or a state variable's TTL is due at the processing clock (the batch then
+   removes the expired state), so ``available_now`` ends and idle triggers are skipped.
 
 With ``event_time_column_name`` (Spark's ``eventTimeColumnName``, its
 ``UpdateEventTimeColumnExec``), the named output column is the event time of the
@@ -125,9 +126,7 @@ class StreamingTransform:
     def owes_batch(self, moved: bool) -> bool:
         """Whether a no-data batch is owed (step 3); ``moved``: the watermark moved past
         the one in force in the last batch."""
-        if self.node.time_mode == TimeMode.EVENT_TIME:
-            return moved
         if self.node.time_mode == TimeMode.PROCESSING_TIME:  # a timer or a TTL is due
             due = [t for t in (self.store.next_timer(), self.store.next_expiry()) if t is not None]
             return bool(due) and min(due) <= self._clock.now_ms()
-        return False
+        return moved  # EventTime and None alike (Spark's shouldRunAnotherBatch)

@@ -258,18 +258,30 @@ REFUSALS: dict[str, tuple[Any, str, str]] = {
         "update",
         "applyInPandasWithState in append mode is not supported after aggregation",
     ),
-    "function_after_window_not_yet": (
+    "apply_after_function_not_yet": (
         lambda: (
             _frame()
-            .with_watermark("ts", "1 second")
-            .group_by(sk.window("ts", "1 second"), "k")
-            .agg(sk.count().alias("v"))
-            .select("k", sk.window_time("window").alias("ts"), "v")
             .group_by("k")
             .transform_with_state_in_pandas(At(), OUT, "append", "None")
+            .group_by("k")
+            .apply_in_pandas_with_state(
+                capped, "k string, n bigint", "n bigint", "append", "NoTimeout"
+            )
         ),
         "append",
         "not supported by streamkit yet",
+    ),
+    "function_after_update_aggregation": (
+        lambda: (
+            _frame()
+            .group_by("k")
+            .agg(sk.count().alias("v"))
+            .with_column("ts", sk.lit(T0))
+            .group_by("k")
+            .transform_with_state_in_pandas(At(), OUT, "append", "None")
+        ),
+        "update",
+        "correctness",
     ),
 }
 
@@ -297,3 +309,55 @@ def test_drop_duplicates_after_a_function_forgets_keys_behind_the_watermark() ->
     assert handle.exception is None
     assert handle.last_progress is not None
     assert handle.last_progress.state_rows == 1
+
+
+class Count(sk.StatefulProcessor):
+    """Above another function: rows per key so far, and an event-time timer at the
+    key's latest ``at`` + 5 s that emits (k, -n) and forgets the key."""
+
+    def init(self, handle: sk.StatefulProcessorHandle) -> None:
+        self.handle = handle
+        self.rows = handle.get_value_state("rows", "n bigint")
+
+    def handle_input_rows(self, key: Any, rows: Iterator[pd.DataFrame], values: Any) -> Any:
+        n = (self.rows.get() or (0,))[0]
+        for pdf in rows:
+            n += len(pdf)
+            last = int(pdf["at"].max().timestamp() * 1000)
+        self.rows.update((n,))
+        for at in self.handle.list_timers():
+            self.handle.delete_timer(at)
+        self.handle.register_timer(last + 5_000)
+        yield pd.DataFrame({"k": [key[0]], "n": [n]})
+
+    def handle_expired_timer(self, key: Any, values: Any, info: Any) -> Any:
+        yield pd.DataFrame({"k": [key[0]], "n": [-(self.rows.get() or (0,))[0]]})
+        self.rows.clear()
+
+
+def two_functions_query(folder: Path) -> Any:
+    df = sk.read_stream.files(str(folder), format="json", schema=SCHEMA, max_files_per_trigger=1)
+    out = (
+        df.with_watermark("ts", "5 seconds").group_by("k")
+        .transform_with_state_in_pandas(Echo(), OUT, "append", "EventTime",
+                                        event_time_column_name="at")
+        .group_by("k").transform_with_state_in_pandas(Count(), "k string, n bigint", "append",
+                                                      "EventTime")
+    )  # fmt: skip
+    return out.write_stream.output_mode("append")
+
+
+def test_two_functions_restart_from_their_checkpoint(tmp_path: Path) -> None:
+    """A function above another (on its ``event_time_column_name``): both stores are
+    checkpointed with the chain; restarted at each step, the query emits the batches of
+    one that never stopped, and each key's second-level timer fires once."""
+    expected, got = live_and_restarted(
+        tmp_path, two_functions_query, lambda folder, i: write_file(folder, i, FILES[i]),
+        INCREMENTS,
+    )  # fmt: skip
+    assert got == expected
+    fired = sorted(r for _, b in expected for r in b if r[1] < 0)
+    # the second processor sees every row and every first-level timer row of a key
+    # (a: 0, 5, 15; 32, 42; b: 1, 11; 31, 41; c: 30, 61, 71; d: 60, 62, 72) and fires
+    # when W passes the key's latest + 5 s (a twice, b twice, c and d once each)
+    assert fired == [("a", -3), ("a", -2), ("b", -2), ("b", -2), ("c", -3), ("d", -3)]
