@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``kill_before_checkpoint:<n>`` SIGKILLs this process after the
 put of its ``n``-th exchange batch, before that batch's checkpoint (issue 14, test 4);
-``stop_before_source_commit``: see :func:`_fault_stop`."""
+``stop_before_source_commit``: see :func:`_fault_stop`; ``kill_after_source_commit``: see
+:func:`_fault_kill_committed`."""
 
 
 _STOPPED: set[str] = set()
@@ -103,6 +104,15 @@ def _fault_stop(shard: str, batch_id: int) -> None:
     print(f"fault: stopped {shard} {batch_id}", flush=True)
     quiesced(_stop_self)
     print(f"fault: resumed {shard} {batch_id}", flush=True)
+
+
+def _fault_kill_committed(batch_id: int) -> None:
+    """``STREAMKIT_FLEET_FAULT=kill_after_source_commit``: SIGKILL this process in the first
+    stateless batch with id 1 or more, after the fence's commit and before the sink
+    (printing ``fault: killed committed <batch id>`` first)."""
+    if batch_id >= 1 and os.environ.get(FAULT_ENV) == "kill_after_source_commit":
+        print(f"fault: killed committed {batch_id}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _stop_self() -> None:
@@ -304,6 +314,7 @@ class SourceTask(BaseRecordProcessor):
             commit = loop.run_in_executor(None, task_log.commit, bid, self.first, last)
             commit.add_done_callback(_retrieve)
             await asyncio.shield(commit)
+            _fault_kill_committed(bid)
             await sink.add_batch(bid, table)
             await asyncio.to_thread(task_log.published, bid)
             self.next_id = bid + 1

@@ -12,7 +12,9 @@ record and checkpoints its leases at the last one. Then the zombie is continued
 (SIGCONT): its commit is refused (logged, naming its stale epoch), the stale epoch never
 holds the fence, and the sink holds exactly the rows DuckDB selects from the records put
 (unfenced, the zombie's files for its batch would replace the next owner's, which hold
-more rows). Every wait is on an observable event; deadlines are generous.
+more rows). A second test SIGKILLs a source task between its commit and its sink files:
+the next owner writes that batch (an exact re-read). Every wait is on an observable event;
+deadlines are generous.
 """
 
 from __future__ import annotations
@@ -155,6 +157,45 @@ async def test_zombie_source_task_without_exchange_is_fenced(
             assert _fence(fleet, shard)["epoch"] != stale
         finally:
             await fleet.kill_all()  # SIGKILL ends a stopped process too
+            await drop_fleet_tables(ep, fleet.app)
+    got = sink_events(fleet.out)
+    assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
+
+
+async def test_batch_committed_by_a_killed_source_task_is_written_by_the_next(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """A worker commits batch 1 of a shard under the fence and is SIGKILLed before writing
+    its sink files (``STREAMKIT_FLEET_FAULT=kill_after_source_commit``); its lease
+    checkpoint is still at batch 0's end. The successor finds batch 1 committed, re-reads
+    exactly its range and writes its files (logged as "to the sink again"), then reads on:
+    the sink holds exactly the rows DuckDB selects (without the re-read they are lost)."""
+    ep = localstack_endpoint
+    data = payloads(EVENTS, seed=1417)
+    want = _truth(data)
+    third = len(data) // 3
+    async with fresh_stream(ep, SHARDS, "sfkill") as (stream, _):
+        fleet = Fleet(ep, stream, unique("sk"), tmp_path, "--query", "stateless")
+        try:
+            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_after_source_commit")
+            first = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
+            await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
+            second = await asyncio.to_thread(put_random_keys, ep, stream, data[third : 2 * third])
+            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+            assert victim.proc.returncode == -9, fleet.tail()
+            rest = await asyncio.to_thread(put_random_keys, ep, stream, data[2 * third :])
+            await fleet.add("successor", STREAMKIT_FLEET_LOG="info")
+            await fleet.read_all(_merge(_merge(first, second), rest))
+
+            def full() -> bool:  # every lease is checkpointed at its end: all is written
+                fleet.check_alive()
+                return len(sink_events(fleet.out)) >= len(want)
+
+            await until("every selected row in the sink", full, 120)
+            await fleet.stop()
+            assert "to the sink again" in fleet.tail(10**7)
+        finally:
+            await fleet.kill_all()
             await drop_fleet_tables(ep, fleet.app)
     got = sink_events(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
