@@ -211,9 +211,10 @@ async def test_zombie_aggregation_task_is_fenced(
             await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
             shard, bid, stale = await _zombie_stops(fleet, zombie)
             heir = await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
-            # input for the heir's first batch of the task: the zombie may have stopped in
-            # a batch without input, which a restored task does not owe (same event time
-            # as the first closers: the watermark does not move, the truth is unchanged)
+            # input for the heir's first batch of the task (the zombie may have stopped in
+            # a batch without input, which the heir owes at once since test_fleet_owed_batch's
+            # fix; the input keeps this test about the fence alone). Same event time as the
+            # first closers: the watermark does not move, the truth is unchanged
             await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
             await _heir_writes(fleet, heir, shard, bid)
             await _zombie_resumes(fleet, zombie, shard, bid, stale)
