@@ -139,7 +139,10 @@ class TaskFence:
             if before.epoch >= epoch:
                 raise self._refused(
                     f"{self.cell.where}: epoch {before.epoch} (worker {before.owner!r}) took "
-                    f"this task over; this owner (epoch {epoch}) writes nothing more"
+                    f"this task over; this owner (epoch {epoch}) writes nothing more. If no "
+                    "other worker holds this lease, the lease table was recreated while the "
+                    "checkpoint root was kept: restore the table, or delete the checkpoint "
+                    "root to start the query over"
                 )
             # a claimant that never committed may have left files in its folder
             uncommitted = before.epoch not in (before.log, LEGACY_EPOCH)

@@ -34,7 +34,9 @@ def test_later_claim_refuses_the_earlier_owners_commit(tmp_path: Path) -> None:
     assert (taken.epoch, taken.batch, taken.offset) == (3, 0, "10")
     with pytest.raises(TaskFencedError, match="epoch 8"):
         old.commit(1, "20")
-    with pytest.raises(TaskFencedError):  # a late claim with a lower epoch
+    # a late claim with a lower epoch; the message says what to do if the lease table was
+    # recreated under a kept checkpoint root (counters restarting below the fence's epoch)
+    with pytest.raises(TaskFencedError, match=r"epoch 8 .*restore the table, or delete"):
         TaskFence(store, "t", "w1").claim(5)
     with pytest.raises(TaskFencedError):  # the same epoch again
         TaskFence(store, "t", "w3").claim(8)
