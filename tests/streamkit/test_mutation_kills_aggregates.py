@@ -255,3 +255,15 @@ def test_numeric_aggregates_name_the_column_they_refuse() -> None:
         refused = rf"^{name}\(\) needs a numeric column, but col\('s'\) has type String"
         with pytest.raises(SchemaError, match=refused):
             data.agg(agg).to_arrow()
+
+
+def test_sum_of_integers_is_an_exact_int64() -> None:
+    """Spark's rule: sum over an integral column is a bigint, exact past 2**53 (where a
+    float64 sum would round 2**53 + 1 down)."""
+    data = pa.table({"k": [1, 1, 2], "v": pa.array([2**53, 1, 3], pa.int64())})
+    got = sk.from_arrow(data).group_by("k").agg(sk.sum("v").alias("s")).to_arrow()
+    assert got.schema.field("s").type == pa.int64()
+    assert dict(zip(got.column("k").to_pylist(), got.column("s").to_pylist(), strict=True)) == {
+        1: 2**53 + 1,
+        2: 3,
+    }
