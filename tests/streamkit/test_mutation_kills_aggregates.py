@@ -70,10 +70,15 @@ def test_session_windows_over_no_rows_are_no_rows() -> None:
     got = frame(
         sk.from_arrow(table([]))
         .group_by(sk.session_window("t", "10 minutes"), "k")
-        .agg(sk.count().alias("n"), sk.sum("v").alias("sv"))
+        .agg(
+            sk.count().alias("n"),
+            sk.sum("v").alias("sv"),
+            sk.approx_count_distinct("v").alias("ad"),
+            sk.approx_percentile("v", 0.5).alias("p"),
+        )
     )
     assert got.height == 0
-    assert got.columns == ["window", "k", "n", "sv"]
+    assert got.columns == ["window", "k", "n", "sv", "ad", "p"]
 
 
 def spark_sessions(rows: list[tuple[int, int]], gap: int) -> set[tuple[int, int, int, int]]:
