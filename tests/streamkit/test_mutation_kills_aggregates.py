@@ -221,6 +221,42 @@ def check_sketch(values: list[float], levels: list[int], rows: list[float], k: i
         assert 2 ** max(levels) < 2 * n / k
 
 
+def compacted(counts: dict[int, int], k: int) -> dict[int, int]:
+    """Items per level after KLL compaction by the documented rule, in plain Python: each
+    round, every buffer holding more than ``k`` items keeps its odd one out (if any) and
+    sends half of the rest one level up; rounds go on until no buffer is over ``k``."""
+    while any(c > k for c in counts.values()):
+        after: dict[int, int] = {}
+        for h, c in counts.items():
+            after[h] = after.get(h, 0) + (c % 2 if c > k else c)
+            if c > k:
+                after[h + 1] = after.get(h + 1, 0) + c // 2
+        counts = after
+    return {h: c for h, c in counts.items() if c}
+
+
+def level_counts(levels: list[int]) -> dict[int, int]:
+    return {h: levels.count(h) for h in set(levels)}
+
+
+def test_percentile_sketches_compact_only_full_buffers() -> None:
+    """How many items a sketch keeps per level follows from the counts alone: built from
+    rows (all at level 0) and merged from two sketches (their items pooled per level)."""
+    fn = ApproxPercentile(0.5, accuracy=10)
+    k = fn.capacity
+    rows = pl.DataFrame({"g": [1] * 3_000, "x": [float(i) for i in range(3_000)]})
+    groups = pl.DataFrame({"g": [1]})
+    halves = [fn.build_sketch(rows[i::2], groups, ["g"], ["x"], ["v", "l"]) for i in range(2)]
+    for half in halves:
+        assert level_counts(half["l"][0].to_list()) == compacted({0: 1_500}, k)
+    pooled: dict[int, int] = {}
+    for half in halves:
+        for h, c in level_counts(half["l"][0].to_list()).items():
+            pooled[h] = pooled.get(h, 0) + c
+    merged = fn.merge_sketch(pl.concat(halves), groups, ["g"], ["v", "l"])
+    assert level_counts(merged["l"][0].to_list()) == compacted(pooled, k)
+
+
 def test_percentile_sketches_are_bounded_when_built_and_merged() -> None:
     """A sketch keeps at most ``8 * accuracy`` items per level, built from rows and merged
     from states alike; small groups stay exact."""
