@@ -241,19 +241,24 @@ def level_counts(levels: list[int]) -> dict[int, int]:
 
 def test_percentile_sketches_compact_only_full_buffers() -> None:
     """How many items a sketch keeps per level follows from the counts alone: built from
-    rows (all at level 0) and merged from two sketches (their items pooled per level)."""
+    rows (all at level 0) and merged from two sketches (their items pooled per level).
+    Merging sketches of 80 and 161 rows pools 81 items at level 0 and exactly k = 80 at
+    level 1: only the first buffer is over capacity."""
     fn = ApproxPercentile(0.5, accuracy=10)
     k = fn.capacity
-    rows = pl.DataFrame({"g": [1] * 3_000, "x": [float(i) for i in range(3_000)]})
     groups = pl.DataFrame({"g": [1]})
-    halves = [fn.build_sketch(rows[i::2], groups, ["g"], ["x"], ["v", "l"]) for i in range(2)]
-    for half in halves:
-        assert level_counts(half["l"][0].to_list()) == compacted({0: 1_500}, k)
+    sketches = []
+    for n in (80, 161, 2_560):
+        rows = pl.DataFrame({"g": [1] * n, "x": [float(i) for i in range(n)]})
+        sketch = fn.build_sketch(rows, groups, ["g"], ["x"], ["v", "l"])
+        assert level_counts(sketch["l"][0].to_list()) == compacted({0: n}, k)
+        sketches.append(sketch)
     pooled: dict[int, int] = {}
-    for half in halves:
-        for h, c in level_counts(half["l"][0].to_list()).items():
+    for sketch in sketches[:2]:
+        for h, c in level_counts(sketch["l"][0].to_list()).items():
             pooled[h] = pooled.get(h, 0) + c
-    merged = fn.merge_sketch(pl.concat(halves), groups, ["g"], ["v", "l"])
+    assert pooled == {0: 81, 1: 80}
+    merged = fn.merge_sketch(pl.concat(sketches[:2]), groups, ["g"], ["v", "l"])
     assert level_counts(merged["l"][0].to_list()) == compacted(pooled, k)
 
 
@@ -308,3 +313,10 @@ def test_sum_of_integers_is_an_exact_int64() -> None:
         1: 2**53 + 1,
         2: 3,
     }
+
+
+def test_min_and_max_name_themselves_when_refusing_a_type() -> None:
+    data = sk.from_arrow(pa.table({"s": [[1], [2]]}))
+    for name, agg in {"min": sk.min("s"), "max": sk.max("s")}.items():
+        with pytest.raises(SchemaError, match=rf"^{name}\(\) cannot order values of type"):
+            data.agg(agg).to_arrow()
