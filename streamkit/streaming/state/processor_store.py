@@ -298,8 +298,27 @@ class ProcessorStore:
         return len(self._index)
 
     def next_expiry(self) -> int | None:
-        """The earliest time (ms) at which :meth:`expire` may remove something."""
-        return self._index.next()
+        """The earliest time (ms) at which :meth:`expire` removes something, None: never.
+        Stale candidates at the head of the index (entries updated or removed since) are
+        dropped first, so an idle stream runs no no-data batch that removes nothing;
+        O(stale candidates dropped)."""
+        while (head := self._index.head()) is not None:
+            at, name, key, item = head
+            expiry = self._expiry[name].get(key)
+            kind = self.variables[name].kind
+            if expiry is not None and kind == "list" and expiry:
+                earliest = min(expiry)
+                if earliest <= at:
+                    return at
+                self._index.pop()  # the list's earliest entry expires later: move it
+                self._index.add(earliest, name, key)
+                continue
+            if expiry is not None and kind == "value" and expiry == at:
+                return at
+            if expiry is not None and kind == "map" and expiry.get(item) == at:
+                return at
+            self._index.pop()
+        return None
 
     def _expire_list(self, key: Key, name: str, expiry: list[int]) -> int:
         held = self._held[key][name]

@@ -57,6 +57,17 @@ class ExpiryIndex:
         """The earliest candidate's expiry (maybe stale), None: none."""
         return self._heap[0][0] if self._heap else None
 
+    def head(self) -> Candidate | None:
+        """The earliest candidate (maybe stale), None: none."""
+        if not self._heap:
+            return None
+        at, _, name, key, item = self._heap[0]
+        return at, name, key, item
+
+    def pop(self) -> None:
+        """Drops the earliest candidate (the store found it stale)."""
+        heapq.heappop(self._heap)
+
     def due(self, now: int) -> Iterator[Candidate]:
         """Pops the candidates at or before ``now`` (the store checks each); one found
         twice is yielded twice."""

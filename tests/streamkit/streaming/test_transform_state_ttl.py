@@ -246,3 +246,27 @@ def test_an_element_appended_after_the_clock_went_back_is_removed_at_its_expiry(
     assert store.read(("a",), "x") == [(1,)]
     assert store.expire() == 1
     assert store.rows()["__v_x"].to_list() == [[{"v": 1}]]
+
+
+def test_the_next_expiry_skips_candidates_of_entries_updated_since() -> None:
+    """A value rewritten every 100 ms for a second under a 10 s TTL expires 10 s after
+    its last write (900 + 10,000), not after its first: the nine older candidates are
+    stale, so a stream gone idle owes no no-data batch before 10,900 (none that would
+    remove nothing). The same for a map entry and for a list whose earliest element was
+    removed by a put."""
+    for kind in ("value", "map", "list"):
+        store = _store(kind)
+        for now in range(0, 1000, 100):
+            store.now = now
+            if kind == "value":
+                store.write(("a",), "x", (now,))
+            elif kind == "map":
+                store.map_put(("a",), "x", (1,), (now,))
+            else:
+                store.write(("a",), "x", [(now,)])  # a put replaces the whole list
+        assert store.next_expiry() == 900 + TTL_MS, kind
+        store.now = 900 + TTL_MS - 1
+        assert store.expire() == 0
+        store.now = 900 + TTL_MS
+        assert store.expire() == 1, kind
+        assert store.next_expiry() is None
