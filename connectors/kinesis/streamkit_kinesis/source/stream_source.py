@@ -374,9 +374,9 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         (another live worker reads it) is left out, else the query would wait forever; a
         shard waiting for a parent that this worker holds is never left out
         (:mod:`.unheld`). Safe to call from any thread."""
-        given_up = self._unheld.given_up
+        unheld = self._unheld
         for shard_id, value in target.items():
-            if shard_id in given_up:
+            if unheld.left_out(shard_id):
                 continue
             end = self._tips.end(value, shard_id) if value.startswith(PENDING) else value
             if isinstance(end, Unresolved) or not at_or_past(offsets.get(shard_id), end):

@@ -146,3 +146,37 @@ def test_children_waiting_for_a_parent_held_here_are_never_given_up() -> None:
     assert unheld.given_up == {"x"}
     unheld.tick(frozenset(), 106.5)
     assert unheld.given_up == {"x", "c", "g", "p"}
+
+
+def test_unheld_shards_stay_bounded_across_reshards() -> None:
+    """Across 3,000 targets of a stream that reshards every time (each target: the open
+    shard, its parent and two shards held elsewhere, one of them replaced each time), only
+    the current target's shards are watched, clocked or kept with parents, the retired ids
+    are capped, and a predicate on an older target still leaves out a shard it retired."""
+    from streamkit_kinesis.source import unheld as module
+    from streamkit_kinesis.source.unheld import UnheldShards
+
+    unheld = UnheldShards(give_up=5.0)
+    now = 0.0
+    for n in range(1, 3001):
+        target = [f"s{n}", f"s{n - 1}", "elsewhere", f"gone{n}"]
+        unheld.watch(target, {f"s{n}": (f"s{n - 1}",)})
+        for _ in range(3):  # gone<n> is unheld for 6 s > 5: given up
+            now += 3.0
+            unheld.tick(frozenset({f"s{n - 1}"}), now)
+        assert unheld.watched == set(target)
+        assert set(unheld._since) == {"elsewhere", f"gone{n}"}
+        assert set(unheld._parents) <= {f"s{n}", f"s{n - 1}"}
+        assert len(unheld._retired) <= module.RETIRED_KEPT
+        assert unheld.given_up == {"elsewhere", f"gone{n}"}
+        if n == 10:  # a predicate on the target of n = 2 leaves out its retired shards
+            assert unheld.left_out("gone2")
+            assert unheld.left_out("s0")
+            assert not unheld.left_out("s10")
+            assert not unheld.left_out("s9")
+    assert len(unheld._retired) == module.RETIRED_KEPT
+    assert not unheld.left_out("gone2")  # the oldest retired ids are forgotten
+    assert unheld.left_out("gone2999")
+    unheld.watch(["gone2999"])  # listed again: watched again, its clock starts anew
+    assert not unheld.left_out("gone2999")
+    assert unheld.watched == {"gone2999"}
