@@ -20,6 +20,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ import pytest
 
 from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import BASE, SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
+from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -214,7 +216,11 @@ def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
     """Every case's files and Spark's batches (Spark's queries run concurrently)."""
     dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
     started = {n: SparkRun(spark, CASES[n].op, d) for n, d in dirs.items()}
-    return {n: (dirs[n], run.result()) for n, run in started.items()}
+    return {
+        n: (dirs[n], retried(run.result, partial(lambda n: SparkRun(spark, CASES[n].op,
+                                                                    dirs[n]).result(), n)))
+        for n, run in started.items()
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(CASES))

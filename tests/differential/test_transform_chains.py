@@ -23,6 +23,7 @@ import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
 from tests.differential.test_stateful import capped, epoch_ms
 from tests.differential.test_transform_state import ROCKSDB
+from tests.differential.worker_retry import retried, worker_lost
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -200,7 +202,7 @@ class Chain:
         )
         processor = Behind() if self.kind == "behind" else Stamp()
         out = getattr(marked, grouped)("k").transformWithStateInPandas(
-            processor, STAMP_OUT, self.op_mode, "EventTime", eventTimeColumnName="at"
+            processor, STAMP_OUT, self.op_mode, "EventTime", None, "at"  # positional, as PySpark
         )
         if self.then == "tally":  # a second processor on the first's event time
             grouped2 = out.groupBy("k") if spark else out.group_by("k")
@@ -402,7 +404,9 @@ def runs(
     names, out = list(dirs), dict[str, tuple[Path, tuple[Batches, str | None]]]()
     for i in range(0, len(names), CONCURRENT):
         started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names[i : i + CONCURRENT]}
-        out |= {n: (dirs[n], run.result()) for n, run in started.items()}
+        for n, run in started.items():
+            again = partial(lambda n: SparkRun(rocksdb, CASES[n].chain, dirs[n]).result(), n)
+            out[n] = (dirs[n], retried(run.result, again, lost=lambda r: worker_lost(r[1])))
     return out
 
 

@@ -31,6 +31,7 @@ from tests.differential.engines import DEADLINE
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, write_files
 from tests.differential.test_stateful import Batches, epoch_ms, ms, rows_of
 from tests.differential.test_transform_state import ROCKSDB
+from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -105,22 +106,26 @@ EXPECTED: Batches = [
 
 
 def spark_batches(spark: Any, directory: Path, files: Files) -> Batches:
-    seen: Batches = []
+    seen: dict[int, list[tuple[Any, ...]]] = {}  # by batch id: a retried step replaces
+
+    def step(ck: str) -> None:
+        stream = spark.readStream.schema(SPARK_SCHEMA).json(str(directory))
+        query = (
+            stream.groupBy("k").transformWithStateInPandas(Wall(), OUT, "Update",
+                                                           "ProcessingTime")
+            .writeStream.outputMode("update").trigger(once=True)
+            .option("checkpointLocation", ck)
+            .foreachBatch(lambda b, i: seen.update({i: rows_of(list(map(tuple, b.collect())))}))
+            .start()
+        )  # fmt: skip
+        assert query.awaitTermination(DEADLINE), "Spark did not finish"
+        assert query.exception() is None, str(query.exception())
+
     with tempfile.TemporaryDirectory(prefix="spark-ck-") as ck:
         for i in range(len(files)):
             write_files(directory, files[: i + 1], "json")
-            stream = spark.readStream.schema(SPARK_SCHEMA).json(str(directory))
-            query = (
-                stream.groupBy("k").transformWithStateInPandas(Wall(), OUT, "Update",
-                                                               "ProcessingTime")
-                .writeStream.outputMode("update").trigger(once=True)
-                .option("checkpointLocation", ck)
-                .foreachBatch(lambda b, i: seen.append((i, rows_of(list(map(tuple, b.collect()))))))
-                .start()
-            )  # fmt: skip
-            assert query.awaitTermination(DEADLINE), "Spark did not finish"
-            assert query.exception() is None, str(query.exception())
-    return sorted(seen, key=lambda b: b[0])
+            retried(lambda: step(ck))  # a lost worker fails before the batch commits
+    return sorted(seen.items())
 
 
 def streamkit_batches(directory: Path, files: Files) -> Batches:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from tests.differential.test_stateful import (
     rows_of,
     run_streamkit,
 )
+from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -234,7 +236,9 @@ def runs(rocksdb: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tu
     for i in range(0, len(names), CONCURRENT):
         batch = names[i : i + CONCURRENT]
         started = {n: SparkRun(rocksdb, CASES[n].op, dirs[n]) for n in batch}
-        out |= {n: (dirs[n], run.result()) for n, run in started.items()}
+        for n, run in started.items():
+            again = partial(lambda n: SparkRun(rocksdb, CASES[n].op, dirs[n]).result(), n)
+            out[n] = (dirs[n], retried(run.result, again))
     return out
 
 
@@ -350,7 +354,7 @@ INITIAL_FILES = random_files(6, files=5, null_rate=0.1)
 @pytest.fixture(scope="module")
 def seeded_run(rocksdb: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Batches]:
     directory = write_files(tmp_path_factory.mktemp("seeded"), INITIAL_FILES, "json")
-    return directory, SparkRun(rocksdb, SeededOp(), directory).result()
+    return directory, retried(lambda: SparkRun(rocksdb, SeededOp(), directory).result())
 
 
 def test_initial_state_matches_spark(seeded_run: tuple[Path, Batches]) -> None:
@@ -512,16 +516,9 @@ def ttl_runs(
     return {n: (directory, _spark_batches(session, op, directory)) for n, op in TTL_CASES.items()}
 
 
-def _spark_batches(session: Any, op: FadingOp, directory: Path, attempts: int = 3) -> Batches:
-    """Spark's batches; a query whose Python worker did not connect back in time (on a
-    loaded machine: an infrastructure failure, before any batch commits) runs again."""
-    for attempt in range(attempts):
-        try:
-            return SparkRun(session, op, directory).result()
-        except AssertionError as exc:
-            if "failed to connect back" not in str(exc) or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+def _spark_batches(session: Any, op: FadingOp, directory: Path) -> Batches:
+    """Spark's batches (a run whose Python worker was lost runs again: worker_retry)."""
+    return retried(lambda: SparkRun(session, op, directory).result())
 
 
 @pytest.mark.parametrize("name", list(TTL_CASES))
