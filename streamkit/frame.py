@@ -290,17 +290,17 @@ class GroupedData:
             raise PlanError(f"{what} groups by plain columns")
         return self._plan, tuple(k.output_name for k in self._keys)
 
-    def transformWithStateInPandas(
+    def transformWithStateInPandas(  # noqa: PLR0917 (PySpark takes all six positionally)
         self,
         statefulProcessor: Any,
         outputStructType: pa.Schema | str,
         outputMode: str,
         timeMode: str,
         initialState: GroupedData | None = None,
-        *,
         eventTimeColumnName: str = "",
     ) -> DataFrame:
-        """PySpark's spelling of :meth:`transform_with_state_in_pandas`."""
+        """PySpark's spelling of :meth:`transform_with_state_in_pandas` (all six arguments
+        may be positional, as in PySpark)."""
         return self.transform_with_state_in_pandas(
             statefulProcessor, outputStructType, outputMode, timeMode, initialState,
             event_time_column_name=eventTimeColumnName,
