@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ import pytest
 
 from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
+from tests.differential.lazy_runs import LazyRuns
 from tests.differential.test_stateful import capped, epoch_ms
 from tests.differential.test_transform_state import ROCKSDB
 from tests.differential.worker_retry import retried, worker_lost
@@ -388,8 +389,9 @@ def rocksdb(spark: Any) -> Any:
 @pytest.fixture(scope="module")
 def runs(
     rocksdb: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> dict[str, tuple[Path, tuple[Batches, str | None]]]:
-    """Spark's batches of the selected cases (``CONCURRENT`` queries at a time)."""
+) -> Mapping[str, tuple[Path, tuple[Batches, str | None]]]:
+    """Spark's batches of the selected cases, run when a test first asks for one,
+    ``CONCURRENT`` queries at a time (:mod:`~tests.differential.lazy_runs`)."""
     chosen = {
         item.callspec.params["name"]
         for item in request.session.items
@@ -401,13 +403,16 @@ def runs(
         for n, c in CASES.items()
         if n in chosen
     }
-    names, out = list(dirs), dict[str, tuple[Path, tuple[Batches, str | None]]]()
-    for i in range(0, len(names), CONCURRENT):
-        started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names[i : i + CONCURRENT]}
+
+    def chunk(names: list[str]) -> dict[str, tuple[Path, tuple[Batches, str | None]]]:
+        started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names}
+        out = {}
         for n, run in started.items():
             again = partial(lambda n: SparkRun(rocksdb, CASES[n].chain, dirs[n]).result(), n)
             out[n] = (dirs[n], retried(run.result, again, lost=lambda r: worker_lost(r[1])))
-    return out
+        return out
+
+    return LazyRuns(list(dirs), chunk, CONCURRENT)
 
 
 ERROR = "EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED"
@@ -415,7 +420,7 @@ ERROR = "EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED"
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_streamkit_matches_spark(
-    name: str, runs: dict[str, tuple[Path, tuple[Batches, str | None]]]
+    name: str, runs: Mapping[str, tuple[Path, tuple[Batches, str | None]]]
 ) -> None:
     case = CASES[name]
     directory, (theirs, their_error) = runs[name]

@@ -20,7 +20,7 @@ batch ``transformWithStateInPandas`` too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 
 from tests.differential.inputs import Files, random_files, write_files
+from tests.differential.lazy_runs import LazyRuns
 from tests.differential.test_stateful import (
     Batches,
     SparkRun,
@@ -227,23 +228,28 @@ def rocksdb(spark: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def runs(rocksdb: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Batches]]:
-    """Every case's files and Spark's batches (``CONCURRENT`` queries at a time: each
-    task starts a Python worker, which must connect back to the JVM within its timeout
-    on a busy machine)."""
+def runs(
+    rocksdb: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Mapping[str, tuple[Path, Batches]]:
+    """Every case's files and Spark's batches, run when a test first asks for one,
+    ``CONCURRENT`` queries at a time (each task starts a Python worker, which must connect
+    back to the JVM within its timeout on a busy machine; see
+    :mod:`~tests.differential.lazy_runs`)."""
     dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
-    names, out = list(dirs), dict[str, tuple[Path, Batches]]()
-    for i in range(0, len(names), CONCURRENT):
-        batch = names[i : i + CONCURRENT]
-        started = {n: SparkRun(rocksdb, CASES[n].op, dirs[n]) for n in batch}
+
+    def chunk(names: list[str]) -> dict[str, tuple[Path, Batches]]:
+        started = {n: SparkRun(rocksdb, CASES[n].op, dirs[n]) for n in names}
+        out = {}
         for n, run in started.items():
             again = partial(lambda n: SparkRun(rocksdb, CASES[n].op, dirs[n]).result(), n)
             out[n] = (dirs[n], retried(run.result, again))
-    return out
+        return out
+
+    return LazyRuns(list(dirs), chunk, CONCURRENT)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_streamkit_matches_spark(name: str, runs: dict[str, tuple[Path, Batches]]) -> None:
+def test_streamkit_matches_spark(name: str, runs: Mapping[str, tuple[Path, Batches]]) -> None:
     case = CASES[name]
     directory, theirs = runs[name]
     if case.expected is not None:
