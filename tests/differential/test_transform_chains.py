@@ -202,8 +202,9 @@ class Chain:
             else frame.with_watermark("ts", "5 seconds")
         )
         processor = Behind() if self.kind == "behind" else Stamp()
+        # all six arguments positional, as PySpark allows
         out = getattr(marked, grouped)("k").transformWithStateInPandas(
-            processor, STAMP_OUT, self.op_mode, "EventTime", None, "at"  # positional, as PySpark
+            processor, STAMP_OUT, self.op_mode, "EventTime", None, "at"
         )
         if self.then == "tally":  # a second processor on the first's event time
             grouped2 = out.groupBy("k") if spark else out.group_by("k")
@@ -388,21 +389,12 @@ def rocksdb(spark: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def runs(
-    rocksdb: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    rocksdb: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Mapping[str, tuple[Path, tuple[Batches, str | None]]]:
-    """Spark's batches of the selected cases, run when a test first asks for one,
-    ``CONCURRENT`` queries at a time (:mod:`~tests.differential.lazy_runs`)."""
-    chosen = {
-        item.callspec.params["name"]
-        for item in request.session.items
-        if getattr(item, "originalname", "") == "test_streamkit_matches_spark"
-        and hasattr(item, "callspec")
-    }
-    dirs = {
-        n: write_files(tmp_path_factory.mktemp(n), c.files, "json")
-        for n, c in CASES.items()
-        if n in chosen
-    }
+    """Spark's batches of each case, run when a test first asks for it, ``CONCURRENT``
+    queries at a time (:mod:`~tests.differential.lazy_runs`); a run of selected tests
+    starts only their queries."""
+    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
 
     def chunk(names: list[str]) -> dict[str, tuple[Path, tuple[Batches, str | None]]]:
         started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names}
