@@ -24,6 +24,7 @@ from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 from streamkit.streaming.incremental import IncrementalQuery
 
 from . import sim
+from .test_parity_with_engine import step
 
 
 def _stream() -> sk.DataFrame:
@@ -72,21 +73,9 @@ def test_batch_by_batch_the_fleet_deduplicates_as_the_engine(
         size = rng.randint(1, 40)
         batch = rows.slice(at, size)
         at += size
-        want = engine.run(batch)
-        engine_late += want.late_rows.height
-        out = source.run(batch)
-        top = out.max_event if top is None else max(top, out.max_event or top)
-        first = str(seq) if seq else None
-        chunks = source.chunks(out, "s", first, str(seq + 1), top, False, n, "q")
+        top, late = step(engine, source, stages, batch, seq=seq, top=top, sort=_sorted)
+        engine_late += late
         seq += 1
-        got = [s.apply(parts, now=float(seq)) for s, parts in zip(stages, chunks, strict=True)]
-        assert {s.fleet_watermark for s in stages} == {engine.watermark}
-        assert_frame_equal(_sorted(pl.concat([g.output for g in got])), _sorted(want.output))
-        while engine.owes_batch:
-            assert all(s.owes_batch for s in stages)
-            want = engine.run_no_data()
-            got = [s.run_no_data(now=float(seq)) for s in stages]
-            assert_frame_equal(_sorted(pl.concat([g.output for g in got])), _sorted(want.output))
         assert sum(s.state_rows for s in stages) == engine.state_rows
         for stage, log in zip(stages, logs, strict=True):
             stage.checkpoint_state(log, bid)

@@ -7,6 +7,7 @@ order and a short delay so that rows do arrive late."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import polars as pl
 import pytest
@@ -26,6 +27,33 @@ def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
     return sim.flat(frame).sort(["ws", "we", "k"], nulls_last=True)
 
 
+def step(
+    engine: IncrementalQuery, source: SourceStage, stages: list[AggregationStage],
+    batch: pl.DataFrame, *, seq: int, top: int | None,
+    sort: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+) -> tuple[int | None, int]:
+    """Batch ``seq`` (one source shard) through the engine and through the fleet's stages,
+    then the no-data batches the engine owes: asserts the stages' watermark and the union
+    of their outputs equal the engine's each time. Returns (the source's top event time,
+    the engine's late rows). ``sort`` orders outputs for comparison (default: windows)."""
+    order = sort or _sorted
+    want = engine.run(batch)
+    late = want.late_rows.height
+    out = source.run(batch)
+    top = out.max_event if top is None else max(top, out.max_event or top)
+    first = str(seq) if seq else None
+    chunks = source.chunks(out, "s", first, str(seq + 1), top, False, len(stages), "q")
+    got = [s.apply(parts, now=float(seq + 1)) for s, parts in zip(stages, chunks, strict=True)]
+    assert {s.fleet_watermark for s in stages} == {engine.watermark}
+    assert_frame_equal(order(pl.concat([g.output for g in got])), order(want.output))
+    while engine.owes_batch:
+        assert all(s.owes_batch for s in stages)
+        want = engine.run_no_data()
+        got = [s.run_no_data(now=float(seq + 1)) for s in stages]
+        assert_frame_equal(order(pl.concat([g.output for g in got])), order(want.output))
+    return top, late
+
+
 @pytest.mark.parametrize(("window", "mode"), CASES)
 def test_batch_by_batch_the_fleet_emits_what_the_engine_emits(window: str, mode: str) -> None:
     rng = random.Random(11)
@@ -39,21 +67,9 @@ def test_batch_by_batch_the_fleet_emits_what_the_engine_emits(window: str, mode:
         size = rng.randint(1, 60)
         batch = rows.slice(at, size)
         at += size
-        want = engine.run(batch)
-        engine_late += want.late_rows.height
-        out = source.run(batch)
-        top = out.max_event if top is None else max(top, out.max_event or top)
-        first = str(seq) if seq else None
-        chunks = source.chunks(out, "s", first, str(seq + 1), top, False, n, "q")
+        top, late = step(engine, source, stages, batch, seq=seq, top=top)
+        engine_late += late
         seq += 1
-        got = [s.apply(parts, now=float(seq)) for s, parts in zip(stages, chunks, strict=True)]
-        assert {s.fleet_watermark for s in stages} == {engine.watermark}
-        assert_frame_equal(_sorted(pl.concat([g.output for g in got])), _sorted(want.output))
-        while engine.owes_batch:
-            assert all(s.owes_batch for s in stages)
-            want = engine.run_no_data()
-            got = [s.run_no_data(now=float(seq)) for s in stages]
-            assert_frame_equal(_sorted(pl.concat([g.output for g in got])), _sorted(want.output))
         assert not any(s.owes_batch for s in stages)
     fleet_late = sum(s.late_rows for s in stages)
     if mode != "complete" or window == "session":
