@@ -20,7 +20,6 @@ engines' queries in the same batch (``EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALL
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from tests.differential import test_stateful as stateful
 from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
 from tests.differential.lazy_runs import LazyRuns
@@ -260,21 +260,14 @@ def streamkit_rows(table: pa.Table) -> list[tuple[Any, ...]]:
     return sorted(zip(*columns, strict=True), key=order)
 
 
-class SparkRun:
-    def __init__(self, spark: Any, chain: Chain, directory: Path) -> None:
-        self.seen: Batches = []
-        self._ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
-        stream = (
-            spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
-            .json(str(directory))
-        )  # fmt: skip
-        self._handle = (
-            chain.build(stream, spark=True).writeStream.outputMode(chain.mode)
-            .trigger(availableNow=True).option("checkpointLocation", self._ck.name)
-            .foreachBatch(lambda b, i: self.seen.append((i, spark_rows(b)))).start()
-        )  # fmt: skip
+class SparkRun(stateful.SparkRun):
+    """:class:`test_stateful.SparkRun` with rows as :func:`spark_rows` gives them, and the
+    query's error returned rather than raised (:meth:`outcome`)."""
 
-    def result(self) -> tuple[Batches, str | None]:
+    def _collect(self, batch: Any, batch_id: int) -> None:
+        self.seen.append((batch_id, spark_rows(batch)))
+
+    def outcome(self) -> tuple[Batches, str | None]:
         """The batches and the query's error (None: it finished)."""
         from pyspark.errors import StreamingQueryException
 
@@ -400,8 +393,8 @@ def runs(
         started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names}
         out = {}
         for n, run in started.items():
-            again = partial(lambda n: SparkRun(rocksdb, CASES[n].chain, dirs[n]).result(), n)
-            out[n] = (dirs[n], retried(run.result, again, lost=lambda r: worker_lost(r[1])))
+            again = partial(lambda n: SparkRun(rocksdb, CASES[n].chain, dirs[n]).outcome(), n)
+            out[n] = (dirs[n], retried(run.outcome, again, lost=lambda r: worker_lost(r[1])))
         return out
 
     return LazyRuns(list(dirs), chunk, CONCURRENT)
