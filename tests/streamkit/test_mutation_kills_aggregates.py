@@ -98,6 +98,25 @@ def spark_sessions(rows: list[tuple[int, int]], gap: int) -> set[tuple[int, int,
     return out
 
 
+def session_counts(rows: list[tuple[int, int]], unit: str) -> pl.DataFrame:
+    """(k, session start, session end, count) of 10-minute sessions per key over ``rows``
+    of (key, time in ``unit`` since the epoch), starts and ends as integers in ``unit``."""
+    data = pa.table(
+        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp(unit, "UTC"))}
+    )
+    got = frame(
+        sk.from_arrow(data)
+        .group_by(sk.session_window("t", "10 minutes"), "k")
+        .agg(sk.count().alias("n"))
+    )
+    return got.select(
+        "k",
+        pl.col("window").struct.field("start").cast(pl.Int64),
+        pl.col("window").struct.field("end").cast(pl.Int64),
+        "n",
+    )
+
+
 def test_nanosecond_sessions_split_and_merge_exactly() -> None:
     """Nanosecond times near 2026 are above 2**60: one ns apart is not one float64 apart
     (its step there is 256 ns), so session bounds must be compared as integers. Key 1: a
@@ -106,20 +125,7 @@ def test_nanosecond_sessions_split_and_merge_exactly() -> None:
     t0 = 1_767_225_600 * 10**9  # 2026-01-01, a multiple of 512 ns
     gap = 600 * 10**9
     rows = [(1, t0), (1, t0 + gap), (1, t0 + 3 * gap + 1), (2, t0 + 200), (2, t0 + gap + 256)]
-    data = pa.table(
-        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("ns", "UTC"))}
-    )
-    got = frame(
-        sk.from_arrow(data)
-        .group_by(sk.session_window("t", "10 minutes"), "k")
-        .agg(sk.count().alias("n"))
-    )
-    bounds = got.select(
-        "k",
-        pl.col("window").struct.field("start").cast(pl.Int64),
-        pl.col("window").struct.field("end").cast(pl.Int64),
-        "n",
-    )
+    bounds = session_counts(rows, "ns")
     sessions = set(bounds.iter_rows())
     expected = spark_sessions(rows, gap)
     assert sessions == expected
@@ -133,20 +139,7 @@ def test_sessions_of_later_keys_do_not_see_the_ends_of_earlier_keys() -> None:
     gap = 600 * 10**6
     b0 = -3_600 * 10**6
     rows = [(2, b0), (2, b0 + gap + 1), (1, b0 + 5 * gap)]
-    data = pa.table(
-        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("us", "UTC"))}
-    )
-    got = frame(
-        sk.from_arrow(data)
-        .group_by(sk.session_window("t", "10 minutes"), "k")
-        .agg(sk.count().alias("n"))
-    )
-    bounds = got.select(
-        "k",
-        pl.col("window").struct.field("start").cast(pl.Int64),
-        pl.col("window").struct.field("end").cast(pl.Int64),
-        "n",
-    )
+    bounds = session_counts(rows, "us")
     expected = spark_sessions(rows, gap)
     assert set(bounds.iter_rows()) == expected
     assert len(expected) == 3
@@ -160,20 +153,7 @@ def test_sessions_of_keys_140_years_apart_in_nanoseconds() -> None:
     gap = 600 * ns
     y1900, y1950, y2040 = -2_208_988_800 * ns, -631_152_000 * ns, 2_208_988_800 * ns
     rows = [(1, y1900), (2, y1950), (3, y2040), (3, y2040 + 6 * gap), (3, y2040 + 7 * gap)]
-    data = pa.table(
-        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("ns", "UTC"))}
-    )
-    got = frame(
-        sk.from_arrow(data)
-        .group_by(sk.session_window("t", "10 minutes"), "k")
-        .agg(sk.count().alias("n"))
-    )
-    bounds = got.select(
-        "k",
-        pl.col("window").struct.field("start").cast(pl.Int64),
-        pl.col("window").struct.field("end").cast(pl.Int64),
-        "n",
-    )
+    bounds = session_counts(rows, "ns")
     expected = spark_sessions(rows, gap)
     assert set(bounds.iter_rows()) == expected
     assert len(expected) == 4
@@ -185,20 +165,7 @@ def test_sessions_near_2116_in_nanoseconds() -> None:
     gap = 600 * 10**9
     b = 2**62
     rows = [(1, b - 4 * gap), (2, b), (2, b + gap // 2)]
-    data = pa.table(
-        {"k": [k for k, _ in rows], "t": pa.array([t for _, t in rows], pa.timestamp("ns", "UTC"))}
-    )
-    got = frame(
-        sk.from_arrow(data)
-        .group_by(sk.session_window("t", "10 minutes"), "k")
-        .agg(sk.count().alias("n"))
-    )
-    bounds = got.select(
-        "k",
-        pl.col("window").struct.field("start").cast(pl.Int64),
-        pl.col("window").struct.field("end").cast(pl.Int64),
-        "n",
-    )
+    bounds = session_counts(rows, "ns")
     expected = spark_sessions(rows, gap)
     assert set(bounds.iter_rows()) == expected
     assert len(expected) == 2
