@@ -30,8 +30,12 @@ lint: check
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(UNIT) $(PYTEST_ARGS)
 
+# The suite runs on TEST_WORKERS pytest-xdist processes (each starts its own servers on free
+# ports, lazily); --dist loadscope keeps a module on one worker, so module fixtures (Spark
+# runs of the differential suites) run once. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: check
-	$(BIN)/python -m pytest --durations=40 $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=40 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
 # Mutation testing of the engine's core (mutmut on a copy under .cache/mutation, niced):
