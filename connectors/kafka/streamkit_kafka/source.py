@@ -192,7 +192,7 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         taken = {tp: records for tp, records in data.items() if tp in self._assigned and records}
         if self._bound is not None:
             taken = self._within_bound(consumer, taken, self._bound)
-        for tp, records in taken.items():
+        for tp, records in taken.items():  # before any await: a rebalance seeks from here
             self._positions[partition_id(tp.topic, tp.partition)] = records[-1].offset + 1
         await self._learn_positions()
         await self._refresh_peer_committed(consumer)
@@ -341,8 +341,12 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         self._peer_committed = committed
 
     def _may_deliver(self, consumer: AIOKafkaConsumer) -> frozenset[str]:
-        """Assigned partitions declared to the per-partition watermarks: all but those read
-        up to their last known end (their next records are new). O(partitions)."""
+        """Assigned partitions declared to the per-partition watermarks: all but those whose
+        position reached the high watermark (their next records are new). Positions come
+        from the consumer, past commit/abort markers and aborted records, so a partition
+        read to its end with markers last is not declared. Under ``read_committed`` the
+        position stops at the last stable offset while a transaction is open: records
+        that may still commit keep the partition declared. O(partitions)."""
         out = set()
         for tp in self._assigned:
             pid = partition_id(tp.topic, tp.partition)
@@ -352,13 +356,23 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         return frozenset(out)
 
     async def _learn_positions(self) -> None:
-        """Record where assigned partitions that this query has not read yet start."""
+        """Take the consumer's position of each assigned partition: where a partition this
+        query has not read yet starts, and past the transaction markers and aborted records
+        after the last record handed out (they take offsets but are never returned).
+        Positions never go back; under :meth:`bound` they stop at the bound (a partition
+        outside it does not move), so a replayed batch ends where it ended before."""
         consumer = self._need_consumer()
         for tp in list(self._assigned):
             pid = partition_id(tp.topic, tp.partition)
-            if pid not in self._positions:
-                with contextlib.suppress(KafkaError, AssertionError):
-                    self._positions[pid] = int(await consumer.position(tp))
+            with contextlib.suppress(KafkaError, AssertionError):
+                at = int(await consumer.position(tp))
+                if tp not in self._assigned:
+                    continue
+                known = self._positions.get(pid)
+                limit = None if self._bound is None else self._bound.get(pid, known)
+                if limit is not None:
+                    at = min(at, limit)
+                self._positions[pid] = at if known is None else max(known, at)
 
     async def _decode(self, taken: dict[Any, list[Any]]) -> tuple[pa.Table, pa.Table]:
         payloads: list[bytes] = []
