@@ -215,3 +215,36 @@ async def test_an_open_transaction_holds_the_watermark_until_it_commits(
     # Plain arithmetic: 5 events in hour 1, 6 in hour 10, 2 in hour 12.
     assert hourly(name) == {DAY + timedelta(hours=1): 5, DAY + timedelta(hours=10): 6,
                             DAY + timedelta(hours=12): 2}  # fmt: skip
+
+
+async def test_a_bounded_replay_ends_at_the_bound_not_past_the_markers_after_it(
+    kafka_bootstrap: str,
+) -> None:
+    """``bound`` (exact replay of a logged batch): the partition holds a committed
+    transaction (offsets 0-2, marker 3) and an aborted one (4-5, marker 6). Bounded at 4,
+    no batch ends past 4 although the consumer's position passes the aborted records;
+    after ``bound(None)`` the offset moves to the log end, 7, with no further row."""
+    topic = unique("txb")
+    await create_topic(kafka_bootstrap, topic)
+    await in_transaction(kafka_bootstrap, topic, OLD[:3], "commit")
+    await in_transaction(kafka_bootstrap, topic, OLD[3:], "abort")
+    src = source(kafka_bootstrap, topic, unique("g"))
+    pid = f"{topic}-0"
+    await src.open(None)
+    try:
+        rows, ends = 0, list[str]()
+        src.bound({pid: "4"})
+        deadline = time.monotonic() + 60
+        while rows < 3 or not ends or ends[-1] != "4":
+            assert time.monotonic() < deadline, f"bounded read: {rows} rows, ends {ends}"
+            if (batch := await src.next_batch(0.5)) is not None:
+                rows, ends = rows + batch.rows.num_rows, [*ends, batch.end_offsets[pid]]
+            assert all(int(e) <= 4 for e in ends), ends
+        src.bound(None)
+        while ends[-1] != "7":
+            assert time.monotonic() < deadline, f"after the bound: ends {ends}"
+            if (batch := await src.next_batch(0.5)) is not None:
+                rows, ends = rows + batch.rows.num_rows, [*ends, batch.end_offsets[pid]]
+        assert rows == 3
+    finally:
+        await src.close()
