@@ -8,15 +8,18 @@ counts 0 and everything else null; a grouped one over no rows is no row).
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
 
 import streamkit as sk
+from streamkit.aggregates import hll
 from streamkit.aggregates.approx_percentile import ApproxPercentile
 from streamkit.aggregates.avg import Avg
 from streamkit.aggregates.sum import Sum
@@ -287,3 +290,63 @@ def test_min_and_max_name_themselves_when_refusing_a_type() -> None:
     for name, agg in {"min": sk.min("s"), "max": sk.max("s")}.items():
         with pytest.raises(SchemaError, match=rf"^{name}\(\) cannot order values of type"):
             data.agg(agg).to_arrow()
+
+
+def precision_by_rule(rsd: float) -> int:
+    """HyperLogLog's standard error with ``m`` registers is ``1.04 / sqrt(m)``: the least
+    ``p`` in 4..16 with ``1.04 / sqrt(2**p) <= rsd``, 16 when none is that precise."""
+    return next((p for p in range(4, 17) if 1.04 / math.sqrt(2**p) <= rsd), 16)
+
+
+def test_hll_precision_is_the_least_exponent_meeting_the_requested_error() -> None:
+    rsds = [0.9, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.0101, 0.007, 0.005, 0.001, 1e-6]
+    got = {rsd: hll.precision_for(rsd) for rsd in rsds}
+    assert got == {rsd: precision_by_rule(rsd) for rsd in rsds}
+    assert {got[0.9], got[0.02], got[0.001]} == {4, 12, 16}
+
+
+@pytest.mark.parametrize("rsd", [0.0, 1.0, -0.1, 1.5])
+def test_hll_precision_refuses_an_error_outside_zero_to_one(rsd: float) -> None:
+    with pytest.raises(ValueError, match="rsd must be between 0 and 1"):
+        hll.precision_for(rsd)
+
+
+def hll_estimate_by_rule(registers: list[int]) -> int:
+    """The HyperLogLog estimate (Flajolet et al. 2007) in plain Python: ``alpha_m m**2 /
+    sum(2**-r)`` with ``alpha_m = 0.7213 / (1 + 1.079 / m)``; when that is at most ``2.5 m``
+    and some register is zero, linear counting ``m ln(m / zeros)`` instead; rounded half
+    to even."""
+    m = len(registers)
+    raw = 0.7213 / (1 + 1.079 / m) * m * m / math.fsum(2.0**-r for r in registers)
+    zeros = registers.count(0)
+    return round(m * math.log(m / zeros) if raw <= 2.5 * m and zeros else raw)
+
+
+def test_hll_estimates_follow_the_raw_and_the_small_range_formulas() -> None:
+    """Register rows in every regime of the estimator: empty, sparse (linear counting),
+    exactly one zero register among ones (linear counting with one zero), dense without
+    zeros (raw), large registers with a few zeros (raw although zeros remain), and twos
+    with two zeros (a raw estimate of about 2.9 m with 4096 registers: raw)."""
+    rng = np.random.default_rng(11)
+    for m in (16, 4096):
+        rows = [
+            [0] * m,
+            [1] + [0] * (m - 1),
+            [0] + [1] * (m - 1),
+            list(rng.choice([0, 0, 0, 1, 2], m)),
+            list(rng.integers(1, 7, m)),
+            [0, 0, *rng.integers(9, 30, m - 2)],
+            [0, 0] + [2] * (m - 2),
+            list(rng.integers(0, 3, m)),
+        ]
+        sketches = pl.Series("regs", rows, dtype=pl.Array(pl.UInt8, m))
+        got = hll.estimate(sketches)
+        assert got.name == "regs"
+        assert got.dtype == pl.Int64
+        expected = [hll_estimate_by_rule([int(r) for r in row]) for row in rows]
+        assert got.to_list() == expected
+        assert expected[0] == 0
+        assert hll.estimate(sketches[4:5]).to_list() == expected[4:5]  # one sketch
+    empty = hll.estimate(pl.Series("regs", [], dtype=pl.Array(pl.UInt8, 16)))
+    assert (empty.name, empty.len()) == ("regs", 0)
+    assert empty.dtype == pl.Int64
