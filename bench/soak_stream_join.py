@@ -8,7 +8,8 @@ runs in this process with a processing-time trigger and a foreach-batch sink tha
 rows. Every second the process's resident set (``VmRSS``) and the rows buffered in the
 join state are sampled; at the end the script prints the least-squares RSS slope after
 the warm-up, in MB per minute, and the range of the state rows (flat when eviction keeps
-up).
+up); beside it the same for pyarrow's allocated bytes (a leak of Arrow buffers) and for RSS
+less the pages freed lazily (``LazyFree``, still counted in RSS), and the load average.
 
     .venv/bin/python bench/soak_stream_join.py --duration 600
 """
@@ -74,6 +75,15 @@ def vm_rss() -> int:
     raise RuntimeError("no VmRSS")
 
 
+def lazy_free() -> int:
+    """Bytes of this process's pages freed with ``MADV_FREE`` (counted in RSS until the
+    kernel needs them back)."""
+    for line in Path(f"/proc/{os.getpid()}/smaps_rollup").read_text().splitlines():
+        if line.startswith("LazyFree:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def slope_mb_per_min(samples: list[tuple[float, int]], warmup: float) -> float:
     """Least-squares slope of RSS over time after ``warmup`` s, MB per minute."""
     kept = [(t, r) for t, r in samples if t >= warmup]
@@ -123,11 +133,15 @@ def main() -> None:
         )  # fmt: skip
         feeder.start()
         samples: list[tuple[float, int]] = []
+        arrow: list[tuple[float, int]] = []  # pyarrow's allocated bytes (default pool)
+        lazy: list[tuple[float, int]] = []
         states: list[tuple[float, int]] = []
         started = time.monotonic()
         try:
             while (now := time.monotonic() - started) < args.duration:
                 samples.append((now, vm_rss()))
+                arrow.append((now, pa.total_allocated_bytes()))
+                lazy.append((now, lazy_free()))
                 progress = q.last_progress
                 if progress is not None:
                     states.append((now, progress.state_rows))
@@ -138,6 +152,7 @@ def main() -> None:
             q.stop()
         late_states = [s for t, s in states if t >= args.warmup]
         rss = [r / 2**20 for _, r in samples]
+        resident = [(t, r - b) for (t, r), (_, b) in zip(samples, lazy, strict=True)]
         report = {
             "duration_s": args.duration,
             "rows_per_side_per_s": args.rows / args.period,
@@ -146,6 +161,20 @@ def main() -> None:
             "unmatched_emitted": emitted[1],
             "rss_mb_first_last_max": [round(rss[0]), round(rss[-1]), round(max(rss))],
             "rss_slope_mb_per_min_after_warmup": round(slope_mb_per_min(samples, args.warmup), 3),
+            "lazy_free_mb_first_last_max": [
+                round(b / 2**20, 1) for b in (lazy[0][1], lazy[-1][1], max(b for _, b in lazy))
+            ],
+            "rss_minus_lazy_free_slope_mb_per_min_after_warmup": round(
+                slope_mb_per_min(resident, args.warmup), 3
+            ),
+            "arrow_allocated_mb_first_last_max": [
+                round(a / 2**20, 1) for a in (arrow[0][1], arrow[-1][1], max(a for _, a in arrow))
+            ],
+            "arrow_allocated_slope_mb_per_min_after_warmup": round(
+                slope_mb_per_min(arrow, args.warmup), 3
+            ),
+            "arrow_pool": pa.default_memory_pool().backend_name,
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "state_rows_after_warmup_min_max_last": [
                 min(late_states, default=0), max(late_states, default=0),
                 late_states[-1] if late_states else 0,

@@ -326,10 +326,15 @@ THREADED_ROWS = 1_000_000
 
 
 def _ipc(frame: pl.DataFrame) -> bytes:
-    """``frame`` as an Arrow IPC file, LZ4-compressed (what ``pl.read_ipc`` reads).
-    Written by pyarrow: ~1.6x less CPU than Polars' writer for a batch's delta, which it
-    compresses on the calling thread (threads cost more than they save on busy cores)."""
-    return ipc_file(frame.to_arrow())
+    """``frame`` as an Arrow IPC file, LZ4-compressed (what ``pl.read_ipc`` reads),
+    written by Polars: nothing comes from Arrow's default memory pool (mimalloc). pyarrow's
+    writer costs less CPU (0.31 vs 0.44 ms for a 3,000-row delta, 3.2 vs 6.1 ms for a
+    50,000-row snapshot) but allocates its LZ4 buffers there, out of reach of a
+    ``memory_pool`` argument, and mimalloc kept the pages: a checkpointed stream join grew
+    +7 to +14 MB/min of RSS with Arrow's allocated bytes flat (issue 13)."""
+    buf = io.BytesIO()
+    frame.write_ipc(buf, compression="lz4")
+    return buf.getvalue()
 
 
 def ipc_file(table: pa.Table) -> bytes:
