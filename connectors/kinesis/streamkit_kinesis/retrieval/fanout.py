@@ -43,6 +43,13 @@ objects as polling). :class:`FanoutFetchers` is the consumer's factory for
   before) and returns an empty batch so the watcher sees it; a probe that finds a record
   discards it (the subscription delivers it). Cost: at most one record read twice per
   probe; no probe unless hurried.
+- A start AT a checkpoint's record ``S`` (the fan-out factory's, with the checkpoint as
+  ``floor``) has nothing past it only if every user record of ``S`` is at or before the
+  floor: the probe reads AT ``S``; if all of ``S``'s de-aggregated user records are at or
+  before the floor, it reads once more (after ``S``) and only that read can find the tip;
+  otherwise (a checkpoint inside an aggregate with user records unread, or ``S`` trimmed)
+  it found something past. Without a floor, an AT start's whole record counts as had and
+  the probe reads after it. Cost: one more GetRecords per probe until the first event.
 """
 
 from __future__ import annotations
@@ -95,7 +102,8 @@ class FanoutReader:
 
     ``start`` is a checkpoint (a sequence number resumes AFTER it; TRIM_HORIZON / LATEST;
     SHARD_END: already finished), a ``datetime`` (AT_TIMESTAMP) or an
-    :class:`IteratorStart`.
+    :class:`IteratorStart`. ``floor``: with a start AT a checkpoint's record, that
+    checkpoint (possibly inside a KPL aggregate; the tip probe honours it).
     """
 
     def __init__(
@@ -112,9 +120,12 @@ class FanoutReader:
         rng: Rng = random.random,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        floor: ExtendedSequenceNumber | None = None,
     ) -> None:
         if lifetime <= 0:
             raise ValueError(f"lifetime must be > 0, got {lifetime}")
+        self._floor = floor
+        """The checkpoint an AT_SEQUENCE_NUMBER start resumes after (see the docstring)."""
         self._client, self._api = client, fanout_api(client)
         self._stream, self._shard, self._consumer = stream, shard, consumer
         self._lifetime, self._backoff = lifetime, backoff or OUTAGE_BACKOFF
@@ -257,10 +268,13 @@ class FanoutReader:
         start = self._resume
         if start is None or start.iterator_type == "LATEST":
             return None  # no position to prove anything from
+        floor = None
         if start.iterator_type == "AT_SEQUENCE_NUMBER" and start.sequence_number is not None:
-            # a checkpoint start (an offset includes all of its record): the probe looks
-            # past it, else it finds that record every time on an idle shard
-            start = IteratorStart.after_sequence(start.sequence_number)
+            floor = self._floor
+            if floor is None or floor.sequence_number != start.sequence_number:
+                # a checkpoint start without a floor (an offset includes all of its
+                # record): look past it, else every probe finds that record
+                floor, start = None, IteratorStart.after_sequence(start.sequence_number)
         self.tip_probes += 1
         reader = self._prober = ShardReader(
             self._client, self._stream, self._shard, start, limit=1, idle_time=0,
@@ -268,7 +282,9 @@ class FanoutReader:
             wall_clock=self._wall_clock,
         )  # fmt: skip
         try:
-            await reader.next_batch()
+            batch = await reader.next_batch()
+            if floor is not None and _all_had(batch.records, floor):
+                await reader.next_batch()  # the checkpoint's record is had: look past it
         finally:
             self._prober = None
         found = reader.caught_up
@@ -397,6 +413,18 @@ class FanoutReader:
             self._sub = None
 
 
+def _all_had(records: tuple[KinesisRecord, ...], floor: ExtendedSequenceNumber) -> bool:
+    """True when ``records`` (a read AT ``floor``'s record) are that record and every user
+    record of it is at or before ``floor`` (sub-sequence numbers after de-aggregation)."""
+    from streamkit_kinesis.kpl.deaggregate import deaggregate
+
+    if not records or records[0].sequence_number != floor.sequence_number:
+        return False  # the record is gone (trimmed): what came is past the floor
+    key = (floor.as_int(), floor.sub_sequence_number)
+    users = deaggregate(records[:1])
+    return all((int(u.sequence_number), u.sub_sequence_number) <= key for u in users)
+
+
 @dataclass(frozen=True)
 class FanoutFetchers:
     """A :class:`~.fetcher.FetcherFactory` for ``retrieval="fanout"``: one
@@ -427,6 +455,6 @@ class FanoutFetchers:
             floor, begin = start, IteratorStart.at_sequence(start.sequence_number)
         reader = FanoutReader(
             self.client, self.stream, shard, begin, self.consumer, lifetime=self.lifetime,
-            clock=self.clock,
+            clock=self.clock, floor=floor,
         )  # fmt: skip
         return DeaggregatingFetcher(reader, floor)

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import ShardNotFoundError
-from streamkit_kinesis.retrieval.fanout import FanoutReader
+from streamkit_kinesis.retrieval.fanout import FanoutFetchers, FanoutReader
 from streamkit_kinesis.retrieval.iterators import IteratorStart
 from streamkit_kinesis.retrieval.registration import StreamConsumer
 from streamkit_kinesis.retry import Backoff
@@ -316,3 +316,43 @@ async def test_a_probe_from_a_checkpoint_start_looks_past_the_checkpoint(
         assert reader.tip_probes == 1
         assert reader.caught_up is not None
         assert reader.subscriptions == 0
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "sub", "unread"),
+    [
+        (True, 0, [1, 2, 3, 4]),  # inside the aggregate: its later user records are unread
+        (True, 4, []),  # at its last user record: the whole aggregate is had
+        (False, 0, []),  # a plain record
+    ],
+)
+async def test_a_probe_from_a_checkpoint_inside_an_aggregate_finds_its_unread_records(
+    localstack_endpoint: AwsEndpoint, aggregate: bool, sub: int, unread: list[int]
+) -> None:
+    """The fan-out factory starts AT a checkpoint's record S (last in the shard). The first
+    tip probe, sent before any event, finds the tip only if every user record of S is at
+    or before the checkpoint; else the subscription delivers S's unread user records."""
+    from streamkit_kinesis_tests.test_kpl import aggregated, sub_record
+
+    data = aggregated(["p"], [], [sub_record(0, bytes([i])) for i in range(5)])
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        client = kinesis_client(localstack_endpoint)
+        shard = await only_shard(client, stream)
+        records = [b"before", data if aggregate else b"plain"]
+        seq = (await asyncio.to_thread(put_blocking, client, stream, records))[-1]
+        consumer = StreamConsumer(client, stream, "app")
+        fetcher = FanoutFetchers(client, stream, consumer)(shard, ExtendedSequenceNumber(seq, sub))
+        reader = fetcher._inner
+        assert isinstance(reader, FanoutReader)
+        try:
+            fetcher.hurry()
+            batch = await asyncio.wait_for(fetcher.next_batch(), 60)
+        finally:
+            await fetcher.close()
+        assert [(r.sequence_number, r.sub_sequence_number) for r in batch.records] == [
+            (seq, i) for i in unread
+        ]
+        assert [r.data for r in batch.records] == [bytes([i]) for i in unread]
+        assert reader.tip_probes == 1
+        assert (reader.caught_up is not None) == (not unread)  # found the tip, or not
+        assert reader.subscriptions == (1 if unread else 0)
