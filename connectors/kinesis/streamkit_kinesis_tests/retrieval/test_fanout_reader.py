@@ -23,6 +23,7 @@ from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, Kinesi
 
 from streamkit.config import AwsEndpoint
 from streamkit.testing.proxy import TcpProxy
+from streamkit_kinesis_tests.test_kpl import aggregated, sub_record
 
 pytestmark = pytest.mark.integration
 
@@ -332,8 +333,6 @@ async def test_a_probe_from_a_checkpoint_inside_an_aggregate_finds_its_unread_re
     """The fan-out factory starts AT a checkpoint's record S (last in the shard). The first
     tip probe, sent before any event, finds the tip only if every user record of S is at
     or before the checkpoint; else the subscription delivers S's unread user records."""
-    from streamkit_kinesis_tests.test_kpl import aggregated, sub_record
-
     data = aggregated(["p"], [], [sub_record(0, bytes([i])) for i in range(5)])
     async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
         client = kinesis_client(localstack_endpoint)
