@@ -45,11 +45,12 @@ objects as polling). :class:`FanoutFetchers` is the consumer's factory for
   probe; no probe unless hurried.
 - A start AT a checkpoint's record ``S`` (the fan-out factory's, with the checkpoint as
   ``floor``) has nothing past it only if every user record of ``S`` is at or before the
-  floor: the probe reads AT ``S``; if all of ``S``'s de-aggregated user records are at or
-  before the floor, it reads once more (after ``S``) and only that read can find the tip;
-  otherwise (a checkpoint inside an aggregate with user records unread, or ``S`` trimmed)
-  it found something past. Without a floor, an AT start's whole record counts as had and
-  the probe reads after it. Cost: one more GetRecords per probe until the first event.
+  floor: the probe reads AT ``S`` and reads on while every de-aggregated user record a
+  read returns is at or before the floor; only an empty read can find the tip; a record
+  with a user record past the floor (a checkpoint inside an aggregate with user records
+  unread, or ``S`` trimmed) is something past. Without a floor, an AT start's whole
+  record counts as had and the probe reads after it. Cost: one more GetRecords per probe
+  until the first event (more on LocalStack, whose AT may start before ``S``).
 """
 
 from __future__ import annotations
@@ -283,8 +284,8 @@ class FanoutReader:
         )  # fmt: skip
         try:
             batch = await reader.next_batch()
-            if floor is not None and _all_had(batch.records, floor):
-                await reader.next_batch()  # the checkpoint's record is had: look past it
+            while floor is not None and _all_had(batch.records, floor):
+                batch = await reader.next_batch()  # had (S, or before it): look past it
         finally:
             self._prober = None
         found = reader.caught_up
@@ -414,15 +415,16 @@ class FanoutReader:
 
 
 def _all_had(records: tuple[KinesisRecord, ...], floor: ExtendedSequenceNumber) -> bool:
-    """True when ``records`` (a read AT ``floor``'s record) are that record and every user
-    record of it is at or before ``floor`` (sub-sequence numbers after de-aggregation)."""
+    """True when ``records`` (a read AT ``floor``'s record) are not empty and every user
+    record of them is at or before ``floor`` (sub-sequence numbers after de-aggregation;
+    LocalStack's AT_SEQUENCE_NUMBER may start at a record before it)."""
     from streamkit_kinesis.kpl.deaggregate import deaggregate
 
-    if not records or records[0].sequence_number != floor.sequence_number:
-        return False  # the record is gone (trimmed): what came is past the floor
     key = (floor.as_int(), floor.sub_sequence_number)
-    users = deaggregate(records[:1])
-    return all((int(u.sequence_number), u.sub_sequence_number) <= key for u in users)
+    users = deaggregate(records)
+    return bool(users) and all(
+        (int(u.sequence_number), u.sub_sequence_number) <= key for u in users
+    )
 
 
 @dataclass(frozen=True)
