@@ -10,7 +10,10 @@ Guarantees, beyond the fetcher contract (which holds for user records):
   read AT ``S`` (not after it) and user records at or before ``(S, k)`` are dropped. So a
   checkpoint written by :func:`~.deaggregate.position` (or by KCL, which uses the same rule)
   loses nothing and repeats nothing; a plain sequence number (sub-sequence 0) of a plain
-  record resumes after it, as before. Reading ``S`` again costs one record.
+  record resumes after it, as before. Reading ``S`` again costs one record. The filter
+  stays on until a user record past ``(S, k)`` came, so a first batch of only earlier
+  records (a server whose AT starts before ``S``) does not let ``S``'s user records at or
+  before ``k`` through in a later batch.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ class DeaggregatingFetcher:
         records = deaggregate(batch.records, self.stats)
         if self._floor is not None and records:
             records = self._past_floor(records, self._floor)
-            self._floor = None  # records come in order: later ones are past it
+            if records:  # in order: later records are past it too
+                self._floor = None
         return replace(batch, records=tuple(records))
 
     @staticmethod

@@ -42,8 +42,11 @@ record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
   null iterator, and KCL makes no such call; only moto needs it).
 - The tip, for ``available_now``: :attr:`ShardReader.caught_up` is the last read that
   came back empty and caught up (when it was sent, on ``time.monotonic``, and the last
-  record returned before it); :meth:`ShardReader.hurry` makes the next read skip (or cut
-  short) the idle wait, so a caller waiting for such a read gets it at once.
+  record returned before it); an answer made only of repeats counts as empty only when it
+  holds fewer records than ``Limit`` (kinesis-mock answers ``Limit`` 1 after a shard's
+  first record with that record for ever, whatever follows it); :meth:`ShardReader.hurry`
+  makes the next read skip (or cut short) the idle wait, so a caller waiting for such a
+  read gets it at once.
 """
 
 from __future__ import annotations
@@ -257,7 +260,8 @@ class ShardReader:
                 sleep.result()
 
     async def _handle(self, out: ColumnarRecords, sent: float) -> RecordBatch:
-        records = to_records(out.after(self._delivered_up_to()))
+        fresh = out.after(self._delivered_up_to())
+        records = to_records(fresh)
         self._calls += 1
         self._last_read = self._clock()
         self._behind = out.millis_behind_latest
@@ -269,7 +273,8 @@ class ShardReader:
         self._children = out.child_shard_ids
         self._child_shards = out.child_shards
         self._iterator = out.next_iterator or None
-        caught_up = not records and not self._behind
+        # an answer of only repeats as long as Limit may hide records behind them
+        caught_up = not records and not self._behind and len(out) < self._limit
         if caught_up:
             self._caught_up = CaughtUp(sent, self._last_sequence)
         if caught_up and not self._shard.is_closed:

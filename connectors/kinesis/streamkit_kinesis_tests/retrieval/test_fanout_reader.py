@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import cast
 
 import pytest
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.errors import ShardNotFoundError
+from streamkit_kinesis.kpl import KplFetchers
 from streamkit_kinesis.retrieval.fanout import FanoutFetchers, FanoutReader
 from streamkit_kinesis.retrieval.iterators import IteratorStart
+from streamkit_kinesis.retrieval.polling import PollingFetchers
 from streamkit_kinesis.retrieval.registration import StreamConsumer
 from streamkit_kinesis.retry import Backoff
 from streamkit_kinesis.shards import shard_info
@@ -23,6 +26,7 @@ from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, Kinesi
 
 from streamkit.config import AwsEndpoint
 from streamkit.testing.proxy import TcpProxy
+from streamkit_kinesis_tests.retrieval.early_servers import EarlyAt, Repeating
 from streamkit_kinesis_tests.test_kpl import aggregated, sub_record
 
 pytestmark = pytest.mark.integration
@@ -319,7 +323,7 @@ async def test_a_probe_from_a_checkpoint_start_looks_past_the_checkpoint(
         assert reader.subscriptions == 0
 
 
-@pytest.mark.parametrize(
+CHECKPOINTS = pytest.mark.parametrize(
     ("aggregate", "sub", "unread"),
     [
         (True, 0, [1, 2, 3, 4]),  # inside the aggregate: its later user records are unread
@@ -327,37 +331,137 @@ async def test_a_probe_from_a_checkpoint_start_looks_past_the_checkpoint(
         (False, 0, []),  # a plain record
     ],
 )
+
+
+async def put_checkpointed(client: KinesisApi, stream: str, aggregate: bool) -> list[str]:
+    """Put two pads, ``before`` and the checkpoint's record S (last); their sequence numbers.
+
+    Two pads: kinesis-mock 0.4.13 numbers a shard's first record like the shard's start
+    when both fall in the same second, and then answers the iterator after that record
+    with the record again (and AT the second record with the first); the records a test
+    reads AT (``before``, S) are never first or second, so no answer depends on timing."""
+    data = aggregated(["p"], [], [sub_record(0, bytes([i])) for i in range(5)])
+    records = [b"pad0", b"pad1", b"before", data if aggregate else b"plain"]
+    return await asyncio.to_thread(put_blocking, client, stream, records)
+
+
+async def probe_from(
+    client: KinesisApi, stream: str, shard: ShardInfo, checkpoint: ExtendedSequenceNumber
+) -> tuple[list[KinesisRecord], FanoutReader]:
+    """A fan-out fetcher from ``checkpoint``, hurried until it returned records or found the
+    tip: the user records it returned, and its reader."""
+    fetcher = FanoutFetchers(client, stream, StreamConsumer(client, stream, "app"))(
+        shard, checkpoint
+    )
+    reader = fetcher._inner
+    assert isinstance(reader, FanoutReader)
+    got: list[KinesisRecord] = []
+
+    async def until_records_or_the_tip() -> None:
+        while not got and reader.caught_up is None:  # an event may come empty first
+            fetcher.hurry()
+            got.extend((await fetcher.next_batch()).records)
+
+    try:
+        await asyncio.wait_for(until_records_or_the_tip(), 60)
+    finally:
+        await fetcher.close()
+    return got, reader
+
+
+def user_keys(records: list[KinesisRecord]) -> list[tuple[str, int]]:
+    return [(r.sequence_number, r.sub_sequence_number) for r in records]
+
+
+@CHECKPOINTS
 async def test_a_probe_from_a_checkpoint_inside_an_aggregate_finds_its_unread_records(
     localstack_endpoint: AwsEndpoint, aggregate: bool, sub: int, unread: list[int]
 ) -> None:
     """The fan-out factory starts AT a checkpoint's record S (last in the shard). The first
     tip probe, sent before any event, finds the tip only if every user record of S is at
     or before the checkpoint; else the subscription delivers S's unread user records."""
-    data = aggregated(["p"], [], [sub_record(0, bytes([i])) for i in range(5)])
     async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
         client = kinesis_client(localstack_endpoint)
         shard = await only_shard(client, stream)
-        records = [b"before", data if aggregate else b"plain"]
-        seq = (await asyncio.to_thread(put_blocking, client, stream, records))[-1]
-        consumer = StreamConsumer(client, stream, "app")
-        fetcher = FanoutFetchers(client, stream, consumer)(shard, ExtendedSequenceNumber(seq, sub))
-        reader = fetcher._inner
-        assert isinstance(reader, FanoutReader)
-        got: list[KinesisRecord] = []
-
-        async def until_records_or_the_tip() -> None:
-            while not got and reader.caught_up is None:  # events may come empty first
-                got.extend((await fetcher.next_batch()).records)
-
-        try:
-            fetcher.hurry()
-            await asyncio.wait_for(until_records_or_the_tip(), 60)
-        finally:
-            await fetcher.close()
-        assert [(r.sequence_number, r.sub_sequence_number) for r in got] == [
-            (seq, i) for i in unread
-        ]
+        seq = (await put_checkpointed(client, stream, aggregate))[-1]
+        got, reader = await probe_from(client, stream, shard, ExtendedSequenceNumber(seq, sub))
+        assert user_keys(got) == [(seq, i) for i in unread]
         assert [r.data for r in got] == [bytes([i]) for i in unread]
         assert reader.tip_probes == 1
         assert (reader.caught_up is not None) == (not unread)  # found the tip, or not
         assert reader.subscriptions == (1 if unread else 0)
+
+
+@CHECKPOINTS
+async def test_a_probe_whose_server_starts_before_the_checkpoint_neither_skips_nor_stalls(
+    localstack_endpoint: AwsEndpoint, aggregate: bool, sub: int, unread: list[int]
+) -> None:
+    """The server answers AT S from the record before S (as kinesis-mock may): that record
+    is had (before the checkpoint), so the probe reads on and decides as above."""
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        real = kinesis_client(localstack_endpoint)
+        shard = await only_shard(real, stream)
+        *_, before, seq = await put_checkpointed(real, stream, aggregate)
+        client = EarlyAt(real, {seq: before})
+        got, reader = await probe_from(
+            cast("KinesisApi", client), stream, shard, ExtendedSequenceNumber(seq, sub)
+        )
+        assert client.rewritten == 1  # the probe's AT S
+        assert user_keys(got) == [(seq, i) for i in unread]
+        assert reader.tip_probes == 1
+        assert (reader.caught_up is not None) == (not unread)
+        assert reader.subscriptions == (1 if unread else 0)
+
+
+@CHECKPOINTS
+async def test_a_probe_does_not_take_a_repeated_record_for_the_tip(
+    localstack_endpoint: AwsEndpoint, aggregate: bool, sub: int, unread: list[int]
+) -> None:
+    """The server answers AT S from the record before S and then repeats that record for
+    ever (kinesis-mock after a shard's first record): an answer of only a repeat, as long
+    as ``Limit``, proves nothing, so the first probe finds no tip. Unread user records of S
+    come from the subscription; with none, a probe after its first event finds the tip."""
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        real = kinesis_client(localstack_endpoint)
+        shard = await only_shard(real, stream)
+        *_, before, seq = await put_checkpointed(real, stream, aggregate)
+        client = Repeating(real, {seq: before}, stream, shard.shard_id, before)
+        got, reader = await probe_from(
+            cast("KinesisApi", client), stream, shard, ExtendedSequenceNumber(seq, sub)
+        )
+        assert client.repeats >= 1
+        assert user_keys(got) == [(seq, i) for i in unread]
+        assert reader.subscriptions == 1
+        if unread:
+            assert (reader.tip_probes, reader.caught_up) == (1, None)
+        else:  # the first probe found nothing; the second (AFTER S's event) the tip
+            assert reader.tip_probes == 2
+            assert reader.caught_up is not None
+
+
+@pytest.mark.parametrize("sub", [0, 2, 4])
+async def test_a_resume_inside_an_aggregate_repeats_none_of_its_user_records(
+    localstack_endpoint: AwsEndpoint, sub: int
+) -> None:
+    """Polling with ``Limit`` 1 from a checkpoint (S, sub) on a server whose AT S starts at
+    the record before S: the first batch holds only that record (had, dropped); S's user
+    records at or before the checkpoint must not come with the next batch."""
+    async with fresh_stream(localstack_endpoint, 1, "kplr") as (stream, _):
+        real = kinesis_client(localstack_endpoint)
+        shard = await only_shard(real, stream)
+        *_, before, seq = await put_checkpointed(real, stream, True)
+        after = (await asyncio.to_thread(put_blocking, real, stream, [b"after"]))[0]
+        client = cast("KinesisApi", EarlyAt(real, {seq: before}))
+        polling = PollingFetchers(client, stream, limit=1, idle_time=0)
+        fetcher = KplFetchers(polling)(shard, ExtendedSequenceNumber(seq, sub))
+        got: list[KinesisRecord] = []
+
+        async def until_after() -> None:
+            while not got or got[-1].sequence_number != after:
+                got.extend((await fetcher.next_batch()).records)
+
+        try:
+            await asyncio.wait_for(until_after(), 60)
+        finally:
+            await fetcher.close()
+        assert user_keys(got) == [(seq, i) for i in range(sub + 1, 5)] + [(after, 0)]
