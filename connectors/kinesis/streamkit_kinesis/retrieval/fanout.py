@@ -50,7 +50,11 @@ objects as polling). :class:`FanoutFetchers` is the consumer's factory for
   with a user record past the floor (a checkpoint inside an aggregate with user records
   unread, or ``S`` trimmed) is something past. Without a floor, an AT start's whole
   record counts as had and the probe reads after it. Cost: one more GetRecords per probe
-  until the first event (more on LocalStack, whose AT may start before ``S``).
+  until the first event. A server whose AT starts before ``S`` (kinesis-mock 0.4.13, when
+  a shard's first record is numbered like the shard's start) costs a read per earlier
+  record; one that then repeats a record (the same kinesis-mock case) gives an answer of
+  only a repeat, which is not the tip (:class:`~.polling.ShardReader`), so that probe
+  finds nothing and the next caught-up event allows another.
 """
 
 from __future__ import annotations
@@ -417,7 +421,7 @@ class FanoutReader:
 def _all_had(records: tuple[KinesisRecord, ...], floor: ExtendedSequenceNumber) -> bool:
     """True when ``records`` (a read AT ``floor``'s record) are not empty and every user
     record of them is at or before ``floor`` (sub-sequence numbers after de-aggregation;
-    LocalStack's AT_SEQUENCE_NUMBER may start at a record before it)."""
+    kinesis-mock's AT_SEQUENCE_NUMBER may start at the record before it)."""
     from streamkit_kinesis.kpl.deaggregate import deaggregate
 
     key = (floor.as_int(), floor.sub_sequence_number)
