@@ -19,7 +19,8 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    :class:`~streamkit.streaming.incremental.IncrementalQuery`,
    :mod:`~streamkit.streaming.agg_steps`);
 6. the fleet watermark after the batch: ``min`` over the source shards that have an event
-   time, did not end, and sent a chunk less than ``idle_timeout`` seconds ago, of
+   time, did not end (an end marker or a chunk flagged ``ended``, and no longer named by
+   :meth:`expect_sources`), and sent a chunk less than ``idle_timeout`` seconds ago, of
    ``max_event - delay`` (Spark's whole-ms arithmetic); the ``max`` over all of them when
    none is active; it never decreases. A shard named by :meth:`expect_sources` (the
    source shards that exist and are not finished, from the source lease table) holds it
@@ -100,7 +101,10 @@ class SourceProgress:
 
 def _next(known: SourceProgress | None, h: ChunkHeader) -> bool:
     """True when ``h`` is the next chunk of its shard, False when it was applied already;
-    raises :class:`ChunkOrderError` for a gap or a reordering."""
+    raises :class:`ChunkOrderError` for a gap or a reordering. An end marker is next when
+    it follows the whole range applied last, a duplicate once the shard is ended."""
+    if h.is_end:
+        return _next_end(known, h)
     key = (h.last_int, h.part)
     if known is not None and key <= (known.last, known.part):
         return False
@@ -121,6 +125,21 @@ def _next(known: SourceProgress | None, h: ChunkHeader) -> bool:
             "query from its checkpoint to re-read the exchange from the last commit"
         )
     return True
+
+
+def _next_end(known: SourceProgress | None, h: ChunkHeader) -> bool:
+    """:func:`_next` for an end marker (``h.is_end``)."""
+    if known is None:
+        return True  # (its ranges were applied by a state this one does not descend from)
+    if known.ended or h.last_int < known.last:
+        return False
+    if h.last_int == known.last and known.part == known.parts - 1:
+        return True
+    raise ChunkOrderError(
+        f"source shard {h.source!r}: end marker after {h.last} does not follow the last "
+        f"chunk applied (range end {known.last} part {known.part} of {known.parts}): "
+        "records were lost or reordered on the exchange stream"
+    )
 
 
 class AggregationStage:
@@ -173,6 +192,12 @@ class AggregationStage:
                 dropped += 1
                 if known is not None:
                     sources[header.source] = replace(known, seen=now)
+                continue
+            if header.is_end:  # the shard ended after the range applied last
+                sources[header.source] = (
+                    replace(known, ended=True, seen=now) if known is not None
+                    else SourceProgress(header.last_int, 0, 1, None, True, now)
+                )  # fmt: skip
                 continue
             # a range's maximum and end count once its last part is in: the rows of the
             # parts not yet applied must not find the watermark past them
@@ -290,13 +315,17 @@ class AggregationStage:
             progress = self._sources.get(name)
             if progress is None:
                 return True
-            if progress.max_event is None and self._active(progress, now):
+            if progress.max_event is None and self._active(name, progress, now):
                 return True
         return False
 
-    def _active(self, progress: SourceProgress, now: float) -> bool:
+    def _active(self, name: str, progress: SourceProgress, now: float) -> bool:
+        """Sent a chunk less than ``idle_timeout`` ago and not ended. An ended shard still
+        named by :meth:`expect_sources` counts as not ended: the lease table the caller
+        read predates its SHARD_END checkpoint, so it may not list the shard's children
+        yet (created before that checkpoint), which must hold the watermark from then."""
         fresh = progress.seen is None or now - progress.seen < self.idle_timeout
-        return fresh and not progress.ended
+        return fresh and not (progress.ended and name not in self._expected)
 
     def _update_watermark(self, now: float) -> None:
         mark = self.fleet.mark
@@ -309,10 +338,10 @@ class AggregationStage:
             return
         active: list[int] = []
         everyone: list[int] = []
-        for p in self._sources.values():
+        for name, p in self._sources.items():
             if p.max_event is not None:
                 everyone.append(p.max_event)
-                if self._active(p, now):
+                if self._active(name, p, now):
                     active.append(p.max_event)
         basis = min(active) if active else max(everyone, default=None)
         unit = self.fleet.time_unit()

@@ -5,7 +5,10 @@ whose schema metadata holds, under the key ``b"streamkit.chunk"``, a JSON header
 (:class:`ChunkHeader`): which query, which source shard, the source range the batch
 covers (after ``first``, up to and including ``last``), the part number when the batch's
 rows for this partition were split to fit a Kinesis record, the source shard's event-time
-maximum so far and whether it reached its end. The header also carries ``"crc32"``: a
+maximum so far and whether it reached its end. An *end marker* (:attr:`ChunkHeader.is_end`:
+``ended``, ``first == last``, no rows) covers no records: it tells an aggregation task that
+the shard ended after the range it applied last (a shard whose last read held no records).
+The header also carries ``"crc32"``: a
 CRC-32 over the header's other fields (canonical JSON) and the record batches' IPC
 messages, so a garbled value is caught, not applied. :func:`decode_chunk` refuses anything
 else (damaged, cut, foreign bytes, another version) with a :class:`ChunkError` naming what
@@ -57,6 +60,11 @@ class ChunkHeader:
     def to_json(self) -> bytes:
         """The header as canonical JSON bytes (sorted keys, no spaces)."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def is_end(self) -> bool:
+        """An end marker: the shard ended after ``last``, the end of its previous range."""
+        return self.ended and self.first == self.last and self.rows == 0
 
     @property
     def last_int(self) -> int:

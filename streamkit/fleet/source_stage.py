@@ -10,6 +10,8 @@ late here: lateness is judged where the fleet watermark is known, in the aggrega
 (:mod:`~streamkit.fleet.routing`) and encodes one chunk per partition, split into parts
 that fit an exchange record (:func:`~streamkit.fleet.chunk.split_parts`). Every partition
 gets at least one chunk, also without rows: it carries the shard's watermark progress.
+:meth:`SourceStage.end_chunks` are the end markers of a shard that ended after a range
+already emitted (every partition gets one).
 The encoding is deterministic for the same rows (states merged per window for sliding
 windows, sorted by their keys), so a batch re-read after a takeover yields the same parts.
 
@@ -31,7 +33,7 @@ from streamkit.streaming import agg_steps
 from streamkit.streaming.watermark_input import counted
 from streamkit.windows import TimeWindow
 
-from .chunk import DEFAULT_BUDGET, ChunkHeader, split_parts
+from .chunk import DEFAULT_BUDGET, ChunkHeader, encode_chunk, split_parts
 from .fleet_plan import FleetPlan
 from .routing import split_by_partition
 
@@ -120,3 +122,14 @@ class SourceStage:
         frames = split_by_partition(out.states, self.fleet.route_keys, partitions)
         header = ChunkHeader(query, source, first, last, 0, 1, max_event, ended, 0)
         return [split_parts(header, frame, self.budget) for frame in frames]
+
+    @staticmethod
+    def end_chunks(source: str, last: str, partitions: int, query: str) -> list[list[bytes]]:
+        """Per exchange partition, the end marker of ``source`` (one part, no rows): the
+        shard ended after ``last``, the end of the range it emitted last
+        (:attr:`~streamkit.fleet.chunk.ChunkHeader.is_end`). Sent again after a takeover,
+        it is the same bytes (a duplicate, dropped)."""
+        if not last.isdigit():
+            raise ValueError(f"last must be a sequence number string, got {last!r}")
+        header = ChunkHeader(query, source, last, last, 0, 1, None, True, 0)
+        return [[encode_chunk(header, pl.DataFrame())] for _ in range(partitions)]

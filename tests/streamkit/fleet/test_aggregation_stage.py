@@ -140,6 +140,49 @@ def test_a_shard_that_ended_stops_holding_the_watermark_at_once() -> None:
     assert minutes(stage.fleet_watermark) == 95
 
 
+def end_marker(shard: Shard) -> bytes:
+    """``shard``'s end marker after its last range (a source task whose last read was empty)."""
+    ((chunk,),) = SourceStage.end_chunks(shard.name, str(shard.seq), 1, "q")
+    return chunk
+
+
+def test_an_end_marker_ends_a_shard_once_its_lease_is_no_longer_expected() -> None:
+    """A split parent read to its end before the split: its last read held no records, so
+    its end comes as a marker. While the lease table read last still lists the parent
+    (read before its SHARD_END checkpoint, it may not list the children yet) the parent
+    holds; once it is gone from the expected shards, it holds no more, idle or not."""
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=3600, query="q")
+    stage.expect_sources(["fast", "parent"])
+    fast, parent = Shard("fast", fleet), Shard("parent", fleet)
+    stage.apply([fast.batch(100), parent.batch(1)], now=0)
+    stage.apply([end_marker(parent)], now=1)
+    assert minutes(stage.fleet_watermark) == -4  # min(100, 1) - 5: still expected
+    assert stage.sources["parent"].ended
+    stage.expect_sources(["fast", "child"])  # the parent finished, its child is leased
+    assert minutes(stage.refresh(now=2)) == -4  # the child, never heard from, holds
+    child = Shard("child", fleet)
+    stage.apply([child.batch(50)], now=3)
+    assert minutes(stage.fleet_watermark) == 45  # min(100, 50) - 5: the parent is out
+    assert stage.late_rows == 0
+    assert stage.duplicates_dropped == 0
+
+
+def test_an_end_marker_sent_again_is_a_duplicate_and_one_after_a_partial_range_a_gap() -> None:
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    shard = Shard("s", fleet)
+    stage.apply([shard.batch(1)], now=0)
+    stage.apply([end_marker(shard), end_marker(shard)], now=1)  # a takeover sent it again
+    assert stage.duplicates_dropped == 1
+    assert stage.sources["s"].ended
+    ahead = Shard("t", fleet)
+    stage.apply([ahead.batch(1)], now=2)
+    ahead.seq += 10  # a range of it never arrived
+    with pytest.raises(ChunkOrderError):
+        stage.apply([end_marker(ahead)], now=3)
+
+
 def test_the_watermark_never_decreases_when_a_slower_shard_appears() -> None:
     fleet = fleet_plan()
     stage = AggregationStage(fleet, idle_timeout=30, query="q")

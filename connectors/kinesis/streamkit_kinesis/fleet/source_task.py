@@ -9,7 +9,10 @@ then
   two-phase checkpoint (:func:`~streamkit_kinesis.fleet.two_phase.emit_exactly_once`:
   pending checkpoint, put, checkpoint). A task that starts on a lease carrying a pending
   checkpoint first re-reads exactly ``(checkpoint, pending]`` as one batch, so the chunks
-  it emits again carry the range end of the first attempt and are dropped downstream;
+  it emits again carry the range end of the first attempt and are dropped downstream.
+  At the shard's end (a split or merged parent) its end markers go to every partition
+  before the SHARD_END checkpoint, so the ended shard stops holding the fleet watermark
+  (its children are read only after that checkpoint, by the consumer's parent rule);
 - without one (a stateless plan): the rows go straight to the sink under the shard's own
   fenced log ``<root>/source/<shard id>/`` (:mod:`streamkit.fleet.direct_log`: claimed
   with the source lease's counter as epoch; per batch offsets and commit in the owner's
@@ -160,6 +163,8 @@ class SourceTask(BaseRecordProcessor):
         """The replayed batch is this committed batch: to the sink only (stateless plans)."""
         self.lost = False
         """The lease was lost: nothing more is done here."""
+        self.end_sent = False
+        """A chunk carrying the shard's end was put (exchange plans)."""
 
     async def initialize_with(self, init: InitializationInput) -> None:
         """Find where this task resumes: a pending checkpoint (exchange) or a logged batch
@@ -220,17 +225,37 @@ class SourceTask(BaseRecordProcessor):
             log.info("source task %s: lease lost (%s); the next owner takes over", self.shard, e)
 
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
-        """Run what an exact re-read still holds, then checkpoint SHARD_END."""
+        """Run what an exact re-read still holds; with an exchange, send the shard's end
+        (:meth:`_send_end`); then checkpoint SHARD_END."""
         if self.lost:
             return
-        if self.held:
-            records, self.held, self.replay = self.held, [], None
-            try:
+        try:
+            if self.held:
+                records, self.held, self.replay = self.held, [], None
                 await self._run(records, None, checkpointer)
-            except TaskFencedError as e:
-                self._lose(e)
-                return
+            await self._send_end()
+        except (LeaseLostError, TaskFencedError) as e:
+            self._lose(e)
+            return
         await checkpointer.checkpoint()
+
+    async def _send_end(self) -> None:
+        """The end markers of this shard to every exchange partition, unless its last
+        batch carried the end (read with the shard's end) or it emitted nothing (never
+        heard of downstream: it stops holding the watermark once its lease is finished).
+        Without them an aggregation task would take the ended shard for a live one until
+        ``idle_timeout``, its maximum holding the fleet watermark back. Sent before the
+        SHARD_END checkpoint, so after every chunk of the shard; a takeover before that
+        checkpoint sends them again (duplicates, dropped)."""
+        writer, last = self.ctx.writer, self.first
+        if writer is None or self.end_sent or last is None or not last.isdigit():
+            return
+        from streamkit.fleet.source_stage import SourceStage
+
+        ctx = self.ctx
+        parts = SourceStage.end_chunks(self.shard, last, ctx.partitions, ctx.spec.name)
+        await writer.put_batch(parts, self.shard)
+        self.end_sent = True
 
     async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Nothing: every batch run here was checkpointed when it ran (records held for
@@ -292,6 +317,7 @@ class SourceTask(BaseRecordProcessor):
         await emit_exactly_once(
             checkpointer, last, ctx.writer, parts, after_put=_sigkill if die else None
         )
+        self.end_sent = ended
 
     async def _direct(self, rows: pl.DataFrame, last: str, checkpointer: Checkpointer) -> None:
         """A stateless batch: committed under the fence, then to the sink, then the lease

@@ -1,0 +1,90 @@
+"""Issue 14: the source stream is resharded (one shard split, two merged) while a fleet of
+two worker processes runs a windowed count/sum in append mode.
+
+Half the records are put before the reshard and read; then shard 0 is split and shards 2
+and 3 are merged; the other half goes to the open shards (children and shard 1); then one
+closing record a day later to every open shard. The fleet's ``idle_timeout`` is one hour,
+so a parent shard stops holding the fleet watermark only by ending (its source task's
+end reaches every aggregation task), never by going idle: without that, no window closes.
+
+Checked: the sink equals DuckDB over the records put, each window once (append mode); the
+children's leases are read to their last records; on every exchange shard each child's
+first chunk follows every chunk of its parents (a child is read only once its parents
+ended, and a parent's end is sent before its SHARD_END checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
+
+from streamkit.fleet.chunk import decode_chunk
+from streamkit_kinesis_tests.fleet.fleet_harness import (
+    Fleet,
+    close_and_collect,
+    drop_fleet_tables,
+    payloads,
+    put_random_keys,
+    same,
+    sink_rows,
+    truth,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from streamkit.config import AwsEndpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
+
+SHARDS = 4
+EVENTS = 1600
+
+
+def exchange_order(ep: AwsEndpoint, app: str) -> dict[str, list[str]]:
+    """Per exchange shard, the source shard of each chunk in exchange order."""
+    shards = read_stream_blocking(kinesis_client(ep), f"{app}-exchange")
+    return {s: [decode_chunk(r["Data"])[0].source for r in rs] for s, rs in shards.items()}
+
+
+async def test_split_and_merge_while_the_fleet_runs_each_window_once(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    data = payloads(EVENTS, seed=14)
+    before, after = data[: EVENTS // 2], data[EVENTS // 2 :]
+    want = truth(data)
+    async with fresh_stream(ep, SHARDS, "fleetr") as (stream, admin):
+        fleet = Fleet(ep, stream, unique("fr"), tmp_path, "--idle", "1 hour")
+        try:
+            await fleet.add("w0")
+            await fleet.add("w1")
+            last = await asyncio.to_thread(put_random_keys, ep, stream, before)
+            await fleet.read_all(last)
+            split = await admin.split_shard(stream, "shardId-000000000000")
+            merged = await admin.merge_shards(
+                stream, "shardId-000000000002", "shardId-000000000003"
+            )
+            children = {s.shard_id: s.parent_shard_ids for s in (*split, *merged)}
+            last = await asyncio.to_thread(put_random_keys, ep, stream, after)
+            assert set(children) <= set(last), (children, last)
+            await fleet.read_all(last)  # the children too: read once their parents ended
+            await close_and_collect(ep, stream, [fleet], len(want))
+            order = await asyncio.to_thread(exchange_order, ep, fleet.app)
+            await fleet.stop()
+        finally:
+            await fleet.kill_all()
+            await drop_fleet_tables(ep, fleet.app)
+    got = sink_rows(fleet.out)
+    assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
+    assert len(order) == 4, order
+    for sources in order.values():
+        for child, parents in children.items():
+            assert child in sources, (child, sources)
+            first = sources.index(child)
+            assert all(p in sources[:first] for p in parents), (child, parents, sources)
+            assert not any(p in sources[first:] for p in parents), (child, parents, sources)
