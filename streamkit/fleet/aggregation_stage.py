@@ -10,7 +10,7 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    be the next part of the same range, or part 0 of a range that starts where the last
    one ended, else :class:`ChunkOrderError` (records lost or reordered on the exchange);
 3. take each shard's event-time maximum and end flag (once the last part of a range is
-   applied) and arrival time (the injected clock);
+   applied, or from an end marker that follows it) and arrival time (the injected clock);
 4. judge late partial states against the watermark in force in the previous batch
    (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows);
 5. merge into the engine's state store (:func:`~streamkit.streaming.state.make_store`),
