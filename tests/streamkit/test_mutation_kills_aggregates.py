@@ -22,6 +22,8 @@ import streamkit as sk
 from streamkit.aggregates import hll
 from streamkit.aggregates.approx_percentile import ApproxPercentile
 from streamkit.aggregates.avg import Avg
+from streamkit.aggregates.count import Count
+from streamkit.aggregates.minmax import Max, Min
 from streamkit.aggregates.sum import Sum
 from streamkit.errors import SchemaError
 
@@ -350,3 +352,33 @@ def test_hll_estimates_follow_the_raw_and_the_small_range_formulas() -> None:
     empty = hll.estimate(pl.Series("regs", [], dtype=pl.Array(pl.UInt8, 16)))
     assert (empty.name, empty.len()) == ("regs", 0)
     assert empty.dtype == pl.Int64
+
+
+def combined(function: Any, old: dict[str, list[Any]], new: dict[str, list[Any]]) -> list[Any]:
+    """``function.combine`` of the state columns ``old`` with ``new``, row by row."""
+    data = pl.DataFrame(
+        {**{f"a{n}": v for n, v in old.items()}, **{f"b{n}": v for n, v in new.items()}}
+    )
+    exprs = function.combine([pl.col(f"a{n}") for n in old], [pl.col(f"b{n}") for n in new])
+    return data.select(e.alias(f"out{i}") for i, e in enumerate(exprs)).rows()
+
+
+def test_min_and_max_combine_two_states_by_the_non_null_extremum() -> None:
+    """Two states of one group, row by row: the smaller (larger) value, whichever side
+    holds it; a null side (a group without values) gives the other side."""
+    old = [3, 9, None, 4, None]
+    new = [7, 2, 5, None, None]
+    for function, pick in ((Min(), min), (Max(), max)):
+        got = combined(function, {"v": old}, {"v": new})
+        values = [[x for x in pair if x is not None] for pair in zip(old, new, strict=True)]
+        assert got == [(pick(v) if v else None,) for v in values]
+
+
+def test_counts_sums_and_averages_combine_two_states_by_adding_them() -> None:
+    """count: the two counts added; sum and avg: the two sums and the two counts added,
+    a null sum (no values on that side) adding nothing."""
+    assert combined(Count(), {"v": [1, 0, 4]}, {"v": [2, 3, 0]}) == [(3,), (3,), (4,)]
+    old: dict[str, list[Any]] = {"s": [1.5, None, 4.0], "c": [1, 0, 2]}
+    new: dict[str, list[Any]] = {"s": [2.0, 3.0, None], "c": [2, 1, 0]}
+    for function in (Sum(), Avg()):
+        assert combined(function, old, new) == [(3.5, 3), (3.0, 1), (4.0, 2)]
