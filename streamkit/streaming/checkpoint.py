@@ -330,8 +330,9 @@ def _ipc(frame: pl.DataFrame) -> bytes:
     written by Polars: nothing comes from Arrow's default memory pool (mimalloc). pyarrow's
     writer costs less CPU (0.31 vs 0.44 ms for a 3,000-row delta, 3.2 vs 6.1 ms for a
     50,000-row snapshot) but allocates its LZ4 buffers there, out of reach of a
-    ``memory_pool`` argument, and mimalloc kept the pages: a checkpointed stream join grew
-    +7 to +14 MB/min of RSS with Arrow's allocated bytes flat (issue 13)."""
+    ``memory_pool`` argument, and mimalloc kept the pages: a checkpointed stream join's RSS
+    grew 10-14 MB/min in its first minutes (1.5-2.9 with this writer) with Arrow's
+    allocated bytes flat (issue 13, ``bench/soak_stream_join.py``)."""
     buf = io.BytesIO()
     frame.write_ipc(buf, compression="lz4")
     return buf.getvalue()
