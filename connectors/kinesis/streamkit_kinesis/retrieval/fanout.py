@@ -14,7 +14,9 @@ objects as polling). :class:`FanoutFetchers` is the consumer's factory for
   record returned (LocalStack reports ``"0"`` for empty events of a TRIM_HORIZON,
   AT_TIMESTAMP or LATEST subscription) is not trusted: the last record returned is used.
   A LATEST start is pinned AT_TIMESTAMP of the moment of the first subscription, so a
-  re-subscription before any record came loses none.
+  re-subscription before any record came loses none. Records an event repeats (at or
+  before the last record returned: LocalStack re-subscribed after a shard's first record
+  numbered like the shard's start) are dropped.
 - Expiry: AWS ends a subscription after 5 minutes; the reader re-subscribes itself after
   ``lifetime`` (default 290 s, checked as each event arrives) and after any end.
 - SHARD_END: from an event with ``ChildShards`` (AWS's last event of a closed shard). A
@@ -299,6 +301,7 @@ class FanoutReader:
         return RecordBatch(self._shard.shard_id, (), self._behind)
 
     def _handle(self, event: ColumnarRecords) -> RecordBatch:
+        event = event.after(self._last_sequence)  # records a re-subscription repeats
         records = to_records(event)
         self._events += 1
         self._behind = event.millis_behind_latest

@@ -65,3 +65,23 @@ class Repeating(EarlyAt):
         if raw is None:
             return {**out, "NextShardIterator": again}
         return {**out, RAW_BODY: json.dumps({**body, "NextShardIterator": again}).encode()}
+
+
+class ResubscribesAt:
+    """SubscribeToShard AFTER a record starts AT it (the record comes again), as LocalStack
+    does after a shard's first record numbered like the shard's start."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.rewritten = 0
+        """Subscriptions started AT the record instead of after it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def subscribe_to_shard(self, **kwargs: Any) -> Any:
+        position = kwargs["StartingPosition"]
+        if position.get("Type") == "AFTER_SEQUENCE_NUMBER":
+            kwargs = {**kwargs, "StartingPosition": {**position, "Type": "AT_SEQUENCE_NUMBER"}}
+            self.rewritten += 1
+        return self._inner.subscribe_to_shard(**kwargs)

@@ -26,7 +26,7 @@ from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, Kinesi
 
 from streamkit.config import AwsEndpoint
 from streamkit.testing.proxy import TcpProxy
-from streamkit_kinesis_tests.retrieval.early_servers import EarlyAt, Repeating
+from streamkit_kinesis_tests.retrieval.early_servers import EarlyAt, Repeating, ResubscribesAt
 from streamkit_kinesis_tests.test_kpl import aggregated, sub_record
 
 pytestmark = pytest.mark.integration
@@ -128,6 +128,36 @@ async def test_resubscribes_at_expiry_from_the_continuation(
         assert reader.subscriptions >= 4
         truth = await asyncio.to_thread(read_shard_blocking, client, stream, shard.shard_id)
         assert [r["SequenceNumber"] for r in truth] == [r.sequence_number for r in got]
+
+
+async def test_a_resubscription_that_repeats_the_last_record_delivers_it_once(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """Every re-subscription (1 s lifetime) starts AT the last record returned instead of
+    after it, so its first event repeats that record: the reader drops it."""
+    async with fresh_stream(localstack_endpoint, 1, "efo") as (stream, _):
+        real = kinesis_client(localstack_endpoint, read_timeout=10.0)
+        shard = await only_shard(real, stream)
+        client = ResubscribesAt(real)
+        api = cast("KinesisApi", client)
+        reader = FanoutReader(
+            api, stream, shard, TRIM_HORIZON, StreamConsumer(api, stream, "app"), lifetime=1.0
+        )
+        got: list[KinesisRecord] = []
+        expected: list[bytes] = []
+        try:
+            for round_ in range(2):
+                batch = payloads(5, f"r{round_}-")
+                await asyncio.to_thread(put_blocking, real, stream, batch)
+                expected += batch
+                await read_until(reader, len(expected), got)
+                await read_past_expiry(reader, round_ + 1, got)
+            await asyncio.to_thread(put_blocking, real, stream, [b"last"])
+            await read_until(reader, len(expected) + 1, got)
+        finally:
+            await reader.close()
+        assert client.rewritten >= 2
+        assert_once_in_order(got, [*expected, b"last"])
 
 
 async def test_cut_connection_resumes_from_the_last_continuation(
