@@ -269,11 +269,11 @@ class ChainQuery:
             assert isinstance(self.first, StreamJoinQuery)
             _check_mode(None, True, mode)
             return DedupStage(replace(node, input=above(node.input, below)), self.first.marks)
-        if isinstance(node, TransformWithState):
+        if isinstance(node, Function):  # apply_in_pandas_with_state: above a join only
             _check_mode(None, True, mode)
-            mark = _mark_below(below, times)
             stage_node = replace(node, input=above(node.input, below))
-            return FunctionStage(stage_node, mark, self.first.clock)
+            mark = _mark_below(below, times, stage_node.input.schema)
+            return FunctionStage(stage_node, mark, self.first.clock, mode)
         if isinstance(node, Deduplicate) and isinstance(below, Function):
             _check_mode(None, True, mode)
             mark = below.output_watermark() if isinstance(below, TransformWithState) else None
@@ -336,7 +336,7 @@ class ChainQuery:
         out = first.output
         for stage, scale in zip(self.stages, self._scale, strict=True):
             out = stage.run(out, _scaled(late_mark, scale), _scaled(in_force, scale))
-            if isinstance(stage, FunctionStage) and stage.engine.passed_on(0) is None:
+            if isinstance(stage, FunctionStage) and stage.passed_on(0) is None:
                 late_mark = in_force = None  # ProcessingTime: nothing passed on above it
         return BatchResult(self._finish(out), first.late_rows, first.watermark)
 
@@ -463,17 +463,17 @@ def _time_dtype(stage: _AggStage | DedupStage | FunctionStage) -> pl.Datetime | 
     return stage.spec.time_dtype if isinstance(stage, _AggStage) else stage.time_dtype
 
 
-def _mark_below(below: Operator, times: tuple[str, ...]) -> Watermark | None:
-    """The watermark the operator ``below`` passes on, on a column of its output (None:
-    no column of it carries one, e.g. an aggregation's window)."""
+def _mark_below(below: Operator, times: tuple[str, ...], kept: pl.Schema) -> Watermark | None:
+    """The watermark the operator ``below`` passes on, on a column of its output that the
+    operator above keeps (``kept``: its input's schema; None: no column carries one, e.g.
+    an aggregation's window; above a join, the first of its event times kept)."""
     if isinstance(below, TransformWithState):
         return below.output_watermark()
     marks = [n for n in below.chain() if isinstance(n, Watermark)]
-    if not marks or not times or times[0] not in below.schema:
+    carried = [t for t in times if t in below.schema and t in kept]
+    if not marks or not carried or not isinstance(below.schema[carried[0]], pl.Datetime):
         return None
-    if not isinstance(below.schema[times[0]], pl.Datetime):
-        return None
-    return Watermark(below, times[0], marks[0].delay_ns)
+    return Watermark(below, carried[0], marks[0].delay_ns)
 
 
 def _scaled(mark: int | None, scale: tuple[int, int]) -> int | None:
@@ -552,21 +552,11 @@ def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMo
         )
     if any(isinstance(n, Aggregate) for n in below) and mode != "append":
         raise PlanError(CORRECTNESS.format(mode=mode))
-    if isinstance(node, TransformWithState) and not any(isinstance(n, Join) for n in below):
-        return
-    call = (
-        "apply_in_pandas_with_state"
-        if isinstance(node, FlatMapGroupsWithState)
-        else "transform_with_state_in_pandas"
-    )
+    if isinstance(node, TransformWithState) or (len(below) == 1 and isinstance(below[0], Join)):
+        return  # Spark 4 runs either function after a stream-stream join (checked: PySpark 4.3)
     raise PlanError(
-        f"{call} after "
-        + (
-            "a stream-stream join"
-            if isinstance(node, TransformWithState)
-            else "another stateful operator"
-        )
-        + " is not supported by streamkit yet"
+        "apply_in_pandas_with_state after another stateful operator (but a stream-stream "
+        "join) is not supported by streamkit yet"
     )
 
 

@@ -1,13 +1,15 @@
-"""``transform_with_state_in_pandas`` above another stateful operator, as a stage of a
-chain (:mod:`streamkit.streaming.chain`): Spark's ``TransformWithStateInPySparkExec``
-fed the rows the operator below emitted in the same micro-batch, with the watermark that
-operator passes on in place of the query's.
+"""A stateful function above another stateful operator, as a stage of a chain
+(:mod:`streamkit.streaming.chain`): Spark's ``TransformWithStateInPySparkExec`` (or,
+above a stream-stream join, ``FlatMapGroupsInPandasWithStateExec``) fed the rows the
+operator below emitted in the same micro-batch, with the watermark that operator passes
+on in place of the query's.
 
-Its rules are :mod:`streamkit.streaming.transform_exec`'s on that watermark: under
-``EventTime`` its input rows at or behind the watermark passed on in the previous batch
-are late (judged on the column that carries it: the ``event_time_column_name`` of a
-function below, the watermarked column below an aggregation or ``drop_duplicates``),
-timers fire at the one passed on in this batch, and with its own
+Its rules are :mod:`streamkit.streaming.transform_exec`'s (or
+:mod:`streamkit.streaming.stateful_exec`'s) on that watermark: under ``EventTime`` (or
+``EventTimeTimeout``) its input rows at or behind the watermark passed on in the previous
+batch are late (judged on the column that carries it: the ``event_time_column_name`` of a
+function below, the watermarked column below an aggregation, ``drop_duplicates`` or a
+join), timers and timeouts fire at the one passed on in this batch, and with its own
 ``event_time_column_name`` an emitted row behind it fails the query.
 """
 
@@ -17,19 +19,31 @@ import polars as pl
 
 from streamkit.execute import compile_plan, given
 from streamkit.plan import Watermark
-from streamkit.streaming.stateful_exec import BatchClock
+from streamkit.stateful import FlatMapGroupsWithState
+from streamkit.streaming.stateful_exec import BatchClock, StreamingStateful
 from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.transform_state import TransformWithState
 
 
 class FunctionStage:
-    """A :class:`~streamkit.transform_state.TransformWithState` reading the rows of the
-    operator below (``node``'s input is re-rooted there; ``mark``: the watermark it
+    """A :class:`~streamkit.transform_state.TransformWithState` (or, above a join, a
+    :class:`~streamkit.stateful.FlatMapGroupsWithState` in ``mode``) reading the rows of
+    the operator below (``node``'s input is re-rooted there; ``mark``: the watermark it
     passes on, on a column of that input, or None)."""
 
-    def __init__(self, node: TransformWithState, mark: Watermark | None, clock: BatchClock) -> None:
+    def __init__(
+        self,
+        node: TransformWithState | FlatMapGroupsWithState,
+        mark: Watermark | None,
+        clock: BatchClock,
+        mode: str = "append",
+    ) -> None:
         self.node = node
-        self.engine = StreamingTransform(node, mark, clock)
+        self.engine: StreamingTransform | StreamingStateful = (
+            StreamingTransform(node, mark, clock)
+            if isinstance(node, TransformWithState)
+            else StreamingStateful(node, mark, mode, clock)
+        )
         self.store = self.engine.store
         dtype = mark.input.schema[mark.column] if mark is not None else None
         self.time_dtype = dtype if isinstance(dtype, pl.Datetime) else None
@@ -40,8 +54,16 @@ class FunctionStage:
         inputs = compile_plan(self.node.input, None, set(), given(rows)).collect()
         kept, _late = self.engine.split_late(inputs, late_mark)
         output = self.engine.run(kept, in_force)
-        self.engine.check_behind(output, late_mark)
+        if isinstance(self.engine, StreamingTransform):
+            self.engine.check_behind(output, late_mark)
         return output
+
+    def passed_on(self, watermark: int | None) -> int | None:
+        """The watermark the operators above see (none above ``apply_in_pandas_with_state``,
+        whose output carries no event time)."""
+        if isinstance(self.engine, StreamingTransform):
+            return self.engine.passed_on(watermark)
+        return None
 
     def state_schema(self) -> pl.Schema:
         """The checkpoint columns of the processor's store."""

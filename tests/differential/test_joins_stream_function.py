@@ -1,0 +1,277 @@
+"""A stateful function after a stream-stream join, through PySpark 4.3 and streamkit on
+the same files (two file streams, one file per micro-batch on each side,
+``available_now``): ``left.join(right, lk = rk AND rt BETWEEN lt AND lt + 10 s)``, the
+joined rows with one event time (``lk, lt, lv, rv``), then per ``lk``:
+
+- ``apply``: ``applyInPandasWithState`` (append mode; ``NoTimeout`` or
+  ``EventTimeTimeout``) keeping the rows seen and the sum of ``rv`` (a right-side column:
+  only joined rows carry it) and emitting ``(k, kind, n, s, wm)`` per call, ``wm`` the
+  function's ``getCurrentWatermarkMs()``; with ``EventTimeTimeout`` a timeout at the
+  key's latest ``lt`` + 5 s emits ``kind = "timeout"`` and forgets the key;
+- ``tws``: ``transformWithStateInPandas`` (``EventTime``) doing the same with a timer.
+
+Every batch id and its rows must equal Spark's (Spark is the oracle: the rows carry the
+watermark the join passes on, Spark's ``produceOutputWatermark``, which decides the
+timeouts and which batches run without data); for ``apply`` so must the rows held by
+the join and the function after each batch. What Spark refuses (:data:`REFUSED`)
+streamkit refuses with Spark's reason.
+
+Times are seconds after 2024-01-01T00:00Z.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.differential.engines import DEADLINE
+from tests.differential.lazy_runs import LazyRuns
+from tests.differential.test_joins_stream import LEFT_DDL, RIGHT_DDL, SideFiles, random_side
+from tests.differential.test_joins_stream_agg import (
+    HAND_EDGE,
+    HAND_PROBE,
+    SparkRun,
+    our_rows,
+    sides,
+    their_rows,
+    write_case,
+)
+from tests.differential.test_stateful import epoch_ms
+from tests.differential.test_transform_state import ROCKSDB
+from tests.differential.worker_retry import retried
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+Batches = list[tuple[int, list[tuple[Any, ...]]]]
+OUT = "k string, kind string, n bigint, s bigint, wm bigint"
+STATE = "n bigint, s bigint"
+TIMEOUT_MS = 5_000
+
+
+def _count(pdfs: Iterator[pd.DataFrame], n: int, s: int) -> tuple[int, int, int | None]:
+    """Rows, sum of ``rv`` (nulls as 0) and the latest ``lt`` (ms) after ``pdfs``."""
+    latest = None
+    for pdf in pdfs:
+        n += len(pdf)
+        s += int(pdf["rv"].fillna(0).sum())
+        times = epoch_ms(pdf["lt"]).dropna()
+        if len(times):
+            latest = max(int(times.max()), latest or 0)
+    return n, s, latest
+
+
+def _tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any, timed: bool) -> Any:
+    wm = state.getCurrentWatermarkMs()
+    if state.hasTimedOut:
+        n, s = state.get
+        state.remove()
+        yield pd.DataFrame({"k": [key[0]], "kind": ["timeout"], "n": [n], "s": [s], "wm": [wm]})
+        return
+    n, s, latest = _count(pdfs, *(state.get if state.exists else (0, 0)))
+    state.update((n, s))
+    if timed and latest is not None:
+        state.setTimeoutTimestamp(max(latest + TIMEOUT_MS, wm + 1))
+    yield pd.DataFrame({"k": [key[0]], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
+
+
+def tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
+    """``NoTimeout``: one row per call."""
+    return _tally(key, pdfs, state, timed=False)
+
+
+def tally_timed(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
+    """``EventTimeTimeout``: one row per call, and one when the key times out."""
+    return _tally(key, pdfs, state, timed=True)
+
+
+class JoinTally:
+    """``tally_timed`` as a processor: an event-time timer in place of the timeout."""
+
+    def init(self, handle: Any) -> None:
+        self.handle = handle
+        self.seen = handle.getValueState("seen", STATE)
+
+    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
+        wm = timerValues.getCurrentWatermarkInMs()
+        n, s, latest = _count(rows, *(self.seen.get() if self.seen.exists() else (0, 0)))
+        self.seen.update((n, s))
+        if latest is not None:
+            for at in list(self.handle.listTimers()):
+                self.handle.deleteTimer(at)
+            self.handle.registerTimer(max(latest + TIMEOUT_MS, wm + 1))
+        yield pd.DataFrame({"k": [key[0]], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
+
+    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
+        wm = timerValues.getCurrentWatermarkInMs()
+        n, s = self.seen.get() if self.seen.exists() else (None, None)
+        self.seen.clear()
+        yield pd.DataFrame({"k": [key[0]], "kind": ["timer"], "n": [n], "s": [s], "wm": [wm]})
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class JoinFunction:
+    """The join, then ``kind`` (``apply`` or ``tws``) per ``lk`` in ``op_mode``, the
+    query in ``mode`` (``timeout``: ``apply``'s)."""
+
+    kind: str = "apply"
+    how: str = "inner"
+    timeout: str = "NoTimeout"
+    op_mode: str = "append"
+    mode: str = "append"
+
+    def _function(self, grouped: Any) -> Any:
+        if self.kind == "tws":
+            return grouped.transformWithStateInPandas(
+                JoinTally(), OUT, self.op_mode.capitalize(), "EventTime"
+            )
+        func = tally_timed if self.timeout == "EventTimeTimeout" else tally
+        return grouped.applyInPandasWithState(func, OUT, STATE, self.op_mode, self.timeout)
+
+    def spark(self, left: Any, right: Any) -> Any:
+        from pyspark.sql import functions as F
+
+        cond = F.expr("lk = rk AND rt >= lt AND rt <= lt + interval 10 seconds")
+        how = {"left": "left_outer", "right": "right_outer"}.get(self.how, self.how)
+        lw, rw = left.withWatermark("lt", "5 seconds"), right.withWatermark("rt", "5 seconds")
+        joined = lw.join(rw, cond, how).select("lk", "lt", "lv", "rv")
+        return self._function(joined.groupBy("lk"))
+
+    def streamkit(self, left: Any, right: Any) -> Any:
+        from datetime import timedelta
+
+        import streamkit as sk
+
+        lw, rw = left.with_watermark("lt", "5 seconds"), right.with_watermark("rt", "5 seconds")
+        cond = (
+            (sk.col("lk") == sk.col("rk"))
+            & (sk.col("rt") >= sk.col("lt"))
+            & (sk.col("rt") <= sk.col("lt") + timedelta(seconds=10))
+        )
+        joined = lw.join(rw, cond, self.how).select("lk", "lt", "lv", "rv")
+        return self._function(joined.group_by("lk"))
+
+
+def run_streamkit(op: JoinFunction, directory: Path) -> tuple[Batches, list[int]]:
+    """The query through streamkit: its batches and the rows held after each."""
+    seen: Batches = []
+    handle = (
+        op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
+        .trigger(available_now=True)
+        .foreach_batch(lambda f, i: seen.append((i, our_rows(f.to_arrow()))))
+        .start()
+    )  # fmt: skip
+    assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
+    assert handle.exception is None, repr(handle.exception)
+    states = [p.state_rows for p in handle.recent_progress if p.num_input_rows >= 0]
+    return sorted(seen, key=lambda b: b[0]), states
+
+
+@dataclass(frozen=True)
+class Case:
+    op: JoinFunction
+    left: SideFiles
+    right: SideFiles
+
+
+CASES: dict[str, Case] = {
+    # HAND_PROBE's files (test_joins_stream_agg): joined rows per batch 2, 1, 6, 1 for key
+    # a, then a no-data batch (the watermark moved); wm is the join's output watermark
+    "apply_hand": Case(JoinFunction(), HAND_PROBE.left, HAND_PROBE.right),
+    "apply_timeout_hand": Case(
+        JoinFunction(timeout="EventTimeTimeout"), HAND_PROBE.left, HAND_PROBE.right
+    ),
+    "tws_hand": Case(JoinFunction(kind="tws"), HAND_PROBE.left, HAND_PROBE.right),
+    # HAND_EDGE's: one pair per batch (a@100, b@125, c@200), the output watermark passes
+    # a's timeout (105) in batch 2 and b's (130) in the no-data batch 3
+    "apply_timeout_edge": Case(
+        JoinFunction(timeout="EventTimeTimeout"), HAND_EDGE.left, HAND_EDGE.right
+    ),
+    "tws_edge": Case(JoinFunction(kind="tws"), HAND_EDGE.left, HAND_EDGE.right),
+}
+for _seed in (21, 22):
+    _rng = random.Random(_seed)
+    _left, _right = random_side(_rng, 7, 25), random_side(_rng, 6, 25)
+    CASES[f"random{_seed}_apply"] = Case(JoinFunction(), _left, _right)
+    CASES[f"random{_seed}_apply_timeout"] = Case(
+        JoinFunction(timeout="EventTimeTimeout"), _left, _right
+    )
+    CASES[f"random{_seed}_tws"] = Case(JoinFunction(kind="tws"), _left, _right)
+
+CONCURRENT = 2
+
+
+@pytest.fixture(scope="module")
+def rocksdb(spark: Any) -> Any:
+    session = spark.newSession()
+    session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB)
+    return session
+
+
+@pytest.fixture(scope="module")
+def runs(
+    rocksdb: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Mapping[str, tuple[Path, tuple[Batches, list[int]]]]:
+    """Spark's batches and state sizes per case, run when a test first asks for it."""
+    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items()}  # type: ignore[arg-type]
+
+    def start(name: str) -> SparkRun:
+        return SparkRun(rocksdb, CASES[name].op, dirs[name], their_rows)
+
+    def chunk(names: list[str]) -> dict[str, tuple[Path, tuple[Batches, list[int]]]]:
+        started = {n: start(n) for n in names}
+        return {
+            n: (dirs[n], retried(run.result, partial(lambda n: start(n).result(), n)))
+            for n, run in started.items()
+        }
+
+    return LazyRuns(list(dirs), chunk, CONCURRENT)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_function_after_stream_join_matches_spark(
+    name: str, runs: Mapping[str, tuple[Path, tuple[Batches, list[int]]]]
+) -> None:
+    case = CASES[name]
+    directory, (theirs, their_states) = runs[name]
+    assert any(rows for _, rows in theirs), "Spark emitted nothing: the case tests nothing"
+    ours, our_states = run_streamkit(case.op, directory)
+    assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
+    for (bid, rows), (_, spark_rows) in zip(ours, theirs, strict=True):
+        assert rows == spark_rows, f"batch {bid}: streamkit {rows} vs Spark {spark_rows}"
+    if case.op.kind == "apply":
+        assert our_states == their_states, "rows held by the join and the function differ"
+
+
+REFUSED: dict[str, tuple[JoinFunction, str]] = {}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_what_spark_refuses_is_refused_with_its_reason(
+    rocksdb: Any, name: str, tmp_path: Path
+) -> None:
+    from pyspark.errors import AnalysisException
+
+    from streamkit.errors import PlanError
+
+    op, reason = REFUSED[name]
+    directory = write_case(tmp_path, Case(op, [[(100, "a", 1)]], [[(100, "a", 2)]]))  # type: ignore[arg-type]
+    left = rocksdb.readStream.schema(LEFT_DDL).json(str(directory / "left"))
+    right = rocksdb.readStream.schema(RIGHT_DDL).json(str(directory / "right"))
+    writer = op.spark(left, right).writeStream.outputMode(op.mode).foreachBatch(lambda b, i: None)
+    with tempfile.TemporaryDirectory() as ck, pytest.raises(AnalysisException) as info:
+        writer.option("checkpointLocation", ck).start().stop()
+    assert reason in str(info.value)
+    ours = op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
+    with pytest.raises(PlanError, match=reason):
+        ours.foreach_batch(lambda f, i: None).start()
