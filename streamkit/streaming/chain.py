@@ -89,6 +89,12 @@ JOIN_MODES = (
 """Spark's message for a stream-stream join in an output mode it does not support."""
 
 
+NO_AGGREGATION_COMPLETE = (
+    "Invalid streaming output mode: complete. This output mode is not supported for no "
+    "streaming aggregations on streaming DataFrames/DataSets (Spark's refusal too, "
+    "STREAMING_OUTPUT_MODE.UNSUPPORTED_OPERATION); use output_mode('append')"
+)
+
 Function = FlatMapGroupsWithState | TransformWithState
 Operator = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
 
@@ -246,6 +252,8 @@ class ChainQuery:
             )
             if isinstance(node, TransformWithState):  # it moves the event time (or drops it)
                 times = () if node.event_time_column is None else (node.event_time_column,)
+            elif isinstance(node, FlatMapGroupsWithState):  # its output has no event time
+                times = ()
         first_ms = 1 if isinstance(self.first, StreamJoinQuery) else _first_ticks(self.first)
         self._scale = [(first_ms, _ticks_per_ms(_time_dtype(s))) for s in self.stages]
         """Per stage, ticks per ms of the marks passed on (the join's are in ms) and of its
@@ -269,7 +277,13 @@ class ChainQuery:
             assert isinstance(self.first, StreamJoinQuery)
             _check_mode(None, True, mode)
             return DedupStage(replace(node, input=above(node.input, below)), self.first.marks)
-        if isinstance(node, Function):  # apply_in_pandas_with_state: above a join only
+        if isinstance(node, Function):
+            if isinstance(node, FlatMapGroupsWithState) and node.output_mode != mode:
+                raise PlanError(
+                    f"applyInPandasWithState in {node.output_mode} mode is not supported "
+                    f"with {mode.capitalize()} output mode on a streaming DataFrame/Dataset "
+                    f"(Spark's refusal too); use output_mode({node.output_mode!r})"
+                )
             _check_mode(None, True, mode)
             stage_node = replace(node, input=above(node.input, below))
             mark = _mark_below(below, times, stage_node.input.schema)
@@ -495,9 +509,11 @@ def _join_first(
     outer join, and nothing but filters and projections above the join."""
     if not rest:
         raise PlanError(
-            "only filter, select, with_column, an aggregation (or a chain of them) may "
-            "follow a stream-stream join"
+            "only filter, select, with_column, an aggregation, drop_duplicates or a "
+            "stateful function (or a chain of them) may follow a stream-stream join"
         )
+    if mode == "complete" and isinstance(rest[-1], Function):
+        raise PlanError(NO_AGGREGATION_COMPLETE)
     if emit:
         raise PlanError("emit_on_same_batch is not supported for stream-stream joins")
     allowed = ("append",) if join.how != "inner" else ("append", "update")
@@ -542,8 +558,9 @@ def _check_function_first(node: Function, rest: list[Operator], emit: bool) -> N
 
 def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMode) -> None:
     """A stateful function above another stateful operator: Spark's refusal where Spark
-    refuses it, streamkit's where it does not run it yet (``apply_in_pandas_with_state``,
-    or either function above a stream-stream join)."""
+    refuses it (checked against PySpark 4.3: ``apply_in_pandas_with_state`` above an
+    aggregation or another ``apply_in_pandas_with_state``; either function above an
+    aggregation in update or complete mode)."""
     if isinstance(node, FlatMapGroupsWithState) and any(isinstance(n, Aggregate) for n in below):
         raise PlanError(
             f"applyInPandasWithState in {node.output_mode} mode is not "
@@ -552,12 +569,13 @@ def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMo
         )
     if any(isinstance(n, Aggregate) for n in below) and mode != "append":
         raise PlanError(CORRECTNESS.format(mode=mode))
-    if isinstance(node, TransformWithState) or (len(below) == 1 and isinstance(below[0], Join)):
-        return  # Spark 4 runs either function after a stream-stream join (checked: PySpark 4.3)
-    raise PlanError(
-        "apply_in_pandas_with_state after another stateful operator (but a stream-stream "
-        "join) is not supported by streamkit yet"
-    )
+    if isinstance(node, FlatMapGroupsWithState) and any(
+        isinstance(n, FlatMapGroupsWithState) for n in below
+    ):
+        raise PlanError(
+            "Multiple applyInPandasWithStates are not supported on a streaming "
+            "DataFrames/Datasets (Spark's refusal too)"
+        )
 
 
 def _state_schema(first: IncrementalQuery | StreamJoinQuery) -> pl.Schema:
