@@ -258,18 +258,16 @@ REFUSALS: dict[str, tuple[Any, str, str]] = {
         "update",
         "applyInPandasWithState in append mode is not supported after aggregation",
     ),
-    "apply_after_function_not_yet": (
+    "apply_after_apply": (
         lambda: (
-            _frame()
-            .group_by("k")
-            .transform_with_state_in_pandas(At(), OUT, "append", "None")
+            _apply("append", "NoTimeout")
             .group_by("k")
             .apply_in_pandas_with_state(
                 capped, "k string, n bigint", "n bigint", "append", "NoTimeout"
             )
         ),
         "append",
-        "not supported by streamkit yet",
+        "Multiple applyInPandasWithStates are not supported",
     ),
     "function_after_update_aggregation": (
         lambda: (
