@@ -24,6 +24,10 @@ the operators above it are given the join's output watermark (Spark's
 derived from the watermark in force in the previous batch to judge late rows and from
 the one in force now to evict. Spark runs an inner join followed by an aggregation in
 append and update mode, an outer join only in append mode; complete mode is refused.
+Either stateful function may follow the join the same way
+(:mod:`~streamkit.streaming.function_stage`): fed the joined rows per key, with the join's
+output watermark for late rows, event-time timeouts and timers (complete mode refused
+with Spark's message).
 
 ``drop_duplicates`` above another stateful operator is not supported yet, except above a
 stream-stream join or ``transform_with_state_in_pandas``
@@ -36,6 +40,9 @@ the operators above see the watermark the function passes on (the same W, none u
 after ``apply_in_pandas_with_state``) the output has no event time, so an aggregation
 above runs in update or complete mode only. Above ``apply_in_pandas_with_state`` the
 function must be in append mode and must not use ``EventTimeTimeout``.
+``apply_in_pandas_with_state`` may also follow ``drop_duplicates`` or
+``transform_with_state_in_pandas`` (Spark 4 runs both), never another
+``apply_in_pandas_with_state`` (Spark's refusal).
 """
 
 from __future__ import annotations
