@@ -191,16 +191,6 @@ class Chain:
             return rows.group_by("k").transformWithStateInPandas(
                 Tally(), TALLY_OUT, "Append", "None"
             )
-        if self.kind == "dedup_capped":  # drop_duplicates, then applyInPandasWithState
-            marked = (
-                frame.withWatermark("ts", "5 seconds")
-                if spark
-                else frame.with_watermark("ts", "5 seconds")
-            )
-            unique = (
-                marked.dropDuplicates(["k", "ts"]) if spark else marked.drop_duplicates(["k", "ts"])
-            )
-            return _capped(unique, spark)
         if self.kind == "echo_count":
             out = getattr(frame, grouped)("k").transformWithStateInPandas(
                 Echo(), STAMP_OUT, self.op_mode, "None"
@@ -221,8 +211,6 @@ class Chain:
             return grouped2.transformWithStateInPandas(Tally(), TALLY_OUT, "Append", "EventTime")
         if self.then == "dedup":
             return out.dropDuplicates(["k", "at"]) if spark else out.drop_duplicates(["k", "at"])
-        if self.then == "capped":  # applyInPandasWithState on the processor's output
-            return _capped(out, spark)
         if self.then == "none":
             return out
         if spark:
@@ -380,19 +368,12 @@ CASES: dict[str, Case] = {
     "echo_none_moved": Case(Chain("echo_count", "append", then="none", marked=True), MOVES),
     "capped_count_moved": Case(Chain("capped_count", "update", marked=True), MOVES),
     "window_then_tally": Case(Chain("window_tally", "append"), HAND),
-    # applyInPandasWithState after drop_duplicates or a processor (Spark 4 runs both)
-    "dedup_then_capped": Case(Chain("dedup_capped", "append"), HAND),
-    "stamp_then_capped": Case(Chain("stamp", "append", then="capped"), HAND),
 }
 for _seed in (1, 2):
     _files = random_files(_seed, files=7, null_rate=0.05)
     CASES[f"random{_seed}_stamp_window_append"] = Case(Chain("stamp", "append"), _files)
     CASES[f"random{_seed}_stamp_dedup"] = Case(Chain("stamp", "append", then="dedup"), _files)
     CASES[f"random{_seed}_stamp_then_tally"] = Case(Chain("stamp", "append", then="tally"), _files)
-CASES["random1_dedup_then_capped"] = Case(Chain("dedup_capped", "append"), random_files(1, files=7))
-CASES["random1_stamp_then_capped"] = Case(
-    Chain("stamp", "append", then="capped"), random_files(1, files=7, null_rate=0.05)
-)
 CASES["random3_capped_count_update"] = Case(
     Chain("capped_count", "update"), random_files(3, files=6, null_rate=0.05)
 )

@@ -258,6 +258,19 @@ REFUSALS: dict[str, tuple[Any, str, str]] = {
         "update",
         "applyInPandasWithState in append mode is not supported after aggregation",
     ),
+    "apply_after_function_not_yet": (
+        lambda: (
+            _frame()
+            .group_by("k")
+            .transform_with_state_in_pandas(At(), OUT, "append", "None")
+            .group_by("k")
+            .apply_in_pandas_with_state(
+                capped, "k string, n bigint", "n bigint", "append", "NoTimeout"
+            )
+        ),
+        "append",
+        "not supported by streamkit yet",
+    ),
     "apply_after_apply": (
         lambda: (
             _apply("append", "NoTimeout")
