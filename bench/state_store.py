@@ -133,7 +133,7 @@ def run_streamkit(files: list[Path], variant: str, snapshot_every: int) -> dict[
         log.write_offsets(bid, {"file": path.name})
         if variant == "streamkit":
             lazy = compile_plan(node.input, None, set(), given(rows))
-            touched = store.merge(K.partial(aggregate_rows(lazy, node, spec), spec))
+            touched = store.merge_rows(aggregate_rows(lazy, node, spec).collect())
             high = rows["event_time"].dt.epoch("us").max()
             assert isinstance(high, int)
             top = high if top is None else max(top, high)

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from streamkit import aggregate as K
+from streamkit.streaming.state.by_slot import slot_sums
 from streamkit.streaming.state.hash_index import I64, U64
 from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash, same_keys
 from streamkit.windows import WEND
@@ -59,13 +60,85 @@ class KeyedStore(IndexedRows):
     """Hash-indexed state for tumbling and sliding windows and plain keys (see the
     module docstring); per batch O(rows in + groups touched + groups evicted)."""
 
+    spread = 0.5
+    """:meth:`merge_rows` skips the group-by after a batch with more groups per row."""
+
     def __init__(self, spec: K.AggregateSpec, hasher: Hasher = row_hash) -> None:
         super().__init__(spec.state_keys, hasher)
         self.spec = spec
         self._columns = K.state_columns(spec)
         self._buckets: dict[int, list[U64]] = {}
+        self._sums = slot_sums(spec)
+        self._spread = 0.0
 
-    # -- merge -------------------------------------------------------------------------
+    # -- merge of input rows -----------------------------------------------------------
+    def merge_rows(self, rows: pl.DataFrame, late_mark: int | None = None) -> pl.DataFrame:
+        """:meth:`merge` of ``aggregate.partial(rows)`` (keeping the groups whose window
+        ends after ``late_mark``), the same rows. When the aggregates add up
+        (:mod:`~streamkit.streaming.state.by_slot`) and the previous batch had more than
+        :attr:`spread` groups per row (a group-by would barely shrink it), rows whose key
+        is held are hashed and looked up once and added onto their slot's state without
+        a group-by; the others (new keys, keys sharing a hash) take :meth:`merge`."""
+        if self._sums is None or self._spread <= self.spread or not rows.height:
+            out = self.merge(self._partial(rows, late_mark))
+            self._spread = out.height / max(rows.height, 1)
+            return out
+        placed = K.assign(rows, self.spec)  # tumbling or none: row i stays row i
+        if late_mark is not None and self.spec.window is not None:
+            keep = (placed[WEND] > late_mark).to_numpy()
+            if not keep.all():
+                rows, placed = rows.filter(pl.Series(keep)), placed.filter(pl.Series(keep))
+        hashes = self._hashes(placed)
+        slots, cells = self._index.find(hashes)
+        rest = slots < 0
+        out = []
+        if not rest.all():
+            merged, mismatched = self._add_held(placed, slots, hashes, cells)
+            rest[mismatched] = True
+            out.append(merged)
+        if rest.any():
+            out.append(self.merge(self._partial(rows.filter(pl.Series(rest)), None)))
+        touched = concat([o for o in out if o.height])
+        self._spread = touched.height / max(rows.height, 1)
+        return touched
+
+    def _partial(self, rows: pl.DataFrame, late_mark: int | None) -> pl.DataFrame:
+        fresh = K.partial(rows.lazy(), self.spec)
+        if late_mark is not None and self.spec.window is not None:
+            fresh = fresh.filter(pl.col(WEND) > late_mark)
+        return fresh
+
+    def _add_held(
+        self, placed: pl.DataFrame, slots: I64, hashes: U64, cells: I64
+    ) -> tuple[pl.DataFrame, I64]:
+        """Add each row of ``placed`` whose key is the one at its slot (``slots``, -1:
+        none) onto that slot's state; returns the merged rows (in slot order) and the
+        rows with a slot but another key (sharing its hash)."""
+        assert self._sums is not None
+        order = np.argsort(slots)
+        order = order[np.searchsorted(slots[order], 0) :]  # rows with a slot, by slot
+        ordered = slots[order]
+        new_run = np.diff(ordered, prepend=-1) != 0
+        old = self._log.gather(ordered[new_run])
+        run = np.full(slots.size, 0, np.int64)  # per row of placed: its row of old
+        run[order] = np.cumsum(new_run) - 1
+        same = same_keys(placed.select(self.keys), old.select(self.keys)[run], self.keys)
+        mine = same[order]
+        mismatched = order[~mine]
+        if mismatched.size:
+            kept = np.zeros(old.height, np.bool_)
+            kept[run[order[mine]]] = True
+            old, order, ordered = old.filter(pl.Series(kept)), order[mine], ordered[mine]
+            new_run = np.diff(ordered, prepend=-1) != 0
+        starts = np.flatnonzero(new_run)
+        merged = self._sums.add(old, placed, order, starts)
+        firsts = order[starts]
+        self._log.kill(ordered[starts])
+        self._index.set_at(cells[firsts], self._log.append(merged, hashes[firsts]))
+        self._tidy()
+        self._changes.upserted(merged)
+        return merged, mismatched
+
     def merge(self, fresh: pl.DataFrame) -> pl.DataFrame:
         """See :meth:`~streamkit.streaming.state.contract.StateStore.merge`."""
         fresh = fresh.drop(K.TOUCHED, strict=False)
