@@ -4,6 +4,7 @@ task (:mod:`streamkit.fleet.aggregation_stage`): one definition of each rule, so
 give the same rows.
 
 - :func:`partial_states`: a batch's rows -> partial states (the batch job's kernel);
+- :func:`input_rows`: what that kernel reads of a batch (for the keyed store's `merge_rows`);
 - :func:`drops_late`: whether late partial states are dropped at all;
 - :func:`emit`: what a batch hands the sink under the output mode, and eviction;
 - :func:`next_watermark`: Spark's watermark arithmetic (whole ms, never decreasing);
@@ -31,6 +32,13 @@ def partial_states(agg: Aggregate, spec: K.AggregateSpec, rows: pl.DataFrame) ->
     below the aggregation, then the kernel's ``partial`` with windows assigned."""
     lazy = compile_plan(agg.input, None, set(), given(rows))
     return K.partial(aggregate_rows(lazy, agg, spec), spec)
+
+
+def input_rows(agg: Aggregate, spec: K.AggregateSpec, rows: pl.DataFrame) -> pl.DataFrame:
+    """What ``partial`` reads of ``rows`` (the stream's rows as read) for ``agg``: the
+    plan below the aggregation, then keys, ``__bucket`` and the aggregates' inputs."""
+    lazy = compile_plan(agg.input, None, set(), given(rows))
+    return aggregate_rows(lazy, agg, spec).collect()
 
 
 def drops_late(mark: Watermark | None, agg: Aggregate | None, mode: OutputMode) -> bool:

@@ -52,7 +52,7 @@ from streamkit.streaming.agg_steps import OutputMode as OutputMode  # noqa: PLC0
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
-from streamkit.streaming.state import StateStore, make_store
+from streamkit.streaming.state import KeyedStore, StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.state.group_state_store import GroupStateStore
 from streamkit.streaming.state.processor_store import ProcessorStore
@@ -262,10 +262,14 @@ class IncrementalQuery:
         agg, spec = self._agg, self._spec
         assert agg is not None
         assert spec is not None
-        fresh = agg_steps.partial_states(agg, spec, rows)
-        if late_mark is not None and self._drops_late:
-            fresh = fresh.filter(pl.col(WEND) > late_mark)  # a sliding row's closed windows
         assert self._store is not None
+        mark = late_mark if self._drops_late else None
+        if isinstance(self._store, KeyedStore) and self._store.adds_rows:
+            touched = self._store.merge_rows(agg_steps.input_rows(agg, spec, rows), mark)
+            return self._emit(touched, in_force)
+        fresh = agg_steps.partial_states(agg, spec, rows)
+        if mark is not None:
+            fresh = fresh.filter(pl.col(WEND) > mark)  # a sliding row's closed windows
         touched = self._store.merge(fresh)
         return self._emit(touched, in_force)
 

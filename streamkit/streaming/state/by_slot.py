@@ -13,6 +13,7 @@ store's usual path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +69,7 @@ class SlotSums:
         """``old`` (one state row per run) plus the runs of ``rows[order]`` beginning at
         ``starts`` (run ``i`` belongs to ``old``'s row ``i``): O(len(order))."""
         sizes = np.diff(np.append(starts, order.size))
-        sums: dict[tuple[str | None, bool, pl.DataType], npt.NDArray[np.generic]] = {}
+        sums: dict[tuple[str | None, bool, pl.DataType], npt.NDArray[Any]] = {}
         columns = []
         for part in self._parts:
             key = (part.source, part.nonnull, part.dtype)
@@ -81,7 +82,7 @@ class SlotSums:
     @staticmethod
     def _runs(
         rows: pl.DataFrame, part: _Part, order: I64, starts: I64, sizes: I64
-    ) -> npt.NDArray[np.generic]:
+    ) -> npt.NDArray[Any]:
         if part.source is None:
             return sizes
         column = rows[part.source]
@@ -94,7 +95,7 @@ class SlotSums:
         return np.add.reduceat(values[order], starts)
 
 
-def _numbers(column: pl.Series, dtype: pl.DataType) -> npt.NDArray[np.generic]:
+def _numbers(column: pl.Series, dtype: pl.DataType) -> npt.NDArray[Any]:
     """``column`` as ``dtype`` in numpy, nulls as 0 (what they add)."""
     if column.dtype != dtype:
         column = column.cast(dtype)

@@ -72,6 +72,11 @@ class KeyedStore(IndexedRows):
         self._spread = 0.0
 
     # -- merge of input rows -----------------------------------------------------------
+    @property
+    def adds_rows(self) -> bool:
+        """Whether :meth:`merge_rows` can skip the group-by (every aggregate adds up)."""
+        return self._sums is not None
+
     def merge_rows(self, rows: pl.DataFrame, late_mark: int | None = None) -> pl.DataFrame:
         """:meth:`merge` of ``aggregate.partial(rows)`` (keeping the groups whose window
         ends after ``late_mark``), the same rows. When the aggregates add up
@@ -91,14 +96,14 @@ class KeyedStore(IndexedRows):
         hashes = self._hashes(placed)
         slots, cells = self._index.find(hashes)
         rest = slots < 0
-        out = []
+        parts: list[pl.DataFrame] = []
         if not rest.all():
             merged, mismatched = self._add_held(placed, slots, hashes, cells)
             rest[mismatched] = True
-            out.append(merged)
+            parts.append(merged)
         if rest.any():
-            out.append(self.merge(self._partial(rows.filter(pl.Series(rest)), None)))
-        touched = concat([o for o in out if o.height])
+            parts.append(self.merge(self._partial(rows.filter(pl.Series(rest)), None)))
+        touched = concat([p for p in parts if p.height])
         self._spread = touched.height / max(rows.height, 1)
         return touched
 

@@ -11,13 +11,19 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
+import streamkit as sk
+from streamkit import aggregate as K
 from streamkit.execute import aggregate_spec
+from streamkit.plan import Aggregate
+from streamkit.streaming import agg_steps
 from streamkit.streaming.state import KeyedStore, StateStore
 from streamkit.streaming.state.changelog import apply
 from streamkit.streaming.state.hash_index import U64
 from streamkit.streaming.state.indexed import Hasher, row_hash
+from streamkit.windows import WEND
 from tests.streamkit.streaming.state._cases import (
     HOUR_US,
+    WINDOWS,
     Reference,
     batches,
     canon,
@@ -123,3 +129,91 @@ def test_deltas_replay_to_the_state(kind: str, hasher: Hasher) -> None:
     assert delta is not None
     snapshot = apply(snapshot, delta, store.change_keys)
     same(snapshot, store.rows(), spec.state_keys)
+
+
+def adding_plan(kind: str, schema_rows: pa.Table) -> Aggregate:
+    """Only aggregates that add up (count, count(col), sum and avg of a float and an
+    integer): the ones ``merge_rows`` adds onto slots without a group-by."""
+    base = sk.from_arrow(schema_rows.slice(0, 0))
+    aggs = [
+        sk.count().alias("n"),
+        sk.count("value").alias("nv"),
+        sk.sum("value").alias("s"),
+        sk.avg("value").alias("a"),
+        sk.sum("user_id").alias("su"),
+        sk.avg("user_id").alias("au"),
+    ]
+    if kind == "global":
+        frame = base.agg(*aggs)
+    elif kind == "keys":
+        frame = base.group_by("action", "user_id").agg(*aggs)
+    else:
+        frame = base.group_by(WINDOWS[kind], "action").agg(*aggs)
+    node = frame.plan
+    assert isinstance(node, Aggregate)
+    return node
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "sliding", "keys", "global"])
+@pytest.mark.parametrize("hasher", [row_hash, weak_hash], ids=["polars", "weak"])
+@pytest.mark.parametrize("seed", [3, 11])
+def test_merge_rows_equals_regroup(kind: str, hasher: Hasher, seed: int) -> None:
+    """``merge_rows`` of a batch's input rows (dropping groups behind the previous
+    watermark) gives the regroup's rows, on the slot path for every batch after the
+    first (spread -1) where the spec allows it, with a reload in the middle; its
+    deltas replay to the state."""
+    rows, parts = batches(seed)
+    node = adding_plan(kind, rows)
+    spec = aggregate_spec(node)
+    store = KeyedStore(spec, hasher)
+    store.spread = -1.0
+    assert store.adds_rows == (kind != "sliding")
+    ref, keys, mark, snapshot = Reference(spec), spec.state_keys, None, pl.DataFrame()
+    for i, part in enumerate(parts):
+        frame = pl.from_arrow(part)
+        assert isinstance(frame, pl.DataFrame)
+        fresh = partials(node, part)
+        if mark is not None and spec.window is not None:
+            fresh = fresh.filter(pl.col(WEND) > mark)
+        got = store.merge_rows(agg_steps.input_rows(node, spec, frame), mark)
+        same(got, ref.merge(fresh), keys)
+        mark = watermark(parts[: i + 1])
+        same(store.evict(mark), ref.evict(mark), keys)
+        assert ref.state is not None
+        same(store.rows(), ref.state, keys)
+        delta = store.take_changes()
+        assert delta is not None
+        if i == 2:
+            snapshot = store.rows()
+        elif i > 2:
+            snapshot = apply(snapshot, delta, store.change_keys)
+            same(snapshot, store.rows(), keys)
+        if i == 6:
+            store.load(store.rows())
+
+
+def test_merge_rows_picks_the_path_by_the_last_spread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a batch with at most ``spread`` groups per row the next batch is grouped
+    first (all its rows go to ``aggregate.partial``); after one with more, rows of held
+    keys skip it (a batch of held keys only: no call)."""
+    rows, parts = batches(3)
+    node = adding_plan("keys", rows)
+    spec = aggregate_spec(node)
+    frame = agg_steps.input_rows(node, spec, pl.DataFrame(parts[0]))
+    grouped: list[int] = []
+    real = K.partial
+
+    def counting(lazy: pl.LazyFrame, spec: K.AggregateSpec) -> pl.DataFrame:
+        out = real(lazy, spec)
+        grouped.append(int(out[K.ROWS].sum()))
+        return out
+
+    monkeypatch.setattr(K, "partial", counting)
+    store, ref = KeyedStore(spec), Reference(spec)
+    for spread, want in [(2.0, [frame.height]), (2.0, [frame.height]), (0.0, [])]:
+        store.spread, grouped[:] = spread, []
+        fresh = real(frame.lazy(), spec)
+        same(store.merge_rows(frame), ref.merge(fresh), spec.state_keys)
+        assert grouped == want
+    assert ref.state is not None
+    same(store.rows(), ref.state, spec.state_keys)
