@@ -93,12 +93,12 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
     for i, agg in enumerate(spec.aggs):
         exprs += agg.function.partial(spec.inputs(i), spec.states(i), spec.input_dtypes[i])
     if not any(agg.function.reads_rows for agg in spec.aggs):
-        return assign(_group(rows, group, exprs).collect(), spec)
+        return _assign(_group(rows, group, exprs).collect(), spec)
     data = rows.collect()
     states = _group(data.lazy(), group, exprs).collect()
     for i, agg in enumerate(spec.aggs):
         states = agg.function.build_sketch(data, states, group, spec.inputs(i), spec.states(i))
-    return assign(states, spec)
+    return _assign(states, spec)
 
 
 def _group(frame: pl.LazyFrame, group: list[str], exprs: list[pl.Expr]) -> pl.LazyFrame:
@@ -107,9 +107,7 @@ def _group(frame: pl.LazyFrame, group: list[str], exprs: list[pl.Expr]) -> pl.La
     return frame.select(exprs)
 
 
-def assign(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
-    """``states`` (or rows) with ``__bucket`` replaced by the window bounds (one row per
-    window of each bucket; sessions: the gap after it); without a window, unchanged."""
+def _assign(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
     window, dtype = spec.window, spec.time_dtype
     if isinstance(window, TimeWindow):
         assert dtype is not None

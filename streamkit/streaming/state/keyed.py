@@ -24,7 +24,7 @@ from streamkit import aggregate as K
 from streamkit.streaming.state.by_slot import slot_sums
 from streamkit.streaming.state.hash_index import I64, U64
 from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash, same_keys
-from streamkit.windows import WEND
+from streamkit.windows import WEND, TimeWindow
 
 
 def _distinct(hashes: U64) -> bool:
@@ -88,7 +88,7 @@ class KeyedStore(IndexedRows):
             out = self.merge(self._partial(rows, late_mark))
             self._spread = out.height / max(rows.height, 1)
             return out
-        placed = K.assign(rows, self.spec)  # tumbling or none: row i stays row i
+        placed = self._place(rows)
         if late_mark is not None and self.spec.window is not None:
             keep = (placed[WEND] > late_mark).to_numpy()
             if not keep.all():
@@ -106,6 +106,16 @@ class KeyedStore(IndexedRows):
         touched = concat([p for p in parts if p.height])
         self._spread = touched.height / max(rows.height, 1)
         return touched
+
+    def _place(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """``rows`` with their window's bounds for ``__bucket`` (tumbling windows, the
+        only ones :meth:`merge_rows` places itself: row i stays row i)."""
+        window = self.spec.window
+        if window is None:
+            return rows
+        assert isinstance(window, TimeWindow)
+        assert self.spec.time_dtype is not None
+        return window.expand(rows, self.spec.time_dtype)
 
     def _partial(self, rows: pl.DataFrame, late_mark: int | None) -> pl.DataFrame:
         fresh = K.partial(rows.lazy(), self.spec)
