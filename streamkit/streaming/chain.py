@@ -487,11 +487,12 @@ def _time_dtype(stage: _AggStage | DedupStage | FunctionStage) -> pl.Datetime | 
 def _mark_below(below: Operator, times: tuple[str, ...], kept: pl.Schema) -> Watermark | None:
     """The watermark the operator ``below`` passes on, on a column of its output that the
     operator above keeps (``kept``: its input's schema; None: no column carries one, e.g.
-    an aggregation's window; above a join, the first of its event times kept)."""
+    an aggregation's window; above a join, the first of its event times in ``kept``'s
+    column order, as Spark's ``child.output.find`` picks the watermarked column)."""
     if isinstance(below, TransformWithState):
         return below.output_watermark()
     marks = [n for n in below.chain() if isinstance(n, Watermark)]
-    carried = [t for t in times if t in below.schema and t in kept]
+    carried = [c for c in kept if c in times and c in below.schema]
     if not marks or not carried or not isinstance(below.schema[carried[0]], pl.Datetime):
         return None
     return Watermark(below, carried[0], marks[0].delay_ns)

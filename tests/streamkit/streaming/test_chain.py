@@ -211,3 +211,39 @@ def test_process_all_available_waits_for_the_no_data_batchs_output() -> None:
         assert seen == [1], "the windows closed by the no-data batch 1 should be in the sink"
     finally:
         q.stop()
+
+
+@pytest.mark.parametrize("order", [("lt", "rt", "k", "rv"), ("rt", "lt", "k", "rv")])
+def test_a_function_after_a_join_judges_late_rows_on_the_first_event_time_it_keeps(
+    order: tuple[str, ...],
+) -> None:
+    """Spark's stateful operators take the first watermarked column of their input
+    (``child.output.find``), so a select that puts the right side's event time first
+    moves late-row judgement to it."""
+    from datetime import timedelta
+
+    from streamkit.streaming.chain import ChainQuery
+    from streamkit.streaming.function_stage import FunctionStage
+
+    ts = pa.timestamp("us", "UTC")
+    left_schema = pa.schema([("lt", ts), ("k", pa.string()), ("lv", pa.int64())])
+    right_schema = pa.schema([("rt", ts), ("rk", pa.string()), ("rv", pa.int64())])
+    left = sk.read_stream.memory(left_schema).with_watermark("lt", "10 seconds")
+    right = sk.read_stream.memory(right_schema).with_watermark("rt", "10 seconds")
+    cond = (
+        (sk.col("k") == sk.col("rk"))
+        & (sk.col("rt") >= sk.col("lt"))
+        & (sk.col("rt") <= sk.col("lt") + timedelta(seconds=30))
+    )
+
+    def tally(key: Any, frames: Any, state: Any) -> Any:
+        yield from ()
+
+    joined = left.join(right, cond, "inner").select(*order)
+    query = joined.group_by("k").apply_in_pandas_with_state(
+        tally, "k string", "n bigint", "append", "EventTimeTimeout"
+    )
+    chain = ChainQuery(query._plan, "append")
+    (stage,) = [s for s in chain.stages if isinstance(s, FunctionStage)]
+    assert stage.engine._mark is not None
+    assert stage.engine._mark.column == order[0]
