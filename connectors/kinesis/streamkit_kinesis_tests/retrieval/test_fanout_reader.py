@@ -464,8 +464,9 @@ async def test_a_probe_does_not_take_a_repeated_record_for_the_tip(
         assert reader.subscriptions == 1
         if unread:
             assert (reader.tip_probes, reader.caught_up) == (1, None)
-        else:  # the first probe found nothing; the second (AFTER S's event) the tip
-            assert reader.tip_probes == 2
+        else:  # the first probe found nothing (a repeat is no tip); a later one the tip:
+            # the second, or a third when an empty first event moved the resume point
+            assert reader.tip_probes >= 2
             assert reader.caught_up is not None
 
 
