@@ -68,18 +68,30 @@ def _count(pdfs: Iterator[pd.DataFrame], n: int, s: int) -> tuple[int, int, int 
     return n, s, latest
 
 
+NULL_KEY = "<null>"
+"""Emitted for the null grouping key: PySpark 4.3 fails converting a function's output
+whose string column holds only a null (``TypeError: Cannot convert pyarrow.lib.ChunkedArray
+to pyarrow.lib.Array`` in its Arrow conversion), which a left outer join's null keys hit."""
+
+
+def _key(key: Any) -> str:
+    """The grouping key as emitted (PySpark 4.3 hands a null key to
+    ``handleExpiredTimer`` as ``'NaN'``)."""
+    return key[0] if isinstance(key[0], str) and key[0] != "NaN" else NULL_KEY
+
+
 def _tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any, timed: bool) -> Any:
     wm = state.getCurrentWatermarkMs()
     if state.hasTimedOut:
         n, s = state.get
         state.remove()
-        yield pd.DataFrame({"k": [key[0]], "kind": ["timeout"], "n": [n], "s": [s], "wm": [wm]})
+        yield pd.DataFrame({"k": [_key(key)], "kind": ["timeout"], "n": [n], "s": [s], "wm": [wm]})
         return
     n, s, latest = _count(pdfs, *(state.get if state.exists else (0, 0)))
     state.update((n, s))
     if timed and latest is not None:
         state.setTimeoutTimestamp(max(latest + TIMEOUT_MS, wm + 1))
-    yield pd.DataFrame({"k": [key[0]], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
+    yield pd.DataFrame({"k": [_key(key)], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
 
 
 def tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
@@ -107,15 +119,13 @@ class JoinTally:
             for at in list(self.handle.listTimers()):
                 self.handle.deleteTimer(at)
             self.handle.registerTimer(max(latest + TIMEOUT_MS, wm + 1))
-        yield pd.DataFrame({"k": [key[0]], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
+        yield pd.DataFrame({"k": [_key(key)], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
 
     def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
         wm = timerValues.getCurrentWatermarkInMs()
         n, s = self.seen.get() if self.seen.exists() else (None, None)
         self.seen.clear()
-        # PySpark 4.3 hands a null grouping key to handleExpiredTimer as Row(lk='NaN')
-        k = key[0] if isinstance(key[0], str) and key[0] != "NaN" else None
-        yield pd.DataFrame({"k": [k], "kind": ["timer"], "n": [n], "s": [s], "wm": [wm]})
+        yield pd.DataFrame({"k": [_key(key)], "kind": ["timer"], "n": [n], "s": [s], "wm": [wm]})
 
     def close(self) -> None:
         pass
