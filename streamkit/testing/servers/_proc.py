@@ -110,6 +110,12 @@ def _alive(proc: _ProcId) -> bool:
     return _identity(proc.pid) == proc
 
 
+def log_tag() -> str:
+    """``-gwN`` inside a pytest-xdist worker, else empty: keeps parallel workers' logs apart."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return f"-{worker}" if worker else ""
+
+
 def owner_token() -> str:
     """Identity of this process (PID and start time) for :func:`owner_alive`."""
     ident = _identity(os.getpid())

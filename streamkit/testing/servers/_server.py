@@ -13,6 +13,7 @@ from ._proc import (
     ServerProcess,
     ServerStartError,
     free_port,
+    log_tag,
     owner_alive,
     owner_token,
     start_process,
@@ -30,7 +31,8 @@ class RunningServer:
     """A server process started by the test helpers, listening on 127.0.0.1.
 
     ``stop()`` ends the server and every process it started, then deletes its private run
-    folder; the log survives as ``<cache>/logs/<name>-last.log``. Idempotent.
+    folder; the log survives as ``<cache>/logs/<name>-last.log`` (``<name>-gwN-last.log``
+    in pytest-xdist worker N). Idempotent.
     """
 
     name: str
@@ -66,7 +68,7 @@ class RunningServer:
         if self.run_dir.exists():
             self.logs_dir.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(OSError):
-                shutil.move(self.log_path, self.logs_dir / f"{self.name}-last.log")
+                shutil.move(self.log_path, self.logs_dir / f"{self.name}{log_tag()}-last.log")
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
@@ -158,4 +160,4 @@ def _prune_stale_runs(runs: Path) -> None:
 def _keep_log(proc: ServerProcess, logs: Path, name: str) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
-        shutil.move(proc.log_path, logs / f"{name}-failed.log")
+        shutil.move(proc.log_path, logs / f"{name}{log_tag()}-failed.log")

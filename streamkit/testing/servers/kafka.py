@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ._install import default_cache_dir, ensure_installed, require_tool, run_step
-from ._proc import free_port, port_open
+from ._proc import free_port, log_tag, port_open
 from ._server import KafkaServer, Launch, launch
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def start_kafka(cache_dir: Path | None = None, *, timeout: float = 90.0) -> Iter
     """
     cache = (cache_dir or default_cache_dir()).resolve()
     jars = install_kafka(cache)
-    log = cache / "logs" / "kafka-format.log"
+    log = cache / "logs" / f"kafka-format{log_tag()}.log"
 
     def plan(port: int, run_dir: Path) -> Launch:
         props = run_dir / "server.properties"
