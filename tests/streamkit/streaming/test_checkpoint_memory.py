@@ -1,11 +1,15 @@
 """Writing a join's state to the checkpoint allocates nothing from Arrow's default memory
 pool (issue 13): pyarrow's IPC writer took its LZ4 buffers from it (mimalloc), which kept
 the pages, and a checkpointed stream join grew RSS by 7-14 MB/min with Arrow's allocated
-bytes flat. Counted with the pool's total of bytes ever allocated, not with RSS."""
+bytes flat. Counted with the pool's total of bytes ever allocated, not with RSS, in a fresh
+interpreter: the pool is process-wide, so threads left by other tests (or other modules of a
+pytest-xdist worker) must not add to the count."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,9 +18,6 @@ import pyarrow as pa
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 from streamkit.streaming.state.join_store import JoinStore
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 TS = pl.Datetime("us", "UTC")
 LEFT = pl.Schema({"it": TS, "id": pl.Int64(), "ad": pl.Int64()})
@@ -40,10 +41,11 @@ def impressions(rng: np.random.Generator, batch: int) -> pl.DataFrame:
     ).with_columns(pl.col("it").cast(TS))
 
 
-def test_join_state_checkpoints_take_nothing_from_arrows_default_pool(tmp_path: Path) -> None:
+def checkpoint_batches(directory: Path) -> tuple[JoinStore, CheckpointLog, int]:
+    """Checkpoint 25 batches of join state; the store, its log and the default-pool bytes."""
     rng = np.random.default_rng(13)
     store = JoinStore(LEFT, RIGHT)
-    log = CheckpointLog(LocalCheckpointStore(tmp_path), snapshot_every=10)
+    log = CheckpointLog(LocalCheckpointStore(directory), snapshot_every=10)
     pool = pa.default_memory_pool()
     before = pool.total_bytes_allocated()
     for batch in range(BATCHES):  # snapshots at 0, 10, 20; deltas (adds, evictions) between
@@ -51,8 +53,27 @@ def test_join_state_checkpoints_take_nothing_from_arrows_default_pool(tmp_path: 
         store.add(0, store.with_ids(0, rows, pl.Series([False] * ROWS)))
         store.evict(0, pl.col("it") < pl.lit(start_us(batch - 5)).cast(TS))
         log.write_changes(batch, store)
-    assert pool.total_bytes_allocated() - before < 2**20  # pyarrow's writer: ~8 MB here
+    return store, log, pool.total_bytes_allocated() - before
+
+
+CHILD = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from tests.streamkit.streaming.test_checkpoint_memory import checkpoint_batches\n"
+    "print(checkpoint_batches(Path(sys.argv[1]))[2])\n"
+)
+
+
+def test_join_state_checkpoints_take_nothing_from_arrows_default_pool(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "child")],
+        cwd=root, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 2**20  # pyarrow's writer: ~8 MB here
     # what was written is the state: the last batch restores to the buffered rows
+    store, log, _ = checkpoint_batches(tmp_path / "here")
     restored = JoinStore(LEFT, RIGHT)
     restored.load(log.state_at(BATCHES - 1))
     assert restored.buffer(0).sort("__id").equals(store.buffer(0).sort("__id"))
