@@ -40,13 +40,21 @@ record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
   ``shard_refresh_interval`` seconds, so a shard closed after the reader started is
   noticed too (off by default: AWS, LocalStack and kinesalite end a closed shard with a
   null iterator, and KCL makes no such call; only moto needs it).
+- Progress past repeats: kinesis-mock answers every read meant to start after a shard's
+  first record numbered like the shard's start (both put in the same second) with that
+  record again, and its next iterator is the same position, so ``Limit`` 1 would return
+  nothing for ever. An answer made only of repeats and as long as the ``Limit`` asked is
+  followed at once by a read of the answer's next iterator with a ``Limit`` larger by the
+  number of repeats (up to 10,000), which then holds the records past them; once a
+  record comes back the reader asks for ``limit`` again. A batch then holds at most
+  ``limit`` records when the server repeats no more than it did. AWS never repeats:
+  there the ``Limit`` asked is always ``limit``.
 - The tip, for ``available_now``: :attr:`ShardReader.caught_up` is the last read that
   came back empty and caught up (when it was sent, on ``time.monotonic``, and the last
   record returned before it); an answer made only of repeats counts as empty only when it
-  holds fewer records than ``Limit`` (kinesis-mock answers ``Limit`` 1 after a shard's
-  first record with that record for ever, whatever follows it); :meth:`ShardReader.hurry`
-  makes the next read skip (or cut short) the idle wait, so a caller waiting for such a
-  read gets it at once.
+  holds fewer records than the ``Limit`` asked (else records may follow them);
+  :meth:`ShardReader.hurry` makes the next read skip (or cut short) the idle wait, so a
+  caller waiting for such a read gets it at once.
 """
 
 from __future__ import annotations
@@ -93,6 +101,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+MAX_LIMIT = 10_000
+"""The largest ``Limit`` GetRecords accepts."""
 MAX_CONSECUTIVE_EXPIRED = 3
 MAX_TRANSIENT_ATTEMPTS = 10
 IDLE_TIME = 1.5
@@ -136,7 +146,7 @@ class ShardReader:
         retry_forever: bool = True,
         timings: CallTimings | None = None,
     ) -> None:
-        if not 1 <= limit <= 10_000:
+        if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be in [1, 10000], got {limit}")
         self._client = client
         self._stream = stream
@@ -144,6 +154,7 @@ class ShardReader:
         self._timings = timings
         self._url = endpoint_url(client)
         self._limit = limit
+        self._ask = limit  # the next GetRecords' Limit: larger after an answer of repeats
         self._idle_time = idle_time
         self._retrier = Retrier(backoff or OUTAGE_BACKOFF, sleep, rng)
         self._forever = retry_forever and self._retrier.backoff.max_attempts is None
@@ -260,8 +271,12 @@ class ShardReader:
                 sleep.result()
 
     async def _handle(self, out: ColumnarRecords, sent: float) -> RecordBatch:
-        fresh = out.after(self._delivered_up_to())
-        records = to_records(fresh)
+        asked, full = self._ask, len(out) >= self._ask
+        records = to_records(out.after(self._delivered_up_to()))
+        if records:
+            self._ask = self._limit
+        elif full:  # only repeats: records past them need a larger Limit (kinesis-mock)
+            self._ask = min(MAX_LIMIT, asked + len(out))
         self._calls += 1
         self._last_read = self._clock()
         self._behind = out.millis_behind_latest
@@ -273,15 +288,14 @@ class ShardReader:
         self._children = out.child_shard_ids
         self._child_shards = out.child_shards
         self._iterator = out.next_iterator or None
-        # an answer of only repeats as long as Limit may hide records behind them
-        caught_up = not records and not self._behind and len(out) < self._limit
+        caught_up = not records and not self._behind and not full
         if caught_up:
             self._caught_up = CaughtUp(sent, self._last_sequence)
         if caught_up and not self._shard.is_closed:
             await self._maybe_refresh()
         if self._iterator is None or self._reached_end(records, caught_up):
             return self._finish(records)
-        self._idle_pending = not self._behind and len(records) < self._limit
+        self._idle_pending = not self._behind and not full
         return RecordBatch(self._shard.shard_id, records, self._behind)
 
     def _delivered_up_to(self) -> str | None:
@@ -379,7 +393,7 @@ class ShardReader:
             try:
                 return await self._retrying(
                     "GetRecords",
-                    partial(get_records_columnar, self._client, iterator, self._limit),
+                    partial(get_records_columnar, self._client, iterator, self._ask),
                 )
             except Exception as exc:
                 if error_code(exc) != "ExpiredIteratorException":

@@ -157,8 +157,11 @@ class RepeatingClient(ExceptionThrowingKinesisClient):
         super().__init__(inner)
         self.repeat_calls = repeat_calls
         self.previous: str | None = None
+        self.limits: list[int] = []
+        """``Limit`` of each GetRecords call."""
 
     def get_records(self, **kwargs):  # type: ignore[no-untyped-def]
+        self.limits.append(kwargs["Limit"])
         number = self._count("get_records")
         if number in self.repeat_calls and self.previous is not None:
             kwargs = {**kwargs, "ShardIterator": self.previous}
@@ -174,16 +177,16 @@ async def test_records_the_server_repeats_are_returned_once(aws_endpoint: AwsEnd
         reader = ShardReader(client, stream, shard, TRIM_HORIZON, limit=20, sleep=Sleeps())
         first = await reader.next_batch()  # a0..a19
         again = await reader.next_batch()  # the same answer: nothing new
-        third = await reader.next_batch()  # the same answer again
-        rest = await read_n(reader, 10)  # a20..a29, then nothing
+        # the same iterator again, but asked with Limit 40 (20 + the 20 repeats)
+        third = await reader.next_batch()
         await asyncio.to_thread(put_blocking, real, stream, payloads(5, "b"))
-        new = await read_n(reader, 5)
+        new = await read_n(reader, 5)  # Limit 20 again
     assert [r.data for r in first.records] == payloads(30, "a")[:20]
     assert again.records == ()
-    assert third.records == ()
-    assert [r.data for r in rest] == payloads(30, "a")[20:]
+    assert [r.data for r in third.records] == payloads(30, "a")[20:]
     assert [r.data for r in new] == payloads(5, "b")
     assert reader.metrics().records == 35
+    assert client.limits == [20, 20, 40, 20, 20]
 
 
 async def test_throttling_backs_off_with_jitter_and_loses_nothing(
