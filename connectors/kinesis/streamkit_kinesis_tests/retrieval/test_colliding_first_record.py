@@ -17,14 +17,19 @@ import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import pytest
 from streamkit_kinesis.client import KinesisApi, kinesis_client
 from streamkit_kinesis.consumer import KinesisConsumer
 from streamkit_kinesis.retrieval import ShardReader
 from streamkit_kinesis.shards import shard_info
+from streamkit_kinesis.source import KinesisStreamSource
 from streamkit_kinesis.testing.streams import put_blocking, unique
 from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, ShardInfo
 
+import streamkit as sk
+from streamkit.testing.events import SCHEMA, make_events
+from streamkit.testing.tables import assert_table_equal
 from streamkit_kinesis_tests.consumer.consumer_support import (
     Journal,
     RecordingProcessor,
@@ -36,6 +41,7 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from streamkit_kinesis.consumer import ConsumerConfig
 
@@ -183,3 +189,39 @@ async def run_consumer(
         await consumer.stop()
         await running
     return journal
+
+
+async def test_available_now_with_max_records_one_ends_past_the_first_record(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Two ``available_now`` runs on one query checkpoint, GetRecords ``Limit`` 1: the
+    first reads the shard's first record; the second, restarted from it after four more
+    came, ends with those four (each once) instead of waiting for ever."""
+    ep = localstack_endpoint
+    truth, records = make_events(5, seed=15)
+    payloads = [data for data, _ in records]
+    app, checkpoint = unique("app"), str(tmp_path / "ck")
+    options = {"idle_time": 0.1, "take_interval": 0.5, "max_records": 1}
+
+    async def run(source: KinesisStreamSource) -> pa.Table:
+        name = unique("kin_first")
+        q = (
+            sk.read_stream.source(source).write_stream.output_mode("append")
+            .checkpoint(checkpoint).trigger(available_now=True).memory(name).start()
+        )  # fmt: skip
+        ended = await asyncio.to_thread(q.await_termination, DEADLINE)
+        if not ended:
+            q.stop()
+        assert ended, "the available_now run did not end"
+        return sk.memory_table(name)
+
+    async with stream_with_first(ep, payloads[:1], collide=True) as (stream, client, _, _):
+        source = KinesisStreamSource(stream, app, ep, schema=SCHEMA, consumer_options=options)
+        try:
+            first = await run(source)
+            await asyncio.to_thread(put_blocking, client, stream, payloads[1:])
+            second = await run(source)
+        finally:
+            await drop_table(ep, app)
+    assert_table_equal(first, truth.slice(0, 1), sort_by=["event_time", "user_id"])
+    assert_table_equal(second, truth.slice(1), sort_by=["event_time", "user_id"])
