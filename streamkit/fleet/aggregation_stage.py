@@ -11,6 +11,9 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    one ended, else :class:`ChunkOrderError` (records lost or reordered on the exchange);
 3. take each shard's event-time maximum and end flag (once the last part of a range is
    applied, or from an end marker that follows it) and arrival time (the injected clock);
+   a start marker (a source task started reading the shard) of a shard not known yet
+   records it as heard of, with no range applied (:data:`NOTHING`) and no event time,
+   and is otherwise ignored (neither applied nor counted as a duplicate);
 4. judge late partial states against the watermark in force in the previous batch
    (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows);
 5. merge into the engine's state store (:func:`~streamkit.streaming.state.make_store`),
@@ -26,7 +29,9 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    source shards that exist and are not finished, from the source lease table) holds it
    where it is until a whole range of it with an event time is applied: whatever the
    clock while it sent nothing (a shard whose task starts late cannot find its rows
-   late), and while it is active once it sent something. Without
+   late), and while it is active once it sent something (a start marker counts: a shard
+   that never receives a record stops holding ``idle_timeout`` after its task started,
+   as an idle one does). Without
    :meth:`expect_sources` only the shards heard from count.
 
 For a ``drop_duplicates`` plan, steps 4 and 5 are those of the single-process engine's
@@ -70,6 +75,9 @@ from .chunk import ChunkError, ChunkHeader, decode_chunk
 from .fleet_plan import FleetPlan
 
 DEFAULT_IDLE_TIMEOUT = 30.0
+NOTHING = -1
+""":attr:`SourceProgress.last` of a shard heard of by its start marker only: no range
+applied (the order rules then accept any first range, as for a shard not known)."""
 
 
 class ChunkOrderError(StreamkitError):
@@ -81,7 +89,7 @@ class SourceProgress:
     """What an aggregation task knows of one source shard."""
 
     last: int
-    """Range end of the last applied chunk."""
+    """Range end of the last applied chunk (:data:`NOTHING`: none yet)."""
     part: int
     parts: int
     max_event: int | None
@@ -102,7 +110,10 @@ class SourceProgress:
 def _next(known: SourceProgress | None, h: ChunkHeader) -> bool:
     """True when ``h`` is the next chunk of its shard, False when it was applied already;
     raises :class:`ChunkOrderError` for a gap or a reordering. An end marker is next when
-    it follows the whole range applied last, a duplicate once the shard is ended."""
+    it follows the whole range applied last, a duplicate once the shard is ended. A
+    shard known by its start marker only counts as not known."""
+    if known is not None and known.last == NOTHING:
+        known = None
     if h.is_end:
         return _next_end(known, h)
     key = (h.last_int, h.part)
@@ -188,6 +199,10 @@ class AggregationStage:
         for header, rows in decoded:
             self._check_query(header)
             known = sources.get(header.source)
+            if header.is_start:  # heard of: idle_timeout counts from now; nothing applied
+                if known is None:
+                    sources[header.source] = SourceProgress(NOTHING, 0, 1, None, False, now)
+                continue
             if not _next(known, header):
                 dropped += 1
                 if known is not None:
@@ -195,7 +210,8 @@ class AggregationStage:
                 continue
             if header.is_end:  # the shard ended after the range applied last
                 sources[header.source] = (
-                    replace(known, ended=True, seen=now) if known is not None
+                    replace(known, ended=True, seen=now)
+                    if known is not None and known.last != NOTHING
                     else SourceProgress(header.last_int, 0, 1, None, True, now)
                 )  # fmt: skip
                 continue

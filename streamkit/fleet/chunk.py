@@ -8,6 +8,10 @@ rows for this partition were split to fit a Kinesis record, the source shard's e
 maximum so far and whether it reached its end. An *end marker* (:attr:`ChunkHeader.is_end`:
 ``ended``, ``first == last``, no rows) covers no records: it tells an aggregation task that
 the shard ended after the range it applied last (a shard whose last read held no records).
+A *start marker* (:attr:`ChunkHeader.is_start`: not ``ended``, ``first == last``, no rows)
+covers no records either: a source task started reading the shard, so an aggregation task
+has heard of it (a shard that never receives a record would otherwise hold the fleet
+watermark for ever: ``idle_timeout`` counts from a shard's last chunk).
 The header also carries ``"crc32"``: a
 CRC-32 over the header's other fields (canonical JSON) and the record batches' IPC
 messages, so a garbled value is caught, not applied. :func:`decode_chunk` refuses anything
@@ -65,6 +69,13 @@ class ChunkHeader:
     def is_end(self) -> bool:
         """An end marker: the shard ended after ``last``, the end of its previous range."""
         return self.ended and self.first == self.last and self.rows == 0
+
+    @property
+    def is_start(self) -> bool:
+        """A start marker: a source task started reading the shard after ``last`` (its
+        checkpoint, ``"0"`` at the shard's start). A chunk of records never has
+        ``first == last``: it covers at least one record after ``first``."""
+        return not self.ended and self.first == self.last and self.rows == 0
 
     @property
     def last_int(self) -> int:

@@ -11,7 +11,8 @@ late here: lateness is judged where the fleet watermark is known, in the aggrega
 that fit an exchange record (:func:`~streamkit.fleet.chunk.split_parts`). Every partition
 gets at least one chunk, also without rows: it carries the shard's watermark progress.
 :meth:`SourceStage.end_chunks` are the end markers of a shard that ended after a range
-already emitted (every partition gets one).
+already emitted, :meth:`SourceStage.start_chunks` the start markers of a shard whose task
+starts reading it (every partition gets one).
 The encoding is deterministic for the same rows (states merged per window for sliding
 windows, sorted by their keys), so a batch re-read after a takeover yields the same parts.
 
@@ -129,7 +130,25 @@ class SourceStage:
         shard ended after ``last``, the end of the range it emitted last
         (:attr:`~streamkit.fleet.chunk.ChunkHeader.is_end`). Sent again after a takeover,
         it is the same bytes (a duplicate, dropped)."""
-        if not last.isdigit():
-            raise ValueError(f"last must be a sequence number string, got {last!r}")
-        header = ChunkHeader(query, source, last, last, 0, 1, None, True, 0)
-        return [[encode_chunk(header, pl.DataFrame())] for _ in range(partitions)]
+        return _markers(source, last, True, partitions, query)
+
+    @staticmethod
+    def start_chunks(
+        source: str, after: str | None, partitions: int, query: str
+    ) -> list[list[bytes]]:
+        """Per exchange partition, the start marker of ``source`` (one part, no rows, no
+        event time): a source task starts reading it after ``after`` (its checkpoint; None:
+        the shard's start, sent as ``"0"``)
+        (:attr:`~streamkit.fleet.chunk.ChunkHeader.is_start`). It applies no range: an
+        aggregation task that knows nothing of the shard hears of it (so ``idle_timeout``
+        counts from then), one that does ignores it; sent again after a takeover or a
+        restart it changes nothing."""
+        return _markers(source, "0" if after is None else after, False, partitions, query)
+
+
+def _markers(source: str, at: str, ended: bool, partitions: int, query: str) -> list[list[bytes]]:
+    """One marker chunk (``first == last == at``, no rows) per partition."""
+    if not at.isdigit():
+        raise ValueError(f"a marker's position must be a sequence number string, got {at!r}")
+    header = ChunkHeader(query, source, at, at, 0, 1, None, ended, 0)
+    return [[encode_chunk(header, pl.DataFrame())] for _ in range(partitions)]

@@ -183,6 +183,74 @@ def test_an_end_marker_sent_again_is_a_duplicate_and_one_after_a_partial_range_a
         stage.apply([end_marker(ahead)], now=3)
 
 
+def start_marker(shard: Shard) -> bytes:
+    """``shard``'s start marker: its source task starts reading after its checkpoint
+    (``shard.seq``; 0: the shard's start)."""
+    after = str(shard.seq) if shard.seq else None
+    ((chunk,),) = SourceStage.start_chunks(shard.name, after, 1, "q")
+    return chunk
+
+
+def test_a_child_that_never_receives_a_record_holds_for_at_most_idle_timeout() -> None:
+    """Review finding 1: a split's child nothing is written to sends no chunk of records;
+    its task's start marker makes it heard of, so it holds the fleet watermark like an
+    idle shard: from its start for ``idle_timeout``, then no more."""
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage.expect_sources(["fast", "empty"])
+    fast, empty = Shard("fast", fleet), Shard("empty", fleet)
+    stage.apply([fast.batch(100)], now=0)
+    stage.apply([start_marker(empty)], now=1)
+    assert stage.fleet_watermark is None  # heard of at 1, no event time: holds
+    assert stage.waiting_for == ["empty"]
+    assert minutes(stage.refresh(now=30.9)) is None
+    assert minutes(stage.refresh(now=31)) == 95  # idle from 31 s on: 100 - 5
+    assert stage.duplicates_dropped == 0
+    assert stage.sources["empty"].max_event is None
+
+
+def test_a_start_marker_applies_no_range_and_is_ignored_once_the_shard_is_known() -> None:
+    """Sent again by every task that starts the shard (a takeover, a restart): the dedup
+    map of (shard, range end) is untouched, nothing is counted as a duplicate, and the
+    shard's first range (after the shard's start or after a checkpoint) follows it."""
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    late, known = Shard("late", fleet), Shard("known", fleet)
+    stage.apply([start_marker(late), start_marker(late)], now=0)
+    stage.apply([late.batch(1)], now=1)  # its first range: after the shard's start
+    stage.apply([known.batch(2), known.batch(3)], now=1)
+    before = stage.sources["known"]
+    again = start_marker(known)  # a new owner, after checkpoint 20
+    stage.apply([again, start_marker(late), again], now=40)
+    assert stage.sources["known"] == before  # not even seen again: idle stays idle
+    assert stage.duplicates_dropped == 0
+    stage.apply([known.batch(4), late.batch(5)], now=41)
+    assert (stage.sources["known"].last, stage.sources["late"].last) == (30, 20)
+    assert minutes(stage.fleet_watermark) == -1  # min(4, 5) - 5
+    assert stage.late_rows == 0
+    known.seq += 10  # a range lost after the marker is still a gap
+    with pytest.raises(ChunkOrderError):
+        stage.apply([known.batch(6)], now=42)
+
+
+def test_a_shard_heard_of_by_its_start_marker_only_survives_a_restore(tmp_path: Path) -> None:
+    """Checkpointed with the state: after a restore it holds for ``idle_timeout`` from
+    the next clock reading (as every restored shard), then no more."""
+    fleet = fleet_plan()
+    log = CheckpointLog(LocalCheckpointStore(tmp_path))
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage.expect_sources(["fast", "empty"])
+    fast, empty = Shard("fast", fleet), Shard("empty", fleet)
+    stage.apply([fast.batch(100), start_marker(empty)], now=0)
+    stage.checkpoint_state(log, 0)
+    heir = AggregationStage(fleet, idle_timeout=30, query="q")
+    heir.restore(CheckpointLog(LocalCheckpointStore(tmp_path)), 0)
+    assert heir.refresh(now=500) is None  # restored: counts as heard of at 500
+    assert minutes(heir.refresh(now=530)) == 95
+    heir.apply([empty.batch(200)], now=531)  # records after all: its first range
+    assert heir.sources["empty"].last == 10
+
+
 def test_the_watermark_never_decreases_when_a_slower_shard_appears() -> None:
     fleet = fleet_plan()
     stage = AggregationStage(fleet, idle_timeout=30, query="q")

@@ -60,3 +60,20 @@ def test_a_re_read_batch_encodes_to_the_same_bytes() -> None:
     again = stage.run(rows.sample(fraction=1.0, shuffle=True, seed=9))
     args = ("s0", "1", "2", first.max_event, False, 3, "q")
     assert stage.chunks(first, *args) == stage.chunks(again, *args)
+
+
+def test_start_and_end_markers_cover_no_records_and_are_told_apart_from_chunks() -> None:
+    """A start marker (a task starts reading the shard) and an end marker (it ended) carry
+    no rows and no event time; a chunk of records never has ``first == last``."""
+    stage = SourceStage(plan("tumbling", "append"))
+    out = stage.run(pl.DataFrame({"k": ["a"], "v": [1], "t": [T0]}, schema=SCHEMA))
+    ((chunk,),) = stage.chunks(out, "s0", None, "9", out.max_event, True, 1, "q")
+    ((fresh,),) = SourceStage.start_chunks("s0", None, 1, "q")
+    ((taken,),) = SourceStage.start_chunks("s0", "9", 1, "q")
+    ((end,),) = SourceStage.end_chunks("s0", "9", 1, "q")
+    heads = [decode_chunk(c)[0] for c in (chunk, fresh, taken, end)]
+    assert [(h.is_start, h.is_end) for h in heads] == [
+        (False, False), (True, False), (True, False), (False, True)]  # fmt: skip
+    assert [(h.first, h.last, h.rows, h.max_event) for h in heads[1:]] == [
+        ("0", "0", 0, None), ("9", "9", 0, None), ("9", "9", 0, None)]  # fmt: skip
+    assert SourceStage.start_chunks("s0", "9", 1, "q") == [[taken]]  # sent again: same bytes

@@ -10,6 +10,9 @@ then
   pending checkpoint, put, checkpoint). A task that starts on a lease carrying a pending
   checkpoint first re-reads exactly ``(checkpoint, pending]`` as one batch, so the chunks
   it emits again carry the range end of the first attempt and are dropped downstream.
+  Before reading, its start markers go to every partition, so a shard that never
+  receives a record is heard of and stops holding the fleet watermark after
+  ``idle_timeout``.
   At the shard's end (a split or merged parent) its end markers go to every partition
   before the SHARD_END checkpoint, so the ended shard stops holding the fleet watermark
   (its children are read only after that checkpoint, by the consumer's parent rule);
@@ -173,6 +176,8 @@ class SourceTask(BaseRecordProcessor):
         self.first = None if init.start.is_sentinel else init.start.sequence_number
         if self.ctx.writer is not None:
             self.replay = replay_range(init.start, init.pending_checkpoint)
+            if init.start != SHARD_END:
+                await self._send_start()
             return
         if init.lease_counter is None or init.start == SHARD_END:
             self.lost = init.lease_counter is None  # (an ended shard: nothing to read)
@@ -238,6 +243,20 @@ class SourceTask(BaseRecordProcessor):
             self._lose(e)
             return
         await checkpointer.checkpoint()
+
+    async def _send_start(self) -> None:
+        """The start markers of this shard to every exchange partition, before anything
+        is read: an aggregation task that never heard of the shard now has, so
+        ``idle_timeout`` counts for it from here. Without them a shard that never receives
+        a record (a split's child nothing is written to) is never heard from and holds the
+        fleet watermark for ever: no window closes in append mode. Sent again by every
+        task that starts the shard (takeover, restart): ignored where the shard is known."""
+        from streamkit.fleet.source_stage import SourceStage
+
+        ctx = self.ctx
+        assert ctx.writer is not None
+        parts = SourceStage.start_chunks(self.shard, self.first, ctx.partitions, ctx.spec.name)
+        await ctx.writer.put_batch(parts, self.shard)
 
     async def _send_end(self) -> None:
         """The end markers of this shard to every exchange partition, unless its last
