@@ -11,6 +11,13 @@ Checked: the sink equals DuckDB over the records put, each window once (append m
 children's leases are read to their last records; on every exchange shard each child's
 first chunk follows every chunk of its parents (a child is read only once its parents
 ended, and a parent's end is sent before its SHARD_END checkpoint).
+
+A second, smaller run (one worker, two shards, ``idle_timeout`` three seconds): shard 0
+is split once every record is read, and nothing is ever written to one of its children.
+That child's source task sends no chunk of records; its start markers make the
+aggregation tasks hear of it, so it holds the fleet watermark for ``idle_timeout`` only
+(never heard of, it held it for ever: no window closed). Checked: the child received no
+record, and the sink equals DuckDB over the records put.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
 
 SHARDS = 4
 EVENTS = 1600
+SMALL = 400
 
 
 def exchange_order(ep: AwsEndpoint, app: str) -> dict[str, list[str]]:
@@ -88,3 +96,32 @@ async def test_split_and_merge_while_the_fleet_runs_each_window_once(
             first = sources.index(child)
             assert all(p in sources[:first] for p in parents), (child, parents, sources)
             assert not any(p in sources[first:] for p in parents), (child, parents, sources)
+
+
+async def test_a_split_child_that_never_receives_a_record_stops_holding_after_idle_timeout(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    data = payloads(SMALL, seed=41)
+    want = truth(data)
+    parent = "shardId-000000000000"
+    async with fresh_stream(ep, 2, "fleete") as (stream, admin):
+        fleet = Fleet(ep, stream, unique("fe"), tmp_path, "--idle", "3 seconds")
+        try:
+            await fleet.add("w0")
+            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
+            await fleet.read_all(last)
+            split = await admin.split_shard(stream, parent)
+            empty = min(split, key=lambda s: s.hash_key_range.starting_hash_key).shard_id
+            # the closers go to shard 1 and the other child only (the parent's first hash
+            # key would land in the empty child)
+            await close_and_collect(ep, stream, [fleet], len(want), frozenset({parent, empty}))
+            records = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
+            await fleet.stop()
+        finally:
+            await fleet.kill_all()
+            await drop_fleet_tables(ep, fleet.app)
+    assert records.get(empty, []) == [], records.get(empty)
+    assert {c.shard_id for c in split} - {empty} <= set(records), (split, list(records))
+    got = sink_rows(fleet.out)
+    assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
