@@ -1,14 +1,18 @@
 """Staging a fleet task's output allocates nothing from Arrow's default memory pool (as the
 checkpoint's state files since commit 32d525a): pyarrow's IPC writer took its LZ4 buffers
 from it (mimalloc), which kept the pages, so RSS grew with every staged batch. Counted
-with the pool's total of bytes ever allocated, not with RSS. What was staged reads back
-as the table staged, by the reader of the files pyarrow wrote (``pyarrow.ipc``)."""
+with the pool's total of bytes ever allocated, not with RSS, in a fresh interpreter (the
+pool is process-wide: threads left by other tests must not add to the count). What was
+staged reads back as the table staged, by the reader of the files pyarrow wrote
+(``pyarrow.ipc``)."""
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -18,9 +22,6 @@ from pyarrow import ipc
 from streamkit.fleet.task_log import FencedTaskLog
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming.checkpoint import ipc_file
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 BATCHES = 25
 ROWS = 2_000
@@ -44,19 +45,40 @@ def output(rng: np.random.Generator, batch: int) -> pa.Table:
     return frame.to_arrow()
 
 
-def test_staged_output_takes_nothing_from_arrows_default_pool(tmp_path: Path) -> None:
+def stage_batches(directory: Path) -> tuple[list[pa.Table], int]:
+    """Stage, commit and publish 25 outputs as an aggregation task does; the tables and the
+    bytes the default pool gave meanwhile."""
     rng = np.random.default_rng(14)
     tables = [output(rng, b) for b in range(BATCHES)]
-    owner = FencedTaskLog(str(tmp_path), "a", "s")
+    owner = FencedTaskLog(str(directory), "a", "s")
     owner.claim(1)
     pool = pa.default_memory_pool()
     before = pool.total_bytes_allocated()
-    for bid, table in enumerate(tables):  # as an aggregation task: stage, commit, publish
+    for bid, table in enumerate(tables):
         owner.stage(bid, table)
         owner.commit(bid, str(bid))
         owner.published(bid, table.num_rows)
-    assert pool.total_bytes_allocated() - before < 2**20  # pyarrow's writer: 5.7 MB here
-    heir = FencedTaskLog(str(tmp_path), "b", "s")
+    return tables, pool.total_bytes_allocated() - before
+
+
+CHILD = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from tests.streamkit.fleet.test_task_log_memory import stage_batches\n"
+    "print(stage_batches(Path(sys.argv[1]))[1])\n"
+)
+
+
+def test_staged_output_takes_nothing_from_arrows_default_pool(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "child")],
+        cwd=root, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 2**20  # pyarrow's writer: 5.7 MB here
+    tables, _ = stage_batches(tmp_path / "here")
+    heir = FencedTaskLog(str(tmp_path / "here"), "b", "s")
     assert heir.claim(2).batch == BATCHES - 1
     staged = heir.staged_output()  # the sink receives it again: the same table
     assert staged is not None
