@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from fractions import Fraction
 from typing import Any
 
 import duckdb
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 import streamkit as sk
-from streamkit.aggregates import hll
+from streamkit.aggregates import hll, kll
 from streamkit.aggregates.approx_percentile import ApproxPercentile
 from streamkit.aggregates.avg import Avg
 from streamkit.aggregates.count import Count
@@ -382,3 +383,88 @@ def test_counts_sums_and_averages_combine_two_states_by_adding_them() -> None:
     new: dict[str, list[Any]] = {"s": [2.0, 3.0, None], "c": [2, 1, 0]}
     for function in (Sum(), Avg()):
         assert combined(function, old, new) == [(3.5, 3), (3.0, 1), (4.0, 2)]
+
+
+Item = tuple[float, int]
+"""One retained item of a KLL sketch: (value, level); it stands for ``2**level`` values."""
+
+
+def kll_sketches(*sketches: list[Item] | None) -> pl.Series:
+    """KLL states as `approx_percentile` hands them to `kll.quantile`: a struct of the
+    values list and the levels list (UInt8) per sketch; None is a group without values."""
+    dtype = pl.Struct({"v": pl.List(pl.Float64), "l": pl.List(pl.UInt8)})
+    rows = [
+        None if s is None else {"v": [v for v, _ in s], "l": [lv for _, lv in s]} for s in sketches
+    ]
+    return pl.Series("q", rows, dtype=dtype)
+
+
+def kll_quantile_by_rule(items: list[Item] | None, threshold: Fraction) -> float | None:
+    """KLL's quantile in plain Python: walking the items in value order, the first whose
+    cumulative weight (sum of ``2**level``) reaches ``threshold`` (a fraction of the
+    total weight); None without items."""
+    if not items:
+        return None
+    total, seen = sum(2**level for _, level in items), 0
+    for value, level in sorted(items):
+        seen += 2**level
+        if seen >= threshold * total:
+            return value
+    raise AssertionError("the last item always reaches the total weight")
+
+
+def kll_on_tolerance(items: list[Item] | None, q: float) -> bool:
+    """Whether a cumulative weight falls just under ``q`` times the total, within the
+    relative rounding tolerance of `kll.quantile` (1e-12, widened here to 1e-11): there
+    the exact rule and the code may differ by design."""
+    total, seen = sum(2**level for _, level in items or []), 0
+    for _, level in sorted(items or []):
+        seen += 2**level
+        if Fraction(q) * total * (1 - Fraction(1, 10**11)) <= seen < Fraction(q) * total:
+            return True
+    return False
+
+
+def test_kll_quantile_weighs_an_item_two_to_its_level_in_64_bits() -> None:
+    """Items at levels 31 and above weigh ``2**31``, ``2**40``... (not wrapped to 32
+    bits): one heavy item outweighs all light ones; random sketches with levels up to 45,
+    against the rule in exact arithmetic (no cumulative weight falls just under the
+    threshold, within the code's relative rounding tolerance of 1e-12)."""
+    rng = random.Random(19)
+    cases: list[tuple[list[Item] | None, float]] = [
+        ([(1.0, 0), (2.0, 40)], 0.5),
+        ([(1.0, 31), (2.0, 0), (3.0, 0)], 0.5),
+        ([(1.0, 0), (2.0, 0), (3.0, 31)], 0.5),
+        ([(5.0, 33), (-1.0, 32), (7.0, 0)], 0.4),
+        (None, 0.5),
+    ]
+    while len(cases) < 45:
+        drawn = [(rng.uniform(-100, 100), rng.randint(0, 45)) for _ in range(rng.randint(1, 12))]
+        q = rng.choice([0.0, 0.1, 0.25, 0.5, 0.77, 0.9, 1.0])
+        if not kll_on_tolerance(drawn, q):
+            cases.append((drawn, q))
+    for items, q in cases:
+        assert not kll_on_tolerance(items, q)
+        got = kll.quantile(kll_sketches(items), q)
+        assert got.to_list() == [kll_quantile_by_rule(items, Fraction(q))], (items, q)
+    several = kll_sketches(*(case for case, _ in cases[:5]))
+    assert kll.quantile(several, 0.5).to_list() == [2.0, 1.0, 3.0, 5.0, None]
+
+
+def test_kll_quantile_counts_a_rank_on_its_rounding_tolerance_as_reached() -> None:
+    """The rank threshold is ``q * total * (1 - 1e-12)`` (so that ``0.3 * 10``, which
+    rounds above 3, still picks the 3rd value); a cumulative weight exactly equal to it
+    counts as reached. For 10 values of weight 1 and each ``c``, the ``q`` whose threshold
+    is exactly ``c`` (found here among the doubles next to ``c / 10``) picks the ``c``-th
+    value, not the next."""
+    items: list[Item] = [(float(v), 0) for v in range(10, 0, -1)]
+    for c in (3, 7):
+        q = c / 10 / (1 - 1e-12)
+        while q * 10 * (1 - 1e-12) > c:
+            q = math.nextafter(q, 0.0)
+        while q * 10 * (1 - 1e-12) < c:
+            q = math.nextafter(q, 1.0)
+        assert q * 10 * (1 - 1e-12) == c, "no double lands on the threshold"
+        assert q * 10 > c  # without the tolerance, the c-th value would not be reached
+        got = kll.quantile(kll_sketches(items, None, items), q)
+        assert got.to_list() == [float(c), None, float(c)]
