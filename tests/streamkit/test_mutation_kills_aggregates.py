@@ -355,6 +355,45 @@ def test_hll_estimates_follow_the_raw_and_the_small_range_formulas() -> None:
     assert empty.dtype == pl.Int64
 
 
+def hll_registers_on_the_small_range_bound(m: int, bits: int) -> list[int]:
+    """``m`` registers whose raw estimate is exactly ``2.5 m`` in double precision (and
+    some zero): their sum of ``2**-r`` is a multiple of ``2**-bits`` (small enough to be
+    summed exactly in any order) found by search next to ``alpha_m m / 2.5``, spelled as one
+    register per binary digit below 1/4 and registers 0, 1 and 2 for the rest."""
+    alpha_mm = 0.7213 / (1 + 1.079 / m) * m * m
+    start = round(alpha_mm / (2.5 * m) * 2**bits)
+    units = next(
+        s
+        for j in range(1 << 12)
+        for s in (start + j, start - j)
+        if alpha_mm / (s / 2**bits) == 2.5 * m
+    )
+    low = units % 2 ** (bits - 2)
+    registers = [r for r in range(3, bits + 1) if low >> (bits - r) & 1]
+    quarters, rest = (units - low) >> (bits - 2), m - len(registers)
+    ones = (quarters - rest) % 3  # zeros, ones, twos: 4 z + 2 o + t = quarters, z + o + t = rest
+    zeros = (quarters - rest - ones) // 3
+    registers += [0] * zeros + [1] * ones + [2] * (rest - zeros - ones)
+    assert zeros > 0
+    assert math.fsum(2.0**-r for r in registers) == units / 2**bits
+    return registers
+
+
+def test_hll_estimate_on_the_small_range_bound_uses_linear_counting() -> None:
+    """The small-range correction applies when the raw estimate is *at most* ``2.5 m``:
+    register rows (m = 1024, 4096, 16384) whose raw estimate is exactly ``2.5 m`` get
+    linear counting ``m ln(m / zeros)``, not the raw ``2.5 m``."""
+    for m, bits in ((1024, 44), (4096, 42), (16384, 40)):
+        registers = hll_registers_on_the_small_range_bound(m, bits)
+        raw = 0.7213 / (1 + 1.079 / m) * m * m / math.fsum(2.0**-r for r in registers)
+        assert raw == 2.5 * m
+        linear = round(m * math.log(m / registers.count(0)))
+        assert linear != round(raw)
+        assert hll_estimate_by_rule(registers) == linear
+        sketches = pl.Series("regs", [registers], dtype=pl.Array(pl.UInt8, m))
+        assert hll.estimate(sketches).to_list() == [linear]
+
+
 def combined(function: Any, old: dict[str, list[Any]], new: dict[str, list[Any]]) -> list[Any]:
     """``function.combine`` of the state columns ``old`` with ``new``, row by row."""
     data = pl.DataFrame(
