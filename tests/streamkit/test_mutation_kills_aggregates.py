@@ -394,6 +394,19 @@ def test_hll_estimate_on_the_small_range_bound_uses_linear_counting() -> None:
         assert hll.estimate(sketches).to_list() == [linear]
 
 
+def test_hll_estimate_without_a_zero_register_is_raw_even_in_the_small_range() -> None:
+    """Linear counting needs a zero register: rows of ones, or of ones and twos (raw
+    estimates of about 1.44 m and 1.9 m, under 2.5 m) without any zero keep the raw
+    estimate."""
+    for m in (16, 4096):
+        rows = [[1] * m, [1, 2] * (m // 2)]
+        sketches = pl.Series("regs", rows, dtype=pl.Array(pl.UInt8, m))
+        expected = [hll_estimate_by_rule(row) for row in rows]
+        alpha = 0.7213 / (1 + 1.079 / m)
+        assert expected == [round(alpha * m * 2), round(alpha * m * m / (0.375 * m))]
+        assert hll.estimate(sketches).to_list() == expected
+
+
 def combined(function: Any, old: dict[str, list[Any]], new: dict[str, list[Any]]) -> list[Any]:
     """``function.combine`` of the state columns ``old`` with ``new``, row by row."""
     data = pl.DataFrame(
