@@ -19,7 +19,7 @@ import random
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 import pytest
@@ -170,15 +170,33 @@ def sides(directory: Path) -> tuple[Any, Any]:
     return left, right
 
 
+class StreamOp(Protocol):
+    """A query over both streams, built for either engine, run in :attr:`mode`."""
+
+    @property
+    def mode(self) -> str: ...
+
+    def spark(self, left: Any, right: Any) -> Any: ...
+
+    def streamkit(self, left: Any, right: Any) -> Any: ...
+
+
+OpT = TypeVar("OpT", bound=StreamOp)
+
+
 def run_streamkit(
-    op: JoinAgg, directory: Path, checkpoint: Path | None = None
+    op: StreamOp,
+    directory: Path,
+    rows: Callable[[pa.Table], list[tuple[Any, ...]]] = our_rows,
+    checkpoint: Path | None = None,
 ) -> tuple[Batches, list[int]]:
-    """The query through streamkit (``checkpoint``: resume from and write to it)."""
+    """The query through streamkit: its batches (each as ``rows`` gives it) and the rows
+    held after each (``checkpoint``: resume from and write to it)."""
     seen: Batches = []
     writer = (
         op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
         .trigger(available_now=True)
-        .foreach_batch(lambda f, i: seen.append((i, our_rows(f.to_arrow()))))
+        .foreach_batch(lambda f, i: seen.append((i, rows(f.to_arrow()))))
     )  # fmt: skip
     if checkpoint is not None:
         writer = writer.option("checkpointLocation", str(checkpoint))
@@ -194,8 +212,10 @@ def L(t: int, k: str, v: int) -> tuple[int, str, int]:
 
 
 @dataclass(frozen=True)
-class Case:
-    op: JoinAgg
+class Case(Generic[OpT]):
+    """A query (a join and what follows it) over the files of both sides."""
+
+    op: OpT
     left: SideFiles
     right: SideFiles
     expected: Batches | None = None
@@ -252,7 +272,7 @@ HAND_EDGE = Case(
     [(0, []), (1, []), (2, []), (3, [(*w(100, 110), "a", 1, 10), (*w(120, 130), "b", 1, 11)])],
 )
 
-CASES: dict[str, Case] = {"hand_probe": HAND_PROBE, "hand_edge": HAND_EDGE}
+CASES: dict[str, Case[JoinAgg]] = {"hand_probe": HAND_PROBE, "hand_edge": HAND_EDGE}
 for _seed in (11, 12, 13):
     _rng = random.Random(_seed)
     _left, _right = random_side(_rng, 8, 25), random_side(_rng, 6 + _seed % 3, 25)
@@ -270,7 +290,7 @@ CASES["random11_update_by_key"] = Case(
 )
 
 
-def write_case(root: Path, case: Case) -> Path:
+def write_case(root: Path, case: Case[Any]) -> Path:
     write_side(root / "left", case.left, "lt", "lk", "lv")
     write_side(root / "right", case.right, "rt", "rk", "rv")
     return root

@@ -19,8 +19,15 @@ import pyarrow.compute as pc
 import pytest
 
 from tests.differential.engines import DEADLINE, order
-from tests.differential.test_joins_stream import LEFT_DDL, RIGHT_DDL, SideFiles, random_side
-from tests.differential.test_joins_stream_agg import L, SparkRun, sides, write_case
+from tests.differential.test_joins_stream import LEFT_DDL, RIGHT_DDL, random_side
+from tests.differential.test_joins_stream_agg import (
+    Case,
+    L,
+    SparkRun,
+    run_streamkit,
+    sides,
+    write_case,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -90,30 +97,9 @@ def streamkit_rows(table: pa.Table) -> list[tuple[Any, ...]]:
     return sorted(zip(lt, table.column("lk").to_pylist(), strict=True), key=order)
 
 
-def run_streamkit(op: JoinDedup, directory: Path) -> tuple[Batches, list[int]]:
-    seen: Batches = []
-    handle = (
-        op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
-        .trigger(available_now=True)
-        .foreach_batch(lambda f, i: seen.append((i, streamkit_rows(f.to_arrow()))))
-        .start()
-    )  # fmt: skip
-    assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
-    assert handle.exception is None, repr(handle.exception)
-    states = [p.state_rows for p in handle.recent_progress if p.num_input_rows >= 0]
-    return sorted(seen, key=lambda b: b[0]), states
-
-
-@dataclass(frozen=True)
-class Case:
-    op: JoinDedup
-    left: SideFiles
-    right: SideFiles
-
-
 # a left row that pairs with two right rows gives two joined rows with the same (lk, lt):
 # the first is emitted, the second (same batch or a later one) is a duplicate
-CASES: dict[str, Case] = {
+CASES: dict[str, Case[JoinDedup]] = {
     "hand_two_clicks": Case(
         JoinDedup(),
         [[L(100, "a", 1)], [L(120, "b", 2)], [L(200, "c", 3)]],
@@ -138,11 +124,7 @@ def runs(
         for item in request.session.items
         if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
     }
-    dirs = {
-        n: write_case(tmp_path_factory.mktemp(n), c)  # type: ignore[arg-type]
-        for n, c in CASES.items()
-        if n in selected
-    }
+    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items() if n in selected}
     names, results = list(dirs), {}  # type: list[str], dict[str, Any]
     for at in range(0, len(names), CONCURRENT):
         started = {
@@ -157,7 +139,7 @@ def runs(
 def test_drop_duplicates_after_stream_join_matches_spark(name: str, runs: dict[str, Any]) -> None:
     case = CASES[name]
     directory, (theirs, their_states) = runs[name]
-    ours, our_states = run_streamkit(case.op, directory)
+    ours, our_states = run_streamkit(case.op, directory, streamkit_rows)
     assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
     for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
         assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
@@ -170,7 +152,7 @@ def test_both_event_times_fail_in_spark_and_are_refused(spark: Any, tmp_path: Pa
     import streamkit as sk
 
     op = JoinDedup()
-    directory = write_case(tmp_path, Case(op, [[L(100, "a", 1)]], [[L(101, "a", 2)]]))  # type: ignore[arg-type]
+    directory = write_case(tmp_path, Case(op, [[L(100, "a", 1)]], [[L(101, "a", 2)]]))
     seen: Batches = []
     left = spark.readStream.schema(LEFT_DDL).json(str(directory / "left"))
     right = spark.readStream.schema(RIGHT_DDL).json(str(directory / "right"))

@@ -32,20 +32,19 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.differential.engines import DEADLINE
 from tests.differential.lazy_runs import LazyRuns
-from tests.differential.test_joins_stream import LEFT_DDL, RIGHT_DDL, SideFiles, random_side
+from tests.differential.test_joins_stream import LEFT_DDL, RIGHT_DDL, random_side
 from tests.differential.test_joins_stream_agg import (
     HAND_EDGE,
     HAND_PROBE,
+    Case,
     SparkRun,
-    our_rows,
+    run_streamkit,
     sides,
     their_rows,
     write_case,
 )
 from tests.differential.test_stateful import epoch_ms
-from tests.differential.test_transform_state import ROCKSDB
 from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
@@ -174,29 +173,7 @@ class JoinFunction:
         return self._function(joined.group_by("lk"))
 
 
-def run_streamkit(op: JoinFunction, directory: Path) -> tuple[Batches, list[int]]:
-    """The query through streamkit: its batches and the rows held after each."""
-    seen: Batches = []
-    handle = (
-        op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
-        .trigger(available_now=True)
-        .foreach_batch(lambda f, i: seen.append((i, our_rows(f.to_arrow()))))
-        .start()
-    )  # fmt: skip
-    assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
-    assert handle.exception is None, repr(handle.exception)
-    states = [p.state_rows for p in handle.recent_progress if p.num_input_rows >= 0]
-    return sorted(seen, key=lambda b: b[0]), states
-
-
-@dataclass(frozen=True)
-class Case:
-    op: JoinFunction
-    left: SideFiles
-    right: SideFiles
-
-
-CASES: dict[str, Case] = {
+CASES: dict[str, Case[JoinFunction]] = {
     # HAND_PROBE's files (test_joins_stream_agg): joined rows per batch 2, 1, 6, 1 for key
     # a, then a no-data batch (the watermark moved); wm is the join's output watermark
     "apply_hand": Case(JoinFunction(), HAND_PROBE.left, HAND_PROBE.right),
@@ -237,18 +214,11 @@ CONCURRENT = 2
 
 
 @pytest.fixture(scope="module")
-def rocksdb(spark: Any) -> Any:
-    session = spark.newSession()
-    session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB)
-    return session
-
-
-@pytest.fixture(scope="module")
 def runs(
     rocksdb: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Mapping[str, tuple[Path, tuple[Batches, list[int]]]]:
     """Spark's batches and state sizes per case, run when a test first asks for it."""
-    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items()}  # type: ignore[arg-type]
+    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items()}
 
     def start(name: str) -> SparkRun:
         return SparkRun(rocksdb, CASES[name].op, dirs[name], their_rows)
@@ -310,7 +280,7 @@ def test_what_spark_refuses_is_refused_with_its_reason(
     from streamkit.errors import PlanError
 
     op, reason = REFUSED[name]
-    directory = write_case(tmp_path, Case(op, [[(100, "a", 1)]], [[(100, "a", 2)]]))  # type: ignore[arg-type]
+    directory = write_case(tmp_path, Case(op, [[(100, "a", 1)]], [[(100, "a", 2)]]))
     left = rocksdb.readStream.schema(LEFT_DDL).json(str(directory / "left"))
     right = rocksdb.readStream.schema(RIGHT_DDL).json(str(directory / "right"))
     writer = op.spark(left, right).writeStream.outputMode(op.mode).foreachBatch(lambda b, i: None)

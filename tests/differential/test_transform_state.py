@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.differential.conftest import ROCKSDB
 from tests.differential.inputs import Files, random_files, write_files
 from tests.differential.lazy_runs import LazyRuns
 from tests.differential.test_stateful import (
@@ -50,7 +51,6 @@ COUNTER_OUT = (
 )
 LEDGER_OUT = "k string, batches bigint, rows bigint, total bigint, users bigint, has0 boolean"
 CONCURRENT = 2
-ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
 
 class Counter:
@@ -216,15 +216,6 @@ CASES["random5_counter_event_time_no_watermark"] = Case(
 CASES["random4_ledger"] = Case(
     Op("ledger", "append", None), random_files(4, files=7, null_rate=0.1)
 )
-
-
-@pytest.fixture(scope="module")
-def rocksdb(spark: Any) -> Any:
-    """A session of the shared SparkContext with the RocksDB state store, which
-    ``transformWithStateInPandas`` requires (other tests keep the default store)."""
-    session = spark.newSession()
-    session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB)
-    return session
 
 
 @pytest.fixture(scope="module")
