@@ -40,9 +40,11 @@ the operators above see the watermark the function passes on (the same W, none u
 after ``apply_in_pandas_with_state``) the output has no event time, so an aggregation
 above runs in update or complete mode only. Above ``apply_in_pandas_with_state`` the
 function must be in append mode and must not use ``EventTimeTimeout``.
-``apply_in_pandas_with_state`` after ``drop_duplicates`` or
-``transform_with_state_in_pandas`` (Spark 4 runs both) is not supported yet; after
-another ``apply_in_pandas_with_state`` it is refused with Spark's message.
+``apply_in_pandas_with_state`` may follow ``drop_duplicates`` or
+``transform_with_state_in_pandas`` (Spark 4 runs both): it sees the watermark the
+operator below passes on, for late rows (``EventTimeTimeout``), timeouts and
+``getCurrentWatermarkMs``; after another ``apply_in_pandas_with_state`` or an
+aggregation it is refused with Spark's message.
 """
 
 from __future__ import annotations
@@ -583,14 +585,6 @@ def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMo
         raise PlanError(
             "Multiple applyInPandasWithStates are not supported on a streaming "
             "DataFrames/Datasets (Spark's refusal too)"
-        )
-    if isinstance(node, FlatMapGroupsWithState) and not (
-        len(below) == 1 and isinstance(below[0], Join)
-    ):
-        raise PlanError(
-            "apply_in_pandas_with_state after drop_duplicates or "
-            "transform_with_state_in_pandas is not supported by streamkit yet (Spark 4 runs "
-            "it; streamkit runs it after a stream-stream join only)"
         )
 
 

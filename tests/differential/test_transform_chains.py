@@ -35,7 +35,6 @@ from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
 from tests.differential.lazy_runs import LazyRuns
 from tests.differential.test_stateful import capped, epoch_ms
-from tests.differential.test_transform_state import ROCKSDB
 from tests.differential.worker_retry import retried, worker_lost
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
@@ -138,6 +137,56 @@ class Tally:
 
 
 TALLY_OUT = "k string, kind string, n bigint, wm bigint"
+APPLY_OUT = "k string, kind string, n bigint, s bigint, wm bigint"
+NULL_KEY = "<null>"
+"""Emitted for the null key: PySpark 4.3 (pandas 3) fails converting an output string
+column holding only a null (``Cannot convert pyarrow.lib.ChunkedArray``)."""
+
+
+def _apply_tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any, timed: bool) -> Any:
+    """Rows seen and the sum of ``v`` per key, one row per call with the watermark the
+    function sees; ``timed``: a timeout at the key's latest event time (``at``, else
+    ``ts``) + 5 s emits the totals and forgets the key."""
+    k = key[0] if isinstance(key[0], str) else NULL_KEY
+    wm = state.getCurrentWatermarkMs()
+    if state.hasTimedOut:
+        n, s = state.get
+        state.remove()
+        yield pd.DataFrame({"k": [k], "kind": ["timeout"], "n": [n], "s": [s], "wm": [wm]})
+        return
+    n, s = state.get if state.exists else (0, 0)
+    latest = None
+    for pdf in pdfs:
+        n += len(pdf)
+        s += int(pdf["v"].fillna(0).sum())
+        times = epoch_ms(pdf["at" if "at" in pdf.columns else "ts"]).dropna()
+        if len(times):
+            latest = max(int(times.max()), latest or 0)
+    state.update((n, s))
+    if timed and latest is not None:
+        state.setTimeoutTimestamp(max(latest + 5_000, wm + 1))
+    yield pd.DataFrame({"k": [k], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
+
+
+def apply_tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
+    """``NoTimeout``."""
+    return _apply_tally(key, pdfs, state, timed=False)
+
+
+def apply_tally_timed(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
+    """``EventTimeTimeout``."""
+    return _apply_tally(key, pdfs, state, timed=True)
+
+
+def _then_apply(out: Any, then: str, op_mode: str, spark: bool) -> Any:
+    """``applyInPandasWithState`` per ``k`` of ``out`` (``then``: ``apply`` for
+    ``NoTimeout``, ``apply_timeout`` for ``EventTimeTimeout``)."""
+    grouped = out.groupBy("k") if spark else out.group_by("k")
+    timed = then == "apply_timeout"
+    return grouped.applyInPandasWithState(
+        apply_tally_timed if timed else apply_tally, APPLY_OUT, "n bigint, s bigint",
+        op_mode.lower(), "EventTimeTimeout" if timed else "NoTimeout",
+    )  # fmt: skip
 
 
 def _sk() -> Any:
@@ -191,6 +240,16 @@ class Chain:
             return rows.group_by("k").transformWithStateInPandas(
                 Tally(), TALLY_OUT, "Append", "None"
             )
+        if self.kind == "dedup":  # drop_duplicates with a watermark, then the function
+            marked = (
+                frame.withWatermark("ts", "5 seconds")
+                if spark
+                else frame.with_watermark("ts", "5 seconds")
+            )
+            deduped = (
+                marked.dropDuplicates(["k", "ts"]) if spark else marked.drop_duplicates(["k", "ts"])
+            )
+            return _then_apply(deduped, self.then, self.op_mode, spark)
         if self.kind == "echo_count":
             out = getattr(frame, grouped)("k").transformWithStateInPandas(
                 Echo(), STAMP_OUT, self.op_mode, "None"
@@ -209,6 +268,8 @@ class Chain:
         if self.then == "tally":  # a second processor on the first's event time
             grouped2 = out.groupBy("k") if spark else out.group_by("k")
             return grouped2.transformWithStateInPandas(Tally(), TALLY_OUT, "Append", "EventTime")
+        if self.then.startswith("apply"):
+            return _then_apply(out, self.then, self.op_mode, spark)
         if self.then == "dedup":
             return out.dropDuplicates(["k", "at"]) if spark else out.drop_duplicates(["k", "at"])
         if self.then == "none":
@@ -374,18 +435,36 @@ for _seed in (1, 2):
     CASES[f"random{_seed}_stamp_window_append"] = Case(Chain("stamp", "append"), _files)
     CASES[f"random{_seed}_stamp_dedup"] = Case(Chain("stamp", "append", then="dedup"), _files)
     CASES[f"random{_seed}_stamp_then_tally"] = Case(Chain("stamp", "append", then="tally"), _files)
+# applyInPandasWithState after dropDuplicates (with a watermark) or after a processor
+# (Spark 4 runs both): it sees the watermark passed on, which drops late rows and fires
+# EventTimeTimeout; after dropDuplicates a repeated (k, ts) reaches it once
+# HAND with repeats: b@3 again in batch 1, a@12 again in batch 2 (both in the
+# deduplication's state, neither late)
+REPEATS: Files = [HAND[0], HAND[1] + [(3, "b", 2, 0)], HAND[2] + [(12, "a", 3, 0)], *HAND[3:]]
+CASES["dedup_apply"] = Case(Chain("dedup", "append", then="apply"), REPEATS)
+CASES["dedup_apply_timeout"] = Case(Chain("dedup", "append", then="apply_timeout"), REPEATS)
+CASES["dedup_apply_update"] = Case(
+    Chain("dedup", "update", then="apply_timeout", op_mode="Update"), REPEATS
+)
+CASES["stamp_apply"] = Case(Chain("stamp", "append", then="apply"), HAND)
+# far-future last files move the watermark past every key's timeout (a processor's
+# timers fire at the first, and the rows they emit set timeouts the second passes)
+FAR: Files = [[(10_000, "z", 1, 0)], [(20_000, "z", 1, 0)]]
+CASES["stamp_apply_timeout"] = Case(Chain("stamp", "append", then="apply_timeout"), HAND + FAR)
+for _seed in (4, 5):
+    _files = random_files(_seed, files=7, null_rate=0.05) + FAR
+    _files[2] += _files[1][:2]  # repeats, for drop_duplicates
+    CASES[f"random{_seed}_dedup_apply_timeout"] = Case(
+        Chain("dedup", "append", then="apply_timeout"), _files
+    )
+    CASES[f"random{_seed}_stamp_apply_timeout"] = Case(
+        Chain("stamp", "append", then="apply_timeout"), _files
+    )
 CASES["random3_capped_count_update"] = Case(
     Chain("capped_count", "update"), random_files(3, files=6, null_rate=0.05)
 )
 
 CONCURRENT = 2
-
-
-@pytest.fixture(scope="module")
-def rocksdb(spark: Any) -> Any:
-    session = spark.newSession()
-    session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB)
-    return session
 
 
 @pytest.fixture(scope="module")
@@ -420,6 +499,11 @@ def test_streamkit_matches_spark(
     assert their_error is None or ERROR in their_error, f"Spark failed: {their_error}"
     if case.expected is not None:
         assert theirs == case.expected, "Spark disagrees with the hand derivation"
+    if case.chain.then.startswith("apply"):  # Spark ran the function (and its timeouts)
+        kinds = {r[1] for _, rows in theirs for r in rows}
+        assert "data" in kinds, "Spark's function emitted nothing: the case tests nothing"
+        if case.chain.then == "apply_timeout":
+            assert "timeout" in kinds, "no key timed out in Spark: the case tests no timeout"
     ours, our_error = run_streamkit(case.chain, directory)
     assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
     for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
