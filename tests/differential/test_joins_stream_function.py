@@ -268,6 +268,17 @@ REFUSED: dict[str, tuple[JoinFunction, str]] = {
         "LeftOuter join between two streaming DataFrames/Datasets is not supported in Update "
         "output mode",
     ),
+    # transformWithStateInPandas too, whatever its own output mode (PySpark 4.3)
+    "tws_left_outer_update": (
+        JoinFunction(kind="tws", how="left", op_mode="update", mode="update"),
+        "LeftOuter join between two streaming DataFrames/Datasets is not supported in Update "
+        "output mode",
+    ),
+    "tws_append_left_outer_update": (
+        JoinFunction(kind="tws", how="left", mode="update"),
+        "LeftOuter join between two streaming DataFrames/Datasets is not supported in Update "
+        "output mode",
+    ),
 }
 
 
