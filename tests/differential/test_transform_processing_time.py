@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.differential.conftest import ROCKSDB
 from tests.differential.engines import DEADLINE
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, write_files
 from tests.differential.test_stateful import Batches, epoch_ms, ms, rows_of
-from tests.differential.test_transform_state import ROCKSDB
 from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
