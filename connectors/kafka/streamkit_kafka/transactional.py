@@ -124,7 +124,14 @@ class TransactionalKafkaSink(KafkaSink):
     async def last_committed_batch(self) -> int | None:
         """The last batch id committed under this transactional id (read once per start;
         retriable broker errors, e.g. a group coordinator still loading, are retried for
-        up to ``marker_timeout`` s)."""
+        up to ``marker_timeout`` s).
+
+        Read after this incarnation's ``init_transactions``: Kafka answers a commit before
+        its markers are written, and answers ``InitProducerId`` only once the previous
+        transaction of the id is complete (``CONCURRENT_TRANSACTIONS``, retried by the
+        client, while it is ``PrepareCommit``/``PrepareAbort``), so the marker read then
+        is the committed one. Read before it, a marker committed just before could be
+        missed (aiokafka's ``OffsetFetch`` cannot ask for stable offsets)."""
         if not self._loaded:
             marker = (await self._marker_offsets()).get(self._marker)
             self._last = marker.offset - 1 if marker is not None and marker.offset > 0 else None
@@ -138,6 +145,7 @@ class TransactionalKafkaSink(KafkaSink):
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
             try:
                 await admin.start()
+                await self._ensure_producer()  # InitProducerId first (see above)
                 offsets: dict[TopicPartition, Any] = await admin.list_consumer_group_offsets(
                     self.marker_group
                 )

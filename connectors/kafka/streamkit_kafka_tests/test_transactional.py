@@ -80,6 +80,30 @@ async def test_a_rerun_batch_is_skipped_and_each_batch_is_visible_once(
     assert got == truth.column("value").to_pylist()
 
 
+async def test_a_restart_right_after_a_commit_finds_that_commit(kafka_bootstrap: str) -> None:
+    """Each incarnation reads the marker the moment the previous one committed (no close
+    in between): Kafka answers a commit before its markers land, so a read that does not
+    wait for them (InitProducerId) finds the batch before it now and then (4 in 100 here)."""
+    topic, txid = unique("txn"), unique("tx")
+    await create_topic(kafka_bootstrap, topic)
+    truth, _ = make_events(2, seed=24)
+    writer = TransactionalKafkaSink(kafka_bootstrap, topic, txid)
+    found: list[int | None] = []
+    try:
+        await writer.add_batch(0, truth)
+        for batch_id in range(1, 61):
+            restarted = TransactionalKafkaSink(kafka_bootstrap, topic, txid)
+            found.append(await restarted.last_committed_batch())
+            with contextlib.suppress(Exception):
+                await writer.close()  # fenced by the restart
+            writer = restarted
+            await writer.add_batch(batch_id, truth)
+    finally:
+        await writer.close()
+    assert found == list(range(60))
+    assert writer.skipped_batches == []
+
+
 async def test_an_open_transaction_of_a_dead_writer_is_aborted_on_restart(
     kafka_bootstrap: str,
 ) -> None:
