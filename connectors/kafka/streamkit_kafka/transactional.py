@@ -51,9 +51,10 @@ MARKER_GROUP_PREFIX = "streamkit-sink."
 class TransactionalKafkaSink(KafkaSink):
     """:class:`KafkaSink` with one Kafka transaction per micro-batch (module docstring).
 
-    ``transactional_id`` names this writer: give each query (and, in a fleet, each
-    partition of the work) its own, and keep it across restarts, since that is what
-    fences the previous incarnation and finds the last batch it committed. Needs a broker
+    ``transactional_id`` names this writer: give each query its own and keep it across
+    restarts, since that is what fences the previous incarnation and finds the last batch
+    it committed. A query has one writer (it runs in one process, batches in order; a
+    fleet refuses this sink), so one id per query covers all its work. Needs a broker
     with transactions (Apache Kafka; not Tansu). Rows rejected by the producer before
     sending (too large) are dead letters; a record the broker rejects aborts the batch's
     transaction and fails the query with :class:`KafkaSinkError`, nothing half-written.

@@ -143,6 +143,44 @@ async def test_the_previous_writer_is_fenced(kafka_bootstrap: str) -> None:
     assert [json.loads(v)["value"] for v in values] == truth.column("value").to_pylist()
 
 
+async def test_two_writers_on_distinct_ids_are_fenced_and_resumed_on_their_own(
+    kafka_bootstrap: str,
+) -> None:
+    """Two queries writing one topic, each under its own transactional id: restarting one
+    fences only its own earlier incarnation, and each resumes from its own last batch."""
+    topic = unique("txn")
+    await create_topic(kafka_bootstrap, topic)
+    ours, theirs = make_events(40, seed=25)[0], make_events(30, seed=26)[0]
+    a, b = unique("tx-a"), unique("tx-b")
+    a1 = TransactionalKafkaSink(kafka_bootstrap, topic, a)
+    b1 = TransactionalKafkaSink(kafka_bootstrap, topic, b)
+    a2 = b2 = None
+    try:
+        for batch_id in range(3):
+            await a1.add_batch(batch_id, ours.slice(batch_id * 10, 10))
+        await b1.add_batch(0, theirs.slice(0, 10))
+        a2 = TransactionalKafkaSink(kafka_bootstrap, topic, a)  # query A restarts
+        assert await a2.last_committed_batch() == 2
+        with pytest.raises(KafkaSinkError, match="taken over by another writer"):
+            await a1.add_batch(3, ours.slice(0, 1))  # A's old incarnation is fenced ...
+        await b1.add_batch(1, theirs.slice(10, 10))  # ... B's writer is not
+        b2 = TransactionalKafkaSink(kafka_bootstrap, topic, b)  # query B restarts
+        assert await b2.last_committed_batch() == 1
+        await b2.add_batch(1, theirs.slice(10, 10))  # re-runs, skipped
+        await a2.add_batch(2, ours.slice(20, 10))
+        await a2.add_batch(3, ours.slice(30, 10))  # each resumes after its own last batch
+        await b2.add_batch(2, theirs.slice(20, 10))
+        assert (a2.skipped_batches, b2.skipped_batches) == ([2], [1])
+    finally:
+        for sink in (a1, b1, a2, b2):
+            if sink is not None:
+                with contextlib.suppress(Exception):
+                    await sink.close()
+    values = await committed_values(kafka_bootstrap, topic, 1)
+    got = Counter(json.loads(v)["value"] for v in values)
+    assert got == Counter(ours.column("value").to_pylist() + theirs.column("value").to_pylist())
+
+
 def _job(bootstrap: str, names: dict[str, str], *extra: str) -> subprocess.Popen[str]:
     args = [f"--{k}={v}" for k, v in names.items()]
     return subprocess.Popen([sys.executable, str(JOB), f"--bootstrap={bootstrap}", *args, *extra],
