@@ -9,13 +9,17 @@ Deadlines are generous (shared 2-core CI machines); nothing asserts how fast a s
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import subprocess
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import pytest
+from streamkit_kinesis.leases import DynamoDBLeaseStore, Lease
 from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
+from streamkit_kinesis.types import ExtendedSequenceNumber, HashKeyRange
 
 from streamkit.testing.peers.kcl import install_kcl
 from streamkit_kinesis_tests.consumer.consumer_support import (
@@ -295,6 +299,60 @@ async def test_streamkit_keeps_attributes_it_does_not_know(
             assert set(new) == set(old) | {"leaseOwner"}, f"{key}: nothing added but the owner"
             assert int(new["leaseCounter"]["N"]) > int(old["leaseCounter"]["N"])
             assert new["checkpointSubSequenceNumber"] == {"N": "0"}
+
+
+def kcl_attribute_names(servers_cache_dir: Path) -> set[str]:
+    """The lease attribute names KCL's ``DynamoDBLeaseSerializer`` knows, read with javap from
+    the string constants of the class in the KCL jar the peer runs (not from streamkit)."""
+    jar = next((install_kcl(servers_cache_dir).parent / "lib").glob("amazon-kinesis-client-*.jar"))
+    shown = subprocess.run(
+        ["javap", "-constants", "-p", "-cp", str(jar),
+         "software.amazon.kinesis.leases.dynamodb.DynamoDBLeaseSerializer"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    names = set(re.findall(r'static final java\.lang\.String \w+_KEY = "(\w+)";', shown))
+    assert {"leaseKey", "checkpointSubSequenceNumber", "parentShardId"} <= names, shown
+    return names
+
+
+async def test_streamkit_writes_only_attributes_kcl_knows(
+    localstack_endpoint: AwsEndpoint, servers_cache_dir: Path
+) -> None:
+    """Every write of streamkit's lease store (create with parents, children, hash range and
+    a pending checkpoint; take, renew, prepare, checkpoint, add children, release) leaves
+    only attribute names KCL's serializer knows: KCL never meets an attribute it did not
+    write, so the reverse of ``test_streamkit_keeps_attributes_it_does_not_know`` is empty."""
+    kcl_names = kcl_attribute_names(servers_cache_dir)
+    store = DynamoDBLeaseStore(localstack_endpoint, unique("kclnames"))
+    await store.create_table_if_not_exists()
+    seen: set[str] = set()
+
+    def scan() -> None:
+        seen.update(
+            *(set(item) for item in raw_items(localstack_endpoint, store.table_name).values())
+        )
+
+    try:
+        child = Lease("shardId-000000000003", parent_shard_ids=("shardId-000000000001",),
+                      hash_key_range=HashKeyRange(0, 2**127),
+                      pending_checkpoint=ExtendedSequenceNumber("4961", 3))  # fmt: skip
+        parent = Lease("shardId-000000000001", hash_key_range=HashKeyRange(0, 2**128 - 1))
+        for lease in (parent, child):
+            await store.create_lease_if_not_exists(lease)
+        scan()
+        taken = await store.take_lease(parent, "sk-1")
+        taken = await store.renew_lease(taken)
+        taken = await store.prepare_checkpoint(taken, ExtendedSequenceNumber("4959", 2))
+        scan()
+        taken = await store.update_checkpoint(taken, ExtendedSequenceNumber("4960", 1))
+        await store.add_child_shard_ids(parent.lease_key, [child.lease_key])
+        scan()
+        await store.release_lease(await store.get_lease(parent.lease_key) or taken)
+        scan()
+    finally:
+        await store.delete_table()
+    assert seen - kcl_names == set(), "streamkit wrote attributes KCL does not know"
+    assert {"parentShardId", "childShardIds", "pendingCheckpoint", "leaseOwner"} <= seen
 
 
 def first_seen(group: Fleet) -> dict[str, float]:
