@@ -251,9 +251,13 @@ async def run_query(
     ep: AwsEndpoint, stream: str, app: str, checkpoint: str, fail_at: int | None = None
 ) -> list[int]:
     """One available_now query over the stream with a ``foreach_batch`` sink; the ``i`` of
-    every row the sink took. Batches of at most 30 records ask to cut inside the KPL's
-    aggregates of up to 50. With ``fail_at``, the sink raises on that batch (before taking
-    it), so the query stops with the earlier batches committed."""
+    every row the sink took. Batches are capped at 30 records while the KPL's aggregates
+    hold up to 50, but the query never cuts an aggregate: ``ShardBuffers.take`` hands an
+    aggregate's user records whole (a batch exceeds the cap by the rest of one), so this
+    restart lands between Kinesis records. A restart inside an aggregate is tested at the
+    consumer level (``test_restart_inside_an_aggregated_record_repeats_and_loses_nothing``).
+    With ``fail_at``, the sink raises on that batch (before taking it), so the query stops
+    with the earlier batches committed."""
     rows: list[int] = []
 
     def sink(df: sk.DataFrame, batch_id: int) -> None:
