@@ -58,6 +58,7 @@ bench-peers: $(STAMP)
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
 
-# Install the test servers (LocalStack, kinesalite, Tansu) into .cache/servers; idempotent.
+# Install the test servers (LocalStack, kinesalite, Tansu, Apache Kafka) and build the Java
+# peers (KCL consumer, KPL producer) into .cache/servers; idempotent.
 servers: $(STAMP)
 	bash .ci/install-servers.sh

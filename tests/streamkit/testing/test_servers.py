@@ -8,6 +8,7 @@ aiokafka; Kafka also transactions and end offsets.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from botocore.exceptions import ClientError
 
-from streamkit.testing.servers import ServerStartError, start_tansu
+from streamkit.testing.servers import ServerStartError, start_kafka, start_tansu
 from streamkit.testing.servers._proc import port_open, start_process
 from streamkit.testing.servers._server import Launch, launch
 
@@ -220,16 +221,25 @@ async def test_apache_kafka_has_transactions_and_true_end_offsets(kafka_bootstra
     assert values == [b"kept-0", b"kept-1", b"kept-2"]
 
 
-def test_stopped_server_leaves_nothing(servers_cache_dir: Path) -> None:
-    """stop() ends the process by PID, frees the port, and removes the run folder."""
-    with start_tansu(servers_cache_dir) as broker:
+@pytest.mark.parametrize("start", [start_tansu, start_kafka], ids=["tansu", "kafka"])
+def test_stopped_server_leaves_nothing(servers_cache_dir: Path, start: Any) -> None:
+    """stop() ends the process by PID, frees its ports (Apache Kafka's controller port
+    too), and removes the run folder."""
+    with start(servers_cache_dir) as broker:
         assert broker.running()
-        assert port_open("127.0.0.1", broker.port)
+        ports = [broker.port]
+        props = broker.run_dir / "server.properties"
+        if props.exists():  # Apache Kafka: the KRaft controller listens on a port of its own
+            ports += [
+                int(p) for p in re.findall(r"CONTROLLER://127\.0\.0\.1:(\d+)", props.read_text())
+            ]
+            assert len(ports) == 2
+        assert all(port_open("127.0.0.1", port) for port in ports)
         pid, run_dir = broker.pid, broker.run_dir
     assert not broker.running()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert not port_open("127.0.0.1", broker.port)
+    assert not any(port_open("127.0.0.1", port) for port in ports)
     assert not run_dir.exists()
 
 
