@@ -520,3 +520,22 @@ def test_kll_quantile_counts_a_rank_on_its_rounding_tolerance_as_reached() -> No
         assert q * 10 > c  # without the tolerance, the c-th value would not be reached
         got = kll.quantile(kll_sketches(items, None, items), q)
         assert got.to_list() == [float(c), None, float(c)]
+
+
+def test_approx_percentile_takes_accuracy_one_and_refuses_non_ints() -> None:
+    """``accuracy`` is an int of at least 1: 1 itself (buffers of 8 values, so exact up
+    to 8 values) is accepted; a bool or a float is refused with TypeError, 0 and negatives
+    with ValueError. Expected: Spark's rule in plain Python, the smallest value with at
+    least ``q n`` values at or below it."""
+    values = [5, 3, 8, 1, 7, 2, 6, 4]
+    df = sk.from_arrow(pa.table({"v": pa.array(values, pa.int64())}))
+    for q in (0.25, 0.5, 1.0):
+        got = df.agg(sk.approx_percentile("v", q, accuracy=1).alias("m")).to_arrow()
+        expected = next(x for x in sorted(values) if sum(v <= x for v in values) >= q * 8)
+        assert got.to_pylist() == [{"m": expected}]
+    for bad in (True, 2.5):
+        with pytest.raises(TypeError, match="accuracy must be an int"):
+            ApproxPercentile(0.5, bad)  # type: ignore[arg-type]
+    for bad_int in (0, -3):
+        with pytest.raises(ValueError, match="accuracy must be at least 1"):
+            ApproxPercentile(0.5, bad_int)
