@@ -539,3 +539,35 @@ def test_approx_percentile_takes_accuracy_one_and_refuses_non_ints() -> None:
     for bad_int in (0, -3):
         with pytest.raises(ValueError, match="accuracy must be at least 1"):
             ApproxPercentile(0.5, bad_int)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_hll_build_gives_uint8_registers_also_for_no_rows(
+    dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registers are uint8 (one byte each, as the state column stores them) on the dense
+    and on the sparse path; with no rows and no groups (string keys: the Polars path),
+    zero sketches of ``2**p`` registers. A group's registers are the maximum rank per
+    register index of its non-null values, from their hashes in plain Python."""
+    if not dense:
+        monkeypatch.setattr(hll, "MAX_DENSE_BYTES", 0)
+    p = 4
+    data = pl.DataFrame({"k": [1, 2, 1, 2, 1], "v": [10, 20, None, 30, 10]})
+    reg, rho = hll.reg_rho(pl.col("v"), p)
+    rows = data.with_columns(reg.alias("r"), rho.alias("h"))
+    groups = pl.DataFrame({"k": [2, 1]})
+    got = hll.build(rows, groups, keys=["k"], reg="r", rho="h", p=p)
+    assert got.dtype == np.uint8
+    expected = np.zeros((2, 16), dtype=np.uint8)
+    for k, v, h in zip(data["k"], data["v"], data["v"].hash(hll.SEED), strict=True):
+        if v is not None:
+            rest = (h << p) & ((1 << 64) - 1)
+            cell = (0 if k == 2 else 1, h >> (64 - p))
+            expected[cell] = max(expected[cell], min(64 - rest.bit_length() + 1, 64 - p + 1))
+    assert got.tolist() == expected.tolist()
+    empty = pl.DataFrame(
+        {"s": [], "r": [], "h": []}, schema={"s": pl.String, "r": pl.UInt32, "h": pl.UInt8}
+    )
+    none = hll.build(empty, empty.select("s"), keys=["s"], reg="r", rho="h", p=p)
+    assert none.dtype == np.uint8
+    assert none.shape == (0, 16)
