@@ -108,6 +108,7 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         self._decoder: Decoder = decoder or JsonDecoder(schema, on_bad_record=on_bad_record)
         self._cap = max_records_per_batch
         self._bound: dict[str, int] | None = None
+        self._final: dict[str, int] | None = None
         self._options: dict[str, Any] = {
             "session_timeout_ms": 10_000,  # >= a broker's group.min.session.timeout.ms (6 s)
             "heartbeat_interval_ms": 1000,
@@ -190,8 +191,8 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         t0 = time.perf_counter()
         data = await consumer.getmany(timeout_ms=int(max_wait * 1000), max_records=self._cap)
         taken = {tp: records for tp, records in data.items() if tp in self._assigned and records}
-        if self._bound is not None:
-            taken = self._within_bound(consumer, taken, self._bound)
+        if (limits := self._limits()) is not None:
+            taken = self._within_bound(consumer, taken, limits)
         for tp, records in taken.items():  # before any await: a rebalance seeks from here
             self._positions[partition_id(tp.topic, tp.partition)] = records[-1].offset + 1
         await self._learn_positions()
@@ -221,6 +222,16 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
         that ran before a restart): records beyond it are dropped from the fetch and the
         partition is sought back to ``target``, to be read again by later batches."""
         self._bound = {pid: int(v) for pid, v in target.items()} if target is not None else None
+
+    def stop_at(self, target: Offsets) -> None:
+        """The query ends at ``target`` (its :meth:`end_offsets` at the start of an
+        ``available_now`` run): from now on no batch goes past it, as under :meth:`bound`
+        (records written after the start are left for the next run)."""
+        self._final = {pid: int(v) for pid, v in target.items()}
+
+    def _limits(self) -> dict[str, int] | None:
+        """The offsets no batch may pass: the replay bound, else the final target."""
+        return self._bound if self._bound is not None else self._final
 
     @staticmethod
     def _within_bound(
@@ -369,7 +380,8 @@ class KafkaStreamSource(SourceBase[dict[str, str]]):
                 if tp not in self._assigned:
                     continue
                 known = self._positions.get(pid)
-                limit = None if self._bound is None else self._bound.get(pid, known)
+                limits = self._limits()
+                limit = None if limits is None else limits.get(pid, known)
                 if limit is not None:
                     at = min(at, limit)
                 self._positions[pid] = at if known is None else max(known, at)
