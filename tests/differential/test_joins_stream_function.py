@@ -209,6 +209,11 @@ for _seed in (21, 22):
         JoinFunction(how="left", timeout="EventTimeTimeout"), _left, _right
     )
     CASES[f"random{_seed}_tws_left"] = Case(JoinFunction(kind="tws", how="left"), _left, _right)
+    # the processor in update mode after a left outer join (the query in append mode:
+    # Spark refuses update output mode after an outer join, runs this)
+    CASES[f"random{_seed}_tws_left_op_update"] = Case(
+        JoinFunction(kind="tws", how="left", op_mode="update"), _left, _right
+    )
 
 CONCURRENT = 2
 
@@ -267,6 +272,10 @@ REFUSED: dict[str, tuple[JoinFunction, str]] = {
         JoinFunction(how="left", op_mode="update", mode="update"),
         "LeftOuter join between two streaming DataFrames/Datasets is not supported in Update "
         "output mode",
+    ),
+    "apply_update_left_outer_append": (
+        JoinFunction(how="left", op_mode="update"),
+        "applyInPandasWithState in update mode is not supported with Append output mode",
     ),
     # transformWithStateInPandas too, whatever its own output mode (PySpark 4.3)
     "tws_left_outer_update": (
