@@ -571,3 +571,20 @@ def test_hll_build_gives_uint8_registers_also_for_no_rows(
     none = hll.build(empty, empty.select("s"), keys=["s"], reg="r", rho="h", p=p)
     assert none.dtype == np.uint8
     assert none.shape == (0, 16)
+
+
+def test_hll_build_with_keys_too_wide_to_code_densely() -> None:
+    """Keys spanning more than 2**40 values cannot be coded into dense slots: the registers
+    come from the general path, the maximum rank per register index of each group's
+    values (from their hashes in plain Python)."""
+    p = 4
+    data = pl.DataFrame({"k": [0, 2**41, 0], "v": [10, 20, 30]})
+    reg, rho = hll.reg_rho(pl.col("v"), p)
+    rows = data.with_columns(reg.alias("r"), rho.alias("h"))
+    got = hll.build(rows, pl.DataFrame({"k": [0, 2**41]}), keys=["k"], reg="r", rho="h", p=p)
+    expected = np.zeros((2, 16), dtype=np.uint8)
+    for k, h in zip(data["k"], data["v"].hash(hll.SEED), strict=True):
+        rest = (h << p) & ((1 << 64) - 1)
+        cell = (0 if k == 0 else 1, h >> (64 - p))
+        expected[cell] = max(expected[cell], min(64 - rest.bit_length() + 1, 64 - p + 1))
+    assert got.tolist() == expected.tolist()
