@@ -171,16 +171,23 @@ def live_and_restarted(
 ) -> tuple[Batches, Batches]:
     """The batches of ``query`` over files written by ``write`` in ``increments``: run by
     one query that never stops, and by a query restarted from its checkpoint at each step
-    (``available_now``)."""
+    (``available_now``). The live query gets each increment's files at once (written in a
+    hidden folder, then renamed into view): a file it saw alone, before the next one was
+    written, could be followed by a no-data batch that the restarted query never runs."""
     live, restarted = tmp_path / "live", tmp_path / "restarted"
     live.mkdir()
     restarted.mkdir()
     expected: Batches = []
     handle = query(live).foreach_batch(collector(expected)).start()
     try:
-        for upto in increments:
-            for i in range(len(list(live.iterdir())), upto):
-                write(live, i)
+        written = 0
+        for step, upto in enumerate(increments):
+            stage = live / "_stage"  # hidden from the file source (a leading underscore)
+            stage.mkdir()
+            for i in range(written, upto):
+                write(stage, i)
+            stage.rename(live / f"step{step:03d}")
+            written = upto
             handle.process_all_available()
     finally:
         handle.stop()
