@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from typer.testing import CliRunner
 
+from streamkit.cli import _common
 from streamkit.cli.main import app
 
 if TYPE_CHECKING:
@@ -31,7 +32,13 @@ class Cli:
     def __call__(self, *args: str, input: str | None = None) -> Result:
         assert self.endpoint.url is not None
         env = {"STREAMKIT_AWS_ENDPOINT": self.endpoint.url, "COLUMNS": "200"}
-        return self._runner.invoke(app, list(args), input=input, env=env)
+        with pytest.MonkeyPatch.context() as patch:
+            # rich fixes a console's width from COLUMNS when it is created (at import), so
+            # a process started with COLUMNS=80 (as pytest-xdist workers can be) would wrap
+            # the tables whatever COLUMNS says here
+            for console in (_common.console, _common.err_console):
+                patch.setattr(console, "_width", 200)
+            return self._runner.invoke(app, list(args), input=input, env=env)
 
 
 @pytest.fixture
