@@ -9,8 +9,6 @@ staged reads back as the table staged, by the reader of the files pyarrow wrote
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from pyarrow import ipc
 from streamkit.fleet.task_log import FencedTaskLog
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming.checkpoint import ipc_file
+from tests.streamkit.arrow_pool import default_pool_bytes_in_child
 
 BATCHES = 25
 ROWS = 2_000
@@ -61,22 +60,10 @@ def stage_batches(directory: Path) -> tuple[list[pa.Table], int]:
     return tables, pool.total_bytes_allocated() - before
 
 
-CHILD = (
-    "import sys\n"
-    "from pathlib import Path\n"
-    "from tests.streamkit.fleet.test_task_log_memory import stage_batches\n"
-    "print(stage_batches(Path(sys.argv[1]))[1])\n"
-)
-
 
 def test_staged_output_takes_nothing_from_arrows_default_pool(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path / "child")],
-        cwd=root, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert int(done.stdout.split()[-1]) < 2**20  # pyarrow's writer: 5.7 MB here
+    taken = default_pool_bytes_in_child(f"{__name__}:stage_batches", tmp_path / "child")
+    assert taken < 2**20  # pyarrow's writer: 5.7 MB here
     tables, _ = stage_batches(tmp_path / "here")
     heir = FencedTaskLog(str(tmp_path / "here"), "b", "s")
     assert heir.claim(2).batch == BATCHES - 1

@@ -7,8 +7,6 @@ pytest-xdist worker) must not add to the count."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pyarrow as pa
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 from streamkit.streaming.state.join_store import JoinStore
+from tests.streamkit.arrow_pool import default_pool_bytes_in_child
 
 TS = pl.Datetime("us", "UTC")
 LEFT = pl.Schema({"it": TS, "id": pl.Int64(), "ad": pl.Int64()})
@@ -56,22 +55,10 @@ def checkpoint_batches(directory: Path) -> tuple[JoinStore, CheckpointLog, int]:
     return store, log, pool.total_bytes_allocated() - before
 
 
-CHILD = (
-    "import sys\n"
-    "from pathlib import Path\n"
-    "from tests.streamkit.streaming.test_checkpoint_memory import checkpoint_batches\n"
-    "print(checkpoint_batches(Path(sys.argv[1]))[2])\n"
-)
-
 
 def test_join_state_checkpoints_take_nothing_from_arrows_default_pool(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path / "child")],
-        cwd=root, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert int(done.stdout.split()[-1]) < 2**20  # pyarrow's writer: ~8 MB here
+    taken = default_pool_bytes_in_child(f"{__name__}:checkpoint_batches", tmp_path / "child")
+    assert taken < 2**20  # pyarrow's writer: ~8 MB here
     # what was written is the state: the last batch restores to the buffered rows
     store, log, _ = checkpoint_batches(tmp_path / "here")
     restored = JoinStore(LEFT, RIGHT)
