@@ -49,7 +49,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -57,9 +57,6 @@ from streamkit.errors import StreamkitError
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming.contracts import CheckpointStore, Offsets
 from streamkit.streaming.state.changelog import apply
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -321,10 +318,6 @@ class CheckpointLog:
                 self.store.delete(f"{folder}/{name}")
 
 
-THREADED_ROWS = 1_000_000
-"""Frames from this many rows (snapshots) are compressed with a thread per column."""
-
-
 def _ipc(frame: pl.DataFrame) -> bytes:
     """``frame`` as an Arrow IPC file, LZ4-compressed (what ``pl.read_ipc`` reads),
     written by Polars: nothing comes from Arrow's default memory pool (mimalloc). pyarrow's
@@ -338,15 +331,3 @@ def _ipc(frame: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def ipc_file(table: pa.Table) -> bytes:
-    """``table`` as an LZ4-compressed Arrow IPC file (a thread per column from
-    :data:`THREADED_ROWS` rows): the encoding of every table a checkpoint log holds."""
-    import pyarrow as pa
-    from pyarrow import ipc
-
-    sink = pa.BufferOutputStream()
-    options = ipc.IpcWriteOptions(compression="lz4", use_threads=table.num_rows >= THREADED_ROWS)
-    with ipc.new_file(sink, table.schema, options=options) as writer:
-        writer.write_table(table)
-    data: bytes = sink.getvalue().to_pybytes()
-    return data

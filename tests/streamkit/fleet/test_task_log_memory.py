@@ -19,7 +19,6 @@ from pyarrow import ipc
 
 from streamkit.fleet.task_log import FencedTaskLog
 from streamkit.streaming import _envelope as envelope
-from streamkit.streaming.checkpoint import ipc_file
 from tests.streamkit.arrow_pool import default_pool_bytes_in_child
 
 BATCHES = 25
@@ -73,6 +72,15 @@ def test_staged_output_takes_nothing_from_arrows_default_pool(tmp_path: Path) ->
     assert staged.equals(tables[-1])
 
 
+def pyarrow_ipc_file(table: pa.Table) -> bytes:
+    """``table`` staged as before: an LZ4 Arrow IPC file from pyarrow's writer."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression="lz4")) as w:
+        w.write_table(table)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
+
+
 def test_files_of_either_writer_read_back_alike(tmp_path: Path) -> None:
     """The staged file's format did not change (an Arrow IPC file, LZ4): a staged output
     written by pyarrow's writer (before) reads as one written by Polars' (now)."""
@@ -84,7 +92,7 @@ def test_files_of_either_writer_read_back_alike(tmp_path: Path) -> None:
     raw = owner.log.store.read_bytes("output/000000000000")
     assert raw is not None
     now = envelope.open_(raw, "now", ValueError)
-    for body in (now, ipc_file(table)):
+    for body in (now, pyarrow_ipc_file(table)):
         reader = ipc.open_file(io.BytesIO(body))
         assert reader.read_all().equals(table)
         batch = reader.get_batch(0)
