@@ -8,6 +8,7 @@ sink (the Parquet sink, exactly-once by batch id) and ``done`` at the end.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -74,3 +75,16 @@ def run_job(
     want = -signal.SIGKILL if kill_after is not None else 0
     assert code == want, f"exit {code}; stderr in {log}: {log.read_text()[-2000:]}"
     return last
+
+
+def kill_then_finish(script: Path, args: list[str], log: Path, seed: int, kills: int = 4) -> None:
+    """SIGKILL the job ``kills`` times, each after at least one more acked batch than the
+    last, at a random point (``seed``) within the following few batches, then run it to a
+    clean end."""
+    rng, done = random.Random(seed), -1
+    for _ in range(kills):
+        point = done + 1 + rng.randint(0, 4)
+        last = run_job(script, args, log, kill_after=point, pause=rng.random() / 5)
+        assert last is not None, f"the job acked no batch before it was killed; see {log}"
+        done = last
+    run_job(script, args, log, kill_after=None, pause=0)

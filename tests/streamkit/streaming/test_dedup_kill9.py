@@ -25,7 +25,7 @@ import pytest
 
 import streamkit as sk
 from streamkit.streaming.sinks import ParquetSink
-from tests.streamkit.streaming.kill9 import Announcing, run_job
+from tests.streamkit.streaming.kill9 import Announcing, kill_then_finish
 
 SCRIPT = Path(__file__)
 FILES = 40
@@ -99,14 +99,7 @@ def test_killed_dedup_query_emits_each_key_once(tmp_path: Path, op: str) -> None
     out = tmp_path / "out"
     args = ["--input", str(folder), "--checkpoint", str(tmp_path / "ck"), "--out", str(out)]
     args += ["--op", op]
-    log, rng = tmp_path / "job.log", random.Random(5)
-    done = -1
-    for _ in range(4):  # kill after one more batch each time, at a random point in it
-        kill_after = done + 1 + rng.randint(0, 4)
-        last = run_job(SCRIPT, args, log, kill_after=kill_after, pause=rng.random() / 5)
-        assert last is not None
-        done = last
-    run_job(SCRIPT, args, log, kill_after=None, pause=0)
+    kill_then_finish(SCRIPT, args, tmp_path / "job.log", seed=5)
     got = sk.read.parquet(str(out)).to_arrow()
     ids, stamps = got.column("id").to_pylist(), got.column("ts").cast(pa.int64()).to_pylist()
     emitted = sorted(zip(ids, stamps, strict=True))

@@ -13,7 +13,6 @@ of ``it`` in append mode, into the exactly-once Parquet sink.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 import streamkit as sk
 from streamkit.streaming.sinks import ParquetSink
-from tests.streamkit.streaming.kill9 import Announcing, run_job
+from tests.streamkit.streaming.kill9 import Announcing, kill_then_finish
 from tests.streamkit.streaming.test_stream_join_kill9 import LEFT, RIGHT, write_inputs
 
 SCRIPT = Path(__file__)
@@ -81,14 +80,7 @@ def test_killed_join_then_count_emits_each_window_once(tmp_path: Path) -> None:
     write_inputs(left, right, seed=23)
     args = ["--left", str(left), "--right", str(right), "--checkpoint", str(tmp_path / "ck")]
     args += ["--out", str(out)]
-    log, rng = tmp_path / "job.log", random.Random(9)
-    done = -1
-    for _ in range(4):  # kill after one more batch each time, at a random point in it
-        point = done + 1 + rng.randint(0, 4)
-        last = run_job(SCRIPT, args, log, kill_after=point, pause=rng.random() / 5)
-        assert last is not None
-        done = last
-    run_job(SCRIPT, args, log, kill_after=None, pause=0)
+    kill_then_finish(SCRIPT, args, tmp_path / "job.log", seed=9)
     expected = truth(left, right)
     assert len(expected) > 5
     assert emitted(out) == expected

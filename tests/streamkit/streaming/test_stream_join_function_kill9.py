@@ -16,7 +16,6 @@ future watermark passes: then the totals are emitted once (``kind = "total"``).
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
@@ -28,7 +27,7 @@ import pytest
 
 import streamkit as sk
 from streamkit.streaming.sinks import ParquetSink
-from tests.streamkit.streaming.kill9 import Announcing, run_job
+from tests.streamkit.streaming.kill9 import Announcing, kill_then_finish
 from tests.streamkit.streaming.test_stream_join_kill9 import LEFT, RIGHT, write_inputs
 
 SCRIPT = Path(__file__)
@@ -137,14 +136,7 @@ def test_killed_join_then_function_emits_each_row_and_total_once(tmp_path: Path)
     write_inputs(left, right, seed=25)
     args = ["--left", str(left), "--right", str(right), "--checkpoint", str(tmp_path / "ck")]
     args += ["--out", str(out)]
-    log, rng = tmp_path / "job.log", random.Random(10)
-    done = -1
-    for _ in range(4):  # kill after one more batch each time, at a random point in it
-        point = done + 1 + rng.randint(0, 4)
-        last = run_job(SCRIPT, args, log, kill_after=point, pause=rng.random() / 5)
-        assert last is not None
-        done = last
-    run_job(SCRIPT, args, log, kill_after=None, pause=0)
+    kill_then_finish(SCRIPT, args, tmp_path / "job.log", seed=10)
     expected = truth(left, right)
     assert sum(r[0] == "total" for r in expected) > 5
     assert emitted(out) == expected

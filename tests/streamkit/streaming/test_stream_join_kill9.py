@@ -28,7 +28,7 @@ import pytest
 
 import streamkit as sk
 from streamkit.streaming.sinks import ParquetSink
-from tests.streamkit.streaming.kill9 import Announcing, run_job
+from tests.streamkit.streaming.kill9 import Announcing, kill_then_finish
 
 FILES = 24
 TS = pa.timestamp("us", "UTC")
@@ -129,14 +129,7 @@ def test_killed_stream_join_emits_each_row_once(tmp_path: Path, how: str) -> Non
     write_inputs(left, right, seed=21)
     args = ["--left", str(left), "--right", str(right), "--checkpoint", str(tmp_path / "ck")]
     args += ["--out", str(out), "--how", how]
-    log, rng = tmp_path / "job.log", random.Random(8)
-    done = -1
-    for _ in range(4):  # kill after one more batch each time, at a random point in it
-        point = done + 1 + rng.randint(0, 4)
-        last = run_job(SCRIPT, args, log, kill_after=point, pause=rng.random() / 5)
-        assert last is not None
-        done = last
-    run_job(SCRIPT, args, log, kill_after=None, pause=0)
+    kill_then_finish(SCRIPT, args, tmp_path / "job.log", seed=8)
     expected = sorted(truth(left, right, how), key=lambda r: tuple((x is None, x or 0) for x in r))
     assert len(expected) > 40
     assert emitted(out) == expected
