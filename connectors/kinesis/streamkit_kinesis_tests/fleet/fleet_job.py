@@ -8,7 +8,9 @@ Query (``--query windowed``, the default): per (1-minute window of ``event_time`
 options ``exchange_shards=4``, ``idle_timeout=--idle``. ``--query stateless``: the rows
 with ``value > 20`` (:func:`stateless`; no exchange), in append mode; ``--query dedup``:
 ``drop_duplicates()`` over every column, watermark ``--delay`` behind, in append mode (rows
-routed by the whole row through the exchange). Prints ``started``
+routed by the whole row through the exchange); ``--query dedup_within``:
+``drop_duplicates_within_watermark(["user_id"])``, watermark ``--delay`` behind, in append
+mode (rows routed by ``user_id``). Prints ``started``
 once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop). SIGUSR1
 dumps every thread's stack to stderr (the harness does it when a worker does not stop in
 time, then shows the log).
@@ -46,6 +48,12 @@ def stateless(df: sk.DataFrame) -> sk.DataFrame:
 def deduplicated(df: sk.DataFrame, delay: str) -> sk.DataFrame:
     """The first row of each distinct row (every column, event time included)."""
     return df.with_watermark("event_time", delay).drop_duplicates()
+
+
+def deduplicated_within(df: sk.DataFrame, delay: str) -> sk.DataFrame:
+    """The first row of each ``user_id``, its later rows dropped until the watermark passes
+    the first row's event time plus ``delay``."""
+    return df.with_watermark("event_time", delay).drop_duplicates_within_watermark(["user_id"])
 
 
 def _dump_on_sigusr1(member: Any) -> None:
@@ -97,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("append", "update"), default="append")
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
-    p.add_argument("--query", choices=("windowed", "stateless", "dedup"), default="windowed")
+    names = ("windowed", "stateless", "dedup", "dedup_within")
+    p.add_argument("--query", choices=names, default="windowed")
     args = p.parse_args(argv)
     _log_tasks()
     options = {
@@ -107,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = AwsEndpoint.local(args.endpoint)
     df = sk.read_stream.kinesis(args.stream, args.app, SCHEMA, endpoint, **options)
     queries = {"windowed": lambda: windowed(df, args.delay), "stateless": lambda: stateless(df),
-               "dedup": lambda: deduplicated(df, args.delay)}  # fmt: skip
+               "dedup": lambda: deduplicated(df, args.delay),
+               "dedup_within": lambda: deduplicated_within(df, args.delay)}  # fmt: skip
     query = queries[args.query]()
     member = (
         query.write_stream.output_mode(args.mode)
