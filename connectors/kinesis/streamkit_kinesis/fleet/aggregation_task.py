@@ -15,7 +15,9 @@ files of batch N (``part-<shard id>-<N>-...``, only ever from committed rows); o
 exchange lease checkpoint. A task refused by the fence stops quietly: nothing it wrote is
 read or published. The fence's compare-and-swap runs in a thread, which a lost lease cannot
 stop: the task reports the loss only once that attempt ended (committed, or refused and
-logged), so this worker's next claim of the task comes after it. Between deliveries a
+logged), so this worker's next claim of the task comes after it. A claim refused while
+this worker keeps the lease is escalated (:mod:`.refusals`): unless the lease is reported
+lost within ``confirm_after``, the worker fails naming the fix. Between deliveries a
 ticker runs a batch without input when the stage owes one (the fleet watermark moved, e.g.
 a silent source shard went idle).
 """
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from streamkit.streaming.contracts import CheckpointStore, Sink
     from streamkit.streaming.incremental import BatchResult
     from streamkit_kinesis.consumer import InitializationInput
+    from streamkit_kinesis.fleet.refusals import RefusedClaims
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import RecordBatch
 
@@ -116,11 +119,14 @@ class AggregationTask(BaseRecordProcessor):
         clock: Callable[[], float] = time.monotonic,
         *,
         unsettled: Callable[[], Collection[str]] = frozenset,
+        refusals: RefusedClaims | None = None,
     ) -> None:
         self.spec, self.root, self._lag, self._clock = spec, store, lag, clock
         self._sources = sources
         """The source shards the fleet watermark waits for (the unfinished source leases)."""
         self._unsettled = unsettled
+        self._refusals = refusals
+        """Where a claim refused while the lease is held goes (None: only logged)."""
         """Source shards whose lease is changing hands: never taken for idle."""
         self.shard = ""
         self.stage: AggregationStage | None = None
@@ -143,13 +149,19 @@ class AggregationTask(BaseRecordProcessor):
 
     async def initialize_with(self, init: InitializationInput) -> None:
         """Claim the task with the lease counter as epoch (a later owner has a higher
-        one: refused, the task stops quietly), restore the last committed batch, write
-        its staged output to the sink again, and start the no-data ticker."""
+        one: refused, the task stops, and the refusal goes to the worker's
+        :class:`~.refusals.RefusedClaims`), restore the last committed batch, write its
+        staged output to the sink again, and start the no-data ticker."""
         self.shard = init.shard_id
         try:
             await self._claim(init.lease_counter)
-        except (LeaseLostError, TaskFencedError) as e:
+        except LeaseLostError as e:
             self._lose(e)
+            return
+        except TaskFencedError as e:
+            self._lose(e)
+            if self._refusals is not None:
+                self._refusals.claim_refused(self._task_name, e)
             return
         self._ticker = asyncio.create_task(self._tick(), name=f"fleet-tick-{self.shard}")
 
@@ -184,7 +196,10 @@ class AggregationTask(BaseRecordProcessor):
         return rows
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
-        """One micro-batch of the delivered chunks; the lease checkpoint after its commit."""
+        """One micro-batch of the delivered chunks; the lease checkpoint after its commit.
+        A batch without input still owed (the previous owner died before running it, or
+        the ticker has not yet) runs first, as Spark runs it before the next input: rows
+        of a key the moved watermark expired are admitted after its eviction, not before."""
         if self.lost:
             return
         if self._failure is not None:
@@ -193,6 +208,7 @@ class AggregationTask(BaseRecordProcessor):
         last = self._read = records[-1].sequence_number
         try:
             async with self._lock:
+                await self._owed()
                 await self._batch([r.data for r in records], last)
                 await checkpointer.checkpoint(last)
                 assert self.stage is not None
@@ -200,6 +216,15 @@ class AggregationTask(BaseRecordProcessor):
                 await self._owed()
         except (LeaseLostError, TaskFencedError) as e:  # the next owner restores the commit
             self._lose(e)
+
+    @property
+    def _task_name(self) -> str:
+        return f"exchange/{self.shard}"
+
+    def _gone(self) -> None:
+        """The lease is lost or given up: a refused claim was not a fence ahead of it."""
+        if self._refusals is not None:
+            self._refusals.lease_gone(self._task_name)
 
     def _lose(self, error: Exception) -> None:
         self.lost = True  # (a refusal by the fence was logged as a warning where it happened)
@@ -299,14 +324,17 @@ class AggregationTask(BaseRecordProcessor):
         """Stop the ticker and wait for the fence commit in flight (cancelled with its
         batch, its thread runs on: refused once another owner claimed); the next owner
         restores from the last commit."""
+        self._gone()
         await self._stop_ticker()
         await self._commit_ended()
 
     async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Stop the ticker (every batch was checkpointed when it committed)."""
+        self._gone()
         await self._stop_ticker()
 
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """The exchange stream is never resharded; checkpoint SHARD_END if it was."""
+        self._gone()
         await self._stop_ticker()
         await checkpointer.checkpoint()

@@ -23,7 +23,9 @@ then
   batch committed whose lease checkpoint was not written is re-read exactly and written
   to the sink again (same rows); records at or before the committed offset are skipped.
   An owner refused by the fence (another claimed the task) stops quietly, before
-  writing anything of the refused batch to the sink.
+  writing anything of the refused batch to the sink; a claim refused while this worker
+  keeps the lease is escalated (:mod:`.refusals`: the worker fails naming the fix unless
+  the lease is reported lost within ``confirm_after``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from streamkit.streaming.contracts import CheckpointStore, Sink
     from streamkit.streaming.decode import Decoder
     from streamkit_kinesis.consumer import InitializationInput
+    from streamkit_kinesis.fleet.refusals import RefusedClaims
     from streamkit_kinesis.fleet.writer import ExchangeWriter
     from streamkit_kinesis.leases import Checkpointer
     from streamkit_kinesis.types import KinesisRecord, RecordBatch
@@ -97,6 +100,8 @@ class SourceContext:
     emitted: int = 0
     """Exchange batches emitted by this worker (the fault hook counts them)."""
     fault_after: int | None = field(default_factory=_fault_after)
+    refusals: RefusedClaims | None = None
+    """Where a claim refused while the lease is held goes (None: only logged)."""
 
 
 def _fault_stop(shard: str, batch_id: int) -> None:
@@ -186,6 +191,17 @@ class SourceTask(BaseRecordProcessor):
             await asyncio.to_thread(self._open_log, init.start, init.lease_counter)
         except TaskFencedError as e:
             self._lose(e)
+            if self.ctx.refusals is not None:
+                self.ctx.refusals.claim_refused(f"source/{self.shard}", e)
+
+    def _gone(self) -> None:
+        """The lease is lost or given up: a refused claim was not a fence ahead of it."""
+        if self.ctx.refusals is not None:
+            self.ctx.refusals.lease_gone(f"source/{self.shard}")
+
+    async def lease_lost(self, shard_id: str) -> None:
+        """Nothing to stop (a batch in flight is cancelled by the consumer)."""
+        self._gone()
 
     def _open_log(self, start: ExtendedSequenceNumber, epoch: int) -> None:
         """Claim ``<root>/source/<shard>/`` with ``epoch``; where to resume and what to
@@ -232,6 +248,7 @@ class SourceTask(BaseRecordProcessor):
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Run what an exact re-read still holds; with an exchange, send the shard's end
         (:meth:`_send_end`); then checkpoint SHARD_END."""
+        self._gone()
         if self.lost:
             return
         try:
@@ -279,6 +296,7 @@ class SourceTask(BaseRecordProcessor):
     async def shutdown_requested(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Nothing: every batch run here was checkpointed when it ran (records held for
         an exact re-read are read again by the next owner)."""
+        self._gone()
 
     def split(self, records: Sequence[KinesisRecord]) -> list[list[KinesisRecord]]:
         """The source batches ``records`` complete: records committed already are

@@ -28,6 +28,7 @@ from streamkit_kinesis.consumer import InitialPosition
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
 from streamkit_kinesis.fleet.fleet_view import publish, unpublish
 from streamkit_kinesis.fleet.metrics import track
+from streamkit_kinesis.fleet.refusals import RefusedClaims
 from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
 from streamkit_kinesis.leases import LEADER_LEASE_KEY
 from streamkit_kinesis.source.session import build_consumer
@@ -142,7 +143,16 @@ class KinesisFleetWorker:
         self._clients: list[KinesisApi] = []
         self._published: tuple[WorkerReport, Advertiser] | None = None
         """This worker's UI endpoint, when the process serves the UI."""
+        self._failed: asyncio.Future[None] | None = None
+        """Set to the error that fails this worker (a claim refused for good)."""
+        self.refusals = RefusedClaims(self._fail, 2 * self.config.failover_time)
         track(self)  # its consumers in the Prometheus metrics, when served
+
+    def _fail(self, error: Exception) -> None:
+        """Stop this worker (gracefully: its leases are released) and raise ``error``
+        from :meth:`run`."""
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(error)
 
     def request_stop(self) -> None:
         """Begin a graceful stop (call on the worker's event loop); honoured in any state:
@@ -160,11 +170,13 @@ class KinesisFleetWorker:
         parts = build_consumer(self.config, source.endpoint, source.lease_endpoint, clock)
         self.parts.append(parts)
         consumer = parts.consumer
+        self._failed = asyncio.get_running_loop().create_future()
         try:
             if not spec.fleet_plan.stateless:
                 writer = await self._exchange_writer()
             partitions = writer.layout.partitions if writer is not None else 0
-            ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer))
+            ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer),
+                                refusals=self.refusals)  # fmt: skip
             await parts.store.create_table_if_not_exists()
             if self._stop.is_set():
                 return
@@ -181,7 +193,7 @@ class KinesisFleetWorker:
                     return
                 await self._start_aggregation(root, writer, sources)
             joins = [p.consumer.join() for p in self.parts]
-            await first_of(self._stop.wait(), *joins)
+            await first_of(self._stop.wait(), self._failed, *joins)
         finally:
             await self._shutdown()
 
@@ -213,7 +225,9 @@ class KinesisFleetWorker:
         lag = _lag(consumer)
         await parts.store.create_table_if_not_exists()
         await consumer.start(
-            lambda: AggregationTask(spec, root, lag, sources, unsettled=sources.unsettled)
+            lambda: AggregationTask(
+                spec, root, lag, sources, unsettled=sources.unsettled, refusals=self.refusals
+            )
         )
         if self._published is not None:
             self._published[0].aggregation = consumer

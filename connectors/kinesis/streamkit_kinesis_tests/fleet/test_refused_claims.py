@@ -1,0 +1,77 @@
+"""A fleet task whose fence claim is refused (no server): it never sits on its lease for
+ever. If the lease is still this worker's ``confirm_after`` seconds later (the fence is
+ahead of the lease table: recreated under a kept checkpoint root) the worker is failed with
+an error saying what to do; if the lease is reported lost first (a race with a newer owner)
+nothing more happens. The fences are real (a local checkpoint root)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from streamkit_kinesis.consumer import InitializationInput
+from streamkit_kinesis.fleet.aggregation_task import AggregationTask
+from streamkit_kinesis.fleet.refusals import FenceAheadError, RefusedClaims
+from streamkit_kinesis.types import TRIM_HORIZON
+
+from streamkit.fleet.task_log import FencedTaskLog
+
+SHARD = "shardId-000000000001"
+
+
+def _task(root: Path, refusals: RefusedClaims) -> AggregationTask:
+    """An aggregation task of worker ``w-new`` whose fence ``old`` claimed at epoch 40."""
+    FencedTaskLog(str(root / "exchange" / SHARD), "old", SHARD).claim(40)
+    spec = SimpleNamespace(checkpoint=str(root), worker_id="w-new")
+    return AggregationTask(cast("Any", spec), cast("Any", None), lambda _: None, frozenset,
+                           refusals=refusals)  # fmt: skip
+
+
+def _init(counter: int) -> InitializationInput:
+    return InitializationInput(SHARD, TRIM_HORIZON, None, counter)
+
+
+async def test_a_refusal_while_the_lease_is_kept_fails_the_worker_naming_the_fix(
+    tmp_path: Path,
+) -> None:
+    failed: list[Exception] = []
+    refusals = RefusedClaims(failed.append, confirm_after=0.2)
+    task = _task(tmp_path, refusals)
+    await task.initialize_with(_init(3))  # the lease table's counter: below the fence's 40
+    assert task.lost
+    assert refusals.waiting == {f"exchange/{SHARD}"}
+    assert refusals.refused == 1
+    for _ in range(300):  # the lease is never reported lost
+        if failed:
+            break
+        await asyncio.sleep(0.1)
+    assert len(failed) == 1
+    error = failed[0]
+    assert isinstance(error, FenceAheadError)
+    text = str(error)
+    assert f"exchange/{SHARD}" in text
+    assert "epoch 40 (worker 'old')" in text
+    assert "Restore the lease table" in text
+    assert "new checkpoint root" in text
+    assert not refusals.waiting
+
+
+@pytest.mark.parametrize("how", ["lease_lost", "shutdown_requested"])
+async def test_a_refusal_whose_lease_goes_away_fails_nothing(tmp_path: Path, how: str) -> None:
+    """A race (a newer owner took the lease and claimed first: the consumer reports the
+    lease lost), or a graceful stop: the refusal is forgotten."""
+    failed: list[Exception] = []
+    refusals = RefusedClaims(failed.append, confirm_after=0.5)
+    task = _task(tmp_path, refusals)
+    await task.initialize_with(_init(3))
+    assert refusals.waiting == {f"exchange/{SHARD}"}
+    if how == "lease_lost":
+        await task.lease_lost(SHARD)
+    else:
+        await task.shutdown_requested(SHARD, cast("Any", None))
+    assert not refusals.waiting
+    await asyncio.sleep(1.5)  # well past confirm_after: the cancelled check never fails
+    assert failed == []
