@@ -42,6 +42,7 @@ test: check
 # Mutation testing of the engine's core (mutmut on a copy under .cache/mutation, niced):
 # a score per module and every surviving mutant; not part of `make test`.
 # MUTATION_ARGS="--module windows --reuse" narrows a run while killing survivors.
+# Timeouts (a test over its CPU budget) count as detected, in their own column.
 mutation: $(STAMP)
 	$(BIN)/python -m tests.mutation.run $(MUTATION_ARGS)
 

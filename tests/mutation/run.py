@@ -11,10 +11,16 @@ not leak into the run. ``--overlay PATH`` copies a file of the working tree over
 (a new test being written). By default each run starts from a fresh copy (no cached verdicts);
 ``--reuse`` keeps the copy and mutmut's cached results (for iterating on one module).
 
-A mutant counts as killed when a test failed, timed out or crashed on it. Every survivor
-is printed with its diff; one whose diff is listed in ``tests/mutation/equivalent.md`` is
-marked accepted (reason given there). Exit status 1 when a module scores under
-:data:`TARGET` or a survivor is neither killed nor accepted.
+mutmut runs through :mod:`tests.mutation.mutmut_main` (fast tests first, a CPU budget per
+test, pidfd wall timers, time per mutant). A mutant counts as killed when a test failed or
+crashed on it, and as a timeout when a test ran out of its CPU budget (``BUDGET_FACTOR``
+times its clean duration plus ``BUDGET_CONSTANT`` seconds) or the child its wall limit.
+Timeouts are detected mutants (the convention of mutmut and Stryker: the suite would hang
+or fail in CI) and are shown in their own column. Score = (killed + timeout) / tested.
+Every survivor is printed with its diff; one whose diff is listed in
+``tests/mutation/equivalent.md`` is marked accepted (reason given there), and counts as
+not detected. Exit status 1 when a module scores under :data:`TARGET`, a survivor is
+neither killed nor accepted, or a mutant was left untested.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,6 +44,8 @@ from tests.mutation.targets import GROUPS, NOT_MUTATED, Group, Module
 REPO = Path(__file__).resolve().parents[2]
 SCRATCH = REPO / ".cache" / "mutation"
 MUTMUT = Path(sys.executable).parent / "mutmut"
+PATCHED = Path(__file__).resolve().with_name("mutmut_main.py")
+"""mutmut's command line with the changes of :mod:`tests.mutation.mutmut_main`."""
 TARGET = 0.85
 PRELOAD = ("polars", "pyarrow", "pytest", "hypothesis", "streamkit.testing.fixtures")
 """Imported once by mutmut's fork server (imports only: no polars query runs there)."""
@@ -49,9 +59,9 @@ suite, so it counts as killed, listed apart. mutmut's table calls 255 a timeout,
 fork server stops a child only by a signal (SIGXCPU, SIGKILL: negative codes). A run where
 every mutant scores 255 points at the selection itself (a test id that no longer exists)."""
 TIMEOUT = {24, -24, 152, 36, -9}
-"""mutmut exit codes of a mutant stopped by its time limit. Not counted as killed: mutmut's
-fork server never cancels the timer of a finished child, so on a busy machine a reused pid
-can be stopped by a stale timer; such mutants are listed for a re-run (``--mutant``)."""
+"""mutmut exit codes of a mutant stopped by a CPU budget or its wall limit: detected, in
+their own column. The budgets are CPU time (load does not exhaust them) and the wall
+timers go through pidfds (a stale timer cannot stop a new child that reused a pid)."""
 
 
 @dataclass
@@ -65,10 +75,14 @@ class Score:
     uncollected: list[str] = field(default_factory=list)
     """Killed mutants whose tests did not collect (see :data:`UNCOLLECTED`), also in ``killed``."""
     timeout: list[str] = field(default_factory=list)
-    """Mutants stopped by the time limit (see :data:`TIMEOUT`): in the total, not killed."""
+    """Mutants stopped by a time limit (see :data:`TIMEOUT`): detected, not in ``killed``."""
     unchecked: list[str] = field(default_factory=list)
     """Mutants not tested yet (an interrupted run): they count in no score."""
     accepted: dict[str, Equivalent] = field(default_factory=dict)
+    cpu: float = 0.0
+    """CPU seconds of this run's children that tested the module's mutants."""
+    wall: float = 0.0
+    """Wall seconds of those children, summed (they run ``--max-children`` at a time)."""
 
     @property
     def total(self) -> int:
@@ -77,8 +91,9 @@ class Score:
 
     @property
     def ratio(self) -> float:
-        """Killed / total (accepted equivalents count as not killed)."""
-        return len(self.killed) / self.total if self.total else 1.0
+        """(Killed + timeout) / total (accepted equivalents count as not detected)."""
+        detected = len(self.killed) + len(self.timeout)
+        return detected / self.total if self.total else 1.0
 
 
 def _sync(source: Path, target: Path) -> None:
@@ -162,23 +177,28 @@ def _setup_cfg(group: Group, files: list[str], tests: list[str]) -> str:
         f"only_mutate ={_lines(files)}\n"
         f"pytest_add_cli_args ={_lines(group.pytest_args)}\n"
         f"pytest_add_cli_args_test_selection ={_lines(tests)}\n"
-        # Polars' thread pool does not survive fork(): a child forked after a parallel
-        # query hangs. The fork server imports libraries only, and runs no query.
         f"do_not_mutate_patterns ={_lines(NOT_MUTATED)}\n"
+        # The fork server collects the selection once (imports every test module), so a
+        # child only runs its tests. Polars' thread pool does not survive fork() (a child
+        # forked after a parallel query hangs): collecting runs no query, and
+        # test_collection_starts_no_polars_pool checks that it stays so.
         "process_isolation = forkserver\n"
-        "forkserver_warmup = import\n"
+        "forkserver_warmup = collect\n"
         "preload_modules_file = preload.txt\n"
-        # Wall limit per mutant (est + 30 s) * 5: generous on two busy cores, so a
-        # timeout means a hang, not load.
-        "timeout_constant = 30\n"
-        "timeout_multiplier = 5\n" + (f"also_copy ={_lines(also)}\n" if also else "")
+        # Limit per mutant: (est + 10 s) * 3 * 2 CPU seconds and as many wall seconds
+        # (mutmut_main), est = the clean time of the mutant's tests; each test has its
+        # own, tighter CPU budget (mutmut_main.TestBudget).
+        "timeout_constant = 10\n"
+        "timeout_multiplier = 3\n" + (f"also_copy ={_lines(also)}\n" if also else "")
     )
 
 
 def run_mutmut(scratch: Path, max_children: int, mutants: list[str]) -> int:
     """One niced mutmut run in ``scratch`` (only ``mutants``, globs, when given: those are
     tested again even if a verdict is cached); returns its exit status."""
-    command = ["nice", "-n", "10", str(MUTMUT), "run", "--max-children", str(max_children)]
+    (scratch / "timings.jsonl").unlink(missing_ok=True)
+    command = ["nice", "-n", "10", sys.executable, str(PATCHED), "run"]
+    command += ["--max-children", str(max_children)]
     command += mutants
     return subprocess.run(command, cwd=scratch, check=False).returncode
 
@@ -199,6 +219,13 @@ def score(scratch: Path, module: Module) -> Score:
                 result.uncollected.append(name)
             else:
                 (result.killed if code in KILLED else result.survived).append(name)
+    timings = scratch / "timings.jsonl"
+    mine = set(result.killed + result.survived + result.timeout)
+    for line in timings.read_text().splitlines() if timings.exists() else []:
+        record = json.loads(line)
+        if record["mutant"] in mine:
+            result.cpu += record["cpu"]
+            result.wall += record["wall"]
     return result
 
 
@@ -223,37 +250,40 @@ def judge(scratch: Path, result: Score, equivalents: list[Equivalent]) -> dict[s
     return diffs
 
 
-def report(results: list[tuple[Score, dict[str, str]]]) -> bool:
-    """Print scores and survivors; True when every module meets the target."""
+def report(results: list[tuple[Score, dict[str, str]]], runs: list[str]) -> bool:
+    """Print survivors, then scores and times; True when every module meets the target."""
     ok = True
-    print(
-        f"\n{'module':<14}{'killed':>8}{'total':>8}{'score':>9}{'accepted':>10}{'open':>6}", end=""
-    )
-    print(f"{'timeout':>9}{'unchecked':>11}{'uncollected':>13}")
-    for result, _ in results:
-        open_ = len(result.survived) - len(result.accepted)
-        print(
-            f"{result.module:<14}{len(result.killed):>8}{result.total:>8}"
-            f"{result.ratio:>8.1%}{len(result.accepted):>10}{open_:>6}"
-            f"{len(result.timeout):>9}{len(result.unchecked):>11}{len(result.uncollected):>13}"
-        )
-        ok = (
-            ok
-            and result.ratio >= TARGET
-            and open_ == 0
-            and not (result.unchecked or result.timeout)
-        )
     for result, diffs in results:
         for mutant in result.uncollected:
             print(f"\n--- {mutant} (killed: a test module did not import under it)")
         for mutant in result.timeout:
-            print(f"\n--- {mutant} (TIMEOUT: not counted as killed; re-run with --mutant)")
+            print(f"\n--- {mutant} (timeout: detected, a CPU budget or the wall limit ran out)")
         for mutant in result.survived:
             eq = result.accepted.get(mutant)
             status = f"accepted as equivalent: {eq.reason}" if eq else "SURVIVED"
             print(f"\n--- {mutant} ({status})\n{diffs[mutant].strip()}")
-    print(f"\ntarget: >= {TARGET:.0%} killed per module, every survivor accepted")
+    head = ("module", "killed", "timeout", "accepted", "open", "total", "score")
+    print(f"\n{head[0]:<14}" + "".join(f"{h:>9}" for h in head[1:]), end="")
+    print(f"{'unchecked':>11}{'child cpu':>11}{'child wall':>12}")
+    for result, _ in results:
+        open_ = len(result.survived) - len(result.accepted)
+        counts = (result.killed, result.timeout, result.accepted, range(open_))
+        print(f"{result.module:<14}" + "".join(f"{len(c):>9}" for c in counts), end="")
+        print(f"{result.total:>9}{result.ratio:>9.1%}{len(result.unchecked):>11}", end="")
+        print(f"{result.cpu:>10.0f}s{result.wall:>11.0f}s")
+        ok = ok and result.ratio >= TARGET and open_ == 0 and not result.unchecked
+    print("\nscore = (killed + timeout) / total; accepted = survivors listed as equivalent;")
+    print("open = survivors neither killed nor accepted; child cpu/wall = the forked test runs")
+    print("of the module's mutants (summed over --max-children concurrent children).")
+    for line in runs:
+        print(line)
+    print(f"target: >= {TARGET:.0%} detected per module, every survivor accepted")
     return ok
+
+
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     equivalents = load_equivalents(REPO / "tests" / "mutation" / "equivalent.md")
     results: list[tuple[Score, dict[str, str]]] = []
-    started = time.monotonic()
+    runs: list[str] = []
+    started, cpu_started = time.monotonic(), _cpu_of_children()
     for group in GROUPS:
         modules = [m for m in group.modules if not args.module or m.name in args.module]
         if not modules:
@@ -279,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         scratch = scratch_of(group, modules)
         if not args.report_only:
             scratch = prepare(group, modules, args.rev, args.overlay, args.reuse)
+            wall, cpu = time.monotonic(), _cpu_of_children()
             status = run_mutmut(scratch, args.max_children, args.mutant)
+            wall, cpu = time.monotonic() - wall, _cpu_of_children() - cpu
+            runs.append(f"mutmut run {scratch.name}: {wall:.0f} s wall, {cpu:.0f} s CPU")
             if status != 0:
                 print(f"mutmut failed in {scratch} (exit {status})")
                 return status
@@ -289,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         for module in modules:
             result = score(scratch, module)
             results.append((result, judge(scratch, result, equivalents)))
-    ok = report(results)
-    print(f"elapsed: {time.monotonic() - started:.0f} s")
+    ok = report(results, runs)
+    wall, cpu = time.monotonic() - started, _cpu_of_children() - cpu_started
+    print(f"elapsed: {wall:.0f} s wall, {cpu:.0f} s CPU; load average {os.getloadavg()}")
     return 0 if ok else 1
 
 

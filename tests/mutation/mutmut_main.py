@@ -1,0 +1,178 @@
+"""mutmut 3.8.1's command line with four changes that make `make mutation` fit its time budget.
+
+Run as ``python tests/mutation/mutmut_main.py run ...`` in a scratch folder (see
+:mod:`tests.mutation.run`); everything else is mutmut's own code.
+
+1. **Fast tests first.** mutmut passes a mutant's tests (those that executed the mutated
+   function in its stats pass) to ``pytest -x`` in set order; here they are sorted by
+   their clean duration, so a killed mutant stops at the quickest test that kills it.
+2. **A CPU budget per test** (:class:`TestBudget`): before each test the soft
+   ``RLIMIT_CPU`` of the child is lowered to its CPU time so far plus
+   ``BUDGET_FACTOR * clean duration + BUDGET_CONSTANT`` seconds. A mutant that makes a
+   test loop dies of SIGXCPU (a timeout in mutmut's table) after a few seconds of CPU
+   instead of waiting out mutmut's limit for the whole selection. CPU time, not wall
+   time: a busy machine slows a test's wall clock, not its CPU time.
+3. **Wall timers by pidfd** (:func:`register_timeout`): mutmut's fork server signals a
+   pid when its wall timer expires and never cancels the timer of a finished child, so a
+   new child that reuses the pid can be stopped by an old timer. A pidfd refers to one
+   process only. The wall limit is mutmut's CPU limit (not half of it): a hang without CPU
+   use is still stopped, and load alone does not stop a child.
+4. **Time per mutant** (:func:`_reap_children`): the fork server reaps children with
+   ``wait4`` and appends each mutant's exit code, wall and CPU seconds to
+   ``<scratch>/timings.jsonl``, from which the runner prints time per module.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]  # run as a script: tests/mutation must not shadow anything
+
+from mutmut.__main__ import cli
+from mutmut.runners.harness import PytestRunner
+from mutmut.state import state
+from mutmut.workers import isolation
+from mutmut.workers.isolation import ForkServerRunner, send_message
+
+BUDGET_FACTOR = 3.0
+"""CPU seconds allowed per second of a test's clean duration (its call phase, wall time,
+from mutmut's stats pass): Polars may keep both cores busy, and the stats pass ran
+the test warm."""
+BUDGET_CONSTANT = 3.0
+"""CPU seconds added to every test's budget: setup, teardown, and the lazy
+initialisations (thread pools, DuckDB) that a fresh child pays in its first test."""
+TIMINGS = os.path.abspath("timings.jsonl")
+"""Started in the scratch folder: the log is ``<scratch>/timings.jsonl``."""
+
+
+def _duration(test: str) -> float:
+    return float(state().duration_by_test.get(test, math.inf))
+
+
+def _args_fast_first(self: PytestRunner, tests: Iterable[str]) -> list[str]:
+    ordered = sorted(tests, key=lambda t: (_duration(t), t))
+    args = ["-x", "-q", "-p", "no:randomly", "-p", "no:random-order"]
+    return args + (ordered or list(self._pytest_add_cli_args_test_selection))
+
+
+class TestBudget:
+    """pytest plugin: the CPU budget of each test (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.limits = resource.getrlimit(resource.RLIMIT_CPU)
+        """mutmut's limit for the whole mutant, which no test's budget exceeds."""
+
+    def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> None:
+        soft, hard = self.limits
+        duration = _duration(item.nodeid)
+        if math.isinf(duration):
+            resource.setrlimit(resource.RLIMIT_CPU, self.limits)
+            return
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        spent = usage.ru_utime + usage.ru_stime
+        limit = math.ceil(spent + BUDGET_FACTOR * duration + BUDGET_CONSTANT)
+        if soft != resource.RLIM_INFINITY:
+            limit = min(limit, soft)
+        resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))
+
+
+def _run_tests(self: PytestRunner, *, mutant_name: str | None, tests: Iterable[str]) -> int:
+    from mutmut.utils.file_utils import change_cwd
+
+    plugins = [TestBudget()] if mutant_name else []
+    with change_cwd("mutants"):
+        return int(self.execute_pytest(self._pytest_args_regular_run(tests), plugins=plugins))
+
+
+_heap: list[tuple[float, int, int]] = []
+_heap_lock = threading.Condition()
+_timer_thread: list[threading.Thread] = []
+
+
+def register_timeout(pid: int, timeout_s: float) -> None:
+    """SIGXCPU to ``pid`` after ``2 * timeout_s`` seconds (mutmut passes half its CPU
+    limit), unless that process has ended: the signal goes through a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    with _heap_lock:
+        if not _timer_thread:
+            _timer_thread.append(threading.Thread(target=_timer, daemon=True))
+            _timer_thread[0].start()
+        heapq.heappush(_heap, (time.time() + 2 * timeout_s, fd, pid))
+        _heap_lock.notify()
+
+
+def _timer() -> None:
+    with _heap_lock:
+        while True:
+            while not _heap:
+                _heap_lock.wait()
+            now = time.time()
+            while _heap and _heap[0][0] <= now:
+                _, fd, _pid = heapq.heappop(_heap)
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGXCPU)
+                except ProcessLookupError:
+                    pass
+                finally:
+                    os.close(fd)
+            if _heap:
+                _heap_lock.wait(timeout=max(0.0, _heap[0][0] - now))
+
+
+def _reap_children(  # noqa: PLR0917 (mutmut's signature)
+    self: ForkServerRunner,
+    running: dict[int, Any],
+    result_fd: int,
+    forkserver_logger: logging.Logger,
+    sigchld_pipe_r: int,
+    block: bool,
+    timeout: float | None = None,
+) -> None:
+    """mutmut's reaper, with ``wait4`` to log each child's CPU time."""
+    if block and not self._wait_for_child_event(sigchld_pipe_r, timeout):
+        return
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid not in running:
+            continue
+        child = running.pop(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        record = {
+            "mutant": child.mutant_name,
+            "exit": exit_code,
+            "wall": round(time.time() - child.start_time, 3),
+            "cpu": round(usage.ru_utime + usage.ru_stime, 3),
+        }
+        with open(TIMINGS, "a") as log:
+            log.write(json.dumps(record) + "\n")
+        send_message(result_fd, (child.mutant_name, exit_code))
+
+
+PytestRunner._pytest_args_regular_run = _args_fast_first  # type: ignore[method-assign]
+PytestRunner.run_tests = _run_tests  # type: ignore[method-assign]
+ForkServerRunner._reap_children = _reap_children  # type: ignore[method-assign]
+setattr(isolation, "register_timeout", register_timeout)  # noqa: B010 (not exported)
+
+if __name__ == "__main__":
+    sys.exit(cli())
