@@ -20,6 +20,14 @@ Run as ``python tests/mutation/mutmut_main.py run ...`` in a scratch folder (see
 4. **Time per mutant** (:func:`_reap_children`): the fork server reaps children with
    ``wait4`` and appends each mutant's exit code, wall and CPU seconds to
    ``<scratch>/timings.jsonl``, from which the runner prints time per module.
+5. **Accepted equivalents are not run** (:func:`_accepted`): a mutant whose function and
+   changed lines match an entry of ``<scratch>/accepted.json`` (the runner's copy of
+   ``equivalent.md``) exits with mutmut's "skipped" code without running a test; no test
+   kills an equivalent mutant, and each would run its whole selection. It still counts as
+   not detected. ``run.py --run-accepted`` runs them (to audit the list).
+
+``python tests/mutation/mutmut_main.py diffs`` prints the diffs of the mutants named on
+stdin as JSON (one process for all, where ``mutmut show`` takes one per mutant).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]  # run as a script: tests/mutation must not shadow anything
 
 from mutmut.__main__ import cli
+from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.runners.harness import PytestRunner
 from mutmut.state import state
 from mutmut.workers import isolation
@@ -56,6 +65,31 @@ BUDGET_CONSTANT = 3.0
 initialisations (thread pools, DuckDB) that a fresh child pays in its first test."""
 TIMINGS = os.path.abspath("timings.jsonl")
 """Started in the scratch folder: the log is ``<scratch>/timings.jsonl``."""
+ACCEPTED = Path("accepted.json").resolve()
+SKIPPED = 34
+"""mutmut's exit code of a skipped mutant."""
+_accepted_lines: list[dict[str, set[tuple[str, ...]]]] = []
+
+
+def changed_lines(diff: str) -> tuple[str, ...]:
+    """The removed and added lines of a unified diff, stripped (as in equivalents.py)."""
+    return tuple(
+        line[0] + line[1:].strip()
+        for line in diff.splitlines()
+        if line[:1] in {"-", "+"} and not line.startswith(("---", "+++"))
+    )
+
+
+def _accepted(mutant: str) -> bool:
+    """Whether ``mutant`` is listed as equivalent in ``accepted.json``."""
+    if not _accepted_lines:
+        by_function: dict[str, set[tuple[str, ...]]] = {}
+        entries = json.loads(ACCEPTED.read_text()) if ACCEPTED.exists() else []
+        for entry in entries:
+            by_function.setdefault(entry["function"], set()).add(tuple(entry["lines"]))
+        _accepted_lines.append(by_function)
+    listed = _accepted_lines[0].get(mutant.partition("__mutmut_")[0], set())
+    return bool(listed) and changed_lines(get_diff_for_mutant(mutant)) in listed
 
 
 def _duration(test: str) -> float:
@@ -92,6 +126,8 @@ class TestBudget:
 def _run_tests(self: PytestRunner, *, mutant_name: str | None, tests: Iterable[str]) -> int:
     from mutmut.utils.file_utils import change_cwd
 
+    if mutant_name and _accepted(mutant_name):
+        return SKIPPED
     plugins = [TestBudget()] if mutant_name else []
     with change_cwd("mutants"):
         return int(self.execute_pytest(self._pytest_args_regular_run(tests), plugins=plugins))
@@ -175,4 +211,8 @@ ForkServerRunner._reap_children = _reap_children  # type: ignore[method-assign]
 setattr(isolation, "register_timeout", register_timeout)  # noqa: B010 (not exported)
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["diffs"]:
+        names = sys.stdin.read().split()
+        json.dump({name: get_diff_for_mutant(name) for name in names}, sys.stdout)
+        sys.exit(0)
     sys.exit(cli())

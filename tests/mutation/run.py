@@ -43,12 +43,13 @@ from tests.mutation.targets import GROUPS, NOT_MUTATED, Group, Module
 
 REPO = Path(__file__).resolve().parents[2]
 SCRATCH = REPO / ".cache" / "mutation"
-MUTMUT = Path(sys.executable).parent / "mutmut"
 PATCHED = Path(__file__).resolve().with_name("mutmut_main.py")
 """mutmut's command line with the changes of :mod:`tests.mutation.mutmut_main`."""
 TARGET = 0.85
 PRELOAD = ("polars", "pyarrow", "pytest", "hypothesis", "streamkit.testing.fixtures")
 """Imported once by mutmut's fork server (imports only: no polars query runs there)."""
+SKIPPED = 34
+"""mutmut's "skipped": mutmut_main did not run a mutant listed as equivalent."""
 KILLED = {1, 3, -11, 37}
 """mutmut exit codes of a killed mutant: a test failed, pytest failed, crash, type check."""
 UNCOLLECTED = {255}
@@ -79,6 +80,8 @@ class Score:
     unchecked: list[str] = field(default_factory=list)
     """Mutants not tested yet (an interrupted run): they count in no score."""
     accepted: dict[str, Equivalent] = field(default_factory=dict)
+    not_run: list[str] = field(default_factory=list)
+    """Survivors skipped as listed equivalents (see mutmut_main), also in ``survived``."""
     cpu: float = 0.0
     """CPU seconds of this run's children that tested the module's mutants."""
     wall: float = 0.0
@@ -141,8 +144,16 @@ def scratch_of(group: Group, modules: list[Module]) -> Path:
     return SCRATCH / "-".join([group.name, *(m.name for m in modules)])
 
 
-def prepare(group: Group, modules: list[Module], rev: str, overlay: list[str], reuse: bool) -> Path:
-    """Export the group into its scratch folder and write mutmut's setup.cfg there."""
+def prepare(  # noqa: PLR0917
+    group: Group,
+    modules: list[Module],
+    rev: str,
+    overlay: list[str],
+    reuse: bool,
+    accepted: list[Equivalent],
+) -> Path:
+    """Export the group into its scratch folder and write mutmut's setup.cfg there, and
+    ``accepted.json``: the equivalents that mutmut_main skips (none: run them all)."""
     scratch = scratch_of(group, modules)
     if scratch.exists() and not reuse:
         shutil.rmtree(scratch)
@@ -162,6 +173,8 @@ def prepare(group: Group, modules: list[Module], rev: str, overlay: list[str], r
     tests = _existing(scratch, tuple(dict.fromkeys(t for m in modules for t in m.tests)))
     (scratch / "setup.cfg").write_text(_setup_cfg(group, files, tests))
     (scratch / "preload.txt").write_text("".join(f"{m}\n" for m in (*PRELOAD, group.package)))
+    listed = [{"function": eq.function, "lines": eq.lines} for eq in accepted]
+    (scratch / "accepted.json").write_text(json.dumps(listed))
     return scratch
 
 
@@ -214,6 +227,9 @@ def score(scratch: Path, module: Module) -> Score:
                 result.unchecked.append(name)
             elif code in TIMEOUT:
                 result.timeout.append(name)
+            elif code == SKIPPED:
+                result.survived.append(name)
+                result.not_run.append(name)
             elif code in UNCOLLECTED:
                 result.killed.append(name)
                 result.uncollected.append(name)
@@ -229,19 +245,26 @@ def score(scratch: Path, module: Module) -> Score:
     return result
 
 
-def diff_of(scratch: Path, mutant: str) -> str:
-    """mutmut's diff of one mutant."""
+def diffs_of(scratch: Path, mutants: list[str]) -> dict[str, str]:
+    """mutmut's diffs of ``mutants`` (one process for all)."""
+    if not mutants:
+        return {}
     shown = subprocess.run(
-        [str(MUTMUT), "show", mutant], cwd=scratch, capture_output=True, text=True, check=False
+        [sys.executable, str(PATCHED), "diffs"],
+        cwd=scratch,
+        input="\n".join(mutants),
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    return shown.stdout
+    diffs: dict[str, str] = json.loads(shown.stdout)
+    return diffs
 
 
 def judge(scratch: Path, result: Score, equivalents: list[Equivalent]) -> dict[str, str]:
     """Match survivors against the accepted equivalents; returns each survivor's diff."""
-    diffs: dict[str, str] = {}
+    diffs = diffs_of(scratch, result.survived)
     for mutant in result.survived:
-        diffs[mutant] = diff_of(scratch, mutant)
         function = mutant.partition("__mutmut_")[0]
         lines = changed_lines(diffs[mutant])
         for eq in equivalents:
@@ -261,6 +284,8 @@ def report(results: list[tuple[Score, dict[str, str]]], runs: list[str]) -> bool
         for mutant in result.survived:
             eq = result.accepted.get(mutant)
             status = f"accepted as equivalent: {eq.reason}" if eq else "SURVIVED"
+            if mutant in result.not_run:
+                status = ("not run, " if eq else "SKIPPED, NOT LISTED: ") + status
             print(f"\n--- {mutant} ({status})\n{diffs[mutant].strip()}")
     head = ("module", "killed", "timeout", "accepted", "open", "total", "score")
     print(f"\n{head[0]:<14}" + "".join(f"{h:>9}" for h in head[1:]), end="")
@@ -272,7 +297,8 @@ def report(results: list[tuple[Score, dict[str, str]]], runs: list[str]) -> bool
         print(f"{result.total:>9}{result.ratio:>9.1%}{len(result.unchecked):>11}", end="")
         print(f"{result.cpu:>10.0f}s{result.wall:>11.0f}s")
         ok = ok and result.ratio >= TARGET and open_ == 0 and not result.unchecked
-    print("\nscore = (killed + timeout) / total; accepted = survivors listed as equivalent;")
+    print("\nscore = (killed + timeout) / total; accepted = survivors listed as equivalent")
+    print("(not run: skipped by mutmut_main unless --run-accepted; they count as undetected);")
     print("open = survivors neither killed nor accepted; child cpu/wall = the forked test runs")
     print("of the module's mutants (summed over --max-children concurrent children).")
     for line in runs:
@@ -296,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlay", action="append", default=[], help="working-tree file")
     parser.add_argument("--mutant", action="append", default=[], help="mutant name or glob")
     parser.add_argument(
+        "--run-accepted", action="store_true", help="test listed equivalents too (audit)"
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="score the last run's copy, run nothing"
     )
     args = parser.parse_args(argv)
@@ -309,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         scratch = scratch_of(group, modules)
         if not args.report_only:
-            scratch = prepare(group, modules, args.rev, args.overlay, args.reuse)
+            skip = [] if args.run_accepted else equivalents
+            scratch = prepare(group, modules, args.rev, args.overlay, args.reuse, skip)
             wall, cpu = time.monotonic(), _cpu_of_children()
             status = run_mutmut(scratch, args.max_children, args.mutant)
             wall, cpu = time.monotonic() - wall, _cpu_of_children() - cpu
