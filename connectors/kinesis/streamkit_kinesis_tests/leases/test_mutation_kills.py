@@ -25,6 +25,7 @@ from streamkit_kinesis.leases import (
     LeaseTracker,
     decide_takes,
 )
+from streamkit_kinesis.leases.metrics import CallTimings
 from streamkit_kinesis.testing.leases import ExceptionThrowingLeaseStore, FakeClock
 from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber
 
@@ -106,6 +107,86 @@ async def test_a_backward_checkpoint_names_the_shard() -> None:
         await cp.checkpoint("100")
 
 
+class SlowPrepareStore(SlowWritesStore):
+    """SlowWritesStore whose pending-checkpoint writes take WRITE_TAKES s too."""
+
+    async def prepare_checkpoint(self, lease: Lease, pending: ExtendedSequenceNumber) -> Lease:
+        self._clock.advance(WRITE_TAKES)
+        return await super().prepare_checkpoint(lease, pending)
+
+
+async def test_a_prepared_checkpoint_is_stored_timed_and_confirms_as_of_the_send() -> None:
+    clock = FakeClock(1000.0)
+    store, held = SlowPrepareStore(clock), HeldLeases(clock)
+    await held_by_me(store, held, "a")
+    timings = CallTimings(clock)
+    timings.enabled = True
+    cp = Checkpointer(store, held, "a", timings)
+    await cp.checkpoint("50")
+    timings.drain()
+    clock.advance(5.0)
+    sent = clock.now
+    returned = await cp.prepare_checkpoint("100")
+    assert clock.now == sent + WRITE_TAKES
+    stored = await store.get_lease("a")
+    assert stored is not None
+    assert returned == stored
+    assert stored.pending_checkpoint == ExtendedSequenceNumber("100")
+    assert stored.checkpoint == ExtendedSequenceNumber("50")  # the checkpoint stays
+    entry = held.entry("a")
+    assert entry is not None
+    assert entry.lease == stored
+    assert entry.confirmed_at == sent  # the send time, not the time the answer came back
+    assert cp.pending_checkpoint == ExtendedSequenceNumber("100")
+    [stat] = timings.drain()
+    assert (stat.operation, stat.name, stat.key, stat.calls, stat.successes) == (
+        "ProcessTask",
+        "UpdateLease",
+        "a",
+        1,
+        1,
+    )
+    assert dict(stat.millis) == {round(WRITE_TAKES * 1000): 1}
+
+
+async def test_a_lost_prepare_drops_the_lease_with_the_stores_reason_and_writes_nothing() -> None:
+    clock = FakeClock()
+    store, held = InMemoryLeaseStore(), HeldLeases(clock)
+    events: list[LeaseEvent] = []
+    held.add_listener(events.append)
+    await held_by_me(store, held, "a")
+    current = await store.get_lease("a")
+    assert current is not None
+    await store.take_lease(current, "thief")
+    with pytest.raises(LeaseLostError) as raised:
+        await Checkpointer(store, held, "a").prepare_checkpoint("150")
+    lost = [e for e in events if e.kind is LeaseEventKind.LOST]
+    assert [(e.shard_id, e.reason) for e in lost] == [("a", str(raised.value))]
+    assert "thief" in lost[0].reason
+    assert held.get("a") is None
+    stored = await store.get_lease("a")
+    assert stored is not None
+    assert stored.pending_checkpoint is None
+
+
+async def test_a_prepare_needs_the_lease_and_a_position_at_or_after_the_checkpoint() -> None:
+    clock = FakeClock()
+    store, held = InMemoryLeaseStore(), HeldLeases(clock)
+    await held_by_me(store, held, "shardId-000000000042")
+    cp = Checkpointer(store, held, "shardId-000000000042")
+    with pytest.raises(LeaseLostError, match="shardId-000000000007"):
+        await Checkpointer(store, held, "shardId-000000000007").prepare_checkpoint("100")
+    await cp.checkpoint("200")
+    with pytest.raises(CheckpointOrderError, match="shardId-000000000042"):
+        await cp.prepare_checkpoint("100")
+    with pytest.raises(CheckpointOrderError, match="shardId-000000000042"):
+        await cp.prepare_checkpoint(SHARD_END.sequence_number)  # a sentinel is no record
+    stored = await store.get_lease("shardId-000000000042")
+    assert stored is not None
+    assert stored.pending_checkpoint is None
+    assert (await cp.prepare_checkpoint("200")).pending_checkpoint == ExtendedSequenceNumber("200")
+
+
 # -- renewer ------------------------------------------------------------------------------
 
 
@@ -139,6 +220,31 @@ async def test_transient_failures_keep_a_lease_silent_for_exactly_the_failover_t
     result = await renewer.renew_all()
     assert (result.renewed, result.lost) == ((), ("a",))
     assert held.shard_ids() == frozenset()
+
+
+async def test_renewals_and_checkpoints_are_timed_under_the_kcl_names() -> None:
+    clock = FakeClock(1000.0)
+    store, held = SlowWritesStore(clock), HeldLeases(clock)
+    await held_by_me(store, held, "a")
+    await held_by_me(store, held, "b")
+    timings = CallTimings(clock)
+    timings.enabled = True
+    renewer = LeaseRenewer(store, held, FAILOVER, clock, timings=timings, worker_id="w-7")
+    await renewer.renew_all()
+    await Checkpointer(store, held, "b", timings).checkpoint("100")
+    got = {
+        (s.operation, s.name, s.key): (dict(s.millis), s.calls, s.successes)
+        for s in timings.drain()
+    }
+    write = round(WRITE_TAKES * 1000)
+    assert got == {
+        # the two renewals run concurrently, each write advancing the fake clock
+        ("RenewAllLeases", "", "w-7"): ({2 * write: 1}, 1, 1),
+        ("RenewAllLeases", "RenewLease", "w-7"): ({write: 1, 2 * write: 1}, 2, 2),
+        ("ProcessTask", "UpdateLease", "b"): ({write: 1}, 1, 1),
+    }
+    await LeaseRenewer(store, held, FAILOVER, clock, timings=timings).renew_all()
+    assert {s.key for s in timings.drain()} == {""}  # no worker id given: the empty one
 
 
 class BrokenAThenSlowBStore(InMemoryLeaseStore):
