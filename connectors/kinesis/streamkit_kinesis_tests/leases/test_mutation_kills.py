@@ -381,3 +381,62 @@ def test_decisions_report_live_workers_held_and_left_unowned() -> None:
     d = decide_takes(snapshot, "A", last, 0.0, FAILOVER, max_leases=2, max_steal=5)
     assert (d.target, d.live_workers, d.held, d.left_unowned) == (2, 2, 0, 6 - 2 * 2)
     assert [lease.lease_owner for lease in d.to_steal] == ["B", "B"]
+
+
+def steals(snapshot: list[Lease], worker: str, max_steal: int, rng: int | None = None) -> list[str]:
+    last = {lease.lease_key: 0.0 for lease in snapshot}
+    seeded = None if rng is None else random.Random(rng)
+    d = decide_takes(snapshot, worker, last, 0.0, FAILOVER, max_steal=max_steal, rng=seeded)
+    assert d.to_take == ()
+    return [lease.lease_key for lease in d.to_steal]
+
+
+def test_thieves_are_matched_to_every_victims_leases_over_target_in_rounds() -> None:
+    # 11 leases, 4 live workers: target 3. Over target: V 5 (2 over), W 4 (1 over), most
+    # loaded first: slots V, V, W. Below: A 1 and B 1 (need 2 each), by id; each round
+    # every thief takes the next slot: A V#0, B V#1, then A W#0 (B finds none left).
+    snapshot = owned({"V": 5, "W": 4, "A": 1, "B": 1})
+    assert steals(snapshot, "A", max_steal=2) == ["s-V-00", "s-W-00"]
+    assert steals(snapshot, "B", max_steal=2) == ["s-V-01"]
+
+
+def test_a_thief_that_needs_one_steals_no_second_lease_from_a_needier_one() -> None:
+    # 12 leases, 3 workers: target 4, no slack. V holds 8 (4 over); A holds 1 (needs 3),
+    # B 3 (needs 1), neediest first. Rounds: A V#0, B V#1; A V#2 (B has its one); A V#3.
+    snapshot = owned({"V": 8, "A": 1, "B": 3})
+    assert steals(snapshot, "A", max_steal=3) == ["s-V-00", "s-V-02", "s-V-03"]
+    assert steals(snapshot, "B", max_steal=3) == ["s-V-01"]
+
+
+def test_several_steals_from_one_victim_are_distinct_leases_in_key_order() -> None:
+    snapshot = owned({"V": 6})  # target 3: A steals 3, V's first three by key
+    assert steals(snapshot, "A", max_steal=3) == ["s-V-00", "s-V-01", "s-V-02"]
+
+
+def test_a_worker_holding_nothing_steals_when_the_target_is_one() -> None:
+    assert steals(owned({"V": 2}), "A", max_steal=1) == ["s-V-00"]
+
+
+def test_nobody_over_target_a_needy_worker_takes_one_from_each_worker_at_target() -> None:
+    # 9 leases, 4 workers: target 3, nobody over. A holds 0 and needs 3: it steals one
+    # lease (the first by key) from each of up to needed - 1 = 2 workers at target, in id
+    # order, within max_steal.
+    snapshot = owned({"B": 3, "C": 3, "D": 3})
+    assert steals(snapshot, "A", max_steal=2) == ["s-B-00", "s-C-00"]
+    assert steals(snapshot, "A", max_steal=1) == ["s-B-00"]
+    # 10 leases: A holds 1, needs 2: one steal (needed - 1), whatever max_steal allows
+    assert steals(owned({"A": 1, "B": 3, "C": 3, "D": 3}), "A", max_steal=3) == ["s-B-00"]
+
+
+def test_with_an_rng_the_worker_at_target_stolen_from_varies_with_the_seed() -> None:
+    snapshot = owned({"B": 2, "C": 2})  # target 2: A steals one from B or C
+    victims = {steals(snapshot, "A", max_steal=1, rng=seed)[0][:3] for seed in range(20)}
+    assert victims == {"s-B", "s-C"}
+
+
+def test_leases_never_seen_changing_are_not_unclaimed_yet() -> None:
+    # two workers, 3 unowned leases: A's slice is the first two by key; the third is B's
+    # slice and, with no recorded change, not left unclaimed for the reserve time yet.
+    snapshot = [*owned({"B": 1}), Lease("u-0"), Lease("u-1"), Lease("u-2")]
+    d = decide_takes(snapshot, "A", {}, 100.0, FAILOVER)
+    assert [lease.lease_key for lease in d.to_take] == ["u-0", "u-1"]
