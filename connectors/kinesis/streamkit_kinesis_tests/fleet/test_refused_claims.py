@@ -11,12 +11,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pyarrow as pa
 import pytest
 from streamkit_kinesis.consumer import InitializationInput
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
 from streamkit_kinesis.fleet.refusals import FenceAheadError, RefusedClaims
+from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
 from streamkit_kinesis.types import TRIM_HORIZON
 
+import streamkit as sk
+from streamkit.fleet import FleetPlan
+from streamkit.fleet.direct_log import DirectTaskLog
+from streamkit.fleet.member import FleetOptions, FleetSpec
 from streamkit.fleet.task_log import FencedTaskLog
 
 SHARD = "shardId-000000000001"
@@ -75,3 +81,32 @@ async def test_a_refusal_whose_lease_goes_away_fails_nothing(tmp_path: Path, how
     assert not refusals.waiting
     await asyncio.sleep(1.5)  # well past confirm_after: the cancelled check never fails
     assert failed == []
+
+
+async def test_a_stateless_source_task_refused_while_keeping_its_lease_fails_the_worker(
+    tmp_path: Path,
+) -> None:
+    """The same for a source task of a plan without an exchange (its fence is
+    ``<root>/source/<shard id>/``, epochs from the source lease table)."""
+    empty = pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.int64())})
+    fleet = FleetPlan.of(sk.from_arrow(empty).filter(sk.col("v") > 1).plan, "append")
+    assert fleet.stateless
+    spec = FleetSpec(fleet.plan, fleet, "append", str(tmp_path), cast("Any", None),
+                     FleetOptions(), "w-new", "q", 1.0)  # fmt: skip
+    DirectTaskLog(str(tmp_path / "source" / SHARD), "old", SHARD).claim(40, None)
+    failed: list[Exception] = []
+    refusals = RefusedClaims(failed.append, confirm_after=0.2)
+    ctx = SourceContext(spec, cast("Any", None), cast("Any", None), None, 0, lambda _: None,
+                        refusals=refusals)  # fmt: skip
+    task = SourceTask(ctx)
+    await task.initialize_with(_init(3))
+    assert task.lost
+    assert refusals.waiting == {f"source/{SHARD}"}
+    for _ in range(300):
+        if failed:
+            break
+        await asyncio.sleep(0.1)
+    assert len(failed) == 1
+    assert isinstance(failed[0], FenceAheadError)
+    assert f"source/{SHARD}" in str(failed[0])
+    assert "Restore the lease table" in str(failed[0])
