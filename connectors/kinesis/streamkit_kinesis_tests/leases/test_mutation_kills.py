@@ -440,3 +440,108 @@ def test_leases_never_seen_changing_are_not_unclaimed_yet() -> None:
     snapshot = [*owned({"B": 1}), Lease("u-0"), Lease("u-1"), Lease("u-2")]
     d = decide_takes(snapshot, "A", {}, 100.0, FAILOVER)
     assert [lease.lease_key for lease in d.to_take] == ["u-0", "u-1"]
+
+
+def unowned(*keys: str) -> list[Lease]:
+    return [Lease(key) for key in keys]
+
+
+def fresh_owned_old_unowned(snapshot: list[Lease]) -> dict[str, float]:
+    """Owned leases changed just now (live), unowned ones long ago (unclaimed at 100)."""
+    return {lease.lease_key: 0.0 if lease.is_unowned else 95.0 for lease in snapshot}
+
+
+def keys(leases: tuple[Lease, ...]) -> list[str]:
+    return [lease.lease_key for lease in leases]
+
+
+def test_the_share_out_water_fills_then_gives_the_remainder_in_id_order() -> None:
+    # A 0, B 1, C 4; 2 unowned: target ceil(7 / 3) = 3. Level 1 costs 1 (A), level 2
+    # costs 3 > 2: A is raised to 1, and the remainder goes to A (first id at level <= 1).
+    snapshot = [*owned({"B": 1, "C": 4}), *unowned("u-0", "u-1")]
+    d = decide_takes(snapshot, "A", fresh_owned_old_unowned(snapshot), 100.0, FAILOVER)
+    assert keys(d.to_take) == ["u-0", "u-1"]
+    # B 0 (this worker), A 2, C 1; 2 unowned: target 2; level 1 costs 1 (B), level 2
+    # costs 3; the remainder goes to the first id at level <= 1: B (A is at 2).
+    snapshot = [*owned({"A": 2, "C": 1}), *unowned("u-0", "u-1")]
+    d = decide_takes(snapshot, "B", fresh_owned_old_unowned(snapshot), 100.0, FAILOVER)
+    assert keys(d.to_take) == ["u-0", "u-1"]
+    # A 0, C 1, leases never seen changing: A is raised to 1 and gets the remainder
+    snapshot = [*owned({"C": 1}), *unowned("u-0", "u-1")]
+    assert keys(decide_takes(snapshot, "A", {}, 100.0, FAILOVER).to_take) == ["u-0", "u-1"]
+
+
+def test_a_worker_capped_by_max_leases_gets_no_slice_beyond_its_cap() -> None:
+    # C 1, D 0, 2 unowned, max_leases 1: target 1; C is at its cap, so the leases are
+    # not sliced between C and D: D takes the first by key.
+    snapshot = [*owned({"C": 1}), *unowned("u-0", "u-1")]
+    d = decide_takes(snapshot, "D", {}, 100.0, FAILOVER, max_leases=1)
+    assert (keys(d.to_take), d.target, d.left_unowned) == (["u-0"], 1, 1)
+
+
+def test_takes_stop_at_the_target_even_with_unclaimed_leases_left() -> None:
+    # B 1, C 1, 2 unowned long unclaimed: target 2; B needs one lease, not both.
+    snapshot = [*owned({"B": 1, "C": 1}), *unowned("u-0", "u-1")]
+    d = decide_takes(snapshot, "B", fresh_owned_old_unowned(snapshot), 100.0, FAILOVER)
+    assert keys(d.to_take) == ["u-0"]
+    # A at target 2 with B at 1 and an unclaimed lease: A takes nothing
+    snapshot = [*owned({"A": 2, "B": 1}), *unowned("u-0")]
+    d = decide_takes(snapshot, "A", fresh_owned_old_unowned(snapshot), 100.0, FAILOVER)
+    assert (d.to_take, d.to_steal, d.held, d.target) == ((), (), 2, 2)
+
+
+def test_with_an_rng_unclaimed_leases_after_this_workers_slice_are_shuffled() -> None:
+    # C 1, D 0, 4 unowned long unclaimed: target 3; slices C u-0 u-1, D u-2 u-3; D then
+    # takes one of C's unclaimed leases, in a seed-dependent order.
+    snapshot = [*owned({"C": 1}), *unowned("u-0", "u-1", "u-2", "u-3")]
+    last = fresh_owned_old_unowned(snapshot)
+    plain = decide_takes(snapshot, "D", last, 100.0, FAILOVER)
+    assert keys(plain.to_take) == ["u-2", "u-3", "u-0"]
+    third = set()
+    for seed in range(20):
+        d = decide_takes(snapshot, "D", last, 100.0, FAILOVER, rng=random.Random(seed))
+        assert keys(d.to_take)[:2] == ["u-2", "u-3"]
+        third.add(keys(d.to_take)[2])
+    assert third == {"u-0", "u-1"}
+
+
+def test_an_announcing_worker_reports_the_whole_decision() -> None:
+    # B 1, A 0, 2 unowned, max_leases 1: target min(ceil(3 / 2), 1) = 1, left unowned
+    # 3 - 2 * 1 = 1; A holds nothing, 2 are available: it announces with both as candidates.
+    snapshot = [*owned({"B": 1}), *unowned("u-0", "u-1")]
+    last = fresh_owned_old_unowned(snapshot)
+    d = decide_takes(snapshot, "A", last, 100.0, FAILOVER, max_leases=1, announce=True)
+    assert (d.announce, keys(d.to_take), d.to_steal) == (True, ["u-0", "u-1"], ())
+    assert (d.target, d.live_workers, d.held, d.left_unowned) == (1, 2, 0, 1)
+    firsts = set()
+    for seed in range(20):
+        rng = random.Random(seed)
+        d = decide_takes(snapshot, "A", last, 100.0, FAILOVER, rng=rng, announce=True)
+        assert d.announce
+        firsts.add(keys(d.to_take)[0])
+    assert firsts == {"u-0", "u-1"}
+
+
+class YieldingPrepareStore(InMemoryLeaseStore):
+    """Pending-checkpoint writes take a few event-loop turns before they land."""
+
+    async def prepare_checkpoint(self, lease: Lease, pending: ExtendedSequenceNumber) -> Lease:
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return await super().prepare_checkpoint(lease, pending)
+
+
+async def test_a_renewal_waits_for_a_prepare_in_flight_on_the_same_lease() -> None:
+    # both write the lease conditionally on its counter: run together, the second must
+    # start from the first's result (the per-lease lock), or it loses the lease.
+    clock = FakeClock()
+    store, held = YieldingPrepareStore(), HeldLeases(clock)
+    await held_by_me(store, held, "a")
+    cp = Checkpointer(store, held, "a")
+    renewer = LeaseRenewer(store, held, FAILOVER, clock)
+    prepared, renewed = await asyncio.gather(cp.prepare_checkpoint("100"), renewer.renew_all())
+    assert prepared.pending_checkpoint == ExtendedSequenceNumber("100")
+    assert renewed.renewed == ("a",)
+    stored = await store.get_lease("a")
+    assert stored is not None
+    assert (stored.lease_owner, stored.lease_counter) == ("me", 3)  # take, prepare, renew
