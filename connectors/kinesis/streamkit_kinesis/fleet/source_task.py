@@ -173,6 +173,8 @@ class SourceTask(BaseRecordProcessor):
         """The lease was lost: nothing more is done here."""
         self.end_sent = False
         """A chunk carrying the shard's end was put (exchange plans)."""
+        self.refused: TaskFencedError | None = None
+        """The refusal of this task's claim (stateless plans), while the lease is held."""
 
     async def initialize_with(self, init: InitializationInput) -> None:
         """Find where this task resumes: a pending checkpoint (exchange) or a logged batch
@@ -191,6 +193,7 @@ class SourceTask(BaseRecordProcessor):
             await asyncio.to_thread(self._open_log, init.start, init.lease_counter)
         except TaskFencedError as e:
             self._lose(e)
+            self.refused = e
             if self.ctx.refusals is not None:
                 self.ctx.refusals.claim_refused(f"source/{self.shard}", e)
 
@@ -201,6 +204,7 @@ class SourceTask(BaseRecordProcessor):
 
     async def lease_lost(self, shard_id: str) -> None:
         """Nothing to stop (a batch in flight is cancelled by the consumer)."""
+        self.refused = None
         self._gone()
 
     def _open_log(self, start: ExtendedSequenceNumber, epoch: int) -> None:
@@ -247,7 +251,11 @@ class SourceTask(BaseRecordProcessor):
 
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Run what an exact re-read still holds; with an exchange, send the shard's end
-        (:meth:`_send_end`); then checkpoint SHARD_END."""
+        (:meth:`_send_end`); then checkpoint SHARD_END. A task whose claim was refused
+        while it kept the lease raises the refusal instead: checkpointing SHARD_END would
+        skip the shard's records unprocessed (the worker fails, as :mod:`.refusals` would)."""
+        if self.refused is not None:
+            raise self.refused
         self._gone()
         if self.lost:
             return

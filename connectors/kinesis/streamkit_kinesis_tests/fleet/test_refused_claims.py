@@ -22,6 +22,7 @@ from streamkit_kinesis.types import TRIM_HORIZON
 import streamkit as sk
 from streamkit.fleet import FleetPlan
 from streamkit.fleet.direct_log import DirectTaskLog
+from streamkit.fleet.fence import TaskFencedError
 from streamkit.fleet.member import FleetOptions, FleetSpec
 from streamkit.fleet.task_log import FencedTaskLog
 
@@ -110,3 +111,35 @@ async def test_a_stateless_source_task_refused_while_keeping_its_lease_fails_the
     assert isinstance(failed[0], FenceAheadError)
     assert f"source/{SHARD}" in str(failed[0])
     assert "Restore the lease table" in str(failed[0])
+
+
+class _Checkpoints:
+    def __init__(self) -> None:
+        self.calls: list[str | None] = []
+
+    async def checkpoint(self, sequence_number: str | None = None) -> None:
+        self.calls.append(sequence_number)
+
+
+async def test_a_refused_source_task_reaching_its_shard_end_does_not_checkpoint_it(
+    tmp_path: Path,
+) -> None:
+    """A closed shard read to its end by a task refused while keeping its lease: the
+    refusal is raised (the consumer stops the worker) and the processor checkpoints
+    nothing: SHARD_END would skip the shard's records unprocessed."""
+    empty = pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.int64())})
+    fleet = FleetPlan.of(sk.from_arrow(empty).filter(sk.col("v") > 1).plan, "append")
+    spec = FleetSpec(fleet.plan, fleet, "append", str(tmp_path), cast("Any", None),
+                     FleetOptions(), "w-new", "q", 1.0)  # fmt: skip
+    DirectTaskLog(str(tmp_path / "source" / SHARD), "old", SHARD).claim(40, None)
+    refusals = RefusedClaims(lambda _: None, confirm_after=3600.0)
+    ctx = SourceContext(spec, cast("Any", None), cast("Any", None), None, 0, lambda _: None,
+                        refusals=refusals)  # fmt: skip
+    task = SourceTask(ctx)
+    await task.initialize_with(_init(3))
+    checkpoints = _Checkpoints()
+    with pytest.raises(TaskFencedError, match="epoch 40"):
+        await task.shard_ended(SHARD, cast("Any", checkpoints))
+    assert checkpoints.calls == []
+    assert refusals.waiting == {f"source/{SHARD}"}  # still escalated
+    refusals.lease_gone(f"source/{SHARD}")
