@@ -20,7 +20,11 @@ Run as ``python tests/mutation/mutmut_main.py run ...`` in a scratch folder (see
 4. **Time per mutant** (:func:`_reap_children`): the fork server reaps children with
    ``wait4`` and appends each mutant's exit code, wall and CPU seconds to
    ``<scratch>/timings.jsonl``, from which the runner prints time per module.
-5. **Accepted equivalents are not run** (:func:`_accepted`): a mutant whose function and
+5. **No second clean run after a full stats pass** (:func:`_run_stats_collection`): the
+   stats pass runs the whole selection unmutated and stops mutmut when it fails, so the
+   clean run that follows (the same tests again) is skipped in that case; after a partial
+   stats pass (``--reuse``) it runs as usual.
+6. **Accepted equivalents are not run** (:func:`_accepted`): a mutant whose function and
    changed lines match an entry of ``<scratch>/accepted.json`` (the runner's copy of
    ``equivalent.md``) exits with mutmut's "skipped" code without running a test; no test
    kills an equivalent mutant, and each would run its whole selection. It still counts as
@@ -49,6 +53,7 @@ from typing import Any
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]  # run as a script: tests/mutation must not shadow anything
 
+import mutmut.__main__ as mutmut_cli
 from mutmut.__main__ import cli
 from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.runners.harness import PytestRunner
@@ -205,6 +210,25 @@ def _reap_children(  # noqa: PLR0917 (mutmut's signature)
         send_message(result_fd, (child.mutant_name, exit_code))
 
 
+_full_stats: list[bool] = []
+_stats_collection = mutmut_cli.run_stats_collection
+
+
+def _run_stats_collection(runner: Any, tests: Iterable[str] | None = None) -> None:
+    _stats_collection(runner, tests)
+    if not tests:
+        _full_stats.append(True)
+
+
+def _run_clean_tests(self: ForkServerRunner, tests: Iterable[str]) -> int:
+    if _full_stats:
+        return 0
+    return _clean_tests(self, tests)
+
+
+_clean_tests = ForkServerRunner.run_clean_tests
+ForkServerRunner.run_clean_tests = _run_clean_tests  # type: ignore[method-assign]
+setattr(mutmut_cli, "run_stats_collection", _run_stats_collection)  # noqa: B010
 PytestRunner._pytest_args_regular_run = _args_fast_first  # type: ignore[method-assign]
 PytestRunner.run_tests = _run_tests  # type: ignore[method-assign]
 ForkServerRunner._reap_children = _reap_children  # type: ignore[method-assign]
