@@ -88,6 +88,16 @@ def test_a_declared_partition_holds_the_watermark_before_its_first_row() -> None
     assert q.watermark == us(-2)
 
 
+def test_a_partition_declared_open_and_ended_at_once_never_holds() -> None:
+    q = query("min")
+    # slow is read to its end without a row (an empty closed shard): it never holds W,
+    # even though the source still lists it among the partitions it reads.
+    q.declare_partitions(["fast", "slow"], ["slow"])
+    q.run(*batch(("fast", 100), ("fast", 101)))
+    q.run(*batch(("fast", 102)))
+    assert q.watermark == us(97)  # 102 - 5, fast alone
+
+
 def test_the_maxima_survive_a_restart() -> None:
     first = query("min")
     first.run(*batch(("fast", 100), ("slow", 1)))
