@@ -61,6 +61,11 @@ class RefusedClaims:
         if waiting is not None:
             waiting.cancel()
 
+    def close(self) -> None:
+        """Forget every refusal (the worker stops: its leases are released)."""
+        for task in list(self._waiting):
+            self.lease_gone(task)
+
     @property
     def waiting(self) -> frozenset[str]:
         """The tasks refused whose lease is still held."""

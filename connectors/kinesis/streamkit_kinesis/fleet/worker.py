@@ -243,6 +243,7 @@ class KinesisFleetWorker:
             except Exception as e:
                 log.warning("fleet worker %s: stopping %s failed: %r",
                             self.spec.worker_id, parts.consumer.config.app_name, e)  # fmt: skip
+        self.refusals.close()  # every lease released: no refusal is left to confirm
         try:
             await asyncio.wait_for(unpublish(self._published), WITHDRAW_TIMEOUT)
         except Exception as e:

@@ -143,3 +143,15 @@ async def test_a_refused_source_task_reaching_its_shard_end_does_not_checkpoint_
     assert checkpoints.calls == []
     assert refusals.waiting == {f"source/{SHARD}"}  # still escalated
     refusals.lease_gone(f"source/{SHARD}")
+
+
+async def test_a_stopping_worker_forgets_its_refusals(tmp_path: Path) -> None:
+    """The worker's stop released every lease: no refusal is confirmed afterwards."""
+    failed: list[Exception] = []
+    refusals = RefusedClaims(failed.append, confirm_after=0.5)
+    await _task(tmp_path, refusals).initialize_with(_init(3))
+    assert refusals.waiting
+    refusals.close()
+    assert not refusals.waiting
+    await asyncio.sleep(1.5)  # well past confirm_after
+    assert failed == []
