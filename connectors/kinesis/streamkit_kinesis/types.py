@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -100,6 +101,15 @@ class KinesisRecord:
 
 
 @dataclass(frozen=True)
+class UserRecord(KinesisRecord):
+    """A user record taken out of a KPL aggregated record (a :class:`KinesisRecord` whose
+    ``sub_sequence_number`` is its index in the aggregate)."""
+
+    explicit_hash_key: str | None = None
+    """The explicit hash key the producer gave (decimal), or None."""
+
+
+@dataclass(frozen=True)
 class RecordBatch:
     """A batch of records from one shard, as yielded to a consumer.
 
@@ -109,8 +119,10 @@ class RecordBatch:
 
     shard_id: str
     """Shard the records came from."""
-    records: tuple[KinesisRecord, ...]
-    """Records in sequence order."""
+    records: Sequence[KinesisRecord]
+    """Records in sequence order: a tuple, or (from the polling and fan-out readers) a
+    :class:`~streamkit_kinesis.retrieval.record_columns.RecordColumns`, which holds them as
+    Arrow columns and builds the objects only when they are read."""
     millis_behind_latest: int | None = None
     """How far the reader is behind the tip of the shard (ms), if reported."""
     shard_ended: bool = False

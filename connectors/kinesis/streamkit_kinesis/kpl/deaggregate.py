@@ -25,11 +25,18 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from streamkit_kinesis.kpl.protobuf import ProtobufError, parse_aggregated
-from streamkit_kinesis.types import ExtendedSequenceNumber, KinesisRecord
+from streamkit_kinesis.retrieval.record_columns import SCHEMA, RecordColumns
+from streamkit_kinesis.types import ExtendedSequenceNumber, KinesisRecord, UserRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from streamkit_kinesis.kpl.protobuf import Aggregated
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 """The four bytes every KPL aggregated record starts with."""
@@ -38,14 +45,16 @@ DIGEST_SIZE = 16
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class UserRecord(KinesisRecord):
-    """A user record taken out of a KPL aggregated record (a :class:`KinesisRecord` whose
-    ``sub_sequence_number`` is its index in the aggregate)."""
-
-    explicit_hash_key: str | None = None
-    """The explicit hash key the producer gave (decimal), or None."""
+__all__ = [
+    "DIGEST_SIZE",
+    "MAGIC",
+    "DeaggregationStats",
+    "UserRecord",
+    "deaggregate",
+    "deaggregate_columns",
+    "is_aggregated",
+    "position",
+]
 
 
 @dataclass
@@ -71,9 +80,8 @@ def is_aggregated(data: bytes) -> bool:
     return len(data) >= len(MAGIC) + DIGEST_SIZE and data[:4] == MAGIC
 
 
-def _explode(record: KinesisRecord, stats: DeaggregationStats) -> list[KinesisRecord] | None:
-    """The user records of an aggregated ``record``, or None when it is malformed."""
-    data = record.data
+def _unpack(data: bytes, sequence_number: str, stats: DeaggregationStats) -> Aggregated | None:
+    """The aggregate in ``data`` (counted in ``stats``), or None when it is malformed."""
     body = data[len(MAGIC) : -DIGEST_SIZE]
     if hashlib.md5(body, usedforsecurity=False).digest() != data[-DIGEST_SIZE:]:
         reason = "MD5 mismatch"
@@ -83,28 +91,32 @@ def _explode(record: KinesisRecord, stats: DeaggregationStats) -> list[KinesisRe
         except ProtobufError as e:
             reason = str(e)
         else:
-            keys, hashes = agg.partition_keys, agg.explicit_hash_keys
-            seq, arrival = record.sequence_number, record.approximate_arrival
             stats.aggregated += 1
             stats.user_records += len(agg.records)
-            return [
-                UserRecord(
-                    r.data,
-                    keys[r.partition_key_index],
-                    seq,
-                    arrival,
-                    sub,
-                    None
-                    if r.explicit_hash_key_index is None
-                    else hashes[r.explicit_hash_key_index],
-                )
-                for sub, r in enumerate(agg.records)
-            ]
+            return agg
     stats.malformed += 1
-    log.warning(
-        "record %s has the KPL magic but %s: handed on whole", record.sequence_number, reason
-    )
+    log.warning("record %s has the KPL magic but %s: handed on whole", sequence_number, reason)
     return None
+
+
+def _explode(record: KinesisRecord, stats: DeaggregationStats) -> list[KinesisRecord] | None:
+    """The user records of an aggregated ``record``, or None when it is malformed."""
+    agg = _unpack(record.data, record.sequence_number, stats)
+    if agg is None:
+        return None
+    keys, hashes = agg.partition_keys, agg.explicit_hash_keys
+    seq, arrival = record.sequence_number, record.approximate_arrival
+    return [
+        UserRecord(
+            r.data,
+            keys[r.partition_key_index],
+            seq,
+            arrival,
+            sub,
+            None if r.explicit_hash_key_index is None else hashes[r.explicit_hash_key_index],
+        )
+        for sub, r in enumerate(agg.records)
+    ]
 
 
 def deaggregate(
@@ -120,3 +132,61 @@ def deaggregate(
         else:
             out.extend(users)
     return out
+
+
+def deaggregate_columns(
+    records: RecordColumns, stats: DeaggregationStats | None = None
+) -> RecordColumns:
+    """:func:`deaggregate` on columns: the same user records, in the same order, as
+    columns. The aggregates are found in one vectorised pass; plain records between them
+    are sliced through (no copy, no object); only the aggregates are parsed one by one."""
+    counters = stats if stats is not None else DeaggregationStats()
+    if not len(records):
+        return records
+    data = records.data
+    head = pc.binary_slice(data, 0, len(MAGIC))
+    candidate = pc.and_(
+        pc.equal(head, pa.scalar(MAGIC, pa.binary())),
+        pc.greater_equal(pc.binary_length(data), len(MAGIC) + DIGEST_SIZE),
+    )
+    found = np.flatnonzero(np.asarray(candidate.to_numpy(zero_copy_only=False), bool))
+    if not len(found):
+        return records
+    parts: list[pa.Table] = []
+    done = 0
+    for i in found.tolist():
+        row = records.table.slice(i, 1)
+        seq = records.sequence_number(i)
+        agg = _unpack(data[i].as_py(), seq, counters)
+        if agg is None:
+            continue  # malformed: handed on whole, with the plain records around it
+        parts.append(records.table.slice(done, i - done))
+        parts.append(_user_rows(agg, row))
+        done = i + 1
+    parts.append(records.table.slice(done))
+    return RecordColumns(pa.concat_tables(parts).combine_chunks())
+
+
+def _user_rows(agg: Aggregated, row: pa.Table) -> pa.Table:
+    """The user records of ``agg`` (carried by the one-row ``row``) in :data:`SCHEMA`."""
+    n = len(agg.records)
+    keys, hashes = agg.partition_keys, agg.explicit_hash_keys
+    index = pa.array(np.zeros(n, np.int64))
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.data for r in agg.records], pa.binary()),
+            pa.array([keys[r.partition_key_index] for r in agg.records], pa.string()),
+            row.column("sequence_number").take(index),
+            row.column("arrival").take(index),
+            pa.array(np.arange(n, dtype=np.int64)),
+            pa.array(
+                [
+                    None if r.explicit_hash_key_index is None else hashes[r.explicit_hash_key_index]
+                    for r in agg.records
+                ],
+                pa.string(),
+            ),
+            pa.array(np.ones(n, bool)),
+        ],
+        schema=SCHEMA,
+    )

@@ -3,7 +3,9 @@ records and resumes from a checkpoint inside an aggregated record.
 
 Guarantees, beyond the fetcher contract (which holds for user records):
 
-- every batch is de-aggregated (:func:`~.deaggregate.deaggregate`), so a processor sees user
+- every batch is de-aggregated (:func:`~.deaggregate.deaggregate`; columns from the
+  polling and fan-out readers by :func:`~.deaggregate.deaggregate_columns`, staying
+  columns), so a processor sees user
   records with their sub-sequence numbers; a batch always carries ALL the user records of an
   aggregated record (GetRecords returns whole Kinesis records), in order;
 - a checkpoint ``(S, k)`` resumes right after user record ``k`` of record ``S``: the shard is
@@ -21,9 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from streamkit_kinesis.kpl.deaggregate import DeaggregationStats, deaggregate
+from streamkit_kinesis.kpl.deaggregate import (
+    DeaggregationStats,
+    deaggregate,
+    deaggregate_columns,
+)
 from streamkit_kinesis.retrieval.iterators import IteratorStart
 from streamkit_kinesis.retrieval.polling import PollingFetchers, ShardReader
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.types import ExtendedSequenceNumber
 
 if TYPE_CHECKING:
@@ -47,6 +54,13 @@ class DeaggregatingFetcher:
     async def next_batch(self) -> RecordBatch:
         """The next batch of user records (see the module docstring)."""
         batch = await self._inner.next_batch()
+        if isinstance(batch.records, RecordColumns):
+            columns = deaggregate_columns(batch.records, self.stats)
+            if self._floor is not None and columns:
+                columns = columns.part(_at_or_before(columns, self._floor))
+                if columns:  # in order: later records are past it too
+                    self._floor = None
+            return replace(batch, records=columns)
         records = deaggregate(batch.records, self.stats)
         if self._floor is not None and records:
             records = self._past_floor(records, self._floor)
@@ -84,6 +98,17 @@ class DeaggregatingFetcher:
     async def close(self) -> None:
         """Close the inner fetcher."""
         await self._inner.close()
+
+
+def _at_or_before(columns: RecordColumns, floor: ExtendedSequenceNumber) -> int:
+    """How many leading user records of ``columns`` are at or before ``floor`` (records
+    come in order, so those form a prefix; one comparison per dropped record)."""
+    seq, sub = floor.as_int(), floor.sub_sequence_number
+    subs = columns.table.column("sub_sequence_number")
+    n = 0
+    while n < len(columns) and (int(columns.sequence_number(n)), subs[n].as_py()) <= (seq, sub):
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)

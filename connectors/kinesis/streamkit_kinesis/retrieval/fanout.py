@@ -70,10 +70,10 @@ from typing import TYPE_CHECKING, Any
 
 from streamkit_kinesis.client import endpoint_url
 from streamkit_kinesis.errors import KinesisError, classify, error_message, http_status
-from streamkit_kinesis.retrieval.columnar import to_records
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.retrieval.iterators import IteratorStart
 from streamkit_kinesis.retrieval.polling import CaughtUp, ShardReader
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.retrieval.registration import StreamConsumer, code_of, fanout_api
 from streamkit_kinesis.retrieval.subscription import Item, StreamBroken, Subscription
 from streamkit_kinesis.retry import (
@@ -90,7 +90,7 @@ from streamkit_kinesis.retry import (
 from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber, RecordBatch
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.kpl import DeaggregatingFetcher
@@ -302,14 +302,14 @@ class FanoutReader:
 
     def _handle(self, event: ColumnarRecords) -> RecordBatch:
         event = event.after(self._last_sequence)  # records a re-subscription repeats
-        records = to_records(event)
+        records = RecordColumns.from_answer(event)
         self._events += 1
         self._behind = event.millis_behind_latest
         self._may_probe = not self._behind
         if records:
             self._records += len(records)
             self._bytes += event.payload_bytes()
-            self._last_sequence = records[-1].sequence_number
+            self._last_sequence = records.sequence_number(-1)
         position = self._trusted(event.continuation) or self._last_sequence
         if position is not None:
             self._resume = IteratorStart.after_sequence(position)
@@ -402,13 +402,13 @@ class FanoutReader:
             return self._finish(batch.records)
         return batch if batch.records else None
 
-    def _finish(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+    def _finish(self, records: Sequence[KinesisRecord]) -> RecordBatch:
         self._ended = True
         self._resume = None
         self._drop_subscription()
         return self._ended_batch(records)
 
-    def _ended_batch(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+    def _ended_batch(self, records: Sequence[KinesisRecord]) -> RecordBatch:
         return RecordBatch(
             self._shard.shard_id, records, self._behind, shard_ended=True,
             child_shard_ids=self._children, child_shards=self._child_shards,
@@ -421,7 +421,7 @@ class FanoutReader:
             self._sub = None
 
 
-def _all_had(records: tuple[KinesisRecord, ...], floor: ExtendedSequenceNumber) -> bool:
+def _all_had(records: Sequence[KinesisRecord], floor: ExtendedSequenceNumber) -> bool:
     """True when ``records`` (a read AT ``floor``'s record) are not empty and every user
     record of them is at or before ``floor`` (sub-sequence numbers after de-aggregation;
     kinesis-mock's AT_SEQUENCE_NUMBER may start at the record before it)."""

@@ -4,7 +4,8 @@
 :class:`PollingFetchers` builds one per shard (the consumer's default factory).
 GetRecords answers are taken raw and parsed into Arrow columns (:mod:`.columnar`; a client
 without the hook, e.g. a test wrapper, goes through botocore's parse), then handed on as
-record objects. Guarantees of :class:`ShardReader`, beyond the fetcher contract:
+columns (:class:`~.record_columns.RecordColumns`: record objects only when read).
+Guarantees of :class:`ShardReader`, beyond the fetcher contract:
 
 - Records come in shard order, each once: after an expired iterator the reader re-acquires
   an iterator AFTER the last record it returned (or at its start position when it returned
@@ -69,9 +70,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from streamkit_kinesis.client import KinesisApi, call, call_until_done, endpoint_url
 from streamkit_kinesis.errors import KinesisError, ShardNotFoundError, ThrottledError, error_code
-from streamkit_kinesis.retrieval.columnar import ColumnarRecords, get_records_columnar, to_records
+from streamkit_kinesis.retrieval.columnar import ColumnarRecords, get_records_columnar
 from streamkit_kinesis.retrieval.fetcher import ReaderMetrics
 from streamkit_kinesis.retrieval.iterators import IteratorStart
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.retry import (
     OUTAGE_BACKOFF,
     Backoff,
@@ -93,7 +95,7 @@ from streamkit_kinesis.types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from mypy_boto3_kinesis.type_defs import GetShardIteratorInputTypeDef
 
@@ -272,7 +274,7 @@ class ShardReader:
 
     async def _handle(self, out: ColumnarRecords, sent: float) -> RecordBatch:
         asked, full = self._ask, len(out) >= self._ask
-        records = to_records(out.after(self._delivered_up_to()))
+        records = RecordColumns.from_answer(out.after(self._delivered_up_to()))
         if records:
             self._ask = self._limit
         elif full:  # only repeats: records past them need a larger Limit (kinesis-mock)
@@ -283,7 +285,7 @@ class ShardReader:
         if records:
             self._records += len(records)
             self._bytes += out.payload_bytes()
-            self._last_sequence = records[-1].sequence_number
+            self._last_sequence = records.sequence_number(-1)
             self._resume = IteratorStart.after_sequence(self._last_sequence)
         self._children = out.child_shard_ids
         self._child_shards = out.child_shards
@@ -306,14 +308,14 @@ class ShardReader:
             return start.sequence_number
         return self._last_sequence
 
-    def _reached_end(self, records: tuple[KinesisRecord, ...], caught_up: bool) -> bool:
+    def _reached_end(self, records: RecordColumns, caught_up: bool) -> bool:
         """End of a closed shard without a null iterator (moto): the last record IS the
         ending sequence number, or a read came back empty and caught up."""
         if not self._shard.is_closed:
             return False
         if records:
             end = self._usable_ending_sequence()
-            return end is not None and int(records[-1].sequence_number) == end
+            return end is not None and int(records.sequence_number(-1)) == end
         return caught_up
 
     def _starts_past_end(self) -> bool:
@@ -335,12 +337,12 @@ class ShardReader:
             return None
         return int(end)
 
-    def _finish(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+    def _finish(self, records: Sequence[KinesisRecord]) -> RecordBatch:
         self._ended = True
         self._iterator = None
         return self._ended_batch(records)
 
-    def _ended_batch(self, records: tuple[KinesisRecord, ...]) -> RecordBatch:
+    def _ended_batch(self, records: Sequence[KinesisRecord]) -> RecordBatch:
         return RecordBatch(
             self._shard.shard_id,
             records,

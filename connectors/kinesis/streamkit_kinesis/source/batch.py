@@ -4,15 +4,17 @@ and dead letters (one decoder call per batch), and per-shard progress records
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, overload
 
 from streamkit.streaming.contracts import PartitionProgress
 from streamkit.streaming.decode import RawRecords, decode_off_loop
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.retry import BACKING_OFF
 from streamkit_kinesis.source.positions import END
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Collection, Mapping
 
     import pyarrow as pa
 
@@ -29,16 +31,40 @@ async def decode_taken(
     decoder: Decoder, taken: Mapping[str, Sequence[KinesisRecord]]
 ) -> tuple[pa.Table, pa.Table]:
     """Rows and dead letters of the records taken (partition = shard id, position =
-    sequence number), in one decoder call off the event loop."""
-    payloads: list[bytes] = []
+    sequence number), in one decoder call off the event loop. Columns
+    (:class:`RecordColumns`) go in without a record object: the payloads as one list of
+    ``bytes``, the positions read from the Arrow column only for dead letters."""
+    columns = [RecordColumns.from_records(records) for records in taken.values()]
     partitions: list[str] = []
-    positions: list[str] = []
-    for shard_id, records in taken.items():
-        payloads += [r.data for r in records]
+    for shard_id, records in zip(taken, columns, strict=True):
         partitions += [shard_id] * len(records)
-        positions += [r.sequence_number for r in records]
+    joined = RecordColumns.concat(columns)
+    payloads: list[bytes] = joined.data.to_pylist()
+    positions = ArrowStrings(joined.sequence_numbers)
     decoded = await decode_off_loop(decoder, RawRecords(payloads, partitions, positions))
     return decoded.rows, decoded.dead_letters
+
+
+class ArrowStrings(Sequence[str]):
+    """An Arrow string column read as a sequence (an element built when read)."""
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        self._column = column
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            values: list[str] = self._column.slice(start, max(0, stop - start)).to_pylist()
+            return values[::step]
+        value: str = self._column[i].as_py()
+        return value
 
 
 def batch_progress(

@@ -1,5 +1,9 @@
 """:class:`ShardBuffers`: records the consumer delivered and the engine has not taken yet,
-with the per-shard positions (accepted, handed to the engine, committed, checkpointed)."""
+with the per-shard positions (accepted, handed to the engine, committed, checkpointed).
+
+Records wait as Arrow column chunks (:class:`~streamkit_kinesis.retrieval.record_columns.
+RecordColumns`, one per delivery): accepting, cutting, bounding and taking them costs a
+few vectorised operations per chunk, never a Python object per record."""
 
 from __future__ import annotations
 
@@ -8,12 +12,74 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.source.positions import END, at_or_past, check_position, later
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from streamkit_kinesis.types import KinesisRecord
+
+
+class ChunkQueue:
+    """A shard's queued records: column chunks in shard order, none empty. ``len`` is the
+    record count; iterating yields record objects (tests, debugging only)."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[RecordColumns] = deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def __iter__(self) -> Iterator[KinesisRecord]:
+        for chunk in self.chunks:
+            yield from chunk
+
+    def push(self, chunk: RecordColumns) -> None:
+        """Queue ``chunk`` (nothing for an empty one)."""
+        if len(chunk):
+            self.chunks.append(chunk)
+            self._size += len(chunk)
+
+    def pop(self, n: int) -> RecordColumns:
+        """The first ``n`` records (``n`` <= ``len(self)``), raised so that the last one's
+        KPL aggregate (its sequence number) is not split."""
+        parts: list[RecordColumns] = []
+        left = n
+        while left > 0:
+            parts.append(self._pop_front(left))
+            left -= len(parts[-1])
+        last = parts[-1].sequence_number(-1) if parts else None
+        while last is not None and self.chunks:
+            more = self.chunks[0].same_as_first(last)
+            if not more:
+                break
+            parts.append(self._pop_front(more))
+        return RecordColumns.concat(parts)
+
+    def _pop_front(self, n: int) -> RecordColumns:
+        head = self.chunks[0]
+        if len(head) <= n:
+            self.chunks.popleft()
+        else:
+            self.chunks[0] = head.part(n)
+            head = head.part(0, n)
+        self._size -= len(head)
+        return head
+
+    def count_at_or_before(self, sequence_number: str) -> int:
+        """How many queued records are at or before ``sequence_number``."""
+        total = 0
+        for chunk in self.chunks:
+            found = chunk.count_at_or_before(sequence_number)
+            total += found
+            if found < len(chunk):
+                break
+        return total
 
 
 @dataclass
@@ -26,7 +92,7 @@ class ShardState:
     """
 
     shard_id: str
-    queue: deque[KinesisRecord] = field(default_factory=deque)
+    queue: ChunkQueue = field(default_factory=ChunkQueue)
     accepted: str | None = None
     handed: str | None = None
     committed: str | None = None
@@ -50,7 +116,7 @@ class Taken(NamedTuple):
     """Records handed to the engine for one micro-batch, per shard in shard order;
     ``changed`` also when only a shard's position moved (to SHARD_END)."""
 
-    records: dict[str, list[KinesisRecord]]
+    records: dict[str, RecordColumns]
     changed: bool
 
 
@@ -101,7 +167,8 @@ class ShardBuffers:
             s.ended = position == END
 
     async def accept(self, shard_id: str, records: Iterable[KinesisRecord], lag: int | None) -> int:
-        """Queue ``records`` once there is room; returns how many were new (not re-reads).
+        """Queue ``records`` (in shard order; columns from the readers, else objects, made
+        columns) once there is room; returns how many were new (not re-reads).
 
         Returns 0 without queueing when the source is closing. Cancellation-safe: nothing
         is queued unless the call returns.
@@ -114,15 +181,18 @@ class ShardBuffers:
             await self._space.wait()
         if self.closing:
             return 0
-        floor = -1 if s.accepted is None else (None if s.accepted == END else int(s.accepted))
-        fresh = [r for r in records if floor is not None and int(r.sequence_number) > floor]
-        if fresh:
-            s.queue.extend(fresh)
-            s.accepted = fresh[-1].sequence_number
-            self.count += len(fresh)
+        columns = RecordColumns.from_records(records)
+        if s.accepted == END:
+            columns = columns.part(0, 0)
+        elif s.accepted is not None:
+            columns = columns.part(columns.count_at_or_before(s.accepted))
+        if len(columns):
+            s.queue.push(columns)
+            s.accepted = columns.sequence_number(-1)
+            self.count += len(columns)
             self.data.set()
         s.lag_ms = lag
-        return len(fresh)
+        return len(columns)
 
     def shard_budget(self) -> int:
         """Records one shard may hold queued before its deliveries wait (its share of
@@ -158,14 +228,13 @@ class ShardBuffers:
                 quota[s.shard_id] += n
                 left -= n
             busy = [s for s in busy if ready[s.shard_id] > quota[s.shard_id]]
-        taken: dict[str, list[KinesisRecord]] = {}
+        taken: dict[str, RecordColumns] = {}
         changed = False
         for shard_id, n in quota.items():
             s = self.shards[shard_id]
             if n:
-                whole = _whole_records(s.queue, n)
-                taken[shard_id] = [s.queue.popleft() for _ in range(whole)]
-                s.handed = taken[shard_id][-1].sequence_number
+                taken[shard_id] = s.queue.pop(n)
+                s.handed = taken[shard_id].sequence_number(-1)
                 changed = True
         for s in self.shards.values():
             may_end = (bound is None or bound.get(s.shard_id) == END) and not s.truncated
@@ -190,14 +259,6 @@ class ShardBuffers:
         self._space.set()
 
 
-def _whole_records(queue: deque[KinesisRecord], n: int) -> int:
-    """``n``, raised so that the ``n``-th record's aggregate is not split."""
-    last = queue[n - 1].sequence_number
-    while n < len(queue) and queue[n].sequence_number == last:
-        n += 1
-    return n
-
-
 def _within(state: ShardState, bound: Mapping[str, str] | None) -> int:
     """How many of the shard's queued records may be taken under ``bound``."""
     if bound is None:
@@ -207,5 +268,4 @@ def _within(state: ShardState, bound: Mapping[str, str] | None) -> int:
         return 0
     if limit == END:
         return len(state.queue)
-    last = int(limit)
-    return sum(1 for r in state.queue if int(r.sequence_number) <= last)
+    return state.queue.count_at_or_before(limit)

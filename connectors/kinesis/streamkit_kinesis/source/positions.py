@@ -48,4 +48,7 @@ def up_to(records: Sequence[KinesisRecord], end: str | None) -> int:
     """How many of ``records`` (in shard order) are at or before ``end`` (None: none)."""
     if end is None:
         return 0
+    counted = getattr(records, "count_at_or_before", None)
+    if callable(counted):  # RecordColumns: vectorised, no record object
+        return int(counted(end))
     return bisect_right(records, int(end), key=lambda r: int(r.sequence_number))

@@ -73,7 +73,7 @@ from streamkit_kinesis.source.tips import watched_tips
 from streamkit_kinesis.source.unheld import UnheldShards
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Mapping
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
     from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.owner import OwnerLease, QueryIdentity
@@ -348,7 +348,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         checkpoints SHARD_END. So the run holds exactly the records up to the ends."""
         self._final = dict(target)
 
-    def _kept(self, shard_id: str, records: tuple[KinesisRecord, ...]) -> tuple[KinesisRecord, ...]:
+    def _kept(self, shard_id: str, records: Sequence[KinesisRecord]) -> Sequence[KinesisRecord]:
         """``records`` of ``shard_id`` up to its end in the final target (see :meth:`stop_at`)."""
         final = self._final
         if final is None or not records:
