@@ -16,6 +16,7 @@ its parsed answer is converted to the same columns.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import threading
 from dataclasses import dataclass, replace
@@ -72,11 +73,6 @@ _EVENT = pa.schema(
 """A SubscribeToShardEvent payload: GetRecords' fields, a continuation for an iterator."""
 _RAW_KEY = "StreamkitRawBody"
 _wanted = threading.local()
-
-_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_ALPHABET = np.full(256, 255, dtype=np.uint8)
-_ALPHABET[np.frombuffer(_B64, np.uint8)] = np.arange(64, dtype=np.uint8)
-_ALPHABET[ord("=")] = 0
 
 
 @dataclass(frozen=True)
@@ -309,8 +305,10 @@ def b64decode_column(encoded: pa.StringArray) -> pa.BinaryArray:
     """Standard padded base64 strings -> their bytes, all at once.
 
     Every element is a whole number of 4-character quanta, so the concatenated characters
-    decode quantum by quantum (3 bytes each); the bytes that stand for ``=`` padding are
-    then dropped and each element's new offsets follow from the padding counted before it.
+    decode quantum by quantum (3 bytes each): the ``=`` padding is checked to end its
+    element, replaced by ``A`` (zero bits), the whole buffer decoded by ``binascii`` in
+    strict mode (any character outside the alphabet raises), then the bytes that stood for
+    padding are dropped and each element's new offsets follow from the padding before it.
     """
     if encoded.null_count:
         raise ValueError("a record without Data")
@@ -323,24 +321,25 @@ def b64decode_column(encoded: pa.StringArray) -> pa.BinaryArray:
     rel = (offsets - start).astype(np.int64)
     if len(chars) % 4 or np.any(rel % 4):
         raise ValueError("base64 Data whose length is not a multiple of 4")
-    values = _ALPHABET[chars]
-    if np.any(values == 255):
-        raise ValueError("base64 Data with a character outside the alphabet")
     pad = chars == ord("=")
-    pads = _padding(chars, rel, int(np.count_nonzero(pad)))
+    total = int(np.count_nonzero(pad))
+    pads = _padding(chars, rel, total)
+    if total:
+        chars = chars.copy()
+        chars[pad] = ord("A")
+    try:
+        out = np.frombuffer(binascii.a2b_base64(chars.tobytes(), strict_mode=True), np.uint8)
+    except binascii.Error as e:
+        raise ValueError("base64 Data with a character outside the alphabet") from e
+    if total:  # char 2 of a quantum stands for byte 1, char 3 for byte 2
+        at = np.flatnonzero(pad)
+        keep = np.ones(len(out), bool)
+        keep[at // 4 * 3 + at % 4 - 1] = False
+        out = out[keep]
     pads_before = np.concatenate([[0], np.cumsum(pads)])
-    quanta = values.reshape(-1, 4).astype(np.uint32)
-    joined = (quanta[:, 0] << 18) | (quanta[:, 1] << 12) | (quanta[:, 2] << 6) | quanta[:, 3]
-    out = np.empty((len(joined), 3), np.uint8)
-    out[:, 0] = joined >> 16
-    out[:, 1] = (joined >> 8) & 0xFF
-    out[:, 2] = joined & 0xFF
-    keep = np.ones((len(joined), 3), bool)
-    keep[:, 1:] = ~pad.reshape(-1, 4)[:, 2:]
-    decoded = out[keep]
     new_offsets = (rel // 4 * 3 - pads_before).astype(np.int32)
     return pa.BinaryArray.from_buffers(
-        pa.binary(), len(encoded), [None, pa.py_buffer(new_offsets), pa.py_buffer(decoded)]
+        pa.binary(), len(encoded), [None, pa.py_buffer(new_offsets), pa.py_buffer(out)]
     )
 
 
