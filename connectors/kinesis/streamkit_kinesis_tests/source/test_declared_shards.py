@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from streamkit_kinesis.consumer.metrics import ConsumerMetrics, ShardMetrics
 from streamkit_kinesis.leases.metrics import LeaseMetrics
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.source.batch import declared_shards
 from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.positions import END
@@ -36,7 +37,7 @@ def test_open_and_ended_shards() -> None:
     handed over."""
     buffers = ShardBuffers(100)
     buffers.state("ended").handed = END
-    buffers.state("queued").queue.append(KinesisRecord(b"{}", "k", "1"))
+    buffers.state("queued").queue.push(RecordColumns.from_records([KinesisRecord(b"{}", "k", "1")]))
     metrics = snapshot(
         (
             ShardMetrics("reading", records=5, millis_behind_latest=100),
