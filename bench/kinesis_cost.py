@@ -1,8 +1,9 @@
 """Client CPU per Kinesis record: the bare boto3 GetRecords loop against streamkit's
-columnar GetRecords path and its polling ShardReader, on kinesalite (issue 15 item 1).
+columnar GetRecords path, its polling ShardReader and the query path (the stream source),
+on kinesalite (issue 15 item 1).
 
 Usage:
-    .venv/bin/python bench/kinesis_cost.py [--records 200000] [--reps 3]
+    nice -n 10 .venv/bin/python bench/kinesis_cost.py [--records 200000] [--reps 3]
 
 ``--records`` JSON records of ~97 bytes are put over 4 shards; then each reader reads the
 whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, interleaved
@@ -10,10 +11,19 @@ whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, in
 
 - bare boto3: a thread per shard, plain boto3 ``GetRecords`` (Limit 10,000) until caught up;
 - columnar: the same loop through :func:`get_records_columnar` (raw body, Arrow columns);
-- ShardReader: streamkit's polling reader (columnar answers turned into record objects, as
-  the consumer receives them), all shards concurrently on one event loop.
+- ShardReader: streamkit's polling reader (its batches hold the records as columns), all
+  shards concurrently on one event loop; the records' payload bytes summed per record
+  object, as a record-processor consumer reads them (the objects are built then);
+- query path, raw / JSON: :class:`KinesisStreamSource` as a streaming query drives it
+  (fresh application per run, so a new lease table in LocalStack's DynamoDB, started here;
+  TRIM_HORIZON; default settings): ``open``, then ``next_batch`` and ``commit`` of each
+  batch's offsets until every record is in a batch; timed from ``open`` (lease table
+  creation, first take cycle, consumer, lease renewals included), ``close`` not timed.
+  Decoder: ``RawDecoder`` (rows = the payload column) or ``JsonDecoder`` under the
+  records' schema (rows = 4 parsed columns). Every batch's dead letters must be empty.
 
-Every read must return every record and every payload byte (else the bench fails). Client
+Every read must return every record and every payload byte (the JSON query path: every
+record, as a row) (else the bench fails); MB are the payload MB put. Client
 CPU is this process's CPU time (all threads; kinesalite runs in its own process). Reported:
 medians over reps of rows/s, wall and CPU µs per record and per MB of payload. Writes
 bench/results/kinesis_cost_<UTC time>.json.
@@ -24,27 +34,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.leases import DynamoDBLeaseStore
 from streamkit_kinesis.retrieval.columnar import get_records_columnar
 from streamkit_kinesis.retrieval.polling import ShardReader
 from streamkit_kinesis.shards import list_shards_blocking
+from streamkit_kinesis.source import KinesisStreamSource
 from streamkit_kinesis.types import TRIM_HORIZON
 
 from streamkit.config import AwsEndpoint
-from streamkit.testing.servers import start_kinesalite
+from streamkit.streaming.decode import Decoder, JsonDecoder, RawDecoder
+from streamkit.testing.servers import start_kinesalite, start_localstack
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARDS = 4
 BARE, COLUMNAR, READER = "bare boto3", "columnar GetRecords", "streamkit ShardReader"
+RAW, JSON = "query path, raw decoder", "query path, JSON decoder"
+SCHEMA = pa.schema(
+    [("id", pa.int64()), ("user", pa.string()), ("action", pa.string()), ("ts", pa.string())]
+)
 
 
 def log(message: str) -> None:
@@ -118,21 +139,82 @@ async def reader_loop(client: Any, stream: str) -> tuple[int, int]:
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
-def measure(name: str, client: Any, stream: str) -> dict[str, float]:
+async def source_loop(
+    endpoint: AwsEndpoint, leases: AwsEndpoint, stream: str, decoder: Decoder, n: int
+) -> tuple[int, int]:
+    """The stream source as a query drives it, until ``n`` records are in batches; the
+    payload bytes are summed from the decoded rows (raw) or counted as records (JSON)."""
+    app = f"cost-{uuid.uuid4().hex[:8]}"
+    source = KinesisStreamSource(stream, app, endpoint, decoder, lease_endpoint=leases)
+    count = size = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        await source.open(None)
+        consumer = source.consumer
+        assert consumer is not None
+        _opened.update(
+            open_wall=time.perf_counter() - wall,
+            open_cpu=time.process_time() - cpu,
+            read_at_open=sum(s.records for s in consumer.metrics().shards),
+        )
+        while count < n:
+            batch = await source.next_batch(1.0)
+            if batch is None:
+                continue
+            if batch.dead_letters.num_rows:
+                raise RuntimeError(f"dead letters: {batch.dead_letters.slice(0, 3)}")
+            count += batch.rows.num_rows
+            if "data" in batch.rows.column_names:
+                size += int(pc.sum(pc.binary_length(batch.rows.column("data"))).as_py() or 0)
+            await source.commit(batch.end_offsets)
+    finally:
+        wall, cpu = time.perf_counter(), time.process_time()
+        await source.close()
+        await DynamoDBLeaseStore(leases, app).delete_table()
+        _untimed.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return count, size
+
+
+_untimed: list[tuple[float, float]] = []
+_opened: dict[str, float] = {}
+
+
+def measure(
+    name: str, client: Any, stream: str, leases: AwsEndpoint | None = None, n: int = 0
+) -> dict[str, float]:
     """One read of the whole stream by ``name`` on ``client`` (created once, untimed)."""
+    _untimed.clear()
+    _opened.clear()
     wall, cpu = time.perf_counter(), time.process_time()
     if name == READER:
         records, size = asyncio.run(reader_loop(client, stream))
+    elif name in (RAW, JSON):
+        assert leases is not None
+        decoder: Decoder = RawDecoder() if name == RAW else JsonDecoder(SCHEMA)
+        records, size = asyncio.run(source_loop(client, leases, stream, decoder, n))
     else:
         records, size = thread_loop(client, stream, columnar=name == COLUMNAR)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"records": records, "bytes": size, "wall": wall, "cpu": cpu}
+    for w, c in _untimed:  # the source's close and lease table drop
+        wall, cpu = wall - w, cpu - c
+    run = {"records": records, "bytes": size, "wall": wall, "cpu": cpu, **_opened}
+    if _opened:  # past open: the steady state (records read during open counted out)
+        run["read_cpu"] = cpu - _opened["open_cpu"]
+        run["read_wall"] = wall - _opened["open_wall"]
+    return run
 
 
-def summary(runs: list[dict[str, float]]) -> dict[str, float]:
+def summary(runs: list[dict[str, float]], payload: int) -> dict[str, float]:
     med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu")}
-    records, mb = runs[0]["records"], runs[0]["bytes"] / 1e6
-    return {
+    records, mb = runs[0]["records"], payload / 1e6
+    extra: dict[str, float] = {}
+    if "open_cpu" in runs[0]:
+        for k in ("open_cpu", "open_wall", "read_cpu", "read_wall", "read_at_open"):
+            extra[k] = statistics.median(r[k] for r in runs)
+        after = records - extra["read_at_open"]
+        extra["read_cpu_us_per_record"] = extra["read_cpu"] / after * 1e6
+        extra["read_cpu_ms_per_mb"] = extra["read_cpu"] / (mb * after / records) * 1e3
+    return extra | {
         "rows_per_s": records / med["wall"],
         "wall_us_per_record": med["wall"] / records * 1e6,
         "cpu_us_per_record": med["cpu"] / records * 1e6,
@@ -144,9 +226,9 @@ def summary(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
-    names = [BARE, COLUMNAR, READER]
-    with start_kinesalite() as kinesalite:
-        endpoint = kinesalite.endpoint
+    names = [BARE, COLUMNAR, READER, RAW, JSON]
+    with start_kinesalite() as kinesalite, start_localstack() as localstack:
+        endpoint, leases = kinesalite.endpoint, localstack.endpoint
         admin = StreamAdmin(endpoint, poll_interval=0.1)
         stream = f"cost-{int(time.time())}"
         asyncio.run(admin.create_stream(stream, SHARDS))
@@ -155,19 +237,23 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         plain = endpoint.client("kinesis", max_pool_connections=SHARDS * 2)
         hooked = kinesis_client(endpoint, max_pool_connections=SHARDS * 2)
-        clients = {BARE: plain, COLUMNAR: hooked, READER: hooked}
+        clients: dict[str, Any] = {BARE: plain, COLUMNAR: hooked, READER: hooked}
+        clients[RAW] = clients[JSON] = endpoint
         for name in names:  # warm-up, untimed: imports, first-use initialisation, connections
-            measure(name, clients[name], stream)
+            measure(name, clients[name], stream, leases, args.records)
+        result["load_before"] = os.getloadavg()
         for rep in range(args.reps):
             for k in range(len(names)):
                 name = names[(rep + k) % len(names)]
-                run = measure(name, clients[name], stream)
-                if (run["records"], run["bytes"]) != (args.records, expected_bytes):
+                run = measure(name, clients[name], stream, leases, args.records)
+                size = expected_bytes if name != JSON else 0
+                if (run["records"], run["bytes"]) != (args.records, size):
                     raise RuntimeError(f"{name} read {run}, expected {args.records} records")
                 log(f"rep {rep} {name}: {run}")
                 runs[name].append(run)
+        result["load_after"] = os.getloadavg()
     result["payload_bytes"] = expected_bytes
-    result["readers"] = {n: summary(r) for n, r in runs.items()}
+    result["readers"] = {n: summary(r, expected_bytes) for n, r in runs.items()}
     return result
 
 
@@ -183,6 +269,22 @@ def report(result: dict[str, Any]) -> str:
             f"{s['cpu_us_per_record']:.2f} | {s['cpu_ms_per_mb']:.1f} | "
             f"{base / s['cpu_us_per_record']:.1f}x less |"
         )
+        if "read_cpu" in s:
+            lines.append(
+                f"| {name}, past open | | | {s['read_cpu_us_per_record']:.2f} | "
+                f"{s['read_cpu_ms_per_mb']:.1f} | "
+                f"{base / s['read_cpu_us_per_record']:.1f}x less |"
+            )
+    opened = [(n, s) for n, s in result["readers"].items() if "open_cpu" in s]
+    for name, s in opened:
+        lines.append(
+            f"\n{name}: open (lease table, clients, first take) {s['open_cpu']:.3f} CPU s, "
+            f"{s['open_wall']:.2f} s wall; {s['read_at_open']:.0f} records read during it"
+        )
+    lines.append(
+        f"\nload average (1, 5, 15 min) before the timed reps {result['load_before']}, "
+        f"after {result['load_after']}"
+    )
     return "\n".join(lines)
 
 
