@@ -53,8 +53,10 @@ class ConsumedBatch:
 
     @property
     def records(self) -> tuple[KinesisRecord, ...]:
-        """The records (raw payloads with partition key and sequence number)."""
-        return self.batch.records
+        """The records (raw payloads with partition key and sequence number), as objects
+        (built here, once, when the reader handed them on as columns)."""
+        records = self.batch.records
+        return records if isinstance(records, tuple) else tuple(records)
 
     @property
     def first_sequence_number(self) -> str:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.positions import END
 from streamkit_kinesis.types import KinesisRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 def record(seq: int) -> KinesisRecord:
@@ -21,7 +25,7 @@ async def filled() -> ShardBuffers:
     return buffers
 
 
-def seqs(taken: dict[str, list[KinesisRecord]]) -> dict[str, list[str]]:
+def seqs(taken: Mapping[str, Sequence[KinesisRecord]]) -> dict[str, list[str]]:
     return {k: [r.sequence_number for r in v] for k, v in taken.items()}
 
 
