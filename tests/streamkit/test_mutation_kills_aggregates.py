@@ -588,3 +588,44 @@ def test_hll_build_with_keys_too_wide_to_code_densely() -> None:
         cell = (0 if k == 0 else 1, h >> (64 - p))
         expected[cell] = max(expected[cell], min(64 - rest.bit_length() + 1, 64 - p + 1))
     assert got.tolist() == expected.tolist()
+
+
+def compact_by_hand(items: list[tuple[int, float, int]], k: int) -> list[tuple[int, float, int]]:
+    """KLL compaction as the kll module docstring states it, in plain Python: per round,
+    every buffer (group, level) over ``k`` is sorted; with an odd count its largest item
+    stays; the others at odd or even ranks (coin: the smallest hash of the buffer's values
+    plus the level, mod 2) move up a level, the rest are dropped. Only the coin's hash
+    comes from Polars (the seeded hash is the documented pseudo-random source)."""
+    buffers: dict[tuple[int, int], list[float]] = {}
+    for g, v, level in items:
+        buffers.setdefault((g, level), []).append(v)
+    while any(len(values) > k for values in buffers.values()):
+        after: dict[tuple[int, int], list[float]] = {}
+        for (g, level), values in buffers.items():
+            if len(values) <= k:
+                after.setdefault((g, level), []).extend(values)
+                continue
+            ordered = sorted(values)
+            hashes = pl.Series(ordered).hash(kll.SEED)
+            coin = (int(hashes.min()) + level) % 2  # type: ignore[arg-type]
+            if len(ordered) % 2:
+                after.setdefault((g, level), []).append(ordered.pop())
+            up = [v for rank, v in enumerate(ordered) if rank % 2 == coin]
+            after.setdefault((g, level + 1), []).extend(up)
+        buffers = after
+    return sorted((g, v, level) for (g, level), values in buffers.items() for v in values)
+
+
+def test_kll_compaction_of_several_groups_and_full_levels_at_once_matches_the_rules() -> None:
+    # two groups; group 0 has levels 0 and 1 over k in the same round (as after merging
+    # partial sketches), odd and even counts; group 1 is over k at level 0 only; a few
+    # seeds, so that the coins of different buffers differ somewhere
+    for seed in range(6):
+        rng = random.Random(seed)
+        items = [(0, float(rng.randrange(1000)), 0) for _ in range(11)]
+        items += [(0, float(rng.randrange(1000)), 1) for _ in range(8)]
+        items += [(1, float(rng.randrange(1000)), 0) for _ in range(9)]
+        items += [(1, float(rng.randrange(1000)), 1) for _ in range(2)]
+        schema = {kll.G: pl.UInt32, kll.V: pl.Float64, kll.L: pl.UInt8}
+        long = pl.DataFrame(items, schema=schema, orient="row")
+        assert sorted(kll.compact(long, 4).iter_rows()) == compact_by_hand(items, 4), seed
