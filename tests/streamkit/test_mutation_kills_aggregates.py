@@ -629,3 +629,16 @@ def test_kll_compaction_of_several_groups_and_full_levels_at_once_matches_the_ru
         schema = {kll.G: pl.UInt32, kll.V: pl.Float64, kll.L: pl.UInt8}
         long = pl.DataFrame(items, schema=schema, orient="row")
         assert sorted(kll.compact(long, 4).iter_rows()) == compact_by_hand(items, 4), seed
+
+
+def test_an_aggregation_over_exactly_two_chunks_counts_both_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("streamkit.io.CHUNK_ROWS", 2)  # an in-memory table: 2 rows a chunk
+    both = pa.table(
+        {"k": pa.array([1, 2, 1, 3], pa.int64()), "v": pa.array([10, 20, 5, 7], pa.int32())}
+    )
+    grouped = sk.from_arrow(both).group_by("k").agg(sk.count().alias("n"), sk.sum("v").alias("s"))
+    # by hand: key 1 in both chunks (10 + 5), keys 2 and 3 once each
+    assert sorted(frame(grouped).rows()) == [(1, 2, 15), (2, 1, 20), (3, 1, 7)]
+    assert frame(sk.from_arrow(both).agg(sk.count().alias("n"))).rows() == [(4,)]
