@@ -92,3 +92,17 @@ def test_any_positive_idle_timeout_is_accepted_and_zero_is_refused() -> None:
     for bad in (0.0, -1.0):
         with pytest.raises(ConfigError, match="idle_timeout"):
             PartitionWatermarks(idle_timeout=bad)
+
+
+def test_a_restore_ends_the_wait_of_restored_partitions_only() -> None:
+    clock = Clock()
+    marks = PartitionWatermarks("min", idle_timeout=IDLE, clock=clock)
+    marks.declare(["a"])
+    marks.restore({"a": 100})  # a restored partition counts as active now: no wait
+    assert marks.basis() == 100
+    marks = PartitionWatermarks("min", idle_timeout=IDLE, clock=clock)
+    marks.declare(["a", "b"])  # the source reads a and b; b has no row yet
+    marks.restore({"a": 100})  # the checkpoint knows only a
+    assert marks.basis() is None  # b still holds W back until it delivers (or idles)
+    clock.now = IDLE  # idle_timeout after b's declaration: b stops holding
+    assert marks.basis() == 100
