@@ -69,6 +69,32 @@ def test_sparks_global_policy_drops_the_slow_rows() -> None:
     assert q.watermark == us(97)
 
 
+def test_a_sliding_row_half_late_joins_only_its_open_windows_in_append_mode() -> None:
+    empty = pa.table({"t": pa.array([], pa.timestamp("us", "UTC"))})
+    df = sk.from_arrow(empty).with_watermark("t", "5 minutes")
+    window = sk.window("t", "10 minutes", "5 minutes")
+    plan = df.group_by(window).agg(sk.count().alias("n")).plan
+    q = IncrementalQuery(plan, "append", watermarks=PartitionWatermarks("global"))
+    # 10-minute windows every 5 minutes. Batch 1 (rows at 2, 17): W = 17 - 5 = 12, in
+    # force from batch 2, which closes [-5, 5) and [0, 10) (1 row each). Batch 3's row at
+    # 7 is in [0, 10) (closed) and [5, 15) (open at 12): it joins [5, 15) only; [0, 10)
+    # is not emitted a second time. Batch 4 (row at 40) makes W 35, in force in batch 5,
+    # which closes [5, 15) (the row at 7), [10, 20) and [15, 25) (rows at 17, 18).
+    outputs = [q.run(*rows).output for rows in (
+        batch(("p", 2), ("p", 17)),
+        batch(("p", 18)),
+        batch(("p", 7)),
+        batch(("p", 40)),
+        batch(("p", 41)),
+    )]  # fmt: skip
+    emitted = sorted(
+        ((r["window"]["start"] - T0) // timedelta(minutes=1), r["n"])
+        for out in outputs
+        for r in out.iter_rows(named=True)
+    )
+    assert emitted == [(-5, 1), (0, 1), (5, 1), (10, 2), (15, 2)]
+
+
 def test_a_declared_partition_holds_the_watermark_before_its_first_row() -> None:
     q = query("min")
     # slow is declared (held by the source) but its first rows come in batch 3. W stays
