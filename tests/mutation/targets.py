@@ -81,6 +81,7 @@ ENGINE = Group(
                 "tests/streamkit/test_dedup_plan.py",
                 "tests/streamkit/test_mutation_kills_incremental.py",
                 f"{_STREAMING}/test_transform_state.py",
+                f"{_STREAMING}/test_transform_chain.py",
             ),
         ),
         Module(
