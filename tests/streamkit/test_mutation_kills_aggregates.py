@@ -642,3 +642,11 @@ def test_an_aggregation_over_exactly_two_chunks_counts_both_once(
     # by hand: key 1 in both chunks (10 + 5), keys 2 and 3 once each
     assert sorted(frame(grouped).rows()) == [(1, 2, 15), (2, 1, 20), (3, 1, 7)]
     assert frame(sk.from_arrow(both).agg(sk.count().alias("n"))).rows() == [(4,)]
+
+
+def test_grouped_results_come_sorted_by_key_with_the_null_key_last() -> None:
+    keys = [7, None, 3, 9, 3, 1, 8, 2, 6, 5, 4, 0]
+    rows = pa.table({"k": pa.array(keys, pa.int64()), "v": pa.array(range(12), pa.int32())})
+    got = frame(sk.from_arrow(rows).group_by("k").agg(sk.count().alias("n"))).rows()
+    # by hand: keys 0-9 in order (3 twice), then the null key
+    assert got == [(k, 2 if k == 3 else 1) for k in range(10)] + [(None, 1)]
