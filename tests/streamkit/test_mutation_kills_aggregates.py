@@ -650,3 +650,11 @@ def test_grouped_results_come_sorted_by_key_with_the_null_key_last() -> None:
     got = frame(sk.from_arrow(rows).group_by("k").agg(sk.count().alias("n"))).rows()
     # by hand: keys 0-9 in order (3 twice), then the null key
     assert got == [(k, 2 if k == 3 else 1) for k in range(10)] + [(None, 1)]
+
+
+def test_a_key_with_one_value_and_nulls_still_sorts_its_null_group_last() -> None:
+    rows = pa.table(
+        {"a": pa.array([1, None, 1, 1], pa.int64()), "b": pa.array([3, 1, 2, 3], pa.int64())}
+    )
+    got = frame(sk.from_arrow(rows).group_by("a", "b").agg(sk.count().alias("n"))).rows()
+    assert got == [(1, 2, 1), (1, 3, 2), (None, 1, 1)]  # by a (nulls last), then b
