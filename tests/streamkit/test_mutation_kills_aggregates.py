@@ -658,3 +658,9 @@ def test_a_key_with_one_value_and_nulls_still_sorts_its_null_group_last() -> Non
     )
     got = frame(sk.from_arrow(rows).group_by("a", "b").agg(sk.count().alias("n"))).rows()
     assert got == [(1, 2, 1), (1, 3, 2), (None, 1, 1)]  # by a (nulls last), then b
+
+
+def test_string_keys_are_sorted_too() -> None:
+    rows = pa.table({"s": pa.array(["pear", "apple", "fig", "apple", "kiwi"])})
+    got = frame(sk.from_arrow(rows).group_by("s").agg(sk.count().alias("n"))).rows()
+    assert got == [("apple", 2), ("fig", 1), ("kiwi", 1), ("pear", 1)]
