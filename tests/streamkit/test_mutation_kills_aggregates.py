@@ -27,6 +27,7 @@ from streamkit.aggregates.count import Count
 from streamkit.aggregates.minmax import Max, Min
 from streamkit.aggregates.sum import Sum
 from streamkit.errors import SchemaError
+from streamkit.execute import aggregate_spec
 
 SCHEMA = {
     "k": pa.int64(),
@@ -664,3 +665,60 @@ def test_string_keys_are_sorted_too() -> None:
     rows = pa.table({"s": pa.array(["pear", "apple", "fig", "apple", "kiwi"])})
     got = frame(sk.from_arrow(rows).group_by("s").agg(sk.count().alias("n"))).rows()
     assert got == [("apple", 2), ("fig", 1), ("kiwi", 1), ("pear", 1)]
+
+
+def _keyed() -> Any:
+    """The plan node of ``group_by("k").agg(count, sum("v"))``."""
+    from streamkit.plan import Aggregate
+
+    empty = sk.from_arrow(pa.table({"k": pa.array([], pa.int64()), "v": pa.array([], pa.int64())}))
+    node = empty.group_by("k").agg(sk.count().alias("n"), sk.sum("v").alias("s")).plan
+    assert isinstance(node, Aggregate)
+    return node
+
+
+def _states(node: Any, spec: Any, rows: list[tuple[int, int]]) -> pl.DataFrame:
+    """The partial states of ``rows`` (k, v), one per key, sorted by key."""
+    from streamkit import aggregate as K
+    from streamkit.execute import aggregate_rows, compile_plan, given
+
+    data = pl.DataFrame({"k": [k for k, _ in rows], "v": [v for _, v in rows]})
+    lazy = compile_plan(node.input, None, set(), given(data))
+    states = K.partial(aggregate_rows(lazy, node, spec), spec)
+    return K.sort_groups(states, spec.state_keys)
+
+
+def test_combine_adds_two_frames_of_states_row_by_row_without_a_group_by() -> None:
+    """``aggregate.combine`` of two state frames of the same keys (same columns and types)
+    is their merge: counts and sums added per key, not None (the regroup fallback)."""
+    from streamkit import aggregate as K
+
+    node = _keyed()
+    spec = aggregate_spec(node)
+    first, second = [(1, 5), (2, 7), (1, 1), (3, 2)], [(2, 10), (3, 4), (1, 3), (3, 1)]
+    old, new = _states(node, spec, first), _states(node, spec, second)
+    got = K.combine(old, new, spec)
+    assert got is not None, "combine fell back to a regroup for counts and sums"
+    want: dict[int, list[int]] = {}
+    for k, v in first + second:
+        want.setdefault(k, [0, 0])
+        want[k][0] += 1
+        want[k][1] += v
+    out = K.finalize(got, spec)
+    assert sorted(zip(out["k"], out["n"], out["s"], strict=True)) == [
+        (k, n, s) for k, (n, s) in sorted(want.items())
+    ]
+
+
+def test_combine_refuses_frames_that_are_not_the_specs_state_or_differ_in_types() -> None:
+    """None (the caller regroups) when the frames hold a column the state has not, even
+    when both frames agree, and when the two frames' types differ."""
+    from streamkit import aggregate as K
+
+    node = _keyed()
+    spec = aggregate_spec(node)
+    old = _states(node, spec, [(1, 5), (2, 7)])
+    extra = pl.lit(1).alias("extra")
+    assert K.combine(old.with_columns(extra), old.with_columns(extra), spec) is None
+    wider = old.with_columns(pl.col(c).cast(pl.Float64) for c in old.columns if c != "k")
+    assert K.combine(old, wider, spec) is None
