@@ -708,6 +708,8 @@ def test_combine_adds_two_frames_of_states_row_by_row_without_a_group_by() -> No
     assert sorted(zip(out["k"], out["n"], out["s"], strict=True)) == [
         (k, n, s) for k, (n, s) in sorted(want.items())
     ]
+    rows = sorted(zip(got["k"], got[K.ROWS], strict=True))  # the hidden row count, too
+    assert rows == [(k, n) for k, (n, _) in sorted(want.items())]
 
 
 def test_combine_refuses_frames_that_are_not_the_specs_state_or_differ_in_types() -> None:
