@@ -252,10 +252,14 @@ class SourceTask(BaseRecordProcessor):
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Run what an exact re-read still holds; with an exchange, send the shard's end
         (:meth:`_send_end`); then checkpoint SHARD_END. A task whose claim was refused
-        while it kept the lease raises the refusal instead: checkpointing SHARD_END would
-        skip the shard's records unprocessed (the worker fails, as :mod:`.refusals` would)."""
+        while it kept the lease never returns (checkpointing SHARD_END would skip the
+        shard's records unprocessed): in a race with a newer owner the consumer cancels
+        it when it finds the lease lost; with the fence ahead, :mod:`.refusals` stops the
+        worker, which drops it. Raising here would stop a worker that merely lost a race."""
         if self.refused is not None:
-            raise self.refused
+            log.info("source task %s: shard end held until its refused claim is settled (%s)",
+                     self.shard, self.refused)  # fmt: skip
+            await asyncio.Event().wait()  # until cancelled (see above)
         self._gone()
         if self.lost:
             return
