@@ -297,8 +297,18 @@ class S3CheckpointStore:
         """Compare-and-swap with S3 conditional writes: ``PutObject`` with
         ``If-None-Match: *`` when ``expected`` is None, else ``GetObject``, compare the
         content, and ``PutObject`` with ``If-Match`` its ETag; True if written. Of two
-        racing writers exactly one wins (AWS since 2024; LocalStack 4.9.2 enforces both)."""
+        racing writers exactly one wins (AWS since 2024; LocalStack 4.9.2 enforces both).
+        A refused put whose key already holds ``data`` counts as written: it is botocore's
+        retry of this very put, which landed but whose answer was lost (the bodies written
+        here name their writer, so another writer's bytes are never equal)."""
         key = self._key(relative_path)
+
+        def holds_data() -> bool:
+            try:
+                body: bytes = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except self._s3.exceptions.NoSuchKey:
+                return False
+            return body == data
 
         def swap(attempt: int) -> bool:
             condition: dict[str, str] = {"IfNoneMatch": "*"}
@@ -320,7 +330,7 @@ class S3CheckpointStore:
             except self._s3.exceptions.ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                    return False
+                    return holds_data()
                 raise
             return True
 

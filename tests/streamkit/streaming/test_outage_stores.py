@@ -156,3 +156,42 @@ def test_s3_store_still_fails_fast_when_built_against_a_dead_endpoint(
     with pytest.raises(StoreUnreachableError, match="cannot reach the S3 endpoint"):
         S3CheckpointStore(f"s3://{bucket}/ck", endpoint)
     assert time.monotonic() - started < 30
+
+
+class RetriedPuts:
+    """The store's real S3 ``put_object``, each conditional call sent twice while
+    ``armed``: the first lands and its answer is dropped, the second is what botocore's
+    own retry of a lost answer sends, and its answer (a 412 from the server) is returned."""
+
+    def __init__(self, store: S3CheckpointStore) -> None:
+        self.put = store._s3.put_object
+        self.armed = True
+        store._s3.put_object = self
+
+    def __call__(self, **kwargs: Any) -> Any:
+        conditional = "IfMatch" in kwargs or "IfNoneMatch" in kwargs
+        if self.armed and conditional:
+            self.put(**kwargs)  # landed; the answer is lost on the way back
+        return self.put(**kwargs)
+
+
+@pytest.mark.integration
+@pytest.mark.localstack
+def test_s3_swap_whose_answer_was_lost_and_retried_by_botocore_counts_as_written(
+    localstack_endpoint: AwsEndpoint, bucket: str
+) -> None:
+    """A conditional put that landed but whose answer was lost, retried by botocore and
+    refused (412) because of its own write, is a success; another writer's content still
+    refuses the swap (a fence would otherwise refuse its own claim and fail the worker)."""
+    store = S3CheckpointStore(f"s3://{bucket}/lost-answer", localstack_endpoint)
+    direct = S3CheckpointStore(f"s3://{bucket}/lost-answer", localstack_endpoint)
+    retried = RetriedPuts(store)
+    assert store.swap_bytes("fence", None, b"epoch 1 worker a") is True  # If-None-Match
+    assert direct.read_bytes("fence") == b"epoch 1 worker a"
+    assert store.swap_bytes("fence", b"epoch 1 worker a", b"epoch 2 worker a") is True  # If-Match
+    assert direct.read_bytes("fence") == b"epoch 2 worker a"
+    retried.armed = False
+    assert direct.swap_bytes("fence", b"epoch 2 worker a", b"epoch 3 worker b") is True
+    assert store.swap_bytes("fence", b"epoch 2 worker a", b"epoch 3 worker a") is False
+    assert store.swap_bytes("fence", None, b"epoch 4 worker a") is False
+    assert direct.read_bytes("fence") == b"epoch 3 worker b"
