@@ -19,13 +19,17 @@ END = Sentinel.SHARD_END.value
 
 
 def check_position(shard_id: str, value: str) -> str:
-    """``value`` if it is a valid offset (decimal sequence number or SHARD_END)."""
-    if value != END and not value.isdigit():
+    """``value`` if it is a valid offset (decimal sequence number or SHARD_END), in
+    Kinesis's canonical form (no leading zeros): positions are compared by length, then
+    text, which orders canonical decimals only."""
+    if value == END:
+        return value
+    if not (value.isascii() and value.isdigit()):
         raise ConfigError(
             f"offset {value!r} of shard {shard_id} is neither a sequence number nor "
             f"{END}; the checkpoint does not come from a Kinesis stream source"
         )
-    return value
+    return str(int(value))
 
 
 def at_or_past(position: str | None, target: str | None) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import pytest
 from streamkit_kinesis.source.buffers import ShardBuffers
 from streamkit_kinesis.source.positions import END
 from streamkit_kinesis.types import KinesisRecord
+
+from streamkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -103,3 +106,16 @@ async def test_a_truncated_shard_never_hands_out_or_drains_to_shard_end() -> Non
     state = buffers.state("shard-b")
     state.committed = state.accepted
     assert not state.drained
+
+
+async def test_a_resumed_offset_with_leading_zeros_is_read_as_its_number() -> None:
+    """An offsets log edited to ``007``: the records after sequence number 7 are new (a
+    text comparison by length would call 8 and 9 re-reads); non-ASCII digits are refused."""
+    buffers = ShardBuffers(capacity=100)
+    buffers.resume({"shard-a": "007"})
+    assert buffers.known("shard-a") == "7"
+    added = await buffers.accept("shard-a", [record(s) for s in (7, 8, 9, 10)], lag=0)
+    assert added == 3
+    assert seqs(buffers.take(100).records) == {"shard-a": ["8", "9", "10"]}
+    with pytest.raises(ConfigError, match="neither a sequence number"):
+        ShardBuffers(capacity=100).resume({"shard-a": "\u00b2"})
