@@ -187,7 +187,11 @@ async def _zombie_resumes(fleet: Fleet, zombie: Worker, shard: str, bid: int, st
         f"the zombie's worker claimed the task again before its stale commit was refused: "
         f"{again}, refusal at {refused}"
     )
-    assert _resumed(zombie), zombie.lines
+    # its stdout line and the log's refusal travel apart (a pipe read by a task of this
+    # loop, a file): the refusal may be seen first
+    await until(
+        f"the zombie's 'fault: resumed' line (has {zombie.lines})", lambda: _resumed(zombie), 60
+    )
     late = [b for b in _stale_batches(fleet, shard, stale) if b > bid]
     assert not late, f"the refused owner wrote batches {late} into its stale folder"
     after = _task_files(fleet.out, shard, bid)
