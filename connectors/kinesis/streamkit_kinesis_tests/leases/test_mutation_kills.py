@@ -80,7 +80,10 @@ async def test_a_checkpoint_confirms_the_lease_as_of_when_the_write_was_sent() -
     assert entry.lease.checkpoint == ExtendedSequenceNumber("100")
 
 
-async def test_a_lost_checkpoint_reports_the_stores_reason_in_the_lost_event() -> None:
+async def _stolen_then(method: str) -> InMemoryLeaseStore:
+    """Lease "a" held here, taken by "thief", then ``Checkpointer.<method>("150")``: it
+    raises LeaseLostError, the LOST event carries the store's reason (naming the thief)
+    and the lease is dropped; returns the store."""
     clock = FakeClock()
     store, held = InMemoryLeaseStore(), HeldLeases(clock)
     events: list[LeaseEvent] = []
@@ -90,11 +93,16 @@ async def test_a_lost_checkpoint_reports_the_stores_reason_in_the_lost_event() -
     assert current is not None
     await store.take_lease(current, "thief")
     with pytest.raises(LeaseLostError) as raised:
-        await Checkpointer(store, held, "a").checkpoint("150")
+        await getattr(Checkpointer(store, held, "a"), method)("150")
     lost = [e for e in events if e.kind is LeaseEventKind.LOST]
     assert [(e.shard_id, e.reason) for e in lost] == [("a", str(raised.value))]
     assert "thief" in lost[0].reason
     assert held.get("a") is None
+    return store
+
+
+async def test_a_lost_checkpoint_reports_the_stores_reason_in_the_lost_event() -> None:
+    await _stolen_then("checkpoint")
 
 
 async def test_a_backward_checkpoint_names_the_shard() -> None:
@@ -150,20 +158,7 @@ async def test_a_prepared_checkpoint_is_stored_timed_and_confirms_as_of_the_send
 
 
 async def test_a_lost_prepare_drops_the_lease_with_the_stores_reason_and_writes_nothing() -> None:
-    clock = FakeClock()
-    store, held = InMemoryLeaseStore(), HeldLeases(clock)
-    events: list[LeaseEvent] = []
-    held.add_listener(events.append)
-    await held_by_me(store, held, "a")
-    current = await store.get_lease("a")
-    assert current is not None
-    await store.take_lease(current, "thief")
-    with pytest.raises(LeaseLostError) as raised:
-        await Checkpointer(store, held, "a").prepare_checkpoint("150")
-    lost = [e for e in events if e.kind is LeaseEventKind.LOST]
-    assert [(e.shard_id, e.reason) for e in lost] == [("a", str(raised.value))]
-    assert "thief" in lost[0].reason
-    assert held.get("a") is None
+    store = await _stolen_then("prepare_checkpoint")
     stored = await store.get_lease("a")
     assert stored is not None
     assert stored.pending_checkpoint is None
