@@ -125,9 +125,9 @@ class AggregationTask(BaseRecordProcessor):
         self._sources = sources
         """The source shards the fleet watermark waits for (the unfinished source leases)."""
         self._unsettled = unsettled
+        """Source shards whose lease is changing hands: never taken for idle."""
         self._refusals = refusals
         """Where a claim refused while the lease is held goes (None: only logged)."""
-        """Source shards whose lease is changing hands: never taken for idle."""
         self.shard = ""
         self.stage: AggregationStage | None = None
         """The engine, once the task is claimed and restored."""
