@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, overload
 
+import pyarrow as pa
+
 from streamkit.streaming.contracts import PartitionProgress
 from streamkit.streaming.decode import RawRecords, decode_off_loop
 from streamkit_kinesis.retrieval.record_columns import RecordColumns
@@ -15,8 +17,6 @@ from streamkit_kinesis.source.positions import END
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
-
-    import pyarrow as pa
 
     from streamkit.streaming.decode import Decoder
     from streamkit_kinesis.consumer import KinesisConsumer
@@ -33,12 +33,11 @@ async def decode_taken(
     """Rows and dead letters of the records taken (partition = shard id, position =
     sequence number), in one decoder call off the event loop. Columns
     (:class:`RecordColumns`) go in without a record object: the payloads as one list of
-    ``bytes``, the positions read from the Arrow column only for dead letters."""
-    columns = [RecordColumns.from_records(records) for records in taken.values()]
-    partitions: list[str] = []
-    for shard_id, records in zip(taken, columns, strict=True):
-        partitions += [shard_id] * len(records)
-    joined = RecordColumns.concat(columns)
+    ``bytes``, the shard ids and positions read from Arrow columns only for dead letters."""
+    columns = {shard: RecordColumns.from_records(records) for shard, records in taken.items()}
+    shards = [pa.repeat(pa.scalar(s, pa.string()), len(c)) for s, c in columns.items()]
+    partitions = ArrowStrings(pa.chunked_array(shards, pa.string()))
+    joined = RecordColumns.concat(list(columns.values()))
     payloads: list[bytes] = joined.data.to_pylist()
     positions = ArrowStrings(joined.sequence_numbers)
     decoded = await decode_off_loop(decoder, RawRecords(payloads, partitions, positions))
