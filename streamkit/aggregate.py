@@ -102,9 +102,8 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
 
 
 def _group(frame: pl.LazyFrame, group: list[str], exprs: list[pl.Expr]) -> pl.LazyFrame:
-    if group:
-        return frame.group_by(group).agg(exprs)
-    return frame.select(exprs)
+    """``exprs`` per ``group`` (never empty: a keyless query groups by ``GLOBAL``)."""
+    return frame.group_by(group).agg(exprs)
 
 
 def _assign(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
