@@ -13,6 +13,11 @@ starts "not supported on a fleet yet: ..." and names the construct):
   after it. The source part (:attr:`FleetPlan.below`) runs in source tasks down to partial
   states; the aggregation part (merge, eviction, emission, :attr:`FleetPlan.above`) runs
   in aggregation tasks;
+- **stream-static joins** (Spark's: the stream on the side an outer join preserves) in a
+  stateless plan or below the aggregation / ``drop_duplicates``: the static side is the
+  same in every source task, so each source task joins its own rows, with the
+  single-process engine's pinned snapshot per batch (:attr:`FleetPlan.static`); a join of
+  two streams, and a join above the stateful operator, are refused;
 - **one** ``drop_duplicates`` (or ``drop_duplicates_within_watermark``) over one stream,
   in the modes the single-process engine accepts, with the same plans below and above it:
   source tasks run the part below it and keep the first row of each key of their batch
@@ -39,16 +44,17 @@ from streamkit.expr import Expr
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
+from streamkit.stream_static import is_streaming
 from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, next_watermark
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
+from streamkit.streaming.static_sides import StaticSide, bind_static_sides
 from streamkit.streaming.watermark_input import watermark_filter
 from streamkit.transform_state import TransformWithState
 
 from .routing import check_routable
 
 _NAMES: tuple[tuple[type, str], ...] = (
-    (Join, "a join"),
     (FlatMapGroupsWithState, "apply_in_pandas_with_state"),
     (TransformWithState, "transform_with_state_in_pandas"),
 )
@@ -56,6 +62,24 @@ _NAMES: tuple[tuple[type, str], ...] = (
 
 def _refuse(what: str, fix: str) -> PlanError:
     return PlanError(f"not supported on a fleet yet: {what}; {fix}")
+
+
+def _check_join(join: Join, nodes: list[Plan]) -> None:
+    """A stream-static join below the stateful operator runs in each source task, on its
+    own rows (the static side is the same in every task); anything else is refused."""
+    if is_streaming(join.left) == is_streaming(join.right):
+        raise _refuse(
+            "a join of two streams (both sides need repartitioning by the join key and "
+            "join state in the aggregation tasks; see the README, 'Running on many "
+            "machines')",
+            "run this query as one process (streamkit run)",
+        )
+    stateful = [n for n in nodes if isinstance(n, Aggregate | Deduplicate)]
+    if stateful and not any(n is join for n in stateful[0].chain()):
+        raise _refuse(
+            "a stream-static join after the aggregation or drop_duplicates",
+            "join the static table before it, or run this query as one process",
+        )
 
 
 def _construct(node: Plan) -> str | None:
@@ -80,19 +104,27 @@ class FleetPlan:
     """Rows that move the watermark (Spark's pushed-down filters; None: all)."""
     dedup: Deduplicate | None = None
     """The ``drop_duplicates`` (None: none; never together with :attr:`agg`)."""
+    static: tuple[StaticSide, ...] = ()
+    """The static sides of the stream-static joins of :attr:`plan` (bound: each a scan of
+    its :class:`~streamkit.streaming.static_sides.StaticSide`); whoever runs the rows of a
+    batch through them refreshes them first (one snapshot per batch)."""
 
     @classmethod
     def of(cls, plan: Plan, mode: OutputMode) -> FleetPlan:
         """Split ``plan``; raises :class:`PlanError` for what a fleet cannot run, and for
-        whatever the single-process engine refuses in ``mode``."""
+        whatever the single-process engine refuses in ``mode``. ``plan`` is returned
+        bound (:attr:`plan`, :attr:`static`)."""
+        plan, static = bind_static_sides(plan)
         nodes = plan.chain()
         for node in nodes:
             name = _construct(node)
             if name is not None:
                 raise _refuse(name, "run this query as one process (streamkit run)")
-            kinds = Filter | Project | Watermark | Scan | Aggregate | Deduplicate
+            kinds = Filter | Project | Watermark | Scan | Aggregate | Deduplicate | Join
             if not isinstance(node, kinds):
                 raise _refuse(type(node).__name__, "run this query as one process")
+            if isinstance(node, Join):
+                _check_join(node, nodes)
         aggs = [n for n in nodes if isinstance(n, Aggregate)]
         dedups = [n for n in nodes if isinstance(n, Deduplicate)]
         if len(aggs) + len(dedups) > 1:
@@ -105,19 +137,19 @@ class FleetPlan:
         mark = marks[0] if marks else None
         counts = watermark_filter(plan, mark) if mark is not None else None
         if dedups:
-            return cls._deduplicating(plan, mode, dedups[0], mark, counts)
+            return cls._deduplicating(plan, mode, dedups[0], mark, counts, static=tuple(static))
         if not aggs:
-            return cls(plan, mode, None, mark, None, counts)
+            return cls(plan, mode, None, mark, None, counts, None, tuple(static))
         agg = aggs[0]
         keys = {k.output_name: k.check(agg.input.schema) for k in agg.keys}
         check_routable(pl.Schema(keys))
         top = above(plan, agg) if agg is not plan else None
-        return cls(plan, mode, agg, mark, top, counts)
+        return cls(plan, mode, agg, mark, top, counts, None, tuple(static))
 
     @classmethod
     def _deduplicating(
         cls, plan: Plan, mode: OutputMode, node: Deduplicate, mark: Watermark | None,
-        counts: Expr | None,
+        counts: Expr | None, *, static: tuple[StaticSide, ...],
     ) -> FleetPlan:  # fmt: skip
         schema = node.input.schema
         if mark is not None and mark.column not in schema:
@@ -128,7 +160,12 @@ class FleetPlan:
             )
         check_routable(pl.Schema({k: schema[k] for k in node.keys}))
         top = above(plan, node) if node is not plan else None
-        return cls(plan, mode, None, mark, top, counts, node)
+        return cls(plan, mode, None, mark, top, counts, node, static)
+
+    def refresh_static(self) -> None:
+        """Pin each static side's rows for the next batch (:meth:`StaticSide.refresh`)."""
+        for side in self.static:
+            side.refresh()
 
     @property
     def stateless(self) -> bool:

@@ -67,7 +67,9 @@ class SourceStage:
     def run(self, rows: pl.DataFrame) -> SourceOutput:
         """Partial states (or, for ``drop_duplicates``, the rows to deduplicate), batch
         maximum event time and row count of ``rows`` (the stream's rows as read, before
-        any filter)."""
+        any filter). The static sides of the plan's stream-static joins are refreshed
+        first, as the single-process engine does before each batch."""
+        self.fleet.refresh_static()
         if self.fleet.dedup is not None:
             return SourceOutput(self._distinct(rows), self._max_event(rows), rows.height)
         agg = self.fleet.agg

@@ -70,7 +70,8 @@ class StaticSide:
 
 def bind_static_sides(plan: Plan) -> tuple[Plan, list[StaticSide]]:
     """``plan`` with the static input of each stream-static join replaced by a scan of a
-    :class:`StaticSide` (the same object when there is no such join), and those sides."""
+    :class:`StaticSide` (the same object when there is no such join), and those sides.
+    Binding a bound plan returns its sides as they are."""
     sides: list[StaticSide] = []
     bound = _bind(plan, sides)
     if sides:
@@ -83,12 +84,12 @@ def _bind(node: Plan, sides: list[StaticSide]) -> Plan:
         return node
     if isinstance(node, Join) and is_streaming(node.left) != is_streaming(node.right):
         if is_streaming(node.left):
-            side = StaticSide(node.right)
+            side, scan = _side(node.right)
             sides.append(side)
-            return replace(node, left=_bind(node.left, sides), right=Scan(side))
-        side = StaticSide(node.left)
+            return replace(node, left=_bind(node.left, sides), right=scan)
+        side, scan = _side(node.left)
         sides.append(side)
-        return replace(node, left=Scan(side), right=_bind(node.right, sides))
+        return replace(node, left=scan, right=_bind(node.right, sides))
     changes: dict[str, Any] = {}
     target: Any = node  # every plan node is a dataclass
     for f in fields(target) if is_dataclass(target) else ():
@@ -98,6 +99,15 @@ def _bind(node: Plan, sides: list[StaticSide]) -> Plan:
             if bound is not value:
                 changes[f.name] = bound
     return replace(target, **changes) if changes else node
+
+
+def _side(static: Plan) -> tuple[StaticSide, Scan]:
+    """The pinned side of ``static`` and its scan: a plan bound already keeps its side (so
+    binding is idempotent, and every engine over one bound plan shares its snapshot)."""
+    if isinstance(static, Scan) and isinstance(static.source, StaticSide):
+        return static.source, static
+    side = StaticSide(static)
+    return side, Scan(side)
 
 
 def _check_watermarks(plan: Plan) -> None:

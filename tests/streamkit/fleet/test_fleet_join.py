@@ -1,0 +1,136 @@
+"""Stream-static joins on a fleet, server-free: each source task joins its own rows with the
+static table (the same in every task) before pre-aggregating. With one source shard whose
+every batch reaches every partition as one batch, batch by batch the union of the stages'
+outputs equals what IncrementalQuery emits on the same batches (inner and left outer,
+grouped by a column of the static side, with late rows); in complete mode the final result
+equals DuckDB's join and aggregation over all the rows; a stateless plan's join is
+checked against DuckDB too."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+from polars.testing import assert_frame_equal
+
+import streamkit as sk
+from streamkit.errors import PlanError
+from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
+from streamkit.streaming.incremental import IncrementalQuery
+
+from . import sim
+from .test_parity_with_engine import step
+
+EVENTS = pa.schema([("k", pa.string()), ("v", pa.int64()), ("t", pa.timestamp("us", "UTC"))])
+STATIC = {"k": ["k0", "k1", "k2", "k3", "k4"], "region": ["eu", "us", "eu", "ap", None],
+          "w": [1, 2, 3, 4, 5]}  # fmt: skip
+"""The static table: k5, k6 and null keys of the stream find no row (inner vs left)."""
+
+
+def _static() -> sk.DataFrame:
+    return sk.from_arrow(pa.table(STATIC))
+
+
+def _aggregated(how: str, mode: str) -> FleetPlan:
+    df = sk.read_stream.memory(EVENTS).with_watermark("t", "15 minutes")
+    joined = df.join(_static(), on="k", how=how).with_column("vw", sk.col("v") * sk.col("w"))
+    agg = joined.group_by(sk.window("t", "10 minutes"), "region").agg(
+        sk.count().alias("n"), sk.sum("vw").alias("s"), sk.avg("v").alias("a")
+    )
+    return FleetPlan.of(agg.plan, mode)  # type: ignore[arg-type]
+
+
+def _flat(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select(
+        pl.col("window").struct.field("start").dt.epoch("us").alias("ws"),
+        "region", "n", "s", "a",
+    ).sort(["ws", "region"], nulls_last=True)  # fmt: skip
+
+
+def _oracle(rows: pl.DataFrame, how: str) -> pl.DataFrame:
+    """DuckDB: the join and the 10-minute aggregation by region over all ``rows``."""
+    con = duckdb.connect()
+    con.register("r", rows.with_columns(pl.col("t").dt.epoch("us").alias("u")).to_arrow())
+    con.register("s", pa.table(STATIC))
+    size = 10 * sim.MIN_US
+    join = "JOIN" if how == "inner" else "LEFT JOIN"
+    sql = f"""SELECT u // {size} * {size} AS ws, s.region, count(*) AS n, sum(v * w) AS s,
+              avg(v) AS a FROM r {join} s ON r.k = s.k GROUP BY ws, s.region"""
+    frame = pl.from_arrow(con.sql(sql).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.sort(["ws", "region"], nulls_last=True)
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+@pytest.mark.parametrize("mode", ["append", "update", "complete"])
+def test_batch_by_batch_a_joined_aggregation_is_the_engines(how: str, mode: str) -> None:
+    rng = random.Random(5)
+    rows = sim.table(5, 500)  # random time order: with a 15-minute delay some rows are late
+    fleet = _aggregated(how, mode)
+    engine = IncrementalQuery(fleet.plan, mode)  # type: ignore[arg-type]
+    source, n = SourceStage(fleet), 3
+    stages = [AggregationStage(fleet, query="q") for _ in range(n)]
+    at, seq, top, last = 0, 0, None, pl.DataFrame()
+    while at < rows.height:
+        size = rng.randint(1, 60)
+        top, _ = step(engine, source, stages, rows.slice(at, size), seq=seq, top=top, sort=_flat)
+        at, seq = at + size, seq + 1
+    assert sum(s.late_rows for s in stages) > 0 or mode == "complete"
+    if mode == "complete":  # every stage's last output holds its keys: the whole result
+        last = pl.concat([s.run_no_data(now=1e9).output for s in stages])
+        assert_frame_equal(_flat(last), _oracle(rows, how), check_dtypes=False)
+
+
+def _stateless(how: str) -> FleetPlan:
+    df = sk.read_stream.memory(EVENTS)
+    joined = df.join(_static(), on="k", how=how).filter(sk.col("v") > 20)
+    return FleetPlan.of(joined.select("k", "v", "t", "region").plan, "append")
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+def test_a_stateless_join_in_a_source_task_is_duckdbs(how: str) -> None:
+    """The engine a source task runs on a stateless plan (``IncrementalQuery(fleet.plan)``)
+    joins each batch with the static table."""
+    fleet = _stateless(how)
+    assert fleet.stateless
+    assert len(fleet.static) == 1
+    engine = IncrementalQuery(fleet.plan, "append")
+    rows = sim.table(9, 300)
+    got = pl.concat([engine.run(rows.slice(at, 70)).output for at in range(0, 300, 70)])
+    con = duckdb.connect()
+    con.register("r", rows.to_arrow())
+    con.register("s", pa.table(STATIC))
+    join = "JOIN" if how == "inner" else "LEFT JOIN"
+    want = pl.from_arrow(
+        con.sql(
+            f"SELECT r.k, v, t, region FROM r {join} s ON r.k = s.k WHERE v > 20"
+        ).to_arrow_table()
+    )
+    assert isinstance(want, pl.DataFrame)
+    want = want.with_columns(pl.col("t").dt.convert_time_zone("UTC"))  # DuckDB's Etc/UTC
+    order = ["k", "v", "t", "region"]
+    assert_frame_equal(got.sort(order, nulls_last=True), want.sort(order, nulls_last=True),
+                       check_dtypes=False)  # fmt: skip
+
+
+def _two_streams() -> Any:
+    left = sk.read_stream.memory(EVENTS).with_watermark("t", "5 minutes")
+    other = sk.read_stream.memory(EVENTS).with_watermark("t", "5 minutes")
+    return left.join(other.select(sk.col("k").alias("k2"), sk.col("t").alias("t2")),
+                     on=sk.col("k") == sk.col("k2"))  # fmt: skip
+
+
+def test_a_join_of_two_streams_is_refused_naming_what_to_do() -> None:
+    with pytest.raises(PlanError, match="not supported on a fleet yet: a join of two streams"):
+        FleetPlan.of(_two_streams().plan, "append")
+
+
+def test_a_join_after_the_aggregation_is_refused() -> None:
+    df = sk.read_stream.memory(EVENTS).with_watermark("t", "5 minutes")
+    agg = df.group_by(sk.window("t", "10 minutes"), "k").agg(sk.count().alias("n"))
+    with pytest.raises(PlanError, match="a stream-static join after the aggregation"):
+        FleetPlan.of(agg.join(_static(), on="k").plan, "append")
