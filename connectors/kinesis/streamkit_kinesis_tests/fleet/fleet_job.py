@@ -10,7 +10,11 @@ with ``value > 20`` (:func:`stateless`; no exchange), in append mode; ``--query 
 ``drop_duplicates()`` over every column, watermark ``--delay`` behind, in append mode (rows
 routed by the whole row through the exchange); ``--query dedup_within``:
 ``drop_duplicates_within_watermark(["user_id"])``, watermark ``--delay`` behind, in append
-mode (rows routed by ``user_id``). Prints ``started``
+mode (rows routed by ``user_id``); ``--query joined``: the stream left-joined on ``action``
+with the static Parquet table ``--static`` (``action``, ``kind``, ``weight``), then per
+(1-minute window, ``kind``): count, value sum and sum of ``value * weight``, watermark
+``--delay`` behind (:func:`joined`); ``--query joined_stateless``: the rows with
+``value > 20`` inner-joined with it (no exchange). Prints ``started``
 once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop). SIGUSR1
 dumps every thread's stack to stderr (the harness does it when a worker does not stop in
 time, then shows the log).
@@ -54,6 +58,23 @@ def deduplicated_within(df: sk.DataFrame, delay: str) -> sk.DataFrame:
     """The first row of each ``user_id``, its later rows dropped until the watermark passes
     the first row's event time plus ``delay``."""
     return df.with_watermark("event_time", delay).drop_duplicates_within_watermark(["user_id"])
+
+
+def joined(df: sk.DataFrame, delay: str, static: str) -> sk.DataFrame:
+    """The stream left-joined with the static table on ``action``, aggregated per
+    (1-minute window, ``kind``, a column of the static table)."""
+    table = sk.read.parquet(static)
+    marked = df.with_watermark("event_time", delay).join(table, on="action", how="left")
+    weighted = marked.with_column("vw", sk.col("value") * sk.col("weight"))
+    return weighted.group_by(sk.window("event_time", "1 minute"), "kind").agg(
+        sk.count().alias("n"), sk.sum("value").alias("total"), sk.sum("vw").alias("weighted")
+    )
+
+
+def joined_stateless(df: sk.DataFrame, static: str) -> sk.DataFrame:
+    """The rows with ``value > 20`` inner-joined with the static table on ``action``."""
+    kept = df.filter(sk.col("value") > 20).join(sk.read.parquet(static), on="action")
+    return kept.select("event_time", "action", "user_id", "value", "kind", "weight")
 
 
 def _dump_on_sigusr1(member: Any) -> None:
@@ -105,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("append", "update"), default="append")
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
-    names = ("windowed", "stateless", "dedup", "dedup_within")
+    p.add_argument("--static", default="")
+    names = ("windowed", "stateless", "dedup", "dedup_within", "joined", "joined_stateless")
     p.add_argument("--query", choices=names, default="windowed")
     args = p.parse_args(argv)
     _log_tasks()
@@ -117,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     df = sk.read_stream.kinesis(args.stream, args.app, SCHEMA, endpoint, **options)
     queries = {"windowed": lambda: windowed(df, args.delay), "stateless": lambda: stateless(df),
                "dedup": lambda: deduplicated(df, args.delay),
-               "dedup_within": lambda: deduplicated_within(df, args.delay)}  # fmt: skip
+               "dedup_within": lambda: deduplicated_within(df, args.delay),
+               "joined": lambda: joined(df, args.delay, args.static),
+               "joined_stateless": lambda: joined_stateless(df, args.static)}  # fmt: skip
     query = queries[args.query]()
     member = (
         query.write_stream.output_mode(args.mode)
