@@ -10,7 +10,9 @@ and renewed; the worker's backlog (the largest MillisBehindLatest of the shards 
 holds, the figure to scale on); lease-table calls by ``operation``; per ``shard`` records, bytes,
 GetRecords calls, throttles, lag and whether this worker holds it. Counters are the
 consumer's own totals since it started (a restarted query starts again from zero, which
-Prometheus' ``rate`` treats as a counter reset).
+Prometheus' ``rate`` treats as a counter reset). A fleet worker also reports
+``streamkit_fleet_refused_claims`` (labelled by ``query`` = its app name and ``worker``):
+its tasks' fence claims refused (:mod:`streamkit_kinesis.fleet.refusals`).
 """
 
 from __future__ import annotations
@@ -67,14 +69,24 @@ def _snapshots() -> Iterator[tuple[str, ConsumerMetrics]]:
     yield from fleet_snapshots()
 
 
+def _refusals() -> Iterator[tuple[str, str, int]]:
+    from streamkit_kinesis.fleet.metrics import fleet_refusals
+
+    return fleet_refusals()
+
+
 class KinesisCollector:
     """A ``prometheus_client`` collector of the Kinesis consumers' metrics: those of every
-    active Kinesis query, or of what ``snapshots()`` yields (``(query, metrics)`` pairs)."""
+    active Kinesis query, or of what ``snapshots()`` yields (``(query, metrics)`` pairs);
+    and the fence claims refused in this process's fleet workers, or what ``refusals()``
+    yields (``(app name, worker id, refused)``)."""
 
     def __init__(
-        self, snapshots: Callable[[], Iterable[tuple[str, ConsumerMetrics]]] = _snapshots
+        self,
+        snapshots: Callable[[], Iterable[tuple[str, ConsumerMetrics]]] = _snapshots,
+        refusals: Callable[[], Iterable[tuple[str, str, int]]] = _refusals,
     ) -> None:
-        self._snapshots = snapshots
+        self._snapshots, self._refusals = snapshots, refusals
 
     def describe(self) -> list[Any]:
         """Nothing up front (the series exist only while a Kinesis query runs)."""
@@ -120,4 +132,12 @@ class KinesisCollector:
                 if s.millis_behind_latest is not None:
                     lag.add_metric(at, s.millis_behind_latest / 1000)
                 owned.add_metric(at, 1 if s.held else 0)
+        refused = core.CounterMetricFamily(
+            "streamkit_fleet_refused_claims",
+            "Fleet task fence claims refused in this worker (a race, or a fence ahead).",
+            labels=qw,
+        )  # fmt: skip
+        for app, worker, n in self._refusals():
+            refused.add_metric([app, worker], n)
         yield from (held, backlog, *leases.values(), calls, *shards.values(), lag, owned)
+        yield refused

@@ -17,13 +17,19 @@ from streamkit_kinesis.consumer import InitializationInput
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
 from streamkit_kinesis.fleet.refusals import FenceAheadError, RefusedClaims
 from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
+from streamkit_kinesis.fleet.worker import KinesisFleetWorker
+from streamkit_kinesis.metrics_prometheus import KinesisCollector
+from streamkit_kinesis.source.stream_source import KinesisStreamSource
 from streamkit_kinesis.types import TRIM_HORIZON
 
 import streamkit as sk
+from streamkit.config import AwsEndpoint
 from streamkit.fleet import FleetPlan
 from streamkit.fleet.direct_log import DirectTaskLog
 from streamkit.fleet.member import FleetOptions, FleetSpec
 from streamkit.fleet.task_log import FencedTaskLog
+from streamkit.streaming.api import stream_source_of
+from streamkit.testing.events import SCHEMA
 
 SHARD = "shardId-000000000001"
 
@@ -161,3 +167,29 @@ async def test_a_stopping_worker_forgets_its_refusals(tmp_path: Path) -> None:
     assert not refusals.waiting
     await asyncio.sleep(1.5)  # well past confirm_after
     assert failed == []
+
+
+def _refused_samples() -> dict[tuple[str, str], float]:
+    """``streamkit_fleet_refused_claims`` as scraped: (query, worker) -> value."""
+    families = {f.name: f for f in KinesisCollector(lambda: []).collect()}
+    family = families["streamkit_fleet_refused_claims"]
+    return {(s.labels["query"], s.labels["worker"]): s.value for s in family.samples}
+
+
+async def test_a_refused_claim_raises_the_workers_prometheus_counter(tmp_path: Path) -> None:
+    """A fleet worker's refused claims reach its Prometheus metrics (through
+    :func:`~streamkit_kinesis.fleet.metrics.fleet_refusals`): 0 before, 1 after a claim
+    of its aggregation task is refused by the task's real fence."""
+    df = sk.read_stream.kinesis("s", "app-refused", SCHEMA, AwsEndpoint.local("http://127.0.0.1:9"))
+    source = stream_source_of(df.plan)
+    assert isinstance(source, KinesisStreamSource)
+    fleet = FleetPlan.of(df.filter(sk.col("value") > 1).plan, "append")
+    spec = FleetSpec(fleet.plan, fleet, "append", str(tmp_path), cast("Any", None),
+                     FleetOptions(), "w-metrics", "q", 1.0)  # fmt: skip
+    worker = KinesisFleetWorker(source, spec)
+    assert _refused_samples()[("app-refused", "w-metrics")] == 0
+    task = _task(tmp_path, worker.refusals)
+    await task.initialize_with(_init(3))  # below the fence's epoch 40: refused
+    assert task.lost
+    assert _refused_samples()[("app-refused", "w-metrics")] == 1
+    worker.refusals.close()
