@@ -134,3 +134,28 @@ def test_a_join_after_the_aggregation_is_refused() -> None:
     agg = df.group_by(sk.window("t", "10 minutes"), "k").agg(sk.count().alias("n"))
     with pytest.raises(PlanError, match="a stream-static join after the aggregation"):
         FleetPlan.of(agg.join(_static(), on="k").plan, "append")
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+def test_batch_by_batch_drop_duplicates_after_a_join_is_the_engines(how: str) -> None:
+    """``drop_duplicates`` over the joined rows: source tasks join, then keep the first
+    row of each key of their batch; the stages hold the keys, as the engine does."""
+    rng = random.Random(8)
+    base = sim.table(8, 300, keys=7)
+    rows = pl.concat([base, base.sample(100, seed=8)]).sample(fraction=1.0, shuffle=True, seed=8)
+    df = sk.read_stream.memory(EVENTS).with_watermark("t", "15 minutes")
+    joined = df.join(_static(), on="k", how=how).drop_duplicates(["region", "t"])
+    fleet = FleetPlan.of(joined.select("region", "t", "v").plan, "append")
+    engine = IncrementalQuery(fleet.plan, "append")
+    source, n = SourceStage(fleet), 3
+    stages = [AggregationStage(fleet, query="q") for _ in range(n)]
+    at, seq, top = 0, 0, None
+
+    def order(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.sort(["region", "t", "v"], nulls_last=True)
+
+    while at < rows.height:
+        size = rng.randint(1, 40)
+        top, _ = step(engine, source, stages, rows.slice(at, size), seq=seq, top=top, sort=order)
+        at, seq = at + size, seq + 1
+        assert sum(s.state_rows for s in stages) == engine.state_rows
