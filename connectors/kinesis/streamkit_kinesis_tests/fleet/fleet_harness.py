@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,10 +27,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.leases import DynamoDBLeaseStore, LeaseStoreError
+from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit.testing.events import SCHEMA, make_events
 
 if TYPE_CHECKING:
+    from streamkit_kinesis.admin import StreamAdmin
+
     from streamkit.config import AwsEndpoint
 
 JOB = Path(__file__).with_name("fleet_job.py")
@@ -254,11 +257,18 @@ class Fleet:
 
     def __init__(self, ep: AwsEndpoint, stream: str, app: str, tmp: Path, *extra: str) -> None:
         assert ep.url is not None
-        self.ep, self.app = ep, app
+        self.ep, self.app, self.stream = ep, app, stream
+        self._admin: StreamAdmin | None = None
         self.root, self.out, self.log = tmp / f"{app}-ck", tmp / f"{app}-out", tmp / f"{app}.log"
         self.args = ["--endpoint", ep.url, "--stream", stream, "--app", app,
                      "--checkpoint", str(self.root), "--out", str(self.out), *extra]  # fmt: skip
         self.workers: list[Worker] = []
+
+    @property
+    def admin(self) -> StreamAdmin:
+        """The admin of the fleet's stream (a fleet of :func:`fleet_on_fresh_stream`)."""
+        assert self._admin is not None, "only a fleet of fleet_on_fresh_stream has one"
+        return self._admin
 
     async def add(self, name: str, **env: str) -> Worker:
         worker = await Worker.start(name, self.args, self.log, **env)
@@ -307,3 +317,21 @@ async def close_and_collect(
             return len(sink_rows(f.out)) >= want
 
         await until(f"{fleet.app}: {want} windows in the sink", full, 420)
+
+
+@contextlib.asynccontextmanager
+async def fleet_on_fresh_stream(
+    ep: AwsEndpoint, tmp: Path, shards: int, prefix: str, *extra: str
+) -> AsyncIterator[Fleet]:
+    """A fleet (app name ``unique(prefix)``, job arguments ``extra``, no worker yet) on a
+    new stream of ``shards`` shards (:attr:`Fleet.stream`, :attr:`Fleet.admin`). On exit,
+    whatever happened: every worker SIGKILLed (a stopped one too), the fleet's lease
+    tables and exchange stream dropped, the stream deleted."""
+    async with fresh_stream(ep, shards, prefix) as (stream, admin):
+        fleet = Fleet(ep, stream, unique(prefix), tmp, *extra)
+        fleet._admin = admin
+        try:
+            yield fleet
+        finally:
+            await fleet.kill_all()
+            await drop_fleet_tables(ep, fleet.app)

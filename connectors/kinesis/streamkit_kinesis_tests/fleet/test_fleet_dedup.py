@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
     Event,
     Fleet,
-    drop_fleet_tables,
     events_table,
+    fleet_on_fresh_stream,
     payloads,
     put_random_keys,
     sink_events,
@@ -79,18 +78,13 @@ async def test_two_workers_drop_every_copy(
     data = _with_copies(1401)
     want = _truth(data)
     assert len(want) < len(data)  # there are copies to drop
-    async with fresh_stream(ep, SHARDS, "fdedup") as (stream, _):
-        fleet = Fleet(ep, stream, unique("fd"), tmp_path, *ARGS)
-        try:
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
-            await fleet.add("w0")
-            await fleet.add("w1")
-            await fleet.read_all(last)
-            await _collect(fleet, len(want))
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fdedup", *ARGS) as fleet:
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data)
+        await fleet.add("w0")
+        await fleet.add("w1")
+        await fleet.read_all(last)
+        await _collect(fleet, len(want))
+        await fleet.stop()
     got = sink_events(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
 
@@ -111,27 +105,22 @@ async def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
     data = _with_copies(1402)
     want = _truth(data)
     third = len(data) // 3
-    async with fresh_stream(ep, SHARDS, "fdedupk") as (stream, _):
-        fleet = Fleet(ep, stream, unique("fdk"), tmp_path, *ARGS)
-        try:
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
-            first = await fleet.add("first")
-            await fleet.read_all(last)
-            await _collect(fleet, len(_truth(data[:third])))
-            assert await first.terminate() == 0, fleet.tail()
-            more = await asyncio.to_thread(put_random_keys, ep, stream, data[third : 2 * third])
-            last = _merge(last, more)
-            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
-            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-            assert victim.proc.returncode == -9, fleet.tail()
-            more = await asyncio.to_thread(put_random_keys, ep, stream, data[2 * third :])
-            await fleet.add("successor")
-            await fleet.read_all(_merge(last, more))
-            await _collect(fleet, len(want))
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fdedupk", *ARGS) as fleet:
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:third])
+        first = await fleet.add("first")
+        await fleet.read_all(last)
+        await _collect(fleet, len(_truth(data[:third])))
+        assert await first.terminate() == 0, fleet.tail()
+        more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[third : 2 * third])
+        last = _merge(last, more)
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[2 * third :])
+        await fleet.add("successor")
+        await fleet.read_all(_merge(last, more))
+        await _collect(fleet, len(want))
+        await fleet.stop()
     got = sink_events(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
     dropped = sum(

@@ -42,12 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from streamkit_kinesis.client import kinesis_client
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
     Event,
     Fleet,
-    drop_fleet_tables,
+    fleet_on_fresh_stream,
     put_random_keys,
     sink_events,
     statuses,
@@ -188,29 +187,24 @@ async def test_duplicates_within_the_window_dropped_beyond_it_kept_across_a_kill
     assert len(users) == USERS + 3 * SHARDS  # every user of A and 3 advancer sets...
     assert len(again) == USERS // 3  # ...once more each user of D, none of B
     assert not [e for e in want if 1000 <= e[3] < 2000]
-    async with fresh_stream(ep, SHARDS, "fdedupw") as (stream, _):
-        fleet = Fleet(ep, stream, unique("fdw"), tmp_path, *ARGS)
-        try:
-            await _put(ep, stream, ph["A"])
-            await asyncio.to_thread(_put_each_shard, ep, stream, ph["mid"])
-            first = await fleet.add("first")
-            await _watermark_reached(fleet, mid)
-            assert await first.terminate() == 0, fleet.tail()
-            last = await _put(ep, stream, ph["B"])
-            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
-            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-            assert victim.proc.returncode == -9, fleet.tail()
-            await fleet.add("successor")
-            await fleet.read_all(last)
-            await asyncio.to_thread(_put_each_shard, ep, stream, ph["C"])
-            await _watermark_reached(fleet, c)
-            await _put(ep, stream, ph["D"])
-            await asyncio.to_thread(_put_each_shard, ep, stream, ph["end"])
-            await _watermark_reached(fleet, T0 + timedelta(minutes=60) - DELAY)
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fdedupw", *ARGS) as fleet:
+        await _put(ep, fleet.stream, ph["A"])
+        await asyncio.to_thread(_put_each_shard, ep, fleet.stream, ph["mid"])
+        first = await fleet.add("first")
+        await _watermark_reached(fleet, mid)
+        assert await first.terminate() == 0, fleet.tail()
+        last = await _put(ep, fleet.stream, ph["B"])
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        await fleet.add("successor")
+        await fleet.read_all(last)
+        await asyncio.to_thread(_put_each_shard, ep, fleet.stream, ph["C"])
+        await _watermark_reached(fleet, c)
+        await _put(ep, fleet.stream, ph["D"])
+        await asyncio.to_thread(_put_each_shard, ep, fleet.stream, ph["end"])
+        await _watermark_reached(fleet, T0 + timedelta(minutes=60) - DELAY)
+        await fleet.stop()
     got = sink_events(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
     dropped = sum(

@@ -25,6 +25,7 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
     Fleet,
     close_and_collect,
     drop_fleet_tables,
+    fleet_on_fresh_stream,
     payloads,
     put_random_keys,
     same,
@@ -54,18 +55,15 @@ async def test_three_workers_count_sum_avg_equal_duckdb(
     ep = localstack_endpoint
     data = payloads(EVENTS, seed=14, ordered=True)
     want = truth(data)
-    async with fresh_stream(ep, SHARDS, "fleet") as (stream, _):
-        fleet = Fleet(ep, stream, unique("fl"), tmp_path, "--delay", "2 minutes")
-        try:
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
-            for i in range(3):
-                await fleet.add(f"w{i}")
-            await fleet.read_all(last)
-            await close_and_collect(ep, stream, [fleet], len(want))
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(
+        ep, tmp_path, SHARDS, "fleet", "--delay", "2 minutes"
+    ) as fleet:
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data)
+        for i in range(3):
+            await fleet.add(f"w{i}")
+        await fleet.read_all(last)
+        await close_and_collect(ep, fleet.stream, [fleet], len(want))
+        await fleet.stop()
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
     kinds = {s["kind"] for s in statuses(fleet.root)}
@@ -88,24 +86,19 @@ async def test_worker_killed_between_put_and_checkpoint_duplicate_dropped(
     ep = localstack_endpoint
     data = payloads(EVENTS, seed=41)
     want = truth(data)
-    async with fresh_stream(ep, SHARDS, "fleetk") as (stream, _):
-        fleet = Fleet(ep, stream, unique("fk"), tmp_path)
-        try:
-            half = len(data) // 2
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data[:half])
-            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
-            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-            assert victim.proc.returncode == -9, fleet.tail()
-            # records after the pending ranges: the successor's first read goes past them
-            more = await asyncio.to_thread(put_random_keys, ep, stream, data[half:])
-            last = {shard: max(seq, more.get(shard, 0)) for shard, seq in last.items()}
-            await fleet.add("successor")
-            await fleet.read_all(last)
-            await close_and_collect(ep, stream, [fleet], len(want))
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fleetk") as fleet:
+        half = len(data) // 2
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:half])
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        # records after the pending ranges: the successor's first read goes past them
+        more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
+        last = {shard: max(seq, more.get(shard, 0)) for shard, seq in last.items()}
+        await fleet.add("successor")
+        await fleet.read_all(last)
+        await close_and_collect(ep, fleet.stream, [fleet], len(want))
+        await fleet.stop()
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
     dropped = sum(

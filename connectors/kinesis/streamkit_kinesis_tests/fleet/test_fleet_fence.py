@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 import pytest
 from streamkit_kinesis.leases import DynamoDBLeaseStore
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
     Fleet,
     Worker,
     closers,
-    drop_fleet_tables,
+    fleet_on_fresh_stream,
     payloads,
     put_every_shard,
     put_random_keys,
@@ -204,34 +203,29 @@ async def test_zombie_aggregation_task_is_fenced(
     ep = localstack_endpoint
     data = payloads(EVENTS, seed=1414)
     want = truth(data)
-    async with fresh_stream(ep, SHARDS, "fence") as (stream, _):
-        fleet = Fleet(ep, stream, unique("ff"), tmp_path)
-        try:
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
-            zombie = await fleet.add(
-                "zombie", STREAMKIT_FLEET_FAULT="stop_before_commit", STREAMKIT_FLEET_LOG="info"
-            )
-            await fleet.read_all(last)
-            await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
-            shard, bid, stale = await _zombie_stops(fleet, zombie)
-            heir = await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
-            # input for the heir's first batch of the task (the zombie may have stopped in
-            # a batch without input, which the heir owes at once since test_fleet_owed_batch's
-            # fix; the input keeps this test about the fence alone). Same event time as the
-            # first closers: the watermark does not move, the truth is unchanged
-            await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
-            await _heir_writes(fleet, heir, shard, bid)
-            await _zombie_resumes(fleet, zombie, shard, bid, stale)
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fence") as fleet:
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data)
+        zombie = await fleet.add(
+            "zombie", STREAMKIT_FLEET_FAULT="stop_before_commit", STREAMKIT_FLEET_LOG="info"
+        )
+        await fleet.read_all(last)
+        await asyncio.to_thread(put_every_shard, ep, fleet.stream, closers()[0])
+        shard, bid, stale = await _zombie_stops(fleet, zombie)
+        heir = await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
+        # input for the heir's first batch of the task (the zombie may have stopped in
+        # a batch without input, which the heir owes at once since test_fleet_owed_batch's
+        # fix; the input keeps this test about the fence alone). Same event time as the
+        # first closers: the watermark does not move, the truth is unchanged
+        await asyncio.to_thread(put_every_shard, ep, fleet.stream, closers()[0])
+        await _heir_writes(fleet, heir, shard, bid)
+        await _zombie_resumes(fleet, zombie, shard, bid, stale)
 
-            def full() -> bool:
-                fleet.check_alive()
-                return len(sink_rows(fleet.out)) >= len(want)
+        def full() -> bool:
+            fleet.check_alive()
+            return len(sink_rows(fleet.out)) >= len(want)
 
-            await until("every window in the sink", full, 420)
-            await fleet.stop()
-            assert _fence(fleet, shard)["epoch"] != stale
-        finally:
-            await fleet.kill_all()  # SIGKILL ends a stopped process too
-            await drop_fleet_tables(ep, fleet.app)
+        await until("every window in the sink", full, 420)
+        await fleet.stop()
+        assert _fence(fleet, shard)["epoch"] != stale
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 from streamkit_kinesis.leases import DynamoDBLeaseStore
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
     Fleet,
-    drop_fleet_tables,
+    fleet_on_fresh_stream,
     payloads,
     put_random_keys,
     statuses,
@@ -52,27 +51,22 @@ async def test_a_worker_refused_by_fences_ahead_of_the_lease_table_fails_naming_
     localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
     ep = localstack_endpoint
-    async with fresh_stream(ep, 2, "ffahead") as (stream, _):
-        fleet = Fleet(ep, stream, unique("ffa"), tmp_path)
-        try:
-            last = await asyncio.to_thread(put_random_keys, ep, stream, payloads(200, seed=5))
-            for name in ("first", "second"):
-                worker = await fleet.add(name)
-                await fleet.read_all(last)
-                await _until_every_task_run_by(fleet, name)
-                assert await worker.terminate() == 0, fleet.tail()
-            exchange = DynamoDBLeaseStore(ep, f"{fleet.app}-exchange")
-            await exchange.delete_table()
-            third = await fleet.add("third")
-            await until("the third worker's exit", lambda: third.proc.returncode is not None, 300)
-            log = fleet.tail(200_000)
-            assert third.proc.returncode == 1, log
-            assert "FenceAheadError" in log, log[-4000:]
-            assert "Restore the lease table that goes with this checkpoint root" in log
-            assert "stopped" not in third.lines  # it failed, it did not stop cleanly
-            leases = await exchange.list_leases()
-            assert leases, "the third worker recreated the exchange lease table"
-            assert all(x.lease_owner is None for x in leases), leases  # released
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(ep, tmp_path, 2, "ffahead") as fleet:
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, payloads(200, seed=5))
+        for name in ("first", "second"):
+            worker = await fleet.add(name)
+            await fleet.read_all(last)
+            await _until_every_task_run_by(fleet, name)
+            assert await worker.terminate() == 0, fleet.tail()
+        exchange = DynamoDBLeaseStore(ep, f"{fleet.app}-exchange")
+        await exchange.delete_table()
+        third = await fleet.add("third")
+        await until("the third worker's exit", lambda: third.proc.returncode is not None, 300)
+        log = fleet.tail(200_000)
+        assert third.proc.returncode == 1, log
+        assert "FenceAheadError" in log, log[-4000:]
+        assert "Restore the lease table that goes with this checkpoint root" in log
+        assert "stopped" not in third.lines  # it failed, it did not stop cleanly
+        leases = await exchange.list_leases()
+        assert leases, "the third worker recreated the exchange lease table"
+        assert all(x.lease_owner is None for x in leases), leases  # released

@@ -27,13 +27,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
-    Fleet,
     closers,
-    drop_fleet_tables,
     events_table,
+    fleet_on_fresh_stream,
     payloads,
     put_every_shard,
     put_random_keys,
@@ -101,31 +99,26 @@ async def test_left_join_then_windows_exact_across_a_kill_between_put_and_checkp
     data = payloads(EVENTS, seed=1416, ordered=True)
     want = _truth(data)
     assert any(row[1] is None for row in want)  # the unmatched action is in the data
-    async with fresh_stream(ep, SHARDS, "fjoin") as (stream, _):
-        args = ("--query", "joined", "--static", str(static), "--delay", "2 minutes")
-        fleet = Fleet(ep, stream, unique("fj"), tmp_path, *args)
-        try:
-            half = len(data) // 2
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data[:half])
-            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
-            await fleet.add("w1")
-            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-            assert victim.proc.returncode == -9, fleet.tail()
-            more = await asyncio.to_thread(put_random_keys, ep, stream, data[half:])
-            last = {shard: max(seq, more.get(shard, 0)) for shard, seq in last.items()}
-            await fleet.add("successor")
-            await fleet.read_all(last)
-            await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
+    args = ("--query", "joined", "--static", str(static), "--delay", "2 minutes")
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fjoin", *args) as fleet:
+        half = len(data) // 2
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:half])
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+        await fleet.add("w1")
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
+        last = {shard: max(seq, more.get(shard, 0)) for shard, seq in last.items()}
+        await fleet.add("successor")
+        await fleet.read_all(last)
+        await asyncio.to_thread(put_every_shard, ep, fleet.stream, closers()[0])
 
-            def full() -> bool:
-                fleet.check_alive()
-                return len(_sink(fleet.out)) >= len(want)
+        def full() -> bool:
+            fleet.check_alive()
+            return len(_sink(fleet.out)) >= len(want)
 
-            await until("every window in the sink", full, 420)
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+        await until("every window in the sink", full, 420)
+        await fleet.stop()
     got = _sink(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {[r for r in got if r not in want][:5]}"
 
@@ -160,28 +153,23 @@ async def test_stateless_inner_join_exact_across_a_kill_after_commit(
     data = payloads(EVENTS, seed=1417)
     want = _stateless_truth(data)
     third = len(data) // 3
-    async with fresh_stream(ep, 2, "fjoins") as (stream, _):
-        args = ("--query", "joined_stateless", "--static", str(static))
-        fleet = Fleet(ep, stream, unique("fs"), tmp_path, *args)
-        try:
-            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_after_source_commit")
-            first = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
-            await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
-            second = await asyncio.to_thread(put_random_keys, ep, stream, data[third:])
-            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-            assert victim.proc.returncode == -9, fleet.tail()
-            await fleet.add("successor", STREAMKIT_FLEET_LOG="info")
-            await fleet.read_all({s: max(first.get(s, 0), second.get(s, 0)) for s in first})
+    args = ("--query", "joined_stateless", "--static", str(static))
+    async with fleet_on_fresh_stream(ep, tmp_path, 2, "fjoins", *args) as fleet:
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_after_source_commit")
+        first = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:third])
+        await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
+        second = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[third:])
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        await fleet.add("successor", STREAMKIT_FLEET_LOG="info")
+        await fleet.read_all({s: max(first.get(s, 0), second.get(s, 0)) for s in first})
 
-            def full() -> bool:
-                fleet.check_alive()
-                return len(_stateless_sink(fleet.out)) >= len(want)
+        def full() -> bool:
+            fleet.check_alive()
+            return len(_stateless_sink(fleet.out)) >= len(want)
 
-            await until("every joined row in the sink", full, 120)
-            await fleet.stop()
-            assert "to the sink again" in fleet.tail(10**7)
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+        await until("every joined row in the sink", full, 120)
+        await fleet.stop()
+        assert "to the sink again" in fleet.tail(10**7)
     got = _stateless_sink(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}"

@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
-    Fleet,
     closers,
-    drop_fleet_tables,
+    fleet_on_fresh_stream,
     payloads,
     put_every_shard,
     put_random_keys,
@@ -55,28 +53,21 @@ async def test_successor_runs_the_batch_its_killed_predecessor_owed(
     data = payloads(EVENTS, seed=1416)
     want = truth(data)
     assert max(r[0] for r in want) // 1000 < PAST_DATA_MS
-    async with fresh_stream(ep, SHARDS, "owed") as (stream, _):
-        fleet = Fleet(ep, stream, unique("fo"), tmp_path)
-        try:
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
-            victim = await fleet.add(
-                "victim", STREAMKIT_FLEET_FAULT=f"kill_owing_after:{PAST_DATA_MS}"
-            )
-            await fleet.read_all(last)
-            await asyncio.to_thread(put_every_shard, ep, stream, closers()[0])
-            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-            assert victim.proc.returncode == -9, fleet.tail()
-            assert any(line.startswith("fault: killed owing") for line in victim.lines)
-            await fleet.add("successor")  # no record is put from here on
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "owed") as fleet:
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data)
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT=f"kill_owing_after:{PAST_DATA_MS}")
+        await fleet.read_all(last)
+        await asyncio.to_thread(put_every_shard, ep, fleet.stream, closers()[0])
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        assert any(line.startswith("fault: killed owing") for line in victim.lines)
+        await fleet.add("successor")  # no record is put from here on
 
-            def full() -> bool:
-                fleet.check_alive()
-                return len(sink_rows(fleet.out)) >= len(want)
+        def full() -> bool:
+            fleet.check_alive()
+            return len(sink_rows(fleet.out)) >= len(want)
 
-            await until("every window in the sink", full, 300)
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+        await until("every window in the sink", full, 300)
+        await fleet.stop()
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"

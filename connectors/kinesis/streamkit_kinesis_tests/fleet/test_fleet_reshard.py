@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 from streamkit_kinesis.client import kinesis_client
-from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
+from streamkit_kinesis.testing.streams import read_stream_blocking
 
 from streamkit.fleet.chunk import decode_chunk
 from streamkit_kinesis_tests.fleet.fleet_harness import (
-    Fleet,
     close_and_collect,
-    drop_fleet_tables,
+    fleet_on_fresh_stream,
     payloads,
     put_random_keys,
     same,
@@ -66,27 +65,22 @@ async def test_split_and_merge_while_the_fleet_runs_each_window_once(
     data = payloads(EVENTS, seed=14)
     before, after = data[: EVENTS // 2], data[EVENTS // 2 :]
     want = truth(data)
-    async with fresh_stream(ep, SHARDS, "fleetr") as (stream, admin):
-        fleet = Fleet(ep, stream, unique("fr"), tmp_path, "--idle", "1 hour")
-        try:
-            await fleet.add("w0")
-            await fleet.add("w1")
-            last = await asyncio.to_thread(put_random_keys, ep, stream, before)
-            await fleet.read_all(last)
-            split = await admin.split_shard(stream, "shardId-000000000000")
-            merged = await admin.merge_shards(
-                stream, "shardId-000000000002", "shardId-000000000003"
-            )
-            children = {s.shard_id: s.parent_shard_ids for s in (*split, *merged)}
-            last = await asyncio.to_thread(put_random_keys, ep, stream, after)
-            assert set(children) <= set(last), (children, last)
-            await fleet.read_all(last)  # the children too: read once their parents ended
-            await close_and_collect(ep, stream, [fleet], len(want))
-            order = await asyncio.to_thread(exchange_order, ep, fleet.app)
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fleetr", "--idle", "1 hour") as fleet:
+        await fleet.add("w0")
+        await fleet.add("w1")
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, before)
+        await fleet.read_all(last)
+        split = await fleet.admin.split_shard(fleet.stream, "shardId-000000000000")
+        merged = await fleet.admin.merge_shards(
+            fleet.stream, "shardId-000000000002", "shardId-000000000003"
+        )
+        children = {s.shard_id: s.parent_shard_ids for s in (*split, *merged)}
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, after)
+        assert set(children) <= set(last), (children, last)
+        await fleet.read_all(last)  # the children too: read once their parents ended
+        await close_and_collect(ep, fleet.stream, [fleet], len(want))
+        order = await asyncio.to_thread(exchange_order, ep, fleet.app)
+        await fleet.stop()
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
     assert len(order) == 4, order
@@ -105,22 +99,17 @@ async def test_a_split_child_that_never_receives_a_record_stops_holding_after_id
     data = payloads(SMALL, seed=41)
     want = truth(data)
     parent = "shardId-000000000000"
-    async with fresh_stream(ep, 2, "fleete") as (stream, admin):
-        fleet = Fleet(ep, stream, unique("fe"), tmp_path, "--idle", "3 seconds")
-        try:
-            await fleet.add("w0")
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
-            await fleet.read_all(last)
-            split = await admin.split_shard(stream, parent)
-            empty = min(split, key=lambda s: s.hash_key_range.starting_hash_key).shard_id
-            # the closers go to shard 1 and the other child only (the parent's first hash
-            # key would land in the empty child)
-            await close_and_collect(ep, stream, [fleet], len(want), frozenset({parent, empty}))
-            records = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), stream)
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    async with fleet_on_fresh_stream(ep, tmp_path, 2, "fleete", "--idle", "3 seconds") as fleet:
+        await fleet.add("w0")
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data)
+        await fleet.read_all(last)
+        split = await fleet.admin.split_shard(fleet.stream, parent)
+        empty = min(split, key=lambda s: s.hash_key_range.starting_hash_key).shard_id
+        # the closers go to shard 1 and the other child only (the parent's first hash
+        # key would land in the empty child)
+        await close_and_collect(ep, fleet.stream, [fleet], len(want), frozenset({parent, empty}))
+        records = await asyncio.to_thread(read_stream_blocking, kinesis_client(ep), fleet.stream)
+        await fleet.stop()
     assert records.get(empty, []) == [], records.get(empty)
     assert {c.shard_id for c in split} - {empty} <= set(records), (split, list(records))
     got = sink_rows(fleet.out)

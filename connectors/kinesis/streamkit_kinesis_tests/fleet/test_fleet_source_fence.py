@@ -28,14 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
     Event,
     Fleet,
     Worker,
-    drop_fleet_tables,
     events_table,
+    fleet_on_fresh_stream,
     payloads,
     put_random_keys,
     sink_events,
@@ -132,32 +131,29 @@ async def test_zombie_source_task_without_exchange_is_fenced(
     data = payloads(EVENTS, seed=1415)
     want = _truth(data)
     third = len(data) // 3
-    async with fresh_stream(ep, SHARDS, "sfence") as (stream, _):
-        fleet = Fleet(ep, stream, unique("sf"), tmp_path, "--query", "stateless")
-        try:
-            zombie = await fleet.add(
-                "zombie", STREAMKIT_FLEET_FAULT="stop_before_source_commit",
-                STREAMKIT_FLEET_LOG="info",
-            )  # fmt: skip
-            first = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
-            await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
-            second = await asyncio.to_thread(put_random_keys, ep, stream, data[third : 2 * third])
-            shard, bid, stale = await _zombie_stops(fleet, zombie)
-            rest = await asyncio.to_thread(put_random_keys, ep, stream, data[2 * third :])
-            await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
-            await fleet.read_all(_merge(_merge(first, second), rest))  # by the heir
-            await _zombie_refused(fleet, zombie, shard, bid, stale)
+    async with fleet_on_fresh_stream(
+        ep, tmp_path, SHARDS, "sfence", "--query", "stateless"
+    ) as fleet:
+        zombie = await fleet.add(
+            "zombie", STREAMKIT_FLEET_FAULT="stop_before_source_commit",
+            STREAMKIT_FLEET_LOG="info",
+        )  # fmt: skip
+        first = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:third])
+        await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
+        second = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[third : 2 * third])
+        shard, bid, stale = await _zombie_stops(fleet, zombie)
+        rest = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[2 * third :])
+        await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
+        await fleet.read_all(_merge(_merge(first, second), rest))  # by the heir
+        await _zombie_refused(fleet, zombie, shard, bid, stale)
 
-            def full() -> bool:  # the zombie's attempt is over: nothing more is coming
-                fleet.check_alive()
-                return len(sink_events(fleet.out)) >= len(want)
+        def full() -> bool:  # the zombie's attempt is over: nothing more is coming
+            fleet.check_alive()
+            return len(sink_events(fleet.out)) >= len(want)
 
-            await until("every selected row in the sink", full, 300)
-            await fleet.stop()
-            assert _fence(fleet, shard)["epoch"] != stale
-        finally:
-            await fleet.kill_all()  # SIGKILL ends a stopped process too
-            await drop_fleet_tables(ep, fleet.app)
+        await until("every selected row in the sink", full, 300)
+        await fleet.stop()
+        assert _fence(fleet, shard)["epoch"] != stale
     got = sink_events(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
 
@@ -174,28 +170,25 @@ async def test_batch_committed_by_a_killed_source_task_is_written_by_the_next(
     data = payloads(EVENTS, seed=1417)
     want = _truth(data)
     third = len(data) // 3
-    async with fresh_stream(ep, SHARDS, "sfkill") as (stream, _):
-        fleet = Fleet(ep, stream, unique("sk"), tmp_path, "--query", "stateless")
-        try:
-            victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_after_source_commit")
-            first = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
-            await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
-            second = await asyncio.to_thread(put_random_keys, ep, stream, data[third : 2 * third])
-            await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-            assert victim.proc.returncode == -9, fleet.tail()
-            rest = await asyncio.to_thread(put_random_keys, ep, stream, data[2 * third :])
-            await fleet.add("successor", STREAMKIT_FLEET_LOG="info")
-            await fleet.read_all(_merge(_merge(first, second), rest))
+    async with fleet_on_fresh_stream(
+        ep, tmp_path, SHARDS, "sfkill", "--query", "stateless"
+    ) as fleet:
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_after_source_commit")
+        first = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:third])
+        await fleet.read_all(first)  # batch 0 of every shard committed and checkpointed
+        second = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[third : 2 * third])
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        rest = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[2 * third :])
+        await fleet.add("successor", STREAMKIT_FLEET_LOG="info")
+        await fleet.read_all(_merge(_merge(first, second), rest))
 
-            def full() -> bool:  # every lease is checkpointed at its end: all is written
-                fleet.check_alive()
-                return len(sink_events(fleet.out)) >= len(want)
+        def full() -> bool:  # every lease is checkpointed at its end: all is written
+            fleet.check_alive()
+            return len(sink_events(fleet.out)) >= len(want)
 
-            await until("every selected row in the sink", full, 120)
-            await fleet.stop()
-            assert "to the sink again" in fleet.tail(10**7)
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+        await until("every selected row in the sink", full, 120)
+        await fleet.stop()
+        assert "to the sink again" in fleet.tail(10**7)
     got = sink_events(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
