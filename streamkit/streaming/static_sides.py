@@ -19,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import fields, is_dataclass, replace
 from typing import Any
@@ -35,10 +36,13 @@ from streamkit.stream_static import is_streaming
 
 class StaticSide:
     """The rows of a static plan, pinned for the micro-batch being run (a
-    :class:`~streamkit.stream_static.Pinned` source)."""
+    :class:`~streamkit.stream_static.Pinned` source). Thread-safe: the source tasks of a
+    fleet worker share one side and refresh it from their threads; it is computed once
+    per snapshot, whoever asks first."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
+        self._lock = threading.Lock()
         self.schema: pl.Schema = plan.schema
         self._rows: pl.DataFrame | None = None
         self._versions: tuple[int, ...] = ()
@@ -48,10 +52,11 @@ class StaticSide:
     def refresh(self) -> None:
         """Pin the rows for the next micro-batch: recompute them on first use and after a
         reloadable table under the static plan took a new snapshot."""
-        versions = tuple(source.refresh() for source in reloadable_sources(self.plan))
-        if self._rows is None or versions != self._versions:
-            self._rows, self._versions = execute(self.plan), versions
-            self.loads += 1
+        with self._lock:
+            versions = tuple(source.refresh() for source in reloadable_sources(self.plan))
+            if self._rows is None or versions != self._versions:
+                self._rows, self._versions = execute(self.plan), versions
+                self.loads += 1
 
     def pinned(self, columns: list[str]) -> pl.LazyFrame:
         """The pinned rows (computed now if no batch pinned them yet)."""

@@ -9,7 +9,10 @@ checked against DuckDB too."""
 from __future__ import annotations
 
 import random
-from typing import Any
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import duckdb
 import polars as pl
@@ -20,6 +23,7 @@ from polars.testing import assert_frame_equal
 import streamkit as sk
 from streamkit.errors import PlanError
 from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
+from streamkit.plan import Scan
 from streamkit.streaming.incremental import IncrementalQuery
 
 from . import sim
@@ -159,3 +163,34 @@ def test_batch_by_batch_drop_duplicates_after_a_join_is_the_engines(how: str) ->
         top, _ = step(engine, source, stages, rows.slice(at, size), seq=seq, top=top, sort=order)
         at, seq = at + size, seq + 1
         assert sum(s.state_rows for s in stages) == engine.state_rows
+
+
+class _Slow:
+    """A static source whose read takes 0.3 s (so concurrent first reads overlap)."""
+
+    def __init__(self) -> None:
+        frame = pl.from_arrow(pa.table(STATIC))
+        assert isinstance(frame, pl.DataFrame)
+        self.frame, self.schema = frame, frame.schema
+
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        time.sleep(0.3)
+        yield self.frame.select(columns)
+
+    def describe(self) -> str:
+        return "slow static table"
+
+
+def test_source_tasks_refreshing_one_static_side_at_once_read_it_once() -> None:
+    """The source tasks of a worker share the plan's static sides and refresh them from
+    their threads at once: the table is read once, and each sees all of it."""
+    df = sk.read_stream.memory(EVENTS)
+    joined = df.join(sk.DataFrame(Scan(cast("Any", _Slow()))), on="k")
+    fleet = FleetPlan.of(joined.group_by("region").agg(sk.count().alias("n")).plan, "update")
+    (side,) = fleet.static
+    stages = [SourceStage(fleet) for _ in range(4)]
+    rows = sim.table(3, 50)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda stage: stage.run(rows), stages))
+    assert side.loads == 1
+    assert len({out.states.to_arrow().to_pylist().__repr__() for out in outs}) == 1
