@@ -117,3 +117,43 @@ def test_cells_in_uint32_equal_int64_slots_times_scale_plus() -> None:
     expected = [int(s) * M + int(x) for s, x in zip(slots.tolist(), plus.tolist(), strict=True)]
     assert cells.tolist() == expected
     assert len(set(slots.tolist())) == data.select(keys).unique().height  # slots tell groups apart
+
+
+def _python_reg_rank(h: int, p: int) -> tuple[int, int]:
+    rest = (h << p) & ((1 << 64) - 1)
+    return h >> (64 - p), min(64 - rest.bit_length() + 1, 64 - p + 1)
+
+
+@pytest.mark.parametrize("p", [4, 12, 16])
+def test_register_and_rank_of_chosen_hashes_match_python(p: int) -> None:
+    """Hashes no real value would give in a test: all the rest's bits zero (the capped
+    rank), only its lowest or highest bit set, all ones, plus random ones."""
+    low = 64 - p
+    chosen = [0, 1, (1 << 64) - 1, 1 << low, (1 << low) - 1, 1 << (low - 1), 5 << low]
+    chosen += [(7 << low) | 1, ((1 << p) - 1) << low]
+    rng = np.random.default_rng(p)
+    chosen += [int(x) for x in rng.integers(0, 2**64 - 1, 200, dtype=np.uint64, endpoint=True)]
+    reg, rho = hll.hash_reg_rho(pl.col("h"), p)
+    got = pl.DataFrame({"h": pl.Series(chosen, dtype=pl.UInt64)}).select(reg, rho.alias("r"))
+    assert got.schema == pl.Schema({"h": pl.UInt32, "r": pl.UInt8})
+    expected = [_python_reg_rank(h, p) for h in chosen]
+    assert list(zip(got["h"].to_list(), got["r"].to_list(), strict=True)) == expected
+    assert max(r for _, r in expected) == 64 - p + 1  # the cap was reached
+
+
+@pytest.mark.parametrize("sketches", [1, 8, 21])
+def test_estimate_equals_the_textbook_formula(sketches: int) -> None:
+    """HyperLogLog's raw estimate with the small-range correction, in plain numpy over the
+    whole matrix; any number of sketches against the estimator's blocks of rows."""
+    rng = np.random.default_rng(sketches)
+    # per sketch: ranks from few to many distinct values (raw and linear-counting ranges)
+    q = np.geomspace(0.9, 0.01, sketches)[:, None]
+    regs = np.minimum(rng.geometric(q, (sketches, M)), 64 - P + 1).astype(np.uint8)
+    regs[rng.random(regs.shape) < np.linspace(0.0, 0.5, sketches)[:, None] * (q > 0.3)] = 0
+    raw = 0.7213 / (1 + 1.079 / M) * M * M / np.power(2.0, -regs.astype(np.float64)).sum(axis=1)
+    zeros = (regs == 0).sum(axis=1)
+    linear = M * np.log(M / np.maximum(zeros, 1))
+    expected = np.rint(np.where((raw <= 2.5 * M) & (zeros > 0), linear, raw))
+    got = hll.estimate(pl.Series("s", regs, pl.Array(pl.UInt8, M)))
+    assert got.to_list() == expected.astype(np.int64).tolist()
+    assert sketches == 1 or ((raw > 2.5 * M).any() and (raw <= 2.5 * M).any())
