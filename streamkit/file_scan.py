@@ -143,7 +143,8 @@ class _PolarsReader:
             parts.append(scan.slice(offset, rows).collect())
         if self.dictionary:
             pf = pq.ParquetFile(self.path, read_dictionary=self.dictionary)
-            table = pf.read_row_groups(groups, columns=self.dictionary, use_threads=True)
+            # already on the prefetch thread: pyarrow's pool would add CPU, not speed
+            table = pf.read_row_groups(groups, columns=self.dictionary, use_threads=False)
             codes = pl.from_arrow(table, rechunk=False)
             assert isinstance(codes, pl.DataFrame)
             parts.append(codes)

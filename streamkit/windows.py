@@ -94,7 +94,7 @@ class TimeWindow:
         """
         _, _, offset, bucket = self.ticks(dtype)
         t = self.column.to_polars().dt.epoch(dtype.time_unit)
-        return (t - offset) // bucket
+        return (t - offset if offset else t) // bucket  # no pass over the rows for "- 0"
 
     def expand(self, frame: pl.DataFrame, dtype: pl.Datetime) -> pl.DataFrame:
         """Replace ``__bucket`` by ``__wstart``/``__wend``, one row per window of each bucket."""
