@@ -35,7 +35,7 @@ class ApproxCountDistinct(AggregateFunction):
         return pl.Int64()
 
     def inputs(self, value: pl.Expr) -> list[pl.Expr]:
-        return list(hll.reg_rho(value, self.precision))
+        return list(hll.hash_rho(value, self.precision))
 
     def partial(
         self, inputs: list[str], states: list[str], input_dtype: pl.DataType | None
@@ -60,7 +60,7 @@ class ApproxCountDistinct(AggregateFunction):
         states: list[str],
     ) -> pl.DataFrame:
         p = self.precision
-        registers = hll.build(rows, groups, keys=keys, reg=inputs[0], rho=inputs[1], p=p)
+        registers = hll.build(rows, groups, keys=keys, hashes=inputs[0], rho=inputs[1], p=p)
         return groups.with_columns(pl.Series(states[0], registers, pl.Array(pl.UInt8, 1 << p)))
 
     def merge_sketch(

@@ -11,6 +11,7 @@ version (a checkpoint written by another version merges, with a small loss of ac
 from __future__ import annotations
 
 import math
+import sys
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -36,33 +37,43 @@ def precision_for(rsd: float) -> int:
     return max(4, min(16, math.ceil(2 * math.log2(1.04 / rsd))))
 
 
-def reg_rho(values: pl.Expr, p: int) -> tuple[pl.Expr, pl.Expr]:
-    """Per value: register index (top ``p`` hash bits) and rank (leading zeros + 1 of the
-    rest). Null values get rank 0, which leaves every register unchanged."""
-    reg, rho = hash_reg_rho(values.hash(SEED), p)
-    return reg, pl.when(values.is_not_null()).then(rho).otherwise(0)
+def hash_rho(values: pl.Expr, p: int) -> tuple[pl.Expr, pl.Expr]:
+    """Per value: its 64-bit hash (whose top ``p`` bits are the register index, see
+    :func:`registers_of`) and rank (:func:`rank`). Null values get rank 0, which leaves
+    every register unchanged."""
+    h = values.hash(SEED)
+    return h, pl.when(values.is_not_null()).then(rank(h, p)).otherwise(0)
 
 
-def hash_reg_rho(h: pl.Expr, p: int) -> tuple[pl.Expr, pl.Expr]:
-    """Register index (UInt32) and rank (UInt8, at most ``64 - p + 1``) of 64-bit hashes."""
-    reg = (h // (1 << (64 - p))).cast(pl.UInt32)
-    # the other 64 - p bits shifted to the top, with a sentinel bit just below them: at
-    # most 64 - p leading zeros, so the cap needs no clip (one pass fewer per row)
+def rank(h: pl.Expr, p: int) -> pl.Expr:
+    """Leading zeros + 1 of the bits of 64-bit hashes below the top ``p`` (UInt8, at most
+    ``64 - p + 1``)."""
+    # those bits shifted to the top, with a sentinel bit just below them: at most 64 - p
+    # leading zeros, so the cap needs no clip (one pass fewer per row)
     rest = (h * (1 << p)) | (1 << (p - 1))
-    return reg, rest.bitwise_leading_zeros().cast(pl.UInt8) + 1
+    return rest.bitwise_leading_zeros().cast(pl.UInt8) + 1
+
+
+def registers_of(hashes: np.ndarray, p: int) -> np.ndarray:
+    """The register index (top ``p`` bits) of each uint64 hash, as uint32: one shift in
+    numpy, then a view of the low halves (Polars has no shift; its division and cast
+    cost two passes over the rows)."""
+    top = np.right_shift(hashes, np.uint64(64 - p))
+    low: np.ndarray = top.view(np.uint32)[0 if sys.byteorder == "little" else 1 :: 2]
+    return low
 
 
 def build(
-    data: pl.DataFrame, groups: pl.DataFrame, *, keys: list[str], reg: str, rho: str, p: int
+    data: pl.DataFrame, groups: pl.DataFrame, *, keys: list[str], hashes: str, rho: str, p: int
 ) -> np.ndarray:
     """Sketches (one row of ``2**p`` registers per row of ``groups``) of the values in
-    ``data`` whose ``reg``/``rho`` come from :func:`reg_rho`.
+    ``data`` whose ``hashes``/``rho`` come from :func:`hash_rho`.
 
     ``groups`` holds the distinct ``keys`` of ``data`` (e.g. its group-by result). A group
     whose values are all null gets all-zero registers (estimate 0).
     """
     m = 1 << p
-    reg_idx, rhos = data[reg].to_numpy(), data[rho].to_numpy()
+    reg_idx, rhos = registers_of(data[hashes].to_numpy(), p), data[rho].to_numpy()
     coder = GroupCoder.fit(groups, keys)  # the distinct keys have the data's ranges
     if coder is not None and coder.slots * m <= MAX_DENSE_BYTES:
         dense = np.zeros(coder.slots * m, dtype=np.uint8)

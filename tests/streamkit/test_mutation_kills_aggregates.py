@@ -554,10 +554,10 @@ def test_hll_build_gives_uint8_registers_also_for_no_rows(
         monkeypatch.setattr(hll, "MAX_DENSE_BYTES", 0)
     p = 4
     data = pl.DataFrame({"k": [1, 2, 1, 2, 1], "v": [10, 20, None, 30, 10]})
-    reg, rho = hll.reg_rho(pl.col("v"), p)
+    reg, rho = hll.hash_rho(pl.col("v"), p)
     rows = data.with_columns(reg.alias("r"), rho.alias("h"))
     groups = pl.DataFrame({"k": [2, 1]})
-    got = hll.build(rows, groups, keys=["k"], reg="r", rho="h", p=p)
+    got = hll.build(rows, groups, keys=["k"], hashes="r", rho="h", p=p)
     assert got.dtype == np.uint8
     expected = np.zeros((2, 16), dtype=np.uint8)
     for k, v, h in zip(data["k"], data["v"], data["v"].hash(hll.SEED), strict=True):
@@ -567,9 +567,9 @@ def test_hll_build_gives_uint8_registers_also_for_no_rows(
             expected[cell] = max(expected[cell], min(64 - rest.bit_length() + 1, 64 - p + 1))
     assert got.tolist() == expected.tolist()
     empty = pl.DataFrame(
-        {"s": [], "r": [], "h": []}, schema={"s": pl.String, "r": pl.UInt32, "h": pl.UInt8}
+        {"s": [], "r": [], "h": []}, schema={"s": pl.String, "r": pl.UInt64, "h": pl.UInt8}
     )
-    none = hll.build(empty, empty.select("s"), keys=["s"], reg="r", rho="h", p=p)
+    none = hll.build(empty, empty.select("s"), keys=["s"], hashes="r", rho="h", p=p)
     assert none.dtype == np.uint8
     assert none.shape == (0, 16)
 
@@ -580,9 +580,9 @@ def test_hll_build_with_keys_too_wide_to_code_densely() -> None:
     values (from their hashes in plain Python)."""
     p = 4
     data = pl.DataFrame({"k": [0, 2**41, 0], "v": [10, 20, 30]})
-    reg, rho = hll.reg_rho(pl.col("v"), p)
+    reg, rho = hll.hash_rho(pl.col("v"), p)
     rows = data.with_columns(reg.alias("r"), rho.alias("h"))
-    got = hll.build(rows, pl.DataFrame({"k": [0, 2**41]}), keys=["k"], reg="r", rho="h", p=p)
+    got = hll.build(rows, pl.DataFrame({"k": [0, 2**41]}), keys=["k"], hashes="r", rho="h", p=p)
     expected = np.zeros((2, 16), dtype=np.uint8)
     for k, h in zip(data["k"], data["v"].hash(hll.SEED), strict=True):
         rest = (h << p) & ((1 << 64) - 1)

@@ -69,10 +69,10 @@ def frame(seed: int, null_keys: bool) -> pl.DataFrame:
 
 
 def build(data: pl.DataFrame, keys: list[str]) -> dict[tuple[object, ...], list[int]]:
-    reg, rho = hll.reg_rho(pl.col("v"), P)
+    reg, rho = hll.hash_rho(pl.col("v"), P)
     rows = data.with_columns(reg.alias("r"), rho.alias("h"))
     groups = rows.group_by(keys).agg(pl.len())
-    registers = hll.build(rows, groups, keys=keys, reg="r", rho="h", p=P)
+    registers = hll.build(rows, groups, keys=keys, hashes="r", rho="h", p=P)
     return {row: registers[i].tolist() for i, row in enumerate(groups.select(keys).rows())}
 
 
@@ -133,11 +133,13 @@ def test_register_and_rank_of_chosen_hashes_match_python(p: int) -> None:
     chosen += [(7 << low) | 1, ((1 << p) - 1) << low]
     rng = np.random.default_rng(p)
     chosen += [int(x) for x in rng.integers(0, 2**64 - 1, 200, dtype=np.uint64, endpoint=True)]
-    reg, rho = hll.hash_reg_rho(pl.col("h"), p)
-    got = pl.DataFrame({"h": pl.Series(chosen, dtype=pl.UInt64)}).select(reg, rho.alias("r"))
-    assert got.schema == pl.Schema({"h": pl.UInt32, "r": pl.UInt8})
+    ranks = pl.DataFrame({"h": pl.Series(chosen, dtype=pl.UInt64)}).select(hll.rank(pl.col("h"), p))
+    assert ranks.to_series().dtype == pl.UInt8
+    registers = hll.registers_of(np.array(chosen, dtype=np.uint64), p)
+    assert registers.dtype == np.uint32
+    got = list(zip(registers.tolist(), ranks.to_series().to_list(), strict=True))
     expected = [_python_reg_rank(h, p) for h in chosen]
-    assert list(zip(got["h"].to_list(), got["r"].to_list(), strict=True)) == expected
+    assert got == expected
     assert max(r for _, r in expected) == 64 - p + 1  # the cap was reached
 
 
