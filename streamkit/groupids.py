@@ -123,19 +123,33 @@ class GroupCoder:
                 col = col.cast(pl.Int8)
             elif not col.dtype.is_integer():
                 return False
-            values = col.to_numpy()
-            # uint64 with int64 would promote to float: reinterpret (wraps like astype)
-            columns.append(values.view(np.int64) if values.dtype == np.uint64 else values)
+            columns.append(numpy_pieces(col))
         # every operation in ``out``'s own type (a mixed-type ufunc computes in int64 and
         # casts through a buffer: about twice the CPU); casts wrap, like the arithmetic
-        for i, (values, lo, card) in enumerate(zip(columns, self.lows, self.cards, strict=True)):
-            if i == 0:
-                np.copyto(out, values, casting="unsafe")
-            else:
-                np.multiply(out, _const(card, out.dtype), out=out)
-                np.add(out, values.astype(out.dtype, copy=False), out=out)
-            np.subtract(out, _const(lo, out.dtype), out=out)
+        for i, (pieces, lo, card) in enumerate(zip(columns, self.lows, self.cards, strict=True)):
+            for start, raw in pieces:
+                # uint64 with int64 would promote to float: reinterpret (wraps like astype)
+                values = raw.view(np.int64) if raw.dtype == np.uint64 else raw
+                part = out[start : start + values.size]
+                if i == 0:
+                    np.copyto(part, values, casting="unsafe")
+                else:
+                    np.multiply(part, _const(card, out.dtype), out=part)
+                    np.add(part, values.astype(out.dtype, copy=False), out=part)
+                np.subtract(part, _const(lo, out.dtype), out=part)
         return True
+
+
+def numpy_pieces(column: pl.Series) -> list[tuple[int, np.ndarray]]:
+    """(first row, values) of each chunk of ``column`` (numeric, no nulls), without the
+    copy ``to_numpy`` makes of a column in several chunks (a frame computed by Polars
+    usually is: one chunk per thread's share)."""
+    pieces, start = [], 0
+    for chunk in column.get_chunks():
+        values = chunk.to_numpy()
+        pieces.append((start, values))
+        start += values.size
+    return pieces
 
 
 def _const(value: int, dtype: np.dtype) -> np.generic:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from streamkit._lazy import lazy_module
-from streamkit.groupids import GroupCoder, group_ids
+from streamkit.groupids import GroupCoder, group_ids, numpy_pieces
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,11 +54,13 @@ def rank(h: pl.Expr, p: int) -> pl.Expr:
     return rest.bitwise_leading_zeros().cast(pl.UInt8) + 1
 
 
-def registers_of(hashes: np.ndarray, p: int) -> np.ndarray:
-    """The register index (top ``p`` bits) of each uint64 hash, as uint32: one shift in
-    numpy, then a view of the low halves (Polars has no shift; its division and cast
-    cost two passes over the rows)."""
-    top = np.right_shift(hashes, np.uint64(64 - p))
+def registers_of(hashes: pl.Series, p: int) -> np.ndarray:
+    """The register index (top ``p`` bits) of each UInt64 hash, as uint32: one shift in
+    numpy, chunk by chunk into one buffer, then a view of the low halves (Polars has no
+    shift; its division and cast cost two passes over the rows)."""
+    top = np.empty(hashes.len(), dtype=np.uint64)
+    for start, values in numpy_pieces(hashes):
+        np.right_shift(values, np.uint64(64 - p), out=top[start : start + values.size])
     low: np.ndarray = top.view(np.uint32)[0 if sys.byteorder == "little" else 1 :: 2]
     return low
 
@@ -73,14 +75,17 @@ def build(
     whose values are all null gets all-zero registers (estimate 0).
     """
     m = 1 << p
-    reg_idx, rhos = registers_of(data[hashes].to_numpy(), p), data[rho].to_numpy()
+    reg_idx = registers_of(data[hashes], p)
     coder = GroupCoder.fit(groups, keys)  # the distinct keys have the data's ranges
     if coder is not None and coder.slots * m <= MAX_DENSE_BYTES:
         dense = np.zeros(coder.slots * m, dtype=np.uint8)
         # one index array (uint32: the buffer is at most 2**28), computed in place
-        np.maximum.at(dense, coder.cells(data, m, reg_idx), rhos)
+        cells = coder.cells(data, m, reg_idx)
+        for start, rhos in numpy_pieces(data[rho]):  # no copy of a chunked column
+            np.maximum.at(dense, cells[start : start + rhos.size], rhos)
         registers: np.ndarray = dense.reshape(coder.slots, m)[coder.ids(groups)]
         return registers
+    rhos = data[rho].to_numpy()
     both = pl.concat([groups.select(keys), data.select(keys)], how="vertical_relaxed")
     gid = group_ids(both, keys)
     group_gid, data_gid = gid[: groups.height], gid[groups.height :]

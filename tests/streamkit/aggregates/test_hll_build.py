@@ -10,6 +10,7 @@ buffer and with the sparse fallback.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import numpy as np
@@ -117,6 +118,15 @@ def test_cells_in_uint32_equal_int64_slots_times_scale_plus() -> None:
     expected = [int(s) * M + int(x) for s, x in zip(slots.tolist(), plus.tolist(), strict=True)]
     assert cells.tolist() == expected
     assert len(set(slots.tolist())) == data.select(keys).unique().height  # slots tell groups apart
+    # each column in chunks, cut at different rows per column: the same cells
+    cuts = {"i": [0, 7, 5000, N], "c": [0, 12_000, N], "b": [0, 1, 2, 9_999, N]}
+    pieces = [
+        pl.concat([data[k][a:b] for a, b in itertools.pairwise(cuts[k])], rechunk=False)
+        for k in keys
+    ]
+    chunked = pl.DataFrame(pieces)
+    assert [chunked[k].n_chunks() for k in keys] == [3, 2, 4]
+    assert coder.cells(chunked, M, plus).tolist() == expected
 
 
 def _python_reg_rank(h: int, p: int) -> tuple[int, int]:
@@ -135,7 +145,8 @@ def test_register_and_rank_of_chosen_hashes_match_python(p: int) -> None:
     chosen += [int(x) for x in rng.integers(0, 2**64 - 1, 200, dtype=np.uint64, endpoint=True)]
     ranks = pl.DataFrame({"h": pl.Series(chosen, dtype=pl.UInt64)}).select(hll.rank(pl.col("h"), p))
     assert ranks.to_series().dtype == pl.UInt8
-    registers = hll.registers_of(np.array(chosen, dtype=np.uint64), p)
+    hashes = pl.Series(chosen, dtype=pl.UInt64)
+    registers = hll.registers_of(pl.concat([hashes[:100], hashes[100:]], rechunk=False), p)
     assert registers.dtype == np.uint32
     got = list(zip(registers.tolist(), ranks.to_series().to_list(), strict=True))
     expected = [_python_reg_rank(h, p) for h in chosen]
