@@ -251,10 +251,32 @@ def _empty_global_state(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFra
     return pl.DataFrame({n: [row[n]] for n in states.columns}, schema=states.schema)
 
 
+PARTIAL_WORKERS = 2
+"""Chunks of a batch aggregation reduced to partial states at once (threads: Polars and
+numpy release the GIL, so two chunks use two cores while the reader prefetches)."""
+
+
+def _partials(chunks: Iterable[pl.LazyFrame], spec: AggregateSpec) -> list[pl.DataFrame]:
+    """:func:`partial` of each chunk, in chunk order, up to :data:`PARTIAL_WORKERS` at
+    once; a chunk is taken from ``chunks`` only when a worker is free (bounded memory)."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    parts: list[pl.DataFrame] = []
+    with ThreadPoolExecutor(PARTIAL_WORKERS) as pool:
+        pending: deque[Future[pl.DataFrame]] = deque()
+        for rows in chunks:
+            if len(pending) == PARTIAL_WORKERS:
+                parts.append(pending.popleft().result())
+            pending.append(pool.submit(partial, rows, spec))
+        parts.extend(future.result() for future in pending)
+    return parts
+
+
 def run_batch(chunks: Iterable[pl.LazyFrame], spec: AggregateSpec) -> pl.DataFrame:
     """The whole aggregation over a table given as chunks of rows: partial states per
     chunk, one merge, one finalize. Needs at least one (possibly empty) chunk."""
-    parts = [partial(rows, spec) for rows in chunks]
+    parts = _partials(chunks, spec)
     if not parts:
         raise ValueError("run_batch needs at least one chunk of rows")
     states = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
