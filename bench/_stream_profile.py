@@ -36,7 +36,7 @@ SITES = (
     "streamkit.streaming.incremental:IncrementalQuery._advance_max",
     "streamkit.streaming.incremental:IncrementalQuery._aggregate",
     "streamkit.streaming.incremental:compile_plan",
-    "streamkit.streaming.incremental:aggregate_rows",
+    "streamkit.streaming.agg_steps:aggregate_rows",
     "streamkit.aggregate:partial",
     "streamkit.aggregate:merge",
     "streamkit.streaming.incremental:IncrementalQuery._emit",
