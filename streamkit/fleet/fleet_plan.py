@@ -16,8 +16,11 @@ starts "not supported on a fleet yet: ..." and names the construct):
 - **stream-static joins** (Spark's: the stream on the side an outer join preserves) in a
   stateless plan or below the aggregation / ``drop_duplicates``: the static side is the
   same in every source task, so each source task joins its own rows, with the
-  single-process engine's pinned snapshot per batch (:attr:`FleetPlan.static`); a join of
-  two streams, and a join above the stateful operator, are refused;
+  single-process engine's pinned snapshot (:attr:`FleetPlan.static`), one for the query's
+  life: a static side that reloads (``reload_every``) is refused, and every worker start
+  checks the tables against the query's first start
+  (:mod:`~streamkit.fleet.static_snapshot`); a join of two streams, and a join above the
+  stateful operator, are refused;
 - **one** ``drop_duplicates`` (or ``drop_duplicates_within_watermark``) over one stream,
   in the modes the single-process engine accepts, with the same plans below and above it:
   source tasks run the part below it and keep the first row of each key of their batch
@@ -43,6 +46,7 @@ from streamkit.execute import aggregate_spec
 from streamkit.expr import Expr
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
+from streamkit.reloading import reloadable_sources
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.stream_static import is_streaming
 from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, next_watermark
@@ -106,8 +110,9 @@ class FleetPlan:
     """The ``drop_duplicates`` (None: none; never together with :attr:`agg`)."""
     static: tuple[StaticSide, ...] = ()
     """The static sides of the stream-static joins of :attr:`plan` (bound: each a scan of
-    its :class:`~streamkit.streaming.static_sides.StaticSide`); whoever runs the rows of a
-    batch through them refreshes them first (one snapshot per batch)."""
+    its :class:`~streamkit.streaming.static_sides.StaticSide`, none reloading, so its rows
+    are computed once); whoever runs the rows of a batch through them refreshes them
+    first, as the single-process engine does."""
 
     @classmethod
     def of(cls, plan: Plan, mode: OutputMode) -> FleetPlan:
@@ -115,6 +120,16 @@ class FleetPlan:
         whatever the single-process engine refuses in ``mode``. ``plan`` is returned
         bound (:attr:`plan`, :attr:`static`)."""
         plan, static = bind_static_sides(plan)
+        for side in static:
+            if reloadable_sources(side.plan):
+                raise _refuse(
+                    f"a static side that reloads its table ({side.plan.describe()}; "
+                    "reload_every): a range re-read after a takeover must join against the "
+                    "same rows as the first attempt, so a fleet query's static tables are one "
+                    "snapshot for its life (streamkit.fleet.static_snapshot)",
+                    "read the table without reload_every and restart the fleet on a new "
+                    "checkpoint root to pick up a new table, or run this query as one process",
+                )
         nodes = plan.chain()
         for node in nodes:
             name = _construct(node)

@@ -6,7 +6,9 @@ job.py`` sets it). The member checks, before anything is read, that the fleet ca
 query: the plan (:meth:`~streamkit.fleet.fleet_plan.FleetPlan.of` raises its
 :class:`~streamkit.errors.PlanError`), the source (it must offer ``fleet_worker``, as the
 Kinesis source of ``streamkit-kinesis`` does), the sink (a file sink, whose tasks write
-task-unique file names into one directory) and a checkpoint root. The source's connector
+task-unique file names into one directory) and a checkpoint root; the static tables of
+its stream-static joins are the ones the query started with
+(:func:`~streamkit.fleet.static_snapshot.verify_static_sides`). The source's connector
 then runs the tasks (for Kinesis, :mod:`streamkit_kinesis.fleet.worker`); this module holds
 no AWS code.
 
@@ -27,7 +29,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from streamkit.durations import parse_duration_ns
 from streamkit.errors import ConfigError, PlanError
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from streamkit.streaming.api import DataStreamWriter
     from streamkit.streaming.contracts import Sink
     from streamkit.streaming.incremental import OutputMode
+    from streamkit.streaming.owner import SwappingStore
 
 ENV_FLEET = "STREAMKIT_FLEET"
 """``1``: ``DataStreamWriter.start()`` starts a fleet member."""
@@ -247,6 +250,12 @@ def start_member(writer: DataStreamWriter, options: FleetOptions | None = None) 
             "cannot): use .parquet(path) or .json(path) on a path all workers reach"
         )
     factory = parts.sink_factory
+    if fleet_plan.static:  # one snapshot for the query's life, checked before any read
+        from streamkit.fleet.static_snapshot import verify_static_sides
+        from streamkit.streaming.checkpoint_store import open_checkpoint_store
+
+        store = cast("SwappingStore", open_checkpoint_store(parts.checkpoint))
+        verify_static_sides(fleet_plan.static, store, parts.checkpoint)
 
     def task_sink(task: str, *, committed_only: bool = False) -> Sink:
         sink: Any = factory()

@@ -14,7 +14,10 @@ Guarantees:
   one that reads ``sk.read.parquet(path, reload_every=...)`` is recomputed in the first
   batch after a reload of that table (:mod:`streamkit.reloading`), never more often;
 - the join holds no state: after a restart the replayed batches join again, against the
-  snapshot then current (the same rows unless the table was reloaded in between).
+  snapshot then current (the same rows unless the table was reloaded or rewritten in
+  between). A fleet query, whose ranges are re-read by another worker after a takeover,
+  allows no reloading table and checks at every worker start that each side's rows are the
+  ones the query started with (:mod:`streamkit.fleet.static_snapshot`).
 """
 
 from __future__ import annotations
@@ -58,12 +61,16 @@ class StaticSide:
                 self._rows, self._versions = execute(self.plan), versions
                 self.loads += 1
 
-    def pinned(self, columns: list[str]) -> pl.LazyFrame:
-        """The pinned rows (computed now if no batch pinned them yet)."""
+    def snapshot(self) -> pl.DataFrame:
+        """The pinned rows, all columns (computed now if no batch pinned them yet)."""
         if self._rows is None:
             self.refresh()
         assert self._rows is not None
-        return self._rows.lazy().select(columns)
+        return self._rows
+
+    def pinned(self, columns: list[str]) -> pl.LazyFrame:
+        """The pinned rows (computed now if no batch pinned them yet)."""
+        return self.snapshot().lazy().select(columns)
 
     def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
         """The pinned rows as one chunk."""
