@@ -23,7 +23,7 @@ from polars.testing import assert_frame_equal
 import streamkit as sk
 from streamkit.errors import PlanError
 from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
-from streamkit.plan import Scan
+from streamkit.plan import Plan, Scan
 from streamkit.streaming.incremental import IncrementalQuery
 
 from . import sim
@@ -39,13 +39,14 @@ def _static() -> sk.DataFrame:
     return sk.from_arrow(pa.table(STATIC))
 
 
-def _aggregated(how: str, mode: str) -> FleetPlan:
+def _aggregated(how: str) -> Plan:
+    """The unbound plan (the fleet and the reference engine each bind their own sides)."""
     df = sk.read_stream.memory(EVENTS).with_watermark("t", "15 minutes")
     joined = df.join(_static(), on="k", how=how).with_column("vw", sk.col("v") * sk.col("w"))
     agg = joined.group_by(sk.window("t", "10 minutes"), "region").agg(
         sk.count().alias("n"), sk.sum("vw").alias("s"), sk.avg("v").alias("a")
     )
-    return FleetPlan.of(agg.plan, mode)  # type: ignore[arg-type]
+    return agg.plan
 
 
 def _flat(frame: pl.DataFrame) -> pl.DataFrame:
@@ -74,8 +75,9 @@ def _oracle(rows: pl.DataFrame, how: str) -> pl.DataFrame:
 def test_batch_by_batch_a_joined_aggregation_is_the_engines(how: str, mode: str) -> None:
     rng = random.Random(5)
     rows = sim.table(5, 500)  # random time order: with a 15-minute delay some rows are late
-    fleet = _aggregated(how, mode)
-    engine = IncrementalQuery(fleet.plan, mode)  # type: ignore[arg-type]
+    plan = _aggregated(how)
+    fleet = FleetPlan.of(plan, mode)  # type: ignore[arg-type]
+    engine = IncrementalQuery(plan, mode)  # type: ignore[arg-type]  # not sharing the sides
     source, n = SourceStage(fleet), 3
     stages = [AggregationStage(fleet, query="q") for _ in range(n)]
     at, seq, top, last = 0, 0, None, pl.DataFrame()
@@ -149,8 +151,9 @@ def test_batch_by_batch_drop_duplicates_after_a_join_is_the_engines(how: str) ->
     rows = pl.concat([base, base.sample(100, seed=8)]).sample(fraction=1.0, shuffle=True, seed=8)
     df = sk.read_stream.memory(EVENTS).with_watermark("t", "15 minutes")
     joined = df.join(_static(), on="k", how=how).drop_duplicates(["region", "t"])
-    fleet = FleetPlan.of(joined.select("region", "t", "v").plan, "append")
-    engine = IncrementalQuery(fleet.plan, "append")
+    plan = joined.select("region", "t", "v").plan
+    fleet = FleetPlan.of(plan, "append")
+    engine = IncrementalQuery(plan, "append")  # its own static side, not the fleet's
     source, n = SourceStage(fleet), 3
     stages = [AggregationStage(fleet, query="q") for _ in range(n)]
     at, seq, top = 0, 0, None
