@@ -14,7 +14,9 @@ gets at least one chunk, also without rows: it carries the shard's watermark pro
 already emitted, :meth:`SourceStage.start_chunks` the start markers of a shard whose task
 starts reading it (every partition gets one).
 The encoding is deterministic for the same rows (states merged per window for sliding
-windows, sorted by their keys), so a batch re-read after a takeover yields the same parts.
+windows, sorted by their keys), so a batch re-read after a takeover yields the same parts;
+the static tables of stream-static joins are fixed for the query's life for that reason
+(:mod:`~streamkit.fleet.static_snapshot`).
 
 For a ``drop_duplicates`` plan the rows sent are the batch's rows after the part of the
 plan below it, in arrival order, keeping the first row of each key of the batch when that
