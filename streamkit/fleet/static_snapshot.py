@@ -19,8 +19,9 @@ attempts' files. So on a fleet the static sides never change while the query liv
 
 Cost: once per worker start, one sort of each static table by all its columns, one
 uncompressed Arrow IPC serialisation and a SHA-256 over it (linear in the table's size:
-small for dimension tables), plus one read (and at the first start one write) of a small
-file in the checkpoint store.
+small for dimension tables: 0.05 / 0.6 CPU s for 100,000 / 1,000,000 rows of three
+columns, 2.4 / 24 MB, measured once on a loaded 2-core box), plus one read (and at the
+first start one write) of a small file in the checkpoint store.
 """
 
 from __future__ import annotations
