@@ -42,6 +42,8 @@ class Entry:
     enqueued_at: float
     attempts: int = 0
     last_error: tuple[str, str] = field(default=("", ""))
+    hash_key: int = -1
+    """The 128-bit hash key, once computed (aggregation only; -1 before)."""
 
 
 def take_batch(

@@ -10,6 +10,17 @@ time, it carries at most one record per key, and a failed record is re-queued at
 front, ahead of its key's later records (see :mod:`.batching`). With ``False`` a call
 takes records in buffer order (fewer, fuller calls when there are few keys), and a retried
 record may land after a later record of its key.
+
+Aggregation (``aggregate=True``, off by default): user records are packed into KPL
+aggregated records (:mod:`.aggregation`), so that small records are not capped at 1,000
+per second per shard. Delivery stays at least once per user record, and per-key order
+with ``preserve_key_order`` (a call then carries at most one Kinesis record per shard, so
+at most one holding a given key). What changes: an aggregate is retried or given up on as
+a whole (each of its user records is counted, and reported, on its own); and after a
+reshard, an aggregate that landed on a shard whose range does not hold all its user
+records is re-sent (re-aggregated with the refreshed shard map), so readers that keep such
+records (streamkit's consumer does) see those user records twice; the KCL, which drops
+them, sees them once, in order.
 """
 
 from __future__ import annotations
@@ -30,6 +41,12 @@ from streamkit_kinesis.errors import (
     RecordTooLargeError,
     error_code,
 )
+from streamkit_kinesis.producer.aggregation import (
+    DEFAULT_AGGREGATE_BYTES,
+    Aggregate,
+    ShardMap,
+    take_aggregates,
+)
 from streamkit_kinesis.producer.batching import (
     MAX_BYTES_PER_CALL,
     MAX_RECORD_BYTES,
@@ -48,11 +65,15 @@ from streamkit_kinesis.retry import (
     is_throttling,
     is_transient,
 )
+from streamkit_kinesis.shards import list_shards_blocking
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mypy_boto3_kinesis.type_defs import PutRecordsRequestEntryTypeDef
+    from mypy_boto3_kinesis.type_defs import (
+        PutRecordsRequestEntryTypeDef,
+        PutRecordsResultEntryTypeDef,
+    )
 
     from streamkit.config import AwsEndpoint
 
@@ -79,6 +100,11 @@ class ProducerMetrics:
     """Records given up on."""
     buffered: int
     """Records waiting to be sent now."""
+    kinesis_records: int = 0
+    """Kinesis records acknowledged (aggregates count once; without aggregation, the same
+    as ``records_sent``)."""
+    shard_map_refreshes: int = 0
+    """ListShards calls made for aggregation."""
 
 
 def record_size(data: bytes, partition_key: str) -> int:
@@ -107,7 +133,8 @@ class KinesisProducer:
     A batch is sent when it is full, when its oldest record has waited ``linger_ms``, or on
     :meth:`flush`. Use ``async with`` (or :meth:`close`) to flush and stop. Errors of the
     background sender (unreachable endpoint, missing stream, records given up on) are
-    raised by the next :meth:`put` or :meth:`flush`.
+    raised by the next :meth:`put` or :meth:`flush`. ``aggregate=True`` packs records into
+    KPL aggregated records of at most ``max_aggregate_bytes`` (see the module docstring).
     """
 
     def __init__(
@@ -124,6 +151,8 @@ class KinesisProducer:
         max_batch_records: int = MAX_RECORDS_PER_CALL,
         max_batch_bytes: int = MAX_BYTES_PER_CALL,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        aggregate: bool = False,
+        max_aggregate_bytes: int = DEFAULT_AGGREGATE_BYTES,
         sleep: Sleep = asyncio.sleep,
         rng: Rng = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -144,6 +173,9 @@ class KinesisProducer:
         self._max_bytes = min(max_batch_bytes, MAX_BYTES_PER_CALL)
         self._max_record = max_record_bytes
         self._clock = clock
+        self._aggregate = aggregate
+        self._max_aggregate = min(max_aggregate_bytes, max_record_bytes, MAX_RECORD_BYTES)
+        self._shards: ShardMap | None = None
         self._buffer: deque[Entry] = deque()
         self._buffered_bytes = 0
         self._inflight = False
@@ -157,9 +189,8 @@ class KinesisProducer:
         self._idle.set()
         self._space = asyncio.Event()
         self._space.set()
-        self._counts = dict.fromkeys(
-            ("records_put", "records_sent", "bytes_sent", "calls", "retries", "throttles"), 0
-        )
+        counters = "records_put records_sent bytes_sent calls retries throttles kinesis_records"
+        self._counts = dict.fromkeys((*counters.split(), "shard_map_refreshes"), 0)
         self._records_failed = 0
 
     @property
@@ -248,21 +279,26 @@ class KinesisProducer:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def _batch_ready(self) -> bool:
+        if len(self._buffer) >= self._max_buffered:
+            return True
+        if self._aggregate:
+            return self._buffered_bytes >= self._call_bytes()
         return len(self._buffer) >= self._max_records or self._buffered_bytes >= self._max_bytes
+
+    def _call_bytes(self) -> int:
+        """User bytes that fill an aggregated call (one aggregate per shard with
+        ``preserve_key_order``, else the call's byte limit)."""
+        if not self._one_per_key:
+            return self._max_bytes
+        shards = len(self._shards.shard_ids) if self._shards is not None else 1
+        return min(self._max_bytes, max(1, shards) * self._max_aggregate)
 
     async def _run(self) -> None:
         try:
             while await self._wait_for_batch():
-                batch = take_batch(
-                    self._buffer,
-                    max_records=self._max_records,
-                    max_bytes=self._max_bytes,
-                    one_per_key=self._one_per_key,
-                )
-                self._buffered_bytes -= sum(e.size for e in batch)
                 self._inflight = True
                 try:
-                    await self._send(batch)
+                    await (self._send_aggregated() if self._aggregate else self._send_next())
                 finally:
                     self._inflight = False
                     self._after_call()
@@ -296,14 +332,64 @@ class KinesisProducer:
         if not self._buffer:
             self._idle.set()
 
-    async def _send(self, batch: list[Entry]) -> None:
-        """One PutRecords call for ``batch``; failed entries go back to the buffer's front."""
+    async def _send_next(self) -> None:
+        """One PutRecords call for the next batch of records, each sent as itself."""
+        batch = take_batch(
+            self._buffer,
+            max_records=self._max_records,
+            max_bytes=self._max_bytes,
+            one_per_key=self._one_per_key,
+        )
+        self._buffered_bytes -= sum(e.size for e in batch)
         records: list[PutRecordsRequestEntryTypeDef] = []
         for e in batch:
             rec: PutRecordsRequestEntryTypeDef = {"Data": e.data, "PartitionKey": e.partition_key}
             if e.explicit_hash_key is not None:
                 rec["ExplicitHashKey"] = e.explicit_hash_key
             records.append(rec)
+        await self._send(batch, records)
+
+    async def _send_aggregated(self) -> None:
+        """One PutRecords call for the next user records, aggregated by shard."""
+        if self._shards is None:
+            await self._refresh_shards()
+        assert self._shards is not None
+        aggs = take_aggregates(
+            self._buffer,
+            self._shards,
+            max_aggregate_bytes=self._max_aggregate,
+            max_records=self._max_records,
+            max_bytes=self._max_bytes,
+            one_per_shard=self._one_per_key,
+        )
+        batch = [e for a in aggs for e in a.entries]
+        self._buffered_bytes -= sum(e.size for e in batch)
+        records: list[PutRecordsRequestEntryTypeDef] = []
+        for a in aggs:
+            rec: PutRecordsRequestEntryTypeDef = {"Data": a.data, "PartitionKey": a.partition_key}
+            if a.explicit_hash_key is not None:
+                rec["ExplicitHashKey"] = a.explicit_hash_key
+            records.append(rec)
+        await self._send(batch, records, aggs)
+
+    async def _refresh_shards(self) -> None:
+        """Load the open shards' hash key ranges (ListShards)."""
+        shards = await call(
+            lambda: list_shards_blocking(self._client, self._stream, open_only=True),
+            stream=self._stream,
+            url=self._url,
+        )
+        self._shards = ShardMap.of(shards)
+        self._counts["shard_map_refreshes"] += 1
+
+    async def _send(
+        self,
+        batch: list[Entry],
+        records: list[PutRecordsRequestEntryTypeDef],
+        aggs: list[Aggregate] | None = None,
+    ) -> None:
+        """One PutRecords call of ``records`` carrying the user records ``batch`` (one
+        each, or as packed in ``aggs``); failed entries go back to the buffer's front."""
         self._counts["calls"] += 1
         self._counts["retries"] += sum(1 for e in batch if e.attempts)
         try:
@@ -318,9 +404,13 @@ class KinesisProducer:
                 raise
             await self._call_failed(batch, exc)
             return
+        results = out["Records"]
+        self._counts["kinesis_records"] += sum(1 for r in results if not r.get("ErrorCode"))
+        if aggs is not None:
+            batch, results = await self._per_user_record(aggs, results)
         result = settle(
             batch,
-            out["Records"],
+            results,
             max_attempts=self._max_attempts,
             throttling_codes=THROTTLING_CODES,
         )
@@ -331,6 +421,31 @@ class KinesisProducer:
         if result.retry:
             self._requeue(list(result.retry))
             await self._retrier.wait(max(e.attempts for e in result.retry) - 1)
+
+    async def _per_user_record(
+        self, aggs: list[Aggregate], results: list[PutRecordsResultEntryTypeDef]
+    ) -> tuple[list[Entry], list[PutRecordsResultEntryTypeDef]]:
+        """Each user record with its aggregate's result, minus the user records of
+        aggregates that landed on a shard not holding them all (stale shard map): those
+        are re-queued at the front, to be re-aggregated with the refreshed map."""
+        wrong = [
+            i for i, (a, r) in enumerate(zip(aggs, results, strict=True))
+            if a.shard_id is not None and not r.get("ErrorCode") and r["ShardId"] != a.shard_id
+        ]  # fmt: skip
+        if wrong:
+            await self._refresh_shards()
+            assert self._shards is not None
+            shards = self._shards
+            wrong = [i for i in wrong if not shards.holds(
+                results[i]["ShardId"], [e.hash_key for e in aggs[i].entries])]  # fmt: skip
+            resend = [e for i in wrong for e in aggs[i].entries]
+            self._counts["retries"] += len(resend)
+            self._requeue(resend)
+        skip = set(wrong)
+        batch = [e for i, a in enumerate(aggs) if i not in skip for e in a.entries]
+        per_user = [r for i, (a, r) in enumerate(zip(aggs, results, strict=True))
+                    if i not in skip for _ in a.entries]  # fmt: skip
+        return batch, per_user
 
     async def _call_failed(self, batch: list[Entry], exc: Exception) -> None:
         """A whole call was throttled or hit a transient error: every entry failed once."""
