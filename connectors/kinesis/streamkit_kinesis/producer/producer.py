@@ -427,7 +427,8 @@ class KinesisProducer:
     ) -> tuple[list[Entry], list[PutRecordsResultEntryTypeDef]]:
         """Each user record with its aggregate's result, minus the user records of
         aggregates that landed on a shard not holding them all (stale shard map): those
-        are re-queued at the front, to be re-aggregated with the refreshed map."""
+        count an attempt and are re-queued at the front, to be re-aggregated with the
+        refreshed map (given up on, as written but misrouted, once attempts run out)."""
         wrong = [
             i for i, (a, r) in enumerate(zip(aggs, results, strict=True))
             if a.shard_id is not None and not r.get("ErrorCode") and r["ShardId"] != a.shard_id
@@ -439,8 +440,11 @@ class KinesisProducer:
             wrong = [i for i in wrong if not shards.holds(
                 results[i]["ShardId"], [e.hash_key for e in aggs[i].entries])]  # fmt: skip
             resend = [e for i in wrong for e in aggs[i].entries]
-            self._counts["retries"] += len(resend)
-            self._requeue(resend)
+            for e in resend:
+                e.attempts += 1
+                e.last_error = ("WrongShard", "aggregate written to a shard not holding it")
+            self._give_up([as_failure(e) for e in resend if e.attempts >= self._max_attempts])
+            self._requeue([e for e in resend if e.attempts < self._max_attempts])
         skip = set(wrong)
         batch = [e for i, a in enumerate(aggs) if i not in skip for e in a.entries]
         per_user = [r for i, (a, r) in enumerate(zip(aggs, results, strict=True))

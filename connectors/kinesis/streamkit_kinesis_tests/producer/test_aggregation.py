@@ -8,6 +8,7 @@ split of the hash key space; aggregates are decoded with the consumer's reader.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import deque
 
 from streamkit_kinesis.kpl.deaggregate import MAGIC
@@ -86,12 +87,14 @@ def test_explicit_hash_keys_choose_the_shard_and_are_kept() -> None:
 
 
 def test_aggregates_stay_within_the_size_limit_partition_key_included() -> None:
-    put = [entry(f"key-{i}", bytes(1000)) for i in range(300)]
+    rng = random.Random(7)
+    put = [entry(f"key-{i}".ljust(200, "-"), bytes(rng.randint(1, 1000))) for i in range(300)]
     buffer = deque(put)
     aggs = take_aggregates(buffer, even_map(1), max_aggregate_bytes=10_000, one_per_shard=False)
     assert not buffer
     assert len(aggs) > 20
     assert all(a.size <= 10_000 for a in aggs)
+    assert max(a.size for a in aggs) > 10_000 - 1000, "aggregates are filled"
     assert [r for a in aggs for r in users(a)] == [(e.data, e.partition_key, None) for e in put]
 
 
