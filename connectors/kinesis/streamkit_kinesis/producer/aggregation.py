@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Sequence
 
+    from mypy_boto3_kinesis.type_defs import PutRecordsResultEntryTypeDef
+
     from streamkit_kinesis.producer.batching import Entry
     from streamkit_kinesis.types import ShardInfo
 
@@ -196,3 +198,23 @@ def take_aggregates(
 def _reserve(entry: Entry) -> int:
     """Bytes an entry may take in a call, framing included (an upper bound)."""
     return 2 * entry.size + 64
+
+
+def misrouted(
+    aggs: Sequence[Aggregate], results: Sequence[PutRecordsResultEntryTypeDef]
+) -> list[int]:
+    """Positions of the aggregates written to a shard other than the one predicted."""
+    return [
+        i for i, (a, r) in enumerate(zip(aggs, results, strict=True))
+        if a.shard_id is not None and not r.get("ErrorCode") and r["ShardId"] != a.shard_id
+    ]  # fmt: skip
+
+
+def per_user_record(
+    aggs: Sequence[Aggregate], results: Sequence[PutRecordsResultEntryTypeDef], skip: set[int]
+) -> tuple[list[Entry], list[PutRecordsResultEntryTypeDef]]:
+    """The user records of the aggregates not in ``skip``, each with its aggregate's result."""
+    batch = [e for i, a in enumerate(aggs) if i not in skip for e in a.entries]
+    per_user = [r for i, (a, r) in enumerate(zip(aggs, results, strict=True))
+                if i not in skip for _ in a.entries]  # fmt: skip
+    return batch, per_user

@@ -30,13 +30,11 @@ import contextlib
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streamkit_kinesis.client import KinesisApi, call, endpoint_url, kinesis_client
 from streamkit_kinesis.errors import (
     FailedRecord,
-    InvalidRecordError,
     PutRecordsFailedError,
     RecordTooLargeError,
     error_code,
@@ -45,6 +43,8 @@ from streamkit_kinesis.producer.aggregation import (
     DEFAULT_AGGREGATE_BYTES,
     Aggregate,
     ShardMap,
+    misrouted,
+    per_user_record,
     take_aggregates,
 )
 from streamkit_kinesis.producer.batching import (
@@ -56,6 +56,7 @@ from streamkit_kinesis.producer.batching import (
     settle,
     take_batch,
 )
+from streamkit_kinesis.producer.records import ProducerMetrics, record_size, validate
 from streamkit_kinesis.retry import (
     THROTTLING_CODES,
     Backoff,
@@ -77,54 +78,8 @@ if TYPE_CHECKING:
 
     from streamkit.config import AwsEndpoint
 
-MAX_HASH_KEY = 2**128 - 1
 
-
-@dataclass(frozen=True)
-class ProducerMetrics:
-    """A snapshot of a producer's counters."""
-
-    records_put: int
-    """Records accepted by ``put``."""
-    records_sent: int
-    """Records acknowledged by Kinesis."""
-    bytes_sent: int
-    """Data plus partition key bytes of the acknowledged records."""
-    calls: int
-    """PutRecords calls made."""
-    retries: int
-    """Records sent again after a failure."""
-    throttles: int
-    """Records (or whole calls) rejected with a throttling error."""
-    records_failed: int
-    """Records given up on."""
-    buffered: int
-    """Records waiting to be sent now."""
-    kinesis_records: int = 0
-    """Kinesis records acknowledged (aggregates count once; without aggregation, the same
-    as ``records_sent``)."""
-    shard_map_refreshes: int = 0
-    """ListShards calls made for aggregation."""
-
-
-def record_size(data: bytes, partition_key: str) -> int:
-    """Bytes a record counts against the Kinesis limits: data plus UTF-8 partition key."""
-    return len(data) + len(partition_key.encode("utf-8"))
-
-
-def validate(partition_key: str, explicit_hash_key: str | None) -> None:
-    """Raise :class:`InvalidRecordError` for keys Kinesis would reject."""
-    if not 1 <= len(partition_key) <= 256:
-        raise InvalidRecordError(
-            f"partition key must be 1 to 256 characters, got {len(partition_key)}"
-        )
-    if explicit_hash_key is not None and not (
-        explicit_hash_key.isdigit() and 0 <= int(explicit_hash_key) <= MAX_HASH_KEY
-    ):
-        raise InvalidRecordError(
-            f"explicit hash key must be a decimal integer in [0, 2**128 - 1], "
-            f"got {explicit_hash_key!r}"
-        )
+__all__ = ["KinesisProducer", "ProducerMetrics", "record_size", "validate"]
 
 
 class KinesisProducer:
@@ -429,10 +384,7 @@ class KinesisProducer:
         aggregates that landed on a shard not holding them all (stale shard map): those
         count an attempt and are re-queued at the front, to be re-aggregated with the
         refreshed map (given up on, as written but misrouted, once attempts run out)."""
-        wrong = [
-            i for i, (a, r) in enumerate(zip(aggs, results, strict=True))
-            if a.shard_id is not None and not r.get("ErrorCode") and r["ShardId"] != a.shard_id
-        ]  # fmt: skip
+        wrong = misrouted(aggs, results)
         if wrong:
             await self._refresh_shards()
             assert self._shards is not None
@@ -445,11 +397,7 @@ class KinesisProducer:
                 e.last_error = ("WrongShard", "aggregate written to a shard not holding it")
             self._give_up([as_failure(e) for e in resend if e.attempts >= self._max_attempts])
             self._requeue([e for e in resend if e.attempts < self._max_attempts])
-        skip = set(wrong)
-        batch = [e for i, a in enumerate(aggs) if i not in skip for e in a.entries]
-        per_user = [r for i, (a, r) in enumerate(zip(aggs, results, strict=True))
-                    if i not in skip for _ in a.entries]  # fmt: skip
-        return batch, per_user
+        return per_user_record(aggs, results, set(wrong))
 
     async def _call_failed(self, batch: list[Entry], exc: Exception) -> None:
         """A whole call was throttled or hit a transient error: every entry failed once."""
