@@ -10,11 +10,11 @@ predicted. After a reshard the map is stale; the producer sees it in the ``Shard
 PutRecords returns, refreshes the map and re-sends what landed on the wrong shard.
 
 Ordering rule (``one_per_shard=True``): a call carries at most one Kinesis record per
-shard. Every record of one partition key (without explicit hash keys) maps to one shard,
-so a call never carries two records with user records of one key, and the batching rule
+shard, and the user records of one partition key in one Kinesis record only (a key whose
+explicit hash keys point to several shards waits for the next call). So the batching rule
 of :mod:`.batching` (failed records re-queued at the front, one call in flight) keeps
-their order. An entry that does not fit its shard's aggregate stays in the buffer, and so
-does every later entry of its partition key.
+each key's order. An entry that cannot join its shard's record stays in the buffer, and
+so does every later entry of its partition key.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def take_aggregates(
     opened: dict[int, _Open] = {}
     sealed: list[Aggregate] = []
     alone: set[int] = set()
+    keys: dict[str, int] = {}
     closed: set[int] = set()
     held: set[str] = set()
     skipped: list[Entry] = []
@@ -167,12 +168,17 @@ def take_aggregates(
             entry.hash_key = hash_key(entry.partition_key, entry.explicit_hash_key)
         shard = shards.index(entry.hash_key)
         agg = opened.get(shard) if shard >= 0 else None
-        if agg is not None and agg.fits(entry, max_aggregate_bytes):
+        elsewhere = one_per_shard and keys.get(entry.partition_key, shard) != shard
+        if not elsewhere and agg is not None and agg.fits(entry, max_aggregate_bytes):
             agg.add(buffer.popleft())
             used += _reserve(entry)
             continue
+        if one_per_shard and (elsewhere or (shard < 0 and entry.partition_key in keys)):
+            held.add(entry.partition_key)  # its key is in another Kinesis record of the call
+            skipped.append(buffer.popleft())
+            continue
         if one_per_shard and (agg is not None or shard in alone):
-            closed.add(shard)
+            closed.add(shard)  # the shard's Kinesis record of this call is full
             held.add(entry.partition_key)
             skipped.append(buffer.popleft())
             continue
@@ -184,13 +190,15 @@ def take_aggregates(
             break  # one more Kinesis record would not fit the call
         fresh = _Open(buffer.popleft())
         used += _reserve(entry)
+        keys[entry.partition_key] = shard
         if shard >= 0 and fresh.fits(entry, max_aggregate_bytes):
             fresh.add(entry)
             opened[shard] = fresh
         else:
             sealed.append(Aggregate([entry], entry.data, entry.partition_key,
                                     entry.explicit_hash_key, None))  # fmt: skip
-            alone.add(shard)
+            if shard >= 0:
+                alone.add(shard)
     buffer.extendleft(reversed(skipped))
     return sealed + [agg.seal(shards.shard_ids[shard]) for shard, agg in opened.items()]
 

@@ -128,3 +128,25 @@ def test_a_record_no_open_shard_holds_goes_as_itself() -> None:
     put = [entry("k", b"1", str(TOP - 1)), entry("k2", b"2", "5"), entry("k3", b"3", "6")]
     aggs = take_aggregates(deque(put), ShardMap.of(infos), one_per_shard=False)
     assert [(a.shard_id, len(a.entries)) for a in aggs] == [(None, 1), ("shardId-000000000000", 2)]
+
+
+def test_one_per_shard_keeps_a_key_in_one_kinesis_record_of_a_call() -> None:
+    """A key whose explicit hash keys point to two shards: its second record waits (two
+    Kinesis records of one key in a call could be written out of order on a retry)."""
+    quarter = TOP // 4
+    put = [entry("k", b"0", "1"), entry("other", b"1"), entry("k", b"2", str(quarter + 1))]
+    buffer = deque(put)
+    aggs = take_aggregates(buffer, even_map(4))
+    assert [e.data for a in aggs for e in a.entries] == [b"0", b"1"]
+    assert list(buffer) == [put[2]]
+    assert [e.data for a in take_aggregates(buffer, even_map(4)) for e in a.entries] == [b"2"]
+
+
+def test_unmapped_records_of_one_key_wait_for_the_next_call() -> None:
+    infos = [ShardInfo("shardId-000000000000", (), HashKeyRange(0, TOP // 2 - 1), "0")]
+    put = [entry("k", b"0", str(TOP - 1)), entry("j", b"1", str(TOP - 2)),
+           entry("k", b"2", str(TOP - 3))]  # fmt: skip
+    buffer = deque(put)
+    aggs = take_aggregates(buffer, ShardMap.of(infos))
+    assert [e.data for a in aggs for e in a.entries] == [b"0", b"1"]
+    assert list(buffer) == [put[2]]
