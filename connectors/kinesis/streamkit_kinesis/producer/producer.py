@@ -179,13 +179,18 @@ class KinesisProducer:
             self._wake.set()
             await self._space.wait()
             self._raise_pending()
-        self._ensure_started()
-        was_empty = not self._buffer
-        self._buffer.append(Entry(data, partition_key, explicit_hash_key, size, self._clock()))
+        task = self._task
+        if task is None or task.done():
+            self._ensure_started()
+        buffer = self._buffer
+        was_empty = not buffer
+        buffer.append(Entry(data, partition_key, explicit_hash_key, size, self._clock()))
         self._buffered_bytes += size
         self._counts["records_put"] += 1
-        self._idle.clear()
-        if was_empty or self._batch_ready():
+        if was_empty:
+            self._idle.clear()
+            self._wake.set()
+        elif self._batch_ready():
             self._wake.set()
 
     async def flush(self) -> None:

@@ -39,6 +39,8 @@ class ProducerMetrics:
 
 def record_size(data: bytes, partition_key: str) -> int:
     """Bytes a record counts against the Kinesis limits: data plus UTF-8 partition key."""
+    if partition_key.isascii():  # the common case, without encoding the key
+        return len(data) + len(partition_key)
     return len(data) + len(partition_key.encode("utf-8"))
 
 
