@@ -23,9 +23,11 @@ from typing import TypeAlias
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from streamkit.streaming import _guard as guard
+from streamkit.streaming._records import BinaryColumn
 
 Reject: TypeAlias = tuple[int, str]
 """(record number in the batch, reason)."""
@@ -70,15 +72,24 @@ def frame_payloads(
     and those :func:`~streamkit.streaming._guard.screen` refuses (invalid UTF-8, nested
     deeper than ``max_depth``). Guarantee: the frame only holds records that passed.
 
+    Payloads held as a :class:`~streamkit.streaming._records.BinaryColumn` are framed
+    from the Arrow column by Arrow kernels (no Python object per record), to the same
+    bytes as a list of ``bytes`` is.
+
     A raw newline can only be whitespace in valid JSON (inside a string it is invalid), so
     newlines become tabs: whitespace outside strings, still invalid inside them. Lengths
     do not change and every record stays one line.
     """
-    n = len(payloads)
-    lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+    kept: Sequence[bytes] | pa.Array
+    if isinstance(payloads, BinaryColumn):
+        kept = payloads.array
+        lengths = _column_lengths(kept)
+    else:
+        kept = payloads
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+    n = len(kept)
     bad = (lengths == 0) | (lengths > max_bytes)
     rejects: list[Reject] = []
-    kept: Sequence[bytes] = payloads
     keep = np.arange(n, dtype=np.int64)
     if bad.any():
         for i in np.flatnonzero(bad).tolist():
@@ -87,7 +98,7 @@ def frame_payloads(
                 (i, "empty record" if size == 0 else f"oversize: {size} bytes > {max_bytes}")
             )
         keep = np.flatnonzero(~bad).astype(np.int64)
-        kept = [payloads[i] for i in keep.tolist()]
+        kept = _pick(kept, keep)
         lengths = lengths[keep]
     data, bounds = _join(kept, lengths)
     screened = guard.screen(data, bounds, max_depth, prefix=len(_OPEN), levels=1)
@@ -95,30 +106,79 @@ def frame_payloads(
         rejects += [(int(keep[k]), reason) for k, reason in screened]
         passed = np.ones(len(kept), dtype=bool)
         passed[[k for k, _ in screened]] = False
-        kept = [kept[i] for i in np.flatnonzero(passed).tolist()]
+        kept = _pick(kept, np.flatnonzero(passed))
         keep, lengths = keep[passed], lengths[passed]
         data, bounds = _join(kept, lengths)
     longest = int(lengths.max()) if len(lengths) else 0
     block = max(1 << 20, longest + 16)
-    return Frame(pa.py_buffer(data), bounds, keep, block), rejects
+    return Frame(data, bounds, keep, block), rejects
+
+
+def _column_lengths(column: pa.Array) -> npt.NDArray[np.int64]:
+    """Byte length of each payload (a null counts as empty)."""
+    sizes = pc.binary_length(column).fill_null(0)
+    return np.asarray(sizes.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _pick(
+    payloads: Sequence[bytes] | pa.Array, index: npt.NDArray[np.int64]
+) -> Sequence[bytes] | pa.Array:
+    """The payloads at ``index`` (ascending)."""
+    if isinstance(payloads, pa.Array):
+        return payloads.take(pa.array(index, pa.int64()))
+    return [payloads[i] for i in index.tolist()]
 
 
 def _join(
-    payloads: Sequence[bytes], lengths: npt.NDArray[np.int64]
-) -> tuple[bytes, npt.NDArray[np.int64]]:
+    payloads: Sequence[bytes] | pa.Array, lengths: npt.NDArray[np.int64]
+) -> tuple[pa.Buffer, npt.NDArray[np.int64]]:
     """The framed buffer and its record bounds."""
+    bounds = np.zeros(len(payloads) + 1, dtype=np.int64)
+    np.cumsum(lengths + len(_OPEN) + len(_CLOSE) + 1, out=bounds[1:])
+    if isinstance(payloads, pa.Array):
+        return _wrap_column(payloads, int(bounds[-1])), bounds
     data = _wrap(payloads)
     if data.count(b"\n") != len(payloads):
         data = _wrap([p.replace(b"\n", b"\t") for p in payloads])
-    bounds = np.zeros(len(payloads) + 1, dtype=np.int64)
-    np.cumsum(lengths + len(_OPEN) + len(_CLOSE) + 1, out=bounds[1:])
-    return data, bounds
+    return pa.py_buffer(data), bounds
 
 
 def _wrap(payloads: Sequence[bytes]) -> bytes:
     if not payloads:
         return b""
     return b"".join((_OPEN, (_CLOSE + b"\n" + _OPEN).join(payloads), _CLOSE, b"\n"))
+
+
+def _wrap_column(payloads: pa.Array, size: int) -> pa.Buffer:
+    """:func:`_wrap` of a binary column (``size``: the framed bytes), by Arrow kernels."""
+    if not len(payloads):
+        return pa.py_buffer(b"")
+    framed = _wrap_kernel(payloads)
+    data = _framed_data(framed, size)
+    if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10) != len(payloads):
+        tabs = pc.replace_substring(payloads, pattern=b"\n", replacement=b"\t")
+        data = _framed_data(_wrap_kernel(tabs), size)
+    return data
+
+
+def _wrap_kernel(payloads: pa.Array) -> pa.Array:
+    kind = payloads.type
+    result: pa.Array = pc.binary_join_element_wise(
+        pa.scalar(_OPEN, kind), payloads, pa.scalar(_CLOSE + b"\n", kind), pa.scalar(b"", kind)
+    )
+    return result
+
+
+def _framed_data(framed: pa.Array, size: int) -> pa.Buffer:
+    """The bytes of a freshly built binary array (its values, one after the other)."""
+    offsets = np.frombuffer(framed.buffers()[1], dtype=_OFFSET[framed.type])
+    start = int(offsets[framed.offset])
+    data: pa.Buffer = framed.buffers()[2].slice(start, size)
+    assert int(offsets[framed.offset + len(framed)]) - start == size
+    return data
+
+
+_OFFSET = {pa.binary(): np.int32, pa.large_binary(): np.int64}
 
 
 def bisect(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, overload
 
@@ -84,6 +84,42 @@ class Repeat(Sequence[str]):
         return self._value
 
 
+class BinaryColumn(Sequence[bytes]):
+    """Payloads held as one Arrow binary column, read as a sequence of ``bytes`` (an
+    element built when read). Decoders that read Arrow take :attr:`array` whole (no
+    Python object per record); others see an ordinary ``Sequence[bytes]``."""
+
+    def __init__(self, column: pa.Array | pa.ChunkedArray) -> None:
+        if isinstance(column, pa.ChunkedArray):
+            chunks = column.chunks
+            column = chunks[0] if len(chunks) == 1 else column.combine_chunks()
+        if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+            raise TypeError(f"BinaryColumn needs a binary column, got {column.type}")
+        self.array: pa.Array = column
+        """The payloads, one binary array (``binary`` or ``large_binary``)."""
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            values: list[bytes] = self.array.slice(start, max(0, stop - start)).to_pylist()
+            return values[::step]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        value: bytes = self.array[i].as_py()
+        return value
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.array.to_pylist())
+
+
 @dataclass(frozen=True)
 class RawRecords:
     """One micro-batch of raw records; the three sequences are parallel.
@@ -93,7 +129,8 @@ class RawRecords:
     """
 
     payloads: Sequence[bytes]
-    """Raw record bytes (one JSON object per record for :class:`JsonDecoder`)."""
+    """Raw record bytes (one JSON object per record for :class:`JsonDecoder`); may be a
+    :class:`BinaryColumn` (an Arrow column, read as ``bytes`` only when indexed)."""
     partitions: Sequence[str]
     """Partition of each record (shard id, topic-partition, file)."""
     positions: Sequence[str]

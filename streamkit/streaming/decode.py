@@ -30,6 +30,7 @@ from streamkit.streaming import _ndjson as nd
 from streamkit.streaming._records import (
     DEAD_LETTER_SCHEMA,
     BadRecordError,
+    BinaryColumn,
     Decoded,
     Decoder,
     OnBadRecord,
@@ -50,6 +51,7 @@ __all__ = [
     "DEAD_LETTER_SCHEMA",
     "MAX_DEPTH",
     "BadRecordError",
+    "BinaryColumn",
     "Decoded",
     "Decoder",
     "FunctionDecoder",
@@ -119,7 +121,11 @@ class RawDecoder:
     schema: pa.Schema = pa.schema([pa.field("data", pa.binary())])
 
     def decode(self, records: RawRecords) -> Decoded:
-        data = pa.array(list(records.payloads), pa.binary())
+        payloads = records.payloads
+        if isinstance(payloads, BinaryColumn):
+            data = payloads.array.cast(pa.binary())
+        else:
+            data = pa.array(list(payloads), pa.binary())
         return Decoded(pa.Table.from_arrays([data], schema=self.schema), empty_dead_letters())
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, overload
 import pyarrow as pa
 
 from streamkit.streaming.contracts import PartitionProgress
-from streamkit.streaming.decode import RawRecords, decode_off_loop
+from streamkit.streaming.decode import BinaryColumn, RawRecords, decode_off_loop
 from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.retry import BACKING_OFF
 from streamkit_kinesis.source.positions import END
@@ -32,13 +32,15 @@ async def decode_taken(
 ) -> tuple[pa.Table, pa.Table]:
     """Rows and dead letters of the records taken (partition = shard id, position =
     sequence number), in one decoder call off the event loop. Columns
-    (:class:`RecordColumns`) go in without a record object: the payloads as one list of
-    ``bytes``, the shard ids and positions read from Arrow columns only for dead letters."""
+    (:class:`RecordColumns`) go in without a record object or a ``bytes`` per record: the
+    payloads as the Arrow binary column (:class:`BinaryColumn`, which the JSON and raw
+    decoders read whole and a user decoder reads as ``bytes``), the shard ids and
+    positions read from Arrow columns only for dead letters."""
     columns = {shard: RecordColumns.from_records(records) for shard, records in taken.items()}
     shards = [pa.repeat(pa.scalar(s, pa.string()), len(c)) for s, c in columns.items()]
     partitions = ArrowStrings(pa.chunked_array(shards, pa.string()))
     joined = RecordColumns.concat(list(columns.values()))
-    payloads: list[bytes] = joined.data.to_pylist()
+    payloads = BinaryColumn(joined.data)
     positions = ArrowStrings(joined.sequence_numbers)
     decoded = await decode_off_loop(decoder, RawRecords(payloads, partitions, positions))
     return decoded.rows, decoded.dead_letters
