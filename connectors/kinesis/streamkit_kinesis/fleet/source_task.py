@@ -43,9 +43,11 @@ import polars as pl
 
 from streamkit.fleet.fence import TaskFencedError, quiesced
 from streamkit_kinesis.consumer import BaseRecordProcessor
+from streamkit_kinesis.fleet import record_split as cut
 from streamkit_kinesis.fleet.status import TaskStatus, source_watermark_ms, write_status
 from streamkit_kinesis.fleet.two_phase import ReplayRange, emit_exactly_once, replay_range
 from streamkit_kinesis.leases import LeaseLostError
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.source.batch import decode_taken
 from streamkit_kinesis.types import SHARD_END, ExtendedSequenceNumber
 
@@ -161,7 +163,8 @@ class SourceTask(BaseRecordProcessor):
         """While set, records up to its end are held and run as one batch (exact re-read)."""
         self.skip_to: int | None = None
         """Records at or before it were committed already (stateless plans)."""
-        self.held: list[KinesisRecord] = []
+        self.held: list[RecordColumns] = []
+        """Records of an exact re-read not run yet (its range end not reached)."""
         self.max_event: int | None = None
         self.batches = 0
         self.log: DirectTaskLog | None = None
@@ -265,7 +268,7 @@ class SourceTask(BaseRecordProcessor):
             return
         try:
             if self.held:
-                records, self.held, self.replay = self.held, [], None
+                records, self.held, self.replay = RecordColumns.concat(self.held), [], None
                 await self._run(records, None, checkpointer)
             await self._send_end()
         except (LeaseLostError, TaskFencedError) as e:
@@ -310,27 +313,28 @@ class SourceTask(BaseRecordProcessor):
         an exact re-read are read again by the next owner)."""
         self._gone()
 
-    def split(self, records: Sequence[KinesisRecord]) -> list[list[KinesisRecord]]:
+    def split(self, records: Sequence[KinesisRecord]) -> list[RecordColumns]:
         """The source batches ``records`` complete: records committed already are
         dropped; while an exact re-read is due, records up to its end are held until the
-        end is reached, then run as one batch; the rest as a batch of its own."""
-        skip = self.skip_to
-        fresh = [r for r in records if skip is None or int(r.sequence_number) > skip]
+        end is reached, then run as one batch; the rest as a batch of its own. On the
+        records' columns (:mod:`.record_split`): no record object is built."""
+        fresh = cut.after(cut.columns(records), self.skip_to)
         replay = self.replay
         if replay is None:
-            return [fresh] if fresh else []
-        inside, tail = replay.split(fresh)
-        self.held += inside
-        if not tail and not replay.reached(self.held):
+            return [fresh] if len(fresh) else []
+        inside, tail = cut.through(replay, fresh)
+        if len(inside):
+            self.held.append(inside)
+        held = RecordColumns.concat(self.held)
+        if not len(tail) and not cut.reached(replay, held):
             return []
-        out = [self.held] if self.held else []
         self.held, self.replay = [], None
-        return [*out, tail] if tail else out
+        return [b for b in (held, tail) if len(b)]
 
     async def _run(
-        self, records: list[KinesisRecord], batch: RecordBatch | None, checkpointer: Checkpointer
+        self, records: RecordColumns, batch: RecordBatch | None, checkpointer: Checkpointer
     ) -> None:
-        last = records[-1].sequence_number
+        last = records.sequence_number(len(records) - 1)
         rows, dead = await decode_taken(self.ctx.decoder, {self.shard: records})
         if dead.num_rows:
             await asyncio.to_thread(self._dead_letters, dead, last)
