@@ -128,11 +128,26 @@ class RecordColumns(Sequence[KinesisRecord]):
         return int(pc.sum(pc.or_(shorter, same).cast(pa.int64())).as_py() or 0)
 
     def same_as_first(self, sequence_number: str) -> int:
-        """How many leading records have exactly ``sequence_number`` (a KPL aggregate's)."""
-        n = 0
-        while n < len(self) and self.sequence_number(n) == sequence_number:
-            n += 1
+        """How many leading records have exactly ``sequence_number`` (a KPL aggregate's).
+        Compared in Arrow over windows that double from 64 records: O(answer) work, no
+        Python value per record."""
+        seqs, n, size = self.sequence_numbers, 0, 64
+        while n < len(self):
+            window = seqs.slice(n, size)
+            same = pc.equal(window, sequence_number).fill_null(False)
+            differs = np.flatnonzero(~np.asarray(same.to_numpy(), dtype=bool))
+            if len(differs):
+                return n + int(differs[0])
+            n, size = n + len(window), size * 2
         return n
+
+    def first_arrived_after(self, cut: datetime) -> int:
+        """How many leading records arrived at or before ``cut`` (arrival times are
+        non-decreasing in shard order; a record without one counts as arrived before):
+        a ``searchsorted`` over the arrival column."""
+        micros = pa.scalar(cut, pa.timestamp("us", "UTC")).cast(pa.int64()).as_py()
+        arrival = self.table.column("arrival").cast(pa.int64()).fill_null(micros)
+        return int(np.searchsorted(np.asarray(arrival.to_numpy()), micros, side="right"))
 
     def part(self, start: int, stop: int | None = None) -> RecordColumns:
         """Records ``start:stop`` (no copy)."""

@@ -42,6 +42,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.source.errors import KinesisSourceError
 from streamkit_kinesis.source.positions import later
 
@@ -134,7 +135,7 @@ class TipWatches:
             floor = target.floors[shard_id]
             cut = first_after(batch.records, target.cut)
             if cut is not None:
-                end = batch.records[cut - 1].sequence_number if cut else before
+                end = _sequence_number(batch.records, cut - 1) if cut else before
                 target.ends[shard_id] = later(end, floor)
             elif batch.shard_ended:
                 target.ends[shard_id] = later(last, floor)
@@ -228,8 +229,18 @@ def first_after(records: Sequence[KinesisRecord], cut: datetime | None) -> int |
     docstring); a record without one counts as arrived before."""
     if cut is None or not records:
         return None
-    found = bisect_right(records, cut, key=_arrival_or(cut))
+    if isinstance(records, RecordColumns):
+        found = records.first_arrived_after(cut)
+    else:
+        found = bisect_right(records, cut, key=_arrival_or(cut))
     return found if found < len(records) else None
+
+
+def _sequence_number(records: Sequence[KinesisRecord], i: int) -> str:
+    """Record ``i``'s sequence number (no record object built from columns)."""
+    if isinstance(records, RecordColumns):
+        return records.sequence_number(i)
+    return records[i].sequence_number
 
 
 def _arrival_or(cut: datetime) -> Callable[[KinesisRecord], datetime]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -21,6 +22,7 @@ from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.source.batch import decode_taken
 from streamkit_kinesis.source.buffers import ChunkQueue, ShardBuffers
+from streamkit_kinesis.source.tip_watch import first_after
 from streamkit_kinesis.testing.streams import fresh_stream
 from streamkit_kinesis.types import TRIM_HORIZON, ExtendedSequenceNumber, KinesisRecord, UserRecord
 
@@ -194,3 +196,39 @@ def test_a_queue_pop_takes_the_rest_of_an_aggregate_from_the_next_chunk() -> Non
     ]  # fmt: skip
     assert [r.sequence_number for r in queue] == ["200"]
     assert len(queue) == 1
+
+
+@pytest.mark.parametrize("lead", [0, 1, 63, 64, 65, 200, 1000])
+def test_same_as_first_counts_the_leading_records_of_one_number(lead: int) -> None:
+    """Across the doubling windows and across chunks of the table."""
+    positions = [(7, i) for i in range(lead)] + [(8, 0), (7, 0), (9, 0)]
+    records = RecordColumns.concat([chunk(*positions[:50]), chunk(*positions[50:])])
+    expected = next(i for i, (seq, _) in enumerate(positions) if seq != 7)
+    assert records.same_as_first("7") == expected
+    assert chunk(*[(7, i) for i in range(lead)]).same_as_first("7") == lead
+    assert records.same_as_first("70") == 0
+
+
+def test_first_after_on_columns_is_the_bisection_over_arrival_times() -> None:
+    """First record arrived after the cut (a record stamped at the cut is before it);
+    none arrived after: None; a record without an arrival time counts as before."""
+    base = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+    def columns_and_objects(
+        offsets: list[int | None],
+    ) -> tuple[RecordColumns, list[KinesisRecord], list[datetime | None]]:
+        arrivals = [None if o is None else base + timedelta(microseconds=o) for o in offsets]
+        objects = [KinesisRecord(b"x", "k", str(i + 1), a) for i, a in enumerate(arrivals)]
+        halves = [RecordColumns.from_records(objects[:4]), RecordColumns.from_records(objects[4:])]
+        return RecordColumns.concat(halves), objects, arrivals
+
+    records, objects, arrivals = columns_and_objects([-5, -1, 0, 0, 0, 1, 1, 2, 100])
+    for shift in (-10, -5, -1, 0, 1, 2, 99, 100, 101):
+        cut = base + timedelta(microseconds=shift)
+        later = [i for i, a in enumerate(arrivals) if a is not None and a > cut]
+        assert first_after(records, cut) == (later[0] if later else None)
+        assert first_after(records, cut) == first_after(objects, cut)
+    assert first_after(records, None) is None
+    unstamped, _, _ = columns_and_objects([None, None, 3, 4])
+    assert first_after(unstamped, base) == 2
+    assert first_after(unstamped, base + timedelta(microseconds=4)) is None
