@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from tests.differential.lazy_runs import LazyRuns
+from tests.differential.spark_functions import JOIN_STATE as STATE
+from tests.differential.spark_functions import JoinTally, tally, tally_timed
 from tests.differential.test_joins_stream import LEFT_DDL, RIGHT_DDL, random_side
 from tests.differential.test_joins_stream_agg import (
     HAND_EDGE,
@@ -44,90 +45,12 @@ from tests.differential.test_joins_stream_agg import (
     their_rows,
     write_case,
 )
-from tests.differential.test_stateful import epoch_ms
 from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 Batches = list[tuple[int, list[tuple[Any, ...]]]]
 OUT = "k string, kind string, n bigint, s bigint, wm bigint"
-STATE = "n bigint, s bigint"
-TIMEOUT_MS = 5_000
-
-
-def _count(pdfs: Iterator[pd.DataFrame], n: int, s: int) -> tuple[int, int, int | None]:
-    """Rows, sum of ``rv`` (nulls as 0) and the latest ``lt`` (ms) after ``pdfs``."""
-    latest = None
-    for pdf in pdfs:
-        n += len(pdf)
-        s += int(pdf["rv"].fillna(0).sum())
-        times = epoch_ms(pdf["lt"]).dropna()
-        if len(times):
-            latest = max(int(times.max()), latest or 0)
-    return n, s, latest
-
-
-NULL_KEY = "<null>"
-"""Emitted for the null grouping key: PySpark 4.3 fails converting a function's output
-whose string column holds only a null (``TypeError: Cannot convert pyarrow.lib.ChunkedArray
-to pyarrow.lib.Array`` in its Arrow conversion), which a left outer join's null keys hit."""
-
-
-def _key(key: Any) -> str:
-    """The grouping key as emitted (PySpark 4.3 hands a null key to
-    ``handleExpiredTimer`` as ``'NaN'``)."""
-    return key[0] if isinstance(key[0], str) and key[0] != "NaN" else NULL_KEY
-
-
-def _tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any, timed: bool) -> Any:
-    wm = state.getCurrentWatermarkMs()
-    if state.hasTimedOut:
-        n, s = state.get
-        state.remove()
-        yield pd.DataFrame({"k": [_key(key)], "kind": ["timeout"], "n": [n], "s": [s], "wm": [wm]})
-        return
-    n, s, latest = _count(pdfs, *(state.get if state.exists else (0, 0)))
-    state.update((n, s))
-    if timed and latest is not None:
-        state.setTimeoutTimestamp(max(latest + TIMEOUT_MS, wm + 1))
-    yield pd.DataFrame({"k": [_key(key)], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
-
-
-def tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
-    """``NoTimeout``: one row per call."""
-    return _tally(key, pdfs, state, timed=False)
-
-
-def tally_timed(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
-    """``EventTimeTimeout``: one row per call, and one when the key times out."""
-    return _tally(key, pdfs, state, timed=True)
-
-
-class JoinTally:
-    """``tally_timed`` as a processor: an event-time timer in place of the timeout."""
-
-    def init(self, handle: Any) -> None:
-        self.handle = handle
-        self.seen = handle.getValueState("seen", STATE)
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        wm = timerValues.getCurrentWatermarkInMs()
-        n, s, latest = _count(rows, *(self.seen.get() if self.seen.exists() else (0, 0)))
-        self.seen.update((n, s))
-        if latest is not None:
-            for at in list(self.handle.listTimers()):
-                self.handle.deleteTimer(at)
-            self.handle.registerTimer(max(latest + TIMEOUT_MS, wm + 1))
-        yield pd.DataFrame({"k": [_key(key)], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
-
-    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
-        wm = timerValues.getCurrentWatermarkInMs()
-        n, s = self.seen.get() if self.seen.exists() else (None, None)
-        self.seen.clear()
-        yield pd.DataFrame({"k": [_key(key)], "kind": ["timer"], "n": [n], "s": [s], "wm": [wm]})
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

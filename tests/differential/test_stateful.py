@@ -18,7 +18,6 @@ refuses ``applyInPandasWithState`` on a batch DataFrame; streamkit runs each key
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,59 +28,15 @@ import pytest
 
 from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import BASE, SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
+from tests.differential.spark_functions import capped, closed_sessions, sessions, summary
 from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 Batches = list[tuple[int, list[tuple[Any, ...]]]]
-GAP_MS = 10_000
 BASE_MS = int(BASE.timestamp() * 1000)
 SESSION_OUT = "k string, n bigint, first bigint, last bigint, closed boolean"
 SESSION_STATE = "n bigint, first bigint, last bigint"
-
-
-def epoch_ms(column: pd.Series) -> pd.Series:
-    """Event times as epoch ms, whatever unit or time zone the engine hands over."""
-    ts = pd.to_datetime(column, utc=True)
-    return (ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
-
-
-def sessions(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: Any) -> Iterator[Any]:
-    """Session per key: emit the running session each call, the closed one on timeout."""
-    if state.hasTimedOut:
-        n, first, last = state.get
-        state.remove()
-        yield pd.DataFrame({"k": [key[0]], "n": [n], "first": [first], "last": [last],
-                            "closed": [True]})  # fmt: skip
-        return
-    n, first, last = state.get if state.exists else (0, None, None)
-    for pdf in pdfs:
-        n += len(pdf)
-        ms = epoch_ms(pdf["ts"]).dropna()
-        if len(ms):
-            lo, hi = int(ms.min()), int(ms.max())
-            first = lo if first is None else min(first, lo)
-            last = hi if last is None else max(last, hi)
-    state.update((n, first, last))
-    if last is not None:
-        state.setTimeoutTimestamp(max(last + GAP_MS, state.getCurrentWatermarkMs()))
-    yield pd.DataFrame({"k": [key[0]], "n": [n], "first": [first], "last": [last],
-                        "closed": [False]})  # fmt: skip
-
-
-def closed_sessions(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
-    """``sessions`` in append mode: only the closed sessions."""
-    return (f for f in sessions(key, pdfs, state) if bool(f["closed"].iloc[0]))
-
-
-def capped(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: Any) -> Iterator[Any]:
-    """Running count; at 3 or more, emit it and remove the state (NoTimeout)."""
-    n = (state.get[0] if state.exists else 0) + sum(len(p) for p in pdfs)
-    if n >= 3:
-        state.remove()
-        yield pd.DataFrame({"k": [key[0]], "n": [n]})
-    else:
-        state.update((n,))
 
 
 @dataclass(frozen=True)
@@ -235,19 +190,6 @@ def test_streamkit_matches_spark(name: str, runs: dict[str, tuple[Path, Batches]
         assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
     final = [r for _, rows in ours for r in rows]
     assert rows_of(final) == rows_of([r for _, rows in theirs for r in rows])
-
-
-def summary(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: Any) -> Iterator[Any]:
-    """Rows, first and last event time of the key; ``existed`` says whether a state was
-    there before (never, in a batch job)."""
-    existed = state.exists
-    pdf = pd.concat(list(pdfs))
-    times = epoch_ms(pdf["ts"]).dropna()
-    first = int(times.min()) if len(times) else None
-    last = int(times.max()) if len(times) else None
-    state.update((len(pdf), first, last))
-    yield pd.DataFrame({"k": [key[0]], "n": [len(pdf)], "first": [first], "last": [last],
-                        "closed": [existed]})  # fmt: skip
 
 
 def test_batch_run_matches_spark_apply_in_pandas(spark: Any) -> None:

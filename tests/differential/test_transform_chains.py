@@ -20,13 +20,12 @@ engines' queries in the same batch (``EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALL
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -34,148 +33,25 @@ from tests.differential import test_stateful as stateful
 from tests.differential.engines import DEADLINE, order
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, random_files, write_files
 from tests.differential.lazy_runs import LazyRuns
-from tests.differential.test_stateful import capped, epoch_ms
+from tests.differential.spark_functions import (
+    Behind,
+    Echo,
+    Stamp,
+    Tally,
+    apply_tally,
+    apply_tally_timed,
+    capped,
+)
 from tests.differential.worker_retry import retried, worker_lost
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 Batches = list[tuple[int, list[tuple[Any, ...]]]]
-GAP_MS = 10_000
 STAMP_OUT = "k string, at timestamp, v bigint"
-
-
-class Stamp:
-    """Each row as (k, at=ts, v); per key an event-time timer at its latest time + 10 s
-    that emits (k, at=timer, rows seen) and forgets the key (``timers=False``: none)."""
-
-    timers = True
-
-    def init(self, handle: Any) -> None:
-        self.handle = handle
-        self.rows = handle.getValueState("rows", "n bigint")
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        n = self.rows.get()[0] if self.rows.exists() else 0
-        for pdf in rows:
-            n += len(pdf)
-            times = epoch_ms(pdf["ts"])
-            yield pd.DataFrame({
-                "k": pdf["k"].astype(object), "at": pd.to_datetime(pdf["ts"], utc=True),
-                "v": pdf["v"],
-            })  # fmt: skip
-            if self.timers and times.notna().any():
-                for at in list(self.handle.listTimers()):
-                    self.handle.deleteTimer(at)
-                self.handle.registerTimer(int(times.max()) + GAP_MS)
-        self.rows.update((n,))
-
-    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
-        at = expiredTimerInfo.getExpiryTimeInMs()
-        # PySpark 4.3 hands a null grouping key to handleExpiredTimer as Row(k='NaN')
-        k = key[0] if isinstance(key[0], str) and key[0] != "NaN" else None
-        yield pd.DataFrame({
-            "k": [k], "at": [pd.Timestamp(at, unit="ms", tz="UTC")],
-            "v": [self.rows.get()[0] if self.rows.exists() else None],
-        }).astype({"k": object})  # fmt: skip
-        self.rows.clear()
-
-    def close(self) -> None:
-        pass
-
-
-class Echo(Stamp):
-    timers = False
-
-
-class Behind(Stamp):
-    """Emits each row an hour before its event time: behind the watermark."""
-
-    timers = False
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        for pdf in rows:
-            at = pd.to_datetime(pdf["ts"], utc=True) - pd.Timedelta(hours=1)
-            yield pd.DataFrame({"k": pdf["k"].astype(object), "at": at, "v": pdf["v"]})
-
-
-class Tally:
-    """Above another operator: per key, rows seen so far (emitted each batch with the
-    watermark handed over) and, under ``EventTime``, a timer at the key's latest ``at`` +
-    5 s that emits the total and forgets the key."""
-
-    def init(self, handle: Any) -> None:
-        self.handle = handle
-        self.rows = handle.getValueState("rows", "n bigint")
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        n = self.rows.get()[0] if self.rows.exists() else 0
-        latest = None
-        for pdf in rows:
-            n += len(pdf)
-            times = epoch_ms(pdf["at"]).dropna()
-            if len(times):
-                latest = max(int(times.max()), latest or 0)
-        self.rows.update((n,))
-        wm = timerValues.getCurrentWatermarkInMs()
-        if latest is not None and wm >= 0:
-            for at in list(self.handle.listTimers()):
-                self.handle.deleteTimer(at)
-            self.handle.registerTimer(latest + 5_000)
-        yield pd.DataFrame({"k": [key[0]], "kind": ["data"], "n": [n], "wm": [wm]}).astype(
-            {"k": object}
-        )
-
-    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
-        k = key[0] if isinstance(key[0], str) and key[0] != "NaN" else None
-        n = self.rows.get()[0] if self.rows.exists() else None
-        wm = timerValues.getCurrentWatermarkInMs()
-        yield pd.DataFrame({"k": [k], "kind": ["fire"], "n": [n], "wm": [wm]}).astype({"k": object})
-        self.rows.clear()
-
-    def close(self) -> None:
-        pass
 
 
 TALLY_OUT = "k string, kind string, n bigint, wm bigint"
 APPLY_OUT = "k string, kind string, n bigint, s bigint, wm bigint"
-NULL_KEY = "<null>"
-"""Emitted for the null key: PySpark 4.3 (pandas 3) fails converting an output string
-column holding only a null (``Cannot convert pyarrow.lib.ChunkedArray``)."""
-
-
-def _apply_tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any, timed: bool) -> Any:
-    """Rows seen and the sum of ``v`` per key, one row per call with the watermark the
-    function sees; ``timed``: a timeout at the key's latest event time (``at``, else
-    ``ts``) + 5 s emits the totals and forgets the key."""
-    k = key[0] if isinstance(key[0], str) else NULL_KEY
-    wm = state.getCurrentWatermarkMs()
-    if state.hasTimedOut:
-        n, s = state.get
-        state.remove()
-        yield pd.DataFrame({"k": [k], "kind": ["timeout"], "n": [n], "s": [s], "wm": [wm]})
-        return
-    n, s = state.get if state.exists else (0, 0)
-    latest = None
-    for pdf in pdfs:
-        n += len(pdf)
-        s += int(pdf["v"].fillna(0).sum())
-        times = epoch_ms(pdf["at" if "at" in pdf.columns else "ts"]).dropna()
-        if len(times):
-            latest = max(int(times.max()), latest or 0)
-    state.update((n, s))
-    if timed and latest is not None:
-        state.setTimeoutTimestamp(max(latest + 5_000, wm + 1))
-    yield pd.DataFrame({"k": [k], "kind": ["data"], "n": [n], "s": [s], "wm": [wm]})
-
-
-def apply_tally(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
-    """``NoTimeout``."""
-    return _apply_tally(key, pdfs, state, timed=False)
-
-
-def apply_tally_timed(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
-    """``EventTimeTimeout``."""
-    return _apply_tally(key, pdfs, state, timed=True)
 
 
 def _then_apply(out: Any, then: str, op_mode: str, spark: bool) -> Any:

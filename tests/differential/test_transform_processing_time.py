@@ -20,60 +20,21 @@ output omits the processing time itself, so both engines' batches must be equal.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from tests.differential.conftest import ROCKSDB
 from tests.differential.engines import DEADLINE
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, write_files
-from tests.differential.test_stateful import Batches, epoch_ms, ms, rows_of
+from tests.differential.spark_functions import Wall
+from tests.differential.test_stateful import Batches, ms, rows_of
 from tests.differential.worker_retry import retried
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 OUT = "kind string, k string, at bigint, n bigint, timers bigint"
-NEVER_MS = 4_102_444_800_000  # 2100-01-01
-
-
-class Wall:
-    """See the module docstring."""
-
-    def init(self, handle: Any) -> None:
-        self.handle = handle
-        self.rows = handle.getValueState("rows", "n bigint")
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        n = self.rows.get()[0] if self.rows.exists() else 0
-        latest = None
-        for pdf in rows:
-            n += len(pdf)
-            times = epoch_ms(pdf["ts"]).dropna()
-            if len(times):
-                latest = max(int(times.max()), latest or 0)
-        self.rows.update((n,))
-        if latest is not None:
-            self.handle.registerTimer(latest)
-        if key[0] == "b":
-            self.handle.registerTimer(NEVER_MS)
-        timers = len(list(self.handle.listTimers()))
-        yield pd.DataFrame({"kind": ["data"], "k": [key[0]], "at": [None], "n": [n],
-                            "timers": [timers]}).astype({"at": "Int64"})  # fmt: skip
-
-    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
-        at = expiredTimerInfo.getExpiryTimeInMs()
-        assert timerValues.getCurrentProcessingTimeInMs() >= at
-        if at % 1000 == 0:
-            self.handle.registerTimer(at + 1)
-        n = self.rows.get()[0] if self.rows.exists() else None
-        yield pd.DataFrame({"kind": ["fire"], "k": [str(key[0])], "at": [at], "n": [n],
-                            "timers": [None]}).astype({"timers": "Int64"})  # fmt: skip
-
-    def close(self) -> None:
-        pass
 
 
 FILES: Files = [

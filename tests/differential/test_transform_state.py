@@ -20,22 +20,21 @@ batch ``transformWithStateInPandas`` too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from tests.differential.conftest import ROCKSDB
 from tests.differential.inputs import Files, random_files, write_files
 from tests.differential.lazy_runs import LazyRuns
+from tests.differential.spark_functions import Counter, Fading, Ledger, Seeded
 from tests.differential.test_stateful import (
     Batches,
     SparkRun,
-    epoch_ms,
     ms,
     rows_of,
     run_streamkit,
@@ -51,92 +50,6 @@ COUNTER_OUT = (
 )
 LEDGER_OUT = "k string, batches bigint, rows bigint, total bigint, users bigint, has0 boolean"
 CONCURRENT = 2
-
-
-class Counter:
-    """Rows per key with an event-time timer that emits and clears (module docstring)."""
-
-    def init(self, handle: Any) -> None:
-        self.handle = handle
-        self.count = handle.getValueState("count", "n bigint")
-        self.times = handle.getListState("times", "t bigint")
-        self.users = handle.getMapState("users", "u bigint", "c bigint")
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        n = self.count.get()[0] if self.count.exists() else 0
-        for pdf in rows:
-            n += len(pdf)
-            ms = sorted(int(t) for t in epoch_ms(pdf["ts"]).dropna())
-            if ms:
-                self.times.appendList([(t,) for t in ms])
-            for u in pdf["u"].dropna().astype("int64"):
-                old = self.users.getValue((int(u),))
-                self.users.updateValue((int(u),), ((old[0] if old else 0) + 1,))
-        self.count.update((n,))
-        times = [t for (t,) in self.times.get()]
-        if times:
-            for at in list(self.handle.listTimers()):
-                self.handle.deleteTimer(at)
-            self.handle.registerTimer(max(times) + GAP_MS)
-        yield self._row(key, "data", None, timerValues)
-
-    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Any:
-        yield self._row(key, "fire", expiredTimerInfo.getExpiryTimeInMs(), timerValues)
-        self.count.clear()
-        self.times.clear()
-        self.users.clear()
-
-    def _row(self, key: Any, kind: str, at: int | None, values: Any) -> pd.DataFrame:
-        n = self.count.get()[0] if self.count.exists() else None
-        times = [t for (t,) in self.times.get()]
-        counts = [c for (c,) in self.users.values()]
-        # PySpark 4.3 hands a null grouping key to handleInputRows as (nan,) and to
-        # handleExpiredTimer as Row(k='NaN'); streamkit hands (None,) to both
-        k = key[0] if isinstance(key[0], str) and key[0] != "NaN" else None
-        return pd.DataFrame({
-            "k": [k], "kind": [kind], "n": [n], "times": [len(times)],
-            "tmax": [max(times) if times else None], "users": [len(counts)],
-            "ucount": [sum(counts)], "at": [at], "wm": [values.getCurrentWatermarkInMs()],
-        }).astype({"k": object, "kind": object})  # fmt: skip
-
-    def close(self) -> None:
-        pass
-
-
-# Strings leave as object columns: PySpark 4.3 cannot convert several pandas 3 "str"
-# (Arrow-backed) frames of one batch (it meets a ChunkedArray).
-
-
-class Ledger:
-    """Per key, a list of (rows, sum of v) per batch (the last 3 kept through ``put``) and
-    a map user -> rows (the smallest user dropped past 4); emits the totals each batch."""
-
-    def init(self, handle: Any) -> None:
-        self.batches = handle.getListState("batches", "rows bigint, total bigint")
-        self.users = handle.getMapState("users", "u bigint", "c bigint")
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        assert timerValues.getCurrentWatermarkInMs() == -1
-        pdf = pd.concat(list(rows))
-        self.batches.appendValue((len(pdf), int(pdf["v"].fillna(0).sum())))
-        kept = list(self.batches.get())
-        if len(kept) > 3:
-            self.batches.put(kept[-3:])
-        for u in pdf["u"].dropna().astype("int64"):
-            old = self.users.getValue((int(u),))
-            self.users.updateValue((int(u),), ((old[0] if old else 0) + 1,))
-        users = sorted(k for (k,) in list(self.users.keys()))
-        if len(users) > 4:
-            self.users.removeKey((users[0],))
-        kept = list(self.batches.get())
-        yield pd.DataFrame({
-            "k": [key[0]], "batches": [len(kept)], "rows": [sum(r for r, _ in kept)],
-            "total": [sum(t for _, t in kept)], "users": [len(list(self.users.iterator()))],
-            "has0": [self.users.containsKey((0,))],
-        }).astype({"k": object})  # fmt: skip
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -287,41 +200,6 @@ SEEDS = [("a", 10, "x"), ("a", 5, "y"), ("c", 30, "z"), ("x", 7, "w")]
 SEEDS_DDL = "key string, n bigint, note string"
 
 
-def _key(key: Any) -> Any:
-    """PySpark 4.3 hands a null string key as (nan,) (see ``Counter._row``)."""
-    return key[0] if isinstance(key[0], str) and key[0] != "NaN" else None
-
-
-class Seeded:
-    """Per key a count seeded with the sum of the initial ``n``, the initial frame's
-    columns, its notes (a list) and its row count (a map entry); each batch adds the
-    key's rows to the count and emits all of it."""
-
-    def init(self, handle: Any) -> None:
-        self.count = handle.getValueState("count", "n bigint")
-        self.cols = handle.getValueState("cols", "c string")
-        self.notes = handle.getListState("notes", "note string")
-        self.seeds = handle.getMapState("seeds", "s bigint", "c bigint")
-
-    def handleInitialState(self, key: Any, initialState: pd.DataFrame, timerValues: Any) -> None:
-        self.count.update((int(initialState["n"].sum()),))
-        self.cols.update((",".join(str(c) for c in initialState.columns),))
-        self.notes.appendList([(str(n),) for n in sorted(initialState["note"])])
-        self.seeds.updateValue((0,), (len(initialState),))
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        n = (self.count.get() or (0,))[0] + sum(len(p) for p in rows)
-        self.count.update((n,))
-        yield pd.DataFrame({
-            "k": [_key(key)], "n": [n], "cols": [(self.cols.get() or (None,))[0]],
-            "notes": [",".join(s for (s,) in self.notes.get())],
-            "seeds": [(self.seeds.getValue((0,)) or (None,))[0]],
-        }).astype({"k": object, "cols": object, "notes": object})  # fmt: skip
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class SeededOp:
     """``transformWithStateInPandas`` with ``initialState`` (time mode ``None``)."""
@@ -395,40 +273,6 @@ FADING_OUT = (
 TINY_MS, HUGE_MS = 1, 10**12
 """A TTL that has passed by the next batch (batches are ms apart in both engines), and
 one that never does (30 years)."""
-
-
-class Fading:
-    """Per key, all with the TTL: ``last`` (the batch's largest v), ``vals`` (one element
-    appended per row) and ``users`` (rows per u, one entry each). Emits what the key held
-    before the batch's updates (get, exists, iteration) and the list's length after."""
-
-    def __init__(self, ttl: int) -> None:
-        self.ttl = ttl
-
-    def init(self, handle: Any) -> None:
-        self.last = handle.getValueState("last", "v bigint", ttlDurationMs=self.ttl)
-        self.vals = handle.getListState("vals", "v bigint", self.ttl)
-        self.users = handle.getMapState("users", "u bigint", "c bigint", ttlDurationMs=self.ttl)
-
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
-        pdf = pd.concat(list(rows))
-        vals = [v for (v,) in self.vals.get()]
-        users = ",".join(f"{u}:{c}" for (u,), (c,) in sorted(self.users.iterator()))
-        alive = "".join("01"[s.exists()] for s in (self.last, self.vals, self.users))
-        last = (self.last.get() or (None,))[0]
-        self.last.update((int(pdf["v"].fillna(0).max()),))
-        for v in pdf["v"].fillna(0):
-            self.vals.appendValue((int(v),))
-        for u in pdf["u"].dropna().astype("int64"):
-            old = self.users.getValue((int(u),))
-            self.users.updateValue((int(u),), ((old[0] if old else 0) + 1,))
-        yield pd.DataFrame({
-            "k": [_key(key)], "last": [last], "vals": [len(vals)], "vsum": [sum(vals)],
-            "users": [users], "alive": [alive], "after": [len(list(self.vals.get()))],
-        }).astype({"k": object, "users": object, "alive": object})  # fmt: skip
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
