@@ -172,6 +172,7 @@ def take_aggregates(
         if not elsewhere and agg is not None and agg.fits(entry, max_aggregate_bytes):
             agg.add(buffer.popleft())
             used += _reserve(entry)
+            keys.setdefault(entry.partition_key, shard)  # the key is in this shard's record
             continue
         if one_per_shard and (elsewhere or (shard < 0 and entry.partition_key in keys)):
             held.add(entry.partition_key)  # its key is in another Kinesis record of the call

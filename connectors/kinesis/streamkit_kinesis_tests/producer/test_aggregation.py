@@ -142,6 +142,23 @@ def test_one_per_shard_keeps_a_key_in_one_kinesis_record_of_a_call() -> None:
     assert [e.data for a in take_aggregates(buffer, even_map(4)) for e in a.entries] == [b"2"]
 
 
+def test_a_key_that_joined_another_keys_aggregate_keeps_to_its_shard() -> None:
+    """The same rule when the key's first record joined an aggregate another key opened:
+    its record for another shard (or for no shard) waits for the next call."""
+    quarter = TOP // 4
+    for later in (str(quarter + 1), None):
+        put = [entry("other", b"0", "5"), entry("k", b"1", "7"), entry("k", b"2", later)]
+        if later is None:  # a map whose one shard holds only the first quarter
+            infos = [ShardInfo("shardId-000000000000", (), HashKeyRange(0, quarter), "0")]
+            shards, put[2] = ShardMap.of(infos), entry("k", b"2", str(TOP - 1))
+        else:
+            shards = even_map(4)
+        buffer = deque(put)
+        aggs = take_aggregates(buffer, shards)
+        assert [e.data for a in aggs for e in a.entries] == [b"0", b"1"]
+        assert list(buffer) == [put[2]]
+
+
 def test_unmapped_records_of_one_key_wait_for_the_next_call() -> None:
     infos = [ShardInfo("shardId-000000000000", (), HashKeyRange(0, TOP // 2 - 1), "0")]
     put = [entry("k", b"0", str(TOP - 1)), entry("j", b"1", str(TOP - 2)),
