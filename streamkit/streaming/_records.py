@@ -108,7 +108,10 @@ class BinaryColumn(Sequence[bytes]):
     def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
         if isinstance(i, slice):
             start, stop, step = i.indices(len(self))
-            values: list[bytes] = self.array.slice(start, max(0, stop - start)).to_pylist()
+            if step < 0:  # a reversed slice: a list's own slicing of every value
+                values: list[bytes] = self.array.to_pylist()
+                return values[i]
+            values = self.array.slice(start, max(0, stop - start)).to_pylist()
             return values[::step]
         n = len(self)
         if not -n <= i < n:

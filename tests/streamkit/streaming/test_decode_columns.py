@@ -116,6 +116,8 @@ def test_binary_column_is_a_sequence_of_bytes() -> None:
     assert [seq[0], seq[-1], seq[12]] == [values[0], values[-1], values[12]]
     assert seq[8:14] == values[8:14]
     assert seq[::7] == values[::7]
+    for cut in (slice(None, None, -1), slice(14, 3, -1), slice(None, None, -2), slice(3, 14, -1)):
+        assert seq[cut] == values[cut]
     with pytest.raises(IndexError):
         seq[len(values)]
     with pytest.raises(TypeError):
