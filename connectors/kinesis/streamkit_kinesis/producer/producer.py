@@ -131,6 +131,8 @@ class KinesisProducer:
         self._aggregate = aggregate
         self._max_aggregate = min(max_aggregate_bytes, max_record_bytes, MAX_RECORD_BYTES)
         self._shards: ShardMap | None = None
+        self._refresh_failures = 0
+        self._refresh_error: tuple[str, str] = ("", "")
         self._buffer: deque[Entry] = deque()
         self._buffered_bytes = 0
         self._inflight = False
@@ -311,8 +313,8 @@ class KinesisProducer:
 
     async def _send_aggregated(self) -> None:
         """One PutRecords call for the next user records, aggregated by shard."""
-        if self._shards is None:
-            await self._refresh_shards()
+        if self._shards is None and not await self._try_refresh_shards(first=True):
+            return  # ListShards throttled or unreachable: nothing taken, tried again
         assert self._shards is not None
         aggs = take_aggregates(
             self._buffer,
@@ -341,6 +343,23 @@ class KinesisProducer:
         )
         self._shards = ShardMap.of(shards)
         self._counts["shard_map_refreshes"] += 1
+
+    async def _try_refresh_shards(self, *, first: bool = False) -> bool:
+        """:meth:`_refresh_shards`; False (the old map kept, after a backoff) when ListShards
+        failed. The first load raises a non-transient error (misconfiguration: nothing has
+        been taken from the buffer); a later refresh, made after a call already wrote its
+        records, never raises, so that call's user records are still settled."""
+        try:
+            await self._refresh_shards()
+        except Exception as exc:
+            if first and not (is_throttling(exc) or is_transient(exc)):
+                raise
+            self._refresh_failures += 1
+            self._refresh_error = (error_code(exc) or type(exc).__name__, str(exc))
+            await self._retrier.wait(min(self._refresh_failures, self._max_attempts) - 1)
+            return False
+        self._refresh_failures = 0
+        return True
 
     async def _send(
         self,
@@ -391,15 +410,18 @@ class KinesisProducer:
         refreshed map (given up on, as written but misrouted, once attempts run out)."""
         wrong = misrouted(aggs, results)
         if wrong:
-            await self._refresh_shards()
-            assert self._shards is not None
-            shards = self._shards
-            wrong = [i for i in wrong if not shards.holds(
-                results[i]["ShardId"], [e.hash_key for e in aggs[i].entries])]  # fmt: skip
+            reason = "aggregate written to a shard not holding it"
+            if await self._try_refresh_shards():
+                assert self._shards is not None
+                shards = self._shards
+                wrong = [i for i in wrong if not shards.holds(
+                    results[i]["ShardId"], [e.hash_key for e in aggs[i].entries])]  # fmt: skip
+            else:  # the old map kept: every misrouted aggregate is re-sent (attempts bounded)
+                reason += f"; the shard map could not be refreshed: {self._refresh_error}"
             resend = [e for i in wrong for e in aggs[i].entries]
             for e in resend:
                 e.attempts += 1
-                e.last_error = ("WrongShard", "aggregate written to a shard not holding it")
+                e.last_error = ("WrongShard", reason)
             self._give_up([as_failure(e) for e in resend if e.attempts >= self._max_attempts])
             self._requeue([e for e in resend if e.attempts < self._max_attempts])
         return per_user_record(aggs, results, set(wrong))

@@ -12,9 +12,10 @@ import asyncio
 import hashlib
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from botocore.exceptions import ClientError
 from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.kpl import MAGIC, KplFetchers, UserRecord, deaggregate
 from streamkit_kinesis.producer.batching import MAX_RECORD_BYTES
@@ -26,7 +27,7 @@ from streamkit_kinesis.types import TRIM_HORIZON, KinesisRecord
 from streamkit_kinesis_tests.consumer.consumer_support import fast_config
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.types import ShardInfo
@@ -153,10 +154,54 @@ async def test_reshard_while_producing_refreshes_the_map_and_re_sends_misrouted_
     ShardId PutRecords returns), refresh, and re-send the user records the child does not
     hold; a reader that drops aggregates holding a record outside its shard's range (the
     KCL's ``AggregatorUtil``) then sees every record exactly once, in key order."""
-    ep = localstack_endpoint
+    await _split_while_producing(localstack_endpoint, lambda c: c)
+
+
+class _ThrottledRefresh:
+    """A real Kinesis client whose second ListShards (the refresh after the misroute) is
+    refused with Kinesis' throttling error; every other call goes to the server."""
+
+    def __init__(self, client: KinesisApi) -> None:
+        self._client = client
+        self.listed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def list_shards(self, **kwargs: Any) -> Any:
+        self.listed += 1
+        if self.listed == 2:
+            raise ClientError(
+                {"Error": {"Code": "LimitExceededException", "Message": "Rate exceeded"}},
+                "ListShards",
+            )
+        return self._client.list_shards(**kwargs)
+
+
+async def test_a_throttled_refresh_after_a_misroute_loses_nothing(
+    localstack_endpoint: AwsEndpoint,
+) -> None:
+    """The same split, with the map refresh after the misroute throttled: the producer
+    keeps its old map, re-sends the misrouted user records, refreshes on the next misroute,
+    and ends with every record on a shard holding it (before: the refresh's error stopped
+    the producer and the misrouted records were neither re-sent nor reported)."""
+    wrapped: list[_ThrottledRefresh] = []
+
+    def wrap(client: KinesisApi) -> Any:
+        wrapped.append(_ThrottledRefresh(client))
+        return wrapped[0]
+
+    await _split_while_producing(localstack_endpoint, wrap)
+    assert wrapped[0].listed >= 3, "the throttled refresh was not exercised"
+
+
+async def _split_while_producing(ep: AwsEndpoint, wrap: Callable[[KinesisApi], Any]) -> None:
+    """Two rounds of puts with a shard split between them; checks what a KCL reader sees."""
     first, second = records(300, keys=40), records(300, keys=40, start=300)
     async with fresh_stream(ep, 2, "aggsplit") as (stream, admin):
-        async with KinesisProducer(ep, stream, linger_ms=20, aggregate=True) as producer:
+        async with KinesisProducer(
+            ep, stream, client=wrap(kinesis_client(ep)), linger_ms=20, aggregate=True
+        ) as producer:
             for data, pk, ehk in first:
                 await producer.put(data, pk, ehk)
             await producer.flush()
