@@ -347,12 +347,15 @@ class KinesisProducer:
     async def _try_refresh_shards(self, *, first: bool = False) -> bool:
         """:meth:`_refresh_shards`; False (the old map kept, after a backoff) when ListShards
         failed. The first load raises a non-transient error (misconfiguration: nothing has
-        been taken from the buffer); a later refresh, made after a call already wrote its
-        records, never raises, so that call's user records are still settled."""
+        been taken from the buffer), and a transient one after ``max_attempts`` tries in a
+        row, as a call would; a later refresh, made after a call already wrote its records,
+        never raises, so that call's user records are still settled."""
         try:
             await self._refresh_shards()
         except Exception as exc:
-            if first and not (is_throttling(exc) or is_transient(exc)):
+            transient = is_throttling(exc) or is_transient(exc)
+            if first and (not transient or self._refresh_failures + 1 >= self._max_attempts):
+                self._refresh_failures = 0
                 raise
             self._refresh_failures += 1
             self._refresh_error = (error_code(exc) or type(exc).__name__, str(exc))

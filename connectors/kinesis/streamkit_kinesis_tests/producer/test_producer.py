@@ -174,6 +174,18 @@ async def test_unreachable_endpoint_fails_fast_with_bounded_retries() -> None:
     assert producer.metrics().calls == 1
 
 
+async def test_unreachable_endpoint_fails_fast_when_aggregating() -> None:
+    """The aggregating producer's first ListShards fails the same way (nothing sent)."""
+    endpoint = AwsEndpoint.local("http://127.0.0.1:9")
+    producer = KinesisProducer(endpoint, "s", aggregate=True)
+    await producer.put(b"x", "k")
+    with pytest.raises(EndpointUnreachableError) as info:
+        await producer.flush()
+    assert info.value.url == "http://127.0.0.1:9"
+    assert producer.metrics().calls == 0
+    assert producer.metrics().buffered == 1
+
+
 async def test_whole_call_throttling_is_retried_in_key_order(aws_endpoint: AwsEndpoint) -> None:
     async with fresh_stream(aws_endpoint, 1) as (stream, _):
         client = ExceptionThrowingKinesisClient(
