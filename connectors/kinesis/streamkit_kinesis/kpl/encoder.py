@@ -3,8 +3,11 @@
 
 :class:`AggregateBuilder` adds user records one at a time and knows the exact size of the
 framed record before it is built, so a caller can stop before a size limit. Field order
-is the one protobuf writers use (tables first, then records; inside a record: key index,
-hash key index, data), which is what the KPL writes; tags are never written.
+is tables first, then records (inside a record: key index, hash key index, data); table
+entries are written as keys are first seen, so partition-key and hash-key entries may
+interleave. Protobuf readers accept that (a repeated field's entries need not be
+contiguous; the Java KCL reads it, see the peer test), though a protobuf writer would emit
+each table in one run. Tags are never written.
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ def validate(partition_key: str, explicit_hash_key: str | None) -> None:
             f"partition key must be 1 to 256 characters, got {len(partition_key)}"
         )
     if explicit_hash_key is not None and not (
-        explicit_hash_key.isdigit() and 0 <= int(explicit_hash_key) <= MAX_HASH_KEY
+        explicit_hash_key.isascii()
+        and explicit_hash_key.isdigit()
+        and 0 <= int(explicit_hash_key) <= MAX_HASH_KEY
     ):
         raise InvalidRecordError(
             f"explicit hash key must be a decimal integer in [0, 2**128 - 1], "

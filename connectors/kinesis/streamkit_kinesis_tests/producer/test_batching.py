@@ -139,6 +139,9 @@ def test_validate_keys() -> None:
         validate("k", str(2**128))
     with pytest.raises(InvalidRecordError):
         validate("k", "-1")
+    for digits in ("\u0661\u0662\u0663", "\u00b2"):  # Arabic-Indic 123, superscript 2
+        with pytest.raises(InvalidRecordError):
+            validate("k", digits)
 
 
 async def test_oversize_record_is_rejected_before_any_call() -> None:
