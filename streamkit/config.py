@@ -127,12 +127,7 @@ class _SharedSessions:
     fresh session re-reads botocore's service models and endpoint data (~70-90 ms of CPU
     each), one made from a shared session ~3 ms. Sessions are not thread-safe, so every
     client is created holding :attr:`lock`; clients themselves are. A forked child starts
-    with none (a lock held by another thread at the fork would never be released there).
-
-    Consequence: credentials from the default chain are resolved once per process.
-    Refreshable ones (assume-role, SSO, instance metadata) still refresh; static keys
-    rotated in the environment or the credentials file are picked up by a restart (explicit
-    keys in :class:`AwsEndpoint` are passed to every client and are unaffected)."""
+    with none (a lock held by another thread at the fork would never be released there)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

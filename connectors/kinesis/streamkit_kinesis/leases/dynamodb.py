@@ -108,10 +108,9 @@ class DynamoDBLeaseStore:
         )
 
     def renewal_lane(self, threads: int = 20) -> DynamoDBLeaseStore:
-        """The same table through a dedicated thread pool and boto3 client (own HTTP
-        connection pool, from the process's shared boto3 session), sharing :attr:`calls`:
-        renewals sent through it never queue behind GetRecords, decoding, engine or sink
-        work on the default executor.
+        """The same table through a dedicated thread pool and boto3 client (own session,
+        own HTTP connection pool), sharing :attr:`calls`: renewals sent through it never
+        queue behind GetRecords, decoding, engine or sink work on the default executor.
 
         A store built with an injected ``client`` (failure injection in tests) shares that
         client, so injected failures reach the lane too; only the thread pool is its own.
