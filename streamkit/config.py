@@ -14,13 +14,10 @@ endpoint (in :func:`configure` or ``STREAMKIT_AWS_ENDPOINT``) resolves through
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import pyarrow.fs as pafs
 
 ENDPOINT_ENV = "STREAMKIT_AWS_ENDPOINT"
@@ -101,9 +98,8 @@ class AwsEndpoint:
         boto3 = require("boto3", "s3")
         botocore_config = require("botocore.config", "s3")
         cfg = botocore_config.Config(**config) if config else None
-        with _SESSIONS.lock:
-            session = _SESSIONS.get("boto3", boto3.session.Session)
-            return session.client(service, config=cfg, **self.client_kwargs())
+        make: Any = boto3.session.Session().client
+        return make(service, config=cfg, **self.client_kwargs())
 
     def s3_filesystem(self) -> pafs.S3FileSystem:
         """A pyarrow S3 filesystem on this endpoint (path-style addressing for emulators)."""
@@ -120,40 +116,6 @@ class AwsEndpoint:
             kwargs["scheme"] = scheme if rest else "https"
             kwargs["force_virtual_addressing"] = False
         return pafs.S3FileSystem(**kwargs)
-
-
-class _SharedSessions:
-    """One boto3/botocore session per kind for the whole process: a client made from a
-    fresh session re-reads botocore's service models and endpoint data (~70-90 ms of CPU
-    each), one made from a shared session ~3 ms. Sessions are not thread-safe, so every
-    client is created holding :attr:`lock`; clients themselves are. A forked child starts
-    with none (a lock held by another thread at the fork would never be released there)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._made: dict[object, Any] = {}
-        os.register_at_fork(after_in_child=self._reset)
-
-    def get(self, kind: object, make: Callable[[], Any]) -> Any:
-        """The session of ``kind``, made by ``make`` the first time (hold :attr:`lock`)."""
-        if kind not in self._made:
-            self._made[kind] = make()
-        return self._made[kind]
-
-    def _reset(self) -> None:
-        self.lock = threading.Lock()
-        self._made = {}
-
-
-_SESSIONS = _SharedSessions()
-
-
-def shared_session(kind: object, make: Callable[[], Any]) -> tuple[Any, threading.Lock]:
-    """The process's session of ``kind`` (made by ``make`` once) and the lock to hold
-    while creating a client from it (see :class:`_SharedSessions`). Sessions configured
-    differently (e.g. a response parser option) need different ``kind`` values."""
-    with _SESSIONS.lock:
-        return _SESSIONS.get(kind, make), _SESSIONS.lock
 
 
 _configured: dict[str, AwsEndpoint] = {}

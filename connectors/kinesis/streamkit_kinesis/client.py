@@ -121,26 +121,18 @@ def kinesis_client(
     import botocore.session
     from botocore.config import Config
 
-    from streamkit.config import shared_session
-
-    def make() -> Any:
-        session = botocore.session.get_session()
-        if timestamp_parser is not None:
-            session.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=timestamp_parser
-            )
-        return session
-
-    # one session per parser for the process (a fresh one costs ~70 ms of CPU per client)
-    session, lock = shared_session(("kinesis", timestamp_parser), make)
+    session = botocore.session.get_session()
+    if timestamp_parser is not None:
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=timestamp_parser
+        )
     config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
         retries={"total_max_attempts": 1, "mode": "standard"},
     )
-    with lock:
-        client = session.create_client("kinesis", config=config, **endpoint.client_kwargs())
+    client = session.create_client("kinesis", config=config, **endpoint.client_kwargs())
     from streamkit_kinesis.retrieval.columnar import install_raw_hook
 
     install_raw_hook(client)  # GetRecords answers as Arrow columns for the readers

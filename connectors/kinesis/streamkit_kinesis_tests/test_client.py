@@ -37,14 +37,3 @@ def test_client_talks_to_the_endpoint_without_botocore_retries(
     meta = getattr(client, "meta")  # noqa: B009 - KinesisApi does not declare it
     assert meta.endpoint_url == "http://127.0.0.1:9"
     assert meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
-
-
-def test_clients_share_one_session_per_process() -> None:
-    """Clients come from one session per process and kind (a fresh session re-reads
-    botocore's models and endpoint data: ~70 ms of CPU per client, ~3 ms from a shared
-    one): they share its loader."""
-    ep = AwsEndpoint.local("http://127.0.0.1:9")
-    plain_a, plain_b = kinesis_client(ep), kinesis_client(ep)
-    assert getattr(plain_a, "_loader") is getattr(plain_b, "_loader")  # noqa: B009
-    boto_a, boto_b = ep.client("dynamodb"), ep.client("kinesis")
-    assert getattr(boto_a, "_loader") is getattr(boto_b, "_loader")  # noqa: B009
