@@ -194,7 +194,7 @@ def marginal_markdown(meta: dict[str, Any], fit: dict[str, dict[str, float]]) ->
     for mode, f in fit.items():
         lines.append(
             f"| {mode} | {f['cpu_small']:.2f} | {f['cpu_big']:.2f} | {f['slope_us']:.1f} "
-            f"({f['pair_min_us']:.1f}-{f['pair_max_us']:.1f}) | {1e6 / f['slope_us']:,.0f} | "
+            f"({f['pair_min_us']:.1f} to {f['pair_max_us']:.1f}) | {1e6 / f['slope_us']:,.0f} | "
             f"{f['intercept_s']:.2f} | {f['kinesalite_slope_us']:.1f} | "
             f"{f['idle_cpu_per_s']:.3f} |"
         )
