@@ -11,7 +11,6 @@ consumer) from a plain boto3 scan of both tables; the source records from the co
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -27,6 +26,8 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
     until,
 )
 
+from tests.streamkit.metrics.listen_ports import listen_port
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -41,13 +42,6 @@ WORKERS = ("w0", "w1")
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 """sample name -> (labels, value) of one scrape."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> Samples:
@@ -90,7 +84,7 @@ async def test_fleet_workers_serve_leases_backlog_and_shard_records(
     async with fresh_stream(ep, SHARDS, "fleetprom") as (stream, _):
         fleet = Fleet(ep, stream, unique("fpm"), tmp_path, "--idle", "1 hour")
         app, exchange = fleet.app, f"{fleet.app}-exchange"
-        ports = {w: free_port() for w in WORKERS}
+        ports = {w: listen_port() for w in WORKERS}
         try:
             for w in WORKERS:
                 await fleet.add(w, STREAMKIT_METRICS_PORT=str(ports[w]))

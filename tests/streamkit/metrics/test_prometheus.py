@@ -4,7 +4,6 @@ follows from the rows the test fed and Spark's watermark arithmetic done by hand
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from datetime import UTC, datetime
 
@@ -14,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import streamkit as sk
 from streamkit.streaming.sources.memory import MemoryStream
+from tests.streamkit.metrics.listen_ports import listen_port
 
 BASE = 1_700_000_000
 SCHEMA = pa.schema([pa.field("ts", pa.timestamp("ms", tz="UTC")), pa.field("k", pa.string())])
@@ -38,13 +38,6 @@ def scrape(port: int) -> Samples:
 
 def one(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_scraped_metrics_match_what_was_fed() -> None:
@@ -94,7 +87,7 @@ def test_scraped_metrics_match_what_was_fed() -> None:
 
 def test_metrics_port_on_start_and_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for how in ("argument", "environment"):
-        port = free_port()
+        port = listen_port()
         source = MemoryStream(SCHEMA)
         writer = sk.read_stream.source(source).write_stream.query_name(f"prom_{how}")
         if how == "environment":
