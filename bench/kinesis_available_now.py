@@ -36,9 +36,9 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+import _records_cli as records_cli
 import pyarrow as pa
 from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import kinesis_client
@@ -52,7 +52,6 @@ from streamkit.config import AwsEndpoint
 from streamkit.streaming.contracts import Offsets
 from streamkit.testing.servers import start_kinesalite, start_localstack
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARDS = 4
 BASE, NOW, TIP = "processing_time=0", "available_now", "available_now, tip read"
 SCHEMA = pa.schema(
@@ -209,13 +208,4 @@ def report(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--reps", type=int, default=3)
-    outcome = main(p.parse_args())
-    print(report(outcome))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    path = RESULTS_DIR / f"kinesis_available_now_{stamp}.json"
-    path.write_text(json.dumps(outcome, indent=1, default=str))
-    log(f"wrote {path}")
+    records_cli.run("kinesis_available_now", __doc__, main, report)

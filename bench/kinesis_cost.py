@@ -41,9 +41,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+import _records_cli as records_cli
 import pyarrow as pa
 import pyarrow.compute as pc
 from streamkit_kinesis.admin import StreamAdmin
@@ -59,7 +59,6 @@ from streamkit.config import AwsEndpoint
 from streamkit.streaming.decode import Decoder, JsonDecoder, RawDecoder
 from streamkit.testing.servers import start_kinesalite, start_localstack
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARDS = 4
 BARE, COLUMNAR, READER = "bare boto3", "columnar GetRecords", "streamkit ShardReader"
 RAW, JSON = "query path, raw decoder", "query path, JSON decoder"
@@ -289,13 +288,4 @@ def report(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--reps", type=int, default=3)
-    outcome = main(p.parse_args())
-    print(report(outcome))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    path = RESULTS_DIR / f"kinesis_cost_{stamp}.json"
-    path.write_text(json.dumps(outcome, indent=1, default=str))
-    log(f"wrote {path}")
+    records_cli.run("kinesis_cost", __doc__, main, report)

@@ -30,9 +30,9 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+import _records_cli as records_cli
 from _proc_tree import usage
 from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import kinesis_client
@@ -43,7 +43,6 @@ from streamkit_kinesis.types import KinesisRecord
 
 from streamkit.testing.servers import start_kinesalite
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARDS = 4
 BARE, PRODUCER, AGGREGATE = "bare PutRecords", "KinesisProducer", "KinesisProducer aggregate"
 
@@ -177,12 +176,4 @@ def report(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--reps", type=int, default=3)
-    outcome = main(p.parse_args())
-    print(report(outcome))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    path = RESULTS_DIR / f"kinesis_producer_{stamp}.json"
-    path.write_text(json.dumps(outcome, indent=1, default=str))
+    records_cli.run("kinesis_producer", __doc__, main, report)
