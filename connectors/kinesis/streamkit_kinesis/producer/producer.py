@@ -303,12 +303,7 @@ class KinesisProducer:
             one_per_key=self._one_per_key,
         )
         self._buffered_bytes -= sum(e.size for e in batch)
-        records: list[PutRecordsRequestEntryTypeDef] = []
-        for e in batch:
-            rec: PutRecordsRequestEntryTypeDef = {"Data": e.data, "PartitionKey": e.partition_key}
-            if e.explicit_hash_key is not None:
-                rec["ExplicitHashKey"] = e.explicit_hash_key
-            records.append(rec)
+        records = [_entry(e.data, e.partition_key, e.explicit_hash_key) for e in batch]
         await self._send(batch, records)
 
     async def _send_aggregated(self) -> None:
@@ -326,12 +321,7 @@ class KinesisProducer:
         )
         batch = [e for a in aggs for e in a.entries]
         self._buffered_bytes -= sum(e.size for e in batch)
-        records: list[PutRecordsRequestEntryTypeDef] = []
-        for a in aggs:
-            rec: PutRecordsRequestEntryTypeDef = {"Data": a.data, "PartitionKey": a.partition_key}
-            if a.explicit_hash_key is not None:
-                rec["ExplicitHashKey"] = a.explicit_hash_key
-            records.append(rec)
+        records = [_entry(a.data, a.partition_key, a.explicit_hash_key) for a in aggs]
         await self._send(batch, records, aggs)
 
     async def _refresh_shards(self) -> None:
@@ -452,3 +442,13 @@ class KinesisProducer:
     def _give_up(self, failed: tuple[FailedRecord, ...] | list[FailedRecord]) -> None:
         self._failures.extend(failed)
         self._records_failed += len(failed)
+
+
+def _entry(
+    data: bytes, partition_key: str, explicit_hash_key: str | None
+) -> PutRecordsRequestEntryTypeDef:
+    """One PutRecords request entry (a user record, or an aggregate of them)."""
+    entry: PutRecordsRequestEntryTypeDef = {"Data": data, "PartitionKey": partition_key}
+    if explicit_hash_key is not None:
+        entry["ExplicitHashKey"] = explicit_hash_key
+    return entry
