@@ -141,6 +141,11 @@ async def checkpointed(endpoint: AwsEndpoint, app: str, last: dict[str, int]) ->
     return True
 
 
+def newest(*lasts: dict[str, int]) -> dict[str, int]:
+    """Per shard, the largest sequence number any of ``lasts`` (``put_*`` answers) holds."""
+    return {s: max(last.get(s, 0) for last in lasts) for s in {s for last in lasts for s in last}}
+
+
 def put_every_shard(
     endpoint: AwsEndpoint, stream: str, data: bytes, skip: frozenset[str] = frozenset()
 ) -> None:

@@ -23,6 +23,7 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
     Fleet,
     events_table,
     fleet_on_fresh_stream,
+    newest,
     payloads,
     put_random_keys,
     sink_events,
@@ -67,10 +68,6 @@ async def _collect(fleet: Fleet, want: int) -> None:
     await until(f"{want} distinct rows in the sink", full, 420)
 
 
-def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {s: max(a.get(s, 0), b.get(s, 0)) for s in {*a, *b}}
-
-
 async def test_two_workers_drop_every_copy(
     localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
@@ -112,13 +109,13 @@ async def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
         await _collect(fleet, len(_truth(data[:third])))
         assert await first.terminate() == 0, fleet.tail()
         more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[third : 2 * third])
-        last = _merge(last, more)
+        last = newest(last, more)
         victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
         await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
         assert victim.proc.returncode == -9, fleet.tail()
         more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[2 * third :])
         await fleet.add("successor")
-        await fleet.read_all(_merge(last, more))
+        await fleet.read_all(newest(last, more))
         await _collect(fleet, len(want))
         await fleet.stop()
     got = sink_events(fleet.out)

@@ -26,6 +26,7 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
     close_and_collect,
     drop_fleet_tables,
     fleet_on_fresh_stream,
+    newest,
     payloads,
     put_random_keys,
     same,
@@ -94,7 +95,7 @@ async def test_worker_killed_between_put_and_checkpoint_duplicate_dropped(
         assert victim.proc.returncode == -9, fleet.tail()
         # records after the pending ranges: the successor's first read goes past them
         more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
-        last = {shard: max(seq, more.get(shard, 0)) for shard, seq in last.items()}
+        last = newest(last, more)
         await fleet.add("successor")
         await fleet.read_all(last)
         await close_and_collect(ep, fleet.stream, [fleet], len(want))

@@ -32,6 +32,7 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
     closers,
     events_table,
     fleet_on_fresh_stream,
+    newest,
     payloads,
     put_every_shard,
     put_random_keys,
@@ -109,7 +110,7 @@ async def test_left_join_then_windows_exact_across_a_kill_between_put_and_checkp
         await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
         assert victim.proc.returncode == -9, fleet.tail()
         more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
-        last = {shard: max(seq, more.get(shard, 0)) for shard, seq in last.items()}
+        last = newest(last, more)
         await fleet.add("successor")
         await fleet.read_all(last)
         await asyncio.to_thread(put_every_shard, ep, fleet.stream, closers()[0])

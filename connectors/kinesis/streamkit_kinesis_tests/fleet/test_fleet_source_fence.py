@@ -35,6 +35,7 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
     Worker,
     events_table,
     fleet_on_fresh_stream,
+    newest,
     payloads,
     put_random_keys,
     sink_events,
@@ -78,10 +79,6 @@ def _stopped_at(worker: Worker) -> tuple[str, int] | None:
 def _fence(fleet: Fleet, shard: str) -> dict[str, Any]:
     record: dict[str, Any] = json.loads((fleet.root / "source" / shard / "fence").read_text())
     return record
-
-
-def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {s: max(a.get(s, 0), b.get(s, 0)) for s in {*a, *b}}
 
 
 async def _zombie_stops(fleet: Fleet, zombie: Worker) -> tuple[str, int, int]:
@@ -144,7 +141,7 @@ async def test_zombie_source_task_without_exchange_is_fenced(
         shard, bid, stale = await _zombie_stops(fleet, zombie)
         rest = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[2 * third :])
         await fleet.add("heir", STREAMKIT_FLEET_LOG="info")
-        await fleet.read_all(_merge(_merge(first, second), rest))  # by the heir
+        await fleet.read_all(newest(first, second, rest))  # by the heir
         await _zombie_refused(fleet, zombie, shard, bid, stale)
 
         def full() -> bool:  # the zombie's attempt is over: nothing more is coming
@@ -181,7 +178,7 @@ async def test_batch_committed_by_a_killed_source_task_is_written_by_the_next(
         assert victim.proc.returncode == -9, fleet.tail()
         rest = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[2 * third :])
         await fleet.add("successor", STREAMKIT_FLEET_LOG="info")
-        await fleet.read_all(_merge(_merge(first, second), rest))
+        await fleet.read_all(newest(first, second, rest))
 
         def full() -> bool:  # every lease is checkpointed at its end: all is written
             fleet.check_alive()
