@@ -8,7 +8,9 @@ Two sources, read as they are now (no sampling):
   of each lease is the worker holding that task;
 - the task status files each task writes after each batch under
   ``<checkpoint root>/fleet/tasks/<kind>-<shard id>.json`` (a local folder or
-  ``s3://bucket/prefix``): batch, watermark, MillisBehindLatest, rows, duplicates dropped.
+  ``s3://bucket/prefix``): batch, watermark, MillisBehindLatest, rows, duplicates dropped,
+  and its worker's fence claims refused so far (a worker's count is the one in the newest
+  file it wrote: it reaches this view with that worker's next batch of any task).
 
 The fleet watermark is the minimum of the aggregation tasks' watermarks (none while one of
 them has none): every window ending at or before it is closed on every task.
@@ -53,6 +55,9 @@ class TaskStatus:
     rows: int
     duplicates_dropped: int
     updated: str
+    refused_claims: int | None = None
+    """The writing worker's fence claims refused so far (None: a file written before
+    workers reported them)."""
 
     @classmethod
     def parse(cls, data: bytes) -> TaskStatus:
@@ -63,9 +68,9 @@ class TaskStatus:
         if raw.get("kind") not in KINDS:
             raise ValueError(f"kind {raw.get('kind')!r} is not source or aggregation")
         ints = ("batch", "rows", "duplicates_dropped")
-        optional = ("watermark_ms", "lag_ms")
+        optional = ("watermark_ms", "lag_ms", "refused_claims")
         for name in (*ints, *optional):
-            value = raw.get(name)
+            value = raw.get(name)  # (absent = None)
             if not (isinstance(value, int) and not isinstance(value, bool)) and not (
                 value is None and name in optional
             ):
@@ -73,7 +78,8 @@ class TaskStatus:
         for name in ("shard", "worker", "updated"):
             if not isinstance(raw.get(name), str):
                 raise ValueError(f"{name} is missing or not a string")
-        return cls(**{f: raw[f] for f in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {f: raw.get(f) for f in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,16 @@ class FleetView:
             if owner is not None:
                 out.setdefault(owner, {k: [] for k in KINDS})[kind].append(shard)
         return dict(sorted(out.items()))
+
+    def refused_claims(self) -> dict[str, int | None]:
+        """worker -> fence claims refused in it, from the newest status file it wrote that
+        carries a count (a counter since the worker started; None: no such file)."""
+        newest: dict[str, tuple[str, int]] = {}
+        for t in self.tasks:
+            if t.refused_claims is not None:
+                mine = (t.updated, t.refused_claims)
+                newest[t.worker] = max(newest.get(t.worker, mine), mine)
+        return {w: n for w, (_, n) in newest.items()}
 
     def fleet_watermark_ms(self) -> int | None:
         """Min of the aggregation tasks' watermarks; None if one has none (or no task)."""
@@ -139,10 +155,13 @@ class FleetView:
 
     def to_json(self) -> dict[str, Any]:
         """The view as plain JSON values."""
+        refused = self.refused_claims()
         return {
             "app": self.app,
             "exchange_table": self.exchange_leases is not None,
-            "workers": self.workers(),
+            "workers": {
+                w: {**held, "refused_claims": refused.get(w)} for w, held in self.workers().items()
+            },
             "tasks": self.rows(),
             "fleet_watermark_ms": self.fleet_watermark_ms(),
             "duplicates_dropped": self.duplicates_dropped(),
@@ -213,10 +232,12 @@ def _num(value: int | None, unit: str = "") -> str:
 def render(view: FleetView) -> list[Table | str]:
     """The workers table, the tasks table and the summary lines."""
     workers = Table(title=f"fleet of {view.app}: workers")
-    for col in ("worker", "source tasks", "aggregation tasks"):
+    for col in ("worker", "source tasks", "aggregation tasks", "refused claims"):
         workers.add_column(col, overflow="fold")
+    refused = view.refused_claims()
     for w, held in view.workers().items():
-        workers.add_row(w, ", ".join(held["source"]) or "-", ", ".join(held["aggregation"]) or "-")
+        workers.add_row(w, ", ".join(held["source"]) or "-",
+                        ", ".join(held["aggregation"]) or "-", _num(refused.get(w)))  # fmt: skip
     tasks = Table(title="tasks")
     for col in ("kind", "shard", "owner", "batch", "lag", "watermark", "rows", "duplicates"):
         tasks.add_column(col, overflow="fold")

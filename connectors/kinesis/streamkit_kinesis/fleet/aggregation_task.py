@@ -264,6 +264,7 @@ class AggregationTask(BaseRecordProcessor):
             "aggregation", self.shard, self.spec.worker_id, bid,
             self._watermark_ms(), self._lag(self.shard), result.output.height,
             stage.duplicates_dropped,
+            self._refusals.refused if self._refusals is not None else 0,
         )  # fmt: skip
         await asyncio.to_thread(write_status, self.root, status)
 

@@ -347,9 +347,11 @@ class SourceTask(BaseRecordProcessor):
             await self._exchange(out, last, bool(batch and batch.shard_ended), checkpointer)
         self.first = last
         self.batches += 1
+        refusals = self.ctx.refusals
         status = TaskStatus(
             "source", self.shard, self.ctx.spec.worker_id, self.batches,
             self._watermark_ms(), self.ctx.lag(self.shard), len(records), 0,
+            refusals.refused if refusals is not None else 0,
         )  # fmt: skip
         await asyncio.to_thread(write_status, self.ctx.store, status)
 

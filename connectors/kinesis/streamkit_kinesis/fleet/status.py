@@ -42,6 +42,10 @@ class TaskStatus:
     """Rows of the task's last batch (source: records read; aggregation: output rows)."""
     duplicates_dropped: int
     """Aggregation: chunks dropped as already applied, since this task's state began."""
+    refused_claims: int = 0
+    """Fence claims refused in ``worker`` since it started, any task
+    (:attr:`~streamkit_kinesis.fleet.refusals.RefusedClaims.refused`) at this write: how
+    ``streamkit status`` learns each worker's count, with no write of its own."""
     updated: str = ""
 
     def encode(self) -> bytes:

@@ -1,0 +1,136 @@
+"""``streamkit status APP`` shows each fleet worker's refused fence claims, on the real path:
+a real :class:`~streamkit_kinesis.fleet.worker.KinesisFleetWorker`'s aggregation tasks (real
+fences, checkpoint log and Parquet sink in a local checkpoint root) write their status files
+after each batch; a real fence ahead refuses the claim of one of them; the CLI reads the
+root and a LocalStack lease table naming the worker. Expected counts by hand: no claim
+refused, then exactly one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from streamkit_kinesis.consumer import InitializationInput
+from streamkit_kinesis.fleet.aggregation_task import AggregationTask
+from streamkit_kinesis.fleet.worker import KinesisFleetWorker
+from streamkit_kinesis.source.stream_source import KinesisStreamSource
+from streamkit_kinesis.types import TRIM_HORIZON, KinesisRecord, RecordBatch
+
+import streamkit as sk
+from streamkit.config import AwsEndpoint
+from streamkit.fleet import FleetPlan, SourceStage
+from streamkit.fleet.member import FleetOptions, FleetSpec
+from streamkit.fleet.task_log import FencedTaskLog
+from streamkit.streaming.api import stream_source_of
+from streamkit.streaming.checkpoint_store import open_checkpoint_store
+from streamkit.streaming.sinks import ParquetSink
+from streamkit.testing.events import SCHEMA as EVENTS
+
+from .conftest import Cli, unique
+from .test_fleet_status import lease_table, shard
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from streamkit_kinesis.leases import Checkpointer
+
+    from streamkit.streaming.contracts import Sink
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack]
+
+WORKER, SOURCE = "w-refused", "src-0"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SCHEMA = pa.schema([("event_time", pa.timestamp("us", "UTC")), ("user_id", pa.string())])
+
+
+@pytest.fixture
+def cli(localstack_endpoint: AwsEndpoint) -> Cli:
+    return Cli(localstack_endpoint)
+
+
+class _Checkpointer:
+    async def checkpoint(self, sequence_number: str | None = None) -> None:
+        """The lease checkpoint (nothing to write here)."""
+
+
+def _spec(root: Path) -> FleetSpec:
+    empty = pa.Table.from_pylist([], schema=SCHEMA)
+    df = sk.from_arrow(empty).with_watermark("event_time", "10 minutes")
+    fleet = FleetPlan.of(df.drop_duplicates_within_watermark(["user_id"]).plan, "append")
+
+    def sink(task: str, *, committed_only: bool = False) -> Sink:
+        return ParquetSink(str(root / "out")).for_task(task, committed_only=committed_only)
+
+    return FleetSpec(fleet.plan, fleet, "append", str(root / "ck"), sink, FleetOptions(),
+                     WORKER, "q", 3600.0)  # fmt: skip
+
+
+def _delivery(fleet: FleetPlan, user: str, span: tuple[str | None, str]) -> RecordBatch:
+    """One exchange record: the source batch of one row (``user`` at T0)."""
+    frame = pl.from_arrow(pa.table({"event_time": [T0], "user_id": [user]}, schema=SCHEMA))
+    assert isinstance(frame, pl.DataFrame)
+    stage = SourceStage(fleet)
+    (parts,) = stage.chunks(stage.run(frame), SOURCE, *span, int(T0.timestamp()) * 10**6,
+                            False, 1, "q")  # fmt: skip
+    (data,) = parts
+    return RecordBatch(shard(0), (KinesisRecord(data, "k", span[1]),))
+
+
+def _worker(spec: FleetSpec, endpoint: AwsEndpoint) -> KinesisFleetWorker:
+    """The fleet worker whose refusals the tasks report to (not run: no stream needed)."""
+    df = sk.read_stream.kinesis("s", "app", EVENTS, endpoint)
+    source = stream_source_of(df.plan)
+    assert isinstance(source, KinesisStreamSource)
+    return KinesisFleetWorker(source, spec)
+
+
+def _refused(cli: Cli, app: str, root: Path) -> tuple[Any, str]:
+    """``refused_claims`` of WORKER in ``status --json``, and the text output."""
+    as_json = cli("status", app, "--checkpoint", str(root), "--json")
+    assert as_json.exit_code == 0, as_json.output
+    text = cli("status", app, "--checkpoint", str(root))
+    assert text.exit_code == 0, text.output
+    return json.loads(as_json.output)["workers"][WORKER]["refused_claims"], text.output
+
+
+def _row(count: int) -> str:
+    """The workers-table row of WORKER: no source task, both aggregation tasks, ``count``."""
+    return rf"{WORKER}\s*│\s*-\s*│\s*{shard(0)}, {shard(1)}\s*│\s*{count}\s*│"
+
+
+async def test_status_shows_a_claim_refused_by_a_real_fence(cli: Cli, tmp_path: Path) -> None:
+    app = unique("fleet-refused")
+    await lease_table(cli.endpoint, f"{app}-exchange", {0: WORKER, 1: WORKER})
+    spec = _spec(tmp_path)
+    worker = _worker(spec, cli.endpoint)
+    root, cp = open_checkpoint_store(spec.checkpoint), cast("Checkpointer", _Checkpointer())
+    task = AggregationTask(spec, root, lambda _: None, lambda: {SOURCE},
+                           refusals=worker.refusals)  # fmt: skip
+    try:
+        await task.initialize_with(InitializationInput(shard(0), TRIM_HORIZON, None, 1))
+        await task.process_records(_delivery(spec.fleet_plan, "u1", (None, "10")), cp)
+        count, text = await asyncio.to_thread(_refused, cli, app, tmp_path / "ck")
+        assert count == 0, text  # no claim refused yet
+        assert re.search(_row(0), text), text
+        # a fence ahead of the lease table: claimed at epoch 40, the lease's counter is 3
+        where = str(tmp_path / "ck" / "exchange" / shard(1))
+        FencedTaskLog(where, "old", shard(1)).claim(40)
+        refused = AggregationTask(spec, root, lambda _: None, lambda: {SOURCE},
+                                  refusals=worker.refusals)  # fmt: skip
+        await refused.initialize_with(InitializationInput(shard(1), TRIM_HORIZON, None, 3))
+        assert refused.lost
+        # the worker's next batch (of its other task) carries the count to its status file
+        await task.process_records(_delivery(spec.fleet_plan, "u2", ("10", "20")), cp)
+        count, text = await asyncio.to_thread(_refused, cli, app, tmp_path / "ck")
+        assert count == 1, text  # one claim refused
+        assert re.search(_row(1), text), text
+    finally:
+        worker.refusals.close()
+        await task.shutdown_requested(shard(0), cp)
