@@ -4,8 +4,9 @@ record (issue 15 item 1).
 
 Records of one shard come in shard order, by (sequence number, sub-sequence number)
 ascending, so every cut here is a prefix: :func:`after` drops those committed already,
-:func:`through` splits off an exact re-read's range (as :meth:`ReplayRange.split`
-does on record objects), :func:`reached` tells whether that range is complete."""
+:func:`through` splits off an exact re-read's range
+(:class:`~streamkit_kinesis.fleet.two_phase.ReplayRange`), :func:`reached` tells whether
+that range is complete."""
 
 from __future__ import annotations
 

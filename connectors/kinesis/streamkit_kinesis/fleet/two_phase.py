@@ -10,9 +10,9 @@ and including ``last``. :func:`emit_exactly_once` does
 A worker killed after 1 leaves the pending checkpoint; whoever takes the lease next sees it
 (``Lease.pending_checkpoint``, or ``InitializationInput.pending_checkpoint`` in a
 processor) and must re-read exactly (checkpoint, pending] as one batch before anything
-else (:func:`replay_range`, :meth:`ReplayRange.split`), so the chunks it puts again carry
-the same range end as any that may already be in the exchange; the aggregation side drops
-a chunk whose (source shard, range end, part) it already applied.
+else (:func:`replay_range`; a source task cuts it with :mod:`.record_split`), so the chunks
+it puts again carry the same range end as any that may already be in the exchange; the
+aggregation side drops a chunk whose (source shard, range end, part) it already applied.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from streamkit_kinesis.leases import Checkpointer, Lease
-    from streamkit_kinesis.types import ExtendedSequenceNumber, KinesisRecord
+    from streamkit_kinesis.types import ExtendedSequenceNumber
 
     from .writer import ExchangeWriter
 
@@ -91,23 +91,6 @@ class ReplayRange:
     """Where reading resumes (exclusive): the lease checkpoint."""
     through: ExtendedSequenceNumber
     """The last record of the replayed batch (inclusive): the pending checkpoint."""
-
-    def split(
-        self, records: Sequence[KinesisRecord]
-    ) -> tuple[list[KinesisRecord], list[KinesisRecord]]:
-        """``records`` (in shard order, as read after :attr:`after`) split into those in
-        the range and those after it."""
-        end = _key(self.through)
-        inside = [r for r in records if (int(r.sequence_number), r.sub_sequence_number) <= end]
-        return inside, list(records[len(inside) :])
-
-    def reached(self, records: Sequence[KinesisRecord]) -> bool:
-        """True once ``records`` (read so far, in order) reach :attr:`through`: the replay
-        batch is complete (records after it belong to the next batch)."""
-        if not records:
-            return False
-        tail = records[-1]
-        return (int(tail.sequence_number), tail.sub_sequence_number) >= _key(self.through)
 
 
 def replay_range(

@@ -69,23 +69,6 @@ def test_replay_range_of_a_lease() -> None:
     assert lease_replay_range(lease) == ReplayRange(esn(10), esn(20))
 
 
-def test_the_replay_is_cut_exactly_at_the_pending_checkpoint() -> None:
-    replay = ReplayRange(esn(10), esn(20))
-    assert not replay.reached([rec(11), rec(15)])
-    assert replay.reached([rec(11), rec(20)])
-    assert replay.reached([rec(25)])  # the pending record itself was trimmed
-    assert replay.split([rec(11), rec(20), rec(21), rec(30)]) == (
-        [rec(11), rec(20)],
-        [rec(21), rec(30)],
-    )
-    # KPL sub-records: the pending position is (sequence number, sub-sequence number)
-    kpl = ReplayRange(esn(10), esn(20, 1))
-    assert kpl.split([rec(20, 0), rec(20, 1), rec(20, 2)]) == (
-        [rec(20, 0), rec(20, 1)],
-        [rec(20, 2)],
-    )
-
-
 def test_reader_turns_a_batch_into_chunks_in_order() -> None:
     batch = RecordBatch("shardId-x", (rec(5), rec(7)))
     read = from_batch(batch, after="4")

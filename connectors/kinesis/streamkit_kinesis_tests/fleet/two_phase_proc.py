@@ -30,9 +30,11 @@ from streamkit_kinesis.consumer import (
     KinesisConsumer,
     install_signal_handlers,
 )
+from streamkit_kinesis.fleet import record_split as cut
 from streamkit_kinesis.fleet.exchange import ensure_exchange
 from streamkit_kinesis.fleet.two_phase import emit_exactly_once, replay_range
 from streamkit_kinesis.fleet.writer import ExchangeWriter
+from streamkit_kinesis.retrieval.record_columns import RecordColumns
 
 from streamkit.config import AwsEndpoint
 
@@ -62,7 +64,7 @@ class ExchangeEmitter(BaseRecordProcessor):
         self._die_after = die_after_put
         self._puts = 0
         self._replay: ReplayRange | None = None
-        self._held: list[KinesisRecord] = []
+        self._held = cut.columns(())
         self._first = ""
 
     async def initialize_with(self, init: InitializationInput) -> None:
@@ -74,16 +76,16 @@ class ExchangeEmitter(BaseRecordProcessor):
         self._events.write(event="initialize", start=self._first, pending=pending)
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
-        records = list(batch.records)
-        if self._replay is not None:
-            self._held.extend(records)
-            if not self._replay.reached(self._held):
+        records = cut.columns(batch.records)
+        if self._replay is not None:  # cut as a fleet source task cuts (record_split)
+            self._held = RecordColumns.concat([self._held, records])
+            if not cut.reached(self._replay, self._held):
                 return  # keep reading: the replay batch is (checkpoint, pending] in full
-            inside, records = self._replay.split(self._held)
-            self._held, self._replay = [], None
-            await self._emit(inside, checkpointer, replay=True)
-        if records:
-            await self._emit(records, checkpointer, replay=False)
+            inside, records = cut.through(self._replay, self._held)
+            self._held, self._replay = cut.columns(()), None
+            await self._emit(list(inside), checkpointer, replay=True)
+        if len(records):
+            await self._emit(list(records), checkpointer, replay=False)
 
     async def _emit(
         self, records: list[KinesisRecord], checkpointer: Checkpointer, *, replay: bool
