@@ -1,9 +1,9 @@
 """``streamkit status APP`` shows each fleet worker's refused fence claims, on the real path:
-a real :class:`~streamkit_kinesis.fleet.worker.KinesisFleetWorker`'s aggregation tasks (real
-fences, checkpoint log and Parquet sink in a local checkpoint root) write their status files
-after each batch; a real fence ahead refuses the claim of one of them; the CLI reads the
-root and a LocalStack lease table naming the worker. Expected counts by hand: no claim
-refused, then exactly one.
+a real :class:`~streamkit_kinesis.fleet.worker.KinesisFleetWorker`'s tasks (aggregation
+tasks of a stateful plan, or source tasks of a stateless one: real fences, logs and Parquet
+sink in a local checkpoint root) write their status files after each batch; a real fence
+ahead refuses the claim of one of them; the CLI reads the root and a LocalStack lease table
+naming the worker. Expected counts by hand: no claim refused, then exactly one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from streamkit_kinesis.consumer import InitializationInput
 from streamkit_kinesis.fleet.aggregation_task import AggregationTask
+from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
 from streamkit_kinesis.fleet.worker import KinesisFleetWorker
 from streamkit_kinesis.source.stream_source import KinesisStreamSource
 from streamkit_kinesis.types import TRIM_HORIZON, KinesisRecord, RecordBatch
@@ -26,12 +27,14 @@ from streamkit_kinesis.types import TRIM_HORIZON, KinesisRecord, RecordBatch
 import streamkit as sk
 from streamkit.config import AwsEndpoint
 from streamkit.fleet import FleetPlan, SourceStage
+from streamkit.fleet.direct_log import DirectTaskLog
 from streamkit.fleet.member import FleetOptions, FleetSpec
 from streamkit.fleet.task_log import FencedTaskLog
 from streamkit.streaming.api import stream_source_of
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit.streaming.sinks import ParquetSink
 from streamkit.testing.events import SCHEMA as EVENTS
+from streamkit.testing.events import make_events
 
 from .conftest import Cli, unique
 from .test_fleet_status import lease_table, shard
@@ -60,16 +63,21 @@ class _Checkpointer:
         """The lease checkpoint (nothing to write here)."""
 
 
-def _spec(root: Path) -> FleetSpec:
-    empty = pa.Table.from_pylist([], schema=SCHEMA)
-    df = sk.from_arrow(empty).with_watermark("event_time", "10 minutes")
-    fleet = FleetPlan.of(df.drop_duplicates_within_watermark(["user_id"]).plan, "append")
+def _spec(root: Path, df: sk.DataFrame) -> FleetSpec:
+    fleet = FleetPlan.of(df.plan, "append")
 
     def sink(task: str, *, committed_only: bool = False) -> Sink:
         return ParquetSink(str(root / "out")).for_task(task, committed_only=committed_only)
 
     return FleetSpec(fleet.plan, fleet, "append", str(root / "ck"), sink, FleetOptions(),
                      WORKER, "q", 3600.0)  # fmt: skip
+
+
+def _deduplicated() -> sk.DataFrame:
+    """A stateful plan (aggregation tasks behind an exchange)."""
+    empty = pa.Table.from_pylist([], schema=SCHEMA)
+    df = sk.from_arrow(empty).with_watermark("event_time", "10 minutes")
+    return df.drop_duplicates_within_watermark(["user_id"])
 
 
 def _delivery(fleet: FleetPlan, user: str, span: tuple[str | None, str]) -> RecordBatch:
@@ -83,12 +91,20 @@ def _delivery(fleet: FleetPlan, user: str, span: tuple[str | None, str]) -> Reco
     return RecordBatch(shard(0), (KinesisRecord(data, "k", span[1]),))
 
 
-def _worker(spec: FleetSpec, endpoint: AwsEndpoint) -> KinesisFleetWorker:
-    """The fleet worker whose refusals the tasks report to (not run: no stream needed)."""
-    df = sk.read_stream.kinesis("s", "app", EVENTS, endpoint)
+def _source(df: sk.DataFrame) -> KinesisStreamSource:
     source = stream_source_of(df.plan)
     assert isinstance(source, KinesisStreamSource)
-    return KinesisFleetWorker(source, spec)
+    return source
+
+
+def _kinesis(endpoint: AwsEndpoint) -> sk.DataFrame:
+    """A Kinesis stream of clickstream events (never read: the tasks are handed records)."""
+    return sk.read_stream.kinesis("s", "app", EVENTS, endpoint)
+
+
+def _worker(spec: FleetSpec, endpoint: AwsEndpoint) -> KinesisFleetWorker:
+    """The fleet worker whose refusals the tasks report to (not run: no stream needed)."""
+    return KinesisFleetWorker(_source(_kinesis(endpoint)), spec)
 
 
 def _refused(cli: Cli, app: str, root: Path) -> tuple[Any, str]:
@@ -100,15 +116,17 @@ def _refused(cli: Cli, app: str, root: Path) -> tuple[Any, str]:
     return json.loads(as_json.output)["workers"][WORKER]["refused_claims"], text.output
 
 
-def _row(count: int) -> str:
-    """The workers-table row of WORKER: no source task, both aggregation tasks, ``count``."""
-    return rf"{WORKER}\s*│\s*-\s*│\s*{shard(0)}, {shard(1)}\s*│\s*{count}\s*│"
+def _row(count: int, kind: str = "aggregation") -> str:
+    """The workers-table row of WORKER holding both tasks of ``kind``, ``count`` refused."""
+    both = f"{shard(0)}, {shard(1)}"
+    tasks = rf"-\s*│\s*{both}" if kind == "aggregation" else rf"{both}\s*│\s*-"
+    return rf"{WORKER}\s*│\s*{tasks}\s*│\s*{count}\s*│"
 
 
 async def test_status_shows_a_claim_refused_by_a_real_fence(cli: Cli, tmp_path: Path) -> None:
     app = unique("fleet-refused")
     await lease_table(cli.endpoint, f"{app}-exchange", {0: WORKER, 1: WORKER})
-    spec = _spec(tmp_path)
+    spec = _spec(tmp_path, _deduplicated())
     worker = _worker(spec, cli.endpoint)
     root, cp = open_checkpoint_store(spec.checkpoint), cast("Checkpointer", _Checkpointer())
     task = AggregationTask(spec, root, lambda _: None, lambda: {SOURCE},
@@ -134,3 +152,46 @@ async def test_status_shows_a_claim_refused_by_a_real_fence(cli: Cli, tmp_path: 
     finally:
         worker.refusals.close()
         await task.shutdown_requested(shard(0), cp)
+
+
+async def test_status_shows_a_source_task_claim_refused_by_a_real_fence(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The same with source tasks of a stateless plan (fences ``<root>/source/<shard>/``,
+    epochs from the source lease table), handed real clickstream records."""
+    app = unique("fleet-refused-src")
+    await lease_table(cli.endpoint, app, {0: WORKER, 1: WORKER})
+    df = _kinesis(cli.endpoint)
+    spec = _spec(tmp_path, df.filter(sk.col("value") >= 0))
+    worker = _worker(spec, cli.endpoint)
+    store, cp = open_checkpoint_store(spec.checkpoint), cast("Checkpointer", _Checkpointer())
+
+    def task() -> SourceTask:
+        ctx = SourceContext(spec, _source(df).decoder, store, None, 0, lambda _: None,
+                            refusals=worker.refusals)  # fmt: skip
+        return SourceTask(ctx)
+
+    _, events = make_events(4, seed=3)
+    batches = [
+        RecordBatch(shard(0), tuple(KinesisRecord(data, key, str(10 * (i + 1)))
+                                    for i, (data, key) in enumerate(events) if i // 2 == j))
+        for j in (0, 1)
+    ]  # fmt: skip
+    running = task()
+    try:
+        await running.initialize_with(InitializationInput(shard(0), TRIM_HORIZON, None, 1))
+        await running.process_records(batches[0], cp)
+        count, text = await asyncio.to_thread(_refused, cli, app, tmp_path / "ck")
+        assert count == 0, text  # no claim refused yet
+        assert re.search(_row(0, "source"), text), text
+        # a fence ahead of the lease table: claimed at epoch 40, the lease's counter is 3
+        DirectTaskLog(str(tmp_path / "ck" / "source" / shard(1)), "old", shard(1)).claim(40, None)
+        refused = task()
+        await refused.initialize_with(InitializationInput(shard(1), TRIM_HORIZON, None, 3))
+        assert refused.lost
+        await running.process_records(batches[1], cp)
+        count, text = await asyncio.to_thread(_refused, cli, app, tmp_path / "ck")
+        assert count == 1, text  # one claim refused
+        assert re.search(_row(1, "source"), text), text
+    finally:
+        worker.refusals.close()
