@@ -3,8 +3,9 @@ lag, and how many workers the backlog and the per-worker throughput call for.
 
 For a fleet (an ``APP-exchange`` lease table, or task status files under ``--checkpoint``)
 it first shows the fleet view (:mod:`streamkit.cli.fleet_status`): workers, the source and
-aggregation tasks each holds, per-task lag and watermark, the fleet watermark, duplicates
-dropped; ``--json`` prints that view as JSON; ``--stream`` is then optional.
+aggregation tasks each holds and its fence claims refused, per-task lag and watermark, the
+fleet watermark, duplicates dropped; ``--json`` prints that view as JSON; ``--stream`` is
+then optional.
 
 It measures over ``--sample`` seconds: each open shard's records after the application's
 checkpoint (one GetRecords of up to ``--max-behind`` from the checkpoint, at the start and
@@ -234,9 +235,9 @@ def status_cmd(  # noqa: PLR0917 (typer reads the options from the signature)
     """Workers, leases per worker, per-shard lag, and how many workers are needed.
 
     A fleet (`streamkit worker`) is shown first: each worker's source and aggregation
-    tasks (owners from the APP and APP-exchange lease tables), and with --checkpoint each
-    task's batch, lag, watermark and duplicates dropped, and the fleet watermark (min of
-    the aggregation tasks'). --json prints that view alone.
+    tasks (owners from the APP and APP-exchange lease tables), and with --checkpoint its
+    fence claims refused, each task's batch, lag, watermark and duplicates dropped, and the
+    fleet watermark (min of the aggregation tasks'). --json prints that view alone.
 
     The line "scale: N worker(s) needed" sizes the fleet for the incoming rate plus the
     backlog cleared within --catch-up seconds; when every open shard is at its write
