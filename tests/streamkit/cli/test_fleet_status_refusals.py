@@ -3,7 +3,8 @@ a real :class:`~streamkit_kinesis.fleet.worker.KinesisFleetWorker`'s tasks (aggr
 tasks of a stateful plan, or source tasks of a stateless one: real fences, logs and Parquet
 sink in a local checkpoint root) write their status files after each batch; a real fence
 ahead refuses the claim of one of them; the CLI reads the root and a LocalStack lease table
-naming the worker. Expected counts by hand: no claim refused, then exactly one.
+naming the worker. Expected counts by hand: no claim refused, then exactly one. Last, the
+same through a real worker process (``fleet_job.py``) on a LocalStack stream.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from streamkit_kinesis.fleet.source_task import SourceContext, SourceTask
 from streamkit_kinesis.fleet.worker import KinesisFleetWorker
 from streamkit_kinesis.source.stream_source import KinesisStreamSource
 from streamkit_kinesis.types import TRIM_HORIZON, KinesisRecord, RecordBatch
+from streamkit_kinesis_tests.fleet.fleet_harness import (
+    fleet_on_fresh_stream,
+    payloads,
+    put_random_keys,
+    until,
+)
 
 import streamkit as sk
 from streamkit.config import AwsEndpoint
@@ -195,3 +202,41 @@ async def test_status_shows_a_source_task_claim_refused_by_a_real_fence(
         assert re.search(_row(1, "source"), text), text
     finally:
         worker.refusals.close()
+
+
+async def test_status_shows_the_claim_a_real_worker_process_was_refused(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """One worker process (``--query stateless``: source tasks only) on a 2-shard stream;
+    shard 0's fence was claimed at epoch 10**6 before it started (a fence ahead of the
+    fresh lease table), so its claim of shard 0 is refused, once; its task of shard 1 runs
+    the records put and carries the count. ``--failover 120``: the worker fails for the
+    refusal only after 240 s, so it still holds both leases when status is read."""
+    ep = cli.endpoint
+    async with fleet_on_fresh_stream(ep, tmp_path, 2, "fsref", "--query", "stateless",
+                                     "--failover", "120") as fleet:  # fmt: skip
+        fence = str(fleet.root / "source" / shard(0))
+        DirectTaskLog(fence, "old", shard(0)).claim(10**6, None)
+        await fleet.add("solo")
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, payloads(60, seed=4))
+        assert set(last) == {shard(0), shard(1)}
+        seen: list[object] = []
+
+        def shown() -> bool:
+            fleet.check_alive()
+            out = cli("status", fleet.app, "--checkpoint", str(fleet.root), "--json")
+            if out.exit_code == 3 and "shows no fleet" in out.output:
+                return False  # no status file yet
+            assert out.exit_code == 0, out.output
+            seen[:] = [json.loads(out.output)["workers"]]
+            return seen[0] == {"solo": {"source": [shard(0), shard(1)], "aggregation": [],
+                                        "refused_claims": 1}}  # fmt: skip
+
+        try:
+            await until("status showing solo's refused claim", lambda: asyncio.to_thread(shown),
+                        300)  # fmt: skip
+        except AssertionError as e:
+            raise AssertionError(f"last seen: {seen}\n{fleet.tail()}") from e
+        out = await asyncio.to_thread(cli, "status", fleet.app, "--checkpoint", str(fleet.root))
+        text = out.output
+        assert re.search(rf"solo\s*│\s*{shard(0)}, {shard(1)}\s*│\s*-\s*│\s*1\s*│", text), text

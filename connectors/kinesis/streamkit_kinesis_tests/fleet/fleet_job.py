@@ -14,10 +14,11 @@ mode (rows routed by ``user_id``); ``--query joined``: the stream left-joined on
 with the static Parquet table ``--static`` (``action``, ``kind``, ``weight``), then per
 (1-minute window, ``kind``): count, value sum and sum of ``value * weight``, watermark
 ``--delay`` behind (:func:`joined`); ``--query joined_stateless``: the rows with
-``value > 20`` inner-joined with it (no exchange). Prints ``started``
-once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop). SIGUSR1
-dumps every thread's stack to stderr (the harness does it when a worker does not stop in
-time, then shows the log).
+``value > 20`` inner-joined with it (no exchange). ``--failover`` sets the consumers'
+``failover_time`` (default 6 s; a refused claim fails the worker after twice that). Prints
+``started`` once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop).
+SIGUSR1 dumps every thread's stack to stderr (the harness does it when a worker does not
+stop in time, then shows the log).
 """
 
 from __future__ import annotations
@@ -129,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--static", default="")
     names = ("windowed", "stateless", "dedup", "dedup_within", "joined", "joined_stateless")
     p.add_argument("--query", choices=names, default="windowed")
+    p.add_argument("--failover", type=float, default=6.0)
     args = p.parse_args(argv)
     _log_tasks()
     options = {
-        "failover_time": 6.0,
+        "failover_time": args.failover,
         "consumer_options": {"idle_time": 0.2, "take_interval": 1.0},
     }
     endpoint = AwsEndpoint.local(args.endpoint)
