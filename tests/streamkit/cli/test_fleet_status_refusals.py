@@ -204,6 +204,7 @@ async def test_status_shows_a_source_task_claim_refused_by_a_real_fence(
         worker.refusals.close()
 
 
+@pytest.mark.slow
 async def test_status_shows_the_claim_a_real_worker_process_was_refused(
     cli: Cli, tmp_path: Path
 ) -> None:
