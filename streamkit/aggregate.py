@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from streamkit._lazy import lazy_module
+from streamkit.aggregates import slots as S
 from streamkit.windows import BUCKET, WEND, WINDOW_COLUMN, WSTART, SessionWindow, TimeWindow
 
 if TYPE_CHECKING:
@@ -92,6 +93,12 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
     exprs = [pl.len().cast(pl.Int64).alias(ROWS)]
     for i, agg in enumerate(spec.aggs):
         exprs += agg.function.partial(spec.inputs(i), spec.states(i), spec.input_dtypes[i])
+    if all(agg.function.by_slots(spec.input_dtypes[i], 0) for i, agg in enumerate(spec.aggs)):
+        data = rows.collect()
+        by_slots = _slot_partial(data, group, spec)
+        if by_slots is not None:
+            return _assign(by_slots, spec)
+        rows = data.lazy()
     if not any(agg.function.reads_rows for agg in spec.aggs):
         return _assign(_group(rows, group, exprs).collect(), spec)
     data = rows.collect()
@@ -99,6 +106,35 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
     for i, agg in enumerate(spec.aggs):
         states = agg.function.build_sketch(data, states, group, spec.inputs(i), spec.states(i))
     return _assign(states, spec)
+
+
+SLOT_MIN_ROWS = 1 << 16
+"""Fewest rows for which :func:`partial` reduces by dense slots instead of a group-by."""
+
+
+def _slot_partial(data: pl.DataFrame, group: list[str], spec: AggregateSpec) -> pl.DataFrame | None:
+    """:func:`partial`'s states (before windows are assigned) computed over dense group
+    slots (:mod:`streamkit.aggregates.slots`), in the group-by's columns and types; None
+    when the chunk is small, the keys don't code compactly (more combinations than rows)
+    or an aggregate can't take that many slots."""
+    if data.height < SLOT_MIN_ROWS:
+        return None
+    slots = S.fit(data, group, max_slots=data.height)
+    dtypes = spec.input_dtypes
+    if slots is None or not all(
+        agg.function.by_slots(dtypes[i], slots.size) for i, agg in enumerate(spec.aggs)
+    ):
+        return None
+    keys = slots.keys(data)
+    if keys is None:
+        return None
+    columns = [*keys, pl.Series(ROWS, slots.rows, dtype=pl.Int64)]
+    sketches: list[pl.Series] = []
+    for i, agg in enumerate(spec.aggs):
+        states = agg.function.slot_states(slots, [data[n] for n in spec.inputs(i)], dtypes[i])
+        named = [s.alias(n) for s, n in zip(states, spec.states(i), strict=True)]
+        (sketches if agg.function.reads_rows else columns).extend(named)  # the group-by's order
+    return pl.DataFrame([*columns, *sketches])
 
 
 def _group(frame: pl.LazyFrame, group: list[str], exprs: list[pl.Expr]) -> pl.LazyFrame:

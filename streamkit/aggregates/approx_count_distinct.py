@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
 from streamkit.aggregates import hll
 from streamkit.aggregates.base import AggregateFunction
+
+if TYPE_CHECKING:
+    from streamkit.aggregates.slots import Slots
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,16 @@ class ApproxCountDistinct(AggregateFunction):
         p = self.precision
         registers = hll.build(rows, groups, keys=keys, hashes=inputs[0], rho=inputs[1], p=p)
         return groups.with_columns(pl.Series(states[0], registers, pl.Array(pl.UInt8, 1 << p)))
+
+    def by_slots(self, input_dtype: pl.DataType | None, slots: int) -> bool:
+        return slots << self.precision <= hll.MAX_DENSE_BYTES
+
+    def slot_states(
+        self, slots: Slots, inputs: list[pl.Series], input_dtype: pl.DataType | None
+    ) -> list[pl.Series]:
+        p = self.precision
+        registers = hll.build_slots(slots, inputs[0], inputs[1], p)
+        return [pl.Series(registers, dtype=pl.Array(pl.UInt8, 1 << p))]
 
     def merge_sketch(
         self, frame: pl.DataFrame, merged: pl.DataFrame, keys: list[str], states: list[str]

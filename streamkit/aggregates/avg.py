@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
+from streamkit._lazy import lazy_module
+from streamkit.aggregates import slots as S
 from streamkit.aggregates.base import AggregateFunction
 from streamkit.aggregates.sum import numeric_input
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 
 @dataclass(frozen=True)
@@ -43,3 +50,13 @@ class Avg(AggregateFunction):
 
     def empty_state(self, input_dtype: pl.DataType | None) -> list[Any]:
         return [None, 0]
+
+    def by_slots(self, input_dtype: pl.DataType | None, slots: int) -> bool:
+        return input_dtype is not None and S.summable(input_dtype)
+
+    def slot_states(
+        self, slots: S.Slots, inputs: list[pl.Series], input_dtype: pl.DataType | None
+    ) -> list[pl.Series]:
+        assert input_dtype is not None
+        total = slots.total(inputs[0], np.float64)
+        return [pl.Series(total), pl.Series(slots.count(inputs[0]), dtype=pl.Int64)]

@@ -16,13 +16,21 @@ IPC) and a restart merges them like any other partial state. An aggregate whose 
 a sketch built by a vectorised kernel rather than a group-by expression (HyperLogLog
 registers, a quantile compactor) implements the two sketch hooks ``build_sketch`` and
 ``merge_sketch``; their defaults do nothing.
+
+An aggregate may also compute its partial state over dense group slots (``by_slots`` and
+``slot_states``, see :mod:`.slots`): when every aggregate of a query can and the keys code
+compactly, the kernel skips the hash group-by for a large chunk. The states must equal
+what ``partial`` and ``build_sketch`` give (float sums: added in row order).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from streamkit.aggregates.slots import Slots
 
 
 class AggregateFunction(Protocol):
@@ -102,3 +110,17 @@ class AggregateFunction(Protocol):
         """``merged`` (one row per distinct ``keys`` of ``frame``) with the sketch state
         columns of ``frame`` merged per group; vectorised. Default: ``merged`` unchanged."""
         return merged
+
+    # -- optional dense-slot hooks ---------------------------------------------------------
+    def by_slots(self, input_dtype: pl.DataType | None, slots: int) -> bool:
+        """True when :meth:`slot_states` computes this aggregate's partial state over
+        ``slots`` dense group slots. Default False: the kernel groups by expressions."""
+        return False
+
+    def slot_states(
+        self, slots: Slots, inputs: list[pl.Series], input_dtype: pl.DataType | None
+    ) -> list[pl.Series]:
+        """The state columns (one per :attr:`state_parts`, a row per occupied slot of
+        ``slots``, in its order) of the rows whose input columns are ``inputs``: the values
+        :meth:`partial` (and :meth:`build_sketch`) give those groups."""
+        raise NotImplementedError(f"{self.name} has no dense-slot state")

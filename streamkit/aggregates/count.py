@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
 from streamkit.aggregates.base import AggregateFunction
+
+if TYPE_CHECKING:
+    from streamkit.aggregates.slots import Slots
 
 
 @dataclass(frozen=True)
@@ -38,3 +41,11 @@ class Count(AggregateFunction):
 
     def empty_state(self, input_dtype: pl.DataType | None) -> list[Any]:
         return [0]
+
+    def by_slots(self, input_dtype: pl.DataType | None, slots: int) -> bool:
+        return True
+
+    def slot_states(
+        self, slots: Slots, inputs: list[pl.Series], input_dtype: pl.DataType | None
+    ) -> list[pl.Series]:
+        return [pl.Series(slots.count(inputs[0]) if inputs else slots.rows, dtype=pl.Int64)]

@@ -22,6 +22,8 @@ from streamkit.groupids import GroupCoder, group_ids, numpy_pieces
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from streamkit.aggregates.slots import Slots
 else:
     np = lazy_module("numpy")
 
@@ -78,12 +80,10 @@ def build(
     reg_idx = registers_of(data[hashes], p)
     coder = GroupCoder.fit(groups, keys)  # the distinct keys have the data's ranges
     if coder is not None and coder.slots * m <= MAX_DENSE_BYTES:
-        dense = np.zeros(coder.slots * m, dtype=np.uint8)
         # one index array (uint32: the buffer is at most 2**28), computed in place
         cells = coder.cells(data, m, reg_idx)
-        for start, rhos in numpy_pieces(data[rho]):  # no copy of a chunked column
-            np.maximum.at(dense, cells[start : start + rhos.size], rhos)
-        registers: np.ndarray = dense.reshape(coder.slots, m)[coder.ids(groups)]
+        dense = _max_registers(cells, data[rho], coder.slots, m)
+        registers: np.ndarray = dense[coder.ids(groups)]
         return registers
     rhos = data[rho].to_numpy()
     both = pl.concat([groups.select(keys), data.select(keys)], how="vertical_relaxed")
@@ -95,6 +95,26 @@ def build(
     slot[group_gid] = np.arange(groups.height)
     registers = np.zeros((groups.height, m), dtype=np.uint8)
     registers[slot[long["g"].to_numpy()], long["r"].to_numpy()] = long["v"].to_numpy()
+    return registers
+
+
+def _max_registers(cells: np.ndarray, ranks: pl.Series, slots: int, m: int) -> np.ndarray:
+    """``(slots, m)`` registers: the largest rank of each cell (``slot * m + register``)."""
+    dense = np.zeros(slots * m, dtype=np.uint8)
+    for start, rhos in numpy_pieces(ranks):  # no copy of a chunked column
+        np.maximum.at(dense, cells[start : start + rhos.size], rhos)
+    return dense.reshape(slots, m)
+
+
+def build_slots(slots: Slots, hashes: pl.Series, ranks: pl.Series, p: int) -> np.ndarray:
+    """Sketches (a row of ``2**p`` registers per occupied slot of ``slots``) of the rows'
+    ``hashes``/``ranks`` from :func:`hash_rho`: the same registers as :func:`build` gives
+    the groups, from the slot ids already computed (no second pass over the keys). Needs
+    ``slots.size * 2**p <= MAX_DENSE_BYTES``."""
+    m = 1 << p
+    cells = np.multiply(slots.ids, m)
+    np.add(cells, registers_of(hashes, p), out=cells, casting="unsafe")
+    registers: np.ndarray = _max_registers(cells, ranks, slots.size, m)[slots.occupied]
     return registers
 
 

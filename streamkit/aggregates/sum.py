@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
 from streamkit import dtypes as T
+from streamkit._lazy import lazy_module
+from streamkit.aggregates import slots as S
 from streamkit.aggregates.base import AggregateFunction
 from streamkit.errors import SchemaError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 
 def numeric_input(
@@ -58,3 +65,13 @@ class Sum(AggregateFunction):
 
     def empty_state(self, input_dtype: pl.DataType | None) -> list[Any]:
         return [None, 0]
+
+    def by_slots(self, input_dtype: pl.DataType | None, slots: int) -> bool:
+        return input_dtype is not None and S.summable(input_dtype)
+
+    def slot_states(
+        self, slots: S.Slots, inputs: list[pl.Series], input_dtype: pl.DataType | None
+    ) -> list[pl.Series]:
+        assert input_dtype is not None
+        total = slots.total(inputs[0], np.int64 if input_dtype.is_integer() else np.float64)
+        return [pl.Series(total), pl.Series(slots.count(inputs[0]), dtype=pl.Int64)]

@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 
 from streamkit.aggregates import hll
+from streamkit.aggregates import slots as S
 from streamkit.groupids import GroupCoder
 
 P = 8
@@ -102,6 +103,22 @@ def test_build_equals_python_reference(
     assert any(any(r) for r in got.values())
     has_all_null_group = bool({"i", "n"} & set(keys))  # i == 7 has only null values
     assert any(not any(r) for r in got.values()) == has_all_null_group
+
+
+@pytest.mark.parametrize(("keys", "null_keys"), [c for c in CASES if c[0] != ["s"]])
+def test_build_over_slots_equals_python_reference(keys: list[str], null_keys: bool) -> None:
+    """The sketches built on dense slot ids (the aggregation's slot path), keyed by the keys
+    the slots decode to, equal the Python registers (strings have no slot path)."""
+    data = frame(seed=len(keys) * 7 + null_keys, null_keys=null_keys)
+    reg, rho = hll.hash_rho(pl.col("v"), P)
+    rows = data.with_columns(reg.alias("r"), rho.alias("h"))
+    slots = S.fit(rows, keys, max_slots=N)
+    assert slots is not None
+    decoded = slots.keys(rows)
+    assert decoded is not None
+    registers = hll.build_slots(slots, rows["r"], rows["h"], P)
+    got = {k: registers[i].tolist() for i, k in enumerate(pl.DataFrame(decoded).rows())}
+    assert got == reference(data, keys, "v", P)
 
 
 def test_cells_in_uint32_equal_int64_slots_times_scale_plus() -> None:

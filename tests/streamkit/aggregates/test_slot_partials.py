@@ -1,0 +1,191 @@
+"""count/sum/avg/approx_count_distinct computed over dense group slots (no hash group-by)
+equal a plain-Python derivation from the rows put.
+
+Expected values are computed row by row in Python: counts, integer sums wrapped to int64
+(Polars' and the group-by path's overflow rule), float sums added in row order from 0.0
+(the slot path's documented order), averages as that sum over the count, nulls skipped,
+a group of nulls summing to null. Keys cover integers, dictionary strings (Polars
+categoricals) and booleans, with nulls, a window bucket, one global group, many groups;
+``approx_count_distinct`` must be bit-identical to the group-by path's. Each test checks
+that the slot path really ran (or, for keys too spread out, that it stepped aside).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute
+import pytest
+
+import streamkit as sk
+from streamkit import aggregate as K
+
+N = 30_000
+HOUR_US = 3_600_000_000
+Key = tuple[Any, ...]
+
+
+def rows_table(seed: int, groups: int = 40) -> pa.Table:
+    """Keys with nulls; int32 and float64 values with nulls; key 7 has only null values."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(-5, groups, N)
+    null = rng.random(N) < 0.1
+    only_null = (k == 7) | null
+    return pa.table(
+        {
+            "k": pa.array(k, pa.int64(), mask=rng.random(N) < 0.05),
+            "c": pa.array(rng.choice(["ab", "cd", "ef", "gh"], N), mask=rng.random(N) < 0.05)
+            .cast(pa.string())
+            .dictionary_encode(),
+            "b": pa.array(rng.random(N) < 0.3),
+            "t": pa.array(rng.integers(0, 10 * HOUR_US, N), pa.timestamp("us", "UTC")),
+            "vi": pa.array(rng.integers(-1000, 1000, N), pa.int32(), mask=only_null),
+            "vf": pa.array(np.round(rng.lognormal(3, 1, N), 2), pa.float64(), mask=only_null),
+            "u": pa.array(rng.integers(0, 3000, N), pa.int64()),
+        }
+    )
+
+
+def python_groups(table: pa.Table, key: Callable[[dict[str, Any]], Key]) -> dict[Key, list[Any]]:
+    """Per key: [rows, count(vi), sum(vi), avg(vi), sum(vf), avg(vf)] by Spark's rules, in
+    row order; integer sums wrap to int64 as Polars' do."""
+    acc: dict[Key, dict[str, Any]] = defaultdict(
+        lambda: {"n": 0, "ci": 0, "si": 0, "fi": 0.0, "cf": 0, "sf": 0.0}
+    )
+    for row in table.to_pylist():
+        a = acc[key(row)]
+        a["n"] += 1
+        if row["vi"] is not None:
+            a["ci"], a["si"], a["fi"] = a["ci"] + 1, a["si"] + row["vi"], a["fi"] + row["vi"]
+        if row["vf"] is not None:
+            a["cf"], a["sf"] = a["cf"] + 1, a["sf"] + row["vf"]
+    out = {}
+    for k, a in acc.items():
+        si = (a["si"] + 2**63) % 2**64 - 2**63 if a["ci"] else None
+        avg_i = a["fi"] / a["ci"] if a["ci"] else None
+        sf, avg_f = (a["sf"], a["sf"] / a["cf"]) if a["cf"] else (None, None)
+        out[k] = [a["n"], a["ci"], si, avg_i, sf, avg_f]
+    return out
+
+
+AGGS = (
+    sk.count().alias("n"),
+    sk.count("vi").alias("ci"),
+    sk.sum("vi").alias("si"),
+    sk.avg("vi").alias("ai"),
+    sk.sum("vf").alias("sf"),
+    sk.avg("vf").alias("af"),
+    sk.approx_count_distinct("u").alias("d"),
+)
+VALUES = ["n", "ci", "si", "ai", "sf", "af"]
+
+
+def slot_runs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, per partial computed, whether the slot path gave it."""
+    taken: list[bool] = []
+    real = K._slot_partial
+
+    def spy(data: pl.DataFrame, group: list[str], spec: K.AggregateSpec) -> pl.DataFrame | None:
+        states = real(data, group, spec)
+        taken.append(states is not None)
+        return states
+
+    monkeypatch.setattr(K, "_slot_partial", spy)
+    return taken
+
+
+def result(query: sk.DataFrame, keys: list[str]) -> dict[Key, tuple[Any, ...]]:
+    """Per group key: the values of ``VALUES`` then the distinct estimate; a window key
+    stands for its start in microseconds since the epoch."""
+    out = pl.from_arrow(query.to_arrow())
+    assert isinstance(out, pl.DataFrame)
+    if "window" in out.columns:
+        out = out.with_columns(
+            pl.col("window").struct.field("start").dt.epoch("us").alias("window")
+        )
+    rows = out.select(*keys, *VALUES, "d").rows()
+    return {r[: len(keys)]: r[len(keys) :] for r in rows}
+
+
+def check(
+    query: sk.DataFrame,
+    keys: list[str],
+    expected: dict[Key, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    slots: bool = True,
+) -> None:
+    """The result with the slot path on equals ``expected``, and its distinct estimates
+    equal the group-by path's."""
+    taken = slot_runs(monkeypatch)
+    monkeypatch.setattr(K, "SLOT_MIN_ROWS", 1)
+    got = result(query, keys)
+    assert taken == [slots]
+    monkeypatch.setattr(K, "SLOT_MIN_ROWS", 2**62)  # the group-by path
+    before = result(query, keys)
+    assert taken == [slots, False]
+    values = {k: list(v[:-1]) for k, v in got.items()}
+    if slots:
+        assert values == expected  # float sums too: added in row order
+    else:  # the group-by adds floats in its own order (threads): equal to the last bits
+        assert values.keys() == expected.keys()
+        for key, row in expected.items():
+            assert values[key] == [x if x is None else pytest.approx(x, rel=1e-12) for x in row]
+    assert {k: v[-1] for k, v in got.items()} == {k: v[-1] for k, v in before.items()}
+
+
+@pytest.mark.parametrize(
+    "keys", [["k"], ["c"], ["c", "k"], ["b", "c"]], ids=["int", "dict", "dict-int", "bool-dict"]
+)
+def test_groups_with_null_keys_and_values_equal_python(
+    keys: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = rows_table(seed=len(keys))
+    expected = python_groups(table, lambda r: tuple(r[k] for k in keys))
+    assert any(None in k for k in expected)
+    assert len(expected) > 4
+    assert ("k" in keys) == any(v[1] == 0 for v in expected.values())  # k == 7: null values
+    query = sk.from_arrow(table).group_by(*keys).agg(*AGGS)
+    check(query, keys, expected, monkeypatch)
+
+
+def test_windows_and_many_groups_equal_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = rows_table(seed=5, groups=2000)
+    epoch = pa.compute.cast(table.column("t"), pa.int64()).to_pylist()
+    table = table.append_column("tu", pa.array(epoch, pa.int64()))
+    expected = python_groups(table, lambda r: (r["tu"] // HOUR_US * HOUR_US, r["k"]))
+    assert len(expected) > 10_000
+    query = sk.from_arrow(table).group_by(sk.window("t", "1 hour"), "k").agg(*AGGS)
+    check(query, ["window", "k"], expected, monkeypatch)
+
+
+def test_one_global_group_and_an_int_sum_that_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = rows_table(seed=9)
+    big = pa.array(np.full(N, 2**62 - 3, np.int64))
+    table = table.set_column(table.schema.get_field_index("vi"), "vi", big)
+    expected = python_groups(table, lambda r: ())
+    assert not -(2**63) <= N * (2**62 - 3) < 2**63  # the sum wraps
+    check(sk.from_arrow(table).agg(*AGGS), [], expected, monkeypatch)
+
+
+def test_keys_more_spread_than_rows_take_the_group_by(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = rows_table(seed=11)
+    spread = pa.compute.multiply(table.column("k"), 10**9)
+    table = table.set_column(table.schema.get_field_index("k"), "k", spread)
+    expected = python_groups(table, lambda r: (r["k"],))
+    query = sk.from_arrow(table).group_by("k").agg(*AGGS)
+    check(query, ["k"], expected, monkeypatch, slots=False)
+
+
+def test_no_rows_give_no_groups_and_one_global_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = sk.from_arrow(rows_table(seed=1).slice(0, 0))
+    monkeypatch.setattr(K, "SLOT_MIN_ROWS", 0)
+    assert empty.group_by("k", "c").agg(*AGGS).to_arrow().num_rows == 0
+    whole = pl.from_arrow(empty.agg(*AGGS).to_arrow())
+    assert isinstance(whole, pl.DataFrame)
+    assert whole.rows() == [(0, 0, None, None, None, None, 0)]
