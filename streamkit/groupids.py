@@ -55,13 +55,10 @@ class GroupCoder:
         sources = [_code_source(frame.schema[k], k) for k in keys]
         if any(s is None for s in sources):
             return None
-        exprs = [e for s in sources if s is not None for e in (s.min(), s.max())]
-        stats = frame.select(*[e.alias(f"_{i}") for i, e in enumerate(exprs)]) if exprs else None
         lows, cards, slots = [], [], 1
-        for k in range(len(keys)):
-            lo = stats[0, 2 * k] if stats is not None else None
-            hi = stats[0, 2 * k + 1] if stats is not None else None
-            lo, hi = (0, -1) if lo is None or hi is None else (int(lo), int(hi))
+        for key, source in zip(keys, sources, strict=True):
+            assert source is not None
+            lo, hi = _code_range(frame, key, source)
             card = hi - lo + 2  # the last code is null
             lows.append(lo)
             cards.append(card)
@@ -138,6 +135,20 @@ class GroupCoder:
                     np.add(part, values.astype(out.dtype, copy=False), out=part)
                 np.subtract(part, _const(lo, out.dtype), out=part)
         return True
+
+
+def _code_range(frame: pl.DataFrame, key: str, source: pl.Expr) -> tuple[int, int]:
+    """(min, max) of a key's codes, ``source``'s values; (0, -1) when it has none. From the
+    column's physical values where they order as the codes do (no cast of the column)."""
+    column = frame[key]
+    if isinstance(column.dtype, pl.String | pl.UInt64):
+        lo, hi = frame.select(source.min().alias("lo"), source.max().alias("hi")).row(0)
+    elif isinstance(column.dtype, pl.Boolean):
+        lo, hi = column.min(), column.max()
+    else:
+        physical = column.to_physical()
+        lo, hi = physical.min(), physical.max()
+    return (0, -1) if lo is None or hi is None else (int(lo), int(hi))
 
 
 def numpy_pieces(column: pl.Series) -> list[tuple[int, np.ndarray]]:

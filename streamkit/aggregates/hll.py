@@ -63,7 +63,12 @@ def registers_of(hashes: pl.Series, p: int) -> np.ndarray:
     top = np.empty(hashes.len(), dtype=np.uint64)
     for start, values in numpy_pieces(hashes):
         np.right_shift(values, np.uint64(64 - p), out=top[start : start + values.size])
-    low: np.ndarray = top.view(np.uint32)[0 if sys.byteorder == "little" else 1 :: 2]
+    return _low_halves(top)
+
+
+def _low_halves(values: np.ndarray) -> np.ndarray:
+    """A uint32 view of the low halves of uint64 ``values`` (below ``2**32``: no copy)."""
+    low: np.ndarray = values.view(np.uint32)[0 if sys.byteorder == "little" else 1 :: 2]
     return low
 
 
@@ -112,8 +117,12 @@ def build_slots(slots: Slots, hashes: pl.Series, ranks: pl.Series, p: int) -> np
     the groups, from the slot ids already computed (no second pass over the keys). Needs
     ``slots.size * 2**p <= MAX_DENSE_BYTES``."""
     m = 1 << p
-    cells = np.multiply(slots.ids, m)
-    np.add(cells, registers_of(hashes, p), out=cells, casting="unsafe")
+    ids = slots.ids
+    cells = np.multiply(ids, ids.dtype.type(m))
+    for start, values in numpy_pieces(hashes):  # piece by piece: small temporaries
+        part = cells[start : start + values.size]
+        top = np.right_shift(values, np.uint64(64 - p))
+        np.add(part, _low_halves(top), out=part, casting="unsafe")
     registers: np.ndarray = _max_registers(cells, ranks, slots.size, m)[slots.occupied]
     return registers
 

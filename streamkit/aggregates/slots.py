@@ -59,7 +59,8 @@ class Slots:
 
     coder: GroupCoder
     ids: np.ndarray
-    """Slot (int64, ``0 <= id < size``) of each row."""
+    """Slot (``0 <= id < size``) of each row: uint32 (as :meth:`GroupCoder.cells` gives
+    it, the cheaper index for numpy's scatters) when ``size`` allows, else int64."""
     occupied: np.ndarray
     """The slots holding at least one row, ascending: the chunk's groups, in output order."""
     rows: np.ndarray
@@ -78,8 +79,9 @@ class Slots:
         key = (column.name, "count")
         if key not in self._memo:
             valid = column.is_not_null().to_numpy()
-            counts = np.bincount(self.ids[valid], minlength=self.size)
-            self._memo[key] = counts[self.occupied].astype(np.int64, copy=False)
+            counts = np.zeros(self.size, dtype=np.int64)
+            np.add.at(counts, self.ids[valid], 1)
+            self._memo[key] = counts[self.occupied]
         return self._memo[key]
 
     def total(self, column: pl.Series, dtype: type[np.int64] | type[np.float64]) -> np.ndarray:
@@ -135,7 +137,8 @@ def fit(frame: pl.DataFrame, keys: list[str], max_slots: int) -> Slots | None:
     coder = GroupCoder.fit(frame, keys)
     if coder is None or coder.slots > max_slots:
         return None
-    ids = coder.cells(frame, wide=True)
-    rows = np.bincount(ids, minlength=coder.slots)
+    ids = coder.cells(frame)
+    rows = np.zeros(coder.slots, dtype=np.int64)
+    np.add.at(rows, ids, 1)  # no int64 copy of the ids, unlike np.bincount
     occupied = np.flatnonzero(rows)
     return Slots(coder, ids, occupied, rows[occupied].astype(np.int64, copy=False))
