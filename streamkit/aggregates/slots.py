@@ -5,13 +5,14 @@ group. When the group keys have a compact code (integers, booleans, dates, times
 categoricals: see :class:`~streamkit.groupids.GroupCoder`) and there are no more possible
 key combinations than rows, the code itself numbers the groups: :func:`fit` gives every row
 its slot in one pass per key column, counts the rows per slot, and the aggregates reduce
-their inputs with ``np.bincount`` / ``np.add.at`` over the slot ids (the HyperLogLog sketch
-reuses the same ids for its register cells). The slots that received rows are the groups;
-their key values are decoded from the slot numbers (:meth:`Slots.keys`).
+their inputs with ``np.add.at`` over the slot ids (the HyperLogLog sketch reuses the same
+ids for its register cells). The slots that received rows are the groups; their key
+values are decoded from the slot numbers (:meth:`Slots.keys`).
 
 Guarantees: counts and integer sums are exact (int64, wrapping on overflow as Polars' sum
-does); float sums add each group's values in row order starting from 0.0, as Polars'
-group-by does within one partition.
+does); float sums add each group's values in row order starting from 0.0, whatever the
+thread count (Polars' group-by adds in an order that depends on its threads, so the two
+may differ in the last bits); sketches are the group-by path's, bit for bit.
 """
 
 from __future__ import annotations
