@@ -24,6 +24,7 @@ import pytest
 
 import streamkit as sk
 from streamkit import aggregate as K
+from streamkit.aggregates import slots as S
 
 N = 30_000
 HOUR_US = 3_600_000_000
@@ -189,3 +190,34 @@ def test_no_rows_give_no_groups_and_one_global_row(monkeypatch: pytest.MonkeyPat
     whole = pl.from_arrow(empty.agg(*AGGS).to_arrow())
     assert isinstance(whole, pl.DataFrame)
     assert whole.rows() == [(0, 0, None, None, None, None, 0)]
+
+
+def test_slots_decode_to_the_distinct_keys_of_every_codable_type() -> None:
+    """Enum, date, timestamp, int8 and uint64 (above 2**63) keys, with nulls: the occupied
+    slots decode to exactly the frame's distinct key tuples, typed as the frame's, and the
+    rows per slot are the group sizes (Polars' ``group_by().len()``)."""
+    rng = np.random.default_rng(3)
+    n = 5_000
+
+    def nulls(values: pl.Series) -> pl.Series:
+        return values.scatter(np.flatnonzero(rng.random(n) < 0.05), None)
+
+    ticks = rng.integers(0, 5, n) + 1_700_000_000_000_000  # microseconds: codes are ticks
+    frame = pl.DataFrame(
+        {
+            "e": nulls(pl.Series(rng.choice(["x", "y", "z"], n)).cast(pl.Enum(["z", "y", "x"]))),
+            "d": nulls(pl.Series(rng.integers(19_000, 19_010, n), dtype=pl.Int32).cast(pl.Date)),
+            "t": pl.Series(ticks).cast(pl.Datetime("us", "UTC")),
+            "i8": nulls(pl.Series(rng.integers(-3, 3, n), dtype=pl.Int8)),
+            "u64": pl.Series(rng.integers(0, 4, n).astype(np.uint64) + np.uint64(2**63 + 5)),
+        }
+    )
+    for keys in (["e", "d"], ["t", "i8"], ["u64", "e"]):
+        slots = S.fit(frame, keys, max_slots=n)
+        assert slots is not None
+        decoded = slots.keys(frame)
+        assert decoded is not None
+        got = pl.DataFrame(decoded)
+        assert got.schema == frame.select(keys).schema
+        sizes = {r[:-1]: r[-1] for r in frame.group_by(keys).len().rows()}
+        assert dict(zip(got.rows(), slots.rows.tolist(), strict=True)) == sizes
