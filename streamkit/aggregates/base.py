@@ -122,5 +122,7 @@ class AggregateFunction(Protocol):
     ) -> list[pl.Series]:
         """The state columns (one per :attr:`state_parts`, a row per occupied slot of
         ``slots``, in its order) of the rows whose input columns are ``inputs``: the values
-        :meth:`partial` (and :meth:`build_sketch`) give those groups."""
-        raise NotImplementedError(f"{self.name} has no dense-slot state")
+        :meth:`partial` (and :meth:`build_sketch`) give those groups. Default: raises
+        (the kernel calls it only when :meth:`by_slots` said True)."""
+        message = f"{self.name} has no dense-slot state"  # (a body mypy takes as concrete)
+        raise NotImplementedError(message)
