@@ -9,8 +9,9 @@ Two sources, read as they are now (no sampling):
 - the task status files each task writes after each batch under
   ``<checkpoint root>/fleet/tasks/<kind>-<shard id>.json`` (a local folder or
   ``s3://bucket/prefix``): batch, watermark, MillisBehindLatest, rows, duplicates dropped,
-  and its worker's fence claims refused so far (a worker's count is the one in the newest
-  file it wrote: it reaches this view with that worker's next batch of any task).
+  and its worker's fence claims refused so far with when that count began (a worker's
+  count is the largest among the files of its newest count: it reaches this view with
+  that worker's next batch of any task).
 
 The fleet watermark is the minimum of the aggregation tasks' watermarks (none while one of
 them has none): every window ending at or before it is closed on every task.
@@ -42,6 +43,22 @@ def exchange_table(app: str) -> str:
     return f"{app}-exchange"
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _instant(value: object) -> datetime | None:
+    """An ISO 8601 time with its offset, or None when absent; ValueError otherwise."""
+    if value is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise ValueError(f"claims_since is {value!r}, not an ISO 8601 time with an offset")
+    return instant
+
+
 @dataclass(frozen=True)
 class TaskStatus:
     """One task status file (FLEET.md point 10)."""
@@ -58,6 +75,8 @@ class TaskStatus:
     refused_claims: int | None = None
     """The writing worker's fence claims refused so far (None: a file written before
     workers reported them)."""
+    claims_since: datetime | None = None
+    """When that count began (one worker process's; None: not reported)."""
 
     @classmethod
     def parse(cls, data: bytes) -> TaskStatus:
@@ -79,6 +98,7 @@ class TaskStatus:
             if not isinstance(raw.get(name), str):
                 raise ValueError(f"{name} is missing or not a string")
         fields: dict[str, Any] = {f: raw.get(f) for f in cls.__dataclass_fields__}
+        fields["claims_since"] = _instant(raw.get("claims_since"))
         return cls(**fields)
 
 
@@ -113,12 +133,13 @@ class FleetView:
         return dict(sorted(out.items()))
 
     def refused_claims(self) -> dict[str, int | None]:
-        """worker -> fence claims refused in it, from the newest status file it wrote that
-        carries a count (a counter since the worker started; None: no such file)."""
-        newest: dict[str, tuple[str, int]] = {}
+        """worker -> fence claims refused in it: the largest count among its status files
+        of the newest ``claims_since`` (one process's counter, which only grows, so the
+        order the files were written in does not matter; None: no file has a count)."""
+        newest: dict[str, tuple[datetime, int]] = {}
         for t in self.tasks:
             if t.refused_claims is not None:
-                mine = (t.updated, t.refused_claims)
+                mine = (t.claims_since or _NEVER, t.refused_claims)
                 newest[t.worker] = max(newest.get(t.worker, mine), mine)
         return {w: n for w, (_, n) in newest.items()}
 

@@ -66,24 +66,33 @@ def fleet(cli: Cli, tmp_path: Path) -> tuple[str, Path]:
     """Source table: w-a holds shards 0 and 1, w-b shard 2, shard 3 free, shard 4 finished
     (still naming w-c). Exchange table: w-b holds 0, w-a holds 1. Status files for source
     0, 1, 2 (2's last batch by w-old, before w-b took it) and aggregation 0, 1, plus one
-    damaged file. w-a's files carry its refused claims: 5 in its older file (a previous
-    process of w-a), 1 in its newest; w-b's none (written before workers reported them)."""
+    damaged file. w-a's files carry its refused claims: 5 from a previous process of w-a
+    (counting since 00:00:00), and from the current one (since 00:01:00) 2, then 1 in the
+    file written last (a task that read the count before the second refusal but wrote
+    after the other task); w-b's none (written before workers reported them). Only the
+    rule "largest count of the newest process" gives 2: the newest file says 1, the first
+    file listed 1, the smallest 1, the largest 5."""
     app = unique("fleet")
     asyncio.run(lease_table(cli.endpoint, app, {0: "w-a", 1: "w-a", 2: "w-b", 3: None},
                             finished={4: "w-c"}))  # fmt: skip
     asyncio.run(lease_table(cli.endpoint, f"{app}-exchange", {0: "w-b", 1: "w-a"}))
     root = tmp_path / "ck"
     status_file(root, "source", 0, "w-a", batch=7, lag_ms=1200, rows=500,
-                watermark_ms=JAN_1_2026_MS + 20_000, refused_claims=5)  # fmt: skip
+                watermark_ms=JAN_1_2026_MS + 20_000, refused_claims=5,
+                claims_since="2026-01-01T00:00:00+00:00",
+                updated="2026-01-01T00:00:50+00:00")  # fmt: skip
     status_file(root, "source", 1, "w-a", batch=6, lag_ms=0, rows=400,
-                watermark_ms=JAN_1_2026_MS + 40_000)  # fmt: skip
+                watermark_ms=JAN_1_2026_MS + 40_000, refused_claims=2,
+                claims_since="2026-01-01T00:01:00+00:00",
+                updated="2026-01-01T00:02:00+00:00")  # fmt: skip
     status_file(root, "source", 2, "w-old", batch=3, lag_ms=86_000, rows=90,
                 watermark_ms=JAN_1_2026_MS + 15_500)  # fmt: skip
     status_file(root, "aggregation", 0, "w-b", batch=11, rows=12, duplicates_dropped=2,
                 watermark_ms=JAN_1_2026_MS + 30_000)  # fmt: skip
     status_file(root, "aggregation", 1, "w-a", batch=9, rows=8, duplicates_dropped=3,
                 watermark_ms=JAN_1_2026_MS + 15_500, refused_claims=1,
-                updated="2026-01-01T00:02:00+00:00")  # fmt: skip
+                claims_since="2026-01-01T00:01:00+00:00",
+                updated="2026-01-01T00:03:00+00:00")  # fmt: skip
     (root / "fleet" / "tasks" / "aggregation-broken.json").write_text('{"kind": "aggreg')
     return app, root
 
@@ -96,9 +105,9 @@ def test_json_shows_owners_from_both_tables_and_the_fleet_watermark(
     assert out.exit_code == 0, out.output
     view = json.loads(out.output)
     # w-c's only lease is finished: it holds no task; shard 3 is free. Refused claims:
-    # w-a's newest file (00:02:00) says 1; w-b's files carry no count
+    # w-a's current process (since 00:01:00) reached 2; w-b's files carry no count
     assert view["workers"] == {
-        "w-a": {"source": [shard(0), shard(1)], "aggregation": [shard(1)], "refused_claims": 1},
+        "w-a": {"source": [shard(0), shard(1)], "aggregation": [shard(1)], "refused_claims": 2},
         "w-b": {"source": [shard(2)], "aggregation": [shard(0)], "refused_claims": None},
     }
     # min(00:00:30, 00:00:15.5) over the aggregation tasks; 2 + 3 duplicates
@@ -124,7 +133,7 @@ def test_table_output(cli: Cli, fleet: tuple[str, Path]) -> None:
     text = out.output
     assert "fleet watermark: 2026-01-01 00:00:15.500 (min of 2 aggregation task(s))" in text
     assert "duplicates dropped: 5" in text
-    assert re.search(rf"w-a\s*│\s*{shard(0)}, {shard(1)}\s*│\s*{shard(1)}\s*│\s*1\s*│", text), text
+    assert re.search(rf"w-a\s*│\s*{shard(0)}, {shard(1)}\s*│\s*{shard(1)}\s*│\s*2\s*│", text), text
     assert re.search(rf"w-b\s*│\s*{shard(2)}\s*│\s*{shard(0)}\s*│\s*-\s*│", text), text
     assert re.search(rf"source\s*│\s*{shard(2)}\s*│\s*w-b \(last batch by w-old\)\s*│\s*3\s*│"
                      r"\s*86,000 ms", text), text  # fmt: skip
@@ -168,7 +177,9 @@ def test_no_fleet_needs_stream_or_checkpoint(cli: Cli, tmp_path: Path) -> None:
     ("fields", "complaint"),
     [({"kind": "sink"}, "kind 'sink'"), ({"batch": True}, "batch is True"),
      ({"lag_ms": "5"}, "lag_ms is '5'"), ({"worker": None}, "worker is missing"),
-     ({"refused_claims": "1"}, "refused_claims is '1'")],
+     ({"refused_claims": "1"}, "refused_claims is '1'"),
+     ({"claims_since": "garbage"}, "claims_since is 'garbage'"),
+     ({"claims_since": "2026-01-01T00:00:00"}, "not an ISO 8601 time with an offset")],
 )  # fmt: skip
 def test_a_damaged_status_file_is_named(fields: dict[str, Any], complaint: str) -> None:
     good = {"kind": "source", "shard": "s", "worker": "w", "batch": 1, "watermark_ms": None,

@@ -37,7 +37,7 @@ from streamkit.fleet.fence import TaskFencedError, quiesced
 from streamkit.fleet.task_log import FencedTaskLog
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet.reader import from_batch
-from streamkit_kinesis.fleet.status import TaskStatus, ticks_to_ms, write_status
+from streamkit_kinesis.fleet.status import TaskStatus, claims, ticks_to_ms, write_status
 from streamkit_kinesis.leases import LeaseLostError
 
 if TYPE_CHECKING:
@@ -264,7 +264,7 @@ class AggregationTask(BaseRecordProcessor):
             "aggregation", self.shard, self.spec.worker_id, bid,
             self._watermark_ms(), self._lag(self.shard), result.output.height,
             stage.duplicates_dropped,
-            self._refusals.refused if self._refusals is not None else 0,
+            *claims(self._refusals),
         )  # fmt: skip
         await asyncio.to_thread(write_status, self.root, status)
 

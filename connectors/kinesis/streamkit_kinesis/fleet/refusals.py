@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from streamkit.errors import StreamkitError
@@ -45,7 +46,10 @@ class RefusedClaims:
         self._fail, self.confirm_after = fail, confirm_after
         self._waiting: dict[str, asyncio.Task[None]] = {}
         self.refused = 0
-        """Claims refused by a fence in this worker (a metric)."""
+        """Claims refused by a fence in this worker (a metric): it only grows."""
+        self.since = datetime.now(UTC).isoformat()
+        """When this count began (ISO 8601, UTC): a later count of the same worker id is
+        a later process's."""
 
     def claim_refused(self, task: str, error: Exception) -> None:
         """``task``'s claim was refused with ``error`` while its lease is held (call on

@@ -44,7 +44,7 @@ import polars as pl
 from streamkit.fleet.fence import TaskFencedError, quiesced
 from streamkit_kinesis.consumer import BaseRecordProcessor
 from streamkit_kinesis.fleet import record_split as cut
-from streamkit_kinesis.fleet.status import TaskStatus, source_watermark_ms, write_status
+from streamkit_kinesis.fleet.status import TaskStatus, claims, source_watermark_ms, write_status
 from streamkit_kinesis.fleet.two_phase import ReplayRange, emit_exactly_once, replay_range
 from streamkit_kinesis.leases import LeaseLostError
 from streamkit_kinesis.retrieval.record_columns import RecordColumns
@@ -347,11 +347,10 @@ class SourceTask(BaseRecordProcessor):
             await self._exchange(out, last, bool(batch and batch.shard_ended), checkpointer)
         self.first = last
         self.batches += 1
-        refusals = self.ctx.refusals
         status = TaskStatus(
             "source", self.shard, self.ctx.spec.worker_id, self.batches,
             self._watermark_ms(), self.ctx.lag(self.shard), len(records), 0,
-            refusals.refused if refusals is not None else 0,
+            *claims(self.ctx.refusals),
         )  # fmt: skip
         await asyncio.to_thread(write_status, self.ctx.store, status)
 

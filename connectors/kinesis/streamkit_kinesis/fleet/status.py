@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from streamkit.fleet.fleet_plan import FleetPlan
     from streamkit.streaming.contracts import CheckpointStore
+    from streamkit_kinesis.fleet.refusals import RefusedClaims
 
 _PER_MS = {"ns": 1_000_000, "us": 1_000, "ms": 1}
 
@@ -46,12 +47,26 @@ class TaskStatus:
     """Fence claims refused in ``worker`` since it started, any task
     (:attr:`~streamkit_kinesis.fleet.refusals.RefusedClaims.refused`) at this write: how
     ``streamkit status`` learns each worker's count, with no write of its own."""
+    claims_since: str = ""
+    """When ``refused_claims`` began counting (:attr:`RefusedClaims.since`): within one
+    ``claims_since`` the count only grows, whatever order the files are written in."""
     updated: str = ""
 
     def encode(self) -> bytes:
         body = asdict(self)
         body["updated"] = self.updated or datetime.now(UTC).isoformat()
         return json.dumps(body).encode()
+
+
+_STARTED = datetime.now(UTC).isoformat()
+
+
+def claims(refusals: RefusedClaims | None) -> tuple[int, str]:
+    """(refused_claims, claims_since) of a task status: ``refusals``' count and start, or
+    0 since this process started when the task has none."""
+    if refusals is None:
+        return 0, _STARTED
+    return refusals.refused, refusals.since
 
 
 def ticks_to_ms(fleet: FleetPlan, ticks: int | None) -> int | None:
