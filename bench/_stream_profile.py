@@ -25,7 +25,7 @@ SITES = (
     "streamkit.streaming.sources._readahead:ReadAhead.take",
     "streamkit.streaming.sources.file_position:SeenFiles.encode",
     "streamkit.streaming.decode:JsonDecoder.decode_lines",
-    "streamkit.streaming._ndjson:scan_lines",
+    "streamkit.streaming._lines:scan_lines",
     "streamkit.streaming._json_schema:TypedParser.parse_document",
     "streamkit.streaming.decode:JsonDecoder._check_required",
     "streamkit.streaming.runner:QueryRunner._process",

@@ -33,6 +33,8 @@ _CHUNK_BYTES = 1 << 22
 """Bytes measured at once by the exact depth scan (bounds its temporary arrays)."""
 _QUOTE, _BACKSLASH = 34, 92
 _OPENS, _CLOSES = (123, 91), (125, 93)
+_CASE = 0x20
+"""The bit that tells ``[`` (0x5B) from ``{`` (0x7B): ``b | 0x20 == 0x7B`` holds for these two."""
 
 
 def screen(
@@ -42,6 +44,7 @@ def screen(
     *,
     prefix: int = 0,
     levels: int = 0,
+    least_opens: int = 0,
 ) -> list[tuple[int, str]]:
     """``(k, reason)`` for each segment ``data[bounds[k]:bounds[k + 1]]`` that is not valid
     UTF-8 or whose payload is nested deeper than ``max_depth``, in segment order (one
@@ -50,11 +53,13 @@ def screen(
     Each segment may be framed: ``prefix`` bytes before the payload (not counted in
     offsets) and ``levels`` of nesting around it (not counted in depth). Guarantee: a
     segment not named here is valid UTF-8 and no deeper than ``max_depth + levels``
-    outside JSON strings.
+    outside JSON strings. ``least_opens``: every segment is known to hold at least this
+    many ``{``/``[`` (a framed record, its wrapper's; a line starting with ``{``, one); it
+    only lets a quick count settle the depth, never changes the result.
     """
     arr = np.frombuffer(data, dtype=np.uint8)
     found = dict(_invalid_utf8(data, arr, bounds, prefix)) if arr.max(initial=0) >= 0x80 else {}
-    for k in _too_deep(arr, bounds, max_depth + levels).tolist():
+    for k in _too_deep(arr, bounds, max_depth + levels, least_opens).tolist():
         found.setdefault(k, f"nested deeper than {max_depth} levels")
     return sorted(found.items())
 
@@ -92,12 +97,18 @@ def _valid_utf8(data: bytes | pa.Buffer, bounds: npt.NDArray[np.int64]) -> bool:
 
 
 def _too_deep(
-    arr: npt.NDArray[np.uint8], bounds: npt.NDArray[np.int64], max_depth: int
+    arr: npt.NDArray[np.uint8], bounds: npt.NDArray[np.int64], max_depth: int, least: int = 0
 ) -> npt.NDArray[np.int64]:
-    """Segments nested deeper than ``max_depth`` (exactly, outside strings)."""
-    opens = np.flatnonzero((arr == _OPENS[0]) | (arr == _OPENS[1]))
-    if len(opens) <= max_depth:
+    """Segments nested deeper than ``max_depth`` (exactly, outside strings); every segment
+    holds at least ``least`` opening brackets.
+
+    A segment's depth is at most its count of ``{``/``[``, which is at most the total
+    count less ``least`` for each other segment: when that is within ``max_depth``, one
+    counting pass settles it (the common case: flat records, one ``{`` each)."""
+    total = np.count_nonzero((arr | _CASE) == _OPENS[0])  # "[" | 0x20 == "{"
+    if total - least * max(len(bounds) - 2, 0) <= max_depth:
         return np.zeros(0, dtype=np.int64)
+    opens = np.flatnonzero((arr == _OPENS[0]) | (arr == _OPENS[1]))
     counts = np.diff(np.searchsorted(opens, bounds))
     suspects = np.flatnonzero(counts > max_depth)
     deep: list[int] = []

@@ -137,7 +137,8 @@ class TypedParser:
             self._epoch ^= {field}
 
     def parse_document(self, buf: pa.Buffer, rows: int, block: int) -> pa.Table | None:
-        """Parse an unwrapped NDJSON document (see :func:`scan_lines`); None on any failure."""
+        """Parse an unwrapped NDJSON document (see :func:`~streamkit.streaming._lines.scan_lines`);
+        None on any failure."""
         try:
             table = read_json(buf, self.parse_schema(), block, self.threads)
         except (pa.ArrowInvalid, UnicodeDecodeError):

@@ -13,7 +13,6 @@ record stands alone: O(n) when nothing is bad, O(n log n) at worst; good records
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,7 +100,7 @@ def frame_payloads(
         kept = _pick(kept, keep)
         lengths = lengths[keep]
     data, bounds = _join(kept, lengths)
-    screened = guard.screen(data, bounds, max_depth, prefix=len(_OPEN), levels=1)
+    screened = guard.screen(data, bounds, max_depth, prefix=len(_OPEN), levels=1, least_opens=1)
     if screened:
         rejects += [(int(keep[k]), reason) for k, reason in screened]
         passed = np.ones(len(kept), dtype=bool)
@@ -277,46 +276,6 @@ def try_read(
         [pa.RecordBatch.from_struct_array(chunk) for chunk in column.chunks],
         schema=pa.schema(list(column.type)),
     )
-
-
-@dataclass(frozen=True)
-class LineScan:
-    """Non-empty lines of an NDJSON document, from one vectorised newline scan."""
-
-    count: int
-    """Non-empty lines (``\\r\\n`` endings stripped)."""
-    longest: int
-    """Bytes in the longest line."""
-    objects: bool
-    """Every non-empty line starts with ``{`` and ends with ``}`` (no surrounding blanks)."""
-    bounds: npt.NDArray[np.int64] = dataclasses.field(
-        default_factory=lambda: np.zeros(1, np.int64), compare=False
-    )
-    """Where each non-empty line starts, then the document's size: ``count + 1`` values."""
-
-
-def scan_lines(buf: pa.Buffer) -> LineScan:
-    """Count and shape the lines of ``buf`` without copying it.
-
-    When ``objects`` holds, a parse of the unwrapped document that yields ``count`` rows
-    has exactly one row per line: the next line's ``{`` is only valid at the top level, so
-    no line can continue the previous one's value.
-    """
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    if len(arr) == 0:
-        return LineScan(0, 0, objects=True)
-    ends = np.flatnonzero(arr == 10)
-    if arr[-1] != 10:
-        ends = np.append(ends, len(arr))
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    ends = ends - ((ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13))
-    keep = ends > starts
-    starts, ends = starts[keep], ends[keep]
-    if len(starts) == 0:
-        return LineScan(0, 0, objects=True)
-    objects = bool((arr[starts] == 123).all() and (arr[ends - 1] == 125).all())
-    bounds = np.append(starts, len(arr)).astype(np.int64)
-    return LineScan(len(starts), int((ends - starts).max()), objects, bounds)
 
 
 def _json_kind(dtype: pa.DataType) -> str:

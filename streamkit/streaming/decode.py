@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from streamkit.errors import ConfigError, SchemaError
 from streamkit.streaming import _guard as guard
 from streamkit.streaming import _json_schema as js
+from streamkit.streaming import _lines
 from streamkit.streaming import _ndjson as nd
 from streamkit.streaming._records import (
     DEAD_LETTER_SCHEMA,
@@ -293,16 +294,28 @@ class JsonDecoder:
         :meth:`decode`.
         """
         buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
-        scan = nd.scan_lines(buf)
+        scan = _lines.scan_lines(buf)
         if scan.count == 0:
             return Decoded(self.empty_rows(), empty_dead_letters())
+        fast = self._in_place(buf, scan)
+        return fast if fast is not None else self._by_line(buf, partition, source)
+
+    def _in_place(self, buf: pa.Buffer, scan: _lines.LineScan) -> Decoded | None:
+        """The document parsed in place, when every line is one good object; else None.
+
+        Guarantee: when not None, equal to :meth:`_by_line` of the same document (one row
+        per line, every line passing the pre-check, every row typed and complete)."""
         parser = self._parser
-        if parser is not None and scan.objects and self._passes(buf, scan):
-            table = parser.parse_document(buf, scan.count, max(1 << 20, scan.longest + 16))
-            if table is not None:
-                rows, missing = self._check_required([table], np.arange(scan.count))
-                if not missing:
-                    return Decoded(rows, empty_dead_letters())
+        if parser is None or not scan.objects or not self._passes(buf, scan):
+            return None
+        table = parser.parse_document(buf, scan.count, max(1 << 20, scan.longest + 16))
+        if table is None:
+            return None
+        rows, missing = self._check_required([table], np.arange(scan.count))
+        return None if missing else Decoded(rows, empty_dead_letters())
+
+    def _by_line(self, buf: pa.Buffer, partition: str, source: str) -> Decoded:
+        """Each non-empty line (``\\r`` endings stripped) as a record for :meth:`decode`."""
         raw = buf.to_pybytes()
         lines = raw.split(b"\n")
         if lines and not lines[-1]:
@@ -315,11 +328,16 @@ class JsonDecoder:
         positions = Positions(keep + 1, prefix=f"{source}:")
         return self.decode(RawRecords.from_partition(payloads, partition, positions))
 
-    def _passes(self, buf: pa.Buffer, scan: nd.LineScan) -> bool:
-        """Whether every line of a document passes the pre-check (size, UTF-8, depth)."""
+    def _passes(self, buf: pa.Buffer, scan: _lines.LineScan) -> bool:
+        """Whether every line of a document passes the pre-check (size, UTF-8, depth); each
+        line starts with ``{`` (``scan.objects``). Settled by the scan's counts when the
+        document is ASCII and holds fewer than ``max_depth`` brackets beyond each line's
+        first ``{`` (so no line can be deeper); else by :func:`guard.screen`."""
         if scan.longest > self.max_record_bytes:
             return False
-        return not guard.screen(buf, scan.bounds, self.max_depth)
+        if scan.ascii and scan.opens - scan.count < self.max_depth:
+            return True
+        return not guard.screen(buf, scan.bounds, self.max_depth, least_opens=1)
 
     def _infer(self, frame: nd.Frame) -> list[tuple[int, str]]:
         def parse(lo: int, hi: int) -> nd.ParseResult:
