@@ -11,10 +11,11 @@ Both checks run over the whole batch buffer at C speed, with no Python loop per 
 
 - UTF-8: an ASCII test of the buffer (a numpy max), else Arrow's validation of it as a string array;
   only when that fails is each record holding a byte >= 0x80 decoded on its own.
-- Depth: the brackets per record are counted with one numpy comparison and a
-  ``searchsorted``; a record has depth <= its count of ``{``/``[``, so only records with
-  more than ``max_depth`` of them are measured exactly (brackets inside strings ignored),
-  in bounded chunks.
+- Depth: a record has depth <= its count of ``{``/``[``. One count over the buffer
+  settles most batches (no record can hold more than the total less the other records'
+  least); else the brackets per record are counted with one numpy comparison and a
+  ``searchsorted``, and only records with more than ``max_depth`` of them are measured
+  exactly (brackets inside strings ignored), in bounded chunks.
 """
 
 from __future__ import annotations
