@@ -1,0 +1,288 @@
+"""Which rows move the watermark, against PySpark: the ones that reach Spark's
+``EventTimeWatermarkExec`` after its optimizer has moved filters, not every row read.
+
+Each shape puts ``with_watermark("ts", "5 seconds")`` somewhere among filters, projections
+and a stream-static join, then counts 10-second windows per ``k`` (append and update
+mode). The hand-made files hide far-future rows (``z`` at 100 s, ``q`` at 90 s, large
+``v``) that the filter or join rejects; only ``a`` rows survive. Times are seconds after
+2024-01-01T00:00Z, batch n evicts with W(n-1) and drops a row whose window ended at or
+before W(n-2) (README "Semantics, as rules", rules 1-3).
+
+Rows that reach the watermark (``SURVIVORS``; W(0)=5, W(1)=W(2)=25):
+
+- update: batch 0 ``[10,20) a 1 1``; batch 1 ``[10,20) a 2 4``, ``[30,40) a 1 4``; batch
+  2 ``[10,20) a 3 9`` (15 s is counted: its window is still open).
+- append: batch 2 ``[10,20) a 3 9``; ``[30,40)`` stays open.
+
+Every row read (``RAW``; W(0)=95): batch 1 evicts (update) or emits (append) both windows
+with W(0)=95, and batch 2's row at 15 s is late: update ``{0: [10,20) a 1 1, 1: [10,20) a
+2 4 + [30,40) a 1 4, 2: nothing}``, append ``{1: both windows, 2: nothing}``. The two rules
+disagree in every mode, so each case fails under the wrong one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.differential.engines import DEADLINE
+from tests.differential.inputs import BASE, SCHEMA, SPARK_SCHEMA, Files, micros, write_files
+from tests.differential.lazy_runs import LazyRuns
+from tests.differential.test_joins_static import Batches, spark_out, streamkit_out
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+STATIC = pa.table({"k": ["a", "z"], "grp": ["x", "y"]})
+"""The static side: ``a`` in group x, ``z`` in group y, no ``q``."""
+
+FILES: Files = [
+    [(10, "a", 1, 1), (100, "z", 200, 2), (90, "q", 300, 6)],
+    [(12, "a", 3, 3), (30, "a", 4, 4)],
+    [(15, "a", 5, 5)],
+]
+NULL_KEY_FILES: Files = [
+    [(10, "a", 1, 1), (100, None, 200, 2)],
+    [(12, "a", 3, 3), (30, "a", 4, 4)],
+    [(15, "a", 5, 5)],
+]
+"""The far-future row has a null key and no ``q``: only an inner join rejects it."""
+
+Expected = dict[int, list[tuple[int, str, int, int]]]
+
+
+def w(start: int, k: str, n: int, s: int) -> tuple[int, str, int, int]:
+    """An output row: window start (seconds), key, count, sum of v."""
+    return (micros(start), k, n, s)
+
+
+SURVIVORS: dict[str, Expected] = {
+    "update": {0: [w(10, "a", 1, 1)], 1: [w(10, "a", 2, 4), w(30, "a", 1, 4)],
+               2: [w(10, "a", 3, 9)]},
+    "append": {0: [], 1: [], 2: [w(10, "a", 3, 9)]},
+}  # fmt: skip
+RAW: dict[str, Expected] = {
+    "update": {0: [w(10, "a", 1, 1)], 1: [w(10, "a", 2, 4), w(30, "a", 1, 4)], 2: []},
+    "append": {0: [], 1: [w(10, "a", 2, 4), w(30, "a", 1, 4)], 2: []},
+}
+
+Build = Callable[[Any, Any], Any]
+"""(stream, static) -> the frame before the windowed count."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One placement of ``with_watermark``, for both engines, with its input and which
+    rows Spark's watermark sees (``SURVIVORS`` or ``RAW``)."""
+
+    spark: Build
+    streamkit: Build
+    expected: dict[str, Expected]
+    files: Files = tuple(FILES)  # type: ignore[assignment]
+    refused: str | None = None
+    """streamkit refuses the query with a ``PlanError`` matching this (Spark runs it)."""
+
+
+def _sk() -> Any:
+    import streamkit as sk
+
+    return sk
+
+
+def _f() -> Any:
+    from pyspark.sql import functions as F
+
+    return F
+
+
+WM = ("ts", "5 seconds")
+UNTIL_50 = BASE + timedelta(seconds=50)
+
+SHAPES: dict[str, Shape] = {
+    # (a) a filter before with_watermark is below Spark's watermark node
+    "filter_then_watermark": Shape(
+        lambda s, _: s.filter(_f().col("k") == "a").withWatermark(*WM),
+        lambda s, _: s.filter(_sk().col("k") == "a").with_watermark(*WM),
+        SURVIVORS,
+    ),
+    # (b) a filter after it that does not read ts: PushPredicateThroughNonJoin moves it below
+    "watermark_then_filter": Shape(
+        lambda s, _: s.withWatermark(*WM).filter(_f().col("k") == "a"),
+        lambda s, _: s.with_watermark(*WM).filter(_sk().col("k") == "a"),
+        SURVIVORS,
+    ),
+    # (b) ... also through a projection (the alias is substituted: v * 2 < 100)
+    "watermark_then_filter_on_computed_column": Shape(
+        lambda s, _: (
+            s.withWatermark(*WM)
+            .withColumn("v2", _f().col("v") * 2)
+            .filter(_f().col("v2") < 100)
+            .select("ts", "k", "v", "u")
+        ),
+        lambda s, _: (
+            s.with_watermark(*WM)
+            .with_column("v2", _sk().col("v") * 2)
+            .filter(_sk().col("v2") < 100)
+            .select("ts", "k", "v", "u")
+        ),
+        SURVIVORS,
+    ),
+    # (b) a filter reading ts stays above the watermark: every row moves it
+    "watermark_then_filter_on_event_time": Shape(
+        lambda s, _: s.withWatermark(*WM).filter(_f().col("ts") < _f().lit(UNTIL_50)),
+        lambda s, _: s.with_watermark(*WM).filter(_sk().col("ts") < UNTIL_50),
+        RAW,
+    ),
+    # (c) stream-static join, filter on a static column, then with_watermark
+    "join_filter_static_then_watermark": Shape(
+        lambda s, t: s.join(t, "k", "inner").filter(_f().col("grp") == "x").withWatermark(*WM),
+        lambda s, t: s.join(t, "k", "inner").filter(_sk().col("grp") == "x").with_watermark(*WM),
+        SURVIVORS,
+    ),
+    "left_join_filter_static_then_watermark": Shape(
+        lambda s, t: s.join(t, "k", "left").filter(_f().col("grp") == "x").withWatermark(*WM),
+        lambda s, t: s.join(t, "k", "left").filter(_sk().col("grp") == "x").with_watermark(*WM),
+        SURVIVORS,
+    ),
+    # with_watermark, then an inner join: Spark infers ``k IS NOT NULL`` on the stream side
+    # from the join condition and pushes it below the watermark
+    "watermark_then_inner_join_null_key": Shape(
+        lambda s, t: s.withWatermark(*WM).join(t, "k", "inner"),
+        lambda s, t: s.with_watermark(*WM).join(t, "k", "inner"),
+        SURVIVORS,
+        NULL_KEY_FILES,
+    ),
+    # ... and from a filter on the static side's key, ``k = 'a'`` on the stream side
+    "watermark_then_join_filtered_static": Shape(
+        lambda s, t: s.withWatermark(*WM).join(t.filter(_f().col("k") == "a"), "k", "inner"),
+        lambda s, t: s.with_watermark(*WM).join(t.filter(_sk().col("k") == "a"), "k", "inner"),
+        SURVIVORS,
+    ),
+    # (d) with_column changing ts before with_watermark: Spark's watermark and windows are
+    # on ts + 20 s (W(0)=115: the row at 15 s, now 35 s, is late in batch 2); streamkit
+    # refuses a watermark on a computed column
+    "computed_event_time_then_watermark": Shape(
+        lambda s, _: s.withColumn(
+            "ts", _f().col("ts") + _f().expr("INTERVAL 20 SECONDS")
+        ).withWatermark(*WM),
+        lambda s, _: s.with_column("ts", _sk().col("ts") + timedelta(seconds=20)).with_watermark(
+            *WM
+        ),
+        {
+            "update": {
+                0: [w(30, "a", 1, 1), w(110, "q", 1, 300), w(120, "z", 1, 200)],
+                1: [w(30, "a", 2, 4), w(50, "a", 1, 4)],
+                2: [],
+            },
+            "append": {0: [], 1: [w(30, "a", 2, 4), w(50, "a", 1, 4)], 2: []},
+        },
+        refused="computed or renamed",
+    ),
+}
+
+CASES = {f"{name}-{mode}": (name, mode) for name in SHAPES for mode in ("update", "append")}
+CONCURRENT = 6
+
+
+def spark_query(spark: Any, name: str, mode: str, directory: Path, static: Path) -> Any:
+    """Start the case's Spark query; returns (handle, batches collected, checkpoint)."""
+    from pyspark.sql import functions as F
+
+    seen: Batches = []
+    ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
+    stream = spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
+    frame = SHAPES[name].spark(stream.json(str(directory)), spark.read.parquet(str(static)))
+    counts = frame.groupBy(F.window("ts", "10 seconds").alias("window"), "k").agg(
+        F.count(F.lit(1)).alias("n"), F.sum("v").alias("s")
+    )
+
+    def collect(batch: Any, batch_id: int) -> None:
+        seen.append((batch_id, spark_out(batch)[1]))
+
+    handle = (
+        counts.writeStream.outputMode(mode).trigger(availableNow=True)
+        .option("checkpointLocation", ck.name).foreachBatch(collect).start()
+    )  # fmt: skip
+    return handle, seen, ck
+
+
+def streamkit_run(name: str, mode: str, directory: Path, static: Path) -> Batches:
+    import streamkit as sk
+
+    seen: Batches = []
+
+    def collect(frame: sk.DataFrame, batch_id: int) -> None:
+        seen.append((batch_id, streamkit_out(frame.to_arrow())[1]))
+
+    stream = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
+    frame = SHAPES[name].streamkit(stream, sk.read.parquet(str(static)))
+    counts = frame.group_by(sk.window("ts", "10 seconds"), "k").agg(
+        sk.count().alias("n"), sk.sum("v").alias("s")
+    )
+    handle = (
+        counts.write_stream.output_mode(mode).trigger(available_now=True)
+        .foreach_batch(collect).start()
+    )  # fmt: skip
+    assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
+    assert handle.exception is None, repr(handle.exception)
+    return sorted(seen, key=lambda b: b[0])
+
+
+@pytest.fixture(scope="module")
+def static_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("static") / "static.parquet"
+    pq.write_table(STATIC, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(
+    spark: Any, static_table: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Mapping[str, tuple[Path, Batches]]:
+    """Each case's directory and Spark's batches, run a chunk at a time when first asked."""
+    dirs = {
+        case: write_files(tmp_path_factory.mktemp(case), list(SHAPES[name].files), "json")
+        for case, (name, _) in CASES.items()
+    }
+
+    def chunk(names: list[str]) -> dict[str, tuple[Path, Batches]]:
+        started = {n: spark_query(spark, *CASES[n], dirs[n], static_table) for n in names}
+        out = {}
+        for n, (handle, seen, ck) in started.items():
+            try:
+                assert handle.awaitTermination(DEADLINE), f"Spark did not finish {n}"
+                assert handle.exception() is None, str(handle.exception())
+            finally:
+                ck.cleanup()
+            out[n] = (dirs[n], sorted(seen, key=lambda b: b[0]))
+        return out
+
+    return LazyRuns(list(dirs), chunk, CONCURRENT)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_watermark_sees_the_rows_spark_lets_reach_it(
+    case: str, runs: Mapping[str, tuple[Path, Batches]], static_table: Path
+) -> None:
+    """Spark gives the hand-derived batches, then streamkit gives Spark's, batch by batch."""
+    name, mode = CASES[case]
+    directory, theirs = runs[case]
+    assert dict(theirs) == SHAPES[name].expected[mode], "Spark disagrees with the derivation"
+    refused = SHAPES[name].refused
+    if refused is not None:
+        from streamkit.errors import PlanError
+
+        with pytest.raises(PlanError, match=refused):
+            streamkit_run(name, mode, directory, static_table)
+        return
+    ours = streamkit_run(name, mode, directory, static_table)
+    assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
+    for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
+        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
