@@ -43,7 +43,6 @@ import polars as pl
 from streamkit import aggregate as K
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_spec
-from streamkit.expr import Expr
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.reloading import reloadable_sources
@@ -53,7 +52,7 @@ from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, next_waterma
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.static_sides import StaticSide, bind_static_sides
-from streamkit.streaming.watermark_input import watermark_filter
+from streamkit.streaming.watermark_input import WatermarkRows, watermark_filter
 from streamkit.transform_state import TransformWithState
 
 from .routing import check_routable
@@ -104,7 +103,7 @@ class FleetPlan:
     mark: Watermark | None
     above: Plan | None
     """What runs on the aggregation's output (None: nothing)."""
-    counts: Expr | None
+    counts: WatermarkRows | None
     """Rows that move the watermark (Spark's pushed-down filters; None: all)."""
     dedup: Deduplicate | None = None
     """The ``drop_duplicates`` (None: none; never together with :attr:`agg`)."""
@@ -164,7 +163,7 @@ class FleetPlan:
     @classmethod
     def _deduplicating(
         cls, plan: Plan, mode: OutputMode, node: Deduplicate, mark: Watermark | None,
-        counts: Expr | None, *, static: tuple[StaticSide, ...],
+        counts: WatermarkRows | None, *, static: tuple[StaticSide, ...],
     ) -> FleetPlan:  # fmt: skip
         schema = node.input.schema
         if mark is not None and mark.column not in schema:

@@ -1,23 +1,43 @@
-"""Which rows of a micro-batch move the watermark: Spark's, after its optimizer.
+"""Which rows of a micro-batch move the watermark: the rows that reach Spark's
+``EventTimeWatermarkExec`` once its optimizer has moved the filters (PySpark 4.3, pinned in
+``tests/differential/test_watermark_rows.py``).
 
-Spark computes the watermark in ``EventTimeWatermarkExec`` on the rows that reach it. Its
-optimizer pushes a filter's deterministic conjuncts that do not read the event-time column
-below ``EventTimeWatermark`` (``PushPredicateThroughNonJoin``), and a filter declared
-before ``with_watermark`` is below it anyway. So a ``WHERE k = 'a'`` over a watermarked
-view keeps the rows it rejects out of the watermark. Here the conjuncts of the filters
-between the source and the first stateful operator are evaluated on the rows as read,
-with the same rule; a conjunct reading a column computed on the way is left out (it then
-runs only where it stands, as before).
+- Everything below ``with_watermark`` runs on the batch's rows as written: filters,
+  projections and stream-static joins (an inner join drops the rows without a match, a
+  filter on a static column the rows it rejects).
+- Above it, up to the first stateful operator, a filter's conjuncts that do not depend on
+  the event-time column are pushed below it (``PushPredicateThroughNonJoin``), through
+  projections (a conjunct on ``v2 = v * 2`` is ``v * 2 ...``) and through stream-static
+  joins when they read only the stream's columns (``PushPredicateThroughJoin``).
+- An inner or semi stream-static join above it adds, on the stream side, what Spark's
+  ``InferFiltersFromConstraints`` infers: each equality key of the stream is not null, and
+  a static-side filter reading only its key holds for the stream's key.
+
+The rows are found by running that plan over the batch with a row index threaded through
+it; the event times of the rows whose index comes out are the ones the watermark sees.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
 import polars as pl
 
 from streamkit.expr import BinOp, Col, Expr
-from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Watermark
+from streamkit.join_plan import Join
+from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
+from streamkit.stream_static import is_streaming
 from streamkit.transform_state import TransformWithState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROW = "__streamkit_watermark_row"
+"""The row index threaded through the plan the watermark's rows come out of."""
+
+_STATEFUL = Aggregate | Deduplicate | FlatMapGroupsWithState | TransformWithState
 
 
 def _conjuncts(predicate: Expr) -> list[Expr]:
@@ -26,39 +46,174 @@ def _conjuncts(predicate: Expr) -> list[Expr]:
     return [predicate]
 
 
-def watermark_filter(plan: Plan, mark: Watermark) -> Expr | None:
-    """The condition a row must meet to count toward ``mark``'s watermark (None: every
-    row counts), over the columns of the stream as read."""
-    leaf = plan.chain()[-1]
-    computed: set[str] = set()
-    below = True
-    kept: list[Expr] = []
-    for node in reversed(plan.chain()[:-1]):
-        if isinstance(node, Aggregate | Deduplicate | FlatMapGroupsWithState | TransformWithState):
-            break
-        if node is mark:
-            below = False
+class _Indexed:
+    """The stream's rows with :data:`ROW` (served by :func:`~streamkit.execute.given`)."""
+
+    is_stream = True
+
+    def __init__(self, schema: pl.Schema) -> None:
+        self.schema = pl.Schema([*schema.items(), (ROW, pl.UInt32())])
+
+    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
+        raise TypeError("the watermark's rows are served by the micro-batch, not read")
+
+    def describe(self) -> str:
+        return "micro-batch rows with their index"
+
+
+@dataclass(frozen=True)
+class WatermarkRows:
+    """The plan whose output's :data:`ROW` values are the rows that move the watermark."""
+
+    reach: Plan
+
+    def mask(self, rows: pl.DataFrame) -> pl.Series:
+        """Per row of ``rows`` (the stream's rows as read), whether it moves the watermark."""
+        from streamkit.execute import compile_plan, given
+
+        indexed = rows.with_row_index(ROW)
+        kept = compile_plan(self.reach, {ROW}, set(), given(indexed)).select(ROW).collect()
+        return indexed[ROW].is_in(kept[ROW].implode())
+
+
+def _threaded(node: Plan, leaf: Plan) -> Plan | None:
+    """``node`` (on the chain down to ``leaf``) rebuilt over the rows with :data:`ROW`
+    (None: a node this does not thread through)."""
+    if node is leaf:
+        return Scan(_Indexed(leaf.schema))
+    if isinstance(node, Join):
+        if is_streaming(node.left) and is_streaming(node.right):
+            return None
+        stream = node.children[0]
+        new = _threaded(stream, leaf)
+        if new is None:
+            return None
+        if stream is node.left:
+            return replace(node, left=new)
+        return replace(node, right=new)
+    if isinstance(node, Filter | Watermark | Project):
+        new = _threaded(node.input, leaf)
+        if new is None:
+            return None
+        if isinstance(node, Project) and not node.keep_input:
+            return Project(new, (*node.exprs, Col(ROW)), False)
+        return replace(node, input=new)
+    return None
+
+
+@dataclass
+class _Above:
+    """The walk up from the watermark: ``reach`` so far, the columns of the current node
+    that are in ``reach`` unchanged, and those that depend on the event-time column."""
+
+    reach: Plan
+    same: set[str]
+    event: set[str]
+    joined: bool = False
+    """A join was passed: projections above it are not added to ``reach``."""
+    pushed: bool = False
+
+    def push(self, condition: Expr) -> None:
+        self.reach, self.pushed = Filter(self.reach, condition), True
+
+    def filter(self, node: Filter) -> None:
+        for c in _conjuncts(node.predicate):
+            if not (c.columns() & self.event) and c.columns() <= self.same:
+                self.push(c)
+
+    def project(self, node: Project) -> None:
+        computed = {
+            e.output_name: bool(e.columns() & self.event)
+            for e in node.exprs
+            if not (isinstance(e, Col) and e.name == e.output_name)
+        }
+        kept = set(node.input.schema.names()) if node.keep_input else set()
+        kept |= {e.output_name for e in node.exprs if e.output_name not in computed}
+        self.event = {c for c in kept if c in self.event and c not in computed}
+        self.event |= {name for name, on_event in computed.items() if on_event}
+        if self.joined:
+            self.same = (self.same & kept) - computed.keys()
+            return
+        self.reach = _threaded_project(self.reach, node)
+        self.same = set(node.schema.names())
+
+    def join(self, node: Join) -> None:
+        stream, static = node.children
+        self.joined = True
+        if node.how not in ("inner", "left_semi"):
+            return
+        left = stream is node.left
+        for lcol, rcol in node.pairs:
+            mine, theirs = (lcol, rcol) if left else (rcol, lcol)
+            if mine not in self.same or mine in self.event:
+                continue
+            self.push(Col(mine).is_not_null())
+            for name, condition in _key_constraints(static, theirs):
+                if name == mine:
+                    self.push(condition)
+                elif name not in self.reach.schema:
+                    self.reach = Project(self.reach, (Col(mine).alias(name),), True)
+                    self.push(condition)
+
+
+def _threaded_project(reach: Plan, node: Project) -> Plan:
+    if node.keep_input:
+        return Project(reach, node.exprs, True)
+    return Project(reach, (*node.exprs, Col(ROW)), False)
+
+
+def _key_constraints(static: Plan, key: str) -> list[tuple[str, Expr]]:
+    """Conjuncts of the filters of the static side that read only its column ``key`` (by
+    the name it has there), as Spark's constraint propagation sees them."""
+    source = static.source if isinstance(static, Scan) else None
+    pinned = getattr(source, "plan", None)  # a bound side: the static plan it pins
+    plan: Plan = pinned if isinstance(pinned, Plan) else static
+    found: list[tuple[str, Expr]] = []
+    name = key
+    for node in plan.chain():
+        if isinstance(node, Filter):
+            found += [(name, c) for c in _conjuncts(node.predicate) if c.columns() == {name}]
         elif isinstance(node, Project):
-            if not node.keep_input:
-                computed |= set(leaf.schema.names())
-            for e in node.exprs:
-                if not (isinstance(e, Col) and e.name == e.output_name):
-                    computed.add(e.output_name)
-        elif isinstance(node, Filter):
-            for c in _conjuncts(node.predicate):
-                readable = not (c.columns() & computed) and c.columns() <= set(leaf.schema)
-                if readable and (below or mark.column not in c.columns()):
-                    kept.append(c)
-    if not kept:
+            made = [e for e in node.exprs if e.output_name == name]
+            if made and not isinstance(made[0], Col):
+                break
+            if made:
+                name = made[0].columns().pop()
+            elif not node.keep_input:
+                break
+        elif not isinstance(node, Watermark):
+            break
+    return found
+
+
+def watermark_filter(plan: Plan, mark: Watermark) -> WatermarkRows | None:
+    """The rows that move ``mark``'s watermark (None: every row of the batch)."""
+    nodes = plan.chain()
+    leaf = nodes[-1]
+    reach = _threaded(mark, leaf)
+    if reach is None:
         return None
-    out = kept[0]
-    for c in kept[1:]:
-        out = out & c
-    return out
+    below = any(isinstance(n, Filter | Join) for n in mark.chain())
+    walk = _Above(reach, set(mark.schema.names()), {mark.column})
+    at = next(i for i, n in enumerate(nodes) if n is mark)
+    for node in reversed(nodes[:at]):
+        if isinstance(node, _STATEFUL):
+            break
+        if isinstance(node, Filter):
+            walk.filter(node)
+        elif isinstance(node, Project):
+            walk.project(node)
+        elif isinstance(node, Join):
+            if is_streaming(node.left) and is_streaming(node.right):
+                break
+            walk.join(node)
+    if not (below or walk.pushed):
+        return None
+    return WatermarkRows(walk.reach)
 
 
-def counted(rows: pl.DataFrame, condition: Expr | None) -> pl.Series | None:
+def counted(rows: pl.DataFrame, condition: WatermarkRows | None) -> pl.Series | None:
     """Per row, whether it counts toward the watermark (None: all do)."""
     if condition is None or not rows.height:
         return None
-    return rows.select(condition.to_polars().fill_null(False)).to_series()
+    return condition.mask(rows)

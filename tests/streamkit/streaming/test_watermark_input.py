@@ -65,14 +65,32 @@ def count(frame: sk.DataFrame) -> sk.DataFrame:
             ),
             95,
         ),
-        # a filter on a computed column is not pushed
+        # a filter on a column computed from others than ts is pushed through the projection
+        # (PySpark: tests/differential/test_watermark_rows.py)
         (
             lambda: count(
                 STREAM.with_watermark("ts", "5 seconds")
                 .with_column("k2", sk.col("k") + "x")
                 .filter(sk.col("k2") == "ax")
             ),
+            5,
+        ),
+        # ... and not when the column is computed from ts; the other conjunct is
+        (
+            lambda: count(
+                STREAM.with_watermark("ts", "5 seconds")
+                .select(sk.col("ts").alias("t2"), "ts", "k")
+                .filter((sk.col("t2") < T0 + timedelta(seconds=50)) & (sk.col("k") == "b"))
+            ),
             95,
+        ),
+        (
+            lambda: count(
+                STREAM.with_watermark("ts", "5 seconds")
+                .select(sk.col("ts").alias("t2"), "ts", "k")
+                .filter((sk.col("t2") < T0 + timedelta(seconds=50)) & (sk.col("k") == "a"))
+            ),
+            5,
         ),
         (
             lambda: (
