@@ -11,7 +11,9 @@
   joins when they read only the stream's columns (``PushPredicateThroughJoin``).
 - An inner or semi stream-static join above it adds, on the stream side, what Spark's
   ``InferFiltersFromConstraints`` infers: each equality key of the stream is not null, and
-  a static-side filter reading only its key holds for the stream's key.
+  a static-side filter reading only its key holds for the stream's key. So does an outer
+  join that a filter right above it on static columns makes inner (``EliminateOuterJoin``:
+  the filter rejects a row whose static columns are null).
 
 The rows are found by running that plan over the batch with a row index threaded through
 it; the event times of the rows whose index comes out are the ones the watermark sees.
@@ -137,10 +139,11 @@ class _Above:
         self.reach = _threaded_project(self.reach, node)
         self.same = set(node.schema.names())
 
-    def join(self, node: Join) -> None:
+    def join(self, node: Join, above: list[Expr]) -> None:
+        """``above``: the conjuncts of the filters right above the join."""
         stream, static = node.children
         self.joined = True
-        if node.how not in ("inner", "left_semi"):
+        if node.how not in ("inner", "left_semi") and not _outer_eliminated(node, static, above):
             return
         left = stream is node.left
         for lcol, rcol in node.pairs:
@@ -154,6 +157,29 @@ class _Above:
                 elif name not in self.reach.schema:
                     self.reach = Project(self.reach, (Col(mine).alias(name),), True)
                     self.push(condition)
+
+
+def _outer_eliminated(node: Join, static: Plan, above: list[Expr]) -> bool:
+    """Whether a filter above an outer join rejects every row whose static side is null,
+    so that Spark's ``EliminateOuterJoin`` makes it an inner join."""
+    schema = static.schema
+    null_extended = set(schema.names()) - set(node.using)
+    for c in above:
+        if c.columns() and c.columns() <= null_extended:
+            nulls = pl.DataFrame({n: pl.Series([None], dtype=schema[n]) for n in c.columns()})
+            if not nulls.select(c.to_polars()).to_series().fill_null(False).any():
+                return True
+    return False
+
+
+def _filters_above(nodes: list[Plan]) -> list[Expr]:
+    """The conjuncts of the filters at the start of ``nodes`` (bottom first)."""
+    found: list[Expr] = []
+    for node in nodes:
+        if not isinstance(node, Filter):
+            break
+        found += _conjuncts(node.predicate)
+    return found
 
 
 def _threaded_project(reach: Plan, node: Project) -> Plan:
@@ -196,7 +222,8 @@ def watermark_filter(plan: Plan, mark: Watermark) -> WatermarkRows | None:
     below = any(isinstance(n, Filter | Join) for n in mark.chain())
     walk = _Above(reach, set(mark.schema.names()), {mark.column})
     at = next(i for i, n in enumerate(nodes) if n is mark)
-    for node in reversed(nodes[:at]):
+    upward = list(reversed(nodes[:at]))
+    for i, node in enumerate(upward):
         if isinstance(node, _STATEFUL):
             break
         if isinstance(node, Filter):
@@ -206,7 +233,7 @@ def watermark_filter(plan: Plan, mark: Watermark) -> WatermarkRows | None:
         elif isinstance(node, Join):
             if is_streaming(node.left) and is_streaming(node.right):
                 break
-            walk.join(node)
+            walk.join(node, _filters_above(upward[i + 1 :]))
     if not (below or walk.pushed):
         return None
     return WatermarkRows(walk.reach)

@@ -159,6 +159,14 @@ SHAPES: dict[str, Shape] = {
         SURVIVORS,
         NULL_KEY_FILES,
     ),
+    # ... also after a left join that a filter on a static column makes inner
+    # (EliminateOuterJoin)
+    "watermark_then_left_join_filter_static_null_key": Shape(
+        lambda s, t: s.withWatermark(*WM).join(t, "k", "left").filter(_f().col("grp") == "x"),
+        lambda s, t: s.with_watermark(*WM).join(t, "k", "left").filter(_sk().col("grp") == "x"),
+        SURVIVORS,
+        NULL_KEY_FILES,
+    ),
     # ... and from a filter on the static side's key, ``k = 'a'`` on the stream side
     "watermark_then_join_filtered_static": Shape(
         lambda s, t: s.withWatermark(*WM).join(t.filter(_f().col("k") == "a"), "k", "inner"),

@@ -53,6 +53,25 @@ def test_the_batch_maximum_counts_only_rows_that_move_the_watermark() -> None:
     assert out.max_event != T0_US + 50 * MIN_US
 
 
+def test_the_batch_maximum_follows_the_rows_a_static_join_and_filter_keep() -> None:
+    """A stream-static join and a filter on a static column before ``with_watermark``: only
+    the rows that come out of them reach Spark's watermark (a's; b is in group y, c has no
+    match), as in the single-process engine."""
+    stream = sk.read_stream.memory(SCHEMA.to_arrow())
+    static = sk.from_arrow(pa.table({"k": ["a", "b"], "grp": ["x", "y"]}))
+    df = stream.join(static, "k").filter(sk.col("grp") == "x").with_watermark("t", "5 minutes")
+    fleet = FleetPlan.of(df.group_by(sk.window("t", "10 minutes")).agg(sk.count()).plan, "update")
+    rows = pl.DataFrame({"k": ["a", "b", "c"], "v": [1, 1, 1],
+                         "t": [T0, T0 + timedelta(minutes=50), T0 + timedelta(minutes=40)]},
+                        schema=SCHEMA)  # fmt: skip
+    stage = SourceStage(fleet)
+    fleet.refresh_static()
+    out = stage.run(rows)
+    assert out.max_event == T0_US
+    assert out.rows == 3
+    assert out.states["__n"].sum() == 1
+
+
 def test_a_re_read_batch_encodes_to_the_same_bytes() -> None:
     stage = SourceStage(plan("sliding", "update"), budget=2048)
     rows = table(4, 300)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 import streamkit as sk
@@ -17,7 +18,7 @@ from tests.differential.inputs import SCHEMA
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def rows(*items: tuple[int, str]) -> pl.DataFrame:
+def rows(*items: tuple[int, str | None]) -> pl.DataFrame:
     return pl.DataFrame(
         {"ts": [T0 + timedelta(seconds=s) for s, _ in items], "k": [k for _, k in items],
          "v": [1] * len(items), "u": [0] * len(items)},
@@ -107,3 +108,54 @@ def test_filtered_rows_move_the_watermark_only_where_spark_counts_them(
 ) -> None:
     assert callable(build)
     assert seconds(watermark_after(build())) == expected
+
+
+STATIC = sk.from_arrow(pa.table({"k": ["a", "b"], "grp": ["x", "y"]}))
+"""``a`` in group x, ``b`` in group y, no ``c``."""
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        # below the watermark the join and the filter on a static column run on the rows:
+        # b (grp y), c (no match) and the null key never reach it
+        (lambda: STREAM.join(STATIC, "k").filter(sk.col("grp") == "x"), 5),
+        (lambda: STREAM.join(STATIC, "k", "left").filter(sk.col("grp") == "x"), 5),
+        (lambda: STREAM.join(STATIC, "k"), 95),
+        (lambda: STREAM.join(STATIC, "k", "left"), 95),
+    ],
+)
+def test_a_stream_static_join_below_the_watermark_runs_first(build: object, expected: int) -> None:
+    assert callable(build)
+    frame = count(build().with_watermark("ts", "5 seconds"))
+    q = IncrementalQuery(frame.plan, "append")
+    q.run(rows((10, "a"), (100, "b"), (90, None), (80, "c")))
+    assert seconds(q.watermark) == expected
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        # Spark infers ``k IS NOT NULL`` on the stream from an inner join's key ...
+        (lambda s: s.join(STATIC, "k"), 75),
+        (lambda s: s.join(STATIC, "k", "left_semi"), 75),
+        # ... and ``k = 'a'`` from the static side's filter on its key
+        (lambda s: s.join(STATIC.filter(sk.col("k") == "a"), "k"), 5),
+        (lambda s: s.join(STATIC.filter(sk.col("k") == "a"), "k", "left"), 95),
+        (lambda s: s.join(STATIC, "k", "left"), 95),
+        # a filter on the stream's columns above the join is pushed through it
+        (lambda s: s.join(STATIC, "k", "left").filter(sk.col("v") < 2), 5),
+        # a filter on a static column rejecting nulls makes the left join inner
+        (lambda s: s.join(STATIC, "k", "left").filter(sk.col("grp") == "x"), 75),
+        (lambda s: s.join(STATIC, "k", "left").filter(sk.col("grp").is_null()), 95),
+    ],
+)
+def test_a_join_above_the_watermark_filters_what_spark_infers(build: object, expected: int) -> None:
+    assert callable(build)
+    frame = count(build(STREAM.with_watermark("ts", "5 seconds")))
+    batch = rows((10, "a"), (100, None), (80, "c")).with_columns(
+        v=pl.Series([1, 5, 5], dtype=pl.Int64)
+    )
+    q = IncrementalQuery(frame.plan, "append")
+    q.run(batch)
+    assert seconds(q.watermark) == expected
