@@ -159,3 +159,16 @@ def test_a_join_above_the_watermark_filters_what_spark_infers(build: object, exp
     q = IncrementalQuery(frame.plan, "append")
     q.run(batch)
     assert seconds(q.watermark) == expected
+
+
+def test_per_partition_maxima_count_only_the_rows_the_join_keeps() -> None:
+    """Under the ``"min"`` policy a partition whose rows the join and filter all reject
+    delivers no event time: W follows the other partition's kept rows (the row index
+    threaded through the join keeps each kept row with its partition)."""
+    frame = count(
+        STREAM.join(STATIC, "k").filter(sk.col("grp") == "x").with_watermark("ts", "5 seconds")
+    )
+    q = IncrementalQuery(frame.plan, "append")
+    batch = rows((60, "a"), (100, "b"), (30, "a"), (90, None))
+    q.run(batch, pa.array(["p0", "p1", "p1", "p1"]))
+    assert seconds(q.watermark) == 25  # min(p0: 60, p1: 30) - 5; every row: min(60, 100) - 5
