@@ -125,10 +125,7 @@ def _slot_partial(data: pl.DataFrame, group: list[str], spec: AggregateSpec) -> 
         agg.function.by_slots(dtypes[i], slots.size) for i, agg in enumerate(spec.aggs)
     ):
         return None
-    keys = slots.keys(data)
-    if keys is None:
-        return None
-    columns = [*keys, pl.Series(ROWS, slots.rows, dtype=pl.Int64)]
+    columns = [*slots.keys(data), pl.Series(ROWS, slots.rows, dtype=pl.Int64)]
     sketches: list[pl.Series] = []
     for i, agg in enumerate(spec.aggs):
         states = agg.function.slot_states(slots, [data[n] for n in spec.inputs(i)], dtypes[i])

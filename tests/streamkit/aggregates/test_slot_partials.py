@@ -221,3 +221,25 @@ def test_slots_decode_to_the_distinct_keys_of_every_codable_type() -> None:
         assert got.schema == frame.select(keys).schema
         sizes = {r[:-1]: r[-1] for r in frame.group_by(keys).len().rows()}
         assert dict(zip(got.rows(), slots.rows.tolist(), strict=True)) == sizes
+
+
+def test_categorical_keys_come_back_as_the_rows_values_among_many_other_categories() -> None:
+    """A categorical key made after 20,000 other strings joined the process's categories:
+    the occupied slots' keys are the frame's distinct (key, int) pairs, typed as the frame's,
+    with the group sizes of Polars' ``group_by().len()``."""
+    others = pl.Series([f"other-{i}" for i in range(20_000)], dtype=pl.Categorical())
+    rng = np.random.default_rng(11)
+    n = 6_000
+    frame = pl.DataFrame(
+        {
+            "c": pl.Series(rng.choice(["red", "green", "blue", None], n), dtype=pl.Categorical()),
+            "i": pl.Series(rng.integers(-2, 2, n), dtype=pl.Int16),
+        }
+    )
+    slots = S.fit(frame, ["c", "i"], max_slots=n)
+    assert slots is not None
+    got = pl.DataFrame(slots.keys(frame))
+    assert got.schema == frame.schema
+    sizes = {r[:-1]: r[-1] for r in frame.group_by(["c", "i"]).len().rows()}
+    assert dict(zip(got.rows(), slots.rows.tolist(), strict=True)) == sizes
+    assert others.len() == 20_000  # (kept alive while the slots are read)
