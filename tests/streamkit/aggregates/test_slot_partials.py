@@ -243,3 +243,18 @@ def test_categorical_keys_come_back_as_the_rows_values_among_many_other_categori
     sizes = {r[:-1]: r[-1] for r in frame.group_by(["c", "i"]).len().rows()}
     assert dict(zip(got.rows(), slots.rows.tolist(), strict=True)) == sizes
     assert others.len() == 20_000  # (kept alive while the slots are read)
+
+
+def test_columns_with_their_own_nulls_count_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two value columns whose nulls fall on different rows: each one's counts, sums and
+    averages skip its own nulls (the per-column counts are not shared)."""
+    table = rows_table(seed=13)
+    rng = np.random.default_rng(13)
+    vf = pa.array(np.round(rng.lognormal(3, 1, N), 2), pa.float64(), mask=rng.random(N) < 0.3)
+    table = table.set_column(table.schema.get_field_index("vf"), "vf", vf)
+    nulls_i = table.column("vi").is_null().to_pylist()
+    nulls_f = table.column("vf").is_null().to_pylist()
+    assert any(i and not f for i, f in zip(nulls_i, nulls_f, strict=True))
+    assert any(f and not i for i, f in zip(nulls_i, nulls_f, strict=True))
+    expected = python_groups(table, lambda r: (r["k"],))
+    check(sk.from_arrow(table).group_by("k").agg(*AGGS), ["k"], expected, monkeypatch)
