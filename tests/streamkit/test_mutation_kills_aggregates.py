@@ -21,6 +21,7 @@ import pytest
 
 import streamkit as sk
 from streamkit.aggregates import hll, kll
+from streamkit.aggregates import slots as S
 from streamkit.aggregates.approx_percentile import ApproxPercentile
 from streamkit.aggregates.avg import Avg
 from streamkit.aggregates.count import Count
@@ -724,3 +725,16 @@ def test_combine_refuses_frames_that_are_not_the_specs_state_or_differ_in_types(
     assert K.combine(old.with_columns(extra), old.with_columns(extra), spec) is None
     wider = old.with_columns(pl.col(c).cast(pl.Float64) for c in old.columns if c != "k")
     assert K.combine(old, wider, spec) is None
+
+
+def test_an_aggregate_without_slot_hooks_declines_them_and_says_so_when_called() -> None:
+    """The base hooks: ``by_slots`` says False whatever the slot count, and
+    ``slot_states`` (which the kernel then never calls) raises naming the aggregate."""
+    frame = pl.DataFrame({"k": [1, 2, 1], "v": [3, None, 5]})
+    slots = S.fit(frame, ["k"], max_slots=frame.height)
+    assert slots is not None
+    for function in (Min(), Max()):
+        assert not function.by_slots(pl.Int64(), 0)
+        assert not function.by_slots(pl.Int64(), slots.size)
+        with pytest.raises(NotImplementedError, match=f"^{function.name} has no dense-slot state$"):
+            function.slot_states(slots, [frame["v"]], pl.Int64())
