@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -258,3 +259,43 @@ def test_columns_with_their_own_nulls_count_apart(monkeypatch: pytest.MonkeyPatc
     assert any(f and not i for i, f in zip(nulls_i, nulls_f, strict=True))
     expected = python_groups(table, lambda r: (r["k"],))
     check(sk.from_arrow(table).group_by("k").agg(*AGGS), ["k"], expected, monkeypatch)
+
+
+def test_uint64_and_decimal_inputs_take_the_group_by(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sum/avg of UInt64 and Decimal columns (numeric, but not summed over slots) step
+    aside to the group-by and equal Python; a UInt64 sum above the Int64 range is refused
+    there, not wrapped. An Int64 column of the same rows takes the slot path."""
+    rng = np.random.default_rng(17)
+    keys = rng.integers(0, 5, N)
+    big = rng.integers(0, 2**40, N).tolist()
+    cents = rng.integers(-10_000, 10_000, N).tolist()
+    table = pa.table(
+        {
+            "k": pa.array(keys, pa.int64()),
+            "u": pa.array(big, pa.uint64()),
+            "i": pa.array(big, pa.int64()),
+            "d": pa.array([Decimal(c).scaleb(-2) for c in cents], pa.decimal128(10, 2)),
+        }
+    )
+    taken = slot_runs(monkeypatch)
+    monkeypatch.setattr(K, "SLOT_MIN_ROWS", 1)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for row, key in enumerate(keys.tolist()):
+        groups[key].append(row)
+    for column, values in (("u", big), ("d", [Decimal(c).scaleb(-2) for c in cents])):
+        for agg in (sk.sum, sk.avg):  # one query each: either alone must step aside
+            query = sk.from_arrow(table).group_by("k").agg(agg(column).alias("x"))
+            got = {r["k"]: r["x"] for r in query.to_arrow().to_pylist()}
+            assert got.keys() == groups.keys()
+            for key, rows in groups.items():
+                total = sum(values[r] for r in rows)
+                if agg is sk.avg:
+                    assert got[key] == pytest.approx(float(total) / len(rows), rel=1e-12)
+                else:
+                    assert got[key] == (total if column == "u" else pytest.approx(float(total)))
+    assert taken == []  # the slot path was not even tried
+    sk.from_arrow(table).group_by("k").agg(sk.sum("i").alias("s")).to_arrow()
+    assert taken == [True]
+    above = table.set_column(1, "u", pa.array([2**63 + b for b in big], pa.uint64()))
+    with pytest.raises(pl.exceptions.InvalidOperationError):
+        sk.from_arrow(above).group_by("k").agg(sk.sum("u").alias("s")).to_arrow()
