@@ -22,6 +22,7 @@ import pytest
 import streamkit as sk
 from streamkit.aggregates import hll, kll
 from streamkit.aggregates import slots as S
+from streamkit.aggregates.approx_count_distinct import ApproxCountDistinct
 from streamkit.aggregates.approx_percentile import ApproxPercentile
 from streamkit.aggregates.avg import Avg
 from streamkit.aggregates.count import Count
@@ -738,3 +739,15 @@ def test_an_aggregate_without_slot_hooks_declines_them_and_says_so_when_called()
         assert not function.by_slots(pl.Int64(), slots.size)
         with pytest.raises(NotImplementedError, match=f"^{function.name} has no dense-slot state$"):
             function.slot_states(slots, [frame["v"]], pl.Int64())
+
+
+def test_approx_count_distinct_takes_slots_while_their_registers_fit_256_mib() -> None:
+    """The sketch over dense slots needs ``slots * 2**p`` register bytes in one buffer of
+    at most 256 MiB: the hook says yes up to exactly that many slots, no beyond."""
+    for rsd in (0.1, 0.02, 0.005):
+        function = ApproxCountDistinct(rsd)
+        limit = (256 << 20) // (1 << function.precision)  # slots whose registers fill it
+        assert function.by_slots(pl.Utf8(), 0)
+        assert function.by_slots(pl.Utf8(), limit)
+        assert not function.by_slots(pl.Utf8(), limit + 1)
+        assert not function.by_slots(pl.Utf8(), limit << 8)
