@@ -299,3 +299,24 @@ def test_uint64_and_decimal_inputs_take_the_group_by(monkeypatch: pytest.MonkeyP
     above = table.set_column(1, "u", pa.array([2**63 + b for b in big], pa.uint64()))
     with pytest.raises(pl.exceptions.InvalidOperationError):
         sk.from_arrow(above).group_by("k").agg(sk.sum("u").alias("s")).to_arrow()
+
+
+def test_fit_takes_up_to_max_slots_key_combinations_and_steps_aside_beyond() -> None:
+    """The possible key combinations are each key's range plus a null code, multiplied:
+    ``fit`` numbers the rows when they are at most ``max_slots`` and gives None beyond;
+    the rows per slot (int64) are the group sizes."""
+    a = [-3, 6, 0, None, 0, 6]
+    b = [1, 2, 2, 1, 2, 2]
+    frame = pl.DataFrame({"a": a, "b": pl.Series(b, dtype=pl.Int8)})
+    combinations = (6 - -3 + 2) * (2 - 1 + 2)
+    assert S.fit(frame, ["a", "b"], max_slots=combinations - 1) is None
+    slots = S.fit(frame, ["a", "b"], max_slots=combinations)
+    assert slots is not None
+    assert slots.size == combinations
+    decoded = slots.keys(frame)
+    assert decoded is not None
+    sizes: dict[Key, int] = defaultdict(int)
+    for pair in zip(a, b, strict=True):
+        sizes[pair] += 1
+    assert slots.rows.dtype == np.int64
+    assert dict(zip(pl.DataFrame(decoded).rows(), slots.rows.tolist(), strict=True)) == sizes
