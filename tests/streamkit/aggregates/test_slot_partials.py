@@ -341,3 +341,21 @@ def test_categories_read_with_a_hole_send_the_chunk_to_the_group_by(
     assert ("cd",) in expected
     query = sk.from_arrow(table).group_by("c").agg(*AGGS)
     check(query, ["c"], expected, monkeypatch, slots=False)
+
+
+def test_a_chunk_of_exactly_slot_min_rows_takes_the_slot_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``SLOT_MIN_ROWS`` is the fewest rows the slot path takes: a chunk of exactly that
+    many takes it, one of a row fewer the group-by; both equal Python."""
+    table = rows_table(seed=23)
+    taken = slot_runs(monkeypatch)
+    monkeypatch.setattr(K, "SLOT_MIN_ROWS", N)
+    for rows in (table, table.slice(0, N - 1)):
+        expected = python_groups(rows, lambda r: (r["k"],))
+        got = result(sk.from_arrow(rows).group_by("k").agg(*AGGS), ["k"])
+        assert got.keys() == expected.keys()
+        for key, row in expected.items():
+            approx = [x if x is None else pytest.approx(x, rel=1e-12) for x in row]
+            assert list(got[key][:-1]) == approx
+    assert taken == [True, False]
