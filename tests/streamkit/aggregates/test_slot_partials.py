@@ -359,3 +359,28 @@ def test_a_chunk_of_exactly_slot_min_rows_takes_the_slot_path(
             approx = [x if x is None else pytest.approx(x, rel=1e-12) for x in row]
             assert list(got[key][:-1]) == approx
     assert taken == [True, False]
+
+
+def test_chunks_of_both_paths_merge_with_a_sketch_listed_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A query read in two chunks, one large enough for the slot path and one not, with
+    the sketch aggregate listed before the others: the two chunks' states line up (the
+    slot path lays out its columns as the group-by does) and the result equals Python,
+    its distinct estimates the group-by path's."""
+    table = rows_table(seed=29)
+    first = (sk.approx_count_distinct("u").alias("d"), *AGGS[:-1])
+    query = sk.from_arrow(table).group_by("k").agg(*first)
+    monkeypatch.setattr(sk.io, "CHUNK_ROWS", 20_000)
+    taken = slot_runs(monkeypatch)
+    monkeypatch.setattr(K, "SLOT_MIN_ROWS", 15_000)
+    got = result(query, ["k"])
+    assert sorted(taken) == [False, True]
+    monkeypatch.setattr(K, "SLOT_MIN_ROWS", 2**62)  # the group-by path only
+    before = result(query, ["k"])
+    expected = python_groups(table, lambda r: (r["k"],))
+    assert got.keys() == expected.keys()
+    for key, row in expected.items():
+        approx = [x if x is None else pytest.approx(x, rel=1e-12) for x in row]
+        assert list(got[key][:-1]) == approx
+    assert {k: v[-1] for k, v in got.items()} == {k: v[-1] for k, v in before.items()}
