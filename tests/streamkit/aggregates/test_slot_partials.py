@@ -322,27 +322,6 @@ def test_fit_takes_up_to_max_slots_key_combinations_and_steps_aside_beyond() -> 
     assert dict(zip(pl.DataFrame(decoded).rows(), slots.rows.tolist(), strict=True)) == sizes
 
 
-def test_categories_read_with_a_hole_send_the_chunk_to_the_group_by(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Polars documents that a Categorical's categories, read while another query interns
-    strings, may hold None for a code reserved but not assigned yet. Such a read (here
-    the code of "cd" read as None) must not decode that group's key as null: the slot
-    path steps aside and the group-by gives the right groups."""
-    real = pl.Categories.to_series
-
-    def with_a_hole(self: pl.Categories) -> pl.Series:
-        names = real(self)
-        return names.scatter(names.to_list().index("cd"), None)
-
-    monkeypatch.setattr(pl.Categories, "to_series", with_a_hole)
-    table = rows_table(seed=21)
-    expected = python_groups(table, lambda r: (r["c"],))
-    assert ("cd",) in expected
-    query = sk.from_arrow(table).group_by("c").agg(*AGGS)
-    check(query, ["c"], expected, monkeypatch, slots=False)
-
-
 def test_a_chunk_of_exactly_slot_min_rows_takes_the_slot_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
