@@ -70,7 +70,6 @@ class Slots:
     rows: np.ndarray
     """Rows (int64) per occupied slot."""
     _memo: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-    _picked: dict[str, pl.Series] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -116,10 +115,12 @@ class Slots:
         coded = zip(
             self.coder.keys, reversed(codes), self.coder.lows, self.coder.cards, strict=True
         )
+        picked: pl.Series | None = None
         for key, code, low, card in coded:
             dtype = frame.schema[key]
             if isinstance(dtype, pl.Categorical):
-                out.append(frame[key].gather(self._some_rows()))
+                picked = self._some_rows() if picked is None else picked
+                out.append(frame[key].gather(picked))
                 continue
             physical = pl.Series(key, code + low).scatter(np.flatnonzero(code == card - 1), None)
             out.append(_from_physical(physical, dtype))
@@ -127,11 +128,9 @@ class Slots:
 
     def _some_rows(self) -> pl.Series:
         """A row of each occupied slot (the rows of a slot share their keys)."""
-        if "rows" not in self._picked:
-            some_row = np.empty(self.size, dtype=np.int64)
-            some_row[self.ids] = np.arange(self.ids.size, dtype=np.int64)
-            self._picked["rows"] = pl.Series(some_row[self.occupied])
-        return self._picked["rows"]
+        some_row = np.empty(self.size, dtype=np.int64)
+        some_row[self.ids] = np.arange(self.ids.size)
+        return pl.Series(some_row[self.occupied])
 
 
 def _from_physical(physical: pl.Series, dtype: pl.DataType) -> pl.Series:

@@ -12,6 +12,8 @@ that the slot path really ran (or, for keys too spread out, that it stepped asid
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
@@ -233,7 +235,10 @@ def test_categorical_keys_come_back_as_the_rows_values_among_many_other_categori
     n = 6_000
     frame = pl.DataFrame(
         {
-            "c": pl.Series(rng.choice(["red", "green", "blue", None], n), dtype=pl.Categorical()),
+            "c": pl.Series(
+                [("red", "green", "blue", None)[i] for i in rng.integers(0, 4, n)],
+                dtype=pl.Categorical(),
+            ),
             "i": pl.Series(rng.integers(-2, 2, n), dtype=pl.Int16),
         }
     )
@@ -363,3 +368,20 @@ def test_chunks_of_both_paths_merge_with_a_sketch_listed_first(
         approx = [x if x is None else pytest.approx(x, rel=1e-12) for x in row]
         assert list(got[key][:-1]) == approx
     assert {k: v[-1] for k, v in got.items()} == {k: v[-1] for k, v in before.items()}
+
+
+def test_float_sums_reach_nan_and_inf_without_a_numpy_warning() -> None:
+    """Slot sums of inf + -inf (NaN) and of two values whose sum overflows (inf) give
+    IEEE's results, as the group-by does, and raise no RuntimeWarning (with warnings as
+    errors, as a user's ``-W error`` would)."""
+    frame = pl.DataFrame(
+        {"k": [0, 0, 1, 1, 2], "v": [float("inf"), float("-inf"), 1e308, 1e308, 2.5]}
+    )
+    slots = S.fit(frame, ["k"], max_slots=frame.height)
+    assert slots is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sums = slots.total(frame["v"], np.float64)
+    assert math.isnan(sums[0])
+    assert sums[1] == float("inf")
+    assert sums[2] == 2.5
