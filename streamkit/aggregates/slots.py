@@ -115,12 +115,10 @@ class Slots:
         coded = zip(
             self.coder.keys, reversed(codes), self.coder.lows, self.coder.cards, strict=True
         )
-        picked: pl.Series | None = None
         for key, code, low, card in coded:
             dtype = frame.schema[key]
             if isinstance(dtype, pl.Categorical):
-                picked = self._some_rows() if picked is None else picked
-                out.append(frame[key].gather(picked))
+                out.append(frame[key].gather(self._some_rows()))
                 continue
             physical = pl.Series(key, code + low).scatter(np.flatnonzero(code == card - 1), None)
             out.append(_from_physical(physical, dtype))
