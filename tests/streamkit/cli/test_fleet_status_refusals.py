@@ -212,7 +212,10 @@ async def test_status_shows_the_claim_a_real_worker_process_was_refused(
     shard 0's fence was claimed at epoch 10**6 before it started (a fence ahead of the
     fresh lease table), so its claim of shard 0 is refused, once; its task of shard 1 runs
     the records put and carries the count. ``--failover 120``: the worker fails for the
-    refusal only after 240 s, so it still holds both leases when status is read."""
+    refusal only after 240 s, so it still holds both leases when status is read. The count
+    reaches status with a batch that starts after the refusal, so while status does not
+    show it a few more records are put (a first batch of shard 1 may run before shard 0's
+    claim is refused, and would carry 0)."""
     ep = cli.endpoint
     async with fleet_on_fresh_stream(ep, tmp_path, 2, "fsref", "--query", "stateless",
                                      "--failover", "120") as fleet:  # fmt: skip
@@ -222,6 +225,7 @@ async def test_status_shows_the_claim_a_real_worker_process_was_refused(
         last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, payloads(60, seed=4))
         assert set(last) == {shard(0), shard(1)}
         seen: list[object] = []
+        more: list[int] = []
 
         def shown() -> bool:
             fleet.check_alive()
@@ -230,8 +234,12 @@ async def test_status_shows_the_claim_a_real_worker_process_was_refused(
                 return False  # no status file yet
             assert out.exit_code == 0, out.output
             seen[:] = [json.loads(out.output)["workers"]]
-            return seen[0] == {"solo": {"source": [shard(0), shard(1)], "aggregation": [],
-                                        "refused_claims": 1}}  # fmt: skip
+            if seen[0] == {"solo": {"source": [shard(0), shard(1)], "aggregation": [],
+                                    "refused_claims": 1}}:  # fmt: skip
+                return True
+            more.append(len(more))  # another batch for shard 1 (random keys: both shards)
+            put_random_keys(ep, fleet.stream, payloads(6, seed=100 + len(more)))
+            return False
 
         try:
             await until("status showing solo's refused claim", lambda: asyncio.to_thread(shown),
