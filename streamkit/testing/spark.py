@@ -2,7 +2,7 @@
 
 One JVM per test session, started lazily by the ``spark`` fixture of
 :mod:`streamkit.testing.fixtures`: ``local[2]``, one shuffle partition (so a micro-batch
-is one small task, not 200), UTC session time zone, a small driver heap, no UI, only the
+is one small task, not 200), UTC session time zone, a 2 GB driver heap, no UI, only the
 JVM's quick (C1) JIT compiler, and generous network timeouts so a busy 2-core machine does
 not time out the driver. None of these changes what a query computes.
 Needs ``pyspark`` (``pip install 'streamkit[test]'``) and a Java 17 runtime.
@@ -24,7 +24,9 @@ SPARK_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "1",
     "spark.default.parallelism": "1",
     "spark.sql.session.timeZone": "UTC",
-    "spark.driver.memory": "768m",
+    # 768 MB ran out ("Java heap space") late in a full CI run, after ~500k expression ids
+    # of plans in the one session JVM; the machines have 24 GB
+    "spark.driver.memory": "2g",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.adaptive.enabled": "false",
