@@ -137,13 +137,36 @@ def tansu_bootstrap(request: pytest.FixtureRequest, servers_cache_dir: Path) -> 
         yield broker.bootstrap
 
 
+_SPARK: list[Any] = []
+"""The session of :func:`spark`, once started."""
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    """One local SparkSession for the whole test session (started on first use, ~15 s)."""
+    """One local SparkSession for the whole test session (started on first use, ~15 s).
+
+    After each test module, the finished queries' ``foreachBatch`` callbacks are cut from
+    the test objects they close over (``streamkit.testing.spark.release_finished_callbacks``),
+    so that the JVM can free those queries."""
     from streamkit.testing.spark import spark_session
 
     with spark_session() as session:
-        yield session
+        _SPARK.append(session)
+        try:
+            yield session
+        finally:
+            _SPARK.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a module's last test (and its module fixtures), release Spark's callbacks."""
+    yield
+    module = getattr(item, "module", None)
+    if _SPARK and (nextitem is None or getattr(nextitem, "module", None) is not module):
+        from streamkit.testing.spark import release_finished_callbacks
+
+        release_finished_callbacks(_SPARK[0])
 
 
 @pytest.fixture(params=KAFKA_BACKENDS)

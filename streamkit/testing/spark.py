@@ -50,6 +50,42 @@ SPARK_CONF: dict[str, str] = {
 """The session's settings; the last two keep Spark's defaults explicit or cheap."""
 
 
+def _finished(batch: Any, batch_id: int) -> None:
+    raise RuntimeError(
+        "foreachBatch of a query called after release_finished_callbacks: release only "
+        "when every query of the session has stopped"
+    )
+
+
+def release_finished_callbacks(session: Any) -> int:
+    """Cut each ``foreachBatch`` callback from the Python objects it closes over; returns
+    how many were cut. Call it only when no query is running (between test modules).
+
+    py4j keeps a Python callback alive until the JVM's proxy of it is collected, and the
+    JVM keeps that proxy as long as its query object lives. A test object that holds the
+    query's handle and is reachable from its own callback (``foreachBatch(self._collect)``)
+    therefore ties the two runtimes' collectors in a cycle neither can see: every such
+    query stayed alive to the end of the session, and a full CI run ran the 768 MB heap
+    out. With the callback's function replaced, the Python side can be freed, which
+    releases the handle, then the JVM's query. Refused (returns 0) while a query of
+    ``session`` is active.
+    """
+    from pyspark.sql.utils import ForeachBatchFunction
+
+    if session.streams.active:
+        return 0
+    server = session.sparkContext._gateway._callback_server
+    if server is None:
+        return 0
+    cut = 0
+    with server.pool.lock:
+        for proxy in server.pool.dict.values():
+            if isinstance(proxy, ForeachBatchFunction) and proxy.func is not _finished:
+                proxy.func = _finished
+                cut += 1
+    return cut
+
+
 @contextmanager
 def spark_session(app_name: str = "streamkit-differential") -> Iterator[Any]:
     """Start a local SparkSession (see the module docstring), yield it, stop it."""
