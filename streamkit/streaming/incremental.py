@@ -44,14 +44,14 @@ import pyarrow as pa
 
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_spec, compile_plan, given
-from streamkit.expr import Col
-from streamkit.plan import Aggregate, Deduplicate, Plan, Project, Watermark
+from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming import agg_steps
 from streamkit.streaming.agg_steps import OutputMode as OutputMode  # noqa: PLC0414 (re-export)
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
+from streamkit.streaming.event_times import EventTimes
 from streamkit.streaming.state import KeyedStore, StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.state.group_state_store import GroupStateStore
@@ -77,21 +77,6 @@ class BatchResult:
     """Input rows older than the watermark (not aggregated)."""
     watermark: int | None
     """Watermark after this batch, in ticks of the event-time column (None: no watermark)."""
-
-
-def _check_raw_column(mark: Watermark) -> None:
-    """The watermark column must be a column of the stream as read (late rows are set apart
-    before any projection runs); a column computed or renamed on the way is refused."""
-    for node in mark.input.chain():
-        if isinstance(node, Project):
-            made = [e for e in node.exprs if e.output_name == mark.column]
-            plain = all(isinstance(e, Col) for e in made)
-            if (made and not plain) or (not made and not node.keep_input):
-                raise PlanError(
-                    f"with_watermark({mark.column!r}) needs a column of the stream as read, "
-                    f"but {mark.column!r} is computed or renamed before it; use the "
-                    "source's own event-time column for the watermark and the window"
-                )
 
 
 def _check_mode(agg: Aggregate | None, watermarked: bool, mode: OutputMode) -> None:
@@ -152,6 +137,8 @@ class IncrementalQuery:
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
         self._check_watermark_column()
         self._counts = watermark_filter(plan, self._mark) if self._mark is not None else None
+        self._times = EventTimes.of(self._mark) if self._mark is not None else None
+        """The event time as computed below the watermark (None: the column as read)."""
         self._store: StateStore | None = None if self._spec is None else make_store(self._spec)
         self._dedup: StreamingDedup | StreamingStateful | StreamingTransform | None = None
         """The stateful operator other than an aggregation (rows in, rows out)."""
@@ -175,8 +162,6 @@ class IncrementalQuery:
         """Restored and no batch run since: no no-data batch is owed (as in Spark)."""
 
     def _check_watermark_column(self) -> None:
-        if self._mark is not None:
-            _check_raw_column(self._mark)
         if self._mark is None or self._agg is None or self._agg.window is None:
             return
         window_cols = self._agg.window.column.columns()
@@ -210,7 +195,7 @@ class IncrementalQuery:
             in_force = self.watermark
         self._in_force, self._restored = in_force, False
         if self._dedup is not None:
-            rows, late = self._dedup.split_late(rows, late_mark)
+            rows, late = self._judged(rows, lambda r: self._dedup_split(r, late_mark))
             kept = compile_plan(self._dedup.node.input, None, set(), given(rows)).collect()
             output = self._dedup.run(kept, in_force)
             if isinstance(self._dedup, StreamingTransform):
@@ -218,7 +203,7 @@ class IncrementalQuery:
             return BatchResult(self._finish(output), late, self.watermark)
         if self._agg is None:
             return BatchResult(self._project(rows), rows.head(0), self.watermark)
-        rows, late = self._split_late(rows, late_mark)
+        rows, late = self._judged(rows, lambda r: self._split_late(r, late_mark))
         output = self._aggregate(rows, late_mark, in_force)
         return BatchResult(self._finish(output), late, self.watermark)
 
@@ -288,6 +273,20 @@ class IncrementalQuery:
         return agg_steps.final(states, self._agg, self._spec)
 
     # -- lateness ----------------------------------------------------------------------
+    def _judged(
+        self, rows: pl.DataFrame, split: Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """``split`` judged on the event time at the watermark; the rows as read come out."""
+        if self._times is None:
+            return split(rows)
+        return self._times.split(rows, split)
+
+    def _dedup_split(
+        self, rows: pl.DataFrame, late_mark: int | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        assert self._dedup is not None
+        return self._dedup.split_late(rows, late_mark)
+
     @property
     def _drops_late(self) -> bool:
         """Whether late rows are dropped: windowed aggregations with a watermark, except
@@ -316,7 +315,10 @@ class IncrementalQuery:
         if self._mark is None:
             return None
         assert isinstance(self._mark, Watermark)
-        return rows[self._mark.column].dt.epoch(self.time_unit())
+        timed = rows if self._times is None or not rows.height else self._times.timed(rows)
+        if self._mark.column not in timed.columns:  # renamed below the watermark, no rows
+            return pl.Series(self._mark.column, [], pl.Int64)
+        return timed[self._mark.column].dt.epoch(self.time_unit())
 
     def time_unit(self) -> Literal["ns", "us", "ms"]:
         """Unit of the event-time column (ticks of the watermark)."""

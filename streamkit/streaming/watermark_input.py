@@ -78,7 +78,7 @@ class WatermarkRows:
         return indexed[ROW].is_in(kept[ROW].implode())
 
 
-def _threaded(node: Plan, leaf: Plan) -> Plan | None:
+def threaded(node: Plan, leaf: Plan) -> Plan | None:
     """``node`` (on the chain down to ``leaf``) rebuilt over the rows with :data:`ROW`
     (None: a node this does not thread through)."""
     if node is leaf:
@@ -87,14 +87,14 @@ def _threaded(node: Plan, leaf: Plan) -> Plan | None:
         if is_streaming(node.left) and is_streaming(node.right):
             return None
         stream = node.children[0]
-        new = _threaded(stream, leaf)
+        new = threaded(stream, leaf)
         if new is None:
             return None
         if stream is node.left:
             return replace(node, left=new)
         return replace(node, right=new)
     if isinstance(node, Filter | Watermark | Project):
-        new = _threaded(node.input, leaf)
+        new = threaded(node.input, leaf)
         if new is None:
             return None
         if isinstance(node, Project) and not node.keep_input:
@@ -216,7 +216,7 @@ def watermark_filter(plan: Plan, mark: Watermark) -> WatermarkRows | None:
     """The rows that move ``mark``'s watermark (None: every row of the batch)."""
     nodes = plan.chain()
     leaf = nodes[-1]
-    reach = _threaded(mark, leaf)
+    reach = threaded(mark, leaf)
     if reach is None:
         return None
     below = any(isinstance(n, Filter | Join) for n in mark.chain())

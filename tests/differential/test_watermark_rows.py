@@ -20,9 +20,10 @@ with W(0)=95, and batch 2's row at 15 s is late: update ``{0: [10,20) a 1 1, 1: 
 expects one of the two (a filter on the event time stays above the watermark: ``RAW``),
 and they disagree in every mode, so a case fails when streamkit applies the other rule
 (10 of the first 18 hand-made cases failed before streamkit ran the plan below the
-watermark; the seeded random streams fail 16 of 24 when every row counts). With
-``with_watermark`` on a computed ``ts`` streamkit refuses the query, which Spark runs
-(checked here so that the gap stays known).
+watermark; the seeded random streams fail 16 of 24 when every row counts).
+
+``with_watermark`` on a ``ts`` computed or renamed before it: the watermark, lateness and
+windows are on the computed column (streamkit refused these queries before issue 18).
 """
 
 from __future__ import annotations
@@ -99,8 +100,6 @@ class Shape:
     streamkit: Build
     expected: dict[str, Expected]
     files: Files = tuple(FILES)  # type: ignore[assignment]
-    refused: str | None = None
-    """streamkit refuses the query with a ``PlanError`` matching this (Spark runs it)."""
 
 
 def _sk() -> Any:
@@ -186,9 +185,9 @@ SHAPES: dict[str, Shape] = {
         lambda s, t: s.with_watermark(*WM).join(t.filter(_sk().col("k") == "a"), "k", "inner"),
         SURVIVORS,
     ),
-    # (d) with_column changing ts before with_watermark: Spark's watermark and windows are
-    # on ts + 20 s (W(0)=115: the row at 15 s, now 35 s, is late in batch 2); streamkit
-    # refuses a watermark on a computed column
+    # (d) with_column changing ts before with_watermark: Spark's watermark, windows and
+    # lateness are all on ts + 20 s (W(0)=115: the row at 15 s, now 35 s, is late in
+    # batch 2)
     "computed_event_time_then_watermark": Shape(
         lambda s, _: s.withColumn(
             "ts", _f().col("ts") + _f().expr("INTERVAL 20 SECONDS")
@@ -204,7 +203,47 @@ SHAPES: dict[str, Shape] = {
             },
             "append": {0: [], 1: [w(30, "a", 2, 4), w(50, "a", 1, 4)], 2: []},
         },
-        refused="computed or renamed",
+    ),
+    # ... by 7 s, not a multiple of the window: W(0) = 107 - 5 = 102 (the raw ts would
+    # give 95), so append's batch 1 also closes q's [90,100) (at 97 s); batch 2's row at
+    # 22 s is late
+    "shifted_event_time_then_watermark": Shape(
+        lambda s, _: s.withColumn(
+            "ts", _f().col("ts") + _f().expr("INTERVAL 7 SECONDS")
+        ).withWatermark(*WM),
+        lambda s, _: s.with_column("ts", _sk().col("ts") + timedelta(seconds=7)).with_watermark(
+            *WM
+        ),
+        {
+            "update": {
+                0: [w(10, "a", 1, 1), w(90, "q", 1, 300), w(100, "z", 1, 200)],
+                1: [w(10, "a", 2, 4), w(30, "a", 1, 4)],
+                2: [],
+            },
+            "append": {
+                0: [],
+                1: [w(10, "a", 2, 4), w(30, "a", 1, 4), w(90, "q", 1, 300)],
+                2: [],
+            },
+        },
+    ),
+    # ts renamed away and back before with_watermark: every row reaches it (W(0)=95)
+    "renamed_event_time_then_watermark": Shape(
+        lambda s, _: (
+            s.withColumnRenamed("ts", "t0").withColumnRenamed("t0", "ts").withWatermark(*WM)
+        ),
+        lambda s, _: (
+            s.select(_sk().col("ts").alias("t0"), "k", "v", "u")
+            .select(_sk().col("t0").alias("ts"), "k", "v", "u")
+            .with_watermark(*WM)
+        ),
+        {  # RAW, but nothing rejects q and z
+            "update": {
+                **RAW["update"],
+                0: [w(10, "a", 1, 1), w(90, "q", 1, 300), w(100, "z", 1, 200)],
+            },
+            "append": RAW["append"],
+        },
     ),
 }
 
@@ -216,6 +255,7 @@ RANDOM_SHAPES = (
     "left_join_filter_static_then_watermark",
     "watermark_then_inner_join_null_key",
     "watermark_then_left_join_filter_static_null_key",
+    "shifted_event_time_then_watermark",
 )
 SEEDS = (31, 32)
 RANDOM = {
@@ -323,13 +363,6 @@ def test_watermark_sees_the_rows_spark_lets_reach_it(
     name, mode = CASES[case]
     directory, theirs = runs[case]
     assert dict(theirs) == SHAPES[name].expected[mode], "Spark disagrees with the derivation"
-    refused = SHAPES[name].refused
-    if refused is not None:
-        from streamkit.errors import PlanError
-
-        with pytest.raises(PlanError, match=refused):
-            streamkit_run(name, mode, directory, static_table)
-        return
     ours = streamkit_run(name, mode, directory, static_table)
     assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
     for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
