@@ -212,19 +212,28 @@ def test_per_partition_maxima_are_over_the_computed_column() -> None:
         assert q.watermark == t0_us + (top - 5) * 60_000_000
 
 
-def test_drop_duplicates_judges_lateness_on_the_computed_column() -> None:
-    """drop_duplicates with the computed event time among its keys: batch 1 (1 and 40,
-    computed 8 and 47) sets W = 42; batch 2's 36 (43) is kept and 34 (41) is late (as
-    read, 34 would be kept against W = 35)."""
-    empty = pa.table({"t": pa.array([], pa.timestamp("us", "UTC")), "k": pa.array([], pa.string())})
-    df = sk.from_arrow(empty).with_column("t", sk.col("t") + SHIFT).with_watermark("t", DELAY)
+def test_drop_duplicates_judges_lateness_on_the_column_put_in_place_of_another() -> None:
+    """``t`` (as read: ingest time) replaced by ``e`` before the watermark. Batch 1 (e at 1
+    and 40) sets W = 35 (on ``t`` as read it would be 50 - 5 = 45); batch 2's row with e
+    at 38 is kept (t as read at 0 would be late) and the one with e at 30 is late (t as
+    read at 60 would be kept). A constant shift cannot show it: ``t <= W`` is unchanged
+    by one."""
+    schema = pl.Schema({"t": pl.Datetime("us", "UTC"), "e": pl.Datetime("us", "UTC"),
+                        "k": pl.String()})  # fmt: skip
+    df = sk.from_arrow(pl.DataFrame(schema=schema).to_arrow())
+    df = df.with_column("t", sk.col("e")).with_watermark("t", DELAY)
     q = IncrementalQuery(df.drop_duplicates(["k", "t"]).plan, "append")
-    schema = pl.Schema({"t": pl.Datetime("us", "UTC"), "k": pl.String()})
-    q.run(pl.DataFrame({"t": [minutes(1), minutes(40)], "k": ["a", "a"]}, schema=schema))
+
+    def rows(*r: tuple[int, int, str]) -> pl.DataFrame:
+        data = [{"t": minutes(t), "e": minutes(e), "k": k} for t, e, k in r]
+        return pl.DataFrame(data, schema=schema)
+
+    q.run(rows((50, 1, "a"), (0, 40, "a")))
+    assert q.watermark == int(minutes(35).timestamp()) * 1_000_000
     q.run_no_data()
-    result = q.run(pl.DataFrame({"t": [minutes(36), minutes(34)], "k": ["a", "b"]}, schema=schema))
-    assert result.late_rows.to_dicts() == [{"t": minutes(34), "k": "b"}]
-    assert result.output.to_dicts() == [{"t": minutes(43), "k": "a"}]
+    result = q.run(rows((0, 38, "b"), (60, 30, "c")))
+    assert result.late_rows.to_dicts() == [{"t": minutes(60), "e": minutes(30), "k": "c"}]
+    assert result.output.to_dicts() == [{"t": minutes(38), "e": minutes(38), "k": "b"}]
 
 
 def test_a_watermark_on_a_column_that_is_not_a_timestamp_is_still_refused() -> None:
