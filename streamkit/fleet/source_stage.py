@@ -3,7 +3,9 @@
 :meth:`SourceStage.run` reduces the batch to partial states with the single-process
 engine's kernel (:func:`~streamkit.streaming.agg_steps.partial_states`), and measures the
 batch's largest event time over the rows that move the watermark (Spark's rule, as
-:class:`~streamkit.streaming.incremental.IncrementalQuery` applies it). No row is judged
+:class:`~streamkit.streaming.incremental.IncrementalQuery` applies it), on the event-time
+column as it reaches ``with_watermark`` (computed or renamed below it:
+:mod:`~streamkit.streaming.event_times`). No row is judged
 late here: lateness is judged where the fleet watermark is known, in the aggregation task.
 
 :meth:`SourceStage.chunks` routes the states by their group key
@@ -33,6 +35,7 @@ import polars as pl
 from streamkit import aggregate as K
 from streamkit.errors import PlanError
 from streamkit.streaming import agg_steps
+from streamkit.streaming.event_times import EventTimes
 from streamkit.streaming.watermark_input import counted
 from streamkit.windows import TimeWindow
 
@@ -65,6 +68,8 @@ class SourceStage:
             )
         self.fleet, self.budget = fleet, budget
         self.spec = fleet.spec if fleet.agg is not None else None
+        self._times = EventTimes.of(fleet.mark) if fleet.mark is not None else None
+        """The event time as computed below the watermark (None: the column as read)."""
 
     def run(self, rows: pl.DataFrame) -> SourceOutput:
         """Partial states (or, for ``drop_duplicates``, the rows to deduplicate), batch
@@ -101,7 +106,8 @@ class SourceStage:
         mark = self.fleet.mark
         if mark is None or not rows.height:
             return None
-        ticks = rows[mark.column].dt.epoch(self.fleet.time_unit())
+        timed = rows if self._times is None else self._times.timed(rows)
+        ticks = timed[mark.column].dt.epoch(self.fleet.time_unit())
         mask = counted(rows, self.fleet.counts)
         if mask is not None:
             ticks = ticks.filter(mask)

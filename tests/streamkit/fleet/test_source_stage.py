@@ -72,6 +72,21 @@ def test_the_batch_maximum_follows_the_rows_a_static_join_and_filter_keep() -> N
     assert out.states["__n"].sum() == 1
 
 
+def test_the_batch_maximum_is_over_the_event_time_computed_before_the_watermark() -> None:
+    """``t + 7 minutes`` before ``with_watermark``: the maximum of rows at 0 and 50 is 57
+    (the column as read would give 50); windows are on the computed column too."""
+    empty = pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.int64()),
+                      "t": pa.array([], pa.timestamp("us", "UTC"))})  # fmt: skip
+    df = sk.from_arrow(empty).with_column("t", sk.col("t") + timedelta(minutes=7))
+    df = df.with_watermark("t", "5 minutes")
+    fleet = FleetPlan.of(df.group_by(sk.window("t", "10 minutes")).agg(sk.count()).plan, "update")
+    rows = pl.DataFrame({"k": ["a", "b"], "v": [1, 1],
+                         "t": [T0, T0 + timedelta(minutes=50)]}, schema=SCHEMA)  # fmt: skip
+    out = SourceStage(fleet).run(rows)
+    assert out.max_event == T0_US + 57 * MIN_US
+    assert out.states["__n"].sum() == 2
+
+
 def test_a_re_read_batch_encodes_to_the_same_bytes() -> None:
     stage = SourceStage(plan("sliding", "update"), budget=2048)
     rows = table(4, 300)
