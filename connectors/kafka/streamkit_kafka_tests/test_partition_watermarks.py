@@ -147,3 +147,40 @@ async def test_an_assigned_partition_that_has_not_delivered_yet_holds_the_waterm
     if late == 0:
         expected[DAY + timedelta(hours=1)] = 20
     assert got == expected
+
+
+async def test_partition_maxima_are_over_the_event_time_computed_before_the_watermark(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``event_time + 30 minutes`` before ``with_watermark`` (not a multiple of the hour
+    window). Run 1: partition 0 at 10:00-10:05 (10:30-10:35 computed), partition 1 at 01:00
+    (01:30): W = min(10:35, 01:30) - 10 min = 01:20 (on the column as read: 00:50). After
+    a restart, partition 1's 00:25-00:29 (00:55-00:59, window [00:00, 01:00)) are late,
+    kept in ``late_rows`` as read; its 01:40 (02:10) is counted."""
+    topic, group = unique("pwc"), unique("g")
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    await _produce_to(kafka_bootstrap, topic, [event(10, m) for m in range(6)], partition=0)
+    await _produce_to(kafka_bootstrap, topic, [event(1, 0)], partition=1)
+
+    async def run_once(name: str) -> tuple[dict[datetime, int], list[datetime]]:
+        source = KafkaStreamSource(kafka_bootstrap, topic, group, schema=SCHEMA)
+        df = sk.read_stream.source(source)
+        df = df.with_column("event_time", sk.col("event_time") + timedelta(minutes=30))
+        df = df.with_watermark("event_time", "10 minutes")
+        counts = df.group_by(sk.window("event_time", "1 hour")).agg(sk.count().alias("n"))
+        q = (counts.write_stream.output_mode("update").trigger(available_now=True)
+             .checkpoint(str(tmp_path / "ck")).memory(name).start())  # fmt: skip
+        assert await asyncio.to_thread(q.await_termination, 120)
+        assert q.exception is None
+        got = {r["window"]["start"]: r["n"] for r in sk.memory_table(name).to_pylist()}
+        late = q.late_rows.column("event_time").to_pylist() if q.late_rows is not None else []
+        return got, sorted(late)
+
+    first, late_first = await run_once(unique("pwc_a"))
+    assert late_first == []
+    assert first == {DAY + timedelta(hours=10): 6, DAY + timedelta(hours=1): 1}
+    backlog = [event(0, 25 + m) for m in range(5)] + [event(1, 40)]
+    await _produce_to(kafka_bootstrap, topic, backlog, partition=1)
+    second, late_second = await run_once(unique("pwc_b"))
+    assert late_second == [DAY + timedelta(minutes=25 + m) for m in range(5)]
+    assert second == {DAY + timedelta(hours=2): 1}
