@@ -73,10 +73,14 @@ class EventTimes:
         times = indexed.select(ROW).join(at_mark, on=ROW, how="left").sort(ROW)
         return rows.with_columns(times[self.column])
 
-    def split(self, rows: pl.DataFrame, split: Split) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """``split`` judged on :meth:`timed`, applied to the rows as read."""
-        if not rows.height:
-            return split(rows)
-        index = "__streamkit_event_row"
-        kept, late = split(self.timed(rows).with_row_index(index))
-        return rows[kept[index]], rows[late[index]]
+
+def split_as_read(
+    rows: pl.DataFrame, timed: pl.DataFrame, split: Split
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``split`` judged on ``timed`` (:meth:`EventTimes.timed` of ``rows``), applied to
+    ``rows``, the rows as read."""
+    if not rows.height:
+        return split(rows)
+    index = "__streamkit_event_row"
+    kept, late = split(timed.with_row_index(index))
+    return rows[kept[index]], rows[late[index]]

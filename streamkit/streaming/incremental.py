@@ -24,6 +24,10 @@ batch result on the same rows.
 ``emit_on_same_batch=True`` (not Spark's) evicts with W after batch n's own rows and owes
 no extra batch.
 
+The event time is the watermark's column as it reaches ``with_watermark``: computed or
+renamed below it, W, late rows and per-partition maxima are on the computed values
+(:mod:`~streamkit.streaming.event_times`), as in Spark.
+
 An ``IncrementalQuery`` holds one stateful operator: an aggregation or a
 ``drop_duplicates`` (:mod:`streamkit.streaming.dedup`, with its own late-row and eviction
 rules and the same no-data batches); a plan with several runs as a chain
@@ -51,7 +55,7 @@ from streamkit.streaming.agg_steps import OutputMode as OutputMode  # noqa: PLC0
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
-from streamkit.streaming.event_times import EventTimes
+from streamkit.streaming.event_times import EventTimes, Split, split_as_read
 from streamkit.streaming.state import KeyedStore, StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.state.group_state_store import GroupStateStore
@@ -74,7 +78,8 @@ class BatchResult:
     output: pl.DataFrame
     """Rows to hand to the sink under the output mode."""
     late_rows: pl.DataFrame
-    """Input rows older than the watermark (not aggregated)."""
+    """Input rows older than the watermark (not aggregated), as read from the source: judged
+    on the event time as it reaches ``with_watermark``, with the source's own columns."""
     watermark: int | None
     """Watermark after this batch, in ticks of the event-time column (None: no watermark)."""
 
@@ -182,7 +187,8 @@ class IncrementalQuery:
         for side in self._static:  # one snapshot of each stream-static join's table
             side.refresh()
         late_mark, in_force = self._in_force, self.watermark
-        ticks = self._event_ticks(rows)
+        timed = rows if self._times is None or not rows.height else self._times.timed(rows)
+        ticks = self._event_ticks(timed)
         mask = counted(rows, self._counts) if ticks is not None else None
         if ticks is not None and mask is not None:  # rows Spark filters before its watermark
             ticks = ticks.filter(mask)
@@ -195,7 +201,7 @@ class IncrementalQuery:
             in_force = self.watermark
         self._in_force, self._restored = in_force, False
         if self._dedup is not None:
-            rows, late = self._judged(rows, lambda r: self._dedup_split(r, late_mark))
+            rows, late = self._judged(rows, timed, lambda r: self._dedup_split(r, late_mark))
             kept = compile_plan(self._dedup.node.input, None, set(), given(rows)).collect()
             output = self._dedup.run(kept, in_force)
             if isinstance(self._dedup, StreamingTransform):
@@ -203,7 +209,7 @@ class IncrementalQuery:
             return BatchResult(self._finish(output), late, self.watermark)
         if self._agg is None:
             return BatchResult(self._project(rows), rows.head(0), self.watermark)
-        rows, late = self._judged(rows, lambda r: self._split_late(r, late_mark))
+        rows, late = self._judged(rows, timed, lambda r: self._split_late(r, late_mark))
         output = self._aggregate(rows, late_mark, in_force)
         return BatchResult(self._finish(output), late, self.watermark)
 
@@ -274,12 +280,13 @@ class IncrementalQuery:
 
     # -- lateness ----------------------------------------------------------------------
     def _judged(
-        self, rows: pl.DataFrame, split: Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
+        self, rows: pl.DataFrame, timed: pl.DataFrame, split: Split
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """``split`` judged on the event time at the watermark; the rows as read come out."""
+        """``split`` judged on ``timed`` (the event time at the watermark); the rows as
+        read come out."""
         if self._times is None:
             return split(rows)
-        return self._times.split(rows, split)
+        return split_as_read(rows, timed, split)
 
     def _dedup_split(
         self, rows: pl.DataFrame, late_mark: int | None
@@ -311,11 +318,11 @@ class IncrementalQuery:
         return rows.filter(~flags), rows.filter(flags)
 
     # -- watermark ---------------------------------------------------------------------
-    def _event_ticks(self, rows: pl.DataFrame) -> pl.Series | None:
+    def _event_ticks(self, timed: pl.DataFrame) -> pl.Series | None:
+        """Ticks of the event time of ``timed`` (the rows with it as at the watermark)."""
         if self._mark is None:
             return None
         assert isinstance(self._mark, Watermark)
-        timed = rows if self._times is None or not rows.height else self._times.timed(rows)
         if self._mark.column not in timed.columns:  # renamed below the watermark, no rows
             return pl.Series(self._mark.column, [], pl.Int64)
         return timed[self._mark.column].dt.epoch(self.time_unit())
