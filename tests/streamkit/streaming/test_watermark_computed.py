@@ -14,18 +14,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
 
 import streamkit as sk
 from streamkit.errors import PlanError
+from streamkit.group_state import GroupStateTimeout
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.sources.memory import MemoryStream
 from streamkit.streaming.watermarks import PartitionWatermarks
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -234,6 +236,36 @@ def test_drop_duplicates_judges_lateness_on_the_column_put_in_place_of_another()
     result = q.run(rows((0, 38, "b"), (60, 30, "c")))
     assert result.late_rows.to_dicts() == [{"t": minutes(60), "e": minutes(30), "k": "c"}]
     assert result.output.to_dicts() == [{"t": minutes(38), "e": minutes(38), "k": "b"}]
+
+
+def _count(key: tuple[Any, ...], pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
+    n = (state.get[0] if state.exists else 0) + sum(len(p) for p in pdfs)
+    state.update((n,))
+    yield pd.DataFrame({"k": [key[0]], "n": [n]})
+
+
+def test_event_time_timeouts_judge_lateness_on_the_column_put_in_place_of_another() -> None:
+    """``apply_in_pandas_with_state`` with ``EventTimeTimeout``, the same batches as the
+    drop_duplicates test: W = 35 after batch 1, b's row (e at 38) reaches the function, c's
+    (e at 30) is late and kept as read."""
+    schema = pl.Schema({"t": pl.Datetime("us", "UTC"), "e": pl.Datetime("us", "UTC"),
+                        "k": pl.String()})  # fmt: skip
+    df = sk.from_arrow(pl.DataFrame(schema=schema).to_arrow())
+    df = df.with_column("t", sk.col("e")).with_watermark("t", DELAY)
+    out = df.group_by("k").apply_in_pandas_with_state(
+        _count, "k string, n bigint", "n bigint", "update", GroupStateTimeout.EventTimeTimeout
+    )
+    q = IncrementalQuery(out.plan, "update")
+
+    def rows(*r: tuple[int, int, str]) -> pl.DataFrame:
+        data = [{"t": minutes(t), "e": minutes(e), "k": k} for t, e, k in r]
+        return pl.DataFrame(data, schema=schema)
+
+    q.run(rows((50, 1, "a"), (0, 40, "a")))
+    q.run_no_data()
+    result = q.run(rows((0, 38, "b"), (60, 30, "c")))
+    assert result.late_rows.to_dicts() == [{"t": minutes(60), "e": minutes(30), "k": "c"}]
+    assert result.output.to_dicts() == [{"k": "b", "n": 1}]
 
 
 def test_a_watermark_on_a_column_that_is_not_a_timestamp_is_still_refused() -> None:
