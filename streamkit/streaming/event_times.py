@@ -19,7 +19,7 @@ import polars as pl
 
 from streamkit.errors import PlanError
 from streamkit.expr import Col
-from streamkit.plan import Plan, Project, Watermark
+from streamkit.plan import Plan, Project, Scan, Watermark
 from streamkit.streaming.watermark_input import ROW, threaded
 
 Split = Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
@@ -44,6 +44,9 @@ class EventTimes:
 
     reach: Plan
     column: str
+    mark: Watermark
+    in_order: bool
+    """``mark``'s plan keeps every row in order (projections only): run without the index."""
 
     @classmethod
     def of(cls, mark: Watermark) -> EventTimes | None:
@@ -57,12 +60,16 @@ class EventTimes:
                 "supported over filters, projections and stream-static joins; this plan "
                 "has another operator below the watermark"
             )
-        return cls(reach, mark.column)
+        in_order = all(isinstance(n, Project | Watermark | Scan) for n in mark.chain())
+        return cls(reach, mark.column, mark, in_order)
 
     def timed(self, rows: pl.DataFrame) -> pl.DataFrame:
         """``rows`` with the watermark's column as it reaches the watermark (see module)."""
         from streamkit.execute import compile_plan, given
 
+        if self.in_order:
+            at = compile_plan(self.mark, {self.column}, set(), given(rows)).select(self.column)
+            return rows.with_columns(at.collect().to_series())
         indexed = rows.with_row_index(ROW)
         at_mark = (
             compile_plan(self.reach, {ROW, self.column}, set(), given(indexed))
@@ -83,4 +90,6 @@ def split_as_read(
         return split(rows)
     index = "__streamkit_event_row"
     kept, late = split(timed.with_row_index(index))
+    if not late.height:
+        return rows, rows.head(0)
     return rows[kept[index]], rows[late[index]]

@@ -197,6 +197,24 @@ def test_a_renamed_column_missing_from_the_rows_as_read_runs_no_data_batches() -
     assert [r["n"] for r in out.iter_rows(named=True)] == [1]
 
 
+def test_a_filter_below_the_computed_column_keeps_its_rows_out_of_the_watermark() -> None:
+    """``filter(k != "z")`` before ``t + 7 min``: z's row at 100 reaches no watermark, a's
+    at 1 (8) gives W = 3 min (the column as read: -4 min). Batch 2: a at 0 (7, window
+    [0, 10) open at 3) counts, z at 0 is filtered, not late."""
+    empty = pa.table({"t": pa.array([], pa.timestamp("us", "UTC")), "k": pa.array([], pa.string())})
+    df = sk.from_arrow(empty).filter(sk.col("k") != "z")
+    df = df.with_column("t", sk.col("t") + SHIFT).with_watermark("t", DELAY)
+    plan = df.group_by(sk.window("t", "10 minutes"), "k").agg(sk.count().alias("n")).plan
+    q = IncrementalQuery(plan, "update")
+    schema = pl.Schema({"t": pl.Datetime("us", "UTC"), "k": pl.String()})
+    q.run(pl.DataFrame({"t": [minutes(1), minutes(100)], "k": ["a", "z"]}, schema=schema))
+    assert q.watermark == int(minutes(3).timestamp()) * 1_000_000
+    q.run_no_data()
+    result = q.run(pl.DataFrame({"t": [minutes(0), minutes(0)], "k": ["a", "z"]}, schema=schema))
+    assert result.late_rows.height == 0
+    assert [(r["k"], r["n"]) for r in result.output.iter_rows(named=True)] == [("a", 2)]
+
+
 def test_per_partition_maxima_are_over_the_computed_column() -> None:
     """Kinesis/Kafka path: each partition's max is its largest computed event time.
     Partition p at 10 (17 computed) and q at 40 (47): under "min" W = 17 - 5 = 12 min,
