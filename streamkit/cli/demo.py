@@ -3,9 +3,11 @@
 Starts an embedded endpoint (moto's in-process server) unless one is given, creates a
 stream, runs a clickstream producer and a streaming query (KCL-style consumer, event counts
 per action per 1-minute window, update mode, memory sink) concurrently, shows them live,
-and on Ctrl-C or after ``duration`` stops everything in order: producer (flushed), query
+and after ``duration`` or on a stop request (Ctrl-C, SIGTERM: see
+:mod:`streamkit.cli.stop_signals`) stops everything in order: producer (flushed), query
 (caught up with what was produced, then stopped; leases released), endpoint. The result
-goes to ``<output>/window_counts.parquet``.
+goes to ``<output>/window_counts.parquet`` (written whole or not at all). A stop requested
+during start-up skips the steps not yet begun.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from streamkit.cli.clickstream import SCHEMA, Clickstream
 from streamkit.cli.demo_view import Snapshot, Summary, counted, plain_line, render
 
 if TYPE_CHECKING:
+    from streamkit.cli.stop_signals import StopRequest
     from streamkit.config import AwsEndpoint
     from streamkit.streaming.query import StreamingQuery
 
@@ -120,8 +123,11 @@ def _query(endpoint: AwsEndpoint, stream: str, app: str, name: str) -> Streaming
     )
 
 
-def _watch(opts: DemoOptions, producer: ProducerThread, query: StreamingQuery, title: str) -> None:
-    """Show progress until ``duration`` passed (KeyboardInterrupt propagates)."""
+def _watch(
+    opts: DemoOptions, producer: ProducerThread, query: StreamingQuery, title: str,
+    stop: StopRequest,
+) -> None:  # fmt: skip
+    """Show progress until ``duration`` passed or a stop is requested."""
 
     def snap() -> Snapshot:
         if query.exception is not None or producer.error is not None:
@@ -133,21 +139,22 @@ def _watch(opts: DemoOptions, producer: ProducerThread, query: StreamingQuery, t
     deadline = producer.started_at + opts.duration
     if is_tty():
         with Live(render(snap(), title), console=console, refresh_per_second=4) as live:
-            while time.monotonic() < deadline:
-                time.sleep(0.5)
+            while time.monotonic() < deadline and not stop.wait(0.5):
                 live.update(render(snap(), title))
         return
     next_line = time.monotonic()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         if time.monotonic() >= next_line:
             console.print(plain_line(snap()), soft_wrap=True)
             next_line += opts.interval
-        time.sleep(0.2)
+        stop.wait(0.2)
 
 
 def _write(result: pa.Table, output: Path) -> Path:
+    """Write the result atomically: readers see the whole file or none."""
     output.mkdir(parents=True, exist_ok=True)
     path = output / "window_counts.parquet"
+    part = output / ".window_counts.parquet.part"
     window = result["window"].combine_chunks()
     flat = pa.table(
         {
@@ -158,7 +165,8 @@ def _write(result: pa.Table, output: Path) -> Path:
             "value": result["value"],
         }
     ).sort_by([("window_start", "ascending"), ("action", "ascending")])
-    pq.write_table(flat, path)
+    pq.write_table(flat, part)
+    os.replace(part, path)
     return path
 
 
@@ -174,8 +182,9 @@ def _stop(producer: ProducerThread, query: StreamingQuery) -> None:
     query.await_termination(5)
 
 
-def run_demo(opts: DemoOptions) -> Summary:
-    """Run the demo (see the module docstring) and return its summary."""
+def run_demo(opts: DemoOptions, stop: StopRequest) -> Summary | None:
+    """Run the demo (see the module docstring) and return its summary; None when a stop
+    was requested before any event was produced (nothing is written then)."""
     with ExitStack() as stack:
         if opts.endpoint:
             endpoint, where = endpoint_of(opts.endpoint), opts.endpoint
@@ -187,22 +196,25 @@ def run_demo(opts: DemoOptions) -> Summary:
         console.print(
             f"streamkit demo: stream {stream} ({opts.shards} shards) on {where}", soft_wrap=True
         )
+        if stop.is_set():
+            return None
         run_async(_create(endpoint, stream, opts.shards))
         if opts.endpoint:
             stack.callback(lambda: run_async(_cleanup(endpoint, stream, app)))
+        if stop.is_set():
+            return None
         query = _query(endpoint, stream, app, name)
         producer = ProducerThread(endpoint, stream, opts.rate)
         producer.start()
-        interrupted = False
         try:
-            _watch(opts, producer, query, f"{stream} · {opts.shards} shards")
-        except KeyboardInterrupt:
-            interrupted = True
+            _watch(opts, producer, query, f"{stream} · {opts.shards} shards", stop)
         finally:
             console.print("stopping: producer, then query (catching up) ...")
             _stop(producer, query)
-        if interrupted:
-            console.print("interrupted: stopped cleanly")
+        if stop.is_set():
+            console.print(f"{stop.word}: stopped cleanly")
+            if producer.sent == 0:
+                return None
         return _summarize(endpoint, app, producer, query, opts.output)
 
 

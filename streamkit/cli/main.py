@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from streamkit.cli._common import check_endpoint, cli_errors, console, settings
+from streamkit.cli._common import check_endpoint, cli_errors, console, err_console, settings
 from streamkit.cli.leases_cmd import leases_cmd
 from streamkit.cli.produce import produce_cmd
 from streamkit.cli.run_cmd import run_cmd
@@ -80,16 +80,26 @@ def demo(
     With no endpoint, moto's server starts in-process (nothing else to install). A
     clickstream producer writes to a fresh stream while a streaming query (KCL-style
     consumer with DynamoDB leases) counts events per action per 1-minute window; the
-    table updates live. Ctrl-C or --duration stops everything cleanly, prints a summary
-    and writes the counts to Parquet.
+    table updates live. --duration, Ctrl-C or SIGTERM stops everything cleanly, prints a
+    summary and writes the counts to Parquet (exit 130 after Ctrl-C, 143 after SIGTERM; a
+    second Ctrl-C stops at once).
     """
-    from streamkit.cli.demo import DemoOptions, run_demo
-    from streamkit.cli.demo_view import summary_lines
+    from streamkit.cli.stop_signals import stop_on_signals
 
-    summary = run_demo(DemoOptions(duration, endpoint, rate, shards, output))
-    console.print("[bold]summary[/]")
-    for line in summary_lines(summary):
-        console.print(f"  {line}", soft_wrap=True)
+    with stop_on_signals() as stop:
+        from streamkit.cli.demo import DemoOptions, run_demo
+        from streamkit.cli.demo_view import summary_lines
+
+        summary = run_demo(DemoOptions(duration, endpoint, rate, shards, output), stop)
+    if summary is None:
+        console.print("stopped before any event was produced: no summary, nothing written")
+    else:
+        console.print("[bold]summary[/]")
+        for line in summary_lines(summary):
+            console.print(f"  {line}", soft_wrap=True)
+    if stop.is_set():
+        err_console.print(stop.word)
+        raise typer.Exit(stop.exit_code)
 
 
 def main() -> None:
