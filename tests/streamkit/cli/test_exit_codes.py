@@ -35,12 +35,22 @@ def env() -> dict[str, str]:
     }
 
 
-def test_ctrl_c_during_run_exits_130(tmp_path: Path) -> None:
+# Starts the command with SIGINT inherited as given (SIG_IGN: as a background job of a
+# non-interactive shell starts), whatever the disposition pytest itself was started with.
+LAUNCH = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, getattr(signal, sys.argv[1])); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+@pytest.mark.parametrize("inherited_sigint", ["SIG_DFL", "SIG_IGN"])
+def test_ctrl_c_during_run_exits_130(tmp_path: Path, inherited_sigint: str) -> None:
     job = tmp_path / "job.py"
     job.write_text(JOB)
     proc = subprocess.Popen(
-        [str(STREAMKIT), "run", str(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env(), stdin=subprocess.DEVNULL,
+        [sys.executable, "-c", LAUNCH, inherited_sigint, str(STREAMKIT), "run", str(job)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+        stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
