@@ -3,8 +3,8 @@
 
 Exit codes: 0 success, 1 error, 2 usage error, 3 stream or table not found, 4 endpoint
 unreachable or credentials rejected, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, where
-a running job stops gracefully on it: ``run``, ``worker``). Errors print one line and a hint;
-``--debug`` (or ``STREAMKIT_DEBUG=1``) shows the full trace instead.
+a running job stops gracefully on it: ``run``, ``worker``, ``demo``). Errors print one line
+and a hint; ``--debug`` (or ``STREAMKIT_DEBUG=1``) shows the full trace instead.
 """
 
 from __future__ import annotations
