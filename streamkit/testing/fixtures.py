@@ -164,9 +164,12 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     yield
     module = getattr(item, "module", None)
     if _SPARK and (nextitem is None or getattr(nextitem, "module", None) is not module):
+        import gc
+
         from streamkit.testing.spark import release_finished_callbacks
 
-        release_finished_callbacks(_SPARK[0])
+        if release_finished_callbacks(_SPARK[0]):
+            gc.collect()  # the freed test objects sit in cycles; their handles detach now
 
 
 @pytest.fixture(params=KAFKA_BACKENDS)
