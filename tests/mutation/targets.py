@@ -85,6 +85,16 @@ ENGINE = Group(
             ),
         ),
         Module(
+            "watermark_input",
+            ("streamkit/streaming/watermark_input.py",),
+            (
+                f"{_STREAMING}/test_watermark_input.py",
+                f"{_STREAMING}/test_watermark_column.py",
+                f"{_STREAMING}/test_partition_watermark_engine.py",
+                "tests/streamkit/test_mutation_kills_watermark_input.py",
+            ),
+        ),
+        Module(
             "checkpoint",
             ("streamkit/streaming/checkpoint.py", "streamkit/streaming/_envelope.py"),
             (
