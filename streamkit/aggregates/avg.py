@@ -58,5 +58,4 @@ class Avg(AggregateFunction):
         self, slots: S.Slots, inputs: list[pl.Series], input_dtype: pl.DataType | None
     ) -> list[pl.Series]:
         assert input_dtype is not None
-        total = slots.total(inputs[0], np.float64)
-        return [pl.Series(total), pl.Series(slots.count(inputs[0]), dtype=pl.Int64)]
+        return slots.sum_states(inputs[0], np.float64)

@@ -102,6 +102,13 @@ class Slots:
             self._memo[key] = out[self.occupied]
         return self._memo[key]
 
+    def sum_states(
+        self, column: pl.Series, dtype: type[np.int64] | type[np.float64]
+    ) -> list[pl.Series]:
+        """The states of ``sum`` and ``avg`` (``s``, ``c``) per occupied slot: the
+        :meth:`total` of ``column`` in ``dtype`` and its non-null :meth:`count` as Int64."""
+        return [pl.Series(self.total(column, dtype)), pl.Series(self.count(column), dtype=pl.Int64)]
+
     def keys(self, frame: pl.DataFrame) -> list[pl.Series]:
         """The key columns (typed as in ``frame``, which the slots were fitted on) of the
         occupied slots: decoded from the slot numbers, except categoricals, whose values

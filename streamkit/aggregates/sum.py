@@ -73,5 +73,4 @@ class Sum(AggregateFunction):
         self, slots: S.Slots, inputs: list[pl.Series], input_dtype: pl.DataType | None
     ) -> list[pl.Series]:
         assert input_dtype is not None
-        total = slots.total(inputs[0], np.int64 if input_dtype.is_integer() else np.float64)
-        return [pl.Series(total), pl.Series(slots.count(inputs[0]), dtype=pl.Int64)]
+        return slots.sum_states(inputs[0], np.int64 if input_dtype.is_integer() else np.float64)
