@@ -190,7 +190,8 @@ def _threaded_project(reach: Plan, node: Project) -> Plan:
 
 def _key_constraints(static: Plan, key: str) -> list[tuple[str, Expr]]:
     """Conjuncts of the filters of the static side that read only its column ``key`` (by
-    the name it has there), as Spark's constraint propagation sees them."""
+    the name it has there), as Spark's constraint propagation sees them, down to the first
+    node that computes ``key`` or is not a filter, projection or watermark."""
     source = static.source if isinstance(static, Scan) else None
     pinned = getattr(source, "plan", None)  # a bound side: the static plan it pins
     plan: Plan = pinned if isinstance(pinned, Plan) else static
@@ -202,11 +203,7 @@ def _key_constraints(static: Plan, key: str) -> list[tuple[str, Expr]]:
         elif isinstance(node, Project):
             made = [e for e in node.exprs if e.output_name == name]
             if made and not isinstance(made[0], Col):
-                break
-            if made:
-                name = made[0].columns().pop()
-            elif not node.keep_input:
-                break
+                break  # computed here: the filters below read another column
         elif not isinstance(node, Watermark):
             break
     return found

@@ -74,11 +74,25 @@ CASES: dict[str, tuple[Callable[[], sk.DataFrame], list[bool]]] = {
         [True, True, False, False],
     ),
     "select_below_then_join": (
-        lambda: wm(STREAM.select("ts", "k", "v").join(STATIC.filter(sk.col("k") == "a"), "k")),
+        lambda: wm(
+            STREAM.select("ts", "k", "v").join(
+                sk.from_arrow(pa.table({"k": ["a", "b"], "u": [7, 8]})).filter(sk.col("u") == 7),
+                "k",
+            )
+        ),
         ONLY_A,
     ),
     # a filter above the watermark up to the aggregation is pushed below it
     "filter_then_aggregate": (lambda: count(wm(STREAM).filter(sk.col("k") == "a")), ONLY_A),
+    # ... and up to a stream-stream join
+    "filter_then_stream_stream_join": (
+        lambda: (
+            wm(STREAM)
+            .filter(sk.col("k") == "a")
+            .join(sk.read_stream.memory(pa.schema([("k", pa.string()), ("w", pa.int64())])), "k")
+        ),
+        ONLY_A,
+    ),
     # a projection below the watermark is applied once: v + 1 == 2 for v == 1
     "projection_below_is_not_applied_again": (
         lambda: wm(STREAM.with_column("v", sk.col("v") + 1)).filter(sk.col("v") == 2),
