@@ -751,3 +751,21 @@ def test_approx_count_distinct_takes_slots_while_their_registers_fit_256_mib() -
         assert function.by_slots(pl.Utf8(), limit)
         assert not function.by_slots(pl.Utf8(), limit + 1)
         assert not function.by_slots(pl.Utf8(), limit << 8)
+
+
+def _hll_estimate_by_hand(registers: list[int]) -> int:
+    """HyperLogLog's estimate of one sketch, in plain Python: ``alpha m^2 / sum 2^-r``,
+    or ``m ln(m / zeros)`` when that is at most ``2.5 m`` and some register is zero."""
+    m = len(registers)
+    raw = 0.7213 / (1 + 1.079 / m) * m * m / sum(2.0**-r for r in registers)
+    zeros = registers.count(0)
+    return round(m * math.log(m / zeros) if raw <= 2.5 * m and zeros else raw)
+
+
+def test_hll_estimates_many_more_sketches_than_registers_each_as_alone() -> None:
+    """A batch of 100 sketches of 16 registers (p = 4): every row's estimate is the
+    hand formula's; the harmonic sums are taken a few rows at a time, over all rows."""
+    rng = random.Random(7)
+    sketches = [[rng.choice([0, 0, 1, 2, 3, 5, 9]) for _ in range(16)] for _ in range(100)]
+    got = hll.estimate(pl.Series("s", sketches, dtype=pl.Array(pl.UInt8, 16)))
+    assert got.to_list() == [_hll_estimate_by_hand(r) for r in sketches]
