@@ -6,8 +6,10 @@ decides lateness.
 
 :meth:`EventTimes.timed` gives the micro-batch's rows (as read, in order) with the
 watermark's column replaced by (or, when renamed, added as) its value at the watermark;
-null for a row that a filter or an inner join below the watermark rejects. Lateness is
-judged on that frame; the late rows reported stay the rows as read.
+null for a row that a filter or an inner join below the watermark rejects. A row that a
+stream-static join below the watermark repeats has one event time: a column computed from
+the static side is refused (:func:`~streamkit.streaming.static_sides.static_lineage`).
+Lateness is judged on that frame; the late rows reported stay the rows as read.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class EventTimes:
         at_mark = (
             compile_plan(self.reach, {ROW, self.column}, set(), given(indexed))
             .select(ROW, self.column)
-            .unique(ROW, keep="first")
+            .unique(ROW, keep="first")  # a row's copies carry one time (module docstring)
             .collect()
         )
         times = indexed.select(ROW).join(at_mark, on=ROW, how="left").sort(ROW)

@@ -32,7 +32,7 @@ import polars as pl
 from streamkit.errors import PlanError
 from streamkit.execute import execute
 from streamkit.join_plan import Join
-from streamkit.plan import Plan, Scan, Watermark
+from streamkit.plan import Plan, Project, Scan, Watermark
 from streamkit.reloading import reloadable_sources
 from streamkit.stream_static import is_streaming
 
@@ -123,12 +123,41 @@ def _side(static: Plan) -> tuple[StaticSide, Scan]:
 
 
 def _check_watermarks(plan: Plan) -> None:
-    """A watermark declared after a join must be on a column of the stream: the engine
-    reads event times from the micro-batch's rows before they are joined."""
+    """A watermark's event time must derive from the stream's columns only: the engine
+    judges each row read (its event time as it reaches the watermark), so a column of a
+    static side, which a stream row matching several static rows has several values of,
+    is refused (Spark would judge each joined row)."""
     for node in plan.chain():
-        if isinstance(node, Watermark) and node.column not in node.chain()[-1].schema:
+        if not isinstance(node, Watermark):
+            continue
+        static = static_lineage(node.input, {node.column})
+        if static is not None:
             raise PlanError(
-                f"with_watermark({node.column!r}) is on a column of the static side of a "
-                "join; declare the watermark on an event-time column of the stream, before "
-                "the join"
+                f"with_watermark({node.column!r}) reads {static!r}, a column of the static "
+                "side of a stream-static join below it; compute the event time from the "
+                "stream's columns only, or declare the watermark before the join"
             )
+
+
+def static_lineage(node: Plan, names: set[str]) -> str | None:
+    """A column of the static side of a stream-static join that any of ``names`` (columns
+    of ``node``) is computed from, following projections down (None: there is none). The
+    keys of a using join are the stream's."""
+    names &= set(node.schema.names())
+    if not names:
+        return None
+    if isinstance(node, Join) and is_streaming(node.left) != is_streaming(node.right):
+        stream, static = node.children
+        found = sorted(n for n in names if n in static.schema and n not in node.using)
+        return found[0] if found else static_lineage(stream, names)
+    if isinstance(node, Project):
+        below: set[str] = set()
+        for name in names:
+            made = [e for e in node.exprs if e.output_name == name]
+            below |= made[0].columns() if made else {name}
+        return static_lineage(node.input, below)
+    for child in node.children:
+        found_in_child = static_lineage(child, set(names))
+        if found_in_child is not None:
+            return found_in_child
+    return None
