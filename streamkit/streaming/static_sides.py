@@ -134,7 +134,7 @@ def _check_watermarks(plan: Plan) -> None:
         if static is not None:
             raise PlanError(
                 f"with_watermark({node.column!r}) reads {static!r}, a column of the static "
-                "side of a stream-static join below it; compute the event time from the "
+                "side of a join below it; compute the event time from the "
                 "stream's columns only, or declare the watermark before the join"
             )
 
