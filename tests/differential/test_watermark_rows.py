@@ -23,7 +23,9 @@ and they disagree in every mode, so a case fails when streamkit applies the othe
 watermark; the seeded random streams fail 16 of 24 when every row counts).
 
 ``with_watermark`` on a ``ts`` computed or renamed before it: the watermark, lateness and
-windows are on the computed column (streamkit refused these queries before issue 18).
+windows are on the computed column (streamkit refused these queries before issue 18); one
+shape computes it after a stream-static join under a new name, ``t``, and counts windows
+on ``t`` (``Shape.column``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class Shape:
     streamkit: Build
     expected: dict[str, Expected]
     files: Files = tuple(FILES)  # type: ignore[assignment]
+    column: str = "ts"
+    """The event-time column the windows are on (the watermark's)."""
 
 
 def _sk() -> Any:
@@ -245,6 +249,31 @@ SHAPES: dict[str, Shape] = {
             "append": RAW["append"],
         },
     ),
+    # (e) a stream-static join, then the event time computed from the stream's ts under a
+    # new name: the inner join below the watermark drops q; t = ts + 7 s, so W(0) = 107 - 5
+    # = 102 (z); batch 1 evicts (update) or emits (append) [10,20) and [30,40) with it; batch
+    # 2's row at 22 s is late (streamkit refused the query before issue 18's fix)
+    "static_join_then_renamed_event_time_then_watermark": Shape(
+        lambda s, t: (
+            s.join(t, "k", "inner")
+            .withColumn("t", _f().col("ts") + _f().expr("INTERVAL 7 SECONDS"))
+            .withWatermark("t", "5 seconds")
+        ),
+        lambda s, t: (
+            s.join(t, "k", "inner")
+            .with_column("t", _sk().col("ts") + timedelta(seconds=7))
+            .with_watermark("t", "5 seconds")
+        ),
+        {
+            "update": {
+                0: [w(10, "a", 1, 1), w(100, "z", 1, 200)],
+                1: [w(10, "a", 2, 4), w(30, "a", 1, 4)],
+                2: [],
+            },
+            "append": {0: [], 1: [w(10, "a", 2, 4), w(30, "a", 1, 4)], 2: []},
+        },
+        column="t",
+    ),
 }
 
 CASES = {f"{name}-{mode}": (name, mode) for name in SHAPES for mode in ("update", "append")}
@@ -284,7 +313,7 @@ def spark_query(spark: Any, name: str, mode: str, directory: Path, static: Path)
     ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
     stream = spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
     frame = SHAPES[name].spark(stream.json(str(directory)), spark.read.parquet(str(static)))
-    counts = frame.groupBy(F.window("ts", "10 seconds").alias("window"), "k").agg(
+    counts = frame.groupBy(F.window(SHAPES[name].column, "10 seconds").alias("window"), "k").agg(
         F.count(F.lit(1)).alias("n"), F.sum("v").alias("s")
     )
 
@@ -308,7 +337,7 @@ def streamkit_run(name: str, mode: str, directory: Path, static: Path) -> Batche
 
     stream = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
     frame = SHAPES[name].streamkit(stream, sk.read.parquet(str(static)))
-    counts = frame.group_by(sk.window("ts", "10 seconds"), "k").agg(
+    counts = frame.group_by(sk.window(SHAPES[name].column, "10 seconds"), "k").agg(
         sk.count().alias("n"), sk.sum("v").alias("s")
     )
     handle = (
