@@ -147,7 +147,9 @@ def static_lineage(node: Plan, names: set[str]) -> str | None:
     if not names:
         return None
     if isinstance(node, Join) and is_streaming(node.left) != is_streaming(node.right):
-        stream, static = node.children
+        stream, static = (node.left, node.right)
+        if not is_streaming(node.left):  # static.join(stream, on, "right" | "inner")
+            stream, static = static, stream
         found = sorted(n for n in names if n in static.schema and n not in node.using)
         return found[0] if found else static_lineage(stream, names)
     if isinstance(node, Project):

@@ -158,5 +158,40 @@ def test_an_event_time_read_from_the_static_side_is_refused(case: str) -> None:
         FleetPlan.of(plan, "update")
 
 
+def test_the_stream_on_the_right_of_a_static_join_is_told_from_the_static_side() -> None:
+    """``static.join(stream, "k", "right")``: the stream's computed event time runs (same
+    rows and hand-derived results as the stream-left shape), a static column is refused."""
+    q = IncrementalQuery(
+        counted(
+            static()
+            .join(stream(), "k", "right")
+            .with_column("t", sk.col("ts") + SHIFT)
+            .with_watermark("t", DELAY),
+            "t",
+        ),
+        "update",
+    )
+    # As "computed after the join", but a right join keeps z (no static row, nulls):
+    #   batch 0: t 7, 9, 37 -> W = 32; windows [0,10) a 2, b 1, [30,40) z 1.
+    #   batch 1 (F = 32): t 3 [0,10), 19 [10,20), 29 [20,30): every end <= 32, all late.
+    #   (a no-data batch between them, so batch 1 is judged against W(0) = 32, rule 2)
+    rows = [[(0, "a"), (2, "b"), (30, "z")], [(-4, "a"), (12, "a"), (22, "b")]]
+    results = []
+    for b in rows:
+        frame = pl.DataFrame({"ts": [minutes(m) for m, _ in b], "k": [k for _, k in b]}, ROWS)
+        results.append(q.run(frame))
+        q.run_no_data()
+    assert q.watermark == int((minutes(32)).timestamp() * 1e6)
+    first = {
+        ((w["start"] - T0) / timedelta(minutes=1), k): n for w, k, n in results[0].output.rows()
+    }
+    assert first == {(0, "a"): 2, (0, "b"): 1, (30, "z"): 1}
+    assert results[1].late_rows.height == 3
+    assert results[1].output.height == 0
+    refused = static().join(stream(), "k", "right").with_column("t", sk.col("ts") + sk.col("off"))
+    with pytest.raises(PlanError, match="reads 'off', a column of the static side"):
+        IncrementalQuery(counted(refused.with_watermark("t", DELAY), "t"), "update")
+
+
 def test_a_fleet_plans_a_stream_event_time_computed_after_a_static_join() -> None:
     FleetPlan.of(counted(SHAPES["computed after the join"](stream(), static()), "t"), "update")
