@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from streamkit.expr import BinOp, Col, Expr
+from streamkit.expr import Alias, BinOp, Col, Expr
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
@@ -190,8 +190,9 @@ def _threaded_project(reach: Plan, node: Project) -> Plan:
 
 def _key_constraints(static: Plan, key: str) -> list[tuple[str, Expr]]:
     """Conjuncts of the filters of the static side that read only its column ``key`` (by
-    the name it has there), as Spark's constraint propagation sees them, down to the first
-    node that computes ``key`` or is not a filter, projection or watermark."""
+    the name it has there), as Spark's constraint propagation sees them (through renames:
+    ``a AS key``), down to the first node that computes ``key`` or is not a filter,
+    projection or watermark."""
     source = static.source if isinstance(static, Scan) else None
     pinned = getattr(source, "plan", None)  # a bound side: the static plan it pins
     plan: Plan = pinned if isinstance(pinned, Plan) else static
@@ -202,7 +203,9 @@ def _key_constraints(static: Plan, key: str) -> list[tuple[str, Expr]]:
             found += [(name, c) for c in _conjuncts(node.predicate) if c.columns() == {name}]
         elif isinstance(node, Project):
             made = [e for e in node.exprs if e.output_name == name]
-            if made and not isinstance(made[0], Col):
+            if made and isinstance(made[0], Alias) and isinstance(made[0].operand, Col):
+                name = made[0].operand.name  # renamed here: filters below read the old name
+            elif made and not isinstance(made[0], Col):
                 break  # computed here: the filters below read another column
         elif not isinstance(node, Watermark):
             break

@@ -189,6 +189,25 @@ SHAPES: dict[str, Shape] = {
         lambda s, t: s.with_watermark(*WM).join(t.filter(_sk().col("k") == "a"), "k", "inner"),
         SURVIVORS,
     ),
+    # ... also when the static side filters its key under another name and renames it to
+    # the key above the filter (Spark carries a = 'a' through a AS k)
+    "watermark_then_join_renamed_filtered_static": Shape(
+        lambda s, t: s.withWatermark(*WM).join(
+            t.select(_f().col("k").alias("a"), "grp")
+            .filter(_f().col("a") == "a")
+            .select(_f().col("a").alias("k"), "grp"),
+            "k",
+            "inner",
+        ),
+        lambda s, t: s.with_watermark(*WM).join(
+            t.select(_sk().col("k").alias("a"), "grp")
+            .filter(_sk().col("a") == "a")
+            .select(_sk().col("a").alias("k"), "grp"),
+            "k",
+            "inner",
+        ),
+        SURVIVORS,
+    ),
     # (d) with_column changing ts before with_watermark: Spark's watermark, windows and
     # lateness are all on ts + 20 s (W(0)=115: the row at 15 s, now 35 s, is late in
     # batch 2)

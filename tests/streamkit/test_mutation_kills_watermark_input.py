@@ -205,6 +205,16 @@ CASES: dict[str, tuple[Callable[[], sk.DataFrame], list[bool]]] = {
         ),
         NOT_NULL,
     ),
+    # a filter on the key under another name, renamed to the key above it (a AS k)
+    "static_key_filter_under_a_rename": (
+        lambda: wm(STREAM).join(
+            STATIC.select(sk.col("k").alias("a"), "grp")
+            .filter(sk.col("a") == "a")
+            .select(sk.col("a").alias("k"), "grp"),
+            "k",
+        ),
+        ONLY_A,
+    ),
     "static_right_join_over_a_key_filter": (
         lambda: wm(STREAM).join(
             STATIC.filter(sk.col("k") == "a").join(
