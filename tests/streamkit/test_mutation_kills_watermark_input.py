@@ -201,9 +201,16 @@ CASES: dict[str, tuple[Callable[[], sk.DataFrame], list[bool]]] = {
     ),
     "static_key_computed_above_its_filter": (
         lambda: wm(STREAM).join(
-            STATIC.filter(sk.col("k") == "a").with_column("k", sk.col("grp")), "k"
+            STATIC.filter(sk.col("k") == "a").with_column("k", sk.col("grp") + "!"), "k"
         ),
         NOT_NULL,
+    ),
+    # k = grp above a filter on grp: grp = 'x' holds for k, so no stream key (a, b, c) does
+    "static_key_renamed_from_a_filtered_column": (
+        lambda: wm(STREAM).join(
+            STATIC.filter(sk.col("grp") == "x").with_column("k", sk.col("grp")), "k"
+        ),
+        [False, False, False, False],
     ),
     # a filter on the key under another name, renamed to the key above it (a AS k)
     "static_key_filter_under_a_rename": (
