@@ -121,6 +121,19 @@ def _f() -> Any:
 WM = ("ts", "5 seconds")
 UNTIL_50 = BASE + timedelta(seconds=50)
 
+
+def _shifted_then_watermark(seconds: int) -> tuple[Build, Build]:
+    """``with_column("ts", ts + seconds)`` then ``with_watermark``: Spark's and streamkit's."""
+    return (
+        lambda s, _: s.withColumn(
+            "ts", _f().col("ts") + _f().expr(f"INTERVAL {seconds} SECONDS")
+        ).withWatermark(*WM),
+        lambda s, _: s.with_column(
+            "ts", _sk().col("ts") + timedelta(seconds=seconds)
+        ).with_watermark(*WM),
+    )
+
+
 SHAPES: dict[str, Shape] = {
     # (a) a filter before with_watermark is below Spark's watermark node
     "filter_then_watermark": Shape(
@@ -212,12 +225,7 @@ SHAPES: dict[str, Shape] = {
     # lateness are all on ts + 20 s (W(0)=115: the row at 15 s, now 35 s, is late in
     # batch 2)
     "computed_event_time_then_watermark": Shape(
-        lambda s, _: s.withColumn(
-            "ts", _f().col("ts") + _f().expr("INTERVAL 20 SECONDS")
-        ).withWatermark(*WM),
-        lambda s, _: s.with_column("ts", _sk().col("ts") + timedelta(seconds=20)).with_watermark(
-            *WM
-        ),
+        *_shifted_then_watermark(20),
         {
             "update": {
                 0: [w(30, "a", 1, 1), w(110, "q", 1, 300), w(120, "z", 1, 200)],
@@ -231,12 +239,7 @@ SHAPES: dict[str, Shape] = {
     # give 95), so append's batch 1 also closes q's [90,100) (at 97 s); batch 2's row at
     # 22 s is late
     "shifted_event_time_then_watermark": Shape(
-        lambda s, _: s.withColumn(
-            "ts", _f().col("ts") + _f().expr("INTERVAL 7 SECONDS")
-        ).withWatermark(*WM),
-        lambda s, _: s.with_column("ts", _sk().col("ts") + timedelta(seconds=7)).with_watermark(
-            *WM
-        ),
+        *_shifted_then_watermark(7),
         {
             "update": {
                 0: [w(10, "a", 1, 1), w(90, "q", 1, 300), w(100, "z", 1, 200)],
