@@ -9,7 +9,11 @@ Batch n runs with the watermark in force W_n = W before its rows are seen:
   its own session ``[t, t + gap)``. A row all of whose windows are dropped is late (kept
   in the late-rows table). Complete mode keeps late rows of time windows (it never
   evicts), but drops late session rows, as Spark does. A query without an aggregation
-  drops nothing.
+  drops nothing. Only rows that reach the stateful operator are judged: a row a filter
+  or an inner stream-static join below it rejects is neither aggregated nor late, as
+  Spark's ``numRowsDroppedByWatermark`` counts only the rows its operator drops. The
+  late-rows table holds the rows as read, each once: a row that a stream-static join
+  repeats is one late row there and in the count (Spark counts each joined row).
 - Eviction: groups whose window end is <= W_n leave state (append: they are emitted now).
 - No-data batch: after a batch in append or update mode with a watermark, when W moved
   past W_n the query owes one batch without input (:meth:`IncrementalQuery.owes_batch`).
@@ -63,7 +67,7 @@ from streamkit.streaming.state.processor_store import ProcessorStore
 from streamkit.streaming.stateful_exec import BatchClock, StreamingStateful
 from streamkit.streaming.static_sides import bind_static_sides
 from streamkit.streaming.transform_exec import StreamingTransform
-from streamkit.streaming.watermark_input import counted, watermark_filter
+from streamkit.streaming.watermark_input import counted, operator_rows, watermark_filter
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.transform_state import TransformWithState
 from streamkit.windows import WEND, SessionWindow, last_window_end
@@ -79,7 +83,8 @@ class BatchResult:
     """Rows to hand to the sink under the output mode."""
     late_rows: pl.DataFrame
     """Input rows older than the watermark (not aggregated), as read from the source: judged
-    on the event time as it reaches ``with_watermark``, with the source's own columns."""
+    on the event time as it reaches ``with_watermark``, with the source's own columns; only
+    rows that reach the stateful operator (past its filters and joins), each once."""
     watermark: int | None
     """Watermark after this batch, in ticks of the event-time column (None: no watermark)."""
 
@@ -134,6 +139,8 @@ class IncrementalQuery:
             )
         top = stateful[0] if stateful else None
         self._above = above(plan, top) if top is not None and top is not plan else None
+        self._reaching = operator_rows(top) if top is not None else None
+        """The rows as read that reach the stateful operator (None: all do)."""
         self._agg = top if isinstance(top, Aggregate) else None
         self._mark = marks[0] if marks else None
         if self._mark is not None and top is not None and self._mark not in top.chain():
@@ -283,10 +290,17 @@ class IncrementalQuery:
         self, rows: pl.DataFrame, timed: pl.DataFrame, split: Split
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """``split`` judged on ``timed`` (the event time at the watermark); the rows as
-        read come out."""
+        read come out. A late row that does not reach the stateful operator (rejected by
+        a filter or join below it) is not reported: it is dropped there, not as late. Only
+        the late rows are run through the plan below the operator again, so a batch
+        without late rows pays nothing."""
         if self._times is None:
-            return split(rows)
-        return split_as_read(rows, timed, split)
+            kept, late = split(rows)
+        else:
+            kept, late = split_as_read(rows, timed, split)
+        if late.height and self._reaching is not None:
+            late = late.filter(self._reaching.mask(late))
+        return kept, late
 
     def _dedup_split(
         self, rows: pl.DataFrame, late_mark: int | None

@@ -65,12 +65,14 @@ class _Indexed:
 
 @dataclass(frozen=True)
 class WatermarkRows:
-    """The plan whose output's :data:`ROW` values are the rows that move the watermark."""
+    """The plan whose output's :data:`ROW` values are the rows that move the watermark
+    (:func:`watermark_filter`) or reach a stateful operator (:func:`operator_rows`)."""
 
     reach: Plan
 
     def mask(self, rows: pl.DataFrame) -> pl.Series:
-        """Per row of ``rows`` (the stream's rows as read), whether it moves the watermark."""
+        """Per row of ``rows`` (the stream's rows as read), whether it comes out of
+        :attr:`reach` (at least once: a stream-static join may repeat it)."""
         from streamkit.execute import compile_plan, given
 
         indexed = rows.with_row_index(ROW)
@@ -237,6 +239,22 @@ def watermark_filter(plan: Plan, mark: Watermark) -> WatermarkRows | None:
     if not (below or walk.pushed):
         return None
     return WatermarkRows(walk.reach)
+
+
+def operator_rows(top: Plan) -> WatermarkRows | None:
+    """The rows as read that reach the input of ``top``, the stateful operator (an
+    aggregation, ``drop_duplicates`` or a stateful function): those its filters and
+    stream-static joins let through, what Spark's operator sees and judges late. None:
+    every row reaches it (projections and watermarks only, no index paid), or the plan
+    below it has a node :func:`threaded` does not pass (then every row read is taken)."""
+    if not isinstance(top, _STATEFUL):
+        raise TypeError(f"not a stateful operator: {top.describe()}")
+    below = top.input
+    nodes = below.chain()
+    if not any(isinstance(n, Filter | Join) for n in nodes):
+        return None
+    reach = threaded(below, nodes[-1])
+    return None if reach is None else WatermarkRows(reach)
 
 
 def counted(rows: pl.DataFrame, condition: WatermarkRows | None) -> pl.Series | None:
