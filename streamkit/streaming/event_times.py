@@ -9,7 +9,9 @@ watermark's column replaced by (or, when renamed, added as) its value at the wat
 null for a row that a filter or an inner join below the watermark rejects. A row that a
 stream-static join below the watermark repeats has one event time: a column computed from
 the static side is refused (:func:`~streamkit.streaming.static_sides.static_lineage`).
-Lateness is judged on that frame; the late rows reported stay the rows as read.
+Lateness is judged on that frame; the late rows reported stay the rows as read, those
+that reach the stateful operator
+(:func:`~streamkit.streaming.watermark_input.operator_rows`).
 """
 
 from __future__ import annotations

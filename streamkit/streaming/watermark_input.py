@@ -17,6 +17,8 @@
 
 The rows are found by running that plan over the batch with a row index threaded through
 it; the event times of the rows whose index comes out are the ones the watermark sees.
+The same threading up to the stateful operator's input (:func:`operator_rows`) tells which
+late rows reach the operator, the only ones Spark counts as dropped by the watermark.
 """
 
 from __future__ import annotations

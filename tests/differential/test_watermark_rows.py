@@ -26,6 +26,15 @@ watermark; the seeded random streams fail 16 of 24 when every row counts).
 windows are on the computed column (streamkit refused these queries before issue 18); one
 shape computes it after a stream-static join under a new name, ``t``, and counts windows
 on ``t`` (``Shape.column``).
+
+Late rows (issue 18, review F3): in every case, per batch id, Spark's
+``numRowsDroppedByWatermark`` summed over its stateful operators equals what streamkit's
+late rows of that batch give: for an aggregation Spark counts the late (window, key)
+groups its operator drops (its input is the partial aggregates, checked by hand in
+``LATE_CASES``), so the late rows' distinct (window of the event time at the watermark,
+``k``); for ``dropDuplicates`` first, the rows. The ``LATE_CASES`` put rows behind the
+watermark that a filter or join rejects (``z``, ``q``) beside late rows that reach the
+operator: streamkit reported the rejected ones too before the fix.
 """
 
 from __future__ import annotations
@@ -104,6 +113,11 @@ class Shape:
     files: Files = tuple(FILES)  # type: ignore[assignment]
     column: str = "ts"
     """The event-time column the windows are on (the watermark's)."""
+    shift: int = 0
+    """Seconds the event time at the watermark is ahead of ``ts`` as read."""
+    dedup: bool = False
+    """``dropDuplicates(k, ts)`` before the windowed count (append mode only, as Spark):
+    Spark's late count is then rows, not groups."""
 
 
 def _sk() -> Any:
@@ -234,6 +248,7 @@ SHAPES: dict[str, Shape] = {
             },
             "append": {0: [], 1: [w(30, "a", 2, 4), w(50, "a", 1, 4)], 2: []},
         },
+        shift=20,
     ),
     # ... by 7 s, not a multiple of the window: W(0) = 107 - 5 = 102 (the raw ts would
     # give 95), so append's batch 1 also closes q's [90,100) (at 97 s); batch 2's row at
@@ -252,6 +267,7 @@ SHAPES: dict[str, Shape] = {
                 2: [],
             },
         },
+        shift=7,
     ),
     # ts renamed away and back before with_watermark: every row reaches it (W(0)=95)
     "renamed_event_time_then_watermark": Shape(
@@ -295,6 +311,7 @@ SHAPES: dict[str, Shape] = {
             "append": {0: [], 1: [w(10, "a", 2, 4), w(30, "a", 1, 4)], 2: []},
         },
         column="t",
+        shift=7,
     ),
 }
 
@@ -324,18 +341,118 @@ def random_stream(seed: int) -> Files:
     return random_files(seed, files=10, step=8)
 
 
+LATE_FILES: Files = [
+    [(40, "a", 1, 1)],
+    [(41, "a", 2, 2)],
+    [(10, "z", 200, 3), (11, "q", 300, 4), (12, "a", 3, 5), (13, "a", 4, 6), (38, "a", 5, 7)],
+]
+"""Batch 2 is judged against W in force in batch 1 (35 on ts as read): z at 10 and q at 11
+are behind it but rejected below the aggregation (by the filter k = 'a', or the join: q
+has no static row, z is in group y); a at 12 and 13 are late in [10,20); a at 38 is not."""
+
+LateRows = dict[int, list[tuple[int, str | None]]]
+"""Per batch id, late rows as read: (ts in seconds, k)."""
+A_LATE: LateRows = {2: [(12, "a"), (13, "a")]}
+
+
+@dataclass(frozen=True)
+class LateCase:
+    """A shape run on ``LATE_FILES``: streamkit's late rows and Spark's late count, per
+    batch id, derived by hand; the windowed counts compared between the engines."""
+
+    shape: Shape
+    mode: str
+    late: LateRows
+    dropped: dict[int, int]
+    """Spark's ``numRowsDroppedByWatermark`` (summed over its operators) per batch id."""
+
+
+LATE_CASES: dict[str, LateCase] = {
+    # two late rows in one (window, key) group: Spark counts 1, the group it drops
+    "filter_then_watermark-late": LateCase(
+        SHAPES["filter_then_watermark"], "update", A_LATE, {2: 1}
+    ),
+    "watermark_then_filter-late": LateCase(
+        SHAPES["watermark_then_filter"], "update", A_LATE, {2: 1}
+    ),
+    "join_filter_static_then_watermark-late": LateCase(
+        SHAPES["join_filter_static_then_watermark"], "update", A_LATE, {2: 1}
+    ),
+    "watermark_then_join_filtered_static-late": LateCase(
+        SHAPES["watermark_then_join_filtered_static"], "update", A_LATE, {2: 1}
+    ),
+    # t = ts + 7 after an inner join: W(0) = 47 - 5 = 42, W(1) = 43; batch 2 (F = 42): z
+    # (17, a static row: it reaches) and a (19) late in [10,20), a (20) in [20,30); q (18)
+    # has no static row; a (45) is on time. Three groups.
+    "static_join_then_renamed_event_time_then_watermark-late": LateCase(
+        SHAPES["static_join_then_renamed_event_time_then_watermark"],
+        "update",
+        {2: [(10, "z"), (12, "a"), (13, "a")]},
+        {2: 3},
+    ),
+    # ts + 7, the watermark, then the filter: F = 42 in batch 2; a at 19 ([10,20)) and 20
+    # ([20,30)) are late, z (17) and q (18) are filtered: two groups
+    "computed_event_time_then_watermark_then_filter-late": LateCase(
+        Shape(
+            lambda s, _: _shifted_then_watermark(7)[0](s, _).filter(_f().col("k") == "a"),
+            lambda s, _: _shifted_then_watermark(7)[1](s, _).filter(_sk().col("k") == "a"),
+            {},
+            shift=7,
+        ),
+        "update",
+        A_LATE,
+        {2: 2},
+    ),
+    # dropDuplicates(k, ts) first (then the windowed count, append mode as Spark requires
+    # for two stateful operators): Spark counts the rows it drops, a at 12 and 13 (<= 35);
+    # the count above it drops none (a row the dedup passes has ts > 35, its window too)
+    "watermark_then_filter_then_dedup-late": LateCase(
+        Shape(
+            lambda s, _: s.withWatermark(*WM).filter(_f().col("k") == "a")
+            .dropDuplicates(["k", "ts"]),
+            lambda s, _: s.with_watermark(*WM).filter(_sk().col("k") == "a")
+            .drop_duplicates(["k", "ts"]),
+            {},
+            dedup=True,
+        ),
+        "append",
+        A_LATE,
+        {2: 2},
+    ),
+}  # fmt: skip
+
 CONCURRENT = 6
 
 
-def spark_query(spark: Any, name: str, mode: str, directory: Path, static: Path) -> Any:
+@dataclass(frozen=True)
+class Theirs:
+    """What Spark gave for one case."""
+
+    directory: Path
+    batches: Batches
+    dropped: dict[int, int]
+    """``numRowsDroppedByWatermark`` summed over the stateful operators, per batch id
+    (batches without any left out)."""
+
+
+@dataclass(frozen=True)
+class Ours:
+    """What streamkit gave for one case."""
+
+    batches: Batches
+    late: LateRows
+    """Late rows per batch id (batches without any left out)."""
+
+
+def spark_query(spark: Any, shape: Shape, mode: str, directory: Path, static: Path) -> Any:
     """Start the case's Spark query; returns (handle, batches collected, checkpoint)."""
     from pyspark.sql import functions as F
 
     seen: Batches = []
     ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
     stream = spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
-    frame = SHAPES[name].spark(stream.json(str(directory)), spark.read.parquet(str(static)))
-    counts = frame.groupBy(F.window(SHAPES[name].column, "10 seconds").alias("window"), "k").agg(
+    frame = shape.spark(stream.json(str(directory)), spark.read.parquet(str(static)))
+    counts = frame.groupBy(F.window(shape.column, "10 seconds").alias("window"), "k").agg(
         F.count(F.lit(1)).alias("n"), F.sum("v").alias("s")
     )
 
@@ -349,7 +466,16 @@ def spark_query(spark: Any, name: str, mode: str, directory: Path, static: Path)
     return handle, seen, ck
 
 
-def streamkit_run(name: str, mode: str, directory: Path, static: Path) -> Batches:
+def spark_dropped(handle: Any) -> dict[int, int]:
+    """Per batch id, ``numRowsDroppedByWatermark`` summed over the stateful operators."""
+    dropped = {
+        int(p["batchId"]): sum(int(o["numRowsDroppedByWatermark"]) for o in p["stateOperators"])
+        for p in handle.recentProgress
+    }
+    return {b: n for b, n in dropped.items() if n}
+
+
+def streamkit_run(shape: Shape, mode: str, directory: Path, static: Path) -> Ours:
     import streamkit as sk
 
     seen: Batches = []
@@ -358,8 +484,8 @@ def streamkit_run(name: str, mode: str, directory: Path, static: Path) -> Batche
         seen.append((batch_id, streamkit_out(frame.to_arrow())[1]))
 
     stream = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
-    frame = SHAPES[name].streamkit(stream, sk.read.parquet(str(static)))
-    counts = frame.group_by(sk.window(SHAPES[name].column, "10 seconds"), "k").agg(
+    frame = shape.streamkit(stream, sk.read.parquet(str(static)))
+    counts = frame.group_by(sk.window(shape.column, "10 seconds"), "k").agg(
         sk.count().alias("n"), sk.sum("v").alias("s")
     )
     handle = (
@@ -368,7 +494,30 @@ def streamkit_run(name: str, mode: str, directory: Path, static: Path) -> Batche
     )  # fmt: skip
     assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
     assert handle.exception is None, repr(handle.exception)
-    return sorted(seen, key=lambda b: b[0])
+    table = handle.late_rows
+    rows = [] if table is None else table.select(["ts", "k"]).to_pylist()
+    late: LateRows = {}
+    at = 0
+    for p in sorted(handle.recent_progress, key=lambda p: p.batch_id):
+        if p.late_rows:  # the late-row table holds each batch's rows in batch order
+            late[p.batch_id] = [
+                ((r["ts"] - BASE) // timedelta(seconds=1), r["k"])
+                for r in rows[at : at + p.late_rows]
+            ]
+        at += p.late_rows
+    assert at == len(rows), "the progress records count the late-row table's rows"
+    return Ours(sorted(seen, key=lambda b: b[0]), late)
+
+
+def dropped_as_spark_counts(shape: Shape, late: LateRows) -> dict[int, int]:
+    """Per batch id, what Spark's late count is given streamkit's late rows: the rows in
+    front of ``dropDuplicates``, else the distinct (10-second window of the event time at
+    the watermark, k) of the late rows (Spark's aggregation counts the late groups)."""
+    out = {}
+    for bid, rows in late.items():
+        groups = {((t + shape.shift) // 10, k) for t, k in rows}
+        out[bid] = len(rows) if shape.dedup else len(groups)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -378,21 +527,29 @@ def static_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _case(case: str) -> tuple[Shape, str, Files]:
+    """The shape, output mode and files of any case of the module."""
+    if case in LATE_CASES:
+        late = LATE_CASES[case]
+        return late.shape, late.mode, LATE_FILES
+    if case in RANDOM:
+        name, mode, seed = RANDOM[case]
+        return SHAPES[name], mode, random_stream(seed)
+    name, mode = CASES[case]
+    return SHAPES[name], mode, list(SHAPES[name].files)
+
+
 @pytest.fixture(scope="module")
 def runs(
     spark: Any, static_table: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Mapping[str, tuple[Path, Batches]]:
+) -> Mapping[str, Theirs]:
     """Each case's directory and Spark's batches, run a chunk at a time when first asked."""
-    dirs = {
-        case: write_files(tmp_path_factory.mktemp(case), list(SHAPES[name].files), "json")
-        for case, (name, _) in CASES.items()
-    }
-    for case, (_, _, seed) in RANDOM.items():
-        dirs[case] = write_files(tmp_path_factory.mktemp(case), random_stream(seed), "json")
-    shapes = {n: RANDOM[n][:2] if n in RANDOM else CASES[n] for n in dirs}
+    names = [*CASES, *RANDOM, *LATE_CASES]
+    dirs = {case: write_files(tmp_path_factory.mktemp(case), _case(case)[2], "json")
+            for case in names}  # fmt: skip
 
-    def chunk(names: list[str]) -> dict[str, tuple[Path, Batches]]:
-        started = {n: spark_query(spark, *shapes[n], dirs[n], static_table) for n in names}
+    def chunk(todo: list[str]) -> dict[str, Theirs]:
+        started = {n: spark_query(spark, *_case(n)[:2], dirs[n], static_table) for n in todo}
         out = {}
         for n, (handle, seen, ck) in started.items():
             try:
@@ -400,35 +557,55 @@ def runs(
                 assert handle.exception() is None, str(handle.exception())
             finally:
                 ck.cleanup()
-            out[n] = (dirs[n], sorted(seen, key=lambda b: b[0]))
+            out[n] = Theirs(dirs[n], sorted(seen, key=lambda b: b[0]), spark_dropped(handle))
         return out
 
-    return LazyRuns(list(dirs), chunk, CONCURRENT)
+    return LazyRuns(names, chunk, CONCURRENT)
+
+
+def assert_like_spark(case: str, theirs: Theirs, static_table: Path) -> Ours:
+    """streamkit's batches equal Spark's, and its late rows give Spark's late counts."""
+    shape, mode, _ = _case(case)
+    ours = streamkit_run(shape, mode, theirs.directory, static_table)
+    assert [b for b, _ in ours.batches] == [b for b, _ in theirs.batches], "batch ids differ"
+    for (bid, rows), (_, their_rows) in zip(ours.batches, theirs.batches, strict=True):
+        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    assert dropped_as_spark_counts(shape, ours.late) == theirs.dropped, (
+        f"late rows {ours.late} vs Spark's numRowsDroppedByWatermark {theirs.dropped}"
+    )
+    return ours
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_watermark_sees_the_rows_spark_lets_reach_it(
-    case: str, runs: Mapping[str, tuple[Path, Batches]], static_table: Path
+    case: str, runs: Mapping[str, Theirs], static_table: Path
 ) -> None:
     """Spark gives the hand-derived batches, then streamkit gives Spark's, batch by batch."""
     name, mode = CASES[case]
-    directory, theirs = runs[case]
-    assert dict(theirs) == SHAPES[name].expected[mode], "Spark disagrees with the derivation"
-    ours = streamkit_run(name, mode, directory, static_table)
-    assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
-    for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
-        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    theirs = runs[case]
+    assert dict(theirs.batches) == SHAPES[name].expected[mode], (
+        "Spark disagrees with the derivation"
+    )
+    assert_like_spark(case, theirs, static_table)
 
 
 @pytest.mark.parametrize("case", list(RANDOM))
 def test_seeded_random_streams_match_spark(
-    case: str, runs: Mapping[str, tuple[Path, Batches]], static_table: Path
+    case: str, runs: Mapping[str, Theirs], static_table: Path
 ) -> None:
     """The same shapes on seeded random streams: every batch id and its rows equal Spark's."""
-    name, mode, _ = RANDOM[case]
-    directory, theirs = runs[case]
-    assert any(rows for _, rows in theirs), "Spark emitted nothing: the case tests nothing"
-    ours = streamkit_run(name, mode, directory, static_table)
-    assert [b for b, _ in ours] == [b for b, _ in theirs], "batch ids differ"
-    for (bid, rows), (_, their_rows) in zip(ours, theirs, strict=True):
-        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    theirs = runs[case]
+    assert any(rows for _, rows in theirs.batches), "Spark emitted nothing: the case tests nothing"
+    assert_like_spark(case, theirs, static_table)
+
+
+@pytest.mark.parametrize("case", list(LATE_CASES))
+def test_late_rows_are_those_the_stateful_operator_drops(
+    case: str, runs: Mapping[str, Theirs], static_table: Path
+) -> None:
+    """Spark's late counts are the hand-derived ones, then streamkit's late rows are the
+    hand-derived rows and give Spark's counts; the windowed counts equal Spark's."""
+    theirs = runs[case]
+    assert theirs.dropped == LATE_CASES[case].dropped, "Spark disagrees with the derivation"
+    ours = assert_like_spark(case, theirs, static_table)
+    assert ours.late == LATE_CASES[case].late

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pytest
 
 import streamkit as sk
+from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
 from streamkit.group_state import GroupStateTimeout
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.sources.memory import MemoryStream
@@ -188,3 +189,42 @@ def test_a_query_counts_only_the_rows_that_reach_the_aggregation() -> None:
     assert counts == [0, 1]
     assert late is not None
     assert as_rows(pl.from_arrow(late)) == LATE  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", ["filter below the watermark", "filter above the watermark",
+                                   "watermark then inner stream-static join"])  # fmt: skip
+def test_a_fleet_counts_only_the_rows_that_reach_the_aggregation(shape: str) -> None:
+    """The fleet judges partial states of the plan below the aggregation (source stage):
+    z's row never reaches them. One source shard, one aggregation task: its late count is
+    batch 1's late row, counted per joined row (a's row is joined twice in the join shape,
+    as Spark counts; the single-process table holds it once)."""
+    build, _ = AGGREGATIONS[shape]
+    fleet = FleetPlan.of(summed(build(stream())).plan, "update")
+    source, stage = SourceStage(fleet), AggregationStage(fleet, query="q")
+    top: int | None = None
+    for seq, rows in enumerate((BATCH_0, BATCH_1)):
+        out = source.run(frame(rows))
+        top = out.max_event if top is None else max(top, out.max_event or top)
+        (parts,) = source.chunks(out, "s", str(seq) if seq else None, str(seq + 1), top,
+                                 False, 1, "q")  # fmt: skip
+        stage.apply(parts, now=float(seq))
+        if stage.owes_batch:
+            stage.run_no_data(now=float(seq))
+    assert stage.late_rows == (2 if "join" in shape else 1)
+
+
+def test_a_fleet_drop_duplicates_counts_only_the_rows_that_reach_it() -> None:
+    df = stream().with_watermark("t", DELAY).filter(NOT_Z).drop_duplicates(["k", "t"])
+    fleet = FleetPlan.of(df.plan, "append")
+    source, stage = SourceStage(fleet), AggregationStage(fleet, query="q")
+    top: int | None = None
+    late: list[Row] = []
+    for seq, rows in enumerate((BATCH_0, BATCH_1)):
+        out = source.run(frame(rows))
+        top = out.max_event if top is None else max(top, out.max_event or top)
+        (parts,) = source.chunks(out, "s", str(seq) if seq else None, str(seq + 1), top,
+                                 False, 1, "q")  # fmt: skip
+        late += as_rows(stage.apply(parts, now=float(seq)).late_rows)
+        if stage.owes_batch:
+            stage.run_no_data(now=float(seq))
+    assert (late, stage.late_rows) == (LATE, 1)
