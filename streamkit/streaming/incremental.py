@@ -13,7 +13,9 @@ Batch n runs with the watermark in force W_n = W before its rows are seen:
   or an inner stream-static join below it rejects is neither aggregated nor late, as
   Spark's ``numRowsDroppedByWatermark`` counts only the rows its operator drops. The
   late-rows table holds the rows as read, each once: a row that a stream-static join
-  repeats is one late row there and in the count (Spark counts each joined row).
+  repeats is one late row there and in the count (Spark counts its operator's input rows:
+  each joined row for ``dropDuplicates`` and stateful functions, the late (window, key)
+  groups of the partial aggregates for an aggregation).
 - Eviction: groups whose window end is <= W_n leave state (append: they are emitted now).
 - No-data batch: after a batch in append or update mode with a watermark, when W moved
   past W_n the query owes one batch without input (:meth:`IncrementalQuery.owes_batch`).

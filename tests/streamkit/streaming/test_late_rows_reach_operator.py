@@ -196,8 +196,8 @@ def test_a_query_counts_only_the_rows_that_reach_the_aggregation() -> None:
 def test_a_fleet_counts_only_the_rows_that_reach_the_aggregation(shape: str) -> None:
     """The fleet judges partial states of the plan below the aggregation (source stage):
     z's row never reaches them. One source shard, one aggregation task: its late count is
-    batch 1's late row, counted per joined row (a's row is joined twice in the join shape,
-    as Spark counts; the single-process table holds it once)."""
+    batch 1's late row, counted per joined row (the rows of the late partial states: a's
+    row is joined twice in the join shape; the single-process table holds it once)."""
     build, _ = AGGREGATIONS[shape]
     fleet = FleetPlan.of(summed(build(stream())).plan, "update")
     source, stage = SourceStage(fleet), AggregationStage(fleet, query="q")
