@@ -141,7 +141,7 @@ class IncrementalQuery:
             )
         top = stateful[0] if stateful else None
         self._above = above(plan, top) if top is not None and top is not plan else None
-        self._reaching = operator_rows(top) if top is not None else None
+        self._reaching = operator_rows(top.children[0]) if top is not None else None
         """The rows as read that reach the stateful operator (None: all do)."""
         self._agg = top if isinstance(top, Aggregate) else None
         self._mark = marks[0] if marks else None

@@ -243,15 +243,12 @@ def watermark_filter(plan: Plan, mark: Watermark) -> WatermarkRows | None:
     return WatermarkRows(walk.reach)
 
 
-def operator_rows(top: Plan) -> WatermarkRows | None:
-    """The rows as read that reach the input of ``top``, the stateful operator (an
-    aggregation, ``drop_duplicates`` or a stateful function): those its filters and
+def operator_rows(below: Plan) -> WatermarkRows | None:
+    """The rows as read that reach the end of ``below``, the input of the stateful operator
+    (an aggregation, ``drop_duplicates`` or a stateful function): those its filters and
     stream-static joins let through, what Spark's operator sees and judges late. None:
-    every row reaches it (projections and watermarks only, no index paid), or the plan
-    below it has a node :func:`threaded` does not pass (then every row read is taken)."""
-    if not isinstance(top, _STATEFUL):
-        raise TypeError(f"not a stateful operator: {top.describe()}")
-    below = top.input
+    every row reaches it (projections and watermarks only, no index paid), or ``below``
+    has a node :func:`threaded` does not pass (then every row read is taken)."""
     nodes = below.chain()
     if not any(isinstance(n, Filter | Join) for n in nodes):
         return None

@@ -80,6 +80,7 @@ ENGINE = Group(
                 f"{_STREAMING}/test_watermark_input.py",
                 "tests/streamkit/test_dedup_plan.py",
                 "tests/streamkit/test_mutation_kills_incremental.py",
+                f"{_STREAMING}/test_late_rows_reach_operator.py",
                 f"{_STREAMING}/test_transform_state.py",
                 f"{_STREAMING}/test_transform_chain.py",
             ),
@@ -92,6 +93,7 @@ ENGINE = Group(
                 f"{_STREAMING}/test_watermark_column.py",
                 f"{_STREAMING}/test_partition_watermark_engine.py",
                 "tests/streamkit/test_mutation_kills_watermark_input.py",
+                f"{_STREAMING}/test_late_rows_reach_operator.py",
             ),
         ),
         Module(
