@@ -32,6 +32,7 @@ from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
 from streamkit.group_state import GroupStateTimeout
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.sources.memory import MemoryStream
+from streamkit.streaming.watermark_input import operator_rows
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 DELAY = timedelta(minutes=5)
@@ -228,3 +229,20 @@ def test_a_fleet_drop_duplicates_counts_only_the_rows_that_reach_it() -> None:
         if stage.owes_batch:
             stage.run_no_data(now=float(seq))
     assert (late, stage.late_rows) == (LATE, 1)
+
+
+def test_every_row_reaches_an_operator_over_projections_or_an_unthreaded_plan() -> None:
+    """No index is paid over projections only (every row reaches the operator); a plan
+    with a stream-stream join below (not threaded) takes every row read; a filter is
+    threaded."""
+    s = stream()
+    other = stream().select(sk.col("t").alias("t2"), sk.col("k").alias("k2"))
+    joined = s.join(other, sk.col("k") == sk.col("k2")).filter(sk.col("v") > 1)
+    assert (
+        operator_rows(s.with_column("w", sk.col("v") + 1).with_watermark("t", DELAY).plan) is None
+    )
+    assert operator_rows(joined.plan) is None
+    reach = operator_rows(s.filter(sk.col("v") > 1).plan)
+    assert reach is not None
+    assert reach.mask(frame(BATCH_1)).to_list() == [True, True, True]
+    assert reach.mask(frame([(1, "a", 0), (2, "b", 2)])).to_list() == [False, True]
