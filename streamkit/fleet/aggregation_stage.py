@@ -69,6 +69,7 @@ from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.incremental import BatchResult
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
+from streamkit.streaming.watermark_lineage import dedup_time_columns
 from streamkit.windows import WEND
 
 from .chunk import ChunkError, ChunkHeader, decode_chunk
@@ -172,7 +173,8 @@ class AggregationStage:
         self._dedup: StreamingDedup | None = None
         self._store: StateStore | DedupStore
         if fleet.dedup is not None:
-            self._dedup = StreamingDedup(fleet.dedup, fleet.mark)
+            times = dedup_time_columns(fleet.dedup, fleet.mark, fleet.above)
+            self._dedup = StreamingDedup(fleet.dedup, fleet.mark, times)
             self._store = self._dedup.store
         else:
             self.spec = fleet.spec

@@ -77,6 +77,7 @@ from streamkit.streaming.state.dedup import EXPIRES
 from streamkit.streaming.stateful_exec import BatchClock
 from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
 from streamkit.streaming.transform_exec import StreamingTransform
+from streamkit.streaming.watermark_lineage import carried, carried_from
 from streamkit.streaming.watermarks import PartitionWatermarks
 from streamkit.transform_state import TransformWithState
 from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
@@ -158,6 +159,18 @@ def _event_time_window(node: Aggregate, below: Plan, times: tuple[str, ...]) -> 
     if isinstance(below, Aggregate):
         return isinstance(column, WindowTime) and column.columns() == {WINDOW_COLUMN}
     return isinstance(column, Col) and column.name in times
+
+
+def _first_times(first: Plan) -> tuple[str, ...]:
+    """The columns of the first operator's output that carry the watermark (an
+    aggregation's window carries it in its struct, not in a column; see
+    :mod:`~streamkit.streaming.watermark_lineage`)."""
+    marks = [n for n in first.chain() if isinstance(n, Watermark)]
+    if not marks:
+        return ()
+    if isinstance(first, Aggregate):
+        return (marks[0].column,)
+    return carried(first, marks[0]) or ()
 
 
 def _ticks_per_ms(dtype: pl.Datetime | None) -> int:
@@ -253,7 +266,7 @@ class ChainQuery:
             self.first = IncrementalQuery(
                 ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
             )
-            times = tuple(n.column for n in ops[0].chain() if isinstance(n, Watermark))[:1]
+            times = _first_times(ops[0])
         self.stages: list[_AggStage | DedupStage | FunctionStage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):
             self.stages.append(
@@ -313,6 +326,8 @@ class ChainQuery:
                 "supported by streamkit yet; deduplicate first, then aggregate"
             )
         assert isinstance(node, Aggregate)  # a function above another operator is refused
+        if isinstance(below, Deduplicate):  # renames between them carry the watermark on
+            times = carried_from(node.input, below, times) or ()
         timed = bool(times) and _event_time_window(node, below, times)
         if not timed and mode == "append":
             hint = (

@@ -5,6 +5,11 @@ Per micro-batch, in Spark's order (``StreamingDeduplicateExec``,
 
 1. Rows with ``t`` at or before the watermark for late rows (the one in force in the
    previous batch) are late: dropped, whatever the subset (a null ``t`` is not late).
+   ``t`` is the input column that carries the watermark: the watermark's column or a
+   plain rename of it after ``with_watermark``, once columns that neither the keys nor
+   the plan above read are pruned (:mod:`~streamkit.streaming.watermark_lineage`); with
+   none, no row is late and no key expires (Spark's behaviour), with two the query is
+   refused (Spark fails it).
 2. The first row of each key not held is emitted and its key is held (first row wins,
    in arrival order); every other row is dropped.
 3. Keys whose expiry is at or before the watermark in force in this batch leave the state.
@@ -26,6 +31,7 @@ import polars as pl
 from streamkit.errors import PlanError
 from streamkit.plan import Deduplicate, Watermark
 from streamkit.streaming.state.dedup import EXPIRES, DedupStore
+from streamkit.streaming.watermark_lineage import dedup_time_columns
 
 TICKS_PER_MS = {"ns": 1_000_000, "us": 1_000, "ms": 1}
 
@@ -34,14 +40,21 @@ class StreamingDedup:
     """One :class:`~streamkit.plan.Deduplicate` node run batch by batch (see the module
     docstring); its keys live in :attr:`store`."""
 
-    def __init__(self, node: Deduplicate, mark: Watermark | None) -> None:
+    def __init__(
+        self, node: Deduplicate, mark: Watermark | None, times: tuple[str, ...] | None = None
+    ) -> None:
         if node.within_watermark and mark is None:
             raise PlanError(
                 "drop_duplicates_within_watermark needs a watermark on the stream: add "
                 ".with_watermark(column, delay) before it"
             )
+        times = dedup_time_columns(node, mark) if times is None else times
+        _check_times(node, mark, times)
         self.node, self.store = node, DedupStore(node.keys)
-        self._time = mark.column if mark is not None else None
+        self._time = mark.column if mark is not None and times else None
+        """The watermark's column in the rows judged late (None: none are)."""
+        self._expires_on = times[0] if times else None
+        """``t``: the column of the operator's input that carries the watermark."""
         self._unit: Literal["ns", "us", "ms"] = "us"
         self._delay = 0
         if mark is not None:
@@ -49,7 +62,7 @@ class StreamingDedup:
             assert isinstance(dtype, pl.Datetime)
             self._unit = dtype.time_unit
             self._delay = mark.delay_ns // 1_000_000 * TICKS_PER_MS[self._unit]
-        self.evicts = node.within_watermark or self._time in node.keys
+        self.evicts = node.within_watermark or self._expires_on in node.keys
         """Whether keys ever expire (otherwise the state grows with the distinct keys)."""
 
     def split_late(
@@ -71,9 +84,29 @@ class StreamingDedup:
         return emitted
 
     def _expiry(self) -> pl.Expr:
-        if self._time is None or not self.evicts:
+        if self._expires_on is None or not self.evicts:
             return pl.lit(None, dtype=pl.Int64).alias(EXPIRES)
-        ticks = pl.col(self._time).dt.epoch(self._unit).cast(pl.Int64)
+        ticks = pl.col(self._expires_on).dt.epoch(self._unit).cast(pl.Int64)
         if self.node.within_watermark:  # Spark reads a null time as 0: held one batch
             ticks = ticks.fill_null(0) + self._delay
         return ticks.alias(EXPIRES)
+
+
+def _check_times(node: Deduplicate, mark: Watermark | None, times: tuple[str, ...]) -> None:
+    """Refuse what Spark fails on: two input columns carrying the watermark (the column
+    and a copy of it), or none under ``drop_duplicates_within_watermark``."""
+    if len(times) > 1:
+        raise PlanError(
+            "More than one event time columns are available ("
+            + ", ".join(times)
+            + "): Spark fails drop_duplicates with MULTIPLE_EVENT_TIME_COLUMNS when both "
+            "the watermark's column and a copy of it reach it; drop one of them before "
+            "drop_duplicates (select away the original after renaming it)"
+        )
+    if node.within_watermark and mark is not None and not times:
+        raise PlanError(
+            f"drop_duplicates_within_watermark needs the watermark's column {mark.column!r} "
+            "(or a plain rename of it) among its input columns: a column computed from it "
+            "after with_watermark carries no watermark; keep the column, or compute the "
+            "event time before with_watermark"
+        )

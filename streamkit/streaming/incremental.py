@@ -46,7 +46,7 @@ every output mode.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import polars as pl
@@ -54,6 +54,7 @@ import pyarrow as pa
 
 from streamkit.errors import PlanError
 from streamkit.execute import aggregate_spec, compile_plan, given
+from streamkit.expr import Col
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming import agg_steps
@@ -70,11 +71,26 @@ from streamkit.streaming.stateful_exec import BatchClock, StreamingStateful
 from streamkit.streaming.static_sides import bind_static_sides
 from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.streaming.watermark_input import counted, operator_rows, watermark_filter
+from streamkit.streaming.watermark_lineage import (
+    carried,
+    dedup_time_columns,
+    marked_window_column,
+    plain_reference,
+)
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.transform_state import TransformWithState
-from streamkit.windows import WEND, SessionWindow, last_window_end
+from streamkit.windows import WEND, SessionWindow, WindowSpec, last_window_end
 
 OUTPUT_MODES: tuple[OutputMode, ...] = ("append", "update", "complete")
+_LOST = (
+    "Invalid streaming output mode: append. This output mode is not supported for "
+    "streaming aggregations without watermark (Spark's refusal too): the watermark is on "
+    "{column!r}, but no window of the aggregation is on it or on a plain rename of it "
+    "(a column computed from it after with_watermark, such as {column} + interval, or a "
+    "window on an expression, carries no watermark); compute the event time before "
+    "with_watermark and put the watermark on it, group by sk.window({column!r}, ...), or "
+    "use output_mode 'update' (which then never evicts state nor drops late rows)"
+)
 
 
 @dataclass(frozen=True)
@@ -91,10 +107,15 @@ class BatchResult:
     """Watermark after this batch, in ticks of the event-time column (None: no watermark)."""
 
 
-def _check_mode(agg: Aggregate | None, watermarked: bool, mode: OutputMode) -> None:
-    """Refuse what Spark refuses for this output mode."""
+def _check_mode(
+    agg: Aggregate | None, watermarked: bool, mode: OutputMode, mark: Watermark | None = None
+) -> None:
+    """Refuse what Spark refuses for this output mode (``watermarked``: a window of
+    ``agg`` carries the watermark ``mark``)."""
     if agg is None and mode == "complete":
         raise PlanError("complete mode needs an aggregation (it re-emits the whole result)")
+    if agg is not None and mode == "append" and not watermarked and mark is not None:
+        raise PlanError(_LOST.format(column=mark.column))
     if agg is not None and mode == "append" and not watermarked:
         raise PlanError(
             "append mode on an aggregation needs a watermark, so that a window is emitted "
@@ -147,9 +168,12 @@ class IncrementalQuery:
         self._mark = marks[0] if marks else None
         if self._mark is not None and top is not None and self._mark not in top.chain():
             raise PlanError("with_watermark must come before the aggregation or drop_duplicates")
-        _check_mode(self._agg, self._mark is not None, mode)
+        self._window_mark = self._watermarked_window()
+        """``_mark`` when the aggregation's window carries it (None: no eviction or late
+        rows in the aggregation, as in Spark; :mod:`~streamkit.streaming.watermark_lineage`)."""
+        _check_mode(self._agg, self._window_mark is not None, mode, self._mark)
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
-        self._check_watermark_column()
+        self._judged_window = self._window_judged_at_mark()
         self._counts = watermark_filter(plan, self._mark) if self._mark is not None else None
         self._times = EventTimes.of(self._mark) if self._mark is not None else None
         """The event time as computed below the watermark (None: the column as read)."""
@@ -157,7 +181,8 @@ class IncrementalQuery:
         self._dedup: StreamingDedup | StreamingStateful | StreamingTransform | None = None
         """The stateful operator other than an aggregation (rows in, rows out)."""
         if isinstance(top, Deduplicate):
-            self._dedup = StreamingDedup(top, self._mark)
+            times = dedup_time_columns(top, self._mark, self._above)
+            self._dedup = StreamingDedup(top, self._mark, times)
         self.clock = BatchClock(processing_clock)
         """Processing time (``apply_in_pandas_with_state``, ``transform_with_state_in_pandas``);
         the runner sets each batch's."""
@@ -175,15 +200,35 @@ class IncrementalQuery:
         self._restored = False
         """Restored and no batch run since: no no-data batch is owed (as in Spark)."""
 
-    def _check_watermark_column(self) -> None:
-        if self._mark is None or self._agg is None or self._agg.window is None:
-            return
-        window_cols = self._agg.window.column.columns()
-        if self._mark.column not in window_cols:
+    def _watermarked_window(self) -> Watermark | None:
+        """``_mark`` if the aggregation's window is on a column that carries it (the
+        watermark's column or a plain rename of it after ``with_watermark``); refuses a
+        plain group key that carries it without such a window in append and update mode
+        (Spark evicts those groups by the key and drops late rows on it; streamkit does
+        not yet)."""
+        agg, mark = self._agg, self._mark
+        if agg is None or mark is None:
+            return None
+        marked = carried(agg.input, mark) or ()
+        if agg.window is not None and marked_window_column(agg.window.column, marked):
+            return mark
+        keyed = [k.output_name for k in agg.keys if plain_reference(k) in marked]
+        if keyed and self.mode != "complete":
             raise PlanError(
-                f"the watermark is on {self._mark.column!r} but the window is on "
-                f"{sorted(window_cols)}; put both on the same event-time column"
+                f"grouping by the watermarked column {keyed[0]!r} without a window is not "
+                "supported by streamkit yet (Spark evicts such groups by the key); group by "
+                f"sk.window({keyed[0]!r}, ...) instead, or drop with_watermark"
             )
+        return None
+
+    def _window_judged_at_mark(self) -> WindowSpec | None:
+        """The aggregation's window on the watermark's column as it reaches
+        ``with_watermark``: late rows are judged on the rows there, and a column that
+        carries the watermark above it holds the same values."""
+        agg, mark = self._agg, self._window_mark
+        if agg is None or agg.window is None or mark is None:
+            return None
+        return replace(agg.window, column=Col(mark.column))
 
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
@@ -280,7 +325,8 @@ class IncrementalQuery:
         assert self._store is not None
         assert self._agg is not None
         assert self._spec is not None
-        return agg_steps.emit(self._store, self._agg, self._spec, self.mode, touched, in_force)
+        evict = in_force if self._window_mark is not None else None
+        return agg_steps.emit(self._store, self._agg, self._spec, self.mode, touched, evict)
 
     def _final(self, states: pl.DataFrame) -> pl.DataFrame:
         assert self._agg is not None
@@ -314,7 +360,7 @@ class IncrementalQuery:
     def _drops_late(self) -> bool:
         """Whether late rows are dropped: windowed aggregations with a watermark, except
         time windows in complete mode (Spark keeps them there)."""
-        return agg_steps.drops_late(self._mark, self._agg, self.mode)
+        return agg_steps.drops_late(self._window_mark, self._agg, self.mode)
 
     def _split_late(
         self, rows: pl.DataFrame, late_mark: int | None
@@ -324,7 +370,7 @@ class IncrementalQuery:
             return rows, rows.head(0)
         assert self._agg is not None
         assert self._spec is not None
-        window, dtype = self._agg.window, self._spec.time_dtype
+        window, dtype = self._judged_window, self._spec.time_dtype
         assert window is not None
         assert dtype is not None
         late = (last_window_end(window, dtype) <= late_mark).fill_null(False)

@@ -136,8 +136,18 @@ def test_drop_duplicates_with_a_watermark_drops_late_rows_and_evicts_its_state()
     assert late.output["k"].to_list() == ["d"]  # (30, b) is a duplicate held in state
 
 
-def test_the_watermark_must_be_on_the_windows_column() -> None:
+def test_a_window_on_a_copy_made_below_the_watermark_carries_none() -> None:
+    """``u`` is copied from ``t`` before ``with_watermark("t")``: it never carried the
+    watermark (Spark-checked, ``copy_below`` in tests/differential/test_watermark_lineage.py):
+    append mode is refused, update mode never drops a late row nor evicts."""
     df = source().with_columns(sk.col("t").alias("u")).with_watermark("t", "10 minutes")
     plan = df.group_by(sk.window("u", "10 minutes"), "k").agg(sk.count().alias("n")).plan
-    with pytest.raises(PlanError, match="watermark is on 't' but the window is on"):
-        IncrementalQuery(plan, "update")
+    with pytest.raises(PlanError, match="Invalid streaming output mode: append"):
+        IncrementalQuery(plan, "append")
+    q = IncrementalQuery(plan, "update")
+    q.run(frame((5, "a", 1), (60, "a", 1)))  # W = 50
+    q.run(frame((61, "a", 1)))  # in force 50: [0, 10) would leave
+    late = q.run(frame((6, "a", 1)))  # [0, 10) ended at or before 50: late under a watermark
+    assert late.late_rows.height == 0
+    assert late.output.select("n").to_series().to_list() == [2]
+    assert q.state_rows == 2
