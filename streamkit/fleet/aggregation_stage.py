@@ -245,7 +245,8 @@ class AggregationStage:
         assert not isinstance(store, DedupStore)
         assert agg is not None
         touched = store.merge(states)
-        output = agg_steps.emit(store, agg, self.spec, self.mode, touched, in_force)
+        evict = in_force if self.fleet.window_mark is not None else None
+        output = agg_steps.emit(store, agg, self.spec, self.mode, touched, evict)
         return BatchResult(self._finish(output), late, self.watermark)
 
     def _deduplicate(
@@ -288,7 +289,7 @@ class AggregationStage:
     @property
     def _drops_late(self) -> bool:
         assert self.agg is not None
-        return agg_steps.drops_late(self.fleet.mark, self.agg, self.mode)
+        return agg_steps.drops_late(self.fleet.window_mark, self.agg, self.mode)
 
     def _check_query(self, header: ChunkHeader) -> None:
         if self.query is not None and header.query != self.query:

@@ -8,7 +8,9 @@ starts "not supported on a fleet yet: ..." and names the construct):
   with the single-process engine and writes to the sink, with no exchange;
 - **one** ``group_by(...).agg(...)`` over one stream, unwindowed or with a tumbling,
   sliding or session window, with the engine's aggregates, in append, update or complete
-  mode, under the single-process engine's rules for modes and watermarks; only filters,
+  mode, under the single-process engine's rules for modes and watermarks (a window on a
+  plain rename of the watermark column evicts; one on a column computed after
+  ``with_watermark`` never does, :attr:`FleetPlan.window_mark`); only filters,
   projections and ``with_watermark`` below it, and filters/``select``/``with_column``
   after it. The source part (:attr:`FleetPlan.below`) runs in source tasks down to partial
   states; the aggregation part (merge, eviction, emission, :attr:`FleetPlan.above`) runs
@@ -53,6 +55,7 @@ from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.static_sides import StaticSide, bind_static_sides
 from streamkit.streaming.watermark_input import WatermarkRows, watermark_filter
+from streamkit.streaming.watermark_lineage import carried, marked_window_column
 from streamkit.transform_state import TransformWithState
 
 from .routing import check_routable
@@ -175,6 +178,17 @@ class FleetPlan:
         check_routable(pl.Schema({k: schema[k] for k in node.keys}))
         top = above(plan, node) if node is not plan else None
         return cls(plan, mode, None, mark, top, counts, node, static)
+
+    @cached_property
+    def window_mark(self) -> Watermark | None:
+        """:attr:`mark` when the aggregation's window carries it (its column is the
+        watermark's or a plain rename of it after ``with_watermark``); None: the
+        aggregation never evicts nor drops late rows, as the single-process engine and
+        Spark run a window on a column computed after ``with_watermark`` in update mode."""
+        if self.agg is None or self.mark is None or self.agg.window is None:
+            return None
+        marked = carried(self.agg.input, self.mark) or ()
+        return self.mark if marked_window_column(self.agg.window.column, marked) else None
 
     def refresh_static(self) -> None:
         """Pin each static side's rows for the next batch (:meth:`StaticSide.refresh`)."""
