@@ -32,7 +32,11 @@ no extra batch.
 
 The event time is the watermark's column as it reaches ``with_watermark``: computed or
 renamed below it, W, late rows and per-partition maxima are on the computed values
-(:mod:`~streamkit.streaming.event_times`), as in Spark.
+(:mod:`~streamkit.streaming.event_times`), as in Spark. Above it, the watermark follows
+plain renames up to the operator (:mod:`~streamkit.streaming.watermark_lineage`): a window
+on ``col("ts").alias("t")`` evicts and drops late rows as on ``ts``; a window on a column
+computed after ``with_watermark`` carries none (append refused, update never evicts nor
+drops a late row, as in Spark).
 
 An ``IncrementalQuery`` holds one stateful operator: an aggregation or a
 ``drop_duplicates`` (:mod:`streamkit.streaming.dedup`, with its own late-row and eviction
