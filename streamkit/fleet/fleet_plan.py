@@ -55,7 +55,7 @@ from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.static_sides import StaticSide, bind_static_sides
 from streamkit.streaming.watermark_input import WatermarkRows, watermark_filter
-from streamkit.streaming.watermark_lineage import carried, marked_window_column
+from streamkit.streaming.watermark_lineage import window_watermark
 from streamkit.transform_state import TransformWithState
 
 from .routing import check_routable
@@ -185,10 +185,7 @@ class FleetPlan:
         watermark's or a plain rename of it after ``with_watermark``); None: the
         aggregation never evicts nor drops late rows, as the single-process engine and
         Spark run a window on a column computed after ``with_watermark`` in update mode."""
-        if self.agg is None or self.mark is None or self.agg.window is None:
-            return None
-        marked = carried(self.agg.input, self.mark) or ()
-        return self.mark if marked_window_column(self.agg.window.column, marked) else None
+        return window_watermark(self.agg, self.mark)
 
     def refresh_static(self) -> None:
         """Pin each static side's rows for the next batch (:meth:`StaticSide.refresh`)."""

@@ -76,10 +76,9 @@ from streamkit.streaming.static_sides import bind_static_sides
 from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.streaming.watermark_input import counted, operator_rows, watermark_filter
 from streamkit.streaming.watermark_lineage import (
-    carried,
     dedup_time_columns,
-    marked_window_column,
-    plain_reference,
+    watermarked_keys,
+    window_watermark,
 )
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.transform_state import TransformWithState
@@ -205,18 +204,14 @@ class IncrementalQuery:
         """Restored and no batch run since: no no-data batch is owed (as in Spark)."""
 
     def _watermarked_window(self) -> Watermark | None:
-        """``_mark`` if the aggregation's window is on a column that carries it (the
-        watermark's column or a plain rename of it after ``with_watermark``); refuses a
-        plain group key that carries it without such a window in append and update mode
-        (Spark evicts those groups by the key and drops late rows on it; streamkit does
-        not yet)."""
-        agg, mark = self._agg, self._mark
-        if agg is None or mark is None:
-            return None
-        marked = carried(agg.input, mark) or ()
-        if agg.window is not None and marked_window_column(agg.window.column, marked):
-            return mark
-        keyed = [k.output_name for k in agg.keys if plain_reference(k) in marked]
+        """``_mark`` if the aggregation's window carries it (the watermark's column or a
+        plain rename of it after ``with_watermark``); refuses a plain group key carrying
+        it without such a window in append and update mode (Spark evicts those groups by
+        the key and drops late rows on it; streamkit does not yet)."""
+        found = window_watermark(self._agg, self._mark)
+        if found is not None or self._agg is None or self._mark is None:
+            return found
+        keyed = watermarked_keys(self._agg, self._mark)
         if keyed and self.mode != "complete":
             raise PlanError(
                 f"grouping by the watermarked column {keyed[0]!r} without a window is not "

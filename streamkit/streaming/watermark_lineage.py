@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from streamkit.execute import scan_columns
 from streamkit.expr import Alias, Col, Expr
-from streamkit.plan import Deduplicate, Plan, Project, Watermark
+from streamkit.plan import Aggregate, Deduplicate, Plan, Project, Watermark
 
 
 def plain_reference(expr: Expr) -> str | None:
@@ -67,6 +67,21 @@ def carried_from(node: Plan, start: Plan, marked: tuple[str, ...]) -> tuple[str,
 def marked_window_column(column: Expr, marked: tuple[str, ...]) -> bool:
     """Whether a window on ``column`` carries the watermark (a marked column, as is)."""
     return isinstance(column, Col) and column.name in marked
+
+
+def window_watermark(agg: Aggregate | None, mark: Watermark | None) -> Watermark | None:
+    """``mark`` when ``agg``'s window carries it (None: the aggregation has no watermark:
+    no eviction, no late rows, append mode refused, as in Spark)."""
+    if agg is None or mark is None or agg.window is None:
+        return None
+    return mark if marked_window_column(agg.window.column, carried(agg.input, mark) or ()) else None
+
+
+def watermarked_keys(agg: Aggregate, mark: Watermark) -> list[str]:
+    """``agg``'s plain group keys that carry ``mark``'s watermark (Spark evicts groups by
+    such a key when no window carries it)."""
+    marked = carried(agg.input, mark) or ()
+    return [k.output_name for k in agg.keys if plain_reference(k) in marked]
 
 
 def dedup_time_columns(
