@@ -264,8 +264,9 @@ class ChainQuery:
             self._function = engine if isinstance(engine, StreamingTransform) else None
         else:
             self.first = IncrementalQuery(
-                ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks
-            )
+                ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
+                consumer=_input_node(ops[1], ops[0]) if isinstance(ops[1], Aggregate) else None,
+            )  # fmt: skip
             times = _first_times(ops[0])
         self.stages: list[_AggStage | DedupStage | FunctionStage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):

@@ -105,8 +105,9 @@ def _check_times(node: Deduplicate, mark: Watermark | None, times: tuple[str, ..
         )
     if node.within_watermark and mark is not None and not times:
         raise PlanError(
-            f"drop_duplicates_within_watermark needs the watermark's column {mark.column!r} "
-            "(or a plain rename of it) among its input columns: a column computed from it "
+            "dropDuplicatesWithinWatermark is not supported on streaming DataFrames/DataSets "
+            f"without watermark (Spark's refusal too): the watermark's column {mark.column!r} "
+            "(or a plain rename of it) does not reach it, and a column computed from it "
             "after with_watermark carries no watermark; keep the column, or compute the "
             "event time before with_watermark"
         )

@@ -149,7 +149,10 @@ class IncrementalQuery:
         emit_on_same_batch: bool = False,
         watermarks: PartitionWatermarks | None = None,
         processing_clock: Callable[[], float] | None = None,
+        consumer: Plan | None = None,
     ) -> None:
+        """``consumer``: in a chain, the next operator over this one's output (the plan
+        that reads it; Spark prunes a ``drop_duplicates``' input to the columns it reads)."""
         if mode not in OUTPUT_MODES:
             raise PlanError(f"output mode must be one of {OUTPUT_MODES}, got {mode!r}")
         plan, self._static = bind_static_sides(plan)
@@ -184,7 +187,7 @@ class IncrementalQuery:
         self._dedup: StreamingDedup | StreamingStateful | StreamingTransform | None = None
         """The stateful operator other than an aggregation (rows in, rows out)."""
         if isinstance(top, Deduplicate):
-            times = dedup_time_columns(top, self._mark, self._above)
+            times = dedup_time_columns(top, self._mark, self._above or consumer)
             self._dedup = StreamingDedup(top, self._mark, times)
         self.clock = BatchClock(processing_clock)
         """Processing time (``apply_in_pandas_with_state``, ``transform_with_state_in_pandas``);

@@ -17,7 +17,8 @@ before W(n-2); the last batch is the no-data batch owed when W moved):
 - ``drop_duplicates`` judges late rows on the input column carrying the watermark (after
   column pruning) and expires keys only by a key carrying it; with ts and a copy of it
   both reaching it Spark fails the batch (``MULTIPLE_EVENT_TIME_COLUMNS``);
-- a chain (dedup then window) follows a rename before the dedup or a copy after it.
+- a chain (dedup then window) follows a rename before the dedup or a copy after it; with
+  ts and a copy both reaching the dedup, Spark prunes the one the window does not read.
 
 The same shapes are run server-free with the same hand-derived values (and state sizes
 equal to Spark's ``numRowsTotal``) in tests/streamkit/streaming/test_watermark_above.py.
@@ -264,6 +265,14 @@ CASES: dict[str, Case] = {
         )
         for mode in ("update", "append")
     },
+    # ts and its copy t both reach the dedup; the window reads t only, so Spark prunes ts
+    "chain_copy_then_dedup_then_window-append": Case(
+        lambda s: s_win(s_wm(s).withColumn("t", _f().col("ts")).dropDuplicates(["k", "t"]), "t"),
+        lambda s: k_win(
+            k_wm(s).with_column("t", _sk().col("ts")).drop_duplicates(["k", "t"]), "t"
+        ),
+        "append", AGG_FILES, RENAMED["append"],
+    ),
 }  # fmt: skip
 
 REFUSED_APPEND: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
@@ -406,4 +415,23 @@ def test_drop_duplicates_on_the_column_and_a_copy_fails_in_spark_and_is_refused(
     source = sk.read_stream.files(str(directory), "json", SCHEMA)
     ours = k_wm(source).with_column("t", _sk().col("ts")).drop_duplicates(["k", "t"])
     with pytest.raises(PlanError, match="More than one event time columns"):
+        ours.write_stream.output_mode("append").foreach_batch(lambda f, i: None).start()
+
+
+def test_drop_duplicates_within_watermark_on_a_computed_column_is_refused_by_both(
+    spark: Any, tmp_path: Path
+) -> None:
+    from pyspark.errors import AnalysisException
+
+    import streamkit as sk
+
+    directory = write_files(tmp_path / "in", DEDUP_FILES, "json")
+    stream = spark.readStream.schema(SPARK_SCHEMA).json(str(directory))
+    theirs = s_wm(stream).select(s_t7().alias("t"), "k", "v").dropDuplicatesWithinWatermark(["k"])
+    reason = "dropDuplicatesWithinWatermark is not supported"
+    with pytest.raises(AnalysisException, match=reason):
+        theirs.writeStream.outputMode("append").format("memory").queryName("refused_ww").start()
+    source = sk.read_stream.files(str(directory), "json", SCHEMA)
+    ours = k_wm(source).select(k_t7().alias("t"), "k", "v").drop_duplicates_within_watermark(["k"])
+    with pytest.raises(PlanError, match=reason):
         ours.write_stream.output_mode("append").foreach_batch(lambda f, i: None).start()

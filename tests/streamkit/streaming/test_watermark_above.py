@@ -317,6 +317,14 @@ def test_drop_duplicates_with_the_watermark_column_and_a_copy_is_refused() -> No
         IncrementalQuery(plan, "append")
 
 
+def test_drop_duplicates_within_watermark_on_a_computed_column_is_refused() -> None:
+    """Spark: "dropDuplicatesWithinWatermark is not supported on streaming
+    DataFrames/DataSets without watermark"."""
+    df = stream().select((sk.col("ts") + SHIFT).alias("t"), "k", "v")
+    with pytest.raises(PlanError, match="dropDuplicatesWithinWatermark is not supported"):
+        IncrementalQuery(df.drop_duplicates_within_watermark(["k"]).plan, "append")
+
+
 # -- chains: drop_duplicates(k, ts) then a window (nothing is duplicated: the aggregation's
 # batches are RENAMED's, Spark-checked) ---------------------------------------------------
 CHAINS: dict[str, Callable[[], sk.DataFrame]] = {
@@ -324,6 +332,10 @@ CHAINS: dict[str, Callable[[], sk.DataFrame]] = {
         stream().drop_duplicates(["k", "ts"]).with_column("t", sk.col("ts"))
     ),
     "rename_before_dedup": lambda: counts(renamed_stream().drop_duplicates(["k", "t"])),
+    # ts and its copy t reach the dedup, but the window reads t only: Spark prunes ts
+    "copy_before_dedup": lambda: counts(
+        stream().with_column("t", sk.col("ts")).drop_duplicates(["k", "t"])
+    ),
 }
 
 
