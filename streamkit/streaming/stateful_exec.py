@@ -38,6 +38,7 @@ from streamkit.group_state import GroupStateTimeout
 from streamkit.plan import Watermark
 from streamkit.stateful import Clock, FlatMapGroupsWithState, KeyCaller
 from streamkit.streaming.state.group_state_store import GroupStateStore
+from streamkit.streaming.watermark_lineage import carried
 
 TICKS_PER_MS = {"ns": 1_000_000, "us": 1_000, "ms": 1}
 
@@ -100,6 +101,15 @@ class StreamingStateful:
             raise PlanError(
                 "EventTimeTimeout needs a watermark: add .with_watermark(column, delay) "
                 "before group_by(...).apply_in_pandas_with_state"
+            )
+        event_time = node.timeout == GroupStateTimeout.EventTimeTimeout
+        if event_time and mark is not None and carried(node.input, mark) == ():
+            raise PlanError(
+                "Watermark must be specified in the query using with_watermark for using "
+                "event-time timeout in a applyInPandasWithState (Spark's refusal too): no "
+                "input column of the function carries the watermark (a column computed from "
+                "it after with_watermark carries none); keep the watermark's column or a "
+                "plain rename of it, or compute the event time before with_watermark"
             )
         self.node, self._mark = node, mark
         self._clock = clock

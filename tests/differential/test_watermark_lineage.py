@@ -435,3 +435,95 @@ def test_drop_duplicates_within_watermark_on_a_computed_column_is_refused_by_bot
     ours = k_wm(source).select(k_t7().alias("t"), "k", "v").drop_duplicates_within_watermark(["k"])
     with pytest.raises(PlanError, match=reason):
         ours.write_stream.output_mode("append").foreach_batch(lambda f, i: None).start()
+
+
+def _rows_per_key(key: Any, frames: Any, state: Any) -> Any:
+    import pandas as pd
+
+    n = sum(len(f) for f in frames)
+    if n:
+        yield pd.DataFrame({"k": [key[0]], "n": [n]})
+
+
+PER_KEY: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "select_alias": (s_alias, k_alias),
+    "computed_ts_kept": (
+        lambda s: s_wm(s).withColumn("t", s_t7()),
+        lambda s: k_wm(s).with_column("t", k_t7()),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PER_KEY))
+def test_event_time_timeouts_judge_late_rows_as_spark(
+    name: str, spark: Any, tmp_path: Path
+) -> None:
+    """applyInPandasWithState with EventTimeTimeout: (a, 15) late in batch 2 in both."""
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    import streamkit as sk
+
+    directory = write_files(tmp_path / "in", AGG_FILES, "json")
+    want = {0: [("a", 1), ("q", 1), ("z", 1)], 1: [("a", 2)], 2: [], 3: [("a", 1)], 4: []}
+    theirs: Batches = []
+    ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
+    stream = spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
+    out = (
+        PER_KEY[name][0](stream.json(str(directory)))
+        .groupBy("k")
+        .applyInPandasWithState(
+            _rows_per_key,
+            "k string, n long",
+            "n long",
+            "update",
+            GroupStateTimeout.EventTimeTimeout,
+        )
+    )
+    handle = (
+        out.writeStream.outputMode("update").trigger(availableNow=True)
+        .option("checkpointLocation", ck.name)
+        .foreachBatch(lambda b, i: theirs.append((i, spark_out(b)[1]))).start()
+    )  # fmt: skip
+    try:
+        assert handle.awaitTermination(DEADLINE), "Spark did not finish"
+    finally:
+        ck.cleanup()
+    assert dict(theirs) == want, "Spark disagrees with the derivation"
+    ours: Batches = []
+    source = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
+    frame = PER_KEY[name][1](source).group_by("k").apply_in_pandas_with_state(
+        _rows_per_key, "k string, n bigint", "n bigint", "update",
+        sk.GroupStateTimeout.EventTimeTimeout,
+    )  # fmt: skip
+    ran = (
+        frame.write_stream.output_mode("update").trigger(available_now=True)
+        .foreach_batch(lambda f, i: ours.append((i, streamkit_out(f.to_arrow())[1]))).start()
+    )  # fmt: skip
+    assert ran.await_termination(timeout=DEADLINE)
+    assert dict(ours) == want
+
+
+def test_event_time_timeouts_without_a_watermarked_column_are_refused_by_both(
+    spark: Any, tmp_path: Path
+) -> None:
+    from pyspark.errors import AnalysisException
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    import streamkit as sk
+
+    directory = write_files(tmp_path / "in", AGG_FILES, "json")
+    stream = spark.readStream.schema(SPARK_SCHEMA).json(str(directory))
+    theirs = s_wm(stream).select(s_t7().alias("t"), "k", "v").groupBy("k")
+    out = theirs.applyInPandasWithState(
+        _rows_per_key, "k string, n long", "n long", "update", GroupStateTimeout.EventTimeTimeout
+    )
+    with pytest.raises(AnalysisException, match="Watermark must be specified"):
+        out.writeStream.outputMode("update").format("memory").queryName("refused_fg").start()
+    source = sk.read_stream.files(str(directory), "json", SCHEMA)
+    ours = k_wm(source).select(k_t7().alias("t"), "k", "v").group_by("k")
+    frame = ours.apply_in_pandas_with_state(
+        _rows_per_key, "k string, n bigint", "n bigint", "update",
+        sk.GroupStateTimeout.EventTimeTimeout,
+    )  # fmt: skip
+    with pytest.raises(PlanError, match="Watermark must be specified"):
+        frame.write_stream.output_mode("update").foreach_batch(lambda f, i: None).start()

@@ -325,6 +325,40 @@ def test_drop_duplicates_within_watermark_on_a_computed_column_is_refused() -> N
         IncrementalQuery(df.drop_duplicates_within_watermark(["k"]).plan, "append")
 
 
+# -- apply_in_pandas_with_state with EventTimeTimeout: rows per key per batch; (a, 15) is
+# late in batch 2 (at or behind 95) when an input column carries the watermark ----------
+def rows_per_key(key: Any, frames: Any, state: Any) -> Any:
+    import pandas as pd
+
+    n = sum(len(f) for f in frames)
+    if n:
+        yield pd.DataFrame({"k": [key[0]], "n": [n]})
+
+
+def per_key(df: sk.DataFrame) -> sk.DataFrame:
+    return df.group_by("k").apply_in_pandas_with_state(
+        rows_per_key, "k string, n bigint", "n bigint", "update",
+        sk.GroupStateTimeout.EventTimeTimeout,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["select_alias", "with_column_computed"])
+def test_event_time_timeouts_judge_late_rows_on_the_column_carrying_the_watermark(
+    name: str,
+) -> None:
+    """A rename carries it; with ts kept beside a computed t, ts does (Spark: the same)."""
+    build = RENAMES.get(name) or COMPUTES[name]
+    out, _, _ = drive(IncrementalQuery(per_key(build(stream())).plan, "update"), AGG_BATCHES)
+    assert out == {0: [("a", 1), ("q", 1), ("z", 1)], 1: [("a", 2)], 2: [], 3: [("a", 1)], 4: []}
+
+
+def test_event_time_timeouts_without_a_watermarked_input_column_are_refused() -> None:
+    """Spark: "Watermark must be specified ... for using event-time timeout"."""
+    plan = per_key(COMPUTES["select_computed"](stream())).plan
+    with pytest.raises(PlanError, match="Watermark must be specified"):
+        IncrementalQuery(plan, "update")
+
+
 # -- chains: drop_duplicates(k, ts) then a window (nothing is duplicated: the aggregation's
 # batches are RENAMED's, Spark-checked) ---------------------------------------------------
 CHAINS: dict[str, Callable[[], sk.DataFrame]] = {
