@@ -6,7 +6,9 @@ any event time and on a stream without a watermark) and P the batch's processing
 
 1. Under time mode ``EventTime`` on a stream with a watermark, rows whose event time is
    at or before the watermark in force in the previous batch are late: dropped (kept in
-   the late-rows table). Under the other time modes no row is late.
+   the late-rows table), judged on the input column that carries the watermark: with
+   none (a column computed from it after ``with_watermark``), no row is late, as in
+   Spark. Under the other time modes no row is late.
 2. One batch of the processor (:class:`~streamkit.transform_state.ProcessorCalls`): the
    rows per key, then the timers at or before W (``EventTime``) or P
    (``ProcessingTime``); ``timer_values`` holds (P, W).
@@ -51,6 +53,7 @@ from streamkit.stateful import Clock, StatefulFunctionError
 from streamkit.stateful_processor import TimeMode
 from streamkit.streaming.state.processor_store import ProcessorStore
 from streamkit.streaming.stateful_exec import TICKS_PER_MS, BatchClock, mark_unit, split_behind
+from streamkit.streaming.watermark_lineage import carried
 from streamkit.transform_state import ProcessorCalls, TransformWithState, declared_state
 
 EMITTED_BEHIND = (
@@ -74,6 +77,9 @@ class StreamingTransform:
         self.store.dropped = dropped
         self._calls = ProcessorCalls(node, self.store)
         self._unit = mark_unit(mark)
+        self._judges_late = mark is not None and carried(node.input, mark) != ()
+        """An input column carries the watermark (none: a column computed from it after
+        ``with_watermark``; Spark then drops no row as late, checked against PySpark 4.3)."""
         self._initial_pending = node.initial_state is not None
         """The initial state is read in the query's first batch (batch 0) only: never
         after a restart from a committed batch (the store was loaded)."""
@@ -83,6 +89,8 @@ class StreamingTransform:
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(rows kept, late rows): step 1, on the rows as read."""
         if self.node.time_mode != TimeMode.EVENT_TIME or late_mark is None or not rows.height:
+            return rows, rows.head(0)
+        if not self._judges_late:
             return rows, rows.head(0)
         assert self._mark is not None
         return split_behind(rows, self._mark, self._unit, late_mark)

@@ -493,3 +493,26 @@ class Wall:
 
     def close(self) -> None:
         pass
+
+
+# --- the watermark column renamed or computed after with_watermark (test_watermark_lineage)
+
+
+def rows_per_key(key: Any, pdfs: Iterator[pd.DataFrame], state: Any) -> Any:
+    """(k, rows of this batch) when the key has rows (``applyInPandasWithState``)."""
+    n = sum(len(p) for p in pdfs)
+    if n:
+        yield pd.DataFrame({"k": [key[0]], "n": [n]})
+
+
+class RowsPerKey:
+    """(k, rows of this batch) when the key has rows (``transformWithStateInPandas``)."""
+
+    def init(self, handle: Any) -> None:
+        pass
+
+    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
+        yield from rows_per_key(key, rows, None)
+
+    def close(self) -> None:
+        pass

@@ -38,6 +38,7 @@ from streamkit.errors import PlanError
 from tests.differential.engines import DEADLINE
 from tests.differential.inputs import SCHEMA, SPARK_SCHEMA, Files, micros, write_files
 from tests.differential.lazy_runs import LazyRuns
+from tests.differential.spark_functions import RowsPerKey, rows_per_key
 from tests.differential.test_joins_static import Batches, spark_out, streamkit_out
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
@@ -437,14 +438,6 @@ def test_drop_duplicates_within_watermark_on_a_computed_column_is_refused_by_bot
         ours.write_stream.output_mode("append").foreach_batch(lambda f, i: None).start()
 
 
-def _rows_per_key(key: Any, frames: Any, state: Any) -> Any:
-    import pandas as pd
-
-    n = sum(len(f) for f in frames)
-    if n:
-        yield pd.DataFrame({"k": [key[0]], "n": [n]})
-
-
 PER_KEY: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "select_alias": (s_alias, k_alias),
     "computed_ts_kept": (
@@ -472,7 +465,7 @@ def test_event_time_timeouts_judge_late_rows_as_spark(
         PER_KEY[name][0](stream.json(str(directory)))
         .groupBy("k")
         .applyInPandasWithState(
-            _rows_per_key,
+            rows_per_key,
             "k string, n long",
             "n long",
             "update",
@@ -492,7 +485,7 @@ def test_event_time_timeouts_judge_late_rows_as_spark(
     ours: Batches = []
     source = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
     frame = PER_KEY[name][1](source).group_by("k").apply_in_pandas_with_state(
-        _rows_per_key, "k string, n bigint", "n bigint", "update",
+        rows_per_key, "k string, n bigint", "n bigint", "update",
         sk.GroupStateTimeout.EventTimeTimeout,
     )  # fmt: skip
     ran = (
@@ -515,15 +508,66 @@ def test_event_time_timeouts_without_a_watermarked_column_are_refused_by_both(
     stream = spark.readStream.schema(SPARK_SCHEMA).json(str(directory))
     theirs = s_wm(stream).select(s_t7().alias("t"), "k", "v").groupBy("k")
     out = theirs.applyInPandasWithState(
-        _rows_per_key, "k string, n long", "n long", "update", GroupStateTimeout.EventTimeTimeout
+        rows_per_key, "k string, n long", "n long", "update", GroupStateTimeout.EventTimeTimeout
     )
     with pytest.raises(AnalysisException, match="Watermark must be specified"):
         out.writeStream.outputMode("update").format("memory").queryName("refused_fg").start()
     source = sk.read_stream.files(str(directory), "json", SCHEMA)
     ours = k_wm(source).select(k_t7().alias("t"), "k", "v").group_by("k")
     frame = ours.apply_in_pandas_with_state(
-        _rows_per_key, "k string, n bigint", "n bigint", "update",
+        rows_per_key, "k string, n bigint", "n bigint", "update",
         sk.GroupStateTimeout.EventTimeTimeout,
     )  # fmt: skip
     with pytest.raises(PlanError, match="Watermark must be specified"):
         frame.write_stream.output_mode("update").foreach_batch(lambda f, i: None).start()
+
+
+@pytest.mark.parametrize(("name", "late"), [("select_alias", True), ("select_computed", False)])
+def test_transform_with_state_judges_late_rows_as_spark(
+    name: str, late: bool, rocksdb: Any, tmp_path: Path
+) -> None:
+    """EventTime mode: a rename carries the watermark ((a, 15) late in batch 2); a column
+    computed after with_watermark does not, and Spark then drops no row as late."""
+    import streamkit as sk
+
+    directory = write_files(tmp_path / "in", AGG_FILES, "json")
+    builds = {
+        "select_alias": (s_alias, k_alias),
+        "select_computed": (
+            lambda s: s_wm(s).select(s_t7().alias("t"), "k", "v"),
+            lambda s: k_wm(s).select(k_t7().alias("t"), "k", "v"),
+        ),
+    }
+    want = {0: [("a", 1), ("q", 1), ("z", 1)], 1: [("a", 2)], 2: [] if late else [("a", 1)],
+            3: [("a", 1)], 4: []}  # fmt: skip
+    theirs: Batches = []
+    ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
+    stream = rocksdb.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
+    out = (
+        builds[name][0](stream.json(str(directory)))
+        .groupBy("k")
+        .transformWithStateInPandas(RowsPerKey(), "k string, n long", "Update", "EventTime")
+    )
+    handle = (
+        out.writeStream.outputMode("update").trigger(availableNow=True)
+        .option("checkpointLocation", ck.name)
+        .foreachBatch(lambda b, i: theirs.append((i, spark_out(b)[1]))).start()
+    )  # fmt: skip
+    try:
+        assert handle.awaitTermination(DEADLINE), "Spark did not finish"
+    finally:
+        ck.cleanup()
+    assert dict(theirs) == want, "Spark disagrees with the derivation"
+    ours: Batches = []
+    source = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
+    frame = (
+        builds[name][1](source)
+        .group_by("k")
+        .transform_with_state_in_pandas(RowsPerKey(), "k string, n bigint", "update", "EventTime")
+    )
+    ran = (
+        frame.write_stream.output_mode("update").trigger(available_now=True)
+        .foreach_batch(lambda f, i: ours.append((i, streamkit_out(f.to_arrow())[1]))).start()
+    )  # fmt: skip
+    assert ran.await_termination(timeout=DEADLINE)
+    assert dict(ours) == want

@@ -359,6 +359,39 @@ def test_event_time_timeouts_without_a_watermarked_input_column_are_refused() ->
         IncrementalQuery(plan, "update")
 
 
+# -- transform_with_state_in_pandas in EventTime: the same rows per key and batch; with no
+# input column carrying the watermark, Spark drops no row as late: (a, 15) is counted -----
+class RowsPerKey(sk.StatefulProcessor):
+    def init(self, handle: Any) -> None:
+        pass
+
+    def handle_input_rows(self, key: Any, rows: Any, timer_values: Any) -> Any:
+        import pandas as pd
+
+        n = sum(len(r) for r in rows)
+        if n:
+            yield pd.DataFrame({"k": [key[0]], "n": [n]})
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("name", "late"), [("select_alias", True), ("select_computed", False)])
+def test_transform_with_state_judges_late_rows_only_on_a_watermarked_column(
+    name: str, late: bool
+) -> None:
+    build = RENAMES.get(name) or COMPUTES[name]
+    df = (
+        build(stream())
+        .group_by("k")
+        .transform_with_state_in_pandas(RowsPerKey(), "k string, n bigint", "update", "EventTime")
+    )
+    out, _, _ = drive(IncrementalQuery(df.plan, "update"), AGG_BATCHES)
+    batch2: list[Out] = [] if late else [("a", 1)]
+    assert out == {0: [("a", 1), ("q", 1), ("z", 1)], 1: [("a", 2)], 2: batch2,
+                   3: [("a", 1)], 4: []}  # fmt: skip
+
+
 # -- chains: drop_duplicates(k, ts) then a window (nothing is duplicated: the aggregation's
 # batches are RENAMED's, Spark-checked) ---------------------------------------------------
 CHAINS: dict[str, Callable[[], sk.DataFrame]] = {
