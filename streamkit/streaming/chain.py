@@ -173,6 +173,15 @@ def _first_times(first: Plan) -> tuple[str, ...]:
     return carried(first, marks[0]) or ()
 
 
+def _consumer(ops: list[Operator]) -> Plan | None:
+    """The aggregation over the first operator, re-rooted on its output (what a first
+    ``drop_duplicates``' input is pruned to, as Spark's optimizer does); None: another
+    operator, which reads every column."""
+    if len(ops) > 1 and isinstance(ops[1], Aggregate):
+        return _input_node(ops[1], ops[0])
+    return None
+
+
 def _ticks_per_ms(dtype: pl.Datetime | None) -> int:
     """Ticks of ``dtype`` in a millisecond (the join's watermark unit)."""
     unit = dtype.time_unit if dtype is not None else "ms"
@@ -265,7 +274,7 @@ class ChainQuery:
         else:
             self.first = IncrementalQuery(
                 ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
-                consumer=_input_node(ops[1], ops[0]) if isinstance(ops[1], Aggregate) else None,
+                consumer=_consumer(ops),
             )  # fmt: skip
             times = _first_times(ops[0])
         self.stages: list[_AggStage | DedupStage | FunctionStage] = []
