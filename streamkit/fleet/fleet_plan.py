@@ -55,7 +55,7 @@ from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.static_sides import StaticSide, bind_static_sides
 from streamkit.streaming.watermark_input import WatermarkRows, watermark_filter
-from streamkit.streaming.watermark_lineage import window_watermark
+from streamkit.streaming.watermark_lineage import watermarked_keys, window_watermark
 from streamkit.transform_state import TransformWithState
 
 from .routing import check_routable
@@ -68,6 +68,21 @@ _NAMES: tuple[tuple[type, str], ...] = (
 
 def _refuse(what: str, fix: str) -> PlanError:
     return PlanError(f"not supported on a fleet yet: {what}; {fix}")
+
+
+def _check_key_eviction(agg: Aggregate, mark: Watermark | None, mode: OutputMode) -> None:
+    """Refuse grouping by a key carrying the watermark without a window that carries it,
+    in append and update mode (the single-process engine evicts such groups by the key,
+    as Spark does; the fleet's aggregation tasks evict by window end only)."""
+    if mark is None or mode == "complete" or window_watermark(agg, mark) is not None:
+        return
+    keyed = watermarked_keys(agg, mark)
+    if keyed:
+        raise _refuse(
+            f"grouping by the watermarked column {keyed[0]!r} without a window (its groups "
+            "are evicted by the key)",
+            f"run the query as one process, or group by sk.window({keyed[0]!r}, ...)",
+        )
 
 
 def _check_join(join: Join, nodes: list[Plan]) -> None:
@@ -158,6 +173,7 @@ class FleetPlan:
         if not aggs:
             return cls(plan, mode, None, mark, None, counts, None, tuple(static))
         agg = aggs[0]
+        _check_key_eviction(agg, mark, mode)
         keys = {k.output_name: k.check(agg.input.schema) for k in agg.keys}
         check_routable(pl.Schema(keys))
         top = above(plan, agg) if agg is not plan else None

@@ -68,12 +68,12 @@ def emit(  # noqa: PLR0917
     in_force: int | None,
 ) -> pl.DataFrame:
     """Complete: every group; update: the groups touched; append: the groups closed.
-    Groups whose window ended at or before ``in_force`` leave the state (not in complete
-    mode)."""
+    Groups whose window ended at or before ``in_force`` (None: no eviction) leave the
+    state (not in complete mode); without a window, those whose watermarked key is at or
+    before it (a store made with ``expiry``)."""
     if mode == "complete":
         return final(store.rows(), agg, spec)
-    window = agg.window
-    closed = store.evict(in_force) if in_force is not None and window else touched.head(0)
+    closed = store.evict(in_force) if in_force is not None else touched.head(0)
     return final(touched if mode == "update" else closed, agg, spec)
 
 

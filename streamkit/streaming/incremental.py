@@ -174,16 +174,21 @@ class IncrementalQuery:
         self._mark = marks[0] if marks else None
         if self._mark is not None and top is not None and self._mark not in top.chain():
             raise PlanError("with_watermark must come before the aggregation or drop_duplicates")
-        self._window_mark = self._watermarked_window()
+        self._window_mark = window_watermark(self._agg, self._mark)
         """``_mark`` when the aggregation's window carries it (None: no eviction or late
-        rows in the aggregation, as in Spark; :mod:`~streamkit.streaming.watermark_lineage`)."""
-        _check_mode(self._agg, self._window_mark is not None, mode, self._mark)
+        rows by a window, as in Spark; :mod:`~streamkit.streaming.watermark_lineage`)."""
+        self._key_mark = self._watermarked_key()
+        """Without such a window, the first group key carrying the watermark: groups leave
+        the state by it and late rows are judged on it (None: no such key)."""
+        _check_mode(self._agg, self._timed, mode, self._mark)
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
         self._judged_window = self._window_judged_at_mark()
         self._counts = watermark_filter(plan, self._mark) if self._mark is not None else None
         self._times = EventTimes.of(self._mark) if self._mark is not None else None
         """The event time as computed below the watermark (None: the column as read)."""
-        self._store: StateStore | None = None if self._spec is None else make_store(self._spec)
+        self._store: StateStore | None = (
+            None if self._spec is None else make_store(self._spec, self._key_mark)
+        )
         self._dedup: StreamingDedup | StreamingStateful | StreamingTransform | None = None
         """The stateful operator other than an aggregation (rows in, rows out)."""
         if isinstance(top, Deduplicate):
@@ -206,22 +211,22 @@ class IncrementalQuery:
         self._restored = False
         """Restored and no batch run since: no no-data batch is owed (as in Spark)."""
 
-    def _watermarked_window(self) -> Watermark | None:
-        """``_mark`` if the aggregation's window carries it (the watermark's column or a
-        plain rename of it after ``with_watermark``); refuses a plain group key carrying
-        it without such a window in append and update mode (Spark evicts those groups by
-        the key and drops late rows on it; streamkit does not yet)."""
-        found = window_watermark(self._agg, self._mark)
-        if found is not None or self._agg is None or self._mark is None:
-            return found
+    def _watermarked_key(self) -> str | None:
+        """The first plain group key carrying the watermark (the watermark's column or a
+        plain rename of it after ``with_watermark``) when no window of the aggregation
+        carries it: as Spark's ``WatermarkSupport.watermarkExpression`` on such a key, a
+        group whose key is at or before the watermark in force leaves the state (append:
+        it is emitted then), and a row whose key is at or before the previous batch's is
+        late; every such key holds the same values (those of the watermark's column)."""
+        if self._window_mark is not None or self._agg is None or self._mark is None:
+            return None
         keyed = watermarked_keys(self._agg, self._mark)
-        if keyed and self.mode != "complete":
-            raise PlanError(
-                f"grouping by the watermarked column {keyed[0]!r} without a window is not "
-                "supported by streamkit yet (Spark evicts such groups by the key); group by "
-                f"sk.window({keyed[0]!r}, ...) instead, or drop with_watermark"
-            )
-        return None
+        return keyed[0] if keyed else None
+
+    @property
+    def _timed(self) -> bool:
+        """Whether the aggregation evicts by the watermark (a window or a key carries it)."""
+        return self._window_mark is not None or self._key_mark is not None
 
     def _window_judged_at_mark(self) -> WindowSpec | None:
         """The aggregation's window on the watermark's column as it reaches
@@ -310,7 +315,7 @@ class IncrementalQuery:
         assert agg is not None
         assert spec is not None
         assert self._store is not None
-        mark = late_mark if self._drops_late else None
+        mark = late_mark if self._drops_late and self._window_mark is not None else None
         if isinstance(self._store, KeyedStore) and self._store.adds_rows:
             touched = self._store.merge_rows(agg_steps.input_rows(agg, spec, rows), mark)
             return self._emit(touched, in_force)
@@ -327,7 +332,7 @@ class IncrementalQuery:
         assert self._store is not None
         assert self._agg is not None
         assert self._spec is not None
-        evict = in_force if self._window_mark is not None else None
+        evict = in_force if self._timed else None
         return agg_steps.emit(self._store, self._agg, self._spec, self.mode, touched, evict)
 
     def _final(self, states: pl.DataFrame) -> pl.DataFrame:
@@ -361,21 +366,29 @@ class IncrementalQuery:
     @property
     def _drops_late(self) -> bool:
         """Whether late rows are dropped: windowed aggregations with a watermark, except
-        time windows in complete mode (Spark keeps them there)."""
+        time windows in complete mode (Spark keeps them there), and aggregations by a
+        watermarked key except in complete mode."""
+        if self._key_mark is not None:
+            return self.mode != "complete"
         return agg_steps.drops_late(self._window_mark, self._agg, self.mode)
 
     def _split_late(
         self, rows: pl.DataFrame, late_mark: int | None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(rows with at least one window open at ``late_mark``, late rows)."""
+        """(rows with at least one window open at ``late_mark``, late rows); by a
+        watermarked key: rows whose key is after ``late_mark`` (a null one never is)."""
         if late_mark is None or not self._drops_late or not rows.height:
             return rows, rows.head(0)
         assert self._agg is not None
         assert self._spec is not None
-        window, dtype = self._judged_window, self._spec.time_dtype
-        assert window is not None
-        assert dtype is not None
-        late = (last_window_end(window, dtype) <= late_mark).fill_null(False)
+        if self._key_mark is not None:
+            assert self._mark is not None  # the key holds the values of the mark's column
+            late = (pl.col(self._mark.column).to_physical() <= late_mark).fill_null(False)
+        else:
+            window, dtype = self._judged_window, self._spec.time_dtype
+            assert window is not None
+            assert dtype is not None
+            late = (last_window_end(window, dtype) <= late_mark).fill_null(False)
         flags = rows.select(late).to_series()
         if not flags.any():
             return rows, rows.head(0)

@@ -17,8 +17,9 @@ from streamkit.windows import SessionWindow
 __all__ = ["KeyedStore", "SessionStore", "StateStore", "make_store"]
 
 
-def make_store(spec: K.AggregateSpec) -> StateStore:
-    """The store for ``spec`` (see the module docstring)."""
+def make_store(spec: K.AggregateSpec, expiry: str | None = None) -> StateStore:
+    """The store for ``spec`` (see the module docstring); ``expiry``: without a window,
+    the group key the store evicts by (:class:`KeyedStore`)."""
     if isinstance(spec.window, SessionWindow):
         return SessionStore(spec)
-    return KeyedStore(spec)
+    return KeyedStore(spec, expiry=expiry)

@@ -5,8 +5,11 @@ Rows live in a :class:`~streamkit.streaming.state.row_log.RowLog`, found through
 keys. A batch's merge looks its keys up, gathers only the rows it touches, merges them with
 ``aggregate.merge`` (the batch job's function, so results are the reference regroup's),
 kills the old rows and appends the merged ones. Eviction pops the hashes of the keys
-created per window end at or before the watermark: O(evicted). Nothing in a batch scans
-the state held; :meth:`KeyedStore.rows` (snapshots, complete mode) does, by nature.
+created per window end at or before the watermark: O(evicted). Without a window, a store
+given an ``expiry`` key (a timestamp group key carrying the watermark) files and evicts
+its keys by that key's value as if it were the window end (a null key never expires).
+Nothing in a batch scans the state held; :meth:`KeyedStore.rows` (snapshots, complete
+mode) does, by nature.
 
 Two distinct keys with one hash are told apart by comparing the keys themselves: the
 second one lives in a small overflow frame merged by full regroup, so the result stays
@@ -63,9 +66,14 @@ class KeyedStore(IndexedRows):
     spread = 0.5
     """:meth:`merge_rows` skips the group-by after a batch with more groups per row."""
 
-    def __init__(self, spec: K.AggregateSpec, hasher: Hasher = row_hash) -> None:
+    def __init__(
+        self, spec: K.AggregateSpec, hasher: Hasher = row_hash, expiry: str | None = None
+    ) -> None:
+        """``expiry``: without a window, the group key whose ticks act as the window end
+        for :meth:`evict` (None: a store without a window never evicts)."""
         super().__init__(spec.state_keys, hasher)
         self.spec = spec
+        self.expiry = expiry if spec.window is None else None
         self._columns = K.state_columns(spec)
         self._buckets: dict[int, list[U64]] = {}
         self._sums = slot_sums(spec)
@@ -237,11 +245,22 @@ class KeyedStore(IndexedRows):
         self._tidy()
         return every
 
+    @property
+    def _evicts(self) -> bool:
+        return self.spec.window is not None or self.expiry is not None
+
+    def _end(self) -> pl.Expr:
+        """A state row's window end in ticks (the ``expiry`` key's; null: never ends)."""
+        return pl.col(WEND) if self.expiry is None else pl.col(self.expiry).to_physical()
+
     def _file(self, news: pl.DataFrame, hashes: U64) -> None:
         """Remember new keys under their window end, for eviction."""
-        if self.spec.window is None or not news.height:
+        if not self._evicts or not news.height:
             return
-        ends = news[WEND].to_numpy()
+        ends_s = news.select(self._end()).to_series()
+        if ends_s.null_count():
+            hashes, ends_s = hashes[ends_s.is_not_null().to_numpy()], ends_s.drop_nulls()
+        ends = ends_s.to_numpy()
         order = np.argsort(ends, kind="stable")
         values, starts = np.unique(ends[order], return_index=True)
         for end, part in zip(values.tolist(), np.split(hashes[order], starts[1:]), strict=True):
@@ -260,12 +279,12 @@ class KeyedStore(IndexedRows):
     # -- eviction ----------------------------------------------------------------------
     def evict(self, watermark: int) -> pl.DataFrame:
         """See :meth:`~streamkit.streaming.state.contract.StateStore.evict`."""
-        if self.spec.window is None:
+        if not self._evicts:
             return pl.DataFrame()
         due = [end for end in self._buckets if end <= watermark]
         parts = [self._evict_main(watermark, due)] if due else []
         if self._over.height:
-            closed = pl.col(WEND) <= watermark
+            closed = (self._end() <= watermark).fill_null(False)
             parts.append(self._over.filter(closed))
             self._over = self._over.filter(~closed)
         out = concat([p for p in parts if p.height])
@@ -279,7 +298,7 @@ class KeyedStore(IndexedRows):
         rows = self._log.gather(slots)
         if not rows.height:
             return rows
-        closed = (rows[WEND] <= watermark).to_numpy()
+        closed = rows.select((self._end() <= watermark).fill_null(False)).to_series().to_numpy()
         out = rows.filter(pl.Series(closed))
         self._log.kill(slots[closed])
         self._index.delete(self._hashes(out))

@@ -11,6 +11,8 @@ in ``tests/differential/test_watermark_lineage.py``):
 - ``drop_duplicates`` judges late rows and expires keys on the input column that carries
   the watermark, none when it was computed or pruned away, and is refused when two do.
 
+Grouping by the renamed column itself, without a window: test_watermark_key.py.
+
 Times are seconds after T0; delay 5 s; windows 10 s. Expected batches are worked out by
 hand in the comments (batch n evicts with W(n-1), drops rows whose window ended at or
 before W(n-2); a no-data batch runs at the end when W moved).
@@ -205,16 +207,6 @@ def test_append_mode_without_a_watermarked_window_is_refused_with_sparks_reason(
     with pytest.raises(PlanError, match="Invalid streaming output mode: append") as err:
         IncrementalQuery(build().plan, "append")
     assert "compute the event time before with_watermark" in str(err.value)
-
-
-def test_grouping_by_the_renamed_watermark_column_without_a_window_is_refused() -> None:
-    """Spark evicts such groups by the key; streamkit does not yet, so it says so."""
-    plan = RENAMES["select_alias"](stream()).group_by("t", "k").agg(sk.count().alias("n")).plan
-    modes: tuple[OutputMode, ...] = ("append", "update")
-    for mode in modes:
-        with pytest.raises(PlanError, match="grouping by the watermarked column 't'"):
-            IncrementalQuery(plan, mode)
-    IncrementalQuery(plan, "complete")  # complete mode never evicts
 
 
 def us(second: int) -> int:

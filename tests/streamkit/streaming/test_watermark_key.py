@@ -1,0 +1,184 @@
+"""Grouping by the watermarked column (or a plain rename of it) without a window (issue 18),
+as PySpark 4.3 runs it (the same inputs, Spark-checked batch by batch with its
+``numRowsTotal`` and ``numRowsDroppedByWatermark``, are in
+``tests/differential/test_watermark_key.py``):
+
+- a group whose key is at or before the watermark in force leaves the state (append: it is
+  emitted then; update: it was emitted when touched);
+- a row whose key is at or before the previous batch's watermark is late (dropped);
+- complete mode never evicts nor drops a late row, and owes no no-data batch.
+
+Times are seconds after T0; delay 5 s. B0: W = 95. B1 (in force 95): 10a, 12a, 90q and
+95e (95 <= 95) leave; 96e stays. B2: 15a and 95f are late (<= 95), 96f is kept. B3: 200,
+W = 195. B4, the no-data batch (in force 195): 96e, 96f, 100z leave.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import streamkit as sk
+from streamkit.errors import PlanError
+from streamkit.fleet.fleet_plan import FleetPlan
+from streamkit.streaming.incremental import IncrementalQuery, OutputMode
+from streamkit.streaming.sources.memory import MemoryStream
+from tests.streamkit.streaming.test_watermark_above import (
+    DELAY,
+    SCHEMA,
+    SHIFT,
+    Out,
+    Row,
+    at,
+    drive,
+    frame,
+    rows_of,
+    stream,
+    us,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+KEY_BATCHES: list[list[Row]] = [
+    [(10, "a", 1), (100, "z", 200), (90, "q", 300)],
+    [(12, "a", 3), (95, "e", 4), (96, "e", 5)],
+    [(15, "a", 5), (95, "f", 6), (96, "f", 7)],
+    [(200, "a", 7)],
+]
+KEYED: dict[str, dict[int, list[Out]]] = {  # (key, k, count, sum of v)
+    "update": {
+        0: [(10, "a", 1, 1), (90, "q", 1, 300), (100, "z", 1, 200)],
+        1: [(12, "a", 1, 3), (95, "e", 1, 4), (96, "e", 1, 5)],
+        2: [(96, "f", 1, 7)],
+        3: [(200, "a", 1, 7)],
+        4: [],
+    },
+    "append": {
+        0: [],
+        1: [(10, "a", 1, 1), (12, "a", 1, 3), (90, "q", 1, 300), (95, "e", 1, 4)],
+        2: [],
+        3: [],
+        4: [(96, "e", 1, 5), (96, "f", 1, 7), (100, "z", 1, 200)],
+    },
+}
+KEYED_STATE = [3, 2, 3, 4, 1]
+"""Groups held after each batch (Spark's ``numRowsTotal``)."""
+
+
+def counted(df: sk.DataFrame, *keys: str | sk.Expr) -> sk.DataFrame:
+    return df.group_by(*keys).agg(sk.count().alias("n"), sk.sum("v").alias("s"))
+
+
+SHAPES: dict[str, Callable[[sk.DataFrame], sk.DataFrame]] = {
+    "ts_k": lambda d: counted(d, "ts", "k"),
+    "k_ts": lambda d: counted(d, "k", "ts").select("ts", "k", "n", "s"),
+    "select_alias_ts_dropped": lambda d: counted(
+        d.select(sk.col("ts").alias("t"), "k", "v"), "t", "k"
+    ),
+    "copy_then_original_overwritten": lambda d: counted(
+        d.with_column("t", sk.col("ts")).with_column("ts", sk.col("ts") + SHIFT), "t", "k"
+    ),
+    "alias_in_group_by": lambda d: counted(d, sk.col("ts").alias("t"), "k"),
+    "two_watermarked_keys": lambda d: counted(
+        d.with_column("t", sk.col("ts")), "t", "ts", "k"
+    ).select("t", "k", "n", "s"),
+}
+
+
+@pytest.mark.parametrize("mode", ["update", "append"])
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_groups_by_the_watermarked_key_leave_state_and_late_rows_drop(
+    name: str, mode: OutputMode
+) -> None:
+    q = IncrementalQuery(SHAPES[name](stream()).plan, mode)
+    out, held, marks = drive(q, KEY_BATCHES)
+    assert out == KEYED[mode]
+    assert held == KEYED_STATE
+    assert marks == [us(95), us(95), us(95), us(195), us(195)]
+
+
+def test_the_late_rows_of_a_watermarked_key_are_kept_as_read() -> None:
+    q = IncrementalQuery(SHAPES["select_alias_ts_dropped"](stream()).plan, "update")
+    for batch in KEY_BATCHES[:2]:
+        assert not q.run(frame(batch)).late_rows.height
+    late = q.run(frame(KEY_BATCHES[2])).late_rows
+    assert late.columns == ["ts", "k", "v"]
+    assert rows_of(late) == [(15, "a", 5), (95, "f", 6)]
+
+
+def test_complete_mode_never_evicts_nor_drops_by_the_watermarked_key() -> None:
+    q = IncrementalQuery(SHAPES["ts_k"](stream()).plan, "complete")
+    out, held, _ = drive(q, KEY_BATCHES)
+    assert held == [3, 6, 9, 10]  # no no-data batch either
+    assert len(out) == 4
+    assert (15, "a", 1, 5) in out[3]
+    assert (95, "f", 1, 6) in out[3]
+
+
+def test_a_key_computed_from_the_watermarked_column_is_still_refused_in_append() -> None:
+    plan = counted(stream().with_column("t", sk.col("ts") + SHIFT), "t", "k").plan
+    with pytest.raises(PlanError, match="Invalid streaming output mode: append"):
+        IncrementalQuery(plan, "append")
+
+
+def test_the_fleet_refuses_eviction_by_a_watermarked_key() -> None:
+    plan = SHAPES["ts_k"](stream()).plan
+    modes: tuple[OutputMode, ...] = ("append", "update")
+    for mode in modes:
+        with pytest.raises(PlanError, match="not supported on a fleet yet: grouping by"):
+            FleetPlan.of(plan, mode)
+    FleetPlan.of(plan, "complete")
+
+
+# -- restart ---------------------------------------------------------------------------
+# ``process_all_available`` runs the owed no-data batch at once. b0: KEY_BATCHES[0], W = 95;
+# b1 (no data, in force 95): 10a and 90q leave; b2: 12a and 95e are late (<= 95), 96e
+# stays. Restart. b3: 15a and 95f are late against the saved 95, 96f is kept; b4: 200,
+# W = 195; b5 (no data, in force 195): 96e (held across the restart), 96f and 100z leave.
+RESTARTED: dict[str, dict[int, list[Out]]] = {
+    "update": {
+        0: [(10, "a", 1, 1), (90, "q", 1, 300), (100, "z", 1, 200)],
+        1: [], 2: [(96, "e", 1, 5)], 3: [(96, "f", 1, 7)], 4: [(200, "a", 1, 7)], 5: [],
+    },
+    "append": {
+        0: [], 1: [(10, "a", 1, 1), (90, "q", 1, 300)], 2: [], 3: [], 4: [],
+        5: [(96, "e", 1, 5), (96, "f", 1, 7), (100, "z", 1, 200)],
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["update", "append"])
+def test_a_watermarked_key_keeps_its_watermark_and_state_across_a_restart(
+    mode: OutputMode, tmp_path: Path
+) -> None:
+    source = MemoryStream(SCHEMA)
+    seen: dict[int, list[Out]] = {}
+    late: list[Out] = []
+
+    def collect(df: sk.DataFrame, batch_id: int) -> None:
+        seen[batch_id] = rows_of(pl.from_arrow(df.to_arrow()))  # type: ignore[arg-type]
+
+    for part in (KEY_BATCHES[:2], KEY_BATCHES[2:]):
+        df = SHAPES["select_alias_ts_dropped"](
+            sk.read_stream.source(source).with_watermark("ts", DELAY)
+        )
+        query = df.write_stream.output_mode(mode).checkpoint(str(tmp_path)).foreach_batch(collect)
+        handle = query.start()
+        try:
+            for batch in part:
+                source.add_rows(pa.Table.from_pylist(
+                    [{"ts": at(s), "k": k, "v": v} for s, k, v in batch], schema=SCHEMA
+                ))  # fmt: skip
+                handle.process_all_available()
+        finally:
+            handle.stop()
+            handle.await_termination()
+        table = handle.late_rows
+        late = sorted(late + ([] if table is None else rows_of(pl.from_arrow(table))))  # type: ignore[arg-type]
+    assert seen == RESTARTED[mode]
+    assert late == [(12, "a", 3), (15, "a", 5), (95, "e", 4), (95, "f", 6)]
