@@ -70,14 +70,20 @@ from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
 from streamkit.streaming.dedup_stage import DedupStage
 from streamkit.streaming.downstream import above
 from streamkit.streaming.function_stage import FunctionStage
-from streamkit.streaming.incremental import BatchResult, IncrementalQuery, OutputMode, _check_mode
+from streamkit.streaming.incremental import (
+    BatchResult,
+    IncrementalQuery,
+    OutputMode,
+    _check_mode,
+    check_one_event_time,
+)
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.changelog import DELETED
 from streamkit.streaming.state.dedup import EXPIRES
 from streamkit.streaming.stateful_exec import BatchClock
 from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
 from streamkit.streaming.transform_exec import StreamingTransform
-from streamkit.streaming.watermark_lineage import carried, carried_from
+from streamkit.streaming.watermark_lineage import carried, carried_from, plain_reference
 from streamkit.streaming.watermarks import PartitionWatermarks
 from streamkit.transform_state import TransformWithState
 from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
@@ -161,6 +167,17 @@ def _event_time_window(node: Aggregate, below: Plan, times: tuple[str, ...]) -> 
     return isinstance(column, Col) and column.name in times
 
 
+def _watermarked_key(
+    node: Aggregate, times: tuple[str, ...], timed: bool, mode: OutputMode
+) -> str | None:
+    """The first plain group key of ``node`` that is one of ``times`` (the watermarked
+    columns the operator below passes on) when no window carries the watermark (``timed``),
+    or None; refuses several such keys (or one beside the window) as Spark fails them."""
+    keys = [k.output_name for k in node.keys if plain_reference(k) in times]
+    check_one_event_time(([WINDOW_COLUMN] if timed else []) + keys, mode)
+    return keys[0] if keys and not timed else None
+
+
 def _first_times(first: Plan) -> tuple[str, ...]:
     """The columns of the first operator's output that carry the watermark (an
     aggregation's window carries it in its struct, not in a column; see
@@ -191,32 +208,54 @@ def _ticks_per_ms(dtype: pl.Datetime | None) -> int:
 class _AggStage:
     """An aggregation above another stateful operator, fed that operator's output."""
 
-    def __init__(self, node: Aggregate, mode: OutputMode, timed: bool) -> None:
-        self.node, self.mode, self.timed = node, mode, timed
+    def __init__(
+        self, node: Aggregate, mode: OutputMode, timed: bool, key: str | None = None
+    ) -> None:
+        """``timed``: a window carries the watermark; ``key``: otherwise, the group key
+        that does (groups leave by it, late rows are judged on it, as in
+        :class:`~streamkit.streaming.incremental.IncrementalQuery`)."""
+        self.node, self.mode, self.timed, self.key = node, mode, timed, key
         self.spec = aggregate_spec(node)
-        self.store: StateStore = make_store(self.spec)
+        self.store: StateStore = make_store(self.spec, key)
         window = node.window
         self.drops_late = timed and (isinstance(window, SessionWindow) or mode != "complete")
+        self.drops_late |= key is not None and mode != "complete"
+
+    @property
+    def time_dtype(self) -> pl.Datetime | None:
+        """The type of the event time it judges (its window's, or its watermarked key's)."""
+        if self.key is None:
+            return self.spec.time_dtype
+        dtype = self.node.schema[self.key]
+        assert isinstance(dtype, pl.Datetime)
+        return dtype
+
+    def _ends(self, inputs: pl.DataFrame) -> pl.Series:
+        """Per input row, the last window end (or the watermarked key) in ticks."""
+        node, spec = self.node, self.spec
+        if self.key is not None:
+            key = next(k for k in node.keys if k.output_name == self.key)
+            return inputs.select(key.to_polars().to_physical()).to_series()
+        assert node.window is not None
+        assert spec.time_dtype is not None
+        return inputs.select(last_window_end(node.window, spec.time_dtype)).to_series()
 
     def run(self, rows: pl.DataFrame, late_mark: int | None, in_force: int | None) -> pl.DataFrame:
         """Merge ``rows`` (late ones dropped), then emit what the output mode says."""
         node, spec = self.node, self.spec
         if self.drops_late and late_mark is not None and rows.height:
-            assert node.window is not None
-            assert spec.time_dtype is not None
             inputs = compile_plan(node.input, None, set(), given(rows)).collect()
-            ends = inputs.select(last_window_end(node.window, spec.time_dtype)).to_series()
-            rows = inputs.filter(~(ends <= late_mark).fill_null(False))
+            rows = inputs.filter(~(self._ends(inputs) <= late_mark).fill_null(False))
             lazy = rows.lazy()
         else:
             lazy = compile_plan(node.input, None, set(), given(rows))
         fresh = K.partial(aggregate_rows(lazy, node, spec), spec)
-        if self.drops_late and late_mark is not None:
+        if self.drops_late and late_mark is not None and node.window is not None:
             fresh = fresh.filter(pl.col(WEND) > late_mark)
         touched = self.store.merge(fresh)
         if self.mode == "complete":
             return self.final(self.store.rows())
-        timed = self.timed and in_force is not None
+        timed = (self.timed or self.key is not None) and in_force is not None
         closed = self.store.evict(in_force) if timed and in_force is not None else touched.head(0)
         return self.final(touched if self.mode == "update" else closed)
 
@@ -339,7 +378,8 @@ class ChainQuery:
         if isinstance(below, Deduplicate):  # renames between them carry the watermark on
             times = carried_from(node.input, below, times) or ()
         timed = bool(times) and _event_time_window(node, below, times)
-        if not timed and mode == "append":
+        key = None if isinstance(below, Aggregate) else _watermarked_key(node, times, timed, mode)
+        if not timed and key is None and mode == "append":
             hint = (
                 "group the second aggregation by sk.window(sk.window_time('window'), ...)"
                 if isinstance(below, Aggregate)
@@ -363,8 +403,8 @@ class ChainQuery:
                 f"operator must group by a window over the event time; {hint}"
             )
         node = _input_node(node, below)
-        _check_mode(node, timed, mode)
-        return _AggStage(node, mode, timed)
+        _check_mode(node, timed or key is not None, mode)
+        return _AggStage(node, mode, timed, key)
 
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
@@ -508,7 +548,7 @@ class ChainQuery:
 
 
 def _time_dtype(stage: _AggStage | DedupStage | FunctionStage) -> pl.Datetime | None:
-    return stage.spec.time_dtype if isinstance(stage, _AggStage) else stage.time_dtype
+    return stage.time_dtype
 
 
 def _mark_below(below: Operator, times: tuple[str, ...], kept: pl.Schema) -> Watermark | None:

@@ -17,6 +17,10 @@ Batch n runs with the watermark in force W_n = W before its rows are seen:
   each joined row for ``dropDuplicates`` and stateful functions, the late (window, key)
   groups of the partial aggregates for an aggregation).
 - Eviction: groups whose window end is <= W_n leave state (append: they are emitted now).
+  Without a window carrying the watermark, a group key carrying it (the watermark's
+  column or a plain rename) takes the window end's place for eviction and late rows
+  (Spark's ``watermarkExpression`` on the key); two such keys (or one beside the window)
+  are refused in append and update mode, where Spark fails the batch.
 - No-data batch: after a batch in append or update mode with a watermark, when W moved
   past W_n the query owes one batch without input (:meth:`IncrementalQuery.owes_batch`).
 - Restart: the first batch judges late rows against the watermark in force in the last
@@ -82,7 +86,7 @@ from streamkit.streaming.watermark_lineage import (
 )
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.transform_state import TransformWithState
-from streamkit.windows import WEND, SessionWindow, WindowSpec, last_window_end
+from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, WindowSpec, last_window_end
 
 OUTPUT_MODES: tuple[OutputMode, ...] = ("append", "update", "complete")
 _LOST = (
@@ -131,6 +135,19 @@ def _check_mode(
             "later row can merge two sessions already emitted, and update mode cannot "
             "retract them; use output_mode 'append' (a session once, when the watermark "
             "passes its end) or 'complete'"
+        )
+
+
+def check_one_event_time(carrying: list[str], mode: OutputMode) -> None:
+    """Refuse an aggregation whose group keys (the window among them) include more than
+    one column carrying the watermark, in append and update mode: Spark fails its first
+    batch there (it runs it in complete mode, which never evicts)."""
+    if len(carrying) > 1 and mode != "complete":
+        raise PlanError(
+            "[MULTIPLE_EVENT_TIME_COLUMNS] More than one event time columns are available "
+            f"(Spark fails the batch in {mode} mode): the group keys "
+            f"{', '.join(repr(c) for c in carrying)} all carry the watermark; group by "
+            "one of them (a window on the watermarked column, or the column itself)"
         )
 
 
@@ -218,10 +235,12 @@ class IncrementalQuery:
         group whose key is at or before the watermark in force leaves the state (append:
         it is emitted then), and a row whose key is at or before the previous batch's is
         late; every such key holds the same values (those of the watermark's column)."""
-        if self._window_mark is not None or self._agg is None or self._mark is None:
+        if self._agg is None or self._mark is None:
             return None
         keyed = watermarked_keys(self._agg, self._mark)
-        return keyed[0] if keyed else None
+        window = [WINDOW_COLUMN] if self._window_mark is not None else []
+        check_one_event_time(window + keyed, self.mode)
+        return keyed[0] if keyed and not window else None
 
     @property
     def _timed(self) -> bool:

@@ -15,7 +15,7 @@ W = 195. B4, the no-data batch (in force 195): 96e, 96f, 100z leave.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -24,6 +24,7 @@ import pytest
 import streamkit as sk
 from streamkit.errors import PlanError
 from streamkit.fleet.fleet_plan import FleetPlan
+from streamkit.streaming.chain import ChainQuery, make_engine
 from streamkit.streaming.incremental import IncrementalQuery, OutputMode
 from streamkit.streaming.sources.memory import MemoryStream
 from tests.streamkit.streaming.test_watermark_above import (
@@ -70,7 +71,7 @@ KEYED_STATE = [3, 2, 3, 4, 1]
 """Groups held after each batch (Spark's ``numRowsTotal``)."""
 
 
-def counted(df: sk.DataFrame, *keys: str | sk.Expr) -> sk.DataFrame:
+def counted(df: sk.DataFrame, *keys: Any) -> sk.DataFrame:
     return df.group_by(*keys).agg(sk.count().alias("n"), sk.sum("v").alias("s"))
 
 
@@ -84,9 +85,13 @@ SHAPES: dict[str, Callable[[sk.DataFrame], sk.DataFrame]] = {
         d.with_column("t", sk.col("ts")).with_column("ts", sk.col("ts") + SHIFT), "t", "k"
     ),
     "alias_in_group_by": lambda d: counted(d, sk.col("ts").alias("t"), "k"),
-    "two_watermarked_keys": lambda d: counted(
-        d.with_column("t", sk.col("ts")), "t", "ts", "k"
-    ).select("t", "k", "n", "s"),
+}
+SEVERAL: dict[str, Callable[[sk.DataFrame], sk.DataFrame]] = {
+    "two_keys": lambda d: counted(d.with_column("t", sk.col("ts")), "k", "t", "ts"),
+    "window_and_key": lambda d: counted(d, sk.window("ts", "10 seconds"), "ts", "k"),
+    "two_keys_above_drop_duplicates": lambda d: counted(
+        d.drop_duplicates(["k", "ts"]).with_column("t", sk.col("ts")), "t", "ts", "k"
+    ),
 }
 
 
@@ -120,6 +125,20 @@ def test_complete_mode_never_evicts_nor_drops_by_the_watermarked_key() -> None:
     assert (95, "f", 1, 6) in out[3]
 
 
+@pytest.mark.parametrize("name", list(SEVERAL))
+def test_several_group_keys_carrying_the_watermark_are_refused_as_spark_fails_them(
+    name: str,
+) -> None:
+    """Spark fails the first batch (MULTIPLE_EVENT_TIME_COLUMNS) in append and update
+    mode, and runs the query in complete mode."""
+    plan = SEVERAL[name](stream()).plan
+    modes: tuple[OutputMode, ...] = ("append", "update")
+    for mode in modes:
+        with pytest.raises(PlanError, match="MULTIPLE_EVENT_TIME_COLUMNS"):
+            make_engine(plan, mode)
+    make_engine(plan, "complete")
+
+
 def test_a_key_computed_from_the_watermarked_column_is_still_refused_in_append() -> None:
     plan = counted(stream().with_column("t", sk.col("ts") + SHIFT), "t", "k").plan
     with pytest.raises(PlanError, match="Invalid streaming output mode: append"):
@@ -133,6 +152,18 @@ def test_the_fleet_refuses_eviction_by_a_watermarked_key() -> None:
         with pytest.raises(PlanError, match="not supported on a fleet yet: grouping by"):
             FleetPlan.of(plan, mode)
     FleetPlan.of(plan, "complete")
+
+
+@pytest.mark.parametrize("mode", ["update", "append"])
+def test_an_aggregation_by_the_watermarked_key_above_drop_duplicates(mode: OutputMode) -> None:
+    """drop_duplicates(k, ts) keeps every row (the pairs are distinct) but drops 15a and
+    95f as late; the aggregation above evicts by ts as alone. State: the deduplication's
+    keys expire by ts with the same W, so it holds as many as the aggregation."""
+    engine = make_engine(counted(stream().drop_duplicates(["k", "ts"]), "ts", "k").plan, mode)
+    assert isinstance(engine, ChainQuery)
+    out, held, _ = drive(engine, KEY_BATCHES)
+    assert out == KEYED[mode]
+    assert held == [2 * n for n in KEYED_STATE]
 
 
 # -- restart ---------------------------------------------------------------------------
