@@ -15,7 +15,8 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    records it as heard of, with no range applied (:data:`NOTHING`) and no event time,
    and is otherwise ignored (neither applied nor counted as a duplicate);
 4. judge late partial states against the watermark in force in the previous batch
-   (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows);
+   (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows;
+   without a window, a group key carrying the watermark ``<= late_mark``);
 5. merge into the engine's state store (:func:`~streamkit.streaming.state.make_store`),
    evict and emit per output mode with the watermark in force in this batch, run the
    operations after the aggregation (the same steps as
@@ -178,7 +179,7 @@ class AggregationStage:
             self._store = self._dedup.store
         else:
             self.spec = fleet.spec
-            self._store = make_store(self.spec)
+            self._store = make_store(self.spec, fleet.key_mark)
         self._sources: dict[str, SourceProgress] = {}
         self._expected: frozenset[str] = frozenset()
         self._holding: frozenset[str] = frozenset()
@@ -238,14 +239,20 @@ class AggregationStage:
         states = pl.concat(fresh, how="vertical_relaxed") if fresh else pl.DataFrame()
         late = states.head(0)
         if late_mark is not None and states.height and self._drops_late:
-            is_late = pl.col(WEND) <= late_mark
+            key = self.fleet.key_mark
+            is_late = (
+                pl.col(WEND) <= late_mark
+                if key is None
+                else (pl.col(key).to_physical() <= late_mark).fill_null(False)
+            )
             late, states = states.filter(is_late), states.filter(~is_late)
             self.late_rows += int(late[K.ROWS].sum()) if late.height else 0
         store, agg = self._store, self.agg
         assert not isinstance(store, DedupStore)
         assert agg is not None
         touched = store.merge(states)
-        evict = in_force if self.fleet.window_mark is not None else None
+        timed = self.fleet.window_mark is not None or self.fleet.key_mark is not None
+        evict = in_force if timed else None
         output = agg_steps.emit(store, agg, self.spec, self.mode, touched, evict)
         return BatchResult(self._finish(output), late, self.watermark)
 
@@ -289,6 +296,8 @@ class AggregationStage:
     @property
     def _drops_late(self) -> bool:
         assert self.agg is not None
+        if self.fleet.key_mark is not None:
+            return self.mode != "complete"
         return agg_steps.drops_late(self.fleet.window_mark, self.agg, self.mode)
 
     def _check_query(self, header: ChunkHeader) -> None:

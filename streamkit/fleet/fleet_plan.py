@@ -10,7 +10,8 @@ starts "not supported on a fleet yet: ..." and names the construct):
   sliding or session window, with the engine's aggregates, in append, update or complete
   mode, under the single-process engine's rules for modes and watermarks (a window on a
   plain rename of the watermark column evicts; one on a column computed after
-  ``with_watermark`` never does, :attr:`FleetPlan.window_mark`); only filters,
+  ``with_watermark`` never does, :attr:`FleetPlan.window_mark`; without a window, a
+  group key carrying the watermark evicts, :attr:`FleetPlan.key_mark`); only filters,
   projections and ``with_watermark`` below it, and filters/``select``/``with_column``
   after it. The source part (:attr:`FleetPlan.below`) runs in source tasks down to partial
   states; the aggregation part (merge, eviction, emission, :attr:`FleetPlan.above`) runs
@@ -68,21 +69,6 @@ _NAMES: tuple[tuple[type, str], ...] = (
 
 def _refuse(what: str, fix: str) -> PlanError:
     return PlanError(f"not supported on a fleet yet: {what}; {fix}")
-
-
-def _check_key_eviction(agg: Aggregate, mark: Watermark | None, mode: OutputMode) -> None:
-    """Refuse grouping by a key carrying the watermark without a window that carries it,
-    in append and update mode (the single-process engine evicts such groups by the key,
-    as Spark does; the fleet's aggregation tasks evict by window end only)."""
-    if mark is None or mode == "complete" or window_watermark(agg, mark) is not None:
-        return
-    keyed = watermarked_keys(agg, mark)
-    if keyed:
-        raise _refuse(
-            f"grouping by the watermarked column {keyed[0]!r} without a window (its groups "
-            "are evicted by the key)",
-            f"run the query as one process, or group by sk.window({keyed[0]!r}, ...)",
-        )
 
 
 def _check_join(join: Join, nodes: list[Plan]) -> None:
@@ -173,7 +159,6 @@ class FleetPlan:
         if not aggs:
             return cls(plan, mode, None, mark, None, counts, None, tuple(static))
         agg = aggs[0]
-        _check_key_eviction(agg, mark, mode)
         keys = {k.output_name: k.check(agg.input.schema) for k in agg.keys}
         check_routable(pl.Schema(keys))
         top = above(plan, agg) if agg is not plan else None
@@ -202,6 +187,17 @@ class FleetPlan:
         aggregation never evicts nor drops late rows, as the single-process engine and
         Spark run a window on a column computed after ``with_watermark`` in update mode."""
         return window_watermark(self.agg, self.mark)
+
+    @cached_property
+    def key_mark(self) -> str | None:
+        """Without a window carrying :attr:`mark`, the first group key that does (the
+        watermark's column or a plain rename of it): aggregation tasks evict groups and
+        drop late partial states by it, as the single-process engine (Spark's rule);
+        None: no such key."""
+        if self.agg is None or self.mark is None or self.window_mark is not None:
+            return None
+        keyed = watermarked_keys(self.agg, self.mark)
+        return keyed[0] if keyed else None
 
     def refresh_static(self) -> None:
         """Pin each static side's rows for the next batch (:meth:`StaticSide.refresh`)."""

@@ -1,7 +1,8 @@
 """Grouping by the watermarked column (or a plain rename of it) without a window (issue 18),
 as PySpark 4.3 runs it (the same inputs, Spark-checked batch by batch with its
 ``numRowsTotal`` and ``numRowsDroppedByWatermark``, are in
-``tests/differential/test_watermark_key.py``):
+``tests/differential/test_watermark_key.py``; the fleet's parity with this engine in
+``tests/streamkit/fleet/test_fleet_watermark_above.py``):
 
 - a group whose key is at or before the watermark in force leaves the state (append: it is
   emitted then; update: it was emitted when touched);
@@ -23,10 +24,11 @@ import pytest
 
 import streamkit as sk
 from streamkit.errors import PlanError
-from streamkit.fleet.fleet_plan import FleetPlan
+from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
 from streamkit.streaming.chain import ChainQuery, make_engine
 from streamkit.streaming.incremental import IncrementalQuery, OutputMode
 from streamkit.streaming.sources.memory import MemoryStream
+from tests.streamkit.fleet.test_parity_with_engine import step
 from tests.streamkit.streaming.test_watermark_above import (
     DELAY,
     SCHEMA,
@@ -145,15 +147,6 @@ def test_a_key_computed_from_the_watermarked_column_is_still_refused_in_append()
         IncrementalQuery(plan, "append")
 
 
-def test_the_fleet_refuses_eviction_by_a_watermarked_key() -> None:
-    plan = SHAPES["ts_k"](stream()).plan
-    modes: tuple[OutputMode, ...] = ("append", "update")
-    for mode in modes:
-        with pytest.raises(PlanError, match="not supported on a fleet yet: grouping by"):
-            FleetPlan.of(plan, mode)
-    FleetPlan.of(plan, "complete")
-
-
 @pytest.mark.parametrize("mode", ["update", "append"])
 def test_an_aggregation_by_the_watermarked_key_above_drop_duplicates(mode: OutputMode) -> None:
     """drop_duplicates(k, ts) keeps every row (the pairs are distinct) but drops 15a and
@@ -164,6 +157,28 @@ def test_an_aggregation_by_the_watermarked_key_above_drop_duplicates(mode: Outpu
     out, held, _ = drive(engine, KEY_BATCHES)
     assert out == KEYED[mode]
     assert held == [2 * n for n in KEYED_STATE]
+
+
+@pytest.mark.parametrize("mode", ["update", "append"])
+def test_the_fleet_evicts_by_the_watermarked_key_as_the_engine(mode: OutputMode) -> None:
+    """Batch by batch the aggregation tasks emit what the engine emits on KEY_BATCHES,
+    with a no-data batch after each one that moves W (``step``): after B0, in force 95,
+    so 12a and 95e of B1 are late as well as 15a and 95f of B2."""
+    fleet = FleetPlan.of(SHAPES["select_alias_ts_dropped"](stream()).plan, mode)
+    assert fleet.key_mark == "t"
+    engine = IncrementalQuery(fleet.plan, mode)
+    source = SourceStage(fleet)
+    stages = [AggregationStage(fleet, query="q") for _ in range(2)]
+    top: int | None = None
+    engine_late = 0
+    for seq, batch in enumerate(KEY_BATCHES):
+        top, late = step(
+            engine, source, stages, frame(batch), seq=seq, top=top,
+            sort=lambda f: f.sort(["t", "k"]),
+        )  # fmt: skip
+        engine_late += late
+    assert sum(s.late_rows for s in stages) == engine_late == 4
+    assert sum(s.state_rows for s in stages) == KEYED_STATE[-1]
 
 
 # -- restart ---------------------------------------------------------------------------
