@@ -13,6 +13,7 @@ no-data batch owed when W moved):
 - the key may be ts itself, a rename of it with ts dropped or an alias in ``group_by``;
   above ``drop_duplicates(["k", "ts"])`` the aggregation evicts by ts the same way (the
   deduplication drops 15 and 95 as late; each operator holds 3, 2, 3, 4, 1 rows);
+- a null key is never late and never leaves (append never emits it);
 - complete mode never evicts nor drops a late row, and runs no no-data batch;
 - two group keys carrying the watermark (``t`` a copy of ``ts``, or a window on ``ts``
   beside ``ts``) fail the first batch in append and update mode
@@ -48,6 +49,13 @@ KEY_FILES: Files = [
     [(200, "a", 7, 7)],  # W = 195: a no-data batch 4
 ]
 
+NULL_FILES: Files = [
+    KEY_FILES[0],
+    [*KEY_FILES[1], (None, "n", 9, 9)],  # a null key: never late, never leaves
+    [*KEY_FILES[2], (None, "n", 1, 1)],
+    KEY_FILES[3],
+]
+
 Out = tuple[Any, ...]
 Expected = dict[int, list[Out]]
 
@@ -74,6 +82,16 @@ KEYED: dict[str, Expected] = {
 }
 STATE = {"update": [3, 2, 3, 4, 1], "append": [3, 2, 3, 4, 1], "complete": [3, 6, 9, 10]}
 """Spark's ``numRowsTotal`` after each batch (of each stateful operator)."""
+NULL_KEYED: dict[str, Expected] = {
+    "update": {
+        **KEYED["update"],
+        1: [*KEYED["update"][1], (None, "n", 1, 9)],
+        2: [*KEYED["update"][2], (None, "n", 2, 10)],
+    },
+    "append": KEYED["append"],
+}
+NULL_STATE = [3, 3, 4, 5, 2]
+"""The null key's group stays held."""
 _ALL = [
     g(10, "a", 1, 1), g(12, "a", 1, 3), g(15, "a", 1, 5), g(90, "q", 1, 300),
     g(95, "e", 1, 4), g(95, "f", 1, 6), g(96, "e", 1, 5), g(96, "f", 1, 7),
@@ -162,6 +180,13 @@ CASES: dict[str, Case] = {
         )
         for mode in ("update", "append")
     },
+    **{
+        f"null_key-{mode}": Case(
+            lambda s: s_agg(s, "ts", "k"), lambda s: k_agg(s, "ts", "k"), mode, NULL_FILES,
+            NULL_KEYED[mode],
+        )
+        for mode in ("update", "append")
+    },
     "ts_k-complete": Case(
         lambda s: s_agg(s, "ts", "k"), lambda s: k_agg(s, "ts", "k"), "complete", KEY_FILES,
         COMPLETE,
@@ -227,7 +252,8 @@ def test_groups_by_the_watermarked_key_leave_as_in_spark(
     run = runs[name]
     case: Case = CASES[name]
     assert dict(run.batches) == case.expected, "Spark disagrees with the derivation"
-    assert run.state == STATE[case.mode], "Spark's numRowsTotal disagrees"
+    state = NULL_STATE if name.startswith("null_key") else STATE[case.mode]
+    assert run.state == state, "Spark's numRowsTotal disagrees"
     ours = streamkit_run(case, run.directory)
     assert [b for b, _ in ours] == [b for b, _ in run.batches], "batch ids differ"
     for (bid, rows), (_, their_rows) in zip(ours, run.batches, strict=True):

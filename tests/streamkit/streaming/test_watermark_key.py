@@ -118,6 +118,30 @@ def test_the_late_rows_of_a_watermarked_key_are_kept_as_read() -> None:
     assert rows_of(late) == [(15, "a", 5), (95, "f", 6)]
 
 
+@pytest.mark.parametrize("mode", ["update", "append"])
+def test_a_null_key_is_never_late_and_never_leaves(mode: OutputMode) -> None:
+    """As Spark (test_watermark_key.py's null_key cases): the group of null keys is
+    updated in B1 and B2 (update mode emits it), held to the end, never emitted in append."""
+    q = IncrementalQuery(SHAPES["ts_k"](stream()).plan, mode)
+    nulls: list[Row | None] = [None, (0, "n", 9), (0, "n", 1), None]
+    emitted, held = [], []
+    for batch, null in zip(KEY_BATCHES, nulls, strict=True):
+        rows = frame(batch if null is None else [*batch, null])
+        if null is not None:  # the extra row's ts made null
+            rows = rows.with_columns(
+                pl.when(pl.col("k") == "n").then(None).otherwise(pl.col("ts")).alias("ts")
+            )
+        result = q.run(rows)
+        assert "n" not in result.late_rows["k"].to_list()
+        emitted += result.output.filter(pl.col("ts").is_null()).rows()
+        held.append(q.state_rows)
+    while q.owes_batch:
+        emitted += q.run_no_data().output.filter(pl.col("ts").is_null()).rows()
+        held.append(q.state_rows)
+    assert held == [3, 3, 4, 5, 2]
+    assert emitted == ([(None, "n", 1, 9), (None, "n", 2, 10)] if mode == "update" else [])
+
+
 def test_complete_mode_never_evicts_nor_drops_by_the_watermarked_key() -> None:
     q = IncrementalQuery(SHAPES["ts_k"](stream()).plan, "complete")
     out, held, _ = drive(q, KEY_BATCHES)
