@@ -16,7 +16,15 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
 - an aggregation above another in append mode that does not group by a window over the
   event time, i.e. ``sk.window(sk.window_time("window"), ...)`` above an aggregation or a
   window on the watermarked column above ``drop_duplicates`` (Spark: append mode needs a
-  watermark, and ``window.start`` carries none).
+  watermark, and ``window.start`` carries none);
+- two group keys carrying the watermark (or one beside such a window) in append or update
+  mode (Spark fails the batch: ``MULTIPLE_EVENT_TIME_COLUMNS``).
+
+Above ``drop_duplicates`` (or a join or a stateful function passing the watermark on a
+column), an aggregation grouped by a plain key carrying the watermark, without a window,
+evicts groups and drops late rows by that key as the first operator would
+(:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
+``drop_duplicates`` only).
 
 A stream-stream join may be the first operator (:mod:`~streamkit.streaming.stream_join`):
 the operators above it are given the join's output watermark (Spark's
