@@ -24,7 +24,7 @@ Above ``drop_duplicates`` (or a join or a stateful function passing the watermar
 column), an aggregation grouped by a plain key carrying the watermark, without a window,
 evicts groups and drops late rows by that key as the first operator would
 (:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
-``drop_duplicates`` only).
+``drop_duplicates`` and a stream-stream join, not above a stateful function).
 
 A stream-stream join may be the first operator (:mod:`~streamkit.streaming.stream_join`):
 the operators above it are given the join's output watermark (Spark's
