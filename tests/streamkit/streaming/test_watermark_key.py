@@ -222,9 +222,17 @@ RESTARTED: dict[str, dict[int, list[Out]]] = {
 }  # fmt: skip
 
 
+RESTART_SHAPES: dict[str, Callable[[sk.DataFrame], sk.DataFrame]] = {
+    "alone": SHAPES["select_alias_ts_dropped"],
+    # a chain: drop_duplicates drops the same late rows first; the same output
+    "above_drop_duplicates": lambda d: counted(d.drop_duplicates(["k", "ts"]), "ts", "k"),
+}
+
+
+@pytest.mark.parametrize("shape", list(RESTART_SHAPES))
 @pytest.mark.parametrize("mode", ["update", "append"])
 def test_a_watermarked_key_keeps_its_watermark_and_state_across_a_restart(
-    mode: OutputMode, tmp_path: Path
+    mode: OutputMode, shape: str, tmp_path: Path
 ) -> None:
     source = MemoryStream(SCHEMA)
     seen: dict[int, list[Out]] = {}
@@ -234,9 +242,7 @@ def test_a_watermarked_key_keeps_its_watermark_and_state_across_a_restart(
         seen[batch_id] = rows_of(pl.from_arrow(df.to_arrow()))  # type: ignore[arg-type]
 
     for part in (KEY_BATCHES[:2], KEY_BATCHES[2:]):
-        df = SHAPES["select_alias_ts_dropped"](
-            sk.read_stream.source(source).with_watermark("ts", DELAY)
-        )
+        df = RESTART_SHAPES[shape](sk.read_stream.source(source).with_watermark("ts", DELAY))
         query = df.write_stream.output_mode(mode).checkpoint(str(tmp_path)).foreach_batch(collect)
         handle = query.start()
         try:
