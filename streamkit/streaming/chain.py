@@ -24,7 +24,9 @@ Above ``drop_duplicates`` (or a join or a stateful function passing the watermar
 column), an aggregation grouped by a plain key carrying the watermark, without a window,
 evicts groups and drops late rows by that key as the first operator would
 (:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
-``drop_duplicates`` and a stream-stream join, not above a stateful function).
+``drop_duplicates`` and a stream-stream join, not above a stateful function). Above a
+first aggregation grouped by such a key, that key carries it on (an aggregate output
+never does).
 
 A stream-stream join may be the first operator (:mod:`~streamkit.streaming.stream_join`):
 the operators above it are given the join's output watermark (Spark's
@@ -91,7 +93,13 @@ from streamkit.streaming.state.dedup import EXPIRES
 from streamkit.streaming.stateful_exec import BatchClock
 from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
 from streamkit.streaming.transform_exec import StreamingTransform
-from streamkit.streaming.watermark_lineage import carried, carried_from, plain_reference
+from streamkit.streaming.watermark_lineage import (
+    carried,
+    carried_from,
+    plain_reference,
+    watermarked_keys,
+    window_watermark,
+)
 from streamkit.streaming.watermarks import PartitionWatermarks
 from streamkit.transform_state import TransformWithState
 from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
@@ -184,6 +192,21 @@ def _watermarked_key(
     keys = [k.output_name for k in node.keys if plain_reference(k) in times]
     check_one_event_time(([WINDOW_COLUMN] if timed else []) + keys, mode)
     return keys[0] if keys and not timed else None
+
+
+def _key_times(node: Aggregate, below: Aggregate) -> tuple[str, ...]:
+    """The columns of ``node``'s input that carry the watermark through ``below``, the
+    first operator: its plain group keys carrying it (a group key keeps the watermark
+    column's metadata in Spark; an aggregate's output, even named ``ts``, has none), and
+    plain renames of them after it. None for a deeper chain (not followed yet)."""
+    marks = [n for n in below.chain() if isinstance(n, Watermark)]
+    stateful = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
+    if not marks or any(isinstance(n, stateful) for n in below.chain()[1:]):
+        return ()
+    if window_watermark(below, marks[0]) is not None:
+        return ()
+    keyed = tuple(watermarked_keys(below, marks[0]))
+    return (carried_from(node.input, below, keyed) or ()) if keyed else ()
 
 
 def _first_times(first: Plan) -> tuple[str, ...]:
@@ -386,7 +409,10 @@ class ChainQuery:
         if isinstance(below, Deduplicate):  # renames between them carry the watermark on
             times = carried_from(node.input, below, times) or ()
         timed = bool(times) and _event_time_window(node, below, times)
-        key = None if isinstance(below, Aggregate) else _watermarked_key(node, times, timed, mode)
+        if isinstance(below, Aggregate):
+            key = None if timed else _watermarked_key(node, _key_times(node, below), False, mode)
+        else:
+            key = _watermarked_key(node, times, timed, mode)
         if not timed and key is None and mode == "append":
             hint = (
                 "group the second aggregation by sk.window(sk.window_time('window'), ...)"

@@ -151,6 +151,33 @@ def test_complete_mode_never_evicts_nor_drops_by_the_watermarked_key() -> None:
     assert (95, "f", 1, 6) in out[3]
 
 
+@pytest.mark.parametrize("renamed", [False, True])
+def test_an_aggregation_by_the_key_of_the_aggregation_below_it(renamed: bool) -> None:
+    """Append: group_by(ts, k) then group_by(ts). The first emits a group once ts <= W in
+    force; the second takes it and evicts it in the same batch (Spark: it holds 0 rows).
+    ``renamed``: the first groups by ``t``, a rename of ts, and the second by ``t``."""
+    frame_ = stream().select(sk.col("ts").alias("t"), "k", "v") if renamed else stream()
+    key = "t" if renamed else "ts"
+    first = frame_.group_by(key, "k").agg(sk.sum("v").alias("v"))
+    plan = counted(first, key).plan
+    engine = make_engine(plan, "append")
+    assert isinstance(engine, ChainQuery)
+    out, held, _ = drive(engine, KEY_BATCHES)
+    assert out == {
+        0: [], 1: [(10, 1, 1), (12, 1, 3), (90, 1, 300), (95, 1, 4)], 2: [], 3: [],
+        4: [(96, 2, 12), (100, 1, 200)],
+    }  # fmt: skip
+    assert held == KEYED_STATE
+
+
+def test_an_aggregate_named_like_the_event_time_carries_no_watermark() -> None:
+    """Spark refuses append here too (max(ts) AS ts has no watermark metadata)."""
+    first = stream().group_by(sk.window("ts", "10 seconds"), "k")
+    named = first.agg(sk.max("ts").alias("ts"), sk.sum("v").alias("v"))
+    with pytest.raises(PlanError, match="without watermark"):
+        make_engine(counted(named, "ts").plan, "append")
+
+
 @pytest.mark.parametrize("name", list(SEVERAL))
 def test_several_group_keys_carrying_the_watermark_are_refused_as_spark_fails_them(
     name: str,
