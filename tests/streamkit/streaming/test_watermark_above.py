@@ -426,13 +426,14 @@ RESTARTED: dict[str, dict[int, list[Out]]] = {
     },
 }  # fmt: skip
 
-
-@pytest.mark.parametrize("mode", ["update", "append"])
-def test_a_renamed_window_keeps_the_watermark_across_a_restart(
-    mode: OutputMode, tmp_path: Path
-) -> None:
-    """Batches of AGG_BATCHES one at a time, a restart on the checkpoint after the second:
-    the row at 15 s is late against the watermark saved before the restart."""
+def restarted(
+    build: Callable[[sk.DataFrame], sk.DataFrame],
+    batches: list[list[Row]],
+    mode: OutputMode,
+    ck: Path,
+) -> tuple[dict[int, list[Out]], list[Out]]:
+    """``build`` over the watermarked stream run on checkpoint ``ck``, ``batches`` one at a
+    time, a restart after the second: (rows emitted per batch id, late rows sorted)."""
     source = MemoryStream(SCHEMA)
     seen: dict[int, list[Out]] = {}
     late: list[Out] = []
@@ -440,11 +441,9 @@ def test_a_renamed_window_keeps_the_watermark_across_a_restart(
     def collect(df: sk.DataFrame, batch_id: int) -> None:
         seen[batch_id] = rows_of(pl.from_arrow(df.to_arrow()))  # type: ignore[arg-type]
 
-    for part in (AGG_BATCHES[:2], AGG_BATCHES[2:]):
-        df = counts(
-            RENAMES["select_alias"](sk.read_stream.source(source).with_watermark("ts", DELAY))
-        )
-        query = df.write_stream.output_mode(mode).checkpoint(str(tmp_path)).foreach_batch(collect)
+    for part in (batches[:2], batches[2:]):
+        df = build(sk.read_stream.source(source).with_watermark("ts", DELAY))
+        query = df.write_stream.output_mode(mode).checkpoint(str(ck)).foreach_batch(collect)
         handle = query.start()
         try:
             for batch in part:
@@ -457,5 +456,18 @@ def test_a_renamed_window_keeps_the_watermark_across_a_restart(
             handle.await_termination()
         table = handle.late_rows
         late = sorted(late + ([] if table is None else rows_of(pl.from_arrow(table))))  # type: ignore[arg-type]
+    return seen, late
+
+
+
+@pytest.mark.parametrize("mode", ["update", "append"])
+def test_a_renamed_window_keeps_the_watermark_across_a_restart(
+    mode: OutputMode, tmp_path: Path
+) -> None:
+    """Batches of AGG_BATCHES one at a time, a restart on the checkpoint after the second:
+    the row at 15 s is late against the watermark saved before the restart."""
+    seen, late = restarted(
+        lambda df: counts(RENAMES["select_alias"](df)), AGG_BATCHES, mode, tmp_path
+    )
     assert seen == RESTARTED[mode]
     assert late == [(12, "a", 3), (15, "a", 5), (30, "a", 4)]

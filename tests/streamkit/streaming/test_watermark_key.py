@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow as pa
 import pytest
 
 import streamkit as sk
@@ -27,17 +26,14 @@ from streamkit.errors import PlanError
 from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
 from streamkit.streaming.chain import ChainQuery, make_engine
 from streamkit.streaming.incremental import IncrementalQuery, OutputMode
-from streamkit.streaming.sources.memory import MemoryStream
 from tests.streamkit.fleet.test_parity_with_engine import step
 from tests.streamkit.streaming.test_watermark_above import (
-    DELAY,
-    SCHEMA,
     SHIFT,
     Out,
     Row,
-    at,
     drive,
     frame,
+    restarted,
     rows_of,
     stream,
     us,
@@ -261,27 +257,6 @@ RESTART_SHAPES: dict[str, Callable[[sk.DataFrame], sk.DataFrame]] = {
 def test_a_watermarked_key_keeps_its_watermark_and_state_across_a_restart(
     mode: OutputMode, shape: str, tmp_path: Path
 ) -> None:
-    source = MemoryStream(SCHEMA)
-    seen: dict[int, list[Out]] = {}
-    late: list[Out] = []
-
-    def collect(df: sk.DataFrame, batch_id: int) -> None:
-        seen[batch_id] = rows_of(pl.from_arrow(df.to_arrow()))  # type: ignore[arg-type]
-
-    for part in (KEY_BATCHES[:2], KEY_BATCHES[2:]):
-        df = RESTART_SHAPES[shape](sk.read_stream.source(source).with_watermark("ts", DELAY))
-        query = df.write_stream.output_mode(mode).checkpoint(str(tmp_path)).foreach_batch(collect)
-        handle = query.start()
-        try:
-            for batch in part:
-                source.add_rows(pa.Table.from_pylist(
-                    [{"ts": at(s), "k": k, "v": v} for s, k, v in batch], schema=SCHEMA
-                ))  # fmt: skip
-                handle.process_all_available()
-        finally:
-            handle.stop()
-            handle.await_termination()
-        table = handle.late_rows
-        late = sorted(late + ([] if table is None else rows_of(pl.from_arrow(table))))  # type: ignore[arg-type]
+    seen, late = restarted(RESTART_SHAPES[shape], KEY_BATCHES, mode, tmp_path)
     assert seen == RESTARTED[mode]
     assert late == [(12, "a", 3), (15, "a", 5), (95, "e", 4), (95, "f", 6)]
