@@ -33,12 +33,13 @@ from streamkit.streaming.incremental import IncrementalQuery
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def batches(rows: int, count: int) -> list[pl.DataFrame]:
-    """``count`` batches of ``rows`` rows, event times moving 60 s a batch, 100 keys."""
+def batches(rows: int, count: int, behind_ms: int = 0) -> list[pl.DataFrame]:
+    """``count`` batches of ``rows`` rows, event times moving 60 s a batch over
+    ``[60 b s - behind_ms, 60 b s + 90 s)``, 100 keys."""
     rng = np.random.default_rng(18)
     out = []
     for b in range(count):
-        ms = rng.integers(b * 60_000, b * 60_000 + 90_000, rows)
+        ms = rng.integers(b * 60_000 - behind_ms, b * 60_000 + 90_000, rows)
         out.append(
             pl.DataFrame(
                 {

@@ -24,36 +24,13 @@ import argparse
 import os
 import statistics
 import time
-from datetime import UTC, datetime
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
+from computed_watermark import batches
 
 import streamkit as sk
 from streamkit.streaming.incremental import IncrementalQuery
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def batches(rows: int, count: int) -> list[pl.DataFrame]:
-    """``count`` batches of ``rows`` rows over ``[60 b - 60, 60 b + 90)`` s, 100 keys."""
-    rng = np.random.default_rng(18)
-    out = []
-    for b in range(count):
-        ms = rng.integers(b * 60_000 - 60_000, b * 60_000 + 90_000, rows)
-        out.append(
-            pl.DataFrame(
-                {
-                    "ts": pl.Series((T0.timestamp() * 1000 + ms).astype("int64"))
-                    .cast(pl.Datetime("ms", "UTC"))
-                    .cast(pl.Datetime("us", "UTC")),
-                    "k": [f"k{i}" for i in rng.integers(0, 100, rows)],
-                    "v": rng.integers(0, 1000, rows),
-                }
-            )
-        )
-    return out
 
 
 def query(mode: str) -> IncrementalQuery:
@@ -84,7 +61,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    data = batches(args.rows, args.batches)
+    data = batches(args.rows, args.batches, behind_ms=60_000)  # ~12% of rows late
     modes = ("before", "after")
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     wall: dict[str, list[float]] = {m: [] for m in modes}
