@@ -40,8 +40,8 @@ import pytest
 from tests.differential.engines import DEADLINE
 from tests.differential.inputs import SPARK_SCHEMA, Files, micros, write_files
 from tests.differential.lazy_runs import LazyRuns
-from tests.differential.test_joins_static import Batches, spark_out
-from tests.differential.test_watermark_lineage import Case, streamkit_run
+from tests.differential.test_joins_static import Batches
+from tests.differential.test_watermark_lineage import Case, spark_start, streamkit_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -221,28 +221,12 @@ class SparkRun:
     state: list[int]
 
 
-def _start(spark: Any, case: Case, directory: Path) -> tuple[Any, Batches, Any]:
-    seen: Batches = []
-    ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
-    stream = spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
-    frame = case.spark(stream.json(str(directory)))
-
-    def collect(batch: Any, batch_id: int) -> None:
-        seen.append((batch_id, spark_out(batch)[1]))
-
-    handle = (
-        frame.writeStream.outputMode(case.mode).trigger(availableNow=True)
-        .option("checkpointLocation", ck.name).foreachBatch(collect).start()
-    )  # fmt: skip
-    return handle, seen, ck
-
-
 @pytest.fixture(scope="module")
 def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, SparkRun]:
     dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
 
     def chunk(names: list[str]) -> dict[str, SparkRun]:
-        started = {n: _start(spark, CASES[n], dirs[n]) for n in names}
+        started = {n: spark_start(spark, CASES[n], dirs[n]) for n in names}
         out = {}
         for n, (handle, seen, ck) in started.items():
             try:
