@@ -319,6 +319,23 @@ def spark_start(spark: Any, case: Case, directory: Path) -> tuple[Any, Batches, 
     return handle, seen, ck
 
 
+def spark_update_batches(out: Any) -> dict[int, list[Any]]:
+    """Spark's update-mode batches of the streaming frame ``out`` (``available_now``), by
+    batch id."""
+    theirs: Batches = []
+    ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
+    handle = (
+        out.writeStream.outputMode("update").trigger(availableNow=True)
+        .option("checkpointLocation", ck.name)
+        .foreachBatch(lambda b, i: theirs.append((i, spark_out(b)[1]))).start()
+    )  # fmt: skip
+    try:
+        assert handle.awaitTermination(DEADLINE), "Spark did not finish"
+    finally:
+        ck.cleanup()
+    return dict(theirs)
+
+
 def streamkit_run(case: Case, directory: Path) -> Batches:
     import streamkit as sk
 
@@ -458,8 +475,6 @@ def test_event_time_timeouts_judge_late_rows_as_spark(
 
     directory = write_files(tmp_path / "in", AGG_FILES, "json")
     want = {0: [("a", 1), ("q", 1), ("z", 1)], 1: [("a", 2)], 2: [], 3: [("a", 1)], 4: []}
-    theirs: Batches = []
-    ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
     stream = spark.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
     out = (
         PER_KEY[name][0](stream.json(str(directory)))
@@ -472,16 +487,7 @@ def test_event_time_timeouts_judge_late_rows_as_spark(
             GroupStateTimeout.EventTimeTimeout,
         )
     )
-    handle = (
-        out.writeStream.outputMode("update").trigger(availableNow=True)
-        .option("checkpointLocation", ck.name)
-        .foreachBatch(lambda b, i: theirs.append((i, spark_out(b)[1]))).start()
-    )  # fmt: skip
-    try:
-        assert handle.awaitTermination(DEADLINE), "Spark did not finish"
-    finally:
-        ck.cleanup()
-    assert dict(theirs) == want, "Spark disagrees with the derivation"
+    assert spark_update_batches(out) == want, "Spark disagrees with the derivation"
     ours: Batches = []
     source = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
     frame = PER_KEY[name][1](source).group_by("k").apply_in_pandas_with_state(
@@ -540,24 +546,13 @@ def test_transform_with_state_judges_late_rows_as_spark(
     }
     want = {0: [("a", 1), ("q", 1), ("z", 1)], 1: [("a", 2)], 2: [] if late else [("a", 1)],
             3: [("a", 1)], 4: []}  # fmt: skip
-    theirs: Batches = []
-    ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
     stream = rocksdb.readStream.schema(SPARK_SCHEMA).option("maxFilesPerTrigger", 1)
     out = (
         builds[name][0](stream.json(str(directory)))
         .groupBy("k")
         .transformWithStateInPandas(RowsPerKey(), "k string, n long", "Update", "EventTime")
     )
-    handle = (
-        out.writeStream.outputMode("update").trigger(availableNow=True)
-        .option("checkpointLocation", ck.name)
-        .foreachBatch(lambda b, i: theirs.append((i, spark_out(b)[1]))).start()
-    )  # fmt: skip
-    try:
-        assert handle.awaitTermination(DEADLINE), "Spark did not finish"
-    finally:
-        ck.cleanup()
-    assert dict(theirs) == want, "Spark disagrees with the derivation"
+    assert spark_update_batches(out) == want, "Spark disagrees with the derivation"
     ours: Batches = []
     source = sk.read_stream.files(str(directory), "json", SCHEMA, max_files_per_trigger=1)
     frame = (
