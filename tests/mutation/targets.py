@@ -97,6 +97,29 @@ ENGINE = Group(
             ),
         ),
         Module(
+            "state_store",
+            tuple(
+                f"streamkit/streaming/state/{name}.py"
+                for name in ("keyed", "indexed", "hash_index", "row_log", "changelog", "by_slot")
+            ),
+            (
+                f"{_STREAMING}/state",
+                *_ENGINE_TESTS,
+                f"{_STREAMING}/test_watermark_key.py",
+            ),
+        ),
+        Module(
+            "watermark_lineage",
+            ("streamkit/streaming/watermark_lineage.py",),
+            (
+                f"{_STREAMING}/test_watermark_above.py",
+                f"{_STREAMING}/test_watermark_key.py",
+                f"{_STREAMING}/test_watermark_column.py",
+                f"{_STREAMING}/test_late_rows_reach_operator.py",
+                "tests/streamkit/fleet/test_fleet_watermark_above.py",
+            ),
+        ),
+        Module(
             "checkpoint",
             ("streamkit/streaming/checkpoint.py", "streamkit/streaming/_envelope.py"),
             (
