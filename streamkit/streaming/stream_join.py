@@ -29,9 +29,20 @@ the join's output watermark, Spark's (3.4+) watermark propagation: the least of 
 state watermarks and W_n (:meth:`StreamJoinQuery.output_watermark`); it judges late rows
 by the one derived from W_{n-1} and evicts with the one derived from W_n.
 
-A side without a time bound keeps every row (allowed for inner joins, as in Spark); an
-outer join needs its preserved side's state watermark and is refused without it, with
-Spark's message. Only append mode is supported (Spark's rule). After a batch, when W
+Each side's event time is the one column of its output that carries its watermark
+(:mod:`~streamkit.streaming.watermark_lineage`: ``with_watermark``'s column or a plain
+rename of it; a column computed from it carries none), as Spark's event-time metadata:
+late rows (step 1) and the buffer's eviction (step 3) are judged on it, and a bound
+counts for a side's state watermark when its other-side column carries the watermark
+(its own-side column may be any: with ``ts`` kept beside ``lt = ts + c`` and the range
+on ``lt``, the bound is applied to ``ts``, as Spark does). Two carrying columns on a side
+are refused (Spark fails the batch). W itself is taken at ``with_watermark`` either way.
+
+A side without a time bound, or carrying no watermark, keeps every row (allowed for inner
+joins, as in Spark); an outer join needs a bound of its preserved side's columns by the
+other side's carrying column and is refused without it, with Spark's message (with one,
+and no carrying column on the preserved side, it runs and never emits null rows, as in
+Spark). Only append mode is supported (Spark's rule). After a batch, when W
 moved past W_n and some buffer has a state watermark, a no-data batch is owed.
 """
 
@@ -54,6 +65,7 @@ from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import BatchResult, OutputMode
 from streamkit.streaming.state.join_store import ID, MATCHED, JoinStore
 from streamkit.streaming.stateful_exec import BatchClock
+from streamkit.streaming.watermark_lineage import carried
 
 SIDES = ("left", "right")
 
@@ -94,8 +106,10 @@ def _has_join(plan: Plan) -> bool:
     return any(_has_join(c) for c in plan.children)
 
 
-def _side_mark(side: Plan, name: str) -> Watermark | None:
-    """The side's watermark; refuses a stateful operator below the join."""
+def _side_mark(side: Plan, name: str) -> tuple[Watermark | None, str | None]:
+    """The side's watermark and the one column of the side's output that carries it
+    (None: none does; :mod:`~streamkit.streaming.watermark_lineage`); refuses a stateful
+    operator below the join, and two columns carrying it (Spark fails the batch)."""
     marks: list[Watermark] = []
     for node in side.chain():
         if isinstance(node, Aggregate | Deduplicate | Join):
@@ -105,12 +119,17 @@ def _side_mark(side: Plan, name: str) -> Watermark | None:
             )
         if isinstance(node, Watermark):
             marks.append(node)
-    if marks and marks[0].column not in side.schema:
+    if not marks:
+        return None, None
+    times = carried(side, marks[0]) or ()
+    if len(times) > 1:
         raise PlanError(
-            f"the {name} side's watermark column {marks[0].column!r} is not among the columns "
-            "it gives the join; keep it in the select before the join"
+            "[MULTIPLE_EVENT_TIME_COLUMNS] More than one event time columns are available on "
+            f"the {name} side of a stream-stream join ({', '.join(repr(t) for t in times)} all "
+            "carry the watermark): Spark fails the first batch; select all but one of them "
+            "away before the join"
         )
-    return marks[0] if marks else None
+    return marks[0], times[0] if times else None
 
 
 def _ms_bound(ns: int) -> int:
@@ -121,11 +140,22 @@ def state_watermark(
     join: Join, side: int, watermark: int, marks: tuple[str | None, ...]
 ) -> int | None:
     """The state watermark (ms) of ``side``'s buffer given the global ``watermark`` (ms):
-    rows with event time at or before it can match no future row of the other side.
-    None: the condition gives no such bound (see the module docstring)."""
+    rows whose ``marks[side]`` (the side's column carrying the watermark) is at or before
+    it can match no future row of the other side. None: the side carries no watermark
+    (Spark: no state predicate), or the condition gives no such bound."""
+    if marks[side] is None:
+        return None
+    return range_watermark(join, side, watermark, marks[1 - side])
+
+
+def range_watermark(join: Join, side: int, watermark: int, other: str | None) -> int | None:
+    """The bound (ms) the condition puts on ``side``'s time columns given the global
+    ``watermark``, from the conjuncts that bound one of them by ``other``, the other
+    side's column carrying the watermark (Spark's ``getStateValueWatermark``: any column of
+    ``side``, only a watermarked one of the other side; None: no such conjunct)."""
     found: list[int] = []
     for b in join.bounds:
-        if b.left_col != marks[0] or b.right_col != marks[1]:
+        if other is None or (b.right_col if side == 0 else b.left_col) != other:
             continue
         c = _ms_bound(b.offset_ns)
         if side == 0 and b.op in (">", ">="):
@@ -144,6 +174,9 @@ def _at_or_before(column: str, ms: int) -> pl.Expr:
 class _Side:
     plan: Plan
     mark: Watermark | None
+    """The side's ``with_watermark`` (its W is taken on ``mark.column`` there)."""
+    time: str | None
+    """The column of the side's output that carries the watermark (None: none)."""
 
 
 class StreamJoinQuery:
@@ -166,10 +199,11 @@ class StreamJoinQuery:
         self.plan, self.mode, self.join = plan, mode, join
         self._above = above(plan, join) if join is not plan else None
         self._sides = (
-            _Side(join.left, _side_mark(join.left, "left")),
-            _Side(join.right, _side_mark(join.right, "right")),
+            _Side(join.left, *_side_mark(join.left, "left")),
+            _Side(join.right, *_side_mark(join.right, "right")),
         )
-        self._marks = tuple(s.mark.column if s.mark else None for s in self._sides)
+        self._marks = tuple(s.time for s in self._sides)
+        """Per side, the column of its output that carries the watermark (or None)."""
         self._check_outer()
         self._not_null = (self._null_checked(0), self._null_checked(1))
         self._policy = policy
@@ -186,7 +220,8 @@ class StreamJoinQuery:
     def _check_outer(self) -> None:
         how = self.join.how
         for side, preserved in ((0, ("left", "full")), (1, ("right", "full"))):
-            if how in preserved and state_watermark(self.join, side, 0, self._marks) is None:
+            bounded = range_watermark(self.join, side, 0, self._marks[1 - side]) is not None
+            if how in preserved and not bounded:
                 kind = {"left": "LeftOuter", "right": "RightOuter", "full": "FullOuter"}[how]
                 other = SIDES[1 - side]
                 raise PlanError(
@@ -194,7 +229,9 @@ class StreamJoinQuery:
                     "supported without a watermark on the nullable side and an appropriate "
                     f"range condition (Spark's rule): add with_watermark on both sides and a "
                     f"condition bounding the {SIDES[side]} event time by the {other} one, e.g. "
-                    "(col('rt') >= col('lt')) & (col('rt') <= col('lt') + timedelta(...))"
+                    "(col('rt') >= col('lt')) & (col('rt') <= col('lt') + timedelta(...)); the "
+                    f"{other} column must carry the watermark (with_watermark's column or a "
+                    "plain rename of it, not a column computed from it)"
                 )
         if how in ("left_semi", "left_anti"):
             raise PlanError(f"{how} stream-stream joins are not supported yet; use inner or left")
@@ -258,9 +295,9 @@ class StreamJoinQuery:
         )  # fmt: skip
         if checked and out.height:
             out = out.drop_nulls(checked)
-        if side.mark is None or late_mark is None or not out.height:
+        if side.time is None or late_mark is None or not out.height:
             return out, out.head(0)
-        flags = out.select(_at_or_before(side.mark.column, late_mark).fill_null(False)).to_series()
+        flags = out.select(_at_or_before(side.time, late_mark).fill_null(False)).to_series()
         return out.filter(~flags), out.filter(flags)
 
     def _late_frame(self, late: list[pl.DataFrame]) -> pl.DataFrame:
@@ -373,8 +410,13 @@ class StreamJoinQuery:
 
     @property
     def marks(self) -> tuple[Watermark, ...]:
-        """The sides' watermarks (those they have)."""
-        return tuple(s.mark for s in self._sides if s.mark is not None)
+        """The sides' watermarks on the columns of their output that carry them (those
+        that have one)."""
+        return tuple(
+            Watermark(s.plan, s.time, s.mark.delay_ns)
+            for s in self._sides
+            if s.mark is not None and s.time is not None
+        )
 
     @property
     def event_columns(self) -> tuple[str, ...]:
