@@ -32,8 +32,10 @@ A stream-stream join may be the first operator (:mod:`~streamkit.streaming.strea
 the operators above it are given the join's output watermark (Spark's
 ``produceOutputWatermark``: the least of its two state watermarks and the watermark),
 derived from the watermark in force in the previous batch to judge late rows and from
-the one in force now to evict. Spark runs an inner join followed by an aggregation in
-append and update mode, an outer join only in append mode; complete mode is refused.
+the one in force now to evict, on the join's columns carrying a side's watermark (and
+plain renames of them between the join and an aggregation). Spark runs an inner join
+followed by an aggregation in append and update mode, an outer join only in append mode;
+complete mode is refused.
 Either stateful function may follow the join the same way
 (:mod:`~streamkit.streaming.function_stage`): fed the joined rows per key, with the join's
 output watermark for late rows, event-time timeouts and timers (complete mode refused
