@@ -16,7 +16,10 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    and is otherwise ignored (neither applied nor counted as a duplicate);
 4. judge late partial states against the watermark in force in the previous batch
    (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows;
-   without a window, a group key carrying the watermark ``<= late_mark``);
+   without a window, a group key carrying the watermark ``<= late_mark``) and count the
+   rows read they stand for (:attr:`late_rows`: ``__late_rows`` summed where the source
+   sent it, else ``__n``; :mod:`~streamkit.fleet.late_rows`), the single-process engine's
+   count;
 5. merge into the engine's state store (:func:`~streamkit.streaming.state.make_store`),
    evict and emit per output mode with the watermark in force in this batch, run the
    operations after the aggregation (the same steps as
@@ -36,7 +39,8 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    :meth:`expect_sources` only the shards heard from count.
 
 For a ``drop_duplicates`` plan, steps 4 and 5 are those of the single-process engine's
-:class:`~streamkit.streaming.dedup.StreamingDedup` over the chunks' rows (late rows against
+:class:`~streamkit.streaming.dedup.StreamingDedup` over the chunks' rows (late rows, each
+counted as the rows read it stands for, against
 the watermark in force in the previous batch, the first row of each key not held is
 emitted, keys evicted with the watermark in force in this batch), its key store checkpointed
 like the aggregation's.
@@ -75,6 +79,7 @@ from streamkit.windows import WEND
 
 from .chunk import ChunkError, ChunkHeader, decode_chunk
 from .fleet_plan import FleetPlan
+from .late_rows import LATE
 
 DEFAULT_IDLE_TIMEOUT = 30.0
 NOTHING = -1
@@ -189,12 +194,14 @@ class AggregationStage:
         self.duplicates_dropped = 0
         """Chunks dropped because they were applied already."""
         self.late_rows = 0
-        """Input rows whose partial states were dropped as late (summed ``__n``)."""
+        """Rows read that were dropped as late, as the single-process engine counts them
+        (each row read once, late when all its windows are dropped)."""
 
     # -- per batch ---------------------------------------------------------------------
     def apply(self, records: Sequence[bytes], now: float) -> BatchResult:
         """One micro-batch of exchange records (steps 1-6 of the module docstring).
-        ``late_rows`` of the result holds the partial states dropped as late."""
+        ``late_rows`` of the result holds the partial states (or ``drop_duplicates`` rows)
+        dropped as late, as sent (with ``__late_rows`` when the source sent it)."""
         decoded = [decode_chunk(r) for r in records]
         sources = dict(self._sources)
         fresh: list[pl.DataFrame] = []
@@ -236,7 +243,7 @@ class AggregationStage:
         self._in_force = in_force
         if self._dedup is not None:
             return self._deduplicate(fresh, late_mark, in_force)
-        states = pl.concat(fresh, how="vertical_relaxed") if fresh else pl.DataFrame()
+        states = _weighted(fresh, K.ROWS)
         late = states.head(0)
         if late_mark is not None and states.height and self._drops_late:
             key = self.fleet.key_mark
@@ -246,7 +253,9 @@ class AggregationStage:
                 else (pl.col(key).to_physical() <= late_mark).fill_null(False)
             )
             late, states = states.filter(is_late), states.filter(~is_late)
-            self.late_rows += int(late[K.ROWS].sum()) if late.height else 0
+            count = LATE if LATE in late.columns else K.ROWS
+            self.late_rows += int(late[count].sum()) if late.height else 0
+        states = states.drop(LATE, strict=False)
         store, agg = self._store, self.agg
         assert not isinstance(store, DedupStore)
         assert agg is not None
@@ -264,10 +273,10 @@ class AggregationStage:
         assert dedup is not None
         assert node is not None
         empty = pl.DataFrame(schema=node.input.schema)
-        rows = pl.concat([empty, *fresh], how="vertical_relaxed") if fresh else empty
+        rows = _weighted([empty, *fresh], None)
         rows, late = dedup.split_late(rows, late_mark)
-        self.late_rows += late.height
-        output = dedup.run(rows, in_force)
+        self.late_rows += int(late[LATE].sum()) if LATE in late.columns else late.height
+        output = dedup.run(rows.drop(LATE, strict=False), in_force)
         return BatchResult(self._finish(output), late, self.watermark)
 
     def run_no_data(self, now: float) -> BatchResult:
@@ -295,10 +304,7 @@ class AggregationStage:
 
     @property
     def _drops_late(self) -> bool:
-        assert self.agg is not None
-        if self.fleet.key_mark is not None:
-            return self.mode != "complete"
-        return agg_steps.drops_late(self.fleet.window_mark, self.agg, self.mode)
+        return self.fleet.drops_late
 
     def _check_query(self, header: ChunkHeader) -> None:
         if self.query is not None and header.query != self.query:
@@ -465,6 +471,17 @@ class AggregationStage:
         self._sources, self.watermark, self._in_force = sources, watermark, in_force
         self.duplicates_dropped, self.late_rows = counters
         self._expected = expected
+
+
+def _weighted(frames: list[pl.DataFrame], rows: str | None) -> pl.DataFrame:
+    """``frames`` as one; where some carry :data:`LATE` and others do not (chunks of a
+    version that sent none), theirs is ``rows`` (``__n``; None: one per row)."""
+    if not frames:
+        return pl.DataFrame()
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    if LATE in frame.columns and any(LATE not in f.columns for f in frames if f.height):
+        frame = frame.with_columns(pl.col(LATE).fill_null(pl.col(rows) if rows else 1))
+    return frame
 
 
 def _path(batch_id: int) -> str:

@@ -14,9 +14,11 @@ has heard of it (a shard that never receives a record would otherwise hold the f
 watermark for ever: ``idle_timeout`` counts from a shard's last chunk).
 The header also carries ``"crc32"``: a
 CRC-32 over the header's other fields (canonical JSON) and the record batches' IPC
-messages, so a garbled value is caught, not applied. :func:`decode_chunk` refuses anything
-else (damaged, cut, foreign bytes, another version) with a :class:`ChunkError` naming what
-it found; it never lets a decoder exception through.
+messages, so a garbled value is caught, not applied. Version 2 (written now) may carry
+the column ``__late_rows`` (:mod:`~streamkit.fleet.late_rows`); version 1 chunks are still
+read. :func:`decode_chunk` refuses anything else (damaged, cut, foreign bytes, another
+version) with a :class:`ChunkError` naming what it found; it never lets a decoder
+exception through.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ import pyarrow as pa
 from streamkit.errors import StreamkitError
 
 HEADER_KEY = b"streamkit.chunk"
-VERSION = 1
+VERSION = 2
+"""The version written. 2: rows may carry ``__late_rows`` (:mod:`~streamkit.fleet.late_rows`),
+which a version-1 reader would take for a state column."""
+READABLE = (1, 2)
+"""Versions read: a version-1 chunk (left on the exchange by the fleet before an upgrade)
+is applied as before, its late rows counted by ``__n``."""
 DEFAULT_BUDGET = 900 * 1024
 """Largest encoded chunk, in bytes (a Kinesis record holds at most 1 MiB)."""
 
@@ -112,17 +119,17 @@ def _header(raw: bytes) -> tuple[ChunkHeader, Any]:
         raise ChunkError(f"not a streamkit chunk: its header is not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise ChunkError("not a streamkit chunk: its header is not a JSON object")
-    if body.get("v") != VERSION:
+    if body.get("v") not in READABLE or isinstance(body.get("v"), bool):
         raise ChunkError(
-            f"chunk header version {body.get('v')!r} is not {VERSION}: a worker of another "
-            "streamkit version wrote it; run one streamkit version across the fleet"
+            f"chunk header version {body.get('v')!r} is not one of {READABLE}: a worker of "
+            "another streamkit version wrote it; run one streamkit version across the fleet"
         )
     for name, kinds in _FIELDS.items():
         value = body.get(name)
         bad_bool = isinstance(value, bool) and bool not in kinds
         if name not in body or not isinstance(value, kinds) or bad_bool:
             raise ChunkError(f"damaged chunk header: field {name!r} is {value!r}")
-    header = ChunkHeader(**{k: body[k] for k in _FIELDS})
+    header = ChunkHeader(**{k: body[k] for k in _FIELDS})  # v as written: the CRC covers it
     if not header.last.isdigit() or not 0 <= header.part < header.parts or header.rows < 0:
         raise ChunkError(f"damaged chunk header: {body}")
     return header, body.get("crc32")

@@ -51,7 +51,7 @@ from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Scan, 
 from streamkit.reloading import reloadable_sources
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.stream_static import is_streaming
-from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, next_watermark
+from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, drops_late, next_watermark
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.static_sides import StaticSide, bind_static_sides
@@ -198,6 +198,20 @@ class FleetPlan:
             return None
         keyed = watermarked_keys(self.agg, self.mark)
         return keyed[0] if keyed else None
+
+    @cached_property
+    def drops_late(self) -> bool:
+        """Whether aggregation tasks drop late partial states (or, for ``drop_duplicates``,
+        late rows), as the single-process engine drops late rows: a window or a group key
+        carrying the watermark (not a time window in complete mode, nor a key in complete
+        mode), or a ``drop_duplicates`` under a watermark."""
+        if self.dedup is not None:
+            return self.mark is not None
+        if self.agg is None:
+            return False
+        if self.key_mark is not None:
+            return self.mode != "complete"
+        return drops_late(self.window_mark, self.agg, self.mode)
 
     def refresh_static(self) -> None:
         """Pin each static side's rows for the next batch (:meth:`StaticSide.refresh`)."""

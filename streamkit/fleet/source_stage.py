@@ -24,6 +24,11 @@ For a ``drop_duplicates`` plan the rows sent are the batch's rows after the part
 plan below it, in arrival order, keeping the first row of each key of the batch when that
 cannot change which rows are late (no watermark, or its column among the keys: rows of one
 key then have one event time); routed by the keys.
+
+When the aggregation task's late-row count would otherwise differ from the rows read
+that the single-process engine counts (a sliding window, a stream-static join below, the
+first row of a key standing for the batch's rows of it), what is sent carries the rows
+read each row stands for (:mod:`~streamkit.fleet.late_rows`).
 """
 
 from __future__ import annotations
@@ -34,11 +39,13 @@ import polars as pl
 
 from streamkit import aggregate as K
 from streamkit.errors import PlanError
+from streamkit.execute import aggregate_rows, compile_plan, given
 from streamkit.streaming import agg_steps
 from streamkit.streaming.event_times import EventTimes
-from streamkit.streaming.watermark_input import counted
+from streamkit.streaming.watermark_input import ROW, counted, threaded
 from streamkit.windows import TimeWindow
 
+from . import late_rows
 from .chunk import DEFAULT_BUDGET, ChunkHeader, encode_chunk, split_parts
 from .fleet_plan import FleetPlan
 from .routing import split_by_partition
@@ -70,6 +77,14 @@ class SourceStage:
         self.spec = fleet.spec if fleet.agg is not None else None
         self._times = EventTimes.of(fleet.mark) if fleet.mark is not None else None
         """The event time as computed below the watermark (None: the column as read)."""
+        below = fleet.below
+        self._below = (threaded(below, below.chain()[-1]) if fleet.static else None) or below
+        """The plan below the stateful operator, with :data:`ROW` threaded through it when
+        a stream-static join may repeat a row read (:mod:`~streamkit.fleet.late_rows`)."""
+        window = self.spec.window if self.spec is not None else None
+        sliding = isinstance(window, TimeWindow) and not window.is_tumbling
+        self._late_counts = fleet.drops_late and (sliding or bool(fleet.static))
+        """Whether partial states carry :data:`~streamkit.fleet.late_rows.LATE`."""
 
     def run(self, rows: pl.DataFrame) -> SourceOutput:
         """Partial states (or, for ``drop_duplicates``, the rows to deduplicate), batch
@@ -82,25 +97,41 @@ class SourceStage:
         agg = self.fleet.agg
         assert agg is not None
         assert self.spec is not None
-        states = agg_steps.partial_states(agg, self.spec, rows)
+        if not self._late_counts:
+            states = agg_steps.partial_states(agg, self.spec, rows)
+        else:
+            kept = self._operator_input(rows)
+            states = K.partial(aggregate_rows(kept.lazy(), agg, self.spec), self.spec)
         window = self.spec.window
         if isinstance(window, TimeWindow) and not window.is_tumbling and states.height:
             states = K.merge(states, self.spec)  # one row per window and key
+        if self._late_counts and states.height:
+            counts = late_rows.aggregation_counts(kept, agg, self.spec)
+            states = late_rows.with_counts(states, counts, self.spec)
         if self.spec.state_keys and states.height:
             states = states.sort(self.spec.state_keys, nulls_last=True, maintain_order=True)
         return SourceOutput(states, self._max_event(rows), rows.height)
 
+    def _operator_input(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The stateful operator's input rows of ``rows`` (the rows as read), with
+        :data:`ROW` (the row read each comes from) when a join may repeat one."""
+        if self._below is not self.fleet.below:
+            rows = rows.with_row_index(ROW)
+        return compile_plan(self._below, None, set(), given(rows)).collect()
+
     def _distinct(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The rows below the ``drop_duplicates``, the first of each key of the batch when
-        that is safe (module docstring)."""
-        from streamkit.execute import compile_plan, given
-
+        that is safe (module docstring), with the rows read each stands for when that is
+        not one (:func:`~streamkit.fleet.late_rows.dedup_counts`)."""
         node, mark = self.fleet.dedup, self.fleet.mark
         assert node is not None
-        kept = compile_plan(node.input, None, set(), given(rows)).collect()
-        if kept.height and (mark is None or mark.column in node.keys):
+        kept = self._operator_input(rows)
+        first_only = mark is None or mark.column in node.keys
+        if kept.height and mark is not None and (first_only or ROW in kept.columns):
+            return late_rows.dedup_counts(kept, node.keys, first_only)
+        if kept.height and first_only:
             kept = kept.filter(pl.struct(node.keys).is_first_distinct())
-        return kept
+        return kept.drop(ROW, strict=False)
 
     def _max_event(self, rows: pl.DataFrame) -> int | None:
         mark = self.fleet.mark

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from dataclasses import replace
 
 import polars as pl
 import pyarrow as pa
@@ -92,14 +93,24 @@ def test_a_cut_or_garbled_chunk_is_refused() -> None:
     assert issubclass(ChunkError, StreamkitError)
 
 
-def test_another_version_is_refused_with_the_fix() -> None:
+@pytest.mark.parametrize("version", [0, 3, True])
+def test_another_version_is_refused_with_the_fix(version: int) -> None:
     table = pl.DataFrame({"a": [1]}).to_arrow()
-    meta = json.dumps({**HEADER.__dict__, "v": 2}).encode()
+    meta = json.dumps({**HEADER.__dict__, "v": version}).encode()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema.with_metadata({b"streamkit.chunk": meta})) as w:
         w.write_table(table)
     with pytest.raises(ChunkError, match="one streamkit version"):
         decode_chunk(bytes(sink.getvalue()))
+
+
+def test_version_2_is_written_and_a_version_1_chunk_is_still_read() -> None:
+    """Version 1 (before ``__late_rows``) as an older worker wrote it, checksum included."""
+    assert decode_chunk(encode_chunk(HEADER, _rows(3)))[0].v == 2
+    old = ChunkHeader(**{**HEADER.__dict__, "v": 1})
+    header, back = decode_chunk(encode_chunk(old, _rows(5)))
+    assert header == replace(old, rows=5)
+    assert back.equals(_rows(5))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
