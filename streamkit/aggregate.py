@@ -81,13 +81,14 @@ class AggregateSpec:
         return ([WSTART, WEND] if self.window is not None else []) + list(self.keys)
 
 
-def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
+def partial(rows: pl.LazyFrame, spec: AggregateSpec, last_rows: str | None = None) -> pl.DataFrame:
     """Partial states per (bucket, keys) of input rows, with windows assigned.
 
     ``rows`` holds the key columns, ``__bucket`` (when windowed) and the aggregates' input
     columns (see :func:`streamkit.execute.aggregate_rows`). Output rows are keyed by
     :attr:`AggregateSpec.state_keys` but not yet unique per key when windows overlap;
-    :func:`merge` makes them unique.
+    :func:`merge` makes them unique. ``last_rows`` (time windows only) names a column
+    added: the rows whose last window (latest end) is the row's, else 0.
     """
     group = ([BUCKET] if spec.window is not None else []) + list(spec.keys)
     exprs = [pl.len().cast(pl.Int64).alias(ROWS)]
@@ -97,15 +98,15 @@ def partial(rows: pl.LazyFrame, spec: AggregateSpec) -> pl.DataFrame:
         data = rows.collect()
         by_slots = _slot_partial(data, group, spec)
         if by_slots is not None:
-            return _assign(by_slots, spec)
+            return _assign(by_slots, spec, last_rows)
         rows = data.lazy()
     if not any(agg.function.reads_rows for agg in spec.aggs):
-        return _assign(_group(rows, group, exprs).collect(), spec)
+        return _assign(_group(rows, group, exprs).collect(), spec, last_rows)
     data = rows.collect()
     states = _group(data.lazy(), group, exprs).collect()
     for i, agg in enumerate(spec.aggs):
         states = agg.function.build_sketch(data, states, group, spec.inputs(i), spec.states(i))
-    return _assign(states, spec)
+    return _assign(states, spec, last_rows)
 
 
 SLOT_MIN_ROWS = 1 << 16
@@ -139,11 +140,15 @@ def _group(frame: pl.LazyFrame, group: list[str], exprs: list[pl.Expr]) -> pl.La
     return frame.group_by(group).agg(exprs)
 
 
-def _assign(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
+def _assign(states: pl.DataFrame, spec: AggregateSpec, last_rows: str | None) -> pl.DataFrame:
     window, dtype = spec.window, spec.time_dtype
     if isinstance(window, TimeWindow):
         assert dtype is not None
-        return window.expand(states, dtype)
+        if last_rows is None:
+            return window.expand(states, dtype)
+        expanded = window.expand(states, dtype, last_flag=last_rows)
+        counted = pl.when(pl.col(last_rows)).then(pl.col(ROWS)).otherwise(0)
+        return expanded.with_columns(counted.alias(last_rows))
     if isinstance(window, SessionWindow):
         assert dtype is not None
         gap = window.gap_ticks(dtype)
@@ -151,12 +156,12 @@ def _assign(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
     return states
 
 
-def merge(states: pl.DataFrame, spec: AggregateSpec) -> pl.DataFrame:
+def merge(states: pl.DataFrame, spec: AggregateSpec, sums: tuple[str, ...] = ()) -> pl.DataFrame:
     """Combine states so there is exactly one row per group (sessions merge when they
-    overlap or touch)."""
+    overlap or touch); ``sums`` (not for sessions) name extra columns summed per group."""
     if isinstance(spec.window, SessionWindow):
         return _merge_sessions(states, spec)
-    return _merge_by(states, spec.state_keys, spec)
+    return _merge_by(states, spec.state_keys, spec, tuple(pl.col(c).sum() for c in sums))
 
 
 def _merge_by(

@@ -96,8 +96,12 @@ class TimeWindow:
         t = self.column.to_polars().dt.epoch(dtype.time_unit)
         return (t - offset if offset else t) // bucket  # no pass over the rows for "- 0"
 
-    def expand(self, frame: pl.DataFrame, dtype: pl.Datetime) -> pl.DataFrame:
-        """Replace ``__bucket`` by ``__wstart``/``__wend``, one row per window of each bucket."""
+    def expand(
+        self, frame: pl.DataFrame, dtype: pl.Datetime, last_flag: str | None = None
+    ) -> pl.DataFrame:
+        """Replace ``__bucket`` by ``__wstart``/``__wend``, one row per window of each bucket;
+        ``last_flag`` names a boolean column added, True on the row of each bucket's last
+        window (the latest end: its rows are late exactly when that window is)."""
         size, slide, offset, bucket = self.ticks(dtype)
         frame = frame.with_columns(pl.col(BUCKET) * bucket + offset)
         last = ((pl.col(BUCKET) - offset) // slide) * slide + offset
@@ -108,6 +112,8 @@ class TimeWindow:
             starts = pl.concat_list([last - k * slide for k in range(n)]).alias(WSTART)
             frame = frame.with_columns(starts).explode(WSTART)
             frame = frame.filter(pl.col(WSTART) + size > pl.col(BUCKET))
+        if last_flag is not None:
+            frame = frame.with_columns((pl.col(WSTART) == last).alias(last_flag))
         return frame.drop(BUCKET).with_columns((pl.col(WSTART) + size).alias(WEND))
 
     def __repr__(self) -> str:

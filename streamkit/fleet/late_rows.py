@@ -9,8 +9,10 @@ one per row) is not that count the source task, which sees the rows, adds a colu
 
 - aggregation: per partial state, the rows read whose last window (and key) it is;
   a row is late exactly when that state is, so the late count is ``LATE`` summed over
-  the late states. Added for a sliding window (a row is in several states) and below a
-  stream-static join (a row may be in several), when the plan drops late rows;
+  the late states. Added when the plan drops late rows, for a sliding window (a row is in
+  several states: the kernel marks each bucket's last window, ``aggregate.partial(...,
+  last_rows)``, at no pass over the rows) and below a stream-static join (a row may be in
+  several: :func:`aggregation_counts`, from the joined rows);
 - ``drop_duplicates``: per row sent, the rows read it stands for: those of its key in the
   batch when the source keeps the first row of each key (their event time is one, so is
   their verdict), one otherwise; 0 for a repeat of a row by a join.
@@ -18,7 +20,8 @@ one per row) is not that count the source task, which sees the rows, adds a colu
 Of the copies a join makes of one row read, the one counted is the first in the order of
 (its group or ``drop_duplicates`` keys, then its window end): the same on every re-read, so
 a range re-emitted after a takeover counts each row in the same partition. Vectorised: one
-select and a group-by over the batch's rows; the copies are sorted only when a row repeats.
+select and a group-by over the joined rows; the copies are sorted only when a row repeats.
+The column is ``UInt32`` on the exchange (a count of one batch's rows).
 """
 
 from __future__ import annotations
@@ -105,4 +108,4 @@ def dedup_counts(frame: pl.DataFrame, keys: list[str], first_only: bool) -> pl.D
     if first_only:
         weighted = weighted.with_columns(pl.col(LATE).sum().over(keys))
         weighted = weighted.filter(pl.struct(keys).is_first_distinct())
-    return weighted.drop(ROW, strict=False)
+    return weighted.with_columns(pl.col(LATE).cast(pl.UInt32)).drop(ROW, strict=False)

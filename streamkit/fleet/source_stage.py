@@ -48,6 +48,7 @@ from streamkit.windows import TimeWindow
 from . import late_rows
 from .chunk import DEFAULT_BUDGET, ChunkHeader, encode_chunk, split_parts
 from .fleet_plan import FleetPlan
+from .late_rows import LATE
 from .routing import split_by_partition
 
 
@@ -97,17 +98,24 @@ class SourceStage:
         agg = self.fleet.agg
         assert agg is not None
         assert self.spec is not None
+        joined = self._below is not self.fleet.below
         if not self._late_counts:
             states = agg_steps.partial_states(agg, self.spec, rows)
-        else:
+        elif not joined:  # a sliding window: the kernel counts each bucket's last window
+            kept = self._operator_input(rows)
+            states = K.partial(aggregate_rows(kept.lazy(), agg, self.spec), self.spec, LATE)
+        else:  # a join may repeat a row read: counted from the rows, one copy each
             kept = self._operator_input(rows)
             states = K.partial(aggregate_rows(kept.lazy(), agg, self.spec), self.spec)
         window = self.spec.window
         if isinstance(window, TimeWindow) and not window.is_tumbling and states.height:
-            states = K.merge(states, self.spec)  # one row per window and key
-        if self._late_counts and states.height:
+            sums = (LATE,) if LATE in states.columns else ()
+            states = K.merge(states, self.spec, sums)  # one row per window and key
+        if self._late_counts and joined and states.height:
             counts = late_rows.aggregation_counts(kept, agg, self.spec)
             states = late_rows.with_counts(states, counts, self.spec)
+        if LATE in states.columns:  # a count of one batch's rows: 4 bytes on the exchange
+            states = states.with_columns(pl.col(LATE).cast(pl.UInt32))
         if self.spec.state_keys and states.height:
             states = states.sort(self.spec.state_keys, nulls_last=True, maintain_order=True)
         return SourceOutput(states, self._max_event(rows), rows.height)

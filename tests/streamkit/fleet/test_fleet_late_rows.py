@@ -6,6 +6,7 @@ show it agrees with them."""
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 import polars as pl
@@ -148,3 +149,18 @@ def test_a_version_1_chunk_beside_a_version_2_one_counts_by_its_row_count() -> N
     # and [20, 30), one row each, as a version-1 aggregation task counted them
     stage.apply([chunk("s", 2, rows(("a", 22))), chunk("o", 2, rows(("a", 22)), True)], 2)
     assert stage.late_rows == 1 + 2
+
+
+def test_a_batch_large_enough_for_slot_partials_counts_the_same() -> None:
+    """70,000 rows in one batch (the kernel reduces by dense slots from 65,536 rows on,
+    with integer keys), minutes 0-60 at random: with late mark 35, a row is late when its
+    last window (the one starting at its 5-minute slot) ends by 35, i.e. when it is
+    before minute 30."""
+    df = sk.from_arrow(EMPTY).with_watermark("t", "5 minutes")
+    plan = df.group_by(sk.window("t", "10 minutes", "5 minutes"), "v").agg(sk.count()).plan
+    rng = random.Random(3)
+    big = rows(*(("a", rng.randrange(0, 3600) / 60, rng.randrange(3)) for _ in range(70_000)))
+    before_30 = big.filter(pl.col("t") < T0 + timedelta(minutes=30)).height
+    assert 30_000 < before_30 < 40_000
+    got, want = late_counts(plan, "update", [rows(("a", 40)), rows(("a", 41)), big])
+    assert got == want == [0, 0, before_30]

@@ -1,0 +1,93 @@
+"""What tagging partial states with the rows read they stand for costs a fleet's source
+task (issue 18 / 14: the fleet counts late rows as the single-process engine does;
+``streamkit/fleet/late_rows.py``). Only sliding windows and plans with a stream-static
+join below the aggregation (or a ``drop_duplicates`` whose source keeps one row per key)
+pay; a tumbling window without a join runs the code it ran before.
+
+Usage:
+    .venv/bin/python bench/fleet_late_rows.py --rows 200000 --batches 20 --repeat 7
+
+One process, one ``SourceStage`` per round fed the same batches (event times 60 s apart
+per batch, 100 keys), each batch's partial states routed and encoded into 4 exchange
+chunks (``SourceStage.chunks``), for count and sum per (sliding 10-second window, 5-second
+slide, key). Two modes interleaved, the order alternating: ``before`` (the stage with the
+tag switched off, ``_late_counts = False``: the code path and chunks before the fix) and
+``after``. Prints per mode the median CPU seconds (``time.process_time``, all threads)
+and wall seconds of a round and the chunk bytes of a round, the ratio ``after / before``
+(ratio of the medians, median of per-round ratios), and the 1-minute load average before
+and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import polars as pl
+import pyarrow as pa
+from computed_watermark import batches
+
+import streamkit as sk
+from streamkit.fleet import FleetPlan, SourceStage
+
+
+def stage(mode: str) -> SourceStage:
+    schema = pa.schema([("ts", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64())])
+    df = sk.from_arrow(schema.empty_table()).with_watermark("ts", "5 seconds")
+    agg = df.group_by(sk.window("ts", "10 seconds", "5 seconds"), "k").agg(
+        sk.count().alias("n"), sk.sum("v").alias("s")
+    )
+    source = SourceStage(FleetPlan.of(agg.plan, "update"))
+    assert source._late_counts
+    if mode == "before":
+        source._late_counts = False  # the code path before the fix, for the A/B
+    return source
+
+
+def one_round(mode: str, data: list[pl.DataFrame]) -> tuple[float, float, int]:
+    source = stage(mode)
+    size = 0
+    cpu, wall = time.process_time(), time.perf_counter()
+    for seq, frame in enumerate(data):
+        out = source.run(frame)
+        first = str(seq) if seq else None
+        parts = source.chunks(out, "s", first, str(seq + 1), out.max_event, False, 4, "q")
+        size += sum(len(p) for chunk in parts for p in chunk)
+    return time.process_time() - cpu, time.perf_counter() - wall, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    data = batches(args.rows, args.batches, behind_ms=60_000)
+    modes = ("before", "after")
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    wall: dict[str, list[float]] = {m: [] for m in modes}
+    size: dict[str, int] = {}
+    load_before = os.getloadavg()[0]
+    one_round("after", data[:2])  # warm-up (imports, compilation caches)
+    for r in range(args.repeat):
+        for mode in modes if r % 2 == 0 else modes[::-1]:
+            c, w, n = one_round(mode, data)
+            cpu[mode].append(c)
+            wall[mode].append(w)
+            size[mode] = n
+    load_after = os.getloadavg()[0]
+    for mode in modes:
+        print(f"{mode:7s} CPU {statistics.median(cpu[mode]):.3f} s  "
+              f"wall {statistics.median(wall[mode]):.3f} s  chunk bytes {size[mode]}")  # fmt: skip
+    medians = statistics.median(cpu["after"]) / statistics.median(cpu["before"])
+    paired = statistics.median(a / b for a, b in zip(cpu["after"], cpu["before"], strict=True))
+    wall_ratio = statistics.median(wall["after"]) / statistics.median(wall["before"])
+    print(f"after / before CPU: {medians:.3f} (ratio of medians), {paired:.3f} (per round); "
+          f"wall {wall_ratio:.3f}")  # fmt: skip
+    print(f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after")
+
+
+if __name__ == "__main__":
+    main()
