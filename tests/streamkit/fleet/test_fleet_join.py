@@ -30,11 +30,13 @@ from . import sim
 from .test_parity_with_engine import step
 
 EVENTS = pa.schema([("k", pa.string()), ("v", pa.int64()), ("t", pa.timestamp("us", "UTC"))])
-STATIC = {"k": ["k0", "k1", "k2", "k3", "k4"], "region": ["eu", "us", "eu", "ap", None],
-          "w": [1, 2, 3, 4, 5]}  # fmt: skip
+STATIC: dict[str, list[Any]] = {"k": ["k0", "k1", "k2", "k3", "k4"],
+                                 "region": ["eu", "us", "eu", "ap", None],
+                                 "w": [1, 2, 3, 4, 5]}  # fmt: skip
 """The static table: k5, k6 and null keys of the stream find no row (inner vs left)."""
-REPEATED = {"k": [*STATIC["k"], "k1", "k2"], "region": [*STATIC["region"], "ap", "us"],
-            "w": [*STATIC["w"], 6, 7]}  # fmt: skip
+REPEATED: dict[str, list[Any]] = {"k": [*STATIC["k"], "k1", "k2"],
+                                   "region": [*STATIC["region"], "ap", "us"],
+                                   "w": [*STATIC["w"], 6, 7]}  # fmt: skip
 """The static table with two rows for k1 and k2: their rows are joined twice (one late
 row read each, as the engine counts it, whichever partitions the copies go to)."""
 TABLES = pytest.mark.parametrize("table", [STATIC, REPEATED], ids=["unique", "repeated"])
