@@ -5,17 +5,19 @@ join below the aggregation (or a ``drop_duplicates`` whose source keeps one row 
 pay; a tumbling window without a join runs the code it ran before.
 
 Usage:
-    .venv/bin/python bench/fleet_late_rows.py --rows 200000 --batches 20 --repeat 7
+    .venv/bin/python bench/fleet_late_rows.py --rows 200000 --batches 20 --repeat 7 [--plan join]
 
 One process, one ``SourceStage`` per round fed the same batches (event times 60 s apart
 per batch, 100 keys), each batch's partial states routed and encoded into 4 exchange
 chunks (``SourceStage.chunks``), for count and sum per (sliding 10-second window, 5-second
-slide, key). Two modes interleaved, the order alternating: ``before`` (the stage with the
-tag switched off, ``_late_counts = False``: the code path and chunks before the fix) and
-``after``. Prints per mode the median CPU seconds (``time.process_time``, all threads)
-and wall seconds of a round and the chunk bytes of a round, the ratio ``after / before``
-(ratio of the medians, median of per-round ratios), and the 1-minute load average before
-and after.
+slide, key) (``--plan sliding``: the kernel's count), or per (tumbling 10-second window, a
+column of a 100-row static table joined on the key) (``--plan join``: the row index
+threaded through the join to find repeated rows; none repeats here). Two modes
+interleaved, the order alternating: ``before`` (the stage with the tag switched off,
+``_late_counts = False``: the code path and chunks before the fix) and ``after``. Prints
+per mode the median CPU seconds (``time.process_time``, all threads) and wall seconds of
+a round and the chunk bytes of a round, the ratio ``after / before`` (ratio of the
+medians, median of per-round ratios), and the 1-minute load average before and after.
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ import streamkit as sk
 from streamkit.fleet import FleetPlan, SourceStage
 
 
-def stage(mode: str) -> SourceStage:
+def stage(mode: str, plan: str) -> SourceStage:
     schema = pa.schema([("ts", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64())])
-    df = sk.from_arrow(schema.empty_table()).with_watermark("ts", "5 seconds")
-    agg = df.group_by(sk.window("ts", "10 seconds", "5 seconds"), "k").agg(
+    df = sk.read_stream.memory(schema).with_watermark("ts", "5 seconds")
+    window = sk.window("ts", "10 seconds", "5 seconds")
+    if plan == "join":  # every row finds one row of a 100-row table: grouped by its column
+        table = pa.table({"k": [f"k{i}" for i in range(100)], "g": [i % 10 for i in range(100)]})
+        df, window = df.join(sk.from_arrow(table), on="k"), sk.window("ts", "10 seconds")
+    agg = df.group_by(window, "g" if plan == "join" else "k").agg(
         sk.count().alias("n"), sk.sum("v").alias("s")
     )
     source = SourceStage(FleetPlan.of(agg.plan, "update"))
@@ -46,8 +52,8 @@ def stage(mode: str) -> SourceStage:
     return source
 
 
-def one_round(mode: str, data: list[pl.DataFrame]) -> tuple[float, float, int]:
-    source = stage(mode)
+def one_round(mode: str, plan: str, data: list[pl.DataFrame]) -> tuple[float, float, int]:
+    source = stage(mode, plan)
     size = 0
     cpu, wall = time.process_time(), time.perf_counter()
     for seq, frame in enumerate(data):
@@ -63,6 +69,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--plan", choices=["sliding", "join"], default="sliding")
     args = parser.parse_args()
     data = batches(args.rows, args.batches, behind_ms=60_000)
     modes = ("before", "after")
@@ -70,10 +77,10 @@ def main() -> None:
     wall: dict[str, list[float]] = {m: [] for m in modes}
     size: dict[str, int] = {}
     load_before = os.getloadavg()[0]
-    one_round("after", data[:2])  # warm-up (imports, compilation caches)
+    one_round("after", args.plan, data[:2])  # warm-up (imports, compilation caches)
     for r in range(args.repeat):
         for mode in modes if r % 2 == 0 else modes[::-1]:
-            c, w, n = one_round(mode, data)
+            c, w, n = one_round(mode, args.plan, data)
             cpu[mode].append(c)
             wall[mode].append(w)
             size[mode] = n

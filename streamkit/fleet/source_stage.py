@@ -83,9 +83,10 @@ class SourceStage:
         """The plan below the stateful operator, with :data:`ROW` threaded through it when
         a stream-static join may repeat a row read (:mod:`~streamkit.fleet.late_rows`)."""
         window = self.spec.window if self.spec is not None else None
-        sliding = isinstance(window, TimeWindow) and not window.is_tumbling
-        self._late_counts = fleet.drops_late and (sliding or bool(fleet.static))
-        """Whether partial states carry :data:`~streamkit.fleet.late_rows.LATE`."""
+        self._sliding = isinstance(window, TimeWindow) and not window.is_tumbling
+        self._late_counts = fleet.drops_late and (self._sliding or bool(fleet.static))
+        """Whether partial states may carry :data:`~streamkit.fleet.late_rows.LATE` (a
+        sliding window, or a join that repeats a row read in this batch)."""
 
     def run(self, rows: pl.DataFrame) -> SourceOutput:
         """Partial states (or, for ``drop_duplicates``, the rows to deduplicate), batch
@@ -98,20 +99,21 @@ class SourceStage:
         agg = self.fleet.agg
         assert agg is not None
         assert self.spec is not None
-        joined = self._below is not self.fleet.below
+        repeats = False
         if not self._late_counts:
             states = agg_steps.partial_states(agg, self.spec, rows)
-        elif not joined:  # a sliding window: the kernel counts each bucket's last window
+        else:
             kept = self._operator_input(rows)
-            states = K.partial(aggregate_rows(kept.lazy(), agg, self.spec), self.spec, LATE)
-        else:  # a join may repeat a row read: counted from the rows, one copy each
-            kept = self._operator_input(rows)
-            states = K.partial(aggregate_rows(kept.lazy(), agg, self.spec), self.spec)
+            repeats = ROW in kept.columns and bool(kept[ROW].is_duplicated().any())
+            # a sliding window: the kernel counts each bucket's last window; a row read
+            # that a join repeats: counted from the rows, one copy each (below)
+            last = LATE if self._sliding and not repeats else None
+            states = K.partial(aggregate_rows(kept.lazy(), agg, self.spec), self.spec, last)
         window = self.spec.window
         if isinstance(window, TimeWindow) and not window.is_tumbling and states.height:
             sums = (LATE,) if LATE in states.columns else ()
             states = K.merge(states, self.spec, sums)  # one row per window and key
-        if self._late_counts and joined and states.height:
+        if repeats and states.height:
             counts = late_rows.aggregation_counts(kept, agg, self.spec)
             states = late_rows.with_counts(states, counts, self.spec)
         if LATE in states.columns:  # a count of one batch's rows: 4 bytes on the exchange
