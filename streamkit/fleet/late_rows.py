@@ -17,6 +17,9 @@ one per row) is not that count the source task, which sees the rows, adds a colu
   batch when the source keeps the first row of each key (their event time is one, so is
   their verdict), one otherwise; 0 for a repeat of a row by a join.
 
+Only a join whose static side repeats a join key can repeat a row read
+(:func:`joins_may_repeat`, checked once: a fleet's static tables are fixed for the query's
+life); for the others the row index is not threaded and nothing is added for the join.
 Of the copies a join makes of one row read, the one counted is the first in the order of
 (its group or ``drop_duplicates`` keys, then its window end): the same on every re-read, so
 a range re-emitted after a takeover counts each row in the same partition. Vectorised: one
@@ -35,7 +38,7 @@ from streamkit.streaming.watermark_input import ROW
 from streamkit.windows import WEND, WSTART, SessionWindow, TimeWindow, last_window_end
 
 if TYPE_CHECKING:
-    from streamkit.plan import Aggregate
+    from streamkit.plan import Aggregate, Plan
 
 LATE = "__late_rows"
 """Exchange column: the rows read an exchange row stands for in the late-row count
@@ -43,6 +46,28 @@ LATE = "__late_rows"
 
 _WEIGHT = "__streamkit_late_weight"
 _INDEX = "__streamkit_late_index"
+
+
+def joins_may_repeat(below: Plan) -> bool:
+    """Whether a stream-static join in ``below`` (the plan under the stateful operator,
+    its static sides pinned) may give one row read more than one row: its static side's
+    rows repeat a join key (not null), or it has no equality to join on. Semi
+    and anti joins never repeat a row. One read of each static side (its join keys)."""
+    from streamkit.execute import compile_plan, given
+    from streamkit.join_plan import Join
+
+    for node in below.chain():
+        if not isinstance(node, Join) or node.how in ("left_semi", "left_anti"):
+            continue
+        if not node.pairs:
+            return True
+        stream, static = node.children
+        keys = [right if stream is node.left else left for left, right in node.pairs]
+        table = compile_plan(static, set(keys), set(), given(pl.DataFrame())).select(keys)
+        found = table.collect().drop_nulls()  # a null key matches no row
+        if found.height and found.is_duplicated().any():
+            return True
+    return False
 
 
 def weights(frame: pl.DataFrame, order: list[str]) -> pl.Series:

@@ -78,15 +78,15 @@ class SourceStage:
         self.spec = fleet.spec if fleet.agg is not None else None
         self._times = EventTimes.of(fleet.mark) if fleet.mark is not None else None
         """The event time as computed below the watermark (None: the column as read)."""
-        below = fleet.below
-        self._below = (threaded(below, below.chain()[-1]) if fleet.static else None) or below
+        self._below = fleet.below
         """The plan below the stateful operator, with :data:`ROW` threaded through it when
-        a stream-static join may repeat a row read (:mod:`~streamkit.fleet.late_rows`)."""
+        a stream-static join may repeat a row read (:meth:`_settle`)."""
         window = self.spec.window if self.spec is not None else None
         self._sliding = isinstance(window, TimeWindow) and not window.is_tumbling
-        self._late_counts = fleet.drops_late and (self._sliding or bool(fleet.static))
+        self._late_counts = fleet.drops_late and self._sliding
         """Whether partial states may carry :data:`~streamkit.fleet.late_rows.LATE` (a
         sliding window, or a join that repeats a row read in this batch)."""
+        self._settled = not fleet.static
 
     def run(self, rows: pl.DataFrame) -> SourceOutput:
         """Partial states (or, for ``drop_duplicates``, the rows to deduplicate), batch
@@ -94,6 +94,7 @@ class SourceStage:
         any filter). The static sides of the plan's stream-static joins are refreshed
         first, as the single-process engine does before each batch."""
         self.fleet.refresh_static()
+        self._settle()
         if self.fleet.dedup is not None:
             return SourceOutput(self._distinct(rows), self._max_event(rows), rows.height)
         agg = self.fleet.agg
@@ -121,6 +122,18 @@ class SourceStage:
         if self.spec.state_keys and states.height:
             states = states.sort(self.spec.state_keys, nulls_last=True, maintain_order=True)
         return SourceOutput(states, self._max_event(rows), rows.height)
+
+    def _settle(self) -> None:
+        """Once the static sides are pinned (fixed for the query's life on a fleet):
+        thread :data:`ROW` through the plan below when a join may repeat a row read
+        (:func:`~streamkit.fleet.late_rows.joins_may_repeat`)."""
+        if self._settled:
+            return
+        self._settled = True
+        below = self.fleet.below
+        if late_rows.joins_may_repeat(below):
+            self._below = threaded(below, below.chain()[-1]) or below
+            self._late_counts = self.fleet.drops_late
 
     def _operator_input(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The stateful operator's input rows of ``rows`` (the rows as read), with

@@ -164,3 +164,25 @@ def test_a_batch_large_enough_for_slot_partials_counts_the_same() -> None:
     assert 30_000 < before_30 < 40_000
     got, want = late_counts(plan, "update", [rows(("a", 40)), rows(("a", 41)), big])
     assert got == want == [0, 0, before_30]
+
+
+def test_only_a_static_side_that_repeats_a_join_key_may_repeat_a_row() -> None:
+    """Null keys match nothing; a semi join never repeats a row; a join with no equality
+    may."""
+    from streamkit.fleet.late_rows import joins_may_repeat
+
+    stream = sk.read_stream.memory(EMPTY.schema)
+
+    def may_repeat(keys: list[str | None], how: str = "inner", on: object = "k") -> bool:
+        static = sk.from_arrow(pa.table({"k": pa.array(keys, pa.string()), "x": [1] * len(keys)}))
+        side = static if isinstance(on, str) else static.select(sk.col("k").alias("k2"), "x")
+        joined = stream.join(side, on=on, how=how)
+        fleet = FleetPlan.of(joined.drop_duplicates().plan, "append")
+        fleet.refresh_static()
+        return joins_may_repeat(fleet.below)
+
+    assert not may_repeat(["a", "b", None, None])
+    assert may_repeat(["a", "b", "a"])
+    assert may_repeat(["a", "b", "a"], how="left")
+    assert not may_repeat(["a", "b", "a"], how="left_semi")
+    assert may_repeat(["a", "b"], on=sk.col("v") < sk.col("x"))
