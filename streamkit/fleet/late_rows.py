@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from streamkit import aggregate as K
+from streamkit.execute import compile_plan, given
+from streamkit.join_plan import Join
 from streamkit.streaming.watermark_input import ROW
 from streamkit.windows import WEND, WSTART, SessionWindow, TimeWindow, last_window_end
 
@@ -53,9 +55,6 @@ def joins_may_repeat(below: Plan) -> bool:
     its static sides pinned) may give one row read more than one row: its static side's
     rows repeat a join key (not null), or it has no equality to join on. Semi
     and anti joins never repeat a row. One read of each static side (its join keys)."""
-    from streamkit.execute import compile_plan, given
-    from streamkit.join_plan import Join
-
     for node in below.chain():
         if not isinstance(node, Join) or node.how in ("left_semi", "left_anti"):
             continue
