@@ -5,14 +5,17 @@ join below the aggregation (or a ``drop_duplicates`` whose source keeps one row 
 pay; a tumbling window without a join runs the code it ran before.
 
 Usage:
-    .venv/bin/python bench/fleet_late_rows.py --rows 200000 --batches 20 --repeat 7 [--plan join]
+    .venv/bin/python bench/fleet_late_rows.py --rows 200000 --batches 20 --repeat 7
+        [--plan sliding|join|repeated]
 
 One process, one ``SourceStage`` per round fed the same batches (event times 60 s apart
 per batch, 100 keys), each batch's partial states routed and encoded into 4 exchange
 chunks (``SourceStage.chunks``), for count and sum per (sliding 10-second window, 5-second
 slide, key) (``--plan sliding``: the kernel's count), or per (tumbling 10-second window, a
 column of a 100-row static table joined on the key) (``--plan join``: its keys are
-unique, so no row repeats: one check of the table). Two modes
+unique, so no row repeats: one check of the table; ``--plan repeated``: 10 of its keys
+twice, so 10% of the rows are joined twice: the row index threaded through the join and
+the count taken from the joined rows). Two modes
 interleaved, the order alternating: ``before`` (the stage with the tag switched off,
 ``_late_counts = False``: the code path and chunks before the fix) and ``after``. Prints
 per mode the median CPU seconds (``time.process_time``, all threads) and wall seconds of
@@ -39,10 +42,11 @@ def stage(mode: str, plan: str) -> SourceStage:
     schema = pa.schema([("ts", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64())])
     df = sk.read_stream.memory(schema).with_watermark("ts", "5 seconds")
     window = sk.window("ts", "10 seconds", "5 seconds")
-    if plan == "join":  # every row finds one row of a 100-row table: grouped by its column
-        table = pa.table({"k": [f"k{i}" for i in range(100)], "g": [i % 10 for i in range(100)]})
+    if plan != "sliding":  # every row finds a row of a 100-row table: grouped by its column
+        keys = list(range(100)) + (list(range(10)) if plan == "repeated" else [])
+        table = pa.table({"k": [f"k{i}" for i in keys], "g": [i % 10 for i in keys]})
         df, window = df.join(sk.from_arrow(table), on="k"), sk.window("ts", "10 seconds")
-    agg = df.group_by(window, "g" if plan == "join" else "k").agg(
+    agg = df.group_by(window, "k" if plan == "sliding" else "g").agg(
         sk.count().alias("n"), sk.sum("v").alias("s")
     )
     source = SourceStage(FleetPlan.of(agg.plan, "update"))
@@ -68,7 +72,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--plan", choices=["sliding", "join"], default="sliding")
+    parser.add_argument("--plan", choices=["sliding", "join", "repeated"], default="sliding")
     args = parser.parse_args()
     data = batches(args.rows, args.batches, behind_ms=60_000)
     modes = ("before", "after")

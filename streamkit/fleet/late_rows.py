@@ -11,8 +11,9 @@ one per row) is not that count the source task, which sees the rows, adds a colu
   a row is late exactly when that state is, so the late count is ``LATE`` summed over
   the late states. Added when the plan drops late rows, for a sliding window (a row is in
   several states: the kernel marks each bucket's last window, ``aggregate.partial(...,
-  last_rows)``, at no pass over the rows) and below a stream-static join (a row may be in
-  several: :func:`aggregation_counts`, from the joined rows);
+  last_rows)``, at no pass over the rows) and in a batch where a stream-static join
+  repeated a row read (its copies after the first are taken off the count of their last
+  window's state: :func:`surplus`);
 - ``drop_duplicates``: per row sent, the rows read it stands for: those of its key in the
   batch when the source keeps the first row of each key (their event time is one, so is
   their verdict), one otherwise; 0 for a repeat of a row by a join.
@@ -22,15 +23,17 @@ Only a join whose static side repeats a join key can repeat a row read
 life); for the others the row index is not threaded and nothing is added for the join.
 Of the copies a join makes of one row read, the one counted is the first in the order of
 (its group or ``drop_duplicates`` keys, then its window end): the same on every re-read, so
-a range re-emitted after a takeover counts each row in the same partition. Vectorised: one
-select and a group-by over the joined rows; the copies are sorted only when a row repeats.
-The column is ``UInt32`` on the exchange (a count of one batch's rows).
+a range re-emitted after a takeover counts each row in the same partition. Vectorised: the
+repeated row indices are found with one ``bincount``, and only the repeated rows' copies
+are keyed, sorted and grouped. The column is ``UInt32`` on the exchange (a count of one
+batch's rows).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 from streamkit import aggregate as K
@@ -46,7 +49,7 @@ LATE = "__late_rows"
 """Exchange column: the rows read an exchange row stands for in the late-row count
 (absent: ``__n`` of a partial state, one per ``drop_duplicates`` row)."""
 
-_WEIGHT = "__streamkit_late_weight"
+_SURPLUS = "__streamkit_late_surplus"
 _INDEX = "__streamkit_late_index"
 
 
@@ -69,30 +72,38 @@ def joins_may_repeat(below: Plan) -> bool:
     return False
 
 
-def weights(frame: pl.DataFrame, order: list[str]) -> pl.Series:
-    """Per row of ``frame`` (the operator's input rows, with :data:`ROW` when a join may
-    repeat a row read), 1 for the copy of its row read that counts, else 0: the first in
-    the order of ``order``, then the position (all copies when ``frame`` has no
-    :data:`ROW`)."""
-    ones = pl.Series(_WEIGHT, [1], dtype=pl.Int64).new_from_index(0, frame.height)
+def repeated(frame: pl.DataFrame) -> pl.Series | None:
+    """Per row of ``frame`` (the operator's input rows), whether its row read (:data:`ROW`)
+    comes out more than once; None when none does or ``frame`` has no :data:`ROW`."""
     if ROW not in frame.columns or not frame.height:
-        return ones
-    repeated = frame[ROW].is_duplicated()
-    if not repeated.any():
-        return ones
-    copies = frame.select(ROW, *order).with_row_index(_INDEX).filter(repeated)
+        return None
+    ids = frame[ROW].to_numpy()
+    counts = np.bincount(ids)
+    if counts.max() <= 1:
+        return None
+    return pl.Series(counts[ids] > 1)
+
+
+def _later_copies(frame: pl.DataFrame, order: list[str]) -> pl.Series:
+    """Per row of ``frame`` (copies of rows read, with :data:`ROW`), True for every copy of
+    its row read but the first in the order of ``order``, then the position."""
+    copies = frame.select(ROW, *order).with_row_index(_INDEX)
     copies = copies.sort([ROW, *order, _INDEX], nulls_last=True)
-    dropped = copies.filter(~pl.col(ROW).is_first_distinct())[_INDEX]
-    hit = pl.int_range(frame.height, dtype=pl.UInt32).is_in(dropped.implode())
-    weight = pl.when(hit).then(0).otherwise(1).cast(pl.Int64).alias(_WEIGHT)
-    return frame.select(weight).to_series()
+    later = copies.filter(~pl.col(ROW).is_first_distinct())[_INDEX].to_numpy()
+    flags = np.zeros(frame.height, dtype=bool)
+    flags[later] = True
+    return pl.Series(flags)
 
 
-def aggregation_counts(frame: pl.DataFrame, agg: Aggregate, spec: K.AggregateSpec) -> pl.DataFrame:
-    """Per state key (window bounds in ticks, then group keys), the rows of ``frame`` (the
-    aggregation's input rows, with :data:`ROW` below a join) whose last window it is, as
-    :data:`LATE`; rows with a null event time belong to no window and are left out, as the
-    kernel leaves them."""
+def surplus(frame: pl.DataFrame, agg: Aggregate, spec: K.AggregateSpec) -> pl.DataFrame | None:
+    """Per state key (window bounds in ticks, then group keys), the copies of rows read in
+    ``frame`` (the aggregation's input rows, with :data:`ROW`) beyond the first whose last
+    window it is, as :data:`_SURPLUS`; None when no row read repeats. Rows with a null
+    event time belong to no window and are left out, as the kernel leaves them."""
+    mask = repeated(frame)
+    if mask is None:
+        return None
+    frame = frame.filter(mask)
     keys = [k.to_polars().alias(k.output_name) for k in agg.keys]
     if spec.keys == (K.GLOBAL,):
         keys.append(pl.lit(0, dtype=pl.Int32).alias(K.GLOBAL))
@@ -108,27 +119,34 @@ def aggregation_counts(frame: pl.DataFrame, agg: Aggregate, spec: K.AggregateSpe
             assert isinstance(window, TimeWindow)
             width = window.ticks(dtype)[0]
         bounds = [(end - width).alias(WSTART), end.alias(WEND)]
-    extra = [ROW] if ROW in frame.columns else []
-    keyed = frame.select(*bounds, *keys, *extra)
-    order = [c for c in keyed.columns if c != ROW]
-    keyed = keyed.with_columns(weights(keyed, order))
-    return keyed.group_by(spec.state_keys).agg(pl.col(_WEIGHT).sum().alias(LATE))
+    keyed = frame.select(*bounds, *keys, ROW)
+    later = keyed.filter(_later_copies(keyed, [c for c in keyed.columns if c != ROW]))
+    return later.group_by(spec.state_keys).agg(pl.len().cast(pl.Int64).alias(_SURPLUS))
 
 
-def with_counts(states: pl.DataFrame, counts: pl.DataFrame, spec: K.AggregateSpec) -> pl.DataFrame:
-    """``states`` (one row per state key) with :data:`LATE` from ``counts`` (0 where none
-    of the rows' last window is the state's)."""
+def with_counts(states: pl.DataFrame, extra: pl.DataFrame, spec: K.AggregateSpec) -> pl.DataFrame:
+    """``states`` (one row per state key) with :data:`LATE`: theirs (the kernel's, for a
+    sliding window) or ``__n``, less the copies of :func:`surplus` ``extra``."""
+    base = LATE if LATE in states.columns else K.ROWS
     joined = states.join(
-        counts, on=spec.state_keys, how="left", nulls_equal=True, maintain_order="left"
+        extra, on=spec.state_keys, how="left", nulls_equal=True, maintain_order="left"
     )
-    return joined.with_columns(pl.col(LATE).fill_null(0))
+    count = pl.col(base) - pl.col(_SURPLUS).fill_null(0)
+    return joined.with_columns(count.alias(LATE)).drop(_SURPLUS)
 
 
 def dedup_counts(frame: pl.DataFrame, keys: list[str], first_only: bool) -> pl.DataFrame:
     """The ``drop_duplicates`` input rows ``frame`` (with :data:`ROW` below a join) to send,
     with :data:`LATE`: the first row of each key with the rows of its key when
     ``first_only``, else every row with its own weight; :data:`ROW` dropped."""
-    weighted = frame.with_columns(weights(frame, keys).alias(LATE))
+    mask = repeated(frame)
+    if mask is None:
+        weighted = frame.with_columns(pl.lit(1, dtype=pl.Int64).alias(LATE))
+    else:  # copies of a row read beyond the first stand for none
+        later = np.zeros(frame.height, dtype=bool)
+        picked = frame.with_row_index(_INDEX).filter(mask)
+        later[picked[_INDEX].to_numpy()] = _later_copies(picked.drop(_INDEX), keys).to_numpy()
+        weighted = frame.with_columns(pl.Series(LATE, (~later).astype(np.int64)))
     if first_only:
         weighted = weighted.with_columns(pl.col(LATE).sum().over(keys))
         weighted = weighted.filter(pl.struct(keys).is_first_distinct())

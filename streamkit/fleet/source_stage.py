@@ -100,23 +100,20 @@ class SourceStage:
         agg = self.fleet.agg
         assert agg is not None
         assert self.spec is not None
-        repeats = False
+        extra = None
         if not self._late_counts:
             states = agg_steps.partial_states(agg, self.spec, rows)
-        else:
+        else:  # a sliding window: the kernel counts the rows of each bucket's last window
             kept = self._operator_input(rows)
-            repeats = ROW in kept.columns and bool(kept[ROW].is_duplicated().any())
-            # a sliding window: the kernel counts each bucket's last window; a row read
-            # that a join repeats: counted from the rows, one copy each (below)
-            last = LATE if self._sliding and not repeats else None
+            last = LATE if self._sliding else None
             states = K.partial(aggregate_rows(kept.lazy(), agg, self.spec), self.spec, last)
+            extra = late_rows.surplus(kept, agg, self.spec)  # copies a join made of a row
         window = self.spec.window
         if isinstance(window, TimeWindow) and not window.is_tumbling and states.height:
             sums = (LATE,) if LATE in states.columns else ()
             states = K.merge(states, self.spec, sums)  # one row per window and key
-        if repeats and states.height:
-            counts = late_rows.aggregation_counts(kept, agg, self.spec)
-            states = late_rows.with_counts(states, counts, self.spec)
+        if extra is not None and states.height:
+            states = late_rows.with_counts(states, extra, self.spec)
         if LATE in states.columns:  # a count of one batch's rows: 4 bytes on the exchange
             states = states.with_columns(pl.col(LATE).cast(pl.UInt32))
         if self.spec.state_keys and states.height:
