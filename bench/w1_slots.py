@@ -43,10 +43,12 @@ def chunks_of(run: Callable[[], pa.Table]) -> list[tuple[pl.DataFrame, K.Aggrega
     seen: list[tuple[pl.DataFrame, K.AggregateSpec]] = []
     real = K.partial
 
-    def spy(rows: pl.LazyFrame, spec: K.AggregateSpec) -> pl.DataFrame:
+    def spy(
+        rows: pl.LazyFrame, spec: K.AggregateSpec, last_rows: str | None = None
+    ) -> pl.DataFrame:
         data = rows.collect()
         seen.append((data, spec))
-        return real(data.lazy(), spec)
+        return real(data.lazy(), spec, last_rows)
 
     K.partial = spy
     try:
