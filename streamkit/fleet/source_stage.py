@@ -57,7 +57,9 @@ class SourceOutput:
     """What one source batch produced."""
 
     states: pl.DataFrame
-    """Partial states of the batch's rows (sorted by the state keys)."""
+    """Partial states of the batch's rows (sorted by the state keys), with
+    ``__late_rows`` where ``__n`` is not the rows read they stand for
+    (:mod:`~streamkit.fleet.late_rows`); for ``drop_duplicates``, the rows to send."""
     max_event: int | None
     """Largest event time of the batch's rows that move the watermark (ticks; None:
     none, or no watermark)."""
