@@ -22,7 +22,7 @@ Only a join whose static side repeats a join key can repeat a row read
 (:func:`joins_may_repeat`, checked once: a fleet's static tables are fixed for the query's
 life); for the others the row index is not threaded and nothing is added for the join.
 Of the copies a join makes of one row read, the one counted is the first in the order of
-(its group or ``drop_duplicates`` keys, then its window end): the same on every re-read, so
+its group or ``drop_duplicates`` keys (its window is the row's): the same on every re-read, so
 a range re-emitted after a takeover counts each row in the same partition. Vectorised: the
 repeated row indices are found with one ``bincount``, and only the repeated rows' copies
 are keyed, sorted and grouped. The column is ``UInt32`` on the exchange (a count of one
@@ -86,9 +86,10 @@ def repeated(frame: pl.DataFrame) -> pl.Series | None:
 
 def _later_copies(frame: pl.DataFrame, order: list[str]) -> pl.Series:
     """Per row of ``frame`` (copies of rows read, with :data:`ROW`), True for every copy of
-    its row read but the first in the order of ``order``, then the position."""
+    its row read but the first in the order of ``order`` (copies equal in it are one
+    group or key: any of them may be the first)."""
     copies = frame.select(ROW, *order).with_row_index(_INDEX)
-    copies = copies.sort([ROW, *order, _INDEX], nulls_last=True)
+    copies = copies.sort([ROW, *order], nulls_last=True)
     later = copies.filter(~pl.col(ROW).is_first_distinct())[_INDEX].to_numpy()
     flags = np.zeros(frame.height, dtype=bool)
     flags[later] = True
@@ -119,8 +120,8 @@ def surplus(frame: pl.DataFrame, agg: Aggregate, spec: K.AggregateSpec) -> pl.Da
             assert isinstance(window, TimeWindow)
             width = window.ticks(dtype)[0]
         bounds = [(end - width).alias(WSTART), end.alias(WEND)]
-    keyed = frame.select(*bounds, *keys, ROW)
-    later = keyed.filter(_later_copies(keyed, [c for c in keyed.columns if c != ROW]))
+    keyed = frame.select(*bounds, *keys, ROW)  # the copies of a row have one window
+    later = keyed.filter(_later_copies(keyed, [k.meta.output_name() for k in keys]))
     return later.group_by(spec.state_keys).agg(pl.len().cast(pl.Int64).alias(_SURPLUS))
 
 
