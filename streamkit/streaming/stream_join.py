@@ -29,27 +29,18 @@ the join's output watermark, Spark's (3.4+) watermark propagation: the least of 
 state watermarks and W_n (:meth:`StreamJoinQuery.output_watermark`); it judges late rows
 by the one derived from W_{n-1} and evicts with the one derived from W_n.
 
-Each side's event time is the one column of its output that carries its watermark
-(:mod:`~streamkit.streaming.watermark_lineage`: ``with_watermark``'s column or a plain
-rename of it; a column computed from it carries none), as Spark's event-time metadata:
-late rows (step 1) and the buffer's eviction (step 3) are judged on it, and a bound
-counts for a side's state watermark when its other-side column carries the watermark
-(its own-side column may be any: with ``ts`` kept beside ``lt = ts + c`` and the range
-on ``lt``, the bound is applied to ``ts``, as Spark does). Two carrying columns on a side
-are refused (Spark fails the batch). W itself is taken at ``with_watermark`` either way.
-
-A side without a time bound, or carrying no watermark, keeps every row (allowed for inner
-joins, as in Spark); an outer join needs a bound of its preserved side's columns by the
-other side's carrying column and is refused without it, with Spark's message (with one,
-and no carrying column on the preserved side, it runs and never emits null rows, as in
-Spark). Only append mode is supported (Spark's rule). After a batch, when W
-moved past W_n and some buffer has a state watermark, a no-data batch is owed.
+Each side's event time is the one column of its output that carries its watermark (a
+plain rename of ``with_watermark``'s column carries it, a computed column does not): late
+rows (step 1) and the buffer's eviction (step 3) are judged on it; W itself is taken at
+``with_watermark``. Which column that is, the state watermarks and the outer joins allowed:
+:mod:`~streamkit.streaming.join_sides`. Only append mode is supported (Spark's rule).
+After a batch, when W moved past W_n and some buffer has a state watermark, a no-data
+batch is owed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
@@ -58,16 +49,20 @@ from streamkit.errors import PlanError
 from streamkit.execute import compile_plan, given
 from streamkit.join_kernel import LID, RID, assemble, pairs, right_unmatched
 from streamkit.join_plan import Join
-from streamkit.plan import Aggregate, Deduplicate, Filter, Plan, Project, Watermark
+from streamkit.plan import Filter, Plan, Project, Watermark
 from streamkit.stream_static import is_streaming
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import BatchResult, OutputMode
+from streamkit.streaming.join_sides import (
+    SIDES,
+    JoinSide,
+    check_outer,
+    null_checked,
+    state_watermark,
+)
 from streamkit.streaming.state.join_store import ID, MATCHED, JoinStore
 from streamkit.streaming.stateful_exec import BatchClock
-from streamkit.streaming.watermark_lineage import carried
-
-SIDES = ("left", "right")
 
 
 def find_join(plan: Plan) -> Join | None:
@@ -106,77 +101,9 @@ def _has_join(plan: Plan) -> bool:
     return any(_has_join(c) for c in plan.children)
 
 
-def _side_mark(side: Plan, name: str) -> tuple[Watermark | None, str | None]:
-    """The side's watermark and the one column of the side's output that carries it
-    (None: none does; :mod:`~streamkit.streaming.watermark_lineage`); refuses a stateful
-    operator below the join, and two columns carrying it (Spark fails the batch)."""
-    marks: list[Watermark] = []
-    for node in side.chain():
-        if isinstance(node, Aggregate | Deduplicate | Join):
-            raise PlanError(
-                f"a {type(node).__name__} below a stream-stream join ({name} side) is not "
-                "supported; join the streams first"
-            )
-        if isinstance(node, Watermark):
-            marks.append(node)
-    if not marks:
-        return None, None
-    times = carried(side, marks[0]) or ()
-    if len(times) > 1:
-        raise PlanError(
-            "[MULTIPLE_EVENT_TIME_COLUMNS] More than one event time columns are available on "
-            f"the {name} side of a stream-stream join ({', '.join(repr(t) for t in times)} all "
-            "carry the watermark): Spark fails the first batch; select all but one of them "
-            "away before the join"
-        )
-    return marks[0], times[0] if times else None
-
-
-def _ms_bound(ns: int) -> int:
-    return ns // 1_000_000
-
-
-def state_watermark(
-    join: Join, side: int, watermark: int, marks: tuple[str | None, ...]
-) -> int | None:
-    """The state watermark (ms) of ``side``'s buffer given the global ``watermark`` (ms):
-    rows whose ``marks[side]`` (the side's column carrying the watermark) is at or before
-    it can match no future row of the other side. None: the side carries no watermark
-    (Spark: no state predicate), or the condition gives no such bound."""
-    if marks[side] is None:
-        return None
-    return range_watermark(join, side, watermark, marks[1 - side])
-
-
-def range_watermark(join: Join, side: int, watermark: int, other: str | None) -> int | None:
-    """The bound (ms) the condition puts on ``side``'s time columns given the global
-    ``watermark``, from the conjuncts that bound one of them by ``other``, the other
-    side's column carrying the watermark (Spark's ``getStateValueWatermark``: any column of
-    ``side``, only a watermarked one of the other side; None: no such conjunct)."""
-    found: list[int] = []
-    for b in join.bounds:
-        if other is None or (b.right_col if side == 0 else b.left_col) != other:
-            continue
-        c = _ms_bound(b.offset_ns)
-        if side == 0 and b.op in (">", ">="):
-            found.append(watermark + c - (1 if b.op == ">=" else 0))
-        if side == 1 and b.op in ("<", "<="):
-            found.append(watermark - c - (1 if b.op == "<=" else 0))
-    return min(found) if found else None
-
-
 def _at_or_before(column: str, ms: int) -> pl.Expr:
     """``column`` (a timestamp) at or before ``ms`` (compared in microseconds, as Spark)."""
     return pl.col(column).dt.epoch("us") <= ms * 1000
-
-
-@dataclass(frozen=True)
-class _Side:
-    plan: Plan
-    mark: Watermark | None
-    """The side's ``with_watermark`` (its W is taken on ``mark.column`` there)."""
-    time: str | None
-    """The column of the side's output that carries the watermark (None: none)."""
 
 
 class StreamJoinQuery:
@@ -198,14 +125,11 @@ class StreamJoinQuery:
             )
         self.plan, self.mode, self.join = plan, mode, join
         self._above = above(plan, join) if join is not plan else None
-        self._sides = (
-            _Side(join.left, *_side_mark(join.left, "left")),
-            _Side(join.right, *_side_mark(join.right, "right")),
-        )
+        self._sides = (JoinSide.of(join.left, "left"), JoinSide.of(join.right, "right"))
         self._marks = tuple(s.time for s in self._sides)
         """Per side, the column of its output that carries the watermark (or None)."""
-        self._check_outer()
-        self._not_null = (self._null_checked(0), self._null_checked(1))
+        check_outer(join, self._marks)
+        self._not_null = (null_checked(join, 0), null_checked(join, 1))
         self._policy = policy
         self._store = JoinStore(join.left.schema, join.right.schema)
         self.watermark: int | None = None
@@ -216,38 +140,6 @@ class StreamJoinQuery:
         self._restored = False
         self.clock = BatchClock(None)
         """The batch's processing time (the runner stamps it; a join does not read it)."""
-
-    def _check_outer(self) -> None:
-        how = self.join.how
-        for side, preserved in ((0, ("left", "full")), (1, ("right", "full"))):
-            bounded = range_watermark(self.join, side, 0, self._marks[1 - side]) is not None
-            if how in preserved and not bounded:
-                kind = {"left": "LeftOuter", "right": "RightOuter", "full": "FullOuter"}[how]
-                other = SIDES[1 - side]
-                raise PlanError(
-                    f"Stream-stream {kind} join between two streaming DataFrames is not "
-                    "supported without a watermark on the nullable side and an appropriate "
-                    f"range condition (Spark's rule): add with_watermark on both sides and a "
-                    f"condition bounding the {SIDES[side]} event time by the {other} one, e.g. "
-                    "(col('rt') >= col('lt')) & (col('rt') <= col('lt') + timedelta(...)); the "
-                    f"{other} column must carry the watermark (with_watermark's column or a "
-                    "plain rename of it, not a column computed from it)"
-                )
-        if how in ("left_semi", "left_anti"):
-            raise PlanError(f"{how} stream-stream joins are not supported yet; use inner or left")
-
-    def _null_checked(self, side: int) -> list[str]:
-        """The columns of ``side`` whose nulls drop a row before the watermark sees it:
-        the equality keys and time-bound columns of a side that is not preserved. Spark's
-        optimizer infers ``IsNotNull`` filters from the condition for such a side and
-        pushes them down to the scan (a preserved side keeps its null-key rows, and in a
-        full outer join null keys match each other, as Spark's state matches keys)."""
-        preserved = ("left", "full") if side == 0 else ("right", "full")
-        if self.join.how in preserved:
-            return []
-        keys = [p[side] for p in self.join.pairs]
-        times = [b.left_col if side == 0 else b.right_col for b in self.join.bounds]
-        return list(dict.fromkeys(keys + times))
 
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: object = None) -> BatchResult:
@@ -277,7 +169,7 @@ class StreamJoinQuery:
         return self._sides[i].plan.chain()[-1].schema
 
     def _side_input(
-        self, i: int, side: _Side, raw: pl.DataFrame, late_mark: int | None
+        self, i: int, side: JoinSide, raw: pl.DataFrame, late_mark: int | None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         checked = self._not_null[i]
         if side.mark is not None and raw.height:
