@@ -33,7 +33,9 @@ the operators above it are given the join's output watermark (Spark's
 ``produceOutputWatermark``: the least of its two state watermarks and the watermark),
 derived from the watermark in force in the previous batch to judge late rows and from
 the one in force now to evict, on the join's columns carrying a side's watermark (and
-plain renames of them between the join and an aggregation). Spark runs an inner join
+plain renames of them between the join and the operator above it: an aggregation,
+``drop_duplicates`` or a stateful function; a column computed from one carries none, as
+Spark's event-time metadata). Spark runs an inner join
 followed by an aggregation in append and update mode, an outer join only in append mode;
 complete mode is refused.
 Either stateful function may follow the join the same way
@@ -80,7 +82,7 @@ from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
 from streamkit.streaming.dedup_stage import DedupStage
-from streamkit.streaming.downstream import above
+from streamkit.streaming.downstream import above, marks_above
 from streamkit.streaming.function_stage import FunctionStage
 from streamkit.streaming.incremental import (
     BatchResult,
@@ -380,7 +382,8 @@ class ChainQuery:
         if isinstance(node, Deduplicate) and isinstance(below, Join):
             assert isinstance(self.first, StreamJoinQuery)
             _check_mode(None, True, mode)
-            return DedupStage(replace(node, input=above(node.input, below)), self.first.marks)
+            marks = marks_above(node.input, below, self.first.marks)
+            return DedupStage(replace(node, input=above(node.input, below)), marks)
         if isinstance(node, Function):
             if isinstance(node, FlatMapGroupsWithState) and node.output_mode != mode:
                 raise PlanError(
@@ -390,7 +393,7 @@ class ChainQuery:
                 )
             _check_mode(None, True, mode)
             stage_node = replace(node, input=above(node.input, below))
-            mark = _mark_below(below, times, stage_node.input.schema)
+            mark = self._function_mark(node, below, times, stage_node.input.schema)
             return FunctionStage(stage_node, mark, self.first.clock, mode)
         if isinstance(node, Deduplicate) and isinstance(below, Function):
             _check_mode(None, True, mode)
@@ -441,6 +444,18 @@ class ChainQuery:
         node = _input_node(node, below)
         _check_mode(node, timed or key is not None, mode)
         return _AggStage(node, mode, timed, key)
+
+    def _function_mark(
+        self, node: Function, below: Operator, times: tuple[str, ...], kept: pl.Schema
+    ) -> Watermark | None:
+        """The watermark a function above ``below`` sees, on the first column of its input
+        that carries it (above a join: a join's watermarked column or a plain rename of it
+        between the two, as Spark's event-time metadata, in the input's column order as
+        Spark's ``child.output.find``; else :func:`_mark_below`)."""
+        if isinstance(below, Join):
+            assert isinstance(self.first, StreamJoinQuery)
+            return next(iter(marks_above(node.input, below, self.first.marks)), None)
+        return _mark_below(below, times, kept)
 
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
@@ -588,10 +603,11 @@ def _time_dtype(stage: _AggStage | DedupStage | FunctionStage) -> pl.Datetime | 
 
 
 def _mark_below(below: Operator, times: tuple[str, ...], kept: pl.Schema) -> Watermark | None:
-    """The watermark the operator ``below`` passes on, on a column of its output that the
-    operator above keeps (``kept``: its input's schema; None: no column carries one, e.g.
-    an aggregation's window; above a join, the first of its event times in ``kept``'s
-    column order, as Spark's ``child.output.find`` picks the watermarked column)."""
+    """The watermark the operator ``below`` (not a join: :meth:`ChainQuery._function_mark`)
+    passes on, on a column of its output that the operator above keeps (``kept``: its
+    input's schema; None: no column carries one, e.g. an aggregation's window; the first
+    in ``kept``'s column order, as Spark's ``child.output.find`` picks the watermarked
+    column)."""
     if isinstance(below, TransformWithState):
         return below.output_watermark()
     marks = [n for n in below.chain() if isinstance(n, Watermark)]

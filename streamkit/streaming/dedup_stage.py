@@ -6,9 +6,13 @@ on in place of the query's.
 Spark judges late rows and expiry on the single event-time column of the operator's input:
 one of the join's two watermarked columns must be selected away before it (with both,
 Spark fails the batch with ``MULTIPLE_EVENT_TIME_COLUMNS``; streamkit refuses the query at
-start). The rules are :mod:`streamkit.streaming.dedup`'s, on that column: rows at or
-before the watermark the join passed on in the previous batch are dropped as late, and a
-key leaves the state once the one it passes on in this batch reaches its expiry.
+start). That column is a join's watermarked column or a plain rename of it between the
+join and ``drop_duplicates`` (``select(col("lt").alias("t"))``: an alias keeps Spark's
+event-time metadata, and the delay with it); a column computed from one carries none
+(:func:`~streamkit.streaming.downstream.marks_above`). The rules are
+:mod:`streamkit.streaming.dedup`'s, on that column: rows at or before the watermark the
+join passed on in the previous batch are dropped as late, and a key leaves the state once
+the one it passes on in this batch reaches its expiry.
 """
 
 from __future__ import annotations

@@ -381,12 +381,13 @@ class Fading:
 
 
 def _join_count(pdfs: Iterator[pd.DataFrame], n: int, s: int) -> tuple[int, int, int | None]:
-    """Rows, sum of ``rv`` (nulls as 0) and the latest ``lt`` (ms) after ``pdfs``."""
+    """Rows, sum of ``rv`` (nulls as 0) and the latest ``lt`` (or ``t``, its rename above
+    the join) in ms after ``pdfs``."""
     latest = None
     for pdf in pdfs:
         n += len(pdf)
         s += int(pdf["rv"].fillna(0).sum())
-        times = epoch_ms(pdf["lt"]).dropna()
+        times = epoch_ms(pdf["lt" if "lt" in pdf.columns else "t"]).dropna()
         if len(times):
             latest = max(int(times.max()), latest or 0)
     return n, s, latest

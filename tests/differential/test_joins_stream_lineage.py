@@ -60,8 +60,12 @@ class Lineage:
     dropped), ``kept`` (``<t>`` kept, ``<x>_at = <t> + 2 s`` added), ``copy`` (``<t>`` kept,
     ``<x>_at = <t>`` added); ``post``: ``agg`` (count and sum per 10 s window of the left
     time column and ``lk``), ``agg_after`` (the same on the left's watermarked column
-    renamed after the join), ``dedup`` (``select(l, lk)`` then ``drop_duplicates([lk, l])``),
-    or nothing."""
+    renamed after the join), ``dedup`` (``select(l, lk)`` then ``drop_duplicates([lk, l])``);
+    above the join on ``lt`` renamed there (``select(lt AS t, lk)``): ``dedup_after``
+    (``drop_duplicates([lk, t])``), ``dedup_after_within``
+    (``drop_duplicates_within_watermark([lk])``), ``dedup_after_copy`` (``lt`` kept beside
+    ``t``), ``dedup_after_computed`` (``lt + 2 s AS lt``, no rename: carries nothing); or
+    nothing."""
 
     how: str = "inner"
     left: str = "rename"
@@ -93,6 +97,21 @@ class Lineage:
             marked.with_column(name, added)
         )  # fmt: skip
 
+    def _dedup_after(self, joined: Any, col: Any, shift: Any, dedup: str) -> Any:
+        """A ``dedup_after*`` post on the joined rows (``dedup``: the method's name)."""
+        if self.post == "dedup_after_computed":
+            return getattr(joined.select((col("lt") + shift).alias("lt"), "lk"), dedup)(
+                ["lk", "lt"]
+            )
+        kept = ["lt"] if self.post == "dedup_after_copy" else []
+        renamed = joined.select(*kept, col("lt").alias("t"), "lk")
+        if self.post == "dedup_after_within":
+            within = "dropDuplicatesWithinWatermark" if dedup == "dropDuplicates" else (
+                "drop_duplicates_within_watermark"
+            )  # fmt: skip
+            return getattr(renamed, within)(["lk"])
+        return getattr(renamed, dedup)(["lk", "t"])
+
     def spark(self, left: Any, right: Any) -> Any:
         from pyspark.sql import functions as F
 
@@ -108,6 +127,8 @@ class Lineage:
         joined = lw.join(rw, cond, how.get(self.how, self.how))
         if self.post == "dedup":
             return joined.select(lc, "lk").dropDuplicates(["lk", lc])
+        if self.post.startswith("dedup_after"):
+            return self._dedup_after(joined, F.col, shift, "dropDuplicates")
         if self.post == "agg_after":
             joined = joined.select(F.col("lt").alias("l_at"), "lk", "rv")
         if self.post.startswith("agg"):
@@ -134,6 +155,8 @@ class Lineage:
         joined = lw.join(rw, cond, self.how)
         if self.post == "dedup":
             return joined.select(lc, "lk").drop_duplicates(["lk", lc])
+        if self.post.startswith("dedup_after"):
+            return self._dedup_after(joined, sk.col, shift, "drop_duplicates")
         if self.post == "agg_after":
             joined = joined.select(sk.col("lt").alias("l_at"), "lk", "rv")
         if self.post.startswith("agg"):
@@ -219,6 +242,14 @@ _late_right: SideFiles = [[(105, "a", 10)], [(155, "a", 11)], [(118, "a", 12)], 
 _kept_left: SideFiles = [[(100, "a", 1), (111, "b", 2)], [(135, "c", 3)], [(140, "d", 4)]]
 _kept_right: SideFiles = [[(105, "a", 10)], [(127, "z", 11)], [], [(123, "b", 12)]]
 _agg = Lineage(post="agg", before=0, after=10, left_delay=5, right_delay=5)
+_dedup_left: SideFiles = [
+    [(100, "a", 1)], [(112, "a", 2)], [(150, "a", 3)], [(170, "a", 4)], [(190, "a", 5)]
+]  # fmt: skip
+_dedup_right: SideFiles = [
+    [(105, "a", 10), (108, "a", 11)], [(115, "a", 12)], [(152, "a", 13)], [(175, "a", 14)],
+    [(195, "a", 15)],
+]  # fmt: skip
+_dedup_join_held = [3, 5, 7, 4, 5, 4]
 _t = (0, 3)  # the event-time positions of a joined row
 CASES: dict[str, Case[Lineage]] = {
     # renames change nothing: the plain columns' hand cases (test_joins_stream.py)
@@ -290,6 +321,22 @@ CASES: dict[str, Case[Lineage]] = {
         HAND_PROBE.states,
     ),
 }
+# drop_duplicates above the join on lt renamed between them (select(lt AS t, lk)), or on
+# lt + 2 s AS lt (carries nothing): (emitted t per batch, keys held after each batch),
+# derivation in test_stream_join_lineage.py
+_DEDUP_AFTER = {
+    "dedup_after": ([100, 112, 150, 170, 190, None], [1, 2, 3, 2, 3, 2]),
+    "dedup_after_within": ([100, None, None, None, 190, None], [1, 1, 1, 0, 1, 1]),
+    "dedup_after_computed": ([102, 114, 152, 172, 192, None], [1, 2, 3, 4, 5, 5]),
+}
+for _post, (_out, _keys) in _DEDUP_AFTER.items():
+    CASES[f"{_post}_join"] = Case(
+        Lineage(left="plain", right="plain", post=_post),
+        _dedup_left,
+        _dedup_right,
+        [(i, [] if t is None else [row(t, "a", times=(0,))]) for i, t in enumerate(_out)],
+        [j + k for j, k in zip(_dedup_join_held, _keys, strict=True)],
+    )
 _random: dict[int, tuple[SideFiles, SideFiles]] = {}
 for _seed in (1, 2, 3):
     _rng = random.Random(100 + _seed)
@@ -299,6 +346,9 @@ for _seed in (1, 2, 3):
     CASES[f"random{_seed}_left_computed"] = Case(Lineage("left", left="computed"), _l, _r)
     CASES[f"random{_seed}_left_kept"] = Case(Lineage("left", left="kept"), _l, _r)
     CASES[f"random{_seed}_dedup_renamed"] = Case(Lineage(post="dedup"), _l, _r)
+    if _seed < 3:
+        _after = Lineage(left="plain", right="plain", post="dedup_after")
+        CASES[f"random{_seed}_dedup_renamed_after_join"] = Case(_after, _l, _r)
 CASES["random2_agg_renamed"] = Case(replace(_agg, before=5), *_random[2])
 
 
@@ -343,6 +393,11 @@ def test_join_on_carried_event_times_matches_spark(name: str, runs: dict[str, An
 REFUSED = {
     # lt and its copy l_at both reach the join: Spark fails the first batch
     "copy_beside_it": (Lineage("left", left="copy"), "MULTIPLE_EVENT_TIME_COLUMNS"),
+    # lt and lt AS t both reach drop_duplicates above the join: Spark fails the batch
+    "dedup_after_join_copy": (
+        Lineage(left="plain", right="plain", post="dedup_after_copy"),
+        "MULTIPLE_EVENT_TIME_COLUMNS",
+    ),
     # the right buffer's bound reads l_at, computed: no watermark on the nullable side
     "right_outer_on_computed": (
         Lineage("right", left="computed"),

@@ -259,6 +259,108 @@ def test_aggregation_above_the_join_on_a_renamed_event_time(tmp_path: Path, wher
     assert held == [4, 7, 5, 8, 3]
 
 
+# drop_duplicates above an inner join on lt renamed between them (select(lt AS t, lk)):
+# the alias keeps the watermark (and the left's 10 s delay), so the deduplication drops
+# late rows and expires keys on t, with the watermark the join passes on, O = W - 10.001
+# s (left buffer: lt <= W - 10.001, right: rt <= W - 5.001). Joined rows per batch: a100
+# twice (a105, a108), a112 (a115), a150 (a152), a170 (a175), a190 (a195); W after each
+# batch: 90, 102, 140, 160, 180, so a batch without data (5) follows batch 4. Join held
+# (left + right): 1+2, 2+3, 3+4, 2+2 (batch 3, in force 140: lt <= 129.999 and rt <=
+# 134.999 go), 3+2 (in force 160: rt 152 goes, lt 150 stays), 2+2 (in force 180).
+# [lk, t]: keys a100, a112, a150, a170, a190 emitted once each; batch 3 expires t <=
+# 129.999 (a100, a112), batch 4 none (149.999), batch 5 a150 (169.999): 1, 2, 3, 2, 3, 2.
+# Within the watermark on [lk]: a's expiry is 100 + 10 s; a112, a150, a170 are dropped
+# as duplicates; batch 3 (O 129.999) expires it, so a190 is emitted again (expiry 200):
+# 1, 1, 1, 0, 1, 1. lt + 2 s AS lt carries nothing: no key expires: 1, 2, 3, 4, 5, 5.
+DEDUP_LEFT: Files = [[(100, "a", 1)], [(112, "a", 2)], [(150, "a", 3)], [(170, "a", 4)],
+                     [(190, "a", 5)]]  # fmt: skip
+DEDUP_RIGHT: Files = [[(105, "a", 10), (108, "a", 11)], [(115, "a", 12)], [(152, "a", 13)],
+                      [(175, "a", 14)], [(195, "a", 15)]]  # fmt: skip
+_JOIN_HELD = [3, 5, 7, 4, 5, 4]
+
+
+@pytest.mark.parametrize(
+    ("kind", "emitted", "keys"),
+    [
+        ("renamed", [100, 112, 150, 170, 190, None], [1, 2, 3, 2, 3, 2]),
+        ("within", [100, None, None, None, 190, None], [1, 1, 1, 0, 1, 1]),
+        ("computed", [102, 114, 152, 172, 192, None], [1, 2, 3, 4, 5, 5]),
+    ],
+)
+def test_drop_duplicates_above_the_join_follows_a_rename_after_it(
+    tmp_path: Path, kind: str, emitted: list[int | None], keys: list[int]
+) -> None:
+    def build(left: sk.DataFrame, right: sk.DataFrame) -> Any:
+        pairs = joined(left, right, plain("lt", 10), plain("rt", 5), "inner")
+        if kind == "computed":
+            shifted = (sk.col("lt") + timedelta(seconds=2)).alias("lt")
+            return pairs.select(shifted, "lk").drop_duplicates(["lk", "lt"])
+        renamed_pairs = pairs.select(sk.col("lt").alias("t"), "lk")
+        if kind == "within":
+            return renamed_pairs.drop_duplicates_within_watermark(["lk"])
+        return renamed_pairs.drop_duplicates(["lk", "t"])
+
+    batches, held, late = run(tmp_path, DEDUP_LEFT, DEDUP_RIGHT, build)
+    assert batches == [(i, [] if t is None else [(t, "a")]) for i, t in enumerate(emitted)]
+    assert held == [j + k for j, k in zip(_JOIN_HELD, keys, strict=True)]
+    assert late == [0] * 6
+
+
+def test_drop_duplicates_above_the_join_refuses_a_renamed_copy_beside_its_column() -> None:
+    """``lt`` and ``lt AS t`` both reach ``drop_duplicates`` above the join: Spark fails the
+    batch (``MULTIPLE_EVENT_TIME_COLUMNS``, PySpark 4.3); streamkit refuses at start."""
+    left, right = sk.read_stream.memory(LEFT), sk.read_stream.memory(RIGHT)
+    pairs = joined(left, right, plain("lt", 10), plain("rt", 5), "inner")
+    query = pairs.select("lt", sk.col("lt").alias("t"), "lk").drop_duplicates(["lk", "t"])
+    with pytest.raises(PlanError, match=r"MULTIPLE_EVENT_TIME_COLUMNS"):
+        query.write_stream.memory("x").start()
+
+
+# A stateful function per lk above an inner join (rt in [lt, lt + 10 s], delays 5 s and
+# 5 s) reading lt renamed t above the join (test_joins_stream_function's tally): the alias
+# carries the watermark, so timeouts and timers fire at the one the join passes on, O = W
+# - 10.001 s, as on lt itself. Pairs: a100 (batch 0), b125 (1), c200 (2); each key times
+# out at its latest t + 5 s. W after each batch: 95, 120, 195. Batch 0: a data (wm 0).
+# Batch 1 (O 84.999): b data. Batch 2 (O 109.999): c data; a (105) times out. Batch 3, no
+# data (O 184.999): b (130) times out. Held (join + keys): 2 + 1, 4 + 2, 4 + 2 (a100 and
+# a105 evicted, a gone, c in), 2 + 1.
+@pytest.mark.parametrize("kind", ["apply", "tws"])
+def test_function_above_the_join_follows_a_rename_after_it(tmp_path: Path, kind: str) -> None:
+    from tests.differential.spark_functions import JOIN_STATE, JoinTally, tally_timed
+
+    out = "k string, kind string, n bigint, s bigint, wm bigint"
+
+    def build(left: sk.DataFrame, right: sk.DataFrame) -> Any:
+        lw, rw = left.with_watermark("lt", "5 seconds"), right.with_watermark("rt", "5 seconds")
+        cond = (
+            (sk.col("lk") == sk.col("rk"))
+            & (sk.col("rt") >= sk.col("lt"))
+            & (sk.col("rt") <= sk.col("lt") + timedelta(seconds=10))
+        )
+        pairs = lw.join(rw, cond, "inner").select("lk", sk.col("lt").alias("t"), "lv", "rv")
+        grouped = pairs.group_by("lk")
+        if kind == "tws":
+            return grouped.transformWithStateInPandas(JoinTally(), out, "Append", "EventTime")
+        return grouped.applyInPandasWithState(
+            tally_timed, out, JOIN_STATE, "append", "EventTimeTimeout"
+        )
+
+    batches, held, _ = run(
+        tmp_path,
+        [[(100, "a", 1)], [(125, "b", 2)], [(200, "c", 3)]],
+        [[(105, "a", 10)], [(125, "b", 11)], [(200, "c", 12)]],
+        build,
+    )
+    ms, timeout = int(BASE.timestamp()) * 1000, "timer" if kind == "tws" else "timeout"
+    assert batches == [
+        (0, [("a", "data", 1, 10, 0)]),
+        (1, [("b", "data", 1, 11, ms + 84_999)]),
+        (2, [("a", timeout, 1, 10, ms + 109_999), ("c", "data", 1, 12, ms + 109_999)]),
+        (3, [("b", timeout, 1, 11, ms + 184_999)]),
+    ]
+    assert held == [3, 6, 6, 3]
+
+
 def test_two_columns_carrying_the_watermark_on_one_side_are_refused() -> None:
     """``lt`` and a copy ``l_at`` both reach the join: Spark fails the first batch
     (``MULTIPLE_EVENT_TIME_COLUMNS``); streamkit refuses at start."""
