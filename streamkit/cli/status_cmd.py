@@ -95,14 +95,24 @@ def _behind_all(
     return {s: behind(client, stream, by_key.get(s) or Lease(lease_key=s), limit) for s in shards}
 
 
-def _cloudwatch_incoming(
-    endpoint: AwsEndpoint, stream: str, shards: list[str], minutes: int
-) -> dict[str, tuple[float, float]] | None:
-    """Per shard (records/s, bytes/s): the busiest minute of the last ``minutes`` in
-    ``AWS/Kinesis``; None when CloudWatch has no data for the stream."""
+def cloudwatch_window(now: datetime, minutes: int) -> tuple[datetime, datetime]:
+    """StartTime and EndTime of the last ``minutes`` whole minutes, the current one
+    included: EndTime is the next whole minute, so a datapoint put before ``now`` is in
+    the window however the server rounds EndTime (moto truncates it to the second, which
+    dropped a datapoint put in the same second as the query)."""
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return end - timedelta(minutes=minutes), end
+
+
+def cloudwatch_incoming(
+    endpoint: AwsEndpoint, stream: str, shards: list[str], minutes: int,
+    now: datetime | None = None,
+) -> dict[str, tuple[float, float]] | None:  # fmt: skip
+    """Per shard (records/s, bytes/s): the busiest minute of :func:`cloudwatch_window`
+    (``now`` defaults to the current time) in ``AWS/Kinesis``; None when CloudWatch has no
+    data for the stream."""
     cw = endpoint.client("cloudwatch")
-    end = datetime.now(UTC)
-    start = end - timedelta(minutes=minutes)
+    start, end = cloudwatch_window(now or datetime.now(UTC), minutes)
 
     def busiest(name: str, dims: list[dict[str, str]]) -> float | None:
         reply = cw.get_metric_statistics(
@@ -155,7 +165,7 @@ async def measure(
     source = f"sampled over {seconds:.1f} s"
     if cloudwatch_minutes is not None:
         found = await asyncio.to_thread(
-            _cloudwatch_incoming, endpoint, stream, shards, cloudwatch_minutes
+            cloudwatch_incoming, endpoint, stream, shards, cloudwatch_minutes
         )
         if found is not None:
             incoming, source = found, f"CloudWatch, busiest minute of {cloudwatch_minutes}"

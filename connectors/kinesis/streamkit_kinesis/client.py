@@ -116,23 +116,25 @@ def kinesis_client(
     streamkit retries itself (bounded for connection errors, jittered for throttling) so
     retries are counted in metrics and never multiply with botocore's. ``timestamp_parser``
     replaces botocore's for response timestamps (the consumer passes
-    :func:`parse_timestamp`); None keeps botocore's.
+    :func:`parse_timestamp`); None keeps botocore's. The client's session is its own and
+    shares only the process's loaded botocore data (:mod:`streamkit.aws_sessions`).
     """
-    import botocore.session
     from botocore.config import Config
 
-    session = botocore.session.get_session()
-    if timestamp_parser is not None:
-        session.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=timestamp_parser
-        )
+    from streamkit.aws_sessions import fresh_session
+
     config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
         retries={"total_max_attempts": 1, "mode": "standard"},
     )
-    client = session.create_client("kinesis", config=config, **endpoint.client_kwargs())
+    with fresh_session() as session:
+        if timestamp_parser is not None:
+            session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=timestamp_parser
+            )
+        client = session.create_client("kinesis", config=config, **endpoint.client_kwargs())
     from streamkit_kinesis.retrieval.columnar import install_raw_hook
 
     install_raw_hook(client)  # GetRecords answers as Arrow columns for the readers

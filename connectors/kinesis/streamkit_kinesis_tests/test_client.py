@@ -37,3 +37,18 @@ def test_client_talks_to_the_endpoint_without_botocore_retries(
     meta = getattr(client, "meta")  # noqa: B009 - KinesisApi does not declare it
     assert meta.endpoint_url == "http://127.0.0.1:9"
     assert meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+
+
+def test_timestamp_parser_stays_with_its_client() -> None:
+    """Clients share the process's loader with every other client, never their parser."""
+    ep = AwsEndpoint.local("http://127.0.0.1:9")
+    fast, plain = kinesis_client(ep, timestamp_parser=parse_timestamp), kinesis_client(ep)
+    assert _timestamp_parser(fast) is parse_timestamp
+    assert _timestamp_parser(plain) is botocore_parse
+    assert getattr(fast, "_loader") is getattr(ep.client("dynamodb"), "_loader")  # noqa: B009
+
+
+def _timestamp_parser(client: object) -> object:
+    """The timestamp parser of the parser the client's endpoint reads responses with."""
+    factory = getattr(client, "_endpoint")._response_parser_factory  # noqa: B009
+    return factory.create_parser("json")._timestamp_parser

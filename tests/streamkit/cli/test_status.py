@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
 
 from streamkit.cli.capacity import ShardLoad, plan, update_shard_count_command
+from streamkit.cli.status_cmd import cloudwatch_incoming, cloudwatch_window
 
 from .conftest import Cli, read_all, unique
 
@@ -84,10 +85,13 @@ def test_status_counts_the_backlog_and_sizes_the_fleet(cli: Cli, tmp_path: Path)
     assert "pass --per-worker-rate" in unknown.output  # no worker ran while sampling
 
 
-def put_incoming(endpoint: AwsEndpoint, stream: str, records_per_minute: float) -> None:
-    """What Kinesis itself publishes: the stream's IncomingRecords/Bytes for this minute."""
+def put_incoming(
+    endpoint: AwsEndpoint, stream: str, records_per_minute: float, at: datetime | None = None
+) -> None:
+    """What Kinesis itself publishes: the stream's IncomingRecords/Bytes for the minute of
+    ``at`` (default now)."""
     dims = [{"Name": "StreamName", "Value": stream}]
-    now = datetime.now(UTC)
+    now = at or datetime.now(UTC)
     endpoint.client("cloudwatch").put_metric_data(Namespace="AWS/Kinesis", MetricData=[
         {"MetricName": "IncomingRecords", "Dimensions": dims, "Timestamp": now,
          "Value": records_per_minute, "Unit": "Count"},
@@ -114,6 +118,24 @@ def test_stream_at_its_write_limit_is_the_bottleneck(
                "--scaling-type UNIFORM_SCALING")  # fmt: skip
     assert ("the stream is the bottleneck" in out.output) is bottleneck
     assert (command in out.output) is bottleneck
+
+
+def test_cloudwatch_window_ends_at_the_next_whole_minute() -> None:
+    at = datetime(2026, 1, 1, 12, 30, 59, 900_000, tzinfo=UTC)
+    assert cloudwatch_window(at, 10) == (datetime(2026, 1, 1, 12, 21, tzinfo=UTC),
+                                         datetime(2026, 1, 1, 12, 31, tzinfo=UTC))  # fmt: skip
+
+
+def test_cloudwatch_counts_a_datapoint_put_in_the_same_second(cli: Cli) -> None:
+    """moto truncates EndTime to the second: with "now" as EndTime, a datapoint put earlier
+    in the same second was missed (test_stream_at_its_write_limit_is_the_bottleneck failed
+    whenever status reached CloudWatch less than a second after the put, within it)."""
+    stream = unique("cw")
+    at = datetime.now(UTC).replace(microsecond=200_000)
+    put_incoming(cli.endpoint, stream, 600.0, at=at)  # 10 records/s, 1,000 bytes/s
+    got = cloudwatch_incoming(cli.endpoint, stream, ["s0", "s1"], 10,
+                              now=at + timedelta(milliseconds=500))  # fmt: skip
+    assert got == {"s0": (5.0, 500.0), "s1": (5.0, 500.0)}  # the stream's, split evenly
 
 
 def load(shard: str, records: float, nbytes: float = 0.0, behind: int = 0) -> ShardLoad:

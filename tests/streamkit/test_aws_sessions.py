@@ -1,0 +1,57 @@
+"""Clients from :meth:`AwsEndpoint.client` share the process's loaded botocore data and
+nothing else: each keeps its endpoint, region, keys and config, even when made from many
+threads at once, and default-chain credentials are resolved for each client."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from streamkit.config import AwsEndpoint
+
+if TYPE_CHECKING:
+    import pytest
+
+
+def _access_key(client: Any) -> str:
+    credentials = client._get_credentials()  # what the client signs with
+    return str(credentials.access_key)
+
+
+def test_clients_share_the_loader_and_keep_boto3_additions() -> None:
+    ep = AwsEndpoint.local("http://127.0.0.1:9")
+    dynamodb, kinesis, s3 = ep.client("dynamodb"), ep.client("kinesis"), ep.client("s3")
+    assert getattr(dynamodb, "_loader") is getattr(kinesis, "_loader")  # noqa: B009
+    assert getattr(kinesis, "_loader") is getattr(s3, "_loader")  # noqa: B009
+    assert hasattr(s3, "upload_file")  # boto3's S3 transfer methods
+    paths = getattr(s3, "_loader").search_paths  # noqa: B009
+    assert len(paths) == len(set(paths))  # not one more boto3 data folder per client
+
+
+def test_each_client_keeps_its_endpoint_region_keys_and_config() -> None:
+    endpoints = [
+        AwsEndpoint(url=f"http://127.0.0.1:{port}", region=region, access_key_id=f"key{port}",
+                    secret_access_key="s")
+        for port, region in ((9, "us-east-1"), (10, "eu-west-1"), (11, "ap-south-1"))
+    ]  # fmt: skip
+
+    def make(i: int) -> tuple[AwsEndpoint, int, Any]:
+        ep = endpoints[i % len(endpoints)]
+        return ep, i, ep.client("dynamodb", connect_timeout=1 + i)
+
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(make, range(24)))
+    for ep, i, client in made:
+        assert (client.meta.endpoint_url, client.meta.region_name) == (ep.url, ep.region)
+        assert _access_key(client) == ep.access_key_id
+        assert client.meta.config.connect_timeout == 1 + i
+
+
+def test_default_chain_credentials_are_resolved_for_each_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_aws = AwsEndpoint(region="eu-west-1")  # no URL, no keys: the default chain
+    for key in ("FIRSTKEY", "ROTATEDKEY"):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+        assert _access_key(real_aws.client("dynamodb")) == key
