@@ -19,11 +19,15 @@ def run(
     doc: str | None,
     main: Callable[[argparse.Namespace], dict[str, Any]],
     report: Callable[[dict[str, Any]], str],
+    options: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> Path:
-    """Parse the arguments, run ``main``, print ``report`` of its outcome, save it."""
+    """Parse the arguments (``options`` adds the bench's own), run ``main``, print
+    ``report`` of its outcome, save it."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--reps", type=int, default=3)
+    if options is not None:
+        options(p)
     outcome = main(p.parse_args())
     print(report(outcome))
     RESULTS_DIR.mkdir(exist_ok=True)

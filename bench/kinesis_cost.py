@@ -4,6 +4,7 @@ on kinesalite (issue 15 item 1).
 
 Usage:
     nice -n 10 .venv/bin/python bench/kinesis_cost.py [--records 200000] [--reps 3]
+        [--loader-per-client]
 
 ``--records`` JSON records of ~97 bytes are put over 4 shards; then each reader reads the
 whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, interleaved
@@ -21,6 +22,9 @@ whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, in
   creation, first take cycle, consumer, lease renewals included), ``close`` not timed.
   Decoder: ``RawDecoder`` (rows = the payload column) or ``JsonDecoder`` under the
   records' schema (rows = 4 parsed columns). Every batch's dead letters must be empty.
+- with ``--loader-per-client``, the two query paths once more per rep, every boto client
+  made as before :mod:`streamkit.aws_sessions` (a botocore session with its own loader,
+  re-reading botocore's data): the A/B of ``open``'s client cost in one run.
 
 Every read must return every record and every payload byte (the JSON query path: every
 record, as a row) (else the bench fails); MB are the payload MB put. Client
@@ -39,9 +43,12 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
+from unittest import mock
 
 import _records_cli as records_cli
 import pyarrow as pa
@@ -55,6 +62,7 @@ from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.source import KinesisStreamSource
 from streamkit_kinesis.types import TRIM_HORIZON
 
+from streamkit import aws_sessions
 from streamkit.config import AwsEndpoint
 from streamkit.streaming.decode import Decoder, JsonDecoder, RawDecoder
 from streamkit.testing.servers import start_kinesalite, start_localstack
@@ -62,6 +70,9 @@ from streamkit.testing.servers import start_kinesalite, start_localstack
 SHARDS = 4
 BARE, COLUMNAR, READER = "bare boto3", "columnar GetRecords", "streamkit ShardReader"
 RAW, JSON = "query path, raw decoder", "query path, JSON decoder"
+OWN = ", a loader per client"
+RAW_OWN, JSON_OWN = RAW + OWN, JSON + OWN
+QUERY_PATHS = (RAW, JSON, RAW_OWN, JSON_OWN)
 SCHEMA = pa.schema(
     [("id", pa.int64()), ("user", pa.string()), ("action", pa.string()), ("ts", pa.string())]
 )
@@ -174,6 +185,15 @@ async def source_loop(
     return count, size
 
 
+@contextmanager
+def own_loader_session() -> Iterator[Any]:
+    """What every boto client was made from before the shared loader: a new session with
+    its own loader (``botocore.session.get_session()`` / ``boto3.session.Session()``)."""
+    import botocore.session
+
+    yield botocore.session.Session()
+
+
 _untimed: list[tuple[float, float]] = []
 _opened: dict[str, float] = {}
 
@@ -187,10 +207,13 @@ def measure(
     wall, cpu = time.perf_counter(), time.process_time()
     if name == READER:
         records, size = asyncio.run(reader_loop(client, stream))
-    elif name in (RAW, JSON):
+    elif name in QUERY_PATHS:
         assert leases is not None
-        decoder: Decoder = RawDecoder() if name == RAW else JsonDecoder(SCHEMA)
-        records, size = asyncio.run(source_loop(client, leases, stream, decoder, n))
+        decoder: Decoder = RawDecoder() if name in (RAW, RAW_OWN) else JsonDecoder(SCHEMA)
+        own = name in (RAW_OWN, JSON_OWN)
+        patch = mock.patch.object(aws_sessions, "fresh_session", own_loader_session)
+        with patch if own else nullcontext():
+            records, size = asyncio.run(source_loop(client, leases, stream, decoder, n))
     else:
         records, size = thread_loop(client, stream, columnar=name == COLUMNAR)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -226,6 +249,8 @@ def summary(runs: list[dict[str, float]], payload: int) -> dict[str, float]:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
     names = [BARE, COLUMNAR, READER, RAW, JSON]
+    if args.loader_per_client:
+        names += [RAW_OWN, JSON_OWN]
     with start_kinesalite() as kinesalite, start_localstack() as localstack:
         endpoint, leases = kinesalite.endpoint, localstack.endpoint
         admin = StreamAdmin(endpoint, poll_interval=0.1)
@@ -237,7 +262,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         plain = endpoint.client("kinesis", max_pool_connections=SHARDS * 2)
         hooked = kinesis_client(endpoint, max_pool_connections=SHARDS * 2)
         clients: dict[str, Any] = {BARE: plain, COLUMNAR: hooked, READER: hooked}
-        clients[RAW] = clients[JSON] = endpoint
+        clients |= dict.fromkeys(QUERY_PATHS, endpoint)
         for name in names:  # warm-up, untimed: imports, first-use initialisation, connections
             measure(name, clients[name], stream, leases, args.records)
         result["load_before"] = os.getloadavg()
@@ -245,7 +270,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             for k in range(len(names)):
                 name = names[(rep + k) % len(names)]
                 run = measure(name, clients[name], stream, leases, args.records)
-                size = expected_bytes if name != JSON else 0
+                size = expected_bytes if name not in (JSON, JSON_OWN) else 0
                 if (run["records"], run["bytes"]) != (args.records, size):
                     raise RuntimeError(f"{name} read {run}, expected {args.records} records")
                 log(f"rep {rep} {name}: {run}")
@@ -288,4 +313,6 @@ def report(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    records_cli.run("kinesis_cost", __doc__, main, report)
+    records_cli.run("kinesis_cost", __doc__, main, report, lambda p: p.add_argument(
+        "--loader-per-client", action="store_true",
+        help="also the query paths with a botocore loader per client (the code before)"))
