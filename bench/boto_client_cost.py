@@ -33,10 +33,11 @@ ENDPOINT = AwsEndpoint.local("http://127.0.0.1:9")
 
 
 def ways() -> dict[str, Callable[[str], Any]]:
-    shared = boto3.session.Session()
+    session: Any = boto3.session.Session  # services as plain strings, not the stubs' literals
+    shared = session()
     kwargs = ENDPOINT.client_kwargs()
     return {
-        "own loader": lambda s: boto3.session.Session().client(s, **kwargs),
+        "own loader": lambda s: session().client(s, **kwargs),
         "shared loader": ENDPOINT.client,
         "shared session": lambda s: shared.client(s, **kwargs),
     }
