@@ -11,7 +11,9 @@ other session of the process makes its client in ~7 ms. Guarantees:
 - Region, endpoint URL, credentials and config are passed to each client and no client is
   cached, so no client is ever handed out for another endpoint, region or key.
 - Sessions are made and clients created holding one process lock (botocore's sessions and
-  its loader's caches are not thread-safe); a forked child gets a new lock.
+  its loader's caches are not thread-safe); a forked child gets a new lock. A client whose
+  credentials come from the default chain resolves them under it (instance metadata
+  included), so such creations queue behind one another.
 """
 
 from __future__ import annotations
