@@ -99,7 +99,7 @@ def compile_plan(
 def _aggregate_chunked(plan: Aggregate, dictionary: set[str], load: Loader) -> pl.DataFrame:
     """Partial states per input chunk, merged, finalized (the streaming path in one go)."""
     spec = aggregate_spec(plan)
-    needed = _agg_columns(plan)
+    needed = aggregate_columns(plan)
     if not _row_local(plan.input):  # e.g. drop_duplicates or an aggregation below: whole
         whole = aggregate_rows(compile_plan(plan.input, needed, dictionary, load), plan, spec)
         return K.run_batch([whole], spec)
@@ -141,7 +141,7 @@ def scan_columns(plan: Plan) -> list[str] | None:
     kinds = Aggregate | FlatMapGroupsWithState | TransformWithState
     lowest = [node for node in plan.chain() if isinstance(node, kinds)][-1:]
     if lowest and isinstance(lowest[0], Aggregate):  # what is above reads its result
-        compile_plan(lowest[0].input, _agg_columns(lowest[0]), set(), record)
+        compile_plan(lowest[0].input, aggregate_columns(lowest[0]), set(), record)
     elif lowest:  # a stateful function sees every column of its input (and is not run)
         compile_plan(lowest[0].input, None, set(), record)
     else:
@@ -163,7 +163,8 @@ def given(chunk: pl.DataFrame) -> Loader:
     return load
 
 
-def _agg_columns(plan: Aggregate) -> set[str]:
+def aggregate_columns(plan: Aggregate) -> set[str]:
+    """The input columns an aggregation reads (keys, aggregate inputs, window column)."""
     cols: set[str] = set()
     for k in plan.keys:
         cols |= k.columns()

@@ -95,6 +95,7 @@ from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.changelog import DELETED
 from streamkit.streaming.state.dedup import EXPIRES
 from streamkit.streaming.stateful_exec import BatchClock
+from streamkit.streaming.static_sides import bind_static_sides
 from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
 from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.streaming.watermark_lineage import (
@@ -322,6 +323,9 @@ class ChainQuery:
         policy: str = "min",
         processing_clock: Callable[[], float] | None = None,
     ) -> None:
+        plan, self._static = bind_static_sides(plan)
+        """Every stream-static join's static side, above the first operator too (one
+        snapshot per batch, as :class:`IncrementalQuery` pins those below it)."""
         ops = stateful_operators(plan)
         self.plan, self.mode, self.emit_on_same_batch = plan, mode, emit_on_same_batch
         self.first: IncrementalQuery | StreamJoinQuery
@@ -460,13 +464,21 @@ class ChainQuery:
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
         """One micro-batch through every operator; late rows are the first one's."""
+        self._refresh_static()
         late_mark = self._passed_on(self.first.in_force)
         return self._through(self.first.run(rows, partitions), late_mark)
 
     def run_no_data(self) -> BatchResult:
         """A batch without input rows (Spark's no-data batch)."""
+        self._refresh_static()
         late_mark = self._passed_on(self.first.in_force)
         return self._through(self.first.run_no_data(), late_mark)
+
+    def _refresh_static(self) -> None:
+        """Pin this batch's snapshot of each static side (those below the first operator
+        are pinned by it again: a no-op unless a reloadable table moved in between)."""
+        for side in self._static:
+            side.refresh()
 
     def _through(self, first: BatchResult, late_mark: int | None) -> BatchResult:
         """The operators above the first on its output, with the watermark it passes

@@ -66,3 +66,10 @@ def marks_above(plan: Plan, stateful: Plan, marks: tuple[Watermark, ...]) -> tup
 
 def _holds(plan: Plan, node: Plan) -> bool:
     return plan is node or any(_holds(child, node) for child in plan.children)
+
+
+def holds_emitted(plan: Plan) -> bool:
+    """Whether a leaf of ``plan`` is the stateful operator's output (:func:`above`'s scan)."""
+    if isinstance(plan, Scan):
+        return isinstance(plan.source, _Emitted)
+    return any(holds_emitted(child) for child in plan.children)

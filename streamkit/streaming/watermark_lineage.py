@@ -16,15 +16,16 @@ column are those of the watermark's column at ``with_watermark`` (renames only),
 lateness of a row can be judged there.
 
 ``drop_duplicates`` sees its input after Spark's column pruning: a marked column that is
-neither a key nor read by the plan above it is pruned away, and with it the late-row rule
-(:func:`dedup_time_columns`).
+neither a key nor read by the plan above it (through filters, projections, stream-static
+joins and an aggregation: :mod:`~streamkit.streaming.pruning`) is pruned away, and with it
+the late-row rule (:func:`dedup_time_columns`).
 """
 
 from __future__ import annotations
 
-from streamkit.execute import scan_columns
 from streamkit.expr import Alias, Col, Expr
 from streamkit.plan import Aggregate, Deduplicate, Plan, Project, Watermark
+from streamkit.streaming.pruning import columns_read
 
 
 def plain_reference(expr: Expr) -> str | None:
@@ -96,5 +97,5 @@ def dedup_time_columns(
     marked = carried(node.input, mark)
     if marked is None:
         marked = (mark.column,) if mark.column in node.input.schema else ()
-    needed = scan_columns(above) if above is not None else None
+    needed = columns_read(above) if above is not None else None
     return tuple(c for c in marked if needed is None or c in needed or c in node.keys)
