@@ -415,7 +415,7 @@ class ChainQuery:
                 "supported by streamkit yet; deduplicate first, then aggregate"
             )
         assert isinstance(node, Aggregate)  # a function above another operator is refused
-        if isinstance(below, Deduplicate | Join):  # renames between them carry it on
+        if isinstance(below, Deduplicate | Join | Function):  # renames between carry it on
             times = carried_from(node.input, below, times) or ()
         timed = bool(times) and _event_time_window(node, below, times)
         if isinstance(below, Aggregate):

@@ -260,3 +260,52 @@ def test_a_watermarked_key_keeps_its_watermark_and_state_across_a_restart(
     seen, late = restarted(RESTART_SHAPES[shape], KEY_BATCHES, mode, tmp_path)
     assert seen == RESTARTED[mode]
     assert late == [(12, "a", 3), (15, "a", 5), (95, "e", 4), (95, "f", 6)]
+
+
+# -- above transform_with_state_in_pandas with event_time_column_name="at" (PySpark 4.3:
+# tests/differential/test_transform_chains.py, the stamp_key cases). Echo emits each row as
+# (k, at = ts, v) and per key a timer at its latest ts + 10 s that emits (k, at = the
+# timer, rows seen); delay 5 s, so the watermark in force is none, -2, 7, 20, 35.
+# B0: (0,a), (3,b) held. B1: (12,a). B2 (in force 7): (25,b) and (1,a) arrive (a's timer
+# moves to 11), then (0,a), (1,a), (3,b) leave (<= 7). B3 (in force 20): (40,a) (a's timer
+# moves to 50 before timers fire); (12,a) leaves. B4 (empty file, in force 35): b's timer
+# at 35 fires and emits (35, b, 2 rows); (25,b) and (35,b) leave. Held by the aggregation
+# 2, 3, 2, 2, 1 and by the processor (a row count per key) 2, 2, 2, 2, 1: Spark's
+# numRowsTotal of its two operators.
+FUNCTION_BATCHES: list[list[Row]] = [
+    [(0, "a", 1), (3, "b", 2)], [(12, "a", 3)], [(25, "b", 4), (1, "a", 5)], [(40, "a", 6)], [],
+]  # fmt: skip
+ABOVE_FUNCTION: dict[str, dict[int, list[Out]]] = {
+    "append": {
+        0: [], 1: [], 2: [(0, "a", 1, 1), (1, "a", 1, 5), (3, "b", 1, 2)], 3: [(12, "a", 1, 3)],
+        4: [(25, "b", 1, 4), (35, "b", 1, 2)],
+    },
+    "update": {
+        0: [(0, "a", 1, 1), (3, "b", 1, 2)], 1: [(12, "a", 1, 3)],
+        2: [(1, "a", 1, 5), (25, "b", 1, 4)], 3: [(40, "a", 1, 6)], 4: [(35, "b", 1, 2)],
+    },
+}  # fmt: skip
+FUNCTION_KEYS: dict[str, Callable[[sk.DataFrame], sk.DataFrame]] = {
+    "at_k": lambda d: counted(d, "at", "k"),
+    "renamed": lambda d: counted(d.select(sk.col("at").alias("t"), "k", "v"), "t", "k"),
+    "alias_in_group_by": lambda d: counted(d, sk.col("at").alias("t"), "k"),
+}
+
+
+@pytest.mark.parametrize("mode", ["update", "append"])
+@pytest.mark.parametrize("name", list(FUNCTION_KEYS))
+def test_an_aggregation_by_the_event_time_a_processor_passes_on(
+    name: str, mode: OutputMode
+) -> None:
+    from tests.streamkit.streaming.test_transform_chain import OUT, Echo
+
+    emitted = (
+        stream()
+        .group_by("k")
+        .transform_with_state_in_pandas(Echo(), OUT, mode, "EventTime", event_time_column_name="at")
+    )
+    engine = make_engine(FUNCTION_KEYS[name](emitted).plan, mode)
+    assert isinstance(engine, ChainQuery)
+    out, held, _ = drive(engine, FUNCTION_BATCHES)
+    assert out == ABOVE_FUNCTION[mode]
+    assert held == [4, 5, 4, 4, 2]
