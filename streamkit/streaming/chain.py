@@ -20,13 +20,14 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
 - two group keys carrying the watermark (or one beside such a window) in append or update
   mode (Spark fails the batch: ``MULTIPLE_EVENT_TIME_COLUMNS``).
 
-Above ``drop_duplicates`` (or a join or a stateful function passing the watermark on a
-column), an aggregation grouped by a plain key carrying the watermark, without a window,
-evicts groups and drops late rows by that key as the first operator would
+Above ``drop_duplicates`` (or a join or ``transform_with_state_in_pandas`` passing the
+watermark on its ``event_time_column_name``), an aggregation grouped by a plain key
+carrying the watermark (or a plain rename of it), without a window, evicts groups and
+drops late rows by that key as the first operator would
 (:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
-``drop_duplicates`` and a stream-stream join, not above a stateful function). Above a
-first aggregation grouped by such a key, that key carries it on (an aggregate output
-never does).
+all three). Above a first aggregation grouped by such a key, that key carries it on (an
+aggregate output never does). Stream-static joins may sit between or above the
+operators: every static side is pinned once per batch.
 
 A stream-stream join may be the first operator (:mod:`~streamkit.streaming.stream_join`):
 the operators above it are given the join's output watermark (Spark's

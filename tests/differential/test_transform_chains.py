@@ -7,6 +7,9 @@ rows equal Spark's.
   emits each input row as ``(k, at=ts, v)`` and, per key, an event-time timer at the
   key's latest time + 10 s that emits ``(k, at=timer, count of rows)``; a windowed count
   over ``at`` follows in append or update mode, or ``dropDuplicates(k, at)``.
+- ``stamp_key`` / ``stamp_rename_key``: the same, then a count per ``(at, k)`` (or per a
+  rename ``t`` of ``at``), no window: groups leave by that key (Spark's ``numRowsTotal``
+  checked); ``stamp_rename_window``: a window on the rename.
 - ``echo_count``: the same processor in time mode ``None`` without a watermark, then a
   count per key (update and complete mode).
 - ``capped_count``: ``applyInPandasWithState`` (``NoTimeout``, append) emitting a key's
@@ -150,6 +153,8 @@ class Chain:
             return out.dropDuplicates(["k", "at"]) if spark else out.drop_duplicates(["k", "at"])
         if self.then == "none":
             return out
+        if self.then in ABOVE:
+            return _above_stamp(out, self.then, spark)
         if spark:
             return out.groupBy(F.window("at", "10 seconds").alias("window")).agg(
                 F.count("*").alias("n"), F.sum("v").alias("s")
@@ -166,6 +171,29 @@ class Chain:
             return out.groupBy("k").agg(F.count("*").alias("n"))
         sk = _sk()
         return out.group_by("k").agg(sk.count().alias("n"))
+
+
+ABOVE = ("key", "rename_key", "rename_window")
+"""Aggregations above ``Stamp`` by the event time it passes on, no window: grouped by
+``(at, k)`` or by a rename ``t`` of ``at``; or a window on that rename."""
+
+
+def _above_stamp(out: Any, then: str, spark: bool) -> Any:
+    """``out`` (Stamp's rows) counted per ``then`` (:data:`ABOVE`)."""
+    from pyspark.sql import functions as F
+
+    if spark:
+        if then != "key":
+            out = out.select(F.col("at").alias("t"), "k", "v")
+        by = {"key": ("at", "k"), "rename_key": ("t", "k"),
+              "rename_window": (F.window("t", "10 seconds").alias("window"),)}[then]  # fmt: skip
+        return out.groupBy(*by).agg(F.count("*").alias("n"), F.sum("v").alias("s"))
+    sk = _sk()
+    if then != "key":
+        out = out.select(sk.col("at").alias("t"), "k", "v")
+    keys = {"key": ("at", "k"), "rename_key": ("t", "k"),
+            "rename_window": (sk.window("t", "10 seconds"),)}[then]  # fmt: skip
+    return out.group_by(*keys).agg(sk.count().alias("n"), sk.sum("v").alias("s"))
 
 
 def _capped(frame: Any, spark: bool) -> Any:
@@ -212,8 +240,9 @@ class SparkRun(stateful.SparkRun):
     def _collect(self, batch: Any, batch_id: int) -> None:
         self.seen.append((batch_id, spark_rows(batch)))
 
-    def outcome(self) -> tuple[Batches, str | None]:
-        """The batches and the query's error (None: it finished)."""
+    def outcome(self) -> tuple[Batches, str | None, list[int]]:
+        """The batches, the query's error (None: it finished) and, per batch, the rows its
+        aggregations hold (``numRowsTotal`` of ``stateStoreSave``)."""
         from pyspark.errors import StreamingQueryException
 
         try:
@@ -222,7 +251,16 @@ class SparkRun(stateful.SparkRun):
             error = self._handle.exception()
         finally:
             self._ck.cleanup()
-        return sorted(self.seen, key=lambda b: b[0]), None if error is None else str(error)
+        progress = sorted(self._handle.recentProgress, key=lambda p: p["batchId"])
+        held = [
+            sum(
+                o["numRowsTotal"]
+                for o in p["stateOperators"]
+                if o["operatorName"] == "stateStoreSave"
+            )
+            for p in progress
+        ]
+        return sorted(self.seen, key=lambda b: b[0]), None if error is None else str(error), held
 
 
 def run_streamkit(chain: Chain, directory: Path) -> tuple[Batches, str | None]:
@@ -261,6 +299,8 @@ class Case:
     chain: Chain
     files: Files
     expected: Batches | None = None
+    held: list[int] | None = None
+    """Spark's aggregation's ``numRowsTotal`` per batch, where derived by hand."""
 
 
 HAND: Files = [
@@ -336,6 +376,36 @@ for _seed in (4, 5):
     CASES[f"random{_seed}_stamp_apply_timeout"] = Case(
         Chain("stamp", "append", then="apply_timeout"), _files
     )
+# Stamp, then an aggregation by the event time it passes on (at, or a rename t of it), no
+# window (Spark's watermarkExpression on the first key carrying it). HAND as above: W in
+# force none, -2, 7, 20, 35. B2: (25,b) and (1,a) arrive, then (0,a), (1,a), (3,b) leave
+# (<= 7); B3: (40,a) arrives, (12,a) leaves; B4: b's timer emits (35, b, 2 rows); (25,b)
+# and (35,b) leave. Held: 2, 3, 2, 2, 1 (the same server-free in
+# tests/streamkit/streaming/test_watermark_key.py).
+_KEYED = {
+    "append": [(0, []), (1, []), (2, [(t(0), "a", 1, 1), (t(1), "a", 1, 5), (t(3), "b", 1, 2)]),
+               (3, [(t(12), "a", 1, 3)]), (4, [(t(25), "b", 1, 4), (t(35), "b", 1, 2)])],
+    "update": [(0, [(t(0), "a", 1, 1), (t(3), "b", 1, 2)]), (1, [(t(12), "a", 1, 3)]),
+               (2, [(t(1), "a", 1, 5), (t(25), "b", 1, 4)]), (3, [(t(40), "a", 1, 6)]),
+               (4, [(t(35), "b", 1, 2)])],
+}  # fmt: skip
+for _then in ("key", "rename_key"):
+    for _mode in ("append", "update"):
+        CASES[f"stamp_{_then}_{_mode}"] = Case(
+            Chain("stamp", _mode, then=_then, op_mode=_mode.capitalize()), HAND,
+            _KEYED[_mode], [2, 3, 2, 2, 1],
+        )  # fmt: skip
+# a window on the rename: stamp_window_append's batches; windows held 1, 2, 3 ([20,30)
+# and [0,10) again), 2 (+[40,50), -[0,10), -[10,20)), 2 (+[30,40), -[20,30))
+CASES["stamp_rename_window_append"] = Case(
+    Chain("stamp", "append", then="rename_window"),
+    HAND,
+    CASES["stamp_window_append"].expected,
+    [1, 2, 3, 2, 2],
+)
+CASES["random1_stamp_key_append"] = Case(
+    Chain("stamp", "append", then="key"), random_files(1, files=7, null_rate=0.05)
+)
 CASES["random3_capped_count_update"] = Case(
     Chain("capped_count", "update"), random_files(3, files=6, null_rate=0.05)
 )
@@ -346,13 +416,13 @@ CONCURRENT = 2
 @pytest.fixture(scope="module")
 def runs(
     rocksdb: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Mapping[str, tuple[Path, tuple[Batches, str | None]]]:
+) -> Mapping[str, tuple[Path, tuple[Batches, str | None, list[int]]]]:
     """Spark's batches of each case, run when a test first asks for it, ``CONCURRENT``
     queries at a time (:mod:`~tests.differential.lazy_runs`); a run of selected tests
     starts only their queries."""
     dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
 
-    def chunk(names: list[str]) -> dict[str, tuple[Path, tuple[Batches, str | None]]]:
+    def chunk(names: list[str]) -> dict[str, tuple[Path, tuple[Batches, str | None, list[int]]]]:
         started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names}
         out = {}
         for n, run in started.items():
@@ -368,13 +438,15 @@ ERROR = "EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED"
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_streamkit_matches_spark(
-    name: str, runs: Mapping[str, tuple[Path, tuple[Batches, str | None]]]
+    name: str, runs: Mapping[str, tuple[Path, tuple[Batches, str | None, list[int]]]]
 ) -> None:
     case = CASES[name]
-    directory, (theirs, their_error) = runs[name]
+    directory, (theirs, their_error, held) = runs[name]
     assert their_error is None or ERROR in their_error, f"Spark failed: {their_error}"
     if case.expected is not None:
         assert theirs == case.expected, "Spark disagrees with the hand derivation"
+    if case.held is not None:
+        assert held == case.held, "Spark's numRowsTotal disagrees with the hand derivation"
     if case.chain.then.startswith("apply"):  # Spark ran the function (and its timeouts)
         kinds = {r[1] for _, rows in theirs for r in rows}
         assert "data" in kinds, "Spark's function emitted nothing: the case tests nothing"

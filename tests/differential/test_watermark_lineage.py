@@ -18,7 +18,12 @@ before W(n-2); the last batch is the no-data batch owed when W moved):
   column pruning) and expires keys only by a key carrying it; with ts and a copy of it
   both reaching it Spark fails the batch (``MULTIPLE_EVENT_TIME_COLUMNS``);
 - a chain (dedup then window) follows a rename before the dedup or a copy after it; with
-  ts and a copy both reaching the dedup, Spark prunes the one the window does not read.
+  ts and a copy both reaching the dedup, Spark prunes the one the window does not read;
+- ``drop_duplicates(["k"])`` under a stream-static join: ts is pruned (d@11 in batch 2 is
+  not late) unless the join's keys or condition, a filter or the output read it; chains
+  with the join between the dedup and the window, or above the window, run as without it;
+- complete mode with a window on a computed column (or a copy made below the watermark):
+  every window every batch, 15 s counted, no no-data batch.
 
 The same shapes are run server-free with the same hand-derived values (and state sizes
 equal to Spark's ``numRowsTotal``) in tests/streamkit/streaming/test_watermark_above.py.
@@ -93,6 +98,18 @@ COMPUTED: Expected = {  # t = ts + 7: 17, 97, 107 | 19, 37 | 22 | 207
     4: [],
 }
 COPY_BELOW: Expected = {**COMPUTED, 2: [w(10, "a", 3, 9)]}  # t = ts, nothing late
+_QZ = [w(90, "q", 1, 300), w(100, "z", 1, 200)]
+COMPUTED_COMPLETE: Expected = {  # every window every batch; no no-data batch in complete mode
+    0: [w(10, "a", 1, 1), *_QZ],
+    1: [w(10, "a", 2, 4), w(30, "a", 1, 4), *_QZ],
+    2: [w(10, "a", 2, 4), w(20, "a", 1, 5), w(30, "a", 1, 4), *_QZ],
+    3: [w(10, "a", 2, 4), w(20, "a", 1, 5), w(30, "a", 1, 4), *_QZ, w(200, "a", 1, 7)],
+}
+COPY_BELOW_COMPLETE: Expected = {  # 15 counts in [10,20): nothing is late
+    **COMPUTED_COMPLETE,
+    2: [w(10, "a", 3, 9), w(30, "a", 1, 4), *_QZ],
+    3: [w(10, "a", 3, 9), w(30, "a", 1, 4), *_QZ, w(200, "a", 1, 7)],
+}
 
 
 def d(t: int, k: str, v: int, *rest: int) -> Out:
@@ -106,6 +123,22 @@ DEDUPED: Expected = {  # keys (k, t): (a,10), (b,30) | (c,12) | both late | (e,2
     3: [d(200, "e", 7)],
     4: [],
 }
+NAMES = {"a": "alpha", "b": "beta", "c": "gamma", "d": "delta", "e": "eps", "q": "qoph",
+         "z": "zeta"}  # fmt: skip
+"""The static side of the stream-static joins: one row per stream key (and ``since``, the
+epoch, before every event time)."""
+
+
+def joined(late: bool, *columns: str) -> Expected:
+    """DEDUP_FILES through ``drop_duplicates(["k"])`` and a join with the static side, as
+    ``columns`` of (k, v, name, since): d@11 comes out in batch 2 unless ``late``."""
+    values = {"a": ("a", 1), "b": ("b", 3), "c": ("c", 8), "d": ("d", 9), "e": ("e", 7)}
+
+    def rows(*keys: str) -> list[Out]:
+        full = [{"k": k, "v": values[k][1], "name": NAMES[k], "since": 0} for k in keys]
+        return sorted(tuple(r[c] for c in columns) for r in full)
+
+    return {0: rows("a", "b"), 1: rows("c"), 2: [] if late else rows("d"), 3: rows("e"), 4: []}
 
 
 def _f() -> Any:
@@ -150,6 +183,23 @@ def k_t7() -> Any:
     from datetime import timedelta
 
     return _sk().col("ts") + timedelta(seconds=7)
+
+
+def s_static(stream: Any) -> Any:
+    rows = list(NAMES.items())
+    frame = stream.sparkSession.createDataFrame(rows, "k string, name string")
+    return frame.selectExpr("k", "name", "timestamp_seconds(0) AS since")
+
+
+def k_static() -> Any:
+    import pyarrow as pa
+
+    return _sk().from_arrow(
+        pa.table({
+            "k": list(NAMES), "name": list(NAMES.values()),
+            "since": pa.array([0] * len(NAMES), pa.timestamp("us", "UTC")),
+        })
+    )  # fmt: skip
 
 
 def s_alias(stream: Any) -> Any:
@@ -275,6 +325,127 @@ CASES: dict[str, Case] = {
         "append", AGG_FILES, RENAMED["append"],
     ),
 }  # fmt: skip
+
+
+# The dedup's input after Spark's ColumnPruning through a stream-static join above it: ts
+# (or its rename t) is pruned, and with it the late-row rule, unless the join's keys or
+# condition, a filter or the output read it
+def s_dk(stream: Any) -> Any:
+    return s_wm(stream).dropDuplicates(["k"])
+
+
+def k_dk(stream: Any) -> Any:
+    return k_wm(stream).drop_duplicates(["k"])
+
+
+JOINED: dict[str, Case] = {
+    "dedup_k_then_join_select-append": Case(
+        lambda s: s_dk(s).join(s_static(s), "k").select("k", "v", "name"),
+        lambda s: k_dk(s).join(k_static(), "k").select("k", "v", "name"),
+        "append", DEDUP_FILES, joined(False, "k", "v", "name"),
+    ),
+    "dedup_k_then_join_static_columns-append": Case(
+        lambda s: s_dk(s).join(s_static(s), "k").select("name", "v"),
+        lambda s: k_dk(s).join(k_static(), "k").select("name", "v"),
+        "append", DEDUP_FILES, joined(False, "name", "v"),
+    ),
+    "dedup_k_then_static_left_join_select-append": Case(
+        lambda s: s_static(s).join(s_dk(s), "k").select("name", "v"),
+        lambda s: k_static().join(k_dk(s), "k").select("name", "v"),
+        "append", DEDUP_FILES, joined(False, "name", "v"),
+    ),
+    "dedup_k_then_semi_join_select-append": Case(
+        lambda s: s_dk(s).join(s_static(s), "k", "left_semi").select("k", "v"),
+        lambda s: k_dk(s).join(k_static(), "k", "left_semi").select("k", "v"),
+        "append", DEDUP_FILES, joined(False, "k", "v"),
+    ),
+    "dedup_k_then_renamed_join_select-append": Case(
+        lambda s: s_alias(s).dropDuplicates(["k"]).join(s_static(s), "k").select("k", "v"),
+        lambda s: k_alias(s).drop_duplicates(["k"]).join(k_static(), "k").select("k", "v"),
+        "append", DEDUP_FILES, joined(False, "k", "v"),
+    ),
+    "dedup_k_then_join_all_columns-append": Case(  # ts is output
+        lambda s: s_dk(s).join(s_static(s), "k"),
+        lambda s: k_dk(s).join(k_static(), "k"),
+        "append", DEDUP_FILES,
+        {0: [("a", micros(10), 1, 1, "alpha", 0), ("b", micros(30), 3, 3, "beta", 0)],
+         1: [("c", micros(12), 8, 8, "gamma", 0)], 2: [],
+         3: [("e", micros(200), 7, 7, "eps", 0)], 4: []},
+    ),
+    "dedup_k_then_join_on_ts-append": Case(
+        lambda s: s_dk(s).join(
+            s_static(s).withColumnRenamed("k", "sk"),
+            (_f().col("k") == _f().col("sk")) & (_f().col("ts") >= _f().col("since")),
+        ).select("k", "v", "name"),
+        lambda s: k_dk(s).join(
+            k_static().select(_sk().col("k").alias("sk"), "name", "since"),
+            (_sk().col("k") == _sk().col("sk")) & (_sk().col("ts") >= _sk().col("since")),
+        ).select("k", "v", "name"),
+        "append", DEDUP_FILES, joined(True, "k", "v", "name"),
+    ),
+    "dedup_k_then_join_filter_on_ts-append": Case(
+        lambda s: s_dk(s).join(s_static(s), "k").filter(_f().col("ts") > _f().col("since"))
+        .select("k", "name"),
+        lambda s: k_dk(s).join(k_static(), "k").filter(_sk().col("ts") > _sk().col("since"))
+        .select("k", "name"),
+        "append", DEDUP_FILES, joined(True, "k", "name"),
+    ),
+    "dedup_k_then_renamed_join_select_t-append": Case(
+        lambda s: s_alias(s).dropDuplicates(["k"]).join(s_static(s), "k").select("k", "t"),
+        lambda s: k_alias(s).drop_duplicates(["k"]).join(k_static(), "k").select("k", "t"),
+        "append", DEDUP_FILES,
+        {0: [("a", micros(10)), ("b", micros(30))], 1: [("c", micros(12))], 2: [],
+         3: [("e", micros(200))], 4: []},
+    ),
+    # chains through a join: nothing is duplicated and every key joins once, so the
+    # window's batches are RENAMED's; ts and its copy t reach the dedup, the window reads
+    # t only after the join, so Spark prunes ts
+    **{
+        f"chain_dedup_then_join_then_window-{mode}": Case(
+            lambda s: s_win(s_wm(s).dropDuplicates(["k", "ts"]).join(s_static(s), "k"), "ts"),
+            lambda s: k_win(k_wm(s).drop_duplicates(["k", "ts"]).join(k_static(), "k"), "ts"),
+            mode, AGG_FILES, RENAMED[mode],
+        )
+        for mode in ("update", "append")
+    },
+    "chain_copy_then_dedup_then_join_then_window-append": Case(
+        lambda s: s_win(
+            s_wm(s).withColumn("t", _f().col("ts")).dropDuplicates(["k", "t"])
+            .join(s_static(s), "k"), "t",
+        ),
+        lambda s: k_win(
+            k_wm(s).with_column("t", _sk().col("ts")).drop_duplicates(["k", "t"])
+            .join(k_static(), "k"), "t",
+        ),
+        "append", AGG_FILES, RENAMED["append"],
+    ),
+    "chain_dedup_then_window_then_join-append": Case(
+        lambda s: s_win(s_wm(s).dropDuplicates(["k", "ts"]), "ts").join(s_static(s), "k")
+        .select("window", "k", "n", "s"),
+        lambda s: k_win(k_wm(s).drop_duplicates(["k", "ts"]), "ts").join(k_static(), "k")
+        .select("window", "k", "n", "s"),
+        "append", AGG_FILES, RENAMED["append"],
+    ),
+}  # fmt: skip
+CASES.update(JOINED)
+# complete mode with a window on a column computed after with_watermark (or copied before
+# it): no eviction, no late row (15 counts), no no-data batch
+CASES.update({
+    "window_on_computed-complete": Case(
+        lambda s: s_win(s_wm(s).withColumn("t", s_t7()), "t"),
+        lambda s: k_win(k_wm(s).with_column("t", k_t7()), "t"),
+        "complete", AGG_FILES, COMPUTED_COMPLETE,
+    ),
+    "window_on_an_expression-complete": Case(
+        lambda s: s_win(s_wm(s), s_t7()), lambda s: k_win(k_wm(s), k_t7()),
+        "complete", AGG_FILES, COMPUTED_COMPLETE,
+    ),
+    "window_on_a_copy_made_below_the_watermark-complete": Case(
+        lambda s: s_win(s_wm(s.withColumn("t", _f().col("ts"))), "t"),
+        lambda s: k_win(k_wm(s.with_column("t", _sk().col("ts"))), "t"),
+        "complete", AGG_FILES, COPY_BELOW_COMPLETE,
+    ),
+})  # fmt: skip
 
 REFUSED_APPEND: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "window_on_computed": (
