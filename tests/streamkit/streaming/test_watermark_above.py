@@ -184,6 +184,29 @@ def test_a_computed_column_carries_no_watermark_update_mode_never_evicts(name: s
     assert marks == [us(95), us(95), us(95), us(195), us(195)]
 
 
+# complete mode: every window every batch (t = ts + 7: 15 counts in [20,30)), no no-data
+# batch, 3, 4, 5, 6 groups held (Spark's numRowsTotal; PySpark 4.3 gives these batches in
+# tests/differential/test_watermark_lineage.py, window_on_computed-complete)
+COMPUTED_COMPLETE: dict[int, list[Out]] = {
+    0: [(10, "a", 1, 1), (90, "q", 1, 300), (100, "z", 1, 200)],
+    1: [(10, "a", 2, 4), (30, "a", 1, 4), (90, "q", 1, 300), (100, "z", 1, 200)],
+    2: [(10, "a", 2, 4), (20, "a", 1, 5), (30, "a", 1, 4), (90, "q", 1, 300), (100, "z", 1, 200)],
+    3: [(10, "a", 2, 4), (20, "a", 1, 5), (30, "a", 1, 4), (90, "q", 1, 300), (100, "z", 1, 200),
+        (200, "a", 1, 7)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*COMPUTES, "window_on_an_expression"])
+def test_complete_mode_with_a_window_on_a_computed_column(name: str) -> None:
+    if name == "window_on_an_expression":
+        plan = counts(stream(), sk.col("ts") + SHIFT).plan
+    else:
+        plan = counts(COMPUTES[name](stream())).plan
+    out, held, _ = drive(IncrementalQuery(plan, "complete"), AGG_BATCHES)
+    assert out == COMPUTED_COMPLETE
+    assert held == [3, 4, 5, 6]
+
+
 @pytest.mark.parametrize(
     "build",
     [
@@ -426,6 +449,7 @@ RESTARTED: dict[str, dict[int, list[Out]]] = {
     },
 }  # fmt: skip
 
+
 def restarted(
     build: Callable[[sk.DataFrame], sk.DataFrame],
     batches: list[list[Row]],
@@ -457,7 +481,6 @@ def restarted(
         table = handle.late_rows
         late = sorted(late + ([] if table is None else rows_of(pl.from_arrow(table))))  # type: ignore[arg-type]
     return seen, late
-
 
 
 @pytest.mark.parametrize("mode", ["update", "append"])
