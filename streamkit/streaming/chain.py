@@ -22,8 +22,8 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
 
 Above ``drop_duplicates`` (or a join or ``transform_with_state_in_pandas`` passing the
 watermark on its ``event_time_column_name``), an aggregation grouped by a plain key
-carrying the watermark (or a plain rename of it), without a window, evicts groups and
-drops late rows by that key as the first operator would
+carrying the watermark (or a plain rename of it, on which a window may be too), without a
+window, evicts groups and drops late rows by that key as the first operator would
 (:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
 all three). Above a first aggregation grouped by such a key, that key carries it on (an
 aggregate output never does). Stream-static joins may sit between or above the
@@ -416,7 +416,7 @@ class ChainQuery:
                 "supported by streamkit yet; deduplicate first, then aggregate"
             )
         assert isinstance(node, Aggregate)  # a function above another operator is refused
-        if isinstance(below, Deduplicate | Join | Function):  # renames between carry it on
+        if not isinstance(below, Aggregate):  # renames between them carry it on
             times = carried_from(node.input, below, times) or ()
         timed = bool(times) and _event_time_window(node, below, times)
         if isinstance(below, Aggregate):

@@ -59,6 +59,9 @@ class JoinAgg:
     after: int = 10
     left_delay: int = 5
     right_delay: int = 5
+    rename: bool = False
+    """Select ``time`` as ``t`` (with the key and ``rv``) after the join and group by
+    ``t``: a plain rename carries the watermark on (an alias keeps Spark's metadata)."""
 
     @property
     def key(self) -> str:
@@ -74,16 +77,18 @@ class JoinAgg:
         how = {"left": "left_outer", "right": "right_outer"}.get(self.how, self.how)
         lw = left.withWatermark("lt", f"{self.left_delay} seconds")
         rw = right.withWatermark("rt", f"{self.right_delay} seconds")
-        joined = lw.join(rw, cond, how)
+        joined, time = lw.join(rw, cond, how), self.time
+        if self.rename:
+            joined, time = joined.select(F.col(time).alias("t"), self.key, "rv"), "t"
         if not self.size:
             return joined.groupBy(self.key).agg(
                 F.count(F.lit(1)).alias("n"), F.sum("rv").alias("s")
             )
         if self.size < 0:
-            return joined.groupBy(self.time, self.key).agg(
+            return joined.groupBy(time, self.key).agg(
                 F.count(F.lit(1)).alias("n"), F.sum("rv").alias("s")
             )
-        by = F.window(self.time, f"{self.size} seconds").alias("window")
+        by = F.window(time, f"{self.size} seconds").alias("window")
         return joined.groupBy(by, self.key).agg(
             F.count(F.lit(1)).alias("n"), F.sum("rv").alias("s")
         )
@@ -100,14 +105,16 @@ class JoinAgg:
             & (sk.col("rt") >= sk.col("lt") - timedelta(seconds=self.before))
             & (sk.col("rt") <= sk.col("lt") + timedelta(seconds=self.after))
         )
-        joined = lw.join(rw, cond, self.how)
+        joined, time = lw.join(rw, cond, self.how), self.time
+        if self.rename:
+            joined, time = joined.select(sk.col(time).alias("t"), self.key, "rv"), "t"
         if not self.size:
             return joined.group_by(self.key).agg(sk.count().alias("n"), sk.sum("rv").alias("s"))
         if self.size < 0:
-            return joined.group_by(self.time, self.key).agg(
+            return joined.group_by(time, self.key).agg(
                 sk.count().alias("n"), sk.sum("rv").alias("s")
             )
-        by = sk.window(self.time, f"{self.size} seconds")
+        by = sk.window(time, f"{self.size} seconds")
         return joined.group_by(by, self.key).agg(sk.count().alias("n"), sk.sum("rv").alias("s"))
 
 
@@ -295,6 +302,8 @@ HAND_EDGE = Case(
 )
 
 CASES: dict[str, Case[JoinAgg]] = {"hand_probe": HAND_PROBE, "hand_edge": HAND_EDGE}
+# the window on t, a rename of lt after the join: the same batches and state sizes
+CASES["hand_probe_renamed"] = replace(HAND_PROBE, op=replace(HAND_PROBE.op, rename=True))
 for _seed in (11, 12, 13):
     _rng = random.Random(_seed)
     _left, _right = random_side(_rng, 8, 25), random_side(_rng, 6 + _seed % 3, 25)
@@ -317,6 +326,9 @@ for _name, _time in (("random12_inner_lt", "lt"), ("random13_inner_rt", "rt")):
     for _mode in ("append", "update"):
         CASES[f"{_name[:8]}_by_{_time}_{_mode}"] = Case(
             replace(_c.op, size=-1, mode=_mode), _c.left, _c.right
+        )
+        CASES[f"{_name[:8]}_by_renamed_{_time}_{_mode}"] = Case(
+            replace(_c.op, size=-1, mode=_mode, rename=True), _c.left, _c.right
         )
 
 

@@ -76,6 +76,23 @@ def test_append_aggregation_after_the_join_needs_a_window_on_an_event_time() -> 
         counted.write_stream.output_mode("append").memory(f"ok_{time}").start().stop()
 
 
+def test_a_rename_of_a_joined_event_time_carries_the_watermark() -> None:
+    """An alias keeps Spark's watermark metadata: a window on (or a group key of) ``t``,
+    ``lt`` renamed after the join, runs in append mode as on ``lt`` (PySpark 4.3 gives
+    the same batches and state sizes: tests/differential/test_joins_stream_agg.py, the
+    ``renamed`` cases); a column computed from it carries none and is refused."""
+    left, right = streams()
+    joined = left.join(right, in_range(), "inner")
+    renamed = joined.select(sk.col("lt").alias("t"), "k", "rv")
+    for name, keys in (("window", (sk.window("t", "10 seconds"), "k")), ("key", ("t", "k"))):
+        counted = renamed.group_by(*keys).agg(sk.count())
+        counted.write_stream.output_mode("append").memory(f"renamed_{name}").start().stop()
+    computed = joined.select((sk.col("lt") + timedelta(seconds=1)).alias("t"), "k", "rv")
+    counted = computed.group_by(sk.window("t", "10 seconds"), "k").agg(sk.count())
+    with pytest.raises(PlanError, match="without watermark"):
+        counted.write_stream.output_mode("append").memory("computed").start()
+
+
 @pytest.mark.parametrize(
     ("how", "mode", "reason"),
     [
