@@ -324,10 +324,12 @@ class ChainQuery:
         policy: str = "min",
         processing_clock: Callable[[], float] | None = None,
     ) -> None:
-        plan, self._static = bind_static_sides(plan)
-        """Every stream-static join's static side, above the first operator too (one
-        snapshot per batch, as :class:`IncrementalQuery` pins those below it)."""
+        plan, sides = bind_static_sides(plan)
         ops = stateful_operators(plan)
+        first_pins = bind_static_sides(ops[0])[1]  # the same objects: the first pins them
+        self._static = [s for s in sides if not any(s is p for p in first_pins)]
+        """The static sides of the stream-static joins above the first operator (one
+        snapshot per batch, pinned before the batch runs)."""
         self.plan, self.mode, self.emit_on_same_batch = plan, mode, emit_on_same_batch
         self.first: IncrementalQuery | StreamJoinQuery
         self._function_first = isinstance(ops[0], Function)
@@ -476,8 +478,8 @@ class ChainQuery:
         return self._through(self.first.run_no_data(), late_mark)
 
     def _refresh_static(self) -> None:
-        """Pin this batch's snapshot of each static side (those below the first operator
-        are pinned by it again: a no-op unless a reloadable table moved in between)."""
+        """Pin this batch's snapshot of each static side above the first operator (the
+        first operator pins those below it)."""
         for side in self._static:
             side.refresh()
 

@@ -126,6 +126,37 @@ def test_reload_every_rereads_the_table_at_most_every_interval(tmp_path: Path) -
         q.stop()
 
 
+def test_a_chain_rereads_a_static_side_above_its_first_operator(tmp_path: Path) -> None:
+    """``drop_duplicates`` then the join then a count per (k, name) (update mode): the
+    static side above the chain's first operator is re-read as below it, at most every
+    ``reload_every``. Batch 0 (t 0): a -> (a, v1, 1). Batch 1 (t 60, files changed): a
+    again, deduplicated away; b new, joined to nothing yet: (b, None, 1). Batch 2 (t 300):
+    c, and b's second value: (b, new, 1) with the reloaded names, (c, None, 1)."""
+    now = [0.0]
+    folder = tmp_path / "dim"
+    folder.mkdir()
+    pq.write_table(pa.table({"k": ["a"], "name": ["v1"]}), folder / "part-0.parquet")
+    dim = sk.read.parquet(str(folder), reload_every="5 minutes", clock=lambda: now[0])
+    events, out = stream(), Batches()
+    counted = events.drop_duplicates(["k", "v"]).join(dim, "k", "left").group_by("k", "name")
+    query = counted.agg(sk.count().alias("n")).write_stream.output_mode("update")
+    q = query.foreach_batch(out).start()
+
+    def batch(at: float, *rows: tuple[str, int]) -> list[tuple[str, str | None, int]]:
+        now[0] = at
+        events.stream.add_rows([{"ts": None, "k": k, "v": v} for k, v in rows])
+        q.process_all_available()
+        return [(r["k"], r["name"], r["n"]) for r in out.seen[max(out.seen)]]
+
+    try:
+        assert batch(0, ("a", 1)) == [("a", "v1", 1)]
+        pq.write_table(pa.table({"k": ["b"], "name": ["new"]}), folder / "part-1.parquet")
+        assert batch(60, ("a", 1), ("b", 1)) == [("b", None, 1)]
+        assert batch(300, ("b", 2), ("c", 1)) == [("b", "new", 1), ("c", None, 1)]
+    finally:
+        q.stop()
+
+
 def test_a_failed_reload_keeps_the_previous_snapshot(tmp_path: Path) -> None:
     """The table's folder vanishes: the stream keeps joining the rows it last read."""
     now = [0.0]
