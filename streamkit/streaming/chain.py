@@ -83,7 +83,7 @@ from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
 from streamkit.streaming.dedup_stage import DedupStage
-from streamkit.streaming.downstream import above, marks_above
+from streamkit.streaming.downstream import above
 from streamkit.streaming.function_stage import FunctionStage
 from streamkit.streaming.incremental import (
     BatchResult,
@@ -102,6 +102,7 @@ from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.streaming.watermark_lineage import (
     carried,
     carried_from,
+    marks_above,
     plain_reference,
     watermarked_keys,
     window_watermark,

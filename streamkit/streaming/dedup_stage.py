@@ -9,7 +9,7 @@ Spark fails the batch with ``MULTIPLE_EVENT_TIME_COLUMNS``; streamkit refuses th
 start). That column is a join's watermarked column or a plain rename of it between the
 join and ``drop_duplicates`` (``select(col("lt").alias("t"))``: an alias keeps Spark's
 event-time metadata, and the delay with it); a column computed from one carries none
-(:func:`~streamkit.streaming.downstream.marks_above`). The rules are
+(:func:`~streamkit.streaming.watermark_lineage.marks_above`). The rules are
 :mod:`streamkit.streaming.dedup`'s, on that column: rows at or before the watermark the
 join passed on in the previous batch are dropped as late, and a key leaves the state once
 the one it passes on in this batch reaches its expiry.

@@ -10,9 +10,8 @@ import polars as pl
 
 from streamkit.errors import PlanError
 from streamkit.join_plan import Join
-from streamkit.plan import Filter, Plan, Project, Scan, Watermark
+from streamkit.plan import Filter, Plan, Project, Scan
 from streamkit.stream_static import is_streaming
-from streamkit.streaming.watermark_lineage import carried_from
 
 
 class _Emitted:
@@ -46,22 +45,6 @@ def above(plan: Plan, stateful: Plan) -> Plan:
             "supported; filter, select and with_column are"
         )
     return replace(plan, input=above(plan.input, stateful))
-
-
-def marks_above(plan: Plan, stateful: Plan, marks: tuple[Watermark, ...]) -> tuple[Watermark, ...]:
-    """``marks`` (the watermarks ``stateful`` passes on, on columns of its output) moved to
-    the columns of ``plan`` (the input of the operator above it) that carry them: the column
-    itself or a plain rename of it between the two, with the mark's delay, in ``plan``'s
-    column order; a column computed from it, or one that replaced it, carries none (as
-    Spark's event-time metadata, :mod:`~streamkit.streaming.watermark_lineage`). Each mark
-    is on ``plan`` re-rooted on ``stateful``'s output (:func:`above`)."""
-    staged = above(plan, stateful)
-    found = {
-        column: m.delay_ns
-        for m in marks
-        for column in carried_from(plan, stateful, (m.column,)) or ()
-    }
-    return tuple(Watermark(staged, c, found[c]) for c in staged.schema.names() if c in found)
 
 
 def _holds(plan: Plan, node: Plan) -> bool:

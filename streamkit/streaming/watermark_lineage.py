@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from streamkit.expr import Alias, Col, Expr
 from streamkit.plan import Aggregate, Deduplicate, Plan, Project, Watermark
+from streamkit.streaming.downstream import above
 from streamkit.streaming.pruning import columns_read
 
 
@@ -99,3 +100,19 @@ def dedup_time_columns(
         marked = (mark.column,) if mark.column in node.input.schema else ()
     needed = columns_read(above) if above is not None else None
     return tuple(c for c in marked if needed is None or c in needed or c in node.keys)
+
+
+def marks_above(plan: Plan, stateful: Plan, marks: tuple[Watermark, ...]) -> tuple[Watermark, ...]:
+    """``marks`` (the watermarks ``stateful`` passes on, on columns of its output) moved to
+    the columns of ``plan`` (the input of the operator above it) that carry them: the column
+    itself or a plain rename of it between the two, with the mark's delay, in ``plan``'s
+    column order; a column computed from it, or one that replaced it, carries none (as
+    Spark's event-time metadata). Each mark is on ``plan`` re-rooted on ``stateful``'s
+    output (:func:`~streamkit.streaming.downstream.above`)."""
+    staged = above(plan, stateful)
+    found = {
+        column: m.delay_ns
+        for m in marks
+        for column in carried_from(plan, stateful, (m.column,)) or ()
+    }
+    return tuple(Watermark(staged, c, found[c]) for c in staged.schema.names() if c in found)
