@@ -46,12 +46,16 @@ with Spark's message).
 
 ``drop_duplicates`` above another stateful operator is not supported yet, except above a
 stream-stream join or ``transform_with_state_in_pandas``
-(:mod:`~streamkit.streaming.dedup_stage`).
+(:mod:`~streamkit.streaming.dedup_stage`). Above a join or a stateful function, the
+operator above sees the watermark on the columns passed on and plain renames of them in
+between (:func:`~streamkit.streaming.chain_marks.passed_marks`).
 
 ``transform_with_state_in_pandas`` and ``apply_in_pandas_with_state`` may be the first
-operator (Spark 4's rules, checked against PySpark 4.3; see :func:`_check_function_first`):
+operator (Spark 4's rules, checked against PySpark 4.3; see
+:func:`~streamkit.streaming.chain_rules.check_function_first`):
 the operators above see the watermark the function passes on (the same W, none under
-``ProcessingTime``) on the column named by ``event_time_column_name``; without one (and
+``ProcessingTime``) on the column named by ``event_time_column_name`` (or a plain rename
+of it between the two); without one (and
 after ``apply_in_pandas_with_state``) the output has no event time, so an aggregation
 above runs in update or complete mode only. Above ``apply_in_pandas_with_state`` the
 function must be in append mode and must not use ``EventTimeTimeout``.
@@ -60,6 +64,11 @@ function must be in append mode and must not use ``EventTimeTimeout``.
 operator below passes on, for late rows (``EventTimeTimeout``), timeouts and
 ``getCurrentWatermarkMs``; after another ``apply_in_pandas_with_state`` or an
 aggregation it is refused with Spark's message.
+
+Spark's refusals live in :mod:`~streamkit.streaming.chain_rules`, which watermark each
+operator sees (and on which column) in :mod:`~streamkit.streaming.chain_marks`, an
+aggregation above another operator in :mod:`~streamkit.streaming.agg_stage`, and the
+chain's one checkpointed state in :mod:`~streamkit.streaming.chain_state`.
 """
 
 from __future__ import annotations
@@ -72,16 +81,36 @@ from typing import Literal
 import polars as pl
 import pyarrow as pa
 
-from streamkit import aggregate as K
-from streamkit.conditional import WindowTime
 from streamkit.errors import PlanError
-from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, given
-from streamkit.expr import Col
-from streamkit.group_state import GroupStateTimeout
+from streamkit.execute import compile_plan, given
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
-from streamkit.streaming.checkpoint import Changelogged, CheckpointLog
+from streamkit.streaming.agg_stage import AggStage, input_node
+from streamkit.streaming.chain_marks import (
+    event_time_window,
+    first_ticks,
+    first_times,
+    key_times,
+    passed_marks,
+    scaled,
+    ticks_per_ms,
+    watermarked_key,
+)
+from streamkit.streaming.chain_rules import (
+    CORRECTNESS,
+    Function,
+    Operator,
+    check_function_first,
+    join_first,
+    mode_mismatch,
+    no_watermark_in_append,
+    not_run_yet,
+    refuse_function_above,
+    stateful_operators,
+)
+from streamkit.streaming.chain_state import ChainState, Stage
+from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup_stage import DedupStage
 from streamkit.streaming.downstream import above
 from streamkit.streaming.function_stage import FunctionStage
@@ -90,68 +119,14 @@ from streamkit.streaming.incremental import (
     IncrementalQuery,
     OutputMode,
     _check_mode,
-    check_one_event_time,
 )
-from streamkit.streaming.state import StateStore, make_store
-from streamkit.streaming.state.changelog import DELETED
-from streamkit.streaming.state.dedup import EXPIRES
 from streamkit.streaming.stateful_exec import BatchClock
 from streamkit.streaming.static_sides import bind_static_sides
-from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
+from streamkit.streaming.stream_join import StreamJoinQuery
 from streamkit.streaming.transform_exec import StreamingTransform
-from streamkit.streaming.watermark_lineage import (
-    carried,
-    carried_from,
-    marks_above,
-    plain_reference,
-    watermarked_keys,
-    window_watermark,
-)
+from streamkit.streaming.watermark_lineage import carried_from, marks_above
 from streamkit.streaming.watermarks import PartitionWatermarks
 from streamkit.transform_state import TransformWithState
-from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, last_window_end
-
-STAGE = "__stage"
-"""Checkpoint column: which operator of the chain a state row belongs to (0: the first)."""
-
-CORRECTNESS = (
-    "Detected pattern of possible 'correctness' issue due to global watermark (Spark's "
-    "refusal too): an aggregation in {mode} mode can emit rows older than the watermark, "
-    "which the stateful operator after it would drop as late; run the query in append mode"
-)
-
-
-JOIN_MODES = (
-    "{how} join between two streaming DataFrames/Datasets is not supported in {mode} output "
-    "mode, only in {allowed} (Spark's refusal too){fix}"
-)
-"""Spark's message for a stream-stream join in an output mode it does not support."""
-
-
-NO_AGGREGATION_COMPLETE = (
-    "Invalid streaming output mode: complete. This output mode is not supported for no "
-    "streaming aggregations on streaming DataFrames/DataSets (Spark's refusal too, "
-    "STREAMING_OUTPUT_MODE.UNSUPPORTED_OPERATION); use output_mode('append')"
-)
-
-Function = FlatMapGroupsWithState | TransformWithState
-Operator = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
-
-SPARK_CORRECTNESS = (
-    "Detected pattern of possible 'correctness' issue due to global watermark (Spark's "
-    "refusal too): {what} can emit rows older than the watermark, which the stateful "
-    "operator after it would drop as late; {fix}"
-)
-
-
-def stateful_operators(plan: Plan) -> list[Operator]:
-    """The aggregations, deduplications, stream-stream joins and stateful functions of
-    ``plan``, the one nearest the source first."""
-    return [
-        n for n in reversed(plan.chain())
-        if isinstance(n, Aggregate | Deduplicate | FlatMapGroupsWithState | TransformWithState)
-        or (isinstance(n, Join) and is_stream_join(n))
-    ]  # fmt: skip
 
 
 def make_engine(
@@ -179,136 +154,13 @@ def make_engine(
     )  # fmt: skip
 
 
-def _event_time_window(node: Aggregate, below: Plan, times: tuple[str, ...]) -> bool:
-    """Whether ``node`` groups by a window over an event time the operator below passes
-    on (``times``: the watermarked columns it keeps)."""
-    if node.window is None:
-        return False
-    column = node.window.column
-    if isinstance(below, Aggregate):
-        return isinstance(column, WindowTime) and column.columns() == {WINDOW_COLUMN}
-    return isinstance(column, Col) and column.name in times
-
-
-def _watermarked_key(
-    node: Aggregate, times: tuple[str, ...], timed: bool, mode: OutputMode
-) -> str | None:
-    """The first plain group key of ``node`` that is one of ``times`` (the watermarked
-    columns the operator below passes on) when no window carries the watermark (``timed``),
-    or None; refuses several such keys (or one beside the window) as Spark fails them."""
-    keys = [k.output_name for k in node.keys if plain_reference(k) in times]
-    check_one_event_time(([WINDOW_COLUMN] if timed else []) + keys, mode)
-    return keys[0] if keys and not timed else None
-
-
-def _key_times(node: Aggregate, below: Aggregate) -> tuple[str, ...]:
-    """The columns of ``node``'s input that carry the watermark through ``below``, the
-    first operator: its plain group keys carrying it (a group key keeps the watermark
-    column's metadata in Spark; an aggregate's output, even named ``ts``, has none), and
-    plain renames of them after it. None for a deeper chain (not followed yet)."""
-    marks = [n for n in below.chain() if isinstance(n, Watermark)]
-    stateful = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
-    if not marks or any(isinstance(n, stateful) for n in below.chain()[1:]):
-        return ()
-    if window_watermark(below, marks[0]) is not None:
-        return ()
-    keyed = tuple(watermarked_keys(below, marks[0]))
-    return (carried_from(node.input, below, keyed) or ()) if keyed else ()
-
-
-def _first_times(first: Plan) -> tuple[str, ...]:
-    """The columns of the first operator's output that carry the watermark (an
-    aggregation's window carries it in its struct, not in a column; see
-    :mod:`~streamkit.streaming.watermark_lineage`)."""
-    marks = [n for n in first.chain() if isinstance(n, Watermark)]
-    if not marks:
-        return ()
-    if isinstance(first, Aggregate):
-        return (marks[0].column,)
-    return carried(first, marks[0]) or ()
-
-
 def _consumer(ops: list[Operator]) -> Plan | None:
     """The aggregation over the first operator, re-rooted on its output (what a first
     ``drop_duplicates``' input is pruned to, as Spark's optimizer does); None: another
     operator, which reads every column."""
     if len(ops) > 1 and isinstance(ops[1], Aggregate):
-        return _input_node(ops[1], ops[0])
+        return input_node(ops[1], ops[0])
     return None
-
-
-def _ticks_per_ms(dtype: pl.Datetime | None) -> int:
-    """Ticks of ``dtype`` in a millisecond (the join's watermark unit)."""
-    unit = dtype.time_unit if dtype is not None else "ms"
-    return {"ns": 1_000_000, "us": 1_000, "ms": 1}[unit]
-
-
-class _AggStage:
-    """An aggregation above another stateful operator, fed that operator's output."""
-
-    def __init__(
-        self, node: Aggregate, mode: OutputMode, timed: bool, key: str | None = None
-    ) -> None:
-        """``timed``: a window carries the watermark; ``key``: otherwise, the group key
-        that does (groups leave by it, late rows are judged on it, as in
-        :class:`~streamkit.streaming.incremental.IncrementalQuery`)."""
-        self.node, self.mode, self.timed, self.key = node, mode, timed, key
-        self.spec = aggregate_spec(node)
-        self.store: StateStore = make_store(self.spec, key)
-        window = node.window
-        self.drops_late = timed and (isinstance(window, SessionWindow) or mode != "complete")
-        self.drops_late |= key is not None and mode != "complete"
-
-    @property
-    def time_dtype(self) -> pl.Datetime | None:
-        """The type of the event time it judges (its window's, or its watermarked key's)."""
-        if self.key is None:
-            return self.spec.time_dtype
-        dtype = self.node.schema[self.key]
-        assert isinstance(dtype, pl.Datetime)
-        return dtype
-
-    def _ends(self, inputs: pl.DataFrame) -> pl.Series:
-        """Per input row, the last window end (or the watermarked key) in ticks."""
-        node, spec = self.node, self.spec
-        if self.key is not None:
-            key = next(k for k in node.keys if k.output_name == self.key)
-            return inputs.select(key.to_polars().to_physical()).to_series()
-        assert node.window is not None
-        assert spec.time_dtype is not None
-        return inputs.select(last_window_end(node.window, spec.time_dtype)).to_series()
-
-    def run(self, rows: pl.DataFrame, late_mark: int | None, in_force: int | None) -> pl.DataFrame:
-        """Merge ``rows`` (late ones dropped), then emit what the output mode says."""
-        node, spec = self.node, self.spec
-        if self.drops_late and late_mark is not None and rows.height:
-            inputs = compile_plan(node.input, None, set(), given(rows)).collect()
-            rows = inputs.filter(~(self._ends(inputs) <= late_mark).fill_null(False))
-            lazy = rows.lazy()
-        else:
-            lazy = compile_plan(node.input, None, set(), given(rows))
-        fresh = K.partial(aggregate_rows(lazy, node, spec), spec)
-        if self.drops_late and late_mark is not None and node.window is not None:
-            fresh = fresh.filter(pl.col(WEND) > late_mark)
-        touched = self.store.merge(fresh)
-        if self.mode == "complete":
-            return self.final(self.store.rows())
-        timed = (self.timed or self.key is not None) and in_force is not None
-        closed = self.store.evict(in_force) if timed and in_force is not None else touched.head(0)
-        return self.final(touched if self.mode == "update" else closed)
-
-    def final(self, states: pl.DataFrame) -> pl.DataFrame:
-        """Finished groups from state rows (sorted by group, as the single engine does)."""
-        if not states.height:
-            return pl.DataFrame(schema=self.node.schema)
-        if self.spec.state_keys:
-            states = states.sort(self.spec.state_keys, nulls_last=True)
-        return K.finalize(states, self.spec)
-
-
-def _input_node(node: Aggregate, below: Plan) -> Aggregate:
-    """``node`` reading the rows ``below`` emits (the plan between them re-rooted)."""
-    return replace(node, input=above(node.input, below))
 
 
 class ChainQuery:
@@ -338,12 +190,12 @@ class ChainQuery:
         """The first operator's engine when it is ``transform_with_state_in_pandas``."""
         for node in ops[1:]:
             if isinstance(node, Function):
-                _refuse_function_above(node, ops[: ops.index(node)], mode)
+                refuse_function_above(node, ops[: ops.index(node)], mode)
         if isinstance(ops[0], Join):
-            self.first = _join_first(ops[0], ops[1:], mode, emit_on_same_batch, policy)
+            self.first = join_first(ops[0], ops[1:], mode, emit_on_same_batch, policy)
             times = self.first.event_columns
         elif isinstance(ops[0], Function):
-            _check_function_first(ops[0], ops[1:], emit_on_same_batch)
+            check_function_first(ops[0], ops[1:], emit_on_same_batch)
             self.first = IncrementalQuery(
                 ops[0], "append" if ops[0].output_mode == "append" else "update",
                 watermarks=watermarks,
@@ -358,8 +210,8 @@ class ChainQuery:
                 ops[0], "append", emit_on_same_batch=emit_on_same_batch, watermarks=watermarks,
                 consumer=_consumer(ops),
             )  # fmt: skip
-            times = _first_times(ops[0])
-        self.stages: list[_AggStage | DedupStage | FunctionStage] = []
+            times = first_times(ops[0])
+        self.stages: list[Stage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):
             self.stages.append(
                 self._stage(below, node, times, mode if i == len(ops) - 1 else "append")
@@ -368,12 +220,12 @@ class ChainQuery:
                 times = () if node.event_time_column is None else (node.event_time_column,)
             elif isinstance(node, FlatMapGroupsWithState):  # its output has no event time
                 times = ()
-        first_ms = 1 if isinstance(self.first, StreamJoinQuery) else _first_ticks(self.first)
-        self._scale = [(first_ms, _ticks_per_ms(_time_dtype(s))) for s in self.stages]
+        first_ms = 1 if isinstance(self.first, StreamJoinQuery) else first_ticks(self.first)
+        self._scale = [(first_ms, ticks_per_ms(s.time_dtype)) for s in self.stages]
         """Per stage, ticks per ms of the marks passed on (the join's are in ms) and of its
         own event time (a function's output column may have another unit)."""
         self._above = above(plan, ops[-1]) if ops[-1] is not plan else None
-        self.state = ChainState(self)
+        self.state = ChainState(self.first, self.stages)
 
     def _stage(
         self,
@@ -381,89 +233,40 @@ class ChainQuery:
         node: Operator,
         times: tuple[str, ...],
         mode: OutputMode,
-    ) -> _AggStage | DedupStage | FunctionStage:
+    ) -> Stage:
         if isinstance(below, Aggregate) and mode != "append":
             raise PlanError(CORRECTNESS.format(mode=mode))
         if any(isinstance(n, Watermark) for n in node.chain()[: node.chain().index(below)]):
             raise PlanError("with_watermark must come before the first aggregation or "
                             "drop_duplicates of a chain")  # fmt: skip
-        if isinstance(node, Deduplicate) and isinstance(below, Join):
-            assert isinstance(self.first, StreamJoinQuery)
+        join_marks = self.first.marks if isinstance(self.first, StreamJoinQuery) else ()
+        passed = passed_marks(below, times, join_marks)
+        if isinstance(node, Deduplicate) and isinstance(below, Join | Function):
             _check_mode(None, True, mode)
-            marks = marks_above(node.input, below, self.first.marks)
+            marks = marks_above(node.input, below, passed)
             return DedupStage(replace(node, input=above(node.input, below)), marks)
         if isinstance(node, Function):
-            if isinstance(node, FlatMapGroupsWithState) and node.output_mode != mode:
-                raise PlanError(
-                    f"applyInPandasWithState in {node.output_mode} mode is not supported "
-                    f"with {mode.capitalize()} output mode on a streaming DataFrame/Dataset "
-                    f"(Spark's refusal too); use output_mode({node.output_mode!r})"
-                )
+            if isinstance(node, FlatMapGroupsWithState):
+                mode_mismatch(node, mode)
             _check_mode(None, True, mode)
             stage_node = replace(node, input=above(node.input, below))
-            mark = self._function_mark(node, below, times, stage_node.input.schema)
+            mark = next(iter(marks_above(node.input, below, passed)), None)
             return FunctionStage(stage_node, mark, self.first.clock, mode)
-        if isinstance(node, Deduplicate) and isinstance(below, Function):
-            _check_mode(None, True, mode)
-            mark = below.output_watermark() if isinstance(below, TransformWithState) else None
-            marks = () if mark is None else (mark,)
-            return DedupStage(replace(node, input=above(node.input, below)), marks)
         if isinstance(node, Deduplicate | Join):
-            if isinstance(node, Join) or isinstance(below, Join):
-                raise PlanError(
-                    f"{'a stream-stream join' if isinstance(node, Join) else 'drop_duplicates'}"
-                    " after another stateful operator is not supported by streamkit yet"
-                )
-            raise PlanError(
-                "drop_duplicates after another aggregation or drop_duplicates is not "
-                "supported by streamkit yet; deduplicate first, then aggregate"
-            )
+            raise not_run_yet(node, below)
         assert isinstance(node, Aggregate)  # a function above another operator is refused
-        if not isinstance(below, Aggregate):  # renames between them carry it on
+        if not isinstance(below, Aggregate):  # renames between them carry it on (key_times)
             times = carried_from(node.input, below, times) or ()
-        timed = bool(times) and _event_time_window(node, below, times)
+        timed = bool(times) and event_time_window(node, below, times)
         if isinstance(below, Aggregate):
-            key = None if timed else _watermarked_key(node, _key_times(node, below), False, mode)
+            key = None if timed else watermarked_key(node, key_times(node, below), False, mode)
         else:
-            key = _watermarked_key(node, times, timed, mode)
+            key = watermarked_key(node, times, timed, mode)
         if not timed and key is None and mode == "append":
-            hint = (
-                "group the second aggregation by sk.window(sk.window_time('window'), ...)"
-                if isinstance(below, Aggregate)
-                else f"group it by a window on the column {times[0]!r}, the function's "
-                "event_time_column_name"
-                if isinstance(below, Function) and times
-                else "name an output timestamp column with event_time_column_name in "
-                "transform_with_state_in_pandas and group by a window on it (rows of "
-                "apply_in_pandas_with_state carry no event time)"
-                if isinstance(below, Function)
-                else "group it by a window on one of the join's watermarked columns "
-                f"{', '.join(repr(t) for t in times)}"
-                if isinstance(below, Join)
-                else f"group it by a window on the watermarked column {times[0]!r}"
-                if times
-                else "add .with_watermark(column, delay) before drop_duplicates"
-            )
-            raise PlanError(
-                "append output mode is not supported for a streaming aggregation without "
-                "watermark (Spark's refusal too): an aggregation after another stateful "
-                f"operator must group by a window over the event time; {hint}"
-            )
-        node = _input_node(node, below)
+            raise no_watermark_in_append(below, times)
+        node = input_node(node, below)
         _check_mode(node, timed or key is not None, mode)
-        return _AggStage(node, mode, timed, key)
-
-    def _function_mark(
-        self, node: Function, below: Operator, times: tuple[str, ...], kept: pl.Schema
-    ) -> Watermark | None:
-        """The watermark a function above ``below`` sees, on the first column of its input
-        that carries it (above a join: a join's watermarked column or a plain rename of it
-        between the two, as Spark's event-time metadata, in the input's column order as
-        Spark's ``child.output.find``; else :func:`_mark_below`)."""
-        if isinstance(below, Join):
-            assert isinstance(self.first, StreamJoinQuery)
-            return next(iter(marks_above(node.input, below, self.first.marks)), None)
-        return _mark_below(below, times, kept)
+        return AggStage(node, mode, timed, key)
 
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:
@@ -490,7 +293,7 @@ class ChainQuery:
         in_force = self._passed_on(self.first.in_force)
         out = first.output
         for stage, scale in zip(self.stages, self._scale, strict=True):
-            out = stage.run(out, _scaled(late_mark, scale), _scaled(in_force, scale))
+            out = stage.run(out, scaled(late_mark, scale), scaled(in_force, scale))
             if isinstance(stage, FunctionStage) and stage.passed_on(0) is None:
                 late_mark = in_force = None  # ProcessingTime: nothing passed on above it
         return BatchResult(self._finish(out), first.late_rows, first.watermark)
@@ -540,7 +343,7 @@ class ChainQuery:
     def current_result(self) -> pl.DataFrame:
         """The last operator's result over all state now held (an aggregation's)."""
         last = self.stages[-1]
-        assert isinstance(last, _AggStage)
+        assert isinstance(last, AggStage)
         return self._finish(last.final(last.store.rows()))
 
     # -- watermark (the first operator's) ----------------------------------------------
@@ -612,199 +415,3 @@ class ChainQuery:
         )  # fmt: skip
         for stage, part in zip(self.stages, parts[1:], strict=True):
             stage.store.load(part)
-
-
-def _time_dtype(stage: _AggStage | DedupStage | FunctionStage) -> pl.Datetime | None:
-    return stage.time_dtype
-
-
-def _mark_below(below: Operator, times: tuple[str, ...], kept: pl.Schema) -> Watermark | None:
-    """The watermark the operator ``below`` (not a join: :meth:`ChainQuery._function_mark`)
-    passes on, on a column of its output that the operator above keeps (``kept``: its
-    input's schema; None: no column carries one, e.g. an aggregation's window; the first
-    in ``kept``'s column order, as Spark's ``child.output.find`` picks the watermarked
-    column)."""
-    if isinstance(below, TransformWithState):
-        return below.output_watermark()
-    marks = [n for n in below.chain() if isinstance(n, Watermark)]
-    carried = [c for c in kept if c in times and c in below.schema]
-    if not marks or not carried or not isinstance(below.schema[carried[0]], pl.Datetime):
-        return None
-    return Watermark(below, carried[0], marks[0].delay_ns)
-
-
-def _scaled(mark: int | None, scale: tuple[int, int]) -> int | None:
-    """``mark`` (whole ms, in ticks of ``scale[0]`` per ms) in ticks of ``scale[1]``."""
-    return None if mark is None else mark // scale[0] * scale[1]
-
-
-def _first_ticks(first: IncrementalQuery) -> int:
-    """Ticks per ms of the watermark of the chain's first operator (1 without one)."""
-    return _ticks_per_ms(pl.Datetime(first.time_unit())) if first._mark is not None else 1
-
-
-def _join_first(
-    join: Join, rest: list[Operator], mode: OutputMode, emit: bool,
-    policy: str,
-) -> StreamJoinQuery:  # fmt: skip
-    """The engine of a stream-stream join under other stateful operators; refuses what
-    Spark refuses (checked against PySpark 4.3): complete mode, update mode after an
-    outer join, and nothing but filters and projections above the join."""
-    if not rest:
-        raise PlanError(
-            "only filter, select, with_column, an aggregation, drop_duplicates or a "
-            "stateful function (or a chain of them) may follow a stream-stream join"
-        )
-    if mode == "complete" and isinstance(rest[-1], Function):
-        raise PlanError(NO_AGGREGATION_COMPLETE)
-    if emit:
-        raise PlanError("emit_on_same_batch is not supported for stream-stream joins")
-    allowed = ("append",) if join.how != "inner" else ("append", "update")
-    if mode not in allowed:
-        how = {"inner": "Inner", "left": "LeftOuter", "right": "RightOuter"}.get(join.how)
-        raise PlanError(
-            JOIN_MODES.format(
-                how=how or "FullOuter", mode=mode.capitalize(),
-                allowed=" and ".join(a.capitalize() for a in allowed) + " output mode"
-                + ("s" if len(allowed) > 1 else ""),
-                fix=f"; use output_mode({allowed[0]!r})",
-            )
-        )  # fmt: skip
-    return StreamJoinQuery(join, "append", policy=policy)
-
-
-def _check_function_first(node: Function, rest: list[Operator], emit: bool) -> None:
-    """Refuse what Spark refuses above a stateful function (its
-    ``UnsupportedOperationChecker``, checked against PySpark 4.3) and what streamkit does
-    not run yet."""
-    if emit:
-        raise PlanError("emit_on_same_batch is not supported above a stateful function")
-    if isinstance(node, TransformWithState):
-        return
-    if any(isinstance(n, Aggregate) for n in rest) and node.output_mode == "update":
-        raise PlanError(
-            "applyInPandasWithState in update mode is not supported with aggregation on a "
-            "streaming DataFrame/Dataset (Spark's refusal too); use output_mode 'append' "
-            "in apply_in_pandas_with_state"
-        )
-    if node.timeout == GroupStateTimeout.EventTimeTimeout and any(
-        isinstance(n, Aggregate | TransformWithState) for n in rest
-    ):
-        raise PlanError(
-            SPARK_CORRECTNESS.format(
-                what="apply_in_pandas_with_state with EventTimeTimeout",
-                fix="use NoTimeout or ProcessingTimeTimeout, or transform_with_state_in_pandas "
-                "with event_time_column_name",
-            )
-        )  # fmt: skip
-
-
-def _refuse_function_above(node: Function, below: list[Operator], mode: OutputMode) -> None:
-    """A stateful function above another stateful operator: Spark's refusal where Spark
-    refuses it (checked against PySpark 4.3: ``apply_in_pandas_with_state`` above an
-    aggregation or another ``apply_in_pandas_with_state``; either function above an
-    aggregation in update or complete mode)."""
-    if isinstance(node, FlatMapGroupsWithState) and any(isinstance(n, Aggregate) for n in below):
-        raise PlanError(
-            f"applyInPandasWithState in {node.output_mode} mode is not "
-            + ("supported after" if node.output_mode == "append" else "supported with")
-            + " aggregation on a streaming DataFrame/Dataset (Spark's refusal too)"
-        )
-    if any(isinstance(n, Aggregate) for n in below) and mode != "append":
-        raise PlanError(CORRECTNESS.format(mode=mode))
-    if isinstance(node, FlatMapGroupsWithState) and any(
-        isinstance(n, FlatMapGroupsWithState) for n in below
-    ):
-        raise PlanError(
-            "Multiple applyInPandasWithStates are not supported on a streaming "
-            "DataFrames/Datasets (Spark's refusal too)"
-        )
-
-
-def _state_schema(first: IncrementalQuery | StreamJoinQuery) -> pl.Schema:
-    """The state columns of the chain's first operator."""
-    if isinstance(first, StreamJoinQuery):
-        return first.store.rows().schema
-    node = stateful_operators(first.plan)[0]
-    if isinstance(node, Function):
-        held = first._held
-        assert held is not None
-        return held.rows().schema
-    if isinstance(node, Aggregate):
-        return _agg_state_schema(aggregate_spec(node), node)
-    assert isinstance(node, Deduplicate)
-    schema = node.input.schema
-    return pl.Schema({**{k: schema[k] for k in node.keys}, EXPIRES: pl.Int64()})
-
-
-def _agg_state_schema(spec: K.AggregateSpec, node: Aggregate) -> pl.Schema:
-    """The state columns of an aggregation, in its store's order (merged partial states)."""
-    empty = pl.DataFrame(schema=node.input.schema).lazy()
-    partial = K.partial(aggregate_rows(empty, node, spec), spec)
-    return K.merge(partial, spec).drop(K.TOUCHED, strict=False).schema
-
-
-class ChainState:
-    """The chain's operators' states as one changelogged state: operator ``i``'s column
-    ``c`` is ``"i:c"``, and :data:`STAGE` says whose row it is. Every frame has every
-    operator's columns (null where not its own), so deltas apply as a single store's."""
-
-    def __init__(self, chain: ChainQuery) -> None:
-        self._chain = chain
-        self._schemas = [_state_schema(chain.first)] + [
-            _agg_state_schema(s.spec, s.node) if isinstance(s, _AggStage) else s.state_schema()
-            for s in chain.stages
-        ]
-        full: dict[str, pl.DataType] = {STAGE: pl.Int32()}
-        for i, schema in enumerate(self._schemas):
-            full.update({f"{i}:{c}": t for c, t in schema.items()})
-        self._full = pl.Schema(full)
-
-    def _stores(self) -> list[Changelogged]:
-        first = self._chain.first
-        held = first.store if isinstance(first, StreamJoinQuery) else first._held
-        assert held is not None
-        return [held, *(s.store for s in self._chain.stages)]
-
-    def _tag(self, i: int, frame: pl.DataFrame, deleted: bool = False) -> pl.DataFrame:
-        named = frame.rename({c: f"{i}:{c}" for c in frame.columns if c != DELETED})
-        named = named.with_columns(pl.lit(i, pl.Int32).alias(STAGE))
-        schema = dict(self._full) | ({DELETED: pl.Boolean()} if deleted else {})
-        return named.select(
-            (pl.col(c).cast(t) if c in named.columns else pl.lit(None, t).alias(c))
-            for c, t in schema.items()
-        )
-
-    def rows(self) -> pl.DataFrame:
-        """Every operator's state rows."""
-        frames = [self._tag(i, s.rows()) for i, s in enumerate(self._stores())]
-        return pl.concat(frames, how="vertical")
-
-    def take_changes(self) -> pl.DataFrame | None:
-        """Every operator's delta since the last call (None: a snapshot is needed)."""
-        deltas = [s.take_changes() for s in self._stores()]
-        if any(d is None for d in deltas):
-            return None
-        frames = [self._tag(i, d, True) for i, d in enumerate(deltas) if d is not None and d.height]
-        if not frames:
-            return pl.DataFrame(schema={DELETED: pl.Boolean})
-        return pl.concat(frames, how="vertical")
-
-    @property
-    def change_keys(self) -> list[str]:
-        """:data:`STAGE` and every operator's key columns."""
-        keys = [STAGE]
-        for i, s in enumerate(self._stores()):
-            keys += [f"{i}:{k}" for k in s.change_keys]
-        return keys
-
-    def split(self, state: pl.DataFrame | None) -> list[pl.DataFrame | None]:
-        """Operator ``i``'s rows of a checkpointed ``state``, under their own names."""
-        out: list[pl.DataFrame | None] = []
-        for i, schema in enumerate(self._schemas):
-            if state is None or not state.height:
-                out.append(None)
-                continue
-            mine = state.filter(pl.col(STAGE) == i)
-            out.append(mine.select(pl.col(f"{i}:{c}").alias(c) for c in schema.names()))
-        return out

@@ -1,7 +1,8 @@
-"""``drop_duplicates`` above a stream-stream join, as a stage of a chain
-(:mod:`streamkit.streaming.chain`): Spark's ``StreamingDeduplicateExec`` (and its
-within-watermark form) fed the rows the join emitted, with the watermark the join passes
-on in place of the query's.
+"""``drop_duplicates`` above a stream-stream join or a stateful function, as a stage of a
+chain (:mod:`streamkit.streaming.chain`): Spark's ``StreamingDeduplicateExec`` (and its
+within-watermark form) fed the rows the operator below emitted, with the watermark it
+passes on in place of the query's (a function: on its ``event_time_column_name``, or a
+plain rename of it in between, as for a join's columns below).
 
 Spark judges late rows and expiry on the single event-time column of the operator's input:
 one of the join's two watermarked columns must be selected away before it (with both,
@@ -33,8 +34,9 @@ MULTIPLE = (
 
 
 class DedupStage:
-    """A :class:`~streamkit.plan.Deduplicate` above a stream-stream join (``node`` reads
-    the join's output; ``marks``: the sides' watermarks)."""
+    """A :class:`~streamkit.plan.Deduplicate` above a stream-stream join or a stateful
+    function (``node`` reads its output; ``marks``: the watermarks it passes on, on the
+    columns of ``node``'s input that carry them)."""
 
     def __init__(self, node: Deduplicate, marks: tuple[Watermark, ...]) -> None:
         present = [m for m in marks if m.column in node.input.schema]

@@ -9,8 +9,10 @@ Its rules are :mod:`streamkit.streaming.transform_exec`'s (or
 ``EventTimeTimeout``) its input rows at or behind the watermark passed on in the previous
 batch are late (judged on the column that carries it: the ``event_time_column_name`` of a
 function below, the watermarked column below an aggregation, ``drop_duplicates`` or a
-join), timers and timeouts fire at the one passed on in this batch, and with its own
-``event_time_column_name`` an emitted row behind it fails the query.
+join, or a plain rename of either between the two:
+:func:`~streamkit.streaming.chain_marks.passed_marks`), timers and timeouts fire at
+the one passed on in this batch, and with its own ``event_time_column_name`` an emitted
+row behind it fails the query.
 """
 
 from __future__ import annotations

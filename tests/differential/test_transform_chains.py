@@ -84,6 +84,8 @@ class Chain:
     op_mode: str = "Append"
     marked: bool = False
     """``capped_count`` and ``echo_count``: with a watermark on the input."""
+    renamed: bool = False
+    """``dedup``: ``ts`` renamed ``at`` between ``dropDuplicates`` and the function."""
 
     def build(self, frame: Any, spark: bool) -> Any:
         from pyspark.sql import functions as F
@@ -128,6 +130,9 @@ class Chain:
             deduped = (
                 marked.dropDuplicates(["k", "ts"]) if spark else marked.drop_duplicates(["k", "ts"])
             )
+            if self.renamed:  # a plain alias keeps the event-time metadata (Spark)
+                at = F.col("ts") if spark else _sk().col("ts")
+                deduped = deduped.select(at.alias("at"), "k", "v")
             return _then_apply(deduped, self.then, self.op_mode, spark)
         if self.kind == "echo_count":
             out = getattr(frame, grouped)("k").transformWithStateInPandas(
@@ -144,6 +149,12 @@ class Chain:
         out = getattr(marked, grouped)("k").transformWithStateInPandas(
             processor, STAMP_OUT, self.op_mode, "EventTime", None, "at"
         )
+        return self._then_above(out, spark)
+
+    def _then_above(self, out: Any, spark: bool) -> Any:
+        """The operator ``then`` names above the processor's output ``out``."""
+        from pyspark.sql import functions as F
+
         if self.then == "tally":  # a second processor on the first's event time
             grouped2 = out.groupBy("k") if spark else out.group_by("k")
             return grouped2.transformWithStateInPandas(Tally(), TALLY_OUT, "Append", "EventTime")
@@ -151,6 +162,14 @@ class Chain:
             return _then_apply(out, self.then, self.op_mode, spark)
         if self.then == "dedup":
             return out.dropDuplicates(["k", "at"]) if spark else out.drop_duplicates(["k", "at"])
+        if self.then == "renamed_within":  # at renamed t2, then a dedup within the watermark
+            t2 = (F.col("at") if spark else _sk().col("at")).alias("t2")
+            renamed = out.select(t2, "k", "v")
+            return (
+                renamed.dropDuplicatesWithinWatermark(["k"])
+                if spark
+                else renamed.drop_duplicates_within_watermark(["k"])
+            )
         if self.then == "none":
             return out
         if self.then in ABOVE:
@@ -159,7 +178,7 @@ class Chain:
             return out.groupBy(F.window("at", "10 seconds").alias("window")).agg(
                 F.count("*").alias("n"), F.sum("v").alias("s")
             )
-        assert sk is not None
+        sk = _sk()
         return out.group_by(sk.window("at", "10 seconds")).agg(
             sk.count().alias("n"), sk.sum("v").alias("s")
         )
@@ -333,6 +352,8 @@ CASES: dict[str, Case] = {
     ),
     "stamp_window_update": Case(Chain("stamp", "update", op_mode="Update"), HAND),
     "stamp_dedup": Case(Chain("stamp", "append", then="dedup"), HAND),
+    # at renamed t2 before dropDuplicatesWithinWatermark(k): keys expire at t2 + 5 s
+    "stamp_renamed_within": Case(Chain("stamp", "append", then="renamed_within"), HAND),
     "echo_count_update": Case(Chain("echo_count", "update"), HAND),
     "echo_count_complete": Case(Chain("echo_count", "complete"), HAND),
     "capped_count_update": Case(Chain("capped_count", "update"), HAND),
@@ -361,6 +382,11 @@ CASES["dedup_apply"] = Case(Chain("dedup", "append", then="apply"), REPEATS)
 CASES["dedup_apply_timeout"] = Case(Chain("dedup", "append", then="apply_timeout"), REPEATS)
 CASES["dedup_apply_update"] = Case(
     Chain("dedup", "update", then="apply_timeout", op_mode="Update"), REPEATS
+)
+# ts renamed at between dropDuplicates and the function: Spark's function still sees the
+# watermark (for late rows, EventTimeTimeout and getCurrentWatermarkMs)
+CASES["dedup_renamed_apply_timeout"] = Case(
+    Chain("dedup", "append", then="apply_timeout", renamed=True), REPEATS
 )
 CASES["stamp_apply"] = Case(Chain("stamp", "append", then="apply"), HAND)
 # far-future last files move the watermark past every key's timeout (a processor's

@@ -309,6 +309,64 @@ def test_drop_duplicates_after_a_function_forgets_keys_behind_the_watermark() ->
     assert handle.last_progress.state_rows == 1
 
 
+@pytest.mark.parametrize("column", ["at", "t2"])
+def test_drop_duplicates_within_watermark_after_a_function_follows_a_rename(column: str) -> None:
+    """``at`` renamed ``t2`` between the function and
+    ``drop_duplicates_within_watermark(["k"])``: a key expires at its ``t2`` + 5 s as on
+    ``at``. By hand (W: latest ts - 5 s): (a, 10) is emitted (a expires at 15; W 5 after);
+    (a, 12) is a duplicate (W 7); (b, 30) is emitted (W 25), the no-data batch at W 25
+    expires a; (a, 40) is emitted again."""
+    events = sk.read_stream.memory(SCHEMA)
+    out = _at_query(events)
+    if column == "t2":
+        out = out.select(sk.col("at").alias("t2"), "k", "v")
+    seen: list[list[tuple[str, int]]] = []
+    query = out.drop_duplicates_within_watermark(["k"]).write_stream.output_mode("append")
+    handle = query.foreach_batch(
+        lambda f, i: seen.append([(r["k"], r["v"]) for r in f.to_arrow().to_pylist()])
+    ).start()
+    try:
+        for second, k in ((10, "a"), (12, "a"), (30, "b"), (40, "a")):
+            row = {"ts": T0 + timedelta(seconds=second), "k": k, "v": second * 1000, "u": 0}
+            events.stream.add_rows([row])
+            handle.process_all_available()
+    finally:
+        handle.stop()
+    assert handle.exception is None
+    assert [rows for rows in seen if rows] == [[("a", 10_000)], [("b", 30_000)], [("a", 40_000)]]
+
+
+@pytest.mark.parametrize("column", ["at", "t2"])
+def test_window_after_a_function_follows_a_rename(column: str) -> None:
+    """``at`` renamed ``t2`` between the function and a 10 s window on it (append): the
+    window closes with the watermark the function passes on, as on ``at``. By hand
+    (at = ts; W: latest ts - 5 s): rows at 1, 12, then 30 (W 25: the no-data batch closes
+    [0, 10) and [10, 20)), then 50 (W 45 closes [30, 40))."""
+    events = sk.read_stream.memory(SCHEMA)
+    out = _at_query(events)
+    if column == "t2":
+        out = out.select(sk.col("at").alias("t2"), "k", "v")
+    counts = out.group_by(sk.window(column, "10 seconds")).agg(sk.count().alias("n"))
+    seen: list[list[tuple[int, int, int]]] = []
+
+    def collect(frame: sk.DataFrame, _: int) -> None:
+        rows = frame.to_arrow().to_pylist()
+        secs = [((r["window"]["start"] - T0).seconds, (r["window"]["end"] - T0).seconds, r["n"])
+                for r in rows]  # fmt: skip
+        seen.append(sorted(secs))
+
+    handle = counts.write_stream.output_mode("append").foreach_batch(collect).start()
+    try:
+        for second in (1, 12, 30, 50):
+            row = {"ts": T0 + timedelta(seconds=second), "k": "a", "v": second * 1000, "u": 0}
+            events.stream.add_rows([row])
+            handle.process_all_available()
+    finally:
+        handle.stop()
+    assert handle.exception is None
+    assert [rows for rows in seen if rows] == [[(0, 10, 1), (10, 20, 1)], [(30, 40, 1)]]
+
+
 class Count(sk.StatefulProcessor):
     """Above another function: rows per key so far, and an event-time timer at the
     key's latest ``at`` + 5 s that emits (k, -n) and forgets the key."""
@@ -402,6 +460,33 @@ def echo_apply_query(folder: Path) -> Any:
         )
     )
     return _apply_tally(echoed)
+
+
+@pytest.mark.parametrize("column", ["ts", "at"])
+def test_function_after_drop_duplicates_follows_a_rename_between_them(column: str) -> None:
+    """``ts`` renamed ``at`` between ``drop_duplicates`` and the function (``at``: a plain
+    alias keeps Spark's event-time metadata): the function sees the watermark as without
+    the rename (EventTimeTimeout runs; timeouts fire at it). By hand (delay 5 s, timeout at
+    a key's latest time + 5 s): a@10 twice and b@12 give (a, 1), (b, 1) (W 7 after);
+    a@10 again is a duplicate, c@100 gives (c, 1) (W 95 after); the no-data batch at W 95
+    times a (15) and b (17) out; a@10 once more is late (nothing)."""
+    events = sk.read_stream.memory(SCHEMA)
+    deduped = events.with_watermark("ts", "5 seconds").drop_duplicates(["k", "ts"])
+    if column == "at":
+        deduped = deduped.select(sk.col("ts").alias("at"), "k", "v")
+    seen: list[tuple[int, list[Any]]] = []
+    handle = _apply_tally(deduped).foreach_batch(collector(seen)).start()
+    try:
+        for rows in ([(10, "a"), (10, "a"), (12, "b")], [(10, "a"), (100, "c")], [(10, "a")]):
+            events.stream.add_rows(
+                [{"ts": T0 + timedelta(seconds=s), "k": k, "v": 1, "u": 0} for s, k in rows]
+            )
+            handle.process_all_available()
+    finally:
+        handle.stop()
+    assert handle.exception is None
+    emitted = [rows for _, rows in seen if rows]
+    assert emitted == [[("a", 1), ("b", 1)], [("c", 1)], [("a", -1), ("b", -1)]]
 
 
 REPEATED = [FILES[0], FILES[1] + [(0, "a", 1)], FILES[2] + [(5, "a", 2), (30, "c", 1)], *FILES[3:]]
