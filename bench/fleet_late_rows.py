@@ -25,13 +25,12 @@ medians, median of per-round ratios), and the 1-minute load average before and a
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import time
+from functools import partial
 
 import polars as pl
 import pyarrow as pa
+from _before_after import before_after, options
 from computed_watermark import batches
 
 import streamkit as sk
@@ -55,7 +54,7 @@ def stage(mode: str, plan: str) -> SourceStage:
     return source
 
 
-def one_round(mode: str, plan: str, data: list[pl.DataFrame]) -> tuple[float, float, int]:
+def one_round(mode: str, data: list[pl.DataFrame], plan: str) -> tuple[float, float, int]:
     source = stage(mode, plan)
     size = 0
     cpu, wall = time.process_time(), time.perf_counter()
@@ -68,35 +67,11 @@ def one_round(mode: str, plan: str, data: list[pl.DataFrame]) -> tuple[float, fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser = options()
     parser.add_argument("--plan", choices=["sliding", "join", "repeated"], default="sliding")
     args = parser.parse_args()
     data = batches(args.rows, args.batches, behind_ms=60_000)
-    modes = ("before", "after")
-    cpu: dict[str, list[float]] = {m: [] for m in modes}
-    wall: dict[str, list[float]] = {m: [] for m in modes}
-    size: dict[str, int] = {}
-    load_before = os.getloadavg()[0]
-    one_round("after", args.plan, data[:2])  # warm-up (imports, compilation caches)
-    for r in range(args.repeat):
-        for mode in modes if r % 2 == 0 else modes[::-1]:
-            c, w, n = one_round(mode, args.plan, data)
-            cpu[mode].append(c)
-            wall[mode].append(w)
-            size[mode] = n
-    load_after = os.getloadavg()[0]
-    for mode in modes:
-        print(f"{mode:7s} CPU {statistics.median(cpu[mode]):.3f} s  "
-              f"wall {statistics.median(wall[mode]):.3f} s  chunk bytes {size[mode]}")  # fmt: skip
-    medians = statistics.median(cpu["after"]) / statistics.median(cpu["before"])
-    paired = statistics.median(a / b for a, b in zip(cpu["after"], cpu["before"], strict=True))
-    wall_ratio = statistics.median(wall["after"]) / statistics.median(wall["before"])
-    print(f"after / before CPU: {medians:.3f} (ratio of medians), {paired:.3f} (per round); "
-          f"wall {wall_ratio:.3f}")  # fmt: skip
-    print(f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after")
+    before_after(partial(one_round, plan=args.plan), data, args.repeat, "chunk bytes")
 
 
 if __name__ == "__main__":

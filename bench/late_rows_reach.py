@@ -20,13 +20,11 @@ of each mode, and the 1-minute load average before and after.
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import time
 
 import polars as pl
 import pyarrow as pa
+from _before_after import before_after, options
 from computed_watermark import batches
 
 import streamkit as sk
@@ -56,34 +54,9 @@ def one_round(mode: str, data: list[pl.DataFrame]) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args()
+    args = options().parse_args()
     data = batches(args.rows, args.batches, behind_ms=60_000)  # ~12% of rows late
-    modes = ("before", "after")
-    cpu: dict[str, list[float]] = {m: [] for m in modes}
-    wall: dict[str, list[float]] = {m: [] for m in modes}
-    late: dict[str, int] = {}
-    load_before = os.getloadavg()[0]
-    one_round("after", data[:2])  # warm-up (imports, compilation caches)
-    for r in range(args.repeat):
-        for mode in modes if r % 2 == 0 else modes[::-1]:
-            c, w, n = one_round(mode, data)
-            cpu[mode].append(c)
-            wall[mode].append(w)
-            late[mode] = n
-    load_after = os.getloadavg()[0]
-    for mode in modes:
-        print(f"{mode:7s} CPU {statistics.median(cpu[mode]):.3f} s  "
-              f"wall {statistics.median(wall[mode]):.3f} s  late rows {late[mode]}")  # fmt: skip
-    medians = statistics.median(cpu["after"]) / statistics.median(cpu["before"])
-    paired = statistics.median(a / b for a, b in zip(cpu["after"], cpu["before"], strict=True))
-    wall_ratio = statistics.median(wall["after"]) / statistics.median(wall["before"])
-    print(f"after / before CPU: {medians:.3f} (ratio of medians), {paired:.3f} (per round); "
-          f"wall {wall_ratio:.3f}")  # fmt: skip
-    print(f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after")
+    before_after(one_round, data, args.repeat, "late rows")
 
 
 if __name__ == "__main__":
