@@ -25,7 +25,9 @@ import pyarrow as pa
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+    OurRows = Callable[[pa.Table], list[tuple[Any, ...]]]
 
 from tests.differential.engines import DEADLINE, order
 from tests.differential.test_chains import spark_rows, streamkit_rows, w
@@ -41,6 +43,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 Batches = list[tuple[int, list[tuple[Any, ...]]]]
 CONCURRENT = 6
+"""Spark queries run at once (py4j's callback channel on a busy machine)."""
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -119,13 +123,13 @@ class JoinAgg:
 
 
 class SparkRun:
-    """Spark's query over ``left/`` and ``right/``: every batch, and the rows held by its
-    stateful operators after each batch."""
+    """Spark's query over ``left/`` and ``right/`` of one directory: every batch (as
+    ``rows`` gives it), and the rows held by its stateful operators after each batch."""
 
     def __init__(
         self,
         spark: Any,
-        op: JoinAgg | Any,
+        op: StreamOp,
         directory: Path,
         rows: Callable[[Any], list[tuple[Any, ...]]] | None = None,
     ) -> None:
@@ -145,17 +149,25 @@ class SparkRun:
             .start()
         )  # fmt: skip
 
-    def result(self) -> tuple[Batches, list[int]]:
+    def outcome(self) -> tuple[Batches, list[Any], str | None]:
+        """Once it ends: its batches and its progress reports, both in batch order, and
+        the error that stopped it (None: none). Removes its checkpoint."""
         try:
             assert self._handle.awaitTermination(DEADLINE), "Spark did not finish"
-            assert self._handle.exception() is None, str(self._handle.exception())
-            states = [
-                sum(int(s["numRowsTotal"]) for s in p["stateOperators"])
-                for p in sorted(self._handle.recentProgress, key=lambda p: p["batchId"])
-            ]
+            error = self._handle.exception()
+            progress = [] if error is not None else self._handle.recentProgress
         finally:
             self._ck.cleanup()
-        return sorted(self.seen, key=lambda b: b[0]), states
+        batches = sorted(self.seen, key=lambda b: b[0])
+        if error is not None:
+            return batches, [], str(error)
+        return batches, sorted(progress, key=lambda p: p["batchId"]), None
+
+    def result(self) -> tuple[Batches, list[int]]:
+        """Its batches and the rows held after each (it must not fail)."""
+        batches, progress, error = self.outcome()
+        assert error is None, error
+        return batches, [sum(int(s["numRowsTotal"]) for s in p["stateOperators"]) for p in progress]
 
 
 def their_rows(batch: Any) -> list[tuple[Any, ...]]:
@@ -213,14 +225,14 @@ class StreamOp(Protocol):
 OpT = TypeVar("OpT", bound=StreamOp)
 
 
-def run_streamkit(
+def streamkit_progress(
     op: StreamOp,
     directory: Path,
-    rows: Callable[[pa.Table], list[tuple[Any, ...]]] = our_rows,
+    rows: OurRows = our_rows,
     checkpoint: Path | None = None,
-) -> tuple[Batches, list[int]]:
-    """The query through streamkit: its batches (each as ``rows`` gives it) and the rows
-    held after each (``checkpoint``: resume from and write to it)."""
+) -> tuple[Batches, list[Any]]:
+    """The query through streamkit: its batches (each as ``rows`` gives it) and the
+    progress of each (``checkpoint``: resume from and write to it)."""
     seen: Batches = []
     writer = (
         op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
@@ -232,8 +244,16 @@ def run_streamkit(
     handle = writer.start()
     assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
     assert handle.exception is None, repr(handle.exception)
-    states = [p.state_rows for p in handle.recent_progress if p.num_input_rows >= 0]
-    return sorted(seen, key=lambda b: b[0]), states
+    progress = [p for p in handle.recent_progress if p.num_input_rows >= 0]
+    return sorted(seen, key=lambda b: b[0]), progress
+
+
+def run_streamkit(
+    op: StreamOp, directory: Path, rows: OurRows = our_rows, checkpoint: Path | None = None
+) -> tuple[Batches, list[int]]:
+    """:func:`streamkit_progress`'s batches, and the rows held after each."""
+    batches, progress = streamkit_progress(op, directory, rows, checkpoint)
+    return batches, [p.state_rows for p in progress]
 
 
 def L(t: int, k: str, v: int) -> tuple[int, str, int]:
@@ -338,22 +358,38 @@ def write_case(root: Path, case: Case[Any]) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def runs(
-    spark: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> dict[str, Any]:
-    """The selected cases' directories and Spark's batches and state sizes."""
+def spark_runs(
+    spark: Any,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    cases: Mapping[str, Case[Any]],
+    finish: Callable[[SparkRun], R],
+    *,
+    rows: Callable[[Any], list[tuple[Any, ...]]] | None = None,
+) -> dict[str, tuple[Path, R]]:
+    """For the ``cases`` this session selected in the requesting module: each one's
+    directory (its files written) and what ``finish`` makes of Spark's run over it
+    (batches as ``rows`` gives them); ``CONCURRENT`` queries at a time."""
     selected = {
         item.callspec.params["name"]
         for item in request.session.items
         if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
     }
-    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items() if n in selected}
-    names, results = list(dirs), {}  # type: list[str], dict[str, Any]
-    for at in range(0, len(names), CONCURRENT):  # a few at a time: py4j's callbacks
-        started = {n: SparkRun(spark, CASES[n].op, dirs[n]) for n in names[at : at + CONCURRENT]}
-        results |= {n: (dirs[n], run.result()) for n, run in started.items()}
+    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in cases.items() if n in selected}
+    names, results = list(dirs), {}  # type: list[str], dict[str, tuple[Path, R]]
+    for at in range(0, len(names), CONCURRENT):
+        chunk = names[at : at + CONCURRENT]
+        started = {n: SparkRun(spark, cases[n].op, dirs[n], rows) for n in chunk}
+        results |= {n: (dirs[n], finish(run)) for n, run in started.items()}
     return results
+
+
+@pytest.fixture(scope="module")
+def runs(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    """The selected cases' directories and Spark's batches and state sizes."""
+    return spark_runs(spark, request, tmp_path_factory, CASES, SparkRun.result)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -26,13 +26,13 @@ from tests.differential.test_joins_stream_agg import (
     SparkRun,
     run_streamkit,
     sides,
+    spark_runs,
     write_case,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 Batches = list[tuple[int, list[tuple[Any, ...]]]]
-CONCURRENT = 6
 
 
 @dataclass(frozen=True)
@@ -119,20 +119,7 @@ for _seed in (21, 22, 23):
 def runs(
     spark: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> dict[str, Any]:
-    selected = {
-        item.callspec.params["name"]
-        for item in request.session.items
-        if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
-    }
-    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items() if n in selected}
-    names, results = list(dirs), {}  # type: list[str], dict[str, Any]
-    for at in range(0, len(names), CONCURRENT):
-        started = {
-            n: SparkRun(spark, CASES[n].op, dirs[n], spark_rows)
-            for n in names[at : at + CONCURRENT]
-        }
-        results |= {n: (dirs[n], run.result()) for n, run in started.items()}
-    return results
+    return spark_runs(spark, request, tmp_path_factory, CASES, SparkRun.result, rows=spark_rows)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -18,19 +18,16 @@ Condition: ``lk = rk AND r BETWEEN l - before AND l + after`` on the columns ``l
 from __future__ import annotations
 
 import random
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.differential.engines import DEADLINE, order
+from tests.differential.engines import order
 from tests.differential.inputs import micros
 from tests.differential.test_joins_stream import (
     HAND,
-    LEFT_DDL,
-    RIGHT_DDL,
     P,
     SideFiles,
     random_side,
@@ -39,16 +36,15 @@ from tests.differential.test_joins_stream_agg import (
     HAND_PROBE,
     Batches,
     Case,
-    our_rows,
+    SparkRun,
     sides,
-    their_rows,
+    spark_runs,
+    streamkit_progress,
     write_case,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
-CONCURRENT = 6
-"""Spark queries run at once (py4j's callback channel on a busy machine)."""
 SHIFT = 2
 """Seconds a computed event time adds to the column it is computed from."""
 
@@ -169,53 +165,21 @@ Result = tuple[Batches, list[int], list[int]]
 """Batches, rows held after each batch, rows dropped as late in each batch."""
 
 
-class SparkRun:
-    """Spark's query over ``left/`` and ``right/`` of one directory."""
-
-    def __init__(self, spark: Any, op: Lineage, directory: Path) -> None:
-        self.seen: Batches = []
-        self._ck = tempfile.TemporaryDirectory(prefix="spark-ck-")
-
-        def stream(side: str, ddl: str) -> Any:
-            reader = spark.readStream.schema(ddl).option("maxFilesPerTrigger", 1)
-            return reader.json(str(directory / side))
-
-        query = op.spark(stream("left", LEFT_DDL), stream("right", RIGHT_DDL))
-        self._handle = (
-            query.writeStream.outputMode(op.mode).trigger(availableNow=True)
-            .option("checkpointLocation", self._ck.name)
-            .foreachBatch(lambda b, i: self.seen.append((i, their_rows(b))))
-            .start()
-        )  # fmt: skip
-
-    def result(self) -> Result | str:
-        """What it emitted and held; or the error that stopped it."""
-        try:
-            assert self._handle.awaitTermination(DEADLINE), "Spark did not finish"
-            if self._handle.exception() is not None:
-                return str(self._handle.exception())
-            progress = sorted(self._handle.recentProgress, key=lambda p: p["batchId"])
-            ops = [p["stateOperators"] for p in progress]
-            held = [sum(int(s["numRowsTotal"]) for s in o) for o in ops]
-            # the join is the first operator of the plan's chain (the last one listed)
-            late = [int(o[-1]["numRowsDroppedByWatermark"]) for o in ops]
-        finally:
-            self._ck.cleanup()
-        return sorted(self.seen, key=lambda b: b[0]), held, late
+def spark_result(run: SparkRun) -> Result | str:
+    """What Spark's query emitted, held and dropped as late; or the error that stopped it."""
+    batches, progress, error = run.outcome()
+    if error is not None:
+        return error
+    ops = [p["stateOperators"] for p in progress]
+    held = [sum(int(s["numRowsTotal"]) for s in o) for o in ops]
+    # the join is the first operator of the plan's chain (the last one listed)
+    late = [int(o[-1]["numRowsDroppedByWatermark"]) for o in ops]
+    return batches, held, late
 
 
 def run_streamkit(op: Lineage, directory: Path) -> Result:
-    seen: Batches = []
-    handle = (
-        op.streamkit(*sides(directory)).write_stream.output_mode(op.mode)
-        .trigger(available_now=True)
-        .foreach_batch(lambda f, i: seen.append((i, our_rows(f.to_arrow())))).start()
-    )  # fmt: skip
-    assert handle.await_termination(timeout=DEADLINE), "streamkit did not finish"
-    assert handle.exception is None, repr(handle.exception)
-    progress = [p for p in handle.recent_progress if p.num_input_rows >= 0]
-    held, late = [p.state_rows for p in progress], [p.late_rows for p in progress]
-    return sorted(seen, key=lambda b: b[0]), held, late
+    batches, progress = streamkit_progress(op, directory)
+    return batches, [p.state_rows for p in progress], [p.late_rows for p in progress]
 
 
 def at(t: int | None) -> int | None:
@@ -357,17 +321,7 @@ def runs(
     spark: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> dict[str, Any]:
     """The selected cases' directories and Spark's results (a few queries at a time)."""
-    selected = {
-        item.callspec.params["name"]
-        for item in request.session.items
-        if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
-    }
-    dirs = {n: write_case(tmp_path_factory.mktemp(n), c) for n, c in CASES.items() if n in selected}
-    names, results = list(dirs), {}  # type: list[str], dict[str, Any]
-    for i in range(0, len(names), CONCURRENT):
-        started = {n: SparkRun(spark, CASES[n].op, dirs[n]) for n in names[i : i + CONCURRENT]}
-        results |= {n: (dirs[n], run.result()) for n, run in started.items()}
-    return results
+    return spark_runs(spark, request, tmp_path_factory, CASES, spark_result)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -413,7 +367,7 @@ def test_what_spark_fails_is_refused_at_start(spark: Any, name: str, tmp_path: P
     op, reason = REFUSED[name]
     directory = write_case(tmp_path, Case(op, [[(100, "a", 1)]], [[(101, "a", 2)]]))
     try:
-        theirs = SparkRun(spark, op, directory).result()
+        theirs = spark_result(SparkRun(spark, op, directory))
     except Exception as error:  # refused at start (AnalysisException)
         theirs = str(error)
     assert isinstance(theirs, str), "Spark ran it"
