@@ -117,6 +117,7 @@ ENGINE = Group(
                 f"{_STREAMING}/test_watermark_column.py",
                 f"{_STREAMING}/test_late_rows_reach_operator.py",
                 "tests/streamkit/fleet/test_fleet_watermark_above.py",
+                "tests/streamkit/test_mutation_kills_watermark_lineage.py",
             ),
         ),
         Module(
