@@ -106,6 +106,7 @@ ENGINE = Group(
                 f"{_STREAMING}/state",
                 *_ENGINE_TESTS,
                 f"{_STREAMING}/test_watermark_key.py",
+                "tests/streamkit/test_mutation_kills_state_store.py",
             ),
         ),
         Module(
