@@ -1,10 +1,10 @@
 """The state store: what `make mutation` found untested in streamkit/streaming/state.
 
-Expected values are worked out by hand from the documented guarantees: the hash index
-maps hashes to any value >= 0 (0 included) and keeps its load factor at most 1/2 with a
-table the smallest power of two of at least 4 cells per live key after a rebuild; the
-keyed store's slot path gives ``sum`` of an integer column as a 64-bit total, and the
-rows it writes can be moved by later tidies like any others.
+Expected values are worked out by hand: the hash index maps hashes to any value >= 0
+(0 included), keeps its load factor at most 1/2 and, on a rebuild, sizes its table to the
+smallest power of two of at least 4 cells per live key (its memory); the keyed store's
+slot path sums a Float32 column as Float64 (as ``aggregate.partial`` and Spark do), and
+the rows it writes can be moved by later tidies like any others.
 """
 
 from __future__ import annotations
