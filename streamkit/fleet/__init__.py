@@ -5,7 +5,10 @@
 - :mod:`~streamkit.fleet.chunk`: the exchange record format (Arrow IPC + JSON header);
 - :mod:`~streamkit.fleet.routing`: which exchange partition a group key goes to;
 - :mod:`~streamkit.fleet.aggregation_stage`: an aggregation task's batch: dedup, merge,
-  fleet watermark, eviction and emission, checkpoint.
+  fleet watermark, eviction and emission, checkpoint;
+- :mod:`~streamkit.fleet.chain_keys`, :mod:`~streamkit.fleet.chain_tail`: which chains
+  (``drop_duplicates`` then an aggregation) a fleet runs, routed how, and the operators
+  an aggregation task runs above the ``drop_duplicates``.
 """
 
 from __future__ import annotations

@@ -43,7 +43,10 @@ For a ``drop_duplicates`` plan, steps 4 and 5 are those of the single-process en
 counted as the rows read it stands for, against
 the watermark in force in the previous batch, the first row of each key not held is
 emitted, keys evicted with the watermark in force in this batch), its key store checkpointed
-like the aggregation's.
+like the aggregation's. For a chain (``drop_duplicates`` then an aggregation,
+:attr:`FleetPlan.chain`), the rows it emits then go through the operators above it with
+the same two watermarks, and the state checkpointed is every operator's
+(:mod:`~streamkit.fleet.chain_tail`).
 
 Driving it (an aggregation task, per poll of its exchange shard): records read ->
 ``apply(records, now)``, sink the output, ``checkpoint_state(log, batch_id)``, commit,
@@ -77,6 +80,7 @@ from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.watermark_lineage import dedup_time_columns
 from streamkit.windows import WEND
 
+from .chain_tail import ChainTail
 from .chunk import ChunkError, ChunkHeader, decode_chunk
 from .fleet_plan import FleetPlan
 from .late_rows import LATE
@@ -177,8 +181,12 @@ class AggregationStage:
         self.fleet, self.idle_timeout, self.query = fleet, idle_timeout, query
         self.agg, self.mode = fleet.agg, fleet.mode
         self._dedup: StreamingDedup | None = None
-        self._store: StateStore | DedupStore
-        if fleet.dedup is not None:
+        self._tail: ChainTail | None = None
+        self._store: StateStore | DedupStore | ChainTail
+        if fleet.chain is not None:
+            self._tail = ChainTail(fleet)
+            self._dedup, self._store = self._tail.dedup, self._tail
+        elif fleet.dedup is not None:
             times = dedup_time_columns(fleet.dedup, fleet.mark, fleet.above)
             self._dedup = StreamingDedup(fleet.dedup, fleet.mark, times)
             self._store = self._dedup.store
@@ -257,7 +265,7 @@ class AggregationStage:
             self.late_rows += int(late[count].sum()) if late.height else 0
         states = states.drop(LATE, strict=False)
         store, agg = self._store, self.agg
-        assert not isinstance(store, DedupStore)
+        assert not isinstance(store, DedupStore | ChainTail)
         assert agg is not None
         touched = store.merge(states)
         timed = self.fleet.window_mark is not None or self.fleet.key_mark is not None
@@ -277,6 +285,9 @@ class AggregationStage:
         rows, late = dedup.split_late(rows, late_mark)
         self.late_rows += int(late[LATE].sum()) if LATE in late.columns else late.height
         output = dedup.run(rows.drop(LATE, strict=False), in_force)
+        if self._tail is not None:  # a chain: the aggregation above, with the same marks
+            output = self._tail.run(output, late_mark, in_force)
+            return BatchResult(output, late, self.watermark)
         return BatchResult(self._finish(output), late, self.watermark)
 
     def run_no_data(self, now: float) -> BatchResult:
@@ -294,11 +305,14 @@ class AggregationStage:
     @property
     def owes_batch(self) -> bool:
         """True when the fleet watermark moved past the one in force in the last batch,
-        in append or update mode with a watermark (as ``IncrementalQuery.owes_batch``),
+        in append or update mode with a watermark (as ``IncrementalQuery.owes_batch``;
+        a chain in any mode: its ``drop_duplicates`` runs in append mode, as in
+        ``ChainQuery.owes_batch``),
         also right after a :meth:`restore`: the batch the previous owner owed is owed by
         the next one (unlike a restarted single-process query, which owes none until input
         comes, as Spark: here input may never come again for this exchange partition)."""
-        if self.fleet.mark is None or self.mode == "complete":
+        first = "append" if self._tail is not None else self.mode  # a chain's first's mode
+        if self.fleet.mark is None or first == "complete":
             return False
         return agg_steps.watermark_moved(self.watermark, self._in_force, restored=False)
 
@@ -422,6 +436,8 @@ class AggregationStage:
 
     def current_result(self) -> pl.DataFrame:
         """The result over all groups held (what complete mode would emit)."""
+        if self._tail is not None:
+            return self._tail.current_result()
         if self.agg is None:
             raise PlanError("a drop_duplicates stage has no result over its state")
         return self._finish(agg_steps.final(self._store.rows(), self.agg, self.spec))

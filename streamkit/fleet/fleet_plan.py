@@ -22,8 +22,9 @@ starts "not supported on a fleet yet: ..." and names the construct):
   single-process engine's pinned snapshot (:attr:`FleetPlan.static`), one for the query's
   life: a static side that reloads (``reload_every``) is refused, and every worker start
   checks the tables against the query's first start
-  (:mod:`~streamkit.fleet.static_snapshot`); a join of two streams, and a join above the
-  stateful operator, are refused;
+  (:mod:`~streamkit.fleet.static_snapshot`); between the operators of a chain (below), the
+  aggregation tasks join the rows the ``drop_duplicates`` emitted; a join of two streams,
+  and a join above the last stateful operator, are refused;
 - **one** ``drop_duplicates`` (or ``drop_duplicates_within_watermark``) over one stream,
   in the modes the single-process engine accepts, with the same plans below and above it:
   source tasks run the part below it and keep the first row of each key of their batch
@@ -32,7 +33,14 @@ starts "not supported on a fleet yet: ..." and names the construct):
   each key's state lives in one aggregation task, which judges late rows against the fleet
   watermark and holds and evicts keys as the single-process engine does
   (:class:`~streamkit.streaming.dedup.StreamingDedup`). The watermark column, if any, must
-  reach the ``drop_duplicates`` (late rows are judged there).
+  reach the ``drop_duplicates`` (late rows are judged there);
+- **a chain** (README rule 11): one aggregation over the ``drop_duplicates``, with
+  filters, projections and stream-static joins between them, when the aggregation also
+  groups by a ``drop_duplicates`` key as is: rows are routed by such keys
+  (:mod:`~streamkit.fleet.chain_keys`) and the aggregation tasks run both operators with
+  the single-process engine's (:attr:`FleetPlan.chain`, :mod:`~streamkit.fleet.chain_tail`).
+  An operator over an aggregation, a longer chain and a chain without such a key are
+  refused.
 """
 
 from __future__ import annotations
@@ -52,13 +60,14 @@ from streamkit.reloading import reloadable_sources
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.stream_static import is_streaming
 from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, drops_late, next_watermark
+from streamkit.streaming.chain import make_engine
 from streamkit.streaming.downstream import above
-from streamkit.streaming.incremental import IncrementalQuery
 from streamkit.streaming.static_sides import StaticSide, bind_static_sides
 from streamkit.streaming.watermark_input import WatermarkRows, watermark_filter
 from streamkit.streaming.watermark_lineage import watermarked_keys, window_watermark
 from streamkit.transform_state import TransformWithState
 
+from .chain_keys import chain_route_keys, chained_aggregation
 from .routing import check_routable
 
 _NAMES: tuple[tuple[type, str], ...] = (
@@ -73,7 +82,8 @@ def _refuse(what: str, fix: str) -> PlanError:
 
 def _check_join(join: Join, nodes: list[Plan]) -> None:
     """A stream-static join below the stateful operator runs in each source task, on its
-    own rows (the static side is the same in every task); anything else is refused."""
+    own rows (the static side is the same in every task), one between the operators of a
+    chain in the aggregation tasks; anything else is refused."""
     if is_streaming(join.left) == is_streaming(join.right):
         raise _refuse(
             "a join of two streams (both sides need repartitioning by the join key and "
@@ -106,7 +116,8 @@ class FleetPlan:
     """The aggregation (None: a stateless plan)."""
     mark: Watermark | None
     above: Plan | None
-    """What runs on the aggregation's output (None: nothing)."""
+    """What runs on the aggregation's (or ``drop_duplicates``') output (None: nothing, or
+    a chain: :attr:`chain`)."""
     counts: WatermarkRows | None
     """Rows that move the watermark (Spark's pushed-down filters; None: all)."""
     dedup: Deduplicate | None = None
@@ -116,6 +127,10 @@ class FleetPlan:
     its :class:`~streamkit.streaming.static_sides.StaticSide`, none reloading, so its rows
     are computed once); whoever runs the rows of a batch through them refreshes them
     first, as the single-process engine does."""
+
+    chain: Aggregate | None = None
+    """The aggregation above the ``drop_duplicates`` of a chain (None: no chain); the
+    aggregation tasks run both (:mod:`~streamkit.fleet.chain_tail`)."""
 
     @classmethod
     def of(cls, plan: Plan, mode: OutputMode) -> FleetPlan:
@@ -145,17 +160,15 @@ class FleetPlan:
                 _check_join(node, nodes)
         aggs = [n for n in nodes if isinstance(n, Aggregate)]
         dedups = [n for n in nodes if isinstance(n, Deduplicate)]
-        if len(aggs) + len(dedups) > 1:
-            raise _refuse(
-                "a stateful operator over another (aggregation, drop_duplicates)",
-                "run it as one process",
-            )
-        IncrementalQuery(plan, mode)  # the single-process engine's rules for the plan
+        chain = chained_aggregation(nodes)
+        make_engine(plan, mode)  # the single-process engine's rules for the plan (or chain)
         marks = [n for n in nodes if isinstance(n, Watermark)]
         mark = marks[0] if marks else None
         counts = watermark_filter(plan, mark) if mark is not None else None
         if dedups:
-            return cls._deduplicating(plan, mode, dedups[0], mark, counts, static=tuple(static))
+            return cls._deduplicating(
+                plan, mode, dedups[0], mark, counts, static=tuple(static), chain=chain
+            )
         if not aggs:
             return cls(plan, mode, None, mark, None, counts, None, tuple(static))
         agg = aggs[0]
@@ -168,6 +181,7 @@ class FleetPlan:
     def _deduplicating(
         cls, plan: Plan, mode: OutputMode, node: Deduplicate, mark: Watermark | None,
         counts: WatermarkRows | None, *, static: tuple[StaticSide, ...],
+        chain: Aggregate | None,
     ) -> FleetPlan:  # fmt: skip
         schema = node.input.schema
         if mark is not None and mark.column not in schema:
@@ -176,9 +190,10 @@ class FleetPlan:
                 "away (late rows are judged where the keys live)",
                 f"keep {mark.column!r} up to the drop_duplicates",
             )
-        check_routable(pl.Schema({k: schema[k] for k in node.keys}))
-        top = above(plan, node) if node is not plan else None
-        return cls(plan, mode, None, mark, top, counts, node, static)
+        keys = node.keys if chain is None else chain_route_keys(node, chain)
+        check_routable(pl.Schema({k: schema[k] for k in keys}))
+        top = above(plan, node) if node is not plan and chain is None else None
+        return cls(plan, mode, None, mark, top, counts, node, static, chain)
 
     @cached_property
     def window_mark(self) -> Watermark | None:
@@ -243,6 +258,8 @@ class FleetPlan:
     def route_keys(self) -> list[str]:
         """The columns rows are routed by: the group keys, never the window (partial
         states), or the ``drop_duplicates`` keys (rows)."""
+        if self.dedup is not None and self.chain is not None:
+            return chain_route_keys(self.dedup, self.chain)
         if self.dedup is not None:
             return self.dedup.keys
         return list(self.spec.keys)

@@ -291,12 +291,22 @@ class ChainQuery:
         """The operators above the first on its output, with the watermark it passes
         on: ``late_mark`` (from the previous batch's) and the one from this batch's."""
         in_force = self._passed_on(self.first.in_force)
-        out = first.output
+        out = self.run_above(first.output, late_mark, in_force)
+        return BatchResult(out, first.late_rows, first.watermark)
+
+    def run_above(
+        self, out: pl.DataFrame, late_mark: int | None, in_force: int | None
+    ) -> pl.DataFrame:
+        """The operators above the first, then the plan above the last, on ``out`` (what
+        the first emitted in this batch), given the watermarks the first passes on
+        (``late_mark`` from the previous batch's, ``in_force`` from this batch's, in ticks
+        of the first's event time). Static sides are not re-pinned here (:meth:`run`
+        does it before the first operator runs)."""
         for stage, scale in zip(self.stages, self._scale, strict=True):
             out = stage.run(out, scaled(late_mark, scale), scaled(in_force, scale))
             if isinstance(stage, FunctionStage) and stage.passed_on(0) is None:
                 late_mark = in_force = None  # ProcessingTime: nothing passed on above it
-        return BatchResult(self._finish(out), first.late_rows, first.watermark)
+        return self._finish(out)
 
     def _passed_on(self, watermark: int | None) -> int | None:
         """The watermark the first operator passes on when ``watermark`` is in force: the

@@ -59,9 +59,11 @@ def test_a_plan_without_aggregation_is_stateless() -> None:
     [
         (lambda df: df.join(df.select("k"), on="k"), "a join"),
         (lambda df: df.group_by("k").agg(sk.count().alias("n"))
-         .group_by("n").agg(sk.count().alias("m")), "a stateful operator over another"),
-        (lambda df: df.drop_duplicates(["k"]).group_by("k").agg(sk.count().alias("n")),
-         "a stateful operator over another"),
+         .group_by("n").agg(sk.count().alias("m")), "a stateful operator over an aggregation"),
+        (lambda df: df.drop_duplicates(["k"]).drop_duplicates(["k", "v"]),
+         "a stateful operator over another, other than one aggregation over drop_dup"),
+        (lambda df: df.drop_duplicates(["k"]).group_by("v").agg(sk.count().alias("n")),
+         r"drop_duplicates on \['k'\] then an aggregation grouped by 'v'"),
     ],
 )  # fmt: skip
 def test_unsupported_constructs_are_refused_by_name(build: object, construct: str) -> None:

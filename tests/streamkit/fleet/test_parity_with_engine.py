@@ -14,6 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from streamkit.fleet import AggregationStage, SourceStage
+from streamkit.streaming.chain import ChainQuery
 from streamkit.streaming.incremental import IncrementalQuery
 
 from . import sim
@@ -28,7 +29,7 @@ def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def step(
-    engine: IncrementalQuery, source: SourceStage, stages: list[AggregationStage],
+    engine: IncrementalQuery | ChainQuery, source: SourceStage, stages: list[AggregationStage],
     batch: pl.DataFrame, *, seq: int, top: int | None,
     sort: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> tuple[int | None, int]:
