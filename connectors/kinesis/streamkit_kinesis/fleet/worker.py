@@ -106,7 +106,9 @@ class SourceShards:
 
 
 async def first_of_value(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
-    """``work``'s result, or None (``work`` cancelled) once ``stop`` is set first."""
+    """``work``'s result (its error raised), or None once ``stop`` is set first: ``work``
+    is then cancelled (the cancellation takes effect at its next step, after this
+    returns)."""
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -115,7 +117,7 @@ async def first_of_value(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
         stopped.cancel()
         if not task.done():
             task.cancel()
-    return None if task.cancelled() else task.result()
+    return task.result() if task.done() and not task.cancelled() else None
 
 
 async def _source_shards(consumer: KinesisConsumer, settle: float) -> SourceShards:
