@@ -14,7 +14,11 @@ mode (rows routed by ``user_id``); ``--query joined``: the stream left-joined on
 with the static Parquet table ``--static`` (``action``, ``kind``, ``weight``), then per
 (1-minute window, ``kind``): count, value sum and sum of ``value * weight``, watermark
 ``--delay`` behind (:func:`joined`); ``--query joined_stateless``: the rows with
-``value > 20`` inner-joined with it (no exchange). ``--failover`` sets the consumers'
+``value > 20`` inner-joined with it (no exchange); ``--query chained``: a chain,
+``drop_duplicates()`` over every column, then the left join with ``--static``, then per
+(1-minute window, ``user_id``, ``kind``): count, value sum and sum of ``value * weight``,
+watermark ``--delay`` behind (:func:`chained`; rows routed by ``user_id``, the one
+``drop_duplicates`` key the aggregation groups by). ``--failover`` sets the consumers'
 ``failover_time`` (default 6 s; a refused claim fails the worker after twice that). Prints
 ``started`` once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop).
 SIGUSR1 dumps every thread's stack to stderr (the harness does it when a worker does not
@@ -68,6 +72,17 @@ def joined(df: sk.DataFrame, delay: str, static: str) -> sk.DataFrame:
     marked = df.with_watermark("event_time", delay).join(table, on="action", how="left")
     weighted = marked.with_column("vw", sk.col("value") * sk.col("weight"))
     return weighted.group_by(sk.window("event_time", "1 minute"), "kind").agg(
+        sk.count().alias("n"), sk.sum("value").alias("total"), sk.sum("vw").alias("weighted")
+    )
+
+
+def chained(df: sk.DataFrame, delay: str, static: str) -> sk.DataFrame:
+    """A chain: the distinct rows, left-joined with the static table on ``action``, then
+    aggregated per (1-minute window, ``user_id``, ``kind``)."""
+    distinct = df.with_watermark("event_time", delay).drop_duplicates()
+    joined = distinct.join(sk.read.parquet(static), on="action", how="left")
+    weighted = joined.with_column("vw", sk.col("value") * sk.col("weight"))
+    return weighted.group_by(sk.window("event_time", "1 minute"), "user_id", "kind").agg(
         sk.count().alias("n"), sk.sum("value").alias("total"), sk.sum("vw").alias("weighted")
     )
 
@@ -128,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
     p.add_argument("--static", default="")
-    names = ("windowed", "stateless", "dedup", "dedup_within", "joined", "joined_stateless")
+    names = ("windowed", "stateless", "dedup", "dedup_within", "joined", "joined_stateless",
+             "chained")  # fmt: skip
     p.add_argument("--query", choices=names, default="windowed")
     p.add_argument("--failover", type=float, default=6.0)
     args = p.parse_args(argv)
@@ -143,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                "dedup": lambda: deduplicated(df, args.delay),
                "dedup_within": lambda: deduplicated_within(df, args.delay),
                "joined": lambda: joined(df, args.delay, args.static),
-               "joined_stateless": lambda: joined_stateless(df, args.static)}  # fmt: skip
+               "joined_stateless": lambda: joined_stateless(df, args.static),
+               "chained": lambda: chained(df, args.delay, args.static)}  # fmt: skip
     query = queries[args.query]()
     member = (
         query.write_stream.output_mode(args.mode)
