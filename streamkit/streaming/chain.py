@@ -25,9 +25,11 @@ watermark on its ``event_time_column_name``), an aggregation grouped by a plain 
 carrying the watermark (or a plain rename of it, on which a window may be too), without a
 window, evicts groups and drops late rows by that key as the first operator would
 (:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
-all three). Above a first aggregation grouped by such a key, that key carries it on (an
-aggregate output never does). Stream-static joins may sit between or above the
-operators: every static side is pinned once per batch.
+all three). Above a first aggregation grouped by such a key (or an alias of it in
+``group_by``), that key carries it on, and a stateful function above any aggregation sees
+it there (an aggregate output never carries it:
+:func:`~streamkit.streaming.chain_marks.agg_key_times`). Stream-static joins may sit
+between or above the operators: every static side is pinned once per batch.
 
 A stream-stream join may be the first operator (:mod:`~streamkit.streaming.stream_join`):
 the operators above it are given the join's output watermark (Spark's

@@ -24,6 +24,8 @@ from streamkit.streaming.watermark_lineage import (
 from streamkit.transform_state import TransformWithState
 from streamkit.windows import WINDOW_COLUMN
 
+STATEFUL = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
+
 
 def event_time_window(node: Aggregate, below: Plan, times: tuple[str, ...]) -> bool:
     """Whether ``node`` groups by a window over an event time the operator below passes
@@ -53,8 +55,7 @@ def key_times(node: Aggregate, below: Aggregate) -> tuple[str, ...]:
     column's metadata in Spark; an aggregate's output, even named ``ts``, has none), and
     plain renames of them after it. None for a deeper chain (not followed yet)."""
     marks = [n for n in below.chain() if isinstance(n, Watermark)]
-    stateful = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
-    if not marks or any(isinstance(n, stateful) for n in below.chain()[1:]):
+    if not marks or any(isinstance(n, STATEFUL) for n in below.chain()[1:]):
         return ()
     if window_watermark(below, marks[0]) is not None:
         return ()
@@ -90,20 +91,35 @@ def passed_marks(
 def marks_below(below: Operator, times: tuple[str, ...]) -> tuple[Watermark, ...]:
     """The watermarks the operator ``below`` (not a join: :func:`passed_marks`) passes
     on, on columns of its output: ``transform_with_state_in_pandas``'
-    ``event_time_column_name``, else those of ``times`` (its watermarked columns) it
-    outputs as timestamps (none on an aggregation's window)."""
+    ``event_time_column_name``; an aggregation's group keys carrying it
+    (:func:`agg_key_times`; none on its window); else those of ``times`` (its watermarked
+    columns) it outputs as timestamps."""
     if isinstance(below, TransformWithState):
         mark = below.output_watermark()
         return () if mark is None else (mark,)
     marks = [n for n in below.chain() if isinstance(n, Watermark)]
     if not marks:
         return ()
+    if isinstance(below, Aggregate):
+        times = agg_key_times(below, marks[0], times)
     schema = below.schema
     return tuple(
         Watermark(below, c, marks[0].delay_ns)
         for c in times
         if c in schema and isinstance(schema[c], pl.Datetime)
     )
+
+
+def agg_key_times(agg: Aggregate, mark: Watermark, times: tuple[str, ...]) -> tuple[str, ...]:
+    """The group keys of ``agg`` (output names) that carry the watermark: a plain
+    reference to a column of its input that carries it, under any alias
+    (``group_by(col("ts").alias("t"))`` as ``select(col("ts").alias("t")).group_by("t")``,
+    as Spark's alias keeps the column's metadata; an aggregate output, even named ``ts``,
+    carries none). Its input's carrying columns: ``mark``'s lineage for the first operator,
+    else ``times`` (those of the stateful operator below it) through the renames between."""
+    below = next((n for n in agg.input.chain() if isinstance(n, STATEFUL)), None)
+    marked = carried(agg.input, mark) if below is None else carried_from(agg.input, below, times)
+    return tuple(k.output_name for k in agg.keys if plain_reference(k) in (marked or ()))
 
 
 def ticks_per_ms(dtype: pl.Datetime | None) -> int:

@@ -10,9 +10,11 @@ Its rules are :mod:`streamkit.streaming.transform_exec`'s (or
 batch are late (judged on the column that carries it: the ``event_time_column_name`` of a
 function below, the watermarked column below an aggregation, ``drop_duplicates`` or a
 join, or a plain rename of either between the two:
-:func:`~streamkit.streaming.chain_marks.passed_marks`), timers and timeouts fire at
-the one passed on in this batch, and with its own ``event_time_column_name`` an emitted
-row behind it fails the query.
+:func:`~streamkit.streaming.chain_marks.passed_marks`; with none carrying it, no row is
+late), timers and timeouts fire at the one passed on in this batch (a processor's timers
+even with no input column carrying it, as Spark gives every operator the propagated
+watermark), and with its own ``event_time_column_name`` an emitted row behind it fails
+the query.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import polars as pl
 from streamkit.execute import compile_plan, given
 from streamkit.plan import Watermark
 from streamkit.stateful import FlatMapGroupsWithState
-from streamkit.streaming.stateful_exec import BatchClock, StreamingStateful
+from streamkit.streaming.stateful_exec import BatchClock, StreamingStateful, mark_unit
 from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.transform_state import TransformWithState
 
@@ -47,9 +49,10 @@ class FunctionStage:
             else StreamingStateful(node, mark, mode, clock)
         )
         self.store = self.engine.store
-        dtype = mark.input.schema[mark.column] if mark is not None else None
-        self.time_dtype = dtype if isinstance(dtype, pl.Datetime) else None
-        """The event-time column's type (the unit the watermark is given in)."""
+        self.time_dtype = pl.Datetime(mark_unit(mark))
+        """The unit the watermark is given in: the event-time column's, or the engine's
+        default when no input column carries the watermark (a processor's timers still
+        see it then, as in Spark, whose operators all get the propagated watermark)."""
 
     def run(self, rows: pl.DataFrame, late_mark: int | None, in_force: int | None) -> pl.DataFrame:
         """Drop late rows, run one batch of the processor, check what it emitted."""

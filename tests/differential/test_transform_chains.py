@@ -439,35 +439,48 @@ CASES["random3_capped_count_update"] = Case(
 CONCURRENT = 2
 
 
-@pytest.fixture(scope="module")
-def runs(
-    rocksdb: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Mapping[str, tuple[Path, tuple[Batches, str | None, list[int]]]]:
-    """Spark's batches of each case, run when a test first asks for it, ``CONCURRENT``
-    queries at a time (:mod:`~tests.differential.lazy_runs`); a run of selected tests
-    starts only their queries."""
-    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
+Outcome = tuple[Path, tuple[Batches, str | None, list[int]]]
 
-    def chunk(names: list[str]) -> dict[str, tuple[Path, tuple[Batches, str | None, list[int]]]]:
-        started = {n: SparkRun(rocksdb, CASES[n].chain, dirs[n]) for n in names}
+
+def spark_outcomes(
+    session: Any, cases: Mapping[str, Case], tmp_path_factory: pytest.TempPathFactory
+) -> Mapping[str, Outcome]:
+    """Each case's directory and Spark's outcome (:meth:`SparkRun.outcome`), run when a
+    test first asks for it, ``CONCURRENT`` queries at a time
+    (:mod:`~tests.differential.lazy_runs`); a run of selected tests starts only their
+    queries."""
+    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in cases.items()}
+
+    def chunk(names: list[str]) -> dict[str, Outcome]:
+        started = {n: SparkRun(session, cases[n].chain, dirs[n]) for n in names}
         out = {}
         for n, run in started.items():
-            again = partial(lambda n: SparkRun(rocksdb, CASES[n].chain, dirs[n]).outcome(), n)
+            again = partial(lambda n: SparkRun(session, cases[n].chain, dirs[n]).outcome(), n)
             out[n] = (dirs[n], retried(run.outcome, again, lost=lambda r: worker_lost(r[1])))
         return out
 
     return LazyRuns(list(dirs), chunk, CONCURRENT)
 
 
+@pytest.fixture(scope="module")
+def runs(rocksdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Outcome]:
+    """Spark's outcome of each case (:func:`spark_outcomes`)."""
+    return spark_outcomes(rocksdb, CASES, tmp_path_factory)
+
+
 ERROR = "EMITTING_ROWS_OLDER_THAN_WATERMARK_NOT_ALLOWED"
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_streamkit_matches_spark(
-    name: str, runs: Mapping[str, tuple[Path, tuple[Batches, str | None, list[int]]]]
-) -> None:
-    case = CASES[name]
-    directory, (theirs, their_error, held) = runs[name]
+def test_streamkit_matches_spark(name: str, runs: Mapping[str, Outcome]) -> None:
+    check_against_spark(CASES[name], runs[name])
+
+
+def check_against_spark(case: Case, run: Outcome) -> None:
+    """Spark's outcome of ``case`` (``run``) is the hand derivation, where given, and its
+    functions ran (and timed out) where the case needs them to; then streamkit gives the
+    same batches, and fails where Spark failed, with the same error."""
+    directory, (theirs, their_error, held) = run
     assert their_error is None or ERROR in their_error, f"Spark failed: {their_error}"
     if case.expected is not None:
         assert theirs == case.expected, "Spark disagrees with the hand derivation"

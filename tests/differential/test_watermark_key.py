@@ -15,7 +15,10 @@ no-data batch owed when W moved):
   deduplication drops 15 and 95 as late; each operator holds 3, 2, 3, 4, 1 rows);
 - an aggregation by ``ts`` above one by ``(ts, k)`` (append): the group key keeps the
   watermark (an aggregate named ``ts`` would not), the first emits a group once
-  ``ts <= W`` in force and the second evicts it in the same batch (it holds 0 rows);
+  ``ts <= W`` in force and the second evicts it in the same batch (it holds 0 rows); the
+  same with that key renamed between them (``select(col("ts").alias("t"), ...)``) or
+  aliased in the first's ``group_by`` (``col("ts").alias("t")``), the second grouped by
+  ``t``;
 - a null key is never late and never leaves (append never emits it);
 - complete mode never evicts nor drops a late row, and runs no no-data batch;
 - two group keys carrying the watermark (``t`` a copy of ``ts``, or a window on ``ts``
@@ -97,6 +100,8 @@ STATE_OF = {
     "null_key": [3, 3, 4, 5, 2],  # the null key's group stays held
     "above_drop_duplicates": [6, 4, 6, 8, 2],  # each operator holds 3, 2, 3, 4, 1
     "agg_then_key": [3, 2, 3, 4, 1],  # the second aggregation holds 0 rows
+    "agg_then_renamed_key": [3, 2, 3, 4, 1],
+    "alias_agg_then_key": [3, 2, 3, 4, 1],
 }
 """Spark's ``numRowsTotal`` summed over its stateful operators, where not STATE."""
 _ALL = [
@@ -111,6 +116,12 @@ COMPLETE: Expected = {
     2: _ALL,
     3: [*_ALL, g(200, "a", 1, 7)],
 }  # fmt: skip
+AGG_THEN_KEY: Expected = {
+    0: [], 1: [(micros(10), 1, 1), (micros(12), 1, 3), (micros(90), 1, 300), (micros(95), 1, 4)],
+    2: [], 3: [], 4: [(micros(96), 2, 12), (micros(100), 1, 200)],
+}  # fmt: skip
+"""A count per ``ts`` above a count per ``(ts, k)``: the first emits a group once ``ts``
+is at or before W in force, the second evicts it at once."""
 
 
 def _f() -> Any:
@@ -198,10 +209,23 @@ CASES: dict[str, Case] = {
     "agg_then_key-append": Case(
         lambda s: s_count(s_agg(s, "ts", "k").select("ts", "k", _f().col("s").alias("v")), "ts"),
         lambda s: k_count(k_agg(s, "ts", "k").select("ts", "k", _sk().col("s").alias("v")), "ts"),
-        "append", KEY_FILES,
-        {0: [], 1: [(micros(10), 1, 1), (micros(12), 1, 3), (micros(90), 1, 300),
-                    (micros(95), 1, 4)],
-         2: [], 3: [], 4: [(micros(96), 2, 12), (micros(100), 1, 200)]},
+        "append", KEY_FILES, AGG_THEN_KEY,
+    ),
+    # the same with the first's key renamed after it, or aliased in its group_by: the
+    # rename keeps the watermark, and the second evicts by it the same way
+    "agg_then_renamed_key-append": Case(
+        lambda s: s_count(s_agg(s, "ts", "k").select(_f().col("ts").alias("t"), "k",
+                                                    _f().col("s").alias("v")), "t"),
+        lambda s: k_count(k_agg(s, "ts", "k").select(_sk().col("ts").alias("t"), "k",
+                                                    _sk().col("s").alias("v")), "t"),
+        "append", KEY_FILES, AGG_THEN_KEY,
+    ),
+    "alias_agg_then_key-append": Case(
+        lambda s: s_count(s_agg(s, _f().col("ts").alias("t"), "k")
+                          .select("t", "k", _f().col("s").alias("v")), "t"),
+        lambda s: k_count(k_agg(s, _sk().col("ts").alias("t"), "k")
+                          .select("t", "k", _sk().col("s").alias("v")), "t"),
+        "append", KEY_FILES, AGG_THEN_KEY,
     ),
     "ts_k-complete": Case(
         lambda s: s_agg(s, "ts", "k"), lambda s: k_agg(s, "ts", "k"), "complete", KEY_FILES,
