@@ -16,6 +16,8 @@ harness of :mod:`tests.differential.test_transform_chains`: one file per micro-b
   function, in ms;
 - ``window_end_tally``: a windowed count's ``window.end`` (computed: no column carries
   the watermark): Spark's function still gets the propagated watermark for its timers;
+  so it does above :class:`Echo` (time mode ``None``, no ``eventTimeColumnName``:
+  ``echo_tally``);
 - ``window_max_ts_tally``: a windowed aggregate named ``ts`` (``max(ts)``), renamed
   ``at``: an aggregate carries no watermark, so a row whose ``at`` is at or before the
   watermark of the previous batch is not late above it (Spark keeps it).
@@ -78,6 +80,10 @@ class Renamed(Chain):
             out = Chain("stamp", self.mode, then="none").build(frame, spark)
             renamed = out.select(_col("at", spark).alias("ts"), "k", "v")
             return _then_apply(renamed, self.then, self.op_mode, spark)
+        if self.kind == "echo":  # a processor in time mode None, no event-time column
+            out = Chain("echo_count", self.mode, then="none", marked=True).build(frame, spark)
+            grouped = out.groupBy("k") if spark else out.group_by("k")
+            return grouped.transformWithStateInPandas(Tally(), TALLY_OUT, "Append", "EventTime")
         agg = s_agg if spark else k_agg
         at = _col("ts", spark).alias("at")
         if self.kind == "key_renamed":
@@ -139,6 +145,7 @@ CASES: dict[str, Case] = {
         Renamed("window_max_ts", "append", then="tally"),
         [[(3, "a", 1, 0), (12, "b", 2, 0)], [(20, "c", 3, 0)], [(1_000, "z", 4, 0)]],
     ),
+    "echo_tally": Case(Renamed("echo", "append", then="tally"), HAND + FAR),
     "window_end_tally": Case(Renamed("window_end", "append", then="tally"), KEY_FILES + FAR_KEYS),
 }
 
