@@ -6,6 +6,8 @@
 - :mod:`~streamkit.fleet.routing`: which exchange partition a group key goes to;
 - :mod:`~streamkit.fleet.aggregation_stage`: an aggregation task's batch: dedup, merge,
   fleet watermark, eviction and emission, checkpoint;
+- :mod:`~streamkit.fleet.source_progress`: which chunk of a source shard is applied next
+  (duplicates, gaps, reordering);
 - :mod:`~streamkit.fleet.chain_keys`, :mod:`~streamkit.fleet.chain_tail`: which chains
   (``drop_duplicates`` then an aggregation) a fleet runs, routed how, and the operators
   an aggregation task runs above the ``drop_duplicates``.
@@ -13,10 +15,11 @@
 
 from __future__ import annotations
 
-from streamkit.fleet.aggregation_stage import AggregationStage, ChunkOrderError, SourceProgress
+from streamkit.fleet.aggregation_stage import AggregationStage
 from streamkit.fleet.chunk import ChunkError, ChunkHeader, decode_chunk, encode_chunk, split_parts
 from streamkit.fleet.fleet_plan import FleetPlan
 from streamkit.fleet.routing import key_hash, partition_ids
+from streamkit.fleet.source_progress import ChunkOrderError, SourceProgress
 from streamkit.fleet.source_stage import SourceOutput, SourceStage
 
 __all__ = [

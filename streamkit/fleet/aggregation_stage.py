@@ -8,11 +8,12 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    part)``; a chunk at or before it was applied already (a re-emission after a takeover)
    and is dropped and counted (:attr:`duplicates_dropped`); the next chunk of a shard must
    be the next part of the same range, or part 0 of a range that starts where the last
-   one ended, else :class:`ChunkOrderError` (records lost or reordered on the exchange);
+   one ended, else :class:`~streamkit.fleet.source_progress.ChunkOrderError` (records lost
+   or reordered on the exchange; :mod:`~streamkit.fleet.source_progress`);
 3. take each shard's event-time maximum and end flag (once the last part of a range is
    applied, or from an end marker that follows it) and arrival time (the injected clock);
    a start marker (a source task started reading the shard) of a shard not known yet
-   records it as heard of, with no range applied (:data:`NOTHING`) and no event time,
+   records it as heard of, with no range applied (``NOTHING``) and no event time,
    and is otherwise ignored (neither applied nor counted as a duplicate);
 4. judge late partial states against the watermark in force in the previous batch
    (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows;
@@ -63,13 +64,12 @@ watermarks, counters), written before the caller's commit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import polars as pl
 
 from streamkit import aggregate as K
-from streamkit.errors import PlanError, StreamkitError
+from streamkit.errors import PlanError
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming import agg_steps
 from streamkit.streaming.checkpoint import CheckpointDamagedError, CheckpointLog, location_of
@@ -84,84 +84,9 @@ from .chain_tail import ChainTail
 from .chunk import ChunkError, ChunkHeader, decode_chunk
 from .fleet_plan import FleetPlan
 from .late_rows import LATE
+from .source_progress import SourceProgress, advance
 
 DEFAULT_IDLE_TIMEOUT = 30.0
-NOTHING = -1
-""":attr:`SourceProgress.last` of a shard heard of by its start marker only: no range
-applied (the order rules then accept any first range, as for a shard not known)."""
-
-
-class ChunkOrderError(StreamkitError):
-    """A source shard's chunks reached an aggregation task with a gap or out of order."""
-
-
-@dataclass(frozen=True)
-class SourceProgress:
-    """What an aggregation task knows of one source shard."""
-
-    last: int
-    """Range end of the last applied chunk (:data:`NOTHING`: none yet)."""
-    part: int
-    parts: int
-    max_event: int | None
-    ended: bool
-    seen: float | None
-    """Clock reading of its last chunk (None: restored, not seen since)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"last": str(self.last), "part": self.part, "parts": self.parts,
-                "max_event": self.max_event, "ended": self.ended}  # fmt: skip
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> SourceProgress:
-        return cls(int(body["last"]), int(body["part"]), int(body["parts"]),
-                   body["max_event"], bool(body["ended"]), None)  # fmt: skip
-
-
-def _next(known: SourceProgress | None, h: ChunkHeader) -> bool:
-    """True when ``h`` is the next chunk of its shard, False when it was applied already;
-    raises :class:`ChunkOrderError` for a gap or a reordering. An end marker is next when
-    it follows the whole range applied last, a duplicate once the shard is ended. A
-    shard known by its start marker only counts as not known."""
-    if known is not None and known.last == NOTHING:
-        known = None
-    if h.is_end:
-        return _next_end(known, h)
-    key = (h.last_int, h.part)
-    if known is not None and key <= (known.last, known.part):
-        return False
-    if known is not None and h.last_int == known.last:
-        ok = h.part == known.part + 1 and h.parts == known.parts
-    else:
-        done = known is None or known.part == known.parts - 1
-        starts = known is None or (h.first is not None and h.first.isdigit()
-                                   and int(h.first) == known.last)  # fmt: skip
-        ok = h.part == 0 and done and starts
-    if not ok:
-        was = "nothing" if known is None else f"range end {known.last} part {known.part}"
-        raise ChunkOrderError(
-            f"source shard {h.source!r}: chunk (range after {h.first}, end {h.last}, part "
-            f"{h.part} of {h.parts}) does not follow the last one applied ({was}): records "
-            "were lost or reordered on the exchange stream. Check that only one fleet with "
-            "this app_name writes it and that its shard count did not change; restart the "
-            "query from its checkpoint to re-read the exchange from the last commit"
-        )
-    return True
-
-
-def _next_end(known: SourceProgress | None, h: ChunkHeader) -> bool:
-    """:func:`_next` for an end marker (``h.is_end``)."""
-    if known is None:
-        return True  # (its ranges were applied by a state this one does not descend from)
-    if known.ended or h.last_int < known.last:
-        return False
-    if h.last_int == known.last and known.part == known.parts - 1:
-        return True
-    raise ChunkOrderError(
-        f"source shard {h.source!r}: end marker after {h.last} does not follow the last "
-        f"chunk applied (range end {known.last} part {known.part} of {known.parts}): "
-        "records were lost or reordered on the exchange stream"
-    )
 
 
 class AggregationStage:
@@ -216,34 +141,9 @@ class AggregationStage:
         dropped = 0
         for header, rows in decoded:
             self._check_query(header)
-            known = sources.get(header.source)
-            if header.is_start:  # heard of: idle_timeout counts from now; nothing applied
-                if known is None:
-                    sources[header.source] = SourceProgress(NOTHING, 0, 1, None, False, now)
-                continue
-            if not _next(known, header):
-                dropped += 1
-                if known is not None:
-                    sources[header.source] = replace(known, seen=now)
-                continue
-            if header.is_end:  # the shard ended after the range applied last
-                sources[header.source] = (
-                    replace(known, ended=True, seen=now)
-                    if known is not None and known.last != NOTHING
-                    else SourceProgress(header.last_int, 0, 1, None, True, now)
-                )  # fmt: skip
-                continue
-            # a range's maximum and end count once its last part is in: the rows of the
-            # parts not yet applied must not find the watermark past them
-            whole = header.part == header.parts - 1
-            top = known.max_event if known is not None else None
-            if whole and header.max_event is not None:
-                top = header.max_event if top is None else max(top, header.max_event)
-            ended = (known is not None and known.ended) or (whole and header.ended)
-            sources[header.source] = SourceProgress(
-                header.last_int, header.part, header.parts, top, ended, now
-            )
-            if rows.height:
+            outcome = advance(sources, header, now)
+            dropped += outcome == "duplicate"
+            if outcome == "applied" and rows.height:
                 fresh.append(rows)
         self._sources, self.duplicates_dropped = sources, self.duplicates_dropped + dropped
         late_mark, in_force = self._in_force, self.watermark
