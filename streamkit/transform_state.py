@@ -71,7 +71,8 @@ from streamkit.stateful_processor import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from streamkit.streaming.state.processor_store import Kind, ProcessorStore, StateVar
+    from streamkit.streaming.state.processor_store import ProcessorStore
+    from streamkit.streaming.state.processor_vars import Kind, StateVar
 
 OUTPUT_MODES = ("append", "update")
 NO_WATERMARK_TO_ASSIGN = (
@@ -246,7 +247,7 @@ class Runtime:
         keys = (
             None if key_schema is None else parse_schema(key_schema, f"the key schema of {name!r}")
         )
-        from streamkit.streaming.state.processor_store import StateVar  # numpy: lazily
+        from streamkit.streaming.state.processor_vars import StateVar  # numpy: lazily
 
         self.declared[name] = StateVar(name, kind, values, keys, ttl)
 

@@ -2,7 +2,8 @@
 state variables (a value, a list or a map each) and its timers.
 
 In memory, a dict by key tuple holds each key's variables (value: a tuple; list: a list
-of tuples; map: a dict of tuples) and its set of timers. Reads and writes act in place:
+of tuples; map: a dict of tuples) and its set of timers
+(:mod:`~streamkit.streaming.state.processor_timers`). Reads and writes act in place:
 a value update, a list append and a map entry update or removal cost O(what they write),
 never a copy of the list or map (:attr:`ProcessorStore.written` counts the items
 written, for the tests). Timers also sit in a heap with lazy deletion (an entry counts
@@ -14,13 +15,14 @@ each map entry's) and reads skip the entries expired at the batch's processing t
 (:attr:`ProcessorStore.now`); :meth:`ProcessorStore.expire` removes them at the end of
 the batch through an expiry index (:mod:`~streamkit.streaming.state.processor_ttl`).
 
-Checkpoint rows (snapshots and deltas, :mod:`~streamkit.streaming.state.changelog`) are
-one per (key, variable): the key columns, :data:`VAR` (the variable's name, or
-:data:`TIMERS_VAR` for the key's timers) and one typed column per variable
-(``__v_<name>``: a struct for a value, a list of structs for a list, a list of
+Checkpoint rows (snapshots and deltas, :mod:`~streamkit.streaming.state.changelog`;
+layout in :mod:`~streamkit.streaming.state.processor_vars`) are one per (key, variable):
+the key columns, ``__var`` (the variable's name, or ``$timers`` for the key's timers)
+and one typed column per variable (``__v_<name>``: a struct for a value, a list of
+structs for a list, a list of
 ``{key, value}`` structs for a map) plus, for a variable with a TTL, its expiries
 (``__x_<name>``: an int64 ms for a value, a list of them in entry order for a list or a
-map), plus :data:`TIMERS` (a list of int64 ms). A delta holds the (key, variable) pairs
+map), plus ``__timers`` (a list of int64 ms). A delta holds the (key, variable) pairs
 the batch changed, each as its whole new content or as a deletion, so the bytes per
 batch follow the (key, variable) pairs touched. Timers and expiries are checkpointed with
 the variables: a restart fires exactly the timers, and expires exactly the entries, that
@@ -29,85 +31,23 @@ the last committed batch left.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
 from streamkit.errors import StreamkitError
 from streamkit.streaming.state.changelog import DELETED
-from streamkit.streaming.state.processor_ttl import NEVER, Candidate, ExpiryIndex
-
-Key = tuple[Any, ...]
-Kind = Literal["value", "list", "map"]
-VAR = "__var"
-TIMERS_VAR = "$timers"
-"""The :data:`VAR` of a key's timers (user names may not start with ``$``)."""
-TIMERS = "__timers"
-PREFIX = "__v_"
-EXPIRY_PREFIX = "__x_"
-
-
-@dataclass(frozen=True)
-class StateVar:
-    """A declared state variable: ``schema`` is the value's (list items', map values')
-    fields, ``key_schema`` a map's user key fields."""
-
-    name: str
-    kind: Kind
-    schema: pl.Schema
-    key_schema: pl.Schema | None = None
-    ttl_ms: int | None = None
-
-    @property
-    def column(self) -> str:
-        """Its checkpoint column."""
-        return PREFIX + self.name
-
-    @property
-    def expiry_column(self) -> str:
-        """Its expiries' checkpoint column (with a TTL)."""
-        return EXPIRY_PREFIX + self.name
-
-    @property
-    def expiry_dtype(self) -> pl.DataType:
-        """The expiry column's type."""
-        return pl.Int64() if self.kind == "value" else pl.List(pl.Int64())
-
-    @property
-    def dtype(self) -> pl.DataType:
-        """The checkpoint column's type."""
-        item = pl.Struct(dict(self.schema))
-        if self.kind == "value":
-            return item
-        if self.kind == "list":
-            return pl.List(item)
-        assert self.key_schema is not None
-        return pl.List(pl.Struct({"key": pl.Struct(dict(self.key_schema)), "value": item}))
-
-    def encode(self, held: Any) -> Any:
-        """The in-memory content as the checkpoint column's Python value."""
-        names = self.schema.names()
-        if self.kind == "value":
-            return dict(zip(names, held, strict=True))
-        if self.kind == "list":
-            return [dict(zip(names, v, strict=True)) for v in held]
-        assert self.key_schema is not None
-        knames = self.key_schema.names()
-        return [
-            {"key": dict(zip(knames, k, strict=True)), "value": dict(zip(names, v, strict=True))}
-            for k, v in held.items()
-        ]
-
-    def decode(self, cell: Any) -> Any:
-        """The checkpoint column's Python value as the in-memory content."""
-        if self.kind == "value":
-            return tuple(cell.values())
-        if self.kind == "list":
-            return [tuple(v.values()) for v in cell]
-        return {tuple(e["key"].values()): tuple(e["value"].values()) for e in cell}
+from streamkit.streaming.state.processor_timers import KeyTimers
+from streamkit.streaming.state.processor_ttl import Candidate, ExpiryIndex
+from streamkit.streaming.state.processor_vars import (
+    TIMERS,
+    TIMERS_VAR,
+    VAR,
+    Key,
+    StateVar,
+    expiry_of,
+)
 
 
 class ProcessorStore:
@@ -130,9 +70,7 @@ class ProcessorStore:
         """The processing time (ms) of the batch running: TTLs count from it."""
         self.written = 0
         """State items (values, list elements, map entries) written by updates so far."""
-        self._timers: dict[Key, set[int]] = {}
-        self._heap: list[tuple[int, int, Key]] = []
-        self._seq = 0
+        self._timers = KeyTimers()
         self._changed: set[tuple[Key, str]] = set()
         self._whole = False
         """The next checkpoint must be a snapshot (the layout changed since the last)."""
@@ -349,54 +287,33 @@ class ProcessorStore:
                     for item, when in at.items():
                         yield when, name, key, item
 
+    # -- timers (:mod:`~streamkit.streaming.state.processor_timers`) ---------------------
     def timers(self, key: Key) -> list[int]:
         """The key's timers, earliest first."""
-        return sorted(self._timers.get(key, ()))
+        return self._timers.of(key)
 
     def add_timer(self, key: Key, at: int) -> None:
         """A timer for ``key`` at ``at`` ms (a no-op if it exists)."""
-        held = self._timers.setdefault(key, set())
-        if at in held:
-            return
-        held.add(at)
-        heapq.heappush(self._heap, (at, self._seq, key))
-        self._seq += 1
-        self._changed.add((key, TIMERS_VAR))
+        if self._timers.add(key, at):
+            self._changed.add((key, TIMERS_VAR))
 
     def delete_timer(self, key: Key, at: int) -> None:
         """Drop ``key``'s timer at ``at`` (if any)."""
-        held = self._timers.get(key)
-        if held is None or at not in held:
-            return
-        held.discard(at)
-        if not held:
-            del self._timers[key]
-        self._changed.add((key, TIMERS_VAR))
+        if self._timers.delete(key, at):
+            self._changed.add((key, TIMERS_VAR))
 
     def has_timer(self, key: Key, at: int) -> bool:
         """Whether ``key`` holds a timer at ``at``."""
-        return at in self._timers.get(key, ())
+        return self._timers.has(key, at)
 
     def due(self, threshold: int) -> list[tuple[Key, int]]:
         """Timers at or before ``threshold`` (Spark's rule), earliest first; their heap
         entries are consumed (the caller fires, then deletes each)."""
-        out: list[tuple[Key, int]] = []
-        seen: set[tuple[Key, int]] = set()
-        while self._heap and self._heap[0][0] <= threshold:
-            at, _, key = heapq.heappop(self._heap)
-            if self.has_timer(key, at) and (key, at) not in seen:
-                seen.add((key, at))
-                out.append((key, at))
-        return out
+        return self._timers.due(threshold)
 
     def next_timer(self) -> int | None:
         """The earliest timer held (stale heap entries are dropped on the way)."""
-        while self._heap:
-            at, _, key = self._heap[0]
-            if self.has_timer(key, at):
-                return at
-            heapq.heappop(self._heap)
-        return None
+        return self._timers.next()
 
     # -- whole state and checkpoints ----------------------------------------------------
     @property
@@ -427,7 +344,7 @@ class ProcessorStore:
                 cols[n][i] = part
             cols[VAR][i] = name
             if name == TIMERS_VAR:
-                cols[TIMERS][i] = sorted(self._timers[key])
+                cols[TIMERS][i] = self._timers.of(key)
             else:
                 var = self.variables[name]
                 held = self._held[key][name]
@@ -478,7 +395,7 @@ class ProcessorStore:
         """Replace the state by a snapshot (or nothing); the delta starts empty, except
         for the deletion of variables in :attr:`dropped`."""
         self.restored = True
-        self._held, self._timers, self._heap, self._seq = {}, {}, [], 0
+        self._held, self._timers = {}, KeyTimers()
         self._expiry = {name: {} for name in self._expiry}
         self._changed = set()
         layout = pl.Schema(self._schema)
@@ -511,18 +428,9 @@ class ProcessorStore:
                 held = self.variables[name].decode(columns[name][i])
                 self._held.setdefault(key, {})[name] = held
                 if name in self._expiry:
-                    self._expiry[name][key] = _expiry_of(
+                    self._expiry[name][key] = expiry_of(
                         self.variables[name].kind, held, expiries[name][i] if name in expiries
                         else None,
                     )  # fmt: skip
         self._changed = set(dropped)
         self._index.rebuild()
-
-
-def _expiry_of(kind: Kind, held: Any, cell: Any) -> Any:
-    """The in-memory expiries of ``held`` from its checkpoint cell (None: a checkpoint
-    written before the variable had a TTL: its entries never expire)."""
-    if kind == "value":
-        return NEVER if cell is None else cell
-    cells = [NEVER] * len(held) if cell is None else cell
-    return cells if kind == "list" else dict(zip(held, cells, strict=True))

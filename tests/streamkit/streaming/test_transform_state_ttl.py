@@ -20,8 +20,9 @@ import pytest
 
 import streamkit as sk
 from streamkit.stateful import Clock, StatefulFunctionError
-from streamkit.streaming.state.processor_store import ProcessorStore, StateVar
+from streamkit.streaming.state.processor_store import ProcessorStore
 from streamkit.streaming.state.processor_ttl import SLACK
+from streamkit.streaming.state.processor_vars import StateVar
 from streamkit.transform_state import ProcessorCalls, TransformWithState, declared_state
 from tests.streamkit.streaming.test_stateful_ops import collector
 from tests.streamkit.streaming.test_transform_state import SCHEMA, ManualClock, rows
