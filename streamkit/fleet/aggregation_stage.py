@@ -72,9 +72,9 @@ from streamkit import aggregate as K
 from streamkit.errors import PlanError
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming import agg_steps
+from streamkit.streaming.batch_result import BatchResult
 from streamkit.streaming.checkpoint import CheckpointDamagedError, CheckpointLog, location_of
 from streamkit.streaming.dedup import StreamingDedup
-from streamkit.streaming.incremental import BatchResult
 from streamkit.streaming.state import StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.watermark_lineage import dedup_time_columns

@@ -20,7 +20,8 @@ from streamkit.frame import DataFrame
 from streamkit.plan import Aggregate, Plan, Scan
 from streamkit.streaming.contracts import ProjectingSource
 from streamkit.streaming.decode import keep_fields
-from streamkit.streaming.incremental import OUTPUT_MODES, OutputMode
+from streamkit.streaming.incremental import OutputMode
+from streamkit.streaming.output_modes import OUTPUT_MODES
 from streamkit.streaming.registry import registry
 from streamkit.streaming.trigger import Trigger, make_trigger
 from streamkit.streaming.watermarks import PartitionWatermarks, WatermarkPolicy

@@ -89,6 +89,7 @@ from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.agg_stage import AggStage, input_node
+from streamkit.streaming.batch_result import BatchResult
 from streamkit.streaming.chain_marks import (
     event_time_window,
     first_ticks,
@@ -116,12 +117,8 @@ from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup_stage import DedupStage
 from streamkit.streaming.downstream import above
 from streamkit.streaming.function_stage import FunctionStage
-from streamkit.streaming.incremental import (
-    BatchResult,
-    IncrementalQuery,
-    OutputMode,
-    _check_mode,
-)
+from streamkit.streaming.incremental import IncrementalQuery, OutputMode
+from streamkit.streaming.output_modes import check_output_mode
 from streamkit.streaming.stateful_exec import BatchClock
 from streamkit.streaming.static_sides import bind_static_sides
 from streamkit.streaming.stream_join import StreamJoinQuery
@@ -244,13 +241,13 @@ class ChainQuery:
         join_marks = self.first.marks if isinstance(self.first, StreamJoinQuery) else ()
         passed = passed_marks(below, times, join_marks)
         if isinstance(node, Deduplicate) and isinstance(below, Join | Function):
-            _check_mode(None, True, mode)
+            check_output_mode(None, True, mode)
             marks = marks_above(node.input, below, passed)
             return DedupStage(replace(node, input=above(node.input, below)), marks)
         if isinstance(node, Function):
             if isinstance(node, FlatMapGroupsWithState):
                 mode_mismatch(node, mode)
-            _check_mode(None, True, mode)
+            check_output_mode(None, True, mode)
             stage_node = replace(node, input=above(node.input, below))
             mark = next(iter(marks_above(node.input, below, passed)), None)
             return FunctionStage(stage_node, mark, self.first.clock, mode)
@@ -267,7 +264,7 @@ class ChainQuery:
         if not timed and key is None and mode == "append":
             raise no_watermark_in_append(below, times)
         node = input_node(node, below)
-        _check_mode(node, timed or key is not None, mode)
+        check_output_mode(node, timed or key is not None, mode)
         return AggStage(node, mode, timed, key)
 
     # -- per batch ---------------------------------------------------------------------

@@ -13,7 +13,8 @@ from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.chain_rules import Operator
-from streamkit.streaming.incremental import IncrementalQuery, OutputMode, check_one_event_time
+from streamkit.streaming.incremental import IncrementalQuery, OutputMode
+from streamkit.streaming.output_modes import check_one_event_time
 from streamkit.streaming.watermark_lineage import (
     carried,
     carried_from,

@@ -54,7 +54,7 @@ every output mode.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
 
 import polars as pl
@@ -67,10 +67,12 @@ from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming import agg_steps
 from streamkit.streaming.agg_steps import OutputMode as OutputMode  # noqa: PLC0414 (re-export)
+from streamkit.streaming.batch_result import BatchResult
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.dedup import StreamingDedup
 from streamkit.streaming.downstream import above
 from streamkit.streaming.event_times import EventTimes, Split, split_as_read
+from streamkit.streaming.output_modes import OUTPUT_MODES, check_one_event_time, check_output_mode
 from streamkit.streaming.state import KeyedStore, StateStore, make_store
 from streamkit.streaming.state.dedup import DedupStore
 from streamkit.streaming.state.group_state_store import GroupStateStore
@@ -86,69 +88,7 @@ from streamkit.streaming.watermark_lineage import (
 )
 from streamkit.streaming.watermarks import SINGLE, PartitionWatermarks
 from streamkit.transform_state import TransformWithState
-from streamkit.windows import WEND, WINDOW_COLUMN, SessionWindow, WindowSpec, last_window_end
-
-OUTPUT_MODES: tuple[OutputMode, ...] = ("append", "update", "complete")
-_LOST = (
-    "Invalid streaming output mode: append. This output mode is not supported for "
-    "streaming aggregations without watermark (Spark's refusal too): the watermark is on "
-    "{column!r}, but no window of the aggregation is on it or on a plain rename of it "
-    "(a column computed from it after with_watermark, such as {column} + interval, or a "
-    "window on an expression, carries no watermark); compute the event time before "
-    "with_watermark and put the watermark on it, group by sk.window({column!r}, ...), or "
-    "use output_mode 'update' (which then never evicts state nor drops late rows)"
-)
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What one micro-batch produced."""
-
-    output: pl.DataFrame
-    """Rows to hand to the sink under the output mode."""
-    late_rows: pl.DataFrame
-    """Input rows older than the watermark (not aggregated), as read from the source: judged
-    on the event time as it reaches ``with_watermark``, with the source's own columns; only
-    rows that reach the stateful operator (past its filters and joins), each once."""
-    watermark: int | None
-    """Watermark after this batch, in ticks of the event-time column (None: no watermark)."""
-
-
-def _check_mode(
-    agg: Aggregate | None, watermarked: bool, mode: OutputMode, mark: Watermark | None = None
-) -> None:
-    """Refuse what Spark refuses for this output mode (``watermarked``: a window of
-    ``agg`` carries the watermark ``mark``)."""
-    if agg is None and mode == "complete":
-        raise PlanError("complete mode needs an aggregation (it re-emits the whole result)")
-    if agg is not None and mode == "append" and not watermarked and mark is not None:
-        raise PlanError(_LOST.format(column=mark.column))
-    if agg is not None and mode == "append" and not watermarked:
-        raise PlanError(
-            "append mode on an aggregation needs a watermark, so that a window is emitted "
-            "once, when it can no longer change: add .with_watermark(column, delay) "
-            "before group_by, or use output_mode 'update' or 'complete'"
-        )
-    if agg is not None and mode == "update" and isinstance(agg.window, SessionWindow):
-        raise PlanError(
-            "update mode is not supported for session windows (Spark refuses it too): a "
-            "later row can merge two sessions already emitted, and update mode cannot "
-            "retract them; use output_mode 'append' (a session once, when the watermark "
-            "passes its end) or 'complete'"
-        )
-
-
-def check_one_event_time(carrying: list[str], mode: OutputMode) -> None:
-    """Refuse an aggregation whose group keys (the window among them) include more than
-    one column carrying the watermark, in append and update mode: Spark fails its first
-    batch there (it runs it in complete mode, which never evicts)."""
-    if len(carrying) > 1 and mode != "complete":
-        raise PlanError(
-            "[MULTIPLE_EVENT_TIME_COLUMNS] More than one event time columns are available "
-            f"(Spark fails the batch in {mode} mode): the group keys "
-            f"{', '.join(repr(c) for c in carrying)} all carry the watermark; group by "
-            "one of them (a window on the watermarked column, or the column itself)"
-        )
+from streamkit.windows import WEND, WINDOW_COLUMN, WindowSpec, last_window_end
 
 
 class IncrementalQuery:
@@ -197,7 +137,7 @@ class IncrementalQuery:
         self._key_mark = self._watermarked_key()
         """Without such a window, the first group key carrying the watermark: groups leave
         the state by it and late rows are judged on it (None: no such key)."""
-        _check_mode(self._agg, self._timed, mode, self._mark)
+        check_output_mode(self._agg, self._timed, mode, self._mark)
         self._spec = aggregate_spec(self._agg) if self._agg is not None else None
         self._judged_window = self._window_judged_at_mark()
         self._counts = watermark_filter(plan, self._mark) if self._mark is not None else None

@@ -26,11 +26,12 @@ import pyarrow as pa
 
 from streamkit.errors import PlanError, StreamkitError
 from streamkit.streaming import _envelope as envelope
+from streamkit.streaming.batch_result import BatchResult
 from streamkit.streaming.chain import make_engine
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.contracts import AvailableNowUnsupportedError, SourceBatch
 from streamkit.streaming.decode import empty_dead_letters
-from streamkit.streaming.incremental import BatchResult, OutputMode
+from streamkit.streaming.incremental import OutputMode
 from streamkit.streaming.listeners import streams
 from streamkit.streaming.owner import OwnerHeartbeat, OwnerLostError, acquire_all, owner_leases_for
 from streamkit.streaming.progress import PhaseDurations, QueryProgress

@@ -51,9 +51,10 @@ from streamkit.join_kernel import LID, RID, assemble, pairs, right_unmatched
 from streamkit.join_plan import Join
 from streamkit.plan import Filter, Plan, Project, Watermark
 from streamkit.stream_static import is_streaming
+from streamkit.streaming.batch_result import BatchResult
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.downstream import above
-from streamkit.streaming.incremental import BatchResult, OutputMode
+from streamkit.streaming.incremental import OutputMode
 from streamkit.streaming.join_sides import (
     SIDES,
     JoinSide,

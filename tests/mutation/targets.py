@@ -70,7 +70,7 @@ ENGINE = Group(
     modules=(
         Module(
             "incremental",
-            ("streamkit/streaming/incremental.py",),
+            ("streamkit/streaming/incremental.py", "streamkit/streaming/output_modes.py"),
             (
                 *_ENGINE_TESTS,
                 f"{_STREAMING}/test_stateful_ops.py",

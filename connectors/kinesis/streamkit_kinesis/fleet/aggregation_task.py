@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 
     from streamkit.fleet.aggregation_stage import AggregationStage
     from streamkit.fleet.member import FleetSpec
+    from streamkit.streaming.batch_result import BatchResult
     from streamkit.streaming.contracts import CheckpointStore, Sink
-    from streamkit.streaming.incremental import BatchResult
     from streamkit_kinesis.consumer import InitializationInput
     from streamkit_kinesis.fleet.refusals import RefusedClaims
     from streamkit_kinesis.leases import Checkpointer
