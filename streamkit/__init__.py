@@ -52,13 +52,13 @@ from streamkit.stateful_processor import (
 from streamkit.windows import session_window, window
 
 if TYPE_CHECKING:
-    from streamkit.streaming.api import read_stream
     from streamkit.streaming.listeners import streams
+    from streamkit.streaming.reader import read_stream
     from streamkit.streaming.sinks import memory_table
     from streamkit.streaming.trigger import Trigger
 
 _STREAMING = {
-    "read_stream": "streamkit.streaming.api",
+    "read_stream": "streamkit.streaming.reader",
     "streams": "streamkit.streaming.listeners",
     "memory_table": "streamkit.streaming.sinks",
     "Trigger": "streamkit.streaming.trigger",

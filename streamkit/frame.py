@@ -53,14 +53,14 @@ class DataFrame:
     @property
     def is_streaming(self) -> bool:
         """True when the DataFrame reads a stream (run it with ``write_stream``)."""
-        from streamkit.streaming.api import stream_source_of
+        from streamkit.streaming.stream_scan import stream_source_of
 
         return stream_source_of(self._plan) is not None
 
     @property
     def stream(self) -> Any:
         """The stream source this DataFrame reads (e.g. a MemoryStream to feed rows)."""
-        from streamkit.streaming.api import stream_source_of
+        from streamkit.streaming.stream_scan import stream_source_of
 
         source = stream_source_of(self._plan)
         if source is None:

@@ -1,28 +1,28 @@
-"""``sk.read_stream`` and ``df.write_stream``: the user-facing streaming vocabulary.
+"""``df.write_stream``: output mode, trigger, checkpoint and sink of a streaming query.
 
-A streaming DataFrame is an ordinary DataFrame whose scan is a stream: the same plan object
-runs as a batch job (over a table) or, through ``write_stream``, incrementally.
+Its reading half, ``sk.read_stream``, is :mod:`~streamkit.streaming.reader`: a streaming
+DataFrame is an ordinary DataFrame whose scan is a stream, and the same plan object runs as
+a batch job (over a table) or, through ``write_stream``, incrementally.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, cast
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, cast
 
 from streamkit.durations import parse_duration_ns
-from streamkit.errors import PlanError, StreamkitError
+from streamkit.errors import PlanError
 from streamkit.execute import scan_columns
 from streamkit.frame import DataFrame
-from streamkit.plan import Aggregate, Plan, Scan
+from streamkit.plan import Aggregate, Plan
 from streamkit.streaming.contracts import ProjectingSource
 from streamkit.streaming.decode import keep_fields
 from streamkit.streaming.incremental import OutputMode
 from streamkit.streaming.output_modes import OUTPUT_MODES
 from streamkit.streaming.registry import registry
+from streamkit.streaming.stream_scan import stream_source_of
 from streamkit.streaming.trigger import Trigger, make_trigger
 from streamkit.streaming.watermarks import PartitionWatermarks, WatermarkPolicy
 
@@ -39,45 +39,6 @@ if TYPE_CHECKING:
     from streamkit.streaming.table import Retention
 
 
-@dataclass(frozen=True, eq=False)
-class StreamScanSource:
-    """Adapts a StreamSource to a plan's Source: it has a schema but no batch read."""
-
-    is_stream: ClassVar[bool] = True
-    """Marks the scan of a stream (:func:`streamkit.stream_static.is_streaming`)."""
-    stream: StreamSource
-    schema: pl.Schema = field(init=False)
-
-    def __post_init__(self) -> None:
-        frame = pl.from_arrow(self.stream.schema.empty_table())
-        assert isinstance(frame, pl.DataFrame)
-        object.__setattr__(self, "schema", frame.schema)
-
-    def batches(self, columns: list[str], dictionary: list[str]) -> Iterator[pl.DataFrame]:
-        """Streams have no batch read; raises with what to do instead."""
-        raise StreamkitError(
-            "this DataFrame reads a stream: run it with df.write_stream...start(), or query "
-            "the rows received so far through query.table.to_frame()"
-        )
-
-    def describe(self) -> str:
-        return f"stream {type(self.stream).__name__}"
-
-
-def stream_source_of(plan: Plan) -> StreamSource | None:
-    """The stream at the leaf of ``plan``, or None for a batch plan; for a join of two
-    streams, both read as one (:mod:`streamkit.streaming.sources.joined`)."""
-    from streamkit.streaming.sources.joined import joined_streams
-
-    both = joined_streams(plan, stream_source_of)
-    if both is not None:
-        return both
-    node = plan.chain()[-1]
-    if isinstance(node, Scan) and isinstance(node.source, StreamScanSource):
-        return node.source.stream
-    return None
-
-
 @dataclass(frozen=True)
 class FleetParts:
     """A writer's query as a fleet member runs it."""
@@ -90,122 +51,6 @@ class FleetParts:
     options: FleetOptions
     name: str
     interval: float
-
-
-class DataStreamReader:
-    """``sk.read_stream``: streaming DataFrames over sources."""
-
-    def source(self, stream: StreamSource) -> DataFrame:
-        """A streaming DataFrame over any StreamSource."""
-        return DataFrame(Scan(StreamScanSource(stream)))
-
-    def memory(
-        self, schema: pa.Schema, partitions: int = 1, *, keep_committed: bool = True
-    ) -> DataFrame:
-        """A stream you feed from Python (``df.stream.add_rows(...)``); for tests/examples.
-
-        The schema is needed up front because the query is type-checked when it is built.
-        It keeps every added row unless ``keep_committed=False`` (then rows go once the
-        query reading it has committed them; see :class:`MemoryStream`).
-        """
-        from streamkit.streaming.sources.memory import MemoryStream
-
-        stream = MemoryStream(schema=schema, partitions=partitions, keep_committed=keep_committed)
-        return self.source(stream)
-
-    def files(
-        self,
-        path: str,
-        format: str = "json",
-        schema: pa.Schema | None = None,
-        max_files_per_trigger: int | None = None,
-        *,
-        max_file_age: str | timedelta | float | None = None,
-    ) -> DataFrame:
-        """New files under a directory or ``s3://`` prefix, picked up in arrival order.
-
-        ``max_file_age`` (e.g. ``"1 hour"``, a timedelta, or seconds) bounds the checkpointed
-        offsets: files older than the newest file read minus ``max_file_age`` are forgotten
-        once read and ignored if they show up later. None (the default) remembers every file
-        name forever. See :class:`~streamkit.streaming.sources.files.FileStreamSource`.
-        """
-        from streamkit.streaming.sources.files import FileStreamSource
-
-        return self.source(
-            FileStreamSource(
-                path,
-                format=format,
-                schema=schema,
-                max_files_per_trigger=max_files_per_trigger,
-                max_file_age=max_file_age,
-            )
-        )
-
-    def kinesis(
-        self,
-        stream: str,
-        app_name: str,
-        schema: pa.Schema | None = None,
-        endpoint: AwsEndpoint | None = None,
-        **options: Any,
-    ) -> DataFrame:
-        """A Kinesis stream read by the KCL-style consumer of ``streamkit-kinesis``
-        (``pip install 'streamkit[kinesis]'``).
-
-        ``app_name`` names the consumer application and its DynamoDB lease table (one
-        streaming query per ``app_name``). Records are JSON objects decoded under ``schema``
-        (inferred from the oldest records when None); bad records go to the query's
-        dead-letter table. ``endpoint`` defaults to :func:`streamkit.config.current_endpoint`.
-        ``options`` are the keyword arguments of
-        :class:`streamkit_kinesis.source.KinesisStreamSource`: ``decoder``,
-        ``initial_position`` (``"TRIM_HORIZON"`` default, ``"LATEST"``, a datetime),
-        ``worker_id``, ``failover_time``, ``max_records_per_batch``,
-        ``max_buffered_records``, ``on_bad_record``, ``checkpoint_interval``,
-        ``consumer_options``, ``retrieval`` (``"polling"`` default, or ``"fanout"``:
-        Enhanced Fan-Out).
-
-        Exactly-once with the memory, Parquet and ``foreach_batch`` (by batch id) sinks: the
-        query's checkpoint holds the sequence numbers and is authoritative; lease checkpoints
-        follow batch commits at most once per shard per ``checkpoint_interval`` (60 s; 0 =
-        every commit) and are written in full on a graceful stop.
-        """
-        factory = registry.source("kinesis")
-        return self.source(factory(stream, app_name, endpoint, schema=schema, **options))
-
-    def kafka(
-        self,
-        bootstrap: str,
-        topics: str | list[str],
-        group_id: str,
-        schema: pa.Schema | None = None,
-        **options: Any,
-    ) -> DataFrame:
-        """Kafka topics read with aiokafka by ``streamkit-kafka``
-        (``pip install 'streamkit[kafka]'``): partitions play shards, offsets sequence
-        numbers.
-
-        Record values are JSON objects decoded under ``schema`` (required unless a
-        ``decoder`` with a schema is given); bad records go to the query's dead-letter
-        table. ``options`` are the keyword arguments of
-        :class:`streamkit_kafka.source.KafkaStreamSource`: ``decoder``, ``starting``
-        (``"earliest"`` default, ``"latest"``), ``max_records_per_batch``,
-        ``on_bad_record``, ``consumer_options`` (aiokafka consumer keywords),
-        ``connect_attempts``, ``connect_backoff``, ``assignment_timeout``.
-
-        Exactly-once with the memory, Parquet and ``foreach_batch`` (by batch id) sinks: the
-        query's checkpoint holds the offsets; the group's offsets are committed after each
-        batch commit.
-        """
-        factory = registry.source("kafka")
-        return self.source(factory(bootstrap, topics, group_id, schema=schema, **options))
-
-    def connector(self, name: str, *args: Any, **options: Any) -> DataFrame:
-        """A streaming DataFrame over the source ``name`` of an installed connector
-        (see :mod:`streamkit.streaming.registry`); ``args`` and ``options`` go to its factory."""
-        return self.source(registry.source(name)(*args, **options))
-
-
-read_stream = DataStreamReader()
 
 
 class DataStreamWriter:

@@ -37,9 +37,9 @@ from streamkit.fleet import FleetPlan, SourceStage
 from streamkit.fleet.direct_log import DirectTaskLog
 from streamkit.fleet.member import FleetOptions, FleetSpec
 from streamkit.fleet.task_log import FencedTaskLog
-from streamkit.streaming.api import stream_source_of
 from streamkit.streaming.checkpoint_store import open_checkpoint_store
 from streamkit.streaming.sinks import ParquetSink
+from streamkit.streaming.stream_scan import stream_source_of
 from streamkit.testing.events import SCHEMA as EVENTS
 from streamkit.testing.events import make_events
 

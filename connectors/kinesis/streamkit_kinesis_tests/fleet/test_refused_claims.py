@@ -28,7 +28,7 @@ from streamkit.fleet import FleetPlan
 from streamkit.fleet.direct_log import DirectTaskLog
 from streamkit.fleet.member import FleetOptions, FleetSpec
 from streamkit.fleet.task_log import FencedTaskLog
-from streamkit.streaming.api import stream_source_of
+from streamkit.streaming.stream_scan import stream_source_of
 from streamkit.testing.events import SCHEMA
 
 SHARD = "shardId-000000000001"

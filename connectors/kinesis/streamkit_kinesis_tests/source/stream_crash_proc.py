@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from streamkit_kinesis.source import KinesisStreamSource
 
-    from streamkit.streaming.api import stream_source_of
     from streamkit.streaming.contracts import Offsets
+    from streamkit.streaming.stream_scan import stream_source_of
 
     options: dict[str, Any] = {
         "worker_id": args.worker_id,

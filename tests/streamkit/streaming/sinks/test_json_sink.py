@@ -12,11 +12,11 @@ import pytest
 
 import streamkit as sk
 from streamkit.errors import PlanError
-from streamkit.streaming.api import stream_source_of
 from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 from streamkit.streaming.sinks import JsonSink, JsonSinkError, ParquetSink
 from streamkit.streaming.sinks.json import JSON_PENDING
 from streamkit.streaming.sources.memory import MemoryStream
+from streamkit.streaming.stream_scan import stream_source_of
 from tests.streamkit.streaming.sinks.test_sinks import FailingStore, events, run, windows
 
 
