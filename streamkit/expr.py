@@ -7,15 +7,15 @@ the column and types involved, so mistakes surface at plan-build time.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import polars as pl
 
 from streamkit import dtypes as T
 from streamkit.errors import ColumnNotFoundError, SchemaError
+from streamkit.like_pattern import like_regex
 
 IntoExpr = Any
 """An ``Expr`` or a plain Python value (taken as a literal)."""
@@ -397,72 +397,6 @@ class Alias(Expr):
         return f"{self.operand!r} AS {self.name}"
 
 
-EpochUnit = Literal["s", "ms", "us", "ns"]
-_EPOCH_UNITS = ("s", "ms", "us", "ns")
-
-
-@dataclass(frozen=True, eq=False)
-class ParseTimestamp(Expr):
-    """Parses ISO-8601 strings (or strings in ``format``) into UTC timestamps (microseconds)."""
-
-    operand: Expr
-    format: str | None = None
-
-    def to_polars(self) -> pl.Expr:
-        inner = self.operand.to_polars()
-        return inner.str.to_datetime(self.format, time_zone="UTC", time_unit="us")
-
-    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
-        t = self.operand._check_tree(schema)
-        if not isinstance(t, pl.String):
-            hint = " use sk.from_epoch(...) for numbers" if T.is_numeric(t) else ""
-            raise SchemaError(f"to_timestamp needs strings; {self.operand!r} has type {t};{hint}")
-        return pl.Datetime("us", "UTC")
-
-    @property
-    def output_name(self) -> str:
-        return self.operand.output_name
-
-    def columns(self) -> set[str]:
-        return self.operand.columns()
-
-    def __repr__(self) -> str:
-        return f"to_timestamp({self.operand!r})"
-
-
-@dataclass(frozen=True, eq=False)
-class FromEpoch(Expr):
-    """Epoch numbers (seconds by default; ``unit`` s/ms/us/ns) as UTC timestamps."""
-
-    operand: Expr
-    unit: EpochUnit = "s"
-
-    def to_polars(self) -> pl.Expr:
-        inner = self.operand.to_polars()
-        if self.unit == "s":
-            micros = (inner.cast(pl.Float64) * 1_000_000).round(0).cast(pl.Int64)
-            return pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC")
-        return pl.from_epoch(inner.cast(pl.Int64), time_unit=self.unit).dt.replace_time_zone("UTC")
-
-    def _check_tree(self, schema: pl.Schema) -> pl.DataType:
-        t = self.operand._check_tree(schema)
-        if not T.is_numeric(t):
-            raise SchemaError(f"from_epoch needs numbers; {self.operand!r} has type {t}")
-        if self.unit not in _EPOCH_UNITS:
-            raise SchemaError(f"epoch unit must be one of {_EPOCH_UNITS}, got {self.unit!r}")
-        return pl.Datetime("us" if self.unit == "s" else self.unit, "UTC")
-
-    @property
-    def output_name(self) -> str:
-        return self.operand.output_name
-
-    def columns(self) -> set[str]:
-        return self.operand.columns()
-
-    def __repr__(self) -> str:
-        return f"from_epoch({self.operand!r}, {self.unit!r})"
-
-
 @dataclass(frozen=True, eq=False)
 class Field(Expr):
     """Field ``name`` of a struct column (``window.start``); null where the struct is."""
@@ -497,26 +431,6 @@ class Field(Expr):
 
     def __repr__(self) -> str:
         return f"{self.operand!r}.{self.name}"
-
-
-def like_regex(pattern: str, escape: str = "\\") -> str:
-    """Spark's ``LIKE`` pattern as an anchored regular expression: ``%`` any characters,
-    ``_`` one character, ``escape`` + ``%``/``_``/``escape`` that character itself."""
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == escape:
-            if i + 1 >= len(pattern) or pattern[i + 1] not in ("%", "_", escape):
-                raise SchemaError(
-                    f"LIKE pattern {pattern!r}: the escape character {escape!r} must be "
-                    "followed by %, _ or itself"
-                )
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-        i += 1
-    return "(?s)^" + "".join(out) + "$"
 
 
 @dataclass(frozen=True, eq=False)

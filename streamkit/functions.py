@@ -17,7 +17,8 @@ from streamkit.aggregates import (
 from streamkit.aggs import AggExpr
 from streamkit.conditional import Case, Coalesce, WindowTime
 from streamkit.errors import PlanError
-from streamkit.expr import Col, EpochUnit, Expr, FromEpoch, Lit, ParseTimestamp, into_col, into_expr
+from streamkit.expr import Col, Expr, Lit, into_col, into_expr
+from streamkit.time_expr import EpochUnit, FromEpoch, ParseTimestamp
 from streamkit.windows import session_window, window
 
 __all__ = [

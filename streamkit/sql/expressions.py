@@ -26,8 +26,9 @@ from streamkit import functions as F
 from streamkit.conditional import Case, Coalesce, WindowTime
 from streamkit.durations import parse_duration_ns
 from streamkit.errors import DurationError
-from streamkit.expr import EpochUnit, Expr, Field, FromEpoch, Lit, Match, ParseTimestamp
+from streamkit.expr import Expr, Field, Lit, Match
 from streamkit.sql.errors import SqlError, UnsupportedSqlError
+from streamkit.time_expr import EpochUnit, FromEpoch, ParseTimestamp
 from streamkit.windows import SessionWindow, TimeWindow
 
 if TYPE_CHECKING:

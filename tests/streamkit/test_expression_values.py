@@ -23,7 +23,8 @@ import streamkit as sk
 from streamkit.streaming.sources.memory import MemoryStream
 
 if TYPE_CHECKING:
-    from streamkit.expr import EpochUnit, Expr
+    from streamkit.expr import Expr
+    from streamkit.time_expr import EpochUnit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NUMBERS = [-7, -6, -1, 0, 1, 6, 7, 2**40 + 3, -(2**40) - 3]
