@@ -13,7 +13,8 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
 3. take each shard's event-time maximum and end flag (once the last part of a range is
    applied, or from an end marker that follows it) and arrival time (the injected clock);
    a start marker (a source task started reading the shard) of a shard not known yet
-   records it as heard of, with no range applied (``NOTHING``) and no event time,
+   records it as heard of, with no range applied
+   (:data:`~streamkit.fleet.source_progress.NOTHING`) and no event time,
    and is otherwise ignored (neither applied nor counted as a duplicate);
 4. judge late partial states against the watermark in force in the previous batch
    (``__wend <= late_mark`` is dropped, as the single-process engine drops late rows;

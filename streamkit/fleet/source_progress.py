@@ -1,6 +1,6 @@
 """Per source shard, which exchange chunk an aggregation task applies next.
 
-Guarantee (step 2 and 3 of :mod:`~streamkit.fleet.aggregation_stage`): a chunk at or
+Guarantee (steps 2 and 3 of :mod:`~streamkit.fleet.aggregation_stage`): a chunk at or
 before a shard's last applied ``(range end, part)`` is a duplicate and changes nothing but
 its arrival time; the next chunk must be the next part of the same range, or part 0 of a
 range that starts where the last one ended, else :class:`ChunkOrderError`. A range's
