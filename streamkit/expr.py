@@ -8,7 +8,6 @@ the column and types involved, so mistakes surface at plan-build time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import polars as pl
@@ -234,7 +233,6 @@ class Lit(Expr):
 _ARITH = {"+", "-", "*", "/", "//", "%"}
 _COMPARE = {"==", "!=", "<", "<=", ">", ">="}
 _LOGIC = {"&", "|"}
-_LITERAL_TIME = (datetime, date, timedelta)
 
 
 def _kind(dtype: pl.DataType) -> str:
