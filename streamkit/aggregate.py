@@ -296,16 +296,21 @@ numpy release the GIL, so two chunks use two cores while the reader prefetches).
 
 def _partials(chunks: Iterable[pl.LazyFrame], spec: AggregateSpec) -> list[pl.DataFrame]:
     """:func:`partial` of each chunk, in chunk order, up to :data:`PARTIAL_WORKERS` at
-    once; a chunk is taken from ``chunks`` only when a worker is free (bounded memory)."""
+    once; the next chunk is taken from ``chunks`` only once a worker is free, so no chunk
+    waits in hand for one (bounded memory: a source reading ahead holds one more)."""
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
     parts: list[pl.DataFrame] = []
+    rest = iter(chunks)
     with ThreadPoolExecutor(PARTIAL_WORKERS) as pool:
         pending: deque[Future[pl.DataFrame]] = deque()
-        for rows in chunks:
+        while True:
             if len(pending) == PARTIAL_WORKERS:
                 parts.append(pending.popleft().result())
+            rows = next(rest, None)
+            if rows is None:
+                break
             pending.append(pool.submit(partial, rows, spec))
         parts.extend(future.result() for future in pending)
     return parts

@@ -1,6 +1,7 @@
 """Batch aggregation reduces chunks to partial states on a few threads: the states come
 back in chunk order, chunks really overlap, and no more than ``PARTIAL_WORKERS`` chunks are
-taken from the reader before a state is collected (memory stays bounded)."""
+taken from the reader before a state is collected: none waits in hand for a worker (memory
+stays bounded)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,4 @@ def test_states_come_back_in_chunk_order_with_bounded_chunks_in_flight(
     monkeypatch.setattr(K, "partial", fake_partial)
     parts = K._partials(chunks(), spec=None)  # type: ignore[arg-type]
     assert [p["i"][0] for p in parts] == list(range(7))
-    assert most_ahead[0] <= 3  # two in the workers, one being handed over
+    assert most_ahead[0] <= 2  # two in the workers, none taken while both are busy

@@ -226,10 +226,15 @@ def test_slots_decode_to_the_distinct_keys_of_every_codable_type() -> None:
         assert dict(zip(got.rows(), slots.rows.tolist(), strict=True)) == sizes
 
 
-def test_categorical_keys_come_back_as_the_rows_values_among_many_other_categories() -> None:
+@pytest.mark.parametrize("block", [S.ROW_BLOCK, 7], ids=["one-block", "857-blocks"])
+def test_categorical_keys_come_back_as_the_rows_values_among_many_other_categories(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A categorical key made after 20,000 other strings joined the process's categories:
     the occupied slots' keys are the frame's distinct (key, int) pairs, typed as the frame's,
-    with the group sizes of Polars' ``group_by().len()``."""
+    with the group sizes of Polars' ``group_by().len()``; also when the row of each slot is
+    found in many blocks of rows, the last one short."""
+    monkeypatch.setattr(S, "ROW_BLOCK", block)
     others = pl.Series([f"other-{i}" for i in range(20_000)], dtype=pl.Categorical())
     rng = np.random.default_rng(11)
     n = 6_000
