@@ -1,11 +1,12 @@
 """One measurement = one fresh Python process.
 
-Run as a script, this is the measured child: it imports the engine (untimed),
-does the engine's untimed setup, then times read + compute + materialise to Arrow,
-then reads its own peak RSS (``VmHWM``; nothing subtracted) and prints one
-JSON line. With ``--import-only`` it stops after the imports, which gives the
-interpreter + import baseline RSS. The result table is written (after the
-measurement) to ``--out`` for the parent to verify.
+Run as a script, this is the measured child: it imports the engine (untimed; with the
+modules it would import on first use, ``_engines.LAZY_IMPORTS``), does the engine's
+untimed setup and a full garbage collection (the same for every engine), then times
+read + compute + materialise to Arrow, then reads its own peak RSS (``VmHWM``; nothing
+subtracted) and prints one JSON line. With ``--import-only`` it stops after the imports,
+which gives the interpreter + import baseline RSS. The result table is written (after
+the measurement) to ``--out`` for the parent to verify.
 
 ``spawn`` is the parent side: it starts the child and parses its line.
 """
@@ -13,6 +14,7 @@ measurement) to ``--out`` for the parent to verify.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -84,6 +86,7 @@ def _child(args: argparse.Namespace) -> dict[str, float | int]:
     if args.import_only:
         return {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_bytes": _peak_rss_bytes()}
     run = _engines.prepare(args.engine, _engines.WORKLOADS[args.workload], args.path)
+    gc.collect()  # the imports' garbage: else the first full collection may fall in the run
     start, cpu_start = time.perf_counter(), time.process_time()
     table = run()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start

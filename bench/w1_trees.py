@@ -8,7 +8,8 @@ same timed region as ``query_engine.py``); a tree is put first on ``PYTHONPATH``
 streamkit runs. Rounds are interleaved (every tree and engine once per round, the order
 rotating), so a slow period of a shared machine spreads over all of them. Every result is
 checked against the exact reference (``_verify.py``). Prints medians of wall and CPU
-seconds and their ratios to the faster baseline (by median wall and by median CPU).
+seconds and their ratios to the faster baseline (by median wall and by median CPU), and
+median peak RSS.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> int:
     base_path = os.environ.get("PYTHONPATH", "")
     runs: list[tuple[str, str | None]] = list(trees.items())
     runs += [("duckdb", None), ("polars", None)]
-    samples: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in runs}
+    samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in runs}
     out = HERE / "results" / "scratch" / "w1_trees.arrow"
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = False
@@ -53,25 +54,26 @@ def main() -> int:
             verdict = None if sample.error else check(read_ipc(out), ref)
             ok = verdict is not None and verdict.ok
             failed |= not ok
-            samples[label].append((sample.wall_s, sample.cpu_s))
+            samples[label].append((sample.wall_s, sample.cpu_s, sample.peak_rss_bytes / 2**20))
             load = os.getloadavg()[0]
             print(
                 f"rep {rep} {label}: {sample.wall_s:.3f} s, cpu {sample.cpu_s:.3f} s, "
+                f"peak {sample.peak_rss_bytes / 2**20:.0f} MiB, "
                 f"load {load:.1f}, {'ok' if ok else sample.error or verdict}",
                 file=sys.stderr,
             )
     med = {
-        k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
-        for k, v in samples.items()
+        k: tuple(statistics.median(s[i] for s in v) for i in range(3)) for k, v in samples.items()
     }
     wall_best = min(med["duckdb"][0], med["polars"][0])
     cpu_best = min(med["duckdb"][1], med["polars"][1])
     print(f"W1, {args.rows:,} rows, {args.repeat} rounds; medians")
-    print("| run | wall s | CPU s | wall / faster baseline | CPU / faster baseline by CPU |")
-    print("|---|---:|---:|---:|---:|")
-    for label, (wall, cpu) in med.items():
+    print("| run | wall s | CPU s | wall / faster baseline | CPU / faster by CPU | peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, (wall, cpu, peak) in med.items():
         print(
-            f"| {label} | {wall:.3f} | {cpu:.3f} | {wall / wall_best:.2f} | {cpu / cpu_best:.2f} |"
+            f"| {label} | {wall:.3f} | {cpu:.3f} | {wall / wall_best:.2f} | {cpu / cpu_best:.2f} "
+            f"| {peak:.0f} |"
         )
     return 1 if failed else 0
 
