@@ -71,12 +71,12 @@ Polars load their readers with the engine, so without these the first timed quer
 streamkit alone would pay imports (~20 ms of CPU)."""
 
 
-def import_engine(engine: str) -> None:
+def import_engine(engine: str, *, lazy: bool = True) -> None:
     """Import what measuring ``engine`` imports, and nothing else: pyarrow, the engine and
-    the modules it would import during its first query (:data:`LAZY_IMPORTS`)."""
+    (``lazy``) the modules it would import during its first query (:data:`LAZY_IMPORTS`)."""
     importlib.import_module("pyarrow")
     importlib.import_module(engine)
-    for module in LAZY_IMPORTS.get(engine, ()):
+    for module in LAZY_IMPORTS.get(engine, ()) if lazy else ():
         importlib.import_module(module)
 
 

@@ -61,9 +61,14 @@ def spawn(
     path: Path | None = None,
     out: Path | None = None,
     timeout_s: float = 1800.0,
+    cold: bool = False,
 ) -> Sample:
-    """Measure in a fresh interpreter; without ``workload`` only imports are measured."""
+    """Measure in a fresh interpreter; without ``workload`` only imports are measured.
+    ``cold``: as the bench did before 2026-12-06 (no lazy imports, no collection before
+    the timed region), to show what those two steps move out of it."""
     cmd = [sys.executable, str(HERE / "_measure.py"), "--engine", engine]
+    if cold:
+        cmd.append("--cold")
     if workload is None:
         cmd.append("--import-only")
     else:
@@ -82,11 +87,12 @@ def spawn(
 def _child(args: argparse.Namespace) -> dict[str, float | int]:
     import _engines
 
-    _engines.import_engine(args.engine)
+    _engines.import_engine(args.engine, lazy=not args.cold)
     if args.import_only:
         return {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_bytes": _peak_rss_bytes()}
     run = _engines.prepare(args.engine, _engines.WORKLOADS[args.workload], args.path)
-    gc.collect()  # the imports' garbage: else the first full collection may fall in the run
+    if not args.cold:
+        gc.collect()  # the imports' garbage: else a full collection may fall in the run
     start, cpu_start = time.perf_counter(), time.process_time()
     table = run()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -102,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="one benchmark measurement (child process)")
     parser.add_argument("--engine", required=True)
     parser.add_argument("--import-only", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="see spawn")
     parser.add_argument("--workload")
     parser.add_argument("--path", type=Path)
     parser.add_argument("--out", type=Path)

@@ -9,8 +9,9 @@ streamkit runs. Rounds are interleaved (every tree and engine once per round, th
 rotating), so a slow period of a shared machine spreads over all of them. Every result is
 checked against the exact reference (``_verify.py``). Prints medians of wall and CPU
 seconds and their ratios to the faster baseline (by median wall and by median CPU), and
-median peak RSS.
-"""
+median peak RSS. ``--cold-tree LABEL=PATH`` measures a tree as the bench did before
+2026-12-06: streamkit's lazily imported modules and a full garbage collection inside the
+timed region (DuckDB and Polars are always measured the current way)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--tree", action="append", required=True, help="LABEL=PATH")
+    parser.add_argument(
+        "--cold-tree",
+        action="append",
+        default=[],
+        help="LABEL=PATH measured as the bench did before 2026-12-06 (_measure.spawn's cold)",
+    )
     args = parser.parse_args()
-    trees = dict(t.split("=", 1) for t in args.tree)
+    trees = dict(t.split("=", 1) for t in args.tree + args.cold_tree)
+    cold = {t.split("=", 1)[0] for t in args.cold_tree}
     path = ensure_parquet(args.rows, args.seed)
     ref = cached_reference(path, WORKLOADS["W1"])
     base_path = os.environ.get("PYTHONPATH", "")
@@ -50,7 +58,7 @@ def main() -> int:
             os.environ["PYTHONPATH"] = str(Path(tree).resolve()) if tree else base_path
             engine = "streamkit" if tree else label
             out.unlink(missing_ok=True)
-            sample = spawn(engine, workload="W1", path=path, out=out)
+            sample = spawn(engine, workload="W1", path=path, out=out, cold=label in cold)
             verdict = None if sample.error else check(read_ipc(out), ref)
             ok = verdict is not None and verdict.ok
             failed |= not ok
