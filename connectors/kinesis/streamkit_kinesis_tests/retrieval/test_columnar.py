@@ -7,11 +7,12 @@ import base64
 import json
 import random
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pytest
 from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.retrieval import columnar
 from streamkit_kinesis.retrieval.columnar import (
     KPL_MAGIC,
     b64decode_column,
@@ -40,7 +41,7 @@ def test_base64_column_decodes_as_the_standard_library_does() -> None:
     assert b64decode_column(pa.array([], pa.string())).to_pylist() == []
 
 
-@pytest.mark.parametrize("bad", ["QQ==QUI=", "QQ=A", "QUJ", "Q!==", "QQ===A=="])
+@pytest.mark.parametrize("bad", ["QQ==QUI=", "QQ=A", "QUJ", "Q!==", "QQ===A==", "QR==", "QUI=\n"])
 def test_malformed_base64_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="base64"):
         b64decode_column(pa.array(["QUJD", bad]))
@@ -137,3 +138,79 @@ def test_an_answer_with_unusual_field_types_goes_the_slow_way() -> None:
     got = parse_answer(json.dumps(body).encode())
     assert got.data.to_pylist() == [b"x"]
     assert got.arrival.to_pylist() == [datetime(2026, 12, 2, 10, 0, 0, 250_000, tzinfo=UTC)]
+
+
+def _no_slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(body: bytes) -> Any:
+        raise AssertionError("a usual body went the slow way")
+
+    monkeypatch.setattr(columnar, "_parse_slowly", refuse)
+
+
+def test_a_body_with_escapes_extra_fields_and_number_forms_is_read_as_json_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unicode and quote escapes, fields outside the answer's schema (AWS adds
+    ``EncryptionType``), timestamps as integers and in exponent form: read as ``json``
+    and ``base64`` read them, in Arrow's 32-bit ``string`` / ``binary`` types, without the
+    slow path."""
+    _no_slow_path(monkeypatch)
+    body = (
+        b'{"Records":[{"Data":"AAEC/w==","PartitionKey":"k\\u00e9\\"\\\\\\ud83d\\ude00",'
+        b'"SequenceNumber":"49650000000000000000000000000000000000000000000000000001",'
+        b'"ApproximateArrivalTimestamp":1.7647000001234E9,"EncryptionType":"NONE"},'
+        b'{"PartitionKey":"p","Data":"","SequenceNumber":"2","ApproximateArrivalTimestamp":1764700000,'
+        b'"Extra":{"nested":[1,2]}}],'
+        b'"NextShardIterator":"AAA\\/B","MillisBehindLatest":12,"Unknown":[{"a":null}]}'
+    )
+    truth = json.loads(body)
+    got = parse_answer(body)
+    records = truth["Records"]
+    assert got.data.to_pylist() == [base64.b64decode(r["Data"]) for r in records]
+    assert got.partition_keys.to_pylist() == [r["PartitionKey"] for r in records]
+    assert got.partition_keys.to_pylist()[0] == 'k\u00e9"\\\U0001f600'
+    assert got.sequence_numbers.to_pylist() == [r["SequenceNumber"] for r in records]
+    micros = [round(r["ApproximateArrivalTimestamp"] * 1_000_000) for r in records]
+    assert got.arrival.cast(pa.int64()).to_pylist() == micros
+    assert (got.data.type, got.partition_keys.type, got.sequence_numbers.type) == (
+        pa.binary(), pa.string(), pa.string(),
+    )  # fmt: skip
+    assert (got.next_iterator, got.millis_behind_latest) == ("AAA/B", 12)
+    assert (got.child_shard_ids, got.continuation) == ((), None)
+
+
+def test_an_event_body_with_child_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SubscribeToShardEvent payload: its continuation, and the children that carry
+    parents and a hash range as shard descriptions (one without them left out)."""
+    _no_slow_path(monkeypatch)
+    children = [
+        {
+            "ShardId": "shardId-000000000002",
+            "ParentShards": ["shardId-000000000000", "shardId-000000000001"],
+            "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": str(2**128 - 1)},
+        },
+        {"ShardId": "shardId-000000000003", "ParentShards": []},
+    ]
+    body = {
+        "Records": [],
+        "ContinuationSequenceNumber": "77",
+        "MillisBehindLatest": 0,
+        "ChildShards": children,
+    }
+    got = parse_answer(json.dumps(body).encode(), event=True)
+    assert (len(got), got.continuation, got.next_iterator) == (0, "77", None)
+    assert got.child_shard_ids == ("shardId-000000000002", "shardId-000000000003")
+    [info] = got.child_shards
+    assert (info.shard_id, info.parent_shard_ids) == (
+        "shardId-000000000002", ("shardId-000000000000", "shardId-000000000001"),
+    )  # fmt: skip
+    keys = info.hash_key_range
+    assert (keys.starting_hash_key, keys.ending_hash_key) == (0, 2**128 - 1)
+
+
+def test_an_answer_without_records_or_fields() -> None:
+    """``{}`` and ``"Records": null`` are answers without records (nothing else set)."""
+    for body in (b"{}", b'{"Records":null,"MillisBehindLatest":null}'):
+        got = parse_answer(body)
+        assert (len(got), got.next_iterator, got.millis_behind_latest) == (0, None, None)
+        assert got.data.type == pa.binary()
