@@ -55,3 +55,51 @@ def test_default_chain_credentials_are_resolved_for_each_client(
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
         assert _access_key(real_aws.client("dynamodb")) == key
+
+
+EVENTS = (
+    "before-parameter-build.s3.PutObject",
+    "before-parse.s3.GetObject",
+    "before-call.kinesis.GetRecords",
+    "before-parse.kinesis.GetRecords",
+    "needs-retry.dynamodb.UpdateItem",
+    "after-call.dynamodb.Scan",
+    "creating-client-class.s3",
+    "choose-signer.cloudwatch.PutMetricData",
+    "request-created.s3.PutObject",
+    "before-sign.s3.PutObject",
+)
+
+
+def _handlers(session: Any, event: str) -> list[Any]:
+    """The handlers ``event`` reaches in ``session``, in call order."""
+    emitter = session.get_component("event_emitter")._emitter
+    return list(emitter._handlers.prefix_search(event))
+
+
+def test_each_session_has_botocore_s_builtin_handlers_as_its_own_copy() -> None:
+    """Every event reaches the handlers, in the order, that ``botocore.session.Session()``
+    registers; a handler added to one session reaches no other."""
+    import botocore.handlers
+    import botocore.session
+
+    from streamkit.aws_sessions import fresh_session
+
+    plain = botocore.session.Session()
+    events = {*EVENTS, *(spec[0] for spec in botocore.handlers.BUILTIN_HANDLERS)}
+    with fresh_session() as first:
+        pass
+    with fresh_session() as second:
+        pass
+    for event in sorted(events):
+        assert _handlers(first, event) == _handlers(plain, event), event
+        assert _handlers(second, event) == _handlers(plain, event), event
+
+    def extra(**_: Any) -> None: ...
+
+    first.register("before-call.kinesis.GetRecords", extra)
+    with fresh_session() as third:
+        pass
+    assert extra in _handlers(first, "before-call.kinesis.GetRecords")
+    for other in (second, third):
+        assert extra not in _handlers(other, "before-call.kinesis.GetRecords")
