@@ -4,7 +4,7 @@ on kinesalite (issue 15 item 1).
 
 Usage:
     nice -n 10 .venv/bin/python bench/kinesis_cost.py [--records 200000] [--reps 3]
-        [--loader-per-client]
+        [--loader-per-client] [--before]
 
 ``--records`` JSON records of ~97 bytes are put over 4 shards; then each reader reads the
 whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, interleaved
@@ -25,6 +25,10 @@ whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, in
 - with ``--loader-per-client``, the two query paths once more per rep, every boto client
   made as before :mod:`streamkit.aws_sessions` (a botocore session with its own loader,
   re-reading botocore's data): the A/B of ``open``'s client cost in one run.
+- with ``--before``, the two query paths once more per rep with the code before session 21
+  patched in (:mod:`_kinesis_before`: GetRecords bodies parsed by Arrow's JSON reader,
+  each botocore session registering its built-in handlers): the A/B of session 21's
+  changes in one run (both parsers first checked to give the same columns).
 
 Every read must return every record and every payload byte (the JSON query path: every
 record, as a row) (else the bench fails); MB are the payload MB put. Client
@@ -50,13 +54,14 @@ from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
+import _kinesis_before as kinesis_before
 import _records_cli as records_cli
 import pyarrow as pa
 import pyarrow.compute as pc
 from streamkit_kinesis.admin import StreamAdmin
 from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.leases import DynamoDBLeaseStore
-from streamkit_kinesis.retrieval.columnar import get_records_columnar
+from streamkit_kinesis.retrieval.columnar import get_records_columnar, raw_get_records
 from streamkit_kinesis.retrieval.polling import ShardReader
 from streamkit_kinesis.shards import list_shards_blocking
 from streamkit_kinesis.source import KinesisStreamSource
@@ -72,7 +77,10 @@ BARE, COLUMNAR, READER = "bare boto3", "columnar GetRecords", "streamkit ShardRe
 RAW, JSON = "query path, raw decoder", "query path, JSON decoder"
 OWN = ", a loader per client"
 RAW_OWN, JSON_OWN = RAW + OWN, JSON + OWN
-QUERY_PATHS = (RAW, JSON, RAW_OWN, JSON_OWN)
+BEFORE = ", code before session 21"
+RAW_BEFORE, JSON_BEFORE = RAW + BEFORE, JSON + BEFORE
+QUERY_PATHS = (RAW, JSON, RAW_OWN, JSON_OWN, RAW_BEFORE, JSON_BEFORE)
+JSON_PATHS = (JSON, JSON_OWN, JSON_BEFORE)
 SCHEMA = pa.schema(
     [("id", pa.int64()), ("user", pa.string()), ("action", pa.string()), ("ts", pa.string())]
 )
@@ -129,6 +137,17 @@ def thread_loop(client: Any, stream: str, columnar: bool) -> tuple[int, int]:
     with ThreadPoolExecutor(len(shard_ids)) as pool:
         parts = list(pool.map(read, shard_ids))
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def first_body(client: Any, stream: str) -> bytes:
+    """The raw body of a GetRecords from the first shard's start."""
+    shard_id = list_shards_blocking(client, stream)[0].shard_id
+    it = client.get_shard_iterator(
+        StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    body = raw_get_records(client, it, 10_000)
+    assert body is not None
+    return body
 
 
 async def reader_loop(client: Any, stream: str) -> tuple[int, int]:
@@ -209,10 +228,13 @@ def measure(
         records, size = asyncio.run(reader_loop(client, stream))
     elif name in QUERY_PATHS:
         assert leases is not None
-        decoder: Decoder = RawDecoder() if name in (RAW, RAW_OWN) else JsonDecoder(SCHEMA)
-        own = name in (RAW_OWN, JSON_OWN)
-        patch = mock.patch.object(aws_sessions, "fresh_session", own_loader_session)
-        with patch if own else nullcontext():
+        decoder: Decoder = JsonDecoder(SCHEMA) if name in JSON_PATHS else RawDecoder()
+        patch: Any = nullcontext()
+        if name in (RAW_OWN, JSON_OWN):
+            patch = mock.patch.object(aws_sessions, "fresh_session", own_loader_session)
+        elif name in (RAW_BEFORE, JSON_BEFORE):
+            patch = kinesis_before.before()
+        with patch:
             records, size = asyncio.run(source_loop(client, leases, stream, decoder, n))
     else:
         records, size = thread_loop(client, stream, columnar=name == COLUMNAR)
@@ -251,6 +273,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     names = [BARE, COLUMNAR, READER, RAW, JSON]
     if args.loader_per_client:
         names += [RAW_OWN, JSON_OWN]
+    if args.before:
+        names += [RAW_BEFORE, JSON_BEFORE]
     with start_kinesalite() as kinesalite, start_localstack() as localstack:
         endpoint, leases = kinesalite.endpoint, localstack.endpoint
         admin = StreamAdmin(endpoint, poll_interval=0.1)
@@ -261,6 +285,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         plain = endpoint.client("kinesis", max_pool_connections=SHARDS * 2)
         hooked = kinesis_client(endpoint, max_pool_connections=SHARDS * 2)
+        if args.before:
+            kinesis_before.check_same_columns(first_body(hooked, stream))
         clients: dict[str, Any] = {BARE: plain, COLUMNAR: hooked, READER: hooked}
         clients |= dict.fromkeys(QUERY_PATHS, endpoint)
         for name in names:  # warm-up, untimed: imports, first-use initialisation, connections
@@ -270,7 +296,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             for k in range(len(names)):
                 name = names[(rep + k) % len(names)]
                 run = measure(name, clients[name], stream, leases, args.records)
-                size = expected_bytes if name not in (JSON, JSON_OWN) else 0
+                size = expected_bytes if name not in JSON_PATHS else 0
                 if (run["records"], run["bytes"]) != (args.records, size):
                     raise RuntimeError(f"{name} read {run}, expected {args.records} records")
                 log(f"rep {rep} {name}: {run}")
@@ -278,6 +304,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         result["load_after"] = os.getloadavg()
     result["payload_bytes"] = expected_bytes
     result["readers"] = {n: summary(r, expected_bytes) for n, r in runs.items()}
+    result["runs"] = runs
     return result
 
 
@@ -312,7 +339,17 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def options(p: argparse.ArgumentParser) -> None:
+    """The bench's own options."""
+    p.add_argument(
+        "--loader-per-client",
+        action="store_true",
+        help="also the query paths with a botocore loader per client",
+    )
+    p.add_argument(
+        "--before", action="store_true", help="also the query paths with the code before session 21"
+    )
+
+
 if __name__ == "__main__":
-    records_cli.run("kinesis_cost", __doc__, main, report, lambda p: p.add_argument(
-        "--loader-per-client", action="store_true",
-        help="also the query paths with a botocore loader per client (the code before)"))
+    records_cli.run("kinesis_cost", __doc__, main, report, options)
