@@ -4,12 +4,15 @@ Usage:
     nice -n 10 .venv/bin/python bench/boto_client_cost.py [--reps 5]
 
 Each rep makes one Kinesis, one DynamoDB and one CloudWatch client (endpoint, region and
-keys given; no call is sent) in each of three ways, interleaved, the order rotating per rep:
+keys given; no call is sent) in each of four ways, interleaved, the order rotating per rep:
 
 - own loader: a new ``boto3.session.Session()`` per client, as before
   :mod:`streamkit.aws_sessions` (its botocore session re-reads botocore's data);
+- shared loader, handlers registered: a new session per client on the process's loader
+  that registers botocore's built-in event handlers itself (streamkit before session 21);
 - shared loader: :meth:`AwsEndpoint.client` (a new session per client on the process's
-  loader, under its lock): what streamkit does;
+  loader, under its lock, with a copy of the built-in handlers registered once per
+  process): what streamkit does;
 - shared session: one ``boto3.session.Session`` for every client (the reverted design).
 
 One untimed client of each service per way first. Reported: the median over reps of CPU ms
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _kinesis_before as kinesis_before
 import boto3
 
 from streamkit.config import AwsEndpoint
@@ -36,8 +40,14 @@ def ways() -> dict[str, Callable[[str], Any]]:
     session: Any = boto3.session.Session  # services as plain strings, not the stubs' literals
     shared = session()
     kwargs = ENDPOINT.client_kwargs()
+
+    def registering(service: str) -> Any:
+        with kinesis_before.before():
+            return ENDPOINT.client(service)
+
     return {
         "own loader": lambda s: session().client(s, **kwargs),
+        "shared loader, handlers registered": registering,
         "shared loader": ENDPOINT.client,
         "shared session": lambda s: shared.client(s, **kwargs),
     }
