@@ -10,10 +10,13 @@ the rows it writes can be moved by later tidies like any others.
 from __future__ import annotations
 
 import tracemalloc
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pytest
 
 import streamkit as sk
 from streamkit import aggregate as K
@@ -22,6 +25,8 @@ from streamkit.plan import Aggregate
 from streamkit.streaming import agg_steps
 from streamkit.streaming.state import KeyedStore
 from streamkit.streaming.state.hash_index import U64, HashIndex
+from streamkit.streaming.state.indexed import Hasher, row_hash
+from streamkit.windows import WEND
 
 CELL_BYTES = 16
 """One cell of the index: hash and value, two int64."""
@@ -116,3 +121,97 @@ def test_rows_written_by_the_slot_path_survive_two_rewrites() -> None:
     want = {k: 2 + (k < 3000) + (k < 2000 or 3000 <= k < 4500) for k in range(5000)}
     assert {k: c for k, (c, _) in held(store).items()} == want
     assert {k: t for k, (_, t) in held(store).items()} == want
+
+
+# -- late marks, the path choice, overflow eviction ------------------------------------
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MIN_US = 60_000_000
+T0_US = int(T0.timestamp() * 1_000_000)
+
+
+def us(minutes: int) -> int:
+    return T0_US + minutes * MIN_US
+
+
+def timed_rows(*rows: tuple[int | None, str]) -> pl.DataFrame:
+    """Rows ``(minutes after T0 or None, key)``, each with ``v = 1``."""
+    return pl.DataFrame(
+        {
+            "t": [None if m is None else T0 + timedelta(minutes=m) for m, _ in rows],
+            "k": [k for _, k in rows],
+            "v": [1] * len(rows),
+        },
+        schema={"t": pl.Datetime("us", "UTC"), "k": pl.String, "v": pl.Int64},
+    )
+
+
+def timed_store(
+    by: list[Any], hasher: Hasher = row_hash, expiry: str | None = None
+) -> tuple[Aggregate, KeyedStore]:
+    """``group_by(*by).agg(count)`` over ``t, k, v``."""
+    schema = pa.schema([("t", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64())])
+    node = sk.from_arrow(schema.empty_table()).group_by(*by).agg(sk.count().alias("n")).plan
+    assert isinstance(node, Aggregate)
+    return node, KeyedStore(aggregate_spec(node), hasher, expiry)
+
+
+def counts(frame: pl.DataFrame, *keys: str) -> set[tuple[Any, ...]]:
+    return set(frame.select(*keys, K.ROWS).iter_rows())
+
+
+@pytest.mark.parametrize("slot_path", [False, True], ids=["grouped", "slots"])
+def test_a_window_ending_at_the_late_mark_is_late(slot_path: bool) -> None:
+    """``merge_rows(rows, late_mark)`` keeps the groups whose window ends *after* the
+    mark: with the mark at 00:10, a row at 00:06 (window [00:00, 00:10)) is dropped and
+    one at 00:16 counted, whether the batch is grouped first or added by slot."""
+    node, store = timed_store([sk.window("t", "10 minutes"), "k"])
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((5, "a"), (15, "a"))))
+    store.spread = -1.0 if slot_path else 2.0
+    second = agg_steps.input_rows(node, store.spec, timed_rows((6, "a"), (16, "a")))
+    got = store.merge_rows(second, us(10))
+    assert counts(got, WEND, "k") == {(us(20), "a", 2)}
+    assert counts(store.rows(), WEND, "k") == {(us(10), "a", 1), (us(20), "a", 2)}
+
+
+def test_merge_rows_groups_after_a_batch_of_at_most_spread_groups_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``spread`` 0.5: a batch is grouped first (``aggregate.partial`` runs on it) when
+    the previous one had at most 0.5 groups per row, on either path; counted by hand:
+    2 rows 1 group (0.5: group next), 1 row 1 group (1.0: add by slot next), again 1.0,
+    4 rows 1 group by slot (0.25: group next)."""
+    node, store = adding_store(pa.int64())
+    store.spread = 0.5
+    real, grouped = K.partial, []
+
+    def counting(lazy: pl.LazyFrame, spec: K.AggregateSpec) -> pl.DataFrame:
+        out = real(lazy, spec)
+        grouped.append(int(out[K.ROWS].sum()))
+        return out
+
+    monkeypatch.setattr(K, "partial", counting)
+    calls = []
+    for keys in ([1, 1], [1], [1], [1, 1, 1, 1], [1]):
+        grouped.clear()
+        merge(node, store, keys, [1] * len(keys), pl.Int64())
+        calls.append(list(grouped))
+    assert calls == [[2], [1], [], [], [1]]
+    assert held(store) == {1: (9, 9)}
+
+
+def zero_hash(keys: pl.DataFrame) -> U64:
+    """Every key has hash 0: the first key held is in the main log, the others overflow."""
+    return np.zeros(keys.height, np.uint64)
+
+
+def test_overflow_keys_expire_at_the_watermark_and_null_keys_never() -> None:
+    """A store expiring keys by their ``t`` with every key on one hash: key a (null t)
+    fills the main log, b (null t) and c (t = 00:10) overflow. The watermark 00:10
+    evicts c (its t is at the watermark) and neither null key."""
+    node, store = timed_store(["t", "k"], zero_hash, expiry="t")
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((None, "a"))))
+    batch = timed_rows((None, "b"), (10, "c"))
+    store.merge_rows(agg_steps.input_rows(node, store.spec, batch))
+    t10 = T0 + timedelta(minutes=10)
+    assert counts(store.evict(us(10)), "t", "k") == {(t10, "c", 1)}
+    assert counts(store.rows(), "t", "k") == {(None, "a", 1), (None, "b", 1)}

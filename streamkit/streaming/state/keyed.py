@@ -258,9 +258,11 @@ class KeyedStore(IndexedRows):
         if not self._evicts or not news.height:
             return
         ends_s = news.select(self._end()).to_series()
-        if ends_s.null_count():
+        if ends_s.null_count():  # null keys never expire: not filed (maybe none left)
             hashes, ends_s = hashes[ends_s.is_not_null().to_numpy()], ends_s.drop_nulls()
         ends = ends_s.to_numpy()
+        if not ends.size:
+            return
         order = np.argsort(ends, kind="stable")
         values, starts = np.unique(ends[order], return_index=True)
         for end, part in zip(values.tolist(), np.split(hashes[order], starts[1:]), strict=True):
