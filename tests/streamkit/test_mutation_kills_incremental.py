@@ -151,3 +151,24 @@ def test_a_window_on_a_copy_made_below_the_watermark_carries_none() -> None:
     assert late.late_rows.height == 0
     assert late.output.select("n").to_series().to_list() == [2]
     assert q.state_rows == 2
+
+
+def test_drop_duplicates_on_a_renamed_event_time_judges_lateness_on_it() -> None:
+    """``t`` renamed ``e`` below ``with_watermark("e")``: lateness is judged on ``e`` (the
+    event time as it reaches the watermark), the late rows come out as read (``t``, ``k``,
+    ``x``), and the rows kept are deduplicated on ``(k, e)``: the run of the test above."""
+    df = (
+        source()
+        .select(sk.col("t").alias("e"), "k", "x")
+        .with_watermark("e", f"{DELAY_MIN} minutes")
+        .drop_duplicates(["k", "e"])
+    )
+    q = IncrementalQuery(df.plan, "append")
+    first = q.run(frame((5, "a", 1), (30, "b", 1)))
+    assert sorted(first.output["k"].to_list()) == ["a", "b"]
+    assert first.watermark == us(30 - DELAY_MIN)
+    q.run(frame((31, "c", 1)))  # in force now: 20 minutes
+    late = q.run(frame((5, "a", 7), (30, "b", 1), (40, "d", 1)))
+    assert late.late_rows.columns == ["t", "k", "x"]
+    assert late.late_rows.rows() == [(at(5), "a", 7)]
+    assert late.output.select("e", "k").rows() == [(at(40), "d")]
