@@ -24,6 +24,7 @@ from streamkit.execute import aggregate_spec
 from streamkit.plan import Aggregate
 from streamkit.streaming import agg_steps
 from streamkit.streaming.state import KeyedStore
+from streamkit.streaming.state.changelog import DELETED, apply
 from streamkit.streaming.state.hash_index import U64, HashIndex
 from streamkit.streaming.state.indexed import Hasher, row_hash
 from streamkit.windows import WEND
@@ -215,3 +216,18 @@ def test_overflow_keys_expire_at_the_watermark_and_null_keys_never() -> None:
     t10 = T0 + timedelta(minutes=10)
     assert counts(store.evict(us(10)), "t", "k") == {(t10, "c", 1)}
     assert counts(store.rows(), "t", "k") == {(None, "a", 1), (None, "b", 1)}
+
+
+def test_a_delta_applies_onto_a_snapshot_whose_column_was_all_null() -> None:
+    """A state column that held only nulls when snapshotted (Polars types it ``Null``,
+    as for a frame built from Python ``None`` values) takes the delta's ``Int64`` values:
+    key 2's upsert lands with its value, key 3 is deleted, key 1 keeps its null."""
+    state = pl.DataFrame({"k": [1, 3], "v": [None, None]})
+    assert state.schema["v"] == pl.Null
+    delta = pl.DataFrame(
+        {"k": [2, 3], "v": [5, None], DELETED: [False, True]},
+        schema={"k": pl.Int64, "v": pl.Int64, DELETED: pl.Boolean},
+    )
+    got = apply(state, delta, ["k"])
+    assert got.schema["v"] == pl.Int64
+    assert sorted(got.rows()) == [(1, None), (2, 5)]

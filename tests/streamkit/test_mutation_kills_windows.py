@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import streamkit as sk
 from streamkit.errors import PlanError, StreamkitError
-from streamkit.windows import WindowSpec, last_window_end
+from streamkit.windows import BUCKET, WEND, WSTART, TimeWindow, WindowSpec, last_window_end
 
 MINUTE_US = 60_000_000
 
@@ -176,3 +176,19 @@ def test_last_window_end_is_the_latest_end_among_a_rows_windows(
         starts = [s for s in range(-300, 300) if (s - offset_min) % slide_min == 0 and s <= m]
         expected.append((max(starts) + size_min) * MINUTE_US)
     assert got == expected
+
+
+def test_expand_flags_the_last_window_of_each_bucket() -> None:
+    """``window("t", "30 minutes", "10 minutes")``: buckets are 10 minutes wide; the
+    bucket [00:20, 00:30) (index 2) lies in the windows starting 00:00, 00:10 and 00:20,
+    and the flag marks only the last (the latest end, 00:50); other columns are kept."""
+    spec = sk.window("t", "30 minutes", "10 minutes")
+    assert isinstance(spec, TimeWindow)
+    frame = pl.DataFrame({BUCKET: [2], "x": [7]})
+    got = spec.expand(frame, pl.Datetime("us", "UTC"), last_flag="last")
+    rows = sorted(got.select(WSTART, WEND, "last", "x").rows())
+    assert rows == [
+        (0, 30 * MINUTE_US, False, 7),
+        (10 * MINUTE_US, 40 * MINUTE_US, False, 7),
+        (20 * MINUTE_US, 50 * MINUTE_US, True, 7),
+    ]
