@@ -231,3 +231,15 @@ def test_a_delta_applies_onto_a_snapshot_whose_column_was_all_null() -> None:
     got = apply(state, delta, ["k"])
     assert got.schema["v"] == pl.Int64
     assert sorted(got.rows()) == [(1, None), (2, 5)]
+
+
+def test_two_held_keys_in_the_reverse_of_their_slot_order_merge_onto_their_state() -> None:
+    """Keys 1 and 2 are stored in that order; a batch naming them 2, 1 (both held) adds
+    onto each key's own row: counts and sums 2 each, one row per key."""
+    node, store = adding_store(pa.int64())
+    for order in (False, True):
+        frame = pl.DataFrame({"k": [1, 2], "v": [1, 1]})
+        rows = agg_steps.input_rows(node, store.spec, frame)
+        store.merge(K.partial(rows.lazy(), store.spec).sort("k", descending=order))
+    assert held(store) == {1: (2, 2), 2: (2, 2)}
+    assert store.rows().height == 2
