@@ -243,3 +243,18 @@ def test_two_held_keys_in_the_reverse_of_their_slot_order_merge_onto_their_state
         store.merge(K.partial(rows.lazy(), store.spec).sort("k", descending=order))
     assert held(store) == {1: (2, 2), 2: (2, 2)}
     assert store.rows().height == 2
+
+
+def test_two_partial_rows_of_one_held_window_merge_into_one_row() -> None:
+    """Sliding windows of 20 minutes every 10: rows at 00:05 and 00:15 both lie in
+    [00:00, 00:20), whose state is held (from a row at 00:05; its other window,
+    [-00:10, 00:10), evicted at 00:10). The batch's two partial rows of that window
+    (one per 10-minute bucket) merge into one: count 1 + 2 = 3; the two windows new to
+    the store count 1 each."""
+    node, store = timed_store([sk.window("t", "20 minutes", "10 minutes"), "k"])
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((5, "a"))))
+    assert counts(store.evict(us(10)), WEND, "k") == {(us(10), "a", 1)}
+    batch = agg_steps.input_rows(node, store.spec, timed_rows((5, "a"), (15, "a")))
+    want = {(us(10), "a", 1), (us(20), "a", 3), (us(30), "a", 1)}
+    assert sorted(store.merge_rows(batch).select(WEND, "k", K.ROWS).rows()) == sorted(want)
+    assert sorted(store.rows().select(WEND, "k", K.ROWS).rows()) == sorted(want)
