@@ -258,3 +258,16 @@ def test_two_partial_rows_of_one_held_window_merge_into_one_row() -> None:
     want = {(us(10), "a", 1), (us(20), "a", 3), (us(30), "a", 1)}
     assert sorted(store.merge_rows(batch).select(WEND, "k", K.ROWS).rows()) == sorted(want)
     assert sorted(store.rows().select(WEND, "k", K.ROWS).rows()) == sorted(want)
+
+
+def test_merge_returns_and_holds_no_touched_column() -> None:
+    """Partial states carrying ``__touched`` (as a session merge's do) are merged without
+    it: the rows returned and held have exactly the state columns."""
+    node, store = adding_store(pa.int64())
+    rows = agg_steps.input_rows(node, store.spec, pl.DataFrame({"k": [1, 2], "v": [3, 4]}))
+    fresh = K.partial(rows.lazy(), store.spec).with_columns(pl.lit(True).alias(K.TOUCHED))
+    want = K.state_columns(store.spec)
+    assert K.TOUCHED not in want
+    assert store.merge(fresh).columns == want
+    assert store.rows().columns == want
+    assert held(store) == {1: (1, 3), 2: (1, 4)}
