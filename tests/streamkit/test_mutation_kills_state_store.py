@@ -271,3 +271,39 @@ def test_merge_returns_and_holds_no_touched_column() -> None:
     assert store.merge(fresh).columns == want
     assert store.rows().columns == want
     assert held(store) == {1: (1, 3), 2: (1, 4)}
+
+
+def test_the_first_batch_is_grouped_whole_and_late_rows_count_in_its_spread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new store groups its first batch (``aggregate.partial`` of all 3 rows, the two
+    in [00:00, 00:10) dropped after as late at 00:10): 1 group for 3 rows is under the
+    0.5 spread, so the second batch is grouped too."""
+    node, store = timed_store([sk.window("t", "10 minutes"), "k"])
+    assert store.adds_rows
+    real, grouped = K.partial, []
+
+    def counting(lazy: pl.LazyFrame, spec: K.AggregateSpec) -> pl.DataFrame:
+        out = real(lazy, spec)
+        grouped.append(int(out[K.ROWS].sum()))
+        return out
+
+    monkeypatch.setattr(K, "partial", counting)
+    first = agg_steps.input_rows(node, store.spec, timed_rows((1, "a"), (2, "b"), (15, "a")))
+    assert counts(store.merge_rows(first, us(10)), WEND, "k") == {(us(20), "a", 1)}
+    assert grouped == [3]
+    grouped.clear()
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((16, "a"))), us(10))
+    assert grouped == [1]
+    assert counts(store.rows(), WEND, "k") == {(us(20), "a", 2)}
+
+
+def test_a_windowed_store_evicts_by_window_end_whatever_its_expiry() -> None:
+    """``expiry`` is for stores without a window: with one, the window end decides. A row
+    at 00:05 grouped by its window [00:00, 00:10) and by ``t`` itself, with ``t`` given as
+    expiry: the watermark 00:07 (past ``t``) keeps it, 00:10 (its window end) evicts it."""
+    node, store = timed_store([sk.window("t", "10 minutes"), "t"], expiry="t")
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((5, "a"))))
+    assert store.evict(us(7)).height == 0
+    assert counts(store.evict(us(10)), WEND) == {(us(10), 1)}
+    assert store.rows().height == 0
