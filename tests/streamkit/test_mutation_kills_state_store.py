@@ -27,6 +27,7 @@ from streamkit.streaming.state import KeyedStore
 from streamkit.streaming.state.changelog import DELETED, apply
 from streamkit.streaming.state.hash_index import U64, HashIndex
 from streamkit.streaming.state.indexed import Hasher, row_hash
+from streamkit.streaming.state.row_log import RowLog
 from streamkit.windows import WEND
 
 CELL_BYTES = 16
@@ -307,3 +308,14 @@ def test_a_windowed_store_evicts_by_window_end_whatever_its_expiry() -> None:
     assert store.evict(us(7)).height == 0
     assert counts(store.evict(us(10)), WEND) == {(us(10), 1)}
     assert store.rows().height == 0
+
+
+def test_a_new_row_logs_work_counts_the_rows_it_appends() -> None:
+    """``handled`` (the log's work, for the cost tests) starts at 0: three rows appended,
+    three rows of work; gathering two of them, two more."""
+    log = RowLog()
+    assert log.handled == 0
+    slots = log.append(pl.DataFrame({"k": [1, 2, 3]}), hashes(3))
+    assert log.handled == 3
+    assert log.gather(slots[:2])["k"].to_list() == [1, 2]
+    assert log.handled == 5
