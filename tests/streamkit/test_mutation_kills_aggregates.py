@@ -714,6 +714,33 @@ def test_combine_adds_two_frames_of_states_row_by_row_without_a_group_by() -> No
     assert rows == [(k, n) for k, (n, _) in sorted(want.items())]
 
 
+def test_merge_sums_the_extra_columns_it_is_given_per_group() -> None:
+    """``aggregate.merge(states, spec, sums)`` (the fleet's source stage merges sliding
+    windows with a per-row late count this way): one row per key, the aggregates merged and
+    each column named in ``sums`` added up per key; without ``sums`` it is not kept."""
+    from streamkit import aggregate as K
+
+    node = _keyed()
+    spec = aggregate_spec(node)
+    first, second = [(1, 5), (2, 7)], [(2, 10), (1, 3), (3, 1)]
+    extra = {1: (4, 6), 2: (1, 2)}  # key -> its extra count in the first / second frame
+    old = _states(node, spec, first)
+    old = old.with_columns(x=pl.col("k").replace_strict({k: a for k, (a, _) in extra.items()}))
+    new = _states(node, spec, second)
+    new = new.with_columns(
+        x=pl.col("k").replace_strict({k: b for k, (_, b) in extra.items()}, default=9)
+    )
+    got = K.merge(pl.concat([old, new]), spec, ("x",))
+    want_x = {1: 4 + 6, 2: 1 + 2, 3: 9}
+    assert sorted(zip(got["k"], got["x"], strict=True)) == sorted(want_x.items())
+    out = K.finalize(got, spec)
+    assert sorted(zip(out["k"], out["n"], out["s"], strict=True)) == [
+        (1, 2, 8),
+        (2, 2, 17),
+        (3, 1, 1),
+    ]
+
+
 def test_combine_refuses_frames_that_are_not_the_specs_state_or_differ_in_types() -> None:
     """None (the caller regroups) when the frames hold a column the state has not, even
     when both frames agree, and when the two frames' types differ."""
