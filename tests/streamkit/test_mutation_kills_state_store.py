@@ -319,3 +319,20 @@ def test_a_new_row_logs_work_counts_the_rows_it_appends() -> None:
     assert log.handled == 3
     assert log.gather(slots[:2])["k"].to_list() == [1, 2]
     assert log.handled == 5
+
+
+def test_a_tidy_drops_a_dead_segment_and_rewrites_a_mostly_dead_one() -> None:
+    """The log's memory follows its live rows: after a tidy, a segment whose rows all died
+    is gone (``rows()`` holds no frame for it) and one with more dead rows than live (at
+    least 1024 dead) is rewritten to its live rows; the live count is the rows alive."""
+    log = RowLog()
+    gone = log.append(pl.DataFrame({"k": list(range(3000))}), hashes(3000))
+    kept = log.append(pl.DataFrame({"k": list(range(3000, 6000))}), hashes(3000, 3001))
+    log.kill(gone)
+    log.kill(kept[:2000])
+    moved = log.tidy()
+    frames = log.rows()
+    assert [f.height for f in frames] == [1000]
+    assert frames[0]["k"].to_list() == list(range(5000, 6000))
+    assert log.live == 1000
+    assert moved.slots.size == 1000
