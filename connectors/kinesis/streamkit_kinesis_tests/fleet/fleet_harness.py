@@ -195,6 +195,15 @@ Event = tuple[int, str, str | None, int]
 """(event time in µs, action, user id, value): a row of a query without aggregation."""
 
 
+STATIC = pa.table({
+    "action": ["view", "click", "cart", "buy"],  # no "share": unmatched in a left join
+    "kind": ["browse", "browse", "intent", "intent"],
+    "weight": [1, 2, 3, 5],
+})  # fmt: skip
+"""The static side of the fleet jobs' stream-static joins (``fleet_job.py``): a kind and a
+weight per action, none for ``share``."""
+
+
 def events_table(data: list[bytes]) -> pa.Table:
     """The records put, decoded as the job's schema."""
     rows = [json.loads(d) for d in data]

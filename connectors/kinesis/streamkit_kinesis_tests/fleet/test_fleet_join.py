@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
+    STATIC,
     closers,
     events_table,
     fleet_on_fresh_stream,
@@ -47,11 +47,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
 
 SHARDS = 4
 EVENTS = 2000
-STATIC = pa.table({
-    "action": ["view", "click", "cart", "buy"],  # no "share": unmatched in a left join
-    "kind": ["browse", "browse", "intent", "intent"],
-    "weight": [1, 2, 3, 5],
-})  # fmt: skip
 
 
 def _con(data: list[bytes]) -> duckdb.DuckDBPyConnection:
