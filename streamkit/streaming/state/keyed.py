@@ -14,6 +14,11 @@ mode) does, by nature.
 Two distinct keys with one hash are told apart by comparing the keys themselves: the
 second one lives in a small overflow frame merged by full regroup, so the result stays
 exact whatever the hash does (tests use a 3-bit hash to exercise it).
+
+Row order is not part of the contract: the frames a merge, an eviction or
+:meth:`KeyedStore.rows` return, and the changes a delta records, hold the right rows in
+no promised order (what reaches a sink is sorted by the engine). Accepted mutants in
+``tests/mutation/equivalent.md`` rest on this; a caller that needs an order sorts.
 """
 
 from __future__ import annotations
