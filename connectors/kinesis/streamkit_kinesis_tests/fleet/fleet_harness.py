@@ -333,6 +333,23 @@ async def close_and_collect(
         await until(f"{fleet.app}: {want} windows in the sink", full, 420)
 
 
+async def victim_then_successor(ep: AwsEndpoint, fleet: Fleet, data: list[bytes]) -> None:
+    """Half of ``data`` put; a worker ``victim`` (SIGKILLed between its second source put
+    and that checkpoint) beside ``w1``; once it is dead, the rest put and a ``successor``
+    started; returns once the fleet has read every record put, then closes each shard's
+    windows (:func:`closers`)."""
+    half = len(data) // 2
+    last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:half])
+    victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+    await fleet.add("w1")
+    await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+    assert victim.proc.returncode == -9, fleet.tail()
+    more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
+    await fleet.add("successor")
+    await fleet.read_all(newest(last, more))
+    await asyncio.to_thread(put_every_shard, ep, fleet.stream, closers()[0])
+
+
 @contextlib.asynccontextmanager
 async def fleet_on_fresh_stream(
     ep: AwsEndpoint, tmp: Path, shards: int, prefix: str, *extra: str

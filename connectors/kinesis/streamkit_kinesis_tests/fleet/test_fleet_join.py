@@ -29,15 +29,13 @@ import pytest
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
     STATIC,
-    closers,
     events_table,
     fleet_on_fresh_stream,
-    newest,
     payloads,
-    put_every_shard,
     put_random_keys,
     statuses,
     until,
+    victim_then_successor,
 )
 
 if TYPE_CHECKING:
@@ -98,17 +96,7 @@ async def test_left_join_then_windows_exact_across_a_kill_between_put_and_checkp
     assert any(row[1] is None for row in want)  # the unmatched action is in the data
     args = ("--query", "joined", "--static", str(static), "--delay", "2 minutes")
     async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fjoin", *args) as fleet:
-        half = len(data) // 2
-        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:half])
-        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
-        await fleet.add("w1")
-        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
-        assert victim.proc.returncode == -9, fleet.tail()
-        more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
-        last = newest(last, more)
-        await fleet.add("successor")
-        await fleet.read_all(last)
-        await asyncio.to_thread(put_every_shard, ep, fleet.stream, closers()[0])
+        await victim_then_successor(ep, fleet, data)
 
         def full() -> bool:
             fleet.check_alive()
