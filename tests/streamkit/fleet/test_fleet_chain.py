@@ -30,7 +30,7 @@ from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 
 from . import sim
-from .test_parity_with_engine import step
+from .test_parity_with_engine import checkpoint_all, step
 
 EVENTS = pa.schema([("k", pa.string()), ("v", pa.int64()), ("t", pa.timestamp("us", "UTC"))])
 STATIC: dict[str, list[Any]] = {"k": ["k0", "k1", "k2", "k3", "k4"],
@@ -97,15 +97,10 @@ def test_batch_by_batch_the_fleet_runs_the_chain_as_the_engine(
                          sort=_flat)  # fmt: skip
         at, seq, engine_late = at + size, seq + 1, engine_late + late
         assert sum(s.state_rows for s in stages) == engine.state_rows
-        for stage, log in zip(stages, logs, strict=True):
-            stage.checkpoint_state(log, bid)
-        bid += 1
-        if not restored and at > rows.height // 2:  # every task taken over once
-            restored = True
-            stages = [AggregationStage(fleet, query="q") for _ in range(n)]
-            for stage, log in zip(stages, logs, strict=True):
-                stage.restore(CheckpointLog(log.store), bid - 1)
-            assert sum(s.state_rows for s in stages) == engine.state_rows
+        take_over = not restored and at > rows.height // 2  # every task taken over once
+        stages = checkpoint_all(fleet, stages, logs, bid, take_over=take_over)
+        restored, bid = restored or take_over, bid + 1
+        assert sum(s.state_rows for s in stages) == engine.state_rows
     assert sum(s.late_rows for s in stages) == engine_late
     if mode == "complete":
         got = pl.concat([s.current_result() for s in stages])

@@ -24,7 +24,7 @@ from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 from streamkit.streaming.incremental import IncrementalQuery
 
 from . import sim
-from .test_parity_with_engine import step
+from .test_parity_with_engine import checkpoint_all, step
 
 
 def _stream() -> sk.DataFrame:
@@ -77,15 +77,10 @@ def test_batch_by_batch_the_fleet_deduplicates_as_the_engine(
         engine_late += late
         seq += 1
         assert sum(s.state_rows for s in stages) == engine.state_rows
-        for stage, log in zip(stages, logs, strict=True):
-            stage.checkpoint_state(log, bid)
-        bid += 1
-        if not restored and at > rows.height // 2:  # every task taken over once
-            restored = True
-            stages = [AggregationStage(fleet, query="q") for _ in range(n)]
-            for stage, log in zip(stages, logs, strict=True):
-                stage.restore(CheckpointLog(log.store), bid - 1)
-            assert sum(s.state_rows for s in stages) == engine.state_rows
+        take_over = not restored and at > rows.height // 2  # every task taken over once
+        stages = checkpoint_all(fleet, stages, logs, bid, take_over=take_over)
+        restored, bid = restored or take_over, bid + 1
+        assert sum(s.state_rows for s in stages) == engine.state_rows
     # rows read, as the engine counts them (also where the source kept one row of a key)
     assert 0 < sum(s.late_rows for s in stages) == engine_late
 

@@ -13,8 +13,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from streamkit.fleet import AggregationStage, SourceStage
+from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
 from streamkit.streaming.chain import ChainQuery
+from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.incremental import IncrementalQuery
 
 from . import sim
@@ -56,6 +57,23 @@ def step(
         got = [s.run_no_data(now=float(seq + 1)) for s in stages]
         assert_frame_equal(order(pl.concat([g.output for g in got])), order(want.output))
     return top, late
+
+
+def checkpoint_all(
+    fleet: FleetPlan, stages: list[AggregationStage], logs: list[CheckpointLog], bid: int,
+    *, take_over: bool,
+) -> list[AggregationStage]:
+    """Every stage's state checkpointed as batch ``bid`` in its log; with ``take_over``,
+    new stages restored from those checkpoints (every task taken over once), else
+    ``stages``."""
+    for stage, log in zip(stages, logs, strict=True):
+        stage.checkpoint_state(log, bid)
+    if not take_over:
+        return stages
+    fresh = [AggregationStage(fleet, query="q") for _ in stages]
+    for stage, log in zip(fresh, logs, strict=True):
+        stage.restore(CheckpointLog(log.store), bid)
+    return fresh
 
 
 @pytest.mark.parametrize(("window", "mode"), CASES)
