@@ -95,14 +95,22 @@ def names(rows: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     return [(r["k"], r["name"]) for r in rows]
 
 
-def test_reload_every_rereads_the_table_at_most_every_interval(tmp_path: Path) -> None:
-    """Batches before the interval has passed keep the first snapshot although the files
-    changed; the first batch after it sees the new files (new rows, rewritten rows)."""
+def reloading_dim(
+    tmp_path: Path, every: str = "5 minutes"
+) -> tuple[list[float], Path, sk.DataFrame]:
+    """A folder ``dim`` holding ``part-0.parquet`` (k a, name v1), read with ``reload_every``
+    ``every`` on a settable clock (``now[0]``, seconds): (the clock, the folder, the table)."""
     now = [0.0]
     folder = tmp_path / "dim"
     folder.mkdir()
     pq.write_table(pa.table({"k": ["a"], "name": ["v1"]}), folder / "part-0.parquet")
-    dim = sk.read.parquet(str(folder), reload_every="5 minutes", clock=lambda: now[0])
+    return now, folder, sk.read.parquet(str(folder), reload_every=every, clock=lambda: now[0])
+
+
+def test_reload_every_rereads_the_table_at_most_every_interval(tmp_path: Path) -> None:
+    """Batches before the interval has passed keep the first snapshot although the files
+    changed; the first batch after it sees the new files (new rows, rewritten rows)."""
+    now, folder, dim = reloading_dim(tmp_path)
     events, out = stream(), Batches()
     q = events.join(dim, "k", "left").write_stream.foreach_batch(out).start()
 
@@ -132,11 +140,7 @@ def test_a_chain_rereads_a_static_side_above_its_first_operator(tmp_path: Path) 
     ``reload_every``. Batch 0 (t 0): a -> (a, v1, 1). Batch 1 (t 60, files changed): a
     again, deduplicated away; b new, joined to nothing yet: (b, None, 1). Batch 2 (t 300):
     c, and b's second value: (b, new, 1) with the reloaded names, (c, None, 1)."""
-    now = [0.0]
-    folder = tmp_path / "dim"
-    folder.mkdir()
-    pq.write_table(pa.table({"k": ["a"], "name": ["v1"]}), folder / "part-0.parquet")
-    dim = sk.read.parquet(str(folder), reload_every="5 minutes", clock=lambda: now[0])
+    now, folder, dim = reloading_dim(tmp_path)
     events, out = stream(), Batches()
     counted = events.drop_duplicates(["k", "v"]).join(dim, "k", "left").group_by("k", "name")
     query = counted.agg(sk.count().alias("n")).write_stream.output_mode("update")
@@ -159,11 +163,7 @@ def test_a_chain_rereads_a_static_side_above_its_first_operator(tmp_path: Path) 
 
 def test_a_failed_reload_keeps_the_previous_snapshot(tmp_path: Path) -> None:
     """The table's folder vanishes: the stream keeps joining the rows it last read."""
-    now = [0.0]
-    folder = tmp_path / "dim"
-    folder.mkdir()
-    pq.write_table(pa.table({"k": ["a"], "name": ["v1"]}), folder / "part-0.parquet")
-    dim = sk.read.parquet(str(folder), reload_every="1 minute", clock=lambda: now[0])
+    now, folder, dim = reloading_dim(tmp_path, "1 minute")
     events, out = stream(), Batches()
     q = events.join(dim, "k").write_stream.foreach_batch(out).start()
     try:
