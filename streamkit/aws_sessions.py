@@ -12,8 +12,9 @@ client on a loaded box, ``bench/boto_client_cost.py``). Guarantees:
   client, as with a fresh session. Only the loader is shared: the JSON data every client of
   the process reads alike (``AWS_DATA_PATH`` is read once, by the first session). Each
   session's event handlers are its own copy of the built-in ones (the same handlers, in
-  the same order, as ``botocore.session.Session()`` registers), so a handler registered
-  on one session or client never reaches another.
+  the same order, as ``botocore.session.Session()`` registers at that moment, a change
+  to ``botocore.handlers.BUILTIN_HANDLERS`` included), so a handler registered on one
+  session or client never reaches another.
 - Region, endpoint URL, credentials and config are passed to each client and no client is
   cached, so no client is ever handed out for another endpoint, region or key.
 - Sessions are made and clients created holding one process lock (botocore's sessions and
@@ -44,6 +45,7 @@ class _Shared:
         self.lock = threading.Lock()
         self.loader: Any = None
         self.handlers: Any = None
+        self.handler_specs: tuple[Any, ...] = ()
 
     def after_fork_in_child(self) -> None:
         """A lock held by another thread at the fork would never be released here."""
@@ -59,9 +61,14 @@ def fresh_session() -> Iterator[Any]:
     """A new ``botocore.session.Session`` on the process's loader, the creation lock held
     until the block exits: create the client inside the block."""
     botocore_session = require("botocore.session", "s3")
+    from botocore.handlers import BUILTIN_HANDLERS
+
     with _SHARED.lock:
-        if _SHARED.handlers is None:
-            _SHARED.handlers = _builtin_handlers()
+        if _SHARED.handlers is None or not _same(_SHARED.handler_specs, BUILTIN_HANDLERS):
+            # Built once, and again whenever the list changed since (moto, for one,
+            # appends its request stubber to it when imported).
+            _SHARED.handler_specs = tuple(BUILTIN_HANDLERS)
+            _SHARED.handlers = _builtin_handlers(_SHARED.handler_specs)
         session = botocore_session.Session(
             event_hooks=copy.copy(_SHARED.handlers), include_builtin_handlers=False
         )
@@ -72,15 +79,20 @@ def fresh_session() -> Iterator[Any]:
         yield session
 
 
-def _builtin_handlers() -> Any:
-    """An event emitter holding botocore's built-in handlers, registered as
+def _same(specs: tuple[Any, ...], current: list[Any]) -> bool:
+    """Whether ``current`` holds exactly ``specs``, the same objects in the same order."""
+    return len(specs) == len(current) and all(a is b for a, b in zip(specs, current, strict=True))
+
+
+def _builtin_handlers(specs: tuple[Any, ...]) -> Any:
+    """An event emitter holding botocore's built-in handlers ``specs``, registered as
     ``botocore.session.Session`` registers them into each new session (through the event
     aliaser; ``REGISTER_FIRST`` / ``REGISTER_LAST`` placements kept). Only ever copied."""
     from botocore import handlers, hooks
 
     emitter = hooks.HierarchicalEmitter()
     events = hooks.EventAliaser(emitter)
-    for spec in handlers.BUILTIN_HANDLERS:
+    for spec in specs:
         if len(spec) == 2:
             events.register(spec[0], spec[1])
         elif spec[2] is handlers.REGISTER_FIRST:

@@ -103,3 +103,34 @@ def test_each_session_has_botocore_s_builtin_handlers_as_its_own_copy() -> None:
     assert extra in _handlers(first, "before-call.kinesis.GetRecords")
     for other in (second, third):
         assert extra not in _handlers(other, "before-call.kinesis.GetRecords")
+
+
+def test_a_handler_added_to_botocore_s_builtin_list_later_reaches_new_sessions() -> None:
+    """moto appends its request stubber to ``BUILTIN_HANDLERS`` when imported, possibly
+    after streamkit made its first session: sessions made after the change carry it, as
+    ``botocore.session.Session()`` does, or a mocked test would reach the real endpoint."""
+    import botocore.handlers
+    import botocore.session
+
+    from streamkit.aws_sessions import fresh_session
+
+    with fresh_session() as before:
+        pass
+
+    def stub(**_: Any) -> None: ...
+
+    botocore.handlers.BUILTIN_HANDLERS.append(("before-send", stub))
+    try:
+        with fresh_session() as after:
+            pass
+        plain = botocore.session.Session()
+    finally:
+        botocore.handlers.BUILTIN_HANDLERS.remove(("before-send", stub))
+    assert stub in _handlers(after, "before-send.kinesis.GetRecords")
+    assert _handlers(after, "before-send.s3.PutObject") == _handlers(
+        plain, "before-send.s3.PutObject"
+    )
+    assert stub not in _handlers(before, "before-send.kinesis.GetRecords")
+    with fresh_session() as restored:
+        pass
+    assert stub not in _handlers(restored, "before-send.kinesis.GetRecords")
