@@ -1,4 +1,4 @@
-"""mutmut 3.8.1's command line with four changes that make `make mutation` fit its time budget.
+"""mutmut 3.8.1's command line with changes that make `make mutation` fit its time budget.
 
 Run as ``python tests/mutation/mutmut_main.py run ...`` in a scratch folder (see
 :mod:`tests.mutation.run`); everything else is mutmut's own code.
@@ -30,6 +30,14 @@ Run as ``python tests/mutation/mutmut_main.py run ...`` in a scratch folder (see
    kills an equivalent mutant, and each would run its whole selection. It still counts as
    not detected. ``run.py --run-accepted`` runs them (to audit the list).
 
+7. **A mutant runs its own module's tests only** (:func:`_submit`): mutmut hands a mutant
+   every selected test that executed its function, and the selection is the union of the
+   group's modules' lists (``targets.py``), so a state-store mutant also ran every
+   aggregation and parity test that happens to call it. Here the tests are cut to the
+   mutated file's module's list (``<scratch>/modules.json``, written by the runner), and
+   mutmut's CPU limit is computed again from those tests' clean time. A mutant none of
+   its module's tests reaches gets mutmut's "no tests" verdict (undetected).
+
 ``python tests/mutation/mutmut_main.py diffs`` prints the diffs of the mutants named on
 stdin as JSON (one process for all, where ``mutmut show`` takes one per mutant).
 """
@@ -55,6 +63,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import mutmut.__main__ as mutmut_cli
 from mutmut.__main__ import cli
+from mutmut.configuration import config
 from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.runners.harness import PytestRunner
 from mutmut.state import state
@@ -71,6 +80,7 @@ initialisations (thread pools, DuckDB) that a fresh child pays in its first test
 TIMINGS = os.path.abspath("timings.jsonl")
 """Started in the scratch folder: the log is ``<scratch>/timings.jsonl``."""
 ACCEPTED = Path("accepted.json").resolve()
+MODULES = Path("modules.json").resolve()
 SKIPPED = 34
 """mutmut's exit code of a skipped mutant."""
 _accepted_lines: list[dict[str, set[tuple[str, ...]]]] = []
@@ -136,6 +146,57 @@ def _run_tests(self: PytestRunner, *, mutant_name: str | None, tests: Iterable[s
     plugins = [TestBudget()] if mutant_name else []
     with change_cwd("mutants"):
         return int(self.execute_pytest(self._pytest_args_regular_run(tests), plugins=plugins))
+
+
+_own_tests: list[dict[str, tuple[str, ...]]] = []
+"""Once loaded from ``modules.json``: see :func:`tests_by_module`."""
+
+
+def tests_by_module(modules: list[dict[str, list[str]]]) -> dict[str, tuple[str, ...]]:
+    """Each mutated file's dotted module name -> its module's test paths, from the
+    runner's ``modules.json`` (``[{"files": [...], "tests": [...]}, ...]``)."""
+    by_dotted: dict[str, tuple[str, ...]] = {}
+    for module in modules:
+        for path in module["files"]:
+            dotted = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            by_dotted[dotted] = tuple(module["tests"])
+    return by_dotted
+
+
+def own_tests(mutant: str, by_dotted: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The test paths (files or folders) of the module whose file ``mutant`` mutates (the
+    longest dotted prefix of its name in ``by_dotted``); None when no module names that
+    file (then every test mutmut chose runs)."""
+    name = mutant.partition("__mutmut_")[0]
+    while "." in name:
+        name = name.rpartition(".")[0]
+        if name in by_dotted:
+            return by_dotted[name]
+    return None
+
+
+def in_paths(test: str, paths: tuple[str, ...]) -> bool:
+    """Whether the pytest node id ``test`` lies in one of ``paths`` (files or folders)."""
+    file = test.partition("::")[0]
+    return any(file == p or file.startswith(p.rstrip("/") + "/") for p in paths)
+
+
+def _submit(
+    self: ForkServerRunner, mutant_name: str, tests: list[str], cpu_time_limit: int,
+    estimated_time: float,
+) -> None:  # fmt: skip
+    if not _own_tests:
+        listed = json.loads(MODULES.read_text()) if MODULES.exists() else []
+        _own_tests.append(tests_by_module(listed))
+    paths = own_tests(mutant_name, _own_tests[0])
+    if paths is not None:
+        tests = [t for t in tests if in_paths(t, paths)]
+        estimated_time = sum(state().duration_by_test.get(t, 0.0) for t in tests)
+        cfg = config()
+        cpu_time_limit = math.ceil(
+            (estimated_time + cfg.timeout_constant) * cfg.timeout_multiplier * 2
+        )
+    _submit_all(self, mutant_name, tests, cpu_time_limit, estimated_time)
 
 
 _heap: list[tuple[float, int, int]] = []
@@ -226,6 +287,8 @@ def _run_clean_tests(self: ForkServerRunner, tests: Iterable[str]) -> int:
     return _clean_tests(self, tests)
 
 
+_submit_all = ForkServerRunner.submit
+ForkServerRunner.submit = _submit  # type: ignore[method-assign]
 _clean_tests = ForkServerRunner.run_clean_tests
 ForkServerRunner.run_clean_tests = _run_clean_tests  # type: ignore[method-assign]
 setattr(mutmut_cli, "run_stats_collection", _run_stats_collection)  # noqa: B010

@@ -152,8 +152,9 @@ def prepare(  # noqa: PLR0917
     reuse: bool,
     accepted: list[Equivalent],
 ) -> Path:
-    """Export the group into its scratch folder and write mutmut's setup.cfg there, and
-    ``accepted.json``: the equivalents that mutmut_main skips (none: run them all)."""
+    """Export the group into its scratch folder and write mutmut's setup.cfg there,
+    ``accepted.json`` (the equivalents that mutmut_main skips; none: run them all) and
+    ``modules.json`` (each module's files and tests: a mutant runs only its module's)."""
     scratch = scratch_of(group, modules)
     if scratch.exists() and not reuse:
         shutil.rmtree(scratch)
@@ -175,6 +176,10 @@ def prepare(  # noqa: PLR0917
     (scratch / "preload.txt").write_text("".join(f"{m}\n" for m in (*PRELOAD, group.package)))
     listed = [{"function": eq.function, "lines": eq.lines} for eq in accepted]
     (scratch / "accepted.json").write_text(json.dumps(listed))
+    own = [
+        {"files": _module_files(scratch, m), "tests": _existing(scratch, m.tests)} for m in modules
+    ]
+    (scratch / "modules.json").write_text(json.dumps(own))
     return scratch
 
 
