@@ -94,7 +94,8 @@ from streamkit.streaming.chain_marks import (
     event_time_window,
     first_ticks,
     first_times,
-    key_times,
+    first_windowed,
+    output_times,
     passed_marks,
     scaled,
     ticks_per_ms,
@@ -210,15 +211,14 @@ class ChainQuery:
                 consumer=_consumer(ops),
             )  # fmt: skip
             times = first_times(ops[0])
+        windowed = first_windowed(ops[0])
         self.stages: list[Stage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):
-            self.stages.append(
-                self._stage(below, node, times, mode if i == len(ops) - 1 else "append")
-            )
-            if isinstance(node, TransformWithState):  # it moves the event time (or drops it)
-                times = () if node.event_time_column is None else (node.event_time_column,)
-            elif isinstance(node, FlatMapGroupsWithState):  # its output has no event time
-                times = ()
+            stage_mode: OutputMode = mode if i == len(ops) - 1 else "append"
+            stage = self._stage(below, node, times, windowed, stage_mode)
+            self.stages.append(stage)
+            times = output_times(node, below, times)  # what it passes on to the next
+            windowed = isinstance(stage, AggStage) and stage.timed
         first_ms = 1 if isinstance(self.first, StreamJoinQuery) else first_ticks(self.first)
         self._scale = [(first_ms, ticks_per_ms(s.time_dtype)) for s in self.stages]
         """Per stage, ticks per ms of the marks passed on (the join's are in ms) and of its
@@ -231,8 +231,12 @@ class ChainQuery:
         below: Operator,
         node: Operator,
         times: tuple[str, ...],
+        windowed: bool,
         mode: OutputMode,
     ) -> Stage:
+        """The engine of ``node`` above ``below``, given ``times`` (the columns of
+        ``below``'s output carrying the watermark) and ``windowed`` (whether ``below`` is
+        an aggregation whose window carries it); refuses what Spark refuses."""
         if isinstance(below, Aggregate) and mode != "append":
             raise PlanError(CORRECTNESS.format(mode=mode))
         if any(isinstance(n, Watermark) for n in node.chain()[: node.chain().index(below)]):
@@ -254,13 +258,9 @@ class ChainQuery:
         if isinstance(node, Deduplicate | Join):
             raise not_run_yet(node, below)
         assert isinstance(node, Aggregate)  # a function above another operator is refused
-        if not isinstance(below, Aggregate):  # renames between them carry it on (key_times)
-            times = carried_from(node.input, below, times) or ()
-        timed = bool(times) and event_time_window(node, below, times)
-        if isinstance(below, Aggregate):
-            key = None if timed else watermarked_key(node, key_times(node, below), False, mode)
-        else:
-            key = watermarked_key(node, times, timed, mode)
+        times = carried_from(node.input, below, times) or ()  # through renames between
+        timed = event_time_window(node, times, windowed)
+        key = watermarked_key(node, times, timed, mode)
         if not timed and key is None and mode == "append":
             raise no_watermark_in_append(below, times)
         node = input_node(node, below)

@@ -1,7 +1,8 @@
 """Which watermark each operator of a chain (:mod:`~streamkit.streaming.chain`) sees, and
 on which column: the columns the operator below passes it on (its event time, a group key
 carrying it, plain renames of them in between, as Spark's event-time metadata:
-:mod:`~streamkit.streaming.watermark_lineage`), and the unit its ticks are counted in."""
+:mod:`~streamkit.streaming.watermark_lineage`), followed operator by operator up the
+whole chain (:func:`output_times`), and the unit its ticks are counted in."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import polars as pl
 from streamkit.conditional import WindowTime
 from streamkit.expr import Col
 from streamkit.join_plan import Join
-from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
+from streamkit.plan import Aggregate, Plan, Watermark
 from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.chain_rules import Operator
 from streamkit.streaming.incremental import IncrementalQuery, OutputMode
@@ -19,61 +20,71 @@ from streamkit.streaming.watermark_lineage import (
     carried,
     carried_from,
     plain_reference,
-    watermarked_keys,
     window_watermark,
 )
 from streamkit.transform_state import TransformWithState
 from streamkit.windows import WINDOW_COLUMN
 
-STATEFUL = Aggregate | Deduplicate | Join | FlatMapGroupsWithState | TransformWithState
 
-
-def event_time_window(node: Aggregate, below: Plan, times: tuple[str, ...]) -> bool:
-    """Whether ``node`` groups by a window over an event time the operator below passes
-    on (``times``: the watermarked columns it keeps)."""
+def event_time_window(node: Aggregate, marked: tuple[str, ...], windowed: bool) -> bool:
+    """Whether ``node`` groups by a window over the event time: on a column of its input
+    carrying the watermark (``marked``), or on ``window_time("window")`` of the
+    aggregation below when that one's window carries it (``windowed``)."""
     if node.window is None:
         return False
     column = node.window.column
-    if isinstance(below, Aggregate):
-        return isinstance(column, WindowTime) and column.columns() == {WINDOW_COLUMN}
-    return isinstance(column, Col) and column.name in times
+    if isinstance(column, WindowTime):
+        return windowed and column.columns() == {WINDOW_COLUMN}
+    return isinstance(column, Col) and column.name in marked
 
 
 def watermarked_key(
     node: Aggregate, times: tuple[str, ...], timed: bool, mode: OutputMode
 ) -> str | None:
     """The first plain group key of ``node`` that is one of ``times`` (the watermarked
-    columns the operator below passes on) when no window carries the watermark (``timed``),
-    or None; refuses several such keys (or one beside the window) as Spark fails them."""
+    columns of its input) when no window carries the watermark (``timed``), or None;
+    refuses several such keys (or one beside the window) as Spark fails them."""
     keys = [k.output_name for k in node.keys if plain_reference(k) in times]
     check_one_event_time(([WINDOW_COLUMN] if timed else []) + keys, mode)
     return keys[0] if keys and not timed else None
 
 
-def key_times(node: Aggregate, below: Aggregate) -> tuple[str, ...]:
-    """The columns of ``node``'s input that carry the watermark through ``below``, the
-    first operator: its plain group keys carrying it (a group key keeps the watermark
-    column's metadata in Spark; an aggregate's output, even named ``ts``, has none), and
-    plain renames of them after it. None for a deeper chain (not followed yet)."""
-    marks = [n for n in below.chain() if isinstance(n, Watermark)]
-    if not marks or any(isinstance(n, STATEFUL) for n in below.chain()[1:]):
-        return ()
-    if window_watermark(below, marks[0]) is not None:
-        return ()
-    keyed = tuple(watermarked_keys(below, marks[0]))
-    return (carried_from(node.input, below, keyed) or ()) if keyed else ()
-
-
 def first_times(first: Plan) -> tuple[str, ...]:
-    """The columns of the first operator's output that carry the watermark (an
-    aggregation's window carries it in its struct, not in a column; see
+    """The columns of the first operator's output that carry the watermark: an
+    aggregation's plain group keys carrying it (none when its window carries it, in its
+    struct: :func:`first_windowed`), else the columns it passes on (see
     :mod:`~streamkit.streaming.watermark_lineage`)."""
     marks = [n for n in first.chain() if isinstance(n, Watermark)]
     if not marks:
         return ()
     if isinstance(first, Aggregate):
-        return (marks[0].column,)
+        if window_watermark(first, marks[0]) is not None:
+            return ()
+        return agg_key_times(first, carried(first.input, marks[0]) or ())
     return carried(first, marks[0]) or ()
+
+
+def first_windowed(first: Plan) -> bool:
+    """Whether the first operator is an aggregation whose window carries the watermark."""
+    marks = [n for n in first.chain() if isinstance(n, Watermark)]
+    if not isinstance(first, Aggregate) or not marks:
+        return False
+    return window_watermark(first, marks[0]) is not None
+
+
+def output_times(node: Operator, below: Plan, times: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of ``node``'s output that carry the watermark, given ``times``, those of
+    the output of ``below`` (the operator under it), through the renames between them:
+    ``transform_with_state_in_pandas``' ``event_time_column_name``; none after
+    ``apply_in_pandas_with_state``; an aggregation's plain group keys carrying it (as
+    Spark's grouping attributes keep their metadata, at any depth of a chain);
+    ``drop_duplicates``' carrying input columns (it passes every column on)."""
+    if isinstance(node, TransformWithState):
+        return () if node.event_time_column is None else (node.event_time_column,)
+    if isinstance(node, FlatMapGroupsWithState | Join):  # a join is never above (refused)
+        return ()
+    marked = carried_from(node.input, below, times) or ()
+    return agg_key_times(node, marked) if isinstance(node, Aggregate) else marked
 
 
 def passed_marks(
@@ -92,17 +103,15 @@ def passed_marks(
 def marks_below(below: Operator, times: tuple[str, ...]) -> tuple[Watermark, ...]:
     """The watermarks the operator ``below`` (not a join: :func:`passed_marks`) passes
     on, on columns of its output: ``transform_with_state_in_pandas``'
-    ``event_time_column_name``; an aggregation's group keys carrying it
-    (:func:`agg_key_times`; none on its window); else those of ``times`` (its watermarked
-    columns) it outputs as timestamps."""
+    ``event_time_column_name``; else those of ``times`` (the columns of its output
+    carrying the watermark: :func:`output_times`; an aggregation's group keys, none on its
+    window) that are timestamps."""
     if isinstance(below, TransformWithState):
         mark = below.output_watermark()
         return () if mark is None else (mark,)
     marks = [n for n in below.chain() if isinstance(n, Watermark)]
     if not marks:
         return ()
-    if isinstance(below, Aggregate):
-        times = agg_key_times(below, marks[0], times)
     schema = below.schema
     return tuple(
         Watermark(below, c, marks[0].delay_ns)
@@ -111,16 +120,13 @@ def marks_below(below: Operator, times: tuple[str, ...]) -> tuple[Watermark, ...
     )
 
 
-def agg_key_times(agg: Aggregate, mark: Watermark, times: tuple[str, ...]) -> tuple[str, ...]:
-    """The group keys of ``agg`` (output names) that carry the watermark: a plain
-    reference to a column of its input that carries it, under any alias
+def agg_key_times(agg: Aggregate, marked: tuple[str, ...]) -> tuple[str, ...]:
+    """The group keys of ``agg`` (output names) that carry the watermark, given ``marked``,
+    the columns of its input that do: a plain reference to one, under any alias
     (``group_by(col("ts").alias("t"))`` as ``select(col("ts").alias("t")).group_by("t")``,
     as Spark's alias keeps the column's metadata; an aggregate output, even named ``ts``,
-    carries none). Its input's carrying columns: ``mark``'s lineage for the first operator,
-    else ``times`` (those of the stateful operator below it) through the renames between."""
-    below = next((n for n in agg.input.chain() if isinstance(n, STATEFUL)), None)
-    marked = carried(agg.input, mark) if below is None else carried_from(agg.input, below, times)
-    return tuple(k.output_name for k in agg.keys if plain_reference(k) in (marked or ()))
+    carries none)."""
+    return tuple(k.output_name for k in agg.keys if plain_reference(k) in marked)
 
 
 def ticks_per_ms(dtype: pl.Datetime | None) -> int:
