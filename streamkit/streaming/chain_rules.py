@@ -159,10 +159,13 @@ def not_run_yet(node: Deduplicate | Join, below: Plan) -> PlanError:
 
 def no_watermark_in_append(below: Plan, times: tuple[str, ...]) -> PlanError:
     """Spark's refusal of an aggregation in append mode above ``below`` when no window or
-    key of it carries the watermark (``times``: the watermarked columns ``below`` passes
-    on), with a hint fitting the operator below."""
+    key of it carries the watermark (``times``: the columns of its input carrying the
+    watermark ``below`` passes on), with a hint fitting the operator below."""
     hint = (
-        "group the second aggregation by sk.window(sk.window_time('window'), ...)"
+        f"group it by {times[0]!r}, a group key of the aggregation below carrying the "
+        "watermark, or by a window on it"
+        if isinstance(below, Aggregate) and times
+        else "group the second aggregation by sk.window(sk.window_time('window'), ...)"
         if isinstance(below, Aggregate)
         else f"group it by a window on the column {times[0]!r}, the function's "
         "event_time_column_name"
@@ -181,5 +184,5 @@ def no_watermark_in_append(below: Plan, times: tuple[str, ...]) -> PlanError:
     return PlanError(
         "append output mode is not supported for a streaming aggregation without "
         "watermark (Spark's refusal too): an aggregation after another stateful "
-        f"operator must group by a window over the event time; {hint}"
+        f"operator must group by a window over the event time or a key carrying it; {hint}"
     )
