@@ -13,10 +13,10 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
 
 - a stateful operator above an aggregation in update or complete mode (the aggregation
   may emit rows the operator above takes as late: Spark's "possible correctness issue");
-- an aggregation above another in append mode that does not group by a window over the
-  event time, i.e. ``sk.window(sk.window_time("window"), ...)`` above an aggregation or a
-  window on the watermarked column above ``drop_duplicates`` (Spark: append mode needs a
-  watermark, and ``window.start`` carries none);
+- an aggregation above another in append mode that groups neither by a window over the
+  event time (``sk.window(sk.window_time("window"), ...)`` above a windowed aggregation, a
+  window on a column carrying the watermark) nor by a key carrying it (Spark: append mode
+  needs a watermark, and ``window.start`` or a column computed from the key carries none);
 - two group keys carrying the watermark (or one beside such a window) in append or update
   mode (Spark fails the batch: ``MULTIPLE_EVENT_TIME_COLUMNS``).
 
@@ -25,10 +25,11 @@ watermark on its ``event_time_column_name``), an aggregation grouped by a plain 
 carrying the watermark (or a plain rename of it, on which a window may be too), without a
 window, evicts groups and drops late rows by that key as the first operator would
 (:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
-all three). Above a first aggregation grouped by such a key (or an alias of it in
-``group_by``), that key carries it on, and a stateful function above any aggregation sees
-it there (an aggregate output never carries it:
-:func:`~streamkit.streaming.chain_marks.agg_key_times`). Stream-static joins may sit
+all three). An aggregation grouped by such a key (or an alias of it in ``group_by``)
+carries it on in that key wherever it sits in the chain, so an aggregation above it
+grouped by the key or a window on it evicts by it, and a stateful function above sees it
+there (an aggregate output never carries it; the carrying columns are followed operator by
+operator: :func:`~streamkit.streaming.chain_marks.output_times`). Stream-static joins may sit
 between or above the operators: every static side is pinned once per batch.
 
 A stream-stream join may be the first operator (:mod:`~streamkit.streaming.stream_join`):
