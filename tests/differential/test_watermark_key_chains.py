@@ -26,7 +26,10 @@ the join passes on O = W - 10.001 s), then ``(lt, lk) -> v = sum(rv)``: 100, 101
 (22 each) leave in batch 2 (O 114.999), 130 (24) and 135 (13) in batch 4 (O 184.999);
 above it a count per ``lt`` (or a rename of it on both sides of the middle aggregation),
 or per 10 s window of ``lt`` ([100, 110): 3 rows, 66; [130, 140): 2, 37). Held: the join
-buffers and the middle aggregation 5, 8, 6, 9, 3; the top one 0 at each batch's end.
+buffers and the middle aggregation 5, 8, 6, 9, 3; the top one 0 at each batch's end. Also
+``lt`` renamed ``t`` after the join, ``drop_duplicates(["lk", "t"])``, then a window on
+``t``: the rename reaches the aggregation through the deduplication (streamkit refused
+this before, following the join's own column names past it).
 
 ``transform_with_state_in_pandas`` (``Stamp``, ``eventTimeColumnName="at"``; ``HAND`` of
 :mod:`tests.differential.test_transform_chains`), then ``(at, k)`` counted (or ``t``, a
@@ -234,7 +237,9 @@ class JoinKeys:
     """``lk = rk AND rt BETWEEN lt AND lt + 10 s`` (delays 5 s), ``v = sum(rv)`` per
     ``(lt, lk)``, then counted per ``top``: ``"key"`` (``lt``), ``"window"`` (10 s of
     ``lt``) or ``"renamed"`` (``lt`` renamed ``t`` before the middle aggregation and
-    ``t`` renamed ``u`` after it, counted per ``u``)."""
+    ``t`` renamed ``u`` after it, counted per ``u``); ``"dedup_window"``: no middle
+    aggregation, ``lt`` renamed ``t``, ``drop_duplicates(["lk", "t"])``, then rows
+    counted per 10 s window of ``t``."""
 
     top: str
     mode: str = "append"
@@ -254,6 +259,11 @@ class JoinKeys:
             lw = left.with_watermark("lt", "5 seconds")
             rw = right.with_watermark("rt", "5 seconds")
         joined, time = lw.join(rw, cond), "lt"
+        if self.top == "dedup_window":  # lt renamed t, deduplicated on (lk, t), windowed
+            renamed = joined.select(fn.col("lt").alias("t"), "lk", "rv")
+            deduped = getattr(renamed, "dropDuplicates" if spark else "drop_duplicates")
+            one = fn.count(fn.lit(1)) if spark else fn.count()
+            return getattr(deduped(["lk", "t"]), group_by)(window("t")).agg(one.alias("n"))
         if self.top == "renamed":
             joined, time = joined.select(fn.col("lt").alias("t"), "lk", "rv"), "t"
         middle = getattr(joined, group_by)(time, "lk").agg(fn.sum("rv").alias("v"))
@@ -276,6 +286,7 @@ _BY_LT = [
 _BY_WINDOW = [
     (0, []), (1, []), (2, [(*w(100, 110), 3, 66)]), (3, []), (4, [(*w(130, 140), 2, 37)]),
 ]  # fmt: skip
+_DEDUPED = [(0, []), (1, []), (2, [(*w(100, 110), 3)]), (3, []), (4, [(*w(130, 140), 2)])]
 JOIN_CASES: dict[str, JoinCase[JoinKeys]] = {
     "join_agg_then_key": JoinCase(
         JoinKeys("key"), HAND_PROBE.left, HAND_PROBE.right, _BY_LT, [5, 8, 6, 9, 3]
@@ -285,6 +296,13 @@ JOIN_CASES: dict[str, JoinCase[JoinKeys]] = {
     ),
     "join_agg_then_window": JoinCase(
         JoinKeys("window"), HAND_PROBE.left, HAND_PROBE.right, _BY_WINDOW, [5, 8, 6, 9, 3]
+    ),
+    # pairs by lt: 100, 103 (B0), 130 (B1), 101 twice, 100, 103, 130 again and 135 (B2):
+    # the repeats are dropped; [100, 110) (100, 101, 103) closes in B2, [130, 140) in B4.
+    # Held: join buffers 3, 5, 4, 6, 2; dedup keys 2, 3, 2 (100, 101, 103 expire at O
+    # 114.999), 3 (+200), 1; windows 1, 2, 1, 2, 1
+    "join_renamed_dedup_then_window": JoinCase(
+        JoinKeys("dedup_window"), HAND_PROBE.left, HAND_PROBE.right, _DEDUPED, [6, 10, 7, 11, 4]
     ),
 }
 

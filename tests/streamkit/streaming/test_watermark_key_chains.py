@@ -171,6 +171,28 @@ def test_above_a_join_an_aggregation_by_the_key_passes_it_on(tmp_path: Path) -> 
     assert held == [5, 8, 6, 9, 3]
 
 
+def test_above_a_join_a_rename_reaches_a_window_through_drop_duplicates(tmp_path: Path) -> None:
+    """The same join, ``lt`` renamed ``t``, ``drop_duplicates(["lk", "t"])``, a count per
+    10 s window of ``t``. Pairs by lt: 100, 103 (B0); 130 (B1); 101 twice, 100, 103, 130
+    and 135 (B2), the repeats dropped. [100, 110) holds 100, 101, 103 and closes in B2
+    (110 <= 114.999); [130, 140) holds 130, 135 and closes in the no-data batch 4. Held:
+    join buffers 3, 5, 4, 6, 2 + dedup keys 2, 3, 2, 3, 1 (a key leaves when t <= the
+    join's watermark) + windows 1, 2, 1, 2, 1."""
+    from tests.differential.test_joins_stream_agg import HAND_PROBE, run_streamkit, write_case
+    from tests.differential.test_watermark_key_chains import JoinKeys
+
+    ours, held = run_streamkit(JoinKeys("dedup_window"), write_case(tmp_path, HAND_PROBE))
+    us = 1_704_067_200_000_000  # T0 in epoch microseconds
+
+    def window(start: int) -> tuple[int, int]:
+        return us + start * 1_000_000, us + (start + 10) * 1_000_000
+
+    assert ours == [
+        (0, []), (1, []), (2, [(*window(100), 3)]), (3, []), (4, [(*window(130), 2)]),
+    ]  # fmt: skip
+    assert held == [6, 10, 7, 11, 4]
+
+
 def test_a_deeper_key_keeps_its_watermark_across_a_restart(tmp_path: Path) -> None:
     """KEY_BATCHES one at a time (``process_all_available`` runs each owed no-data batch),
     a restart after the second. b0: W = 95; b1 (no data, in force 95): 10a and 90q leave
