@@ -166,6 +166,13 @@ def last_window_end(spec: WindowSpec, dtype: pl.Datetime) -> pl.Expr:
     return (t - offset) // slide * slide + offset + size
 
 
+def key_end(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A group key carrying the watermark as an event time in ticks: a window struct's
+    ``end`` (Spark's rule for a window struct carrying it), else the timestamp itself."""
+    key = pl.col(column)
+    return (key.struct.field("end") if isinstance(dtype, pl.Struct) else key).to_physical()
+
+
 def window(
     column: str | Expr,
     size: str | timedelta,

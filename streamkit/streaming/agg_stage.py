@@ -15,7 +15,7 @@ from streamkit.plan import Aggregate, Plan
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import OutputMode
 from streamkit.streaming.state import StateStore, make_store
-from streamkit.windows import WEND, SessionWindow, last_window_end
+from streamkit.windows import WEND, SessionWindow, key_end, last_window_end
 
 
 class AggStage:
@@ -26,7 +26,8 @@ class AggStage:
     ) -> None:
         """``timed``: a window carries the watermark; ``key``: otherwise, the group key
         that does (groups leave by it, late rows are judged on it, as in
-        :class:`~streamkit.streaming.incremental.IncrementalQuery`)."""
+        :class:`~streamkit.streaming.incremental.IncrementalQuery`; a window struct key of
+        the aggregation below by its ``end``, as Spark does)."""
         self.node, self.mode, self.timed, self.key = node, mode, timed, key
         self.spec = aggregate_spec(node)
         self.store: StateStore = make_store(self.spec, key)
@@ -40,6 +41,10 @@ class AggStage:
         if self.key is None:
             return self.spec.time_dtype
         dtype = self.node.schema[self.key]
+        if isinstance(dtype, pl.Struct):  # a window of the aggregation below: its end
+            end = next(f.dtype for f in dtype.fields if f.name == "end")
+            assert isinstance(end, pl.Datetime)
+            return end
         assert isinstance(dtype, pl.Datetime)
         return dtype
 
@@ -48,7 +53,8 @@ class AggStage:
         node, spec = self.node, self.spec
         if self.key is not None:
             key = next(k for k in node.keys if k.output_name == self.key)
-            return inputs.select(key.to_polars().to_physical()).to_series()
+            keys = inputs.select(key.to_polars().alias(self.key))
+            return keys.select(key_end(self.key, keys.schema[self.key])).to_series()
         assert node.window is not None
         assert spec.time_dtype is not None
         return inputs.select(last_window_end(node.window, spec.time_dtype)).to_series()

@@ -112,6 +112,7 @@ from streamkit.streaming.chain_rules import (
     no_watermark_in_append,
     not_run_yet,
     refuse_function_above,
+    refuse_session_key,
     stateful_operators,
 )
 from streamkit.streaming.chain_state import ChainState, Stage
@@ -218,8 +219,8 @@ class ChainQuery:
             stage_mode: OutputMode = mode if i == len(ops) - 1 else "append"
             stage = self._stage(below, node, times, windowed, stage_mode)
             self.stages.append(stage)
-            times = output_times(node, below, times)  # what it passes on to the next
             windowed = isinstance(stage, AggStage) and stage.timed
+            times = output_times(node, below, times, windowed)  # what it passes on
         first_ms = 1 if isinstance(self.first, StreamJoinQuery) else first_ticks(self.first)
         self._scale = [(first_ms, ticks_per_ms(s.time_dtype)) for s in self.stages]
         """Per stage, ticks per ms of the marks passed on (the join's are in ms) and of its
@@ -262,6 +263,7 @@ class ChainQuery:
         times = carried_from(node.input, below, times) or ()  # through renames between
         timed = event_time_window(node, times, windowed)
         key = watermarked_key(node, times, timed, mode)
+        refuse_session_key(node, below, key)
         if not timed and key is None and mode == "append":
             raise no_watermark_in_append(below, times)
         node = input_node(node, below)

@@ -51,15 +51,15 @@ def watermarked_key(
 
 def first_times(first: Plan) -> tuple[str, ...]:
     """The columns of the first operator's output that carry the watermark: an
-    aggregation's plain group keys carrying it (none when its window carries it, in its
-    struct: :func:`first_windowed`), else the columns it passes on (see
-    :mod:`~streamkit.streaming.watermark_lineage`)."""
+    aggregation's window struct when its window carries it (:func:`first_windowed`; its
+    ``end`` is the event time above, as in Spark), else its plain group keys carrying it;
+    else the columns it passes on (see :mod:`~streamkit.streaming.watermark_lineage`)."""
     marks = [n for n in first.chain() if isinstance(n, Watermark)]
     if not marks:
         return ()
     if isinstance(first, Aggregate):
         if window_watermark(first, marks[0]) is not None:
-            return ()
+            return (WINDOW_COLUMN,)
         return agg_key_times(first, carried(first.input, marks[0]) or ())
     return carried(first, marks[0]) or ()
 
@@ -72,17 +72,22 @@ def first_windowed(first: Plan) -> bool:
     return window_watermark(first, marks[0]) is not None
 
 
-def output_times(node: Operator, below: Plan, times: tuple[str, ...]) -> tuple[str, ...]:
+def output_times(
+    node: Operator, below: Plan, times: tuple[str, ...], timed: bool = False
+) -> tuple[str, ...]:
     """The columns of ``node``'s output that carry the watermark, given ``times``, those of
     the output of ``below`` (the operator under it), through the renames between them:
     ``transform_with_state_in_pandas``' ``event_time_column_name``; none after
-    ``apply_in_pandas_with_state``; an aggregation's plain group keys carrying it (as
-    Spark's grouping attributes keep their metadata, at any depth of a chain);
-    ``drop_duplicates``' carrying input columns (it passes every column on)."""
+    ``apply_in_pandas_with_state``; an aggregation's window struct when its window carries
+    it (``timed``), else its plain group keys carrying it (a window struct of the one
+    below among them: as Spark's grouping attributes keep their metadata, at any depth of
+    a chain); ``drop_duplicates``' carrying input columns (it passes every column on)."""
     if isinstance(node, TransformWithState):
         return () if node.event_time_column is None else (node.event_time_column,)
     if isinstance(node, FlatMapGroupsWithState | Join):  # a join is never above (refused)
         return ()
+    if isinstance(node, Aggregate) and timed:
+        return (WINDOW_COLUMN,)
     marked = carried_from(node.input, below, times) or ()
     return agg_key_times(node, marked) if isinstance(node, Aggregate) else marked
 
@@ -104,8 +109,8 @@ def marks_below(below: Operator, times: tuple[str, ...]) -> tuple[Watermark, ...
     """The watermarks the operator ``below`` (not a join: :func:`passed_marks`) passes
     on, on columns of its output: ``transform_with_state_in_pandas``'
     ``event_time_column_name``; else those of ``times`` (the columns of its output
-    carrying the watermark: :func:`output_times`; an aggregation's group keys, none on its
-    window) that are timestamps."""
+    carrying the watermark: :func:`output_times`; an aggregation's group keys) that are
+    timestamps (a window struct passes none on to a function or a deduplication)."""
     if isinstance(below, TransformWithState):
         mark = below.output_watermark()
         return () if mark is None else (mark,)

@@ -13,6 +13,7 @@ from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.incremental import OutputMode
 from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
 from streamkit.transform_state import TransformWithState
+from streamkit.windows import SessionWindow
 
 CORRECTNESS = (
     "Detected pattern of possible 'correctness' issue due to global watermark (Spark's "
@@ -162,7 +163,11 @@ def no_watermark_in_append(below: Plan, times: tuple[str, ...]) -> PlanError:
     key of it carries the watermark (``times``: the columns of its input carrying the
     watermark ``below`` passes on), with a hint fitting the operator below."""
     hint = (
-        f"group it by {times[0]!r}, a group key of the aggregation below carrying the "
+        f"group it by {times[0]!r}, the window of the aggregation below (it carries the "
+        "watermark: groups leave when its end passes it), or by "
+        "sk.window(sk.window_time('window'), ...)"
+        if isinstance(below, Aggregate) and below.window is not None and times
+        else f"group it by {times[0]!r}, a group key of the aggregation below carrying the "
         "watermark, or by a window on it"
         if isinstance(below, Aggregate) and times
         else "group the second aggregation by sk.window(sk.window_time('window'), ...)"
@@ -185,4 +190,27 @@ def no_watermark_in_append(below: Plan, times: tuple[str, ...]) -> PlanError:
         "append output mode is not supported for a streaming aggregation without "
         "watermark (Spark's refusal too): an aggregation after another stateful "
         f"operator must group by a window over the event time or a key carrying it; {hint}"
+    )
+
+
+def refuse_session_key(node: Aggregate, below: Plan, key: str | None) -> None:
+    """Refuse ``node`` grouped by ``key``, the session window of the aggregation ``below``
+    (or a rename of it): Spark plans it as a session window aggregation, merging the
+    overlapping sessions of rows with equal other keys, and fails the batch when it is the
+    only key (checked against PySpark 4.3); streamkit does not merge them yet."""
+    if key is None or not isinstance(below, Aggregate):
+        return
+    if not isinstance(below.window, SessionWindow):
+        return
+    if len(node.keys) == 1:
+        raise PlanError(
+            "Global aggregation with session window in streaming query is not supported "
+            f"(Spark fails the batch too): {key!r}, the session window of the aggregation "
+            "below, is the only group key; group by sk.window(sk.window_time('window'), ...)"
+        )
+    raise PlanError(
+        f"an aggregation grouped by {key!r}, the session window of the aggregation below, "
+        "is not supported by streamkit yet (Spark runs it as a session window "
+        "aggregation, merging overlapping sessions of equal other keys); group by "
+        "sk.window(sk.window_time('window'), ...) or run the second step in a batch job"
     )

@@ -6,8 +6,9 @@ keys. A batch's merge looks its keys up, gathers only the rows it touches, merge
 ``aggregate.merge`` (the batch job's function, so results are the reference regroup's),
 kills the old rows and appends the merged ones. Eviction pops the hashes of the keys
 created per window end at or before the watermark: O(evicted). Without a window, a store
-given an ``expiry`` key (a timestamp group key carrying the watermark) files and evicts
-its keys by that key's value as if it were the window end (a null key never expires).
+given an ``expiry`` key (a timestamp group key carrying the watermark, or a window struct
+key: its ``end``) files and evicts its keys by that key's value as if it were the window
+end (a null key never expires).
 Nothing in a batch scans the state held; :meth:`KeyedStore.rows` (snapshots, complete
 mode) does, by nature.
 
@@ -32,7 +33,7 @@ from streamkit import aggregate as K
 from streamkit.streaming.state.by_slot import slot_sums
 from streamkit.streaming.state.hash_index import I64, U64
 from streamkit.streaming.state.indexed import Hasher, IndexedRows, concat, row_hash, same_keys
-from streamkit.windows import WEND, TimeWindow
+from streamkit.windows import WEND, TimeWindow, key_end
 
 
 def _distinct(hashes: U64) -> bool:
@@ -254,15 +255,18 @@ class KeyedStore(IndexedRows):
     def _evicts(self) -> bool:
         return self.spec.window is not None or self.expiry is not None
 
-    def _end(self) -> pl.Expr:
-        """A state row's window end in ticks (the ``expiry`` key's; null: never ends)."""
-        return pl.col(WEND) if self.expiry is None else pl.col(self.expiry).to_physical()
+    def _end(self, rows: pl.DataFrame) -> pl.Expr:
+        """A state row of ``rows`` its window end in ticks (the ``expiry`` key's, a window
+        struct key's end: :func:`~streamkit.windows.key_end`; null: never ends)."""
+        if self.expiry is None:
+            return pl.col(WEND)
+        return key_end(self.expiry, rows.schema[self.expiry])
 
     def _file(self, news: pl.DataFrame, hashes: U64) -> None:
         """Remember new keys under their window end, for eviction."""
         if not self._evicts or not news.height:
             return
-        ends_s = news.select(self._end()).to_series()
+        ends_s = news.select(self._end(news)).to_series()
         if ends_s.null_count():  # null keys never expire: not filed (maybe none left)
             hashes, ends_s = hashes[ends_s.is_not_null().to_numpy()], ends_s.drop_nulls()
         ends = ends_s.to_numpy()
@@ -291,7 +295,7 @@ class KeyedStore(IndexedRows):
         due = [end for end in self._buckets if end <= watermark]
         parts = [self._evict_main(watermark, due)] if due else []
         if self._over.height:
-            closed = (self._end() <= watermark).fill_null(False)
+            closed = (self._end(self._over) <= watermark).fill_null(False)
             parts.append(self._over.filter(closed))
             self._over = self._over.filter(~closed)
         out = concat([p for p in parts if p.height])
@@ -305,7 +309,8 @@ class KeyedStore(IndexedRows):
         rows = self._log.gather(slots)
         if not rows.height:
             return rows
-        closed = rows.select((self._end() <= watermark).fill_null(False)).to_series().to_numpy()
+        ends = rows.select(self._end(rows)).to_series()
+        closed = (ends <= watermark).fill_null(False).to_numpy()
         out = rows.filter(pl.Series(closed))
         self._log.kill(slots[closed])
         self._index.delete(self._hashes(out))
