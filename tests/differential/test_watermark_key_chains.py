@@ -197,10 +197,18 @@ CONCURRENT = 4
 @pytest.fixture(scope="module")
 def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, KeyRun]:
     """Spark's batches and ``numRowsTotal`` (summed over its operators) per case."""
-    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
+    return chain_runs(spark, tmp_path_factory, CASES)
+
+
+def chain_runs(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, cases: Mapping[str, Case]
+) -> Mapping[str, KeyRun]:
+    """Spark's batches and ``numRowsTotal`` (summed over its operators) per case of
+    ``cases``, run a few at a time when first asked for."""
+    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in cases.items()}
 
     def chunk(names: list[str]) -> dict[str, KeyRun]:
-        started = {n: spark_start(spark, CASES[n], dirs[n]) for n in names}
+        started = {n: spark_start(spark, cases[n], dirs[n]) for n in names}
         out = {}
         for n, (handle, seen, ck) in started.items():
             try:
