@@ -15,8 +15,12 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
   may emit rows the operator above takes as late: Spark's "possible correctness issue");
 - an aggregation above another in append mode that groups neither by a window over the
   event time (``sk.window(sk.window_time("window"), ...)`` above a windowed aggregation, a
-  window on a column carrying the watermark) nor by a key carrying it (Spark: append mode
-  needs a watermark, and ``window.start`` or a column computed from the key carries none);
+  window on a column carrying the watermark) nor by a key carrying it, the window struct
+  of a windowed aggregation below among them (Spark: append mode needs a watermark, and
+  ``window.start`` or a column computed from the key carries none);
+- an aggregation grouped by the session window of the one below (Spark merges the
+  overlapping sessions there, which streamkit does not do yet; alone, Spark fails the
+  batch);
 - two group keys carrying the watermark (or one beside such a window) in append or update
   mode (Spark fails the batch: ``MULTIPLE_EVENT_TIME_COLUMNS``).
 
@@ -25,7 +29,9 @@ watermark on its ``event_time_column_name``), an aggregation grouped by a plain 
 carrying the watermark (or a plain rename of it, on which a window may be too), without a
 window, evicts groups and drops late rows by that key as the first operator would
 (:class:`~streamkit.streaming.incremental.IncrementalQuery`; checked against Spark above
-all three). An aggregation grouped by such a key (or an alias of it in ``group_by``)
+all three). A window struct carrying the watermark is such a key for the aggregation
+above, by its ``end`` (Spark's rule). An aggregation grouped by such a key (or an alias of
+it in ``group_by``)
 carries it on in that key wherever it sits in the chain, so an aggregation above it
 grouped by the key or a window on it evicts by it, and a stateful function above sees it
 there (an aggregate output never carries it; the carrying columns are followed operator by
