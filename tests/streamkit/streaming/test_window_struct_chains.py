@@ -182,3 +182,12 @@ def test_the_session_window_below_is_refused(keys: tuple[str, ...], reason: str)
     it is the only key; streamkit refuses both at start."""
     with pytest.raises(PlanError, match=reason):
         make_engine(top(_sessions(stream()), *keys).plan, "append")
+
+
+def test_a_fleet_refuses_it() -> None:
+    """A fleet runs no operator above an aggregation (one exchange: README, Running on many
+    machines, Chains)."""
+    from streamkit.fleet.fleet_plan import FleetPlan
+
+    with pytest.raises(PlanError, match=r"stateful operator over an aggregation.*streamkit run"):
+        FleetPlan.of(top(windowed(stream()), "window").plan, "append")
