@@ -17,7 +17,9 @@ aggregation above (``n = count``, ``s = sum(v)``) evicts each group at once:
   (100, z, 1, 200);
 - sliding 10 s / 5 s below: (5, 1, 4), (10, 1, 4), (85, 1, 300); (90, 3, 322),
   (95, 3, 222), (100, 1, 200) (held below 6, 5, 7, 9, 2);
-- a 20 s window of ``window_time("w")``: (0, 1, 4); (80, 3, 322), (100, 1, 200).
+- a 20 s window of ``window_time("w")``: (0, 1, 4); (80, 3, 322), (100, 1, 200);
+- per ``window`` above ``v = sum(v)`` per 20 s window of ``window_time("window")``:
+  (0, 1, 4); (80, 1, 322), (100, 1, 200).
 
 Spark refuses: update and complete mode ("correctness"); grouping by ``window.start`` or
 ``window.end`` (a struct field carries no watermark: "without watermark"); it fails the
@@ -76,6 +78,14 @@ def _three(frame: Any, spark: bool) -> Any:
     return counted(middle.select("window", "k", fn.col("s").alias("v")), spark, "window")
 
 
+def _window_time_between(frame: Any, spark: bool) -> Any:
+    """``v = sum(v)`` per 20 s window of ``window_time("window")``, counted per ``window``."""
+    fn, group_by, _ = _api(spark)
+    below = windowed(frame, spark)
+    middle = getattr(below, group_by)(fn.window(fn.window_time("window"), "20 seconds"))
+    return counted(middle.agg(fn.sum("v").alias("v")), spark, "window")
+
+
 def _sessions(frame: Any, spark: bool, *keys: str) -> Any:
     """``v = sum(v)`` per (5 s session of ``ts``, ``k``), ``x = 1``, then counted per
     ``keys`` (``"window"``: the session window, Spark's ``session_window``)."""
@@ -121,6 +131,13 @@ SHAPES: dict[str, tuple[Shape, dict[int, list[Any]], list[int]]] = {
         {0: [], 1: [(_t(5), 1, 4), (_t(10), 1, 4), (_t(85), 1, 300)], 2: [], 3: [],
          4: [(_t(90), 3, 322), (_t(95), 3, 222), (_t(100), 1, 200)]},
         [6, 5, 7, 9, 2],
+    ),
+    # the middle 20 s windows close as they arrive: [0, 20) v 4; [80, 100) v 322,
+    # [100, 120) v 200
+    "window_then_window_time_then_window": (
+        Shape(_window_time_between),
+        {0: [], 1: [(_t(0), 1, 4)], 2: [], 3: [], 4: [(_t(80), 1, 322), (_t(100), 1, 200)]},
+        BELOW,
     ),
     "window_renamed_then_window_time": (
         Shape(lambda f, spark: counted(_renamed(f, spark), spark, _on_window_time(spark))),

@@ -106,6 +106,16 @@ SHAPES = {
         lambda d: top(_renamed_below(d), sk.window(sk.window_time("w"), "20 seconds")),
         {0: [], 1: [(0, 1, 4)], 2: [], 3: [], 4: [(80, 3, 322), (100, 1, 200)]}, BELOW,
     ),
+    # per window above v = sum(v) per 20 s window of window_time("window"), whose windows
+    # close as they arrive: [0, 20) v 4 in B1; [80, 100) v 322 and [100, 120) v 200 in B4
+    "above_a_window_on_window_time": (
+        lambda d: top(
+            windowed(d).group_by(sk.window(sk.window_time("window"), "20 seconds"))
+            .agg(sk.sum("v").alias("v")),
+            "window",
+        ),
+        {0: [], 1: [(0, 1, 4)], 2: [], 3: [], 4: [(80, 1, 322), (100, 1, 200)]}, BELOW,
+    ),
 }  # fmt: skip
 
 
