@@ -14,7 +14,9 @@ from streamkit.execute import aggregate_rows, aggregate_spec, compile_plan, give
 from streamkit.plan import Aggregate, Plan
 from streamkit.streaming.downstream import above
 from streamkit.streaming.incremental import OutputMode
+from streamkit.streaming.session_merge import merge_sessions
 from streamkit.streaming.state import StateStore, make_store
+from streamkit.streaming.watermark_lineage import plain_reference
 from streamkit.windows import WEND, SessionWindow, key_end, last_window_end
 
 
@@ -22,13 +24,21 @@ class AggStage:
     """An aggregation above another stateful operator, fed that operator's output."""
 
     def __init__(
-        self, node: Aggregate, mode: OutputMode, timed: bool, key: str | None = None
+        self,
+        node: Aggregate,
+        mode: OutputMode,
+        timed: bool,
+        key: str | None = None,
+        sessions: bool = False,
     ) -> None:
         """``timed``: a window carries the watermark; ``key``: otherwise, the group key
         that does (groups leave by it, late rows are judged on it, as in
         :class:`~streamkit.streaming.incremental.IncrementalQuery`; a window struct key of
-        the aggregation below by its ``end``, as Spark does)."""
+        the aggregation below by its ``end``, as Spark does); ``sessions``: ``key`` is a
+        session window below, whose overlapping sessions merge
+        (:mod:`~streamkit.streaming.session_merge`)."""
         self.node, self.mode, self.timed, self.key = node, mode, timed, key
+        self.sessions = sessions and key is not None
         self.spec = aggregate_spec(node)
         self.store: StateStore = make_store(self.spec, key)
         window = node.window
@@ -59,13 +69,23 @@ class AggStage:
         assert spec.time_dtype is not None
         return inputs.select(last_window_end(node.window, spec.time_dtype)).to_series()
 
+    def _merged(self, inputs: pl.DataFrame) -> pl.DataFrame:
+        """``inputs`` with the session key's column merged per the other group keys."""
+        key = next(k for k in self.node.keys if k.output_name == self.key)
+        column = plain_reference(key)
+        assert column is not None
+        others = [k.to_polars() for k in self.node.keys if k is not key]
+        return merge_sessions(inputs, column, others)
+
     def run(self, rows: pl.DataFrame, late_mark: int | None, in_force: int | None) -> pl.DataFrame:
         """Merge ``rows`` (late ones dropped), then emit what the output mode says."""
         node, spec = self.node, self.spec
-        if self.drops_late and late_mark is not None and rows.height:
+        late = self.drops_late and late_mark is not None and rows.height > 0
+        if late or (self.sessions and rows.height):
             inputs = compile_plan(node.input, None, set(), given(rows)).collect()
-            rows = inputs.filter(~(self._ends(inputs) <= late_mark).fill_null(False))
-            lazy = rows.lazy()
+            if late:
+                inputs = inputs.filter(~(self._ends(inputs) <= late_mark).fill_null(False))
+            lazy = (self._merged(inputs) if self.sessions else inputs).lazy()
         else:
             lazy = compile_plan(node.input, None, set(), given(rows))
         fresh = K.partial(aggregate_rows(lazy, node, spec), spec)

@@ -18,9 +18,9 @@ What Spark refuses is refused here with Spark's reason (checked against PySpark 
   window on a column carrying the watermark) nor by a key carrying it, the window struct
   of a windowed aggregation below among them (Spark: append mode needs a watermark, and
   ``window.start`` or a column computed from the key carries none);
-- an aggregation grouped by the session window of the one below (Spark merges the
-  overlapping sessions there, which streamkit does not do yet; alone, Spark fails the
-  batch);
+- an aggregation grouped by the session window of the one below and nothing else (Spark
+  fails the batch; with other keys it is Spark's session window aggregation, whose
+  overlapping sessions merge: :mod:`~streamkit.streaming.session_merge`);
 - two group keys carrying the watermark (or one beside such a window) in append or update
   mode (Spark fails the batch: ``MULTIPLE_EVENT_TIME_COLUMNS``).
 
@@ -118,7 +118,7 @@ from streamkit.streaming.chain_rules import (
     no_watermark_in_append,
     not_run_yet,
     refuse_function_above,
-    refuse_session_key,
+    session_key,
     stateful_operators,
 )
 from streamkit.streaming.chain_state import ChainState, Stage
@@ -135,6 +135,7 @@ from streamkit.streaming.transform_exec import StreamingTransform
 from streamkit.streaming.watermark_lineage import carried_from, marks_above
 from streamkit.streaming.watermarks import PartitionWatermarks
 from streamkit.transform_state import TransformWithState
+from streamkit.windows import SessionWindow
 
 
 def make_engine(
@@ -220,12 +221,16 @@ class ChainQuery:
             )  # fmt: skip
             times = first_times(ops[0])
         windowed = first_windowed(ops[0])
+        sessioned = isinstance(ops[0], Aggregate) and isinstance(ops[0].window, SessionWindow)
         self.stages: list[Stage] = []
         for i, (below, node) in enumerate(pairwise(ops), start=1):
             stage_mode: OutputMode = mode if i == len(ops) - 1 else "append"
-            stage = self._stage(below, node, times, windowed, stage_mode)
+            stage = self._stage(below, node, times, (windowed, sessioned), stage_mode)
             self.stages.append(stage)
             windowed = isinstance(stage, AggStage) and stage.timed
+            sessioned = isinstance(stage, AggStage) and (
+                (windowed and isinstance(stage.node.window, SessionWindow)) or stage.sessions
+            )  # its output's struct is a session window: merged again above
             times = output_times(node, below, times, windowed)  # what it passes on
         first_ms = 1 if isinstance(self.first, StreamJoinQuery) else first_ticks(self.first)
         self._scale = [(first_ms, ticks_per_ms(s.time_dtype)) for s in self.stages]
@@ -239,12 +244,14 @@ class ChainQuery:
         below: Operator,
         node: Operator,
         times: tuple[str, ...],
-        windowed: bool,
+        below_window: tuple[bool, bool],
         mode: OutputMode,
     ) -> Stage:
         """The engine of ``node`` above ``below``, given ``times`` (the columns of
-        ``below``'s output carrying the watermark) and ``windowed`` (whether ``below`` is
-        an aggregation whose window carries it); refuses what Spark refuses."""
+        ``below``'s output carrying the watermark) and ``below_window`` (whether ``below``
+        is an aggregation whose window carries it, and whether that is a session window);
+        refuses what Spark refuses."""
+        windowed, sessioned = below_window
         if isinstance(below, Aggregate) and mode != "append":
             raise PlanError(CORRECTNESS.format(mode=mode))
         if any(isinstance(n, Watermark) for n in node.chain()[: node.chain().index(below)]):
@@ -269,12 +276,12 @@ class ChainQuery:
         times = carried_from(node.input, below, times) or ()  # through renames between
         timed = event_time_window(node, times, windowed)
         key = watermarked_key(node, times, timed, mode)
-        refuse_session_key(node, below, key)
+        sessions = session_key(node, key, sessioned)
         if not timed and key is None and mode == "append":
             raise no_watermark_in_append(below, times)
         node = input_node(node, below)
         check_output_mode(node, timed or key is not None, mode)
-        return AggStage(node, mode, timed, key)
+        return AggStage(node, mode, timed, key, sessions)
 
     # -- per batch ---------------------------------------------------------------------
     def run(self, rows: pl.DataFrame, partitions: pa.Array | None = None) -> BatchResult:

@@ -13,7 +13,6 @@ from streamkit.stateful import FlatMapGroupsWithState
 from streamkit.streaming.incremental import OutputMode
 from streamkit.streaming.stream_join import StreamJoinQuery, is_stream_join
 from streamkit.transform_state import TransformWithState
-from streamkit.windows import SessionWindow
 
 CORRECTNESS = (
     "Detected pattern of possible 'correctness' issue due to global watermark (Spark's "
@@ -193,24 +192,19 @@ def no_watermark_in_append(below: Plan, times: tuple[str, ...]) -> PlanError:
     )
 
 
-def refuse_session_key(node: Aggregate, below: Plan, key: str | None) -> None:
-    """Refuse ``node`` grouped by ``key``, the session window of the aggregation ``below``
-    (or a rename of it): Spark plans it as a session window aggregation, merging the
-    overlapping sessions of rows with equal other keys, and fails the batch when it is the
-    only key (checked against PySpark 4.3); streamkit does not merge them yet."""
-    if key is None or not isinstance(below, Aggregate):
-        return
-    if not isinstance(below.window, SessionWindow):
-        return
+def session_key(node: Aggregate, key: str | None, sessioned: bool) -> bool:
+    """Whether ``node`` is grouped by a session window of the aggregation below (``key``
+    carrying the watermark when ``sessioned``: the window below is a session window):
+    Spark plans it as a session window aggregation, merging the overlapping sessions of
+    rows with equal other keys, and fails the batch when it is the only key (checked
+    against PySpark 4.3; refused here with Spark's reason)."""
+    if key is None or not sessioned:
+        return False
     if len(node.keys) == 1:
         raise PlanError(
             "Global aggregation with session window in streaming query is not supported "
             f"(Spark fails the batch too): {key!r}, the session window of the aggregation "
-            "below, is the only group key; group by sk.window(sk.window_time('window'), ...)"
+            "below, is the only group key; group by another key beside it, or by "
+            "sk.window(sk.window_time('window'), ...)"
         )
-    raise PlanError(
-        f"an aggregation grouped by {key!r}, the session window of the aggregation below, "
-        "is not supported by streamkit yet (Spark runs it as a session window "
-        "aggregation, merging overlapping sessions of equal other keys); group by "
-        "sk.window(sk.window_time('window'), ...) or run the second step in a batch job"
-    )
+    return True

@@ -27,8 +27,9 @@ first batch grouped by ``w`` and a window on ``window_time("w")``
 (``MULTIPLE_EVENT_TIME_COLUMNS``) and by a session window of the aggregation below alone
 ("Global aggregation with session window"). streamkit refuses each at start with Spark's
 reason. Grouped by the session window below and another key, Spark runs a session window
-aggregation, merging overlapping sessions (three rows of ``k`` e, f, z become one session
-[95, 105) when grouped by a constant); streamkit refuses it (not supported yet).
+aggregation: sessions of equal other keys that overlap or touch merge (e [95, 101),
+f [95, 101) and z [100, 105) become one session [95, 105) grouped by a constant; on
+``TOUCHING``, [10, 15) and [15, 20) merge); streamkit merges them the same way.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 import pytest
 
 from tests.differential.engines import DEADLINE
-from tests.differential.inputs import SPARK_SCHEMA, micros, write_files
+from tests.differential.inputs import SPARK_SCHEMA, Files, micros, write_files
 from tests.differential.test_watermark_key import KEY_FILES
 from tests.differential.test_watermark_key import SparkRun as KeyRun
 from tests.differential.test_watermark_key_chains import Shape, _api, chain_runs, counted
@@ -86,16 +87,42 @@ def _window_time_between(frame: Any, spark: bool) -> Any:
     return counted(middle.agg(fn.sum("v").alias("v")), spark, "window")
 
 
-def _sessions(frame: Any, spark: bool, *keys: str) -> Any:
-    """``v = sum(v)`` per (5 s session of ``ts``, ``k``), ``x = 1``, then counted per
-    ``keys`` (``"window"``: the session window, Spark's ``session_window``)."""
+def _session_rows(frame: Any, spark: bool) -> Any:
+    """``v = sum(v)`` per (5 s session of ``ts``, ``k``), with ``x = 1``."""
     fn, group_by, _ = _api(spark)
     marked = getattr(frame, "withWatermark" if spark else "with_watermark")("ts", "5 seconds")
     below = getattr(marked, group_by)(fn.session_window("ts", "5 seconds"), "k")
     below = below.agg(fn.sum("v").alias("v"))
-    below = getattr(below, "withColumn" if spark else "with_column")("x", fn.lit(1))
+    return getattr(below, "withColumn" if spark else "with_column")("x", fn.lit(1))
+
+
+def _sessions(frame: Any, spark: bool, *keys: str) -> Any:
+    """:func:`_session_rows` counted per ``keys`` (``"window"``: the session window,
+    Spark's ``session_window``)."""
     name = "session_window" if spark else "window"
-    return counted(below, spark, *(name if k == "window" else k for k in keys))
+    return counted(
+        _session_rows(frame, spark), spark, *(name if k == "window" else k for k in keys)
+    )
+
+
+def _sessions_with_end(frame: Any, spark: bool) -> Any:
+    """:func:`_session_rows` per (session, ``x``), with ``e``, the latest session end."""
+    fn, group_by, _ = _api(spark)
+    name = "session_window" if spark else "window"
+    end = fn.col(f"{name}.end") if spark else fn.col(name).get_field("end")
+    one = fn.count(fn.lit(1)) if spark else fn.count()
+    return getattr(_session_rows(frame, spark), group_by)(name, "x").agg(
+        one.alias("n"), fn.sum("v").alias("s"), fn.max(end).alias("e")
+    )
+
+
+def _sessions_twice(frame: Any, spark: bool) -> Any:
+    """``v = sum(v)`` per (session, ``k``, ``x``) above the sessions, then counted per
+    (session, ``x``)."""
+    fn, group_by, _ = _api(spark)
+    name = "session_window" if spark else "window"
+    middle = getattr(_session_rows(frame, spark), group_by)(name, "k", "x")
+    return counted(middle.agg(fn.sum("v").alias("v")), spark, name, "x")
 
 
 def _by(*keys: str) -> Shape:
@@ -144,9 +171,48 @@ SHAPES: dict[str, tuple[Shape, dict[int, list[Any]], list[int]]] = {
         {0: [], 1: [(_t(0), 1, 4)], 2: [], 3: [], 4: [(_t(80), 3, 322), (_t(100), 1, 200)]},
         BELOW,
     ),
+    # session windows below, grouped by the session and another key: Spark's session
+    # window aggregation (held below: sessions)
+    "session_then_session_k": (
+        Shape(lambda f, spark: _sessions(f, spark, "window", "k")),
+        {0: [], 1: [(_t(10), "a", 1, 4), (_t(90), "q", 1, 300)], 2: [], 3: [],
+         4: [(_t(95), "e", 1, 9), (_t(95), "f", 1, 13), (_t(100), "z", 1, 200)]},
+        [3, 2, 3, 4, 1],
+    ),
+    # per a constant: e [95, 101), f [95, 101) and z [100, 105) merge into [95, 105)
+    "session_then_session_x": (
+        Shape(lambda f, spark: _sessions(f, spark, "window", "x")),
+        {0: [], 1: [(_t(10), 1, 1, 4), (_t(90), 1, 1, 300)], 2: [], 3: [],
+         4: [(_t(95), 1, 3, 222)]},
+        [3, 2, 3, 4, 1],
+    ),
+    # the sessions merged per (k, x) above them (one each), then merged again per x
+    "session_then_session_k_x_then_session_x": (
+        Shape(_sessions_twice),
+        {0: [], 1: [(_t(10), 1, 1, 4), (_t(90), 1, 1, 300)], 2: [], 3: [],
+         4: [(_t(95), 1, 3, 222)]},
+        [3, 2, 3, 4, 1],
+    ),
+    # TOUCHING: [10, 15) and [15, 20) touch and merge, [30, 35) and [33, 38) overlap;
+    # (start, x, n, s, end)
+    "touching_sessions": (
+        Shape(_sessions_with_end),
+        {0: [], 1: [(_t(10), 1, 2, 3, _t(20)), (_t(30), 1, 2, 7, _t(38))]},
+        [5, 1],
+    ),
 }  # fmt: skip
+TOUCHING: Files = [[(10, "a", 1, 1), (15, "b", 2, 2), (30, "c", 3, 3), (33, "d", 4, 4),
+                    (60, "z", 9, 9)]]  # fmt: skip
+"""One file (W = 55 after it): sessions a [10, 15), b [15, 20), c [30, 35), d [33, 38)
+close in the no-data batch 1; z [60, 65) stays."""
 CASES: dict[str, Case] = {
-    name: Case(shape(True), shape(False), "append", KEY_FILES, expected)
+    name: Case(
+        shape(True),
+        shape(False),
+        "append",
+        TOUCHING if name == "touching_sessions" else KEY_FILES,
+        expected,
+    )
     for name, (shape, expected, _) in SHAPES.items()
 }
 
@@ -230,41 +296,3 @@ def test_what_spark_refuses_above_the_window_is_refused(
             writer.start().awaitTermination(DEADLINE)
     with pytest.raises(PlanError, match=ours):
         _streamkit_start(shape, mode, directory)
-
-
-SESSIONS: dict[str, tuple[tuple[str, ...], list[tuple[int, list[Any]]]]] = {
-    # per k, no two sessions emitted together overlap: as a plain key would give
-    "session_then_session_k": (("window", "k"), [
-        (0, []), (1, [(_t(10), "a", 1, 4), (_t(90), "q", 1, 300)]), (2, []), (3, []),
-        (4, [(_t(95), "e", 1, 9), (_t(95), "f", 1, 13), (_t(100), "z", 1, 200)]),
-    ]),
-    # per a constant: e [95, 101), f [95, 101) and z [100, 105) merge into [95, 105)
-    "session_then_session_x": (("window", "x"), [
-        (0, []), (1, [(_t(10), 1, 1, 4), (_t(90), 1, 1, 300)]), (2, []), (3, []),
-        (4, [(_t(95), 1, 3, 222)]),
-    ]),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("name", list(SESSIONS))
-def test_spark_merges_the_sessions_below_which_streamkit_refuses(
-    name: str, spark: Any, tmp_path: Path
-) -> None:
-    """Spark runs an aggregation grouped by the session window below and another key as a
-    session window aggregation (sessions overlapping per the other keys merge); streamkit
-    does not merge them yet and refuses at start."""
-    from streamkit.errors import PlanError
-    from tests.differential.test_joins_static import spark_out
-
-    keys, expected = SESSIONS[name]
-    shape = Shape(lambda f, spark: _sessions(f, spark, *keys))
-    directory = write_files(tmp_path / "in", KEY_FILES, "json")
-    seen: list[tuple[int, list[Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="spark-ck-") as ck:
-        writer = _spark_writer(spark, shape, "append", directory, ck)
-        handle = writer.foreachBatch(lambda b, i: seen.append((i, spark_out(b)[1]))).start()
-        assert handle.awaitTermination(DEADLINE), "Spark did not finish"
-        assert handle.exception() is None, str(handle.exception())
-    assert sorted(seen, key=lambda b: b[0]) == expected
-    with pytest.raises(PlanError, match="session window of the aggregation below"):
-        _streamkit_start(shape, "append", directory)

@@ -28,9 +28,10 @@ in force, so it emits each of its groups there and holds none:
 
 Refused as Spark refuses (PySpark 4.3): ``window.start`` or ``window.end`` carries no
 watermark; the window and a window on its ``window_time`` are two event times; update and
-complete mode above an aggregation. An aggregation grouped by the session window below is
-refused: Spark merges overlapping sessions there (or fails the batch when it is the only
-key), which streamkit does not do yet.
+complete mode above an aggregation; the session window below as the only key (Spark
+fails the batch). Grouped by the session window below and another key, it is Spark's
+session window aggregation: the sessions of rows with equal other keys that overlap or
+touch merge.
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ import streamkit as sk
 from streamkit.errors import PlanError
 from streamkit.streaming.chain import ChainQuery, make_engine
 from streamkit.streaming.incremental import OutputMode
-from tests.streamkit.streaming.test_watermark_above import Out, drive, restarted, stream
+from tests.streamkit.streaming.test_watermark_above import (
+    Out,
+    drive,
+    frame,
+    restarted,
+    seconds,
+    stream,
+)
 from tests.streamkit.streaming.test_watermark_key import KEY_BATCHES
 
 if TYPE_CHECKING:
@@ -176,22 +184,64 @@ def test_other_modes_are_spark_s_correctness_refusal(mode: OutputMode) -> None:
 
 
 def _sessions(d: sk.DataFrame) -> sk.DataFrame:
-    return d.group_by(sk.session_window("ts", "5 seconds"), "k").agg(sk.sum("v").alias("v"))
+    """``v = sum(v)`` per (5 s session of ``ts``, ``k``), and ``x = 1``."""
+    below = d.group_by(sk.session_window("ts", "5 seconds"), "k").agg(sk.sum("v").alias("v"))
+    return below.with_column("x", sk.lit(1))
+
+
+def test_the_session_window_below_alone_is_refused() -> None:
+    """Spark fails the batch: a session window aggregation needs another key."""
+    with pytest.raises(PlanError, match="Global aggregation with session window"):
+        make_engine(top(_sessions(stream()), "window").plan, "append")
 
 
 @pytest.mark.parametrize(
-    ("keys", "reason"),
+    ("other", "expected"),
     [
-        (("window",), "Global aggregation with session window"),
-        (("window", "k"), "session window of the aggregation below.*not supported by streamkit"),
+        # per k, the sessions emitted together never overlap: one group each
+        ("k", {0: [], 1: [(10, "a", 1, 4), (90, "q", 1, 300)], 2: [], 3: [],
+               4: [(95, "e", 1, 9), (95, "f", 1, 13), (100, "z", 1, 200)]}),
+        # per x = 1: e [95, 101), f [95, 101) and z [100, 105), closed together in B4,
+        # merge into [95, 105)
+        ("x", {0: [], 1: [(10, 1, 1, 4), (90, 1, 1, 300)], 2: [], 3: [],
+               4: [(95, 1, 3, 222)]}),
     ],
-)
-def test_the_session_window_below_is_refused(keys: tuple[str, ...], reason: str) -> None:
-    """Spark runs an aggregation grouped by the session window below (with another key) as
-    a session window aggregation, merging overlapping sessions, and fails the batch when
-    it is the only key; streamkit refuses both at start."""
-    with pytest.raises(PlanError, match=reason):
-        make_engine(top(_sessions(stream()), *keys).plan, "append")
+)  # fmt: skip
+def test_the_sessions_below_merge_per_the_other_keys(other: str, expected: Any) -> None:
+    """Spark plans an aggregation grouped by the session window below and another key as
+    a session window aggregation: sessions of equal other keys that overlap merge. The
+    sessions below (5 s gap, KEY_BATCHES): [10, 17) a 4 and [90, 95) q 300 close in B1
+    (15a is late in B2: its session would end at 20 <= 95); [95, 101) e 9, [95, 101) f 13
+    and [100, 105) z 200 in B4. Held below: 3, 2, 3, 4, 1."""
+    engine = make_engine(top(_sessions(stream()), "window", other).plan, "append")
+    out, held, _ = drive(engine, KEY_BATCHES)
+    assert out == expected
+    assert held == [3, 2, 3, 4, 1]
+
+
+def test_merged_sessions_merge_again_above() -> None:
+    """``v = sum(v)`` per (session, k, x) above the sessions (one session each), then per
+    (session, x): the session window passes on, and e, f, z merge as above."""
+    middle = _sessions(stream()).group_by("window", "k", "x").agg(sk.sum("v").alias("v"))
+    out, held, _ = drive(make_engine(top(middle, "window", "x").plan, "append"), KEY_BATCHES)
+    assert out == {0: [], 1: [(10, 1, 1, 4), (90, 1, 1, 300)], 2: [], 3: [], 4: [(95, 1, 3, 222)]}
+    assert held == [3, 2, 3, 4, 1]
+
+
+def test_touching_sessions_merge() -> None:
+    """One batch: a [10, 15), b [15, 20), c [30, 35), d [33, 38), z [60, 65) (W = 55);
+    the no-data batch closes the first four. Per x = 1, [10, 15) and [15, 20) touch and
+    merge (a start at the latest end before it joins, as in Spark), and so do the
+    overlapping [30, 35) and [33, 38): (start, end, n, s) = (10, 20, 2, 3),
+    (30, 38, 2, 7)."""
+    engine = make_engine(top(_sessions(stream()), "window", "x").plan, "append")
+    engine.run(frame([(10, "a", 1), (15, "b", 2), (30, "c", 3), (33, "d", 4), (60, "z", 9)]))
+    assert engine.owes_batch
+    rows = engine.run_no_data().output.to_dicts()
+    got = sorted(
+        (seconds(r["window"]["start"]), seconds(r["window"]["end"]), r["n"], r["s"]) for r in rows
+    )
+    assert got == [(10, 20, 2, 3), (30, 38, 2, 7)]
 
 
 def test_a_fleet_refuses_it() -> None:
