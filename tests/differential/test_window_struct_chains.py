@@ -29,7 +29,8 @@ first batch grouped by ``w`` and a window on ``window_time("w")``
 reason. Grouped by the session window below and another key, Spark runs a session window
 aggregation: sessions of equal other keys that overlap or touch merge (e [95, 101),
 f [95, 101) and z [100, 105) become one session [95, 105) grouped by a constant; on
-``TOUCHING``, [10, 15) and [15, 20) merge); streamkit merges them the same way.
+``TOUCHING``, [10, 15) and [15, 20) merge), again when the merged session is grouped by
+above (per (session, k, x), then per (session, x)); streamkit merges them the same way.
 """
 
 from __future__ import annotations
