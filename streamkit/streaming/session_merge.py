@@ -18,7 +18,8 @@ _START, _END, _ROW, _RUN = "__session_start", "__session_end", "__session_row", 
 
 def merge_sessions(rows: pl.DataFrame, column: str, by: list[pl.Expr]) -> pl.DataFrame:
     """``rows`` (same order) with each row's session struct ``column`` replaced by the
-    merged session of the rows equal on ``by`` whose sessions overlap or touch."""
+    merged session of the rows equal on ``by`` (at least one key: Spark refuses a session
+    window aggregation without one) whose sessions overlap or touch."""
     if not rows.height:
         return rows
     parts = [f"__session_by{i}" for i in range(len(by))]

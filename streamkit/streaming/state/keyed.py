@@ -256,8 +256,8 @@ class KeyedStore(IndexedRows):
         return self.spec.window is not None or self.expiry is not None
 
     def _end(self, rows: pl.DataFrame) -> pl.Expr:
-        """A state row of ``rows`` its window end in ticks (the ``expiry`` key's, a window
-        struct key's end: :func:`~streamkit.windows.key_end`; null: never ends)."""
+        """The window end in ticks of each state row of ``rows`` (the ``expiry`` key's, a
+        window struct key's ``end``: :func:`~streamkit.windows.key_end`; null: never)."""
         if self.expiry is None:
             return pl.col(WEND)
         return key_end(self.expiry, rows.schema[self.expiry])
