@@ -84,6 +84,7 @@ from streamkit.windows import WEND
 from .chain_tail import ChainTail
 from .chunk import ChunkError, ChunkHeader, decode_chunk
 from .fleet_plan import FleetPlan
+from .join_state import JoinState
 from .late_rows import LATE
 from .source_progress import SourceProgress, advance
 
@@ -102,13 +103,14 @@ class AggregationStage:
     ) -> None:
         if fleet.stateless:
             raise PlanError("a stateless plan has no aggregation stage (FleetPlan.stateless)")
-        if idle_timeout <= 0:
-            raise PlanError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
-        self.fleet, self.idle_timeout, self.query = fleet, idle_timeout, query
-        self.agg, self.mode = fleet.agg, fleet.mode
+        if fleet.joined is not None:
+            raise PlanError(
+                "a join of two streams runs in a JoinStage (streamkit.fleet.join_stage)"
+            )
+        self._track(fleet, idle_timeout, query)
         self._dedup: StreamingDedup | None = None
         self._tail: ChainTail | None = None
-        self._store: StateStore | DedupStore | ChainTail
+        self._store: StateStore | DedupStore | ChainTail | JoinState
         if fleet.chain is not None:
             self._tail = ChainTail(fleet)
             self._dedup, self._store = self._tail.dedup, self._tail
@@ -119,6 +121,14 @@ class AggregationStage:
         else:
             self.spec = fleet.spec
             self._store = make_store(self.spec, fleet.key_mark)
+
+    def _track(self, fleet: FleetPlan, idle_timeout: float, query: str | None) -> None:
+        """What every task's engine keeps besides its operator's state: the source shards
+        (dedup map, maxima), the fleet watermark and the counters."""
+        if idle_timeout <= 0:
+            raise PlanError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
+        self.fleet, self.idle_timeout, self.query = fleet, idle_timeout, query
+        self.agg, self.mode = fleet.agg, fleet.mode
         self._sources: dict[str, SourceProgress] = {}
         self._expected: frozenset[str] = frozenset()
         self._holding: frozenset[str] = frozenset()
@@ -166,7 +176,7 @@ class AggregationStage:
             self.late_rows += int(late[count].sum()) if late.height else 0
         states = states.drop(LATE, strict=False)
         store, agg = self._store, self.agg
-        assert not isinstance(store, DedupStore | ChainTail)
+        assert not isinstance(store, DedupStore | ChainTail | JoinState)
         assert agg is not None
         touched = store.merge(states)
         timed = self.fleet.window_mark is not None or self.fleet.key_mark is not None
@@ -261,12 +271,19 @@ class AggregationStage:
         """Whether an expected shard without an event time holds the watermark: one never
         heard from always, one heard from until it is idle or ended."""
         for name in self._expected:
+            if not self._timed(name):
+                continue
             progress = self._sources.get(name)
             if progress is None:
                 return True
             if progress.max_event is None and self._active(name, progress, now):
                 return True
         return False
+
+    def _timed(self, name: str) -> bool:
+        """Whether source shard ``name`` has an event time to wait for (every shard here;
+        a join's shards of a side without a watermark have none)."""
+        return True
 
     def _active(self, name: str, progress: SourceProgress, now: float) -> bool:
         """Sent a chunk less than ``idle_timeout`` ago and not ended. An ended shard still

@@ -5,7 +5,8 @@ whose schema metadata holds, under the key ``b"streamkit.chunk"``, a JSON header
 (:class:`ChunkHeader`): which query, which source shard, the source range the batch
 covers (after ``first``, up to and including ``last``), the part number when the batch's
 rows for this partition were split to fit a Kinesis record, the source shard's event-time
-maximum so far and whether it reached its end. An *end marker* (:attr:`ChunkHeader.is_end`:
+maximum so far and whether it reached its end; for a query that joins two streams, also
+which stream the shard belongs to (``stream``). An *end marker* (:attr:`ChunkHeader.is_end`:
 ``ended``, ``first == last``, no rows) covers no records: it tells an aggregation task that
 the shard ended after the range it applied last (a shard whose last read held no records).
 A *start marker* (:attr:`ChunkHeader.is_start`: not ``ended``, ``first == last``, no rows)
@@ -40,6 +41,8 @@ which a version-1 reader would take for a state column."""
 READABLE = (1, 2)
 """Versions read: a version-1 chunk (left on the exchange by the fleet before an upgrade)
 is applied as before, its late rows counted by ``__n``."""
+STREAMS = ("left", "right")
+"""The values of :attr:`ChunkHeader.stream` when it is written (a join's sides)."""
 DEFAULT_BUDGET = 900 * 1024
 """Largest encoded chunk, in bytes (a Kinesis record holds at most 1 MiB)."""
 
@@ -67,10 +70,28 @@ class ChunkHeader:
     """The source shard reached its end with this batch."""
     rows: int
     v: int = VERSION
+    stream: str = ""
+    """The source stream of a query that reads two (a join of two streams: ``left`` or
+    ``right``); empty for one stream, and then not written (one-stream chunks are the
+    bytes they were). Shard ids repeat across streams, so a shard is known by
+    :attr:`key`."""
+
+    def fields(self) -> dict[str, Any]:
+        """The header's fields as written (``stream`` only when set)."""
+        body = asdict(self)
+        if not self.stream:
+            del body["stream"]
+        return body
 
     def to_json(self) -> bytes:
         """The header as canonical JSON bytes (sorted keys, no spaces)."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(self.fields(), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def key(self) -> str:
+        """The source shard as the dedup map knows it: ``stream/source`` (``source`` for
+        one stream)."""
+        return f"{self.stream}/{self.source}" if self.stream else self.source
 
     @property
     def is_end(self) -> bool:
@@ -129,7 +150,10 @@ def _header(raw: bytes) -> tuple[ChunkHeader, Any]:
         bad_bool = isinstance(value, bool) and bool not in kinds
         if name not in body or not isinstance(value, kinds) or bad_bool:
             raise ChunkError(f"damaged chunk header: field {name!r} is {value!r}")
-    header = ChunkHeader(**{k: body[k] for k in _FIELDS})  # v as written: the CRC covers it
+    stream = body.get("stream", "")
+    if not isinstance(stream, str) or ("stream" in body and stream not in STREAMS):
+        raise ChunkError(f"damaged chunk header: field 'stream' is {stream!r}")
+    header = ChunkHeader(**{k: body[k] for k in _FIELDS}, stream=stream)  # v as written
     if not header.last.isdigit() or not 0 <= header.part < header.parts or header.rows < 0:
         raise ChunkError(f"damaged chunk header: {body}")
     return header, body.get("crc32")
@@ -140,7 +164,7 @@ def encode_chunk(header: ChunkHeader, rows: pl.DataFrame) -> bytes:
     if header.rows != rows.height:
         header = replace(header, rows=rows.height)
     table = rows.to_arrow()
-    body = {**asdict(header), "crc32": _crc(header, table)}
+    body = {**header.fields(), "crc32": _crc(header, table)}
     meta = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     table = table.replace_schema_metadata({HEADER_KEY: meta})
     sink = pa.BufferOutputStream()
@@ -169,7 +193,7 @@ def decode_chunk(data: bytes) -> tuple[ChunkHeader, pl.DataFrame]:
         )
     header, crc = _header(meta[HEADER_KEY])
     table = table.replace_schema_metadata(None)
-    where = f"chunk from source {header.source!r} (range end {header.last}, part {header.part})"
+    where = f"chunk from source {header.key!r} (range end {header.last}, part {header.part})"
     if table.num_rows != header.rows:
         raise ChunkError(
             f"damaged {where}: its header says {header.rows} rows, it holds {table.num_rows}"

@@ -23,8 +23,13 @@ starts "not supported on a fleet yet: ..." and names the construct):
   life: a static side that reloads (``reload_every``) is refused, and every worker start
   checks the tables against the query's first start
   (:mod:`~streamkit.fleet.static_snapshot`); between the operators of a chain (below), the
-  aggregation tasks join the rows the ``drop_duplicates`` emitted; a join of two streams,
-  and a join above the last stateful operator, are refused;
+  aggregation tasks join the rows the ``drop_duplicates`` emitted; a join above the last
+  stateful operator is refused;
+- **a join of two streams** (inner, left, right, full), alone or under one aggregation or
+  ``drop_duplicates`` keyed by its join keys (:attr:`FleetPlan.joined`,
+  :mod:`~streamkit.fleet.join_split`): source tasks run each side's plan and route its
+  rows by the join keys, aggregation tasks run the single-process join (and the operator
+  above it) on their partition's rows of both sides (:mod:`~streamkit.fleet.join_stage`);
 - **one** ``drop_duplicates`` (or ``drop_duplicates_within_watermark``) over one stream,
   in the modes the single-process engine accepts, with the same plans below and above it:
   source tasks run the part below it and keep the first row of each key of their batch
@@ -63,11 +68,13 @@ from streamkit.streaming.agg_steps import TICKS_PER_MS, OutputMode, drops_late, 
 from streamkit.streaming.chain import make_engine
 from streamkit.streaming.downstream import above
 from streamkit.streaming.static_sides import StaticSide, bind_static_sides
+from streamkit.streaming.stream_join import join_engine
 from streamkit.streaming.watermark_input import WatermarkRows, watermark_filter
 from streamkit.streaming.watermark_lineage import watermarked_keys, window_watermark
 from streamkit.transform_state import TransformWithState
 
 from .chain_keys import chain_route_keys, chained_aggregation
+from .join_split import JoinSplit, has_stream_join, split_join
 from .routing import check_routable
 
 _NAMES: tuple[tuple[type, str], ...] = (
@@ -83,12 +90,14 @@ def _refuse(what: str, fix: str) -> PlanError:
 def _check_join(join: Join, nodes: list[Plan]) -> None:
     """A stream-static join below the stateful operator runs in each source task, on its
     own rows (the static side is the same in every task), one between the operators of a
-    chain in the aggregation tasks; anything else is refused."""
+    chain in the aggregation tasks; anything else is refused (two sides read as streams
+    that the single-process engine does not take for streams, e.g. tables given as the
+    stream in tests, as two streams the fleet cannot tell apart)."""
     if is_streaming(join.left) == is_streaming(join.right):
         raise _refuse(
-            "a join of two streams (both sides need repartitioning by the join key and "
-            "join state in the aggregation tasks; see the README, 'Running on many "
-            "machines')",
+            "a join of two streams whose sides are not both streaming sources (the fleet "
+            "runs a join of two streams read with sk.read_stream; see the README, 'Running "
+            "on many machines')",
             "run this query as one process (streamkit run)",
         )
     stateful = [n for n in nodes if isinstance(n, Aggregate | Deduplicate)]
@@ -131,6 +140,10 @@ class FleetPlan:
     chain: Aggregate | None = None
     """The aggregation above the ``drop_duplicates`` of a chain (None: no chain); the
     aggregation tasks run both (:mod:`~streamkit.fleet.chain_tail`)."""
+    joined: JoinSplit | None = None
+    """A join of two streams (None: none): source tasks run its sides, aggregation tasks
+    the join (:mod:`~streamkit.fleet.join_split`); :attr:`mark` is then None, each side
+    has its own."""
 
     @classmethod
     def of(cls, plan: Plan, mode: OutputMode) -> FleetPlan:
@@ -138,6 +151,8 @@ class FleetPlan:
         whatever the single-process engine refuses in ``mode``. ``plan`` is returned
         bound (:attr:`plan`, :attr:`static`)."""
         plan, static = bind_static_sides(plan)
+        if has_stream_join(plan):
+            return cls._joining(plan, mode, tuple(static))
         for side in static:
             if reloadable_sources(side.plan):
                 raise _refuse(
@@ -194,6 +209,19 @@ class FleetPlan:
         check_routable(pl.Schema({k: schema[k] for k in keys}))
         top = above(plan, node) if node is not plan and chain is None else None
         return cls(plan, mode, None, mark, top, counts, node, static, chain)
+
+    @classmethod
+    def _joining(cls, plan: Plan, mode: OutputMode, static: tuple[StaticSide, ...]) -> FleetPlan:
+        """A plan holding a join of two streams (:mod:`~streamkit.fleet.join_split`)."""
+        if static:
+            raise _refuse(
+                "a stream-static join in a query that joins two streams",
+                "run this query as one process (streamkit run)",
+            )
+        engine = join_engine(plan, mode, emit_on_same_batch=False, policy="min")
+        if engine is None:
+            make_engine(plan, mode)  # the single-process engine's rules for the chain
+        return cls(plan, mode, None, None, None, None, joined=split_join(plan))
 
     @cached_property
     def window_mark(self) -> Watermark | None:
@@ -273,12 +301,17 @@ class FleetPlan:
 
     def to_ms(self, ticks: int | None) -> int | None:
         """Ticks of the watermark column as ms since the epoch (for status files)."""
+        if self.joined is not None:
+            return ticks  # a join's watermarks are in ms
         if ticks is None or self.mark is None:
             return None
         return ticks // TICKS_PER_MS[self.time_unit()]
 
     def time_unit(self) -> Literal["ns", "us", "ms"]:
-        """Unit of the watermark column (ticks of ``max_event`` and watermarks)."""
+        """Unit of the watermark column (ticks of ``max_event`` and watermarks; ms for a
+        join of two streams, as the single-process join keeps them)."""
+        if self.joined is not None:
+            return "ms"
         if self.mark is None:
             raise PlanError("the plan has no with_watermark")
         dtype = self.mark.input.schema[self.mark.column]

@@ -229,6 +229,13 @@ def start_member(writer: DataStreamWriter, options: FleetOptions | None = None) 
 
     parts = writer.fleet_parts()
     fleet_plan = FleetPlan.of(parts.plan, parts.mode)  # a PlanError names what cannot run
+    if fleet_plan.joined is not None:
+        raise PlanError(
+            "not supported on a fleet yet: a join of two streams in fleet workers (a worker "
+            "reads one Kinesis stream; the source tasks of a second stream, their lease "
+            "table and status files are not built: see the README, 'Not yet: joins of two "
+            "streams on a fleet'); run this query as one process (streamkit run)"
+        )
     source = parts.source
     if not isinstance(source, FleetSource):
         described = getattr(source, "describe", lambda: type(source).__name__)()

@@ -16,7 +16,9 @@ order, each column as:
 
 xxHash64 is the published algorithm (Yann Collet's XXH64 specification); the test suite
 pins values computed by the reference C implementation (the ``xxhash`` package) over
-hand-written encodings. The routing only reads the key columns, never the window, so
+hand-written encodings. The rows of the two sides of a join of two streams are routed by
+their equality keys, in the order of the pairs; each pair's types must hash equal values
+equally (:func:`check_join_routable`). The routing only reads the key columns, never the window, so
 every window and session of one key lands in one partition. It is the same on every
 machine, process and run (no seed, no library-version dependence), and vectorised: cost
 O(bytes of the keys) in NumPy, plus one Python step per distinct encoded length.
@@ -61,6 +63,42 @@ def check_routable(keys: pl.Schema) -> None:
                 f"not supported on a fleet yet: group key {name!r} of type {dtype}; group "
                 "by plain columns (numbers, strings, booleans, timestamps), e.g. cast it "
                 "with .with_column(name, ...) first"
+            )
+
+
+def _key_class(dtype: pl.DataType) -> object:
+    """What the join compares a key of this type as: integers of any width and sign are
+    one class, floats another (the canonical encoding widens both), any other type only
+    meets itself."""
+    if isinstance(dtype, _INT_TYPES):
+        return "integer"
+    if isinstance(dtype, pl.Float32 | pl.Float64):
+        return "float"
+    return dtype
+
+
+def check_join_routable(
+    pairs: Sequence[tuple[str, str]], left: pl.Schema, right: pl.Schema
+) -> None:
+    """Refuse, per side, an equality key of a join of two streams that the routing cannot
+    encode, and a pair of keys whose equal values would not hash equally: each pair must
+    be of one type, or both integers (any widths: Spark's coercion, the join's
+    supertype), or both floats; the canonical encoding then gives equal values of the two
+    sides one hash, so they land in one partition."""
+    for a, b in pairs:
+        for side, name, dtype in (("left", a, left[a]), ("right", b, right[b])):
+            if not routable(dtype):
+                raise PlanError(
+                    f"not supported on a fleet yet: join key {name!r} of type {dtype} "
+                    f"({side} side); join on plain columns (numbers, strings, booleans, "
+                    "timestamps), e.g. cast it with .with_column(name, ...) first"
+                )
+        if _key_class(left[a]) != _key_class(right[b]):
+            raise PlanError(
+                f"not supported on a fleet yet: join key {a!r} ({left[a]}, left side) = "
+                f"{b!r} ({right[b]}, right side): equal values of these types are not "
+                "routed to one partition; cast one side's key to the other's type first "
+                "(with_column(name, col(name).cast(...)))"
             )
 
 

@@ -1,10 +1,12 @@
 """Per source shard, which exchange chunk an aggregation task applies next.
 
-Guarantee (steps 2 and 3 of :mod:`~streamkit.fleet.aggregation_stage`): a chunk at or
-before a shard's last applied ``(range end, part)`` is a duplicate and changes nothing but
-its arrival time; the next chunk must be the next part of the same range, or part 0 of a
-range that starts where the last one ended, else :class:`ChunkOrderError`. A range's
-event-time maximum and end flag count only once its last part is applied.
+Shards are known by :attr:`~streamkit.fleet.chunk.ChunkHeader.key` (stream and shard id:
+the shards of a join's two streams may share ids). Guarantee (steps 2 and 3 of
+:mod:`~streamkit.fleet.aggregation_stage`): a chunk at or before a shard's last applied
+``(range end, part)`` is a duplicate and changes nothing but its arrival time; the next
+chunk must be the next part of the same range, or part 0 of a range that starts where the
+last one ended, else :class:`ChunkOrderError`. A range's event-time maximum and end flag
+count only once its last part is applied.
 """
 
 from __future__ import annotations
@@ -56,17 +58,17 @@ def advance(sources: dict[str, SourceProgress], h: ChunkHeader, now: float) -> O
     """Record chunk ``h``, read at clock reading ``now``, in ``sources`` (updated in
     place); raises :class:`ChunkOrderError` (``sources`` possibly updated for earlier
     chunks only) for a gap or a reordering."""
-    known = sources.get(h.source)
+    known = sources.get(h.key)
     if h.is_start:  # heard of: idle_timeout counts from now; nothing applied
         if known is None:
-            sources[h.source] = SourceProgress(NOTHING, 0, 1, None, False, now)
+            sources[h.key] = SourceProgress(NOTHING, 0, 1, None, False, now)
         return "marker"
     if not _next(known, h):
         if known is not None:
-            sources[h.source] = replace(known, seen=now)
+            sources[h.key] = replace(known, seen=now)
         return "duplicate"
     if h.is_end:  # the shard ended after the range applied last
-        sources[h.source] = (
+        sources[h.key] = (
             replace(known, ended=True, seen=now)
             if known is not None and known.last != NOTHING
             else SourceProgress(h.last_int, 0, 1, None, True, now)
@@ -79,7 +81,7 @@ def advance(sources: dict[str, SourceProgress], h: ChunkHeader, now: float) -> O
     if whole and h.max_event is not None:
         top = h.max_event if top is None else max(top, h.max_event)
     ended = (known is not None and known.ended) or (whole and h.ended)
-    sources[h.source] = SourceProgress(h.last_int, h.part, h.parts, top, ended, now)
+    sources[h.key] = SourceProgress(h.last_int, h.part, h.parts, top, ended, now)
     return "applied"
 
 
@@ -105,7 +107,7 @@ def _next(known: SourceProgress | None, h: ChunkHeader) -> bool:
     if not ok:
         was = "nothing" if known is None else f"range end {known.last} part {known.part}"
         raise ChunkOrderError(
-            f"source shard {h.source!r}: chunk (range after {h.first}, end {h.last}, part "
+            f"source shard {h.key!r}: chunk (range after {h.first}, end {h.last}, part "
             f"{h.part} of {h.parts}) does not follow the last one applied ({was}): records "
             "were lost or reordered on the exchange stream. Check that only one fleet with "
             "this app_name writes it and that its shard count did not change; restart the "
@@ -123,7 +125,7 @@ def _next_end(known: SourceProgress | None, h: ChunkHeader) -> bool:
     if h.last_int == known.last and known.part == known.parts - 1:
         return True
     raise ChunkOrderError(
-        f"source shard {h.source!r}: end marker after {h.last} does not follow the last "
+        f"source shard {h.key!r}: end marker after {h.last} does not follow the last "
         f"chunk applied (range end {known.last} part {known.part} of {known.parts}): "
         "records were lost or reordered on the exchange stream"
     )

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import polars as pl
+
 from streamkit.errors import PlanError
+from streamkit.execute import compile_plan, given
 from streamkit.join_plan import Join
 from streamkit.plan import Aggregate, Deduplicate, Plan, Watermark
 from streamkit.streaming.watermark_lineage import carried
@@ -139,3 +142,25 @@ def null_checked(join: Join, side: int) -> list[str]:
     keys = [p[side] for p in join.pairs]
     times = [b.left_col if side == 0 else b.right_col for b in join.bounds]
     return list(dict.fromkeys(keys + times))
+
+
+def side_output(
+    side: JoinSide, checked: list[str], raw: pl.DataFrame
+) -> tuple[pl.DataFrame, int | None]:
+    """The rows side ``side`` gives the join for its rows as read ``raw`` (its plan, then
+    the rows with a null in ``checked``, :func:`null_checked`, dropped), and their largest
+    event time in whole ms as ``with_watermark`` sees it (rows with a null ``checked``
+    column there left out; None: no watermark, or no such time). The one-process join and
+    a fleet's source tasks both take a side's rows through here."""
+    top_ms: int | None = None
+    if side.mark is not None and raw.height:
+        at_mark = compile_plan(side.mark.input, None, set(), given(raw)).collect()
+        present = [c for c in checked if c in at_mark.columns]
+        if present:
+            at_mark = at_mark.drop_nulls(present)
+        top = at_mark[side.mark.column].dt.epoch("us").max()
+        top_ms = top // 1000 if isinstance(top, int) else None
+    if not raw.height:
+        return pl.DataFrame(schema=side.plan.schema), top_ms
+    out = compile_plan(side.plan, None, set(), given(raw)).collect()
+    return (out.drop_nulls(checked) if checked and out.height else out), top_ms

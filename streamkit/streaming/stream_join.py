@@ -60,6 +60,7 @@ from streamkit.streaming.join_sides import (
     JoinSide,
     check_outer,
     null_checked,
+    side_output,
     state_watermark,
 )
 from streamkit.streaming.state.join_store import ID, MATCHED, JoinStore
@@ -156,10 +157,19 @@ class StreamJoinQuery:
             late.append(dropped)
         self._update_watermark()
         self._in_force, self._restored = in_force, False
-        output = self._join(fresh[0], fresh[1], in_force)
+        output = self.join_rows(fresh[0], fresh[1], in_force)
+        return BatchResult(output, self.late_frame(late), self.watermark)
+
+    def join_rows(
+        self, left: pl.DataFrame, right: pl.DataFrame, in_force: int | None
+    ) -> pl.DataFrame:
+        """Steps 2 and 3 for the sides' new rows that are not late (their output columns),
+        with ``in_force`` (ms) the watermark in force in this batch, then the plan above
+        the join: the batch's output."""
+        output = self._join(left, right, in_force)
         if self._above is not None:
             output = compile_plan(self._above, None, set(), given(output)).collect()
-        return BatchResult(output, self._late_frame(late), self.watermark)
+        return output
 
     def run_no_data(self) -> BatchResult:
         """A batch without input rows: evicts (and emits outer rows) under the watermark
@@ -172,28 +182,26 @@ class StreamJoinQuery:
     def _side_input(
         self, i: int, side: JoinSide, raw: pl.DataFrame, late_mark: int | None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        checked = self._not_null[i]
-        if side.mark is not None and raw.height:
-            at_mark = compile_plan(side.mark.input, None, set(), given(raw)).collect()
-            present = [c for c in checked if c in at_mark.columns]
-            if present:
-                at_mark = at_mark.drop_nulls(present)
-            top = at_mark[side.mark.column].dt.epoch("us").max()
-            if isinstance(top, int):
-                ms = top // 1000
-                name = SIDES[i]
-                self._side_max[name] = max(self._side_max.get(name, ms), ms)
-        out = compile_plan(side.plan, None, set(), given(raw)).collect() if raw.height else (
-            pl.DataFrame(schema=side.plan.schema)
-        )  # fmt: skip
-        if checked and out.height:
-            out = out.drop_nulls(checked)
-        if side.time is None or late_mark is None or not out.height:
-            return out, out.head(0)
-        flags = out.select(_at_or_before(side.time, late_mark).fill_null(False)).to_series()
-        return out.filter(~flags), out.filter(flags)
+        out, top = side_output(side, self._not_null[i], raw)
+        if top is not None:
+            name = SIDES[i]
+            self._side_max[name] = max(self._side_max.get(name, top), top)
+        return self.split_late(i, out, late_mark)
 
-    def _late_frame(self, late: list[pl.DataFrame]) -> pl.DataFrame:
+    def split_late(
+        self, i: int, rows: pl.DataFrame, late_mark: int | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(kept, late) of side ``i``'s rows ``rows`` (the side's output): late are those
+        whose event time is at or before ``late_mark`` (ms; step 1)."""
+        column = self._sides[i].time
+        if column is None or late_mark is None or not rows.height:
+            return rows, rows.head(0)
+        flags = rows.select(_at_or_before(column, late_mark).fill_null(False)).to_series()
+        return rows.filter(~flags), rows.filter(flags)
+
+    def late_frame(self, late: list[pl.DataFrame]) -> pl.DataFrame:
+        """Each side's late rows (its output columns) as the late-rows table: a struct
+        column per side, null on the other side's rows."""
         parts = []
         for i, frame in enumerate(late):
             other = pl.Struct(dict(self._sides[1 - i].plan.schema))
@@ -280,8 +288,12 @@ class StreamJoinQuery:
     def owes_batch(self) -> bool:
         """W moved past the watermark in force in the last batch and a buffer has a state
         watermark (Spark's ``shouldRunAnotherBatch`` for this operator)."""
-        evicts = any(state_watermark(self.join, i, 0, self._marks) is not None for i in (0, 1))
-        return evicts and self.watermark_moved
+        return self.evicts and self.watermark_moved
+
+    @property
+    def evicts(self) -> bool:
+        """Some buffer has a state watermark (rows leave it as the watermark moves)."""
+        return any(state_watermark(self.join, i, 0, self._marks) is not None for i in (0, 1))
 
     @property
     def watermark_moved(self) -> bool:
@@ -310,6 +322,11 @@ class StreamJoinQuery:
             for s in self._sides
             if s.mark is not None and s.time is not None
         )
+
+    @property
+    def sides(self) -> tuple[JoinSide, JoinSide]:
+        """The left and right inputs, with their watermarks."""
+        return self._sides
 
     @property
     def event_columns(self) -> tuple[str, ...]:

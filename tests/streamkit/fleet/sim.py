@@ -25,6 +25,9 @@ import pyarrow as pa
 
 import streamkit as sk
 from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
+from streamkit.fleet.chunk import DEFAULT_BUDGET
+from streamkit.fleet.join_source import SideStage
+from streamkit.fleet.join_stage import JoinStage
 from streamkit.streaming.checkpoint import CheckpointLog
 from streamkit.streaming.checkpoint_store import LocalCheckpointStore
 
@@ -118,6 +121,13 @@ class Source:
     at: int = 0
     seq: int = 0
     max_event: int | None = None
+    stream: str = ""
+    """The stream of a join of two streams (``left``/``right``; empty: one stream)."""
+
+    @property
+    def key(self) -> str:
+        """The shard as an aggregation task knows it (``stream/name``)."""
+        return f"{self.stream}/{self.name}" if self.stream else self.name
 
 
 @dataclass
@@ -149,21 +159,28 @@ class Fleet:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         if not self.budget:
-            probe = SourceStage(self.fleet)
+            probe = self._source_stage(self.sources[0].stream, DEFAULT_BUDGET)
             few = probe.run(self.sources[0].rows.head(2))
             ((chunk,),) = probe.chunks(few, "probe", None, "0", None, False, 1, "q")
             self.budget = len(chunk) + 64  # room for longer keys
-        self.source_stage = SourceStage(self.fleet, budget=self.budget)
+        streams = {s.stream for s in self.sources}
+        self.source_stages = {name: self._source_stage(name, self.budget) for name in streams}
         self.stages = [self.new_stage() for _ in range(self.n)]
-        self.queues = [{s.name: [] for s in self.sources} for _ in range(self.n)]
+        self.queues = [{s.key: [] for s in self.sources} for _ in range(self.n)]
         self.outputs = [{} for _ in range(self.n)]
         self.next_id = [0] * self.n
         self.logs = [self._log(p) for p in range(self.n)]
 
+    def _source_stage(self, stream: str, budget: int) -> SourceStage | SideStage:
+        if stream:
+            return SideStage(self.fleet, stream, budget=budget)
+        return SourceStage(self.fleet, budget=budget)
+
     def new_stage(self) -> AggregationStage:
-        stage = AggregationStage(self.fleet, idle_timeout=self.idle_timeout, query="q")
+        kind = JoinStage if self.fleet.joined is not None else AggregationStage
+        stage = kind(self.fleet, idle_timeout=self.idle_timeout, query="q")
         if self.expect:
-            stage.expect_sources(s.name for s in self.sources)
+            stage.expect_sources(s.key for s in self.sources)
         return stage
 
     # -- source side -------------------------------------------------------------------
@@ -176,20 +193,19 @@ class Fleet:
         src.at += size
         first = str(src.seq) if src.seq else None
         src.seq += 1 + self.rng.randint(0, 5)
-        out = self.source_stage.run(rows)
+        stage = self.source_stages[src.stream]
+        out = stage.run(rows)
         if out.max_event is not None:
             src.max_event = max(out.max_event, src.max_event or out.max_event)
         ended = src.at >= src.rows.height and extra is not None
-        parts = self.source_stage.chunks(
-            out, src.name, first, str(src.seq), src.max_event, ended, self.n, "q"
-        )
+        parts = stage.chunks(out, src.name, first, str(src.seq), src.max_event, ended, self.n, "q")
         self.split_batches += any(len(chunk) > 1 for chunk in parts)
         if self.rng.random() < self.dup_rate:  # a put that reached only some partitions
             for p, chunk in enumerate(parts):
                 if self.rng.random() < 0.5:
-                    self.queues[p][src.name] += chunk[: self.rng.randint(1, len(chunk))]
+                    self.queues[p][src.key] += chunk[: self.rng.randint(1, len(chunk))]
         for p, chunk in enumerate(parts):
-            self.queues[p][src.name] += chunk
+            self.queues[p][src.key] += chunk
 
     def done(self) -> bool:
         return all(s.at >= s.rows.height for s in self.sources)
@@ -247,8 +263,9 @@ class Fleet:
                 self.step(p, self.rng.randint(1, 6))
             self.step(p, 1)
 
-    def run(self, flush: pl.DataFrame | None = None) -> None:
-        """Read every source to its end in random batches while the stages poll."""
+    def run(self, flush: pl.DataFrame | dict[str, pl.DataFrame] | None = None) -> None:
+        """Read every source to its end in random batches while the stages poll; then
+        each reads ``flush`` (per stream: a dict) as its last batch."""
         while not self.done():
             src = self.rng.choice([s for s in self.sources if s.at < s.rows.height])
             self.read(src, self.rng.randint(1, 40))
@@ -257,16 +274,23 @@ class Fleet:
                 self.step(p, self.rng.randint(1, 8))
         if flush is not None:
             for src in self.sources:
-                self.read(src, 0, flush)
+                self.read(src, 0, flush[src.stream] if isinstance(flush, dict) else flush)
         self.drain()
 
 
-def shards(rows: pl.DataFrame, s: int, seed: int) -> list[Source]:
-    """``rows`` dealt at random to ``s`` shards, each shard in event-time order."""
+def shards(
+    rows: pl.DataFrame, s: int, seed: int, stream: str = "", time: str = "t"
+) -> list[Source]:
+    """``rows`` dealt at random to ``s`` shards (of ``stream``: their ids repeat across
+    the streams of a join), each shard in event-time order (on ``time``)."""
     rng = random.Random(seed)
     ids = pl.Series([rng.randrange(s) for _ in range(rows.height)])
     tagged = rows.with_columns(ids.alias("__s"))
     return [
-        Source(f"shard-{i:03d}", tagged.filter(pl.col("__s") == i).drop("__s").sort("t"))
+        Source(
+            f"shard-{i:03d}",
+            tagged.filter(pl.col("__s") == i).drop("__s").sort(time),
+            stream=stream,
+        )
         for i in range(s)
     ]

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 import duckdb
@@ -23,6 +24,7 @@ from polars.testing import assert_frame_equal
 import streamkit as sk
 from streamkit.errors import PlanError
 from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
+from streamkit.fleet.member import start_member
 from streamkit.plan import Plan, Scan
 from streamkit.streaming.incremental import IncrementalQuery
 
@@ -141,9 +143,17 @@ def _two_streams() -> Any:
                      on=sk.col("k") == sk.col("k2"))  # fmt: skip
 
 
-def test_a_join_of_two_streams_is_refused_naming_what_to_do() -> None:
-    with pytest.raises(PlanError, match="not supported on a fleet yet: a join of two streams"):
-        FleetPlan.of(_two_streams().plan, "append")
+def test_a_join_of_two_streams_is_refused_by_the_worker_naming_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """The fleet plan splits it (the engine side: tests/streamkit/fleet/
+    test_fleet_stream_join.py); a worker, which reads one stream, refuses it."""
+    df = _two_streams()
+    assert FleetPlan.of(df.plan, "append").joined is not None
+    writer = df.write_stream.checkpoint(str(tmp_path / "ck")).parquet(str(tmp_path / "out"))
+    with pytest.raises(PlanError, match=r"not supported on a fleet yet: a join of two streams "
+                       r"in fleet workers.*streamkit run"):  # fmt: skip
+        start_member(writer)
 
 
 def test_a_join_after_the_aggregation_is_refused() -> None:
