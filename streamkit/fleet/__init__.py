@@ -10,7 +10,11 @@
   (duplicates, gaps, reordering);
 - :mod:`~streamkit.fleet.chain_keys`, :mod:`~streamkit.fleet.chain_tail`: which chains
   (``drop_duplicates`` then an aggregation) a fleet runs, routed how, and the operators
-  an aggregation task runs above the ``drop_duplicates``.
+  an aggregation task runs above the ``drop_duplicates``;
+- :mod:`~streamkit.fleet.join_split`, :mod:`~streamkit.fleet.join_source`,
+  :mod:`~streamkit.fleet.join_stage`, :mod:`~streamkit.fleet.join_state`: a join of two
+  streams: which ones a fleet runs, a side's source task, the aggregation task's join and
+  its checkpointed buffers (the engine side; workers refuse the query for now).
 """
 
 from __future__ import annotations

@@ -129,3 +129,15 @@ def test_any_damage_is_refused_or_harmless(data: st.DataObject) -> None:
     # accepted: only when the damage touched nothing the rows or header are made of
     assert header == decode_chunk(good)[0]
     assert rows.equals(decode_chunk(good)[1])
+
+
+def test_a_stream_round_trips_and_is_part_of_the_shards_key() -> None:
+    """A join's chunk names its stream; a one-stream chunk writes none (its bytes are
+    those of before); a stream other than left or right is refused."""
+    header, _ = decode_chunk(encode_chunk(replace(HEADER, stream="right"), _rows(3)))
+    assert (header.stream, header.key) == ("right", "right/shardId-000000000001")
+    assert HEADER.key == HEADER.source
+    meta = pa.ipc.open_stream(encode_chunk(HEADER, _rows(3))).schema.metadata
+    assert "stream" not in json.loads(meta[b"streamkit.chunk"])
+    with pytest.raises(ChunkError, match="field 'stream' is 'middle'"):
+        decode_chunk(encode_chunk(replace(HEADER, stream="middle"), _rows(3)))

@@ -20,15 +20,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
 import streamkit as sk
+from streamkit.errors import PlanError
 from streamkit.fleet import FleetPlan
+from streamkit.fleet.chunk import ChunkHeader
 from streamkit.fleet.join_source import SideStage
 from streamkit.fleet.join_stage import JoinStage
+from streamkit.fleet.source_progress import SourceProgress, advance
 from streamkit.plan import Plan
 from streamkit.streaming.chain import ChainQuery, make_engine
 from streamkit.streaming.checkpoint import CheckpointLog
@@ -198,3 +202,163 @@ def test_batch_by_batch_the_fleet_joins_as_the_engine(
     if agg_mode is None and how != "inner":  # and null-extended rows of each preserved side
         assert how == "right" or out["rid"].null_count() > 0
         assert how == "left" or out["id"].null_count() > 0
+
+
+FLUSH = sim.T0.replace(year=2027)
+"""The time of each shard's last row: the watermark passes every row before it, so every
+buffered row leaves (and an outer join emits its unmatched rows)."""
+
+
+def _flat(frame: pl.DataFrame) -> pl.DataFrame:
+    """The join's output as the oracle's: times as epoch us, the flush rows left out."""
+    cut = int(FLUSH.timestamp()) * 1_000_000
+    out = frame.select(
+        "id", "v", pl.col("t").dt.epoch("us").alias("u"), "rid", "w", "w2",
+        pl.col("t2").dt.epoch("us").alias("u2"),
+    ).filter((pl.col("u").fill_null(0) < cut) & (pl.col("u2").fill_null(0) < cut))  # fmt: skip
+    return out.sort(out.columns, nulls_last=True)
+
+
+def _truth(left: pl.DataFrame, right: pl.DataFrame, how: str) -> pl.DataFrame:
+    """DuckDB's join of all the rows: the left rows with ``v > -40``, ids equal (a full
+    outer join matches null ids as Spark's state does), ``t <= t2 <= t + 10 min``."""
+    con = duckdb.connect()
+    con.register("l", left.with_columns(pl.col("t").dt.epoch("us").alias("u")).to_arrow())
+    con.register("r", right.with_columns(pl.col("t2").dt.epoch("us").alias("u2")).to_arrow())
+    kind = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "full": "FULL JOIN"}
+    equal = "l.id IS NOT DISTINCT FROM r.rid" if how == "full" else "l.id = r.rid"
+    frame = pl.from_arrow(con.sql(
+        f"SELECT l.id, l.v, l.u, r.rid, r.w, r.w * 2 AS w2, r.u2 "
+        f"FROM (SELECT * FROM l WHERE v > -40) l {kind[how]} r "
+        f"ON {equal} AND r.u2 >= l.u AND r.u2 <= l.u + {WITHIN_US}"
+    ).to_arrow_table())  # fmt: skip
+    assert isinstance(frame, pl.DataFrame)
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def _run(fleet: FleetPlan, left: pl.DataFrame, right: pl.DataFrame, root: Path) -> sim.Fleet:
+    """4 shards per stream (ids ``shard-000``.. in both), 3 tasks, a third of the puts
+    sent again (some only to some partitions), tasks crashing before and after their
+    commits; every shard ends with a row at :data:`FLUSH`."""
+    sources = sim.shards(left, 4, seed=41, stream="left")
+    sources += sim.shards(right, 4, seed=42, stream="right", time="t2")
+    fl = sim.Fleet(fleet, sources, 3, seed=43, dup_rate=0.3, crash_rate=0.1, checkpoints=root)
+    flush = {
+        "left": pl.DataFrame({"id": [0], "v": [0], "t": [FLUSH]}, schema=LEFT_PL),
+        "right": pl.DataFrame({"rid": [0], "w": [0], "t2": [FLUSH]}, schema=RIGHT_PL),
+    }
+    fl.run(flush)
+    return fl
+
+
+def _exercised(fl: sim.Fleet) -> None:
+    """The run did re-send chunks and crash tasks; no row was late (each shard is in
+    event-time order)."""
+    assert fl.restarts > 0
+    assert sum(s.duplicates_dropped for s in fl.stages) > 0
+    assert sum(s.late_rows for s in fl.stages) == 0
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "full"])
+def test_many_shards_reemitted_chunks_and_crashes_give_duckdbs_join(
+    how: str, tmp_path: Path
+) -> None:
+    left = _side_rows(51, 500, LEFT_PL, jitter=0)
+    right = _side_rows(52, 500, RIGHT_PL, jitter=0)
+    fl = _run(FleetPlan.of(_join(how).plan, "append"), left, right, tmp_path)
+    got = pl.concat([out for per in fl.outputs for out in per.values()])
+    want = _truth(left, right, how)
+    assert want.height > 300
+    assert_frame_equal(_flat(got), want, check_dtypes=False)
+    _exercised(fl)
+
+
+def test_an_aggregation_over_the_join_keyed_by_its_key_gives_duckdbs_windows(
+    tmp_path: Path,
+) -> None:
+    """A left join, then count and sum of ``w`` per 10-minute window of ``t`` and id (the
+    join key): each group lives in the task of its id, which runs both operators."""
+    left = _side_rows(61, 500, LEFT_PL, jitter=0)
+    right = _side_rows(62, 500, RIGHT_PL, jitter=0)
+    fl = _run(FleetPlan.of(_counted("left"), "append"), left, right, tmp_path)
+    got = pl.concat([out for per in fl.outputs for out in per.values()])
+    got = got.select(
+        pl.col("window").struct.field("start").dt.epoch("us").alias("ws"), "id", "n", "s"
+    ).filter(pl.col("ws") < int(FLUSH.timestamp()) * 1_000_000)
+    con = duckdb.connect()
+    con.register("j", _truth(left, right, "left").to_arrow())
+    size = 10 * sim.MIN_US
+    want = pl.from_arrow(con.sql(
+        f"SELECT u // {size} * {size} AS ws, id, count(*) AS n, sum(w) AS s FROM j GROUP BY ALL"
+    ).to_arrow_table())  # fmt: skip
+    assert isinstance(want, pl.DataFrame)
+    order = ["ws", "id"]
+    assert_frame_equal(got.sort(order, nulls_last=True), want.sort(order, nulls_last=True),
+                       check_dtypes=False)  # fmt: skip
+    _exercised(fl)
+
+
+def test_equal_shard_ids_of_the_two_streams_are_two_shards() -> None:
+    """The dedup map knows a shard by stream and id: the right stream's first range of
+    ``shardId-000000000000`` is applied after the left stream's, not taken for it."""
+    sources: dict[str, SourceProgress] = {}
+    for stream in ("left", "right"):
+        header = ChunkHeader("q", "shardId-000000000000", None, "5", 0, 1, 9, False, 0,
+                             stream=stream)  # fmt: skip
+        assert advance(sources, header, 0.0) == "applied"
+    assert set(sources) == {"left/shardId-000000000000", "right/shardId-000000000000"}
+
+
+def _stream_static_side() -> sk.DataFrame:
+    table = pa.table({"rid": pa.array([1], pa.int64()), "region": ["eu"]})
+    right = _sides()[1].join(sk.from_arrow(table), on="rid")
+    return _sides()[0].join(right, _condition(), "inner")
+
+
+@pytest.mark.parametrize(
+    ("build", "mode", "refusal"),
+    [
+        (lambda: _join("inner").group_by(sk.window("t", "10 minutes"), "v").agg(sk.count()),
+         "append", r"an aggregation above a join of two streams that does not key by the "
+         r"join key 'id' or 'rid'.*add 'id' or 'rid' to its keys"),
+        (lambda: _join("left").group_by(sk.window("t", "10 minutes"), "rid").agg(sk.count()),
+         "append", r"an aggregation above a join of two streams that does not key by the "
+         r"join key 'id' \("),
+        (lambda: _join("full").select("id", "rid", "t2").drop_duplicates(["id", "t2"]),
+         "append", r"drop_duplicates above a join of two streams that does not key by the "
+         r"join key 'id' and 'rid'"),
+        (lambda: _join("inner").select("id", "t").drop_duplicates(["id", "t"])
+         .group_by(sk.window("t", "10 minutes"), "id").agg(sk.count()),
+         "append", r"more than one aggregation or drop_duplicates.*above a join of two"),
+        (_stream_static_side, "append", r"a stream-static join in a query that joins two"),
+        (lambda: _sides()[0].join(
+            _sides()[1].with_column("rf", sk.col("rid").cast("double")),
+            (sk.col("id") == sk.col("rf")) & (sk.col("t2") >= sk.col("t")), "inner"),
+         "append", r"join key 'id' \(Int32, left side\) = 'rf' \(Float64, right side\)"),
+    ],
+    ids=["agg_without_the_key", "left_join_keyed_by_the_right_key",
+         "full_join_keyed_by_one_side", "two_operators", "stream_static_in_a_side",
+         "keys_hashing_apart"],
+)  # fmt: skip
+def test_what_the_fleet_cannot_route_is_refused_naming_what_to_do(
+    build: Any, mode: Any, refusal: str
+) -> None:
+    with pytest.raises(PlanError, match=f"not supported on a fleet yet: {refusal}"):
+        FleetPlan.of(build().plan, mode)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: _join("inner").group_by(sk.window("t", "10 minutes"), "rid").agg(sk.count()),
+        lambda: _join("right").select(sk.col("rid").alias("key"), "t2", "w")
+        .drop_duplicates(["key", "t2"]),
+        lambda: _join("full").select("id", "rid", "t2").drop_duplicates(["id", "rid", "t2"]),
+    ],
+    ids=["inner_by_the_right_key", "right_join_by_a_rename", "full_join_by_both"],
+)  # fmt: skip
+def test_an_operator_keyed_by_the_join_key_runs_in_the_join_task(build: Any) -> None:
+    fleet = FleetPlan.of(build().plan, "append")
+    assert fleet.joined is not None
+    assert fleet.joined.above is not None
+    JoinStage(fleet)  # the single-process chain builds

@@ -15,7 +15,13 @@ import pytest
 import xxhash
 
 from streamkit.errors import PlanError
-from streamkit.fleet.routing import check_routable, key_hash, partition_ids, xxh64_rows
+from streamkit.fleet.routing import (
+    check_join_routable,
+    check_routable,
+    key_hash,
+    partition_ids,
+    xxh64_rows,
+)
 
 # (frame of one row, xxh64 of the hand encoding, computed once with xxhash.xxh64_intdigest)
 PINNED = [
@@ -121,3 +127,23 @@ def test_chunked_sliced_and_categorical_frames_hash_as_their_values() -> None:
     assert (key_hash(whole.slice(13, 100)) == key_hash(whole)[13:113]).all()
     categorical = whole.with_columns(pl.col("k").cast(pl.Categorical))
     assert (key_hash(categorical) == key_hash(whole)).all()
+
+
+def test_join_keys_of_both_sides_hash_equal_values_equally() -> None:
+    """An Int32 key meets an Int64 (or UInt16) one, a Float32 a Float64 one: equal values
+    land in one partition; types whose values the join cannot compare are refused per
+    pair, naming both columns and the fix."""
+    left = pl.DataFrame({"id": pl.Series([1, -7, None, 40000], dtype=pl.Int32),
+                         "x": pl.Series([0.5, -2.0, 3.25, None], dtype=pl.Float32)})  # fmt: skip
+    right = pl.DataFrame({"rid": pl.Series([1, -7, None, 40000], dtype=pl.Int64),
+                          "rx": pl.Series([0.5, -2.0, 3.25, None], dtype=pl.Float64)})  # fmt: skip
+    check_join_routable([("id", "rid"), ("x", "rx")], left.schema, right.schema)
+    ids = partition_ids(left, ["id", "x"], 64)
+    assert list(ids) == list(partition_ids(right, ["rid", "rx"], 64))
+    check_join_routable([("id", "u")], left.schema, pl.Schema({"u": pl.UInt16()}))
+    refused = [pl.Float64(), pl.String(), pl.Datetime("us")]
+    for dtype in refused:
+        with pytest.raises(PlanError, match=r"join key 'id' \(Int32, left side\) = 'r'"):
+            check_join_routable([("id", "r")], left.schema, pl.Schema({"r": dtype}))
+    with pytest.raises(PlanError, match=r"join key 'r' of type List\(Int64\) \(right side\)"):
+        check_join_routable([("id", "r")], left.schema, pl.Schema({"r": pl.List(pl.Int64())}))
