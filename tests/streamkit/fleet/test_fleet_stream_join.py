@@ -50,10 +50,12 @@ WITHIN_US = 10 * sim.MIN_US
 """A right row matches left rows at most 10 minutes before it (t <= t2 <= t + 10 min)."""
 
 
-def _sides() -> tuple[sk.DataFrame, sk.DataFrame]:
-    """Each side with its own delay, a filter and a projection below the join."""
+def _sides(right_mark: bool = True) -> tuple[sk.DataFrame, sk.DataFrame]:
+    """Each side with its own delay (the right side none unless ``right_mark``), a filter
+    and a projection below the join."""
     left = sk.read_stream.memory(LEFT).with_watermark("t", "10 minutes")
-    right = sk.read_stream.memory(RIGHT).with_watermark("t2", "4 minutes")
+    right = sk.read_stream.memory(RIGHT)
+    right = right.with_watermark("t2", "4 minutes") if right_mark else right
     return left.filter(sk.col("v") > -40), right.with_column("w2", sk.col("w") * 2)
 
 
@@ -65,8 +67,8 @@ def _condition() -> sk.Expr:
     )
 
 
-def _join(how: str) -> sk.DataFrame:
-    left, right = _sides()
+def _join(how: str, right_mark: bool = True) -> sk.DataFrame:
+    left, right = _sides(right_mark)
     return left.join(right, _condition(), how)
 
 
@@ -150,8 +152,10 @@ class _Fleet:
 
 
 CASES = [("inner", None), ("left", None), ("right", None), ("full", None),
-         ("inner", "update"), ("left", "append")]  # fmt: skip
-"""(how, mode of an aggregation above the join; None: the join alone, append mode)."""
+         ("inner", "update"), ("left", "append"), ("inner", "unmarked")]  # fmt: skip
+"""(how, mode of an aggregation above the join; None: the join alone, append mode;
+"unmarked": the join alone, the right side without a watermark: W is the left side's,
+no buffer evicts)."""
 
 
 @pytest.mark.parametrize(("how", "agg_mode"), CASES)
@@ -161,11 +165,12 @@ def test_batch_by_batch_the_fleet_joins_as_the_engine(
     rng = random.Random(31)
     left = _side_rows(31, 300, LEFT_PL, jitter=40)
     right = _side_rows(32, 300, RIGHT_PL, jitter=40)
-    plan = _join(how).plan if agg_mode is None else _counted(how)
-    mode: Any = agg_mode or "append"
+    alone = agg_mode in (None, "unmarked")
+    plan = _join(how, agg_mode is None).plan if alone else _counted(how)
+    mode: Any = "append" if alone else agg_mode
     fleet = FleetPlan.of(plan, mode)
     engine: StreamJoinQuery | ChainQuery = (
-        StreamJoinQuery(plan, mode) if agg_mode is None else make_engine(plan, mode)  # type: ignore[assignment]
+        StreamJoinQuery(plan, mode) if alone else make_engine(plan, mode)  # type: ignore[assignment]
     )
     fl = _Fleet(fleet, 3, tmp_path)
     at = [0, 0]
@@ -199,7 +204,7 @@ def test_batch_by_batch_the_fleet_joins_as_the_engine(
     assert engine_late > 0  # the case did exercise late rows
     out = pl.concat(emitted)
     assert out.height > 50
-    if agg_mode is None and how != "inner":  # and null-extended rows of each preserved side
+    if alone and how != "inner":  # and null-extended rows of each preserved side
         assert how == "right" or out["rid"].null_count() > 0
         assert how == "left" or out["id"].null_count() > 0
 
@@ -362,3 +367,23 @@ def test_an_operator_keyed_by_the_join_key_runs_in_the_join_task(build: Any) -> 
     assert fleet.joined is not None
     assert fleet.joined.above is not None
     JoinStage(fleet)  # the single-process chain builds
+
+
+def test_an_expected_shard_of_a_side_without_a_watermark_holds_nothing() -> None:
+    """The right side has no watermark: its shards never send an event time, so only the
+    left side's expected shards hold the fleet watermark (its max less 10 minutes, as
+    the one-process join takes W from the left side alone)."""
+    fleet = FleetPlan.of(_join("inner", right_mark=False).plan, "append")
+    stage = JoinStage(fleet, query="q")
+    stage.expect_sources(["left/shard-000", "right/shard-000", "left/shard-001"])
+    left = _side_rows(71, 20, LEFT_PL, jitter=0)
+    sides = {name: SideStage(fleet, name) for name in ("left", "right")}
+    out = sides["left"].run(left)
+    assert out.max_event is not None
+    ((chunk,),) = sides["left"].chunks(out, "shard-000", None, "1", out.max_event, False, 1, "q")
+    stage.apply([chunk], now=1.0)
+    assert stage.watermark is None  # left/shard-001 has sent nothing yet
+    out1 = sides["left"].run(left.head(1))
+    ((later,),) = sides["left"].chunks(out1, "shard-001", None, "1", out.max_event, False, 1, "q")
+    stage.apply([later], now=2.0)
+    assert stage.watermark == out.max_event - 10 * 60_000
