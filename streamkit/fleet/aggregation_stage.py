@@ -152,6 +152,12 @@ class AggregationStage:
         dropped = 0
         for header, rows in decoded:
             self._check_query(header)
+            if header.stream:
+                raise ChunkError(
+                    f"chunk from source {header.key!r} of a join of two streams read by a "
+                    "query that reads one stream: two queries share one exchange stream; "
+                    "give each query its own app_name"
+                )
             outcome = advance(sources, header, now)
             dropped += outcome == "duplicate"
             if outcome == "applied" and rows.height:

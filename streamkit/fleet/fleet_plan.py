@@ -263,9 +263,9 @@ class FleetPlan:
 
     @property
     def stateless(self) -> bool:
-        """True for a plan without an aggregation or ``drop_duplicates``: source tasks
-        run it whole, without an exchange."""
-        return self.agg is None and self.dedup is None
+        """True for a plan without an aggregation, ``drop_duplicates`` or join of two
+        streams: source tasks run it whole, without an exchange."""
+        return self.agg is None and self.dedup is None and self.joined is None
 
     @cached_property
     def spec(self) -> K.AggregateSpec:

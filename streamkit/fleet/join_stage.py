@@ -40,7 +40,7 @@ checkpointed state (:mod:`~streamkit.fleet.join_state`), next to the dedup map.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import polars as pl
@@ -56,7 +56,7 @@ from .chunk import ChunkError, ChunkHeader, decode_chunk
 from .fleet_plan import FleetPlan
 from .join_split import JoinSplit
 from .join_state import JoinState
-from .source_progress import SourceProgress, advance
+from .source_progress import advance
 
 
 class JoinStage(AggregationStage):
@@ -135,6 +135,16 @@ class JoinStage(AggregationStage):
         raise PlanError("a join of two streams has no result over its state (append mode)")
 
     # -- watermark: the minimum of the two sides' --------------------------------------
+    def expect_sources(self, ids: Iterable[str]) -> None:
+        """The source shards of both streams that exist and have not finished, each named
+        ``stream/shard`` (``left/shardId-...``); see
+        :meth:`AggregationStage.expect_sources`. Raises ValueError for a name without
+        its stream."""
+        names = [str(i) for i in ids]
+        for name in names:
+            _side_of_key(name)
+        super().expect_sources(names)
+
     def _timed(self, name: str) -> bool:
         return self.split.delay_ms(_side_of_key(name)) is not None
 
@@ -178,11 +188,6 @@ class JoinStage(AggregationStage):
                 out[name] = p.max_event - delay
         return out
 
-    @property
-    def sources(self) -> dict[str, SourceProgress]:
-        """What the stage knows of each source shard (``stream/shard``)."""
-        return dict(self._sources)
-
 
 def _side(header: ChunkHeader) -> int:
     """The side of a chunk of a join's exchange; :class:`ChunkError` for one without."""
@@ -196,4 +201,11 @@ def _side(header: ChunkHeader) -> int:
 
 
 def _side_of_key(name: str) -> int:
-    return JoinSplit.side_of(name.split("/", 1)[0])
+    """The side of a shard named ``stream/shard``."""
+    stream, slash, _ = name.partition("/")
+    if not slash or stream not in SIDES:
+        raise ValueError(
+            f"a source shard of a join of two streams is named 'left/<shard id>' or "
+            f"'right/<shard id>', got {name!r}"
+        )
+    return SIDES.index(stream)

@@ -76,6 +76,11 @@ class SourceStage:
                 "a stateless plan needs no source stage: run it in each source task with "
                 "the single-process engine (FleetPlan.stateless)"
             )
+        if fleet.joined is not None:
+            raise PlanError(
+                "the source tasks of a join of two streams run a SideStage per stream "
+                "(streamkit.fleet.join_source)"
+            )
         self.fleet, self.budget = fleet, budget
         self.spec = fleet.spec if fleet.agg is not None else None
         self._times = EventTimes.of(fleet.mark) if fleet.mark is not None else None

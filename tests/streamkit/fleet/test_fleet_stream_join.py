@@ -16,6 +16,7 @@ DuckDB's join of all the rows. What the fleet cannot run is refused by name."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ from polars.testing import assert_frame_equal
 
 import streamkit as sk
 from streamkit.errors import PlanError
-from streamkit.fleet import FleetPlan
-from streamkit.fleet.chunk import ChunkHeader
+from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
+from streamkit.fleet.chunk import ChunkError, ChunkHeader, encode_chunk
 from streamkit.fleet.join_source import SideStage
 from streamkit.fleet.join_stage import JoinStage
 from streamkit.fleet.source_progress import SourceProgress, advance
@@ -152,10 +153,12 @@ class _Fleet:
 
 
 CASES = [("inner", None), ("left", None), ("right", None), ("full", None),
-         ("inner", "update"), ("left", "append"), ("inner", "unmarked")]  # fmt: skip
+         ("inner", "update"), ("left", "append"), ("inner", "unmarked"),
+         ("full", "dedup")]  # fmt: skip
 """(how, mode of an aggregation above the join; None: the join alone, append mode;
 "unmarked": the join alone, the right side without a watermark: W is the left side's,
-no buffer evicts)."""
+no buffer evicts; "dedup": ``drop_duplicates`` by both keys and ``t2`` above the
+join)."""
 
 
 @pytest.mark.parametrize(("how", "agg_mode"), CASES)
@@ -167,7 +170,9 @@ def test_batch_by_batch_the_fleet_joins_as_the_engine(
     right = _side_rows(32, 300, RIGHT_PL, jitter=40)
     alone = agg_mode in (None, "unmarked")
     plan = _join(how, agg_mode is None).plan if alone else _counted(how)
-    mode: Any = "append" if alone else agg_mode
+    if agg_mode == "dedup":
+        plan = _join(how).select("id", "rid", "t2", "w").drop_duplicates(["id", "rid", "t2"]).plan
+    mode: Any = "append" if alone or agg_mode == "dedup" else agg_mode
     fleet = FleetPlan.of(plan, mode)
     engine: StreamJoinQuery | ChainQuery = (
         StreamJoinQuery(plan, mode) if alone else make_engine(plan, mode)  # type: ignore[assignment]
@@ -387,3 +392,22 @@ def test_an_expected_shard_of_a_side_without_a_watermark_holds_nothing() -> None
     ((later,),) = sides["left"].chunks(out1, "shard-001", None, "1", out.max_event, False, 1, "q")
     stage.apply([later], now=2.0)
     assert stage.watermark == out.max_event - 10 * 60_000
+
+
+def test_a_chunk_or_a_shard_name_without_its_stream_is_refused(tmp_path: Path) -> None:
+    """A join task refuses a chunk naming no stream, and shard names without one; a
+    one-stream task refuses a join's chunk (two queries on one exchange stream)."""
+    fleet = FleetPlan.of(_join("inner").plan, "append")
+    assert not fleet.stateless  # rows go through the exchange
+    stage = JoinStage(fleet, query="q")
+    header = ChunkHeader("q", "shard-000", None, "1", 0, 1, None, False, 0)
+    with pytest.raises(ChunkError, match="names no stream of a join of two streams"):
+        stage.apply([encode_chunk(header, pl.DataFrame())], now=1.0)
+    with pytest.raises(ValueError, match="named 'left/<shard id>'"):
+        stage.expect_sources(["left/shard-000", "shard-000"])
+    one = sim.plan("tumbling", "append")
+    marker = encode_chunk(replace(header, stream="left"), pl.DataFrame())
+    with pytest.raises(ChunkError, match="of a join of two streams read by a query that"):
+        AggregationStage(one, query="q").apply([marker], now=1.0)
+    with pytest.raises(PlanError, match="run a SideStage per stream"):
+        SourceStage(fleet)
