@@ -6,6 +6,8 @@
 - :mod:`~streamkit.fleet.routing`: which exchange partition a group key goes to;
 - :mod:`~streamkit.fleet.aggregation_stage`: an aggregation task's batch: dedup, merge,
   fleet watermark, eviction and emission, checkpoint;
+- :mod:`~streamkit.fleet.exchange_task`: what every aggregation task keeps besides its
+  operator's state (dedup map, shard maxima, fleet watermark), and its checkpoint;
 - :mod:`~streamkit.fleet.source_progress`: which chunk of a source shard is applied next
   (duplicates, gaps, reordering);
 - :mod:`~streamkit.fleet.chain_keys`, :mod:`~streamkit.fleet.chain_tail`: which chains

@@ -2,8 +2,9 @@
 exchange partition -> the join's output (README "Running on many machines", steps 3-5).
 
 One :meth:`JoinStage.apply` is one micro-batch, the steps of
-:class:`~streamkit.fleet.aggregation_stage.AggregationStage` with the single-process
-join (:class:`~streamkit.streaming.stream_join.StreamJoinQuery`) in place of the
+:class:`~streamkit.fleet.aggregation_stage.AggregationStage` (the source shards,
+watermark and checkpoint of :class:`~streamkit.fleet.exchange_task.ExchangeTask`) with
+the single-process join (:class:`~streamkit.streaming.stream_join.StreamJoinQuery`) in place of the
 aggregation:
 
 1. decode every chunk; each names its stream (``left`` or ``right``), and a shard is
@@ -51,15 +52,15 @@ from streamkit.streaming.chain import ChainQuery, make_engine
 from streamkit.streaming.join_sides import SIDES
 from streamkit.streaming.stream_join import StreamJoinQuery, join_engine
 
-from .aggregation_stage import DEFAULT_IDLE_TIMEOUT, AggregationStage
 from .chunk import ChunkError, ChunkHeader, decode_chunk
+from .exchange_task import DEFAULT_IDLE_TIMEOUT, ExchangeTask
 from .fleet_plan import FleetPlan
 from .join_split import JoinSplit
 from .join_state import JoinState
 from .source_progress import advance
 
 
-class JoinStage(AggregationStage):
+class JoinStage(ExchangeTask):
     """The engine of one aggregation task of a join of two streams (module docstring)."""
 
     def __init__(
@@ -84,8 +85,6 @@ class JoinStage(AggregationStage):
             self._engine = first = engine
         self.join = first
         self._store = JoinState(self._engine)
-        self._tail = None
-        self._dedup = None
 
     # -- per batch ---------------------------------------------------------------------
     def apply(self, records: Sequence[bytes], now: float) -> BatchResult:
@@ -129,16 +128,11 @@ class JoinStage(AggregationStage):
         )
         return moved and (isinstance(self._engine, ChainQuery) or self.join.evicts)
 
-    def current_result(self) -> pl.DataFrame:
-        """Refused: a join of two streams runs in append mode (or an aggregation above it
-        in update mode), never in complete mode."""
-        raise PlanError("a join of two streams has no result over its state (append mode)")
-
     # -- watermark: the minimum of the two sides' --------------------------------------
     def expect_sources(self, ids: Iterable[str]) -> None:
         """The source shards of both streams that exist and have not finished, each named
         ``stream/shard`` (``left/shardId-...``); see
-        :meth:`AggregationStage.expect_sources`. Raises ValueError for a name without
+        :meth:`ExchangeTask.expect_sources`. Raises ValueError for a name without
         its stream."""
         names = [str(i) for i in ids]
         for name in names:

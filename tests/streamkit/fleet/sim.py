@@ -26,6 +26,7 @@ import pyarrow as pa
 import streamkit as sk
 from streamkit.fleet import AggregationStage, FleetPlan, SourceStage
 from streamkit.fleet.chunk import DEFAULT_BUDGET
+from streamkit.fleet.exchange_task import ExchangeTask
 from streamkit.fleet.join_source import SideStage
 from streamkit.fleet.join_stage import JoinStage
 from streamkit.streaming.checkpoint import CheckpointLog
@@ -147,7 +148,7 @@ class Fleet:
     crash_rate: float = 0.0
     """Chance that a stage's process dies after a batch (before or after its commit)."""
     checkpoints: Path | None = None
-    stages: list[AggregationStage] = field(default_factory=list)
+    stages: list[ExchangeTask] = field(default_factory=list)
     queues: list[dict[str, list[bytes]]] = field(default_factory=list)
     outputs: list[dict[int, pl.DataFrame]] = field(default_factory=list)
     """Per stage, the sink: batch id -> output (a re-run batch replaces its output)."""
@@ -176,7 +177,7 @@ class Fleet:
             return SideStage(self.fleet, stream, budget=budget)
         return SourceStage(self.fleet, budget=budget)
 
-    def new_stage(self) -> AggregationStage:
+    def new_stage(self) -> ExchangeTask:
         kind = JoinStage if self.fleet.joined is not None else AggregationStage
         stage = kind(self.fleet, idle_timeout=self.idle_timeout, query="q")
         if self.expect:
