@@ -165,14 +165,26 @@ class ExchangeTask(ABC):
         return fresh and not (progress.ended and name not in self._expected)
 
     def _update_watermark(self, now: float) -> None:
-        mark = self.fleet.mark
-        if mark is None:
+        if not self._watermarked:
             return
         for name, progress in self._sources.items():
             if progress.seen is None or name in self._holding:  # restored, or changing hands
                 self._sources[name] = replace(progress, seen=now)
         if self._held(now):  # a shard without an event time yet: no basis until it has one
             return
+        self.watermark = self._advanced(now)
+
+    @property
+    def _watermarked(self) -> bool:
+        """Whether the plan has a watermark (a join: on either side)."""
+        return self.fleet.mark is not None
+
+    def _advanced(self, now: float) -> int | None:
+        """The fleet watermark from the shards' maxima at clock reading ``now`` (no shard
+        holds it): ``min`` over the active ones, ``max`` over all when none is, less the
+        delay, never below the current one."""
+        mark = self.fleet.mark
+        assert mark is not None
         active: list[int] = []
         everyone: list[int] = []
         for name, p in self._sources.items():
@@ -182,7 +194,7 @@ class ExchangeTask(ABC):
                     active.append(p.max_event)
         basis = min(active) if active else max(everyone, default=None)
         unit = self.fleet.time_unit()
-        self.watermark = agg_steps.next_watermark(self.watermark, basis, mark.delay_ns, unit)
+        return agg_steps.next_watermark(self.watermark, basis, mark.delay_ns, unit)
 
     # -- observation -------------------------------------------------------------------
     @property

@@ -42,7 +42,6 @@ checkpointed state (:mod:`~streamkit.fleet.join_state`), next to the dedup map.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 import polars as pl
 
@@ -142,15 +141,15 @@ class JoinStage(ExchangeTask):
     def _timed(self, name: str) -> bool:
         return self.split.delay_ms(_side_of_key(name)) is not None
 
-    def _update_watermark(self, now: float) -> None:
+    @property
+    def _watermarked(self) -> bool:
+        return any(self.split.delay_ms(i) is not None for i in (0, 1))
+
+    def _advanced(self, now: float) -> int | None:
+        """The minimum of the two sides' watermarks over the shards (module docstring,
+        step 6): per shard ``max_event`` less its side's delay; the one-process join's
+        rule for the first one (above 0) and for moving on (only forward)."""
         delays = [self.split.delay_ms(i) for i in (0, 1)]
-        if delays == [None, None]:
-            return
-        for name, progress in self._sources.items():
-            if progress.seen is None or name in self._holding:  # restored, or changing hands
-                self._sources[name] = replace(progress, seen=now)
-        if self._held(now):  # an expected shard without an event time yet
-            return
         active: list[int] = []
         everyone: list[int] = []
         timed: set[int] = set()
@@ -164,12 +163,11 @@ class JoinStage(ExchangeTask):
             if self._active(name, p, now):
                 active.append(p.max_event - delay)
         if any(d is not None and i not in timed for i, d in enumerate(delays)):
-            return  # a side that has seen no event time counts as 0 (Spark)
+            return self.watermark  # a side that has seen no event time counts as 0 (Spark)
         chosen = min(active) if active else max(everyone)
-        if (self.watermark is None and chosen > 0) or (
-            self.watermark is not None and chosen > self.watermark
-        ):
-            self.watermark = chosen
+        if self.watermark is None:
+            return chosen if chosen > 0 else None
+        return max(chosen, self.watermark)
 
     @property
     def source_watermarks(self) -> dict[str, int]:
