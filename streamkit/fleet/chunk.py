@@ -229,9 +229,10 @@ def split_parts(
             return encoded
         if size <= 1:
             raise ChunkError(
-                f"one partial-state row encodes to {largest} bytes, more than the "
+                f"one exchange row encodes to {largest} bytes, more than the "
                 f"{budget}-byte budget of an exchange record; aggregate fewer or smaller "
-                "values per group (e.g. fewer collect_list items)"
+                "values per group (e.g. fewer collect_list items), or, in a join of two "
+                "streams, select fewer or smaller columns on each side before the join"
             )
         grow = max(2, -(-largest // budget))
         parts = min(rows.height, parts * grow)

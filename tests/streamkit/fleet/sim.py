@@ -159,18 +159,23 @@ class Fleet:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        if not self.budget:
-            probe = self._source_stage(self.sources[0].stream, DEFAULT_BUDGET)
-            few = probe.run(self.sources[0].rows.head(2))
-            ((chunk,),) = probe.chunks(few, "probe", None, "0", None, False, 1, "q")
-            self.budget = len(chunk) + 64  # room for longer keys
         streams = {s.stream for s in self.sources}
+        if not self.budget:  # room for longer keys (a join's rows: for their null masks)
+            room = 64 if streams == {""} else 256
+            self.budget = max(self._probe(stream) for stream in streams) + room
         self.source_stages = {name: self._source_stage(name, self.budget) for name in streams}
         self.stages = [self.new_stage() for _ in range(self.n)]
         self.queues = [{s.key: [] for s in self.sources} for _ in range(self.n)]
         self.outputs = [{} for _ in range(self.n)]
         self.next_id = [0] * self.n
         self.logs = [self._log(p) for p in range(self.n)]
+
+    def _probe(self, stream: str) -> int:
+        """Bytes of a chunk of the first 2 rows of ``stream``'s first shard."""
+        probe = self._source_stage(stream, DEFAULT_BUDGET)
+        rows = next(s.rows for s in self.sources if s.stream == stream)
+        ((chunk,),) = probe.chunks(probe.run(rows.head(2)), "p", None, "0", None, False, 1, "q")
+        return len(chunk)
 
     def _source_stage(self, stream: str, budget: int) -> SourceStage | SideStage:
         if stream:
