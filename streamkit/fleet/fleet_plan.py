@@ -90,9 +90,8 @@ def _refuse(what: str, fix: str) -> PlanError:
 def _check_join(join: Join, nodes: list[Plan]) -> None:
     """A stream-static join below the stateful operator runs in each source task, on its
     own rows (the static side is the same in every task), one between the operators of a
-    chain in the aggregation tasks; anything else is refused (two sides read as streams
-    that the single-process engine does not take for streams, e.g. tables given as the
-    stream in tests, as two streams the fleet cannot tell apart)."""
+    chain in the aggregation tasks; anything else is refused, also a join of two sides
+    that are both tables standing in for streams (no side is the stream)."""
     if is_streaming(join.left) == is_streaming(join.right):
         raise _refuse(
             "a join of two streams whose sides are not both streaming sources (the fleet "
@@ -278,6 +277,7 @@ class FleetPlan:
     def below(self) -> Plan:
         """The source part: the plan under the aggregation or ``drop_duplicates`` (the
         whole plan if stateless)."""
+        self._not_joined("below")
         if self.dedup is not None:
             return self.dedup.input
         return self.agg.input if self.agg is not None else self.plan
@@ -286,11 +286,19 @@ class FleetPlan:
     def route_keys(self) -> list[str]:
         """The columns rows are routed by: the group keys, never the window (partial
         states), or the ``drop_duplicates`` keys (rows)."""
+        self._not_joined("route_keys")
         if self.dedup is not None and self.chain is not None:
             return chain_route_keys(self.dedup, self.chain)
         if self.dedup is not None:
             return self.dedup.keys
         return list(self.spec.keys)
+
+    def _not_joined(self, name: str) -> None:
+        if self.joined is not None:
+            raise PlanError(
+                f"FleetPlan.{name} is not one plan for a join of two streams: each side "
+                "has its own (FleetPlan.joined.sides, .keys(side))"
+            )
 
     def source_watermark(self, max_event: int | None) -> int | None:
         """A source shard's own watermark: ``max_event - delay`` in whole ms (Spark's

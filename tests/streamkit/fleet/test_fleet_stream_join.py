@@ -411,3 +411,12 @@ def test_a_chunk_or_a_shard_name_without_its_stream_is_refused(tmp_path: Path) -
         AggregationStage(one, query="q").apply([marker], now=1.0)
     with pytest.raises(PlanError, match="run a SideStage per stream"):
         SourceStage(fleet)
+
+
+def test_one_plan_below_or_one_set_of_route_keys_is_refused_for_a_join() -> None:
+    fleet = FleetPlan.of(_join("left").plan, "append")
+    assert fleet.joined is not None
+    assert (fleet.joined.keys(0), fleet.joined.keys(1)) == (["id"], ["rid"])
+    for name in ("below", "route_keys"):
+        with pytest.raises(PlanError, match=f"FleetPlan.{name} is not one plan for a join"):
+            getattr(fleet, name)
