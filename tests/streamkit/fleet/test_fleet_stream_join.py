@@ -420,3 +420,25 @@ def test_one_plan_below_or_one_set_of_route_keys_is_refused_for_a_join() -> None
     for name in ("below", "route_keys"):
         with pytest.raises(PlanError, match=f"FleetPlan.{name} is not one plan for a join"):
             getattr(fleet, name)
+
+
+def test_a_reread_batch_gives_the_same_parts_and_markers_carry_their_stream() -> None:
+    """A side's batch read again after a takeover encodes to the same bytes (so its
+    chunks are dropped as duplicates); start and end markers of equal shard ids of the
+    two streams are two shards' markers."""
+    fleet = FleetPlan.of(_join("full").plan, "append")
+    rows = _side_rows(81, 60, RIGHT_PL, jitter=5)
+    again = [SideStage(fleet, "right", budget=1200) for _ in range(2)]
+    first, second = (s.chunks(s.run(rows), "shard-000", None, "9", None, False, 4, "q")
+                     for s in again)  # fmt: skip
+    assert first == second
+    assert sum(len(parts) for parts in first) > 4  # split into several parts somewhere
+    stage = JoinStage(fleet, query="q")
+    for name in ("left", "right"):
+        (marker,) = SideStage(fleet, name).start_chunks("shard-000", None, 1, "q")[0]
+        stage.apply([marker], now=1.0)
+    assert set(stage.sources) == {"left/shard-000", "right/shard-000"}
+    (end,) = SideStage(fleet, "left").end_chunks("shard-000", "0", 1, "q")[0]
+    stage.apply([end], now=2.0)
+    assert stage.sources["left/shard-000"].ended
+    assert not stage.sources["right/shard-000"].ended
