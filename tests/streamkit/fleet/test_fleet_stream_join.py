@@ -442,3 +442,27 @@ def test_a_reread_batch_gives_the_same_parts_and_markers_carry_their_stream() ->
     stage.apply([end], now=2.0)
     assert stage.sources["left/shard-000"].ended
     assert not stage.sources["right/shard-000"].ended
+
+
+def test_a_side_idle_for_idle_timeout_stops_holding_the_watermark() -> None:
+    """The fleet's rule for idle shards (README, step 4): once every shard of the left
+    side has been silent for ``idle_timeout``, the watermark follows the right side's."""
+    fleet = FleetPlan.of(_join("inner").plan, "append")
+    stage = JoinStage(fleet, idle_timeout=5.0, query="q")
+    sides = {name: SideStage(fleet, name) for name in ("left", "right")}
+    left = _side_rows(91, 10, LEFT_PL, jitter=0)
+    right = _side_rows(92, 40, RIGHT_PL, jitter=0)
+
+    def chunk(name: str, rows: pl.DataFrame, first: str | None, last: str) -> bytes:
+        out = sides[name].run(rows)
+        ((part,),) = sides[name].chunks(out, "s0", first, last, out.max_event, False, 1, "q")
+        return part
+
+    l_ms = int(left["t"].dt.epoch("ms").max())  # type: ignore[arg-type]
+    stage.apply([chunk("left", left, None, "1"), chunk("right", right.head(5), None, "1")], 0.0)
+    early = int(right.head(5)["t2"].dt.epoch("ms").max())  # type: ignore[arg-type]
+    assert stage.watermark == min(l_ms - 600_000, early - 240_000)
+    stage.apply([chunk("right", right.slice(5), "1", "2")], 10.0)  # the left: silent 10 s
+    r_ms = int(right["t2"].dt.epoch("ms").max())  # type: ignore[arg-type]
+    assert r_ms - 240_000 > l_ms - 600_000
+    assert stage.watermark == r_ms - 240_000
