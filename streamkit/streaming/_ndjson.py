@@ -34,6 +34,7 @@ ParseResult: TypeAlias = "pa.Table | str"
 """A table with one row per record, or why the records could not be parsed."""
 
 _OPEN, _CLOSE = b'{"v":', b"}"
+_NEWLINE = 10
 CHANGED = re.compile(r"Column\((?P<path>[^)]*)\) changed from (?P<old>\w+) to (?P<new>\w+)")
 _CONVERT = re.compile(
     r"Failed to convert JSON to (?P<type>.+?), couldn't parse:(?P<value>.*)", re.S
@@ -111,6 +112,33 @@ def frame_payloads(
     longest = int(lengths.max()) if len(lengths) else 0
     block = max(1 << 20, longest + 16)
     return Frame(data, bounds, keep, block), rejects
+
+
+def as_lines(payloads: Sequence[bytes], max_bytes: int) -> pa.Buffer | None:
+    """The payloads as an NDJSON document, one line each (``payload + "\\n"``), when no
+    payload is empty, longer than ``max_bytes`` or holds a newline; else None (such a
+    batch goes through :func:`frame_payloads`). Guarantee: when not None, line k of the
+    document is payload k, byte for byte."""
+    n = len(payloads)
+    if isinstance(payloads, BinaryColumn):
+        column = payloads.array
+        if column.null_count:
+            return None
+        lengths = _column_lengths(column)
+    else:
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+    if n == 0 or lengths.min() == 0 or lengths.max() > max_bytes:
+        return None
+    if isinstance(payloads, BinaryColumn):
+        lines = pc.binary_join_element_wise(
+            column, pa.scalar(b"\n", column.type), pa.scalar(b"", column.type)
+        )
+        data = _framed_data(lines, int(lengths.sum()) + n)
+    else:
+        data = pa.py_buffer(b"\n".join([*payloads, b""]))
+    if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE) != n:
+        return None
+    return data
 
 
 def _column_lengths(column: pa.Array) -> npt.NDArray[np.int64]:

@@ -273,7 +273,20 @@ class JsonDecoder:
         return (self._rows_schema or pa.schema([])).empty_table()
 
     def decode(self, records: RawRecords) -> Decoded:
-        """Decode one micro-batch (one pyarrow parse when every record is good)."""
+        """Decode one micro-batch (one pyarrow parse when every record is good).
+
+        A batch of one-line ``{...}`` records, all good, is parsed as an NDJSON document
+        without the per-record wrapper (:meth:`_in_place`: same rows, ~0.2 µs less per
+        ~100-byte record); any other batch, or one where that parse fails or a required
+        field is missing, is framed record by record as below."""
+        lines = (
+            None if self._parser is None else nd.as_lines(records.payloads, self.max_record_bytes)
+        )
+        if lines is not None:
+            scan = _lines.scan_lines(lines)
+            fast = self._in_place(lines, scan) if scan.count == len(records) else None
+            if fast is not None:
+                return fast
         frame, rejects = nd.frame_payloads(records.payloads, self.max_record_bytes, self.max_depth)
         if self._parser is None:
             unparsed = self._infer(frame)

@@ -139,3 +139,57 @@ def test_the_column_is_framed_one_line_per_record(layout: str) -> None:
     assert frame.index.tolist() == kept
     assert frame.bounds.tolist() == [sum(map(len, lines[:k])) for k in range(len(lines) + 1)]
     assert sorted(i for i, _ in rejects) == sorted(screened)
+
+
+def python_truth(values: list[bytes], max_bytes: int) -> tuple[list[dict[str, object]], list[str]]:
+    """(rows, dead-letter positions) by ``json.loads`` of each payload on its own."""
+    rows, dead = [], []
+    for i, value in enumerate(values):
+        try:
+            obj = json.loads(value) if len(value) <= max_bytes else None
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("id"), int):
+            rows.append({"id": obj["id"], "action": obj.get("action")})
+        else:
+            dead.append(str(i))
+    return rows, dead
+
+
+@pytest.mark.parametrize(
+    ("values", "max_bytes"),
+    [
+        # a newline inside a record, and a record that is a bare "\r" (a blank line): as
+        # one line per record the line count would still match the records
+        ([b'{"id": 1}\n{"id": 2}', b"\r", b'{"id": 3, "action": "c"}'], 100),
+        # a bare "\r" after a good record: one line, one row, but two records
+        ([b'{"id": 1, "action": "a"}', b"\r"], 100),
+        # "\r" ends the line, so the line is within the limit; the record is not
+        ([b'{"id": 1}\r', b'{"id": 2}'], 9),
+    ],
+)
+def test_a_batch_read_as_one_document_gives_the_record_by_record_result(
+    values: list[bytes], max_bytes: int
+) -> None:
+    """An all-good batch of one-line records is parsed as an NDJSON document (no wrapper
+    per record); these batches must not be: their lines are not their records."""
+    want_rows, want_dead = python_truth(values, max_bytes)
+    assert want_dead  # each batch holds a bad record
+    for body in (values, pa.chunked_array([pa.array(values, pa.binary())])):
+        rows, dead = JsonDecoder(SCHEMA, max_record_bytes=max_bytes).decode(raw(body))
+        assert rows.to_pylist() == want_rows
+        assert dead.column("position").to_pylist() == want_dead
+
+
+def test_an_all_good_batch_is_read_as_one_document() -> None:
+    """Every record one good line: the rows are those of ``json.loads``, with no dead
+    letter, whether the records hold raw newlines (framed) or not (one document)."""
+    values = [json.dumps({"action": f"a{i % 3}", "id": i}).encode() for i in range(500)]
+    values[7] = b'{"id": 7}\r'  # a "\r" is whitespace after the object
+    values[9] = GOOD_WITH_NEWLINES
+    want_rows, want_dead = python_truth(values, 1 << 20)
+    assert not want_dead
+    for body in (values, values[:9], pa.chunked_array([pa.array(values, pa.binary())])):
+        rows, dead = JsonDecoder(SCHEMA).decode(raw(body))
+        assert rows.to_pylist() == want_rows[: len(body)]
+        assert dead.num_rows == 0
