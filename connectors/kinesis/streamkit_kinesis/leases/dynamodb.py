@@ -60,6 +60,14 @@ class _ConditionFailed(Exception):
     """A ConditionalCheckFailedException, mapped to a typed error by the caller."""
 
 
+class _TableState:
+    """Whether a store (and its renewal lane) has seen its table ACTIVE, with no call
+    since answering that the table does not exist."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+
 def _names(*expressions: str) -> dict[str, str]:
     used = {token for e in expressions for token in re.findall(r"#\w+", e)}
     return {k: v for k, v in items.NAMES.items() if k in used}
@@ -79,6 +87,12 @@ class DynamoDBLeaseStore:
     botocore's standard retry mode (3 attempts), so no call can hang past a failover period.
     ``threads`` > 0 gives the store its own thread pool of that size (and an HTTP connection
     pool as large); 0 runs calls on asyncio's default executor.
+
+    :meth:`create_table_if_not_exists` makes its calls once per store: after it saw the
+    table ACTIVE, the next ones return False at once, until a call of this store or its
+    renewal lane is answered that the table does not exist (deleted meanwhile: that call
+    fails with the "does not exist" error, and the next one creates the table again) or
+    :meth:`delete_table` drops it.
     """
 
     def __init__(
@@ -90,9 +104,11 @@ class DynamoDBLeaseStore:
         call_timeout: float = 5.0,
         threads: int = 0,
         calls: CallCounter | None = None,
+        table: _TableState | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.table_name = table_name
+        self._table = table or _TableState()
         self.calls = calls or CallCounter()
         """DynamoDB API calls by operation name (``UpdateItem``, ``Scan``, ...)."""
         self._call_timeout = call_timeout
@@ -123,6 +139,7 @@ class DynamoDBLeaseStore:
             call_timeout=self._call_timeout,
             threads=threads,
             calls=self.calls,
+            table=self._table,
         )
 
     def close(self) -> None:
@@ -168,6 +185,7 @@ class DynamoDBLeaseStore:
                 "will retry on the next cycle"
             )
         if code == "ResourceNotFoundException":
+            self._table.active = False
             return LeaseStoreError(
                 f"lease table {self.table_name!r} does not exist at "
                 f"{self.endpoint.url or 'AWS'}; call create_table_if_not_exists() first"
@@ -175,7 +193,10 @@ class DynamoDBLeaseStore:
         return LeaseStoreError(f"DynamoDB {operation} on {self.table_name} failed: {e}")
 
     async def create_table_if_not_exists(self, timeout: float = 60.0) -> bool:
-        """Create the table (hash key ``leaseKey``, on-demand) and wait until it is ACTIVE."""
+        """Create the table (hash key ``leaseKey``, on-demand) and wait until it is ACTIVE;
+        no call when this store knows it ACTIVE already (see the class docstring)."""
+        if self._table.active:
+            return False
         created = True
         try:
             await self._call(
@@ -193,6 +214,7 @@ class DynamoDBLeaseStore:
                 raise
             created = False
         await self._wait_active(timeout)
+        self._table.active = True
         return created
 
     async def _wait_active(self, timeout: float) -> None:
@@ -212,6 +234,7 @@ class DynamoDBLeaseStore:
 
     async def delete_table(self) -> None:
         """Delete the whole lease table (tests and tooling); no error if it is absent."""
+        self._table.active = False
         try:
             await self._call(
                 "DeleteTable", lambda: self._client.delete_table(TableName=self.table_name)

@@ -16,6 +16,7 @@ from streamkit_kinesis.leases import (
     Lease,
     LeaseCoordinator,
     LeaseRenewer,
+    LeaseStoreError,
     LeaseStoreUnavailableError,
 )
 from streamkit_kinesis.testing.leases import ExceptionThrowingClient, FakeClock
@@ -225,3 +226,37 @@ async def test_renewals_never_wait_for_a_saturated_default_executor(
     assert {lease.lease_counter for lease in await table.list_leases()} == {2}  # take, renew
     await coordinator.release_all()
     await coordinator.stop()
+
+
+async def test_the_table_is_ensured_once_per_store_and_again_after_it_was_deleted(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """A store that saw its table ACTIVE makes no call for the next
+    ``create_table_if_not_exists`` (a coordinator starting on a table its caller ensured).
+    Deleted behind its back, the table is not silently assumed: the next call fails with
+    the "does not exist" error, and the next ``create_table_if_not_exists`` creates it
+    again. Calls counted by a botocore hook on the store's own (real) client."""
+    client = aws_endpoint.client("dynamodb")
+    sent: list[str] = []
+    client.meta.events.register(
+        "before-parameter-build.dynamodb", lambda model, **_: sent.append(model.name)
+    )
+    store = DynamoDBLeaseStore(aws_endpoint, f"ddb-{uuid.uuid4().hex[:12]}", client=client)
+    try:
+        assert await store.create_table_if_not_exists() is True
+        assert sent == ["CreateTable", "DescribeTable"]
+        assert await store.create_table_if_not_exists() is False
+        coordinator = LeaseCoordinator(store, "A")
+        await coordinator.start(background=False)
+        assert sent == ["CreateTable", "DescribeTable"]
+        other = DynamoDBLeaseStore(aws_endpoint, store.table_name)
+        await other.delete_table()
+        await asyncio.sleep(0.5)  # moto and LocalStack drop it at once; AWS would take a while
+        with pytest.raises(LeaseStoreError, match="does not exist"):
+            await store.list_leases()
+        del sent[:]
+        assert await store.create_table_if_not_exists() is True
+        assert sent == ["CreateTable", "DescribeTable"]
+        assert await store.list_leases() == []
+    finally:
+        await store.delete_table()
