@@ -13,12 +13,13 @@ the last record included, or ``SHARD_END``. Exactly-once, step by step:
 2. ``next_batch``: records in shard order; a re-read (after a lease was re-taken) at or
    before what was already handed out is dropped.
 3. ``commit(offsets)`` (after the engine's commit log): only now may lease checkpoints
-   advance, and at most once per shard per ``checkpoint_interval`` (default 60 s): the
-   lease checkpoint lags the query's by up to that, which loses nothing, because step 1
-   moves it forward to the query's offsets at the next start (a crash, a kill -9). A
-   graceful stop writes every shard's last committed offset before its lease is
-   released. A closed shard is checkpointed at SHARD_END only once all its records are
-   committed (not coalesced), so its children never start ahead of the query.
+   advance, and at most once per shard per ``checkpoint_interval`` (default 60 s, counted
+   from the shard's start, where lease and query agree): the lease checkpoint lags the
+   query's by up to that, which loses nothing, because step 1 moves it forward to the
+   query's offsets at the next start (a crash, a kill -9). A graceful stop writes every
+   shard's last committed offset before its lease is released. A closed shard is
+   checkpointed at SHARD_END only once all its records are committed (not coalesced), so
+   its children never start ahead of the query.
 
 ``end_offsets`` (``available_now``, ``process_all_available``) returns, per shard, an end
 that the consumer's own polling readers find as they read (:mod:`.tip_watch`: the record
@@ -386,12 +387,12 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
     async def commit(self, offsets: Offsets) -> None:
         """The engine committed a batch ending at ``offsets``: advance the lease checkpoint
         of each held shard to it (durable on return) unless that shard's lease was
-        checkpointed less than ``checkpoint_interval`` ago (then it stays pending: written
-        by a later commit, or by the graceful stop), and let shards that reached SHARD_END
-        with everything committed finish. A checkpoint that cannot be written (lease lost,
-        store unavailable) is logged and skipped. Either way the query's checkpoint stays
-        authoritative: a restart moves the leases forward to it (step 1), so a lagging
-        lease checkpoint loses nothing and repeats nothing."""
+        checkpointed (or the shard started) less than ``checkpoint_interval`` ago (then
+        it stays pending: written by a later commit, or by the graceful stop), and let
+        shards that reached SHARD_END with everything committed finish. A checkpoint that
+        cannot be written (lease lost, store unavailable) is logged and skipped. Either way
+        the query's checkpoint stays authoritative: a restart moves the leases forward to
+        it (step 1), so a lagging lease checkpoint loses nothing and repeats nothing."""
         self.record_commit(dict(offsets))
         await self._checkpoints.commit(self._need_consumer(), offsets)
         self._committed.set()
@@ -483,6 +484,7 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
 
     def _started(self, shard_id: str, start: ExtendedSequenceNumber) -> None:
         check_start(self._buffers, shard_id, start)
+        self._checkpoints.started(shard_id)
 
     async def _delivered(self, batch: RecordBatch) -> None:
         records = self._kept(batch.shard_id, batch.records)

@@ -1,18 +1,22 @@
 """What the stream source costs at its defaults (issue 12 item 10), on LocalStack:
-GetRecords of idle shards at KCL's pace, and lease checkpoints coalesced to one per shard
-per ``checkpoint_interval`` with the last committed offset written at a graceful stop.
+GetRecords of idle shards at KCL's pace, lease checkpoints coalesced to one per shard
+per ``checkpoint_interval`` with the last committed offset written at a graceful stop, and
+the DynamoDB calls of an open, its commits and its close (issue 15 item 1), counted by a
+botocore hook on every DynamoDB client the source makes.
 The kill -9 between coalesced lease checkpoints is in ``test_stream_crash.py``."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections import Counter
+from typing import Any
 
 import pytest
 from streamkit_kinesis.source import KinesisStreamSource
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 import streamkit as sk
+from streamkit.config import AwsEndpoint
 from streamkit.errors import ConfigError
 from streamkit.testing.events import SCHEMA, counts, make_events
 from streamkit.testing.tables import assert_table_equal
@@ -25,9 +29,6 @@ from streamkit_kinesis_tests.source.test_stream_source import (
     lease_table,
     produce,
 )
-
-if TYPE_CHECKING:
-    from streamkit.config import AwsEndpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]
 
@@ -67,9 +68,10 @@ async def test_idle_shards_are_polled_at_kcl_pace_with_the_default_options(
 async def test_lease_checkpoints_are_coalesced_and_a_graceful_stop_writes_the_last(
     localstack_endpoint: AwsEndpoint,
 ) -> None:
-    """checkpoint_interval=3600: the first commit of a shard writes its lease checkpoint,
-    the next ones within the hour do not (the query's own checkpoint moves on), and
-    stopping the query writes the last committed offset before the lease is released."""
+    """checkpoint_interval=3600: no commit within the hour after a shard started writes
+    its lease checkpoint (the lease stays where the shard started, the query's own
+    checkpoint moves on), and stopping the query writes the last committed offset before
+    the lease is released."""
     ep = localstack_endpoint
     truth, records = make_events(600, seed=31)
     app, name = unique("app"), unique("kin_coalesce")
@@ -99,10 +101,91 @@ async def test_lease_checkpoints_are_coalesced_and_a_graceful_stop_writes_the_la
     assert_table_equal(sk.memory_table(name), expected(truth), sort_by=KEYS)
     positions = {k: lease.checkpoint.sequence_number for k, lease in first.items()}
     assert set(positions) == set(wave1)
-    assert all(p is not None for p in positions.values())  # the first commit wrote them
-    # while running, the second wave's commits were coalesced: no lease moved
+    # while running, every commit was coalesced: each lease is still at its start
+    assert set(positions.values()) == {"TRIM_HORIZON"}
     assert {k: lease.checkpoint.sequence_number for k, lease in running.items()} == positions
-    assert positions != wave2
     # the graceful stop wrote the last committed offsets and released the leases
     assert {k: lease.checkpoint.sequence_number for k, lease in stopped.items()} == wave2
     assert {lease.lease_owner for lease in stopped.values()} == {None}
+
+
+def lease_write(operation: str, params: dict[str, Any]) -> str:
+    """A DynamoDB call by what it does to the lease table (an ``UpdateItem`` by its
+    update expression: take, renewal, checkpoint or release)."""
+    if operation != "UpdateItem":
+        return operation
+    update = params["UpdateExpression"]
+    if update.startswith("SET #leaseOwner = :owner"):
+        return "take"
+    if update.startswith("REMOVE #leaseOwner"):
+        return "release"
+    if "#checkpoint = :cp" in update:
+        return "checkpoint"
+    assert update == "SET #leaseCounter = :next", update
+    return "renewal"
+
+
+def count_dynamodb_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every DynamoDB call made from now on by a client of :meth:`AwsEndpoint.client`
+    (the real client, on the real server), by :func:`lease_write` kind."""
+    calls: Counter[str] = Counter()
+    make = AwsEndpoint.client
+
+    def counted(self: AwsEndpoint, service: str, **config: Any) -> Any:
+        client = make(self, service, **config)
+        if service == "dynamodb":
+
+            def seen(params: dict[str, Any], model: Any, **_: Any) -> None:
+                calls[lease_write(model.name, params)] += 1
+
+            client.meta.events.register("before-parameter-build.dynamodb", seen)
+        return client
+
+    monkeypatch.setattr(AwsEndpoint, "client", counted)
+    return calls
+
+
+def without(calls: Counter[str], *kinds: str) -> Counter[str]:
+    return Counter({k: n for k, n in calls.items() if k not in kinds})
+
+
+async def test_open_commits_and_close_make_the_lease_protocols_dynamodb_calls(
+    localstack_endpoint: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new application on S = 2 shards, from TRIM_HORIZON, default options. Derived
+    from the protocol, per call:
+
+    - ``open``: the lease table ensured once (``CreateTable``, ``DescribeTable`` answering
+      ACTIVE); a ``Scan`` to align the (empty) table with the query's (no) offsets; the
+      consumer's shard sync, a ``Scan`` and a ``PutItem`` per new lease (S); its first take
+      cycle, a ``Scan`` and a take (``UpdateItem`` on the counter) per free lease (S);
+    - commits within ``checkpoint_interval`` of the shards' start: no call (the leases
+      are where the shards started);
+    - ``close``: a checkpoint of the last committed offset, then a release, per held lease.
+
+    Renewals (every ``failover_time / 3``) and later take cycles depend on the wall time
+    and are left out; nothing else may happen."""
+    ep, app, s = localstack_endpoint, unique("app"), 2
+    _, records = make_events(40, seed=41)
+    async with fresh_stream(ep, s, "calls") as (stream, _):
+        await produce(ep, stream, records)
+        calls = count_dynamodb_calls(monkeypatch)
+        source = KinesisStreamSource(stream, app, ep, schema=SCHEMA, checkpoint_interval=3600)
+        try:
+            await source.open(None)
+            opened = without(calls, "renewal")
+            rows = 0
+            while rows < len(records):
+                batch = await source.next_batch(1.0)
+                if batch is not None:
+                    rows += batch.rows.num_rows
+                    await source.commit(batch.end_offsets)
+            committed = without(calls, "renewal", "Scan") - opened
+            await source.close()
+            closed = without(calls, "renewal", "Scan") - opened - committed
+        finally:
+            monkeypatch.undo()
+            await drop(ep, app)
+    assert opened == Counter(CreateTable=1, DescribeTable=1, Scan=3, PutItem=s, take=s)
+    assert committed == Counter()
+    assert closed == Counter(checkpoint=s, release=s)

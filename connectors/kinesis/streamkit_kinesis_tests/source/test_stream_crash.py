@@ -223,11 +223,12 @@ async def wait_for_commit_of(job: Job, ends: dict[str, str], timeout: float) -> 
 async def test_kill_9_between_coalesced_lease_checkpoints_loses_and_repeats_nothing(
     localstack_endpoint: AwsEndpoint, tmp_path: Path
 ) -> None:
-    """checkpoint_interval=3600: each shard's lease is checkpointed at its first commit
-    only. The job commits every record of the first wave (its own checkpoint), the leases
-    stay behind, more records arrive, and the job is killed with SIGKILL. The restart
-    moves the leases forward to the query's checkpoint: the final counts equal the truth,
-    every record counted once; its graceful end writes the last offsets to the leases."""
+    """checkpoint_interval=3600: no lease is checkpointed while the job runs (each stays
+    where its shard started). The job commits every record of the first wave (its own
+    checkpoint), the leases stay behind, more records arrive, and the job is killed with
+    SIGKILL. The restart moves the leases forward to the query's checkpoint: the final
+    counts equal the truth, every record counted once; its graceful end writes the last
+    offsets to the leases."""
     ep = localstack_endpoint
     assert ep.url is not None
     _, records = make_events(1200, seed=12)
@@ -263,8 +264,8 @@ async def test_kill_9_between_coalesced_lease_checkpoints_loses_and_repeats_noth
             await DynamoDBLeaseStore(ep, app).delete_table()
     print(f"killed job: {job.lines[-5:]}; restart: {last.lines}")
     # killed between coalesced lease checkpoints: the query had committed the whole first
-    # wave, its leases had not followed (each shard was checkpointed once, at its first
-    # commit); the restart found them behind and moved them forward
+    # wave, its leases had not followed (none was checkpointed within the interval); the
+    # restart found them behind and moved them forward
     assert len(behind) >= 3, (behind, ends1, leases)
     output = final_output(out).to_pylist()
     got = {(r["window"]["start"], r["action"]): (r["n"], r["total"]) for r in output}
