@@ -25,10 +25,11 @@ whole stream from TRIM_HORIZON once untimed (warm-up), then ``--reps`` times, in
 - with ``--loader-per-client``, the two query paths once more per rep, every boto client
   made as before :mod:`streamkit.aws_sessions` (a botocore session with its own loader,
   re-reading botocore's data): the A/B of ``open``'s client cost in one run.
-- with ``--before``, the two query paths once more per rep with the code before session 21
-  patched in (:mod:`_kinesis_before`: GetRecords bodies parsed by Arrow's JSON reader,
-  each botocore session registering its built-in handlers): the A/B of session 21's
-  changes in one run (both parsers first checked to give the same columns).
+- with ``--before``, the two query paths once more per rep with the code before session 22
+  (``main`` at ``705a5e3``) patched in (:mod:`_kinesis_before`: the lease table ensured
+  twice per open, each shard's lease checkpointed at its first commit, every JSON batch
+  framed record by record): the A/B of session 22's changes in one run (both decoder
+  paths first checked to give the same rows on a real body).
 
 Every read must return every record and every payload byte (the JSON query path: every
 record, as a row) (else the bench fails); MB are the payload MB put. Client
@@ -77,7 +78,7 @@ BARE, COLUMNAR, READER = "bare boto3", "columnar GetRecords", "streamkit ShardRe
 RAW, JSON = "query path, raw decoder", "query path, JSON decoder"
 OWN = ", a loader per client"
 RAW_OWN, JSON_OWN = RAW + OWN, JSON + OWN
-BEFORE = ", code before session 21"
+BEFORE = ", code before session 22"
 RAW_BEFORE, JSON_BEFORE = RAW + BEFORE, JSON + BEFORE
 QUERY_PATHS = (RAW, JSON, RAW_OWN, JSON_OWN, RAW_BEFORE, JSON_BEFORE)
 JSON_PATHS = (JSON, JSON_OWN, JSON_BEFORE)
@@ -286,7 +287,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         plain = endpoint.client("kinesis", max_pool_connections=SHARDS * 2)
         hooked = kinesis_client(endpoint, max_pool_connections=SHARDS * 2)
         if args.before:
-            kinesis_before.check_same_columns(first_body(hooked, stream))
+            kinesis_before.check_same_rows(first_body(hooked, stream), SCHEMA)
         clients: dict[str, Any] = {BARE: plain, COLUMNAR: hooked, READER: hooked}
         clients |= dict.fromkeys(QUERY_PATHS, endpoint)
         for name in names:  # warm-up, untimed: imports, first-use initialisation, connections
@@ -347,7 +348,7 @@ def options(p: argparse.ArgumentParser) -> None:
         help="also the query paths with a botocore loader per client",
     )
     p.add_argument(
-        "--before", action="store_true", help="also the query paths with the code before session 21"
+        "--before", action="store_true", help="also the query paths with the code before session 22"
     )
 
 
