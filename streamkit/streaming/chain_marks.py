@@ -28,14 +28,18 @@ from streamkit.windows import WINDOW_COLUMN
 
 def event_time_window(node: Aggregate, marked: tuple[str, ...], windowed: bool) -> bool:
     """Whether ``node`` groups by a window over the event time: on a column of its input
-    carrying the watermark (``marked``), or on ``window_time`` of the window struct of the
-    aggregation below (or a rename of it, in ``marked``) when that one's window carries it
-    (``windowed``)."""
+    carrying the watermark (``marked``), or on ``window_time`` of a window struct carrying
+    it (in ``marked``): the window of the aggregation below when that one's window carries
+    it (``windowed``), a rename of it, or a window struct passed on as a group key by
+    aggregations in between."""
     if node.window is None:
         return False
     column = node.window.column
     if isinstance(column, WindowTime):
-        return windowed and len(column.columns()) == 1 and column.columns() <= set(marked)
+        names = column.columns()
+        if len(names) != 1 or not names <= set(marked):
+            return False
+        return windowed or isinstance(node.input.schema.get(next(iter(names))), pl.Struct)
     return isinstance(column, Col) and column.name in marked
 
 

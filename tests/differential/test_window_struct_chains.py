@@ -17,7 +17,8 @@ aggregation above (``n = count``, ``s = sum(v)``) evicts each group at once:
   (100, z, 1, 200);
 - sliding 10 s / 5 s below: (5, 1, 4), (10, 1, 4), (85, 1, 300); (90, 3, 322),
   (95, 3, 222), (100, 1, 200) (held below 6, 5, 7, 9, 2);
-- a 20 s window of ``window_time("w")``: (0, 1, 4); (80, 3, 322), (100, 1, 200);
+- a 20 s window of ``window_time("w")``, and of ``window_time("window")`` above a middle
+  ``(window, k)`` aggregation: (0, 1, 4); (80, 3, 322), (100, 1, 200);
 - per ``window`` above ``v = sum(v)`` per 20 s window of ``window_time("window")``:
   (0, 1, 4); (80, 1, 322), (100, 1, 200).
 
@@ -126,6 +127,15 @@ def _sessions_twice(frame: Any, spark: bool) -> Any:
     return counted(middle.agg(fn.sum("v").alias("v")), spark, name, "x")
 
 
+def _key_then_window_time(frame: Any, spark: bool) -> Any:
+    """``v = s`` per (``window``, ``k``) above :func:`windowed`, counted per 20 s window of
+    ``window_time("window")``: the window reaches the top as a group key passed on."""
+    fn = _api(spark)[0]
+    middle = counted(windowed(frame, spark), spark, "window", "k")
+    middle = middle.select("window", "k", fn.col("s").alias("v"))
+    return counted(middle, spark, fn.window(fn.window_time("window"), "20 seconds"))
+
+
 def _by(*keys: str) -> Shape:
     return Shape(lambda frame, spark: counted(windowed(frame, spark), spark, *keys))
 
@@ -169,6 +179,13 @@ SHAPES: dict[str, tuple[Shape, dict[int, list[Any]], list[int]]] = {
     ),
     "window_renamed_then_window_time": (
         Shape(lambda f, spark: counted(_renamed(f, spark), spark, _on_window_time(spark))),
+        {0: [], 1: [(_t(0), 1, 4)], 2: [], 3: [], 4: [(_t(80), 3, 322), (_t(100), 1, 200)]},
+        BELOW,
+    ),
+    # the window passed on as a key by a middle (window, k) aggregation, then a 20 s
+    # window of its window_time (as the rename above: 3 rows in [80, 100))
+    "window_k_then_window_time": (
+        Shape(_key_then_window_time),
         {0: [], 1: [(_t(0), 1, 4)], 2: [], 3: [], 4: [(_t(80), 3, 322), (_t(100), 1, 200)]},
         BELOW,
     ),

@@ -23,8 +23,9 @@ in force, so it emits each of its groups there and holds none:
   to 5 s): B1 closes [5, 15) a 4, [10, 20) a 4, [85, 95) q 300; 15a is late in B2 (its
   last window ends at 25 <= 95); B4 closes [90, 100) q 300 e 9 f 13, [95, 105) z 200 e 9
   f 13, [100, 110) z 200. Held below: 6, 5, 7, 9, 2;
-- per 20 s window of ``window_time("w")`` (``w`` a rename of ``window``): B1 (0, 1, 4);
-  B4 (80, 3, 322), (100, 1, 200).
+- per 20 s window of ``window_time("w")`` (``w`` a rename of ``window``), and of
+  ``window_time("window")`` above a middle ``(window, k)`` aggregation that passes the
+  window on as a key: B1 (0, 1, 4); B4 (80, 3, 322), (100, 1, 200).
 
 Refused as Spark refuses (PySpark 4.3): ``window.start`` or ``window.end`` carries no
 watermark; the window and a window on its ``window_time`` are two event times; update and
@@ -123,6 +124,16 @@ SHAPES = {
             "window",
         ),
         {0: [], 1: [(0, 1, 4)], 2: [], 3: [], 4: [(80, 1, 322), (100, 1, 200)]}, BELOW,
+    ),
+    # the window passed on as a key by a middle (window, k) aggregation, then a 20 s
+    # window of its window_time: B1 [0, 20) gets a 4; B4 [80, 100) q 300, e 9, f 13 (3
+    # rows) and [100, 120) z 200
+    "window_on_the_window_a_key_passed_on": (
+        lambda d: top(
+            top(windowed(d), "window", "k").select("window", "k", sk.col("s").alias("v")),
+            sk.window(sk.window_time("window"), "20 seconds"),
+        ),
+        {0: [], 1: [(0, 1, 4)], 2: [], 3: [], 4: [(80, 3, 322), (100, 1, 200)]}, BELOW,
     ),
 }  # fmt: skip
 

@@ -152,7 +152,8 @@ def without(calls: Counter[str], *kinds: str) -> Counter[str]:
 async def test_open_commits_and_close_make_the_lease_protocols_dynamodb_calls(
     localstack_endpoint: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new application on S = 2 shards, from TRIM_HORIZON, default options. Derived
+    """A new application on S = 2 shards, from TRIM_HORIZON, default options but
+    ``checkpoint_interval=3600`` (no commit falls due while it runs). Derived
     from the protocol, per call:
 
     - ``open``: the lease table ensured once (``CreateTable``, ``DescribeTable`` answering
