@@ -212,6 +212,9 @@ class JsonDecoder:
         self._rows_schema: pa.Schema | None = None
         self._only: frozenset[str] | None = None
         self._parser: js.TypedParser | None = None
+        self._fast_skips = 0
+        """Batches left before the one-document parse of :meth:`decode` is tried again."""
+        self._fast_backoff = 1
         self.inferred = schema is None
         """True when the schema is (to be) inferred rather than declared."""
         if schema is not None:
@@ -278,15 +281,23 @@ class JsonDecoder:
         A batch of one-line ``{...}`` records, all good, is parsed as an NDJSON document
         without the per-record wrapper (:meth:`_in_place`: same rows, ~0.2 µs less per
         ~100-byte record); any other batch, or one where that parse fails or a required
-        field is missing, is framed record by record as below."""
-        lines = (
-            None if self._parser is None else nd.as_lines(records.payloads, self.max_record_bytes)
-        )
+        field is missing, is framed record by record as below. A failed attempt parsed the
+        batch for nothing, so after one the attempt is skipped for 1, 2, 4, ... up to 64
+        batches (a stream with steady dead letters pays it on few batches), and tried on
+        every batch again after a success."""
+        lines = None
+        if self._parser is not None and self._fast_skips:
+            self._fast_skips -= 1
+        elif self._parser is not None:
+            lines = nd.as_lines(records.payloads, self.max_record_bytes)
         if lines is not None:
             scan = _lines.scan_lines(lines)
             fast = self._in_place(lines, scan) if scan.count == len(records) else None
             if fast is not None:
+                self._fast_backoff = 1
                 return fast
+            self._fast_skips = self._fast_backoff
+            self._fast_backoff = min(2 * self._fast_backoff, 64)
         frame, rejects = nd.frame_payloads(records.payloads, self.max_record_bytes, self.max_depth)
         if self._parser is None:
             unparsed = self._infer(frame)

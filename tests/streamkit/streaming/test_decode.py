@@ -303,3 +303,31 @@ def test_decode_lines_matches_decode_record_by_record() -> None:
     rows, dead = JsonDecoder(SCHEMA).decode_lines(clean, "files", "g")
     assert rows.column("id").to_pylist() == list(range(500))
     assert dead.num_rows == 0
+
+
+def test_after_a_failed_one_document_parse_the_attempt_backs_off() -> None:
+    """A batch with a record of the wrong type fails the one-document parse and is parsed
+    again record by record; the attempt is then skipped for 1, 2, 4, ... batches and is
+    back on every batch after a success. Rows and dead letters are those of each batch
+    whichever path runs. Tried, by hand: B0 fails (skip 1), B1 skipped, B2 fails (skip
+    2), B3 and B4 skipped, B5 succeeds, B6 fails (skip 1), B7 skipped, B8 and B9
+    succeed."""
+    bad_batches = {0, 1, 2, 3, 6}
+    decoder = JsonDecoder(SCHEMA)
+    tried: list[int] = []
+    in_place = decoder._in_place
+
+    def spy(*args: object) -> object:
+        tried.append(batch)
+        return in_place(*args)  # type: ignore[arg-type]
+
+    decoder._in_place = spy  # type: ignore[method-assign, assignment]
+    for batch in range(10):
+        payloads = [event(100 * batch + i) for i in range(20)]
+        if batch in bad_batches:
+            payloads[7] = event(100 * batch + 7, value="not a number")
+        rows, dead = decoder.decode(records(payloads))
+        good = [100 * batch + i for i in range(20) if not (batch in bad_batches and i == 7)]
+        assert rows.column("id").to_pylist() == good, batch
+        assert dead.column("position").to_pylist() == (["7"] if batch in bad_batches else [])
+    assert tried == [0, 2, 5, 6, 8, 9]
