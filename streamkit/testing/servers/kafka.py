@@ -93,8 +93,13 @@ def install_kafka(cache: Path) -> Path:
 
 
 def _cluster_id() -> str:
-    """A random Kafka cluster id: 16 bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random Kafka cluster id: 16 bytes, URL-safe base64 without padding, never starting
+    with ``-`` (the storage tool would read it as an option: 1 start in 64 failed; Kafka's
+    own ``Uuid.randomUuid`` draws again in that case too)."""
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
 
 
 def _java(jars: Path, *args: str, heap: str = "512m") -> list[str]:
