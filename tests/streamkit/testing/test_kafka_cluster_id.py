@@ -18,7 +18,7 @@ def test_a_cluster_id_starting_with_a_dash_is_drawn_again(monkeypatch: pytest.Mo
     plain = uuid.UUID(bytes=bytes([0x10]) + bytes(15))
     assert base64.urlsafe_b64encode(dash.bytes).startswith(b"-")
     draws = iter([dash, dash, plain])
-    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(draws))
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
     assert kafka._cluster_id() == "EAAAAAAAAAAAAAAAAAAAAA"  # plain's 16 bytes, no padding
 
 
