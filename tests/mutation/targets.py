@@ -83,6 +83,11 @@ ENGINE = Group(
                 f"{_STREAMING}/test_late_rows_reach_operator.py",
                 f"{_STREAMING}/test_transform_state.py",
                 f"{_STREAMING}/test_transform_chain.py",
+                # a group key carrying the watermark, above and below other operators
+                f"{_STREAMING}/test_watermark_key.py",
+                f"{_STREAMING}/test_watermark_above.py",
+                f"{_STREAMING}/test_watermark_key_chains.py",
+                f"{_STREAMING}/test_window_struct_chains.py",
             ),
         ),
         Module(
