@@ -49,6 +49,16 @@ def test_dedup_ignores_a_foreign_mark_on_a_column_it_does_not_have() -> None:
     assert dedup_time_columns(dedup, foreign) == ()  # type: ignore[arg-type]
 
 
+def test_dedup_takes_a_foreign_mark_on_a_column_it_has() -> None:
+    """A watermark off the deduplication's chain (as a stream-stream join passes on) on a
+    column its input has (``ts``, in its keys): that column is its time column."""
+    other = sk.read_stream.source(MemoryStream(pa.schema([("ts", TS)])))
+    foreign = other.with_watermark("ts", "5 seconds").plan
+    assert isinstance(foreign, Watermark)
+    dedup = sk.read_stream.source(MemoryStream(SCHEMA)).drop_duplicates(["k", "ts"]).plan
+    assert dedup_time_columns(dedup, foreign) == ("ts",)  # type: ignore[arg-type]
+
+
 def test_dedup_keeps_a_marked_non_key_column_the_plan_above_reads() -> None:
     """``ts`` is no key but ``select("k", "ts")`` above reads it: not pruned, so it is the
     deduplication's time column."""
