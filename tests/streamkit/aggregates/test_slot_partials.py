@@ -390,3 +390,21 @@ def test_float_sums_reach_nan_and_inf_without_a_numpy_warning() -> None:
     assert math.isnan(sums[0])
     assert sums[1] == float("inf")
     assert sums[2] == 2.5
+
+
+def test_categorical_keys_of_the_slot_path_are_read_from_a_row_of_each_slot() -> None:
+    """70,000 rows (the slot path, two ROW_BLOCKs of 65,536) keyed by a categorical: a key
+    only in the first row and one only in the last keep their values, counts and sums (by
+    hand: ``a`` at the odd rows 1..69,997, ``b`` at the even rows 2..69,998)."""
+    n = 70_000
+    keys = ["solo"] + ["a", "b"] * ((n - 2) // 2) + ["late"]
+    frame = pl.DataFrame(
+        {"k": keys, "v": list(range(n))}, schema={"k": pl.Categorical, "v": pl.Int64}
+    )
+    query = sk.from_arrow(frame.to_arrow()).group_by("k")
+    out = query.agg(sk.count().alias("n"), sk.sum("v").alias("s")).to_arrow()
+    got = {r["k"]: (r["n"], r["s"]) for r in out.to_pylist()}
+    a, b = range(1, n - 1, 2), range(2, n - 1, 2)
+    assert got == {
+        "solo": (1, 0), "a": (len(a), sum(a)), "b": (len(b), sum(b)), "late": (1, n - 1),
+    }  # fmt: skip
