@@ -25,7 +25,7 @@ from streamkit.plan import Aggregate
 from streamkit.streaming import agg_steps
 from streamkit.streaming.state import KeyedStore
 from streamkit.streaming.state.changelog import DELETED, apply
-from streamkit.streaming.state.hash_index import U64, HashIndex
+from streamkit.streaming.state.hash_index import U64, HashIndex, nonzero
 from streamkit.streaming.state.indexed import Hasher, row_hash
 from streamkit.streaming.state.row_log import RowLog
 from streamkit.windows import WEND
@@ -360,3 +360,16 @@ def test_a_tidy_merges_the_smallest_adjacent_pair_beyond_max_segments() -> None:
     assert log.gather(np.sort(moved.slots))["k"].to_list() == [merged_first, merged_first + 1]
     assert log.tidy().slots.size == 0  # 64 segments: at the bound, nothing merges
     assert len(log.rows()) == 64
+
+
+def test_a_key_hashing_to_zero_is_kept_when_another_hash_lands_on_its_cell() -> None:
+    """Hash 0 marks an empty cell, so the store maps it to 1 (``nonzero``) before the
+    index sees it. Hash 610's first cell in a 1,024-cell table is cell 0, hash 0's too: a
+    0 stored as 0 would be taken for an empty cell by 610's put and overwritten."""
+    index = HashIndex()
+    zero, other = nonzero(np.array([0], np.uint64)), np.array([610], np.uint64)
+    assert index._home(other).tolist() == index._home(np.array([0], np.uint64)).tolist()
+    index.put(zero, np.array([7], np.int64))
+    index.put(other, np.array([8], np.int64))
+    assert index.get(np.concatenate([zero, other])).tolist() == [7, 8]
+    assert len(index) == 2
