@@ -29,11 +29,11 @@ import polars as pl
 from streamkit.errors import PlanError
 from streamkit.streaming.join_sides import SIDES, side_output
 
-from .chunk import DEFAULT_BUDGET, ChunkHeader, encode_chunk, split_parts
+from .chunk import DEFAULT_BUDGET, ChunkHeader, split_parts
 from .fleet_plan import FleetPlan
 from .join_split import JoinSplit
 from .routing import split_by_partition
-from .source_stage import SourceOutput
+from .source_stage import SourceOutput, _markers
 
 
 class SideStage:
@@ -91,10 +91,8 @@ class SideStage:
     def _markers(
         self, source: str, at: str, ended: bool, partitions: int, query: str
     ) -> list[list[bytes]]:
-        if not at.isdigit():
-            raise ValueError(f"a marker's position must be a sequence number string, got {at!r}")
-        header = _with_stream(ChunkHeader(query, source, at, at, 0, 1, None, ended, 0), self.stream)
-        return [[encode_chunk(header, pl.DataFrame())] for _ in range(partitions)]
+        assert self.stream in SIDES
+        return _markers(source, at, ended, partitions, query, self.stream)
 
 
 def _with_stream(header: ChunkHeader, stream: str) -> ChunkHeader:

@@ -33,7 +33,7 @@ read each row stands for (:mod:`~streamkit.fleet.late_rows`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -214,9 +214,14 @@ class SourceStage:
         return _markers(source, "0" if after is None else after, False, partitions, query)
 
 
-def _markers(source: str, at: str, ended: bool, partitions: int, query: str) -> list[list[bytes]]:
-    """One marker chunk (``first == last == at``, no rows) per partition."""
+def _markers(  # noqa: PLR0917
+    source: str, at: str, ended: bool, partitions: int, query: str, stream: str | None = None
+) -> list[list[bytes]]:
+    """One marker chunk (``first == last == at``, no rows) per partition; ``stream``: the
+    join side's stream the shard belongs to (None: the fleet's one stream)."""
     if not at.isdigit():
         raise ValueError(f"a marker's position must be a sequence number string, got {at!r}")
     header = ChunkHeader(query, source, at, at, 0, 1, None, ended, 0)
+    if stream is not None:
+        header = replace(header, stream=stream)
     return [[encode_chunk(header, pl.DataFrame())] for _ in range(partitions)]
