@@ -62,10 +62,21 @@ class _ConditionFailed(Exception):
 
 class _TableState:
     """Whether a store (and its renewal lane) has seen its table ACTIVE, with no call
-    since answering that the table does not exist."""
+    since answering that the table does not exist.
+
+    ``lock`` makes concurrent ensures of one store send their calls once; ``generation``
+    counts the times the table was known gone (deleted, or answered missing), so an ensure
+    that overlapped a deletion does not record the table as ACTIVE."""
 
     def __init__(self) -> None:
         self.active = False
+        self.generation = 0
+        self.lock = asyncio.Lock()
+
+    def forget(self) -> None:
+        """The table is gone (or may be): the next ensure makes its calls again."""
+        self.active = False
+        self.generation += 1
 
 
 def _names(*expressions: str) -> dict[str, str]:
@@ -92,7 +103,8 @@ class DynamoDBLeaseStore:
     table ACTIVE, the next ones return False at once, until a call of this store or its
     renewal lane is answered that the table does not exist (deleted meanwhile: that call
     fails with the "does not exist" error, and the next one creates the table again) or
-    :meth:`delete_table` drops it.
+    :meth:`delete_table` drops it. Concurrent calls make the calls once, and one that
+    overlapped a :meth:`delete_table` leaves the table unknown.
     """
 
     def __init__(
@@ -185,7 +197,7 @@ class DynamoDBLeaseStore:
                 "will retry on the next cycle"
             )
         if code == "ResourceNotFoundException":
-            self._table.active = False
+            self._table.forget()
             return LeaseStoreError(
                 f"lease table {self.table_name!r} does not exist at "
                 f"{self.endpoint.url or 'AWS'}; call create_table_if_not_exists() first"
@@ -194,9 +206,15 @@ class DynamoDBLeaseStore:
 
     async def create_table_if_not_exists(self, timeout: float = 60.0) -> bool:
         """Create the table (hash key ``leaseKey``, on-demand) and wait until it is ACTIVE;
-        no call when this store knows it ACTIVE already (see the class docstring)."""
+        no call when this store knows it ACTIVE already (see the class docstring).
+        Concurrent calls of one store (and its renewal lane) make the calls once."""
+        async with self._table.lock:
+            return await self._ensure_table(timeout)
+
+    async def _ensure_table(self, timeout: float) -> bool:
         if self._table.active:
             return False
+        generation = self._table.generation
         created = True
         try:
             await self._call(
@@ -214,7 +232,8 @@ class DynamoDBLeaseStore:
                 raise
             created = False
         await self._wait_active(timeout)
-        self._table.active = True
+        # a delete_table (or a "does not exist") meanwhile: the table may be gone again
+        self._table.active = self._table.generation == generation
         return created
 
     async def _wait_active(self, timeout: float) -> None:
@@ -234,7 +253,7 @@ class DynamoDBLeaseStore:
 
     async def delete_table(self) -> None:
         """Delete the whole lease table (tests and tooling); no error if it is absent."""
-        self._table.active = False
+        self._table.forget()
         try:
             await self._call(
                 "DeleteTable", lambda: self._client.delete_table(TableName=self.table_name)

@@ -260,3 +260,60 @@ async def test_the_table_is_ensured_once_per_store_and_again_after_it_was_delete
         assert await store.list_leases() == []
     finally:
         await store.delete_table()
+
+
+async def test_concurrent_ensures_of_one_store_make_the_calls_once(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """Two ``create_table_if_not_exists`` at once (a coordinator and its caller starting
+    together) send one CreateTable and one DescribeTable; the second waits and returns
+    False. Calls counted by a botocore hook on the store's own (real) client."""
+    client = aws_endpoint.client("dynamodb")
+    sent: list[str] = []
+    client.meta.events.register(
+        "before-parameter-build.dynamodb", lambda model, **_: sent.append(model.name)
+    )
+    store = DynamoDBLeaseStore(aws_endpoint, f"ddb-{uuid.uuid4().hex[:12]}", client=client)
+    try:
+        results = await asyncio.gather(
+            store.create_table_if_not_exists(), store.create_table_if_not_exists()
+        )
+        assert sorted(results) == [False, True]
+        assert sent == ["CreateTable", "DescribeTable"]
+    finally:
+        await store.delete_table()
+
+
+async def test_an_ensure_overlapping_a_delete_does_not_record_the_table(
+    aws_endpoint: AwsEndpoint,
+) -> None:
+    """``delete_table`` while an ensure waits on DescribeTable's answer (ACTIVE): the
+    store must not believe in the deleted table afterwards, so the next ensure creates it
+    again instead of returning False with no call. The DescribeTable answer is held in
+    the executor thread by a botocore hook until the delete has finished."""
+    client = aws_endpoint.client("dynamodb")
+    answered, release = threading.Event(), threading.Event()
+
+    def hold(**_: object) -> None:
+        if not release.is_set():
+            answered.set()
+            release.wait(30.0)
+
+    client.meta.events.register("after-call.dynamodb.DescribeTable", hold)
+    store = DynamoDBLeaseStore(aws_endpoint, f"ddb-{uuid.uuid4().hex[:12]}", client=client)
+    try:
+        ensure = asyncio.ensure_future(store.create_table_if_not_exists())
+        assert await asyncio.to_thread(answered.wait, 30.0)
+        await store.delete_table()
+        release.set()
+        assert await ensure is True
+        sent: list[str] = []
+        client.meta.events.register(
+            "before-parameter-build.dynamodb", lambda model, **_: sent.append(model.name)
+        )
+        assert await store.create_table_if_not_exists() is True
+        assert sent == ["CreateTable", "DescribeTable"]
+        assert await store.list_leases() == []
+    finally:
+        release.set()
+        await store.delete_table()
