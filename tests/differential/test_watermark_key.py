@@ -247,10 +247,18 @@ class SparkRun:
 
 @pytest.fixture(scope="module")
 def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, SparkRun]:
-    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in CASES.items()}
+    return key_runs(spark, tmp_path_factory, CASES)
+
+
+def key_runs(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, cases: Mapping[str, Case]
+) -> Mapping[str, SparkRun]:
+    """Spark's batches and ``numRowsTotal`` (summed over its operators) per case of
+    ``cases``, run a few at a time when first asked for."""
+    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in cases.items()}
 
     def chunk(names: list[str]) -> dict[str, SparkRun]:
-        started = {n: spark_start(spark, CASES[n], dirs[n]) for n in names}
+        started = {n: spark_start(spark, cases[n], dirs[n]) for n in names}
         out = {}
         for n, (handle, seen, ck) in started.items():
             try:
@@ -266,21 +274,26 @@ def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, S
     return LazyRuns(list(dirs), chunk, CONCURRENT)
 
 
+def assert_as_in_spark(run: SparkRun, case: Case, state: list[int]) -> None:
+    """Spark gives the hand-derived batches and state sizes ``state``, then streamkit
+    gives Spark's batches, batch by batch."""
+    assert dict(run.batches) == case.expected, "Spark disagrees with the derivation"
+    assert run.state == state, "Spark's numRowsTotal disagrees"
+    ours = streamkit_run(case, run.directory)
+    assert [b for b, _ in ours] == [b for b, _ in run.batches], "batch ids differ"
+    for (bid, rows), (_, their_rows) in zip(ours, run.batches, strict=True):
+        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_groups_by_the_watermarked_key_leave_as_in_spark(
     name: str, runs: Mapping[str, SparkRun]
 ) -> None:
     """Spark gives the hand-derived batches and state sizes, then streamkit gives Spark's
     batches, batch by batch."""
-    run = runs[name]
     case: Case = CASES[name]
-    assert dict(run.batches) == case.expected, "Spark disagrees with the derivation"
     state = STATE_OF.get(name.split("-", maxsplit=1)[0], STATE[case.mode])
-    assert run.state == state, "Spark's numRowsTotal disagrees"
-    ours = streamkit_run(case, run.directory)
-    assert [b for b, _ in ours] == [b for b, _ in run.batches], "batch ids differ"
-    for (bid, rows), (_, their_rows) in zip(ours, run.batches, strict=True):
-        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    assert_as_in_spark(runs[name], case, state)
 
 
 SEVERAL: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {

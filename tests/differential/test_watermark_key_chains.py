@@ -56,16 +56,20 @@ import pytest
 
 from tests.differential.engines import DEADLINE
 from tests.differential.inputs import SPARK_SCHEMA, micros, write_files
-from tests.differential.lazy_runs import LazyRuns
 from tests.differential.test_joins_stream_agg import HAND_PROBE, SparkRun, run_streamkit
 from tests.differential.test_joins_stream_agg import Case as JoinCase
 from tests.differential.test_joins_stream_agg import spark_runs as join_spark_runs
 from tests.differential.test_transform_chains import HAND, Chain, check_against_spark
 from tests.differential.test_transform_chains import Case as ChainCase
 from tests.differential.test_transform_chains import spark_outcomes as chain_outcomes
-from tests.differential.test_watermark_key import AGG_THEN_KEY, KEY_FILES
+from tests.differential.test_watermark_key import (
+    AGG_THEN_KEY,
+    KEY_FILES,
+    assert_as_in_spark,
+    key_runs,
+)
 from tests.differential.test_watermark_key import SparkRun as KeyRun
-from tests.differential.test_watermark_lineage import Case, spark_start, streamkit_run
+from tests.differential.test_watermark_lineage import Case
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -197,31 +201,7 @@ CONCURRENT = 4
 @pytest.fixture(scope="module")
 def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, KeyRun]:
     """Spark's batches and ``numRowsTotal`` (summed over its operators) per case."""
-    return chain_runs(spark, tmp_path_factory, CASES)
-
-
-def chain_runs(
-    spark: Any, tmp_path_factory: pytest.TempPathFactory, cases: Mapping[str, Case]
-) -> Mapping[str, KeyRun]:
-    """Spark's batches and ``numRowsTotal`` (summed over its operators) per case of
-    ``cases``, run a few at a time when first asked for."""
-    dirs = {n: write_files(tmp_path_factory.mktemp(n), c.files, "json") for n, c in cases.items()}
-
-    def chunk(names: list[str]) -> dict[str, KeyRun]:
-        started = {n: spark_start(spark, cases[n], dirs[n]) for n in names}
-        out = {}
-        for n, (handle, seen, ck) in started.items():
-            try:
-                assert handle.awaitTermination(DEADLINE), f"Spark did not finish {n}"
-                assert handle.exception() is None, str(handle.exception())
-            finally:
-                ck.cleanup()
-            progress = sorted(handle.recentProgress, key=lambda p: p["batchId"])
-            state = [sum(o["numRowsTotal"] for o in p["stateOperators"]) for p in progress]
-            out[n] = KeyRun(dirs[n], sorted(seen, key=lambda b: b[0]), state)
-        return out
-
-    return LazyRuns(list(dirs), chunk, CONCURRENT)
+    return key_runs(spark, tmp_path_factory, CASES)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -230,13 +210,7 @@ def test_a_key_carrying_the_watermark_deeper_in_a_chain_as_in_spark(
 ) -> None:
     """Spark gives the hand-derived batches and state sizes, then streamkit gives Spark's
     batches, batch by batch."""
-    run, case = runs[name], CASES[name]
-    assert dict(run.batches) == case.expected, "Spark disagrees with the derivation"
-    assert run.state == SHAPES[name][2], "Spark's numRowsTotal disagrees"
-    ours = streamkit_run(case, run.directory)
-    assert [b for b, _ in ours] == [b for b, _ in run.batches], "batch ids differ"
-    for (bid, rows), (_, their_rows) in zip(ours, run.batches, strict=True):
-        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    assert_as_in_spark(runs[name], CASES[name], SHAPES[name][2])
 
 
 # -- above a stream-stream join --------------------------------------------------------

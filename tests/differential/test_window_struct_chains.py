@@ -45,10 +45,10 @@ import pytest
 
 from tests.differential.engines import DEADLINE
 from tests.differential.inputs import SPARK_SCHEMA, Files, micros, write_files
-from tests.differential.test_watermark_key import KEY_FILES
+from tests.differential.test_watermark_key import KEY_FILES, assert_as_in_spark, key_runs
 from tests.differential.test_watermark_key import SparkRun as KeyRun
-from tests.differential.test_watermark_key_chains import Shape, _api, chain_runs, counted
-from tests.differential.test_watermark_lineage import Case, streamkit_run
+from tests.differential.test_watermark_key_chains import Shape, _api, counted
+from tests.differential.test_watermark_lineage import Case
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -237,7 +237,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, KeyRun]:
-    return chain_runs(spark, tmp_path_factory, CASES)
+    return key_runs(spark, tmp_path_factory, CASES)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -246,13 +246,7 @@ def test_an_aggregation_by_the_window_below_evicts_by_its_end_as_in_spark(
 ) -> None:
     """Spark gives the hand-derived batches and state sizes, then streamkit gives Spark's
     batches, batch by batch."""
-    run, case = runs[name], CASES[name]
-    assert dict(run.batches) == case.expected, "Spark disagrees with the derivation"
-    assert run.state == SHAPES[name][2], "Spark's numRowsTotal disagrees"
-    ours = streamkit_run(case, run.directory)
-    assert [b for b, _ in ours] == [b for b, _ in run.batches], "batch ids differ"
-    for (bid, rows), (_, their_rows) in zip(ours, run.batches, strict=True):
-        assert rows == their_rows, f"batch {bid}: streamkit {rows} vs Spark {their_rows}"
+    assert_as_in_spark(runs[name], CASES[name], SHAPES[name][2])
 
 
 # -- what Spark refuses (and what streamkit does not run yet) ---------------------------
