@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamkit.errors import ConfigError
 from streamkit.streaming._ndjson import (
     CHANGED,
     ParseResult,
@@ -39,6 +40,7 @@ def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
     Null-only fields become strings (at any depth: ``[null]`` is a list of strings);
     timestamps become ``timestamp[us]`` (naive UTC, offsets applied), including ISO-8601
     strings with fractional seconds that pyarrow leaves as strings.
+    None when no table holds a field (only empty objects so far): no schema to fix yet.
     """
     if not tables:
         return None
@@ -54,7 +56,7 @@ def infer_schema(tables: Sequence[pa.Table]) -> pa.Schema | None:
         ):
             dtype = pa.timestamp("us")
         fields.append(pa.field(field.name, dtype))
-    return pa.schema(fields)
+    return pa.schema(fields) if fields else None
 
 
 def _without_nulls(dtype: pa.DataType) -> pa.DataType:
@@ -106,7 +108,11 @@ class TypedParser:
     """
 
     def __init__(self, schema: pa.Schema, *, threads: bool = True) -> None:
+        """Raises :class:`~streamkit.errors.ConfigError` naming each field of a type
+        pyarrow's JSON reader cannot produce (map, dictionary, duration, large list,
+        float16, or a list or struct holding one)."""
         self.relaxed = nullable(schema)
+        _check_convertible(self.relaxed)
         self.threads = threads
         """Whether large parses use pyarrow's thread pool (False: one thread per parse)."""
         self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
@@ -162,3 +168,23 @@ class TypedParser:
             field = self.relaxed.field(name)
             table = table.set_column(i, field, table.column(i).cast(field.type))
         return table
+
+
+_EMPTY_OBJECT = pa.py_buffer(b"{}\n")
+
+
+def _check_convertible(schema: pa.Schema) -> None:
+    """Fail fast on fields the JSON reader has no conversion to: pyarrow builds a field's
+    converter before reading any value, so one parse of ``{}`` per field finds them."""
+    refused = []
+    for f in schema:
+        try:
+            read_json(_EMPTY_OBJECT, pa.schema([f]), 1 << 16, threads=False)
+        except pa.ArrowNotImplementedError:
+            refused.append(f"{f.name!r} ({f.type})")
+    if refused:
+        raise ConfigError(
+            f"the JSON decoder cannot produce field(s) {', '.join(refused)}: pyarrow's JSON "
+            "reader has no conversion to these types; declare them as string, int64, "
+            "float64, list or struct fields and convert them after decoding"
+        )

@@ -173,6 +173,14 @@ class FunctionDecoder:
         return finish(records, rows, bad, self._mode)
 
 
+NO_FIELDS = (
+    "empty object before any field was seen: no schema to decode it into; declare the "
+    "schema (JsonDecoder(schema=...)) to keep such records as rows of nulls"
+)
+"""Reason of a dead letter for an empty object decoded while the schema is still to be
+inferred (every good record of the batch was ``{}``)."""
+
+
 class JsonDecoder:
     """JSON objects into Arrow columns under a declared or inferred schema.
 
@@ -187,7 +195,9 @@ class JsonDecoder:
     (ISO-8601 strings, or integer epochs in the field's unit).
 
     With ``schema=None`` the schema is inferred from the first batch that holds a valid
-    record (see :func:`~streamkit.streaming._json_schema.infer_schema`) and enforced from then on.
+    record with a field (see :func:`~streamkit.streaming._json_schema.infer_schema`) and
+    enforced from then on; an empty object ``{}`` before that is a dead letter (reason
+    :data:`NO_FIELDS`).
     """
 
     def __init__(
@@ -371,9 +381,12 @@ class JsonDecoder:
             return []
         good, bad = nd.bisect(parse, frame.size, parse(0, frame.size), nd.splitter(frame))
         schema = js.infer_schema([t for _, _, t in good])
+        rejects = [(int(frame.index[k]), reason) for k, reason in bad]
         if schema is not None:
             self._set_schema(schema)
-        return [(int(frame.index[k]), reason) for k, reason in bad]
+            return rejects
+        # only empty objects: no column to put them in, so they are dead letters, not lost
+        return rejects + [(int(k), NO_FIELDS) for lo, hi, _ in good for k in frame.index[lo:hi]]
 
     def _parse(
         self, frame: nd.Frame

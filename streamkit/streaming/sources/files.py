@@ -147,7 +147,9 @@ class FileStreamSource(SourceBase[dict[str, str]]):
             lines = [line for line in data.to_pybytes().split(b"\n") if line.strip()]
             schema = self._decoder.infer_schema(lines)
         if schema is None:
-            raise SchemaError(f"no valid JSON object in {files[0].name!r}; pass schema=...")
+            raise SchemaError(
+                f"no valid JSON object with a field in {files[0].name!r}; pass schema=..."
+            )
         return schema
 
     async def open(self, offsets: Offsets | None) -> None:

@@ -77,6 +77,8 @@ def check(payloads: list[bytes], schema_first: bool) -> None:
 @example([DEEP_LIST, b'{"a": 1}'], False)
 @example([DEEP_OBJECT], True)
 @example([NOT_UTF8], False)
+@example([b"{}"], False)
+@example([b"{}", b"[]"], True)
 @example([NOT_UTF8], True)
 @example([b'{"a": "ok"}', NOT_UTF8, DEEP_LIST, DEEP_OBJECT], False)
 def fuzz(payloads: list[bytes], schema_first: bool) -> None:

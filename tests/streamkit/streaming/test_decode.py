@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from streamkit.errors import ConfigError, SchemaError, StreamkitError
 from streamkit.streaming.decode import (
     DEAD_LETTER_SCHEMA,
+    NO_FIELDS,
     BadRecordError,
     FunctionDecoder,
     JsonDecoder,
@@ -331,3 +332,63 @@ def test_after_a_failed_one_document_parse_the_attempt_backs_off() -> None:
         assert rows.column("id").to_pylist() == good, batch
         assert dead.column("position").to_pylist() == (["7"] if batch in bad_batches else [])
     assert tried == [0, 2, 5, 6, 8, 9]
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pa.map_(pa.string(), pa.int64()),
+        pa.dictionary(pa.int32(), pa.string()),
+        pa.duration("s"),
+        pa.large_list(pa.int64()),
+        pa.float16(),
+        pa.list_(pa.float16()),
+        pa.struct([("inner", pa.duration("ms"))]),
+    ],
+    ids=str,
+)
+def test_a_field_json_cannot_produce_is_refused_when_the_decoder_is_built(
+    dtype: pa.DataType,
+) -> None:
+    """Misconfiguration fails at start with the field named, not on the first batch."""
+    schema = pa.schema([("id", pa.int64()), ("odd", dtype)])
+    with pytest.raises(ConfigError, match=r"'odd' \(.*declare them as string"):
+        JsonDecoder(schema)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "text", "value"),
+    [
+        (pa.list_(pa.int64()), "[1, 2]", [1, 2]),
+        (pa.struct([("a", pa.int64())]), '{"a": 3}', {"a": 3}),
+        # days since the epoch (an ISO date string is not read into date32)
+        (pa.date32(), str((date(2024, 1, 2) - date(1970, 1, 1)).days), date(2024, 1, 2)),
+        (pa.uint8(), "7", 7),
+        (pa.large_string(), '"x"', "x"),
+    ],
+    ids=str,
+)
+def test_types_json_can_produce_are_accepted_and_decoded(
+    dtype: pa.DataType, text: str, value: object
+) -> None:
+    schema = pa.schema([("id", pa.int64()), ("f", dtype)])
+    rows, dead = JsonDecoder(schema).decode(records([f'{{"id": 1, "f": {text}}}'.encode()]))
+    assert dead.num_rows == 0
+    assert rows.column("f").to_pylist() == [value]
+
+
+def test_empty_objects_before_any_field_are_dead_letters_not_lost() -> None:
+    """Schema to infer and only ``{}`` seen: each record is a dead letter with its
+    position (none vanishes); the first batch with a field fixes the schema, and a ``{}``
+    after that is a row of nulls."""
+    decoder = JsonDecoder()
+    rows, dead = decoder.decode(records([b"{}", b"  {}", b"not json"]))
+    assert rows.num_rows == 0
+    assert dead.column("position").to_pylist() == ["0", "1", "2"]
+    reasons = dead.column("reason").to_pylist()
+    assert reasons[:2] == [NO_FIELDS, NO_FIELDS]
+    assert reasons[2] != NO_FIELDS
+    assert decoder.schema is None
+    rows, dead = decoder.decode(records([b"{}", b'{"n": 5}']))
+    assert dead.num_rows == 0
+    assert rows.to_pylist() == [{"n": None}, {"n": 5}]
