@@ -104,7 +104,10 @@ class TypedParser:
     ``2024-01-01T10:00:00[.ffffff][Z|+01:00]``; offsets are applied) or integer epochs in the
     field's own unit (seconds for ``timestamp[s]``, ms for ``timestamp[ms]``...). Which of the
     two a batch uses is learned: the parser tries the last form that worked and switches a
-    field when the parser reports a string/number mismatch on it.
+    field when the parser reports a string/number mismatch on it. A top-level ``date32`` /
+    ``date64`` field likewise accepts ISO dates (``2024-01-02``) or integers in the field's
+    own unit (days for ``date32``, ms for ``date64``); a string that is not an ISO date
+    makes its record a dead letter naming the field.
     """
 
     def __init__(self, schema: pa.Schema, *, threads: bool = True) -> None:
@@ -117,14 +120,23 @@ class TypedParser:
         """Whether large parses use pyarrow's thread pool (False: one thread per parse)."""
         self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
         self._epoch: set[str] = set()
+        self._dates = {f.name for f in schema if pa.types.is_date(f.type)}
+        self._iso = set(self._dates)
+        """Date fields read as strings (ISO dates) and cast; the others read as integers."""
 
     def parse_schema(self) -> pa.Schema:
-        """The schema handed to pyarrow: epoch-form timestamp fields read as int64."""
-        if not self._epoch:
+        """The schema handed to pyarrow: epoch-form timestamp fields read as int64, ISO-form
+        date fields as strings."""
+        if not self._epoch and not self._iso:
             return self.relaxed
-        return pa.schema(
-            [f.with_type(pa.int64()) if f.name in self._epoch else f for f in self.relaxed]
-        )
+        return pa.schema([self._read_as(f) for f in self.relaxed])
+
+    def _read_as(self, field: pa.Field) -> pa.Field:
+        if field.name in self._epoch:
+            return field.with_type(pa.int64())
+        if field.name in self._iso:
+            return field.with_type(pa.string())
+        return field
 
     def parse(self, buf: pa.Buffer, rows: int, block: int) -> ParseResult:
         """Parse ``rows`` framed records; for a single record, the reason names the field."""
@@ -133,14 +145,17 @@ class TypedParser:
             schema = self.parse_schema()
             result = try_read(buf, schema, rows, block, self.threads)
             if isinstance(result, pa.Table):
-                return self._to_timestamps(result)
+                return self._converted(result)
             field = self._switch_candidate(result.message) if result.from_parser else None
             if field is None or field in switched:
                 if rows > 1:
                     return result.message
                 return explain(result, schema, buf, block, self.relaxed)
             switched.add(field)
-            self._epoch ^= {field}
+            if field in self._dates:
+                self._iso ^= {field}
+            else:
+                self._epoch ^= {field}
 
     def parse_document(self, buf: pa.Buffer, rows: int, block: int) -> pa.Table | None:
         """Parse an unwrapped NDJSON document (see :func:`~streamkit.streaming._lines.scan_lines`);
@@ -149,24 +164,38 @@ class TypedParser:
             table = read_json(buf, self.parse_schema(), block, self.threads)
         except (pa.ArrowInvalid, UnicodeDecodeError):
             return None
-        return self._to_timestamps(table) if table.num_rows == rows else None
+        if table.num_rows != rows:
+            return None
+        converted = self._converted(table)
+        return converted if isinstance(converted, pa.Table) else None
 
     def _switch_candidate(self, message: str) -> str | None:
         match = CHANGED.search(message)
         if match is None:
             return None
         name = match["path"].removeprefix("/v/")
+        if name in self._dates:
+            to_days = name in self._iso and match["new"] == "number"
+            to_iso = name not in self._iso and match["new"] == "string"
+            return name if to_days or to_iso else None
         if name not in self._timestamps:
             return None
         to_epoch = name not in self._epoch and match["new"] == "number"
         to_iso = name in self._epoch and match["new"] == "string"
         return name if to_epoch or to_iso else None
 
-    def _to_timestamps(self, table: pa.Table) -> pa.Table:
-        for name in self._epoch:
+    def _converted(self, table: pa.Table) -> pa.Table | str:
+        """Epoch timestamps and ISO dates cast to their declared types; a date string that
+        does not parse gives the reason instead (for a one-record parse, the dead letter's)."""
+        for name in self._epoch | self._iso:
             i = table.schema.get_field_index(name)
             field = self.relaxed.field(name)
-            table = table.set_column(i, field, table.column(i).cast(field.type))
+            try:
+                column = table.column(i).cast(field.type)
+            except pa.ArrowInvalid:
+                want = f"an ISO date (YYYY-MM-DD) or a {field.type} integer"
+                return f"field {name!r}: expected {want}"
+            table = table.set_column(i, field, column)
         return table
 
 

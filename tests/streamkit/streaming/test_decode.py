@@ -361,8 +361,6 @@ def test_a_field_json_cannot_produce_is_refused_when_the_decoder_is_built(
     [
         (pa.list_(pa.int64()), "[1, 2]", [1, 2]),
         (pa.struct([("a", pa.int64())]), '{"a": 3}', {"a": 3}),
-        # days since the epoch (an ISO date string is not read into date32)
-        (pa.date32(), str((date(2024, 1, 2) - date(1970, 1, 1)).days), date(2024, 1, 2)),
         (pa.uint8(), "7", 7),
         (pa.large_string(), '"x"', "x"),
     ],
@@ -392,3 +390,49 @@ def test_empty_objects_before_any_field_are_dead_letters_not_lost() -> None:
     rows, dead = decoder.decode(records([b"{}", b'{"n": 5}']))
     assert dead.num_rows == 0
     assert rows.to_pylist() == [{"n": None}, {"n": 5}]
+
+
+DAY = date(2024, 1, 2)
+DAYS = (DAY - date(1970, 1, 1)).days
+
+
+@pytest.mark.parametrize("dtype", [pa.date32(), pa.date64()], ids=str)
+def test_date_fields_take_iso_dates_and_integers_batch_by_batch(dtype: pa.DataType) -> None:
+    """ISO dates, then integers in the field's unit (days, or ms for date64), then ISO
+    again: each batch decodes whole, without dead letters."""
+    decoder = JsonDecoder(pa.schema([("id", pa.int64()), ("d", dtype)]))
+    unit = DAYS if dtype == pa.date32() else DAYS * 86_400_000
+    batches = [
+        [b'{"id": 1, "d": "2024-01-02"}', b'{"id": 2, "d": null}'],
+        [b'{"id": 3, "d": %d}' % unit, b'{"id": 4}'],
+        [b'{"id": 5, "d": "2024-01-02"}'],
+    ]
+    got = []
+    for batch in batches:
+        rows, dead = decoder.decode(records(batch))
+        assert dead.num_rows == 0, dead.column("reason").to_pylist()
+        got += rows.to_pylist()
+    assert got == [
+        {"id": 1, "d": DAY},
+        {"id": 2, "d": None},
+        {"id": 3, "d": DAY},
+        {"id": 4, "d": None},
+        {"id": 5, "d": DAY},
+    ]
+
+
+def test_a_string_that_is_not_an_iso_date_is_a_dead_letter_naming_the_field() -> None:
+    decoder = JsonDecoder(pa.schema([("id", pa.int64()), ("d", pa.date32())]))
+    batch = [b'{"id": 1, "d": "2024-01-02"}', b'{"id": 2, "d": "2 Jan 2024"}', b'{"id": 3}']
+    rows, dead = decoder.decode(records(batch))
+    assert rows.to_pylist() == [{"id": 1, "d": DAY}, {"id": 3, "d": None}]
+    assert dead.column("position").to_pylist() == ["1"]
+    assert dead.column("reason").to_pylist()[0].startswith("field 'd': expected an ISO date")
+
+
+def test_a_file_of_iso_dates_is_parsed_in_place() -> None:
+    """``decode_lines``' one-document parse casts the dates as the framed path does."""
+    decoder = JsonDecoder(pa.schema([("d", pa.date32())]))
+    rows, dead = decoder.decode_lines(b'{"d": "2024-01-02"}\n{"d": "1970-01-01"}\n', "p", "f")
+    assert dead.num_rows == 0
+    assert rows.column("d").to_pylist() == [DAY, date(1970, 1, 1)]
