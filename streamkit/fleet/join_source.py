@@ -22,18 +22,15 @@ the same rows in the same order, so the same parts. Start and end markers are th
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import polars as pl
 
 from streamkit.errors import PlanError
-from streamkit.streaming.join_sides import SIDES, side_output
+from streamkit.streaming.join_sides import side_output
 
-from .chunk import DEFAULT_BUDGET, ChunkHeader, split_parts
+from .chunk import DEFAULT_BUDGET
 from .fleet_plan import FleetPlan
 from .join_split import JoinSplit
-from .routing import split_by_partition
-from .source_stage import SourceOutput, _markers
+from .source_stage import SourceOutput, _markers, route_chunks
 
 
 class SideStage:
@@ -44,7 +41,7 @@ class SideStage:
             raise PlanError("a side stage runs a side of a join of two streams (FleetPlan.joined)")
         self.fleet, self.stream, self.budget = fleet, stream, budget
         self.split: JoinSplit = fleet.joined
-        self._side = JoinSplit.side_of(stream)
+        self._side = JoinSplit.side_of(stream)  # ValueError unless left or right
 
     def run(self, rows: pl.DataFrame) -> SourceOutput:
         """The side's rows of ``rows`` (the stream's rows as read), their largest event
@@ -67,13 +64,9 @@ class SideStage:
         """Per exchange partition, the parts of its chunk for the batch ``out`` of shard
         ``source`` of this side's stream covering records after ``first`` up to ``last``;
         ``max_event`` is the shard's largest event time so far (ms, cumulative)."""
-        if not last.isdigit():
-            raise ValueError(f"last must be a sequence number string, got {last!r}")
-        keys = self.split.keys(self._side)
-        frames = split_by_partition(out.states, keys, partitions)
-        header = ChunkHeader(query, source, first, last, 0, 1, max_event, ended, 0)
-        header = _with_stream(header, self.stream)
-        return [split_parts(header, frame, self.budget) for frame in frames]
+        return route_chunks(out.states, self.split.keys(self._side), source, first, last,
+                            max_event, ended, partitions, query, self.budget,
+                            self.stream)  # fmt: skip
 
     def end_chunks(self, source: str, last: str, partitions: int, query: str) -> list[list[bytes]]:
         """Per exchange partition, the end marker of shard ``source`` of this side's
@@ -91,10 +84,4 @@ class SideStage:
     def _markers(
         self, source: str, at: str, ended: bool, partitions: int, query: str
     ) -> list[list[bytes]]:
-        assert self.stream in SIDES
         return _markers(source, at, ended, partitions, query, self.stream)
-
-
-def _with_stream(header: ChunkHeader, stream: str) -> ChunkHeader:
-    assert stream in SIDES
-    return replace(header, stream=stream)

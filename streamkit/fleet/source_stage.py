@@ -186,11 +186,8 @@ class SourceStage:
         """Per exchange partition, the parts of its chunk (in put order) for the batch
         ``out`` of ``source`` covering records after ``first`` up to ``last``;
         ``max_event`` is the shard's largest event time so far (cumulative)."""
-        if not last.isdigit():
-            raise ValueError(f"last must be a sequence number string, got {last!r}")
-        frames = split_by_partition(out.states, self.fleet.route_keys, partitions)
-        header = ChunkHeader(query, source, first, last, 0, 1, max_event, ended, 0)
-        return [split_parts(header, frame, self.budget) for frame in frames]
+        return route_chunks(out.states, self.fleet.route_keys, source, first, last,
+                            max_event, ended, partitions, query, self.budget)  # fmt: skip
 
     @staticmethod
     def end_chunks(source: str, last: str, partitions: int, query: str) -> list[list[bytes]]:
@@ -212,6 +209,34 @@ class SourceStage:
         counts from then), one that does ignores it; sent again after a takeover or a
         restart it changes nothing."""
         return _markers(source, "0" if after is None else after, False, partitions, query)
+
+
+def route_chunks(  # noqa: PLR0917
+    rows: pl.DataFrame,
+    keys: list[str],
+    source: str,
+    first: str | None,
+    last: str,
+    max_event: int | None,
+    ended: bool,
+    partitions: int,
+    query: str,
+    budget: int,
+    stream: str = "",
+) -> list[list[bytes]]:
+    """Per exchange partition, the parts of its chunk (in put order) for a batch of shard
+    ``source`` covering records after ``first`` up to ``last``: ``rows`` routed by ``keys``
+    (:mod:`~streamkit.fleet.routing`), split into parts of at most ``budget`` bytes; every
+    partition gets a chunk, also without rows. ``stream``: the join side the shard belongs
+    to (empty: the fleet's one stream). Shared by :meth:`SourceStage.chunks` and
+    :meth:`~streamkit.fleet.join_source.SideStage.chunks`."""
+    if not last.isdigit():
+        raise ValueError(f"last must be a sequence number string, got {last!r}")
+    frames = split_by_partition(rows, keys, partitions)
+    header = ChunkHeader(query, source, first, last, 0, 1, max_event, ended, 0)
+    if stream:
+        header = replace(header, stream=stream)
+    return [split_parts(header, frame, budget) for frame in frames]
 
 
 def _markers(  # noqa: PLR0917
