@@ -3,7 +3,9 @@ and watermark, the fleet watermark and the duplicates dropped.
 
 Two sources, read as they are now (no sampling):
 
-- the lease tables: ``APP`` (source tasks: leases of the source stream's shards) and
+- the lease tables: ``APP`` (source tasks: leases of the source stream's shards),
+  ``APP-right`` when the query joins two streams (the right stream's shards; the source
+  tasks are then shown as ``left/<shard id>`` and ``right/<shard id>``) and
   ``APP-exchange`` (aggregation tasks: leases of the exchange stream's shards); the owner
   of each lease is the worker holding that task;
 - the task status files each task writes after each batch under
@@ -41,6 +43,11 @@ KINDS = ("source", "aggregation")
 def exchange_table(app: str) -> str:
     """The aggregation tasks' lease table of ``app``."""
     return f"{app}-exchange"
+
+
+def right_table(app: str) -> str:
+    """The source lease table of the right stream of a join of two streams of ``app``."""
+    return f"{app}-right"
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -113,13 +120,21 @@ class FleetView:
     tasks: list[TaskStatus]
     skipped: list[str] = field(default_factory=list)
     """Status files that could not be read, with the reason."""
+    right_leases: list[Lease] | None = None
+    """The ``APP-right`` table of a join of two streams (None: no such table)."""
 
     def owners(self) -> dict[tuple[str, str], str | None]:
-        """(kind, shard) -> owner, for every unfinished lease of both tables."""
-        tables = (("source", self.source_leases), ("aggregation", self.exchange_leases or []))
+        """(kind, shard) -> owner, for every unfinished lease of every table (a join's
+        source shards named ``left/<id>`` and ``right/<id>``)."""
+        joined = self.right_leases is not None
+        tables = (
+            ("source", "left/" if joined else "", self.source_leases),
+            ("source", "right/", self.right_leases or []),
+            ("aggregation", "", self.exchange_leases or []),
+        )
         return {
-            (kind, lease.lease_key): lease.lease_owner
-            for kind, leases in tables
+            (kind, prefix + lease.lease_key): lease.lease_owner
+            for kind, prefix, leases in tables
             for lease in leases
             if not lease.is_finished
         }
@@ -237,7 +252,8 @@ async def load_fleet(endpoint: AwsEndpoint, app: str, root: str | None) -> Fleet
     if exchange is None and not tasks and not skipped:
         return None
     source = await _leases(endpoint, app)
-    return FleetView(app, source or [], exchange, tasks, skipped)
+    right = await _leases(endpoint, right_table(app))
+    return FleetView(app, source or [], exchange, tasks, skipped, right)
 
 
 def _time(ms: int | None) -> str:

@@ -138,8 +138,9 @@ class FleetRun(Protocol):
 class FleetSource(Protocol):
     """A stream source that can run as a fleet (the Kinesis source)."""
 
-    def fleet_worker(self, spec: FleetSpec) -> FleetRun:
-        """The tasks of one member of the fleet reading this source."""
+    def fleet_worker(self, spec: FleetSpec, right: object = None) -> FleetRun:
+        """The tasks of one member of the fleet reading this source; ``right``: for a join
+        of two streams, the right side's source (this one is the left)."""
         ...
 
 
@@ -229,14 +230,10 @@ def start_member(writer: DataStreamWriter, options: FleetOptions | None = None) 
 
     parts = writer.fleet_parts()
     fleet_plan = FleetPlan.of(parts.plan, parts.mode)  # a PlanError names what cannot run
+    source: object = parts.source
+    right: object = None
     if fleet_plan.joined is not None:
-        raise PlanError(
-            "not supported on a fleet yet: a join of two streams in fleet workers (a worker "
-            "reads one Kinesis stream; the source tasks of a second stream, their lease "
-            "table and status files are not built: see the README, 'Not yet: joins of two "
-            "streams on a fleet'); run this query as one process (streamkit run)"
-        )
-    source = parts.source
+        source, right = _join_sides(source)
     if not isinstance(source, FleetSource):
         described = getattr(source, "describe", lambda: type(source).__name__)()
         raise PlanError(
@@ -280,9 +277,29 @@ def start_member(writer: DataStreamWriter, options: FleetOptions | None = None) 
         name=parts.name,
         interval=parts.interval,
     )
-    member = FleetMember(source.fleet_worker(spec), parts.name)
+    run = source.fleet_worker(spec) if right is None else source.fleet_worker(spec, right)
+    member = FleetMember(run, parts.name)
     _stop_on_signals(member)
     return member.start()
+
+
+def _join_sides(source: object) -> tuple[object, object]:
+    """The left and right sources of a join of two streams (both must be fleet sources:
+    the left one runs the member, given the right)."""
+    from streamkit.streaming.sources.joined import JoinedSources
+
+    if not isinstance(source, JoinedSources):
+        raise PlanError("a join of two streams on a fleet reads two streams (internal error)")
+    left, right = source.sides
+    for side, s in (("left", left), ("right", right)):
+        if not isinstance(s, FleetSource):
+            described = getattr(s, "describe", lambda s=s: type(s).__name__)()
+            raise PlanError(
+                f"fleet mode ({ENV_FLEET}=1) joins two Kinesis streams, but the {side} side "
+                f"reads {described}. Read both with sk.read_stream.kinesis(...), or unset "
+                f"{ENV_FLEET} (run `streamkit run`) to run the query in one process"
+            )
+    return left, right
 
 
 def _stop_on_signals(member: FleetMember) -> None:

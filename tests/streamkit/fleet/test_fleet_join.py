@@ -143,16 +143,18 @@ def _two_streams() -> Any:
                      on=sk.col("k") == sk.col("k2"))  # fmt: skip
 
 
-def test_a_join_of_two_streams_is_refused_by_the_worker_naming_what_to_do(
+def test_a_join_of_two_streams_not_read_from_kinesis_is_refused_by_the_worker(
     tmp_path: Path,
 ) -> None:
     """The fleet plan splits it (the engine side: tests/streamkit/fleet/
-    test_fleet_stream_join.py); a worker, which reads one stream, refuses it."""
+    test_fleet_stream_join.py); a worker joins two Kinesis streams (the LocalStack test
+    streamkit_kinesis_tests/fleet/test_fleet_stream_join.py), and refuses memory streams
+    naming the side and what to do."""
     df = _two_streams()
     assert FleetPlan.of(df.plan, "append").joined is not None
     writer = df.write_stream.checkpoint(str(tmp_path / "ck")).parquet(str(tmp_path / "out"))
-    with pytest.raises(PlanError, match=r"not supported on a fleet yet: a join of two streams "
-                       r"in fleet workers.*streamkit run"):  # fmt: skip
+    with pytest.raises(PlanError, match=r"joins two Kinesis streams, but the left side reads "
+                       r".*sk.read_stream.kinesis.*streamkit run"):  # fmt: skip
         start_member(writer)
 
 

@@ -1,5 +1,7 @@
 """Aggregation tasks of a fleet: one record processor per exchange shard lease (table
-``<app>-exchange``), each a micro-batch query of its own.
+``<app>-exchange``), each a micro-batch query of its own: an
+:class:`~streamkit.fleet.aggregation_stage.AggregationStage`, or for a join of two streams
+a :class:`~streamkit.fleet.join_stage.JoinStage` (source shards named ``stream/shard``).
 
 The task's checkpoint log is fenced (:mod:`streamkit.fleet.task_log`): when it starts,
 the task claims ``<root>/exchange/<shard id>/fence`` with the lease counter of its
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
-    from streamkit.fleet.aggregation_stage import AggregationStage
+    from streamkit.fleet.exchange_task import ExchangeTask
     from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.batch_result import BatchResult
     from streamkit.streaming.contracts import CheckpointStore, Sink
@@ -90,7 +92,7 @@ def _fault_stop(shard: str, batch_id: int, epoch: int) -> None:
     print(f"fault: resumed {shard} {batch_id}", flush=True)
 
 
-def _fault_kill_owing(shard: str, stage: AggregationStage) -> None:
+def _fault_kill_owing(shard: str, stage: ExchangeTask) -> None:
     """The ``kill_owing_after`` fault hook (see :data:`FAULT_ENV`)."""
     kind, _, ms = os.environ.get(FAULT_ENV, "").partition(":")
     if kind != "kill_owing_after" or not ms.isdigit() or not stage.owes_batch:
@@ -129,7 +131,7 @@ class AggregationTask(BaseRecordProcessor):
         self._refusals = refusals
         """Where a claim refused while the lease is held goes (None: only logged)."""
         self.shard = ""
-        self.stage: AggregationStage | None = None
+        self.stage: ExchangeTask | None = None
         """The engine, once the task is claimed and restored."""
         self.log: FencedTaskLog | None = None
         self.sink: Sink | None = None
@@ -176,14 +178,14 @@ class AggregationTask(BaseRecordProcessor):
 
     def _restore(self, epoch: int) -> pa.Table | None:
         from streamkit.fleet.aggregation_stage import AggregationStage
+        from streamkit.fleet.join_stage import JoinStage
 
         spec = self.spec
         where = f"{spec.checkpoint.rstrip('/')}/exchange/{self.shard}"
         fenced = FencedTaskLog(where, spec.worker_id, self.shard)
         taken = fenced.claim(epoch)
-        stage = AggregationStage(
-            spec.fleet_plan, idle_timeout=spec.options.idle_timeout, query=spec.name
-        )
+        kind = JoinStage if spec.fleet_plan.joined is not None else AggregationStage
+        stage = kind(spec.fleet_plan, idle_timeout=spec.options.idle_timeout, query=spec.name)
         if taken.batch is not None:
             assert fenced.previous is not None
             stage.restore(fenced.previous, taken.batch)

@@ -1,4 +1,7 @@
-"""Source tasks of a fleet: one record processor per source shard lease (table ``<app>``).
+"""Source tasks of a fleet: one record processor per source shard lease (table ``<app>``;
+for a join of two streams, the right stream's in ``<app>-right``, each task running its
+side's :class:`~streamkit.fleet.join_source.SideStage` and known as ``<stream>/<shard id>``
+in its status file, dead letters and refusals).
 
 Each delivered batch of records is one source batch: decoded with the source's decoder
 (bad records go to dead-letter files under ``<root>/fleet/dead_letters/``), run through
@@ -104,6 +107,8 @@ class SourceContext:
     fault_after: int | None = field(default_factory=_fault_after)
     refusals: RefusedClaims | None = None
     """Where a claim refused while the lease is held goes (None: only logged)."""
+    stream: str = ""
+    """The join side these tasks read (``left``/``right``; empty: the fleet's one stream)."""
 
 
 def _fault_stop(shard: str, batch_id: int) -> None:
@@ -149,14 +154,22 @@ class SourceTask(BaseRecordProcessor):
     """The source task of one shard (see the module docstring)."""
 
     def __init__(self, ctx: SourceContext) -> None:
+        from streamkit.fleet.join_source import SideStage
         from streamkit.fleet.source_stage import SourceStage
         from streamkit.streaming.incremental import IncrementalQuery
 
         self.ctx = ctx
         fleet = ctx.spec.fleet_plan
-        self.stage = None if fleet.stateless else SourceStage(fleet)
+        self.stage: SourceStage | SideStage | None = None
+        if fleet.joined is not None:
+            self.stage = SideStage(fleet, ctx.stream)
+        elif not fleet.stateless:
+            self.stage = SourceStage(fleet)
         self.engine = IncrementalQuery(fleet.plan, fleet.mode) if fleet.stateless else None
         self.shard = ""
+        self.name = ""
+        """The shard as the fleet knows it: ``<stream>/<shard id>`` for a join, else the id
+        (status file, dead letters, fence folder, refusals)."""
         self.first: str | None = None
         """The checkpoint the next batch starts after (None: the shard's start)."""
         self.replay: ReplayRange | None = None
@@ -183,6 +196,7 @@ class SourceTask(BaseRecordProcessor):
         """Find where this task resumes: a pending checkpoint (exchange) or a logged batch
         that never committed (stateless) is re-read exactly before anything else."""
         self.shard = init.shard_id
+        self.name = f"{self.ctx.stream}/{self.shard}" if self.ctx.stream else self.shard
         self.first = None if init.start.is_sentinel else init.start.sequence_number
         if self.ctx.writer is not None:
             self.replay = replay_range(init.start, init.pending_checkpoint)
@@ -198,12 +212,12 @@ class SourceTask(BaseRecordProcessor):
             self._lose(e)
             self.refused = e
             if self.ctx.refusals is not None:
-                self.ctx.refusals.claim_refused(f"source/{self.shard}", e)
+                self.ctx.refusals.claim_refused(f"source/{self.name}", e)
 
     def _gone(self) -> None:
         """The lease is lost or given up: a refused claim was not a fence ahead of it."""
         if self.ctx.refusals is not None:
-            self.ctx.refusals.lease_gone(f"source/{self.shard}")
+            self.ctx.refusals.lease_gone(f"source/{self.name}")
 
     async def lease_lost(self, shard_id: str) -> None:
         """Nothing to stop (a batch in flight is cancelled by the consumer)."""
@@ -215,7 +229,7 @@ class SourceTask(BaseRecordProcessor):
         re-read first (:meth:`DirectTaskLog.claim`)."""
         from streamkit.fleet.direct_log import DirectTaskLog
 
-        where = f"{self.ctx.spec.checkpoint.rstrip('/')}/source/{self.shard}"
+        where = f"{self.ctx.spec.checkpoint.rstrip('/')}/source/{self.name}"
         task_log = DirectTaskLog(where, self.ctx.spec.worker_id, self.shard)
         checkpoint = None if start.is_sentinel else start.sequence_number
         resume = task_log.claim(epoch, checkpoint)
@@ -231,13 +245,13 @@ class SourceTask(BaseRecordProcessor):
         self.sink = self.ctx.spec.sink(f"source-{self.shard}", committed_only=True)
         self.log = task_log
         log.info("source task %s: claimed by %s at epoch %d, resuming at batch %d%s",
-                  self.shard, self.ctx.spec.worker_id, epoch, self.next_id,
+                  self.name, self.ctx.spec.worker_id, epoch, self.next_id,
                   f" (batch {self.republish} to the sink again)" if self.republish is not None
                   else "")  # fmt: skip
 
     def _lose(self, error: Exception) -> None:
         self.lost = True
-        log.info("source task %s stops: %s", self.shard, error)
+        log.info("source task %s stops: %s", self.name, error)
 
     async def process_records(self, batch: RecordBatch, checkpointer: Checkpointer) -> None:
         """Run the batches these records complete (see :meth:`split`). A lease lost on the
@@ -250,7 +264,7 @@ class SourceTask(BaseRecordProcessor):
                 await self._run(records, batch, checkpointer)
         except (LeaseLostError, TaskFencedError) as e:
             self.lost = True
-            log.info("source task %s: lease lost (%s); the next owner takes over", self.shard, e)
+            log.info("source task %s: lease lost (%s); the next owner takes over", self.name, e)
 
     async def shard_ended(self, shard_id: str, checkpointer: Checkpointer) -> None:
         """Run what an exact re-read still holds; with an exchange, send the shard's end
@@ -261,7 +275,7 @@ class SourceTask(BaseRecordProcessor):
         worker, which drops it. Raising here would stop a worker that merely lost a race."""
         if self.refused is not None:
             log.info("source task %s: shard end held until its refused claim is settled (%s)",
-                     self.shard, self.refused)  # fmt: skip
+                     self.name, self.refused)  # fmt: skip
             await asyncio.Event().wait()  # until cancelled (see above)
         self._gone()
         if self.lost:
@@ -283,11 +297,10 @@ class SourceTask(BaseRecordProcessor):
         a record (a split's child nothing is written to) is never heard from and holds the
         fleet watermark for ever: no window closes in append mode. Sent again by every
         task that starts the shard (takeover, restart): ignored where the shard is known."""
-        from streamkit.fleet.source_stage import SourceStage
-
         ctx = self.ctx
         assert ctx.writer is not None
-        parts = SourceStage.start_chunks(self.shard, self.first, ctx.partitions, ctx.spec.name)
+        assert self.stage is not None
+        parts = self.stage.start_chunks(self.shard, self.first, ctx.partitions, ctx.spec.name)
         await ctx.writer.put_batch(parts, self.shard)
 
     async def _send_end(self) -> None:
@@ -301,10 +314,9 @@ class SourceTask(BaseRecordProcessor):
         writer, last = self.ctx.writer, self.first
         if writer is None or self.end_sent or last is None or not last.isdigit():
             return
-        from streamkit.fleet.source_stage import SourceStage
-
         ctx = self.ctx
-        parts = SourceStage.end_chunks(self.shard, last, ctx.partitions, ctx.spec.name)
+        assert self.stage is not None
+        parts = self.stage.end_chunks(self.shard, last, ctx.partitions, ctx.spec.name)
         await writer.put_batch(parts, self.shard)
         self.end_sent = True
 
@@ -348,7 +360,7 @@ class SourceTask(BaseRecordProcessor):
         self.first = last
         self.batches += 1
         status = TaskStatus(
-            "source", self.shard, self.ctx.spec.worker_id, self.batches,
+            "source", self.name, self.ctx.spec.worker_id, self.batches,
             self._watermark_ms(), self.ctx.lag(self.shard), len(records), 0,
             *claims(self.ctx.refusals),
         )  # fmt: skip
@@ -403,7 +415,7 @@ class SourceTask(BaseRecordProcessor):
 
     def _watermark_ms(self) -> int | None:
         """The shard's max event time minus the watermark delay, in ms."""
-        return source_watermark_ms(self.ctx.spec.fleet_plan, self.max_event)
+        return source_watermark_ms(self.ctx.spec.fleet_plan, self.max_event, self.ctx.stream)
 
     def _dead_letters(self, dead: pa.Table, last: str) -> None:
         import io
@@ -412,6 +424,4 @@ class SourceTask(BaseRecordProcessor):
 
         buf = io.BytesIO()
         pq.write_table(dead, buf)
-        self.ctx.store.write_bytes(
-            f"fleet/dead_letters/{self.shard}/{last}.parquet", buf.getvalue()
-        )
+        self.ctx.store.write_bytes(f"fleet/dead_letters/{self.name}/{last}.parquet", buf.getvalue())

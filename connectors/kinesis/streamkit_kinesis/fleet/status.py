@@ -1,6 +1,8 @@
 """Task status files of a fleet (FLEET.md point 10), read by ``streamkit status APP``.
 
 After each batch a task writes ``<checkpoint root>/fleet/tasks/<kind>-<shard id>.json``
+(a join's source task: ``source-<stream>-<shard id>.json``, its ``shard`` field
+``<stream>/<shard id>``)
 through the checkpoint store (local: temp file + rename; S3: one PUT), so a reader never
 sees half a file. The last writer of a task's file is its current owner.
 
@@ -70,14 +72,21 @@ def claims(refusals: RefusedClaims | None) -> tuple[int, str]:
 
 
 def ticks_to_ms(fleet: FleetPlan, ticks: int | None) -> int | None:
-    """A time in ticks of the plan's watermark column as ms since the epoch."""
+    """A time in ticks of the plan's watermark column as ms since the epoch (a join of
+    two streams keeps its times in ms)."""
+    if fleet.joined is not None:
+        return ticks
     if ticks is None or fleet.mark is None:
         return None
     return ticks // _PER_MS[fleet.time_unit()]
 
 
-def source_watermark_ms(fleet: FleetPlan, max_event: int | None) -> int | None:
-    """A source shard's watermark: its max event time minus the delay, in ms."""
+def source_watermark_ms(fleet: FleetPlan, max_event: int | None, stream: str = "") -> int | None:
+    """A source shard's watermark: its max event time minus the delay, in ms (a join's
+    shard of stream ``stream``: with that side's delay)."""
+    if fleet.joined is not None:
+        delay = fleet.joined.delay_ms(fleet.joined.side_of(stream))
+        return None if delay is None or max_event is None else max_event - delay
     ms = ticks_to_ms(fleet, max_event)
     if ms is None or fleet.mark is None:
         return None
@@ -85,8 +94,9 @@ def source_watermark_ms(fleet: FleetPlan, max_event: int | None) -> int | None:
 
 
 def status_path(kind: TaskKind, shard: str) -> str:
-    """The file of a task, relative to the checkpoint root."""
-    return f"fleet/tasks/{kind}-{shard}.json"
+    """The file of a task, relative to the checkpoint root; a join's source shard
+    ``stream/shard`` is the file ``source-<stream>-<shard>.json`` (one folder)."""
+    return f"fleet/tasks/{kind}-{shard.replace('/', '-')}.json"
 
 
 _lock = threading.Lock()

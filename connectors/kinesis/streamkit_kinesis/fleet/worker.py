@@ -2,7 +2,8 @@
 one process (FLEET.md decisions 1-3, 8).
 
 - source tasks: leases of the source stream in the app's lease table ``<app>``
-  (:mod:`.source_task`);
+  (:mod:`.source_task`); for a join of two streams, the left stream's there and the right
+  stream's in ``<app>-right`` (a third consumer), each task running its side's plan;
 - aggregation tasks (stateful plans only): leases of the exchange stream
   ``<app>-exchange`` in the table ``<app>-exchange`` (:mod:`.aggregation_task`); the
   exchange stream is created by the first worker (:func:`.exchange.ensure_exchange`).
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from streamkit.streaming.contracts import CheckpointStore
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.consumer import KinesisConsumer
+    from streamkit_kinesis.consumer.config import ConsumerConfig
     from streamkit_kinesis.fleet.endpoint import Advertiser, WorkerReport
     from streamkit_kinesis.fleet.writer import ExchangeWriter
     from streamkit_kinesis.source.session import ConsumerParts
@@ -120,6 +122,22 @@ async def first_of_value(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
     return task.result() if task.done() and not task.cancelled() else None
 
 
+class JoinShards:
+    """The source shards of both streams of a join, each named ``stream/shard``
+    (``left/shardId-...``, ``right/shardId-...``), as the join's aggregation tasks know
+    them: the union of the two tables' :class:`SourceShards`."""
+
+    def __init__(self, left: SourceShards, right: SourceShards) -> None:
+        self._sides = (("left", left), ("right", right))
+
+    def __call__(self) -> frozenset[str]:
+        return frozenset(f"{name}/{s}" for name, side in self._sides for s in side())
+
+    def unsettled(self) -> frozenset[str]:
+        """:meth:`SourceShards.unsettled` of both, named ``stream/shard``."""
+        return frozenset(f"{name}/{s}" for name, side in self._sides for s in side.unsettled())
+
+
 async def _source_shards(consumer: KinesisConsumer, settle: float) -> SourceShards:
     """The source shard set of ``consumer``, once its first take cycle scanned the table."""
     shards = SourceShards(consumer, settle)
@@ -128,17 +146,19 @@ async def _source_shards(consumer: KinesisConsumer, settle: float) -> SourceShar
     return shards
 
 
+async def _join_shards(left: KinesisConsumer, right: KinesisConsumer, settle: float) -> JoinShards:
+    """Both streams' shard sets, once each consumer's first take cycle scanned its table."""
+    return JoinShards(await _source_shards(left, settle), await _source_shards(right, settle))
+
+
 class KinesisFleetWorker:
     """The tasks of one fleet member reading a Kinesis source (see the module docstring)."""
 
-    def __init__(self, source: KinesisStreamSource, spec: FleetSpec) -> None:
-        self.source, self.spec = source, spec
-        self.config = replace(
-            source.config,
-            worker_id=spec.worker_id,
-            shutdown_grace=max(source.config.shutdown_grace, SHUTDOWN_GRACE),
-            announce=True,  # workers start together: announce, then split (decide_takes)
-        )
+    def __init__(
+        self, source: KinesisStreamSource, spec: FleetSpec, right: KinesisStreamSource | None = None
+    ) -> None:
+        self.source, self.spec, self.right = source, spec, right
+        self.config = self._member_config(source)
         self._stop = asyncio.Event()
         """Set by :meth:`request_stop`, whenever it comes (before :meth:`run` too)."""
         self.parts: list[ConsumerParts] = []
@@ -149,6 +169,17 @@ class KinesisFleetWorker:
         """Set to the error that fails this worker (a claim refused for good)."""
         self.refusals = RefusedClaims(self._fail, 2 * self.config.failover_time)
         track(self)  # its consumers in the Prometheus metrics, when served
+
+    def _member_config(self, source: KinesisStreamSource, app: str | None = None) -> ConsumerConfig:
+        """``source``'s consumer settings as this member runs them (lease table ``app``:
+        None, the source's own)."""
+        return replace(
+            source.config,
+            app_name=app or source.config.app_name,
+            worker_id=self.spec.worker_id,
+            shutdown_grace=max(source.config.shutdown_grace, SHUTDOWN_GRACE),
+            announce=True,  # workers start together: announce, then split (decide_takes)
+        )
 
     def _fail(self, error: Exception) -> None:
         """Stop this worker (gracefully: its leases are released) and raise ``error``
@@ -177,27 +208,53 @@ class KinesisFleetWorker:
             if not spec.fleet_plan.stateless:
                 writer = await self._exchange_writer()
             partitions = writer.layout.partitions if writer is not None else 0
+            stream = "left" if self.right is not None else ""
             ctx = SourceContext(spec, decoder, root, writer, partitions, _lag(consumer),
-                                refusals=self.refusals)  # fmt: skip
+                                refusals=self.refusals, stream=stream)  # fmt: skip
             await parts.store.create_table_if_not_exists()
             if self._stop.is_set():
                 return
             await consumer.start(lambda: SourceTask(ctx))
+            right = await self._start_right(root, writer) if self.right is not None else None
             self._published = await publish(spec.worker_id, source.app_name, root,
                                             source.lease_endpoint)  # fmt: skip
             if self._published is not None:
                 self._published[0].source = consumer
             if writer is not None:
-                sources = await first_of_value(
-                    self._stop, _source_shards(consumer, spec.options.idle_timeout)
+                settle = spec.options.idle_timeout
+                found: SourceShards | JoinShards | None = await first_of_value(
+                    self._stop,
+                    _source_shards(consumer, settle)
+                    if right is None
+                    else _join_shards(consumer, right, settle),
                 )
-                if sources is None:
+                if found is None:
                     return
-                await self._start_aggregation(root, writer, sources)
+                await self._start_aggregation(root, writer, found)
             joins = [p.consumer.join() for p in self.parts]
             await first_of(self._stop.wait(), self._failed, *joins)
         finally:
             await self._shutdown()
+
+    async def _start_right(
+        self, root: CheckpointStore, writer: ExchangeWriter | None
+    ) -> KinesisConsumer:
+        """Start the source consumer of a join's right stream (table ``<app>-right``):
+        its tasks run the right side's plan and put to the same exchange."""
+        right = self.right
+        assert right is not None
+        assert writer is not None  # a join always goes through the exchange
+        _ = right.schema  # inferred now, not per task
+        config = self._member_config(right, f"{self.source.app_name}-right")
+        parts = build_consumer(config, right.endpoint, right.lease_endpoint, time.monotonic)
+        self.parts.append(parts)  # stopped before the left stream's consumer
+        consumer = parts.consumer
+        own = writer.another()  # shard ids repeat across streams: its own in-flight set
+        ctx = SourceContext(self.spec, right.decoder, root, own, writer.layout.partitions,
+                            _lag(consumer), refusals=self.refusals, stream="right")  # fmt: skip
+        await parts.store.create_table_if_not_exists()
+        await consumer.start(lambda: SourceTask(ctx))
+        return consumer
 
     async def _exchange_writer(self) -> ExchangeWriter:
         """Create (or find) the exchange stream; the source tasks' writer to it."""
@@ -211,7 +268,7 @@ class KinesisFleetWorker:
         return ExchangeWriter(client, await ensure_exchange(client, self.source.app_name, shards))
 
     async def _start_aggregation(
-        self, root: CheckpointStore, writer: ExchangeWriter, sources: SourceShards
+        self, root: CheckpointStore, writer: ExchangeWriter, sources: SourceShards | JoinShards
     ) -> None:
         """Start the aggregation consumer on the exchange stream (table ``<app>-exchange``)."""
         spec, source = self.spec, self.source

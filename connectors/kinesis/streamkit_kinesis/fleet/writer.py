@@ -140,6 +140,14 @@ class ExchangeWriter:
         """A snapshot of the counters."""
         return WriterMetrics(**self._counts)
 
+    def another(self) -> ExchangeWriter:
+        """A writer to the same exchange through the same client, with its own set of puts
+        in flight (the right stream of a join: its shard ids repeat the left one's)."""
+        return ExchangeWriter(
+            self._client, self.layout, backoff=self._backoff, sleep=self._sleep, rng=self._rng,
+            max_batch_records=self._max_records, max_batch_bytes=self._max_bytes,
+        )  # fmt: skip
+
     async def put_batch(
         self, parts_by_partition: Sequence[Sequence[bytes]], source_shard: str
     ) -> list[list[str]]:

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from streamkit.config import AwsEndpoint
-from streamkit.errors import ConfigError
+from streamkit.errors import ConfigError, PlanError
 from streamkit.streaming.contracts import Offsets, PartitionProgress, SourceBatch
 from streamkit.streaming.decode import Decoder, JsonDecoder, OnBadRecord, read_only
 from streamkit.streaming.sources.base import SourceBase
@@ -215,12 +215,20 @@ class KinesisStreamSource(SourceBase[dict[str, str]]):
         """The decoder of the records' payloads (rows and dead letters)."""
         return self._decoder
 
-    def fleet_worker(self, spec: FleetSpec) -> KinesisFleetWorker:
+    def fleet_worker(self, spec: FleetSpec, right: object = None) -> KinesisFleetWorker:
         """This process's member of the fleet that runs ``spec``'s query on this stream
-        (``STREAMKIT_FLEET=1``; see :mod:`streamkit_kinesis.fleet.worker`)."""
+        (``STREAMKIT_FLEET=1``; see :mod:`streamkit_kinesis.fleet.worker`); ``right``: the
+        right stream of a join of two streams, this one being the left (a
+        :class:`KinesisStreamSource`, else :class:`~streamkit.errors.PlanError`)."""
         from streamkit_kinesis.fleet.worker import KinesisFleetWorker
 
-        return KinesisFleetWorker(self, spec)
+        if right is not None and not isinstance(right, KinesisStreamSource):
+            raise PlanError(
+                "a fleet joins two Kinesis streams, but the right side reads "
+                f"{type(right).__name__}: read both with sk.read_stream.kinesis(...), or run "
+                "this query as one process (streamkit run)"
+            )
+        return KinesisFleetWorker(self, spec, right)
 
     @property
     def consumer(self) -> KinesisConsumer | None:

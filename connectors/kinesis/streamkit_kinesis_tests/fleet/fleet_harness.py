@@ -258,8 +258,9 @@ async def until(what: str, check: Callable[[], Awaitable[bool] | bool], timeout:
 
 
 async def drop_fleet_tables(endpoint: AwsEndpoint, app: str) -> None:
-    """Delete both lease tables and the exchange stream of ``app``."""
-    for table in (app, f"{app}-exchange"):
+    """Delete the lease tables (a join's ``<app>-right`` too) and the exchange stream of
+    ``app``."""
+    for table in (app, f"{app}-exchange", f"{app}-right"):
         with contextlib.suppress(Exception):
             await DynamoDBLeaseStore(endpoint, table).delete_table()
     with contextlib.suppress(Exception):

@@ -18,7 +18,12 @@ with the static Parquet table ``--static`` (``action``, ``kind``, ``weight``), t
 ``drop_duplicates()`` over every column, then the left join with ``--static``, then per
 (1-minute window, ``user_id``, ``kind``): count, value sum and sum of ``value * weight``,
 watermark ``--delay`` behind (:func:`chained`; rows routed by ``user_id``, the one
-``drop_duplicates`` key the aggregation groups by). ``--failover`` sets the consumers'
+``drop_duplicates`` key the aggregation groups by); ``--query stream_left`` /
+``stream_inner_counted``: the stream joined with a second stream ``--right-stream``
+(same schema, columns renamed ``ruser``, ``rtime``, ``rvalue``) on ``user_id`` and
+``event_time <= rtime <= event_time + 1 minute``, both watermarks ``--delay`` behind: a
+left outer join's rows, or an inner join's rows counted per (1-minute window,
+``user_id``) (:func:`stream_joined`; rows routed by ``user_id``). ``--failover`` sets the consumers'
 ``failover_time`` (default 6 s; a refused claim fails the worker after twice that). Prints
 ``started`` once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop).
 SIGUSR1 dumps every thread's stack to stderr (the harness does it when a worker does not
@@ -34,6 +39,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import timedelta
 from typing import Any
 
 import streamkit as sk
@@ -84,6 +90,30 @@ def chained(df: sk.DataFrame, delay: str, static: str) -> sk.DataFrame:
     weighted = joined.with_column("vw", sk.col("value") * sk.col("weight"))
     return weighted.group_by(sk.window("event_time", "1 minute"), "user_id", "kind").agg(
         sk.count().alias("n"), sk.sum("value").alias("total"), sk.sum("vw").alias("weighted")
+    )
+
+
+def stream_joined(
+    df: sk.DataFrame, other: sk.DataFrame, delay: str, how: str, counted: bool
+) -> sk.DataFrame:
+    """``df`` joined with the second stream ``other`` on ``user_id`` and a one-minute
+    event-time range; ``counted``: the joined rows counted, with the sum of ``rvalue``,
+    per (1-minute window of ``event_time``, ``user_id``)."""
+    left = df.with_watermark("event_time", delay)
+    right = other.select(
+        sk.col("user_id").alias("ruser"), sk.col("event_time").alias("rtime"),
+        sk.col("value").alias("rvalue"),
+    ).with_watermark("rtime", delay)  # fmt: skip
+    on = (
+        (sk.col("user_id") == sk.col("ruser"))
+        & (sk.col("rtime") >= sk.col("event_time"))
+        & (sk.col("rtime") <= sk.col("event_time") + timedelta(minutes=1))
+    )
+    out = left.join(right, on, how)
+    if not counted:
+        return out
+    return out.group_by(sk.window("event_time", "1 minute"), "user_id").agg(
+        sk.count().alias("n"), sk.sum("rvalue").alias("total")
     )
 
 
@@ -143,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay", default="1 hour")
     p.add_argument("--idle", default="60 seconds")
     p.add_argument("--static", default="")
+    p.add_argument("--right-stream", default="")
     names = ("windowed", "stateless", "dedup", "dedup_within", "joined", "joined_stateless",
-             "chained")  # fmt: skip
+             "chained", "stream_left", "stream_inner_counted")  # fmt: skip
     p.add_argument("--query", choices=names, default="windowed")
     p.add_argument("--failover", type=float, default=6.0)
     args = p.parse_args(argv)
@@ -155,12 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     endpoint = AwsEndpoint.local(args.endpoint)
     df = sk.read_stream.kinesis(args.stream, args.app, SCHEMA, endpoint, **options)
+
+    def other() -> sk.DataFrame:  # (its own app name is not the fleet's: it uses <app>-right)
+        return sk.read_stream.kinesis(args.right_stream, f"{args.app}-r", SCHEMA, endpoint,
+                                      **options)  # fmt: skip
+
     queries = {"windowed": lambda: windowed(df, args.delay), "stateless": lambda: stateless(df),
                "dedup": lambda: deduplicated(df, args.delay),
                "dedup_within": lambda: deduplicated_within(df, args.delay),
                "joined": lambda: joined(df, args.delay, args.static),
                "joined_stateless": lambda: joined_stateless(df, args.static),
-               "chained": lambda: chained(df, args.delay, args.static)}  # fmt: skip
+               "chained": lambda: chained(df, args.delay, args.static),
+               "stream_left": lambda: stream_joined(df, other(), args.delay, "left", False),
+               "stream_inner_counted": lambda: stream_joined(df, other(), args.delay, "inner",
+                                                             True)}  # fmt: skip
     query = queries[args.query]()
     member = (
         query.write_stream.output_mode(args.mode)

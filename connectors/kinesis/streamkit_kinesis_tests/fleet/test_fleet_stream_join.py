@@ -1,0 +1,230 @@
+"""Issue 14: joins of two streams on a fleet of worker processes (LocalStack,
+``fleet_job.py --query stream_left`` / ``stream_inner_counted`` with ``--right-stream``).
+
+The left stream's shards are source tasks of the lease table ``<app>``, the right
+stream's of ``<app>-right``; each runs its side's plan and routes its rows by ``user_id``
+through the exchange; the aggregation tasks join (and count). Records carry random
+partition keys, so every user is on every shard of both streams. The expected rows are
+DuckDB's join of the records put to the two streams; the sink is read as one Parquet
+dataset (pyarrow), as the README says.
+
+- ``stream_left``: a left outer join on ``user_id`` and a one-minute event-time range, in
+  append mode; a worker SIGKILLs itself between the put of its second exchange batch and
+  that checkpoint while a second worker runs, and a successor takes over: exactly DuckDB's
+  rows (each pair once, each unmatched left row once, null-extended), the re-emitted
+  chunks seen and dropped (``duplicates_dropped`` > 0), and the status files name both
+  streams' shards (``left/<id>``, ``right/<id>``);
+- ``stream_inner_counted``: the inner join's rows counted per (1-minute window,
+  ``user_id``), two workers: exactly DuckDB's counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow.dataset as ds
+import pytest
+from streamkit_kinesis.testing.streams import fresh_stream, unique
+
+from streamkit_kinesis_tests.fleet.fleet_harness import (
+    Fleet,
+    checkpointed,
+    closers,
+    drop_fleet_tables,
+    events_table,
+    newest,
+    payloads,
+    put_every_shard,
+    put_random_keys,
+    statuses,
+    until,
+)
+
+if TYPE_CHECKING:
+    from streamkit.config import AwsEndpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.slow]
+
+SHARDS = 2
+EVENTS = 1000
+"""Per stream: 50 users over 30 minutes, so about two thirds of the left rows match."""
+
+JOIN = (
+    "FROM l LEFT JOIN r ON l.user_id = r.user_id AND r.event_time >= l.event_time "
+    "AND r.event_time <= l.event_time + INTERVAL 1 minute"
+)
+
+
+def _con(left: list[bytes], right: list[bytes]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.register("l", events_table(left))
+    con.register("r", events_table(right))
+    return con
+
+
+def _us(t: datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+def _order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(("", -1) if v is None else (str(v), v if isinstance(v, int) else 0) for v in row)
+
+
+def _left_truth(left: list[bytes], right: list[bytes]) -> list[tuple[Any, ...]]:
+    rows = (
+        _con(left, right)
+        .execute(
+            "SELECT epoch_us(l.event_time), l.action, l.user_id, l.value, r.user_id, "
+            f"epoch_us(r.event_time), r.value {JOIN}"
+        )
+        .fetchall()
+    )
+    return sorted(rows, key=_order)
+
+
+def _left_sink(out: Path) -> list[tuple[Any, ...]]:
+    if not out.exists() or not any(out.glob("*.parquet")):
+        return []
+    table = ds.dataset(str(out), format="parquet").to_table().to_pylist()
+    rows = [(_us(r["event_time"]), r["action"], r["user_id"], r["value"], r["ruser"],
+             _us(r["rtime"]), r["rvalue"]) for r in table]  # fmt: skip
+    return sorted(rows, key=_order)
+
+
+def _counted_truth(left: list[bytes], right: list[bytes]) -> list[tuple[Any, ...]]:
+    inner = JOIN.replace("LEFT JOIN", "JOIN")
+    rows = (
+        _con(left, right)
+        .execute(
+            "SELECT epoch_us(time_bucket(INTERVAL 1 minute, l.event_time)), l.user_id, "
+            f"count(*), sum(r.value) {inner} GROUP BY ALL"
+        )
+        .fetchall()
+    )
+    return sorted(rows, key=_order)
+
+
+def _counted_sink(out: Path) -> list[tuple[Any, ...]]:
+    if not out.exists() or not any(out.glob("*.parquet")):
+        return []
+    table = ds.dataset(str(out), format="parquet").to_table().to_pylist()
+    rows = [(_us(r["window"]["start"]), r["user_id"], r["n"], r["total"]) for r in table]
+    return sorted(rows, key=_order)
+
+
+@contextlib.asynccontextmanager
+async def _two_streams(
+    ep: AwsEndpoint, tmp: Path, prefix: str, *extra: str
+) -> AsyncIterator[tuple[Fleet, str]]:
+    """A fleet (no worker yet) joining two new streams of :data:`SHARDS` shards: its
+    stream is the left one; the right one's name is returned with it."""
+    async with (
+        fresh_stream(ep, SHARDS, f"{prefix}l") as (left, _),
+        fresh_stream(ep, SHARDS, f"{prefix}r") as (right, _),
+    ):
+        fleet = Fleet(ep, left, unique(prefix), tmp, "--right-stream", right, *extra)
+        try:
+            yield fleet, right
+        finally:
+            await fleet.kill_all()
+            await drop_fleet_tables(ep, fleet.app)
+
+
+async def _read_all(fleet: Fleet, left: dict[str, int], right: dict[str, int]) -> None:
+    """Until every lease of both source tables is checkpointed at its shard's last record."""
+
+    async def done() -> bool:
+        fleet.check_alive()
+        return await checkpointed(fleet.ep, fleet.app, left) and await checkpointed(
+            fleet.ep, f"{fleet.app}-right", right
+        )
+
+    await until(f"{fleet.app}: every shard of both streams read", done, 420)
+
+
+async def _close(fleet: Fleet, right: str) -> list[bytes]:
+    """The closing record put once to every shard of both streams (it moves both sides'
+    watermarks a day on); the records put to each stream."""
+    data = closers()[0]
+    for stream in (fleet.stream, right):
+        await asyncio.to_thread(put_every_shard, fleet.ep, stream, data)
+    return [data] * SHARDS
+
+
+async def test_left_join_of_two_streams_exact_across_a_kill_between_put_and_checkpoint(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    left = payloads(EVENTS, seed=2301, ordered=True)
+    right = payloads(EVENTS, seed=2302, ordered=True)
+    half = EVENTS // 2
+    args = ("--query", "stream_left", "--delay", "2 minutes")
+    async with _two_streams(ep, tmp_path, "fsj", *args) as (fleet, other):
+        put = [asyncio.to_thread(put_random_keys, ep, s, d[:half])
+               for s, d in ((fleet.stream, left), (other, right))]  # fmt: skip
+        first_l, first_r = await asyncio.gather(*put)
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+        await fleet.add("w1")
+        await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
+        assert victim.proc.returncode == -9, fleet.tail()
+        put = [asyncio.to_thread(put_random_keys, ep, s, d[half:])
+               for s, d in ((fleet.stream, left), (other, right))]  # fmt: skip
+        more_l, more_r = await asyncio.gather(*put)
+        await fleet.add("successor")
+        await _read_all(fleet, newest(first_l, more_l), newest(first_r, more_r))
+        closing = await _close(fleet, other)
+        want = _left_truth(left + closing, right + closing)
+        assert any(row[4] is None for row in want)  # unmatched left rows
+        assert sum(row[4] is not None for row in want) > EVENTS // 3  # and pairs
+
+        def full() -> bool:
+            fleet.check_alive()
+            return len(_left_sink(fleet.out)) >= len(want)
+
+        await until("every joined row in the sink", full, 420)
+        await fleet.stop()
+    got = _left_sink(fleet.out)
+    assert got == want, (
+        f"{len(got)} rows vs {len(want)}: extra {[r for r in got if r not in want][:3]}, "
+        f"missing {[r for r in want if r not in got][:3]}"
+    )
+    tasks = statuses(fleet.root)
+    aggregations = [s for s in tasks if s["kind"] == "aggregation"]
+    # the victim's pending range was re-read and sent again: dropped, so each pair once
+    assert sum(s["duplicates_dropped"] for s in aggregations) > 0, aggregations
+    sources = {s["shard"] for s in tasks if s["kind"] == "source"}
+    assert {s.split("/")[0] for s in sources} == {"left", "right"}, sources
+    assert len(sources) == 2 * SHARDS, sources
+
+
+async def test_inner_join_of_two_streams_counted_per_window_exact(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    left = payloads(EVENTS, seed=2303, ordered=True)
+    right = payloads(EVENTS, seed=2304, ordered=True)
+    want = _counted_truth(left, right)  # (the closers' own window stays open)
+    args = ("--query", "stream_inner_counted", "--delay", "2 minutes")
+    async with _two_streams(ep, tmp_path, "fsjc", *args) as (fleet, other):
+        await fleet.add("w1")
+        await fleet.add("w2")
+        put = [asyncio.to_thread(put_random_keys, ep, s, d)
+               for s, d in ((fleet.stream, left), (other, right))]  # fmt: skip
+        last_l, last_r = await asyncio.gather(*put)
+        await _read_all(fleet, last_l, last_r)
+        await _close(fleet, other)
+
+        def full() -> bool:
+            fleet.check_alive()
+            return len(_counted_sink(fleet.out)) >= len(want)
+
+        await until("every window in the sink", full, 420)
+        await fleet.stop()
+    got = _counted_sink(fleet.out)
+    assert got == want, f"{len(got)} rows vs {len(want)}: {[r for r in got if r not in want][:5]}"
