@@ -82,6 +82,10 @@ put of its ``n``-th exchange batch, before that batch's checkpoint (issue 14, te
 _STOPPED: set[str] = set()
 """Non-empty once the stop hook stopped this process (it stops it once)."""
 
+_EMITTED = [0]
+"""Exchange batches this process emitted, over both streams of a join (the fault hook
+counts them)."""
+
 
 def _fault_after() -> int | None:
     kind, _, n = os.environ.get(FAULT_ENV, "").partition(":")
@@ -102,8 +106,6 @@ class SourceContext:
     """Exchange partitions (0 for a stateless plan)."""
     lag: Callable[[str], int | None]
     """MillisBehindLatest of a shard."""
-    emitted: int = 0
-    """Exchange batches emitted by this worker (the fault hook counts them)."""
     fault_after: int | None = field(default_factory=_fault_after)
     refusals: RefusedClaims | None = None
     """Where a claim refused while the lease is held goes (None: only logged)."""
@@ -378,8 +380,8 @@ class SourceTask(BaseRecordProcessor):
             out, self.shard, self.first, last, self.max_event, ended, ctx.partitions, ctx.spec.name
         )
         assert ctx.writer is not None
-        ctx.emitted += 1
-        die = ctx.fault_after is not None and ctx.emitted >= ctx.fault_after
+        _EMITTED[0] += 1
+        die = ctx.fault_after is not None and _EMITTED[0] >= ctx.fault_after
         await emit_exactly_once(
             checkpointer, last, ctx.writer, parts, after_put=_sigkill if die else None
         )
