@@ -142,6 +142,38 @@ def test_table_output(cli: Cli, fleet: tuple[str, Path]) -> None:
     assert "skipped fleet/tasks/aggregation-broken.json" in text
 
 
+def test_a_join_of_two_streams_shows_both_streams_shards(cli: Cli, tmp_path: Path) -> None:
+    """A join's fleet: the left stream's leases in ``APP``, the right stream's in
+    ``APP-right`` (the same shard ids), status files ``source-<stream>-<shard>.json`` with
+    ``shard`` = ``<stream>/<shard>``. w-a holds left 0 and 1, w-b right 0, right 1 free."""
+    app = unique("fleet-join")
+    asyncio.run(lease_table(cli.endpoint, app, {0: "w-a", 1: "w-a"}))
+    asyncio.run(lease_table(cli.endpoint, f"{app}-right", {0: "w-b", 1: None}))
+    asyncio.run(lease_table(cli.endpoint, f"{app}-exchange", {0: "w-b"}))
+    folder = tmp_path / "fleet" / "tasks"
+    folder.mkdir(parents=True)
+    for side, i, worker, lag in (("left", 0, "w-a", 10), ("right", 0, "w-b", 20)):
+        body = {"kind": "source", "shard": f"{side}/{shard(i)}", "worker": worker, "batch": 1,
+                "watermark_ms": None, "lag_ms": lag, "rows": 3, "duplicates_dropped": 0,
+                "updated": "2026-01-01T00:01:00+00:00"}  # fmt: skip
+        (folder / f"source-{side}-{shard(i)}.json").write_text(json.dumps(body))
+    out = cli("status", app, "--checkpoint", str(tmp_path), "--json")
+    assert out.exit_code == 0, out.output
+    view = json.loads(out.output)
+    assert view["workers"] == {
+        "w-a": {"source": [f"left/{shard(0)}", f"left/{shard(1)}"], "aggregation": [],
+                "refused_claims": None},
+        "w-b": {"source": [f"right/{shard(0)}"], "aggregation": [shard(0)],
+                "refused_claims": None},
+    }  # fmt: skip
+    rows = {(r["kind"], r["shard"]): r for r in view["tasks"]}
+    assert set(rows) == {("source", f"{side}/{shard(i)}") for side in ("left", "right")
+                         for i in (0, 1)} | {("aggregation", shard(0))}  # fmt: skip
+    assert rows["source", f"right/{shard(0)}"]["lag_ms"] == 20
+    assert rows["source", f"left/{shard(0)}"]["lag_ms"] == 10
+    assert rows["source", f"right/{shard(1)}"]["owner"] is None
+
+
 def test_status_files_alone_and_a_task_without_watermark(cli: Cli, tmp_path: Path) -> None:
     app = unique("fleet-files")  # no lease table at all
     status_file(tmp_path, "aggregation", 0, "w-a", watermark_ms=JAN_1_2026_MS)
