@@ -118,6 +118,9 @@ class WorkerReport:
         self.worker, self.app, self.url = worker, app, url
         self.started = datetime.now(UTC).isoformat()
         self.source: KinesisConsumer | None = None
+        self.right: KinesisConsumer | None = None
+        """The right stream's source consumer of a join of two streams (None: one stream);
+        its shards, and then the left stream's, are reported as ``<stream>/<shard id>``."""
         self.aggregation: KinesisConsumer | None = None
         self._meter = RateMeter()
 
@@ -126,15 +129,19 @@ class WorkerReport:
         held: dict[str, tuple[str, ...]] = {}
         backlog = 0
         lags: dict[tuple[str, str], int | None] = {}
-        for kind, consumer in (("source", self.source), ("aggregation", self.aggregation)):
+        left = "left/" if self.right is not None else ""
+        consumers = (("source", left, self.source), ("source", "right/", self.right),
+                     ("aggregation", "", self.aggregation))  # fmt: skip
+        for kind, prefix, consumer in consumers:
             if consumer is None:
-                held[kind] = ()
+                held.setdefault(kind, ())
                 continue
             m = consumer.metrics()
-            held[kind] = tuple(sorted(m.held_shard_ids))
-            lags.update({(kind, s.shard_id): s.millis_behind_latest for s in m.shards})
+            ids = held.get(kind, ()) + tuple(prefix + s for s in m.held_shard_ids)
+            held[kind] = tuple(sorted(ids))
+            lags.update({(kind, prefix + s.shard_id): s.millis_behind_latest for s in m.shards})
             if kind == "source":
-                backlog = m.backlog_millis
+                backlog = max(backlog, m.backlog_millis)
         records = local_source_rows(self.worker)
         last: dict[tuple[str, str], TaskStatus] = {
             (s.kind, s.shard): s for s in local_statuses(self.worker)

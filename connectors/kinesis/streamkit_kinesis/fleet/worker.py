@@ -219,7 +219,7 @@ class KinesisFleetWorker:
             self._published = await publish(spec.worker_id, source.app_name, root,
                                             source.lease_endpoint)  # fmt: skip
             if self._published is not None:
-                self._published[0].source = consumer
+                self._published[0].source, self._published[0].right = consumer, right
             if writer is not None:
                 settle = spec.options.idle_timeout
                 found: SourceShards | JoinShards | None = await first_of_value(

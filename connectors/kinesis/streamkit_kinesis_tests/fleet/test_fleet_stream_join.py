@@ -15,13 +15,16 @@ dataset (pyarrow), as the README says.
   chunks seen and dropped (``duplicates_dropped`` > 0), and the status files name both
   streams' shards (``left/<id>``, ``right/<id>``);
 - ``stream_inner_counted``: the inner join's rows counted per (1-minute window,
-  ``user_id``), two workers: exactly DuckDB's counts.
+  ``user_id``), two workers: exactly DuckDB's counts; their ``/api/worker`` reports name
+  every shard of both streams as a source task (``left/<id>``, ``right/<id>``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -118,6 +121,17 @@ def _counted_sink(out: Path) -> list[tuple[Any, ...]]:
     return sorted(rows, key=_order)
 
 
+def _reported_source_tasks(root: Path) -> set[str]:
+    """The source leases the workers report on ``/api/worker`` (each worker's URL from its
+    advertisement under ``<root>/fleet/workers/``), over every worker."""
+    out: set[str] = set()
+    for advert in sorted((root / "fleet" / "workers").glob("*.json")):
+        url = json.loads(advert.read_text())["url"]
+        with urllib.request.urlopen(url + "api/worker", timeout=10) as reply:
+            out |= set(json.loads(reply.read())["leases"]["source"])
+    return out
+
+
 @contextlib.asynccontextmanager
 async def _two_streams(
     ep: AwsEndpoint, tmp: Path, prefix: str, *extra: str
@@ -212,8 +226,8 @@ async def test_inner_join_of_two_streams_counted_per_window_exact(
     want = _counted_truth(left, right)  # (the closers' own window stays open)
     args = ("--query", "stream_inner_counted", "--delay", "2 minutes")
     async with _two_streams(ep, tmp_path, "fsjc", *args) as (fleet, other):
-        await fleet.add("w1")
-        await fleet.add("w2")
+        await fleet.add("w1", STREAMKIT_UI_PORT="0")
+        await fleet.add("w2", STREAMKIT_UI_PORT="0")
         put = [asyncio.to_thread(put_random_keys, ep, s, d)
                for s, d in ((fleet.stream, left), (other, right))]  # fmt: skip
         last_l, last_r = await asyncio.gather(*put)
@@ -225,6 +239,10 @@ async def test_inner_join_of_two_streams_counted_per_window_exact(
             return len(_counted_sink(fleet.out)) >= len(want)
 
         await until("every window in the sink", full, 420)
+        held = await asyncio.to_thread(_reported_source_tasks, fleet.root)
         await fleet.stop()
+    # each worker's /api/worker reports the shards of both streams it holds
+    assert held == {f"{side}/shardId-{i:012d}" for side in ("left", "right")
+                    for i in range(SHARDS)}, held  # fmt: skip
     got = _counted_sink(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {[r for r in got if r not in want][:5]}"
