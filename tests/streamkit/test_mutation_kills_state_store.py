@@ -25,6 +25,7 @@ from streamkit.plan import Aggregate
 from streamkit.streaming import agg_steps
 from streamkit.streaming.state import KeyedStore
 from streamkit.streaming.state.changelog import DELETED, apply
+from streamkit.streaming.state.dedup import EXPIRES, DedupStore
 from streamkit.streaming.state.hash_index import U64, HashIndex, nonzero
 from streamkit.streaming.state.indexed import Hasher, row_hash
 from streamkit.streaming.state.row_log import RowLog
@@ -373,3 +374,24 @@ def test_a_key_hashing_to_zero_is_kept_when_another_hash_lands_on_its_cell() -> 
     index.put(other, np.array([8], np.int64))
     assert index.get(np.concatenate([zero, other])).tolist() == [7, 8]
     assert len(index) == 2
+
+
+def ids(values: list[int], dtype: type[pl.DataType]) -> pl.DataFrame:
+    """Keys ``values`` of type ``dtype``, none expiring."""
+    return pl.DataFrame({"id": values, EXPIRES: [None] * len(values)}).with_columns(
+        pl.col("id").cast(dtype), pl.col(EXPIRES).cast(pl.Int64)
+    )
+
+
+def test_the_key_types_first_hashed_are_the_stores_until_a_load() -> None:
+    """Int64 keys 1, 2 held: Int32 keys raise TypeError (equal keys of other types would
+    hash apart and be admitted twice). A load of those keys as Int32 makes Int32 the
+    store's type: 2 is held, 3 is new, and Int64 keys now raise."""
+    store = DedupStore(["id"])
+    assert store.admit(ids([1, 2], pl.Int64)).to_list() == [True, True]
+    with pytest.raises(TypeError, match="key types"):
+        store.admit(ids([2, 3], pl.Int32))
+    store.load(ids([1, 2], pl.Int32))
+    assert store.admit(ids([2, 3], pl.Int32)).to_list() == [False, True]
+    with pytest.raises(TypeError, match="key types"):
+        store.admit(ids([3], pl.Int64))

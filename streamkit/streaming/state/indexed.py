@@ -57,15 +57,15 @@ class IndexedRows:
         self._key_schema: pl.Schema | None = None
 
     def _hashes(self, frame: pl.DataFrame) -> U64:
-        """The key hash of each row of ``frame`` (never 0: the index's empty slot), on the
-        key types first seen, so equal keys hash equally across batches."""
-        if not frame.height:
-            return np.empty(0, np.uint64)
+        """The key hash of each row of ``frame`` (never 0: the index's empty slot). Equal
+        keys hash equally only at equal key types, so the types of the first frame hashed
+        since the last clear are the store's: a frame of other key types raises TypeError
+        (the engine's keys have one type per query, restores included)."""
         keys = frame.select(self.keys)
         if self._key_schema is None:
             self._key_schema = keys.schema
         elif keys.schema != self._key_schema:
-            keys = keys.cast(self._key_schema)
+            raise TypeError(f"key types {keys.schema} differ from the store's {self._key_schema}")
         return nonzero(self._hasher(keys).astype(np.uint64, copy=False))
 
     def _split_overflow(self, fresh: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
