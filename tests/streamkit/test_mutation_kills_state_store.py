@@ -29,6 +29,7 @@ from streamkit.streaming.state.dedup import EXPIRES, DedupStore
 from streamkit.streaming.state.hash_index import U64, HashIndex, nonzero
 from streamkit.streaming.state.indexed import Hasher, row_hash
 from streamkit.streaming.state.row_log import RowLog
+from streamkit.streaming.state.session import SessionStore
 from streamkit.windows import WEND
 
 CELL_BYTES = 16
@@ -395,3 +396,67 @@ def test_the_key_types_first_hashed_are_the_stores_until_a_load() -> None:
     assert store.admit(ids([2, 3], pl.Int32)).to_list() == [False, True]
     with pytest.raises(TypeError, match="key types"):
         store.admit(ids([3], pl.Int64))
+
+
+def test_a_time_key_expiry_evicts_its_key_from_the_main_log() -> None:
+    """``group_by("t", "k")`` expiring by ``t``, distinct hashes (both keys in the main
+    log): the watermark 00:10 evicts (00:10, a), the key at its mark, and keeps
+    (00:20, b)."""
+    node, store = timed_store(["t", "k"], expiry="t")
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((10, "a"), (20, "b"))))
+    t10, t20 = T0 + timedelta(minutes=10), T0 + timedelta(minutes=20)
+    assert counts(store.evict(us(10)), "t", "k") == {(t10, "a", 1)}
+    assert counts(store.rows(), "t", "k") == {(t20, "b", 1)}
+
+
+def test_a_load_of_no_snapshot_empties_the_store() -> None:
+    """``load(None)`` (a restart with no state written) drops the keys held: none left,
+    and a key seen again is new (counted once)."""
+    node, store = timed_store(["k"])
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((1, "a"), (2, "b"))))
+    store.load(None)
+    assert store.height == 0
+    store.merge_rows(agg_steps.input_rows(node, store.spec, timed_rows((3, "a"))))
+    assert counts(store.rows(), "k") == {("a", 1)}
+
+
+def test_a_session_store_without_changes_gives_a_delta_that_applies_as_nothing() -> None:
+    """No merge since the last take: the delta is empty but still has its deleted flag
+    (Boolean), so applying it (a restore replaying deltas) leaves the state as it was."""
+    schema = pa.schema([("t", pa.timestamp("us", "UTC")), ("k", pa.string()), ("v", pa.int64())])
+    session = sk.session_window("t", "10 minutes")
+    node = (
+        sk.from_arrow(schema.empty_table()).group_by(session, "k").agg(sk.count().alias("n")).plan
+    )
+    assert isinstance(node, Aggregate)
+    delta = SessionStore(aggregate_spec(node)).take_changes()
+    assert delta is not None
+    assert delta.height == 0
+    assert delta.schema[DELETED] == pl.Boolean
+    state = pl.DataFrame({"k": ["a", "b"], "n": [1, 2]})
+    assert sorted(apply(state, delta, ["k"]).rows()) == [("a", 1), ("b", 2)]
+
+
+def test_a_window_struct_key_expires_by_its_end() -> None:
+    """``group_by("w", "k")`` where ``w`` is a window struct carrying the watermark (an
+    aggregation above a windowed one): a key expires by ``w.end``, not ``w.start``. The
+    watermark 00:10 evicts window [00:00, 00:10) and keeps [00:05, 00:15), whose start is
+    before the mark."""
+    ts = pa.timestamp("us", "UTC")
+    window = pa.struct([("start", ts), ("end", ts)])
+    schema = pa.schema([("w", window), ("k", pa.string())])
+    node = sk.from_arrow(schema.empty_table()).group_by("w", "k").agg(sk.count().alias("n")).plan
+    assert isinstance(node, Aggregate)
+    store = KeyedStore(aggregate_spec(node), expiry="w")
+    at = [(T0 + timedelta(minutes=a), T0 + timedelta(minutes=b)) for a, b in [(0, 10), (5, 15)]]
+    rows = pl.DataFrame(
+        {"w": [{"start": a, "end": b} for a, b in at], "k": ["a", "b"]},
+        schema={
+            "w": pl.Struct({"start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}),
+            "k": pl.String,
+        },
+    )
+    store.merge_rows(agg_steps.input_rows(node, store.spec, rows))
+    gone = store.evict(us(10))
+    assert gone["k"].to_list() == ["a"]
+    assert store.rows()["k"].to_list() == ["b"]
