@@ -340,13 +340,15 @@ def test_a_tidy_drops_a_dead_segment_and_rewrites_a_mostly_dead_one() -> None:
     assert moved.slots.size == 1000
 
 
-def test_a_tidy_merges_the_smallest_adjacent_pair_beyond_max_segments() -> None:
+@pytest.mark.parametrize("at", [30, 63], ids=["middle", "last"])
+def test_a_tidy_merges_the_smallest_adjacent_pair_beyond_max_segments(at: int) -> None:
     """65 segments (one more than ``MAX_SEGMENTS``): segment i holds i + 1 rows except
-    segment 30 (1 row) and 31 (1 row). The adjacent pair with the fewest live rows is
-    (30, 31), 2 rows, fewer than (0, 1)'s 3: a tidy merges exactly those two, moves their
-    2 rows to new slots, and keeps every row in order; with 64 segments nothing merges."""
+    segments ``at`` and ``at + 1`` (1 row each; 63, 64 is the last pair). The adjacent
+    pair with the fewest live rows is that one, 2 rows, fewer than (0, 1)'s 3: a tidy
+    merges exactly those two, moves their 2 rows to new slots, and keeps every row in
+    order; with 64 segments nothing merges."""
     log = RowLog()
-    sizes = [1 if i in {30, 31} else i + 1 for i in range(65)]
+    sizes = [1 if i in {at, at + 1} else i + 1 for i in range(65)]
     start = 0
     for size in sizes:
         log.append(pl.DataFrame({"k": list(range(start, start + size))}), hashes(size, start + 1))
@@ -354,13 +356,15 @@ def test_a_tidy_merges_the_smallest_adjacent_pair_beyond_max_segments() -> None:
     moved = log.tidy()
     frames = log.rows()
     assert len(frames) == 64
-    assert [f.height for f in frames] == [*sizes[:30], 2, *sizes[32:]]
-    merged_first = sum(sizes[:30])
-    assert frames[30]["k"].to_list() == [merged_first, merged_first + 1]
+    assert [f.height for f in frames] == [*sizes[:at], 2, *sizes[at + 2 :]]
+    merged_first = sum(sizes[:at])
+    assert frames[at]["k"].to_list() == [merged_first, merged_first + 1]
     assert pl.concat(frames)["k"].to_list() == list(range(start))
     assert moved.slots.size == 2
     assert log.gather(np.sort(moved.slots))["k"].to_list() == [merged_first, merged_first + 1]
-    assert log.tidy().slots.size == 0  # 64 segments: at the bound, nothing merges
+    again = log.tidy()  # 64 segments: at the bound, nothing merges or moves
+    assert (again.hashes.size, again.slots.size) == (0, 0)
+    assert (again.hashes.dtype, again.slots.dtype) == (np.dtype(np.uint64), np.dtype(np.int64))
     assert len(log.rows()) == 64
 
 
