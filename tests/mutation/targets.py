@@ -107,12 +107,7 @@ ENGINE = Group(
                 f"streamkit/streaming/state/{name}.py"
                 for name in ("keyed", "indexed", "hash_index", "row_log", "changelog", "by_slot")
             ),
-            (
-                f"{_STREAMING}/state",
-                *_ENGINE_TESTS,
-                f"{_STREAMING}/test_watermark_key.py",
-                "tests/streamkit/test_mutation_kills_state_store.py",
-            ),
+            (f"{_STREAMING}/state", "tests/streamkit/test_mutation_kills_state_store.py"),
         ),
         Module(
             "watermark_lineage",

@@ -340,6 +340,20 @@ def test_a_tidy_drops_a_dead_segment_and_rewrites_a_mostly_dead_one() -> None:
     assert moved.slots.size == 1000
 
 
+def test_a_segment_is_rewritten_from_1024_dead_rows_more_than_its_live_ones() -> None:
+    """Segment a: 1024 dead, 1023 live (rewritten: its 1023 live rows move); segment b:
+    1023 dead, 1022 live (under 1024 dead: kept as is). Both keep their live rows."""
+    log = RowLog()
+    a = log.append(pl.DataFrame({"k": list(range(2047))}), hashes(2047))
+    b = log.append(pl.DataFrame({"k": list(range(2047, 4092))}), hashes(2045, 2048))
+    log.kill(a[:1024])
+    log.kill(b[:1023])
+    moved = log.tidy()
+    assert moved.slots.size == 1023
+    assert log.gather(np.sort(moved.slots))["k"].to_list() == list(range(1024, 2047))
+    assert log.live == 1023 + 1022
+
+
 @pytest.mark.parametrize("at", [30, 63], ids=["middle", "last"])
 def test_a_tidy_merges_the_smallest_adjacent_pair_beyond_max_segments(at: int) -> None:
     """65 segments (one more than ``MAX_SEGMENTS``): segment i holds i + 1 rows except
