@@ -321,6 +321,8 @@ def test_a_new_row_logs_work_counts_the_rows_it_appends() -> None:
     assert log.handled == 3
     assert log.gather(slots[:2])["k"].to_list() == [1, 2]
     assert log.handled == 5
+    log.append(pl.DataFrame({"k": [4, 5, 6, 7]}), hashes(4, 4))
+    assert log.handled == 9  # a second append adds its 4 rows to the work so far
 
 
 def test_a_tidy_drops_a_dead_segment_and_rewrites_a_mostly_dead_one() -> None:
@@ -341,17 +343,18 @@ def test_a_tidy_drops_a_dead_segment_and_rewrites_a_mostly_dead_one() -> None:
 
 
 def test_a_segment_is_rewritten_from_1024_dead_rows_more_than_its_live_ones() -> None:
-    """Segment a: 1024 dead, 1023 live (rewritten: its 1023 live rows move); segment b:
-    1023 dead, 1022 live (under 1024 dead: kept as is). Both keep their live rows."""
+    """Segment a: 1024 dead, 1023 live (rewritten: its 1023 live rows move); b: 1023
+    dead, 1022 live (under 1024 dead); c: 1024 dead, 1024 live (not more dead than live).
+    b and c are kept as they are; all three keep their live rows."""
     log = RowLog()
     a = log.append(pl.DataFrame({"k": list(range(2047))}), hashes(2047))
     b = log.append(pl.DataFrame({"k": list(range(2047, 4092))}), hashes(2045, 2048))
-    log.kill(a[:1024])
-    log.kill(b[:1023])
+    c = log.append(pl.DataFrame({"k": list(range(4092, 6140))}), hashes(2048, 4093))
+    log.kill(np.concatenate([a[:1024], b[:1023], c[:1024]]))
     moved = log.tidy()
     assert moved.slots.size == 1023
     assert log.gather(np.sort(moved.slots))["k"].to_list() == list(range(1024, 2047))
-    assert log.live == 1023 + 1022
+    assert log.live == 1023 + 1022 + 1024
 
 
 @pytest.mark.parametrize("at", [30, 63], ids=["middle", "last"])
