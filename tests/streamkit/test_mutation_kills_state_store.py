@@ -481,3 +481,26 @@ def test_a_window_struct_key_expires_by_its_end() -> None:
     gone = store.evict(us(10))
     assert gone["k"].to_list() == ["a"]
     assert store.rows()["k"].to_list() == ["b"]
+
+
+def test_hashes_differing_only_in_their_high_bits_start_in_every_cell() -> None:
+    """Fibonacci hashing spreads hashes over the whole table: 4096 hashes that differ
+    only in their top 24 bits (``i << 40``) have their first cells in all 1024 cells of
+    a new index, not in part of it."""
+    index = HashIndex()
+    high = np.arange(1, 4097, dtype=np.uint64) << np.uint64(40)
+    assert np.unique(index._home(high)).size == 1024
+
+
+def test_a_probe_reaches_cells_of_either_parity() -> None:
+    """512 hashes whose first cells are all even fill a 1,024-cell index to load 1/2 (no
+    rebuild). An absent hash whose first cell is even is still found absent: its probe
+    goes on through the odd cells, where the empty ones are."""
+    index = HashIndex()
+    many = hashes(20_000)
+    even = many[index._home(many) % 2 == 0]
+    index.put(even[:512], np.arange(512, dtype=np.int64))
+    assert len(index) == 512
+    assert index._cells.shape[0] == 1024
+    assert index.get(even[512:513]).tolist() == [-1]
+    assert index.get(even[:3]).tolist() == [0, 1, 2]
