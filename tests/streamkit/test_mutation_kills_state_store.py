@@ -56,7 +56,8 @@ def test_a_hash_mapped_to_zero_is_held_counted_and_kept_by_a_rebuild() -> None:
 def test_index_memory_is_four_cells_per_key_after_a_rebuild_up_to_load_half() -> None:
     """1024 keys into an empty index: one rebuild to 4 * 1024 = 4096 cells (64 KiB, not
     twice that); 1024 more fill it to 2048/4096 (load 1/2, the most allowed): no second
-    rebuild."""
+    rebuild, not even a passing one: the second put's peak stays under the 8192-cell
+    table (128 KiB) a rebuild for 2048 keys allocates before settling."""
     table = 4096 * CELL_BYTES
     keys = hashes(2048)
     values = np.arange(2048, dtype=np.int64)
@@ -65,12 +66,14 @@ def test_index_memory_is_four_cells_per_key_after_a_rebuild_up_to_load_half() ->
         index = HashIndex()
         index.put(keys[:1024], values[:1024])
         first, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
         index.put(keys[1024:], values[1024:])
-        second, _ = tracemalloc.get_traced_memory()
+        second, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert table <= first < table * 3 // 2
     assert table <= second < table * 3 // 2
+    assert peak - first < 2 * table
     assert index.get(keys).tolist() == values.tolist()
 
 
