@@ -33,11 +33,8 @@ class HashIndex:
     reads one cache line: at millions of keys every lookup is a cache miss, and keeping
     the value beside its hash halves them."""
 
-    def __init__(self, capacity: int = MIN_CAPACITY) -> None:
-        cap = MIN_CAPACITY
-        while cap < capacity:
-            cap *= 2
-        self._cells = _empty(cap)
+    def __init__(self) -> None:
+        self._cells = _empty(MIN_CAPACITY)
         self._used = 0
         """Cells holding a hash, tombstones included."""
 
