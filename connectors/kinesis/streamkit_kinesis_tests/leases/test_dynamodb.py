@@ -228,6 +228,16 @@ async def test_renewals_never_wait_for_a_saturated_default_executor(
     await coordinator.stop()
 
 
+def count_calls(client: DynamoDBClient) -> list[str]:
+    """The names of the DynamoDB operations ``client`` sends from now on, in order (a
+    botocore hook on the real client)."""
+    sent: list[str] = []
+    client.meta.events.register(
+        "before-parameter-build.dynamodb", lambda model, **_: sent.append(model.name)
+    )
+    return sent
+
+
 async def test_the_table_is_ensured_once_per_store_and_again_after_it_was_deleted(
     aws_endpoint: AwsEndpoint,
 ) -> None:
@@ -237,10 +247,7 @@ async def test_the_table_is_ensured_once_per_store_and_again_after_it_was_delete
     the "does not exist" error, and the next ``create_table_if_not_exists`` creates it
     again. Calls counted by a botocore hook on the store's own (real) client."""
     client = aws_endpoint.client("dynamodb")
-    sent: list[str] = []
-    client.meta.events.register(
-        "before-parameter-build.dynamodb", lambda model, **_: sent.append(model.name)
-    )
+    sent = count_calls(client)
     store = DynamoDBLeaseStore(aws_endpoint, f"ddb-{uuid.uuid4().hex[:12]}", client=client)
     try:
         assert await store.create_table_if_not_exists() is True
@@ -269,10 +276,7 @@ async def test_concurrent_ensures_of_one_store_make_the_calls_once(
     together) send one CreateTable and one DescribeTable; the second waits and returns
     False. Calls counted by a botocore hook on the store's own (real) client."""
     client = aws_endpoint.client("dynamodb")
-    sent: list[str] = []
-    client.meta.events.register(
-        "before-parameter-build.dynamodb", lambda model, **_: sent.append(model.name)
-    )
+    sent = count_calls(client)
     store = DynamoDBLeaseStore(aws_endpoint, f"ddb-{uuid.uuid4().hex[:12]}", client=client)
     try:
         results = await asyncio.gather(
@@ -307,10 +311,7 @@ async def test_an_ensure_overlapping_a_delete_does_not_record_the_table(
         await store.delete_table()
         release.set()
         assert await ensure is True
-        sent: list[str] = []
-        client.meta.events.register(
-            "before-parameter-build.dynamodb", lambda model, **_: sent.append(model.name)
-        )
+        sent = count_calls(client)
         assert await store.create_table_if_not_exists() is True
         assert sent == ["CreateTable", "DescribeTable"]
         assert await store.list_leases() == []
