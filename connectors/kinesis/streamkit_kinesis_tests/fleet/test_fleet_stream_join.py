@@ -79,45 +79,40 @@ def _order(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(("", -1) if v is None else (str(v), v if isinstance(v, int) else 0) for v in row)
 
 
+def _truth(left: list[bytes], right: list[bytes], sql: str) -> list[tuple[Any, ...]]:
+    """DuckDB's answer to ``sql`` over the records put, sorted."""
+    return sorted(_con(left, right).execute(sql).fetchall(), key=_order)
+
+
+def _sink(out: Path) -> list[dict[str, Any]]:
+    """The Parquet sink's rows as the README reads them (none before a first file)."""
+    if not out.exists() or not any(out.glob("*.parquet")):
+        return []
+    rows: list[dict[str, Any]] = ds.dataset(str(out), format="parquet").to_table().to_pylist()
+    return rows
+
+
 def _left_truth(left: list[bytes], right: list[bytes]) -> list[tuple[Any, ...]]:
-    rows = (
-        _con(left, right)
-        .execute(
-            "SELECT epoch_us(l.event_time), l.action, l.user_id, l.value, r.user_id, "
-            f"epoch_us(r.event_time), r.value {JOIN}"
-        )
-        .fetchall()
-    )
-    return sorted(rows, key=_order)
+    return _truth(left, right,
+                  "SELECT epoch_us(l.event_time), l.action, l.user_id, l.value, r.user_id, "
+                  f"epoch_us(r.event_time), r.value {JOIN}")  # fmt: skip
 
 
 def _left_sink(out: Path) -> list[tuple[Any, ...]]:
-    if not out.exists() or not any(out.glob("*.parquet")):
-        return []
-    table = ds.dataset(str(out), format="parquet").to_table().to_pylist()
     rows = [(_us(r["event_time"]), r["action"], r["user_id"], r["value"], r["ruser"],
-             _us(r["rtime"]), r["rvalue"]) for r in table]  # fmt: skip
+             _us(r["rtime"]), r["rvalue"]) for r in _sink(out)]  # fmt: skip
     return sorted(rows, key=_order)
 
 
 def _counted_truth(left: list[bytes], right: list[bytes]) -> list[tuple[Any, ...]]:
     inner = JOIN.replace("LEFT JOIN", "JOIN")
-    rows = (
-        _con(left, right)
-        .execute(
-            "SELECT epoch_us(time_bucket(INTERVAL 1 minute, l.event_time)), l.user_id, "
-            f"count(*), sum(r.value) {inner} GROUP BY ALL"
-        )
-        .fetchall()
-    )
-    return sorted(rows, key=_order)
+    return _truth(left, right,
+                  "SELECT epoch_us(time_bucket(INTERVAL 1 minute, l.event_time)), l.user_id, "
+                  f"count(*), sum(r.value) {inner} GROUP BY ALL")  # fmt: skip
 
 
 def _counted_sink(out: Path) -> list[tuple[Any, ...]]:
-    if not out.exists() or not any(out.glob("*.parquet")):
-        return []
-    table = ds.dataset(str(out), format="parquet").to_table().to_pylist()
-    rows = [(_us(r["window"]["start"]), r["user_id"], r["n"], r["total"]) for r in table]
+    rows = [(_us(r["window"]["start"]), r["user_id"], r["n"], r["total"]) for r in _sink(out)]
     return sorted(rows, key=_order)
 
 
