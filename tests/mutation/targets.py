@@ -141,6 +141,9 @@ ENGINE = Group(
                 f"{_STREAMING}/test_watermark_restart.py",
                 "tests/parity",
                 "tests/streamkit/test_mutation_kills_windows.py",
+                # key_end: a group key carrying the watermark (a timestamp or window struct)
+                f"{_STREAMING}/test_watermark_key.py",
+                f"{_STREAMING}/test_window_struct_chains.py",
             ),
         ),
         Module(
@@ -161,6 +164,8 @@ ENGINE = Group(
                 "tests/parity",
                 f"{_STREAMING}/test_watermark_restart.py",
                 "tests/streamkit/test_mutation_kills_aggregates.py",
+                # partial(..., last_rows): a fleet's late-row count for sliding windows
+                "tests/streamkit/fleet/test_fleet_late_rows.py",
             ),
         ),
     ),
