@@ -76,6 +76,43 @@ def test_a_sliding_row_is_late_once_when_its_last_window_is_dropped() -> None:
         assert want == got
 
 
+def test_sliding_rows_count_late_once_with_aggregates_that_read_rows() -> None:
+    """The same rows and counts as above with sketch aggregates (built from the rows, not
+    from per-group expressions), alone and beside a count."""
+    df = sk.from_arrow(EMPTY).with_watermark("t", "5 minutes")
+    grouped = df.group_by(sk.window("t", "10 minutes", "5 minutes"), "k")
+    batches = [
+        rows(("a", 40)),
+        rows(("a", 41)),
+        rows(("a", 22), ("a", 27), ("b", 28), ("a", 31), ("b", 33), ("a", 36)),
+        rows(("a", 22), ("a", 22), ("b", 31)),
+    ]
+    for aggs in ([sk.approx_count_distinct("v")], [sk.count(), sk.approx_percentile("v", 0.5)]):
+        got, want = late_counts(grouped.agg(*aggs).plan, "update", batches)
+        assert got == [0, 0, 3, 2]
+        assert want == got
+
+
+def test_partial_marks_rows_on_each_rows_last_window_only() -> None:
+    """``partial(..., last_rows)``: each partial state carries the rows whose last window
+    it is, 0 on its other windows (minutes 3 and 7 with 10-minute windows every 5: the row
+    at 3 is in [-5, 5) and [0, 10), last [0, 10); the one at 7 in [0, 10) and [5, 15),
+    last [5, 15))."""
+    from streamkit import aggregate as K
+    from streamkit.execute import aggregate_rows
+
+    df = sk.from_arrow(EMPTY).with_watermark("t", "5 minutes")
+    plan = df.group_by(sk.window("t", "10 minutes", "5 minutes"), "k").agg(sk.count()).plan
+    fleet = FleetPlan.of(plan, "update")
+    agg, spec = fleet.agg, fleet.spec
+    assert agg is not None
+    states = K.partial(aggregate_rows(rows(("a", 3), ("a", 7)).lazy(), agg, spec), spec, "m")
+    minute = 60_000_000  # microseconds
+    starts = states.select((pl.col("__wstart") - sim.T0_US) // minute, "m")
+    got = sorted(starts.iter_rows())
+    assert got == [(-5, 0), (0, 0), (0, 1), (5, 1)]
+
+
 def test_repeated_late_rows_of_one_key_are_each_late_in_drop_duplicates() -> None:
     df = sk.from_arrow(EMPTY).with_watermark("t", "5 minutes")
     batches = [
