@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamkit.errors import ConfigError
+from streamkit.streaming import _json_time as jt
 from streamkit.streaming._ndjson import (
     CHANGED,
     ParseResult,
@@ -107,7 +109,18 @@ class TypedParser:
     field when the parser reports a string/number mismatch on it. A top-level ``date32`` /
     ``date64`` field likewise accepts ISO dates (``2024-01-02``) or integers in the field's
     own unit (days for ``date32``, ms for ``date64``); a string that is not an ISO date
-    makes its record a dead letter naming the field.
+    makes its record a dead letter naming the field. A top-level ``time32``/``time64``
+    field likewise accepts ISO times (``12:34:56``, ``12:34:56.789``, ``12:34``) or
+    integers in its unit since midnight; a value that is not a time of day (``25:00``, a
+    fraction finer than the unit, an integer outside the day) makes its record a dead
+    letter naming the field, never a wrapped-around time.
+
+    Decimal fields take JSON numbers and numeric strings, converted from their text
+    (exact, never through a float); a value needing more precision or scale than
+    declared is a dead letter naming the field (values are not rounded). A top-level
+    ``float32`` field refuses a number beyond float32's range (a dead letter, not inf).
+    A ``binary`` field holds the UTF-8 bytes of the JSON string as written: JSON has no
+    bytes, and base64 (what streamkit's JSON sink writes) is not decoded.
     """
 
     def __init__(self, schema: pa.Schema, *, threads: bool = True) -> None:
@@ -121,21 +134,27 @@ class TypedParser:
         self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
         self._epoch: set[str] = set()
         self._dates = {f.name for f in schema if pa.types.is_date(f.type)}
-        self._iso = set(self._dates)
-        """Date fields read as strings (ISO dates) and cast; the others read as integers."""
+        self._times = {f.name for f in schema if pa.types.is_time(f.type)}
+        self._iso = self._dates | self._times
+        """Date and time fields read as strings (ISO) and converted; the other date fields
+        read as their type, the other time fields as int64."""
+        self._floats = {f.name for f in schema if pa.types.is_float32(f.type)}
+        self._decimals = {f.name: _largest(f.type) for f in schema if pa.types.is_decimal(f.type)}
+        """Top-level decimal fields and their value range: pyarrow checks a value's digits
+        before scaling it to the field (12345678.5 passes decimal(9, 2) as 12345678.50)."""
 
     def parse_schema(self) -> pa.Schema:
-        """The schema handed to pyarrow: epoch-form timestamp fields read as int64, ISO-form
-        date fields as strings."""
-        if not self._epoch and not self._iso:
+        """The schema handed to pyarrow: epoch-form timestamp and integer-form time fields
+        read as int64, ISO-form date and time fields as strings."""
+        if not self._epoch and not self._iso and not self._times:
             return self.relaxed
         return pa.schema([self._read_as(f) for f in self.relaxed])
 
     def _read_as(self, field: pa.Field) -> pa.Field:
-        if field.name in self._epoch:
-            return field.with_type(pa.int64())
         if field.name in self._iso:
             return field.with_type(pa.string())
+        if field.name in self._epoch or field.name in self._times:
+            return field.with_type(pa.int64())
         return field
 
     def parse(self, buf: pa.Buffer, rows: int, block: int) -> ParseResult:
@@ -152,7 +171,7 @@ class TypedParser:
                     return result.message
                 return explain(result, schema, buf, block, self.relaxed)
             switched.add(field)
-            if field in self._dates:
+            if field in self._dates or field in self._times:
                 self._iso ^= {field}
             else:
                 self._epoch ^= {field}
@@ -174,7 +193,7 @@ class TypedParser:
         if match is None:
             return None
         name = match["path"].removeprefix("/v/")
-        if name in self._dates:
+        if name in self._dates or name in self._times:
             to_days = name in self._iso and match["new"] == "number"
             to_iso = name not in self._iso and match["new"] == "string"
             return name if to_days or to_iso else None
@@ -185,18 +204,58 @@ class TypedParser:
         return name if to_epoch or to_iso else None
 
     def _converted(self, table: pa.Table) -> pa.Table | str:
-        """Epoch timestamps and ISO dates cast to their declared types; a date string that
-        does not parse gives the reason instead (for a one-record parse, the dead letter's)."""
-        for name in self._epoch | self._iso:
+        """Epoch timestamps, ISO dates and times cast to their declared types; a value
+        that does not convert gives the reason instead (for a one-record parse, the dead
+        letter's)."""
+        for name in self._epoch | self._iso | self._times:
             i = table.schema.get_field_index(name)
             field = self.relaxed.field(name)
-            try:
-                column = table.column(i).cast(field.type)
-            except pa.ArrowInvalid:
-                want = f"an ISO date (YYYY-MM-DD) or a {field.type} integer"
-                return f"field {name!r}: expected {want}"
+            column = _cast(table.column(i), field.type)
+            if column is None:
+                return f"field {name!r}: expected {_expected(field.type)}"
             table = table.set_column(i, field, column)
+        for name in self._floats:
+            if pc.any(pc.is_inf(table.column(name))).as_py():
+                return f"field {name!r}: number out of float32 range (magnitude above 3.4e38)"
+        for name, bounds in self._decimals.items():
+            if _beyond(table.column(name), *bounds):
+                dtype = self.relaxed.field(name).type
+                return (
+                    f"field {name!r}: cannot convert to {dtype}: a value requires precision "
+                    f"above {dtype.precision} (decimals are never rounded)"
+                )
         return table
+
+
+def _beyond(column: pa.ChunkedArray, low: pa.Scalar, high: pa.Scalar) -> bool:
+    """Whether a value of ``column`` lies outside ``low..high`` (a comparison kernel that
+    refuses a value too wide for its type counts as outside)."""
+    try:
+        return bool(pc.any(pc.or_(pc.less(column, low), pc.greater(column, high))).as_py())
+    except pa.ArrowInvalid:
+        return True
+
+
+def _largest(dtype: pa.DataType) -> tuple[pa.Scalar, pa.Scalar]:
+    """The least and the largest value of decimal type ``dtype`` (all digits 9)."""
+    digits = "9" * (dtype.precision - dtype.scale) + "." + "9" * dtype.scale
+    return pa.scalar(Decimal("-" + digits), dtype), pa.scalar(Decimal(digits), dtype)
+
+
+def _cast(column: pa.ChunkedArray, dtype: pa.DataType) -> pa.ChunkedArray | None:
+    if pa.types.is_time(dtype):
+        return jt.to_time(column, dtype)
+    try:
+        result: pa.ChunkedArray = column.cast(dtype)
+    except pa.ArrowInvalid:
+        return None
+    return result
+
+
+def _expected(dtype: pa.DataType) -> str:
+    if pa.types.is_time(dtype):
+        return jt.expected(dtype)
+    return f"an ISO date (YYYY-MM-DD) or a {dtype} integer"
 
 
 _EMPTY_OBJECT = pa.py_buffer(b"{}\n")

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from streamkit.streaming import _guard as guard
+from streamkit.streaming import _json_time as jt
 from streamkit.streaming._records import BinaryColumn
 
 Reject: TypeAlias = tuple[int, str]
@@ -39,6 +40,8 @@ CHANGED = re.compile(r"Column\((?P<path>[^)]*)\) changed from (?P<old>\w+) to (?
 _CONVERT = re.compile(
     r"Failed to convert JSON to (?P<type>.+?), couldn't parse:(?P<value>.*)", re.S
 )
+_DECIMAL = re.compile(r"decimal(?:32|64|128|256)?", re.I)
+_CONVERT_PREFIX = re.compile(r"^Failed to convert JSON to [^:]+: ")
 _ROW = re.compile(r" in row (\d+)$")
 _THREADED_BYTES = 1 << 20
 """Buffers larger than this are parsed with threads (in blocks); smaller ones as one block."""
@@ -346,6 +349,14 @@ def describe_failure(
             target = _show(declared.field(field).type)
         where = f"field {field!r}: " if field else ""
         return f"{where}cannot convert {match['value'].strip()!r} to {target}"
+    if (match := _DECIMAL.search(message)) and schema is not None:
+        field = _failing_field(schema, match[0].lower(), buf, block)
+        target = match[0].lower()
+        if field is not None and declared is not None and field in declared.names:
+            target = _show(declared.field(field).type)
+        where = f"field {field!r}: " if field else ""
+        detail = _CONVERT_PREFIX.sub("", clean(message))
+        return f"{where}cannot convert to {target}: {detail} (decimals are never rounded)"
     return f"malformed JSON: {clean(message)}"
 
 
@@ -358,6 +369,8 @@ def clean(message: str) -> str:
 def _show(dtype: pa.DataType) -> str:
     if pa.types.is_timestamp(dtype):
         return f"{dtype} (an ISO-8601 string or an integer epoch in {dtype.unit})"
+    if pa.types.is_time(dtype):
+        return f"{dtype} ({jt.expected(dtype)})"
     return str(dtype)
 
 

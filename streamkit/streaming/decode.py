@@ -191,8 +191,9 @@ class JsonDecoder:
     record can neither crash the parser nor reach a sink; required (``nullable=False``)
     fields that are absent or null, and values of the wrong type (reasons name the field
     and both types). Unknown fields are ignored; absent
-    nullable fields are null. Timestamps: see :class:`~streamkit.streaming._json_schema.TypedParser`
-    (ISO-8601 strings, or integer epochs in the field's unit).
+    nullable fields are null. Timestamps, dates, times, decimals, float32 and binary: see
+    :class:`~streamkit.streaming._json_schema.TypedParser` (ISO strings or integers in the
+    field's unit; decimals exact, never rounded; out-of-range values are dead letters).
 
     With ``schema=None`` the schema is inferred from the first batch that holds a valid
     record with a field (see :func:`~streamkit.streaming._json_schema.infer_schema`) and

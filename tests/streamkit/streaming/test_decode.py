@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 
 import pyarrow as pa
 import pytest
@@ -342,6 +343,7 @@ def test_after_a_failed_one_document_parse_the_attempt_backs_off() -> None:
         pa.duration("s"),
         pa.large_list(pa.int64()),
         pa.float16(),
+        pa.binary(3),  # fixed-size bytes
         pa.list_(pa.float16()),
         pa.struct([("inner", pa.duration("ms"))]),
     ],
@@ -436,3 +438,191 @@ def test_a_file_of_iso_dates_is_parsed_in_place() -> None:
     rows, dead = decoder.decode_lines(b'{"d": "2024-01-02"}\n{"d": "1970-01-01"}\n', "p", "f")
     assert dead.num_rows == 0
     assert rows.column("d").to_pylist() == [DAY, date(1970, 1, 1)]
+
+
+NOON_ISH = time(12, 34, 56)
+NOON_ISH_SECONDS = 12 * 3600 + 34 * 60 + 56
+PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+TIMES = [pa.time32("s"), pa.time32("ms"), pa.time64("us"), pa.time64("ns")]
+
+
+def decode_one_bad(schema: pa.Schema, good: bytes, bad: bytes) -> tuple[list[object], str]:
+    """Records ``{"id": 1, "f": good}``, ``{"id": 2, "f": bad}``, ``{"id": 3}``: the
+    ``id`` of the rows, and the reason of the one dead letter (position 1)."""
+    batch = [b'{"id": 1, "f": %s}' % good, b'{"id": 2, "f": %s}' % bad, b'{"id": 3}']
+    rows, dead = JsonDecoder(schema).decode(records(batch))
+    assert dead.column("position").to_pylist() == ["1"], rows.to_pylist()
+    return rows.column("id").to_pylist(), dead.column("reason")[0].as_py()
+
+
+@pytest.mark.parametrize("dtype", TIMES, ids=str)
+def test_time_fields_take_iso_times_and_integers_batch_by_batch(dtype: pa.DataType) -> None:
+    """ISO times, then integers in the field's unit since midnight, then ISO again."""
+    decoder = JsonDecoder(pa.schema([("id", pa.int64()), ("t", dtype)]))
+    ticks = NOON_ISH_SECONDS * PER_SECOND[dtype.unit]
+    batches = [
+        [b'{"id": 1, "t": "12:34:56"}', b'{"id": 2, "t": null}', b'{"id": 3, "t": "23:59"}'],
+        [b'{"id": 4, "t": %d}' % ticks, b'{"id": 5}', b'{"id": 6, "t": 0}'],
+        [b'{"id": 7, "t": "00:00:00"}', b'{"id": 8, "t": null}'],
+    ]
+    got = []
+    for batch in batches:
+        rows, dead = decoder.decode(records(batch))
+        assert dead.num_rows == 0, dead.column("reason").to_pylist()
+        got += rows.column("t").to_pylist()
+    assert got == [NOON_ISH, None, time(23, 59), NOON_ISH, None, time(0), time(0), None]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "text", "ticks"),
+    [
+        (pa.time32("ms"), b'"12:34:56.789"', NOON_ISH_SECONDS * 10**3 + 789),
+        (pa.time64("us"), b'"12:34:56.000001"', NOON_ISH_SECONDS * 10**6 + 1),
+        (pa.time64("ns"), b'"12:34:56.123456789"', NOON_ISH_SECONDS * 10**9 + 123_456_789),
+        (pa.time64("ns"), b'"23:59:59.999999999"', 86_400 * 10**9 - 1),
+    ],
+    ids=str,
+)
+def test_iso_time_fractions_are_kept_to_the_field_unit(
+    dtype: pa.DataType, text: bytes, ticks: int
+) -> None:
+    decoder = JsonDecoder(pa.schema([("t", dtype)]))
+    rows, dead = decoder.decode(records([b'{"t": %s}' % text]))
+    assert dead.num_rows == 0, dead.column("reason").to_pylist()
+    width = pa.int32() if dtype.bit_width == 32 else pa.int64()
+    assert rows.column("t").cast(width).to_pylist() == [ticks]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "good", "bad"),
+    [
+        (pa.time32("s"), b'"01:00:00"', b'"25:00:00"'),
+        (pa.time32("s"), b'"01:00:00"', b'"12:34:56.5"'),  # finer than seconds
+        (pa.time32("ms"), b'"01:00:00"', b'"12:34:56.1234"'),  # finer than ms
+        (pa.time32("s"), b'"01:00:00"', b'"noon"'),
+        (pa.time32("s"), b'"01:00:00"', b'"12:34:56Z"'),
+        (pa.time64("us"), b'"01:00:00"', b'"2024-01-02T12:34:56"'),
+        (pa.time32("s"), b"3600", b"86400"),  # one past the last second of the day
+        (pa.time32("ms"), b"3600000", b"-1"),
+        (pa.time64("us"), b"3600000000", b"86400000000"),
+        (pa.time64("ns"), b"3600000000000", b"-86400000000000"),
+    ],
+    ids=str,
+)
+def test_a_value_that_is_not_a_time_of_day_is_a_dead_letter_naming_the_field(
+    dtype: pa.DataType, good: bytes, bad: bytes
+) -> None:
+    """Never a wrapped-around time (pyarrow alone stores 86400 s as a time of no day)."""
+    schema = pa.schema([("id", pa.int64()), ("f", dtype)])
+    ids, reason = decode_one_bad(schema, good, bad)
+    assert ids == [1, 3]
+    assert reason.startswith("field 'f': expected an ISO time"), reason
+
+
+def test_a_file_of_iso_times_is_parsed_in_place() -> None:
+    decoder = JsonDecoder(pa.schema([("t", pa.time64("us"))]))
+    rows, dead = decoder.decode_lines(b'{"t": "12:34:56"}\n{"t": "00:00"}\n', "p", "f")
+    assert dead.num_rows == 0
+    assert rows.column("t").to_pylist() == [NOON_ISH, time(0)]
+
+
+PI_30 = "3.141592653589793238462643383279"
+"""30 decimals: more digits than a float holds, so only an exact parse keeps them."""
+
+
+def test_decimals_decode_exactly_from_json_numbers_and_strings() -> None:
+    fields = [("p", pa.decimal128(10, 2)), ("q", pa.decimal256(40, 30))]
+    schema = pa.schema([*fields, ("r", pa.decimal64(18, 17))])
+    batch = [
+        b'{"p": 12.34, "q": %s, "r": %s}' % (PI_30.encode(), PI_30[:19].encode()),
+        b'{"p": "12.34", "q": "%s", "r": "%s"}' % (PI_30.encode(), PI_30[:19].encode()),
+        b'{"p": -0.1, "q": 1e-30, "r": 0}',
+        b'{"p": 1E+2, "q": null}',
+    ]
+    rows, dead = JsonDecoder(schema).decode(records(batch))
+    assert dead.num_rows == 0, dead.column("reason").to_pylist()
+    assert rows.column("p").to_pylist() == [
+        Decimal("12.34"),
+        Decimal("12.34"),
+        Decimal("-0.1"),
+        Decimal(100),
+    ]
+    assert rows.column("q").to_pylist() == [Decimal(PI_30), Decimal(PI_30), Decimal("1e-30"), None]
+    pi_18 = Decimal(PI_30[:19])
+    assert rows.column("r").to_pylist() == [pi_18, pi_18, Decimal(0), None]
+    assert Decimal(float(PI_30)) != Decimal(PI_30)
+    assert Decimal(repr(float(pi_18))) != pi_18
+
+
+@pytest.mark.parametrize(
+    "dtype", [pa.decimal32(9, 2), pa.decimal64(9, 2), pa.decimal128(9, 2), pa.decimal256(9, 2)]
+)
+@pytest.mark.parametrize(
+    ("bad", "detail"),
+    [
+        (b"12.345", "requires scale 3"),  # would need rounding
+        (b'"12.345"', "requires scale 3"),
+        (b"12345678.5", "requires precision"),
+        (b'"abc"', "not a valid decimal"),
+        (b'"NaN"', "not a valid decimal"),
+        (b'""', "Empty string"),
+    ],
+    ids=str,
+)
+def test_a_decimal_that_does_not_fit_is_a_dead_letter_naming_the_field(
+    dtype: pa.DataType, bad: bytes, detail: str
+) -> None:
+    schema = pa.schema([("id", pa.int64()), ("f", dtype)])
+    ids, reason = decode_one_bad(schema, b"1.5", bad)
+    assert ids == [1, 3]
+    assert reason.startswith(f"field 'f': cannot convert to {dtype}: "), reason
+    assert detail in reason
+
+
+@pytest.mark.parametrize(
+    ("dtype", "good", "bad"),
+    [
+        (pa.uint8(), b"255", b"256"),
+        (pa.uint8(), b"0", b"-1"),
+        (pa.uint8(), b"7", b"7.0"),
+        (pa.uint16(), b"65535", b"65536"),
+        (pa.uint32(), b"4294967295", b"-5"),
+        (pa.uint64(), b"18446744073709551615", b"18446744073709551616"),
+        (pa.int8(), b"-128", b"128"),
+    ],
+    ids=str,
+)
+def test_an_integer_out_of_the_field_range_is_a_dead_letter_naming_the_field(
+    dtype: pa.DataType, good: bytes, bad: bytes
+) -> None:
+    schema = pa.schema([("id", pa.int64()), ("f", dtype)])
+    ids, reason = decode_one_bad(schema, good, bad)
+    assert ids == [1, 3]
+    assert reason == f"field 'f': cannot convert {bad.decode()!r} to {dtype}"
+
+
+def test_a_number_beyond_float32_is_a_dead_letter_not_infinity() -> None:
+    schema = pa.schema([("id", pa.int64()), ("f", pa.float32())])
+    ids, reason = decode_one_bad(schema, b"3e38", b"-1e39")
+    assert ids == [1, 3]
+    assert reason == "field 'f': number out of float32 range (magnitude above 3.4e38)"
+
+
+@pytest.mark.parametrize("text", [b'"true"', b'"false"', b"1", b"0"], ids=str)
+def test_a_boolean_field_takes_only_json_true_and_false(text: bytes) -> None:
+    schema = pa.schema([("id", pa.int64()), ("f", pa.bool_())])
+    ids, reason = decode_one_bad(schema, b"true", text)
+    assert ids == [1, 3]
+    kind = "string" if text.startswith(b'"') else "number"
+    assert reason == f"field 'f': expected bool, got JSON {kind}"
+
+
+@pytest.mark.parametrize("dtype", [pa.binary(), pa.large_binary(), pa.binary_view()], ids=str)
+def test_a_binary_field_holds_the_utf8_bytes_of_the_string_as_written(
+    dtype: pa.DataType,
+) -> None:
+    """JSON has no bytes: the text's bytes after JSON unescaping; base64 is not decoded."""
+    batch = [b'{"f": "caf\\u00e9"}', b'{"f": "aGk="}', b'{"f": null}']
+    rows, dead = JsonDecoder(pa.schema([("f", dtype)])).decode(records(batch))
+    assert dead.num_rows == 0
+    assert rows.column("f").to_pylist() == ["café".encode(), b"aGk=", None]
