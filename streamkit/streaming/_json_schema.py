@@ -123,12 +123,15 @@ class TypedParser:
     bytes, and base64 (what streamkit's JSON sink writes) is not decoded.
     """
 
-    def __init__(self, schema: pa.Schema, *, threads: bool = True) -> None:
+    def __init__(self, schema: pa.Schema, *, threads: bool = True, check: bool = True) -> None:
         """Raises :class:`~streamkit.errors.ConfigError` naming each field of a type
         pyarrow's JSON reader cannot produce (map, dictionary, duration, large list,
-        float16, or a list or struct holding one)."""
+        float16, or a list or struct holding one); ``check=False``: not checked here
+        (a source holding rows of such types, decoding JSON only on demand: it calls
+        :func:`check_convertible` first)."""
         self.relaxed = nullable(schema)
-        _check_convertible(self.relaxed)
+        if check:
+            check_convertible(self.relaxed)
         self.threads = threads
         """Whether large parses use pyarrow's thread pool (False: one thread per parse)."""
         self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
@@ -261,7 +264,7 @@ def _expected(dtype: pa.DataType) -> str:
 _EMPTY_OBJECT = pa.py_buffer(b"{}\n")
 
 
-def _check_convertible(schema: pa.Schema) -> None:
+def check_convertible(schema: pa.Schema) -> None:
     """Fail fast on fields the JSON reader has no conversion to: pyarrow builds a field's
     converter before reading any value, so one parse of ``{}`` per field finds them."""
     refused = []

@@ -209,8 +209,12 @@ class JsonDecoder:
         max_depth: int = MAX_DEPTH,
         on_bad_record: OnBadRecord = "dead_letter",
         threads: bool = True,
+        check_types: bool = True,
     ) -> None:
         check_mode(on_bad_record)
+        self._check_types = check_types
+        """Refuse a declared field JSON cannot produce when built (False: a source that
+        mostly holds rows, calling :meth:`require_json_types` before it takes JSON)."""
         self._threads = threads
         if max_record_bytes <= 0:
             raise ConfigError(f"max_record_bytes must be positive, got {max_record_bytes}")
@@ -270,7 +274,14 @@ class JsonDecoder:
         self._schema = schema
         kept = keep_fields(schema, self._only)
         self._rows_schema = kept
-        self._parser = js.TypedParser(kept, threads=self._threads)
+        self._parser = js.TypedParser(kept, threads=self._threads, check=self._check_types)
+
+    def require_json_types(self) -> None:
+        """:class:`ConfigError` naming each field of the schema JSON cannot produce (map,
+        dictionary, duration, ...); nothing while the schema is unknown (inferred types
+        always can)."""
+        if self._rows_schema is not None:
+            js.check_convertible(js.nullable(self._rows_schema))
 
     def infer_schema(self, payloads: Sequence[bytes]) -> pa.Schema | None:
         """Fix the schema from a sample of payloads unless known; returns it (or None).

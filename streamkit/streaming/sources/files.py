@@ -106,8 +106,10 @@ class FileStreamSource(SourceBase[dict[str, str]]):
         self.format = format
         self._fs, self._root = _filesystem(path, endpoint)
         self._cap = max_files_per_trigger
-        self._decoder = JsonDecoder(
-            schema, max_record_bytes=max_record_bytes, on_bad_record=on_bad_record
+        self._decoder = JsonDecoder(  # JSON only: Parquet and CSV columns may be any type
+            schema if format == "json" else None,
+            max_record_bytes=max_record_bytes,
+            on_bad_record=on_bad_record,
         )
         self._schema = schema
         self._only: frozenset[str] | None = None

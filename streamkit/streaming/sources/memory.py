@@ -85,7 +85,7 @@ class MemoryStream(SourceBase[dict[str, str]]):
             raise ConfigError("max_records_per_batch must be positive (or None for no cap)")
         if decoder is not None and schema is not None and decoder.schema not in (None, schema):
             raise ConfigError("schema= differs from the decoder's schema; pass only one of them")
-        self._decoder: Decoder = decoder or JsonDecoder(schema)
+        self._decoder: Decoder = decoder or JsonDecoder(schema, check_types=False)
         self._default_decoder = decoder is None
         self._cap = max_records_per_batch
         self._poll = poll_interval
@@ -160,14 +160,18 @@ class MemoryStream(SourceBase[dict[str, str]]):
             rows = pa.Table.from_pylist(list(rows), schema=known)
         if known is None and self._default_decoder:
             table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
-            self._decoder = JsonDecoder(table.schema)
+            self._decoder = JsonDecoder(table.schema, check_types=False)
             known = table.schema
         if known is None:
             raise SchemaError("the decoder has no schema yet; add records first or pass schema=")
         self._append(partition, rows=conform(rows, known, what="add_rows"))
 
     def add_records(self, payloads: Sequence[bytes], partition: int = 0) -> None:
-        """Append raw payloads to ``partition``; they are decoded when a batch is read."""
+        """Append raw payloads to ``partition``; they are decoded when a batch is read.
+        :class:`ConfigError` when the schema has a field JSON cannot produce (map, duration,
+        ...: fine for :meth:`add_rows`)."""
+        if isinstance(self._decoder, JsonDecoder):
+            self._decoder.require_json_types()
         self._append(partition, payloads=list(payloads))
 
     def _append(self, partition: int, **data: Any) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pytest
 from streamkit.errors import ConfigError, SchemaError
 from streamkit.streaming.contracts import ReplayableSource, SourceBatch
 from streamkit.streaming.decode import BadRecordError, RawDecoder
-from streamkit.streaming.sources import FileStreamSource, MemoryStream
+from streamkit.streaming.sources import FileStreamSource, MemoryQueue, MemoryStream
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("action", pa.string())])
 
@@ -284,6 +285,34 @@ async def test_parquet_and_csv_files_are_cast_to_the_schema(tmp_path: Path) -> N
     assert csv_batch is not None
     assert csv_batch.rows.schema == SCHEMA
     assert ids(csv_batch) == [5, 6]
+
+
+async def test_parquet_columns_json_cannot_produce_are_read_and_refused_only_for_json(
+    tmp_path: Path,
+) -> None:
+    """Map and duration columns are fine in Parquet files and in rows added as rows; only a
+    source that would decode them from JSON refuses them (at once, naming the field)."""
+    schema = pa.schema([("id", pa.int64()), ("tags", pa.map_(pa.string(), pa.int64())),
+                        ("took", pa.duration("ms"))])  # fmt: skip
+    table = pa.table({"id": [1], "tags": [[("a", 2)]], "took": pa.array([1500], pa.duration("ms"))},
+                     schema=schema)  # fmt: skip
+    pq.write_table(table, tmp_path / "a.parquet")
+    source = FileStreamSource(str(tmp_path), format="parquet", schema=schema)
+    await source.open(None)
+    batch = await source.next_batch(0)
+    assert batch is not None
+    assert batch.rows.to_pylist() == [{"id": 1, "tags": [("a", 2)], "took": timedelta(seconds=1.5)}]
+    assert batch.dead_letters.num_rows == 0
+    with pytest.raises(ConfigError, match=r"'tags' \(map"):
+        FileStreamSource(str(tmp_path), format="json", schema=schema)
+    for stream in (MemoryStream(schema=schema), MemoryQueue(schema=schema)):
+        stream.add_rows(table)
+        with pytest.raises(ConfigError, match=r"'took' \(duration"):
+            stream.add_records([b'{"id": 2}'])
+    inferred = MemoryStream()  # the schema taken from the first rows added
+    inferred.add_rows(table)
+    with pytest.raises(ConfigError, match="'tags'"):
+        inferred.add_records([b'{"id": 2}'])
 
 
 async def test_schema_is_inferred_from_the_first_file(tmp_path: Path) -> None:
