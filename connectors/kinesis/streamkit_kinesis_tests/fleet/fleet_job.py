@@ -19,11 +19,12 @@ with the static Parquet table ``--static`` (``action``, ``kind``, ``weight``), t
 (1-minute window, ``user_id``, ``kind``): count, value sum and sum of ``value * weight``,
 watermark ``--delay`` behind (:func:`chained`; rows routed by ``user_id``, the one
 ``drop_duplicates`` key the aggregation groups by); ``--query stream_left`` /
-``stream_inner_counted``: the stream joined with a second stream ``--right-stream``
-(same schema, columns renamed ``ruser``, ``rtime``, ``rvalue``) on ``user_id`` and
-``event_time <= rtime <= event_time + 1 minute``, both watermarks ``--delay`` behind: a
-left outer join's rows, or an inner join's rows counted per (1-minute window,
-``user_id``) (:func:`stream_joined`; rows routed by ``user_id``). ``--failover`` sets the consumers'
+``stream_right`` / ``stream_full`` / ``stream_inner_counted``: the stream joined with a
+second stream ``--right-stream`` (same schema, columns renamed ``ruser``, ``rtime``,
+``rvalue``) on ``user_id`` and ``event_time <= rtime <= event_time + 1 minute``, both
+watermarks ``--delay`` behind: a left, right or full outer join's rows, or an inner
+join's rows counted per (1-minute window, ``user_id``) (:func:`stream_joined`; rows
+routed by ``user_id``). ``--failover`` sets the consumers'
 ``failover_time`` (default 6 s; a refused claim fails the worker after twice that). Prints
 ``started`` once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop).
 SIGUSR1 dumps every thread's stack to stderr (the harness does it when a worker does not
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--static", default="")
     p.add_argument("--right-stream", default="")
     names = ("windowed", "stateless", "dedup", "dedup_within", "joined", "joined_stateless",
-             "chained", "stream_left", "stream_inner_counted")  # fmt: skip
+             "chained", "stream_left", "stream_right", "stream_full",
+             "stream_inner_counted")  # fmt: skip
     p.add_argument("--query", choices=names, default="windowed")
     p.add_argument("--failover", type=float, default=6.0)
     args = p.parse_args(argv)
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                "joined_stateless": lambda: joined_stateless(df, args.static),
                "chained": lambda: chained(df, args.delay, args.static),
                "stream_left": lambda: stream_joined(df, other(), args.delay, "left", False),
+               "stream_right": lambda: stream_joined(df, other(), args.delay, "right", False),
+               "stream_full": lambda: stream_joined(df, other(), args.delay, "full", False),
                "stream_inner_counted": lambda: stream_joined(df, other(), args.delay, "inner",
                                                              True)}  # fmt: skip
     query = queries[args.query]()

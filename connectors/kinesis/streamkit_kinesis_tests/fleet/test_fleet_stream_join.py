@@ -1,5 +1,6 @@
 """Issue 14: joins of two streams on a fleet of worker processes (LocalStack,
-``fleet_job.py --query stream_left`` / ``stream_inner_counted`` with ``--right-stream``).
+``fleet_job.py --query stream_left`` / ``stream_right`` / ``stream_full`` /
+``stream_inner_counted`` with ``--right-stream``).
 
 The left stream's shards are source tasks of the lease table ``<app>``, the right
 stream's of ``<app>-right``; each runs its side's plan and routes its rows by ``user_id``
@@ -16,7 +17,18 @@ dataset (pyarrow), as the README says.
   streams' shards (``left/<id>``, ``right/<id>``);
 - ``stream_inner_counted``: the inner join's rows counted per (1-minute window,
   ``user_id``), two workers: exactly DuckDB's counts; their ``/api/worker`` reports name
-  every shard of both streams as a source task (``left/<id>``, ``right/<id>``).
+  every shard of both streams as a source task (``left/<id>``, ``right/<id>``);
+- ``stream_right`` / ``stream_full``: a right and a full outer join, two workers: exactly
+  DuckDB's ``RIGHT JOIN`` / ``FULL JOIN`` (each unmatched row of a preserved side once,
+  null-extended, emitted when the watermark passes it, as the single-process engine does);
+- ``stream_full`` with one of two workers stopping gracefully (SIGTERM, exit 0) once its
+  aggregation tasks hold buffered rows and a watermark; the other takes them over from
+  their checkpoint (buffers and matched flags): exactly DuckDB's rows.
+
+Every data row's event time is passed by the watermark once the closing records are read
+(a day later on every shard of both streams), and no row is late (each shard's records
+are in event-time order), so the streaming join's append output is the whole batch join
+of the records put.
 """
 
 from __future__ import annotations
@@ -92,13 +104,16 @@ def _sink(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _left_truth(left: list[bytes], right: list[bytes]) -> list[tuple[Any, ...]]:
+def _joined_truth(
+    left: list[bytes], right: list[bytes], how: str = "LEFT"
+) -> list[tuple[Any, ...]]:
+    """DuckDB's ``how`` (LEFT, RIGHT, FULL) join's rows, as :func:`_joined_sink` reads them."""
     return _truth(left, right,
                   "SELECT epoch_us(l.event_time), l.action, l.user_id, l.value, r.user_id, "
-                  f"epoch_us(r.event_time), r.value {JOIN}")  # fmt: skip
+                  f"epoch_us(r.event_time), r.value {JOIN.replace('LEFT', how)}")  # fmt: skip
 
 
-def _left_sink(out: Path) -> list[tuple[Any, ...]]:
+def _joined_sink(out: Path) -> list[tuple[Any, ...]]:
     rows = [(_us(r["event_time"]), r["action"], r["user_id"], r["value"], r["ruser"],
              _us(r["rtime"]), r["rvalue"]) for r in _sink(out)]  # fmt: skip
     return sorted(rows, key=_order)
@@ -188,21 +203,11 @@ async def test_left_join_of_two_streams_exact_across_a_kill_between_put_and_chec
         await fleet.add("successor")
         await _read_all(fleet, newest(first_l, more_l), newest(first_r, more_r))
         closing = await _close(fleet, other)
-        want = _left_truth(left + closing, right + closing)
+        want = _joined_truth(left + closing, right + closing)
         assert any(row[4] is None for row in want)  # unmatched left rows
         assert sum(row[4] is not None for row in want) > EVENTS // 3  # and pairs
-
-        def full() -> bool:
-            fleet.check_alive()
-            return len(_left_sink(fleet.out)) >= len(want)
-
-        await until("every joined row in the sink", full, 420)
-        await fleet.stop()
-    got = _left_sink(fleet.out)
-    assert got == want, (
-        f"{len(got)} rows vs {len(want)}: extra {[r for r in got if r not in want][:3]}, "
-        f"missing {[r for r in want if r not in got][:3]}"
-    )
+        got = await _collect(fleet, want)
+    assert got == want, _diff(got, want)
     tasks = statuses(fleet.root)
     aggregations = [s for s in tasks if s["kind"] == "aggregation"]
     # the victim's pending range was re-read and sent again: dropped, so each pair once
@@ -241,3 +246,94 @@ async def test_inner_join_of_two_streams_counted_per_window_exact(
                     for i in range(SHARDS)}, held  # fmt: skip
     got = _counted_sink(fleet.out)
     assert got == want, f"{len(got)} rows vs {len(want)}: {[r for r in got if r not in want][:5]}"
+
+
+async def _put(
+    fleet: Fleet, right: str, rows: tuple[list[bytes], list[bytes]]
+) -> list[dict[str, int]]:
+    """``rows`` (left, right) put to the two streams with random partition keys; the last
+    sequence number put to each shard of each."""
+    put = [asyncio.to_thread(put_random_keys, fleet.ep, s, d)
+           for s, d in zip((fleet.stream, right), rows, strict=True)]  # fmt: skip
+    return list(await asyncio.gather(*put))
+
+
+async def _collect(fleet: Fleet, want: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Once the sink holds as many rows as ``want``: every worker stopped gracefully, then
+    the sink's rows."""
+
+    def full() -> bool:
+        fleet.check_alive()
+        return len(_joined_sink(fleet.out)) >= len(want)
+
+    await until("every joined row in the sink", full, 420)
+    await fleet.stop()
+    return _joined_sink(fleet.out)
+
+
+def _diff(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> str:
+    return (
+        f"{len(got)} rows vs {len(want)}: extra {[r for r in got if r not in want][:3]}, "
+        f"missing {[r for r in want if r not in got][:3]}"
+    )
+
+
+def _unmatched(want: list[tuple[Any, ...]]) -> tuple[int, int, int]:
+    """(pairs, null-extended left rows, null-extended right rows) of a joined result."""
+    return (sum(r[2] is not None and r[4] is not None for r in want),
+            sum(r[4] is None for r in want), sum(r[2] is None for r in want))  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["right", "full"])
+async def test_outer_join_of_two_streams_exact(
+    how: str, localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    left = payloads(EVENTS, seed=2305, ordered=True)
+    right = payloads(EVENTS, seed=2306, ordered=True)
+    args = ("--query", f"stream_{how}", "--delay", "2 minutes")
+    async with _two_streams(ep, tmp_path, f"fsj{how[0]}", *args) as (fleet, other):
+        await fleet.add("w1")
+        await fleet.add("w2")
+        last_l, last_r = await _put(fleet, other, (left, right))
+        await _read_all(fleet, last_l, last_r)
+        closing = await _close(fleet, other)
+        want = _joined_truth(left + closing, right + closing, how.upper())
+        paired, lonely_left, lonely_right = _unmatched(want)
+        assert paired > EVENTS // 3, paired
+        assert lonely_right > 0, lonely_right
+        assert (lonely_left > 0) == (how == "full"), lonely_left
+        got = await _collect(fleet, want)
+    assert got == want, _diff(got, want)
+
+
+async def test_full_join_of_two_streams_exact_across_a_graceful_leave(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    left = payloads(EVENTS, seed=2307, ordered=True)
+    right = payloads(EVENTS, seed=2308, ordered=True)
+    half = EVENTS // 2
+    args = ("--query", "stream_full", "--delay", "2 minutes")
+    async with _two_streams(ep, tmp_path, "fsjg", *args) as (fleet, other):
+        await fleet.add("w1")
+        leaver = await fleet.add("leaver")
+        first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
+        await _read_all(fleet, first_l, first_r)
+
+        def joining() -> bool:  # the leaver's join tasks hold rows under a watermark
+            fleet.check_alive()
+            return any(s["kind"] == "aggregation" and s["worker"] == "leaver"
+                       and s["watermark_ms"] is not None for s in statuses(fleet.root))  # fmt: skip
+
+        await until("a join task of the leaver with a watermark", joining, 300)
+        assert await leaver.terminate() == 0, fleet.tail()
+        more_l, more_r = await _put(fleet, other, (left[half:], right[half:]))
+        await _read_all(fleet, newest(first_l, more_l), newest(first_r, more_r))
+        closing = await _close(fleet, other)
+        want = _joined_truth(left + closing, right + closing, "FULL")
+        got = await _collect(fleet, want)
+    assert got == want, _diff(got, want)
+    # every join task ran its last batches in w1, the leaver's from their checkpoint
+    workers = {s["worker"] for s in statuses(fleet.root) if s["kind"] == "aggregation"}
+    assert workers == {"w1"}, workers
