@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import urllib.request
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -272,10 +273,9 @@ async def _collect(fleet: Fleet, want: list[tuple[Any, ...]]) -> list[tuple[Any,
 
 
 def _diff(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> str:
-    return (
-        f"{len(got)} rows vs {len(want)}: extra {[r for r in got if r not in want][:3]}, "
-        f"missing {[r for r in want if r not in got][:3]}"
-    )
+    """The row counts, then some rows too many (a duplicate too) and too few."""
+    extra, missing = Counter(got) - Counter(want), Counter(want) - Counter(got)
+    return f"{len(got)} rows vs {len(want)}: extra {list(extra)[:3]}, missing {list(missing)[:3]}"
 
 
 def _unmatched(want: list[tuple[Any, ...]]) -> tuple[int, int, int]:
