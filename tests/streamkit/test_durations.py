@@ -42,7 +42,7 @@ def test_a_processing_time_trigger_of_half_a_second_runs() -> None:
     df = sk.read_stream.source(stream)
     q = df.write_stream.trigger(processing_time="0.5 seconds").memory("half_second").start()
     try:
-        q.process_all_available(timeout=10)
+        q.process_all_available(timeout=60)
     finally:
         q.stop()
     assert q.trigger.interval == 0.5

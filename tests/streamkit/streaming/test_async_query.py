@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -81,30 +81,32 @@ async def test_an_error_in_the_loop_is_raised_on_the_next_await() -> None:
 
 
 async def test_the_callers_loop_keeps_running_while_a_slow_batch_executes() -> None:
+    """A blocking sink waits until the caller's loop has ticked 5 times while it blocks:
+    on the caller's loop no tick could happen, the wait would fail and so the query."""
     df = sk.read_stream.source(MemoryStream(DATA.schema))
-    in_sink = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    blocking, ticked = threading.Event(), threading.Event()
 
     def slow(batch: sk.DataFrame, batch_id: int) -> None:
-        loop.call_soon_threadsafe(in_sink.set)
-        time.sleep(2.0)  # a blocking sink: on the caller's loop it would stop every tick
-
-    ticks = 0
+        blocking.set()
+        assert ticked.wait(60), "the caller's loop did not tick while the sink blocked"
 
     async def ticker() -> None:
-        nonlocal ticks
+        ticks = 0
         while True:
             await asyncio.sleep(0.01)
-            ticks += 1
+            if blocking.is_set():
+                ticks += 1
+                if ticks >= 5:
+                    ticked.set()
 
-    async with df.write_stream.foreach_batch(slow).start_async() as q:
-        df.stream.add_rows(DATA.slice(0, 50))
-        await asyncio.wait_for(in_sink.wait(), 30)
-        ticking = asyncio.create_task(ticker())
-        await q.process_all_available(timeout=60)  # returns once the slow batch committed
+    ticking = asyncio.create_task(ticker())
+    try:
+        async with df.write_stream.foreach_batch(slow).start_async() as q:
+            df.stream.add_rows(DATA.slice(0, 50))
+            await q.process_all_available(timeout=120)  # returns once the slow batch committed
+    finally:
         ticking.cancel()
-    # ~200 ticks on an idle machine; a sink on the loop would allow none while it sleeps
-    assert ticks >= 5
+    assert ticked.is_set()
 
 
 async def test_cancelling_the_awaiting_task_commits_the_batch_in_flight_and_releases(

@@ -134,7 +134,7 @@ async def cut_once(
     proxy.cut()
     cut_at = time.monotonic()
     before = range(put_wave().start)
-    await wait_until(lambda: stalled(query), query, f"stall {cut} reported", 25)
+    await wait_until(lambda: stalled(query), query, f"stall {cut} reported", 60)
     progress = query.last_progress
     assert progress is not None
     assert progress.num_input_rows == 0

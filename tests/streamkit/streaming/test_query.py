@@ -114,7 +114,7 @@ def test_fail_fast_on_bad_record_stops_the_query_with_the_error() -> None:
     q = sk.read_stream.source(stream).write_stream.memory("ff").start()
     stream.add_records([b'{"action": "a"}', b"{oops"])
     with pytest.raises(StreamingQueryError) as err:
-        q.await_termination(timeout=20)
+        q.await_termination(timeout=60)
     assert "oops" in str(err.value.__cause__) or "position" in str(err.value.__cause__)
 
 

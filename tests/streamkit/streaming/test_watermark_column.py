@@ -30,9 +30,9 @@ def test_a_watermark_on_a_renamed_column_runs_on_it() -> None:
     q = agg.write_stream.output_mode("update").memory("renamed_wm").start()
     try:
         m.add_rows(pa.table({"ts": [T0, T0 + dt.timedelta(hours=2)], "a": ["x", "x"]}, schema=S))
-        q.process_all_available(timeout=10)
+        q.process_all_available(timeout=60)
         m.add_rows(pa.table({"ts": [T0 + dt.timedelta(minutes=30)], "a": ["x"]}, schema=S))
-        q.process_all_available(timeout=10)
+        q.process_all_available(timeout=60)
         late = q.late_rows
         assert late is not None
         assert late.to_pylist() == [{"ts": T0 + dt.timedelta(minutes=30), "a": "x"}]
@@ -52,7 +52,7 @@ def test_a_watermark_after_with_columns_on_an_untouched_column_runs() -> None:
     q = agg.write_stream.output_mode("update").memory("kept_wm").start()
     try:
         m.add_rows(pa.table({"ts": [T0, T0], "a": ["x", "x"]}, schema=S))
-        q.process_all_available(timeout=10)
+        q.process_all_available(timeout=60)
         assert sk.memory_table("kept_wm").column("n").to_pylist() == [2]
     finally:
         q.stop()
@@ -62,12 +62,12 @@ def test_process_all_available_on_a_failed_query_raises_its_error() -> None:
     m = MemoryStream(schema=S)
     q = sk.read_stream.source(m).write_stream.foreach_batch(_boom).start()
     m.add_rows(pa.table({"ts": [T0], "a": ["x"]}, schema=S))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while q.exception is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert q.exception is not None
     with pytest.raises(StreamingQueryError, match="boom"):
-        q.process_all_available(timeout=5)
+        q.process_all_available(timeout=60)
 
 
 def _boom(frame: sk.DataFrame, batch_id: int) -> None:

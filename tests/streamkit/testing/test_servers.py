@@ -38,13 +38,13 @@ def _active_stream(kinesis: Any, shards: int) -> str:
     """Create a stream with ``shards`` shards and wait (bounded) until it is ACTIVE."""
     name = _name("smoke")
     kinesis.create_stream(StreamName=name, ShardCount=shards)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         if summary["StreamStatus"] == "ACTIVE":
             return name
         time.sleep(0.1)
-    raise AssertionError(f"stream {name} not ACTIVE after 30 s")
+    raise AssertionError(f"stream {name} not ACTIVE after 60 s")
 
 
 def _kinesis_round_trip(endpoint: AwsEndpoint) -> None:
@@ -248,14 +248,14 @@ def test_stop_ends_descendants_in_their_own_session(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     script = f"setsid sleep 300 & echo $! > {pid_file}; trap '' TERM; wait"
     proc = start_process("sh", ["sh", "-c", script], log_path=tmp_path / "log")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text().strip()):
         assert time.monotonic() < deadline, "child never started"
         time.sleep(0.05)
     child = int(pid_file.read_text())
     proc.stop(grace=1.0)
     assert proc.popen.returncode == -signal.SIGKILL, "TERM was trapped, so KILL was needed"
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _running(child):
         time.sleep(0.05)
     assert not _running(child)

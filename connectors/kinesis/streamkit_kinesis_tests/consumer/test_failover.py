@@ -6,7 +6,6 @@ the 2/2 split is stable, so every duplicate comes from the event under test.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -64,6 +63,13 @@ def cycles_between(ends: list[float], start: float, gained: float) -> int:
     return sum(1 for end in ends if start < end < gained)
 
 
+async def written_after(producer: BackgroundProducer, more: int = 60) -> None:
+    """Keep writing a little after the takeover: until ``more`` records (a second's worth)
+    were written since now, however slowly the producer runs."""
+    n = len(producer.sent)
+    await wait_until(lambda: len(producer.sent) >= n + more, 60, f"{more} more records")
+
+
 @asynccontextmanager
 async def two_workers(
     ep: AwsEndpoint, tmp_path: Path, **opts: Any
@@ -79,10 +85,10 @@ async def two_workers(
             cycles = [w.take_cycles() for w in workers]
             await wait_until(
                 lambda: all(w.take_cycles() >= c + 3 for w, c in zip(workers, cycles, strict=True)),
-                20,
+                60,
                 "three more take cycles",
             )
-            table, _ = await poll_table(ep, app, lambda t: True, 5, "a read")
+            table, _ = await poll_table(ep, app, lambda t: True, 60, "a read")
             assert owners(table) == {"A": 2, "B": 2}, "the split must be stable before writing"
             producer.start()
             yield stream, app, workers, producer
@@ -99,16 +105,16 @@ async def test_killed_worker_shards_are_taken_after_failover_duplicates_bounded(
     ep = localstack_endpoint
     async with two_workers(ep, tmp_path, checkpoint_every=25) as (_, app, workers, producer):
         a, b = workers
-        await wait_until(lambda: len(a.records()) >= 60, 30, "A to process records")
+        await wait_until(lambda: len(a.records()) >= 60, 90, "A to process records")
         killed_at = a.signal(signal.SIGKILL)
-        await a.wait_exit(10)
-        table, _ = await poll_table(ep, app, lambda t: True, 5, "a read")
+        await a.wait_exit(60)
+        table, _ = await poll_table(ep, app, lambda t: True, 60, "a read")
         a_shards = {lease.lease_key for lease in table if lease.lease_owner == "A"}
         assert len(a_shards) == 2
-        await poll_table(ep, app, lambda t: owners(t) == {"B": 4}, 30, "B to own all")
-        await asyncio.sleep(1.0)  # keep writing a little after the takeover
+        await poll_table(ep, app, lambda t: owners(t) == {"B": 4}, 90, "B to own all")
+        await written_after(producer)
         sent = await producer.stop()
-        await wait_until(lambda: set(processed(workers)) >= set(sent), 30, "every record")
+        await wait_until(lambda: set(processed(workers)) >= set(sent), 90, "every record")
 
     # B took A's shards only once they had expired (A renewed at most RENEW before dying).
     gained = {e["shard"]: e["t"] for e in b.events("lease_gained") if e["t"] > killed_at}
@@ -152,15 +158,15 @@ async def test_sigterm_hands_every_lease_to_the_other_worker_within_2s(
     ep = localstack_endpoint
     async with two_workers(ep, tmp_path, checkpoint_every=25) as (_, app, workers, producer):
         a = workers[0]
-        await wait_until(lambda: len(a.records()) >= 60, 30, "A to process records")
+        await wait_until(lambda: len(a.records()) >= 60, 90, "A to process records")
         sent_at = a.signal(signal.SIGTERM)
         _, owned_at = await poll_table(
-            ep, app, lambda t: owners(t) == {"B": 4}, 10, "B to own all", interval=0.02
+            ep, app, lambda t: owners(t) == {"B": 4}, 60, "B to own all", interval=0.02
         )
-        assert await a.wait_exit(10) == 0, a.log()
-        await asyncio.sleep(1.0)
+        assert await a.wait_exit(60) == 0, a.log()
+        await written_after(producer)
         sent = await producer.stop()
-        await wait_until(lambda: set(processed(workers)) >= set(sent), 30, "every record")
+        await wait_until(lambda: set(processed(workers)) >= set(sent), 90, "every record")
 
     handoff = owned_at - sent_at
     released_at = {e["shard"]: e["t"] for e in a.events("lease_released") if e["t"] > sent_at}

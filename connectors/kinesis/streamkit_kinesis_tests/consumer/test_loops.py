@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import selectors
 
+import pytest
 from streamkit_kinesis.consumer.loops import PeriodicStep
 from streamkit_kinesis.leases import LeaseStoreUnavailableError
 
@@ -25,7 +27,10 @@ async def test_transient_errors_are_retried_other_errors_reported_once() -> None
 
     loop = PeriodicStep("t", 0.001, step, on_error=reported.append, is_transient=transient)
     loop.start()
-    await asyncio.sleep(0.1)
+    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "t"]
+    # The loop must end by itself on the third (non-transient) error: no stop() is asked
+    # for until then; the deadline only bounds a hung test.
+    await asyncio.wait_for(asyncio.shield(task), 60)
     await loop.stop()
     assert len(calls) == 3  # two transient failures retried, then stopped on the third
     assert loop.transient_errors == 2
@@ -51,9 +56,11 @@ async def test_stop_waits_for_the_step_in_progress() -> None:
 async def test_wake_runs_the_next_step_at_once_and_first_step_can_wait() -> None:
     calls: list[float] = []
     clock = asyncio.get_running_loop().time
+    ran = asyncio.Event()
 
     async def step() -> None:
         calls.append(clock())
+        ran.set()
 
     loop = PeriodicStep(
         "t", 60.0, step, on_error=lambda e: None, is_transient=transient, run_first_at_once=False
@@ -62,30 +69,67 @@ async def test_wake_runs_the_next_step_at_once_and_first_step_can_wait() -> None
     await asyncio.sleep(0.02)
     assert calls == []
     loop.wake()
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(ran.wait(), 30)  # well inside the 60 s interval: the wake ran it
     assert len(calls) == 1
     await loop.stop()
 
 
-async def test_fixed_rate_does_not_push_the_next_step_back_by_the_step_time() -> None:
-    """Steps of 0.9 s every 1 s: at a fixed rate the next starts ~0.1 s after one ends (a
-    fixed delay would wait the whole 1 s); 0.6 s of margin for a loaded machine."""
-    loop = asyncio.get_running_loop()
+class _JumpingSelector(selectors.DefaultSelector):
+    """Never blocks: a wait for a timer moves :attr:`now` to it instead (a virtual clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            return super().select(None)
+        ready = super().select(0)
+        if not ready:
+            self.now += timeout
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: time passes only while the loop waits, so load
+    on the machine can delay nothing (the clock is injected, not the wall clock)."""
+
+    def __init__(self) -> None:
+        self._virtual = _JumpingSelector()
+        super().__init__(self._virtual)
+
+    def time(self) -> float:
+        return self._virtual.now
+
+
+def test_fixed_rate_does_not_push_the_next_step_back_by_the_step_time() -> None:
+    """Steps of 0.9 s every 1 s (virtual time): at a fixed rate each starts on its 1 s
+    slot, 0.1 s after the previous one ended (a fixed delay would wait the whole 1 s)."""
     spans: list[tuple[float, float]] = []
 
-    async def step() -> None:
-        start = loop.time()
-        await asyncio.sleep(0.9)
-        spans.append((start, loop.time()))
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
 
-    def fail(error: BaseException) -> None:
-        raise AssertionError(error)
+        async def step() -> None:
+            start = loop.time()
+            await asyncio.sleep(0.9)
+            spans.append((start, loop.time()))
 
-    periodic = PeriodicStep("renew", 1.0, step, on_error=fail, is_transient=transient,
-                            run_first_at_once=False, fixed_rate=True)  # fmt: skip
-    periodic.start()
-    while len(spans) < 4:
-        await asyncio.sleep(0.05)
-    await periodic.stop()
+        def fail(error: BaseException) -> None:
+            raise AssertionError(error)
+
+        periodic = PeriodicStep("renew", 1.0, step, on_error=fail, is_transient=transient,
+                                run_first_at_once=False, fixed_rate=True)  # fmt: skip
+        periodic.start()
+        while len(spans) < 4:
+            await asyncio.sleep(0.05)
+        await periodic.stop()
+
+    loop = VirtualTimeLoop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+    assert [start for start, _ in spans] == pytest.approx([1.0, 2.0, 3.0, 4.0])
     idle = [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(spans)]
-    assert max(idle) < 0.7, f"idle gaps between steps {idle}: the rate is not fixed"
+    assert idle == pytest.approx([0.1, 0.1, 0.1]), f"idle gaps {idle}: the rate is not fixed"

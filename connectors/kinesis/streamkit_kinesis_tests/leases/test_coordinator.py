@@ -30,7 +30,7 @@ async def store_with(n: int) -> ExceptionThrowingLeaseStore:
     return ExceptionThrowingLeaseStore(inner)
 
 
-async def wait_until(predicate: object, timeout: float = 5.0) -> None:
+async def wait_until(predicate: object, timeout: float = 60.0) -> None:
     assert callable(predicate)
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():

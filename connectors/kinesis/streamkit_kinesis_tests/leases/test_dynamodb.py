@@ -258,7 +258,14 @@ async def test_the_table_is_ensured_once_per_store_and_again_after_it_was_delete
         assert sent == ["CreateTable", "DescribeTable"]
         other = DynamoDBLeaseStore(aws_endpoint, store.table_name)
         await other.delete_table()
-        await asyncio.sleep(0.5)  # moto and LocalStack drop it at once; AWS would take a while
+        # moto and LocalStack drop it at once, AWS takes a while: poll (60 s bounds a hang)
+        for _ in range(300):
+            try:
+                await store.list_leases()
+            except LeaseStoreError as gone:
+                if "does not exist" in str(gone):
+                    break
+            await asyncio.sleep(0.2)
         with pytest.raises(LeaseStoreError, match="does not exist"):
             await store.list_leases()
         del sent[:]

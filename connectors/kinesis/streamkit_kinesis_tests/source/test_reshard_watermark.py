@@ -100,7 +100,17 @@ async def test_a_split_parent_holds_the_watermark_for_its_children(
             await wait_for("the parent's SHARD_END and both children held",
                            parent_done_children_held)  # fmt: skip
             await asyncio.to_thread(query.process_all_available, 120)
-            await asyncio.sleep(3)  # batches run with the children read to their (empty) tips
+            kids = {c.shard_id for c in children}
+
+            async def children_at_their_tips() -> bool:
+                """A batch ran with both children read to their (empty) tips: had the
+                parent stopped holding W, W would have jumped by the end of that batch."""
+                return any(
+                    {x.partition for x in p.partitions if x.lag_ms == 0} >= kids
+                    for p in query.recent_progress
+                )
+
+            await wait_for("a batch with both children read to their tips", children_at_their_tips)
             # The children's first rows follow the parent's last (19 minutes).
             times += put(ep, stream, low, range(20, 40))
             total = len(times)

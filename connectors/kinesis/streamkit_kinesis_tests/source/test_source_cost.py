@@ -53,7 +53,12 @@ async def test_idle_shards_are_polled_at_kcl_pace_with_the_default_options(
             await source.open(None)
             consumer = source.consumer
             assert consumer is not None
-            await asyncio.sleep(2.0)  # past start-up: every shard task reading
+            await asyncio.sleep(2.0)  # past start-up, and (the event, below) both shards read
+            for _ in range(600):  # a generous deadline only bounds a hung test
+                shards = consumer.metrics().shards
+                if len(shards) == 2 and all(s.get_records_calls >= 1 for s in shards):
+                    break
+                await asyncio.sleep(0.1)
             before = {s.shard_id: s.get_records_calls for s in consumer.metrics().shards}
             await asyncio.sleep(WINDOW)
             after = {s.shard_id: s.get_records_calls for s in consumer.metrics().shards}

@@ -95,7 +95,7 @@ async def drain(source: FileStreamSource) -> list[SourceBatch]:
     return batches
 
 
-async def wait_decoded(source: Recording, count: int, timeout: float = 5.0) -> None:
+async def wait_decoded(source: Recording, count: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while len(source.decoded()) < count:
         assert time.monotonic() < deadline, f"only {source.decoded()} decoded"
@@ -148,7 +148,7 @@ def test_available_now_query_sees_every_file_once_in_order(
         .foreach_batch(record)
         .start()
     )
-    assert q.await_termination(timeout=20)
+    assert q.await_termination(timeout=60)
     assert [bid for bid, _, _ in seen] == list(range(len(seen)))
     assert [f for _, files, _ in seen for f in files] == names
     assert [i for _, _, ids in seen for i in ids] == list(range(2 * N))
@@ -198,17 +198,17 @@ def test_restart_after_stop_reads_exactly_the_files_not_committed(tmp_path: Path
         batches.append((batch_id, files_of(df.to_arrow())))
         if batch_id == 2:  # hold batch 2 until the stop is requested and later files decoded
             third.set()
-            assert stopping.wait(10)
-            deadline = time.monotonic() + 5
+            assert stopping.wait(60)
+            deadline = time.monotonic() + 60
             while len(first.decoded()) < 6 and time.monotonic() < deadline:
                 time.sleep(0.01)
 
     first = Recording(str(data), schema=SCHEMA, max_files_per_trigger=1, decode_workers=4)
     q = sk.read_stream.source(first).write_stream.checkpoint(str(ck)).foreach_batch(record).start()
-    assert third.wait(10)
+    assert third.wait(60)
     q.stop(timeout=0)  # request the stop without waiting: batch 2 is still in the sink
     stopping.set()
-    assert q.await_termination(timeout=10)
+    assert q.await_termination(timeout=60)
     handed = [f for _, files in batches for f in files]
     assert handed == names[:3]  # the batch in flight committed, nothing after it
     assert committed_files(ck) == sorted(handed)
@@ -224,7 +224,7 @@ def test_restart_after_stop_reads_exactly_the_files_not_committed(tmp_path: Path
         .foreach_batch(lambda df, bid: more.append((bid, files_of(df.to_arrow()))))
         .start()
     )
-    assert q.await_termination(timeout=10)
+    assert q.await_termination(timeout=60)
     assert [f for _, files in more for f in files] == names[3:]
     assert ahead <= {f for _, files in more for f in files}
     assert [bid for bid, _ in batches + more] == list(range(len(names)))
@@ -285,7 +285,7 @@ def test_fail_mode_stops_the_query_and_the_bad_file_is_read_again_after_restart(
         .start()
     )
     with pytest.raises(StreamingQueryError) as err:
-        q.await_termination(timeout=10)
+        q.await_termination(timeout=60)
     cause = err.value.__cause__
     assert isinstance(cause, BadRecordError)
     assert (cause.partition, cause.position) == ("files", "f07.json:2")
@@ -301,7 +301,7 @@ def test_fail_mode_stops_the_query_and_the_bad_file_is_read_again_after_restart(
         .foreach_batch(lambda df, _: again.extend(files_of(df.to_arrow())))
         .start()
     )
-    assert q.await_termination(timeout=10)
+    assert q.await_termination(timeout=60)
     assert again == names[7:]
     assert q.dead_letters is not None
     assert q.dead_letters.column("position").to_pylist() == ["f07.json:2"]
@@ -361,7 +361,7 @@ def test_a_second_query_on_a_running_file_source_is_refused(tmp_path: Path) -> N
     first = frame.write_stream.trigger(available_now=True).memory("reuse_first").start()
     second = frame.write_stream.trigger(available_now=True).memory("reuse_second").start()
     for query in (first, second):
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while query.is_active and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not query.is_active
