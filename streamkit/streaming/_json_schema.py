@@ -116,9 +116,13 @@ class TypedParser:
     letter naming the field, never a wrapped-around time.
 
     Decimal fields take JSON numbers and numeric strings, converted from their text
-    (exact, never through a float); a value needing more precision or scale than
-    declared is a dead letter naming the field (values are not rounded). A top-level
-    ``float32`` field refuses a number beyond float32's range (a dead letter, not inf).
+    (exact, never through a float); a value needing more scale than declared is a dead
+    letter naming the field (values are not rounded), and so is one needing more
+    precision, checked on the scaled value for top-level fields only (inside a list or
+    struct, pyarrow's check on the digits as written lets 12345678.5 into decimal(9, 2)).
+    A decimal of negative scale or scale above its precision is refused (pyarrow reads it
+    wrongly). A top-level ``float32`` field refuses a number beyond float32's range (a
+    dead letter, not inf).
     A ``binary`` field holds the UTF-8 bytes of the JSON string as written: JSON has no
     bytes, and base64 (what streamkit's JSON sink writes) is not decoded.
     """
@@ -142,9 +146,15 @@ class TypedParser:
         """Date and time fields read as strings (ISO) and converted; the other date fields
         read as their type, the other time fields as int64."""
         self._floats = {f.name for f in schema if pa.types.is_float32(f.type)}
-        self._decimals = {f.name: _largest(f.type) for f in schema if pa.types.is_decimal(f.type)}
-        """Top-level decimal fields and their value range: pyarrow checks a value's digits
-        before scaling it to the field (12345678.5 passes decimal(9, 2) as 12345678.50)."""
+        self._decimals = {
+            f.name: _largest(f.type)
+            for f in schema
+            if pa.types.is_decimal(f.type) and 0 < f.type.scale <= f.type.precision
+        }
+        """Top-level decimal fields with a positive scale and their value range: pyarrow
+        checks a value's digits before scaling it to the field (12345678.5 passes
+        decimal(9, 2) as 12345678.50). Scaling to a scale of 0 adds no digit; the other
+        scales are refused by :func:`check_convertible` (unchecked: not decoded from JSON)."""
 
     def parse_schema(self) -> pa.Schema:
         """The schema handed to pyarrow: epoch-form timestamp and integer-form time fields
@@ -279,3 +289,23 @@ def check_convertible(schema: pa.Schema) -> None:
             "reader has no conversion to these types; declare them as string, int64, "
             "float64, list or struct fields and convert them after decoding"
         )
+    odd = [f"{f.name!r} ({f.type})" for f in schema if _odd_decimal(f.type)]
+    if odd:
+        raise ConfigError(
+            f"the JSON decoder would read decimal field(s) {', '.join(odd)} wrongly: with a "
+            "negative scale or a scale above the precision pyarrow's JSON reader checks the "
+            "digits as written (it refuses 9999900 for decimal(5, -2) and reads 0.5 into "
+            "decimal(3, 5) as 0.50000); declare decimal(p, s) with 0 <= s <= p, or a string, "
+            "and cast after decoding"
+        )
+
+
+def _odd_decimal(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is or holds a decimal of negative scale or scale > precision."""
+    if pa.types.is_decimal(dtype):
+        return not 0 <= dtype.scale <= dtype.precision
+    if pa.types.is_struct(dtype):
+        return any(_odd_decimal(dtype.field(i).type) for i in range(dtype.num_fields))
+    if pa.types.is_list(dtype) or pa.types.is_fixed_size_list(dtype):
+        return _odd_decimal(dtype.value_type)
+    return False

@@ -160,7 +160,10 @@ class MemoryStream(SourceBase[dict[str, str]]):
             rows = pa.Table.from_pylist(list(rows), schema=known)
         if known is None and self._default_decoder:
             table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
-            self._decoder = JsonDecoder(table.schema, check_types=False)
+            decoder = JsonDecoder(table.schema, check_types=False)
+            if self._first_payloads():  # records added before: decoded under this schema
+                decoder.require_json_types()
+            self._decoder = decoder
             known = table.schema
         if known is None:
             raise SchemaError("the decoder has no schema yet; add records first or pass schema=")

@@ -21,6 +21,7 @@ from streamkit.streaming.decode import (
     RawDecoder,
     RawRecords,
 )
+from streamkit.streaming.sources import MemoryStream
 
 SCHEMA = pa.schema(
     [
@@ -577,6 +578,33 @@ def test_a_decimal_that_does_not_fit_is_a_dead_letter_naming_the_field(
     assert ids == [1, 3]
     assert reason.startswith(f"field 'f': cannot convert to {dtype}: "), reason
     assert detail in reason
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pa.decimal128(5, -2),
+        pa.decimal128(3, 5),
+        pa.list_(pa.decimal128(3, 5)),
+        pa.struct([("x", pa.decimal256(10, -1))]),
+    ],
+    ids=str,
+)
+def test_decimals_pyarrow_reads_wrongly_are_refused_for_json_and_kept_as_rows(
+    dtype: pa.DataType,
+) -> None:
+    """pyarrow's JSON reader checks the digits as written for a negative scale or one
+    above the precision (9999900 refused for decimal(5, -2), 0.5 read into decimal(3, 5)
+    as 0.50000): refused for JSON, naming the field (before: an ArrowInvalid from the
+    decoder's range check, or wrong values); a memory stream still holds such rows."""
+    schema = pa.schema([("id", pa.int64()), ("f", dtype)])
+    with pytest.raises(ConfigError, match=r"decimal field\(s\) 'f' .*0 <= s <= p"):
+        JsonDecoder(schema)
+    table = pa.table({"id": [1], "f": pa.array([None], dtype)}, schema=schema)
+    stream = MemoryStream(schema=schema)
+    stream.add_rows(table)
+    with pytest.raises(ConfigError, match="'f'"):
+        stream.add_records([b'{"id": 2}'])
 
 
 @pytest.mark.parametrize(

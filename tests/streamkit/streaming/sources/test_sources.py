@@ -313,6 +313,10 @@ async def test_parquet_columns_json_cannot_produce_are_read_and_refused_only_for
     inferred.add_rows(table)
     with pytest.raises(ConfigError, match="'tags'"):
         inferred.add_records([b'{"id": 2}'])
+    records_first = MemoryStream()  # records added before the rows fix the schema
+    records_first.add_records([b'{"id": 2}'])
+    with pytest.raises(ConfigError, match="'tags'"):
+        records_first.add_rows(table)
 
 
 async def test_schema_is_inferred_from_the_first_file(tmp_path: Path) -> None:
