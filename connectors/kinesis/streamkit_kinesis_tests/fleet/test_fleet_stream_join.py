@@ -191,16 +191,12 @@ async def test_left_join_of_two_streams_exact_across_a_kill_between_put_and_chec
     half = EVENTS // 2
     args = ("--query", "stream_left", "--delay", "2 minutes")
     async with _two_streams(ep, tmp_path, "fsj", *args) as (fleet, other):
-        put = [asyncio.to_thread(put_random_keys, ep, s, d[:half])
-               for s, d in ((fleet.stream, left), (other, right))]  # fmt: skip
-        first_l, first_r = await asyncio.gather(*put)
+        first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
         victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
         await fleet.add("w1")
         await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
         assert victim.proc.returncode == -9, fleet.tail()
-        put = [asyncio.to_thread(put_random_keys, ep, s, d[half:])
-               for s, d in ((fleet.stream, left), (other, right))]  # fmt: skip
-        more_l, more_r = await asyncio.gather(*put)
+        more_l, more_r = await _put(fleet, other, (left[half:], right[half:]))
         await fleet.add("successor")
         await _read_all(fleet, newest(first_l, more_l), newest(first_r, more_r))
         closing = await _close(fleet, other)
@@ -229,9 +225,7 @@ async def test_inner_join_of_two_streams_counted_per_window_exact(
     async with _two_streams(ep, tmp_path, "fsjc", *args) as (fleet, other):
         await fleet.add("w1", STREAMKIT_UI_PORT="0")
         await fleet.add("w2", STREAMKIT_UI_PORT="0")
-        put = [asyncio.to_thread(put_random_keys, ep, s, d)
-               for s, d in ((fleet.stream, left), (other, right))]  # fmt: skip
-        last_l, last_r = await asyncio.gather(*put)
+        last_l, last_r = await _put(fleet, other, (left, right))
         await _read_all(fleet, last_l, last_r)
         await _close(fleet, other)
 
