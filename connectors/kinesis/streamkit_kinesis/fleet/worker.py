@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from streamkit.fleet.member import FleetSpec
     from streamkit.streaming.contracts import CheckpointStore
     from streamkit_kinesis.client import KinesisApi
-    from streamkit_kinesis.consumer import KinesisConsumer
+    from streamkit_kinesis.consumer import ConsumerEvent, KinesisConsumer
     from streamkit_kinesis.consumer.config import ConsumerConfig
     from streamkit_kinesis.fleet.endpoint import Advertiser, WorkerReport
     from streamkit_kinesis.fleet.writer import ExchangeWriter
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from streamkit_kinesis.source.stream_source import KinesisStreamSource
 
 log = logging.getLogger(__name__)
+events_log = logging.getLogger("streamkit_kinesis.fleet.events")
+"""Every consumer event of the member's consumers at DEBUG, as ``<lease table> <kind>
+<shard or -> <detail>`` (e.g. each take cycle of each table, for a test counting cycles)."""
 
 T = TypeVar("T")
 
@@ -56,6 +59,17 @@ SHUTDOWN_GRACE = 60.0
 """How long a batch in flight may run on at a graceful stop (it is checkpointed then)."""
 WITHDRAW_TIMEOUT = 10.0
 """Seconds a graceful stop waits to delete the worker's UI advertisement."""
+
+
+def _log_events(consumer: KinesisConsumer, table: str) -> None:
+    """Log ``consumer``'s events to :data:`events_log` (at DEBUG: free when it is off)."""
+
+    def on_event(event: ConsumerEvent) -> None:
+        if events_log.isEnabledFor(logging.DEBUG):
+            shard = event.shard_id or "-"
+            events_log.debug("%s %s %s %s", table, event.kind.value, shard, event.detail)
+
+    consumer.add_listener(on_event)
 
 
 def _lag(consumer: KinesisConsumer) -> Callable[[str], int | None]:
@@ -214,6 +228,7 @@ class KinesisFleetWorker:
             await parts.store.create_table_if_not_exists()
             if self._stop.is_set():
                 return
+            _log_events(consumer, self.config.app_name)
             await consumer.start(lambda: SourceTask(ctx))
             right = await self._start_right(root, writer) if self.right is not None else None
             self._published = await publish(spec.worker_id, source.app_name, root,
@@ -253,6 +268,7 @@ class KinesisFleetWorker:
         ctx = SourceContext(self.spec, right.decoder, root, own, writer.layout.partitions,
                             _lag(consumer), refusals=self.refusals, stream="right")  # fmt: skip
         await parts.store.create_table_if_not_exists()
+        _log_events(consumer, config.app_name)
         await consumer.start(lambda: SourceTask(ctx))
         return consumer
 
@@ -283,6 +299,7 @@ class KinesisFleetWorker:
         consumer = parts.consumer
         lag = _lag(consumer)
         await parts.store.create_table_if_not_exists()
+        _log_events(consumer, config.app_name)
         await consumer.start(
             lambda: AggregationTask(
                 spec, root, lag, sources, unsettled=sources.unsettled, refusals=self.refusals

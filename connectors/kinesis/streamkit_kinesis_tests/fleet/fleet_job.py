@@ -166,6 +166,23 @@ def _log_tasks() -> None:
         logger.addHandler(handler)
 
 
+def _log_events() -> None:
+    """``STREAMKIT_FLEET_EVENTS=<dir>``: every consumer event of this worker (each take cycle
+    of each lease table...) to ``<dir>/<worker id>.log``, one line each, the event's Unix
+    time first (:data:`streamkit_kinesis.fleet.worker.events_log`'s message after it)."""
+    folder = os.environ.get("STREAMKIT_FLEET_EVENTS")
+    if not folder:
+        return
+    worker = os.environ.get("STREAMKIT_WORKER_ID", "worker")
+    os.makedirs(folder, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(folder, f"{worker}.log"))
+    handler.setFormatter(logging.Formatter("%(created).3f %(message)s"))
+    logger = logging.getLogger("streamkit_kinesis.fleet.events")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     for name in ("endpoint", "stream", "app", "checkpoint", "out"):
@@ -182,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--failover", type=float, default=6.0)
     args = p.parse_args(argv)
     _log_tasks()
+    _log_events()
     options = {
         "failover_time": args.failover,
         "consumer_options": {"idle_time": 0.2, "take_interval": 1.0},

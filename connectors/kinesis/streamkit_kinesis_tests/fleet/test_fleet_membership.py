@@ -8,18 +8,20 @@ records put.
 Rebalance is measured from the lease tables, sampled about every 0.25 s while the fleet
 runs (owners per lease over time): after each change, each table must reach balance (every
 lease owned by a live worker, the live workers' counts within one of each other, none
-empty) within three take cycles, counted from the change as the table shows it: the
-joiner's first lease; the leaver's last lease released; the SIGKILL itself, plus the
-failover time (KCL: the dead worker's leases expire ``failover_time`` after its last
-renewal, at or before the kill). A take cycle is the take interval plus the time a Scan of
-the lease table took then (the sampler's own slowest Scan in the window: a loaded machine
-stretches every cycle by its Scan, not by its interval).
+empty) within three take cycles of every live worker, counted from the change as the table
+shows it: the joiner's first lease; the leaver's last lease released; the SIGKILL itself,
+plus the failover time (KCL: the dead worker's leases expire ``failover_time`` after its
+last renewal, at or before the kill). Cycles are counted, not timed: each worker logs the
+end of each of its take cycles per table (``STREAMKIT_FLEET_EVENTS``), and a sample of the
+table that started after every live worker ended its third cycle must show the balance (a
+loaded machine stretches cycles; it does not add any).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -52,8 +54,6 @@ SHARDS = 8
 EVENTS = 3000
 
 
-TAKE = 1.0
-"""The workers' take interval (fleet_job.py)."""
 FAILOVER = 6.0
 """The workers' failover time (fleet_job.py)."""
 CYCLES = 3
@@ -62,10 +62,42 @@ CYCLES = 3
 @dataclass
 class Sample:
     at: float
+    """Unix time when the sample's Scans ended."""
     owners: dict[str, list[str | None]]
     """Per table, the owner of each lease."""
     scan: float
     """Seconds the Scans of this sample took."""
+
+    @property
+    def started(self) -> float:
+        return self.at - self.scan
+
+
+Cycles = dict[str, dict[str, list[float]]]
+"""Per worker, per lease table, the Unix times its take cycles ended (in order)."""
+
+
+def take_cycles(folder: Path) -> Cycles:
+    """The take cycles the workers logged in ``folder`` (``STREAMKIT_FLEET_EVENTS``; a line:
+    ``<unix time> <table> <event kind> <shard> <detail>``)."""
+    found: Cycles = {}
+    for f in sorted(folder.glob("*.log")):
+        per_table = found.setdefault(f.stem, {})
+        for line in f.read_text().splitlines():
+            at, table, kind, *_ = line.split(" ", 4)
+            if kind == "take_cycle":
+                per_table.setdefault(table, []).append(float(at))
+    return found
+
+
+def cycles_done(cycles: Cycles, table: str, live: set[str], after: float) -> float:
+    """When every worker of ``live`` had ended CYCLES take cycles of ``table`` after
+    ``after`` (infinite while one has not)."""
+    ends = []
+    for w in live:
+        mine = [t for t in cycles.get(w, {}).get(table, []) if t >= after]
+        ends.append(mine[CYCLES - 1] if len(mine) >= CYCLES else math.inf)
+    return max(ends)
 
 
 @dataclass
@@ -82,10 +114,10 @@ class LeaseWatch:
 
     async def run(self) -> None:
         while True:
-            started = time.monotonic()
+            started = time.time()
             with contextlib.suppress(Exception):  # a table not created yet
                 got = {t: await owners(self.ep, t) for t in self.tables}
-                done = time.monotonic()
+                done = time.time()
                 self.samples.append(Sample(done, got, done - started))
             await asyncio.sleep(0.25)
 
@@ -96,18 +128,19 @@ class LeaseWatch:
                 return x.at
         raise AssertionError(f"{table}: never seen after t={since:.1f}")
 
-    def cycle(self, start: float, end: float) -> float:
-        """A take cycle in [start, end]: the take interval plus the slowest Scan then."""
-        scans = [x.scan for x in self.samples if start <= x.at <= end]
-        return TAKE + max(scans, default=0.0)
-
-    def check(self, table: str, since: float, live: set[str], extra: float, what: str) -> None:
-        """``table`` balanced over ``live`` within CYCLES take cycles (+ ``extra`` s)."""
+    def check(
+        self, table: str, since: float, live: set[str], extra: float, what: str, *, cycles: Cycles
+    ) -> None:
+        """``table`` balanced over ``live`` within CYCLES take cycles of each live worker
+        ended after ``since + extra``: no sample that started once they had ended still
+        shows it unbalanced."""
         done = self.first(table, since, lambda owned: balanced(owned, live))
-        took, cycle = done - since, self.cycle(since, done)
-        assert took <= extra + CYCLES * cycle, (
-            f"{what}: {table} balanced {took:.1f}s after the change, more than {extra:.0f}s + "
-            f"{CYCLES} take cycles of {cycle:.2f}s"
+        due = cycles_done(cycles, table, live, since + extra)
+        late = [x for x in self.samples if since <= x.at < done and x.started >= due]
+        assert not late, (
+            f"{what}: {table} still unbalanced {late[-1].started - due:.1f}s after every live "
+            f"worker ended {CYCLES} take cycles ({late[-1].owners[table]}); balanced "
+            f"{done - since:.1f}s after the change"
         )
 
 
@@ -150,25 +183,27 @@ async def test_join_sigkill_and_graceful_leave_stay_exact(
     third = len(data) // 3
     async with fresh_stream(ep, SHARDS, "fleetm") as (stream, _):
         fleet = Fleet(ep, stream, unique("fm"), tmp_path, "--delay", "2 minutes")
+        logged = tmp_path / "events"
+        env = {"STREAMKIT_FLEET_EVENTS": str(logged)}
         app = fleet.app
         watch = LeaseWatch(ep, app)
         sampler = asyncio.create_task(watch.run())
         try:
             last = await asyncio.to_thread(put_random_keys, ep, stream, data[:third])
-            workers = {name: await fleet.add(name) for name in ("w0", "w1", "w2")}
+            workers = {name: await fleet.add(name, **env) for name in ("w0", "w1", "w2")}
             await fleet.read_all(last)
-            joined = time.monotonic()
-            workers["w3"] = await fleet.add("w3")  # joins
+            joined = time.time()
+            workers["w3"] = await fleet.add("w3", **env)  # joins
             await until("w3 holds leases", lambda: holds(ep, app, {"w3"}, set()), 300)
             await until(
                 "balanced over 4", lambda: both_balanced(watch, {"w0", "w1", "w2", "w3"}), 300
             )
             more = await asyncio.to_thread(put_random_keys, ep, stream, data[third : 2 * third])
-            killed = time.monotonic()
+            killed = time.time()
             await workers["w1"].kill()  # SIGKILL, while the second slice is read
             await until("w1's leases taken over", lambda: holds(ep, app, set(), {"w1"}), 300)
             await until("balanced over 3", lambda: both_balanced(watch, {"w0", "w2", "w3"}), 300)
-            left = time.monotonic()
+            left = time.time()
             code = await workers["w2"].terminate()  # graceful leave
             assert code == 0, fleet.tail()
             await until("w2's leases taken over", lambda: holds(ep, app, set(), {"w2"}), 300)
@@ -185,9 +220,13 @@ async def test_join_sigkill_and_graceful_leave_stay_exact(
             await drop_fleet_tables(ep, app)
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
+    cycles = take_cycles(logged)
+    assert {w: set(t) for w, t in cycles.items()} == {
+        w: set(watch.tables) for w in ("w0", "w1", "w2", "w3")
+    }  # every worker logged its cycles of both tables (none: every check would pass)
     for table in watch.tables:
         came = watch.first(table, joined, lambda owned: "w3" in owned)
-        watch.check(table, came, {"w0", "w1", "w2", "w3"}, 0.0, "w3 joined")
-        watch.check(table, killed, {"w0", "w2", "w3"}, FAILOVER, "w1 SIGKILLed")
+        watch.check(table, came, {"w0", "w1", "w2", "w3"}, 0.0, "w3 joined", cycles=cycles)
+        watch.check(table, killed, {"w0", "w2", "w3"}, FAILOVER, "w1 SIGKILLed", cycles=cycles)
         gone = watch.first(table, left, lambda owned: "w2" not in owned)
-        watch.check(table, gone, {"w0", "w3"}, 0.0, "w2 left")
+        watch.check(table, gone, {"w0", "w3"}, 0.0, "w2 left", cycles=cycles)
