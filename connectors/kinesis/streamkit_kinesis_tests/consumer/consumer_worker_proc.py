@@ -7,9 +7,11 @@
 Every processed record is appended to ``--out`` as one JSON line (shard, sequence number,
 partition key, data, worker), flushed after each batch, *before* any checkpoint of that
 batch: a line means "processed". ``--events`` gets one JSON line per consumer event (lease
-gained / lost / released, take cycles, ...), per checkpoint written and per ListShards
-request sent (``list_shards_call``, from the real client's botocore hook), each with a wall
-clock ``t`` (the tests compare times across processes on one machine). SIGTERM stops the
+gained / lost / released, take cycles, ...), per checkpoint written, per ListShards
+request sent (``list_shards_call``, from the real client's botocore hook) and per lease
+write that DynamoDB accepted (``lease_written``: an UpdateItem of the lease table, a
+renewal, take or checkpoint, with ``sent``, the wall-clock time before it was sent), each
+with a wall clock ``t`` (the tests compare times across processes on one machine). SIGTERM stops the
 worker gracefully (exit 0); any error exits 1 with the traceback on stderr.
 """
 
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
@@ -44,11 +47,14 @@ class JsonLines:
     def __init__(self, path: str, worker_id: str) -> None:
         self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self._worker = worker_id
+        self._lock = threading.Lock()  # botocore's hooks write from the client's threads
 
     def write(self, flush: bool = True, **fields: Any) -> None:
-        self._file.write(json.dumps({"worker": self._worker, "t": time.time(), **fields}) + "\n")
-        if flush:
-            self._file.flush()
+        line = json.dumps({"worker": self._worker, "t": time.time(), **fields}) + "\n"
+        with self._lock:
+            self._file.write(line)
+            if flush:
+                self._file.flush()
 
     def flush(self) -> None:
         self._file.flush()
@@ -114,6 +120,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def log_lease_writes(consumer: KinesisConsumer, events: JsonLines) -> None:
+    """Log each lease UpdateItem DynamoDB accepted, with the time before it was sent, from
+    the botocore hooks of both lease-table clients (the store's and its renewal lane's)."""
+
+    def sending(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["lease_sent"] = (time.time(), params["Key"]["leaseKey"]["S"])
+
+    def answered(http_response: Any, context: dict[str, Any], **_: Any) -> None:
+        sent = context.get("lease_sent")
+        if sent is not None and http_response.status_code == 200:
+            events.write(event="lease_written", shard=sent[1], sent=sent[0])
+
+    store: Any = consumer.store  # (private attributes: a test's observer, nothing changed)
+    lane: Any = consumer.coordinator._lane
+    for lease_store in (store, lane):
+        dynamodb: Any = lease_store._client
+        dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", sending)
+        dynamodb.meta.events.register("after-call.dynamodb.UpdateItem", answered)
+
+
 async def main(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
     config = ConsumerConfig(
@@ -150,6 +176,7 @@ async def main(args: argparse.Namespace) -> None:
 
     client: Any = consumer.client
     client.meta.events.register("before-send.kinesis.ListShards", log_list_shards)
+    log_lease_writes(consumer, events)
     install_signal_handlers(consumer)
     await consumer.run(lambda: LoggingProcessor(out, events, args.checkpoint_every))
 

@@ -127,7 +127,9 @@ async def test_a_worker_killed_between_put_and_checkpoint_is_replayed_exactly(
                 180,
                 "worker-2 to emit up to the tail",
             )
-            [init] = w2.events("initialize")
+            # The first start of the shard on worker-2 (a loaded machine may starve its
+            # renewals past the 3 s failover: it then loses the lease and starts again).
+            init = w2.events("initialize")[0]
             assert (init["start"], init["pending"]) == (done["last"], killed["last"])
             replayed = w2.events("emitted")[0]
             assert replayed["replay"] is True
