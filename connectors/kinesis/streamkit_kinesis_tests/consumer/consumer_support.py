@@ -325,3 +325,13 @@ class BackgroundProducer:
                 await producer.flush()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._tick)
+
+
+def last_lease_writes(worker: WorkerProcess) -> dict[str, float]:
+    """Per lease key, the time ``worker`` sent its last write of that lease which DynamoDB
+    accepted (its ``lease_written`` events): another worker sees the lease expire no sooner
+    than ``failover_time`` after it."""
+    last: dict[str, float] = {}
+    for e in worker.events("lease_written"):
+        last[e["shard"]] = max(last.get(e["shard"], 0.0), e["sent"])
+    return last

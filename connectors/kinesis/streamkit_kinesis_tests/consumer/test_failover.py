@@ -18,6 +18,7 @@ from streamkit_kinesis_tests.consumer.consumer_support import (
     BackgroundProducer,
     WorkerProcess,
     drop_table,
+    last_lease_writes,
     owners,
     poll_table,
     wait_until,
@@ -120,9 +121,8 @@ async def test_killed_worker_shards_are_taken_after_failover_duplicates_bounded(
     # after A sent it), however late A last renewed before the kill on a loaded machine.
     gained = {e["shard"]: e["t"] for e in b.events("lease_gained") if e["t"] > killed_at}
     assert set(gained) == a_shards
-    writes = [e for e in a.events("lease_written") if e["shard"] in a_shards]
-    last_sent = {s: max(e["sent"] for e in writes if e["shard"] == s) for s in a_shards}
-    early = {s: gained[s] - last_sent[s] for s in a_shards if gained[s] < last_sent[s] + FAILOVER}
+    wrote = last_lease_writes(a)
+    early = {s: gained[s] - wrote[s] for s in a_shards if gained[s] < wrote[s] + FAILOVER}
     assert not early, f"taken less than {FAILOVER}s after A's last lease write: {early}"
     # ...and no later than B's first take cycle that started once they had expired on B's
     # clock, counted on B's own log of cycles (not in seconds: load only adds cycles' time).
