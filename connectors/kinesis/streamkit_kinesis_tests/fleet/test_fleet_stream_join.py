@@ -23,7 +23,13 @@ dataset (pyarrow), as the README says.
   null-extended, emitted when the watermark passes it, as the single-process engine does);
 - ``stream_full`` with one of two workers stopping gracefully (SIGTERM, exit 0) once its
   aggregation tasks hold buffered rows and a watermark; the other takes them over from
-  their checkpoint (buffers and matched flags): exactly DuckDB's rows.
+  their checkpoint (buffers and matched flags): exactly DuckDB's rows;
+- ``stream_full`` with one of two workers SIGKILLed at the same moment (no fault hook: it
+  dies wherever it is); the survivor and a successor started after the kill take its
+  tasks over from their checkpoint: exactly DuckDB's rows;
+- ``stream_left`` with a worker joining mid-join: one worker reads the first half of
+  the records, then a second joins and takes leases of both source tables and of the
+  exchange table before the rest are put: exactly DuckDB's rows.
 
 Every data row's event time is passed by the watermark once the closing records are read
 (a day later on every shard of both streams), and no row is late (each shard's records
@@ -46,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow.dataset as ds
 import pytest
+from streamkit_kinesis.leases import LEADER_LEASE_KEY, DynamoDBLeaseStore, LeaseStoreError
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
@@ -315,12 +322,7 @@ async def test_full_join_of_two_streams_exact_across_a_graceful_leave(
         first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
         await _read_all(fleet, first_l, first_r)
 
-        def joining() -> bool:  # the leaver's join tasks hold rows under a watermark
-            fleet.check_alive()
-            return any(s["kind"] == "aggregation" and s["worker"] == "leaver"
-                       and s["watermark_ms"] is not None for s in statuses(fleet.root))  # fmt: skip
-
-        await until("a join task of the leaver with a watermark", joining, 300)
+        await _joining(fleet, "leaver")
         assert await leaver.terminate() == 0, fleet.tail()
         more_l, more_r = await _put(fleet, other, (left[half:], right[half:]))
         await _read_all(fleet, newest(first_l, more_l), newest(first_r, more_r))
@@ -331,3 +333,88 @@ async def test_full_join_of_two_streams_exact_across_a_graceful_leave(
     # every join task ran its last batches in w1, the leaver's from their checkpoint
     workers = {s["worker"] for s in statuses(fleet.root) if s["kind"] == "aggregation"}
     assert workers == {"w1"}, workers
+
+
+async def _joining(fleet: Fleet, worker: str) -> None:
+    """Until a join task of ``worker`` holds rows under a watermark (its status file names
+    it with one)."""
+
+    def joining() -> bool:
+        fleet.check_alive()
+        return any(s["kind"] == "aggregation" and s["worker"] == worker
+                   and s["watermark_ms"] is not None for s in statuses(fleet.root))  # fmt: skip
+
+    await until(f"a join task of {worker} with a watermark", joining, 300)
+
+
+async def test_full_join_of_two_streams_exact_across_a_sigkill(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    left = payloads(EVENTS, seed=2309, ordered=True)
+    right = payloads(EVENTS, seed=2310, ordered=True)
+    half = EVENTS // 2
+    args = ("--query", "stream_full", "--delay", "2 minutes")
+    async with _two_streams(ep, tmp_path, "fsjk", *args) as (fleet, other):
+        await fleet.add("w1")
+        victim = await fleet.add("victim")
+        first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
+        await _read_all(fleet, first_l, first_r)
+        await _joining(fleet, "victim")
+        await victim.kill()
+        assert victim.proc.returncode == -9, fleet.tail()
+        more_l, more_r = await _put(fleet, other, (left[half:], right[half:]))
+        await fleet.add("successor")
+        await _read_all(fleet, newest(first_l, more_l), newest(first_r, more_r))
+        closing = await _close(fleet, other)
+        want = _joined_truth(left + closing, right + closing, "FULL")
+        assert min(_unmatched(want)) > 0, _unmatched(want)  # pairs, and lonely rows of each
+        got = await _collect(fleet, want)
+    assert got == want, _diff(got, want)
+    # every join task ran its last batches in the survivor or the successor
+    workers = {s["worker"] for s in statuses(fleet.root) if s["kind"] == "aggregation"}
+    assert workers <= {"w1", "successor"}, workers
+
+
+async def _owners(fleet: Fleet) -> dict[str, set[str | None]]:
+    """Per lease table of the fleet (both source tables, the exchange table): the owners
+    of its leases (the leader lease left out; none before the table exists)."""
+    out: dict[str, set[str | None]] = {}
+    for table in (fleet.app, f"{fleet.app}-right", f"{fleet.app}-exchange"):
+        try:
+            found = await DynamoDBLeaseStore(fleet.ep, table).list_leases()
+        except LeaseStoreError:
+            found = []
+        out[table] = {x.lease_owner for x in found if x.lease_key != LEADER_LEASE_KEY}
+    return out
+
+
+async def test_left_join_of_two_streams_exact_with_a_worker_joining_mid_join(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    ep = localstack_endpoint
+    left = payloads(EVENTS, seed=2311, ordered=True)
+    right = payloads(EVENTS, seed=2312, ordered=True)
+    half = EVENTS // 2
+    args = ("--query", "stream_left", "--delay", "2 minutes")
+    async with _two_streams(ep, tmp_path, "fsjj", *args) as (fleet, other):
+        await fleet.add("w1")
+        first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
+        await _read_all(fleet, first_l, first_r)
+        await _joining(fleet, "w1")
+        await fleet.add("joiner")
+
+        async def holds() -> bool:  # a lease of each table: source tasks of both streams
+            fleet.check_alive()  # and join tasks changed hands
+            return all("joiner" in owners for owners in (await _owners(fleet)).values())
+
+        await until("the joiner's leases in every lease table", holds, 300)
+        more_l, more_r = await _put(fleet, other, (left[half:], right[half:]))
+        await _read_all(fleet, newest(first_l, more_l), newest(first_r, more_r))
+        closing = await _close(fleet, other)
+        want = _joined_truth(left + closing, right + closing)
+        assert min(_unmatched(want)[:2]) > 0, _unmatched(want)  # pairs, lonely left rows
+        got = await _collect(fleet, want)
+    assert got == want, _diff(got, want)
+    workers = {s["worker"] for s in statuses(fleet.root) if s["kind"] == "aggregation"}
+    assert workers == {"w1", "joiner"}, workers
