@@ -262,13 +262,16 @@ async def _put(
 
 async def _collect(fleet: Fleet, want: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Once the sink holds as many rows as ``want``: every worker stopped gracefully, then
-    the sink's rows."""
+    the sink's rows. Fails with the rows missing when they do not come."""
 
     def full() -> bool:
         fleet.check_alive()
         return len(_joined_sink(fleet.out)) >= len(want)
 
-    await until("every joined row in the sink", full, 420)
+    try:
+        await until("every joined row in the sink", full, 420)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {_diff(_joined_sink(fleet.out), want)}") from None
     await fleet.stop()
     return _joined_sink(fleet.out)
 
