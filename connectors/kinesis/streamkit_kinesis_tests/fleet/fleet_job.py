@@ -24,7 +24,9 @@ second stream ``--right-stream`` (same schema, columns renamed ``ruser``, ``rtim
 ``rvalue``) on ``user_id`` and ``event_time <= rtime <= event_time + 1 minute``, both
 watermarks ``--delay`` behind: a left, right or full outer join's rows, or an inner
 join's rows counted per (1-minute window, ``user_id``) (:func:`stream_joined`; rows
-routed by ``user_id``). ``--failover`` sets the consumers'
+routed by ``user_id``); ``--query stream_left_distinct``: the left join's rows as the left
+row's columns and ``hit`` (it met a right row), ``drop_duplicates`` on the left row's
+columns (:func:`stream_distinct`). ``--failover`` sets the consumers'
 ``failover_time`` (default 6 s; a refused claim fails the worker after twice that). Prints
 ``started`` once the member runs and ``stopped`` at a clean exit (SIGTERM: graceful stop).
 SIGUSR1 dumps every thread's stack to stderr (the harness does it when a worker does not
@@ -118,6 +120,16 @@ def stream_joined(
     )
 
 
+def stream_distinct(df: sk.DataFrame, other: sk.DataFrame, delay: str) -> sk.DataFrame:
+    """The left join of :func:`stream_joined`: per left row, its columns and ``hit`` (it
+    met a right row), the first row of each (``drop_duplicates`` on the four columns: a
+    key leaves the state once the join's output watermark passes its ``event_time``)."""
+    out = stream_joined(df, other, delay, "left", False)
+    hit = sk.col("rtime").is_not_null().alias("hit")
+    marked = out.select("event_time", "action", "user_id", "value", hit)
+    return marked.drop_duplicates(["event_time", "action", "user_id", "value"])
+
+
 def joined_stateless(df: sk.DataFrame, static: str) -> sk.DataFrame:
     """The rows with ``value > 20`` inner-joined with the static table on ``action``."""
     kept = df.filter(sk.col("value") > 20).join(sk.read.parquet(static), on="action")
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--right-stream", default="")
     names = ("windowed", "stateless", "dedup", "dedup_within", "joined", "joined_stateless",
              "chained", "stream_left", "stream_right", "stream_full",
-             "stream_inner_counted")  # fmt: skip
+             "stream_inner_counted", "stream_left_distinct")  # fmt: skip
     p.add_argument("--query", choices=names, default="windowed")
     p.add_argument("--failover", type=float, default=6.0)
     args = p.parse_args(argv)
@@ -221,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                "stream_right": lambda: stream_joined(df, other(), args.delay, "right", False),
                "stream_full": lambda: stream_joined(df, other(), args.delay, "full", False),
                "stream_inner_counted": lambda: stream_joined(df, other(), args.delay, "inner",
-                                                             True)}  # fmt: skip
+                                                             True),
+               "stream_left_distinct": lambda: stream_distinct(df, other(),
+                                                               args.delay)}  # fmt: skip
     query = queries[args.query]()
     member = (
         query.write_stream.output_mode(args.mode)

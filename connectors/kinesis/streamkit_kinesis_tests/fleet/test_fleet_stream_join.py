@@ -29,7 +29,11 @@ dataset (pyarrow), as the README says.
   tasks over from their checkpoint: exactly DuckDB's rows;
 - ``stream_left`` with a worker joining mid-join: one worker reads the first half of
   the records, then a second joins and takes leases of both source tables and of the
-  exchange table before the rest are put: exactly DuckDB's rows.
+  exchange table before the rest are put: exactly DuckDB's rows;
+- ``stream_left_distinct``: ``drop_duplicates`` above the left join (per left row its
+  columns and whether it met a right row, keyed by the four columns), one of two workers
+  SIGKILLed as above, then copies of the left records of the first half's last minute put
+  again before the rest: exactly DuckDB's ``SELECT DISTINCT`` of the left join's rows.
 
 Every data row's event time is passed by the watermark once the closing records are read
 (a day later on every shard of both streams), and no row is late (each shard's records
@@ -45,7 +49,7 @@ import json
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -421,3 +425,61 @@ async def test_left_join_of_two_streams_exact_with_a_worker_joining_mid_join(
     assert got == want, _diff(got, want)
     workers = {s["worker"] for s in statuses(fleet.root) if s["kind"] == "aggregation"}
     assert workers == {"w1", "joiner"}, workers
+
+
+def _distinct_sink(out: Path) -> list[tuple[Any, ...]]:
+    rows = [(_us(r["event_time"]), r["action"], r["user_id"], r["value"], r["hit"])
+            for r in _sink(out)]  # fmt: skip
+    return sorted(rows, key=_order)
+
+
+def _when(data: bytes) -> datetime:
+    return datetime.fromisoformat(json.loads(data)["event_time"])
+
+
+async def test_left_join_deduplicated_exact_across_a_sigkill(
+    localstack_endpoint: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Spark's ``dropDuplicates`` with the event time in its keys: the first row of each
+    key is emitted, later ones dropped while the key is held, and the key is held until
+    the watermark the operator is given passes its event time. The join's output
+    watermark lets no row of a key come after that, and every row of a key carries the
+    same ``hit`` (a left row is null-extended only when it never met a right row), so the
+    sink holds each distinct (left row, hit) once: DuckDB's ``SELECT DISTINCT`` of the left
+    join. The copies put after the kill carry the keys the victim's checkpoint holds (their
+    event times are ahead of every watermark: none is late), so the tasks taken over drop
+    their rows only if the dedup keys were restored."""
+    ep = localstack_endpoint
+    left = payloads(EVENTS, seed=2313, ordered=True)
+    right = payloads(EVENTS, seed=2314, ordered=True)
+    half = EVENTS // 2
+    ahead = max(_when(left[half - 1]), _when(right[half - 1])) - timedelta(minutes=2)
+    copies = [d for d in left[:half] if _when(d) >= _when(left[half - 1]) - timedelta(minutes=1)]
+    assert min(_when(d) for d in copies) > ahead, "a copy would be late"
+    assert len(copies) > 10, len(copies)
+    args = ("--query", "stream_left_distinct", "--delay", "2 minutes")
+    async with _two_streams(ep, tmp_path, "fsjd", *args) as (fleet, other):
+        await fleet.add("w1")
+        victim = await fleet.add("victim")
+        first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
+        await _read_all(fleet, first_l, first_r)
+        await _joining(fleet, "victim")
+        await victim.kill()
+        again, _ = await _put(fleet, other, (copies, []))
+        more_l, more_r = await _put(fleet, other, (left[half:], right[half:]))
+        await fleet.add("successor")
+        await _read_all(fleet, newest(first_l, again, more_l), newest(first_r, more_r))
+        closing = await _close(fleet, other)
+        want = _truth(left + copies + closing, right + closing,
+                      "SELECT DISTINCT epoch_us(l.event_time), l.action, l.user_id, l.value, "
+                      f"r.user_id IS NOT NULL {JOIN}")  # fmt: skip
+        assert {row[4] for row in want} == {True, False}, "hits and misses"
+
+        def full() -> bool:
+            fleet.check_alive()
+            return len(_distinct_sink(fleet.out)) >= len(want)
+
+        await until("every distinct row in the sink", full, 420)
+        await fleet.stop()
+    got = _distinct_sink(fleet.out)
+    assert got == want, _diff(got, want)
