@@ -48,7 +48,7 @@ import contextlib
 import json
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,9 +202,16 @@ async def test_left_join_of_two_streams_exact_across_a_kill_between_put_and_chec
     half = EVENTS // 2
     args = ("--query", "stream_left", "--delay", "2 minutes")
     async with _two_streams(ep, tmp_path, "fsj", *args) as (fleet, other):
-        first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
-        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
         await fleet.add("w1")
+        victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
+
+        async def two() -> bool:  # so it puts two exchange batches of the first half (with
+            fleet.check_alive()  # one shard, one read can take all its records: no kill)
+            owners = await _owners(fleet)
+            return (owners[fleet.app] + owners[f"{fleet.app}-right"]).count("victim") >= 2
+
+        await until("two source leases of the victim", two, 300)
+        first_l, first_r = await _put(fleet, other, (left[:half], right[:half]))
         await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
         assert victim.proc.returncode == -9, fleet.tail()
         more_l, more_r = await _put(fleet, other, (left[half:], right[half:]))
@@ -264,20 +271,24 @@ async def _put(
     return list(await asyncio.gather(*put))
 
 
-async def _collect(fleet: Fleet, want: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+async def _collect(
+    fleet: Fleet,
+    want: list[tuple[Any, ...]],
+    read: Callable[[Path], list[tuple[Any, ...]]] = _joined_sink,
+) -> list[tuple[Any, ...]]:
     """Once the sink holds as many rows as ``want``: every worker stopped gracefully, then
-    the sink's rows. Fails with the rows missing when they do not come."""
+    the sink's rows (``read``). Fails with the rows missing when they do not come."""
 
     def full() -> bool:
         fleet.check_alive()
-        return len(_joined_sink(fleet.out)) >= len(want)
+        return len(read(fleet.out)) >= len(want)
 
     try:
-        await until("every joined row in the sink", full, 420)
+        await until("every row in the sink", full, 420)
     except AssertionError as e:
-        raise AssertionError(f"{e}: {_diff(_joined_sink(fleet.out), want)}") from None
+        raise AssertionError(f"{e}: {_diff(read(fleet.out), want)}") from None
     await fleet.stop()
-    return _joined_sink(fleet.out)
+    return read(fleet.out)
 
 
 def _diff(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> str:
@@ -383,16 +394,16 @@ async def test_full_join_of_two_streams_exact_across_a_sigkill(
     assert workers <= {"w1", "successor"}, workers
 
 
-async def _owners(fleet: Fleet) -> dict[str, set[str | None]]:
-    """Per lease table of the fleet (both source tables, the exchange table): the owners
-    of its leases (the leader lease left out; none before the table exists)."""
-    out: dict[str, set[str | None]] = {}
+async def _owners(fleet: Fleet) -> dict[str, list[str | None]]:
+    """Per lease table of the fleet (both source tables, the exchange table): the owner of
+    each of its leases (the leader lease left out; none before the table exists)."""
+    out: dict[str, list[str | None]] = {}
     for table in (fleet.app, f"{fleet.app}-right", f"{fleet.app}-exchange"):
         try:
             found = await DynamoDBLeaseStore(fleet.ep, table).list_leases()
         except LeaseStoreError:
             found = []
-        out[table] = {x.lease_owner for x in found if x.lease_key != LEADER_LEASE_KEY}
+        out[table] = [x.lease_owner for x in found if x.lease_key != LEADER_LEASE_KEY]
     return out
 
 
@@ -474,12 +485,5 @@ async def test_left_join_deduplicated_exact_across_a_sigkill(
                       "SELECT DISTINCT epoch_us(l.event_time), l.action, l.user_id, l.value, "
                       f"r.user_id IS NOT NULL {JOIN}")  # fmt: skip
         assert {row[4] for row in want} == {True, False}, "hits and misses"
-
-        def full() -> bool:
-            fleet.check_alive()
-            return len(_distinct_sink(fleet.out)) >= len(want)
-
-        await until("every distinct row in the sink", full, 420)
-        await fleet.stop()
-    got = _distinct_sink(fleet.out)
+        got = await _collect(fleet, want, _distinct_sink)
     assert got == want, _diff(got, want)
