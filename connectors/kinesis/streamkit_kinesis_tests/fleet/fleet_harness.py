@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 from streamkit_kinesis.client import kinesis_client
-from streamkit_kinesis.leases import DynamoDBLeaseStore, LeaseStoreError
+from streamkit_kinesis.leases import LEADER_LEASE_KEY, DynamoDBLeaseStore, LeaseStoreError
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit.testing.events import SCHEMA, make_events
@@ -334,15 +334,32 @@ async def close_and_collect(
         await until(f"{fleet.app}: {want} windows in the sink", full, 420)
 
 
+async def leases_of(ep: AwsEndpoint, table: str, worker: str) -> int:
+    """Shard leases of lease table ``table`` that ``worker`` owns (0 before the table
+    exists)."""
+    try:
+        leases = await DynamoDBLeaseStore(ep, table).list_leases()
+    except LeaseStoreError:
+        return 0
+    return sum(1 for x in leases if x.lease_owner == worker and x.lease_key != LEADER_LEASE_KEY)
+
+
 async def victim_then_successor(ep: AwsEndpoint, fleet: Fleet, data: list[bytes]) -> None:
-    """Half of ``data`` put; a worker ``victim`` (SIGKILLed between its second source put
-    and that checkpoint) beside ``w1``; once it is dead, the rest put and a ``successor``
+    """A worker ``victim`` (SIGKILLed between its second source put and that checkpoint)
+    beside ``w1``; once the victim holds two source leases, half of ``data`` put; once it
+    is dead, the rest put and a ``successor``
     started; returns once the fleet has read every record put, then closes each shard's
     windows (:func:`closers`)."""
     half = len(data) // 2
-    last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:half])
     victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
     await fleet.add("w1")
+
+    async def two() -> bool:  # so it puts two source batches of the first half (holding
+        fleet.check_alive()  # one shard, one read can take all its records: no kill)
+        return await leases_of(ep, fleet.app, "victim") >= 2
+
+    await until("two source leases of the victim", two, 300)
+    last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:half])
     await until("the victim's kill", lambda: victim.proc.returncode is not None, 300)
     assert victim.proc.returncode == -9, fleet.tail()
     more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
