@@ -246,7 +246,13 @@ def test_stopped_server_leaves_nothing(servers_cache_dir: Path, start: Any) -> N
 def test_stop_ends_descendants_in_their_own_session(tmp_path: Path) -> None:
     """Like LocalStack's DynamoDB Local, a child in its own session is still stopped."""
     pid_file = tmp_path / "child.pid"
-    script = f"setsid sleep 300 & echo $! > {pid_file}; trap '' TERM; wait"
+    # The pid file appears only once both hold (else stop() could come first under load):
+    # the child is in its own session (it writes its pid after setsid) and the shell
+    # ignores TERM (the child was started before the trap: it keeps TERM's default).
+    script = (
+        f"setsid sh -c 'echo $$ > {pid_file}.new; exec sleep 300' & trap '' TERM; "
+        f"while [ ! -s {pid_file}.new ]; do sleep 0.05; done; mv {pid_file}.new {pid_file}; wait"
+    )
     proc = start_process("sh", ["sh", "-c", script], log_path=tmp_path / "log")
     deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text().strip()):
