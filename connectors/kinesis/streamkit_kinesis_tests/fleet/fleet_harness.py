@@ -334,14 +334,19 @@ async def close_and_collect(
         await until(f"{fleet.app}: {want} windows in the sink", full, 420)
 
 
-async def leases_of(ep: AwsEndpoint, table: str, worker: str) -> int:
-    """Shard leases of lease table ``table`` that ``worker`` owns (0 before the table
-    exists)."""
+async def lease_owners(ep: AwsEndpoint, table: str) -> list[str | None]:
+    """The owner of each shard lease of lease table ``table`` (the leader lease left out;
+    none before the table exists)."""
     try:
         leases = await DynamoDBLeaseStore(ep, table).list_leases()
     except LeaseStoreError:
-        return 0
-    return sum(1 for x in leases if x.lease_owner == worker and x.lease_key != LEADER_LEASE_KEY)
+        return []
+    return [x.lease_owner for x in leases if x.lease_key != LEADER_LEASE_KEY]
+
+
+async def leases_of(ep: AwsEndpoint, table: str, worker: str) -> int:
+    """Shard leases of lease table ``table`` that ``worker`` owns."""
+    return (await lease_owners(ep, table)).count(worker)
 
 
 async def victim_then_successor(ep: AwsEndpoint, fleet: Fleet, data: list[bytes]) -> None:

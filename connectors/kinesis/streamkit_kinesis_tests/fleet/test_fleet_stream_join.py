@@ -56,7 +56,6 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow.dataset as ds
 import pytest
-from streamkit_kinesis.leases import LEADER_LEASE_KEY, DynamoDBLeaseStore, LeaseStoreError
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
@@ -65,6 +64,7 @@ from streamkit_kinesis_tests.fleet.fleet_harness import (
     closers,
     drop_fleet_tables,
     events_table,
+    lease_owners,
     newest,
     payloads,
     put_every_shard,
@@ -396,15 +396,9 @@ async def test_full_join_of_two_streams_exact_across_a_sigkill(
 
 async def _owners(fleet: Fleet) -> dict[str, list[str | None]]:
     """Per lease table of the fleet (both source tables, the exchange table): the owner of
-    each of its leases (the leader lease left out; none before the table exists)."""
-    out: dict[str, list[str | None]] = {}
-    for table in (fleet.app, f"{fleet.app}-right", f"{fleet.app}-exchange"):
-        try:
-            found = await DynamoDBLeaseStore(fleet.ep, table).list_leases()
-        except LeaseStoreError:
-            found = []
-        out[table] = [x.lease_owner for x in found if x.lease_key != LEADER_LEASE_KEY]
-    return out
+    each of its shard leases."""
+    tables = (fleet.app, f"{fleet.app}-right", f"{fleet.app}-exchange")
+    return {table: await lease_owners(fleet.ep, table) for table in tables}
 
 
 async def test_left_join_of_two_streams_exact_with_a_worker_joining_mid_join(
