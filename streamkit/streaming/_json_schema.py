@@ -104,7 +104,10 @@ class TypedParser:
 
     A top-level ``timestamp`` field accepts ISO-8601 strings (``2024-01-01``,
     ``2024-01-01T10:00:00[.ffffff][Z|+01:00]``; offsets are applied) or integer epochs in the
-    field's own unit (seconds for ``timestamp[s]``, ms for ``timestamp[ms]``...). Which of the
+    field's own unit (seconds for ``timestamp[s]``, ms for ``timestamp[ms]``...); an ISO
+    fraction may have more digits than the unit when they are zeros (``.123000`` in a
+    ``timestamp[ms]`` field), and a finer non-zero fraction makes a dead letter (never
+    truncated). Which of the
     two a batch uses is learned: the parser tries the last form that worked and switches a
     field when the parser reports a string/number mismatch on it. A top-level ``date32`` /
     ``date64`` field likewise accepts ISO dates (``2024-01-02``) or integers in the field's
@@ -139,6 +142,14 @@ class TypedParser:
         self.threads = threads
         """Whether large parses use pyarrow's thread pool (False: one thread per parse)."""
         self._timestamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
+        self._coarse = {
+            f.name: pa.timestamp("us", f.type.tz)
+            for f in schema
+            if pa.types.is_timestamp(f.type) and f.type.unit in ("s", "ms")
+        }
+        """Second and millisecond timestamp fields, read from ISO strings as µs and cast
+        back without loss: pyarrow's reader refuses ``.123000`` for ``timestamp[ms]``
+        (digits, not precision), which Python's ``isoformat`` writes."""
         self._epoch: set[str] = set()
         self._dates = {f.name for f in schema if pa.types.is_date(f.type)}
         self._times = {f.name for f in schema if pa.types.is_time(f.type)}
@@ -159,7 +170,7 @@ class TypedParser:
     def parse_schema(self) -> pa.Schema:
         """The schema handed to pyarrow: epoch-form timestamp and integer-form time fields
         read as int64, ISO-form date and time fields as strings."""
-        if not self._epoch and not self._iso and not self._times:
+        if not self._epoch and not self._iso and not self._times and not self._coarse:
             return self.relaxed
         return pa.schema([self._read_as(f) for f in self.relaxed])
 
@@ -168,6 +179,8 @@ class TypedParser:
             return field.with_type(pa.string())
         if field.name in self._epoch or field.name in self._times:
             return field.with_type(pa.int64())
+        if field.name in self._coarse:
+            return field.with_type(self._coarse[field.name])
         return field
 
     def parse(self, buf: pa.Buffer, rows: int, block: int) -> ParseResult:
@@ -226,6 +239,17 @@ class TypedParser:
             column = _cast(table.column(i), field.type)
             if column is None:
                 return f"field {name!r}: expected {_expected(field.type)}"
+            table = table.set_column(i, field, column)
+        for name in self._coarse.keys() - self._epoch:
+            i = table.schema.get_field_index(name)
+            field = self.relaxed.field(name)
+            column = _cast(table.column(i), field.type)
+            if column is None:
+                return (
+                    f"field {name!r}: cannot convert to {field.type} without losing "
+                    f"precision: a fraction of a second finer than {field.type.unit} "
+                    "(timestamps are never truncated)"
+                )
             table = table.set_column(i, field, column)
         for name in self._floats:
             if pc.any(pc.is_inf(table.column(name))).as_py():

@@ -165,6 +165,42 @@ def test_timestamps_accept_iso_strings_and_integer_epochs_in_the_field_unit() ->
     assert rows.column("event_time")[99].as_py() == midnight.replace(microsecond=99_000)
 
 
+@pytest.mark.parametrize("unit", ["s", "ms"])
+@pytest.mark.parametrize("whole_file", [False, True])
+def test_iso_fractions_with_more_digits_than_the_unit_are_kept_only_when_exact(
+    unit: str, whole_file: bool
+) -> None:
+    # Python's isoformat writes 6 fraction digits ("...00.123000"); whether a value fits the
+    # field's unit is decided here from the datetime itself, not by the decoder.
+    rng = random.Random(11)
+    step = {"s": 1_000_000, "ms": 1_000}[unit]
+    stamps = []
+    for _ in range(400):
+        micros = rng.choice([0, step * rng.randrange(1_000_000 // step), rng.randrange(10**6)])
+        base = datetime(2024, 1, 1, tzinfo=UTC).timestamp() + rng.randrange(10**8)
+        stamps.append(datetime.fromtimestamp(base, UTC).replace(microsecond=micros))
+    texts = [t.isoformat() if i % 2 else t.isoformat(timespec="microseconds")
+             for i, t in enumerate(stamps)]  # fmt: skip
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("t", pa.timestamp(unit, "UTC"))])
+    payloads = [json.dumps({"id": i, "t": x}).encode() for i, x in enumerate(texts)]
+    decoder = JsonDecoder(schema)
+    if whole_file:
+        rows, dead = decoder.decode_lines(b"\n".join(payloads) + b"\n", "files", "f.json")
+    else:
+        rows, dead = decoder.decode(records(payloads))
+    exact = [i for i, t in enumerate(stamps) if t.microsecond % step == 0]
+    assert 0 < len(exact) < len(stamps)
+    assert rows.column("id").to_pylist() == exact
+    assert rows.column("t").to_pylist() == [stamps[i] for i in exact]
+    lost = sorted(set(range(len(stamps))) - set(exact))
+    where = [int(p.rsplit(":", 1)[-1]) - whole_file for p in dead.column("position").to_pylist()]
+    assert where == lost
+    assert set(dead.column("reason").to_pylist()) == {
+        f"field 't': cannot convert to timestamp[{unit}, tz=UTC] without losing precision: "
+        f"a fraction of a second finer than {unit} (timestamps are never truncated)"
+    }
+
+
 def test_fail_mode_raises_a_typed_error_naming_where_and_how_to_continue() -> None:
     decoder = JsonDecoder(SCHEMA, on_bad_record="fail")
     assert decoder.decode(records([event(0)])).rows.num_rows == 1
