@@ -17,7 +17,9 @@ reports beside the total. With ``$FB_PROFILE`` set to a folder, ``_sampler.py`` 
 this process's CPU went to ``$FB_PROFILE/<pid>.txt`` at exit; with ``$FB_STACKS`` set to a
 folder, SIGUSR1 writes every thread's stack and every pending asyncio task's to
 ``$FB_STACKS/<pid>-stacks.txt`` (to see where a stalled worker waits; costs nothing until
-signalled). The sampler is not used for the figures.
+signalled). The sampler is not used for the figures. ``$FB_GATHER`` sets the consumer's
+``gather_records`` (``1``: a source batch per GetRecords read, as before the fleet gathered
+reads behind the tip; unset: the fleet's default, 50,000).
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ SCHEMA = pa.schema(
     ]
 )
 IDLE_TIME = float(os.environ.get("FB_IDLE_TIME", "1.5"))
-OPTIONS = {
+OPTIONS: dict[str, object] = {
     "failover_time": 6.0,
-    "consumer_options": {"idle_time": IDLE_TIME, "take_interval": 1.0},
+    "consumer_options": {"idle_time": IDLE_TIME, "take_interval": 1.0}
+    | ({"gather_records": int(os.environ["FB_GATHER"])} if os.environ.get("FB_GATHER") else {}),
 }
 
 

@@ -123,6 +123,12 @@ class ConsumerConfig:
     at once. Kinesis allows 5 reads/s per shard for all consumers together."""
     max_records: int = 10_000
     """``Limit`` of each GetRecords call (1..10,000)."""
+    gather_records: int = 0
+    """While a shard is read behind its tip, deliver consecutive reads as one batch of up
+    to this many records (:class:`~streamkit_kinesis.retrieval.gather.GatheringFetcher`):
+    fewer, larger ``process_records`` calls on a backlog; a caught-up shard is delivered
+    read by read as before. 0 (the default, KCL's behaviour): a batch per read. The fleet
+    (``streamkit worker``) sets it for its source tasks."""
     shard_sync_interval: float = 120.0
     """Time between lease-table audits, run by the leader only (KCL's
     ``leasesRecoveryAuditorExecutionFrequencyMillis``: 2 minutes). An audit reads the last
@@ -180,6 +186,8 @@ class ConsumerConfig:
             raise ConfigError(f"max_records must be in 1..10000, got {self.max_records}")
         if self.idle_time < 0:
             raise ConfigError(f"idle_time must be >= 0, got {self.idle_time}")
+        if self.gather_records < 0:
+            raise ConfigError(f"gather_records must be >= 0, got {self.gather_records}")
         positive = {
             "failover_time": self.failover_time,
             "shard_sync_interval": self.shard_sync_interval,
@@ -251,7 +259,12 @@ class ConsumerConfig:
         from streamkit_kinesis.kpl import KplFetchers
 
         if self.retrieval == "polling":
-            return KplFetchers(self.polling_fetchers(client, clock, timings))
+            polling = KplFetchers(self.polling_fetchers(client, clock, timings))
+            if self.gather_records:
+                from streamkit_kinesis.retrieval.gather import GatheringFetchers
+
+                return GatheringFetchers(polling, self.gather_records)
+            return polling
         from streamkit_kinesis.retrieval.fanout import FanoutFetchers
         from streamkit_kinesis.retrieval.registration import StreamConsumer
 

@@ -57,6 +57,11 @@ T = TypeVar("T")
 
 SHUTDOWN_GRACE = 60.0
 """How long a batch in flight may run on at a graceful stop (it is checkpointed then)."""
+GATHER_RECORDS = 50_000
+"""Records a source task runs as one batch while its shard is read behind the tip (the
+consumer's ``gather_records``, unless the source sets it): on a backlog read 10,000
+records a call, a fifth of the batches, so of the exchange puts and lease writes, and
+pre-aggregation folds more records into each group."""
 WITHDRAW_TIMEOUT = 10.0
 """Seconds a graceful stop waits to delete the worker's UI advertisement."""
 
@@ -193,6 +198,7 @@ class KinesisFleetWorker:
             worker_id=self.spec.worker_id,
             shutdown_grace=max(source.config.shutdown_grace, SHUTDOWN_GRACE),
             announce=True,  # workers start together: announce, then split (decide_takes)
+            gather_records=source.config.gather_records or GATHER_RECORDS,
         )
 
     def _fail(self, error: Exception) -> None:
@@ -293,6 +299,7 @@ class KinesisFleetWorker:
             app_name=f"{source.app_name}-exchange",
             stream=writer.layout.stream,
             initial_position=InitialPosition.trim_horizon(),
+            gather_records=0,  # a batch per exchange read (coalescing them: no gain measured)
         )
         parts = build_consumer(config, source.endpoint, source.lease_endpoint, time.monotonic)
         self.parts.insert(0, parts)  # stopped after the source consumer

@@ -85,6 +85,12 @@ class DeaggregatingFetcher:
         found: CaughtUp | None = getattr(self._inner, "caught_up", None)
         return found
 
+    @property
+    def behind(self) -> bool | None:
+        """Whether the inner reader's last read was behind the tip (None: not polling)."""
+        found: bool | None = getattr(self._inner, "behind", None)
+        return found
+
     def hurry(self) -> None:
         """Let the inner reader's next read skip its idle wait (polling only)."""
         hurry = getattr(self._inner, "hurry", None)

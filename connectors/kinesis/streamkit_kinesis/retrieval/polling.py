@@ -190,6 +190,12 @@ class ShardReader:
         self._wake.set()
 
     @property
+    def behind(self) -> bool:
+        """Whether the last read was behind the tip (a lag reported, or a full ``limit``):
+        the next read follows at once, without the idle wait."""
+        return not self._idle_pending
+
+    @property
     def shard(self) -> ShardInfo:
         """The shard, as last described (refreshed when it was found closed)."""
         return self._shard
