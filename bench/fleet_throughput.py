@@ -2,7 +2,7 @@
 
 Usage:
     nice -n 15 .venv/bin/python bench/fleet_throughput.py [--records 200000 ...] [--repeat 3]
-        [--shards 4] [--keys 1000] [--modes single fleet1 fleet2] [--timeout 600]
+        [--shards 4] [--keys 1000] [--modes single fleet1 fleet2 fleet2:g1] [--timeout 600]
 
 Data: ``--records`` small JSON records ``{"event_time", "key", "value"}`` (event times
 uniform over 10 minutes, ``--keys`` distinct keys, integer values), put to a ``--shards``
@@ -20,7 +20,9 @@ the same thing.
 
 Modes, one job file: ``single`` = ``streamkit run _fleet_job.py`` (one process, the
 single-process engine); ``fleetN`` = N processes ``streamkit worker _fleet_job.py`` (source
-tasks, the Kinesis exchange stream of 4 shards, aggregation tasks). Each run reads the whole
+tasks, the Kinesis exchange stream of 4 shards, aggregation tasks); ``fleetN:gG`` the same
+with the consumer's ``gather_records`` = G (``fleet2:g1``: a source batch per GetRecords
+read, as before source tasks gathered reads behind the tip). Each run reads the whole
 backlog with a fresh application (lease tables) and checkpoint root. The fleet refuses
 triggers that stop by themselves (``available_now``), so no mode uses one: a run is
 complete when its sink holds the full result (``_fleet_run.py``), measured from process
@@ -54,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -246,7 +249,7 @@ def size_markdown(records: int, groups: int, summ: dict[str, dict[str, float]]) 
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, s in summ.items():
-        workers = 1 if mode == "single" else int(mode.removeprefix("fleet"))
+        workers = mode_workers(mode)
         lines.append(
             f"| {mode} | {workers} | {s['wall_s']:.1f} | {s['rows_per_s']:,.0f} | "
             f"{s['cpu_s']:.1f} | {s['startup_cpu_s']:.1f} | {s['records_per_cpu_s']:,.0f} | "
@@ -271,6 +274,16 @@ def size_markdown(records: int, groups: int, summ: dict[str, dict[str, float]]) 
     return [*lines, ""]
 
 
+MODE = re.compile(r"single|fleet[1-9][0-9]*(:g[1-9][0-9]*)?")
+"""``single``, ``fleetN`` (N workers) or ``fleetN:gG`` (the consumer's ``gather_records``
+= G; ``:g1``: a source batch per GetRecords read)."""
+
+
+def mode_workers(mode: str) -> int:
+    """The processes a mode runs."""
+    return 1 if mode == "single" else int(mode.removeprefix("fleet").partition(":")[0])
+
+
 def measure(args: argparse.Namespace, servers: Servers, kinesis: Any) -> int:
     import uuid
 
@@ -289,10 +302,14 @@ def measure(args: argparse.Namespace, servers: Servers, kinesis: Any) -> int:
     for rep in range(1, args.repeat + 1):
         shift = (rep - 1) % len(pairs)
         for records, mode in pairs[shift:] + pairs[:shift]:
-            workers = 1 if mode == "single" else int(mode.removeprefix("fleet"))
+            workers = mode_workers(mode)
+            gather = mode.partition(":g")[2]
+            if gather:  # read by _fleet_job.py through the process's environment
+                os.environ["FB_GATHER"] = gather
             run = run_once("single" if mode == "single" else "fleet", workers, rep,
                            stream=streams[records], servers=servers, truth=truths[records],
                            records=records, timeout=args.timeout)  # fmt: skip
+            os.environ.pop("FB_GATHER", None)
             run = RunResult(**(asdict(run) | {"mode": mode}))
             log(f"  rep {rep} {mode:<7} {records:>8,} {run.wall_s:6.1f} s wall "
                 f"{run.cpu_s:6.2f} s CPU {run.rows_per_s:9,.0f} rows/s "
@@ -335,9 +352,12 @@ def main() -> int:
     p.add_argument("--idle-time", type=float, default=1.5,
                    help="consumer idle_time of every mode (1.5 s = its default)")  # fmt: skip
     args = p.parse_args()
-    bad = [m for m in args.modes if m != "single" and not m.removeprefix("fleet").isdigit()]
+    bad = [m for m in args.modes if not MODE.fullmatch(m)]
     if bad or args.repeat < 1:
-        p.error(f"modes are single or fleetN (N workers), repeat >= 1; got {bad or args.repeat}")
+        p.error(
+            "modes are single, fleetN (N workers) or fleetN:gG (gather_records G), "
+            f"repeat >= 1; got {bad or args.repeat}"
+        )
     args.loadavg = os.getloadavg()[0]
     args.started = datetime.now(UTC).isoformat(timespec="seconds")
     os.environ["FB_IDLE_TIME"] = str(args.idle_time)  # read by _fleet_job.py
