@@ -14,7 +14,8 @@ once; a batch is returned as soon as a read is not behind, comes back empty, end
 shard, or brings the gathered records to ``limit``, so gathering never waits for records
 that are not there yet (nor through an idle wait) and a caught-up shard is delivered read
 by read as before; cancelling :meth:`GatheringFetcher.next_batch` loses nothing (what was
-gathered is kept and returned by the next call).
+gathered is kept and returned by the next call), nor does a failed read (what was gathered
+before it is returned, the error raised by the next call).
 """
 
 from __future__ import annotations
@@ -42,14 +43,26 @@ class GatheringFetcher:
         self._inner = inner
         self._limit = limit
         self._gathered: list[RecordBatch] = []
+        self._error: Exception | None = None
+        """A read's error met with records gathered: raised by the next call, after them."""
 
     async def next_batch(self) -> RecordBatch:
         """The next batch: one read, or several while the shard is behind (see the module
-        docstring)."""
+        docstring). A read that fails after others were gathered returns those first; the
+        error is raised by the next call, as it would be without gathering."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         while True:
             if self._gathered and self._complete(self._gathered[-1]):
                 return self._take()
-            batch = await self._inner.next_batch()  # cancelled here: the gathered reads stay
+            try:
+                batch = await self._inner.next_batch()  # cancelled here: the gathered stay
+            except Exception as error:
+                if not self._gathered:
+                    raise
+                self._error = error
+                return self._take()
             self._gathered.append(batch)
 
     def _complete(self, last: RecordBatch) -> bool:

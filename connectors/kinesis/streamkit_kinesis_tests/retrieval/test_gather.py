@@ -126,6 +126,23 @@ async def test_a_cancelled_read_keeps_what_it_gathered() -> None:
     assert got.millis_behind_latest == 0
 
 
+async def test_a_failed_read_returns_what_was_gathered_then_raises() -> None:
+    class Failing(Scripted):
+        async def next_batch(self) -> RecordBatch:
+            if not self.batches:
+                raise RuntimeError("the shard is gone")
+            return await super().next_batch()
+
+    inner = Failing([RecordBatch("s", records(1, 2), millis_behind_latest=500)])
+    fetcher = GatheringFetcher(inner, 100)
+    got = await fetcher.next_batch()
+    assert [r.sequence_number for r in got.records] == ["1", "2"]
+    with pytest.raises(RuntimeError, match="the shard is gone"):
+        await fetcher.next_batch()
+    with pytest.raises(RuntimeError, match="the shard is gone"):  # no stale error after
+        await fetcher.next_batch()
+
+
 async def test_without_a_reader_rule_the_reported_lag_decides() -> None:
     inner = Scripted([
         RecordBatch("s", records(1), millis_behind_latest=900),
