@@ -124,11 +124,14 @@ class ConsumerConfig:
     max_records: int = 10_000
     """``Limit`` of each GetRecords call (1..10,000)."""
     gather_records: int = 0
-    """While a shard is read behind its tip, deliver consecutive reads as one batch of up
-    to this many records (:class:`~streamkit_kinesis.retrieval.gather.GatheringFetcher`):
-    fewer, larger ``process_records`` calls on a backlog; a caught-up shard is delivered
-    read by read as before. 0 (the default, KCL's behaviour): a batch per read. The fleet
-    (``streamkit worker``) sets it for its source tasks."""
+    """Polling only: while a shard is read behind its tip, deliver consecutive reads as one
+    batch once they hold this many records or 32 MiB of payload (one read more at most;
+    :class:`~streamkit_kinesis.retrieval.gather.GatheringFetcher`): fewer, larger
+    ``process_records`` calls on a backlog; a caught-up shard is delivered read by read as
+    before. 0 (the default, KCL's behaviour) or 1: a batch per read. For record
+    processors: a streaming query's source reads by its own buffers' budget. The fleet
+    (``streamkit worker``) uses 50,000 for its source tasks unless this is set (1 turns
+    gathering off there)."""
     shard_sync_interval: float = 120.0
     """Time between lease-table audits, run by the leader only (KCL's
     ``leasesRecoveryAuditorExecutionFrequencyMillis``: 2 minutes). An audit reads the last

@@ -58,10 +58,11 @@ T = TypeVar("T")
 SHUTDOWN_GRACE = 60.0
 """How long a batch in flight may run on at a graceful stop (it is checkpointed then)."""
 GATHER_RECORDS = 50_000
-"""Records a source task runs as one batch while its shard is read behind the tip (the
-consumer's ``gather_records``, unless the source sets it): on a backlog read 10,000
-records a call, a fifth of the batches, so of the exchange puts and lease writes, and
-pre-aggregation folds more records into each group."""
+"""Records (or 32 MiB, one read more at most) a source task gathers into one batch while
+its shard is polled behind the tip (the consumer's ``gather_records``, unless the source
+sets it; 1 turns it off): on a backlog read 10,000 records a call, a fifth of the
+batches, so of the exchange puts and lease writes, and pre-aggregation folds more
+records into each group."""
 WITHDRAW_TIMEOUT = 10.0
 """Seconds a graceful stop waits to delete the worker's UI advertisement."""
 

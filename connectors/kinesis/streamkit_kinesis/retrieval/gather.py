@@ -5,13 +5,15 @@ hands its processor a batch per call, and pays the processor's per-batch cost (a
 source task: pre-aggregation, the exchange put and two lease writes) once per 10,000
 records. :class:`GatheringFetcher` wraps a shard's fetcher and, while the last read was
 behind the tip, reads on and returns those reads as one
-:class:`~streamkit_kinesis.types.RecordBatch` of up to ``limit`` records. "Behind" is the
+:class:`~streamkit_kinesis.types.RecordBatch` once they hold ``limit`` records or
+``max_bytes`` of payload (so a batch exceeds either by at most one read). "Behind" is the
 polling reader's own rule (``behind``: a lag reported, or a full read; kinesalite always
 reports a lag of 0), else (a fetcher without it) ``millis_behind_latest > 0``.
 
 Guarantees (those of :class:`~.fetcher.RecordFetcher`, kept): records in shard order, each
 once; a batch is returned as soon as a read is not behind, comes back empty, ends the
-shard, or brings the gathered records to ``limit``, so gathering never waits for records
+shard, or brings the gathered records to ``limit`` or their payload to ``max_bytes``, so
+gathering never waits for records
 that are not there yet (nor through an idle wait) and a caught-up shard is delivered read
 by read as before; cancelling :meth:`GatheringFetcher.next_batch` loses nothing (what was
 gathered is kept and returned by the next call), nor does a failed read (what was gathered
@@ -34,14 +36,20 @@ if TYPE_CHECKING:
     from streamkit_kinesis.types import ExtendedSequenceNumber, KinesisRecord, ShardInfo
 
 
-class GatheringFetcher:
-    """``inner``'s reads gathered into batches of up to ``limit`` records while behind."""
+MAX_BYTES = 32 << 20
+"""Payload a gathered batch stops at (a GetRecords read returns at most 10 MB)."""
 
-    def __init__(self, inner: RecordFetcher, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+
+class GatheringFetcher:
+    """``inner``'s reads gathered into batches of ``limit`` records or ``max_bytes`` of
+    payload (at most one read more) while behind."""
+
+    def __init__(self, inner: RecordFetcher, limit: int, max_bytes: int = MAX_BYTES) -> None:
+        if limit < 1 or max_bytes < 1:
+            raise ValueError(f"limit and max_bytes must be at least 1, got {limit}, {max_bytes}")
         self._inner = inner
         self._limit = limit
+        self._max_bytes = max_bytes
         self._gathered: list[RecordBatch] = []
         self._error: Exception | None = None
         """A read's error met with records gathered: raised by the next call, after them."""
@@ -70,7 +78,8 @@ class GatheringFetcher:
         if behind is None:
             behind = bool(last.millis_behind_latest)
         size = sum(len(b.records) for b in self._gathered)
-        return not last.records or last.shard_ended or not behind or size >= self._limit
+        full = size >= self._limit or sum(map(_payload, self._gathered)) >= self._max_bytes
+        return not last.records or last.shard_ended or not behind or full
 
     def _take(self) -> RecordBatch:
         parts, self._gathered = self._gathered, []
@@ -108,6 +117,14 @@ class GatheringFetcher:
         await self._inner.close()
 
 
+def _payload(batch: RecordBatch) -> int:
+    """Payload bytes of ``batch``'s records."""
+    records = batch.records
+    if isinstance(records, RecordColumns):
+        return records.payload_bytes()
+    return sum(len(r.data) for r in records)
+
+
 def _joined(parts: Sequence[Sequence[KinesisRecord]]) -> Sequence[KinesisRecord]:
     """The records of ``parts`` in order: one :class:`RecordColumns` when every part is
     one (no record object built), else a tuple."""
@@ -120,11 +137,12 @@ def _joined(parts: Sequence[Sequence[KinesisRecord]]) -> Sequence[KinesisRecord]
 class GatheringFetchers:
     """A :class:`~.fetcher.FetcherFactory` whose fetchers gather (see :class:`GatheringFetcher`)."""
 
-    def __init__(self, inner: FetcherFactory, limit: int) -> None:
+    def __init__(self, inner: FetcherFactory, limit: int, max_bytes: int = MAX_BYTES) -> None:
         self._inner = inner
         self._limit = limit
+        self._max_bytes = max_bytes
 
     def __call__(
         self, shard: ShardInfo, start: ExtendedSequenceNumber | datetime
     ) -> GatheringFetcher:
-        return GatheringFetcher(self._inner(shard, start), self._limit)
+        return GatheringFetcher(self._inner(shard, start), self._limit, self._max_bytes)

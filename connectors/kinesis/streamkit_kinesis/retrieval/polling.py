@@ -191,8 +191,10 @@ class ShardReader:
 
     @property
     def behind(self) -> bool:
-        """Whether the last read was behind the tip (a lag reported, or a full ``limit``):
-        the next read follows at once, without the idle wait."""
+        """Right after :meth:`next_batch` returned a read's batch: whether that read was
+        behind the tip (a lag reported, or a full ``limit``), so the next read follows at
+        once, without the idle wait. (True before the first read; not meaningful after
+        SHARD_END or while a call is in progress.)"""
         return not self._idle_pending
 
     @property

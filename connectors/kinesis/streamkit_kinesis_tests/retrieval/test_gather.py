@@ -126,6 +126,14 @@ async def test_a_cancelled_read_keeps_what_it_gathered() -> None:
     assert got.millis_behind_latest == 0
 
 
+async def test_a_batch_stops_at_max_bytes_of_payload() -> None:
+    big = [RecordBatch("s", (KinesisRecord(b"x" * 1000, "k", str(i)),), millis_behind_latest=9)
+           for i in range(5)]  # fmt: skip
+    fetcher = GatheringFetcher(Scripted(big), limit=100, max_bytes=2500)
+    first = await fetcher.next_batch()
+    assert [r.sequence_number for r in first.records] == ["0", "1", "2"]  # 3000 >= 2500
+
+
 async def test_a_failed_read_returns_what_was_gathered_then_raises() -> None:
     class Failing(Scripted):
         async def next_batch(self) -> RecordBatch:
