@@ -209,13 +209,18 @@ def main(argv: list[str] | None = None) -> int:
              "stream_inner_counted", "stream_left_distinct")  # fmt: skip
     p.add_argument("--query", choices=names, default="windowed")
     p.add_argument("--failover", type=float, default=6.0)
+    p.add_argument("--max-records", type=int, default=10_000, help="GetRecords Limit")
     args = p.parse_args(argv)
     _log_tasks()
     _log_events()
     options = {
         "failover_time": args.failover,
-        "consumer_options": {"idle_time": 0.2, "take_interval": 1.0},
-    }
+        "consumer_options": {
+            "idle_time": 0.2, "take_interval": 1.0, "max_records": args.max_records,
+            # $STREAMKIT_TEST_GATHER: this worker's gather_records (1: a batch per read)
+            "gather_records": int(os.environ.get("STREAMKIT_TEST_GATHER", "0")),
+        },
+    }  # fmt: skip
     endpoint = AwsEndpoint.local(args.endpoint)
     df = sk.read_stream.kinesis(args.stream, args.app, SCHEMA, endpoint, **options)
 

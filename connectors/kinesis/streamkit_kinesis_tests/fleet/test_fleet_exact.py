@@ -18,9 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from streamkit_kinesis.client import kinesis_client
+from streamkit_kinesis.fleet.exchange import exchange_stream_name
+from streamkit_kinesis.fleet.reader import read_exchange_shard
 from streamkit_kinesis.leases import LEADER_LEASE_KEY, DynamoDBLeaseStore
-from streamkit_kinesis.testing.streams import fresh_stream, unique
+from streamkit_kinesis.shards import list_shards_blocking
+from streamkit_kinesis.testing.streams import fresh_stream, read_stream_blocking, unique
 
+from streamkit.fleet.chunk import decode_chunk
 from streamkit_kinesis_tests.fleet.fleet_harness import (
     Fleet,
     close_and_collect,
@@ -71,8 +76,9 @@ async def test_three_workers_count_sum_avg_equal_duckdb(
     assert kinds == {"source", "aggregation"}
 
 
+@pytest.mark.parametrize("reads", ["one read per batch", "batches of several reads"])
 async def test_worker_killed_between_put_and_checkpoint_duplicate_dropped(
-    localstack_endpoint: AwsEndpoint, tmp_path: Path
+    localstack_endpoint: AwsEndpoint, tmp_path: Path, reads: str
 ) -> None:
     """Test 4: a worker SIGKILLs itself after the put of its second exchange batch and
     before that batch's checkpoint (``STREAMKIT_FLEET_FAULT``); one successor, started
@@ -83,11 +89,15 @@ async def test_worker_killed_between_put_and_checkpoint_duplicate_dropped(
     does the same, and test 1 sees such drops too). The second half of the records is put
     after the kill, so the successor's first read of a shard goes past the pending
     checkpoint: only an exact re-read of ``(checkpoint, pending]`` re-emits the chunks with
-    their first range end."""
+    their first range end. With GetRecords limited to 40 records a source batch gathers
+    several reads of a shard's backlog (``gather_records``), so the pending range re-read
+    after the kill spans several reads too."""
     ep = localstack_endpoint
     data = payloads(EVENTS, seed=41)
     want = truth(data)
-    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fleetk") as fleet:
+    small = reads == "batches of several reads"
+    extra = ("--max-records", "40") if small else ()
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fleetk", *extra) as fleet:
         half = len(data) // 2
         last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[:half])
         victim = await fleet.add("victim", STREAMKIT_FLEET_FAULT="kill_before_checkpoint:2")
@@ -96,16 +106,40 @@ async def test_worker_killed_between_put_and_checkpoint_duplicate_dropped(
         # records after the pending ranges: the successor's first read goes past them
         more = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data[half:])
         last = newest(last, more)
-        await fleet.add("successor")
+        # the successor reads 40 records a batch: its exact re-read of a pending range of
+        # several reads is held across deliveries until the range end
+        await fleet.add("successor", **({"STREAMKIT_TEST_GATHER": "1"} if small else {}))
         await fleet.read_all(last)
         await close_and_collect(ep, fleet.stream, [fleet], len(want))
         await fleet.stop()
+        replayed = await replayed_sizes(ep, fleet.stream, fleet.app)
     got = sink_rows(fleet.out)
     assert same(got, want), f"{len(got)} rows vs {len(want)}: {sorted(set(got) ^ set(want))[:10]}"
     dropped = sum(
         s["duplicates_dropped"] for s in statuses(fleet.root) if s["kind"] == "aggregation"
     )
     assert dropped > 0, statuses(fleet.root)
+    if small:  # a re-emitted (dropped) batch spanned several reads of 40 records
+        assert max(replayed) > 40, replayed
+
+
+async def replayed_sizes(ep: AwsEndpoint, stream: str, app: str) -> list[int]:
+    """For each source batch whose chunks are on the exchange twice: how many records put
+    to its source shard its range ``(first, last]`` covers (sequence numbers read back from
+    the source stream with plain GetRecords)."""
+    client = kinesis_client(ep)
+    source = await asyncio.to_thread(read_stream_blocking, client, stream)
+    seqs = {shard: [int(r["SequenceNumber"]) for r in rs] for shard, rs in source.items()}
+    name = exchange_stream_name(app)
+    sizes = []
+    for shard in await asyncio.to_thread(list_shards_blocking, client, name):
+        read = await read_exchange_shard(client, name, shard.shard_id)
+        heads = [decode_chunk(r.data)[0] for r in read]
+        keys = [(h.source, h.first, h.last) for h in heads if h.part == 0]
+        for src, first, end in {k for k in keys if keys.count(k) > 1}:
+            low = int(first) if first and first.isdigit() else -1
+            sizes.append(sum(1 for n in seqs[src] if low < n <= int(end)))
+    return sizes
 
 
 async def test_second_app_on_the_same_stream_is_unaffected(
