@@ -28,6 +28,7 @@ from streamkit_kinesis.kpl.deaggregate import (
     deaggregate,
     deaggregate_columns,
 )
+from streamkit_kinesis.retrieval.fetcher import WrappedFetcher
 from streamkit_kinesis.retrieval.iterators import IteratorStart
 from streamkit_kinesis.retrieval.polling import PollingFetchers, ShardReader
 from streamkit_kinesis.retrieval.record_columns import RecordColumns
@@ -36,12 +37,11 @@ from streamkit_kinesis.types import ExtendedSequenceNumber
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from streamkit_kinesis.retrieval.fetcher import ReaderMetrics, RecordFetcher
-    from streamkit_kinesis.retrieval.polling import CaughtUp
+    from streamkit_kinesis.retrieval.fetcher import RecordFetcher
     from streamkit_kinesis.types import KinesisRecord, RecordBatch, ShardInfo
 
 
-class DeaggregatingFetcher:
+class DeaggregatingFetcher(WrappedFetcher):
     """De-aggregates the batches of ``inner``, dropping user records at or before ``floor``
     (a checkpoint whose record ``inner`` starts AT)."""
 
@@ -78,32 +78,6 @@ class DeaggregatingFetcher:
             if (int(r.sequence_number), r.sub_sequence_number) > (seq, sub):
                 return records[i:]
         return []
-
-    @property
-    def caught_up(self) -> CaughtUp | None:
-        """The inner reader's latest empty, caught-up read (None: none, or not polling)."""
-        found: CaughtUp | None = getattr(self._inner, "caught_up", None)
-        return found
-
-    @property
-    def behind(self) -> bool | None:
-        """Whether the inner reader's last read was behind the tip (None: not polling)."""
-        found: bool | None = getattr(self._inner, "behind", None)
-        return found
-
-    def hurry(self) -> None:
-        """Let the inner reader's next read skip its idle wait (polling only)."""
-        hurry = getattr(self._inner, "hurry", None)
-        if callable(hurry):
-            hurry()
-
-    def metrics(self) -> ReaderMetrics:
-        """The inner fetcher's counters (Kinesis records, not user records)."""
-        return self._inner.metrics()
-
-    async def close(self) -> None:
-        """Close the inner fetcher."""
-        await self._inner.close()
 
 
 def _at_or_before(columns: RecordColumns, floor: ExtendedSequenceNumber) -> int:

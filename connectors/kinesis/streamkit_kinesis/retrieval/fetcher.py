@@ -21,6 +21,7 @@ from streamkit_kinesis.retry import Health
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from streamkit_kinesis.retrieval.polling import CaughtUp
     from streamkit_kinesis.types import ExtendedSequenceNumber, RecordBatch, ShardInfo
 
 
@@ -89,3 +90,36 @@ class FetcherFactory(Protocol):
         batch is the ``shard_ended`` one) or a ``datetime`` (the first record that arrived
         at or after it)."""
         ...
+
+
+class WrappedFetcher:
+    """Base of a fetcher that wraps another (``_inner``): the polling reader's extras
+    (``caught_up``, ``behind``, ``hurry``) passed through, ``metrics`` and ``close`` delegated."""
+
+    _inner: RecordFetcher
+
+    @property
+    def caught_up(self) -> CaughtUp | None:
+        """The inner reader's latest empty, caught-up read (None: none, or not polling)."""
+        found: CaughtUp | None = getattr(self._inner, "caught_up", None)
+        return found
+
+    @property
+    def behind(self) -> bool | None:
+        """Whether the inner reader's last read was behind the tip (None: not polling)."""
+        found: bool | None = getattr(self._inner, "behind", None)
+        return found
+
+    def hurry(self) -> None:
+        """Let the inner reader's next read skip its idle wait (polling only)."""
+        hurry = getattr(self._inner, "hurry", None)
+        if callable(hurry):
+            hurry()
+
+    def metrics(self) -> ReaderMetrics:
+        """The inner fetcher's counters."""
+        return self._inner.metrics()
+
+    async def close(self) -> None:
+        """Close the inner fetcher."""
+        await self._inner.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from streamkit_kinesis.retrieval.fetcher import WrappedFetcher
 from streamkit_kinesis.retrieval.record_columns import RecordColumns
 from streamkit_kinesis.types import RecordBatch
 
@@ -31,8 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from streamkit_kinesis.retrieval.fetcher import FetcherFactory, ReaderMetrics, RecordFetcher
-    from streamkit_kinesis.retrieval.polling import CaughtUp
+    from streamkit_kinesis.retrieval.fetcher import FetcherFactory, RecordFetcher
     from streamkit_kinesis.types import ExtendedSequenceNumber, KinesisRecord, ShardInfo
 
 
@@ -40,7 +40,7 @@ MAX_BYTES = 32 << 20
 """Payload a gathered batch stops at (a GetRecords read returns at most 10 MB)."""
 
 
-class GatheringFetcher:
+class GatheringFetcher(WrappedFetcher):
     """``inner``'s reads gathered into batches of ``limit`` records or ``max_bytes`` of
     payload (at most one read more) while behind."""
 
@@ -94,27 +94,6 @@ class GatheringFetcher:
             last.child_shard_ids,
             last.child_shards,
         )
-
-    @property
-    def caught_up(self) -> CaughtUp | None:
-        """The inner reader's latest empty, caught-up read (None: none, or not polling)."""
-        found: CaughtUp | None = getattr(self._inner, "caught_up", None)
-        return found
-
-    def hurry(self) -> None:
-        """Let the inner reader's next read skip its idle wait (polling only)."""
-        hurry = getattr(self._inner, "hurry", None)
-        if callable(hurry):
-            hurry()
-
-    def metrics(self) -> ReaderMetrics:
-        """The inner fetcher's counters."""
-        return self._inner.metrics()
-
-    async def close(self) -> None:
-        """Close the inner fetcher (records gathered and not returned are read again by
-        whoever resumes from the checkpoint)."""
-        await self._inner.close()
 
 
 def _payload(batch: RecordBatch) -> int:
