@@ -81,10 +81,13 @@ class RowLog:
         ]
 
     def gather(self, slots: I64) -> pl.DataFrame:
-        """The rows at ``slots`` (sorted, distinct), in that order."""
+        """The rows at ``slots`` (sorted, distinct), in that order, in one chunk (a frame
+        of a chunk per segment made every later step on it slower: at 5M keys held and
+        ~99,000 touched, the merge's key check, sums and append cost ~7 ms more CPU than
+        the ~1.4 ms the copy costs)."""
         parts = [seg.rows[offsets] for seg, offsets in self._split(slots)]
         self.handled += slots.size
-        return pl.concat(parts) if parts else pl.DataFrame()
+        return pl.concat(parts, rechunk=True) if parts else pl.DataFrame()
 
     def kill(self, slots: I64) -> None:
         """Mark the rows at ``slots`` (sorted, distinct, live) dead."""
