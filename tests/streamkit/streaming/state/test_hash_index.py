@@ -53,8 +53,8 @@ def test_find_then_set_at_updates_the_hash_found(spread: int) -> None:
         model.update(zip(keys.tolist(), values.tolist(), strict=True))
         held = np.array(list(model), dtype=np.uint64)
         chosen = held[rng.random(held.size) < 0.3]
-        found, cells = index.find(chosen)
-        assert found.tolist() == [model[k] for k in chosen.tolist()]
+        got, cells = index.find(chosen)
+        assert got.tolist() == [model[k] for k in chosen.tolist()]
         fresh = rng.integers(0, 1 << 40, chosen.size, dtype=np.int64)
         index.set_at(cells, fresh)
         model.update(zip(chosen.tolist(), fresh.tolist(), strict=True))
