@@ -103,24 +103,29 @@ async def kill_run(
     args: list[str],
     log: Path,
     rng: random.Random,
-    produce_more: Callable[[], Coroutine[Any, Any, None]],
+    produce: Callable[[list[tuple[bytes, str]]], Coroutine[Any, Any, None]],
+    more: list[tuple[bytes, str]],
 ) -> Job:
-    """Start the job, produce more events, kill -9 it; returns the killed job.
+    """Start the job, produce ``more`` events, kill -9 it; returns the killed job.
 
     Even runs are killed at a random time (start-up and lease alignment included). Odd
     runs are killed between the engine's commit and the lease checkpoint: the lease
-    checkpoint is slowed to 3 s, and the kill follows a commit whose offsets moved (events
-    are produced after the first commit, so a later one moves).
+    checkpoint is slowed to 3 s, and the kill follows a commit whose offsets moved. The
+    first half of ``more`` is put before the start, so the job has a batch to commit even
+    when the run before it had read and checkpointed everything; the second half after
+    that first commit, so a later commit moves.
     """
     t0 = time.monotonic()
     if run % 2:
+        half = len(more) // 2
+        await produce(more[:half])
         job = await Job.start([*args, "--commit-delay", "3.0"], log)
         first = await job.wait_for_lease_commit(60, None)
-        await produce_more()
+        await produce(more[half:])
         await job.wait_for_lease_commit(60, first)
     else:
         job = await Job.start(args, log)
-        producing = asyncio.create_task(produce_more())
+        producing = asyncio.create_task(produce(more))
         await asyncio.sleep(rng.uniform(0.2, 2.5))
         await producing
     assert job.proc.returncode is None, f"job exited by itself: {job.lines}"
@@ -171,7 +176,7 @@ async def test_kill_9_at_random_points_then_finish_equals_the_batch_truth(
             for run in range(RUNS):
                 more = records[(run + 1) * chunk : (run + 2) * chunk]
                 job = await kill_run(
-                    run, args, log, rng, functools.partial(produce, ep, stream, more)
+                    run, args, log, rng, functools.partial(produce, ep, stream), more
                 )
                 jobs.append(job)
                 kills.append((job.alive, job.batches(), last_commit(ck)))
