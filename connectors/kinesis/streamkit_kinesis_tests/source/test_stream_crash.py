@@ -103,6 +103,7 @@ async def kill_run(
     args: list[str],
     log: Path,
     rng: random.Random,
+    *,
     produce: Callable[[list[tuple[bytes, str]]], Coroutine[Any, Any, None]],
     more: list[tuple[bytes, str]],
 ) -> Job:
@@ -176,7 +177,7 @@ async def test_kill_9_at_random_points_then_finish_equals_the_batch_truth(
             for run in range(RUNS):
                 more = records[(run + 1) * chunk : (run + 2) * chunk]
                 job = await kill_run(
-                    run, args, log, rng, functools.partial(produce, ep, stream), more
+                    run, args, log, rng, produce=functools.partial(produce, ep, stream), more=more
                 )
                 jobs.append(job)
                 kills.append((job.alive, job.batches(), last_commit(ck)))
