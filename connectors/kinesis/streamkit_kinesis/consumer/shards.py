@@ -127,9 +127,10 @@ class StreamShards:
         """The stream's shards as last listed, plus children learned since."""
         return {**self._learned, **(self._listed or {})}
 
-    async def sync(self) -> None:
-        """Lease new lineages, and children of finished parents (see :mod:`.leases.sync`)."""
-        shards = await self.list_shards()
+    async def sync(self, listed: list[ShardInfo] | None = None) -> None:
+        """Lease new lineages, and children of finished parents (see :mod:`.leases.sync`),
+        from ``listed`` (what :meth:`list_shards` returned just before) or a new listing."""
+        shards = listed if listed is not None else await self.list_shards()
         result = await sync_shards(
             self._coordinator.store, shards, self.config.initial_position.checkpoint
         )

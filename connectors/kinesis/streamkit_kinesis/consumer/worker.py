@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from streamkit_kinesis.client import KinesisApi
     from streamkit_kinesis.leases import Lease, LeaseEvent, LeaseStore
     from streamkit_kinesis.retrieval.fetcher import FetcherFactory
+    from streamkit_kinesis.types import ShardInfo
 
     from .config import ConsumerConfig
     from .processor import ProcessorFactory
@@ -153,10 +154,19 @@ class KinesisConsumer:
         """This worker's id (``leaseOwner`` in the lease table)."""
         return self.config.worker_id
 
-    async def start(self, processor_factory: ProcessorFactory | None = None) -> None:
+    async def start(
+        self,
+        processor_factory: ProcessorFactory | None = None,
+        *,
+        listed: list[ShardInfo] | None = None,
+    ) -> None:
         """Check the stream, create the lease table if absent, sync shards, start the loops.
 
-        Without ``processor_factory`` the consumer is consumed with ``async for``. Raises
+        Without ``processor_factory`` the consumer is consumed with ``async for``.
+        ``listed``: the shards as the caller just listed them through
+        ``self.shards.list_shards()``; the check and the first sync use that listing
+        instead of one ListShards each (a later reshard is found as always: by the
+        parents' SHARD_END and the periodic audit). Raises
         :class:`StreamNotFoundError` for a missing stream (before anything is created),
         :class:`EndpointUnreachableError` / :class:`CredentialsError` after bounded retries,
         :class:`ConsumerError` if the lease table cannot be reached.
@@ -169,9 +179,10 @@ class KinesisConsumer:
             processor_factory = partial(ChannelProcessor, channel)
         self._factory = processor_factory
         try:
-            await self.shards.list_shards()
+            if listed is None:
+                listed = await self.shards.list_shards()
             await self._start_leases()
-            await self.shards.sync()
+            await self.shards.sync(listed)
         except BaseException:
             self._finish_stop()
             raise

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+LANE_THREADS = 20
+"""Threads of a store's renewal lane by default (KCL's ``maxLeaseRenewalThreads``)."""
+
 TRANSIENT_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -96,8 +99,9 @@ class DynamoDBLeaseStore:
     ``client`` may be given to wrap a real client (failure injection in tests); otherwise
     one is built from ``endpoint`` with ``call_timeout`` seconds for connect and read, and
     botocore's standard retry mode (3 attempts), so no call can hang past a failover period.
-    ``threads`` > 0 gives the store its own thread pool of that size (and an HTTP connection
-    pool as large); 0 runs calls on asyncio's default executor.
+    ``threads`` > 0 gives the store its own thread pool of that size; 0 runs calls on
+    asyncio's default executor. The client's HTTP connection pool holds ``max(10,
+    threads)`` connections plus :data:`LANE_THREADS` for the renewal lane, which shares it.
 
     :meth:`create_table_if_not_exists` makes its calls once per store: after it saw the
     table ACTIVE, the next ones return False at once, until a call of this store or its
@@ -126,28 +130,27 @@ class DynamoDBLeaseStore:
         self._call_timeout = call_timeout
         self._threads = threads
         self._executor: ThreadPoolExecutor | None = None
-        self._injected_client = client is not None
         self._client: DynamoDBClient = client or endpoint.client(
             "dynamodb",
             connect_timeout=call_timeout,
             read_timeout=call_timeout,
             retries={"mode": "standard", "max_attempts": 3},
-            max_pool_connections=max(10, threads),
+            max_pool_connections=max(10, threads) + LANE_THREADS,
         )
 
-    def renewal_lane(self, threads: int = 20) -> DynamoDBLeaseStore:
-        """The same table through a dedicated thread pool and boto3 client (own session,
-        own HTTP connection pool), sharing :attr:`calls`: renewals sent through it never
-        queue behind GetRecords, decoding, engine or sink work on the default executor.
-
-        A store built with an injected ``client`` (failure injection in tests) shares that
-        client, so injected failures reach the lane too; only the thread pool is its own.
-        Call :meth:`close` on the lane when done (it re-opens on the next call).
+    def renewal_lane(self, threads: int = LANE_THREADS) -> DynamoDBLeaseStore:
+        """The same table through a dedicated thread pool, sharing :attr:`calls` and this
+        store's boto3 client (thread-safe; its connection pool has room for the lane's
+        threads besides this store's): renewals sent through it never queue behind
+        GetRecords, decoding, engine or sink work on the default executor. An injected
+        ``client`` (failure injection in tests) is shared the same way, so injected
+        failures reach the lane too. Call :meth:`close` on the lane when done (it re-opens
+        on the next call).
         """
         return DynamoDBLeaseStore(
             self.endpoint,
             self.table_name,
-            client=self._client if self._injected_client else None,
+            client=self._client,
             call_timeout=self._call_timeout,
             threads=threads,
             calls=self.calls,

@@ -90,7 +90,7 @@ async def start_consumer(
         failover_time=config.failover_time, clock=clock,
     )  # fmt: skip
     consumer.add_listener(on_event)
-    await consumer.start(processors)
+    await consumer.start(processors, listed=shards)
     started()
     wait = config.effective_take_interval + 30.0
     await asyncio.wait_for(first_of(first_cycle.wait(), consumer.join()), wait)

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from streamkit_kinesis.source import KinesisStreamSource
+from streamkit_kinesis.source import KinesisStreamSource, session
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 import streamkit as sk
@@ -132,12 +132,14 @@ def lease_write(operation: str, params: dict[str, Any]) -> str:
 
 def count_dynamodb_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Every DynamoDB call made from now on by a client of :meth:`AwsEndpoint.client`
-    (the real client, on the real server), by :func:`lease_write` kind."""
+    (the real client, on the real server), by :func:`lease_write` kind; and the clients
+    made, as ``client:dynamodb``."""
     calls: Counter[str] = Counter()
     make = AwsEndpoint.client
 
     def counted(self: AwsEndpoint, service: str, **config: Any) -> Any:
         client = make(self, service, **config)
+        calls[f"client:{service}"] += 1
         if service == "dynamodb":
 
             def seen(params: dict[str, Any], model: Any, **_: Any) -> None:
@@ -147,6 +149,25 @@ def count_dynamodb_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         return client
 
     monkeypatch.setattr(AwsEndpoint, "client", counted)
+    return calls
+
+
+def count_kinesis_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every call of the Kinesis clients the source's consumer makes from now on (the real
+    clients, on the real server), by operation name."""
+    calls: Counter[str] = Counter()
+    make = session.kinesis_client
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        client = make(*args, **kwargs)
+
+        def seen(model: Any, **_: Any) -> None:
+            calls[model.name] += 1
+
+        client.meta.events.register("before-parameter-build.kinesis", seen)
+        return client
+
+    monkeypatch.setattr(session, "kinesis_client", counted)
     return calls
 
 
@@ -169,6 +190,9 @@ async def test_open_commits_and_close_make_the_lease_protocols_dynamodb_calls(
       are where the shards started);
     - ``close``: a checkpoint of the last committed offset, then a release, per held lease.
 
+    One DynamoDB client serves the lease store and its renewal lane, and one ListShards
+    the alignment, the stream check and the first shard sync of ``open``.
+
     Renewals (every ``failover_time / 3``) and later take cycles depend on the wall time
     and are left out; nothing else may happen."""
     ep, app, s = localstack_endpoint, unique("app"), 2
@@ -176,10 +200,12 @@ async def test_open_commits_and_close_make_the_lease_protocols_dynamodb_calls(
     async with fresh_stream(ep, s, "calls") as (stream, _):
         await produce(ep, stream, records)
         calls = count_dynamodb_calls(monkeypatch)
+        kinesis = count_kinesis_calls(monkeypatch)
         source = KinesisStreamSource(stream, app, ep, schema=SCHEMA, checkpoint_interval=3600)
         try:
             await source.open(None)
             opened = without(calls, "renewal")
+            listed = kinesis["ListShards"]
             rows = 0
             while rows < len(records):
                 batch = await source.next_batch(1.0)
@@ -192,6 +218,10 @@ async def test_open_commits_and_close_make_the_lease_protocols_dynamodb_calls(
         finally:
             monkeypatch.undo()
             await drop(ep, app)
-    assert opened == Counter(CreateTable=1, DescribeTable=1, Scan=3, PutItem=s, take=s)
+    assert opened == Counter(
+        {"client:dynamodb": 1, "CreateTable": 1, "DescribeTable": 1, "Scan": 3, "PutItem": s,
+         "take": s}
+    )  # fmt: skip
+    assert listed == 1
     assert committed == Counter()
     assert closed == Counter(checkpoint=s, release=s)
