@@ -21,7 +21,9 @@ done
 if [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
+        # Wait (up to 10 min) for another apt/dpkg run holding the lock instead of failing.
+        apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+        apt_get install -y chromium || { apt_get update && apt_get install -y chromium; }
     else
         echo "install-servers: /usr/bin/chromium not found (Debian: sudo apt-get install -y chromium)" >&2
         exit 1
