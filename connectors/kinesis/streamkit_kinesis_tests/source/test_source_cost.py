@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from streamkit_kinesis.client import kinesis_client
 from streamkit_kinesis.source import KinesisStreamSource, session
 from streamkit_kinesis.testing.streams import fresh_stream, unique
 
@@ -156,10 +157,9 @@ def count_kinesis_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Every call of the Kinesis clients the source's consumer makes from now on (the real
     clients, on the real server), by operation name."""
     calls: Counter[str] = Counter()
-    make = session.kinesis_client
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        client = make(*args, **kwargs)
+        client: Any = kinesis_client(*args, **kwargs)
 
         def seen(model: Any, **_: Any) -> None:
             calls[model.name] += 1
