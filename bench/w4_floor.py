@@ -34,11 +34,11 @@ def batch_cost(keys: int, rows: int, repeat: int, seed: int) -> tuple[float, int
     """Median CPU seconds of one batch's floor work at ``keys`` keys held; keys touched."""
     rng = np.random.default_rng(seed)
     size = 1 << int(np.ceil(np.log2(2 * keys)))  # a hash table at load <= 1/2
+    shift = np.uint64(64 - int(np.log2(size)))
     slot_of_cell = np.full(size, -1, np.int64)
     user = np.arange(keys, dtype=np.int64)
-    cells = (user.astype(np.uint64) * MUL) >> np.uint64(64 - int(np.log2(size)))
     # place every key (linear probing, done once, untimed)
-    for k, home_cell in enumerate(cells.tolist()):
+    for k, home_cell in enumerate(((user.astype(np.uint64) * MUL) >> shift).tolist()):
         cell = home_cell
         while slot_of_cell[cell] >= 0:
             cell = (cell + 1) % size
@@ -51,15 +51,14 @@ def batch_cost(keys: int, rows: int, repeat: int, seed: int) -> tuple[float, int
         users = rng.integers(0, keys, rows)
         values = rng.random(rows)
         started = time.process_time()
-        home = (users.astype(np.uint64) * MUL) >> np.uint64(64 - int(np.log2(size)))
-        slots = slot_of_cell[home]  # the probe: one random read per row
-        missed = user[np.maximum(slots, 0)] != users  # keys not in their home cell
-        if missed.any():  # rare at load 1/2: walk those few (untimed share is tiny)
-            for i in np.flatnonzero(missed).tolist():
-                c = int(home[i])
-                while user[slot_of_cell[c]] != users[i]:
-                    c = (c + 1) % size
-                slots[i] = slot_of_cell[c]
+        cell = ((users.astype(np.uint64) * MUL) >> shift).astype(np.int64)
+        slots = slot_of_cell[cell]  # the probe: one random read per row
+        # rows whose key is further down its chain step on together, one cell per pass
+        pending = np.flatnonzero(user[slots] != users)
+        while pending.size:
+            cell[pending] = (cell[pending] + 1) & (size - 1)
+            slots[pending] = slot_of_cell[cell[pending]]
+            pending = pending[user[slots[pending]] != users[pending]]
         old_count, old_total = count[slots], total[slots]  # read each touched state
         count[slots] = old_count + 1  # and write it back (a key drawn twice in a batch
         total[slots] = old_total + values  # keeps one addition: the same memory traffic)
