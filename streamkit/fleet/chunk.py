@@ -11,8 +11,13 @@ which stream the shard belongs to (``stream``). An *end marker* (:attr:`ChunkHea
 the shard ended after the range it applied last (a shard whose last read held no records).
 A *start marker* (:attr:`ChunkHeader.is_start`: not ``ended``, ``first == last``, no rows)
 covers no records either: a source task started reading the shard, so an aggregation task
-has heard of it (a shard that never receives a record would otherwise hold the fleet
-watermark for ever: ``idle_timeout`` counts from a shard's last chunk).
+has heard of it and waits for it. An *idle marker* (:attr:`ChunkHeader.is_idle`: ``idle``,
+not ``ended``, ``first == last``, no rows) covers no records: the shard's reader read
+everything up to ``last`` and found nothing newer at the shard's tip for ``idle_timeout``,
+so the shard stops holding the fleet watermark back until its next chunk. Only the reader
+can tell a shard with nothing to read from one whose reader is slow, dead or stalled; an
+aggregation task never takes silence for idleness. ``idle`` is written only when true
+(other chunks are the bytes they were).
 The header also carries ``"crc32"``: a
 CRC-32 over the header's other fields (canonical JSON) and the record batches' IPC
 messages, so a garbled value is caught, not applied. Version 2 (written now) may carry
@@ -75,12 +80,16 @@ class ChunkHeader:
     ``right``); empty for one stream, and then not written (one-stream chunks are the
     bytes they were). Shard ids repeat across streams, so a shard is known by
     :attr:`key`."""
+    idle: bool = False
+    """An idle marker (:attr:`is_idle`); written only when true."""
 
     def fields(self) -> dict[str, Any]:
         """The header's fields as written (``stream`` only when set)."""
         body = asdict(self)
         if not self.stream:
             del body["stream"]
+        if not self.idle:
+            del body["idle"]
         return body
 
     def to_json(self) -> bytes:
@@ -103,7 +112,13 @@ class ChunkHeader:
         """A start marker: a source task started reading the shard after ``last`` (its
         checkpoint, ``"0"`` at the shard's start). A chunk of records never has
         ``first == last``: it covers at least one record after ``first``."""
-        return not self.ended and self.first == self.last and self.rows == 0
+        return not self.ended and not self.idle and self.first == self.last and self.rows == 0
+
+    @property
+    def is_idle(self) -> bool:
+        """An idle marker: the shard's reader read it up to ``last`` and found nothing newer
+        at its tip for ``idle_timeout``."""
+        return self.idle and not self.ended and self.first == self.last and self.rows == 0
 
     @property
     def last_int(self) -> int:
@@ -153,8 +168,12 @@ def _header(raw: bytes) -> tuple[ChunkHeader, Any]:
     stream = body.get("stream", "")
     if not isinstance(stream, str) or ("stream" in body and stream not in STREAMS):
         raise ChunkError(f"damaged chunk header: field 'stream' is {stream!r}")
-    header = ChunkHeader(**{k: body[k] for k in _FIELDS}, stream=stream)  # v as written
-    if not header.last.isdigit() or not 0 <= header.part < header.parts or header.rows < 0:
+    idle = body.get("idle", False)
+    if not isinstance(idle, bool) or ("idle" in body and not idle):
+        raise ChunkError(f"damaged chunk header: field 'idle' is {idle!r}")
+    header = ChunkHeader(**{k: body[k] for k in _FIELDS}, stream=stream, idle=idle)  # v as is
+    shape = 0 <= header.part < header.parts and header.rows >= 0
+    if not header.last.isdigit() or not shape or (idle and not header.is_idle):
         raise ChunkError(f"damaged chunk header: {body}")
     return header, body.get("crc32")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Protocol
 
 import polars as pl
@@ -126,9 +125,10 @@ class ExchangeTask(ABC):
     def hold_sources(self, ids: Iterable[str]) -> None:
         """Source shards whose lease is changing hands (no live owner, or a new owner
         for less than ``idle_timeout``; the caller refreshes it, e.g. each lease cycle):
-        they count as active however long they have been silent, so a shard whose reader
-        died is not taken for idle and its rows, read again by the next owner, are not
-        found late. Not checkpointed (a restored stage counts every shard active)."""
+        they count as active even when their last word was an idle marker, so records
+        put to an idle shard while its reader died hold the watermark until the next
+        owner said it is idle again, and a previous owner's idle marker arriving after the
+        next owner started is not believed. Not checkpointed."""
         self._holding = frozenset(str(i) for i in ids)
 
     @property
@@ -140,7 +140,7 @@ class ExchangeTask(ABC):
 
     def _held(self, now: float) -> bool:
         """Whether an expected shard without an event time holds the watermark: one never
-        heard from always, one heard from until it is idle or ended."""
+        heard from always, one heard from until its reader said it is idle, or it ended."""
         for name in self._expected:
             if not self._timed(name):
                 continue
@@ -157,19 +157,21 @@ class ExchangeTask(ABC):
         return True
 
     def _active(self, name: str, progress: SourceProgress, now: float) -> bool:
-        """Sent a chunk less than ``idle_timeout`` ago and not ended. An ended shard still
-        named by :meth:`expect_sources` counts as not ended: the lease table the caller
-        read predates its SHARD_END checkpoint, so it may not list the shard's children
-        yet (created before that checkpoint), which must hold the watermark from then."""
-        fresh = progress.seen is None or now - progress.seen < self.idle_timeout
-        return fresh and not (progress.ended and name not in self._expected)
+        """Holds the watermark back: its reader did not say it is idle (an idle marker
+        since its last range), or its lease is changing hands (:meth:`hold_sources`), and
+        it did not end. Silence alone is never idleness: a shard whose reader is slow,
+        stalled or dead holds the watermark however long it is silent (its rows are then
+        never found late), and only a live reader at the shard's tip lets it go. An ended
+        shard still named by :meth:`expect_sources` counts as not ended: the lease table
+        the caller read predates its SHARD_END checkpoint, so it may not list the shard's
+        children yet (created before that checkpoint), which must hold the watermark from
+        then."""
+        awake = not progress.idle or name in self._holding
+        return awake and not (progress.ended and name not in self._expected)
 
     def _update_watermark(self, now: float) -> None:
         if not self._watermarked:
             return
-        for name, progress in self._sources.items():
-            if progress.seen is None or name in self._holding:  # restored, or changing hands
-                self._sources[name] = replace(progress, seen=now)
         if self._held(now):  # a shard without an event time yet: no basis until it has one
             return
         self.watermark = self._advanced(now)

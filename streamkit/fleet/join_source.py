@@ -81,7 +81,15 @@ class SideStage:
         at = "0" if after is None else after
         return self._markers(source, at, False, partitions, query)
 
-    def _markers(
-        self, source: str, at: str, ended: bool, partitions: int, query: str
+    def idle_chunks(
+        self, source: str, after: str | None, partitions: int, query: str
     ) -> list[list[bytes]]:
-        return _markers(source, at, ended, partitions, query, self.stream)
+        """Per exchange partition, the idle marker of shard ``source`` of this side's
+        stream (:meth:`SourceStage.idle_chunks`)."""
+        at = "0" if after is None else after
+        return self._markers(source, at, False, partitions, query, idle=True)
+
+    def _markers(
+        self, source: str, at: str, ended: bool, partitions: int, query: str, *, idle: bool = False
+    ) -> list[list[bytes]]:
+        return _markers(source, at, ended, partitions, query, self.stream, idle=idle)

@@ -6,7 +6,10 @@ the shards of a join's two streams may share ids). Guarantee (steps 2 and 3 of
 ``(range end, part)`` is a duplicate and changes nothing but its arrival time; the next
 chunk must be the next part of the same range, or part 0 of a range that starts where the
 last one ended, else :class:`ChunkOrderError`. A range's event-time maximum and end flag
-count only once its last part is applied.
+count only once its last part is applied. An idle marker (the reader found nothing new
+at the shard's tip) flags the shard idle unless a later range was applied already (then it
+is a previous owner's, stale); any range chunk (a duplicate too: a new owner re-reading)
+or start marker clears the flag: that shard has a reader who will say when it is idle.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ NOTHING = -1
 applied (the order rules then accept any first range, as for a shard not known)."""
 
 Outcome = Literal["marker", "duplicate", "applied"]
-"""What :func:`advance` did with a chunk: a start or end marker taken note of (or a start
-marker of a known shard, ignored), a duplicate dropped, or a range part applied."""
+"""What :func:`advance` did with a chunk: a start, end or idle marker taken note of, a
+duplicate dropped, or a range part applied."""
 
 
 class ChunkOrderError(StreamkitError):
@@ -43,15 +46,18 @@ class SourceProgress:
     ended: bool
     seen: float | None
     """Clock reading of its last chunk (None: restored, not seen since)."""
+    idle: bool = False
+    """Its reader's last word was an idle marker: it holds no watermark back."""
 
     def to_json(self) -> dict[str, Any]:
         return {"last": str(self.last), "part": self.part, "parts": self.parts,
-                "max_event": self.max_event, "ended": self.ended}  # fmt: skip
+                "max_event": self.max_event, "ended": self.ended, "idle": self.idle}  # fmt: skip
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> SourceProgress:
         return cls(int(body["last"]), int(body["part"]), int(body["parts"]),
-                   body["max_event"], bool(body["ended"]), None)  # fmt: skip
+                   body["max_event"], bool(body["ended"]), None,
+                   bool(body.get("idle", False)))  # fmt: skip
 
 
 def advance(sources: dict[str, SourceProgress], h: ChunkHeader, now: float) -> Outcome:
@@ -59,13 +65,21 @@ def advance(sources: dict[str, SourceProgress], h: ChunkHeader, now: float) -> O
     place); raises :class:`ChunkOrderError` (``sources`` possibly updated for earlier
     chunks only) for a gap or a reordering."""
     known = sources.get(h.key)
-    if h.is_start:  # heard of: idle_timeout counts from now; nothing applied
+    if h.is_start:  # heard of, a reader started it: not idle; nothing applied
         if known is None:
             sources[h.key] = SourceProgress(NOTHING, 0, 1, None, False, now)
+        else:
+            sources[h.key] = replace(known, seen=now, idle=False)
         return "marker"
+    if h.is_idle:
+        if known is None:
+            sources[h.key] = SourceProgress(NOTHING, 0, 1, None, False, now, idle=True)
+        elif known.last == NOTHING or h.last_int >= known.last:
+            sources[h.key] = replace(known, seen=now, idle=True)
+        return "marker"  # (behind a range applied: a previous owner's, ignored)
     if not _next(known, h):
         if known is not None:
-            sources[h.key] = replace(known, seen=now)
+            sources[h.key] = replace(known, seen=now, idle=False)
         return "duplicate"
     if h.is_end:  # the shard ended after the range applied last
         sources[h.key] = (

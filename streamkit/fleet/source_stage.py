@@ -14,7 +14,8 @@ that fit an exchange record (:func:`~streamkit.fleet.chunk.split_parts`). Every 
 gets at least one chunk, also without rows: it carries the shard's watermark progress.
 :meth:`SourceStage.end_chunks` are the end markers of a shard that ended after a range
 already emitted, :meth:`SourceStage.start_chunks` the start markers of a shard whose task
-starts reading it (every partition gets one).
+starts reading it, :meth:`SourceStage.idle_chunks` the idle markers of a shard whose reader
+found nothing new at its tip for ``idle_timeout`` (every partition gets one of each).
 The encoding is deterministic for the same rows (states merged per window for sliding
 windows, sorted by their keys), so a batch re-read after a takeover yields the same parts;
 the static tables of stream-static joins are fixed for the query's life for that reason
@@ -210,6 +211,18 @@ class SourceStage:
         restart it changes nothing."""
         return _markers(source, "0" if after is None else after, False, partitions, query)
 
+    @staticmethod
+    def idle_chunks(
+        source: str, after: str | None, partitions: int, query: str
+    ) -> list[list[bytes]]:
+        """Per exchange partition, the idle marker of ``source`` (one part, no rows): its
+        reader read it up to ``after`` (None: nothing, sent as ``"0"``) and found nothing
+        newer at its tip for ``idle_timeout``
+        (:attr:`~streamkit.fleet.chunk.ChunkHeader.is_idle`): the shard stops holding the
+        fleet watermark back until its next chunk."""
+        at = "0" if after is None else after
+        return _markers(source, at, False, partitions, query, idle=True)
+
 
 def route_chunks(  # noqa: PLR0917
     rows: pl.DataFrame,
@@ -240,13 +253,21 @@ def route_chunks(  # noqa: PLR0917
 
 
 def _markers(  # noqa: PLR0917
-    source: str, at: str, ended: bool, partitions: int, query: str, stream: str | None = None
+    source: str,
+    at: str,
+    ended: bool,
+    partitions: int,
+    query: str,
+    stream: str | None = None,
+    *,
+    idle: bool = False,
 ) -> list[list[bytes]]:
     """One marker chunk (``first == last == at``, no rows) per partition; ``stream``: the
-    join side's stream the shard belongs to (None: the fleet's one stream)."""
+    join side's stream the shard belongs to (None: the fleet's one stream); ``idle``: an
+    idle marker."""
     if not at.isdigit():
         raise ValueError(f"a marker's position must be a sequence number string, got {at!r}")
-    header = ChunkHeader(query, source, at, at, 0, 1, None, ended, 0)
+    header = ChunkHeader(query, source, at, at, 0, 1, None, ended, 0, idle=idle)
     if stream is not None:
         header = replace(header, stream=stream)
     return [[encode_chunk(header, pl.DataFrame())] for _ in range(partitions)]

@@ -1,7 +1,8 @@
-"""One aggregation stage, driven by hand: the fleet watermark (min over shards, idleness on
-the injected clock, ended shards), late partial states, ordering errors and damaged
-chunks. Expected values are worked out by hand in the comments (10-minute tumbling
-windows, 5-minute delay, times in minutes after T0)."""
+"""One aggregation stage, driven by hand: the fleet watermark (min over shards, idleness as
+the shards' readers declare it, never from silence on the injected clock, ended shards),
+late partial states, ordering errors and damaged chunks. Expected values are worked out by
+hand in the comments (10-minute tumbling windows, 5-minute delay, times in minutes after
+T0)."""
 
 from __future__ import annotations
 
@@ -98,18 +99,57 @@ def test_without_expected_shards_a_late_starter_finds_its_rows_late() -> None:
     assert stage.late_rows == 1
 
 
-def test_an_idle_shard_holds_the_watermark_for_at_most_idle_timeout() -> None:
+def idle_marker(shard: Shard, at: int | None = None) -> bytes:
+    """``shard``'s idle marker: its reader read it up to ``at`` (default: its last range
+    end) and found nothing newer at its tip for ``idle_timeout``."""
+    pos = shard.seq if at is None else at
+    ((chunk,),) = SourceStage.idle_chunks(shard.name, str(pos) if pos else None, 1, "q")
+    return chunk
+
+
+def test_a_silent_shard_holds_the_watermark_until_its_reader_says_it_is_idle() -> None:
+    """The fleet join failure under load: a shard whose reader is slow or stalled is
+    silent far longer than ``idle_timeout``; silence is not idleness, so it holds the
+    watermark and its rows, read at last, are not late. Only its idle marker (its reader
+    found nothing newer at the tip) lets the watermark go past it."""
     fleet = fleet_plan()
     stage = AggregationStage(fleet, idle_timeout=30, query="q")
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100), slow.batch(1)], now=0)  # slow last seen at 0
     stage.apply([fast.batch(101)], now=29.9)
-    assert minutes(stage.fleet_watermark) == -4  # slow still active: min(101, 1) - 5
-    assert minutes(stage.refresh(now=30.0)) == 96  # idle from 30 s on: 101 - 5
-    assert stage.owes_batch  # the watermark moved past the one in force (-4)
-    emitted = stage.run_no_data(now=30.0).output  # evicts with 96: window [0, 10) of slow
-    assert windows(emitted) == [(0, 1)]
+    assert minutes(stage.fleet_watermark) == -4  # min(101, 1) - 5
+    assert minutes(stage.refresh(now=100_000)) == -4  # silent for a day: still holds
+    assert stage.in_force == stage.fleet_watermark  # so no batch is owed
+    stage.apply([slow.batch(2, 3)], now=100_001)  # the slow reader's rows at last
+    assert stage.late_rows == 0
+    assert minutes(stage.fleet_watermark) == -2  # min(101, 3) - 5
+    stage.apply([idle_marker(slow)], now=100_002)  # at the tip, nothing newer: idle
+    said = stage.sources["slow"]
+    assert said.idle
+    assert minutes(stage.fleet_watermark) == 96  # 101 - 5: slow holds no more
+    assert stage.owes_batch  # the watermark moved past the one in force (-2)
+    emitted = stage.run_no_data(now=100_003).output  # evicts with 96: [0, 10) of slow
+    assert windows(emitted) == [(0, 3)]
     assert minutes(stage.in_force) == 96
+    stage.apply([slow.batch(150)], now=100_004)  # records again: it holds again
+    woken = stage.sources["slow"]
+    assert not woken.idle
+    stage.apply([fast.batch(200)], now=100_005)
+    assert minutes(stage.fleet_watermark) == 145  # min(200, 150) - 5
+
+
+def test_an_idle_marker_behind_an_applied_range_is_a_previous_owners_and_ignored() -> None:
+    """A previous owner's idle marker (its position behind a range the next owner sent
+    already) arriving late: the shard has a live reader past it, so it stays active."""
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    fast, slow = Shard("fast", fleet), Shard("slow", fleet)
+    stage.apply([fast.batch(100), slow.batch(1), slow.batch(2)], now=0)  # slow at 20
+    stage.apply([idle_marker(slow, at=10)], now=1)
+    assert not stage.sources["slow"].idle
+    assert minutes(stage.fleet_watermark) == -3  # min(100, 2) - 5
+    stage.apply([idle_marker(slow, at=20)], now=2)  # the current one: believed
+    assert minutes(stage.fleet_watermark) == 95
 
 
 def test_a_shard_whose_lease_changes_hands_is_not_taken_for_idle() -> None:
@@ -122,12 +162,13 @@ def test_a_shard_whose_lease_changes_hands_is_not_taken_for_idle() -> None:
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100), slow.batch(1)], now=0)
     stage.hold_sources(["slow"])  # its owner died: no renewals, then a new owner
-    stage.apply([fast.batch(101)], now=40)
+    stage.apply([fast.batch(101), idle_marker(slow)], now=40)  # the dead owner's last word
     assert minutes(stage.refresh(now=60)) == -4  # min(101, 1) - 5: slow still counts
     assert not stage.owes_batch
     stage.hold_sources([])  # the new owner settled in and sends what the dead one held
     stage.apply([slow.batch(2, 3)], now=61)
     assert stage.late_rows == 0
+    assert not stage.sources["slow"].idle
     assert minutes(stage.fleet_watermark) == -2  # min(101, 3) - 5
 
 
@@ -191,10 +232,10 @@ def start_marker(shard: Shard) -> bytes:
     return chunk
 
 
-def test_a_child_that_never_receives_a_record_holds_for_at_most_idle_timeout() -> None:
+def test_a_child_that_never_receives_a_record_holds_until_its_reader_says_it_is_idle() -> None:
     """Review finding 1: a split's child nothing is written to sends no chunk of records;
-    its task's start marker makes it heard of, so it holds the fleet watermark like an
-    idle shard: from its start for ``idle_timeout``, then no more."""
+    its task's start marker makes it heard of, so it holds the fleet watermark however
+    long it is silent, until its reader's idle marker, then no more."""
     fleet = fleet_plan()
     stage = AggregationStage(fleet, idle_timeout=30, query="q")
     stage.expect_sources(["fast", "empty"])
@@ -203,8 +244,9 @@ def test_a_child_that_never_receives_a_record_holds_for_at_most_idle_timeout() -
     stage.apply([start_marker(empty)], now=1)
     assert stage.fleet_watermark is None  # heard of at 1, no event time: holds
     assert stage.waiting_for == ["empty"]
-    assert minutes(stage.refresh(now=30.9)) is None
-    assert minutes(stage.refresh(now=31)) == 95  # idle from 31 s on: 100 - 5
+    assert minutes(stage.refresh(now=100_000)) is None
+    stage.apply([idle_marker(empty)], now=100_001)  # at its tip since its start: idle
+    assert minutes(stage.fleet_watermark) == 95  # 100 - 5
     assert stage.duplicates_dropped == 0
     assert stage.sources["empty"].max_event is None
 
@@ -219,10 +261,11 @@ def test_a_start_marker_applies_no_range_and_is_ignored_once_the_shard_is_known(
     stage.apply([start_marker(late), start_marker(late)], now=0)
     stage.apply([late.batch(1)], now=1)  # its first range: after the shard's start
     stage.apply([known.batch(2), known.batch(3)], now=1)
+    stage.apply([idle_marker(known)], now=2)  # idle until a new reader starts it
     before = stage.sources["known"]
     again = start_marker(known)  # a new owner, after checkpoint 20
     stage.apply([again, start_marker(late), again], now=40)
-    assert stage.sources["known"] == before  # not even seen again: idle stays idle
+    assert stage.sources["known"] == replace(before, seen=40, idle=False)  # a reader again
     assert stage.duplicates_dropped == 0
     stage.apply([known.batch(4), late.batch(5)], now=41)
     assert (stage.sources["known"].last, stage.sources["late"].last) == (30, 20)
@@ -234,20 +277,23 @@ def test_a_start_marker_applies_no_range_and_is_ignored_once_the_shard_is_known(
 
 
 def test_a_shard_heard_of_by_its_start_marker_only_survives_a_restore(tmp_path: Path) -> None:
-    """Checkpointed with the state: after a restore it holds for ``idle_timeout`` from
-    the next clock reading (as every restored shard), then no more."""
+    """Checkpointed with the state: after a restore it holds until its reader's idle
+    marker, then no more; an idle flag is checkpointed too (its reader said it once)."""
     fleet = fleet_plan()
     log = CheckpointLog(LocalCheckpointStore(tmp_path))
     stage = AggregationStage(fleet, idle_timeout=30, query="q")
-    stage.expect_sources(["fast", "empty"])
-    fast, empty = Shard("fast", fleet), Shard("empty", fleet)
-    stage.apply([fast.batch(100), start_marker(empty)], now=0)
-    stage.checkpoint_state(log, 0)
+    stage.expect_sources(["fast", "empty", "quiet"])
+    fast, empty, quiet = Shard("fast", fleet), Shard("empty", fleet), Shard("quiet", fleet)
+    stage.apply([fast.batch(100), start_marker(empty), quiet.batch(1)], now=0)
+    stage.apply([idle_marker(quiet)], now=0)
+    stage.checkpoint_state(log, 1)
     heir = AggregationStage(fleet, idle_timeout=30, query="q")
-    heir.restore(CheckpointLog(LocalCheckpointStore(tmp_path)), 0)
-    assert heir.refresh(now=500) is None  # restored: counts as heard of at 500
-    assert minutes(heir.refresh(now=530)) == 95
-    heir.apply([empty.batch(200)], now=531)  # records after all: its first range
+    heir.restore(CheckpointLog(LocalCheckpointStore(tmp_path)), 1)
+    assert heir.sources["quiet"].idle
+    assert heir.refresh(now=100_000) is None  # restored: empty still waited for
+    heir.apply([idle_marker(empty)], now=100_001)
+    assert minutes(heir.fleet_watermark) == 95  # min(100) - 5: quiet and empty idle
+    heir.apply([empty.batch(200)], now=100_002)  # records after all: its first range
     assert heir.sources["empty"].last == 10
 
 

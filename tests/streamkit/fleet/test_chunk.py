@@ -141,3 +141,21 @@ def test_a_stream_round_trips_and_is_part_of_the_shards_key() -> None:
     assert "stream" not in json.loads(meta[b"streamkit.chunk"])
     with pytest.raises(ChunkError, match="field 'stream' is 'middle'"):
         decode_chunk(encode_chunk(replace(HEADER, stream="middle"), _rows(3)))
+
+
+def test_an_idle_marker_round_trips_and_other_chunks_write_no_idle_field() -> None:
+    """An idle marker (no rows, ``first == last``, not ended) says ``idle``; every other
+    chunk is the bytes it was (no ``idle`` field). ``idle`` is neither a start marker nor
+    an end marker, and a chunk with rows or an end that says ``idle`` is refused."""
+    marker = replace(HEADER, first="4977", last="4977", max_event=None, idle=True)
+    header, rows = decode_chunk(encode_chunk(marker, pl.DataFrame()))
+    assert (header.is_idle, header.is_start, header.is_end) == (True, False, False)
+    assert rows.height == 0
+    start = replace(marker, idle=False)
+    assert decode_chunk(encode_chunk(start, pl.DataFrame()))[0].is_start
+    meta = pa.ipc.open_stream(encode_chunk(HEADER, _rows(3))).schema.metadata
+    assert "idle" not in json.loads(meta[b"streamkit.chunk"])
+    with pytest.raises(ChunkError, match="damaged chunk header"):
+        decode_chunk(encode_chunk(replace(HEADER, idle=True), _rows(3)))  # rows: not a marker
+    with pytest.raises(ChunkError, match="damaged chunk header"):
+        decode_chunk(encode_chunk(replace(marker, ended=True), pl.DataFrame()))

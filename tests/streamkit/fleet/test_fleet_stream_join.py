@@ -444,9 +444,10 @@ def test_a_reread_batch_gives_the_same_parts_and_markers_carry_their_stream() ->
     assert not stage.sources["right/shard-000"].ended
 
 
-def test_a_side_idle_for_idle_timeout_stops_holding_the_watermark() -> None:
-    """The fleet's rule for idle shards (README, step 4): once every shard of the left
-    side has been silent for ``idle_timeout``, the watermark follows the right side's."""
+def test_a_side_its_readers_say_is_idle_stops_holding_the_watermark() -> None:
+    """The fleet's rule for idle shards (README, step 4): silence is not idleness (the
+    left side's shard silent for a day still holds); once its reader's idle marker says
+    it found nothing newer at its tip, the watermark follows the right side's."""
     fleet = FleetPlan.of(_join("inner").plan, "append")
     stage = JoinStage(fleet, idle_timeout=5.0, query="q")
     sides = {name: SideStage(fleet, name) for name in ("left", "right")}
@@ -462,7 +463,10 @@ def test_a_side_idle_for_idle_timeout_stops_holding_the_watermark() -> None:
     stage.apply([chunk("left", left, None, "1"), chunk("right", right.head(5), None, "1")], 0.0)
     early = int(right.head(5)["t2"].dt.epoch("ms").max())  # type: ignore[arg-type]
     assert stage.watermark == min(l_ms - 600_000, early - 240_000)
-    stage.apply([chunk("right", right.slice(5), "1", "2")], 10.0)  # the left: silent 10 s
+    stage.apply([chunk("right", right.slice(5), "1", "2")], 86_400.0)  # the left: silent
     r_ms = int(right["t2"].dt.epoch("ms").max())  # type: ignore[arg-type]
     assert r_ms - 240_000 > l_ms - 600_000
+    assert stage.watermark == l_ms - 600_000  # the silent left side still holds
+    ((idle,),) = sides["left"].idle_chunks("s0", "1", 1, "q")
+    stage.apply([idle], 86_401.0)
     assert stage.watermark == r_ms - 240_000

@@ -11,6 +11,12 @@ never overlap and happen in this order::
         shutdown_requested(shard_id, checkpointer)  # graceful stop of the consumer
         lease_lost(shard_id)                        # another worker owns the shard now
 
+A processor that defines ``async def at_tip(self, shard_id: str)`` is also called, between
+those, after each read that found nothing new at the shard's tip (no records,
+``MillisBehindLatest`` 0; about every ``idle_time`` while the shard is quiet): only its
+reader knows a quiet shard from a slow read (the fleet's source tasks declare idleness
+by it).
+
 ``lease_lost`` is called after the in-flight ``process_records`` (or read) was cancelled;
 the processor must not checkpoint any more (it cannot: the checkpointer raises
 :class:`~streamkit_kinesis.leases.LeaseLostError`). Delivery is at least once: records after the

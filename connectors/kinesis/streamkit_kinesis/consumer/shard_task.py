@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +35,7 @@ from streamkit_kinesis.types import AT_TIMESTAMP, SHARD_END, RecordBatch
 from .processor import InitializationInput
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from streamkit_kinesis.leases import HeldLeases, LeaseStore
@@ -255,7 +257,9 @@ class ShardTask:
         await self._initialize(processor, lease)
         self.started_at = lease
         self._host.shard_started(self.shard_id, lease)
-        while (batch := await self._next(fetcher)) is not None:
+        hook = getattr(processor, "at_tip", None)
+        tip = functools.partial(hook, self.shard_id) if callable(hook) else None
+        while (batch := await self._next(fetcher, tip)) is not None:
             if batch.records:
                 self.checkpointer.mark_delivered(position(batch.records[-1]))
                 await processor.process_records(batch, self.checkpointer)
@@ -299,8 +303,12 @@ class ShardTask:
             raise
         return self._host.fetchers(info, start)
 
-    async def _next(self, fetcher: RecordFetcher) -> RecordBatch | None:
-        """The next non-empty (or SHARD_END) batch; None once shutdown was requested."""
+    async def _next(
+        self, fetcher: RecordFetcher, tip: Callable[[], Awaitable[None]] | None = None
+    ) -> RecordBatch | None:
+        """The next non-empty (or SHARD_END) batch; None once shutdown was requested.
+        ``tip`` is awaited after each read that found nothing at the shard's tip (no
+        records, ``MillisBehindLatest`` 0)."""
         while not self._stop.is_set():
             read = asyncio.ensure_future(fetcher.next_batch())
             stop = asyncio.ensure_future(self._stop.wait())
@@ -322,6 +330,8 @@ class ShardTask:
             batch = read.result()
             if batch.records or batch.shard_ended:
                 return batch
+            if tip is not None and batch.millis_behind_latest == 0:
+                await tip()
         return None
 
     async def _end(self, processor: RecordProcessor, batch: RecordBatch) -> None:

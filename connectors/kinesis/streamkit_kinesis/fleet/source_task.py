@@ -13,9 +13,13 @@ then
   pending checkpoint, put, checkpoint). A task that starts on a lease carrying a pending
   checkpoint first re-reads exactly ``(checkpoint, pending]`` as one batch, so the chunks
   it emits again carry the range end of the first attempt and are dropped downstream.
-  Before reading, its start markers go to every partition, so a shard that never
-  receives a record is heard of and stops holding the fleet watermark after
-  ``idle_timeout``.
+  Before reading, its start markers go to every partition, so every aggregation task
+  has heard of the shard and waits for it. Only the reader can tell a quiet shard from
+  a slow or stalled read: once its reads have found nothing new at the shard's tip for
+  ``idle_timeout`` (since the task started or its last records), its idle markers go to
+  every partition, and again every ``idle_timeout`` while it stays quiet; the shard then
+  stops holding the fleet watermark back until its next chunk. A shard whose reader is
+  slow, stalled or dead is silent, never idle: it holds the watermark.
   At the shard's end (a split or merged parent) its end markers go to every partition
   before the SHARD_END checkpoint, so the ended shard stops holding the fleet watermark
   (its children are read only after that checkpoint, by the consumer's parent rule);
@@ -76,11 +80,14 @@ FAULT_ENV = "STREAMKIT_FLEET_FAULT"
 """Fault injection for tests: ``kill_before_checkpoint:<n>`` SIGKILLs this process after the
 put of its ``n``-th exchange batch, before that batch's checkpoint (issue 14, test 4);
 ``stop_before_source_commit``: see :func:`_fault_stop`; ``kill_after_source_commit``: see
-:func:`_fault_kill_committed`."""
+:func:`_fault_kill_committed`; ``stall_first_batch:<s>``: see :func:`_fault_stall`."""
 
 
 _STOPPED: set[str] = set()
 """Non-empty once the stop hook stopped this process (it stops it once)."""
+
+_STALLED: set[str] = set()
+"""The shard the stall hook stalled (it stalls one batch per process)."""
 
 _EMITTED = [0]
 """Exchange batches this process emitted, over both streams of a join (the fault hook
@@ -111,6 +118,8 @@ class SourceContext:
     """Where a claim refused while the lease is held goes (None: only logged)."""
     stream: str = ""
     """The join side these tasks read (``left``/``right``; empty: the fleet's one stream)."""
+    clock: Callable[[], float] = time.monotonic
+    """Seconds, for idleness (``idle_timeout`` of the fleet options)."""
 
 
 def _fault_stop(shard: str, batch_id: int) -> None:
@@ -124,6 +133,20 @@ def _fault_stop(shard: str, batch_id: int) -> None:
     print(f"fault: stopped {shard} {batch_id}", flush=True)
     quiesced(_stop_self)
     print(f"fault: resumed {shard} {batch_id}", flush=True)
+
+
+async def _fault_stall(shard: str) -> None:
+    """``STREAMKIT_FLEET_FAULT=stall_first_batch:<s>``: the first batch of records this
+    process delivers to a source task waits ``s`` seconds before it runs (printing
+    ``fault: stalled <shard id>`` and ``fault: unstalled <shard id>``): a reader that holds
+    its lease and renews it but emits nothing for long (a starved or throttled worker)."""
+    kind, _, n = os.environ.get(FAULT_ENV, "").partition(":")
+    if kind != "stall_first_batch" or _STALLED or not n.isdigit():
+        return
+    _STALLED.add(shard)
+    print(f"fault: stalled {shard}", flush=True)
+    await asyncio.sleep(int(n))
+    print(f"fault: unstalled {shard}", flush=True)
 
 
 def _fault_kill_committed(batch_id: int) -> None:
@@ -193,6 +216,10 @@ class SourceTask(BaseRecordProcessor):
         """A chunk carrying the shard's end was put (exchange plans)."""
         self.refused: TaskFencedError | None = None
         """The refusal of this task's claim (stateless plans), while the lease is held."""
+        self.quiet_since = ctx.clock()
+        """Clock reading of this task's start or its last records (idleness counts from)."""
+        self.idle_said: float | None = None
+        """Clock reading of the last idle markers put since then (None: none)."""
 
     async def initialize_with(self, init: InitializationInput) -> None:
         """Find where this task resumes: a pending checkpoint (exchange) or a logged batch
@@ -261,6 +288,8 @@ class SourceTask(BaseRecordProcessor):
         owner re-reads from the lease's checkpoint or pending checkpoint."""
         if self.lost:
             return
+        self.quiet_since, self.idle_said = self.ctx.clock(), None
+        await _fault_stall(self.name)
         try:
             for records in self.split(batch.records):
                 await self._run(records, batch, checkpointer)
@@ -304,6 +333,28 @@ class SourceTask(BaseRecordProcessor):
         assert self.stage is not None
         parts = self.stage.start_chunks(self.shard, self.first, ctx.partitions, ctx.spec.name)
         await ctx.writer.put_batch(parts, self.shard)
+
+    async def at_tip(self, shard_id: str) -> None:
+        """A read found nothing new at the shard's tip: once the shard has been quiet for
+        ``idle_timeout`` (no records since this task started or since its last records),
+        its idle markers (up to the last range emitted) go to every exchange partition,
+        and again every ``idle_timeout`` while it stays quiet (so a marker an aggregation
+        task did not believe, e.g. while the lease changed hands, is said again). Not
+        while records of an exact re-read are held (they were not emitted yet)."""
+        ctx = self.ctx
+        if self.lost or ctx.writer is None or self.stage is None:
+            return
+        if self.held or self.replay is not None:
+            return
+        now, idle = ctx.clock(), ctx.spec.options.idle_timeout
+        if now - self.quiet_since < idle:
+            return
+        if self.idle_said is not None and now - self.idle_said < idle:
+            return
+        parts = self.stage.idle_chunks(self.shard, self.first, ctx.partitions, ctx.spec.name)
+        await ctx.writer.put_batch(parts, self.shard)
+        self.idle_said = now
+        log.debug("source task %s: idle at %s", self.name, self.first)
 
     async def _send_end(self) -> None:
         """The end markers of this shard to every exchange partition, unless its last

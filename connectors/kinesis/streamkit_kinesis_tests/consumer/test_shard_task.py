@@ -62,7 +62,11 @@ class ReplayFetcher:
         if isinstance(start, ExtendedSequenceNumber) and not start.is_sentinel:
             floor = int(start.sequence_number)
         self._batches = [
-            RecordBatch(b.shard_id, tuple(r for r in b.records if int(r.sequence_number) > floor))
+            RecordBatch(
+                b.shard_id,
+                tuple(r for r in b.records if int(r.sequence_number) > floor),
+                b.millis_behind_latest,
+            )
             for b in data
         ]
         self._endless = endless
@@ -255,6 +259,34 @@ async def test_shutdown_abandons_a_waiting_fetcher_and_closes_it() -> None:
     assert stored is not None
     assert stored.checkpoint == ExtendedSequenceNumber(record(1).sequence_number)
     assert fetchers.built[0][2].closed
+
+
+class TipRecorder(Recorder):
+    """A Recorder that also hears of reads that found nothing at the shard's tip."""
+
+    async def at_tip(self, shard_id: str) -> None:
+        assert shard_id == SHARD.shard_id
+        self.calls.append("tip")
+
+
+async def test_at_tip_is_called_after_each_empty_read_at_the_tip_and_only_then() -> None:
+    """Between batches of records, a processor with ``at_tip`` hears of each read that
+    found nothing and reported no lag (MillisBehindLatest 0); an empty read behind the tip
+    (Kinesis returns those in a sparse shard) or one whose lag is not reported is not the
+    tip. A processor without the method is never asked."""
+    empty = (
+        RecordBatch(SHARD.shard_id, (), 1000),  # behind: not the tip
+        RecordBatch(SHARD.shard_id, (), None),  # lag not reported: not known to be the tip
+        RecordBatch(SHARD.shard_id, (), 0),
+    )
+    first, second = batches(3, 2)
+    fetchers = ReplayFetchers([first, *empty, second, empty[2], empty[2]])
+    store, held = await held_lease(TRIM_HORIZON)
+    processor = TipRecorder()
+    task = start_task(Host(fetchers), store, held, processor)
+    assert await asyncio.wait_for(task.task, 5) is ShardOutcome.ENDED
+    assert processor.calls == ["init", "process", "tip", "process", "tip", "tip", "ended"]
+    assert processor.records == [record(n) for n in range(5)]
 
 
 def test_replay_fetcher_satisfies_the_contract() -> None:
