@@ -29,15 +29,15 @@ One :meth:`AggregationStage.apply` is one micro-batch (the chunks read in one po
    :mod:`~streamkit.streaming.agg_steps`);
 6. the fleet watermark after the batch: ``min`` over the source shards that have an event
    time, did not end (an end marker or a chunk flagged ``ended``, and no longer named by
-   :meth:`expect_sources`), and sent a chunk less than ``idle_timeout`` seconds ago, of
+   :meth:`expect_sources`), and were not declared idle by their reader (an idle marker
+   since their last range; or their lease is changing hands, :meth:`hold_sources`), of
    ``max_event - delay`` (Spark's whole-ms arithmetic); the ``max`` over all of them when
-   none is active; it never decreases. A shard named by :meth:`expect_sources` (the
-   source shards that exist and are not finished, from the source lease table) holds it
-   where it is until a whole range of it with an event time is applied: whatever the
-   clock while it sent nothing (a shard whose task starts late cannot find its rows
-   late), and while it is active once it sent something (a start marker counts: a shard
-   that never receives a record stops holding ``idle_timeout`` after its task started,
-   as an idle one does). Without
+   none is active; it never decreases. Silence never makes a shard idle, whatever the
+   clock. A shard named by :meth:`expect_sources` (the source shards that exist and are
+   not finished, from the source lease table) holds it where it is until a whole range of
+   it with an event time is applied: while it sent nothing (a shard whose task starts
+   late cannot find its rows late), and once it sent a start marker until its reader
+   declares it idle (a shard that never receives a record). Without
    :meth:`expect_sources` only the shards heard from count.
 
 For a ``drop_duplicates`` plan, steps 4 and 5 are those of the single-process engine's
@@ -81,7 +81,7 @@ from streamkit.windows import WEND
 
 from .chain_tail import ChainTail
 from .chunk import ChunkError, decode_chunk
-from .exchange_task import DEFAULT_IDLE_TIMEOUT, ExchangeTask
+from .exchange_task import ExchangeTask
 from .fleet_plan import FleetPlan
 from .late_rows import LATE
 from .source_progress import advance
@@ -94,7 +94,6 @@ class AggregationStage(ExchangeTask):
         self,
         fleet: FleetPlan,
         *,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         query: str | None = None,
     ) -> None:
         if fleet.stateless:
@@ -103,7 +102,7 @@ class AggregationStage(ExchangeTask):
             raise PlanError(
                 "a join of two streams runs in a JoinStage (streamkit.fleet.join_stage)"
             )
-        self._track(fleet, idle_timeout, query)
+        self._track(fleet, query)
         self._dedup: StreamingDedup | None = None
         self._tail: ChainTail | None = None
         self._store: StateStore | DedupStore | ChainTail

@@ -22,7 +22,6 @@ from typing import Protocol
 
 import polars as pl
 
-from streamkit.errors import PlanError
 from streamkit.streaming import _envelope as envelope
 from streamkit.streaming import agg_steps
 from streamkit.streaming.batch_result import BatchResult
@@ -31,8 +30,6 @@ from streamkit.streaming.checkpoint import CheckpointDamagedError, CheckpointLog
 from .chunk import ChunkError, ChunkHeader
 from .fleet_plan import FleetPlan
 from .source_progress import SourceProgress
-
-DEFAULT_IDLE_TIMEOUT = 30.0
 
 
 class TaskState(Protocol):
@@ -67,12 +64,11 @@ class ExchangeTask(ABC):
 
     _store: TaskState
 
-    def _track(self, fleet: FleetPlan, idle_timeout: float, query: str | None) -> None:
+    def _track(self, fleet: FleetPlan, query: str | None) -> None:
         """What every task's engine keeps besides its operator's state: the source shards
-        (dedup map, maxima), the fleet watermark and the counters."""
-        if idle_timeout <= 0:
-            raise PlanError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
-        self.fleet, self.idle_timeout, self.query = fleet, idle_timeout, query
+        (dedup map, maxima, idle flags), the fleet watermark and the counters. Idleness is
+        declared by the sources (idle markers), so the task has no timeout of its own."""
+        self.fleet, self.query = fleet, query
         self.agg, self.mode = fleet.agg, fleet.mode
         self._sources: dict[str, SourceProgress] = {}
         self._expected: frozenset[str] = frozenset()

@@ -52,7 +52,7 @@ from streamkit.streaming.join_sides import SIDES
 from streamkit.streaming.stream_join import StreamJoinQuery, join_engine
 
 from .chunk import ChunkError, ChunkHeader, decode_chunk
-from .exchange_task import DEFAULT_IDLE_TIMEOUT, ExchangeTask
+from .exchange_task import ExchangeTask
 from .fleet_plan import FleetPlan
 from .join_split import JoinSplit
 from .join_state import JoinState
@@ -66,12 +66,11 @@ class JoinStage(ExchangeTask):
         self,
         fleet: FleetPlan,
         *,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         query: str | None = None,
     ) -> None:
         if fleet.joined is None:
             raise PlanError("a JoinStage runs a join of two streams (FleetPlan.joined)")
-        self._track(fleet, idle_timeout, query)
+        self._track(fleet, query)
         self.split: JoinSplit = fleet.joined
         engine = join_engine(fleet.plan, fleet.mode, emit_on_same_batch=False, policy="min")
         if engine is None:  # an aggregation or drop_duplicates above the join: a chain

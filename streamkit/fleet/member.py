@@ -83,9 +83,11 @@ class FleetOptions:
     exchange_shards: int = 4
     """Shards of the exchange stream (fixed for the query's life)."""
     idle_timeout: float = 60.0
-    """Seconds after which a silent source shard stops holding the fleet watermark back;
-    the default is above the consumer's lease takeover time (``failover_time`` 10 s plus a
-    take cycle of 20 s), so a dead worker's shard is not taken for idle."""
+    """Seconds a source shard's reader must find nothing new at the shard's tip before it
+    declares the shard idle (idle markers on the exchange), after which the shard stops
+    holding the fleet watermark back until its next records. Silence alone never makes a
+    shard idle: one whose reader is slow or dead holds the watermark. Also how long a new
+    lease owner is waited for before its shard's idle marker is believed."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.exchange_shards, int) or self.exchange_shards < 1:

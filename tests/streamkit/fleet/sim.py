@@ -142,7 +142,6 @@ class Fleet:
     budget: int = 0
     """Bytes per exchange record (0: the size of a chunk of 2 rows, so batches split)."""
     dup_rate: float = 0.3
-    idle_timeout: float = 1000.0
     expect: bool = True
     """Tell the stages which source shards exist (as the runtime does from the leases)."""
     crash_rate: float = 0.0
@@ -184,7 +183,7 @@ class Fleet:
 
     def new_stage(self) -> ExchangeTask:
         kind = JoinStage if self.fleet.joined is not None else AggregationStage
-        stage = kind(self.fleet, idle_timeout=self.idle_timeout, query="q")
+        stage = kind(self.fleet, query="q")
         if self.expect:
             stage.expect_sources(s.key for s in self.sources)
         return stage

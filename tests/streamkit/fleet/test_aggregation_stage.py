@@ -65,7 +65,7 @@ def windows(result: pl.DataFrame) -> list[tuple[float, int]]:
 
 def test_the_slowest_shard_holds_the_fleet_watermark() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100), slow.batch(1)], now=0)
     # min(100, 1) - 5 = -4
@@ -76,7 +76,7 @@ def test_the_slowest_shard_holds_the_fleet_watermark() -> None:
 
 def test_an_expected_shard_that_starts_late_loses_no_rows() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     stage.expect_sources(["fast", "slow"])
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100)], now=0)
@@ -91,7 +91,7 @@ def test_an_expected_shard_that_starts_late_loses_no_rows() -> None:
 
 def test_without_expected_shards_a_late_starter_finds_its_rows_late() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100)], now=0)  # only fast is known: W = 95
     stage.apply([fast.batch(101)], now=1)  # in force: 95
@@ -113,7 +113,7 @@ def test_a_silent_shard_holds_the_watermark_until_its_reader_says_it_is_idle() -
     watermark and its rows, read at last, are not late. Only its idle marker (its reader
     found nothing newer at the tip) lets the watermark go past it."""
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100), slow.batch(1)], now=0)  # slow last seen at 0
     stage.apply([fast.batch(101)], now=29.9)
@@ -138,11 +138,32 @@ def test_a_silent_shard_holds_the_watermark_until_its_reader_says_it_is_idle() -
     assert minutes(stage.fleet_watermark) == 145  # min(200, 150) - 5
 
 
+def test_a_range_sent_again_wakes_an_idle_shard_and_an_idle_marker_alone_is_heard() -> None:
+    """A new owner re-reading a pending range (its chunk a duplicate, dropped) is reading
+    the shard: the shard holds again until that reader says it is idle. A shard heard of
+    first by its idle marker (no start marker reached this partition) does not hold."""
+    fleet = fleet_plan()
+    stage = AggregationStage(fleet, query="q")
+    stage.expect_sources(["fast", "slow", "quiet"])
+    fast, slow, quiet = Shard("fast", fleet), Shard("slow", fleet), Shard("quiet", fleet)
+    again = slow.batch(1)
+    stage.apply([fast.batch(100), again, idle_marker(quiet)], now=0)
+    assert minutes(stage.fleet_watermark) == -4  # min(100, 1) - 5: quiet holds nothing
+    stage.apply([idle_marker(slow)], now=1)
+    assert minutes(stage.fleet_watermark) == 95
+    stage.apply([again], now=2)  # sent again by a new owner: a duplicate
+    assert stage.duplicates_dropped == 1
+    woken = stage.sources["slow"]
+    assert not woken.idle
+    stage.apply([fast.batch(200), slow.batch(150)], now=3)
+    assert minutes(stage.fleet_watermark) == 145  # min(200, 150) - 5: slow holds again
+
+
 def test_an_idle_marker_behind_an_applied_range_is_a_previous_owners_and_ignored() -> None:
     """A previous owner's idle marker (its position behind a range the next owner sent
     already) arriving late: the shard has a live reader past it, so it stays active."""
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100), slow.batch(1), slow.batch(2)], now=0)  # slow at 20
     stage.apply([idle_marker(slow, at=10)], now=1)
@@ -158,7 +179,7 @@ def test_a_shard_whose_lease_changes_hands_is_not_taken_for_idle() -> None:
     the rows the dead one never emitted. While the lease changes hands the shard holds the
     watermark, so those rows are not late."""
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100), slow.batch(1)], now=0)
     stage.hold_sources(["slow"])  # its owner died: no renewals, then a new owner
@@ -174,7 +195,7 @@ def test_a_shard_whose_lease_changes_hands_is_not_taken_for_idle() -> None:
 
 def test_a_shard_that_ended_stops_holding_the_watermark_at_once() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     fast, slow = Shard("fast", fleet), Shard("slow", fleet)
     stage.apply([fast.batch(100), slow.batch(1)], now=0)
     stage.apply([slow.batch(2, ended=True)], now=1)
@@ -193,7 +214,7 @@ def test_an_end_marker_ends_a_shard_once_its_lease_is_no_longer_expected() -> No
     (read before its SHARD_END checkpoint, it may not list the children yet) the parent
     holds; once it is gone from the expected shards, it holds no more, idle or not."""
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=3600, query="q")
+    stage = AggregationStage(fleet, query="q")
     stage.expect_sources(["fast", "parent"])
     fast, parent = Shard("fast", fleet), Shard("parent", fleet)
     stage.apply([fast.batch(100), parent.batch(1)], now=0)
@@ -211,7 +232,7 @@ def test_an_end_marker_ends_a_shard_once_its_lease_is_no_longer_expected() -> No
 
 def test_an_end_marker_sent_again_is_a_duplicate_and_one_after_a_partial_range_a_gap() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     shard = Shard("s", fleet)
     stage.apply([shard.batch(1)], now=0)
     stage.apply([end_marker(shard), end_marker(shard)], now=1)  # a takeover sent it again
@@ -237,7 +258,7 @@ def test_a_child_that_never_receives_a_record_holds_until_its_reader_says_it_is_
     its task's start marker makes it heard of, so it holds the fleet watermark however
     long it is silent, until its reader's idle marker, then no more."""
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     stage.expect_sources(["fast", "empty"])
     fast, empty = Shard("fast", fleet), Shard("empty", fleet)
     stage.apply([fast.batch(100)], now=0)
@@ -256,7 +277,7 @@ def test_a_start_marker_applies_no_range_and_is_ignored_once_the_shard_is_known(
     map of (shard, range end) is untouched, nothing is counted as a duplicate, and the
     shard's first range (after the shard's start or after a checkpoint) follows it."""
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     late, known = Shard("late", fleet), Shard("known", fleet)
     stage.apply([start_marker(late), start_marker(late)], now=0)
     stage.apply([late.batch(1)], now=1)  # its first range: after the shard's start
@@ -281,13 +302,13 @@ def test_a_shard_heard_of_by_its_start_marker_only_survives_a_restore(tmp_path: 
     marker, then no more; an idle flag is checkpointed too (its reader said it once)."""
     fleet = fleet_plan()
     log = CheckpointLog(LocalCheckpointStore(tmp_path))
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     stage.expect_sources(["fast", "empty", "quiet"])
     fast, empty, quiet = Shard("fast", fleet), Shard("empty", fleet), Shard("quiet", fleet)
     stage.apply([fast.batch(100), start_marker(empty), quiet.batch(1)], now=0)
     stage.apply([idle_marker(quiet)], now=0)
     stage.checkpoint_state(log, 1)
-    heir = AggregationStage(fleet, idle_timeout=30, query="q")
+    heir = AggregationStage(fleet, query="q")
     heir.restore(CheckpointLog(LocalCheckpointStore(tmp_path)), 1)
     assert heir.sources["quiet"].idle
     assert heir.refresh(now=100_000) is None  # restored: empty still waited for
@@ -299,7 +320,7 @@ def test_a_shard_heard_of_by_its_start_marker_only_survives_a_restore(tmp_path: 
 
 def test_the_watermark_never_decreases_when_a_slower_shard_appears() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     stage.apply([Shard("fast", fleet).batch(100)], now=0)
     stage.apply([Shard("late-joiner", fleet).batch(1)], now=1)
     assert minutes(stage.fleet_watermark) == 95
@@ -307,7 +328,7 @@ def test_the_watermark_never_decreases_when_a_slower_shard_appears() -> None:
 
 def test_late_partials_are_judged_against_the_previous_batchs_watermark() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     shard = Shard("s", fleet)
     stage.apply([shard.batch(100)], now=0)  # W = 95; in force: None
     # batch 2: late mark None (in force in batch 1): the row at 3 counts, window [0, 10)
@@ -322,7 +343,7 @@ def test_late_partials_are_judged_against_the_previous_batchs_watermark() -> Non
 
 def test_a_gap_in_a_shards_ranges_is_refused_and_changes_nothing() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     shard = Shard("s", fleet)
     stage.apply([shard.batch(1)], now=0)
     shard.batch(2)  # put, never delivered
@@ -333,7 +354,7 @@ def test_a_gap_in_a_shards_ranges_is_refused_and_changes_nothing() -> None:
 
 def test_a_damaged_chunk_refuses_the_whole_batch_and_changes_nothing() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="q")
+    stage = AggregationStage(fleet, query="q")
     shard = Shard("s", fleet)
     good, bad = shard.batch(1), bytearray(shard.batch(2))
     bad[-60] ^= 0xFF
@@ -347,7 +368,7 @@ def test_a_damaged_chunk_refuses_the_whole_batch_and_changes_nothing() -> None:
 
 def test_a_chunk_of_another_query_is_refused() -> None:
     fleet = fleet_plan()
-    stage = AggregationStage(fleet, idle_timeout=30, query="other")
+    stage = AggregationStage(fleet, query="other")
     with pytest.raises(ChunkError, match="own app_name"):
         stage.apply([Shard("s", fleet).batch(1)], now=0)
 

@@ -449,7 +449,7 @@ def test_a_side_its_readers_say_is_idle_stops_holding_the_watermark() -> None:
     left side's shard silent for a day still holds); once its reader's idle marker says
     it found nothing newer at its tip, the watermark follows the right side's."""
     fleet = FleetPlan.of(_join("inner").plan, "append")
-    stage = JoinStage(fleet, idle_timeout=5.0, query="q")
+    stage = JoinStage(fleet, query="q")
     sides = {name: SideStage(fleet, name) for name in ("left", "right")}
     left = _side_rows(91, 10, LEFT_PL, jitter=0)
     right = _side_rows(92, 40, RIGHT_PL, jitter=0)

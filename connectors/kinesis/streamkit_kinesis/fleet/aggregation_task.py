@@ -185,7 +185,7 @@ class AggregationTask(BaseRecordProcessor):
         fenced = FencedTaskLog(where, spec.worker_id, self.shard)
         taken = fenced.claim(epoch)
         kind = JoinStage if spec.fleet_plan.joined is not None else AggregationStage
-        stage = kind(spec.fleet_plan, idle_timeout=spec.options.idle_timeout, query=spec.name)
+        stage = kind(spec.fleet_plan, query=spec.name)
         if taken.batch is not None:
             assert fenced.previous is not None
             stage.restore(fenced.previous, taken.batch)
