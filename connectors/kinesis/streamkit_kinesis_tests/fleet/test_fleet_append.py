@@ -1,11 +1,13 @@
 """Issue 14, test 3: append mode on a fleet emits every window exactly once fleet-wide, and
-an idle source shard holds the fleet watermark back for at most ``idle_timeout``.
+an idle source shard holds the fleet watermark back only until its reader has found
+nothing new at its tip for ``idle_timeout`` (then it declares the shard idle).
 
 Two fleets with different app names read one 8-shard stream at once, with the same query
 (watermark one hour behind) and different ``idle_timeout``: one hour (H) and three seconds
 (I). Every shard gets data; one closing record a day later then goes to every shard but
 one (the idle shard, which holds the oldest unclosed event time of the data). I's idle shard
-stops holding its watermark back three seconds after its last chunk, so I emits every
+stops holding its watermark back once its reader has been at its tip with nothing new for
+three seconds (its idle markers), so I emits every
 window of the data, each once: its sink equals DuckDB over the records put. H's idle shard
 still holds its watermark back once H read every record (its source leases checkpointed at
 the closers, its exchange leases at the exchange's tip): H's sink is empty and no

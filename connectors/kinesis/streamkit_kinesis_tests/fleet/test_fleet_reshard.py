@@ -15,8 +15,9 @@ ended, and a parent's end is sent before its SHARD_END checkpoint).
 A second, smaller run (one worker, two shards, ``idle_timeout`` three seconds): shard 0
 is split once every record is read, and nothing is ever written to one of its children.
 That child's source task sends no chunk of records; its start markers make the
-aggregation tasks hear of it, so it holds the fleet watermark for ``idle_timeout`` only
-(never heard of, it held it for ever: no window closed). Checked: the child received no
+aggregation tasks hear of it, so it holds the fleet watermark until its reader has found
+nothing at its tip for ``idle_timeout`` and says so (its idle markers; never heard of, it
+held it for ever: no window closed). Checked: the child received no
 record, and the sink equals DuckDB over the records put.
 """
 
