@@ -20,12 +20,10 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-from streamkit_kinesis.testing.streams import fresh_stream, unique
 
 from streamkit_kinesis_tests.fleet.fleet_harness import (
-    Fleet,
     close_and_collect,
-    drop_fleet_tables,
+    fleet_on_fresh_stream,
     payloads,
     put_random_keys,
     same,
@@ -52,19 +50,14 @@ async def test_a_stalled_reader_holds_the_fleet_watermark_however_long_it_is_sil
     ep = localstack_endpoint
     data = payloads(EVENTS, seed=4101, ordered=True)
     want = truth(data)
-    async with fresh_stream(ep, SHARDS, "fleetst") as (stream, _):
-        args = ("--idle", "2 seconds", "--delay", "2 minutes")
-        fleet = Fleet(ep, stream, unique("fst"), tmp_path, *args)
-        try:
-            worker = await fleet.add("w1", STREAMKIT_FLEET_FAULT=f"stall_first_batch:{STALL}")
-            last = await asyncio.to_thread(put_random_keys, ep, stream, data)
-            assert len(last) == SHARDS  # records on both shards
-            await fleet.read_all(last)
-            await close_and_collect(ep, stream, [fleet], len(want))
-            await fleet.stop()
-        finally:
-            await fleet.kill_all()
-            await drop_fleet_tables(ep, fleet.app)
+    args = ("--idle", "2 seconds", "--delay", "2 minutes")
+    async with fleet_on_fresh_stream(ep, tmp_path, SHARDS, "fleetst", *args) as fleet:
+        worker = await fleet.add("w1", STREAMKIT_FLEET_FAULT=f"stall_first_batch:{STALL}")
+        last = await asyncio.to_thread(put_random_keys, ep, fleet.stream, data)
+        assert len(last) == SHARDS  # records on both shards
+        await fleet.read_all(last)
+        await close_and_collect(ep, fleet.stream, [fleet], len(want))
+        await fleet.stop()
     stalled = [line for line in worker.lines if line.startswith("fault: ")]
     assert [s.split()[1] for s in stalled] == ["stalled", "unstalled"], fleet.tail()
     got = sink_rows(fleet.out)
